@@ -1,0 +1,5 @@
+import sys
+
+from geospot.cli import main
+
+sys.exit(main())

@@ -1,0 +1,56 @@
+"""`geospot <command> ...` — every subcommand lives in the module that does the work;
+this file only dispatches (lazily, so `geospot --help` is instant)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> (module, function, one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": ("geospot.demo", "main", "tiny model + synthetic world: SFT, then telescoping GRPO, before/after table"),
+    "sft": ("geospot.train.sft", "main", "supervised warm-start (key=value config; --help lists keys)"),
+    "rl": ("geospot.train.rl", "main", "GRPO, single-turn or telescoping (key=value config)"),
+    "eval": ("geospot.eval.cli", "eval_main", "evaluate a model on a data spec; --compare runs"),
+    "predict": ("geospot.eval.cli", "predict_main", "predict coordinates for images"),
+    "export": ("geospot.eval.cli", "export_main", "export a checkpoint as a PEFT adapter or merged HF model"),
+    "score": ("geospot.geo.cli", "score_main", "score a predictions CSV against a truth CSV"),
+    "data": ("geospot.data.cli", "main", "inspect or pack a data spec"),
+    "model": ("geospot.models.cli", "main", "build tiny offline Qwen-VL models"),
+    "dashboard": ("geospot.dashboard.cli", "main", "serve the live dashboard for a runs folder"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: geospot <command> [args...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {h}" for name, (_, _, h) in COMMANDS.items()]
+    lines += ["", "Run `geospot <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] in ("--version", "version"):
+        from geospot import __version__
+
+        print(__version__)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(COMMANDS), n=1)
+        hint = f" Did you mean `geospot {close[0]}`?" if close else ""
+        print(f"geospot: unknown command {name!r}.{hint} Run `geospot --help` for the list.", file=sys.stderr)
+        return 2
+    module, func, _ = COMMANDS[name]
+    fn = getattr(importlib.import_module(module), func)
+    return int(fn(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

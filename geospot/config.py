@@ -1,0 +1,139 @@
+"""chz-style `key=value` configuration over frozen dataclasses.
+
+Each component has one frozen dataclass of defaults; every field carries a `help`
+string in its metadata (use `option(default, "help")`). `parse_overrides` validates all
+keys and types *before* anything heavy is loaded, and fails with one sentence naming the
+key and the fix."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from typing import Any, Sequence, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the key and the fix."""
+
+
+def option(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use tuples for sequence defaults (configs are frozen)")
+    return dataclasses.field(default=default, metadata={"help": help, **kw})
+
+
+def _base_type(tp: Any) -> tuple[Any, bool]:
+    """(type, optional) for `X`, `X | None`, `Optional[X]`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return (args[0] if len(args) == 1 else tp), len(args) != len(typing.get_args(tp))
+    return tp, False
+
+
+def _coerce(key: str, raw: str, tp: Any) -> Any:
+    base, optional = _base_type(tp)
+    if optional and raw.lower() in ("none", "null", ""):
+        return None
+    origin = typing.get_origin(base)
+    try:
+        if base is bool:
+            low = raw.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if base is int:
+            return int(float(raw)) if "e" in raw.lower() and float(raw).is_integer() else int(raw)
+        if base is float:
+            return float(raw)
+        if base is str:
+            return raw
+        if origin is typing.Literal:
+            choices = typing.get_args(base)
+            if raw not in choices:
+                raise ConfigError(f"{key}={raw!r} is not one of {', '.join(map(str, choices))}")
+            return raw
+        if origin is tuple:
+            (elt,) = [a for a in typing.get_args(base) if a is not Ellipsis][:1] or [str]
+            if raw.startswith("["):
+                items = json.loads(raw)
+            else:
+                items = [s for s in raw.split(",") if s != ""]
+            return tuple(_coerce(key, str(s), elt) for s in items)
+    except ConfigError:
+        raise
+    except (ValueError, json.JSONDecodeError):
+        name = getattr(base, "__name__", str(base))
+        raise ConfigError(f"{key}={raw!r} is not a valid {name}") from None
+    return raw
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def parse_overrides(cls: type[T], argv: Sequence[str], base: T | None = None) -> T:
+    """Build `cls` from `key=value` strings. Unknown keys and bad values raise ConfigError."""
+    tps = field_types(cls)
+    values: dict[str, Any] = {}
+    for arg in argv:
+        if "=" not in arg:
+            raise ConfigError(f"argument {arg!r} is not key=value (try --help for the keys)")
+        key, raw = arg.split("=", 1)
+        key = key.strip().lstrip("-").replace("-", "_")
+        if key not in tps:
+            close = difflib.get_close_matches(key, list(tps), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else "; run with --help for the keys"
+            raise ConfigError(f"unknown config key {key!r} for {cls.__name__}{hint}")
+        values[key] = _coerce(key, raw, tps[key])
+    cfg = dataclasses.replace(base, **values) if base is not None else cls(**values)
+    validate = getattr(cfg, "validate", None)
+    if callable(validate):
+        validate()
+    return cfg
+
+
+def help_text(cls: type, title: str = "") -> str:
+    lines = [title] if title else []
+    lines.append("Keys (key=value):")
+    tps = field_types(cls)
+    for f in dataclasses.fields(cls):
+        tp = tps[f.name]
+        base, _ = _base_type(tp)
+        if typing.get_origin(base) is typing.Literal:
+            tname = "|".join(map(str, typing.get_args(base)))
+        else:
+            tname = getattr(base, "__name__", str(base).replace("typing.", ""))
+        default = f.default if f.default is not dataclasses.MISSING else "(required)"
+        lines.append(f"  {f.name}={default!s}  [{tname}]")
+        h = f.metadata.get("help", "")
+        if h:
+            lines.append(f"      {h}")
+    return "\n".join(lines)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def markdown_table(cls: type) -> str:
+    """The configuration reference rendered for the README (a test checks it is current)."""
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else "(required)"
+        h = f.metadata.get("help", "").replace("|", "\\|").replace("\n", " ")
+        rows.append(f"| `{f.name}` | `{default!s}` | {h} |")
+    return "\n".join(rows)
+
+
+def require(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {message}")

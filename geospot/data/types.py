@@ -1,0 +1,21 @@
+"""The one sample type every source yields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+
+@dataclass(frozen=True, eq=False)
+class Sample:
+    """A geotagged image. `lat`/`lon` are WGS84 degrees; `labels` may hold
+    country / region / city / any source-specific strings; `id` is stable across runs
+    (split assignment hashes it) and `source` names where it came from."""
+
+    id: str
+    image: Image.Image
+    lat: float
+    lon: float
+    labels: dict[str, str] = field(default_factory=dict)
+    source: str = ""

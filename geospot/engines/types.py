@@ -1,0 +1,169 @@
+"""The types every engine speaks. They mirror Tinker's primitives so that the local
+engine and the Tinker engine are interchangeable:
+
+- a `ModelInput` is a sequence of chunks (token runs and images), exactly what Tinker's
+  `ModelInput` holds; the renderer builds it once and both engines consume it;
+- a `Datum` is already shifted (position i predicts `target_tokens[i]`) and its loss is
+  *summed* over tokens and datums, as in Tinker — never shift twice, never average.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class TextChunk:
+    tokens: tuple[int, ...]
+
+    @property
+    def length(self) -> int:
+        return len(self.tokens)
+
+
+@dataclass(frozen=True, eq=False)
+class ImageChunk:
+    """One image, already resized to the size the model sees it at.
+
+    `grid_thw` is the vision patch grid (t, h, w) and `expected_tokens` the number of
+    placeholder tokens it occupies in the sequence (= t*h*w // merge_size**2), the number
+    Tinker calls `expected_tokens`. The chunk owns the vision-start/end tokens' neighbours
+    only through the surrounding TextChunks."""
+
+    image: Image.Image
+    grid_thw: tuple[int, int, int]
+    expected_tokens: int
+
+    @property
+    def length(self) -> int:
+        return self.expected_tokens
+
+
+Chunk = Union[TextChunk, ImageChunk]
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    chunks: tuple[Chunk, ...] = ()
+
+    @property
+    def length(self) -> int:
+        return sum(c.length for c in self.chunks)
+
+    @staticmethod
+    def from_ints(tokens: Sequence[int]) -> "ModelInput":
+        return ModelInput((TextChunk(tuple(int(t) for t in tokens)),))
+
+    def append_tokens(self, tokens: Sequence[int]) -> "ModelInput":
+        """Append tokens, merging into a trailing text chunk (keeps chunk lists short)."""
+        tokens = tuple(int(t) for t in tokens)
+        if not tokens:
+            return self
+        if self.chunks and isinstance(self.chunks[-1], TextChunk):
+            last = self.chunks[-1]
+            return ModelInput(self.chunks[:-1] + (TextChunk(last.tokens + tokens),))
+        return ModelInput(self.chunks + (TextChunk(tokens),))
+
+    def concat(self, other: "ModelInput") -> "ModelInput":
+        out = self
+        for c in other.chunks:
+            out = out.append_tokens(c.tokens) if isinstance(c, TextChunk) else ModelInput(out.chunks + (c,))
+        return out
+
+    def images(self) -> list[ImageChunk]:
+        return [c for c in self.chunks if isinstance(c, ImageChunk)]
+
+    def token_mask(self) -> np.ndarray:
+        """bool[T]: True at text positions, False at image placeholder positions."""
+        return np.concatenate(
+            [np.full(c.length, isinstance(c, TextChunk), dtype=bool) for c in self.chunks]
+            or [np.zeros(0, dtype=bool)]
+        )
+
+
+LossFn = Literal["cross_entropy", "importance_sampling", "ppo"]
+
+
+@dataclass(frozen=True)
+class Datum:
+    """One training sequence. `loss_fn_inputs` holds float/int arrays of length
+    `model_input.length`, keyed as in Tinker:
+      cross_entropy:        target_tokens, weights
+      importance_sampling:  target_tokens, logprobs (sampler's), advantages
+      ppo:                  target_tokens, logprobs (sampler's), advantages
+    Image positions carry zero weight / zero advantage."""
+
+    model_input: ModelInput
+    loss_fn_inputs: dict[str, np.ndarray]
+
+    def __post_init__(self) -> None:
+        n = self.model_input.length
+        for k, v in self.loss_fn_inputs.items():
+            if len(v) != n:
+                raise ValueError(f"Datum.loss_fn_inputs[{k!r}] has length {len(v)}, model_input has {n}")
+
+
+@dataclass(frozen=True)
+class SampleParams:
+    max_tokens: int = 32
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str | int, ...] = ()  # empty = the renderer's end-of-turn token
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class SampledSequence:
+    tokens: tuple[int, ...]  # includes the stop token when stop_reason == "stop"
+    logprobs: tuple[float, ...]  # per token, under the sampling distribution at temperature 1
+    stop_reason: Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class AdamParams:
+    learning_rate: float
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip_norm: float | None = None
+
+
+@dataclass
+class ForwardBackwardResult:
+    logprobs: list[np.ndarray]  # per datum, target logprobs [T]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """What a training loop needs from a model. Sync on purpose: the local engine is
+    sync, and the Tinker engine hides its futures (it submits forward_backward and
+    optim_step before waiting in `train_step`)."""
+
+    renderer: "Renderer"  # noqa: F821  (geospot.engines.rendering.Renderer)
+
+    def sample(
+        self, prompts: Sequence[ModelInput], num_samples: int, params: SampleParams
+    ) -> list[list[SampledSequence]]: ...
+
+    def forward(self, datums: Sequence[Datum]) -> list[np.ndarray]: ...
+
+    def forward_backward(
+        self, datums: Sequence[Datum], loss_fn: LossFn, loss_config: dict | None = None
+    ) -> ForwardBackwardResult: ...
+
+    def optim_step(self, adam: AdamParams) -> dict[str, float]: ...
+
+    def train_step(
+        self, datums: Sequence[Datum], loss_fn: LossFn, adam: AdamParams, loss_config: dict | None = None
+    ) -> ForwardBackwardResult: ...
+
+    def save_state(self, path: str) -> str: ...
+
+    def load_state(self, path: str, with_optimizer: bool = True) -> None: ...
+
+    def export(self, path: str, merged: bool = False) -> str: ...

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# README command 2: set up and run the test suite (offline, CPU).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh test
+# The dashboard's browser tests drive Debian's Chromium (never a downloaded browser).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    || echo "note: could not install chromium; browser tests will be skipped"
+fi
+. .venv/bin/activate
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" TOKENIZERS_PARALLELISM=false
+exec python -m pytest -q "$@"
