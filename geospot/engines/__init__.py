@@ -1,1 +1,26 @@
+"""Engines: one interface (geospot.engines.types.Engine), two implementations.
 
+`make_engine(cfg)` picks by `cfg.engine`: 'local' (torch + transformers + PEFT) or 'tinker'
+(the Tinker service). Both are imported lazily so importing geospot.engines stays cheap
+and the tinker SDK is only needed when used."""
+
+from __future__ import annotations
+
+import importlib
+
+from geospot.engines.config import EngineConfig
+
+ENGINES = {
+    "local": "geospot.engines.local:LocalEngine",
+    "tinker": "geospot.engines.tinker_engine:TinkerEngine",
+}
+
+
+def make_engine(cfg: EngineConfig):
+    if cfg.engine not in ENGINES:
+        raise ValueError(f"unknown engine {cfg.engine!r}; choose one of {', '.join(ENGINES)}")
+    module, name = ENGINES[cfg.engine].split(":")
+    return getattr(importlib.import_module(module), name)(cfg)
+
+
+__all__ = ["make_engine", "EngineConfig", "ENGINES"]

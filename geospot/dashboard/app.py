@@ -1,0 +1,245 @@
+"""The dashboard's ASGI app: a JSON API over the run stores of one runs folder, a live
+Server-Sent-Events stream per run, and the static page (static/index.html + app.js).
+
+Safety by construction:
+- read-only: every store is opened through `RunReader` (SQLite `mode=ro`, query_only);
+- no paths from requests: a run is named by a key looked up in the set of run folders
+  found under the runs folder, and a thumbnail by an image id looked up in that run's
+  store (the file name is a hash, re-checked to lie inside the run's thumbs folder);
+- model text is data: the API returns JSON, the page sets it with textContent, and a strict
+  Content-Security-Policy forbids inline script and any other origin.
+
+Live updates: one `RunWatcher` per watched run polls the store's change counter (`seq`)
+and keeps a bounded ring of recent events; each SSE client keeps its own cursor into it
+and falls back to the store when it fell behind the ring, so no event is lost and memory
+stays bounded however many clients listen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from geospot.runs.store import STORE_FILE, RunReader
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+MAX_DEPTH = 3  # runs/<group>/<name>/store.sqlite at most
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+class RunWatcher:
+    """Polls one store for new events; SSE clients read from its bounded ring."""
+
+    def __init__(self, reader: RunReader, poll_s: float, ring_size: int) -> None:
+        self.reader, self.poll_s = reader, poll_s
+        self.ring: collections.deque[dict[str, Any]] = collections.deque(maxlen=ring_size)
+        self.last_seq = reader.seq()
+        self.ring_floor = self.last_seq  # the ring holds every event with seq > ring_floor
+        self.changed = asyncio.Event()
+        self.clients = 0
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._poll())
+
+    async def _poll(self) -> None:
+        while self.clients > 0:
+            try:
+                events = await asyncio.to_thread(self.reader.events_since, self.last_seq)
+            except Exception:  # store busy or mid-creation: try again next tick
+                log.debug("poll of %s failed", self.reader.path, exc_info=True)
+                events = []
+            if events:
+                for e in events:
+                    if len(self.ring) == self.ring.maxlen:
+                        self.ring_floor = self.ring[0]["seq"]
+                    self.ring.append(e)
+                self.last_seq = events[-1]["seq"]
+                old, self.changed = self.changed, asyncio.Event()
+                old.set()  # wake every waiting client at once
+            await asyncio.sleep(self.poll_s)
+
+    async def events_after(self, cursor: int) -> list[dict[str, Any]]:
+        if cursor >= self.ring_floor:
+            return [e for e in self.ring if e["seq"] > cursor]
+        return await asyncio.to_thread(self.reader.events_since, cursor)  # fell behind the ring
+
+
+class Dashboard:
+    def __init__(self, runs_dir: str | Path, poll_s: float = 0.25, ring_size: int = 4096,
+                 keepalive_s: float = 15.0) -> None:
+        self.runs_dir = Path(runs_dir).resolve()
+        self.poll_s, self.ring_size, self.keepalive_s = poll_s, ring_size, keepalive_s
+        self._runs: dict[str, Path] = {}
+        self._watchers: dict[str, RunWatcher] = {}
+
+    # ---- run discovery -----------------------------------------------------------------
+    def scan(self) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        if self.runs_dir.is_dir():
+            for depth in range(MAX_DEPTH + 1):
+                for store in self.runs_dir.glob("/".join(["*"] * depth + [STORE_FILE])):
+                    run = store.parent
+                    if run.resolve().is_relative_to(self.runs_dir):  # no symlinks out of the folder
+                        name = run.relative_to(self.runs_dir).as_posix()
+                        found[name if name != "." else self.runs_dir.name] = run
+        self._runs = found
+        return found
+
+    def reader(self, name: str) -> RunReader | None:
+        run = self._runs.get(name) or self.scan().get(name)
+        return RunReader(run) if run is not None else None
+
+    def watcher(self, name: str, reader: RunReader) -> RunWatcher:
+        w = self._watchers.get(name)
+        if w is None:
+            w = self._watchers[name] = RunWatcher(reader, self.poll_s, self.ring_size)
+        return w
+
+
+def _json(data: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(data, status_code=status)
+
+
+def _run_or_404(dash: Dashboard, request: Request) -> RunReader | JSONResponse:
+    name = request.query_params.get("run", "")
+    reader = dash.reader(name)
+    if reader is None:
+        return _json({"error": "no such run"}, 404)
+    return reader
+
+
+def create_app(runs_dir: str | Path, **dashboard_kwargs: Any) -> Starlette:
+    dash = Dashboard(runs_dir, **dashboard_kwargs)
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    async def api_runs(request: Request) -> Response:
+        rows = []
+        for name, run in sorted((await asyncio.to_thread(dash.scan)).items()):
+            try:
+                rows.append({"name": name, **await asyncio.to_thread(RunReader(run).summary)})
+            except Exception as e:  # a store being created or corrupt: list it, flagged
+                rows.append({"name": name, "kind": "", "status": f"unreadable: {type(e).__name__}", "steps": 0,
+                             "last_step": None, "last": {}, "best": {}})
+        return _json({"runs_dir": str(dash.runs_dir), "runs": rows})
+
+    async def api_run(request: Request) -> Response:
+        reader = _run_or_404(dash, request)
+        if isinstance(reader, Response):
+            return reader
+
+        def load() -> dict[str, Any]:
+            seq = reader.seq()  # read first: events after it are streamed, none missed
+            kind, config = reader.config()
+            return {"name": request.query_params["run"], "kind": kind, "config": config, "seq": seq,
+                    "status": reader.status()["status"], "steps": reader.steps(),
+                    "image_steps": reader.image_steps()}
+
+        return _json(await asyncio.to_thread(load))
+
+    async def api_images(request: Request) -> Response:
+        reader = _run_or_404(dash, request)
+        if isinstance(reader, Response):
+            return reader
+        try:
+            step = int(request.query_params.get("step", ""))
+        except ValueError:
+            return _json({"error": "step must be an integer"}, 400)
+        split = request.query_params.get("split", "train")
+        return _json({"step": step, "split": split, "images": await asyncio.to_thread(reader.images, step, split)})
+
+    async def api_thumb(request: Request) -> Response:
+        reader = _run_or_404(dash, request)
+        if isinstance(reader, Response):
+            return reader
+        path = await asyncio.to_thread(reader.thumb_path, request.query_params.get("id", ""))
+        if path is None:
+            return _json({"error": "no such image"}, 404)
+        return FileResponse(path, media_type="image/jpeg")
+
+    async def api_events(request: Request) -> Response:
+        name = request.query_params.get("run", "")
+        reader = _run_or_404(dash, request)
+        if isinstance(reader, Response):
+            return reader
+        try:  # EventSource resends the last id it saw on reconnect: resume exactly there
+            cursor = int(request.headers.get("last-event-id") or request.query_params.get("since", "0"))
+        except ValueError:
+            return _json({"error": "since must be an integer"}, 400)
+        watcher = dash.watcher(name, reader)
+        return StreamingResponse(_stream(watcher, cursor, dash.keepalive_s), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    routes = [
+        Route("/", index),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),
+        Route("/api/runs", api_runs),
+        Route("/api/run", api_run),
+        Route("/api/images", api_images),
+        Route("/api/thumb", api_thumb),
+        Route("/api/events", api_events),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
+    app.state.dashboard = dash
+    return app
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware (keeps SSE streaming untouched) adding CSP and friends."""
+
+    HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
+               (b"referrer-policy", b"no-referrer"), (b"x-frame-options", b"DENY")]
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *self.HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+async def _stream(watcher: RunWatcher, cursor: int, keepalive_s: float) -> AsyncIterator[str]:
+    watcher.clients += 1
+    watcher.start()
+    try:
+        yield "retry: 1000\n\n"
+        while True:
+            changed = watcher.changed  # take the event before reading, so no wake-up is missed
+            events = await watcher.events_after(cursor)
+            for e in events:
+                cursor = e["seq"]
+                yield f"id: {e['seq']}\nevent: {e['type']}\ndata: {json.dumps(e['data'])}\n\n"
+            if events:
+                continue
+            try:
+                await asyncio.wait_for(changed.wait(), keepalive_s)
+            except asyncio.TimeoutError:
+                yield ": keepalive\n\n"
+    finally:
+        watcher.clients -= 1
+

@@ -1,0 +1,463 @@
+// geospot dashboard — hand-written vanilla JS, no libraries, no build step.
+// Rule: data from runs (model text, ids, labels, config) only ever enters the page through
+// textContent or attribute setters (see `el`), never through an HTML-parsing sink.
+"use strict";
+
+const SVGNS = "http://www.w3.org/2000/svg";
+const $main = document.getElementById("main");
+const enc = encodeURIComponent;
+
+// ---- tiny DOM helpers ------------------------------------------------------------------
+function el(tag, attrs, ...children) {
+  const node = tag.startsWith("svg:") ? document.createElementNS(SVGNS, tag.slice(4)) : document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (k === "class") node.setAttribute("class", v);
+    else node.setAttribute(k, String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    node.appendChild(typeof c === "object" ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+const svg = (tag, attrs, ...kids) => el("svg:" + tag, attrs, ...kids);
+
+async function getJSON(url) {
+  const r = await fetch(url, { cache: "no-store" });
+  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+  return r.json();
+}
+
+const fmt = (v, d = 3) => (v === null || v === undefined || Number.isNaN(v)) ? "–"
+  : typeof v !== "number" ? String(v)
+  : Math.abs(v) >= 1000 ? v.toFixed(0) : Number(v.toPrecision(d)).toString();
+
+// Page-level resources (timers, event streams) are closed when the route changes.
+let cleanups = [];
+function onLeave(fn) { cleanups.push(fn); }
+function leave() { cleanups.forEach(fn => { try { fn(); } catch (e) { /* ignore */ } }); cleanups = []; }
+
+function setLive(state) {
+  const node = document.getElementById("live");
+  node.textContent = state;
+  node.className = "live " + (state === "live" ? "on" : "off");
+}
+
+// ---- run list ---------------------------------------------------------------------------
+const LIST_KEYS = [
+  ["reward", /(^|[\/_])reward(_mean)?$/i, "max"], ["median km", /median_km$/i, "min"],
+  ["acc@25", /acc_25km$/i, "max"], ["acc@200", /acc_200km$/i, "max"], ["acc@750", /acc_750km$/i, "max"],
+];
+
+function bestOf(best, re) {
+  const k = Object.keys(best).find(k => re.test(k));
+  return k === undefined ? null : best[k];
+}
+
+async function renderList() {
+  document.getElementById("crumbs").textContent = "runs";
+  const picked = new Set();
+  const draw = async () => {
+    let data;
+    try { data = await getJSON("/api/runs"); } catch (e) { $main.replaceChildren(el("p", { class: "error" }, String(e))); return; }
+    const cmp = el("button", { id: "compare-btn", disabled: true, onclick: () => {
+      const [a, b] = [...picked]; location.hash = `#/compare/${enc(a)}/${enc(b)}`; } }, "compare selected (2)");
+    const rows = data.runs.map(r => el("tr", { "data-run": r.name },
+      el("td", {}, el("input", { type: "checkbox", checked: picked.has(r.name), onchange: ev => {
+        ev.target.checked ? picked.add(r.name) : picked.delete(r.name);
+        cmp.disabled = picked.size !== 2; } })),
+      el("td", {}, el("a", { href: `#/run/${enc(r.name)}` }, r.name)),
+      el("td", {}, r.kind || "–"),
+      el("td", {}, el("span", { class: "badge " + r.status }, r.status)),
+      el("td", { class: "num" }, r.steps),
+      ...LIST_KEYS.map(([, re]) => el("td", { class: "num" }, fmt(bestOf(r.best, re))))));
+    cmp.disabled = picked.size !== 2;
+    $main.replaceChildren(
+      el("h2", {}, "Runs"), el("p", { class: "muted" }, `in ${data.runs_dir}`),
+      data.runs.length ? el("table", { id: "runs" },
+        el("tr", {}, el("th"), el("th", {}, "name"), el("th", {}, "kind"), el("th", {}, "status"),
+          el("th", {}, "steps"), ...LIST_KEYS.map(([t]) => el("th", {}, "best " + t))), rows)
+        : el("p", { class: "muted" }, "No runs yet: train with a run folder under this directory."),
+      el("p", {}, cmp));
+  };
+  await draw();
+  const timer = setInterval(draw, 5000);
+  onLeave(() => clearInterval(timer));
+}
+
+// ---- charts ------------------------------------------------------------------------------
+// Metric names differ between loops (reward, reward_mean, train/reward...): group by pattern.
+const GROUPS = [
+  { title: "reward", re: /(^|[\/_])reward/i, not: /turn|std/i },
+  { title: "median distance (km, log)", re: /median_km/i, not: /turn/i, log: true },
+  { title: "accuracy @25 / 200 / 750 km", re: /acc_(25|200|750)km/i },
+  { title: "τ (km)", re: /(^|[\/_])tau(_km)?$/i },
+  { title: "format rate", re: /format|parse/i },
+  { title: "per-turn distance (km, log)", re: /turn_?\d.*km|km.*turn_?\d/i, log: true },
+];
+const COLORS = ["#4fb3ff", "#ffb347", "#3ddc84", "#ff6b5a", "#c58cff", "#ffe066"];
+
+function groupKeys(keys) {
+  return GROUPS.map(g => ({ ...g, keys: keys.filter(k => g.re.test(k) && !(g.not && g.not.test(k))).sort() }))
+    .filter(g => g.keys.length);
+}
+
+// series: [{label, color, dash, pts: [[x, y], ...]}]; cursorX marks the map's step.
+function lineChart(title, series, { log = false, cursorX = null } = {}) {
+  const W = 320, H = 150, L = 42, R = 6, T = 6, B = 18;
+  const fy = v => log ? Math.log10(Math.max(v, 1e-3)) : v;
+  const all = series.flatMap(s => s.pts).filter(p => p[1] !== null && Number.isFinite(p[1]));
+  const box = el("div", { class: "chart", "data-title": title }, el("h3", {}, title));
+  if (!all.length) { box.appendChild(el("p", { class: "muted" }, "no data")); return box; }
+  let [x0, x1] = [Math.min(...all.map(p => p[0])), Math.max(...all.map(p => p[0]))];
+  let [y0, y1] = [Math.min(...all.map(p => fy(p[1]))), Math.max(...all.map(p => fy(p[1])))];
+  if (x1 === x0) x1 = x0 + 1;
+  if (y1 === y0) { y0 -= 0.5; y1 += 0.5; }
+  const sx = x => L + (x - x0) / (x1 - x0) * (W - L - R);
+  const sy = y => T + (1 - (fy(y) - y0) / (y1 - y0)) * (H - T - B);
+  const tickY = v => log ? fmt(10 ** v) : fmt(v);
+  const g = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none" },
+    svg("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }),
+    svg("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }),
+    svg("text", { class: "tick", x: L - 4, y: T + 8, "text-anchor": "end" }, tickY(y1)),
+    svg("text", { class: "tick", x: L - 4, y: H - B, "text-anchor": "end" }, tickY(y0)),
+    svg("text", { class: "tick", x: L, y: H - 4 }, fmt(x0)),
+    svg("text", { class: "tick", x: W - R, y: H - 4, "text-anchor": "end" }, fmt(x1)));
+  if (cursorX !== null) g.appendChild(svg("line", { class: "cursor", x1: sx(cursorX), x2: sx(cursorX), y1: T, y2: H - B }));
+  for (const s of series) {
+    const pts = s.pts.filter(p => p[1] !== null && Number.isFinite(p[1]));
+    if (!pts.length) continue;
+    g.appendChild(svg("polyline", { fill: "none", stroke: s.color, "stroke-width": 1.6, "stroke-dasharray": s.dash,
+      "vector-effect": "non-scaling-stroke", points: pts.map(p => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ") }));
+  }
+  box.appendChild(g);
+  box.appendChild(el("div", { class: "legend" }, series.map(s => el("span", {}, el("i", { class: "sw", "data-c": s.color }), s.label))));
+  box.querySelectorAll("i.sw").forEach(i => { i.style.background = i.getAttribute("data-c"); });
+  return box;
+}
+
+// runs: [{name, steps: [{step, metrics}]}]; one chart per metric group, one line per key x run.
+function drawCharts(node, runs, cursorX) {
+  const keys = [...new Set(runs.flatMap(r => r.steps.flatMap(s => Object.keys(s.metrics))))];
+  const charts = groupKeys(keys).map(grp => {
+    const series = [];
+    runs.forEach((run, ri) => grp.keys.forEach((k, ki) => series.push({
+      label: runs.length > 1 ? `${run.name}: ${k}` : k,
+      color: COLORS[(runs.length > 1 ? ri : ki) % COLORS.length], dash: runs.length > 1 && ki ? "4 3" : null,
+      pts: run.steps.filter(s => k in s.metrics).map(s => [s.step, s.metrics[k]]) })));
+    return lineChart(grp.title, series, { log: grp.log, cursorX });
+  });
+  node.replaceChildren(...(charts.length ? charts : [el("p", { class: "muted" }, "no metrics yet")]));
+}
+
+// ---- the map: equirectangular, SVG user units are degrees (x = lon, y = -lat) --------------
+let WORLD = null;
+async function world() {
+  if (!WORLD) WORLD = await getJSON("/static/world-110m.json");
+  return WORLD;
+}
+
+function ringPath(flat, shift) {
+  let d = "";
+  for (let i = 0; i < flat.length; i += 2) d += (i ? "L" : "M") + (flat[i] + shift).toFixed(1) + " " + (-flat[i + 1]).toFixed(1);
+  return d + "Z";
+}
+
+// Rings and great circles may run past ±180° (drawn continuous); draw them again shifted a turn.
+function shifts(lons) {
+  const out = [0];
+  if (Math.max(...lons) > 180) out.push(-360);
+  if (Math.min(...lons) < -180) out.push(360);
+  return out;
+}
+
+const RAD = Math.PI / 180;
+function greatCircle(lat1, lon1, lat2, lon2, n = 24) {
+  const v = (la, lo) => [Math.cos(la * RAD) * Math.cos(lo * RAD), Math.cos(la * RAD) * Math.sin(lo * RAD), Math.sin(la * RAD)];
+  const a = v(lat1, lon1), b = v(lat2, lon2);
+  const dot = Math.min(1, Math.max(-1, a[0] * b[0] + a[1] * b[1] + a[2] * b[2]));
+  const om = Math.acos(dot);
+  const pts = [];
+  let prevLon = lon1;
+  for (let i = 0; i <= n; i++) {
+    const t = i / n;
+    const [ka, kb] = om < 1e-9 ? [1 - t, t] : [Math.sin((1 - t) * om) / Math.sin(om), Math.sin(t * om) / Math.sin(om)];
+    const p = [ka * a[0] + kb * b[0], ka * a[1] + kb * b[1], ka * a[2] + kb * b[2]];
+    let lon = Math.atan2(p[1], p[0]) / RAD;
+    lon += 360 * Math.round((prevLon - lon) / 360);  // stay continuous
+    prevLon = lon;
+    pts.push([lon, Math.atan2(p[2], Math.hypot(p[0], p[1])) / RAD]);
+  }
+  return pts;
+}
+
+function linePaths(pts, cls, extra) {
+  return shifts(pts.map(p => p[0])).map(s => svg("path", { class: cls, ...extra,
+    d: pts.map((p, i) => (i ? "L" : "M") + (p[0] + s).toFixed(3) + " " + (-p[1]).toFixed(3)).join("") }));
+}
+
+function rewardColor(r, lo, hi) {  // low reward red -> high reward yellow-green
+  const t = hi > lo ? (r - lo) / (hi - lo) : 0.5;
+  return `hsl(${Math.round(t * 110)}, 90%, 55%)`;
+}
+
+const finalGuess = ro => { for (let i = ro.guesses.length - 1; i >= 0; i--) if (ro.guesses[i]) return ro.guesses[i]; return null; };
+
+class WorldMap {
+  constructor(onPick) {
+    this.onPick = onPick;
+    this.view = { x: -180, y: -90, w: 360, h: 180 };
+    this.node = svg("svg", { class: "map", viewBox: "-180 -90 360 180", preserveAspectRatio: "xMidYMid meet" });
+    const clip = svg("clipPath", { id: "mapclip" }, svg("rect", { x: -180, y: -90, width: 360, height: 180 }));
+    this.base = svg("g", { "clip-path": "url(#mapclip)" });
+    this.data = svg("g", { "clip-path": "url(#mapclip)", class: "data" });
+    this.node.append(svg("defs", {}, clip), this.base, this.data);
+    this.images = []; this.selected = null;
+    this._zoomPan();
+  }
+  async drawBase() {
+    const w = await world();
+    const grat = [];
+    for (let lon = -180; lon <= 180; lon += 30) grat.push(`M${lon} -90L${lon} 90`);
+    for (let lat = -60; lat <= 60; lat += 30) grat.push(`M-180 ${-lat}L180 ${-lat}`);
+    this.base.appendChild(svg("path", { class: "grat", d: grat.join("") }));
+    for (const c of w.countries) {
+      const d = c.rings.map(r => shifts(r.filter((_, i) => i % 2 === 0)).map(s => ringPath(r, s)).join("")).join("");
+      this.base.appendChild(svg("path", { class: "country", d, "data-name": c.name }));
+    }
+  }
+  // Markers keep a constant size on screen: radius in degrees scales with the zoom.
+  get unit() { return this.view.w / 360; }
+  setImages(images) { this.images = images; this.draw(); }
+  select(id) { this.selected = id; this.draw(); }
+  draw() {
+    const u = this.unit, layer = [];
+    const rewards = this.images.flatMap(im => im.rollouts.map(r => r.reward));
+    const [lo, hi] = [Math.min(...rewards), Math.max(...rewards)];
+    const lines = [], guesses = [], truths = [], turns = [];
+    for (const im of this.images) {
+      const sel = this.selected === im.image_id, dim = this.selected !== null && !sel;
+      const pick = () => this.onPick(im.image_id);
+      im.rollouts.forEach(ro => {
+        const g = finalGuess(ro);
+        if (!g) return;
+        lines.push(...linePaths(greatCircle(im.lat, im.lon, g[0], g[1]), "gc" + (dim ? " dim" : "")));
+        const c = svg("circle", { class: "guess" + (dim ? " dim" : ""), cx: g[1], cy: -g[0], r: 2.2 * u,
+          fill: rewardColor(ro.reward, lo, hi), "data-image": im.image_id, onclick: pick });
+        c.appendChild(svg("title", {}, `guess ${ro.idx}: reward ${fmt(ro.reward)}, ${fmt(ro.distance_km)} km`));
+        guesses.push(c);
+        if (sel && ro.guesses.length > 1) {  // telescoping: coarse -> refine -> final
+          const path = ro.guesses.filter(Boolean);
+          for (let i = 1; i < path.length; i++)
+            turns.push(...linePaths(greatCircle(path[i - 1][0], path[i - 1][1], path[i][0], path[i][1], 12), "turnpath"));
+          path.forEach((p, i) => turns.push(svg("circle", { class: "turn", cx: p[1], cy: -p[0], r: (1.0 + 0.4 * i) * u, "data-turn": i + 1 })));
+        }
+      });
+      const t = svg("rect", { class: "truth" + (dim ? " dim" : ""), x: im.lon - 2.6 * u, y: -im.lat - 2.6 * u,
+        width: 5.2 * u, height: 5.2 * u, transform: `rotate(45 ${im.lon} ${-im.lat})`, "data-image": im.image_id, onclick: pick });
+      t.appendChild(svg("title", {}, `truth ${im.image_id}: ${fmt(im.lat, 4)}, ${fmt(im.lon, 4)}`));
+      truths.push(t);
+    }
+    layer.push(...lines, ...turns, ...guesses, ...truths);  // final guesses stay on top of their paths
+    this.data.replaceChildren(...layer);
+  }
+  _setView(v) {
+    v.w = Math.min(360, Math.max(1, v.w)); v.h = v.w / 2;
+    v.x = Math.min(180 - v.w, Math.max(-180, v.x)); v.y = Math.min(90 - v.h, Math.max(-90, v.y));
+    this.view = v;
+    this.node.setAttribute("viewBox", `${v.x} ${v.y} ${v.w} ${v.h}`);
+    this.draw();
+  }
+  _zoomPan() {
+    const toDeg = ev => {
+      const r = this.node.getBoundingClientRect();
+      return [this.view.x + (ev.clientX - r.left) / r.width * this.view.w, this.view.y + (ev.clientY - r.top) / r.height * this.view.h];
+    };
+    this.node.addEventListener("wheel", ev => {
+      ev.preventDefault();
+      const [mx, my] = toDeg(ev), k = ev.deltaY < 0 ? 0.8 : 1.25, v = this.view;
+      this._setView({ x: mx - (mx - v.x) * k, y: my - (my - v.y) * k, w: v.w * k });
+    }, { passive: false });
+    let drag = null;
+    this.node.addEventListener("mousedown", ev => { drag = { start: toDeg(ev), view: { ...this.view } }; });
+    window.addEventListener("mouseup", () => { drag = null; });
+    this.node.addEventListener("mousemove", ev => {
+      if (!drag) return;
+      const r = this.node.getBoundingClientRect();
+      const dx = ev.movementX / r.width * this.view.w, dy = ev.movementY / r.height * this.view.h;
+      this._setView({ x: this.view.x - dx, y: this.view.y - dy, w: this.view.w });
+    });
+    this.node.addEventListener("dblclick", () => this._setView({ x: -180, y: -90, w: 360 }));
+  }
+}
+
+// ---- one run: charts + map + slider + images + detail, live through SSE -------------------
+class RunView {
+  constructor(name, { charts = true, onChange = null } = {}) {
+    this.name = name; this.withCharts = charts; this.onChange = onChange;
+    this.cache = new Map(); this.index = -1; this.split = "train"; this.picked = null;
+    this.node = el("section", { class: "run", "data-run": name });
+  }
+  async load() {
+    const d = await getJSON(`/api/run?run=${enc(this.name)}`);
+    Object.assign(this, { kind: d.kind, config: d.config, status: d.status, steps: d.steps, imageSteps: d.image_steps, seq: d.seq });
+    const splits = [...new Set(this.imageSteps.map(s => s.split))];
+    if (splits.length && !splits.includes(this.split)) this.split = splits[0];
+    this.build(splits);
+    await this.map.drawBase();
+    this.index = this.stepList().length - 1;
+    await this.showStep();
+    this.subscribe();
+    return this;
+  }
+  stepList() { return this.imageSteps.filter(s => s.split === this.split).map(s => s.step); }
+  build(splits) {
+    this.head = el("div", { class: "runhead" });
+    this.chartsNode = el("div", { class: "charts" });
+    this.map = new WorldMap(id => this.pick(id));
+    this.slider = el("input", { type: "range", id: "step-slider", min: 0, max: 0, value: 0, oninput: () => {
+      this.index = Number(this.slider.value); this.showStep(); } });
+    this.stepLabel = el("span", { class: "muted", id: "step-label" });
+    this.playBtn = el("button", { id: "play", onclick: () => this.togglePlay() }, "▶ play");
+    const splitSel = splits.length > 1 ? el("select", { onchange: ev => {
+      this.split = ev.target.value; this.index = this.stepList().length - 1; this.showStep(); } },
+      splits.map(s => el("option", { value: s, selected: s === this.split }, s))) : null;
+    this.strip = el("div", { class: "strip" });
+    this.detail = el("div", { class: "side detail" }, el("p", { class: "muted" }, "Click an image (a green diamond or a photo) to see its rollouts."));
+    this.node.replaceChildren(this.head, this.withCharts ? this.chartsNode : "",
+      el("div", { class: "mapwrap" },
+        el("div", {}, el("div", { class: "maptools" }, this.playBtn, this.slider, this.stepLabel, splitSel),
+          this.map.node, el("p", { class: "muted" }, "◆ truth, ● final guesses (colour = reward, red low → green high), lines = great circles. Wheel to zoom, drag to pan, double-click to reset."),
+          this.strip),
+        this.detail));
+    this.drawHead(); this.drawCharts();
+  }
+  drawHead() {
+    this.head.replaceChildren(el("h2", {}, this.name), el("span", { class: "muted" }, this.kind || ""),
+      el("span", { class: "badge " + this.status, id: "run-status" }, this.status),
+      el("span", { class: "muted", id: "steps-count" }, `${this.steps.length} steps`),
+      el("span", { class: "muted" }, `${this.imageSteps.length} image steps`));
+  }
+  currentStep() { const l = this.stepList(); return l.length ? l[Math.max(0, Math.min(this.index, l.length - 1))] : null; }
+  drawCharts() {
+    if (this.withCharts) drawCharts(this.chartsNode, [{ name: this.name, steps: this.steps }], this.currentStep());
+    if (this.onChange) this.onChange();
+  }
+  async fetchStep(step) {
+    const key = `${this.split}:${step}`;
+    if (!this.cache.has(key)) this.cache.set(key, getJSON(`/api/images?run=${enc(this.name)}&step=${step}&split=${enc(this.split)}`));
+    return (await this.cache.get(key)).images;
+  }
+  async showStep() {
+    const list = this.stepList();
+    this.slider.max = Math.max(0, list.length - 1);
+    this.slider.value = Math.max(0, this.index);
+    const step = this.currentStep();
+    if (step === null) { this.stepLabel.textContent = "no images recorded yet"; this.map.setImages([]); return; }
+    this.stepLabel.textContent = `step ${step} (${this.index + 1}/${list.length})`;
+    this.stepLabel.setAttribute("data-step", step);
+    const images = await this.fetchStep(step);
+    if (step !== this.currentStep()) return;  // the slider moved on meanwhile
+    this.images = images;
+    this.map.setImages(images);
+    this.drawStrip();
+    if (this.picked) this.pick(this.picked, false);
+    if (this.withCharts) this.drawCharts();
+  }
+  drawStrip() {
+    this.strip.replaceChildren(...this.images.map(im => {
+      const ds = im.rollouts.map(r => r.distance_km).filter(d => d !== null).sort((a, b) => a - b);
+      const med = ds.length ? ds[Math.floor(ds.length / 2)] : null;
+      return el("div", { class: "card" + (im.image_id === this.picked ? " sel" : ""), "data-image": im.image_id, onclick: () => this.pick(im.image_id) },
+        im.has_thumb ? el("img", { src: `/api/thumb?run=${enc(this.name)}&id=${enc(im.image_id)}`, alt: im.image_id, loading: "lazy" })
+          : el("div", { class: "noimg" }),
+        el("div", {}, im.image_id), el("div", { class: "muted" }, `median ${fmt(med)} km`));
+    }));
+  }
+  pick(id, redraw = true) {
+    this.picked = id;
+    const im = (this.images || []).find(i => i.image_id === id);
+    if (redraw) { this.map.select(id); this.drawStrip(); } else this.map.select(im ? id : null);
+    if (!im) { this.detail.replaceChildren(el("p", { class: "muted" }, `${id} is not recorded at this step.`)); return; }
+    const lab = Object.entries(im.labels || {}).map(([k, v]) => `${k}: ${v}`).join(", ");
+    this.detail.replaceChildren(
+      el("h3", {}, `image ${im.image_id}`),
+      im.has_thumb ? el("img", { src: `/api/thumb?run=${enc(this.name)}&id=${enc(im.image_id)}`, alt: im.image_id }) : "",
+      el("p", {}, `truth ${fmt(im.lat, 5)}, ${fmt(im.lon, 5)}`, lab ? el("br") : "", lab),
+      ...im.rollouts.map(ro => el("div", { class: "rollout" },
+        el("div", {}, el("b", {}, `#${ro.idx}`), `  reward ${fmt(ro.reward)} · ${fmt(ro.distance_km)} km`),
+        ro.guesses.length > 1 ? el("div", { class: "turns" }, ro.guesses.map((g, t) =>
+          `${["coarse", "refine", "final"][t] || "turn " + (t + 1)} ${g ? `(${fmt(g[0], 4)}, ${fmt(g[1], 4)})` : "unparsed"}`
+          + (ro.turn_distances_km[t] !== undefined ? ` ${fmt(ro.turn_distances_km[t])} km` : "")
+          + (ro.turn_rewards[t] !== undefined ? ` r=${fmt(ro.turn_rewards[t])}` : "")).join(" → ")) : "",
+        el("pre", { class: "text" }, ro.text))));
+  }
+  togglePlay() {
+    if (this.timer) { clearInterval(this.timer); this.timer = null; this.playBtn.textContent = "▶ play"; return; }
+    if (this.index >= this.stepList().length - 1) this.index = -1;
+    this.playBtn.textContent = "⏸ pause";
+    this.timer = setInterval(() => {
+      if (this.index >= this.stepList().length - 1) return this.togglePlay();
+      this.index += 1; this.showStep();
+    }, 700);
+    onLeave(() => clearInterval(this.timer));
+  }
+  subscribe() {
+    const es = new EventSource(`/api/events?run=${enc(this.name)}&since=${this.seq}`);
+    onLeave(() => es.close());
+    es.onopen = () => setLive("live");
+    es.onerror = () => setLive("reconnecting…");
+    es.addEventListener("step", ev => {
+      const s = JSON.parse(ev.data), i = this.steps.findIndex(x => x.step === s.step);
+      if (i >= 0) this.steps[i] = s; else { this.steps.push(s); this.steps.sort((a, b) => a.step - b.step); }
+      this.drawHead(); this.drawCharts();
+    });
+    es.addEventListener("images", ev => {
+      const s = JSON.parse(ev.data);
+      this.cache.delete(`${s.split}:${s.step}`);
+      const following = this.index >= this.stepList().length - 1 && !this.timer;  // at the end: follow live
+      if (!this.imageSteps.some(x => x.step === s.step && x.split === s.split)) {
+        this.imageSteps.push(s); this.imageSteps.sort((a, b) => a.step - b.step);
+      }
+      if (following) this.index = this.stepList().length - 1;
+      this.drawHead(); this.showStep();
+    });
+    es.addEventListener("status", ev => { this.status = JSON.parse(ev.data).status; this.drawHead(); });
+  }
+}
+
+async function renderRun(name) {
+  document.getElementById("crumbs").textContent = `runs / ${name}`;
+  const view = new RunView(name);
+  $main.replaceChildren(view.node);
+  await view.load();
+}
+
+async function renderCompare(a, b) {
+  document.getElementById("crumbs").textContent = `compare ${a} ↔ ${b}`;
+  const charts = el("div", { class: "charts", id: "compare-charts" });
+  let views = [];
+  const redraw = () => { if (views.length === 2 && views.every(v => v.steps)) drawCharts(charts, views, null); };
+  views = [a, b].map(n => new RunView(n, { charts: false, onChange: redraw }));
+  $main.replaceChildren(el("h2", {}, "Compare"), charts, el("div", { class: "compare" }, views.map(v => v.node)));
+  await Promise.all(views.map(v => v.load()));
+  redraw();
+}
+
+// ---- router ----------------------------------------------------------------------------------
+async function route() {
+  leave();
+  setLive("not live");
+  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  try {
+    if (parts[0] === "run" && parts[1]) await renderRun(parts.slice(1).join("/"));
+    else if (parts[0] === "compare" && parts.length >= 3) await renderCompare(parts[1], parts[2]);
+    else await renderList();
+  } catch (e) {
+    $main.replaceChildren(el("p", { class: "error" }, String(e)));
+  }
+}
+window.addEventListener("hashchange", route);
+route();

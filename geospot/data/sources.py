@@ -1,0 +1,387 @@
+"""Sources: each turns one spec part into a deterministic sequence of raw records.
+
+A source yields `Record`s (id, coordinates as found, labels, an image payload that is
+decoded later in a worker thread) and `Skip`s for damage it finds itself (a truncated tar,
+a sample without metadata). The order depends only on (seed, epoch), so a stream can be
+replayed to any position. Files are read through an `Opener` so the hub source can reuse the
+WebDataset reader over HTTP and tests can stand a local folder in for the hub."""
+
+from __future__ import annotations
+
+import csv
+import glob as globlib
+import io
+import json
+import os
+import re
+import tarfile
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Protocol
+
+import numpy as np
+
+LABEL_KEYS = ("country", "region", "city", "sub_region", "continent")
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
+
+class Record(NamedTuple):
+    id: str
+    source: str
+    lat: Any  # as found (validated later: may be None, NaN, a string...)
+    lon: Any
+    labels: dict
+    payload: Any  # bytes | PIL.Image | callable() -> Sample (already complete)
+
+
+class Skip(NamedTuple):
+    reason: str
+    detail: str
+    source: str
+
+
+class Source(Protocol):
+    name: str
+
+    def records(self, epoch: int, seed: int, shuffle: bool) -> Iterator[Record | Skip]: ...
+
+
+# -- files ---------------------------------------------------------------------------------
+
+
+class Opener(Protocol):
+    """Where shard/manifest bytes come from: the local disk, a hub repo, a local mirror."""
+
+    def glob(self, pattern: str) -> list[str]: ...
+
+    def open(self, path: str) -> BinaryIO: ...
+
+
+class LocalOpener:
+    def glob(self, pattern: str) -> list[str]:
+        out: list[str] = []
+        for p in expand_braces(pattern):
+            out.extend(globlib.glob(p, recursive=True) if any(c in p for c in "*?[") else ([p] if os.path.exists(p) else []))
+        return sorted(dict.fromkeys(out))
+
+    def open(self, path: str) -> BinaryIO:
+        return open(path, "rb")
+
+
+_RANGE = re.compile(r"\{(-?\d+)\.\.(-?\d+)\}")
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """`a-{000..002}.tar` -> a-000.tar a-001.tar a-002.tar (zero padding kept);
+    `{train,val}/x` -> train/x val/x. Nested/multiple braces expand left to right."""
+    start = pattern.find("{")
+    if start < 0:
+        return [pattern]
+    depth, end = 0, -1
+    for i in range(start, len(pattern)):
+        depth += {"{": 1, "}": -1}.get(pattern[i], 0)
+        if depth == 0:
+            end = i
+            break
+    if end < 0:
+        raise ValueError(f"unbalanced '{{' in {pattern!r}")
+    body, head, tail = pattern[start + 1:end], pattern[:start], pattern[end + 1:]
+    m = _RANGE.fullmatch("{" + body + "}")
+    if m:
+        a, b = m.group(1), m.group(2)
+        width = len(a) if a.lstrip("-").startswith("0") or len(a) == len(b) else 0
+        lo, hi = int(a), int(b)
+        step = 1 if hi >= lo else -1
+        items = [str(k).zfill(width) for k in range(lo, hi + step, step)]
+    else:
+        items, depth, cur = [], 0, ""
+        for ch in body:
+            if ch == "," and depth == 0:
+                items.append(cur)
+                cur = ""
+                continue
+            depth += {"{": 1, "}": -1}.get(ch, 0)
+            cur += ch
+        items.append(cur)
+    return [x for it in items for x in expand_braces(head + it + tail)]
+
+
+def _shard_order(paths: list[str], epoch: int, seed: int, shuffle: bool) -> list[str]:
+    if not shuffle or len(paths) < 2:
+        return list(paths)
+    rng = np.random.default_rng([seed, epoch, 0x5A4D])
+    return [paths[i] for i in rng.permutation(len(paths))]
+
+
+def _labels(meta: dict) -> dict:
+    return {k: str(meta[k]) for k in LABEL_KEYS if meta.get(k) not in (None, "")}
+
+
+def _first(meta: dict, keys: tuple[str, ...]) -> Any:
+    for k in keys:
+        if k in meta:
+            return meta[k]
+    return None
+
+
+LAT_KEYS = ("lat", "latitude")
+LON_KEYS = ("lon", "lng", "longitude")
+
+
+@dataclass
+class WebDatasetSource:
+    """Tar shards whose members group by key: `<key>.jpg` + `<key>.json` with lat, lon,
+    city, country, source (the sdan/geospot-unified layout)."""
+
+    urls: list[str]
+    name: str = "wds"
+    opener: Opener = field(default_factory=LocalOpener)
+    lat_key: str | None = None
+    lon_key: str | None = None
+
+    def records(self, epoch: int, seed: int, shuffle: bool) -> Iterator[Record | Skip]:
+        for url in _shard_order(self.urls, epoch, seed, shuffle):
+            yield from self._shard(url)
+
+    def _group(self, url: str, key: str, parts: dict[str, bytes]) -> Record | Skip:
+        img_ext = next((e for e in IMAGE_EXTS if e in parts), None)
+        if "json" not in parts:
+            return Skip("missing_metadata", f"{url}:{key}", self.name)
+        if img_ext is None:
+            return Skip("missing_image", f"{url}:{key}", self.name)
+        try:
+            meta = json.loads(parts["json"])
+            if not isinstance(meta, dict):
+                raise ValueError("not an object")
+        except (ValueError, UnicodeDecodeError):
+            return Skip("bad_metadata", f"{url}:{key}", self.name)
+        lat = meta.get(self.lat_key) if self.lat_key else _first(meta, LAT_KEYS)
+        lon = meta.get(self.lon_key) if self.lon_key else _first(meta, LON_KEYS)
+        sid = str(meta.get("id") or f"{os.path.basename(url)}/{key}")
+        return Record(sid, str(meta.get("source") or self.name), lat, lon, _labels(meta), parts[img_ext])
+
+    def _shard(self, url: str) -> Iterator[Record | Skip]:
+        key, parts = None, {}
+        try:
+            with self.opener.open(url) as f, tarfile.open(fileobj=f, mode="r|*") as tar:
+                for m in tar:
+                    if not m.isfile():
+                        continue
+                    base = m.name.rsplit("/", 1)[-1]
+                    if "." not in base:
+                        continue
+                    k = m.name[: len(m.name) - len(base)] + base.split(".", 1)[0]
+                    ext = base.split(".", 1)[1].lower()
+                    data = tar.extractfile(m).read()  # type: ignore[union-attr]
+                    if len(data) != m.size:
+                        raise tarfile.ReadError("unexpected end of data")
+                    if k != key:
+                        if key is not None:
+                            yield self._group(url, key, parts)
+                        key, parts = k, {}
+                    parts[ext] = data
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+            # The group being read when the shard broke is lost; earlier ones were yielded.
+            yield Skip("truncated_tar", f"{url}: {e}", self.name)
+            return
+        if key is not None:
+            yield self._group(url, key, parts)
+
+
+def _find_col(names: list[str], want: str | None, candidates: tuple[str, ...], what: str, where: str) -> str | None:
+    if want:
+        if want not in names:
+            raise ValueError(f"{where}: no column {want!r} for {what}; columns are {names}")
+        return want
+    return next((c for c in candidates if c in names), None)
+
+
+@dataclass
+class ParquetSource:
+    """Parquet files with an image column (HF-style struct {bytes, path}, raw bytes, or a
+    path relative to the file) and latitude/longitude columns."""
+
+    paths: list[str]
+    name: str = "parquet"
+    lat_col: str | None = None
+    lon_col: str | None = None
+    image_col: str | None = None
+    id_col: str | None = None
+    opener: Opener = field(default_factory=LocalOpener)
+
+    def records(self, epoch: int, seed: int, shuffle: bool) -> Iterator[Record | Skip]:
+        import pyarrow.parquet as pq
+
+        for path in _shard_order(self.paths, epoch, seed, shuffle):
+            with self.opener.open(path) as fh:
+                pf = pq.ParquetFile(fh)
+                names = pf.schema_arrow.names
+                lat_c = _find_col(names, self.lat_col, LAT_KEYS, "latitude", path)
+                lon_c = _find_col(names, self.lon_col, LON_KEYS, "longitude", path)
+                img_c = _find_col(names, self.image_col, ("image", "jpg", "img", "image_bytes"), "the image", path)
+                id_c = _find_col(names, self.id_col, ("id", "key", "__key__"), "the id", path)
+                if img_c is None or lat_c is None or lon_c is None:
+                    raise ValueError(f"{path}: need image and latitude/longitude columns (found {names}); "
+                                     "name them with image=, lat=, lon= in the spec")
+                row = 0
+                for batch in pf.iter_batches(batch_size=256):
+                    for r in batch.to_pylist():
+                        sid = str(r[id_c]) if id_c and r.get(id_c) is not None else f"{os.path.basename(path)}:{row}"
+                        row += 1
+                        img = r[img_c]
+                        if isinstance(img, dict):
+                            img = img.get("bytes") or (_read_rel(path, img["path"]) if img.get("path") else None)
+                        elif isinstance(img, str):
+                            img = _read_rel(path, img)
+                        if img is None:
+                            yield Skip("missing_image", sid, self.name)
+                            continue
+                        yield Record(sid, str(r.get("source") or self.name), r.get(lat_c), r.get(lon_c), _labels(r), img)
+
+
+def _read_rel(anchor: str, rel: str) -> bytes | None:
+    p = rel if os.path.isabs(rel) else os.path.join(os.path.dirname(anchor), rel)
+    try:
+        with open(p, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+@dataclass
+class CsvFolderSource:
+    """The OSV-5M layout: a CSV keyed by `id` with latitude/longitude (+ city, region,
+    country) and the images at images/<id>.jpg (any depth below images/)."""
+
+    csv_paths: list[str]
+    root: str
+    name: str = "csv"
+    lat_col: str | None = None
+    lon_col: str | None = None
+    id_col: str = "id"
+
+    def _index(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        base = os.path.join(self.root, "images")
+        base = base if os.path.isdir(base) else self.root
+        for d, _, files in os.walk(base):
+            for fn in files:
+                stem, _, ext = fn.rpartition(".")
+                if ext.lower() in IMAGE_EXTS:
+                    found.setdefault(stem, os.path.join(d, fn))
+        return found
+
+    def records(self, epoch: int, seed: int, shuffle: bool) -> Iterator[Record | Skip]:
+        index = self._index()
+        for path in _shard_order(self.csv_paths, epoch, seed, shuffle):
+            with open(path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                names = reader.fieldnames or []
+                if self.id_col not in names:
+                    raise ValueError(f"{path}: no {self.id_col!r} column (columns: {names}); set id=<column> in the spec")
+                lat_c = _find_col(names, self.lat_col, LAT_KEYS, "latitude", path)
+                lon_c = _find_col(names, self.lon_col, LON_KEYS, "longitude", path)
+                for row in reader:
+                    sid = (row.get(self.id_col) or "").strip()
+                    img_path = index.get(sid)
+                    if not sid or img_path is None:
+                        yield Skip("missing_image", f"{path}:{sid}", self.name)
+                        continue
+                    yield Record(sid, str(row.get("source") or self.name), row.get(lat_c) if lat_c else None,
+                                 row.get(lon_c) if lon_c else None, _labels(row), _FileBytes(img_path))
+
+
+class _FileBytes:
+    """A lazy payload: the file is read in the worker thread, not while replaying."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __call__(self) -> bytes:
+        with open(self.path, "rb") as f:
+            return f.read()
+
+
+@dataclass
+class JsonlSource:
+    """One JSON object per line: `image` (a path relative to the manifest) and lat/lon
+    (or latitude/longitude), optional id, labels and source."""
+
+    paths: list[str]
+    name: str = "jsonl"
+    lat_key: str | None = None
+    lon_key: str | None = None
+    image_key: str = "image"
+
+    def records(self, epoch: int, seed: int, shuffle: bool) -> Iterator[Record | Skip]:
+        for path in _shard_order(self.paths, epoch, seed, shuffle):
+            with open(path, encoding="utf-8") as f:
+                for i, line in enumerate(f):
+                    if not line.strip():
+                        continue
+                    try:
+                        meta = json.loads(line)
+                        if not isinstance(meta, dict):
+                            raise ValueError
+                    except ValueError:
+                        yield Skip("bad_metadata", f"{path}:{i + 1}", self.name)
+                        continue
+                    sid = str(meta.get("id") or f"{os.path.basename(path)}:{i + 1}")
+                    rel = meta.get(self.image_key)
+                    if not rel:
+                        yield Skip("missing_image", sid, self.name)
+                        continue
+                    p = rel if os.path.isabs(rel) else os.path.join(os.path.dirname(path), rel)
+                    if not os.path.exists(p):
+                        yield Skip("missing_image", sid, self.name)
+                        continue
+                    lat = meta.get(self.lat_key) if self.lat_key else _first(meta, LAT_KEYS)
+                    lon = meta.get(self.lon_key) if self.lon_key else _first(meta, LON_KEYS)
+                    yield Record(sid, str(meta.get("source") or self.name), lat, lon, _labels(meta), _FileBytes(p))
+
+
+# -- synthetic -----------------------------------------------------------------------------
+
+
+@dataclass
+class SyntheticSource:
+    """Samples 0..n-1 of a SyntheticWorld (rendered in the worker threads)."""
+
+    n: int = 10000
+    size: int = 112
+    seed: int = 0
+    regions: int = 16
+    difficulty: float = 0.3
+    ambiguity: float = 0.0
+    subregions: int = 4
+    cities: int = 6
+    name: str = "synthetic"
+
+    @property
+    def world(self):
+        from geospot.data.synthetic import cached_world
+
+        return cached_world(self.seed, self.regions, self.size, self.difficulty, self.ambiguity,
+                            self.subregions, self.cities)
+
+    def records(self, epoch: int, seed: int, shuffle: bool) -> Iterator[Record | Skip]:
+        world = self.world
+        order = np.random.default_rng([seed, epoch, 0x5137]).permutation(self.n) if shuffle else range(self.n)
+        for i in order:
+            i = int(i)
+            yield Record(f"synthetic-{self.seed}-{i}", self.name, None, None, {}, _SyntheticPayload(world, i, self.size, self.name))
+
+
+class _SyntheticPayload:
+    __slots__ = ("world", "index", "size", "name")
+
+    def __init__(self, world, index: int, size: int, name: str):
+        self.world, self.index, self.size, self.name = world, index, size, name
+
+    def __call__(self):
+        return self.world.sample(self.index, self.size, self.name)
+
+
+Payload = Callable[[], Any]

@@ -1,0 +1,269 @@
+"""The sample stream: spec -> sources -> split filter -> mixing -> shuffle buffer -> cursor
+-> image preparation in worker threads -> Sample.
+
+Everything before the cursor is a deterministic function of (spec, split, seed) and does no
+decoding, so `load_state_dict` restores a cursor by rebuilding that pipeline and replaying
+it up to the saved position (records are read, images are not decoded); the samples that
+follow are then exactly those an uninterrupted run would have produced."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, Iterator
+
+import numpy as np
+
+from geospot.config import ConfigError, option
+from geospot.data.prep import BadSample, PrepConfig, check_coords, prepare_image
+from geospot.data.sources import Record, Skip, Source
+from geospot.data.spec import SpecError, build_source, parse_spec
+from geospot.data.types import Sample
+
+log = logging.getLogger("geospot.data")
+SPLITS = ("train", "val", "test", "all")
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    repeat: bool | None = option(None, "loop over the data forever (default: on for train, off otherwise)")
+    shuffle: bool | None = option(None, "shuffle shard order and use the shuffle buffer (default: on for train)")
+    shuffle_buffer: int = option(1000, "records held by the shuffle buffer (0 disables it)")
+    workers: int = option(2, "image preparation threads (0 = in the calling thread)")
+    prefetch: int = option(16, "records prepared ahead of the consumer")
+    val_frac: float = option(0.05, "share of ids (by hash) in the val split")
+    test_frac: float = option(0.05, "share of ids (by hash) in the test split")
+    max_side: int = option(512, "longest image side after preparation (px); 0 keeps the size")
+    square: bool = option(False, "centre-crop images to squares")
+    max_pixels: int = option(40_000_000, "declared pixel count above which an image is a decompression bomb")
+    min_side: int = option(8, "images with a shorter side are skipped")
+
+    def validate(self) -> None:
+        if not (0 <= self.val_frac and 0 <= self.test_frac and self.val_frac + self.test_frac < 1):
+            raise ConfigError("val_frac/test_frac: need 0 <= val_frac, test_frac and val_frac + test_frac < 1")
+        if self.workers < 0 or self.prefetch < 1 or self.shuffle_buffer < 0:
+            raise ConfigError("workers >= 0, prefetch >= 1, shuffle_buffer >= 0")
+
+
+def split_of(sample_id: str, val_frac: float = 0.05, test_frac: float = 0.05) -> str:
+    """train / val / test from a hash of the id: stable across runs, machines and sources."""
+    h = int.from_bytes(hashlib.blake2b(sample_id.encode(), digest_size=8).digest(), "big") / 2.0**64
+    if h < val_frac:
+        return "val"
+    if h < val_frac + test_frac:
+        return "test"
+    return "train"
+
+
+def _mix(iters: list[Iterator], weights: list[float]) -> Iterator:
+    """Smooth weighted round robin: shares match the weights over every window."""
+    active = list(range(len(iters)))
+    credit = [0.0] * len(iters)
+    while active:
+        total = sum(weights[i] for i in active)
+        for i in active:
+            credit[i] += weights[i]
+        j = max(active, key=lambda i: credit[i])
+        credit[j] -= total
+        try:
+            yield next(iters[j])
+        except StopIteration:
+            active.remove(j)
+            credit[j] = 0.0
+
+
+def _shuffle(it: Iterator, size: int, rng: np.random.Generator) -> Iterator:
+    buf: list = []
+    for item in it:
+        if len(buf) < size:
+            buf.append(item)
+            continue
+        j = int(rng.integers(size))
+        yield buf[j]
+        buf[j] = item
+    for j in rng.permutation(len(buf)):
+        yield buf[int(j)]
+
+
+def _prepare(item: Record | Skip, cfg: PrepConfig) -> tuple[Sample | Skip, list[str]]:
+    if isinstance(item, Skip):
+        return item, []
+    fixes: list[str] = []
+    try:
+        payload = item.payload() if callable(item.payload) else item.payload
+        if isinstance(payload, Sample):  # synthetic: complete already
+            return payload, fixes
+        lat, lon = check_coords(item.lat, item.lon)
+        image = prepare_image(payload, cfg, fixes)
+        return Sample(id=item.id, image=image, lat=lat, lon=lon, labels=dict(item.labels), source=item.source), fixes
+    except BadSample as e:
+        return Skip(e.reason, f"{item.id}: {e.detail}", item.source), fixes
+    except OSError as e:  # e.g. a file vanished between listing and reading
+        return Skip("read_error", f"{item.id}: {e}", item.source), fixes
+
+
+class SampleStream:
+    """Iterator of Samples. `.skipped` / `.fixed` count damaged inputs by reason;
+    `.position` is the cursor (records consumed after shuffling)."""
+
+    def __init__(self, spec: str, split: str = "train", seed: int = 0, cfg: StreamConfig | None = None):
+        if split not in SPLITS:
+            raise ConfigError(f"split={split!r}: use one of {', '.join(SPLITS)}")
+        self.spec, self.split, self.seed = spec, split, int(seed)
+        self.cfg = cfg or StreamConfig()
+        self.cfg.validate()
+        self.repeat = self.cfg.repeat if self.cfg.repeat is not None else split == "train"
+        self.shuffle = self.cfg.shuffle if self.cfg.shuffle is not None else split == "train"
+        self.parts = parse_spec(spec)
+        self.sources: list[Source] = [build_source(p) for p in self.parts]
+        self.prep = PrepConfig(max_side=self.cfg.max_side, square=self.cfg.square,
+                               max_pixels=self.cfg.max_pixels, min_side=self.cfg.min_side)
+        self._pool = ThreadPoolExecutor(self.cfg.workers, thread_name_prefix="geospot-data") if self.cfg.workers else None
+        self.skipped: dict[str, int] = {}
+        self.fixed: dict[str, int] = {}
+        self._logged: set[str] = set()
+        self._restart(0)
+
+    # -- the deterministic part (no decoding) ---------------------------------------------
+
+    def _source_iter(self, k: int, src: Source) -> Iterator[Record | Skip]:
+        seed, epoch = self.seed * 1_000_003 + k, 0
+        while True:
+            n = 0
+            for item in src.records(epoch, seed, self.shuffle):
+                if isinstance(item, Record) and self.split != "all" and \
+                        split_of(item.id, self.cfg.val_frac, self.cfg.test_frac) != self.split:
+                    continue
+                n += 1
+                yield item
+            if not self.repeat:
+                return
+            if n == 0:
+                raise SpecError(f"{self.parts[k].text!r} has no records in split {self.split!r}; "
+                                "use more data or raise val_frac/test_frac")
+            epoch += 1
+
+    def _records(self) -> Iterator[Record | Skip]:
+        iters = [self._source_iter(k, s) for k, s in enumerate(self.sources)]
+        it = iters[0] if len(iters) == 1 else _mix(iters, [p.weight for p in self.parts])
+        if self.shuffle and self.cfg.shuffle_buffer > 1:
+            it = _shuffle(it, self.cfg.shuffle_buffer, np.random.default_rng([self.seed, 0xB0FF]))
+        return it
+
+    def _restart(self, position: int) -> None:
+        for f in getattr(self, "_pending", ()):
+            if isinstance(f, Future):
+                f.cancel()
+        self._pending: deque = deque()
+        self._upstream = self._records()
+        self.position = 0
+        for _ in islice(self._upstream, position):  # replay without decoding
+            self.position += 1
+        if self.position != position:
+            raise ValueError(f"cursor position {position} is past the end of {self.spec!r} ({self.position} records)")
+        self._exhausted = False
+
+    # -- the consumer side -----------------------------------------------------------------
+
+    def _fill(self) -> None:
+        while not self._exhausted and len(self._pending) < self.cfg.prefetch:
+            try:
+                item = next(self._upstream)
+            except StopIteration:
+                self._exhausted = True
+                return
+            if self._pool is None or isinstance(item, Skip):
+                self._pending.append(_prepare(item, self.prep) if self._pool is None else (item, []))
+            else:
+                self._pending.append(self._pool.submit(_prepare, item, self.prep))
+
+    def __iter__(self) -> "SampleStream":
+        return self
+
+    def __next__(self) -> Sample:
+        while True:
+            self._fill()
+            if not self._pending:
+                raise StopIteration
+            head = self._pending.popleft()
+            result, fixes = head.result() if isinstance(head, Future) else head
+            self.position += 1
+            for fix in fixes:
+                self.fixed[fix] = self.fixed.get(fix, 0) + 1
+            if isinstance(result, Skip):
+                self._count_skip(result)
+                continue
+            return result
+
+    def _count_skip(self, s: Skip) -> None:
+        self.skipped[s.reason] = self.skipped.get(s.reason, 0) + 1
+        if s.reason not in self._logged:  # once per reason; the counts say how many
+            self._logged.add(s.reason)
+            log.warning("data: skipping %s (%s) from %s; further ones are only counted", s.reason, s.detail, s.source)
+
+    def next_batch(self, n: int) -> list[Sample]:
+        """Up to n samples (fewer only when a finite stream ends)."""
+        return list(islice(self, n))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"version": 1, "spec": self.spec, "split": self.split, "seed": self.seed,
+                "position": self.position, "skipped": dict(self.skipped), "fixed": dict(self.fixed),
+                "config": dataclasses.asdict(self.cfg)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in ("spec", "split", "seed"):
+            if state.get(key) != getattr(self, key):
+                raise ValueError(f"data cursor was saved for {key}={state.get(key)!r} but this stream has "
+                                 f"{key}={getattr(self, key)!r}; open the stream with the saved {key}")
+        if state.get("config") not in (None, dataclasses.asdict(self.cfg)):
+            changed = [k for k, v in state["config"].items() if dataclasses.asdict(self.cfg).get(k) != v]
+            log.warning("data: stream options changed since the cursor was saved (%s); the sequence may differ",
+                        ", ".join(changed))
+        self._restart(int(state["position"]))
+        self.skipped = dict(state.get("skipped", {}))
+        self.fixed = dict(state.get("fixed", {}))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> "SampleStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def stream_config(**opts: Any) -> StreamConfig:
+    names = {f.name for f in dataclasses.fields(StreamConfig)}
+    bad = sorted(set(opts) - names)
+    if bad:
+        raise ConfigError(f"unknown stream option(s) {', '.join(bad)}; allowed: {', '.join(sorted(names))}")
+    return StreamConfig(**opts)
+
+
+def open_stream(spec: str, split: str = "train", seed: int = 0, **opts: Any) -> SampleStream:
+    """A stream of Samples from a spec string (see geospot.data.spec for the grammar).
+    Options are StreamConfig fields (repeat, shuffle, workers, max_side, val_frac, ...)."""
+    return SampleStream(spec, split, seed, stream_config(**opts))
+
+
+def load_samples(spec: str, split: str = "val", n: int | None = None, seed: int = 0, **opts: Any) -> list[Sample]:
+    """A fixed list: the first n samples of the split, in source order (no repeat, no shuffle
+    unless asked), identical on every call."""
+    opts.setdefault("repeat", False)
+    opts.setdefault("shuffle", False)
+    with open_stream(spec, split, seed, **opts) as stream:
+        return list(islice(stream, n)) if n is not None else list(stream)

@@ -1,0 +1,484 @@
+"""LocalEngine: Tinker's primitives on one local model (torch + transformers + PEFT).
+
+Reads top to bottom: setup (load, LoRA), batching (tokens, multimodal positions, pixels),
+sampling (shared-prefix KV cache), scoring and training (forward / forward_backward /
+optim_step), checkpoints (save_state / load_state / export).
+
+Multimodal positions. Qwen-VL rotates queries/keys with 3-D positions (t, h, w): text
+advances all three by one per token; an image's placeholders take (start + t, start + row,
+start + col) on its merged grid and the text after it resumes at start + max(rows, cols).
+We compute these ourselves from the ModelInput chunks (the same rule as transformers'
+`get_rope_index`, which a test checks) and always pass `position_ids`, so prefill, decode
+and multi-turn training sequences agree by construction and no hidden `rope_deltas` state
+in the model is ever consulted.
+
+Sampling prefills each prompt (image + text) ONCE, then repeats the KV cache for the
+`num_samples` continuations and decodes all prompts' samples together (issue 7). The
+engine counts the tokens that computation needed versus processed.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from geospot.engines.config import EngineConfig
+from geospot.engines.losses import REQUIRED_INPUTS, compute_loss
+from geospot.engines.rendering import Renderer
+from geospot.engines.types import (
+    AdamParams,
+    Datum,
+    ForwardBackwardResult,
+    ImageChunk,
+    ModelInput,
+    SampledSequence,
+    SampleParams,
+    TextChunk,
+)
+from geospot.models.load import LoadedModel, load_model
+
+log = logging.getLogger(__name__)
+
+MAX_TOKENS_PER_MICROBATCH = 8192  # training/scoring batches are split to bound activation memory
+
+
+# -- multimodal positions ------------------------------------------------------------------------
+
+
+def mrope_positions(model_input: ModelInput, spatial_merge: int) -> tuple[np.ndarray, int]:
+    """(positions int64[3, T], next_position) for one sequence. Text: t=h=w=i. Image: its merged
+    grid at (start+t, start+row, start+col); the next text starts at start + max(rows, cols)."""
+    parts, pos = [], 0
+    for c in model_input.chunks:
+        if isinstance(c, TextChunk):
+            ar = np.arange(pos, pos + c.length, dtype=np.int64)
+            parts.append(np.stack([ar, ar, ar]))
+            pos += c.length
+        else:
+            t, h, w = c.grid_thw
+            gh, gw = h // spatial_merge, w // spatial_merge
+            tt, hh, ww = np.meshgrid(np.arange(t), np.arange(gh), np.arange(gw), indexing="ij")
+            parts.append(np.stack([tt.ravel(), hh.ravel(), ww.ravel()]).astype(np.int64) + pos)
+            pos += max(gh, gw)
+    return (np.concatenate(parts, axis=1) if parts else np.zeros((3, 0), np.int64)), pos
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # [B, T]
+    attention_mask: torch.Tensor  # [B, T]
+    position_ids: torch.Tensor  # [3, B, T]
+    pixel_values: torch.Tensor | None
+    image_grid_thw: torch.Tensor | None
+    lengths: list[int]
+    next_positions: list[int]
+
+    def model_kwargs(self) -> dict:
+        kw = dict(input_ids=self.input_ids, attention_mask=self.attention_mask, position_ids=self.position_ids)
+        if self.pixel_values is not None:
+            kw.update(pixel_values=self.pixel_values, image_grid_thw=self.image_grid_thw)
+        return kw
+
+
+@dataclass
+class TokenCounter:
+    """Tokens a minimal computation needs vs tokens the engine actually pushed through the
+    language model (padding, repeated prefixes and finished rows count as processed)."""
+
+    needed: int = 0
+    processed: int = 0
+    by_kind: dict[str, list[int]] = field(default_factory=dict)
+
+    def add(self, kind: str, needed: int, processed: int) -> None:
+        self.needed += needed
+        self.processed += processed
+        n, p = self.by_kind.get(kind, [0, 0])
+        self.by_kind[kind] = [n + needed, p + processed]
+
+    @property
+    def efficiency(self) -> float:
+        return self.needed / self.processed if self.processed else float("nan")
+
+    def as_dict(self) -> dict:
+        return {"tokens_needed": self.needed, "tokens_processed": self.processed, "token_efficiency": self.efficiency,
+                **{f"{k}_needed": v[0] for k, v in self.by_kind.items()},
+                **{f"{k}_processed": v[1] for k, v in self.by_kind.items()}}
+
+
+def _lora_targets(model: torch.nn.Module, targets: str, train_vision: bool) -> list[str]:
+    """Full module names of the Linear layers LoRA wraps: the language model's (all of them,
+    or those whose last name is listed), plus the vision tower's when it is trained."""
+    wanted = None if targets == "all-linear" else {t.strip() for t in targets.split(",") if t.strip()}
+    names = []
+    for name, mod in model.named_modules():
+        if not isinstance(mod, torch.nn.Linear):
+            continue
+        in_lm = "language_model" in name
+        in_vision = "visual" in name
+        if not (in_lm or (train_vision and in_vision)):
+            continue
+        if wanted is not None and in_lm and name.rsplit(".", 1)[-1] not in wanted:
+            continue
+        names.append(name)
+    if not names:
+        raise ValueError(f"lora_targets={targets!r} matches no Linear layer of the language model")
+    return names
+
+
+class LocalEngine:
+    def __init__(self, cfg: EngineConfig, loaded: LoadedModel | None = None):
+        cfg.validate()
+        self.cfg = cfg
+        lm = loaded or load_model(cfg.model_name, cfg.dtype, cfg.device)
+        self.family, self.device, self.dtype, self.folder = lm.family, lm.device, lm.dtype, lm.folder
+        self.tokenizer, self.image_processor = lm.tokenizer, lm.image_processor
+        self.renderer = Renderer(lm.tokenizer, lm.image_processor, cfg.max_pixels)
+        config = lm.model.config
+        self.spatial_merge = config.vision_config.spatial_merge_size
+        self.max_context = config.text_config.max_position_embeddings
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.model = self._make_trainable(lm.model)
+        self.model.eval()  # no dropout anywhere: sampler and trainer must compute the same function
+        self.trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        self.optimizer: torch.optim.AdamW | None = None
+        self.step = 0
+        self.sample_calls = 0
+        self.tokens = TokenCounter()
+
+    def _make_trainable(self, model: torch.nn.Module) -> torch.nn.Module:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        if self.cfg.lora_rank > 0:
+            from peft import LoraConfig, get_peft_model
+
+            lora = LoraConfig(
+                r=self.cfg.lora_rank,
+                lora_alpha=self.cfg.lora_alpha,
+                lora_dropout=0.0,
+                target_modules=_lora_targets(model, self.cfg.lora_targets, self.cfg.train_vision),
+                bias="none",
+            )
+            with torch.random.fork_rng(devices=[]):  # LoRA init from the engine seed, not global state
+                torch.manual_seed(self.cfg.seed)
+                return get_peft_model(model, lora)
+        for name, p in model.named_parameters():  # full fine-tuning
+            if self.cfg.train_vision or "visual" not in name:
+                p.requires_grad_(True)
+        return model
+
+    # -- batching ---------------------------------------------------------------------------------
+
+    def _check_input(self, i: int, mi: ModelInput, extra: int = 0) -> None:
+        if mi.length + extra > self.max_context:
+            raise ValueError(
+                f"prompt {i} is {mi.length} tokens (+{extra} to generate) but the context is {self.max_context}; "
+                "shorten the conversation, lower max_tokens, or lower max_pixels"
+            )
+        for im in mi.images():
+            px = im.image.width * im.image.height
+            if px > self.cfg.max_pixels:
+                raise ValueError(
+                    f"image in prompt {i} is {im.image.width}x{im.image.height} = {px} px, over the pixel budget "
+                    f"max_pixels={self.cfg.max_pixels}; render it with this engine's renderer (it resizes) or raise max_pixels"
+                )
+
+    def _batch(self, inputs: Sequence[ModelInput], left_pad: bool) -> Batch:
+        toks, poss, nexts, images = [], [], [], []
+        for mi in inputs:
+            toks.append(self.renderer.tokens_of(mi))
+            pos, nxt = mrope_positions(mi, self.spatial_merge)
+            poss.append(pos)
+            nexts.append(nxt)
+            images.extend(c.image for c in mi.chunks if isinstance(c, ImageChunk))
+        B, T = len(inputs), max(len(t) for t in toks)
+        ids = np.full((B, T), self.pad_id, np.int64)
+        mask = np.zeros((B, T), np.int64)
+        pos_ids = np.zeros((3, B, T), np.int64)
+        for b, (t, p) in enumerate(zip(toks, poss)):
+            sl = slice(T - len(t), T) if left_pad else slice(0, len(t))
+            ids[b, sl], mask[b, sl], pos_ids[:, b, sl] = t, 1, p
+        pixel_values = grid = None
+        if images:
+            pixel_values, grid = self.image_processor(images)
+            pixel_values, grid = pixel_values.to(self.device, self.dtype), grid.to(self.device)
+        dev = self.device
+        return Batch(torch.from_numpy(ids).to(dev), torch.from_numpy(mask).to(dev), torch.from_numpy(pos_ids).to(dev),
+                     pixel_values, grid, [len(t) for t in toks], nexts)
+
+    # -- sampling ---------------------------------------------------------------------------------
+
+    def _stop_spec(self, params: SampleParams) -> tuple[set[int], list[str]]:
+        if not params.stop:
+            return set(self.renderer.stop_token_ids), []
+        ids = {int(s) for s in params.stop if isinstance(s, int)}
+        strs = [s for s in params.stop if isinstance(s, str)]
+        vocab = self.tokenizer.get_vocab()
+        for s in list(strs):
+            if s in vocab:  # a string that is one token (e.g. "<|im_end|>") stops on the id
+                ids.add(vocab[s])
+                strs.remove(s)
+        return ids, strs
+
+    @staticmethod
+    def _pick(logits: torch.Tensor, params: SampleParams, gen: torch.Generator) -> torch.Tensor:
+        if params.temperature <= 0:
+            return logits.argmax(-1)
+        probs = torch.softmax(logits / params.temperature, dim=-1)
+        if params.top_p < 1.0:
+            sorted_p, idx = probs.sort(dim=-1, descending=True)
+            keep = sorted_p.cumsum(-1) - sorted_p < params.top_p  # always keeps the top token
+            sorted_p = sorted_p * keep
+            probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
+        return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+    @torch.no_grad()
+    def sample(self, prompts: Sequence[ModelInput], num_samples: int = 1, params: SampleParams = SampleParams()) -> list[list[SampledSequence]]:
+        prompts = list(prompts)
+        if not prompts:
+            return []
+        if num_samples < 1:
+            raise ValueError(f"num_samples={num_samples} must be >= 1")
+        for i, mi in enumerate(prompts):
+            self._check_input(i, mi, params.max_tokens)
+        stop_ids, stop_strs = self._stop_spec(params)
+        seed = params.seed if params.seed is not None else self.cfg.seed * 1_000_003 + self.sample_calls
+        self.sample_calls += 1
+        gen = torch.Generator(device=self.device).manual_seed(int(seed))
+        B, G = len(prompts), num_samples
+
+        # prefill every prompt once (vision tower included), keep only the last logits
+        batch = self._batch(prompts, left_pad=True)
+        out = self.model(**batch.model_kwargs(), use_cache=True, logits_to_keep=1)
+        cache = out.cache
+        T = batch.input_ids.shape[1]
+        self.tokens.add("prefill", needed=sum(batch.lengths), processed=B * T)
+        # the G samples of a prompt share its prefix: repeat the cache instead of recomputing it
+        if G > 1:
+            cache.batch_repeat_interleave(G)
+        logits = out.logits[:, -1].float().repeat_interleave(G, 0)
+        attn = batch.attention_mask.repeat_interleave(G, 0)
+        next_pos = torch.tensor(batch.next_positions, device=self.device).repeat_interleave(G)
+
+        N = B * G
+        tokens: list[list[int]] = [[] for _ in range(N)]
+        logprobs: list[list[float]] = [[] for _ in range(N)]
+        reason = ["length"] * N
+        done = torch.zeros(N, dtype=torch.bool, device=self.device)
+        for t in range(params.max_tokens):
+            logp = torch.log_softmax(logits, dim=-1)  # temperature 1: what the trainer computes
+            tok = self._pick(logits, params, gen)
+            lp = logp.gather(-1, tok[:, None]).squeeze(-1)
+            tok_l, lp_l = tok.tolist(), lp.tolist()
+            live = (~done).nonzero().flatten().tolist()
+            for r in live:
+                tokens[r].append(tok_l[r])
+                logprobs[r].append(lp_l[r])
+                if tok_l[r] in stop_ids or (stop_strs and any(self.renderer.decode(tokens[r]).endswith(s) for s in stop_strs)):
+                    done[r] = True
+                    reason[r] = "stop"
+            self.tokens.add("decode", needed=len(live), processed=N)
+            if bool(done.all()) or t == params.max_tokens - 1:
+                break
+            feed = torch.where(done, torch.full_like(tok, self.pad_id), tok)
+            attn = torch.cat([attn, torch.ones(N, 1, dtype=attn.dtype, device=attn.device)], dim=1)
+            pos = (next_pos + t).view(1, N, 1).expand(3, N, 1)
+            out = self.model(input_ids=feed[:, None], attention_mask=attn, position_ids=pos, cache=cache, use_cache=True)
+            cache = out.cache
+            logits = out.logits[:, -1].float()
+        seqs = [SampledSequence(tuple(tokens[r]), tuple(logprobs[r]), reason[r]) for r in range(N)]
+        return [seqs[b * G : (b + 1) * G] for b in range(B)]
+
+    # -- scoring and training ----------------------------------------------------------------------
+
+    def _microbatches(self, datums: Sequence[Datum]) -> list[list[int]]:
+        groups, cur, cur_tokens = [], [], 0
+        for i, d in enumerate(datums):
+            n = d.model_input.length
+            if cur and (len(cur) + 1) * max(cur_tokens, n) > MAX_TOKENS_PER_MICROBATCH:
+                groups.append(cur)
+                cur, cur_tokens = [], 0
+            cur.append(i)
+            cur_tokens = max(cur_tokens, n)
+        if cur:
+            groups.append(cur)
+        return groups
+
+    def _target_logprobs(self, datums: Sequence[Datum]) -> list[torch.Tensor]:
+        """Per datum, log p(target_tokens[i] | input[:i+1]) at temperature 1, float32 [T]."""
+        for i, d in enumerate(datums):
+            self._check_input(i, d.model_input)
+        batch = self._batch([d.model_input for d in datums], left_pad=False)
+        out = self.model(**batch.model_kwargs(), use_cache=False)
+        logp = torch.log_softmax(out.logits.float(), dim=-1)
+        B, T = batch.input_ids.shape
+        targets = torch.zeros(B, T, dtype=torch.long, device=self.device)
+        for b, d in enumerate(datums):
+            targets[b, : batch.lengths[b]] = torch.as_tensor(d.loss_fn_inputs["target_tokens"], dtype=torch.long)
+        lp = logp.gather(-1, targets[..., None]).squeeze(-1)
+        self.tokens.add("train", needed=sum(batch.lengths), processed=B * T)
+        return [lp[b, : batch.lengths[b]] for b in range(B)]
+
+    @torch.no_grad()
+    def forward(self, datums: Sequence[Datum]) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        for mb in self._microbatches(datums):
+            out.extend(lp.cpu().numpy() for lp in self._target_logprobs([datums[i] for i in mb]))
+        return out
+
+    def forward_backward(self, datums: Sequence[Datum], loss_fn: str, loss_config: dict | None = None) -> ForwardBackwardResult:
+        if loss_fn not in REQUIRED_INPUTS:
+            raise ValueError(f"unknown loss_fn {loss_fn!r}; use one of {', '.join(REQUIRED_INPUTS)}")
+        for i, d in enumerate(datums):
+            missing = [k for k in REQUIRED_INPUTS[loss_fn] if k not in d.loss_fn_inputs]
+            if missing:
+                raise ValueError(f"datum {i} lacks {missing} needed by loss_fn={loss_fn!r} (has {sorted(d.loss_fn_inputs)})")
+        all_lp: list[np.ndarray] = [None] * len(datums)  # type: ignore[list-item]
+        total, n_tokens = 0.0, 0
+        for mb in self._microbatches(datums):
+            lps = self._target_logprobs([datums[i] for i in mb])
+            losses = []
+            for i, lp in zip(mb, lps):
+                inputs = {k: torch.as_tensor(np.asarray(v), device=self.device, dtype=torch.float32)
+                          for k, v in datums[i].loss_fn_inputs.items() if k != "target_tokens"}
+                loss = compute_loss(loss_fn, lp, inputs, loss_config)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"{loss_fn} loss is {loss.item()} at step {self.step} for datum {i} "
+                        f"(length {datums[i].model_input.length}, min logprob {lp.min().item():.3g}); "
+                        "check its advantages/logprobs for NaN or inf, or lower the learning rate"
+                    )
+                losses.append(loss)
+                all_lp[i] = lp.detach().cpu().numpy()
+                n_tokens += len(lp)
+            mb_loss = torch.stack(losses).sum()
+            if mb_loss.requires_grad:
+                mb_loss.backward()
+            total += mb_loss.item()
+        return ForwardBackwardResult(logprobs=all_lp, metrics={"loss:sum": total, "tokens": float(n_tokens), "datums": float(len(datums))})
+
+    def _params(self) -> list[torch.nn.Parameter]:
+        return [p for _, p in self.trainable]
+
+    def _new_optimizer(self, adam: AdamParams) -> torch.optim.AdamW:
+        return torch.optim.AdamW(self._params(), lr=adam.learning_rate, betas=(adam.beta1, adam.beta2),
+                                 eps=adam.eps, weight_decay=adam.weight_decay, foreach=False)
+
+    def optim_step(self, adam: AdamParams) -> dict[str, float]:
+        if self.optimizer is None:
+            self.optimizer = self._new_optimizer(adam)
+        for g in self.optimizer.param_groups:  # schedules live in the loop: hyperparameters per call
+            g.update(lr=adam.learning_rate, betas=(adam.beta1, adam.beta2), eps=adam.eps, weight_decay=adam.weight_decay)
+        params = [p for p in self._params() if p.grad is not None]
+        max_norm = adam.grad_clip_norm if adam.grad_clip_norm is not None else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
+        if not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise FloatingPointError(f"gradient norm is {grad_norm} at step {self.step}; lower the learning rate or check the datums")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return {"grad_norm": grad_norm, "learning_rate": adam.learning_rate, "step": float(self.step)}
+
+    def train_step(self, datums: Sequence[Datum], loss_fn: str, adam: AdamParams, loss_config: dict | None = None) -> ForwardBackwardResult:
+        result = self.forward_backward(datums, loss_fn, loss_config)
+        result.metrics.update(self.optim_step(adam))
+        return result
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def save_state(self, path: str) -> str:
+        """Trainable weights + optimizer + step + RNG, written to a temp folder then renamed."""
+        from safetensors.torch import save_file
+
+        final = Path(path)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_file({n: p.detach().cpu().contiguous() for n, p in self.trainable}, str(tmp / "trainable.safetensors"))
+        torch.save(
+            {
+                "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+                "step": self.step,
+                "sample_calls": self.sample_calls,
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "engine_config": asdict(self.cfg),
+            },
+            tmp / "state.pt",
+        )
+        _atomic_replace(tmp, final)
+        return str(final)
+
+    def load_state(self, path: str, with_optimizer: bool = True) -> None:
+        from safetensors.torch import load_file
+
+        folder = Path(path)
+        if not (folder / "trainable.safetensors").exists():
+            raise FileNotFoundError(f"{folder} is not a geospot engine state (no trainable.safetensors)")
+        weights = load_file(str(folder / "trainable.safetensors"))
+        names = {n for n, _ in self.trainable}
+        if set(weights) != names:
+            missing, extra = sorted(names - set(weights))[:3], sorted(set(weights) - names)[:3]
+            raise ValueError(f"state {folder} does not match this engine's trainable parameters "
+                             f"(missing {missing}, unexpected {extra}); same model and lora_rank?")
+        with torch.no_grad():
+            for n, p in self.trainable:
+                p.copy_(weights[n].to(p.device, p.dtype))
+        state = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
+        self.step = int(state["step"])
+        self.sample_calls = int(state["sample_calls"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.optimizer = None
+        if with_optimizer and state["optimizer"] is not None:
+            self.optimizer = self._new_optimizer(AdamParams(learning_rate=0.0))
+            self.optimizer.load_state_dict(state["optimizer"])
+        for p in self._params():
+            p.grad = None
+
+    def export(self, path: str, merged: bool = False) -> str:
+        """A PEFT adapter folder (LoRA, merged=False) or a full HF model folder that plain
+        transformers loads (merged LoRA or full fine-tuning); tokenizer and processor included."""
+        final = Path(path)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        is_lora = self.cfg.lora_rank > 0
+        if is_lora and not merged:
+            self.model.save_pretrained(tmp)
+        else:
+            model = copy.deepcopy(self.model).merge_and_unload() if is_lora else self.model
+            model.save_pretrained(tmp)
+        self.tokenizer.save_pretrained(tmp)
+        self.image_processor.save_pretrained(tmp)
+        _atomic_replace(tmp, final)
+        return str(final)
+
+    # -- conveniences ----------------------------------------------------------------------------
+
+    def token_stats(self) -> dict:
+        return self.tokens.as_dict()
+
+
+def _atomic_replace(tmp: Path, final: Path) -> None:
+    """Move tmp into place; an existing folder is set aside first and removed after, so a kill at
+    any point leaves either the old or the new folder complete."""
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

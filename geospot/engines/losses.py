@@ -1,0 +1,57 @@
+"""Tinker's losses as pure functions of per-token tensors. Every loss is SUMMED over tokens
+(and, by the caller, over datums) — never averaged, as in Tinker; scale through the
+weights/advantages or the learning rate.
+
+  cross_entropy:        -sum_t w_t * lp_t
+  importance_sampling:  -sum_t exp(lp_t - q_t) * A_t          (q = sampler's logprobs)
+  ppo:                  -sum_t min(r_t A_t, clip(r_t, lo, hi) A_t),  r = exp(lp - q)
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def cross_entropy(target_logprobs_T: torch.Tensor, weights_T: torch.Tensor) -> torch.Tensor:
+    return -(weights_T * target_logprobs_T).sum()
+
+
+def importance_sampling(
+    target_logprobs_T: torch.Tensor, sampling_logprobs_T: torch.Tensor, advantages_T: torch.Tensor
+) -> torch.Tensor:
+    ratio_T = torch.exp(target_logprobs_T - sampling_logprobs_T)
+    return -(ratio_T * advantages_T).sum()
+
+
+def ppo(
+    target_logprobs_T: torch.Tensor,
+    sampling_logprobs_T: torch.Tensor,
+    advantages_T: torch.Tensor,
+    clip_low_threshold: float = 0.8,
+    clip_high_threshold: float = 1.2,
+) -> torch.Tensor:
+    ratio_T = torch.exp(target_logprobs_T - sampling_logprobs_T)
+    clipped_T = torch.clamp(ratio_T, clip_low_threshold, clip_high_threshold)
+    return -torch.minimum(ratio_T * advantages_T, clipped_T * advantages_T).sum()
+
+
+def compute_loss(loss_fn: str, target_logprobs_T: torch.Tensor, inputs: dict[str, torch.Tensor], config: dict | None = None) -> torch.Tensor:
+    """Dispatch on Tinker's loss names with Tinker's input keys."""
+    config = dict(config or {})
+    if loss_fn == "cross_entropy":
+        return cross_entropy(target_logprobs_T, inputs["weights"])
+    if loss_fn == "importance_sampling":
+        return importance_sampling(target_logprobs_T, inputs["logprobs"], inputs["advantages"])
+    if loss_fn == "ppo":
+        unknown = set(config) - {"clip_low_threshold", "clip_high_threshold"}
+        if unknown:
+            raise ValueError(f"unknown ppo loss_config keys {sorted(unknown)}; use clip_low_threshold / clip_high_threshold")
+        return ppo(target_logprobs_T, inputs["logprobs"], inputs["advantages"], **config)
+    raise ValueError(f"unknown loss_fn {loss_fn!r}; use cross_entropy, importance_sampling or ppo")
+
+
+REQUIRED_INPUTS = {
+    "cross_entropy": ("target_tokens", "weights"),
+    "importance_sampling": ("target_tokens", "logprobs", "advantages"),
+    "ppo": ("target_tokens", "logprobs", "advantages"),
+}

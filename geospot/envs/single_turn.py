@@ -1,0 +1,63 @@
+"""Single-turn geolocation: image + prompt -> one answer -> reward(distance).
+
+An unparseable answer earns the format penalty (default -0.1) and ends the episode — as
+every single-turn episode ends after one step anyway, the only difference is the reward."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+from geospot.data.types import Sample
+from geospot.engines.types import ModelInput
+from geospot.envs.rewards import Reward
+from geospot.envs.types import StepResult
+from geospot.geo import haversine_km, parse_coordinates
+from geospot.prompts import SINGLE_TURN_PROMPT, user_message
+
+
+def grade(renderer, sample: Sample, action_tokens: Sequence[int]):
+    """(text, guess | None, distance_km | nan) of one sampled answer."""
+    text = renderer.decode(list(action_tokens))
+    guess = parse_coordinates(text)
+    if guess is None:
+        return text, None, math.nan
+    return text, (float(guess[0]), float(guess[1])), float(haversine_km(guess[0], guess[1], sample.lat, sample.lon))
+
+
+class SingleTurnEnv:
+    def __init__(self, sample: Sample, renderer, reward: Reward, *, prompt: str = SINGLE_TURN_PROMPT,
+                 format_penalty: float = -0.1) -> None:
+        self.sample, self.renderer, self.reward = sample, renderer, reward
+        self.prompt, self.format_penalty = prompt, format_penalty
+        self._done = False
+
+    def initial_observation(self) -> ModelInput:
+        return self.renderer.generation_prompt([user_message(self.sample.image, self.prompt)])
+
+    def step(self, action_tokens: Sequence[int]) -> StepResult:
+        if self._done:
+            raise RuntimeError("SingleTurnEnv is single use: make a new env per rollout")
+        self._done = True
+        text, guess, d = grade(self.renderer, self.sample, action_tokens)
+        parsed = guess is not None
+        reward = self.reward(d) if parsed else self.format_penalty
+        metrics = {"turn": 0.0, "parsed": float(parsed), "distance_km": d,
+                   "lat": guess[0] if parsed else math.nan, "lon": guess[1] if parsed else math.nan}
+        return StepResult(reward=float(reward), done=True, next_observation=None, metrics=metrics)
+
+
+@dataclass(frozen=True, eq=False)
+class SingleTurnGroupBuilder:
+    """The G envs of one image (the GRPO group)."""
+
+    sample: Sample
+    renderer: object
+    reward: Reward
+    prompt: str = SINGLE_TURN_PROMPT
+    format_penalty: float = -0.1
+
+    def make_envs(self, group_size: int) -> list[SingleTurnEnv]:
+        return [SingleTurnEnv(self.sample, self.renderer, self.reward, prompt=self.prompt,
+                              format_penalty=self.format_penalty) for _ in range(group_size)]

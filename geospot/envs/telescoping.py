@@ -1,0 +1,89 @@
+"""Telescoping geolocation: one policy answers coordinates several times, coarse -> final.
+
+Turn t+1's prompt shows the previous guess (1 decimal after the coarse turn, then 2, as the
+seed did). The reward is the *improvement* of the score,
+
+    r_t = S(d_t) - S(d_{t-1}),   S(d_0) = 0,   so   sum_t r_t = S(d_final),
+
+with S the GeoGuessr score / 5000 by default or the τ-kernel (any `Reward`). An unparseable
+turn is scored S = 0 plus the format penalty and ends the episode, so its return is just the
+penalty: breaking format never keeps the credit of earlier turns.
+
+The next observation is the previous observation + the *sampled tokens* + the new user turn
+(`renderer.continuation`), so a whole episode is ONE token sequence: the datum built from it
+trains every turn at once and nothing is re-tokenised."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+from geospot.data.types import Sample
+from geospot.engines.types import ModelInput
+from geospot.envs.rewards import GeoScoreReward, Reward
+from geospot.envs.single_turn import grade
+from geospot.envs.types import StepResult
+from geospot.prompts import PREVIOUS_GUESS_DECIMALS, TELESCOPING_PROMPTS, format_previous_guess, user_message
+
+
+def turn_prompt(prompts: Sequence[str], turn: int, prev_guess: tuple[float, float] | None,
+                decimals: Sequence[int] = PREVIOUS_GUESS_DECIMALS) -> str:
+    """The user text of `turn`; turns after the first show the previous guess, rounded."""
+    if turn == 0:
+        return prompts[0]
+    assert prev_guess is not None
+    places = decimals[min(turn - 1, len(decimals) - 1)]
+    return prompts[turn].format(prev=format_previous_guess(prev_guess[0], prev_guess[1], places))
+
+
+class TelescopingEnv:
+    def __init__(self, sample: Sample, renderer, score: Reward = GeoScoreReward(), *,
+                 prompts: Sequence[str] = TELESCOPING_PROMPTS, format_penalty: float = -0.1) -> None:
+        if not prompts:
+            raise ValueError("TelescopingEnv needs at least one turn prompt")
+        self.sample, self.renderer, self.score = sample, renderer, score
+        self.prompts, self.format_penalty = tuple(prompts), format_penalty
+        self.turn = 0
+        self.prev_score = 0.0  # S(d_0) = 0
+        self._obs: ModelInput | None = None
+        self._done = False
+
+    @property
+    def num_turns(self) -> int:
+        return len(self.prompts)
+
+    def initial_observation(self) -> ModelInput:
+        self._obs = self.renderer.generation_prompt([user_message(self.sample.image, self.prompts[0])])
+        return self._obs
+
+    def step(self, action_tokens: Sequence[int]) -> StepResult:
+        if self._done or self._obs is None:
+            raise RuntimeError("TelescopingEnv: call initial_observation() first; envs are single use")
+        text, guess, d = grade(self.renderer, self.sample, action_tokens)
+        parsed = guess is not None
+        s = float(self.score(d)) if parsed else 0.0
+        reward = s - self.prev_score + (0.0 if parsed else self.format_penalty)
+        metrics = {"turn": float(self.turn), "parsed": float(parsed), "distance_km": d, "score": s,
+                   "lat": guess[0] if parsed else math.nan, "lon": guess[1] if parsed else math.nan}
+        self.prev_score = s
+        self.turn += 1
+        self._done = (not parsed) or self.turn >= self.num_turns
+        if self._done:
+            return StepResult(reward=reward, done=True, next_observation=None, metrics=metrics)
+        follow = user_message(None, turn_prompt(self.prompts, self.turn, guess))
+        self._obs = self.renderer.continuation(self._obs, list(action_tokens), [follow])
+        return StepResult(reward=reward, done=False, next_observation=self._obs, metrics=metrics)
+
+
+@dataclass(frozen=True, eq=False)
+class TelescopingGroupBuilder:
+    sample: Sample
+    renderer: object
+    score: Reward = GeoScoreReward()
+    prompts: tuple[str, ...] = TELESCOPING_PROMPTS
+    format_penalty: float = -0.1
+
+    def make_envs(self, group_size: int) -> list[TelescopingEnv]:
+        return [TelescopingEnv(self.sample, self.renderer, self.score, prompts=self.prompts,
+                               format_penalty=self.format_penalty) for _ in range(group_size)]

@@ -1,0 +1,470 @@
+"""`geospot eval | predict | export`: what people run after training.
+
+    geospot eval model=<model> data=<spec> [n=...] [env_type=single|telescoping] [greedy|samples=k]
+                 [out=<run dir>] [--json]
+    geospot eval --compare runA runB ...
+    geospot predict model=<model> IMAGES...|DIR [--json] [--map out.html]
+    geospot export checkpoint=<run or checkpoint dir> out=DIR [merged=true]
+
+`model` is anything geospot.eval.loading understands: hub id, local folder, tiny:..., a
+training run / checkpoint folder, tinker://... . An eval run folder holds config.json,
+predictions.csv (appended as batches finish: rerunning the same command resumes) and
+summary.json (the metrics; what --compare reads)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+from geospot.config import ConfigError, help_text, option, parse_overrides
+from geospot.data.spec import SpecError
+from geospot.eval import predictions as io
+from geospot.eval.runner import metrics_for, predict
+
+# ---------------------------------------------------------------------------------------
+# configs
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    model: str = option("", "hub id, local HF folder, `tiny:<family>[:<size>]`, a training run or checkpoint folder, or tinker://…")
+    base_model: str | None = option(None, "for model=tinker://… only: the hub id that checkpoint was trained from")
+    data: str = option("", "data spec: a folder (images + CSV: OSV-5M, IM2GPS3K, YFCC4K layouts), `synthetic:…`, `hf:…`, …")
+    split: Literal["auto", "train", "val", "test", "all"] = option("auto", "which ids of the data (hash split): `auto` = `test` for synthetic specs, `all` for anything else (benchmark folders are test sets)")
+    n: int | None = option(None, "evaluate only the first n samples (None = all)")
+    env_type: Literal["single", "telescoping"] = option("single", "`single`: one question; `telescoping`: 3 turns, the last scored")
+    samples: int = option(0, "0 = greedy (temperature 0); k > 0 = k samples per image at `temperature`, the medoid guess scored")
+    temperature: float = option(1.0, "sampling temperature when samples > 0")
+    batch_size: int = option(16, "images per engine.sample call")
+    max_tokens: int = option(24, "answer length limit per turn (the answer format needs ~20 tokens; raise it for chatty zero-shot models)")
+    out: str | None = option(None, "run folder (default: runs/eval/<model>-<data>); rerunning into it resumes")
+    name: str | None = option(None, "row name in tables (default: the run folder's name)")
+    geocoder: Literal["auto", "reverse", "none"] = option("auto", "country/region/city accuracy: `auto` (the synthetic world's own, else offline reverse geocoding), `reverse`, `none`")
+    device: str = option("auto", "`auto`, `cpu`, `cuda`, `cuda:1`, …")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option("auto", "model dtype (`auto`: bf16 on capable GPUs, fp32 on CPU)")
+    max_pixels: int | None = option(None, "pixel budget per image (None = the model's / run's setting)")
+    seed: int = option(0, "sampling seed")
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size={self.batch_size} must be >= 1")
+        if self.samples < 0:
+            raise ConfigError(f"samples={self.samples} must be >= 0 (0 = greedy)")
+        if self.max_tokens < 1:
+            raise ConfigError(f"max_tokens={self.max_tokens} must be >= 1")
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    model: str = option("", "as for `geospot eval`")
+    base_model: str | None = option(None, "for model=tinker://… only: the hub id that checkpoint was trained from")
+    env_type: Literal["single", "telescoping"] = option("single", "`single` or `telescoping` (prints every turn's guess)")
+    samples: int = option(0, "0 = greedy; k = k samples, medoid answer")
+    temperature: float = option(1.0, "sampling temperature when samples > 0")
+    batch_size: int = option(16, "images per engine.sample call")
+    max_tokens: int = option(24, "answer length limit per turn")
+    device: str = option("auto", "`auto`, `cpu`, `cuda`, …")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option("auto", "model dtype")
+    max_pixels: int | None = option(None, "pixel budget per image (None = the model's setting)")
+    seed: int = option(0, "sampling seed")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    checkpoint: str = option("", "a training run folder (its latest checkpoint) or a checkpoints/<step> folder")
+    out: str = option("", "output folder")
+    merged: bool = option(False, "false: a PEFT adapter (+ base model name); true: LoRA merged into a full HF model")
+    eval: str | None = option(None, "an eval run folder whose summary.json goes into the model card (default: <run>/eval if present)")
+
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+# ---------------------------------------------------------------------------------------
+# small helpers
+
+
+def _split_args(argv: Sequence[str], flags: set[str], valued_flags: set[str] = frozenset()):
+    """(key=value list, set flags, {flag: value}, positional list)."""
+    kv, seen, values, pos = [], set(), {}, []
+    it = iter(argv)
+    for a in it:
+        if a in flags:
+            seen.add(a)
+        elif a in valued_flags:
+            try:
+                values[a] = next(it)
+            except StopIteration:
+                raise ConfigError(f"{a} needs a value (e.g. {a} out.html)") from None
+        elif a.startswith("--") and "=" in a and a.split("=", 1)[0] in valued_flags:
+            k, v = a.split("=", 1)
+            values[k] = v
+        elif "=" in a and not a.startswith("/") and re.match(r"^-*[A-Za-z_][\w-]*=", a):
+            kv.append(a)
+        else:
+            pos.append(a)
+    return kv, seen, values, pos
+
+
+def _sampling(samples: int, temperature: float, max_tokens: int):
+    from geospot.engines.types import SampleParams
+
+    return None if samples == 0 else (SampleParams(max_tokens=max_tokens, temperature=temperature), samples)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip("/")).strip("_")[:60] or "run"
+
+
+def _engine_overrides(cfg) -> dict:
+    return {"base_model": cfg.base_model, "device": cfg.device, "dtype": cfg.dtype, "max_pixels": cfg.max_pixels,
+            "seed": cfg.seed}
+
+
+def geocoder_for(kind: str, data_spec: str):
+    """The callable compute_metrics uses for country/region/city accuracy: a synthetic
+    world's own names for a synthetic spec (reverse geocoding knows nothing of them), else
+    offline reverse geocoding (the OSV-5M way, as `geospot score` does)."""
+    if kind == "none":
+        return None
+    if kind == "auto":
+        from geospot.data.spec import build_source, parse_spec
+
+        parts = parse_spec(data_spec)
+        if parts and all(p.kind == "synthetic" for p in parts):
+            worlds = {id(w): w for w in (build_source(p).world for p in parts)}
+            if len(worlds) == 1:
+                return next(iter(worlds.values())).geocoder
+    from geospot.geo.geocode import reverse_geocode
+
+    return reverse_geocode
+
+
+def resolve_split(split: str, data_spec: str) -> str:
+    """`auto`: a synthetic world's `test` split (its other ids train the model); every
+    other source whole (`all`): a benchmark folder is a test set already."""
+    if split != "auto":
+        return split
+    from geospot.data.spec import parse_spec
+
+    parts = parse_spec(data_spec)
+    return "test" if parts and all(p.kind == "synthetic" for p in parts) else "all"
+
+
+def _fmt_metrics(name: str, metrics: dict) -> str:
+    from geospot.geo.metrics import format_metrics_table
+
+    return format_metrics_table({name: metrics})
+
+
+def _clean(x):
+    """JSON-safe (NaN -> None) copy for --json output."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+# ---------------------------------------------------------------------------------------
+# geospot eval
+
+
+EVAL_HELP = """usage: geospot eval model=<model> data=<spec> [key=value ...] [greedy|samples=k] [--json]
+       geospot eval --compare RUN_DIR RUN_DIR ...
+
+Runs the model over the data, writes <out>/predictions.csv as it goes (rerun the same
+command to resume an interrupted eval), then <out>/summary.json, and prints the metrics.
+"""
+
+# keys that must match for a rerun into the same folder to count as a resume
+RESUME_KEYS = ("model", "data", "split", "n", "env_type", "samples", "temperature", "max_tokens")
+
+
+def eval_main(argv: list[str]) -> int:
+    argv = list(argv)
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(EVAL_HELP + "\n" + help_text(EvalConfig))
+        return 0
+    kv, flags, _, pos = _split_args(argv, {"--json", "--compare", "greedy", "--greedy"})
+    as_json = "--json" in flags
+    try:
+        if "--compare" in flags:
+            if kv or len(pos) < 1:
+                raise ConfigError("usage: geospot eval --compare RUN_DIR [RUN_DIR ...] [--json]")
+            return _compare(pos, as_json)
+        if pos:
+            raise ConfigError(f"unexpected argument {pos[0]!r}: eval takes key=value pairs (try --help)")
+        cfg = parse_overrides(EvalConfig, kv)
+        if ("greedy" in flags or "--greedy" in flags) and cfg.samples:
+            raise ConfigError("pass either greedy or samples=k, not both")
+        if not cfg.model or not cfg.data:
+            raise ConfigError("model= and data= are required, e.g. `geospot eval model=tiny:qwen2_5_vl:small data=synthetic:n=64`")
+        summary = run_eval(cfg)
+    except (ConfigError, SpecError, FileNotFoundError) as e:
+        print(f"geospot eval: {e}", file=sys.stderr)
+        return 2
+    if as_json:
+        print(json.dumps(_clean(summary)))
+    else:
+        print(_fmt_metrics(summary["name"], summary["metrics"]))
+        print(f"predictions: {summary['predictions']}\nsummary:     {summary['summary']}")
+    return 0
+
+
+def _compare(run_dirs: Sequence[str], as_json: bool) -> int:
+    from geospot.eval.compare import best_per_column, compare_table, load_runs
+
+    rows = load_runs(run_dirs)
+    if as_json:
+        best = {k: sorted(v) for k, v in best_per_column(rows).items()}
+        print(json.dumps(_clean({"runs": rows, "best": best})))
+    else:
+        print(compare_table(rows))
+    return 0
+
+
+def run_eval(cfg: EvalConfig, engine=None) -> dict:
+    """The body of `geospot eval` (importable; `engine` skips model loading, for tests)."""
+    from geospot.data import load_samples
+
+    out = Path(cfg.out) if cfg.out else Path("runs") / "eval" / f"{_slug(cfg.model)}-{_slug(cfg.data)}"
+    out.mkdir(parents=True, exist_ok=True)
+    name = cfg.name or out.resolve().name
+    pred_path = out / io.PREDICTIONS
+    config_path = out / "config.json"
+    resume_cfg = {k: getattr(cfg, k) for k in RESUME_KEYS}
+    done: list = []
+    if pred_path.exists() and config_path.exists():
+        old = json.loads(config_path.read_text()).get("config", {})
+        differs = [k for k in RESUME_KEYS if old.get(k) != resume_cfg[k]]
+        if differs:
+            raise ConfigError(
+                f"out={out} holds an eval with different {', '.join(f'{k} ({old.get(k)!r} there)' for k in differs)}; "
+                "pick another out= or delete that folder"
+            )
+        done = io.repair_predictions(pred_path)
+    elif pred_path.exists():
+        raise ConfigError(f"out={out} has a predictions.csv but no config.json: not a geospot eval folder; pick another out=")
+    config_path.write_text(json.dumps({"kind": "eval", "config": asdict(cfg)}, indent=1) + "\n")
+
+    split = resolve_split(cfg.split, cfg.data)
+    samples = load_samples(cfg.data, split=split, n=cfg.n)
+    if not samples:
+        raise ConfigError(f"data={cfg.data} split={split} holds no samples")
+    done_ids = {p.id for p in done}
+    todo = [s for s in samples if str(s.id) not in done_ids]
+    t0 = time.perf_counter()
+    if todo:
+        if engine is None:
+            from geospot.eval.loading import load_model
+
+            engine = load_model(cfg.model, **_engine_overrides(cfg)).engine
+        if done:
+            print(f"resuming: {len(done)} of {len(samples)} images already in {pred_path}", file=sys.stderr)
+        predict(
+            engine,
+            todo,
+            prompt_style=cfg.env_type,
+            batch_size=cfg.batch_size,
+            max_tokens=cfg.max_tokens,
+            sampling=_sampling(cfg.samples, cfg.temperature, cfg.max_tokens),
+            on_batch=lambda preds: io.append_predictions(pred_path, preds),
+            progress=len(samples) - len(todo),
+        )
+    elapsed = time.perf_counter() - t0
+
+    # The metrics come from the file, in data order, so a resumed run and a fresh one agree
+    # and `geospot score predictions.csv` reproduces them.
+    by_id = {p.id: p for p in io.read_predictions(pred_path)}
+    preds = [by_id[str(s.id)] for s in samples if str(s.id) in by_id]
+    metrics = metrics_for(preds, geocoder_for(cfg.geocoder, cfg.data))
+    # the truth beside the predictions: `geospot score --pred predictions.csv --truth truth.csv`
+    io.write_truth_csv(out / "truth.csv", preds)
+    summary = {
+        "name": name,
+        "model": cfg.model,
+        "data": cfg.data,
+        "split": split,
+        "env_type": cfg.env_type,
+        "sampling": "greedy" if cfg.samples == 0 else f"samples={cfg.samples},temperature={cfg.temperature}",
+        "metrics": metrics,
+        "evaluated_now": len(todo),
+        "seconds_now": round(elapsed, 3),
+        "images_per_s_now": round(len(todo) / elapsed, 3) if todo and elapsed > 0 else None,
+        "predictions": str(pred_path),
+        "truth": str(out / "truth.csv"),
+        "summary": str(out / io.SUMMARY),
+        "config": asdict(cfg),
+    }
+    io.write_summary(out, summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------
+# geospot predict
+
+PREDICT_HELP = """usage: geospot predict model=<model> IMAGE... | DIR [key=value ...] [--json] [--map out.html]
+
+One line per image: latitude, longitude, country/region/city and the raw answer
+(telescoping: each turn's guess). --map writes a self-contained offline HTML map.
+"""
+
+
+def image_paths(args: Sequence[str]) -> list[Path]:
+    paths: list[Path] = []
+    for a in args:
+        p = Path(a)
+        if p.is_dir():
+            paths += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTS and q.is_file())
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise FileNotFoundError(f"{a}: no such image or folder")
+    if not paths:
+        raise ConfigError(f"no images found in {', '.join(args)} (looked for {', '.join(sorted(IMAGE_EXTS))})")
+    return paths
+
+
+def load_images(paths: Sequence[Path]):
+    """Samples with unknown truth (NaN); unreadable files are skipped and reported."""
+    from PIL import Image, UnidentifiedImageError
+
+    from geospot.data.types import Sample
+
+    samples, skipped = [], []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                img = im.convert("RGB")
+        except (UnidentifiedImageError, OSError) as e:
+            skipped.append(f"{p} ({type(e).__name__})")
+            continue
+        samples.append(Sample(id=str(p), image=img, lat=math.nan, lon=math.nan, source="predict"))
+    return samples, skipped
+
+
+def _place(lat: float, lon: float, label) -> str:
+    if label is None:
+        return ""
+    return "/".join(x for x in (label.country, label.region, label.city) if x)
+
+
+def predict_main(argv: list[str], engine=None) -> int:
+    argv = list(argv)
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(PREDICT_HELP + "\n" + help_text(PredictConfig))
+        return 0
+    try:
+        kv, flags, values, pos = _split_args(argv, {"--json", "greedy"}, {"--map"})
+        cfg = parse_overrides(PredictConfig, kv)
+        if not pos:
+            raise ConfigError("give images or a folder, e.g. `geospot predict model=... photos/`")
+        if not cfg.model and engine is None:
+            raise ConfigError("model= is required (a hub id, local folder, tiny:..., run/checkpoint folder or tinker://...)")
+        samples, skipped = load_images(image_paths(pos))
+        for s in skipped:
+            print(f"skipped unreadable image: {s}", file=sys.stderr)
+        if not samples:
+            raise ConfigError("none of the images could be read")
+        if engine is None:
+            from geospot.eval.loading import load_model
+
+            engine = load_model(cfg.model, **_engine_overrides(cfg)).engine
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"geospot predict: {e}", file=sys.stderr)
+        return 2
+    preds = predict(engine, samples, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens,
+                    sampling=_sampling(cfg.samples, cfg.temperature, cfg.max_tokens))
+    labels = _reverse_geocode_parsed(preds)
+    rows = []
+    for p, lab in zip(preds, labels):
+        place = _place(p.latitude, p.longitude, lab)
+        rows.append({
+            "name": p.id,
+            "latitude": p.latitude,
+            "longitude": p.longitude,
+            "country": lab.country if lab else None,
+            "region": lab.region if lab else None,
+            "city": lab.city if lab else None,
+            "place": place,
+            "raw_text": p.raw_text,
+            "turns": [None if g is None else list(g) for g in p.turn_guesses],
+            "turn_texts": list(p.turn_texts),
+        })
+    for r in rows:
+        print(json.dumps(_clean(r)) if "--json" in flags else _predict_line(r, cfg.env_type == "telescoping"))
+    if "--map" in values:
+        from geospot.eval.htmlmap import render_map
+
+        Path(values["--map"]).write_text(render_map(rows), encoding="utf-8")
+        print(f"map: {values['--map']}", file=sys.stderr)
+    return 0
+
+
+def _reverse_geocode_parsed(preds):
+    from geospot.geo.geocode import reverse_geocode
+
+    idx = [i for i, p in enumerate(preds) if p.parsed]
+    out = [None] * len(preds)
+    if idx:
+        labs = reverse_geocode([preds[i].latitude for i in idx], [preds[i].longitude for i in idx])
+        for i, lab in zip(idx, labs):
+            out[i] = lab
+    return out
+
+
+def _predict_line(r: dict, telescoping: bool) -> str:
+    one_line = lambda s: s.replace("\n", " | ")  # noqa: E731
+    if math.isnan(r["latitude"]):
+        coords = "unparsed"
+    else:
+        coords = f"{r['latitude']:.4f}, {r['longitude']:.4f}"
+    line = f"{r['name']}\t{coords}\t{r['place'] or '-'}\t{one_line(r['raw_text'])!r}"
+    if telescoping:
+        turns = " -> ".join("?" if g is None else f"({g[0]:.2f}, {g[1]:.2f})" for g in r["turns"])
+        line += f"\tturns: {turns}"
+    return line
+
+
+# ---------------------------------------------------------------------------------------
+# geospot export
+
+EXPORT_HELP = """usage: geospot export checkpoint=<run or checkpoint dir> out=DIR [merged=true]
+
+Writes a PEFT adapter (default) or a merged HF model that loads in plain transformers,
+plus a model card README.md (base model, data, steps, eval table).
+"""
+
+
+def export_main(argv: list[str]) -> int:
+    argv = list(argv)
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(EXPORT_HELP + "\n" + help_text(ExportConfig))
+        return 0
+    try:
+        cfg = parse_overrides(ExportConfig, argv)
+        if not cfg.checkpoint or not cfg.out:
+            raise ConfigError("checkpoint= and out= are required, e.g. `geospot export checkpoint=runs/sft out=export/`")
+        from geospot.eval.loading import is_checkpoint_path, load_model
+
+        if not is_checkpoint_path(cfg.checkpoint):
+            raise ConfigError(f"checkpoint={cfg.checkpoint} is not a training run or checkpoint folder")
+        loaded = load_model(cfg.checkpoint, device="cpu")
+        path = loaded.engine.export(cfg.out, merged=cfg.merged)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"geospot export: {e}", file=sys.stderr)
+        return 2
+    from geospot.eval.card import write_model_card
+
+    card = write_model_card(path, loaded, merged=cfg.merged, eval_dir=cfg.eval)
+    print(f"exported {'merged model' if cfg.merged else 'adapter'} to {path}\nmodel card: {card}")
+    return 0

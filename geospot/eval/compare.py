@@ -1,0 +1,91 @@
+"""`geospot eval --compare runA runB ...`: one table, one row per run, best per column marked.
+
+Reads each run folder's summary.json (written by `geospot eval`). Distances are better
+low, every accuracy / score better high; `n` is not ranked. The best value of each column
+gets a `*` (all tied bests get one)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+from geospot.eval.predictions import read_summary
+
+COLUMNS = (
+    "n",
+    "parsed",
+    "median_km",
+    "mean_km",
+    "geoscore",
+    "acc_1km",
+    "acc_25km",
+    "acc_200km",
+    "acc_750km",
+    "acc_2500km",
+    "country_acc",
+    "region_acc",
+    "city_acc",
+)
+LOWER_IS_BETTER = {"median_km", "mean_km"}
+UNRANKED = {"n"}
+
+
+def best_per_column(rows: dict[str, dict], columns: Sequence[str] = COLUMNS) -> dict[str, set[str]]:
+    """column -> names of the rows holding its best value (NaN never wins)."""
+    best: dict[str, set[str]] = {}
+    for col in columns:
+        if col in UNRANKED:
+            continue
+        vals = {name: float(m[col]) for name, m in rows.items() if col in m and m[col] is not None and not math.isnan(float(m[col]))}
+        if len(vals) < 2:
+            continue
+        target = min(vals.values()) if col in LOWER_IS_BETTER else max(vals.values())
+        best[col] = {name for name, v in vals.items() if v == target}
+    return best
+
+
+def _fmt(col: str, v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float) and math.isinf(v):
+        return "inf"
+    if col == "n":
+        return f"{int(v)}"
+    if col.endswith("_km"):
+        return f"{v:,.1f}"
+    if col == "geoscore":
+        return f"{v:,.0f}"
+    return f"{100 * v:.1f}%"  # accuracies
+
+
+def compare_table(rows: dict[str, dict], columns: Sequence[str] = COLUMNS) -> str:
+    """A markdown table: `rows` maps a run name to its metrics dict."""
+    columns = [c for c in columns if any(c in m for m in rows.values())]
+    best = best_per_column(rows, columns)
+    header = ["run", *columns]
+    body = []
+    for name, m in rows.items():
+        cells = [name]
+        for col in columns:
+            cell = _fmt(col, m.get(col))
+            cells.append(cell + ("*" if name in best.get(col, ()) else ""))
+        body.append(cells)
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(r) for r in body]
+    return "\n".join(out) + "\n(* = best in column; km lower is better, the rest higher)"
+
+
+def load_runs(run_dirs: Sequence[str]) -> dict[str, dict]:
+    """run name (folder name, made unique) -> metrics, from each summary.json."""
+    rows: dict[str, dict] = {}
+    for d in run_dirs:
+        summary = read_summary(d)
+        name = summary.get("name") or Path(d).resolve().name
+        base, i = name, 2
+        while name in rows:
+            name, i = f"{base}#{i}", i + 1
+        rows[name] = summary["metrics"]
+    return rows

@@ -1,0 +1,140 @@
+"""`model=` for eval / predict / export: one string, four kinds of thing.
+
+  tiny:<family>[:<size>] | hub id | local HF folder   -> a local engine on that model
+  a training run folder or one of its checkpoints/<step>/ -> the run's base model (from its
+      config.json) + the checkpoint's weights / adapter (engine.load_state, no optimizer)
+  tinker://...                                        -> the Tinker engine on that path
+
+A checkpoint records the engine state; the run folder's config.json records which base
+model and engine made it, so a checkpoint alone is enough to evaluate or export."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from geospot.config import ConfigError
+from geospot.engines.config import EngineConfig
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    engine: Any
+    model: str  # what the user passed
+    base_model: str  # the base model name (the checkpoint's, for checkpoints)
+    checkpoint: Path | None = None  # checkpoint folder, when loaded from one
+    run_dir: Path | None = None  # its training run folder
+    step: int | None = None  # optimizer steps of that checkpoint
+    run_config: dict | None = None  # the run's config.json "config"
+
+
+_ENGINE_KEYS = {f.name for f in dataclasses.fields(EngineConfig)}
+
+
+def _find_engine_fields(cfg: Any) -> dict:
+    """EngineConfig fields out of a run's config dict: either nested (cfg["engine"] as a dict)
+    or flat (the loop config carries model_name, lora_rank, ...)."""
+    if not isinstance(cfg, dict):
+        return {}
+    for key in ("engine", "engine_config", "model"):
+        sub = cfg.get(key)
+        if isinstance(sub, dict) and "model_name" in sub:
+            return {k: v for k, v in sub.items() if k in _ENGINE_KEYS}
+    flat = {k: v for k, v in cfg.items() if k in _ENGINE_KEYS and not isinstance(v, dict)}
+    if "model_name" in flat:
+        return flat
+    for v in cfg.values():
+        found = _find_engine_fields(v)
+        if found:
+            return found
+    return {}
+
+
+def _engine_state_config(engine_path: str) -> dict:
+    state = Path(engine_path) / "state.pt"
+    if "://" in engine_path or not state.exists():
+        return {}
+    import torch
+
+    saved = torch.load(state, map_location="cpu", weights_only=False).get("engine_config") or {}
+    return {k: v for k, v in saved.items() if k in _ENGINE_KEYS}
+
+
+def _tinker_state_config(folder: Path) -> dict:
+    import json
+
+    record = folder / "tinker.json"
+    if not record.exists():
+        return {}
+    saved = json.loads(record.read_text())
+    out = {"engine": "tinker", "model_name": saved.get("base_model")}
+    if saved.get("lora_rank"):
+        out["lora_rank"] = int(saved["lora_rank"])
+    return out if out["model_name"] else {}
+
+
+def is_checkpoint_path(model: str) -> bool:
+    p = Path(model)
+    return p.is_dir() and ((p / "state.json").exists() or (p / "checkpoints").is_dir())
+
+
+def engine_config_for(model: str, base_model: str | None = None, **overrides: Any) -> tuple[EngineConfig, dict]:
+    """The EngineConfig that serves `model` and, for checkpoints, its metadata.
+    `overrides` (device, dtype, max_pixels, seed, ...) win over the run's values."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if model.startswith("tinker://"):
+        # A tinker:// path holds weights, not the name of the model they belong to; the
+        # engine needs that name (tokenizer, renderer, training client).
+        if not base_model:
+            raise ConfigError(f"model={model}: also pass base_model=<hub id> (the model this Tinker checkpoint was trained from)")
+        overrides.pop("device", None), overrides.pop("dtype", None)
+        return EngineConfig(model_name=base_model, engine="tinker", **overrides), {"engine_path": model}
+    if is_checkpoint_path(model):
+        from geospot.train.checkpoint import read_checkpoint, resolve_checkpoint
+        from geospot.train.common import read_config
+
+        ckpt = resolve_checkpoint(model)
+        run_dir = ckpt.parent.parent
+        meta = read_checkpoint(ckpt)
+        run_cfg = read_config(run_dir) or {}
+        # The engine state records the engine that wrote it (the local engine's state.pt,
+        # the Tinker engine's tinker.json); else the run's config.json names the model.
+        fields = (_engine_state_config(meta.engine_path) or _tinker_state_config(ckpt / "engine")
+                  or _find_engine_fields(run_cfg.get("config", run_cfg)))
+        if "model_name" not in fields:
+            raise ConfigError(
+                f"model={model}: cannot tell the base model of checkpoint {ckpt}: neither its engine state nor "
+                f"{run_dir}/config.json names a model_name; pass the checkpoint inside its training run folder"
+            )
+        cfg = EngineConfig(**{**fields, **overrides})
+        return cfg, {"checkpoint": ckpt, "run_dir": run_dir, "step": meta.step, "engine_path": meta.engine_path,
+                     "run_config": run_cfg}
+    p = Path(model)
+    if (model.startswith((".", "/", "~")) or p.exists()) and not p.is_dir():
+        raise ConfigError(f"model={model}: no such model folder (expected a HF model folder, a run/checkpoint folder, "
+                          "a hub id, `tiny:<family>` or tinker://...)")
+    # a base model is only sampled: no LoRA wrapper (rank 0 adds nothing until a train step)
+    return EngineConfig(model_name=model, engine="local", **{"lora_rank": 0, **overrides}), {}
+
+
+def load_model(model: str, base_model: str | None = None, **overrides: Any) -> LoadedModel:
+    """Build the engine for `model` (see the module docstring)."""
+    from geospot.engines import make_engine
+
+    if not model:
+        raise ConfigError("model= is required: a hub id, a local folder, `tiny:qwen2_5_vl:small`, a run or checkpoint folder, or tinker://...")
+    cfg, meta = engine_config_for(model, base_model, **overrides)
+    engine = make_engine(cfg)
+    if "engine_path" in meta:
+        engine.load_state(meta["engine_path"], with_optimizer=False)
+    return LoadedModel(
+        engine=engine,
+        model=model,
+        base_model=cfg.model_name,
+        checkpoint=meta.get("checkpoint"),
+        run_dir=meta.get("run_dir"),
+        step=meta.get("step"),
+        run_config=meta.get("run_config"),
+    )

@@ -1,0 +1,179 @@
+"""The predictions CSV and the summary JSON of an eval run folder.
+
+predictions.csv is appended batch by batch while an eval runs (flushed and fsynced), so
+an interrupted eval loses at most the batch in flight: a rerun reads the finished ids back
+and only evaluates the rest. A torn last line (killed mid-write) is dropped on read.
+
+Columns: id, latitude, longitude, raw_text (what `geospot score` reads), then the truth
+and everything needed to rebuild a `Prediction` exactly (per-turn guesses and texts, the
+k samples' guesses) as JSON cells."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from geospot.eval.runner import NAN, Prediction
+
+PREDICTIONS = "predictions.csv"
+SUMMARY = "summary.json"
+
+COLUMNS = (
+    "id",
+    "latitude",
+    "longitude",
+    "raw_text",
+    "true_latitude",
+    "true_longitude",
+    "distance_km",
+    "country",
+    "region",
+    "city",
+    "turn_guesses",
+    "turn_texts",
+    "sample_guesses",
+)
+LABEL_KEYS = ("country", "region", "city")
+
+
+def _num(x: float) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else repr(float(x))
+
+
+def _float(cell: str) -> float:
+    return NAN if cell in ("", "nan", "NaN", None) else float(cell)
+
+
+def _guesses_json(guesses) -> str:
+    return json.dumps([None if g is None else [g[0], g[1]] for g in guesses])
+
+
+def _guesses_from(cell: str) -> tuple[tuple[float, float] | None, ...]:
+    return tuple(None if g is None else (float(g[0]), float(g[1])) for g in json.loads(cell or "[]"))
+
+
+def to_row(p: Prediction) -> dict[str, str]:
+    from geospot.geo import haversine_km
+
+    d = NAN
+    if p.parsed and not math.isnan(p.true_latitude):
+        d = float(haversine_km(p.latitude, p.longitude, p.true_latitude, p.true_longitude))
+    return {
+        "id": p.id,
+        "latitude": _num(p.latitude),
+        "longitude": _num(p.longitude),
+        "raw_text": p.raw_text,
+        "true_latitude": _num(p.true_latitude),
+        "true_longitude": _num(p.true_longitude),
+        "distance_km": _num(d),
+        **{k: p.labels.get(k, "") for k in LABEL_KEYS},
+        "turn_guesses": _guesses_json(p.turn_guesses),
+        "turn_texts": json.dumps(list(p.turn_texts)),
+        "sample_guesses": _guesses_json(p.sample_guesses),
+    }
+
+
+def from_row(row: dict[str, str]) -> Prediction:
+    return Prediction(
+        id=row["id"],
+        latitude=_float(row["latitude"]),
+        longitude=_float(row["longitude"]),
+        raw_text=row.get("raw_text", ""),
+        true_latitude=_float(row.get("true_latitude", "")),
+        true_longitude=_float(row.get("true_longitude", "")),
+        turn_guesses=_guesses_from(row.get("turn_guesses", "")),
+        turn_texts=tuple(json.loads(row.get("turn_texts") or "[]")),
+        sample_guesses=_guesses_from(row.get("sample_guesses", "")),
+        labels={k: row[k] for k in LABEL_KEYS if row.get(k)},
+    )
+
+
+def append_predictions(path: str | os.PathLike, predictions: Iterable[Prediction]) -> None:
+    """Append rows (header first if the file is new), then flush them to disk."""
+    path = Path(path)
+    new = not path.exists() or path.stat().st_size == 0
+    with open(path, "a", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+        if new:
+            w.writeheader()
+        for p in predictions:
+            w.writerow(to_row(p))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_predictions(path: str | os.PathLike) -> list[Prediction]:
+    """All complete rows; a row that does not parse (a torn write) is dropped. If an id
+    appears twice the last wins."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    out: dict[str, Prediction] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error:  # an unterminated quote at a torn end
+                break
+            try:
+                if any(row.get(c) is None for c in COLUMNS):  # short row: torn
+                    continue
+                p = from_row(row)
+            except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+                continue
+            out[p.id] = p
+    return list(out.values())
+
+
+def repair_predictions(path: str | os.PathLike) -> list[Prediction]:
+    """Read the complete rows of an interrupted run and rewrite the file with exactly those
+    (atomically), so rows appended next never glue onto half a row."""
+    path = Path(path)
+    preds = read_predictions(path)
+    if path.exists():
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        append_predictions(tmp, preds)
+        os.replace(tmp, path)
+    return preds
+
+
+def write_truth_csv(path: str | os.PathLike, predictions: Sequence[Prediction]) -> None:
+    """id,latitude,longitude[,country,region,city] of the ground truth (what `geospot score`
+    takes as its truth file)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "latitude", "longitude", *LABEL_KEYS])
+        for p in predictions:
+            w.writerow([p.id, _num(p.true_latitude), _num(p.true_longitude), *(p.labels.get(k, "") for k in LABEL_KEYS)])
+
+
+def write_summary(run_dir: str | os.PathLike, summary: dict) -> Path:
+    path = Path(run_dir) / SUMMARY
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=1, default=_json_default, allow_nan=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_summary(run_dir: str | os.PathLike) -> dict:
+    path = Path(run_dir)
+    path = path if path.is_file() else path / SUMMARY
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {run_dir} a finished `geospot eval` run folder?")
+    return json.loads(path.read_text())
+
+
+def _json_default(x):
+    if hasattr(x, "item"):
+        return x.item()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")

@@ -1,0 +1,320 @@
+"""Held-out evaluation: run a model over samples, parse its answers, score them.
+
+`evaluate(engine, samples)` is what the SFT / RL loops call for their periodic eval and
+what `geospot eval` runs over a whole benchmark. It only speaks the Engine protocol, so a
+local model, a Tinker sampler and the scripted fake engine in the tests all work alike:
+
+    prompts   = renderer.generation_prompt([user_message(image, prompt)])    (one per image)
+    sequences = engine.sample(prompts, k, params)                           (one call per batch)
+    guess     = parse_coordinates(renderer.decode(tokens))                  (None -> NaN = a miss)
+
+Telescoping asks three turns; each later turn is `renderer.continuation(prev prompt,
+sampled tokens, new user turn)` so the episode is one token sequence, exactly as the
+telescoping env builds it in training. The final turn is the prediction.
+
+With k > 1 samples per image the prediction is the *medoid* of the parsed guesses (the
+guess with the smallest summed distance to the others): a self-consistency vote that
+works on coordinates, where a plain majority vote never matches exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from geospot import prompts as P
+from geospot.data.types import Sample
+from geospot.engines.types import ModelInput, SampledSequence, SampleParams
+
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's answer. `latitude`/`longitude` are NaN when nothing parsed.
+
+    `turn_guesses` / `turn_texts` hold every turn of the (first) sample: one entry for
+    single-turn, three for telescoping. `sample_guesses` holds the final guess of each of
+    the k samples (k = 1 for greedy)."""
+
+    id: str
+    latitude: float
+    longitude: float
+    raw_text: str
+    true_latitude: float = NAN
+    true_longitude: float = NAN
+    turn_guesses: tuple[tuple[float, float] | None, ...] = ()
+    turn_texts: tuple[str, ...] = ()
+    sample_guesses: tuple[tuple[float, float] | None, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def parsed(self) -> bool:
+        return not (math.isnan(self.latitude) or math.isnan(self.longitude))
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    predictions: list[Prediction]
+
+
+# ---------------------------------------------------------------------------------------
+# sampling parameters: greedy is temperature 0 (the local engine takes the argmax; Tinker
+# treats temperature 0 as greedy too).
+
+
+def resolve_sampling(sampling: None | int | SampleParams, max_tokens: int) -> tuple[SampleParams, int]:
+    """(params, samples per image) from evaluate()'s `sampling` argument:
+    None -> greedy, one sample; k (int) -> k samples at temperature 1; SampleParams -> as
+    given, one sample (pass `(params, k)` for k samples with custom params)."""
+    if sampling is None:
+        return SampleParams(max_tokens=max_tokens, temperature=0.0), 1
+    if isinstance(sampling, bool):
+        raise TypeError("sampling must be None (greedy), an int k, SampleParams or (SampleParams, k); got a bool")
+    if isinstance(sampling, int):
+        if sampling < 1:
+            raise ValueError(f"sampling={sampling}: the number of samples per image must be >= 1")
+        return SampleParams(max_tokens=max_tokens, temperature=1.0), sampling
+    if isinstance(sampling, SampleParams):
+        return sampling, 1
+    if isinstance(sampling, tuple) and len(sampling) == 2 and isinstance(sampling[0], SampleParams):
+        params, k = sampling
+        if int(k) < 1:
+            raise ValueError(f"sampling=(params, {k}): k must be >= 1")
+        return params, int(k)
+    raise TypeError(f"sampling={sampling!r}: use None (greedy), an int k, SampleParams or (SampleParams, k)")
+
+
+# ---------------------------------------------------------------------------------------
+# parsing and voting
+
+
+def _parse(text: str) -> tuple[float, float] | None:
+    from geospot.geo import parse_coordinates
+
+    ll = parse_coordinates(text)
+    return None if ll is None else (float(ll[0]), float(ll[1]))
+
+
+def medoid(guesses: Sequence[tuple[float, float] | None]) -> tuple[float, float] | None:
+    """The parsed guess with the smallest summed great-circle distance to the other parsed
+    guesses (ties -> the earliest); None when nothing parsed."""
+    from geospot.geo import haversine_km
+
+    pts = [g for g in guesses if g is not None]
+    if not pts:
+        return None
+    if len(pts) <= 2:
+        return pts[0]
+    lat_N = np.array([p[0] for p in pts])
+    lon_N = np.array([p[1] for p in pts])
+    d_NN = haversine_km(lat_N[:, None], lon_N[:, None], lat_N[None, :], lon_N[None, :])
+    return pts[int(np.argmin(np.asarray(d_NN).sum(axis=1)))]
+
+
+# ---------------------------------------------------------------------------------------
+# prompt styles: what to ask at each turn. Both share one loop below. The telescoping texts
+# come from the env (`turn_prompt`), so eval asks exactly what training asked.
+
+
+def turn_texts_for(prompt_style: str) -> tuple[str, ...]:
+    if prompt_style == "single":
+        return (P.SINGLE_TURN_PROMPT,)
+    if prompt_style == "telescoping":
+        return P.TELESCOPING_PROMPTS
+    raise ValueError(f"prompt_style={prompt_style!r}: use 'single' or 'telescoping'")
+
+
+def _sample_batch(engine, samples: Sequence[Sample], turns: tuple[str, ...], params: SampleParams, k: int):
+    """Run every turn for a batch: one `engine.sample` call per turn. Returns, per image and
+    per sample, the list of (text, guess | None) of its turns. As in the telescoping env, an
+    unparseable turn ends that conversation (its final guess is then a miss)."""
+    from geospot.envs.telescoping import turn_prompt
+
+    renderer = engine.renderer
+    first = [renderer.generation_prompt([P.user_message(s.image, turns[0])]) for s in samples]
+    groups = engine.sample(first, k, params)
+    if len(groups) != len(samples) or any(len(g) != k for g in groups):
+        raise RuntimeError(f"engine.sample returned {len(groups)} groups for {len(samples)} prompts (k={k})")
+    # one running conversation per (image, sample): C = len(samples) * k
+    prompts_C: list[ModelInput] = [p for p in first for _ in range(k)]
+    seqs_C: dict[int, SampledSequence] = {c: seq for c, seq in enumerate(s for g in groups for s in g)}
+    history_C: list[list[tuple[str, tuple[float, float] | None]]] = [[] for _ in prompts_C]
+    for turn in range(len(turns)):
+        for c, seq in seqs_C.items():
+            text = renderer.decode(list(seq.tokens))
+            history_C[c].append((text, _parse(text)))
+        live = [c for c in seqs_C if history_C[c][-1][1] is not None]
+        if turn + 1 == len(turns) or not live:
+            break
+        for c in live:
+            follow = P.user_message(None, turn_prompt(turns, turn + 1, history_C[c][-1][1]))
+            prompts_C[c] = renderer.continuation(prompts_C[c], list(seqs_C[c].tokens), [follow])
+        out = engine.sample([prompts_C[c] for c in live], 1, params)
+        seqs_C = {c: g[0] for c, g in zip(live, out)}
+    return [history_C[i * k : (i + 1) * k] for i in range(len(samples))]
+
+
+def _final_guess(history, num_turns: int) -> tuple[float, float] | None:
+    """The last turn's guess; a conversation that stopped early (unparsed) is a miss."""
+    return history[-1][1] if len(history) == num_turns else None
+
+
+def _prediction(sample: Sample, histories, num_turns: int) -> Prediction:
+    first = histories[0]
+    finals = tuple(_final_guess(h, num_turns) for h in histories)
+    guess = finals[0] if len(finals) == 1 else medoid(finals)
+    return Prediction(
+        id=str(sample.id),
+        latitude=NAN if guess is None else guess[0],
+        longitude=NAN if guess is None else guess[1],
+        raw_text=first[-1][0],
+        true_latitude=float(sample.lat),
+        true_longitude=float(sample.lon),
+        turn_guesses=tuple(g for _, g in first),
+        turn_texts=tuple(t for t, _ in first),
+        sample_guesses=finals,
+        labels=dict(sample.labels or {}),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# metrics over predictions (also what `geospot eval` recomputes from the CSV on resume)
+
+
+def metrics_for(predictions: Sequence[Prediction], geocoder=None) -> dict[str, float]:
+    from geospot.geo.metrics import compute_metrics
+
+    pred_lat = np.array([p.latitude for p in predictions], dtype=float)
+    pred_lon = np.array([p.longitude for p in predictions], dtype=float)
+    true_lat = np.array([p.true_latitude for p in predictions], dtype=float)
+    true_lon = np.array([p.true_longitude for p in predictions], dtype=float)
+    # The geocoder labels both the guesses and the truth (the OSV-5M way), exactly as
+    # `geospot score` does, so the two always agree.
+    return compute_metrics(pred_lat, pred_lon, true_lat, true_lon, geocoder=geocoder)
+
+
+# ---------------------------------------------------------------------------------------
+# the entry point
+
+
+def predict(
+    engine,
+    samples: Sequence[Sample],
+    *,
+    prompt_style: str = "single",
+    batch_size: int = 16,
+    max_tokens: int = 24,
+    sampling: None | int | SampleParams | tuple = None,
+    on_batch: Callable[[list[Prediction]], None] | None = None,
+    progress: bool | int = False,
+) -> list[Prediction]:
+    """Predictions for `samples` (order kept), batch by batch; no scoring, so the truth may
+    be NaN (`geospot predict`). `progress`: True, or the number of images already done
+    (a resumed eval) to start the bar at."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    turns = turn_texts_for(prompt_style)
+    params, k = resolve_sampling(sampling, max_tokens)
+    samples = list(samples)
+    predictions: list[Prediction] = []
+    done = 0 if isinstance(progress, bool) else int(progress)
+    bar = _progress_bar(len(samples) + done, done) if progress is not False else None
+    for start in range(0, len(samples), batch_size):
+        batch = samples[start : start + batch_size]
+        histories = _sample_batch(engine, batch, turns, params, k)
+        batch_preds = [_prediction(s, h, len(turns)) for s, h in zip(batch, histories)]
+        predictions.extend(batch_preds)
+        if on_batch is not None:
+            on_batch(batch_preds)
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    return predictions
+
+
+def evaluate(
+    engine,
+    samples: Sequence[Sample],
+    *,
+    prompt_style: str = "single",
+    batch_size: int = 16,
+    max_tokens: int = 24,
+    geocoder: Callable | None = None,
+    sampling: None | int | SampleParams | tuple = None,
+    writer=None,
+    step: int = 0,
+    on_batch: Callable[[list[Prediction]], None] | None = None,
+    progress: bool | int = False,
+) -> EvalResult:
+    """Evaluate `engine` on `samples` (a list; order kept).
+
+    prompt_style: "single" (one question) or "telescoping" (3 turns, the last is scored).
+    sampling: None = greedy (temperature 0, 1 sample); k = k samples at temperature 1 and
+        the medoid guess is scored; SampleParams or (SampleParams, k) for anything else.
+    geocoder: callable(lats, lons) -> list[GeoLabels] for country/region/city accuracy
+        (e.g. geospot.geo.reverse_geocode, or SyntheticWorld.geocoder); None -> NaN.
+    writer: a RunWriter; gets `log_images(step, records, split="eval")` (every image with
+        its samples) and `log_step(step, {"eval/<metric>": ...})`.
+    on_batch: called with each batch's predictions as soon as they exist (the CLI appends
+        them to predictions.csv, which is what makes `geospot eval` resumable).
+    """
+    samples = list(samples)
+    predictions = predict(engine, samples, prompt_style=prompt_style, batch_size=batch_size, max_tokens=max_tokens,
+                          sampling=sampling, on_batch=on_batch, progress=progress)
+    metrics = metrics_for(predictions, geocoder) if predictions else {"n": 0}
+    if writer is not None:
+        writer.log_images(step, [_image_record(s, p) for s, p in zip(samples, predictions)], split="eval")
+        writer.log_step(step, {f"eval/{key}": float(v) for key, v in metrics.items()})
+    return EvalResult(metrics=metrics, predictions=predictions)
+
+
+def _image_record(sample: Sample, pred: Prediction):
+    from geospot.geo import haversine_km
+    from geospot.runs.writer import ImageRecord, RolloutRecord
+
+    def dist(g):
+        return None if g is None else float(haversine_km(g[0], g[1], sample.lat, sample.lon))
+
+    turn_d = tuple(dist(g) for g in pred.turn_guesses)
+    rollouts = [
+        RolloutRecord(
+            text="\n---\n".join(pred.turn_texts),
+            guesses=pred.turn_guesses,
+            distance_km=dist(pred.turn_guesses[-1]) if pred.turn_guesses else None,
+            reward=0.0,
+            turn_distances_km=turn_d,
+        )
+    ]
+    # extra samples (k > 1): their final guesses only
+    rollouts += [
+        RolloutRecord(text="", guesses=(g,), distance_km=dist(g), reward=0.0) for g in pred.sample_guesses[1:]
+    ]
+    return ImageRecord(
+        image_id=pred.id, lat=sample.lat, lon=sample.lon, rollouts=tuple(rollouts), image=sample.image, labels=dict(sample.labels or {})
+    )
+
+
+class _progress_bar:
+    """tqdm on stderr when it is installed (it is a dependency), else a quiet counter."""
+
+    def __init__(self, total: int, initial: int = 0) -> None:
+        try:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=initial, unit="img", desc="eval", dynamic_ncols=True)
+        except ImportError:  # pragma: no cover
+            self._bar = None
+
+    def update(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

@@ -1,0 +1,114 @@
+"""`geospot score --pred PRED.csv --truth TRUTH.csv [--json]`: the metrics table for a
+predictions file. Both CSVs have `id,latitude,longitude` (extra columns are ignored); a blank
+predicted latitude means the answer was not parsed (a miss). Rows are matched by id.
+Bad input (missing column, unknown or duplicate id, non-number) -> one line naming file, row
+and column, exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from geospot.geo.geocode import reverse_geocode
+from geospot.geo.metrics import METRIC_KEYS, compute_metrics, format_metrics_table
+
+REQUIRED = ("id", "latitude", "longitude")
+
+
+class ScoreInputError(ValueError):
+    """A problem in an input CSV; the message names the file, row and column."""
+
+
+def _number(path: Path, row: int, column: str, raw: str, limit: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ScoreInputError(f"{path}: row {row}, column {column!r}: {raw!r} is not a number (use decimal degrees)") from None
+    if not (math.isfinite(value) and abs(value) <= limit):
+        raise ScoreInputError(f"{path}: row {row}, column {column!r}: {raw!r} is outside [-{limit:g}, {limit:g}] degrees")
+    return value
+
+
+def read_coordinates(path: Path, *, allow_blank: bool) -> dict[str, tuple[float, float]]:
+    """id -> (lat, lon); with `allow_blank`, a blank latitude gives (NaN, NaN) (unparsed).
+    Row numbers in errors count the header as row 1, like a spreadsheet."""
+    path = Path(path)
+    try:
+        f = open(path, newline="", encoding="utf-8-sig")
+    except OSError as e:
+        raise ScoreInputError(f"{path}: cannot open ({e.strerror})") from None
+    with f:
+        reader = csv.DictReader(f)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in REQUIRED if c not in columns]
+        if missing:
+            raise ScoreInputError(f"{path}: row 1 (header): missing column(s) {', '.join(missing)}; "
+                                  f"expected {','.join(REQUIRED)}, found {','.join(columns) or 'nothing'}")
+        reader.fieldnames = columns
+        out: dict[str, tuple[float, float]] = {}
+        for row_no, row in enumerate(reader, start=2):
+            raw = {c: (row.get(c) or "").strip() for c in REQUIRED}
+            if not raw["id"]:
+                raise ScoreInputError(f"{path}: row {row_no}, column 'id': empty id")
+            if raw["id"] in out:
+                raise ScoreInputError(f"{path}: row {row_no}, column 'id': duplicate id {raw['id']!r}")
+            if allow_blank and not raw["latitude"]:
+                out[raw["id"]] = (math.nan, math.nan)
+                continue
+            for c in ("latitude", "longitude"):
+                if not raw[c]:
+                    raise ScoreInputError(f"{path}: row {row_no}, column {c!r}: blank value"
+                                          + (" (only a blank latitude marks an unparsed answer)" if allow_blank else ""))
+            out[raw["id"]] = (_number(path, row_no, "latitude", raw["latitude"], 90.0),
+                              _number(path, row_no, "longitude", raw["longitude"], 180.0))
+    return out
+
+
+def score_files(pred_path: Path, truth_path: Path, *, geocoder=reverse_geocode) -> dict:
+    """The metrics dict for a predictions CSV against a truth CSV (rows matched by id)."""
+    pred = read_coordinates(pred_path, allow_blank=True)
+    truth = read_coordinates(truth_path, allow_blank=False)
+    extra = [i for i in pred if i not in truth]
+    absent = [i for i in truth if i not in pred]
+    if extra or absent:
+        parts = []
+        if extra:
+            parts.append(f"{len(extra)} id(s) in {pred_path} not in {truth_path} (first: {extra[0]!r})")
+        if absent:
+            parts.append(f"{len(absent)} id(s) in {truth_path} missing from {pred_path} (first: {absent[0]!r})")
+        raise ScoreInputError("ids do not match: " + "; ".join(parts) + ". Predict every truth id exactly once "
+                              "(leave latitude blank for an unparsed answer).")
+    ids = list(truth)
+    p = np.array([pred[i] for i in ids], dtype=np.float64).reshape(-1, 2)
+    t = np.array([truth[i] for i in ids], dtype=np.float64).reshape(-1, 2)
+    return compute_metrics(p[:, 0], p[:, 1], t[:, 0], t[:, 1], geocoder=geocoder)
+
+
+def _json_value(v):
+    # Strict JSON has no NaN / Infinity: a non-finite number is written as null.
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def score_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="geospot score", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pred", required=True, type=Path, help="predictions CSV: id,latitude,longitude (blank latitude = unparsed)")
+    ap.add_argument("--truth", required=True, type=Path, help="ground-truth CSV: id,latitude,longitude[,...]")
+    ap.add_argument("--json", action="store_true", help="print one JSON object (non-finite values as null)")
+    ap.add_argument("--no-labels", action="store_true", help="skip reverse geocoding (country/region/city accuracy)")
+    args = ap.parse_args(argv)
+    try:
+        metrics = score_files(args.pred, args.truth, geocoder=None if args.no_labels else reverse_geocode)
+    except ScoreInputError as e:
+        print(f"geospot score: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({k: _json_value(metrics[k]) for k in METRIC_KEYS}))
+    else:
+        print(format_metrics_table({args.pred.name: metrics}))
+    return 0

@@ -1,0 +1,30 @@
+"""`geospot model tiny --family qwen2_vl|qwen2_5_vl|qwen3_vl --size tiny|small [--out DIR]`"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from geospot.models.tiny import FAMILIES, SIZES, build_tiny_model
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="geospot model", description="model utilities")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    tiny = sub.add_parser("tiny", help="build a random-initialised tiny Qwen-VL model with an offline tokenizer")
+    tiny.add_argument("--family", choices=FAMILIES, default="qwen2_5_vl")
+    tiny.add_argument("--size", choices=SIZES, default="tiny")
+    tiny.add_argument("--out", default=None, help="output folder (default: the geospot cache)")
+    tiny.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.cmd == "tiny":
+        path = build_tiny_model(args.family, args.size, args.out, args.seed)
+        info = json.loads((path / "geospot_tiny.json").read_text())
+        print(json.dumps({"path": str(path), **info}))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

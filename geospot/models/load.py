@@ -1,0 +1,113 @@
+"""Load a Qwen-VL model (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) with its tokenizer and image processor.
+
+A model name is a hub id, a local HF folder, or `tiny:<family>[:<size>]` (built offline by
+geospot.models.tiny). We never use `AutoProcessor`: without torchvision it silently returns
+only the tokenizer; our own image-only processor reads preprocessor_config.json instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from geospot.models.processor import ImageProcessor
+from geospot.models.tiny import FAMILIES, SIZES, build_tiny_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object  # a transformers tokenizer
+    image_processor: ImageProcessor
+    family: str
+    folder: Path
+    dtype: torch.dtype
+    device: torch.device
+
+
+def resolve_model_path(name: str) -> Path:
+    """`tiny:<family>[:<size>]` -> cached build; a local folder -> itself; else a hub id -> its
+    snapshot folder (downloaded unless HF_HUB_OFFLINE is set)."""
+    if name.startswith("tiny:"):
+        parts = name.split(":")
+        family = parts[1] if len(parts) > 1 and parts[1] else "qwen2_5_vl"
+        size = parts[2] if len(parts) > 2 else "tiny"
+        if family not in FAMILIES:
+            raise ValueError(f"unknown model family {family!r} in {name!r}; use tiny:<{'|'.join(FAMILIES)}>[:<{'|'.join(SIZES)}>]")
+        if size not in SIZES:
+            raise ValueError(f"unknown tiny size {size!r} in {name!r}; use one of {', '.join(SIZES)}")
+        return build_tiny_model(family, size)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]))
+    except Exception as e:  # offline, no such repo, no network
+        raise FileNotFoundError(
+            f"model {name!r} is neither a local folder nor reachable on the hub ({type(e).__name__}: {e}); "
+            "pass a local folder or `tiny:qwen2_5_vl` for an offline model"
+        ) from None
+
+
+def model_family(folder: Path) -> str:
+    cfg = json.loads((folder / "config.json").read_text())
+    family = cfg.get("model_type", "")
+    if family not in FAMILIES:
+        raise ValueError(
+            f"unknown model family {family!r} in {folder / 'config.json'}; geospot supports {', '.join(FAMILIES)}"
+        )
+    return family
+
+
+def choose_device(device: str = "auto") -> torch.device:
+    if device != "auto":
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def choose_dtype(dtype: str, device: torch.device) -> tuple[torch.dtype, str]:
+    """(dtype, reason): bf16 where the GPU supports it, fp32 otherwise (CPU bf16 is slow and
+    breaks the sampler==trainer logprob check)."""
+    if dtype != "auto":
+        return getattr(torch, dtype), f"dtype={dtype} requested"
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16, "auto: GPU supports bfloat16"
+    if device.type == "cuda":
+        return torch.float16, "auto: GPU without bfloat16 support, using float16"
+    return torch.float32, f"auto: {device.type} device, using float32"
+
+
+def load_tokenizer(folder: Path, padding_side: str = "left"):
+    from transformers import AutoTokenizer
+
+    # padding_side goes to the constructor: setting it afterwards is not honoured everywhere
+    return AutoTokenizer.from_pretrained(folder, padding_side=padding_side)
+
+
+def load_model(name: str, dtype: str = "auto", device: str = "auto") -> LoadedModel:
+    from transformers import AutoModelForImageTextToText
+
+    folder = resolve_model_path(name)
+    family = model_family(folder)
+    dev = choose_device(device)
+    torch_dtype, reason = choose_dtype(dtype, dev)
+    log.info("loading %s (%s) on %s as %s (%s)", name, family, dev, torch_dtype, reason)
+    model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch_dtype).to(dev)
+    model.eval()
+    return LoadedModel(
+        model=model,
+        tokenizer=load_tokenizer(folder),
+        image_processor=ImageProcessor.from_pretrained(folder),
+        family=family,
+        folder=folder,
+        dtype=torch_dtype,
+        device=dev,
+    )

@@ -1,0 +1,72 @@
+"""What a GRPO step reports: metrics of the training rollouts, and the per-image rollout
+records the dashboard shows (written through `RunWriter.log_images`).
+
+The *final* answer of a rollout is its last turn's guess; a rollout that broke format has
+an unparsed final answer, which counts as a miss (NaN) like everywhere else in geospot."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from geospot.envs.types import Trajectory
+from geospot.geo import compute_metrics
+from geospot.runs.writer import ImageRecord, RolloutRecord
+
+
+def _final(traj: Trajectory, key: str) -> float:
+    return float(traj.transitions[-1].metrics.get(key, math.nan))
+
+
+def rollout_metrics(samples, trajectories_BG: Sequence[Sequence[Trajectory]], num_turns: int = 1) -> dict[str, float]:
+    """Mean reward, format rate, final-answer distance metrics, and (num_turns > 1) the median
+    distance per turn over the rollouts that reached it (NaN if none did)."""
+    trajs = [t for g in trajectories_BG for t in g]
+    true_lat = np.array([s.lat for s, g in zip(samples, trajectories_BG) for _ in g], dtype=float)
+    true_lon = np.array([s.lon for s, g in zip(samples, trajectories_BG) for _ in g], dtype=float)
+    pred_lat = np.array([_final(t, "lat") for t in trajs])
+    pred_lon = np.array([_final(t, "lon") for t in trajs])
+    m = compute_metrics(pred_lat, pred_lon, true_lat, true_lon, geocoder=None)
+    out = {
+        "reward_mean": float(np.mean([t.total_reward for t in trajs])),
+        "format_rate": float(np.mean([all(tr.metrics.get("parsed", 0.0) for tr in t.transitions) for t in trajs])),
+        "median_km": float(m["median_km"]), "mean_km": float(m["mean_km"]), "geoscore": float(m["geoscore"]),
+        "acc_25km": float(m["acc_25km"]), "acc_200km": float(m["acc_200km"]), "acc_750km": float(m["acc_750km"]),
+    }
+    if num_turns > 1:
+        for k in range(num_turns):
+            d = [t.transitions[k].metrics.get("distance_km", math.nan) if len(t.transitions) > k else math.nan for t in trajs]
+            d = np.asarray(d, dtype=float)
+            out[f"turn{k + 1}_median_km"] = float(np.median(d[np.isfinite(d)])) if np.isfinite(d).any() else math.nan
+    return out
+
+
+def _guess(tr) -> tuple[float, float] | None:
+    return (tr.metrics["lat"], tr.metrics["lon"]) if tr.metrics.get("parsed") else None
+
+
+def _dist(tr) -> float | None:
+    d = tr.metrics.get("distance_km", math.nan)
+    return float(d) if tr.metrics.get("parsed") and math.isfinite(d) else None
+
+
+def image_records(samples, trajectories_BG: Sequence[Sequence[Trajectory]], renderer) -> list[ImageRecord]:
+    """One record per image: the truth and each rollout's text, guesses, distances, rewards."""
+    records = []
+    for s, group in zip(samples, trajectories_BG):
+        rollouts = tuple(
+            RolloutRecord(
+                text="\n---\n".join(renderer.decode(list(tr.action_tokens)) for tr in t.transitions),
+                guesses=tuple(_guess(tr) for tr in t.transitions),
+                distance_km=_dist(t.transitions[-1]),
+                reward=t.total_reward,
+                turn_distances_km=tuple(_dist(tr) for tr in t.transitions),
+                turn_rewards=tuple(float(tr.reward) for tr in t.transitions),
+            )
+            for t in group
+        )
+        records.append(ImageRecord(image_id=s.id, lat=s.lat, lon=s.lon, rollouts=rollouts, image=s.image,
+                                   labels=dict(s.labels or {})))
+    return records

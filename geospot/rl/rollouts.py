@@ -1,0 +1,66 @@
+"""Rollouts: B images x G envs, stepped turn by turn in lockstep.
+
+Every turn makes ONE `engine.sample` call holding the prompts of all groups, so the engine
+batches across images (a local engine pads them into one generate; Tinker runs them in
+parallel). On the first turn the G envs of an image share one prompt, so we send it once
+with `num_samples=G`; later turns differ per rollout (each continues its own sampled tokens)
+and go as one prompt each with `num_samples=1`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+from geospot.engines.types import SampleParams
+from geospot.envs.types import EnvGroupBuilder, Trajectory, Transition
+
+
+@dataclass
+class RolloutStats:
+    sample_s: float = 0.0
+    sampled_tokens: int = 0
+    engine_calls: int = 0
+    turns: int = 0
+    per_turn_calls: list[int] = field(default_factory=list)
+
+
+def do_group_rollouts(engine, builders: Sequence[EnvGroupBuilder], group_size: int,
+                      params: SampleParams, stats: RolloutStats | None = None) -> list[list[Trajectory]]:
+    """Returns trajectories_BG: for each builder (image), its G trajectories."""
+    stats = stats if stats is not None else RolloutStats()
+    envs_BG = [b.make_envs(group_size) for b in builders]
+    B, G = len(envs_BG), group_size
+    transitions: dict[tuple[int, int], list[Transition]] = {(b, g): [] for b in range(B) for g in range(G)}
+    # First turn: one prompt per group, G samples each.
+    obs_BG = [[env.initial_observation() for env in envs] for envs in envs_BG]
+    active = [(b, g) for b in range(B) for g in range(G)]
+    prompts, keys = [obs_BG[b][0] for b in range(B)], None
+    turn = 0
+    while active:
+        t0 = time.perf_counter()
+        seqs = engine.sample(prompts, num_samples=G if keys is None else 1,
+                             params=replace(params, seed=None if params.seed is None else params.seed + 1000 * turn))
+        stats.sample_s += time.perf_counter() - t0
+        stats.engine_calls += 1
+        stats.per_turn_calls.append(len(prompts))
+        if keys is None:  # unfold [B][G] into the flat (b, g) order of `active`
+            flat = [seqs[b][g] for b in range(B) for g in range(G)]
+        else:
+            flat = [s[0] for s in seqs]
+        next_active, next_prompts = [], []
+        for (b, g), seq in zip(active, flat):
+            env, obs = envs_BG[b][g], obs_BG[b][g]
+            stats.sampled_tokens += len(seq.tokens)
+            res = env.step(seq.tokens)
+            transitions[(b, g)].append(Transition(observation=obs, action_tokens=tuple(seq.tokens),
+                                                  action_logprobs=tuple(seq.logprobs), reward=res.reward,
+                                                  metrics=dict(res.metrics)))
+            if not res.done:
+                obs_BG[b][g] = res.next_observation
+                next_active.append((b, g))
+                next_prompts.append(res.next_observation)
+        active, prompts, keys = next_active, next_prompts, next_active
+        turn += 1
+    stats.turns = max(stats.turns, turn)
+    return [[Trajectory(tuple(transitions[(b, g)])) for g in range(G)] for b in range(B)]

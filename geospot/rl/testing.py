@@ -1,0 +1,70 @@
+"""A character-level chat renderer and a scripted engine: the RL plumbing (envs, rollouts,
+advantages, datums) runs against them in milliseconds, with answers chosen by the test.
+
+Tokens are Unicode code points; token 0 ends a turn; an image is one placeholder token."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from geospot.engines.types import ImageChunk, ModelInput, SampledSequence, SampleParams, TextChunk
+
+EOT = 0
+
+
+def _ids(text: str) -> tuple[int, ...]:
+    return tuple(ord(c) for c in text)
+
+
+class CharRenderer:
+    stop_token_ids = (EOT,)
+
+    def _user(self, msg: dict) -> ModelInput:
+        out = ModelInput.from_ints(_ids("<u>"))
+        for part in msg["content"]:
+            if part["type"] == "image":
+                out = ModelInput(out.chunks + (ImageChunk(part["image"], (1, 2, 2), 1),))
+            else:
+                out = out.append_tokens(_ids(part["text"]))
+        return out.append_tokens((EOT,))
+
+    def generation_prompt(self, messages: Sequence[dict]) -> ModelInput:
+        out = ModelInput()
+        for m in messages:
+            out = out.concat(self._user(m))
+        return out.append_tokens(_ids("<a>"))
+
+    def continuation(self, prev: ModelInput, sampled_tokens: Sequence[int], user_messages: Sequence[dict]) -> ModelInput:
+        toks = list(sampled_tokens)
+        if not toks or toks[-1] != EOT:
+            toks.append(EOT)
+        return prev.append_tokens(toks).concat(self.generation_prompt(user_messages))
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        return "".join(chr(t) for t in tokens if t != EOT)
+
+
+def text_of(mi: ModelInput) -> str:
+    """The text of a ModelInput, images shown as `#` (for assertions)."""
+    return "".join("".join(chr(t) if t else "|" for t in c.tokens) if isinstance(c, TextChunk) else "#"
+                   for c in mi.chunks)
+
+
+class ScriptedEngine:
+    """`policy(prompt_text, sample_index) -> answer text`; records every sample call."""
+
+    def __init__(self, policy: Callable[[str, int], str], logprob: float = -0.5) -> None:
+        self.renderer = CharRenderer()
+        self.policy, self.logprob = policy, logprob
+        self.calls: list[tuple[int, int]] = []  # (num prompts, num_samples) per call
+
+    def sample(self, prompts: Sequence[ModelInput], num_samples: int, params: SampleParams) -> list[list[SampledSequence]]:
+        self.calls.append((len(prompts), num_samples))
+        out = []
+        for p in prompts:
+            seqs = []
+            for i in range(num_samples):
+                toks = _ids(self.policy(text_of(p), i)) + (EOT,)
+                seqs.append(SampledSequence(tokens=toks, logprobs=(self.logprob,) * len(toks), stop_reason="stop"))
+            out.append(seqs)
+        return out

@@ -1,0 +1,36 @@
+"""Learning-rate schedules: pure functions of the step, so a resumed run gets exactly
+the learning rate the uninterrupted run would have had (nothing to checkpoint).
+
+Warmup is linear from `base/warmup` at step 0 up to `base` at step `warmup-1`; the decay
+then runs over the remaining `total - warmup` steps, reaching its end value (0 for
+`linear` and `cosine`, times `min_ratio`) one step after the last one — so the last
+step still learns a little, as in tinker-cookbook."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+Schedule = Literal["constant", "linear", "cosine"]
+SCHEDULES: tuple[str, ...] = ("constant", "linear", "cosine")
+
+
+def lr_multiplier(step: int, total_steps: int, schedule: Schedule = "linear", warmup_steps: int = 0, min_ratio: float = 0.0) -> float:
+    """The factor on the base learning rate at `step` (0-based) of a `total_steps` run."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"lr_schedule={schedule!r} is not one of {', '.join(SCHEDULES)}")
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    decay_steps = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    if schedule == "linear":
+        shape = 1.0 - progress
+    else:  # cosine
+        shape = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return min_ratio + (1.0 - min_ratio) * shape
+
+
+def learning_rate(step: int, total_steps: int, base_lr: float, schedule: Schedule = "linear", warmup_steps: int = 0, min_ratio: float = 0.0) -> float:
+    return base_lr * lr_multiplier(step, total_steps, schedule, warmup_steps, min_ratio)

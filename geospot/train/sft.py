@@ -1,0 +1,380 @@
+"""Supervised warm-start: teach the model to answer `Latitude: <deg>\\nLongitude: <deg>`
+(and to be roughly right) before RL.
+
+    python -m geospot.sft model_name=Qwen/Qwen2.5-VL-3B-Instruct max_steps=50
+    geospot sft model_name=tiny:qwen2_5_vl:small data=synthetic:n=2000 max_steps=300
+
+The file reads top to bottom: config -> building examples -> the loop -> main."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+from geospot import prompts
+from geospot.config import ConfigError, help_text, option, parse_overrides
+from geospot.engines.config import EngineConfig
+from geospot.engines.types import AdamParams, Datum
+from geospot.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from geospot.train.common import (
+    JsonlWriter,
+    LogDirBehavior,
+    Progress,
+    prepare_log_dir,
+    seed_everything,
+    truncate_jsonl,
+    write_config,
+)
+from geospot.train.lr import Schedule, learning_rate
+
+# ---------------------------------------------------------------------------------------
+# Config. The engine's keys are flattened in (`model_name=...` as in the seed); their
+# defaults and help come from EngineConfig so the two never drift apart.
+
+_ENGINE_FIELDS = {f.name: f for f in dataclasses.fields(EngineConfig)}
+
+
+def _engine_option(name: str, **override: Any) -> Any:
+    f = _ENGINE_FIELDS[name]
+    return option(override.get("default", f.default), override.get("help", f.metadata["help"]))
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    # model / engine (EngineConfig's keys)
+    model_name: str = _engine_option("model_name")
+    engine: Literal["local", "tinker"] = _engine_option("engine")
+    lora_rank: int = _engine_option("lora_rank")
+    lora_alpha: float = _engine_option("lora_alpha")
+    lora_targets: str = _engine_option("lora_targets")
+    train_vision: bool = _engine_option("train_vision")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _engine_option("dtype")
+    device: str = _engine_option("device")
+    max_pixels: int = _engine_option("max_pixels")
+    tinker_base_url: str | None = _engine_option("tinker_base_url")
+    seed: int = option(0, "seed for data order, prompt-style draws, initialisation and sampling")
+    # data
+    data: str = option("hf:osv5m/osv5m", "training data spec (local path, `hf:<repo>`, `synthetic:k=v,...`; mixing as the data spec allows, see `geospot data --help`)")
+    eval_data: str | None = option(None, "held-out data spec; None = the `val` split of `data`")
+    eval_n: int = option(200, "number of held-out images for the periodic eval (0 = no eval)")
+    # the examples
+    prompt_style: Literal["single", "telescoping", "both"] = option("both", "`single`: one prompt, one answer; `telescoping`: coarse -> refine -> final turns, each answer trained given the previous turns; `both`: each image draws one of the two (so one warm start serves both RL envs)")
+    answer_decimals: int = option(2, "decimals of the target coordinates (single-turn and the final telescoping turn)")
+    telescoping_decimals: tuple[int, ...] = option((0, 1), "decimals of the targets of the telescoping turns before the final one (coarse, refine)")
+    # optimisation
+    batch_size: int = option(32, "images per optimizer step")
+    grad_accum: int = option(1, "micro-batches per optimizer step (batch_size must divide evenly); trades memory for time, not the result")
+    learning_rate: float = option(2e-4, "peak Adam learning rate (LoRA wants ~1e-4..5e-4; full fine-tuning of a big model far less)")
+    lr_schedule: Schedule = option("linear", "decay after warmup: `linear` (to 0), `cosine` (to 0) or `constant`")
+    warmup_steps: int = option(0, "linear warmup steps before the decay")
+    min_lr_ratio: float = option(0.0, "floor of the decay as a fraction of learning_rate")
+    adam_beta1: float = option(0.9, "Adam beta1")
+    adam_beta2: float = option(0.95, "Adam beta2")
+    adam_eps: float = option(1e-8, "Adam epsilon")
+    weight_decay: float = option(0.0, "decoupled weight decay")
+    grad_clip_norm: float | None = option(1.0, "clip the global gradient norm (None = no clipping)")
+    max_steps: int = option(1000, "optimizer steps")
+    # eval, checkpoints, logging
+    eval_every: int = option(100, "run the held-out greedy eval every N steps and at the end (0 = only at the end)")
+    eval_at_start: bool = option(True, "evaluate the untrained model first (the baseline row of the table)")
+    eval_batch_size: int = option(16, "prompts per sampling call during eval")
+    eval_max_tokens: int = option(24, "answer token budget per turn during eval")
+    save_every: int = option(100, "checkpoint every N steps and at the end (0 = only at the end)")
+    keep_checkpoints: int = option(2, "how many checkpoints to keep (0 = all)")
+    log_path: str | None = option(None, "run folder (config.json, metrics.jsonl, checkpoints/); None = runs/sft-<model>-<time>")
+    behavior_if_log_dir_exists: LogDirBehavior = option("ask", "when log_path holds a run: `resume` from its last checkpoint, `delete` it, `raise`, or `ask` (a prompt on a terminal; `raise` otherwise)")
+    log_every: int = option(10, "print the progress line every N steps when stderr is not a terminal")
+    wandb_project: str | None = option(None, "also log to this Weights & Biases project (needs `pip install wandb`)")
+    wandb_name: str | None = option(None, "W&B run name (default: the run folder's name)")
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(**{k: getattr(self, k) for k in _ENGINE_FIELDS})
+
+    def validate(self) -> None:
+        def need(ok: bool, key: str, msg: str) -> None:
+            if not ok:
+                raise ConfigError(f"{key}={getattr(self, key)!r} {msg}")
+
+        need(self.learning_rate > 0 and math.isfinite(self.learning_rate), "learning_rate", "must be a positive number, e.g. learning_rate=2e-4")
+        need(self.batch_size >= 1, "batch_size", "must be >= 1")
+        need(self.grad_accum >= 1, "grad_accum", "must be >= 1")
+        need(self.batch_size % self.grad_accum == 0, "grad_accum", f"must divide batch_size={self.batch_size}")
+        need(self.max_steps >= 1, "max_steps", "must be >= 1")
+        need(0 <= self.warmup_steps <= self.max_steps, "warmup_steps", f"must be in [0, max_steps={self.max_steps}]")
+        need(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", "must be in [0, 1]")
+        need(0 <= self.answer_decimals <= 6, "answer_decimals", "must be in [0, 6]")
+        need(len(self.telescoping_decimals) == len(prompts.TELESCOPING_PROMPTS) - 1, "telescoping_decimals",
+             f"needs one value per non-final telescoping turn ({len(prompts.TELESCOPING_PROMPTS) - 1})")
+        need(all(0 <= d <= 6 for d in self.telescoping_decimals), "telescoping_decimals", "values must be in [0, 6]")
+        for key in ("eval_n", "eval_every", "save_every", "keep_checkpoints", "weight_decay"):
+            need(getattr(self, key) >= 0, key, "must be >= 0")
+        need(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
+        need(self.eval_max_tokens >= 1, "eval_max_tokens", "must be >= 1")
+        need(self.log_every >= 1, "log_every", "must be >= 1")
+        need(0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1, "adam_beta1", "and adam_beta2 must be in [0, 1)")
+        need(self.grad_clip_norm is None or self.grad_clip_norm > 0, "grad_clip_norm", "must be > 0 or None")
+        need(bool(self.data.strip()), "data", "is empty; pass a data spec, e.g. data=synthetic:n=2000")
+        self.engine_config().validate()
+
+
+# ---------------------------------------------------------------------------------------
+# Examples: one image -> chat messages whose assistant turns are the targets.
+
+
+def single_turn_messages(sample: Any, decimals: int) -> list[dict]:
+    return [
+        prompts.user_message(sample.image, prompts.SINGLE_TURN_PROMPT),
+        prompts.assistant_message(prompts.format_answer(sample.lat, sample.lon, decimals)),
+    ]
+
+
+def telescoping_messages(sample: Any, turn_decimals: Sequence[int]) -> list[dict]:
+    """Coarse -> refine -> final, every turn answering the truth at its turn's precision
+    and seeing the previous answer exactly as the telescoping env shows it (its own
+    `turn_prompt`). One sequence, so every turn's answer is trained given the turns
+    before it — what the telescoping env samples."""
+    from geospot.envs.telescoping import turn_prompt
+
+    messages: list[dict] = []
+    prev: tuple[float, float] | None = None
+    for t, dec in enumerate(turn_decimals):
+        text = turn_prompt(prompts.TELESCOPING_PROMPTS, t, prev)
+        messages.append(prompts.user_message(sample.image if t == 0 else None, text))
+        messages.append(prompts.assistant_message(prompts.format_answer(sample.lat, sample.lon, dec)))
+        prev = (round(sample.lat, dec), round(sample.lon, dec))
+    return messages
+
+
+def example_styles(style: str, n: int, seed: int, step: int) -> list[str]:
+    """Which prompt each of the step's n images gets. A pure function of (seed, step) so
+    a resumed run draws the same styles without any state to checkpoint."""
+    if style != "both":
+        return [style] * n
+    coin = np.random.default_rng([seed, step, 7919]).random(n)
+    return ["single" if c < 0.5 else "telescoping" for c in coin]
+
+
+def build_messages(sample: Any, style: str, cfg: SFTConfig) -> list[dict]:
+    if style == "single":
+        return single_turn_messages(sample, cfg.answer_decimals)
+    return telescoping_messages(sample, (*cfg.telescoping_decimals, cfg.answer_decimals))
+
+
+def normalise_weights(datums_D: Sequence[Datum]) -> tuple[list[Datum], int]:
+    """Scale every datum's weights by 1 / (target tokens in the whole batch).
+
+    The engines sum the loss over tokens and datums (Tinker's convention). Summed, the
+    gradient grows with the batch's token count, so the right learning rate would depend
+    on batch_size and on the answers' lengths. Dividing by the batch's token count makes
+    the sum a per-token mean: the learning rate means the same at any batch size and with
+    grad_accum (all micro-batches share one denominator, so their gradients add up to the
+    full batch's mean)."""
+    n_tokens = int(sum(float(np.sum(d.loss_fn_inputs["weights"])) for d in datums_D))
+    scale = 1.0 / max(n_tokens, 1)
+    out = [
+        Datum(d.model_input, {**d.loss_fn_inputs, "weights": np.asarray(d.loss_fn_inputs["weights"], np.float32) * scale})
+        for d in datums_D
+    ]
+    return out, n_tokens
+
+
+def make_datums(engine: Any, samples: Sequence[Any], styles: Sequence[str], cfg: SFTConfig) -> list[Datum]:
+    from geospot.engines.datums import make_datum
+
+    datums = []
+    for sample, style in zip(samples, styles):
+        full, weights_T = engine.renderer.supervised_example(build_messages(sample, style, cfg))
+        datums.append(make_datum(full, weights=weights_T))
+    return datums
+
+
+# ---------------------------------------------------------------------------------------
+# Data, eval and writers: thin adapters over the data / eval / runs packages.
+
+
+def open_data(cfg: SFTConfig) -> tuple[Any, list[Any], Any]:
+    """(train stream, held-out samples, geocoder) — or a ConfigError naming `data` /
+    `eval_data`. Runs before the model is loaded."""
+    from geospot import data as gdata
+
+    def wrap(key: str, spec: str, fn):
+        try:
+            return fn()
+        except ConfigError:
+            raise
+        except (FileNotFoundError, ValueError, KeyError, OSError, ImportError) as e:
+            raise ConfigError(f"{key}={spec!r}: {e}") from e
+
+    stream = wrap("data", cfg.data, lambda: gdata.open_stream(cfg.data, split="train", seed=cfg.seed, repeat=True))
+    eval_spec = cfg.eval_data or cfg.data
+    eval_key = "eval_data" if cfg.eval_data else "data"
+    held_out = wrap(eval_key, eval_spec, lambda: gdata.load_samples(eval_spec, split="val", n=cfg.eval_n)) if cfg.eval_n else []
+    return stream, list(held_out), geocoder_for(eval_spec)
+
+
+def geocoder_for(spec: str) -> Any:
+    """Synthetic worlds label their own countries/regions/cities; real data uses the
+    OSV-5M-style reverse geocoder."""
+    from geospot.data import world_from_spec
+
+    world = world_from_spec(spec)
+    if world is not None:
+        return world.geocoder
+    try:
+        from geospot.geo import reverse_geocode
+    except ImportError:  # label accuracies become NaN; distances are unaffected
+        return None
+    return reverse_geocode
+
+
+def run_eval(engine: Any, samples: list[Any], geocoder: Any, cfg: SFTConfig) -> dict[str, float]:
+    from geospot.eval import evaluate
+
+    style = "telescoping" if cfg.prompt_style == "telescoping" else "single"
+    result = evaluate(engine, samples, prompt_style=style, batch_size=cfg.eval_batch_size, max_tokens=cfg.eval_max_tokens, geocoder=geocoder)
+    return dict(result.metrics)
+
+
+def format_table(rows: dict[str, dict]) -> str:
+    try:
+        from geospot.geo import format_metrics_table
+    except ImportError:
+        format_metrics_table = None
+    if format_metrics_table is not None:
+        return format_metrics_table(rows)
+    return "\n".join(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items() if isinstance(v, (int, float))) for name, m in rows.items())
+
+
+def make_writer(log_dir: Path, cfg: SFTConfig, start_step: int) -> Any:
+    """The run store + metrics.jsonl (+ wandb) through one RunWriter. A resumed run first
+    drops the metrics lines past its checkpoint, so the file reads like one run."""
+    truncate_jsonl(log_dir / "metrics.jsonl", start_step)
+    try:
+        from geospot.runs.loggers import open_run_writer
+    except ImportError:  # the runs package is optional for a bare loop
+        return JsonlWriter(log_dir / "metrics.jsonl")
+    return open_run_writer(log_dir, console=False, wandb_project=cfg.wandb_project, wandb_name=cfg.wandb_name)
+
+
+# ---------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclass
+class SFTResult:
+    log_dir: Path
+    steps: int
+    eval_history: dict[int, dict[str, float]]  # step -> held-out metrics
+    final_loss: float
+
+
+def default_log_path(cfg: SFTConfig) -> str:
+    name = cfg.model_name.rstrip("/").replace(":", "-").split("/")[-1]
+    return str(Path("runs") / f"sft-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def train(cfg: SFTConfig, *, stderr: Any = None) -> SFTResult:
+    stderr = stderr if stderr is not None else sys.stderr
+
+    # 1. Everything that can fail fast, before the (slow) model load.
+    log_dir, resuming = prepare_log_dir(cfg.log_path or default_log_path(cfg), cfg.behavior_if_log_dir_exists)
+    ckpt_dir = latest_checkpoint(log_dir) if resuming else None
+    stream, held_out, geocoder = open_data(cfg)
+    write_config(log_dir, "sft", cfg)
+    seed_everything(cfg.seed)
+
+    # 2. The model, then the state of an interrupted run (weights, optimizer, cursor, RNG).
+    from geospot.engines import make_engine
+
+    engine = make_engine(cfg.engine_config())
+    start_step, eval_history = 0, {}
+    if ckpt_dir is not None:
+        ckpt = load_checkpoint(ckpt_dir, engine, with_optimizer=True)
+        stream.load_state_dict(ckpt.data_state)
+        start_step = ckpt.step
+        eval_history = {int(k): v for k, v in ckpt.loop_state.get("eval_history", {}).items()}
+        print(f"resuming {log_dir} from step {start_step}", file=stderr)
+    writer = make_writer(log_dir, cfg, start_step)
+    writer.log_config("sft", dataclasses.asdict(cfg))
+    progress = Progress(cfg.max_steps, start_step, stream=stderr, every=cfg.log_every)
+
+    def evaluate_now(step: int) -> None:
+        if not held_out:
+            return
+        metrics = run_eval(engine, held_out, geocoder, cfg)
+        eval_history[step] = metrics
+        writer.log_step(step, {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+        progress.note(format_table({f"step {s}": m for s, m in sorted(eval_history.items())}))
+
+    if start_step == 0 and cfg.eval_at_start:
+        evaluate_now(0)
+
+    loss = float("nan")
+    micro = cfg.batch_size // cfg.grad_accum
+    for step in range(start_step, cfg.max_steps):
+        t0 = time.perf_counter()
+        samples = stream.next_batch(cfg.batch_size)
+        styles = example_styles(cfg.prompt_style, len(samples), cfg.seed, step)
+        datums_D, n_target = normalise_weights(make_datums(engine, samples, styles, cfg))
+
+        # Loss reported = mean NLL per target token (the weights already hold 1/n_target).
+        loss = 0.0
+        for i in range(0, len(datums_D), micro):
+            chunk = datums_D[i : i + micro]
+            out = engine.forward_backward(chunk, "cross_entropy")
+            loss -= sum(float(np.dot(lp_T, d.loss_fn_inputs["weights"])) for lp_T, d in zip(out.logprobs, chunk))
+        lr = learning_rate(step, cfg.max_steps, cfg.learning_rate, cfg.lr_schedule, cfg.warmup_steps, cfg.min_lr_ratio)
+        optim_metrics = engine.optim_step(AdamParams(lr, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, cfg.weight_decay, cfg.grad_clip_norm))
+
+        seconds = time.perf_counter() - t0
+        n_tokens = sum(d.model_input.length for d in datums_D)
+        done = step + 1
+        metrics = {"loss": loss, "lr": lr, "tok_per_s": n_tokens / seconds, "target_tokens": n_target, "seconds": seconds}
+        metrics.update({f"optim/{k}": float(v) for k, v in (optim_metrics or {}).items()})
+        writer.log_step(done, metrics)
+        progress.update(step, {"loss": loss, "lr": lr, "tok_per_s": metrics["tok_per_s"]})
+
+        last = done == cfg.max_steps
+        if last or (cfg.eval_every and done % cfg.eval_every == 0):
+            evaluate_now(done)
+        if last or (cfg.save_every and done % cfg.save_every == 0):
+            save_checkpoint(
+                log_dir, done, engine,
+                data_state=stream.state_dict(),
+                loop_state={"eval_history": eval_history},
+                keep_last=cfg.keep_checkpoints or None,
+            )
+
+    writer.set_status("done")
+    writer.close()
+    return SFTResult(log_dir, cfg.max_steps, eval_history, loss)
+
+
+# ---------------------------------------------------------------------------------------
+# Entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(help_text(SFTConfig, "geospot sft — supervised warm-start (image + prompt -> `Latitude: ..\\nLongitude: ..`)"))
+        return 0
+    try:
+        cfg = parse_overrides(SFTConfig, argv)
+        result = train(cfg)
+    except ConfigError as e:
+        print(f"geospot sft: {e}", file=sys.stderr)
+        return 2
+    print(f"done: {result.steps} steps, run folder {result.log_dir}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Against a real uvicorn on 127.0.0.1: raw (un-normalised) traversal requests and the
+live event stream."""
+
+import json
+import socket
+import threading
+
+import httpx
+
+import fake_run
+from conftest import Server
+from geospot.dashboard.app import create_app
+from geospot.runs.store import RunStore
+
+
+def raw_get(port: int, target: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data
+
+
+def test_raw_traversal_requests(tmp_path):
+    runs = tmp_path / "runs"
+    with RunStore(runs / "a") as s:
+        fake_run.fill(s, 2, n_images=1)
+    (tmp_path / "secret.txt").write_text("top secret")
+    with Server(create_app(runs)) as srv:
+        for target in ["/static/../../secret.txt", "/static/%2e%2e/%2e%2e/secret.txt", "/static/..%2f..%2fsecret.txt",
+                       "/../secret.txt", "/static//etc/passwd", "/api/thumb?run=a&id=../../../secret.txt"]:
+            resp = raw_get(srv.port, target)
+            assert b"top secret" not in resp and b"root:" not in resp, target
+            assert resp.split(b"\r\n", 1)[0].split()[1] in (b"400", b"404"), (target, resp[:80])
+
+
+def read_events(url: str, want: int, out: list, timeout: float = 20.0, headers: dict | None = None) -> None:
+    with httpx.stream("GET", url, timeout=timeout, headers=headers) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        event = {}
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                event["type"] = line[7:]
+            elif line.startswith("data: "):
+                event["data"] = json.loads(line[6:])
+            elif line.startswith("id: "):
+                event["id"] = int(line[4:])
+            elif line == "" and event:
+                out.append(event)
+                event = {}
+                if len(out) >= want:
+                    return
+
+
+def test_sse_streams_new_steps_and_resumes(tmp_path):
+    runs = tmp_path / "runs"
+    store = RunStore(runs / "live")
+    fake_run.fill(store, 2, n_images=1)
+    store.flush()
+    with Server(create_app(runs, poll_s=0.05)) as srv:
+        since = httpx.get(f"{srv.url}/api/run?run=live").json()["seq"]
+        got: list = []
+        t = threading.Thread(target=read_events, args=(f"{srv.url}/api/events?run=live&since={since}", 4, got))
+        t.start()
+        fake_run.fill(store, 2, start=2, n_images=1)  # step 2 (+images), step 3
+        store.set_status("done")
+        t.join(30)
+        assert [(e["type"], e["data"].get("step", e["data"].get("status"))) for e in got] == [
+            ("step", 2), ("images", 2), ("step", 3), ("status", "done")]
+        # reconnecting with Last-Event-ID replays exactly what came after it
+        again: list = []
+        read_events(f"{srv.url}/api/events?run=live", 2, again, headers={"Last-Event-ID": str(got[1]["id"])})
+        assert [e["id"] for e in again] == [got[2]["id"], got[3]["id"]]
+    store.close()

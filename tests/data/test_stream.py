@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+
+from geospot.config import ConfigError
+from geospot.data import load_samples, open_stream, split_of
+from geospot.data.spec import SpecError
+
+SYN = "synthetic:n=300,size=32,seed=0,regions=6"
+
+
+def _pixels(samples):
+    return [np.asarray(s.image) for s in samples]
+
+
+def test_cursor_restore_continues_identically():
+    a = open_stream(SYN, seed=7, shuffle_buffer=50)
+    a.next_batch(37)
+    state = a.state_dict()
+    want = a.next_batch(400)  # crosses an epoch boundary (train has ~270 ids)
+    b = open_stream(SYN, seed=7, shuffle_buffer=50)
+    b.load_state_dict(state)
+    got = b.next_batch(400)
+    assert [s.id for s in got] == [s.id for s in want]
+    for x, y in zip(_pixels(got[:20]), _pixels(want[:20])):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_cursor_rejects_another_spec():
+    state = open_stream(SYN).state_dict()
+    with pytest.raises(ValueError, match="spec"):
+        open_stream("synthetic:n=10,size=32").load_state_dict(state)
+
+
+def test_splits_are_disjoint_and_cover():
+    ids = {sp: {s.id for s in load_samples(SYN, sp)} for sp in ("train", "val", "test")}
+    assert not (ids["train"] & ids["val"]) and not (ids["train"] & ids["test"]) and not (ids["val"] & ids["test"])
+    assert sum(map(len, ids.values())) == 300
+    assert 0 < len(ids["val"]) < 40 and 0 < len(ids["test"]) < 40
+    assert all(split_of(i) == "val" for i in ids["val"])
+
+
+def test_split_fractions_configurable():
+    val = load_samples(SYN, "val", val_frac=0.5, test_frac=0.1)
+    assert 120 < len(val) < 180
+
+
+def test_load_samples_is_stable():
+    a, b = load_samples(SYN, "val", n=5), load_samples(SYN, "val", n=5)
+    assert [s.id for s in a] == [s.id for s in b] and len(a) == 5
+    assert a[0].labels["country"] and -90 <= a[0].lat <= 90
+
+
+def test_train_stream_repeats_and_shuffles_per_seed():
+    s = open_stream(SYN, seed=0)
+    ids = [x.id for x in s.next_batch(600)]
+    assert len(ids) == 600 and len(set(ids)) < 300  # infinite: epochs repeat the ids
+    other = [x.id for x in open_stream(SYN, seed=1).next_batch(50)]
+    assert other != ids[:50]
+
+
+def test_finite_stream_ends():
+    s = open_stream("synthetic:n=40,size=16", "all", repeat=False, workers=0)
+    assert len(list(s)) == 40 and s.next_batch(3) == []
+
+
+def test_bad_spec_and_options_name_the_fix():
+    with pytest.raises(SpecError, match="unknown option"):
+        open_stream("synthetic:n=10,colour=red")
+    with pytest.raises(ConfigError, match="unknown stream option"):
+        open_stream(SYN, shuffel=True)
+    with pytest.raises(SpecError, match="no such file"):
+        open_stream("/nope/missing")
+    with pytest.raises(ConfigError, match="split"):
+        open_stream(SYN, "holdout")

@@ -1,0 +1,231 @@
+"""LocalEngine on the tiny models, the same matrix for all three Qwen-VL families."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from geospot import prompts
+from geospot.engines import make_engine
+from geospot.engines.config import EngineConfig
+from geospot.engines.datums import make_datum
+from geospot.engines.local import LocalEngine, mrope_positions
+from geospot.engines.types import AdamParams, ModelInput, SampleParams
+from geospot.models.tiny import FAMILIES
+
+FAMILY = pytest.mark.parametrize("family", FAMILIES)
+
+
+def _engine(family, **kw) -> LocalEngine:
+    kw.setdefault("lora_rank", 4)
+    kw.setdefault("max_pixels", 112 * 112)
+    return make_engine(EngineConfig(model_name=f"tiny:{family}", **kw))
+
+
+def _image(seed=0, size=(112, 112)):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def _prompt(engine, seed=0, size=(112, 112), text=prompts.SINGLE_TURN_PROMPT):
+    return engine.renderer.generation_prompt([prompts.user_message(_image(seed, size), text)])
+
+
+def _answer_datum(engine, seed=0, lat=12.5, lon=-45.25):
+    msgs = [prompts.user_message(_image(seed), prompts.SINGLE_TURN_PROMPT), prompts.assistant_message(prompts.format_answer(lat, lon))]
+    full, w = engine.renderer.supervised_example(msgs)
+    return make_datum(full, weights=w)
+
+
+def _seq_datum(prompt: ModelInput, tokens, logprobs, advantage: float):
+    full = prompt.append_tokens(tokens)
+    n_p = prompt.length
+    q = np.concatenate([np.zeros(n_p), np.asarray(logprobs)]).astype(np.float32)
+    a = np.concatenate([np.zeros(n_p), np.full(len(tokens), advantage)]).astype(np.float32)
+    return make_datum(full, logprobs=q, advantages=a)
+
+
+@FAMILY
+def test_positions_match_transformers_get_rope_index(family):
+    e = _engine(family)
+    r = e.renderer
+    turn1 = [prompts.user_message(_image(0, (112, 168)), prompts.TELESCOPING_PROMPTS[0])]
+    mi = r.continuation(r.generation_prompt(turn1), [5, 6, 7], [prompts.user_message(_image(1, (140, 112)), "again")])
+    assert len(mi.images()) == 2
+    ours, _ = mrope_positions(mi, e.spatial_merge)
+    ids = torch.from_numpy(r.tokens_of(mi))[None]
+    tt = (ids == r.image_pad_id).int()
+    grid = torch.tensor([c.grid_thw for c in mi.images()])
+    base = e.model.get_base_model() if hasattr(e.model, "get_base_model") else e.model
+    theirs, _ = base.model.get_rope_index(ids, mm_token_type_ids=tt, image_grid_thw=grid)
+    assert np.array_equal(ours, theirs[:, 0].numpy())
+
+
+@FAMILY
+def test_sampler_logprobs_equal_trainer_logprobs(family):
+    e = _engine(family)
+    r = e.renderer
+    # prompts of different lengths (left padding in the sampler) and a two-turn sequence
+    p0 = _prompt(e, 0)
+    p1 = _prompt(e, 1, (168, 112), "Where?")
+    out = e.sample([p0, p1], 3, SampleParams(max_tokens=6, seed=3))
+    assert [len(g) for g in out] == [3, 3]
+    p2 = r.continuation(p0, out[0][0].tokens, [prompts.user_message(_image(2), prompts.TELESCOPING_PROMPTS[1].format(prev="(1.0, 2.0)"))])
+    out2 = e.sample([p2], 2, SampleParams(max_tokens=6, seed=4))
+    datums, expected = [], []
+    for prompt, group in [(p0, out[0]), (p1, out[1]), (p2, out2[0])]:
+        for s in group:
+            assert len(s.tokens) == len(s.logprobs) and s.stop_reason in ("stop", "length")
+            datums.append(_seq_datum(prompt, s.tokens, s.logprobs, 1.0))
+            expected.append(np.asarray(s.logprobs))
+    got = e.forward(datums)
+    for lp, exp in zip(got, expected):
+        np.testing.assert_allclose(lp[-len(exp):], exp, atol=1e-4)
+    # a training forward agrees too
+    fb = e.forward_backward(datums, "importance_sampling")
+    for lp, exp in zip(fb.logprobs, expected):
+        np.testing.assert_allclose(lp[-len(exp):], exp, atol=1e-4)
+
+
+def test_sampling_is_seeded_and_stops():
+    e = _engine("qwen2_5_vl")
+    p = _prompt(e)
+    a = e.sample([p], 4, SampleParams(max_tokens=5, seed=7))
+    b = e.sample([p], 4, SampleParams(max_tokens=5, seed=7))
+    assert a == b
+    assert len({s.tokens for s in a[0]}) > 1  # the 4 samples differ (temperature 1)
+    # every token is a stop token -> one token, stop reason "stop", stop token included
+    stop_all = tuple(range(len(e.tokenizer)))
+    s = e.sample([p], 2, SampleParams(max_tokens=5, seed=1, stop=stop_all))[0]
+    assert all(len(x.tokens) == 1 and x.stop_reason == "stop" for x in s)
+    # greedy decoding is the argmax of the trainer's distribution
+    g = e.sample([p], 2, SampleParams(max_tokens=4, temperature=0.0))[0]
+    assert g[0].tokens == g[1].tokens
+    assert e.token_stats()["tokens_processed"] > 0
+
+
+@FAMILY
+def test_importance_sampling_zero_advantage_zero_grad_and_positive_raises_logprob(family):
+    e = _engine(family)
+    p = _prompt(e)
+    s = e.sample([p], 1, SampleParams(max_tokens=6, seed=0))[0][0]
+    zero = _seq_datum(p, s.tokens, s.logprobs, 0.0)
+    e.forward_backward([zero], "importance_sampling")
+    grads = [q.grad for _, q in e.trainable]
+    assert all(g is None or torch.count_nonzero(g) == 0 for g in grads)
+    before = e.forward([zero])[0][-len(s.tokens):].sum()
+    pos = _seq_datum(p, s.tokens, s.logprobs, 1.0)
+    e.train_step([pos], "importance_sampling", AdamParams(learning_rate=1e-2))
+    after = e.forward([zero])[0][-len(s.tokens):].sum()
+    assert after > before
+
+
+@FAMILY
+def test_lora_changes_only_adapter_params(family):
+    e = _engine(family)
+    before = {n: p.detach().clone() for n, p in e.model.named_parameters()}
+    e.train_step([_answer_datum(e)], "cross_entropy", AdamParams(learning_rate=1e-2))
+    changed = {n for n, p in e.model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n for n in changed)
+    assert not any("visual" in n for n in changed)  # vision tower frozen by default
+    assert any("lora_B" in n for n in changed)
+
+
+def test_full_finetune_freezes_vision_by_default():
+    e = _engine("qwen2_5_vl", lora_rank=0)
+    before = {n: p.detach().clone() for n, p in e.model.named_parameters()}
+    e.train_step([_answer_datum(e)], "cross_entropy", AdamParams(learning_rate=1e-3))
+    changed = {n for n, p in e.model.named_parameters() if not torch.equal(p, before[n])}
+    assert any("language_model" in n for n in changed) and not any("visual" in n for n in changed)
+    ev = _engine("qwen2_5_vl", lora_rank=0, train_vision=True)
+    assert any("visual" in n for n, _ in ev.trainable)
+
+
+def test_sft_learns_an_answer():
+    e = _engine("qwen2_5_vl")
+    d = _answer_datum(e)
+    first = e.forward([d])[0]
+    w = d.loss_fn_inputs["weights"]
+    for _ in range(5):
+        e.train_step([d], "cross_entropy", AdamParams(learning_rate=2e-2))
+    last = e.forward([d])[0]
+    assert (last * w).sum() > (first * w).sum() + 1.0
+
+
+@FAMILY
+def test_save_load_resumes_bit_identically(family, tmp_path):
+    adam = AdamParams(learning_rate=1e-2, weight_decay=0.01, grad_clip_norm=1.0)
+    data = [_answer_datum(_engine(family), seed=i, lat=10 * i, lon=-5 * i) for i in range(4)]
+    a = _engine(family)
+    a.train_step(data[:2], "cross_entropy", adam)
+    path = a.save_state(str(tmp_path / "ckpt"))
+    a.train_step(data[2:], "cross_entropy", adam)
+    sa = a.sample([_prompt(a)], 2, SampleParams(max_tokens=4))
+    b = _engine(family)
+    with torch.no_grad():  # scramble: everything must come from the checkpoint
+        for _, q in b.trainable:
+            q.add_(torch.randn_like(q))
+    b.load_state(path, with_optimizer=True)
+    assert b.step == 1
+    b.train_step(data[2:], "cross_entropy", adam)
+    for (n, p), (m, q) in zip(a.trainable, b.trainable):
+        assert n == m and torch.equal(p, q), n
+    assert b.sample([_prompt(b)], 2, SampleParams(max_tokens=4)) == sa  # sampling RNG resumed too
+    # without the optimizer state the next step differs (Adam moments restart)
+    c = _engine(family)
+    c.load_state(path, with_optimizer=False)
+    c.train_step(data[2:], "cross_entropy", adam)
+    assert any(not torch.equal(p, q) for (_, p), (_, q) in zip(a.trainable, c.trainable))
+    assert not list(tmp_path.glob(".ckpt.tmp*"))
+
+
+@FAMILY
+def test_export_reloads_in_plain_transformers_with_identical_logits(family, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    e = _engine(family)
+    d = _answer_datum(e)
+    e.train_step([d], "cross_entropy", AdamParams(learning_rate=1e-2))
+    p = _prompt(e)
+    e.sample([p], 2, SampleParams(max_tokens=3))
+    batch = e._batch([d.model_input], left_pad=False)
+    with torch.no_grad():
+        ref = e.model(**batch.model_kwargs()).logits
+    merged = AutoModelForImageTextToText.from_pretrained(e.export(str(tmp_path / "merged"), merged=True))
+    with torch.no_grad():
+        got = merged(**batch.model_kwargs()).logits
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+    adapter = e.export(str(tmp_path / "adapter"), merged=False)
+    base = AutoModelForImageTextToText.from_pretrained(e.folder)
+    peft_model = PeftModel.from_pretrained(base, adapter)
+    with torch.no_grad():
+        got2 = peft_model(**batch.model_kwargs()).logits
+    torch.testing.assert_close(got2, ref, atol=0, rtol=0)
+    # save_state -> fresh engine -> load_state: identical logits
+    s = e.save_state(str(tmp_path / "state"))
+    f = _engine(family, seed=5)
+    f.load_state(s)
+    with torch.no_grad():
+        assert torch.equal(f.model(**batch.model_kwargs()).logits, ref)
+
+
+def test_clear_errors():
+    e = _engine("qwen2_5_vl")
+    big = _image(0, (112, 112)).resize((448, 448))
+    mi = ModelInput((e.renderer.image_chunk(big),)).append_tokens([1, 2])
+    object.__setattr__(mi.chunks[0], "image", big)  # bypass the renderer's resize
+    with pytest.raises(ValueError, match="pixel budget"):
+        e.sample([mi], 1, SampleParams(max_tokens=2))
+    long = ModelInput.from_ints([5] * (e.max_context + 1))
+    with pytest.raises(ValueError, match="context"):
+        e.sample([long], 1, SampleParams(max_tokens=2))
+    p = _prompt(e)
+    good = _seq_datum(p, [5, 6], [-1.0, -1.0], 1.0)
+    bad = _seq_datum(p, [5, 6], [-1.0, float("nan")], 1.0)
+    with pytest.raises(FloatingPointError, match=r"step 0 for datum 1"):
+        e.forward_backward([good, bad], "importance_sampling")
+    with pytest.raises(ValueError, match="lacks"):
+        e.forward_backward([good], "cross_entropy")
+    with pytest.raises(ValueError, match="unknown engine"):
+        make_engine(EngineConfig(model_name="tiny:qwen2_5_vl", engine="nope"))  # type: ignore[arg-type]

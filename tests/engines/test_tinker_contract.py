@@ -1,0 +1,622 @@
+"""Offline contract tests for the Tinker engine: the SDK's real types, no service.
+
+What we send Tinker must be the sequence the local engine trains on: same chunks in the
+same order, images as JPEG with the expected token count, datums already shifted (never
+twice), weights / logprobs / advantages on the positions of the tokens they belong to."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+tinker = pytest.importorskip("tinker")
+from tinker.proto.request_conv import forward_backward_request_to_proto  # noqa: E402
+
+from geospot.config import ConfigError  # noqa: E402
+from geospot.engines import tinker_engine as te  # noqa: E402
+from geospot.engines.config import EngineConfig  # noqa: E402
+from geospot.engines.types import AdamParams, Datum, ImageChunk, ModelInput, SampleParams, TextChunk  # noqa: E402
+
+# Qwen2.5-VL's ids for the special tokens; plain text tokens are small ints.
+IM_START, IM_END, V_START, V_END, IMAGE_PAD = 151644, 151645, 151652, 151653, 151655
+MERGE = 2
+SERVED_VL = "Qwen/Qwen3-VL-30B-A3B-Instruct"
+
+
+def image_chunk(w=112, h=84, seed=0) -> ImageChunk:
+    rng = np.random.default_rng(seed)
+    img = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+    grid = (1, h // 14, w // 14)  # patch 14 -> (1, 6, 8) = 48 patches
+    return ImageChunk(img, grid, grid[0] * grid[1] * grid[2] // MERGE**2)
+
+
+def user_turn(text: list[int], image: ImageChunk | None = None) -> ModelInput:
+    head = ModelInput.from_ints([IM_START, 872, 198])  # <|im_start|>user\n
+    if image is not None:
+        head = head.append_tokens([V_START]).concat(ModelInput((image,))).append_tokens([V_END])
+    return head.append_tokens(text + [IM_END, 198, IM_START, 77091, 198])  # ...<|im_end|>\n<|im_start|>assistant\n
+
+
+def shift(full: ModelInput, **arrays_T) -> Datum:
+    """Tinker semantics, as make_datum implements them: input = full[:-1], targets = tokens[1:]."""
+    flat = np.array(te.flat_tokens(te.to_tinker_model_input(full), IMAGE_PAD), dtype=np.int64)
+    last = full.chunks[-1]
+    assert isinstance(last, TextChunk)
+    inp = ModelInput(full.chunks[:-1] + ((TextChunk(last.tokens[:-1]),) if len(last.tokens) > 1 else ()))
+    mask = full.token_mask()[1:]
+    out = {"target_tokens": flat[1:]}
+    out.update({k: np.where(mask, np.asarray(v, np.float32)[1:], 0).astype(np.float32) for k, v in arrays_T.items()})
+    return Datum(inp, out)
+
+
+def make_datum(full: ModelInput, **arrays_T) -> Datum:
+    try:  # the engine helper's, when it exists; the hand-written shift otherwise
+        from geospot.engines.datums import make_datum as real
+    except ImportError:
+        return shift(full, **arrays_T)
+    return real(full, **arrays_T)
+
+
+def to_proto(data, loss_fn, config=None):
+    """The SDK's own wire encoding: what forward_backward would send."""
+    req = tinker.types.ForwardBackwardRequest(
+        forward_backward_input=tinker.types.ForwardBackwardInput(data=data, loss_fn=loss_fn, loss_fn_config=config),
+        model_id="m",
+        seq_id=1,
+    )
+    return forward_backward_request_to_proto(req)
+
+
+# ---------------------------------------------------------------------------------------
+# ModelInput
+
+
+def test_model_input_chunks_map_one_to_one():
+    img = image_chunk()
+    prompt = ModelInput.from_ints([IM_START, 8948, 198, 100, IM_END, 198]).concat(user_turn([11, 12, 13], img))
+    tmi = te.to_tinker_model_input(prompt)
+
+    assert isinstance(tmi, tinker.types.ModelInput)
+    kinds = [type(c).__name__ for c in tmi.chunks]
+    assert kinds == ["EncodedTextChunk", "ImageChunk", "EncodedTextChunk"]
+    assert list(tmi.chunks[0].tokens)[-1] == V_START and list(tmi.chunks[2].tokens)[0] == V_END
+    assert tmi.chunks[1].expected_tokens == 48 // MERGE**2 == 12
+    assert tmi.chunks[1].format == "jpeg"
+    decoded = Image.open(io.BytesIO(tmi.chunks[1].data))
+    assert decoded.format == "JPEG" and decoded.size == img.image.size  # never resized: the token count depends on it
+    assert tmi.length == prompt.length
+    # Text chunks carry exactly our tokens.
+    assert list(tmi.chunks[0].tokens) == list(prompt.chunks[0].tokens)
+    assert list(tmi.chunks[2].tokens) == list(prompt.chunks[2].tokens)
+
+
+def test_flat_tokens_equal_local_engine_sequence():
+    """The local engine expands an image into expected_tokens placeholders; so does Tinker."""
+    img = image_chunk()
+    prompt = user_turn([5, 6], img)
+    local = np.concatenate(
+        [np.array(c.tokens) if isinstance(c, TextChunk) else np.full(c.expected_tokens, IMAGE_PAD) for c in prompt.chunks]
+    )
+    assert te.flat_tokens(te.to_tinker_model_input(prompt), IMAGE_PAD) == local.tolist()
+    assert len(local) == prompt.length
+
+
+def test_image_reencoded_at_lower_quality_when_too_large():
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (224, 224, 3), dtype=np.uint8))
+    sizes = {q: len(te.image_to_jpeg(img, max_bytes=10**9, qualities=(q,))) for q in (95, 30)}
+    limit = (sizes[95] + sizes[30]) // 2
+    data = te.image_to_jpeg(img, max_bytes=limit)
+    assert len(data) <= limit < sizes[95]
+    assert Image.open(io.BytesIO(data)).size == (224, 224)
+    with pytest.raises(te.GeospotTinkerError, match="max_pixels"):
+        te.image_to_jpeg(img, max_bytes=sizes[30] - 1)
+
+
+def test_image_cache_reuses_bytes_for_same_image_object():
+    img = image_chunk()
+    a = te.to_tinker_model_input(ModelInput((img,)))
+    b = te.to_tinker_model_input(ModelInput((img,)))
+    assert a.chunks[0].data is b.chunks[0].data
+    other = ImageChunk(img.image.copy(), img.grid_thw, img.expected_tokens)  # equal pixels, another object
+    c = te.to_tinker_model_input(ModelInput((other,)))
+    assert c.chunks[0].data == a.chunks[0].data and c.chunks[0].data is not a.chunks[0].data
+
+
+# ---------------------------------------------------------------------------------------
+# Datums
+
+
+def test_single_turn_sft_datum():
+    img = image_chunk()
+    prompt = ModelInput.from_ints([IM_START, 8948, 198, 100, IM_END, 198]).concat(user_turn([11, 12], img))
+    answer = [30, 31, 32, 33, IM_END]
+    full = prompt.append_tokens(answer)
+    weights_T = np.r_[np.zeros(prompt.length), np.ones(len(answer))].astype(np.float32)
+    datum = make_datum(full, weights=weights_T)
+
+    td = te.to_tinker_datum(datum, "cross_entropy")
+    assert isinstance(td, tinker.Datum)
+    assert set(td.loss_fn_inputs) == {"target_tokens", "weights"}
+    n = td.model_input.length
+    assert n == full.length - 1 == datum.model_input.length
+    tgt = td.loss_fn_inputs["target_tokens"].to_numpy()
+    w = td.loss_fn_inputs["weights"].to_numpy()
+    assert tgt.dtype == np.int64 and w.dtype == np.float32 and len(tgt) == len(w) == n
+    flat_full = te.flat_tokens(te.to_tinker_model_input(full), IMAGE_PAD)
+    text_T = full.token_mask()[1:]  # targets that are text; image targets are don't-care (weight 0)
+    assert tgt[text_T].tolist() == np.array(flat_full[1:])[text_T].tolist()  # shifted once: i predicts i+1
+    assert te.flat_tokens(td.model_input, IMAGE_PAD) == flat_full[:-1]
+    # Loss on exactly the answer tokens, the end-of-turn included, predicted from the position before.
+    assert w.sum() == len(answer)
+    assert tgt[w > 0].tolist() == answer
+    # Image positions carry zero weight.
+    img_start = td.model_input.chunks[0].length
+    assert np.all(w[img_start - 1 : img_start + img.expected_tokens] == 0)
+    # The SDK encodes it for the wire.
+    msg = to_proto([td], "cross_entropy")
+    assert len(msg.data) == 1 and msg.data[0].model_input[1].image.expected_tokens == img.expected_tokens
+
+
+def telescoping_trajectory():
+    """3 turns: coarse -> refine -> final; each observation extends the previous one with
+    the sampled tokens, as renderer.continuation builds it."""
+    img = image_chunk(seed=3)
+    obs = [ModelInput.from_ints([IM_START, 8948, 198, 100, IM_END, 198]).concat(user_turn([11, 12], img))]
+    acts = [[40, 41, IM_END], [42, 43, 44, IM_END], [45, 46, IM_END]]
+    lps = [[-0.5, -1.0, -0.1], [-0.2, -0.3, -0.4, -0.05], [-1.5, -0.7, -0.01]]
+    advs = [0.5, -0.25, 1.0]
+    for a in acts[:-1]:
+        obs.append(obs[-1].append_tokens(a + [198]).concat(user_turn([20 + len(obs)])))
+    full = obs[-1].append_tokens(acts[-1])
+    lp_T = np.zeros(full.length, np.float32)
+    adv_T = np.zeros(full.length, np.float32)
+    for o, a, lp, adv in zip(obs, acts, lps, advs):
+        lp_T[o.length : o.length + len(a)] = lp
+        adv_T[o.length : o.length + len(a)] = adv
+    return img, obs, acts, lps, advs, full, lp_T, adv_T
+
+
+@pytest.mark.parametrize("loss_fn", ["importance_sampling", "ppo"])
+def test_telescoping_rl_datum(loss_fn):
+    img, obs, acts, lps, advs, full, lp_T, adv_T = telescoping_trajectory()
+    datum = make_datum(full, logprobs=lp_T, advantages=adv_T)
+    td = te.to_tinker_datum(datum, loss_fn)
+
+    assert set(td.loss_fn_inputs) == {"target_tokens", "logprobs", "advantages"}
+    n = td.model_input.length
+    tgt = td.loss_fn_inputs["target_tokens"].to_numpy()
+    lp = td.loss_fn_inputs["logprobs"].to_numpy()
+    adv = td.loss_fn_inputs["advantages"].to_numpy()
+    assert len(tgt) == len(lp) == len(adv) == n == full.length - 1
+    # One image chunk, in the first user turn; the later turns are text.
+    assert [type(c).__name__ for c in td.model_input.chunks] == ["EncodedTextChunk", "ImageChunk", "EncodedTextChunk"]
+    assert td.model_input.chunks[1].expected_tokens == img.expected_tokens
+    # Each turn's sampled tokens: at target positions obs_len-1 .. obs_len+k-2, with the
+    # sampler's logprobs and the turn's advantage.
+    for o, a, l, A in zip(obs, acts, lps, advs):
+        s = o.length - 1
+        assert tgt[s : s + len(a)].tolist() == a
+        np.testing.assert_allclose(lp[s : s + len(a)], l, rtol=0, atol=1e-7)
+        assert np.all(adv[s : s + len(a)] == np.float32(A))
+    assert np.count_nonzero(adv) == sum(len(a) for a in acts)
+    assert np.count_nonzero(lp) == sum(len(a) for a in acts)
+    config = te.loss_fn_config(loss_fn, {"clip_low_threshold": 0.8, "clip_high_threshold": 1.2} if loss_fn == "ppo" else None)
+    msg = to_proto([td], loss_fn, config)
+    assert msg.loss_fn == loss_fn
+    if loss_fn == "ppo":
+        assert dict(msg.loss_fn_config) == pytest.approx({"clip_low_threshold": 0.8, "clip_high_threshold": 1.2})
+
+
+def test_datum_missing_input_or_nan_is_a_clear_error():
+    full = ModelInput.from_ints([1, 2, 3, 4])
+    d = make_datum(full, weights=np.ones(4, np.float32))
+    with pytest.raises(ValueError, match=r"needs loss_fn_inputs\[.logprobs.\]"):
+        te.to_tinker_datum(d, "importance_sampling")
+    bad = Datum(d.model_input, {"target_tokens": d.loss_fn_inputs["target_tokens"], "weights": np.array([1, np.nan, 1], np.float32)})
+    with pytest.raises(ValueError, match="NaN"):
+        te.to_tinker_datum(bad, "cross_entropy")
+    with pytest.raises(ConfigError, match="loss_fn"):
+        te.to_tinker_datum(d, "dpo")
+
+
+def test_loss_config_and_adam_mapping():
+    assert te.loss_fn_config("importance_sampling", None) is None
+    assert te.loss_fn_config("ppo", {"clip_low_threshold": 0.7}) == {"clip_low_threshold": 0.7}
+    with pytest.raises(ConfigError, match="clip_low_threshold"):
+        te.loss_fn_config("ppo", {"clip_eps": 0.2})
+    a = te.to_tinker_adam(AdamParams(learning_rate=3e-4, weight_decay=0.01))
+    assert isinstance(a, tinker.AdamParams)
+    assert (a.learning_rate, a.beta1, a.beta2, a.eps, a.weight_decay, a.grad_clip_norm) == (3e-4, 0.9, 0.95, 1e-8, 0.01, 0.0)
+    assert te.to_tinker_adam(AdamParams(1e-4, grad_clip_norm=1.0)).grad_clip_norm == 1.0
+
+
+# ---------------------------------------------------------------------------------------
+# Sampling
+
+
+def test_sampling_params_and_sequences():
+    sp = te.to_tinker_sampling_params(SampleParams(max_tokens=24, temperature=1.0, seed=7), default_stop=[IM_END])
+    assert isinstance(sp, tinker.SamplingParams)
+    assert (sp.max_tokens, sp.temperature, sp.top_p, sp.seed, list(sp.stop)) == (24, 1.0, 1.0, 7, [IM_END])
+    assert list(te.to_tinker_sampling_params(SampleParams(stop=("\n\n",)), [IM_END]).stop) == ["\n\n"]
+    with pytest.raises(ConfigError, match="mixes"):
+        te.to_tinker_sampling_params(SampleParams(stop=("x", 5)), [IM_END])
+
+    seq = tinker.SampledSequence(stop_reason="stop", sequence_id="s0", _tokens_list=[30, 31, IM_END], _logprobs_list=[-0.1, -0.2, -0.3])
+    ours = te.from_tinker_sequence(seq)
+    assert ours.tokens == (30, 31, IM_END) and ours.logprobs == (-0.1, -0.2, -0.3) and ours.stop_reason == "stop"
+    cut = tinker.SampledSequence(stop_reason="length", sequence_id="s1", _tokens_list=[30], _logprobs_list=[-0.1])
+    assert te.from_tinker_sequence(cut).stop_reason == "length"
+    with pytest.raises(te.GeospotTinkerError, match="logprobs"):
+        te.from_tinker_sequence(tinker.SampledSequence(stop_reason="stop", sequence_id="s2", _tokens_list=[1]))
+
+
+# ---------------------------------------------------------------------------------------
+# Start-up checks and the engine, against fake clients
+
+
+class Future:
+    def __init__(self, value=None, error=None, log=None, name=""):
+        self.value, self.error, self.log, self.name = value, error, log, name
+
+    def result(self, timeout=None):
+        if self.log is not None:
+            self.log.append(f"wait:{self.name}")
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def capabilities(*names):
+    return tinker.types.GetServerCapabilitiesResponse(
+        supported_models=[{"model_name": n, "trainable": True, "sampleable": True} for n in names]
+    )
+
+
+class FakeRest:
+    def __init__(self, caps=None, error=None):
+        self.caps, self.error = caps, error
+
+    def get_server_capabilities(self):
+        return Future(self.caps, self.error)
+
+
+def fb_output(datums):
+    outs = [{"logprobs": tinker.TensorData.from_numpy(np.full(d.model_input.length, -0.5, np.float32))} for d in datums]
+    return tinker.ForwardBackwardOutput(loss_fn_output_type="ArrayRecord", loss_fn_outputs=outs, metrics={"loss:sum": 1.5})
+
+
+class FakeTraining:
+    def __init__(self, log):
+        self.log = log
+        self.saved = []
+
+    def forward_backward(self, data, loss_fn, loss_fn_config=None):
+        self.log.append(f"submit:forward_backward:{loss_fn}")
+        self.last = (data, loss_fn, loss_fn_config)
+        return Future(fb_output(data), log=self.log, name="forward_backward")
+
+    def forward(self, data, loss_fn, loss_fn_config=None):
+        return Future(fb_output(data))
+
+    def optim_step(self, params):
+        self.log.append(f"submit:optim_step:{params.learning_rate}")
+        return Future(tinker.types.OptimStepResponse(metrics={"grad_norm": 0.3}), log=self.log, name="optim_step")
+
+    def save_weights_and_get_sampling_client(self):
+        self.log.append("refresh_sampler")
+        return Future(FakeSampler(self.log))
+
+    def save_state(self, name, overwrite=False):
+        self.saved.append(name)
+        return Future(tinker.types.SaveWeightsResponse(path=f"tinker://run-1/weights/{name}"))
+
+
+class FakeSampler:
+    def __init__(self, log):
+        self.log = log
+
+    def sample(self, prompt, num_samples, sampling_params):
+        self.log.append(f"submit:sample:{prompt.length}")
+        seqs = [
+            tinker.SampledSequence(stop_reason="stop", sequence_id=f"s{i}", _tokens_list=[30 + i, IM_END], _logprobs_list=[-0.1, -0.2])
+            for i in range(num_samples)
+        ]
+        return Future(tinker.types.SampleResponse(sequences=seqs), log=self.log, name="sample")
+
+
+class FakeService:
+    def __init__(self):
+        self.log = []
+        self.created = []
+
+    def create_lora_training_client(self, base_model, rank, seed=None):
+        self.created.append(("lora", base_model, rank))
+        return Future(FakeTraining(self.log))
+
+    def create_training_client_from_state_with_optimizer(self, path):
+        self.created.append(("state+optimizer", path))
+        return Future(FakeTraining(self.log))
+
+    def create_training_client_from_state(self, path):
+        self.created.append(("state", path))
+        return Future(FakeTraining(self.log))
+
+
+class FakeRenderer:
+    stop_token_ids = (IM_END,)
+
+
+KEY = {"TINKER_API_KEY": "tml-0123456789"}
+
+
+def engine(caps=None, rest_error=None, env=KEY, model=SERVED_VL, service=None, **kw):
+    cfg = EngineConfig(model_name=model, engine="tinker")
+    return te.TinkerEngine(
+        cfg,
+        renderer=FakeRenderer(),
+        service_client=service or FakeService(),
+        rest_client_factory=lambda: FakeRest(caps if caps is not None else capabilities(SERVED_VL, "Qwen/Qwen3-8B"), rest_error),
+        env=env,
+        **kw,
+    )
+
+
+def test_no_key_one_sentence(monkeypatch):
+    monkeypatch.setattr(te, "_stored_key", lambda: None)  # no `tinker auth login` record either
+    service = FakeService()
+    with pytest.raises(te.GeospotTinkerError, match="needs a Tinker API key: set TINKER_API_KEY") as e:
+        engine(env={}, service=service)
+    assert "\n" not in str(e.value) and not re.search(r"\.\s+[A-Z]", str(e.value))  # one sentence
+    assert service.created == []  # nothing was started
+    assert te.check_api_key({"TINKER_CREDENTIAL_CMD": "x"}, stored_key=lambda: None) == "TINKER_CREDENTIAL_CMD"
+    assert te.check_api_key({}, stored_key=lambda: "tml-stored") == "stored credentials"
+
+
+def test_malformed_key():
+    with pytest.raises(te.GeospotTinkerError, match="does not look like a Tinker key"):
+        engine(env={"TINKER_API_KEY": "sk-abc"})
+
+
+def test_bad_key_rejected_by_service():
+    req = httpx.Request("GET", "https://tinker.example/api/v1/get_server_capabilities")
+    err = tinker.AuthenticationError("invalid api key", response=httpx.Response(401, request=req), body=None)
+    service = FakeService()
+    with pytest.raises(te.GeospotTinkerError, match=r"rejected the API key \(HTTP 401\)"):
+        engine(rest_error=err, service=service)
+    assert service.created == []
+
+
+def test_network_down():
+    req = httpx.Request("GET", "https://tinker.example/api/v1/get_server_capabilities")
+    with pytest.raises(te.GeospotTinkerError, match="cannot reach the Tinker service"):
+        engine(rest_error=tinker.APIConnectionError(request=req))
+
+
+def test_network_down_with_the_real_sdk_client(monkeypatch):
+    """The real RestClient against a closed port: the SDK keeps retrying, we give up with one sentence."""
+    monkeypatch.setenv("TINKER_API_KEY", "tml-not-a-real-key")
+    cfg = EngineConfig(model_name=SERVED_VL, engine="tinker", tinker_base_url="http://127.0.0.1:9")
+    with pytest.raises(te.GeospotTinkerError, match=r"cannot reach the Tinker service at http://127.0.0.1:9"):
+        te.fetch_capabilities(cfg, timeout_s=2)
+
+
+def test_service_that_hangs_times_out():
+    class Hanging:
+        def get_server_capabilities(self):
+            import time
+
+            class F:
+                def result(self, timeout=None):
+                    time.sleep(5)
+
+            return F()
+
+    cfg = EngineConfig(model_name=SERVED_VL, engine="tinker")
+    with pytest.raises(te.GeospotTinkerError, match="cannot reach the Tinker service"):
+        te.TinkerEngine(cfg, renderer=FakeRenderer(), service_client=FakeService(), rest_client_factory=Hanging, env=KEY, connect_timeout_s=0.2)
+
+
+def test_model_must_be_served_vision_model():
+    with pytest.raises(ConfigError, match="is not a vision model on Tinker; vision models it serves: Qwen/Qwen3-VL-30B"):
+        engine(model="Qwen/Qwen3-8B")
+    with pytest.raises(ConfigError, match=r"is not served on Tinker; vision models it serves: Qwen/Qwen3-VL-30B-A3B-Instruct"):
+        engine(model="Qwen/Qwen2.5-VL-3B-Instruct")
+    with pytest.raises(ConfigError, match="LoRA adapters only"):
+        te.TinkerEngine(EngineConfig(model_name=SERVED_VL, engine="tinker", lora_rank=0), env=KEY)
+
+
+def test_served_vision_models_smallest_first():
+    caps = capabilities("Qwen/Qwen3-VL-235B-A22B-Instruct", "Qwen/Qwen3-8B", "Qwen/Qwen3-VL-30B-A3B-Instruct")
+    assert te.served_vision_models(caps) == ["Qwen/Qwen3-VL-30B-A3B-Instruct", "Qwen/Qwen3-VL-235B-A22B-Instruct"]
+
+
+def test_train_step_submits_both_before_waiting():
+    eng = engine()
+    full = ModelInput.from_ints([1, 2, 3, 4, 5])
+    d = make_datum(full, weights=np.array([0, 0, 1, 1, 1], np.float32))
+    res = eng.train_step([d, d], "cross_entropy", AdamParams(learning_rate=2e-4))
+    log = eng.service.log
+    assert log == ["submit:forward_backward:cross_entropy", "submit:optim_step:0.0002", "wait:forward_backward", "wait:optim_step"]
+    assert len(res.logprobs) == 2 and res.logprobs[0].shape == (4,)
+    assert res.metrics["loss"] == 1.5 and res.metrics["optim/grad_norm"] == pytest.approx(0.3)
+    assert eng.steps == 1
+
+
+def test_sampler_refreshed_after_each_optimizer_step():
+    eng = engine()
+    prompt = ModelInput.from_ints([1, 2, 3])
+    out = eng.sample([prompt, prompt.append_tokens([4])], 2, SampleParams(max_tokens=4))
+    assert [len(g) for g in out] == [2, 2] and out[0][1].tokens == (31, IM_END)
+    log = eng.service.log
+    assert log == ["refresh_sampler", "submit:sample:3", "submit:sample:4", "wait:sample", "wait:sample"]
+    eng.sample([prompt], 1, SampleParams())
+    assert log.count("refresh_sampler") == 1  # no step since: same weights, same sampler
+    d = make_datum(ModelInput.from_ints([1, 2, 3]), logprobs=np.zeros(3, np.float32), advantages=np.array([0, 1, 1], np.float32))
+    eng.forward_backward([d], "importance_sampling")
+    eng.optim_step(AdamParams(1e-4))
+    eng.sample([prompt], 1, SampleParams())
+    assert log.count("refresh_sampler") == 2
+
+
+def test_save_and_load_state_roundtrip(tmp_path):
+    eng = engine()
+    path = tmp_path / "checkpoints" / ".tmp-40-123" / "engine"
+    uri = eng.save_state(str(path))
+    assert uri == "tinker://run-1/weights/step-000040"
+    rec = json.loads((path / "tinker.json").read_text())
+    assert rec["tinker_path"] == uri and rec["base_model"] == SERVED_VL and rec["lora_rank"] == 32
+    eng.load_state(str(path), with_optimizer=True)
+    eng.load_state(uri, with_optimizer=False)
+    assert eng.service.created[1:] == [("state+optimizer", uri), ("state", uri)]
+    with pytest.raises(te.GeospotTinkerError, match="not a Tinker checkpoint"):
+        eng.load_state(str(tmp_path), with_optimizer=True)
+    with pytest.raises(te.GeospotTinkerError, match="cannot merge"):
+        eng.export(str(tmp_path / "export"), merged=True)
+    assert eng.export(str(tmp_path / "export")).startswith("tinker://")
+    assert "tinker checkpoint download" in (tmp_path / "export" / "tinker.json").read_text()
+
+
+def test_make_engine_builds_tinker_engine_lazily(monkeypatch):
+    """engine=tinker in EngineConfig reaches this class through make_engine."""
+    engines = pytest.importorskip("geospot.engines")
+    if not hasattr(engines, "make_engine"):
+        pytest.skip("geospot.engines.make_engine is not there yet (engine helper)")
+    monkeypatch.setenv("TINKER_API_KEY", "")
+    monkeypatch.delenv("TINKER_CREDENTIAL_CMD", raising=False)
+    monkeypatch.setattr(te, "_stored_key", lambda: None)
+    with pytest.raises(te.GeospotTinkerError, match="TINKER_API_KEY"):
+        engines.make_engine(EngineConfig(model_name=SERVED_VL, engine="tinker"))
+
+
+# ---------------------------------------------------------------------------------------
+# With the real renderer on the tiny offline models: one renderer, two outputs
+
+
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def renderer(request):
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return te.default_renderer(EngineConfig(model_name=f"tiny:{request.param}", engine="tinker", max_pixels=112 * 112))
+
+
+def photo(seed=0, w=150, h=100):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))
+
+
+def hf_style_ids(renderer, messages, add_generation_prompt):
+    """What the HF processor feeds the model: the template text with each image pad
+    repeated expected_tokens times, tokenised — independent of our chunking."""
+    from geospot.engines.rendering import IMAGE_PAD
+
+    text = renderer.tokenizer.apply_chat_template(
+        [{**m, "content": [({"type": "image"} if p.get("type") == "image" else p) for p in m["content"]]} for m in messages],
+        tokenize=False,
+        add_generation_prompt=add_generation_prompt,
+    )
+    images = [p["image"] for m in messages for p in m["content"] if p.get("type") == "image"]
+    pieces = text.split(IMAGE_PAD)
+    assert len(pieces) == len(images) + 1
+    out = pieces[0]
+    for img, rest in zip(images, pieces[1:]):
+        out += IMAGE_PAD * renderer.image_processor.num_tokens(renderer.image_processor.resize(img, renderer.max_pixels)) + rest
+    return renderer.tokenizer(out, add_special_tokens=False)["input_ids"]
+
+
+def test_rendered_single_turn_same_tokens_both_engines(renderer):
+    from geospot.prompts import SINGLE_TURN_PROMPT, assistant_message, format_answer, user_message
+
+    img = photo()
+    messages = [user_message(img, SINGLE_TURN_PROMPT), assistant_message(format_answer(48.86, 2.35))]
+    ours, weights_T = renderer.supervised_example(messages)
+    tmi = te.to_tinker_model_input(ours)
+
+    local = renderer.tokens_of(ours).tolist()  # what the local engine embeds
+    assert te.flat_tokens(tmi, renderer.image_pad_id) == local == hf_style_ids(renderer, messages, False)
+    assert tmi.length == ours.length == len(local)
+    (ic,) = [c for c in tmi.chunks if c.type == "image"]
+    (oc,) = ours.images()
+    t, h, w = oc.grid_thw
+    assert ic.expected_tokens == t * h * w // renderer.image_processor.merge_size**2
+    assert Image.open(io.BytesIO(ic.data)).size == oc.image.size
+    # Chunk order: text (..<|vision_start|>), image, text (<|vision_end|>..).
+    assert [c.type for c in tmi.chunks] == ["encoded_text", "image", "encoded_text"]
+    vocab = renderer.tokenizer.get_vocab()
+    assert tmi.chunks[0].tokens[-1] == vocab["<|vision_start|>"] and tmi.chunks[2].tokens[0] == vocab["<|vision_end|>"]
+
+    datum = make_datum(ours, weights=weights_T)
+    td = te.to_tinker_datum(datum, "cross_entropy")
+    tgt = td.loss_fn_inputs["target_tokens"].to_numpy()
+    w = td.loss_fn_inputs["weights"].to_numpy()
+    assert len(tgt) == len(w) == td.model_input.length == ours.length - 1
+    answer = renderer.tokenizer(format_answer(48.86, 2.35), add_special_tokens=False)["input_ids"]
+    assert renderer.decode(tgt[w > 0].tolist()) == format_answer(48.86, 2.35)
+    assert tgt[w > 0].tolist()[-1] == renderer.end_of_turn_id and int(w.sum()) >= len(answer)
+
+    prompt = renderer.generation_prompt(messages[:1])
+    assert te.flat_tokens(te.to_tinker_model_input(prompt), renderer.image_pad_id) == hf_style_ids(renderer, messages[:1], True)
+
+
+def test_rendered_telescoping_trajectory(renderer):
+    from geospot.prompts import TELESCOPING_PROMPTS, user_message
+
+    tok = renderer.tokenizer
+    img = photo(seed=5)
+    obs = [renderer.generation_prompt([user_message(img, TELESCOPING_PROMPTS[0])])]
+    answers = ["Latitude: 40.0\nLongitude: 0.0", "Latitude: 45.50\nLongitude: 2.10", "Latitude: 48.86\nLongitude: 2.35"]
+    acts = [tok(a, add_special_tokens=False)["input_ids"] + [renderer.end_of_turn_id] for a in answers]
+    acts[1] = acts[1][:-1]  # a turn cut by max_tokens: the renderer appends the end-of-turn itself
+    for turn in (1, 2):
+        follow = user_message(None, TELESCOPING_PROMPTS[turn].format(prev="(1.0, 2.0)"))
+        obs.append(renderer.continuation(obs[-1], acts[turn - 1], [follow]))
+    full = obs[-1].append_tokens(acts[-1])
+    lp_T = np.zeros(full.length, np.float32)
+    adv_T = np.zeros(full.length, np.float32)
+    for o, a, A in zip(obs, acts, (0.3, -0.2, 0.9)):
+        assert renderer.tokens_of(full)[o.length : o.length + len(a)].tolist() == a  # sampled tokens kept verbatim
+        lp_T[o.length : o.length + len(a)] = -0.25
+        adv_T[o.length : o.length + len(a)] = A
+
+    td = te.to_tinker_datum(make_datum(full, logprobs=lp_T, advantages=adv_T), "importance_sampling")
+    assert [c.type for c in td.model_input.chunks] == ["encoded_text", "image", "encoded_text"]
+    assert te.flat_tokens(td.model_input, renderer.image_pad_id) == renderer.tokens_of(full).tolist()[:-1]
+    tgt = td.loss_fn_inputs["target_tokens"].to_numpy()
+    adv = td.loss_fn_inputs["advantages"].to_numpy()
+    lp = td.loss_fn_inputs["logprobs"].to_numpy()
+    assert len(tgt) == len(adv) == len(lp) == td.model_input.length
+    for o, a, A in zip(obs, acts, (0.3, -0.2, 0.9)):
+        s = o.length - 1
+        assert tgt[s : s + len(a)].tolist() == a and np.all(adv[s : s + len(a)] == np.float32(A))
+    assert np.count_nonzero(adv) == sum(map(len, acts)) == np.count_nonzero(lp)
+    # The appended end-of-turn after the cut turn is context, not an action: no advantage.
+    s1 = obs[1].length - 1
+    assert tgt[s1 + len(acts[1])] == renderer.end_of_turn_id and adv[s1 + len(acts[1])] == 0
+
+
+def test_local_engine_and_tinker_engine_render_the_same_sequence():
+    """The local engine's renderer (from its loaded model) and the Tinker engine's (from the
+    same model id, without weights) give the same ModelInput, hence the same tokens."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from geospot.engines.local import LocalEngine
+    from geospot.prompts import TELESCOPING_PROMPTS, user_message
+
+    cfg = EngineConfig(model_name="tiny:qwen2_5_vl", engine="local", max_pixels=112 * 112)
+    local = LocalEngine(cfg)
+    remote_renderer = te.default_renderer(cfg)
+    messages = [user_message(photo(9), TELESCOPING_PROMPTS[0])]
+    a = local.renderer.generation_prompt(messages)
+    b = remote_renderer.generation_prompt(messages)
+    assert local.renderer.tokens_of(a).tolist() == te.flat_tokens(te.to_tinker_model_input(b), remote_renderer.image_pad_id)
+    assert [c.grid_thw for c in a.images()] == [c.grid_thw for c in b.images()]

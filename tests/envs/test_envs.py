@@ -1,0 +1,84 @@
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from geospot.data.types import Sample
+from geospot.envs.rewards import GeoScoreReward, KernelReward
+from geospot.envs.single_turn import SingleTurnEnv, SingleTurnGroupBuilder
+from geospot.envs.telescoping import TelescopingEnv, TelescopingGroupBuilder, turn_prompt
+from geospot.geo import haversine_km
+from geospot.prompts import TELESCOPING_PROMPTS, format_answer
+from geospot.rl.testing import EOT, CharRenderer, text_of
+
+SAMPLE = Sample(id="s0", image=Image.new("RGB", (8, 8)), lat=10.0, lon=20.0)
+R = CharRenderer()
+
+
+def toks(text):
+    return [ord(c) for c in text] + [EOT]
+
+
+def test_reward_objects_hand_worked():
+    assert KernelReward(100.0)(100.0) == pytest.approx(math.exp(-1))
+    assert KernelReward(25.0)(0.0) == 1.0
+    assert GeoScoreReward()(1492.7) == pytest.approx(math.exp(-1), rel=1e-6)
+    with pytest.raises(ValueError, match="tau_km"):
+        KernelReward(0.0)
+
+
+def test_single_turn_kernel_reward_and_format_penalty():
+    env = SingleTurnEnv(SAMPLE, R, KernelReward(500.0))
+    assert "#" in text_of(env.initial_observation())  # the image is in the prompt
+    res = env.step(toks(format_answer(12.0, 21.0)))
+    d = haversine_km(12.0, 21.0, 10.0, 20.0)
+    assert res.done and res.next_observation is None
+    assert res.reward == pytest.approx(math.exp(-d / 500.0))
+    assert res.metrics["distance_km"] == pytest.approx(d)
+    with pytest.raises(RuntimeError):
+        env.step(toks("again"))
+    bad = SingleTurnEnv(SAMPLE, R, KernelReward(500.0), format_penalty=-0.25)
+    bad.initial_observation()
+    res = bad.step(toks("somewhere nice"))
+    assert res.done and res.reward == -0.25 and res.metrics["parsed"] == 0.0
+    assert len(SingleTurnGroupBuilder(SAMPLE, R, KernelReward(1.0)).make_envs(4)) == 4
+
+
+def test_telescoping_rewards_sum_to_final_score_and_prompts_show_rounded_guess():
+    env = TelescopingEnv(SAMPLE, R, GeoScoreReward())
+    obs0 = env.initial_observation()
+    guesses = [(30.06, 40.04), (12.34, 22.35), (10.5, 20.5)]
+    rewards, obs = [], obs0
+    for t, (lat, lon) in enumerate(guesses):
+        action = toks(format_answer(lat, lon))
+        res = env.step(action)
+        rewards.append(res.reward)
+        if t < 2:
+            # next observation = previous observation + sampled tokens + the new user turn
+            nxt = text_of(res.next_observation)
+            assert nxt.startswith(text_of(obs) + format_answer(lat, lon) + "|")
+            obs = res.next_observation
+    assert res.done and res.next_observation is None
+    prompts = text_of(obs)
+    assert "(30.1, 40.0)" in prompts  # turn 2 shows the coarse guess with 1 decimal
+    assert "(12.34, 22.35)" in prompts  # turn 3 shows the refined guess with 2 decimals
+    s = [GeoScoreReward()(haversine_km(a, b, 10.0, 20.0)) for a, b in guesses]
+    np.testing.assert_allclose(rewards, [s[0], s[1] - s[0], s[2] - s[1]], atol=1e-12)
+    assert sum(rewards) == pytest.approx(s[2])  # the return is the final score
+
+
+def test_telescoping_format_break_ends_episode_with_penalty_as_return():
+    env = TelescopingEnv(SAMPLE, R, KernelReward(1000.0), format_penalty=-0.1)
+    env.initial_observation()
+    r1 = env.step(toks(format_answer(11.0, 20.0))).reward
+    res = env.step(toks("no idea"))
+    assert res.done and res.metrics["parsed"] == 0.0
+    assert r1 + res.reward == pytest.approx(-0.1)
+
+
+def test_turn_prompt_and_group_builder():
+    assert turn_prompt(TELESCOPING_PROMPTS, 0, None) == TELESCOPING_PROMPTS[0]
+    assert "(1.2, 3.5)" in turn_prompt(TELESCOPING_PROMPTS, 1, (1.23, 3.456))
+    envs = TelescopingGroupBuilder(SAMPLE, R, prompts=TELESCOPING_PROMPTS[:2]).make_envs(3)
+    assert len(envs) == 3 and envs[0].num_turns == 2

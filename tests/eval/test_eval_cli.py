@@ -1,0 +1,125 @@
+"""geospot eval / predict on the OSV-5M samples with a scripted engine (fast), plus
+the resume and `geospot score` agreement checks."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eval_fakes import ScriptedEngine
+from geospot.config import ConfigError
+from geospot.eval import cli
+from geospot.eval import predictions as io
+from geospot.eval.loading import LoadedModel
+
+OSV = Path("/work/shared/data/osv5m-samples")
+pytestmark = pytest.mark.skipif(not OSV.exists(), reason="needs the shared OSV-5M samples")
+
+
+def by_pixels(image, text, turn, j):
+    """A deterministic 'model': coordinates from image statistics; dark images unparsed."""
+    a = np.asarray(image.convert("L").resize((8, 8)), dtype=float)
+    if a.mean() < 60:
+        return "I cannot tell."
+    return f"Latitude: {a.mean() / 255 * 140 - 70:.3f}\nLongitude: {a.std() / 100 * 340 - 170:.3f}"
+
+
+def cfg(tmp_path, **kw):
+    base = dict(model="fake", data=str(OSV), out=str(tmp_path / "run"), batch_size=2, geocoder="reverse")
+    return cli.EvalConfig(**{**base, **kw})
+
+
+def test_eval_numbers_equal_geospot_score(tmp_path, capsys):
+    from geospot.geo.cli import score_main
+
+    summary = cli.run_eval(cfg(tmp_path), engine=ScriptedEngine(by_pixels))
+    m = summary["metrics"]
+    assert m["n"] == 8
+    run = tmp_path / "run"
+    assert json.loads((run / "summary.json").read_text())["metrics"]["n"] == 8
+    rows = (run / "predictions.csv").read_text().splitlines()
+    assert rows[0].startswith("id,latitude,longitude,raw_text")
+    capsys.readouterr()
+    assert score_main(["--pred", str(run / "predictions.csv"), "--truth", str(run / "truth.csv"), "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert set(scored) <= set(m)
+    for k, v in scored.items():
+        if v is None:
+            assert not math.isfinite(m[k]), k
+        else:
+            assert m[k] == pytest.approx(v, rel=1e-12), k
+
+
+def test_interrupted_eval_resumes_without_recomputing(tmp_path):
+    class Killed(Exception):
+        pass
+
+    class Dying(ScriptedEngine):
+        def sample(self, prompts, k, params):
+            if self.calls == 2:  # killed while the third batch runs
+                raise Killed()
+            return super().sample(prompts, k, params)
+
+    with pytest.raises(Killed):
+        cli.run_eval(cfg(tmp_path), engine=Dying(by_pixels))
+    done = io.read_predictions(tmp_path / "run" / "predictions.csv")
+    assert len(done) == 4
+    # a torn half row from the kill is dropped, not read
+    with open(tmp_path / "run" / "predictions.csv", "a") as f:
+        f.write('999,12.5,')
+    again = ScriptedEngine(by_pixels)
+    summary = cli.run_eval(cfg(tmp_path), engine=again)
+    assert again.calls == 2 and again.prompts_seen == 4  # only the 4 unfinished images
+    assert summary["evaluated_now"] == 4
+    assert not set(again.ids_seen) & {p.id for p in done}
+    fresh = cli.run_eval(cfg(tmp_path, out=str(tmp_path / "fresh")), engine=ScriptedEngine(by_pixels))
+    assert json.dumps(summary["metrics"]) == json.dumps(fresh["metrics"])
+    # a finished run reruns for free
+    idle = ScriptedEngine(by_pixels)
+    cli.run_eval(cfg(tmp_path), engine=idle)
+    assert idle.calls == 0
+    # a different config into the same folder is refused, naming the key
+    with pytest.raises(ConfigError, match="env_type"):
+        cli.run_eval(cfg(tmp_path, env_type="telescoping"), engine=idle)
+
+
+def test_eval_main_prints_table_and_json(tmp_path, capsys, monkeypatch):
+    import geospot.eval.loading as loading
+
+    monkeypatch.setattr(loading, "load_model", lambda model, **kw: LoadedModel(ScriptedEngine(by_pixels), model, model))
+    out = str(tmp_path / "a")
+    assert cli.eval_main([f"model=x", f"data={OSV}", f"out={out}", "greedy", "geocoder=none", "n=3"]) == 0
+    text = capsys.readouterr().out
+    assert "median km" in text and "predictions:" in text
+    assert cli.eval_main([f"model=x", f"data={OSV}", f"out={tmp_path / 'b'}", "--json", "geocoder=none",
+                          "env_type=telescoping"]) == 0
+    js = json.loads(capsys.readouterr().out)
+    assert js["metrics"]["n"] == 8 and js["env_type"] == "telescoping" and js["metrics"]["country_acc"] is None
+    # compare the two runs
+    assert cli.eval_main(["--compare", out, str(tmp_path / "b")]) == 0
+    table = capsys.readouterr().out
+    assert "| a " in table and "| b " in table and "*" in table
+    # errors are one line and exit 2
+    assert cli.eval_main(["model=x"]) == 2
+    assert "data=" in capsys.readouterr().err
+    assert cli.eval_main(["model=x", f"data={OSV}", "samples=-1"]) == 2
+    assert cli.eval_main(["model=x", "data=nosuchkind:abc"]) == 2
+
+
+def test_predict_prints_one_line_per_image_and_a_map(tmp_path, capsys):
+    page = tmp_path / "map.html"
+    rc = cli.predict_main(["model=fake", str(OSV / "unlabeled"), "--map", str(page)], engine=ScriptedEngine(by_pixels))
+    assert rc == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 12
+    names = sorted(p.name for p in (OSV / "unlabeled").iterdir())
+    assert [Path(l.split("\t")[0]).name for l in lines] == names
+    html = page.read_text()
+    assert html.count("<tr>") == 13 and "<script" not in html
+    rc = cli.predict_main(["model=fake", str(OSV / "unlabeled"), "--json", "env_type=telescoping"], engine=ScriptedEngine(by_pixels))
+    rows = [json.loads(l) for l in capsys.readouterr().out.strip().splitlines()]
+    assert len(rows) == 12 and all(len(r["turns"]) in (1, 3) for r in rows)
+    parsed = [r for r in rows if r["latitude"] is not None]
+    assert parsed and all(r["country"] for r in parsed)

@@ -1,0 +1,66 @@
+"""`geospot score`."""
+
+import csv
+import json
+
+import pytest
+
+from geospot.cli import main
+from geospot.geo.cli import score_main
+
+
+def test_scores_shared_samples_against_themselves(capsys, geocoder, osv5m_labels):
+    assert main(["score", "--pred", str(osv5m_labels), "--truth", str(osv5m_labels), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert len(out.strip().splitlines()) == 1
+    m = json.loads(out)
+    assert m["n"] == 8 and m["parsed"] == 1.0 and m["median_km"] == 0.0 and m["mean_km"] == 0.0
+    for key in ("acc_1km", "acc_25km", "acc_200km", "acc_750km", "acc_2500km", "country_acc", "region_acc", "city_acc"):
+        assert m[key] == 1.0, key
+
+
+def write(path, rows):
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return str(path)
+
+
+@pytest.fixture
+def truth(tmp_path):
+    return write(tmp_path / "truth.csv", [["id", "latitude", "longitude", "country"], ["a", "0", "0", "X"], ["b", "0", "0", "X"]])
+
+
+def test_unparsed_and_table(tmp_path, truth, capsys):
+    pred = write(tmp_path / "pred.csv", [["id", "latitude", "longitude"], ["b", "", ""], ["a", "0", "0.5"]])
+    assert score_main(["--pred", pred, "--truth", truth, "--json", "--no-labels"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["parsed"] == 0.5 and m["mean_km"] is None  # inf -> null in strict JSON
+    assert m["acc_200km"] == 0.5 and m["country_acc"] is None
+    assert score_main(["--pred", pred, "--truth", truth, "--no-labels"]) == 0
+    assert "unparsed answers count as misses" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("rows,needle", [
+    ([["id", "latitude", "longitude"], ["a", "0", "0"]], "missing from"),
+    ([["id", "latitude", "longitude"], ["a", "0", "0"], ["b", "0", "0"], ["c", "0", "0"]], "not in"),
+    ([["id", "lat", "longitude"], ["a", "0", "0"], ["b", "0", "0"]], "row 1 (header): missing column(s) latitude"),
+    ([["id", "latitude", "longitude"], ["a", "0", "0"], ["b", "1", "east"]], "row 3, column 'longitude': 'east' is not a number"),
+    ([["id", "latitude", "longitude"], ["a", "0", "0"], ["b", "91", "0"]], "row 3, column 'latitude'"),
+    ([["id", "latitude", "longitude"], ["a", "0", "0"], ["a", "0", "0"]], "row 3, column 'id': duplicate id"),
+    ([["id", "latitude", "longitude"], ["a", "0", "0"], ["b", "1", ""]], "row 3, column 'longitude': blank"),
+])
+def test_bad_pred_files(tmp_path, truth, capsys, rows, needle):
+    pred = write(tmp_path / "pred.csv", rows)
+    assert score_main(["--pred", pred, "--truth", truth, "--no-labels"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err
+    if "row" in needle:
+        assert "pred.csv" in err
+
+
+def test_blank_truth_and_missing_file(tmp_path, capsys):
+    truth = write(tmp_path / "truth.csv", [["id", "latitude", "longitude"], ["a", "", "0"]])
+    assert score_main(["--pred", truth, "--truth", truth, "--no-labels"]) == 2
+    assert "truth.csv: row 2, column 'latitude': blank" in capsys.readouterr().err
+    assert score_main(["--pred", str(tmp_path / "nope.csv"), "--truth", truth]) == 2
+    assert "nope.csv: cannot open" in capsys.readouterr().err

@@ -1,0 +1,49 @@
+from dataclasses import dataclass
+from typing import Literal
+
+import pytest
+
+from geospot.config import ConfigError, help_text, markdown_table, option, parse_overrides
+
+
+@dataclass(frozen=True)
+class Demo:
+    lr: float = option(1e-3, "learning rate")
+    steps: int = option(10, "number of steps")
+    name: str = option("x", "a name")
+    flag: bool = option(False, "a flag")
+    mode: Literal["a", "b"] = option("a", "a choice")
+    path: str | None = option(None, "optional path")
+    sizes: tuple[int, ...] = option((1, 2), "a list")
+
+    def validate(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"lr={self.lr} must be > 0")
+
+
+def test_parse_types():
+    cfg = parse_overrides(Demo, ["lr=2e-3", "steps=5", "flag=true", "mode=b", "path=none", "sizes=3,4,5"])
+    assert cfg == Demo(lr=2e-3, steps=5, flag=True, mode="b", path=None, sizes=(3, 4, 5))
+
+
+def test_unknown_key_names_key_and_suggests():
+    with pytest.raises(ConfigError, match=r"unknown config key 'step'.*did you mean 'steps'"):
+        parse_overrides(Demo, ["step=3"])
+
+
+def test_bad_values_name_the_key():
+    with pytest.raises(ConfigError, match=r"steps='three' is not a valid int"):
+        parse_overrides(Demo, ["steps=three"])
+    with pytest.raises(ConfigError, match=r"mode='c' is not one of a, b"):
+        parse_overrides(Demo, ["mode=c"])
+    with pytest.raises(ConfigError, match=r"lr=-1.0 must be > 0"):
+        parse_overrides(Demo, ["lr=-1"])
+    with pytest.raises(ConfigError, match="not key=value"):
+        parse_overrides(Demo, ["steps"])
+
+
+def test_help_lists_every_key_with_default_and_meaning():
+    text = help_text(Demo)
+    for key, meaning in [("lr=0.001", "learning rate"), ("steps=10", "number of steps"), ("mode=a", "a choice")]:
+        assert key in text and meaning in text
+    assert markdown_table(Demo).count("\n") == 2 + 7 - 1

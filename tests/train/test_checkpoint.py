@@ -1,0 +1,89 @@
+import json
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from geospot.train.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    read_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+
+
+class FakeEngine:
+    """Stores one tensor; save_state writes a folder like the local engine does."""
+
+    def __init__(self, value=0.0):
+        self.w = torch.tensor([value])
+        self.loaded = None
+
+    def save_state(self, path):
+        os.makedirs(path, exist_ok=True)
+        torch.save(self.w, os.path.join(path, "w.pt"))
+        return path
+
+    def load_state(self, path, with_optimizer=True):
+        self.w = torch.load(os.path.join(path, "w.pt"))
+        self.loaded = (path, with_optimizer)
+
+
+def test_save_then_load_restores_everything(tmp_path):
+    eng = FakeEngine(1.5)
+    torch.manual_seed(0)
+    p = save_checkpoint(tmp_path, 7, eng, data_state={"cursor": np.int64(42)}, loop_state={"best": 1.0})
+    assert p == tmp_path / "checkpoints" / "7" and (p / "engine" / "w.pt").exists()
+    after = (random.random(), np.random.rand(), torch.rand(2).tolist())
+
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    fresh = FakeEngine(0.0)
+    ck = load_checkpoint(p, fresh)
+    assert fresh.w.item() == 1.5 and fresh.loaded == (str(p / "engine"), True)
+    assert ck.step == 7 and ck.data_state == {"cursor": 42} and ck.loop_state == {"best": 1.0}
+    assert (random.random(), np.random.rand(), torch.rand(2).tolist()) == after
+
+
+def test_latest_ignores_temp_and_torn_folders(tmp_path):
+    eng = FakeEngine()
+    for s in (2, 10, 4):
+        save_checkpoint(tmp_path, s, eng)
+    (tmp_path / "checkpoints" / ".tmp-12-999").mkdir()  # killed mid-save
+    (tmp_path / "checkpoints" / "11").mkdir()  # no state.json
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["2", "4", "10"]
+    assert latest_checkpoint(tmp_path).name == "10"
+    assert resolve_checkpoint(tmp_path).name == "10"
+    assert resolve_checkpoint(tmp_path / "checkpoints" / "4").name == "4"
+
+
+def test_keep_last_and_resave_same_step(tmp_path):
+    eng = FakeEngine(1.0)
+    for s in range(4):
+        save_checkpoint(tmp_path, s, eng, keep_last=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["2", "3"]
+    eng.w = torch.tensor([5.0])
+    save_checkpoint(tmp_path, 3, eng, keep_last=2)
+    fresh = FakeEngine()
+    load_checkpoint(tmp_path / "checkpoints" / "3", fresh)
+    assert fresh.w.item() == 5.0
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "3"]
+
+
+def test_remote_engine_path_kept_verbatim(tmp_path):
+    class Remote(FakeEngine):
+        def save_state(self, path):
+            return "tinker://run-1/weights/0003"
+
+    save_checkpoint(tmp_path, 3, Remote())
+    assert read_checkpoint(tmp_path / "checkpoints" / "3").engine_path == "tinker://run-1/weights/0003"
+
+
+def test_missing_checkpoint_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        resolve_checkpoint(tmp_path)
+    with pytest.raises(FileNotFoundError, match="state.json"):
+        read_checkpoint(tmp_path)

@@ -1,0 +1,103 @@
+import io
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from geospot.config import ConfigError
+from geospot.train.common import (
+    JsonlWriter,
+    Progress,
+    format_duration,
+    prepare_log_dir,
+    read_config,
+    read_jsonl,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    write_config,
+)
+
+
+def test_new_and_empty_dirs_are_fresh(tmp_path):
+    p, resuming = prepare_log_dir(tmp_path / "a" / "b", "raise")
+    assert p.is_dir() and not resuming
+    p, resuming = prepare_log_dir(p, "raise")  # still empty
+    assert not resuming
+
+
+def test_existing_dir_raise_names_key(tmp_path):
+    (tmp_path / "x.txt").write_text("x")
+    with pytest.raises(ConfigError, match=r"behavior_if_log_dir_exists=resume"):
+        prepare_log_dir(tmp_path, "raise")
+
+
+def test_existing_dir_resume_and_delete(tmp_path):
+    (tmp_path / "x.txt").write_text("x")
+    assert prepare_log_dir(tmp_path, "resume") == (tmp_path, True)
+    assert (tmp_path / "x.txt").exists()
+    assert prepare_log_dir(tmp_path, "delete") == (tmp_path, False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ask_never_prompts_without_terminal(tmp_path):
+    (tmp_path / "x.txt").write_text("x")
+
+    def no_prompt(_):
+        raise AssertionError("prompted without a terminal")
+
+    with pytest.raises(ConfigError, match="already holds a run"):
+        prepare_log_dir(tmp_path, "ask", ask=no_prompt, isatty=lambda: False)
+    # with a terminal, the answer decides
+    assert prepare_log_dir(tmp_path, "ask", ask=lambda _: "r", isatty=lambda: True) == (tmp_path, True)
+    with pytest.raises(ConfigError):
+        prepare_log_dir(tmp_path, "ask", ask=lambda _: "q", isatty=lambda: True)
+
+
+def test_log_path_that_is_a_file(tmp_path):
+    f = tmp_path / "f"
+    f.write_text("")
+    with pytest.raises(ConfigError, match="log_path"):
+        prepare_log_dir(f, "resume")
+
+
+def test_config_json_roundtrip(tmp_path):
+    write_config(tmp_path, "sft", {"lr": 1e-3, "n": np.int64(3), "t": (1, 2)})
+    cfg = read_config(tmp_path)
+    assert cfg["kind"] == "sft" and cfg["config"] == {"lr": 1e-3, "n": 3, "t": [1, 2]}
+
+
+def test_rng_state_roundtrip():
+    seed_everything(3)
+    state = rng_state()
+    a = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
+
+
+def test_progress_line_and_eta():
+    out = io.StringIO()
+    prog = Progress(total_steps=10, stream=out, every=5)
+    prog.t0 -= 4.0  # pretend 4 s passed over 2 steps -> 2 s/step, 8 left -> 16 s
+    text = prog.update(1, {"loss": 1.23456, "tok_per_s": 1234.5})
+    assert text.startswith("step 2/10 | loss 1.235 | 1,234 tok/s | eta 00:1")
+    assert out.getvalue() == ""  # not a terminal: prints every 5th step only
+    prog.update(4, {"loss": 1.0})
+    assert out.getvalue().startswith("step 5/10")
+    assert format_duration(3725) == "1:02:05" and format_duration(float("nan")) == "--:--"
+
+
+def test_jsonl_writer_truncates_on_resume(tmp_path):
+    w = JsonlWriter(tmp_path / "metrics.jsonl")
+    for s in range(5):
+        w.log_step(s, {"loss": float(s)})
+    w.close()
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "lo')  # torn line from a SIGKILL
+    w = JsonlWriter(tmp_path / "metrics.jsonl")
+    w.truncate_after(2)
+    w.log_step(3, {"loss": 9.0})
+    w.close()
+    assert [(r["step"], r["loss"]) for r in read_jsonl(tmp_path / "metrics.jsonl")] == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 9.0)]

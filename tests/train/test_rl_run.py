@@ -1,0 +1,128 @@
+"""GRPO end to end on a tiny offline model: the seed's command from an SFT checkpoint, and
+SIGKILL + resume ending with the same weights as an uninterrupted run."""
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from geospot.train.checkpoint import latest_checkpoint, list_checkpoints
+from geospot.train.common import read_config, read_jsonl
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = "synthetic:n=256,size=56,seed=0"
+
+
+def _env():
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    env.pop("WANDB_PROJECT", None)
+    return env
+
+
+def _rl(*args):
+    return [sys.executable, "-m", "geospot.train_rl", *map(str, args)]
+
+
+def _tensors(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    out: dict[str, torch.Tensor] = {}
+
+    def walk(prefix, obj):
+        if isinstance(obj, torch.Tensor):
+            out[prefix] = obj
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(f"{prefix}/{k}", v)
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                walk(f"{prefix}/{i}", v)
+
+    for f in sorted(folder.rglob("*")):
+        rel = str(f.relative_to(folder))
+        if f.suffix == ".safetensors":
+            walk(rel, load_file(str(f)))
+        elif f.suffix in (".pt", ".bin"):
+            walk(rel, torch.load(f, weights_only=False, map_location="cpu"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory):
+    """A 2-step SFT run with a LoRA adapter: enough to test loading, not to learn."""
+    from geospot.train.sft import SFTConfig, train
+
+    log = tmp_path_factory.mktemp("sft") / "run"
+    train(SFTConfig(model_name="tiny:qwen2_5_vl:tiny", lora_rank=4, data=DATA, eval_n=0, max_steps=2, batch_size=2,
+                    save_every=0, prompt_style="both", log_path=str(log), behavior_if_log_dir_exists="raise"),
+          stderr=io.StringIO())
+    return log
+
+
+def test_seed_command_telescoping_from_sft_checkpoint(sft_run, tmp_path):
+    log = tmp_path / "rl"
+    proc = subprocess.run(
+        _rl("env_type=telescoping", f"load_checkpoint_path={sft_run}", f"data={DATA}", f"log_path={log}",
+            "max_steps=2", "batch_size=2", "group_size=2", "eval_n=2", "eval_every=2", "max_tokens=16"),
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = read_config(log)
+    assert cfg["kind"] == "rl" and cfg["config"]["env_type"] == "telescoping"
+    rows = [r for r in read_jsonl(log / "metrics.jsonl") if "reward_mean" in r]
+    assert [r["step"] for r in rows] == [1, 2]
+    for key in ("reward_mean", "median_km", "acc_25km", "acc_200km", "acc_750km", "tau_km", "format_rate",
+                "dropped_groups", "turn1_median_km", "tokens_per_s", "time_sample_s", "time_train_s"):
+        assert key in rows[0], key
+    assert any("eval/geoscore" in r for r in read_jsonl(log / "metrics.jsonl"))
+    assert latest_checkpoint(log).name == "2"
+    # the dashboard's store got every image's rollouts
+    from geospot.runs.store import RunReader
+
+    shown = RunReader(log).images(1, split="train")
+    assert len(shown) == 2 and all(len(im["rollouts"]) == 2 for im in shown)
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
+    common = ["model_name=tiny:qwen2_5_vl:tiny", f"data={DATA}", "env_type=telescoping", "max_steps=6", "save_every=2",
+              "batch_size=2", "group_size=3", "lora_rank=4", "learning_rate=1e-3", "eval_every=0", "max_tokens=12",
+              "tau_schedule=follow_error", "seed=3"]
+    full = subprocess.run(_rl(*common, f"log_path={tmp_path / 'full'}"), cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    # Kill mid-step: once step 3 is logged (checkpoint 2 exists), the loop is inside step 4.
+    log = tmp_path / "killed"
+    proc = subprocess.Popen(_rl(*common, f"log_path={log}"), cwd=ROOT, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if any(r.get("step") == 3 for r in read_jsonl(log / "metrics.jsonl")):
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "run finished before it could be killed: " + proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    killed_at = [int(p.name) for p in list_checkpoints(log)]
+    assert killed_at and max(killed_at) < 6, killed_at
+
+    resumed = subprocess.run(_rl(*common, f"log_path={log}", "behavior_if_log_dir_exists=resume"), cwd=ROOT,
+                             env=_env(), capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    a = _tensors(latest_checkpoint(tmp_path / "full") / "engine")
+    b = _tensors(latest_checkpoint(log) / "engine")
+    assert latest_checkpoint(log).name == "6" and a, "no tensors saved"
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    # metrics read like one run: steps 1..6 once each, same rewards and taus
+    ra = [(r["step"], r["reward_mean"], r["tau_km"]) for r in read_jsonl(tmp_path / "full" / "metrics.jsonl") if "reward_mean" in r]
+    rb = [(r["step"], r["reward_mean"], r["tau_km"]) for r in read_jsonl(log / "metrics.jsonl") if "reward_mean" in r]
+    assert ra == rb and [s for s, *_ in ra] == list(range(1, 7))

@@ -1,0 +1,122 @@
+"""SFT: config, examples and weight normalisation (fast, no model)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from geospot import prompts
+from geospot.config import ConfigError, parse_overrides
+from geospot.data.types import Sample
+from geospot.engines.config import EngineConfig
+from geospot.engines.types import Datum, ModelInput
+from geospot.train import sft
+from geospot.train.sft import SFTConfig, build_messages, example_styles, normalise_weights
+
+
+def _sample(lat=48.8566, lon=2.3522):
+    return Sample("s0", Image.new("RGB", (8, 8)), lat, lon)
+
+
+def _text(msg):
+    return [c["text"] for c in msg["content"] if c["type"] == "text"][0]
+
+
+def test_seed_command_keys_parse():
+    cfg = parse_overrides(SFTConfig, ["model_name=Qwen/Qwen2.5-VL-3B-Instruct", "max_steps=50"])
+    assert cfg.model_name == "Qwen/Qwen2.5-VL-3B-Instruct" and cfg.max_steps == 50
+    assert cfg.engine_config() == EngineConfig(model_name="Qwen/Qwen2.5-VL-3B-Instruct")
+
+
+def test_every_engine_key_is_a_sft_key_with_its_default():
+    sft_fields = {f.name: f for f in dataclasses.fields(SFTConfig)}
+    for f in dataclasses.fields(EngineConfig):
+        assert f.name in sft_fields, f.name
+        assert sft_fields[f.name].default == f.default, f.name
+
+
+def test_every_key_has_help(capsys):
+    assert sft.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for f in dataclasses.fields(SFTConfig):
+        assert f.metadata.get("help"), f.name
+        assert f"  {f.name}=" in out, f.name
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["learning_rate=-1e-4"], r"learning_rate=-0.0001 must be a positive"),
+        (["lerning_rate=1e-4"], r"unknown config key 'lerning_rate'.*did you mean 'learning_rate'"),
+        (["batch_size=6", "grad_accum=4"], r"grad_accum=4 must divide batch_size=6"),
+        (["lora_rank=-2"], r"lora_rank=-2"),
+        (["telescoping_decimals=1"], r"telescoping_decimals"),
+        (["lr_schedule=step"], r"lr_schedule='step' is not one of"),
+    ],
+)
+def test_bad_config_names_the_key(argv, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_overrides(SFTConfig, argv)
+
+
+def test_bad_config_fails_before_any_model_load(tmp_path, monkeypatch, capsys):
+    import geospot.engines as engines
+
+    def boom(*a, **k):
+        raise AssertionError("model loaded")
+
+    monkeypatch.setattr(engines, "make_engine", boom, raising=False)
+    assert sft.main(["learning_rate=-1", f"log_path={tmp_path / 'r'}"]) == 2
+    assert "learning_rate" in capsys.readouterr().err
+    # a data path that does not exist: named, before the model
+    missing = tmp_path / "no-such-data"
+    rc = sft.main([f"data={missing}", f"log_path={tmp_path / 'r2'}", "behavior_if_log_dir_exists=raise"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "data=" in err and str(missing) in err
+
+
+def test_single_turn_example():
+    msgs = build_messages(_sample(), "single", SFTConfig(answer_decimals=1))
+    assert [m["role"] for m in msgs] == ["user", "assistant"]
+    assert msgs[0]["content"][0]["type"] == "image"
+    assert _text(msgs[0]) == prompts.SINGLE_TURN_PROMPT
+    assert _text(msgs[1]) == "Latitude: 48.9\nLongitude: 2.4"
+
+
+def test_telescoping_example_shows_previous_answers():
+    msgs = build_messages(_sample(), "telescoping", SFTConfig(answer_decimals=2, telescoping_decimals=(0, 1)))
+    assert [m["role"] for m in msgs] == ["user", "assistant"] * 3
+    # only the first turn carries the image
+    assert [any(c["type"] == "image" for c in m["content"]) for m in msgs[::2]] == [True, False, False]
+    assert [_text(m) for m in msgs[1::2]] == [
+        "Latitude: 49\nLongitude: 2",
+        "Latitude: 48.9\nLongitude: 2.4",
+        "Latitude: 48.86\nLongitude: 2.35",
+    ]
+    # the refine turn sees the coarse answer (49, 2) shown with 1 decimal, the final turn
+    # sees the refine answer (48.9, 2.4) with 2 decimals, as the RL env shows guesses
+    assert "(49.0, 2.0)" in _text(msgs[2])
+    assert "(48.90, 2.40)" in _text(msgs[4])
+
+
+def test_example_styles_are_a_function_of_seed_and_step():
+    a = example_styles("both", 64, seed=0, step=3)
+    assert a == example_styles("both", 64, seed=0, step=3)
+    assert a != example_styles("both", 64, seed=0, step=4)
+    assert 16 < a.count("single") < 48
+    assert example_styles("single", 3, 0, 0) == ["single"] * 3
+
+
+def test_normalise_weights_makes_a_per_token_mean():
+    # two datums with 2 and 3 target tokens (one image/prompt position at weight 0)
+    d1 = Datum(ModelInput.from_ints([1, 2, 3]), {"target_tokens": np.array([2, 3, 4]), "weights": np.array([0, 1, 1], np.float32)})
+    d2 = Datum(ModelInput.from_ints([1, 2, 3, 4]), {"target_tokens": np.array([2, 3, 4, 5]), "weights": np.array([0, 1, 1, 1], np.float32)})
+    out, n = normalise_weights([d1, d2])
+    assert n == 5
+    np.testing.assert_allclose(out[0].loss_fn_inputs["weights"], [0, 0.2, 0.2])
+    np.testing.assert_allclose(out[1].loss_fn_inputs["weights"], [0, 0.2, 0.2, 0.2])
+    # summed NLL with these weights = mean NLL per target token: logprobs all -2 -> loss 2
+    loss = -sum(float(np.dot(np.full(len(d.loss_fn_inputs["weights"]), -2.0), d.loss_fn_inputs["weights"])) for d in out)
+    assert loss == pytest.approx(2.0)

@@ -1,0 +1,122 @@
+"""SFT end to end on a tiny offline model: the seed's command, and SIGKILL + resume
+ending with the same weights as an uninterrupted run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from geospot.train.checkpoint import latest_checkpoint, list_checkpoints
+from geospot.train.common import read_config, read_jsonl
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = "synthetic:n=256,size=56,seed=0"
+
+
+def _env():
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    env.pop("WANDB_PROJECT", None)
+    return env
+
+
+def _sft(*args):
+    return [sys.executable, "-m", "geospot.sft", *map(str, args)]
+
+
+@pytest.fixture(scope="module")
+def tiny_folder():
+    from geospot.models.tiny import build_tiny_model
+
+    return build_tiny_model("qwen2_5_vl", "tiny")
+
+
+def _tensors(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor the engine saved (weights and optimizer), flattened by file/key."""
+    from safetensors.torch import load_file
+
+    out: dict[str, torch.Tensor] = {}
+
+    def walk(prefix, obj):
+        if isinstance(obj, torch.Tensor):
+            out[prefix] = obj
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(f"{prefix}/{k}", v)
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                walk(f"{prefix}/{i}", v)
+
+    for f in sorted(folder.rglob("*")):
+        rel = str(f.relative_to(folder))
+        if f.suffix == ".safetensors":
+            walk(rel, load_file(str(f)))
+        elif f.suffix in (".pt", ".bin"):
+            walk(rel, torch.load(f, weights_only=False, map_location="cpu"))
+    return out
+
+
+def test_seed_command_with_local_model_folder(tiny_folder, tmp_path):
+    log = tmp_path / "run"
+    proc = subprocess.run(
+        _sft(f"model_name={tiny_folder}", "max_steps=2", f"data={DATA}", f"log_path={log}",
+             "batch_size=2", "eval_n=4", "eval_every=0", "lora_rank=8"),
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert read_config(log)["config"]["model_name"] == str(tiny_folder)
+    steps = [r["step"] for r in read_jsonl(log / "metrics.jsonl") if "loss" in r]
+    assert steps == [1, 2]
+    assert latest_checkpoint(log).name == "2"
+    # the untrained and the final eval went through the metrics table
+    assert any("eval/median_km" in r for r in read_jsonl(log / "metrics.jsonl"))
+    # a second run into the same folder without a terminal refuses instead of prompting
+    again = subprocess.run(_sft(f"model_name={tiny_folder}", "max_steps=2", f"data={DATA}", f"log_path={log}"),
+                           cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert again.returncode == 2 and "behavior_if_log_dir_exists" in again.stderr
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tiny_folder, tmp_path):
+    common = [f"model_name={tiny_folder}", f"data={DATA}", "max_steps=8", "save_every=2", "keep_checkpoints=0",
+              "batch_size=4", "grad_accum=2", "lora_rank=0", "learning_rate=1e-3", "lr_schedule=cosine",
+              "warmup_steps=2", "eval_n=0", "prompt_style=both", "seed=3"]
+    full = subprocess.run(_sft(*common, f"log_path={tmp_path / 'full'}"), cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    # Kill mid-step: after checkpoint 2 exists and step 3 has been logged, i.e. while the
+    # loop is inside step 4 with a step of work not in any checkpoint.
+    log = tmp_path / "killed"
+    proc = subprocess.Popen(_sft(*common, f"log_path={log}"), cwd=ROOT, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if any(r.get("step") == 3 for r in read_jsonl(log / "metrics.jsonl")):
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "run finished before it could be killed: " + proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    killed_at = [int(p.name) for p in list_checkpoints(log)]
+    assert killed_at and max(killed_at) < 8, killed_at
+
+    resumed = subprocess.run(_sft(*common, f"log_path={log}", "behavior_if_log_dir_exists=resume"), cwd=ROOT,
+                             env=_env(), capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"from step {max(killed_at)}" in resumed.stderr
+
+    a = _tensors(latest_checkpoint(tmp_path / "full") / "engine")
+    b = _tensors(latest_checkpoint(log) / "engine")
+    assert latest_checkpoint(log).name == "8" and a, "no tensors saved"
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    # metrics read like one run: steps 1..8 once each, same losses
+    la = [(r["step"], r["loss"]) for r in read_jsonl(tmp_path / "full" / "metrics.jsonl") if "loss" in r]
+    lb = [(r["step"], r["loss"]) for r in read_jsonl(log / "metrics.jsonl") if "loss" in r]
+    assert la == lb and [s for s, _ in la] == list(range(1, 9))
