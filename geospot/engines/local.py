@@ -318,14 +318,15 @@ class LocalEngine:
             self._check_input(i, d.model_input)
         batch = self._batch([d.model_input for d in datums], left_pad=False)
         out = self.model(**batch.model_kwargs(), use_cache=False)
-        logp = torch.log_softmax(out.logits.float(), dim=-1)
         B, T = batch.input_ids.shape
-        targets = torch.zeros(B, T, dtype=torch.long, device=self.device)
-        for b, d in enumerate(datums):
-            targets[b, : batch.lengths[b]] = torch.as_tensor(d.loss_fn_inputs["target_tokens"], dtype=torch.long)
-        lp = logp.gather(-1, targets[..., None]).squeeze(-1)
         self.tokens.add("train", needed=sum(batch.lengths), processed=B * T)
-        return [lp[b, : batch.lengths[b]] for b in range(B)]
+        result = []
+        for b, d in enumerate(datums):
+            # one row at a time in fp32: a 150k-token vocabulary makes [B, T, V] fp32 copies costly
+            logits = out.logits[b, : batch.lengths[b]].float()
+            targets = torch.as_tensor(d.loss_fn_inputs["target_tokens"], dtype=torch.long, device=self.device)
+            result.append(logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1))
+        return result
 
     @torch.no_grad()
     def forward(self, datums: Sequence[Datum]) -> list[np.ndarray]:

@@ -504,6 +504,7 @@ class TinkerEngine:
             timeout_s=None,
         )
         self._sampler = None  # refreshed lazily after each optimizer step / load
+        self._base_sampler = None  # the base model, for forward_base (KL penalty)
         self.steps = 0
         log.info("engine=tinker: LoRA rank %d on %s (credential: %s)", cfg.lora_rank, cfg.model_name, self.credential)
 
@@ -547,6 +548,27 @@ class TinkerEngine:
             return []
         res = self._call(lambda: self.training.forward([forward_datum(d) for d in datums], "cross_entropy").result(), "forward")
         return [np.asarray(o["logprobs"].to_numpy(), dtype=np.float32) for o in res.loss_fn_outputs]
+
+    def forward_base(self, datums: Sequence[Datum]) -> list[np.ndarray]:
+        """Target logprobs under the base model (no adapter), for the KL penalty: the base
+        model's sampler scores each datum's full sequence (input + its last target)."""
+        if self._base_sampler is None:
+            self._base_sampler = self._call(
+                lambda: self.service.create_sampling_client(base_model=self.cfg.model_name).result(), "create_sampling_client"
+            )
+        fulls = [d.model_input.append_tokens([int(d.loss_fn_inputs["target_tokens"][-1])]) for d in datums]
+        futures = [self._base_sampler.compute_logprobs(to_tinker_model_input(f)) for f in fulls]
+        out = []
+        for d, full, fut in zip(datums, fulls, futures):
+            lp = self._call(fut.result, "compute_logprobs")
+            if len(lp) != full.length:
+                raise GeospotTinkerError(f"compute_logprobs returned {len(lp)} values for a {full.length}-token sequence")
+            # Entry i+1 scores token i+1 given tokens <= i: the datum's target i. Image
+            # positions (and the unscored first token) carry no loss: 0.
+            arr = np.array([np.nan if x is None else x for x in lp[1:]], dtype=np.float32)
+            arr[~np.isfinite(arr) | ~full.token_mask()[1:]] = 0.0
+            out.append(arr)
+        return out
 
     def _submit_forward_backward(self, datums: Sequence[Datum], loss_fn: LossFn, loss_config: dict | None):
         if not datums:

@@ -151,3 +151,40 @@ def test_run_list_and_compare(tmp_path, browser):
         assert page.locator("#compare-charts .chart").count() >= 4
         assert page.locator("circle.guess").count() == 2 * 2 * 8
         page.close()
+
+
+@pytest.mark.slow
+def test_real_tiny_model_rl_run_in_chromium(tmp_path, browser):
+    """The store filled by a REAL GRPO run (tiny offline Qwen2.5-VL, telescoping, G=8): the page
+    shows every image, exactly the parsed final guesses the store holds, and the model's raw
+    (often binary-looking) texts verbatim."""
+    rl = pytest.importorskip("geospot.train.rl")
+    from geospot.runs.store import RunReader
+
+    run_dir = tmp_path / "runs" / "real-rl"
+    cfg = rl.RLConfig(model_name="tiny:qwen2_5_vl:tiny", data="synthetic:n=64,size=56,seed=0", env_type="telescoping",
+                      max_steps=2, batch_size=3, group_size=G, lora_rank=4, learning_rate=1e-3, eval_every=0,
+                      eval_at_start=False, max_tokens=16, save_every=100, log_path=str(run_dir),
+                      behavior_if_log_dir_exists="raise")
+    rl.run(cfg)
+    reader = RunReader(run_dir)
+    last = reader.image_steps()[-1]["step"]
+    images = reader.images(last)
+    parsed = sum(1 for im in images for ro in im["rollouts"] if any(g is not None for g in ro["guesses"]))
+    assert len(images) == 3 and all(len(im["rollouts"]) == G for im in images)
+    with Server(create_app(run_dir.parent)) as srv:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(srv.url + "/#/run/real-rl")
+        page.wait_for_selector("rect.truth")
+        expect(page.locator("#step-label")).to_have_attribute("data-step", str(last))
+        assert page.locator("path.country").count() > 150
+        assert page.locator("rect.truth").count() == 3
+        assert page.locator("circle.guess").count() == parsed
+        page.locator(".card").first.click()
+        page.wait_for_selector(".detail pre.text")
+        shown = [page.locator(".detail pre.text").nth(i).text_content() for i in range(G)]
+        assert shown == [ro["text"] for ro in images[0]["rollouts"]]
+        assert not errors, errors
+        page.close()

@@ -280,11 +280,15 @@ def capabilities(*names):
 
 
 class FakeRest:
-    def __init__(self, caps=None, error=None):
+    def __init__(self, caps=None, error=None, urls=None):
         self.caps, self.error = caps, error
+        self.urls = urls or {f: f"https://signed/{f}" for f in ("adapter_config.json", "adapter_model.safetensors")}
 
     def get_server_capabilities(self):
-        return Future(self.caps, self.error)
+        return Future(self.caps if self.caps is not None else capabilities(SERVED_VL), self.error)
+
+    def get_external_weights_urls(self, path):
+        return Future(tinker.types.ExternalWeightsUrlsResponse(urls=self.urls, expires="2030-01-01T00:00:00Z"))
 
 
 def fb_output(datums):
@@ -317,6 +321,9 @@ class FakeTraining:
         self.saved.append(name)
         return Future(tinker.types.SaveWeightsResponse(path=f"tinker://run-1/weights/{name}"))
 
+    def save_weights_external(self, name, ttl_seconds=None):
+        return Future(tinker.types.SaveWeightsExternalResponse(path=f"tinker://run-1/external_weights/{name}"))
+
 
 class FakeSampler:
     def __init__(self, log):
@@ -330,11 +337,20 @@ class FakeSampler:
         ]
         return Future(tinker.types.SampleResponse(sequences=seqs), log=self.log, name="sample")
 
+    def compute_logprobs(self, prompt):
+        # token i's logprob = -i/100 (None for the first), images included as -9
+        flat = te.flat_tokens(prompt, IMAGE_PAD)
+        return Future([None] + [-9.0 if t == IMAGE_PAD else -i / 100 for i, t in enumerate(flat) if i > 0])
+
 
 class FakeService:
     def __init__(self):
         self.log = []
         self.created = []
+
+    def create_sampling_client(self, base_model):
+        self.created.append(("base sampler", base_model))
+        return Future(FakeSampler(self.log))
 
     def create_lora_training_client(self, base_model, rank, seed=None):
         self.created.append(("lora", base_model, rank))
@@ -477,10 +493,29 @@ def test_save_and_load_state_roundtrip(tmp_path):
     assert eng.service.created[1:] == [("state+optimizer", uri), ("state", uri)]
     with pytest.raises(te.GeospotTinkerError, match="not a Tinker checkpoint"):
         eng.load_state(str(tmp_path), with_optimizer=True)
-    with pytest.raises(te.GeospotTinkerError, match="cannot merge"):
+
+
+def test_export_downloads_the_adapter(tmp_path, monkeypatch):
+    eng = engine()
+    with pytest.raises(te.GeospotTinkerError, match="adapter only"):
         eng.export(str(tmp_path / "export"), merged=True)
-    assert eng.export(str(tmp_path / "export")).startswith("tinker://")
-    assert "tinker checkpoint download" in (tmp_path / "export" / "tinker.json").read_text()
+    fetched = []
+
+    def fake_download(url, dest):
+        fetched.append(url)
+        dest.write_bytes(url.encode())
+
+    monkeypatch.setattr(te, "download_file", fake_download)
+    out = eng.export(str(tmp_path / "export"))
+    assert out == str(tmp_path / "export")  # a local folder: the model card goes next to the files
+    assert (tmp_path / "export" / "adapter_config.json").read_text() == "https://signed/adapter_config.json"
+    assert (tmp_path / "export" / "adapter_model.safetensors").exists()
+    assert not list((tmp_path / "export").glob(".*.part"))
+    rec = json.loads((tmp_path / "export" / "tinker.json").read_text())
+    assert rec["tinker_path"] == "tinker://run-1/external_weights/export-export" and rec["kind"] == "export"
+    eng._rest_client_factory = lambda: FakeRest(urls={"../evil.json": "https://signed/x"})
+    with pytest.raises(te.GeospotTinkerError, match="outside"):
+        eng.export(str(tmp_path / "export2"))
 
 
 def test_make_engine_builds_tinker_engine_lazily(monkeypatch):
@@ -620,3 +655,17 @@ def test_local_engine_and_tinker_engine_render_the_same_sequence():
     b = remote_renderer.generation_prompt(messages)
     assert local.renderer.tokens_of(a).tolist() == te.flat_tokens(te.to_tinker_model_input(b), remote_renderer.image_pad_id)
     assert [c.grid_thw for c in a.images()] == [c.grid_thw for c in b.images()]
+
+
+def test_forward_base_scores_targets_with_the_base_model():
+    eng = engine()
+    img = image_chunk()
+    full = user_turn([11, 12], img).append_tokens([30, 31, IM_END])
+    d = make_datum(full, logprobs=np.zeros(full.length, np.float32), advantages=np.ones(full.length, np.float32))
+    (lp,) = eng.forward_base([d])
+    assert lp.shape == (d.model_input.length,)
+    text_T = full.token_mask()[1:]
+    expected = -np.arange(1, full.length, dtype=np.float32) / 100
+    np.testing.assert_allclose(lp[text_T], expected[text_T], atol=1e-6)
+    assert np.all(lp[~text_T] == 0)
+    assert ("base sampler", SERVED_VL) in eng.service.created

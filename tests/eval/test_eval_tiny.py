@@ -79,10 +79,14 @@ def test_eval_from_checkpoint_matches_the_trained_engine(trained_run, tmp_path):
 
 
 def _plain_logits(model, renderer, image_processor, prompt):
+    """A plain transformers forward, fed what the HF processor would give it
+    (mm_token_type_ids marks image tokens: without it transformers 5 uses 1-D positions)."""
     ids = torch.from_numpy(renderer.tokens_of(prompt))[None]
     pv, grid = image_processor([c.image for c in prompt.images()])
+    mm = (ids == renderer.image_pad_id).int()
     with torch.no_grad():
-        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pv, image_grid_thw=grid)
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pv, image_grid_thw=grid,
+                    mm_token_type_ids=mm)
     return out.logits[0].float()
 
 

@@ -2,6 +2,8 @@
 
 import csv
 import io
+import subprocess
+import sys
 from contextlib import redirect_stdout
 
 import numpy as np
@@ -40,9 +42,12 @@ def test_labels_of_shared_samples(geocoder, osv5m_labels):
     assert [g.region for g in got] == [f"{r['region']}, {r['country']}" for r in rows]
 
 
-def test_stdout_stays_clean(capsys, geocoder):
-    reverse_geocode([0.0], [0.0])
-    assert capsys.readouterr().out == ""
+def test_loading_keeps_stdout_clean(geocoder):
+    """reverse_geocoder prints while it loads; in a fresh process nothing may reach stdout
+    (`geospot score --json` output must stay one JSON line)."""
+    code = "from geospot.geo import reverse_geocode; reverse_geocode([48.85], [2.35])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == ""
 
 
 def test_length_mismatch_is_an_error(geocoder):
