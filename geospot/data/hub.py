@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import os
+import re
 from typing import BinaryIO, Protocol
 
 from geospot.data.sources import ParquetSource, WebDatasetSource
@@ -91,19 +92,15 @@ class _PathOpener:
 
 
 def normalize_shard_path(entry: str, repo_id: str) -> str:
-    """Manifest entries may be repo-relative ('shards/x-000.tar'), hf:// URLs or resolve URLs
-    of the same repo; all become repo-relative paths."""
+    """Manifest entries may be repo-relative ('shards/x-000.tar'), hf:// URLs (optionally
+    @revision) or https resolve URLs of the same repo; all become repo-relative paths."""
     e = entry.strip()
-    for marker in (f"datasets/{repo_id}/resolve/", f"hf://datasets/{repo_id}/", f"datasets/{repo_id}/"):
-        i = e.find(marker)
-        if i >= 0:
-            e = e[i + len(marker):]
-            if marker.endswith("resolve/"):
-                e = e.split("/", 1)[1] if "/" in e else e  # drop the revision
-            break
-    if e.startswith("@"):  # hf://datasets/owner/name@rev/path
-        e = e.split("/", 1)[1]
-    return e.lstrip("./") if e.startswith("./") else e.lstrip("/")
+    m = re.search(rf"datasets/{re.escape(repo_id)}(?:/resolve/[^/]+|@[^/]+)?/(.*)$", e)
+    if m:
+        e = m.group(1)
+    while e.startswith("./"):
+        e = e[2:]
+    return e.lstrip("/")
 
 
 def _read_column(repo: RepoOpener, path: str, column: str) -> list[str]:

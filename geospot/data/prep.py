@@ -58,8 +58,10 @@ def _open(data: bytes | Image.Image, cfg: PrepConfig) -> Image.Image:
         im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
         raise BadSample("decompression_bomb", str(e)) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError as e:
         raise BadSample("decode_error", str(e)) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:  # a header cut short reads as truncated
+        raise BadSample("truncated_image" if "truncat" in str(e).lower() else "decode_error", str(e)) from None
     w, h = im.size
     if w * h > cfg.max_pixels:  # checked on the header, before any pixel is decoded
         raise BadSample("decompression_bomb", f"{w}x{h}")
@@ -123,10 +125,9 @@ def prepare_image(data: bytes | Image.Image, cfg: PrepConfig, fixes: list[str] |
     fixes = fixes if fixes is not None else []
     im = _open(data, cfg)
     try:
-        im2 = ImageOps.exif_transpose(im)
-        if im2 is not None and im2 is not im:
+        if im.getexif().get(0x0112, 1) not in (1, 0):  # Orientation tag: the camera was turned
+            im = ImageOps.exif_transpose(im)
             fixes.append("exif_orientation")
-            im = im2
     except Exception:  # a malformed EXIF block must not cost the sample
         fixes.append("bad_exif")
     im = to_rgb(im, fixes)

@@ -130,17 +130,17 @@ class _JpegCache:
 
     def __init__(self, max_items: int = 256):
         self.max_items = max_items
-        self._items: OrderedDict[int, tuple[weakref.ref, bytes]] = OrderedDict()
+        self._items: OrderedDict[tuple[int, int], tuple[weakref.ref, bytes]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, image: Image.Image, encode: Callable[[Image.Image], bytes]) -> bytes:
-        key = id(image)
+    def jpeg(self, image: Image.Image, max_bytes: int) -> bytes:
+        key = (id(image), max_bytes)
         with self._lock:
             hit = self._items.get(key)
             if hit is not None and hit[0]() is image:
                 self._items.move_to_end(key)
                 return hit[1]
-        data = encode(image)
+        data = image_to_jpeg(image, max_bytes)
         with self._lock:
             self._items[key] = (weakref.ref(image), data)
             while len(self._items) > self.max_items:
@@ -152,15 +152,15 @@ _JPEG_CACHE = _JpegCache()
 
 
 def to_tinker_model_input(model_input: ModelInput, *, max_image_bytes: int = MAX_IMAGE_BYTES):
-    """Our ModelInput -> tinker.types.ModelInput, one chunk for one chunk, same length."""
+    """Our ModelInput -> tinker.types.ModelInput, one chunk for one chunk, same length.
+    The vision-start/end tokens stay in the neighbouring text chunks, as Tinker expects."""
     types = _tinker().types
     chunks = []
     for c in model_input.chunks:
         if isinstance(c, TextChunk):
             chunks.append(types.EncodedTextChunk(tokens=list(c.tokens)))
         elif isinstance(c, ImageChunk):
-            data = _JPEG_CACHE.get(c.image, lambda im: image_to_jpeg(im, max_image_bytes)) \
-                if max_image_bytes == MAX_IMAGE_BYTES else image_to_jpeg(c.image, max_image_bytes)
+            data = _JPEG_CACHE.jpeg(c.image, max_image_bytes)
             chunks.append(types.ImageChunk(data=data, format="jpeg", expected_tokens=int(c.expected_tokens)))
         else:
             raise TypeError(f"unknown ModelInput chunk {type(c).__name__}")

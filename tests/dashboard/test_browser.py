@@ -90,6 +90,8 @@ def test_live_map_in_chromium(tmp_path, browser):
         assert page.locator(".detail img").count() == 1
         assert "coarse" in page.locator(".detail .turns").first.text_content()
         assert page.locator("circle.turn").count() == G * TURNS
+        page.locator("#fit").click()  # zoom to the picked image's guesses
+        assert float(page.locator("svg.map").first.get_attribute("viewBox").split()[2]) < 360
         page.wait_for_timeout(300)
         page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
         for dest in (REPO / "test-artifacts", REPO / "docs"):

@@ -134,3 +134,33 @@ def test_export_reloads_in_plain_transformers_with_identical_outputs(trained_run
     # and the base model alone differs (the export carries the training)
     base_only = AutoModelForImageTextToText.from_pretrained(resolve_model_path(MODEL))
     assert not torch.allclose(_plain_logits(base_only, engine.renderer, engine.image_processor, full), plain, atol=1e-4)
+
+
+def test_telescoping_on_the_real_renderer_and_engine():
+    """Turn 1 is scripted (an untrained model never parses), turns 2-3 are the real engine
+    sampling from real `renderer.continuation` prompts."""
+    from geospot.data.synthetic import cached_world
+    from geospot.engines.types import SampledSequence
+    from geospot.eval import evaluate
+
+    engine = make_engine(EngineConfig(model_name=MODEL, lora_rank=0, device="cpu"))
+    real_sample, seen = engine.sample, []
+
+    def sample(prompts, k, params):
+        seen.append([engine.renderer.tokenizer.decode(engine.renderer.tokens_of(p)) for p in prompts])
+        if len(seen) == 1:
+            toks = tuple(engine.renderer.tokenizer.encode("Latitude: 10.0\nLongitude: 20.0", add_special_tokens=False))
+            toks += (engine.renderer.end_of_turn_id,)
+            return [[SampledSequence(toks, (0.0,) * len(toks), "stop")] * k for _ in prompts]
+        return [[SampledSequence((*engine.renderer.tokenizer.encode("Latitude: 11.5\nLongitude: 21.25", add_special_tokens=False),
+                                  engine.renderer.end_of_turn_id), (0.0,) * 20, "stop")] for _ in real_sample(prompts, k, params)]
+
+    engine.sample = sample
+    samples = [cached_world().sample(i) for i in range(3)]
+    res = evaluate(engine, samples, prompt_style="telescoping", batch_size=3)
+    assert len(seen) == 3 and all(len(s) == 3 for s in seen)
+    assert "Your previous guess was (10.0, 20.0)" in seen[1][0]
+    assert "Your previous guess was (11.50, 21.25)" in seen[2][0]
+    assert seen[2][0].count("<|im_start|>user") == 3 and seen[2][0].count("<|im_start|>assistant") == 3
+    p = res.predictions[0]
+    assert p.turn_guesses == ((10.0, 20.0), (11.5, 21.25), (11.5, 21.25)) and (p.latitude, p.longitude) == (11.5, 21.25)

@@ -60,7 +60,7 @@ def _tensors(folder: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def test_seed_command_with_local_model_folder(tiny_folder, tmp_path):
+def test_seed_command_with_local_model_folder(tiny_folder, tmp_path, capsys):
     log = tmp_path / "run"
     proc = subprocess.run(
         _sft(f"model_name={tiny_folder}", "max_steps=2", f"data={DATA}", f"log_path={log}",
@@ -74,19 +74,21 @@ def test_seed_command_with_local_model_folder(tiny_folder, tmp_path):
     assert latest_checkpoint(log).name == "2"
     # the untrained and the final eval went through the metrics table
     assert any("eval/median_km" in r for r in read_jsonl(log / "metrics.jsonl"))
-    # a second run into the same folder without a terminal refuses instead of prompting
-    again = subprocess.run(_sft(f"model_name={tiny_folder}", "max_steps=2", f"data={DATA}", f"log_path={log}"),
-                           cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-    assert again.returncode == 2 and "behavior_if_log_dir_exists" in again.stderr
+    # a second run into the same folder without a terminal refuses (before any model load)
+    # instead of prompting
+    from geospot.train import sft
+
+    assert sft.main([f"model_name={tiny_folder}", "max_steps=2", f"data={DATA}", f"log_path={log}"]) == 2
+    assert "behavior_if_log_dir_exists=resume" in capsys.readouterr().err
 
 
 def test_sigkill_then_resume_matches_uninterrupted_run(tiny_folder, tmp_path):
     common = [f"model_name={tiny_folder}", f"data={DATA}", "max_steps=8", "save_every=2", "keep_checkpoints=0",
               "batch_size=4", "grad_accum=2", "lora_rank=0", "learning_rate=1e-3", "lr_schedule=cosine",
               "warmup_steps=2", "eval_n=0", "prompt_style=both", "seed=3"]
-    full = subprocess.run(_sft(*common, f"log_path={tmp_path / 'full'}"), cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-    assert full.returncode == 0, full.stderr[-3000:]
+    # The uninterrupted run goes alongside the one we kill (wall time on a shared CPU).
+    full = subprocess.Popen(_sft(*common, f"log_path={tmp_path / 'full'}"), cwd=ROOT, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
 
     # Kill mid-step: after checkpoint 2 exists and step 3 has been logged, i.e. while the
     # loop is inside step 4 with a step of work not in any checkpoint.
@@ -105,6 +107,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_folder, tmp_path):
     killed_at = [int(p.name) for p in list_checkpoints(log)]
     assert killed_at and max(killed_at) < 8, killed_at
 
+    full_err = full.communicate(timeout=300)[1]
+    assert full.returncode == 0, full_err[-3000:]
     resumed = subprocess.run(_sft(*common, f"log_path={log}", "behavior_if_log_dir_exists=resume"), cwd=ROOT,
                              env=_env(), capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -263,6 +263,17 @@ class WorldMap {
     layer.push(...lines, ...turns, ...guesses, ...truths);  // final guesses stay on top of their paths
     this.data.replaceChildren(...layer);
   }
+  // Zoom to the selected image's truth and guesses (or to all images): late in training the
+  // clusters are a few pixels wide at world scale.
+  fit() {
+    const ims = this.images.filter(im => this.selected === null || im.image_id === this.selected);
+    const pts = ims.flatMap(im => [[im.lat, im.lon], ...im.rollouts.flatMap(r => r.guesses.filter(Boolean))]);
+    if (!pts.length) return this._setView({ x: -180, y: -90, w: 360 });
+    const xs = pts.map(p => p[1]), ys = pts.map(p => -p[0]);
+    const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+    const w = Math.max(4, (x1 - x0) * 1.3, (y1 - y0) * 2.6);
+    this._setView({ x: (x0 + x1) / 2 - w / 2, y: (y0 + y1) / 2 - w / 4, w });
+  }
   _setView(v) {
     v.w = Math.min(360, Math.max(1, v.w)); v.h = v.w / 2;
     v.x = Math.min(180 - v.w, Math.max(-180, v.x)); v.y = Math.min(90 - v.h, Math.max(-90, v.y));
@@ -321,6 +332,7 @@ class RunView {
       this.index = Number(this.slider.value); this.showStep(); } });
     this.stepLabel = el("span", { class: "muted", id: "step-label" });
     this.playBtn = el("button", { id: "play", onclick: () => this.togglePlay() }, "▶ play");
+    const fitBtn = el("button", { id: "fit", title: "zoom to the selected image (or all images)", onclick: () => this.map.fit() }, "⤢ fit");
     const splitSel = splits.length > 1 ? el("select", { onchange: ev => {
       this.split = ev.target.value; this.index = this.stepList().length - 1; this.showStep(); } },
       splits.map(s => el("option", { value: s, selected: s === this.split }, s))) : null;
@@ -328,8 +340,8 @@ class RunView {
     this.detail = el("div", { class: "side detail" }, el("p", { class: "muted" }, "Click an image (a green diamond or a photo) to see its rollouts."));
     this.node.replaceChildren(this.head, this.withCharts ? this.chartsNode : "",
       el("div", { class: "mapwrap" },
-        el("div", {}, el("div", { class: "maptools" }, this.playBtn, this.slider, this.stepLabel, splitSel),
-          this.map.node, el("p", { class: "muted" }, "◆ truth, ● final guesses (colour = reward, red low → green high), lines = great circles. Wheel to zoom, drag to pan, double-click to reset."),
+        el("div", {}, el("div", { class: "maptools" }, this.playBtn, fitBtn, this.slider, this.stepLabel, splitSel),
+          this.map.node, el("p", { class: "muted" }, "◆ truth, ● final guesses (colour = reward, red low → green high), lines = great circles. Wheel to zoom, drag to pan, double-click to reset, ⤢ to fit."),
           this.strip),
         this.detail));
     this.drawHead(); this.drawCharts();
