@@ -172,13 +172,13 @@ class WebDatasetSource:
                         continue
                     k = m.name[: len(m.name) - len(base)] + base.split(".", 1)[0]
                     ext = base.split(".", 1)[1].lower()
-                    data = tar.extractfile(m).read()  # type: ignore[union-attr]
-                    if len(data) != m.size:
-                        raise tarfile.ReadError("unexpected end of data")
-                    if k != key:
+                    if k != key:  # a new key: the previous sample is complete
                         if key is not None:
                             yield self._group(url, key, parts)
                         key, parts = k, {}
+                    data = tar.extractfile(m).read()  # type: ignore[union-attr]
+                    if len(data) != m.size:
+                        raise tarfile.ReadError("unexpected end of data")
                     parts[ext] = data
         except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
             # The group being read when the shard broke is lost; earlier ones were yielded.

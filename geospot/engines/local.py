@@ -146,6 +146,8 @@ class LocalEngine:
         self.spatial_merge = config.vision_config.spatial_merge_size
         self.max_context = config.text_config.max_position_embeddings
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        vocab = self.tokenizer.get_vocab()
+        self.banned_ids = torch.tensor([vocab[t] for t in ("<|image_pad|>", "<|video_pad|>") if t in vocab], device=self.device)
         self.model = self._make_trainable(lm.model)
         self.model.eval()  # no dropout anywhere: sampler and trainer must compute the same function
         self.trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -193,7 +195,9 @@ class LocalEngine:
 
     def _batch(self, inputs: Sequence[ModelInput], left_pad: bool) -> Batch:
         toks, poss, nexts, images = [], [], [], []
-        for mi in inputs:
+        for i, mi in enumerate(inputs):
+            if any(isinstance(c, TextChunk) and self.renderer.image_pad_id in c.tokens for c in mi.chunks):
+                raise ValueError(f"sequence {i} has an <|image_pad|> token inside text; images must be ImageChunks (use the renderer)")
             toks.append(self.renderer.tokens_of(mi))
             pos, nxt = mrope_positions(mi, self.spatial_merge)
             poss.append(pos)
@@ -228,8 +232,10 @@ class LocalEngine:
                 strs.remove(s)
         return ids, strs
 
-    @staticmethod
-    def _pick(logits: torch.Tensor, params: SampleParams, gen: torch.Generator) -> torch.Tensor:
+    def _pick(self, logits: torch.Tensor, params: SampleParams, gen: torch.Generator) -> torch.Tensor:
+        # placeholder tokens are never valid output: fed back as text they would be taken for
+        # image slots (the reported logprobs stay the model's own, temperature-1 ones)
+        logits = logits.index_fill(-1, self.banned_ids, float("-inf"))
         if params.temperature <= 0:
             return logits.argmax(-1)
         probs = torch.softmax(logits / params.temperature, dim=-1)

@@ -58,7 +58,7 @@ def model_card(loaded, *, merged: bool, eval_dir: str | None = None) -> str:
         "",
         f"# geospot {kind} model",
         "",
-        f"Fine-tuned from `{loaded.base_model}` with [geospot](https://github.com/) to answer where a "
+        f"Fine-tuned from `{loaded.base_model}` with geospot to answer where a "
         "street-view photo was taken, as `Latitude: <deg>\\nLongitude: <deg>`.",
         "",
         "| | |",
@@ -101,7 +101,7 @@ def model_card(loaded, *, merged: bool, eval_dir: str | None = None) -> str:
 
         rows = {}
         for s in summaries:
-            rows[f"{s.get('data', '?')} ({s.get('env_type', 'single')}, {s.get('sampling', 'greedy')})"] = s["metrics"]
+            rows[f"{s.get('name', '?')}: {s.get('data', '?')} ({s.get('env_type', 'single')}, {s.get('sampling', 'greedy')})"] = s["metrics"]
         lines += ["## Evaluation", "", compare_table(rows), ""]
     else:
         lines += ["## Evaluation", "", "No eval summary found for this run; run `geospot eval model=<run> data=<spec>`.", ""]

@@ -19,6 +19,7 @@ import re
 import sys
 import time
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -232,20 +233,68 @@ def _compare(run_dirs: Sequence[str], as_json: bool) -> int:
     return 0
 
 
+def _resolved_checkpoint(model: str) -> str | None:
+    from geospot.eval.loading import is_checkpoint_path
+
+    if not is_checkpoint_path(model):
+        return None
+    from geospot.train.checkpoint import resolve_checkpoint
+
+    return str(resolve_checkpoint(model).resolve())
+
+
+def default_out(cfg: EvalConfig, checkpoint: str | None) -> Path:
+    """A checkpoint's evals live in its training run (`<run>/eval/<data>-<env>-step<k>`, where
+    `geospot export` finds them for the model card); anything else under runs/eval/."""
+    if checkpoint is not None:
+        ck = Path(checkpoint)
+        return ck.parent.parent / "eval" / f"{_slug(cfg.data)}-{cfg.env_type}-step{ck.name}"
+    return Path("runs") / "eval" / f"{_slug(cfg.model)}-{_slug(cfg.data)}-{cfg.env_type}"
+
+
+def _chunks(it, size: int):
+    chunk = []
+    for x in it:
+        chunk.append(x)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class _bar:
+    """tqdm on stderr (total unknown unless n= is given), started at the images already done."""
+
+    def __init__(self, total: int | None, done: int) -> None:
+        from tqdm import tqdm
+
+        self._t = tqdm(total=total, initial=done, unit="img", desc="eval", dynamic_ncols=True, file=sys.stderr)
+
+    def update(self, k: int) -> None:
+        self._t.update(k)
+
+    def close(self) -> None:
+        self._t.close()
+
+
 def run_eval(cfg: EvalConfig, engine=None) -> dict:
     """The body of `geospot eval` (importable; `engine` skips model loading, for tests)."""
-    from geospot.data import load_samples
+    from geospot.data import open_stream
 
-    out = Path(cfg.out) if cfg.out else Path("runs") / "eval" / f"{_slug(cfg.model)}-{_slug(cfg.data)}"
+    checkpoint = _resolved_checkpoint(cfg.model)
+    out = Path(cfg.out) if cfg.out else default_out(cfg, checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     name = cfg.name or out.resolve().name
     pred_path = out / io.PREDICTIONS
     config_path = out / "config.json"
-    resume_cfg = {k: getattr(cfg, k) for k in RESUME_KEYS}
+    # what must match for a rerun to resume: the eval settings and the exact weights (a run
+    # folder's latest checkpoint moves on while training runs)
+    resume_cfg = {**{k: getattr(cfg, k) for k in RESUME_KEYS}, "checkpoint": checkpoint}
     done: list = []
     if pred_path.exists() and config_path.exists():
-        old = json.loads(config_path.read_text()).get("config", {})
-        differs = [k for k in RESUME_KEYS if old.get(k) != resume_cfg[k]]
+        old = json.loads(config_path.read_text()).get("resume", {})
+        differs = [k for k in resume_cfg if old.get(k) != resume_cfg[k]]
         if differs:
             raise ConfigError(
                 f"out={out} holds an eval with different {', '.join(f'{k} ({old.get(k)!r} there)' for k in differs)}; "
@@ -254,38 +303,45 @@ def run_eval(cfg: EvalConfig, engine=None) -> dict:
         done = io.repair_predictions(pred_path)
     elif pred_path.exists():
         raise ConfigError(f"out={out} has a predictions.csv but no config.json: not a geospot eval folder; pick another out=")
-    config_path.write_text(json.dumps({"kind": "eval", "config": asdict(cfg)}, indent=1) + "\n")
+    config_path.write_text(json.dumps({"kind": "eval", "config": asdict(cfg), "resume": resume_cfg}, indent=1) + "\n")
 
     split = resolve_split(cfg.split, cfg.data)
-    samples = load_samples(cfg.data, split=split, n=cfg.n)
-    if not samples:
-        raise ConfigError(f"data={cfg.data} split={split} holds no samples")
     done_ids = {p.id for p in done}
-    todo = [s for s in samples if str(s.id) not in done_ids]
+    order: list[str] = []  # every id of the data, in data order (ids only: a benchmark can be 200k images)
+    evaluated = 0
     t0 = time.perf_counter()
-    if todo:
-        if engine is None:
-            from geospot.eval.loading import load_model
+    bar = _bar(cfg.n, len(done))
+    # Stream the data in chunks instead of loading it: only a chunk of images is in memory.
+    with open_stream(cfg.data, split, repeat=False, shuffle=False) as stream:
+        for chunk in _chunks(islice(stream, cfg.n), cfg.batch_size * 4):
+            order += [str(x.id) for x in chunk]
+            todo = [x for x in chunk if str(x.id) not in done_ids]
+            if not todo:
+                continue
+            if engine is None:
+                from geospot.eval.loading import load_model
 
-            engine = load_model(cfg.model, **_engine_overrides(cfg)).engine
-        if done:
-            print(f"resuming: {len(done)} of {len(samples)} images already in {pred_path}", file=sys.stderr)
-        predict(
-            engine,
-            todo,
-            prompt_style=cfg.env_type,
-            batch_size=cfg.batch_size,
-            max_tokens=cfg.max_tokens,
-            sampling=_sampling(cfg.samples, cfg.temperature, cfg.max_tokens),
-            on_batch=lambda preds: io.append_predictions(pred_path, preds),
-            progress=len(samples) - len(todo),
-        )
+                engine = load_model(cfg.model, **_engine_overrides(cfg)).engine
+                if done:
+                    print(f"resuming: {len(done)} images already in {pred_path}", file=sys.stderr)
+
+            def finished(preds):
+                io.append_predictions(pred_path, preds)
+                bar.update(len(preds))
+
+            predict(engine, todo, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens,
+                    sampling=_sampling(cfg.samples, cfg.temperature, cfg.max_tokens), on_batch=finished)
+            evaluated += len(todo)
+        skipped = dict(stream.skipped)
+    bar.close()
     elapsed = time.perf_counter() - t0
+    if not order:
+        raise ConfigError(f"data={cfg.data} split={split} holds no samples")
 
     # The metrics come from the file, in data order, so a resumed run and a fresh one agree
     # and `geospot score predictions.csv` reproduces them.
     by_id = {p.id: p for p in io.read_predictions(pred_path)}
-    preds = [by_id[str(s.id)] for s in samples if str(s.id) in by_id]
+    preds = [by_id[i] for i in order if i in by_id]
     metrics = metrics_for(preds, geocoder_for(cfg.geocoder, cfg.data))
     # the truth beside the predictions: `geospot score --pred predictions.csv --truth truth.csv`
     io.write_truth_csv(out / "truth.csv", preds)
@@ -297,12 +353,14 @@ def run_eval(cfg: EvalConfig, engine=None) -> dict:
         "env_type": cfg.env_type,
         "sampling": "greedy" if cfg.samples == 0 else f"samples={cfg.samples},temperature={cfg.temperature}",
         "metrics": metrics,
-        "evaluated_now": len(todo),
+        "evaluated_now": evaluated,
+        "skipped_samples": skipped,
         "seconds_now": round(elapsed, 3),
-        "images_per_s_now": round(len(todo) / elapsed, 3) if todo and elapsed > 0 else None,
+        "images_per_s_now": round(evaluated / elapsed, 3) if evaluated and elapsed > 0 else None,
         "predictions": str(pred_path),
         "truth": str(out / "truth.csv"),
         "summary": str(out / io.SUMMARY),
+        "checkpoint": checkpoint,
         "config": asdict(cfg),
     }
     io.write_summary(out, summary)

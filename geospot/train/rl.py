@@ -208,7 +208,7 @@ def run(cfg: RLConfig, writer=None) -> dict:
         if cfg.kl_coef > 0 and datums_D:
             datums_D, kl = apply_kl_penalty(engine, datums_D, cfg.kl_coef)
         adam = AdamParams(cfg.learning_rate, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, grad_clip_norm=cfg.grad_clip_norm)
-        if datums_D:  # every group constant: nothing to learn, but keep the optimizer in step
+        if datums_D:  # no datums = every group constant: nothing to learn this step
             result = engine.train_step(datums_D, cfg.loss_fn, adam, loss_config)
         train_s = time.perf_counter() - t_train
 

@@ -1,6 +1,7 @@
 """The dashboard in REAL headless Chromium (Debian's `chromium`, never a downloaded browser),
 served by uvicorn on 127.0.0.1 from a run store filled like an RL run (G=8, 3 turns)."""
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ G, TURNS, N_IMAGES = 8, 3, 6
 EVIL = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
@@ -94,9 +95,11 @@ def test_live_map_in_chromium(tmp_path, browser):
         assert float(page.locator("svg.map").first.get_attribute("viewBox").split()[2]) < 360
         page.wait_for_timeout(300)
         page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
-        for dest in (REPO / "test-artifacts", REPO / "docs"):
-            dest.mkdir(exist_ok=True)
-            shutil.copy(tmp_path / "dashboard.png", dest / "dashboard.png")
+        (REPO / "test-artifacts").mkdir(exist_ok=True)
+        shutil.copy(tmp_path / "dashboard.png", REPO / "test-artifacts" / "dashboard.png")
+        # the README's copy is tracked: refresh it only when asked (or when missing)
+        if os.environ.get("GEOSPOT_UPDATE_SCREENSHOTS") or not (REPO / "docs" / "dashboard.png").exists():
+            shutil.copy(tmp_path / "dashboard.png", REPO / "docs" / "dashboard.png")
 
         # play animates through the steps
         page.locator("#play").click()

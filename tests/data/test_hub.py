@@ -11,7 +11,7 @@ from geospot.data.hub import DirOpener, build_hub_source, normalize_shard_path
 from geospot.data.pack import write_shards
 from geospot.data.spec import SpecError
 from geospot.data.sources import WebDatasetSource
-from tests.data.helpers import make_samples, write_parquet
+from data_builders import make_samples, write_parquet
 
 
 def _unified_mirror(root):

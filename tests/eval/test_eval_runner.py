@@ -149,3 +149,23 @@ def test_geocoder_gives_label_accuracy():
 
     res = evaluate(ScriptedEngine(script), make_samples(POINTS[:4]), geocoder=geocoder)
     assert res.metrics["country_acc"] == pytest.approx(0.75)
+
+
+def test_telescoping_with_k_samples_continues_each_chain():
+    def script(image, text, turn, j):
+        lat, lon = image.info["lat"], image.info["lon"]
+        if turn == 0:  # two different coarse guesses per image; later turns refine the one they see
+            return f"Latitude: {lat + 5 * (j + 1)}\nLongitude: {lon}"
+        prev = float(text.rsplit("Your previous guess was (", 1)[1].split(",")[0])
+        return f"Latitude: {(prev + lat) / 2:.4f}\nLongitude: {lon}"
+
+    eng = ScriptedEngine(script)
+    res = evaluate(eng, make_samples(POINTS[:2]), prompt_style="telescoping", sampling=2)
+    assert eng.calls == 3 and eng.prompts_seen == 2 + 4 + 4  # turn 1: k samples per image; then one per chain
+    p = res.predictions[0]
+    assert len(p.sample_guesses) == 2
+    # chain 0: 53.86 (shown 53.9) -> 51.38 (shown 51.38) -> 50.12
+    # chain 1: 58.86 (shown 58.9) -> 53.88 -> 51.37
+    assert p.turn_guesses == ((53.86, 2.35), (51.38, 2.35), (50.12, 2.35))
+    assert p.sample_guesses[0][0] == pytest.approx(50.12, abs=1e-9)
+    assert p.sample_guesses[1][0] == pytest.approx(51.37, abs=1e-9)

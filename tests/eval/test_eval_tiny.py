@@ -1,7 +1,6 @@
 """End to end on the offline tiny Qwen2.5-VL: predict, eval from a training checkpoint,
 export -> plain transformers reload gives the checkpoint's outputs."""
 
-import json
 import os
 from pathlib import Path
 
@@ -53,7 +52,7 @@ def _image():
 
 @pytest.mark.skipif(not OSV.exists(), reason="needs the shared OSV-5M samples")
 def test_predict_unlabeled_prints_12_lines(capsys):
-    assert cli.predict_main([f"model={MODEL.replace(':tiny', ':small')}", str(OSV / "unlabeled"), "max_tokens=8"]) == 0
+    assert cli.predict_main([f"model={MODEL}", str(OSV / "unlabeled"), "max_tokens=8", f"max_pixels={224 * 224}", "device=cpu"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 12
     assert all(len(l.split("\t")) == 4 for l in lines)
@@ -97,11 +96,21 @@ def test_export_reloads_in_plain_transformers_with_identical_outputs(trained_run
     from geospot.models.load import resolve_model_path
 
     run, engine = trained_run
+    # an eval of the checkpoint, in its default place inside the run (scripted answers: fast)
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from eval_fakes import ScriptedEngine
+
+    fixed = ScriptedEngine(lambda image, text, turn, j: "Latitude: 1.0\nLongitude: 2.0")
+    ev = cli.run_eval(cli.EvalConfig(model=str(run), data="synthetic:n=40", geocoder="none"), engine=fixed)
+    assert Path(ev["summary"]).parent == run / "eval" / "synthetic_n_40-single-step3"
     out = tmp_path / ("merged" if merged else "adapter")
     argv = [f"checkpoint={run}", f"out={out}"] + (["merged=true"] if merged else [])
     assert cli.export_main(argv) == 0
     card = (out / "README.md").read_text()
     assert f"base_model: {MODEL}" in card and "| steps | 3 |" in card and "synthetic:n=4" in card
+    assert "## Evaluation" in card and "synthetic_n_40-single-step3: synthetic:n=40" in card
 
     if merged:
         model = AutoModelForImageTextToText.from_pretrained(out)

@@ -149,6 +149,21 @@ function drawCharts(node, runs, cursorX) {
       pts: run.steps.filter(s => k in s.metrics).map(s => [s.step, s.metrics[k]]) })));
     return lineChart(grp.title, series, { log: grp.log, cursorX });
   });
+  // Everything else (loss, lr, tokens/s, eval/...) one at a time, picked from a menu; the
+  // choice lives on the node so live redraws keep it.
+  const grouped = new Set(groupKeys(keys).flatMap(g => g.keys));
+  const rest = keys.filter(k => !grouped.has(k)).sort();
+  if (rest.length) {
+    const key = rest.includes(node.dataset.extra) ? node.dataset.extra
+      : rest.find(k => /(^|[\/_])loss$/i.test(k)) || rest.find(k => /geoscore/i.test(k)) || rest[0];
+    const chart = lineChart(key, runs.map((run, ri) => ({ label: runs.length > 1 ? `${run.name}: ${key}` : key,
+      color: COLORS[ri % COLORS.length], pts: run.steps.filter(s => key in s.metrics).map(s => [s.step, s.metrics[key]]) })),
+    { cursorX });
+    const pick = el("select", { class: "extra", onchange: ev => { node.dataset.extra = ev.target.value; drawCharts(node, runs, cursorX); } },
+      rest.map(k => el("option", { value: k, selected: k === key }, k)));
+    chart.firstChild.replaceChildren("more: ", pick);
+    charts.push(chart);
+  }
   node.replaceChildren(...(charts.length ? charts : [el("p", { class: "muted" }, "no metrics yet")]));
 }
 

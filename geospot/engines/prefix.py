@@ -1,0 +1,293 @@
+"""Shared-prefix scoring and training: encode each image (and its prompt) once per group.
+
+A GRPO batch holds G datums per image: the same image + prompt, G different completions
+(telescoping datums share the first turn's image + prompt and then diverge). The naive forward
+pass — ours before, TRL's, verl's — runs the vision tower and the whole prompt G times. Here the
+G datums of a group become ONE packed row,
+
+    [ prefix | suffix_1 | suffix_2 | ... | suffix_G ]          (no copies of the prefix)
+
+with a block attention mask — the prefix is causal; suffix i sees the whole prefix and itself
+causally, never another suffix — and Qwen-VL's 3-row (t, h, w) position ids where every suffix
+continues from the prefix's end exactly as if it were alone. Every logit then equals the
+per-sequence one, and autograd carries each suffix's gradient back into the shared prefix
+activations (and into the vision tower, when it trains). The target logprobs at prefix positions
+come from the shared prefix logits, gathered with each datum's own targets.
+
+Datums that share no image-bearing prefix stay rows of their own (a group of one), so any batch
+goes through this path. Rows are padded to the longest row of their microbatch; pad positions
+attend only to themselves and their logits are discarded.
+
+Token accounting: a group *needs* prefix + sum(suffixes) tokens (the prefix once per group +
+G x completion); a microbatch *processes* rows x longest row. `counter.add("train", needed,
+processed)` is called per microbatch with a TokenCounter-like object when one is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from geospot.engines.types import Datum, ImageChunk, ModelInput, TextChunk
+
+MIN_SHARED_TEXT_TOKENS = 64  # text-only datums are grouped only when they share this much
+DEFAULT_MICROBATCH_TOKENS = 8192  # rows x longest row per forward pass: bounds activations
+
+
+# -- finding the shared prefixes -------------------------------------------------------------------
+
+
+def _same_image(a: ImageChunk, b: ImageChunk) -> bool:
+    """Same chunk object (what rollouts produce: every datum of a group extends one prompt), or
+    the same pixels at the same grid (datums rebuilt from the same image)."""
+    if a is b:
+        return True
+    return (a.grid_thw == b.grid_thw and a.image.size == b.image.size and a.image.mode == b.image.mode
+            and a.image.tobytes() == b.image.tobytes())
+
+
+def common_prefix(a: ModelInput, b: ModelInput) -> tuple[int, int]:
+    """(tokens, images) the two inputs share from their start. An image is shared whole or not at
+    all, so a prefix never ends inside an image."""
+    n, n_img = 0, 0
+    for ca, cb in zip(a.chunks, b.chunks):
+        if isinstance(ca, ImageChunk) and isinstance(cb, ImageChunk):
+            if not _same_image(ca, cb):
+                break
+            n, n_img = n + ca.length, n_img + 1
+            continue
+        if isinstance(ca, ImageChunk) or isinstance(cb, ImageChunk):
+            break
+        k, m = 0, min(ca.length, cb.length)
+        ta, tb = ca.tokens, cb.tokens
+        while k < m and ta[k] == tb[k]:
+            k += 1
+        n += k
+        if k < ca.length or k < cb.length:  # diverged (or one text run ended): nothing after is shared
+            break
+    return n, n_img
+
+
+def _images_before(mi: ModelInput, n_tokens: int) -> int:
+    count, pos = 0, 0
+    for c in mi.chunks:
+        if pos >= n_tokens:
+            break
+        if isinstance(c, ImageChunk):
+            count += 1
+        pos += c.length
+    return count
+
+
+@dataclass
+class PackedGroup:
+    """Datums (indices into the batch) scored in one row against a shared prefix of
+    `prefix_len` tokens; datum m's suffix is its input after the prefix."""
+
+    members: list[int]
+    prefix_len: int
+    lengths: list[int]  # each member's input length
+    prefix_images: int = 0
+
+    @property
+    def suffix_lens(self) -> list[int]:
+        return [n - self.prefix_len for n in self.lengths]
+
+    @property
+    def row_len(self) -> int:
+        """Tokens of the packed row = tokens the minimal computation needs for this group."""
+        return self.prefix_len + sum(self.suffix_lens)
+
+
+def group_datums(datums: Sequence[Datum], max_row_tokens: int = DEFAULT_MICROBATCH_TOKENS) -> list[PackedGroup]:
+    """Greedy, order-keeping grouping. A datum joins the most recent group it shares a prefix
+    with when that prefix holds an image (or >= MIN_SHARED_TEXT_TOKENS of text), does not drop an
+    image from the group's prefix, and the row stays within `max_row_tokens`."""
+    groups: list[PackedGroup] = []
+    inputs = [d.model_input for d in datums]
+    for i, mi in enumerate(inputs):
+        n_i = mi.length
+        for g in reversed(groups):
+            first = inputs[g.members[0]]
+            n = min(common_prefix(first, mi)[0], g.prefix_len)
+            n_img = _images_before(first, n)
+            if n_img == 0 and (first.images() or mi.images() or n < MIN_SHARED_TEXT_TOKENS):
+                continue  # sharing a system prompt is not worth moving an image into every suffix
+            if len(g.members) > 1 and n_img < g.prefix_images:
+                continue  # would push a shared image back into every suffix
+            if n + sum(m - n for m in g.lengths) + (n_i - n) > max_row_tokens:
+                continue
+            g.members.append(i)
+            g.lengths.append(n_i)
+            g.prefix_len, g.prefix_images = n, n_img
+            break
+        else:
+            groups.append(PackedGroup([i], n_i, [n_i], len(mi.images())))
+    return groups
+
+
+def minimal_tokens(datums: Sequence[Datum]) -> int:
+    """Tokens a shared-prefix computation needs for these datums (each prefix once)."""
+    return sum(g.row_len for g in group_datums(datums))
+
+
+def has_shared_prefix(datums: Sequence[Datum]) -> bool:
+    return any(len(g.members) > 1 for g in group_datums(datums))
+
+
+# -- building the packed rows ----------------------------------------------------------------------
+
+
+@dataclass
+class _Row:
+    group: PackedGroup
+    tokens: np.ndarray  # int64[L]
+    positions: np.ndarray  # int64[3, L]
+    segments: np.ndarray  # int64[L]: 0 = prefix, m+1 = suffix of member m
+    images: list = field(default_factory=list)  # PIL images in row order
+    offsets: list[int] = field(default_factory=list)  # where each member's suffix starts in the row
+
+
+def _image_starts(mi: ModelInput) -> list[tuple[int, ImageChunk]]:
+    out, pos = [], 0
+    for c in mi.chunks:
+        if isinstance(c, ImageChunk):
+            out.append((pos, c))
+        pos += c.length
+    return out
+
+
+def _build_row(group: PackedGroup, datums: Sequence[Datum], renderer, spatial_merge: int) -> _Row:
+    from geospot.engines.local import mrope_positions  # local.py imports this module
+
+    P = group.prefix_len
+    first = datums[group.members[0]].model_input
+    toks, poss, segs, images, offsets = [], [], [], [], []
+    pos0, _ = mrope_positions(first, spatial_merge)
+    toks.append(renderer.tokens_of(first)[:P])
+    poss.append(pos0[:, :P])
+    segs.append(np.zeros(P, np.int64))
+    images.extend(c.image for s, c in _image_starts(first) if s < P)
+    at = P
+    for m, idx in enumerate(group.members):
+        mi = datums[idx].model_input
+        pos, _ = mrope_positions(mi, spatial_merge)  # suffix positions as if the datum were alone
+        t = renderer.tokens_of(mi)
+        offsets.append(at)
+        toks.append(t[P:])
+        poss.append(pos[:, P:])
+        segs.append(np.full(len(t) - P, m + 1, np.int64))
+        images.extend(c.image for s, c in _image_starts(mi) if s >= P)
+        at += len(t) - P
+    return _Row(group, np.concatenate(toks), np.concatenate(poss, axis=1), np.concatenate(segs), images, offsets)
+
+
+def block_mask(segments_RL: np.ndarray) -> np.ndarray:
+    """bool[R, L, L], True = query may attend key: causal, and a key in the prefix (segment 0) or
+    in the query's own segment. Padding (segment -1) attends only to itself."""
+    L = segments_RL.shape[1]
+    causal = np.tril(np.ones((L, L), dtype=bool))
+    q, k = segments_RL[:, :, None], segments_RL[:, None, :]
+    allowed = causal[None] & ((k == 0) | (k == q)) & (q >= 0) & (k >= 0)
+    allowed |= np.eye(L, dtype=bool)[None]
+    return allowed
+
+
+def _microbatches(rows: list[_Row], budget: int) -> list[list[_Row]]:
+    out, cur, longest = [], [], 0
+    for r in rows:
+        n = len(r.tokens)
+        if cur and (len(cur) + 1) * max(longest, n) > budget:
+            out.append(cur)
+            cur, longest = [], 0
+        cur.append(r)
+        longest = max(longest, n)
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _model_dtype_device(model: torch.nn.Module) -> tuple[torch.dtype, torch.device]:
+    p = next(p for p in model.parameters() if p.is_floating_point())
+    return p.dtype, p.device
+
+
+# -- the forward pass ------------------------------------------------------------------------------
+
+
+def iter_shared_prefix_logprobs(
+    model: torch.nn.Module,
+    datums_D: Sequence[Datum],
+    *,
+    renderer,
+    spatial_merge: int,
+    pad_id: int = 0,
+    microbatch_tokens: int = DEFAULT_MICROBATCH_TOKENS,
+    counter=None,
+) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
+    """Yields (datum indices, target logprobs float32 [T] per datum) one microbatch at a time, so
+    a caller can take the loss and call backward before the next microbatch (bounded memory).
+    Differentiable when grad is enabled."""
+    dtype, device = _model_dtype_device(model)
+    if pad_id == renderer.image_pad_id:
+        raise ValueError(f"pad_id {pad_id} is the image placeholder id; pass the tokenizer's pad token id")
+    groups = group_datums(datums_D, max_row_tokens=microbatch_tokens)
+    rows = [_build_row(g, datums_D, renderer, spatial_merge) for g in groups]
+    for mb in _microbatches(rows, microbatch_tokens):
+        R, L = len(mb), max(len(r.tokens) for r in mb)
+        ids = np.full((R, L), pad_id, np.int64)
+        pos = np.zeros((3, R, L), np.int64)
+        seg = np.full((R, L), -1, np.int64)
+        images = []
+        for b, r in enumerate(mb):
+            n = len(r.tokens)
+            ids[b, :n], pos[:, b, :n], seg[b, :n] = r.tokens, r.positions, r.segments
+            images.extend(r.images)
+        allowed = torch.from_numpy(block_mask(seg)).to(device)
+        # additive float mask: works for eager and sdpa attention alike (a 4-D mask is used as-is)
+        mask = torch.zeros((R, 1, L, L), dtype=dtype, device=device)
+        mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
+        kw = dict(input_ids=torch.from_numpy(ids).to(device), attention_mask=mask,
+                  position_ids=torch.from_numpy(pos).to(device), use_cache=False)
+        if images:
+            pixel_values, grid = renderer.image_processor(images)
+            kw.update(pixel_values=pixel_values.to(device, dtype), image_grid_thw=grid.to(device))
+        logits = model(**kw).logits
+        if counter is not None:
+            counter.add("train", needed=sum(len(r.tokens) for r in mb), processed=R * L)
+        indices, logprobs = [], []
+        for b, r in enumerate(mb):
+            row_logits = logits[b, : len(r.tokens)].float()
+            lse = torch.logsumexp(row_logits, dim=-1)
+            P = r.group.prefix_len
+            for m, idx in enumerate(r.group.members):
+                S = r.group.lengths[m] - P
+                where = torch.cat([torch.arange(P), torch.arange(r.offsets[m], r.offsets[m] + S)]).to(device)
+                targets = torch.as_tensor(datums_D[idx].loss_fn_inputs["target_tokens"], dtype=torch.long, device=device)
+                lg = row_logits.index_select(0, where)
+                logprobs.append(lg.gather(-1, targets[:, None]).squeeze(-1) - lse.index_select(0, where))
+                indices.append(idx)
+        yield indices, logprobs
+
+
+def shared_prefix_forward(model: torch.nn.Module, datums_D: Sequence[Datum], *, renderer, spatial_merge: int,
+                          pad_id: int = 0, microbatch_tokens: int = DEFAULT_MICROBATCH_TOKENS,
+                          counter=None) -> list[torch.Tensor]:
+    """Target logprobs float32 [T] per datum, in input order (differentiable when grad is on).
+    Keeps every microbatch's graph alive; a training loop wanting bounded memory uses
+    `iter_shared_prefix_logprobs` and calls backward per microbatch."""
+    out: list[torch.Tensor | None] = [None] * len(datums_D)
+    for indices, lps in iter_shared_prefix_logprobs(model, datums_D, renderer=renderer, spatial_merge=spatial_merge,
+                                                    pad_id=pad_id, microbatch_tokens=microbatch_tokens, counter=counter):
+        for i, lp in zip(indices, lps):
+            out[i] = lp
+    return out  # type: ignore[return-value]
+
+
+__all__ = [
+    "PackedGroup", "common_prefix", "group_datums", "minimal_tokens", "has_shared_prefix", "block_mask",
+    "iter_shared_prefix_logprobs", "shared_prefix_forward",
+]

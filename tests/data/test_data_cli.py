@@ -1,0 +1,47 @@
+import json
+import os
+
+import pytest
+
+from geospot.data import load_samples
+from geospot.data.cli import main
+from data_builders import EXPECTED_SKIPPED, build_corpus
+
+OSV = "/work/shared/data/osv5m-samples"
+
+
+def _json(capsys, argv):
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_inspect_osv5m_samples(capsys):
+    if not os.path.isdir(OSV):
+        pytest.skip("shared OSV-5M samples not present")
+    assert _json(capsys, ["inspect", OSV, "--json"]) == {"samples": 8, "skipped": {}, "sources": {"osv5m-samples": 8}}
+    assert main(["inspect", OSV]) == 0
+    out = capsys.readouterr().out
+    assert "samples: 8" in out and "skipped: 0" in out and "latitude: -19.1233 .. 43.2616" in out
+
+
+def test_inspect_counts_skips_and_limit(tmp_path, capsys):
+    build_corpus(str(tmp_path))
+    got = _json(capsys, ["inspect", f"{tmp_path}/a-{{000..001}}.tar", "--json"])
+    assert got == {"samples": 11, "skipped": EXPECTED_SKIPPED, "sources": {"corpus": 11}}
+    assert _json(capsys, ["inspect", "synthetic:n=30,size=16", "--json", "--limit", "7"])["samples"] == 7
+
+
+def test_pack_then_read_back(tmp_path, capsys):
+    spec = "synthetic:n=25,size=32,seed=4"
+    assert main(["pack", spec, "--out", str(tmp_path), "--shard-size", "10"]) == 0
+    assert "wrote 25 samples in 3 shard(s)" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path)) == ["shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]
+    want, got = load_samples(spec, "all"), load_samples(str(tmp_path), "all")
+    assert [s.id for s in got] == [s.id for s in want]
+    assert [s.labels["country"] for s in got] == [s.labels["country"] for s in want]
+    assert got[0].lat == pytest.approx(want[0].lat)
+
+
+def test_bad_spec_exits_2(capsys):
+    assert main(["inspect", "/no/such/folder"]) == 2
+    assert "no such file" in capsys.readouterr().err

@@ -1,0 +1,194 @@
+"""Shared-prefix scoring/training equals the naive per-sequence computation (issue 7), for all
+three Qwen-VL families, single- and multi-turn; and the sampler's shared-prefix KV cache gives
+the same logprobs as rescoring each sampled sequence alone."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from geospot import prompts
+from geospot.engines import make_engine
+from geospot.engines.config import EngineConfig
+from geospot.engines.datums import make_datum
+from geospot.engines.local import TokenCounter, mrope_positions
+from geospot.engines.losses import importance_sampling
+from geospot.engines.prefix import block_mask, common_prefix, group_datums, minimal_tokens, shared_prefix_forward
+from geospot.engines.types import ModelInput, SampleParams
+from geospot.models.tiny import FAMILIES
+
+FAMILY = pytest.mark.parametrize("family", FAMILIES)
+
+
+def _engine(family, **kw):
+    kw.setdefault("lora_rank", 4)
+    kw.setdefault("max_pixels", 112 * 112)
+    return make_engine(EngineConfig(model_name=f"tiny:{family}", **kw))
+
+
+def _image(seed=0, size=(112, 112)):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def _prompt(e, seed=0, size=(112, 112), text=prompts.SINGLE_TURN_PROMPT):
+    return e.renderer.generation_prompt([prompts.user_message(_image(seed, size), text)])
+
+
+def _rl_datum(prompt: ModelInput, tokens, seed: int):
+    """prompt + completion, random sampler logprobs/advantages on the completion (zeros over the
+    prompt), as rl/datums.py builds them."""
+    rng = np.random.default_rng(seed)
+    full = prompt.append_tokens(tokens)
+    n_p, n_c = prompt.length, full.length - prompt.length
+    q = np.concatenate([np.zeros(n_p), rng.normal(-3, 0.5, n_c)]).astype(np.float32)
+    a = np.concatenate([np.zeros(n_p), np.full(n_c, rng.normal())]).astype(np.float32)
+    return make_datum(full, logprobs=q, advantages=a)
+
+
+def _naive_logprobs(e, d) -> torch.Tensor:
+    """One datum alone: batch of one, no padding, no mask — the reference."""
+    mi = d.model_input
+    pos, _ = mrope_positions(mi, e.spatial_merge)
+    kw = dict(input_ids=torch.from_numpy(e.renderer.tokens_of(mi))[None], position_ids=torch.from_numpy(pos)[:, None],
+              use_cache=False)
+    if mi.images():
+        pv, grid = e.image_processor([c.image for c in mi.images()])
+        kw.update(pixel_values=pv, image_grid_thw=grid)
+    logits = e.model(**kw).logits[0].float()
+    t = torch.as_tensor(d.loss_fn_inputs["target_tokens"], dtype=torch.long)
+    return logits.gather(-1, t[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
+
+
+def _loss(lp, d):
+    f = lambda k: torch.as_tensor(d.loss_fn_inputs[k])
+    return importance_sampling(lp, f("logprobs"), f("advantages"))
+
+
+def _grads(e, datums, logprobs_fn):
+    e.model.zero_grad(set_to_none=True)
+    lps = logprobs_fn(datums)
+    torch.stack([_loss(lp, d) for lp, d in zip(lps, datums)]).sum().backward()
+    grads = {n: p.grad.clone() for n, p in e.trainable if p.grad is not None}
+    e.model.zero_grad(set_to_none=True)
+    return [lp.detach() for lp in lps], grads
+
+
+def _assert_equal(e, datums, counter=None):
+    naive_lp, naive_g = _grads(e, datums, lambda ds: [_naive_logprobs(e, d) for d in ds])
+    packed = lambda ds: shared_prefix_forward(e.model, ds, renderer=e.renderer, spatial_merge=e.spatial_merge,
+                                              pad_id=e.pad_id, counter=counter)
+    shared_lp, shared_g = _grads(e, datums, packed)
+    for a, b in zip(naive_lp, shared_lp):
+        assert a.shape == b.shape
+        assert torch.allclose(a, b, atol=2e-5, rtol=0), float((a - b).abs().max())
+    assert naive_g.keys() == shared_g.keys() and len(naive_g) > 0
+    scale = max(g.abs().max().item() for g in naive_g.values())
+    for n in naive_g:
+        diff = (naive_g[n] - shared_g[n]).abs().max().item()
+        assert diff <= 1e-4 * scale + 1e-7, (n, diff, scale)
+    return naive_g
+
+
+def _completions(rng, G, lo=3, hi=9):
+    return [rng.integers(20, 400, rng.integers(lo, hi)).tolist() for _ in range(G)]
+
+
+@FAMILY
+def test_single_turn_groups_equal_naive(family):
+    e = _engine(family)
+    rng = np.random.default_rng(0)
+    p0, p1 = _prompt(e, 0), _prompt(e, 1, (168, 112), "Where?")
+    # two groups of 4, interleaved on purpose (the grouping must not depend on order)
+    datums = []
+    for k, (c0, c1) in enumerate(zip(_completions(rng, 4), _completions(rng, 4))):
+        datums += [_rl_datum(p0, c0, 2 * k), _rl_datum(p1, c1, 2 * k + 1)]
+    groups = group_datums(datums)
+    assert sorted(len(g.members) for g in groups) == [4, 4]
+    assert all(g.prefix_len >= p.length for g, p in zip(groups, (p0, p1)))
+    counter = TokenCounter()
+    _assert_equal(e, datums, counter)
+    needed = sum(g.row_len for g in groups)
+    assert counter.by_kind["train"][0] == needed == minimal_tokens(datums)
+    naive_tokens = sum(d.model_input.length for d in datums)
+    assert needed <= naive_tokens - 3 * (p0.length + p1.length)  # each prompt once, not 4 times
+
+
+@FAMILY
+def test_multi_turn_telescoping_datums_equal_naive(family):
+    """Telescoping-like datums: one image + first prompt shared, then each rollout's own turns
+    (sampled tokens + the next user turn) — only the first prompt is shared."""
+    e = _engine(family)
+    r = e.renderer
+    rng = np.random.default_rng(1)
+    p = _prompt(e, 3, text=prompts.TELESCOPING_PROMPTS[0])
+    datums = []
+    for k in range(3):
+        mi = p
+        for turn in (1, 2):
+            mi = r.continuation(mi, rng.integers(20, 400, 4 + k).tolist(),
+                                [prompts.user_message(None, prompts.TELESCOPING_PROMPTS[turn].format(prev=f"({k}.0, {turn}.0)"))])
+        datums.append(_rl_datum(mi, rng.integers(20, 400, 5).tolist(), k))
+    (g,) = group_datums(datums)
+    assert p.length <= g.prefix_len < datums[0].model_input.length
+    _assert_equal(e, datums)
+
+
+def test_gradients_reach_the_vision_tower_through_the_shared_prefix():
+    e = _engine("qwen2_5_vl", train_vision=True)
+    assert any("visual" in n for n, _ in e.trainable)
+    rng = np.random.default_rng(2)
+    p = _prompt(e, 4)
+    datums = [_rl_datum(p, c, i) for i, c in enumerate(_completions(rng, 3))]
+    grads = _assert_equal(e, datums)
+    assert any("visual" in n and g.abs().sum() > 0 for n, g in grads.items())
+
+
+def test_second_image_in_a_later_turn_and_ungrouped_datums():
+    e = _engine("qwen2_vl")
+    r = e.renderer
+    rng = np.random.default_rng(3)
+    p = _prompt(e, 5)
+    turn2 = [prompts.user_message(_image(6, (140, 112)), "again")]
+    two_img = [_rl_datum(r.continuation(p, c, turn2), [70, 80, 90], i) for i, c in enumerate(_completions(rng, 2))]
+    lone = _rl_datum(_prompt(e, 7), [110, 120, 130], 9)  # another image: a row of its own
+    text_only = _rl_datum(r.generation_prompt([prompts.user_message(None, "hi")]), [50, 60], 10)
+    datums = two_img + [lone, text_only]
+    assert sorted(len(g.members) for g in group_datums(datums)) == [1, 1, 2]
+    _assert_equal(e, datums)
+
+
+def test_common_prefix_and_block_mask_by_hand():
+    a = ModelInput.from_ints([1, 2, 3, 4])
+    b = ModelInput.from_ints([1, 2, 9])
+    assert common_prefix(a, b) == (2, 0)
+    assert common_prefix(a, a) == (4, 0)
+    # prefix of 2, suffix A of 2, suffix B of 1, one pad
+    m = block_mask(np.array([[0, 0, 1, 1, 2, -1]]))[0].astype(int)
+    assert m.tolist() == [
+        [1, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0],
+        [1, 1, 1, 1, 0, 0],
+        [1, 1, 0, 0, 1, 0],  # suffix B sees the prefix and itself, not suffix A
+        [0, 0, 0, 0, 0, 1],  # padding sees only itself
+    ]
+
+
+@FAMILY
+def test_shared_prefix_sampling_equals_naive_rescoring(family):
+    """The engine prefills each prompt once and repeats the KV cache for the G samples; every
+    sampled sequence, rescored alone from scratch, has the sampler's logprobs."""
+    e = _engine(family)
+    p0, p1 = _prompt(e, 0), _prompt(e, 1, (168, 112), "Where?")  # different lengths: left padding too
+    before = e.token_stats().get("prefill_processed", 0)
+    out = e.sample([p0, p1], 4, SampleParams(max_tokens=8, seed=5))
+    # prefill ran over 2 rows (one per prompt), not 8
+    assert e.token_stats()["prefill_processed"] - before == 2 * max(p0.length, p1.length)
+    for prompt, group in zip((p0, p1), out):
+        assert len(group) == 4
+        for s in group:
+            d = _rl_datum(prompt, s.tokens, 0)
+            with torch.no_grad():
+                lp = _naive_logprobs(e, d)[prompt.length - 1:].numpy()
+            assert np.abs(lp - np.asarray(s.logprobs)).max() < 1e-4
