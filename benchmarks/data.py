@@ -3,9 +3,11 @@ geospot stream (2 worker threads, JPEG draft decoding) vs the `webdataset` packa
 pipeline (`WebDataset(urls).decode("pil")` + resize, one process) and a plain single-thread
 PIL loop, measured in the same run; plus synthetic-world images/s on one core.
 
-The shards hold real street-view photos (the OSV-5M samples in /work/shared/data, upscaled
-to 1536 px on the long side as phone/Mapillary images are; synthetic images when absent).
-Prints ONE JSON line.  Usage: python benchmarks/data.py [--n 400]"""
+The shards hold real street-view photos (the OSV-5M samples in /work/shared/data; synthetic
+images when absent), once as OSV-5M ships them (~682x512, "osv_*") and once upscaled to
+1536 px on the long side like phone/Mapillary originals ("big1536_*"). The 2 cores of the
+dev machine are shared, so `load_avg_1m` is reported with the numbers.
+Prints ONE JSON line.  Usage: python benchmarks/data.py [--n 300]"""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ OSV = "/work/shared/data/osv5m-samples"
 MAX_SIDE = 512
 
 
-def source_photos() -> list[bytes]:
+def source_photos(long_side: int | None) -> list[bytes]:
     paths = sorted(glob.glob(os.path.join(OSV, "**", "*.jpg"), recursive=True))
     ims = [Image.open(p).convert("RGB") for p in paths]
     if not ims:
@@ -38,16 +40,16 @@ def source_photos() -> list[bytes]:
         ims = [w.sample(i).image for i in range(20)]
     out = []
     for im in ims:
-        scale = 1536 / max(im.size)
-        big = im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS)
+        scale = (long_side or max(im.size)) / max(im.size)
+        big = im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS) if scale != 1 else im
         buf = io.BytesIO()
         big.save(buf, format="JPEG", quality=90)
         out.append(buf.getvalue())
     return out
 
 
-def build_shards(d: str, n: int, per_shard: int = 100) -> list[str]:
-    photos = source_photos()
+def build_shards(d: str, n: int, long_side: int | None, per_shard: int = 100) -> list[str]:
+    photos = source_photos(long_side)
     paths = []
     for s in range(0, n, per_shard):
         path = os.path.join(d, f"bench-{s // per_shard:03d}.tar")
@@ -64,13 +66,15 @@ def resize(im: Image.Image) -> Image.Image:
     return im.resize((round(im.width * scale), round(im.height * scale)), Image.BILINEAR) if scale < 1 else im
 
 
-def best_rate(fn, repeats: int = 2) -> float:
-    rates = []
+def best_rate(fn, repeats: int = 2) -> tuple[float, float]:
+    """(images per wall second, images per CPU second of this process, all threads)."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         n = fn()
-        rates.append(n / (time.perf_counter() - t))
-    return max(rates)
+        wall.append(n / (time.perf_counter() - t))
+        cpu.append(n / max(time.process_time() - c, 1e-9))
+    return round(max(wall), 1), round(max(cpu), 1)
 
 
 def ours(spec: str, workers: int) -> int:
@@ -107,26 +111,44 @@ def synthetic(size: int, n: int = 400) -> float:
     return n / (time.perf_counter() - t)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=400, help="images in the shards")
-    args = ap.parse_args()
+def measure(n: int, long_side: int | None, tag: str, result: dict) -> None:
     with tempfile.TemporaryDirectory() as d:
-        urls = build_shards(d, args.n)
+        urls = build_shards(d, n, long_side)
         spec = os.path.join(d, f"bench-{{000..{len(urls) - 1:03d}}}.tar")
         ours(spec, 2)  # warm the page cache
-        result = {"bench": "data", "images": args.n, "max_side": MAX_SIDE, "cores": os.cpu_count(),
-                  "source_long_side": 1536}
-        result["geospot_2_threads_images_per_s"] = round(best_rate(lambda: ours(spec, 2)), 1)
-        result["geospot_1_thread_images_per_s"] = round(best_rate(lambda: ours(spec, 0)), 1)
+        runs = {"geospot_2_threads": lambda: ours(spec, 2), "geospot_1_thread": lambda: ours(spec, 0),
+                "plain_pil": lambda: peer_pil(urls)}
         try:
-            result["peer"] = "webdataset 1.x WebDataset(urls).decode('pil') + PIL resize, 1 process"
-            result["peer_images_per_s"] = round(best_rate(lambda: peer_webdataset(urls)), 1)
+            import webdataset  # noqa: F401
+
+            runs["peer"] = lambda: peer_webdataset(urls)
+            result["peer"] = "webdataset WebDataset(urls).decode('pil') + PIL bilinear resize, 1 process"
         except ImportError:
-            result["peer"] = "plain PIL decode + resize, 1 thread (webdataset not installed)"
-            result["peer_images_per_s"] = round(best_rate(lambda: peer_pil(urls)), 1)
-        result["plain_pil_images_per_s"] = round(best_rate(lambda: peer_pil(urls)), 1)
-        result["ratio_vs_peer"] = round(result["geospot_2_threads_images_per_s"] / result["peer_images_per_s"], 2)
+            runs["peer"] = runs["plain_pil"]
+            result["peer"] = "plain PIL decode + bilinear resize, 1 thread (webdataset not installed)"
+        for name, fn in runs.items():
+            wall, cpu = best_rate(fn)
+            result[f"{tag}_{name}_images_per_s"] = wall
+            result[f"{tag}_{name}_images_per_cpu_s"] = cpu
+        # The comparison that survives a shared machine: work per CPU second; on 2 free cores
+        # the 2-thread stream does ~2x its per-CPU-second rate (decode/resize release the GIL).
+        result[f"{tag}_ratio_vs_peer_cpu"] = round(result[f"{tag}_geospot_2_threads_images_per_cpu_s"]
+                                                   / result[f"{tag}_peer_images_per_cpu_s"], 2)
+        result[f"{tag}_ratio_vs_peer_wall"] = round(result[f"{tag}_geospot_2_threads_images_per_s"]
+                                                    / result[f"{tag}_peer_images_per_s"], 2)
+        result[f"{tag}_geospot_2_cores_projected_images_per_s"] = round(
+            2 * result[f"{tag}_geospot_2_threads_images_per_cpu_s"], 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=300, help="images in the shards")
+    args = ap.parse_args()
+    result = {"bench": "data", "images": args.n, "max_side": MAX_SIDE, "cores": os.cpu_count(),
+              "load_avg_1m": round(os.getloadavg()[0], 2)}
+    # osv: the photos as OSV-5M ships them (~682x512); big: upscaled to 1536 px like phone/Mapillary originals.
+    measure(args.n, None, "osv", result)
+    measure(args.n, 1536, "big1536", result)
     result["synthetic_224_images_per_s_1core"] = round(synthetic(224), 1)
     result["synthetic_112_images_per_s_1core"] = round(synthetic(112), 1)
     print(json.dumps(result))

@@ -379,7 +379,7 @@ class SyntheticWorld:
         return im if S == out_size else im.resize((out_size, out_size), Image.NEAREST)
 
     def _draw_sign(self, img, look: _Look, code, rng, h, vx, S, gain) -> None:
-        size = rng.uniform(0.13, 0.18)
+        size = rng.uniform(0.17, 0.22)  # ~20-25 px at 112 px: the region code must survive 14 px patches
         cx = (0.14 if look.left_side else 0.86) + rng.uniform(-0.04, 0.04)
         cy = h + rng.uniform(-0.08, 0.0)
         x0, x1 = int((cx - size / 2) * S), int((cx + size / 2) * S)
@@ -406,7 +406,7 @@ class SyntheticWorld:
         np.copyto(patch, look.sign_border * gain, where=(inner < 1.0)[..., None])
         np.copyto(patch, look.sign_fill * gain, where=(inner < 0.78)[..., None])
         # Region code: 2x2 cells in the middle of the sign.
-        cell = s * 0.28
+        cell = s * 0.42
         for b in range(4):
             if code[b]:
                 qu = (-0.5 if b % 2 == 0 else 0.5) * cell * 1.1

@@ -49,6 +49,7 @@ from geospot.models.load import LoadedModel, load_model
 log = logging.getLogger(__name__)
 
 MAX_TOKENS_PER_MICROBATCH = 8192  # training/scoring batches are split to bound activation memory
+MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate prefix pass
 
 
 # -- multimodal positions ------------------------------------------------------------------------
@@ -155,6 +156,7 @@ class LocalEngine:
         self.step = 0
         self.sample_calls = 0
         self.tokens = TokenCounter()
+        self.shared_prefix = True  # compute a group's common prefix once in forward/forward_backward
 
     def _make_trainable(self, model: torch.nn.Module) -> torch.nn.Module:
         for p in model.parameters():
@@ -278,26 +280,32 @@ class LocalEngine:
         tokens: list[list[int]] = [[] for _ in range(N)]
         logprobs: list[list[float]] = [[] for _ in range(N)]
         reason = ["length"] * N
-        done = torch.zeros(N, dtype=torch.bool, device=self.device)
+        rows = list(range(N))  # which sequence each live batch row is; finished rows are dropped
         for t in range(params.max_tokens):
             logp = torch.log_softmax(logits, dim=-1)  # temperature 1: what the trainer computes
             tok = self._pick(logits, params, gen)
             lp = logp.gather(-1, tok[:, None]).squeeze(-1)
             tok_l, lp_l = tok.tolist(), lp.tolist()
-            live = (~done).nonzero().flatten().tolist()
-            for r in live:
-                tokens[r].append(tok_l[r])
-                logprobs[r].append(lp_l[r])
-                if tok_l[r] in stop_ids or (stop_strs and any(self.renderer.decode(tokens[r]).endswith(s) for s in stop_strs)):
-                    done[r] = True
+            keep = []
+            for k, r in enumerate(rows):
+                tokens[r].append(tok_l[k])
+                logprobs[r].append(lp_l[k])
+                if tok_l[k] in stop_ids or (stop_strs and any(self.renderer.decode(tokens[r]).endswith(s) for s in stop_strs)):
                     reason[r] = "stop"
-            self.tokens.add("decode", needed=len(live), processed=N)
-            if bool(done.all()) or t == params.max_tokens - 1:
+                else:
+                    keep.append(k)
+            self.tokens.add("decode", needed=len(rows), processed=len(rows))
+            if not keep or t == params.max_tokens - 1:
                 break
-            feed = torch.where(done, torch.full_like(tok, self.pad_id), tok)
-            attn = torch.cat([attn, torch.ones(N, 1, dtype=attn.dtype, device=attn.device)], dim=1)
-            pos = (next_pos + t).view(1, N, 1).expand(3, N, 1)
-            out = self.model(input_ids=feed[:, None], attention_mask=attn, position_ids=pos, cache=cache, use_cache=True)
+            if len(keep) < len(rows):  # drop finished rows from the batch and the KV cache
+                idx = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(idx)
+                attn, next_pos, tok = attn[idx], next_pos[idx], tok[idx]
+                rows = [rows[k] for k in keep]
+            n = len(rows)
+            attn = torch.cat([attn, torch.ones(n, 1, dtype=attn.dtype, device=attn.device)], dim=1)
+            pos = (next_pos + t).view(1, n, 1).expand(3, n, 1)
+            out = self.model(input_ids=tok[:, None], attention_mask=attn, position_ids=pos, cache=cache, use_cache=True)
             cache = out.cache
             logits = out.logits[:, -1].float()
         seqs = [SampledSequence(tuple(tokens[r]), tuple(logprobs[r]), reason[r]) for r in range(N)]
@@ -334,11 +342,87 @@ class LocalEngine:
             result.append(logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1))
         return result
 
+    # Shared-prefix training (issue 7). The G datums of a GRPO group repeat the same image +
+    # prompt; a naive batch runs the vision tower and the prefix G times. Instead we run the
+    # prefix once (with gradients), repeat its KV cache G times and run only the completions
+    # against it; gradients flow back into the prefix through the cache. The logprobs and
+    # gradients equal the naive computation's (tests check it, fp32 tolerance).
+
+    def _plan(self, datums: Sequence[Datum]) -> list[tuple[list[int], int]]:
+        """[(datum indices, shared prefix length)]; prefix length 0 = a plain padded batch."""
+        toks = [self.renderer.tokens_of(d.model_input) for d in datums]
+        clusters: list[list] = []  # [indices, prefix_len]
+        for i, t in enumerate(toks):
+            for cl in (clusters if self.shared_prefix else []):
+                ref = toks[cl[0][0]]
+                n = min(len(ref), len(t), cl[1])
+                lcp = int(np.argmin(np.append(ref[:n] == t[:n], False)))
+                if lcp >= MIN_SHARED_PREFIX and _same_images(datums[cl[0][0]].model_input, datums[i].model_input, lcp):
+                    cl[0].append(i)
+                    cl[1] = lcp
+                    break
+            else:
+                clusters.append([[i], len(t)])
+        plan: list[tuple[list[int], int]] = []
+        loose: list[int] = []
+        for idx, lcp in clusters:
+            # the prefix must leave every datum >= 1 own token and hold all the images
+            lcp = min([lcp] + [len(toks[i]) - 1 for i in idx])
+            ok = len(idx) > 1 and lcp >= MIN_SHARED_PREFIX and all(_images_end_before(datums[i].model_input, lcp) for i in idx)
+            if ok:
+                plan.append((idx, lcp))
+            else:
+                loose.extend(idx)
+        loose.sort()
+        plan.extend(([loose[j] for j in mb], 0) for mb in self._microbatches([datums[i] for i in loose]))
+        return plan
+
+    def _shared_prefix_logprobs(self, datums: Sequence[Datum], prefix_len: int) -> list[torch.Tensor]:
+        P, G = prefix_len, len(datums)
+        for i, d in enumerate(datums):
+            self._check_input(i, d.model_input)
+        prefix = self._batch([_head(datums[0].model_input, P)], left_pad=False)
+        out = self.model(**prefix.model_kwargs(), use_cache=True)
+        cache = out.cache
+        prefix_logits = out.logits[0].float()  # [P, V], shared by the group
+        prefix_lse = torch.logsumexp(prefix_logits, dim=-1)
+        cache.batch_repeat_interleave(G)  # differentiable: gradients reach the prefix through it
+        suffixes, positions = [], []
+        for d in datums:
+            pos, _ = mrope_positions(d.model_input, self.spatial_merge)
+            suffixes.append(self.renderer.tokens_of(d.model_input)[P:])
+            positions.append(pos[:, P:])
+        S = max(len(x) for x in suffixes)
+        ids = np.full((G, S), self.pad_id, np.int64)
+        mask = np.zeros((G, P + S), np.int64)
+        mask[:, :P] = 1
+        pos_ids = np.zeros((3, G, S), np.int64)
+        for g, (x, p) in enumerate(zip(suffixes, positions)):
+            ids[g, : len(x)], mask[g, P : P + len(x)], pos_ids[:, g, : len(x)] = x, 1, p
+        dev = self.device
+        out2 = self.model(input_ids=torch.from_numpy(ids).to(dev), attention_mask=torch.from_numpy(mask).to(dev),
+                          position_ids=torch.from_numpy(pos_ids).to(dev), cache=cache, use_cache=True)
+        self.tokens.add("train", needed=P + sum(len(x) for x in suffixes), processed=P + G * S)
+        result = []
+        for g, d in enumerate(datums):
+            targets = torch.as_tensor(d.loss_fn_inputs["target_tokens"], dtype=torch.long, device=dev)
+            head = prefix_logits.gather(-1, targets[:P, None]).squeeze(-1) - prefix_lse
+            logits = out2.logits[g, : len(suffixes[g])].float()
+            tail = logits.gather(-1, targets[P:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+            result.append(torch.cat([head, tail]))
+        return result
+
+    def _logprobs(self, datums: Sequence[Datum], prefix_len: int) -> list[torch.Tensor]:
+        if prefix_len:
+            return self._shared_prefix_logprobs(datums, prefix_len)
+        return self._target_logprobs(datums)
+
     @torch.no_grad()
     def forward(self, datums: Sequence[Datum]) -> list[np.ndarray]:
-        out: list[np.ndarray] = []
-        for mb in self._microbatches(datums):
-            out.extend(lp.cpu().numpy() for lp in self._target_logprobs([datums[i] for i in mb]))
+        out: list[np.ndarray] = [None] * len(datums)  # type: ignore[list-item]
+        for idx, prefix_len in self._plan(datums):
+            for i, lp in zip(idx, self._logprobs([datums[i] for i in idx], prefix_len)):
+                out[i] = lp.cpu().numpy()
         return out
 
     def forward_backward(self, datums: Sequence[Datum], loss_fn: str, loss_config: dict | None = None) -> ForwardBackwardResult:
@@ -350,8 +434,8 @@ class LocalEngine:
                 raise ValueError(f"datum {i} lacks {missing} needed by loss_fn={loss_fn!r} (has {sorted(d.loss_fn_inputs)})")
         all_lp: list[np.ndarray] = [None] * len(datums)  # type: ignore[list-item]
         total, n_tokens = 0.0, 0
-        for mb in self._microbatches(datums):
-            lps = self._target_logprobs([datums[i] for i in mb])
+        for mb, prefix_len in self._plan(datums):
+            lps = self._logprobs([datums[i] for i in mb], prefix_len)
             losses = []
             for i, lp in zip(mb, lps):
                 inputs = {k: torch.as_tensor(np.asarray(v), device=self.device, dtype=torch.float32)
@@ -476,6 +560,51 @@ class LocalEngine:
 
     def token_stats(self) -> dict:
         return self.tokens.as_dict()
+
+
+def _head(model_input: ModelInput, n: int) -> ModelInput:
+    """The first n positions (must not cut an image)."""
+    chunks, k = [], 0
+    for c in model_input.chunks:
+        if k >= n:
+            break
+        if k + c.length <= n:
+            chunks.append(c)
+        elif isinstance(c, TextChunk):
+            chunks.append(TextChunk(c.tokens[: n - k]))
+        else:
+            raise ValueError("a shared prefix cannot end inside an image")
+        k += c.length
+    return ModelInput(tuple(chunks))
+
+
+def _images_end_before(model_input: ModelInput, n: int) -> bool:
+    k = 0
+    for c in model_input.chunks:
+        k += c.length
+        if isinstance(c, ImageChunk) and k > n:
+            return False
+    return True
+
+
+def _same_images(a: ModelInput, b: ModelInput, n: int) -> bool:
+    """Do a and b hold the same pictures in their first n positions? (Equal placeholder
+    tokens do not mean equal pixels.)"""
+    ia = [c for c in _head_chunks(a, n) if isinstance(c, ImageChunk)]
+    ib = [c for c in _head_chunks(b, n) if isinstance(c, ImageChunk)]
+    if len(ia) != len(ib):
+        return False
+    return all(x.image is y.image or (x.grid_thw == y.grid_thw and x.image.tobytes() == y.image.tobytes()) for x, y in zip(ia, ib))
+
+
+def _head_chunks(model_input: ModelInput, n: int) -> list:
+    out, k = [], 0
+    for c in model_input.chunks:
+        if k >= n:
+            break
+        out.append(c)
+        k += c.length
+    return out
 
 
 def _atomic_replace(tmp: Path, final: Path) -> None:

@@ -29,6 +29,25 @@ def _find_summaries(run_dir: Path | None, eval_dir: str | None) -> list[dict]:
     return out
 
 
+def _training_evals(run_dir: Path | None, step: int | None) -> dict[str, dict]:
+    """The training loop's own held-out evals (`eval/<metric>` lines of metrics.jsonl): the
+    first (the base model) and the last one up to the exported step."""
+    if run_dir is None:
+        return {}
+    from geospot.train.common import read_jsonl
+
+    evals = [r for r in read_jsonl(run_dir / "metrics.jsonl") if any(k.startswith("eval/") for k in r)]
+    evals = [r for r in evals if step is None or r.get("step", 0) <= step]
+    if not evals:
+        return {}
+    picked = [evals[0]] + ([evals[-1]] if len(evals) > 1 else [])
+    nan = float("nan")
+    return {
+        f"training eval, step {r.get('step')}": {k[5:]: (nan if v is None else v) for k, v in r.items() if k.startswith("eval/")}
+        for r in picked
+    }
+
+
 def _pick(cfg: dict, *keys: str):
     """The first of `keys` found anywhere in the (nested) run config."""
     if not isinstance(cfg, dict):
@@ -47,7 +66,7 @@ def model_card(loaded, *, merged: bool, eval_dir: str | None = None) -> str:
     run_cfg = (loaded.run_config or {}).get("config", loaded.run_config or {})
     kind = (loaded.run_config or {}).get("kind", "training")
     data = _pick(run_cfg, "data", "dataset", "train_data", "data_spec")
-    env = _pick(run_cfg, "env_type")
+    env = _pick(run_cfg, "env_type", "prompt_style")
     lora_rank = _pick(run_cfg, "lora_rank")
     lines = [
         "---",
@@ -95,13 +114,14 @@ def model_card(loaded, *, merged: bool, eval_dir: str | None = None) -> str:
         "Prompt: the geospot single-turn prompt (`geospot.prompts.SINGLE_TURN_PROMPT`).",
         "",
     ]
-    summaries = _find_summaries(loaded.run_dir, eval_dir)
-    if summaries:
+    rows = {}
+    for s in _find_summaries(loaded.run_dir, eval_dir):
+        rows[f"{s.get('name', '?')}: {s.get('data', '?')} ({s.get('env_type', 'single')}, {s.get('sampling', 'greedy')})"] = s["metrics"]
+    if not rows and eval_dir is None:
+        rows = _training_evals(loaded.run_dir, loaded.step)
+    if rows:
         from geospot.eval.compare import compare_table
 
-        rows = {}
-        for s in summaries:
-            rows[f"{s.get('name', '?')}: {s.get('data', '?')} ({s.get('env_type', 'single')}, {s.get('sampling', 'greedy')})"] = s["metrics"]
         lines += ["## Evaluation", "", compare_table(rows), ""]
     else:
         lines += ["## Evaluation", "", "No eval summary found for this run; run `geospot eval model=<run> data=<spec>`.", ""]

@@ -165,8 +165,8 @@ def _fmt_metrics(name: str, metrics: dict) -> str:
 
 
 def _clean(x):
-    """JSON-safe (NaN -> None) copy for --json output."""
-    if isinstance(x, float) and math.isnan(x):
+    """Strict-JSON copy for --json output: NaN / inf -> null (as `geospot score --json`)."""
+    if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
         return {k: _clean(v) for k, v in x.items()}
@@ -282,6 +282,9 @@ def run_eval(cfg: EvalConfig, engine=None) -> dict:
     """The body of `geospot eval` (importable; `engine` skips model loading, for tests)."""
     from geospot.data import open_stream
 
+    from geospot.data.spec import parse_spec
+
+    parse_spec(cfg.data)  # a bad spec fails here, before any folder is made
     checkpoint = _resolved_checkpoint(cfg.model)
     out = Path(cfg.out) if cfg.out else default_out(cfg, checkpoint)
     out.mkdir(parents=True, exist_ok=True)
@@ -308,8 +311,7 @@ def run_eval(cfg: EvalConfig, engine=None) -> dict:
     split = resolve_split(cfg.split, cfg.data)
     done_ids = {p.id for p in done}
     order: list[str] = []  # every id of the data, in data order (ids only: a benchmark can be 200k images)
-    evaluated = 0
-    t0 = time.perf_counter()
+    evaluated, busy_s = 0, 0.0  # busy_s: time inside the model (not loading it, not reading data)
     bar = _bar(cfg.n, len(done))
     # Stream the data in chunks instead of loading it: only a chunk of images is in memory.
     with open_stream(cfg.data, split, repeat=False, shuffle=False) as stream:
@@ -329,12 +331,13 @@ def run_eval(cfg: EvalConfig, engine=None) -> dict:
                 io.append_predictions(pred_path, preds)
                 bar.update(len(preds))
 
+            t0 = time.perf_counter()
             predict(engine, todo, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens,
                     sampling=_sampling(cfg.samples, cfg.temperature, cfg.max_tokens), on_batch=finished)
+            busy_s += time.perf_counter() - t0
             evaluated += len(todo)
         skipped = dict(stream.skipped)
     bar.close()
-    elapsed = time.perf_counter() - t0
     if not order:
         raise ConfigError(f"data={cfg.data} split={split} holds no samples")
 
@@ -355,8 +358,8 @@ def run_eval(cfg: EvalConfig, engine=None) -> dict:
         "metrics": metrics,
         "evaluated_now": evaluated,
         "skipped_samples": skipped,
-        "seconds_now": round(elapsed, 3),
-        "images_per_s_now": round(evaluated / elapsed, 3) if evaluated and elapsed > 0 else None,
+        "model_seconds_now": round(busy_s, 3),
+        "images_per_s_now": round(evaluated / busy_s, 3) if evaluated and busy_s > 0 else None,
         "predictions": str(pred_path),
         "truth": str(out / "truth.csv"),
         "summary": str(out / io.SUMMARY),

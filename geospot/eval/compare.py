@@ -2,7 +2,7 @@
 
 Reads each run folder's summary.json (written by `geospot eval`). Distances are better
 low, every accuracy / score better high; `n` is not ranked. The best value of each column
-gets a `*` (all tied bests get one)."""
+gets a `*` (all tied bests get one; a column where every run ties gets none)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def best_per_column(rows: dict[str, dict], columns: Sequence[str] = COLUMNS) -> 
         if col in UNRANKED:
             continue
         vals = {name: float(m[col]) for name, m in rows.items() if col in m and m[col] is not None and not math.isnan(float(m[col]))}
-        if len(vals) < 2:
+        if len(vals) < 2 or len(set(vals.values())) == 1:  # no contest: nothing to mark
             continue
         target = min(vals.values()) if col in LOWER_IS_BETTER else max(vals.values())
         best[col] = {name for name, v in vals.items() if v == target}

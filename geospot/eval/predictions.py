@@ -96,8 +96,10 @@ def append_predictions(path: str | os.PathLike, predictions: Iterable[Prediction
     """Append rows (header first if the file is new), then flush them to disk."""
     path = Path(path)
     new = not path.exists() or path.stat().st_size == 0
-    with open(path, "a", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+    with open(path, "a", newline="", encoding="utf-8", errors="replace") as f:
+        # "\r\n" rows: then a bare "\r" inside an answer gets quoted too (csv quotes the
+        # characters of its line terminator), and a model can write anything
+        w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\r\n")
         if new:
             w.writeheader()
         for p in predictions:

@@ -195,7 +195,27 @@ def metrics_for(predictions: Sequence[Prediction], geocoder=None) -> dict[str, f
     true_lon = np.array([p.true_longitude for p in predictions], dtype=float)
     # The geocoder labels both the guesses and the truth (the OSV-5M way), exactly as
     # `geospot score` does, so the two always agree.
-    return compute_metrics(pred_lat, pred_lon, true_lat, true_lon, geocoder=geocoder)
+    metrics = compute_metrics(pred_lat, pred_lon, true_lat, true_lon, geocoder=geocoder)
+    metrics.update(turn_metrics(predictions, true_lat, true_lon))
+    return metrics
+
+
+def turn_metrics(predictions: Sequence[Prediction], true_lat, true_lon) -> dict[str, float]:
+    """Telescoping only: `turn_<k>_median_km` of each turn's guess (first sample; a turn
+    never reached or unparsed = inf), to see whether refining helps. {} for single-turn."""
+    from geospot.geo import haversine_km
+
+    turns = max((len(p.turn_guesses) for p in predictions), default=0)
+    if turns < 2:
+        return {}
+    out = {}
+    for t in range(turns):
+        g = [p.turn_guesses[t] if t < len(p.turn_guesses) else None for p in predictions]
+        lat_N = np.array([np.nan if x is None else x[0] for x in g])
+        lon_N = np.array([np.nan if x is None else x[1] for x in g])
+        d_N = np.asarray(haversine_km(lat_N, lon_N, true_lat, true_lon), dtype=float)
+        out[f"turn_{t + 1}_median_km"] = float(np.median(np.where(np.isfinite(d_N), d_N, np.inf)))
+    return out
 
 
 # ---------------------------------------------------------------------------------------

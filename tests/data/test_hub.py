@@ -96,3 +96,10 @@ def test_empty_repo_says_what_it_looked_for(tmp_path):
         build_hub_source("a/b", root=str(tmp_path))
     with pytest.raises(SpecError, match="owner"):
         build_hub_source("justname", root=str(tmp_path))
+
+
+def test_unreachable_hub_names_the_fixes(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("GEOSPOT_HF_MIRROR", raising=False)
+    with pytest.raises(SpecError, match="root=<local mirror>"):
+        build_hub_source("sdan/geospot-unified")

@@ -19,6 +19,8 @@ FAMILY = pytest.mark.parametrize("family", FAMILIES)
 def _engine(family, **kw) -> LocalEngine:
     kw.setdefault("lora_rank", 4)
     kw.setdefault("max_pixels", 112 * 112)
+    kw.setdefault("device", "cpu")  # the equality tests are fp32-CPU claims, also on a GPU machine
+    kw.setdefault("dtype", "float32")
     return make_engine(EngineConfig(model_name=f"tiny:{family}", **kw))
 
 
@@ -192,10 +194,14 @@ def test_export_reloads_in_plain_transformers_with_identical_logits(family, tmp_
     batch = e._batch([d.model_input], left_pad=False)
     with torch.no_grad():
         ref = e.model(**batch.model_kwargs()).logits
-    merged = AutoModelForImageTextToText.from_pretrained(e.export(str(tmp_path / "merged"), merged=True))
+    merged_dir = e.export(str(tmp_path / "merged"), merged=True)
+    merged = AutoModelForImageTextToText.from_pretrained(merged_dir)
     with torch.no_grad():
         got = merged(**batch.model_kwargs()).logits
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+    # the exported folder is a model name our engine loads too (tokenizer + processor inside)
+    again = make_engine(EngineConfig(model_name=merged_dir, lora_rank=0, device="cpu", dtype="float32", max_pixels=112 * 112))
+    np.testing.assert_allclose(again.forward([d])[0], e.forward([d])[0], atol=1e-4)
     adapter = e.export(str(tmp_path / "adapter"), merged=False)
     base = AutoModelForImageTextToText.from_pretrained(e.folder)
     peft_model = PeftModel.from_pretrained(base, adapter)
@@ -229,3 +235,70 @@ def test_clear_errors():
         e.forward_backward([good], "cross_entropy")
     with pytest.raises(ValueError, match="unknown engine"):
         make_engine(EngineConfig(model_name="tiny:qwen2_5_vl", engine="nope"))  # type: ignore[arg-type]
+
+
+def _grads(e):
+    return {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p)) for n, p in e.trainable}
+
+
+@FAMILY
+@pytest.mark.parametrize("turns", [1, 2])
+def test_shared_prefix_training_equals_naive(family, turns):
+    e = _engine(family)
+    r = e.renderer
+    groups = []
+    for k in range(2):  # two GRPO groups (different images) of 3 rollouts each
+        p = _prompt(e, seed=k)
+        seqs = e.sample([p], 3, SampleParams(max_tokens=5, seed=k))[0]
+        for j, s in enumerate(seqs):
+            prompt = p
+            tokens = list(s.tokens)
+            lps = list(s.logprobs)
+            if turns == 2:  # a telescoping episode: turn 2 appended to the sampled turn 1
+                prompt = r.continuation(p, s.tokens, [prompts.user_message(None, prompts.TELESCOPING_PROMPTS[1].format(prev="(1.0, 2.0)"))])
+                s2 = e.sample([prompt], 1, SampleParams(max_tokens=4, seed=10 + j))[0][0]
+                tokens, lps = list(s2.tokens), list(s2.logprobs)
+            groups.append(_seq_datum(prompt, tokens, lps, float(j) - 1.0))
+    loner = _seq_datum(_prompt(e, seed=9), [5, 6, 7], [-1.0, -1.0, -1.0], 0.5)
+    datums = groups + [loner]
+    plan = e._plan(datums)
+    assert sorted(len(idx) for idx, P in plan if P) == [3, 3]  # both groups share a prefix, the loner does not
+    e.shared_prefix = True
+    before = e.tokens.processed
+    shared = e.forward_backward(datums, "importance_sampling")
+    shared_tokens = e.tokens.processed - before
+    g_shared = _grads(e)
+    for _, p in e.trainable:
+        p.grad = None
+    e.shared_prefix = False
+    assert all(P == 0 for _, P in e._plan(datums))
+    before = e.tokens.processed
+    naive = e.forward_backward(datums, "importance_sampling")
+    naive_tokens = e.tokens.processed - before
+    g_naive = _grads(e)
+    for a, b in zip(shared.logprobs, naive.logprobs):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert shared.metrics["loss:sum"] == pytest.approx(naive.metrics["loss:sum"], abs=1e-4)
+    for n in g_naive:
+        torch.testing.assert_close(g_shared[n], g_naive[n], atol=1e-5, rtol=1e-4)
+    assert any(torch.count_nonzero(g) for g in g_shared.values())
+    assert shared_tokens < 0.75 * naive_tokens  # each group prefix ran once, not three times
+
+
+@FAMILY
+def test_rows_finishing_at_different_steps_keep_exact_logprobs(family):
+    e = _engine(family)
+    p0, p1 = _prompt(e, 0), _prompt(e, 1, (168, 112), "Where?")
+    half = tuple(range(0, len(e.tokenizer), 3))  # ~1/3 of tokens stop: rows end at different steps
+    out = e.sample([p0, p1], 4, SampleParams(max_tokens=8, seed=2, stop=half))
+    lengths = {len(s.tokens) for g in out for s in g}
+    assert len(lengths) > 1 and {s.stop_reason for g in out for s in g} == {"stop", "length"} or len(lengths) > 2
+    datums, expected = [], []
+    for prompt, group in [(p0, out[0]), (p1, out[1])]:
+        for s in group:
+            if s.stop_reason == "stop":
+                assert s.tokens[-1] in half
+            datums.append(_seq_datum(prompt, s.tokens, s.logprobs, 1.0))
+            expected.append(np.asarray(s.logprobs))
+    for lp, exp in zip(e.forward(datums), expected):
+        np.testing.assert_allclose(lp[-len(exp):], exp, atol=1e-4)

@@ -88,6 +88,7 @@ def test_interrupted_eval_resumes_without_recomputing(tmp_path):
 def test_eval_main_prints_table_and_json(tmp_path, capsys, monkeypatch):
     import geospot.eval.loading as loading
 
+    monkeypatch.chdir(tmp_path)  # default run folders land under ./runs
     monkeypatch.setattr(loading, "load_model", lambda model, **kw: LoadedModel(ScriptedEngine(by_pixels), model, model))
     out = str(tmp_path / "a")
     assert cli.eval_main([f"model=x", f"data={OSV}", f"out={out}", "greedy", "geocoder=none", "n=3"]) == 0
@@ -106,6 +107,7 @@ def test_eval_main_prints_table_and_json(tmp_path, capsys, monkeypatch):
     assert "data=" in capsys.readouterr().err
     assert cli.eval_main(["model=x", f"data={OSV}", "samples=-1"]) == 2
     assert cli.eval_main(["model=x", "data=nosuchkind:abc"]) == 2
+    assert not (tmp_path / "runs").exists()  # nothing made for a bad spec
 
 
 def test_predict_prints_one_line_per_image_and_a_map(tmp_path, capsys):

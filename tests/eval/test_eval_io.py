@@ -37,6 +37,16 @@ def test_csv_round_trip_is_exact(tmp_path):
     assert header.startswith("id,latitude,longitude,raw_text,")
 
 
+def test_any_answer_text_survives_the_csv(tmp_path):
+    nasty = "fin\rongitude\x00\x1f\ufffd,\"q\"\n\r\nend"
+    p = Prediction("a", 1.0, 2.0, nasty, 3.0, 4.0, turn_texts=(nasty,))
+    path = tmp_path / "p.csv"
+    io.append_predictions(path, [p, Prediction("b", float("nan"), float("nan"), "\r", 3.0, 4.0)])
+    back = io.read_predictions(path)
+    assert [b.id for b in back] == ["a", "b"]
+    assert back[0].raw_text == nasty and back[0].turn_texts == (nasty,) and back[1].raw_text == "\r"
+
+
 def test_torn_last_row_is_dropped_and_repaired(tmp_path):
     preds = _preds()
     path = tmp_path / "predictions.csv"
@@ -60,8 +70,10 @@ def test_compare_marks_best_per_column(tmp_path):
     a = {"n": 10, "parsed": 1.0, "median_km": 100.0, "acc_25km": 0.2, "country_acc": float("nan")}
     b = {"n": 10, "parsed": 0.9, "median_km": 50.0, "acc_25km": 0.2, "country_acc": 0.5}
     best = best_per_column({"a": a, "b": b})
-    assert best["median_km"] == {"b"} and best["parsed"] == {"a"} and best["acc_25km"] == {"a", "b"}
+    assert best["median_km"] == {"b"} and best["parsed"] == {"a"} and "acc_25km" not in best  # a tie of all
+    assert best_per_column({"a": a, "b": b, "c": {**b, "acc_25km": 0.1}})["acc_25km"] == {"a", "b"}
     assert "n" not in best and "country_acc" not in best  # NaN never wins; one value is no contest
+    assert best_per_column({"a": a, "b": dict(a)}) == {}  # all tied: nothing marked
     for name, m in (("a", a), ("b", b)):
         (tmp_path / name).mkdir()
         io.write_summary(tmp_path / name, {"metrics": m})
@@ -74,7 +86,7 @@ def test_compare_marks_best_per_column(tmp_path):
     cols = [c.strip() for c in lines[0].split("|")[1:-1]]
     assert row_b[cols.index("median_km")] == "50.0*" and row_a[cols.index("median_km")] == "100.0"
     assert row_a[cols.index("parsed")] == "100.0%*"
-    assert row_a[cols.index("acc_25km")].endswith("*") and row_b[cols.index("acc_25km")].endswith("*")
+    assert row_a[cols.index("acc_25km")] == "20.0%" and row_b[cols.index("acc_25km")] == "20.0%"
     with pytest.raises(FileNotFoundError, match="summary.json"):
         load_runs([str(tmp_path)])
 
@@ -92,3 +104,32 @@ def test_html_map_is_offline_and_has_every_point(tmp_path):
     assert 'cx="182.35"' in page and 'cy="41.14"' in page  # x = lon + 180, y = 90 - lat
     plain = render_map(rows, world_file=tmp_path / "missing.json")
     assert 'class="grid"' in plain and 'class="land"' not in plain and "grid" in plain
+
+
+def test_model_card_states_base_data_steps_and_evals(tmp_path):
+    import json as _json
+
+    from geospot.eval.card import model_card
+    from geospot.eval.loading import LoadedModel
+
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = [{"step": 0, "eval/n": 4, "eval/median_km": None, "eval/acc_25km": 0.0},
+             {"step": 5, "loss": 1.0},
+             {"step": 10, "eval/n": 4, "eval/median_km": 120.5, "eval/acc_25km": 0.5},
+             {"step": 20, "eval/n": 4, "eval/median_km": 99.0, "eval/acc_25km": 0.75}]
+    (run / "metrics.jsonl").write_text("\n".join(_json.dumps(x) for x in lines) + "\n")
+    loaded = LoadedModel(engine=None, model=str(run), base_model="Qwen/Qwen2.5-VL-3B-Instruct", checkpoint=run / "checkpoints" / "10",
+                         run_dir=run, step=10, run_config={"kind": "rl", "config": {"data": "synthetic:n=99", "env_type": "telescoping", "lora_rank": 32}})
+    card = model_card(loaded, merged=False)
+    assert "base_model: Qwen/Qwen2.5-VL-3B-Instruct" in card and "library_name: peft" in card
+    assert "| training | rl (telescoping) |" in card and "| data | `synthetic:n=99` |" in card and "| steps | 10 |" in card
+    assert "PEFT LoRA adapter (rank 32)" in card
+    # no eval folder: the loop's own evals, the first and the last up to the exported step
+    assert "training eval, step 0" in card and "training eval, step 10" in card and "step 20" not in card
+    assert "| 120.5 " in card and "50.0%*" in card  # best acc@25km marked
+    # an eval run's summary wins
+    (run / "eval" / "osv").mkdir(parents=True)
+    io.write_summary(run / "eval" / "osv", {"name": "osv", "data": "/data/osv5m", "metrics": {"n": 8, "median_km": 7.0}})
+    card = model_card(loaded, merged=True)
+    assert "osv: /data/osv5m (single, greedy)" in card and "training eval" not in card and "library_name: transformers" in card

@@ -69,6 +69,14 @@ def test_telescoping_runs_three_turns_and_scores_the_last():
     # the final prompt is one sequence holding all three user turns
     assert seen[6].count("<user>") == 3
     assert res.metrics["median_km"] == pytest.approx(0.0, abs=1e-6)
+    # per-turn medians: coarse (10 deg) > refine (1 deg) > final (exact)
+    t1, t2, t3 = (res.metrics[f"turn_{k}_median_km"] for k in (1, 2, 3))
+    assert t1 > t2 > t3 == pytest.approx(0.0, abs=1e-6)
+    from geospot.geo import haversine_km
+
+    d2 = [haversine_km(49.0, 2.0, 48.86, 2.35), haversine_km(-34.0, 151.0, -33.87, 151.21),
+          haversine_km(41.0, -74.0, 40.71, -74.01)]
+    assert t2 == pytest.approx(float(np.median(d2)))
 
 
 def test_telescoping_unparsed_turn_ends_the_conversation():
@@ -84,6 +92,7 @@ def test_telescoping_unparsed_turn_ends_the_conversation():
     assert p0.turn_guesses == ((48.86, 2.35), None) and not p0.parsed
     assert p1.parsed and len(p1.turn_guesses) == 3
     assert res.metrics["parsed"] == 0.5
+    assert res.metrics["turn_2_median_km"] == math.inf  # median of (inf, 0): numpy takes the mean of the two
 
 
 def test_k_samples_score_the_medoid():

@@ -1,0 +1,288 @@
+"""One GRPO step, our local engine vs TRL's GRPOTrainer, same model, same data, same run.
+
+Step = B images x G=8 rollouts of exactly 24 tokens (448 px images: 256 image tokens each),
+rewards, group-centred advantages, one LoRA (rank 8, all language-model linears, vision frozen)
+policy-gradient forward/backward and one AdamW step.
+- ours: `do_group_rollouts` (prefill each image + prompt once, repeat the KV cache for the G
+  samples), `engine.forward_backward(importance_sampling)` — shared-prefix packing when wired in
+  (geospot/engines/prefix.py: each group's image + prompt once, its G completions against it) —
+  and `engine.optim_step`. Every rollout is trained on (like TRL; our RL loop would also skip
+  zero-advantage rollouts, which would only make ours cheaper).
+- TRL 1.16: `GRPOTrainer` with num_generations=8, max_completion_length=24 (min_new_tokens=24),
+  loss_type="dr_grpo" (a constant-normalised sum: on-policy its gradient is ours, -sum A * grad lp,
+  up to a constant), beta=0 (no reference model, as ours), scale_rewards="none" (centred only),
+  the same LoRA modules/rank/alpha, lr, betas (0.9, 0.95), no gradient checkpointing, fp32, CPU,
+  no vLLM. TRL runs the vision tower and the prompt once per rollout, in generation and training.
+
+Each side runs in its own fresh process (so peak RSS is per side): one warm-up step on other images,
+then the timed step under cProfile. Memory: resource.getrusage(RUSAGE_SELF).ru_maxrss of that
+process (whole life: model load + both steps) and VmRSS before the timed step.
+Token efficiency = tokens a minimal computation needs (each prefix once per group in prefill and
+training + every sampled token) / tokens pushed through the language model; ours from the
+engine's token_stats(), TRL's counted from its (equal-length) batches with the same `needed`.
+
+Prints ONE JSON line (profiles go to stderr). Usage:
+  python benchmarks/grpo_step.py [--images 2] [--threads 2] [--model tiny:qwen2_5_vl:small]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import inspect
+import io
+import json
+import math
+import multiprocessing as mp
+import os
+import pstats
+import resource
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+G, MAX_TOKENS, PX, LORA_RANK, LORA_ALPHA, LR, TAU_KM = 8, 24, 448, 8, 32.0, 1e-5, 2000.0
+DATA = "synthetic:n=64,size=448,seed=0"
+WARMUP_STEPS = 1
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _samples(n: int):
+    from geospot.data import load_samples
+
+    samples = load_samples(DATA, split="train", n=n)
+    if len(samples) < n:
+        raise RuntimeError(f"{DATA} has only {len(samples)} train samples, need {n}")
+    return samples
+
+
+def _reward(text: str, lat: float, lon: float) -> float:
+    """The single-turn env's reward: exp(-d/tau), -0.1 when unparseable (used for TRL; our env
+    computes the same through SingleTurnEnv + KernelReward)."""
+    from geospot.geo import haversine_km, parse_coordinates
+
+    guess = parse_coordinates(text)
+    if guess is None:
+        return -0.1
+    return math.exp(-float(haversine_km(guess[0], guess[1], lat, lon)) / TAU_KM)
+
+
+def _model_parts_s(stats: pstats.Stats, model) -> dict:
+    """Cumulative seconds (and calls) in the vision tower's and the language model's forward, from
+    the profile: the split that explains the step time."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = base.model
+    out = {}
+    for name, mod in (("vision_tower", inner.visual), ("language_model", inner.language_model)):
+        code = inspect.unwrap(type(mod).forward).__code__
+        key = (code.co_filename, code.co_firstlineno, code.co_name)
+        cc, nc, tt, ct, _ = stats.stats.get(key, (0, 0, 0.0, 0.0, None))
+        out[f"{name}_s"] = round(ct, 3)
+        out[f"{name}_calls"] = nc
+    for key, (cc, nc, tt, ct, _) in stats.stats.items():
+        if key[2] == "_engine_run_backward":
+            out["backward_s"] = round(out.get("backward_s", 0.0) + ct, 3)
+    return out
+
+
+def _top(stats: pstats.Stats, n: int = 8) -> list[str]:
+    s = io.StringIO()
+    pstats.Stats(stats, stream=s).sort_stats("tottime").print_stats(n)
+    return [ln.strip() for ln in s.getvalue().splitlines() if ln.strip()[:1].isdigit()][:n]
+
+
+# -- ours ----------------------------------------------------------------------------------------------
+
+
+def run_ours(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    from geospot.engines.config import EngineConfig
+    from geospot.engines.local import LocalEngine, TokenCounter
+    from geospot.engines.types import AdamParams, SampleParams
+    from geospot.envs.rewards import KernelReward
+    from geospot.envs.single_turn import SingleTurnGroupBuilder
+    from geospot.rl.advantages import center
+    from geospot.rl.datums import trajectory_to_datum
+    from geospot.rl.rollouts import do_group_rollouts
+
+    engine = LocalEngine(EngineConfig(model_name=model_name, lora_rank=LORA_RANK, lora_alpha=LORA_ALPHA,
+                                      max_pixels=PX * PX, seed=0))
+    samples = _samples(B * (WARMUP_STEPS + 1))
+    params = SampleParams(max_tokens=MAX_TOKENS, stop=(-1,), seed=0)  # exactly 24 tokens, like TRL's min_new_tokens
+    adam = AdamParams(learning_rate=LR, beta1=0.9, beta2=0.95)
+    prof = cProfile.Profile()
+    for step in range(WARMUP_STEPS + 1):
+        timed = step == WARMUP_STEPS
+        builders = [SingleTurnGroupBuilder(s, engine.renderer, KernelReward(TAU_KM)) for s in samples[step * B:(step + 1) * B]]
+        if timed:
+            engine.tokens = TokenCounter()
+            rss_before = _rss_mb()
+            prof.enable()
+        t0 = time.perf_counter()
+        trajectories_BG = do_group_rollouts(engine, builders, G, params)
+        t1 = time.perf_counter()
+        datums = []
+        for group in trajectories_BG:
+            adv_G = center([sum(tr.reward for tr in traj.transitions) for traj in group])
+            datums += [trajectory_to_datum(traj, [float(a)]) for traj, a in zip(group, adv_G)]
+        fb = engine.forward_backward(datums, "importance_sampling")
+        t2 = time.perf_counter()
+        engine.optim_step(adam)
+        t3 = time.perf_counter()
+        if timed:
+            prof.disable()
+    stats = pstats.Stats(prof)
+    ts = engine.token_stats()
+    res = {
+        "step_s": round(t3 - t0, 3), "sample_s": round(t1 - t0, 3), "forward_backward_s": round(t2 - t1, 3),
+        "optim_s": round(t3 - t2, 3), "rollouts_per_s": round(B * G / (t3 - t0), 3),
+        "token_efficiency": round(ts["token_efficiency"], 4), "tokens": ts,
+        "prompt_tokens": datums[0].model_input.length - MAX_TOKENS + 1,
+        "completion_tokens": [len(tr.transitions[0].action_tokens) for g in trajectories_BG for tr in g][:1],
+        "rss_before_step_mb": round(rss_before, 1), "peak_rss_mb": round(_maxrss_mb(), 1),
+        "loss_sum": fb.metrics["loss:sum"],
+        **_model_parts_s(stats, engine.model),
+    }
+    print("== ours: top functions by own time ==\n" + "\n".join(_top(stats, 15)), file=sys.stderr)
+    out.put(("ours", res))
+
+
+# -- TRL -----------------------------------------------------------------------------------------------
+
+
+def run_trl(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from _trl_processor import TRLQwenVLProcessor
+    from geospot import prompts
+    from geospot.engines.local import _lora_targets
+    from geospot.models.load import load_model
+
+    lm = load_model(model_name, dtype="float32", device="cpu")
+    targets = _lora_targets(lm.model, "all-linear", False)
+    processor = TRLQwenVLProcessor(lm.tokenizer, lm.image_processor, PX * PX)
+    samples = _samples(B * (WARMUP_STEPS + 1))
+    ds = Dataset.from_list([{"prompt": [{"role": "user", "content": prompts.SINGLE_TURN_PROMPT}], "image": s.image,
+                             "lat": float(s.lat), "lon": float(s.lon)} for s in samples])
+
+    def geo_reward(completions, lat, lon, **_):
+        return [_reward(c[0]["content"] if isinstance(c, list) else c, la, lo) for c, la, lo in zip(completions, lat, lon)]
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.times, self.prof, self.rss_before = [], cProfile.Profile(), None
+
+        def on_step_begin(self, args, state, control, **kw):
+            if state.global_step == WARMUP_STEPS:
+                self.rss_before = _rss_mb()
+                self.prof.enable()
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            self.times.append(time.perf_counter() - self.t0)
+            if len(self.times) == WARMUP_STEPS + 1:
+                self.prof.disable()
+
+    timer = StepTimer()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = GRPOConfig(
+            output_dir=tmp, per_device_train_batch_size=B * G, num_generations=G, max_completion_length=MAX_TOKENS,
+            generation_kwargs={"min_new_tokens": MAX_TOKENS}, temperature=1.0, top_p=1.0, top_k=0,
+            learning_rate=LR, adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.0, lr_scheduler_type="constant",
+            max_grad_norm=0.0, loss_type="dr_grpo", beta=0.0, scale_rewards="none",
+            gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=True, max_steps=WARMUP_STEPS + 1,
+            report_to="none", save_strategy="no", logging_steps=1, shuffle_dataset=False, remove_unused_columns=False,
+            dataloader_num_workers=0, seed=0, disable_dropout=True, log_completions=False,
+        )
+        trainer = GRPOTrainer(
+            model=lm.model, reward_funcs=geo_reward, args=cfg, train_dataset=ds, processing_class=processor,
+            peft_config=LoraConfig(r=LORA_RANK, lora_alpha=LORA_ALPHA, lora_dropout=0.0, target_modules=targets, bias="none"),
+            callbacks=[timer],
+        )
+        trainer.train()
+    step_s = timer.times[-1]
+    stats = pstats.Stats(timer.prof)
+    # TRL's batches: every rollout carries its own copy of the P-token prompt (image included), in
+    # generation prefill and again in the training forward; all completions are exactly 24 tokens.
+    P = len(processor.apply_chat_template([{"role": "user", "content": [{"type": "image", "image": samples[0].image},
+                                           {"type": "text", "text": prompts.SINGLE_TURN_PROMPT}]}],
+                                          add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"][0])
+    processed = {"prefill": B * G * P, "decode": B * G * MAX_TOKENS, "train": B * G * (P + MAX_TOKENS)}
+    res = {
+        "step_s": round(step_s, 3), "rollouts_per_s": round(B * G / step_s, 3), "prompt_tokens": P,
+        "tokens_processed": processed, "rss_before_step_mb": round(timer.rss_before or float("nan"), 1),
+        "peak_rss_mb": round(_maxrss_mb(), 1),
+        **_model_parts_s(stats, trainer.model),
+    }
+    print("== TRL: top functions by own time ==\n" + "\n".join(_top(stats, 15)), file=sys.stderr)
+    out.put(("trl", res))
+
+
+# -- driver --------------------------------------------------------------------------------------------
+
+
+def _in_child(fn, *args) -> dict:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=fn, args=(*args, q))
+    p.start()
+    name, res = q.get()
+    p.join()
+    if p.exitcode != 0:
+        raise RuntimeError(f"{fn.__name__} exited with {p.exitcode}")
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=2, help="B: images per step (G=8 rollouts each)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads per side")
+    ap.add_argument("--model", default="tiny:qwen2_5_vl:small")
+    ap.add_argument("--skip-trl", action="store_true", help="only our side (for profiling)")
+    args = ap.parse_args()
+    B = args.images
+    ours = _in_child(run_ours, args.model, B, args.threads)
+    trl = None if args.skip_trl else _in_child(run_trl, args.model, B, args.threads)
+    # minimal tokens for TRL's step, counted as ours counts them (identical prompts and lengths)
+    needed = ours["tokens"]["tokens_needed"]
+    row = {
+        "benchmark": "grpo_step", "model": args.model, "images": B, "group_size": G, "completion_tokens": MAX_TOKENS,
+        "image_px": PX, "lora_rank": LORA_RANK, "threads": args.threads, "device": "cpu",
+        "peer": "trl.GRPOTrainer 1.16 (transformers generate, no vLLM), same model/data/LoRA/lr, same run",
+        "memory": "ru_maxrss of a fresh process per side (model load + warm-up + timed step); rss_before_step = VmRSS",
+        "ours": {k: v for k, v in ours.items() if k != "tokens"},
+        "ours_tokens": {k: ours["tokens"][k] for k in sorted(ours["tokens"]) if k.endswith(("_needed", "_processed"))},
+    }
+    if trl is not None:
+        trl["token_efficiency"] = round(needed / sum(trl["tokens_processed"].values()), 4)
+        row["trl"] = trl
+        row["ratio_rollouts_per_s"] = round(ours["rollouts_per_s"] / trl["rollouts_per_s"], 3)
+        row["ratio_peak_rss"] = round(ours["peak_rss_mb"] / trl["peak_rss_mb"], 3)
+    print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()

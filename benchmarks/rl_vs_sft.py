@@ -1,0 +1,373 @@
+"""Does RL earn its place? GRPO vs the same compute of more SFT (issue 12).
+
+From ONE SFT checkpoint (tiny random Qwen2.5-VL trained on the synthetic world, CPU; made
+here with the SFT API and cached), each arm continues for the same budget of its own
+measured time:
+
+  sft          more supervised steps (prompt_style=both, as the warm start)
+  grpo_single  single-turn GRPO (geospot.train.rl defaults unless --rl overrides them)
+  grpo_tele    telescoping GRPO (same defaults, env_type=telescoping)
+
+then every arm is scored on the same held-out images with geospot.eval.evaluate: greedy
+and sampled (temperature 1, k samples per image, every sample scored) GeoScore, median km,
+acc@25/200/750 km, single-turn prompt and telescoping prompt. Seeds change the
+continuation (data order, sampling); the warm start and the held-out images are shared,
+so seed-to-seed spread is the noise of the continuation itself.
+
+The budget is the arm's OWN time (process CPU seconds by default, `--clock wall` for wall
+time): the 2 cores are shared with other jobs, so wall time would charge an arm for its
+neighbours. With one torch thread (set here) CPU time is the wall time an idle core would
+take. Eval time is not charged.
+
+Verdict: GRPO "beats" SFT on a metric when its worst seed is better than SFT's best seed
+(the seed ranges do not overlap) — "by more than the seeds' spread".
+
+    python benchmarks/rl_vs_sft.py                          # default: ~12-15 min, 2 cores
+    python benchmarks/rl_vs_sft.py --budget-s 5 --seeds 0 --eval-n 8 --sft-steps 4   # smoke
+    python benchmarks/rl_vs_sft.py --arms grpo_single --rl learning_rate=1e-4 --tag lr1e-4   # a lever
+
+One JSON line on stdout (the last line), a table on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+MODEL = "tiny:qwen2_5_vl:tiny"
+ARMS = ("sft", "grpo_single", "grpo_tele")
+STYLES = ("single", "telescoping")
+# metrics kept per eval; geoscore first (the verdict's metric)
+KEYS = ("geoscore", "median_km", "acc_25km", "acc_200km", "acc_750km", "parsed")
+
+
+# ---------------------------------------------------------------------------------------
+# The warm start: SFT from scratch (a random tiny model, so full fine-tuning), cached by
+# its config so every arm, seed and later lever run starts from the very same weights.
+
+
+def warm_start_config(args):
+    from geospot.train.sft import SFTConfig
+
+    return SFTConfig(model_name=MODEL, lora_rank=0, device="cpu", data=args.data, eval_n=0, prompt_style="both",
+                     answer_decimals=1, batch_size=32, learning_rate=args.warm_lr, lr_schedule="cosine",
+                     warmup_steps=min(5, args.sft_steps), max_steps=args.sft_steps, save_every=0, eval_at_start=False,
+                     seed=args.warm_seed, log_path="", behavior_if_log_dir_exists="delete")
+
+
+def warm_start(args) -> Path:
+    from geospot.train.checkpoint import latest_checkpoint
+    from geospot.train.sft import train
+
+    cfg = warm_start_config(args)
+    key = hashlib.sha1(json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str).encode()).hexdigest()[:10]
+    cache = Path(args.cache or os.environ.get("GEOSPOT_CACHE", Path.home() / ".cache" / "geospot")) / "bench-rl-vs-sft"
+    run = cache / f"sft-{key}"
+    if latest_checkpoint(run) is not None and (run / "DONE").exists():
+        return run
+    t0 = time.perf_counter()
+    train(dataclasses.replace(cfg, log_path=str(run)), stderr=io.StringIO())
+    (run / "DONE").write_text(f"{time.perf_counter() - t0:.1f} s\n")
+    return run
+
+
+def load_engine(sft_run: Path, seed: int, with_optimizer: bool = False):
+    from geospot.engines import make_engine
+    from geospot.engines.config import EngineConfig
+    from geospot.train.checkpoint import read_checkpoint, resolve_checkpoint
+
+    engine = make_engine(EngineConfig(model_name=MODEL, lora_rank=0, device="cpu", seed=seed))
+    engine.load_state(read_checkpoint(resolve_checkpoint(sft_run)).engine_path, with_optimizer=with_optimizer)
+    return engine
+
+
+# ---------------------------------------------------------------------------------------
+# Clocks: an arm runs steps until its own clock passes the budget.
+
+
+class Clock:
+    def __init__(self, kind: str):
+        self.now = time.process_time if kind == "cpu" else time.perf_counter
+        self.t0, self.w0 = self.now(), time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self.now() - self.t0
+
+    def wall(self) -> float:
+        return time.perf_counter() - self.w0
+
+
+# ---------------------------------------------------------------------------------------
+# Arms. Each mirrors one step of its training loop (geospot/train/sft.py, geospot/train/rl.py)
+# with the loops' own building blocks, stopping on time instead of a step count.
+
+
+def run_sft(engine, args, seed: int) -> dict:
+    from geospot.data import open_stream
+    from geospot.engines.types import AdamParams
+    from geospot.train.lr import learning_rate
+    from geospot.train.sft import example_styles, make_datums, normalise_weights
+
+    cfg = dataclasses.replace(warm_start_config(args), seed=seed)
+    stream = open_stream(args.data, split="train", seed=seed, repeat=True)
+    clock, step, losses = Clock(args.clock), 0, []
+    while clock.elapsed() < args.budget_s:
+        # the schedule runs over the time budget (steps are unknown in advance)
+        progress = int(1000 * min(clock.elapsed() / args.budget_s, 1.0))
+        lr = learning_rate(progress, 1000, args.sft_lr, args.sft_schedule)
+        samples = stream.next_batch(cfg.batch_size)
+        datums_D, _ = normalise_weights(make_datums(engine, samples, example_styles("both", len(samples), seed, step), cfg))
+        out = engine.train_step(datums_D, "cross_entropy", AdamParams(lr, 0.9, 0.95, 1e-8, 0.0, 1.0))
+        losses.append(out.metrics["loss:sum"])
+        step += 1
+    stream.close()
+    return {"steps": step, "clock_s": clock.elapsed(), "wall_s": clock.wall(), "final_loss": float(losses[-1]) if losses else math.nan}
+
+
+class FrozenReference:
+    """KL to the SFT policy: apply_kl_penalty calls `forward_base`; here the base is a frozen
+    copy of the warm start (full fine-tuning has no adapter to disable)."""
+
+    def __init__(self, engine, ref):
+        self._engine, self._ref = engine, ref
+
+    def forward_base(self, datums_D):
+        return self._ref.forward(datums_D)
+
+
+def run_grpo(engine, args, seed: int, env_type: str, sft_run: Path) -> dict:
+    import numpy as np
+
+    from geospot.config import parse_overrides
+    from geospot.data import open_stream
+    from geospot.engines.types import AdamParams, SampleParams
+    from geospot.geo import make_tau_schedule
+    from geospot.rl.advantages import CREDITS, compute_advantages
+    from geospot.rl.datums import build_datums
+    from geospot.rl.kl import apply_kl_penalty
+    from geospot.rl.rollouts import RolloutStats, do_group_rollouts
+    from geospot.train.rl import RLConfig, make_group_builders
+
+    cfg = parse_overrides(RLConfig, [f"env_type={env_type}", f"batch_size={args.rl_batch_size}", f"seed={seed}", *args.rl])
+    cfg.validate()
+    # tau schedules run over the time budget: "step" = permille of the budget spent
+    tau = make_tau_schedule(cfg.tau_schedule, cfg.tau_start_km, cfg.tau_end_km, 1000,
+                            **({"window": cfg.tau_window} if cfg.tau_schedule == "follow_error" else {}))
+    credit = CREDITS[cfg.advantage]
+    loss_config = {"clip_low_threshold": 1 - cfg.ppo_clip, "clip_high_threshold": 1 + cfg.ppo_clip} if cfg.loss_fn == "ppo" else None
+    kl_engine = FrozenReference(engine, load_engine(sft_run, seed)) if cfg.kl_coef > 0 else None
+    stream = open_stream(args.data, split="train", seed=seed, repeat=True)
+    clock, step, hist = Clock(args.clock), 0, {"reward": [], "median_km": [], "tau_km": [], "dropped": [], "kl": []}
+    while clock.elapsed() < args.budget_s:
+        tau_km = float(tau.tau(int(1000 * min(clock.elapsed() / args.budget_s, 1.0))))
+        samples = stream.next_batch(cfg.batch_size)
+        builders = make_group_builders(cfg, samples, engine.renderer, tau_km)
+        params = SampleParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed * 1_000_003 + step * 7919)
+        trajectories_BG = do_group_rollouts(engine, builders, cfg.group_size, params, RolloutStats())
+        adv = compute_advantages(trajectories_BG, credit, cfg.scale_by_std)
+        datums_D = build_datums(trajectories_BG, adv)
+        if cfg.kl_coef > 0 and datums_D:
+            datums_D, kl = apply_kl_penalty(kl_engine, datums_D, cfg.kl_coef)
+            hist["kl"].append(kl)
+        if datums_D:
+            adam = AdamParams(cfg.learning_rate, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, grad_clip_norm=cfg.grad_clip_norm)
+            engine.train_step(datums_D, cfg.loss_fn, adam, loss_config)
+        finals = np.array([t.transitions[-1].metrics.get("distance_km", math.nan) for g in trajectories_BG for t in g], dtype=float)
+        if hasattr(tau, "observe"):
+            tau.observe(finals)
+        hist["reward"].append(float(np.mean([t.total_reward for g in trajectories_BG for t in g])))
+        hist["median_km"].append(float(np.nanmedian(finals)) if np.isfinite(finals).any() else math.nan)
+        hist["tau_km"].append(tau_km)
+        hist["dropped"].append(adv.dropped)
+        step += 1
+    stream.close()
+
+    def ends(xs):  # first and last quarter of the run, to see the trend
+        q = max(1, len(xs) // 4)
+        return [round(float(np.nanmean(xs[:q])), 4), round(float(np.nanmean(xs[-q:])), 4)] if xs else None
+
+    return {"steps": step, "clock_s": clock.elapsed(), "wall_s": clock.wall(),
+            "train_reward_first_last": ends(hist["reward"]), "train_median_km_first_last": ends(hist["median_km"]),
+            "tau_km_first_last": ends(hist["tau_km"]), "dropped_groups": int(sum(hist["dropped"])),
+            "kl_first_last": ends(hist["kl"])}
+
+
+# ---------------------------------------------------------------------------------------
+# Held-out eval: greedy (one answer) and sampled (k answers at temperature 1, each scored:
+# the policy's expected score, which is what RL optimises).
+
+
+def score(engine, heldout, geocoder, args, style: str, seed: int) -> dict:
+    import numpy as np
+
+    from geospot.engines.types import SampleParams
+    from geospot.eval import evaluate
+    from geospot.geo import compute_metrics
+
+    out = {}
+    greedy = evaluate(engine, heldout, prompt_style=style, batch_size=32, max_tokens=args.max_tokens, geocoder=None)
+    out["greedy"] = {k: float(greedy.metrics[k]) for k in KEYS}
+    params = SampleParams(max_tokens=args.max_tokens, temperature=1.0, seed=10_007 + seed)
+    sampled = evaluate(engine, heldout, prompt_style=style, batch_size=32, max_tokens=args.max_tokens, sampling=(params, args.k))
+    nan = (math.nan, math.nan)
+    guesses = [(g if g is not None else nan) for p in sampled.predictions for g in p.sample_guesses]
+    truth = [(p.true_latitude, p.true_longitude) for p in sampled.predictions for _ in p.sample_guesses]
+    m = compute_metrics(np.array([g[0] for g in guesses]), np.array([g[1] for g in guesses]),
+                        np.array([t[0] for t in truth]), np.array([t[1] for t in truth]), geocoder=None)
+    out["sampled"] = {k: float(m[k]) for k in KEYS}
+    return out
+
+
+def evaluate_arm(engine, heldout, geocoder, args, seed: int) -> dict:
+    return {style: score(engine, heldout, geocoder, args, style, seed) for style in args.styles}
+
+
+# ---------------------------------------------------------------------------------------
+# Aggregation and the verdict
+
+
+def summarise(values: list[float]) -> dict:
+    import numpy as np
+
+    v = np.array(values, dtype=float)
+    return {"mean": round(float(v.mean()), 4), "std": round(float(v.std(ddof=1)) if len(v) > 1 else 0.0, 4),
+            "min": round(float(v.min()), 4), "max": round(float(v.max()), 4), "seeds": [round(float(x), 4) for x in v]}
+
+
+def higher_is_better(key: str) -> bool:
+    return key != "median_km"
+
+
+def verdict(grpo: dict, sft: dict, key: str) -> dict:
+    """beats: every GRPO seed better than every SFT seed; also the mean gap in units of the
+    larger seed std."""
+    sign = 1.0 if higher_is_better(key) else -1.0
+    gap = sign * (grpo["mean"] - sft["mean"])
+    beats = (grpo["min"] > sft["max"]) if sign > 0 else (grpo["max"] < sft["min"])
+    spread = max(grpo["std"], sft["std"], 1e-12)
+    return {"gap": round(gap, 4), "gap_over_std": round(gap / spread, 2), "beats_beyond_spread": bool(beats)}
+
+
+def ratio(x: float, y: float) -> float | None:
+    return round(x / y, 4) if y else None
+
+
+def table(summary: dict, args) -> str:
+    lines = []
+    for style in args.styles:
+        for mode in ("greedy", "sampled"):
+            lines.append(f"\n{style} prompt, {mode} (mean ± std over {len(args.seeds)} seeds)")
+            lines.append(f"{'arm':<14}" + "".join(f"{k:>20}" for k in KEYS[:-1]))
+            for arm in ["start", *args.arms]:
+                row = summary[arm][style][mode]
+                cells = "".join(f"{row[k]['mean']:>12.4g} ± {row[k]['std']:<5.3g}" for k in KEYS[:-1])
+                lines.append(f"{arm:<14}{cells}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget-s", type=float, default=45.0, help="each arm's time budget (its own clock), seconds")
+    p.add_argument("--clock", choices=("cpu", "wall"), default="cpu", help="cpu: process CPU time (fair on a shared machine); wall: wall time")
+    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
+    p.add_argument("--arms", type=lambda s: s.split(","), default=list(ARMS))
+    p.add_argument("--styles", type=lambda s: s.split(","), default=list(STYLES), help="eval prompt styles")
+    p.add_argument("--data", default="synthetic:n=2000,size=56,seed=0", help="data spec (add ambiguity=0.5 for look-alike twins)")
+    p.add_argument("--eval-n", type=int, default=128, help="held-out images")
+    p.add_argument("--k", type=int, default=4, help="sampled answers per held-out image")
+    p.add_argument("--max-tokens", type=int, default=16, help="answer token budget per turn (eval)")
+    p.add_argument("--sft-steps", type=int, default=120, help="warm-start SFT steps (batch 32)")
+    p.add_argument("--warm-lr", type=float, default=2e-3, help="warm-start SFT lr (full fine-tuning of a 0.5M model)")
+    p.add_argument("--warm-seed", type=int, default=0)
+    p.add_argument("--sft-lr", type=float, default=1e-3, help="the SFT arm's peak lr")
+    p.add_argument("--sft-schedule", default="cosine", help="the SFT arm's lr decay over its budget")
+    p.add_argument("--rl-batch-size", type=int, default=8, help="GRPO images per step (RLConfig's 64 is for GPUs)")
+    p.add_argument("--rl", nargs="*", default=[], help="RLConfig overrides key=value for both GRPO arms (a lever)")
+    p.add_argument("--tag", default="defaults", help="name of this configuration in the JSON line")
+    p.add_argument("--cache", default=None, help="folder for the cached warm start (default $GEOSPOT_CACHE or ~/.cache/geospot)")
+    args = p.parse_args(argv)
+    unknown = set(args.arms) - set(ARMS)
+    if unknown:
+        p.error(f"unknown arms {sorted(unknown)}; choose from {ARMS}")
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    from geospot.data import load_samples, world_from_spec
+
+    t_all = time.perf_counter()
+    sft_run = warm_start(args)
+    heldout = load_samples(args.data, split="val", n=args.eval_n)
+    world = world_from_spec(args.data)
+    geocoder = world.geocoder if world is not None else None
+
+    results = {"start": {}}
+    start_engine = load_engine(sft_run, args.warm_seed)
+    start_eval = {s: evaluate_arm(start_engine, heldout, geocoder, args, s) for s in args.seeds}
+    del start_engine
+    runs = {}
+    for arm in args.arms:
+        results[arm], runs[arm] = {}, {}
+        for seed in args.seeds:
+            torch.manual_seed(seed)
+            if arm == "sft":
+                engine = load_engine(sft_run, seed)
+                info = run_sft(engine, args, seed)
+            else:
+                engine = load_engine(sft_run, seed)
+                info = run_grpo(engine, args, seed, "single" if arm == "grpo_single" else "telescoping", sft_run)
+            results[arm][seed] = evaluate_arm(engine, heldout, geocoder, args, seed)
+            runs[arm][seed] = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in info.items()}
+            g = results[arm][seed][args.styles[0]]
+            print(f"[{args.tag}] {arm} seed {seed}: {info['steps']} steps in {info['clock_s']:.0f} s "
+                  f"({info['wall_s']:.0f} s wall); {args.styles[0]} greedy geoscore {g['greedy']['geoscore']:.0f} "
+                  f"median {g['greedy']['median_km']:.0f} km, sampled geoscore {g['sampled']['geoscore']:.0f}",
+                  file=sys.stderr, flush=True)
+    results["start"] = start_eval
+
+    summary = {}
+    for arm, per_seed in results.items():
+        summary[arm] = {style: {mode: {k: summarise([per_seed[s][style][mode][k] for s in args.seeds]) for k in KEYS}
+                                for mode in ("greedy", "sampled")} for style in args.styles}
+    verdicts = {}
+    for arm in args.arms:
+        if arm == "sft" or "sft" not in args.arms:
+            continue
+        style = "single" if arm == "grpo_single" else "telescoping"
+        if style not in args.styles:
+            continue
+        verdicts[arm] = {mode: {k: verdict(summary[arm][style][mode][k], summary["sft"][style][mode][k], k)
+                                for k in ("geoscore", "median_km")} for mode in ("greedy", "sampled")}
+        verdicts[arm]["style"] = style
+    print(table(summary, args), file=sys.stderr)
+    line = {
+        "bench": "rl_vs_sft", "tag": args.tag, "device": "cpu", "threads": torch.get_num_threads(), "model": MODEL,
+        "data": args.data, "budget_s": args.budget_s, "clock": args.clock, "seeds": args.seeds, "eval_n": args.eval_n,
+        "k": args.k, "warm_start": {"sft_steps": args.sft_steps, "lr": args.warm_lr, "dir": str(sft_run)},
+        "sft_arm": {"lr": args.sft_lr, "schedule": args.sft_schedule}, "rl_batch_size": args.rl_batch_size,
+        "rl_overrides": args.rl,
+        "geoscore_ratio_vs_sft": {arm: ratio(summary[arm][v["style"]]["greedy"]["geoscore"]["mean"],
+                                             summary["sft"][v["style"]]["greedy"]["geoscore"]["mean"])
+                                  for arm, v in verdicts.items()},
+        "verdicts": verdicts, "summary": summary, "runs": runs,
+        "total_wall_s": round(time.perf_counter() - t_all, 1),
+    }
+    print(json.dumps(line, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
