@@ -46,6 +46,7 @@ def run_rl(out: Path, sft: Path, args, **overrides) -> dict:
     cfg = RLConfig(load_checkpoint_path=str(sft), data=args.data, eval_n=args.eval_n, eval_every=args.eval_every,
                    batch_size=args.batch_size, group_size=args.group_size, max_steps=args.steps,
                    learning_rate=args.lr, max_tokens=16, save_every=args.steps, seed=args.seed,
+                   eval_temperature=args.eval_temperature,
                    log_images_every=0, log_path=str(out), behavior_if_log_dir_exists="delete", **overrides)
     t0 = time.perf_counter()
     run(cfg)
@@ -86,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-n", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--group-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--eval-temperature", type=float, default=1.0,
+                   help="held-out eval of the sampled policy (1.0, what GRPO trains) or greedy (0)")
     p.add_argument("--sft-steps", type=int, default=60)
     p.add_argument("--sft", type=str, default=None, help="reuse this SFT run folder instead of training one")
     p.add_argument("--data", type=str, default="synthetic:n=2000,size=112,seed=0")
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({
         "bench": "credit", "device": "cpu", "model": "tiny:qwen2_5_vl:tiny", "data": args.data,
         "steps": args.steps, "batch_size": args.batch_size, "group_size": args.group_size, "lr": args.lr,
-        "eval_every": args.eval_every, "eval_n": args.eval_n, "sft_steps": None if args.sft else args.sft_steps,
+        "eval_every": args.eval_every, "eval_n": args.eval_n, "eval_temperature": args.eval_temperature, "sft_steps": None if args.sft else args.sft_steps,
         "sft_s": round(sft_s, 1),
         "credit": {"target_geoscore": round(t_credit, 4), "per_turn": pt, "trajectory": tr,
                    "steps_ratio_per_turn_vs_trajectory": ratio(pt["steps_to_target"], tr["steps_to_target"]),

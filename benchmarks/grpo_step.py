@@ -36,6 +36,7 @@ import math
 import multiprocessing as mp
 import os
 import pstats
+import queue
 import resource
 import sys
 import tempfile
@@ -101,7 +102,9 @@ def _model_parts_s(stats: pstats.Stats, model) -> dict:
 
 def _top(stats: pstats.Stats, n: int = 8) -> list[str]:
     s = io.StringIO()
-    pstats.Stats(stats, stream=s).sort_stats("tottime").print_stats(n)
+    stats.stream = s
+    stats.sort_stats("tottime").print_stats(n)
+    stats.stream = sys.stdout
     return [ln.strip() for ln in s.getvalue().splitlines() if ln.strip()[:1].isdigit()][:n]
 
 
@@ -249,10 +252,14 @@ def _in_child(fn, *args) -> dict:
     q = ctx.Queue()
     p = ctx.Process(target=fn, args=(*args, q))
     p.start()
-    name, res = q.get()
+    while True:  # a child that dies without answering must not hang the benchmark
+        try:
+            name, res = q.get(timeout=5)
+            break
+        except queue.Empty:
+            if not p.is_alive():
+                raise RuntimeError(f"{fn.__name__} died with exit code {p.exitcode} (see stderr)") from None
     p.join()
-    if p.exitcode != 0:
-        raise RuntimeError(f"{fn.__name__} exited with {p.exitcode}")
     return res
 
 

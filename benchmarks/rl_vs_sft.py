@@ -288,14 +288,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-n", type=int, default=128, help="held-out images")
     p.add_argument("--k", type=int, default=4, help="sampled answers per held-out image")
     p.add_argument("--max-tokens", type=int, default=16, help="answer token budget per turn (eval)")
-    p.add_argument("--sft-steps", type=int, default=120, help="warm-start SFT steps (batch 32)")
-    p.add_argument("--warm-lr", type=float, default=2e-3, help="warm-start SFT lr (full fine-tuning of a 0.5M model)")
+    p.add_argument("--sft-steps", type=int, default=600, help="warm-start SFT steps (batch 32)")
+    p.add_argument("--warm-lr", type=float, default=3e-3, help="warm-start SFT lr (full fine-tuning of a 0.5M model)")
     p.add_argument("--warm-seed", type=int, default=0)
     p.add_argument("--sft-lr", type=float, default=1e-3, help="the SFT arm's peak lr")
     p.add_argument("--sft-schedule", default="cosine", help="the SFT arm's lr decay over its budget")
     p.add_argument("--rl-batch-size", type=int, default=8, help="GRPO images per step (RLConfig's 64 is for GPUs)")
     p.add_argument("--rl", nargs="*", default=[], help="RLConfig overrides key=value for both GRPO arms (a lever)")
     p.add_argument("--tag", default="defaults", help="name of this configuration in the JSON line")
+    p.add_argument("--start", default=None, help="use this SFT run folder as the warm start instead of the cached one")
     p.add_argument("--cache", default=None, help="folder for the cached warm start (default $GEOSPOT_CACHE or ~/.cache/geospot)")
     args = p.parse_args(argv)
     unknown = set(args.arms) - set(ARMS)
@@ -309,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     from geospot.data import load_samples, world_from_spec
 
     t_all = time.perf_counter()
-    sft_run = warm_start(args)
+    sft_run = Path(args.start) if args.start else warm_start(args)
     heldout = load_samples(args.data, split="val", n=args.eval_n)
     world = world_from_spec(args.data)
     geocoder = world.geocoder if world is not None else None

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import csv
 import glob as globlib
-import io
 import json
 import os
 import re
 import tarfile
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, Protocol
+from typing import Any, BinaryIO, Iterator, NamedTuple, Protocol
 
 import numpy as np
 
@@ -383,5 +382,3 @@ class _SyntheticPayload:
     def __call__(self):
         return self.world.sample(self.index, self.size, self.name)
 
-
-Payload = Callable[[], Any]

@@ -31,11 +31,18 @@ Kinds and their options
                 or parquet data files with image + latitude/longitude columns
                 (osv5m/osv5m style). Options: revision= split= (a substring of the data
                 file paths, e.g. train/test) column= (manifest column, default text)
-                image= lat= lon= id=. The token comes from HF_TOKEN / `hf auth login`.
-    every kind  name=<label for per-source counts>
+                image= lat= lon= id= root=<local mirror folder of the repo> (or set
+                GEOSPOT_HF_MIRROR=<folder holding owner/name/>). The token comes from
+                HF_TOKEN / `hf auth login`.
+    every kind  name=<label for per-source counts> (records whose metadata has a `source`
+                field keep it: the unified shards count per original dataset)
 
 Folders are inferred: a folder holding a CSV and an images/ folder (or images) is csv;
 one holding *.tar shards is wds; *.parquet is parquet; *.jsonl is jsonl.
+
+Splits: every source is split into train/val/test by a hash of the sample id
+(`split_of`; fractions are the stream options val_frac/test_frac, default 5% each), so
+"synthetic:n=2000" has ~100 val samples. split="all" disables the split.
 
 Weights: parts are interleaved by smooth weighted round robin, so the share of each
 part over any window is its weight / total (exact up to one item), and a part that is

@@ -96,7 +96,9 @@ def _prepare(item: Record | Skip, cfg: PrepConfig) -> tuple[Sample | Skip, list[
     fixes: list[str] = []
     try:
         payload = item.payload() if callable(item.payload) else item.payload
-        if isinstance(payload, Sample):  # synthetic: complete already
+        if isinstance(payload, Sample):  # synthetic: complete already (still honour max_side)
+            if cfg.max_side and max(payload.image.size) > cfg.max_side:
+                payload = dataclasses.replace(payload, image=prepare_image(payload.image, cfg, fixes))
             return payload, fixes
         lat, lon = check_coords(item.lat, item.lon)
         image = prepare_image(payload, cfg, fixes)

@@ -263,18 +263,13 @@ class LocalEngine:
         gen = torch.Generator(device=self.device).manual_seed(int(seed))
         B, G = len(prompts), num_samples
 
-        # prefill every prompt once (vision tower included), keep only the last logits
-        batch = self._batch(prompts, left_pad=True)
-        out = self.model(**batch.model_kwargs(), use_cache=True, logits_to_keep=1)
-        cache = out.cache
-        T = batch.input_ids.shape[1]
-        self.tokens.add("prefill", needed=sum(batch.lengths), processed=B * T)
+        logits, cache, attn, next_pos = self._prefill(prompts)
         # the G samples of a prompt share its prefix: repeat the cache instead of recomputing it
         if G > 1:
             cache.batch_repeat_interleave(G)
-        logits = out.logits[:, -1].float().repeat_interleave(G, 0)
-        attn = batch.attention_mask.repeat_interleave(G, 0)
-        next_pos = torch.tensor(batch.next_positions, device=self.device).repeat_interleave(G)
+        logits = logits.repeat_interleave(G, 0)
+        attn = attn.repeat_interleave(G, 0)
+        next_pos = next_pos.repeat_interleave(G)
 
         N = B * G
         tokens: list[list[int]] = [[] for _ in range(N)]
@@ -310,6 +305,62 @@ class LocalEngine:
             logits = out.logits[:, -1].float()
         seqs = [SampledSequence(tuple(tokens[r]), tuple(logprobs[r]), reason[r]) for r in range(N)]
         return [seqs[b * G : (b + 1) * G] for b in range(B)]
+
+    def _prefill(self, prompts: Sequence[ModelInput]):
+        """Run the prompts into a KV cache -> (last logits [B, V] fp32, cache, attention mask [B, T],
+        next position [B]). Prompts that share a prefix (the G continuations of a group in a
+        later telescoping turn: same image and first turn) compute it once: stage 1 prefills the
+        distinct prefixes, their cache rows are gathered per prompt, stage 2 prefills each
+        prompt's own suffix on top (left-padded, so padding holes sit between the two parts
+        and are masked out; positions are explicit, so the holes do not shift them)."""
+        clusters = self._prefix_clusters(prompts)
+        if all(P == 0 for _, P in clusters):
+            batch = self._batch(prompts, left_pad=True)
+            out = self.model(**batch.model_kwargs(), use_cache=True, logits_to_keep=1)
+            T = batch.input_ids.shape[1]
+            self.tokens.add("prefill", needed=sum(batch.lengths), processed=len(prompts) * T)
+            return out.logits[:, -1].float(), out.cache, batch.attention_mask, torch.tensor(batch.next_positions, device=self.device)
+        # every prompt gets a prefix: its cluster's, or all but its last token when it shares none
+        prefix_len, row = [0] * len(prompts), [0] * len(prompts)
+        for c, (idx, P) in enumerate(clusters):
+            for i in idx:
+                row[i] = c
+                prefix_len[i] = P or (prompts[i].length - 1)
+        heads = [_head(prompts[idx[0]], prefix_len[idx[0]]) for idx, _ in clusters]
+        for i, mi in enumerate(prompts):
+            if not _images_end_before(mi, prefix_len[i]):  # cannot split before its last image
+                return self._prefill_plain(prompts)
+        first = self._batch(heads, left_pad=True)
+        out = self.model(**first.model_kwargs(), use_cache=True, logits_to_keep=1)
+        cache = out.cache
+        cache.batch_select_indices(torch.tensor(row, device=self.device))  # gathers (and repeats) rows
+        attn1 = first.attention_mask[row]
+        suffix_tok, suffix_pos, nexts = [], [], []
+        for i, mi in enumerate(prompts):
+            pos, nxt = mrope_positions(mi, self.spatial_merge)
+            suffix_tok.append(self.renderer.tokens_of(mi)[prefix_len[i]:])
+            suffix_pos.append(pos[:, prefix_len[i]:])
+            nexts.append(nxt)
+        B, S = len(prompts), max(len(t) for t in suffix_tok)
+        ids = np.full((B, S), self.pad_id, np.int64)
+        mask = np.zeros((B, S), np.int64)
+        pos_ids = np.zeros((3, B, S), np.int64)
+        for b, (t, p) in enumerate(zip(suffix_tok, suffix_pos)):
+            ids[b, S - len(t):], mask[b, S - len(t):], pos_ids[:, b, S - len(t):] = t, 1, p
+        dev = self.device
+        attn = torch.cat([attn1, torch.from_numpy(mask).to(dev)], dim=1)
+        out2 = self.model(input_ids=torch.from_numpy(ids).to(dev), attention_mask=attn, position_ids=torch.from_numpy(pos_ids).to(dev),
+                          cache=cache, use_cache=True, logits_to_keep=1)
+        self.tokens.add("prefill", needed=sum(first.lengths) + sum(len(t) for t in suffix_tok),
+                        processed=first.input_ids.numel() + B * S)
+        return out2.logits[:, -1].float(), out2.cache, attn, torch.tensor(nexts, device=dev)
+
+    def _prefill_plain(self, prompts: Sequence[ModelInput]):
+        saved, self.shared_prefix = self.shared_prefix, False
+        try:
+            return self._prefill(prompts)
+        finally:
+            self.shared_prefix = saved
 
     # -- scoring and training ----------------------------------------------------------------------
 
@@ -348,28 +399,36 @@ class LocalEngine:
     # against it; gradients flow back into the prefix through the cache. The logprobs and
     # gradients equal the naive computation's (tests check it, fp32 tolerance).
 
-    def _plan(self, datums: Sequence[Datum]) -> list[tuple[list[int], int]]:
-        """[(datum indices, shared prefix length)]; prefix length 0 = a plain padded batch."""
-        toks = [self.renderer.tokens_of(d.model_input) for d in datums]
+    def _prefix_clusters(self, inputs: Sequence[ModelInput]) -> list[tuple[list[int], int]]:
+        """[(indices, shared prefix length)] over all inputs; 0 = no worthwhile shared prefix.
+        A shared prefix has equal tokens and equal images, holds every image of its members,
+        is >= MIN_SHARED_PREFIX long and leaves each member at least one token of its own."""
+        toks = [self.renderer.tokens_of(mi) for mi in inputs]
         clusters: list[list] = []  # [indices, prefix_len]
         for i, t in enumerate(toks):
             for cl in (clusters if self.shared_prefix else []):
                 ref = toks[cl[0][0]]
                 n = min(len(ref), len(t), cl[1])
                 lcp = int(np.argmin(np.append(ref[:n] == t[:n], False)))
-                if lcp >= MIN_SHARED_PREFIX and _same_images(datums[cl[0][0]].model_input, datums[i].model_input, lcp):
+                if lcp >= MIN_SHARED_PREFIX and _same_images(inputs[cl[0][0]], inputs[i], lcp):
                     cl[0].append(i)
                     cl[1] = lcp
                     break
             else:
                 clusters.append([[i], len(t)])
+        out = []
+        for idx, lcp in clusters:
+            lcp = min([lcp] + [len(toks[i]) - 1 for i in idx])
+            ok = len(idx) > 1 and lcp >= MIN_SHARED_PREFIX and all(_images_end_before(inputs[i], lcp) for i in idx)
+            out.append((idx, lcp if ok else 0))
+        return out
+
+    def _plan(self, datums: Sequence[Datum]) -> list[tuple[list[int], int]]:
+        """[(datum indices, shared prefix length)]; prefix length 0 = a plain padded batch."""
         plan: list[tuple[list[int], int]] = []
         loose: list[int] = []
-        for idx, lcp in clusters:
-            # the prefix must leave every datum >= 1 own token and hold all the images
-            lcp = min([lcp] + [len(toks[i]) - 1 for i in idx])
-            ok = len(idx) > 1 and lcp >= MIN_SHARED_PREFIX and all(_images_end_before(datums[i].model_input, lcp) for i in idx)
-            if ok:
+        for idx, lcp in self._prefix_clusters([d.model_input for d in datums]):
+            if lcp:
                 plan.append((idx, lcp))
             else:
                 loose.extend(idx)
@@ -424,6 +483,23 @@ class LocalEngine:
             for i, lp in zip(idx, self._logprobs([datums[i] for i in idx], prefix_len)):
                 out[i] = lp.cpu().numpy()
         return out
+
+    @torch.no_grad()
+    def forward_base(self, datums: Sequence[Datum]) -> list[np.ndarray]:
+        """Target logprobs under the untrained base model (for a KL penalty): LoRA off, or, for
+        full fine-tuning, the original weights reloaded from the model folder once."""
+        if self.cfg.lora_rank > 0:
+            with self.model.disable_adapter():
+                return self.forward(datums)
+        if getattr(self, "_base_model", None) is None:
+            from transformers import AutoModelForImageTextToText
+
+            self._base_model = AutoModelForImageTextToText.from_pretrained(self.folder, dtype=self.dtype).to(self.device).eval()
+        trained, self.model = self.model, self._base_model
+        try:
+            return self.forward(datums)
+        finally:
+            self.model = trained
 
     def forward_backward(self, datums: Sequence[Datum], loss_fn: str, loss_config: dict | None = None) -> ForwardBackwardResult:
         if loss_fn not in REQUIRED_INPUTS:

@@ -75,6 +75,7 @@ class RLConfig:
     # run
     eval_every: int = option(10, "greedy held-out eval every N steps (and at the end); 0 = never")
     eval_at_start: bool = option(True, "also evaluate the starting policy (the baseline row)")
+    eval_temperature: float = option(0.0, "0 = greedy eval; > 0 = one seeded sample per image at this temperature (the policy GRPO trains samples at 1.0)")
     save_every: int = option(10, "checkpoint every N steps (and at the end)")
     keep_checkpoints: int | None = option(None, "keep only the last N checkpoints (None = all)")
     log_images_every: int = option(1, "rollout records for the dashboard every N steps; 0 = never")
@@ -95,7 +96,7 @@ class RLConfig:
         require(all("{prev}" in p for p in self.turn_prompts[1:]), "turn_prompts", "every prompt after the first must contain {prev}")
         require(self.max_tokens >= 8, "max_tokens", f"{self.max_tokens} cannot hold an answer; use >= 16")
         require(self.eval_every >= 0 and self.save_every >= 1, "eval_every/save_every", "eval_every >= 0, save_every >= 1")
-        require(self.kl_coef >= 0, "kl_coef", "must be >= 0")
+        require(self.kl_coef >= 0 and self.eval_temperature >= 0, "kl_coef/eval_temperature", "must be >= 0")
         self.engine_config({}).validate()
 
     def engine_config(self, inherited: dict) -> EngineConfig:
@@ -187,7 +188,8 @@ def run(cfg: RLConfig, writer=None) -> dict:
     writer.set_status("running")
     metrics: dict = {}
     def evaluate_now(done: int) -> dict:
-        ev = evaluate(engine, heldout, prompt_style=style, max_tokens=cfg.max_tokens, geocoder=geocoder, writer=writer, step=done)
+        sampling = (SampleParams(cfg.max_tokens, cfg.eval_temperature, seed=cfg.seed + 17 * done), 1) if cfg.eval_temperature > 0 else None
+        ev = evaluate(engine, heldout, prompt_style=style, max_tokens=cfg.max_tokens, geocoder=geocoder, sampling=sampling, writer=writer, step=done)
         progress.note(f"eval step {done}: " + " ".join(f"{k}={ev.metrics[k]:.4g}" for k in ("geoscore", "median_km", "acc_200km", "acc_750km") if k in ev.metrics))
         return {f"eval/{k}": v for k, v in ev.metrics.items()}
 

@@ -302,3 +302,42 @@ def test_rows_finishing_at_different_steps_keep_exact_logprobs(family):
             expected.append(np.asarray(s.logprobs))
     for lp, exp in zip(e.forward(datums), expected):
         np.testing.assert_allclose(lp[-len(exp):], exp, atol=1e-4)
+
+
+@pytest.mark.parametrize("rank", [4, 0])
+def test_forward_base_is_the_untrained_model(rank):
+    e = _engine("qwen2_5_vl", lora_rank=rank)
+    d = _answer_datum(e)
+    start = e.forward([d])[0]
+    for _ in range(2):
+        e.train_step([d], "cross_entropy", AdamParams(learning_rate=1e-2))
+    assert not np.allclose(e.forward([d])[0], start, atol=1e-3)
+    np.testing.assert_allclose(e.forward_base([d])[0], start, atol=1e-5)
+
+
+@FAMILY
+def test_later_turn_sampling_shares_the_group_prefix(family):
+    """Turn 2 of a telescoping group: G continuations share image + turn 1 prompt; the sampler
+    prefills that prefix once and the logprobs still equal the trainer's."""
+    e = _engine(family)
+    r = e.renderer
+    p0, p1 = _prompt(e, 0), _prompt(e, 1)
+    first = e.sample([p0, p1], 3, SampleParams(max_tokens=5, seed=1))
+    nxt = [prompts.user_message(None, prompts.TELESCOPING_PROMPTS[1].format(prev="(1.0, 2.0)"))]
+    conts = [r.continuation(p, s.tokens, nxt) for p, g in [(p0, first[0]), (p1, first[1])] for s in g]
+    conts.append(_prompt(e, 5, text="alone"))  # a prompt that shares nothing rides along
+    clusters = e._prefix_clusters(conts)
+    assert sorted(len(i) for i, P in clusters if P) == [3, 3]
+    before = list(e.tokens.by_kind.get("prefill", [0, 0]))
+    out = e.sample(conts, 2, SampleParams(max_tokens=5, seed=2))
+    needed = e.tokens.by_kind["prefill"][0] - before[0]
+    # each group's image + turn 1 ran once: needed = all tokens minus the (G-1) repeated prefixes
+    assert needed == sum(c.length for c in conts) - sum((len(i) - 1) * P for i, P in clusters)
+    datums, expected = [], []
+    for c, g in zip(conts, out):
+        for s in g:
+            datums.append(_seq_datum(c, s.tokens, s.logprobs, 1.0))
+            expected.append(np.asarray(s.logprobs))
+    e.shared_prefix = False  # score the naive way
+    for lp, exp in zip(e.forward(datums), expected):
+        np.testing.assert_allclose(lp[-len(exp):], exp, atol=1e-4)

@@ -55,12 +55,14 @@ def _tensors(folder: Path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def sft_run(tmp_path_factory):
-    """A 2-step SFT run with a LoRA adapter: enough to test loading, not to learn."""
+    """A short SFT run (full fine-tuning): sampled answers parse often enough that GRPO
+    groups have reward spread, so the RL steps below really train."""
     from geospot.train.sft import SFTConfig, train
 
     log = tmp_path_factory.mktemp("sft") / "run"
-    train(SFTConfig(model_name="tiny:qwen2_5_vl:tiny", lora_rank=4, data=DATA, eval_n=0, max_steps=2, batch_size=2,
-                    save_every=0, prompt_style="both", log_path=str(log), behavior_if_log_dir_exists="raise"),
+    train(SFTConfig(model_name="tiny:qwen2_5_vl:tiny", lora_rank=0, data=DATA, eval_n=0, prompt_style="both",
+                    answer_decimals=1, batch_size=16, learning_rate=5e-3, lr_schedule="cosine", warmup_steps=3,
+                    max_steps=40, save_every=0, log_path=str(log), behavior_if_log_dir_exists="raise"),
           stderr=io.StringIO())
     return log
 
@@ -69,7 +71,7 @@ def test_seed_command_telescoping_from_sft_checkpoint(sft_run, tmp_path):
     log = tmp_path / "rl"
     proc = subprocess.run(
         _rl("env_type=telescoping", f"load_checkpoint_path={sft_run}", f"data={DATA}", f"log_path={log}",
-            "max_steps=2", "batch_size=2", "group_size=2", "eval_n=2", "eval_every=2", "max_tokens=16"),
+            "max_steps=2", "batch_size=2", "group_size=2", "eval_n=2", "eval_every=2", "max_tokens=20"),
         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-3000:]
     cfg = read_config(log)
@@ -88,10 +90,10 @@ def test_seed_command_telescoping_from_sft_checkpoint(sft_run, tmp_path):
     assert len(shown) == 2 and all(len(im["rollouts"]) == 2 for im in shown)
 
 
-def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
-    common = ["model_name=tiny:qwen2_5_vl:tiny", f"data={DATA}", "env_type=telescoping", "max_steps=6", "save_every=2",
-              "batch_size=2", "group_size=3", "lora_rank=4", "learning_rate=1e-3", "eval_every=0", "max_tokens=12",
-              "tau_schedule=follow_error", "seed=3"]
+def test_sigkill_then_resume_matches_uninterrupted_run(sft_run, tmp_path):
+    common = [f"load_checkpoint_path={sft_run}", f"data={DATA}", "env_type=telescoping", "max_steps=6", "save_every=2",
+              "batch_size=4", "group_size=4", "learning_rate=1e-4", "eval_every=0", "max_tokens=20",
+              "reward=kernel", "tau_schedule=follow_error", "tau_start_km=10000", "seed=3"]
     full = subprocess.run(_rl(*common, f"log_path={tmp_path / 'full'}"), cwd=ROOT, env=_env(),
                           capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert full.returncode == 0, full.stderr[-3000:]
@@ -124,5 +126,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"
     # metrics read like one run: steps 1..6 once each, same rewards and taus
     ra = [(r["step"], r["reward_mean"], r["tau_km"]) for r in read_jsonl(tmp_path / "full" / "metrics.jsonl") if "reward_mean" in r]
+    trained = [r["datums"] for r in read_jsonl(tmp_path / "full" / "metrics.jsonl") if "datums" in r]
+    assert sum(trained) > 0, "no step had a group with reward spread: the test would not test training"
     rb = [(r["step"], r["reward_mean"], r["tau_km"]) for r in read_jsonl(log / "metrics.jsonl") if "reward_mean" in r]
     assert ra == rb and [s for s, *_ in ra] == list(range(1, 7))

@@ -1,0 +1,90 @@
+"""Run every benchmark and collect their JSON lines into one file.
+
+    python benchmarks/run_all.py [--out benchmarks/results.json] [--only geo,data] [--timeout 1800]
+
+Each benchmark script prints ONE JSON line (its last stdout line) that names the peer it
+was measured against in the same run. This script records them with the date and the
+machine, and `python -m geospot.docs` renders README's benchmark table from the file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# Order: cheap first, so a time-out late in the list loses the least.
+BENCHMARKS = ("geo", "data", "eval", "engine", "grpo_step", "credit", "rl_vs_sft")
+
+
+def machine() -> dict:
+    try:
+        import torch
+
+        torch_version = torch.__version__
+    except ImportError:  # pragma: no cover
+        torch_version = None
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch_version,
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+def run_one(name: str, timeout: float) -> dict:
+    t0 = time.perf_counter()
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(HERE / f"{name}.py")], capture_output=True, text=True, timeout=timeout, env=env
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    wall = round(time.perf_counter() - t0, 1)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip().startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"error": f"exit {proc.returncode}: " + " | ".join(tail), "wall_s": wall}
+    result = json.loads(lines[-1])
+    result["wall_s"] = wall
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=str(HERE / "results.json"))
+    ap.add_argument("--only", default="", help="comma-separated subset of: " + ",".join(BENCHMARKS))
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds per benchmark")
+    args = ap.parse_args(argv)
+    names = [n for n in args.only.split(",") if n] or list(BENCHMARKS)
+    unknown = sorted(set(names) - set(BENCHMARKS))
+    if unknown:
+        ap.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
+
+    out = Path(args.out)
+    previous = json.loads(out.read_text())["results"] if out.exists() else {}
+    results = dict(previous)
+    for name in names:
+        print(f"[run_all] {name} ...", file=sys.stderr, flush=True)
+        results[name] = run_one(name, args.timeout)
+        print(json.dumps({name: results[name]}), flush=True)
+    doc = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "results": results,
+    }
+    out.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+    print(f"[run_all] wrote {out}", file=sys.stderr)
+    return 0 if all("error" not in results[n] for n in names) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
