@@ -266,7 +266,7 @@ def _in_child(fn, *args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=2, help="B: images per step (G=8 rollouts each)")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads per side")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per side (1: on a shared 2-core box, 2 threads per op thrash)")
     ap.add_argument("--model", default="tiny:qwen2_5_vl:small")
     ap.add_argument("--skip-trl", action="store_true", help="only our side (for profiling)")
     args = ap.parse_args()

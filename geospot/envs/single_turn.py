@@ -28,13 +28,16 @@ def grade(renderer, sample: Sample, action_tokens: Sequence[int]):
 
 class SingleTurnEnv:
     def __init__(self, sample: Sample, renderer, reward: Reward, *, prompt: str = SINGLE_TURN_PROMPT,
-                 format_penalty: float = -0.1) -> None:
+                 format_penalty: float = -0.1, initial: ModelInput | None = None) -> None:
         self.sample, self.renderer, self.reward = sample, renderer, reward
         self.prompt, self.format_penalty = prompt, format_penalty
+        self._initial = initial  # the group builder renders the image once for all G envs
         self._done = False
 
     def initial_observation(self) -> ModelInput:
-        return self.renderer.generation_prompt([user_message(self.sample.image, self.prompt)])
+        if self._initial is None:
+            self._initial = self.renderer.generation_prompt([user_message(self.sample.image, self.prompt)])
+        return self._initial
 
     def step(self, action_tokens: Sequence[int]) -> StepResult:
         if self._done:
@@ -59,5 +62,6 @@ class SingleTurnGroupBuilder:
     format_penalty: float = -0.1
 
     def make_envs(self, group_size: int) -> list[SingleTurnEnv]:
+        initial = self.renderer.generation_prompt([user_message(self.sample.image, self.prompt)])
         return [SingleTurnEnv(self.sample, self.renderer, self.reward, prompt=self.prompt,
-                              format_penalty=self.format_penalty) for _ in range(group_size)]
+                              format_penalty=self.format_penalty, initial=initial) for _ in range(group_size)]

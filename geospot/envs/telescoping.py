@@ -39,13 +39,15 @@ def turn_prompt(prompts: Sequence[str], turn: int, prev_guess: tuple[float, floa
 
 class TelescopingEnv:
     def __init__(self, sample: Sample, renderer, score: Reward = GeoScoreReward(), *,
-                 prompts: Sequence[str] = TELESCOPING_PROMPTS, format_penalty: float = -0.1) -> None:
+                 prompts: Sequence[str] = TELESCOPING_PROMPTS, format_penalty: float = -0.1,
+                 initial: ModelInput | None = None) -> None:
         if not prompts:
             raise ValueError("TelescopingEnv needs at least one turn prompt")
         self.sample, self.renderer, self.score = sample, renderer, score
         self.prompts, self.format_penalty = tuple(prompts), format_penalty
         self.turn = 0
         self.prev_score = 0.0  # S(d_0) = 0
+        self._initial = initial  # the group builder renders the image once for all G envs
         self._obs: ModelInput | None = None
         self._done = False
 
@@ -54,7 +56,9 @@ class TelescopingEnv:
         return len(self.prompts)
 
     def initial_observation(self) -> ModelInput:
-        self._obs = self.renderer.generation_prompt([user_message(self.sample.image, self.prompts[0])])
+        if self._initial is None:
+            self._initial = self.renderer.generation_prompt([user_message(self.sample.image, self.prompts[0])])
+        self._obs = self._initial
         return self._obs
 
     def step(self, action_tokens: Sequence[int]) -> StepResult:
@@ -85,5 +89,6 @@ class TelescopingGroupBuilder:
     format_penalty: float = -0.1
 
     def make_envs(self, group_size: int) -> list[TelescopingEnv]:
+        initial = self.renderer.generation_prompt([user_message(self.sample.image, self.prompts[0])])
         return [TelescopingEnv(self.sample, self.renderer, self.score, prompts=self.prompts,
-                               format_penalty=self.format_penalty) for _ in range(group_size)]
+                               format_penalty=self.format_penalty, initial=initial) for _ in range(group_size)]

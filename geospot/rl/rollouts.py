@@ -35,19 +35,18 @@ def do_group_rollouts(engine, builders: Sequence[EnvGroupBuilder], group_size: i
     # First turn: one prompt per group, G samples each.
     obs_BG = [[env.initial_observation() for env in envs] for envs in envs_BG]
     active = [(b, g) for b in range(B) for g in range(G)]
-    prompts, keys = [obs_BG[b][0] for b in range(B)], None
+    prompts = [obs_BG[b][0] for b in range(B)]
     turn = 0
     while active:
+        first = turn == 0
+        turn_params = replace(params, seed=None if params.seed is None else params.seed + 1000 * turn)
         t0 = time.perf_counter()
-        seqs = engine.sample(prompts, num_samples=G if keys is None else 1,
-                             params=replace(params, seed=None if params.seed is None else params.seed + 1000 * turn))
+        seqs = engine.sample(prompts, num_samples=G if first else 1, params=turn_params)
         stats.sample_s += time.perf_counter() - t0
         stats.engine_calls += 1
         stats.per_turn_calls.append(len(prompts))
-        if keys is None:  # unfold [B][G] into the flat (b, g) order of `active`
-            flat = [seqs[b][g] for b in range(B) for g in range(G)]
-        else:
-            flat = [s[0] for s in seqs]
+        # back to the flat (b, g) order of `active`
+        flat = [seqs[b][g] for b in range(B) for g in range(G)] if first else [s[0] for s in seqs]
         next_active, next_prompts = [], []
         for (b, g), seq in zip(active, flat):
             env, obs = envs_BG[b][g], obs_BG[b][g]
@@ -60,7 +59,7 @@ def do_group_rollouts(engine, builders: Sequence[EnvGroupBuilder], group_size: i
                 obs_BG[b][g] = res.next_observation
                 next_active.append((b, g))
                 next_prompts.append(res.next_observation)
-        active, prompts, keys = next_active, next_prompts, next_active
+        active, prompts = next_active, next_prompts
         turn += 1
     stats.turns = max(stats.turns, turn)
     return [[Trajectory(tuple(transitions[(b, g)])) for g in range(G)] for b in range(B)]

@@ -9,6 +9,7 @@ The file reads top to bottom: config -> building examples -> the loop -> main.""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import sys
 import time
@@ -61,7 +62,7 @@ class SFTConfig:
     tinker_base_url: str | None = _engine_option("tinker_base_url")
     seed: int = option(0, "seed for data order, prompt-style draws, initialisation and sampling")
     # data
-    data: str = option("hf:osv5m/osv5m", "training data spec (local path, `hf:<repo>`, `synthetic:k=v,...`; mixing as the data spec allows, see `geospot data --help`)")
+    data: str = option("hf:sdan/geospot-unified", "training data spec: a local path, `hf:<owner/name>`, `synthetic:n=2000,size=112`, ...; mix parts with `;` and weight them with `@w` (e.g. `wds:/d/{000..009}.tar@3;csv:/d/osv5m@1`); grammar in geospot/data/spec.py")
     eval_data: str | None = option(None, "held-out data spec; None = the `val` split of `data`")
     eval_n: int = option(200, "number of held-out images for the periodic eval (0 = no eval)")
     # the examples
@@ -234,11 +235,14 @@ def geocoder_for(spec: str) -> Any:
     return reverse_geocode
 
 
-def run_eval(engine: Any, samples: list[Any], geocoder: Any, cfg: SFTConfig) -> dict[str, float]:
+def run_eval(engine: Any, samples: list[Any], geocoder: Any, cfg: SFTConfig, writer: Any, step: int) -> dict[str, float]:
+    """Greedy held-out eval; `evaluate` logs `eval/<metric>` and the per-image guesses
+    (the dashboard's eval map) through the writer itself."""
     from geospot.eval import evaluate
 
     style = "telescoping" if cfg.prompt_style == "telescoping" else "single"
-    result = evaluate(engine, samples, prompt_style=style, batch_size=cfg.eval_batch_size, max_tokens=cfg.eval_max_tokens, geocoder=geocoder)
+    result = evaluate(engine, samples, prompt_style=style, batch_size=cfg.eval_batch_size,
+                      max_tokens=cfg.eval_max_tokens, geocoder=geocoder, writer=writer, step=step)
     return dict(result.metrics)
 
 
@@ -287,6 +291,8 @@ def train(cfg: SFTConfig, *, stderr: Any = None) -> SFTResult:
     log_dir, resuming = prepare_log_dir(cfg.log_path or default_log_path(cfg), cfg.behavior_if_log_dir_exists)
     ckpt_dir = latest_checkpoint(log_dir) if resuming else None
     stream, held_out, geocoder = open_data(cfg)
+    if cfg.wandb_project and importlib.util.find_spec("wandb") is None:
+        raise ConfigError(f"wandb_project={cfg.wandb_project!r} needs the wandb package: `pip install wandb` (or leave wandb_project unset)")
     write_config(log_dir, "sft", cfg)
     seed_everything(cfg.seed)
 
@@ -308,52 +314,57 @@ def train(cfg: SFTConfig, *, stderr: Any = None) -> SFTResult:
     def evaluate_now(step: int) -> None:
         if not held_out:
             return
-        metrics = run_eval(engine, held_out, geocoder, cfg)
+        metrics = run_eval(engine, held_out, geocoder, cfg, writer, step)
         eval_history[step] = metrics
-        writer.log_step(step, {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
         progress.note(format_table({f"step {s}": m for s, m in sorted(eval_history.items())}))
 
-    if start_step == 0 and cfg.eval_at_start:
-        evaluate_now(0)
+    try:
+        if start_step == 0 and cfg.eval_at_start:
+            evaluate_now(0)
 
-    loss = float("nan")
-    micro = cfg.batch_size // cfg.grad_accum
-    for step in range(start_step, cfg.max_steps):
-        t0 = time.perf_counter()
-        samples = stream.next_batch(cfg.batch_size)
-        styles = example_styles(cfg.prompt_style, len(samples), cfg.seed, step)
-        datums_D, n_target = normalise_weights(make_datums(engine, samples, styles, cfg))
+        loss = float("nan")
+        micro = cfg.batch_size // cfg.grad_accum
+        for step in range(start_step, cfg.max_steps):
+            t0 = time.perf_counter()
+            samples = stream.next_batch(cfg.batch_size)
+            styles = example_styles(cfg.prompt_style, len(samples), cfg.seed, step)
+            datums_D, n_target = normalise_weights(make_datums(engine, samples, styles, cfg))
 
-        # Loss reported = mean NLL per target token (the weights already hold 1/n_target).
-        loss = 0.0
-        for i in range(0, len(datums_D), micro):
-            chunk = datums_D[i : i + micro]
-            out = engine.forward_backward(chunk, "cross_entropy")
-            loss -= sum(float(np.dot(lp_T, d.loss_fn_inputs["weights"])) for lp_T, d in zip(out.logprobs, chunk))
-        lr = learning_rate(step, cfg.max_steps, cfg.learning_rate, cfg.lr_schedule, cfg.warmup_steps, cfg.min_lr_ratio)
-        optim_metrics = engine.optim_step(AdamParams(lr, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, cfg.weight_decay, cfg.grad_clip_norm))
+            # Loss reported = mean NLL per target token (the weights already hold 1/n_target).
+            loss = 0.0
+            for i in range(0, len(datums_D), micro):
+                chunk = datums_D[i : i + micro]
+                out = engine.forward_backward(chunk, "cross_entropy")
+                loss -= sum(float(np.dot(lp_T, d.loss_fn_inputs["weights"])) for lp_T, d in zip(out.logprobs, chunk))
+            lr = learning_rate(step, cfg.max_steps, cfg.learning_rate, cfg.lr_schedule, cfg.warmup_steps, cfg.min_lr_ratio)
+            optim_metrics = engine.optim_step(AdamParams(lr, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, cfg.weight_decay, cfg.grad_clip_norm))
 
-        seconds = time.perf_counter() - t0
-        n_tokens = sum(d.model_input.length for d in datums_D)
-        done = step + 1
-        metrics = {"loss": loss, "lr": lr, "tok_per_s": n_tokens / seconds, "target_tokens": n_target, "seconds": seconds}
-        metrics.update({f"optim/{k}": float(v) for k, v in (optim_metrics or {}).items()})
-        writer.log_step(done, metrics)
-        progress.update(step, {"loss": loss, "lr": lr, "tok_per_s": metrics["tok_per_s"]})
+            seconds = time.perf_counter() - t0
+            n_tokens = sum(d.model_input.length for d in datums_D)
+            done = step + 1
+            metrics = {"loss": loss, "lr": lr, "tok_per_s": n_tokens / seconds, "target_tokens": n_target, "seconds": seconds}
+            metrics.update({f"optim/{k}": float(v) for k, v in (optim_metrics or {}).items()})
+            writer.log_step(done, metrics)
+            progress.update(step, {"loss": loss, "lr": lr, "tok_per_s": metrics["tok_per_s"]})
 
-        last = done == cfg.max_steps
-        if last or (cfg.eval_every and done % cfg.eval_every == 0):
-            evaluate_now(done)
-        if last or (cfg.save_every and done % cfg.save_every == 0):
-            save_checkpoint(
-                log_dir, done, engine,
-                data_state=stream.state_dict(),
-                loop_state={"eval_history": eval_history},
-                keep_last=cfg.keep_checkpoints or None,
-            )
+            last = done == cfg.max_steps
+            if last or (cfg.eval_every and done % cfg.eval_every == 0):
+                evaluate_now(done)
+            if last or (cfg.save_every and done % cfg.save_every == 0):
+                save_checkpoint(
+                    log_dir, done, engine,
+                    data_state=stream.state_dict(),
+                    loop_state={"eval_history": eval_history},
+                    keep_last=cfg.keep_checkpoints or None,
+                )
+        writer.set_status("done")
+    except BaseException:  # the dashboard shows a crashed run as failed, not as running
 
-    writer.set_status("done")
-    writer.close()
+        writer.set_status("failed")
+        raise
+    finally:
+        writer.close()
+        stream.close()
     return SFTResult(log_dir, cfg.max_steps, eval_history, loss)
 
 

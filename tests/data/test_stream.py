@@ -72,3 +72,15 @@ def test_bad_spec_and_options_name_the_fix():
         open_stream("/nope/missing")
     with pytest.raises(ConfigError, match="split"):
         open_stream(SYN, "holdout")
+
+
+def test_worker_count_does_not_change_the_sequence():
+    a = open_stream(SYN, seed=2, workers=0).next_batch(40)
+    b = open_stream(SYN, seed=2, workers=2, prefetch=5).next_batch(40)
+    assert [s.id for s in a] == [s.id for s in b]
+    np.testing.assert_array_equal(np.asarray(a[-1].image), np.asarray(b[-1].image))
+
+
+def test_max_side_applies_to_synthetic_too():
+    (s,) = load_samples("synthetic:n=5,size=128", "all", n=1, max_side=64)
+    assert s.image.size == (64, 64)

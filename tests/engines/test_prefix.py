@@ -192,3 +192,43 @@ def test_shared_prefix_sampling_equals_naive_rescoring(family):
             with torch.no_grad():
                 lp = _naive_logprobs(e, d)[prompt.length - 1:].numpy()
             assert np.abs(lp - np.asarray(s.logprobs)).max() < 1e-4
+
+
+@FAMILY
+def test_image_feature_cache_encodes_each_image_once_and_changes_nothing(family):
+    """Frozen vision tower: sampling encodes each image once, later turns and the training pass
+    reuse the features; logprobs and gradients equal the uncached ones."""
+    from geospot.engines.vision_cache import install_image_feature_cache
+
+    e = _engine(family)
+    r = e.renderer
+    p0, p1 = _prompt(e, 0), _prompt(e, 1, (168, 112), "Where?")
+    out = e.sample([p0, p1], 2, SampleParams(max_tokens=4, seed=1))
+    nxt = [prompts.user_message(None, "again")]
+    datums = [_rl_datum(r.continuation(p, s.tokens, nxt), [30, 40], k) for k, (p, g) in enumerate([(p0, out[0]), (p1, out[1])]) for s in g]
+    packed = lambda ds: shared_prefix_forward(e.model, ds, renderer=e.renderer, spatial_merge=e.spatial_merge, pad_id=e.pad_id)
+    plain_lp, plain_g = _grads(e, datums, packed)
+
+    cache = install_image_feature_cache(e.model)
+    assert install_image_feature_cache(e.model) is cache  # idempotent
+    e.sample([p0, p1], 2, SampleParams(max_tokens=4, seed=1))
+    assert (cache.misses, cache.hits) == (2, 0)  # two images, each encoded once
+    e.sample([d.model_input for d in datums], 1, SampleParams(max_tokens=3, seed=2))  # a later turn: all hits
+    cached_lp, cached_g = _grads(e, datums, packed)
+    assert cache.misses == 2 and cache.hits >= 4
+    for a, b in zip(plain_lp, cached_lp):
+        assert torch.allclose(a, b, atol=1e-6, rtol=0)
+    for n in plain_g:
+        assert torch.allclose(plain_g[n], cached_g[n], atol=1e-7, rtol=1e-5), n
+
+
+def test_image_feature_cache_steps_aside_when_the_vision_tower_trains():
+    from geospot.engines.vision_cache import install_image_feature_cache
+
+    e = _engine("qwen3_vl", train_vision=True)
+    cache = install_image_feature_cache(e.model)
+    p = _prompt(e, 4)
+    datums = [_rl_datum(p, c, i) for i, c in enumerate(_completions(np.random.default_rng(5), 2))]
+    grads = _assert_equal(e, datums)
+    assert cache.misses == cache.hits == 0
+    assert any("visual" in n and g.abs().sum() > 0 for n, g in grads.items())

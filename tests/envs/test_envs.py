@@ -82,3 +82,19 @@ def test_turn_prompt_and_group_builder():
     assert "(1.2, 3.5)" in turn_prompt(TELESCOPING_PROMPTS, 1, (1.23, 3.456))
     envs = TelescopingGroupBuilder(SAMPLE, R, prompts=TELESCOPING_PROMPTS[:2]).make_envs(3)
     assert len(envs) == 3 and envs[0].num_turns == 2
+
+
+def test_group_builders_render_the_image_once():
+    class Counting(CharRenderer):
+        calls = 0
+
+        def generation_prompt(self, messages):
+            Counting.calls += 1
+            return super().generation_prompt(messages)
+
+    r = Counting()
+    for builder in (SingleTurnGroupBuilder(SAMPLE, r, KernelReward(1.0)), TelescopingGroupBuilder(SAMPLE, r)):
+        Counting.calls = 0
+        envs = builder.make_envs(8)
+        obs = [e.initial_observation() for e in envs]
+        assert Counting.calls == 1 and all(o is obs[0] for o in obs)
