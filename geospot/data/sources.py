@@ -125,6 +125,7 @@ def _first(meta: dict, keys: tuple[str, ...]) -> Any:
 
 LAT_KEYS = ("lat", "latitude")
 LON_KEYS = ("lon", "lng", "longitude")
+ID_KEYS = ("id", "img_id", "image_id")
 
 
 @dataclass
@@ -192,7 +193,9 @@ def _find_col(names: list[str], want: str | None, candidates: tuple[str, ...], w
         if want not in names:
             raise ValueError(f"{where}: no column {want!r} for {what}; columns are {names}")
         return want
-    return next((c for c in candidates if c in names), None)
+    # Case-insensitive: IM2GPS3K / YFCC4K ship LAT, LON, IMG_ID as distributed.
+    lower = {n.lower(): n for n in names}
+    return next((lower[c] for c in candidates if c in lower), None)
 
 
 @dataclass
@@ -257,9 +260,11 @@ class CsvFolderSource:
     name: str = "csv"
     lat_col: str | None = None
     lon_col: str | None = None
-    id_col: str = "id"
+    id_col: str | None = None  # None: `id`, else IMG_ID (IM2GPS3K / YFCC4K), any case
 
     def _index(self) -> dict[str, str]:
+        """Image files by stem AND by full file name: OSV-5M ids are stems, IM2GPS3K and
+        YFCC4K ids are file names with the extension."""
         found: dict[str, str] = {}
         base = os.path.join(self.root, "images")
         base = base if os.path.isdir(base) else self.root
@@ -268,6 +273,7 @@ class CsvFolderSource:
                 stem, _, ext = fn.rpartition(".")
                 if ext.lower() in IMAGE_EXTS:
                     found.setdefault(stem, os.path.join(d, fn))
+                    found.setdefault(fn, os.path.join(d, fn))
         return found
 
     def records(self, epoch: int, seed: int, shuffle: bool) -> Iterator[Record | Skip]:
@@ -276,12 +282,13 @@ class CsvFolderSource:
             with open(path, newline="", encoding="utf-8") as f:
                 reader = csv.DictReader(f)
                 names = reader.fieldnames or []
-                if self.id_col not in names:
-                    raise ValueError(f"{path}: no {self.id_col!r} column (columns: {names}); set id=<column> in the spec")
+                id_c = _find_col(names, self.id_col, ID_KEYS, "id", path)
+                if id_c is None:
+                    raise ValueError(f"{path}: no id column (looked for {', '.join(ID_KEYS)}; columns: {names}); set id=<column> in the spec")
                 lat_c = _find_col(names, self.lat_col, LAT_KEYS, "latitude", path)
                 lon_c = _find_col(names, self.lon_col, LON_KEYS, "longitude", path)
                 for row in reader:
-                    sid = (row.get(self.id_col) or "").strip()
+                    sid = (row.get(id_c) or "").strip()
                     img_path = index.get(sid)
                     if not sid or img_path is None:
                         yield Skip("missing_image", f"{path}:{sid}", self.name)

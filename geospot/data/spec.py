@@ -221,7 +221,7 @@ def build_source(part: SpecPart) -> Source:
         if not csvs:
             raise SpecError(f"{part.text!r}: no CSV file found")
         return CsvFolderSource(csvs, root, name=name or os.path.basename(os.path.normpath(root)) or "csv",
-                               lat_col=kw.get("lat"), lon_col=kw.get("lon"), id_col=kw.get("id", "id"))
+                               lat_col=kw.get("lat"), lon_col=kw.get("lon"), id_col=kw.get("id"))
     if part.kind == "jsonl":
         kw = _opts(part, {"lat": str, "lon": str, "image": str, "name": str})
         return JsonlSource(_files(part, ("jsonl",)), name=name or "jsonl", lat_key=kw.get("lat"),

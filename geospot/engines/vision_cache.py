@@ -8,8 +8,8 @@ hand them back on the next request. The language model still sees exactly the sa
 so logprobs and gradients are unchanged (tests check it).
 
 It wraps the model's `get_image_features` (the one call every Qwen-VL forward makes for images),
-splits a request into its images, encodes only the unseen ones in one batched call and keys each
-by its patches' bytes (content, not object identity: a re-rendered image still hits). Whenever a
+splits a request into its images, encodes only the unseen ones (one call per image, so features
+never depend on batch composition) and keys each by its patches' bytes (content, not object identity: a re-rendered image still hits). Whenever a
 vision parameter requires grad (train_vision=True, full fine-tuning of the tower) it steps aside
 and the tower runs as usual. Bounded LRU: `max_images` entries.
 """
@@ -60,13 +60,13 @@ class ImageFeatureCache:
                 todo[k] = i
         self.hits += len(keys) - len(todo)
         self.misses += len(todo)
-        if todo:
-            idx = list(todo.values())
-            out = self.fn(torch.cat([patches[i] for i in idx]), image_grid_thw[idx], **kwargs)
+        for k, i in todo.items():
+            # one image per call: its features then never depend on which images shared the batch,
+            # so a resumed run (empty cache) reproduces them bit for bit
+            out = self.fn(patches[i], image_grid_thw[i : i + 1], **kwargs)
             self.output_cls = type(out)
             deep = getattr(out, "deepstack_features", None)
-            for j, k in enumerate(todo):
-                self.store[k] = (out.pooler_output[j].detach(), [d[j].detach() for d in deep] if deep is not None else None)
+            self.store[k] = (out.pooler_output[0].detach(), [d[0].detach() for d in deep] if deep is not None else None)
         pooled = tuple(self.store[k][0] for k in keys)
         deep = self.store[keys[0]][1]
         result = self.output_cls(pooler_output=pooled)
