@@ -4,12 +4,17 @@ From one SFT checkpoint (tiny model, synthetic world, CPU) we run, with the same
 the same number of steps:
   telescoping  advantage=per_turn      vs  advantage=trajectory (the seed's behaviour)
   single-turn  tau_schedule=geometric  vs  tau_schedule=constant, τ = 25 km
-For each pair the target is the lower of the two runs' best held-out (greedy) GeoScores, so
+For each pair the target is the lower of the two runs' best held-out GeoScores, so
 both reach it; we report the first eval step (and the training wall time up to it) at which
 each run does, and the ratio to its named peer. One JSON line on stdout.
 
-    python benchmarks/credit.py                 # ~10-15 min on 2 CPU cores
-    python benchmarks/credit.py --steps 8 --sft-steps 30 --eval-every 4   # smoke
+    python benchmarks/credit.py                 # ~15 min on 2 busy CPU cores (SFT 150 steps + 4 x 20 RL steps)
+    python benchmarks/credit.py --sft runs/sft  # reuse an SFT run (same --data)
+
+Held-out evals score the sampled policy (temperature 1, one seeded sample per image) by
+default — the policy GRPO trains. On this tiny model 20 GRPO steps lower the *greedy* score
+(measured 344 -> 260 single-turn, 94 held-out images) while the sampled one rises
+(33 -> 129); pass --eval-temperature 0 to race on greedy scores instead.
 """
 
 from __future__ import annotations
@@ -82,17 +87,17 @@ def ratio(x: float, y: float) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--steps", type=int, default=20)
     p.add_argument("--eval-every", type=int, default=5)
-    p.add_argument("--eval-n", type=int, default=64)
+    p.add_argument("--eval-n", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--group-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--eval-temperature", type=float, default=1.0,
                    help="held-out eval of the sampled policy (1.0, what GRPO trains) or greedy (0)")
-    p.add_argument("--sft-steps", type=int, default=60)
+    p.add_argument("--sft-steps", type=int, default=150)
     p.add_argument("--sft", type=str, default=None, help="reuse this SFT run folder instead of training one")
-    p.add_argument("--data", type=str, default="synthetic:n=2000,size=112,seed=0")
+    p.add_argument("--data", type=str, default="synthetic:n=2000,size=56,seed=0,regions=4,difficulty=0.1")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=str, default=None, help="keep the runs here (default: a temp folder)")
     args = p.parse_args(argv)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from geospot.engines.types import Datum, ImageChunk, ModelInput, TextChunk
+from geospot.engines.types import Datum, ModelInput, TextChunk
 
 
 def drop_last_token(model_input: ModelInput) -> ModelInput:
@@ -47,5 +47,3 @@ def make_datum(full: ModelInput, **per_token_arrays_T) -> Datum:
         loss_inputs[name] = shifted
     return Datum(model_input=drop_last_token(full), loss_fn_inputs=loss_inputs)
 
-
-__all__ = ["make_datum", "drop_last_token", "all_tokens", "ImageChunk"]

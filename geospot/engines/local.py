@@ -12,9 +12,12 @@ We compute these ourselves from the ModelInput chunks (the same rule as transfor
 and multi-turn training sequences agree by construction and no hidden `rope_deltas` state
 in the model is ever consulted.
 
-Sampling prefills each prompt (image + text) ONCE, then repeats the KV cache for the
-`num_samples` continuations and decodes all prompts' samples together (issue 7). The
-engine counts the tokens that computation needed versus processed.
+Encode each image once per group (issue 7). Sampling prefills each prompt (image + text)
+ONCE, repeats the KV cache for the `num_samples` continuations and decodes all prompts'
+samples together, dropping rows as they stop; prompts that share a prefix (a telescoping
+group's later turns) prefill it once. Training does the same for datums that share a
+prefix: the prefix runs once with gradients, its cache is repeated for the completions.
+The engine counts the tokens that computation needed versus processed (`token_stats()`).
 """
 
 from __future__ import annotations

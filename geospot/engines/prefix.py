@@ -15,8 +15,8 @@ activations (and into the vision tower, when it trains). The target logprobs at 
 come from the shared prefix logits, gathered with each datum's own targets.
 
 Datums that share no image-bearing prefix stay rows of their own (a group of one), so any batch
-goes through this path. Rows are padded to the longest row of their microbatch; pad positions
-attend only to themselves and their logits are discarded.
+goes through this path. Rows of similar length form a microbatch and are padded to its longest;
+pad positions attend only to themselves and their logits are discarded.
 
 Token accounting: a group *needs* prefix + sum(suffixes) tokens (the prefix once per group +
 G x completion); a microbatch *processes* rows x longest row. `counter.add("train", needed,
@@ -196,18 +196,33 @@ def block_mask(segments_RL: np.ndarray) -> np.ndarray:
     return allowed
 
 
-def _microbatches(rows: list[_Row], budget: int) -> list[list[_Row]]:
+def _microbatches(rows: list[_Row], budget: int, max_padding: float = 0.25) -> list[list[_Row]]:
+    """Rows of similar length together (longest first): a new microbatch starts when the rows x
+    longest-row budget is reached or a row is shorter than (1 - max_padding) x the longest, so a
+    lone short datum does not get padded to a whole group's row."""
     out, cur, longest = [], [], 0
-    for r in rows:
+    for r in sorted(rows, key=lambda r: -len(r.tokens)):  # stable: equal lengths keep batch order
         n = len(r.tokens)
-        if cur and (len(cur) + 1) * max(longest, n) > budget:
+        if cur and ((len(cur) + 1) * longest > budget or n < (1 - max_padding) * longest):
             out.append(cur)
-            cur, longest = [], 0
+            cur = []
+        if not cur:
+            longest = n
         cur.append(r)
-        longest = max(longest, n)
     if cur:
         out.append(cur)
     return out
+
+
+PACKABLE_ATTENTION = ("sdpa", "eager")  # take an arbitrary 4-D mask; flash-attention kernels do not
+
+
+def supports_packing(model: torch.nn.Module) -> bool:
+    """Whether the language model's attention honours a custom 4-D mask (sdpa, eager). With
+    flash-attention the engine must score datums the plain way."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    text = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
+    return getattr(text, "_attn_implementation", None) in PACKABLE_ATTENTION
 
 
 def _model_dtype_device(model: torch.nn.Module) -> tuple[torch.dtype, torch.device]:
@@ -232,6 +247,9 @@ def iter_shared_prefix_logprobs(
     a caller can take the loss and call backward before the next microbatch (bounded memory).
     Differentiable when grad is enabled."""
     dtype, device = _model_dtype_device(model)
+    if not supports_packing(model):
+        raise ValueError(f"shared-prefix packing needs attention that takes a 4-D mask ({', '.join(PACKABLE_ATTENTION)}); "
+                         "load the model with attn_implementation='sdpa' or score the datums without packing")
     if pad_id == renderer.image_pad_id:
         raise ValueError(f"pad_id {pad_id} is the image placeholder id; pass the tokenizer's pad token id")
     groups = group_datums(datums_D, max_row_tokens=microbatch_tokens)
@@ -288,6 +306,6 @@ def shared_prefix_forward(model: torch.nn.Module, datums_D: Sequence[Datum], *, 
 
 
 __all__ = [
-    "PackedGroup", "common_prefix", "group_datums", "minimal_tokens", "has_shared_prefix", "block_mask",
+    "PackedGroup", "common_prefix", "group_datums", "minimal_tokens", "has_shared_prefix", "block_mask", "supports_packing",
     "iter_shared_prefix_logprobs", "shared_prefix_forward",
 ]

@@ -29,6 +29,7 @@ class ImageFeatureCache:
         self.max_images = max_images
         self.store: OrderedDict[tuple, tuple[torch.Tensor, list[torch.Tensor] | None]] = OrderedDict()
         self.output_cls = None
+        self.enabled = True  # False: every request goes to the tower (a switch for tests and A/B timings)
         self.hits = 0
         self.misses = 0
 
@@ -47,7 +48,7 @@ class ImageFeatureCache:
         return (tuple(grid), str(patches.dtype), hashlib.blake2b(memoryview(raw).cast("B"), digest_size=16).digest())
 
     def __call__(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor | None = None, **kwargs):
-        if image_grid_thw is None or self.tower_trains():
+        if not self.enabled or image_grid_thw is None or self.tower_trains():
             return self.fn(pixel_values, image_grid_thw, **kwargs)
         grids = image_grid_thw.tolist()
         patches = torch.split(pixel_values, [t * h * w for t, h, w in grids])

@@ -13,7 +13,8 @@ from geospot.engines.config import EngineConfig
 from geospot.engines.datums import make_datum
 from geospot.engines.local import TokenCounter, mrope_positions
 from geospot.engines.losses import importance_sampling
-from geospot.engines.prefix import block_mask, common_prefix, group_datums, minimal_tokens, shared_prefix_forward
+from geospot.engines.prefix import (block_mask, common_prefix, group_datums, minimal_tokens, shared_prefix_forward,
+                                    supports_packing)
 from geospot.engines.types import ModelInput, SampleParams
 from geospot.models.tiny import FAMILIES
 
@@ -207,10 +208,13 @@ def test_image_feature_cache_encodes_each_image_once_and_changes_nothing(family)
     nxt = [prompts.user_message(None, "again")]
     datums = [_rl_datum(r.continuation(p, s.tokens, nxt), [30, 40], k) for k, (p, g) in enumerate([(p0, out[0]), (p1, out[1])]) for s in g]
     packed = lambda ds: shared_prefix_forward(e.model, ds, renderer=e.renderer, spatial_merge=e.spatial_merge, pad_id=e.pad_id)
+    cache = install_image_feature_cache(e.model)
+    assert install_image_feature_cache(e.model) is cache  # idempotent (the engine may have installed it)
+    cache.enabled = False
     plain_lp, plain_g = _grads(e, datums, packed)
 
-    cache = install_image_feature_cache(e.model)
-    assert install_image_feature_cache(e.model) is cache  # idempotent
+    cache.enabled, cache.hits, cache.misses = True, 0, 0
+    cache.store.clear()
     e.sample([p0, p1], 2, SampleParams(max_tokens=4, seed=1))
     assert (cache.misses, cache.hits) == (2, 0)  # two images, each encoded once
     e.sample([d.model_input for d in datums], 1, SampleParams(max_tokens=3, seed=2))  # a later turn: all hits
@@ -232,3 +236,16 @@ def test_image_feature_cache_steps_aside_when_the_vision_tower_trains():
     grads = _assert_equal(e, datums)
     assert cache.misses == cache.hits == 0
     assert any("visual" in n and g.abs().sum() > 0 for n, g in grads.items())
+
+
+def test_packing_refuses_attention_without_4d_masks():
+    e = _engine("qwen2_vl")
+    assert supports_packing(e.model)
+    text = e.model.get_base_model().config.get_text_config()
+    saved, text._attn_implementation = text._attn_implementation, "flash_attention_2"
+    try:
+        assert not supports_packing(e.model)
+        with pytest.raises(ValueError, match="4-D mask"):
+            shared_prefix_forward(e.model, [_rl_datum(_prompt(e), [30, 40], 0)], renderer=e.renderer, spatial_merge=e.spatial_merge)
+    finally:
+        text._attn_implementation = saved

@@ -55,16 +55,16 @@ def scores(run_dir, samples, style="single"):
     from geospot.eval import evaluate
 
     engine = load_engine(run_dir)
-    greedy = evaluate(engine, samples, prompt_style=style, max_tokens=16).metrics
-    sampled = evaluate(engine, samples, prompt_style=style, max_tokens=16,
-                       sampling=(SampleParams(max_tokens=16, temperature=1.0, seed=5), 1)).metrics
+    greedy = evaluate(engine, samples, prompt_style=style, max_tokens=24).metrics
+    sampled = evaluate(engine, samples, prompt_style=style, max_tokens=24,
+                       sampling=(SampleParams(max_tokens=24, temperature=1.0, seed=5), 1)).metrics
     return greedy, sampled
 
 
 def rl(tmp_path, sft_run, **kw):
     from geospot.train.rl import RLConfig, run
 
-    cfg = RLConfig(load_checkpoint_path=str(sft_run), data=DATA, eval_every=0, log_images_every=0, max_tokens=16,
+    cfg = RLConfig(load_checkpoint_path=str(sft_run), data=DATA, eval_every=0, log_images_every=0, max_tokens=24,
                    log_path=str(tmp_path / "rl"), behavior_if_log_dir_exists="raise", **kw)
     t0 = time.time()
     run(cfg)
@@ -90,7 +90,7 @@ def test_telescoping_final_turn_beats_first_turn_on_heldout(tmp_path, sft_run, h
 
     out, seconds = rl(tmp_path, sft_run, env_type="telescoping", batch_size=8, group_size=8, max_steps=10,
                       learning_rate=2e-5)
-    preds = evaluate(load_engine(out), heldout, prompt_style="telescoping", max_tokens=16).predictions
+    preds = evaluate(load_engine(out), heldout, prompt_style="telescoping", max_tokens=24).predictions
 
     def turn_median(t):
         d = [haversine_km(p.turn_guesses[t][0], p.turn_guesses[t][1], p.true_latitude, p.true_longitude)
