@@ -14,9 +14,11 @@ policy-gradient forward/backward and one AdamW step.
   the same LoRA modules/rank/alpha, lr, betas (0.9, 0.95), no gradient checkpointing, fp32, CPU,
   no vLLM. TRL runs the vision tower and the prompt once per rollout, in generation and training.
 
-Each side runs in its own fresh process (so peak RSS is per side): one warm-up step on other images,
-then the timed step under cProfile. Memory: resource.getrusage(RUSAGE_SELF).ru_maxrss of that
-process (whole life: model load + both steps) and VmRSS before the timed step.
+Each side runs in its own fresh process (so peak RSS is per side): a warm-up step, the timed step
+(wall-clock and process CPU seconds: on a shared box CPU time is the steadier measure), then one
+step under cProfile for the breakdown (vision tower / language model / backward). Each step takes
+fresh images. Memory: resource.getrusage(RUSAGE_SELF).ru_maxrss of that process (whole life:
+model load + all steps) and VmRSS before the timed step.
 Token efficiency = tokens a minimal computation needs (each prefix once per group in prefill and
 training + every sampled token) / tokens pushed through the language model; ours from the
 engine's token_stats(), TRL's counted from its (equal-length) batches with the same `needed`.
@@ -47,7 +49,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 G, MAX_TOKENS, PX, LORA_RANK, LORA_ALPHA, LR, TAU_KM = 8, 24, 448, 8, 32.0, 1e-5, 2000.0
 DATA = "synthetic:n=64,size=448,seed=0"
-WARMUP_STEPS = 1
+# per side: a warm-up step, the timed step (wall and CPU seconds), then a step under cProfile (its
+# breakdown explains the time; profiling overhead stays out of the timed numbers). Each step
+# takes fresh images.
+WARMUP, TIMED, PROFILED = 0, 1, 2
+STEPS = 3
 
 
 def _rss_mb() -> float:
@@ -127,18 +133,18 @@ def run_ours(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
 
     engine = LocalEngine(EngineConfig(model_name=model_name, lora_rank=LORA_RANK, lora_alpha=LORA_ALPHA,
                                       max_pixels=PX * PX, seed=0))
-    samples = _samples(B * (WARMUP_STEPS + 1))
+    samples = _samples(B * STEPS)
     params = SampleParams(max_tokens=MAX_TOKENS, stop=(-1,), seed=0)  # exactly 24 tokens, like TRL's min_new_tokens
     adam = AdamParams(learning_rate=LR, beta1=0.9, beta2=0.95)
     prof = cProfile.Profile()
-    for step in range(WARMUP_STEPS + 1):
-        timed = step == WARMUP_STEPS
+    for step in range(STEPS):
         builders = [SingleTurnGroupBuilder(s, engine.renderer, KernelReward(TAU_KM)) for s in samples[step * B:(step + 1) * B]]
-        if timed:
+        if step == TIMED:
             engine.tokens = TokenCounter()
             rss_before = _rss_mb()
+        if step == PROFILED:
             prof.enable()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         trajectories_BG = do_group_rollouts(engine, builders, G, params)
         t1 = time.perf_counter()
         datums = []
@@ -148,20 +154,20 @@ def run_ours(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
         fb = engine.forward_backward(datums, "importance_sampling")
         t2 = time.perf_counter()
         engine.optim_step(adam)
-        t3 = time.perf_counter()
-        if timed:
-            prof.disable()
+        t3, c3 = time.perf_counter(), time.process_time()
+        if step == TIMED:
+            timed = dict(step_s=t3 - t0, cpu_s=c3 - c0, sample_s=t1 - t0, forward_backward_s=t2 - t1, optim_s=t3 - t2)
+            ts = engine.token_stats()
+    prof.disable()
     stats = pstats.Stats(prof)
-    ts = engine.token_stats()
     res = {
-        "step_s": round(t3 - t0, 3), "sample_s": round(t1 - t0, 3), "forward_backward_s": round(t2 - t1, 3),
-        "optim_s": round(t3 - t2, 3), "rollouts_per_s": round(B * G / (t3 - t0), 3),
+        **{k: round(v, 3) for k, v in timed.items()}, "rollouts_per_s": round(B * G / timed["step_s"], 3),
+        "rollouts_per_cpu_s": round(B * G / timed["cpu_s"], 3),
         "token_efficiency": round(ts["token_efficiency"], 4), "tokens": ts,
         "prompt_tokens": datums[0].model_input.length - MAX_TOKENS + 1,
-        "completion_tokens": [len(tr.transitions[0].action_tokens) for g in trajectories_BG for tr in g][:1],
         "rss_before_step_mb": round(rss_before, 1), "peak_rss_mb": round(_maxrss_mb(), 1),
-        "loss_sum": fb.metrics["loss:sum"],
-        **_model_parts_s(stats, engine.model),
+        "image_cache": {"hits": engine.image_cache.hits, "misses": engine.image_cache.misses},
+        "profiled_step": {"step_s": round(stats.total_tt, 3), **_model_parts_s(stats, engine.model)},
     }
     print("== ours: top functions by own time ==\n" + "\n".join(_top(stats, 15)), file=sys.stderr)
     out.put(("ours", res))
@@ -187,7 +193,7 @@ def run_trl(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
     lm = load_model(model_name, dtype="float32", device="cpu")
     targets = _lora_targets(lm.model, "all-linear", False)
     processor = TRLQwenVLProcessor(lm.tokenizer, lm.image_processor, PX * PX)
-    samples = _samples(B * (WARMUP_STEPS + 1))
+    samples = _samples(B * STEPS)
     ds = Dataset.from_list([{"prompt": [{"role": "user", "content": prompts.SINGLE_TURN_PROMPT}], "image": s.image,
                              "lat": float(s.lat), "lon": float(s.lon)} for s in samples])
 
@@ -195,18 +201,23 @@ def run_trl(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
         return [_reward(c[0]["content"] if isinstance(c, list) else c, la, lo) for c, la, lo in zip(completions, lat, lon)]
 
     class StepTimer(TrainerCallback):
+        """Wall and CPU seconds of each optimizer step (generation included: GRPOTrainer generates
+        inside training_step); cProfile on the PROFILED step."""
+
         def __init__(self):
-            self.times, self.prof, self.rss_before = [], cProfile.Profile(), None
+            self.wall, self.cpu, self.prof, self.rss_before = [], [], cProfile.Profile(), None
 
         def on_step_begin(self, args, state, control, **kw):
-            if state.global_step == WARMUP_STEPS:
+            if state.global_step == TIMED:
                 self.rss_before = _rss_mb()
+            if state.global_step == PROFILED:
                 self.prof.enable()
-            self.t0 = time.perf_counter()
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
 
         def on_step_end(self, args, state, control, **kw):
-            self.times.append(time.perf_counter() - self.t0)
-            if len(self.times) == WARMUP_STEPS + 1:
+            self.wall.append(time.perf_counter() - self.t0)
+            self.cpu.append(time.process_time() - self.c0)
+            if len(self.wall) == PROFILED + 1:
                 self.prof.disable()
 
     timer = StepTimer()
@@ -216,9 +227,9 @@ def run_trl(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
             generation_kwargs={"min_new_tokens": MAX_TOKENS}, temperature=1.0, top_p=1.0, top_k=0,
             learning_rate=LR, adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.0, lr_scheduler_type="constant",
             max_grad_norm=0.0, loss_type="dr_grpo", beta=0.0, scale_rewards="none",
-            gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=True, max_steps=WARMUP_STEPS + 1,
+            gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=True, max_steps=STEPS,
             report_to="none", save_strategy="no", logging_steps=1, shuffle_dataset=False, remove_unused_columns=False,
-            dataloader_num_workers=0, seed=0, disable_dropout=True, log_completions=False,
+            dataloader_num_workers=0, seed=0, disable_dropout=True, log_completions=False, disable_tqdm=True,
         )
         trainer = GRPOTrainer(
             model=lm.model, reward_funcs=geo_reward, args=cfg, train_dataset=ds, processing_class=processor,
@@ -226,7 +237,7 @@ def run_trl(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
             callbacks=[timer],
         )
         trainer.train()
-    step_s = timer.times[-1]
+    step_s, cpu_s = timer.wall[TIMED], timer.cpu[TIMED]
     stats = pstats.Stats(timer.prof)
     # TRL's batches: every rollout carries its own copy of the P-token prompt (image included), in
     # generation prefill and again in the training forward; all completions are exactly 24 tokens.
@@ -235,10 +246,11 @@ def run_trl(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
                                           add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"][0])
     processed = {"prefill": B * G * P, "decode": B * G * MAX_TOKENS, "train": B * G * (P + MAX_TOKENS)}
     res = {
-        "step_s": round(step_s, 3), "rollouts_per_s": round(B * G / step_s, 3), "prompt_tokens": P,
+        "step_s": round(step_s, 3), "cpu_s": round(cpu_s, 3), "rollouts_per_s": round(B * G / step_s, 3),
+        "rollouts_per_cpu_s": round(B * G / cpu_s, 3), "prompt_tokens": P,
         "tokens_processed": processed, "rss_before_step_mb": round(timer.rss_before or float("nan"), 1),
         "peak_rss_mb": round(_maxrss_mb(), 1),
-        **_model_parts_s(stats, trainer.model),
+        "profiled_step": {"step_s": round(timer.wall[PROFILED], 3), **_model_parts_s(stats, trainer.model)},
     }
     print("== TRL: top functions by own time ==\n" + "\n".join(_top(stats, 15)), file=sys.stderr)
     out.put(("trl", res))
@@ -247,10 +259,18 @@ def run_trl(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
 # -- driver --------------------------------------------------------------------------------------------
 
 
+def _child_main(fn, *args) -> None:
+    """Runs one side in the child: its stdout (trainer logs, progress bars) goes to stderr so the
+    parent's stdout stays ONE JSON line."""
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    fn(*args)
+
+
 def _in_child(fn, *args) -> dict:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=fn, args=(*args, q))
+    p = ctx.Process(target=_child_main, args=(fn, *args, q))
     p.start()
     while True:  # a child that dies without answering must not hang the benchmark
         try:
@@ -279,7 +299,7 @@ def main() -> None:
         "benchmark": "grpo_step", "model": args.model, "images": B, "group_size": G, "completion_tokens": MAX_TOKENS,
         "image_px": PX, "lora_rank": LORA_RANK, "threads": args.threads, "device": "cpu",
         "peer": "trl.GRPOTrainer 1.16 (transformers generate, no vLLM), same model/data/LoRA/lr, same run",
-        "memory": "ru_maxrss of a fresh process per side (model load + warm-up + timed step); rss_before_step = VmRSS",
+        "memory": "ru_maxrss of a fresh process per side (model load + 3 steps); rss_before_step = VmRSS before the timed step",
         "ours": {k: v for k, v in ours.items() if k != "tokens"},
         "ours_tokens": {k: ours["tokens"][k] for k in sorted(ours["tokens"]) if k.endswith(("_needed", "_processed"))},
     }
@@ -287,6 +307,7 @@ def main() -> None:
         trl["token_efficiency"] = round(needed / sum(trl["tokens_processed"].values()), 4)
         row["trl"] = trl
         row["ratio_rollouts_per_s"] = round(ours["rollouts_per_s"] / trl["rollouts_per_s"], 3)
+        row["ratio_rollouts_per_cpu_s"] = round(ours["rollouts_per_cpu_s"] / trl["rollouts_per_cpu_s"], 3)
         row["ratio_peak_rss"] = round(ours["peak_rss_mb"] / trl["peak_rss_mb"], 3)
     print(json.dumps(row))
 

@@ -279,7 +279,7 @@ def table(summary: dict, args) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget-s", type=float, default=45.0, help="each arm's time budget (its own clock), seconds")
+    p.add_argument("--budget-s", type=float, default=30.0, help="each arm's time budget (its own clock), seconds")
     p.add_argument("--clock", choices=("cpu", "wall"), default="cpu", help="cpu: process CPU time (fair on a shared machine); wall: wall time")
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
     p.add_argument("--arms", type=lambda s: s.split(","), default=list(ARMS))

@@ -15,9 +15,10 @@ in the model is ever consulted.
 Encode each image once per group (issue 7). Sampling prefills each prompt (image + text)
 ONCE, repeats the KV cache for the `num_samples` continuations and decodes all prompts'
 samples together, dropping rows as they stop; prompts that share a prefix (a telescoping
-group's later turns) prefill it once. Training does the same for datums that share a
-prefix: the prefix runs once with gradients, its cache is repeated for the completions.
-The engine counts the tokens that computation needed versus processed (`token_stats()`).
+group's later turns) prefill it once. Training packs the datums that share a prefix into
+one row per group, [prefix | completion_1 .. completion_G] with a block mask (prefix.py), so
+the prefix runs once with gradients; a frozen vision tower encodes each image once for all
+of it (vision_cache.py). The engine counts the tokens that computation needed versus processed (`token_stats()`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import torch
 
 from geospot.engines.config import EngineConfig
 from geospot.engines.losses import REQUIRED_INPUTS, compute_loss
+from geospot.engines.prefix import group_datums, iter_shared_prefix_logprobs, supports_packing
 from geospot.engines.rendering import Renderer
 from geospot.engines.types import (
     AdamParams,
@@ -47,6 +49,7 @@ from geospot.engines.types import (
     SampleParams,
     TextChunk,
 )
+from geospot.engines.vision_cache import install_image_feature_cache
 from geospot.models.load import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
@@ -154,6 +157,8 @@ class LocalEngine:
         self.banned_ids = torch.tensor([vocab[t] for t in ("<|image_pad|>", "<|video_pad|>") if t in vocab], device=self.device)
         self.model = self._make_trainable(lm.model)
         self.model.eval()  # no dropout anywhere: sampler and trainer must compute the same function
+        # a frozen vision tower encodes each image once; later turns and training reuse it (issue 7)
+        self.image_cache = install_image_feature_cache(self.model)
         self.trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.optimizer: torch.optim.AdamW | None = None
         self.step = 0
@@ -397,10 +402,10 @@ class LocalEngine:
         return result
 
     # Shared-prefix training (issue 7). The G datums of a GRPO group repeat the same image +
-    # prompt; a naive batch runs the vision tower and the prefix G times. Instead we run the
-    # prefix once (with gradients), repeat its KV cache G times and run only the completions
-    # against it; gradients flow back into the prefix through the cache. The logprobs and
-    # gradients equal the naive computation's (tests check it, fp32 tolerance).
+    # prompt; a naive batch runs the vision tower and the prefix G times. Instead each group is
+    # one packed row with a block attention mask (geospot/engines/prefix.py): the prefix runs
+    # once and gradients flow back into it from every completion. The logprobs and gradients
+    # equal the naive computation's (tests check it, fp32 tolerance).
 
     def _prefix_clusters(self, inputs: Sequence[ModelInput]) -> list[tuple[list[int], int]]:
         """[(indices, shared prefix length)] over all inputs; 0 = no worthwhile shared prefix.
@@ -427,63 +432,31 @@ class LocalEngine:
         return out
 
     def _plan(self, datums: Sequence[Datum]) -> list[tuple[list[int], int]]:
-        """[(datum indices, shared prefix length)]; prefix length 0 = a plain padded batch."""
-        plan: list[tuple[list[int], int]] = []
-        loose: list[int] = []
-        for idx, lcp in self._prefix_clusters([d.model_input for d in datums]):
-            if lcp:
-                plan.append((idx, lcp))
-            else:
-                loose.extend(idx)
-        loose.sort()
-        plan.extend(([loose[j] for j in mb], 0) for mb in self._microbatches([datums[i] for i in loose]))
-        return plan
+        """[(datum indices, shared prefix length)]: the groups forward/forward_backward score
+        together (geospot/engines/prefix.py); 0 = no shared prefix."""
+        if not (self.shared_prefix and supports_packing(self.model)):
+            return [(list(range(len(datums))), 0)]
+        return [(g.members, g.prefix_len if len(g.members) > 1 else 0) for g in group_datums(datums, MAX_TOKENS_PER_MICROBATCH)]
 
-    def _shared_prefix_logprobs(self, datums: Sequence[Datum], prefix_len: int) -> list[torch.Tensor]:
-        P, G = prefix_len, len(datums)
-        for i, d in enumerate(datums):
-            self._check_input(i, d.model_input)
-        prefix = self._batch([_head(datums[0].model_input, P)], left_pad=False)
-        out = self.model(**prefix.model_kwargs(), use_cache=True)
-        cache = out.cache
-        prefix_logits = out.logits[0].float()  # [P, V], shared by the group
-        prefix_lse = torch.logsumexp(prefix_logits, dim=-1)
-        cache.batch_repeat_interleave(G)  # differentiable: gradients reach the prefix through it
-        suffixes, positions = [], []
-        for d in datums:
-            pos, _ = mrope_positions(d.model_input, self.spatial_merge)
-            suffixes.append(self.renderer.tokens_of(d.model_input)[P:])
-            positions.append(pos[:, P:])
-        S = max(len(x) for x in suffixes)
-        ids = np.full((G, S), self.pad_id, np.int64)
-        mask = np.zeros((G, P + S), np.int64)
-        mask[:, :P] = 1
-        pos_ids = np.zeros((3, G, S), np.int64)
-        for g, (x, p) in enumerate(zip(suffixes, positions)):
-            ids[g, : len(x)], mask[g, P : P + len(x)], pos_ids[:, g, : len(x)] = x, 1, p
-        dev = self.device
-        out2 = self.model(input_ids=torch.from_numpy(ids).to(dev), attention_mask=torch.from_numpy(mask).to(dev),
-                          position_ids=torch.from_numpy(pos_ids).to(dev), cache=cache, use_cache=True)
-        self.tokens.add("train", needed=P + sum(len(x) for x in suffixes), processed=P + G * S)
-        result = []
-        for g, d in enumerate(datums):
-            targets = torch.as_tensor(d.loss_fn_inputs["target_tokens"], dtype=torch.long, device=dev)
-            head = prefix_logits.gather(-1, targets[:P, None]).squeeze(-1) - prefix_lse
-            logits = out2.logits[g, : len(suffixes[g])].float()
-            tail = logits.gather(-1, targets[P:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-            result.append(torch.cat([head, tail]))
-        return result
-
-    def _logprobs(self, datums: Sequence[Datum], prefix_len: int) -> list[torch.Tensor]:
-        if prefix_len:
-            return self._shared_prefix_logprobs(datums, prefix_len)
-        return self._target_logprobs(datums)
+    def _logprob_batches(self, datums: Sequence[Datum]):
+        """Yields (datum indices, target logprobs) per microbatch. Datums sharing an image-bearing
+        prefix (a GRPO group; a telescoping group's first turn) are packed one row per group,
+        [prefix | completion_1 .. completion_G] with a block mask, so the prefix runs once and
+        gradients equal the per-sequence ones (prefix.py); otherwise plain padded batches."""
+        if any(P for _, P in self._plan(datums)):
+            for i, d in enumerate(datums):
+                self._check_input(i, d.model_input)
+            yield from iter_shared_prefix_logprobs(self.model, datums, renderer=self.renderer, spatial_merge=self.spatial_merge,
+                                                   pad_id=self.pad_id, microbatch_tokens=MAX_TOKENS_PER_MICROBATCH, counter=self.tokens)
+            return
+        for mb in self._microbatches(datums):
+            yield mb, self._target_logprobs([datums[i] for i in mb])
 
     @torch.no_grad()
     def forward(self, datums: Sequence[Datum]) -> list[np.ndarray]:
         out: list[np.ndarray] = [None] * len(datums)  # type: ignore[list-item]
-        for idx, prefix_len in self._plan(datums):
-            for i, lp in zip(idx, self._logprobs([datums[i] for i in idx], prefix_len)):
+        for idx, lps in self._logprob_batches(datums):
+            for i, lp in zip(idx, lps):
                 out[i] = lp.cpu().numpy()
         return out
 
@@ -513,8 +486,7 @@ class LocalEngine:
                 raise ValueError(f"datum {i} lacks {missing} needed by loss_fn={loss_fn!r} (has {sorted(d.loss_fn_inputs)})")
         all_lp: list[np.ndarray] = [None] * len(datums)  # type: ignore[list-item]
         total, n_tokens = 0.0, 0
-        for mb, prefix_len in self._plan(datums):
-            lps = self._logprobs([datums[i] for i in mb], prefix_len)
+        for mb, lps in self._logprob_batches(datums):
             losses = []
             for i, lp in zip(mb, lps):
                 inputs = {k: torch.as_tensor(np.asarray(v), device=self.device, dtype=torch.float32)

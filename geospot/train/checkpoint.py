@@ -64,9 +64,9 @@ def save_checkpoint(
     root = Path(log_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / str(step)
+    for stale in list(root.glob(".tmp-*")) + list(root.glob(".old-*")):  # left by a run killed mid-save
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".tmp-{step}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     tmp.mkdir()
 
     returned = str(engine.save_state(str(tmp / "engine")))

@@ -165,6 +165,9 @@ class Progress:
         self.t0 = time.perf_counter()
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
 
+    def restart(self) -> None:
+        self.t0 = time.perf_counter()
+
     def line(self, step: int, metrics: dict[str, float]) -> str:
         """`step` is the 0-based step just finished."""
         done = step + 1 - self.start

@@ -290,9 +290,14 @@ def train(cfg: SFTConfig, *, stderr: Any = None) -> SFTResult:
     # 1. Everything that can fail fast, before the (slow) model load.
     log_dir, resuming = prepare_log_dir(cfg.log_path or default_log_path(cfg), cfg.behavior_if_log_dir_exists)
     ckpt_dir = latest_checkpoint(log_dir) if resuming else None
-    stream, held_out, geocoder = open_data(cfg)
-    if cfg.wandb_project and importlib.util.find_spec("wandb") is None:
-        raise ConfigError(f"wandb_project={cfg.wandb_project!r} needs the wandb package: `pip install wandb` (or leave wandb_project unset)")
+    try:
+        stream, held_out, geocoder = open_data(cfg)
+        if cfg.wandb_project and importlib.util.find_spec("wandb") is None:
+            raise ConfigError(f"wandb_project={cfg.wandb_project!r} needs the wandb package: `pip install wandb` (or leave wandb_project unset)")
+    except ConfigError:
+        if not any(log_dir.iterdir()):  # don't leave an empty run folder behind a typo
+            log_dir.rmdir()
+        raise
     write_config(log_dir, "sft", cfg)
     seed_everything(cfg.seed)
 
@@ -307,7 +312,7 @@ def train(cfg: SFTConfig, *, stderr: Any = None) -> SFTResult:
         start_step = ckpt.step
         eval_history = {int(k): v for k, v in ckpt.loop_state.get("eval_history", {}).items()}
         print(f"resuming {log_dir} from step {start_step}", file=stderr)
-    writer = make_writer(log_dir, cfg, start_step)
+    writer = make_writer(log_dir, cfg, start_step if ckpt_dir is not None else -1)
     writer.log_config("sft", dataclasses.asdict(cfg))
     progress = Progress(cfg.max_steps, start_step, stream=stderr, every=cfg.log_every)
 
@@ -321,6 +326,7 @@ def train(cfg: SFTConfig, *, stderr: Any = None) -> SFTResult:
     try:
         if start_step == 0 and cfg.eval_at_start:
             evaluate_now(0)
+            progress.restart()  # the ETA counts training steps, not the baseline eval
 
         loss = float("nan")
         micro = cfg.batch_size // cfg.grad_accum

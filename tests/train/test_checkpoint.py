@@ -1,4 +1,3 @@
-import json
 import os
 import random
 
@@ -58,6 +57,9 @@ def test_latest_ignores_temp_and_torn_folders(tmp_path):
     assert latest_checkpoint(tmp_path).name == "10"
     assert resolve_checkpoint(tmp_path).name == "10"
     assert resolve_checkpoint(tmp_path / "checkpoints" / "4").name == "4"
+    save_checkpoint(tmp_path, 12, eng)  # the next save clears the killed save's leftovers
+    assert not (tmp_path / "checkpoints" / ".tmp-12-999").exists()
+    assert latest_checkpoint(tmp_path).name == "12"
 
 
 def test_keep_last_and_resave_same_step(tmp_path):

@@ -75,6 +75,7 @@ def test_bad_config_fails_before_any_model_load(tmp_path, monkeypatch, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "data=" in err and str(missing) in err
+    assert not (tmp_path / "r2").exists()  # no empty run folder left behind
 
 
 def test_single_turn_example():

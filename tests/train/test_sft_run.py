@@ -124,3 +124,22 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_folder, tmp_path):
     la = [(r["step"], r["loss"]) for r in read_jsonl(tmp_path / "full" / "metrics.jsonl") if "loss" in r]
     lb = [(r["step"], r["loss"]) for r in read_jsonl(log / "metrics.jsonl") if "loss" in r]
     assert la == lb and [s for s, _ in la] == list(range(1, 9))
+
+
+def test_grad_accum_gives_the_same_loss_as_one_batch(tiny_folder, tmp_path):
+    """Every micro-batch is normalised by the whole batch's token count, so splitting a
+    batch changes memory use, not the loss (step 1) or the update (step 2's loss)."""
+    import io
+
+    from geospot.train.sft import SFTConfig, train
+
+    losses = {}
+    for accum in (1, 4):
+        cfg = SFTConfig(model_name=str(tiny_folder), data=DATA, max_steps=2, batch_size=8, grad_accum=accum,
+                        lora_rank=0, learning_rate=1e-3, lr_schedule="constant", eval_n=0, save_every=0,
+                        prompt_style="both", log_path=str(tmp_path / f"a{accum}"), behavior_if_log_dir_exists="raise")
+        train(cfg, stderr=io.StringIO())
+        losses[accum] = [r["loss"] for r in read_jsonl(tmp_path / f"a{accum}" / "metrics.jsonl") if "loss" in r]
+    assert losses[1][0] == pytest.approx(losses[4][0], rel=1e-6)
+    assert losses[1][1] == pytest.approx(losses[4][1], rel=1e-3)
+    assert losses[1][1] < losses[1][0]
