@@ -280,14 +280,18 @@ def iter_shared_prefix_logprobs(
         for b, r in enumerate(mb):
             row_logits = logits[b, : len(r.tokens)].float()
             lse = torch.logsumexp(row_logits, dim=-1)
-            P = r.group.prefix_len
+            # every member's (position, target) pairs in ONE gather: its backward fills one
+            # [L, V] buffer, not one per member (V is 150k for real Qwen models)
+            P, where, targets, sizes = r.group.prefix_len, [], [], []
             for m, idx in enumerate(r.group.members):
                 S = r.group.lengths[m] - P
-                where = torch.cat([torch.arange(P), torch.arange(r.offsets[m], r.offsets[m] + S)]).to(device)
-                targets = torch.as_tensor(datums_D[idx].loss_fn_inputs["target_tokens"], dtype=torch.long, device=device)
-                lg = row_logits.index_select(0, where)
-                logprobs.append(lg.gather(-1, targets[:, None]).squeeze(-1) - lse.index_select(0, where))
-                indices.append(idx)
+                where.append(np.concatenate([np.arange(P), np.arange(r.offsets[m], r.offsets[m] + S)]))
+                targets.append(np.asarray(datums_D[idx].loss_fn_inputs["target_tokens"], dtype=np.int64))
+                sizes.append(P + S)
+            where_t = torch.from_numpy(np.concatenate(where)).to(device)
+            lp = row_logits[where_t, torch.from_numpy(np.concatenate(targets)).to(device)] - lse[where_t]
+            logprobs.extend(torch.split(lp, sizes))
+            indices.extend(r.group.members)
         yield indices, logprobs
 
 
