@@ -4,9 +4,10 @@ Step = B images x G=8 rollouts of exactly 24 tokens (448 px images: 256 image to
 rewards, group-centred advantages, one LoRA (rank 8, all language-model linears, vision frozen)
 policy-gradient forward/backward and one AdamW step.
 - ours: `do_group_rollouts` (prefill each image + prompt once, repeat the KV cache for the G
-  samples), `engine.forward_backward(importance_sampling)` — shared-prefix packing when wired in
-  (geospot/engines/prefix.py: each group's image + prompt once, its G completions against it) —
-  and `engine.optim_step`. Every rollout is trained on (like TRL; our RL loop would also skip
+  samples), `engine.forward_backward(importance_sampling)` — shared-prefix packing
+  (geospot/engines/prefix.py: each group one row, image + prompt once, its G completions against
+  it), the vision features reused from sampling (geospot/engines/vision_cache.py) — and
+  `engine.optim_step`. Every rollout is trained on (like TRL; our RL loop would also skip
   zero-advantage rollouts, which would only make ours cheaper).
 - TRL 1.16: `GRPOTrainer` with num_generations=8, max_completion_length=24 (min_new_tokens=24),
   loss_type="dr_grpo" (a constant-normalised sum: on-policy its gradient is ours, -sum A * grad lp,
@@ -18,7 +19,8 @@ Each side runs in its own fresh process (so peak RSS is per side): a warm-up ste
 (wall-clock and process CPU seconds: on a shared box CPU time is the steadier measure), then one
 step under cProfile for the breakdown (vision tower / language model / backward). Each step takes
 fresh images. Memory: resource.getrusage(RUSAGE_SELF).ru_maxrss of that process (whole life:
-model load + all steps) and VmRSS before the timed step.
+model load + all steps), the peak RSS of each phase of the timed step (the kernel's VmHWM, reset
+through /proc/self/clear_refs: sampling, then training) and VmRSS before the timed step.
 Token efficiency = tokens a minimal computation needs (each prefix once per group in prefill and
 training + every sampled token) / tokens pushed through the language model; ours from the
 engine's token_stats(), TRL's counted from its (equal-length) batches with the same `needed`.
@@ -61,6 +63,23 @@ def _rss_mb() -> float:
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _phase_start() -> None:
+    """Reset the kernel's peak-RSS mark (VmHWM) so the next _phase_peak_mb() covers one phase."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _phase_peak_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
     return float("nan")
 
 
@@ -144,9 +163,12 @@ def run_ours(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
             rss_before = _rss_mb()
         if step == PROFILED:
             prof.enable()
+        _phase_start()
         t0, c0 = time.perf_counter(), time.process_time()
         trajectories_BG = do_group_rollouts(engine, builders, G, params)
         t1 = time.perf_counter()
+        sample_peak = _phase_peak_mb()
+        _phase_start()
         datums = []
         for group in trajectories_BG:
             adv_G = center([sum(tr.reward for tr in traj.transitions) for traj in group])
@@ -157,6 +179,7 @@ def run_ours(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
         t3, c3 = time.perf_counter(), time.process_time()
         if step == TIMED:
             timed = dict(step_s=t3 - t0, cpu_s=c3 - c0, sample_s=t1 - t0, forward_backward_s=t2 - t1, optim_s=t3 - t2)
+            phase_peaks = {"sample": sample_peak, "train": _phase_peak_mb()}
             ts = engine.token_stats()
     prof.disable()
     stats = pstats.Stats(prof)
@@ -166,6 +189,7 @@ def run_ours(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
         "token_efficiency": round(ts["token_efficiency"], 4), "tokens": ts,
         "prompt_tokens": datums[0].model_input.length - MAX_TOKENS + 1,
         "rss_before_step_mb": round(rss_before, 1), "peak_rss_mb": round(_maxrss_mb(), 1),
+        "phase_peak_rss_mb": phase_peaks,
         "image_cache": {"hits": engine.image_cache.hits, "misses": engine.image_cache.misses},
         "profiled_step": {"step_s": round(stats.total_tt, 3), **_model_parts_s(stats, engine.model)},
     }
@@ -215,12 +239,24 @@ def run_trl(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
             self.t0, self.c0 = time.perf_counter(), time.process_time()
 
         def on_step_end(self, args, state, control, **kw):
+            phase_peaks.setdefault(len(self.wall), {})["train"] = _phase_peak_mb()
             self.wall.append(time.perf_counter() - self.t0)
             self.cpu.append(time.process_time() - self.c0)
             if len(self.wall) == PROFILED + 1:
                 self.prof.disable()
 
     timer = StepTimer()
+    phase_peaks: dict[int, dict[str, float]] = {}
+
+    def with_generation_peak(generate):
+        def wrapped(*a, **kw):  # generation + rewards + advantages happen here, inside training_step
+            _phase_start()
+            out = generate(*a, **kw)
+            phase_peaks.setdefault(len(timer.wall), {})["sample"] = _phase_peak_mb()
+            _phase_start()
+            return out
+        return wrapped
+
     with tempfile.TemporaryDirectory() as tmp:
         cfg = GRPOConfig(
             output_dir=tmp, per_device_train_batch_size=B * G, num_generations=G, max_completion_length=MAX_TOKENS,
@@ -236,6 +272,7 @@ def run_trl(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
             peft_config=LoraConfig(r=LORA_RANK, lora_alpha=LORA_ALPHA, lora_dropout=0.0, target_modules=targets, bias="none"),
             callbacks=[timer],
         )
+        trainer._generate_and_score_completions = with_generation_peak(trainer._generate_and_score_completions)
         trainer.train()
     step_s, cpu_s = timer.wall[TIMED], timer.cpu[TIMED]
     stats = pstats.Stats(timer.prof)
@@ -249,7 +286,7 @@ def run_trl(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
         "step_s": round(step_s, 3), "cpu_s": round(cpu_s, 3), "rollouts_per_s": round(B * G / step_s, 3),
         "rollouts_per_cpu_s": round(B * G / cpu_s, 3), "prompt_tokens": P,
         "tokens_processed": processed, "rss_before_step_mb": round(timer.rss_before or float("nan"), 1),
-        "peak_rss_mb": round(_maxrss_mb(), 1),
+        "peak_rss_mb": round(_maxrss_mb(), 1), "phase_peak_rss_mb": phase_peaks.get(TIMED),
         "profiled_step": {"step_s": round(timer.wall[PROFILED], 3), **_model_parts_s(stats, trainer.model)},
     }
     print("== TRL: top functions by own time ==\n" + "\n".join(_top(stats, 15)), file=sys.stderr)
@@ -299,7 +336,7 @@ def main() -> None:
         "benchmark": "grpo_step", "model": args.model, "images": B, "group_size": G, "completion_tokens": MAX_TOKENS,
         "image_px": PX, "lora_rank": LORA_RANK, "threads": args.threads, "device": "cpu",
         "peer": "trl.GRPOTrainer 1.16 (transformers generate, no vLLM), same model/data/LoRA/lr, same run",
-        "memory": "ru_maxrss of a fresh process per side (model load + 3 steps); rss_before_step = VmRSS before the timed step",
+        "memory": "peak_rss = ru_maxrss of a fresh process per side (model load + 3 steps); phase_peak_rss = VmHWM per phase of the timed step (reset via /proc/self/clear_refs; sample = rollouts incl. rewards, train = loss fwd/bwd + optimizer); rss_before_step = VmRSS",
         "ours": {k: v for k, v in ours.items() if k != "tokens"},
         "ours_tokens": {k: ours["tokens"][k] for k in sorted(ours["tokens"]) if k.endswith(("_needed", "_processed"))},
     }

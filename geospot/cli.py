@@ -49,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module, func, _ = COMMANDS[name]
     fn = getattr(importlib.import_module(module), func)
-    return int(fn(rest) or 0)
+    try:
+        return int(fn(rest) or 0)
+    except BrokenPipeError:  # `geospot rl --help | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def test_summarise_and_verdict(bench):
 
 def test_benchmark_plumbing_end_to_end(bench, tmp_path, capsys):
     rc = bench.main(["--budget-s", "0.2", "--seeds", "0,1", "--arms", "sft,grpo_single", "--styles", "single",
-                     "--data", "synthetic:n=64,size=28,seed=0", "--eval-n", "2", "--k", "2", "--sft-steps", "1",
+                     "--data", "synthetic:n=200,size=28,seed=0", "--eval-n", "2", "--k", "2", "--sft-steps", "1",
                      "--rl-batch-size", "2", "--rl", "group_size=2", "--cache", str(tmp_path)])
     assert rc == 0
     out = capsys.readouterr()

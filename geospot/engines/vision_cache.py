@@ -24,7 +24,7 @@ import torch
 
 
 class ImageFeatureCache:
-    def __init__(self, inner: torch.nn.Module, max_images: int = 256):
+    def __init__(self, inner: torch.nn.Module, max_images: int = 128):
         self.inner = inner  # the Qwen-VL base model (has .visual and the class's get_image_features)
         self.max_images = max_images
         self.store: OrderedDict[tuple, tuple[torch.Tensor, list[torch.Tensor] | None]] = OrderedDict()
@@ -86,7 +86,7 @@ def _inner_model(model: torch.nn.Module) -> torch.nn.Module:
     return inner
 
 
-def install_image_feature_cache(model: torch.nn.Module, max_images: int = 256) -> ImageFeatureCache:
+def install_image_feature_cache(model: torch.nn.Module, max_images: int = 128) -> ImageFeatureCache:
     """Route every image-feature request of `model` (a Qwen-VL model, PEFT-wrapped or not)
     through one cache; idempotent. Returns the cache (its .hits / .misses count images)."""
     inner = _inner_model(model)

@@ -69,6 +69,7 @@ class SFTConfig:
     prompt_style: Literal["single", "telescoping", "both"] = option("both", "`single`: one prompt, one answer; `telescoping`: coarse -> refine -> final turns, each answer trained given the previous turns; `both`: each image draws one of the two (so one warm start serves both RL envs)")
     answer_decimals: int = option(2, "decimals of the target coordinates (single-turn and the final telescoping turn)")
     telescoping_decimals: tuple[int, ...] = option((0, 1), "decimals of the targets of the telescoping turns before the final one (coarse, refine)")
+    telescoping_noise_km: tuple[float, ...] = option((1500.0, 500.0), "typical error (km) of the previous guess shown to each telescoping turn after the first (refine, final): the shown guess is the truth moved that far in a random direction, so later turns learn to correct a guess instead of copying it; 0 = show the truth")
     # optimisation
     batch_size: int = option(32, "images per optimizer step")
     grad_accum: int = option(1, "micro-batches per optimizer step (batch_size must divide evenly); trades memory for time, not the result")
@@ -114,6 +115,9 @@ class SFTConfig:
         need(len(self.telescoping_decimals) == len(prompts.TELESCOPING_PROMPTS) - 1, "telescoping_decimals",
              f"needs one value per non-final telescoping turn ({len(prompts.TELESCOPING_PROMPTS) - 1})")
         need(all(0 <= d <= 6 for d in self.telescoping_decimals), "telescoping_decimals", "values must be in [0, 6]")
+        need(len(self.telescoping_noise_km) == len(prompts.TELESCOPING_PROMPTS) - 1, "telescoping_noise_km",
+             f"needs one value per telescoping turn after the first ({len(prompts.TELESCOPING_PROMPTS) - 1})")
+        need(all(0 <= x < 20000 and math.isfinite(x) for x in self.telescoping_noise_km), "telescoping_noise_km", "values must be in [0, 20000) km")
         for key in ("eval_n", "eval_every", "save_every", "keep_checkpoints", "weight_decay"):
             need(getattr(self, key) >= 0, key, "must be >= 0")
         need(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
@@ -136,11 +140,20 @@ def single_turn_messages(sample: Any, decimals: int) -> list[dict]:
     ]
 
 
-def telescoping_messages(sample: Any, turn_decimals: Sequence[int]) -> list[dict]:
-    """Coarse -> refine -> final, every turn answering the truth at its turn's precision
-    and seeing the previous answer exactly as the telescoping env shows it (its own
-    `turn_prompt`). One sequence, so every turn's answer is trained given the turns
-    before it — what the telescoping env samples."""
+def telescoping_messages(sample: Any, turn_decimals: Sequence[int], noise_km: Sequence[float] = (),
+                         rng: np.random.Generator | None = None) -> list[dict]:
+    """Coarse -> refine -> final: every turn's target is the truth at its turn's precision,
+    and every turn after the first sees a previous guess exactly as the telescoping env
+    shows it (its own `turn_prompt`). One sequence, so every turn's answer is trained given
+    the turns before it — what the telescoping env samples.
+
+    The shown previous guess is NOT the previous target: it is the truth moved
+    `noise_km[t-1]` (typical distance, a Rayleigh draw in a random direction) away. Shown
+    the (rounded) truth, a model learns that the answer is "copy the previous guess" and at
+    inference repeats its first turn forever; shown a guess that is off by about as much
+    as a real earlier turn (large for the coarse guess, smaller for the refine one), it
+    learns to combine the image with the guess — to refine. noise 0 (or no rng) shows the
+    truth, the old behaviour."""
     from geospot.envs.telescoping import turn_prompt
 
     messages: list[dict] = []
@@ -149,8 +162,30 @@ def telescoping_messages(sample: Any, turn_decimals: Sequence[int]) -> list[dict
         text = turn_prompt(prompts.TELESCOPING_PROMPTS, t, prev)
         messages.append(prompts.user_message(sample.image if t == 0 else None, text))
         messages.append(prompts.assistant_message(prompts.format_answer(sample.lat, sample.lon, dec)))
-        prev = (round(sample.lat, dec), round(sample.lon, dec))
+        scale = float(noise_km[t]) if t < len(noise_km) else 0.0
+        lat, lon = perturb(sample.lat, sample.lon, scale, rng) if scale > 0 and rng is not None else (sample.lat, sample.lon)
+        prev = (round(lat, dec), round(lon, dec))
     return messages
+
+
+EARTH_KM = 6371.0088
+
+
+def perturb(lat: float, lon: float, scale_km: float, rng: np.random.Generator) -> tuple[float, float]:
+    """(lat, lon) moved a Rayleigh(scale_km)-distributed distance along a uniformly random
+    bearing on the sphere (median distance ~1.18 x scale). Longitude wrapped to [-180, 180)."""
+    d = scale_km * math.sqrt(-2.0 * math.log(1.0 - rng.random())) / EARTH_KM  # angular distance
+    bearing = 2.0 * math.pi * rng.random()
+    p1, l1 = math.radians(lat), math.radians(lon)
+    p2 = math.asin(max(-1.0, min(1.0, math.sin(p1) * math.cos(d) + math.cos(p1) * math.sin(d) * math.cos(bearing))))
+    l2 = l1 + math.atan2(math.sin(bearing) * math.sin(d) * math.cos(p1), math.cos(d) - math.sin(p1) * math.sin(p2))
+    return math.degrees(p2), (math.degrees(l2) + 180.0) % 360.0 - 180.0
+
+
+def example_rng(seed: int, step: int, index: int) -> np.random.Generator:
+    """The noise of one example: a pure function of (seed, step, position in the batch), so
+    a resumed run draws the same previous guesses without any state to checkpoint."""
+    return np.random.default_rng([seed, step, index, 104729])
 
 
 def example_styles(style: str, n: int, seed: int, step: int) -> list[str]:
@@ -162,10 +197,10 @@ def example_styles(style: str, n: int, seed: int, step: int) -> list[str]:
     return ["single" if c < 0.5 else "telescoping" for c in coin]
 
 
-def build_messages(sample: Any, style: str, cfg: SFTConfig) -> list[dict]:
+def build_messages(sample: Any, style: str, cfg: SFTConfig, rng: np.random.Generator | None = None) -> list[dict]:
     if style == "single":
         return single_turn_messages(sample, cfg.answer_decimals)
-    return telescoping_messages(sample, (*cfg.telescoping_decimals, cfg.answer_decimals))
+    return telescoping_messages(sample, (*cfg.telescoping_decimals, cfg.answer_decimals), cfg.telescoping_noise_km, rng)
 
 
 def normalise_weights(datums_D: Sequence[Datum]) -> tuple[list[Datum], int]:
@@ -186,12 +221,13 @@ def normalise_weights(datums_D: Sequence[Datum]) -> tuple[list[Datum], int]:
     return out, n_tokens
 
 
-def make_datums(engine: Any, samples: Sequence[Any], styles: Sequence[str], cfg: SFTConfig) -> list[Datum]:
+def make_datums(engine: Any, samples: Sequence[Any], styles: Sequence[str], cfg: SFTConfig, step: int = 0) -> list[Datum]:
     from geospot.engines.datums import make_datum
 
     datums = []
-    for sample, style in zip(samples, styles):
-        full, weights_T = engine.renderer.supervised_example(build_messages(sample, style, cfg))
+    for i, (sample, style) in enumerate(zip(samples, styles)):
+        messages = build_messages(sample, style, cfg, example_rng(cfg.seed, step, i))
+        full, weights_T = engine.renderer.supervised_example(messages)
         datums.append(make_datum(full, weights=weights_T))
     return datums
 
@@ -334,7 +370,7 @@ def train(cfg: SFTConfig, *, stderr: Any = None) -> SFTResult:
             t0 = time.perf_counter()
             samples = stream.next_batch(cfg.batch_size)
             styles = example_styles(cfg.prompt_style, len(samples), cfg.seed, step)
-            datums_D, n_target = normalise_weights(make_datums(engine, samples, styles, cfg))
+            datums_D, n_target = normalise_weights(make_datums(engine, samples, styles, cfg, step))
 
             # Loss reported = mean NLL per target token (the weights already hold 1/n_target).
             loss = 0.0

@@ -203,7 +203,7 @@ def test_image_feature_cache_encodes_each_image_once_and_changes_nothing(family)
 
     e = _engine(family)
     r = e.renderer
-    p0, p1 = _prompt(e, 0), _prompt(e, 1, (168, 112), "Where?")
+    p0, p1 = _prompt(e, 0), _prompt(e, 1, text="Where?")  # same size, different pixels: keys must differ
     out = e.sample([p0, p1], 2, SampleParams(max_tokens=4, seed=1))
     nxt = [prompts.user_message(None, "again")]
     datums = [_rl_datum(r.continuation(p, s.tokens, nxt), [30, 40], k) for k, (p, g) in enumerate([(p0, out[0]), (p1, out[1])]) for s in g]

@@ -1,6 +1,7 @@
 """SFT: config, examples and weight normalisation (fast, no model)."""
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -100,6 +101,63 @@ def test_telescoping_example_shows_previous_answers():
     # sees the refine answer (48.9, 2.4) with 2 decimals, as the RL env shows guesses
     assert "(49.0, 2.0)" in _text(msgs[2])
     assert "(48.90, 2.40)" in _text(msgs[4])
+
+
+def test_perturb_moves_the_point_by_the_drawn_distance():
+    from geospot.geo import haversine_km
+    from geospot.train.sft import perturb
+
+    # along a meridian: bearing 0 (rng.random() = 0 for the bearing) moves north only
+    class Fixed:
+        def __init__(self, *vals):
+            self.vals = list(vals)
+
+        def random(self):
+            return self.vals.pop(0)
+
+    # Rayleigh draw with u = 1 - exp(-1/2): sqrt(-2 ln(1-u)) = 1 -> exactly scale_km
+    u = 1 - np.exp(-0.5)
+    lat, lon = perturb(10.0, 20.0, 1111.95, Fixed(u, 0.0))
+    assert lon == pytest.approx(20.0, abs=1e-9)
+    assert lat == pytest.approx(20.0, abs=1e-3)  # 1111.95 km = 10 degrees of arc
+    # across the antimeridian, longitude wraps
+    lat, lon = perturb(0.0, 179.0, 1111.95, Fixed(u, 0.25))  # due east
+    assert lat == pytest.approx(0.0, abs=1e-9) and lon == pytest.approx(-171.0, abs=1e-3)
+    # statistics: median of Rayleigh(s) = s * sqrt(2 ln 2) ~ 1.177 s
+    rng = np.random.default_rng(0)
+    d = [float(haversine_km(0.0, 0.0, *perturb(0.0, 0.0, 500.0, rng))) for _ in range(2000)]
+    assert np.median(d) == pytest.approx(500.0 * np.sqrt(2 * np.log(2)), rel=0.06)
+
+
+def test_telescoping_example_shows_a_noisy_previous_guess_and_trains_the_truth():
+    """The fix for "later turns copy the previous guess": the shown guesses are off by a
+    decreasing, seeded amount; the targets stay the truth at each turn's precision."""
+    from geospot.geo import haversine_km
+    from geospot.train.sft import example_rng
+
+    cfg = SFTConfig(answer_decimals=2, telescoping_decimals=(0, 1), telescoping_noise_km=(1500.0, 300.0))
+    s = _sample()
+    far = []
+    for i in range(64):
+        msgs = build_messages(s, "telescoping", cfg, example_rng(0, 5, i))
+        assert [_text(m) for m in msgs[1::2]] == [
+            "Latitude: 49\nLongitude: 2", "Latitude: 48.9\nLongitude: 2.4", "Latitude: 48.86\nLongitude: 2.35"]
+        shown = [tuple(map(float, re.search(r"\(([-0-9.]+), ([-0-9.]+)\)", _text(m)).groups())) for m in msgs[2::2]]
+        far.append([float(haversine_km(g[0], g[1], s.lat, s.lon)) for g in shown])
+        # pure function of (seed, step, index): the same draw again gives the same text
+        assert [_text(m) for m in build_messages(s, "telescoping", cfg, example_rng(0, 5, i))] == [_text(m) for m in msgs]
+    far = np.array(far)
+    assert np.median(far[:, 0]) > 1000 and 100 < np.median(far[:, 1]) < 600  # refine sees a worse guess than final
+    assert (far > 1).all()  # never the truth itself
+    other = build_messages(s, "telescoping", cfg, example_rng(0, 6, 0))
+    assert _text(other[2]) != _text(build_messages(s, "telescoping", cfg, example_rng(0, 5, 0))[2])
+
+
+def test_telescoping_noise_is_validated():
+    with pytest.raises(ConfigError, match="telescoping_noise_km"):
+        SFTConfig(telescoping_noise_km=(100.0,)).validate()
+    with pytest.raises(ConfigError, match="telescoping_noise_km"):
+        SFTConfig(telescoping_noise_km=(-1.0, 0.0)).validate()
 
 
 def test_example_styles_are_a_function_of_seed_and_step():

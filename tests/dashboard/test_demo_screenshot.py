@@ -1,0 +1,79 @@
+"""The README's dashboard picture, taken from a REAL `geospot demo` run (not a fake store):
+the demo's telescoping GRPO run opened in headless Chromium (Debian's `chromium`), one
+image picked, its G rollouts' coarse -> refine -> final paths on the map.
+
+    GEOSPOT_DEMO_RUN=runs/demo             reuse a finished demo run folder (else a short demo runs here)
+    GEOSPOT_UPDATE_SCREENSHOTS=1           also copy the picture to docs/dashboard.png
+
+Always written: test-artifacts/demo-dashboard.png."""
+
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from conftest import Server
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+pytest.importorskip("playwright.sync_api", reason="python playwright is not installed")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"),
+]
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def demo_runs(tmp_path_factory) -> Path:
+    given = os.environ.get("GEOSPOT_DEMO_RUN")
+    if given:
+        runs = Path(given)
+        assert (runs / "rl" / "store.sqlite").is_file(), f"GEOSPOT_DEMO_RUN={given}: no rl/store.sqlite (run `geospot demo --out {given}`)"
+        return runs
+    from geospot import demo
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    demo.run(replace(demo.DemoConfig(), sft_steps=150, rl_steps=3, rl_batch_size=4, eval_n=16, out=str(out)))
+    return out
+
+
+def test_demo_run_dashboard_screenshot(tmp_path, demo_runs):
+    from playwright.sync_api import sync_playwright
+
+    from geospot.dashboard.app import create_app
+    from geospot.runs.store import RunReader
+
+    last = RunReader(demo_runs / "rl").image_steps()[-1]
+    with sync_playwright() as p, Server(create_app(demo_runs, poll_s=0.5)) as srv:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(srv.url + "/")
+                   else route.abort())
+        page.goto(srv.url + "/#/run/rl")
+        page.wait_for_selector("circle.guess")
+        # the newest GRPO step with rollouts, every image's truth on the map, charts of the run
+        assert page.locator("#step-label").get_attribute("data-step") == str(last["step"])
+        assert page.locator("rect.truth").count() == last["n"]
+        assert page.locator(".chart").count() >= 3
+        # pick an image: its rollouts' texts and the coarse -> refine -> final path of each
+        page.locator(".card").first.click()
+        page.wait_for_selector(".detail .rollout")
+        assert page.locator(".detail .rollout").count() >= 2
+        assert page.locator("circle.turn").count() >= 2
+        page.wait_for_timeout(400)
+        shot = tmp_path / "demo-dashboard.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert not errors, errors
+    assert shot.stat().st_size > 20_000
+    (REPO / "test-artifacts").mkdir(exist_ok=True)
+    shutil.copy(shot, REPO / "test-artifacts" / "demo-dashboard.png")
+    if os.environ.get("GEOSPOT_UPDATE_SCREENSHOTS"):
+        shutil.copy(shot, REPO / "docs" / "dashboard.png")
