@@ -31,7 +31,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from geospot.engines.types import Datum, ImageChunk, ModelInput, TextChunk
+from geospot.engines.types import Datum, ImageChunk, ModelInput
 
 MIN_SHARED_TEXT_TOKENS = 64  # text-only datums are grouped only when they share this much
 DEFAULT_MICROBATCH_TOKENS = 8192  # rows x longest row per forward pass: bounds activations
