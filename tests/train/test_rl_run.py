@@ -15,6 +15,8 @@ import torch
 from geospot.train.checkpoint import latest_checkpoint, list_checkpoints
 from geospot.train.common import read_config, read_jsonl
 
+from ckpt_tensors import saved_tensors
+
 ROOT = Path(__file__).resolve().parents[2]
 DATA = "synthetic:n=256,size=56,seed=0"
 
@@ -29,28 +31,7 @@ def _rl(*args):
     return [sys.executable, "-m", "geospot.train_rl", *map(str, args)]
 
 
-def _tensors(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    out: dict[str, torch.Tensor] = {}
-
-    def walk(prefix, obj):
-        if isinstance(obj, torch.Tensor):
-            out[prefix] = obj
-        elif isinstance(obj, dict):
-            for k, v in obj.items():
-                walk(f"{prefix}/{k}", v)
-        elif isinstance(obj, (list, tuple)):
-            for i, v in enumerate(obj):
-                walk(f"{prefix}/{i}", v)
-
-    for f in sorted(folder.rglob("*")):
-        rel = str(f.relative_to(folder))
-        if f.suffix == ".safetensors":
-            walk(rel, load_file(str(f)))
-        elif f.suffix in (".pt", ".bin"):
-            walk(rel, torch.load(f, weights_only=False, map_location="cpu"))
-    return out
+_tensors = saved_tensors
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,8 @@ import torch
 from geospot.train.checkpoint import latest_checkpoint, list_checkpoints
 from geospot.train.common import read_config, read_jsonl
 
+from ckpt_tensors import saved_tensors
+
 ROOT = Path(__file__).resolve().parents[2]
 DATA = "synthetic:n=256,size=56,seed=0"
 
@@ -35,29 +37,7 @@ def tiny_folder():
     return build_tiny_model("qwen2_5_vl", "tiny")
 
 
-def _tensors(folder: Path) -> dict[str, torch.Tensor]:
-    """Every tensor the engine saved (weights and optimizer), flattened by file/key."""
-    from safetensors.torch import load_file
-
-    out: dict[str, torch.Tensor] = {}
-
-    def walk(prefix, obj):
-        if isinstance(obj, torch.Tensor):
-            out[prefix] = obj
-        elif isinstance(obj, dict):
-            for k, v in obj.items():
-                walk(f"{prefix}/{k}", v)
-        elif isinstance(obj, (list, tuple)):
-            for i, v in enumerate(obj):
-                walk(f"{prefix}/{i}", v)
-
-    for f in sorted(folder.rglob("*")):
-        rel = str(f.relative_to(folder))
-        if f.suffix == ".safetensors":
-            walk(rel, load_file(str(f)))
-        elif f.suffix in (".pt", ".bin"):
-            walk(rel, torch.load(f, weights_only=False, map_location="cpu"))
-    return out
+_tensors = saved_tensors
 
 
 def test_seed_command_with_local_model_folder(tiny_folder, tmp_path, capsys):

@@ -1,0 +1,415 @@
+"""The run store: one SQLite file per run folder, written by training, read by dashboards.
+
+Why SQLite in WAL mode: the trainer appends while any number of dashboards read the same
+file, readers never block the writer and never see half a step. Why a background thread:
+training must never wait on (or die of) a slow or broken disk, so `RunStore` methods only
+put a small job on a bounded queue and return; the writer thread applies jobs one
+transaction each. A full queue drops the job, a failing job is logged; both are counted
+(`failed_writes`, `dropped_writes`) and the counts are saved in `meta` at close.
+
+Every write transaction bumps one global counter, `seq`, and stamps the rows it touched
+with it. Readers ask "what changed after seq N?" — that is how the dashboard's live stream
+resumes without losing events (`RunReader.events_since`).
+
+Layout (schema version 1):
+    meta(key, value)                       schema_version, created, seq, write counters
+    config(id=1, kind, json)
+    status(id=1, status, updated, seq)
+    steps(step, time, metrics json, seq)   log_step for the same step merges metrics
+    images(image_id, lat, lon, labels json, thumb)          one row per image id
+    shown(step, split, image_id, seq)      which images were recorded at which step
+    rollouts(step, split, image_id, idx, text, guesses json, distance_km, reward,
+             turn_distances json, turn_rewards json)
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import logging
+import math
+import queue
+import sqlite3
+import threading
+import time
+import urllib.request
+import weakref
+from pathlib import Path
+from typing import Any, Callable
+
+from PIL import Image
+
+from geospot.runs.writer import ImageRecord
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+STORE_FILE = "store.sqlite"
+THUMBS_DIR = "thumbs"
+THUMB_SIZE = 256  # longest side, px; the dashboard shows photos small
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS config (id INTEGER PRIMARY KEY CHECK (id = 1), kind TEXT NOT NULL, json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS status (id INTEGER PRIMARY KEY CHECK (id = 1), status TEXT NOT NULL,
+    updated REAL NOT NULL, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS steps (step INTEGER PRIMARY KEY, time REAL NOT NULL, metrics TEXT NOT NULL,
+    seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS steps_seq ON steps(seq);
+CREATE TABLE IF NOT EXISTS images (image_id TEXT PRIMARY KEY, lat REAL NOT NULL, lon REAL NOT NULL,
+    labels TEXT NOT NULL, thumb TEXT);
+CREATE TABLE IF NOT EXISTS shown (step INTEGER NOT NULL, split TEXT NOT NULL, image_id TEXT NOT NULL,
+    seq INTEGER NOT NULL, PRIMARY KEY (step, split, image_id));
+CREATE INDEX IF NOT EXISTS shown_seq ON shown(seq);
+CREATE TABLE IF NOT EXISTS rollouts (step INTEGER NOT NULL, split TEXT NOT NULL, image_id TEXT NOT NULL,
+    idx INTEGER NOT NULL, text TEXT NOT NULL, guesses TEXT NOT NULL, distance_km REAL, reward REAL,
+    turn_distances TEXT NOT NULL, turn_rewards TEXT NOT NULL, PRIMARY KEY (step, split, image_id, idx));
+"""
+
+
+def _finite(x: Any) -> Any:
+    """JSON has no NaN/inf; SQLite's json functions and browsers reject them. Map to null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {str(k): _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if hasattr(x, "item") and callable(x.item):  # numpy / torch scalars
+        try:
+            return _finite(x.item())
+        except Exception:
+            return str(x)
+    return x
+
+
+def _dumps(x: Any) -> str:
+    return json.dumps(_finite(x), allow_nan=False, default=str)
+
+
+def thumb_name(image_id: str) -> str:
+    """File name of an image's thumbnail: a hash, so ids never become paths."""
+    return hashlib.sha1(image_id.encode("utf-8")).hexdigest()[:20] + ".jpg"
+
+
+_OPEN_STORES: "weakref.WeakSet[RunStore]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_stores() -> None:
+    """A loop that dies without close() still gets its queued records written."""
+    for store in list(_OPEN_STORES):
+        try:
+            store.close()
+        except Exception:
+            pass
+
+
+def _connect_rw(path: Path) -> sqlite3.Connection:
+    con = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+    con.execute("PRAGMA busy_timeout = 5000")
+    con.execute("PRAGMA journal_mode = WAL")
+    con.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints, fast appends
+    return con
+
+
+class RunStore:
+    """RunWriter backed by `run_dir/store.sqlite` and `run_dir/thumbs/`.
+
+    Methods never raise (except on a bad run_dir at construction) and never block for more
+    than a queue put. `flush()` waits until everything queued so far is written (tests,
+    checkpoints); `close()` flushes, records the counters and stops the thread."""
+
+    def __init__(self, run_dir: str | Path, *, queue_size: int = 1024, thumb_size: int = THUMB_SIZE) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / THUMBS_DIR).mkdir(exist_ok=True)
+        self.path = self.run_dir / STORE_FILE
+        self.thumb_size = thumb_size
+        self.failed_writes = 0
+        self.dropped_writes = 0
+        self._thumbs_done: set[str] = set()
+        self._queue: queue.Queue[Callable[[sqlite3.Connection], None] | None] = queue.Queue(maxsize=queue_size)
+        self._closed = False
+        self._lock = threading.Lock()
+        # The schema is created synchronously so a reader can open the store right away.
+        con = _connect_rw(self.path)
+        try:
+            con.executescript(_SCHEMA)
+            found = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if found is not None and int(found[0]) != SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} has run-store schema {found[0]}, this geospot writes {SCHEMA_VERSION}; "
+                    "use a fresh run folder (or an older geospot to append to it)"
+                )
+            con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            con.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (str(time.time()),))
+            con.execute("INSERT OR IGNORE INTO meta VALUES ('seq', '0')")
+            self._thumbs_done.update(r[0] for r in con.execute("SELECT image_id FROM images WHERE thumb IS NOT NULL"))
+        finally:
+            con.close()
+        self._thread = threading.Thread(target=self._run, name=f"runstore:{self.run_dir.name}", daemon=True)
+        self._thread.start()
+        _OPEN_STORES.add(self)
+
+    # ---- RunWriter ---------------------------------------------------------------------
+    def log_config(self, kind: str, config: dict[str, Any]) -> None:
+        payload = _dumps(config)
+        self._submit(lambda con, seq: con.execute(
+            "INSERT OR REPLACE INTO config VALUES (1, ?, ?)", (str(kind), payload)))
+
+    def log_step(self, step: int, metrics: dict[str, float]) -> None:
+        step, now, new = int(step), time.time(), _finite(dict(metrics))
+
+        def job(con: sqlite3.Connection, seq: int) -> None:
+            row = con.execute("SELECT metrics FROM steps WHERE step=?", (step,)).fetchone()
+            merged = {**json.loads(row[0]), **new} if row else new
+            con.execute("INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?)", (step, now, _dumps(merged), seq))
+
+        self._submit(job)
+
+    def log_images(self, step: int, records: list[ImageRecord], split: str = "train") -> None:
+        step, split = int(step), str(split)
+        # Thumbnails are made here (not on the writer thread) because the caller may reuse
+        # or close its PIL images after we return; only the first sight of an id costs.
+        thumbs: dict[str, Image.Image] = {}
+        try:
+            for rec in records:
+                if rec.image is not None and rec.image_id not in self._thumbs_done and rec.image_id not in thumbs:
+                    im = rec.image.convert("RGB")
+                    im.thumbnail((self.thumb_size, self.thumb_size))
+                    thumbs[rec.image_id] = im
+        except Exception:
+            self._count_failure("thumbnail")
+        self._thumbs_done.update(thumbs)
+        try:  # a malformed record is the caller's bug, but still must not stop training
+            rows = [
+                (str(rec.image_id), float(rec.lat), float(rec.lon), _dumps(rec.labels or {}),
+                 [(i, str(r.text), _dumps(r.guesses), _finite(None if r.distance_km is None else float(r.distance_km)),
+                   _finite(float(r.reward)), _dumps(r.turn_distances_km), _dumps(r.turn_rewards))
+                  for i, r in enumerate(rec.rollouts)])
+                for rec in records
+            ]
+        except Exception:
+            self._count_failure("log_images (bad record)")
+            return
+
+        def job(con: sqlite3.Connection, seq: int) -> None:
+            for image_id, im in thumbs.items():  # file first: a row never points at a missing file
+                name = thumb_name(image_id)
+                tmp = self.run_dir / THUMBS_DIR / (name + ".tmp")
+                im.save(tmp, "JPEG", quality=85)
+                tmp.replace(self.run_dir / THUMBS_DIR / name)
+            for image_id, lat, lon, labels, rollouts in rows:
+                con.execute(
+                    "INSERT INTO images VALUES (?, ?, ?, ?, ?) ON CONFLICT(image_id) DO UPDATE SET "
+                    "thumb = COALESCE(images.thumb, excluded.thumb)",
+                    (image_id, lat, lon, labels, thumb_name(image_id) if image_id in thumbs else None),
+                )
+                con.execute("INSERT OR REPLACE INTO shown VALUES (?, ?, ?, ?)", (step, split, image_id, seq))
+                con.execute("DELETE FROM rollouts WHERE step=? AND split=? AND image_id=?", (step, split, image_id))
+                con.executemany(
+                    "INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(step, split, image_id, *r) for r in rollouts],
+                )
+
+        self._submit(job)
+
+    def set_status(self, status: str) -> None:
+        status, now = str(status), time.time()
+        self._submit(lambda con, seq: con.execute(
+            "INSERT OR REPLACE INTO status VALUES (1, ?, ?, ?)", (status, now, seq)))
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Wait until all jobs queued so far are applied. False on timeout."""
+        done = threading.Event()
+        try:
+            self._queue.put(lambda con, seq: done.set(), timeout=timeout)
+        except queue.Full:
+            return False
+        return done.wait(timeout)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self.flush()
+        counters = {"failed_writes": self.failed_writes, "dropped_writes": self.dropped_writes}
+        self._submit(lambda con, seq: con.executemany(
+            "INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in counters.items()]))
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+        if self.failed_writes or self.dropped_writes:
+            log.warning("run store %s: %d failed and %d dropped writes", self.path, self.failed_writes,
+                        self.dropped_writes)
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ---- writer thread -----------------------------------------------------------------
+    def _submit(self, job: Callable[[sqlite3.Connection, int], Any]) -> None:
+        if self._closed:
+            self._count_failure("write after close")
+            return
+        try:
+            self._queue.put_nowait(job)  # never wait: a stuck disk must not stall training
+        except queue.Full:
+            self.dropped_writes += 1
+            if self.dropped_writes == 1 or self.dropped_writes % 100 == 0:
+                log.warning("run store %s: write queue full, %d writes dropped", self.path, self.dropped_writes)
+
+    def _count_failure(self, what: str) -> None:
+        with self._lock:
+            self.failed_writes += 1
+        log.warning("run store %s: %s failed (%d failed writes so far)", self.path, what, self.failed_writes,
+                    exc_info=True)
+
+    def _run(self) -> None:
+        con: sqlite3.Connection | None = None
+        while True:
+            job = self._queue.get()
+            if job is None:
+                break
+            try:
+                if con is None:
+                    con = _connect_rw(self.path)
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    seq = int(con.execute("SELECT value FROM meta WHERE key='seq'").fetchone()[0]) + 1
+                    con.execute("UPDATE meta SET value=? WHERE key='seq'", (str(seq),))
+                    job(con, seq)
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+            except Exception:
+                self._count_failure("write")
+                if con is not None:  # a broken connection is reopened on the next job
+                    try:
+                        con.close()
+                    except Exception:
+                        pass
+                    con = None
+        if con is not None:
+            con.close()
+
+
+# ---- reading ---------------------------------------------------------------------------
+class RunReader:
+    """Read-only view of one run's store (a `mode=ro` connection per call, so it is safe
+    from any thread and never holds the file open between requests)."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / STORE_FILE
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no run store at {self.path}; is {self.run_dir} a geospot run folder?")
+        self._uri = "file:" + urllib.request.pathname2url(str(self.path.resolve())) + "?mode=ro"
+
+    def connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self._uri, uri=True, timeout=5.0, check_same_thread=False)
+        con.execute("PRAGMA busy_timeout = 5000")
+        con.execute("PRAGMA query_only = ON")
+        return con
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        con = self.connect()
+        try:
+            return con.execute(sql, args).fetchall()
+        finally:
+            con.close()
+
+    def meta(self) -> dict[str, str]:
+        return dict(self._query("SELECT key, value FROM meta"))
+
+    def seq(self) -> int:
+        return int(self._query("SELECT value FROM meta WHERE key='seq'")[0][0])
+
+    def config(self) -> tuple[str, dict[str, Any]]:
+        rows = self._query("SELECT kind, json FROM config WHERE id=1")
+        return (rows[0][0], json.loads(rows[0][1])) if rows else ("", {})
+
+    def status(self) -> dict[str, Any]:
+        rows = self._query("SELECT status, updated, seq FROM status WHERE id=1")
+        return {"status": rows[0][0], "updated": rows[0][1], "seq": rows[0][2]} if rows else {
+            "status": "unknown", "updated": None, "seq": 0}
+
+    def steps(self, since_seq: int = 0) -> list[dict[str, Any]]:
+        rows = self._query("SELECT step, time, metrics, seq FROM steps WHERE seq > ? ORDER BY step", (since_seq,))
+        return [{"step": s, "time": t, "metrics": json.loads(m), "seq": q} for s, t, m, q in rows]
+
+    def image_steps(self) -> list[dict[str, Any]]:
+        """The (step, split) pairs that have image records, with how many images each."""
+        rows = self._query("SELECT step, split, COUNT(*), MAX(seq) FROM shown GROUP BY step, split ORDER BY step")
+        return [{"step": s, "split": sp, "n": n, "seq": q} for s, sp, n, q in rows]
+
+    def images(self, step: int, split: str = "train") -> list[dict[str, Any]]:
+        """Every image recorded at `step`: truth, thumbnail flag and all its rollouts."""
+        con = self.connect()
+        try:
+            imgs = con.execute(
+                "SELECT i.image_id, i.lat, i.lon, i.labels, i.thumb IS NOT NULL FROM shown s "
+                "JOIN images i USING (image_id) WHERE s.step=? AND s.split=? ORDER BY s.rowid",
+                (step, split)).fetchall()
+            rolls = con.execute(
+                "SELECT image_id, idx, text, guesses, distance_km, reward, turn_distances, turn_rewards "
+                "FROM rollouts WHERE step=? AND split=? ORDER BY image_id, idx", (step, split)).fetchall()
+        finally:
+            con.close()
+        by_id: dict[str, list[dict[str, Any]]] = {}
+        for image_id, idx, text, guesses, dist, reward, tdist, trew in rolls:
+            by_id.setdefault(image_id, []).append({
+                "idx": idx, "text": text, "guesses": json.loads(guesses), "distance_km": dist, "reward": reward,
+                "turn_distances_km": json.loads(tdist), "turn_rewards": json.loads(trew)})
+        return [{"image_id": i, "lat": lat, "lon": lon, "labels": json.loads(lab), "has_thumb": bool(th),
+                 "rollouts": by_id.get(i, [])} for i, lat, lon, lab, th in imgs]
+
+    def thumb_path(self, image_id: str) -> Path | None:
+        """The thumbnail file of an image id, only if it lies inside this run's thumbs folder."""
+        rows = self._query("SELECT thumb FROM images WHERE image_id=?", (image_id,))
+        if not rows or not rows[0][0]:
+            return None
+        root = (self.run_dir / THUMBS_DIR).resolve()
+        path = (root / rows[0][0]).resolve()
+        if path.parent != root or not path.is_file():
+            return None
+        return path
+
+    def events_since(self, seq: int) -> list[dict[str, Any]]:
+        """Everything that changed after `seq`, oldest first: step / images / status events,
+        each with its own `seq` (the live stream's event id)."""
+        con = self.connect()
+        try:
+            con.execute("BEGIN")  # one snapshot for all three tables
+            steps = con.execute("SELECT step, metrics, seq FROM steps WHERE seq > ?", (seq,)).fetchall()
+            shown = con.execute("SELECT step, split, COUNT(*), MAX(seq) FROM shown WHERE seq > ? "
+                                "GROUP BY seq, step, split", (seq,)).fetchall()
+            status = con.execute("SELECT status, seq FROM status WHERE seq > ?", (seq,)).fetchall()
+            con.execute("COMMIT")
+        finally:
+            con.close()
+        events = [{"type": "step", "seq": q, "data": {"step": s, "metrics": json.loads(m)}} for s, m, q in steps]
+        events += [{"type": "images", "seq": q, "data": {"step": s, "split": sp, "n": n}} for s, sp, n, q in shown]
+        events += [{"type": "status", "seq": q, "data": {"status": st}} for st, q in status]
+        events.sort(key=lambda e: e["seq"])
+        return events
+
+    def summary(self) -> dict[str, Any]:
+        """One run-list row: kind, status, steps, last and best metrics."""
+        kind, _ = self.config()
+        steps = self.steps()
+        best: dict[str, float] = {}
+        for s in steps:
+            for k, v in s["metrics"].items():
+                if not isinstance(v, (int, float)) or isinstance(v, bool):
+                    continue
+                lower_better = k.endswith("_km") or "loss" in k
+                if k not in best or (v < best[k] if lower_better else v > best[k]):
+                    best[k] = v
+        return {"kind": kind, "status": self.status()["status"], "steps": len(steps),
+                "last_step": steps[-1]["step"] if steps else None,
+                "last": steps[-1]["metrics"] if steps else {}, "best": best}
