@@ -116,7 +116,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="tiny,small")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "2"))))
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     rows = [bench(args.family, s, args.repeats) for s in args.sizes.split(",")]
     print(json.dumps({
         "benchmark": "engine", "family": args.family, "samples": G, "max_tokens": MAX_TOKENS, "image_px": PX,

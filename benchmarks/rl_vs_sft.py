@@ -58,13 +58,19 @@ KEYS = ("geoscore", "median_km", "acc_25km", "acc_200km", "acc_750km", "parsed")
 # its config so every arm, seed and later lever run starts from the very same weights.
 
 
+def warm_start_recipe(args) -> dict:
+    """The SFTConfig keys the warm start sets; the cache key hashes these (not every SFTConfig
+    default, so a new SFT option does not silently invalidate the cache)."""
+    return dict(model_name=MODEL, lora_rank=0, device="cpu", data=args.data, eval_n=0, prompt_style="both",
+                answer_decimals=1, batch_size=32, learning_rate=args.warm_lr, lr_schedule="cosine",
+                warmup_steps=min(5, args.sft_steps), max_steps=args.sft_steps, save_every=0, eval_at_start=False,
+                seed=args.warm_seed)
+
+
 def warm_start_config(args):
     from geospot.train.sft import SFTConfig
 
-    return SFTConfig(model_name=MODEL, lora_rank=0, device="cpu", data=args.data, eval_n=0, prompt_style="both",
-                     answer_decimals=1, batch_size=32, learning_rate=args.warm_lr, lr_schedule="cosine",
-                     warmup_steps=min(5, args.sft_steps), max_steps=args.sft_steps, save_every=0, eval_at_start=False,
-                     seed=args.warm_seed, log_path="", behavior_if_log_dir_exists="delete")
+    return SFTConfig(**warm_start_recipe(args), log_path="", behavior_if_log_dir_exists="delete")
 
 
 def warm_start(args) -> Path:
@@ -72,7 +78,7 @@ def warm_start(args) -> Path:
     from geospot.train.sft import train
 
     cfg = warm_start_config(args)
-    key = hashlib.sha1(json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str).encode()).hexdigest()[:10]
+    key = hashlib.sha1(json.dumps(warm_start_recipe(args), sort_keys=True, default=str).encode()).hexdigest()[:10]
     cache = Path(args.cache or os.environ.get("GEOSPOT_CACHE", Path.home() / ".cache" / "geospot")) / "bench-rl-vs-sft"
     run = cache / f"sft-{key}"
     if latest_checkpoint(run) is not None and (run / "DONE").exists():
@@ -265,27 +271,79 @@ def verdict(grpo: dict, sft: dict, key: str) -> dict:
     sign = 1.0 if higher_is_better(key) else -1.0
     gap = sign * (grpo["mean"] - sft["mean"])
     beats = (grpo["min"] > sft["max"]) if sign > 0 else (grpo["max"] < sft["min"])
-    spread = max(grpo["std"], sft["std"], 1e-12)
-    return {"gap": round(gap, 4), "gap_over_std": round(gap / spread, 2), "beats_beyond_spread": bool(beats)}
+    spread = max(grpo["std"], sft["std"])
+    return {"gap": round(gap, 4), "gap_over_std": round(gap / spread, 2) if spread > 0 else None,
+            "beats_beyond_spread": bool(beats)}
 
 
 def ratio(x: float, y: float) -> float | None:
     return round(x / y, 4) if y else None
 
 
-def table(summary: dict, args) -> str:
+def table(summary: dict, arms: list[str], seeds: list[int]) -> str:
     lines = []
-    for style in args.styles:
+    for style in STYLES:
         for mode in ("greedy", "sampled"):
-            lines.append(f"\n{style} prompt, {mode} (mean ± std over {len(args.seeds)} seeds)")
-            lines.append(f"{'arm':<14}" + "".join(f"{k:>20}" for k in KEYS[:-1]))
-            for arm in ["start", *args.arms]:
+            if not any(style in summary[a] for a in ["start", *arms]):
+                continue
+            lines.append(f"\n{style} prompt, {mode} (mean ± std over {len(seeds)} seeds)")
+            lines.append(f"{'arm':<24}" + "".join(f"{k:>20}" for k in KEYS[:-1]))
+            for arm in ["start", *arms]:
                 if style not in summary[arm]:
                     continue
                 row = summary[arm][style][mode]
                 cells = "".join(f"{row[k]['mean']:>12.4g} ± {row[k]['std']:<5.3g}" for k in KEYS[:-1])
-                lines.append(f"{arm:<14}{cells}")
+                lines.append(f"{arm:<24}{cells}")
     return "\n".join(lines)
+
+
+def report(line: dict, arms: list[str], seeds: list[int]) -> dict:
+    """Add each GRPO arm's verdict against the `sft` arm (in the GRPO arm's own prompt style)
+    and print the table."""
+    summary, verdicts = line["summary"], {}
+    for arm in arms:
+        style = NATIVE.get(arm.split("[")[0])
+        if style is None or "sft" not in summary or style not in summary[arm] or style not in summary["sft"]:
+            continue
+        verdicts[arm] = {mode: {k: verdict(summary[arm][style][mode][k], summary["sft"][style][mode][k], k)
+                                for k in ("geoscore", "median_km")} for mode in ("greedy", "sampled")}
+        verdicts[arm]["style"] = style
+    line["verdicts"] = verdicts
+    line["geoscore_ratio_vs_sft"] = {arm: ratio(summary[arm][v["style"]]["greedy"]["geoscore"]["mean"],
+                                                summary["sft"][v["style"]]["greedy"]["geoscore"]["mean"])
+                                     for arm, v in verdicts.items()}
+    print(table(summary, [a for a in arms if a != "start"], seeds), file=sys.stderr)
+    return line
+
+
+def merge(paths: list[str]) -> dict:
+    """One report from several runs of this benchmark on the same warm start, held-out set and
+    seeds (e.g. the arms run as parallel processes). Arms of a run whose --rl overrides are not
+    empty, or whose name is taken by an earlier file, are renamed `arm[tag]`; verdicts are
+    against the first file's `sft` arm."""
+    lines = [json.loads(Path(p).read_text().strip().splitlines()[-1]) for p in paths]
+    base = lines[0]
+    for other in lines[1:]:
+        for key in ("data", "seeds", "eval_images", "budget_s", "clock", "warm_start"):
+            if other.get(key) != base.get(key):
+                raise SystemExit(f"--merge: {key} differs between runs ({base.get(key)!r} vs {other.get(key)!r})")
+    summary, runs = {"start": {}}, {}
+    for i, ln in enumerate(lines):
+        for style, v in ln["summary"]["start"].items():
+            summary["start"].setdefault(style, v)
+        for arm in ln["summary"]:
+            if arm == "start":
+                continue
+            renamed = (ln["rl_overrides"] and arm != "sft") or arm in summary
+            name = f"{arm}[{ln['tag']}]" if renamed else arm
+            name = f"{name}#{i}" if name in summary else name
+            summary[name], runs[name] = ln["summary"][arm], ln["runs"][arm]
+            if arm != "sft":
+                runs[name] = {"rl_overrides": ln["rl_overrides"], **runs[name]}
+    out = {k: v for k, v in base.items() if k not in ("summary", "runs", "verdicts", "geoscore_ratio_vs_sft", "tag", "rl_overrides")}
+    out.update(tag="merged", merged_from=[ln["tag"] for ln in lines], k={ln["tag"]: ln["k"] for ln in lines},
+               total_wall_s=sum(ln["total_wall_s"] for ln in lines), summary=summary, runs=runs)
+    return report(out, [*summary], base["seeds"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -297,8 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--styles", type=lambda s: s.split(","), default=list(STYLES), help="eval prompt styles")
     p.add_argument("--all-styles", action="store_true", help="score GRPO arms in every style (default: the style each trained)")
     p.add_argument("--data", default="synthetic:n=2000,size=56,seed=0", help="data spec (add ambiguity=0.5 for look-alike twins)")
-    p.add_argument("--eval-n", type=int, default=128, help="held-out images")
-    p.add_argument("--k", type=int, default=4, help="sampled answers per held-out image")
+    p.add_argument("--eval-n", type=int, default=64, help="held-out images")
+    p.add_argument("--k", type=int, default=2, help="sampled answers per held-out image")
     p.add_argument("--max-tokens", type=int, default=16, help="answer token budget per turn (eval)")
     p.add_argument("--sft-steps", type=int, default=600, help="warm-start SFT steps (batch 32)")
     p.add_argument("--warm-lr", type=float, default=3e-3, help="warm-start SFT lr (full fine-tuning of a 0.5M model)")
@@ -310,7 +368,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", default="defaults", help="name of this configuration in the JSON line")
     p.add_argument("--start", default=None, help="use this SFT run folder as the warm start instead of the cached one")
     p.add_argument("--cache", default=None, help="folder for the cached warm start (default $GEOSPOT_CACHE or ~/.cache/geospot)")
+    p.add_argument("--merge", nargs="+", default=None, help="instead of running: merge these JSON-line files into one report")
     args = p.parse_args(argv)
+    if args.merge:
+        print(json.dumps(merge(args.merge), default=float))
+        return 0
     unknown = set(args.arms) - set(ARMS)
     if unknown:
         p.error(f"unknown arms {sorted(unknown)}; choose from {ARMS}")
@@ -331,7 +393,9 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {"start": {}}
     start_engine = load_engine(sft_run, args.warm_seed)
-    start_eval = {s: evaluate_arm(start_engine, heldout, geocoder, args, s, args.styles) for s in args.seeds}
+    # one model, scored once (its sampled eval with the first seed); repeated per seed for the summary
+    start_once = evaluate_arm(start_engine, heldout, geocoder, args, args.seeds[0], args.styles)
+    start_eval = {s: start_once for s in args.seeds}
     del start_engine
     runs = {}
     for arm in args.arms:
@@ -358,29 +422,15 @@ def main(argv: list[str] | None = None) -> int:
     for arm, per_seed in results.items():
         summary[arm] = {style: {mode: {k: summarise([per_seed[s][style][mode][k] for s in args.seeds]) for k in KEYS}
                                 for mode in ("greedy", "sampled")} for style in per_seed[args.seeds[0]]}
-    verdicts = {}
-    for arm in args.arms:
-        if arm == "sft" or "sft" not in args.arms:
-            continue
-        style = "single" if arm == "grpo_single" else "telescoping"
-        if style not in args.styles:
-            continue
-        verdicts[arm] = {mode: {k: verdict(summary[arm][style][mode][k], summary["sft"][style][mode][k], k)
-                                for k in ("geoscore", "median_km")} for mode in ("greedy", "sampled")}
-        verdicts[arm]["style"] = style
-    print(table(summary, args), file=sys.stderr)
     line = {
         "bench": "rl_vs_sft", "tag": args.tag, "device": "cpu", "threads": torch.get_num_threads(), "model": MODEL,
         "data": args.data, "budget_s": args.budget_s, "clock": args.clock, "seeds": args.seeds, "eval_images": len(heldout),
         "k": args.k, "warm_start": {"sft_steps": args.sft_steps, "lr": args.warm_lr, "dir": str(sft_run)},
         "sft_arm": {"lr": args.sft_lr, "schedule": args.sft_schedule}, "rl_batch_size": args.rl_batch_size,
-        "rl_overrides": args.rl,
-        "geoscore_ratio_vs_sft": {arm: ratio(summary[arm][v["style"]]["greedy"]["geoscore"]["mean"],
-                                             summary["sft"][v["style"]]["greedy"]["geoscore"]["mean"])
-                                  for arm, v in verdicts.items()},
-        "verdicts": verdicts, "summary": summary, "runs": runs,
+        "rl_overrides": args.rl, "summary": summary, "runs": runs,
         "total_wall_s": round(time.perf_counter() - t_all, 1),
     }
+    line = report(line, [*summary], args.seeds)
     print(json.dumps(line, default=float))
     return 0
 

@@ -41,7 +41,10 @@ def machine() -> dict:
 
 def run_one(name: str, timeout: float) -> dict:
     t0 = time.perf_counter()
+    # One torch thread per side unless told otherwise: on a shared 2-core machine two
+    # threads oversubscribe and the timings (ours and the peer's) become noise.
     env = dict(os.environ, HF_HUB_OFFLINE="1")
+    env.setdefault("OMP_NUM_THREADS", "1")
     try:
         proc = subprocess.run(
             [sys.executable, str(HERE / f"{name}.py")], capture_output=True, text=True, timeout=timeout, env=env

@@ -44,17 +44,33 @@ def _fmt(v) -> str:
     return str(v)
 
 
-# benchmark -> (what it measures, our key, peer key, ratio key)
-HEADLINES = {
-    "geo": ("haversine pairs/s (1 core)", "haversine_pairs_per_s", "peer_numpy_naive_pairs_per_s", "ratio_vs_numpy_naive"),
-    "geo ": ("reverse-geocode points/s", "reverse_geocode_points_per_s", "peer_reverse_geocoder_search_mode1_points_per_s", "ratio_vs_reverse_geocoder_search"),
-    "data": ("decode+resize images/s from shards", None, None, "ratio"),
-    "eval": ("greedy eval images/s (batched vs 1-by-1)", "batched_images_per_s", "one_by_one_images_per_s", "ratio"),
-    "engine": ("sample 8x32 tokens + LoRA step", None, None, "ratio"),
-    "grpo_step": ("GRPO step rollouts/s vs TRL GRPOTrainer", None, None, "ratio"),
-    "credit": ("telescoping credit: per-turn vs trajectory", None, None, None),
-    "rl_vs_sft": ("GRPO vs equal-time SFT (held-out GeoScore)", None, None, None),
-}
+# rows: (benchmark, what it measures, our value, the peer's value, ratio) as dotted paths
+# into that benchmark's JSON line; None = not shown.
+HEADLINES = [
+    ("geo", "haversine pairs/s, 1 core (peer: textbook numpy)", "haversine_pairs_per_s", "peer_numpy_naive_pairs_per_s", "ratio_vs_numpy_naive"),
+    ("geo", "reverse-geocode points/s (peer: reverse_geocoder.search)", "reverse_geocode_points_per_s", "peer_reverse_geocoder_search_mode1_points_per_s", "ratio_vs_reverse_geocoder_search"),
+    ("data", "decode+resize 512 px images/s from shards (peer: webdataset)", "osv_geospot_2_threads_images_per_s", "osv_peer_images_per_s", "osv_ratio_vs_peer_wall"),
+    ("data", "synthetic world images/s at 224 px, 1 core", "synthetic_224_images_per_s_1core", None, None),
+    ("eval", "greedy eval images/s (peer: one by one)", "batched_images_per_s", "one_by_one_images_per_s", "ratio"),
+    ("engine", "sample 8x32 tokens, 448 px, small model, s (peer: HF generate)", "results.-1.ours_sample_s", "results.-1.hf_generate_s", "ratio"),
+    ("engine", "one LoRA train step, small model, s (peer: PEFT fwd+bwd)", "results.-1.ours_train_step_s", "results.-1.hf_peft_train_step_s", "train_ratio"),
+    ("grpo_step", "GRPO step rollouts/s (peer: TRL GRPOTrainer)", "ours.rollouts_per_s", "trl.rollouts_per_s", "ratio_rollouts_per_s"),
+    ("grpo_step", "token efficiency (needed / processed)", "ours.token_efficiency", "trl.token_efficiency", None),
+    ("grpo_step", "peak RSS, MB", "ours.peak_rss_mb", "trl.peak_rss_mb", "ratio_peak_rss"),
+]
+
+
+def _get(obj, path: str | None):
+    if path is None:
+        return None
+    for part in path.split("."):
+        if isinstance(obj, list):
+            obj = obj[int(part)] if obj else None
+        elif isinstance(obj, dict):
+            obj = obj.get(part)
+        if obj is None:
+            return None
+    return obj
 
 
 def benchmark_table(results_path: Path = RESULTS) -> str:
@@ -64,25 +80,24 @@ def benchmark_table(results_path: Path = RESULTS) -> str:
     m = doc.get("machine", {})
     lines = [
         f"Measured {doc.get('date', '?')} on {m.get('cpus', '?')} CPU cores ({m.get('platform', '?')}, "
-        f"torch {m.get('torch', '?')}); each row's peer ran in the same process run. Machines are noisy: read the ratios.",
+        f"torch {m.get('torch', '?')}), one torch thread per side, other jobs sharing the machine; each peer ran "
+        "in the same run. Read the ratios, not the absolute numbers.",
         "",
         "| benchmark | what | ours | peer | ratio |",
         "| --- | --- | --- | --- | --- |",
     ]
     results = doc.get("results", {})
-    for key, (what, ours, peer, ratio) in HEADLINES.items():
-        r = results.get(key.strip())
+    for name, what, ours, peer, ratio in HEADLINES:
+        r = results.get(name)
         if r is None:
             continue
         if "error" in r:
-            lines.append(f"| {key.strip()} | {what} | error: {r['error'][:80]} | | |")
+            lines.append(f"| {name} | {what} | error: {str(r['error'])[:80]} | | |")
             continue
-        ours_v = r.get(ours) if ours else r.get("ours", r.get("summary", ""))
-        peer_v = r.get(peer) if peer else r.get("peer", "")
-        ratio_v = r.get(ratio) if ratio else r.get("verdict", "")
-        lines.append(f"| {key.strip()} | {what} | {_fmt(ours_v)} | {_fmt(peer_v)} | {_fmt(ratio_v)} |")
+        cells = [_get(r, p) for p in (ours, peer, ratio)]
+        lines.append(f"| {name} | {what} | " + " | ".join("" if c is None else _fmt(c) for c in cells) + " |")
     lines.append("")
-    lines.append("Full JSON lines: `benchmarks/results.json`.")
+    lines.append("All numbers: `benchmarks/results.json`. RL-vs-SFT and credit-assignment studies: see below.")
     return "\n".join(lines) + "\n"
 
 

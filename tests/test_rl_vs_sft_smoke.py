@@ -51,3 +51,12 @@ def test_benchmark_plumbing_end_to_end(bench, tmp_path, capsys):
     assert "single prompt, greedy" in out.err
     # the warm start is cached: a second run reuses the same folder
     assert (Path(line["warm_start"]["dir"]) / "DONE").exists()
+
+    # --merge joins runs on the same warm start; a clashing arm name gets its run's tag
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(line) + "\n")
+    merged = bench.merge([str(path), str(path)])
+    # (this run had --rl overrides, so its GRPO arm is named by its tag)
+    assert set(merged["summary"]) == {"start", "sft", "grpo_single[defaults]", "sft[defaults]", "grpo_single[defaults]#1"}
+    same = json.dumps(merged["verdicts"]["grpo_single[defaults]"]) == json.dumps(line["verdicts"]["grpo_single"])
+    assert same  # compared as JSON: an untrained toy's median can be NaN

@@ -1,7 +1,6 @@
 """The dashboard in REAL headless Chromium (Debian's `chromium`, never a downloaded browser),
 served by uvicorn on 127.0.0.1 from a run store filled like an RL run (G=8, 3 turns)."""
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -97,9 +96,7 @@ def test_live_map_in_chromium(tmp_path, browser):
         page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
         (REPO / "test-artifacts").mkdir(exist_ok=True)
         shutil.copy(tmp_path / "dashboard.png", REPO / "test-artifacts" / "dashboard.png")
-        # the README's copy is tracked: refresh it only when asked (or when missing)
-        if os.environ.get("GEOSPOT_UPDATE_SCREENSHOTS") or not (REPO / "docs" / "dashboard.png").exists():
-            shutil.copy(tmp_path / "dashboard.png", REPO / "docs" / "dashboard.png")
+        # README's picture (docs/dashboard.png) comes from a real demo run: test_demo_screenshot.py
 
         # play animates through the steps
         page.locator("#play").click()
