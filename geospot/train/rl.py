@@ -123,13 +123,16 @@ def inherited_engine_fields(load_checkpoint_path: str | None) -> dict:
     return {}
 
 
+def reward_kind(cfg: RLConfig) -> str:
+    return cfg.reward if cfg.reward != "auto" else ("kernel" if cfg.env_type == "single" else "geoscore")
+
+
 def make_group_builders(cfg: RLConfig, samples, renderer, tau_km: float):
     from geospot.envs.rewards import GeoScoreReward, KernelReward
     from geospot.envs.single_turn import SingleTurnGroupBuilder
     from geospot.envs.telescoping import TelescopingGroupBuilder
 
-    kind = cfg.reward if cfg.reward != "auto" else ("kernel" if cfg.env_type == "single" else "geoscore")
-    reward = KernelReward(tau_km) if kind == "kernel" else GeoScoreReward()
+    reward = KernelReward(tau_km) if reward_kind(cfg) == "kernel" else GeoScoreReward()
     if cfg.env_type == "single":
         return [SingleTurnGroupBuilder(s, renderer, reward, cfg.prompt, cfg.format_penalty) for s in samples]
     return [TelescopingGroupBuilder(s, renderer, reward, tuple(cfg.turn_prompts), cfg.format_penalty) for s in samples]
@@ -219,8 +222,10 @@ def run(cfg: RLConfig, writer=None) -> dict:
         recent_km.append([float(d) for d in finals if math.isfinite(d)])
         if hasattr(tau, "observe"):
             tau.observe(np.asarray(finals, dtype=float))
+        if reward_kind(cfg) == "kernel":  # tau means nothing to the GeoScore reward: don't chart it
+            metrics["tau_km"] = tau_km
         metrics.update({
-            "tau_km": tau_km, "dropped_groups": float(adv.dropped), "datums": float(len(datums_D)),
+            "dropped_groups": float(adv.dropped), "datums": float(len(datums_D)),
             "sampled_tokens": float(stats.sampled_tokens),
             "tokens_per_s": stats.sampled_tokens / max(stats.sample_s, 1e-9),
             "time_sample_s": stats.sample_s, "time_train_s": train_s, "time_step_s": time.perf_counter() - t_step,
@@ -234,7 +239,7 @@ def run(cfg: RLConfig, writer=None) -> dict:
         writer.log_step(done, metrics)
         if cfg.log_images_every and step % cfg.log_images_every == 0:
             writer.log_images(done, image_records(samples, trajectories_BG, engine.renderer), split="train")
-        progress.update(step, {k: metrics[k] for k in ("reward_mean", "median_km", "tau_km", "format_rate", "dropped_groups", "tokens_per_s")})
+        progress.update(step, {k: metrics[k] for k in ("reward_mean", "median_km", "tau_km", "format_rate", "dropped_groups", "tokens_per_s") if k in metrics})
 
         last = done == cfg.max_steps
         if heldout and (done % cfg.eval_every == 0 or last):
