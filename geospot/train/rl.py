@@ -44,7 +44,7 @@ class RLConfig:
     device: str | None = option(None, "auto|cpu|cuda|cuda:N (None = auto)")
     max_pixels: int | None = option(None, "pixel budget per image (None = the SFT run's, else 448*448)")
     # data
-    data: str = option("synthetic:n=2000,size=112,seed=0", "training data spec (geospot.data.open_stream), e.g. hf:osv5m/osv5m or a local folder")
+    data: str | None = option(None, "training data spec (geospot.data.open_stream), e.g. hf:osv5m/osv5m, a local folder or synthetic:n=2000 (None = the SFT run's data, else hf:sdan/geospot-unified)")
     eval_data: str | None = option(None, "held-out data spec (None = the `val` split of `data`)")
     eval_n: int = option(64, "held-out images per periodic eval")
     # algorithm
@@ -105,8 +105,12 @@ class RLConfig:
         return dataclasses.replace(base, **vals, seed=self.seed)
 
 
+DEFAULT_DATA = "hf:sdan/geospot-unified"
+
+
 def inherited_engine_fields(load_checkpoint_path: str | None) -> dict:
-    """The engine fields of the SFT run a local checkpoint came from (its config.json)."""
+    """The engine fields (and the data spec) of the SFT run a local checkpoint came from
+    (its config.json): RL continues on what the warm start was trained on unless told."""
     if not load_checkpoint_path or "://" in load_checkpoint_path:
         return {}
     from geospot.train.checkpoint import resolve_checkpoint
@@ -119,7 +123,7 @@ def inherited_engine_fields(load_checkpoint_path: str | None) -> dict:
     for folder in (ckpt, ckpt.parent.parent, Path(load_checkpoint_path)):
         rec = read_config(folder) if (folder / "config.json").exists() else None
         if rec:
-            return {k: v for k, v in rec.get("config", {}).items() if k in _ENGINE_KEYS and v is not None}
+            return {k: v for k, v in rec.get("config", {}).items() if k in (*_ENGINE_KEYS, "data") and v is not None}
     return {}
 
 
@@ -144,6 +148,8 @@ def run(cfg: RLConfig, writer=None) -> dict:
 
     # Everything that can fail cheaply fails before the model loads.
     inherited = inherited_engine_fields(cfg.load_checkpoint_path)
+    if cfg.data is None:
+        cfg = dataclasses.replace(cfg, data=inherited.get("data", DEFAULT_DATA))
     log_dir, resuming = prepare_log_dir(cfg.log_path, cfg.behavior_if_log_dir_exists)
     import numpy as np
 

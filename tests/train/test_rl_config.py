@@ -46,7 +46,9 @@ def test_seed_keys_parse_and_engine_fields_inherit(tmp_path):
     (ck / "state.json").write_text('{"step": 3, "engine_path": "engine"}')
     (tmp_path / "sft" / "config.json").write_text('{"kind": "sft", "config": {"model_name": "tiny:qwen2_5_vl:tiny", "lora_rank": 8, "data": "x"}}')
     inh = inherited_engine_fields(str(tmp_path / "sft"))
-    assert inh == {"model_name": "tiny:qwen2_5_vl:tiny", "lora_rank": 8}
+    # ... and its data spec: RL continues on what the warm start learned unless data= is given
+    assert inh == {"model_name": "tiny:qwen2_5_vl:tiny", "lora_rank": 8, "data": "x"}
+    assert cfg.data is None
     ec = cfg.engine_config(inh)
     assert ec.model_name == "tiny:qwen2_5_vl:tiny" and ec.lora_rank == 8 and ec.lora_alpha == 32.0
     ec = dataclasses.replace(cfg, lora_rank=4).engine_config(inh)

@@ -51,12 +51,14 @@ def sft_run(tmp_path_factory):
 def test_seed_command_telescoping_from_sft_checkpoint(sft_run, tmp_path):
     log = tmp_path / "rl"
     proc = subprocess.run(
-        _rl("env_type=telescoping", f"load_checkpoint_path={sft_run}", f"data={DATA}", f"log_path={log}",
+        # no data=: RL continues on the SFT run's data (checked below in config.json)
+        _rl("env_type=telescoping", f"load_checkpoint_path={sft_run}", f"log_path={log}",
             "max_steps=2", "batch_size=2", "group_size=2", "eval_n=2", "eval_every=2", "max_tokens=20"),
         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-3000:]
     cfg = read_config(log)
     assert cfg["kind"] == "rl" and cfg["config"]["env_type"] == "telescoping"
+    assert cfg["config"]["data"] == DATA
     rows = [r for r in read_jsonl(log / "metrics.jsonl") if "reward_mean" in r]
     assert [r["step"] for r in rows] == [1, 2]
     for key in ("reward_mean", "median_km", "acc_25km", "acc_200km", "acc_750km", "format_rate",
