@@ -201,40 +201,7 @@ class Progress:
 
 
 # ---------------------------------------------------------------------------------------
-# Metrics: a RunWriter that appends metrics.jsonl (used when the run store is absent)
-
-
-class JsonlWriter:
-    """Implements `geospot.runs.writer.RunWriter` with one JSON line per `log_step`.
-
-    On resume the lines past the checkpoint step are dropped first (`truncate_after`),
-    so metrics.jsonl reads like one uninterrupted run."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = self.path.open("a")
-
-    def truncate_after(self, step: int) -> None:
-        self._f.close()
-        truncate_jsonl(self.path, step)
-        self._f = self.path.open("a")
-
-    def log_config(self, kind: str, config: dict[str, Any]) -> None:
-        pass  # config.json holds it
-
-    def log_step(self, step: int, metrics: dict[str, float]) -> None:
-        self._f.write(json.dumps({"step": step, **metrics}, default=json_default) + "\n")
-        self._f.flush()
-
-    def log_images(self, step: int, records: list, split: str = "train") -> None:
-        pass
-
-    def set_status(self, status: str) -> None:
-        pass
-
-    def close(self) -> None:
-        self._f.close()
+# metrics.jsonl (written by geospot.runs.loggers.JsonlWriter): reading it, and trimming it on resume
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -23,9 +23,9 @@ from geospot import prompts
 from geospot.config import ConfigError, help_text, option, parse_overrides
 from geospot.engines.config import EngineConfig
 from geospot.engines.types import AdamParams, Datum
+from geospot.geo import format_metrics_table
 from geospot.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from geospot.train.common import (
-    JsonlWriter,
     LogDirBehavior,
     Progress,
     prepare_log_dir,
@@ -263,14 +263,10 @@ def geocoder_for(spec: str) -> Any:
     OSV-5M-style reverse geocoder."""
     from geospot.data import world_from_spec
 
+    from geospot.geo import reverse_geocode
+
     world = world_from_spec(spec)
-    if world is not None:
-        return world.geocoder
-    try:
-        from geospot.geo import reverse_geocode
-    except ImportError:  # label accuracies become NaN; distances are unaffected
-        return None
-    return reverse_geocode
+    return world.geocoder if world is not None else reverse_geocode
 
 
 def run_eval(engine: Any, samples: list[Any], geocoder: Any, cfg: SFTConfig, writer: Any, step: int) -> dict[str, float]:
@@ -284,24 +280,13 @@ def run_eval(engine: Any, samples: list[Any], geocoder: Any, cfg: SFTConfig, wri
     return dict(result.metrics)
 
 
-def format_table(rows: dict[str, dict]) -> str:
-    try:
-        from geospot.geo import format_metrics_table
-    except ImportError:
-        format_metrics_table = None
-    if format_metrics_table is not None:
-        return format_metrics_table(rows)
-    return "\n".join(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items() if isinstance(v, (int, float))) for name, m in rows.items())
-
 
 def make_writer(log_dir: Path, cfg: SFTConfig, start_step: int) -> Any:
     """The run store + metrics.jsonl (+ wandb) through one RunWriter. A resumed run first
     drops the metrics lines past its checkpoint, so the file reads like one run."""
+    from geospot.runs.loggers import open_run_writer
+
     truncate_jsonl(log_dir / "metrics.jsonl", start_step)
-    try:
-        from geospot.runs.loggers import open_run_writer
-    except ImportError:  # the runs package is optional for a bare loop
-        return JsonlWriter(log_dir / "metrics.jsonl")
     return open_run_writer(log_dir, console=False, wandb_project=cfg.wandb_project, wandb_name=cfg.wandb_name)
 
 
@@ -359,7 +344,7 @@ def train(cfg: SFTConfig, *, stderr: Any = None) -> SFTResult:
             return
         metrics = run_eval(engine, held_out, geocoder, cfg, writer, step)
         eval_history[step] = metrics
-        progress.note(format_table({f"step {s}": m for s, m in sorted(eval_history.items())}))
+        progress.note(format_metrics_table({f"step {s}": m for s, m in sorted(eval_history.items())}))
 
     try:
         if start_step == 0 and cfg.eval_at_start:

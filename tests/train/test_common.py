@@ -7,7 +7,6 @@ import torch
 
 from geospot.config import ConfigError
 from geospot.train.common import (
-    JsonlWriter,
     Progress,
     format_duration,
     prepare_log_dir,
@@ -16,6 +15,7 @@ from geospot.train.common import (
     rng_state,
     seed_everything,
     set_rng_state,
+    truncate_jsonl,
     write_config,
 )
 
@@ -89,14 +89,16 @@ def test_progress_line_and_eta():
 
 
 def test_jsonl_writer_truncates_on_resume(tmp_path):
-    w = JsonlWriter(tmp_path / "metrics.jsonl")
+    from geospot.runs.loggers import JsonlWriter
+
+    w = JsonlWriter(tmp_path)
     for s in range(5):
         w.log_step(s, {"loss": float(s)})
     w.close()
     with open(tmp_path / "metrics.jsonl", "a") as f:
         f.write('{"step": 5, "lo')  # torn line from a SIGKILL
-    w = JsonlWriter(tmp_path / "metrics.jsonl")
-    w.truncate_after(2)
+    truncate_jsonl(tmp_path / "metrics.jsonl", 2)
+    w = JsonlWriter(tmp_path)
     w.log_step(3, {"loss": 9.0})
     w.close()
     assert [(r["step"], r["loss"]) for r in read_jsonl(tmp_path / "metrics.jsonl")] == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 9.0)]
