@@ -1,10 +1,11 @@
 """Data throughput: decode + resize (longest side 512) from local WebDataset shards with the
-geospot stream (2 worker threads, JPEG draft decoding) vs the `webdataset` package's plain
-pipeline (`WebDataset(urls).decode("pil")` + resize, one process) and a plain single-thread
-PIL loop, measured in the same run; plus synthetic-world images/s on one core.
+geospot stream (2 worker threads; colour JPEGs decoded by libjpeg-turbo via simplejpeg, with
+DCT scaling for >= 2x shrinks, and resized by torch's antialiased uint8 bilinear kernel) vs the
+`webdataset` package's plain pipeline (`WebDataset(urls).decode("pil")` + resize, one process)
+and a plain single-thread PIL loop, measured in the same run; plus synthetic-world images/s on one core.
 
 The shards hold real street-view photos (the OSV-5M samples in /work/shared/data; synthetic
-images when absent), once as OSV-5M ships them (~682x512, "osv_*") and once upscaled to
+images when absent), once as OSV-5M ships them (682-910 x 512, "osv_*") and once upscaled to
 1536 px on the long side like phone/Mapillary originals ("big1536_*"). The 2 cores of the
 dev machine are shared, so `load_avg_1m` is reported with the numbers.
 Prints ONE JSON line.  Usage: python benchmarks/data.py [--n 300]"""

@@ -2,10 +2,19 @@
 
 Everything here either returns a usable value (possibly *fixed*, e.g. CMYK -> RGB, the fix
 is appended to `fixes`) or raises `BadSample(reason)`; the stream counts both by reason.
-Runs in worker threads (PIL releases the GIL while decoding)."""
+Runs in worker threads (PIL, simplejpeg and torch all release the GIL while they work).
+
+Speed: a 910x512 street photo costs ~2 ms to decode and ~4 ms to resize with PIL's bilinear
+filter on the dev machine, so the resize, not the decode, is the bottleneck. Colour JPEGs that
+need shrinking therefore take a fast path: libjpeg-turbo through `simplejpeg` (fast IDCT and
+chroma upsampling, which the shrink hides, plus DCT-domain scaling for images at least twice the
+target) and torch's antialiased uint8 bilinear resize, which matches PIL's filter to 1 grey level
+at ~1/3 of its cost. Anything else, and any input the fast path rejects, goes through PIL, which
+also names the reason a sample is skipped."""
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from dataclasses import dataclass
@@ -66,9 +75,9 @@ def _open(data: bytes | Image.Image, cfg: PrepConfig) -> Image.Image:
     if w * h > cfg.max_pixels:  # checked on the header, before any pixel is decoded
         raise BadSample("decompression_bomb", f"{w}x{h}")
     if cfg.max_side and im.format == "JPEG" and im.mode in ("RGB", "L"):
-        # JPEG DCT scaling: decode at 1/2, 1/4, 1/8 while the longest side stays >= max_side
-        # (draft keeps a scale only if BOTH sides stay >= the requested box).
-        scale = cfg.max_side / max(w, h)
+        # JPEG DCT scaling: decode at 1/2, 1/4, 1/8 while the side that ends up max_side stays
+        # >= max_side (draft keeps a scale only if BOTH sides stay >= the requested box).
+        scale = cfg.max_side / (min(w, h) if cfg.square else max(w, h))
         im.draft(im.mode, (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))))
     try:
         im.load()
@@ -121,10 +130,113 @@ def to_rgb(im: Image.Image, fixes: list[str]) -> Image.Image:
         raise BadSample("unsupported_mode", mode) from e
 
 
+# EXIF orientation -> the PIL transpose that puts the picture upright (as ImageOps.exif_transpose).
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+
+
+@functools.cache
+def _fast_libs():
+    """(simplejpeg, torch) or None when either is missing: then everything goes through PIL."""
+    try:
+        import simplejpeg
+        import torch
+    except ImportError:
+        return None
+    return simplejpeg, torch
+
+
+def one_torch_thread() -> None:
+    """Thread-pool initializer: each data worker resizes on one torch thread (torch's thread count
+    is per OS thread here), so two workers on two cores do not each fan out into the cores the
+    other and the training step are using."""
+    libs = _fast_libs()
+    if libs is not None:
+        libs[1].set_num_threads(1)
+
+
+def _fast_target(w: int, h: int, cfg: PrepConfig) -> tuple[int, int] | None:
+    """Output (width, height) when the fast path applies (the image must shrink), else None.
+    Square crops keep the centre min(w, h) square before the shrink."""
+    if cfg.square:
+        w = h = min(w, h)
+    if not cfg.max_side or max(w, h) <= cfg.max_side:
+        return None
+    scale = cfg.max_side / max(w, h)
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def _fast_jpeg(data: bytes, header: Image.Image, cfg: PrepConfig, fixes: list[str]) -> Image.Image | None:
+    """The fast path for colour JPEGs that must shrink; None means 'use PIL' (not a JPEG we
+    handle, libraries missing, or libjpeg-turbo refused the data -- PIL then decides the reason)."""
+    libs = _fast_libs()
+    w, h = header.size
+    target = _fast_target(w, h, cfg)
+    if libs is None or target is None or header.format != "JPEG" or header.mode != "RGB" or min(w, h) < cfg.min_side:
+        return None
+    simplejpeg, torch = libs
+    # Let libjpeg-turbo scale in the DCT domain only by >= 2x (its M/8 scalings between 1/2 and 1
+    # decode slower than full size), keeping the side that becomes max_side >= max_side: the
+    # longer side, or the shorter one when the square crop follows.
+    minimum = {}
+    if (min(w, h) if cfg.square else max(w, h)) >= 2 * cfg.max_side:
+        minimum = {"min_width": cfg.max_side} if (w >= h) != cfg.square else {"min_height": cfg.max_side}
+    try:
+        a = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True, **minimum)
+    except (ValueError, RuntimeError):  # corrupt, truncated, unsupported: PIL names the reason
+        return None
+    dh, dw = a.shape[:2]
+    if cfg.square:
+        s = min(dw, dh)
+        top, left = (dh - s) // 2, (dw - s) // 2
+        a = a[top:top + s, left:left + s]
+    tw, th = target
+    im = Image.fromarray(_resize_uint8(torch, a, th, tw), "RGB")
+    try:
+        orientation = header.getexif().get(0x0112, 1)
+    except Exception:  # a malformed EXIF block must not cost the sample
+        fixes.append("bad_exif")
+        orientation = 1
+    if orientation in _UPRIGHT:  # after the shrink: fewer pixels to move
+        im = im.transpose(_UPRIGHT[orientation])
+        fixes.append("exif_orientation")
+    return im
+
+
+def _resize_uint8(torch, a: np.ndarray, h: int, w: int) -> np.ndarray:
+    """HWC uint8 -> (h, w, 3) uint8 with torch's antialiased bilinear filter (PIL's BILINEAR).
+    The kernel is fastest on channels-last uint8, and writing straight into an HWC buffer saves
+    the NCHW -> HWC copy that F.interpolate's contiguous output would need (~1 ms a photo here,
+    as much as the resize itself)."""
+    x = torch.from_numpy(a).permute(2, 0, 1).unsqueeze(0)  # a view with channels-last strides
+    out = torch.empty((1, h, w, 3), dtype=torch.uint8)
+    try:
+        torch.ops.aten._upsample_bilinear2d_aa.out(x, [h, w], False, None, None, out=out.permute(0, 3, 1, 2))
+    except (AttributeError, RuntimeError, TypeError):  # a torch without this overload: public API
+        y = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+        return np.ascontiguousarray(y[0].permute(1, 2, 0).numpy())
+    return out[0].numpy()
+
+
+def _header(data: bytes) -> Image.Image | None:
+    """The lazily opened image (header only), or None when PIL cannot even read that."""
+    try:
+        return Image.open(io.BytesIO(data))
+    except Exception:  # _open raises the proper BadSample for the same bytes
+        return None
+
+
 def prepare_image(data: bytes | Image.Image, cfg: PrepConfig, fixes: list[str] | None = None) -> Image.Image:
     """Decode (with the bomb check), apply EXIF orientation, make RGB, cap the longest side,
     optionally centre-crop to a square."""
     fixes = fixes if fixes is not None else []
+    if isinstance(data, (bytes, bytearray)) and data:
+        header = _header(data)
+        if header is not None and header.size[0] * header.size[1] <= cfg.max_pixels:
+            fast = _fast_jpeg(bytes(data), header, cfg, fixes)
+            if fast is not None:
+                return fast
     im = _open(data, cfg)
     try:
         if im.getexif().get(0x0112, 1) not in (1, 0):  # Orientation tag: the camera was turned

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from geospot.config import ConfigError, option
-from geospot.data.prep import BadSample, PrepConfig, check_coords, prepare_image
+from geospot.data.prep import BadSample, PrepConfig, check_coords, one_torch_thread, prepare_image
 from geospot.data.sources import Record, Skip, Source
 from geospot.data.spec import SpecError, build_source, parse_spec
 from geospot.data.types import Sample
@@ -125,7 +125,8 @@ class SampleStream:
         self.sources: list[Source] = [build_source(p) for p in self.parts]
         self.prep = PrepConfig(max_side=self.cfg.max_side, square=self.cfg.square,
                                max_pixels=self.cfg.max_pixels, min_side=self.cfg.min_side)
-        self._pool = ThreadPoolExecutor(self.cfg.workers, thread_name_prefix="geospot-data") if self.cfg.workers else None
+        self._pool = ThreadPoolExecutor(self.cfg.workers, thread_name_prefix="geospot-data",
+                                        initializer=one_torch_thread) if self.cfg.workers else None
         self.skipped: dict[str, int] = {}
         self.fixed: dict[str, int] = {}
         self._logged: set[str] = set()
