@@ -5,8 +5,12 @@ repeats the KV cache; the peer is HF `generate(num_return_sequences=8)`, which e
 inputs and runs the vision tower and the prefill 8 times.
 Training: one LoRA step on those 8 sequences (importance-sampling loss) vs the peer's plain
 PEFT forward(labels) + backward + AdamW step on the same padded batch.
+Telescoping: 3 sampling turns (8 rollouts, then each rollout's continuation) with the KV cache
+kept across sample() calls vs rebuilt every turn (engine.kv_reuse off; the peer), same run:
+prefill tokens processed and wall time for the 3 turns.
 
 Prints ONE JSON line. Usage: python benchmarks/engine.py [--family qwen2_5_vl] [--sizes tiny,small] [--repeats 3]
+[--only-telescoping]
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ def _best(fn, repeats: int) -> float:
 def bench(family: str, size: str, repeats: int) -> dict:
     torch.manual_seed(0)
     engine = LocalEngine(EngineConfig(model_name=f"tiny:{family}:{size}", lora_rank=8, max_pixels=PX * PX))
+    engine.kv_reuse = False  # repeats of one prompt would reuse its KV: not the peer's job (telescoping() turns it on)
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 255, (PX, PX, 3), dtype=np.uint8))
     prompt = engine.renderer.generation_prompt([prompts.user_message(image, prompts.SINGLE_TURN_PROMPT)])
@@ -96,6 +101,7 @@ def bench(family: str, size: str, repeats: int) -> dict:
         opt.zero_grad(set_to_none=True)
 
     hf_train_s = _best(hf_train, repeats)
+    tele = telescoping(engine, engine.renderer.generation_prompt([prompts.user_message(image, prompts.TELESCOPING_PROMPTS[0])]), repeats)
     n_params = sum(p.numel() for p in engine.model.parameters())
     return {
         "size": size, "params": n_params, "prompt_tokens": prompt.length,
@@ -107,7 +113,52 @@ def bench(family: str, size: str, repeats: int) -> dict:
         "ours_train_token_efficiency": round(train_eff, 4),
         # the peers run the prompt once per sample: needed (P + G*32) over processed G*(P + 32)
         "hf_token_efficiency": round((prompt.length + G * MAX_TOKENS) / (G * (prompt.length + MAX_TOKENS)), 4),
+        **tele,
     }
+
+
+def telescoping(engine: LocalEngine, prompt, repeats: int, turns: int = 3) -> dict:
+    """3 telescoping sampling turns: G rollouts of the image prompt, then every rollout's
+    continuation (its sampled tokens + the next user turn). Reuse ON keeps each turn's KV for the
+    next; OFF prefills each turn's prompts again (image + first turn once per group, then each
+    rollout's own part). Same seeds -> same tokens; prefill tokens processed and wall time."""
+    never_stop = SampleParams(max_tokens=MAX_TOKENS, seed=0, stop=(-1,))
+
+    def run() -> None:
+        engine.kv_store.clear()
+        current = [prompt]
+        out = engine.sample(current, G, never_stop)
+        seqs, current = out[0], [prompt] * G
+        for turn in range(1, turns):
+            user = [prompts.user_message(None, prompts.TELESCOPING_PROMPTS[turn].format(prev="(10.0, 20.0)"))]
+            current = [engine.renderer.continuation(p, s.tokens, user) for p, s in zip(current, seqs)]
+            seqs = [g[0] for g in engine.sample(current, 1, never_stop)]
+
+    result, times = {}, {"off": [], "on": []}
+    for name, on in (("off", False), ("on", True)):
+        engine.kv_reuse = on
+        before = engine.tokens.by_kind.get("prefill", [0, 0])[1]
+        run()
+        result[f"telescoping_prefill_processed_{name}"] = engine.tokens.by_kind["prefill"][1] - before
+    for _ in range(repeats):  # alternate on/off, min of each: a shared CPU's load drifts
+        for name, on in (("off", False), ("on", True)):
+            engine.kv_reuse = on
+            t0 = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t0)
+    for name in times:
+        result[f"telescoping_3turn_s_{name}"] = round(min(times[name]), 4)
+    engine.kv_reuse = True
+    result["telescoping_speedup_kv_reuse"] = round(result["telescoping_3turn_s_off"] / result["telescoping_3turn_s_on"], 3)
+    return result
+
+
+def telescoping_only(family: str, size: str, repeats: int) -> dict:
+    engine = LocalEngine(EngineConfig(model_name=f"tiny:{family}:{size}", lora_rank=8, max_pixels=PX * PX))
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (PX, PX, 3), dtype=np.uint8))
+    prompt = engine.renderer.generation_prompt([prompts.user_message(image, prompts.TELESCOPING_PROMPTS[0])])
+    return {"size": size, "prompt_tokens": prompt.length, **telescoping(engine, prompt, repeats)}
 
 
 def main() -> None:
@@ -115,8 +166,17 @@ def main() -> None:
     ap.add_argument("--family", default="qwen2_5_vl")
     ap.add_argument("--sizes", default="tiny,small")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--only-telescoping", action="store_true", help="just the 3-turn KV-reuse measurement")
     args = ap.parse_args()
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    if args.only_telescoping:
+        rows = [telescoping_only(args.family, s, args.repeats) for s in args.sizes.split(",")]
+        print(json.dumps({"benchmark": "engine_telescoping", "family": args.family, "samples": G, "max_tokens": MAX_TOKENS,
+                          "image_px": PX, "turns": 3, "peer": "the same engine with kv_reuse off",
+                          "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
+                          "threads": torch.get_num_threads(), "results": rows,
+                          "ratio": rows[-1]["telescoping_speedup_kv_reuse"]}))
+        return
     rows = [bench(args.family, s, args.repeats) for s in args.sizes.split(",")]
     print(json.dumps({
         "benchmark": "engine", "family": args.family, "samples": G, "max_tokens": MAX_TOKENS, "image_px": PX,

@@ -2,7 +2,8 @@
 
 `make_engine(cfg)` picks by `cfg.engine`: 'local' (torch + transformers + PEFT) or 'tinker'
 (the Tinker service). Both are imported lazily so importing geospot.engines stays cheap
-and the tinker SDK is only needed when used."""
+and the tinker SDK is only needed when used. `cfg.sampler='vllm'` wraps the local engine so
+vLLM samples (geospot/engines/vllm_sampler.py; GPU only)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,15 @@ ENGINES = {
 def make_engine(cfg: EngineConfig):
     if cfg.engine not in ENGINES:
         raise ValueError(f"unknown engine {cfg.engine!r}; choose one of {', '.join(ENGINES)}")
+    if cfg.sampler == "vllm":
+        cfg.validate()  # fail before loading anything: engine=local, LoRA, CUDA, vllm installed
     module, name = ENGINES[cfg.engine].split(":")
-    return getattr(importlib.import_module(module), name)(cfg)
+    engine = getattr(importlib.import_module(module), name)(cfg)
+    if cfg.sampler == "vllm":
+        from geospot.engines.vllm_sampler import VLLMSamplingEngine
+
+        engine = VLLMSamplingEngine.from_local(engine)
+    return engine
 
 
 __all__ = ["make_engine", "EngineConfig", "ENGINES"]

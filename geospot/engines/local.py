@@ -15,8 +15,9 @@ in the model is ever consulted.
 Encode each image once per group (issue 7). Sampling prefills each prompt (image + text)
 ONCE, repeats the KV cache for the `num_samples` continuations and decodes all prompts'
 samples together, dropping rows as they stop; prompts that share a prefix (a telescoping
-group's later turns) prefill it once. Training packs the datums that share a prefix into
-one row per group, [prefix | completion_1 .. completion_G] with a block mask (prefix.py), so
+group's later turns) prefill it once, and a prompt that extends a sequence an earlier call
+sampled (a telescoping turn) prefills only its new tokens on top of that call's KV
+(kv_store.py). Training packs the datums that share a prefix into one row per group, [prefix | completion_1 .. completion_G] with a block mask (prefix.py), so
 the prefix runs once with gradients; a frozen vision tower encodes each image once for all
 of it (vision_cache.py). The engine counts the tokens that computation needed versus processed (`token_stats()`).
 """
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 
 from geospot.engines.config import EngineConfig
+from geospot.engines.kv_store import KVStore, concat_segments, left_padded, match_key, take_segments
 from geospot.engines.losses import REQUIRED_INPUTS, compute_loss
 from geospot.engines.prefix import group_datums, iter_shared_prefix_logprobs, supports_packing
 from geospot.engines.rendering import Renderer
@@ -50,6 +52,7 @@ from geospot.engines.types import (
     TextChunk,
 )
 from geospot.engines.vision_cache import install_image_feature_cache
+from geospot.models.compat import CACHE_ARG, output_cache
 from geospot.models.load import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
@@ -165,6 +168,12 @@ class LocalEngine:
         self.sample_calls = 0
         self.tokens = TokenCounter()
         self.shared_prefix = True  # compute a group's common prefix once in forward/forward_backward
+        # finished sequences' KV kept across sample() calls: a later telescoping turn prefills only
+        # what its prompt adds (kv_store.py); emptied whenever the weights change
+        self.kv_store = KVStore(cfg.kv_reuse_tokens)  # the budget's arithmetic: EngineConfig.kv_reuse_tokens
+        self.kv_reuse = cfg.kv_reuse_tokens > 0  # a switch, like shared_prefix (tests, A/B timings)
+        if any(t != "full_attention" for t in getattr(config.get_text_config(), "layer_types", None) or []):
+            self.kv_reuse = False  # sliding-window layers keep only the window: a stored row would be cut
 
     def _make_trainable(self, model: torch.nn.Module) -> torch.nn.Module:
         for p in model.parameters():
@@ -271,7 +280,12 @@ class LocalEngine:
         gen = torch.Generator(device=self.device).manual_seed(int(seed))
         B, G = len(prompts), num_samples
 
-        logits, cache, attn, next_pos = self._prefill(prompts)
+        reuse = self.kv_reuse and self.kv_store.max_tokens > 0
+        if reuse:
+            self.kv_store.sync_weights(self._weights_version())  # stale KV would give wrong logprobs
+            logits, cache, attn, next_pos, keys, prompt_kv = self._prefill_reusing(prompts)
+        else:
+            logits, cache, attn, next_pos = self._prefill(prompts)
         # the G samples of a prompt share its prefix: repeat the cache instead of recomputing it
         if G > 1:
             cache.batch_repeat_interleave(G)
@@ -284,6 +298,7 @@ class LocalEngine:
         logprobs: list[list[float]] = [[] for _ in range(N)]
         reason = ["length"] * N
         rows = list(range(N))  # which sequence each live batch row is; finished rows are dropped
+        tails: list = [None] * N  # per sequence, the KV of its fed sampled tokens (kept for reuse)
         for t in range(params.max_tokens):
             logp = torch.log_softmax(logits, dim=-1)  # temperature 1: what the trainer computes
             tok = self._pick(logits, params, gen)
@@ -298,7 +313,11 @@ class LocalEngine:
                 else:
                     keep.append(k)
             self.tokens.add("decode", needed=len(rows), processed=len(rows))
-            if not keep or t == params.max_tokens - 1:
+            last = not keep or t == params.max_tokens - 1
+            if reuse and t > 0:  # a finished row's last t cache columns are its fed sampled tokens
+                for k in (range(len(rows)) if last else sorted(set(range(len(rows))) - set(keep))):
+                    tails[rows[k]] = tuple((lay.keys[k, :, -t:].clone(), lay.values[k, :, -t:].clone()) for lay in cache.layers)
+            if last:
                 break
             if len(keep) < len(rows):  # drop finished rows from the batch and the KV cache
                 idx = torch.tensor(keep, device=self.device)
@@ -308,9 +327,14 @@ class LocalEngine:
             n = len(rows)
             attn = torch.cat([attn, torch.ones(n, 1, dtype=attn.dtype, device=attn.device)], dim=1)
             pos = (next_pos + t).view(1, n, 1).expand(3, n, 1)
-            out = self.model(input_ids=tok[:, None], attention_mask=attn, position_ids=pos, cache=cache, use_cache=True)
-            cache = out.cache
+            out = self.model(input_ids=tok[:, None], attention_mask=attn, position_ids=pos, **{CACHE_ARG: cache}, use_cache=True)
+            cache = output_cache(out)
             logits = out.logits[:, -1].float()
+        if reuse:  # prompt + all sampled tokens but the last (never fed): what the cache now holds
+            for r in range(N):
+                b = r // G
+                key = np.concatenate([keys[b], np.asarray(tokens[r][:-1], np.int64)])
+                self.kv_store.add(key, prompt_kv[b] + ([tails[r]] if tails[r] is not None else []))
         seqs = [SampledSequence(tuple(tokens[r]), tuple(logprobs[r]), reason[r]) for r in range(N)]
         return [seqs[b * G : (b + 1) * G] for b in range(B)]
 
@@ -327,7 +351,7 @@ class LocalEngine:
             out = self.model(**batch.model_kwargs(), use_cache=True, logits_to_keep=1)
             T = batch.input_ids.shape[1]
             self.tokens.add("prefill", needed=sum(batch.lengths), processed=len(prompts) * T)
-            return out.logits[:, -1].float(), out.cache, batch.attention_mask, torch.tensor(batch.next_positions, device=self.device)
+            return out.logits[:, -1].float(), output_cache(out), batch.attention_mask, torch.tensor(batch.next_positions, device=self.device)
         # every prompt gets a prefix: its cluster's, or all but its last token when it shares none
         prefix_len, row = [0] * len(prompts), [0] * len(prompts)
         for c, (idx, P) in enumerate(clusters):
@@ -340,7 +364,7 @@ class LocalEngine:
                 return self._prefill_plain(prompts)
         first = self._batch(heads, left_pad=True)
         out = self.model(**first.model_kwargs(), use_cache=True, logits_to_keep=1)
-        cache = out.cache
+        cache = output_cache(out)
         cache.batch_select_indices(torch.tensor(row, device=self.device))  # gathers (and repeats) rows
         attn1 = first.attention_mask[row]
         suffix_tok, suffix_pos, nexts = [], [], []
@@ -358,10 +382,85 @@ class LocalEngine:
         dev = self.device
         attn = torch.cat([attn1, torch.from_numpy(mask).to(dev)], dim=1)
         out2 = self.model(input_ids=torch.from_numpy(ids).to(dev), attention_mask=attn, position_ids=torch.from_numpy(pos_ids).to(dev),
-                          cache=cache, use_cache=True, logits_to_keep=1)
+                          **{CACHE_ARG: cache}, use_cache=True, logits_to_keep=1)
         self.tokens.add("prefill", needed=sum(first.lengths) + sum(len(t) for t in suffix_tok),
                         processed=first.input_ids.numel() + B * S)
-        return out2.logits[:, -1].float(), out2.cache, attn, torch.tensor(nexts, device=dev)
+        return out2.logits[:, -1].float(), output_cache(out2), attn, torch.tensor(nexts, device=dev)
+
+    # KV reuse across sample() calls (issue 7). A telescoping turn-2 prompt is turn 1's prompt +
+    # that rollout's sampled tokens + a new user turn; the turn-1 call already computed the KV of
+    # all but the new part. Each prompt takes the longest stored sequence it extends
+    # (kv_store.py); those rows are assembled left-padded into one cache and only their suffixes
+    # are prefilled on top (explicit positions, as in stage 2 above); the other prompts take the
+    # usual path and the two caches are merged into one batch.
+
+    def _weights_version(self) -> tuple:
+        """Bumped by every in-place change of a trainable tensor (optimizer step, load_state)."""
+        return tuple(p._version for _, p in self.trainable)
+
+    def _prefill_reusing(self, prompts: Sequence[ModelInput]):
+        """_prefill's results + per prompt its match key and its KV as store segments."""
+        fingerprints: dict = {}
+        keys = [match_key(mi, fingerprints) for mi in prompts]
+        entries = [self.kv_store.match(k, MIN_SHARED_PREFIX) for k in keys]
+        matches = [(e, len(e.key) if e is not None else 0) for e in entries]
+        hit = [i for i, e in enumerate(entries) if e is not None]
+        miss = [i for i, e in enumerate(entries) if e is None]
+        parts, prompt_kv = [], [None] * len(prompts)
+        if miss:
+            logits, cache, attn, nxt = self._prefill([prompts[i] for i in miss])
+            for j, i in enumerate(miss):  # the prompt's valid cache columns (padding holes dropped)
+                m = attn[j].bool()
+                prompt_kv[i] = [tuple((lay.keys[j][:, m], lay.values[j][:, m]) for lay in cache.layers)]
+            parts.append((miss, logits, cache, attn, nxt))
+        if hit:
+            logits, cache, attn, nxt, suffix_kv = self._prefill_on_stored([prompts[i] for i in hit], [matches[i] for i in hit])
+            for j, i in enumerate(hit):
+                entry, m = matches[i]
+                prompt_kv[i] = take_segments(entry.segments, m) + [suffix_kv[j]]
+                self.kv_store.hits += 1
+                self.kv_store.reused_tokens += m
+            parts.append((hit, logits, cache, attn, nxt))
+        logits, cache, attn, nxt = _merge_prefills(parts) if len(parts) > 1 else parts[0][1:]
+        return logits, cache, attn, nxt, keys, prompt_kv
+
+    def _prefill_on_stored(self, prompts: Sequence[ModelInput], matches: list):
+        """Prefill each prompt's suffix after its stored prefix of m tokens -> _prefill's results +
+        per prompt the KV segment of its suffix. Needs (and counts) only the suffix tokens."""
+        from transformers import DynamicCache
+
+        rows = [concat_segments(entry.segments, m) for entry, m in matches]
+        W = max(m for _, m in matches)
+        layers, attn1 = left_padded(rows, W)
+        cache = DynamicCache(ddp_cache_data=layers)
+        suffix_tok, suffix_pos, nexts, images = [], [], [], []
+        for (_, m), mi in zip(matches, prompts):
+            pos, nxt = mrope_positions(mi, self.spatial_merge)
+            suffix_tok.append(self.renderer.tokens_of(mi)[m:])
+            suffix_pos.append(pos[:, m:])
+            nexts.append(nxt)
+            k = 0
+            for c in mi.chunks:  # an image in the new part (e.g. a second photo in turn 2)
+                if isinstance(c, ImageChunk) and k >= m:
+                    images.append(c.image)
+                k += c.length
+        B, S = len(prompts), max(len(t) for t in suffix_tok)
+        ids = np.full((B, S), self.pad_id, np.int64)
+        mask = np.zeros((B, S), np.int64)
+        pos_ids = np.zeros((3, B, S), np.int64)
+        for b, (t, p) in enumerate(zip(suffix_tok, suffix_pos)):
+            ids[b, S - len(t):], mask[b, S - len(t):], pos_ids[:, b, S - len(t):] = t, 1, p
+        dev = self.device
+        attn = torch.cat([attn1, torch.from_numpy(mask).to(dev)], dim=1)
+        kw = dict(input_ids=torch.from_numpy(ids).to(dev), attention_mask=attn, position_ids=torch.from_numpy(pos_ids).to(dev))
+        if images:
+            pixel_values, grid = self.image_processor(images)
+            kw.update(pixel_values=pixel_values.to(dev, self.dtype), image_grid_thw=grid.to(dev))
+        out = self.model(**kw, **{CACHE_ARG: cache}, use_cache=True, logits_to_keep=1)
+        self.tokens.add("prefill", needed=sum(len(t) for t in suffix_tok), processed=B * S)
+        suffix_kv = [tuple((lay.keys[b, :, -len(t):].clone(), lay.values[b, :, -len(t):].clone()) for lay in output_cache(out).layers)
+                     for b, t in enumerate(suffix_tok)]
+        return out.logits[:, -1].float(), output_cache(out), attn, torch.tensor(nexts, device=dev), suffix_kv
 
     def _prefill_plain(self, prompts: Sequence[ModelInput]):
         saved, self.shared_prefix = self.shared_prefix, False
@@ -527,6 +626,7 @@ class LocalEngine:
             raise FloatingPointError(f"gradient norm is {grad_norm} at step {self.step}; lower the learning rate or check the datums")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.kv_store.clear()  # KV computed by the old weights is stale
         self.step += 1
         return {"grad_norm": grad_norm, "learning_rate": adam.learning_rate, "step": float(self.step)}
 
@@ -576,6 +676,7 @@ class LocalEngine:
         with torch.no_grad():
             for n, p in self.trainable:
                 p.copy_(weights[n].to(p.device, p.dtype))
+        self.kv_store.clear()  # KV computed by the old weights is stale
         state = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
         self.step = int(state["step"])
         self.sample_calls = int(state["sample_calls"])
@@ -656,6 +757,20 @@ def _head_chunks(model_input: ModelInput, n: int) -> list:
         out.append(c)
         k += c.length
     return out
+
+
+def _merge_prefills(parts: list):
+    """One batch from several prefills [(prompt indices, logits, cache, attention, next positions)]:
+    caches left-padded to the widest (masked holes), rows back in prompt order."""
+    from transformers import DynamicCache
+
+    W = max(p[3].shape[1] for p in parts)
+    pad = lambda x: torch.nn.functional.pad(x, (0, 0, W - x.shape[2], 0))
+    order = torch.from_numpy(np.argsort(np.concatenate([p[0] for p in parts]), kind="stable")).to(parts[0][1].device)
+    layers = [(torch.cat([pad(p[2].layers[i].keys) for p in parts])[order], torch.cat([pad(p[2].layers[i].values) for p in parts])[order])
+              for i in range(len(parts[0][2].layers))]
+    attn = torch.cat([torch.nn.functional.pad(p[3], (W - p[3].shape[1], 0)) for p in parts])[order]
+    return (torch.cat([p[1] for p in parts])[order], DynamicCache(ddp_cache_data=layers), attn, torch.cat([p[4] for p in parts])[order])
 
 
 def _atomic_replace(tmp: Path, final: Path) -> None:

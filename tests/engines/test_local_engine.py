@@ -320,6 +320,7 @@ def test_later_turn_sampling_shares_the_group_prefix(family):
     """Turn 2 of a telescoping group: G continuations share image + turn 1 prompt; the sampler
     prefills that prefix once and the logprobs still equal the trainer's."""
     e = _engine(family)
+    e.kv_reuse = False  # the in-call shared prefix; KV kept across calls is tests/engines/test_kv_reuse.py
     r = e.renderer
     p0, p1 = _prompt(e, 0), _prompt(e, 1)
     first = e.sample([p0, p1], 3, SampleParams(max_tokens=5, seed=1))

@@ -202,6 +202,7 @@ def test_image_feature_cache_encodes_each_image_once_and_changes_nothing(family)
     from geospot.engines.vision_cache import install_image_feature_cache
 
     e = _engine(family)
+    e.kv_reuse = False  # a later turn must prefill its image again here (KV kept across calls skips the tower)
     r = e.renderer
     p0, p1 = _prompt(e, 0), _prompt(e, 1, text="Where?")  # same size, different pixels: keys must differ
     out = e.sample([p0, p1], 2, SampleParams(max_tokens=4, seed=1))
