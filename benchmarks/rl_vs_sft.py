@@ -17,7 +17,9 @@ so seed-to-seed spread is the noise of the continuation itself.
 The budget is the arm's OWN time (process CPU seconds by default, `--clock wall` for wall
 time): the 2 cores are shared with other jobs, so wall time would charge an arm for its
 neighbours. With one torch thread (set here) CPU time is the wall time an idle core would
-take. Eval time is not charged.
+take. Eval time is not charged. Every arm is the real training loop (geospot.train.sft.train,
+geospot.train.rl.run with `--rl` overrides) stopped by its `max_seconds` on that clock, in a
+throw-away run folder; its final checkpoint is what gets scored.
 
 Verdict: GRPO "beats" SFT on a metric when its worst seed is better than SFT's best seed
 (the seed ranges do not overlap) — "by more than the seeds' spread".
@@ -41,6 +43,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -75,14 +78,17 @@ def warm_start_config(args):
     return SFTConfig(**warm_start_recipe(args), log_path="", behavior_if_log_dir_exists="delete")
 
 
+def cache_dir(args) -> Path:
+    return Path(args.cache or os.environ.get("GEOSPOT_CACHE", Path.home() / ".cache" / "geospot")) / "bench-rl-vs-sft"
+
+
 def warm_start(args) -> Path:
     from geospot.train.checkpoint import latest_checkpoint
     from geospot.train.sft import train
 
     cfg = warm_start_config(args)
     key = hashlib.sha1(json.dumps(warm_start_recipe(args), sort_keys=True, default=str).encode()).hexdigest()[:10]
-    cache = Path(args.cache or os.environ.get("GEOSPOT_CACHE", Path.home() / ".cache" / "geospot")) / "bench-rl-vs-sft"
-    run = cache / f"sft-{key}"
+    run = cache_dir(args) / f"sft-{key}"
     if latest_checkpoint(run) is not None and (run / "DONE").exists():
         return run
     t0 = time.perf_counter()
@@ -102,118 +108,81 @@ def load_engine(sft_run: Path, seed: int, with_optimizer: bool = False):
 
 
 # ---------------------------------------------------------------------------------------
-# Clocks: an arm runs steps until its own clock passes the budget.
+# Arms: the real training loops (geospot.train.sft.train, geospot.train.rl.run) from the warm
+# start, stopped by their `max_seconds` on the arm's own clock. max_steps is a horizon never
+# reached, so the lr / tau schedules run over the time budget (the loops advance them by
+# seconds/max_seconds when that is further along than steps/max_steps).
+
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+HORIZON = 10**6  # max_steps of an arm: never reached, the clock stops it
 
 
-class Clock:
-    def __init__(self, kind: str):
-        self.now = time.process_time if kind == "cpu" else time.perf_counter
-        self.t0, self.w0 = self.now(), time.perf_counter()
+def arm_result(log_dir: Path, step_seconds_key: str) -> dict:
+    """steps, the budget clock spent (from the final checkpoint) and the wall seconds of the steps."""
+    from geospot.train.checkpoint import latest_checkpoint, read_checkpoint
+    from geospot.train.common import read_jsonl
 
-    def elapsed(self) -> float:
-        return self.now() - self.t0
-
-    def wall(self) -> float:
-        return time.perf_counter() - self.w0
+    rows = [r for r in read_jsonl(log_dir / "metrics.jsonl") if step_seconds_key in r]
+    spent = read_checkpoint(latest_checkpoint(log_dir)).loop_state["train_seconds"]
+    return {"steps": len(rows), "clock_s": spent, "wall_s": sum(r[step_seconds_key] for r in rows), "rows": rows}
 
 
-# ---------------------------------------------------------------------------------------
-# Arms. Each mirrors one step of its training loop (geospot/train/sft.py, geospot/train/rl.py)
-# with the loops' own building blocks, stopping on time instead of a step count.
+def run_sft(args, seed: int, sft_run: Path, log_dir: Path) -> dict:
+    from geospot.train.sft import train
+
+    cfg = dataclasses.replace(warm_start_config(args), seed=seed, load_checkpoint_path=str(sft_run),
+                              learning_rate=args.sft_lr, lr_schedule=args.sft_schedule, warmup_steps=0,
+                              max_steps=HORIZON, max_seconds=args.budget_s, keep_checkpoints=1, log_path=str(log_dir))
+    result = train(cfg, stderr=io.StringIO(), clock=CLOCKS[args.clock])
+    info = arm_result(log_dir, "seconds")
+    del info["rows"]
+    return {**info, "final_loss": result.final_loss}
 
 
-def run_sft(engine, args, seed: int) -> dict:
-    from geospot.data import open_stream
-    from geospot.engines.types import AdamParams
-    from geospot.train.lr import learning_rate
-    from geospot.train.sft import example_styles, make_datums, normalise_weights
+def merged_warm_start(sft_run: Path, args) -> Path:
+    """The warm start as a plain model folder (cached): a GRPO arm with kl_coef > 0 names it as its
+    model, so the KL reference (the engine's base weights) is the warm start, not the random init."""
+    from geospot.train.checkpoint import resolve_checkpoint
 
-    cfg = dataclasses.replace(warm_start_config(args), seed=seed)
-    stream = open_stream(args.data, split="train", seed=seed, repeat=True)
-    clock, step, losses = Clock(args.clock), 0, []
-    while clock.elapsed() < args.budget_s:
-        # the schedule runs over the time budget (steps are unknown in advance)
-        progress = int(1000 * min(clock.elapsed() / args.budget_s, 1.0))
-        lr = learning_rate(progress, 1000, args.sft_lr, args.sft_schedule)
-        samples = stream.next_batch(cfg.batch_size)
-        datums_D, _ = normalise_weights(make_datums(engine, samples, example_styles("both", len(samples), seed, step), cfg))
-        out = engine.train_step(datums_D, "cross_entropy", AdamParams(lr, 0.9, 0.95, 1e-8, 0.0, 1.0))
-        losses.append(out.metrics["loss:sum"])
-        step += 1
-    stream.close()
-    return {"steps": step, "clock_s": clock.elapsed(), "wall_s": clock.wall(), "final_loss": float(losses[-1]) if losses else math.nan}
+    key = hashlib.sha1(str(resolve_checkpoint(sft_run).resolve()).encode()).hexdigest()[:10]
+    out = cache_dir(args) / f"merged-{key}"
+    if not (out / "config.json").exists():
+        load_engine(sft_run, 0).export(str(out), merged=True)
+    return out
 
 
-class FrozenReference:
-    """KL to the SFT policy: apply_kl_penalty calls `forward_base`; here the base is a frozen
-    copy of the warm start (full fine-tuning has no adapter to disable)."""
+def run_grpo(args, seed: int, env_type: str, sft_run: Path, log_dir: Path) -> dict:
+    import contextlib
 
-    def __init__(self, engine, ref):
-        self._engine, self._ref = engine, ref
-
-    def forward_base(self, datums_D):
-        return self._ref.forward(datums_D)
-
-
-def run_grpo(engine, args, seed: int, env_type: str, sft_run: Path) -> dict:
     import numpy as np
 
     from geospot.config import parse_overrides
-    from geospot.data import open_stream
-    from geospot.engines.types import AdamParams, SampleParams
-    from geospot.geo import make_tau_schedule
-    from geospot.rl.advantages import CREDITS, compute_advantages
-    from geospot.rl.datums import build_datums
-    from geospot.rl.kl import apply_kl_penalty
-    from geospot.rl.rollouts import RolloutStats, do_group_rollouts
-    from geospot.train.rl import RLConfig, make_group_builders
+    from geospot.train.rl import RLConfig, run
 
     cfg = parse_overrides(RLConfig, [f"env_type={env_type}", f"batch_size={args.rl_batch_size}", f"seed={seed}", *args.rl])
+    cfg = dataclasses.replace(cfg, load_checkpoint_path=str(sft_run), data=args.data, max_steps=HORIZON,
+                              max_seconds=args.budget_s, eval_every=0, eval_n=0, save_every=HORIZON, keep_checkpoints=1,
+                              log_images_every=0, log_path=str(log_dir), behavior_if_log_dir_exists="delete",
+                              model_name=str(merged_warm_start(sft_run, args)) if cfg.kl_coef > 0 else cfg.model_name)
     cfg.validate()
-    # tau schedules run over the time budget: "step" = permille of the budget spent
-    tau = make_tau_schedule(cfg.tau_schedule, cfg.tau_start_km, cfg.tau_end_km, 1000,
-                            **({"window": cfg.tau_window} if cfg.tau_schedule == "follow_error" else {}))
-    credit = CREDITS[cfg.advantage]
-    loss_config = {"clip_low_threshold": 1 - cfg.ppo_clip, "clip_high_threshold": 1 + cfg.ppo_clip} if cfg.loss_fn == "ppo" else None
-    kl_engine = FrozenReference(engine, load_engine(sft_run, seed)) if cfg.kl_coef > 0 else None
-    stream = open_stream(args.data, split="train", seed=seed, repeat=True)
-    clock, step, hist = Clock(args.clock), 0, {"reward": [], "median_km": [], "tau_km": [], "dropped": [], "kl": []}
-    while clock.elapsed() < args.budget_s:
-        tau_km = float(tau.tau(int(1000 * min(clock.elapsed() / args.budget_s, 1.0))))
-        samples = stream.next_batch(cfg.batch_size)
-        builders = make_group_builders(cfg, samples, engine.renderer, tau_km)
-        params = SampleParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed * 1_000_003 + step * 7919)
-        trajectories_BG = do_group_rollouts(engine, builders, cfg.group_size, params, RolloutStats())
-        adv = compute_advantages(trajectories_BG, credit, cfg.scale_by_std)
-        datums_D = build_datums(trajectories_BG, adv)
-        if cfg.kl_coef > 0 and datums_D:
-            datums_D, kl = apply_kl_penalty(kl_engine, datums_D, cfg.kl_coef)
-            hist["kl"].append(kl)
-        if datums_D:
-            adam = AdamParams(cfg.learning_rate, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, grad_clip_norm=cfg.grad_clip_norm)
-            engine.train_step(datums_D, cfg.loss_fn, adam, loss_config)
-        finals = np.array([t.transitions[-1].metrics.get("distance_km", math.nan) for g in trajectories_BG for t in g], dtype=float)
-        if hasattr(tau, "observe"):
-            tau.observe(finals)
-        hist["reward"].append(float(np.mean([t.total_reward for g in trajectories_BG for t in g])))
-        hist["median_km"].append(float(np.nanmedian(finals)) if np.isfinite(finals).any() else math.nan)
-        hist["tau_km"].append(tau_km)
-        hist["dropped"].append(adv.dropped)
-        step += 1
-    stream.close()
+    with contextlib.redirect_stderr(io.StringIO()):  # the loop's progress line: the bench prints its own
+        run(cfg, clock=CLOCKS[args.clock])
+    info = arm_result(log_dir, "time_step_s")
+    rows = info.pop("rows")
 
-    def ends(xs):  # first and last quarter of the run, to see the trend (NaN if nothing parsed)
+    def ends(key):  # first and last quarter of the run, to see the trend (NaN if nothing parsed)
         import warnings
 
+        xs = [r.get(key) for r in rows if key in r]
+        xs = [math.nan if x is None else float(x) for x in xs]
         q = max(1, len(xs) // 4)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             return [round(float(np.nanmean(xs[:q])), 4), round(float(np.nanmean(xs[-q:])), 4)] if xs else None
 
-    return {"steps": step, "clock_s": clock.elapsed(), "wall_s": clock.wall(),
-            "train_reward_first_last": ends(hist["reward"]), "train_median_km_first_last": ends(hist["median_km"]),
-            "tau_km_first_last": ends(hist["tau_km"]), "dropped_groups": int(sum(hist["dropped"])),
-            "kl_first_last": ends(hist["kl"])}
+    return {**info, "train_reward_first_last": ends("reward_mean"), "train_median_km_first_last": ends("median_km"),
+            "tau_km_first_last": ends("tau_km"), "dropped_groups": int(sum(r.get("dropped_groups", 0) for r in rows)),
+            "kl_first_last": ends("kl")}
 
 
 # ---------------------------------------------------------------------------------------
@@ -374,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sft-lr", type=float, default=3e-4, help="the SFT arm's peak lr (3e-4 beat 1e-3 in a probe: greedy GeoScore 1103 vs 900)")
     p.add_argument("--sft-schedule", default="cosine", help="the SFT arm's lr decay over its budget")
     p.add_argument("--rl-batch-size", type=int, default=8, help="GRPO images per step (RLConfig's 64 is for GPUs)")
-    p.add_argument("--rl", nargs="*", default=[], help="RLConfig overrides key=value for both GRPO arms (a lever)")
+    p.add_argument("--rl", nargs="*", default=[], help="RLConfig overrides key=value for both GRPO arms (a lever); "
+                   "the bench sets the run keys itself (max_steps, max_seconds, eval_every, save_every, log_path, data)")
     p.add_argument("--tag", default="defaults", help="name of this configuration in the JSON line")
     p.add_argument("--start", default=None, help="use this SFT run folder as the warm start instead of the cached one")
     p.add_argument("--cache", default=None, help="folder for the cached warm start (default $GEOSPOT_CACHE or ~/.cache/geospot)")
@@ -411,13 +381,13 @@ def main(argv: list[str] | None = None) -> int:
     for arm in args.arms:
         results[arm], runs[arm] = {}, {}
         for seed in args.seeds:
-            torch.manual_seed(seed)
-            if arm == "sft":
-                engine = load_engine(sft_run, seed)
-                info = run_sft(engine, args, seed)
-            else:
-                engine = load_engine(sft_run, seed)
-                info = run_grpo(engine, args, seed, "single" if arm == "grpo_single" else "telescoping", sft_run)
+            with tempfile.TemporaryDirectory(prefix=f"rl_vs_sft-{arm}-{seed}-") as tmp:
+                log_dir = Path(tmp) / "run"
+                if arm == "sft":
+                    info = run_sft(args, seed, sft_run, log_dir)
+                else:
+                    info = run_grpo(args, seed, "single" if arm == "grpo_single" else "telescoping", sft_run, log_dir)
+                engine = load_engine(log_dir, seed)  # the arm's final checkpoint
             results[arm][seed] = evaluate_arm(engine, heldout, geocoder, args, seed, arm_styles(arm, args))
             runs[arm][seed] = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in info.items()}
             style0 = arm_styles(arm, args)[0]

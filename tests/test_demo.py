@@ -2,15 +2,10 @@
 one the dashboard can show. (Full preset timings: the demo prints them; see .status/demo.md.)"""
 
 import math
-from dataclasses import replace
 
 import pytest
 
 from geospot import demo
-
-# The quick preset, a little smaller: ~85 s of CPU for SFT (150 steps left the format at
-# 85 % parsed), 3 GRPO steps of 4 images x 8 rollouts; ~2 min of CPU in all.
-QUICK = replace(demo.DemoConfig(), sft_steps=250, rl_steps=3, rl_batch_size=4, eval_n=48)
 
 
 def test_presets_and_flags_parse(monkeypatch):
@@ -41,11 +36,11 @@ def test_verdict_says_when_grpo_did_not_help_greedy():
 
 
 @pytest.mark.slow
-def test_short_demo_shows_learning(tmp_path, capsys):
+def test_short_demo_shows_learning(short_demo):
+    """The demo run is tests/conftest.py's `short_demo`, shared with the dashboard screenshot test."""
     from geospot.runs.store import RunReader
 
-    rows = demo.run(replace(QUICK, out=str(tmp_path / "demo")))
-    out = capsys.readouterr().out
+    quick, rows, out = short_demo.cfg, short_demo.rows, short_demo.out
     print(out)
     u, s, g = rows["untrained"], rows["SFT"], rows["SFT+GRPO"]
 
@@ -61,12 +56,12 @@ def test_short_demo_shows_learning(tmp_path, capsys):
     assert "GRPO: greedy GeoScore" in out and "time: CPU" in out
 
     # the run folder the dashboard shows: SFT steps; GRPO steps with per-image rollouts
-    sft_store, rl_store = RunReader(tmp_path / "demo" / "sft"), RunReader(tmp_path / "demo" / "rl")
-    assert len(sft_store.steps()) == QUICK.sft_steps
-    assert len(rl_store.steps()) >= QUICK.rl_steps
+    sft_store, rl_store = RunReader(short_demo.folder / "sft"), RunReader(short_demo.folder / "rl")
+    assert len(sft_store.steps()) == quick.sft_steps
+    assert len(rl_store.steps()) >= quick.rl_steps
     image_steps = rl_store.image_steps()
     assert image_steps
     images = rl_store.images(image_steps[-1]["step"])
-    assert len(images) == QUICK.rl_batch_size
-    assert all(len(im["rollouts"]) == QUICK.rl_group_size and im["has_thumb"] for im in images)
+    assert len(images) == quick.rl_batch_size
+    assert all(len(im["rollouts"]) == quick.rl_group_size and im["has_thumb"] for im in images)
     assert all(len(r["guesses"]) >= 1 for im in images for r in im["rollouts"])

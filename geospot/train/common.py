@@ -201,6 +201,43 @@ class Progress:
 
 
 # ---------------------------------------------------------------------------------------
+# Time limit (the loops' `max_seconds`)
+
+
+class TimeBudget:
+    """Seconds spent in training steps, against `max_seconds` (0 = no limit).
+
+    Only the steps count (between `begin_step` and `end_step`), not the model load, the evals
+    or the checkpoints; a resumed run starts from the seconds its checkpoint holds. `clock`
+    is wall time unless a caller passes another (benchmarks/rl_vs_sft.py: process CPU time,
+    so neighbours on a shared machine are not charged to the run)."""
+
+    def __init__(self, max_seconds: float, spent: float = 0.0, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.max_seconds, self.spent, self.clock = float(max_seconds), float(spent), clock
+        self._t0: float | None = None
+
+    def begin_step(self) -> None:
+        self._t0 = self.clock()
+
+    def end_step(self) -> None:
+        if self._t0 is not None:
+            self.spent += self.clock() - self._t0
+            self._t0 = None
+
+    def expired(self) -> bool:
+        return self.max_seconds > 0 and self.spent >= self.max_seconds
+
+    def schedule_step(self, step: int, total_steps: int) -> int:
+        """The step the lr / tau schedules are evaluated at: `step`, or, when the time spent is
+        further along max_seconds than `step` is along `total_steps`, that fraction of
+        `total_steps` — so a run the clock stops still finishes its decay, as a run that
+        reaches max_steps does. No limit: exactly `step`."""
+        if self.max_seconds <= 0:
+            return step
+        return max(step, min(total_steps - 1, int(total_steps * self.spent / self.max_seconds)))
+
+
+# ---------------------------------------------------------------------------------------
 # metrics.jsonl (written by geospot.runs.loggers.JsonlWriter): reading it, and trimming it on resume
 
 

@@ -6,7 +6,8 @@
   periodic greedy held-out eval, checkpoint.
 
 Every source of randomness is a function of (seed, step) or lives in the checkpoint, so a run
-killed at any point and resumed ends with the same weights as an uninterrupted one."""
+killed at any point and resumed ends with the same weights as an uninterrupted one (unless
+`max_seconds` is set: the clock then decides when it stops and where the tau schedule is)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ class RLConfig:
     batch_size: int = option(64, "images per step (B); CPU tests use fewer")
     group_size: int = option(8, "rollouts per image (G), the GRPO group")
     max_steps: int = option(100, "optimizer steps")
+    max_seconds: float = option(0.0, "also stop after this many seconds of training steps (wall clock; model load, evals and checkpoints not counted; a resumed run counts the seconds before its checkpoint), ending as at max_steps with the last eval and checkpoint; 0 = no limit. tau schedules then advance by whichever of steps/max_steps and seconds/max_seconds is further along, so a run the clock stops still ends its anneal (such a run does not repeat step for step)")
     learning_rate: float = option(4e-5, "Adam lr. 4e-5 is Tinker's LoRA default; on a tiny CPU model GRPO after SFT only helped at 1e-5..3e-5 (1e-3 wrecked it: Adam moves every weight ~lr whatever the advantages)")
     adam_beta1: float = option(0.9, "Adam beta1")
     adam_beta2: float = option(0.95, "Adam beta2")
@@ -89,6 +91,7 @@ class RLConfig:
         require(self.batch_size >= 1, "batch_size", f"{self.batch_size} must be >= 1")
         require(self.group_size >= 2, "group_size", f"{self.group_size} must be >= 2: GRPO centres rewards within the group")
         require(self.max_steps >= 1, "max_steps", f"{self.max_steps} must be >= 1")
+        require(0 <= self.max_seconds < math.inf, "max_seconds", f"{self.max_seconds} must be >= 0 (0 = no time limit)")
         require(self.learning_rate > 0, "learning_rate", f"{self.learning_rate} must be > 0 (try 2e-5)")
         require(self.tau_start_km > 0 and self.tau_end_km > 0, "tau_start_km/tau_end_km", "must be > 0 km")
         require(self.format_penalty <= 0, "format_penalty", f"{self.format_penalty} should be <= 0 (a penalty)")
@@ -142,8 +145,9 @@ def make_group_builders(cfg: RLConfig, samples, renderer, tau_km: float):
     return [TelescopingGroupBuilder(s, renderer, reward, tuple(cfg.turn_prompts), cfg.format_penalty) for s in samples]
 
 
-def run(cfg: RLConfig, writer=None) -> dict:
-    """Train; returns the last step's metrics (with the last eval's under `eval/`)."""
+def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> dict:
+    """Train; returns the last step's metrics (with the last eval's under `eval/`). `clock`
+    measures `max_seconds` (a benchmark on a shared machine passes time.process_time)."""
     from geospot.train.common import prepare_log_dir
 
     # Everything that can fail cheaply fails before the model loads.
@@ -162,7 +166,7 @@ def run(cfg: RLConfig, writer=None) -> dict:
     from geospot.rl.metrics import image_records, rollout_metrics
     from geospot.rl.rollouts import RolloutStats, do_group_rollouts
     from geospot.train.checkpoint import latest_checkpoint, load_checkpoint, read_checkpoint, resolve_checkpoint, save_checkpoint
-    from geospot.train.common import Progress, seed_everything, write_config
+    from geospot.train.common import Progress, TimeBudget, seed_everything, write_config
     from geospot.train.sft import make_writer, open_data  # the same data and writer handling as SFT
 
     stream, heldout, geocoder = open_data(cfg)
@@ -174,12 +178,14 @@ def run(cfg: RLConfig, writer=None) -> dict:
     engine = make_engine(cfg.engine_config(inherited))
 
     start, recent_km = 0, deque(maxlen=cfg.tau_window)  # recent final distances, replayed into tau on resume
+    budget = TimeBudget(cfg.max_seconds, clock=clock)
     ckpt = latest_checkpoint(log_dir) if resuming else None
     if ckpt is not None:
         state = load_checkpoint(ckpt, engine)
         start = state.step
         stream.load_state_dict(state.data_state)
         recent_km.extend(state.loop_state.get("recent_km", []))
+        budget.spent = float(state.loop_state.get("train_seconds", 0.0))
     elif cfg.load_checkpoint_path:
         path = cfg.load_checkpoint_path
         engine.load_state(path if "://" in path else read_checkpoint(resolve_checkpoint(path)).engine_path, with_optimizer=False)
@@ -205,9 +211,12 @@ def run(cfg: RLConfig, writer=None) -> dict:
     if heldout and cfg.eval_at_start and start == 0:
         evaluate_now(0)
     for step in range(start, cfg.max_steps):
+        if budget.expired():  # a time-limited run resumed after its time ran out
+            break
+        budget.begin_step()
         t_step = time.perf_counter()
         samples = stream.next_batch(cfg.batch_size)
-        tau_km = float(tau.tau(step))
+        tau_km = float(tau.tau(budget.schedule_step(step, cfg.max_steps)))
         builders = make_group_builders(cfg, samples, engine.renderer, tau_km)
         params = SampleParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed * 1_000_003 + step * 7919)
         stats = RolloutStats()
@@ -247,12 +256,15 @@ def run(cfg: RLConfig, writer=None) -> dict:
             writer.log_images(done, image_records(samples, trajectories_BG, engine.renderer), split="train")
         progress.update(step, {k: metrics[k] for k in ("reward_mean", "median_km", "tau_km", "format_rate", "dropped_groups", "tokens_per_s") if k in metrics})
 
-        last = done == cfg.max_steps
+        budget.end_step()
+        last = done == cfg.max_steps or budget.expired()  # the time limit ends the run as max_steps does
         if heldout and (done % cfg.eval_every == 0 or last):
             metrics.update(evaluate_now(done))
         if done % cfg.save_every == 0 or last:
             save_checkpoint(log_dir, done, engine, data_state=stream.state_dict(),
-                            loop_state={"recent_km": list(recent_km)}, keep_last=cfg.keep_checkpoints)
+                            loop_state={"recent_km": list(recent_km), "train_seconds": budget.spent}, keep_last=cfg.keep_checkpoints)
+        if last:
+            break
     writer.set_status("done")
     if own_writer:
         writer.close()

@@ -24,10 +24,11 @@ from geospot.config import ConfigError, help_text, option, parse_overrides
 from geospot.engines.config import EngineConfig
 from geospot.engines.types import AdamParams, Datum
 from geospot.geo import format_metrics_table
-from geospot.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from geospot.train.checkpoint import latest_checkpoint, load_checkpoint, read_checkpoint, resolve_checkpoint, save_checkpoint
 from geospot.train.common import (
     LogDirBehavior,
     Progress,
+    TimeBudget,
     prepare_log_dir,
     seed_everything,
     truncate_jsonl,
@@ -60,6 +61,10 @@ class SFTConfig:
     device: str = _engine_option("device")
     max_pixels: int = _engine_option("max_pixels")
     tinker_base_url: str | None = _engine_option("tinker_base_url")
+    kv_reuse_tokens: int = _engine_option("kv_reuse_tokens")
+    sampler: Literal["torch", "vllm"] = _engine_option("sampler")
+    vllm_gpu_memory_utilization: float = _engine_option("vllm_gpu_memory_utilization")
+    load_checkpoint_path: str | None = option(None, "start from these weights, with a fresh optimizer at step 0: an SFT run folder, its checkpoints/<step> folder, or a tinker:// path (None = the model's own weights; a resumed run loads its checkpoint instead)")
     seed: int = option(0, "seed for data order, prompt-style draws, initialisation and sampling")
     # data
     data: str = option("hf:sdan/geospot-unified", "training data spec: a local path, `hf:<owner/name>`, `synthetic:n=2000,size=112`, ...; mix parts with `;` and weight them with `@w` (e.g. `wds:/d/{000..009}.tar@3;csv:/d/osv5m@1`); grammar in geospot/data/spec.py")
@@ -83,6 +88,7 @@ class SFTConfig:
     weight_decay: float = option(0.0, "decoupled weight decay")
     grad_clip_norm: float | None = option(1.0, "clip the global gradient norm (None = no clipping)")
     max_steps: int = option(1000, "optimizer steps")
+    max_seconds: float = option(0.0, "also stop after this many seconds of training steps (wall clock; model load, evals and checkpoints not counted; a resumed run counts the seconds before its checkpoint), ending as at max_steps with the last eval and checkpoint; 0 = no limit. The lr schedule then advances by whichever of steps/max_steps and seconds/max_seconds is further along, so a run the clock stops still ends its decay (such a run does not repeat step for step)")
     # eval, checkpoints, logging
     eval_every: int = option(100, "run the held-out greedy eval every N steps and at the end (0 = only at the end)")
     eval_at_start: bool = option(True, "evaluate the untrained model first (the baseline row of the table)")
@@ -109,6 +115,7 @@ class SFTConfig:
         need(self.grad_accum >= 1, "grad_accum", "must be >= 1")
         need(self.batch_size % self.grad_accum == 0, "grad_accum", f"must divide batch_size={self.batch_size}")
         need(self.max_steps >= 1, "max_steps", "must be >= 1")
+        need(0 <= self.max_seconds < math.inf, "max_seconds", "must be >= 0 (0 = no time limit)")
         need(0 <= self.warmup_steps <= self.max_steps, "warmup_steps", f"must be in [0, max_steps={self.max_steps}]")
         need(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", "must be in [0, 1]")
         need(0 <= self.answer_decimals <= 6, "answer_decimals", "must be in [0, 6]")
@@ -302,12 +309,24 @@ class SFTResult:
     final_loss: float
 
 
+def initial_weights(path: str | None) -> str | None:
+    """The engine state a fresh run starts from (`load_checkpoint_path`), found before the
+    model loads so a typo costs seconds."""
+    if not path or "://" in path:
+        return path
+    try:
+        return read_checkpoint(resolve_checkpoint(path)).engine_path
+    except FileNotFoundError as e:
+        raise ConfigError(f"load_checkpoint_path={path!r}: {e}") from None
+
+
 def default_log_path(cfg: SFTConfig) -> str:
     name = cfg.model_name.rstrip("/").replace(":", "-").split("/")[-1]
     return str(Path("runs") / f"sft-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def train(cfg: SFTConfig, *, stderr: Any = None) -> SFTResult:
+def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter) -> SFTResult:
+    """`clock` measures `max_seconds` (a benchmark on a shared machine passes time.process_time)."""
     stderr = stderr if stderr is not None else sys.stderr
 
     # 1. Everything that can fail fast, before the (slow) model load.
@@ -315,6 +334,7 @@ def train(cfg: SFTConfig, *, stderr: Any = None) -> SFTResult:
     ckpt_dir = latest_checkpoint(log_dir) if resuming else None
     try:
         stream, held_out, geocoder = open_data(cfg)
+        init_weights = initial_weights(cfg.load_checkpoint_path)
         if cfg.wandb_project and importlib.util.find_spec("wandb") is None:
             raise ConfigError(f"wandb_project={cfg.wandb_project!r} needs the wandb package: `pip install wandb` (or leave wandb_project unset)")
     except ConfigError:
@@ -328,13 +348,16 @@ def train(cfg: SFTConfig, *, stderr: Any = None) -> SFTResult:
     from geospot.engines import make_engine
 
     engine = make_engine(cfg.engine_config())
-    start_step, eval_history = 0, {}
+    start_step, eval_history, budget = 0, {}, TimeBudget(cfg.max_seconds, clock=clock)
     if ckpt_dir is not None:
         ckpt = load_checkpoint(ckpt_dir, engine, with_optimizer=True)
         stream.load_state_dict(ckpt.data_state)
         start_step = ckpt.step
         eval_history = {int(k): v for k, v in ckpt.loop_state.get("eval_history", {}).items()}
+        budget.spent = float(ckpt.loop_state.get("train_seconds", 0.0))
         print(f"resuming {log_dir} from step {start_step}", file=stderr)
+    elif init_weights:
+        engine.load_state(init_weights, with_optimizer=False)
     writer = make_writer(log_dir, cfg, start_step if ckpt_dir is not None else -1)
     writer.log_config("sft", dataclasses.asdict(cfg))
     progress = Progress(cfg.max_steps, start_step, stream=stderr, every=cfg.log_every)
@@ -351,9 +374,12 @@ def train(cfg: SFTConfig, *, stderr: Any = None) -> SFTResult:
             evaluate_now(0)
             progress.restart()  # the ETA counts training steps, not the baseline eval
 
-        loss = float("nan")
+        loss, steps = float("nan"), start_step
         micro = cfg.batch_size // cfg.grad_accum
         for step in range(start_step, cfg.max_steps):
+            if budget.expired():  # a time-limited run resumed after its time ran out
+                break
+            budget.begin_step()
             t0 = time.perf_counter()
             samples = stream.next_batch(cfg.batch_size)
             styles = example_styles(cfg.prompt_style, len(samples), cfg.seed, step)
@@ -365,7 +391,7 @@ def train(cfg: SFTConfig, *, stderr: Any = None) -> SFTResult:
                 chunk = datums_D[i : i + micro]
                 out = engine.forward_backward(chunk, "cross_entropy")
                 loss -= sum(float(np.dot(lp_T, d.loss_fn_inputs["weights"])) for lp_T, d in zip(out.logprobs, chunk))
-            lr = learning_rate(step, cfg.max_steps, cfg.learning_rate, cfg.lr_schedule, cfg.warmup_steps, cfg.min_lr_ratio)
+            lr = learning_rate(budget.schedule_step(step, cfg.max_steps), cfg.max_steps, cfg.learning_rate, cfg.lr_schedule, cfg.warmup_steps, cfg.min_lr_ratio)
             optim_metrics = engine.optim_step(AdamParams(lr, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, cfg.weight_decay, cfg.grad_clip_norm))
 
             seconds = time.perf_counter() - t0
@@ -376,16 +402,19 @@ def train(cfg: SFTConfig, *, stderr: Any = None) -> SFTResult:
             writer.log_step(done, metrics)
             progress.update(step, {"loss": loss, "lr": lr, "tok_per_s": metrics["tok_per_s"]})
 
-            last = done == cfg.max_steps
+            budget.end_step()
+            steps, last = done, done == cfg.max_steps or budget.expired()  # the time limit ends the run as max_steps does
             if last or (cfg.eval_every and done % cfg.eval_every == 0):
                 evaluate_now(done)
             if last or (cfg.save_every and done % cfg.save_every == 0):
                 save_checkpoint(
                     log_dir, done, engine,
                     data_state=stream.state_dict(),
-                    loop_state={"eval_history": eval_history},
+                    loop_state={"eval_history": eval_history, "train_seconds": budget.spent},
                     keep_last=cfg.keep_checkpoints or None,
                 )
+            if last:
+                break
         writer.set_status("done")
     except BaseException:  # the dashboard shows a crashed run as failed, not as running
 
@@ -394,7 +423,7 @@ def train(cfg: SFTConfig, *, stderr: Any = None) -> SFTResult:
     finally:
         writer.close()
         stream.close()
-    return SFTResult(log_dir, cfg.max_steps, eval_history, loss)
+    return SFTResult(log_dir, steps, eval_history, loss)
 
 
 # ---------------------------------------------------------------------------------------

@@ -2,14 +2,14 @@
 the demo's telescoping GRPO run opened in headless Chromium (Debian's `chromium`), one
 image picked, its G rollouts' coarse -> refine -> final paths on the map.
 
-    GEOSPOT_DEMO_RUN=runs/demo             reuse a finished demo run folder (else a short demo runs here)
+    GEOSPOT_DEMO_RUN=runs/demo             reuse a finished demo run folder (else tests/conftest.py's
+                                           `short_demo`, the one run tests/test_demo.py also checks)
     GEOSPOT_UPDATE_SCREENSHOTS=1           also copy the picture to docs/dashboard.png
 
 Always written: test-artifacts/demo-dashboard.png."""
 
 import os
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,17 +29,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def demo_runs(tmp_path_factory) -> Path:
+def demo_runs(request) -> Path:
     given = os.environ.get("GEOSPOT_DEMO_RUN")
     if given:
         runs = Path(given)
         assert (runs / "rl" / "store.sqlite").is_file(), f"GEOSPOT_DEMO_RUN={given}: no rl/store.sqlite (run `geospot demo --out {given}`)"
         return runs
-    from geospot import demo
-
-    out = tmp_path_factory.mktemp("demo") / "demo"
-    demo.run(replace(demo.DemoConfig(), sft_steps=150, rl_steps=3, rl_batch_size=4, eval_n=16, out=str(out)))
-    return out
+    return request.getfixturevalue("short_demo").folder  # only now: a given folder runs no demo
 
 
 def test_demo_run_dashboard_screenshot(tmp_path, demo_runs):

@@ -1,0 +1,33 @@
+"""Fixtures shared by test folders (each folder's own conftest.py holds the rest)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass(frozen=True)
+class ShortDemo:
+    cfg: object          # the geospot.demo.DemoConfig it ran with
+    rows: dict           # demo.run's result: stage -> held-out metrics
+    out: str             # everything it printed
+    folder: Path         # its run folder: sft/ and rl/ (what the dashboard shows)
+
+
+@pytest.fixture(scope="session")
+def short_demo(tmp_path_factory) -> ShortDemo:
+    """ONE shortened `geospot demo` run (~2 min of CPU) for every test that needs one:
+    tests/test_demo.py checks the learning in it, tests/dashboard/test_demo_screenshot.py
+    photographs its dashboard. The quick preset, a little smaller: 250 SFT steps (150 left the
+    format at 85 % parsed), 3 GRPO steps of 4 images x 8 rollouts, 48 held-out images."""
+    from dataclasses import replace
+
+    from geospot import demo
+
+    cfg = replace(demo.DemoConfig(), sft_steps=250, rl_steps=3, rl_batch_size=4, eval_n=48,
+                  out=str(tmp_path_factory.mktemp("short_demo") / "demo"))
+    lines: list[str] = []
+    rows = demo.run(cfg, log=lambda *a: lines.append(" ".join(map(str, a))))
+    return ShortDemo(cfg, rows, "\n".join(lines), Path(cfg.out))
