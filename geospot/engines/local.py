@@ -560,12 +560,32 @@ class LocalEngine:
         return out
 
     @torch.no_grad()
-    def forward_base(self, datums: Sequence[Datum]) -> list[np.ndarray]:
-        """Target logprobs under the untrained base model (for a KL penalty): LoRA off, or, for
-        full fine-tuning, the original weights reloaded from the model folder once."""
+    def set_reference(self) -> None:
+        """Freeze the current weights as the KL reference that `forward_base` scores with (RL
+        calls it at its starting policy, e.g. the SFT checkpoint). Without it the reference is
+        the untrained base model. LoRA: a copy of the adapter (small); full fine-tuning: a copy
+        of the model."""
         if self.cfg.lora_rank > 0:
-            with self.model.disable_adapter():
+            self._reference = {n: p.detach().clone() for n, p in self.trainable}
+        else:
+            self._base_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+
+    def forward_base(self, datums: Sequence[Datum]) -> list[np.ndarray]:
+        """Target logprobs under the KL reference: the weights `set_reference` froze, else the
+        untrained base model (LoRA off, or for full fine-tuning the original weights reloaded
+        from the model folder once)."""
+        if self.cfg.lora_rank > 0:
+            reference = getattr(self, "_reference", None)
+            if reference is None:
+                with self.model.disable_adapter():
+                    return self.forward(datums)
+            # swap the adapter's storage with the reference's, and back: no copies, and the
+            # optimizer's parameter objects stay the same
+            _swap_data(self.trainable, reference)
+            try:
                 return self.forward(datums)
+            finally:
+                _swap_data(self.trainable, reference)
         if getattr(self, "_base_model", None) is None:
             from transformers import AutoModelForImageTextToText
 
@@ -757,6 +777,12 @@ def _head_chunks(model_input: ModelInput, n: int) -> list:
         out.append(c)
         k += c.length
     return out
+
+
+def _swap_data(params: Sequence[tuple[str, torch.nn.Parameter]], tensors: dict[str, torch.Tensor]) -> None:
+    """Exchange the tensors behind `params` with `tensors` (by name); a second call swaps back."""
+    for n, p in params:
+        p.data, tensors[n] = tensors[n], p.data
 
 
 def _merge_prefills(parts: list):

@@ -504,7 +504,7 @@ class TinkerEngine:
             timeout_s=None,
         )
         self._sampler = None  # refreshed lazily after each optimizer step / load
-        self._base_sampler = None  # the base model, for forward_base (KL penalty)
+        self._base_sampler = None  # the KL reference's sampler (set_reference, else the base model)
         self.steps = 0
         log.info("engine=tinker: LoRA rank %d on %s (credential: %s)", cfg.lora_rank, cfg.model_name, self.credential)
 
@@ -549,9 +549,14 @@ class TinkerEngine:
         res = self._call(lambda: self.training.forward([forward_datum(d) for d in datums], "cross_entropy").result(), "forward")
         return [np.asarray(o["logprobs"].to_numpy(), dtype=np.float32) for o in res.loss_fn_outputs]
 
+    def set_reference(self) -> None:
+        """Freeze the current weights as the KL reference: a sampling client of these weights
+        (Tinker keeps them after later steps) replaces the base model in `forward_base`."""
+        self._base_sampler = self.sampling_client()
+
     def forward_base(self, datums: Sequence[Datum]) -> list[np.ndarray]:
-        """Target logprobs under the base model (no adapter), for the KL penalty: the base
-        model's sampler scores each datum's full sequence (input + its last target)."""
+        """Target logprobs under the KL reference (the weights `set_reference` froze, else the base
+        model without adapter): its sampler scores each datum's full sequence (input + its last target)."""
         if self._base_sampler is None:
             self._base_sampler = self._call(
                 lambda: self.service.create_sampling_client(base_model=self.cfg.model_name).result(), "create_sampling_client"

@@ -1,6 +1,7 @@
 """Optional KL penalty to the starting policy (tinker-cookbook style): per sampled token,
-advantage -= kl_coef * (logp_policy - logp_base), where the base is the same model with the
-adapter disabled. The sampler's logprobs stand in for the policy's (they are the policy that
+advantage -= kl_coef * (logp_policy - logp_ref), where the reference is the policy the RL run
+started from (`engine.set_reference()` at the start, e.g. the SFT checkpoint; without it, the
+base model with the adapter disabled). The sampler's logprobs stand in for the policy's (they are the policy that
 sampled these tokens). Off by default: it costs one extra forward pass per step."""
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ class RLConfig:
     grad_clip_norm: float | None = option(None, "clip the gradient norm (None = off)")
     loss_fn: Literal["importance_sampling", "ppo"] = option("importance_sampling", "policy-gradient loss: Tinker's importance_sampling (ratio to the sampler's logprobs), or ppo (clipped ratio)")
     ppo_clip: float = option(0.2, "ppo: clip the ratio to [1-c, 1+c]")
-    kl_coef: float = option(0.0, "KL penalty to the starting policy (adapter disabled), subtracted from advantages per token; 0 = off")
+    kl_coef: float = option(0.0, "KL penalty to the starting policy (load_checkpoint_path's weights, else the base model), subtracted from advantages per token; 0 = off")
     advantage: Literal["per_turn", "trajectory"] = option("per_turn", "telescoping credit: per_turn = turn t's tokens get the return-to-go from t centred across the group at turn t; trajectory = one centred total for all turns (seed / tinker-cookbook)")
     scale_by_std: bool = option(False, "divide centred rewards by the group std; off by default (Dr. GRPO, Liu et al. 2025: std scaling up-weights too-easy and too-hard groups)")
     # reward
@@ -180,15 +180,17 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> dict:
     start, recent_km = 0, deque(maxlen=cfg.tau_window)  # recent final distances, replayed into tau on resume
     budget = TimeBudget(cfg.max_seconds, clock=clock)
     ckpt = latest_checkpoint(log_dir) if resuming else None
+    if cfg.load_checkpoint_path and (ckpt is None or cfg.kl_coef > 0):  # the starting policy
+        path = cfg.load_checkpoint_path
+        engine.load_state(path if "://" in path else read_checkpoint(resolve_checkpoint(path)).engine_path, with_optimizer=False)
+    if cfg.kl_coef > 0 and hasattr(engine, "set_reference"):
+        engine.set_reference()  # KL to where this run started (the SFT policy), not the untrained base
     if ckpt is not None:
         state = load_checkpoint(ckpt, engine)
         start = state.step
         stream.load_state_dict(state.data_state)
         recent_km.extend(state.loop_state.get("recent_km", []))
         budget.spent = float(state.loop_state.get("train_seconds", 0.0))
-    elif cfg.load_checkpoint_path:
-        path = cfg.load_checkpoint_path
-        engine.load_state(path if "://" in path else read_checkpoint(resolve_checkpoint(path)).engine_path, with_optimizer=False)
     if hasattr(tau, "observe"):
         for d in recent_km:
             tau.observe(np.asarray(d, dtype=float))

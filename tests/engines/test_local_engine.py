@@ -315,6 +315,25 @@ def test_forward_base_is_the_untrained_model(rank):
     np.testing.assert_allclose(e.forward_base([d])[0], start, atol=1e-5)
 
 
+@pytest.mark.parametrize("rank", [4, 0])
+def test_set_reference_freezes_the_starting_policy_for_kl(rank):
+    e = _engine("qwen2_5_vl", lora_rank=rank)
+    d = _answer_datum(e)
+    base = e.forward([d])[0]
+    e.train_step([d], "cross_entropy", AdamParams(learning_rate=1e-2))  # "SFT"
+    sft = e.forward([d])[0]
+    e.set_reference()  # RL starts here
+    for _ in range(2):
+        e.train_step([d], "cross_entropy", AdamParams(learning_rate=1e-2))  # "RL"
+    now = e.forward([d])[0]
+    assert not np.allclose(now, sft, atol=1e-3) and not np.allclose(sft, base, atol=1e-3)
+    np.testing.assert_allclose(e.forward_base([d])[0], sft, atol=1e-5)  # the reference, not the base
+    np.testing.assert_allclose(e.forward([d])[0], now, atol=1e-6)  # the policy's weights are back
+    before = [p.detach().clone() for _, p in e.trainable]
+    e.train_step([d], "cross_entropy", AdamParams(learning_rate=1e-2))  # the optimizer still owns them
+    assert any(not torch.equal(b, p) for b, (_, p) in zip(before, e.trainable))
+
+
 @FAMILY
 def test_later_turn_sampling_shares_the_group_prefix(family):
     """Turn 2 of a telescoping group: G continuations share image + turn 1 prompt; the sampler

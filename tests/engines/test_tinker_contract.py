@@ -669,3 +669,16 @@ def test_forward_base_scores_targets_with_the_base_model():
     np.testing.assert_allclose(lp[text_T], expected[text_T], atol=1e-6)
     assert np.all(lp[~text_T] == 0)
     assert ("base sampler", SERVED_VL) in eng.service.created
+
+
+def test_set_reference_scores_with_a_sampler_of_the_starting_weights():
+    eng = engine()
+    eng.set_reference()  # RL's start: the weights saved for a sampler become the KL reference
+    assert eng.service.log[-1] == "refresh_sampler"
+    reference = eng._base_sampler
+    eng.optim_step(AdamParams(learning_rate=1e-4))  # later steps do not move the reference
+    full = user_turn([11, 12], image_chunk()).append_tokens([30, 31, IM_END])
+    d = make_datum(full, logprobs=np.zeros(full.length, np.float32), advantages=np.ones(full.length, np.float32))
+    eng.forward_base([d])
+    assert eng._base_sampler is reference
+    assert not [c for c in eng.service.created if c[0] == "base sampler"]  # never the adapter-free base

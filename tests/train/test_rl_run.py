@@ -74,6 +74,17 @@ def test_seed_command_telescoping_from_sft_checkpoint(sft_run, tmp_path):
     assert len(shown) == 2 and all(len(im["rollouts"]) == 2 for im in shown)
 
 
+def test_kl_reference_is_the_sft_policy_not_the_base(sft_run, tmp_path):
+    """The sampler IS the starting policy at step 1, so its KL to the reference is ~0; measured
+    against the untrained base model it would be nats per token."""
+    from geospot.train.rl import RLConfig, run
+
+    cfg = RLConfig(model_name="tiny:qwen2_5_vl:tiny", load_checkpoint_path=str(sft_run), data=DATA, kl_coef=0.1,
+                   max_steps=1, batch_size=2, group_size=2, eval_n=0, max_tokens=20, log_path=str(tmp_path / "rl"))
+    metrics = run(cfg)
+    assert abs(metrics["kl"]) < 1e-3, metrics["kl"]
+
+
 def test_sigkill_then_resume_matches_uninterrupted_run(sft_run, tmp_path):
     common = [f"load_checkpoint_path={sft_run}", f"data={DATA}", "env_type=telescoping", "max_steps=6", "save_every=2",
               "batch_size=4", "group_size=4", "learning_rate=1e-4", "eval_every=0", "max_tokens=20",
