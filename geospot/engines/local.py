@@ -17,9 +17,11 @@ ONCE, repeats the KV cache for the `num_samples` continuations and decodes all p
 samples together, dropping rows as they stop; prompts that share a prefix (a telescoping
 group's later turns) prefill it once, and a prompt that extends a sequence an earlier call
 sampled (a telescoping turn) prefills only its new tokens on top of that call's KV
-(kv_store.py). Training packs the datums that share a prefix into one row per group, [prefix | completion_1 .. completion_G] with a block mask (prefix.py), so
-the prefix runs once with gradients; a frozen vision tower encodes each image once for all
-of it (vision_cache.py). The engine counts the tokens that computation needed versus processed (`token_stats()`).
+(kv_store.py). Training packs the datums that share a prefix into one row per group,
+[prefix | completion_1 .. completion_G] with a block mask (prefix.py), so the prefix runs once
+with gradients; a frozen vision tower encodes each image once for all of it
+(vision_cache.py). The engine counts the tokens that computation needed versus processed
+(`token_stats()`).
 """
 
 from __future__ import annotations
@@ -366,12 +368,22 @@ class LocalEngine:
         out = self.model(**first.model_kwargs(), use_cache=True, logits_to_keep=1)
         cache = output_cache(out)
         cache.batch_select_indices(torch.tensor(row, device=self.device))  # gathers (and repeats) rows
-        attn1 = first.attention_mask[row]
+        ids, mask, pos_ids, nexts, lengths = self._suffix_inputs(prompts, prefix_len)
+        attn = torch.cat([first.attention_mask[row], mask], dim=1)
+        out2 = self.model(input_ids=ids, attention_mask=attn, position_ids=pos_ids, **{CACHE_ARG: cache}, use_cache=True, logits_to_keep=1)
+        self.tokens.add("prefill", needed=sum(first.lengths) + sum(lengths), processed=first.input_ids.numel() + ids.numel())
+        return out2.logits[:, -1].float(), output_cache(out2), attn, nexts
+
+    def _suffix_inputs(self, prompts: Sequence[ModelInput], starts: Sequence[int]):
+        """Each prompt's tokens from starts[i] on, left-padded into one batch to prefill on top of
+        a cached prefix: (ids [B, S], mask [B, S], mrope positions [3, B, S], next positions [B],
+        suffix lengths). Padding sits between prefix and suffix, masked out; the explicit
+        positions keep the holes from shifting anything."""
         suffix_tok, suffix_pos, nexts = [], [], []
-        for i, mi in enumerate(prompts):
+        for mi, m in zip(prompts, starts):
             pos, nxt = mrope_positions(mi, self.spatial_merge)
-            suffix_tok.append(self.renderer.tokens_of(mi)[prefix_len[i]:])
-            suffix_pos.append(pos[:, prefix_len[i]:])
+            suffix_tok.append(self.renderer.tokens_of(mi)[m:])
+            suffix_pos.append(pos[:, m:])
             nexts.append(nxt)
         B, S = len(prompts), max(len(t) for t in suffix_tok)
         ids = np.full((B, S), self.pad_id, np.int64)
@@ -380,12 +392,8 @@ class LocalEngine:
         for b, (t, p) in enumerate(zip(suffix_tok, suffix_pos)):
             ids[b, S - len(t):], mask[b, S - len(t):], pos_ids[:, b, S - len(t):] = t, 1, p
         dev = self.device
-        attn = torch.cat([attn1, torch.from_numpy(mask).to(dev)], dim=1)
-        out2 = self.model(input_ids=torch.from_numpy(ids).to(dev), attention_mask=attn, position_ids=torch.from_numpy(pos_ids).to(dev),
-                          **{CACHE_ARG: cache}, use_cache=True, logits_to_keep=1)
-        self.tokens.add("prefill", needed=sum(first.lengths) + sum(len(t) for t in suffix_tok),
-                        processed=first.input_ids.numel() + B * S)
-        return out2.logits[:, -1].float(), output_cache(out2), attn, torch.tensor(nexts, device=dev)
+        return (torch.from_numpy(ids).to(dev), torch.from_numpy(mask).to(dev), torch.from_numpy(pos_ids).to(dev),
+                torch.tensor(nexts, device=dev), [len(t) for t in suffix_tok])
 
     # KV reuse across sample() calls (issue 7). A telescoping turn-2 prompt is turn 1's prompt +
     # that rollout's sampled tokens + a new user turn; the turn-1 call already computed the KV of
@@ -433,34 +441,24 @@ class LocalEngine:
         W = max(m for _, m in matches)
         layers, attn1 = left_padded(rows, W)
         cache = DynamicCache(ddp_cache_data=layers)
-        suffix_tok, suffix_pos, nexts, images = [], [], [], []
+        images = []
         for (_, m), mi in zip(matches, prompts):
-            pos, nxt = mrope_positions(mi, self.spatial_merge)
-            suffix_tok.append(self.renderer.tokens_of(mi)[m:])
-            suffix_pos.append(pos[:, m:])
-            nexts.append(nxt)
             k = 0
             for c in mi.chunks:  # an image in the new part (e.g. a second photo in turn 2)
                 if isinstance(c, ImageChunk) and k >= m:
                     images.append(c.image)
                 k += c.length
-        B, S = len(prompts), max(len(t) for t in suffix_tok)
-        ids = np.full((B, S), self.pad_id, np.int64)
-        mask = np.zeros((B, S), np.int64)
-        pos_ids = np.zeros((3, B, S), np.int64)
-        for b, (t, p) in enumerate(zip(suffix_tok, suffix_pos)):
-            ids[b, S - len(t):], mask[b, S - len(t):], pos_ids[:, b, S - len(t):] = t, 1, p
-        dev = self.device
-        attn = torch.cat([attn1, torch.from_numpy(mask).to(dev)], dim=1)
-        kw = dict(input_ids=torch.from_numpy(ids).to(dev), attention_mask=attn, position_ids=torch.from_numpy(pos_ids).to(dev))
+        ids, mask, pos_ids, nexts, lengths = self._suffix_inputs(prompts, [m for _, m in matches])
+        attn = torch.cat([attn1, mask], dim=1)
+        kw = dict(input_ids=ids, attention_mask=attn, position_ids=pos_ids)
         if images:
             pixel_values, grid = self.image_processor(images)
-            kw.update(pixel_values=pixel_values.to(dev, self.dtype), image_grid_thw=grid.to(dev))
+            kw.update(pixel_values=pixel_values.to(self.device, self.dtype), image_grid_thw=grid.to(self.device))
         out = self.model(**kw, **{CACHE_ARG: cache}, use_cache=True, logits_to_keep=1)
-        self.tokens.add("prefill", needed=sum(len(t) for t in suffix_tok), processed=B * S)
-        suffix_kv = [tuple((lay.keys[b, :, -len(t):].clone(), lay.values[b, :, -len(t):].clone()) for lay in output_cache(out).layers)
-                     for b, t in enumerate(suffix_tok)]
-        return out.logits[:, -1].float(), output_cache(out), attn, torch.tensor(nexts, device=dev), suffix_kv
+        self.tokens.add("prefill", needed=sum(lengths), processed=ids.numel())
+        suffix_kv = [tuple((lay.keys[b, :, -n:].clone(), lay.values[b, :, -n:].clone()) for lay in output_cache(out).layers)
+                     for b, n in enumerate(lengths)]
+        return out.logits[:, -1].float(), output_cache(out), attn, nexts, suffix_kv
 
     def _prefill_plain(self, prompts: Sequence[ModelInput]):
         saved, self.shared_prefix = self.shared_prefix, False

@@ -5,11 +5,8 @@ the same logprobs as rescoring each sampled sequence alone."""
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from geospot import prompts
-from geospot.engines import make_engine
-from geospot.engines.config import EngineConfig
 from geospot.engines.datums import make_datum
 from geospot.engines.local import TokenCounter, mrope_positions
 from geospot.engines.losses import importance_sampling
@@ -18,18 +15,12 @@ from geospot.engines.prefix import (block_mask, common_prefix, group_datums, min
 from geospot.engines.types import ModelInput, SampleParams
 from geospot.models.tiny import FAMILIES
 
+from engine_helpers import random_image, tiny_engine
+
 FAMILY = pytest.mark.parametrize("family", FAMILIES)
 
 
-def _engine(family, **kw):
-    kw.setdefault("lora_rank", 4)
-    kw.setdefault("max_pixels", 112 * 112)
-    return make_engine(EngineConfig(model_name=f"tiny:{family}", **kw))
-
-
-def _image(seed=0, size=(112, 112)):
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+_engine, _image = tiny_engine, random_image
 
 
 def _prompt(e, seed=0, size=(112, 112), text=prompts.SINGLE_TURN_PROMPT):
