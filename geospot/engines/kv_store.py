@@ -4,8 +4,8 @@ the cache of the earlier turns).
 A telescoping turn-2 prompt is exactly turn-1 prompt + that rollout's sampled tokens + a new
 user turn (Renderer.continuation), and at the end of the turn-1 `sample()` call the KV of the
 turn-1 prompt and of every fed sampled token is already computed. The engine hands each
-finished sequence to this store; the next call looks up, per prompt, the stored sequence with
-the longest stored sequence that its prompt extends and prefills only the rest.
+finished sequence to this store; the next call looks up, per prompt, the longest stored
+sequence that its prompt extends and prefills only the rest.
 
 What an entry holds: the sequence's *match key* (its tokens, with every image position replaced
 by a fingerprint of that image's pixels, so equal placeholder tokens of different pictures never
@@ -135,6 +135,9 @@ class KVStore:
     def __init__(self, max_tokens: int):
         self.max_tokens = max_tokens
         self.entries: list[Entry] = []  # least recently used first
+        self._index: dict[int, dict[bytes, Entry]] | None = None  # length -> key bytes -> entry; None = rebuild
+        self._refs: dict[int, list[int]] = {}  # id(segment) -> [entries holding it, its positions]
+        self._held = 0  # positions held, shared segments once
         self.weights_version: tuple | None = None
         self.hits = 0  # prompts that reused a stored prefix
         self.reused_tokens = 0
@@ -144,37 +147,54 @@ class KVStore:
 
     def clear(self) -> None:
         self.entries.clear()
+        self._index, self._refs, self._held = None, {}, 0
 
     def sync_weights(self, version: tuple) -> None:
         """Empty the store when the weights changed since its entries were computed."""
         if version != self.weights_version:
-            self.entries.clear()
+            self.clear()
             self.weights_version = version
 
     @property
     def tokens(self) -> int:
         """KV positions held, each shared segment counted once."""
-        seen = {}
-        for e in self.entries:
-            for s in e.segments:
-                seen[id(s)] = s[0][0].shape[1]
-        return sum(seen.values())
+        return self._held
+
+    def _count(self, entry: Entry, sign: int) -> None:
+        """Reference-count entry's segments in (+1) or out (-1) of the store."""
+        for seg in entry.segments:
+            ref = self._refs.setdefault(id(seg), [0, seg[0][0].shape[1]])
+            ref[0] += sign
+            if ref[0] == 1 and sign > 0:
+                self._held += ref[1]
+            elif ref[0] == 0:
+                self._held -= ref[1]
+                del self._refs[id(seg)]
 
     def match(self, key: np.ndarray, min_len: int) -> Entry | None:
         """The longest entry that this prompt extends (its key is a proper prefix of the prompt's:
         at least one prompt token is left to prefill, whose logits start the sampling), None when
         there is none of at least min_len. Only whole entries: a prompt that merely shares a part
         (the same prompt sampled again) is prefilled as usual, so repeating a seeded call repeats
-        its results bit for bit."""
+        its results bit for bit. One dict lookup per distinct entry length, not a comparison per
+        entry: a telescoping turn of B*G prompts meets B*G entries."""
         best = None
-        for e in self.entries:
-            n = len(e.key)
-            if min_len <= n < len(key) and (best is None or n > len(best.key)) and np.array_equal(e.key, key[:n]):
-                best = e
+        for n, by_key in sorted(self._by_length().items(), reverse=True):
+            if min_len <= n < len(key):
+                best = by_key.get(key[:n].tobytes())
+                if best is not None:
+                    break
         if best is not None:
             self.entries.remove(best)  # most recently used goes last
             self.entries.append(best)
         return best
+
+    def _by_length(self) -> dict[int, dict[bytes, Entry]]:
+        if self._index is None:
+            self._index = {}
+            for e in self.entries:
+                self._index.setdefault(len(e.key), {})[e.key.tobytes()] = e
+        return self._index
 
     def add(self, key: np.ndarray, segments: list) -> None:
         """Store a sequence; entries it extends are dropped (anything they could serve, it serves
@@ -183,7 +203,20 @@ class KVStore:
             return
         if segments_length(segments) != len(key):
             raise ValueError(f"KV segments hold {segments_length(segments)} positions for a {len(key)}-token key")
-        self.entries = [e for e in self.entries if not (len(e.key) <= len(key) and np.array_equal(e.key, key[: len(e.key)]))]
-        self.entries.append(Entry(key, segments))
-        while self.entries and self.tokens > self.max_tokens:
-            self.entries.pop(0)
+        new = Entry(key, segments)
+        self._count(new, +1)  # first, so segments it shares with the entries it replaces stay counted
+        index = self._by_length()
+        stale = set()
+        for n, by_key in index.items():
+            e = by_key.pop(key[:n].tobytes(), None) if n <= len(key) else None
+            if e is not None:
+                stale.add(id(e))
+                self._count(e, -1)
+        if stale:
+            self.entries = [e for e in self.entries if id(e) not in stale]
+        self.entries.append(new)
+        index.setdefault(len(key), {})[key.tobytes()] = new
+        while self.entries and self._held > self.max_tokens:
+            old = self.entries.pop(0)
+            self._count(old, -1)
+            del index[len(old.key)][old.key.tobytes()]

@@ -116,8 +116,9 @@ def test_store_matches_longest_drops_extended_entries_and_evicts_by_tokens():
     s.match(key([1, 2, 3, 4, 5, 6, 9]), min_len=2)  # now the most recently used
     s.add(np.array([8, 8, 8]), [_seg([8, 8, 8])])  # 10 tokens > 9: the least recently used goes
     assert [e.key.tolist() for e in s.entries] == [[1, 2, 3, 4, 5, 6], [8, 8, 8]]
+    assert s.tokens == 4 + 2 + 3  # the evicted entry's own segment left; the shared prompt stayed
     s.sync_weights((1,))
-    assert len(s) == 0
+    assert len(s) == 0 and s.tokens == 0
     with pytest.raises(ValueError, match="3-token key"):
         s.add(np.array([1, 2, 3]), [_seg([1])])
 
