@@ -139,18 +139,6 @@ def run_sft(args, seed: int, sft_run: Path, log_dir: Path) -> dict:
     return {**info, "final_loss": result.final_loss}
 
 
-def merged_warm_start(sft_run: Path, args) -> Path:
-    """The warm start as a plain model folder (cached): a GRPO arm with kl_coef > 0 names it as its
-    model, so the KL reference (the engine's base weights) is the warm start, not the random init."""
-    from geospot.train.checkpoint import resolve_checkpoint
-
-    key = hashlib.sha1(str(resolve_checkpoint(sft_run).resolve()).encode()).hexdigest()[:10]
-    out = cache_dir(args) / f"merged-{key}"
-    if not (out / "config.json").exists():
-        load_engine(sft_run, 0).export(str(out), merged=True)
-    return out
-
-
 def run_grpo(args, seed: int, env_type: str, sft_run: Path, log_dir: Path) -> dict:
     import contextlib
 
@@ -162,8 +150,7 @@ def run_grpo(args, seed: int, env_type: str, sft_run: Path, log_dir: Path) -> di
     cfg = parse_overrides(RLConfig, [f"env_type={env_type}", f"batch_size={args.rl_batch_size}", f"seed={seed}", *args.rl])
     cfg = dataclasses.replace(cfg, load_checkpoint_path=str(sft_run), data=args.data, max_steps=HORIZON,
                               max_seconds=args.budget_s, eval_every=0, eval_n=0, save_every=HORIZON, keep_checkpoints=1,
-                              log_images_every=0, log_path=str(log_dir), behavior_if_log_dir_exists="delete",
-                              model_name=str(merged_warm_start(sft_run, args)) if cfg.kl_coef > 0 else cfg.model_name)
+                              log_images_every=0, log_path=str(log_dir), behavior_if_log_dir_exists="delete")
     cfg.validate()
     with contextlib.redirect_stderr(io.StringIO()):  # the loop's progress line: the bench prints its own
         run(cfg, clock=CLOCKS[args.clock])
@@ -357,7 +344,6 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown arms {sorted(unknown)}; choose from {ARMS}")
 
-    import numpy as np
     import torch
 
     torch.set_num_threads(1)
