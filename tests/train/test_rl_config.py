@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from geospot.config import ConfigError, parse_overrides
+from geospot.config import parse_overrides
 from geospot.train.rl import RLConfig, inherited_engine_fields, main
 
 

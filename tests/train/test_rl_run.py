@@ -2,36 +2,23 @@
 SIGKILL + resume ending with the same weights as an uninterrupted run."""
 
 import io
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from geospot.train.checkpoint import latest_checkpoint, list_checkpoints
+from geospot.train.checkpoint import latest_checkpoint
 from geospot.train.common import read_config, read_jsonl
 
-from ckpt_tensors import saved_tensors
+from resume_helpers import assert_same_final_tensors, kill_inside_step, subprocess_env as _env
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = "synthetic:n=256,size=56,seed=0"
 
 
-def _env():
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    env.pop("WANDB_PROJECT", None)
-    return env
-
-
 def _rl(*args):
     return [sys.executable, "-m", "geospot.train_rl", *map(str, args)]
-
-
-_tensors = saved_tensors
 
 
 @pytest.fixture(scope="module")
@@ -95,30 +82,14 @@ def test_sigkill_then_resume_matches_uninterrupted_run(sft_run, tmp_path):
 
     # Kill mid-step: once step 3 is logged (checkpoint 2 exists), the loop is inside step 4.
     log = tmp_path / "killed"
-    proc = subprocess.Popen(_rl(*common, f"log_path={log}"), cwd=ROOT, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if any(r.get("step") == 3 for r in read_jsonl(log / "metrics.jsonl")):
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, "run finished before it could be killed: " + proc.stderr.read().decode()[-2000:]
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
-    killed_at = [int(p.name) for p in list_checkpoints(log)]
+    killed_at = kill_inside_step(_rl(*common, f"log_path={log}"), log, ROOT)
     assert killed_at and max(killed_at) < 6, killed_at
 
     resumed = subprocess.run(_rl(*common, f"log_path={log}", "behavior_if_log_dir_exists=resume"), cwd=ROOT,
                              env=_env(), capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
-    a = _tensors(latest_checkpoint(tmp_path / "full") / "engine")
-    b = _tensors(latest_checkpoint(log) / "engine")
-    assert latest_checkpoint(log).name == "6" and a, "no tensors saved"
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    assert_same_final_tensors(tmp_path / "full", log, 6)
     # metrics read like one run: steps 1..6 once each, same rewards and taus
     ra = [(r["step"], r["reward_mean"], r["tau_km"]) for r in read_jsonl(tmp_path / "full" / "metrics.jsonl") if "reward_mean" in r]
     trained = [r["datums"] for r in read_jsonl(tmp_path / "full" / "metrics.jsonl") if "datums" in r]

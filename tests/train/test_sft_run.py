@@ -1,29 +1,19 @@
 """SFT end to end on a tiny offline model: the seed's command, and SIGKILL + resume
 ending with the same weights as an uninterrupted run."""
 
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from geospot.train.checkpoint import latest_checkpoint, list_checkpoints
+from geospot.train.checkpoint import latest_checkpoint
 from geospot.train.common import read_config, read_jsonl
 
-from ckpt_tensors import saved_tensors
+from resume_helpers import assert_same_final_tensors, kill_inside_step, subprocess_env as _env
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = "synthetic:n=256,size=56,seed=0"
-
-
-def _env():
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    env.pop("WANDB_PROJECT", None)
-    return env
 
 
 def _sft(*args):
@@ -35,9 +25,6 @@ def tiny_folder():
     from geospot.models.tiny import build_tiny_model
 
     return build_tiny_model("qwen2_5_vl", "tiny")
-
-
-_tensors = saved_tensors
 
 
 def test_seed_command_with_local_model_folder(tiny_folder, tmp_path, capsys):
@@ -73,18 +60,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_folder, tmp_path):
     # Kill mid-step: after checkpoint 2 exists and step 3 has been logged, i.e. while the
     # loop is inside step 4 with a step of work not in any checkpoint.
     log = tmp_path / "killed"
-    proc = subprocess.Popen(_sft(*common, f"log_path={log}"), cwd=ROOT, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if any(r.get("step") == 3 for r in read_jsonl(log / "metrics.jsonl")):
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, "run finished before it could be killed: " + proc.stderr.read().decode()[-2000:]
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
-    killed_at = [int(p.name) for p in list_checkpoints(log)]
+    killed_at = kill_inside_step(_sft(*common, f"log_path={log}"), log, ROOT)
     assert killed_at and max(killed_at) < 8, killed_at
 
     full_err = full.communicate(timeout=300)[1]
@@ -94,12 +70,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_folder, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"from step {max(killed_at)}" in resumed.stderr
 
-    a = _tensors(latest_checkpoint(tmp_path / "full") / "engine")
-    b = _tensors(latest_checkpoint(log) / "engine")
-    assert latest_checkpoint(log).name == "8" and a, "no tensors saved"
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    assert_same_final_tensors(tmp_path / "full", log, 8)
     # metrics read like one run: steps 1..8 once each, same losses
     la = [(r["step"], r["loss"]) for r in read_jsonl(tmp_path / "full" / "metrics.jsonl") if "loss" in r]
     lb = [(r["step"], r["loss"]) for r in read_jsonl(log / "metrics.jsonl") if "loss" in r]

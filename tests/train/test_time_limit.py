@@ -12,7 +12,7 @@ from geospot.config import ConfigError
 from geospot.train.checkpoint import latest_checkpoint, read_checkpoint
 from geospot.train.common import TimeBudget, read_jsonl
 
-from ckpt_tensors import saved_tensors
+from resume_helpers import saved_tensors
 
 DATA = "synthetic:n=64,size=28,seed=0"
 MODEL = dict(model_name="tiny:qwen2_5_vl:tiny", lora_rank=0, device="cpu")
