@@ -58,13 +58,14 @@ def check_coords(lat: Any, lon: Any) -> tuple[float, float]:
     return la, lo
 
 
-def _open(data: bytes | Image.Image, cfg: PrepConfig) -> Image.Image:
+def _open(data: bytes | Image.Image, cfg: PrepConfig, header: Image.Image | None = None) -> Image.Image:
+    """Decode with the checks; `header` is the same bytes already opened (not yet loaded)."""
     if isinstance(data, Image.Image):
         return data
     if not data:
         raise BadSample("empty_image")
     try:
-        im = Image.open(io.BytesIO(data))
+        im = header if header is not None else Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
         raise BadSample("decompression_bomb", str(e)) from None
     except UnidentifiedImageError as e:
@@ -231,13 +232,14 @@ def prepare_image(data: bytes | Image.Image, cfg: PrepConfig, fixes: list[str] |
     """Decode (with the bomb check), apply EXIF orientation, make RGB, cap the longest side,
     optionally centre-crop to a square."""
     fixes = fixes if fixes is not None else []
+    header = None
     if isinstance(data, (bytes, bytearray)) and data:
         header = _header(data)
         if header is not None and header.size[0] * header.size[1] <= cfg.max_pixels:
             fast = _fast_jpeg(bytes(data), header, cfg, fixes)
             if fast is not None:
                 return fast
-    im = _open(data, cfg)
+    im = _open(data, cfg, header)
     try:
         if im.getexif().get(0x0112, 1) not in (1, 0):  # Orientation tag: the camera was turned
             im = ImageOps.exif_transpose(im)

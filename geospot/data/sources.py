@@ -9,6 +9,7 @@ WebDataset reader over HTTP and tests can stand a local folder in for the hub.""
 from __future__ import annotations
 
 import csv
+import functools
 import glob as globlib
 import json
 import os
@@ -262,9 +263,11 @@ class CsvFolderSource:
     lon_col: str | None = None
     id_col: str | None = None  # None: `id`, else IMG_ID (IM2GPS3K / YFCC4K), any case
 
+    @functools.cached_property
     def _index(self) -> dict[str, str]:
         """Image files by stem AND by full file name: OSV-5M ids are stems, IM2GPS3K and
-        YFCC4K ids are file names with the extension."""
+        YFCC4K ids are file names with the extension. Walked once per source, not per epoch:
+        an OSV-5M-sized folder is millions of entries."""
         found: dict[str, str] = {}
         base = os.path.join(self.root, "images")
         base = base if os.path.isdir(base) else self.root
@@ -277,7 +280,7 @@ class CsvFolderSource:
         return found
 
     def records(self, epoch: int, seed: int, shuffle: bool) -> Iterator[Record | Skip]:
-        index = self._index()
+        index = self._index
         for path in _shard_order(self.csv_paths, epoch, seed, shuffle):
             with open(path, newline="", encoding="utf-8") as f:
                 reader = csv.DictReader(f)

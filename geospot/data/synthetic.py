@@ -61,9 +61,9 @@ import numpy as np
 from PIL import Image
 
 from geospot.data.types import Sample
-from geospot.geo import UNKNOWN, GeoLabels
+from geospot.geo import EARTH_RADIUS_KM, UNKNOWN, GeoLabels
 
-EARTH_KM = 6371.0088
+EARTH_KM = EARTH_RADIUS_KM
 RENDER_MAX = 112  # paint resolution cap (px); larger outputs are upsampled
 
 _SYLLABLES = (
@@ -208,7 +208,7 @@ class SyntheticWorld:
                 break
             if self.twin[a] >= 0:
                 continue
-            d = np.degrees(np.arccos(np.clip(self.centres @ self.centres[a], -1, 1))) * np.pi / 180 * EARTH_KM
+            d = np.arccos(np.clip(self.centres @ self.centres[a], -1, 1)) * EARTH_KM
             far = [b for b in np.argsort(-d) if b != a and self.twin[b] < 0 and d[b] >= 5000]
             if not far:
                 continue

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from geospot.geo import geoguessr_score
+from geospot.geo.scores import GEOGUESSR_MAX, GEOGUESSR_SCALE_KM, geoguessr_score
 
 
 class Reward(Protocol):
@@ -37,7 +37,7 @@ class KernelReward:
 class GeoScoreReward:
     """The GeoGuessr score / 5000 = exp(-d/1492.7 km): a fixed, continent-scale kernel."""
 
-    scale_km: float = 1492.7
+    scale_km: float = GEOGUESSR_SCALE_KM
 
     def __call__(self, distance_km: float) -> float:
-        return float(geoguessr_score(float(distance_km), scale=self.scale_km)) / 5000.0
+        return float(geoguessr_score(float(distance_km), scale=self.scale_km)) / GEOGUESSR_MAX

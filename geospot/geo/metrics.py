@@ -14,7 +14,7 @@ import numpy as np
 
 from geospot.geo.distance import haversine_km
 from geospot.geo.geocode import GeoLabels, reverse_geocode
-from geospot.geo.scores import THRESHOLDS_KM, geoguessr_score
+from geospot.geo.scores import THRESHOLDS_KM, accuracy_at, geoguessr_score
 
 Geocoder = Callable[[np.ndarray, np.ndarray], Sequence[GeoLabels]]
 
@@ -56,7 +56,7 @@ def compute_metrics(pred_lat, pred_lon, true_lat, true_lon, *, geocoder: Geocode
     out["mean_km"] = float(d.mean()) if n else nan
     out["geoscore"] = float(geoguessr_score(d).mean()) if n else nan
     for t in THRESHOLDS_KM:
-        out[f"acc_{t}km"] = float((d < t).mean()) if n else nan
+        out[f"acc_{t}km"] = accuracy_at(d, t)
 
     if geocoder is None or n == 0:
         out.update(country_acc=nan, region_acc=nan, city_acc=nan)

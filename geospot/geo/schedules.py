@@ -46,29 +46,27 @@ class ConstantTau:
 
 
 @dataclass(frozen=True)
-class LinearTau:
+class _Annealed:
+    """What every start -> end schedule shares: its three numbers and their checks."""
+
     start_km: float = 2000.0
     end_km: float = 25.0
     total_steps: int = 1000
 
     def __post_init__(self) -> None:
-        _check("LinearTau", self.start_km, self.end_km, self.total_steps)
+        _check(type(self).__name__, self.start_km, self.end_km, self.total_steps)
 
+
+@dataclass(frozen=True)
+class LinearTau(_Annealed):
     def tau(self, step: int) -> float:
         p = _progress(step, self.total_steps)
         return self.start_km + (self.end_km - self.start_km) * p
 
 
 @dataclass(frozen=True)
-class GeometricTau:
+class GeometricTau(_Annealed):
     """τ = start·(end/start)^(step/total): linear in log τ; midpoint = √(start·end)."""
-
-    start_km: float = 2000.0
-    end_km: float = 25.0
-    total_steps: int = 1000
-
-    def __post_init__(self) -> None:
-        _check("GeometricTau", self.start_km, self.end_km, self.total_steps)
 
     def tau(self, step: int) -> float:
         p = _progress(step, self.total_steps)
@@ -78,15 +76,8 @@ class GeometricTau:
 
 
 @dataclass(frozen=True)
-class CosineTau:
+class CosineTau(_Annealed):
     """Half-cosine from start to end: slow at both ends, fastest in the middle."""
-
-    start_km: float = 2000.0
-    end_km: float = 25.0
-    total_steps: int = 1000
-
-    def __post_init__(self) -> None:
-        _check("CosineTau", self.start_km, self.end_km, self.total_steps)
 
     def tau(self, step: int) -> float:
         p = _progress(step, self.total_steps)

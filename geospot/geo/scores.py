@@ -18,10 +18,7 @@ def geoguessr_score(d_km, scale: float = GEOGUESSR_SCALE_KM):
     """5000·exp(-d/scale). Scalars -> float, arrays -> array. NaN or inf distance (no guess) -> 0."""
     if not scale > 0:
         raise ValueError(f"geoguessr_score scale={scale} must be > 0 km")
-    d = np.asarray(d_km, dtype=np.float64)
-    s = GEOGUESSR_MAX * np.exp(-d / scale)
-    s = np.where(np.isnan(s), 0.0, s)
-    return float(s) if s.ndim == 0 else s
+    return GEOGUESSR_MAX * kernel_reward(d_km, scale)
 
 
 def kernel_reward(d_km, tau_km: float):

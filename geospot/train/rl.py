@@ -25,7 +25,6 @@ from geospot.engines.config import EngineConfig
 from geospot.engines.types import AdamParams, SampleParams
 from geospot.prompts import SINGLE_TURN_PROMPT, TELESCOPING_PROMPTS
 
-TAU_SCHEDULES = ("geometric", "linear", "cosine", "constant", "follow_error")
 _ENGINE_KEYS = ("model_name", "engine", "lora_rank", "lora_alpha", "lora_targets", "train_vision", "dtype",
                 "device", "max_pixels")
 

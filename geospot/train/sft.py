@@ -23,7 +23,7 @@ from geospot import prompts
 from geospot.config import ConfigError, help_text, option, parse_overrides
 from geospot.engines.config import EngineConfig
 from geospot.engines.types import AdamParams, Datum
-from geospot.geo import format_metrics_table
+from geospot.geo import EARTH_RADIUS_KM, format_metrics_table
 from geospot.train.checkpoint import latest_checkpoint, load_checkpoint, read_checkpoint, resolve_checkpoint, save_checkpoint
 from geospot.train.common import (
     LogDirBehavior,
@@ -177,13 +177,10 @@ def telescoping_messages(sample: Any, turn_decimals: Sequence[int], noise_km: Se
     return messages
 
 
-EARTH_KM = 6371.0088
-
-
 def perturb(lat: float, lon: float, scale_km: float, rng: np.random.Generator) -> tuple[float, float]:
     """(lat, lon) moved a Rayleigh(scale_km)-distributed distance along a uniformly random
     bearing on the sphere (median distance ~1.18 x scale). Longitude wrapped to [-180, 180)."""
-    d = scale_km * math.sqrt(-2.0 * math.log(1.0 - rng.random())) / EARTH_KM  # angular distance
+    d = scale_km * math.sqrt(-2.0 * math.log(1.0 - rng.random())) / EARTH_RADIUS_KM  # angular distance
     bearing = 2.0 * math.pi * rng.random()
     p1, l1 = math.radians(lat), math.radians(lon)
     p2 = math.asin(max(-1.0, min(1.0, math.sin(p1) * math.cos(d) + math.cos(p1) * math.sin(d) * math.cos(bearing))))
