@@ -22,7 +22,7 @@ import os
 import re
 from typing import BinaryIO, Protocol
 
-from geospot.data.sources import ParquetSource, WebDatasetSource
+from geospot.data.sources import IMAGE_COLS, ParquetSource, WebDatasetSource
 from geospot.data.spec import SpecError
 
 DATA_EXTS = (".parquet", ".jsonl", ".json", ".csv", ".txt")
@@ -78,19 +78,6 @@ class HubOpener:
         return self.fs.open(f"{self.base}/{path}", "rb", block_size=4 << 20)
 
 
-class _PathOpener:
-    """Adapts a RepoOpener to the sources' Opener (they open repo-relative paths)."""
-
-    def __init__(self, repo: RepoOpener):
-        self.repo = repo
-
-    def glob(self, pattern: str) -> list[str]:  # not used: hub sources get explicit lists
-        return [pattern]
-
-    def open(self, path: str) -> BinaryIO:
-        return self.repo.open(path)
-
-
 def normalize_shard_path(entry: str, repo_id: str) -> str:
     """Manifest entries may be repo-relative ('shards/x-000.tar'), hf:// URLs (optionally
     @revision) or https resolve URLs of the same repo; all become repo-relative paths."""
@@ -103,14 +90,18 @@ def normalize_shard_path(entry: str, repo_id: str) -> str:
     return e.lstrip("/")
 
 
-def _read_column(repo: RepoOpener, path: str, column: str) -> list[str]:
+def _read_column(repo: RepoOpener, path: str, column: str, image_col: str | None = None) -> list[str]:
+    """The `column` values of a data file; [] for a parquet file that holds images itself (an
+    image dataset, not a manifest), judged on the schema this one open reads anyway."""
     low = path.lower()
     with repo.open(path) as f:
         if low.endswith(".parquet"):
             import pyarrow.parquet as pq
 
             pf = pq.ParquetFile(f)
-            if column not in pf.schema_arrow.names:
+            names = pf.schema_arrow.names
+            has_image = (image_col in names) if image_col else any(c in names for c in IMAGE_COLS)
+            if has_image or column not in names:
                 return []
             return [str(v) for v in pf.read(columns=[column]).column(column).to_pylist() if v]
         text = f.read().decode("utf-8", errors="replace")
@@ -128,14 +119,6 @@ def _read_column(repo: RepoOpener, path: str, column: str) -> list[str]:
         rows = list(csv.DictReader(io.StringIO(text)))
         return [r[column] for r in rows if r.get(column)]
     return [ln for ln in text.splitlines() if ln.strip()]  # .txt: one row per line (the `text` column)
-
-
-def _parquet_has_image(repo: RepoOpener, path: str, image_col: str | None) -> bool:
-    import pyarrow.parquet as pq
-
-    with repo.open(path) as f:
-        names = pq.ParquetFile(f).schema_arrow.names
-    return (image_col in names) if image_col else any(c in names for c in ("image", "jpg", "img", "image_bytes"))
 
 
 def build_hub_source(repo_id: str, *, lat: str | None = None, lon: str | None = None, image: str | None = None,
@@ -161,9 +144,7 @@ def build_hub_source(repo_id: str, *, lat: str | None = None, lon: str | None = 
     # 1. A manifest: data files whose `column` lists tar shards of this repo.
     shards: list[str] = []
     for f in data:
-        if f.lower().endswith(".parquet") and _parquet_has_image(opener, f, image):
-            continue
-        entries = _read_column(opener, f, column)
+        entries = _read_column(opener, f, column, image)
         tars = [normalize_shard_path(e, repo_id) for e in entries if e.strip().lower().endswith(TAR_EXTS)]
         shards.extend(tars)
     if shards:
@@ -171,17 +152,17 @@ def build_hub_source(repo_id: str, *, lat: str | None = None, lon: str | None = 
         if missing:
             raise SpecError(f"hf:{repo_id}: the manifest lists {len(missing)} shard(s) not in the repo, "
                             f"e.g. {missing[0]!r}")
-        return WebDatasetSource(list(dict.fromkeys(shards)), name=label, opener=_PathOpener(opener),
+        return WebDatasetSource(list(dict.fromkeys(shards)), name=label, opener=opener,
                                 lat_key=lat, lon_key=lon)
     # 2. Parquet with images.
     pq_files = [f for f in data if f.lower().endswith(".parquet")]
     if pq_files:
         return ParquetSource(pq_files, name=label, lat_col=lat, lon_col=lon, image_col=image, id_col=id,
-                             opener=_PathOpener(opener))
+                             opener=opener)
     # 3. Bare tar shards.
     tars = [f for f in picked if f.lower().endswith(TAR_EXTS)]
     if tars:
-        return WebDatasetSource(tars, name=label, opener=_PathOpener(opener), lat_key=lat, lon_key=lon)
+        return WebDatasetSource(tars, name=label, opener=opener, lat_key=lat, lon_key=lon)
     raise SpecError(f"hf:{repo_id}: found no manifest ({column!r} column listing .tar shards), no parquet with "
                     f"images and no tar shards" + (f" matching split={split!r}" if split else "")
                     + f" among {len(files)} files")

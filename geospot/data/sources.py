@@ -52,8 +52,6 @@ class Source(Protocol):
 class Opener(Protocol):
     """Where shard/manifest bytes come from: the local disk, a hub repo, a local mirror."""
 
-    def glob(self, pattern: str) -> list[str]: ...
-
     def open(self, path: str) -> BinaryIO: ...
 
 
@@ -127,6 +125,7 @@ def _first(meta: dict, keys: tuple[str, ...]) -> Any:
 LAT_KEYS = ("lat", "latitude")
 LON_KEYS = ("lon", "lng", "longitude")
 ID_KEYS = ("id", "img_id", "image_id")
+IMAGE_COLS = ("image", "jpg", "img", "image_bytes")  # parquet columns that hold the image
 
 
 @dataclass
@@ -221,7 +220,7 @@ class ParquetSource:
                 names = pf.schema_arrow.names
                 lat_c = _find_col(names, self.lat_col, LAT_KEYS, "latitude", path)
                 lon_c = _find_col(names, self.lon_col, LON_KEYS, "longitude", path)
-                img_c = _find_col(names, self.image_col, ("image", "jpg", "img", "image_bytes"), "the image", path)
+                img_c = _find_col(names, self.image_col, IMAGE_COLS, "the image", path)
                 id_c = _find_col(names, self.id_col, ("id", "key", "__key__"), "the id", path)
                 if img_c is None or lat_c is None or lon_c is None:
                     raise ValueError(f"{path}: need image and latitude/longitude columns (found {names}); "

@@ -30,7 +30,10 @@ SPLITS = ("train", "val", "test", "all")
 
 
 @dataclass(frozen=True)
-class StreamConfig:
+class StreamConfig(PrepConfig):
+    """The stream's options; the image preparation ones (max_side, square, max_pixels,
+    min_side) are PrepConfig's, inherited so a data spec sets them flat like the rest."""
+
     repeat: bool | None = option(None, "loop over the data forever (default: on for train, off otherwise)")
     shuffle: bool | None = option(None, "shuffle shard order and use the shuffle buffer (default: on for train)")
     shuffle_buffer: int = option(1000, "records held by the shuffle buffer (0 disables it)")
@@ -38,10 +41,6 @@ class StreamConfig:
     prefetch: int = option(16, "records prepared ahead of the consumer")
     val_frac: float = option(0.05, "share of ids (by hash) in the val split")
     test_frac: float = option(0.05, "share of ids (by hash) in the test split")
-    max_side: int = option(512, "longest image side after preparation (px); 0 keeps the size")
-    square: bool = option(False, "centre-crop images to squares")
-    max_pixels: int = option(40_000_000, "declared pixel count above which an image is a decompression bomb")
-    min_side: int = option(8, "images with a shorter side are skipped")
 
     def validate(self) -> None:
         if not (0 <= self.val_frac and 0 <= self.test_frac and self.val_frac + self.test_frac < 1):
@@ -123,8 +122,7 @@ class SampleStream:
         self.shuffle = self.cfg.shuffle if self.cfg.shuffle is not None else split == "train"
         self.parts = parse_spec(spec)
         self.sources: list[Source] = [build_source(p) for p in self.parts]
-        self.prep = PrepConfig(max_side=self.cfg.max_side, square=self.cfg.square,
-                               max_pixels=self.cfg.max_pixels, min_side=self.cfg.min_side)
+        self.prep = PrepConfig(**{f.name: getattr(self.cfg, f.name) for f in dataclasses.fields(PrepConfig)})
         self._pool = ThreadPoolExecutor(self.cfg.workers, thread_name_prefix="geospot-data",
                                         initializer=one_torch_thread) if self.cfg.workers else None
         self.skipped: dict[str, int] = {}
@@ -181,7 +179,7 @@ class SampleStream:
                 self._exhausted = True
                 return
             if self._pool is None or isinstance(item, Skip):
-                self._pending.append(_prepare(item, self.prep) if self._pool is None else (item, []))
+                self._pending.append(_prepare(item, self.prep))  # a Skip passes straight through
             else:
                 self._pending.append(self._pool.submit(_prepare, item, self.prep))
 
