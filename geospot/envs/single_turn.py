@@ -18,12 +18,16 @@ from geospot.prompts import SINGLE_TURN_PROMPT, user_message
 
 
 def grade(renderer, sample: Sample, action_tokens: Sequence[int]):
-    """(text, guess | None, distance_km | nan) of one sampled answer."""
-    text = renderer.decode(list(action_tokens))
-    guess = parse_coordinates(text)
+    """(guess | None, distance_km | nan) of one sampled answer."""
+    guess = parse_coordinates(renderer.decode(list(action_tokens)))
     if guess is None:
-        return text, None, math.nan
-    return text, (float(guess[0]), float(guess[1])), float(haversine_km(guess[0], guess[1], sample.lat, sample.lon))
+        return None, math.nan
+    return (float(guess[0]), float(guess[1])), float(haversine_km(guess[0], guess[1], sample.lat, sample.lon))
+
+
+def first_observation(renderer, sample: Sample, prompt: str) -> ModelInput:
+    """The image and the first prompt, ready for the assistant's answer."""
+    return renderer.generation_prompt([user_message(sample.image, prompt)])
 
 
 class SingleTurnEnv:
@@ -36,14 +40,14 @@ class SingleTurnEnv:
 
     def initial_observation(self) -> ModelInput:
         if self._initial is None:
-            self._initial = self.renderer.generation_prompt([user_message(self.sample.image, self.prompt)])
+            self._initial = first_observation(self.renderer, self.sample, self.prompt)
         return self._initial
 
     def step(self, action_tokens: Sequence[int]) -> StepResult:
         if self._done:
             raise RuntimeError("SingleTurnEnv is single use: make a new env per rollout")
         self._done = True
-        text, guess, d = grade(self.renderer, self.sample, action_tokens)
+        guess, d = grade(self.renderer, self.sample, action_tokens)
         parsed = guess is not None
         reward = self.reward(d) if parsed else self.format_penalty
         metrics = {"turn": 0.0, "parsed": float(parsed), "distance_km": d,
@@ -62,6 +66,6 @@ class SingleTurnGroupBuilder:
     format_penalty: float = -0.1
 
     def make_envs(self, group_size: int) -> list[SingleTurnEnv]:
-        initial = self.renderer.generation_prompt([user_message(self.sample.image, self.prompt)])
+        initial = first_observation(self.renderer, self.sample, self.prompt)
         return [SingleTurnEnv(self.sample, self.renderer, self.reward, prompt=self.prompt,
                               format_penalty=self.format_penalty, initial=initial) for _ in range(group_size)]

@@ -22,7 +22,7 @@ from typing import Sequence
 from geospot.data.types import Sample
 from geospot.engines.types import ModelInput
 from geospot.envs.rewards import GeoScoreReward, Reward
-from geospot.envs.single_turn import grade
+from geospot.envs.single_turn import first_observation, grade
 from geospot.envs.types import StepResult
 from geospot.prompts import PREVIOUS_GUESS_DECIMALS, TELESCOPING_PROMPTS, format_previous_guess, user_message
 
@@ -57,14 +57,14 @@ class TelescopingEnv:
 
     def initial_observation(self) -> ModelInput:
         if self._initial is None:
-            self._initial = self.renderer.generation_prompt([user_message(self.sample.image, self.prompts[0])])
+            self._initial = first_observation(self.renderer, self.sample, self.prompts[0])
         self._obs = self._initial
         return self._obs
 
     def step(self, action_tokens: Sequence[int]) -> StepResult:
         if self._done or self._obs is None:
             raise RuntimeError("TelescopingEnv: call initial_observation() first; envs are single use")
-        text, guess, d = grade(self.renderer, self.sample, action_tokens)
+        guess, d = grade(self.renderer, self.sample, action_tokens)
         parsed = guess is not None
         s = float(self.score(d)) if parsed else 0.0
         reward = s - self.prev_score + (0.0 if parsed else self.format_penalty)
@@ -89,6 +89,6 @@ class TelescopingGroupBuilder:
     format_penalty: float = -0.1
 
     def make_envs(self, group_size: int) -> list[TelescopingEnv]:
-        initial = self.renderer.generation_prompt([user_message(self.sample.image, self.prompts[0])])
+        initial = first_observation(self.renderer, self.sample, self.prompts[0])
         return [TelescopingEnv(self.sample, self.renderer, self.score, prompts=self.prompts,
                                format_penalty=self.format_penalty, initial=initial) for _ in range(group_size)]

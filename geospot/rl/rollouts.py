@@ -9,7 +9,7 @@ and go as one prompt each with `num_samples=1`."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from geospot.engines.types import SampleParams
@@ -20,9 +20,7 @@ from geospot.envs.types import EnvGroupBuilder, Trajectory, Transition
 class RolloutStats:
     sample_s: float = 0.0
     sampled_tokens: int = 0
-    engine_calls: int = 0
     turns: int = 0
-    per_turn_calls: list[int] = field(default_factory=list)
 
 
 def do_group_rollouts(engine, builders: Sequence[EnvGroupBuilder], group_size: int,
@@ -43,8 +41,6 @@ def do_group_rollouts(engine, builders: Sequence[EnvGroupBuilder], group_size: i
         t0 = time.perf_counter()
         seqs = engine.sample(prompts, num_samples=G if first else 1, params=turn_params)
         stats.sample_s += time.perf_counter() - t0
-        stats.engine_calls += 1
-        stats.per_turn_calls.append(len(prompts))
         # back to the flat (b, g) order of `active`
         flat = [seqs[b][g] for b in range(B) for g in range(G)] if first else [s[0] for s in seqs]
         next_active, next_prompts = [], []

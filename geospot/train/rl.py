@@ -17,13 +17,13 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from geospot.config import ConfigError, help_text, option, parse_overrides, require, to_dict
 from geospot.engines.config import EngineConfig
 from geospot.engines.types import AdamParams, SampleParams
 from geospot.prompts import SINGLE_TURN_PROMPT, TELESCOPING_PROMPTS
+from geospot.train.common import LogDirBehavior
 
 _ENGINE_KEYS = ("model_name", "engine", "lora_rank", "lora_alpha", "lora_targets", "train_vision", "dtype",
                 "device", "max_pixels")
@@ -81,7 +81,7 @@ class RLConfig:
     keep_checkpoints: int | None = option(None, "keep only the last N checkpoints (None = all)")
     log_images_every: int = option(1, "rollout records for the dashboard every N steps; 0 = never")
     log_path: str = option("runs/rl", "run folder (config.json, metrics.jsonl, store.sqlite, checkpoints/)")
-    behavior_if_log_dir_exists: Literal["ask", "resume", "delete", "raise"] = option("ask", "existing run folder: ask (tty only), resume, delete, raise")
+    behavior_if_log_dir_exists: LogDirBehavior = option("ask", "existing run folder: ask (tty only), resume, delete, raise")
     seed: int = option(0, "seed of data order, sampling and init")
     wandb_project: str | None = option(None, "also log to this wandb project (needs `pip install wandb`)")
     wandb_name: str | None = option(None, "W&B run name (default: the run folder's name)")
@@ -122,11 +122,8 @@ def inherited_engine_fields(load_checkpoint_path: str | None) -> dict:
         ckpt = resolve_checkpoint(load_checkpoint_path)
     except FileNotFoundError as e:
         raise ConfigError(f"load_checkpoint_path: {e}") from None
-    for folder in (ckpt, ckpt.parent.parent, Path(load_checkpoint_path)):
-        rec = read_config(folder) if (folder / "config.json").exists() else None
-        if rec:
-            return {k: v for k, v in rec.get("config", {}).items() if k in (*_ENGINE_KEYS, "data") and v is not None}
-    return {}
+    rec = read_config(ckpt) or read_config(ckpt.parent.parent)  # a checkpoint folder, or its run's
+    return {k: v for k, v in (rec or {}).get("config", {}).items() if k in (*_ENGINE_KEYS, "data") and v is not None}
 
 
 def reward_kind(cfg: RLConfig) -> str:
@@ -164,12 +161,12 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> dict:
     from geospot.rl.kl import apply_kl_penalty
     from geospot.rl.metrics import image_records, rollout_metrics
     from geospot.rl.rollouts import RolloutStats, do_group_rollouts
-    from geospot.train.checkpoint import latest_checkpoint, load_checkpoint, read_checkpoint, resolve_checkpoint, save_checkpoint
+    from geospot.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
     from geospot.train.common import Progress, TimeBudget, seed_everything, write_config
-    from geospot.train.sft import make_writer, open_data  # the same data and writer handling as SFT
+    from geospot.train.sft import finishing, make_writer, open_inputs  # the same run handling as SFT
 
-    stream, heldout, geocoder = open_data(cfg)
-    heldout = heldout if cfg.eval_every else []
+    # eval_every=0: no periodic eval, so no held-out images to load
+    stream, heldout, geocoder, init_weights = open_inputs(cfg if cfg.eval_every else dataclasses.replace(cfg, eval_n=0), log_dir)
     write_config(log_dir, "rl", cfg)
     seed_everything(cfg.seed)
     tau = make_tau_schedule(cfg.tau_schedule, cfg.tau_start_km, cfg.tau_end_km, cfg.max_steps,
@@ -179,9 +176,8 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> dict:
     start, recent_km = 0, deque(maxlen=cfg.tau_window)  # recent final distances, replayed into tau on resume
     budget = TimeBudget(cfg.max_seconds, clock=clock)
     ckpt = latest_checkpoint(log_dir) if resuming else None
-    if cfg.load_checkpoint_path and (ckpt is None or cfg.kl_coef > 0):  # the starting policy
-        path = cfg.load_checkpoint_path
-        engine.load_state(path if "://" in path else read_checkpoint(resolve_checkpoint(path)).engine_path, with_optimizer=False)
+    if init_weights and (ckpt is None or cfg.kl_coef > 0):  # the starting policy
+        engine.load_state(init_weights, with_optimizer=False)
     if cfg.kl_coef > 0 and hasattr(engine, "set_reference"):
         engine.set_reference()  # KL to where this run started (the SFT policy), not the untrained base
     if ckpt is not None:
@@ -194,7 +190,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> dict:
         for d in recent_km:
             tau.observe(np.asarray(d, dtype=float))
     own_writer = writer is None
-    writer = make_writer(log_dir, cfg, start) if own_writer else writer
+    writer = make_writer(log_dir, cfg, start if ckpt is not None else -1) if own_writer else writer
     writer.log_config("rl", to_dict(cfg))
 
     style = "single" if cfg.env_type == "single" else "telescoping"
@@ -209,66 +205,65 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> dict:
         progress.note(f"eval step {done}: " + " ".join(f"{k}={ev.metrics[k]:.4g}" for k in ("geoscore", "median_km", "acc_200km", "acc_750km") if k in ev.metrics))
         return {f"eval/{k}": v for k, v in ev.metrics.items()}
 
-    if heldout and cfg.eval_at_start and start == 0:
-        evaluate_now(0)
-    for step in range(start, cfg.max_steps):
-        if budget.expired():  # a time-limited run resumed after its time ran out
-            break
-        budget.begin_step()
-        t_step = time.perf_counter()
-        samples = stream.next_batch(cfg.batch_size)
-        tau_km = float(tau.tau(budget.schedule_step(step, cfg.max_steps)))
-        builders = make_group_builders(cfg, samples, engine.renderer, tau_km)
-        params = SampleParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed * 1_000_003 + step * 7919)
-        stats = RolloutStats()
-        trajectories_BG = do_group_rollouts(engine, builders, cfg.group_size, params, stats)
+    with finishing(writer, stream, close_writer=own_writer):
+        if heldout and cfg.eval_at_start and start == 0:
+            evaluate_now(0)
+            progress.restart()  # the ETA counts training steps, not the baseline eval
+        for step in range(start, cfg.max_steps):
+            if budget.expired():  # a time-limited run resumed after its time ran out
+                break
+            budget.begin_step()
+            t_step = time.perf_counter()
+            samples = stream.next_batch(cfg.batch_size)
+            tau_km = float(tau.tau(budget.schedule_step(step, cfg.max_steps)))
+            builders = make_group_builders(cfg, samples, engine.renderer, tau_km)
+            params = SampleParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed * 1_000_003 + step * 7919)
+            stats = RolloutStats()
+            trajectories_BG = do_group_rollouts(engine, builders, cfg.group_size, params, stats)
 
-        adv = compute_advantages(trajectories_BG, credit, cfg.scale_by_std)
-        datums_D = build_datums(trajectories_BG, adv)
-        t_train = time.perf_counter()
-        if cfg.kl_coef > 0 and datums_D:
-            datums_D, kl = apply_kl_penalty(engine, datums_D, cfg.kl_coef)
-        adam = AdamParams(cfg.learning_rate, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, grad_clip_norm=cfg.grad_clip_norm)
-        if datums_D:  # no datums = every group constant: nothing to learn this step
-            result = engine.train_step(datums_D, cfg.loss_fn, adam, loss_config)
-        train_s = time.perf_counter() - t_train
+            adv = compute_advantages(trajectories_BG, credit, cfg.scale_by_std)
+            datums_D = build_datums(trajectories_BG, adv)
+            t_train = time.perf_counter()
+            if cfg.kl_coef > 0 and datums_D:
+                datums_D, kl = apply_kl_penalty(engine, datums_D, cfg.kl_coef)
+            adam = AdamParams(cfg.learning_rate, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, grad_clip_norm=cfg.grad_clip_norm)
+            if datums_D:  # no datums = every group constant: nothing to learn this step
+                result = engine.train_step(datums_D, cfg.loss_fn, adam, loss_config)
+            train_s = time.perf_counter() - t_train
 
-        metrics = rollout_metrics(samples, trajectories_BG, num_turns=1 if cfg.env_type == "single" else len(cfg.turn_prompts))
-        finals = [t.transitions[-1].metrics.get("distance_km", math.nan) for g in trajectories_BG for t in g]
-        recent_km.append([float(d) for d in finals if math.isfinite(d)])
-        if hasattr(tau, "observe"):
-            tau.observe(np.asarray(finals, dtype=float))
-        if reward_kind(cfg) == "kernel":  # tau means nothing to the GeoScore reward: don't chart it
-            metrics["tau_km"] = tau_km
-        metrics.update({
-            "dropped_groups": float(adv.dropped), "datums": float(len(datums_D)),
-            "sampled_tokens": float(stats.sampled_tokens),
-            "tokens_per_s": stats.sampled_tokens / max(stats.sample_s, 1e-9),
-            "time_sample_s": stats.sample_s, "time_train_s": train_s, "time_step_s": time.perf_counter() - t_step,
-            "lr": cfg.learning_rate,
-        })
-        if cfg.kl_coef > 0 and datums_D:
-            metrics["kl"] = kl
-        if datums_D:
-            metrics.update({f"train/{k}": float(v) for k, v in result.metrics.items()})
-        done = step + 1  # logged as SFT does: the number of optimizer steps done
-        writer.log_step(done, metrics)
-        if cfg.log_images_every and step % cfg.log_images_every == 0:
-            writer.log_images(done, image_records(samples, trajectories_BG, engine.renderer), split="train")
-        progress.update(step, {k: metrics[k] for k in ("reward_mean", "median_km", "tau_km", "format_rate", "dropped_groups", "tokens_per_s") if k in metrics})
+            metrics = rollout_metrics(samples, trajectories_BG, num_turns=1 if cfg.env_type == "single" else len(cfg.turn_prompts))
+            finals = [t.transitions[-1].metrics.get("distance_km", math.nan) for g in trajectories_BG for t in g]
+            recent_km.append([float(d) for d in finals if math.isfinite(d)])
+            if hasattr(tau, "observe"):
+                tau.observe(np.asarray(finals, dtype=float))
+            if reward_kind(cfg) == "kernel":  # tau means nothing to the GeoScore reward: don't chart it
+                metrics["tau_km"] = tau_km
+            metrics.update({
+                "dropped_groups": float(adv.dropped), "datums": float(len(datums_D)),
+                "sampled_tokens": float(stats.sampled_tokens),
+                "tokens_per_s": stats.sampled_tokens / max(stats.sample_s, 1e-9),
+                "time_sample_s": stats.sample_s, "time_train_s": train_s, "time_step_s": time.perf_counter() - t_step,
+                "lr": cfg.learning_rate,
+            })
+            if cfg.kl_coef > 0 and datums_D:
+                metrics["kl"] = kl
+            if datums_D:
+                metrics.update({f"train/{k}": float(v) for k, v in result.metrics.items()})
+            done = step + 1  # logged as SFT does: the number of optimizer steps done
+            writer.log_step(done, metrics)
+            if cfg.log_images_every and step % cfg.log_images_every == 0:
+                writer.log_images(done, image_records(samples, trajectories_BG, engine.renderer), split="train")
+            progress.update(step, {k: metrics[k] for k in ("reward_mean", "median_km", "tau_km", "format_rate", "dropped_groups", "tokens_per_s") if k in metrics})
 
-        budget.end_step()
-        last = done == cfg.max_steps or budget.expired()  # the time limit ends the run as max_steps does
-        if heldout and (done % cfg.eval_every == 0 or last):
-            metrics.update(evaluate_now(done))
-        if done % cfg.save_every == 0 or last:
-            save_checkpoint(log_dir, done, engine, data_state=stream.state_dict(),
-                            loop_state={"recent_km": list(recent_km), "train_seconds": budget.spent}, keep_last=cfg.keep_checkpoints)
-        if last:
-            break
-    writer.set_status("done")
-    if own_writer:
-        writer.close()
+            budget.end_step()
+            last = done == cfg.max_steps or budget.expired()  # the time limit ends the run as max_steps does
+            if heldout and (done % cfg.eval_every == 0 or last):
+                metrics.update(evaluate_now(done))
+            if done % cfg.save_every == 0 or last:
+                save_checkpoint(log_dir, done, engine, data_state=stream.state_dict(),
+                                loop_state={"recent_km": list(recent_km), "train_seconds": budget.spent}, keep_last=cfg.keep_checkpoints)
+            if last:
+                break
     return metrics
 
 

@@ -8,6 +8,7 @@ The file reads top to bottom: config -> building examples -> the loop -> main.""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import math
@@ -34,7 +35,7 @@ from geospot.train.common import (
     truncate_jsonl,
     write_config,
 )
-from geospot.train.lr import Schedule, learning_rate
+from geospot.train.lr import SCHEDULES, Schedule, learning_rate
 
 # ---------------------------------------------------------------------------------------
 # Config. The engine's keys are flattened in (`model_name=...` as in the seed); their
@@ -118,6 +119,7 @@ class SFTConfig:
         need(0 <= self.max_seconds < math.inf, "max_seconds", "must be >= 0 (0 = no time limit)")
         need(0 <= self.warmup_steps <= self.max_steps, "warmup_steps", f"must be in [0, max_steps={self.max_steps}]")
         need(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", "must be in [0, 1]")
+        need(self.lr_schedule in SCHEDULES, "lr_schedule", f"must be one of {', '.join(SCHEDULES)}")
         need(0 <= self.answer_decimals <= 6, "answer_decimals", "must be in [0, 6]")
         need(len(self.telescoping_decimals) == len(prompts.TELESCOPING_PROMPTS) - 1, "telescoping_decimals",
              f"needs one value per non-final telescoping turn ({len(prompts.TELESCOPING_PROMPTS) - 1})")
@@ -317,6 +319,39 @@ def initial_weights(path: str | None) -> str | None:
         raise ConfigError(f"load_checkpoint_path={path!r}: {e}") from None
 
 
+def open_inputs(cfg: Any, log_dir: Path) -> tuple[Any, list[Any], Any, str | None]:
+    """(train stream, held-out samples, geocoder, initial weights): everything a run can get
+    wrong in its config, checked before the (slow) model load. On a ConfigError the fresh,
+    still-empty run folder is removed, so a typo leaves nothing behind."""
+    try:
+        stream, held_out, geocoder = open_data(cfg)
+        init_weights = initial_weights(cfg.load_checkpoint_path)
+        if cfg.wandb_project and importlib.util.find_spec("wandb") is None:
+            raise ConfigError(f"wandb_project={cfg.wandb_project!r} needs the wandb package: `pip install wandb` (or leave wandb_project unset)")
+    except ConfigError:
+        if not any(log_dir.iterdir()):
+            log_dir.rmdir()
+        raise
+    return stream, held_out, geocoder, init_weights
+
+
+@contextlib.contextmanager
+def finishing(writer: Any, stream: Any, close_writer: bool = True):
+    """The loop runs inside: the run ends `done`, or `failed` if anything escapes (the
+    dashboard shows a crashed run as failed, not as running); the writer and the data
+    stream's worker threads are closed either way."""
+    try:
+        yield
+        writer.set_status("done")
+    except BaseException:
+        writer.set_status("failed")
+        raise
+    finally:
+        if close_writer:
+            writer.close()
+        stream.close()
+
+
 def default_log_path(cfg: SFTConfig) -> str:
     name = cfg.model_name.rstrip("/").replace(":", "-").split("/")[-1]
     return str(Path("runs") / f"sft-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -329,15 +364,7 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
     # 1. Everything that can fail fast, before the (slow) model load.
     log_dir, resuming = prepare_log_dir(cfg.log_path or default_log_path(cfg), cfg.behavior_if_log_dir_exists)
     ckpt_dir = latest_checkpoint(log_dir) if resuming else None
-    try:
-        stream, held_out, geocoder = open_data(cfg)
-        init_weights = initial_weights(cfg.load_checkpoint_path)
-        if cfg.wandb_project and importlib.util.find_spec("wandb") is None:
-            raise ConfigError(f"wandb_project={cfg.wandb_project!r} needs the wandb package: `pip install wandb` (or leave wandb_project unset)")
-    except ConfigError:
-        if not any(log_dir.iterdir()):  # don't leave an empty run folder behind a typo
-            log_dir.rmdir()
-        raise
+    stream, held_out, geocoder, init_weights = open_inputs(cfg, log_dir)
     write_config(log_dir, "sft", cfg)
     seed_everything(cfg.seed)
 
@@ -366,7 +393,7 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
         eval_history[step] = metrics
         progress.note(format_metrics_table({f"step {s}": m for s, m in sorted(eval_history.items())}))
 
-    try:
+    with finishing(writer, stream):
         if start_step == 0 and cfg.eval_at_start:
             evaluate_now(0)
             progress.restart()  # the ETA counts training steps, not the baseline eval
@@ -412,14 +439,6 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
                 )
             if last:
                 break
-        writer.set_status("done")
-    except BaseException:  # the dashboard shows a crashed run as failed, not as running
-
-        writer.set_status("failed")
-        raise
-    finally:
-        writer.close()
-        stream.close()
     return SFTResult(log_dir, steps, eval_history, loss)
 
 
