@@ -20,8 +20,8 @@ ENGINES = {
 def make_engine(cfg: EngineConfig):
     if cfg.engine not in ENGINES:
         raise ValueError(f"unknown engine {cfg.engine!r}; choose one of {', '.join(ENGINES)}")
-    if cfg.sampler == "vllm":
-        cfg.validate()  # fail before loading anything: engine=local, LoRA, CUDA, vllm installed
+    # each engine validates cfg first thing, so sampler=vllm problems (engine=local, LoRA, CUDA,
+    # vllm installed) are raised before any model is loaded
     module, name = ENGINES[cfg.engine].split(":")
     engine = getattr(importlib.import_module(module), name)(cfg)
     if cfg.sampler == "vllm":

@@ -64,6 +64,7 @@ def _cuda_available() -> bool:
 
 
 def _vllm_installed() -> bool:
-    import importlib.util
+    # lazy: importing the config must stay cheap
+    from geospot.engines.vllm_sampler import vllm_installed
 
-    return importlib.util.find_spec("vllm") is not None
+    return vllm_installed()

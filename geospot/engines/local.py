@@ -39,15 +39,17 @@ import numpy as np
 import torch
 
 from geospot.engines.config import EngineConfig
-from geospot.engines.kv_store import KVStore, concat_segments, left_padded, match_key, take_segments
-from geospot.engines.losses import REQUIRED_INPUTS, compute_loss
-from geospot.engines.prefix import group_datums, iter_shared_prefix_logprobs, supports_packing
+from geospot.engines.kv_store import KVStore, common_prefix_len, concat_segments, left_padded, match_key, take_segments
+from geospot.engines.losses import compute_loss
+from geospot.engines.prefix import (DEFAULT_MICROBATCH_TOKENS, PackedGroup, _image_starts, _same_image, group_datums,
+                                   iter_shared_prefix_logprobs, supports_packing)
 from geospot.engines.rendering import Renderer
+from geospot.engines.stops import resolve_stops
 from geospot.engines.types import (
+    REQUIRED_INPUTS,
     AdamParams,
     Datum,
     ForwardBackwardResult,
-    ImageChunk,
     ModelInput,
     SampledSequence,
     SampleParams,
@@ -59,7 +61,7 @@ from geospot.models.load import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
 
-MAX_TOKENS_PER_MICROBATCH = 8192  # training/scoring batches are split to bound activation memory
+MAX_TOKENS_PER_MICROBATCH = DEFAULT_MICROBATCH_TOKENS  # training/scoring batches are split to bound activation memory
 MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate prefix pass
 
 
@@ -106,15 +108,19 @@ class TokenCounter:
     """Tokens a minimal computation needs vs tokens the engine actually pushed through the
     language model (padding, repeated prefixes and finished rows count as processed)."""
 
-    needed: int = 0
-    processed: int = 0
-    by_kind: dict[str, list[int]] = field(default_factory=dict)
+    by_kind: dict[str, list[int]] = field(default_factory=dict)  # kind -> [needed, processed]
 
     def add(self, kind: str, needed: int, processed: int) -> None:
-        self.needed += needed
-        self.processed += processed
         n, p = self.by_kind.get(kind, [0, 0])
         self.by_kind[kind] = [n + needed, p + processed]
+
+    @property
+    def needed(self) -> int:
+        return sum(v[0] for v in self.by_kind.values())
+
+    @property
+    def processed(self) -> int:
+        return sum(v[1] for v in self.by_kind.values())
 
     @property
     def efficiency(self) -> float:
@@ -151,15 +157,15 @@ class LocalEngine:
         cfg.validate()
         self.cfg = cfg
         lm = loaded or load_model(cfg.model_name, cfg.dtype, cfg.device)
-        self.family, self.device, self.dtype, self.folder = lm.family, lm.device, lm.dtype, lm.folder
+        self.device, self.dtype, self.folder = lm.device, lm.dtype, lm.folder
         self.tokenizer, self.image_processor = lm.tokenizer, lm.image_processor
         self.renderer = Renderer(lm.tokenizer, lm.image_processor, cfg.max_pixels)
         config = lm.model.config
         self.spatial_merge = config.vision_config.spatial_merge_size
         self.max_context = config.text_config.max_position_embeddings
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        vocab = self.tokenizer.get_vocab()
-        self.banned_ids = torch.tensor([vocab[t] for t in ("<|image_pad|>", "<|video_pad|>") if t in vocab], device=self.device)
+        self.vocab = self.tokenizer.get_vocab()  # built once: a real Qwen vocab is 150k entries
+        self.banned_ids = torch.tensor([self.vocab[t] for t in ("<|image_pad|>", "<|video_pad|>") if t in self.vocab], device=self.device)
         self.model = self._make_trainable(lm.model)
         self.model.eval()  # no dropout anywhere: sampler and trainer must compute the same function
         # a frozen vision tower encodes each image once; later turns and training reuse it (issue 7)
@@ -214,16 +220,20 @@ class LocalEngine:
                     f"max_pixels={self.cfg.max_pixels}; render it with this engine's renderer (it resizes) or raise max_pixels"
                 )
 
-    def _batch(self, inputs: Sequence[ModelInput], left_pad: bool) -> Batch:
+    def _batch(self, inputs: Sequence[ModelInput], left_pad: bool, starts: Sequence[int] | None = None) -> Batch:
+        """The inputs padded into one batch. With `starts`, each input from starts[i] on (its
+        positions as in the whole sequence, only the images from there on): the part to prefill
+        on top of a cached prefix, left-padded so the holes sit between prefix and suffix,
+        masked out; the explicit positions keep them from shifting anything."""
         toks, poss, nexts, images = [], [], [], []
-        for i, mi in enumerate(inputs):
+        for i, (mi, m) in enumerate(zip(inputs, starts if starts is not None else [0] * len(inputs))):
             if any(isinstance(c, TextChunk) and self.renderer.image_pad_id in c.tokens for c in mi.chunks):
                 raise ValueError(f"sequence {i} has an <|image_pad|> token inside text; images must be ImageChunks (use the renderer)")
-            toks.append(self.renderer.tokens_of(mi))
+            toks.append(self.renderer.tokens_of(mi)[m:])
             pos, nxt = mrope_positions(mi, self.spatial_merge)
-            poss.append(pos)
+            poss.append(pos[:, m:])
             nexts.append(nxt)
-            images.extend(c.image for c in mi.chunks if isinstance(c, ImageChunk))
+            images.extend(c.image for s, c in _image_starts(mi) if s >= m)
         B, T = len(inputs), max(len(t) for t in toks)
         ids = np.full((B, T), self.pad_id, np.int64)
         mask = np.zeros((B, T), np.int64)
@@ -242,16 +252,7 @@ class LocalEngine:
     # -- sampling ---------------------------------------------------------------------------------
 
     def _stop_spec(self, params: SampleParams) -> tuple[set[int], list[str]]:
-        if not params.stop:
-            return set(self.renderer.stop_token_ids), []
-        ids = {int(s) for s in params.stop if isinstance(s, int)}
-        strs = [s for s in params.stop if isinstance(s, str)]
-        vocab = self.tokenizer.get_vocab()
-        for s in list(strs):
-            if s in vocab:  # a string that is one token (e.g. "<|im_end|>") stops on the id
-                ids.add(vocab[s])
-                strs.remove(s)
-        return ids, strs
+        return resolve_stops(params.stop, self.renderer.stop_token_ids, self.vocab)
 
     def _pick(self, logits: torch.Tensor, params: SampleParams, gen: torch.Generator) -> torch.Tensor:
         # placeholder tokens are never valid output: fed back as text they would be taken for
@@ -349,11 +350,7 @@ class LocalEngine:
         and are masked out; positions are explicit, so the holes do not shift them)."""
         clusters = self._prefix_clusters(prompts)
         if all(P == 0 for _, P in clusters):
-            batch = self._batch(prompts, left_pad=True)
-            out = self.model(**batch.model_kwargs(), use_cache=True, logits_to_keep=1)
-            T = batch.input_ids.shape[1]
-            self.tokens.add("prefill", needed=sum(batch.lengths), processed=len(prompts) * T)
-            return out.logits[:, -1].float(), output_cache(out), batch.attention_mask, torch.tensor(batch.next_positions, device=self.device)
+            return self._prefill_plain(prompts)
         # every prompt gets a prefix: its cluster's, or all but its last token when it shares none
         prefix_len, row = [0] * len(prompts), [0] * len(prompts)
         for c, (idx, P) in enumerate(clusters):
@@ -368,32 +365,12 @@ class LocalEngine:
         out = self.model(**first.model_kwargs(), use_cache=True, logits_to_keep=1)
         cache = output_cache(out)
         cache.batch_select_indices(torch.tensor(row, device=self.device))  # gathers (and repeats) rows
-        ids, mask, pos_ids, nexts, lengths = self._suffix_inputs(prompts, prefix_len)
-        attn = torch.cat([first.attention_mask[row], mask], dim=1)
-        out2 = self.model(input_ids=ids, attention_mask=attn, position_ids=pos_ids, **{CACHE_ARG: cache}, use_cache=True, logits_to_keep=1)
-        self.tokens.add("prefill", needed=sum(first.lengths) + sum(lengths), processed=first.input_ids.numel() + ids.numel())
-        return out2.logits[:, -1].float(), output_cache(out2), attn, nexts
-
-    def _suffix_inputs(self, prompts: Sequence[ModelInput], starts: Sequence[int]):
-        """Each prompt's tokens from starts[i] on, left-padded into one batch to prefill on top of
-        a cached prefix: (ids [B, S], mask [B, S], mrope positions [3, B, S], next positions [B],
-        suffix lengths). Padding sits between prefix and suffix, masked out; the explicit
-        positions keep the holes from shifting anything."""
-        suffix_tok, suffix_pos, nexts = [], [], []
-        for mi, m in zip(prompts, starts):
-            pos, nxt = mrope_positions(mi, self.spatial_merge)
-            suffix_tok.append(self.renderer.tokens_of(mi)[m:])
-            suffix_pos.append(pos[:, m:])
-            nexts.append(nxt)
-        B, S = len(prompts), max(len(t) for t in suffix_tok)
-        ids = np.full((B, S), self.pad_id, np.int64)
-        mask = np.zeros((B, S), np.int64)
-        pos_ids = np.zeros((3, B, S), np.int64)
-        for b, (t, p) in enumerate(zip(suffix_tok, suffix_pos)):
-            ids[b, S - len(t):], mask[b, S - len(t):], pos_ids[:, b, S - len(t):] = t, 1, p
-        dev = self.device
-        return (torch.from_numpy(ids).to(dev), torch.from_numpy(mask).to(dev), torch.from_numpy(pos_ids).to(dev),
-                torch.tensor(nexts, device=dev), [len(t) for t in suffix_tok])
+        second = self._batch(prompts, left_pad=True, starts=prefix_len)  # no images: they all sit in the prefix
+        attn = torch.cat([first.attention_mask[row], second.attention_mask], dim=1)
+        out2 = self.model(**{**second.model_kwargs(), "attention_mask": attn}, **{CACHE_ARG: cache}, use_cache=True, logits_to_keep=1)
+        self.tokens.add("prefill", needed=sum(first.lengths) + sum(second.lengths),
+                        processed=first.input_ids.numel() + second.input_ids.numel())
+        return out2.logits[:, -1].float(), output_cache(out2), attn, torch.tensor(second.next_positions, device=self.device)
 
     # KV reuse across sample() calls (issue 7). A telescoping turn-2 prompt is turn 1's prompt +
     # that rollout's sampled tokens + a new user turn; the turn-1 call already computed the KV of
@@ -441,31 +418,23 @@ class LocalEngine:
         W = max(m for _, m in matches)
         layers, attn1 = left_padded(rows, W)
         cache = DynamicCache(ddp_cache_data=layers)
-        images = []
-        for (_, m), mi in zip(matches, prompts):
-            k = 0
-            for c in mi.chunks:  # an image in the new part (e.g. a second photo in turn 2)
-                if isinstance(c, ImageChunk) and k >= m:
-                    images.append(c.image)
-                k += c.length
-        ids, mask, pos_ids, nexts, lengths = self._suffix_inputs(prompts, [m for _, m in matches])
-        attn = torch.cat([attn1, mask], dim=1)
-        kw = dict(input_ids=ids, attention_mask=attn, position_ids=pos_ids)
-        if images:
-            pixel_values, grid = self.image_processor(images)
-            kw.update(pixel_values=pixel_values.to(self.device, self.dtype), image_grid_thw=grid.to(self.device))
-        out = self.model(**kw, **{CACHE_ARG: cache}, use_cache=True, logits_to_keep=1)
-        self.tokens.add("prefill", needed=sum(lengths), processed=ids.numel())
+        # the new parts (with any image in them, e.g. a second photo in turn 2)
+        suffix = self._batch(prompts, left_pad=True, starts=[m for _, m in matches])
+        attn = torch.cat([attn1, suffix.attention_mask], dim=1)
+        out = self.model(**{**suffix.model_kwargs(), "attention_mask": attn}, **{CACHE_ARG: cache}, use_cache=True, logits_to_keep=1)
+        self.tokens.add("prefill", needed=sum(suffix.lengths), processed=suffix.input_ids.numel())
         suffix_kv = [tuple((lay.keys[b, :, -n:].clone(), lay.values[b, :, -n:].clone()) for lay in output_cache(out).layers)
-                     for b, n in enumerate(lengths)]
+                     for b, n in enumerate(suffix.lengths)]
+        nexts = torch.tensor(suffix.next_positions, device=self.device)
         return out.logits[:, -1].float(), output_cache(out), attn, nexts, suffix_kv
 
     def _prefill_plain(self, prompts: Sequence[ModelInput]):
-        saved, self.shared_prefix = self.shared_prefix, False
-        try:
-            return self._prefill(prompts)
-        finally:
-            self.shared_prefix = saved
+        """_prefill without a shared prefix: every prompt whole, left-padded, in one pass."""
+        batch = self._batch(prompts, left_pad=True)
+        out = self.model(**batch.model_kwargs(), use_cache=True, logits_to_keep=1)
+        T = batch.input_ids.shape[1]
+        self.tokens.add("prefill", needed=sum(batch.lengths), processed=len(prompts) * T)
+        return out.logits[:, -1].float(), output_cache(out), batch.attention_mask, torch.tensor(batch.next_positions, device=self.device)
 
     # -- scoring and training ----------------------------------------------------------------------
 
@@ -512,9 +481,7 @@ class LocalEngine:
         clusters: list[list] = []  # [indices, prefix_len]
         for i, t in enumerate(toks):
             for cl in (clusters if self.shared_prefix else []):
-                ref = toks[cl[0][0]]
-                n = min(len(ref), len(t), cl[1])
-                lcp = int(np.argmin(np.append(ref[:n] == t[:n], False)))
+                lcp = common_prefix_len(toks[cl[0][0]][: cl[1]], t)
                 if lcp >= MIN_SHARED_PREFIX and _same_images(inputs[cl[0][0]], inputs[i], lcp):
                     cl[0].append(i)
                     cl[1] = lcp
@@ -528,23 +495,32 @@ class LocalEngine:
             out.append((idx, lcp if ok else 0))
         return out
 
+    def _groups(self, datums: Sequence[Datum]) -> list[PackedGroup] | None:
+        """prefix.py's packed groups of these datums, or None when packing is off or unsupported."""
+        if not (self.shared_prefix and supports_packing(self.model)):
+            return None
+        return group_datums(datums, MAX_TOKENS_PER_MICROBATCH)
+
     def _plan(self, datums: Sequence[Datum]) -> list[tuple[list[int], int]]:
         """[(datum indices, shared prefix length)]: the groups forward/forward_backward score
         together (geospot/engines/prefix.py); 0 = no shared prefix."""
-        if not (self.shared_prefix and supports_packing(self.model)):
+        groups = self._groups(datums)
+        if groups is None:
             return [(list(range(len(datums))), 0)]
-        return [(g.members, g.prefix_len if len(g.members) > 1 else 0) for g in group_datums(datums, MAX_TOKENS_PER_MICROBATCH)]
+        return [(g.members, g.prefix_len if len(g.members) > 1 else 0) for g in groups]
 
     def _logprob_batches(self, datums: Sequence[Datum]):
         """Yields (datum indices, target logprobs) per microbatch. Datums sharing an image-bearing
         prefix (a GRPO group; a telescoping group's first turn) are packed one row per group,
         [prefix | completion_1 .. completion_G] with a block mask, so the prefix runs once and
         gradients equal the per-sequence ones (prefix.py); otherwise plain padded batches."""
-        if any(P for _, P in self._plan(datums)):
+        groups = self._groups(datums)  # grouping compares prefixes and pixels: done once, handed on
+        if groups is not None and any(len(g.members) > 1 and g.prefix_len for g in groups):
             for i, d in enumerate(datums):
                 self._check_input(i, d.model_input)
             yield from iter_shared_prefix_logprobs(self.model, datums, renderer=self.renderer, spatial_merge=self.spatial_merge,
-                                                   pad_id=self.pad_id, microbatch_tokens=MAX_TOKENS_PER_MICROBATCH, counter=self.tokens)
+                                                   pad_id=self.pad_id, microbatch_tokens=MAX_TOKENS_PER_MICROBATCH,
+                                                   counter=self.tokens, groups=groups)
             return
         for mb in self._microbatches(datums):
             yield mb, self._target_logprobs([datums[i] for i in mb])
@@ -749,32 +725,15 @@ def _head(model_input: ModelInput, n: int) -> ModelInput:
 
 
 def _images_end_before(model_input: ModelInput, n: int) -> bool:
-    k = 0
-    for c in model_input.chunks:
-        k += c.length
-        if isinstance(c, ImageChunk) and k > n:
-            return False
-    return True
+    return all(s + c.length <= n for s, c in _image_starts(model_input))
 
 
 def _same_images(a: ModelInput, b: ModelInput, n: int) -> bool:
     """Do a and b hold the same pictures in their first n positions? (Equal placeholder
     tokens do not mean equal pixels.)"""
-    ia = [c for c in _head_chunks(a, n) if isinstance(c, ImageChunk)]
-    ib = [c for c in _head_chunks(b, n) if isinstance(c, ImageChunk)]
-    if len(ia) != len(ib):
-        return False
-    return all(x.image is y.image or (x.grid_thw == y.grid_thw and x.image.tobytes() == y.image.tobytes()) for x, y in zip(ia, ib))
-
-
-def _head_chunks(model_input: ModelInput, n: int) -> list:
-    out, k = [], 0
-    for c in model_input.chunks:
-        if k >= n:
-            break
-        out.append(c)
-        k += c.length
-    return out
+    ia = [c for s, c in _image_starts(a) if s < n]
+    ib = [c for s, c in _image_starts(b) if s < n]
+    return len(ia) == len(ib) and all(map(_same_image, ia, ib))
 
 
 def _swap_data(params: Sequence[tuple[str, torch.nn.Parameter]], tensors: dict[str, torch.Tensor]) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from geospot.engines.types import LOSS_CONFIG_KEYS, REQUIRED_INPUTS  # REQUIRED_INPUTS re-exported
+
 
 def cross_entropy(target_logprobs_T: torch.Tensor, weights_T: torch.Tensor) -> torch.Tensor:
     return -(weights_T * target_logprobs_T).sum()
@@ -43,15 +45,11 @@ def compute_loss(loss_fn: str, target_logprobs_T: torch.Tensor, inputs: dict[str
     if loss_fn == "importance_sampling":
         return importance_sampling(target_logprobs_T, inputs["logprobs"], inputs["advantages"])
     if loss_fn == "ppo":
-        unknown = set(config) - {"clip_low_threshold", "clip_high_threshold"}
+        unknown = set(config) - LOSS_CONFIG_KEYS["ppo"]
         if unknown:
             raise ValueError(f"unknown ppo loss_config keys {sorted(unknown)}; use clip_low_threshold / clip_high_threshold")
         return ppo(target_logprobs_T, inputs["logprobs"], inputs["advantages"], **config)
     raise ValueError(f"unknown loss_fn {loss_fn!r}; use cross_entropy, importance_sampling or ppo")
 
 
-REQUIRED_INPUTS = {
-    "cross_entropy": ("target_tokens", "weights"),
-    "importance_sampling": ("target_tokens", "logprobs", "advantages"),
-    "ppo": ("target_tokens", "logprobs", "advantages"),
-}
+__all__ = ["LOSS_CONFIG_KEYS", "REQUIRED_INPUTS", "compute_loss", "cross_entropy", "importance_sampling", "ppo"]

@@ -134,10 +134,6 @@ def minimal_tokens(datums: Sequence[Datum]) -> int:
     return sum(g.row_len for g in group_datums(datums))
 
 
-def has_shared_prefix(datums: Sequence[Datum]) -> bool:
-    return any(len(g.members) > 1 for g in group_datums(datums))
-
-
 # -- building the packed rows ----------------------------------------------------------------------
 
 
@@ -164,18 +160,14 @@ def _build_row(group: PackedGroup, datums: Sequence[Datum], renderer, spatial_me
     from geospot.engines.local import mrope_positions  # local.py imports this module
 
     P = group.prefix_len
-    first = datums[group.members[0]].model_input
-    toks, poss, segs, images, offsets = [], [], [], [], []
-    pos0, _ = mrope_positions(first, spatial_merge)
-    toks.append(renderer.tokens_of(first)[:P])
-    poss.append(pos0[:, :P])
-    segs.append(np.zeros(P, np.int64))
-    images.extend(c.image for s, c in _image_starts(first) if s < P)
+    inputs = [datums[i].model_input for i in group.members]
+    # tokens and positions of each member as if it were alone; member 0's also give the prefix
+    rendered = [(renderer.tokens_of(mi), mrope_positions(mi, spatial_merge)[0]) for mi in inputs]
+    t0, pos0 = rendered[0]
+    toks, poss, segs, offsets = [t0[:P]], [pos0[:, :P]], [np.zeros(P, np.int64)], []
+    images = [c.image for s, c in _image_starts(inputs[0]) if s < P]
     at = P
-    for m, idx in enumerate(group.members):
-        mi = datums[idx].model_input
-        pos, _ = mrope_positions(mi, spatial_merge)  # suffix positions as if the datum were alone
-        t = renderer.tokens_of(mi)
+    for m, (mi, (t, pos)) in enumerate(zip(inputs, rendered)):
         offsets.append(at)
         toks.append(t[P:])
         poss.append(pos[:, P:])
@@ -242,17 +234,20 @@ def iter_shared_prefix_logprobs(
     pad_id: int = 0,
     microbatch_tokens: int = DEFAULT_MICROBATCH_TOKENS,
     counter=None,
+    groups: Sequence[PackedGroup] | None = None,
 ) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
     """Yields (datum indices, target logprobs float32 [T] per datum) one microbatch at a time, so
     a caller can take the loss and call backward before the next microbatch (bounded memory).
-    Differentiable when grad is enabled."""
+    Differentiable when grad is enabled. `groups`: `group_datums(datums_D, microbatch_tokens)`
+    when the caller already has it (grouping compares prefixes token by token and pixels)."""
     dtype, device = _model_dtype_device(model)
     if not supports_packing(model):
         raise ValueError(f"shared-prefix packing needs attention that takes a 4-D mask ({', '.join(PACKABLE_ATTENTION)}); "
                          "load the model with attn_implementation='sdpa' or score the datums without packing")
     if pad_id == renderer.image_pad_id:
         raise ValueError(f"pad_id {pad_id} is the image placeholder id; pass the tokenizer's pad token id")
-    groups = group_datums(datums_D, max_row_tokens=microbatch_tokens)
+    if groups is None:
+        groups = group_datums(datums_D, max_row_tokens=microbatch_tokens)
     rows = [_build_row(g, datums_D, renderer, spatial_merge) for g in groups]
     for mb in _microbatches(rows, microbatch_tokens):
         R, L = len(mb), max(len(r.tokens) for r in mb)
@@ -310,6 +305,6 @@ def shared_prefix_forward(model: torch.nn.Module, datums_D: Sequence[Datum], *, 
 
 
 __all__ = [
-    "PackedGroup", "common_prefix", "group_datums", "minimal_tokens", "has_shared_prefix", "block_mask", "supports_packing",
+    "PackedGroup", "common_prefix", "group_datums", "minimal_tokens", "block_mask", "supports_packing",
     "iter_shared_prefix_logprobs", "shared_prefix_forward",
 ]

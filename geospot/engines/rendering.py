@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from geospot.engines.datums import all_tokens
 from geospot.engines.types import ImageChunk, ModelInput, TextChunk
 from geospot.models.processor import ImageProcessor
 
@@ -72,6 +73,10 @@ class Renderer:
         self._turn_end_ids = tuple(self._tokenize(suffix)[0])
         if not self._turn_end_ids or self._turn_end_ids[0] != self.end_of_turn_id:
             raise ValueError(f"chat template does not end assistant turns with {END_OF_TURN}: {suffix!r}")
+        # continuation() renders new user turns after this fixed exchange and keeps what the
+        # template adds past it; the exchange's own text is the same every call, so render it once
+        self._continuation_base = ({"role": "user", "content": "u"}, {"role": "assistant", "content": "a"})
+        self._continuation_before = self._template(self._continuation_base, add_generation_prompt=False)
 
     # -- text -------------------------------------------------------------------------------
 
@@ -160,9 +165,8 @@ class Renderer:
         if sampled and sampled[-1] == self.end_of_turn_id:
             sampled = sampled[:-1]  # re-added verbatim as the first token of the turn end
         out = prev.append_tokens(sampled + list(self._turn_end_ids))
-        base = [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
-        before = self._template(base, add_generation_prompt=False)
-        after = self._template(base + list(user_messages), add_generation_prompt=True)
+        before = self._continuation_before
+        after = self._template([*self._continuation_base, *user_messages], add_generation_prompt=True)
         if not after.startswith(before):
             raise ValueError("the chat template is not prefix-stable; cannot render a continuation")
         ids, _ = self._tokenize(after[len(before):])
@@ -176,8 +180,4 @@ class Renderer:
 
     def tokens_of(self, model_input: ModelInput) -> np.ndarray:
         """int64[T] with image positions as `<|image_pad|>` (what the model's embedding sees)."""
-        parts = [
-            np.asarray(c.tokens, dtype=np.int64) if isinstance(c, TextChunk) else np.full(c.length, self.image_pad_id, np.int64)
-            for c in model_input.chunks
-        ]
-        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return all_tokens(model_input, self.image_pad_id)

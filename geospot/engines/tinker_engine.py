@@ -53,6 +53,8 @@ from PIL import Image
 from geospot.config import ConfigError
 from geospot.engines.config import EngineConfig
 from geospot.engines.types import (
+    LOSS_CONFIG_KEYS,
+    REQUIRED_INPUTS,
     AdamParams,
     Datum,
     ForwardBackwardResult,
@@ -73,16 +75,12 @@ MAX_IMAGE_BYTES = 2 * 1024 * 1024
 # break `expected_tokens` (and the equality with the local engine's sequence).
 JPEG_QUALITIES = (95, 85, 75, 60, 45, 30)
 
-# loss_fn_inputs each Tinker loss reads, and their wire dtypes. Other keys our datums
-# may carry (e.g. weights on an RL datum) are dropped: the service validates the set.
-LOSS_INPUTS: dict[str, tuple[str, ...]] = {
-    "cross_entropy": ("target_tokens", "weights"),
-    "importance_sampling": ("target_tokens", "logprobs", "advantages"),
-    "ppo": ("target_tokens", "logprobs", "advantages"),
-}
+# REQUIRED_INPUTS (types): the loss_fn_inputs each loss reads, the same for Tinker and the
+# local engine. Other keys our datums may carry (e.g. weights on an RL datum) are dropped:
+# the service validates the set. Their wire dtypes:
 INPUT_DTYPES = {"target_tokens": np.int64, "weights": np.float32, "logprobs": np.float32, "advantages": np.float32}
-# loss_config keys Tinker understands (ppo's clip thresholds on the ratio, 0.8 / 1.2 by default).
-LOSS_CONFIG_KEYS = {"ppo": ("clip_low_threshold", "clip_high_threshold")}
+# LOSS_CONFIG_KEYS (types): loss_config keys each loss understands (ppo's clip thresholds on the
+# ratio, 0.8 / 1.2 by default on Tinker).
 
 CHECKPOINT_FILE = "tinker.json"
 VISION_NAME = re.compile(r"(?:^|[-_/])VL(?:[-_.]|$)", re.IGNORECASE)
@@ -182,10 +180,10 @@ def flat_tokens(tinker_input, image_token_id: int) -> list[int]:
 def to_tinker_datum(datum: Datum, loss_fn: str):
     """Our (already shifted) Datum -> tinker.Datum with exactly the inputs `loss_fn` reads."""
     tinker = _tinker()
-    if loss_fn not in LOSS_INPUTS:
-        raise ConfigError(f"loss_fn={loss_fn!r} is not one of {', '.join(LOSS_INPUTS)}")
+    if loss_fn not in REQUIRED_INPUTS:
+        raise ConfigError(f"loss_fn={loss_fn!r} is not one of {', '.join(REQUIRED_INPUTS)}")
     inputs = {}
-    for key in LOSS_INPUTS[loss_fn]:
+    for key in REQUIRED_INPUTS[loss_fn]:
         if key not in datum.loss_fn_inputs:
             raise ValueError(
                 f"a datum for loss {loss_fn!r} needs loss_fn_inputs[{key!r}] "
@@ -208,7 +206,7 @@ def loss_fn_config(loss_fn: str, loss_config: dict | None) -> dict[str, float] |
     """Our loss_config -> Tinker's loss_fn_config; unknown keys are an error, not a silent no-op."""
     if not loss_config:
         return None
-    allowed = LOSS_CONFIG_KEYS.get(loss_fn, ())
+    allowed = sorted(LOSS_CONFIG_KEYS.get(loss_fn, ()))
     unknown = sorted(set(loss_config) - set(allowed))
     if unknown:
         raise ConfigError(
@@ -370,45 +368,49 @@ def _base_url(cfg: EngineConfig) -> str:
     return cfg.tinker_base_url or os.environ.get("TINKER_BASE_URL") or "the default Tinker endpoint"
 
 
-def fetch_capabilities(cfg: EngineConfig, *, rest_client_factory: Callable[[], Any] | None = None, timeout_s: float = 60.0):
-    """Ask the service which models it serves; every failure becomes one clear sentence."""
-    tinker = _tinker()
-
-    def probe():
-        rest = rest_client_factory() if rest_client_factory else tinker.RestClient(base_url=cfg.tinker_base_url)
-        return rest.get_server_capabilities().result()
-
+def _service_call(fn: Callable[[], Any], what: str, base_url: str, timeout_s: float | None = None) -> Any:
+    """fn() (in a thread with a deadline when timeout_s is set); a failure the user can fix
+    becomes a GeospotTinkerError saying `what` failed and why, anything else is re-raised as is."""
     try:
-        return _with_timeout(probe, timeout_s, "get_server_capabilities")
+        return fn() if timeout_s is None else _with_timeout(fn, timeout_s, what)
+    except GeospotTinkerError:
+        raise
     except BaseException as e:
-        msg = describe_service_error(e, _base_url(cfg))
+        msg = describe_service_error(e, base_url)
         if msg is None:
             raise
-        raise GeospotTinkerError(msg) from e
+        raise GeospotTinkerError(f"{what}: {msg}") from e
 
 
-# Files a renderer needs: tokenizer, chat template, image processor config — never weights
-# (the service holds those; a 30B checkpoint has no business on the user's disk).
-RENDERER_FILES = ["*.json", "*.txt", "*.jinja", "*.model", "*.tiktoken"]
+def _rest_client(cfg: EngineConfig, factory: Callable[[], Any] | None = None):
+    """The SDK's RestClient for cfg's endpoint (tests inject a factory)."""
+    return factory() if factory else _tinker().RestClient(base_url=cfg.tinker_base_url)
+
+
+def fetch_capabilities(cfg: EngineConfig, *, rest_client_factory: Callable[[], Any] | None = None, timeout_s: float = 60.0):
+    """Ask the service which models it serves; every failure becomes one clear sentence."""
+    _tinker()  # no SDK: say how to install it before anything else
+    return _service_call(
+        lambda: _rest_client(cfg, rest_client_factory).get_server_capabilities().result(),
+        "get_server_capabilities", _base_url(cfg), timeout_s,
+    )
 
 
 def renderer_folder(model_name: str) -> Path:
     """A folder with the model's tokenizer and preprocessor_config.json: a local folder or
-    tiny model as is, a hub id downloaded without its weights."""
+    tiny model as is, a hub id downloaded without its weights (the service holds those; a 30B
+    checkpoint has no business on the user's disk)."""
     from geospot.models.load import resolve_model_path
 
-    if model_name.startswith("tiny:") or Path(model_name).expanduser().is_dir():
-        return resolve_model_path(model_name)
     try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(model_name, allow_patterns=RENDERER_FILES))
-    except Exception as e:  # offline, no such repo, gated
+        return resolve_model_path(model_name, weights=False)
+    except FileNotFoundError as e:  # offline, no such repo, gated
+        cause = e.__context__ or e  # the hub's own error (resolve_model_path raises `from None`)
         raise GeospotTinkerError(
             f"cannot get the tokenizer / image processor of {model_name!r} from the Hugging Face hub "
-            f"({type(e).__name__}); the Tinker engine renders prompts locally with them, so check the network "
+            f"({type(cause).__name__}); the Tinker engine renders prompts locally with them, so check the network "
             "or download them once (huggingface-cli download MODEL --include '*.json' '*.txt' '*.jinja')"
-        ) from e
+        ) from cause
 
 
 def default_renderer(cfg: EngineConfig):
@@ -511,15 +513,7 @@ class TinkerEngine:
     # -- plumbing
 
     def _call(self, fn: Callable[[], Any], what: str, timeout_s: float | None = None) -> Any:
-        try:
-            return fn() if timeout_s is None else _with_timeout(fn, timeout_s, what)
-        except GeospotTinkerError:
-            raise
-        except BaseException as e:
-            msg = describe_service_error(e, _base_url(self.cfg))
-            if msg is None:
-                raise
-            raise GeospotTinkerError(f"{what}: {msg}") from e
+        return _service_call(fn, what, _base_url(self.cfg), timeout_s)
 
     def sampling_client(self):
         if self._sampler is None:
@@ -655,7 +649,7 @@ class TinkerEngine:
         name = _checkpoint_name(path) + "-export"
         # The external copy only needs to outlive the download: 1 h, Tinker's shortest TTL.
         ext = self._call(lambda: self.training.save_weights_external(name, ttl_seconds=3600).result(), "export")
-        rest = self._rest_client_factory() if self._rest_client_factory else _tinker().RestClient(base_url=self.cfg.tinker_base_url)
+        rest = _rest_client(self.cfg, self._rest_client_factory)
         urls = self._call(lambda: rest.get_external_weights_urls(ext.path).result().urls, "export")
         base = out.resolve()
         for rel, url in sorted(urls.items()):

@@ -87,6 +87,19 @@ class ModelInput:
 
 LossFn = Literal["cross_entropy", "importance_sampling", "ppo"]
 
+# loss_fn_inputs each loss reads (both engines validate datums against it) and the loss_config
+# keys each loss understands (ppo's clip thresholds on the ratio); one table for both engines.
+REQUIRED_INPUTS: dict[str, tuple[str, ...]] = {
+    "cross_entropy": ("target_tokens", "weights"),
+    "importance_sampling": ("target_tokens", "logprobs", "advantages"),
+    "ppo": ("target_tokens", "logprobs", "advantages"),
+}
+LOSS_CONFIG_KEYS: dict[str, frozenset[str]] = {
+    "cross_entropy": frozenset(),
+    "importance_sampling": frozenset(),
+    "ppo": frozenset({"clip_low_threshold", "clip_high_threshold"}),
+}
+
 
 @dataclass(frozen=True)
 class Datum:

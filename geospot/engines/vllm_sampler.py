@@ -2,7 +2,7 @@
 
 `VLLMSamplingEngine` wraps a LocalEngine: forward / forward_backward / optim_step / checkpoints
 go to the local engine; `sample` goes to a `vllm.LLM` that holds the same base model with
-LoRA enabled. After every weight change (optim_step, load_state) the trainer's adapter is
+LoRA enabled. After every weight change (the trainer's weights version moves) the adapter is
 exported to a NEW versioned folder and served under a NEW `LoRARequest(name, int_id, path)`:
 vLLM caches adapters by id (and compares requests by name), so reusing either would serve the
 stale weights.
@@ -37,7 +37,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from geospot.engines.datums import make_datum
+from geospot.engines.datums import all_tokens, make_datum
+from geospot.engines.stops import resolve_stops
 from geospot.engines.types import ImageChunk, ModelInput, SampledSequence, SampleParams, TextChunk
 
 # vllm/config/lora.py MaxLoRARanks: the only values `max_lora_rank` accepts
@@ -90,10 +91,7 @@ def expanded_prompt_ids(model_input: ModelInput, image_pad_id: int) -> list[int]
     """What vLLM's prompt should become after its processor expands the images: the tokens
     the trainer sees. `check_logprobs` compares it with `RequestOutput.prompt_token_ids`, which
     catches a different image grid (vLLM resizing our already-resized image)."""
-    out: list[int] = []
-    for c in model_input.chunks:
-        out.extend(c.tokens if isinstance(c, TextChunk) else [image_pad_id] * c.length)
-    return [int(t) for t in out]
+    return all_tokens(model_input, image_pad_id).tolist()
 
 
 # -- SampleParams -> SamplingParams kwargs ---------------------------------------------------------
@@ -118,17 +116,7 @@ def sampling_kwargs(
         raise ValueError(f"max_tokens={params.max_tokens} must be >= 1")
     if not 0.0 < params.top_p <= 1.0:
         raise ValueError(f"top_p={params.top_p} must be in (0, 1]")
-    if params.stop:
-        stop_ids = {int(s) for s in params.stop if isinstance(s, int)}
-        stop_strs = []
-        for s in params.stop:
-            if isinstance(s, str):
-                if s in vocab:
-                    stop_ids.add(vocab[s])
-                else:
-                    stop_strs.append(s)
-    else:
-        stop_ids, stop_strs = {int(t) for t in default_stop_ids}, []
+    stop_ids, stop_strs = resolve_stops(params.stop, default_stop_ids, vocab)
     greedy = params.temperature <= 0
     return dict(
         # vLLM refuses n > 1 with greedy sampling (SamplingParams._verify_greedy_sampling): ask for
@@ -220,16 +208,13 @@ class VLLMSampler:
         self._versions: list[Path] = []
 
     @classmethod
-    def create(cls, base_model: str, *, lora_rank: int, seed: int = 0, dtype: str = "auto",
-               gpu_memory_utilization: float = 0.35, max_images: int = 4, max_model_len: int | None = None,
-               **sampler_kwargs) -> "VLLMSampler":
+    def create(cls, base_model: str, *, lora_rank: int, llm_options: dict | None = None, **sampler_kwargs) -> "VLLMSampler":
+        """`llm_options`: llm_kwargs' keyword arguments (seed, dtype, gpu_memory_utilization, ...)."""
         if not vllm_installed():
             raise ImportError(f"sampler=vllm needs the vllm package: {INSTALL_HINT}")
         from vllm import LLM
 
-        llm = LLM(**llm_kwargs(base_model, lora_rank=lora_rank, seed=seed, dtype=dtype,
-                               gpu_memory_utilization=gpu_memory_utilization, max_images=max_images,
-                               max_model_len=max_model_len))
+        llm = LLM(**llm_kwargs(base_model, lora_rank=lora_rank, **(llm_options or {})))
         return cls(llm, **sampler_kwargs)
 
     def sync(self, export_adapter: Callable[[str], str]) -> Any:
@@ -300,19 +285,24 @@ class VLLMSamplingEngine:
     def __init__(self, inner, sampler: VLLMSampler):
         self.inner = inner
         self.sampler = sampler
-        self.dirty = True  # the adapter vLLM serves is not yet the trainer's
+        # the inner engine's weights version (LocalEngine._weights_version) vLLM's adapter was
+        # exported at; None = nothing served yet. Every in-place weight change (optim_step,
+        # train_step, load_state) bumps it, so no wrapper method has to remember to mark it.
+        self._served = None
 
     @classmethod
-    def from_local(cls, inner, **llm_options) -> "VLLMSamplingEngine":
+    def from_local(cls, inner) -> "VLLMSamplingEngine":
         cfg = inner.cfg
         renderer = inner.renderer
-        vocab = inner.tokenizer.get_vocab()
         sampler = VLLMSampler.create(
-            str(inner.folder), lora_rank=cfg.lora_rank, seed=cfg.seed,
-            dtype=str(inner.dtype).removeprefix("torch."),  # the trainer's resolved dtype: same numerics
-            gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
-            image_pad_id=renderer.image_pad_id, default_stop_ids=renderer.stop_token_ids, vocab=vocab,
-            banned_ids=[vocab[t] for t in ("<|image_pad|>", "<|video_pad|>") if t in vocab], **llm_options,
+            str(inner.folder), lora_rank=cfg.lora_rank,
+            llm_options=dict(
+                seed=cfg.seed,
+                dtype=str(inner.dtype).removeprefix("torch."),  # the trainer's resolved dtype: same numerics
+                gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+            ),
+            image_pad_id=renderer.image_pad_id, default_stop_ids=renderer.stop_token_ids,
+            vocab=inner.vocab, banned_ids=inner.banned_ids.tolist(),
         )
         return cls(inner, sampler)
 
@@ -330,25 +320,11 @@ class VLLMSamplingEngine:
             return []
         for i, mi in enumerate(prompts):
             self.inner._check_input(i, mi, params.max_tokens)
-        if self.dirty:
+        version = self.inner._weights_version()
+        if version != self._served:  # the adapter vLLM serves is not the trainer's current one
             self.sampler.sync(self._export_adapter)
-            self.dirty = False
+            self._served = version
         return self.sampler.sample(prompts, num_samples, params)
-
-    def optim_step(self, adam):
-        out = self.inner.optim_step(adam)
-        self.dirty = True
-        return out
-
-    def train_step(self, datums, loss_fn, adam, loss_config=None):
-        # the inner train_step calls its own optim_step, which our wrapper does not see
-        out = self.inner.train_step(datums, loss_fn, adam, loss_config)
-        self.dirty = True
-        return out
-
-    def load_state(self, path: str, with_optimizer: bool = True) -> None:
-        self.inner.load_state(path, with_optimizer)
-        self.dirty = True
 
     def close(self) -> None:
         self.sampler.close()

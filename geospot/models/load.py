@@ -31,9 +31,16 @@ class LoadedModel:
     device: torch.device
 
 
-def resolve_model_path(name: str) -> Path:
+# What a model folder needs besides weights: config, tokenizer, chat template, image processor
+# config. The Tinker engine downloads only these (the service holds the weights).
+MODEL_FILES = ["*.json", "*.txt", "*.jinja", "*.model", "*.tiktoken"]
+WEIGHT_FILES = ["*.safetensors"]
+
+
+def resolve_model_path(name: str, weights: bool = True) -> Path:
     """`tiny:<family>[:<size>]` -> cached build; a local folder -> itself; else a hub id -> its
-    snapshot folder (downloaded unless HF_HUB_OFFLINE is set)."""
+    snapshot folder (downloaded unless HF_HUB_OFFLINE is set; without the weights when
+    `weights=False`)."""
     if name.startswith("tiny:"):
         parts = name.split(":")
         family = parts[1] if len(parts) > 1 and parts[1] else "qwen2_5_vl"
@@ -49,7 +56,7 @@ def resolve_model_path(name: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]))
+        return Path(snapshot_download(name, allow_patterns=MODEL_FILES + (WEIGHT_FILES if weights else [])))
     except Exception as e:  # offline, no such repo, no network
         raise FileNotFoundError(
             f"model {name!r} is neither a local folder nor reachable on the hub ({type(e).__name__}: {e}); "

@@ -133,12 +133,13 @@ class ImageProcessor:
             raise FileNotFoundError(f"{path} is missing: the model folder has no image processor config")
         d = json.loads(path.read_text())
         size = d.get("size") or {}
+        default = cls()  # a key the file lacks keeps the dataclass default
         return cls(
-            patch_size=int(d.get("patch_size", 14)),
-            temporal_patch_size=int(d.get("temporal_patch_size", 2)),
-            merge_size=int(d.get("merge_size", 2)),
-            image_mean=tuple(d.get("image_mean", CLIP_MEAN)),
-            image_std=tuple(d.get("image_std", CLIP_STD)),
-            min_pixels=int(d.get("min_pixels") or size.get("shortest_edge") or 56 * 56),
-            max_pixels=int(d.get("max_pixels") or size.get("longest_edge") or 28 * 28 * 1280),
+            patch_size=int(d.get("patch_size", default.patch_size)),
+            temporal_patch_size=int(d.get("temporal_patch_size", default.temporal_patch_size)),
+            merge_size=int(d.get("merge_size", default.merge_size)),
+            image_mean=tuple(d.get("image_mean", default.image_mean)),
+            image_std=tuple(d.get("image_std", default.image_std)),
+            min_pixels=int(d.get("min_pixels") or size.get("shortest_edge") or default.min_pixels),
+            max_pixels=int(d.get("max_pixels") or size.get("longest_edge") or default.max_pixels),
         )

@@ -29,7 +29,6 @@ from geospot import prompts
 from geospot.models.processor import CLIP_MEAN, CLIP_STD, ImageProcessor
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
-SIZES = ("tiny", "small")
 BUILD_VERSION = 2  # bump when the recipe changes so caches rebuild
 
 # Qwen's special tokens, in Qwen's order; they get the first ids of our vocabulary.
@@ -62,6 +61,7 @@ SIZE_SPECS = {
     "tiny": dict(hidden=64, layers=2, heads=4, kv_heads=2, inter=256, v_hidden=64, v_depth=2, v_heads=2, v_inter=128),
     "small": dict(hidden=256, layers=8, heads=4, kv_heads=2, inter=1024, v_hidden=256, v_depth=4, v_heads=4, v_inter=1024),
 }
+SIZES = tuple(SIZE_SPECS)
 
 
 def cache_root() -> Path:
