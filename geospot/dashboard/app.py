@@ -87,6 +87,7 @@ class Dashboard:
         self.poll_s, self.ring_size, self.keepalive_s = poll_s, ring_size, keepalive_s
         self._runs: dict[str, Path] = {}
         self._watchers: dict[str, RunWatcher] = {}
+        self._summaries: dict[str, tuple[tuple, dict[str, Any]]] = {}  # name -> (version, summary)
 
     # ---- run discovery -----------------------------------------------------------------
     def scan(self) -> dict[str, Path]:
@@ -104,6 +105,27 @@ class Dashboard:
     def reader(self, name: str) -> RunReader | None:
         run = self._runs.get(name) or self.scan().get(name)
         return RunReader(run) if run is not None else None
+
+    def summary(self, name: str, run: Path) -> dict[str, Any]:
+        """The run-list row of one run. Every tab polls /api/runs, and a summary parses every
+        step's metrics, so it is cached until the store's change counter moves. The version
+        is read *before* the summary: a write in between only costs a recompute next time."""
+        reader = RunReader(run)
+        meta = reader.meta()
+        # `created` too: a run folder deleted and started afresh restarts seq from 0
+        version = (str(run), meta.get("seq"), meta.get("created"))
+        hit = self._summaries.get(name)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        summary = reader.summary()
+        self._summaries[name] = (version, summary)
+        return summary
+
+    def forget_missing(self, names: set[str]) -> None:
+        """Drop cached summaries of runs that are gone (bounded by the runs on disk)."""
+        for name in list(self._summaries):  # a snapshot: worker threads may add entries meanwhile
+            if name not in names:
+                self._summaries.pop(name, None)
 
     def watcher(self, name: str, reader: RunReader) -> RunWatcher:
         w = self._watchers.get(name)
@@ -132,9 +154,11 @@ def create_app(runs_dir: str | Path, **dashboard_kwargs: Any) -> Starlette:
 
     async def api_runs(request: Request) -> Response:
         rows = []
-        for name, run in sorted((await asyncio.to_thread(dash.scan)).items()):
+        found = await asyncio.to_thread(dash.scan)
+        dash.forget_missing(set(found))
+        for name, run in sorted(found.items()):
             try:
-                rows.append({"name": name, **await asyncio.to_thread(RunReader(run).summary)})
+                rows.append({"name": name, **await asyncio.to_thread(dash.summary, name, run)})
             except Exception as e:  # a store being created or corrupt: list it, flagged
                 rows.append({"name": name, "kind": "", "status": f"unreadable: {type(e).__name__}", "steps": 0,
                              "last_step": None, "last": {}, "best": {}})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from geospot.eval.predictions import SUMMARY
+from geospot.eval.predictions import SUMMARY, read_summary
 
 
 def _find_summaries(run_dir: Path | None, eval_dir: str | None) -> list[dict]:
@@ -21,11 +21,10 @@ def _find_summaries(run_dir: Path | None, eval_dir: str | None) -> list[dict]:
         cands += [run_dir / SUMMARY, *sorted(run_dir.glob(f"eval*/{SUMMARY}")), *sorted(run_dir.glob(f"eval/*/{SUMMARY}"))]
     out = []
     for c in cands:
-        if c.exists():
-            try:
-                out.append(json.loads(c.read_text()))
-            except json.JSONDecodeError:
-                continue
+        try:
+            out.append(read_summary(c))
+        except (FileNotFoundError, json.JSONDecodeError):
+            continue  # no eval there yet, or a half-written summary: the card goes without it
     return out
 
 

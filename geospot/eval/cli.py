@@ -27,26 +27,24 @@ from geospot.config import ConfigError, help_text, option, parse_overrides
 from geospot.data.spec import SpecError
 from geospot.eval import predictions as io
 from geospot.eval.runner import metrics_for, predict
+from geospot.jsonutil import finite_json
 
 # ---------------------------------------------------------------------------------------
 # configs
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class SamplingConfig:
+    """What `geospot eval` and `geospot predict` share: the model, how to ask it, where it
+    runs. Both subclass it, so a setting is declared and validated once."""
+
     model: str = option("", "hub id, local HF folder, `tiny:<family>[:<size>]`, a training run or checkpoint folder, or tinker://…")
     base_model: str | None = option(None, "for model=tinker://… only: the hub id that checkpoint was trained from")
-    data: str = option("", "data spec: a folder (images + CSV: OSV-5M, IM2GPS3K, YFCC4K layouts), `synthetic:…`, `hf:…`, …")
-    split: Literal["auto", "train", "val", "test", "all"] = option("auto", "which ids of the data (hash split): `auto` = `test` for synthetic specs, `all` for anything else (benchmark folders are test sets)")
-    n: int | None = option(None, "evaluate only the first n samples (None = all)")
-    env_type: Literal["single", "telescoping"] = option("single", "`single`: one question; `telescoping`: 3 turns, the last scored")
-    samples: int = option(0, "0 = greedy (temperature 0); k > 0 = k samples per image at `temperature`, the medoid guess scored")
+    env_type: Literal["single", "telescoping"] = option("single", "`single`: one question; `telescoping`: 3 turns, the last scored (predict prints every turn's guess)")
+    samples: int = option(0, "0 = greedy (temperature 0); k > 0 = k samples per image at `temperature`, the medoid guess used")
     temperature: float = option(1.0, "sampling temperature when samples > 0")
     batch_size: int = option(16, "images per engine.sample call")
     max_tokens: int = option(24, "answer length limit per turn (the answer format needs ~20 tokens; raise it for chatty zero-shot models)")
-    out: str | None = option(None, "run folder (default: runs/eval/<model>-<data>); rerunning into it resumes")
-    name: str | None = option(None, "row name in tables (default: the run folder's name)")
-    geocoder: Literal["auto", "reverse", "none"] = option("auto", "country/region/city accuracy: `auto` (the synthetic world's own, else offline reverse geocoding), `reverse`, `none`")
     device: str = option("auto", "`auto`, `cpu`, `cuda`, `cuda:1`, …")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = option("auto", "model dtype (`auto`: bf16 on capable GPUs, fp32 on CPU)")
     max_pixels: int | None = option(None, "pixel budget per image (None = the model's / run's setting)")
@@ -62,18 +60,18 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
-class PredictConfig:
-    model: str = option("", "as for `geospot eval`")
-    base_model: str | None = option(None, "for model=tinker://… only: the hub id that checkpoint was trained from")
-    env_type: Literal["single", "telescoping"] = option("single", "`single` or `telescoping` (prints every turn's guess)")
-    samples: int = option(0, "0 = greedy; k = k samples, medoid answer")
-    temperature: float = option(1.0, "sampling temperature when samples > 0")
-    batch_size: int = option(16, "images per engine.sample call")
-    max_tokens: int = option(24, "answer length limit per turn")
-    device: str = option("auto", "`auto`, `cpu`, `cuda`, …")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option("auto", "model dtype")
-    max_pixels: int | None = option(None, "pixel budget per image (None = the model's setting)")
-    seed: int = option(0, "sampling seed")
+class EvalConfig(SamplingConfig):
+    data: str = option("", "data spec: a folder (images + CSV: OSV-5M, IM2GPS3K, YFCC4K layouts), `synthetic:…`, `hf:…`, …")
+    split: Literal["auto", "train", "val", "test", "all"] = option("auto", "which ids of the data (hash split): `auto` = `test` for synthetic specs, `all` for anything else (benchmark folders are test sets)")
+    n: int | None = option(None, "evaluate only the first n samples (None = all)")
+    out: str | None = option(None, "run folder (default: runs/eval/<model>-<data>); rerunning into it resumes")
+    name: str | None = option(None, "row name in tables (default: the run folder's name)")
+    geocoder: Literal["auto", "reverse", "none"] = option("auto", "country/region/city accuracy: `auto` (the synthetic world's own, else offline reverse geocoding), `reverse`, `none`")
+
+
+@dataclass(frozen=True)
+class PredictConfig(SamplingConfig):
+    """`geospot predict` needs nothing beyond the shared settings."""
 
 
 @dataclass(frozen=True)
@@ -164,17 +162,6 @@ def _fmt_metrics(name: str, metrics: dict) -> str:
     return format_metrics_table({name: metrics})
 
 
-def _clean(x):
-    """Strict-JSON copy for --json output: NaN / inf -> null (as `geospot score --json`)."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
-
-
 # ---------------------------------------------------------------------------------------
 # geospot eval
 
@@ -214,7 +201,7 @@ def eval_main(argv: list[str]) -> int:
         print(f"geospot eval: {e}", file=sys.stderr)
         return 2
     if as_json:
-        print(json.dumps(_clean(summary)))
+        print(json.dumps(finite_json(summary)))
     else:
         print(_fmt_metrics(summary["name"], summary["metrics"]))
         print(f"predictions: {summary['predictions']}\nsummary:     {summary['summary']}")
@@ -227,7 +214,7 @@ def _compare(run_dirs: Sequence[str], as_json: bool) -> int:
     rows = load_runs(run_dirs)
     if as_json:
         best = {k: sorted(v) for k, v in best_per_column(rows).items()}
-        print(json.dumps(_clean({"runs": rows, "best": best})))
+        print(json.dumps(finite_json({"runs": rows, "best": best})))
     else:
         print(compare_table(rows))
     return 0
@@ -413,7 +400,7 @@ def load_images(paths: Sequence[Path]):
     return samples, skipped
 
 
-def _place(lat: float, lon: float, label) -> str:
+def _place(label) -> str:
     if label is None:
         return ""
     return "/".join(x for x in (label.country, label.region, label.city) if x)
@@ -448,7 +435,7 @@ def predict_main(argv: list[str], engine=None) -> int:
     labels = _reverse_geocode_parsed(preds)
     rows = []
     for p, lab in zip(preds, labels):
-        place = _place(p.latitude, p.longitude, lab)
+        place = _place(lab)
         rows.append({
             "name": p.id,
             "latitude": p.latitude,
@@ -462,7 +449,7 @@ def predict_main(argv: list[str], engine=None) -> int:
             "turn_texts": list(p.turn_texts),
         })
     for r in rows:
-        print(json.dumps(_clean(r)) if "--json" in flags else _predict_line(r, cfg.env_type == "telescoping"))
+        print(json.dumps(finite_json(r)) if "--json" in flags else _predict_line(r, cfg.env_type == "telescoping"))
     if "--map" in values:
         from geospot.eval.htmlmap import render_map
 

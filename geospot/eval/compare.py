@@ -11,22 +11,9 @@ from pathlib import Path
 from typing import Sequence
 
 from geospot.eval.predictions import read_summary
+from geospot.geo.metrics import METRIC_KEYS
 
-COLUMNS = (
-    "n",
-    "parsed",
-    "median_km",
-    "mean_km",
-    "geoscore",
-    "acc_1km",
-    "acc_25km",
-    "acc_200km",
-    "acc_750km",
-    "acc_2500km",
-    "country_acc",
-    "region_acc",
-    "city_acc",
-)
+COLUMNS = METRIC_KEYS  # the table's columns are exactly compute_metrics' keys, in its order
 LOWER_IS_BETTER = {"median_km", "mean_km"}
 UNRANKED = {"n"}
 

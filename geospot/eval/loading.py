@@ -58,7 +58,10 @@ def _engine_state_config(engine_path: str) -> dict:
         return {}
     import torch
 
-    saved = torch.load(state, map_location="cpu", weights_only=False).get("engine_config") or {}
+    # state.pt also holds the optimizer's moments (twice the trainable weights). torch.save
+    # writes a zip archive, so mmap=True maps the tensors' storage lazily instead of reading
+    # it: only the small engine_config dict is materialised.
+    saved = torch.load(state, map_location="cpu", weights_only=False, mmap=True).get("engine_config") or {}
     return {k: v for k, v in saved.items() if k in _ENGINE_KEYS}
 
 

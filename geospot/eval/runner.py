@@ -231,19 +231,15 @@ def predict(
     max_tokens: int = 24,
     sampling: None | int | SampleParams | tuple = None,
     on_batch: Callable[[list[Prediction]], None] | None = None,
-    progress: bool | int = False,
 ) -> list[Prediction]:
     """Predictions for `samples` (order kept), batch by batch; no scoring, so the truth may
-    be NaN (`geospot predict`). `progress`: True, or the number of images already done
-    (a resumed eval) to start the bar at."""
+    be NaN (`geospot predict`). Progress display is the caller's (via `on_batch`)."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     turns = turn_texts_for(prompt_style)
     params, k = resolve_sampling(sampling, max_tokens)
     samples = list(samples)
     predictions: list[Prediction] = []
-    done = 0 if isinstance(progress, bool) else int(progress)
-    bar = _progress_bar(len(samples) + done, done) if progress is not False else None
     for start in range(0, len(samples), batch_size):
         batch = samples[start : start + batch_size]
         histories = _sample_batch(engine, batch, turns, params, k)
@@ -251,10 +247,6 @@ def predict(
         predictions.extend(batch_preds)
         if on_batch is not None:
             on_batch(batch_preds)
-        if bar is not None:
-            bar.update(len(batch))
-    if bar is not None:
-        bar.close()
     return predictions
 
 
@@ -270,7 +262,6 @@ def evaluate(
     writer=None,
     step: int = 0,
     on_batch: Callable[[list[Prediction]], None] | None = None,
-    progress: bool | int = False,
 ) -> EvalResult:
     """Evaluate `engine` on `samples` (a list; order kept).
 
@@ -286,7 +277,7 @@ def evaluate(
     """
     samples = list(samples)
     predictions = predict(engine, samples, prompt_style=prompt_style, batch_size=batch_size, max_tokens=max_tokens,
-                          sampling=sampling, on_batch=on_batch, progress=progress)
+                          sampling=sampling, on_batch=on_batch)
     metrics = metrics_for(predictions, geocoder) if predictions else {"n": 0}
     if writer is not None:
         writer.log_images(step, [_image_record(s, p) for s, p in zip(samples, predictions)], split="eval")
@@ -319,22 +310,3 @@ def _image_record(sample: Sample, pred: Prediction):
         image_id=pred.id, lat=sample.lat, lon=sample.lon, rollouts=tuple(rollouts), image=sample.image, labels=dict(sample.labels or {})
     )
 
-
-class _progress_bar:
-    """tqdm on stderr when it is installed (it is a dependency), else a quiet counter."""
-
-    def __init__(self, total: int, initial: int = 0) -> None:
-        try:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, initial=initial, unit="img", desc="eval", dynamic_ncols=True)
-        except ImportError:  # pragma: no cover
-            self._bar = None
-
-    def update(self, n: int) -> None:
-        if self._bar is not None:
-            self._bar.update(n)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()

@@ -17,6 +17,7 @@ import numpy as np
 
 from geospot.geo.geocode import reverse_geocode
 from geospot.geo.metrics import METRIC_KEYS, compute_metrics, format_metrics_table
+from geospot.jsonutil import finite_json
 
 REQUIRED = ("id", "latitude", "longitude")
 
@@ -90,11 +91,6 @@ def score_files(pred_path: Path, truth_path: Path, *, geocoder=reverse_geocode) 
     return compute_metrics(p[:, 0], p[:, 1], t[:, 0], t[:, 1], geocoder=geocoder)
 
 
-def _json_value(v):
-    # Strict JSON has no NaN / Infinity: a non-finite number is written as null.
-    return None if isinstance(v, float) and not math.isfinite(v) else v
-
-
 def score_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="geospot score", description=__doc__.split("\n\n")[0])
     ap.add_argument("--pred", required=True, type=Path, help="predictions CSV: id,latitude,longitude (blank latitude = unparsed)")
@@ -108,7 +104,7 @@ def score_main(argv: list[str]) -> int:
         print(f"geospot score: {e}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps({k: _json_value(metrics[k]) for k in METRIC_KEYS}))
+        print(json.dumps(finite_json({k: metrics[k] for k in METRIC_KEYS})))
     else:
         print(format_metrics_table({args.pred.name: metrics}))
     return 0

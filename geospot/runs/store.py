@@ -28,7 +28,6 @@ import atexit
 import hashlib
 import json
 import logging
-import math
 import queue
 import sqlite3
 import threading
@@ -40,6 +39,7 @@ from typing import Any, Callable
 
 from PIL import Image
 
+from geospot.jsonutil import finite_json
 from geospot.runs.writer import ImageRecord
 
 log = logging.getLogger(__name__)
@@ -68,24 +68,8 @@ CREATE TABLE IF NOT EXISTS rollouts (step INTEGER NOT NULL, split TEXT NOT NULL,
 """
 
 
-def _finite(x: Any) -> Any:
-    """JSON has no NaN/inf; SQLite's json functions and browsers reject them. Map to null."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {str(k): _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    if hasattr(x, "item") and callable(x.item):  # numpy / torch scalars
-        try:
-            return _finite(x.item())
-        except Exception:
-            return str(x)
-    return x
-
-
 def _dumps(x: Any) -> str:
-    return json.dumps(_finite(x), allow_nan=False, default=str)
+    return json.dumps(finite_json(x), allow_nan=False, default=str)
 
 
 def thumb_name(image_id: str) -> str:
@@ -160,7 +144,7 @@ class RunStore:
             "INSERT OR REPLACE INTO config VALUES (1, ?, ?)", (str(kind), payload)))
 
     def log_step(self, step: int, metrics: dict[str, float]) -> None:
-        step, now, new = int(step), time.time(), _finite(dict(metrics))
+        step, now, new = int(step), time.time(), finite_json(dict(metrics))
 
         def job(con: sqlite3.Connection, seq: int) -> None:
             row = con.execute("SELECT metrics FROM steps WHERE step=?", (step,)).fetchone()
@@ -186,8 +170,8 @@ class RunStore:
         try:  # a malformed record is the caller's bug, but still must not stop training
             rows = [
                 (str(rec.image_id), float(rec.lat), float(rec.lon), _dumps(rec.labels or {}),
-                 [(i, str(r.text), _dumps(r.guesses), _finite(None if r.distance_km is None else float(r.distance_km)),
-                   _finite(float(r.reward)), _dumps(r.turn_distances_km), _dumps(r.turn_rewards))
+                 [(i, str(r.text), _dumps(r.guesses), finite_json(None if r.distance_km is None else float(r.distance_km)),
+                   finite_json(float(r.reward)), _dumps(r.turn_distances_km), _dumps(r.turn_rewards))
                   for i, r in enumerate(rec.rollouts)])
                 for rec in records
             ]
@@ -399,17 +383,26 @@ class RunReader:
         return events
 
     def summary(self) -> dict[str, Any]:
-        """One run-list row: kind, status, steps, last and best metrics."""
-        kind, _ = self.config()
-        steps = self.steps()
+        """One run-list row: kind, status, steps, last and best metrics (one connection,
+        one snapshot: the three tables agree)."""
+        con = self.connect()
+        try:
+            con.execute("BEGIN")
+            config = con.execute("SELECT kind FROM config WHERE id=1").fetchall()
+            status = con.execute("SELECT status FROM status WHERE id=1").fetchall()
+            rows = con.execute("SELECT step, metrics FROM steps ORDER BY step").fetchall()
+            con.execute("COMMIT")
+        finally:
+            con.close()
         best: dict[str, float] = {}
-        for s in steps:
-            for k, v in s["metrics"].items():
+        last: dict[str, Any] = {}
+        for _, m in rows:
+            last = json.loads(m)
+            for k, v in last.items():
                 if not isinstance(v, (int, float)) or isinstance(v, bool):
                     continue
                 lower_better = k.endswith("_km") or "loss" in k
                 if k not in best or (v < best[k] if lower_better else v > best[k]):
                     best[k] = v
-        return {"kind": kind, "status": self.status()["status"], "steps": len(steps),
-                "last_step": steps[-1]["step"] if steps else None,
-                "last": steps[-1]["metrics"] if steps else {}, "best": best}
+        return {"kind": config[0][0] if config else "", "status": status[0][0] if status else "unknown",
+                "steps": len(rows), "last_step": rows[-1][0] if rows else None, "last": last, "best": best}

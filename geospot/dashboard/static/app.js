@@ -125,7 +125,15 @@ function lineChart(title, series, { log = false, cursorX = null } = {}) {
     svg("text", { class: "tick", x: L - 4, y: H - B, "text-anchor": "end" }, tickY(y0)),
     svg("text", { class: "tick", x: L, y: H - 4 }, fmt(x0)),
     svg("text", { class: "tick", x: W - R, y: H - 4, "text-anchor": "end" }, fmt(x1)));
-  if (cursorX !== null) g.appendChild(svg("line", { class: "cursor", x1: sx(cursorX), x2: sx(cursorX), y1: T, y2: H - B }));
+  // The step cursor moves with the map's slider: box.moveCursor repositions it in place
+  // instead of rebuilding every chart on each slider tick.
+  let cursor = null;
+  box.moveCursor = x => {
+    if (x === null || x === undefined) { if (cursor) cursor.remove(); cursor = null; return; }
+    if (!cursor) g.insertBefore(cursor = svg("line", { class: "cursor", y1: T, y2: H - B }), g.querySelector("polyline"));
+    cursor.setAttribute("x1", sx(x)); cursor.setAttribute("x2", sx(x));
+  };
+  box.moveCursor(cursorX);
   for (const s of series) {
     const pts = s.pts.filter(p => p[1] !== null && Number.isFinite(p[1]));
     if (!pts.length) continue;
@@ -140,8 +148,10 @@ function lineChart(title, series, { log = false, cursorX = null } = {}) {
 
 // runs: [{name, steps: [{step, metrics}]}]; one chart per metric group, one line per key x run.
 function drawCharts(node, runs, cursorX) {
+  node.cursorX = cursorX;
   const keys = [...new Set(runs.flatMap(r => r.steps.flatMap(s => Object.keys(s.metrics))))];
-  const charts = groupKeys(keys).map(grp => {
+  const groups = groupKeys(keys);
+  const charts = groups.map(grp => {
     const series = [];
     runs.forEach((run, ri) => grp.keys.forEach((k, ki) => series.push({
       label: runs.length > 1 ? `${run.name}: ${k}` : k,
@@ -151,7 +161,7 @@ function drawCharts(node, runs, cursorX) {
   });
   // Everything else (loss, lr, tokens/s, eval/...) one at a time, picked from a menu; the
   // choice lives on the node so live redraws keep it.
-  const grouped = new Set(groupKeys(keys).flatMap(g => g.keys));
+  const grouped = new Set(groups.flatMap(g => g.keys));
   const rest = keys.filter(k => !grouped.has(k)).sort();
   if (rest.length) {
     const key = rest.includes(node.dataset.extra) ? node.dataset.extra
@@ -159,12 +169,18 @@ function drawCharts(node, runs, cursorX) {
     const chart = lineChart(key, runs.map((run, ri) => ({ label: runs.length > 1 ? `${run.name}: ${key}` : key,
       color: COLORS[ri % COLORS.length], pts: run.steps.filter(s => key in s.metrics).map(s => [s.step, s.metrics[key]]) })),
     { cursorX });
-    const pick = el("select", { class: "extra", onchange: ev => { node.dataset.extra = ev.target.value; drawCharts(node, runs, cursorX); } },
+    const pick = el("select", { class: "extra", onchange: ev => { node.dataset.extra = ev.target.value; drawCharts(node, runs, node.cursorX); } },
       rest.map(k => el("option", { value: k, selected: k === key }, k)));
     chart.firstChild.replaceChildren("more: ", pick);
     charts.push(chart);
   }
   node.replaceChildren(...(charts.length ? charts : [el("p", { class: "muted" }, "no metrics yet")]));
+}
+
+// Only the cursor moved (slider, play): reposition it in every chart of `node`.
+function moveChartCursor(node, cursorX) {
+  node.cursorX = cursorX;
+  for (const chart of node.children) if (chart.moveCursor) chart.moveCursor(cursorX);
 }
 
 // ---- the map: equirectangular, SVG user units are degrees (x = lon, y = -lat) --------------
@@ -261,22 +277,39 @@ class WorldMap {
         lines.push(...linePaths(greatCircle(im.lat, im.lon, g[0], g[1]), "gc" + (dim ? " dim" : "")));
         const c = svg("circle", { class: "guess" + (dim ? " dim" : ""), cx: g[1], cy: -g[0], r: 2.2 * u,
           fill: rewardColor(ro.reward, lo, hi), "data-image": im.image_id, onclick: pick });
+        c.size = 2.2;
         c.appendChild(svg("title", {}, `guess ${ro.idx}: reward ${fmt(ro.reward)}, ${fmt(ro.distance_km)} km`));
         guesses.push(c);
         if (sel && ro.guesses.length > 1) {  // telescoping: coarse -> refine -> final
           const path = ro.guesses.filter(Boolean);
           for (let i = 1; i < path.length; i++)
             turns.push(...linePaths(greatCircle(path[i - 1][0], path[i - 1][1], path[i][0], path[i][1], 12), "turnpath"));
-          path.forEach((p, i) => turns.push(svg("circle", { class: "turn", cx: p[1], cy: -p[0], r: (1.0 + 0.4 * i) * u, "data-turn": i + 1 })));
+          path.forEach((p, i) => {
+            const dot = svg("circle", { class: "turn", cx: p[1], cy: -p[0], r: (1.0 + 0.4 * i) * u, "data-turn": i + 1 });
+            dot.size = 1.0 + 0.4 * i;
+            turns.push(dot);
+          });
         }
       });
       const t = svg("rect", { class: "truth" + (dim ? " dim" : ""), x: im.lon - 2.6 * u, y: -im.lat - 2.6 * u,
         width: 5.2 * u, height: 5.2 * u, transform: `rotate(45 ${im.lon} ${-im.lat})`, "data-image": im.image_id, onclick: pick });
       t.appendChild(svg("title", {}, `truth ${im.image_id}: ${fmt(im.lat, 4)}, ${fmt(im.lon, 4)}`));
+      t.centre = [im.lon, -im.lat];
       truths.push(t);
     }
     layer.push(...lines, ...turns, ...guesses, ...truths);  // final guesses stay on top of their paths
     this.data.replaceChildren(...layer);
+  }
+  // Zoom / pan change only the markers' size in degrees (constant on screen): resize them in
+  // place rather than rebuilding every great circle on each wheel or drag event.
+  rescale() {
+    const u = this.unit;
+    for (const c of this.data.querySelectorAll("circle")) if (c.size) c.setAttribute("r", c.size * u);
+    for (const t of this.data.querySelectorAll("rect.truth")) {
+      const [x, y] = t.centre;
+      t.setAttribute("x", x - 2.6 * u); t.setAttribute("y", y - 2.6 * u);
+      t.setAttribute("width", 5.2 * u); t.setAttribute("height", 5.2 * u);
+    }
   }
   // Zoom to the selected image's truth and guesses (or to all images): late in training the
   // clusters are a few pixels wide at world scale.
@@ -294,7 +327,7 @@ class WorldMap {
     v.x = Math.min(180 - v.w, Math.max(-180, v.x)); v.y = Math.min(90 - v.h, Math.max(-90, v.y));
     this.view = v;
     this.node.setAttribute("viewBox", `${v.x} ${v.y} ${v.w} ${v.h}`);
-    this.draw();
+    this.rescale();
   }
   _zoomPan() {
     const toDeg = ev => {
@@ -391,7 +424,7 @@ class RunView {
     this.map.setImages(images);
     this.drawStrip();
     if (this.picked) this.pick(this.picked, false);
-    if (this.withCharts) this.drawCharts();
+    if (this.withCharts) moveChartCursor(this.chartsNode, step);  // the metrics did not change: only the cursor
   }
   drawStrip() {
     this.strip.replaceChildren(...this.images.map(im => {

@@ -1,0 +1,56 @@
+"""In real Chromium: moving the step slider moves the charts' cursor in place (the charts are
+not rebuilt), and zooming the map resizes its markers in place (nothing is redrawn)."""
+
+import fake_run
+import pytest
+from conftest import Server
+from test_browser import CHROMIUM, browser, expect  # noqa: F401  (browser: the module-scoped Chromium fixture)
+
+from geospot.dashboard.app import create_app
+from geospot.runs.store import RunStore
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"),
+]
+
+
+def test_slider_and_zoom_update_in_place(tmp_path, browser):  # noqa: F811
+    runs = tmp_path / "runs"
+    with RunStore(runs / "r") as store:
+        fake_run.fill(store, 8, image_every=2, G=4, turns=3, n_images=3)  # image steps 0, 2, 4, 6
+    with Server(create_app(runs, poll_s=0.1)) as srv:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(srv.url + "/#/run/r")
+        page.wait_for_selector("circle.guess")
+        expect(page.locator("#step-label")).to_have_attribute("data-step", "6")
+        cursors = lambda: page.eval_on_selector_all(".charts .chart line.cursor", "ls => ls.map(l => +l.getAttribute('x1'))")
+        late = cursors()
+        assert late and len(late) == page.locator(".charts .chart svg").count()  # one cursor per drawn chart
+        page.evaluate("document.querySelectorAll('.charts .chart').forEach(c => c.marked = true)")
+
+        page.locator("#step-slider").fill("0")
+        expect(page.locator("#step-label")).to_have_attribute("data-step", "0")
+        page.wait_for_timeout(200)
+        early = cursors()
+        assert len(early) == len(late) and all(e < x for e, x in zip(early, late))  # moved left, to step 0
+        assert page.evaluate("[...document.querySelectorAll('.charts .chart')].every(c => c.marked)")  # not rebuilt
+
+        # zoom: same elements, same centres, radii scaled with the view width
+        page.evaluate("document.querySelectorAll('svg.map .data circle, svg.map rect.truth').forEach(n => n.marked = true)")
+        r0 = float(page.locator("circle.guess").first.get_attribute("r"))
+        cx0 = page.locator("circle.guess").first.get_attribute("cx")
+        box = page.locator("svg.map").first.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.wheel(0, -100)  # one notch in: the view shrinks to 0.8 of its width
+        expect(page.locator("svg.map").first).not_to_have_attribute("viewBox", "-180 -90 360 180")
+        w = float(page.locator("svg.map").first.get_attribute("viewBox").split()[2])
+        assert w == pytest.approx(288)
+        assert float(page.locator("circle.guess").first.get_attribute("r")) == pytest.approx(r0 * w / 360, rel=1e-6)
+        assert page.locator("circle.guess").first.get_attribute("cx") == cx0
+        assert page.evaluate("[...document.querySelectorAll('svg.map .data circle, svg.map rect.truth')].every(n => n.marked)")
+        size = float(page.locator("rect.truth").first.get_attribute("width"))
+        assert size == pytest.approx(5.2 * w / 360, rel=1e-6)
+        assert not errors

@@ -1,0 +1,62 @@
+"""`geospot eval` and `geospot predict` share one settings base: the same keys, validated
+the same way, so a bad value is one clean line and exit 2 from either command."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+from eval_fakes import ScriptedEngine
+from PIL import Image
+
+from geospot.eval import cli
+from geospot.eval.loading import _engine_state_config
+from geospot.jsonutil import finite_json
+
+
+def _image(tmp_path):
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (16, 16), (200, 120, 40)).save(path)
+    return path
+
+
+def test_predict_and_eval_share_their_common_keys():
+    shared = {f.name for f in dataclasses.fields(cli.SamplingConfig)}
+    assert {"model", "batch_size", "samples", "max_tokens", "seed"} <= shared
+    assert shared <= {f.name for f in dataclasses.fields(cli.EvalConfig)}
+    assert shared == {f.name for f in dataclasses.fields(cli.PredictConfig)}
+
+
+@pytest.mark.parametrize("bad, word", [("batch_size=0", "batch_size"), ("samples=-1", "samples"),
+                                       ("max_tokens=0", "max_tokens")])
+def test_predict_bad_value_is_a_clean_error_like_eval(tmp_path, capsys, bad, word):
+    engine = ScriptedEngine(lambda image, text, turn, j: "Latitude: 1\nLongitude: 2")
+    assert cli.predict_main(["model=fake", str(_image(tmp_path)), bad], engine=engine) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("geospot predict:") and word in err and "Traceback" not in err
+    assert engine.calls == 0  # rejected before any sampling
+    assert cli.eval_main(["model=fake", "data=synthetic:n=4", bad]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("geospot eval:") and word in err
+
+
+def test_predict_json_writes_null_for_an_unparsed_answer(tmp_path, capsys):
+    engine = ScriptedEngine(lambda image, text, turn, j: "no idea")
+    assert cli.predict_main(["model=fake", str(_image(tmp_path)), "--json"], engine=engine) == 0
+    out = capsys.readouterr().out.strip()
+    assert '"latitude": null' in out and "NaN" not in out
+
+
+def test_finite_json_maps_non_finite_numbers_to_null():
+    x = {"a": math.nan, 1: [math.inf, 2.5, (-math.inf, "s")], "n": torch.tensor(3.0)}
+    assert finite_json(x) == {"a": None, "1": [None, 2.5, [None, "s"]], "n": 3.0}
+
+
+def test_engine_state_config_reads_only_the_engine_config(tmp_path):
+    """state.pt written as the local engine writes it (torch.save's zip format, optimizer
+    moments included) yields its EngineConfig fields; unknown keys are dropped."""
+    torch.save({"optimizer": {"state": {0: {"exp_avg": torch.randn(64, 64)}}}, "step": 3,
+                "engine_config": {"model_name": "tiny:qwen2_5_vl", "lora_rank": 4, "not_a_field": 1}},
+               tmp_path / "state.pt")
+    assert _engine_state_config(str(tmp_path)) == {"model_name": "tiny:qwen2_5_vl", "lora_rank": 4}
+    assert _engine_state_config(str(tmp_path / "missing")) == {}
