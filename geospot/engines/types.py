@@ -108,10 +108,15 @@ class Datum:
       cross_entropy:        target_tokens, weights
       importance_sampling:  target_tokens, logprobs (sampler's), advantages
       ppo:                  target_tokens, logprobs (sampler's), advantages
-    Image positions carry zero weight / zero advantage."""
+    Image positions carry zero weight / zero advantage.
+
+    `group`: which GRPO group (one image's G rollouts) the datum belongs to, within one batch;
+    the local engine packs a group's shared prefix into one row (prefix.py). None = no group
+    (SFT); the Tinker engine sends the flat list and ignores it."""
 
     model_input: ModelInput
     loss_fn_inputs: dict[str, np.ndarray]
+    group: int | None = None
 
     def __post_init__(self) -> None:
         n = self.model_input.length
