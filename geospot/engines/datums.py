@@ -41,7 +41,8 @@ def make_datum(full: ModelInput, *, group: int | None = None, **per_token_arrays
     for name, arr in per_token_arrays_T.items():
         arr = np.asarray(arr)
         if arr.shape != (n,):
-            raise ValueError(f"make_datum: {name} has shape {arr.shape}, expected ({n},) aligned with the full sequence")
+            raise ValueError(f"make_datum: {name} has shape {arr.shape}, expected ({n},) aligned with the full "
+                             "sequence")
         shifted = arr[1:].astype(np.float32, copy=True)
         shifted[~is_text_T[1:]] = 0.0  # targets that are image placeholders: no loss
         loss_inputs[name] = shifted

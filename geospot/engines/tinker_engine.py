@@ -39,19 +39,23 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import threading
 import time
+import urllib.request
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from geospot.config import ConfigError
 from geospot.engines.config import EngineConfig
+from geospot.engines.rendering import Renderer
 from geospot.engines.types import (
     LOSS_CONFIG_KEYS,
     REQUIRED_INPUTS,
@@ -65,6 +69,8 @@ from geospot.engines.types import (
     SampleParams,
     TextChunk,
 )
+from geospot.models.load import load_tokenizer, resolve_model_path
+from geospot.models.processor import ImageProcessor
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +98,7 @@ class GeospotTinkerError(RuntimeError):
 
 def _tinker():
     try:
-        import tinker
+        import tinker  # delayed: an optional SDK, needed only for engine=tinker
     except ImportError as e:  # pragma: no cover - the SDK is installed in the dev venv
         raise GeospotTinkerError(
             "engine=tinker needs the `tinker` SDK: pip install 'geospot[tinker]' (or pip install 'tinker>=0.38,<0.40')"
@@ -104,7 +110,9 @@ def _tinker():
 # Our types -> the SDK's types (pure functions; the contract tests exercise these)
 
 
-def image_to_jpeg(image: Image.Image, max_bytes: int = MAX_IMAGE_BYTES, qualities: Sequence[int] = JPEG_QUALITIES) -> bytes:
+def image_to_jpeg(
+    image: Image.Image, max_bytes: int = MAX_IMAGE_BYTES, qualities: Sequence[int] = JPEG_QUALITIES
+) -> bytes:
     """JPEG bytes of `image` at its current pixel size, at the best quality under `max_bytes`."""
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     size = 0
@@ -199,7 +207,10 @@ def to_tinker_datum(datum: Datum, loss_fn: str):
 def forward_datum(datum: Datum):
     """A datum for a gradient-free forward pass: only the targets matter; zero weights."""
     weights = np.zeros(datum.model_input.length, dtype=np.float32)
-    return to_tinker_datum(Datum(datum.model_input, {"target_tokens": datum.loss_fn_inputs["target_tokens"], "weights": weights}), "cross_entropy")
+    return to_tinker_datum(
+        Datum(datum.model_input, {"target_tokens": datum.loss_fn_inputs["target_tokens"], "weights": weights}),
+        "cross_entropy",
+    )
 
 
 def loss_fn_config(loss_fn: str, loss_config: dict | None) -> dict[str, float] | None:
@@ -254,7 +265,9 @@ def from_tinker_sequence(seq) -> SampledSequence:
     logprobs = tuple(float(x) for x in seq.logprobs)
     if len(logprobs) != len(tokens):
         raise GeospotTinkerError(f"the Tinker sampler returned {len(logprobs)} logprobs for {len(tokens)} tokens")
-    return SampledSequence(tokens=tokens, logprobs=logprobs, stop_reason="stop" if seq.stop_reason == "stop" else "length")
+    return SampledSequence(
+        tokens=tokens, logprobs=logprobs, stop_reason="stop" if seq.stop_reason == "stop" else "length"
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -276,14 +289,15 @@ def check_api_key(env: dict[str, str] | None = None, stored_key: Callable[[], st
         )
     if not (key.startswith("tml-") or key.startswith("eyJ")):
         raise GeospotTinkerError(
-            "TINKER_API_KEY does not look like a Tinker key (they start with 'tml-'); copy it again from the Tinker console"
+            "TINKER_API_KEY does not look like a Tinker key (they start with 'tml-'); copy it again from the Tinker "
+            "console"
         )
     return "TINKER_API_KEY"
 
 
 def _stored_key() -> str | None:
     try:
-        from tinker.lib.credentials import JsonCredentialStore, default_credentials_path
+        from tinker.lib.credentials import JsonCredentialStore, default_credentials_path  # the optional SDK
 
         record = JsonCredentialStore(default_credentials_path()).get_default_key()
         return None if record is None else record.key
@@ -333,7 +347,9 @@ def describe_service_error(e: BaseException, base_url: str) -> str | None:
             f"the Tinker service rejected the API key (HTTP {status or 401}): check TINKER_API_KEY, or create a "
             "new key in the Tinker console"
         )
-    if isinstance(e, (tinker.APIConnectionError, tinker.APITimeoutError, TimeoutError, ConnectionError, socket.gaierror)):
+    if isinstance(
+        e, (tinker.APIConnectionError, tinker.APITimeoutError, TimeoutError, ConnectionError, socket.gaierror)
+    ):
         return (
             f"cannot reach the Tinker service at {base_url} ({type(e).__name__}): check the network "
             "connection, or set tinker_base_url / TINKER_BASE_URL if you use another endpoint"
@@ -387,12 +403,16 @@ def _rest_client(cfg: EngineConfig, factory: Callable[[], Any] | None = None):
     return factory() if factory else _tinker().RestClient(base_url=cfg.tinker_base_url)
 
 
-def fetch_capabilities(cfg: EngineConfig, *, rest_client_factory: Callable[[], Any] | None = None, timeout_s: float = 60.0):
+def fetch_capabilities(
+    cfg: EngineConfig, *, rest_client_factory: Callable[[], Any] | None = None, timeout_s: float = 60.0
+):
     """Ask the service which models it serves; every failure becomes one clear sentence."""
     _tinker()  # no SDK: say how to install it before anything else
     return _service_call(
         lambda: _rest_client(cfg, rest_client_factory).get_server_capabilities().result(),
-        "get_server_capabilities", _base_url(cfg), timeout_s,
+        "get_server_capabilities",
+        _base_url(cfg),
+        timeout_s,
     )
 
 
@@ -400,8 +420,6 @@ def renderer_folder(model_name: str) -> Path:
     """A folder with the model's tokenizer and preprocessor_config.json: a local folder or
     tiny model as is, a hub id downloaded without its weights (the service holds those; a 30B
     checkpoint has no business on the user's disk)."""
-    from geospot.models.load import resolve_model_path
-
     try:
         return resolve_model_path(model_name, weights=False)
     except FileNotFoundError as e:  # offline, no such repo, gated
@@ -417,10 +435,6 @@ def default_renderer(cfg: EngineConfig):
     """The renderer of the same HF model id the service trains: same tokenizer and chat
     template, same image processor (its min/max pixels and patch size decide how many tokens
     an image takes, on our side and on the service's)."""
-    from geospot.engines.rendering import Renderer
-    from geospot.models.load import load_tokenizer
-    from geospot.models.processor import ImageProcessor
-
     folder = renderer_folder(cfg.model_name)
     return Renderer(load_tokenizer(folder), ImageProcessor.from_pretrained(folder), max_pixels=cfg.max_pixels)
 
@@ -487,7 +501,10 @@ class TinkerEngine:
         if cfg.train_vision:
             log.warning("engine=tinker: train_vision=True is ignored; Tinker chooses which layers LoRA trains")
         if cfg.lora_targets != "all-linear":
-            log.warning("engine=tinker: lora_targets=%s is ignored; Tinker trains LoRA on MLP, attention and unembedding", cfg.lora_targets)
+            log.warning(
+                "engine=tinker: lora_targets=%s is ignored; Tinker trains LoRA on MLP, attention and unembedding",
+                cfg.lora_targets,
+            )
         self.cfg = cfg
         self._rest_client_factory = rest_client_factory
         tinker = _tinker()
@@ -499,9 +516,13 @@ class TinkerEngine:
         check_model(cfg.model_name, capabilities)
 
         self.renderer = renderer if renderer is not None else default_renderer(cfg)
-        self.service = service_client if service_client is not None else tinker.ServiceClient(base_url=cfg.tinker_base_url)
+        self.service = (
+            service_client if service_client is not None else tinker.ServiceClient(base_url=cfg.tinker_base_url)
+        )
         self.training = self._call(
-            lambda: self.service.create_lora_training_client(base_model=cfg.model_name, rank=cfg.lora_rank, seed=cfg.seed).result(),
+            lambda: self.service.create_lora_training_client(
+                base_model=cfg.model_name, rank=cfg.lora_rank, seed=cfg.seed
+            ).result(),
             "create_lora_training_client",
             timeout_s=None,
         )
@@ -518,17 +539,23 @@ class TinkerEngine:
     def sampling_client(self):
         if self._sampler is None:
             self._sampler = self._call(
-                lambda: self.training.save_weights_and_get_sampling_client().result(), "save_weights_and_get_sampling_client"
+                lambda: self.training.save_weights_and_get_sampling_client().result(),
+                "save_weights_and_get_sampling_client",
             )
         return self._sampler
 
     # -- sampling
 
-    def sample(self, prompts: Sequence[ModelInput], num_samples: int, params: SampleParams) -> list[list[SampledSequence]]:
+    def sample(
+        self, prompts: Sequence[ModelInput], num_samples: int, params: SampleParams
+    ) -> list[list[SampledSequence]]:
         sampler = self.sampling_client()
         sp = to_tinker_sampling_params(params, self.renderer.stop_token_ids)
         # Submit every prompt before waiting on any: the service batches them.
-        futures = [sampler.sample(prompt=to_tinker_model_input(p), num_samples=num_samples, sampling_params=sp) for p in prompts]
+        futures = [
+            sampler.sample(prompt=to_tinker_model_input(p), num_samples=num_samples, sampling_params=sp)
+            for p in prompts
+        ]
         out = []
         for f in futures:
             resp = self._call(f.result, "sample")
@@ -540,7 +567,9 @@ class TinkerEngine:
     def forward(self, datums: Sequence[Datum]) -> list[np.ndarray]:
         if not datums:
             return []
-        res = self._call(lambda: self.training.forward([forward_datum(d) for d in datums], "cross_entropy").result(), "forward")
+        res = self._call(
+            lambda: self.training.forward([forward_datum(d) for d in datums], "cross_entropy").result(), "forward"
+        )
         return [np.asarray(o["logprobs"].to_numpy(), dtype=np.float32) for o in res.loss_fn_outputs]
 
     def set_reference(self) -> None:
@@ -553,15 +582,18 @@ class TinkerEngine:
         model without adapter): its sampler scores each datum's full sequence (input + its last target)."""
         if self._base_sampler is None:
             self._base_sampler = self._call(
-                lambda: self.service.create_sampling_client(base_model=self.cfg.model_name).result(), "create_sampling_client"
+                lambda: self.service.create_sampling_client(base_model=self.cfg.model_name).result(),
+                "create_sampling_client",
             )
         fulls = [d.model_input.append_tokens([int(d.loss_fn_inputs["target_tokens"][-1])]) for d in datums]
         futures = [self._base_sampler.compute_logprobs(to_tinker_model_input(f)) for f in fulls]
         out = []
-        for d, full, fut in zip(datums, fulls, futures):
+        for full, fut in zip(fulls, futures):
             lp = self._call(fut.result, "compute_logprobs")
             if len(lp) != full.length:
-                raise GeospotTinkerError(f"compute_logprobs returned {len(lp)} values for a {full.length}-token sequence")
+                raise GeospotTinkerError(
+                    f"compute_logprobs returned {len(lp)} values for a {full.length}-token sequence"
+                )
             # Entry i+1 scores token i+1 given tokens <= i: the datum's target i. Image
             # positions (and the unscored first token) carry no loss: 0.
             arr = np.array([np.nan if x is None else x for x in lp[1:]], dtype=np.float32)
@@ -583,7 +615,9 @@ class TinkerEngine:
             metrics.setdefault("loss", metrics["loss:sum"])
         return ForwardBackwardResult(logprobs=logprobs, metrics=metrics)
 
-    def forward_backward(self, datums: Sequence[Datum], loss_fn: LossFn, loss_config: dict | None = None) -> ForwardBackwardResult:
+    def forward_backward(
+        self, datums: Sequence[Datum], loss_fn: LossFn, loss_config: dict | None = None
+    ) -> ForwardBackwardResult:
         fut = self._submit_forward_backward(datums, loss_fn, loss_config)
         return self._result(self._call(fut.result, "forward_backward"))
 
@@ -597,12 +631,16 @@ class TinkerEngine:
         metrics = {k: float(v) for k, v in ((getattr(resp, "metrics", None) or {}).items())}
         return metrics
 
-    def train_step(self, datums: Sequence[Datum], loss_fn: LossFn, adam: AdamParams, loss_config: dict | None = None) -> ForwardBackwardResult:
+    def train_step(
+        self, datums: Sequence[Datum], loss_fn: LossFn, adam: AdamParams, loss_config: dict | None = None
+    ) -> ForwardBackwardResult:
         # Submit both before waiting: Tinker runs them in order on this client.
         fb_future = self._submit_forward_backward(datums, loss_fn, loss_config)
         opt_future = self.training.optim_step(to_tinker_adam(adam))
         result = self._result(self._call(fb_future.result, "forward_backward"))
-        result.metrics.update({f"optim/{k}": v for k, v in self._stepped(self._call(opt_future.result, "optim_step")).items()})
+        result.metrics.update(
+            {f"optim/{k}": v for k, v in self._stepped(self._call(opt_future.result, "optim_step")).items()}
+        )
         return result
 
     # -- state
@@ -635,6 +673,10 @@ class TinkerEngine:
         self.training = self._call(lambda: create(tinker_path).result(), "load_state")
         self._sampler = None
 
+    def token_stats(self) -> dict:
+        """The service does not report the tokens it processed: nothing to count here."""
+        return {}
+
     def export(self, path: str, merged: bool = False) -> str:
         """Download the LoRA adapter in Hugging Face format into `path` (via Tinker's
         external-weights export) and record where it came from; returns `path`."""
@@ -655,21 +697,26 @@ class TinkerEngine:
         for rel, url in sorted(urls.items()):
             dest = (out / rel).resolve()
             if not dest.is_relative_to(base):
-                raise GeospotTinkerError(f"the exported checkpoint names a file outside {out}: {rel!r}; refusing to write it")
+                raise GeospotTinkerError(
+                    f"the exported checkpoint names a file outside {out}: {rel!r}; refusing to write it"
+                )
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(f".{dest.name}.part")
             download_file(url, tmp)
             os.replace(tmp, dest)
         _write_json_atomic(
             out / CHECKPOINT_FILE,
-            {"tinker_path": ext.path, "kind": "export", "base_model": self.cfg.model_name, "lora_rank": self.cfg.lora_rank, "files": sorted(urls)},
+            {
+                "tinker_path": ext.path,
+                "kind": "export",
+                "base_model": self.cfg.model_name,
+                "lora_rank": self.cfg.lora_rank,
+                "files": sorted(urls),
+            },
         )
         return str(out)
 
 
 def download_file(url: str, dest: Path, timeout_s: float = 60.0) -> None:
-    import shutil
-    import urllib.request
-
     with urllib.request.urlopen(url, timeout=timeout_s) as resp, open(dest, "wb") as f:
         shutil.copyfileobj(resp, f, length=1 << 20)

@@ -8,7 +8,7 @@ length stop) carries zero. `make_datum` shifts once (Tinker semantics)."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
