@@ -314,7 +314,7 @@ def run_eval(cfg: EvalConfig, engine=None) -> dict:
     # and `geospot score predictions.csv` reproduces them.
     by_id = {p.id: p for p in io.read_predictions(pred_path)}
     preds = [by_id[i] for i in order if i in by_id]
-    metrics = metrics_for(preds, geocoder_for(cfg.geocoder, cfg.data))
+    metrics = metrics_for(preds, geocoder_for(cfg.data, cfg.geocoder))
     # the truth beside the predictions: `geospot score --pred predictions.csv --truth truth.csv`
     io.write_truth_csv(out / "truth.csv", preds)
     summary = {

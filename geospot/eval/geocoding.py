@@ -8,7 +8,7 @@ from geospot.data.spec import build_source, parse_spec
 from geospot.geo.geocode import reverse_geocode
 
 
-def geocoder_for(kind: str, data_spec: str) -> Callable | None:
+def geocoder_for(data_spec: str, kind: str = "auto") -> Callable | None:
     """The callable compute_metrics uses for country/region/city accuracy: a synthetic
     world's own names for a synthetic spec (reverse geocoding knows nothing of them), else
     offline reverse geocoding (the OSV-5M way, as `geospot score` does). kind: auto|reverse|none."""

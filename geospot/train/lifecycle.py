@@ -130,7 +130,7 @@ def open_data(cfg: Any) -> tuple[Any, list[Any], Any]:
     held_out = []
     if cfg.eval_n:
         held_out = wrap(eval_key, eval_spec, lambda: gdata.load_samples(eval_spec, split="val", n=cfg.eval_n))
-    return stream, list(held_out), geocoder_for("auto", eval_spec)
+    return stream, list(held_out), geocoder_for(eval_spec)
 
 
 def initial_weights(path: str | None) -> str | None:
