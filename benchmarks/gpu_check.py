@@ -13,10 +13,10 @@ vision depth 32, hidden 1280, 16 heads, intermediate 3420, out 2048, patch 14, m
 random (transformers' init, std 0.02), so rewards are all the unparseable -0.1 and advantages 0
 (the step's cost does not depend on them); the tokenizer is geospot's tiny offline BPE (~480 real
 tokens, the special tokens at ids 0-13 instead of 151643+) padded with filler entries to the
-151936-row vocabulary, so every sampled id decodes and prompts are shorter than Qwen's in text
-(the 256 image tokens of a 448 px image dominate anyway); the chat template is the tiny models'
-(no default system prompt). Matrix shapes, parameter count (3.75 B), KV size and logits size are
-the real model's.
+151936-row vocabulary, so every sampled id decodes; the prompt's text tokens differ a little from
+Qwen's (the 256 image tokens of a 448 px image dominate anyway) and the chat template is the tiny
+models' (no default system prompt, ~20 tokens fewer). Matrix shapes, parameter count (3.75 B),
+KV size and logits size are the real model's.
 
 Phases, in order (cheap and most wanted first); each runs in its own process, so a crash, an
 OOM or the time guard killing one is recorded in its entry and the rest still run; the JSON is
@@ -24,8 +24,9 @@ rewritten after every phase, so a killed run keeps what finished:
   build       the model folder (cached under $GEOSPOT_CACHE by a hash of its recipe)
   sft_lora    one bf16 SFT step, LoRA (EngineConfig defaults: rank 32, all language linears)
   sft_full    the same, full fine-tuning (lora_rank=0, vision frozen)
-  grpo_torch  one GRPO step, 8 images x 8 rollouts x 24 tokens, 448 px, sampler=torch; the
-              sampler-vs-trainer logprob gap on the step's own rollouts
+  grpo_torch  one GRPO step, 8 images x 8 rollouts x 24 tokens, 448 px, sampler=torch, LoRA as
+              benchmarks/grpo_step.py (rank 8); the sampler-vs-trainer logprob gap on the step's
+              own rollouts
   kv_reuse    3 telescoping turns x 8 rollouts with the KV kept across turns vs not
               (benchmarks/engine.py's telescoping())
   trl         TRL's GRPOTrainer on the same model folder, data, LoRA and lr (transformers generate)
@@ -54,8 +55,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # grpo_step, engine and _trl_processor are imported by name, also in children
-    sys.path.insert(0, str(HERE))
+for _path in (HERE.parent, HERE):  # this checkout's geospot, and grpo_step, engine, _trl_processor by name
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 from _shaped_model import build_model  # noqa: E402  (found through the line above)
 
 PHASES = ("build", "sft_lora", "sft_full", "grpo_torch", "kv_reuse", "trl", "grpo_vllm", "trl_vllm")
@@ -175,13 +177,18 @@ def _sft(plan: Plan, lora_rank: int, lr: float) -> dict:
     _sync(plan)
     step_s = time.perf_counter() - t1
     changed = max(float((p.detach() - b).abs().max()) for (_, p), b in zip(watched, before))
+    # bf16 weights without an fp32 master copy lose updates below their rounding step (lr 1e-5 on
+    # |w| ~ 0.02): the share of watched elements that moved says how much of the step survived
+    moved = sum(int((p.detach() != b).sum()) for (_, p), b in zip(watched, before))
+    moved_share = moved / sum(b.numel() for b in before)
     n_trainable = sum(p.numel() for _, p in engine.trainable)
     tokens = sum(d.model_input.length for d in datums)
     loss0, loss1 = warm.metrics["loss:sum"], res.metrics["loss:sum"]
     return {"load_s": round(load_s, 1), "step_s": round(step_s, 3), "tokens": tokens,
             "tokens_per_s": round(tokens / step_s, 1), "trainable_params": n_trainable,
             "dtype": str(engine.dtype).removeprefix("torch."), "loss_warmup_step": round(loss0, 4),
-            "loss_timed_step": round(loss1, 4), "max_param_change": changed, "step_peak_gb": _peak_gb(plan),
+            "loss_timed_step": round(loss1, 4), "max_param_change": changed,
+            "moved_share": round(moved_share, 4), "step_peak_gb": _peak_gb(plan),
             "ok": bool(changed > 0 and torch.isfinite(torch.tensor([loss0, loss1])).all()), **_memory(plan)}
 
 
@@ -421,6 +428,19 @@ def write_results(doc: dict, results: Path) -> None:
     results.write_text(json.dumps(data, indent=1) + "\n")
 
 
+def _versions() -> dict:
+    """Installed versions of what the phases use (None = missing), read without importing them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("torch", "transformers", "peft", "trl", "datasets", "vllm", "accelerate"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -460,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx.set_forkserver_preload(["torch", "transformers", "peft", "geospot.engines.local", "geospot.rl.rollouts",
                                 "grpo_step"])
     doc = {"benchmark": "gpu_check", "dry_run": args.dry_run, "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-           "plan": asdict(plan), "torch": torch.__version__, "device": "cpu", "phases": {},
+           "plan": asdict(plan), "torch": torch.__version__, "versions": _versions(), "device": "cpu", "phases": {},
            "peer": "trl.GRPOTrainer (transformers generate; then colocated vLLM), same model folder, data, LoRA, lr; "
                    "same run"}
     for name in PHASES:

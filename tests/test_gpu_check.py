@@ -117,3 +117,13 @@ def test_readme_rows_name_the_card_and_show_failed_phases(tmp_path):
     assert "(peer: TRL + colocated vLLM) | error | skipped |  |" in table
     assert "phases that failed (errors in results.json) | grpo_vllm |" in table
     assert "on NVIDIA H100 80GB HBM3 (torch 2.11)" in table
+
+
+def test_merge_puts_a_saved_run_into_results_json(gc, tmp_path):
+    results, run = tmp_path / "results.json", tmp_path / "gpu_check.json"
+    results.write_text(json.dumps({"date": "2026-11-26", "machine": {"cpus": 2}, "results": {"geo": {"a": 1}}}))
+    run.write_text(json.dumps({"benchmark": "gpu_check", "device": "NVIDIA H200", "phases": {}}))
+    assert gc.main(["--merge", str(run), "--results", str(results)]) == 0
+    saved = json.loads(results.read_text())
+    assert saved["machine"] == {"cpus": 2} and saved["results"]["geo"] == {"a": 1}
+    assert saved["results"]["gpu_check"]["device"] == "NVIDIA H200"
