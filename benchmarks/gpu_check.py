@@ -77,7 +77,7 @@ class Plan:
     folder: str = ""  # filled in by the build phase
 
 
-DRY = dict(shape="tiny", device="cpu", dtype="float32", images=2, group=4, tokens=24, px=448, budget_s=110.0)
+DRY = dict(shape="tiny", device="cpu", dtype="float32", images=2, group=4, tokens=24, px=448, budget_s=240.0)
 
 
 # -- measuring -----------------------------------------------------------------------------------
@@ -447,7 +447,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true",
                     help="the same phases on CPU with the tiny shape (<= 2 min); no results.json unless --results")
     ap.add_argument("--budget-s", type=float, default=None,
-                    help="wall-clock budget of the whole run (default 450; dry run 110)")
+                    help="wall-clock budget of the whole run (default 450; dry run 240, a guard against hangs)")
+    ap.add_argument("--dtype", choices=("bfloat16", "float32"), default=None,
+                    help="override the dtype (default bfloat16; dry run float32: --dry-run --dtype bfloat16 runs "
+                         "the GPU's dtype on CPU)")
     ap.add_argument("--phases", default=",".join(PHASES), help="comma-separated subset (build always runs)")
     ap.add_argument("--results", default=None,
                     help="results.json to put the run into (default benchmarks/results.json; none for a dry run)")
@@ -462,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan(**DRY) if args.dry_run else Plan()
     if args.budget_s is not None:
         plan = replace(plan, budget_s=args.budget_s)
+    if args.dtype is not None:
+        plan = replace(plan, dtype=args.dtype)
     wanted = [n for n in args.phases.split(",") if n]
     unknown = sorted(set(wanted) - set(PHASES))
     if unknown:
