@@ -62,6 +62,7 @@ from _shaped_model import build_model  # noqa: E402  (found through the line abo
 
 PHASES = ("build", "sft_lora", "sft_full", "grpo_torch", "kv_reuse", "trl", "grpo_vllm", "trl_vllm")
 SFT_LR, FULL_LR = 2e-4, 1e-5
+TRL_MICRO_BATCH = 16  # rollouts per TRL training forward (see _trl)
 
 
 @dataclass(frozen=True)
@@ -326,12 +327,17 @@ def _trl(plan: Plan, use_vllm: bool) -> dict:
             self.peak.append(_peak_gb(plan))
 
     timer = StepTimer()
+    # 64 rollouts in one training forward would hold ~65 GB of activations at 3B size: like a TRL
+    # user on one GPU, train in micro-batches of 2 images' rollouts (one optimizer step, all 64
+    # generated at once: steps_per_generation = gradient_accumulation_steps)
+    micro = TRL_MICRO_BATCH if (B * G) % TRL_MICRO_BATCH == 0 else B * G
     vllm_args = dict(use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3,
                      generation_kwargs={"min_tokens": plan.tokens}) if use_vllm else dict(
                      generation_kwargs={"min_new_tokens": plan.tokens})
     with tempfile.TemporaryDirectory() as tmp:
         cfg = GRPOConfig(
-            output_dir=tmp, per_device_train_batch_size=B * G, num_generations=G, max_completion_length=plan.tokens,
+            output_dir=tmp, per_device_train_batch_size=micro, gradient_accumulation_steps=B * G // micro,
+            num_generations=G, max_completion_length=plan.tokens,
             temperature=1.0, top_p=1.0, top_k=0, learning_rate=LR, adam_beta1=0.9, adam_beta2=0.95,
             weight_decay=0.0, lr_scheduler_type="constant", max_grad_norm=0.0, loss_type="dr_grpo", beta=0.0,
             scale_rewards="none", gradient_checkpointing=False, bf16=plan.dtype == "bfloat16", fp16=False,
@@ -347,6 +353,7 @@ def _trl(plan: Plan, use_vllm: bool) -> dict:
         trainer.train()
     step_s = timer.wall[-1]
     return {"vllm": use_vllm, "load_s": round(load_s, 1), "step_s": round(step_s, 3), "rollouts": B * G,
+            "micro_batch": micro, "grad_accum": B * G // micro,
             "rollouts_per_s": round(B * G / step_s, 3), "warmup_step_s": round(timer.wall[0], 3),
             "step_peak_gb": timer.peak[-1], **_memory(plan)}
 
@@ -399,6 +406,8 @@ def run_phase(ctx, name: str, plan: Plan, timeout_s: float) -> dict:
             os.killpg(p.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        if p.is_alive():  # killed before it made its own process group
+            p.kill()
         p.join()
         if timed_out:
             return {"error": f"killed by the time guard after {timeout_s:.0f} s"}
