@@ -42,16 +42,22 @@ class LocalState:
     def __init__(self, core: LocalModel, trainer: LocalTrainer):
         self.core, self.trainer = core, trainer
 
-    def save_state(self, path: str) -> str:
-        """Trainable weights + optimizer + step + RNG, written to a temp folder then renamed."""
-        core, optimizer = self.core, self.trainer.optimizer
+    def save_state(self, path: str | None) -> str:
+        """Trainable weights + optimizer + step + RNG, written to a temp folder then renamed.
+        Under torchrun every rank calls it (FSDP2 gathers the shards: a collective); rank 0 passes
+        the path and writes, the others pass None and write nothing."""
+        core = self.core
+        sync = self.trainer.sync
+        weights, optim_state = (sync.full_state() if sync is not None else self._local_state())
+        if path is None:
+            return ""
         final = Path(path)
         tmp = _temp_beside(final)
         tmp.mkdir()
-        save_file({n: p.detach().cpu().contiguous() for n, p in core.trainable}, str(tmp / "trainable.safetensors"))
+        save_file(weights, str(tmp / "trainable.safetensors"))
         torch.save(
             {
-                "optimizer": optimizer.state_dict() if optimizer is not None else None,
+                "optimizer": optim_state,
                 "step": core.step,
                 "sample_calls": core.sample_calls,
                 "torch_rng": torch.get_rng_state(),
@@ -62,6 +68,11 @@ class LocalState:
         )
         _atomic_replace(tmp, final)
         return str(final)
+
+    def _local_state(self) -> tuple[dict[str, torch.Tensor], dict | None]:
+        optimizer = self.trainer.optimizer
+        weights = {n: p.detach().cpu().contiguous() for n, p in self.core.trainable}
+        return weights, optimizer.state_dict() if optimizer is not None else None
 
     def load_state(self, path: str, with_optimizer: bool = True) -> None:
         core = self.core

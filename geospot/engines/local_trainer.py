@@ -45,6 +45,7 @@ class LocalTrainer:
         self.optimizer: torch.optim.AdamW | None = None
         self._reference: dict[str, torch.Tensor] | None = None  # LoRA: the adapter set_reference froze
         self._base_model: torch.nn.Module | None = None  # full fine-tuning: the KL reference model
+        self.sync = None  # under torchrun: reduces the ranks' gradients at optim_step (parallel.py)
 
     # -- scoring ----------------------------------------------------------------------------------
 
@@ -204,6 +205,8 @@ class LocalTrainer:
         for g in self.optimizer.param_groups:  # schedules live in the loop: hyperparameters per call
             g.update(lr=adam.learning_rate, betas=(adam.beta1, adam.beta2), eps=adam.eps,
                      weight_decay=adam.weight_decay)
+        if self.sync is not None:  # every rank, once per step, whether or not it had datums
+            self.sync.sync()
         params = [p for p in core._params() if p.grad is not None]
         max_norm = adam.grad_clip_norm if adam.grad_clip_norm is not None else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0

@@ -16,7 +16,9 @@ The keys every loop has mean the same in both (`RUN_HELP`) and are checked by on
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -25,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from geospot import data as gdata
-from geospot import engines
+from geospot import distributed, engines
 from geospot.config import ConfigError, require, to_dict
+from geospot.distributed import Dist
 from geospot.eval.geocoding import geocoder_for
 from geospot.runs.checkpoint import (
     latest_checkpoint,
@@ -37,6 +40,7 @@ from geospot.runs.checkpoint import (
 )
 from geospot.runs.folder import prepare_log_dir, truncate_jsonl, write_config
 from geospot.runs.loggers import open_run_writer
+from geospot.runs.writer import NullWriter
 from geospot.train.common import seed_everything
 
 # One meaning per knob, shared by SFTConfig and RLConfig (their defaults may differ).
@@ -144,9 +148,9 @@ def initial_weights(path: str | None) -> str | None:
         raise ConfigError(f"load_checkpoint_path={path!r}: {e}") from None
 
 
-def open_inputs(cfg: Any, log_dir: Path) -> tuple[Any, list[Any], Any, str | None]:
+def open_inputs(cfg: Any, log_dir: Path, owner: bool = True) -> tuple[Any, list[Any], Any, str | None]:
     """(train stream, held-out samples, geocoder, initial weights). On a ConfigError the fresh,
-    still-empty run folder is removed, so a typo leaves nothing behind."""
+    still-empty run folder is removed (by its owner, rank 0), so a typo leaves nothing behind."""
     try:
         stream, held_out, geocoder = open_data(cfg)
         init_weights = initial_weights(cfg.load_checkpoint_path)
@@ -156,7 +160,7 @@ def open_inputs(cfg: Any, log_dir: Path) -> tuple[Any, list[Any], Any, str | Non
                 "(or leave wandb_project unset)"
             )
     except ConfigError:
-        if not any(log_dir.iterdir()):
+        if owner and log_dir.is_dir() and not any(log_dir.iterdir()):
             log_dir.rmdir()
         raise
     return stream, held_out, geocoder, init_weights
@@ -188,17 +192,27 @@ class Run:
     start_step: int = 0  # optimizer steps already done (a resumed run's checkpoint)
     loop_state: dict[str, Any] = field(default_factory=dict)  # what the loop saved with that checkpoint
     own_writer: bool = True
+    dist: Dist = field(default_factory=Dist)  # this process's place in a torchrun job (one process: rank 0 of 1)
+    stderr: Any = None  # the progress line's stream: rank 0's stderr; nowhere on the other ranks
 
     def save(self, done: int, loop_state: dict[str, Any]) -> Path:
-        """checkpoints/<done>/ with the data cursor, the loop's state and the seconds spent."""
-        return save_checkpoint(
-            self.log_dir,
-            done,
-            self.engine,
-            data_state=self.stream.state_dict(),
-            loop_state={**loop_state, "train_seconds": self.budget.spent},
-            keep_last=self.cfg.keep_checkpoints or None,
-        )
+        """checkpoints/<done>/ with the data cursor, the loop's state and the seconds spent. Under
+        torchrun rank 0 writes it (every rank holds the same cursor and, after the step, the same
+        weights); the others take part in gathering sharded weights (FSDP2) and write nothing."""
+        path = Path(self.log_dir) / "checkpoints" / str(done)
+        if self.dist.is_main:
+            path = save_checkpoint(
+                self.log_dir,
+                done,
+                self.engine,
+                data_state=self.stream.state_dict(),
+                loop_state={**loop_state, "train_seconds": self.budget.spent},
+                keep_last=self.cfg.keep_checkpoints or None,
+            )
+        else:
+            self.engine.save_state(None)
+        self.dist.barrier()  # no rank runs ahead of a checkpoint a resume would start from
+        return path
 
 
 @dataclass
@@ -227,30 +241,57 @@ def start_run(
     stderr: Any = None,
 ) -> Run:
     """Everything before the first step (see the module docstring). `set_reference`: load the
-    start weights even when resuming and freeze them as the KL reference."""
-    log_dir, resuming = prepare_log_dir(log_path, cfg.behavior_if_log_dir_exists)
-    stream, held_out, geocoder, init_weights = open_inputs(cfg, log_dir)
-    write_config(log_dir, kind, cfg)
+    start weights even when resuming and freeze them as the KL reference. Under torchrun every
+    rank runs this; rank 0 alone prepares and writes the run folder and tells the others what
+    it found (geospot/distributed.py, docs/distributed.md)."""
+    d = distributed.init(engine_config.device)
+    if d.active and engine_config.engine != "local":
+        raise ConfigError(f"engine={engine_config.engine} does not run under torchrun: Tinker is already the remote "
+                          "cluster, so start the run as one process (python -m geospot ...)")
+    engine_config = dataclasses.replace(engine_config, device=distributed.rank_device(engine_config.device, d))
+    log_dir, ckpt_dir = _prepare_folder(d, log_path, cfg.behavior_if_log_dir_exists)
+    stream, held_out, geocoder, init_weights = open_inputs(cfg, log_dir, owner=d.is_main)
+    if d.is_main:
+        write_config(log_dir, kind, cfg)
     seed_everything(cfg.seed)
 
     engine = engines.make_engine(engine_config)
-    ckpt_dir = latest_checkpoint(log_dir) if resuming else None
     if init_weights and (ckpt_dir is None or set_reference):
         engine.load_state(init_weights, with_optimizer=False)
     if set_reference:
         engine.set_reference()  # KL to where this run started (the SFT policy), not the untrained base
-    run = Run(cfg, log_dir, stream, held_out, geocoder, engine, writer, TimeBudget(cfg.max_seconds, clock=clock))
+    run = Run(cfg, log_dir, stream, held_out, geocoder, engine, writer, TimeBudget(cfg.max_seconds, clock=clock),
+              dist=d, stderr=(stderr or sys.stderr) if d.is_main else open(os.devnull, "w"))  # noqa: SIM115
     if ckpt_dir is not None:
         ckpt = load_checkpoint(ckpt_dir, engine, with_optimizer=True)
         stream.load_state_dict(ckpt.data_state)
         run.start_step, run.loop_state = ckpt.step, dict(ckpt.loop_state)
         run.budget.spent = float(ckpt.loop_state.get("train_seconds", 0.0))
-        print(f"resuming {log_dir} from step {ckpt.step}", file=stderr or sys.stderr)
-    if writer is None:
+        print(f"resuming {log_dir} from step {ckpt.step}", file=run.stderr)
+    if not d.is_main:
+        run.writer = NullWriter()
+    elif writer is None:
         run.writer = make_writer(log_dir, cfg, run.start_step if ckpt_dir is not None else -1)
-    run.own_writer = writer is None
+    run.own_writer = writer is None or not d.is_main
     run.writer.log_config(kind, to_dict(cfg))
     return run
+
+
+def _prepare_folder(d: Dist, log_path: str, behavior: str) -> tuple[Path, Path | None]:
+    """(run folder, checkpoint to resume from or None). Rank 0 decides (it may ask on a terminal
+    or refuse) and the other ranks follow, with the same error if it refused."""
+    found: tuple[str, str | None] | str = ""
+    if d.is_main:
+        try:
+            log_dir, resuming = prepare_log_dir(log_path, behavior)
+            ckpt = latest_checkpoint(log_dir) if resuming else None
+            found = (str(log_dir), str(ckpt) if ckpt is not None else None)
+        except ConfigError as e:
+            found = str(e)
+    found = d.broadcast(found)
+    if isinstance(found, str):
+        raise ConfigError(found)
+    return Path(found[0]), Path(found[1]) if found[1] is not None else None
 
 
 @contextlib.contextmanager

@@ -1,0 +1,43 @@
+"""Shared by the torchrun tests: one command run as 1 process and as 2 gloo processes, and the
+largest difference between the weights the two runs saved."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from resume_helpers import saved_tensors, subprocess_env
+
+from geospot.runs.checkpoint import latest_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def one_process(module: str, args: list[str]) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def torchrun(module: str, args: list[str], nproc: int = 2) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", module, *args]
+
+
+def run_both(module: str, args: list[str], tmp: Path, timeout: int = 400) -> tuple[Path, Path]:
+    """The same run as 1 process and as 2 processes (side by side: wall time on a shared CPU);
+    -> their run folders."""
+    one, two = tmp / "one", tmp / "two"
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, text=True)
+             for cmd in (one_process(module, [*args, f"log_path={one}"]), torchrun(module, [*args, f"log_path={two}"]))]
+    for p in procs:
+        out = p.communicate(timeout=timeout)[0]
+        assert p.returncode == 0, out[-4000:]
+    return one, two
+
+
+def weight_diff(a: Path, b: Path, prefix: str = "trainable") -> tuple[float, float]:
+    """(max |a - b| over the saved weights, max |a|) of the two runs' latest checkpoints."""
+    ta = {k: v for k, v in saved_tensors(latest_checkpoint(a) / "engine").items() if k.startswith(prefix)}
+    tb = {k: v for k, v in saved_tensors(latest_checkpoint(b) / "engine").items() if k.startswith(prefix)}
+    assert ta and ta.keys() == tb.keys()
+    return (max(float((ta[k].float() - tb[k].float()).abs().max()) for k in ta),
+            max(float(ta[k].float().abs().max()) for k in ta))
