@@ -20,12 +20,15 @@ from typing import Literal
 
 import numpy as np
 
+from geospot import distributed
 from geospot.config import ConfigError, help_text, option, parse_overrides, require
+from geospot.distributed import Dist
 from geospot.engines.config import ENGINE_KEYS, engine_keys
 from geospot.engines.types import AdamParams, SampleParams
 from geospot.envs.rewards import GeoScoreReward, KernelReward
 from geospot.envs.single_turn import SingleTurnGroupBuilder
 from geospot.envs.telescoping import TelescopingGroupBuilder
+from geospot.envs.types import Trajectory
 from geospot.eval import evaluate
 from geospot.geo import make_tau_schedule
 from geospot.prompts import SINGLE_TURN_PROMPT, TELESCOPING_PROMPTS
@@ -154,10 +157,35 @@ def eval_now(run: Run, done: int, progress: Progress) -> dict[str, float]:
     if cfg.eval_temperature > 0:
         sampling = (SampleParams(cfg.max_tokens, cfg.eval_temperature, seed=cfg.seed + 17 * done), 1)
     ev = evaluate(run.engine, run.held_out, prompt_style=style, max_tokens=cfg.max_tokens, geocoder=run.geocoder,
-                  sampling=sampling, writer=run.writer, step=done)
+                  sampling=sampling, writer=run.writer, step=done, dist=run.dist)
     shown = ("geoscore", "median_km", "acc_200km", "acc_750km")
     progress.note(f"eval step {done}: " + " ".join(f"{k}={ev.metrics[k]:.4g}" for k in shown if k in ev.metrics))
     return {f"eval/{k}": v for k, v in ev.metrics.items()}
+
+
+def train_on(engine, d: Dist, datums_D, loss_fn: str, adam: AdamParams, loss_config) -> dict[str, float] | None:
+    """One optimizer step on the datums of every rank -> its metrics (None: no rank had a datum,
+    no step). One process: the engine's train_step (Tinker submits both calls before waiting).
+    Under torchrun every rank steps, a rank without datums too: the engine reduces the ranks'
+    gradients at optim_step (engines/parallel.py) and the loss sums are summed here."""
+    if not d.active:
+        return engine.train_step(datums_D, loss_fn, adam, loss_config).metrics if datums_D else None
+    if not d.sum({"n": len(datums_D)})["n"]:
+        return None
+    sums = {"loss:sum": 0.0, "tokens": 0.0, "datums": 0.0}
+    if datums_D:
+        sums.update(engine.forward_backward(datums_D, loss_fn, loss_config).metrics)
+    return {**d.sum(sums), **engine.optim_step(adam)}
+
+
+def everyones(d: Dist, trajectories_BG):
+    """Every rank's trajectories in global group order (observations dropped on the way: the
+    metrics and records read the actions and the envs' metrics only)."""
+    if not d.active:
+        return trajectories_BG
+    light = [[Trajectory(tuple(dataclasses.replace(tr, observation=None) for tr in t.transitions)) for t in group]
+             for group in trajectories_BG]
+    return [group for part in d.gather(light) for group in part]
 
 
 def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
@@ -169,7 +197,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
         cfg = dataclasses.replace(cfg, data=inherited.get("data", DEFAULT_DATA))
     run = start_run(cfg, "rl", cfg.log_path, cfg.engine_config(inherited), writer=writer,
                     set_reference=cfg.kl_coef > 0, clock=clock)
-    engine, writer, budget = run.engine, run.writer, run.budget
+    engine, writer, budget, d = run.engine, run.writer, run.budget, run.dist
     # the tau schedule's history (follow_error: the recent errors) lives in its state and the checkpoint
     tau = make_tau_schedule(cfg.tau_schedule, cfg.tau_start_km, cfg.tau_end_km, cfg.max_steps,
                             **({"window": cfg.tau_window} if cfg.tau_schedule == "follow_error" else {}))
@@ -182,7 +210,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
     adam = AdamParams(cfg.learning_rate, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps,
                       grad_clip_norm=cfg.grad_clip_norm)
     num_turns = 1 if cfg.env_type == "single" else len(cfg.turn_prompts)
-    progress = Progress(cfg.max_steps, start_step=run.start_step)
+    progress = Progress(cfg.max_steps, start_step=run.start_step, stream=run.stderr)
     writer.set_status("running")
     metrics: dict = {}
     steps = run.start_step
@@ -195,24 +223,33 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
                 break
             budget.begin_step()
             t_step = time.perf_counter()
+            # Every rank reads the same global batch and plays its share of the groups (a group never
+            # spans ranks: advantages are group-local); each group samples from its own seed, so
+            # where it is played does not change its rollouts.
             samples = run.stream.next_batch(cfg.batch_size)
+            mine = d.share(len(samples))
             tau_km = float(tau.tau(budget.schedule_step(step, cfg.max_steps)))
-            builders = make_group_builders(cfg, samples, engine.renderer, tau_km)
+            builders = make_group_builders(cfg, [samples[i] for i in mine], engine.renderer, tau_km)
             params = SampleParams(
                 max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed * 1_000_003 + step * 7919
             )
             stats = RolloutStats()
-            trajectories_BG = do_group_rollouts(engine, builders, cfg.group_size, params, stats)
+            my_trajectories = do_group_rollouts(engine, builders, cfg.group_size, params, stats, group_ids=mine)
 
-            adv = compute_advantages(trajectories_BG, credit, cfg.scale_by_std)
-            datums_D = build_datums(trajectories_BG, adv)  # each datum carries its group
+            adv = compute_advantages(my_trajectories, credit, cfg.scale_by_std)
+            datums_D = build_datums(my_trajectories, adv)  # each datum carries its group
             t_train = time.perf_counter()
-            if cfg.kl_coef > 0 and datums_D:
-                datums_D, kl = apply_kl_penalty(engine, datums_D, cfg.kl_coef)
-            if datums_D:  # no datums = every group constant: nothing to learn this step
-                result = engine.train_step(datums_D, cfg.loss_fn, adam, loss_config)
+            if cfg.kl_coef > 0:
+                datums_D, kl = apply_kl_penalty(engine, datums_D, cfg.kl_coef) if datums_D else (datums_D, 0.0)
+                kl_sums = d.sum({"kl": kl * len(datums_D), "n": len(datums_D)})
+                kl = kl_sums["kl"] / max(kl_sums["n"], 1)
+            # no datums on any rank = every group constant: nothing to learn this step
+            trained = train_on(engine, d, datums_D, cfg.loss_fn, adam, loss_config)
             train_s = time.perf_counter() - t_train
 
+            # the metrics, the tau schedule and the records see every rank's rollouts
+            trajectories_BG = everyones(d, my_trajectories)
+            counts = d.sum({"dropped": adv.dropped, "datums": len(datums_D), "sampled": stats.sampled_tokens})
             metrics = rollout_metrics(samples, trajectories_BG, num_turns=num_turns)
             tau.observe(
                 np.asarray(
@@ -224,23 +261,23 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
                 metrics["tau_km"] = tau_km
             metrics.update(
                 {
-                    "dropped_groups": float(adv.dropped),
-                    "datums": float(len(datums_D)),
-                    "sampled_tokens": float(stats.sampled_tokens),
-                    "tokens_per_s": stats.sampled_tokens / max(stats.sample_s, 1e-9),
+                    "dropped_groups": counts["dropped"],
+                    "datums": counts["datums"],
+                    "sampled_tokens": counts["sampled"],
+                    "tokens_per_s": counts["sampled"] / max(d.max(stats.sample_s), 1e-9),
                     "time_sample_s": stats.sample_s,
                     "time_train_s": train_s,
                     "time_step_s": time.perf_counter() - t_step,
                     "lr": cfg.learning_rate,
                 }
             )
-            if cfg.kl_coef > 0 and datums_D:
+            if cfg.kl_coef > 0 and counts["datums"]:
                 metrics["kl"] = kl
-            if datums_D:
-                metrics.update({f"train/{k}": float(v) for k, v in result.metrics.items()})
+            if trained is not None:
+                metrics.update({f"train/{k}": float(v) for k, v in trained.items()})
             done = step + 1  # logged as SFT does: the number of optimizer steps done
             writer.log_step(done, metrics)
-            if cfg.log_images_every and step % cfg.log_images_every == 0:
+            if d.is_main and cfg.log_images_every and step % cfg.log_images_every == 0:
                 writer.log_images(done, image_records(samples, trajectories_BG, engine.renderer), split="train")
             shown = ("reward_mean", "median_km", "tau_km", "format_rate", "dropped_groups", "tokens_per_s")
             progress.update(step, {k: metrics[k] for k in shown if k in metrics})
@@ -266,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"geospot rl: {e}", file=sys.stderr)
         return 2
+    finally:
+        distributed.shutdown()
     return 0
 
 

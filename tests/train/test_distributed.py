@@ -2,8 +2,9 @@
 seed, same global batch, same weights (fp32, max abs diff <= 1e-5). Kept to 2 short steps each:
 the CPU is shared."""
 
-import pytest
+import io
 
+import pytest
 from dist_helpers import run_both, weight_diff
 
 from geospot.distributed import Dist
@@ -46,3 +47,40 @@ def test_sft_two_processes_equal_one(tmp_path, lora_rank):
     la, lb = _losses(one), _losses(two)  # rank 0 alone wrote the metrics: each step once
     assert [s for s, _ in lb] == [1, 2] and all(abs(x - y) < 1e-4 for (_, x), (_, y) in zip(la, lb))
     assert not list(two.glob("**/*rank*"))
+
+
+@pytest.fixture(scope="module")
+def warm_model(tmp_path_factory):
+    """A tiny model SFT-trained (full fine-tuning, as tests/train/test_rl_run.py's warm start) and
+    exported as a model folder: its sampled answers parse often enough that GRPO groups have
+    reward spread, so the RL steps below really train (a LoRA adapter goes on top)."""
+    from geospot.engines.config import EngineConfig
+    from geospot.engines.local import LocalEngine
+    from geospot.runs.checkpoint import read_checkpoint, resolve_checkpoint
+    from geospot.train.sft import SFTConfig, train
+
+    log = tmp_path_factory.mktemp("sft") / "run"
+    train(SFTConfig(model_name=TINY, lora_rank=0, data="synthetic:n=256,size=56,seed=0", eval_n=0,
+                    prompt_style="both", answer_decimals=1, batch_size=16, learning_rate=5e-3, lr_schedule="cosine",
+                    warmup_steps=3, max_steps=40, save_every=0, log_path=str(log), behavior_if_log_dir_exists="raise"),
+          stderr=io.StringIO())
+    engine = LocalEngine(EngineConfig(model_name=TINY, lora_rank=0, device="cpu"))
+    engine.load_state(read_checkpoint(resolve_checkpoint(log)).engine_path, with_optimizer=False)
+    return engine.export(str(log.parent / "model"))
+
+
+@pytest.mark.parametrize("env_type", ["single", "telescoping"])
+def test_rl_two_processes_equal_one(warm_model, tmp_path, env_type):
+    # 3 groups over 2 ranks (1 + 2): a rank may have no datums at a step (its groups constant)
+    args = [f"model_name={warm_model}", f"data={DATA}", "max_steps=3", "batch_size=3", "group_size=4", "eval_n=0",
+            "lora_rank=4", "learning_rate=1e-3", "seed=1", "max_tokens=20", f"env_type={env_type}", "reward=kernel",
+            "tau_schedule=follow_error", "tau_window=2", "tau_start_km=10000"]
+    one, two = run_both("geospot.train_rl", args, tmp_path)
+    rows_one = [r for r in read_jsonl(one / "metrics.jsonl") if "reward_mean" in r]
+    rows_two = [r for r in read_jsonl(two / "metrics.jsonl") if "reward_mean" in r]
+    assert sum(r["datums"] for r in rows_one) > 0, "no step trained: the test would compare untouched weights"
+    # the same rollouts (each group samples from its own seed) and the same tau (all ranks' distances)
+    for key in ("reward_mean", "format_rate", "tau_km", "datums", "sampled_tokens"):
+        assert [r.get(key) for r in rows_one] == pytest.approx([r.get(key) for r in rows_two], abs=1e-6), key
+    diff, _ = weight_diff(one, two)
+    assert diff <= TOL, f"2 processes differ from 1 by {diff}"
