@@ -1,13 +1,17 @@
 """Shared by the torchrun tests: one command run as 1 process and as 2 gloo processes, and the
 largest difference between the weights the two runs saved."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from resume_helpers import saved_tensors, subprocess_env
 
-from geospot.runs.checkpoint import latest_checkpoint
+from geospot.runs.checkpoint import latest_checkpoint, list_checkpoints
+from geospot.runs.folder import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,3 +45,20 @@ def weight_diff(a: Path, b: Path, prefix: str = "trainable") -> tuple[float, flo
     assert ta and ta.keys() == tb.keys()
     return (max(float((ta[k].float() - tb[k].float()).abs().max()) for k in ta),
             max(float(ta[k].float().abs().max()) for k in ta))
+
+
+def kill_job_inside_step(cmd: list[str], log: Path, after_step: int) -> list[int]:
+    """Start a torchrun job, SIGKILL the launcher and every rank at once (a lost machine) once
+    `after_step` is logged, i.e. inside the next step; -> the checkpoint steps it left."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if any(r.get("step") == after_step for r in read_jsonl(log / "metrics.jsonl")):
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "job finished before it could be killed: " + proc.stderr.read().decode()[-2000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    return [int(p.name) for p in list_checkpoints(log)]
