@@ -244,10 +244,9 @@ def start_run(
     start weights even when resuming and freeze them as the KL reference. Under torchrun every
     rank runs this; rank 0 alone prepares and writes the run folder and tells the others what
     it found (geospot/distributed.py, docs/distributed.md)."""
+    if distributed.under_torchrun():  # refused before joining the process group
+        require_torchrun_ok(engine_config, set_reference)
     d = distributed.init(engine_config.device)
-    if d.active and engine_config.engine != "local":
-        raise ConfigError(f"engine={engine_config.engine} does not run under torchrun: Tinker is already the remote "
-                          "cluster, so start the run as one process (python -m geospot ...)")
     engine_config = dataclasses.replace(engine_config, device=distributed.rank_device(engine_config.device, d))
     log_dir, ckpt_dir = _prepare_folder(d, log_path, cfg.behavior_if_log_dir_exists)
     stream, held_out, geocoder, init_weights = open_inputs(cfg, log_dir, owner=d.is_main)
@@ -275,6 +274,16 @@ def start_run(
     run.own_writer = writer is None or not d.is_main
     run.writer.log_config(kind, to_dict(cfg))
     return run
+
+
+def require_torchrun_ok(engine_config: Any, set_reference: bool = False) -> None:
+    """What a torchrun job cannot run, in one sentence each."""
+    if engine_config.engine != "local":
+        raise ConfigError(f"engine={engine_config.engine} does not run under torchrun: Tinker is already the remote "
+                          "cluster, so start the run as one process (python -m geospot ...)")
+    if set_reference and engine_config.lora_rank == 0:
+        raise ConfigError("kl_coef > 0 with full fine-tuning (lora_rank=0) does not run under torchrun yet: the KL "
+                          "reference would be a copy of the FSDP2-sharded model; use LoRA, kl_coef=0 or one process")
 
 
 def _prepare_folder(d: Dist, log_path: str, behavior: str) -> tuple[Path, Path | None]:

@@ -30,7 +30,16 @@ from geospot.geo import format_metrics_table
 from geospot.geo.perturb import perturb
 from geospot.runs.folder import LogDirBehavior
 from geospot.train.common import Progress
-from geospot.train.lifecycle import RUN_HELP, Run, RunResult, due, finishing, start_run, validate_run
+from geospot.train.lifecycle import (
+    RUN_HELP,
+    Run,
+    RunResult,
+    due,
+    finishing,
+    require_torchrun_ok,
+    start_run,
+    validate_run,
+)
 from geospot.train.lr import SCHEDULES, Schedule, learning_rate
 
 # ---------------------------------------------------------------------------------------
@@ -257,7 +266,8 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
     # state of an interrupted run (weights, optimizer, cursor, RNG): train/lifecycle.py.
     # Under torchrun (docs/distributed.md) every rank runs this loop on its share of each batch.
     log_path = cfg.log_path or default_log_path(cfg)
-    if distributed.under_torchrun():  # every rank must name the same folder: rank 0's clock picks it
+    if distributed.under_torchrun() and cfg.log_path is None:  # one folder for all ranks: rank 0's clock names it
+        require_torchrun_ok(cfg.engine_config())
         log_path = distributed.init(cfg.device).broadcast(log_path)
     run = start_run(cfg, "sft", log_path, cfg.engine_config(), clock=clock, stderr=stderr)
     engine, writer, budget, d = run.engine, run.writer, run.budget, run.dist

@@ -111,3 +111,11 @@ def test_two_process_job_killed_mid_step_resumes_exactly(tmp_path):
     assert f"from step {max(killed_at)}" in resumed.stderr
     assert_same_final_tensors(tmp_path / "full", log, 5)
     assert _losses(tmp_path / "full") == _losses(log)  # rank 0 wrote each step once
+
+
+def test_tinker_refuses_torchrun_before_joining_a_process_group(monkeypatch, tmp_path, capsys):
+    from geospot.train import sft
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; no process group is ever joined
+    assert sft.main(["engine=tinker", f"model_name={TINY}", f"log_path={tmp_path / 'run'}", "data=synthetic:n=8"]) == 2
+    assert "engine=tinker does not run under torchrun" in capsys.readouterr().err
