@@ -4,7 +4,7 @@ eval call, so a new env is one entry here rather than a branch in each loop.
 `cfg` is any config with the keys of `EnvOptions` (envs/config.py) plus `prompt`,
 `turn_prompts` and `format_penalty` (RLConfig has them all; missing ones take the env's
 defaults). `env_metrics` turns the per-turn metrics the envs leave on transitions into step
-metrics: label accuracy per label turn (`acc_country`, ...), the mean shared geohash prefix
+metrics: label accuracy per label turn (`label_country_acc`, ...: the answer named the label, unlike `country_acc`, the geocoded coordinates), the mean shared geohash prefix
 per geohash turn, the teacher-forcing rate."""
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def _mean(values: list[float]) -> float:
 
 def env_metrics(trajectories_BG: Sequence[Sequence[Trajectory]]) -> dict[str, float]:
     """Step metrics from the envs' per-turn metrics (empty for single / telescoping):
-    `acc_<field>` = share of rollouts that answered <field> right (a rollout that ended before
+    `label_<field>_acc` = share of rollouts that answered <field> right (a rollout that ended before
     the turn counts as wrong), `turn<k>_geohash_shared` = mean shared prefix at turn k among
     rollouts that reached it, `teacher_forced` = share of hints that were the truth."""
     trajs = [t for g in trajectories_BG for t in g]
@@ -112,7 +112,7 @@ def env_metrics(trajectories_BG: Sequence[Sequence[Trajectory]]) -> dict[str, fl
                      if k.endswith("_correct") and k != "label_correct"})
     for field in fields:
         key = f"{field}_correct"
-        out[f"acc_{field}"] = float(np.mean([max((tr.metrics.get(key, 0.0) for tr in t.transitions), default=0.0)
+        out[f"label_{field}_acc"] = float(np.mean([max((tr.metrics.get(key, 0.0) for tr in t.transitions), default=0.0)
                                              for t in trajs]))
     turns = max((len(t.transitions) for t in trajs), default=0)
     for k in range(turns):

@@ -22,6 +22,7 @@ from typing import Literal
 from geospot.config import ConfigError, help_text, option, parse_overrides, require, to_dict
 from geospot.engines.config import EngineConfig
 from geospot.engines.types import AdamParams, SampleParams
+from geospot.envs.config import EnvOptions
 from geospot.prompts import SINGLE_TURN_PROMPT, TELESCOPING_PROMPTS
 from geospot.train.common import LogDirBehavior
 
@@ -30,8 +31,8 @@ _ENGINE_KEYS = ("model_name", "engine", "lora_rank", "lora_alpha", "lora_targets
 
 
 @dataclass(frozen=True)
-class RLConfig:
-    env_type: Literal["single", "telescoping"] = option("single", "`single`: one answer per image; `telescoping`: coarse -> refine -> final turns, each answering coordinates")
+class RLConfig(EnvOptions):  # the hier_* / geohash_* / mixed_* / teacher_forcing keys live in envs/config.py
+    env_type: Literal["single", "telescoping", "hierarchical", "geohash"] = option("single", "`single`: one answer per image; `telescoping`: coarse -> refine -> final turns, each answering coordinates; `hierarchical`: country -> region -> city -> coordinates (hier_* keys); `geohash`: 2/4/6-character geohash curriculum (geohash_* keys)")
     load_checkpoint_path: str | None = option(None, "start from these weights: an SFT run folder or its checkpoints/<step> folder, or a tinker:// path")
     # engine (None = take it from the SFT checkpoint's config.json, else EngineConfig's default)
     model_name: str | None = option(None, "model (None = the SFT run's model, else Qwen/Qwen2.5-VL-3B-Instruct); `tiny:qwen2_5_vl:small` offline")
@@ -63,7 +64,7 @@ class RLConfig:
     advantage: Literal["per_turn", "trajectory"] = option("per_turn", "telescoping credit: per_turn = turn t's tokens get the return-to-go from t centred across the group at turn t; trajectory = one centred total for all turns (seed / tinker-cookbook)")
     scale_by_std: bool = option(False, "divide centred rewards by the group std; off by default (Dr. GRPO, Liu et al. 2025: std scaling up-weights too-easy and too-hard groups)")
     # reward
-    reward: Literal["auto", "kernel", "geoscore"] = option("auto", "S(d): kernel = exp(-d/tau(step)); geoscore = GeoGuessr score/5000; auto = kernel for single, geoscore for telescoping")
+    reward: Literal["auto", "kernel", "geoscore", "mixed"] = option("auto", "S(d): kernel = exp(-d/tau(step)); geoscore = GeoGuessr score/5000; mixed = 0.7 kernel + 0.3 shared geohash prefix/5 (mixed_* keys); auto = kernel for single, geoscore for the multi-turn envs")
     tau_schedule: Literal["geometric", "linear", "cosine", "constant", "follow_error"] = option("follow_error", "tau over the run (kernel reward); follow_error (default) = median error of the last tau_window batches clipped to [tau_end_km, tau_start_km]: tau stays near the policy's error, where exp(-d/tau) separates rollouts. Issue 12 (benchmarks/rl_vs_sft.py, tiny model, 30 s CPU/arm, 3 seeds): held-out greedy GeoScore 2194 -> 2264+-36 with follow_error vs 2145+-55 with geometric (tau fell far below the ~1500 km error: last-quarter reward ~0.002) and 2063+-33 for equal-time SFT; sampled 1844 vs 1799 vs 1518")
     tau_start_km: float = option(2000.0, "tau at step 0 (constant: the tau)")
     tau_end_km: float = option(25.0, "tau at the last step")
@@ -99,6 +100,7 @@ class RLConfig:
         require(self.max_tokens >= 8, "max_tokens", f"{self.max_tokens} cannot hold an answer; use >= 16")
         require(self.eval_every >= 0 and self.save_every >= 1, "eval_every/save_every", "eval_every >= 0, save_every >= 1")
         require(self.kl_coef >= 0 and self.eval_temperature >= 0, "kl_coef/eval_temperature", "must be >= 0")
+        self.validate_env()
         self.engine_config({}).validate()
 
     def engine_config(self, inherited: dict) -> EngineConfig:
@@ -127,18 +129,17 @@ def inherited_engine_fields(load_checkpoint_path: str | None) -> dict:
 
 
 def reward_kind(cfg: RLConfig) -> str:
-    return cfg.reward if cfg.reward != "auto" else ("kernel" if cfg.env_type == "single" else "geoscore")
+    from geospot.envs.registry import reward_name
+
+    return reward_name(cfg.env_type, cfg.reward)
 
 
-def make_group_builders(cfg: RLConfig, samples, renderer, tau_km: float):
-    from geospot.envs.rewards import GeoScoreReward, KernelReward
-    from geospot.envs.single_turn import SingleTurnGroupBuilder
-    from geospot.envs.telescoping import TelescopingGroupBuilder
+def make_group_builders(cfg: RLConfig, samples, renderer, tau_km: float, *, geocoder=None, seed: int = 0):
+    """The env registry (envs/registry.py) maps env_type and reward to builders and rewards."""
+    from geospot.envs import registry
 
-    reward = KernelReward(tau_km) if reward_kind(cfg) == "kernel" else GeoScoreReward()
-    if cfg.env_type == "single":
-        return [SingleTurnGroupBuilder(s, renderer, reward, cfg.prompt, cfg.format_penalty) for s in samples]
-    return [TelescopingGroupBuilder(s, renderer, reward, tuple(cfg.turn_prompts), cfg.format_penalty) for s in samples]
+    reward = registry.make_reward(reward_kind(cfg), tau_km, cfg)
+    return registry.make_group_builders(cfg.env_type, samples, renderer, reward, cfg, geocoder=geocoder, seed=seed)
 
 
 def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> dict:
@@ -154,6 +155,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> dict:
     import numpy as np
 
     from geospot.engines import make_engine
+    from geospot.envs.registry import env_metrics, num_turns, uses_tau
     from geospot.eval import evaluate
     from geospot.geo import make_tau_schedule
     from geospot.rl.advantages import CREDITS, compute_advantages
@@ -163,7 +165,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> dict:
     from geospot.rl.rollouts import RolloutStats, do_group_rollouts
     from geospot.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
     from geospot.train.common import Progress, TimeBudget, seed_everything, write_config
-    from geospot.train.sft import finishing, make_writer, open_inputs  # the same run handling as SFT
+    from geospot.train.sft import finishing, geocoder_for, make_writer, open_inputs  # the same run handling as SFT
 
     # eval_every=0: no periodic eval, so no held-out images to load
     stream, heldout, geocoder, init_weights = open_inputs(cfg if cfg.eval_every else dataclasses.replace(cfg, eval_n=0), log_dir)
@@ -193,7 +195,9 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> dict:
     writer = make_writer(log_dir, cfg, start if ckpt is not None else -1) if own_writer else writer
     writer.log_config("rl", to_dict(cfg))
 
-    style = "single" if cfg.env_type == "single" else "telescoping"
+    style = cfg.env_type
+    # labels for hierarchical samples that carry none (the synthetic world's, else reverse geocoding)
+    train_geocoder = geocoder_for(cfg.data) if cfg.env_type == "hierarchical" else None
     credit = CREDITS[cfg.advantage]
     loss_config = {"clip_low_threshold": 1 - cfg.ppo_clip, "clip_high_threshold": 1 + cfg.ppo_clip} if cfg.loss_fn == "ppo" else None
     progress = Progress(cfg.max_steps, start_step=start)
@@ -201,7 +205,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> dict:
     metrics: dict = {}
     def evaluate_now(done: int) -> dict:
         sampling = (SampleParams(cfg.max_tokens, cfg.eval_temperature, seed=cfg.seed + 17 * done), 1) if cfg.eval_temperature > 0 else None
-        ev = evaluate(engine, heldout, prompt_style=style, max_tokens=cfg.max_tokens, geocoder=geocoder, sampling=sampling, writer=writer, step=done)
+        ev = evaluate(engine, heldout, prompt_style=style, max_tokens=cfg.max_tokens, geocoder=geocoder, sampling=sampling, writer=writer, step=done, env_options=cfg)
         progress.note(f"eval step {done}: " + " ".join(f"{k}={ev.metrics[k]:.4g}" for k in ("geoscore", "median_km", "acc_200km", "acc_750km") if k in ev.metrics))
         return {f"eval/{k}": v for k, v in ev.metrics.items()}
 
@@ -216,7 +220,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> dict:
             t_step = time.perf_counter()
             samples = stream.next_batch(cfg.batch_size)
             tau_km = float(tau.tau(budget.schedule_step(step, cfg.max_steps)))
-            builders = make_group_builders(cfg, samples, engine.renderer, tau_km)
+            builders = make_group_builders(cfg, samples, engine.renderer, tau_km, geocoder=train_geocoder, seed=cfg.seed * 1_000_003 + step)
             params = SampleParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed * 1_000_003 + step * 7919)
             stats = RolloutStats()
             trajectories_BG = do_group_rollouts(engine, builders, cfg.group_size, params, stats)
@@ -231,12 +235,13 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> dict:
                 result = engine.train_step(datums_D, cfg.loss_fn, adam, loss_config)
             train_s = time.perf_counter() - t_train
 
-            metrics = rollout_metrics(samples, trajectories_BG, num_turns=1 if cfg.env_type == "single" else len(cfg.turn_prompts))
+            metrics = rollout_metrics(samples, trajectories_BG, num_turns=num_turns(cfg.env_type, cfg))
+            metrics.update(env_metrics(trajectories_BG))  # label accuracy per turn, geohash cells shared
             finals = [t.transitions[-1].metrics.get("distance_km", math.nan) for g in trajectories_BG for t in g]
             recent_km.append([float(d) for d in finals if math.isfinite(d)])
             if hasattr(tau, "observe"):
                 tau.observe(np.asarray(finals, dtype=float))
-            if reward_kind(cfg) == "kernel":  # tau means nothing to the GeoScore reward: don't chart it
+            if uses_tau(reward_kind(cfg)):  # tau means nothing to the GeoScore reward: don't chart it
                 metrics["tau_km"] = tau_km
             metrics.update({
                 "dropped_groups": float(adv.dropped), "datums": float(len(datums_D)),
@@ -270,7 +275,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help", "help") for a in argv):
-        print(help_text(RLConfig, "geospot rl — GRPO for geolocation (single-turn or telescoping)"))
+        print(help_text(RLConfig, "geospot rl — GRPO for geolocation (single-turn, telescoping, hierarchical or geohash)"))
         return 0
     try:
         run(parse_overrides(RLConfig, argv))

@@ -24,6 +24,7 @@ from geospot import prompts
 from geospot.config import ConfigError, help_text, option, parse_overrides
 from geospot.engines.config import EngineConfig
 from geospot.engines.types import AdamParams, Datum
+from geospot.envs.config import EnvOptions
 from geospot.geo import EARTH_RADIUS_KM, format_metrics_table
 from geospot.train.checkpoint import latest_checkpoint, load_checkpoint, read_checkpoint, resolve_checkpoint, save_checkpoint
 from geospot.train.common import (
@@ -50,7 +51,7 @@ def _engine_option(name: str, **override: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class SFTConfig:
+class SFTConfig(EnvOptions):  # hier_* / geohash_* keys shape the hierarchical / geohash examples
     # model / engine (EngineConfig's keys)
     model_name: str = _engine_option("model_name")
     engine: Literal["local", "tinker"] = _engine_option("engine")
@@ -72,7 +73,7 @@ class SFTConfig:
     eval_data: str | None = option(None, "held-out data spec; None = the `val` split of `data`")
     eval_n: int = option(200, "number of held-out images for the periodic eval (0 = no eval)")
     # the examples
-    prompt_style: Literal["single", "telescoping", "both"] = option("both", "`single`: one prompt, one answer; `telescoping`: coarse -> refine -> final turns, each answer trained given the previous turns; `both`: each image draws one of the two (so one warm start serves both RL envs)")
+    prompt_style: Literal["single", "telescoping", "both", "hierarchical", "geohash"] = option("both", "`single`: one prompt, one answer; `telescoping`: coarse -> refine -> final turns, each answer trained given the previous turns; `both`: each image draws one of the two (so one warm start serves both RL envs); `hierarchical` / `geohash`: the turns of those RL envs with true answers (hier_* / geohash_* keys)")
     answer_decimals: int = option(2, "decimals of the target coordinates (single-turn and the final telescoping turn)")
     telescoping_decimals: tuple[int, ...] = option((0, 1), "decimals of the targets of the telescoping turns before the final one (coarse, refine)")
     telescoping_noise_km: tuple[float, ...] = option((2000.0, 1000.0), "typical error (km) of the previous guess shown to each telescoping turn after the first (refine, final): the shown guess is the truth moved that far in a random direction, so later turns learn to correct a guess instead of copying it; 0 = show the truth")
@@ -132,6 +133,7 @@ class SFTConfig:
         need(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
         need(self.eval_max_tokens >= 1, "eval_max_tokens", "must be >= 1")
         need(self.log_every >= 1, "log_every", "must be >= 1")
+        self.validate_env()
         need(0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1, "adam_beta1", "and adam_beta2 must be in [0, 1)")
         need(self.grad_clip_norm is None or self.grad_clip_norm > 0, "grad_clip_norm", "must be > 0 or None")
         need(bool(self.data.strip()), "data", "is empty; pass a data spec, e.g. data=synthetic:n=2000")
@@ -206,9 +208,33 @@ def example_styles(style: str, n: int, seed: int, step: int) -> list[str]:
 
 
 def build_messages(sample: Any, style: str, cfg: SFTConfig, rng: np.random.Generator | None = None) -> list[dict]:
+    if style in ("hierarchical", "geohash"):
+        messages = env_messages(sample, style, cfg, rng)
+        if messages is not None:
+            return messages
+        style = "single"  # a sample with an unknown label: no hierarchical target
     if style == "single":
         return single_turn_messages(sample, cfg.answer_decimals)
     return telescoping_messages(sample, (*cfg.telescoping_decimals, cfg.answer_decimals), cfg.telescoping_noise_km, rng)
+
+
+def env_messages(sample: Any, style: str, cfg: SFTConfig, rng: np.random.Generator | None) -> list[dict] | None:
+    """The hierarchical / geohash examples (envs/examples.py). Labels the data lacks come from
+    reverse geocoding; geohash turns after the first are shown the truth moved by
+    telescoping_noise_km, as telescoping's are."""
+    from geospot.envs.examples import geohash_messages, hierarchical_messages
+    from geospot.envs.registry import geohash_spec, hierarchy_spec
+    from geospot.geo import reverse_geocode
+
+    if style == "hierarchical":
+        return hierarchical_messages(sample, hierarchy_spec(cfg), reverse_geocode, cfg.answer_decimals)
+    noise = cfg.telescoping_noise_km
+
+    def shown(turn: int) -> tuple[float, float]:
+        scale = float(noise[min(turn - 1, len(noise) - 1)]) if noise else 0.0
+        return perturb(sample.lat, sample.lon, scale, rng) if scale > 0 and rng is not None else (sample.lat, sample.lon)
+
+    return geohash_messages(sample, geohash_spec(cfg), shown)
 
 
 def normalise_weights(datums_D: Sequence[Datum]) -> tuple[list[Datum], int]:
@@ -280,9 +306,9 @@ def run_eval(engine: Any, samples: list[Any], geocoder: Any, cfg: SFTConfig, wri
     (the dashboard's eval map) through the writer itself."""
     from geospot.eval import evaluate
 
-    style = "telescoping" if cfg.prompt_style == "telescoping" else "single"
+    style = "single" if cfg.prompt_style == "both" else cfg.prompt_style
     result = evaluate(engine, samples, prompt_style=style, batch_size=cfg.eval_batch_size,
-                      max_tokens=cfg.eval_max_tokens, geocoder=geocoder, writer=writer, step=step)
+                      max_tokens=cfg.eval_max_tokens, geocoder=geocoder, writer=writer, step=step, env_options=cfg)
     return dict(result.metrics)
 
 
