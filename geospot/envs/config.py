@@ -23,22 +23,36 @@ HIER_FIELDS = ("country", "region", "city", "coords")
 
 @dataclass(frozen=True)
 class EnvOptions:
-    hier_turns: tuple[str, ...] = option(HIER_FIELDS, "hierarchical: the turns, coarse -> fine, a subset of country,region,city,coords in that order, ending with coords")
-    hier_weights: tuple[float, ...] = option((0.2, 0.2, 0.2, 0.4), "hierarchical: reward weight per turn; a label turn earns its weight if right, coords weight x S(d) (0.2,0.3,0.5 with 3 turns = the original HierarchicalGeoEnv)")
-    hier_partial_credit: float = option(0.0, "hierarchical: a wrong label after a wrong label still earns this fraction of its weight (the original HierarchicalGeoEnv: 0.25)")
-    teacher_forcing: float = option(0.0, "hierarchical / geohash: probability that a later turn is told the truth (labels / coordinates) instead of the policy's own earlier answer")
+    hier_turns: tuple[str, ...] = option(
+        HIER_FIELDS, "hierarchical: the turns, coarse -> fine: country,region,city,coords or a subset in that order, "
+        "ending with coords")
+    hier_weights: tuple[float, ...] = option(
+        (0.2, 0.2, 0.2, 0.4), "hierarchical: weight per turn; a right label earns its weight, coords weight x S(d) "
+        "(0.2,0.3,0.5 over country,region,coords = the original HierarchicalGeoEnv)")
+    hier_partial_credit: float = option(
+        0.0, "hierarchical: a wrong label after a wrong label still earns this fraction of its weight (the original "
+        "HierarchicalGeoEnv: 0.25)")
+    teacher_forcing: float = option(
+        0.0, "hierarchical / geohash: probability that a later turn is told the truth (labels / coordinates) "
+        "instead of the policy's own earlier answer")
     geohash_chars: tuple[int, ...] = option((2, 4, 6), "geohash: characters graded per turn (~1250 / 40 / 1 km cells)")
-    geohash_weights: tuple[float, ...] = option((0.2, 0.3, 0.5), "geohash: reward weight per turn, times (shared prefix / chars + bonus)")
-    geohash_bonus: float = option(0.1, "geohash: added to a turn's score when its guess is closer than the previous turn's")
-    geohash_answer: Literal["coordinates", "geohash"] = option("coordinates", "geohash: the turns answer coordinates (the original) or a geohash string of the turn's length")
-    mixed_weights: tuple[float, ...] = option((0.7, 0.3), "reward=mixed: weights of (distance reward, geohash prefix / mixed_precision), normalised by their sum")
+    geohash_weights: tuple[float, ...] = option(
+        (0.2, 0.3, 0.5), "geohash: weight per turn, times (shared prefix / chars + bonus)")
+    geohash_bonus: float = option(
+        0.1, "geohash: added to a turn's score when its guess is closer than the previous turn's")
+    geohash_answer: Literal["coordinates", "geohash"] = option(
+        "coordinates", "geohash: turns answer coordinates (the original) or a geohash string of the turn's length")
+    mixed_weights: tuple[float, ...] = option(
+        (0.7, 0.3), "reward=mixed: weights of (distance reward, shared geohash prefix / mixed_precision), "
+        "normalised by their sum")
     mixed_precision: int = option(5, "reward=mixed: geohash characters compared")
 
     def validate_env(self) -> None:
         turns = tuple(self.hier_turns)
         require(len(turns) >= 1 and turns[-1] == "coords" and all(t in HIER_FIELDS for t in turns)
                 and list(turns) == sorted(set(turns), key=HIER_FIELDS.index), "hier_turns",
-                f"{','.join(turns)} must be distinct fields of {','.join(HIER_FIELDS)} in that order, ending with coords")
+                f"{','.join(turns)} must be distinct fields of {','.join(HIER_FIELDS)} in that order, "
+                "ending with coords")
         require(len(self.hier_weights) == len(turns), "hier_weights", f"needs one weight per turn ({len(turns)})")
         require(all(w >= 0 and math.isfinite(w) for w in self.hier_weights), "hier_weights", "weights must be >= 0")
         require(0 <= self.hier_partial_credit <= 1, "hier_partial_credit", "must be in [0, 1]")
@@ -47,9 +61,10 @@ class EnvOptions:
         require(len(chars) >= 1 and all(1 <= c <= MAX_PRECISION for c in chars), "geohash_chars",
                 f"values must be in 1..{MAX_PRECISION}")
         require(len(chars) <= 3, "geohash_chars", "at most 3 turns (one prompt each in geospot.prompts)")
-        require(len(self.geohash_weights) == len(chars), "geohash_weights", f"needs one weight per turn ({len(chars)})")
+        require(len(self.geohash_weights) == len(chars), "geohash_weights",
+                f"needs one weight per turn ({len(chars)})")
         require(all(w >= 0 and math.isfinite(w) for w in self.geohash_weights), "geohash_weights", "must be >= 0")
         require(self.geohash_bonus >= 0, "geohash_bonus", "must be >= 0")
-        require(len(self.mixed_weights) == 2 and all(w >= 0 for w in self.mixed_weights) and sum(self.mixed_weights) > 0,
-                "mixed_weights", "needs two weights >= 0, not both 0 (distance, geohash)")
+        w = tuple(self.mixed_weights)
+        require(len(w) == 2 and all(x >= 0 for x in w) and sum(w) > 0, "mixed_weights", "needs two weights >= 0, not both 0 (distance, geohash)")
         require(1 <= self.mixed_precision <= MAX_PRECISION, "mixed_precision", f"must be in 1..{MAX_PRECISION}")

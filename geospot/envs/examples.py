@@ -15,10 +15,10 @@ moves the truth by a typical earlier-turn error, as for telescoping)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from geospot.envs.geohash import GeohashSpec
-from geospot.envs.hierarchical import COORDS, HierarchySpec
+from geospot.envs.geohash import DEFAULT_GEOHASH, GeohashSpec
+from geospot.envs.hierarchical import COORDS, DEFAULT_HIERARCHY, HierarchySpec
 from geospot.geo.geohash import encode
 from geospot.geo.labels import display, truth_labels
 from geospot.prompts import (
@@ -36,7 +36,7 @@ from geospot.prompts import (
 DECIMALS_FOR_CHARS = {1: 0, 2: 0, 3: 0, 4: 1, 5: 1, 6: 2, 7: 3, 8: 3}
 
 
-def hierarchical_messages(sample, spec: HierarchySpec = HierarchySpec(), geocoder: Callable | None = None,
+def hierarchical_messages(sample, spec: HierarchySpec = DEFAULT_HIERARCHY, geocoder: Callable | None = None,
                           answer_decimals: int = 2) -> list[dict] | None:
     truth = truth_labels(sample.labels or {}, sample.lat, sample.lon, geocoder, spec.label_fields)
     if not all(display(f, truth[f]) for f in spec.label_fields):
@@ -53,7 +53,7 @@ def hierarchical_messages(sample, spec: HierarchySpec = HierarchySpec(), geocode
     return messages
 
 
-def geohash_messages(sample, spec: GeohashSpec = GeohashSpec(),
+def geohash_messages(sample, spec: GeohashSpec = DEFAULT_GEOHASH,
                      shown: Callable[[int], tuple[float, float]] | None = None) -> list[dict]:
     """`shown(turn)` = the (lat, lon) turn `turn` is told was the previous guess (None = the truth)."""
     messages = []

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 from geospot.data.types import Sample
 from geospot.engines.types import ModelInput
@@ -56,6 +57,9 @@ class GeohashSpec:
         return table[turn].format(prev=prev, chars=self.chars[turn])
 
 
+DEFAULT_GEOHASH = GeohashSpec()  # frozen: safe to share as a default
+
+
 def read_guess(text: str) -> tuple[float, float] | None:
     """Coordinates, else the centre of a geohash's cell, else None."""
     ll = parse_coordinates(text)
@@ -66,7 +70,7 @@ def read_guess(text: str) -> tuple[float, float] | None:
 
 
 class GeohashEnv:
-    def __init__(self, sample: Sample, renderer, spec: GeohashSpec = GeohashSpec(), *,
+    def __init__(self, sample: Sample, renderer, spec: GeohashSpec = DEFAULT_GEOHASH, *,
                  rng: random.Random | None = None, initial: ModelInput | None = None) -> None:
         self.sample, self.renderer, self.spec = sample, renderer, spec
         self.truth_hash = encode(sample.lat, sample.lon, max(spec.chars))
@@ -126,10 +130,10 @@ class GeohashEnv:
 class GeohashGroupBuilder:
     sample: Sample
     renderer: object
-    spec: GeohashSpec = GeohashSpec()
+    spec: GeohashSpec = DEFAULT_GEOHASH
     seed: int = 0
 
     def make_envs(self, group_size: int) -> list[GeohashEnv]:
         initial = first_observation(self.renderer, self.sample, self.spec.prompt(0))
-        return [GeohashEnv(self.sample, self.renderer, self.spec, rng=random.Random(f"{self.seed}:{self.sample.id}:{g}"),
-                           initial=initial) for g in range(group_size)]
+        return [GeohashEnv(self.sample, self.renderer, self.spec, initial=initial,
+                           rng=random.Random(f"{self.seed}:{self.sample.id}:{g}")) for g in range(group_size)]

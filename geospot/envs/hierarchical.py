@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 from geospot.data.types import Sample
 from geospot.engines.types import ModelInput
@@ -56,9 +56,13 @@ class HierarchySpec:
         return self.turns[:-1]
 
 
+DEFAULT_HIERARCHY = HierarchySpec()  # frozen: safe to share as a default
+GEOSCORE = GeoScoreReward()
+
+
 class HierarchicalEnv:
     def __init__(self, sample: Sample, renderer, reward: Reward, truth: Mapping[str, str],
-                 spec: HierarchySpec = HierarchySpec(), *, rng: random.Random | None = None,
+                 spec: HierarchySpec = DEFAULT_HIERARCHY, *, rng: random.Random | None = None,
                  initial: ModelInput | None = None) -> None:
         self.sample, self.renderer, self.reward, self.spec = sample, renderer, reward, spec
         self.truth = dict(truth)
@@ -128,8 +132,8 @@ class HierarchicalGroupBuilder:
 
     sample: Sample
     renderer: object
-    reward: Reward = GeoScoreReward()
-    spec: HierarchySpec = HierarchySpec()
+    reward: Reward = GEOSCORE
+    spec: HierarchySpec = DEFAULT_HIERARCHY
     geocoder: Callable | None = None
     seed: int = 0
 

@@ -4,13 +4,14 @@ eval call, so a new env is one entry here rather than a branch in each loop.
 `cfg` is any config with the keys of `EnvOptions` (envs/config.py) plus `prompt`,
 `turn_prompts` and `format_penalty` (RLConfig has them all; missing ones take the env's
 defaults). `env_metrics` turns the per-turn metrics the envs leave on transitions into step
-metrics: label accuracy per label turn (`label_country_acc`, ...: the answer named the label, unlike `country_acc`, the geocoded coordinates), the mean shared geohash prefix
-per geohash turn, the teacher-forcing rate."""
+metrics: label accuracy per label turn (`label_country_acc`, ...: the answer named the label;
+`country_acc` is the geocoded coordinates'), the mean shared geohash prefix per geohash turn,
+the teacher-forcing rate."""
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

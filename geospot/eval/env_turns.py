@@ -7,7 +7,7 @@ grades exactly what training did. What comes back has the shape the runner's own
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from geospot.data.types import Sample
 from geospot.engines.types import SampleParams

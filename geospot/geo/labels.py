@@ -17,8 +17,8 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 from geospot.geo.geocode import GeoLabels
 

@@ -77,7 +77,8 @@ def test_prompts_show_the_previous_guess_or_the_truth():
     forced = GeohashGroupBuilder(PARIS, R, GeohashSpec(teacher_forcing=1.0, answer="geohash")).make_envs(1)[0]
     forced.initial_observation()
     nxt = forced.step(toks("Geohash: 7z"))
-    assert f"Your previous answer was {TRUTH[:2]}. Refine it to a geohash of 4 characters." in text_of(nxt.next_observation)
+    want = f"Your previous answer was {TRUTH[:2]}. Refine it to a geohash of 4 characters."
+    assert want in text_of(nxt.next_observation)
     assert nxt.metrics["next_teacher_forced"] == 1.0
 
 

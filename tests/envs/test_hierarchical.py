@@ -129,6 +129,7 @@ def test_spec_validation():
         HierarchySpec(("country", "region"), (0.5, 0.5))
     with pytest.raises(ValueError, match="one weight each"):
         HierarchySpec(("country", "coords"), (1.0,))
-    env = HierarchicalEnv(PARIS, R, KernelReward(TAU), {"country": "FR"}, HierarchySpec(("country", "coords"), (0.5, 0.5)))
+    spec = HierarchySpec(("country", "coords"), (0.5, 0.5))
+    env = HierarchicalEnv(PARIS, R, KernelReward(TAU), {"country": "FR"}, spec)
     with pytest.raises(RuntimeError, match="initial_observation"):
         env.step(toks("France"))

@@ -4,6 +4,7 @@ import pytest
 from PIL import Image
 
 from geospot.data.types import Sample
+from geospot.engines.types import SampleParams
 from geospot.envs.config import EnvOptions
 from geospot.envs.geohash import GeohashGroupBuilder
 from geospot.envs.hierarchical import HierarchicalGroupBuilder
@@ -16,7 +17,6 @@ from geospot.geo.geohash import decode
 from geospot.prompts import format_answer
 from geospot.rl.rollouts import do_group_rollouts
 from geospot.rl.testing import EOT, CharRenderer, ScriptedEngine
-from geospot.engines.types import SampleParams
 
 R = CharRenderer()
 TRUTH = decode("ezs42")  # (42.60498046875, -5.60302734375)
