@@ -11,6 +11,7 @@ The original project's variants, as keys:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -68,3 +69,7 @@ class EnvOptions:
         w = tuple(self.mixed_weights)
         require(len(w) == 2 and all(x >= 0 for x in w) and sum(w) > 0, "mixed_weights", "needs two weights >= 0, not both 0 (distance, geohash)")
         require(1 <= self.mixed_precision <= MAX_PRECISION, "mixed_precision", f"must be in 1..{MAX_PRECISION}")
+
+
+# What a run's config.json holds for its env: what an eval of that run (model=<run>) should reuse.
+ENV_KEYS: tuple[str, ...] = ("env_type", *(f.name for f in dataclasses.fields(EnvOptions)))

@@ -1,6 +1,6 @@
 """`geospot eval | predict | export`: what people run after training.
 
-    geospot eval model=<model> data=<spec> [n=...] [env_type=single|telescoping] [greedy|samples=k]
+    geospot eval model=<model> data=<spec> [n=...] [env_type=single|telescoping|hierarchical|geohash] [greedy|samples=k]
                  [out=<run dir>] [--json]
     geospot eval --compare runA runB ...
     geospot predict model=<model> IMAGES...|DIR [--json] [--map out.html]
