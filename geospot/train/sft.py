@@ -73,7 +73,7 @@ class SFTConfig(EnvOptions):  # hier_* / geohash_* keys shape the hierarchical /
     eval_data: str | None = option(None, "held-out data spec; None = the `val` split of `data`")
     eval_n: int = option(200, "number of held-out images for the periodic eval (0 = no eval)")
     # the examples
-    prompt_style: Literal["single", "telescoping", "both", "hierarchical", "geohash"] = option("both", "`single`: one prompt, one answer; `telescoping`: coarse -> refine -> final turns, each answer trained given the previous turns; `both`: each image draws one of the two (so one warm start serves both RL envs); `hierarchical` / `geohash`: the turns of those RL envs with true answers (hier_* / geohash_* keys)")
+    prompt_style: Literal["single", "telescoping", "both", "hierarchical", "geohash", "all"] = option("both", "`single`: one prompt, one answer; `telescoping`: coarse -> refine -> final turns, each answer trained given the previous turns; `both`: each image draws one of the two (so one warm start serves both RL envs); `hierarchical` / `geohash`: the turns of those RL envs with true answers (hier_* / geohash_* keys); `all`: each image draws one of the four")
     answer_decimals: int = option(2, "decimals of the target coordinates (single-turn and the final telescoping turn)")
     telescoping_decimals: tuple[int, ...] = option((0, 1), "decimals of the targets of the telescoping turns before the final one (coarse, refine)")
     telescoping_noise_km: tuple[float, ...] = option((2000.0, 1000.0), "typical error (km) of the previous guess shown to each telescoping turn after the first (refine, final): the shown guess is the truth moved that far in a random direction, so later turns learn to correct a guess instead of copying it; 0 = show the truth")
@@ -201,9 +201,11 @@ def example_rng(seed: int, step: int, index: int) -> np.random.Generator:
 def example_styles(style: str, n: int, seed: int, step: int) -> list[str]:
     """Which prompt each of the step's n images gets. A pure function of (seed, step) so
     a resumed run draws the same styles without any state to checkpoint."""
-    if style != "both":
+    if style not in ("both", "all"):
         return [style] * n
     coin = np.random.default_rng([seed, step, 7919]).random(n)
+    if style == "all":
+        return [("single", "telescoping", "hierarchical", "geohash")[int(c * 4)] for c in coin]
     return ["single" if c < 0.5 else "telescoping" for c in coin]
 
 
@@ -306,7 +308,7 @@ def run_eval(engine: Any, samples: list[Any], geocoder: Any, cfg: SFTConfig, wri
     (the dashboard's eval map) through the writer itself."""
     from geospot.eval import evaluate
 
-    style = "single" if cfg.prompt_style == "both" else cfg.prompt_style
+    style = "single" if cfg.prompt_style in ("both", "all") else cfg.prompt_style
     result = evaluate(engine, samples, prompt_style=style, batch_size=cfg.eval_batch_size,
                       max_tokens=cfg.eval_max_tokens, geocoder=geocoder, writer=writer, step=step, env_options=cfg)
     return dict(result.metrics)

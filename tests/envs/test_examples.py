@@ -75,3 +75,12 @@ def test_sft_styles_for_the_new_envs():
     unknown = Sample(id="u", image=PARIS.image, lat=float("nan"), lon=float("nan"))
     single = build_messages(unknown, "hierarchical", cfg)  # no labels, nowhere to geocode: single-turn
     assert len(single) == 2
+
+
+def test_prompt_style_all_draws_every_style():
+    from geospot.train.sft import example_styles
+
+    styles = example_styles("all", 400, seed=0, step=3)
+    assert styles == example_styles("all", 400, seed=0, step=3)  # a function of (seed, step): resume-exact
+    counts = {s: styles.count(s) for s in ("single", "telescoping", "hierarchical", "geohash")}
+    assert sum(counts.values()) == 400 and all(60 < c < 140 for c in counts.values()), counts
