@@ -44,7 +44,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark's helpers
 
-from rl_vs_sft import CLOCKS, HORIZON, MODEL, arm_result, load_engine, summarise  # noqa: E402
+from rl_vs_sft import CLOCKS, HORIZON, MODEL, arm_result, load_engine, summarise
 
 ARMS: dict[str, tuple[str, ...]] = {
     "single": ("env_type=single",),
@@ -61,10 +61,10 @@ def warm_start(args) -> Path:
     from geospot.train.checkpoint import latest_checkpoint
     from geospot.train.sft import SFTConfig, train
 
-    recipe = dict(model_name=MODEL, lora_rank=0, device="cpu", data=args.data, eval_n=0, prompt_style="all",
-                  answer_decimals=1, batch_size=32, learning_rate=args.warm_lr, lr_schedule="cosine",
-                  warmup_steps=min(5, args.sft_steps), max_steps=args.sft_steps, save_every=0, eval_at_start=False,
-                  seed=0)
+    recipe = {"model_name": MODEL, "lora_rank": 0, "device": "cpu", "data": args.data, "eval_n": 0,
+              "prompt_style": "all", "answer_decimals": 1, "batch_size": 32, "learning_rate": args.warm_lr,
+              "lr_schedule": "cosine", "warmup_steps": min(5, args.sft_steps), "max_steps": args.sft_steps,
+              "save_every": 0, "eval_at_start": False, "seed": 0}
     key = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
     cache = Path(args.cache or os.environ.get("GEOSPOT_CACHE", Path.home() / ".cache" / "geospot"))
     run = cache / "bench-envs" / f"sft-{key}"
