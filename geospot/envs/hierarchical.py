@@ -140,9 +140,6 @@ class HierarchicalGroupBuilder:
     def make_envs(self, group_size: int) -> list[HierarchicalEnv]:
         truth = truth_labels(self.sample.labels or {}, self.sample.lat, self.sample.lon, self.geocoder,
                              self.spec.label_fields)
-        envs = [HierarchicalEnv(self.sample, self.renderer, self.reward, truth, self.spec,
+        initial = first_observation(self.renderer, self.sample, hierarchical_prompt(self.spec.turns[0]))
+        return [HierarchicalEnv(self.sample, self.renderer, self.reward, truth, self.spec, initial=initial,
                                 rng=random.Random(f"{self.seed}:{self.sample.id}:{g}")) for g in range(group_size)]
-        initial = first_observation(self.renderer, self.sample, envs[0].prompt(0)[0])
-        for env in envs:
-            env._initial = initial
-        return envs
