@@ -75,3 +75,17 @@ def test_old_prediction_files_without_the_new_columns_still_read(tmp_path):
     path.write_text(",".join(old_cols) + "\r\n" + "a,1.0,2.0,txt,1.0,2.0,0.0,,,,[],[],[]\r\n")
     (p,) = io.read_predictions(path)
     assert p.id == "a" and p.turn_fields == () and p.label_correct == {}
+
+
+def test_predict_output_names_each_label_answer():
+    from geospot.eval.cli import _predict_line, answered_labels
+    from geospot.eval.runner import predict
+
+    (p,) = predict(ScriptedEngine(hierarchical_script), make_samples(POINTS[:1], LABELS[:1]),
+                   prompt_style="hierarchical", label_geocoder=lambda lats, lons: [])
+    answers = answered_labels(p)
+    assert answers == {"country": "France", "region": "Île-de-France", "city": "Lyon"}
+    row = {"name": p.id, "latitude": p.latitude, "longitude": p.longitude, "place": None, "raw_text": p.raw_text,
+           "turns": [None if g is None else list(g) for g in p.turn_guesses], "answers": answers}
+    line = _predict_line(row, telescoping=True)
+    assert "answers: country=France, region=Île-de-France, city=Lyon" in line and "-> (48.86, 2.35)" in line
