@@ -70,3 +70,19 @@ def test_parse_geohash():
     assert parse_geohash("Latitude: 1\nLongitude: 2") is None
     assert parse_geohash("hello") is None  # 'l' and 'o' are not geohash characters
     assert parse_geohash(3) is None
+
+
+def test_parsers_never_raise_on_any_text():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.text(max_size=300), st.sampled_from(["country", "region", "city"]))
+    def check(text, field):
+        label = parse_label(text, field)
+        assert label is None or 0 < len(label) <= 80
+        cell = parse_geohash(text)
+        assert cell is None or (cell == cell.lower() and 0 < len(cell) <= 12)
+        assert isinstance(label_matches(field, label, text), bool)
+
+    check()
