@@ -144,6 +144,36 @@ def table(summary: dict, n_seeds: int) -> str:
     return "\n".join(lines)
 
 
+def finish(line: dict, arms: list[str]) -> dict:
+    """Verdicts against `single` and the ratio table, printed; `line` gets them."""
+    summary = line["summary"]
+    line["verdicts_vs_single"] = {
+        arm: {mode: {k: verdict(summary[arm][mode][k], summary["single"][mode][k], k)
+                     for k in ("geoscore", "median_km")} for mode in ("greedy", "sampled")}
+        for arm in arms if arm != "single" and "single" in summary}
+    base = summary.get("single", {}).get("greedy", {}).get("geoscore", {}).get("mean")
+    line["greedy_geoscore_ratio_vs_single"] = {a: round(summary[a]["greedy"]["geoscore"]["mean"] / base, 4)
+                                               for a in arms if base}
+    print(table(summary, len(line["seeds"])), file=sys.stderr)
+    return line
+
+
+def merge(paths: list[str]) -> dict:
+    """One report from runs of this benchmark made as parallel processes (disjoint arms, the
+    same warm start, data, seeds and budget)."""
+    lines = [json.loads(Path(q).read_text().strip().splitlines()[-1]) for q in paths]
+    out = dict(lines[0])
+    for other in lines[1:]:
+        for key in ("data", "seeds", "eval_images", "budget_s", "clock", "warm_start"):
+            if other.get(key) != out.get(key):
+                raise SystemExit(f"--merge: {key} differs ({out.get(key)!r} vs {other.get(key)!r})")
+        out["summary"] = {**out["summary"], **other["summary"]}
+        out["runs"] = {**out["runs"], **other["runs"]}
+    out["total_wall_s"] = round(sum(ln["total_wall_s"] for ln in lines), 1)
+    out["merged_from"] = [str(q) for q in paths]
+    return finish(out, [a for a in ARMS if a in out["summary"]])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget-s", type=float, default=20.0, help="each arm's budget of its own clock, seconds")
@@ -159,7 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rl-batch-size", type=int, default=8)
     p.add_argument("--start", default=None, help="use this SFT run folder as the warm start")
     p.add_argument("--cache", default=None, help="folder for the cached warm start")
+    p.add_argument("--merge", nargs="+", default=None, help="instead of running: merge these JSON-line files")
     args = p.parse_args(argv)
+    if args.merge:
+        print(json.dumps(merge(args.merge), default=float))
+        return 0
     unknown = set(args.arms) - set(ARMS)
     if unknown:
         p.error(f"unknown arms {sorted(unknown)}; choose from {list(ARMS)}")
@@ -180,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     results, runs = {}, {}
     engine = load_engine(start, 0)
     for arm in args.arms:  # the warm start itself, in each arm's env
-        results[f"start@{arm}"] = {s: score(engine, heldout, args, arm, args.seeds[0], geocoder) for s in args.seeds[:1]}
+        results[f"start@{arm}"] = {args.seeds[0]: score(engine, heldout, args, arm, args.seeds[0], geocoder)}
     del engine
     for arm in args.arms:
         results[arm], runs[arm] = {}, {}
@@ -199,19 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         seeds = list(per_seed)
         summary[name] = {mode: {k: summarise([per_seed[s][mode][k] for s in seeds])
                                 for k in per_seed[seeds[0]][mode]} for mode in ("greedy", "sampled")}
-    verdicts = {arm: {mode: {k: verdict(summary[arm][mode][k], summary["single"][mode][k], k)
-                             for k in ("geoscore", "median_km")} for mode in ("greedy", "sampled")}
-                for arm in args.arms if arm != "single" and "single" in summary}
-    print(table(summary, len(args.seeds)), file=sys.stderr)
     line = {"bench": "envs", "device": "cpu", "threads": torch.get_num_threads(), "model": MODEL, "data": args.data,
             "budget_s": args.budget_s, "clock": args.clock, "seeds": args.seeds, "eval_images": len(heldout),
             "k": args.k, "warm_start": {"sft_steps": args.sft_steps, "lr": args.warm_lr, "prompt_style": "all"},
-            "rl_batch_size": args.rl_batch_size, "summary": summary, "verdicts_vs_single": verdicts, "runs": runs,
-            "greedy_geoscore_ratio_vs_single": {
-                a: round(summary[a]["greedy"]["geoscore"]["mean"] / summary["single"]["greedy"]["geoscore"]["mean"], 4)
-                for a in args.arms if "single" in summary and summary["single"]["greedy"]["geoscore"]["mean"]},
+            "rl_batch_size": args.rl_batch_size, "summary": summary, "runs": runs,
             "total_wall_s": round(time.perf_counter() - t_all, 1)}
-    print(json.dumps(line, default=float))
+    print(json.dumps(finish(line, args.arms), default=float))
     return 0
 
 
