@@ -6,8 +6,8 @@ every single-turn episode ends after one step anyway, the only difference is the
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Sequence
 
 from geospot.data.types import Sample
 from geospot.engines.types import ModelInput

@@ -16,8 +16,8 @@ trains every turn at once and nothing is re-tokenised."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Sequence
 
 from geospot.data.types import Sample
 from geospot.engines.types import ModelInput

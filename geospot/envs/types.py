@@ -9,9 +9,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, Sequence
 
 from geospot.data.types import Sample
 from geospot.engines.types import ModelInput
