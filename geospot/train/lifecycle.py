@@ -19,7 +19,7 @@ import contextlib
 import importlib.util
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,6 +188,20 @@ class Run:
     start_step: int = 0  # optimizer steps already done (a resumed run's checkpoint)
     loop_state: dict[str, Any] = field(default_factory=dict)  # what the loop saved with that checkpoint
     own_writer: bool = True
+
+    def steps(self) -> Iterator[int]:
+        """The 0-based steps left to run, each timed by the budget until `end_step`; stops at
+        max_steps, or before a step when a time-limited run (e.g. a resumed one) has no time left."""
+        for step in range(self.start_step, self.cfg.max_steps):
+            if self.budget.expired():
+                return
+            self.budget.begin_step()
+            yield step
+
+    def end_step(self, done: int) -> bool:
+        """Stop timing the step; whether it was the last (the time limit ends a run as max_steps does)."""
+        self.budget.end_step()
+        return done == self.cfg.max_steps or self.budget.expired()
 
     def save(self, done: int, loop_state: dict[str, Any]) -> Path:
         """checkpoints/<done>/ with the data cursor, the loop's state and the seconds spent."""

@@ -190,10 +190,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
         if run.held_out and cfg.eval_at_start and run.start_step == 0:
             eval_now(run, 0, progress)
             progress.restart()  # the ETA counts training steps, not the baseline eval
-        for step in range(run.start_step, cfg.max_steps):
-            if budget.expired():  # a time-limited run resumed after its time ran out
-                break
-            budget.begin_step()
+        for step in run.steps():
             t_step = time.perf_counter()
             samples = run.stream.next_batch(cfg.batch_size)
             tau_km = float(tau.tau(budget.schedule_step(step, cfg.max_steps)))
@@ -245,8 +242,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
             shown = ("reward_mean", "median_km", "tau_km", "format_rate", "dropped_groups", "tokens_per_s")
             progress.update(step, {k: metrics[k] for k in shown if k in metrics})
 
-            budget.end_step()
-            steps, last = done, done == cfg.max_steps or budget.expired()  # the time limit ends the run as max_steps
+            steps, last = done, run.end_step(done)
             if run.held_out and due(cfg.eval_every, done, last):
                 metrics.update(eval_now(run, done, progress))
             if due(cfg.save_every, done, last):

@@ -262,10 +262,7 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
             progress.restart()  # the ETA counts training steps, not the baseline eval
 
         micro = cfg.batch_size // cfg.grad_accum
-        for step in range(run.start_step, cfg.max_steps):
-            if budget.expired():  # a time-limited run resumed after its time ran out
-                break
-            budget.begin_step()
+        for step in run.steps():
             t0 = time.perf_counter()
             samples = run.stream.next_batch(cfg.batch_size)
             styles = example_styles(cfg.prompt_style, len(samples), cfg.seed, step)
@@ -303,8 +300,7 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
             writer.log_step(done, metrics)
             progress.update(step, {"loss": loss, "lr": lr, "tok_per_s": metrics["tok_per_s"]})
 
-            budget.end_step()
-            steps, last = done, done == cfg.max_steps or budget.expired()  # the time limit ends the run as max_steps
+            steps, last = done, run.end_step(done)
             if due(cfg.eval_every, done, last):
                 evaluate_now(done)
             if due(cfg.save_every, done, last):
