@@ -173,7 +173,8 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
     # the tau schedule's history (follow_error: the recent errors) lives in its state and the checkpoint
     tau = make_tau_schedule(cfg.tau_schedule, cfg.tau_start_km, cfg.tau_end_km, cfg.max_steps,
                             **({"window": cfg.tau_window} if cfg.tau_schedule == "follow_error" else {}))
-    tau.load_state_dict(run.loop_state.get("tau", {}))
+    # (checkpoints written before the schedule kept its own state hold the errors as `recent_km`)
+    tau.load_state_dict(run.loop_state.get("tau") or {"recent_km": run.loop_state.get("recent_km", [])})
 
     credit = CREDITS[cfg.advantage]
     loss_config = None
