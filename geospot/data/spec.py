@@ -1,4 +1,4 @@
-"""Data spec strings: one string chooses and mixes every source.
+r"""Data spec strings: one string chooses and mixes every source.
 
 Grammar
 -------

@@ -22,7 +22,7 @@ import numpy as np
 
 from geospot import prompts
 from geospot.config import ConfigError, help_text, option, parse_overrides
-from geospot.engines.config import EngineConfig
+from geospot.engines.config import EngineConfig, check_start
 from geospot.engines.types import AdamParams, Datum
 from geospot.geo import EARTH_RADIUS_KM, format_metrics_table
 from geospot.train.checkpoint import latest_checkpoint, load_checkpoint, read_checkpoint, resolve_checkpoint, save_checkpoint
@@ -326,6 +326,7 @@ def open_inputs(cfg: Any, log_dir: Path) -> tuple[Any, list[Any], Any, str | Non
     try:
         stream, held_out, geocoder = open_data(cfg)
         init_weights = initial_weights(cfg.load_checkpoint_path)
+        check_start(getattr(cfg, "engine", None), getattr(cfg, "model_name", None), cfg.load_checkpoint_path)
         if cfg.wandb_project and importlib.util.find_spec("wandb") is None:
             raise ConfigError(f"wandb_project={cfg.wandb_project!r} needs the wandb package: `pip install wandb` (or leave wandb_project unset)")
     except ConfigError:
