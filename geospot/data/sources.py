@@ -258,7 +258,10 @@ class WebDatasetSource:
                 if tar.fileobj.pos - tar.offset != tarfile.BLOCKSIZE:
                     raise tarfile.ReadError("the archive ends inside a member header (cut short)")
         except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-            # The group being read when the shard broke is lost; earlier ones were yielded.
+            # Earlier groups were yielded; the one being read counts only if it is whole
+            # (metadata and an image read in full), else it is lost with the rest of the shard.
+            if key is not None and "json" in parts and any(x in parts for x in IMAGE_EXTS):
+                yield self._group(url, key, parts)
             yield Skip("truncated_tar", f"{url}: {e}", self.name)
             return
         if key is not None:

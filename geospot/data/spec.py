@@ -254,6 +254,8 @@ def infer_kind(target: str) -> str:
     if os.path.isdir(target):
         names = os.listdir(target)
         exts = {n.rsplit(".", 1)[-1].lower() for n in names if "." in n}
+        if any(n.lower().endswith((".tar.gz", ".tgz")) for n in names):
+            exts.add("tar")
         if "csv" in exts:
             return "csv"
         for ext, kind in (("tar", "wds"), ("parquet", "parquet"), ("jsonl", "jsonl")):

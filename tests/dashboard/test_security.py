@@ -7,11 +7,11 @@ import os
 import shutil
 from pathlib import Path
 
+import fake_run
 import pytest
+from conftest import Server
 from starlette.testclient import TestClient
 
-import fake_run
-from conftest import Server
 from geospot.dashboard import cli
 from geospot.dashboard.app import create_app, host_allowed
 from geospot.runs.store import STORE_FILE, RunStore
