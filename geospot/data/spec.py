@@ -80,7 +80,7 @@ Examples
     hf:osv5m/osv5m,split=test,lat=latitude,lon=longitude
     synthetic:n=2000,val_frac=0.2,max_side=224
     /work/shared/data/osv5m-samples,max_pixels=1000000,min_side=16
-    "/data/my photos@home",name=home@2;'/data/a,b.jsonl'
+    csv:"/data/my photos@home",name=home@2;'/data/a,b.jsonl'
 """
 
 from __future__ import annotations

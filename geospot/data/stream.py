@@ -159,7 +159,7 @@ class SampleStream:
             raise ConfigError(f"split={split!r}: use one of {', '.join(SPLITS)}")
         self.spec, self.split, self.seed = spec, split, int(seed)
         self.parts, in_spec = spec_stream_options(parse_spec(spec))
-        self.cfg = dataclasses.replace(cfg or StreamConfig(), **in_spec, **(force or {}))
+        self.cfg = dataclasses.replace(cfg or StreamConfig(), **{**in_spec, **(force or {})})
         self.cfg.validate()
         self.repeat = self.cfg.repeat if self.cfg.repeat is not None else split == "train"
         self.shuffle = self.cfg.shuffle if self.cfg.shuffle is not None else split == "train"
