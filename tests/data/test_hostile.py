@@ -22,10 +22,15 @@ from hostile_corpus import CASES, NO_USABLE, outcome
 PER_CASE_S = 30
 
 
+class Hang(BaseException):
+    """Raised by the alarm; not an OSError (TimeoutError is one, and a reader that catches
+    OSError would swallow it and go on hanging)."""
+
+
 @contextlib.contextmanager
 def alarm(seconds: int):
     def fire(*_):
-        raise TimeoutError(f"hang: more than {seconds} s")
+        raise Hang(f"hang: more than {seconds} s")
 
     old = signal.signal(signal.SIGALRM, fire)
     signal.alarm(seconds)
