@@ -343,6 +343,9 @@ if __name__ == "__main__":  # the before/now table: run with each geospot on PYT
     def alarm(*_):
         raise Hang("hang")
 
+    from geospot.data.prep import one_torch_thread
+
+    one_torch_thread()  # import torch and simplejpeg now, not under the first alarm
     signal.signal(signal.SIGALRM, alarm)
     with tempfile.TemporaryDirectory() as tmp:
         for k, case in enumerate(CASES):

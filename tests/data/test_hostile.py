@@ -22,6 +22,15 @@ from hostile_corpus import CASES, NO_USABLE, outcome
 PER_CASE_S = 30
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _imports_before_the_alarms():
+    """torch and simplejpeg load lazily on the first image; on a busy machine that import
+    alone can take many seconds, which is not the data's doing: load them first."""
+    from geospot.data.prep import one_torch_thread
+
+    one_torch_thread()
+
+
 class Hang(BaseException):
     """Raised by the alarm; not an OSError (TimeoutError is one, and a reader that catches
     OSError would swallow it and go on hanging)."""
