@@ -27,7 +27,7 @@ from geospot.data.types import DataError, Sample
 
 log = logging.getLogger("geospot.data")
 SPLITS = ("train", "val", "test", "all")
-MAX_TRACKED_IDS = 2_000_000  # ids per source and epoch checked for duplicates (~200 MB at most)
+MAX_TRACKED_IDS = 1_000_000  # ids per source and epoch checked for duplicates (~120 MB at most, freed each epoch)
 
 
 @dataclass(frozen=True)
@@ -183,20 +183,18 @@ class SampleStream:
         limit = self.cfg.max_skips_in_a_row or None
         for k, (part, src) in enumerate(zip(self.parts, self.sources)):
             counts: dict[str, int] = {}
-            n = 0
             for item in self._filtered(k, src, 0, shuffle=False):
                 result, _ = _prepare(item, self.prep)
                 if not isinstance(result, Skip):
                     break
                 counts[result.reason] = counts.get(result.reason, 0) + 1
-                n += 1
-                if limit is not None and n >= limit:
-                    raise DataError(f"data part {part.text!r}: its first {n} records in split {self.split!r} are all "
+                if limit is not None and sum(counts.values()) >= limit:
+                    raise DataError(f"data part {part.text!r}: its first {limit} records in split {self.split!r} are all "
                                     f"unusable ({_reasons(counts)}); fix the data or the spec's lat=/lon=/id=/image= "
                                     f"options (see `geospot data inspect '{part.text}'`)")
             else:
                 raise DataError(f"data part {part.text!r} has no usable record in split {self.split!r} "
-                                f"({n} read: {_reasons(counts)}); fix the data or the spec's lat=/lon=/id=/image= "
+                                f"({sum(counts.values())} read: {_reasons(counts)}); fix the data or the spec's lat=/lon=/id=/image= "
                                 f"options, or raise val_frac/test_frac for a tiny split "
                                 f"(see `geospot data inspect '{part.text}'`)")
 
@@ -206,7 +204,7 @@ class SampleStream:
         """One epoch of a source: this split's records (by id hash), the source's own skips,
         and repeated ids turned into skips (`duplicate_id`; `duplicate_id_conflict` when the
         coordinates differ: which one is right cannot be told)."""
-        seen: dict[int, tuple] = {}
+        seen: dict[int, int] = {}  # id hash -> coordinates hash
         track = not isinstance(src, SyntheticSource)  # synthetic ids are unique by construction
         for item in src.records(epoch, self.seed * 1_000_003 + k, shuffle):
             if isinstance(item, Record):
@@ -217,11 +215,13 @@ class SampleStream:
                     coords = _coords_key(item.lat, item.lon)
                     first = seen.get(key)
                     if first is not None:
-                        reason = "duplicate_id" if first == coords else "duplicate_id_conflict"
-                        yield Skip(reason, f"{item.id}: seen before at {first}, now {coords}", item.source)
+                        same = first == hash(coords)
+                        yield Skip("duplicate_id" if same else "duplicate_id_conflict",
+                                   f"{item.id} seen before{' with the same' if same else ', now with other'} "
+                                   f"coordinates {coords}", item.source)
                         continue
                     if len(seen) < MAX_TRACKED_IDS:
-                        seen[key] = coords
+                        seen[key] = hash(coords)
             yield item
 
     def _source_iter(self, k: int, src: Source) -> Iterator[Record | Skip]:
