@@ -27,6 +27,7 @@ from typing import Any
 from geospot import data as gdata
 from geospot import engines
 from geospot.config import ConfigError, require, to_dict
+from geospot.engines.start_checks import check_start
 from geospot.eval.geocoding import geocoder_for
 from geospot.runs.checkpoint import (
     latest_checkpoint,
@@ -150,6 +151,7 @@ def open_inputs(cfg: Any, log_dir: Path) -> tuple[Any, list[Any], Any, str | Non
     try:
         stream, held_out, geocoder = open_data(cfg)
         init_weights = initial_weights(cfg.load_checkpoint_path)
+        check_start(getattr(cfg, "engine", None), getattr(cfg, "model_name", None), cfg.load_checkpoint_path)
         if cfg.wandb_project and importlib.util.find_spec("wandb") is None:
             raise ConfigError(
                 f"wandb_project={cfg.wandb_project!r} needs the wandb package: `pip install wandb` "
