@@ -50,25 +50,26 @@ class EnvOptions:
 
     def validate_env(self) -> None:
         turns = tuple(self.hier_turns)
-        require(len(turns) >= 1 and turns[-1] == "coords" and all(t in HIER_FIELDS for t in turns)
+        require(self, len(turns) >= 1 and turns[-1] == "coords" and all(t in HIER_FIELDS for t in turns)
                 and list(turns) == sorted(set(turns), key=HIER_FIELDS.index), "hier_turns",
-                f"{','.join(turns)} must be distinct fields of {','.join(HIER_FIELDS)} in that order, "
-                "ending with coords")
-        require(len(self.hier_weights) == len(turns), "hier_weights", f"needs one weight per turn ({len(turns)})")
-        require(all(w >= 0 and math.isfinite(w) for w in self.hier_weights), "hier_weights", "weights must be >= 0")
-        require(0 <= self.hier_partial_credit <= 1, "hier_partial_credit", "must be in [0, 1]")
-        require(0 <= self.teacher_forcing <= 1, "teacher_forcing", f"{self.teacher_forcing} is a probability: use 0..1")
+                f"must be distinct fields of {','.join(HIER_FIELDS)} in that order, ending with coords")
+        require(self, len(self.hier_weights) == len(turns), "hier_weights", f"needs one weight per turn ({len(turns)})")
+        require(self, all(w >= 0 and math.isfinite(w) for w in self.hier_weights), "hier_weights", "must be >= 0")
+        require(self, 0 <= self.hier_partial_credit <= 1, "hier_partial_credit", "must be in [0, 1]")
+        require(self, 0 <= self.teacher_forcing <= 1, "teacher_forcing", "is a probability: use 0..1")
         chars = tuple(self.geohash_chars)
-        require(len(chars) >= 1 and all(1 <= c <= MAX_PRECISION for c in chars), "geohash_chars",
+        require(self, len(chars) >= 1 and all(1 <= c <= MAX_PRECISION for c in chars), "geohash_chars",
                 f"values must be in 1..{MAX_PRECISION}")
-        require(len(chars) <= 3, "geohash_chars", "at most 3 turns (one prompt each in geospot.prompts)")
-        require(len(self.geohash_weights) == len(chars), "geohash_weights",
+        require(self, len(chars) <= 3, "geohash_chars", "at most 3 turns (one prompt each in geospot.prompts)")
+        require(self, len(self.geohash_weights) == len(chars), "geohash_weights",
                 f"needs one weight per turn ({len(chars)})")
-        require(all(w >= 0 and math.isfinite(w) for w in self.geohash_weights), "geohash_weights", "must be >= 0")
-        require(self.geohash_bonus >= 0, "geohash_bonus", "must be >= 0")
+        require(self, all(w >= 0 and math.isfinite(w) for w in self.geohash_weights), "geohash_weights",
+                "must be >= 0")
+        require(self, self.geohash_bonus >= 0, "geohash_bonus", "must be >= 0")
         w = tuple(self.mixed_weights)
-        require(len(w) == 2 and all(x >= 0 for x in w) and sum(w) > 0, "mixed_weights", "needs two weights >= 0, not both 0 (distance, geohash)")
-        require(1 <= self.mixed_precision <= MAX_PRECISION, "mixed_precision", f"must be in 1..{MAX_PRECISION}")
+        require(self, len(w) == 2 and all(x >= 0 for x in w) and sum(w) > 0, "mixed_weights",
+                "needs two weights >= 0, not both 0 (distance, geohash)")
+        require(self, 1 <= self.mixed_precision <= MAX_PRECISION, "mixed_precision", f"must be in 1..{MAX_PRECISION}")
 
 
 # What a run's config.json holds for its env: what an eval of that run (model=<run>) should reuse.

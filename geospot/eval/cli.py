@@ -27,6 +27,7 @@ from geospot.config import ConfigError, help_text, option, parse_overrides
 from geospot.data.spec import SpecError
 from geospot.envs.config import EnvOptions
 from geospot.eval import predictions as io
+from geospot.eval.geocoding import geocoder_for
 from geospot.eval.runner import metrics_for, predict
 from geospot.jsonutil import finite_json
 
@@ -129,25 +130,6 @@ def _engine_overrides(cfg) -> dict:
             "seed": cfg.seed}
 
 
-def geocoder_for(kind: str, data_spec: str):
-    """The callable compute_metrics uses for country/region/city accuracy: a synthetic
-    world's own names for a synthetic spec (reverse geocoding knows nothing of them), else
-    offline reverse geocoding (the OSV-5M way, as `geospot score` does)."""
-    if kind == "none":
-        return None
-    if kind == "auto":
-        from geospot.data.spec import build_source, parse_spec
-
-        parts = parse_spec(data_spec)
-        if parts and all(p.kind == "synthetic" for p in parts):
-            worlds = {id(w): w for w in (build_source(p).world for p in parts)}
-            if len(worlds) == 1:
-                return next(iter(worlds.values())).geocoder
-    from geospot.geo.geocode import reverse_geocode
-
-    return reverse_geocode
-
-
 def resolve_split(split: str, data_spec: str) -> str:
     """`auto`: a synthetic world's `test` split (its other ids train the model); every
     other source whole (`all`): a benchmark folder is a test set already."""
@@ -228,7 +210,7 @@ def _resolved_checkpoint(model: str) -> str | None:
 
     if not is_checkpoint_path(model):
         return None
-    from geospot.train.checkpoint import resolve_checkpoint
+    from geospot.runs.checkpoint import resolve_checkpoint
 
     return str(resolve_checkpoint(model).resolve())
 
@@ -304,7 +286,7 @@ def run_eval(cfg: EvalConfig, engine=None) -> dict:
     evaluated, busy_s = 0, 0.0  # busy_s: time inside the model (not loading it, not reading data)
     bar = _bar(cfg.n, len(done))
     # hierarchical: the true labels of samples without their own (None = reverse geocoding)
-    label_geocoder = geocoder_for(cfg.geocoder, cfg.data) if cfg.env_type == "hierarchical" else None
+    label_geocoder = geocoder_for(cfg.data, cfg.geocoder) if cfg.env_type == "hierarchical" else None
     # Stream the data in chunks instead of loading it: only a chunk of images is in memory.
     with open_stream(cfg.data, split, repeat=False, shuffle=False) as stream:
         for chunk in _chunks(islice(stream, cfg.n), cfg.batch_size * 4):
@@ -338,7 +320,7 @@ def run_eval(cfg: EvalConfig, engine=None) -> dict:
     # and `geospot score predictions.csv` reproduces them.
     by_id = {p.id: p for p in io.read_predictions(pred_path)}
     preds = [by_id[i] for i in order if i in by_id]
-    metrics = metrics_for(preds, geocoder_for(cfg.geocoder, cfg.data))
+    metrics = metrics_for(preds, geocoder_for(cfg.data, cfg.geocoder))
     # the truth beside the predictions: `geospot score --pred predictions.csv --truth truth.csv`
     io.write_truth_csv(out / "truth.csv", preds)
     summary = {

@@ -22,7 +22,7 @@ COMMON = {"model_name": "tiny:qwen2_5_vl:tiny", "data": DATA, "batch_size": 2, "
 ])
 def test_new_envs_and_the_mixed_reward_run(tmp_path, env_type, reward, want):
     log = tmp_path / env_type
-    metrics = run(RLConfig(**COMMON, env_type=env_type, reward=reward, log_path=str(log)))
+    metrics = run(RLConfig(**COMMON, env_type=env_type, reward=reward, log_path=str(log))).metrics
     rows = read_jsonl(log / "metrics.jsonl")
     logged = {k for r in rows for k in r}
     for key in want:
