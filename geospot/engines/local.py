@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import shutil
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -44,6 +45,7 @@ from geospot.engines.losses import compute_loss
 from geospot.engines.prefix import (DEFAULT_MICROBATCH_TOKENS, PackedGroup, _image_starts, _same_image, group_datums,
                                    iter_shared_prefix_logprobs, supports_packing)
 from geospot.engines.rendering import Renderer
+from geospot.engines.snapshot import SnapshotSampler, locked
 from geospot.engines.stops import resolve_stops
 from geospot.engines.types import (
     REQUIRED_INPUTS,
@@ -180,6 +182,8 @@ class LocalEngine:
         # what its prompt adds (kv_store.py); emptied whenever the weights change
         self.kv_store = KVStore(cfg.kv_reuse_tokens)  # the budget's arithmetic: EngineConfig.kv_reuse_tokens
         self.kv_reuse = cfg.kv_reuse_tokens > 0  # a switch, like shared_prefix (tests, A/B timings)
+        # async GRPO samples on a thread while this one trains: one model, so one call at a time
+        self.lock = threading.RLock()
         if any(t != "full_attention" for t in getattr(config.get_text_config(), "layer_types", None) or []):
             self.kv_reuse = False  # sliding-window layers keep only the window: a stored row would be cut
 
@@ -268,6 +272,7 @@ class LocalEngine:
             probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
         return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
 
+    @locked
     @torch.no_grad()
     def sample(self, prompts: Sequence[ModelInput], num_samples: int = 1, params: SampleParams = SampleParams()) -> list[list[SampledSequence]]:
         prompts = list(prompts)
@@ -525,6 +530,7 @@ class LocalEngine:
         for mb in self._microbatches(datums):
             yield mb, self._target_logprobs([datums[i] for i in mb])
 
+    @locked
     @torch.no_grad()
     def forward(self, datums: Sequence[Datum]) -> list[np.ndarray]:
         out: list[np.ndarray] = [None] * len(datums)  # type: ignore[list-item]
@@ -533,6 +539,7 @@ class LocalEngine:
                 out[i] = lp.cpu().numpy()
         return out
 
+    @locked
     @torch.no_grad()
     def set_reference(self) -> None:
         """Freeze the current weights as the KL reference that `forward_base` scores with (RL
@@ -544,6 +551,7 @@ class LocalEngine:
         else:
             self._base_model = copy.deepcopy(self.model).eval().requires_grad_(False)
 
+    @locked
     def forward_base(self, datums: Sequence[Datum]) -> list[np.ndarray]:
         """Target logprobs under the KL reference: the weights `set_reference` froze, else the
         untrained base model (LoRA off, or for full fine-tuning the original weights reloaded
@@ -570,6 +578,7 @@ class LocalEngine:
         finally:
             self.model = trained
 
+    @locked
     def forward_backward(self, datums: Sequence[Datum], loss_fn: str, loss_config: dict | None = None) -> ForwardBackwardResult:
         if loss_fn not in REQUIRED_INPUTS:
             raise ValueError(f"unknown loss_fn {loss_fn!r}; use one of {', '.join(REQUIRED_INPUTS)}")
@@ -607,6 +616,7 @@ class LocalEngine:
         return torch.optim.AdamW(self._params(), lr=adam.learning_rate, betas=(adam.beta1, adam.beta2),
                                  eps=adam.eps, weight_decay=adam.weight_decay, foreach=False)
 
+    @locked
     def optim_step(self, adam: AdamParams) -> dict[str, float]:
         if self.optimizer is None:
             self.optimizer = self._new_optimizer(adam)
@@ -624,13 +634,20 @@ class LocalEngine:
         self.step += 1
         return {"grad_norm": grad_norm, "learning_rate": adam.learning_rate, "step": float(self.step)}
 
+    @locked
     def train_step(self, datums: Sequence[Datum], loss_fn: str, adam: AdamParams, loss_config: dict | None = None) -> ForwardBackwardResult:
         result = self.forward_backward(datums, loss_fn, loss_config)
         result.metrics.update(self.optim_step(adam))
         return result
 
+    def snapshot_sampler(self, keep: int = 1) -> SnapshotSampler:
+        """A sampler on the weights as they are now, while training moves on (async GRPO): a copy
+        of the trainable tensors (LoRA: the adapter, small; full fine-tuning: every trained weight)."""
+        return SnapshotSampler(self, {n: p.detach().clone() for n, p in self.trainable}, self._weights_version())
+
     # -- checkpoints ------------------------------------------------------------------------------
 
+    @locked
     def save_state(self, path: str) -> str:
         """Trainable weights + optimizer + step + RNG, written to a temp folder then renamed."""
         from safetensors.torch import save_file
@@ -655,6 +672,7 @@ class LocalEngine:
         _atomic_replace(tmp, final)
         return str(final)
 
+    @locked
     def load_state(self, path: str, with_optimizer: bool = True) -> None:
         from safetensors.torch import load_file
 
@@ -684,6 +702,7 @@ class LocalEngine:
         for p in self._params():
             p.grad = None
 
+    @locked
     def export(self, path: str, merged: bool = False) -> str:
         """A PEFT adapter folder (LoRA, merged=False) or a full HF model folder that plain
         transformers loads (merged LoRA or full fine-tuning); tokenizer and processor included."""

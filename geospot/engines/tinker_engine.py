@@ -525,7 +525,17 @@ class TinkerEngine:
     # -- sampling
 
     def sample(self, prompts: Sequence[ModelInput], num_samples: int, params: SampleParams) -> list[list[SampledSequence]]:
-        sampler = self.sampling_client()
+        return self._sample_with(self.sampling_client(), prompts, num_samples, params)
+
+    def snapshot_sampler(self, keep: int = 1):
+        """A sampler on the weights as they are now (async GRPO): Tinker's sampling client for the
+        current weights, as tinker-cookbook keeps one per sampler version; training moves on."""
+        from geospot.engines.snapshot import PinnedSampler
+
+        client = self.sampling_client()
+        return PinnedSampler(lambda prompts, n, params: self._sample_with(client, prompts, n, params), self.renderer)
+
+    def _sample_with(self, sampler, prompts: Sequence[ModelInput], num_samples: int, params: SampleParams) -> list[list[SampledSequence]]:
         sp = to_tinker_sampling_params(params, self.renderer.stop_token_ids)
         # Submit every prompt before waiting on any: the service batches them.
         futures = [sampler.sample(prompt=to_tinker_model_input(p), num_samples=num_samples, sampling_params=sp) for p in prompts]

@@ -59,6 +59,7 @@ class RLConfig:
     grad_clip_norm: float | None = option(None, "clip the gradient norm (None = off)")
     loss_fn: Literal["importance_sampling", "ppo"] = option("importance_sampling", "policy-gradient loss: Tinker's importance_sampling (ratio to the sampler's logprobs), or ppo (clipped ratio)")
     ppo_clip: float = option(0.2, "ppo: clip the ratio to [1-c, 1+c]")
+    max_steps_off_policy: int = option(0, "async GRPO: sample the next steps while this one trains, on weights at most this many steps old; 0 = synchronous (sample, then train). docs/async.md")
     kl_coef: float = option(0.0, "KL penalty to the starting policy (load_checkpoint_path's weights, else the base model), subtracted from advantages per token; 0 = off")
     advantage: Literal["per_turn", "trajectory"] = option("per_turn", "telescoping credit: per_turn = turn t's tokens get the return-to-go from t centred across the group at turn t; trajectory = one centred total for all turns (seed / tinker-cookbook)")
     scale_by_std: bool = option(False, "divide centred rewards by the group std; off by default (Dr. GRPO, Liu et al. 2025: std scaling up-weights too-easy and too-hard groups)")
@@ -98,6 +99,7 @@ class RLConfig:
         require(all("{prev}" in p for p in self.turn_prompts[1:]), "turn_prompts", "every prompt after the first must contain {prev}")
         require(self.max_tokens >= 8, "max_tokens", f"{self.max_tokens} cannot hold an answer; use >= 16")
         require(self.eval_every >= 0 and self.save_every >= 1, "eval_every/save_every", "eval_every >= 0, save_every >= 1")
+        require(self.max_steps_off_policy >= 0, "max_steps_off_policy", f"{self.max_steps_off_policy} must be >= 0 (0 = synchronous)")
         require(self.kl_coef >= 0 and self.eval_temperature >= 0, "kl_coef/eval_temperature", "must be >= 0")
         self.engine_config({}).validate()
 
@@ -160,8 +162,8 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> dict:
     from geospot.rl.datums import build_datums
     from geospot.rl.kl import apply_kl_penalty
     from geospot.rl.metrics import image_records, rollout_metrics
-    from geospot.rl.rollouts import RolloutStats, do_group_rollouts
-    from geospot.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from geospot.rl.pipeline import BatchSource, RolloutPipeline, importance_ratio_metrics, sampler_factory
+    from geospot.train.checkpoint import latest_checkpoint, load_checkpoint, read_extra, save_checkpoint
     from geospot.train.common import Progress, TimeBudget, seed_everything, write_config
     from geospot.train.sft import finishing, make_writer, open_inputs  # the same run handling as SFT
 
@@ -205,21 +207,30 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> dict:
         progress.note(f"eval step {done}: " + " ".join(f"{k}={ev.metrics[k]:.4g}" for k in ("geoscore", "median_km", "acc_200km", "acc_750km") if k in ev.metrics))
         return {f"eval/{k}": v for k, v in ev.metrics.items()}
 
-    with finishing(writer, stream, close_writer=own_writer):
+    # Rollouts come from the pipeline (geospot/rl/pipeline.py): max_steps_off_policy=0 samples each
+    # step right here, as before; k >= 1 samples the next steps on a thread while this one trains.
+    # A batch's tau is the one published with the weights it samples with.
+    source = BatchSource(
+        samples=lambda s: stream.next_batch(cfg.batch_size),
+        builders=lambda samples, ctx: make_group_builders(cfg, samples, engine.renderer, ctx["tau_km"]),
+        params=lambda s: SampleParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed * 1_000_003 + s * 7919))
+    pipeline = RolloutPipeline(source, cfg.group_size, cfg.max_steps_off_policy, end_step=cfg.max_steps)
+    new_sampler = sampler_factory(engine, cfg.max_steps_off_policy)
+    tau_context = lambda s: {"tau_km": float(tau.tau(budget.schedule_step(s, cfg.max_steps)))}
+    inflight = pipeline.restore(read_extra(ckpt, "inflight") or []) if ckpt is not None else []
+
+    with finishing(writer, stream, close_writer=own_writer), pipeline:
         if heldout and cfg.eval_at_start and start == 0:
             evaluate_now(0)
             progress.restart()  # the ETA counts training steps, not the baseline eval
+        pipeline.start(start, new_sampler(), tau_context(start), inflight)
         for step in range(start, cfg.max_steps):
             if budget.expired():  # a time-limited run resumed after its time ran out
                 break
             budget.begin_step()
             t_step = time.perf_counter()
-            samples = stream.next_batch(cfg.batch_size)
-            tau_km = float(tau.tau(budget.schedule_step(step, cfg.max_steps)))
-            builders = make_group_builders(cfg, samples, engine.renderer, tau_km)
-            params = SampleParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed * 1_000_003 + step * 7919)
-            stats = RolloutStats()
-            trajectories_BG = do_group_rollouts(engine, builders, cfg.group_size, params, stats)
+            batch, async_metrics = pipeline.next_batch(step)
+            samples, trajectories_BG, stats, tau_km = batch.samples, batch.trajectories_BG, batch.stats, batch.context["tau_km"]
 
             adv = compute_advantages(trajectories_BG, credit, cfg.scale_by_std)
             datums_D = build_datums(trajectories_BG, adv)
@@ -234,7 +245,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> dict:
             metrics = rollout_metrics(samples, trajectories_BG, num_turns=1 if cfg.env_type == "single" else len(cfg.turn_prompts))
             finals = [t.transitions[-1].metrics.get("distance_km", math.nan) for g in trajectories_BG for t in g]
             recent_km.append([float(d) for d in finals if math.isfinite(d)])
-            if hasattr(tau, "observe"):
+            if hasattr(tau, "observe"):  # the distances of the groups just trained
                 tau.observe(np.asarray(finals, dtype=float))
             if reward_kind(cfg) == "kernel":  # tau means nothing to the GeoScore reward: don't chart it
                 metrics["tau_km"] = tau_km
@@ -249,19 +260,26 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> dict:
                 metrics["kl"] = kl
             if datums_D:
                 metrics.update({f"train/{k}": float(v) for k, v in result.metrics.items()})
+                metrics.update(importance_ratio_metrics(datums_D, result.logprobs, cfg.ppo_clip))
+            if cfg.max_steps_off_policy > 0:
+                metrics.update(async_metrics)
             done = step + 1  # logged as SFT does: the number of optimizer steps done
             writer.log_step(done, metrics)
             if cfg.log_images_every and step % cfg.log_images_every == 0:
-                writer.log_images(done, image_records(samples, trajectories_BG, engine.renderer), split="train")
+                writer.log_images(done, image_records(samples, trajectories_BG, engine.renderer, batch.versions_B), split="train")
             progress.update(step, {k: metrics[k] for k in ("reward_mean", "median_km", "tau_km", "format_rate", "dropped_groups", "tokens_per_s") if k in metrics})
 
             budget.end_step()
+            pipeline.publish(done, new_sampler(), tau_context(done))  # the next batches sample these weights
             last = done == cfg.max_steps or budget.expired()  # the time limit ends the run as max_steps does
             if heldout and (done % cfg.eval_every == 0 or last):
-                metrics.update(evaluate_now(done))
+                with pipeline.paused():  # the sampling thread stays off the engine while it evaluates
+                    metrics.update(evaluate_now(done))
             if done % cfg.save_every == 0 or last:
+                inflight = pipeline.inflight()  # every step sampled ahead; the stream then rests until the next publish
                 save_checkpoint(log_dir, done, engine, data_state=stream.state_dict(),
-                                loop_state={"recent_km": list(recent_km), "train_seconds": budget.spent}, keep_last=cfg.keep_checkpoints)
+                                loop_state={"recent_km": list(recent_km), "train_seconds": budget.spent},
+                                extra={"inflight": inflight} if inflight else None, keep_last=cfg.keep_checkpoints)
             if last:
                 break
     return metrics
