@@ -9,7 +9,7 @@ overlap only where the GIL is released between calls, see docs/async.md)."""
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 from geospot.engines.types import ModelInput, SampledSequence, SampleParams
 
@@ -40,8 +40,8 @@ class SnapshotSampler:
         return self.engine.renderer
 
     def sample(self, prompts: Sequence[ModelInput], num_samples: int = 1,
-               params: SampleParams = SampleParams()) -> list[list[SampledSequence]]:
-        eng = self.engine
+               params: SampleParams | None = None) -> list[list[SampledSequence]]:
+        eng, params = self.engine, params or SampleParams()
         with eng.lock:
             if eng._weights_version() == self.version:  # nothing trained since: the live weights are ours
                 return eng.sample(prompts, num_samples, params)
@@ -69,5 +69,5 @@ class PinnedSampler:
         self._sample, self.renderer = sample_fn, renderer
 
     def sample(self, prompts: Sequence[ModelInput], num_samples: int = 1,
-               params: SampleParams = SampleParams()) -> list[list[SampledSequence]]:
-        return self._sample(list(prompts), num_samples, params)
+               params: SampleParams | None = None) -> list[list[SampledSequence]]:
+        return self._sample(list(prompts), num_samples, params or SampleParams())

@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol, Self
 
 from geospot.engines.types import ModelInput, SampledSequence, SampleParams
 from geospot.envs.types import EnvGroupBuilder, Trajectory
@@ -167,7 +168,7 @@ class RolloutPipeline:
         """Batches back from inflight() states (their builders are rebuilt when a group is resampled)."""
         return [Batch(**s) for s in states]
 
-    def __enter__(self) -> "RolloutPipeline":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -200,7 +201,7 @@ class RolloutPipeline:
                     if self.end_step is not None and step >= self.end_step:
                         return
                     version = self._version_for(step)
-                    self._cond.wait_for(lambda: self._closed or (not self._paused and self._latest >= version))
+                    self._cond.wait_for(lambda v=version: self._closed or (not self._paused and self._latest >= v))
                     if self._closed:
                         return
                     sampler, context = self._published[version]
@@ -215,7 +216,7 @@ class RolloutPipeline:
                     self._ready[step] = batch
                     self._next = step + 1
                     self._cond.notify_all()
-        except BaseException as e:  # handed to the loop by next_batch / paused: never a silent hang
+        except BaseException as e:  # noqa: BLE001 -- handed to the loop by next_batch / paused: never a silent hang
             with self._cond:
                 self._error = e
                 self._cond.notify_all()

@@ -5,7 +5,7 @@ Tokens are Unicode code points; token 0 ends a turn; an image is one placeholder
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from geospot.engines.types import ImageChunk, ModelInput, SampledSequence, SampleParams, TextChunk
 

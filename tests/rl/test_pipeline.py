@@ -15,8 +15,13 @@ from geospot.engines.types import SampleParams
 from geospot.envs.rewards import KernelReward
 from geospot.envs.single_turn import SingleTurnGroupBuilder
 from geospot.prompts import format_answer
-from geospot.rl.pipeline import (BatchSource, RolloutPipeline, importance_ratio_metrics, sampler_factory,
-                                 staleness_metrics)
+from geospot.rl.pipeline import (
+    BatchSource,
+    RolloutPipeline,
+    importance_ratio_metrics,
+    sampler_factory,
+    staleness_metrics,
+)
 from geospot.rl.testing import ScriptedEngine, VersionedScriptedEngine
 
 B, G = 2, 3
@@ -76,7 +81,7 @@ def run(engine, k, steps, start=0, inflight=(), stop_after=None, datums=True):
     """The loop as geospot/train/rl.py runs it; -> (batches, metrics, in-flight state at the stop)."""
     pipe = RolloutPipeline(source(), G, k, end_step=steps)
     new_sampler = sampler_factory(engine, k)
-    ctx = lambda v: {"tau_km": 1000.0 + v}  # noqa: E731
+    ctx = lambda v: {"tau_km": 1000.0 + v}
     batches, metrics, state = [], [], None
     with pipe:
         pipe.start(start, new_sampler(), ctx(start), pipe.restore(inflight))
@@ -159,7 +164,7 @@ def test_resume_from_the_in_flight_state_repeats_the_uninterrupted_run(k):
     eng = VersionedScriptedEngine(answer_version)
     eng.version = 3  # the checkpoint's weights
     rest, _, _ = run(eng, k, steps=6, start=3, inflight=state)
-    key = lambda b: (b.step, [s.id for s in b.samples], b.versions_B, versions_of(b), b.context)  # noqa: E731
+    key = lambda b: (b.step, [s.id for s in b.samples], b.versions_B, versions_of(b), b.context)
     assert [key(b) for b in first + rest] == [key(b) for b in full]
 
 
