@@ -14,12 +14,13 @@ staleness cost? Two parts, both through the real loop (geospot.train.rl.run):
    `--sweep` also measures 0.3 / 0.5 / 0.7. With one sampler in flight a step of k >= 1 can take no
    less than max(sample, train): the ideal ratio is (S + T) / max(S, T) = 1 / max(share, 1 - share).
 
-2. Learning: from one short SFT warm start (tiny random Qwen2.5-VL, synthetic world, CPU; made here),
+2. Learning: from one SFT warm start (tiny random Qwen2.5-VL, synthetic world, CPU; made here),
    `--quality-steps` GRPO steps at k = 0 and k = 1, then greedy held-out GeoScore on the same images
    (the loop's final eval). Goal: k = 1 within 10 % of k = 0. The start's GeoScore is printed too,
    so the reader sees how far GRPO moved either arm.
 
-    python benchmarks/async_rl.py                  # ~4 min on 2 shared cores
+    python benchmarks/async_rl.py                  # ~20 min on 2 shared cores (13 of them the warm start)
+    python benchmarks/async_rl.py --warm runs/sft  # GRPO from an SFT run of the same model and data
     python benchmarks/async_rl.py --skip-quality --sweep   # timing only, with the split sweep
 
 One JSON line on stdout (the last line), a table on stderr. Results: docs/async.md."""
@@ -28,8 +29,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import io
+import itertools
 import json
 import os
 import statistics
@@ -44,7 +45,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TINKER_STEP_S = (379.0, 541.0)  # the original project's Tinker step times (64 images x 16 rollouts)
 MODEL = "tiny:qwen2_5_vl:tiny"
-DATA = "synthetic:n=512,size=56,seed=0"
+DATA = "synthetic:n=2000,size=56,seed=0"
 
 
 class LatencyEngine:
@@ -98,7 +99,7 @@ def latencies(steps: int, split: float, scale: float, seed: int = 0) -> tuple[li
 
 def timing_arm(k: int, steps: int, split: float, scale: float, tmp: Path) -> dict:
     """The real loop on a LatencyEngine; per-step wall from the metrics' timestamps."""
-    import geospot.engines as engines
+    from geospot import engines
     from geospot.rl.testing import VersionedScriptedEngine
     from geospot.train.common import read_jsonl
     from geospot.train.rl import RLConfig, run
@@ -119,7 +120,7 @@ def timing_arm(k: int, steps: int, split: float, scale: float, tmp: Path) -> dic
         engines.make_engine = original
     rows = [r for r in read_jsonl(log / "metrics.jsonl") if "reward_mean" in r]
     stamps = [r["time"] for r in rows]
-    per_step = [b - a for a, b in zip(stamps, stamps[1:])][1:]  # step 1's own start is not logged; skip the fill-up
+    per_step = [b - a for a, b in itertools.pairwise(stamps)][1:]  # step 1's own start is not logged; skip the fill-up
     return {"k": k, "split": split, "steps": len(rows), "wall_per_step_s": statistics.mean(per_step),
             "wall_per_step_sd": statistics.stdev(per_step) if len(per_step) > 1 else 0.0, "run_wall_s": total,
             "ideal_sync_s": statistics.mean([s + t for s, t in zip(sample_s, train_s)][2:]),
@@ -128,12 +129,14 @@ def timing_arm(k: int, steps: int, split: float, scale: float, tmp: Path) -> dic
 
 
 def warm_start(tmp: Path, steps: int) -> Path:
+    """benchmarks/rl_vs_sft.py's warm-start recipe (full fine-tuning of the random tiny model)."""
     from geospot.train.sft import SFTConfig, train
 
     log = tmp / "sft"
     train(SFTConfig(model_name=MODEL, lora_rank=0, device="cpu", data=DATA, eval_n=0, prompt_style="both",
-                    answer_decimals=1, batch_size=16, learning_rate=5e-3, lr_schedule="cosine", warmup_steps=3,
-                    max_steps=steps, save_every=0, log_path=str(log), behavior_if_log_dir_exists="delete"),
+                    answer_decimals=1, batch_size=32, learning_rate=3e-3, lr_schedule="cosine", warmup_steps=5,
+                    max_steps=steps, save_every=0, eval_at_start=False, log_path=str(log),
+                    behavior_if_log_dir_exists="delete"),
           stderr=io.StringIO())
     return log
 
@@ -142,7 +145,7 @@ def quality_arm(k: int, sft: Path, steps: int, seed: int, eval_n: int, tmp: Path
     from geospot.train.rl import RLConfig, run
 
     cfg = RLConfig(load_checkpoint_path=str(sft), data=DATA, env_type="single", batch_size=8, group_size=8,
-                   max_steps=steps, max_tokens=20, learning_rate=3e-5, eval_every=steps, eval_n=eval_n,
+                   max_steps=steps, max_tokens=20, eval_every=steps, eval_n=eval_n,
                    save_every=10**6, log_images_every=0, seed=seed, max_steps_off_policy=k,
                    log_path=str(tmp / f"q-k{k}-s{seed}"), behavior_if_log_dir_exists="delete")
     t0 = time.perf_counter()
@@ -153,11 +156,15 @@ def quality_arm(k: int, sft: Path, steps: int, seed: int, eval_n: int, tmp: Path
     rows = read_jsonl(tmp / f"q-k{k}-s{seed}" / "metrics.jsonl")
     start = next(r["eval/geoscore"] for r in rows if r.get("step") == 0 and "eval/geoscore" in r)
     ratios = [r["async/ratio_mean"] for r in rows if "async/ratio_mean" in r]
-    stamps = [r["time"] for r in rows if "reward_mean" in r]
+    train_rows = [r for r in rows if "reward_mean" in r]
+    stamps = [r["time"] for r in train_rows]
     # the local engine on one device (CPU here): the steps' wall time, evals excluded, fill-up skipped
-    per_step = statistics.mean([b - a for a, b in zip(stamps, stamps[1:])][1:])
+    per_step = statistics.mean([b - a for a, b in itertools.pairwise(stamps)][1:])
     return {"k": k, "seed": seed, "geoscore_start": start, "geoscore": m["eval/geoscore"], "median_km": m["eval/median_km"],
             "local_wall_per_step_s": per_step,
+            # the sampled policy's own training reward, first and last quarter of the steps
+            "train_reward_first_q": statistics.mean(r["reward_mean"] for r in train_rows[:max(1, len(train_rows) // 4)]),
+            "train_reward_last_q": statistics.mean(r["reward_mean"] for r in train_rows[-max(1, len(train_rows) // 4):]),
             "ratio_mean": statistics.mean(ratios) if ratios else None,
             "ratio_share_clipped": statistics.mean(r["async/ratio_share_clipped"] for r in rows if "async/ratio_share_clipped" in r)
             if ratios else None, "wall_s": time.perf_counter() - t0}
@@ -170,10 +177,11 @@ def main() -> None:
     p.add_argument("--scale", type=float, default=0.002, help="benchmark seconds per Tinker second (0.002: 0.76-1.08 s steps)")
     p.add_argument("--sweep", action="store_true", help="also time k=0 and k=1 at sample shares 0.3, 0.5, 0.7")
     p.add_argument("--skip-quality", action="store_true", help="timing only")
-    p.add_argument("--sft-steps", type=int, default=60, help="warm start SFT steps (batch 16)")
-    p.add_argument("--quality-steps", type=int, default=12, help="GRPO steps per arm (batch 8 x group 8)")
+    p.add_argument("--warm", default=None, help="an SFT run folder to start GRPO from (default: train one here)")
+    p.add_argument("--sft-steps", type=int, default=400, help="warm start SFT steps (batch 32), when no --warm")
+    p.add_argument("--quality-steps", type=int, default=16, help="GRPO steps per arm (batch 8 x group 8)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="GRPO seeds per arm")
-    p.add_argument("--eval-n", type=int, default=48, help="held-out images")
+    p.add_argument("--eval-n", type=int, default=64, help="held-out images")
     args = p.parse_args()
 
     import torch
@@ -202,18 +210,19 @@ def main() -> None:
                 print(f"split {split}: sync {a0['wall_per_step_s']:.3f}, k=1 {a1['wall_per_step_s']:.3f} ({r:.2f}x, "
                       f"ideal {1 / max(split, 1 - split):.2f}x)", file=sys.stderr)
         if not args.skip_quality:
-            sft = warm_start(tmp, args.sft_steps)
+            sft = Path(args.warm) if args.warm else warm_start(tmp, args.sft_steps)
             q = [quality_arm(k, sft, args.quality_steps, s, args.eval_n, tmp) for s in args.seeds for k in (0, 1)]
             for r in q:
                 print(f"quality k={r['k']} seed={r['seed']}: GeoScore {r['geoscore_start']:.0f} -> {r['geoscore']:.0f} "
                       f"(median {r['median_km']:.0f} km), ratio mean {r['ratio_mean']}", file=sys.stderr)
-            mean = lambda k: statistics.mean(r["geoscore"] for r in q if r["k"] == k)  # noqa: E731
-            local = lambda k: statistics.mean(r["local_wall_per_step_s"] for r in q if r["k"] == k)  # noqa: E731
+            mean = lambda k: statistics.mean(r["geoscore"] for r in q if r["k"] == k)
+            local = lambda k: statistics.mean(r["local_wall_per_step_s"] for r in q if r["k"] == k)
             out["local_engine_one_device"] = {"wall_per_step_k0_s": round(local(0), 3), "wall_per_step_k1_s": round(local(1), 3),
                                               "speedup_k1": round(local(0) / local(1), 3)}
             print(f"local engine, one device: k=0 {local(0):.2f} s/step, k=1 {local(1):.2f} s/step "
                   f"({local(0) / local(1):.2f}x)", file=sys.stderr)
-            out["quality"] = {"model": MODEL, "data": DATA, "sft_steps": args.sft_steps, "grpo_steps": args.quality_steps,
+            out["quality"] = {"model": MODEL, "data": DATA, "warm": "given" if args.warm else f"{args.sft_steps} SFT steps",
+                              "grpo_steps": args.quality_steps,
                               "eval_n": args.eval_n, "seeds": args.seeds,
                               "arms": [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in q],
                               "geoscore_k0": round(mean(0), 1), "geoscore_k1": round(mean(1), 1),

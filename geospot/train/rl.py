@@ -3,7 +3,9 @@
   config -> run folder -> engine (+ SFT weights or resume) -> for each step:
   B images -> G rollouts each, turn-synchronous -> group-centred advantages -> one datum per
   trajectory -> one train_step (importance sampling by default) -> metrics, rollout records,
-  periodic greedy held-out eval, checkpoint.
+  periodic greedy held-out eval, checkpoint. With max_steps_off_policy=k >= 1 the next steps'
+  rollouts are sampled on a thread (with the weights of k steps back) while a step trains
+  (geospot/rl/pipeline.py, docs/async.md).
 
 Every source of randomness is a function of (seed, step) or lives in the checkpoint, so a run
 killed at any point and resumed ends with the same weights as an uninterrupted one (unless
@@ -217,13 +219,13 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> dict:
     pipeline = RolloutPipeline(source, cfg.group_size, cfg.max_steps_off_policy, end_step=cfg.max_steps)
     new_sampler = sampler_factory(engine, cfg.max_steps_off_policy)
     tau_context = lambda s: {"tau_km": float(tau.tau(budget.schedule_step(s, cfg.max_steps)))}
-    inflight = pipeline.restore(read_extra(ckpt, "inflight") or []) if ckpt is not None else []
+    sampled_ahead = pipeline.restore(read_extra(ckpt, "inflight") or []) if ckpt is not None else []
 
     with finishing(writer, stream, close_writer=own_writer), pipeline:
         if heldout and cfg.eval_at_start and start == 0:
             evaluate_now(0)
             progress.restart()  # the ETA counts training steps, not the baseline eval
-        pipeline.start(start, new_sampler(), tau_context(start), inflight)
+        pipeline.start(start, new_sampler(), tau_context(start), sampled_ahead)
         for step in range(start, cfg.max_steps):
             if budget.expired():  # a time-limited run resumed after its time ran out
                 break
