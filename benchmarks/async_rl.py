@@ -124,6 +124,8 @@ def timing_arm(k: int, steps: int, split: float, scale: float, tmp: Path) -> dic
     return {"k": k, "split": split, "steps": len(rows), "wall_per_step_s": statistics.mean(per_step),
             "wall_per_step_sd": statistics.stdev(per_step) if len(per_step) > 1 else 0.0, "run_wall_s": total,
             "ideal_sync_s": statistics.mean([s + t for s, t in zip(sample_s, train_s)][2:]),
+            # one sampler in flight: step s+1's sampling overlaps step s's training
+            "ideal_overlap_s": statistics.mean(max(sample_s[i + 1], train_s[i]) for i in range(1, steps - 1)),
             "staleness_mean": statistics.mean(r.get("async/staleness_mean", 0.0) for r in rows),
             "datums_per_step": statistics.mean(r["datums"] for r in rows)}
 

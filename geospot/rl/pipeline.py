@@ -125,7 +125,8 @@ class RolloutPipeline:
             self._published[version] = (sampler, dict(context))
             self._latest = version
             # versions older than the thread's next one (and not the newest) are never sampled again
-            for v in [v for v in self._published if v < min(self._version_for(self._next), version)]:
+            keep_from = version if self.k == 0 else min(self._version_for(self._next), version)
+            for v in [v for v in self._published if v < keep_from]:
                 del self._published[v]
             self._cond.notify_all()
 
@@ -178,8 +179,8 @@ class RolloutPipeline:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=self.wait_timeout_s)
+        if self._thread is not None:  # it ends after the batch it is sampling; a daemon, so never waited on long
+            self._thread.join(timeout=10.0)
 
     # -- the thread's side -------------------------------------------------------------------
 
