@@ -4,12 +4,11 @@ with the weights of their moment afterwards, on the local engine, on Tinker and 
 import numpy as np
 import pytest
 import torch
+from engine_helpers import random_image, tiny_engine
 
 from geospot import prompts
 from geospot.engines.datums import make_datum
 from geospot.engines.types import AdamParams, ModelInput, SampleParams
-
-from engine_helpers import random_image, tiny_engine
 
 
 def _answer_datum(engine):

@@ -4,12 +4,12 @@ from a checkpoint holding an in-flight batch that ends exactly as the uninterrup
 
 import shutil
 
+from resume_helpers import assert_same_final_tensors
+from test_rl_run import DATA, sft_run  # noqa: F401  (the module's SFT warm start, a fixture)
+
 from geospot.runs.store import RunReader
 from geospot.train.common import read_jsonl
 from geospot.train.rl import RLConfig, run
-
-from resume_helpers import assert_same_final_tensors
-from test_rl_run import DATA, sft_run  # noqa: F401  (the module's SFT warm start, a fixture)
 
 
 def _cfg(sft, log, **kw):
@@ -40,6 +40,6 @@ def test_async_run_metrics_records_and_resume_from_in_flight_batch(sft_run, tmp_
     shutil.rmtree(resumed / "checkpoints" / "3", ignore_errors=True)
     run(_cfg(sft_run, resumed, behavior_if_log_dir_exists="resume"))
     assert_same_final_tensors(full, resumed, 4)
-    key = lambda path: [(r["step"], r["reward_mean"], r["async/staleness_max"]) for r in read_jsonl(path / "metrics.jsonl")  # noqa: E731
+    key = lambda path: [(r["step"], r["reward_mean"], r["async/staleness_max"]) for r in read_jsonl(path / "metrics.jsonl")
                         if "reward_mean" in r]
     assert key(resumed) == key(full)
