@@ -68,7 +68,12 @@ class LatencyEngine:
         from geospot.engines.snapshot import PinnedSampler
 
         snap = self.inner.snapshot_sampler(keep=keep)
-        return PinnedSampler(lambda p, n, params: (self._sleep_sample(params), snap.sample(p, n, params))[1], self.renderer)
+
+        def sample(prompts, n, params):
+            self._sleep_sample(params)
+            return snap.sample(prompts, n, params)
+
+        return PinnedSampler(sample, self.renderer)
 
     def train_step(self, datums, loss_fn, adam, loss_config=None):
         time.sleep(self.train_s[self.inner.version % len(self.train_s)])
@@ -152,7 +157,7 @@ def quality_arm(k: int, sft: Path, steps: int, seed: int, eval_n: int, tmp: Path
                    log_path=str(tmp / f"q-k{k}-s{seed}"), behavior_if_log_dir_exists="delete")
     t0 = time.perf_counter()
     with contextlib.redirect_stderr(io.StringIO()):
-        m = run(cfg)
+        m = run(cfg).metrics
     from geospot.train.common import read_jsonl
 
     rows = read_jsonl(tmp / f"q-k{k}-s{seed}" / "metrics.jsonl")
@@ -162,21 +167,25 @@ def quality_arm(k: int, sft: Path, steps: int, seed: int, eval_n: int, tmp: Path
     stamps = [r["time"] for r in train_rows]
     # the local engine on one device (CPU here): the steps' wall time, evals excluded, fill-up skipped
     per_step = statistics.mean([b - a for a, b in itertools.pairwise(stamps)][1:])
-    return {"k": k, "seed": seed, "geoscore_start": start, "geoscore": m["eval/geoscore"], "median_km": m["eval/median_km"],
-            "local_wall_per_step_s": per_step,
+    quarter = max(1, len(train_rows) // 4)
+    clipped = [r["async/ratio_share_clipped"] for r in rows if "async/ratio_share_clipped" in r]
+    return {"k": k, "seed": seed, "geoscore_start": start, "geoscore": m["eval/geoscore"],
+            "median_km": m["eval/median_km"], "local_wall_per_step_s": per_step,
             # the sampled policy's own training reward, first and last quarter of the steps
-            "train_reward_first_q": statistics.mean(r["reward_mean"] for r in train_rows[:max(1, len(train_rows) // 4)]),
-            "train_reward_last_q": statistics.mean(r["reward_mean"] for r in train_rows[-max(1, len(train_rows) // 4):]),
+            "train_reward_first_q": statistics.mean(r["reward_mean"] for r in train_rows[:quarter]),
+            "train_reward_last_q": statistics.mean(r["reward_mean"] for r in train_rows[-quarter:]),
             "ratio_mean": statistics.mean(ratios) if ratios else None,
-            "ratio_share_clipped": statistics.mean(r["async/ratio_share_clipped"] for r in rows if "async/ratio_share_clipped" in r)
-            if ratios else None, "wall_s": time.perf_counter() - t0}
+            "ratio_share_clipped": statistics.mean(clipped) if ratios else None, "wall_s": time.perf_counter() - t0}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=12, help="timed steps per arm (the first two are the fill-up, not averaged)")
-    p.add_argument("--split", type=float, default=0.55, help="sample share of a Tinker step (assumed; see the docstring)")
-    p.add_argument("--scale", type=float, default=0.002, help="benchmark seconds per Tinker second (0.002: 0.76-1.08 s steps)")
+    p.add_argument("--steps", type=int, default=12,
+                   help="timed steps per arm (the first two are the fill-up, not averaged)")
+    p.add_argument("--split", type=float, default=0.55,
+                   help="sample share of a Tinker step (assumed; see the docstring)")
+    p.add_argument("--scale", type=float, default=0.002,
+                   help="benchmark seconds per Tinker second (0.002: 0.76-1.08 s steps)")
     p.add_argument("--sweep", action="store_true", help="also time k=0 and k=1 at sample shares 0.3, 0.5, 0.7")
     p.add_argument("--skip-quality", action="store_true", help="timing only")
     p.add_argument("--warm", default=None, help="an SFT run folder to start GRPO from (default: train one here)")
@@ -196,18 +205,22 @@ def main() -> None:
         tmp = Path(d)
         arms = [timing_arm(k, args.steps, args.split, args.scale, tmp) for k in (0, 1, 2)]
         sync = arms[0]["wall_per_step_s"]
-        out["timing"] = {f"k{a['k']}": {key: round(v, 4) if isinstance(v, float) else v for key, v in a.items()} for a in arms}
+        rounded = lambda a: {key: round(v, 4) if isinstance(v, float) else v for key, v in a.items()}
+        out["timing"] = {f"k{a['k']}": rounded(a) for a in arms}
         out["speedup_k1"] = round(sync / arms[1]["wall_per_step_s"], 3)
         out["speedup_k2"] = round(sync / arms[2]["wall_per_step_s"], 3)
         out["ideal_speedup"] = round(1 / max(args.split, 1 - args.split), 3)
-        print(f"split {args.split}: sync {sync:.3f} s/step, k=1 {arms[1]['wall_per_step_s']:.3f} ({out['speedup_k1']}x), "
-              f"k=2 {arms[2]['wall_per_step_s']:.3f} ({out['speedup_k2']}x), ideal {out['ideal_speedup']}x", file=sys.stderr)
+        print(f"split {args.split}: sync {sync:.3f} s/step, "
+              f"k=1 {arms[1]['wall_per_step_s']:.3f} ({out['speedup_k1']}x), "
+              f"k=2 {arms[2]['wall_per_step_s']:.3f} ({out['speedup_k2']}x), ideal {out['ideal_speedup']}x",
+              file=sys.stderr)
         if args.sweep:
             out["sweep"] = {}
             for split in (0.3, 0.5, 0.7):
                 a0, a1 = (timing_arm(k, args.steps, split, args.scale, tmp) for k in (0, 1))
                 r = a0["wall_per_step_s"] / a1["wall_per_step_s"]
-                out["sweep"][str(split)] = {"sync_s": round(a0["wall_per_step_s"], 4), "k1_s": round(a1["wall_per_step_s"], 4),
+                out["sweep"][str(split)] = {"sync_s": round(a0["wall_per_step_s"], 4),
+                                            "k1_s": round(a1["wall_per_step_s"], 4),
                                             "speedup_k1": round(r, 3), "ideal": round(1 / max(split, 1 - split), 3)}
                 print(f"split {split}: sync {a0['wall_per_step_s']:.3f}, k=1 {a1['wall_per_step_s']:.3f} ({r:.2f}x, "
                       f"ideal {1 / max(split, 1 - split):.2f}x)", file=sys.stderr)
@@ -219,14 +232,16 @@ def main() -> None:
                       f"(median {r['median_km']:.0f} km), ratio mean {r['ratio_mean']}", file=sys.stderr)
             mean = lambda k: statistics.mean(r["geoscore"] for r in q if r["k"] == k)
             local = lambda k: statistics.mean(r["local_wall_per_step_s"] for r in q if r["k"] == k)
-            out["local_engine_one_device"] = {"wall_per_step_k0_s": round(local(0), 3), "wall_per_step_k1_s": round(local(1), 3),
+            out["local_engine_one_device"] = {"wall_per_step_k0_s": round(local(0), 3),
+                                              "wall_per_step_k1_s": round(local(1), 3),
                                               "speedup_k1": round(local(0) / local(1), 3)}
             print(f"local engine, one device: k=0 {local(0):.2f} s/step, k=1 {local(1):.2f} s/step "
                   f"({local(0) / local(1):.2f}x)", file=sys.stderr)
-            out["quality"] = {"model": MODEL, "data": DATA, "warm": "given" if args.warm else f"{args.sft_steps} SFT steps",
+            out["quality"] = {"model": MODEL, "data": DATA,
+                              "warm": "given" if args.warm else f"{args.sft_steps} SFT steps",
                               "grpo_steps": args.quality_steps,
                               "eval_n": args.eval_n, "seeds": args.seeds,
-                              "arms": [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in q],
+                              "arms": [rounded(r) for r in q],
                               "geoscore_k0": round(mean(0), 1), "geoscore_k1": round(mean(1), 1),
                               "k1_over_k0": round(mean(1) / mean(0), 4) if mean(0) else None}
     out["total_wall_s"] = round(time.perf_counter() - t0, 1)

@@ -46,7 +46,9 @@ from geospot.rl.rollouts import RolloutStats, do_group_rollouts
 class Sampler(Protocol):
     """What a weights version samples with: an engine, or its snapshot_sampler()."""
 
-    def sample(self, prompts: Sequence[ModelInput], num_samples: int, params: SampleParams) -> list[list[SampledSequence]]: ...
+    def sample(
+        self, prompts: Sequence[ModelInput], num_samples: int, params: SampleParams
+    ) -> list[list[SampledSequence]]: ...
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,8 @@ class RolloutPipeline:
         versions allow is sampled (nothing more can be drawn until the next publish)."""
         with self._cond:
             if self.k > 0:
-                last = self._latest + self.k + 1 if self.end_step is None else min(self._latest + self.k + 1, self.end_step)
+                last = self._latest + self.k + 1
+                last = last if self.end_step is None else min(last, self.end_step)
                 self._wait(lambda: self._next >= last and not self._busy, "the steps to checkpoint")
             return [self._ready[s].state() for s in sorted(self._ready)]
 

@@ -34,8 +34,9 @@ import threading
 import time
 import urllib.request
 import weakref
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from PIL import Image
 
@@ -78,7 +79,7 @@ def thumb_name(image_id: str) -> str:
     return hashlib.sha1(image_id.encode("utf-8")).hexdigest()[:20] + ".jpg"
 
 
-_OPEN_STORES: "weakref.WeakSet[RunStore]" = weakref.WeakSet()
+_OPEN_STORES: weakref.WeakSet[RunStore] = weakref.WeakSet()
 
 
 @atexit.register
@@ -173,7 +174,8 @@ class RunStore:
         try:  # a malformed record is the caller's bug, but still must not stop training
             rows = [
                 (str(rec.image_id), float(rec.lat), float(rec.lon), _dumps(rec.labels or {}),
-                 [(i, str(r.text), _dumps(r.guesses), finite_json(None if r.distance_km is None else float(r.distance_km)),
+                 [(i, str(r.text), _dumps(r.guesses),
+                   finite_json(None if r.distance_km is None else float(r.distance_km)),
                    finite_json(float(r.reward)), _dumps(r.turn_distances_km), _dumps(r.turn_rewards),
                    None if r.weights_version is None else int(r.weights_version))
                   for i, r in enumerate(rec.rollouts)])
@@ -232,7 +234,7 @@ class RunStore:
             log.warning("run store %s: %d failed and %d dropped writes", self.path, self.failed_writes,
                         self.dropped_writes)
 
-    def __enter__(self) -> "RunStore":
+    def __enter__(self) -> RunStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -344,7 +346,8 @@ class RunReader:
                 "JOIN images i USING (image_id) WHERE s.step=? AND s.split=? ORDER BY s.rowid",
                 (step, split)).fetchall()
             # a store written before async GRPO has no weights_version column (read-only here: no migration)
-            version = "weights_version" if "weights_version" in {r[1] for r in con.execute("PRAGMA table_info(rollouts)")} else "NULL"
+            columns = {r[1] for r in con.execute("PRAGMA table_info(rollouts)")}
+            version = "weights_version" if "weights_version" in columns else "NULL"
             rolls = con.execute(
                 f"SELECT image_id, idx, text, guesses, distance_km, reward, turn_distances, turn_rewards, {version} "
                 "FROM rollouts WHERE step=? AND split=? ORDER BY image_id, idx", (step, split)).fetchall()

@@ -43,7 +43,8 @@ def test_tinker_snapshot_keeps_the_sampling_client_of_its_version():
     prompt = ModelInput.from_ints([1, 2, 3])
     s0 = eng.snapshot_sampler()
     c0 = eng._sampler
-    d = make_datum(ModelInput.from_ints([1, 2, 3]), logprobs=np.zeros(3, np.float32), advantages=np.array([0, 1, 1], np.float32))
+    d = make_datum(ModelInput.from_ints([1, 2, 3]), logprobs=np.zeros(3, np.float32),
+                   advantages=np.array([0, 1, 1], np.float32))
     eng.train_step([d], "importance_sampling", AdamParams(1e-4))
     s1 = eng.snapshot_sampler()
     c1 = eng._sampler

@@ -63,9 +63,10 @@ def source(log=None):
             log.append(step)
         return [Sample(id=f"{step}-{b}", image=Image.new("RGB", (8, 8)), lat=0.0, lon=0.0) for b in range(B)]
 
-    return BatchSource(samples=samples,
-                       builders=lambda samples, ctx: [SingleTurnGroupBuilder(s, ENGINE_RENDERER, KernelReward(ctx["tau_km"]))
-                                                      for s in samples],
+    def builders(samples, ctx):
+        return [SingleTurnGroupBuilder(s, ENGINE_RENDERER, KernelReward(ctx["tau_km"])) for s in samples]
+
+    return BatchSource(samples=samples, builders=builders,
                        params=lambda step: SampleParams(max_tokens=32, seed=step))
 
 
@@ -202,7 +203,8 @@ def test_staleness_metrics_by_hand():
 
     batch = Batch(step=7, samples=[0, 0, 0], trajectories_BG=[], versions_B=[7, 6, 5], context={}, resampled=1)
     m = staleness_metrics(batch, 7, wait_s=0.25)
-    assert m == {"async/staleness_mean": 1.0, "async/staleness_max": 2.0, "async/stale_dropped": 1.0, "async/wait_s": 0.25}
+    assert m == {"async/staleness_mean": 1.0, "async/staleness_max": 2.0, "async/stale_dropped": 1.0,
+                 "async/wait_s": 0.25}
 
 
 def test_importance_ratio_metrics_by_hand():

@@ -38,7 +38,8 @@ def test_round_trip(tmp_path):
     assert steps[1]["metrics"] == {"reward": None, "tau_km": None}
     assert r.image_steps() == [{"step": 1, "split": "train", "n": 2, "seq": r.image_steps()[0]["seq"]}]
     a, b = r.images(1)
-    assert (a["image_id"], a["lat"], a["lon"], a["labels"], a["has_thumb"]) == ("a", 48.86, 2.35, {"country": "FR"}, True)
+    got = (a["image_id"], a["lat"], a["lon"], a["labels"], a["has_thumb"])
+    assert got == ("a", 48.86, 2.35, {"country": "FR"}, True)
     assert b["has_thumb"] is False
     assert len(a["rollouts"]) == 8
     ro = a["rollouts"][3]

@@ -28,8 +28,8 @@ def test_async_run_metrics_records_and_resume_from_in_flight_batch(sft_run, tmp_
     assert all(r["async/ratio_mean"] > 0 and 0 <= r["async/ratio_share_clipped"] <= 1 for r in trained)
     assert all(r["async/stale_dropped"] == 0 for r in rows)
     reader = RunReader(full)
-    assert [{ro["weights_version"] for im in reader.images(step) for ro in im["rollouts"]} for step in (1, 2, 3, 4)] == \
-        [{0}, {0}, {1}, {2}]
+    versions = [{ro["weights_version"] for im in reader.images(step) for ro in im["rollouts"]} for step in (1, 2, 3, 4)]
+    assert versions == [{0}, {0}, {1}, {2}]
     assert (full / "checkpoints" / "2" / "extra.pt").exists()  # step 3's batch, sampled before the checkpoint
 
     # Resume from checkpoint 2 as if the run had died in step 3: the in-flight batch (version 1) is
@@ -40,6 +40,6 @@ def test_async_run_metrics_records_and_resume_from_in_flight_batch(sft_run, tmp_
     shutil.rmtree(resumed / "checkpoints" / "3", ignore_errors=True)
     run(_cfg(sft_run, resumed, behavior_if_log_dir_exists="resume"))
     assert_same_final_tensors(full, resumed, 4)
-    key = lambda path: [(r["step"], r["reward_mean"], r["async/staleness_max"]) for r in read_jsonl(path / "metrics.jsonl")
-                        if "reward_mean" in r]
+    key = lambda path: [(r["step"], r["reward_mean"], r["async/staleness_max"])
+                        for r in read_jsonl(path / "metrics.jsonl") if "reward_mean" in r]
     assert key(resumed) == key(full)
