@@ -189,6 +189,7 @@ class Run:
     budget: TimeBudget
     start_step: int = 0  # optimizer steps already done (a resumed run's checkpoint)
     loop_state: dict[str, Any] = field(default_factory=dict)  # what the loop saved with that checkpoint
+    checkpoint: Path | None = None  # the checkpoint a resumed run started from (its extra.pt: runs/checkpoint.py)
     own_writer: bool = True
 
     def steps(self) -> Iterator[int]:
@@ -205,14 +206,16 @@ class Run:
         self.budget.end_step()
         return done == self.cfg.max_steps or self.budget.expired()
 
-    def save(self, done: int, loop_state: dict[str, Any]) -> Path:
-        """checkpoints/<done>/ with the data cursor, the loop's state and the seconds spent."""
+    def save(self, done: int, loop_state: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+        """checkpoints/<done>/ with the data cursor, the loop's state and the seconds spent (and
+        `extra`: objects JSON cannot hold, e.g. async GRPO's batches sampled ahead)."""
         return save_checkpoint(
             self.log_dir,
             done,
             self.engine,
             data_state=self.stream.state_dict(),
             loop_state={**loop_state, "train_seconds": self.budget.spent},
+            extra=extra,
             keep_last=self.cfg.keep_checkpoints or None,
         )
 
@@ -259,7 +262,7 @@ def start_run(
     if ckpt_dir is not None:
         ckpt = load_checkpoint(ckpt_dir, engine, with_optimizer=True)
         stream.load_state_dict(ckpt.data_state)
-        run.start_step, run.loop_state = ckpt.step, dict(ckpt.loop_state)
+        run.start_step, run.loop_state, run.checkpoint = ckpt.step, dict(ckpt.loop_state), ckpt_dir
         run.budget.spent = float(ckpt.loop_state.get("train_seconds", 0.0))
         print(f"resuming {log_dir} from step {ckpt.step}", file=stderr or sys.stderr)
     if writer is None:
