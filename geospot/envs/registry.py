@@ -90,7 +90,7 @@ def make_group_builders(env_type: str, samples: Sequence, renderer, reward: Rewa
                         geocoder=None, seed: int = 0) -> list[EnvGroupBuilder]:
     """One builder per sample. `geocoder` labels samples that lack country/region/city
     (hierarchical only; e.g. `geospot.geo.reverse_geocode` or a synthetic world's); `seed`
-    seeds the teacher-forcing draws (pass something that changes per step)."""
+    seeds the teacher-forcing draws, per image and rollout (the RL loop passes its seed: resume repeats them)."""
     if env_type not in _BUILDERS:
         raise ValueError(f"env_type={env_type!r}: use one of {', '.join(ENV_TYPES)}")
     make = _BUILDERS[env_type]
