@@ -15,7 +15,7 @@ point at the one prompt segment, and a turn-2 entry points at its turn-1 segment
 image + prompt is held once however many turns and rollouts extend it.
 
 Positions are not stored: the engine recomputes each prompt's multimodal positions from its
-chunks (local.mrope_positions), which give the stored tokens exactly the positions they were
+chunks (inputs.mrope_positions), which give the stored tokens exactly the positions they were
 computed at, so the suffix continues where the stored sequence stopped.
 
 Stale weights would silently give wrong logprobs, so the store remembers the weights' version
@@ -28,8 +28,8 @@ segments counted once), least recently used entries first out.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

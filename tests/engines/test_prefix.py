@@ -8,7 +8,8 @@ import torch
 
 from geospot import prompts
 from geospot.engines.datums import make_datum
-from geospot.engines.local import TokenCounter, mrope_positions
+from geospot.engines.inputs import mrope_positions
+from geospot.engines.local_model import TokenCounter
 from geospot.engines.losses import importance_sampling
 from geospot.engines.prefix import (block_mask, common_prefix, group_datums, minimal_tokens, shared_prefix_forward,
                                     supports_packing)
