@@ -8,6 +8,10 @@ PEFT forward(labels) + backward + AdamW step on the same padded batch.
 Telescoping: 3 sampling turns (8 rollouts, then each rollout's continuation) with the KV cache
 kept across sample() calls vs rebuilt every turn (engine.kv_reuse off; the peer), same run:
 prefill tokens processed and wall time for the 3 turns.
+Decode fixed cost (issue 24): for rows r in 1, 2, 4, 8, 16 (one prompt, r samples) the time of one
+decode step is (sample(40 tokens) - sample(8 tokens)) / 32 (the prefill cancels); a least-squares
+line over r gives the fixed cost per step (ms, its intercept: Python, module and launch overhead
+that does not scale with rows) and the cost per row (ms).
 
 Prints ONE JSON line. Usage: python benchmarks/engine.py [--family qwen2_5_vl] [--sizes tiny,small] [--repeats 3]
 [--only-telescoping]
@@ -54,6 +58,7 @@ def bench(family: str, size: str, repeats: int) -> dict:
     never_stop = SampleParams(max_tokens=MAX_TOKENS, seed=0, stop=(-1,))  # exactly 32 tokens each, like the peer
 
     ours_sample = _best(lambda: engine.sample([prompt], G, never_stop), repeats)
+    sweep = decode_sweep(engine, prompt, repeats)
 
     # the peer: HF generate on the very same (PEFT-wrapped) model and inputs
     batch = engine._batch([prompt], left_pad=True)
@@ -113,8 +118,22 @@ def bench(family: str, size: str, repeats: int) -> dict:
         "ours_train_token_efficiency": round(train_eff, 4),
         # the peers run the prompt once per sample: needed (P + G*32) over processed G*(P + 32)
         "hf_token_efficiency": round((prompt.length + G * MAX_TOKENS) / (G * (prompt.length + MAX_TOKENS)), 4),
-        **tele,
+        **sweep, **tele,
     }
+
+
+def decode_sweep(engine: LocalEngine, prompt, repeats: int, rows=(1, 2, 4, 8, 16), short: int = 8,
+                 long: int = 40) -> dict:
+    """Per-step decode time for each row count, and the line through them: fixed ms + ms per row."""
+    step_ms = {}
+    for r in rows:
+        t = {n: _best(lambda n=n: engine.sample([prompt], r, SampleParams(max_tokens=n, seed=0, stop=(-1,))), repeats)
+             for n in (short, long)}
+        step_ms[r] = (t[long] - t[short]) / (long - short) * 1e3
+    x, y = np.array(list(step_ms), float), np.array(list(step_ms.values()))
+    per_row, fixed = np.polyfit(x, y, 1)
+    return {"decode_step_ms_by_rows": {str(r): round(v, 3) for r, v in step_ms.items()},
+            "decode_fixed_ms_per_step": round(float(fixed), 3), "decode_ms_per_row": round(float(per_row), 3)}
 
 
 def telescoping(engine: LocalEngine, prompt, repeats: int, turns: int = 3) -> dict:
@@ -185,6 +204,7 @@ def main() -> None:
         "threads": torch.get_num_threads(), "results": rows,
         "ratio": rows[-1]["sample_speedup_vs_hf_generate"],  # sampling, largest size; training ratio in results
         "train_ratio": rows[-1]["train_speedup_vs_hf_peft"],
+        "decode_fixed_ms_per_step": rows[-1]["decode_fixed_ms_per_step"],
     }))
 
 
