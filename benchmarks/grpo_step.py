@@ -28,7 +28,8 @@ engine's token_stats(), TRL's counted from its (equal-length) batches with the s
 Fraction of peak (issue 24): benchmarks/flops.py gives the minimal FLOPs of the step and of each
 phase (vision tower once per image, prefill once per group, decode, training against the shared
 prefix with a frozen base); the fp32 matmul peak is measured in our process on the same threads,
-before and after the steps (the better of the two); each phase's seconds come from the timed step
+right before and right after the timed step (best of 5 over a 1024^3 and a model-sized matmul at each
+moment; the mean of the two moments: on a shared box the load drifts); each phase's seconds come from the timed step
 (vision and prefill by forward hooks on the tower and on the language model's multi-token calls
 during sampling; decode = the rest of sampling, i.e. the decode loop with its per-token overhead,
 rendering and rewards; train = forward_backward; optim = optim_step, no FLOPs counted).
@@ -215,7 +216,6 @@ def run_ours(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
     shapes = flops.model_shapes(engine.model)
     text = engine.model.get_base_model().config.get_text_config()
     peak_shapes = ((1024, 1024, 1024), (512, text.hidden_size, text.intermediate_size))
-    peak_before = flops.matmul_peak(shapes=peak_shapes)
     clock = PhaseClock(engine.model)
     samples = _samples(B * STEPS)
     params = SampleParams(max_tokens=MAX_TOKENS, stop=(-1,), seed=0)  # exactly 24 tokens, like TRL's min_new_tokens
@@ -226,6 +226,7 @@ def run_ours(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
         if step == TIMED:
             engine.tokens = TokenCounter()
             rss_before = _rss_mb()
+            peak_before = flops.matmul_peak(shapes=peak_shapes)  # right next to the timed step: same load
         if step == PROFILED:
             prof.enable()
         _phase_start()
@@ -251,10 +252,10 @@ def run_ours(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
             grids = [tuple(group[0].transitions[0].observation.images()[0].grid_thw) for group in trajectories_BG]
             phase_peaks = {"sample": sample_peak, "train": _phase_peak_mb()}
             ts = engine.token_stats()
+            peak_after = flops.matmul_peak(shapes=peak_shapes)
     prof.disable()
     stats = pstats.Stats(prof)
-    peak_after = flops.matmul_peak(shapes=peak_shapes)
-    peak = max(peak_before["gflops"], peak_after["gflops"])
+    peak = round((peak_before["gflops"] + peak_after["gflops"]) / 2, 1)
     prompt_tokens = datums[0].model_input.length - MAX_TOKENS + 1
     step_flops = flops.grpo_step_flops(shapes, grids, prompt_tokens, G, MAX_TOKENS)
     res = {
