@@ -181,21 +181,24 @@ def grpo_step_flops(s: ModelShapes, grids: list[tuple[int, int, int]], prompt: i
 def matmul_peak(dtype: torch.dtype = torch.float32, device: str = "cpu", shapes=((1024, 1024, 1024),),
                 repeats: int = 5) -> dict:
     """Best GFLOP/s of plain matmuls on the calling thread settings (so it shares the benchmark's
-    torch.set_num_threads): the peak a step's FLOPs are measured against."""
-    best = {}
+    torch.set_num_threads): the peak a step's FLOPs are measured against; `gflops_cpu` per
+    process CPU second (on CPU: what a step's CPU seconds are compared with)."""
+    best, best_cpu = {}, {}
     for m, k, n in shapes:
         a = torch.randn(m, k, dtype=dtype, device=device)
         b = torch.randn(k, n, dtype=dtype, device=device)
         a @ b  # warm-up (allocation, kernel selection)
-        times = []
+        times, cpu_times = [], []
         for _ in range(repeats):
             if device != "cpu":
                 torch.cuda.synchronize()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             a @ b
             if device != "cpu":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
         best[f"{m}x{k}x{n}"] = round(2 * m * k * n / min(times) / 1e9, 1)
-    return {"gflops": max(best.values()), "by_shape": best, "dtype": str(dtype).replace("torch.", ""),
-            "threads": torch.get_num_threads()}
+        best_cpu[f"{m}x{k}x{n}"] = round(2 * m * k * n / max(min(cpu_times), 1e-9) / 1e9, 1)
+    return {"gflops": max(best.values()), "by_shape": best, "gflops_cpu": max(best_cpu.values()),
+            "dtype": str(dtype).replace("torch.", ""), "threads": torch.get_num_threads()}

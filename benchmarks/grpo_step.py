@@ -34,7 +34,9 @@ moment; the mean of the two moments: on a shared box the load drifts); each phas
 during sampling; decode = the rest of sampling, i.e. the decode loop with its per-token overhead,
 rendering and rewards; train = forward_backward; optim = optim_step, no FLOPs counted).
 fraction_of_peak = minimal FLOPs / (seconds x peak); TRL's is its step time against the same
-minimal FLOPs (the useful work), next to the speed ratio.
+minimal FLOPs (the useful work), next to the speed ratio. fraction_of_peak_cpu is the same with
+process CPU seconds against the peak measured in CPU seconds: when other processes share the cores,
+wall time counts their slices, CPU time does not.
 
 Prints ONE JSON line (profiles go to stderr). Usage:
   python benchmarks/grpo_step.py [--images 2] [--threads 2] [--model tiny:qwen2_5_vl:small]
@@ -152,31 +154,37 @@ def _top(stats: pstats.Stats, n: int = 8) -> list[str]:
     return [ln.strip() for ln in s.getvalue().splitlines() if ln.strip()[:1].isdigit()][:n]
 
 
+def _now() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
 class PhaseClock:
-    """Seconds in the vision tower and in the language model's multi-token (prefill) calls, by
-    forward hooks; `reset()` at a phase start, read after."""
+    """(wall, CPU) seconds in the vision tower and in the language model's multi-token (prefill)
+    calls, by forward hooks; `reset()` at a phase start, read after."""
 
     def __init__(self, model):
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         inner = base.model
-        self.vision_s = self.prefill_s = 0.0
-        self._t0: dict[str, float] = {}
+        self.spent: dict[str, list[float]] = {}
+        self._t0: dict[str, tuple[float, float]] = {}
         inner.visual.register_forward_pre_hook(lambda m, a: self._start("vision"))
         inner.visual.register_forward_hook(lambda m, a, o: self._stop("vision"))
         inner.language_model.register_forward_pre_hook(self._lm_pre, with_kwargs=True)
         inner.language_model.register_forward_hook(lambda m, a, kw, o: self._stop("prefill"), with_kwargs=True)
+        self.reset()
 
     def reset(self) -> None:
-        self.vision_s = self.prefill_s = 0.0
+        self.spent = {"vision": [0.0, 0.0], "prefill": [0.0, 0.0]}
         self._t0.clear()
 
     def _start(self, name: str) -> None:
-        self._t0[name] = time.perf_counter()
+        self._t0[name] = _now()
 
     def _stop(self, name: str) -> None:
         t0 = self._t0.pop(name, None)
         if t0 is not None:
-            setattr(self, f"{name}_s", getattr(self, f"{name}_s") + time.perf_counter() - t0)
+            t1 = _now()
+            self.spent[name] = [self.spent[name][0] + t1[0] - t0[0], self.spent[name][1] + t1[1] - t0[1]]
 
     def _lm_pre(self, module, args, kwargs) -> None:
         x = kwargs.get("inputs_embeds")
@@ -185,13 +193,16 @@ class PhaseClock:
             self._start("prefill")
 
 
-def phase_table(flops_by_phase: dict, seconds: dict, peak_gflops: float) -> dict:
-    """{phase: {gflop, s, gflops, fraction_of_peak}} + "step" (all phases, optim included)."""
+def phase_table(flops_by_phase: dict, seconds: dict, peak: dict) -> dict:
+    """{phase: {gflop, s, gflops, fraction_of_peak, cpu_s, fraction_of_peak_cpu}}: wall seconds
+    against the wall-clock peak, CPU seconds against the CPU-time peak (steadier on a shared box)."""
     out = {}
-    for name, sec in seconds.items():
-        f = flops_by_phase.get(name, 0)
-        out[name] = {"gflop": round(f / 1e9, 3), "s": round(sec, 4), "gflops": round(f / 1e9 / sec, 1) if sec else None,
-                     "fraction_of_peak": round(f / 1e9 / sec / peak_gflops, 3) if sec else None}
+    for name, (wall, cpu) in seconds.items():
+        g = flops_by_phase.get(name, 0) / 1e9
+        out[name] = {"gflop": round(g, 3), "s": round(wall, 4), "gflops": round(g / wall, 1) if wall else None,
+                     "fraction_of_peak": round(g / wall / peak["gflops"], 3) if wall else None,
+                     "cpu_s": round(cpu, 4),
+                     "fraction_of_peak_cpu": round(g / cpu / peak["gflops_cpu"], 3) if cpu > 0 else None}
     return out
 
 
@@ -233,8 +244,8 @@ def run_ours(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
         clock.reset()
         t0, c0 = time.perf_counter(), time.process_time()
         trajectories_BG = do_group_rollouts(engine, builders, G, params)
-        t1 = time.perf_counter()
-        vision_s, prefill_s = clock.vision_s, clock.prefill_s
+        t1, c1 = _now()
+        vision, prefill = clock.spent["vision"], clock.spent["prefill"]
         sample_peak = _phase_peak_mb()
         _phase_start()
         datums = []
@@ -242,20 +253,21 @@ def run_ours(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
             adv_G = center([sum(tr.reward for tr in traj.transitions) for traj in group])
             datums += [trajectory_to_datum(traj, [float(a)]) for traj, a in zip(group, adv_G)]
         engine.forward_backward(datums, "importance_sampling")
-        t2 = time.perf_counter()
+        t2, c2 = _now()
         engine.optim_step(adam)
         t3, c3 = time.perf_counter(), time.process_time()
         if step == TIMED:
             timed = dict(step_s=t3 - t0, cpu_s=c3 - c0, sample_s=t1 - t0, forward_backward_s=t2 - t1, optim_s=t3 - t2)
-            phase_s = {"vision": vision_s, "prefill": prefill_s, "decode": t1 - t0 - vision_s - prefill_s,
-                       "train": t2 - t1, "optim": t3 - t2}
+            phase_s = {"vision": vision, "prefill": prefill,
+                       "decode": [t1 - t0 - vision[0] - prefill[0], c1 - c0 - vision[1] - prefill[1]],
+                       "train": [t2 - t1, c2 - c1], "optim": [t3 - t2, c3 - c2]}
             grids = [tuple(group[0].transitions[0].observation.images()[0].grid_thw) for group in trajectories_BG]
             phase_peaks = {"sample": sample_peak, "train": _phase_peak_mb()}
             ts = engine.token_stats()
             peak_after = flops.matmul_peak(shapes=peak_shapes)
     prof.disable()
     stats = pstats.Stats(prof)
-    peak = round((peak_before["gflops"] + peak_after["gflops"]) / 2, 1)
+    peak = {k: round((peak_before[k] + peak_after[k]) / 2, 1) for k in ("gflops", "gflops_cpu")}
     prompt_tokens = datums[0].model_input.length - MAX_TOKENS + 1
     step_flops = flops.grpo_step_flops(shapes, grids, prompt_tokens, G, MAX_TOKENS)
     res = {
@@ -263,9 +275,11 @@ def run_ours(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
         "rollouts_per_cpu_s": round(B * G / timed["cpu_s"], 3),
         "token_efficiency": round(ts["token_efficiency"], 4), "tokens": ts,
         "prompt_tokens": prompt_tokens, "minimal_gflop": round(step_flops["step"] / 1e9, 3),
-        "fraction_of_peak": round(step_flops["step"] / 1e9 / timed["step_s"] / peak, 3),
+        "fraction_of_peak": round(step_flops["step"] / 1e9 / timed["step_s"] / peak["gflops"], 3),
+        "fraction_of_peak_cpu": round(step_flops["step"] / 1e9 / timed["cpu_s"] / peak["gflops_cpu"], 3),
         "phases": phase_table(step_flops, phase_s, peak),
-        "peak": {"gflops": peak, "before": peak_before["by_shape"], "after": peak_after["by_shape"],
+        "peak": {**peak, "before": peak_before["by_shape"], "after": peak_after["by_shape"],
+                 "before_cpu": peak_before["gflops_cpu"], "after_cpu": peak_after["gflops_cpu"],
                  "dtype": peak_before["dtype"], "threads": peak_before["threads"]},
         "rss_before_step_mb": round(rss_before, 1), "peak_rss_mb": round(_maxrss_mb(), 1),
         "phase_peak_rss_mb": phase_peaks,
@@ -427,7 +441,9 @@ def main() -> None:
         row["ratio_peak_rss"] = round(ours["peak_rss_mb"] / trl["peak_rss_mb"], 3)
         # TRL against the same minimal FLOPs and our process's peak: the useful work per second
         trl["fraction_of_peak"] = round(ours["minimal_gflop"] / trl["step_s"] / ours["peak"]["gflops"], 3)
+        trl["fraction_of_peak_cpu"] = round(ours["minimal_gflop"] / trl["cpu_s"] / ours["peak"]["gflops_cpu"], 3)
     row["fraction_of_peak"] = ours["fraction_of_peak"]
+    row["fraction_of_peak_cpu"] = ours["fraction_of_peak_cpu"]
     row["phases"] = ours["phases"]
     print(json.dumps(row))
 

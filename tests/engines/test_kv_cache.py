@@ -1,0 +1,40 @@
+"""kv_cache.py: a reserved-room decode cache holds exactly what DynamicCache's concatenation holds."""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+
+from geospot.engines.kv_cache import ReservedLayer, reserve
+
+
+def _cache(keys, values):
+    return DynamicCache(ddp_cache_data=[(keys.clone(), values.clone())])
+
+
+def test_reserved_cache_equals_growing_by_concatenation():
+    torch.manual_seed(0)
+    k, v = torch.randn(2, 3, 5, 4), torch.randn(2, 3, 5, 4)
+    plain, reserved = _cache(k, v), reserve(_cache(k, v), extra=2, repeats=3)
+    plain.batch_repeat_interleave(3)
+    assert isinstance(reserved.layers[0], ReservedLayer)
+    for step in range(4):  # the last two steps run past the reserved room: it grows, same values
+        nk, nv = torch.randn(6 - (step >= 2), 3, 1, 4), torch.randn(6 - (step >= 2), 3, 1, 4)
+        if step == 2:  # a row finishes: dropped from both
+            idx = torch.tensor([0, 1, 3, 4, 5])
+            plain.batch_select_indices(idx)
+            reserved.batch_select_indices(idx)
+        a = plain.layers[0].update(nk, nv)
+        b = reserved.layers[0].update(nk, nv)
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)
+        assert reserved.get_seq_length() == plain.get_seq_length() == 5 + step + 1
+    assert torch.equal(reserved.layers[0].keys[:, :, -2:], plain.layers[0].keys[:, :, -2:])
+
+
+def test_reserved_layer_crop_and_reset():
+    layer = ReservedLayer(torch.ones(1, 1, 4, 2), torch.ones(1, 1, 4, 2), extra=3)
+    layer.crop(-1)
+    assert layer.get_seq_length() == 3 and layer.keys.shape[2] == 3
+    layer.reset()
+    assert layer.get_seq_length() == 0
