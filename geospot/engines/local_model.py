@@ -19,7 +19,7 @@ from geospot.engines.inputs import image_starts, mrope_positions
 from geospot.engines.kv_store import KVStore
 from geospot.engines.rendering import Renderer
 from geospot.engines.types import ModelInput, TextChunk
-from geospot.engines import packed_attention
+from geospot.engines import lean_lora, packed_attention
 from geospot.engines.vision_cache import install_image_feature_cache
 from geospot.models.load import LoadedModel, load_model
 
@@ -111,8 +111,13 @@ class LocalModel:
         self.model.eval()  # no dropout anywhere: sampler and trainer must compute the same function
         # a frozen vision tower encodes each image once; later turns and training reuse it (issue 7)
         self.image_cache = install_image_feature_cache(self.model)
-        # packed training rows compute only the attention blocks they need (issue 24); plain SDPA otherwise
+        # issue 24: packed training rows compute only the attention blocks they need (plain SDPA
+        # otherwise); LoRA linears skip PEFT's per-call bookkeeping; decode writes into a KV cache
+        # with its room reserved (kv_cache.py). Each is a switch for tests and A/B timings
+        # (benchmarks/levers.py).
         self.packed_attention = packed_attention.install(self.model)
+        self.lean_lora = lean_lora.install(self.model) > 0
+        self.reserve_kv = True
         self.trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.step = 0
         self.sample_calls = 0

@@ -111,7 +111,12 @@ class LocalSampler:
             pre = self.prefill(prompts)
         # the G samples of a prompt share its prefix: repeat the cache instead of recomputing it, into
         # buffers with room for every token to come (kv_cache.py: no per-step growth by copying)
-        cache = reserve(pre.cache, extra=params.max_tokens, repeats=G)
+        if core.reserve_kv:
+            cache = reserve(pre.cache, extra=params.max_tokens, repeats=G)
+        else:  # DynamicCache: grows by concatenation
+            cache = pre.cache
+            if G > 1:
+                cache.batch_repeat_interleave(G)
         logits = pre.logits.repeat_interleave(G, 0)
         W = pre.attention.shape[1]
         # the attention mask of the whole decode, filled in advance: step t attends its first W + t + 1 columns

@@ -38,3 +38,23 @@ def test_reserved_layer_crop_and_reset():
     assert layer.get_seq_length() == 3 and layer.keys.shape[2] == 3
     layer.reset()
     assert layer.get_seq_length() == 0
+
+
+def test_sampling_with_and_without_the_reserved_cache_agrees():
+    from geospot import prompts
+    from geospot.engines.types import SampleParams
+    from tests.engines.engine_helpers import random_image, tiny_engine
+
+    e = tiny_engine("qwen2_5_vl")
+    p = e.renderer.generation_prompt([prompts.user_message(random_image(0, (112, 112)), prompts.SINGLE_TURN_PROMPT)])
+    params = SampleParams(max_tokens=6, seed=3)
+    out = {}
+    for on in (True, False):
+        e.reserve_kv = on
+        e.kv_store.clear()
+        out[on] = e.sample([p, p], 3, params)
+    e.reserve_kv = True
+    for ga, gb in zip(out[True], out[False]):
+        for a, b in zip(ga, gb):
+            assert a.tokens == b.tokens
+            assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-5
