@@ -127,8 +127,8 @@ def decode_sweep(engine: LocalEngine, prompt, repeats: int, rows=(1, 2, 4, 8, 16
     """Per-step decode time for each row count, and the line through them: fixed ms + ms per row."""
     step_ms = {}
     for r in rows:
-        t = {n: _best(lambda n=n: engine.sample([prompt], r, SampleParams(max_tokens=n, seed=0, stop=(-1,))), repeats)
-             for n in (short, long)}
+        t = {n: _best(lambda n=n, r=r: engine.sample([prompt], r, SampleParams(max_tokens=n, seed=0, stop=(-1,))),
+                      repeats) for n in (short, long)}
         step_ms[r] = (t[long] - t[short]) / (long - short) * 1e3
     x, y = np.array(list(step_ms), float), np.array(list(step_ms.values()))
     per_row, fixed = np.polyfit(x, y, 1)

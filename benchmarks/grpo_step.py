@@ -209,7 +209,7 @@ def phase_table(flops_by_phase: dict, seconds: dict, peak: dict) -> dict:
 # -- ours ----------------------------------------------------------------------------------------------
 
 
-def run_ours(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
+def run_ours(model_name: str, B: int, threads: int, out: mp.Queue) -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -293,16 +293,16 @@ def run_ours(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
 # -- TRL -----------------------------------------------------------------------------------------------
 
 
-def run_trl(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
+def run_trl(model_name: str, B: int, threads: int, out: mp.Queue) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    from _trl_processor import TRLQwenVLProcessor
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from _trl_processor import TRLQwenVLProcessor
     from geospot import prompts
     from geospot.engines.local import _lora_targets
     from geospot.models.load import load_model

@@ -111,7 +111,8 @@ def main() -> None:
         "reserve_kv": {"phase": "sample", **ab(engine, ["reserve_kv"], sample, args.repeats)},
         "lean_lora": {"phase": "sample+train", **ab(engine, ["lean_lora"], step, args.repeats)},
         "packed_attention": {"phase": "train", **ab(engine, ["packed_attention"], train, args.repeats)},
-        "all": {"phase": "sample+train", **ab(engine, ["reserve_kv", "lean_lora", "packed_attention"], step, args.repeats)},
+        "all": {"phase": "sample+train",
+                **ab(engine, ["reserve_kv", "lean_lora", "packed_attention"], step, args.repeats)},
     }
     print(json.dumps({"benchmark": "levers", "model": args.model, "images": B, "group_size": G,
                       "completion_tokens": MAX_TOKENS, "threads": torch.get_num_threads(), "repeats": args.repeats,

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from geospot.engines import lean_lora, packed_attention
 from geospot.engines.config import EngineConfig
 from geospot.engines.inputs import image_starts, mrope_positions
 from geospot.engines.kv_store import KVStore
 from geospot.engines.rendering import Renderer
 from geospot.engines.types import ModelInput, TextChunk
-from geospot.engines import lean_lora, packed_attention
 from geospot.engines.vision_cache import install_image_feature_cache
 from geospot.models.load import LoadedModel, load_model
 

@@ -188,7 +188,8 @@ def _microbatches(rows: list[_Row], budget: int, max_padding: float = 0.25) -> l
     return out
 
 
-PACKABLE_ATTENTION = ("sdpa", "eager", packed_attention.NAME)  # take an arbitrary 4-D mask; flash-attention kernels do not
+# take an arbitrary 4-D mask (or, ours, a packed layout); flash-attention kernels do not
+PACKABLE_ATTENTION = ("sdpa", "eager", packed_attention.NAME)
 
 
 def _attn_implementation(model: torch.nn.Module) -> str | None:
@@ -250,7 +251,8 @@ def iter_shared_prefix_logprobs(
         kw = dict(input_ids=torch.from_numpy(ids).to(device), position_ids=torch.from_numpy(pos).to(device),
                   use_cache=False)
         if _attn_implementation(model) == packed_attention.NAME:  # only the needed blocks (packed_attention.py)
-            kw["packed_layout"] = [packed_attention.RowLayout(r.group.prefix_len, tuple(r.group.suffix_lens)) for r in mb]
+            kw["packed_layout"] = [packed_attention.RowLayout(r.group.prefix_len, tuple(r.group.suffix_lens))
+                                   for r in mb]
         else:  # additive float mask: works for eager and sdpa attention alike (a 4-D mask is used as-is)
             allowed = torch.from_numpy(block_mask(seg)).to(device)
             mask = torch.zeros((R, 1, L, L), dtype=dtype, device=device)
