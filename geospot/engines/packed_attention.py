@@ -22,6 +22,7 @@ transformers' forward keywords.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,9 +43,10 @@ class RowLayout:
     suffixes: tuple[int, ...]
 
 
-def suffix_mask(prefix: int, suffixes: Sequence[int], device=None) -> torch.Tensor:
+@functools.lru_cache(maxsize=64)  # every layer of a forward asks for the same row's mask
+def suffix_mask(prefix: int, suffixes: tuple[int, ...], device=None) -> torch.Tensor:
     """bool[Q, prefix + Q] (Q = sum(suffixes)), True = the suffix query may attend the key: every
-    prefix key, and the keys of its own suffix up to itself."""
+    prefix key, and the keys of its own suffix up to itself. Read-only (cached)."""
     seg = torch.repeat_interleave(torch.arange(len(suffixes), device=device), torch.tensor(suffixes, device=device))
     Q = int(seg.numel())
     idx = torch.arange(Q, device=device)
