@@ -11,6 +11,7 @@ all on for sample + train.
 Levers (switches on the engine, each tested equal to its off state in tests/engines/):
 - reserve_kv: decode into a KV cache with its room reserved (kv_cache.py) vs DynamicCache's
   per-step concatenation;
+- lean_decode: decode steps straight through the layers (decode_step.py) vs the model's forward;
 - lean_lora: the lean LoRA forward (lean_lora.py) vs PEFT's;
 - packed_attention: packed training rows attend only the needed blocks (packed_attention.py) vs
   SDPA under a dense block mask.
@@ -44,6 +45,8 @@ B, G, MAX_TOKENS, PX = 2, 8, 24, 448
 def _switch(engine: LocalEngine, lever: str, on: bool) -> None:
     if lever == "reserve_kv":
         engine.reserve_kv = on
+    elif lever == "lean_decode":
+        engine.lean_decode = on
     elif lever == "lean_lora":
         lean_lora.install(engine.model) if on else lean_lora.uninstall(engine.model)
     elif lever == "packed_attention":
@@ -109,10 +112,11 @@ def main() -> None:
     train()  # warm-up
     res = {
         "reserve_kv": {"phase": "sample", **ab(engine, ["reserve_kv"], sample, args.repeats)},
+        "lean_decode": {"phase": "sample", **ab(engine, ["lean_decode"], sample, args.repeats)},
         "lean_lora": {"phase": "sample+train", **ab(engine, ["lean_lora"], step, args.repeats)},
         "packed_attention": {"phase": "train", **ab(engine, ["packed_attention"], train, args.repeats)},
         "all": {"phase": "sample+train",
-                **ab(engine, ["reserve_kv", "lean_lora", "packed_attention"], step, args.repeats)},
+                **ab(engine, ["reserve_kv", "lean_decode", "lean_lora", "packed_attention"], step, args.repeats)},
     }
     print(json.dumps({"benchmark": "levers", "model": args.model, "images": B, "group_size": G,
                       "completion_tokens": MAX_TOKENS, "threads": torch.get_num_threads(), "repeats": args.repeats,

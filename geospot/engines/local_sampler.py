@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
+from geospot.engines.decode_step import LeanDecode
 from geospot.engines.inputs import head, images_end_before, same_images
 from geospot.engines.kv_cache import reserve
 from geospot.engines.kv_store import common_prefix_len, concat_segments, left_padded, match_key, take_segments
@@ -70,6 +71,7 @@ def merge_prefills(parts: list[tuple[list[int], Prefill]]) -> Prefill:
 class LocalSampler:
     def __init__(self, core: LocalModel):
         self.core = core
+        self.lean: LeanDecode | None = None  # built at the first sample(): after the model is set up
 
     def _pick(self, logits: torch.Tensor, params: SampleParams, gen: torch.Generator) -> torch.Tensor:
         # placeholder tokens are never valid output: fed back as text they would be taken for
@@ -122,6 +124,10 @@ class LocalSampler:
         # the attention mask of the whole decode, filled in advance: step t attends its first W + t + 1 columns
         attn_all = torch.nn.functional.pad(pre.attention, (0, params.max_tokens), value=1).repeat_interleave(G, 0)
         next_pos = pre.next_positions.repeat_interleave(G)
+        padded = not bool(pre.attention.all())  # once: the columns decode adds are never padding
+        if self.lean is None:
+            self.lean = LeanDecode(core.model)
+        lean = core.lean_decode and self.lean.supported
 
         N = B * G
         tokens: list[list[int]] = [[] for _ in range(N)]
@@ -158,6 +164,9 @@ class LocalSampler:
                 rows = [rows[k] for k in keep]
             n = len(rows)
             attn = attn_all[:, : W + t + 1]
+            if lean:  # straight through the layers (decode_step.py)
+                logits = self.lean(tok, attn if padded else None, next_pos + t, cache)
+                continue
             pos = (next_pos + t).view(1, n, 1).expand(3, n, 1)
             out = core.model(input_ids=tok[:, None], attention_mask=attn, position_ids=pos, **{CACHE_ARG: cache},
                              use_cache=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import DynamicCache
 
@@ -57,4 +58,29 @@ def test_sampling_with_and_without_the_reserved_cache_agrees():
     for ga, gb in zip(out[True], out[False]):
         for a, b in zip(ga, gb):
             assert a.tokens == b.tokens
+            assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-5
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+def test_lean_decode_equals_the_model_forward(family):
+    """decode_step.py: the same tokens and logprobs as decoding through the model's forward, with
+    padded prompts (two different images -> different lengths) and rows finishing early."""
+    from geospot import prompts
+    from geospot.engines.types import SampleParams
+    from tests.engines.engine_helpers import random_image, tiny_engine
+
+    e = tiny_engine(family)
+    ps = [e.renderer.generation_prompt([prompts.user_message(random_image(i, size), prompts.SINGLE_TURN_PROMPT)])
+          for i, size in enumerate(((112, 112), (168, 112)))]
+    assert ps[0].length != ps[1].length
+    params = SampleParams(max_tokens=7, seed=5)
+    out = {}
+    for on in (True, False):
+        e.lean_decode = on
+        e.kv_store.clear()
+        out[on] = e.sample(ps, 3, params)
+    assert e.sampler.lean.supported
+    for ga, gb in zip(out[True], out[False]):
+        for a, b in zip(ga, gb):
+            assert a.tokens == b.tokens and a.stop_reason == b.stop_reason
             assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-5
