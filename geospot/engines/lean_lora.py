@@ -6,8 +6,9 @@ submodules (base, dropout, A, B). With one plain adapter (no dropout, no DoRA or
 all of that computes `base(x) + B(A(x)) * scaling`; a decode step runs 7 of these per layer for a
 single token, so the bookkeeping costs more than the rank-8 matmuls. `install` gives each such
 layer an instance `forward` that does exactly those operations, in the same order (bit-identical
-results), and hands anything else — adapters disabled (`disable_adapter()`), merged, another
-adapter active, extra arguments — to PEFT's own forward.
+results; under a bf16 base with fp32 adapters, PEFT's casts), and hands anything else — adapters
+disabled (`disable_adapter()`), merged, another adapter active, extra arguments — to PEFT's own
+forward.
 """
 
 from __future__ import annotations
@@ -21,9 +22,14 @@ import torch.nn.functional as F
 def _lean_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     name, base, A, B = self._geospot_lean
     active = self._active_adapter
-    if args or kwargs or self._disable_adapters or self.merged_adapters or (active != name and active != [name]):
+    if (args or kwargs or self._disable_adapters or self.merged_adapters or (active != name and active != [name])
+            or not getattr(self, "cast_input_dtype_enabled", True)):
         return type(self).forward(self, x, *args, **kwargs)
-    return F.linear(x, base.weight, base.bias) + F.linear(F.linear(x, A.weight), B.weight) * self.scaling[name]
+    result = F.linear(x, base.weight, base.bias)
+    if x.dtype != A.weight.dtype:  # PEFT keeps adapters in fp32 under a bf16 base: its casts, in its order
+        lora = F.linear(F.linear(x.to(A.weight.dtype), A.weight), B.weight) * self.scaling[name]
+        return (result + lora).to(result.dtype)
+    return result + F.linear(F.linear(x, A.weight), B.weight) * self.scaling[name]
 
 
 def _eligible(module: torch.nn.Module) -> str | None:

@@ -50,3 +50,22 @@ def test_disabled_adapter_and_uninstall_go_through_peft():
     lean_lora.uninstall(e.model)
     assert not _lora_linears(e.model)
     assert lean_lora.install(e.model) > 0
+
+
+def test_bf16_base_with_fp32_adapter_casts_like_peft():
+    """The GPU case: PEFT keeps the adapter in fp32 under a bf16 base and casts around it."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    model = get_peft_model(torch.nn.Sequential(torch.nn.Linear(16, 8)).to(torch.bfloat16),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["0"]))
+    (layer,) = [m for m in model.modules() if hasattr(m, "lora_A")]
+    assert layer.lora_A["default"].weight.dtype == torch.float32 and layer.base_layer.weight.dtype == torch.bfloat16
+    with torch.no_grad():
+        layer.lora_B["default"].weight.normal_()
+    x = torch.randn(3, 16, dtype=torch.bfloat16)
+    with torch.no_grad():
+        ref = layer(x)
+        assert lean_lora.install(model) == 1
+        got = layer(x)
+    assert got.dtype == ref.dtype == torch.bfloat16 and torch.equal(got, ref)
