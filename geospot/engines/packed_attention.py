@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 NAME = "geospot_packed"
@@ -55,18 +55,25 @@ def suffix_mask(prefix: int, suffixes: tuple[int, ...], device=None) -> torch.Te
 
 
 def _row_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: RowLayout, scaling) -> torch.Tensor:
-    """q, k, v [H, L, d] (k, v already repeated to H heads) -> [H, L, d]."""
+    """q [H, L, d], k, v [Hkv, L, d] -> [H, L, d]. Grouped-query heads go to SDPA as they are
+    (enable_gqa), not repeated — except masked on CUDA, where SDPA's GQA would fall back to the math
+    kernel: there the suffix call gets repeated keys and values."""
     P, Q = layout.prefix, sum(layout.suffixes)
     L = q.shape[1]
+    gqa = k.shape[0] != q.shape[0]
     parts = [torch.nn.functional.scaled_dot_product_attention(q[None, :, :P], k[None, :, :P], v[None, :, :P],
-                                                              is_causal=True, scale=scaling)[0]]
+                                                              is_causal=True, scale=scaling, enable_gqa=gqa)[0]]
     if Q:
         mask = suffix_mask(P, layout.suffixes, q.device)
+        ks, vs = k[:, :P + Q], v[:, :P + Q]
+        if gqa and q.device.type != "cpu":
+            ks, vs = (x.repeat_interleave(q.shape[0] // k.shape[0], dim=0) for x in (ks, vs))
         parts.append(torch.nn.functional.scaled_dot_product_attention(
-            q[None, :, P:P + Q], k[None, :, :P + Q], v[None, :, :P + Q], attn_mask=mask, scale=scaling)[0])
+            q[None, :, P:P + Q], ks[None], vs[None], attn_mask=mask, scale=scaling,
+            enable_gqa=ks.shape[0] != q.shape[0])[0])
     if P + Q < L:  # padding: attends nothing, its logits are discarded
         parts.append(q.new_zeros(q.shape[0], L - P - Q, q.shape[2]))
-    return torch.cat(parts, dim=1)
+    return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
 
 def packed_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -76,8 +83,6 @@ def packed_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
     ([R, L, H, d], None). Plain SDPA when no `packed_layout` is given."""
     if packed_layout is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
-    groups = getattr(module, "num_key_value_groups", 1)
-    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     rows = [_row_attention(query[r], key[r], value[r], layout, scaling) for r, layout in enumerate(packed_layout)]
     return torch.stack(rows).transpose(1, 2).contiguous(), None
 
