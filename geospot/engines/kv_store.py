@@ -96,7 +96,9 @@ def take_segments(segments: Sequence[Segment], n: int) -> list[Segment]:
 def concat_segments(segments: Sequence[Segment], n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per layer (keys [H, n, D], values [H, n, D]): the first n positions of the segments."""
     taken = take_segments(segments, n)
-    return [(torch.cat([s[i][0] for s in taken], 1), torch.cat([s[i][1] for s in taken], 1)) for i in range(len(taken[0]))]
+    return [
+        (torch.cat([s[i][0] for s in taken], 1), torch.cat([s[i][1] for s in taken], 1)) for i in range(len(taken[0]))
+    ]
 
 
 def left_padded(rows: Sequence[list[tuple[torch.Tensor, torch.Tensor]]], width: int) -> tuple[list, torch.Tensor]:
@@ -113,12 +115,12 @@ def left_padded(rows: Sequence[list[tuple[torch.Tensor, torch.Tensor]]], width: 
         for b, r in enumerate(rows):
             n = r[i][0].shape[1]
             if n:
-                ks[b, :, width - n:], vs[b, :, width - n:] = r[i]
+                ks[b, :, width - n :], vs[b, :, width - n :] = r[i]
         layers.append((ks, vs))
     for b, r in enumerate(rows):
         n = r[0][0].shape[1]
         if n:
-            mask[b, width - n:] = 1
+            mask[b, width - n :] = 1
     return layers, mask
 
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from transformers import AutoModelForImageTextToText
 
 from geospot.engines.local_model import LocalModel
 from geospot.engines.losses import compute_loss
@@ -148,8 +149,6 @@ class LocalTrainer:
             finally:
                 _swap_data(core.trainable, self._reference)
         if self._base_model is None:
-            from transformers import AutoModelForImageTextToText  # delayed: only full fine-tuning without a reference
-
             self._base_model = AutoModelForImageTextToText.from_pretrained(core.folder, dtype=core.dtype)
             self._base_model = self._base_model.to(core.device).eval()
         trained, core.model = core.model, self._base_model

@@ -95,7 +95,46 @@ class PackedGroup:
         return self.prefix_len + sum(self.suffix_lens)
 
 
+def _worth_sharing(first: ModelInput, other: ModelInput, n: int, n_img: int) -> bool:
+    """Sharing a system prompt is not worth moving an image into every suffix: a prefix is worth a
+    packed row when it holds an image, or (text only) >= MIN_SHARED_TEXT_TOKENS tokens."""
+    return n_img > 0 or not (first.images() or other.images() or n < MIN_SHARED_TEXT_TOKENS)
+
+
 def group_datums(datums: Sequence[Datum], max_row_tokens: int = DEFAULT_MICROBATCH_TOKENS) -> list[PackedGroup]:
+    """The packed rows of a batch. Datums that carry their GRPO group (`Datum.group`, set by
+    rl/datums.py) are packed by it; datums without (SFT, hand-built) are grouped by prefix."""
+    if datums and all(d.group is not None for d in datums):
+        return _groups_by_id(datums, max_row_tokens)
+    return _groups_by_prefix(datums, max_row_tokens)
+
+
+def _groups_by_id(datums: Sequence[Datum], max_row_tokens: int) -> list[PackedGroup]:
+    """One row per group (split where it would exceed `max_row_tokens`), the prefix being what
+    all its members share; members stay rows of their own when that prefix is not worth it."""
+    members_by_group: dict[int, list[int]] = {}
+    for i, d in enumerate(datums):
+        members_by_group.setdefault(d.group, []).append(i)
+    out: list[PackedGroup] = []
+    for members in members_by_group.values():
+        inputs = [datums[i].model_input for i in members]
+        first = inputs[0]
+        n = min([first.length] + [common_prefix(first, mi)[0] for mi in inputs[1:]])
+        n_img = _images_before(first, n)
+        if len(members) == 1 or not all(_worth_sharing(first, mi, n, n_img) for mi in inputs[1:]):
+            out.extend(PackedGroup([i], mi.length, [mi.length], len(mi.images())) for i, mi in zip(members, inputs))
+            continue
+        row = None
+        for i, mi in zip(members, inputs):
+            if row is None or row.row_len + mi.length - n > max_row_tokens:
+                row = PackedGroup([], n, [], n_img)
+                out.append(row)
+            row.members.append(i)
+            row.lengths.append(mi.length)
+    return out
+
+
+def _groups_by_prefix(datums: Sequence[Datum], max_row_tokens: int) -> list[PackedGroup]:
     """Greedy, order-keeping grouping. A datum joins the most recent group it shares a prefix
     with when that prefix holds an image (or >= MIN_SHARED_TEXT_TOKENS of text), does not drop an
     image from the group's prefix, and the row stays within `max_row_tokens`."""
@@ -107,8 +146,8 @@ def group_datums(datums: Sequence[Datum], max_row_tokens: int = DEFAULT_MICROBAT
             first = inputs[g.members[0]]
             n = min(common_prefix(first, mi)[0], g.prefix_len)
             n_img = _images_before(first, n)
-            if n_img == 0 and (first.images() or mi.images() or n < MIN_SHARED_TEXT_TOKENS):
-                continue  # sharing a system prompt is not worth moving an image into every suffix
+            if not _worth_sharing(first, mi, n, n_img):
+                continue
             if len(g.members) > 1 and n_img < g.prefix_images:
                 continue  # would push a shared image back into every suffix
             if n + sum(m - n for m in g.lengths) + (n_i - n) > max_row_tokens:
