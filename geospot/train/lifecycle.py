@@ -21,7 +21,7 @@ import importlib.util
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from geospot import data as gdata
 from geospot import distributed, engines
 from geospot.config import ConfigError, require, to_dict
 from geospot.distributed import Dist
+from geospot.engines.start_checks import check_start
 from geospot.eval.geocoding import geocoder_for
 from geospot.runs.checkpoint import (
     latest_checkpoint,
@@ -154,6 +155,7 @@ def open_inputs(cfg: Any, log_dir: Path, owner: bool = True) -> tuple[Any, list[
     try:
         stream, held_out, geocoder = open_data(cfg)
         init_weights = initial_weights(cfg.load_checkpoint_path)
+        check_start(getattr(cfg, "engine", None), getattr(cfg, "model_name", None), cfg.load_checkpoint_path)
         if cfg.wandb_project and importlib.util.find_spec("wandb") is None:
             raise ConfigError(
                 f"wandb_project={cfg.wandb_project!r} needs the wandb package: `pip install wandb` "
@@ -191,14 +193,30 @@ class Run:
     budget: TimeBudget
     start_step: int = 0  # optimizer steps already done (a resumed run's checkpoint)
     loop_state: dict[str, Any] = field(default_factory=dict)  # what the loop saved with that checkpoint
+    checkpoint: Path | None = None  # the checkpoint a resumed run started from (its extra.pt: runs/checkpoint.py)
     own_writer: bool = True
     dist: Dist = field(default_factory=Dist)  # this process's place in a torchrun job (one process: rank 0 of 1)
     stderr: Any = None  # the progress line's stream: rank 0's stderr; nowhere on the other ranks
 
-    def save(self, done: int, loop_state: dict[str, Any]) -> Path:
-        """checkpoints/<done>/ with the data cursor, the loop's state and the seconds spent. Under
-        torchrun rank 0 writes it (every rank holds the same cursor and, after the step, the same
-        weights); the others take part in gathering sharded weights (FSDP2) and write nothing."""
+    def steps(self) -> Iterator[int]:
+        """The 0-based steps left to run, each timed by the budget until `end_step`; stops at
+        max_steps, or before a step when a time-limited run (e.g. a resumed one) has no time left."""
+        for step in range(self.start_step, self.cfg.max_steps):
+            if self.budget.expired():
+                return
+            self.budget.begin_step()
+            yield step
+
+    def end_step(self, done: int) -> bool:
+        """Stop timing the step; whether it was the last (the time limit ends a run as max_steps does)."""
+        self.budget.end_step()
+        return done == self.cfg.max_steps or self.budget.expired()
+
+    def save(self, done: int, loop_state: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+        """checkpoints/<done>/ with the data cursor, the loop's state and the seconds spent (and
+        `extra`: objects JSON cannot hold, e.g. async GRPO's batches sampled ahead). Under torchrun
+        rank 0 writes it (every rank holds the same cursor and, after the step, the same weights);
+        the others take part in gathering sharded weights (FSDP2) and write nothing."""
         path = Path(self.log_dir) / "checkpoints" / str(done)
         if self.dist.is_main:
             path = save_checkpoint(
@@ -207,6 +225,7 @@ class Run:
                 self.engine,
                 data_state=self.stream.state_dict(),
                 loop_state={**loop_state, "train_seconds": self.budget.spent},
+                extra=extra,
                 keep_last=self.cfg.keep_checkpoints or None,
             )
         else:
@@ -264,7 +283,7 @@ def start_run(
     if ckpt_dir is not None:
         ckpt = load_checkpoint(ckpt_dir, engine, with_optimizer=True)
         stream.load_state_dict(ckpt.data_state)
-        run.start_step, run.loop_state = ckpt.step, dict(ckpt.loop_state)
+        run.start_step, run.loop_state, run.checkpoint = ckpt.step, dict(ckpt.loop_state), ckpt_dir
         run.budget.spent = float(ckpt.loop_state.get("train_seconds", 0.0))
         print(f"resuming {log_dir} from step {ckpt.step}", file=run.stderr)
     if not d.is_main:

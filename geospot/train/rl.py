@@ -1,9 +1,12 @@
-"""GRPO for geolocation, single-turn or telescoping. Reads top to bottom:
+"""GRPO for geolocation: single-turn, telescoping, hierarchical or geohash (envs/registry.py).
+Reads top to bottom:
 
   config -> run folder -> engine (+ SFT weights or resume) -> for each step:
   B images -> G rollouts each, turn-synchronous -> group-centred advantages -> one datum per
   trajectory -> one train_step (importance sampling by default) -> metrics, rollout records,
-  periodic greedy held-out eval, checkpoint.
+  periodic greedy held-out eval, checkpoint. With max_steps_off_policy=k >= 1 the next steps'
+  rollouts are sampled on a thread (with the weights of k steps back) while a step trains
+  (geospot/rl/pipeline.py, docs/async.md).
 
 Every source of randomness is a function of (seed, step) or lives in the checkpoint, so a run
 killed at any point and resumed ends with the same weights as an uninterrupted one (unless
@@ -25,19 +28,19 @@ from geospot.config import ConfigError, help_text, option, parse_overrides, requ
 from geospot.distributed import Dist
 from geospot.engines.config import ENGINE_KEYS, engine_keys
 from geospot.engines.types import AdamParams, SampleParams
-from geospot.envs.rewards import GeoScoreReward, KernelReward
-from geospot.envs.single_turn import SingleTurnGroupBuilder
-from geospot.envs.telescoping import TelescopingGroupBuilder
+from geospot.envs import registry
+from geospot.envs.config import EnvOptions
 from geospot.envs.types import Trajectory
 from geospot.eval import evaluate
+from geospot.eval.geocoding import geocoder_for
 from geospot.geo import make_tau_schedule
 from geospot.prompts import SINGLE_TURN_PROMPT, TELESCOPING_PROMPTS
 from geospot.rl.advantages import CREDITS, compute_advantages
 from geospot.rl.datums import build_datums
 from geospot.rl.kl import apply_kl_penalty
 from geospot.rl.metrics import image_records, rollout_metrics
-from geospot.rl.rollouts import RolloutStats, do_group_rollouts
-from geospot.runs.checkpoint import resolve_checkpoint
+from geospot.rl.pipeline import BatchSource, RolloutPipeline, importance_ratio_metrics, sampler_factory
+from geospot.runs.checkpoint import read_extra, resolve_checkpoint
 from geospot.runs.folder import LogDirBehavior, read_config
 from geospot.train.common import Progress
 from geospot.train.lifecycle import RUN_HELP, Run, RunResult, due, finishing, start_run, validate_run
@@ -48,9 +51,10 @@ DEFAULT_DATA = "hf:sdan/geospot-unified"
 # Every engine key, None = the SFT run's (load_checkpoint_path) value, else EngineConfig's default
 # (engines/config.py: engine_keys, the same way SFTConfig takes them).
 @dataclass(frozen=True)
-class RLConfig(engine_keys("RLEngineKeys", inherit=True)):
-    env_type: Literal["single", "telescoping"] = option("single", "`single`: one answer per image; `telescoping`: "
-                                                        "coarse -> refine -> final turns, each answering coordinates")
+class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*/geohash_*/mixed_*: envs/config.py
+    env_type: Literal["single", "telescoping", "hierarchical", "geohash"] = option(
+        "single", "`single`: one answer per image; `telescoping`: coarse -> refine -> final turns, each answering "
+        "coordinates; `hierarchical`: country -> region -> city -> coordinates; `geohash`: 2/4/6-character curriculum")
     load_checkpoint_path: str | None = option(None, RUN_HELP["load_checkpoint_path"])
     # data
     data: str | None = option(None, "training data spec (geospot.data.open_stream), e.g. hf:osv5m/osv5m or "
@@ -72,6 +76,8 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True)):
                                                             "importance_sampling (ratio to the sampler's logprobs), "
                                                             "or ppo (clipped ratio)")
     ppo_clip: float = option(0.2, "ppo: clip the ratio to [1-c, 1+c]")
+    max_steps_off_policy: int = option(0, "async GRPO: sample the next steps while this one trains, on weights at "
+                                       "most this many steps old; 0 = synchronous (sample, then train). docs/async.md")
     kl_coef: float = option(0.0, "KL penalty to the starting policy (load_checkpoint_path's weights, else the base "
                             "model), subtracted from advantages per token; 0 = off")
     advantage: Literal["per_turn", "trajectory"] = option("per_turn", "telescoping credit: per_turn = each turn's "
@@ -80,9 +86,9 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True)):
     scale_by_std: bool = option(False, "divide centred rewards by the group std (off: Dr. GRPO, Liu et al. 2025: std "
                                 "scaling up-weights too-easy and too-hard groups)")
     # reward
-    reward: Literal["auto", "kernel", "geoscore"] = option("auto", "S(d): kernel = exp(-d/tau(step)); geoscore = "
-                                                           "GeoGuessr score/5000; auto = kernel for single, geoscore "
-                                                           "for telescoping")
+    reward: Literal["auto", "kernel", "geoscore", "mixed"] = option(
+        "auto", "S(d): kernel = exp(-d/tau(step)); geoscore = GeoGuessr score/5000; mixed = 0.7 kernel + 0.3 shared "
+        "geohash prefix/5 (mixed_* keys); auto = kernel for single, geoscore for the multi-turn envs")
     tau_schedule: Literal["geometric", "linear", "cosine", "constant", "follow_error"] = option(
         "follow_error", "tau over the run (kernel reward); follow_error = median error of the last tau_window "
                         "batches clipped to [tau_end_km, tau_start_km]; why and measurements: docs/rl_vs_sft.md")
@@ -122,6 +128,10 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True)):
         require(self, self.kl_coef >= 0, "kl_coef", "must be >= 0")
         require(self, self.eval_temperature >= 0, "eval_temperature", "must be >= 0")
         require(self, self.log_images_every >= 0, "log_images_every", "must be >= 0")
+        require(self, self.max_steps_off_policy >= 0, "max_steps_off_policy", "must be >= 0 (0 = synchronous)")
+        require(self, not (distributed.under_torchrun() and self.max_steps_off_policy > 0), "max_steps_off_policy",
+                "must be 0 under torchrun (async GRPO runs in one process)")
+        self.validate_env()
         self.engine_config({}).validate()
 
 
@@ -139,53 +149,58 @@ def inherited_engine_fields(load_checkpoint_path: str | None) -> dict:
 
 
 def reward_kind(cfg: RLConfig) -> str:
-    return cfg.reward if cfg.reward != "auto" else ("kernel" if cfg.env_type == "single" else "geoscore")
+    return registry.reward_name(cfg.env_type, cfg.reward)
 
 
-def make_group_builders(cfg: RLConfig, samples, renderer, tau_km: float):
-    reward = KernelReward(tau_km) if reward_kind(cfg) == "kernel" else GeoScoreReward()
-    if cfg.env_type == "single":
-        return [SingleTurnGroupBuilder(s, renderer, reward, cfg.prompt, cfg.format_penalty) for s in samples]
-    return [TelescopingGroupBuilder(s, renderer, reward, tuple(cfg.turn_prompts), cfg.format_penalty) for s in samples]
+def make_group_builders(cfg: RLConfig, samples, renderer, tau_km: float, *, geocoder=None, seed: int = 0):
+    """The env registry (envs/registry.py) maps env_type and reward to builders and rewards."""
+    reward = registry.make_reward(reward_kind(cfg), tau_km, cfg)
+    return registry.make_group_builders(cfg.env_type, samples, renderer, reward, cfg, geocoder=geocoder, seed=seed)
 
 
 def eval_now(run: Run, done: int, progress: Progress) -> dict[str, float]:
     """The held-out eval (greedy, or one seeded sample per image), logged by `evaluate` itself."""
     cfg = run.cfg
-    style = "single" if cfg.env_type == "single" else "telescoping"
+    style = cfg.env_type
     sampling = None
     if cfg.eval_temperature > 0:
         sampling = (SampleParams(cfg.max_tokens, cfg.eval_temperature, seed=cfg.seed + 17 * done), 1)
     ev = evaluate(run.engine, run.held_out, prompt_style=style, max_tokens=cfg.max_tokens, geocoder=run.geocoder,
-                  sampling=sampling, writer=run.writer, step=done, dist=run.dist)
+                  sampling=sampling, writer=run.writer, step=done, env_options=cfg, dist=run.dist)
     shown = ("geoscore", "median_km", "acc_200km", "acc_750km")
     progress.note(f"eval step {done}: " + " ".join(f"{k}={ev.metrics[k]:.4g}" for k in shown if k in ev.metrics))
     return {f"eval/{k}": v for k, v in ev.metrics.items()}
 
 
-def train_on(engine, d: Dist, datums_D, loss_fn: str, adam: AdamParams, loss_config) -> dict[str, float] | None:
-    """One optimizer step on the datums of every rank -> its metrics (None: no rank had a datum,
-    no step). One process: the engine's train_step (Tinker submits both calls before waiting).
-    Under torchrun every rank steps, a rank without datums too: the engine reduces the ranks'
-    gradients at optim_step (engines/parallel.py) and the loss sums are summed here."""
+def train_on(engine, d: Dist, datums_D, loss_fn: str, adam: AdamParams, loss_config):
+    """One optimizer step on the datums of every rank -> (its metrics, this rank's training logprobs);
+    (None, []) when no rank had a datum (no step). One process: the engine's train_step (Tinker
+    submits both calls before waiting). Under torchrun every rank steps, a rank without datums
+    too: the engine reduces the ranks' gradients at optim_step (engines/parallel.py)."""
     if not d.active:
-        return engine.train_step(datums_D, loss_fn, adam, loss_config).metrics if datums_D else None
+        if not datums_D:
+            return None, []
+        result = engine.train_step(datums_D, loss_fn, adam, loss_config)
+        return result.metrics, result.logprobs
     if not d.sum({"n": len(datums_D)})["n"]:
-        return None
-    sums = {"loss:sum": 0.0, "tokens": 0.0, "datums": 0.0}
+        return None, []
+    sums, logprobs = {"loss:sum": 0.0, "tokens": 0.0, "datums": 0.0}, []
     if datums_D:
-        sums.update(engine.forward_backward(datums_D, loss_fn, loss_config).metrics)
-    return {**d.sum(sums), **engine.optim_step(adam)}
+        result = engine.forward_backward(datums_D, loss_fn, loss_config)
+        sums.update(result.metrics)
+        logprobs = result.logprobs
+    return {**d.sum(sums), **engine.optim_step(adam)}, logprobs
 
 
-def everyones(d: Dist, trajectories_BG):
-    """Every rank's trajectories in global group order (observations dropped on the way: the
-    metrics and records read the actions and the envs' metrics only)."""
+def everyones(d: Dist, trajectories_BG, versions_B):
+    """Every rank's trajectories (and their weights versions) in global group order; the
+    observations are dropped on the way (metrics and records read the actions and env metrics)."""
     if not d.active:
-        return trajectories_BG
+        return trajectories_BG, versions_B
     light = [[Trajectory(tuple(dataclasses.replace(tr, observation=None) for tr in t.transitions)) for t in group]
              for group in trajectories_BG]
-    return [group for part in d.gather(light) for group in part]
+    parts = d.gather((light, list(versions_B)))
+    return [g for p in parts for g in p[0]], [v for p in parts for v in p[1]]
 
 
 def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
@@ -201,7 +216,8 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
     # the tau schedule's history (follow_error: the recent errors) lives in its state and the checkpoint
     tau = make_tau_schedule(cfg.tau_schedule, cfg.tau_start_km, cfg.tau_end_km, cfg.max_steps,
                             **({"window": cfg.tau_window} if cfg.tau_schedule == "follow_error" else {}))
-    tau.load_state_dict(run.loop_state.get("tau", {}))
+    # (checkpoints written before the schedule kept its own state hold the errors as `recent_km`)
+    tau.load_state_dict(run.loop_state.get("tau") or {"recent_km": run.loop_state.get("recent_km", [])})
 
     credit = CREDITS[cfg.advantage]
     loss_config = None
@@ -209,32 +225,47 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
         loss_config = {"clip_low_threshold": 1 - cfg.ppo_clip, "clip_high_threshold": 1 + cfg.ppo_clip}
     adam = AdamParams(cfg.learning_rate, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps,
                       grad_clip_norm=cfg.grad_clip_norm)
-    num_turns = 1 if cfg.env_type == "single" else len(cfg.turn_prompts)
+    num_turns = registry.num_turns(cfg.env_type, cfg)
+    # labels for hierarchical samples that carry none (the synthetic world's, else reverse geocoding)
+    train_geocoder = geocoder_for(cfg.data) if cfg.env_type == "hierarchical" else None
     progress = Progress(cfg.max_steps, start_step=run.start_step, stream=run.stderr)
     writer.set_status("running")
     metrics: dict = {}
     steps = run.start_step
-    with finishing(writer, run.stream, close_writer=run.own_writer):
+
+    # Rollouts come from the pipeline (geospot/rl/pipeline.py): max_steps_off_policy=0 samples each
+    # step right here, as before; k >= 1 samples the next steps on a thread while this one trains.
+    # A batch's tau is the one published with the weights it samples with. Under torchrun every rank
+    # reads the same global batch and plays its share of the groups (a group never spans ranks:
+    # advantages are group-local); each group samples from its own seed (group_ids), so where it is
+    # played does not change its rollouts.
+    source = BatchSource(
+        samples=lambda s: run.stream.next_batch(cfg.batch_size),
+        builders=lambda samples, ctx: make_group_builders(cfg, samples, engine.renderer, ctx["tau_km"],
+                                                          geocoder=train_geocoder, seed=cfg.seed),
+        params=lambda s: SampleParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature,
+                                      seed=cfg.seed * 1_000_003 + s * 7919))
+    pipeline = RolloutPipeline(source, cfg.group_size, cfg.max_steps_off_policy, end_step=cfg.max_steps,
+                               share=d.share)
+    new_sampler = sampler_factory(engine, cfg.max_steps_off_policy)
+
+    def tau_context(s: int) -> dict:
+        return {"tau_km": float(tau.tau(budget.schedule_step(s, cfg.max_steps)))}
+
+    # the batches a resumed run's checkpoint holds sampled ahead of training (async only)
+    sampled_ahead = pipeline.restore(read_extra(run.checkpoint, "inflight") or []) if run.checkpoint else []
+
+    with finishing(writer, run.stream, close_writer=run.own_writer), pipeline:
         if run.held_out and cfg.eval_at_start and run.start_step == 0:
             eval_now(run, 0, progress)
             progress.restart()  # the ETA counts training steps, not the baseline eval
-        for step in range(run.start_step, cfg.max_steps):
-            if budget.expired():  # a time-limited run resumed after its time ran out
-                break
-            budget.begin_step()
+        pipeline.start(run.start_step, new_sampler(), tau_context(run.start_step), sampled_ahead)
+        for step in run.steps():
             t_step = time.perf_counter()
-            # Every rank reads the same global batch and plays its share of the groups (a group never
-            # spans ranks: advantages are group-local); each group samples from its own seed, so
-            # where it is played does not change its rollouts.
-            samples = run.stream.next_batch(cfg.batch_size)
-            mine = d.share(len(samples))
-            tau_km = float(tau.tau(budget.schedule_step(step, cfg.max_steps)))
-            builders = make_group_builders(cfg, [samples[i] for i in mine], engine.renderer, tau_km)
-            params = SampleParams(
-                max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed * 1_000_003 + step * 7919
-            )
-            stats = RolloutStats()
-            my_trajectories = do_group_rollouts(engine, builders, cfg.group_size, params, stats, group_ids=mine)
+            batch, async_metrics = pipeline.next_batch(step)
+            samples, stats = batch.samples, batch.stats  # the global batch; this rank's groups:
+            my_trajectories = batch.trajectories_BG
+            tau_km = batch.context["tau_km"]
 
             adv = compute_advantages(my_trajectories, credit, cfg.scale_by_std)
             datums_D = build_datums(my_trajectories, adv)  # each datum carries its group
@@ -244,20 +275,21 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
                 kl_sums = d.sum({"kl": kl * len(datums_D), "n": len(datums_D)})
                 kl = kl_sums["kl"] / max(kl_sums["n"], 1)
             # no datums on any rank = every group constant: nothing to learn this step
-            trained = train_on(engine, d, datums_D, cfg.loss_fn, adam, loss_config)
+            trained, train_logprobs = train_on(engine, d, datums_D, cfg.loss_fn, adam, loss_config)
             train_s = time.perf_counter() - t_train
 
             # the metrics, the tau schedule and the records see every rank's rollouts
-            trajectories_BG = everyones(d, my_trajectories)
+            trajectories_BG, versions_B = everyones(d, my_trajectories, batch.versions_B)
             counts = d.sum({"dropped": adv.dropped, "datums": len(datums_D), "sampled": stats.sampled_tokens})
             metrics = rollout_metrics(samples, trajectories_BG, num_turns=num_turns)
-            tau.observe(
+            metrics.update(registry.env_metrics(trajectories_BG))  # label accuracy per turn, geohash cells shared
+            tau.observe(  # the distances of the groups just trained
                 np.asarray(
                     [t.transitions[-1].metrics.get("distance_km", math.nan) for g in trajectories_BG for t in g],
                     dtype=float,
                 )
             )
-            if reward_kind(cfg) == "kernel":  # tau means nothing to the GeoScore reward: don't chart it
+            if registry.uses_tau(reward_kind(cfg)):  # tau means nothing to the GeoScore reward: don't chart it
                 metrics["tau_km"] = tau_km
             metrics.update(
                 {
@@ -275,19 +307,26 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
                 metrics["kl"] = kl
             if trained is not None:
                 metrics.update({f"train/{k}": float(v) for k, v in trained.items()})
+                if not d.active:  # (rank 0's own datums only would misreport them under torchrun)
+                    metrics.update(importance_ratio_metrics(datums_D, train_logprobs, cfg.ppo_clip))
+            if cfg.max_steps_off_policy > 0:
+                metrics.update(async_metrics)
             done = step + 1  # logged as SFT does: the number of optimizer steps done
             writer.log_step(done, metrics)
             if d.is_main and cfg.log_images_every and step % cfg.log_images_every == 0:
-                writer.log_images(done, image_records(samples, trajectories_BG, engine.renderer), split="train")
+                records = image_records(samples, trajectories_BG, engine.renderer, versions_B)
+                writer.log_images(done, records, split="train")
             shown = ("reward_mean", "median_km", "tau_km", "format_rate", "dropped_groups", "tokens_per_s")
             progress.update(step, {k: metrics[k] for k in shown if k in metrics})
 
-            budget.end_step()
-            steps, last = done, done == cfg.max_steps or budget.expired()  # the time limit ends the run as max_steps
+            steps, last = done, run.end_step(done)
+            pipeline.publish(done, new_sampler(), tau_context(done))  # the next batches sample these weights
             if run.held_out and due(cfg.eval_every, done, last):
-                metrics.update(eval_now(run, done, progress))
+                with pipeline.paused():  # the sampling thread stays off the engine while it evaluates
+                    metrics.update(eval_now(run, done, progress))
             if due(cfg.save_every, done, last):
-                run.save(done, {"tau": tau.state_dict()})
+                inflight = pipeline.inflight()  # every step sampled ahead; the stream rests until the next publish
+                run.save(done, {"tau": tau.state_dict()}, extra={"inflight": inflight} if inflight else None)
             if last:
                 break
     return RunResult(run.log_dir, steps, metrics)
@@ -296,7 +335,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help", "help") for a in argv):
-        print(help_text(RLConfig, "geospot rl — GRPO for geolocation (single-turn or telescoping)"))
+        print(help_text(RLConfig, "geospot rl — GRPO for geolocation (single, telescoping, hierarchical, geohash)"))
         return 0
     try:
         run(parse_overrides(RLConfig, argv))
