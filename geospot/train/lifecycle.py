@@ -8,8 +8,9 @@
                  cursor, loop state, seconds spent); the writer. A fresh run whose start fails
                  (anything up to here, model not found included) leaves no folder behind.
     due:         the eval / checkpoint cadence: every N steps and at the end; 0 = only at the end.
-    end_step:    the last step is max_steps, the time limit, or the end of a non-repeating stream
-                 (the run then ends as at max_steps: last eval, checkpoint, `done`, a note).
+    draw:        a step's samples; end_step: the last step is max_steps, the time limit, or the one
+                 that drew a non-repeating stream's last samples (the run then ends as at max_steps:
+                 last eval, checkpoint, `done`, a note).
     save:        a checkpoint with the data cursor and the loop's state.
     finishing:   the run ends `done`, or `failed` if anything escapes; writer and stream closed.
     TimeBudget:  `max_seconds`, counted over training steps only.
@@ -262,19 +263,30 @@ class Run:
     budget: TimeBudget
     start_step: int = 0  # optimizer steps already done (a resumed run's checkpoint)
     loop_state: dict[str, Any] = field(default_factory=dict)  # what the loop saved with that checkpoint
+    checkpoint: Path | None = None  # the checkpoint a resumed run started from (its extra.pt: runs/checkpoint.py)
     own_writer: bool = True
     stderr: Any = None
+    data_end: int | None = None  # a non-repeating stream's last step: the step that drew its last samples, + 1
     data_end_noted: bool = False
 
     def steps(self) -> Iterator[int]:
         """The 0-based steps left to run, each timed by the budget until `end_step`; stops at
         max_steps, or before a step when a time-limited run (e.g. a resumed one) has no time left
-        or a non-repeating stream has no sample left (a resumed run that ended with its data)."""
+        or the data has ended (a resumed run whose data ran out)."""
         for step in range(self.start_step, self.cfg.max_steps):
             if self.budget.expired() or self.data_ran_out(step):
                 return
             self.budget.begin_step()
             yield step
+
+    def draw(self, step: int, n: int) -> list[Any]:
+        """Step `step`'s samples: both loops draw through here, in step order, on whichever thread
+        samples (async GRPO draws ahead on its own). A non-repeating stream's end is found as its
+        last samples are drawn (`has_more`), so the step that trains them is the run's last."""
+        samples = self.stream.next_batch(n)
+        if self.data_end is None and not getattr(self.stream, "repeat", True) and not self.stream.has_more():
+            self.data_end = step + 1 if samples else step
+        return samples
 
     def end_step(self, done: int) -> bool:
         """Stop timing the step; whether it was the last: max_steps, the time limit, or the end of
@@ -283,24 +295,26 @@ class Run:
         return done == self.cfg.max_steps or self.budget.expired() or self.data_ran_out(done)
 
     def data_ran_out(self, done: int) -> bool:
-        """Whether a non-repeating stream has no sample left after `done` steps (noted once). Asked
-        after each step, so the step that took the last samples is the last: no empty-batch step."""
-        if getattr(self.stream, "repeat", True) or self.stream.has_more():
+        """Whether the data has ended after `done` steps (noted once)."""
+        if self.data_end is None or done < self.data_end:
             return False
         if not self.data_end_noted:
             self.data_end_noted = True
-            print(f"data ran out at step {done}: {self.cfg.data!r} gave its last sample (repeat=false), so the run "
-                  "ends here; pass repeat=true in the spec to loop over it", file=self.stderr or sys.stderr)
+            print(f"data ran out at step {self.data_end}: {self.cfg.data!r} gave its last sample (repeat=false), so "
+                  "the run ends here; pass repeat=true in the spec to loop over it", file=self.stderr or sys.stderr)
         return True
 
-    def save(self, done: int, loop_state: dict[str, Any]) -> Path:
-        """checkpoints/<done>/ with the data cursor, the loop's state and the seconds spent."""
+    def save(self, done: int, loop_state: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+        """checkpoints/<done>/ with the data cursor, the loop's state and the seconds spent (and
+        `extra`: objects JSON cannot hold, e.g. async GRPO's batches sampled ahead)."""
         return save_checkpoint(
             self.log_dir,
             done,
             self.engine,
             data_state=self.stream.state_dict(),
-            loop_state={**loop_state, "train_seconds": self.budget.spent},
+            loop_state={**loop_state, "train_seconds": self.budget.spent,
+                        **({"data_end": self.data_end} if self.data_end is not None else {})},
+            extra=extra,
             keep_last=self.cfg.keep_checkpoints or None,
         )
 
@@ -353,8 +367,9 @@ def start_run(
         if ckpt_dir is not None:
             ckpt = load_checkpoint(ckpt_dir, engine, with_optimizer=True)
             stream.load_state_dict(ckpt.data_state)
-            run.start_step, run.loop_state = ckpt.step, dict(ckpt.loop_state)
+            run.start_step, run.loop_state, run.checkpoint = ckpt.step, dict(ckpt.loop_state), ckpt_dir
             run.budget.spent = float(ckpt.loop_state.get("train_seconds", 0.0))
+            run.data_end = ckpt.loop_state.get("data_end")
             print(f"resuming {log_dir} from step {ckpt.step}", file=stderr)
             for k, (a, b) in changed.items():
                 print(f"resuming with {k} changed: {a!r} -> {b!r} (recorded in config.json)", file=stderr)

@@ -169,9 +169,10 @@ def test_sft_last_partial_batch_is_the_last_step(tmp_path):
     assert "data ran out at step 4:" in err.getvalue()
 
 
-def test_rl_ends_when_non_repeating_data_runs_out(tmp_path, capsys):
+@pytest.mark.parametrize("off_policy", [0, 1])  # 1: async GRPO draws the next step's samples on its own thread
+def test_rl_ends_when_non_repeating_data_runs_out(tmp_path, capsys, off_policy):
     log = tmp_path / "rl"
-    result = rl_run(rl_cfg(log, data=FINITE, max_steps=50, save_every=0))
+    result = rl_run(rl_cfg(log, data=FINITE, max_steps=50, save_every=0, max_steps_off_policy=off_policy))
     assert_ended_with_the_data(log, result.steps, capsys.readouterr().err)
     assert sorted({r["step"] for r in read_jsonl(log / "metrics.jsonl") if "reward_mean" in r}) == list(range(1, 11))
 
@@ -184,3 +185,14 @@ def test_non_repeating_data_with_no_sample_fails_before_the_model_loads(tmp_path
     with pytest.raises(ConfigError, match="gives no sample to train on"):
         train(sft_cfg(log, data=f"jsonl:{rows},repeat=false,val_frac=0,test_frac=0"), stderr=io.StringIO())
     assert not log.exists()
+
+
+def test_rl_async_resumed_run_trains_the_rest_of_the_data_then_ends(tmp_path, capsys):
+    """Stopped at step 9 of 10 steps' data, then resumed with room for more: it trains step 10
+    (the last samples) and ends there, each step logged once."""
+    log = tmp_path / "rl"
+    assert rl_run(rl_cfg(log, data=FINITE, max_steps=9, max_steps_off_policy=1)).steps == 9
+    assert "data ran out" not in capsys.readouterr().err
+    result = rl_run(rl_cfg(log, data=FINITE, max_steps=50, max_steps_off_policy=1))
+    assert_ended_with_the_data(log, result.steps, capsys.readouterr().err)
+    assert [r["step"] for r in read_jsonl(log / "metrics.jsonl") if "reward_mean" in r] == list(range(1, 11))
