@@ -40,14 +40,14 @@ class SamplingConfig:
 
     model: str = option("", "hub id, local HF folder, `tiny:<family>[:<size>]`, a training run or checkpoint folder, or tinker://…")
     base_model: str | None = option(None, "for model=tinker://… only: the hub id that checkpoint was trained from")
-    env_type: Literal["single", "telescoping"] = option("single", "`single`: one question; `telescoping`: 3 turns, the last scored (predict prints every turn's guess)")
+    env_type: Literal["single", "telescoping"] = option("single", "`single`: one question; `telescoping`: 3 turns, the last scored (predict prints every turn's guess); a run folder's model defaults to the style it trained last")
     samples: int = option(0, "0 = greedy (temperature 0); k > 0 = k samples per image at `temperature`, the medoid guess used")
     temperature: float = option(1.0, "sampling temperature when samples > 0")
     batch_size: int = option(16, "images per engine.sample call")
-    max_tokens: int = option(24, "answer length limit per turn (the answer format needs ~20 tokens; raise it for chatty zero-shot models)")
+    max_tokens: int = option(24, "answer length limit per turn (the answer format needs ~20 tokens; raise it for chatty zero-shot models); a run folder's model defaults to its own")
     device: str = option("auto", "`auto`, `cpu`, `cuda`, `cuda:1`, …")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = option("auto", "model dtype (`auto`: bf16 on capable GPUs, fp32 on CPU)")
-    max_pixels: int | None = option(None, "pixel budget per image (None = the model's / run's setting)")
+    max_pixels: int | None = option(None, "pixel budget per image (None = the model's; a run folder's: its training images' budget)")
     seed: int = option(0, "sampling seed")
 
     def validate(self) -> None:
@@ -126,6 +126,51 @@ def _engine_overrides(cfg) -> dict:
             "seed": cfg.seed}
 
 
+RUN_DEFAULT_KEYS = ("env_type", "max_pixels", "max_tokens")
+
+
+def given_keys(kv: Sequence[str]) -> set[str]:
+    """The config keys named on the command line (`max-pixels=` counts as `max_pixels`)."""
+    return {a.split("=", 1)[0].strip().lstrip("-").replace("-", "_") for a in kv}
+
+
+def with_run_defaults(cfg, given: set[str] | None = None):
+    """(cfg, record): for a training run / checkpoint folder, the keys the user did not give
+    take the run's values (its ModelSpec: prompt style, image budget, answer length), so a
+    model is asked the way it was trained. `record` says which came from the run and which
+    the command line overrode (written into the eval's config and summary). `given` None =
+    every key that differs from the class default counts as given (a programmatic caller)."""
+    import dataclasses
+
+    from geospot.runs.model_spec import is_run_path, model_spec
+
+    if not cfg.model or not is_run_path(cfg.model):
+        return cfg, {}
+    spec = model_spec(cfg.model)
+    if given is None:
+        defaults = type(cfg)()
+        given = {k for k in RUN_DEFAULT_KEYS if getattr(cfg, k) != getattr(defaults, k)}
+    run_values = {"env_type": spec.env_type, "max_pixels": spec.image_budget, "max_tokens": spec.max_tokens}
+    taken = {k: v for k, v in run_values.items() if k not in given}
+    overridden = {k: getattr(cfg, k) for k in RUN_DEFAULT_KEYS if k in given and getattr(cfg, k) != run_values[k]}
+    cfg = dataclasses.replace(cfg, **taken)
+    style = cfg.env_type
+    record = {"from_run": taken, "overridden": overridden, "turn_prompts": list(spec.turns(style)),
+              "trained_styles": list(spec.trained_styles)}
+    return cfg, record
+
+
+def describe_defaults(record: dict) -> str:
+    """One line for stderr: what the run decided and what the command line changed."""
+    if not record:
+        return ""
+    took = ", ".join(f"{k}={v}" for k, v in record["from_run"].items()) or "nothing"
+    line = f"from the run: {took}"
+    if record["overridden"]:
+        line += "; overridden on the command line: " + ", ".join(f"{k}={v}" for k, v in record["overridden"].items())
+    return line
+
+
 def geocoder_for(kind: str, data_spec: str):
     """The callable compute_metrics uses for country/region/city accuracy: a synthetic
     world's own names for a synthetic spec (reverse geocoding knows nothing of them), else
@@ -174,7 +219,7 @@ command to resume an interrupted eval), then <out>/summary.json, and prints the 
 """
 
 # keys that must match for a rerun into the same folder to count as a resume
-RESUME_KEYS = ("model", "data", "split", "n", "env_type", "samples", "temperature", "max_tokens")
+RESUME_KEYS = ("model", "data", "split", "n", "env_type", "samples", "temperature", "max_tokens", "max_pixels")
 
 
 def eval_main(argv: list[str]) -> int:
@@ -192,11 +237,12 @@ def eval_main(argv: list[str]) -> int:
         if pos:
             raise ConfigError(f"unexpected argument {pos[0]!r}: eval takes key=value pairs (try --help)")
         cfg = parse_overrides(EvalConfig, kv)
+        given = given_keys(kv)
         if ("greedy" in flags or "--greedy" in flags) and cfg.samples:
             raise ConfigError("pass either greedy or samples=k, not both")
         if not cfg.model or not cfg.data:
             raise ConfigError("model= and data= are required, e.g. `geospot eval model=tiny:qwen2_5_vl:small data=synthetic:n=64`")
-        summary = run_eval(cfg)
+        summary = run_eval(cfg, given=given)
     except (ConfigError, SpecError, FileNotFoundError) as e:
         print(f"geospot eval: {e}", file=sys.stderr)
         return 2
@@ -265,35 +311,62 @@ class _bar:
         self._t.close()
 
 
-def run_eval(cfg: EvalConfig, engine=None) -> dict:
-    """The body of `geospot eval` (importable; `engine` skips model loading, for tests)."""
+def _differs(out: Path, resume_cfg: dict) -> list[str]:
+    """The resume keys whose value the eval already in `out` does not share ([] = none there,
+    or the same eval: a rerun resumes it)."""
+    config_path = out / "config.json"
+    if not (out / io.PREDICTIONS).exists() and not (out / io.SUMMARY).exists():
+        return []
+    if not config_path.exists():
+        return ["config.json (not a geospot eval folder)"]
+    old = json.loads(config_path.read_text()).get("resume", {})
+    return [f"{k} ({old.get(k)!r} there)" for k in resume_cfg if old.get(k) != resume_cfg[k]]
+
+
+def eval_folder(cfg: EvalConfig, checkpoint: str | None, resume_cfg: dict) -> Path:
+    """Where this eval writes. A named out= holding another eval is refused; the default
+    folder moves on to `<name>-2`, `-3`, ... so an earlier eval of a different config is never
+    overwritten."""
+    if cfg.out:
+        out = Path(cfg.out)
+        differs = _differs(out, resume_cfg)
+        if differs:
+            raise ConfigError(f"out={out} holds an eval with different {', '.join(differs)}; "
+                              "pick another out= or delete that folder")
+        return out
+    first = out = default_out(cfg, checkpoint)
+    i = 2
+    while _differs(out, resume_cfg):
+        out, i = first.with_name(f"{first.name}-{i}"), i + 1
+    if out != first:
+        print(f"{first} holds an eval of another config; writing {out}", file=sys.stderr)
+    return out
+
+
+def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dict:
+    """The body of `geospot eval` (importable; `engine` skips model loading, for tests).
+    `given`: the keys named on the command line (the rest default to the run's, if any)."""
     from geospot.data import open_stream
 
     from geospot.data.spec import parse_spec
 
     parse_spec(cfg.data)  # a bad spec fails here, before any folder is made
+    cfg, run_defaults = with_run_defaults(cfg, given)
+    if run_defaults:
+        print(describe_defaults(run_defaults), file=sys.stderr)
     checkpoint = _resolved_checkpoint(cfg.model)
-    out = Path(cfg.out) if cfg.out else default_out(cfg, checkpoint)
+    # what must match for a rerun to resume: the eval settings and the exact weights (a run
+    # folder's latest checkpoint moves on while training runs)
+    resume_cfg = {**{k: getattr(cfg, k) for k in RESUME_KEYS}, "checkpoint": checkpoint}
+    out = eval_folder(cfg, checkpoint, resume_cfg)
     out.mkdir(parents=True, exist_ok=True)
     name = cfg.name or out.resolve().name
     pred_path = out / io.PREDICTIONS
     config_path = out / "config.json"
-    # what must match for a rerun to resume: the eval settings and the exact weights (a run
-    # folder's latest checkpoint moves on while training runs)
-    resume_cfg = {**{k: getattr(cfg, k) for k in RESUME_KEYS}, "checkpoint": checkpoint}
-    done: list = []
-    if pred_path.exists() and config_path.exists():
-        old = json.loads(config_path.read_text()).get("resume", {})
-        differs = [k for k in resume_cfg if old.get(k) != resume_cfg[k]]
-        if differs:
-            raise ConfigError(
-                f"out={out} holds an eval with different {', '.join(f'{k} ({old.get(k)!r} there)' for k in differs)}; "
-                "pick another out= or delete that folder"
-            )
-        done = io.repair_predictions(pred_path)
-    elif pred_path.exists():
-        raise ConfigError(f"out={out} has a predictions.csv but no config.json: not a geospot eval folder; pick another out=")
-    config_path.write_text(json.dumps({"kind": "eval", "config": asdict(cfg), "resume": resume_cfg}, indent=1) + "\n")
+    done: list = io.repair_predictions(pred_path) if pred_path.exists() else []
+    config_path.write_text(json.dumps({"kind": "eval", "config": asdict(cfg), "resume": resume_cfg,
+                                       "run_defaults": run_defaults}, indent=1) + "\n")
+    turns = tuple(run_defaults["turn_prompts"]) if run_defaults else None
 
     split = resolve_split(cfg.split, cfg.data)
     done_ids = {p.id for p in done}
@@ -320,7 +393,7 @@ def run_eval(cfg: EvalConfig, engine=None) -> dict:
 
             t0 = time.perf_counter()
             predict(engine, todo, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens,
-                    sampling=_sampling(cfg.samples, cfg.temperature, cfg.max_tokens), on_batch=finished)
+                    sampling=_sampling(cfg.samples, cfg.temperature, cfg.max_tokens), on_batch=finished, turns=turns)
             busy_s += time.perf_counter() - t0
             evaluated += len(todo)
         skipped = dict(stream.skipped)
@@ -352,6 +425,7 @@ def run_eval(cfg: EvalConfig, engine=None) -> dict:
         "summary": str(out / io.SUMMARY),
         "checkpoint": checkpoint,
         "config": asdict(cfg),
+        "run_defaults": run_defaults,
     }
     io.write_summary(out, summary)
     return summary
@@ -414,6 +488,9 @@ def predict_main(argv: list[str], engine=None) -> int:
     try:
         kv, flags, values, pos = _split_args(argv, {"--json", "greedy"}, {"--map"})
         cfg = parse_overrides(PredictConfig, kv)
+        cfg, run_defaults = with_run_defaults(cfg, given_keys(kv))
+        if run_defaults:
+            print(describe_defaults(run_defaults), file=sys.stderr)
         if not pos:
             raise ConfigError("give images or a folder, e.g. `geospot predict model=... photos/`")
         if not cfg.model and engine is None:
@@ -431,7 +508,8 @@ def predict_main(argv: list[str], engine=None) -> int:
         print(f"geospot predict: {e}", file=sys.stderr)
         return 2
     preds = predict(engine, samples, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens,
-                    sampling=_sampling(cfg.samples, cfg.temperature, cfg.max_tokens))
+                    sampling=_sampling(cfg.samples, cfg.temperature, cfg.max_tokens),
+                    turns=tuple(run_defaults["turn_prompts"]) if run_defaults else None)
     labels = _reverse_geocode_parsed(preds)
     rows = []
     for p, lab in zip(preds, labels):

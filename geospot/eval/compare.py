@@ -1,6 +1,7 @@
 """`geospot eval --compare runA runB ...`: one table, one row per run, best per column marked.
 
-Reads each run folder's summary.json (written by `geospot eval`). Distances are better
+Reads each eval folder's summary.json (written by `geospot eval`) or a training run's last
+held-out eval (its metrics.jsonl). Distances are better
 low, every accuracy / score better high; `n` is not ranked. The best value of each column
 gets a `*` (all tied bests get one; a column where every run ties gets none)."""
 
@@ -10,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from geospot.eval.predictions import read_summary
+from geospot.eval.predictions import read_summary_or_training_eval
 from geospot.geo.metrics import METRIC_KEYS
 
 COLUMNS = METRIC_KEYS  # the table's columns are exactly compute_metrics' keys, in its order
@@ -66,10 +67,11 @@ def compare_table(rows: dict[str, dict], columns: Sequence[str] = COLUMNS) -> st
 
 
 def load_runs(run_dirs: Sequence[str]) -> dict[str, dict]:
-    """run name (folder name, made unique) -> metrics, from each summary.json."""
+    """run name (folder name, made unique) -> metrics, from each eval folder's summary.json or
+    each training run's last held-out eval."""
     rows: dict[str, dict] = {}
     for d in run_dirs:
-        summary = read_summary(d)
+        summary = read_summary_or_training_eval(d)
         name = summary.get("name") or Path(d).resolve().name
         base, i = name, 2
         while name in rows:

@@ -231,12 +231,14 @@ def predict(
     max_tokens: int = 24,
     sampling: None | int | SampleParams | tuple = None,
     on_batch: Callable[[list[Prediction]], None] | None = None,
+    turns: tuple[str, ...] | None = None,
 ) -> list[Prediction]:
     """Predictions for `samples` (order kept), batch by batch; no scoring, so the truth may
-    be NaN (`geospot predict`). Progress display is the caller's (via `on_batch`)."""
+    be NaN (`geospot predict`). Progress display is the caller's (via `on_batch`). `turns`:
+    the prompts a run trained with (None = geospot's own for `prompt_style`)."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
-    turns = turn_texts_for(prompt_style)
+    turns = turns or turn_texts_for(prompt_style)
     params, k = resolve_sampling(sampling, max_tokens)
     samples = list(samples)
     predictions: list[Prediction] = []
