@@ -4,7 +4,7 @@
                  [out=<run dir>] [--json]
     geospot eval --compare runA runB ...
     geospot predict model=<model> IMAGES...|DIR [--json] [--map out.html]
-    geospot export checkpoint=<run or checkpoint dir> out=DIR [merged=true]
+    geospot export ...   (geospot/eval/export.py)
 
 `model` is anything geospot.eval.loading understands: hub id, local folder, tiny:..., a
 training run / checkpoint folder, tinker://... . An eval run folder holds config.json,
@@ -18,14 +18,16 @@ import math
 import re
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from geospot.config import ConfigError, help_text, option, parse_overrides
 from geospot.data.spec import SpecError
 from geospot.eval import predictions as io
+from geospot.eval.run_defaults import describe_defaults, given_keys, with_run_defaults
 from geospot.eval.runner import metrics_for, predict
 from geospot.jsonutil import finite_json
 
@@ -74,14 +76,6 @@ class PredictConfig(SamplingConfig):
     """`geospot predict` needs nothing beyond the shared settings."""
 
 
-@dataclass(frozen=True)
-class ExportConfig:
-    checkpoint: str = option("", "a training run folder (its latest checkpoint) or a checkpoints/<step> folder")
-    out: str = option("", "output folder")
-    merged: bool = option(False, "false: a PEFT adapter (+ base model name); true: LoRA merged into a full HF model")
-    eval: str | None = option(None, "an eval run folder whose summary.json goes into the model card (default: <run>/eval if present)")
-
-
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
@@ -124,51 +118,6 @@ def _slug(text: str) -> str:
 def _engine_overrides(cfg) -> dict:
     return {"base_model": cfg.base_model, "device": cfg.device, "dtype": cfg.dtype, "max_pixels": cfg.max_pixels,
             "seed": cfg.seed}
-
-
-RUN_DEFAULT_KEYS = ("env_type", "max_pixels", "max_tokens")
-
-
-def given_keys(kv: Sequence[str]) -> set[str]:
-    """The config keys named on the command line (`max-pixels=` counts as `max_pixels`)."""
-    return {a.split("=", 1)[0].strip().lstrip("-").replace("-", "_") for a in kv}
-
-
-def with_run_defaults(cfg, given: set[str] | None = None):
-    """(cfg, record): for a training run / checkpoint folder, the keys the user did not give
-    take the run's values (its ModelSpec: prompt style, image budget, answer length), so a
-    model is asked the way it was trained. `record` says which came from the run and which
-    the command line overrode (written into the eval's config and summary). `given` None =
-    every key that differs from the class default counts as given (a programmatic caller)."""
-    import dataclasses
-
-    from geospot.runs.model_spec import is_run_path, model_spec
-
-    if not cfg.model or not is_run_path(cfg.model):
-        return cfg, {}
-    spec = model_spec(cfg.model)
-    if given is None:
-        defaults = type(cfg)()
-        given = {k for k in RUN_DEFAULT_KEYS if getattr(cfg, k) != getattr(defaults, k)}
-    run_values = {"env_type": spec.env_type, "max_pixels": spec.image_budget, "max_tokens": spec.max_tokens}
-    taken = {k: v for k, v in run_values.items() if k not in given}
-    overridden = {k: getattr(cfg, k) for k in RUN_DEFAULT_KEYS if k in given and getattr(cfg, k) != run_values[k]}
-    cfg = dataclasses.replace(cfg, **taken)
-    style = cfg.env_type
-    record = {"from_run": taken, "overridden": overridden, "turn_prompts": list(spec.turns(style)),
-              "trained_styles": list(spec.trained_styles)}
-    return cfg, record
-
-
-def describe_defaults(record: dict) -> str:
-    """One line for stderr: what the run decided and what the command line changed."""
-    if not record:
-        return ""
-    took = ", ".join(f"{k}={v}" for k, v in record["from_run"].items()) or "nothing"
-    line = f"from the run: {took}"
-    if record["overridden"]:
-        line += "; overridden on the command line: " + ", ".join(f"{k}={v}" for k, v in record["overridden"].items())
-    return line
 
 
 def geocoder_for(kind: str, data_spec: str):
@@ -347,7 +296,6 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
     """The body of `geospot eval` (importable; `engine` skips model loading, for tests).
     `given`: the keys named on the command line (the rest default to the run's, if any)."""
     from geospot.data import open_stream
-
     from geospot.data.spec import parse_spec
 
     parse_spec(cfg.data)  # a bad spec fails here, before any folder is made
@@ -549,7 +497,7 @@ def _reverse_geocode_parsed(preds):
 
 
 def _predict_line(r: dict, telescoping: bool) -> str:
-    one_line = lambda s: s.replace("\n", " | ")  # noqa: E731
+    one_line = lambda s: s.replace("\n", " | ")
     if math.isnan(r["latitude"]):
         coords = "unparsed"
     else:
@@ -559,38 +507,3 @@ def _predict_line(r: dict, telescoping: bool) -> str:
         turns = " -> ".join("?" if g is None else f"({g[0]:.2f}, {g[1]:.2f})" for g in r["turns"])
         line += f"\tturns: {turns}"
     return line
-
-
-# ---------------------------------------------------------------------------------------
-# geospot export
-
-EXPORT_HELP = """usage: geospot export checkpoint=<run or checkpoint dir> out=DIR [merged=true]
-
-Writes a PEFT adapter (default) or a merged HF model that loads in plain transformers,
-plus a model card README.md (base model, data, steps, eval table).
-"""
-
-
-def export_main(argv: list[str]) -> int:
-    argv = list(argv)
-    if any(a in ("-h", "--help", "help") for a in argv):
-        print(EXPORT_HELP + "\n" + help_text(ExportConfig))
-        return 0
-    try:
-        cfg = parse_overrides(ExportConfig, argv)
-        if not cfg.checkpoint or not cfg.out:
-            raise ConfigError("checkpoint= and out= are required, e.g. `geospot export checkpoint=runs/sft out=export/`")
-        from geospot.eval.loading import is_checkpoint_path, load_model
-
-        if not is_checkpoint_path(cfg.checkpoint):
-            raise ConfigError(f"checkpoint={cfg.checkpoint} is not a training run or checkpoint folder")
-        loaded = load_model(cfg.checkpoint, device="cpu")
-        path = loaded.engine.export(cfg.out, merged=cfg.merged)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"geospot export: {e}", file=sys.stderr)
-        return 2
-    from geospot.eval.card import write_model_card
-
-    card = write_model_card(path, loaded, merged=cfg.merged, eval_dir=cfg.eval)
-    print(f"exported {'merged model' if cfg.merged else 'adapter'} to {path}\nmodel card: {card}")
-    return 0

@@ -8,8 +8,8 @@ gets a `*` (all tied bests get one; a column where every run ties gets none)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from geospot.eval.predictions import read_summary_or_training_eval
 from geospot.geo.metrics import METRIC_KEYS
@@ -60,7 +60,7 @@ def compare_table(rows: dict[str, dict], columns: Sequence[str] = COLUMNS) -> st
             cells.append(cell + ("*" if name in best.get(col, ()) else ""))
         body.append(cells)
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
     out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(r) for r in body]
     return "\n".join(out) + "\n(* = best in column; km lower is better, the rest higher)"

@@ -14,8 +14,8 @@ import csv
 import json
 import math
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from geospot.eval.runner import NAN, Prediction
 
