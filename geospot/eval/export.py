@@ -103,10 +103,12 @@ def write_example_image(folder: Path, data: str | None) -> str | None:
         return None
     from geospot.data import load_samples
 
-    try:
-        samples = load_samples(data, split="val", n=1)
-    except (FileNotFoundError, ValueError, OSError):
-        return None
+    samples: list = []
+    for split in ("val", "test", "train"):  # a small world may have no val image
+        try:
+            samples = samples or load_samples(data, split=split, n=1)
+        except (FileNotFoundError, ValueError, OSError):
+            return None
     if not samples:
         return None
     out = folder / "example.jpg"
