@@ -1,8 +1,8 @@
 import math
 
 import pytest
-
 from eval_fakes import ScriptedEngine, exact, make_samples
+
 from geospot.eval import evaluate
 from geospot.eval import predictions as io
 from geospot.eval.compare import best_per_column, compare_table, load_runs
