@@ -31,6 +31,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from geospot.runs.liveness import effective_status
 from geospot.runs.store import STORE_FILE, RunReader
 
 log = logging.getLogger(__name__)
@@ -116,10 +117,12 @@ class Dashboard:
         version = (str(run), meta.get("seq"), meta.get("created"))
         hit = self._summaries.get(name)
         if hit is not None and hit[0] == version:
-            return hit[1]
-        summary = reader.summary()
-        self._summaries[name] = (version, summary)
-        return summary
+            summary = hit[1]
+        else:
+            summary = reader.summary()
+            self._summaries[name] = (version, summary)
+        # a killed run writes nothing, so liveness is judged afresh on every call, not cached
+        return {**summary, "status": effective_status(summary.get("stored_status", summary["status"]), meta)}
 
     def forget_missing(self, names: set[str]) -> None:
         """Drop cached summaries of runs that are gone (bounded by the runs on disk)."""
@@ -178,6 +181,13 @@ def create_app(runs_dir: str | Path, **dashboard_kwargs: Any) -> Starlette:
 
         return _json(await asyncio.to_thread(load))
 
+    async def api_status(request: Request) -> Response:
+        """The run's status judged now (a run killed without a word turns `stopped`)."""
+        reader = _run_or_404(dash, request)
+        if isinstance(reader, Response):
+            return reader
+        return _json(await asyncio.to_thread(reader.status))
+
     async def api_images(request: Request) -> Response:
         reader = _run_or_404(dash, request)
         if isinstance(reader, Response):
@@ -216,6 +226,7 @@ def create_app(runs_dir: str | Path, **dashboard_kwargs: Any) -> Starlette:
         Route("/favicon.ico", lambda request: Response(status_code=204)),
         Route("/api/runs", api_runs),
         Route("/api/run", api_run),
+        Route("/api/status", api_status),
         Route("/api/images", api_images),
         Route("/api/thumb", api_thumb),
         Route("/api/events", api_events),
