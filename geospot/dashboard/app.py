@@ -21,8 +21,9 @@ import asyncio
 import collections
 import json
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -273,7 +274,7 @@ async def _stream(watcher: RunWatcher, cursor: int, keepalive_s: float) -> Async
                 continue
             try:
                 await asyncio.wait_for(changed.wait(), keepalive_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 yield ": keepalive\n\n"
     finally:
         watcher.clients -= 1
