@@ -93,7 +93,7 @@ def engine_state_config(checkpoint: Path | None) -> dict:
     state = _read_json(checkpoint / "state.json")
     engine_path = Path(str(state.get("engine_path", "engine")))
     engine_dir = engine_path if engine_path.is_absolute() else checkpoint / engine_path
-    record = _read_json(engine_dir / "tinker.json")
+    record = _read_json(engine_dir / "tinker.json") or _read_json(checkpoint / "engine" / "tinker.json")
     if record.get("base_model"):
         return {"engine": "tinker", "model_name": record["base_model"], "lora_rank": int(record.get("lora_rank") or 0)}
     if not (engine_dir / "state.pt").exists():
