@@ -182,7 +182,9 @@ def eval_main(argv: list[str]) -> int:
         if "--compare" in flags:
             if kv or len(pos) < 1:
                 raise ConfigError("usage: geospot eval --compare RUN_DIR [RUN_DIR ...] [--json]")
-            return _compare(pos, as_json)
+            from geospot.eval.compare import compare_main
+
+            return compare_main(pos, as_json)
         if pos:
             raise ConfigError(f"unexpected argument {pos[0]!r}: eval takes key=value pairs (try --help)")
         cfg = parse_overrides(EvalConfig, kv)
@@ -200,18 +202,6 @@ def eval_main(argv: list[str]) -> int:
     else:
         print(_fmt_metrics(summary["name"], summary["metrics"]))
         print(f"predictions: {summary['predictions']}\nsummary:     {summary['summary']}")
-    return 0
-
-
-def _compare(run_dirs: Sequence[str], as_json: bool) -> int:
-    from geospot.eval.compare import best_per_column, compare_table, load_runs
-
-    rows = load_runs(run_dirs)
-    if as_json:
-        best = {k: sorted(v) for k, v in best_per_column(rows).items()}
-        print(json.dumps(finite_json({"runs": rows, "best": best})))
-    else:
-        print(compare_table(rows))
     return 0
 
 

@@ -78,3 +78,18 @@ def load_runs(run_dirs: Sequence[str]) -> dict[str, dict]:
             name, i = f"{base}#{i}", i + 1
         rows[name] = summary["metrics"]
     return rows
+
+
+def compare_main(run_dirs: Sequence[str], as_json: bool) -> int:
+    """`geospot eval --compare`: the table, or {"runs", "best"} as JSON."""
+    import json
+
+    from geospot.jsonutil import finite_json
+
+    rows = load_runs(run_dirs)
+    if as_json:
+        best = {k: sorted(v) for k, v in best_per_column(rows).items()}
+        print(json.dumps(finite_json({"runs": rows, "best": best})))
+    else:
+        print(compare_table(rows))
+    return 0
