@@ -132,7 +132,10 @@ def export_run(cfg: ExportConfig) -> tuple[Path, str, Path]:
         raise ConfigError("engine=tinker runs export the LoRA adapter only; drop merged=true")
     # the engine's image processor is saved with the budget the model was trained with
     loaded = load_model(cfg.checkpoint, device="cpu", max_pixels=spec.image_budget)
-    path = Path(loaded.engine.export(cfg.out, merged=cfg.merged))
+    from geospot.models.compat import no_progress_bars
+
+    with no_progress_bars(quiet=spec.base_model.startswith("tiny:")):  # a tiny model writes in ms: no bar
+        path = Path(loaded.engine.export(cfg.out, merged=cfg.merged))
     complete_folder(path, spec.base_model, kind, spec.image_budget)
     photo = write_example_image(path, spec.data)
     card = write_model_card(path, loaded, spec=spec, kind=kind, eval_dir=cfg.eval, base_ref=base_reference(spec.base_model),

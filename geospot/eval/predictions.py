@@ -193,12 +193,17 @@ def training_evals(run_dir: str | os.PathLike) -> list[dict]:
 
 def read_summary_or_training_eval(run_dir: str | os.PathLike) -> dict:
     """An eval folder's summary.json, or a training run's last held-out eval in the same shape
-    (name `<run> (held-out, step k)`), for `geospot eval --compare`."""
+    (name `<run> (held-out, step k)`; a run whose loop never evaluated: its newest `geospot eval`
+    folder), for `geospot eval --compare`."""
     path = Path(run_dir)
     if path.is_file() or (path / SUMMARY).exists():
         return read_summary(path)
     evals = training_evals(path)
-    if not evals:
+    if not evals:  # no loop eval: the run's newest `geospot eval`
+        found = sorted(path.glob(f"eval/*/{SUMMARY}"), key=lambda p: p.stat().st_mtime)
+        if found:
+            summary = read_summary(found[-1])
+            return {**summary, "name": f"{path.resolve().name} ({summary.get('name', found[-1].parent.name)})"}
         raise FileNotFoundError(f"{run_dir}: neither an eval folder (no {SUMMARY}) nor a training run with a held-out "
                                 "eval in metrics.jsonl; run `geospot eval model=<run> data=<spec>` first")
     last = evals[-1]
