@@ -102,14 +102,16 @@ def usage_code(kind: str, folder: str, base_ref: str, spec, photo: str) -> list[
         "for t, prompt in enumerate(turns):",
         "    d = prev_decimals[min(t - 1, len(prev_decimals) - 1)]  # the previous guess, rounded as in training",
         "    text = prompt if t == 0 else prompt.format(prev=f'({guess[0]:.{d}f}, {guess[1]:.{d}f})')",
-        "    messages.append({'role': 'user', 'content': ([{'type': 'image'}] if t == 0 else []) + [{'type': 'text', 'text': text}]})",
+        "    content = ([{'type': 'image'}] if t == 0 else []) + [{'type': 'text', 'text': text}]",
+        "    messages.append({'role': 'user', 'content': content})",
         "    chat = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)",
-        "    ids = tokenizer(chat.replace('<|image_pad|>', '<|image_pad|>' * n_image_tokens), return_tensors='pt').input_ids",
+        "    chat = chat.replace('<|image_pad|>', '<|image_pad|>' * n_image_tokens)  # as AutoProcessor expands it",
+        "    ids = tokenizer(chat, return_tensors='pt').input_ids",
         "    mm = (ids == tokenizer.convert_tokens_to_ids('<|image_pad|>')).int()",
         "    with torch.no_grad():",
-        "        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels['pixel_values'],",
-        f"                             image_grid_thw=pixels['image_grid_thw'], mm_token_type_ids=mm, max_new_tokens={spec.max_tokens},",
-        "                             do_sample=False)",
+        "        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),",
+        "                             pixel_values=pixels['pixel_values'], image_grid_thw=pixels['image_grid_thw'],",
+        f"                             mm_token_type_ids=mm, max_new_tokens={spec.max_tokens}, do_sample=False)",
         "    answer = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)",
         "    messages.append({'role': 'assistant', 'content': [{'type': 'text', 'text': answer}]})",
         "    numbers = [float(x) for x in re.findall(r'-?\\d+(?:\\.\\d+)?', answer)[:2]]",
@@ -176,7 +178,8 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
     ]
     rows = {}
     for s in _find_summaries(loaded.run_dir, eval_dir):
-        rows[f"{s.get('name', '?')}: {s.get('data', '?')} ({s.get('env_type', 'single')}, {s.get('sampling', 'greedy')})"] = s["metrics"]
+        label = f"{s.get('name', '?')}: {s.get('data', '?')} ({s.get('env_type', 'single')}, {s.get('sampling', 'greedy')})"
+        rows[label] = s["metrics"]
     training = _training_evals(loaded.run_dir, loaded.step) if eval_dir is None else {}
     from geospot.eval.compare import compare_table
 

@@ -138,8 +138,8 @@ def export_run(cfg: ExportConfig) -> tuple[Path, str, Path]:
         path = Path(loaded.engine.export(cfg.out, merged=cfg.merged))
     complete_folder(path, spec.base_model, kind, spec.image_budget)
     photo = write_example_image(path, spec.data)
-    card = write_model_card(path, loaded, spec=spec, kind=kind, eval_dir=cfg.eval, base_ref=base_reference(spec.base_model),
-                            photo=photo)
+    card = write_model_card(path, loaded, spec=spec, kind=kind, eval_dir=cfg.eval,
+                            base_ref=base_reference(spec.base_model), photo=photo)
     return path, kind, card
 
 

@@ -137,7 +137,10 @@ def model_spec(path: str | Path, _seen: frozenset = frozenset()) -> ModelSpec:
     kind, cfg = record.get("kind", ""), record.get("config", {}) or {}
     parent = _parent_spec(cfg.get("load_checkpoint_path"), _seen | {run_dir.resolve()})
     engine = engine_state_config(checkpoint)
-    get = lambda key, default: next((v for v in (engine.get(key), cfg.get(key)) if v is not None), default)
+
+    def get(key: str, default: Any) -> Any:  # the engine state's value, else the config's, else the default
+        return next((v for v in (engine.get(key), cfg.get(key)) if v is not None), default)
+
 
     styles = _styles(kind, cfg)
     if parent is not None and kind == "rl":

@@ -74,7 +74,8 @@ def test_the_cards_code_runs_as_written(exported):
     out, _, _ = exported
     code = card_code((out / "README.md").read_text())
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300, env=env, cwd=out.parent)
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300,
+                          env=env, cwd=out.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("turn 1: "), proc.stdout
 
@@ -96,7 +97,8 @@ def test_plain_peft_loads_the_adapter_with_the_engines_logprobs(run, exported):
     model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base), out).eval()
     image = load_samples("synthetic:n=64,size=112,seed=0", split="train", n=1)[0].image
     prompt = engine.renderer.generation_prompt([user_message(image, SINGLE_TURN_PROMPT)])
-    full = prompt.append_tokens(engine.renderer.tokenizer.encode("Latitude: 12.3\nLongitude: 45.6", add_special_tokens=False))
+    answer = engine.renderer.tokenizer.encode("Latitude: 12.3\nLongitude: 45.6", add_special_tokens=False)
+    full = prompt.append_tokens(answer)
     ids = torch.from_numpy(engine.renderer.tokens_of(full))[None]
     pv, grid = engine.image_processor([c.image for c in full.images()])
     with torch.no_grad():

@@ -76,7 +76,7 @@ def test_predict_with_no_other_key_parses_real_photos(model_dir, capsys):
     assert "from the run: env_type=telescoping, max_pixels=12544" in out.err
 
 
-def test_eval_with_no_other_key_parses_and_records_where_its_settings_came_from(model_dir, tmp_path, monkeypatch, capsys):
+def test_eval_with_no_other_key_parses_and_records_where_settings_came_from(model_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # a plain model folder would eval into ./runs/eval
     assert cli.eval_main([f"model={model_dir}", f"data={OSV}", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)

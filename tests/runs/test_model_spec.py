@@ -26,7 +26,8 @@ def test_sft_both_asks_single_and_an_rl_run_on_top_asks_its_env(tmp_path):
                                        "max_tokens": 24, "model_name": None, "data": None}, step=3)
     spec = model_spec(rl / "checkpoints" / "3")
     assert spec.env_type == "telescoping" and spec.trained_styles == ("single", "telescoping")
-    assert (spec.base_model, spec.lora_rank, spec.max_pixels, spec.answer_decimals) == ("tiny:qwen2_5_vl:tiny", 8, 200704, 3)
+    assert (spec.base_model, spec.lora_rank, spec.max_pixels) == ("tiny:qwen2_5_vl:tiny", 8, 200704)
+    assert spec.answer_decimals == 3
     assert spec.data == "synthetic:n=100,size=56" and spec.max_tokens == 24 and spec.step == 3
 
 
