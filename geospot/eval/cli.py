@@ -27,6 +27,7 @@ from typing import Literal
 from geospot.config import ConfigError, help_text, option, parse_overrides
 from geospot.data.spec import SpecError
 from geospot.eval import predictions as io
+from geospot.eval.geocoding import geocoder_for
 from geospot.eval.run_defaults import describe_defaults, given_keys, with_run_defaults
 from geospot.eval.runner import metrics_for, predict
 from geospot.jsonutil import finite_json
@@ -120,25 +121,6 @@ def _engine_overrides(cfg) -> dict:
             "seed": cfg.seed}
 
 
-def geocoder_for(kind: str, data_spec: str):
-    """The callable compute_metrics uses for country/region/city accuracy: a synthetic
-    world's own names for a synthetic spec (reverse geocoding knows nothing of them), else
-    offline reverse geocoding (the OSV-5M way, as `geospot score` does)."""
-    if kind == "none":
-        return None
-    if kind == "auto":
-        from geospot.data.spec import build_source, parse_spec
-
-        parts = parse_spec(data_spec)
-        if parts and all(p.kind == "synthetic" for p in parts):
-            worlds = {id(w): w for w in (build_source(p).world for p in parts)}
-            if len(worlds) == 1:
-                return next(iter(worlds.values())).geocoder
-    from geospot.geo.geocode import reverse_geocode
-
-    return reverse_geocode
-
-
 def resolve_split(split: str, data_spec: str) -> str:
     """`auto`: a synthetic world's `test` split (its other ids train the model); every
     other source whole (`all`): a benchmark folder is a test set already."""
@@ -210,7 +192,7 @@ def _resolved_checkpoint(model: str) -> str | None:
 
     if not is_checkpoint_path(model):
         return None
-    from geospot.train.checkpoint import resolve_checkpoint
+    from geospot.runs.checkpoint import resolve_checkpoint
 
     return str(resolve_checkpoint(model).resolve())
 
@@ -343,7 +325,7 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
     # and `geospot score predictions.csv` reproduces them.
     by_id = {p.id: p for p in io.read_predictions(pred_path)}
     preds = [by_id[i] for i in order if i in by_id]
-    metrics = metrics_for(preds, geocoder_for(cfg.geocoder, cfg.data))
+    metrics = metrics_for(preds, geocoder_for(cfg.data, cfg.geocoder))
     # the truth beside the predictions: `geospot score --pred predictions.csv --truth truth.csv`
     io.write_truth_csv(out / "truth.csv", preds)
     summary = {

@@ -7,7 +7,7 @@ an unparsed final answer, which counts as a miss (NaN) like everywhere else in g
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -37,7 +37,10 @@ def rollout_metrics(samples, trajectories_BG: Sequence[Sequence[Trajectory]], nu
     }
     if num_turns > 1:
         for k in range(num_turns):
-            d = [t.transitions[k].metrics.get("distance_km", math.nan) if len(t.transitions) > k else math.nan for t in trajs]
+            d = [
+                t.transitions[k].metrics.get("distance_km", math.nan) if len(t.transitions) > k else math.nan
+                for t in trajs
+            ]
             d = np.asarray(d, dtype=float)
             out[f"turn{k + 1}_median_km"] = float(np.median(d[np.isfinite(d)])) if np.isfinite(d).any() else math.nan
     return out
@@ -67,6 +70,9 @@ def image_records(samples, trajectories_BG: Sequence[Sequence[Trajectory]], rend
             )
             for t in group
         )
-        records.append(ImageRecord(image_id=s.id, lat=s.lat, lon=s.lon, rollouts=rollouts, image=s.image,
-                                   labels=dict(s.labels or {})))
+        records.append(
+            ImageRecord(
+                image_id=s.id, lat=s.lat, lon=s.lon, rollouts=rollouts, image=s.image, labels=dict(s.labels or {})
+            )
+        )
     return records

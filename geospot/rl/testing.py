@@ -5,7 +5,7 @@ Tokens are Unicode code points; token 0 ends a turn; an image is one placeholder
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from geospot.engines.types import ImageChunk, ModelInput, SampledSequence, SampleParams, TextChunk
 
@@ -34,7 +34,9 @@ class CharRenderer:
             out = out.concat(self._user(m))
         return out.append_tokens(_ids("<a>"))
 
-    def continuation(self, prev: ModelInput, sampled_tokens: Sequence[int], user_messages: Sequence[dict]) -> ModelInput:
+    def continuation(
+        self, prev: ModelInput, sampled_tokens: Sequence[int], user_messages: Sequence[dict]
+    ) -> ModelInput:
         toks = list(sampled_tokens)
         if not toks or toks[-1] != EOT:
             toks.append(EOT)
@@ -46,8 +48,9 @@ class CharRenderer:
 
 def text_of(mi: ModelInput) -> str:
     """The text of a ModelInput, images shown as `#` (for assertions)."""
-    return "".join("".join(chr(t) if t else "|" for t in c.tokens) if isinstance(c, TextChunk) else "#"
-                   for c in mi.chunks)
+    return "".join(
+        "".join(chr(t) if t else "|" for t in c.tokens) if isinstance(c, TextChunk) else "#" for c in mi.chunks
+    )
 
 
 class ScriptedEngine:
@@ -58,7 +61,9 @@ class ScriptedEngine:
         self.policy, self.logprob = policy, logprob
         self.calls: list[tuple[int, int]] = []  # (num prompts, num_samples) per call
 
-    def sample(self, prompts: Sequence[ModelInput], num_samples: int, params: SampleParams) -> list[list[SampledSequence]]:
+    def sample(
+        self, prompts: Sequence[ModelInput], num_samples: int, params: SampleParams
+    ) -> list[list[SampledSequence]]:
         self.calls.append((len(prompts), num_samples))
         out = []
         for p in prompts:

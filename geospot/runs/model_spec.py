@@ -106,16 +106,24 @@ def engine_state_config(checkpoint: Path | None) -> dict:
 
 def data_image_side(spec: str | None) -> int | None:
     """The longest side of the images a data spec yields to the training loops: a synthetic
-    world's `size`, else what preparation resizes real photos to; None if unknown."""
-    if not spec:
+    world's `size`, else what preparation resizes real photos to; None if unknown. Only the
+    `synthetic:…size=N` option matters, so this reads the spec's parts (`;`-separated, an
+    optional `@weight`) itself: runs/ sits below data/ and must not import its grammar."""
+    if not spec or not spec.strip():
         return None
-    from geospot.data.spec import SpecError, parse_spec
-
-    try:
-        parts = parse_spec(spec)
-    except (SpecError, ValueError):
-        return None
-    sides = [int(p.options.get("size", SYNTHETIC_SIZE)) if p.kind == "synthetic" else PREPARED_MAX_SIDE for p in parts]
+    sides = []
+    for part in (p.strip() for p in spec.split(";")):
+        if not part:
+            continue
+        kind, _, options = part.partition(":")
+        if kind.strip() != "synthetic":
+            sides.append(PREPARED_MAX_SIDE)
+            continue
+        opts = dict(o.split("=", 1) for o in options.rsplit("@", 1)[0].split(",") if "=" in o)
+        try:
+            sides.append(int(opts.get("size", SYNTHETIC_SIZE)))
+        except ValueError:
+            return None
     return max(sides) if sides else None
 
 

@@ -49,3 +49,9 @@ def test_image_side_of_data_specs():
 def test_not_a_run_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a training run"):
         model_spec(tmp_path)
+
+
+def test_image_side_of_mixed_and_weighted_specs():
+    assert data_image_side("synthetic:n=10,size=64@2;synthetic:size=96") == 96
+    assert data_image_side("synthetic:n=10,size=64;/data/osv5m@1") == 512
+    assert data_image_side("synthetic:size=abc") is None
