@@ -20,8 +20,7 @@ RANK = {
     "docs": 9, "demo": 9, "cli": 9, "sft": 9, "train_rl": 9,
     "__main__": 10,
 }
-# data/hub.py <-> data/spec.py over SpecError: the data engineer's branch removes it; drop this line then
-KNOWN_CYCLES: list[set[str]] = [{"geospot.data.hub", "geospot.data.spec"}]
+KNOWN_CYCLES: list[set[str]] = []  # none: keep it that way
 
 
 def modules() -> dict[str, Path]:

@@ -21,6 +21,7 @@ from transformers import DynamicCache
 from geospot.engines.inputs import head, images_end_before, same_images
 from geospot.engines.kv_store import common_prefix_len, concat_segments, left_padded, match_key, take_segments
 from geospot.engines.local_model import LocalModel
+from geospot.engines.snapshot import SnapshotSampler
 from geospot.engines.stops import resolve_stops
 from geospot.engines.types import ModelInput, SampledSequence, SampleParams
 from geospot.models.compat import CACHE_ARG, output_cache
@@ -83,6 +84,13 @@ class LocalSampler:
             sorted_p = sorted_p * keep
             probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
         return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+    def snapshot(self) -> SnapshotSampler:
+        """A sampler on the weights as they are now (async GRPO): a copy of the trainable tensors
+        (LoRA: the adapter, small; full fine-tuning: every trained weight), swapped in under the
+        engine's lock for each call (`core` is the LocalEngine, which holds the lock)."""
+        core = self.core
+        return SnapshotSampler(core, {n: p.detach().clone() for n, p in core.trainable}, core._weights_version())
 
     @torch.no_grad()
     def sample(self, prompts: Sequence[ModelInput], num_samples: int = 1,

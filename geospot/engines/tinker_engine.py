@@ -50,6 +50,7 @@ import numpy as np
 from geospot.config import ConfigError
 from geospot.engines.config import EngineConfig
 from geospot.engines.rendering import Renderer
+from geospot.engines.snapshot import PinnedSampler
 from geospot.engines.tinker_convert import (
     GeospotTinkerError,
     _tinker,
@@ -268,7 +269,17 @@ class TinkerEngine:
     def sample(
         self, prompts: Sequence[ModelInput], num_samples: int, params: SampleParams
     ) -> list[list[SampledSequence]]:
-        sampler = self.sampling_client()
+        return self._sample_with(self.sampling_client(), prompts, num_samples, params)
+
+    def snapshot_sampler(self, keep: int = 1) -> PinnedSampler:
+        """A sampler on the weights as they are now (async GRPO): Tinker's sampling client for the
+        current weights, as tinker-cookbook keeps one per sampler version; training moves on."""
+        client = self.sampling_client()
+        return PinnedSampler(lambda prompts, n, params: self._sample_with(client, prompts, n, params), self.renderer)
+
+    def _sample_with(
+        self, sampler, prompts: Sequence[ModelInput], num_samples: int, params: SampleParams
+    ) -> list[list[SampledSequence]]:
         sp = to_tinker_sampling_params(params, self.renderer.stop_token_ids)
         # Submit every prompt before waiting on any: the service batches them.
         futures = [

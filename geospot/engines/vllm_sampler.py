@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from geospot.engines.datums import all_tokens, make_datum
+from geospot.engines.snapshot import PinnedSampler
 from geospot.engines.stops import resolve_stops
 from geospot.engines.types import ImageChunk, ModelInput, SampledSequence, SampleParams, TextChunk
 
@@ -237,16 +238,18 @@ class VLLMSampler:
             shutil.rmtree(self._versions.pop(0), ignore_errors=True)
 
     def sample(
-        self, prompts: Sequence[ModelInput], num_samples: int, params: SampleParams
+        self, prompts: Sequence[ModelInput], num_samples: int, params: SampleParams, request: Any = None
     ) -> list[list[SampledSequence]]:
-        if self.request is None:
+        """`request`: an older adapter version's LoRARequest (async GRPO); default the newest."""
+        request = request if request is not None else self.request
+        if request is None:
             raise RuntimeError("VLLMSampler.sample before the first sync(): no adapter to serve")
         kw = sampling_kwargs(
             params, num_samples, default_stop_ids=self.default_stop_ids, vocab=self.vocab, banned_ids=self.banned_ids
         )
         sp = self._sampling_params(**kw)
         outs = self.llm.generate(
-            [vllm_prompt(p, self.image_pad_id) for p in prompts], sp, lora_request=self.request, use_tqdm=False
+            [vllm_prompt(p, self.image_pad_id) for p in prompts], sp, lora_request=request, use_tqdm=False
         )
         self._prune()
         self.last_outputs = outs  # kept for check_logprobs (prompt_token_ids)
@@ -343,11 +346,29 @@ class VLLMSamplingEngine:
             return []
         for i, mi in enumerate(prompts):
             self.inner._check_input(i, mi, params.max_tokens)
+        self._sync()
+        return self.sampler.sample(prompts, num_samples, params)
+
+    def _sync(self) -> None:
         version = self.inner._weights_version()
         if version != self._served:  # the adapter vLLM serves is not the trainer's current one
             self.sampler.sync(self._export_adapter)
             self._served = version
-        return self.sampler.sample(prompts, num_samples, params)
+
+    def snapshot_sampler(self, keep: int = 1) -> PinnedSampler:
+        """A sampler on the adapter version exported now (async GRPO). `keep`: how many versions
+        may still be sampled from; their folders stay on disk (vLLM may reload an evicted one)."""
+        with self.inner.lock:  # the export reads the adapter: not while a train step writes it
+            self._sync()
+        self.sampler.keep_versions = max(self.sampler.keep_versions, keep + 1)
+        request = self.sampler.request
+
+        def sample(prompts, n, params):
+            for i, mi in enumerate(prompts):
+                self.inner._check_input(i, mi, params.max_tokens)
+            return self.sampler.sample(prompts, n, params, request=request)
+
+        return PinnedSampler(sample, self.inner.renderer)
 
     def close(self) -> None:
         self.sampler.close()

@@ -55,10 +55,12 @@ def _dist(tr) -> float | None:
     return float(d) if tr.metrics.get("parsed") and math.isfinite(d) else None
 
 
-def image_records(samples, trajectories_BG: Sequence[Sequence[Trajectory]], renderer) -> list[ImageRecord]:
-    """One record per image: the truth and each rollout's text, guesses, distances, rewards."""
+def image_records(samples, trajectories_BG: Sequence[Sequence[Trajectory]], renderer,
+                  versions_B: Sequence[int] | None = None) -> list[ImageRecord]:
+    """One record per image: the truth and each rollout's text, guesses, distances, rewards, and
+    the weights version its group was sampled with (`versions_B`, if given)."""
     records = []
-    for s, group in zip(samples, trajectories_BG):
+    for b, (s, group) in enumerate(zip(samples, trajectories_BG)):
         rollouts = tuple(
             RolloutRecord(
                 text="\n---\n".join(renderer.decode(list(tr.action_tokens)) for tr in t.transitions),
@@ -67,6 +69,7 @@ def image_records(samples, trajectories_BG: Sequence[Sequence[Trajectory]], rend
                 reward=t.total_reward,
                 turn_distances_km=tuple(_dist(tr) for tr in t.transitions),
                 turn_rewards=tuple(float(tr.reward) for tr in t.transitions),
+                weights_version=None if versions_B is None else int(versions_B[b]),
             )
             for t in group
         )

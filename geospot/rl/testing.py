@@ -73,3 +73,44 @@ class ScriptedEngine:
                 seqs.append(SampledSequence(tokens=toks, logprobs=(self.logprob,) * len(toks), stop_reason="stop"))
             out.append(seqs)
         return out
+
+
+class VersionedScriptedEngine(ScriptedEngine):
+    """A scripted engine whose weights have a version (train_step adds one) and that can pin a
+    sampler to a version (async GRPO's snapshot_sampler). `policy(prompt_text, sample_index,
+    version)`; `events` records ("sample", version) per sample call and ("train", version
+    trained from) per train step, in call order (from any thread)."""
+
+    def __init__(self, policy: Callable[[str, int, int], str], logprob: float = -0.5) -> None:
+        super().__init__(lambda text, i: "", logprob)
+        self.versioned_policy, self.version = policy, 0
+        self.events: list[tuple[str, int]] = []
+
+    def _sample_at(self, version: int, prompts, num_samples: int) -> list[list[SampledSequence]]:
+        self.events.append(("sample", version))
+        self.calls.append((len(prompts), num_samples))
+        out = []
+        for p in prompts:
+            toks_N = [_ids(self.versioned_policy(text_of(p), i, version)) + (EOT,) for i in range(num_samples)]
+            out.append([SampledSequence(tokens=t, logprobs=(self.logprob,) * len(t), stop_reason="stop")
+                        for t in toks_N])
+        return out
+
+    def sample(self, prompts, num_samples: int, params: SampleParams) -> list[list[SampledSequence]]:
+        return self._sample_at(self.version, prompts, num_samples)
+
+    def snapshot_sampler(self, keep: int = 1):
+        from geospot.engines.snapshot import PinnedSampler
+
+        v = self.version
+        return PinnedSampler(lambda prompts, n, params: self._sample_at(v, prompts, n), self.renderer)
+
+    def train_step(self, datums, loss_fn, adam, loss_config=None):
+        import numpy as np
+
+        from geospot.engines.types import ForwardBackwardResult
+
+        self.events.append(("train", self.version))
+        self.version += 1
+        return ForwardBackwardResult(logprobs=[np.asarray(d.loss_fn_inputs["logprobs"]) for d in datums],
+                                     metrics={"datums": float(len(datums))})

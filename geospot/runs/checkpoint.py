@@ -5,6 +5,8 @@ continue as if it had never stopped:
   state.json   step, data cursor (the stream's state_dict), loop state (anything the loop
                keeps between steps), and where the engine state lives
   rng.pt       python / numpy / torch RNG states
+  extra.pt     optional: objects the loop keeps that JSON cannot hold (async GRPO's batches
+               sampled ahead of training), read back with read_extra
 
 The folder is written under a temporary name and renamed at the end: a run killed while
 saving leaves a `.tmp-*` folder that `latest_checkpoint` ignores, never a half checkpoint.
@@ -72,6 +74,7 @@ def save_checkpoint(
     *,
     data_state: dict[str, Any] | None = None,
     loop_state: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
     keep_last: int | None = None,
 ) -> Path:
     """Write checkpoints/<step>/ atomically and return its path.
@@ -97,6 +100,8 @@ def save_checkpoint(
         "loop_state": loop_state or {},
     }
     torch.save(rng_state(), tmp / "rng.pt")
+    if extra:
+        torch.save(extra, tmp / "extra.pt")
     with open(tmp / "state.json", "w") as f:  # written last: its presence marks a whole folder
         json.dump(state, f, indent=1, default=json_default)
         f.flush()
@@ -159,6 +164,12 @@ def load_checkpoint(
     if restore_rng and (ckpt.path / "rng.pt").exists():
         set_rng_state(torch.load(ckpt.path / "rng.pt", weights_only=False))
     return ckpt
+
+
+def read_extra(path: str | os.PathLike, key: str) -> Any:
+    """`extra[key]` as save_checkpoint stored it; None if the checkpoint has no such entry."""
+    f = Path(path) / "extra.pt"
+    return torch.load(f, weights_only=False).get(key) if f.exists() else None  # our own pickle, not a download
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:

@@ -27,6 +27,7 @@ from typing import Any
 from geospot import data as gdata
 from geospot import engines
 from geospot.config import ConfigError, require, to_dict
+from geospot.engines.start_checks import check_start
 from geospot.eval.geocoding import geocoder_for
 from geospot.runs.checkpoint import (
     latest_checkpoint,
@@ -150,6 +151,7 @@ def open_inputs(cfg: Any, log_dir: Path) -> tuple[Any, list[Any], Any, str | Non
     try:
         stream, held_out, geocoder = open_data(cfg)
         init_weights = initial_weights(cfg.load_checkpoint_path)
+        check_start(getattr(cfg, "engine", None), getattr(cfg, "model_name", None), cfg.load_checkpoint_path)
         if cfg.wandb_project and importlib.util.find_spec("wandb") is None:
             raise ConfigError(
                 f"wandb_project={cfg.wandb_project!r} needs the wandb package: `pip install wandb` "
@@ -191,6 +193,7 @@ class Run:
     budget: TimeBudget
     start_step: int = 0  # optimizer steps already done (a resumed run's checkpoint)
     loop_state: dict[str, Any] = field(default_factory=dict)  # what the loop saved with that checkpoint
+    checkpoint: Path | None = None  # the checkpoint a resumed run started from (its extra.pt: runs/checkpoint.py)
     own_writer: bool = True
 
     def steps(self) -> Iterator[int]:
@@ -207,14 +210,16 @@ class Run:
         self.budget.end_step()
         return done == self.cfg.max_steps or self.budget.expired()
 
-    def save(self, done: int, loop_state: dict[str, Any]) -> Path:
-        """checkpoints/<done>/ with the data cursor, the loop's state and the seconds spent."""
+    def save(self, done: int, loop_state: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+        """checkpoints/<done>/ with the data cursor, the loop's state and the seconds spent (and
+        `extra`: objects JSON cannot hold, e.g. async GRPO's batches sampled ahead)."""
         return save_checkpoint(
             self.log_dir,
             done,
             self.engine,
             data_state=self.stream.state_dict(),
             loop_state={**loop_state, "train_seconds": self.budget.spent},
+            extra=extra,
             keep_last=self.cfg.keep_checkpoints or None,
         )
 
@@ -261,7 +266,7 @@ def start_run(
     if ckpt_dir is not None:
         ckpt = load_checkpoint(ckpt_dir, engine, with_optimizer=True)
         stream.load_state_dict(ckpt.data_state)
-        run.start_step, run.loop_state = ckpt.step, dict(ckpt.loop_state)
+        run.start_step, run.loop_state, run.checkpoint = ckpt.step, dict(ckpt.loop_state), ckpt_dir
         run.budget.spent = float(ckpt.loop_state.get("train_seconds", 0.0))
         print(f"resuming {log_dir} from step {ckpt.step}", file=stderr or sys.stderr)
     if writer is None:

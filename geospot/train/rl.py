@@ -3,7 +3,9 @@
   config -> run folder -> engine (+ SFT weights or resume) -> for each step:
   B images -> G rollouts each, turn-synchronous -> group-centred advantages -> one datum per
   trajectory -> one train_step (importance sampling by default) -> metrics, rollout records,
-  periodic greedy held-out eval, checkpoint.
+  periodic greedy held-out eval, checkpoint. With max_steps_off_policy=k >= 1 the next steps'
+  rollouts are sampled on a thread (with the weights of k steps back) while a step trains
+  (geospot/rl/pipeline.py, docs/async.md).
 
 Every source of randomness is a function of (seed, step) or lives in the checkpoint, so a run
 killed at any point and resumed ends with the same weights as an uninterrupted one (unless
@@ -33,8 +35,8 @@ from geospot.rl.advantages import CREDITS, compute_advantages
 from geospot.rl.datums import build_datums
 from geospot.rl.kl import apply_kl_penalty
 from geospot.rl.metrics import image_records, rollout_metrics
-from geospot.rl.rollouts import RolloutStats, do_group_rollouts
-from geospot.runs.checkpoint import resolve_checkpoint
+from geospot.rl.pipeline import BatchSource, RolloutPipeline, importance_ratio_metrics, sampler_factory
+from geospot.runs.checkpoint import read_extra, resolve_checkpoint
 from geospot.runs.folder import LogDirBehavior, read_config
 from geospot.train.common import Progress
 from geospot.train.lifecycle import RUN_HELP, Run, RunResult, due, finishing, start_run, validate_run
@@ -69,6 +71,8 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True)):
                                                             "importance_sampling (ratio to the sampler's logprobs), "
                                                             "or ppo (clipped ratio)")
     ppo_clip: float = option(0.2, "ppo: clip the ratio to [1-c, 1+c]")
+    max_steps_off_policy: int = option(0, "async GRPO: sample the next steps while this one trains, on weights at "
+                                       "most this many steps old; 0 = synchronous (sample, then train). docs/async.md")
     kl_coef: float = option(0.0, "KL penalty to the starting policy (load_checkpoint_path's weights, else the base "
                             "model), subtracted from advantages per token; 0 = off")
     advantage: Literal["per_turn", "trajectory"] = option("per_turn", "telescoping credit: per_turn = each turn's "
@@ -119,6 +123,7 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True)):
         require(self, self.kl_coef >= 0, "kl_coef", "must be >= 0")
         require(self, self.eval_temperature >= 0, "eval_temperature", "must be >= 0")
         require(self, self.log_images_every >= 0, "log_images_every", "must be >= 0")
+        require(self, self.max_steps_off_policy >= 0, "max_steps_off_policy", "must be >= 0 (0 = synchronous)")
         self.engine_config({}).validate()
 
 
@@ -187,20 +192,34 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
     writer.set_status("running")
     metrics: dict = {}
     steps = run.start_step
-    with finishing(writer, run.stream, close_writer=run.own_writer):
+
+    # Rollouts come from the pipeline (geospot/rl/pipeline.py): max_steps_off_policy=0 samples each
+    # step right here, as before; k >= 1 samples the next steps on a thread while this one trains.
+    # A batch's tau is the one published with the weights it samples with.
+    source = BatchSource(
+        samples=lambda s: run.stream.next_batch(cfg.batch_size),
+        builders=lambda samples, ctx: make_group_builders(cfg, samples, engine.renderer, ctx["tau_km"]),
+        params=lambda s: SampleParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature,
+                                      seed=cfg.seed * 1_000_003 + s * 7919))
+    pipeline = RolloutPipeline(source, cfg.group_size, cfg.max_steps_off_policy, end_step=cfg.max_steps)
+    new_sampler = sampler_factory(engine, cfg.max_steps_off_policy)
+
+    def tau_context(s: int) -> dict:
+        return {"tau_km": float(tau.tau(budget.schedule_step(s, cfg.max_steps)))}
+
+    # the batches a resumed run's checkpoint holds sampled ahead of training (async only)
+    sampled_ahead = pipeline.restore(read_extra(run.checkpoint, "inflight") or []) if run.checkpoint else []
+
+    with finishing(writer, run.stream, close_writer=run.own_writer), pipeline:
         if run.held_out and cfg.eval_at_start and run.start_step == 0:
             eval_now(run, 0, progress)
             progress.restart()  # the ETA counts training steps, not the baseline eval
+        pipeline.start(run.start_step, new_sampler(), tau_context(run.start_step), sampled_ahead)
         for step in run.steps():
             t_step = time.perf_counter()
-            samples = run.stream.next_batch(cfg.batch_size)
-            tau_km = float(tau.tau(budget.schedule_step(step, cfg.max_steps)))
-            builders = make_group_builders(cfg, samples, engine.renderer, tau_km)
-            params = SampleParams(
-                max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed * 1_000_003 + step * 7919
-            )
-            stats = RolloutStats()
-            trajectories_BG = do_group_rollouts(engine, builders, cfg.group_size, params, stats)
+            batch, async_metrics = pipeline.next_batch(step)
+            samples, trajectories_BG, stats = batch.samples, batch.trajectories_BG, batch.stats
+            tau_km = batch.context["tau_km"]
 
             adv = compute_advantages(trajectories_BG, credit, cfg.scale_by_std)
             datums_D = build_datums(trajectories_BG, adv)  # each datum carries its group
@@ -212,7 +231,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
             train_s = time.perf_counter() - t_train
 
             metrics = rollout_metrics(samples, trajectories_BG, num_turns=num_turns)
-            tau.observe(
+            tau.observe(  # the distances of the groups just trained
                 np.asarray(
                     [t.transitions[-1].metrics.get("distance_km", math.nan) for g in trajectories_BG for t in g],
                     dtype=float,
@@ -236,18 +255,25 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
                 metrics["kl"] = kl
             if datums_D:
                 metrics.update({f"train/{k}": float(v) for k, v in result.metrics.items()})
+                metrics.update(importance_ratio_metrics(datums_D, result.logprobs, cfg.ppo_clip))
+            if cfg.max_steps_off_policy > 0:
+                metrics.update(async_metrics)
             done = step + 1  # logged as SFT does: the number of optimizer steps done
             writer.log_step(done, metrics)
             if cfg.log_images_every and step % cfg.log_images_every == 0:
-                writer.log_images(done, image_records(samples, trajectories_BG, engine.renderer), split="train")
+                records = image_records(samples, trajectories_BG, engine.renderer, batch.versions_B)
+                writer.log_images(done, records, split="train")
             shown = ("reward_mean", "median_km", "tau_km", "format_rate", "dropped_groups", "tokens_per_s")
             progress.update(step, {k: metrics[k] for k in shown if k in metrics})
 
             steps, last = done, run.end_step(done)
+            pipeline.publish(done, new_sampler(), tau_context(done))  # the next batches sample these weights
             if run.held_out and due(cfg.eval_every, done, last):
-                metrics.update(eval_now(run, done, progress))
+                with pipeline.paused():  # the sampling thread stays off the engine while it evaluates
+                    metrics.update(eval_now(run, done, progress))
             if due(cfg.save_every, done, last):
-                run.save(done, {"tau": tau.state_dict()})
+                inflight = pipeline.inflight()  # every step sampled ahead; the stream rests until the next publish
+                run.save(done, {"tau": tau.state_dict()}, extra={"inflight": inflight} if inflight else None)
             if last:
                 break
     return RunResult(run.log_dir, steps, metrics)

@@ -48,6 +48,8 @@ def captured(monkeypatch):
     # sampler=vllm is validated against the machine: pretend it has a GPU and vllm
     monkeypatch.setattr(engine_config, "_cuda_available", lambda: True)
     monkeypatch.setattr(engine_config, "_vllm_installed", lambda: True)
+    # the start checks before any model: engine=tinker wants a key that looks like one
+    monkeypatch.setenv("TINKER_API_KEY", "tml-test")
     return seen
 
 
@@ -61,6 +63,8 @@ def test_engine_key_is_accepted_and_reaches_the_engine(loop, key, captured, tmp_
     raw, value = VALUES[key]
     assert getattr(EngineConfig(), key) != value  # else the test could not fail
     argv = [f"{key}={raw}", "data=synthetic:n=16,size=32", "eval_n=0", f"log_path={tmp_path / 'run'}"]
+    if key != "model_name":  # an offline model, so the start checks pass without the hub
+        argv.append("model_name=tiny:qwen2_5_vl:small")
     if loop == "sft":
         cfg = parse_overrides(sft.SFTConfig, argv)
         with pytest.raises(Built):

@@ -524,7 +524,9 @@ async function renderCompare(a, b) {
 async function route() {
   leave();
   setLive("not live");
-  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  // A hand-typed or truncated hash (`#/run/%E0%A4%A`) must not throw: undecodable parts stay as typed.
+  const decode = s => { try { return decodeURIComponent(s); } catch (e) { return s; } };
+  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decode);
   try {
     if (parts[0] === "run" && parts[1]) await renderRun(parts.slice(1).join("/"));
     else if (parts[0] === "compare" && parts.length >= 3) await renderCompare(parts[1], parts[2]);
