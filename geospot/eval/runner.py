@@ -53,6 +53,9 @@ class Prediction:
     turn_texts: tuple[str, ...] = ()
     sample_guesses: tuple[tuple[float, float] | None, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
+    # hierarchical eval: what each turn asked ("" = coordinates) and which label answers were right
+    turn_fields: tuple[str, ...] = ()
+    label_correct: dict[str, float] = field(default_factory=dict)
 
     @property
     def parsed(self) -> bool:
@@ -147,7 +150,8 @@ def _final_guess(history, num_turns: int) -> tuple[float, float] | None:
     return history[-1][1] if len(history) == num_turns else None
 
 
-def _prediction(sample: Sample, histories, num_turns: int) -> Prediction:
+def _prediction(sample: Sample, histories, num_turns: int, turn_fields: tuple[str, ...] = (),
+                label_correct: dict[str, float] | None = None) -> Prediction:
     first = histories[0]
     finals = tuple(_final_guess(h, num_turns) for h in histories)
     guess = finals[0] if len(finals) == 1 else medoid(finals)
@@ -162,6 +166,8 @@ def _prediction(sample: Sample, histories, num_turns: int) -> Prediction:
         turn_texts=tuple(t for t, _ in first),
         sample_guesses=finals,
         labels=dict(sample.labels or {}),
+        turn_fields=tuple(turn_fields),
+        label_correct=dict(label_correct or {}),
     )
 
 
@@ -178,17 +184,26 @@ def metrics_for(predictions: Sequence[Prediction], geocoder=None) -> dict[str, f
     # `geospot score` does, so the two always agree.
     metrics = compute_metrics(pred_lat, pred_lon, true_lat, true_lon, geocoder=geocoder)
     metrics.update(turn_metrics(predictions, true_lat, true_lon))
+    metrics.update(label_metrics(predictions))
     return metrics
+
+
+def label_metrics(predictions: Sequence[Prediction]) -> dict[str, float]:
+    """Hierarchical only: `label_<field>_acc`, the share of images whose <field> answer named the
+    true label (an episode that ended before the turn counts as wrong). {} otherwise."""
+    fields = sorted({f for p in predictions for f in p.turn_fields if f})
+    return {f"label_{f}_acc": float(np.mean([p.label_correct.get(f, 0.0) for p in predictions])) for f in fields}
 
 
 def turn_metrics(predictions: Sequence[Prediction], true_lat, true_lon) -> dict[str, float]:
     """Telescoping only: `turn_<k>_median_km` of each turn's guess (first sample; a turn
     never reached or unparsed = inf), to see whether refining helps. {} for single-turn."""
     turns = max((len(p.turn_guesses) for p in predictions), default=0)
-    if turns < 2:
+    label_turns = {t for p in predictions for t, f in enumerate(p.turn_fields) if f}  # no coordinates asked
+    if turns - len(label_turns) < 2:
         return {}
     out = {}
-    for t in range(turns):
+    for t in sorted(set(range(turns)) - label_turns):
         g = [p.turn_guesses[t] if t < len(p.turn_guesses) else None for p in predictions]
         lat_N = np.array([np.nan if x is None else x[0] for x in g])
         lon_N = np.array([np.nan if x is None else x[1] for x in g])
@@ -210,21 +225,34 @@ def predict(
     max_tokens: int = 24,
     sampling: None | int | SampleParams | tuple = None,
     on_batch: Callable[[list[Prediction]], None] | None = None,
+    env_options=None,
+    label_geocoder: Callable | None = None,
     turns: tuple[str, ...] | None = None,
 ) -> list[Prediction]:
     """Predictions for `samples` (order kept), batch by batch; no scoring, so the truth may
-    be NaN (`geospot predict`). Progress display is the caller's (via `on_batch`). `turns`:
-    the prompts a run trained with (None = geospot's own for `prompt_style`)."""
+    be NaN (`geospot predict`). Progress display is the caller's (via `on_batch`).
+    prompt_style hierarchical / geohash runs the training env (eval/env_turns.py) with the
+    keys of `env_options` (any config with EnvOptions' keys; None = defaults); its true labels
+    are the samples' own, else `label_geocoder`'s of the truth (None = reverse geocoding)."""
+    from geospot.eval.env_turns import ENV_STYLES, env_batch, turn_fields
+
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
-    turns = turns or turn_texts_for(prompt_style)
+    env_style = prompt_style in ENV_STYLES
+    fields = turn_fields(prompt_style, env_options) if env_style else ()
+    turns = fields if env_style else (turns or turn_texts_for(prompt_style))
+    if env_style and label_geocoder is None and prompt_style == "hierarchical":
+        from geospot.geo import reverse_geocode as label_geocoder
     params, k = resolve_sampling(sampling, max_tokens)
     samples = list(samples)
     predictions: list[Prediction] = []
     for start in range(0, len(samples), batch_size):
         batch = samples[start : start + batch_size]
-        histories = _rollout_batch(engine, batch, turns, params, k)
-        batch_preds = [_prediction(s, h, len(turns)) for s, h in zip(batch, histories)]
+        if env_style:
+            histories, correct = env_batch(engine, batch, prompt_style, env_options, params, k, label_geocoder)
+        else:
+            histories, correct = _rollout_batch(engine, batch, turns, params, k), [None] * len(batch)
+        batch_preds = [_prediction(s, h, len(turns), fields, c) for s, h, c in zip(batch, histories, correct)]
         predictions.extend(batch_preds)
         if on_batch is not None:
             on_batch(batch_preds)
@@ -243,10 +271,13 @@ def evaluate(
     writer=None,
     step: int = 0,
     on_batch: Callable[[list[Prediction]], None] | None = None,
+    env_options=None,
 ) -> EvalResult:
     """Evaluate `engine` on `samples` (a list; order kept).
 
-    prompt_style: "single" (one question) or "telescoping" (3 turns, the last is scored).
+    prompt_style: "single" (one question), "telescoping" (3 turns, the last is scored), or
+        "hierarchical" / "geohash" (the training env's turns, keys from `env_options`; label
+        accuracy per label turn as `label_<field>_acc`).
     sampling: None = greedy (temperature 0, 1 sample); k = k samples at temperature 1 and
         the medoid guess is scored; SampleParams or (SampleParams, k) for anything else.
     geocoder: callable(lats, lons) -> list[GeoLabels] for country/region/city accuracy
@@ -258,7 +289,7 @@ def evaluate(
     """
     samples = list(samples)
     predictions = predict(engine, samples, prompt_style=prompt_style, batch_size=batch_size, max_tokens=max_tokens,
-                          sampling=sampling, on_batch=on_batch)
+                          sampling=sampling, on_batch=on_batch, env_options=env_options, label_geocoder=geocoder)
     metrics = metrics_for(predictions, geocoder) if predictions else {"n": 0}
     if writer is not None:
         writer.log_images(step, [_image_record(s, p) for s, p in zip(samples, predictions)], split="eval")

@@ -47,7 +47,8 @@ def rollout_metrics(samples, trajectories_BG: Sequence[Sequence[Trajectory]], nu
 
 
 def _guess(tr) -> tuple[float, float] | None:
-    return (tr.metrics["lat"], tr.metrics["lon"]) if tr.metrics.get("parsed") else None
+    """The turn's coordinates; None if unparsed or a turn that asked no coordinates (a label turn)."""
+    return (tr.metrics["lat"], tr.metrics["lon"]) if tr.metrics.get("parsed") and "lat" in tr.metrics else None
 
 
 def _dist(tr) -> float | None:

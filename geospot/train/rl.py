@@ -1,4 +1,5 @@
-"""GRPO for geolocation, single-turn or telescoping. Reads top to bottom:
+"""GRPO for geolocation: single-turn, telescoping, hierarchical or geohash (envs/registry.py).
+Reads top to bottom:
 
   config -> run folder -> engine (+ SFT weights or resume) -> for each step:
   B images -> G rollouts each, turn-synchronous -> group-centred advantages -> one datum per
@@ -25,10 +26,10 @@ import numpy as np
 from geospot.config import ConfigError, help_text, option, parse_overrides, require
 from geospot.engines.config import ENGINE_KEYS, engine_keys
 from geospot.engines.types import AdamParams, SampleParams
-from geospot.envs.rewards import GeoScoreReward, KernelReward
-from geospot.envs.single_turn import SingleTurnGroupBuilder
-from geospot.envs.telescoping import TelescopingGroupBuilder
+from geospot.envs import registry
+from geospot.envs.config import EnvOptions
 from geospot.eval import evaluate
+from geospot.eval.geocoding import geocoder_for
 from geospot.geo import make_tau_schedule
 from geospot.prompts import SINGLE_TURN_PROMPT, TELESCOPING_PROMPTS
 from geospot.rl.advantages import CREDITS, compute_advantages
@@ -47,9 +48,10 @@ DEFAULT_DATA = "hf:sdan/geospot-unified"
 # Every engine key, None = the SFT run's (load_checkpoint_path) value, else EngineConfig's default
 # (engines/config.py: engine_keys, the same way SFTConfig takes them).
 @dataclass(frozen=True)
-class RLConfig(engine_keys("RLEngineKeys", inherit=True)):
-    env_type: Literal["single", "telescoping"] = option("single", "`single`: one answer per image; `telescoping`: "
-                                                        "coarse -> refine -> final turns, each answering coordinates")
+class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*/geohash_*/mixed_*: envs/config.py
+    env_type: Literal["single", "telescoping", "hierarchical", "geohash"] = option(
+        "single", "`single`: one answer per image; `telescoping`: coarse -> refine -> final turns, each answering "
+        "coordinates; `hierarchical`: country -> region -> city -> coordinates; `geohash`: 2/4/6-character curriculum")
     load_checkpoint_path: str | None = option(None, RUN_HELP["load_checkpoint_path"])
     # data
     data: str | None = option(None, "training data spec (geospot.data.open_stream), e.g. hf:osv5m/osv5m or "
@@ -81,9 +83,9 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True)):
     scale_by_std: bool = option(False, "divide centred rewards by the group std (off: Dr. GRPO, Liu et al. 2025: std "
                                 "scaling up-weights too-easy and too-hard groups)")
     # reward
-    reward: Literal["auto", "kernel", "geoscore"] = option("auto", "S(d): kernel = exp(-d/tau(step)); geoscore = "
-                                                           "GeoGuessr score/5000; auto = kernel for single, geoscore "
-                                                           "for telescoping")
+    reward: Literal["auto", "kernel", "geoscore", "mixed"] = option(
+        "auto", "S(d): kernel = exp(-d/tau(step)); geoscore = GeoGuessr score/5000; mixed = 0.7 kernel + 0.3 shared "
+        "geohash prefix/5 (mixed_* keys); auto = kernel for single, geoscore for the multi-turn envs")
     tau_schedule: Literal["geometric", "linear", "cosine", "constant", "follow_error"] = option(
         "follow_error", "tau over the run (kernel reward); follow_error = median error of the last tau_window "
                         "batches clipped to [tau_end_km, tau_start_km]; why and measurements: docs/rl_vs_sft.md")
@@ -124,6 +126,7 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True)):
         require(self, self.eval_temperature >= 0, "eval_temperature", "must be >= 0")
         require(self, self.log_images_every >= 0, "log_images_every", "must be >= 0")
         require(self, self.max_steps_off_policy >= 0, "max_steps_off_policy", "must be >= 0 (0 = synchronous)")
+        self.validate_env()
         self.engine_config({}).validate()
 
 
@@ -141,25 +144,24 @@ def inherited_engine_fields(load_checkpoint_path: str | None) -> dict:
 
 
 def reward_kind(cfg: RLConfig) -> str:
-    return cfg.reward if cfg.reward != "auto" else ("kernel" if cfg.env_type == "single" else "geoscore")
+    return registry.reward_name(cfg.env_type, cfg.reward)
 
 
-def make_group_builders(cfg: RLConfig, samples, renderer, tau_km: float):
-    reward = KernelReward(tau_km) if reward_kind(cfg) == "kernel" else GeoScoreReward()
-    if cfg.env_type == "single":
-        return [SingleTurnGroupBuilder(s, renderer, reward, cfg.prompt, cfg.format_penalty) for s in samples]
-    return [TelescopingGroupBuilder(s, renderer, reward, tuple(cfg.turn_prompts), cfg.format_penalty) for s in samples]
+def make_group_builders(cfg: RLConfig, samples, renderer, tau_km: float, *, geocoder=None, seed: int = 0):
+    """The env registry (envs/registry.py) maps env_type and reward to builders and rewards."""
+    reward = registry.make_reward(reward_kind(cfg), tau_km, cfg)
+    return registry.make_group_builders(cfg.env_type, samples, renderer, reward, cfg, geocoder=geocoder, seed=seed)
 
 
 def eval_now(run: Run, done: int, progress: Progress) -> dict[str, float]:
     """The held-out eval (greedy, or one seeded sample per image), logged by `evaluate` itself."""
     cfg = run.cfg
-    style = "single" if cfg.env_type == "single" else "telescoping"
+    style = cfg.env_type
     sampling = None
     if cfg.eval_temperature > 0:
         sampling = (SampleParams(cfg.max_tokens, cfg.eval_temperature, seed=cfg.seed + 17 * done), 1)
     ev = evaluate(run.engine, run.held_out, prompt_style=style, max_tokens=cfg.max_tokens, geocoder=run.geocoder,
-                  sampling=sampling, writer=run.writer, step=done)
+                  sampling=sampling, writer=run.writer, step=done, env_options=cfg)
     shown = ("geoscore", "median_km", "acc_200km", "acc_750km")
     progress.note(f"eval step {done}: " + " ".join(f"{k}={ev.metrics[k]:.4g}" for k in shown if k in ev.metrics))
     return {f"eval/{k}": v for k, v in ev.metrics.items()}
@@ -187,7 +189,9 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
         loss_config = {"clip_low_threshold": 1 - cfg.ppo_clip, "clip_high_threshold": 1 + cfg.ppo_clip}
     adam = AdamParams(cfg.learning_rate, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps,
                       grad_clip_norm=cfg.grad_clip_norm)
-    num_turns = 1 if cfg.env_type == "single" else len(cfg.turn_prompts)
+    num_turns = registry.num_turns(cfg.env_type, cfg)
+    # labels for hierarchical samples that carry none (the synthetic world's, else reverse geocoding)
+    train_geocoder = geocoder_for(cfg.data) if cfg.env_type == "hierarchical" else None
     progress = Progress(cfg.max_steps, start_step=run.start_step)
     writer.set_status("running")
     metrics: dict = {}
@@ -198,7 +202,8 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
     # A batch's tau is the one published with the weights it samples with.
     source = BatchSource(
         samples=lambda s: run.stream.next_batch(cfg.batch_size),
-        builders=lambda samples, ctx: make_group_builders(cfg, samples, engine.renderer, ctx["tau_km"]),
+        builders=lambda samples, ctx: make_group_builders(cfg, samples, engine.renderer, ctx["tau_km"],
+                                                          geocoder=train_geocoder, seed=cfg.seed),
         params=lambda s: SampleParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature,
                                       seed=cfg.seed * 1_000_003 + s * 7919))
     pipeline = RolloutPipeline(source, cfg.group_size, cfg.max_steps_off_policy, end_step=cfg.max_steps)
@@ -231,13 +236,14 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
             train_s = time.perf_counter() - t_train
 
             metrics = rollout_metrics(samples, trajectories_BG, num_turns=num_turns)
+            metrics.update(registry.env_metrics(trajectories_BG))  # label accuracy per turn, geohash cells shared
             tau.observe(  # the distances of the groups just trained
                 np.asarray(
                     [t.transitions[-1].metrics.get("distance_km", math.nan) for g in trajectories_BG for t in g],
                     dtype=float,
                 )
             )
-            if reward_kind(cfg) == "kernel":  # tau means nothing to the GeoScore reward: don't chart it
+            if registry.uses_tau(reward_kind(cfg)):  # tau means nothing to the GeoScore reward: don't chart it
                 metrics["tau_km"] = tau_km
             metrics.update(
                 {
@@ -282,7 +288,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help", "help") for a in argv):
-        print(help_text(RLConfig, "geospot rl — GRPO for geolocation (single-turn or telescoping)"))
+        print(help_text(RLConfig, "geospot rl — GRPO for geolocation (single, telescoping, hierarchical, geohash)"))
         return 0
     try:
         run(parse_overrides(RLConfig, argv))

@@ -22,6 +22,7 @@ from geospot.config import ConfigError, help_text, option, parse_overrides, requ
 from geospot.engines.config import engine_keys
 from geospot.engines.datums import make_datum
 from geospot.engines.types import AdamParams, Datum
+from geospot.envs.config import EnvOptions
 from geospot.envs.telescoping import turn_prompt
 from geospot.eval import evaluate
 from geospot.eval.geocoding import geocoder_for  # noqa: F401  (demo.py imports it from here)
@@ -40,7 +41,7 @@ SFTResult = RunResult  # the name callers know
 
 
 @dataclass(frozen=True)
-class SFTConfig(engine_keys("SFTEngineKeys", inherit=False)):
+class SFTConfig(engine_keys("SFTEngineKeys", inherit=False), EnvOptions):  # hier_*/geohash_*: the new envs' examples
     load_checkpoint_path: str | None = option(None, RUN_HELP["load_checkpoint_path"])
     seed: int = option(0, RUN_HELP["seed"])
     # data
@@ -49,10 +50,9 @@ class SFTConfig(engine_keys("SFTEngineKeys", inherit=False)):
     eval_data: str | None = option(None, "held-out data spec; None = the `val` split of `data`")
     eval_n: int = option(200, RUN_HELP["eval_n"])
     # the examples
-    prompt_style: Literal["single", "telescoping", "both"] = option("both", "`single`: one answer per image; "
-                                                                    "`telescoping`: coarse -> refine -> final turns; "
-                                                                    "`both`: each image draws one (serves both RL "
-                                                                    "envs)")
+    prompt_style: Literal["single", "telescoping", "both", "hierarchical", "geohash", "all"] = option(
+        "both", "`single`: one answer per image; `telescoping`: coarse -> refine -> final turns; `both`: each image "
+        "draws one (serves both RL envs); `hierarchical` / `geohash`: those envs' turns; `all`: one of the four")
     answer_decimals: int = option(2, "decimals of the target coordinates (single-turn and the final telescoping turn)")
     telescoping_decimals: tuple[int, ...] = option((0, 1), "decimals of the targets of the telescoping turns before "
                                                    "the final one (coarse, refine)")
@@ -115,6 +115,7 @@ class SFTConfig(engine_keys("SFTEngineKeys", inherit=False)):
                 "and adam_beta2 must be in [0, 1)")
         require(self, self.grad_clip_norm is None or self.grad_clip_norm > 0, "grad_clip_norm", "must be > 0 or None")
         require(self, bool(self.data.strip()), "data", "is empty; pass a data spec, e.g. data=synthetic:n=2000")
+        self.validate_env()
         self.engine_config().validate()
 
 
@@ -168,16 +169,44 @@ def example_rng(seed: int, step: int, index: int) -> np.random.Generator:
 def example_styles(style: str, n: int, seed: int, step: int) -> list[str]:
     """Which prompt each of the step's n images gets. A pure function of (seed, step) so
     a resumed run draws the same styles without any state to checkpoint."""
-    if style != "both":
+    if style not in ("both", "all"):
         return [style] * n
     coin = np.random.default_rng([seed, step, 7919]).random(n)
+    if style == "all":
+        return [("single", "telescoping", "hierarchical", "geohash")[int(c * 4)] for c in coin]
     return ["single" if c < 0.5 else "telescoping" for c in coin]
 
 
 def build_messages(sample: Any, style: str, cfg: SFTConfig, rng: np.random.Generator | None = None) -> list[dict]:
+    if style in ("hierarchical", "geohash"):
+        messages = env_messages(sample, style, cfg, rng)
+        if messages is not None:
+            return messages
+        style = "single"  # a sample with an unknown label: no hierarchical target
     if style == "single":
         return single_turn_messages(sample, cfg.answer_decimals)
     return telescoping_messages(sample, (*cfg.telescoping_decimals, cfg.answer_decimals), cfg.telescoping_noise_km, rng)
+
+
+def env_messages(sample: Any, style: str, cfg: SFTConfig, rng: np.random.Generator | None) -> list[dict] | None:
+    """The hierarchical / geohash examples (envs/examples.py). Labels the data lacks come from
+    reverse geocoding; geohash turns after the first are shown the truth moved by
+    telescoping_noise_km, as telescoping's are."""
+    from geospot.envs.examples import geohash_messages, hierarchical_messages
+    from geospot.envs.registry import geohash_spec, hierarchy_spec
+    from geospot.geo import reverse_geocode
+
+    if style == "hierarchical":
+        return hierarchical_messages(sample, hierarchy_spec(cfg), reverse_geocode, cfg.answer_decimals)
+    noise = cfg.telescoping_noise_km
+
+    def shown(turn: int) -> tuple[float, float]:
+        scale = float(noise[min(turn - 1, len(noise) - 1)]) if noise else 0.0
+        if scale > 0 and rng is not None:
+            return perturb(sample.lat, sample.lon, scale, rng)
+        return sample.lat, sample.lon
+
+    return geohash_messages(sample, geohash_spec(cfg), shown)
 
 
 def normalise_weights(datums_D: Sequence[Datum]) -> tuple[list[Datum], int]:
@@ -219,7 +248,7 @@ def run_eval(run: Run, step: int) -> dict[str, float]:
     """Greedy held-out eval; `evaluate` logs `eval/<metric>` and the per-image guesses
     (the dashboard's eval map) through the writer itself."""
     cfg = run.cfg
-    style = "telescoping" if cfg.prompt_style == "telescoping" else "single"
+    style = "single" if cfg.prompt_style in ("both", "all") else cfg.prompt_style
     result = evaluate(
         run.engine,
         run.held_out,
@@ -229,6 +258,7 @@ def run_eval(run: Run, step: int) -> dict[str, float]:
         geocoder=run.geocoder,
         writer=run.writer,
         step=step,
+        env_options=cfg,
     )
     return dict(result.metrics)
 

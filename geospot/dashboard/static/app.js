@@ -101,6 +101,8 @@ const GROUPS = [
   { title: "τ (km)", re: /(^|[\/_])tau(_km)?$/i },
   { title: "format rate", re: /format|parse/i },
   { title: "per-turn distance (km, log)", re: /turn_?\d.*km|km.*turn_?\d/i, log: true },
+  { title: "label accuracy (hierarchical turns)", re: /label_[a-z]+_acc$/i },
+  { title: "geohash characters shared per turn", re: /geohash_shared$/i },
 ];
 const COLORS = ["#4fb3ff", "#ffb347", "#3ddc84", "#ff6b5a", "#c58cff", "#ffe066"];
 
