@@ -227,6 +227,7 @@ def predict(
     on_batch: Callable[[list[Prediction]], None] | None = None,
     env_options=None,
     label_geocoder: Callable | None = None,
+    turns: tuple[str, ...] | None = None,
 ) -> list[Prediction]:
     """Predictions for `samples` (order kept), batch by batch; no scoring, so the truth may
     be NaN (`geospot predict`). Progress display is the caller's (via `on_batch`).
@@ -239,7 +240,7 @@ def predict(
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     env_style = prompt_style in ENV_STYLES
     fields = turn_fields(prompt_style, env_options) if env_style else ()
-    turns = fields if env_style else turn_texts_for(prompt_style)
+    turns = fields if env_style else (turns or turn_texts_for(prompt_style))
     if env_style and label_geocoder is None and prompt_style == "hierarchical":
         from geospot.geo import reverse_geocode as label_geocoder
     params, k = resolve_sampling(sampling, max_tokens)
