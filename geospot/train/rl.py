@@ -201,7 +201,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
     # step right here, as before; k >= 1 samples the next steps on a thread while this one trains.
     # A batch's tau is the one published with the weights it samples with.
     source = BatchSource(
-        samples=lambda s: run.stream.next_batch(cfg.batch_size),
+        samples=lambda s: run.draw(s, cfg.batch_size),
         builders=lambda samples, ctx: make_group_builders(cfg, samples, engine.renderer, ctx["tau_km"],
                                                           geocoder=train_geocoder, seed=cfg.seed),
         params=lambda s: SampleParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature,

@@ -294,7 +294,7 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
         micro = cfg.batch_size // cfg.grad_accum
         for step in run.steps():
             t0 = time.perf_counter()
-            samples = run.stream.next_batch(cfg.batch_size)
+            samples = run.draw(step, cfg.batch_size)
             styles = example_styles(cfg.prompt_style, len(samples), cfg.seed, step)
             datums_D, n_target = normalise_weights(make_datums(engine, samples, styles, cfg, step))
 
