@@ -47,7 +47,7 @@ class SamplingConfig(EnvOptions):
     samples: int = option(0, "0 = greedy (temperature 0); k > 0 = k samples per image at `temperature`, the medoid guess used")
     temperature: float = option(1.0, "sampling temperature when samples > 0")
     batch_size: int = option(16, "images per engine.sample call")
-    max_tokens: int = option(24, "answer length limit per turn (the answer format needs ~20 tokens; raise it for chatty zero-shot models)")
+    max_tokens: int = option(24, "answer length limit per turn (the answer format needs ~20 tokens; raise it for chatty zero-shot models; reasoning=true uses reasoning_max_tokens)")
     device: str = option("auto", "`auto`, `cpu`, `cuda`, `cuda:1`, …")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = option("auto", "model dtype (`auto`: bf16 on capable GPUs, fp32 on CPU)")
     max_pixels: int | None = option(None, "pixel budget per image (None = the model's / run's setting)")
@@ -306,8 +306,8 @@ def run_eval(cfg: EvalConfig, engine=None) -> dict:
                 bar.update(len(preds))
 
             t0 = time.perf_counter()
-            predict(engine, todo, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens,
-                    sampling=_sampling(cfg.samples, cfg.temperature, cfg.max_tokens), on_batch=finished,
+            predict(engine, todo, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=cfg.turn_max_tokens(cfg.max_tokens),
+                    sampling=_sampling(cfg.samples, cfg.temperature, cfg.turn_max_tokens(cfg.max_tokens)), on_batch=finished,
                     env_options=cfg, label_geocoder=label_geocoder)
             busy_s += time.perf_counter() - t0
             evaluated += len(todo)
@@ -418,8 +418,8 @@ def predict_main(argv: list[str], engine=None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"geospot predict: {e}", file=sys.stderr)
         return 2
-    preds = predict(engine, samples, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens,
-                    sampling=_sampling(cfg.samples, cfg.temperature, cfg.max_tokens), env_options=cfg,
+    preds = predict(engine, samples, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=cfg.turn_max_tokens(cfg.max_tokens),
+                    sampling=_sampling(cfg.samples, cfg.temperature, cfg.turn_max_tokens(cfg.max_tokens)), env_options=cfg,
                     label_geocoder=_no_labels)
     labels = _reverse_geocode_parsed(preds)
     rows = []
