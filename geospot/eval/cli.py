@@ -306,8 +306,9 @@ def run_eval(cfg: EvalConfig, engine=None) -> dict:
                 bar.update(len(preds))
 
             t0 = time.perf_counter()
-            predict(engine, todo, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=cfg.turn_max_tokens(cfg.max_tokens),
-                    sampling=_sampling(cfg.samples, cfg.temperature, cfg.turn_max_tokens(cfg.max_tokens)), on_batch=finished,
+            budget = cfg.turn_max_tokens(cfg.max_tokens)  # reasoning=true: reasoning_max_tokens
+            predict(engine, todo, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=budget,
+                    sampling=_sampling(cfg.samples, cfg.temperature, budget), on_batch=finished,
                     env_options=cfg, label_geocoder=label_geocoder)
             busy_s += time.perf_counter() - t0
             evaluated += len(todo)
@@ -418,8 +419,9 @@ def predict_main(argv: list[str], engine=None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"geospot predict: {e}", file=sys.stderr)
         return 2
-    preds = predict(engine, samples, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=cfg.turn_max_tokens(cfg.max_tokens),
-                    sampling=_sampling(cfg.samples, cfg.temperature, cfg.turn_max_tokens(cfg.max_tokens)), env_options=cfg,
+    budget = cfg.turn_max_tokens(cfg.max_tokens)  # reasoning=true: reasoning_max_tokens
+    preds = predict(engine, samples, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=budget,
+                    sampling=_sampling(cfg.samples, cfg.temperature, budget), env_options=cfg,
                     label_geocoder=_no_labels)
     labels = _reverse_geocode_parsed(preds)
     rows = []
@@ -437,6 +439,9 @@ def predict_main(argv: list[str], engine=None) -> int:
             "turns": [None if g is None else list(g) for g in p.turn_guesses],
             "turn_texts": list(p.turn_texts),
             **({"answers": answered_labels(p)} if p.turn_fields else {}),
+            # reasoning=true: raw_text holds the <think> block; its length per turn (first sample)
+            **({"reasoning_tokens": [t[0] for t in p.turn_reasoning[:len(p.turn_guesses)]]}
+               if p.turn_reasoning else {}),
         })
     for r in rows:
         print(json.dumps(finite_json(r)) if "--json" in flags else _predict_line(r, cfg.env_type != "single"))
