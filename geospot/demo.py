@@ -119,8 +119,9 @@ def held_out_eval(model: str, cfg: DemoConfig, samples, geocoder) -> dict:
     from geospot.eval.loading import load_model
 
     engine = load_model(model, seed=cfg.seed).engine
-    greedy = evaluate(engine, samples, prompt_style="telescoping", batch_size=32, max_tokens=cfg.max_tokens,
-                      geocoder=geocoder).metrics
+    with _run_writer(model) as (writer, step):  # a trained stage records its held-out eval in its run folder
+        greedy = evaluate(engine, samples, prompt_style="telescoping", batch_size=32, max_tokens=cfg.max_tokens,
+                          geocoder=geocoder, writer=writer, step=step).metrics
     runs = []
     for seed in cfg.eval_sample_seeds:
         params = SampleParams(max_tokens=cfg.max_tokens, temperature=1.0, seed=seed)
@@ -128,6 +129,25 @@ def held_out_eval(model: str, cfg: DemoConfig, samples, geocoder) -> dict:
                              geocoder=None, sampling=(params, 1)).metrics)
     sampled = {k: float(np.mean([m[k] for m in runs])) for k in runs[0] if isinstance(runs[0][k], (int, float))}
     return {**greedy, **{f"sampled_{k}": v for k, v in sampled.items()}}
+
+
+@contextlib.contextmanager
+def _run_writer(model: str):
+    """(writer, step) for a run folder: the greedy held-out eval goes into its store and
+    metrics.jsonl at its last step, as a loop's periodic eval does, so the dashboard (map, held-out
+    columns) and `geospot eval --compare` show it. (None, 0) for anything else."""
+    from geospot.runs.model_spec import is_run_path, model_spec
+
+    if not is_run_path(model):
+        yield None, 0
+        return
+    from geospot.runs.loggers import open_run_writer
+
+    writer = open_run_writer(model, console=False)
+    try:
+        yield writer, model_spec(model).step or 0
+    finally:
+        writer.close()
 
 
 COLUMNS = [("parsed", "parsed", "{:.0%}"), ("median_km", "median km", "{:,.0f}"), ("geoscore", "GeoScore", "{:,.0f}"),

@@ -14,8 +14,8 @@ import csv
 import json
 import math
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from geospot.eval.runner import NAN, Prediction
 
@@ -181,6 +181,43 @@ def read_summary(run_dir: str | os.PathLike) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {run_dir} a finished `geospot eval` run folder?")
     return json.loads(path.read_text())
+
+
+def training_evals(run_dir: str | os.PathLike) -> list[dict]:
+    """The held-out evals a training run logged (`eval/<metric>` lines of its metrics.jsonl),
+    oldest first, as {"step": k, "metrics": {...}}; a torn last line is skipped."""
+    path = Path(run_dir) / "metrics.jsonl"
+    out: list[dict] = []
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        metrics = {k[5:]: (math.nan if v is None else v) for k, v in row.items() if k.startswith("eval/")}
+        if metrics:
+            out.append({"step": row.get("step"), "metrics": metrics})
+    return out
+
+
+def read_summary_or_training_eval(run_dir: str | os.PathLike) -> dict:
+    """An eval folder's summary.json, or a training run's last held-out eval in the same shape
+    (name `<run> (held-out, step k)`; a run whose loop never evaluated: its newest `geospot eval`
+    folder), for `geospot eval --compare`."""
+    path = Path(run_dir)
+    if path.is_file() or (path / SUMMARY).exists():
+        return read_summary(path)
+    evals = training_evals(path)
+    if not evals:  # no loop eval: the run's newest `geospot eval`
+        found = sorted(path.glob(f"eval/*/{SUMMARY}"), key=lambda p: p.stat().st_mtime)
+        if found:
+            summary = read_summary(found[-1])
+            return {**summary, "name": f"{path.resolve().name} ({summary.get('name', found[-1].parent.name)})"}
+        raise FileNotFoundError(f"{run_dir}: neither an eval folder (no {SUMMARY}) nor a training run with a held-out "
+                                "eval in metrics.jsonl; run `geospot eval model=<run> data=<spec>` first")
+    last = evals[-1]
+    return {"name": f"{path.resolve().name} (held-out, step {last['step']})", "metrics": last["metrics"]}
 
 
 def _json_default(x):

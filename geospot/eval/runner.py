@@ -253,6 +253,7 @@ def predict(
     on_batch: Callable[[list[Prediction]], None] | None = None,
     env_options=None,
     label_geocoder: Callable | None = None,
+    turns: tuple[str, ...] | None = None,
 ) -> list[Prediction]:
     """Predictions for `samples` (order kept), batch by batch; no scoring, so the truth may
     be NaN (`geospot predict`). Progress display is the caller's (via `on_batch`).
@@ -266,7 +267,9 @@ def predict(
     env_style = prompt_style in ENV_STYLES
     fields = turn_fields(prompt_style, env_options) if env_style else ()
     reasoning = bool(getattr(env_options, "reasoning", False))
-    turns = fields if env_style else turn_texts_for(prompt_style, reasoning)
+    # the run's own prompts (turns) or the defaults, asking to reason first with `reasoning`
+    turns = fields if env_style else (coordinate_prompts(SimpleNamespace(reasoning=reasoning), turns) if turns
+                                      else turn_texts_for(prompt_style, reasoning))
     if env_style and label_geocoder is None and prompt_style == "hierarchical":
         from geospot.geo import reverse_geocode as label_geocoder
     params, k = resolve_sampling(sampling, max_tokens)

@@ -166,8 +166,12 @@ def open_inputs(cfg: Any, log_dir: Path) -> tuple[Any, list[Any], Any, str | Non
 
 def make_writer(log_dir: Path, cfg: Any, start_step: int) -> Any:
     """The run store + metrics.jsonl (+ wandb) through one RunWriter. A resumed run first
-    drops the metrics lines past its checkpoint, so the file reads like one run."""
+    drops the metrics lines past its checkpoint (and the run store its steps and images past
+    it), so the file and the dashboard read like one run."""
+    from geospot.runs.store import truncate_store
+
     truncate_jsonl(log_dir / "metrics.jsonl", start_step)
+    truncate_store(log_dir, start_step)
     return open_run_writer(log_dir, console=False, wandb_project=cfg.wandb_project, wandb_name=cfg.wandb_name)
 
 
@@ -274,12 +278,16 @@ def start_run(
 
 @contextlib.contextmanager
 def finishing(writer: Any, stream: Any, close_writer: bool = True):
-    """The loop runs inside: the run ends `done`, or `failed` if anything escapes (the
-    dashboard shows a crashed run as failed, not as running); the writer and the data
-    stream's worker threads are closed either way."""
+    """The loop runs inside, `running` meanwhile: the run ends `done`, `stopped` on Ctrl-C,
+    or `failed` if anything else escapes (the dashboard shows a crashed run as failed, not as
+    running); the writer and the data stream's worker threads are closed either way."""
+    writer.set_status("running")
     try:
         yield
         writer.set_status("done")
+    except KeyboardInterrupt:
+        writer.set_status("stopped")
+        raise
     except BaseException:
         writer.set_status("failed")
         raise

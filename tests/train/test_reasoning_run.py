@@ -58,8 +58,13 @@ def test_eval_and_predict_with_reasoning(sft_run, tmp_path, capsys):
     for k in REASONING:
         assert k in summary["metrics"], k
     assert 0 <= summary["metrics"]["truncation_rate"] <= 1
-    assert cli.eval_main([f"model={sft_run}", f"data={DATA}", "n=2", f"out={tmp_path / 'plain'}", "--json",
+    # the run is the model: an eval that does not say inherits reasoning=true and its budget
+    assert cli.eval_main([f"model={sft_run}", f"data={DATA}", "n=2", f"out={tmp_path / 'inherited'}", "--json",
                           "geocoder=none", "device=cpu"]) == 0
+    inherited = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert inherited["run_defaults"]["from_run"]["reasoning"] is True and "reasoning_tokens" in inherited["metrics"]
+    assert cli.eval_main([f"model={sft_run}", f"data={DATA}", "n=2", "reasoning=false", f"out={tmp_path / 'plain'}",
+                          "--json", "geocoder=none", "device=cpu"]) == 0
     assert "reasoning_tokens" not in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["metrics"]
 
 
