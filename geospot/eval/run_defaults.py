@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from geospot.runs.model_spec import is_run_path, model_spec
 
-RUN_DEFAULT_KEYS = ("env_type", "max_pixels", "max_tokens")
+RUN_DEFAULT_KEYS = ("env_type", "max_pixels", "max_tokens", "reasoning", "reasoning_max_tokens")
 
 
 def given_keys(kv: Sequence[str]) -> set[str]:
@@ -19,7 +19,7 @@ def given_keys(kv: Sequence[str]) -> set[str]:
 
 def with_run_defaults(cfg, given: set[str] | None = None):
     """(cfg, record): for a training run / checkpoint folder, the keys the user did not give
-    take the run's values (its ModelSpec: prompt style, image budget, answer length), so a
+    take the run's values (its ModelSpec: prompt style, image budget, answer length, reasoning), so a
     model is asked the way it was trained. `record` says which came from the run and which
     the command line overrode (written into the eval's config and summary). `given` None =
     every key that differs from the class default counts as given (a programmatic caller)."""
@@ -29,7 +29,8 @@ def with_run_defaults(cfg, given: set[str] | None = None):
     if given is None:
         defaults = type(cfg)()
         given = {k for k in RUN_DEFAULT_KEYS if getattr(cfg, k) != getattr(defaults, k)}
-    run_values = {"env_type": spec.env_type, "max_pixels": spec.image_budget, "max_tokens": spec.max_tokens}
+    run_values = {"env_type": spec.env_type, "max_pixels": spec.image_budget, "max_tokens": spec.max_tokens,
+                  "reasoning": spec.reasoning, "reasoning_max_tokens": spec.reasoning_max_tokens}
     taken = {k: v for k, v in run_values.items() if k not in given}
     overridden = {k: getattr(cfg, k) for k in RUN_DEFAULT_KEYS if k in given and getattr(cfg, k) != run_values[k]}
     cfg = dataclasses.replace(cfg, **taken)
