@@ -52,8 +52,8 @@ class Preset:
 # stage); `quick` is the test's size; `long` adds the τ study and more steps.
 PRESETS = {
     "quick": Preset(sft_steps=200, rl_single_steps=60, rl_steps=4, eval_n=48),
-    "default": Preset(sft_steps=450, rl_single_steps=300, rl_steps=12, eval_n=128),
-    "long": Preset(sft_steps=900, rl_single_steps=600, rl_steps=24, eval_n=256, tau_steps=150),
+    "default": Preset(sft_steps=300, rl_single_steps=300, rl_steps=24, eval_n=128),
+    "long": Preset(sft_steps=600, rl_single_steps=600, rl_steps=48, eval_n=256, tau_steps=150),
 }
 
 
@@ -120,7 +120,10 @@ def stage_configs(cfg: DemoConfig):
         save_every=cfg.tau_format_steps if cfg.tau_steps else 0, keep_checkpoints=0,
         log_path=str(out / "sft"), behavior_if_log_dir_exists="raise", seed=cfg.seed,
     )
-    common = {"data": cfg.data, "eval_n": 0, "batch_size": cfg.rl_batch_size, "group_size": cfg.rl_group_size,
+    # The engine keys are passed explicitly: a GRPO run's config records None for what it inherited
+    # from the SFT run, so the telescoping stage (started from the single-turn run) would not find them.
+    engine = {k: getattr(sft, k, None) for k in ("model_name", "lora_rank", "train_vision", "max_pixels")}
+    common = {**{k: v for k, v in engine.items() if v is not None}, "data": cfg.data, "eval_n": 0, "batch_size": cfg.rl_batch_size, "group_size": cfg.rl_group_size,
                   "max_tokens": cfg.max_tokens, "eval_every": 0, "eval_at_start": False, "behavior_if_log_dir_exists": "raise",
                   "seed": cfg.seed}
     single = RLConfig(env_type="single", load_checkpoint_path=str(out / "sft"), max_steps=max(cfg.rl_single_steps, 1),

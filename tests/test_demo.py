@@ -36,6 +36,7 @@ def test_presets_and_flags_parse(monkeypatch, tmp_path, capsys):
     sft, single, rl = demo.stage_configs(cfg)
     assert single.env_type == "single" and single.load_checkpoint_path == sft.log_path
     assert rl.load_checkpoint_path == single.log_path and sft.prompt_style == "both"
+    assert (rl.model_name, rl.lora_rank, rl.train_vision) == (cfg.model_name, 0, True)  # not lost on the way
     assert sft.behavior_if_log_dir_exists == "raise"  # the demo never deletes a run itself
     fmt, follow, fixed = demo.tau_configs(replace_tau(cfg))
     assert (follow.tau_schedule, fixed.tau_schedule, fixed.tau_start_km) == ("follow_error", "constant", 25.0)
