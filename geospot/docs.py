@@ -37,6 +37,8 @@ def config_reference() -> str:
 
 
 def _fmt(v) -> str:
+    if isinstance(v, list):
+        return ", ".join(map(str, v)) or "none"
     if isinstance(v, float):
         return f"{v:,.3g}" if abs(v) < 100 else f"{v:,.0f}"
     if isinstance(v, int):
@@ -60,6 +62,21 @@ HEADLINES = [
     ("grpo_step", "GRPO step rollouts/s (peer: TRL GRPOTrainer)", "ours.rollouts_per_s", "trl.rollouts_per_s", "ratio_rollouts_per_s"),
     ("grpo_step", "token efficiency (needed / processed)", "ours.token_efficiency", "trl.token_efficiency", None),
     ("grpo_step", "peak RSS, MB", "ours.peak_rss_mb", "trl.peak_rss_mb", "ratio_peak_rss"),
+    # benchmarks/gpu_check.py: a Qwen2.5-VL-3B-shaped model on one GPU ({device} = the card it ran on)
+    ("gpu_check", "{device}: GRPO step 8x8 rollouts/s, 3B shape, bf16 (peer: TRL GRPOTrainer)",
+     "phases.grpo_torch.rollouts_per_s", "phases.trl.rollouts_per_s", "ratio_rollouts_per_s"),
+    ("gpu_check", "{device}: the same with sampler=vllm (peer: TRL + colocated vLLM)",
+     "phases.grpo_vllm.rollouts_per_s", "phases.trl_vllm.rollouts_per_s", "ratio_vllm_rollouts_per_s"),
+    ("gpu_check", "{device}: sampler-vs-trainer logprob gap, mean (ours: torch sampler, peer column: vllm)",
+     "phases.grpo_torch.logprob_gap_mean", "phases.grpo_vllm.logprob_gap_mean", None),
+    ("gpu_check", "{device}: GRPO step peak GiB, training part (peer: TRL's step)",
+     "phases.grpo_torch.train_peak_gb", "phases.trl.step_peak_gb", None),
+    ("gpu_check", "{device}: SFT step s, LoRA r32 (peer column: full fine-tuning)",
+     "phases.sft_lora.step_s", "phases.sft_full.step_s", None),
+    ("gpu_check", "{device}: 3 telescoping turns x 8 rollouts, s (peer: no KV reuse)",
+     "phases.kv_reuse.telescoping_3turn_s_on", "phases.kv_reuse.telescoping_3turn_s_off",
+     "phases.kv_reuse.telescoping_speedup_kv_reuse"),
+    ("gpu_check", "{device}: phases that failed (errors in results.json)", "phases_failed", None, None),
 ]
 
 
@@ -74,6 +91,17 @@ def _get(obj, path: str | None):
         if obj is None:
             return None
     return obj
+
+
+def _status(obj, path: str | None) -> str | None:
+    """'error' / 'skipped' when the value is missing because the part that measures it (the
+    dict above it, e.g. one gpu_check phase) failed or was skipped."""
+    if path is None or "." not in path:
+        return None
+    parent = _get(obj, path.rsplit(".", 1)[0])
+    if isinstance(parent, dict):
+        return "error" if "error" in parent else "skipped" if "skipped" in parent else None
+    return None
 
 
 def benchmark_table(results_path: Path = RESULTS) -> str:
@@ -94,11 +122,18 @@ def benchmark_table(results_path: Path = RESULTS) -> str:
         r = results.get(name)
         if r is None:
             continue
+        what = what.format(device=str(r.get("device", "?")) + (" (DRY RUN, tiny shape)" if r.get("dry_run") else ""))
         if "error" in r:
             lines.append(f"| {name} | {what} | error: {str(r['error'])[:80]} | | |")
             continue
-        cells = [_get(r, p) for p in (ours, peer, ratio)]
+        cells = [_get(r, p) if _get(r, p) is not None else _status(r, p) for p in (ours, peer, ratio)]
         lines.append(f"| {name} | {what} | " + " | ".join("" if c is None else _fmt(c) for c in cells) + " |")
+    gpu = results.get("gpu_check")
+    if gpu and "error" not in gpu:
+        what = ("a DRY RUN: the tiny shape on CPU, not a GPU measurement" if gpu.get("dry_run")
+                else "random weights in Qwen2.5-VL-3B's shape")
+        lines += ["", f"gpu_check rows: measured {gpu.get('date', '?')} on {gpu.get('device', '?')} (torch "
+                  f"{gpu.get('torch', '?')}) by `benchmarks/gpu_check.py`, {what}; see [docs/gpu.md](docs/gpu.md)."]
     lines.append("")
     lines.append("All numbers: `benchmarks/results.json`. RL-vs-SFT and credit-assignment studies: see below.")
     return "\n".join(lines) + "\n"
