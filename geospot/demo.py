@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from geospot import demo_report as R
+from geospot.prompts import TELESCOPING_PROMPTS
 
 # The world of the demo: 8 countries (4 regions each) on 6 continents, cues kept clear
 # (difficulty 0.1) so a 0.5 M-parameter model can learn a real map of it in minutes.
@@ -48,8 +49,11 @@ class Preset:
     tau_steps: int = 0  # > 0: also run the τ study with this many GRPO steps per arm
 
 
-# `default` fits the 5-minute budget on 2 quiet cores (the summary prints the seconds of each
-# stage); `quick` is the test's size; `long` adds the τ study and more steps.
+# `default` fits the 5-minute budget on 2 quiet cores: 214-217 CPU s measured over the whole run
+# (SFT ~80, GRPO ~113, evals ~22; one torch thread, so CPU s = wall s of a quiet core). SFT stops
+# at 300 steps, while its map is still ~1,300 km off, so GRPO has room (from a converged 450-step
+# SFT, 400 GRPO steps moved greedy by +3 / -41: docs/rl_vs_sft.md). `quick` is the test's size;
+# `long` adds the τ study and more steps.
 PRESETS = {
     "quick": Preset(sft_steps=200, rl_single_steps=60, rl_steps=4, eval_n=48),
     "default": Preset(sft_steps=300, rl_single_steps=300, rl_steps=24, eval_n=128),
@@ -96,8 +100,8 @@ class DemoConfig:
     # images for every stage, so each change is judged by a paired bootstrap over them.
     eval_style: str = "single"
     eval_sample_seeds: tuple[int, ...] = (5, 6, 7, 8)
-    # τ study: a format-only warm start — the SFT run's checkpoint at this step (measured: 150
-    # SFT steps answer in format with a ~6,600 km median, the map comes later) — then single-turn
+    # τ study: a format-only warm start — the SFT run's checkpoint at this step (a separate
+    # 150-step SFT measured a ~6,600 km median, GeoScore 692: the map comes later) — then single-turn
     # GRPO with τ following the error vs a fixed τ of `tau_fixed_km`, the same steps and seed.
     tau_format_steps: int = 150
     tau_fixed_km: float = 25.0
@@ -174,7 +178,8 @@ def held_out_eval(model: str, cfg: DemoConfig, samples, styles=None) -> R.StageE
                         sampling=(SampleParams(max_tokens=cfg.max_tokens, temperature=1.0, seed=s), 1)).predictions
                for s in cfg.eval_sample_seeds]
     tele = greedy if cfg.eval_style == "telescoping" else evaluate(engine, samples, prompt_style="telescoping", **run).predictions
-    turns = max(len(p.turn_guesses) for p in tele)
+    # every turn gets a column, also when the first answer did not parse and the episode ended there
+    turns = max(len(TELESCOPING_PROMPTS), *(len(p.turn_guesses) for p in tele))
     return R.StageEval.from_km(km(greedy), [km(p) for p in sampled], [km(tele, t) for t in range(turns)])
 
 
