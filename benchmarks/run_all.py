@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # Order: cheap first, so a time-out late in the list loses the least.
-BENCHMARKS = ("geo", "data", "eval", "engine", "grpo_step", "credit", "rl_vs_sft")
+BENCHMARKS = ("geo", "data", "eval", "engine", "grpo_step", "credit", "rl_vs_sft", "async_rl")
 
 
 def machine() -> dict:

@@ -12,7 +12,8 @@ import difflib
 import json
 import types
 import typing
-from typing import Any, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -134,6 +135,10 @@ def markdown_table(cls: type) -> str:
     return "\n".join(rows)
 
 
-def require(cond: bool, key: str, message: str) -> None:
-    if not cond:
+def require(cfg: Any, ok: bool, key: str, message: str) -> None:
+    """A config check: when not `ok`, one sentence naming the key, its value and the fix:
+    `key=<value> <message>` (`key: <message>` when `key` names several fields, e.g. `a/b`)."""
+    if not ok:
+        if hasattr(cfg, key):
+            raise ConfigError(f"{key}={getattr(cfg, key)!r} {message}")
         raise ConfigError(f"{key}: {message}")

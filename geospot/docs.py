@@ -62,6 +62,8 @@ HEADLINES = [
     ("grpo_step", "GRPO step rollouts/s (peer: TRL GRPOTrainer)", "ours.rollouts_per_s", "trl.rollouts_per_s", "ratio_rollouts_per_s"),
     ("grpo_step", "token efficiency (needed / processed)", "ours.token_efficiency", "trl.token_efficiency", None),
     ("grpo_step", "peak RSS, MB", "ours.peak_rss_mb", "trl.peak_rss_mb", "ratio_peak_rss"),
+    ("async_rl", "GRPO s/step at Tinker-log latencies, max_steps_off_policy=1 (peer: synchronous)",
+     "timing.k1.wall_per_step_s", "timing.k0.wall_per_step_s", "speedup_k1"),
     # benchmarks/gpu_check.py: a Qwen2.5-VL-3B-shaped model on one GPU ({device} = the card it ran on)
     ("gpu_check", "{device}: GRPO step 8x8 rollouts/s, 3B shape, bf16 (peer: TRL GRPOTrainer)",
      "phases.grpo_torch.rollouts_per_s", "phases.trl.rollouts_per_s", "ratio_rollouts_per_s"),

@@ -7,7 +7,15 @@ Safety by construction:
   found under the runs folder, and a thumbnail by an image id looked up in that run's
   store (the file name is a hash, re-checked to lie inside the run's thumbs folder);
 - model text is data: the API returns JSON, the page sets it with textContent, and a strict
-  Content-Security-Policy forbids inline script and any other origin.
+  Content-Security-Policy forbids inline script and any other origin;
+- files only from inside the runs folder: a thumbnail's fully resolved path must lie inside
+  the resolved runs folder (a `thumbs/` symlinked to /etc serves nothing);
+- no DNS rebinding: a request whose Host header names neither localhost, an IP address, the
+  bound host nor an `allowed_hosts` name is refused (403), as Jupyter and Vite do, so a page
+  on evil.com that re-points its name at 127.0.0.1 reads nothing;
+- a token when asked for (the CLI requires one to bind beyond loopback): `?token=` once sets
+  an HttpOnly SameSite=Strict cookie; `Authorization: token <t>` works for scripts;
+- a corrupt store is a 503 "unreadable" answer (one warning line), never a traceback.
 
 Live updates: one `RunWatcher` per watched run polls the store's change counter (`seq`)
 and keeps a bounded ring of recent events; each SSE client keeps its own cursor into it
@@ -19,8 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hmac
+import ipaddress
 import json
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -146,7 +157,23 @@ def _run_or_404(dash: Dashboard, request: Request) -> RunReader | JSONResponse:
     return reader
 
 
-def create_app(runs_dir: str | Path, **dashboard_kwargs: Any) -> Starlette:
+def _unreadable(handler: Any) -> Any:
+    """A per-run endpoint whose store is corrupt (or not a store) answers 503 with one line
+    logged, instead of a 500 and a traceback."""
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except (sqlite3.Error, OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("dashboard: run %r is unreadable (%s: %s)", request.query_params.get("run", ""),
+                        type(e).__name__, e)
+            return _json({"error": f"run store unreadable ({type(e).__name__})"}, 503)
+    return guarded
+
+
+def create_app(runs_dir: str | Path, *, allowed_hosts: tuple[str, ...] | None = None, bound_host: str = "127.0.0.1",
+               token: str | None = None, **dashboard_kwargs: Any) -> Starlette:
+    """`allowed_hosts`: Host-header names accepted besides localhost, IP addresses and
+    `bound_host`; `token`: required on every request when set."""
     dash = Dashboard(runs_dir, **dashboard_kwargs)
 
     async def index(request: Request) -> Response:
@@ -194,7 +221,9 @@ def create_app(runs_dir: str | Path, **dashboard_kwargs: Any) -> Starlette:
         if isinstance(reader, Response):
             return reader
         path = await asyncio.to_thread(reader.thumb_path, request.query_params.get("id", ""))
-        if path is None:
+        # the store checks the thumbs folder; a thumbs folder that is itself a symlink out of
+        # the runs folder must not count, so the file's own resolved path is checked here
+        if path is None or not Path(path).resolve().is_relative_to(dash.runs_dir):
             return _json({"error": "no such image"}, 404)
         return FileResponse(path, media_type="image/jpeg")
 
@@ -215,13 +244,15 @@ def create_app(runs_dir: str | Path, **dashboard_kwargs: Any) -> Starlette:
         Route("/", index),
         Route("/favicon.ico", lambda request: Response(status_code=204)),
         Route("/api/runs", api_runs),
-        Route("/api/run", api_run),
-        Route("/api/images", api_images),
-        Route("/api/thumb", api_thumb),
-        Route("/api/events", api_events),
+        Route("/api/run", _unreadable(api_run)),
+        Route("/api/images", _unreadable(api_images)),
+        Route("/api/thumb", _unreadable(api_thumb)),
+        Route("/api/events", _unreadable(api_events)),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
+    middleware = [Middleware(SecurityHeaders),
+                  Middleware(HostAndToken, allowed_hosts=(bound_host, *(allowed_hosts or ())), token=token)]
+    app = Starlette(routes=routes, middleware=middleware)
     app.state.dashboard = dash
     return app
 
@@ -245,6 +276,70 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def host_allowed(host_header: str, allowed: set[str]) -> bool:
+    """Host header (with or without a port) -> is it localhost, an IP literal, or a named host?
+    IP literals are safe: DNS rebinding needs a name the attacker controls."""
+    host = host_header.strip().lower()
+    if host.startswith("["):  # [::1]:8765
+        host = host[1:host.find("]")] if "]" in host else host[1:]
+    elif host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    host = host.rstrip(".")
+    if not host:
+        return False
+    if host in allowed or host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+TOKEN_COOKIE = "geospot_dashboard_token"
+
+
+class HostAndToken:
+    """Pure ASGI middleware: the Host-header check (403) and, when a token is set, the token
+    check (401): `?token=` (then remembered in a cookie), the cookie, or `Authorization: token`."""
+
+    def __init__(self, app: Any, allowed_hosts: tuple[str, ...], token: str | None) -> None:
+        self.app, self.token = app, token
+        self.allowed = {h.strip().lower().strip("[]") for h in allowed_hosts if h and h not in ("0.0.0.0", "::")}
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if not host_allowed(headers.get("host", ""), self.allowed):
+            return await _plain(send, 403, "Host header not allowed: start the dashboard with "
+                                           "--allowed-host NAME to serve it under that name")
+        if self.token is None:
+            return await self.app(scope, receive, send)
+        request = Request(scope)
+        given = (request.query_params.get("token") or request.cookies.get(TOKEN_COOKIE)
+                 or headers.get("authorization", "").removeprefix("token ").strip())
+        if not given or not hmac.compare_digest(given.encode(), self.token.encode()):
+            return await _plain(send, 401, "token required: open the URL with ?token=... that the dashboard printed")
+        if request.query_params.get("token"):
+            cookie = f"{TOKEN_COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/".encode()
+
+            async def send_cookie(message: dict) -> None:
+                if message["type"] == "http.response.start":
+                    message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
+                await send(message)
+
+            return await self.app(scope, receive, send_cookie)
+        return await self.app(scope, receive, send)
+
+
+async def _plain(send: Any, status: int, text: str) -> None:
+    body = text.encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _stream(watcher: RunWatcher, cursor: int, keepalive_s: float) -> AsyncIterator[str]:

@@ -1,13 +1,19 @@
-"""`geospot dashboard [--runs DIR] [--host 127.0.0.1] [--port N]` — serve the live dashboard."""
+"""`geospot dashboard [--runs DIR] [--host 127.0.0.1] [--port N] [--token T] [--allowed-host NAME]`
+— serve the live dashboard. Binding beyond loopback needs a token (--token, or the
+GEOSPOT_DASHBOARD_TOKEN environment variable; `--token auto` makes one) and prints the URL
+that carries it, as Jupyter does."""
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
+import secrets
 import sys
 from pathlib import Path
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+TOKEN_ENV = "GEOSPOT_DASHBOARD_TOKEN"
 
 
 def is_loopback(host: str) -> bool:
@@ -23,7 +29,7 @@ def exposure_warning(host: str, port: int) -> str:
     bar = "!" * 78
     return (f"{bar}\n!! WARNING: the geospot dashboard is bound to {host}:{port}, not to loopback.\n"
             "!! Anyone who can reach this machine on that port can read your runs: configs,\n"
-            "!! metrics, photos and model outputs. There is no authentication. Bind to\n"
+            "!! metrics, photos and model outputs if it has the token. Safer: bind to\n"
             f"!! 127.0.0.1 and use an SSH tunnel (ssh -L {port}:127.0.0.1:{port} host) instead.\n{bar}")
 
 
@@ -33,6 +39,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback only)")
     p.add_argument("--port", type=int, default=8765, help="port (0 picks a free one)")
     p.add_argument("--poll", type=float, default=0.25, help="seconds between store polls for live updates")
+    p.add_argument("--token", default=os.environ.get(TOKEN_ENV) or None,
+                   help=f"require this token on every request (default ${TOKEN_ENV}); `auto` makes one; "
+                        "required to bind beyond loopback")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a host name the page may be served under besides localhost and IP addresses (repeatable)")
     args = p.parse_args(argv)
 
     runs = Path(args.runs)
@@ -47,9 +58,17 @@ def main(argv: list[str]) -> int:
         return 2
     from geospot.dashboard.app import create_app
 
+    token = secrets.token_urlsafe(24) if args.token == "auto" else args.token
     if not is_loopback(args.host):
+        if not token:
+            print(f"geospot dashboard: binding to {args.host} exposes your runs beyond this machine; pass --token "
+                  f"auto (or --token T, or set {TOKEN_ENV}), or bind to 127.0.0.1 and use an SSH tunnel",
+                  file=sys.stderr)
+            return 2
         print(exposure_warning(args.host, args.port), file=sys.stderr, flush=True)
-    print(f"geospot dashboard: serving {runs.resolve()} at http://{args.host}:{args.port}/", flush=True)
-    uvicorn.run(create_app(runs, poll_s=args.poll), host=args.host, port=args.port, log_level="warning",
-                timeout_graceful_shutdown=2)
+    url = f"http://{args.host}:{args.port}/" + (f"?token={token}" if token else "")
+    print(f"geospot dashboard: serving {runs.resolve()} at\n    {url}", flush=True)
+    app = create_app(runs, poll_s=args.poll, allowed_hosts=tuple(args.allowed_host), bound_host=args.host,
+                     token=token)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=2)
     return 0

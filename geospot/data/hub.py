@@ -23,7 +23,7 @@ import re
 from typing import BinaryIO, Protocol
 
 from geospot.data.sources import IMAGE_COLS, ParquetSource, WebDatasetSource
-from geospot.data.spec import SpecError
+from geospot.data.types import SpecError
 
 DATA_EXTS = (".parquet", ".jsonl", ".json", ".csv", ".txt")
 TAR_EXTS = (".tar", ".tar.gz", ".tgz")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,15 +43,31 @@ class PrepConfig:
     min_side: int = option(8, "images with a side shorter than this (px) are skipped")
 
 
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+
+def _degrees(v: Any) -> float:
+    """A JSON number or a string in plain decimal/scientific notation as a float. Booleans
+    (True is 1.0 to Python), underscores ("4_5" is 45.0 to float()), hex, "inf"/"nan" words,
+    lists and objects are not coordinates: ValueError."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, str, np.integer, np.floating)):
+        raise TypeError(type(v).__name__)
+    if isinstance(v, str):
+        v = v.strip()
+        if not _DECIMAL.fullmatch(v):
+            raise ValueError(v)
+    return float(v)
+
+
 def check_coords(lat: Any, lon: Any) -> tuple[float, float]:
     """WGS84 degrees as floats, or BadSample naming what is wrong. Never guesses a fix:
     a wrong label is worse than a skipped sample."""
     if lat is None or lon is None or (isinstance(lat, str) and not lat.strip()) or (isinstance(lon, str) and not lon.strip()):
         raise BadSample("missing_coords")
     try:
-        la, lo = float(lat), float(lon)
-    except (TypeError, ValueError):
-        raise BadSample("bad_coords", f"{lat!r}, {lon!r}") from None
+        la, lo = _degrees(lat), _degrees(lon)
+    except (TypeError, ValueError, OverflowError):
+        raise BadSample("bad_coords", f"{lat!r:.40}, {lon!r:.40}") from None
     if math.isnan(la) or math.isnan(lo) or math.isinf(la) or math.isinf(lo):
         raise BadSample("nan_coords")
     if not (-90.0 <= la <= 90.0 and -180.0 <= lo <= 180.0):

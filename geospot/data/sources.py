@@ -16,10 +16,13 @@ import os
 import re
 import tarfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Iterator, NamedTuple, Protocol
+from typing import Any, BinaryIO, NamedTuple, Protocol
 
 import numpy as np
+
+from geospot.data.types import DataError
 
 LABEL_KEYS = ("country", "region", "city", "sub_region", "continent")
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -59,11 +62,75 @@ class LocalOpener:
     def glob(self, pattern: str) -> list[str]:
         out: list[str] = []
         for p in expand_braces(pattern):
-            out.extend(globlib.glob(p, recursive=True) if any(c in p for c in "*?[") else ([p] if os.path.exists(p) else []))
-        return sorted(dict.fromkeys(out))
+            if "**" in p:  # glob's own ** follows symlinked folders round a loop: walk once instead
+                out.extend(_glob_walk(p))
+            else:
+                out.extend(globlib.glob(p) if any(c in p for c in "*?[") else ([p] if os.path.exists(p) else []))
+        return unique_files(sorted(out))
 
     def open(self, path: str) -> BinaryIO:
         return open(path, "rb")
+
+
+def unique_files(paths: list[str]) -> list[str]:
+    """`paths` without a second name for the same file (a symlink, `a/../a`): order kept."""
+    seen: set[str] = set()
+    out = []
+    for p in paths:
+        real = os.path.realpath(p)
+        if real not in seen:
+            seen.add(real)
+            out.append(p)
+    return out
+
+
+def walk_files(root: str) -> Iterator[str]:
+    """Every file below `root`, following symlinked folders but entering each real folder
+    once: a symlink loop (`a/loop -> ..`) never yields a file twice or runs forever."""
+    seen: set[str] = set()
+    for d, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(d)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        for fn in sorted(files):
+            yield os.path.join(d, fn)
+
+
+def _glob_regex(pattern: str) -> re.Pattern:
+    """A glob with `**` as a regex over '/'-separated paths (`**/` = any folders, even none)."""
+    out, i = "", 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:[^/]+/)*", i + 3
+            continue
+        if pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+            continue
+        if c == "*":
+            out += "[^/]*"
+        elif c == "?":
+            out += "[^/]"
+        elif c == "[" and "]" in pattern[i + 2:]:
+            j = pattern.index("]", i + 2)
+            body = pattern[i + 1:j]
+            out += "[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]"
+            i = j
+        else:
+            out += re.escape(c)
+        i += 1
+    return re.compile(out)
+
+
+def _glob_walk(pattern: str) -> list[str]:
+    head = pattern[: min(pattern.index(c) for c in "*?[" if c in pattern)]
+    root = head if head.endswith("/") else os.path.dirname(head)
+    rx = _glob_regex(pattern)
+    return [p for p in walk_files(root or ".") if rx.fullmatch(p if root else os.path.relpath(p))]
+
 
 
 _RANGE = re.compile(r"\{(-?\d+)\.\.(-?\d+)\}")
@@ -145,15 +212,21 @@ class WebDatasetSource:
 
     def _group(self, url: str, key: str, parts: dict[str, bytes]) -> Record | Skip:
         img_ext = next((e for e in IMAGE_EXTS if e in parts), None)
+        dotted = sorted(e for e in parts if "." in e)
+        if dotted and ("json" not in parts or img_ext is None):
+            # WebDataset's rule: the key ends at the FIRST dot of the member's file name.
+            return Skip("dotted_member_name", f"{url}: member {key}.{dotted[0]} has key {key!r} and extension "
+                        f"{dotted[0]!r} (WebDataset keys end at the first dot of the file name); rename it without "
+                        "dots before the extension, e.g. with _", self.name)
         if "json" not in parts:
             return Skip("missing_metadata", f"{url}:{key}", self.name)
         if img_ext is None:
             return Skip("missing_image", f"{url}:{key}", self.name)
         try:
             meta = json.loads(parts["json"])
-            if not isinstance(meta, dict):
-                raise ValueError("not an object")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            meta = None
+        if not isinstance(meta, dict):
             return Skip("bad_metadata", f"{url}:{key}", self.name)
         lat = meta.get(self.lat_key) if self.lat_key else _first(meta, LAT_KEYS)
         lon = meta.get(self.lon_key) if self.lon_key else _first(meta, LON_KEYS)
@@ -180,8 +253,15 @@ class WebDatasetSource:
                     if len(data) != m.size:
                         raise tarfile.ReadError("unexpected end of data")
                     parts[ext] = data
+                # A proper end of archive is a whole zero block; tarfile stops silently at a
+                # header cut short, which would lose the group being read without a word.
+                if tar.fileobj.pos - tar.offset != tarfile.BLOCKSIZE:
+                    raise tarfile.ReadError("the archive ends inside a member header (cut short)")
         except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-            # The group being read when the shard broke is lost; earlier ones were yielded.
+            # Earlier groups were yielded; the one being read counts only if it is whole
+            # (metadata and an image read in full), else it is lost with the rest of the shard.
+            if key is not None and "json" in parts and any(x in parts for x in IMAGE_EXTS):
+                yield self._group(url, key, parts)
             yield Skip("truncated_tar", f"{url}: {e}", self.name)
             return
         if key is not None:
@@ -191,7 +271,7 @@ class WebDatasetSource:
 def _find_col(names: list[str], want: str | None, candidates: tuple[str, ...], what: str, where: str) -> str | None:
     if want:
         if want not in names:
-            raise ValueError(f"{where}: no column {want!r} for {what}; columns are {names}")
+            raise DataError(f"{where}: no column {want!r} for {what}; columns are {names}")
         return want
     # Case-insensitive: IM2GPS3K / YFCC4K ship LAT, LON, IMG_ID as distributed.
     lower = {n.lower(): n for n in names}
@@ -215,30 +295,45 @@ class ParquetSource:
         import pyarrow.parquet as pq
 
         for path in _shard_order(self.paths, epoch, seed, shuffle):
+            yield from self._file(pq, path)
+
+    def _file(self, pq, path: str) -> Iterator[Record | Skip]:
+        import pyarrow as pa
+
+        try:
             with self.opener.open(path) as fh:
-                pf = pq.ParquetFile(fh)
-                names = pf.schema_arrow.names
-                lat_c = _find_col(names, self.lat_col, LAT_KEYS, "latitude", path)
-                lon_c = _find_col(names, self.lon_col, LON_KEYS, "longitude", path)
-                img_c = _find_col(names, self.image_col, IMAGE_COLS, "the image", path)
-                id_c = _find_col(names, self.id_col, ("id", "key", "__key__"), "the id", path)
-                if img_c is None or lat_c is None or lon_c is None:
-                    raise ValueError(f"{path}: need image and latitude/longitude columns (found {names}); "
-                                     "name them with image=, lat=, lon= in the spec")
-                row = 0
-                for batch in pf.iter_batches(batch_size=256):
-                    for r in batch.to_pylist():
-                        sid = str(r[id_c]) if id_c and r.get(id_c) is not None else f"{os.path.basename(path)}:{row}"
-                        row += 1
-                        img = r[img_c]
-                        if isinstance(img, dict):
-                            img = img.get("bytes") or (_read_rel(path, img["path"]) if img.get("path") else None)
-                        elif isinstance(img, str):
-                            img = _read_rel(path, img)
-                        if img is None:
-                            yield Skip("missing_image", sid, self.name)
-                            continue
-                        yield Record(sid, str(r.get("source") or self.name), r.get(lat_c), r.get(lon_c), _labels(r), img)
+                yield from self._rows(pq.ParquetFile(fh), path)
+        except (pa.ArrowException, OSError) as e:  # not parquet, or cut short: the rest of the file is lost
+            yield Skip("bad_parquet", f"{path}: {e}", self.name)
+
+    def _rows(self, pf, path: str) -> Iterator[Record | Skip]:
+        names = pf.schema_arrow.names
+        lat_c = _find_col(names, self.lat_col, LAT_KEYS, "latitude", path)
+        lon_c = _find_col(names, self.lon_col, LON_KEYS, "longitude", path)
+        img_c = _find_col(names, self.image_col, IMAGE_COLS, "the image", path)
+        id_c = _find_col(names, self.id_col, ("id", "key", "__key__"), "the id", path)
+        if img_c is None or lat_c is None or lon_c is None:
+            raise DataError(f"{path}: need image and latitude/longitude columns (found {names}); "
+                            "name them with image=, lat=, lon= in the spec")
+        row = 0
+        for batch in pf.iter_batches(batch_size=256):
+            for r in batch.to_pylist():
+                sid = str(r[id_c]) if id_c and r.get(id_c) is not None else f"{os.path.basename(path)}:{row}"
+                row += 1
+                img = r[img_c]
+                if isinstance(img, dict):
+                    rel = img.get("path")
+                    img = img.get("bytes") or (_read_rel(path, rel) if isinstance(rel, str) and rel else None)
+                elif isinstance(img, str):
+                    img = _read_rel(path, img)
+                if img is not None and not isinstance(img, (bytes, bytearray)):
+                    yield Skip("bad_image_field", f"{sid}: the image column holds {type(img).__name__}, "
+                               "not bytes or a path", self.name)
+                    continue
+                if img is None:
+                    yield Skip("missing_image", sid, self.name)
+                    continue
+                yield Record(sid, str(r.get("source") or self.name), r.get(lat_c), r.get(lon_c), _labels(r), img)
 
 
 def _read_rel(anchor: str, rel: str) -> bytes | None:
@@ -246,7 +341,7 @@ def _read_rel(anchor: str, rel: str) -> bytes | None:
     try:
         with open(p, "rb") as f:
             return f.read()
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL byte in the path
         return None
 
 
@@ -270,33 +365,70 @@ class CsvFolderSource:
         found: dict[str, str] = {}
         base = os.path.join(self.root, "images")
         base = base if os.path.isdir(base) else self.root
-        for d, _, files in os.walk(base):
-            for fn in files:
-                stem, _, ext = fn.rpartition(".")
-                if ext.lower() in IMAGE_EXTS:
-                    found.setdefault(stem, os.path.join(d, fn))
-                    found.setdefault(fn, os.path.join(d, fn))
+        for path in walk_files(base):
+            fn = os.path.basename(path)
+            stem, _, ext = fn.rpartition(".")
+            if ext.lower() in IMAGE_EXTS:
+                found.setdefault(stem, path)
+                found.setdefault(fn, path)
         return found
 
     def records(self, epoch: int, seed: int, shuffle: bool) -> Iterator[Record | Skip]:
-        index = self._index
         for path in _shard_order(self.csv_paths, epoch, seed, shuffle):
-            with open(path, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                names = reader.fieldnames or []
-                id_c = _find_col(names, self.id_col, ID_KEYS, "id", path)
-                if id_c is None:
-                    raise ValueError(f"{path}: no id column (looked for {', '.join(ID_KEYS)}; columns: {names}); set id=<column> in the spec")
-                lat_c = _find_col(names, self.lat_col, LAT_KEYS, "latitude", path)
-                lon_c = _find_col(names, self.lon_col, LON_KEYS, "longitude", path)
-                for row in reader:
-                    sid = (row.get(id_c) or "").strip()
-                    img_path = index.get(sid)
-                    if not sid or img_path is None:
-                        yield Skip("missing_image", f"{path}:{sid}", self.name)
-                        continue
-                    yield Record(sid, str(row.get("source") or self.name), row.get(lat_c) if lat_c else None,
-                                 row.get(lon_c) if lon_c else None, _labels(row), _FileBytes(img_path))
+            try:
+                yield from self._file(path)
+            except csv.Error as e:  # e.g. a NUL byte or a field past csv's size limit: the rest is lost
+                yield Skip("bad_csv", f"{path}: {e}", self.name)
+
+    def _file(self, path: str) -> Iterator[Record | Skip]:
+        index = self._index
+        # utf-8-sig drops a byte-order mark (else the first column is '\ufeffid'); bytes that are
+        # not UTF-8 become surrogates, and a row holding any is skipped by name, not misread.
+        with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+            head = f.read(65536)
+            if not head.strip():
+                yield Skip("empty_file", path, self.name)
+                return
+            f.seek(0)
+            if head.startswith("\ufeff"):
+                f.read(1)
+            reader = csv.DictReader(f, dialect=_sniff(head))
+            names = [n.strip() for n in reader.fieldnames or []]
+            reader.fieldnames = names
+            id_c = _find_col(names, self.id_col, ID_KEYS, "id", path)
+            if id_c is None:
+                raise DataError(f"{path}: no id column (looked for {', '.join(ID_KEYS)}; columns: {names}); "
+                                "set id=<column> in the spec")
+            lat_c = _find_col(names, self.lat_col, LAT_KEYS, "latitude", path)
+            lon_c = _find_col(names, self.lon_col, LON_KEYS, "longitude", path)
+            for line, row in enumerate(reader, start=2):
+                if any(_has_surrogate(v) for v in row.values() if isinstance(v, str)):
+                    yield Skip("bad_encoding", f"{path}:{line}: not UTF-8 (re-save the CSV as UTF-8)", self.name)
+                    continue
+                sid = (row.get(id_c) or "").strip()
+                img_path = index.get(sid)
+                if not sid or img_path is None:
+                    yield Skip("missing_image", f"{path}:{sid}", self.name)
+                    continue
+                yield Record(sid, str(row.get("source") or self.name), row.get(lat_c) if lat_c else None,
+                             row.get(lon_c) if lon_c else None, _labels(row), _FileBytes(img_path))
+
+
+def _sniff(head: str) -> type[csv.Dialect] | str:
+    """The delimiter of a CSV from its first line: `,`, `;` or a tab (Excel in many locales
+    writes `;`); quoting is csv's default."""
+    first = head.splitlines()[0] if head else ""
+    counts = {d: first.count(d) for d in (",", ";", "\t")}
+    delim = max(counts, key=lambda d: counts[d]) if max(counts.values()) else ","
+
+    class Sniffed(csv.excel):
+        delimiter = delim
+
+    return Sniffed
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
 class _FileBytes:
@@ -325,29 +457,44 @@ class JsonlSource:
 
     def records(self, epoch: int, seed: int, shuffle: bool) -> Iterator[Record | Skip]:
         for path in _shard_order(self.paths, epoch, seed, shuffle):
-            with open(path, encoding="utf-8") as f:
-                for i, line in enumerate(f):
-                    if not line.strip():
-                        continue
-                    try:
-                        meta = json.loads(line)
-                        if not isinstance(meta, dict):
-                            raise ValueError
-                    except ValueError:
-                        yield Skip("bad_metadata", f"{path}:{i + 1}", self.name)
-                        continue
-                    sid = str(meta.get("id") or f"{os.path.basename(path)}:{i + 1}")
-                    rel = meta.get(self.image_key)
-                    if not rel:
-                        yield Skip("missing_image", sid, self.name)
-                        continue
-                    p = rel if os.path.isabs(rel) else os.path.join(os.path.dirname(path), rel)
-                    if not os.path.exists(p):
-                        yield Skip("missing_image", sid, self.name)
-                        continue
-                    lat = meta.get(self.lat_key) if self.lat_key else _first(meta, LAT_KEYS)
-                    lon = meta.get(self.lon_key) if self.lon_key else _first(meta, LON_KEYS)
-                    yield Record(sid, str(meta.get("source") or self.name), lat, lon, _labels(meta), _FileBytes(p))
+            with open(path, "rb") as f:  # bytes: one line that is not UTF-8 costs that line only
+                for i, raw in enumerate(f):
+                    yield from self._line(path, i + 1, raw)
+
+    def _line(self, path: str, lineno: int, raw: bytes) -> Iterator[Record | Skip]:
+        where = f"{path}:{lineno}"
+        try:
+            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError:
+            yield Skip("bad_encoding", f"{where}: not UTF-8", self.name)
+            return
+        if not line.strip():
+            return
+        try:
+            meta = json.loads(line)
+        except (ValueError, RecursionError):
+            meta = None
+        if not isinstance(meta, dict):
+            yield Skip("bad_metadata", where, self.name)
+            return
+        sid = meta.get("id")
+        sid = str(sid) if isinstance(sid, (str, int)) and not isinstance(sid, bool) and sid != "" else \
+            f"{os.path.basename(path)}:{lineno}"
+        rel = meta.get(self.image_key)
+        if rel is None or rel == "":
+            yield Skip("missing_image", sid, self.name)
+            return
+        if not isinstance(rel, str) or "\0" in rel:
+            yield Skip("bad_image_field", f"{sid}: {self.image_key!r} must be a path string, got "
+                       f"{type(rel).__name__}", self.name)
+            return
+        p = rel if os.path.isabs(rel) else os.path.join(os.path.dirname(path), rel)
+        if not os.path.isfile(p):
+            yield Skip("missing_image", sid, self.name)
+            return
+        lat = meta.get(self.lat_key) if self.lat_key else _first(meta, LAT_KEYS)
+        lon = meta.get(self.lon_key) if self.lon_key else _first(meta, LON_KEYS)
+        yield Record(sid, str(meta.get("source") or self.name), lat, lon, _labels(meta), _FileBytes(p))
 
 
 # -- synthetic -----------------------------------------------------------------------------
@@ -383,7 +530,7 @@ class SyntheticSource:
 
 
 class _SyntheticPayload:
-    __slots__ = ("world", "index", "size", "name")
+    __slots__ = ("index", "name", "size", "world")
 
     def __init__(self, world, index: int, size: int, name: str):
         self.world, self.index, self.size, self.name = world, index, size, name

@@ -1,4 +1,4 @@
-"""Data spec strings: one string chooses and mixes every source.
+r"""Data spec strings: one string chooses and mixes every source.
 
 Grammar
 -------
@@ -8,10 +8,21 @@ Grammar
              | "hf:" REPO [ "," OPTS ]        a Hugging Face dataset repo, streamed
              | [ KIND ":" ] PATH [ "," OPTS ]  local data; KIND is inferred when omitted
     KIND    := "wds" | "parquet" | "csv" | "jsonl"
-    OPTS    := KEY "=" VALUE ( "," KEY "=" VALUE )*
+    OPTS    := KEY "=" VALUE ( "," KEY "=" VALUE )*    KEY: the kind's option or a stream option
     PATH    := a file, a folder, a glob (* ? [..] **) and/or brace expansions:
                ranges {000..009} (zero padding kept) and lists {train,val};
                commas inside braces do not separate options
+
+Quoting: text inside "..." or '...', and any one of ; , @ = " ' \ { } : after a backslash,
+is literal, so a path holding ; , @ or = is written "/data/photos@2" or /data/photos\@2
+(in a shell, put the whole spec in single quotes). Quotes protect the spec's syntax only:
+glob characters and braces in a quoted path still expand. A part naming an existing file or
+folder is read as that path even when it ends in @<number>.
+
+Stream options: any stream option (max_side, square, max_pixels, min_side, repeat, shuffle,
+shuffle_buffer, workers, prefetch, val_frac, test_frac, max_skips_in_a_row; see the README's
+"Data stream options") may be written among a part's options. It applies to the whole stream
+and overrides the command's own value; two parts may not set one differently.
 
 Kinds and their options
 -----------------------
@@ -44,6 +55,18 @@ Splits: every source is split into train/val/test by a hash of the sample id
 (`split_of`; fractions are the stream options val_frac/test_frac, default 5% each), so
 "synthetic:n=2000" has ~100 val samples. split="all" disables the split.
 
+Bad records are skipped and counted by reason (`geospot data inspect` lists them). A stream
+that repeats (training) first checks that every part gives at least one usable sample in
+its split, so a source with none fails at once, naming the part and its skip reasons; and
+max_skips_in_a_row unusable records in a row stop any stream with the same kind of message.
+Coordinates are JSON numbers or strings in plain decimal/scientific notation (booleans,
+"4_5", hex, "inf", lists and objects are bad_coords). An id seen twice in one source is
+skipped as duplicate_id, or duplicate_id_conflict when its coordinates differ. CSVs may carry
+a byte-order mark, use , ; or tab (read off the header line) and CRLF; a row that is not UTF-8
+is skipped as bad_encoding. Folders are walked once per real folder (symlink loops are safe).
+WebDataset members group by key, which ends at the FIRST dot of the file name
+(`a.v2.jpg` is key `a`, extension `v2.jpg`): such members are skipped as dotted_member_name.
+
 Weights: parts are interleaved by smooth weighted round robin, so the share of each
 part over any window is its weight / total (exact up to one item), and a part that is
 exhausted (repeat off) drops out.
@@ -55,14 +78,17 @@ Examples
     wds:/data/shards/unified-{000..009}.tar@3;csv:/data/osv5m,name=osv5m@1
     hf:sdan/geospot-unified,split=train
     hf:osv5m/osv5m,split=test,lat=latitude,lon=longitude
+    synthetic:n=2000,val_frac=0.2,max_side=224
+    /work/shared/data/osv5m-samples,max_pixels=1000000,min_side=16
+    csv:"/data/my photos@home",name=home@2;'/data/a,b.jsonl'
 """
 
 from __future__ import annotations
 
-import glob as globlib
 import os
 from dataclasses import dataclass
 
+from geospot.data.options import STREAM_KEYS
 from geospot.data.sources import (
     CsvFolderSource,
     JsonlSource,
@@ -72,13 +98,12 @@ from geospot.data.sources import (
     SyntheticSource,
     WebDatasetSource,
     expand_braces,
+    unique_files,
+    walk_files,
 )
+from geospot.data.types import SpecError  # noqa: F401  (re-exported: callers import it from here)
 
 KINDS = ("synthetic", "hf", "wds", "parquet", "csv", "jsonl")
-
-
-class SpecError(ValueError):
-    """A data spec that cannot be understood; the message names the part and the fix."""
 
 
 @dataclass(frozen=True)
@@ -90,64 +115,135 @@ class SpecPart:
     text: str
 
 
-def _split_top(s: str, sep: str) -> list[str]:
-    """Split on `sep` outside braces/brackets."""
-    out, depth, cur = [], 0, ""
-    for ch in s:
-        if ch in "{[":
-            depth += 1
-        elif ch in "}]":
-            depth -= 1
-        if ch == sep and depth == 0:
-            out.append(cur)
-            cur = ""
+# A spec is scanned into characters that are either syntax or literal: quoted text ("..." or
+# '...') and backslash-escaped characters are literal, so a path may hold ; , @ = and quotes.
+_ESCAPABLE = set(";,@=\"'\\{}:")
+Chars = list[tuple[str, bool]]  # (character, literal)
+
+
+def _scan(spec: str) -> Chars:
+    out: Chars = []
+    quote, i = "", 0
+    while i < len(spec):
+        ch = spec[i]
+        if ch == "\\" and i + 1 < len(spec) and spec[i + 1] in _ESCAPABLE:
+            out.append((spec[i + 1], True))
+            i += 2
+            continue
+        if quote:
+            if ch == quote:
+                quote = ""
+            else:
+                out.append((ch, True))
+        elif ch in "\"'":
+            quote = ch
         else:
-            cur += ch
-    out.append(cur)
+            out.append((ch, False))
+        i += 1
+    if quote:
+        raise SpecError(f"data spec {spec!r}: a {quote} quote is not closed")
     return out
+
+
+def _text(chars: Chars) -> str:
+    return "".join(c for c, _ in chars)
+
+
+def _split_top(chars: Chars, sep: str) -> list[Chars]:
+    """Split on a syntax `sep` outside braces/brackets."""
+    out: list[Chars] = [[]]
+    depth = 0
+    for ch, literal in chars:
+        if not literal and ch in "{[":
+            depth += 1
+        elif not literal and ch in "}]":
+            depth -= 1
+        if ch == sep and not literal and depth == 0:
+            out.append([])
+        else:
+            out[-1].append((ch, literal))
+    return out
+
+
+def _strip(chars: Chars) -> Chars:
+    lo, hi = 0, len(chars)
+    while lo < hi and not chars[lo][1] and chars[lo][0].isspace():
+        lo += 1
+    while hi > lo and not chars[hi - 1][1] and chars[hi - 1][0].isspace():
+        hi -= 1
+    return chars[lo:hi]
+
+
+def _rfind(chars: Chars, sep: str) -> int:
+    depth = 0
+    found = -1
+    for i, (ch, literal) in enumerate(chars):
+        if not literal and ch in "{[":
+            depth += 1
+        elif not literal and ch in "}]":
+            depth -= 1
+        elif ch == sep and not literal and depth == 0:
+            found = i
+    return found
+
+
+def _find(chars: Chars, sep: str) -> int:
+    return next((i for i, (ch, literal) in enumerate(chars) if ch == sep and not literal), -1)
 
 
 def parse_spec(spec: str) -> list[SpecPart]:
     if not isinstance(spec, str) or not spec.strip():
         raise SpecError("empty data spec; try 'synthetic:n=2000' or a folder path")
     parts = []
-    for raw in _split_top(spec, ";"):
-        text = raw.strip()
-        if not text:
+    for raw in _split_top(_scan(spec), ";"):
+        chars = _strip(raw)
+        if not chars:
             continue
+        text = _text(chars)
         weight = 1.0
-        head, at, tail = text.rpartition("@")
-        if at and tail.strip() and "/" not in tail and "," not in tail:
+        at = _rfind(chars, "@")
+        tail = _text(chars[at + 1:]).strip() if at >= 0 else ""
+        if at >= 0 and tail and "/" not in tail and "," not in tail and not _is_path(text):
             try:
                 weight = float(tail)
             except ValueError:
-                raise SpecError(f"{text!r}: the weight after '@' must be a number, e.g. @0.5") from None
-            if not weight > 0:
-                raise SpecError(f"{text!r}: the weight must be > 0")
-            text = head.strip()
-        kind, body = "", text
-        k, colon, rest = text.partition(":")
-        if colon and k in KINDS:
-            kind, body = k, rest
-        elif colon and len(k) > 1 and "/" not in k and not os.path.exists(text):
+                raise SpecError(f"{text!r}: the weight after '@' must be a number, e.g. @0.5 (a path holding "
+                                "'@' goes in quotes or as \\@, see the grammar)") from None
+            if not weight > 0 or weight == float("inf"):
+                raise SpecError(f"{text!r}: the weight must be a positive number")
+            chars = _strip(chars[:at])
+            text = _text(chars)
+        kind, body = "", chars
+        colon = _find(chars, ":")
+        k = _text(chars[:colon]) if colon >= 0 else ""
+        if colon >= 0 and k in KINDS:
+            kind, body = k, chars[colon + 1:]
+        elif colon >= 0 and len(k) > 1 and "/" not in k and not os.path.exists(text):
             raise SpecError(f"{text!r}: unknown source kind {k!r}; use one of {', '.join(KINDS)} or a path")
-        fields = _split_top(body, ",")
         target, options = "", {}
-        for i, f in enumerate(fields):
-            f = f.strip()
-            if i == 0 and ("=" not in f or kind not in ("synthetic", "")):
-                target = f
+        for i, field_chars in enumerate(_split_top(body, ",")):
+            field_chars = _strip(field_chars)
+            eq = _find(field_chars, "=")
+            if i == 0 and (eq < 0 or kind not in ("synthetic", "")):
+                target = _text(field_chars)
                 continue
-            if "=" not in f:
-                raise SpecError(f"{text!r}: option {f!r} is not key=value")
-            key, value = f.split("=", 1)
-            options[key.strip()] = value.strip()
+            if eq < 0:
+                raise SpecError(f"{text!r}: option {_text(field_chars)!r} is not key=value (a path holding ',' goes "
+                                "in quotes or as \\,, see the grammar)")
+            options[_text(field_chars[:eq]).strip()] = _text(field_chars[eq + 1:]).strip()
         if kind == "":
             kind = infer_kind(target)
-        parts.append(SpecPart(kind, target, options, weight, raw.strip()))
+        parts.append(SpecPart(kind, target, options, weight, text))
     if not parts:
         raise SpecError(f"data spec {spec!r} has no parts")
     return parts
+
+
+def _is_path(text: str) -> bool:
+    """An existing file or folder whose name merely looks like `...@2` is a path, not a weight."""
+    k, colon, rest = text.partition(":")
+    return os.path.exists(os.path.expanduser(text)) or (bool(colon) and k in KINDS and
+                                                        os.path.exists(os.path.expanduser(rest)))
 
 
 def infer_kind(target: str) -> str:
@@ -156,6 +252,8 @@ def infer_kind(target: str) -> str:
     if os.path.isdir(target):
         names = os.listdir(target)
         exts = {n.rsplit(".", 1)[-1].lower() for n in names if "." in n}
+        if any(n.lower().endswith((".tar.gz", ".tgz")) for n in names):
+            exts.add("tar")
         if "csv" in exts:
             return "csv"
         for ext, kind in (("tar", "wds"), ("parquet", "parquet"), ("jsonl", "jsonl")):
@@ -174,8 +272,11 @@ def infer_kind(target: str) -> str:
 def _opts(part: SpecPart, allowed: dict) -> dict:
     out = {}
     for key, value in part.options.items():
+        if key in STREAM_KEYS:  # the stream's own options (max_side, val_frac, ...): read by SampleStream
+            continue
         if key not in allowed:
-            raise SpecError(f"{part.text!r}: unknown option {key!r} for {part.kind}; allowed: {', '.join(sorted(allowed))}")
+            raise SpecError(f"{part.text!r}: unknown option {key!r} for {part.kind}; allowed: "
+                            f"{', '.join(sorted(allowed))}, or a stream option ({', '.join(sorted(STREAM_KEYS))})")
         tp = allowed[key]
         try:
             out[key] = tp(value)
@@ -186,8 +287,10 @@ def _opts(part: SpecPart, allowed: dict) -> dict:
 
 def _files(part: SpecPart, exts: tuple[str, ...]) -> list[str]:
     target = os.path.expanduser(part.target)
-    if os.path.isdir(target):
-        found = sorted(p for e in exts for p in globlib.glob(os.path.join(target, "**", f"*.{e}"), recursive=True))
+    if os.path.isdir(target):  # each real file once, however many symlinks lead to it
+        found = unique_files([p for p in walk_files(target) if p.lower().endswith(tuple(f".{e}" for e in exts))])
+    elif os.path.isfile(target):  # a literal name, even one holding glob characters
+        found = [target]
     else:
         found = LocalOpener().glob(target)
     if not found:
@@ -217,7 +320,9 @@ def build_source(part: SpecPart) -> Source:
         kw = _opts(part, {"lat": str, "lon": str, "id": str, "name": str})
         target = os.path.expanduser(part.target)
         root = target if os.path.isdir(target) else os.path.dirname(target)
-        csvs = sorted(globlib.glob(os.path.join(target, "*.csv"))) if os.path.isdir(target) else LocalOpener().glob(target)
+        csvs = (sorted(os.path.join(target, n) for n in os.listdir(target) if n.lower().endswith(".csv")
+                       and os.path.isfile(os.path.join(target, n))) if os.path.isdir(target)
+                else [target] if os.path.isfile(target) else LocalOpener().glob(target))
         if not csvs:
             raise SpecError(f"{part.text!r}: no CSV file found")
         return CsvFolderSource(csvs, root, name=name or os.path.basename(os.path.normpath(root)) or "csv",

@@ -12,41 +12,48 @@ import dataclasses
 import hashlib
 import logging
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from geospot.config import ConfigError, option
+from geospot.config import ConfigError, _coerce, field_types
+from geospot.data.options import STREAM_KEYS, StreamConfig
 from geospot.data.prep import BadSample, PrepConfig, check_coords, one_torch_thread, prepare_image
-from geospot.data.sources import Record, Skip, Source
-from geospot.data.spec import SpecError, build_source, parse_spec
-from geospot.data.types import Sample
+from geospot.data.sources import Record, Skip, Source, SyntheticSource
+from geospot.data.spec import SpecError, SpecPart, build_source, parse_spec
+from geospot.data.types import DataError, Sample
 
 log = logging.getLogger("geospot.data")
 SPLITS = ("train", "val", "test", "all")
+MAX_TRACKED_IDS = 1_000_000  # ids per source and epoch checked for duplicates (~120 MB at most, freed each epoch)
 
 
-@dataclass(frozen=True)
-class StreamConfig(PrepConfig):
-    """The stream's options; the image preparation ones (max_side, square, max_pixels,
-    min_side) are PrepConfig's, inherited so a data spec sets them flat like the rest."""
+def spec_stream_options(parts: list[SpecPart]) -> tuple[list[SpecPart], dict[str, Any]]:
+    """Stream options written inside a spec's parts (`synthetic:n=500,val_frac=0.2`): the parts
+    without them, and the options (typed). They apply to the whole stream, so two parts that
+    set one differently are an error rather than a silent pick."""
+    types, found, clean = field_types(StreamConfig), {}, []
+    for part in parts:
+        for key, raw in part.options.items():
+            if key not in STREAM_KEYS:
+                continue
+            try:
+                value = _coerce(key, raw, types[key])
+            except ConfigError as e:
+                raise SpecError(f"{part.text!r}: {e}") from None
+            if key in found and found[key] != value:
+                raise SpecError(f"{part.text!r}: stream option {key} is {value!r} here but {found[key]!r} in an "
+                                "earlier part; stream options apply to the whole stream, so set it once")
+            found[key] = value
+        clean.append(dataclasses.replace(part, options={k: v for k, v in part.options.items() if k not in STREAM_KEYS}))
+    return clean, found
 
-    repeat: bool | None = option(None, "loop over the data forever (default: on for train, off otherwise)")
-    shuffle: bool | None = option(None, "shuffle shard order and use the shuffle buffer (default: on for train)")
-    shuffle_buffer: int = option(1000, "records held by the shuffle buffer (0 disables it)")
-    workers: int = option(2, "image preparation threads (0 = in the calling thread)")
-    prefetch: int = option(16, "records prepared ahead of the consumer")
-    val_frac: float = option(0.05, "share of ids (by hash) in the val split")
-    test_frac: float = option(0.05, "share of ids (by hash) in the test split")
 
-    def validate(self) -> None:
-        if not (0 <= self.val_frac and 0 <= self.test_frac and self.val_frac + self.test_frac < 1):
-            raise ConfigError("val_frac/test_frac: need 0 <= val_frac, test_frac and val_frac + test_frac < 1")
-        if self.workers < 0 or self.prefetch < 1 or self.shuffle_buffer < 0:
-            raise ConfigError("workers >= 0, prefetch >= 1, shuffle_buffer >= 0")
+def _reasons(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])) or "nothing read"
 
 
 def split_of(sample_id: str, val_frac: float = 0.05, test_frac: float = 0.05) -> str:
@@ -57,6 +64,14 @@ def split_of(sample_id: str, val_frac: float = 0.05, test_frac: float = 0.05) ->
     if h < val_frac + test_frac:
         return "test"
     return "train"
+
+
+def _coords_key(lat: Any, lon: Any) -> tuple:
+    """What a duplicate id is compared on: the coordinates as read ("48.850" and 48.85 agree)."""
+    try:
+        return check_coords(lat, lon)
+    except BadSample:
+        return (repr(lat)[:40], repr(lon)[:40])
 
 
 def _mix(iters: list[Iterator], weights: list[float]) -> Iterator:
@@ -112,15 +127,18 @@ class SampleStream:
     """Iterator of Samples. `.skipped` / `.fixed` count damaged inputs by reason;
     `.position` is the cursor (records consumed after shuffling)."""
 
-    def __init__(self, spec: str, split: str = "train", seed: int = 0, cfg: StreamConfig | None = None):
+    def __init__(self, spec: str, split: str = "train", seed: int = 0, cfg: StreamConfig | None = None,
+                 force: dict[str, Any] | None = None):
+        """Stream options come from `cfg`, then those written in the spec, then `force`
+        (what the caller cannot do without, e.g. load_samples' repeat=False)."""
         if split not in SPLITS:
             raise ConfigError(f"split={split!r}: use one of {', '.join(SPLITS)}")
         self.spec, self.split, self.seed = spec, split, int(seed)
-        self.cfg = cfg or StreamConfig()
+        self.parts, in_spec = spec_stream_options(parse_spec(spec))
+        self.cfg = dataclasses.replace(cfg or StreamConfig(), **{**in_spec, **(force or {})})
         self.cfg.validate()
         self.repeat = self.cfg.repeat if self.cfg.repeat is not None else split == "train"
         self.shuffle = self.cfg.shuffle if self.cfg.shuffle is not None else split == "train"
-        self.parts = parse_spec(spec)
         self.sources: list[Source] = [build_source(p) for p in self.parts]
         self.prep = PrepConfig(**{f.name: getattr(self.cfg, f.name) for f in dataclasses.fields(PrepConfig)})
         self._pool = ThreadPoolExecutor(self.cfg.workers, thread_name_prefix="geospot-data",
@@ -128,25 +146,72 @@ class SampleStream:
         self.skipped: dict[str, int] = {}
         self.fixed: dict[str, int] = {}
         self._logged: set[str] = set()
+        self._dry: dict[str, int] = {}  # skips since the last sample, by reason
+        if self.repeat:  # a repeating stream with nothing usable would search for ever: find out now
+            self.probe()
         self._restart(0)
+
+    def probe(self) -> None:
+        """Each part must give at least one usable sample in this split, else a DataError
+        naming the part, what its records were skipped for and what to do. Reads a part's
+        records in order, decoding in this thread, until the first sample (or its end, or
+        max_skips_in_a_row unusable ones): on good data that is one record per part."""
+        limit = self.cfg.max_skips_in_a_row or None
+        for k, (part, src) in enumerate(zip(self.parts, self.sources)):
+            counts: dict[str, int] = {}
+            for item in self._filtered(k, src, 0, shuffle=False):
+                result, _ = _prepare(item, self.prep)
+                if not isinstance(result, Skip):
+                    break
+                counts[result.reason] = counts.get(result.reason, 0) + 1
+                if limit is not None and sum(counts.values()) >= limit:
+                    raise DataError(f"data part {part.text!r}: its first {limit} records in split {self.split!r} are all "
+                                    f"unusable ({_reasons(counts)}); fix the data or the spec's lat=/lon=/id=/image= "
+                                    f"options (see `geospot data inspect '{part.text}'`)")
+            else:
+                raise DataError(f"data part {part.text!r} has no usable record in split {self.split!r} "
+                                f"({sum(counts.values())} read: {_reasons(counts)}); fix the data or the spec's lat=/lon=/id=/image= "
+                                f"options, or raise val_frac/test_frac for a tiny split "
+                                f"(see `geospot data inspect '{part.text}'`)")
 
     # -- the deterministic part (no decoding) ---------------------------------------------
 
+    def _filtered(self, k: int, src: Source, epoch: int, shuffle: bool) -> Iterator[Record | Skip]:
+        """One epoch of a source: this split's records (by id hash), the source's own skips,
+        and repeated ids turned into skips (`duplicate_id`; `duplicate_id_conflict` when the
+        coordinates differ: which one is right cannot be told)."""
+        seen: dict[int, int] = {}  # id hash -> coordinates hash
+        track = not isinstance(src, SyntheticSource)  # synthetic ids are unique by construction
+        for item in src.records(epoch, self.seed * 1_000_003 + k, shuffle):
+            if isinstance(item, Record):
+                if self.split != "all" and split_of(item.id, self.cfg.val_frac, self.cfg.test_frac) != self.split:
+                    continue
+                if track:
+                    key = int.from_bytes(hashlib.blake2b(item.id.encode(errors="replace"), digest_size=8).digest(), "big")
+                    coords = _coords_key(item.lat, item.lon)
+                    first = seen.get(key)
+                    if first is not None:
+                        same = first == hash(coords)
+                        yield Skip("duplicate_id" if same else "duplicate_id_conflict",
+                                   f"{item.id} seen before{' with the same' if same else ', now with other'} "
+                                   f"coordinates {coords}", item.source)
+                        continue
+                    if len(seen) < MAX_TRACKED_IDS:
+                        seen[key] = hash(coords)
+            yield item
+
     def _source_iter(self, k: int, src: Source) -> Iterator[Record | Skip]:
-        seed, epoch = self.seed * 1_000_003 + k, 0
+        epoch = 0
         while True:
             n = 0
-            for item in src.records(epoch, seed, self.shuffle):
-                if isinstance(item, Record) and self.split != "all" and \
-                        split_of(item.id, self.cfg.val_frac, self.cfg.test_frac) != self.split:
-                    continue
-                n += 1
+            for item in self._filtered(k, src, epoch, self.shuffle):
+                n += isinstance(item, Record)
                 yield item
             if not self.repeat:
                 return
-            if n == 0:
-                raise SpecError(f"{self.parts[k].text!r} has no records in split {self.split!r}; "
-                                "use more data or raise val_frac/test_frac")
+            if n == 0:  # only skips (the probe catches this first; a source can change under us)
+                raise DataError(f"data part {self.parts[k].text!r} has no usable record in split {self.split!r}; "
+                                f"see `geospot data inspect '{self.parts[k].text}'`")
             epoch += 1
 
     def _records(self) -> Iterator[Record | Skip]:
@@ -183,7 +248,7 @@ class SampleStream:
             else:
                 self._pending.append(self._pool.submit(_prepare, item, self.prep))
 
-    def __iter__(self) -> "SampleStream":
+    def __iter__(self) -> SampleStream:
         return self
 
     def __next__(self) -> Sample:
@@ -198,8 +263,21 @@ class SampleStream:
                 self.fixed[fix] = self.fixed.get(fix, 0) + 1
             if isinstance(result, Skip):
                 self._count_skip(result)
+                self._dry[result.reason] = self._dry.get(result.reason, 0) + 1
+                if self.cfg.max_skips_in_a_row and sum(self._dry.values()) >= self.cfg.max_skips_in_a_row:
+                    raise DataError(f"data {self.spec!r}: {sum(self._dry.values())} unusable records in a row "
+                                    f"({_reasons(self._dry)}); fix the data, or raise max_skips_in_a_row "
+                                    "if usable records are that rare")
                 continue
+            self._dry.clear()
             return result
+
+    @property
+    def exhausted(self) -> bool:
+        """True once a finite stream (repeat off) has given its last sample: `next()` raises
+        StopIteration and `next_batch` returns [] from then on. A loop that asks for a batch
+        and gets fewer samples than it asked for has reached the end of the data."""
+        return self._exhausted and not self._pending
 
     def _count_skip(self, s: Skip) -> None:
         self.skipped[s.reason] = self.skipped.get(s.reason, 0) + 1
@@ -234,7 +312,7 @@ class SampleStream:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
-    def __enter__(self) -> "SampleStream":
+    def __enter__(self) -> SampleStream:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -255,16 +333,17 @@ def stream_config(**opts: Any) -> StreamConfig:
     return StreamConfig(**opts)
 
 
-def open_stream(spec: str, split: str = "train", seed: int = 0, **opts: Any) -> SampleStream:
+def open_stream(spec: str, split: str = "train", seed: int = 0, *, force: dict[str, Any] | None = None,
+                **opts: Any) -> SampleStream:
     """A stream of Samples from a spec string (see geospot.data.spec for the grammar).
-    Options are StreamConfig fields (repeat, shuffle, workers, max_side, val_frac, ...)."""
-    return SampleStream(spec, split, seed, stream_config(**opts))
+    Options are StreamConfig fields (repeat, shuffle, workers, max_side, val_frac, ...);
+    the same options written inside the spec override them, and `force` overrides both."""
+    return SampleStream(spec, split, seed, stream_config(**opts), force=force)
 
 
 def load_samples(spec: str, split: str = "val", n: int | None = None, seed: int = 0, **opts: Any) -> list[Sample]:
     """A fixed list: the first n samples of the split, in source order (no repeat, no shuffle
     unless asked), identical on every call."""
-    opts.setdefault("repeat", False)
     opts.setdefault("shuffle", False)
-    with open_stream(spec, split, seed, **opts) as stream:
+    with open_stream(spec, split, seed, force={"repeat": False}, **opts) as stream:  # a list must end
         return list(islice(stream, n)) if n is not None else list(stream)

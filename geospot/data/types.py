@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from geospot.config import ConfigError
+
 
 @dataclass(frozen=True, eq=False)
 class Sample:
@@ -19,3 +21,13 @@ class Sample:
     lon: float
     labels: dict[str, str] = field(default_factory=dict)
     source: str = ""
+
+
+class SpecError(ValueError):
+    """A data spec that cannot be understood; the message names the part and the fix."""
+
+
+class DataError(ConfigError):
+    """Data that cannot train anything (no usable record, an unreadable file layout); the
+    message is one sentence naming the source, the counts by reason and what to do. A
+    ConfigError: the `data` key is what needs fixing, and the commands print it as one line."""

@@ -25,7 +25,7 @@ def make_engine(cfg: EngineConfig):
     module, name = ENGINES[cfg.engine].split(":")
     engine = getattr(importlib.import_module(module), name)(cfg)
     if cfg.sampler == "vllm":
-        from geospot.engines.vllm_sampler import VLLMSamplingEngine
+        from geospot.engines.vllm_sampler import VLLMSamplingEngine  # delayed: only for sampler=vllm
 
         engine = VLLMSamplingEngine.from_local(engine)
     return engine

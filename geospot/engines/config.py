@@ -1,35 +1,48 @@
-"""Engine configuration: which model, which engine, how to fine-tune it."""
+"""Engine configuration: which model, which engine, how to fine-tune it; and `engine_keys`, the
+one way both loop configs (SFTConfig, RLConfig) take every engine key on their command line."""
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from geospot.config import ConfigError, option
 
 
 @dataclass(frozen=True)
 class EngineConfig:
-    model_name: str = option("Qwen/Qwen2.5-VL-3B-Instruct", "hub id, local HF folder, or `tiny:<family>[:<size>]` for an offline tiny model")
-    engine: Literal["local", "tinker"] = option("local", "`local` (PyTorch + transformers + PEFT, one GPU or CPU) or `tinker` (Tinker service; needs TINKER_API_KEY)")
+    model_name: str = option("Qwen/Qwen2.5-VL-3B-Instruct", "hub id, local HF folder, or `tiny:<family>[:<size>]` "
+                                                            "for an offline tiny model")
+    engine: Literal["local", "tinker"] = option("local", "`local` (PyTorch + transformers + PEFT, one GPU or CPU) "
+                                                         "or `tinker` (the Tinker service; needs TINKER_API_KEY)")
     lora_rank: int = option(32, "LoRA rank; 0 = full fine-tuning")
     lora_alpha: float = option(32.0, "LoRA alpha (scale = alpha / rank)")
-    lora_targets: str = option("all-linear", "PEFT target_modules for the language model (`all-linear` or comma-separated names)")
-    train_vision: bool = option(False, "also train the vision tower (frozen by default: it is the most expensive part and the language head learns the mapping)")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option("auto", "`auto`: bf16 on GPUs that support it, fp32 on CPU")
+    lora_targets: str = option("all-linear", "PEFT target_modules for the language model (`all-linear` or "
+                                             "comma-separated names)")
+    train_vision: bool = option(False, "also train the vision tower (frozen by default: the most expensive part, "
+                                       "and the language model learns the mapping)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option("auto", "`auto`: bf16 on GPUs that support "
+                                                                              "it, fp32 on CPU")
     device: str = option("auto", "`auto`, `cpu`, `cuda`, `cuda:1`, ...")
     max_pixels: int = option(448 * 448, "pixel budget per image; larger images are resized down to fit (aspect kept)")
     seed: int = option(0, "seed for sampling and initialisation")
-    kv_reuse_tokens: int = option(32768, "KV positions kept across sample() calls so a telescoping turn reuses its earlier turns' cache (0 = off); ~1.2 GB for a 3B Qwen-VL in bf16 (36 layers x 2 KV heads x 128 dims x K,V x 2 bytes = 36 KB/token), enough for ~64 rollouts x 3 turns of a 448 px image")
+    kv_reuse_tokens: int = option(32768, "KV positions kept across sample() calls so a telescoping turn reuses its "
+                                         "earlier turns' cache (0 = off); memory arithmetic in docs/design.md")
     tinker_base_url: str | None = option(None, "Tinker service URL (default: the SDK's)")
-    sampler: Literal["torch", "vllm"] = option("torch", "who samples for engine=local: `torch` (the engine itself) or `vllm` (a vLLM server on the same GPU, LoRA synced after each step; needs CUDA and `pip install 'geospot[vllm]'`; see docs/vllm.md)")
-    vllm_gpu_memory_utilization: float = option(0.35, "sampler=vllm: share of GPU memory vLLM may take (weights + KV cache); the trainer needs the rest")
+    sampler: Literal["torch", "vllm"] = option("torch", "who samples for engine=local: `torch` (the engine itself) "
+                                                        "or `vllm` (vLLM on the same GPU, LoRA synced each step; "
+                                                        "needs CUDA; docs/vllm.md)")
+    vllm_gpu_memory_utilization: float = option(0.35, "sampler=vllm: share of GPU memory vLLM may take (weights + "
+                                                      "KV cache); the trainer needs the rest")
 
     def validate(self) -> None:
         if self.lora_rank < 0:
             raise ConfigError(f"lora_rank={self.lora_rank} must be >= 0 (0 = full fine-tuning)")
         if self.kv_reuse_tokens < 0:
-            raise ConfigError(f"kv_reuse_tokens={self.kv_reuse_tokens} must be >= 0 (0 = no KV reuse across sample calls)")
+            raise ConfigError(f"kv_reuse_tokens={self.kv_reuse_tokens} must be >= 0 (0 = no KV reuse across sample "
+                              "calls)")
         if self.max_pixels < 28 * 28:
             raise ConfigError(f"max_pixels={self.max_pixels} is below one 28x28 patch; use e.g. max_pixels={448*448}")
         if self.sampler == "vllm":
@@ -38,12 +51,44 @@ class EngineConfig:
                 raise ConfigError("sampler=vllm: " + "; ".join(problems))
 
 
+ENGINE_KEYS = tuple(f.name for f in dataclasses.fields(EngineConfig) if f.name != "seed")  # the loop's seed drives it
+
+
+def engine_keys(name: str, inherit: bool) -> type:
+    """A frozen dataclass holding every EngineConfig key but `seed` (a loop's own seed drives the
+    engine), for a loop config to inherit, so `geospot sft|rl model_name=... sampler=vllm` take
+    the same keys with the same help. inherit=False: EngineConfig's defaults. inherit=True: every
+    key defaults to None = the value of the run that `load_checkpoint_path` came from, else
+    EngineConfig's default. `.engine_config(inherited)` resolves them."""
+    hints = typing.get_type_hints(EngineConfig)
+    defaults = {f.name: f.default for f in dataclasses.fields(EngineConfig)}
+    fields = []
+    for f in dataclasses.fields(EngineConfig):
+        if f.name == "seed":
+            continue
+        if inherit:
+            fields.append((f.name, hints[f.name] | None, option(None, f"{f.metadata['help']} (None = the start "
+                                                                      "run's)")))
+        else:
+            fields.append((f.name, hints[f.name], option(f.default, f.metadata["help"])))
+
+    def engine_config(self, inherited: dict[str, Any] | None = None) -> EngineConfig:
+        """The EngineConfig of this run: a key set here wins, then the start run's, then the default."""
+        inherited = inherited or {}
+        values = {k: v if (v := getattr(self, k)) is not None else inherited.get(k, defaults[k]) for k in ENGINE_KEYS}
+        return EngineConfig(**values, seed=self.seed)
+
+    return dataclasses.make_dataclass(name, fields, frozen=True,
+                                      namespace={"engine_config": engine_config, "__module__": __name__})
+
+
 def vllm_sampler_problems(cfg: EngineConfig, *, cuda_available: bool, vllm_installed: bool) -> list[str]:
     """Why `sampler=vllm` cannot run with this config on this machine (empty = it can), each
     with its fix. The environment probes are arguments so the rule is testable anywhere."""
     out = []
     if cfg.engine != "local":
-        out.append(f"needs engine=local (vLLM samples for the local trainer), got engine={cfg.engine}; or set sampler=torch")
+        out.append(f"needs engine=local (vLLM samples for the local trainer), got engine={cfg.engine}; or set "
+                   "sampler=torch")
     if cfg.lora_rank <= 0:
         out.append("needs LoRA (lora_rank > 0): weights reach vLLM as a LoRA adapter each step")
     if cfg.train_vision:
@@ -51,14 +96,15 @@ def vllm_sampler_problems(cfg: EngineConfig, *, cuda_available: bool, vllm_insta
     if not 0.0 < cfg.vllm_gpu_memory_utilization < 1.0:
         out.append(f"vllm_gpu_memory_utilization={cfg.vllm_gpu_memory_utilization} must be in (0, 1)")
     if cfg.device.startswith("cpu") or not cuda_available:
-        out.append(f"needs a CUDA GPU (device={cfg.device}, cuda available: {cuda_available}); use sampler=torch without one")
+        out.append(f"needs a CUDA GPU (device={cfg.device}, cuda available: {cuda_available}); use sampler=torch "
+                   "without one")
     if not vllm_installed:
         out.append("the vllm package is not installed: pip install 'geospot[vllm]'")
     return out
 
 
 def _cuda_available() -> bool:
-    import torch
+    import torch  # delayed: importing the config must stay cheap (CLIs parse it before any model)
 
     return torch.cuda.is_available()
 

@@ -30,9 +30,9 @@ def all_tokens(model_input: ModelInput, image_token: int = 0) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
-def make_datum(full: ModelInput, **per_token_arrays_T) -> Datum:
+def make_datum(full: ModelInput, *, group: int | None = None, **per_token_arrays_T) -> Datum:
     """`full` is prompt + completion; each array (weights, logprobs, advantages, ...) is
-    aligned with `full` (length full.length). Returns the shifted Datum."""
+    aligned with `full` (length full.length). Returns the shifted Datum (in GRPO group `group`)."""
     n = full.length
     if n < 2:
         raise ValueError(f"a datum needs at least 2 tokens, got {n}")
@@ -41,9 +41,10 @@ def make_datum(full: ModelInput, **per_token_arrays_T) -> Datum:
     for name, arr in per_token_arrays_T.items():
         arr = np.asarray(arr)
         if arr.shape != (n,):
-            raise ValueError(f"make_datum: {name} has shape {arr.shape}, expected ({n},) aligned with the full sequence")
+            raise ValueError(f"make_datum: {name} has shape {arr.shape}, expected ({n},) aligned with the full "
+                             "sequence")
         shifted = arr[1:].astype(np.float32, copy=True)
         shifted[~is_text_T[1:]] = 0.0  # targets that are image placeholders: no loss
         loss_inputs[name] = shifted
-    return Datum(model_input=drop_last_token(full), loss_fn_inputs=loss_inputs)
+    return Datum(model_input=drop_last_token(full), loss_fn_inputs=loss_inputs, group=group)
 

@@ -15,7 +15,7 @@ point at the one prompt segment, and a turn-2 entry points at its turn-1 segment
 image + prompt is held once however many turns and rollouts extend it.
 
 Positions are not stored: the engine recomputes each prompt's multimodal positions from its
-chunks (local.mrope_positions), which give the stored tokens exactly the positions they were
+chunks (inputs.mrope_positions), which give the stored tokens exactly the positions they were
 computed at, so the suffix continues where the stored sequence stopped.
 
 Stale weights would silently give wrong logprobs, so the store remembers the weights' version
@@ -28,8 +28,8 @@ segments counted once), least recently used entries first out.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -96,7 +96,9 @@ def take_segments(segments: Sequence[Segment], n: int) -> list[Segment]:
 def concat_segments(segments: Sequence[Segment], n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per layer (keys [H, n, D], values [H, n, D]): the first n positions of the segments."""
     taken = take_segments(segments, n)
-    return [(torch.cat([s[i][0] for s in taken], 1), torch.cat([s[i][1] for s in taken], 1)) for i in range(len(taken[0]))]
+    return [
+        (torch.cat([s[i][0] for s in taken], 1), torch.cat([s[i][1] for s in taken], 1)) for i in range(len(taken[0]))
+    ]
 
 
 def left_padded(rows: Sequence[list[tuple[torch.Tensor, torch.Tensor]]], width: int) -> tuple[list, torch.Tensor]:
@@ -113,12 +115,12 @@ def left_padded(rows: Sequence[list[tuple[torch.Tensor, torch.Tensor]]], width: 
         for b, r in enumerate(rows):
             n = r[i][0].shape[1]
             if n:
-                ks[b, :, width - n:], vs[b, :, width - n:] = r[i]
+                ks[b, :, width - n :], vs[b, :, width - n :] = r[i]
         layers.append((ks, vs))
     for b, r in enumerate(rows):
         n = r[0][0].shape[1]
         if n:
-            mask[b, width - n:] = 1
+            mask[b, width - n :] = 1
     return layers, mask
 
 

@@ -37,7 +37,9 @@ def ppo(
     return -torch.minimum(ratio_T * advantages_T, clipped_T * advantages_T).sum()
 
 
-def compute_loss(loss_fn: str, target_logprobs_T: torch.Tensor, inputs: dict[str, torch.Tensor], config: dict | None = None) -> torch.Tensor:
+def compute_loss(
+    loss_fn: str, target_logprobs_T: torch.Tensor, inputs: dict[str, torch.Tensor], config: dict | None = None
+) -> torch.Tensor:
     """Dispatch on Tinker's loss names with Tinker's input keys."""
     config = dict(config or {})
     if loss_fn == "cross_entropy":
@@ -47,7 +49,9 @@ def compute_loss(loss_fn: str, target_logprobs_T: torch.Tensor, inputs: dict[str
     if loss_fn == "ppo":
         unknown = set(config) - LOSS_CONFIG_KEYS["ppo"]
         if unknown:
-            raise ValueError(f"unknown ppo loss_config keys {sorted(unknown)}; use clip_low_threshold / clip_high_threshold")
+            raise ValueError(
+                f"unknown ppo loss_config keys {sorted(unknown)}; use clip_low_threshold / clip_high_threshold"
+            )
         return ppo(target_logprobs_T, inputs["logprobs"], inputs["advantages"], **config)
     raise ValueError(f"unknown loss_fn {loss_fn!r}; use cross_entropy, importance_sampling or ppo")
 

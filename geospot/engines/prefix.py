@@ -25,12 +25,14 @@ processed)` is called per microbatch with a TokenCounter-like object when one is
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
+from geospot.engines import packed_attention
+from geospot.engines.inputs import image_starts, mrope_positions, same_image
 from geospot.engines.types import Datum, ImageChunk, ModelInput
 
 MIN_SHARED_TEXT_TOKENS = 64  # text-only datums are grouped only when they share this much
@@ -40,22 +42,13 @@ DEFAULT_MICROBATCH_TOKENS = 8192  # rows x longest row per forward pass: bounds 
 # -- finding the shared prefixes -------------------------------------------------------------------
 
 
-def _same_image(a: ImageChunk, b: ImageChunk) -> bool:
-    """Same chunk object (what rollouts produce: every datum of a group extends one prompt), or
-    the same pixels at the same grid (datums rebuilt from the same image)."""
-    if a is b:
-        return True
-    return (a.grid_thw == b.grid_thw and a.image.size == b.image.size and a.image.mode == b.image.mode
-            and a.image.tobytes() == b.image.tobytes())
-
-
 def common_prefix(a: ModelInput, b: ModelInput) -> tuple[int, int]:
     """(tokens, images) the two inputs share from their start. An image is shared whole or not at
     all, so a prefix never ends inside an image."""
     n, n_img = 0, 0
     for ca, cb in zip(a.chunks, b.chunks):
         if isinstance(ca, ImageChunk) and isinstance(cb, ImageChunk):
-            if not _same_image(ca, cb):
+            if not same_image(ca, cb):
                 break
             n, n_img = n + ca.length, n_img + 1
             continue
@@ -102,7 +95,46 @@ class PackedGroup:
         return self.prefix_len + sum(self.suffix_lens)
 
 
+def _worth_sharing(first: ModelInput, other: ModelInput, n: int, n_img: int) -> bool:
+    """Sharing a system prompt is not worth moving an image into every suffix: a prefix is worth a
+    packed row when it holds an image, or (text only) >= MIN_SHARED_TEXT_TOKENS tokens."""
+    return n_img > 0 or not (first.images() or other.images() or n < MIN_SHARED_TEXT_TOKENS)
+
+
 def group_datums(datums: Sequence[Datum], max_row_tokens: int = DEFAULT_MICROBATCH_TOKENS) -> list[PackedGroup]:
+    """The packed rows of a batch. Datums that carry their GRPO group (`Datum.group`, set by
+    rl/datums.py) are packed by it; datums without (SFT, hand-built) are grouped by prefix."""
+    if datums and all(d.group is not None for d in datums):
+        return _groups_by_id(datums, max_row_tokens)
+    return _groups_by_prefix(datums, max_row_tokens)
+
+
+def _groups_by_id(datums: Sequence[Datum], max_row_tokens: int) -> list[PackedGroup]:
+    """One row per group (split where it would exceed `max_row_tokens`), the prefix being what
+    all its members share; members stay rows of their own when that prefix is not worth it."""
+    members_by_group: dict[int, list[int]] = {}
+    for i, d in enumerate(datums):
+        members_by_group.setdefault(d.group, []).append(i)
+    out: list[PackedGroup] = []
+    for members in members_by_group.values():
+        inputs = [datums[i].model_input for i in members]
+        first = inputs[0]
+        n = min([first.length] + [common_prefix(first, mi)[0] for mi in inputs[1:]])
+        n_img = _images_before(first, n)
+        if len(members) == 1 or not all(_worth_sharing(first, mi, n, n_img) for mi in inputs[1:]):
+            out.extend(PackedGroup([i], mi.length, [mi.length], len(mi.images())) for i, mi in zip(members, inputs))
+            continue
+        row = None
+        for i, mi in zip(members, inputs):
+            if row is None or row.row_len + mi.length - n > max_row_tokens:
+                row = PackedGroup([], n, [], n_img)
+                out.append(row)
+            row.members.append(i)
+            row.lengths.append(mi.length)
+    return out
+
+
+def _groups_by_prefix(datums: Sequence[Datum], max_row_tokens: int) -> list[PackedGroup]:
     """Greedy, order-keeping grouping. A datum joins the most recent group it shares a prefix
     with when that prefix holds an image (or >= MIN_SHARED_TEXT_TOKENS of text), does not drop an
     image from the group's prefix, and the row stays within `max_row_tokens`."""
@@ -114,8 +146,8 @@ def group_datums(datums: Sequence[Datum], max_row_tokens: int = DEFAULT_MICROBAT
             first = inputs[g.members[0]]
             n = min(common_prefix(first, mi)[0], g.prefix_len)
             n_img = _images_before(first, n)
-            if n_img == 0 and (first.images() or mi.images() or n < MIN_SHARED_TEXT_TOKENS):
-                continue  # sharing a system prompt is not worth moving an image into every suffix
+            if not _worth_sharing(first, mi, n, n_img):
+                continue
             if len(g.members) > 1 and n_img < g.prefix_images:
                 continue  # would push a shared image back into every suffix
             if n + sum(m - n for m in g.lengths) + (n_i - n) > max_row_tokens:
@@ -147,32 +179,21 @@ class _Row:
     offsets: list[int] = field(default_factory=list)  # where each member's suffix starts in the row
 
 
-def _image_starts(mi: ModelInput) -> list[tuple[int, ImageChunk]]:
-    out, pos = [], 0
-    for c in mi.chunks:
-        if isinstance(c, ImageChunk):
-            out.append((pos, c))
-        pos += c.length
-    return out
-
-
 def _build_row(group: PackedGroup, datums: Sequence[Datum], renderer, spatial_merge: int) -> _Row:
-    from geospot.engines.local import mrope_positions  # local.py imports this module
-
     P = group.prefix_len
     inputs = [datums[i].model_input for i in group.members]
     # tokens and positions of each member as if it were alone; member 0's also give the prefix
     rendered = [(renderer.tokens_of(mi), mrope_positions(mi, spatial_merge)[0]) for mi in inputs]
     t0, pos0 = rendered[0]
     toks, poss, segs, offsets = [t0[:P]], [pos0[:, :P]], [np.zeros(P, np.int64)], []
-    images = [c.image for s, c in _image_starts(inputs[0]) if s < P]
+    images = [c.image for s, c in image_starts(inputs[0]) if s < P]
     at = P
     for m, (mi, (t, pos)) in enumerate(zip(inputs, rendered)):
         offsets.append(at)
         toks.append(t[P:])
         poss.append(pos[:, P:])
         segs.append(np.full(len(t) - P, m + 1, np.int64))
-        images.extend(c.image for s, c in _image_starts(mi) if s >= P)
+        images.extend(c.image for s, c in image_starts(mi) if s >= P)
         at += len(t) - P
     return _Row(group, np.concatenate(toks), np.concatenate(poss, axis=1), np.concatenate(segs), images, offsets)
 
@@ -206,15 +227,21 @@ def _microbatches(rows: list[_Row], budget: int, max_padding: float = 0.25) -> l
     return out
 
 
-PACKABLE_ATTENTION = ("sdpa", "eager")  # take an arbitrary 4-D mask; flash-attention kernels do not
+# take an arbitrary 4-D mask (or, ours, a packed layout); flash-attention kernels do not
+PACKABLE_ATTENTION = ("sdpa", "eager", packed_attention.NAME)
+
+
+def _attn_implementation(model: torch.nn.Module) -> str | None:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    text = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
+    return getattr(text, "_attn_implementation", None)
 
 
 def supports_packing(model: torch.nn.Module) -> bool:
-    """Whether the language model's attention honours a custom 4-D mask (sdpa, eager). With
+    """Whether the language model's attention honours a custom 4-D mask (sdpa, eager) or a packed
+    layout (packed_attention.py). With
     flash-attention the engine must score datums the plain way."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    text = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
-    return getattr(text, "_attn_implementation", None) in PACKABLE_ATTENTION
+    return _attn_implementation(model) in PACKABLE_ATTENTION
 
 
 def _model_dtype_device(model: torch.nn.Module) -> tuple[torch.dtype, torch.device]:
@@ -242,7 +269,8 @@ def iter_shared_prefix_logprobs(
     when the caller already has it (grouping compares prefixes token by token and pixels)."""
     dtype, device = _model_dtype_device(model)
     if not supports_packing(model):
-        raise ValueError(f"shared-prefix packing needs attention that takes a 4-D mask ({', '.join(PACKABLE_ATTENTION)}); "
+        raise ValueError("shared-prefix packing needs attention that takes a 4-D mask "
+                         f"({', '.join(PACKABLE_ATTENTION)}); "
                          "load the model with attn_implementation='sdpa' or score the datums without packing")
     if pad_id == renderer.image_pad_id:
         raise ValueError(f"pad_id {pad_id} is the image placeholder id; pass the tokenizer's pad token id")
@@ -259,12 +287,16 @@ def iter_shared_prefix_logprobs(
             n = len(r.tokens)
             ids[b, :n], pos[:, b, :n], seg[b, :n] = r.tokens, r.positions, r.segments
             images.extend(r.images)
-        allowed = torch.from_numpy(block_mask(seg)).to(device)
-        # additive float mask: works for eager and sdpa attention alike (a 4-D mask is used as-is)
-        mask = torch.zeros((R, 1, L, L), dtype=dtype, device=device)
-        mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
-        kw = dict(input_ids=torch.from_numpy(ids).to(device), attention_mask=mask,
-                  position_ids=torch.from_numpy(pos).to(device), use_cache=False)
+        kw = dict(input_ids=torch.from_numpy(ids).to(device), position_ids=torch.from_numpy(pos).to(device),
+                  use_cache=False)
+        if _attn_implementation(model) == packed_attention.NAME:  # only the needed blocks (packed_attention.py)
+            kw["packed_layout"] = [packed_attention.RowLayout(r.group.prefix_len, tuple(r.group.suffix_lens))
+                                   for r in mb]
+        else:  # additive float mask: works for eager and sdpa attention alike (a 4-D mask is used as-is)
+            allowed = torch.from_numpy(block_mask(seg)).to(device)
+            mask = torch.zeros((R, 1, L, L), dtype=dtype, device=device)
+            mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
+            kw["attention_mask"] = mask
         if images:
             pixel_values, grid = renderer.image_processor(images)
             kw.update(pixel_values=pixel_values.to(device, dtype), image_grid_thw=grid.to(device))
@@ -297,8 +329,9 @@ def shared_prefix_forward(model: torch.nn.Module, datums_D: Sequence[Datum], *, 
     Keeps every microbatch's graph alive; a training loop wanting bounded memory uses
     `iter_shared_prefix_logprobs` and calls backward per microbatch."""
     out: list[torch.Tensor | None] = [None] * len(datums_D)
-    for indices, lps in iter_shared_prefix_logprobs(model, datums_D, renderer=renderer, spatial_merge=spatial_merge,
-                                                    pad_id=pad_id, microbatch_tokens=microbatch_tokens, counter=counter):
+    batches = iter_shared_prefix_logprobs(model, datums_D, renderer=renderer, spatial_merge=spatial_merge,
+                                          pad_id=pad_id, microbatch_tokens=microbatch_tokens, counter=counter)
+    for indices, lps in batches:
         for i, lp in zip(indices, lps):
             out[i] = lp
     return out  # type: ignore[return-value]

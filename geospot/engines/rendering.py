@@ -13,7 +13,7 @@ puts around the turns.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -157,7 +157,8 @@ class Renderer:
                 out.extend([0.0] * c.length)
         return model_input, np.asarray(out, dtype=np.float32)
 
-    def continuation(self, prev: ModelInput, sampled_tokens: Sequence[int], user_messages: Sequence[dict]) -> ModelInput:
+    def continuation(self, prev: ModelInput, sampled_tokens: Sequence[int],
+                     user_messages: Sequence[dict]) -> ModelInput:
         """prev + the sampled tokens (+ end-of-turn if sampling stopped on length) + the new user
         turn(s) + the assistant header. The sampled tokens are kept verbatim: nothing is
         re-tokenised, so a multi-turn episode is one sequence the trainer can score."""
@@ -169,7 +170,7 @@ class Renderer:
         after = self._template([*self._continuation_base, *user_messages], add_generation_prompt=True)
         if not after.startswith(before):
             raise ValueError("the chat template is not prefix-stable; cannot render a continuation")
-        ids, _ = self._tokenize(after[len(before):])
+        ids, _ = self._tokenize(after[len(before) :])
         return out.concat(self._to_model_input(ids, _images_in(user_messages)))
 
     def decode(self, tokens: Sequence[int]) -> str:

@@ -9,8 +9,9 @@ engine and the Tinker engine are interchangeable:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Sequence, Union
+from typing import Literal, Protocol
 
 import numpy as np
 from PIL import Image
@@ -43,7 +44,7 @@ class ImageChunk:
         return self.expected_tokens
 
 
-Chunk = Union[TextChunk, ImageChunk]
+Chunk = TextChunk | ImageChunk
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,10 @@ class ModelInput:
         return sum(c.length for c in self.chunks)
 
     @staticmethod
-    def from_ints(tokens: Sequence[int]) -> "ModelInput":
+    def from_ints(tokens: Sequence[int]) -> ModelInput:
         return ModelInput((TextChunk(tuple(int(t) for t in tokens)),))
 
-    def append_tokens(self, tokens: Sequence[int]) -> "ModelInput":
+    def append_tokens(self, tokens: Sequence[int]) -> ModelInput:
         """Append tokens, merging into a trailing text chunk (keeps chunk lists short)."""
         tokens = tuple(int(t) for t in tokens)
         if not tokens:
@@ -68,7 +69,7 @@ class ModelInput:
             return ModelInput(self.chunks[:-1] + (TextChunk(last.tokens + tokens),))
         return ModelInput(self.chunks + (TextChunk(tokens),))
 
-    def concat(self, other: "ModelInput") -> "ModelInput":
+    def concat(self, other: ModelInput) -> ModelInput:
         out = self
         for c in other.chunks:
             out = out.append_tokens(c.tokens) if isinstance(c, TextChunk) else ModelInput(out.chunks + (c,))
@@ -108,10 +109,15 @@ class Datum:
       cross_entropy:        target_tokens, weights
       importance_sampling:  target_tokens, logprobs (sampler's), advantages
       ppo:                  target_tokens, logprobs (sampler's), advantages
-    Image positions carry zero weight / zero advantage."""
+    Image positions carry zero weight / zero advantage.
+
+    `group`: which GRPO group (one image's G rollouts) the datum belongs to, within one batch;
+    the local engine packs a group's shared prefix into one row (prefix.py). None = no group
+    (SFT); the Tinker engine sends the flat list and ignores it."""
 
     model_input: ModelInput
     loss_fn_inputs: dict[str, np.ndarray]
+    group: int | None = None
 
     def __post_init__(self) -> None:
         n = self.model_input.length
@@ -157,7 +163,7 @@ class Engine(Protocol):
     sync, and the Tinker engine hides its futures (it submits forward_backward and
     optim_step before waiting in `train_step`)."""
 
-    renderer: "Renderer"  # noqa: F821  (geospot.engines.rendering.Renderer)
+    renderer: Renderer  # noqa: F821  (geospot.engines.rendering.Renderer)
 
     def sample(
         self, prompts: Sequence[ModelInput], num_samples: int, params: SampleParams
@@ -180,3 +186,14 @@ class Engine(Protocol):
     def load_state(self, path: str, with_optimizer: bool = True) -> None: ...
 
     def export(self, path: str, merged: bool = False) -> str: ...
+
+    def set_reference(self) -> None:
+        """Freeze the current weights as the KL reference `forward_base` scores with."""
+
+    def forward_base(self, datums: Sequence[Datum]) -> list[np.ndarray]:
+        """Target logprobs under the KL reference (`set_reference`'s weights, else the base model)."""
+        ...
+
+    def token_stats(self) -> dict:
+        """Tokens the computations needed vs processed, by kind ({} where the engine cannot count)."""
+        ...

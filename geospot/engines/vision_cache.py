@@ -9,9 +9,10 @@ so logprobs and gradients are unchanged (tests check it).
 
 It wraps the model's `get_image_features` (the one call every Qwen-VL forward makes for images),
 splits a request into its images, encodes only the unseen ones (one call per image, so features
-never depend on batch composition) and keys each by its patches' bytes (content, not object identity: a re-rendered image still hits). Whenever a
-vision parameter requires grad (train_vision=True, full fine-tuning of the tower) it steps aside
-and the tower runs as usual. Bounded LRU: `max_images` entries.
+never depend on batch composition) and keys each by its patches' bytes (content, not object
+identity: a re-rendered image still hits). Whenever a vision parameter requires grad
+(train_vision=True, full fine-tuning of the tower) it steps aside and the tower runs as usual.
+Bounded LRU: `max_images` entries.
 """
 
 from __future__ import annotations

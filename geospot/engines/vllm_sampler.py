@@ -32,12 +32,14 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from geospot.engines.datums import all_tokens, make_datum
+from geospot.engines.snapshot import PinnedSampler
 from geospot.engines.stops import resolve_stops
 from geospot.engines.types import ImageChunk, ModelInput, SampledSequence, SampleParams, TextChunk
 
@@ -162,7 +164,8 @@ def sampled_sequences(request_output) -> list[SampledSequence]:
                 raise ValueError(f"vLLM's logprobs at a position lack the sampled token {tok}")
             logprobs.append(float(pos[tok].logprob))
         if comp.finish_reason not in ("stop", "length"):
-            raise RuntimeError(f"vLLM finished a sample with finish_reason={comp.finish_reason!r} (expected stop or length)")
+            raise RuntimeError(f"vLLM finished a sample with finish_reason={comp.finish_reason!r} (expected stop or "
+                               "length)")
         seqs.append(SampledSequence(tokens, tuple(logprobs), comp.finish_reason))
     return seqs
 
@@ -196,7 +199,7 @@ class VLLMSampler:
         self.adapter_root = Path(adapter_root or tempfile.mkdtemp(prefix="geospot-vllm-lora-"))
         self.adapter_root.mkdir(parents=True, exist_ok=True)
         if sampling_params is None or lora_request is None:
-            from vllm import SamplingParams
+            from vllm import SamplingParams  # delayed: vllm is an optional GPU extra
             from vllm.lora.request import LoRARequest
 
             sampling_params, lora_request = sampling_params or SamplingParams, lora_request or LoRARequest
@@ -208,11 +211,12 @@ class VLLMSampler:
         self._versions: list[Path] = []
 
     @classmethod
-    def create(cls, base_model: str, *, lora_rank: int, llm_options: dict | None = None, **sampler_kwargs) -> "VLLMSampler":
+    def create(cls, base_model: str, *, lora_rank: int, llm_options: dict | None = None,
+               **sampler_kwargs) -> VLLMSampler:
         """`llm_options`: llm_kwargs' keyword arguments (seed, dtype, gpu_memory_utilization, ...)."""
         if not vllm_installed():
             raise ImportError(f"sampler=vllm needs the vllm package: {INSTALL_HINT}")
-        from vllm import LLM
+        from vllm import LLM  # delayed: vllm is an optional GPU extra
 
         llm = LLM(**llm_kwargs(base_model, lora_rank=lora_rank, **(llm_options or {})))
         return cls(llm, **sampler_kwargs)
@@ -222,7 +226,9 @@ class VLLMSampler:
         `export_adapter(path)` writes a PEFT adapter folder there (LocalEngine.export)."""
         self.version += 1
         path = Path(export_adapter(str(self.adapter_root / f"v{self.version:06d}")))
-        self.request = self._lora_request(lora_name=f"geospot-v{self.version}", lora_int_id=self.version, lora_path=str(path))
+        self.request = self._lora_request(
+            lora_name=f"geospot-v{self.version}", lora_int_id=self.version, lora_path=str(path)
+        )
         self._versions.append(path)
         return self.request
 
@@ -231,13 +237,20 @@ class VLLMSampler:
         while len(self._versions) > self.keep_versions:
             shutil.rmtree(self._versions.pop(0), ignore_errors=True)
 
-    def sample(self, prompts: Sequence[ModelInput], num_samples: int, params: SampleParams) -> list[list[SampledSequence]]:
-        if self.request is None:
+    def sample(
+        self, prompts: Sequence[ModelInput], num_samples: int, params: SampleParams, request: Any = None
+    ) -> list[list[SampledSequence]]:
+        """`request`: an older adapter version's LoRARequest (async GRPO); default the newest."""
+        request = request if request is not None else self.request
+        if request is None:
             raise RuntimeError("VLLMSampler.sample before the first sync(): no adapter to serve")
-        kw = sampling_kwargs(params, num_samples, default_stop_ids=self.default_stop_ids, vocab=self.vocab, banned_ids=self.banned_ids)
+        kw = sampling_kwargs(
+            params, num_samples, default_stop_ids=self.default_stop_ids, vocab=self.vocab, banned_ids=self.banned_ids
+        )
         sp = self._sampling_params(**kw)
-        outs = self.llm.generate([vllm_prompt(p, self.image_pad_id) for p in prompts], sp,
-                                 lora_request=self.request, use_tqdm=False)
+        outs = self.llm.generate(
+            [vllm_prompt(p, self.image_pad_id) for p in prompts], sp, lora_request=request, use_tqdm=False
+        )
         self._prune()
         self.last_outputs = outs  # kept for check_logprobs (prompt_token_ids)
         result = [sampled_sequences(o) for o in outs]
@@ -253,8 +266,16 @@ class VLLMSampler:
             shutil.rmtree(self.adapter_root, ignore_errors=True)
 
 
-def llm_kwargs(base_model: str, *, lora_rank: int, seed: int = 0, dtype: str = "auto",
-               gpu_memory_utilization: float = 0.35, max_images: int = 4, max_model_len: int | None = None) -> dict:
+def llm_kwargs(
+    base_model: str,
+    *,
+    lora_rank: int,
+    seed: int = 0,
+    dtype: str = "auto",
+    gpu_memory_utilization: float = 0.35,
+    max_images: int = 4,
+    max_model_len: int | None = None,
+) -> dict:
     """`vllm.LLM(...)` arguments (vllm/entrypoints/llm.py + vllm/engine/arg_utils.py EngineArgs).
     The trainer shares the GPU, hence the modest memory share."""
     kw = dict(
@@ -291,18 +312,21 @@ class VLLMSamplingEngine:
         self._served = None
 
     @classmethod
-    def from_local(cls, inner) -> "VLLMSamplingEngine":
+    def from_local(cls, inner) -> VLLMSamplingEngine:
         cfg = inner.cfg
         renderer = inner.renderer
         sampler = VLLMSampler.create(
-            str(inner.folder), lora_rank=cfg.lora_rank,
+            str(inner.folder),
+            lora_rank=cfg.lora_rank,
             llm_options=dict(
                 seed=cfg.seed,
                 dtype=str(inner.dtype).removeprefix("torch."),  # the trainer's resolved dtype: same numerics
                 gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
             ),
-            image_pad_id=renderer.image_pad_id, default_stop_ids=renderer.stop_token_ids,
-            vocab=inner.vocab, banned_ids=inner.banned_ids.tolist(),
+            image_pad_id=renderer.image_pad_id,
+            default_stop_ids=renderer.stop_token_ids,
+            vocab=inner.vocab,
+            banned_ids=inner.banned_ids.tolist(),
         )
         return cls(inner, sampler)
 
@@ -314,17 +338,37 @@ class VLLMSamplingEngine:
     def _export_adapter(self, path: str) -> str:
         return self.inner.export(path, merged=False)
 
-    def sample(self, prompts: Sequence[ModelInput], num_samples: int = 1, params: SampleParams = SampleParams()) -> list[list[SampledSequence]]:
+    def sample(
+        self, prompts: Sequence[ModelInput], num_samples: int = 1, params: SampleParams = SampleParams()
+    ) -> list[list[SampledSequence]]:
         prompts = list(prompts)
         if not prompts:
             return []
         for i, mi in enumerate(prompts):
             self.inner._check_input(i, mi, params.max_tokens)
+        self._sync()
+        return self.sampler.sample(prompts, num_samples, params)
+
+    def _sync(self) -> None:
         version = self.inner._weights_version()
         if version != self._served:  # the adapter vLLM serves is not the trainer's current one
             self.sampler.sync(self._export_adapter)
             self._served = version
-        return self.sampler.sample(prompts, num_samples, params)
+
+    def snapshot_sampler(self, keep: int = 1) -> PinnedSampler:
+        """A sampler on the adapter version exported now (async GRPO). `keep`: how many versions
+        may still be sampled from; their folders stay on disk (vLLM may reload an evicted one)."""
+        with self.inner.lock:  # the export reads the adapter: not while a train step writes it
+            self._sync()
+        self.sampler.keep_versions = max(self.sampler.keep_versions, keep + 1)
+        request = self.sampler.request
+
+        def sample(prompts, n, params):
+            for i, mi in enumerate(prompts):
+                self.inner._check_input(i, mi, params.max_tokens)
+            return self.sampler.sample(prompts, n, params, request=request)
+
+        return PinnedSampler(sample, self.inner.renderer)
 
     def close(self) -> None:
         self.sampler.close()
@@ -333,8 +377,12 @@ class VLLMSamplingEngine:
 # -- the check a person with a GPU runs ------------------------------------------------------------
 
 
-def check_logprobs(engine, prompts: Sequence[ModelInput], num_samples: int = 4,
-                   params: SampleParams = SampleParams(max_tokens=24, temperature=1.0)) -> dict:
+def check_logprobs(
+    engine,
+    prompts: Sequence[ModelInput],
+    num_samples: int = 4,
+    params: SampleParams = SampleParams(max_tokens=24, temperature=1.0),
+) -> dict:
     """Sample with vLLM, rescore the same tokens with the trainer (`engine.forward`), and
     compare: max/mean |logprob_vllm - logprob_trainer| over all sampled tokens, and whether
     vLLM expanded every prompt to exactly the trainer's tokens (same image grids)."""

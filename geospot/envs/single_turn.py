@@ -49,7 +49,7 @@ class SingleTurnEnv:
         self._done = True
         guess, d = grade(self.renderer, self.sample, action_tokens)
         parsed = guess is not None
-        reward = self.reward(d) if parsed else self.format_penalty
+        reward = self.reward(d, guess, (self.sample.lat, self.sample.lon)) if parsed else self.format_penalty
         metrics = {"turn": 0.0, "parsed": float(parsed), "distance_km": d,
                    "lat": guess[0] if parsed else math.nan, "lon": guess[1] if parsed else math.nan}
         return StepResult(reward=float(reward), done=True, next_observation=None, metrics=metrics)

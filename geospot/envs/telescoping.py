@@ -66,7 +66,7 @@ class TelescopingEnv:
             raise RuntimeError("TelescopingEnv: call initial_observation() first; envs are single use")
         guess, d = grade(self.renderer, self.sample, action_tokens)
         parsed = guess is not None
-        s = float(self.score(d)) if parsed else 0.0
+        s = float(self.score(d, guess, (self.sample.lat, self.sample.lon))) if parsed else 0.0
         reward = s - self.prev_score + (0.0 if parsed else self.format_penalty)
         metrics = {"turn": float(self.turn), "parsed": float(parsed), "distance_km": d, "score": s,
                    "lat": guess[0] if parsed else math.nan, "lon": guess[1] if parsed else math.nan}

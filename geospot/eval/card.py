@@ -33,7 +33,7 @@ def _training_evals(run_dir: Path | None, step: int | None) -> dict[str, dict]:
     first (the base model) and the last one up to the exported step."""
     if run_dir is None:
         return {}
-    from geospot.train.common import read_jsonl
+    from geospot.runs.folder import read_jsonl
 
     evals = [r for r in read_jsonl(run_dir / "metrics.jsonl") if any(k.startswith("eval/") for k in r)]
     evals = [r for r in evals if step is None or r.get("step", 0) <= step]

@@ -1,6 +1,6 @@
 """`geospot eval | predict | export`: what people run after training.
 
-    geospot eval model=<model> data=<spec> [n=...] [env_type=single|telescoping] [greedy|samples=k]
+    geospot eval model=<model> data=<spec> [n=...] [env_type=single|telescoping|hierarchical|geohash] [greedy|samples=k]
                  [out=<run dir>] [--json]
     geospot eval --compare runA runB ...
     geospot predict model=<model> IMAGES...|DIR [--json] [--map out.html]
@@ -25,7 +25,9 @@ from typing import Literal, Sequence
 
 from geospot.config import ConfigError, help_text, option, parse_overrides
 from geospot.data.spec import SpecError
+from geospot.envs.config import EnvOptions
 from geospot.eval import predictions as io
+from geospot.eval.geocoding import geocoder_for
 from geospot.eval.runner import metrics_for, predict
 from geospot.jsonutil import finite_json
 
@@ -34,13 +36,14 @@ from geospot.jsonutil import finite_json
 
 
 @dataclass(frozen=True)
-class SamplingConfig:
+class SamplingConfig(EnvOptions):
     """What `geospot eval` and `geospot predict` share: the model, how to ask it, where it
-    runs. Both subclass it, so a setting is declared and validated once."""
+    runs. Both subclass it, so a setting is declared and validated once. The hierarchical /
+    geohash env keys come from EnvOptions (envs/config.py), as in `geospot rl`."""
 
     model: str = option("", "hub id, local HF folder, `tiny:<family>[:<size>]`, a training run or checkpoint folder, or tinker://…")
     base_model: str | None = option(None, "for model=tinker://… only: the hub id that checkpoint was trained from")
-    env_type: Literal["single", "telescoping"] = option("single", "`single`: one question; `telescoping`: 3 turns, the last scored (predict prints every turn's guess)")
+    env_type: Literal["single", "telescoping", "hierarchical", "geohash"] = option("single", "`single`: one question; `telescoping`: 3 turns, the last scored (predict prints every turn's guess); `hierarchical`: label turns then coordinates (label accuracy per turn); `geohash`: the geohash curriculum")
     samples: int = option(0, "0 = greedy (temperature 0); k > 0 = k samples per image at `temperature`, the medoid guess used")
     temperature: float = option(1.0, "sampling temperature when samples > 0")
     batch_size: int = option(16, "images per engine.sample call")
@@ -51,6 +54,7 @@ class SamplingConfig:
     seed: int = option(0, "sampling seed")
 
     def validate(self) -> None:
+        self.validate_env()
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size} must be >= 1")
         if self.samples < 0:
@@ -124,25 +128,6 @@ def _slug(text: str) -> str:
 def _engine_overrides(cfg) -> dict:
     return {"base_model": cfg.base_model, "device": cfg.device, "dtype": cfg.dtype, "max_pixels": cfg.max_pixels,
             "seed": cfg.seed}
-
-
-def geocoder_for(kind: str, data_spec: str):
-    """The callable compute_metrics uses for country/region/city accuracy: a synthetic
-    world's own names for a synthetic spec (reverse geocoding knows nothing of them), else
-    offline reverse geocoding (the OSV-5M way, as `geospot score` does)."""
-    if kind == "none":
-        return None
-    if kind == "auto":
-        from geospot.data.spec import build_source, parse_spec
-
-        parts = parse_spec(data_spec)
-        if parts and all(p.kind == "synthetic" for p in parts):
-            worlds = {id(w): w for w in (build_source(p).world for p in parts)}
-            if len(worlds) == 1:
-                return next(iter(worlds.values())).geocoder
-    from geospot.geo.geocode import reverse_geocode
-
-    return reverse_geocode
 
 
 def resolve_split(split: str, data_spec: str) -> str:
@@ -225,7 +210,7 @@ def _resolved_checkpoint(model: str) -> str | None:
 
     if not is_checkpoint_path(model):
         return None
-    from geospot.train.checkpoint import resolve_checkpoint
+    from geospot.runs.checkpoint import resolve_checkpoint
 
     return str(resolve_checkpoint(model).resolve())
 
@@ -300,6 +285,8 @@ def run_eval(cfg: EvalConfig, engine=None) -> dict:
     order: list[str] = []  # every id of the data, in data order (ids only: a benchmark can be 200k images)
     evaluated, busy_s = 0, 0.0  # busy_s: time inside the model (not loading it, not reading data)
     bar = _bar(cfg.n, len(done))
+    # hierarchical: the true labels of samples without their own (None = reverse geocoding)
+    label_geocoder = geocoder_for(cfg.data, cfg.geocoder) if cfg.env_type == "hierarchical" else None
     # Stream the data in chunks instead of loading it: only a chunk of images is in memory.
     with open_stream(cfg.data, split, repeat=False, shuffle=False) as stream:
         for chunk in _chunks(islice(stream, cfg.n), cfg.batch_size * 4):
@@ -320,7 +307,8 @@ def run_eval(cfg: EvalConfig, engine=None) -> dict:
 
             t0 = time.perf_counter()
             predict(engine, todo, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens,
-                    sampling=_sampling(cfg.samples, cfg.temperature, cfg.max_tokens), on_batch=finished)
+                    sampling=_sampling(cfg.samples, cfg.temperature, cfg.max_tokens), on_batch=finished,
+                    env_options=cfg, label_geocoder=label_geocoder)
             busy_s += time.perf_counter() - t0
             evaluated += len(todo)
         skipped = dict(stream.skipped)
@@ -332,7 +320,7 @@ def run_eval(cfg: EvalConfig, engine=None) -> dict:
     # and `geospot score predictions.csv` reproduces them.
     by_id = {p.id: p for p in io.read_predictions(pred_path)}
     preds = [by_id[i] for i in order if i in by_id]
-    metrics = metrics_for(preds, geocoder_for(cfg.geocoder, cfg.data))
+    metrics = metrics_for(preds, geocoder_for(cfg.data, cfg.geocoder))
     # the truth beside the predictions: `geospot score --pred predictions.csv --truth truth.csv`
     io.write_truth_csv(out / "truth.csv", preds)
     summary = {
@@ -431,7 +419,8 @@ def predict_main(argv: list[str], engine=None) -> int:
         print(f"geospot predict: {e}", file=sys.stderr)
         return 2
     preds = predict(engine, samples, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens,
-                    sampling=_sampling(cfg.samples, cfg.temperature, cfg.max_tokens))
+                    sampling=_sampling(cfg.samples, cfg.temperature, cfg.max_tokens), env_options=cfg,
+                    label_geocoder=_no_labels)
     labels = _reverse_geocode_parsed(preds)
     rows = []
     for p, lab in zip(preds, labels):
@@ -447,15 +436,30 @@ def predict_main(argv: list[str], engine=None) -> int:
             "raw_text": p.raw_text,
             "turns": [None if g is None else list(g) for g in p.turn_guesses],
             "turn_texts": list(p.turn_texts),
+            **({"answers": answered_labels(p)} if p.turn_fields else {}),
         })
     for r in rows:
-        print(json.dumps(finite_json(r)) if "--json" in flags else _predict_line(r, cfg.env_type == "telescoping"))
+        print(json.dumps(finite_json(r)) if "--json" in flags else _predict_line(r, cfg.env_type != "single"))
     if "--map" in values:
         from geospot.eval.htmlmap import render_map
 
         Path(values["--map"]).write_text(render_map(rows), encoding="utf-8")
         print(f"map: {values['--map']}", file=sys.stderr)
     return 0
+
+
+def _no_labels(lats, lons):
+    """predict has no truth: nothing to label, and no geocoder load for it."""
+    from geospot.geo import UNKNOWN
+
+    return [UNKNOWN for _ in lats]
+
+
+def answered_labels(p) -> dict[str, str | None]:
+    """The label each label turn of a hierarchical prediction named, e.g. {"country": "France"}."""
+    from geospot.geo.parse_labels import parse_label
+
+    return {f: parse_label(t, f) for f, t in zip(p.turn_fields, p.turn_texts) if f}
 
 
 def _reverse_geocode_parsed(preds):
@@ -477,6 +481,8 @@ def _predict_line(r: dict, telescoping: bool) -> str:
     else:
         coords = f"{r['latitude']:.4f}, {r['longitude']:.4f}"
     line = f"{r['name']}\t{coords}\t{r['place'] or '-'}\t{one_line(r['raw_text'])!r}"
+    if r.get("answers"):
+        line += "\tanswers: " + ", ".join(f"{k}={v or '?'}" for k, v in r["answers"].items())
     if telescoping:
         turns = " -> ".join("?" if g is None else f"({g[0]:.2f}, {g[1]:.2f})" for g in r["turns"])
         line += f"\tturns: {turns}"

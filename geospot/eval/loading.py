@@ -11,12 +11,18 @@ model and engine made it, so a checkpoint alone is enough to evaluate or export.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from geospot.config import ConfigError
+from geospot.engines import make_engine
 from geospot.engines.config import EngineConfig
+from geospot.runs.checkpoint import read_checkpoint, resolve_checkpoint
+from geospot.runs.folder import read_config
 
 
 @dataclass(frozen=True)
@@ -56,8 +62,6 @@ def _engine_state_config(engine_path: str) -> dict:
     state = Path(engine_path) / "state.pt"
     if "://" in engine_path or not state.exists():
         return {}
-    import torch
-
     # state.pt also holds the optimizer's moments (twice the trainable weights). torch.save
     # writes a zip archive, so mmap=True maps the tensors' storage lazily instead of reading
     # it: only the small engine_config dict is materialised.
@@ -66,8 +70,6 @@ def _engine_state_config(engine_path: str) -> dict:
 
 
 def _tinker_state_config(folder: Path) -> dict:
-    import json
-
     record = folder / "tinker.json"
     if not record.exists():
         return {}
@@ -91,13 +93,11 @@ def engine_config_for(model: str, base_model: str | None = None, **overrides: An
         # A tinker:// path holds weights, not the name of the model they belong to; the
         # engine needs that name (tokenizer, renderer, training client).
         if not base_model:
-            raise ConfigError(f"model={model}: also pass base_model=<hub id> (the model this Tinker checkpoint was trained from)")
+            raise ConfigError(f"model={model}: also pass base_model=<hub id> (the model this Tinker checkpoint was "
+                              "trained from)")
         overrides.pop("device", None), overrides.pop("dtype", None)
         return EngineConfig(model_name=base_model, engine="tinker", **overrides), {"engine_path": model}
     if is_checkpoint_path(model):
-        from geospot.train.checkpoint import read_checkpoint, resolve_checkpoint
-        from geospot.train.common import read_config
-
         ckpt = resolve_checkpoint(model)
         run_dir = ckpt.parent.parent
         meta = read_checkpoint(ckpt)
@@ -124,10 +124,9 @@ def engine_config_for(model: str, base_model: str | None = None, **overrides: An
 
 def load_model(model: str, base_model: str | None = None, **overrides: Any) -> LoadedModel:
     """Build the engine for `model` (see the module docstring)."""
-    from geospot.engines import make_engine
-
     if not model:
-        raise ConfigError("model= is required: a hub id, a local folder, `tiny:qwen2_5_vl:small`, a run or checkpoint folder, or tinker://...")
+        raise ConfigError("model= is required: a hub id, a local folder, `tiny:qwen2_5_vl:small`, a run or "
+                          "checkpoint folder, or tinker://...")
     cfg, meta = engine_config_for(model, base_model, **overrides)
     engine = make_engine(cfg)
     if "engine_path" in meta:

@@ -36,6 +36,8 @@ COLUMNS = (
     "turn_guesses",
     "turn_texts",
     "sample_guesses",
+    "turn_fields",
+    "label_correct",
 )
 LABEL_KEYS = ("country", "region", "city")
 
@@ -74,6 +76,8 @@ def to_row(p: Prediction) -> dict[str, str]:
         "turn_guesses": _guesses_json(p.turn_guesses),
         "turn_texts": json.dumps(list(p.turn_texts)),
         "sample_guesses": _guesses_json(p.sample_guesses),
+        "turn_fields": json.dumps(list(p.turn_fields)),
+        "label_correct": json.dumps(p.label_correct),
     }
 
 
@@ -89,6 +93,8 @@ def from_row(row: dict[str, str]) -> Prediction:
         turn_texts=tuple(json.loads(row.get("turn_texts") or "[]")),
         sample_guesses=_guesses_from(row.get("sample_guesses", "")),
         labels={k: row[k] for k in LABEL_KEYS if row.get(k)},
+        turn_fields=tuple(json.loads(row.get("turn_fields") or "[]")),
+        label_correct={str(k): float(v) for k, v in json.loads(row.get("label_correct") or "{}").items()},
     )
 
 
@@ -117,6 +123,7 @@ def read_predictions(path: str | os.PathLike) -> list[Prediction]:
     out: dict[str, Prediction] = {}
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
+        columns = [c for c in COLUMNS if c in (reader.fieldnames or ())]  # files from before a column was added
         while True:
             try:
                 row = next(reader)
@@ -125,7 +132,7 @@ def read_predictions(path: str | os.PathLike) -> list[Prediction]:
             except csv.Error:  # an unterminated quote at a torn end
                 break
             try:
-                if any(row.get(c) is None for c in COLUMNS):  # short row: torn
+                if any(row.get(c) is None for c in columns):  # short row: torn
                     continue
                 p = from_row(row)
             except (ValueError, KeyError, TypeError, json.JSONDecodeError):

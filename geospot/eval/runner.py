@@ -1,16 +1,12 @@
 """Held-out evaluation: run a model over samples, parse its answers, score them.
 
 `evaluate(engine, samples)` is what the SFT / RL loops call for their periodic eval and
-what `geospot eval` runs over a whole benchmark. It only speaks the Engine protocol, so a
-local model, a Tinker sampler and the scripted fake engine in the tests all work alike:
-
-    prompts   = renderer.generation_prompt([user_message(image, prompt)])    (one per image)
-    sequences = engine.sample(prompts, k, params)                           (one call per batch)
-    guess     = parse_coordinates(renderer.decode(tokens))                  (None -> NaN = a miss)
-
-Telescoping asks three turns; each later turn is `renderer.continuation(prev prompt,
-sampled tokens, new user turn)` so the episode is one token sequence, exactly as the
-telescoping env builds it in training. The final turn is the prediction.
+what `geospot eval` runs over a whole benchmark. Eval is rollouts without training: each batch
+of images goes through the training envs (single_turn / telescoping) and `do_group_rollouts`,
+greedy with G = 1 or k samples per image, so eval asks exactly what training asks and there is
+one episode implementation. It only speaks the Engine protocol, so a local model, a Tinker
+sampler and the scripted fake engine in the tests all work alike. An answer that does not
+parse is a miss (NaN); for telescoping the final turn is the prediction.
 
 With k > 1 samples per image the prediction is the *medoid* of the parsed guesses (the
 guess with the smallest summed distance to the others): a self-consistency vote that
@@ -20,14 +16,21 @@ works on coordinates, where a plain majority vote never matches exactly.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
 from geospot import prompts as P
 from geospot.data.types import Sample
-from geospot.engines.types import ModelInput, SampledSequence, SampleParams
+from geospot.engines.types import SampleParams
+from geospot.envs.rewards import GeoScoreReward
+from geospot.envs.single_turn import SingleTurnGroupBuilder
+from geospot.envs.telescoping import TelescopingGroupBuilder
+from geospot.geo import haversine_km
+from geospot.geo.metrics import compute_metrics
+from geospot.rl.rollouts import do_group_rollouts
+from geospot.runs.writer import ImageRecord, RolloutRecord
 
 NAN = float("nan")
 
@@ -50,6 +53,9 @@ class Prediction:
     turn_texts: tuple[str, ...] = ()
     sample_guesses: tuple[tuple[float, float] | None, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
+    # hierarchical eval: what each turn asked ("" = coordinates) and which label answers were right
+    turn_fields: tuple[str, ...] = ()
+    label_correct: dict[str, float] = field(default_factory=dict)
 
     @property
     def parsed(self) -> bool:
@@ -93,18 +99,9 @@ def resolve_sampling(sampling: None | int | SampleParams, max_tokens: int) -> tu
 # parsing and voting
 
 
-def _parse(text: str) -> tuple[float, float] | None:
-    from geospot.geo import parse_coordinates
-
-    ll = parse_coordinates(text)
-    return None if ll is None else (float(ll[0]), float(ll[1]))
-
-
 def medoid(guesses: Sequence[tuple[float, float] | None]) -> tuple[float, float] | None:
     """The parsed guess with the smallest summed great-circle distance to the other parsed
     guesses (ties -> the earliest); None when nothing parsed."""
-    from geospot.geo import haversine_km
-
     pts = [g for g in guesses if g is not None]
     if not pts:
         return None
@@ -129,34 +126,23 @@ def turn_texts_for(prompt_style: str) -> tuple[str, ...]:
     raise ValueError(f"prompt_style={prompt_style!r}: use 'single' or 'telescoping'")
 
 
-def _sample_batch(engine, samples: Sequence[Sample], turns: tuple[str, ...], params: SampleParams, k: int):
-    """Run every turn for a batch: one `engine.sample` call per turn. Returns, per image and
-    per sample, the list of (text, guess | None) of its turns. As in the telescoping env, an
-    unparseable turn ends that conversation (its final guess is then a miss)."""
-    from geospot.envs.telescoping import turn_prompt
-
+def _rollout_batch(engine, samples: Sequence[Sample], turns: tuple[str, ...], params: SampleParams, k: int):
+    """Run a batch through the training envs (rl/rollouts.py: one `engine.sample` call per turn,
+    k samples per image on the first). Returns, per image and per sample, the (text, guess | None)
+    of each turn it played; as in training, an unparseable turn ends that conversation."""
     renderer = engine.renderer
-    first = [renderer.generation_prompt([P.user_message(s.image, turns[0])]) for s in samples]
-    groups = engine.sample(first, k, params)
-    if len(groups) != len(samples) or any(len(g) != k for g in groups):
-        raise RuntimeError(f"engine.sample returned {len(groups)} groups for {len(samples)} prompts (k={k})")
-    # one running conversation per (image, sample): C = len(samples) * k
-    prompts_C: list[ModelInput] = [p for p in first for _ in range(k)]
-    seqs_C: dict[int, SampledSequence] = {c: seq for c, seq in enumerate(s for g in groups for s in g)}
-    history_C: list[list[tuple[str, tuple[float, float] | None]]] = [[] for _ in prompts_C]
-    for turn in range(len(turns)):
-        for c, seq in seqs_C.items():
-            text = renderer.decode(list(seq.tokens))
-            history_C[c].append((text, _parse(text)))
-        live = [c for c in seqs_C if history_C[c][-1][1] is not None]
-        if turn + 1 == len(turns) or not live:
-            break
-        for c in live:
-            follow = P.user_message(None, turn_prompt(turns, turn + 1, history_C[c][-1][1]))
-            prompts_C[c] = renderer.continuation(prompts_C[c], list(seqs_C[c].tokens), [follow])
-        out = engine.sample([prompts_C[c] for c in live], 1, params)
-        seqs_C = {c: g[0] for c, g in zip(live, out)}
-    return [history_C[i * k : (i + 1) * k] for i in range(len(samples))]
+    reward = GeoScoreReward()  # eval scores the guesses itself; the envs' reward is not used
+    if len(turns) == 1:
+        builders = [SingleTurnGroupBuilder(s, renderer, reward, turns[0]) for s in samples]
+    else:
+        builders = [TelescopingGroupBuilder(s, renderer, reward, turns) for s in samples]
+    trajectories_BG = do_group_rollouts(engine, builders, k, params)
+
+    def turn_of(tr):
+        m = tr.metrics
+        return renderer.decode(list(tr.action_tokens)), ((m["lat"], m["lon"]) if m["parsed"] else None)
+
+    return [[[turn_of(tr) for tr in traj.transitions] for traj in group] for group in trajectories_BG]
 
 
 def _final_guess(history, num_turns: int) -> tuple[float, float] | None:
@@ -164,7 +150,8 @@ def _final_guess(history, num_turns: int) -> tuple[float, float] | None:
     return history[-1][1] if len(history) == num_turns else None
 
 
-def _prediction(sample: Sample, histories, num_turns: int) -> Prediction:
+def _prediction(sample: Sample, histories, num_turns: int, turn_fields: tuple[str, ...] = (),
+                label_correct: dict[str, float] | None = None) -> Prediction:
     first = histories[0]
     finals = tuple(_final_guess(h, num_turns) for h in histories)
     guess = finals[0] if len(finals) == 1 else medoid(finals)
@@ -179,6 +166,8 @@ def _prediction(sample: Sample, histories, num_turns: int) -> Prediction:
         turn_texts=tuple(t for t, _ in first),
         sample_guesses=finals,
         labels=dict(sample.labels or {}),
+        turn_fields=tuple(turn_fields),
+        label_correct=dict(label_correct or {}),
     )
 
 
@@ -187,8 +176,6 @@ def _prediction(sample: Sample, histories, num_turns: int) -> Prediction:
 
 
 def metrics_for(predictions: Sequence[Prediction], geocoder=None) -> dict[str, float]:
-    from geospot.geo.metrics import compute_metrics
-
     pred_lat = np.array([p.latitude for p in predictions], dtype=float)
     pred_lon = np.array([p.longitude for p in predictions], dtype=float)
     true_lat = np.array([p.true_latitude for p in predictions], dtype=float)
@@ -197,19 +184,26 @@ def metrics_for(predictions: Sequence[Prediction], geocoder=None) -> dict[str, f
     # `geospot score` does, so the two always agree.
     metrics = compute_metrics(pred_lat, pred_lon, true_lat, true_lon, geocoder=geocoder)
     metrics.update(turn_metrics(predictions, true_lat, true_lon))
+    metrics.update(label_metrics(predictions))
     return metrics
+
+
+def label_metrics(predictions: Sequence[Prediction]) -> dict[str, float]:
+    """Hierarchical only: `label_<field>_acc`, the share of images whose <field> answer named the
+    true label (an episode that ended before the turn counts as wrong). {} otherwise."""
+    fields = sorted({f for p in predictions for f in p.turn_fields if f})
+    return {f"label_{f}_acc": float(np.mean([p.label_correct.get(f, 0.0) for p in predictions])) for f in fields}
 
 
 def turn_metrics(predictions: Sequence[Prediction], true_lat, true_lon) -> dict[str, float]:
     """Telescoping only: `turn_<k>_median_km` of each turn's guess (first sample; a turn
     never reached or unparsed = inf), to see whether refining helps. {} for single-turn."""
-    from geospot.geo import haversine_km
-
     turns = max((len(p.turn_guesses) for p in predictions), default=0)
-    if turns < 2:
+    label_turns = {t for p in predictions for t, f in enumerate(p.turn_fields) if f}  # no coordinates asked
+    if turns - len(label_turns) < 2:
         return {}
     out = {}
-    for t in range(turns):
+    for t in sorted(set(range(turns)) - label_turns):
         g = [p.turn_guesses[t] if t < len(p.turn_guesses) else None for p in predictions]
         lat_N = np.array([np.nan if x is None else x[0] for x in g])
         lon_N = np.array([np.nan if x is None else x[1] for x in g])
@@ -231,19 +225,33 @@ def predict(
     max_tokens: int = 24,
     sampling: None | int | SampleParams | tuple = None,
     on_batch: Callable[[list[Prediction]], None] | None = None,
+    env_options=None,
+    label_geocoder: Callable | None = None,
 ) -> list[Prediction]:
     """Predictions for `samples` (order kept), batch by batch; no scoring, so the truth may
-    be NaN (`geospot predict`). Progress display is the caller's (via `on_batch`)."""
+    be NaN (`geospot predict`). Progress display is the caller's (via `on_batch`).
+    prompt_style hierarchical / geohash runs the training env (eval/env_turns.py) with the
+    keys of `env_options` (any config with EnvOptions' keys; None = defaults); its true labels
+    are the samples' own, else `label_geocoder`'s of the truth (None = reverse geocoding)."""
+    from geospot.eval.env_turns import ENV_STYLES, env_batch, turn_fields
+
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
-    turns = turn_texts_for(prompt_style)
+    env_style = prompt_style in ENV_STYLES
+    fields = turn_fields(prompt_style, env_options) if env_style else ()
+    turns = fields if env_style else turn_texts_for(prompt_style)
+    if env_style and label_geocoder is None and prompt_style == "hierarchical":
+        from geospot.geo import reverse_geocode as label_geocoder
     params, k = resolve_sampling(sampling, max_tokens)
     samples = list(samples)
     predictions: list[Prediction] = []
     for start in range(0, len(samples), batch_size):
         batch = samples[start : start + batch_size]
-        histories = _sample_batch(engine, batch, turns, params, k)
-        batch_preds = [_prediction(s, h, len(turns)) for s, h in zip(batch, histories)]
+        if env_style:
+            histories, correct = env_batch(engine, batch, prompt_style, env_options, params, k, label_geocoder)
+        else:
+            histories, correct = _rollout_batch(engine, batch, turns, params, k), [None] * len(batch)
+        batch_preds = [_prediction(s, h, len(turns), fields, c) for s, h, c in zip(batch, histories, correct)]
         predictions.extend(batch_preds)
         if on_batch is not None:
             on_batch(batch_preds)
@@ -262,10 +270,13 @@ def evaluate(
     writer=None,
     step: int = 0,
     on_batch: Callable[[list[Prediction]], None] | None = None,
+    env_options=None,
 ) -> EvalResult:
     """Evaluate `engine` on `samples` (a list; order kept).
 
-    prompt_style: "single" (one question) or "telescoping" (3 turns, the last is scored).
+    prompt_style: "single" (one question), "telescoping" (3 turns, the last is scored), or
+        "hierarchical" / "geohash" (the training env's turns, keys from `env_options`; label
+        accuracy per label turn as `label_<field>_acc`).
     sampling: None = greedy (temperature 0, 1 sample); k = k samples at temperature 1 and
         the medoid guess is scored; SampleParams or (SampleParams, k) for anything else.
     geocoder: callable(lats, lons) -> list[GeoLabels] for country/region/city accuracy
@@ -277,7 +288,7 @@ def evaluate(
     """
     samples = list(samples)
     predictions = predict(engine, samples, prompt_style=prompt_style, batch_size=batch_size, max_tokens=max_tokens,
-                          sampling=sampling, on_batch=on_batch)
+                          sampling=sampling, on_batch=on_batch, env_options=env_options, label_geocoder=geocoder)
     metrics = metrics_for(predictions, geocoder) if predictions else {"n": 0}
     if writer is not None:
         writer.log_images(step, [_image_record(s, p) for s, p in zip(samples, predictions)], split="eval")
@@ -286,9 +297,6 @@ def evaluate(
 
 
 def _image_record(sample: Sample, pred: Prediction):
-    from geospot.geo import haversine_km
-    from geospot.runs.writer import ImageRecord, RolloutRecord
-
     def dist(g):
         return None if g is None else float(haversine_km(g[0], g[1], sample.lat, sample.lon))
 
@@ -307,6 +315,10 @@ def _image_record(sample: Sample, pred: Prediction):
         RolloutRecord(text="", guesses=(g,), distance_km=dist(g), reward=0.0) for g in pred.sample_guesses[1:]
     ]
     return ImageRecord(
-        image_id=pred.id, lat=sample.lat, lon=sample.lon, rollouts=tuple(rollouts), image=sample.image, labels=dict(sample.labels or {})
+        image_id=pred.id,
+        lat=sample.lat,
+        lon=sample.lon,
+        rollouts=tuple(rollouts),
+        image=sample.image,
+        labels=dict(sample.labels or {}),
     )
-

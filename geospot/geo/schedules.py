@@ -16,7 +16,29 @@ import numpy as np
 
 
 class TauSchedule(Protocol):
+    """τ at a step, fed the policy's errors after each batch; its state (what it has observed)
+    goes into the checkpoint so a resumed run continues with the same τ."""
+
     def tau(self, step: int) -> float: ...
+
+    def observe(self, distances_km) -> None: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class _Unobserving:
+    """Schedules that depend on the step alone: observing changes nothing, no state."""
+
+    def observe(self, distances_km) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 def _progress(step: int, total_steps: int) -> float:
@@ -34,7 +56,7 @@ def _check(name: str, start_km: float, end_km: float, total_steps: int) -> None:
 
 
 @dataclass(frozen=True)
-class ConstantTau:
+class ConstantTau(_Unobserving):
     tau_km: float = 2000.0
 
     def __post_init__(self) -> None:
@@ -46,7 +68,7 @@ class ConstantTau:
 
 
 @dataclass(frozen=True)
-class _Annealed:
+class _Annealed(_Unobserving):
     """What every start -> end schedule shares: its three numbers and their checks."""
 
     start_km: float = 2000.0
@@ -94,7 +116,7 @@ class FollowErrorTau:
     a fixed annealing curve can run ahead of the policy (every reward ~0) or lag behind it
     (every reward ~1). Call `.observe(distances_km)` once per batch (unparsed answers as NaN
     or inf are ignored), then `.tau(step)`. The object is frozen; its history deque is the
-    only mutable state and it is not part of equality."""
+    only mutable state (`state_dict`, saved in the checkpoint) and it is not part of equality."""
 
     base: GeometricTau | LinearTau | CosineTau = field(default_factory=GeometricTau)
     window: int = 8
@@ -112,6 +134,15 @@ class FollowErrorTau:
             while len(self._recent) > self.window:
                 self._recent.popleft()
 
+    def state_dict(self) -> dict:
+        """The observed batches' finite distances, oldest first (at most `window`)."""
+        return {"recent_km": [d.tolist() for d in self._recent]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._recent.clear()
+        for d in state.get("recent_km", []):
+            self.observe(d)
+
     def tau(self, step: int) -> float:
         if not self._recent:
             return self.base.tau(step)
@@ -124,7 +155,8 @@ class FollowErrorTau:
 _SCHEDULES = {"constant": ConstantTau, "linear": LinearTau, "geometric": GeometricTau, "cosine": CosineTau}
 
 
-def make_tau_schedule(name: str, start_km: float = 2000.0, end_km: float = 25.0, total_steps: int = 1000, **kw) -> TauSchedule:
+def make_tau_schedule(name: str, start_km: float = 2000.0, end_km: float = 25.0, total_steps: int = 1000,
+                      **kw) -> TauSchedule:
     """Build a schedule by name: constant (τ = start_km), linear, geometric, cosine, follow_error
     (FollowErrorTau over a geometric base; `window=` passes through)."""
     if name == "constant":

@@ -8,7 +8,7 @@ length stop) carries zero. `make_datum` shifts once (Tinker semantics)."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -35,16 +35,17 @@ def trajectory_arrays(traj: Trajectory, advantages_turns: Sequence[float]) -> tu
     return full, logprobs_T, advantages_T
 
 
-def trajectory_to_datum(traj: Trajectory, advantages_turns: Sequence[float]) -> Datum:
+def trajectory_to_datum(traj: Trajectory, advantages_turns: Sequence[float], group: int | None = None) -> Datum:
     full, logprobs_T, advantages_T = trajectory_arrays(traj, advantages_turns)
-    return make_datum(full, logprobs=logprobs_T, advantages=advantages_T)
+    return make_datum(full, logprobs=logprobs_T, advantages=advantages_T, group=group)
 
 
 def build_datums(trajectories_BG, group_advantages) -> list[Datum]:
-    """Datums for the kept groups (dropped groups carry no gradient)."""
+    """Datums for the kept groups (dropped groups carry no gradient), each tagged with its group
+    so the engine packs the group's shared image + prompt once without searching for it."""
     datums_D = []
     for b, adv_G in zip(group_advantages.kept, group_advantages.advantages):
         for traj, adv in zip(trajectories_BG[b], adv_G):
             if np.any(adv != 0):  # a zero-advantage rollout contributes nothing but compute
-                datums_D.append(trajectory_to_datum(traj, adv))
+                datums_D.append(trajectory_to_datum(traj, adv, group=b))
     return datums_D

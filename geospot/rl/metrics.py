@@ -7,7 +7,7 @@ an unparsed final answer, which counts as a miss (NaN) like everywhere else in g
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -37,14 +37,18 @@ def rollout_metrics(samples, trajectories_BG: Sequence[Sequence[Trajectory]], nu
     }
     if num_turns > 1:
         for k in range(num_turns):
-            d = [t.transitions[k].metrics.get("distance_km", math.nan) if len(t.transitions) > k else math.nan for t in trajs]
+            d = [
+                t.transitions[k].metrics.get("distance_km", math.nan) if len(t.transitions) > k else math.nan
+                for t in trajs
+            ]
             d = np.asarray(d, dtype=float)
             out[f"turn{k + 1}_median_km"] = float(np.median(d[np.isfinite(d)])) if np.isfinite(d).any() else math.nan
     return out
 
 
 def _guess(tr) -> tuple[float, float] | None:
-    return (tr.metrics["lat"], tr.metrics["lon"]) if tr.metrics.get("parsed") else None
+    """The turn's coordinates; None if unparsed or a turn that asked no coordinates (a label turn)."""
+    return (tr.metrics["lat"], tr.metrics["lon"]) if tr.metrics.get("parsed") and "lat" in tr.metrics else None
 
 
 def _dist(tr) -> float | None:
@@ -52,10 +56,12 @@ def _dist(tr) -> float | None:
     return float(d) if tr.metrics.get("parsed") and math.isfinite(d) else None
 
 
-def image_records(samples, trajectories_BG: Sequence[Sequence[Trajectory]], renderer) -> list[ImageRecord]:
-    """One record per image: the truth and each rollout's text, guesses, distances, rewards."""
+def image_records(samples, trajectories_BG: Sequence[Sequence[Trajectory]], renderer,
+                  versions_B: Sequence[int] | None = None) -> list[ImageRecord]:
+    """One record per image: the truth and each rollout's text, guesses, distances, rewards, and
+    the weights version its group was sampled with (`versions_B`, if given)."""
     records = []
-    for s, group in zip(samples, trajectories_BG):
+    for b, (s, group) in enumerate(zip(samples, trajectories_BG)):
         rollouts = tuple(
             RolloutRecord(
                 text="\n---\n".join(renderer.decode(list(tr.action_tokens)) for tr in t.transitions),
@@ -64,9 +70,13 @@ def image_records(samples, trajectories_BG: Sequence[Sequence[Trajectory]], rend
                 reward=t.total_reward,
                 turn_distances_km=tuple(_dist(tr) for tr in t.transitions),
                 turn_rewards=tuple(float(tr.reward) for tr in t.transitions),
+                weights_version=None if versions_B is None else int(versions_B[b]),
             )
             for t in group
         )
-        records.append(ImageRecord(image_id=s.id, lat=s.lat, lon=s.lon, rollouts=rollouts, image=s.image,
-                                   labels=dict(s.labels or {})))
+        records.append(
+            ImageRecord(
+                image_id=s.id, lat=s.lat, lon=s.lon, rollouts=rollouts, image=s.image, labels=dict(s.labels or {})
+            )
+        )
     return records

@@ -9,8 +9,8 @@ and go as one prompt each with `num_samples=1`."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 from geospot.engines.types import SampleParams
 from geospot.envs.types import EnvGroupBuilder, Trajectory, Transition
@@ -39,7 +39,7 @@ def do_group_rollouts(engine, builders: Sequence[EnvGroupBuilder], group_size: i
         first = turn == 0
         turn_params = replace(params, seed=None if params.seed is None else params.seed + 1000 * turn)
         t0 = time.perf_counter()
-        seqs = engine.sample(prompts, num_samples=G if first else 1, params=turn_params)
+        seqs = engine.sample(prompts, G if first else 1, turn_params)
         stats.sample_s += time.perf_counter() - t0
         # back to the flat (b, g) order of `active`
         flat = [seqs[b][g] for b in range(B) for g in range(G)] if first else [s[0] for s in seqs]

@@ -34,8 +34,9 @@ import threading
 import time
 import urllib.request
 import weakref
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from PIL import Image
 
@@ -64,7 +65,8 @@ CREATE TABLE IF NOT EXISTS shown (step INTEGER NOT NULL, split TEXT NOT NULL, im
 CREATE INDEX IF NOT EXISTS shown_seq ON shown(seq);
 CREATE TABLE IF NOT EXISTS rollouts (step INTEGER NOT NULL, split TEXT NOT NULL, image_id TEXT NOT NULL,
     idx INTEGER NOT NULL, text TEXT NOT NULL, guesses TEXT NOT NULL, distance_km REAL, reward REAL,
-    turn_distances TEXT NOT NULL, turn_rewards TEXT NOT NULL, PRIMARY KEY (step, split, image_id, idx));
+    turn_distances TEXT NOT NULL, turn_rewards TEXT NOT NULL, weights_version INTEGER,
+    PRIMARY KEY (step, split, image_id, idx));
 """
 
 
@@ -77,7 +79,7 @@ def thumb_name(image_id: str) -> str:
     return hashlib.sha1(image_id.encode("utf-8")).hexdigest()[:20] + ".jpg"
 
 
-_OPEN_STORES: "weakref.WeakSet[RunStore]" = weakref.WeakSet()
+_OPEN_STORES: weakref.WeakSet[RunStore] = weakref.WeakSet()
 
 
 @atexit.register
@@ -121,6 +123,8 @@ class RunStore:
         con = _connect_rw(self.path)
         try:
             con.executescript(_SCHEMA)
+            if "weights_version" not in {r[1] for r in con.execute("PRAGMA table_info(rollouts)")}:
+                con.execute("ALTER TABLE rollouts ADD COLUMN weights_version INTEGER")  # a store made before async GRPO
             found = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if found is not None and int(found[0]) != SCHEMA_VERSION:
                 raise RuntimeError(
@@ -170,8 +174,10 @@ class RunStore:
         try:  # a malformed record is the caller's bug, but still must not stop training
             rows = [
                 (str(rec.image_id), float(rec.lat), float(rec.lon), _dumps(rec.labels or {}),
-                 [(i, str(r.text), _dumps(r.guesses), finite_json(None if r.distance_km is None else float(r.distance_km)),
-                   finite_json(float(r.reward)), _dumps(r.turn_distances_km), _dumps(r.turn_rewards))
+                 [(i, str(r.text), _dumps(r.guesses),
+                   finite_json(None if r.distance_km is None else float(r.distance_km)),
+                   finite_json(float(r.reward)), _dumps(r.turn_distances_km), _dumps(r.turn_rewards),
+                   None if r.weights_version is None else int(r.weights_version))
                   for i, r in enumerate(rec.rollouts)])
                 for rec in records
             ]
@@ -194,7 +200,7 @@ class RunStore:
                 con.execute("INSERT OR REPLACE INTO shown VALUES (?, ?, ?, ?)", (step, split, image_id, seq))
                 con.execute("DELETE FROM rollouts WHERE step=? AND split=? AND image_id=?", (step, split, image_id))
                 con.executemany(
-                    "INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [(step, split, image_id, *r) for r in rollouts],
                 )
 
@@ -228,7 +234,7 @@ class RunStore:
             log.warning("run store %s: %d failed and %d dropped writes", self.path, self.failed_writes,
                         self.dropped_writes)
 
-    def __enter__(self) -> "RunStore":
+    def __enter__(self) -> RunStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -339,16 +345,19 @@ class RunReader:
                 "SELECT i.image_id, i.lat, i.lon, i.labels, i.thumb IS NOT NULL FROM shown s "
                 "JOIN images i USING (image_id) WHERE s.step=? AND s.split=? ORDER BY s.rowid",
                 (step, split)).fetchall()
+            # a store written before async GRPO has no weights_version column (read-only here: no migration)
+            columns = {r[1] for r in con.execute("PRAGMA table_info(rollouts)")}
+            version = "weights_version" if "weights_version" in columns else "NULL"
             rolls = con.execute(
-                "SELECT image_id, idx, text, guesses, distance_km, reward, turn_distances, turn_rewards "
+                f"SELECT image_id, idx, text, guesses, distance_km, reward, turn_distances, turn_rewards, {version} "
                 "FROM rollouts WHERE step=? AND split=? ORDER BY image_id, idx", (step, split)).fetchall()
         finally:
             con.close()
         by_id: dict[str, list[dict[str, Any]]] = {}
-        for image_id, idx, text, guesses, dist, reward, tdist, trew in rolls:
+        for image_id, idx, text, guesses, dist, reward, tdist, trew, wver in rolls:
             by_id.setdefault(image_id, []).append({
                 "idx": idx, "text": text, "guesses": json.loads(guesses), "distance_km": dist, "reward": reward,
-                "turn_distances_km": json.loads(tdist), "turn_rewards": json.loads(trew)})
+                "turn_distances_km": json.loads(tdist), "turn_rewards": json.loads(trew), "weights_version": wver})
         return [{"image_id": i, "lat": lat, "lon": lon, "labels": json.loads(lab), "has_thumb": bool(th),
                  "rollouts": by_id.get(i, [])} for i, lat, lon, lab, th in imgs]
 

@@ -17,6 +17,7 @@ class RolloutRecord:
     reward: float  # total reward of the rollout
     turn_distances_km: tuple[float | None, ...] = ()
     turn_rewards: tuple[float, ...] = ()
+    weights_version: int | None = None  # optimizer steps done when it was sampled (async GRPO: < the step)
 
 
 @dataclass(frozen=True, eq=False)

@@ -15,7 +15,9 @@ Schedule = Literal["constant", "linear", "cosine"]
 SCHEDULES: tuple[str, ...] = ("constant", "linear", "cosine")
 
 
-def lr_multiplier(step: int, total_steps: int, schedule: Schedule = "linear", warmup_steps: int = 0, min_ratio: float = 0.0) -> float:
+def lr_multiplier(
+    step: int, total_steps: int, schedule: Schedule = "linear", warmup_steps: int = 0, min_ratio: float = 0.0
+) -> float:
     """The factor on the base learning rate at `step` (0-based) of a `total_steps` run."""
     if schedule not in SCHEDULES:
         raise ValueError(f"lr_schedule={schedule!r} is not one of {', '.join(SCHEDULES)}")
@@ -32,5 +34,12 @@ def lr_multiplier(step: int, total_steps: int, schedule: Schedule = "linear", wa
     return min_ratio + (1.0 - min_ratio) * shape
 
 
-def learning_rate(step: int, total_steps: int, base_lr: float, schedule: Schedule = "linear", warmup_steps: int = 0, min_ratio: float = 0.0) -> float:
+def learning_rate(
+    step: int,
+    total_steps: int,
+    base_lr: float,
+    schedule: Schedule = "linear",
+    warmup_steps: int = 0,
+    min_ratio: float = 0.0,
+) -> float:
     return base_lr * lr_multiplier(step, total_steps, schedule, warmup_steps, min_ratio)

@@ -1,9 +1,12 @@
-"""GRPO for geolocation, single-turn or telescoping. Reads top to bottom:
+"""GRPO for geolocation: single-turn, telescoping, hierarchical or geohash (envs/registry.py).
+Reads top to bottom:
 
   config -> run folder -> engine (+ SFT weights or resume) -> for each step:
   B images -> G rollouts each, turn-synchronous -> group-centred advantages -> one datum per
   trajectory -> one train_step (importance sampling by default) -> metrics, rollout records,
-  periodic greedy held-out eval, checkpoint.
+  periodic greedy held-out eval, checkpoint. With max_steps_off_policy=k >= 1 the next steps'
+  rollouts are sampled on a thread (with the weights of k steps back) while a step trains
+  (geospot/rl/pipeline.py, docs/async.md).
 
 Every source of randomness is a function of (seed, step) or lives in the checkpoint, so a run
 killed at any point and resumed ends with the same weights as an uninterrupted one (unless
@@ -15,99 +18,116 @@ import dataclasses
 import math
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
-from geospot.config import ConfigError, help_text, option, parse_overrides, require, to_dict
-from geospot.engines.config import EngineConfig
+import numpy as np
+
+from geospot.config import ConfigError, help_text, option, parse_overrides, require
+from geospot.engines.config import ENGINE_KEYS, engine_keys
 from geospot.engines.types import AdamParams, SampleParams
+from geospot.envs import registry
+from geospot.envs.config import EnvOptions
+from geospot.eval import evaluate
+from geospot.eval.geocoding import geocoder_for
+from geospot.geo import make_tau_schedule
 from geospot.prompts import SINGLE_TURN_PROMPT, TELESCOPING_PROMPTS
-from geospot.train.common import LogDirBehavior
+from geospot.rl.advantages import CREDITS, compute_advantages
+from geospot.rl.datums import build_datums
+from geospot.rl.kl import apply_kl_penalty
+from geospot.rl.metrics import image_records, rollout_metrics
+from geospot.rl.pipeline import BatchSource, RolloutPipeline, importance_ratio_metrics, sampler_factory
+from geospot.runs.checkpoint import read_extra, resolve_checkpoint
+from geospot.runs.folder import LogDirBehavior, read_config
+from geospot.train.common import Progress
+from geospot.train.lifecycle import RUN_HELP, Run, RunResult, due, finishing, start_run, validate_run
 
-_ENGINE_KEYS = ("model_name", "engine", "lora_rank", "lora_alpha", "lora_targets", "train_vision", "dtype",
-                "device", "max_pixels")
+DEFAULT_DATA = "hf:sdan/geospot-unified"
 
 
+# Every engine key, None = the SFT run's (load_checkpoint_path) value, else EngineConfig's default
+# (engines/config.py: engine_keys, the same way SFTConfig takes them).
 @dataclass(frozen=True)
-class RLConfig:
-    env_type: Literal["single", "telescoping"] = option("single", "`single`: one answer per image; `telescoping`: coarse -> refine -> final turns, each answering coordinates")
-    load_checkpoint_path: str | None = option(None, "start from these weights: an SFT run folder or its checkpoints/<step> folder, or a tinker:// path")
-    # engine (None = take it from the SFT checkpoint's config.json, else EngineConfig's default)
-    model_name: str | None = option(None, "model (None = the SFT run's model, else Qwen/Qwen2.5-VL-3B-Instruct); `tiny:qwen2_5_vl:small` offline")
-    engine: Literal["local", "tinker"] | None = option(None, "`local` or `tinker` (None = the SFT run's, else local)")
-    lora_rank: int | None = option(None, "LoRA rank, 0 = full fine-tuning (None = the SFT run's, else 32)")
-    lora_alpha: float | None = option(None, "LoRA alpha (None = the SFT run's, else 32)")
-    lora_targets: str | None = option(None, "PEFT target modules (None = the SFT run's, else all-linear)")
-    train_vision: bool | None = option(None, "also train the vision tower (None = the SFT run's, else False)")
-    dtype: str | None = option(None, "auto|float32|bfloat16|float16 (None = auto)")
-    device: str | None = option(None, "auto|cpu|cuda|cuda:N (None = auto)")
-    max_pixels: int | None = option(None, "pixel budget per image (None = the SFT run's, else 448*448)")
+class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*/geohash_*/mixed_*: envs/config.py
+    env_type: Literal["single", "telescoping", "hierarchical", "geohash"] = option(
+        "single", "`single`: one answer per image; `telescoping`: coarse -> refine -> final turns, each answering "
+        "coordinates; `hierarchical`: country -> region -> city -> coordinates; `geohash`: 2/4/6-character curriculum")
+    load_checkpoint_path: str | None = option(None, RUN_HELP["load_checkpoint_path"])
     # data
-    data: str | None = option(None, "training data spec (geospot.data.open_stream), e.g. hf:osv5m/osv5m, a local folder or synthetic:n=2000 (None = the SFT run's data, else hf:sdan/geospot-unified)")
+    data: str | None = option(None, "training data spec (geospot.data.open_stream), e.g. hf:osv5m/osv5m or "
+                              "synthetic:n=2000 (None = the SFT run's data, else hf:sdan/geospot-unified)")
     eval_data: str | None = option(None, "held-out data spec (None = the `val` split of `data`)")
-    eval_n: int = option(64, "held-out images per periodic eval")
+    eval_n: int = option(64, RUN_HELP["eval_n"])
     # algorithm
     batch_size: int = option(64, "images per step (B); CPU tests use fewer")
     group_size: int = option(8, "rollouts per image (G), the GRPO group")
-    max_steps: int = option(100, "optimizer steps")
-    max_seconds: float = option(0.0, "also stop after this many seconds of training steps (wall clock; model load, evals and checkpoints not counted; a resumed run counts the seconds before its checkpoint), ending as at max_steps with the last eval and checkpoint; 0 = no limit. tau schedules then advance by whichever of steps/max_steps and seconds/max_seconds is further along, so a run the clock stops still ends its anneal (such a run does not repeat step for step)")
-    learning_rate: float = option(4e-5, "Adam lr. 4e-5 is Tinker's LoRA default; on a tiny CPU model GRPO after SFT only helped at 1e-5..3e-5 (1e-3 wrecked it: Adam moves every weight ~lr whatever the advantages)")
+    max_steps: int = option(100, RUN_HELP["max_steps"])
+    max_seconds: float = option(0.0, RUN_HELP["max_seconds"])
+    learning_rate: float = option(4e-5, "Adam lr (4e-5: Tinker's LoRA default; what worked on the tiny model: "
+                                  "docs/rl_vs_sft.md)")
     adam_beta1: float = option(0.9, "Adam beta1")
     adam_beta2: float = option(0.95, "Adam beta2")
     adam_eps: float = option(1e-8, "Adam epsilon")
     grad_clip_norm: float | None = option(None, "clip the gradient norm (None = off)")
-    loss_fn: Literal["importance_sampling", "ppo"] = option("importance_sampling", "policy-gradient loss: Tinker's importance_sampling (ratio to the sampler's logprobs), or ppo (clipped ratio)")
+    loss_fn: Literal["importance_sampling", "ppo"] = option("importance_sampling", "policy-gradient loss: Tinker's "
+                                                            "importance_sampling (ratio to the sampler's logprobs), "
+                                                            "or ppo (clipped ratio)")
     ppo_clip: float = option(0.2, "ppo: clip the ratio to [1-c, 1+c]")
-    kl_coef: float = option(0.0, "KL penalty to the starting policy (load_checkpoint_path's weights, else the base model), subtracted from advantages per token; 0 = off")
-    advantage: Literal["per_turn", "trajectory"] = option("per_turn", "telescoping credit: per_turn = turn t's tokens get the return-to-go from t centred across the group at turn t; trajectory = one centred total for all turns (seed / tinker-cookbook)")
-    scale_by_std: bool = option(False, "divide centred rewards by the group std; off by default (Dr. GRPO, Liu et al. 2025: std scaling up-weights too-easy and too-hard groups)")
+    max_steps_off_policy: int = option(0, "async GRPO: sample the next steps while this one trains, on weights at "
+                                       "most this many steps old; 0 = synchronous (sample, then train). docs/async.md")
+    kl_coef: float = option(0.0, "KL penalty to the starting policy (load_checkpoint_path's weights, else the base "
+                            "model), subtracted from advantages per token; 0 = off")
+    advantage: Literal["per_turn", "trajectory"] = option("per_turn", "telescoping credit: per_turn = each turn's "
+                                                          "return-to-go centred across the group; trajectory = one "
+                                                          "centred total for all turns (tinker-cookbook)")
+    scale_by_std: bool = option(False, "divide centred rewards by the group std (off: Dr. GRPO, Liu et al. 2025: std "
+                                "scaling up-weights too-easy and too-hard groups)")
     # reward
-    reward: Literal["auto", "kernel", "geoscore"] = option("auto", "S(d): kernel = exp(-d/tau(step)); geoscore = GeoGuessr score/5000; auto = kernel for single, geoscore for telescoping")
-    tau_schedule: Literal["geometric", "linear", "cosine", "constant", "follow_error"] = option("follow_error", "tau over the run (kernel reward); follow_error (default) = median error of the last tau_window batches clipped to [tau_end_km, tau_start_km]: tau stays near the policy's error, where exp(-d/tau) separates rollouts. Issue 12 (benchmarks/rl_vs_sft.py, tiny model, 30 s CPU/arm, 3 seeds): held-out greedy GeoScore 2194 -> 2264+-36 with follow_error vs 2145+-55 with geometric (tau fell far below the ~1500 km error: last-quarter reward ~0.002) and 2063+-33 for equal-time SFT; sampled 1844 vs 1799 vs 1518")
+    reward: Literal["auto", "kernel", "geoscore", "mixed"] = option(
+        "auto", "S(d): kernel = exp(-d/tau(step)); geoscore = GeoGuessr score/5000; mixed = 0.7 kernel + 0.3 shared "
+        "geohash prefix/5 (mixed_* keys); auto = kernel for single, geoscore for the multi-turn envs")
+    tau_schedule: Literal["geometric", "linear", "cosine", "constant", "follow_error"] = option(
+        "follow_error", "tau over the run (kernel reward); follow_error = median error of the last tau_window "
+                        "batches clipped to [tau_end_km, tau_start_km]; why and measurements: docs/rl_vs_sft.md")
     tau_start_km: float = option(2000.0, "tau at step 0 (constant: the tau)")
     tau_end_km: float = option(25.0, "tau at the last step")
     tau_window: int = option(8, "follow_error: batches in the running median")
     format_penalty: float = option(-0.1, "reward of an unparseable answer (the episode ends)")
-    turn_prompts: tuple[str, ...] = option(TELESCOPING_PROMPTS, "telescoping turn prompts (JSON list); later ones get {prev}, the previous guess")
+    turn_prompts: tuple[str, ...] = option(TELESCOPING_PROMPTS, "telescoping turn prompts (JSON list); later ones get "
+                                           "{prev}, the previous guess")
     prompt: str = option(SINGLE_TURN_PROMPT, "single-turn prompt")
     max_tokens: int = option(24, "max sampled tokens per turn")
     temperature: float = option(1.0, "sampling temperature of rollouts")
     # run
-    eval_every: int = option(10, "greedy held-out eval every N steps (and at the end); 0 = never")
-    eval_at_start: bool = option(True, "also evaluate the starting policy (the baseline row)")
-    eval_temperature: float = option(0.0, "0 = greedy eval; > 0 = one seeded sample per image at this temperature (the policy GRPO trains samples at 1.0)")
-    save_every: int = option(10, "checkpoint every N steps (and at the end)")
-    keep_checkpoints: int | None = option(None, "keep only the last N checkpoints (None = all)")
+    eval_every: int = option(10, RUN_HELP["eval_every"])
+    eval_at_start: bool = option(True, RUN_HELP["eval_at_start"])
+    eval_temperature: float = option(0.0, "0 = greedy eval; > 0 = one seeded sample per image at this temperature "
+                                     "(the policy GRPO trains samples at 1.0)")
+    save_every: int = option(10, RUN_HELP["save_every"])
+    keep_checkpoints: int = option(0, RUN_HELP["keep_checkpoints"])
     log_images_every: int = option(1, "rollout records for the dashboard every N steps; 0 = never")
     log_path: str = option("runs/rl", "run folder (config.json, metrics.jsonl, store.sqlite, checkpoints/)")
-    behavior_if_log_dir_exists: LogDirBehavior = option("ask", "existing run folder: ask (tty only), resume, delete, raise")
-    seed: int = option(0, "seed of data order, sampling and init")
-    wandb_project: str | None = option(None, "also log to this wandb project (needs `pip install wandb`)")
-    wandb_name: str | None = option(None, "W&B run name (default: the run folder's name)")
+    behavior_if_log_dir_exists: LogDirBehavior = option("ask", RUN_HELP["behavior_if_log_dir_exists"])
+    seed: int = option(0, RUN_HELP["seed"])
+    wandb_project: str | None = option(None, RUN_HELP["wandb_project"])
+    wandb_name: str | None = option(None, RUN_HELP["wandb_name"])
 
     def validate(self) -> None:
-        require(self.batch_size >= 1, "batch_size", f"{self.batch_size} must be >= 1")
-        require(self.group_size >= 2, "group_size", f"{self.group_size} must be >= 2: GRPO centres rewards within the group")
-        require(self.max_steps >= 1, "max_steps", f"{self.max_steps} must be >= 1")
-        require(0 <= self.max_seconds < math.inf, "max_seconds", f"{self.max_seconds} must be >= 0 (0 = no time limit)")
-        require(self.learning_rate > 0, "learning_rate", f"{self.learning_rate} must be > 0 (try 2e-5)")
-        require(self.tau_start_km > 0 and self.tau_end_km > 0, "tau_start_km/tau_end_km", "must be > 0 km")
-        require(self.format_penalty <= 0, "format_penalty", f"{self.format_penalty} should be <= 0 (a penalty)")
-        require(len(self.turn_prompts) >= 1, "turn_prompts", "needs at least one prompt")
-        require(all("{prev}" in p for p in self.turn_prompts[1:]), "turn_prompts", "every prompt after the first must contain {prev}")
-        require(self.max_tokens >= 8, "max_tokens", f"{self.max_tokens} cannot hold an answer; use >= 16")
-        require(self.eval_every >= 0 and self.save_every >= 1, "eval_every/save_every", "eval_every >= 0, save_every >= 1")
-        require(self.kl_coef >= 0 and self.eval_temperature >= 0, "kl_coef/eval_temperature", "must be >= 0")
+        validate_run(self)
+        require(self, self.group_size >= 2, "group_size", "must be >= 2: GRPO centres rewards within the group")
+        require(self, self.tau_start_km > 0 and self.tau_end_km > 0, "tau_start_km/tau_end_km", "must be > 0 km")
+        require(self, self.tau_window >= 1, "tau_window", "must be >= 1")
+        require(self, self.format_penalty <= 0, "format_penalty", "should be <= 0 (a penalty)")
+        require(self, len(self.turn_prompts) >= 1, "turn_prompts", "needs at least one prompt")
+        require(self, all("{prev}" in p for p in self.turn_prompts[1:]), "turn_prompts",
+                "every prompt after the first must contain {prev}")
+        require(self, self.max_tokens >= 8, "max_tokens", "cannot hold an answer; use >= 16")
+        require(self, self.kl_coef >= 0, "kl_coef", "must be >= 0")
+        require(self, self.eval_temperature >= 0, "eval_temperature", "must be >= 0")
+        require(self, self.log_images_every >= 0, "log_images_every", "must be >= 0")
+        require(self, self.max_steps_off_policy >= 0, "max_steps_off_policy", "must be >= 0 (0 = synchronous)")
+        self.validate_env()
         self.engine_config({}).validate()
-
-    def engine_config(self, inherited: dict) -> EngineConfig:
-        base = EngineConfig()
-        vals = {k: v if (v := getattr(self, k)) is not None else inherited.get(k, getattr(base, k)) for k in _ENGINE_KEYS}
-        return dataclasses.replace(base, **vals, seed=self.seed)
-
-
-DEFAULT_DATA = "hf:sdan/geospot-unified"
 
 
 def inherited_engine_fields(load_checkpoint_path: str | None) -> dict:
@@ -115,162 +135,160 @@ def inherited_engine_fields(load_checkpoint_path: str | None) -> dict:
     (its config.json): RL continues on what the warm start was trained on unless told."""
     if not load_checkpoint_path or "://" in load_checkpoint_path:
         return {}
-    from geospot.train.checkpoint import resolve_checkpoint
-    from geospot.train.common import read_config
-
     try:
         ckpt = resolve_checkpoint(load_checkpoint_path)
     except FileNotFoundError as e:
         raise ConfigError(f"load_checkpoint_path: {e}") from None
     rec = read_config(ckpt) or read_config(ckpt.parent.parent)  # a checkpoint folder, or its run's
-    return {k: v for k, v in (rec or {}).get("config", {}).items() if k in (*_ENGINE_KEYS, "data") and v is not None}
+    return {k: v for k, v in (rec or {}).get("config", {}).items() if k in (*ENGINE_KEYS, "data") and v is not None}
 
 
 def reward_kind(cfg: RLConfig) -> str:
-    return cfg.reward if cfg.reward != "auto" else ("kernel" if cfg.env_type == "single" else "geoscore")
+    return registry.reward_name(cfg.env_type, cfg.reward)
 
 
-def make_group_builders(cfg: RLConfig, samples, renderer, tau_km: float):
-    from geospot.envs.rewards import GeoScoreReward, KernelReward
-    from geospot.envs.single_turn import SingleTurnGroupBuilder
-    from geospot.envs.telescoping import TelescopingGroupBuilder
-
-    reward = KernelReward(tau_km) if reward_kind(cfg) == "kernel" else GeoScoreReward()
-    if cfg.env_type == "single":
-        return [SingleTurnGroupBuilder(s, renderer, reward, cfg.prompt, cfg.format_penalty) for s in samples]
-    return [TelescopingGroupBuilder(s, renderer, reward, tuple(cfg.turn_prompts), cfg.format_penalty) for s in samples]
+def make_group_builders(cfg: RLConfig, samples, renderer, tau_km: float, *, geocoder=None, seed: int = 0):
+    """The env registry (envs/registry.py) maps env_type and reward to builders and rewards."""
+    reward = registry.make_reward(reward_kind(cfg), tau_km, cfg)
+    return registry.make_group_builders(cfg.env_type, samples, renderer, reward, cfg, geocoder=geocoder, seed=seed)
 
 
-def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> dict:
-    """Train; returns the last step's metrics (with the last eval's under `eval/`). `clock`
-    measures `max_seconds` (a benchmark on a shared machine passes time.process_time)."""
-    from geospot.train.common import prepare_log_dir
+def eval_now(run: Run, done: int, progress: Progress) -> dict[str, float]:
+    """The held-out eval (greedy, or one seeded sample per image), logged by `evaluate` itself."""
+    cfg = run.cfg
+    style = cfg.env_type
+    sampling = None
+    if cfg.eval_temperature > 0:
+        sampling = (SampleParams(cfg.max_tokens, cfg.eval_temperature, seed=cfg.seed + 17 * done), 1)
+    ev = evaluate(run.engine, run.held_out, prompt_style=style, max_tokens=cfg.max_tokens, geocoder=run.geocoder,
+                  sampling=sampling, writer=run.writer, step=done, env_options=cfg)
+    shown = ("geoscore", "median_km", "acc_200km", "acc_750km")
+    progress.note(f"eval step {done}: " + " ".join(f"{k}={ev.metrics[k]:.4g}" for k in shown if k in ev.metrics))
+    return {f"eval/{k}": v for k, v in ev.metrics.items()}
 
-    # Everything that can fail cheaply fails before the model loads.
+
+def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
+    """Train; the result's metrics are the last step's (with the last eval's under `eval/`).
+    `clock` measures `max_seconds` (a benchmark on a shared machine passes time.process_time)."""
+    # Everything that can fail cheaply fails before the model loads (train/lifecycle.py).
     inherited = inherited_engine_fields(cfg.load_checkpoint_path)
     if cfg.data is None:
         cfg = dataclasses.replace(cfg, data=inherited.get("data", DEFAULT_DATA))
-    log_dir, resuming = prepare_log_dir(cfg.log_path, cfg.behavior_if_log_dir_exists)
-    import numpy as np
-
-    from geospot.engines import make_engine
-    from geospot.eval import evaluate
-    from geospot.geo import make_tau_schedule
-    from geospot.rl.advantages import CREDITS, compute_advantages
-    from geospot.rl.datums import build_datums
-    from geospot.rl.kl import apply_kl_penalty
-    from geospot.rl.metrics import image_records, rollout_metrics
-    from geospot.rl.rollouts import RolloutStats, do_group_rollouts
-    from geospot.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-    from geospot.train.common import Progress, TimeBudget, seed_everything, write_config
-    from geospot.train.sft import finishing, make_writer, open_inputs  # the same run handling as SFT
-
-    # eval_every=0: no periodic eval, so no held-out images to load
-    stream, heldout, geocoder, init_weights = open_inputs(cfg if cfg.eval_every else dataclasses.replace(cfg, eval_n=0), log_dir)
-    write_config(log_dir, "rl", cfg)
-    seed_everything(cfg.seed)
+    run = start_run(cfg, "rl", cfg.log_path, cfg.engine_config(inherited), writer=writer,
+                    set_reference=cfg.kl_coef > 0, clock=clock)
+    engine, writer, budget = run.engine, run.writer, run.budget
+    # the tau schedule's history (follow_error: the recent errors) lives in its state and the checkpoint
     tau = make_tau_schedule(cfg.tau_schedule, cfg.tau_start_km, cfg.tau_end_km, cfg.max_steps,
                             **({"window": cfg.tau_window} if cfg.tau_schedule == "follow_error" else {}))
-    engine = make_engine(cfg.engine_config(inherited))
+    # (checkpoints written before the schedule kept its own state hold the errors as `recent_km`)
+    tau.load_state_dict(run.loop_state.get("tau") or {"recent_km": run.loop_state.get("recent_km", [])})
 
-    start, recent_km = 0, deque(maxlen=cfg.tau_window)  # recent final distances, replayed into tau on resume
-    budget = TimeBudget(cfg.max_seconds, clock=clock)
-    ckpt = latest_checkpoint(log_dir) if resuming else None
-    if init_weights and (ckpt is None or cfg.kl_coef > 0):  # the starting policy
-        engine.load_state(init_weights, with_optimizer=False)
-    if cfg.kl_coef > 0 and hasattr(engine, "set_reference"):
-        engine.set_reference()  # KL to where this run started (the SFT policy), not the untrained base
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, engine)
-        start = state.step
-        stream.load_state_dict(state.data_state)
-        recent_km.extend(state.loop_state.get("recent_km", []))
-        budget.spent = float(state.loop_state.get("train_seconds", 0.0))
-    if hasattr(tau, "observe"):
-        for d in recent_km:
-            tau.observe(np.asarray(d, dtype=float))
-    own_writer = writer is None
-    writer = make_writer(log_dir, cfg, start if ckpt is not None else -1) if own_writer else writer
-    writer.log_config("rl", to_dict(cfg))
-
-    style = "single" if cfg.env_type == "single" else "telescoping"
     credit = CREDITS[cfg.advantage]
-    loss_config = {"clip_low_threshold": 1 - cfg.ppo_clip, "clip_high_threshold": 1 + cfg.ppo_clip} if cfg.loss_fn == "ppo" else None
-    progress = Progress(cfg.max_steps, start_step=start)
+    loss_config = None
+    if cfg.loss_fn == "ppo":
+        loss_config = {"clip_low_threshold": 1 - cfg.ppo_clip, "clip_high_threshold": 1 + cfg.ppo_clip}
+    adam = AdamParams(cfg.learning_rate, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps,
+                      grad_clip_norm=cfg.grad_clip_norm)
+    num_turns = registry.num_turns(cfg.env_type, cfg)
+    # labels for hierarchical samples that carry none (the synthetic world's, else reverse geocoding)
+    train_geocoder = geocoder_for(cfg.data) if cfg.env_type == "hierarchical" else None
+    progress = Progress(cfg.max_steps, start_step=run.start_step)
     writer.set_status("running")
     metrics: dict = {}
-    def evaluate_now(done: int) -> dict:
-        sampling = (SampleParams(cfg.max_tokens, cfg.eval_temperature, seed=cfg.seed + 17 * done), 1) if cfg.eval_temperature > 0 else None
-        ev = evaluate(engine, heldout, prompt_style=style, max_tokens=cfg.max_tokens, geocoder=geocoder, sampling=sampling, writer=writer, step=done)
-        progress.note(f"eval step {done}: " + " ".join(f"{k}={ev.metrics[k]:.4g}" for k in ("geoscore", "median_km", "acc_200km", "acc_750km") if k in ev.metrics))
-        return {f"eval/{k}": v for k, v in ev.metrics.items()}
+    steps = run.start_step
 
-    with finishing(writer, stream, close_writer=own_writer):
-        if heldout and cfg.eval_at_start and start == 0:
-            evaluate_now(0)
+    # Rollouts come from the pipeline (geospot/rl/pipeline.py): max_steps_off_policy=0 samples each
+    # step right here, as before; k >= 1 samples the next steps on a thread while this one trains.
+    # A batch's tau is the one published with the weights it samples with.
+    source = BatchSource(
+        samples=lambda s: run.stream.next_batch(cfg.batch_size),
+        builders=lambda samples, ctx: make_group_builders(cfg, samples, engine.renderer, ctx["tau_km"],
+                                                          geocoder=train_geocoder, seed=cfg.seed),
+        params=lambda s: SampleParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature,
+                                      seed=cfg.seed * 1_000_003 + s * 7919))
+    pipeline = RolloutPipeline(source, cfg.group_size, cfg.max_steps_off_policy, end_step=cfg.max_steps)
+    new_sampler = sampler_factory(engine, cfg.max_steps_off_policy)
+
+    def tau_context(s: int) -> dict:
+        return {"tau_km": float(tau.tau(budget.schedule_step(s, cfg.max_steps)))}
+
+    # the batches a resumed run's checkpoint holds sampled ahead of training (async only)
+    sampled_ahead = pipeline.restore(read_extra(run.checkpoint, "inflight") or []) if run.checkpoint else []
+
+    with finishing(writer, run.stream, close_writer=run.own_writer), pipeline:
+        if run.held_out and cfg.eval_at_start and run.start_step == 0:
+            eval_now(run, 0, progress)
             progress.restart()  # the ETA counts training steps, not the baseline eval
-        for step in range(start, cfg.max_steps):
-            if budget.expired():  # a time-limited run resumed after its time ran out
-                break
-            budget.begin_step()
+        pipeline.start(run.start_step, new_sampler(), tau_context(run.start_step), sampled_ahead)
+        for step in run.steps():
             t_step = time.perf_counter()
-            samples = stream.next_batch(cfg.batch_size)
-            tau_km = float(tau.tau(budget.schedule_step(step, cfg.max_steps)))
-            builders = make_group_builders(cfg, samples, engine.renderer, tau_km)
-            params = SampleParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed * 1_000_003 + step * 7919)
-            stats = RolloutStats()
-            trajectories_BG = do_group_rollouts(engine, builders, cfg.group_size, params, stats)
+            batch, async_metrics = pipeline.next_batch(step)
+            samples, trajectories_BG, stats = batch.samples, batch.trajectories_BG, batch.stats
+            tau_km = batch.context["tau_km"]
 
             adv = compute_advantages(trajectories_BG, credit, cfg.scale_by_std)
-            datums_D = build_datums(trajectories_BG, adv)
+            datums_D = build_datums(trajectories_BG, adv)  # each datum carries its group
             t_train = time.perf_counter()
             if cfg.kl_coef > 0 and datums_D:
                 datums_D, kl = apply_kl_penalty(engine, datums_D, cfg.kl_coef)
-            adam = AdamParams(cfg.learning_rate, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, grad_clip_norm=cfg.grad_clip_norm)
             if datums_D:  # no datums = every group constant: nothing to learn this step
                 result = engine.train_step(datums_D, cfg.loss_fn, adam, loss_config)
             train_s = time.perf_counter() - t_train
 
-            metrics = rollout_metrics(samples, trajectories_BG, num_turns=1 if cfg.env_type == "single" else len(cfg.turn_prompts))
-            finals = [t.transitions[-1].metrics.get("distance_km", math.nan) for g in trajectories_BG for t in g]
-            recent_km.append([float(d) for d in finals if math.isfinite(d)])
-            if hasattr(tau, "observe"):
-                tau.observe(np.asarray(finals, dtype=float))
-            if reward_kind(cfg) == "kernel":  # tau means nothing to the GeoScore reward: don't chart it
+            metrics = rollout_metrics(samples, trajectories_BG, num_turns=num_turns)
+            metrics.update(registry.env_metrics(trajectories_BG))  # label accuracy per turn, geohash cells shared
+            tau.observe(  # the distances of the groups just trained
+                np.asarray(
+                    [t.transitions[-1].metrics.get("distance_km", math.nan) for g in trajectories_BG for t in g],
+                    dtype=float,
+                )
+            )
+            if registry.uses_tau(reward_kind(cfg)):  # tau means nothing to the GeoScore reward: don't chart it
                 metrics["tau_km"] = tau_km
-            metrics.update({
-                "dropped_groups": float(adv.dropped), "datums": float(len(datums_D)),
-                "sampled_tokens": float(stats.sampled_tokens),
-                "tokens_per_s": stats.sampled_tokens / max(stats.sample_s, 1e-9),
-                "time_sample_s": stats.sample_s, "time_train_s": train_s, "time_step_s": time.perf_counter() - t_step,
-                "lr": cfg.learning_rate,
-            })
+            metrics.update(
+                {
+                    "dropped_groups": float(adv.dropped),
+                    "datums": float(len(datums_D)),
+                    "sampled_tokens": float(stats.sampled_tokens),
+                    "tokens_per_s": stats.sampled_tokens / max(stats.sample_s, 1e-9),
+                    "time_sample_s": stats.sample_s,
+                    "time_train_s": train_s,
+                    "time_step_s": time.perf_counter() - t_step,
+                    "lr": cfg.learning_rate,
+                }
+            )
             if cfg.kl_coef > 0 and datums_D:
                 metrics["kl"] = kl
             if datums_D:
                 metrics.update({f"train/{k}": float(v) for k, v in result.metrics.items()})
+                metrics.update(importance_ratio_metrics(datums_D, result.logprobs, cfg.ppo_clip))
+            if cfg.max_steps_off_policy > 0:
+                metrics.update(async_metrics)
             done = step + 1  # logged as SFT does: the number of optimizer steps done
             writer.log_step(done, metrics)
             if cfg.log_images_every and step % cfg.log_images_every == 0:
-                writer.log_images(done, image_records(samples, trajectories_BG, engine.renderer), split="train")
-            progress.update(step, {k: metrics[k] for k in ("reward_mean", "median_km", "tau_km", "format_rate", "dropped_groups", "tokens_per_s") if k in metrics})
+                records = image_records(samples, trajectories_BG, engine.renderer, batch.versions_B)
+                writer.log_images(done, records, split="train")
+            shown = ("reward_mean", "median_km", "tau_km", "format_rate", "dropped_groups", "tokens_per_s")
+            progress.update(step, {k: metrics[k] for k in shown if k in metrics})
 
-            budget.end_step()
-            last = done == cfg.max_steps or budget.expired()  # the time limit ends the run as max_steps does
-            if heldout and (done % cfg.eval_every == 0 or last):
-                metrics.update(evaluate_now(done))
-            if done % cfg.save_every == 0 or last:
-                save_checkpoint(log_dir, done, engine, data_state=stream.state_dict(),
-                                loop_state={"recent_km": list(recent_km), "train_seconds": budget.spent}, keep_last=cfg.keep_checkpoints)
+            steps, last = done, run.end_step(done)
+            pipeline.publish(done, new_sampler(), tau_context(done))  # the next batches sample these weights
+            if run.held_out and due(cfg.eval_every, done, last):
+                with pipeline.paused():  # the sampling thread stays off the engine while it evaluates
+                    metrics.update(eval_now(run, done, progress))
+            if due(cfg.save_every, done, last):
+                inflight = pipeline.inflight()  # every step sampled ahead; the stream rests until the next publish
+                run.save(done, {"tau": tau.state_dict()}, extra={"inflight": inflight} if inflight else None)
             if last:
                 break
-    return metrics
+    return RunResult(run.log_dir, steps, metrics)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help", "help") for a in argv):
-        print(help_text(RLConfig, "geospot rl — GRPO for geolocation (single-turn or telescoping)"))
+        print(help_text(RLConfig, "geospot rl — GRPO for geolocation (single, telescoping, hierarchical, geohash)"))
         return 0
     try:
         run(parse_overrides(RLConfig, argv))

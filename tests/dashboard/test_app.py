@@ -30,7 +30,7 @@ def runs(tmp_path):
 
 @pytest.fixture
 def client(runs):
-    return TestClient(create_app(runs))
+    return TestClient(create_app(runs), base_url="http://localhost")
 
 
 def digest(folder: Path) -> str:
@@ -98,7 +98,7 @@ def test_symlinked_run_outside_the_folder_is_not_served(runs, tmp_path):
     with RunStore(outside) as s:
         s.log_step(0, {"x": 1.0})
     os.symlink(outside, runs / "link")
-    client = TestClient(create_app(runs))
+    client = TestClient(create_app(runs), base_url="http://localhost")
     assert "link" not in [r["name"] for r in client.get("/api/runs").json()["runs"]]
     assert client.get("/api/run", params={"run": "link"}).status_code == 404
 
@@ -158,7 +158,10 @@ def test_cli_warns_when_not_on_loopback(runs, monkeypatch, capsys):
 
     served = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(kw))
-    assert cli.main(["--runs", str(runs), "--host", "0.0.0.0", "--port", "9999"]) == 0
+    monkeypatch.delenv(cli.TOKEN_ENV, raising=False)
+    assert cli.main(["--runs", str(runs), "--host", "0.0.0.0", "--port", "9999"]) == 2  # no token: refused
+    assert "--token" in capsys.readouterr().err and not served
+    assert cli.main(["--runs", str(runs), "--host", "0.0.0.0", "--port", "9999", "--token", "t"]) == 0
     assert "WARNING" in capsys.readouterr().err and served["host"] == "0.0.0.0"
     assert cli.main(["--runs", str(runs)]) == 0
     assert "WARNING" not in capsys.readouterr().err and served["host"] == "127.0.0.1"

@@ -18,7 +18,7 @@ def test_run_summary_recomputed_only_when_the_store_changes(tmp_path, monkeypatc
     calls = []
     real = RunReader.summary
     monkeypatch.setattr(RunReader, "summary", lambda self: calls.append(self.run_dir.name) or real(self))
-    client = TestClient(create_app(root))
+    client = TestClient(create_app(root), base_url="http://localhost")
     try:
         def row():
             (r,) = client.get("/api/runs").json()["runs"]

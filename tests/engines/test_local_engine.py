@@ -8,7 +8,7 @@ from geospot import prompts
 from geospot.engines import make_engine
 from geospot.engines.config import EngineConfig
 from geospot.engines.datums import make_datum
-from geospot.engines.local import mrope_positions
+from geospot.engines.inputs import mrope_positions
 from geospot.engines.types import AdamParams, ModelInput, SampleParams
 from geospot.models.tiny import FAMILIES
 
@@ -252,7 +252,7 @@ def test_shared_prefix_training_equals_naive(family, turns):
             groups.append(_seq_datum(prompt, tokens, lps, float(j) - 1.0))
     loner = _seq_datum(_prompt(e, seed=9), [5, 6, 7], [-1.0, -1.0, -1.0], 0.5)
     datums = groups + [loner]
-    plan = e._plan(datums)
+    plan = e.trainer.plan(datums)
     assert sorted(len(idx) for idx, P in plan if P) == [3, 3]  # both groups share a prefix, the loner does not
     e.shared_prefix = True
     before = e.tokens.processed
@@ -262,7 +262,7 @@ def test_shared_prefix_training_equals_naive(family, turns):
     for _, p in e.trainable:
         p.grad = None
     e.shared_prefix = False
-    assert all(P == 0 for _, P in e._plan(datums))
+    assert all(P == 0 for _, P in e.trainer.plan(datums))
     before = e.tokens.processed
     naive = e.forward_backward(datums, "importance_sampling")
     naive_tokens = e.tokens.processed - before
@@ -337,7 +337,7 @@ def test_later_turn_sampling_shares_the_group_prefix(family):
     nxt = [prompts.user_message(None, prompts.TELESCOPING_PROMPTS[1].format(prev="(1.0, 2.0)"))]
     conts = [r.continuation(p, s.tokens, nxt) for p, g in [(p0, first[0]), (p1, first[1])] for s in g]
     conts.append(_prompt(e, 5, text="alone"))  # a prompt that shares nothing rides along
-    clusters = e._prefix_clusters(conts)
+    clusters = e.sampler.prefix_clusters(conts)
     assert sorted(len(i) for i, P in clusters if P) == [3, 3]
     before = list(e.tokens.by_kind.get("prefill", [0, 0]))
     out = e.sample(conts, 2, SampleParams(max_tokens=5, seed=2))

@@ -2,13 +2,16 @@
 three Qwen-VL families, single- and multi-turn; and the sampler's shared-prefix KV cache gives
 the same logprobs as rescoring each sampled sequence alone."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from geospot import prompts
 from geospot.engines.datums import make_datum
-from geospot.engines.local import TokenCounter, mrope_positions
+from geospot.engines.inputs import mrope_positions
+from geospot.engines.local_model import TokenCounter
 from geospot.engines.losses import importance_sampling
 from geospot.engines.prefix import (block_mask, common_prefix, group_datums, minimal_tokens, shared_prefix_forward,
                                     supports_packing)
@@ -124,6 +127,27 @@ def test_multi_turn_telescoping_datums_equal_naive(family):
     (g,) = group_datums(datums)
     assert p.length <= g.prefix_len < datums[0].model_input.length
     _assert_equal(e, datums)
+
+
+def test_group_ids_pack_by_group_without_searching():
+    """Datums that carry their GRPO group are packed by it: the same rows as the prefix search
+    finds for a GRPO batch, and two groups of one prompt stay apart (the id decides, not tokens)."""
+    e = _engine("qwen2_5_vl")
+    rng = np.random.default_rng(0)
+    p0, p1 = _prompt(e, 0), _prompt(e, 1, (168, 112), "Where?")
+    datums = []
+    for k, (c0, c1) in enumerate(zip(_completions(rng, 3), _completions(rng, 3))):
+        datums += [_rl_datum(p0, c0, 2 * k), _rl_datum(p1, c1, 2 * k + 1)]
+    tagged = [dataclasses.replace(d, group=i % 2) for i, d in enumerate(datums)]
+    by_prefix = sorted((g.members, g.prefix_len) for g in group_datums(datums))
+    by_id = sorted((g.members, g.prefix_len) for g in group_datums(tagged))
+    assert by_id == by_prefix and [m for m, _ in by_id] == [[0, 2, 4], [1, 3, 5]]
+    same_prompt = [dataclasses.replace(d, group=k // 2) for k, d in enumerate(datums[0::2] + datums[0:1])]
+    assert sorted(len(g.members) for g in group_datums(same_prompt)) == [2, 2]  # not one row of 4
+    longest = max(d.model_input.length for d in tagged)
+    rows = group_datums(tagged, max_row_tokens=p0.length + 2 * (longest - p0.length))
+    assert len(rows) > 2 and all(g.row_len <= p0.length + 2 * (longest - p0.length) for g in rows)
+    _assert_equal(e, tagged)
 
 
 def test_gradients_reach_the_vision_tower_through_the_shared_prefix():

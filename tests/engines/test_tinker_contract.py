@@ -19,7 +19,9 @@ tinker = pytest.importorskip("tinker")
 from tinker.proto.request_conv import forward_backward_request_to_proto  # noqa: E402
 
 from geospot.config import ConfigError  # noqa: E402
+from geospot.engines import tinker_convert as tc  # noqa: E402
 from geospot.engines import tinker_engine as te  # noqa: E402
+from geospot.engines import tinker_service as ts  # noqa: E402
 from geospot.engines.config import EngineConfig  # noqa: E402
 from geospot.engines.types import AdamParams, Datum, ImageChunk, ModelInput, SampleParams, TextChunk  # noqa: E402
 
@@ -45,7 +47,7 @@ def user_turn(text: list[int], image: ImageChunk | None = None) -> ModelInput:
 
 def shift(full: ModelInput, **arrays_T) -> Datum:
     """Tinker semantics, as make_datum implements them: input = full[:-1], targets = tokens[1:]."""
-    flat = np.array(te.flat_tokens(te.to_tinker_model_input(full), IMAGE_PAD), dtype=np.int64)
+    flat = np.array(tc.flat_tokens(te.to_tinker_model_input(full), IMAGE_PAD), dtype=np.int64)
     last = full.chunks[-1]
     assert isinstance(last, TextChunk)
     inp = ModelInput(full.chunks[:-1] + ((TextChunk(last.tokens[:-1]),) if len(last.tokens) > 1 else ()))
@@ -103,19 +105,19 @@ def test_flat_tokens_equal_local_engine_sequence():
     local = np.concatenate(
         [np.array(c.tokens) if isinstance(c, TextChunk) else np.full(c.expected_tokens, IMAGE_PAD) for c in prompt.chunks]
     )
-    assert te.flat_tokens(te.to_tinker_model_input(prompt), IMAGE_PAD) == local.tolist()
+    assert tc.flat_tokens(te.to_tinker_model_input(prompt), IMAGE_PAD) == local.tolist()
     assert len(local) == prompt.length
 
 
 def test_image_reencoded_at_lower_quality_when_too_large():
     img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (224, 224, 3), dtype=np.uint8))
-    sizes = {q: len(te.image_to_jpeg(img, max_bytes=10**9, qualities=(q,))) for q in (95, 30)}
+    sizes = {q: len(tc.image_to_jpeg(img, max_bytes=10**9, qualities=(q,))) for q in (95, 30)}
     limit = (sizes[95] + sizes[30]) // 2
-    data = te.image_to_jpeg(img, max_bytes=limit)
+    data = tc.image_to_jpeg(img, max_bytes=limit)
     assert len(data) <= limit < sizes[95]
     assert Image.open(io.BytesIO(data)).size == (224, 224)
     with pytest.raises(te.GeospotTinkerError, match="max_pixels"):
-        te.image_to_jpeg(img, max_bytes=sizes[30] - 1)
+        tc.image_to_jpeg(img, max_bytes=sizes[30] - 1)
 
 
 def test_image_cache_reuses_bytes_for_same_image_object():
@@ -148,10 +150,10 @@ def test_single_turn_sft_datum():
     tgt = td.loss_fn_inputs["target_tokens"].to_numpy()
     w = td.loss_fn_inputs["weights"].to_numpy()
     assert tgt.dtype == np.int64 and w.dtype == np.float32 and len(tgt) == len(w) == n
-    flat_full = te.flat_tokens(te.to_tinker_model_input(full), IMAGE_PAD)
+    flat_full = tc.flat_tokens(te.to_tinker_model_input(full), IMAGE_PAD)
     text_T = full.token_mask()[1:]  # targets that are text; image targets are don't-care (weight 0)
     assert tgt[text_T].tolist() == np.array(flat_full[1:])[text_T].tolist()  # shifted once: i predicts i+1
-    assert te.flat_tokens(td.model_input, IMAGE_PAD) == flat_full[:-1]
+    assert tc.flat_tokens(td.model_input, IMAGE_PAD) == flat_full[:-1]
     # Loss on exactly the answer tokens, the end-of-turn included, predicted from the position before.
     assert w.sum() == len(answer)
     assert tgt[w > 0].tolist() == answer
@@ -339,7 +341,7 @@ class FakeSampler:
 
     def compute_logprobs(self, prompt):
         # token i's logprob = -i/100 (None for the first), images included as -9
-        flat = te.flat_tokens(prompt, IMAGE_PAD)
+        flat = tc.flat_tokens(prompt, IMAGE_PAD)
         return Future([None] + [-9.0 if t == IMAGE_PAD else -i / 100 for i, t in enumerate(flat) if i > 0])
 
 
@@ -450,7 +452,7 @@ def test_model_must_be_served_vision_model():
 
 def test_served_vision_models_smallest_first():
     caps = capabilities("Qwen/Qwen3-VL-235B-A22B-Instruct", "Qwen/Qwen3-8B", "Qwen/Qwen3-VL-30B-A3B-Instruct")
-    assert te.served_vision_models(caps) == ["Qwen/Qwen3-VL-30B-A3B-Instruct", "Qwen/Qwen3-VL-235B-A22B-Instruct"]
+    assert ts.served_vision_models(caps) == ["Qwen/Qwen3-VL-30B-A3B-Instruct", "Qwen/Qwen3-VL-235B-A22B-Instruct"]
 
 
 def test_train_step_submits_both_before_waiting():
@@ -577,7 +579,7 @@ def test_rendered_single_turn_same_tokens_both_engines(renderer):
     tmi = te.to_tinker_model_input(ours)
 
     local = renderer.tokens_of(ours).tolist()  # what the local engine embeds
-    assert te.flat_tokens(tmi, renderer.image_pad_id) == local == hf_style_ids(renderer, messages, False)
+    assert tc.flat_tokens(tmi, renderer.image_pad_id) == local == hf_style_ids(renderer, messages, False)
     assert tmi.length == ours.length == len(local)
     (ic,) = [c for c in tmi.chunks if c.type == "image"]
     (oc,) = ours.images()
@@ -599,7 +601,7 @@ def test_rendered_single_turn_same_tokens_both_engines(renderer):
     assert tgt[w > 0].tolist()[-1] == renderer.end_of_turn_id and int(w.sum()) >= len(answer)
 
     prompt = renderer.generation_prompt(messages[:1])
-    assert te.flat_tokens(te.to_tinker_model_input(prompt), renderer.image_pad_id) == hf_style_ids(renderer, messages[:1], True)
+    assert tc.flat_tokens(te.to_tinker_model_input(prompt), renderer.image_pad_id) == hf_style_ids(renderer, messages[:1], True)
 
 
 def test_rendered_telescoping_trajectory(renderer):
@@ -624,7 +626,7 @@ def test_rendered_telescoping_trajectory(renderer):
 
     td = te.to_tinker_datum(make_datum(full, logprobs=lp_T, advantages=adv_T), "importance_sampling")
     assert [c.type for c in td.model_input.chunks] == ["encoded_text", "image", "encoded_text"]
-    assert te.flat_tokens(td.model_input, renderer.image_pad_id) == renderer.tokens_of(full).tolist()[:-1]
+    assert tc.flat_tokens(td.model_input, renderer.image_pad_id) == renderer.tokens_of(full).tolist()[:-1]
     tgt = td.loss_fn_inputs["target_tokens"].to_numpy()
     adv = td.loss_fn_inputs["advantages"].to_numpy()
     lp = td.loss_fn_inputs["logprobs"].to_numpy()
@@ -653,7 +655,7 @@ def test_local_engine_and_tinker_engine_render_the_same_sequence():
     messages = [user_message(photo(9), TELESCOPING_PROMPTS[0])]
     a = local.renderer.generation_prompt(messages)
     b = remote_renderer.generation_prompt(messages)
-    assert local.renderer.tokens_of(a).tolist() == te.flat_tokens(te.to_tinker_model_input(b), remote_renderer.image_pad_id)
+    assert local.renderer.tokens_of(a).tolist() == tc.flat_tokens(te.to_tinker_model_input(b), remote_renderer.image_pad_id)
     assert [c.grid_thw for c in a.images()] == [c.grid_thw for c in b.images()]
 
 

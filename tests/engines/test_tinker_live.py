@@ -89,7 +89,8 @@ def telescoping_rl_step(engine, group_size: int = 4) -> dict:
 def engine():
     from geospot.engines import make_engine
     from geospot.engines.config import EngineConfig
-    from geospot.engines.tinker_engine import fetch_capabilities, served_vision_models
+    from geospot.engines.tinker_engine import fetch_capabilities
+    from geospot.engines.tinker_service import served_vision_models
 
     base = EngineConfig(engine="tinker", lora_rank=8, max_pixels=256 * 256)
     model = os.environ.get("GEOSPOT_TINKER_MODEL")

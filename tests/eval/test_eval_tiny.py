@@ -24,8 +24,8 @@ MODEL = "tiny:qwen2_5_vl:tiny"
 def trained_run(tmp_path_factory):
     """A run folder with one checkpoint of a LoRA engine that took a few real SFT steps."""
     from geospot.data.synthetic import cached_world
-    from geospot.train.checkpoint import save_checkpoint
-    from geospot.train.common import write_config
+    from geospot.runs.checkpoint import save_checkpoint
+    from geospot.runs.folder import write_config
 
     run = tmp_path_factory.mktemp("sft-run")
     ecfg = EngineConfig(model_name=MODEL, lora_rank=4, lora_alpha=8.0, device="cpu", max_pixels=112 * 112)

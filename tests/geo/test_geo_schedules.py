@@ -60,3 +60,22 @@ def test_follow_error():
     assert s.tau(0) == pytest.approx(500.0)  # median of {400, 500, 600, 700, 1}
     s.observe([1.0, 2.0, 3.0])
     assert s.tau(0) == pytest.approx(25.0)  # median of {1, 1, 2, 3} = 1.5 -> clipped to end
+
+
+def test_tau_schedules_share_one_protocol_and_follow_error_state_round_trips():
+    """Every schedule observes and has a state (no hasattr in the loop); FollowErrorTau's history is
+    its state: a fresh schedule loaded from it gives the same tau as the one that observed."""
+    from geospot.geo.schedules import make_tau_schedule
+
+    for name in ("constant", "linear", "geometric", "cosine"):
+        s = make_tau_schedule(name, 2000.0, 25.0, 10)
+        before = s.tau(3)
+        s.observe([100.0, 200.0])
+        assert s.tau(3) == before and s.state_dict() == {}
+    a = make_tau_schedule("follow_error", 2000.0, 25.0, 10, window=2)
+    for batch in ([900.0, 1100.0], [float("nan"), 300.0], [500.0, 700.0]):
+        a.observe(batch)
+    assert a.state_dict() == {"recent_km": [[300.0], [500.0, 700.0]]}  # the window keeps 2 batches, finite only
+    b = make_tau_schedule("follow_error", 2000.0, 25.0, 10, window=2)
+    b.load_state_dict(a.state_dict())
+    assert b.tau(5) == a.tau(5) == 500.0  # median of 300, 500, 700

@@ -60,3 +60,13 @@ def test_build_datums_skips_dropped_groups():
     assert adv.dropped == 1
     datums = build_datums(both, adv)
     assert 1 <= len(datums) <= 3
+
+
+def test_build_datums_tags_each_datum_with_its_group():
+    _, a = rollouts()
+    _, b = rollouts()
+    both = [a[0], b[0]]
+    adv = compute_advantages(both, PerTurnCredit())
+    datums = build_datums(both, adv)
+    assert {d.group for d in datums} == {0, 1}  # batch index of the group: the engine packs by it
+    assert [d.group for d in datums] == sorted(d.group for d in datums)

@@ -38,7 +38,8 @@ def test_round_trip(tmp_path):
     assert steps[1]["metrics"] == {"reward": None, "tau_km": None}
     assert r.image_steps() == [{"step": 1, "split": "train", "n": 2, "seq": r.image_steps()[0]["seq"]}]
     a, b = r.images(1)
-    assert (a["image_id"], a["lat"], a["lon"], a["labels"], a["has_thumb"]) == ("a", 48.86, 2.35, {"country": "FR"}, True)
+    got = (a["image_id"], a["lat"], a["lon"], a["labels"], a["has_thumb"])
+    assert got == ("a", 48.86, 2.35, {"country": "FR"}, True)
     assert b["has_thumb"] is False
     assert len(a["rollouts"]) == 8
     ro = a["rollouts"][3]
@@ -198,3 +199,25 @@ def test_records_queued_before_exit_are_written_without_close(tmp_path):
             "for i in range(200): s.log_step(i, {'x': 1.0})\n")  # no close(): the interpreter just exits
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     assert len(RunReader(tmp_path).steps()) == 200
+
+
+def test_weights_version_round_trips_and_an_older_store_gains_the_column(tmp_path):
+    from dataclasses import replace
+
+    rec = record("a", G=2, turns=1)
+    rec = replace(rec, rollouts=tuple(replace(r, weights_version=v) for r, v in zip(rec.rollouts, (3, None))))
+    with RunStore(tmp_path / "run") as store:
+        store.log_images(4, [rec])
+    assert [r["weights_version"] for r in RunReader(tmp_path / "run").images(4)[0]["rollouts"]] == [3, None]
+
+    old = tmp_path / "old"  # a store written before async GRPO: no weights_version column
+    with RunStore(old) as store:
+        store.log_images(1, [record("b", G=1, turns=1)])
+    con = sqlite3.connect(old / "store.sqlite")
+    con.execute("ALTER TABLE rollouts DROP COLUMN weights_version")
+    con.commit()
+    con.close()
+    assert RunReader(old).images(1)[0]["rollouts"][0]["weights_version"] is None  # read as is
+    with RunStore(old) as store:  # appending (a resumed run) adds the column
+        store.log_images(2, [rec])
+    assert [r["weights_version"] for r in RunReader(old).images(2)[0]["rollouts"]] == [3, None]

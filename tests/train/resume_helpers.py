@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from geospot.train.checkpoint import latest_checkpoint, list_checkpoints
-from geospot.train.common import read_jsonl
+from geospot.runs.checkpoint import latest_checkpoint, list_checkpoints
+from geospot.runs.folder import read_jsonl
 
 
 def subprocess_env() -> dict:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from geospot.train.checkpoint import (
+from geospot.runs.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,

@@ -6,18 +6,9 @@ import pytest
 import torch
 
 from geospot.config import ConfigError
-from geospot.train.common import (
-    Progress,
-    format_duration,
-    prepare_log_dir,
-    read_config,
-    read_jsonl,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-    truncate_jsonl,
-    write_config,
-)
+from geospot.runs.checkpoint import rng_state, set_rng_state
+from geospot.runs.folder import prepare_log_dir, read_config, read_jsonl, truncate_jsonl, write_config
+from geospot.train.common import Progress, format_duration, seed_everything
 
 
 def test_new_and_empty_dirs_are_fresh(tmp_path):

@@ -67,7 +67,7 @@ def heldout():
 
 def load_engine(run_dir, train_vision=False):
     from geospot.engines import EngineConfig, make_engine
-    from geospot.train.checkpoint import read_checkpoint, resolve_checkpoint
+    from geospot.runs.checkpoint import read_checkpoint, resolve_checkpoint
 
     engine = make_engine(EngineConfig(model_name="tiny:qwen2_5_vl:tiny", lora_rank=0, device="cpu", train_vision=train_vision))
     engine.load_state(read_checkpoint(resolve_checkpoint(run_dir)).engine_path, with_optimizer=False)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from geospot.train.checkpoint import latest_checkpoint
-from geospot.train.common import read_config, read_jsonl
+from geospot.runs.checkpoint import latest_checkpoint
+from geospot.runs.folder import read_config, read_jsonl
 
 from resume_helpers import assert_same_final_tensors, kill_inside_step, subprocess_env as _env
 
@@ -68,7 +68,7 @@ def test_kl_reference_is_the_sft_policy_not_the_base(sft_run, tmp_path):
 
     cfg = RLConfig(model_name="tiny:qwen2_5_vl:tiny", load_checkpoint_path=str(sft_run), data=DATA, kl_coef=0.1,
                    max_steps=1, batch_size=2, group_size=2, eval_n=0, max_tokens=20, log_path=str(tmp_path / "rl"))
-    metrics = run(cfg)
+    metrics = run(cfg).metrics
     assert abs(metrics["kl"]) < 1e-3, metrics["kl"]
 
 

@@ -105,7 +105,7 @@ def test_telescoping_example_shows_previous_answers():
 
 def test_perturb_moves_the_point_by_the_drawn_distance():
     from geospot.geo import haversine_km
-    from geospot.train.sft import perturb
+    from geospot.geo.perturb import perturb
 
     # along a meridian: bearing 0 (rng.random() = 0 for the bearing) moves north only
     class Fixed:

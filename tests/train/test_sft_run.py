@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from geospot.train.checkpoint import latest_checkpoint
-from geospot.train.common import read_config, read_jsonl
+from geospot.runs.checkpoint import latest_checkpoint
+from geospot.runs.folder import read_config, read_jsonl
 
 from resume_helpers import assert_same_final_tensors, kill_inside_step, subprocess_env as _env
 

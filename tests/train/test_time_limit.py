@@ -9,8 +9,9 @@ import itertools
 import pytest
 
 from geospot.config import ConfigError
-from geospot.train.checkpoint import latest_checkpoint, read_checkpoint
-from geospot.train.common import TimeBudget, read_jsonl
+from geospot.runs.checkpoint import latest_checkpoint, read_checkpoint
+from geospot.runs.folder import read_jsonl
+from geospot.train.lifecycle import TimeBudget
 
 from resume_helpers import saved_tensors
 

@@ -96,6 +96,8 @@ const GROUPS = [
   { title: "τ (km)", re: /(^|[\/_])tau(_km)?$/i },
   { title: "format rate", re: /format|parse/i },
   { title: "per-turn distance (km, log)", re: /turn_?\d.*km|km.*turn_?\d/i, log: true },
+  { title: "label accuracy (hierarchical turns)", re: /label_[a-z]+_acc$/i },
+  { title: "geohash characters shared per turn", re: /geohash_shared$/i },
 ];
 const COLORS = ["#4fb3ff", "#ffb347", "#3ddc84", "#ff6b5a", "#c58cff", "#ffe066"];
 
@@ -510,7 +512,9 @@ async function renderCompare(a, b) {
 async function route() {
   leave();
   setLive("not live");
-  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  // A hand-typed or truncated hash (`#/run/%E0%A4%A`) must not throw: undecodable parts stay as typed.
+  const decode = s => { try { return decodeURIComponent(s); } catch (e) { return s; } };
+  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decode);
   try {
     if (parts[0] === "run" && parts[1]) await renderRun(parts.slice(1).join("/"));
     else if (parts[0] === "compare" && parts.length >= 3) await renderCompare(parts[1], parts[2]);

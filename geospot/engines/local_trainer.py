@@ -1,0 +1,218 @@
+"""The local engine's trainer room: scoring, forward/backward with shared prefixes, the optimizer,
+and the KL reference.
+
+Shared-prefix training (issue 7). The G datums of a GRPO group repeat the same image + prompt;
+a naive batch runs the vision tower and the prefix G times. Instead each group is one packed row
+[prefix | completion_1 .. completion_G] with a block attention mask (prefix.py): the prefix runs
+once and gradients flow back into it from every completion; a frozen vision tower encodes each
+image once for all of it (vision_cache.py). The logprobs and gradients equal the naive
+computation's (tests check it, fp32 tolerance).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers import AutoModelForImageTextToText
+
+from geospot.engines.local_model import LocalModel
+from geospot.engines.losses import compute_loss
+from geospot.engines.prefix import (
+    DEFAULT_MICROBATCH_TOKENS,
+    PackedGroup,
+    group_datums,
+    iter_shared_prefix_logprobs,
+    supports_packing,
+)
+from geospot.engines.types import REQUIRED_INPUTS, AdamParams, Datum, ForwardBackwardResult
+
+MAX_TOKENS_PER_MICROBATCH = DEFAULT_MICROBATCH_TOKENS  # training/scoring batches are split to bound activation memory
+
+
+def _swap_data(params: Sequence[tuple[str, torch.nn.Parameter]], tensors: dict[str, torch.Tensor]) -> None:
+    """Exchange the tensors behind `params` with `tensors` (by name); a second call swaps back."""
+    for n, p in params:
+        p.data, tensors[n] = tensors[n], p.data
+
+
+class LocalTrainer:
+    def __init__(self, core: LocalModel):
+        self.core = core
+        self.optimizer: torch.optim.AdamW | None = None
+        self._reference: dict[str, torch.Tensor] | None = None  # LoRA: the adapter set_reference froze
+        self._base_model: torch.nn.Module | None = None  # full fine-tuning: the KL reference model
+
+    # -- scoring ----------------------------------------------------------------------------------
+
+    def _microbatches(self, datums: Sequence[Datum]) -> list[list[int]]:
+        groups, cur, cur_tokens = [], [], 0
+        for i, d in enumerate(datums):
+            n = d.model_input.length
+            if cur and (len(cur) + 1) * max(cur_tokens, n) > MAX_TOKENS_PER_MICROBATCH:
+                groups.append(cur)
+                cur, cur_tokens = [], 0
+            cur.append(i)
+            cur_tokens = max(cur_tokens, n)
+        if cur:
+            groups.append(cur)
+        return groups
+
+    def _target_logprobs(self, datums: Sequence[Datum]) -> list[torch.Tensor]:
+        """Per datum, log p(target_tokens[i] | input[:i+1]) at temperature 1, float32 [T]."""
+        core = self.core
+        for i, d in enumerate(datums):
+            core._check_input(i, d.model_input)
+        batch = core._batch([d.model_input for d in datums], left_pad=False)
+        out = core.model(**batch.model_kwargs(), use_cache=False)
+        B, T = batch.input_ids.shape
+        core.tokens.add("train", needed=sum(batch.lengths), processed=B * T)
+        result = []
+        for b, d in enumerate(datums):
+            # one row at a time in fp32: a 150k-token vocabulary makes [B, T, V] fp32 copies costly
+            logits = out.logits[b, : batch.lengths[b]].float()
+            targets = torch.as_tensor(d.loss_fn_inputs["target_tokens"], dtype=torch.long, device=core.device)
+            result.append(logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1))
+        return result
+
+    def groups(self, datums: Sequence[Datum]) -> list[PackedGroup] | None:
+        """prefix.py's packed groups of these datums, or None when packing is off or unsupported."""
+        if not (self.core.shared_prefix and supports_packing(self.core.model)):
+            return None
+        return group_datums(datums, MAX_TOKENS_PER_MICROBATCH)
+
+    def plan(self, datums: Sequence[Datum]) -> list[tuple[list[int], int]]:
+        """[(datum indices, shared prefix length)]: the groups forward/forward_backward score
+        together (geospot/engines/prefix.py); 0 = no shared prefix."""
+        groups = self.groups(datums)
+        if groups is None:
+            return [(list(range(len(datums))), 0)]
+        return [(g.members, g.prefix_len if len(g.members) > 1 else 0) for g in groups]
+
+    def _logprob_batches(self, datums: Sequence[Datum]):
+        """Yields (datum indices, target logprobs) per microbatch. Datums sharing an image-bearing
+        prefix (a GRPO group; a telescoping group's first turn) are packed one row per group,
+        [prefix | completion_1 .. completion_G] with a block mask, so the prefix runs once and
+        gradients equal the per-sequence ones (prefix.py); otherwise plain padded batches."""
+        core = self.core
+        groups = self.groups(datums)  # grouping compares prefixes and pixels: done once, handed on
+        if groups is not None and any(len(g.members) > 1 and g.prefix_len for g in groups):
+            for i, d in enumerate(datums):
+                core._check_input(i, d.model_input)
+            yield from iter_shared_prefix_logprobs(core.model, datums, renderer=core.renderer,
+                                                   spatial_merge=core.spatial_merge, pad_id=core.pad_id,
+                                                   microbatch_tokens=MAX_TOKENS_PER_MICROBATCH,
+                                                   counter=core.tokens, groups=groups)
+            return
+        for mb in self._microbatches(datums):
+            yield mb, self._target_logprobs([datums[i] for i in mb])
+
+    @torch.no_grad()
+    def forward(self, datums: Sequence[Datum]) -> list[np.ndarray]:
+        out: list[np.ndarray] = [None] * len(datums)  # type: ignore[list-item]
+        for idx, lps in self._logprob_batches(datums):
+            for i, lp in zip(idx, lps):
+                out[i] = lp.cpu().numpy()
+        return out
+
+    # -- the KL reference -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def set_reference(self) -> None:
+        """Freeze the current weights as the KL reference that `forward_base` scores with (RL
+        calls it at its starting policy, e.g. the SFT checkpoint). Without it the reference is
+        the untrained base model. LoRA: a copy of the adapter (small); full fine-tuning: a copy
+        of the model."""
+        core = self.core
+        if core.cfg.lora_rank > 0:
+            self._reference = {n: p.detach().clone() for n, p in core.trainable}
+        else:
+            self._base_model = copy.deepcopy(core.model).eval().requires_grad_(False)
+
+    def forward_base(self, datums: Sequence[Datum]) -> list[np.ndarray]:
+        """Target logprobs under the KL reference: the weights `set_reference` froze, else the
+        untrained base model (LoRA off, or for full fine-tuning the original weights reloaded
+        from the model folder once)."""
+        core = self.core
+        if core.cfg.lora_rank > 0:
+            if self._reference is None:
+                with core.model.disable_adapter():
+                    return self.forward(datums)
+            # swap the adapter's storage with the reference's, and back: no copies, and the
+            # optimizer's parameter objects stay the same
+            _swap_data(core.trainable, self._reference)
+            try:
+                return self.forward(datums)
+            finally:
+                _swap_data(core.trainable, self._reference)
+        if self._base_model is None:
+            self._base_model = AutoModelForImageTextToText.from_pretrained(core.folder, dtype=core.dtype)
+            self._base_model = self._base_model.to(core.device).eval()
+        trained, core.model = core.model, self._base_model
+        try:
+            return self.forward(datums)
+        finally:
+            core.model = trained
+
+    # -- training ---------------------------------------------------------------------------------
+
+    def forward_backward(self, datums: Sequence[Datum], loss_fn: str,
+                         loss_config: dict | None = None) -> ForwardBackwardResult:
+        core = self.core
+        if loss_fn not in REQUIRED_INPUTS:
+            raise ValueError(f"unknown loss_fn {loss_fn!r}; use one of {', '.join(REQUIRED_INPUTS)}")
+        for i, d in enumerate(datums):
+            missing = [k for k in REQUIRED_INPUTS[loss_fn] if k not in d.loss_fn_inputs]
+            if missing:
+                raise ValueError(f"datum {i} lacks {missing} needed by loss_fn={loss_fn!r} "
+                                 f"(has {sorted(d.loss_fn_inputs)})")
+        all_lp: list[np.ndarray] = [None] * len(datums)  # type: ignore[list-item]
+        total, n_tokens = 0.0, 0
+        for mb, lps in self._logprob_batches(datums):
+            losses = []
+            for i, lp in zip(mb, lps):
+                inputs = {k: torch.as_tensor(np.asarray(v), device=core.device, dtype=torch.float32)
+                          for k, v in datums[i].loss_fn_inputs.items() if k != "target_tokens"}
+                loss = compute_loss(loss_fn, lp, inputs, loss_config)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"{loss_fn} loss is {loss.item()} at step {core.step} for datum {i} "
+                        f"(length {datums[i].model_input.length}, min logprob {lp.min().item():.3g}); "
+                        "check its advantages/logprobs for NaN or inf, or lower the learning rate"
+                    )
+                losses.append(loss)
+                all_lp[i] = lp.detach().cpu().numpy()
+                n_tokens += len(lp)
+            mb_loss = torch.stack(losses).sum()
+            if mb_loss.requires_grad:
+                mb_loss.backward()
+            total += mb_loss.item()
+        metrics = {"loss:sum": total, "tokens": float(n_tokens), "datums": float(len(datums))}
+        return ForwardBackwardResult(logprobs=all_lp, metrics=metrics)
+
+    def new_optimizer(self, adam: AdamParams) -> torch.optim.AdamW:
+        return torch.optim.AdamW(self.core._params(), lr=adam.learning_rate, betas=(adam.beta1, adam.beta2),
+                                 eps=adam.eps, weight_decay=adam.weight_decay, foreach=False)
+
+    def optim_step(self, adam: AdamParams) -> dict[str, float]:
+        core = self.core
+        if self.optimizer is None:
+            self.optimizer = self.new_optimizer(adam)
+        for g in self.optimizer.param_groups:  # schedules live in the loop: hyperparameters per call
+            g.update(lr=adam.learning_rate, betas=(adam.beta1, adam.beta2), eps=adam.eps,
+                     weight_decay=adam.weight_decay)
+        params = [p for p in core._params() if p.grad is not None]
+        max_norm = adam.grad_clip_norm if adam.grad_clip_norm is not None else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
+        if not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise FloatingPointError(f"gradient norm is {grad_norm} at step {core.step}; "
+                                     "lower the learning rate or check the datums")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        core.kv_store.clear()  # KV computed by the old weights is stale
+        core.step += 1
+        return {"grad_norm": grad_norm, "learning_rate": adam.learning_rate, "step": float(core.step)}

@@ -1,0 +1,67 @@
+"""Checks a run makes before anything slow: what would otherwise fail only after the data is
+opened or a model is half loaded, each as one ConfigError sentence naming the key and the fix."""
+
+from __future__ import annotations
+
+import os
+
+from geospot.config import ConfigError
+from geospot.engines.tinker_engine import GeospotTinkerError, check_api_key
+
+
+def check_start(engine: str | None, model_name: str | None, load_checkpoint_path: str | None,
+                env: dict[str, str] | None = None) -> None:
+    """What would otherwise fail only after data is opened or a model is half loaded, checked
+    first, each as one ConfigError sentence naming the key and the fix: a Tinker key for
+    engine=tinker, a tinker:// start with engine=local, a local model that is neither a folder
+    nor obtainable from the hub (or its cache when HF_HUB_OFFLINE is set). None = inherited
+    (RL from its SFT run): not checked here."""
+    env = os.environ if env is None else env
+    if engine == "tinker":
+        try:
+            check_api_key(env)
+        except GeospotTinkerError as e:
+            raise ConfigError(str(e)) from None
+    if engine == "local" and load_checkpoint_path and load_checkpoint_path.startswith("tinker://"):
+        raise ConfigError(f"load_checkpoint_path={load_checkpoint_path!r} is weights saved on the Tinker service, "
+                          "which engine=local cannot load; add engine=tinker, or download them with `geospot export` "
+                          "and pass the folder")
+    if engine == "local" and model_name:
+        model_problem(model_name, env)
+
+
+def model_problem(name: str, env: dict[str, str] | os._Environ) -> None:
+    """ConfigError unless `name` is tiny:…, a local folder, or a hub repo we can get."""
+    if name.startswith("tiny:"):
+        return  # its family and size are checked when it is built (seconds, offline)
+    path = os.path.expanduser(name)
+    if os.path.isdir(path):
+        return
+    if os.path.exists(path) or name.startswith(("/", "./", "../", "~")) or name.count("/") != 1:
+        raise ConfigError(f"model_name={name!r} is not a model folder (no such folder) nor a hub id like "
+                          "owner/name; pass a folder holding config.json, a hub id, or tiny:qwen2_5_vl offline")
+    # lazy: huggingface_hub is only needed for hub models
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
+
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except HFValidationError:
+        raise ConfigError(f"model_name={name!r} is not a valid hub id (owner/name) nor a local folder") from None
+    if isinstance(cached, str):
+        return
+    if env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise ConfigError(f"model_name={name!r} is neither a local folder nor in the Hugging Face cache, and "
+                          "HF_HUB_OFFLINE is set; unset it to download the model, pass a local folder, or use "
+                          "model_name=tiny:qwen2_5_vl offline")
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().model_info(name, timeout=30)
+    except (RepositoryNotFoundError, GatedRepoError) as e:
+        raise ConfigError(f"model_name={name!r} is neither a local folder nor a model on the hub you can read "
+                          f"({type(e).__name__}); check the spelling, or set HF_TOKEN for a private or gated "
+                          "model") from None
+    except Exception as e:  # noqa: BLE001 -- any network failure: say so in one sentence
+        raise ConfigError(f"model_name={name!r} is not a local folder and the Hugging Face hub could not be "
+                          f"reached ({type(e).__name__}); check the network, or pass a local folder") from None

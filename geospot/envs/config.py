@@ -1,0 +1,76 @@
+"""The keys of the hierarchical and geohash envs and of the mixed reward, in one frozen
+dataclass that the RL, SFT and eval configs inherit (so `geospot rl env_type=hierarchical
+hier_weights=...` and `geospot eval env_type=hierarchical ...` read the same keys).
+
+The original project's variants, as keys:
+- MultiTurnGeoEnv (the default): `hier_turns=country,region,city,coords hier_weights=0.2,0.2,0.2,0.4
+  teacher_forcing=0` with `reward=geoscore` (auto picks it);
+- HierarchicalGeoEnv: `hier_turns=country,region,coords hier_weights=0.2,0.3,0.5 teacher_forcing=1
+  hier_partial_credit=0.25`;
+- GeohashCurriculumEnv: `env_type=geohash` with the defaults below."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from geospot.config import option, require
+from geospot.geo.geohash import MAX_PRECISION
+
+HIER_FIELDS = ("country", "region", "city", "coords")
+
+
+@dataclass(frozen=True)
+class EnvOptions:
+    hier_turns: tuple[str, ...] = option(
+        HIER_FIELDS, "hierarchical: the turns, coarse -> fine: country,region,city,coords or a subset in that order, "
+        "ending with coords")
+    hier_weights: tuple[float, ...] = option(
+        (0.2, 0.2, 0.2, 0.4), "hierarchical: weight per turn; a right label earns its weight, coords weight x S(d) "
+        "(0.2,0.3,0.5 over country,region,coords = the original HierarchicalGeoEnv)")
+    hier_partial_credit: float = option(
+        0.0, "hierarchical: a wrong label after a wrong label still earns this fraction of its weight (the original "
+        "HierarchicalGeoEnv: 0.25)")
+    teacher_forcing: float = option(
+        0.0, "hierarchical / geohash: probability that a later turn is told the truth (labels / coordinates) "
+        "instead of the policy's own earlier answer")
+    geohash_chars: tuple[int, ...] = option((2, 4, 6), "geohash: characters graded per turn (~1250 / 40 / 1 km cells)")
+    geohash_weights: tuple[float, ...] = option(
+        (0.2, 0.3, 0.5), "geohash: weight per turn, times (shared prefix / chars + bonus)")
+    geohash_bonus: float = option(
+        0.1, "geohash: added to a turn's score when its guess is closer than the previous turn's")
+    geohash_answer: Literal["coordinates", "geohash"] = option(
+        "coordinates", "geohash: turns answer coordinates (the original) or a geohash string of the turn's length")
+    mixed_weights: tuple[float, ...] = option(
+        (0.7, 0.3), "reward=mixed: weights of (distance reward, shared geohash prefix / mixed_precision), "
+        "normalised by their sum")
+    mixed_precision: int = option(5, "reward=mixed: geohash characters compared")
+
+    def validate_env(self) -> None:
+        turns = tuple(self.hier_turns)
+        require(self, len(turns) >= 1 and turns[-1] == "coords" and all(t in HIER_FIELDS for t in turns)
+                and list(turns) == sorted(set(turns), key=HIER_FIELDS.index), "hier_turns",
+                f"must be distinct fields of {','.join(HIER_FIELDS)} in that order, ending with coords")
+        require(self, len(self.hier_weights) == len(turns), "hier_weights", f"needs one weight per turn ({len(turns)})")
+        require(self, all(w >= 0 and math.isfinite(w) for w in self.hier_weights), "hier_weights", "must be >= 0")
+        require(self, 0 <= self.hier_partial_credit <= 1, "hier_partial_credit", "must be in [0, 1]")
+        require(self, 0 <= self.teacher_forcing <= 1, "teacher_forcing", "is a probability: use 0..1")
+        chars = tuple(self.geohash_chars)
+        require(self, len(chars) >= 1 and all(1 <= c <= MAX_PRECISION for c in chars), "geohash_chars",
+                f"values must be in 1..{MAX_PRECISION}")
+        require(self, len(chars) <= 3, "geohash_chars", "at most 3 turns (one prompt each in geospot.prompts)")
+        require(self, len(self.geohash_weights) == len(chars), "geohash_weights",
+                f"needs one weight per turn ({len(chars)})")
+        require(self, all(w >= 0 and math.isfinite(w) for w in self.geohash_weights), "geohash_weights",
+                "must be >= 0")
+        require(self, self.geohash_bonus >= 0, "geohash_bonus", "must be >= 0")
+        w = tuple(self.mixed_weights)
+        require(self, len(w) == 2 and all(x >= 0 for x in w) and sum(w) > 0, "mixed_weights",
+                "needs two weights >= 0, not both 0 (distance, geohash)")
+        require(self, 1 <= self.mixed_precision <= MAX_PRECISION, "mixed_precision", f"must be in 1..{MAX_PRECISION}")
+
+
+# What a run's config.json holds for its env: what an eval of that run (model=<run>) should reuse.
+ENV_KEYS: tuple[str, ...] = ("env_type", *(f.name for f in dataclasses.fields(EnvOptions)))

@@ -1,0 +1,143 @@
+"""The spec grammar as documented (spec.py's docstring = README's Data section): quoting and
+escapes, stream options inside a spec, every documented example; and the stream's answers to
+data with nothing usable (probe, skips in a row, the exhausted signal)."""
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from data_builders import make_samples, write_jsonl
+
+import geospot.data.spec as spec_mod
+from geospot.data import SpecError, load_samples, open_stream, parse_spec
+from geospot.data.types import DataError
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _examples(text: str) -> list[str]:
+    block = text.split("Examples\n--------\n", 1)[1]
+    out = []
+    for line in block.splitlines():
+        if not line.startswith("    ") or not line.strip():
+            break
+        out.append(line.strip())
+    return out
+
+
+def test_readme_and_module_document_the_same_grammar():
+    doc = spec_mod.__doc__
+    readme = README.read_text()
+    start = doc.index("Grammar")
+    assert doc[start:].strip() in readme, "README's Data grammar block drifted from geospot/data/spec.py"
+
+
+def test_every_documented_example_parses():
+    examples = _examples(spec_mod.__doc__)
+    assert len(examples) >= 8
+    for ex in examples:
+        parts = parse_spec(ex)
+        assert parts and all(p.weight > 0 for p in parts), ex
+    by = {ex: parse_spec(ex) for ex in examples}
+    mixed = by["wds:/data/shards/unified-{000..009}.tar@3;csv:/data/osv5m,name=osv5m@1"]
+    assert [(p.kind, p.target, p.weight) for p in mixed] == [("wds", "/data/shards/unified-{000..009}.tar", 3.0),
+                                                            ("csv", "/data/osv5m", 1.0)]
+    quoted = by["csv:\"/data/my photos@home\",name=home@2;'/data/a,b.jsonl'"]
+    assert [(p.target, p.options, p.weight) for p in quoted] == [("/data/my photos@home", {"name": "home"}, 2.0),
+                                                                 ("/data/a,b.jsonl", {}, 1.0)]
+    assert quoted[1].kind == "jsonl"
+
+
+@pytest.mark.parametrize(("text", "target", "weight"), [
+    (r"jsonl:/d/a\@2.jsonl", "/d/a@2.jsonl", 1.0),
+    (r"jsonl:/d/a\,b\;c\=d.jsonl@4", "/d/a,b;c=d.jsonl", 4.0),
+    ('jsonl:"/d/x;y,z@3.jsonl"@0.5', "/d/x;y,z@3.jsonl", 0.5),
+    ("jsonl:'/d/it\"s.jsonl'", '/d/it"s.jsonl', 1.0),
+])
+def test_quoting_and_escapes(text, target, weight):
+    (part,) = parse_spec(text)
+    assert (part.target, part.weight) == (target, weight)
+
+
+def test_an_unclosed_quote_is_one_sentence():
+    with pytest.raises(SpecError, match="quote is not closed"):
+        parse_spec('"/d/a')
+
+
+def test_an_existing_path_ending_in_at_number_is_a_path(tmp_path):
+    d = tmp_path / "photos@2"
+    d.mkdir()
+    (part,) = parse_spec(f"jsonl:{d}")
+    assert part.target == str(d) and part.weight == 1.0
+
+
+def test_stream_options_inside_the_spec(tmp_path):
+    """README: stream options (max_pixels, min_side, val_frac, ...) go among a part's options."""
+    samples = load_samples("synthetic:n=40,size=32,val_frac=0.5,test_frac=0", "val")
+    assert 10 <= len(samples) <= 30  # half of 40 by id hash (5% by default would be ~2)
+    assert len(load_samples("synthetic:n=40,size=32,val_frac=0,test_frac=0", "val")) == 0
+    # max_side inside the spec beats the command's own value
+    s = load_samples("synthetic:n=3,size=64,max_side=16", "all", max_side=512)
+    assert max(s[0].image.size) == 16
+    write_jsonl(str(tmp_path / "m.jsonl"), make_samples(4))
+    with open_stream(f"{tmp_path}/m.jsonl,min_side=100,repeat=false", "all") as st:
+        assert list(st) == [] and st.skipped == {"too_small": 4}
+    with pytest.raises(SpecError, match="set it once"):
+        open_stream("synthetic:n=4,val_frac=0.1;synthetic:n=4,seed=1,val_frac=0.2")
+    with pytest.raises(SpecError, match="max_pixels"):
+        open_stream("synthetic:n=4,max_pixels=lots")
+    with pytest.raises(SpecError, match="stream option"):
+        open_stream("synthetic:n=4,bogus=1")
+
+
+def test_load_samples_always_ends_even_if_the_spec_says_repeat():
+    assert len(load_samples("synthetic:n=5,size=16,repeat=true", "all")) == 5
+
+
+def _jsonl_all_bad(tmp_path, n=20):
+    samples = make_samples(n)
+    write_jsonl(str(tmp_path / "m.jsonl"), samples)
+    text = (tmp_path / "m.jsonl").read_text().replace('"lat": ', '"lat": 91, "was": ')
+    (tmp_path / "m.jsonl").write_text(text)
+    return str(tmp_path / "m.jsonl")
+
+
+def test_a_training_stream_with_nothing_usable_fails_at_open(tmp_path):
+    path = _jsonl_all_bad(tmp_path)
+    with pytest.raises(DataError) as e:
+        open_stream(path, "train", val_frac=0, test_frac=0)
+    msg = str(e.value)
+    assert path in msg and "coords_out_of_range 20" in msg and "no usable record" in msg and "\n" not in msg
+    # the same data, not repeating: an ordinary empty stream with the counts (data inspect)
+    with open_stream(path, "all", repeat=False) as st:
+        assert list(st) == [] and st.skipped == {"coords_out_of_range": 20} and st.exhausted
+
+
+def test_one_bad_part_of_a_mix_is_named(tmp_path):
+    path = _jsonl_all_bad(tmp_path)
+    with pytest.raises(DataError, match=re.escape(repr(path))):
+        open_stream(f"synthetic:n=20,size=16;{path}", "train", val_frac=0, test_frac=0)
+
+
+def test_skips_in_a_row_stop_any_stream(tmp_path):
+    path = _jsonl_all_bad(tmp_path, n=30)
+    with open_stream(path, "all", repeat=False, max_skips_in_a_row=10) as st, \
+            pytest.raises(DataError, match="10 unusable records in a row"):
+        list(st)
+
+
+def test_a_finite_stream_says_exhausted():
+    with open_stream("synthetic:n=5,size=16", "all", repeat=False) as st:
+        assert len(st.next_batch(3)) == 3 and not st.exhausted
+        assert len(st.next_batch(3)) == 2 and st.exhausted
+        assert st.next_batch(3) == [] and st.exhausted
+
+
+def test_folder_walk_visits_each_file_once(tmp_path):
+    root = tmp_path / "j"
+    write_jsonl(str(root / "m.jsonl"), make_samples(3))
+    os.symlink(".", root / "loop")
+    os.symlink(root, root / "sub")
+    assert [s.id for s in load_samples(str(root), "all")] == ["s0000", "s0001", "s0002"]
+    assert len(load_samples(f"jsonl:{root}/**/*.jsonl", "all")) == 3

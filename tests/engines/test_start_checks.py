@@ -1,0 +1,55 @@
+"""engines.start_checks.check_start: what used to fail only after the data was opened or a model
+half loaded (a traceback, or 24 lines) is one ConfigError sentence before anything starts."""
+
+import pytest
+
+from geospot.config import ConfigError
+from geospot.engines.start_checks import check_start
+
+
+def test_tinker_without_a_key(monkeypatch):
+    import geospot.engines.tinker_engine as te
+
+    monkeypatch.setattr(te, "_stored_key", lambda: None)
+    with pytest.raises(ConfigError, match="TINKER_API_KEY") as e:
+        check_start("tinker", "Qwen/Qwen3-VL-30B-A3B-Instruct", None, env={})
+    assert "\n" not in str(e.value)
+    check_start("tinker", "Qwen/Qwen3-VL-30B-A3B-Instruct", None, env={"TINKER_API_KEY": "tml-abc"})
+
+
+def test_tinker_checkpoint_with_the_local_engine():
+    with pytest.raises(ConfigError, match="engine=tinker"):
+        check_start("local", "tiny:qwen2_5_vl", "tinker://run/weights/step-000001", env={})
+    check_start(None, None, "tinker://run/weights/step-000001", env={})  # RL: the engine is inherited
+
+
+@pytest.mark.parametrize(("name", "match"), [
+    ("/no/such/folder", "not a model folder"),
+    ("./relative/missing", "not a model folder"),
+    ("a/b/c", "not a model folder"),
+    ("nobody/no-such-model-xyz", "HF_HUB_OFFLINE is set"),
+    ("bad name!!/x", "not a valid hub id"),
+])
+def test_a_model_that_cannot_be_had_offline(name, match):
+    with pytest.raises(ConfigError, match=match) as e:
+        check_start("local", name, None, env={"HF_HUB_OFFLINE": "1"})
+    assert "\n" not in str(e.value) and "model_name=" in str(e.value)
+
+
+def test_models_that_are_fine(tmp_path):
+    check_start("local", "tiny:qwen2_5_vl:small", None, env={"HF_HUB_OFFLINE": "1"})
+    check_start("local", str(tmp_path), None, env={"HF_HUB_OFFLINE": "1"})  # a local folder
+
+
+def test_sft_fails_before_the_model_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    from geospot import engines
+    from geospot.train import sft
+
+    monkeypatch.setattr(engines, "make_engine", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    log = tmp_path / "run"
+    rc = sft.main(["model_name=nobody/no-such-model-xyz", "data=synthetic:n=20,size=16", f"log_path={log}",
+                   "behavior_if_log_dir_exists=raise"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "model_name='nobody/no-such-model-xyz'" in err and "Traceback" not in err
+    assert not log.exists()

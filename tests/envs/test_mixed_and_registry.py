@@ -1,0 +1,113 @@
+import math
+
+import pytest
+from PIL import Image
+
+from geospot.data.types import Sample
+from geospot.engines.types import SampleParams
+from geospot.envs.config import EnvOptions
+from geospot.envs.geohash import GeohashGroupBuilder
+from geospot.envs.hierarchical import HierarchicalGroupBuilder
+from geospot.envs.registry import env_metrics, make_group_builders, make_reward, num_turns, reward_name
+from geospot.envs.rewards import GeoScoreReward, KernelReward, MixedReward
+from geospot.envs.single_turn import SingleTurnEnv
+from geospot.envs.telescoping import TelescopingEnv
+from geospot.geo import haversine_km
+from geospot.geo.geohash import decode
+from geospot.prompts import format_answer
+from geospot.rl.rollouts import do_group_rollouts
+from geospot.rl.testing import EOT, CharRenderer, ScriptedEngine
+
+R = CharRenderer()
+TRUTH = decode("ezs42")  # (42.60498046875, -5.60302734375)
+SAMPLE = Sample(id="s", image=Image.new("RGB", (8, 8)), lat=TRUTH.lat, lon=TRUTH.lon,
+                labels={"country": "ES", "region": "Castille and León", "city": "León"})
+
+
+def toks(text):
+    return [ord(c) for c in text] + [EOT]
+
+
+def test_mixed_reward_hand_worked():
+    mixed = MixedReward(KernelReward(100.0))  # 0.7 exp(-d/100) + 0.3 shared/5
+    assert mixed(0.0, (TRUTH.lat, TRUTH.lon), (TRUTH.lat, TRUTH.lon)) == pytest.approx(1.0)
+    near = decode("ezs43")  # the neighbouring 5-character cell: shares 4 of 5
+    d = haversine_km(near.lat, near.lon, TRUTH.lat, TRUTH.lon)
+    got = mixed(d, (near.lat, near.lon), (TRUTH.lat, TRUTH.lon))
+    assert got == pytest.approx(0.7 * math.exp(-d / 100.0) + 0.3 * 4 / 5)
+    # weights are normalised by their sum, as in the original
+    assert MixedReward(GeoScoreReward(), 1.4, 0.6)(d, (near.lat, near.lon), (TRUTH.lat, TRUTH.lon)) == \
+        pytest.approx(0.7 * GeoScoreReward()(d) + 0.3 * 4 / 5)
+    with pytest.raises(ValueError, match="guess= and truth="):
+        mixed(10.0)
+    with pytest.raises(ValueError, match="weights"):
+        MixedReward(KernelReward(1.0), 0.0, 0.0)
+
+
+def test_mixed_reward_in_single_turn_and_telescoping():
+    near = decode("ezs43")
+    d = haversine_km(near.lat, near.lon, TRUTH.lat, TRUTH.lon)
+    want = 0.7 * math.exp(-d / 50.0) + 0.3 * 4 / 5
+    env = SingleTurnEnv(SAMPLE, R, make_reward("mixed", 50.0))
+    env.initial_observation()
+    assert env.step(toks(format_answer(near.lat, near.lon, 6))).reward == pytest.approx(want)
+    tel = TelescopingEnv(SAMPLE, R, make_reward("mixed", 50.0), prompts=("a", "b {prev}"))
+    tel.initial_observation()
+    first = tel.step(toks(format_answer(near.lat, near.lon, 6)))
+    second = tel.step(toks(format_answer(TRUTH.lat, TRUTH.lon, 6)))
+    assert first.reward == pytest.approx(want) and first.reward + second.reward == pytest.approx(1.0)
+
+
+def test_registry_names():
+    assert reward_name("single", "auto") == "kernel" and reward_name("hierarchical", "auto") == "geoscore"
+    assert isinstance(make_reward("geoscore", 1.0), GeoScoreReward)
+    mixed = make_reward("mixed", 80.0, EnvOptions(mixed_weights=(0.5, 0.5), mixed_precision=4))
+    assert mixed == MixedReward(KernelReward(80.0), 0.5, 0.5, 4)
+    with pytest.raises(ValueError, match="reward='nope'"):
+        make_reward("nope", 1.0)
+    opts = EnvOptions(hier_turns=("country", "coords"), hier_weights=(0.5, 0.5), geohash_chars=(3, 5),
+                      geohash_weights=(0.5, 0.5), teacher_forcing=1.0)
+    (h,) = make_group_builders("hierarchical", [SAMPLE], R, GeoScoreReward(), opts, seed=3)
+    assert isinstance(h, HierarchicalGroupBuilder) and h.spec.turns == ("country", "coords") and h.seed == 3
+    assert h.spec.teacher_forcing == 1.0
+    (g,) = make_group_builders("geohash", [SAMPLE], R, GeoScoreReward(), opts)
+    assert isinstance(g, GeohashGroupBuilder) and g.spec.chars == (3, 5)
+    assert num_turns("hierarchical", opts) == 2 and num_turns("geohash", None) == 3 and num_turns("single", None) == 1
+    with pytest.raises(ValueError, match="env_type='maze'"):
+        make_group_builders("maze", [SAMPLE], R, GeoScoreReward())
+
+
+def test_env_options_validation_names_the_key():
+    from geospot.config import ConfigError
+
+    for bad, key in [({"hier_turns": ("region", "country", "coords"), "hier_weights": (1, 1, 1)}, "hier_turns"),
+                     ({"hier_turns": ("country",), "hier_weights": (1,)}, "hier_turns"),
+                     ({"hier_weights": (1.0,)}, "hier_weights"),
+                     ({"teacher_forcing": 1.5}, "teacher_forcing"),
+                     ({"geohash_chars": (2, 13, 4)}, "geohash_chars"),
+                     ({"mixed_weights": (0.0, 0.0)}, "mixed_weights")]:
+        with pytest.raises(ConfigError, match=f"^{key}"):
+            EnvOptions(**bad).validate_env()
+    EnvOptions().validate_env()
+
+
+def test_rollouts_and_label_accuracy_metrics():
+    """Two rollouts through the real rollout loop: one names Spain, one France."""
+    def policy(prompt, i):
+        if prompt.endswith("Country: <name>|<a>"):
+            return "Country: Spain" if i == 0 else "Country: France"
+        if "Region: <name>|<a>" in prompt[-40:]:
+            return "Region: Castilla y Leon"  # not the label's spelling: wrong
+        if "City: <name>|<a>" in prompt[-40:]:
+            return "City: Leon"  # accents dropped: right
+        return format_answer(TRUTH.lat, TRUTH.lon, 4)
+
+    eng = ScriptedEngine(policy)
+    builders = make_group_builders("hierarchical", [SAMPLE], eng.renderer, GeoScoreReward())
+    traj_BG = do_group_rollouts(eng, builders, 2, SampleParams())
+    totals = sorted(t.total_reward for t in traj_BG[0])
+    assert totals[1] == pytest.approx(0.2 + 0.0 + 0.2 + 0.4 * GeoScoreReward()(0.0), abs=1e-3)
+    assert totals[0] == pytest.approx(0.0 + 0.0 + 0.2 + 0.4, abs=1e-3)
+    m = env_metrics(traj_BG)
+    assert m == {"label_city_acc": 1.0, "label_country_acc": 0.5, "label_region_acc": 0.0, "teacher_forced": 0.0}
+    assert env_metrics([[t] for t in traj_BG[0]]) == m  # the same over B groups of one
