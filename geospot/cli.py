@@ -13,7 +13,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "rl": ("geospot.train.rl", "main", "GRPO, single-turn or telescoping (key=value config)"),
     "eval": ("geospot.eval.cli", "eval_main", "evaluate a model on a data spec; --compare runs"),
     "predict": ("geospot.eval.cli", "predict_main", "predict coordinates for images"),
-    "export": ("geospot.eval.cli", "export_main", "export a checkpoint as a PEFT adapter or merged HF model"),
+    "export": ("geospot.eval.export", "export_main", "export a checkpoint as a PEFT adapter or merged HF model"),
     "score": ("geospot.geo.cli", "score_main", "score a predictions CSV against a truth CSV"),
     "data": ("geospot.data.cli", "main", "inspect or pack a data spec"),
     "model": ("geospot.models.cli", "main", "build tiny offline Qwen-VL models"),

@@ -32,8 +32,9 @@ import ipaddress
 import json
 import logging
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -42,6 +43,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from geospot.runs.liveness import effective_status
 from geospot.runs.store import STORE_FILE, RunReader
 
 log = logging.getLogger(__name__)
@@ -127,10 +129,12 @@ class Dashboard:
         version = (str(run), meta.get("seq"), meta.get("created"))
         hit = self._summaries.get(name)
         if hit is not None and hit[0] == version:
-            return hit[1]
-        summary = reader.summary()
-        self._summaries[name] = (version, summary)
-        return summary
+            summary = hit[1]
+        else:
+            summary = reader.summary()
+            self._summaries[name] = (version, summary)
+        # a killed run writes nothing, so liveness is judged afresh on every call, not cached
+        return {**summary, "status": effective_status(summary.get("stored_status", summary["status"]), meta)}
 
     def forget_missing(self, names: set[str]) -> None:
         """Drop cached summaries of runs that are gone (bounded by the runs on disk)."""
@@ -205,6 +209,13 @@ def create_app(runs_dir: str | Path, *, allowed_hosts: tuple[str, ...] | None = 
 
         return _json(await asyncio.to_thread(load))
 
+    async def api_status(request: Request) -> Response:
+        """The run's status judged now (a run killed without a word turns `stopped`)."""
+        reader = _run_or_404(dash, request)
+        if isinstance(reader, Response):
+            return reader
+        return _json(await asyncio.to_thread(reader.status))
+
     async def api_images(request: Request) -> Response:
         reader = _run_or_404(dash, request)
         if isinstance(reader, Response):
@@ -245,6 +256,7 @@ def create_app(runs_dir: str | Path, *, allowed_hosts: tuple[str, ...] | None = 
         Route("/favicon.ico", lambda request: Response(status_code=204)),
         Route("/api/runs", api_runs),
         Route("/api/run", _unreadable(api_run)),
+        Route("/api/status", _unreadable(api_status)),
         Route("/api/images", _unreadable(api_images)),
         Route("/api/thumb", _unreadable(api_thumb)),
         Route("/api/events", _unreadable(api_events)),
@@ -357,7 +369,7 @@ async def _stream(watcher: RunWatcher, cursor: int, keepalive_s: float) -> Async
                 continue
             try:
                 await asyncio.wait_for(changed.wait(), keepalive_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 yield ": keepalive\n\n"
     finally:
         watcher.clients -= 1

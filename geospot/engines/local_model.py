@@ -145,7 +145,9 @@ class LocalModel:
                 target_modules=_lora_targets(model, self.cfg.lora_targets, self.cfg.train_vision),
                 bias="none",
             )
-            with torch.random.fork_rng(devices=[]):  # LoRA init from the engine seed, not global state
+            from geospot.models.compat import peft_wrap_quietly
+
+            with torch.random.fork_rng(devices=[]), peft_wrap_quietly():  # LoRA init from the engine seed
                 torch.manual_seed(self.cfg.seed)
                 return get_peft_model(model, lora)
         for name, p in model.named_parameters():  # full fine-tuning

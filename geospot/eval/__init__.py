@@ -5,4 +5,4 @@ the training loops call; `geospot eval|predict|export` live in `geospot.eval.cli
 
 from geospot.eval.runner import EvalResult, Prediction, evaluate, medoid, metrics_for, predict, resolve_sampling
 
-__all__ = ["EvalResult", "Prediction", "evaluate", "predict", "medoid", "metrics_for", "resolve_sampling"]
+__all__ = ["EvalResult", "Prediction", "evaluate", "medoid", "metrics_for", "predict", "resolve_sampling"]

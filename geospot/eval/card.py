@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from geospot.eval.predictions import SUMMARY, read_summary
+from geospot.prompts import PREVIOUS_GUESS_DECIMALS
 
 
 def _find_summaries(run_dir: Path | None, eval_dir: str | None) -> list[dict]:
@@ -61,73 +62,147 @@ def _pick(cfg: dict, *keys: str):
     return None
 
 
-def model_card(loaded, *, merged: bool, eval_dir: str | None = None) -> str:
+_WEIGHTS = {"adapter": "PEFT LoRA adapter{rank}", "merged": "full model (LoRA merged into the base)",
+            "full": "full weights (full fine-tuning)"}
+
+
+def _load_lines(kind: str, folder: str, base_ref: str) -> list[str]:
+    if kind == "adapter":
+        return [
+            "from peft import PeftModel",
+            f"base = AutoModelForImageTextToText.from_pretrained({base_ref!r})",
+            "model = PeftModel.from_pretrained(base, folder).eval()",
+        ]
+    return ["model = AutoModelForImageTextToText.from_pretrained(folder).eval()"]
+
+
+def usage_code(kind: str, folder: str, base_ref: str, spec, photo: str) -> list[str]:
+    """The card's code block: load the export with plain transformers (+ PEFT for an adapter)
+    and ask it the way it was trained (its prompts, its turns, its image budget, which the
+    folder's preprocessor_config.json carries). No torchvision needed: the image processor is
+    the PIL one and the image tokens are expanded by hand, as AutoProcessor would."""
+    turns = list(spec.turns())
+    return [
+        "import re",
+        "import torch",
+        "from PIL import Image",
+        "from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer",
+        "",
+        f"folder = {folder!r}",
+        *_load_lines(kind, folder, base_ref),
+        "tokenizer = AutoTokenizer.from_pretrained(folder)",
+        "images = AutoImageProcessor.from_pretrained(folder, backend='pil')  # the trained pixel budget",
+        f"turns = {turns!r}",
+        f"prev_decimals = {list(PREVIOUS_GUESS_DECIMALS)!r}",
+        "",
+        f"image = Image.open({photo!r}).convert('RGB')",
+        "pixels = images(images=[image], return_tensors='pt')",
+        "n_image_tokens = int(pixels['image_grid_thw'].prod()) // images.merge_size ** 2",
+        "messages, guess = [], None",
+        "for t, prompt in enumerate(turns):",
+        "    d = prev_decimals[min(t - 1, len(prev_decimals) - 1)]  # the previous guess, rounded as in training",
+        "    text = prompt if t == 0 else prompt.format(prev=f'({guess[0]:.{d}f}, {guess[1]:.{d}f})')",
+        "    content = ([{'type': 'image'}] if t == 0 else []) + [{'type': 'text', 'text': text}]",
+        "    messages.append({'role': 'user', 'content': content})",
+        "    chat = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)",
+        "    chat = chat.replace('<|image_pad|>', '<|image_pad|>' * n_image_tokens)  # as AutoProcessor expands it",
+        "    ids = tokenizer(chat, return_tensors='pt').input_ids",
+        "    mm = (ids == tokenizer.convert_tokens_to_ids('<|image_pad|>')).int()",
+        "    with torch.no_grad():",
+        "        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),",
+        "                             pixel_values=pixels['pixel_values'], image_grid_thw=pixels['image_grid_thw'],",
+        f"                             mm_token_type_ids=mm, max_new_tokens={spec.max_tokens}, do_sample=False)",
+        "    answer = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)",
+        "    messages.append({'role': 'assistant', 'content': [{'type': 'text', 'text': answer}]})",
+        "    numbers = [float(x) for x in re.findall(r'-?\\d+(?:\\.\\d+)?', answer)[:2]]",
+        "    guess = tuple(numbers) if len(numbers) == 2 else None",
+        "    print(f'turn {t + 1}: {answer!r}')",
+        "    if guess is None:",
+        "        break",
+    ]
+
+
+def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: str | Path = ".",
+               base_ref: str | None = None, photo: str | None = None) -> str:
+    """The README.md of an export. `kind`: adapter | merged | full (export.py decides)."""
     run_cfg = (loaded.run_config or {}).get("config", loaded.run_config or {})
-    kind = (loaded.run_config or {}).get("kind", "training")
-    data = _pick(run_cfg, "data", "dataset", "train_data", "data_spec")
-    env = _pick(run_cfg, "env_type", "prompt_style")
-    lora_rank = _pick(run_cfg, "lora_rank")
+    train_kind = (loaded.run_config or {}).get("kind", "training")
+    data = spec.data or _pick(run_cfg, "data", "dataset", "train_data", "data_spec")
+    rank = f" (rank {spec.lora_rank})" if spec.lora_rank else ""
+    side = f", training images {spec.image_side} px on the long side" if spec.image_side else ""
+    folder = str(Path(folder).resolve())
     lines = [
         "---",
-        f"base_model: {loaded.base_model}",
-        "library_name: " + ("transformers" if merged else "peft"),
+        f"base_model: {spec.base_model}",
+        "library_name: " + ("peft" if kind == "adapter" else "transformers"),
         "tags: [geolocation, vision-language, geospot]",
         "---",
         "",
-        f"# geospot {kind} model",
+        f"# geospot {train_kind} model",
         "",
-        f"Fine-tuned from `{loaded.base_model}` with geospot to answer where a "
-        "street-view photo was taken, as `Latitude: <deg>\\nLongitude: <deg>`.",
+        (f"Fine-tuned from `{spec.base_model}` with geospot to answer where a "
+        "street-view photo was taken, as `Latitude: <deg>\\nLongitude: <deg>`."),
         "",
         "| | |",
         "| --- | --- |",
-        f"| base model | `{loaded.base_model}` |",
-        f"| training | {kind}{f' ({env})' if env else ''} |",
+        f"| base model | `{spec.base_model}` |",
+        f"| training | {train_kind}, prompt styles trained: {', '.join(spec.trained_styles)} |",
         f"| data | `{data}` |" if data else "| data | (not recorded) |",
         f"| steps | {loaded.step} |",
-        f"| weights | {'merged full model' if merged else f'PEFT LoRA adapter (rank {lora_rank})' if lora_rank else 'PEFT adapter'} |",
+        f"| weights | {_WEIGHTS[kind].format(rank=rank)} |",
+        f"| prompt style | {spec.env_type} ({len(spec.turns())} turn{'s' if len(spec.turns()) > 1 else ''}) |",
+        f"| answer decimals | {spec.answer_decimals} |",
+        f"| image budget | max_pixels={spec.image_budget}{side} |",
+        f"| max tokens per answer | {spec.max_tokens} |",
         f"| checkpoint | `{loaded.checkpoint}` |",
+        "",
+        "## Prompts",
+        "",
+        *[f"{i + 1}. `{t!r}`" for i, t in enumerate(spec.turns())],
+        "",
+        "Later turns show the previous guess in `{prev}`, rounded to the turn's decimals.",
         "",
         "## Use",
         "",
         "```python",
-    ]
-    if merged:
-        lines += [
-            "from transformers import AutoModelForImageTextToText",
-            "model = AutoModelForImageTextToText.from_pretrained('<this folder>')",
-        ]
-    else:
-        lines += [
-            "from peft import PeftModel",
-            "from transformers import AutoModelForImageTextToText",
-            f"base = AutoModelForImageTextToText.from_pretrained('{loaded.base_model}')",
-            "model = PeftModel.from_pretrained(base, '<this folder>')",
-        ]
-    lines += [
+        *usage_code(kind, folder, base_ref or spec.base_model, spec, photo or "photo.jpg"),
         "```",
         "",
-        "or with geospot: `geospot predict model=<this folder> photo.jpg`" if merged else
-        "or with geospot: `geospot predict model=<training run folder> photo.jpg`",
+        ("The image processor above is transformers' PIL one, so no torchvision is needed. With torchvision "
+        "installed (as on any GPU machine), `AutoProcessor.from_pretrained(folder)` builds the same inputs "
+        "in one call; without it, AutoProcessor cannot build the Qwen-VL processor: use the code above."),
         "",
-        "Prompt: the geospot single-turn prompt (`geospot.prompts.SINGLE_TURN_PROMPT`).",
+        ("Or with geospot, which asks the model exactly as it was trained: "
+        f"`geospot predict model={loaded.run_dir or '<training run folder>'} photo.jpg`."),
         "",
     ]
     rows = {}
     for s in _find_summaries(loaded.run_dir, eval_dir):
-        rows[f"{s.get('name', '?')}: {s.get('data', '?')} ({s.get('env_type', 'single')}, {s.get('sampling', 'greedy')})"] = s["metrics"]
-    if not rows and eval_dir is None:
-        rows = _training_evals(loaded.run_dir, loaded.step)
-    if rows:
-        from geospot.eval.compare import compare_table
+        how = f"{s.get('env_type', 'single')}, {s.get('sampling', 'greedy')}"
+        label = f"{s.get('name', '?')}: {s.get('data', '?')} ({how})"
+        rows[label] = s["metrics"]
+    training = _training_evals(loaded.run_dir, loaded.step) if eval_dir is None else {}
+    from geospot.eval.compare import compare_table
 
-        lines += ["## Evaluation", "", compare_table(rows), ""]
-    else:
-        lines += ["## Evaluation", "", "No eval summary found for this run; run `geospot eval model=<run> data=<spec>`.", ""]
+    lines += ["## Evaluation", ""]
+    if rows:
+        lines += ["`geospot eval` runs of this model:", "", compare_table(rows), ""]
+    if training:
+        lines += ["The training run's held-out evals (greedy):", "", compare_table(training), ""]
+    if not rows and not training:
+        lines += ["No eval found for this run; run `geospot eval model=<run> data=<spec>`.", ""]
     return "\n".join(lines)
 
 
-def write_model_card(path: str | Path, loaded, *, merged: bool, eval_dir: str | None = None) -> Path:
+def card_code(card_text: str) -> str:
+    """The first ```python block of a card (what the tests execute)."""
+    start = card_text.index("```python\n") + len("```python\n")
+    return card_text[start:card_text.index("```", start)]
+
+
+def write_model_card(path: str | Path, loaded, *, spec, kind: str, eval_dir: str | None = None,
+                     base_ref: str | None = None, photo: str | None = None) -> Path:
     card = Path(path) / "README.md"
-    card.write_text(model_card(loaded, merged=merged, eval_dir=eval_dir), encoding="utf-8")
+    card.write_text(model_card(loaded, spec=spec, kind=kind, eval_dir=eval_dir, folder=path, base_ref=base_ref,
+                               photo=photo), encoding="utf-8")
     return card

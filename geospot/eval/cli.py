@@ -4,7 +4,7 @@
                  [out=<run dir>] [--json]
     geospot eval --compare runA runB ...
     geospot predict model=<model> IMAGES...|DIR [--json] [--map out.html]
-    geospot export checkpoint=<run or checkpoint dir> out=DIR [merged=true]
+    geospot export ...   (geospot/eval/export.py)
 
 `model` is anything geospot.eval.loading understands: hub id, local folder, tiny:..., a
 training run / checkpoint folder, tinker://... . An eval run folder holds config.json,
@@ -18,16 +18,18 @@ import math
 import re
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from geospot.config import ConfigError, help_text, option, parse_overrides
 from geospot.data.spec import SpecError
 from geospot.envs.config import EnvOptions
 from geospot.eval import predictions as io
 from geospot.eval.geocoding import geocoder_for
+from geospot.eval.run_defaults import describe_defaults, given_keys, with_run_defaults
 from geospot.eval.runner import metrics_for, predict
 from geospot.jsonutil import finite_json
 
@@ -43,14 +45,14 @@ class SamplingConfig(EnvOptions):
 
     model: str = option("", "hub id, local HF folder, `tiny:<family>[:<size>]`, a training run or checkpoint folder, or tinker://…")
     base_model: str | None = option(None, "for model=tinker://… only: the hub id that checkpoint was trained from")
-    env_type: Literal["single", "telescoping", "hierarchical", "geohash"] = option("single", "`single`: one question; `telescoping`: 3 turns, the last scored (predict prints every turn's guess); `hierarchical`: label turns then coordinates (label accuracy per turn); `geohash`: the geohash curriculum")
+    env_type: Literal["single", "telescoping", "hierarchical", "geohash"] = option("single", "`single`: one question; `telescoping`: 3 turns, the last scored (predict prints every turn's guess); `hierarchical`: label turns then coordinates (label accuracy per turn); `geohash`: the geohash curriculum; a run folder's model defaults to the style it trained last")
     samples: int = option(0, "0 = greedy (temperature 0); k > 0 = k samples per image at `temperature`, the medoid guess used")
     temperature: float = option(1.0, "sampling temperature when samples > 0")
     batch_size: int = option(16, "images per engine.sample call")
-    max_tokens: int = option(24, "answer length limit per turn (the answer format needs ~20 tokens; raise it for chatty zero-shot models)")
+    max_tokens: int = option(24, "answer length limit per turn (the answer format needs ~20 tokens; raise it for chatty zero-shot models); a run folder's model defaults to its own; reasoning=true uses reasoning_max_tokens")
     device: str = option("auto", "`auto`, `cpu`, `cuda`, `cuda:1`, …")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = option("auto", "model dtype (`auto`: bf16 on capable GPUs, fp32 on CPU)")
-    max_pixels: int | None = option(None, "pixel budget per image (None = the model's / run's setting)")
+    max_pixels: int | None = option(None, "pixel budget per image (None = the model's; a run folder's: its training images' budget)")
     seed: int = option(0, "sampling seed")
 
     def validate(self) -> None:
@@ -76,14 +78,6 @@ class EvalConfig(SamplingConfig):
 @dataclass(frozen=True)
 class PredictConfig(SamplingConfig):
     """`geospot predict` needs nothing beyond the shared settings."""
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    checkpoint: str = option("", "a training run folder (its latest checkpoint) or a checkpoints/<step> folder")
-    out: str = option("", "output folder")
-    merged: bool = option(False, "false: a PEFT adapter (+ base model name); true: LoRA merged into a full HF model")
-    eval: str | None = option(None, "an eval run folder whose summary.json goes into the model card (default: <run>/eval if present)")
 
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -159,7 +153,7 @@ command to resume an interrupted eval), then <out>/summary.json, and prints the 
 """
 
 # keys that must match for a rerun into the same folder to count as a resume
-RESUME_KEYS = ("model", "data", "split", "n", "env_type", "samples", "temperature", "max_tokens")
+RESUME_KEYS = ("model", "data", "split", "n", "env_type", "samples", "temperature", "max_tokens", "max_pixels")
 
 
 def eval_main(argv: list[str]) -> int:
@@ -173,15 +167,18 @@ def eval_main(argv: list[str]) -> int:
         if "--compare" in flags:
             if kv or len(pos) < 1:
                 raise ConfigError("usage: geospot eval --compare RUN_DIR [RUN_DIR ...] [--json]")
-            return _compare(pos, as_json)
+            from geospot.eval.compare import compare_main
+
+            return compare_main(pos, as_json)
         if pos:
             raise ConfigError(f"unexpected argument {pos[0]!r}: eval takes key=value pairs (try --help)")
         cfg = parse_overrides(EvalConfig, kv)
+        given = given_keys(kv)
         if ("greedy" in flags or "--greedy" in flags) and cfg.samples:
             raise ConfigError("pass either greedy or samples=k, not both")
         if not cfg.model or not cfg.data:
             raise ConfigError("model= and data= are required, e.g. `geospot eval model=tiny:qwen2_5_vl:small data=synthetic:n=64`")
-        summary = run_eval(cfg)
+        summary = run_eval(cfg, given=given)
     except (ConfigError, SpecError, FileNotFoundError) as e:
         print(f"geospot eval: {e}", file=sys.stderr)
         return 2
@@ -190,18 +187,6 @@ def eval_main(argv: list[str]) -> int:
     else:
         print(_fmt_metrics(summary["name"], summary["metrics"]))
         print(f"predictions: {summary['predictions']}\nsummary:     {summary['summary']}")
-    return 0
-
-
-def _compare(run_dirs: Sequence[str], as_json: bool) -> int:
-    from geospot.eval.compare import best_per_column, compare_table, load_runs
-
-    rows = load_runs(run_dirs)
-    if as_json:
-        best = {k: sorted(v) for k, v in best_per_column(rows).items()}
-        print(json.dumps(finite_json({"runs": rows, "best": best})))
-    else:
-        print(compare_table(rows))
     return 0
 
 
@@ -250,35 +235,61 @@ class _bar:
         self._t.close()
 
 
-def run_eval(cfg: EvalConfig, engine=None) -> dict:
-    """The body of `geospot eval` (importable; `engine` skips model loading, for tests)."""
-    from geospot.data import open_stream
+def _differs(out: Path, resume_cfg: dict) -> list[str]:
+    """The resume keys whose value the eval already in `out` does not share ([] = none there,
+    or the same eval: a rerun resumes it)."""
+    config_path = out / "config.json"
+    if not (out / io.PREDICTIONS).exists() and not (out / io.SUMMARY).exists():
+        return []
+    if not config_path.exists():
+        return ["config.json (not a geospot eval folder)"]
+    old = json.loads(config_path.read_text()).get("resume", {})
+    return [f"{k} ({old.get(k)!r} there)" for k in resume_cfg if old.get(k) != resume_cfg[k]]
 
+
+def eval_folder(cfg: EvalConfig, checkpoint: str | None, resume_cfg: dict) -> Path:
+    """Where this eval writes. A named out= holding another eval is refused; the default
+    folder moves on to `<name>-2`, `-3`, ... so an earlier eval of a different config is never
+    overwritten."""
+    if cfg.out:
+        out = Path(cfg.out)
+        differs = _differs(out, resume_cfg)
+        if differs:
+            raise ConfigError(f"out={out} holds an eval with different {', '.join(differs)}; "
+                              "pick another out= or delete that folder")
+        return out
+    first = out = default_out(cfg, checkpoint)
+    i = 2
+    while _differs(out, resume_cfg):
+        out, i = first.with_name(f"{first.name}-{i}"), i + 1
+    if out != first:
+        print(f"{first} holds an eval of another config; writing {out}", file=sys.stderr)
+    return out
+
+
+def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dict:
+    """The body of `geospot eval` (importable; `engine` skips model loading, for tests).
+    `given`: the keys named on the command line (the rest default to the run's, if any)."""
+    from geospot.data import open_stream
     from geospot.data.spec import parse_spec
 
     parse_spec(cfg.data)  # a bad spec fails here, before any folder is made
+    cfg, run_defaults = with_run_defaults(cfg, given)
+    if run_defaults:
+        print(describe_defaults(run_defaults), file=sys.stderr)
     checkpoint = _resolved_checkpoint(cfg.model)
-    out = Path(cfg.out) if cfg.out else default_out(cfg, checkpoint)
+    # what must match for a rerun to resume: the eval settings and the exact weights (a run
+    # folder's latest checkpoint moves on while training runs)
+    resume_cfg = {**{k: getattr(cfg, k) for k in RESUME_KEYS}, "checkpoint": checkpoint}
+    out = eval_folder(cfg, checkpoint, resume_cfg)
     out.mkdir(parents=True, exist_ok=True)
     name = cfg.name or out.resolve().name
     pred_path = out / io.PREDICTIONS
     config_path = out / "config.json"
-    # what must match for a rerun to resume: the eval settings and the exact weights (a run
-    # folder's latest checkpoint moves on while training runs)
-    resume_cfg = {**{k: getattr(cfg, k) for k in RESUME_KEYS}, "checkpoint": checkpoint}
-    done: list = []
-    if pred_path.exists() and config_path.exists():
-        old = json.loads(config_path.read_text()).get("resume", {})
-        differs = [k for k in resume_cfg if old.get(k) != resume_cfg[k]]
-        if differs:
-            raise ConfigError(
-                f"out={out} holds an eval with different {', '.join(f'{k} ({old.get(k)!r} there)' for k in differs)}; "
-                "pick another out= or delete that folder"
-            )
-        done = io.repair_predictions(pred_path)
-    elif pred_path.exists():
-        raise ConfigError(f"out={out} has a predictions.csv but no config.json: not a geospot eval folder; pick another out=")
-    config_path.write_text(json.dumps({"kind": "eval", "config": asdict(cfg), "resume": resume_cfg}, indent=1) + "\n")
+    done: list = io.repair_predictions(pred_path) if pred_path.exists() else []
+    config_path.write_text(json.dumps({"kind": "eval", "config": asdict(cfg), "resume": resume_cfg,
+                                       "run_defaults": run_defaults}, indent=1) + "\n")
+    turns = tuple(run_defaults["turn_prompts"]) if run_defaults else None
 
     split = resolve_split(cfg.split, cfg.data)
     done_ids = {p.id for p in done}
@@ -306,9 +317,10 @@ def run_eval(cfg: EvalConfig, engine=None) -> dict:
                 bar.update(len(preds))
 
             t0 = time.perf_counter()
-            predict(engine, todo, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens,
-                    sampling=_sampling(cfg.samples, cfg.temperature, cfg.max_tokens), on_batch=finished,
-                    env_options=cfg, label_geocoder=label_geocoder)
+            budget = cfg.turn_max_tokens(cfg.max_tokens)  # reasoning=true: reasoning_max_tokens
+            predict(engine, todo, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=budget,
+                    sampling=_sampling(cfg.samples, cfg.temperature, budget), on_batch=finished,
+                    env_options=cfg, label_geocoder=label_geocoder, turns=turns)
             busy_s += time.perf_counter() - t0
             evaluated += len(todo)
         skipped = dict(stream.skipped)
@@ -340,6 +352,7 @@ def run_eval(cfg: EvalConfig, engine=None) -> dict:
         "summary": str(out / io.SUMMARY),
         "checkpoint": checkpoint,
         "config": asdict(cfg),
+        "run_defaults": run_defaults,
     }
     io.write_summary(out, summary)
     return summary
@@ -402,6 +415,9 @@ def predict_main(argv: list[str], engine=None) -> int:
     try:
         kv, flags, values, pos = _split_args(argv, {"--json", "greedy"}, {"--map"})
         cfg = parse_overrides(PredictConfig, kv)
+        cfg, run_defaults = with_run_defaults(cfg, given_keys(kv))
+        if run_defaults:
+            print(describe_defaults(run_defaults), file=sys.stderr)
         if not pos:
             raise ConfigError("give images or a folder, e.g. `geospot predict model=... photos/`")
         if not cfg.model and engine is None:
@@ -418,9 +434,10 @@ def predict_main(argv: list[str], engine=None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"geospot predict: {e}", file=sys.stderr)
         return 2
-    preds = predict(engine, samples, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens,
-                    sampling=_sampling(cfg.samples, cfg.temperature, cfg.max_tokens), env_options=cfg,
-                    label_geocoder=_no_labels)
+    budget = cfg.turn_max_tokens(cfg.max_tokens)  # reasoning=true: reasoning_max_tokens
+    preds = predict(engine, samples, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=budget,
+                    sampling=_sampling(cfg.samples, cfg.temperature, budget), env_options=cfg,
+                    label_geocoder=_no_labels, turns=tuple(run_defaults["turn_prompts"]) if run_defaults else None)
     labels = _reverse_geocode_parsed(preds)
     rows = []
     for p, lab in zip(preds, labels):
@@ -437,6 +454,9 @@ def predict_main(argv: list[str], engine=None) -> int:
             "turns": [None if g is None else list(g) for g in p.turn_guesses],
             "turn_texts": list(p.turn_texts),
             **({"answers": answered_labels(p)} if p.turn_fields else {}),
+            # reasoning=true: raw_text holds the <think> block; its length per turn (first sample)
+            **({"reasoning_tokens": [t[0] for t in p.turn_reasoning[:len(p.turn_guesses)]]}
+               if p.turn_reasoning else {}),
         })
     for r in rows:
         print(json.dumps(finite_json(r)) if "--json" in flags else _predict_line(r, cfg.env_type != "single"))
@@ -475,7 +495,7 @@ def _reverse_geocode_parsed(preds):
 
 
 def _predict_line(r: dict, telescoping: bool) -> str:
-    one_line = lambda s: s.replace("\n", " | ")  # noqa: E731
+    one_line = lambda s: s.replace("\n", " | ")
     if math.isnan(r["latitude"]):
         coords = "unparsed"
     else:
@@ -487,38 +507,3 @@ def _predict_line(r: dict, telescoping: bool) -> str:
         turns = " -> ".join("?" if g is None else f"({g[0]:.2f}, {g[1]:.2f})" for g in r["turns"])
         line += f"\tturns: {turns}"
     return line
-
-
-# ---------------------------------------------------------------------------------------
-# geospot export
-
-EXPORT_HELP = """usage: geospot export checkpoint=<run or checkpoint dir> out=DIR [merged=true]
-
-Writes a PEFT adapter (default) or a merged HF model that loads in plain transformers,
-plus a model card README.md (base model, data, steps, eval table).
-"""
-
-
-def export_main(argv: list[str]) -> int:
-    argv = list(argv)
-    if any(a in ("-h", "--help", "help") for a in argv):
-        print(EXPORT_HELP + "\n" + help_text(ExportConfig))
-        return 0
-    try:
-        cfg = parse_overrides(ExportConfig, argv)
-        if not cfg.checkpoint or not cfg.out:
-            raise ConfigError("checkpoint= and out= are required, e.g. `geospot export checkpoint=runs/sft out=export/`")
-        from geospot.eval.loading import is_checkpoint_path, load_model
-
-        if not is_checkpoint_path(cfg.checkpoint):
-            raise ConfigError(f"checkpoint={cfg.checkpoint} is not a training run or checkpoint folder")
-        loaded = load_model(cfg.checkpoint, device="cpu")
-        path = loaded.engine.export(cfg.out, merged=cfg.merged)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"geospot export: {e}", file=sys.stderr)
-        return 2
-    from geospot.eval.card import write_model_card
-
-    card = write_model_card(path, loaded, merged=cfg.merged, eval_dir=cfg.eval)
-    print(f"exported {'merged model' if cfg.merged else 'adapter'} to {path}\nmodel card: {card}")
-    return 0

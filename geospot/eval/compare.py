@@ -1,16 +1,17 @@
 """`geospot eval --compare runA runB ...`: one table, one row per run, best per column marked.
 
-Reads each run folder's summary.json (written by `geospot eval`). Distances are better
+Reads each eval folder's summary.json (written by `geospot eval`) or a training run's last
+held-out eval (its metrics.jsonl). Distances are better
 low, every accuracy / score better high; `n` is not ranked. The best value of each column
 gets a `*` (all tied bests get one; a column where every run ties gets none)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from geospot.eval.predictions import read_summary
+from geospot.eval.predictions import read_summary_or_training_eval
 from geospot.geo.metrics import METRIC_KEYS
 
 COLUMNS = METRIC_KEYS  # the table's columns are exactly compute_metrics' keys, in its order
@@ -59,20 +60,36 @@ def compare_table(rows: dict[str, dict], columns: Sequence[str] = COLUMNS) -> st
             cells.append(cell + ("*" if name in best.get(col, ()) else ""))
         body.append(cells)
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
     out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(r) for r in body]
     return "\n".join(out) + "\n(* = best in column; km lower is better, the rest higher)"
 
 
 def load_runs(run_dirs: Sequence[str]) -> dict[str, dict]:
-    """run name (folder name, made unique) -> metrics, from each summary.json."""
+    """run name (folder name, made unique) -> metrics, from each eval folder's summary.json or
+    each training run's last held-out eval."""
     rows: dict[str, dict] = {}
     for d in run_dirs:
-        summary = read_summary(d)
+        summary = read_summary_or_training_eval(d)
         name = summary.get("name") or Path(d).resolve().name
         base, i = name, 2
         while name in rows:
             name, i = f"{base}#{i}", i + 1
         rows[name] = summary["metrics"]
     return rows
+
+
+def compare_main(run_dirs: Sequence[str], as_json: bool) -> int:
+    """`geospot eval --compare`: the table, or {"runs", "best"} as JSON."""
+    import json
+
+    from geospot.jsonutil import finite_json
+
+    rows = load_runs(run_dirs)
+    if as_json:
+        best = {k: sorted(v) for k, v in best_per_column(rows).items()}
+        print(json.dumps(finite_json({"runs": rows, "best": best})))
+    else:
+        print(compare_table(rows))
+    return 0

@@ -11,8 +11,8 @@ from __future__ import annotations
 import html
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 WORLD_FILE = Path(__file__).resolve().parent.parent / "dashboard" / "static" / "world-110m.json"
 

@@ -14,8 +14,8 @@ import csv
 import json
 import math
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from geospot.eval.runner import NAN, Prediction
 
@@ -38,6 +38,7 @@ COLUMNS = (
     "sample_guesses",
     "turn_fields",
     "label_correct",
+    "turn_reasoning",
 )
 LABEL_KEYS = ("country", "region", "city")
 
@@ -78,6 +79,7 @@ def to_row(p: Prediction) -> dict[str, str]:
         "sample_guesses": _guesses_json(p.sample_guesses),
         "turn_fields": json.dumps(list(p.turn_fields)),
         "label_correct": json.dumps(p.label_correct),
+        "turn_reasoning": json.dumps([list(t) for t in p.turn_reasoning]),
     }
 
 
@@ -95,6 +97,7 @@ def from_row(row: dict[str, str]) -> Prediction:
         labels={k: row[k] for k in LABEL_KEYS if row.get(k)},
         turn_fields=tuple(json.loads(row.get("turn_fields") or "[]")),
         label_correct={str(k): float(v) for k, v in json.loads(row.get("label_correct") or "{}").items()},
+        turn_reasoning=tuple(tuple(float(x) for x in t) for t in json.loads(row.get("turn_reasoning") or "[]")),
     )
 
 
@@ -178,6 +181,43 @@ def read_summary(run_dir: str | os.PathLike) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {run_dir} a finished `geospot eval` run folder?")
     return json.loads(path.read_text())
+
+
+def training_evals(run_dir: str | os.PathLike) -> list[dict]:
+    """The held-out evals a training run logged (`eval/<metric>` lines of its metrics.jsonl),
+    oldest first, as {"step": k, "metrics": {...}}; a torn last line is skipped."""
+    path = Path(run_dir) / "metrics.jsonl"
+    out: list[dict] = []
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        metrics = {k[5:]: (math.nan if v is None else v) for k, v in row.items() if k.startswith("eval/")}
+        if metrics:
+            out.append({"step": row.get("step"), "metrics": metrics})
+    return out
+
+
+def read_summary_or_training_eval(run_dir: str | os.PathLike) -> dict:
+    """An eval folder's summary.json, or a training run's last held-out eval in the same shape
+    (name `<run> (held-out, step k)`; a run whose loop never evaluated: its newest `geospot eval`
+    folder), for `geospot eval --compare`."""
+    path = Path(run_dir)
+    if path.is_file() or (path / SUMMARY).exists():
+        return read_summary(path)
+    evals = training_evals(path)
+    if not evals:  # no loop eval: the run's newest `geospot eval`
+        found = sorted(path.glob(f"eval/*/{SUMMARY}"), key=lambda p: p.stat().st_mtime)
+        if found:
+            summary = read_summary(found[-1])
+            return {**summary, "name": f"{path.resolve().name} ({summary.get('name', found[-1].parent.name)})"}
+        raise FileNotFoundError(f"{run_dir}: neither an eval folder (no {SUMMARY}) nor a training run with a held-out "
+                                "eval in metrics.jsonl; run `geospot eval model=<run> data=<spec>` first")
+    last = evals[-1]
+    return {"name": f"{path.resolve().name} (held-out, step {last['step']})", "metrics": last["metrics"]}
 
 
 def _json_default(x):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from geospot import prompts as P
 from geospot.data.types import Sample
 from geospot.distributed import Dist
 from geospot.engines.types import SampleParams
+from geospot.envs.registry import coordinate_prompts
 from geospot.envs.rewards import GeoScoreReward
 from geospot.envs.single_turn import SingleTurnGroupBuilder
 from geospot.envs.telescoping import TelescopingGroupBuilder
@@ -57,6 +59,8 @@ class Prediction:
     # hierarchical eval: what each turn asked ("" = coordinates) and which label answers were right
     turn_fields: tuple[str, ...] = ()
     label_correct: dict[str, float] = field(default_factory=dict)
+    # reasoning=true: (reasoning tokens, truncated, answer format) of every turn of every sample
+    turn_reasoning: tuple[tuple[float, float, float], ...] = ()
 
     @property
     def parsed(self) -> bool:
@@ -119,31 +123,41 @@ def medoid(guesses: Sequence[tuple[float, float] | None]) -> tuple[float, float]
 # come from the env (`turn_prompt`), so eval asks exactly what training asked.
 
 
-def turn_texts_for(prompt_style: str) -> tuple[str, ...]:
+def turn_texts_for(prompt_style: str, reasoning: bool = False) -> tuple[str, ...]:
+    """The prompts training asks (asking to reason first with `reasoning`: envs/registry.py)."""
     if prompt_style == "single":
-        return (P.SINGLE_TURN_PROMPT,)
-    if prompt_style == "telescoping":
-        return P.TELESCOPING_PROMPTS
-    raise ValueError(f"prompt_style={prompt_style!r}: use 'single' or 'telescoping'")
+        turns: tuple[str, ...] = (P.SINGLE_TURN_PROMPT,)
+    elif prompt_style == "telescoping":
+        turns = P.TELESCOPING_PROMPTS
+    else:
+        raise ValueError(f"prompt_style={prompt_style!r}: use 'single' or 'telescoping'")
+    return coordinate_prompts(SimpleNamespace(reasoning=reasoning), turns)
 
 
-def _rollout_batch(engine, samples: Sequence[Sample], turns: tuple[str, ...], params: SampleParams, k: int):
+def _rollout_batch(engine, samples: Sequence[Sample], turns: tuple[str, ...], params: SampleParams, k: int,
+                   reasoning: bool = False):
     """Run a batch through the training envs (rl/rollouts.py: one `engine.sample` call per turn,
     k samples per image on the first). Returns, per image and per sample, the (text, guess | None)
-    of each turn it played; as in training, an unparseable turn ends that conversation."""
+    of each turn it played (as in training, an unparseable turn ends that conversation), and per
+    image the (reasoning tokens, truncated, answer format) of every turn (empty without reasoning)."""
     renderer = engine.renderer
     reward = GeoScoreReward()  # eval scores the guesses itself; the envs' reward is not used
     if len(turns) == 1:
-        builders = [SingleTurnGroupBuilder(s, renderer, reward, turns[0]) for s in samples]
+        builders = [SingleTurnGroupBuilder(s, renderer, reward, turns[0], reasoning=reasoning) for s in samples]
     else:
-        builders = [TelescopingGroupBuilder(s, renderer, reward, turns) for s in samples]
+        builders = [TelescopingGroupBuilder(s, renderer, reward, turns, reasoning=reasoning) for s in samples]
     trajectories_BG = do_group_rollouts(engine, builders, k, params)
 
     def turn_of(tr):
         m = tr.metrics
         return renderer.decode(list(tr.action_tokens)), ((m["lat"], m["lon"]) if m["parsed"] else None)
 
-    return [[[turn_of(tr) for tr in traj.transitions] for traj in group] for group in trajectories_BG]
+    def reasoning_of(group):
+        return tuple((tr.metrics["reasoning_tokens"], tr.metrics["truncated"], tr.metrics["answer_format"])
+                     for traj in group for tr in traj.transitions if "reasoning_tokens" in tr.metrics)
+
+    histories = [[[turn_of(tr) for tr in traj.transitions] for traj in group] for group in trajectories_BG]
+    return histories, [reasoning_of(group) for group in trajectories_BG]
 
 
 def _final_guess(history, num_turns: int) -> tuple[float, float] | None:
@@ -152,7 +166,7 @@ def _final_guess(history, num_turns: int) -> tuple[float, float] | None:
 
 
 def _prediction(sample: Sample, histories, num_turns: int, turn_fields: tuple[str, ...] = (),
-                label_correct: dict[str, float] | None = None) -> Prediction:
+                label_correct: dict[str, float] | None = None, turn_reasoning: tuple = ()) -> Prediction:
     first = histories[0]
     finals = tuple(_final_guess(h, num_turns) for h in histories)
     guess = finals[0] if len(finals) == 1 else medoid(finals)
@@ -169,6 +183,7 @@ def _prediction(sample: Sample, histories, num_turns: int, turn_fields: tuple[st
         labels=dict(sample.labels or {}),
         turn_fields=tuple(turn_fields),
         label_correct=dict(label_correct or {}),
+        turn_reasoning=tuple(turn_reasoning),
     )
 
 
@@ -186,7 +201,18 @@ def metrics_for(predictions: Sequence[Prediction], geocoder=None) -> dict[str, f
     metrics = compute_metrics(pred_lat, pred_lon, true_lat, true_lon, geocoder=geocoder)
     metrics.update(turn_metrics(predictions, true_lat, true_lon))
     metrics.update(label_metrics(predictions))
+    metrics.update(reasoning_eval_metrics(predictions))
     return metrics
+
+
+def reasoning_eval_metrics(predictions: Sequence[Prediction]) -> dict[str, float]:
+    """reasoning=true only: the RL step's `reasoning_tokens` / `truncation_rate` /
+    `answer_format_rate` (rl/metrics.py), over every turn of every sample. {} otherwise."""
+    turns_N3 = np.asarray([t for p in predictions for t in p.turn_reasoning], dtype=float)
+    if not turns_N3.size:
+        return {}
+    tokens, truncated, fmt = turns_N3.mean(axis=0)
+    return {"reasoning_tokens": float(tokens), "truncation_rate": float(truncated), "answer_format_rate": float(fmt)}
 
 
 def label_metrics(predictions: Sequence[Prediction]) -> dict[str, float]:
@@ -228,6 +254,7 @@ def predict(
     on_batch: Callable[[list[Prediction]], None] | None = None,
     env_options=None,
     label_geocoder: Callable | None = None,
+    turns: tuple[str, ...] | None = None,
 ) -> list[Prediction]:
     """Predictions for `samples` (order kept), batch by batch; no scoring, so the truth may
     be NaN (`geospot predict`). Progress display is the caller's (via `on_batch`).
@@ -240,7 +267,10 @@ def predict(
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     env_style = prompt_style in ENV_STYLES
     fields = turn_fields(prompt_style, env_options) if env_style else ()
-    turns = fields if env_style else turn_texts_for(prompt_style)
+    reasoning = bool(getattr(env_options, "reasoning", False))
+    # the run's own prompts (turns) or the defaults, asking to reason first with `reasoning`
+    turns = fields if env_style else (coordinate_prompts(SimpleNamespace(reasoning=reasoning), turns) if turns
+                                      else turn_texts_for(prompt_style, reasoning))
     if env_style and label_geocoder is None and prompt_style == "hierarchical":
         from geospot.geo import reverse_geocode as label_geocoder
     params, k = resolve_sampling(sampling, max_tokens)
@@ -250,9 +280,12 @@ def predict(
         batch = samples[start : start + batch_size]
         if env_style:
             histories, correct = env_batch(engine, batch, prompt_style, env_options, params, k, label_geocoder)
+            reasoned = [()] * len(batch)
         else:
-            histories, correct = _rollout_batch(engine, batch, turns, params, k), [None] * len(batch)
-        batch_preds = [_prediction(s, h, len(turns), fields, c) for s, h, c in zip(batch, histories, correct)]
+            histories, reasoned = _rollout_batch(engine, batch, turns, params, k, reasoning)
+            correct = [None] * len(batch)
+        batch_preds = [_prediction(s, h, len(turns), fields, c, r)
+                       for s, h, c, r in zip(batch, histories, correct, reasoned)]
         predictions.extend(batch_preds)
         if on_batch is not None:
             on_batch(batch_preds)

@@ -7,6 +7,8 @@ run on both sides of the rename (tests/models/test_compat.py checks the switch i
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from typing import Any
 
 import transformers
@@ -19,3 +21,29 @@ CACHE_ARG = "cache" if CACHE_RENAMED else "past_key_values"  # model(..., **{CAC
 def output_cache(out: Any):
     """The KV cache a forward pass returned."""
     return out.cache if CACHE_RENAMED else out.past_key_values
+
+
+@contextlib.contextmanager
+def peft_wrap_quietly():
+    """PEFT reads `model.is_gradient_checkpointing` when it wraps a model, a property transformers
+    5 deprecated with a FutureWarning on every read (71 of them in one test run). Nothing a
+    user can act on, so exactly that warning is ignored while PEFT wraps, nothing else."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
+@contextlib.contextmanager
+def no_progress_bars(quiet: bool = True):
+    """transformers' weight-loading bars, off while `quiet` (a tiny test model loads in
+    milliseconds: a bar per load is noise). Restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if quiet and was:
+            hf_logging.enable_progress_bar()

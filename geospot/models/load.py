@@ -107,7 +107,10 @@ def load_model(name: str, dtype: str = "auto", device: str = "auto") -> LoadedMo
     dev = choose_device(device)
     torch_dtype, reason = choose_dtype(dtype, dev)
     log.info("loading %s (%s) on %s as %s (%s)", name, family, dev, torch_dtype, reason)
-    model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch_dtype).to(dev)
+    from geospot.models.compat import no_progress_bars
+
+    with no_progress_bars(quiet=name.startswith("tiny:")):  # a tiny model loads in ms: no bar
+        model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch_dtype).to(dev)
     model.eval()
     return LoadedModel(
         model=model,

@@ -11,8 +11,15 @@ Every write transaction bumps one global counter, `seq`, and stamps the rows it 
 with it. Readers ask "what changed after seq N?" — that is how the dashboard's live stream
 resumes without losing events (`RunReader.events_since`).
 
+Liveness: a stored `running` is only believed while the writing process lives. `set_status
+("running")` records the pid, its start time and the host in `meta`, and the writer thread
+stamps `heartbeat` every HEARTBEAT_S seconds; a reader on the same host checks the pid (and its
+start time, so a reused pid does not count), one elsewhere the heartbeat's age. A run killed
+without a word (SIGKILL, power loss) then reads `stopped` within STALE_S.
+
 Layout (schema version 1):
-    meta(key, value)                       schema_version, created, seq, write counters
+    meta(key, value)                       schema_version, created, seq, write counters,
+                                           pid, pid_start, host, heartbeat
     config(id=1, kind, json)
     status(id=1, status, updated, seq)
     steps(step, time, metrics json, seq)   log_step for the same step merges metrics
@@ -28,7 +35,9 @@ import atexit
 import hashlib
 import json
 import logging
+import os
 import queue
+import socket
 import sqlite3
 import threading
 import time
@@ -41,6 +50,7 @@ from typing import Any
 from PIL import Image
 
 from geospot.jsonutil import finite_json
+from geospot.runs.liveness import HEARTBEAT_S, effective_status, process_start
 from geospot.runs.writer import ImageRecord
 
 log = logging.getLogger(__name__)
@@ -92,6 +102,24 @@ def _close_open_stores() -> None:
             pass
 
 
+def truncate_store(run_dir: str | Path, after_step: int) -> None:
+    """Drop the steps, image records and rollouts past `after_step` (a resumed run rewinds to its
+    checkpoint, as metrics.jsonl does). Synchronous: done before the run's writer opens."""
+    path = Path(run_dir) / STORE_FILE
+    if not path.is_file():
+        return
+    con = _connect_rw(path)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        seq = int(con.execute("SELECT value FROM meta WHERE key='seq'").fetchone()[0]) + 1
+        for table in ("steps", "shown", "rollouts"):
+            con.execute(f"DELETE FROM {table} WHERE step > ?", (int(after_step),))
+        con.execute("UPDATE meta SET value=? WHERE key='seq'", (str(seq),))
+        con.execute("COMMIT")
+    finally:
+        con.close()
+
+
 def _connect_rw(path: Path) -> sqlite3.Connection:
     con = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
     con.execute("PRAGMA busy_timeout = 5000")
@@ -118,6 +146,7 @@ class RunStore:
         self._thumbs_done: set[str] = set()
         self._queue: queue.Queue[Callable[[sqlite3.Connection], None] | None] = queue.Queue(maxsize=queue_size)
         self._closed = False
+        self._running = False  # stamp heartbeats while the run says it is running
         self._lock = threading.Lock()
         # The schema is created synchronously so a reader can open the store right away.
         con = _connect_rw(self.path)
@@ -208,8 +237,16 @@ class RunStore:
 
     def set_status(self, status: str) -> None:
         status, now = str(status), time.time()
-        self._submit(lambda con, seq: con.execute(
-            "INSERT OR REPLACE INTO status VALUES (1, ?, ?, ?)", (status, now, seq)))
+        self._running = status == "running"
+        writer = {"pid": str(os.getpid()), "pid_start": str(process_start(os.getpid())),
+                  "host": socket.gethostname(), "heartbeat": str(now)}
+
+        def job(con: sqlite3.Connection, seq: int) -> None:
+            con.execute("INSERT OR REPLACE INTO status VALUES (1, ?, ?, ?)", (status, now, seq))
+            if status == "running":  # who to ask whether `running` is still true
+                con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(writer.items()))
+
+        self._submit(job)
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until all jobs queued so far are applied. False on timeout."""
@@ -237,7 +274,7 @@ class RunStore:
     def __enter__(self) -> RunStore:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # ---- writer thread -----------------------------------------------------------------
@@ -258,10 +295,18 @@ class RunStore:
         log.warning("run store %s: %s failed (%d failed writes so far)", self.path, what, self.failed_writes,
                     exc_info=True)
 
+    def _heartbeat(self, con: sqlite3.Connection, seq: int) -> None:
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('heartbeat', ?)", (str(time.time()),))
+
     def _run(self) -> None:
         con: sqlite3.Connection | None = None
         while True:
-            job = self._queue.get()
+            try:
+                job = self._queue.get(timeout=HEARTBEAT_S)
+            except queue.Empty:  # idle: a heartbeat says the writer still lives
+                if not self._running:
+                    continue
+                job = self._heartbeat
             if job is None:
                 break
             try:
@@ -324,9 +369,15 @@ class RunReader:
         return (rows[0][0], json.loads(rows[0][1])) if rows else ("", {})
 
     def status(self) -> dict[str, Any]:
+        """The stored status, `running` turned `stopped` when its writer is gone; `heartbeat`
+        is the writer's last sign of life (seconds since the epoch, or None)."""
         rows = self._query("SELECT status, updated, seq FROM status WHERE id=1")
-        return {"status": rows[0][0], "updated": rows[0][1], "seq": rows[0][2]} if rows else {
-            "status": "unknown", "updated": None, "seq": 0}
+        meta = self.meta()
+        beat = float(meta["heartbeat"]) if "heartbeat" in meta else None
+        if not rows:
+            return {"status": "unknown", "updated": None, "seq": 0, "heartbeat": beat}
+        return {"status": effective_status(rows[0][0], meta), "stored": rows[0][0], "updated": rows[0][1],
+                "seq": rows[0][2], "heartbeat": beat}
 
     def steps(self, since_seq: int = 0) -> list[dict[str, Any]]:
         rows = self._query("SELECT step, time, metrics, seq FROM steps WHERE seq > ? ORDER BY step", (since_seq,))
@@ -399,19 +450,26 @@ class RunReader:
             con.execute("BEGIN")
             config = con.execute("SELECT kind FROM config WHERE id=1").fetchall()
             status = con.execute("SELECT status FROM status WHERE id=1").fetchall()
+            meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
             rows = con.execute("SELECT step, metrics FROM steps ORDER BY step").fetchall()
             con.execute("COMMIT")
         finally:
             con.close()
         best: dict[str, float] = {}
         last: dict[str, Any] = {}
-        for _, m in rows:
+        heldout: dict[str, Any] = {}  # the latest held-out eval (`eval/` metrics), not a training batch's
+        for step, m in rows:
             last = json.loads(m)
+            if any(k.startswith("eval/") for k in last):
+                heldout = {"step": step, **{k[5:]: v for k, v in last.items() if k.startswith("eval/")}}
             for k, v in last.items():
                 if not isinstance(v, (int, float)) or isinstance(v, bool):
                     continue
                 lower_better = k.endswith("_km") or "loss" in k
                 if k not in best or (v < best[k] if lower_better else v > best[k]):
                     best[k] = v
-        return {"kind": config[0][0] if config else "", "status": status[0][0] if status else "unknown",
-                "steps": len(rows), "last_step": rows[-1][0] if rows else None, "last": last, "best": best}
+        return {"kind": config[0][0] if config else "",
+                "status": effective_status(status[0][0], meta) if status else "unknown",
+                "stored_status": status[0][0] if status else "unknown",
+                "steps": len(rows), "last_step": rows[-1][0] if rows else None, "last": last, "best": best,
+                "heldout": heldout}

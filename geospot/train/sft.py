@@ -89,7 +89,8 @@ class SFTConfig(engine_keys("SFTEngineKeys", inherit=False), EnvOptions):  # hie
     eval_every: int = option(100, RUN_HELP["eval_every"])
     eval_at_start: bool = option(True, RUN_HELP["eval_at_start"])
     eval_batch_size: int = option(16, "prompts per sampling call during eval")
-    eval_max_tokens: int = option(24, "answer token budget per turn during eval")
+    eval_max_tokens: int = option(24, "answer token budget per turn during eval (reasoning=true uses "
+                                  "reasoning_max_tokens)")
     save_every: int = option(100, RUN_HELP["save_every"])
     keep_checkpoints: int = option(2, RUN_HELP["keep_checkpoints"])
     log_path: str | None = option(None, "run folder (config.json, metrics.jsonl, checkpoints/); "
@@ -188,6 +189,15 @@ def example_styles(style: str, n: int, seed: int, step: int) -> list[str]:
 
 
 def build_messages(sample: Any, style: str, cfg: SFTConfig, rng: np.random.Generator | None = None) -> list[dict]:
+    messages = _coordinate_messages(sample, style, cfg, rng)
+    if not cfg.reasoning:
+        return messages
+    # reasoning=true: each turn thinks first; the rationale is templated from the sample's labels
+    # (prompts.templated_rationale): it teaches the format, not geography
+    return prompts.with_reasoning(messages, prompts.templated_rationale(sample.labels, sample.lat, sample.lon))
+
+
+def _coordinate_messages(sample: Any, style: str, cfg: SFTConfig, rng: np.random.Generator | None) -> list[dict]:
     if style in ("hierarchical", "geohash"):
         messages = env_messages(sample, style, cfg, rng)
         if messages is not None:
@@ -274,7 +284,7 @@ def run_eval(run: Run, step: int) -> dict[str, float]:
         run.held_out,
         prompt_style=style,
         batch_size=cfg.eval_batch_size,
-        max_tokens=cfg.eval_max_tokens,
+        max_tokens=cfg.turn_max_tokens(cfg.eval_max_tokens),
         geocoder=run.geocoder,
         writer=run.writer,
         step=step,
@@ -322,7 +332,7 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
             # Every rank reads the same global batch (one cursor) and trains on its share of it, so
             # N ranks see exactly the images one process sees; the styles and noise are drawn by
             # global position, the loss is normalised by the global target-token count.
-            samples = run.stream.next_batch(cfg.batch_size)
+            samples = run.draw(step, cfg.batch_size)
             styles = example_styles(cfg.prompt_style, len(samples), cfg.seed, step)
             mine = d.share(len(samples))
             datums_D = make_datums(engine, [samples[i] for i in mine], [styles[i] for i in mine], cfg, step, mine)

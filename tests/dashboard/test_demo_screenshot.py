@@ -44,7 +44,7 @@ def test_demo_run_dashboard_screenshot(tmp_path, demo_runs):
     from geospot.dashboard.app import create_app
     from geospot.runs.store import RunReader
 
-    last = RunReader(demo_runs / "rl").image_steps()[-1]
+    last = [s for s in RunReader(demo_runs / "rl").image_steps() if s["split"] == "train"][-1]  # the map opens on train
     with sync_playwright() as p, Server(create_app(demo_runs, poll_s=0.5)) as srv:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})

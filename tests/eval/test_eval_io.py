@@ -1,8 +1,8 @@
 import math
 
 import pytest
-
 from eval_fakes import ScriptedEngine, exact, make_samples
+
 from geospot.eval import evaluate
 from geospot.eval import predictions as io
 from geospot.eval.compare import best_per_column, compare_table, load_runs
@@ -121,15 +121,40 @@ def test_model_card_states_base_data_steps_and_evals(tmp_path):
     (run / "metrics.jsonl").write_text("\n".join(_json.dumps(x) for x in lines) + "\n")
     loaded = LoadedModel(engine=None, model=str(run), base_model="Qwen/Qwen2.5-VL-3B-Instruct", checkpoint=run / "checkpoints" / "10",
                          run_dir=run, step=10, run_config={"kind": "rl", "config": {"data": "synthetic:n=99", "env_type": "telescoping", "lora_rank": 32}})
-    card = model_card(loaded, merged=False)
+    from geospot.prompts import SINGLE_TURN_PROMPT, TELESCOPING_PROMPTS
+    from geospot.runs.model_spec import ModelSpec
+
+    spec = ModelSpec(kind="rl", base_model="Qwen/Qwen2.5-VL-3B-Instruct", engine="local", lora_rank=32,
+                     trained_styles=("single", "telescoping"), env_type="telescoping", prompt=SINGLE_TURN_PROMPT,
+                     turn_prompts=TELESCOPING_PROMPTS, answer_decimals=2, max_pixels=448 * 448, image_side=112,
+                     max_tokens=24, data="synthetic:n=99")
+    card = model_card(loaded, spec=spec, kind="adapter")
     assert "base_model: Qwen/Qwen2.5-VL-3B-Instruct" in card and "library_name: peft" in card
-    assert "| training | rl (telescoping) |" in card and "| data | `synthetic:n=99` |" in card and "| steps | 10 |" in card
-    assert "PEFT LoRA adapter (rank 32)" in card
-    # no eval folder: the loop's own evals, the first and the last up to the exported step
+    assert "| training | rl, prompt styles trained: single, telescoping |" in card
+    assert "| data | `synthetic:n=99` |" in card and "| steps | 10 |" in card
+    assert "PEFT LoRA adapter (rank 32)" in card and "| image budget | max_pixels=12544" in card
+    assert "from_pretrained('Qwen/Qwen2.5-VL-3B-Instruct')" in card  # the hub id, not a cache path
+    # the loop's own evals, the first and the last up to the exported step
     assert "training eval, step 0" in card and "training eval, step 10" in card and "step 20" not in card
     assert "| 120.5 " in card and "50.0%*" in card  # best acc@25km marked
-    # an eval run's summary wins
+    # an eval run's summary shows too, in its own table
     (run / "eval" / "osv").mkdir(parents=True)
     io.write_summary(run / "eval" / "osv", {"name": "osv", "data": "/data/osv5m", "metrics": {"n": 8, "median_km": 7.0}})
-    card = model_card(loaded, merged=True)
-    assert "osv: /data/osv5m (single, greedy)" in card and "training eval" not in card and "library_name: transformers" in card
+    card = model_card(loaded, spec=spec, kind="merged")
+    assert "osv: /data/osv5m (single, greedy)" in card and "library_name: transformers" in card
+    assert "full model (LoRA merged into the base)" in card
+
+
+def test_turn_reasoning_round_trips_through_predictions_csv(tmp_path):
+    """reasoning=true: a resumed eval recomputes the reasoning metrics from the file."""
+    from geospot.eval import predictions as pio
+    from geospot.eval.runner import Prediction, reasoning_eval_metrics
+
+    p = Prediction(id="a", latitude=1.0, longitude=2.0, raw_text="<think>x</think>\nLatitude: 1\nLongitude: 2",
+                   turn_reasoning=((9.0, 0.0, 1.0), (40.0, 1.0, 0.0)))
+    pio.append_predictions(tmp_path / "p.csv", [p])
+    (back,) = pio.read_predictions(tmp_path / "p.csv")
+    assert back.turn_reasoning == p.turn_reasoning
+    assert reasoning_eval_metrics([back]) == {"reasoning_tokens": 24.5, "truncation_rate": 0.5,
+                                              "answer_format_rate": 0.5}
+    assert reasoning_eval_metrics([Prediction(id="b", latitude=1.0, longitude=2.0, raw_text="")]) == {}

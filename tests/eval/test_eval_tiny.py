@@ -107,7 +107,9 @@ def test_export_reloads_in_plain_transformers_with_identical_outputs(trained_run
     assert Path(ev["summary"]).parent == run / "eval" / "synthetic_n_40-single-step3"
     out = tmp_path / ("merged" if merged else "adapter")
     argv = [f"checkpoint={run}", f"out={out}"] + (["merged=true"] if merged else [])
-    assert cli.export_main(argv) == 0
+    from geospot.eval.export import export_main
+
+    assert export_main(argv) == 0
     card = (out / "README.md").read_text()
     assert f"base_model: {MODEL}" in card and "| steps | 3 |" in card and "synthetic:n=4" in card
     assert "## Evaluation" in card and "synthetic_n_40-single-step3: synthetic:n=40" in card

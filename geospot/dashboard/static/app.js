@@ -46,10 +46,11 @@ function setLive(state) {
 }
 
 // ---- run list ---------------------------------------------------------------------------
-const LIST_KEYS = [
-  ["reward", /(^|[\/_])reward(_mean)?$/i, "max"], ["median km", /median_km$/i, "min"],
-  ["acc@25", /acc_25km$/i, "max"], ["acc@200", /acc_200km$/i, "max"], ["acc@750", /acc_750km$/i, "max"],
-];
+// Training-batch figures (RL's reward, median km of its rollouts) are not comparable across runs;
+// the held-out columns are: each run's latest eval on its held-out images.
+const LIST_KEYS = [["reward", /(^|[\/_])reward(_mean)?$/i, "max"]];
+const HELDOUT_KEYS = [["held-out GeoScore", "geoscore", 0], ["held-out median km", "median_km", 1],
+  ["held-out acc@750", "acc_750km", 3]];
 
 function bestOf(best, re) {
   const k = Object.keys(best).find(k => re.test(k));
@@ -72,13 +73,16 @@ async function renderList() {
       el("td", {}, r.kind || "–"),
       el("td", {}, el("span", { class: "badge " + r.status }, r.status)),
       el("td", { class: "num" }, r.steps),
+      ...HELDOUT_KEYS.map(([, k]) => el("td", { class: "num heldout", "data-key": k }, fmt((r.heldout || {})[k]))),
+      el("td", { class: "num", "data-key": "heldout-step" }, (r.heldout || {}).step ?? "–"),
       ...LIST_KEYS.map(([, re]) => el("td", { class: "num" }, fmt(bestOf(r.best, re))))));
     cmp.disabled = picked.size !== 2;
     $main.replaceChildren(
       el("h2", {}, "Runs"), el("p", { class: "muted" }, `in ${data.runs_dir}`),
       data.runs.length ? el("table", { id: "runs" },
         el("tr", {}, el("th"), el("th", {}, "name"), el("th", {}, "kind"), el("th", {}, "status"),
-          el("th", {}, "steps"), ...LIST_KEYS.map(([t]) => el("th", {}, "best " + t))), rows)
+          el("th", {}, "steps"), ...HELDOUT_KEYS.map(([t]) => el("th", { title: "latest eval on held-out images" }, t)),
+          el("th", {}, "held-out at step"), ...LIST_KEYS.map(([t]) => el("th", {}, "best training " + t))), rows)
         : el("p", { class: "muted" }, "No runs yet: train with a run folder under this directory."),
       el("p", {}, cmp));
   };
@@ -90,6 +94,7 @@ async function renderList() {
 // ---- charts ------------------------------------------------------------------------------
 // Metric names differ between loops (reward, reward_mean, train/reward...): group by pattern.
 const GROUPS = [
+  { title: "held-out GeoScore", re: /^eval\/geoscore$/i },
   { title: "reward", re: /(^|[\/_])reward/i, not: /turn|std/i },
   { title: "median distance (km, log)", re: /median_km/i, not: /turn/i, log: true },
   { title: "accuracy @25 / 200 / 750 km", re: /acc_(25|200|750)km/i },
@@ -469,7 +474,7 @@ class RunView {
   subscribe() {
     const es = new EventSource(`/api/events?run=${enc(this.name)}&since=${this.seq}`);
     onLeave(() => es.close());
-    es.onopen = () => setLive("live");
+    es.onopen = () => this.showLive();
     es.onerror = () => setLive("reconnecting…");
     es.addEventListener("step", ev => {
       const s = JSON.parse(ev.data), i = this.steps.findIndex(x => x.step === s.step);
@@ -486,8 +491,17 @@ class RunView {
       if (following) this.index = this.stepList().length - 1;
       this.drawHead(); this.showStep();
     });
-    es.addEventListener("status", ev => { this.status = JSON.parse(ev.data).status; this.drawHead(); });
+    es.addEventListener("status", ev => { this.status = JSON.parse(ev.data).status; this.drawHead(); this.showLive(); });
+    // A killed run writes nothing: ask the server (which checks the writer's pid / heartbeat)
+    // while the run claims to be running.
+    const poll = setInterval(async () => {
+      if (this.status !== "running") return;
+      try { this.status = (await getJSON(`/api/status?run=${enc(this.name)}`)).status; } catch (e) { return; }
+      if (this.status !== "running") { this.drawHead(); this.showLive(); }
+    }, 5000);
+    onLeave(() => clearInterval(poll));
   }
+  showLive() { setLive(this.status === "running" ? "live" : this.status || "not live"); }
 }
 
 async function renderRun(name) {

@@ -1,0 +1,191 @@
+"""What model a training run folder describes: everything `eval`, `predict`, `export`, RL's
+`load_checkpoint_path`, the demo and the dashboard need to ask it questions the way it was
+trained, read from the folder alone (config.json, the checkpoint's engine state).
+
+    spec = model_spec("runs/demo/rl")        # a run folder or one of its checkpoints/<step>
+    spec.env_type, spec.max_pixels, spec.max_tokens, spec.turn_prompts, ...
+
+Why it matters: a model trained on 112 px images and the telescoping prompts answers nothing
+parseable when asked with the single-turn prompt about a 448 px photo (256 image tokens it never
+saw). An RL run records only what it changed; what it inherited (answer decimals, image budget)
+is read from the run its `load_checkpoint_path` names, so a chain sft -> rl -> rl resolves.
+
+Pure: reads files, loads no model. `state.pt` is memory-mapped, only its small engine config read."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from geospot import prompts as P
+
+SYNTHETIC_SIZE = 112  # geospot.data.synthetic's default image side
+PREPARED_MAX_SIDE = 512  # geospot.data.prep.PrepConfig.max_side: the loops' real images
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The model a run folder describes. `env_type` is the prompt style to ask it with by
+    default: an RL run's env, an SFT run's style (`both` -> `single`)."""
+
+    kind: str  # "sft" | "rl" | "" (unknown)
+    base_model: str
+    engine: str  # "local" | "tinker"
+    lora_rank: int  # 0 = full fine-tuning (the weights are the model, not an adapter)
+    trained_styles: tuple[str, ...]  # prompt styles it was trained on, oldest first ("single", "telescoping")
+    env_type: str  # what eval / predict ask with by default
+    prompt: str  # the single-turn prompt
+    turn_prompts: tuple[str, ...]  # the telescoping turns
+    answer_decimals: int
+    max_pixels: int  # the engine's pixel budget as trained
+    image_side: int | None  # the longest side of the training images (synthetic size / prepared max_side)
+    max_tokens: int  # answer token budget per turn it was evaluated / sampled with
+    data: str | None
+    run_dir: Path | None = None
+    checkpoint: Path | None = None
+    step: int | None = None
+    reasoning: bool = False  # trained to think before answering (reasoning=true)
+    reasoning_max_tokens: int = 256  # its token budget per turn when reasoning
+
+    @property
+    def adapter(self) -> bool:
+        return self.lora_rank > 0
+
+    @property
+    def image_budget(self) -> int:
+        """Pixels per image to ask with: the engine budget, capped at the training images' area
+        (a 112 px-trained model saw 16 image tokens, so a photo must not bring 256)."""
+        if self.image_side:
+            return max(28 * 28, min(self.max_pixels, self.image_side * self.image_side))
+        return self.max_pixels
+
+    def turns(self, env_type: str | None = None) -> tuple[str, ...]:
+        style = env_type or self.env_type
+        return (self.prompt,) if style == "single" else tuple(self.turn_prompts)
+
+
+def is_run_path(path: str | Path) -> bool:
+    p = Path(path)
+    return p.is_dir() and ((p / "state.json").exists() or (p / "checkpoints").is_dir())
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _checkpoint_of(path: Path) -> tuple[Path | None, Path]:
+    """(checkpoint folder or None, run folder) for a run or checkpoint folder."""
+    if (path / "state.json").exists():
+        return path, path.parent.parent
+    ckpts = sorted((p for p in (path / "checkpoints").glob("*") if p.name.isdigit() and (p / "state.json").exists()),
+                   key=lambda p: int(p.name)) if (path / "checkpoints").is_dir() else []
+    return (ckpts[-1] if ckpts else None), path
+
+
+def engine_state_config(checkpoint: Path | None) -> dict:
+    """The engine config the checkpoint's state.pt recorded (the local engine), or its
+    tinker.json's; {} when there is none."""
+    if checkpoint is None:
+        return {}
+    state = _read_json(checkpoint / "state.json")
+    engine_path = Path(str(state.get("engine_path", "engine")))
+    engine_dir = engine_path if engine_path.is_absolute() else checkpoint / engine_path
+    record = _read_json(engine_dir / "tinker.json") or _read_json(checkpoint / "engine" / "tinker.json")
+    if record.get("base_model"):
+        return {"engine": "tinker", "model_name": record["base_model"], "lora_rank": int(record.get("lora_rank") or 0)}
+    if not (engine_dir / "state.pt").exists():
+        return {}
+    import torch  # only here: a spec of a run without a local engine state needs no torch
+
+    saved = torch.load(engine_dir / "state.pt", map_location="cpu", weights_only=False, mmap=True)
+    return dict(saved.get("engine_config") or {})
+
+
+def data_image_side(spec: str | None) -> int | None:
+    """The longest side of the images a data spec yields to the training loops: a synthetic
+    world's `size`, else what preparation resizes real photos to; None if unknown. Only the
+    `synthetic:…size=N` option matters, so this reads the spec's parts (`;`-separated, an
+    optional `@weight`) itself: runs/ sits below data/ and must not import its grammar."""
+    if not spec or not spec.strip():
+        return None
+    sides = []
+    for part in (p.strip() for p in spec.split(";")):
+        if not part:
+            continue
+        kind, _, options = part.partition(":")
+        if kind.strip() != "synthetic":
+            sides.append(PREPARED_MAX_SIDE)
+            continue
+        opts = dict(o.split("=", 1) for o in options.rsplit("@", 1)[0].split(",") if "=" in o)
+        try:
+            sides.append(int(opts.get("size", SYNTHETIC_SIZE)))
+        except ValueError:
+            return None
+    return max(sides) if sides else None
+
+
+def _styles(kind: str, cfg: dict) -> tuple[str, ...]:
+    if kind == "rl":
+        return (cfg.get("env_type") or "single",)
+    style = cfg.get("prompt_style") or "single"
+    return ("single", "telescoping") if style == "both" else (style,)
+
+
+def model_spec(path: str | Path, _seen: frozenset = frozenset()) -> ModelSpec:
+    """The ModelSpec of a training run folder or checkpoints/<step> folder (FileNotFoundError
+    when it is neither)."""
+    path = Path(path)
+    if not is_run_path(path):
+        raise FileNotFoundError(f"{path} is not a training run or checkpoint folder (no checkpoints/ or state.json)")
+    checkpoint, run_dir = _checkpoint_of(path)
+    record = _read_json(run_dir / "config.json")
+    kind, cfg = record.get("kind", ""), record.get("config", {}) or {}
+    parent = _parent_spec(cfg.get("load_checkpoint_path"), _seen | {run_dir.resolve()})
+    engine = engine_state_config(checkpoint)
+
+    def get(key: str, default: Any) -> Any:  # the engine state's value, else the config's, else the default
+        return next((v for v in (engine.get(key), cfg.get(key)) if v is not None), default)
+
+
+    styles = _styles(kind, cfg)
+    if parent is not None and kind == "rl":
+        styles = tuple(s for s in parent.trained_styles if s not in styles) + styles
+    env_type = styles[-1] if kind == "rl" else (styles[0] if len(styles) == 1 else "single")
+    data = cfg.get("data") or (parent.data if parent else None)
+    max_tokens = cfg.get("max_tokens") or cfg.get("eval_max_tokens") or (parent.max_tokens if parent else 24)
+    step = _read_json(checkpoint / "state.json").get("step") if checkpoint else None
+    return ModelSpec(
+        kind=kind,
+        base_model=str(get("model_name", parent.base_model if parent else "")),
+        engine=str(get("engine", parent.engine if parent else "local")),
+        lora_rank=int(get("lora_rank", parent.lora_rank if parent else 0)),
+        trained_styles=styles,
+        env_type=env_type,
+        prompt=cfg.get("prompt") or (parent.prompt if parent else P.SINGLE_TURN_PROMPT),
+        turn_prompts=tuple(cfg.get("turn_prompts") or (parent.turn_prompts if parent else P.TELESCOPING_PROMPTS)),
+        answer_decimals=int(cfg.get("answer_decimals", parent.answer_decimals if parent else 2)),
+        max_pixels=int(get("max_pixels", parent.max_pixels if parent else 448 * 448)),
+        image_side=data_image_side(data),
+        max_tokens=int(max_tokens),
+        data=data,
+        run_dir=run_dir,
+        checkpoint=checkpoint,
+        step=None if step is None else int(step),
+        reasoning=bool(cfg.get("reasoning", parent.reasoning if parent else False)),
+        reasoning_max_tokens=int(cfg.get("reasoning_max_tokens") or (parent.reasoning_max_tokens if parent else 256)),
+    )
+
+
+def _parent_spec(load_path: Any, seen: frozenset) -> ModelSpec | None:
+    """The spec of the run a run started from (its load_checkpoint_path), when local."""
+    if not isinstance(load_path, str) or "://" in load_path or not is_run_path(load_path):
+        return None
+    _, parent_run = _checkpoint_of(Path(load_path))
+    if parent_run.resolve() in seen:  # a run cannot start from itself; stop a cycle
+        return None
+    return model_spec(load_path, seen)

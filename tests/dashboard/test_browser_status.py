@@ -1,0 +1,114 @@
+"""The dashboard tells the truth, in real headless Chromium: a run killed with SIGKILL stops
+reading `running`, a finished SFT run shows its held-out eval curves and the per-image guesses
+of its periodic evals on the map, and the run list's held-out columns."""
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import Server
+
+from geospot.dashboard.app import create_app
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+pytest.importorskip("playwright.sync_api", reason="python playwright is not installed")
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")]
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory):
+    """A real (short) SFT run with periodic held-out evals: steps 0, 2, 4."""
+    from geospot.train.sft import SFTConfig, train
+
+    runs = tmp_path_factory.mktemp("dash") / "runs"
+    train(SFTConfig(model_name="tiny:qwen2_5_vl:tiny", lora_rank=0, data="synthetic:n=400,size=56,seed=0", eval_n=4,
+                    prompt_style="single", batch_size=4, learning_rate=1e-2, max_steps=4, eval_every=2,
+                    save_every=0, eval_max_tokens=12, log_path=str(runs / "sft"), behavior_if_log_dir_exists="raise"),
+          stderr=io.StringIO())
+    return runs
+
+
+def test_a_run_killed_with_sigkill_stops_reading_running(tmp_path, browser):
+    runs = tmp_path / "runs"
+    code = ("import sys, time; from geospot.runs.store import RunStore; s = RunStore(sys.argv[1]); "
+            "s.log_config('sft', {}); s.set_status('running'); s.log_step(1, {'loss': 1.0}); s.flush(); "
+            "print('ok', flush=True); time.sleep(300)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(runs / "victim")], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert proc.stdout.readline().strip() == "ok"
+        with Server(create_app(runs, poll_s=0.1)) as srv:
+            page = browser.new_page()
+            page.goto(srv.url + "/#/run/victim")
+            page.wait_for_selector("#run-status.running")
+            assert page.locator("#live").inner_text() == "live"
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            # the page polls the status every 5 s; the promise is "within 60 s"
+            page.wait_for_selector("#run-status.stopped", timeout=60_000)
+            assert page.locator("#live").inner_text() == "stopped"
+            page.goto(srv.url + "/#/")
+            page.wait_for_selector("tr[data-run='victim']")
+            assert page.locator("tr[data-run='victim'] .badge").inner_text() == "stopped"
+            page.close()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_finished_sft_run_shows_its_held_out_evals(sft_run, browser):
+    with Server(create_app(sft_run, poll_s=0.1)) as srv:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(srv.url + "/#/run/sft")
+        page.wait_for_selector("rect.truth")
+        assert page.locator("#run-status").inner_text() == "done"
+        assert page.locator("#live").inner_text() == "done"  # a finished run is not "live"
+        # the map shows the last periodic eval's images (4 held-out images), the slider its 3 evals
+        assert page.locator("rect.truth").count() == 4
+        assert page.locator("#step-label").get_attribute("data-step") == "4"
+        assert page.locator("#step-slider").get_attribute("max") == "2"
+        # the held-out curves: GeoScore and median km charts with a line over the eval steps
+        assert page.locator(".chart[data-title='held-out GeoScore'] polyline").count() == 1
+        assert page.locator(".chart[data-title='median distance (km, log)']").count() == 1
+        assert "no images recorded yet" not in page.content()
+        assert not errors
+        page.close()
+
+
+def test_the_run_list_shows_latest_held_out_numbers(sft_run, browser):
+    from geospot.runs.store import RunReader
+
+    heldout = RunReader(sft_run / "sft").summary()["heldout"]
+    assert heldout["step"] == 4
+    with Server(create_app(sft_run, poll_s=0.1)) as srv:
+        page = browser.new_page()
+        page.goto(srv.url + "/#/")
+        page.wait_for_selector("tr[data-run='sft']")
+        headers = page.locator("#runs th").all_inner_texts()
+        assert "held-out GeoScore" in headers and "held-out median km" in headers and "held-out at step" in headers
+        row = page.locator("tr[data-run='sft']")
+        assert row.locator("td[data-key='heldout-step']").inner_text() == "4"
+        shown = row.locator("td[data-key='geoscore']").inner_text()
+        assert shown != "" and shown == page.evaluate(f"fmt({heldout['geoscore']!r})")
+        assert row.locator(".badge").inner_text() == "done"
+        page.close()

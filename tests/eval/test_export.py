@@ -1,0 +1,118 @@
+"""`geospot export` says what it wrote and the card's code runs as written: a LoRA run exports
+a PEFT adapter that plain PEFT loads (log-probs equal to the engine's), a full fine-tuning run
+exports full weights; both cards' code blocks are executed in a fresh interpreter."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from geospot.eval.card import card_code  # noqa: E402
+from geospot.eval.export import export_main  # noqa: E402
+
+MODEL = "tiny:qwen2_5_vl:tiny"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module", params=[4, 0], ids=["lora", "full"])
+def run(request, tmp_path_factory):
+    from geospot.train.sft import SFTConfig, train
+
+    log = tmp_path_factory.mktemp("export") / "run"
+    train(SFTConfig(model_name=MODEL, lora_rank=request.param, lora_alpha=8.0, data="synthetic:n=64,size=112,seed=0",
+                    eval_n=4, prompt_style="telescoping", answer_decimals=1, batch_size=4, learning_rate=1e-2,
+                    max_steps=3, eval_every=0, eval_at_start=False, save_every=0, eval_max_tokens=12,
+                    log_path=str(log), behavior_if_log_dir_exists="raise"), stderr=io.StringIO())
+    return log, request.param
+
+
+@pytest.fixture(scope="module")
+def exported(run, tmp_path_factory):
+    log, rank = run
+    out = tmp_path_factory.mktemp("out") / "export"
+    buf = io.StringIO()
+    from contextlib import redirect_stdout
+
+    with redirect_stdout(buf):
+        assert export_main([f"checkpoint={log}", f"out={out}"]) == 0
+    return out, buf.getvalue(), rank
+
+
+def test_export_says_what_it_wrote(exported):
+    out, printed, rank = exported
+    card = (out / "README.md").read_text()
+    if rank:
+        assert printed.startswith("exported adapter: PEFT LoRA adapter")
+        assert (out / "adapter_config.json").exists() and not (out / "model.safetensors").exists()
+        assert "library_name: peft" in card and "PEFT LoRA adapter (rank 4)" in card
+        from geospot.models.load import resolve_model_path
+
+        # a tiny base exists only on this machine: its local folder; a hub base: the hub id
+        base = json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
+        assert base == str(resolve_model_path(MODEL).resolve())
+    else:
+        assert printed.startswith("exported full: full weights (full fine-tuning")
+        assert (out / "model.safetensors").exists() and not (out / "adapter_config.json").exists()
+        assert "library_name: transformers" in card and "PEFT" not in card.split("## Use")[0]
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "preprocessor_config.json"):
+        assert (out / name).exists(), name
+    assert json.loads((out / "preprocessor_config.json").read_text())["max_pixels"] == 112 * 112
+    # the card names how it was trained and says what to do without torchvision
+    for text in ("| prompt style | telescoping (3 turns) |", "| answer decimals | 1 |", "max_pixels=12544",
+                 "112 px", "torchvision", "## Evaluation"):
+        assert text in card, text
+
+
+def test_the_cards_code_runs_as_written(exported):
+    out, _, _ = exported
+    code = card_code((out / "README.md").read_text())
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300,
+                          env=env, cwd=out.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("turn 1: "), proc.stdout
+
+
+def test_plain_peft_loads_the_adapter_with_the_engines_logprobs(run, exported):
+    out, _, rank = exported
+    if not rank:
+        pytest.skip("full fine-tuning exports no adapter")
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    from geospot.data import load_samples
+    from geospot.engines.datums import make_datum
+    from geospot.eval.loading import load_model
+    from geospot.prompts import SINGLE_TURN_PROMPT, user_message
+
+    engine = load_model(str(run[0]), device="cpu", max_pixels=112 * 112).engine
+    base = json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
+    model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base), out).eval()
+    image = load_samples("synthetic:n=64,size=112,seed=0", split="train", n=1)[0].image
+    prompt = engine.renderer.generation_prompt([user_message(image, SINGLE_TURN_PROMPT)])
+    answer = engine.renderer.tokenizer.encode("Latitude: 12.3\nLongitude: 45.6", add_special_tokens=False)
+    full = prompt.append_tokens(answer)
+    ids = torch.from_numpy(engine.renderer.tokens_of(full))[None]
+    pv, grid = engine.image_processor([c.image for c in full.images()])
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pv, image_grid_thw=grid,
+                       mm_token_type_ids=(ids == engine.renderer.image_pad_id).int()).logits[0].float()
+    lp_plain = torch.log_softmax(logits[:-1], -1).gather(-1, ids[0, 1:, None])[:, 0].numpy()
+    lp_engine = np.asarray(engine.forward([make_datum(full, weights=np.ones(full.length, np.float32))])[0])
+    mask = full.token_mask()[1:]
+    assert np.abs(lp_plain[mask] - lp_engine[mask]).max() < 1e-5
+
+
+def test_an_adapter_names_its_base_by_hub_id_when_it_came_from_the_hub(tmp_path):
+    from geospot.eval.export import base_reference
+
+    assert base_reference("Qwen/Qwen2.5-VL-3B-Instruct") == "Qwen/Qwen2.5-VL-3B-Instruct"
+    (tmp_path / "mymodel").mkdir()
+    assert base_reference(str(tmp_path / "mymodel")) == str((tmp_path / "mymodel").resolve())
