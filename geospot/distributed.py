@@ -95,7 +95,15 @@ def current() -> Dist:
 
 
 def under_torchrun() -> bool:
+    """Several processes (torchrun with WORLD_SIZE > 1)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def launched_by_torchrun() -> bool:
+    """Started by torchrun, any world size (1 included): such a job samples each GRPO group from its
+    own seed, so its rollouts do not depend on the world size; a plain `python -m` run keeps one
+    generator per sampling call (the rollouts its seeds always gave)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
 def init(device: str = "auto") -> Dist:

@@ -94,14 +94,16 @@ def sampler_factory(engine, max_steps_off_policy: int) -> Callable[[], Sampler]:
 class RolloutPipeline:
     def __init__(self, source: BatchSource, group_size: int, max_steps_off_policy: int, end_step: int | None = None,
                  rollout: Callable = do_group_rollouts, wait_timeout_s: float = 3600.0,
-                 share: Callable[[int], Sequence[int]] = range) -> None:
+                 share: Callable[[int], Sequence[int]] = range, seed_groups: bool = False) -> None:
         """`end_step`: the thread draws no step at or past it (the run's max_steps). `share(n)`: which
-        of a step's n images this process plays (torchrun: the rank's share; else all); each group
-        samples from its own seed by its index in the step (rollouts.py: group_ids)."""
+        of a step's n images this process plays (torchrun: the rank's share; else all).
+        `seed_groups`: each group samples from its own seed, by its index in the step (rollouts.py:
+        group_ids), so the rollouts do not depend on which process plays it."""
         if max_steps_off_policy < 0:
             raise ValueError(f"max_steps_off_policy={max_steps_off_policy} must be >= 0 (0 = synchronous)")
         self.source, self.group_size, self.k = source, group_size, max_steps_off_policy
         self.end_step, self.rollout, self.wait_timeout_s, self.share = end_step, rollout, wait_timeout_s, share
+        self.seed_groups = seed_groups
         self._cond = threading.Condition()
         self._published: dict[int, tuple[Sampler, dict]] = {}  # version -> its sampler and context
         self._first = self._latest = 0  # the run's first version, the newest published
@@ -198,7 +200,7 @@ class RolloutPipeline:
         builders = self.source.builders([samples[i] for i in groups], context)
         stats = RolloutStats()
         trajectories_BG = self.rollout(sampler, builders, self.group_size, self.source.params(step), stats,
-                                       group_ids=groups)
+                                       group_ids=groups if self.seed_groups else None)
         return Batch(step, samples, trajectories_BG, [version] * len(groups), context, stats, groups=groups)
 
     def _version_for(self, step: int) -> int:
@@ -259,7 +261,7 @@ class RolloutPipeline:
         groups = batch.groups if batch.groups is not None else range(len(batch.samples))
         builders = self.source.builders([batch.samples[groups[b]] for b in stale], batch.context)
         fresh = self.rollout(sampler, builders, self.group_size, self.source.params(step), batch.stats,
-                             group_ids=[groups[b] for b in stale])
+                             group_ids=[groups[b] for b in stale] if self.seed_groups else None)
         trajectories_BG, versions_B = list(batch.trajectories_BG), list(batch.versions_B)
         for b, trajs in zip(stale, fresh):
             trajectories_BG[b], versions_B[b] = trajs, version

@@ -237,8 +237,8 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
     # step right here, as before; k >= 1 samples the next steps on a thread while this one trains.
     # A batch's tau is the one published with the weights it samples with. Under torchrun every rank
     # reads the same global batch and plays its share of the groups (a group never spans ranks:
-    # advantages are group-local); each group samples from its own seed (group_ids), so where it is
-    # played does not change its rollouts.
+    # advantages are group-local). A torchrun job samples each group from its own seed (group_ids), so
+    # where it is played does not change its rollouts; a plain run keeps one generator per call.
     source = BatchSource(
         samples=lambda s: run.draw(s, cfg.batch_size),
         builders=lambda samples, ctx: make_group_builders(cfg, samples, engine.renderer, ctx["tau_km"],
@@ -246,7 +246,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
         params=lambda s: SampleParams(max_tokens=cfg.turn_max_tokens(cfg.max_tokens), temperature=cfg.temperature,
                                       seed=cfg.seed * 1_000_003 + s * 7919))
     pipeline = RolloutPipeline(source, cfg.group_size, cfg.max_steps_off_policy, end_step=cfg.max_steps,
-                               share=d.share)
+                               share=d.share, seed_groups=distributed.launched_by_torchrun())
     new_sampler = sampler_factory(engine, cfg.max_steps_off_policy)
 
     def tau_context(s: int) -> dict:

@@ -25,13 +25,16 @@ def torchrun(module: str, args: list[str], nproc: int = 2) -> list[str]:
             "-m", module, *args]
 
 
-def run_both(module: str, args: list[str], tmp: Path, timeout: int = 400) -> tuple[Path, Path]:
-    """The same run as 1 process and as 2 processes (side by side: wall time on a shared CPU);
-    -> their run folders."""
+def run_both(module: str, args: list[str], tmp: Path, timeout: int = 400, one_under_torchrun: bool = False
+             ) -> tuple[Path, Path]:
+    """The same run as 1 process (plain, or torchrun with 1 process) and as 2 processes (side by
+    side: wall time on a shared CPU); -> their run folders."""
     one, two = tmp / "one", tmp / "two"
+    first = (torchrun(module, [*args, f"log_path={one}"], nproc=1) if one_under_torchrun
+             else one_process(module, [*args, f"log_path={one}"]))
     procs = [subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               stdin=subprocess.DEVNULL, text=True)
-             for cmd in (one_process(module, [*args, f"log_path={one}"]), torchrun(module, [*args, f"log_path={two}"]))]
+             for cmd in (first, torchrun(module, [*args, f"log_path={two}"]))]
     for p in procs:
         out = p.communicate(timeout=timeout)[0]
         assert p.returncode == 0, out[-4000:]

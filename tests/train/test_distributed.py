@@ -78,7 +78,9 @@ def test_rl_two_processes_equal_one(warm_model, tmp_path, env_type):
     args = [f"model_name={warm_model}", f"data={DATA}", "max_steps=3", "batch_size=3", "group_size=4", "eval_n=0",
             "lora_rank=4", "learning_rate=1e-3", "seed=1", "max_tokens=20", f"env_type={env_type}", "reward=kernel",
             "tau_schedule=follow_error", "tau_window=2", "tau_start_km=10000"]
-    one, two = run_both("geospot.train_rl", args, tmp_path)
+    # the reference is torchrun with ONE process: a torchrun job draws each group from its own seed
+    # (any world size); a plain `python -m` run keeps its one generator per sampling call
+    one, two = run_both("geospot.train_rl", args, tmp_path, one_under_torchrun=True)
     rows_one = [r for r in read_jsonl(one / "metrics.jsonl") if "reward_mean" in r]
     rows_two = [r for r in read_jsonl(two / "metrics.jsonl") if "reward_mean" in r]
     assert sum(r["datums"] for r in rows_one) > 0, "no step trained: the test would compare untouched weights"
