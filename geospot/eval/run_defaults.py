@@ -1,15 +1,36 @@
-"""How `geospot eval` / `predict` ask a training run's model: the keys the command line does
-not give take the run's own values (geospot.runs.model_spec), and the output records which
-came from the run and which the command line overrode."""
+"""How `geospot eval` / `predict` (and `geospot rl load_checkpoint_path=<run>`) ask a training
+run's model: the keys the command line does not give take the run's own values
+(geospot.runs.model_spec): its prompt style, image budget, answer length and env keys
+(envs.config.ENV_KEYS: hier_*, geohash_*, mixed_*, teacher_forcing), and the output records
+which came from the run and which the command line overrode."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
 
-from geospot.runs.model_spec import is_run_path, model_spec
+from geospot.envs.config import ENV_KEYS
+from geospot.runs.model_spec import ModelSpec, is_run_path, model_spec
 
 RUN_DEFAULT_KEYS = ("env_type", "max_pixels", "max_tokens")
+ENV_OPTION_KEYS = tuple(k for k in ENV_KEYS if k != "env_type")  # the env's keys beside its type
+
+
+def _as_field(current, value):
+    """A config.json value (lists) as the config field's type (tuples)."""
+    return tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value
+
+
+def env_defaults(cfg, spec: ModelSpec, given: set[str]):
+    """(cfg, record) with the env keys (ENV_KEYS) the user did not give taken from the run
+    `spec` describes (its config.json, over its parent run's): what `geospot rl
+    load_checkpoint_path=` and `with_run_defaults` share. env_type is the spec's (an SFT run's style)."""
+    run_values = {"env_type": spec.env_type}
+    run_values.update({k: _as_field(getattr(cfg, k), spec.config[k]) for k in ENV_OPTION_KEYS
+                       if k in spec.config and hasattr(cfg, k)})
+    taken = {k: v for k, v in run_values.items() if k not in given and getattr(cfg, k) != v}
+    overridden = {k: getattr(cfg, k) for k in run_values if k in given and getattr(cfg, k) != run_values[k]}
+    return dataclasses.replace(cfg, **taken), {"from_run": taken, "overridden": overridden}
 
 
 def given_keys(kv: Sequence[str]) -> set[str]:
@@ -28,11 +49,15 @@ def with_run_defaults(cfg, given: set[str] | None = None):
     spec = model_spec(cfg.model)
     if given is None:
         defaults = type(cfg)()
-        given = {k for k in RUN_DEFAULT_KEYS if getattr(cfg, k) != getattr(defaults, k)}
-    run_values = {"env_type": spec.env_type, "max_pixels": spec.image_budget, "max_tokens": spec.max_tokens}
+        given = {k for k in (*RUN_DEFAULT_KEYS, *ENV_OPTION_KEYS)
+                 if hasattr(cfg, k) and getattr(cfg, k) != getattr(defaults, k)}
+    run_values = {"max_pixels": spec.image_budget, "max_tokens": spec.max_tokens}
     taken = {k: v for k, v in run_values.items() if k not in given}
-    overridden = {k: getattr(cfg, k) for k in RUN_DEFAULT_KEYS if k in given and getattr(cfg, k) != run_values[k]}
-    cfg = dataclasses.replace(cfg, **taken)
+    overridden = {k: getattr(cfg, k) for k in run_values if k in given and getattr(cfg, k) != run_values[k]}
+    cfg, env_record = env_defaults(dataclasses.replace(cfg, **taken), spec, given)
+    # env_type is always recorded (the style the model is asked with); the env keys when they differ
+    taken = {**({} if "env_type" in given else {"env_type": cfg.env_type}), **taken, **env_record["from_run"]}
+    overridden.update(env_record["overridden"])
     style = cfg.env_type
     record = {"from_run": taken, "overridden": overridden, "turn_prompts": list(spec.turns(style)),
               "trained_styles": list(spec.trained_styles)}

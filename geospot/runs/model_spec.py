@@ -15,7 +15,7 @@ Pure: reads files, loads no model. `state.pt` is memory-mapped, only its small e
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ PREPARED_MAX_SIDE = 512  # geospot.data.prep.PrepConfig.max_side: the loops' rea
 @dataclass(frozen=True)
 class ModelSpec:
     """The model a run folder describes. `env_type` is the prompt style to ask it with by
-    default: an RL run's env, an SFT run's style (`both` -> `single`)."""
+    default: an RL run's env, an SFT run's style (`both` / `all` -> `single`)."""
 
     kind: str  # "sft" | "rl" | "" (unknown)
     base_model: str
@@ -46,6 +46,9 @@ class ModelSpec:
     run_dir: Path | None = None
     checkpoint: Path | None = None
     step: int | None = None
+    # the run's resolved config (config.json), over its parent run's for keys it lacks: eval /
+    # predict / rl read the env keys (envs.config.ENV_KEYS) from it
+    config: dict = field(default_factory=dict)
 
     @property
     def adapter(self) -> bool:
@@ -131,6 +134,8 @@ def _styles(kind: str, cfg: dict) -> tuple[str, ...]:
     if kind == "rl":
         return (cfg.get("env_type") or "single",)
     style = cfg.get("prompt_style") or "single"
+    if style == "all":
+        return ("single", "telescoping", "hierarchical", "geohash")
     return ("single", "telescoping") if style == "both" else (style,)
 
 
@@ -174,6 +179,7 @@ def model_spec(path: str | Path, _seen: frozenset = frozenset()) -> ModelSpec:
         run_dir=run_dir,
         checkpoint=checkpoint,
         step=None if step is None else int(step),
+        config={**(parent.config if parent else {}), **{k: v for k, v in cfg.items() if v is not None}},
     )
 
 
