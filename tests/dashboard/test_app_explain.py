@@ -4,9 +4,9 @@ served per step (the first = the base policy, the latest = the current)."""
 
 import re
 
+import fake_run
 from starlette.testclient import TestClient
 
-import fake_run
 from geospot.dashboard.app import create_app
 from geospot.runs.store import RunStore
 

@@ -7,10 +7,10 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
-
 import fake_run
+import pytest
 from conftest import Server
+
 from geospot.dashboard.app import create_app
 from geospot.runs.store import RunStore
 
