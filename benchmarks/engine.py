@@ -8,6 +8,11 @@ PEFT forward(labels) + backward + AdamW step on the same padded batch.
 Telescoping: 3 sampling turns (8 rollouts, then each rollout's continuation) with the KV cache
 kept across sample() calls vs rebuilt every turn (engine.kv_reuse off; the peer), same run:
 prefill tokens processed and wall time for the 3 turns.
+Decode fixed cost (issue 24): for rows r in 1, 2, 4, 8, 16 (one prompt, r samples) the CPU time of
+one decode step is (sample(40 tokens) - sample(8 tokens)) / 32 (the prefill cancels); a least-squares
+line over r gives the fixed cost per step (ms, its intercept: Python, module and launch overhead
+that does not scale with rows) and the cost per row (ms). CPU time, not wall: on a shared box other
+processes' slices would swamp a few milliseconds.
 
 Prints ONE JSON line. Usage: python benchmarks/engine.py [--family qwen2_5_vl] [--sizes tiny,small] [--repeats 3]
 [--only-telescoping]
@@ -54,6 +59,7 @@ def bench(family: str, size: str, repeats: int) -> dict:
     never_stop = SampleParams(max_tokens=MAX_TOKENS, seed=0, stop=(-1,))  # exactly 32 tokens each, like the peer
 
     ours_sample = _best(lambda: engine.sample([prompt], G, never_stop), repeats)
+    sweep = decode_sweep(engine, prompt, repeats)
 
     # the peer: HF generate on the very same (PEFT-wrapped) model and inputs
     batch = engine._batch([prompt], left_pad=True)
@@ -113,8 +119,41 @@ def bench(family: str, size: str, repeats: int) -> dict:
         "ours_train_token_efficiency": round(train_eff, 4),
         # the peers run the prompt once per sample: needed (P + G*32) over processed G*(P + 32)
         "hf_token_efficiency": round((prompt.length + G * MAX_TOKENS) / (G * (prompt.length + MAX_TOKENS)), 4),
-        **tele,
+        **sweep, **tele,
     }
+
+
+def _best_cpu(fn, repeats: int) -> float:
+    """Min process CPU seconds of fn: other processes' slices on a shared box do not count."""
+    times = []
+    for _ in range(repeats):
+        c0 = time.process_time()
+        fn()
+        times.append(time.process_time() - c0)
+    return min(times)
+
+
+def decode_sweep(engine: LocalEngine, prompt, repeats: int, rows=(1, 2, 4, 8, 16), short: int = 8,
+                 long: int = 40) -> dict:
+    """Per-step decode CPU time for each row count, and the line through them: fixed ms + ms per row."""
+    step_ms = {}
+    for r in rows:
+        t = {n: _best_cpu(lambda n=n, r=r: engine.sample([prompt], r, SampleParams(max_tokens=n, seed=0, stop=(-1,))),
+                          repeats) for n in (short, long)}
+        step_ms[r] = (t[long] - t[short]) / (long - short) * 1e3
+    x, y = np.array(list(step_ms), float), np.array(list(step_ms.values()))
+    per_row, fixed = np.polyfit(x, y, 1)
+    return {"decode_step_cpu_ms_by_rows": {str(r): round(v, 3) for r, v in step_ms.items()},
+            "decode_fixed_ms_per_step": round(float(fixed), 3), "decode_ms_per_row": round(float(per_row), 3)}
+
+
+def decode_sweep_only(family: str, size: str, repeats: int) -> dict:
+    engine = LocalEngine(EngineConfig(model_name=f"tiny:{family}:{size}", lora_rank=8, max_pixels=PX * PX))
+    engine.kv_reuse = False
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (PX, PX, 3), dtype=np.uint8))
+    prompt = engine.renderer.generation_prompt([prompts.user_message(image, prompts.SINGLE_TURN_PROMPT)])
+    return {"size": size, "prompt_tokens": prompt.length, **decode_sweep(engine, prompt, repeats)}
 
 
 def telescoping(engine: LocalEngine, prompt, repeats: int, turns: int = 3) -> dict:
@@ -167,8 +206,16 @@ def main() -> None:
     ap.add_argument("--sizes", default="tiny,small")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only-telescoping", action="store_true", help="just the 3-turn KV-reuse measurement")
+    ap.add_argument("--only-decode-sweep", action="store_true", help="just the decode fixed cost (rows sweep)")
     args = ap.parse_args()
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    if args.only_decode_sweep:
+        rows = [decode_sweep_only(args.family, s, args.repeats) for s in args.sizes.split(",")]
+        print(json.dumps({"benchmark": "engine_decode_sweep", "family": args.family, "image_px": PX,
+                          "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
+                          "threads": torch.get_num_threads(), "results": rows,
+                          "decode_fixed_ms_per_step": rows[-1]["decode_fixed_ms_per_step"]}))
+        return
     if args.only_telescoping:
         rows = [telescoping_only(args.family, s, args.repeats) for s in args.sizes.split(",")]
         print(json.dumps({"benchmark": "engine_telescoping", "family": args.family, "samples": G, "max_tokens": MAX_TOKENS,
@@ -185,6 +232,7 @@ def main() -> None:
         "threads": torch.get_num_threads(), "results": rows,
         "ratio": rows[-1]["sample_speedup_vs_hf_generate"],  # sampling, largest size; training ratio in results
         "train_ratio": rows[-1]["train_speedup_vs_hf_peft"],
+        "decode_fixed_ms_per_step": rows[-1]["decode_fixed_ms_per_step"],
     }))
 
 

@@ -25,6 +25,19 @@ Token efficiency = tokens a minimal computation needs (each prefix once per grou
 training + every sampled token) / tokens pushed through the language model; ours from the
 engine's token_stats(), TRL's counted from its (equal-length) batches with the same `needed`.
 
+Fraction of peak (issue 24): benchmarks/flops.py gives the minimal FLOPs of the step and of each
+phase (vision tower once per image, prefill once per group, decode, training against the shared
+prefix with a frozen base); the fp32 matmul peak is measured in our process on the same threads,
+right before and right after the timed step (best of 5 over a 1024^3 and a model-sized matmul at each
+moment; the mean of the two moments: on a shared box the load drifts); each phase's seconds come from the timed step
+(vision and prefill by forward hooks on the tower and on the language model's multi-token calls
+during sampling; decode = the rest of sampling, i.e. the decode loop with its per-token overhead,
+rendering and rewards; train = forward_backward; optim = optim_step, no FLOPs counted).
+fraction_of_peak = minimal FLOPs / (seconds x peak); TRL's is its step time against the same
+minimal FLOPs (the useful work), next to the speed ratio. fraction_of_peak_cpu is the same with
+process CPU seconds against the peak measured in CPU seconds: when other processes share the cores,
+wall time counts their slices, CPU time does not.
+
 Prints ONE JSON line (profiles go to stderr). Usage:
   python benchmarks/grpo_step.py [--images 2] [--threads 2] [--model tiny:qwen2_5_vl:small]
 """
@@ -45,6 +58,8 @@ import resource
 import sys
 import tempfile
 import time
+
+import flops  # benchmarks/flops.py (this folder is on sys.path: the script's own, in the children too)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -139,10 +154,62 @@ def _top(stats: pstats.Stats, n: int = 8) -> list[str]:
     return [ln.strip() for ln in s.getvalue().splitlines() if ln.strip()[:1].isdigit()][:n]
 
 
+def _now() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+class PhaseClock:
+    """(wall, CPU) seconds in the vision tower and in the language model's multi-token (prefill)
+    calls, by forward hooks; `reset()` at a phase start, read after."""
+
+    def __init__(self, model):
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        inner = base.model
+        self.spent: dict[str, list[float]] = {}
+        self._t0: dict[str, tuple[float, float]] = {}
+        inner.visual.register_forward_pre_hook(lambda m, a: self._start("vision"))
+        inner.visual.register_forward_hook(lambda m, a, o: self._stop("vision"))
+        inner.language_model.register_forward_pre_hook(self._lm_pre, with_kwargs=True)
+        inner.language_model.register_forward_hook(lambda m, a, kw, o: self._stop("prefill"), with_kwargs=True)
+        self.reset()
+
+    def reset(self) -> None:
+        self.spent = {"vision": [0.0, 0.0], "prefill": [0.0, 0.0]}
+        self._t0.clear()
+
+    def _start(self, name: str) -> None:
+        self._t0[name] = _now()
+
+    def _stop(self, name: str) -> None:
+        t0 = self._t0.pop(name, None)
+        if t0 is not None:
+            t1 = _now()
+            self.spent[name] = [self.spent[name][0] + t1[0] - t0[0], self.spent[name][1] + t1[1] - t0[1]]
+
+    def _lm_pre(self, module, args, kwargs) -> None:
+        x = kwargs.get("inputs_embeds")
+        x = kwargs.get("input_ids") if x is None else x
+        if x is not None and x.shape[1] > 1:
+            self._start("prefill")
+
+
+def phase_table(flops_by_phase: dict, seconds: dict, peak: dict) -> dict:
+    """{phase: {gflop, s, gflops, fraction_of_peak, cpu_s, fraction_of_peak_cpu}}: wall seconds
+    against the wall-clock peak, CPU seconds against the CPU-time peak (steadier on a shared box)."""
+    out = {}
+    for name, (wall, cpu) in seconds.items():
+        g = flops_by_phase.get(name, 0) / 1e9
+        out[name] = {"gflop": round(g, 3), "s": round(wall, 4), "gflops": round(g / wall, 1) if wall else None,
+                     "fraction_of_peak": round(g / wall / peak["gflops"], 3) if wall else None,
+                     "cpu_s": round(cpu, 4),
+                     "fraction_of_peak_cpu": round(g / cpu / peak["gflops_cpu"], 3) if cpu > 0 else None}
+    return out
+
+
 # -- ours ----------------------------------------------------------------------------------------------
 
 
-def run_ours(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
+def run_ours(model_name: str, B: int, threads: int, out: mp.Queue) -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -157,6 +224,10 @@ def run_ours(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
 
     engine = LocalEngine(EngineConfig(model_name=model_name, lora_rank=LORA_RANK, lora_alpha=LORA_ALPHA,
                                       max_pixels=PX * PX, seed=0))
+    shapes = flops.model_shapes(engine.model)
+    text = engine.model.get_base_model().config.get_text_config()
+    peak_shapes = ((1024, 1024, 1024), (512, text.hidden_size, text.intermediate_size))
+    clock = PhaseClock(engine.model)
     samples = _samples(B * STEPS)
     params = SampleParams(max_tokens=MAX_TOKENS, stop=(-1,), seed=0)  # exactly 24 tokens, like TRL's min_new_tokens
     adam = AdamParams(learning_rate=LR, beta1=0.9, beta2=0.95)
@@ -166,12 +237,15 @@ def run_ours(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
         if step == TIMED:
             engine.tokens = TokenCounter()
             rss_before = _rss_mb()
+            peak_before = flops.matmul_peak(shapes=peak_shapes)  # right next to the timed step: same load
         if step == PROFILED:
             prof.enable()
         _phase_start()
+        clock.reset()
         t0, c0 = time.perf_counter(), time.process_time()
         trajectories_BG = do_group_rollouts(engine, builders, G, params)
-        t1 = time.perf_counter()
+        t1, c1 = _now()
+        vision, prefill = clock.spent["vision"], clock.spent["prefill"]
         sample_peak = _phase_peak_mb()
         _phase_start()
         datums = []
@@ -179,20 +253,34 @@ def run_ours(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
             adv_G = center([sum(tr.reward for tr in traj.transitions) for traj in group])
             datums += [trajectory_to_datum(traj, [float(a)]) for traj, a in zip(group, adv_G)]
         engine.forward_backward(datums, "importance_sampling")
-        t2 = time.perf_counter()
+        t2, c2 = _now()
         engine.optim_step(adam)
         t3, c3 = time.perf_counter(), time.process_time()
         if step == TIMED:
             timed = dict(step_s=t3 - t0, cpu_s=c3 - c0, sample_s=t1 - t0, forward_backward_s=t2 - t1, optim_s=t3 - t2)
+            phase_s = {"vision": vision, "prefill": prefill,
+                       "decode": [t1 - t0 - vision[0] - prefill[0], c1 - c0 - vision[1] - prefill[1]],
+                       "train": [t2 - t1, c2 - c1], "optim": [t3 - t2, c3 - c2]}
+            grids = [tuple(group[0].transitions[0].observation.images()[0].grid_thw) for group in trajectories_BG]
             phase_peaks = {"sample": sample_peak, "train": _phase_peak_mb()}
             ts = engine.token_stats()
+            peak_after = flops.matmul_peak(shapes=peak_shapes)
     prof.disable()
     stats = pstats.Stats(prof)
+    peak = {k: round((peak_before[k] + peak_after[k]) / 2, 1) for k in ("gflops", "gflops_cpu")}
+    prompt_tokens = datums[0].model_input.length - MAX_TOKENS + 1
+    step_flops = flops.grpo_step_flops(shapes, grids, prompt_tokens, G, MAX_TOKENS)
     res = {
         **{k: round(v, 3) for k, v in timed.items()}, "rollouts_per_s": round(B * G / timed["step_s"], 3),
         "rollouts_per_cpu_s": round(B * G / timed["cpu_s"], 3),
         "token_efficiency": round(ts["token_efficiency"], 4), "tokens": ts,
-        "prompt_tokens": datums[0].model_input.length - MAX_TOKENS + 1,
+        "prompt_tokens": prompt_tokens, "minimal_gflop": round(step_flops["step"] / 1e9, 3),
+        "fraction_of_peak": round(step_flops["step"] / 1e9 / timed["step_s"] / peak["gflops"], 3),
+        "fraction_of_peak_cpu": round(step_flops["step"] / 1e9 / timed["cpu_s"] / peak["gflops_cpu"], 3),
+        "phases": phase_table(step_flops, phase_s, peak),
+        "peak": {**peak, "before": peak_before["by_shape"], "after": peak_after["by_shape"],
+                 "before_cpu": peak_before["gflops_cpu"], "after_cpu": peak_after["gflops_cpu"],
+                 "dtype": peak_before["dtype"], "threads": peak_before["threads"]},
         "rss_before_step_mb": round(rss_before, 1), "peak_rss_mb": round(_maxrss_mb(), 1),
         "phase_peak_rss_mb": phase_peaks,
         "image_cache": {"hits": engine.image_cache.hits, "misses": engine.image_cache.misses},
@@ -205,16 +293,16 @@ def run_ours(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
 # -- TRL -----------------------------------------------------------------------------------------------
 
 
-def run_trl(model_name: str, B: int, threads: int, out: "mp.Queue") -> None:
+def run_trl(model_name: str, B: int, threads: int, out: mp.Queue) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    from _trl_processor import TRLQwenVLProcessor
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from _trl_processor import TRLQwenVLProcessor
     from geospot import prompts
     from geospot.engines.local import _lora_targets
     from geospot.models.load import load_model
@@ -351,6 +439,12 @@ def main() -> None:
         row["ratio_rollouts_per_s"] = round(ours["rollouts_per_s"] / trl["rollouts_per_s"], 3)
         row["ratio_rollouts_per_cpu_s"] = round(ours["rollouts_per_cpu_s"] / trl["rollouts_per_cpu_s"], 3)
         row["ratio_peak_rss"] = round(ours["peak_rss_mb"] / trl["peak_rss_mb"], 3)
+        # TRL against the same minimal FLOPs and our process's peak: the useful work per second
+        trl["fraction_of_peak"] = round(ours["minimal_gflop"] / trl["step_s"] / ours["peak"]["gflops"], 3)
+        trl["fraction_of_peak_cpu"] = round(ours["minimal_gflop"] / trl["cpu_s"] / ours["peak"]["gflops_cpu"], 3)
+    row["fraction_of_peak"] = ours["fraction_of_peak"]
+    row["fraction_of_peak_cpu"] = ours["fraction_of_peak_cpu"]
+    row["phases"] = ours["phases"]
     print(json.dumps(row))
 
 

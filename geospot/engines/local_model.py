@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from geospot.engines import lean_lora, packed_attention
 from geospot.engines.config import EngineConfig
 from geospot.engines.inputs import image_starts, mrope_positions
 from geospot.engines.kv_store import KVStore
@@ -110,6 +111,15 @@ class LocalModel:
         self.model.eval()  # no dropout anywhere: sampler and trainer must compute the same function
         # a frozen vision tower encodes each image once; later turns and training reuse it (issue 7)
         self.image_cache = install_image_feature_cache(self.model)
+        # issue 24: packed training rows compute only the attention blocks they need (plain SDPA
+        # otherwise); LoRA linears skip PEFT's per-call bookkeeping; decode writes into a KV cache
+        # with its room reserved (kv_cache.py) and runs only the layers (decode_step.py). Each is a
+        # switch for tests and A/B timings
+        # (benchmarks/levers.py).
+        self.packed_attention = packed_attention.install(self.model)
+        self.lean_lora = lean_lora.install(self.model) > 0
+        self.reserve_kv = True
+        self.lean_decode = True  # decode steps straight through the layers (decode_step.py)
         self.trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.step = 0
         self.sample_calls = 0

@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
+from geospot.engines.decode_step import LeanDecode
 from geospot.engines.inputs import head, images_end_before, same_images
+from geospot.engines.kv_cache import reserve
 from geospot.engines.kv_store import common_prefix_len, concat_segments, left_padded, match_key, take_segments
 from geospot.engines.local_model import LocalModel
 from geospot.engines.snapshot import SnapshotSampler
@@ -70,6 +72,7 @@ def merge_prefills(parts: list[tuple[list[int], Prefill]]) -> Prefill:
 class LocalSampler:
     def __init__(self, core: LocalModel):
         self.core = core
+        self.lean: LeanDecode | None = None  # built at the first sample(): after the model is set up
 
     def _pick(self, logits: torch.Tensor, params: SampleParams, gen: torch.Generator) -> torch.Tensor:
         # placeholder tokens are never valid output: fed back as text they would be taken for
@@ -116,13 +119,23 @@ class LocalSampler:
             pre = reusing.prefill
         else:
             pre = self.prefill(prompts)
-        cache = pre.cache
-        # the G samples of a prompt share its prefix: repeat the cache instead of recomputing it
-        if G > 1:
-            cache.batch_repeat_interleave(G)
+        # the G samples of a prompt share its prefix: repeat the cache instead of recomputing it, into
+        # buffers with room for every token to come (kv_cache.py: no per-step growth by copying)
+        if core.reserve_kv:
+            cache = reserve(pre.cache, extra=params.max_tokens, repeats=G)
+        else:  # DynamicCache: grows by concatenation
+            cache = pre.cache
+            if G > 1:
+                cache.batch_repeat_interleave(G)
         logits = pre.logits.repeat_interleave(G, 0)
-        attn = pre.attention.repeat_interleave(G, 0)
+        W = pre.attention.shape[1]
+        # the attention mask of the whole decode, filled in advance: step t attends its first W + t + 1 columns
+        attn_all = torch.nn.functional.pad(pre.attention, (0, params.max_tokens), value=1).repeat_interleave(G, 0)
         next_pos = pre.next_positions.repeat_interleave(G)
+        padded = not bool(pre.attention.all())  # once: the columns decode adds are never padding
+        if self.lean is None:
+            self.lean = LeanDecode(core.model)
+        lean = core.lean_decode and self.lean.supported
 
         N = B * G
         tokens: list[list[int]] = [[] for _ in range(N)]
@@ -155,10 +168,13 @@ class LocalSampler:
             if len(keep) < len(rows):  # drop finished rows from the batch and the KV cache
                 idx = torch.tensor(keep, device=core.device)
                 cache.batch_select_indices(idx)
-                attn, next_pos, tok = attn[idx], next_pos[idx], tok[idx]
+                attn_all, next_pos, tok = attn_all[idx], next_pos[idx], tok[idx]
                 rows = [rows[k] for k in keep]
             n = len(rows)
-            attn = torch.cat([attn, torch.ones(n, 1, dtype=attn.dtype, device=attn.device)], dim=1)
+            attn = attn_all[:, : W + t + 1]
+            if lean:  # straight through the layers (decode_step.py)
+                logits = self.lean(tok, attn if padded else None, next_pos + t, cache)
+                continue
             pos = (next_pos + t).view(1, n, 1).expand(3, n, 1)
             out = core.model(input_ids=tok[:, None], attention_mask=attn, position_ids=pos, **{CACHE_ARG: cache},
                              use_cache=True)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from geospot.engines import packed_attention
 from geospot.engines.inputs import image_starts, mrope_positions, same_image
 from geospot.engines.types import Datum, ImageChunk, ModelInput
 
@@ -226,15 +227,21 @@ def _microbatches(rows: list[_Row], budget: int, max_padding: float = 0.25) -> l
     return out
 
 
-PACKABLE_ATTENTION = ("sdpa", "eager")  # take an arbitrary 4-D mask; flash-attention kernels do not
+# take an arbitrary 4-D mask (or, ours, a packed layout); flash-attention kernels do not
+PACKABLE_ATTENTION = ("sdpa", "eager", packed_attention.NAME)
+
+
+def _attn_implementation(model: torch.nn.Module) -> str | None:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    text = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
+    return getattr(text, "_attn_implementation", None)
 
 
 def supports_packing(model: torch.nn.Module) -> bool:
-    """Whether the language model's attention honours a custom 4-D mask (sdpa, eager). With
+    """Whether the language model's attention honours a custom 4-D mask (sdpa, eager) or a packed
+    layout (packed_attention.py). With
     flash-attention the engine must score datums the plain way."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    text = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
-    return getattr(text, "_attn_implementation", None) in PACKABLE_ATTENTION
+    return _attn_implementation(model) in PACKABLE_ATTENTION
 
 
 def _model_dtype_device(model: torch.nn.Module) -> tuple[torch.dtype, torch.device]:
@@ -280,12 +287,16 @@ def iter_shared_prefix_logprobs(
             n = len(r.tokens)
             ids[b, :n], pos[:, b, :n], seg[b, :n] = r.tokens, r.positions, r.segments
             images.extend(r.images)
-        allowed = torch.from_numpy(block_mask(seg)).to(device)
-        # additive float mask: works for eager and sdpa attention alike (a 4-D mask is used as-is)
-        mask = torch.zeros((R, 1, L, L), dtype=dtype, device=device)
-        mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
-        kw = dict(input_ids=torch.from_numpy(ids).to(device), attention_mask=mask,
-                  position_ids=torch.from_numpy(pos).to(device), use_cache=False)
+        kw = dict(input_ids=torch.from_numpy(ids).to(device), position_ids=torch.from_numpy(pos).to(device),
+                  use_cache=False)
+        if _attn_implementation(model) == packed_attention.NAME:  # only the needed blocks (packed_attention.py)
+            kw["packed_layout"] = [packed_attention.RowLayout(r.group.prefix_len, tuple(r.group.suffix_lens))
+                                   for r in mb]
+        else:  # additive float mask: works for eager and sdpa attention alike (a 4-D mask is used as-is)
+            allowed = torch.from_numpy(block_mask(seg)).to(device)
+            mask = torch.zeros((R, 1, L, L), dtype=dtype, device=device)
+            mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
+            kw["attention_mask"] = mask
         if images:
             pixel_values, grid = renderer.image_processor(images)
             kw.update(pixel_values=pixel_values.to(device, dtype), image_grid_thw=grid.to(device))

@@ -178,7 +178,8 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
     ]
     rows = {}
     for s in _find_summaries(loaded.run_dir, eval_dir):
-        label = f"{s.get('name', '?')}: {s.get('data', '?')} ({s.get('env_type', 'single')}, {s.get('sampling', 'greedy')})"
+        how = f"{s.get('env_type', 'single')}, {s.get('sampling', 'greedy')}"
+        label = f"{s.get('name', '?')}: {s.get('data', '?')} ({how})"
         rows[label] = s["metrics"]
     training = _training_evals(loaded.run_dir, loaded.step) if eval_dir is None else {}
     from geospot.eval.compare import compare_table

@@ -11,7 +11,8 @@ def test_the_demo_runs_compare_and_carry_their_held_out_evals(short_demo, capsys
     sft, rl = short_demo.folder / "sft", short_demo.folder / "rl"
     assert cli.eval_main(["--compare", str(sft), str(rl), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["runs"]
-    sft_row, rl_row = f"sft (held-out, step {short_demo.cfg.sft_steps})", f"rl (held-out, step {short_demo.cfg.rl_steps})"
+    sft_row = f"sft (held-out, step {short_demo.cfg.sft_steps})"
+    rl_row = f"rl (held-out, step {short_demo.cfg.rl_steps})"
     assert set(rows) == {sft_row, rl_row}
     assert rows[sft_row]["geoscore"] == short_demo.rows["SFT"]["geoscore"]  # the demo's own greedy row
     for run, stage in ((sft, "SFT"), (rl, "SFT+GRPO")):

@@ -14,8 +14,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from geospot.eval.card import card_code
-from geospot.eval.export import export_main
+from geospot.eval.card import card_code  # noqa: E402
+from geospot.eval.export import export_main  # noqa: E402
 
 MODEL = "tiny:qwen2_5_vl:tiny"
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,128 @@
+"""Each speed lever of issue 24, on and off, in ONE process on the default GRPO step's work.
+
+The step of benchmarks/grpo_step.py (tiny:qwen2_5_vl:small, 2 images x 8 rollouts of 24 tokens,
+448 px, LoRA rank 8): sampling (`engine.sample`, KV reuse off) and training
+(`engine.forward_backward` on those rollouts). For each lever the phase it acts on runs with the
+lever off and on, alternating, `--repeats` times each; the minimum of each is kept (a shared
+CPU's load drifts; alternating puts both sides under the same drift). CPU seconds are the headline
+(other processes' slices do not count), wall seconds are reported too. Finally all levers off vs
+all on for sample + train.
+
+Levers (switches on the engine, each tested equal to its off state in tests/engines/):
+- reserve_kv: decode into a KV cache with its room reserved (kv_cache.py) vs DynamicCache's
+  per-step concatenation;
+- lean_decode: decode steps straight through the layers (decode_step.py) vs the model's forward;
+- lean_lora: the lean LoRA forward (lean_lora.py) vs PEFT's;
+- packed_attention: packed training rows attend only the needed blocks (packed_attention.py) vs
+  SDPA under a dense block mask.
+
+Prints ONE JSON line. Usage: python benchmarks/levers.py [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+
+from geospot import prompts
+from geospot.data import load_samples
+from geospot.engines import lean_lora, packed_attention
+from geospot.engines.config import EngineConfig
+from geospot.engines.datums import make_datum
+from geospot.engines.local import LocalEngine
+from geospot.engines.types import SampleParams
+
+B, G, MAX_TOKENS, PX = 2, 8, 24, 448
+
+
+def _switch(engine: LocalEngine, lever: str, on: bool) -> None:
+    if lever == "reserve_kv":
+        engine.reserve_kv = on
+    elif lever == "lean_decode":
+        engine.lean_decode = on
+    elif lever == "lean_lora":
+        lean_lora.install(engine.model) if on else lean_lora.uninstall(engine.model)
+    elif lever == "packed_attention":
+        text = engine.model.get_base_model().config.get_text_config()
+        text._attn_implementation = packed_attention.NAME if on else "sdpa"
+    else:
+        raise ValueError(lever)
+
+
+def _timed(fn) -> tuple[float, float]:
+    w, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w, time.process_time() - c
+
+
+def ab(engine: LocalEngine, levers: list[str], fn, repeats: int) -> dict:
+    """Min (wall, CPU) seconds of fn with `levers` off and on, alternating."""
+    best = {False: [np.inf, np.inf], True: [np.inf, np.inf]}
+    for _ in range(repeats):
+        for on in (False, True):
+            for lever in levers:
+                _switch(engine, lever, on)
+            w, c = _timed(fn)
+            best[on] = [min(best[on][0], w), min(best[on][1], c)]
+    for lever in levers:
+        _switch(engine, lever, True)
+    return {"off_s": round(best[False][0], 4), "on_s": round(best[True][0], 4),
+            "off_cpu_s": round(best[False][1], 4), "on_cpu_s": round(best[True][1], 4),
+            "gain_cpu": round(best[False][1] / best[True][1], 3), "gain_wall": round(best[False][0] / best[True][0], 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--model", default="tiny:qwen2_5_vl:small")
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    engine = LocalEngine(EngineConfig(model_name=args.model, lora_rank=8, lora_alpha=32.0, max_pixels=PX * PX, seed=0))
+    engine.kv_reuse = False  # every repeat does the whole sampling work
+    samples = load_samples("synthetic:n=64,size=448,seed=0", split="train", n=B)
+    prompts_B = [engine.renderer.generation_prompt([prompts.user_message(s.image, prompts.SINGLE_TURN_PROMPT)])
+                 for s in samples]
+    params = SampleParams(max_tokens=MAX_TOKENS, stop=(-1,), seed=0)
+    seqs = engine.sample(prompts_B, G, params)
+    datums = []
+    for p, group in zip(prompts_B, seqs):
+        for j, s in enumerate(group):
+            q = np.concatenate([np.zeros(p.length), s.logprobs]).astype(np.float32)
+            a = np.concatenate([np.zeros(p.length), np.full(len(s.tokens), j - (G - 1) / 2)]).astype(np.float32)
+            datums.append(make_datum(p.append_tokens(s.tokens), logprobs=q, advantages=a))
+
+    def sample():
+        engine.sample(prompts_B, G, params)
+
+    def train():
+        engine.forward_backward(datums, "importance_sampling")
+        engine.model.zero_grad(set_to_none=True)
+
+    def step():
+        sample()
+        train()
+
+    train()  # warm-up
+    res = {
+        "reserve_kv": {"phase": "sample", **ab(engine, ["reserve_kv"], sample, args.repeats)},
+        "lean_decode": {"phase": "sample", **ab(engine, ["lean_decode"], sample, args.repeats)},
+        "lean_lora": {"phase": "sample+train", **ab(engine, ["lean_lora"], step, args.repeats)},
+        "packed_attention": {"phase": "train", **ab(engine, ["packed_attention"], train, args.repeats)},
+        "all": {"phase": "sample+train",
+                **ab(engine, ["reserve_kv", "lean_decode", "lean_lora", "packed_attention"], step, args.repeats)},
+    }
+    print(json.dumps({"benchmark": "levers", "model": args.model, "images": B, "group_size": G,
+                      "completion_tokens": MAX_TOKENS, "threads": torch.get_num_threads(), "repeats": args.repeats,
+                      "peer": "the same engine with the lever off, alternating in one process",
+                      "prompt_tokens": prompts_B[0].length, "levers": res, "ratio": res["all"]["gain_cpu"]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""One decode step straight through the language model's layers (issue 24).
+
+A decode step feeds one token per row. Through the model's own forward it passes the PEFT wrapper,
+the Qwen-VL outer model (pixel and rope-index handling, embedding merge), the text model's
+decorators, and mask creation from the 2-D attention mask — per token, work that does not depend
+on the token. `LeanDecode` runs only what a text token needs: embed, the rotary embedding of its
+(t = h = w) position, every decoder layer against the KV cache, the final norm and the head. The
+layers are the model's own modules (LoRA included), so the arithmetic is the same; the mask is the
+boolean one SDPA would be given (None when no row has padding).
+
+Used for SDPA-family attention with full-attention layers only (Qwen2-VL, Qwen2.5-VL, Qwen3-VL
+text models); anything else — eager attention, sliding windows — takes the model's forward
+(`LeanDecode.supported`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from geospot.engines import packed_attention
+from geospot.models.compat import CACHE_ARG
+
+
+class LeanDecode:
+    def __init__(self, model: torch.nn.Module):
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.lm = base.model.language_model
+        self.head = base.lm_head
+        text = self.lm.config
+        layer_types = getattr(text, "layer_types", None) or ["full_attention"]
+        self.supported = (getattr(text, "_attn_implementation", None) in ("sdpa", packed_attention.NAME)
+                          and all(t == "full_attention" for t in layer_types))
+
+    def __call__(self, tokens_N: torch.Tensor, attention_NW: torch.Tensor | None, positions_N: torch.Tensor,
+                 cache) -> torch.Tensor:
+        """Logits [N, V] (fp32) of one fed token per row at `positions_N`; `attention_NW` the 0/1
+        mask over the cache plus this token (None: no padding anywhere)."""
+        n = tokens_N.shape[0]
+        h = self.lm.embed_tokens(tokens_N[:, None])
+        pos = positions_N.view(1, n, 1).expand(3, n, 1)
+        rotary = self.lm.rotary_emb(h, pos)
+        mask = None if attention_NW is None else attention_NW.bool()[:, None, None, :]
+        for layer in self.lm.layers:
+            h = layer(h, attention_mask=mask, position_embeddings=rotary, position_ids=None, use_cache=True,
+                      **{CACHE_ARG: cache})
+            if isinstance(h, tuple):  # older layers return (hidden, ...)
+                h = h[0]
+        return self.head(self.lm.norm(h)[:, -1]).float()
