@@ -38,6 +38,15 @@ def given_keys(kv: Sequence[str]) -> set[str]:
     return {a.split("=", 1)[0].strip().lstrip("-").replace("-", "_") for a in kv}
 
 
+def env_resume_keys(cfg) -> dict:
+    """The env keys that change what a hierarchical / geohash eval asks, as JSON reads them back
+    (lists), so an eval folder of other keys is never resumed into; {} for single / telescoping."""
+    if cfg.env_type not in ("hierarchical", "geohash"):
+        return {}
+    return {k: list(v) if isinstance(v, tuple) else v for k in ENV_OPTION_KEYS if not k.startswith("mixed_")
+            for v in [getattr(cfg, k)]}
+
+
 def with_run_defaults(cfg, given: set[str] | None = None):
     """(cfg, record): for a training run / checkpoint folder, the keys the user did not give
     take the run's values (its ModelSpec: prompt style, image budget, answer length), so a

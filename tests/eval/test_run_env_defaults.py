@@ -6,7 +6,7 @@ import json
 
 from geospot.config import parse_overrides
 from geospot.eval.cli import EvalConfig, PredictConfig
-from geospot.eval.run_defaults import describe_defaults, given_keys, with_run_defaults
+from geospot.eval.run_defaults import describe_defaults, env_resume_keys, given_keys, with_run_defaults
 from geospot.train.rl import RLConfig, env_from_start_run
 
 
@@ -76,3 +76,13 @@ def test_rl_from_a_run_continues_its_env_unless_told(tmp_path):
     assert cfg.env_type == "geohash" and cfg.teacher_forcing == 1.0
     plain = RLConfig(load_checkpoint_path="tinker://somewhere")
     assert env_from_start_run(plain, set()) is plain  # not a local run: nothing to read
+
+
+def test_a_label_env_eval_resumes_only_into_an_eval_of_the_same_keys(tmp_path):
+    assert env_resume_keys(EvalConfig(env_type="single", hier_weights=(1.0, 0, 0, 0))) == {}
+    hier = env_resume_keys(EvalConfig(env_type="hierarchical", teacher_forcing=1.0))
+    assert hier["hier_turns"] == ["country", "region", "city", "coords"] and hier["teacher_forcing"] == 1.0
+    assert json.loads(json.dumps(hier)) == hier  # equal to itself read back from config.json
+    assert "mixed_weights" not in hier  # eval scores distances: the mixed reward changes nothing it asks
+    other = env_resume_keys(EvalConfig(env_type="hierarchical", teacher_forcing=0.0))
+    assert other != hier
