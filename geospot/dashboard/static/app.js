@@ -350,7 +350,7 @@ class RunView {
         el("div", {}, el("div", { class: "maptools" }, this.playBtn, fitBtn, this.slider, this.stepLabel, splitSel),
           this.map.node, el("p", { class: "muted" }, "◆ truth, ● final guesses (colour = reward, red low → green high), lines = great circles. Wheel to zoom, drag to pan, double-click to reset, ⤢ to fit."),
           this.strip),
-        this.detail), this.explainer.node);
+        this.detail), this.withCharts ? this.explainer.node : "");  // the run page, not compare
     this.drawHead(); this.drawCharts();
   }
   drawHead() {
@@ -454,7 +454,7 @@ class RunView {
     }, 5000);
     onLeave(() => clearInterval(poll));
   }
-  explain() { this.explainer.draw().catch(e => this.explainer.node.replaceChildren(el("p", { class: "error" }, String(e)))); }
+  explain() { if (this.withCharts) this.explainer.draw().catch(e => this.explainer.node.replaceChildren(el("p", { class: "error" }, String(e)))); }
   showLive() { setLive(this.status === "running" ? "live" : this.status || "not live"); }
 }
 

@@ -19,22 +19,26 @@ function latestTau(steps) {
 
 const kernel = (d, tau) => Math.exp(-d / tau);
 
-// A small map centred on (lat, lon) showing `radiusKm` around it: the world's outlines plus `layers`.
+// x compression of a local map at `lat`: degrees of longitude are cos(lat) as long as latitude's.
+const squash = lat => Math.max(0.2, Math.cos(lat * RAD));
+
+// A small map centred on (lat, lon) showing `radiusKm` around it: the world's outlines plus
+// `layers` (in lon/lat degrees), x scaled by cos(lat) so that circles around the truth look round.
 async function zoomMap(lat, lon, radiusKm, layers, cls = "", aspect = 1.5) {
-  const w = await world();
+  const w = await world(), c = squash(lat);
   const hh = Math.min(90, Math.max(0.004, radiusKm / 111.2));  // half height, degrees of latitude
-  const hw = Math.min(180, hh * aspect / Math.max(0.2, Math.cos(lat * RAD)));
-  const node = svg("svg", { class: "minimap " + cls, viewBox: `${lon - hw} ${-lat - hh} ${2 * hw} ${2 * hh}`,
+  const hw = Math.min(180 * c, hh * aspect);
+  const node = svg("svg", { class: "minimap " + cls, viewBox: `${c * lon - hw} ${-lat - hh} ${2 * hw} ${2 * hh}`,
     preserveAspectRatio: "xMidYMid slice" });
-  const land = svg("g", {});
-  for (const c of w.countries)
-    land.appendChild(svg("path", { class: "land", d: c.rings.map(r => shifts(r.filter((_, i) => i % 2 === 0))
+  const geo = svg("g", { transform: `scale(${c} 1)` });
+  for (const ctry of w.countries)
+    geo.appendChild(svg("path", { class: "land", d: ctry.rings.map(r => shifts(r.filter((_, i) => i % 2 === 0))
       .map(s => ringPath(r, s)).join("")).join("") }));
-  node.append(land, ...layers);
-  // a diamond at the truth, sized in degrees of this view
+  geo.append(...layers);
+  // a diamond at the truth, outside the squashed group so it stays square
   const u = hh / 30;
-  node.appendChild(svg("rect", { class: "mtruth", x: lon - u, y: -lat - u, width: 2 * u, height: 2 * u,
-    transform: `rotate(45 ${lon} ${-lat})` }));
+  node.append(geo, svg("rect", { class: "mtruth", x: c * lon - u, y: -lat - u, width: 2 * u, height: 2 * u,
+    transform: `rotate(45 ${c * lon} ${-lat})` }));
   return node;
 }
 
@@ -103,7 +107,7 @@ async function policyPanel(title, step, im, tau, cls) {
   const layers = [];
   for (const x of guesses) {
     layers.push(...linePaths(greatCircle(im.lat, im.lon, x.g[0], x.g[1]), "mgc"));
-    const c = svg("circle", { class: "mguess", cx: x.g[1], cy: -x.g[0], r: u,
+    const c = svg("ellipse", { class: "mguess", cx: x.g[1], cy: -x.g[0], rx: u / squash(im.lat), ry: u,
       fill: tau ? rewardColor(score(x.d), 0, 1) : "var(--guess)" });
     c.appendChild(svg("title", {}, `${fmt(x.d)} km`));
     layers.push(c);
