@@ -3,28 +3,37 @@
     tiny random Qwen2.5-VL + synthetic world
       -> held-out eval of the untrained model
       -> SFT warm-start (answer format + a first map of the world)
-      -> telescoping GRPO from the SFT checkpoint (coarse -> refine -> final)
-      -> the same held-out eval after each stage, one table
+      -> single-turn GRPO from the SFT checkpoint, then a few telescoping GRPO steps
+      -> the same held-out eval after each stage, one table, and a verdict per metric
+         that is "improved" only beyond the noise band (paired bootstrap over the images)
+      -> with --tau-study (or --preset long): from a format-only warm start, GRPO with τ
+         that follows the error vs a fixed τ = 25 km, the same steps
       -> the dashboard command for the run (or `--serve` to open it)
 
 Why the *tiny* model (0.5 M parameters) and not the small one: on 2 CPU cores steps
 beat size — in the same minutes the tiny model takes ~4x more optimizer steps and ends
 far closer (an earlier measurement: 341-583 km vs 1,532 km held-out median).
 
-Every stage is timed in CPU seconds (time.process_time, all threads of this process) and
-wall seconds; the summary prints both, and the machine's load average, so a slow run on a
-busy machine is told apart from a slow demo."""
+Every stage is a fixed number of steps (never a time limit), so a run's numbers do not depend
+on how busy the machine is; the summary prints CPU and wall seconds and the load average, so a
+slow run on a busy machine is told apart from a slow demo. The recipe's measurements are in
+docs/rl_vs_sft.md ("The demo's recipe")."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from geospot import demo_report as R
+from geospot.prompts import TELESCOPING_PROMPTS
 
 # The world of the demo: 8 countries (4 regions each) on 6 continents, cues kept clear
 # (difficulty 0.1) so a 0.5 M-parameter model can learn a real map of it in minutes.
@@ -34,16 +43,21 @@ DEMO_DATA = "synthetic:n=4000,size=112,seed=0,regions=8,difficulty=0.1"
 @dataclass(frozen=True)
 class Preset:
     sft_steps: int
+    rl_single_steps: int
     rl_steps: int
     eval_n: int
+    tau_steps: int = 0  # > 0: also run the τ study with this many GRPO steps per arm
 
 
-# `default` fits the 5-minute budget on 2 quiet cores (see the numbers in the summary it
-# prints); `quick` is the test's size; `long` shows how far the same recipe goes.
+# `default` fits the 5-minute budget on 2 quiet cores: 214-217 CPU s measured over the whole run
+# (SFT ~80, GRPO ~113, evals ~22; one torch thread, so CPU s = wall s of a quiet core). SFT stops
+# at 300 steps, while its map is still ~1,300 km off, so GRPO has room (from a converged 450-step
+# SFT, 400 GRPO steps moved greedy by +3 / -41: docs/rl_vs_sft.md). `quick` is the test's size;
+# `long` adds the τ study and more steps.
 PRESETS = {
-    "quick": Preset(sft_steps=250, rl_steps=6, eval_n=48),
-    "default": Preset(sft_steps=450, rl_steps=24, eval_n=128),
-    "long": Preset(sft_steps=1500, rl_steps=80, eval_n=200),
+    "quick": Preset(sft_steps=200, rl_single_steps=60, rl_steps=4, eval_n=48),
+    "default": Preset(sft_steps=300, rl_single_steps=300, rl_steps=24, eval_n=128),
+    "long": Preset(sft_steps=600, rl_single_steps=600, rl_steps=48, eval_n=256, tau_steps=150),
 }
 
 
@@ -52,39 +66,51 @@ class DemoConfig:
     model_name: str = "tiny:qwen2_5_vl:tiny"
     data: str = DEMO_DATA
     sft_steps: int = PRESETS["default"].sft_steps
+    rl_single_steps: int = PRESETS["default"].rl_single_steps
     rl_steps: int = PRESETS["default"].rl_steps
     eval_n: int = PRESETS["default"].eval_n
+    tau_steps: int = 0
     out: str = "runs/demo"
     seed: int = 0
     # SFT: full fine-tuning of a random tiny model (LoRA on random weights learns little),
-    # small batches and a high lr — many cheap steps is what works on a CPU. Telescoping
-    # examples only: the demo's GRPO and eval are telescoping, and every example then
-    # trains three answers. Earlier turns' guesses are shown with realistic noise so the
-    # later turns learn to refine rather than copy (geospot.train.sft.telescoping_messages).
+    # small batches and a high lr — many cheap steps is what works on a CPU. `both` prompt
+    # styles (each image draws single or telescoping): the GRPO stages use both prompts, and
+    # SFT must have seen the prompt it is judged on, else GRPO's gain is partly learning a new
+    # prompt (measured: SFT on telescoping only scores 1,082 greedy on the single prompt).
+    # Earlier turns' guesses are shown with realistic noise so the later turns learn to refine
+    # rather than copy (geospot.train.sft.telescoping_messages).
     sft_batch_size: int = 16
     sft_lr: float = 3e-3
-    sft_prompt_style: str = "telescoping"
+    sft_prompt_style: str = "both"
     answer_decimals: int = 1
     telescoping_noise_km: tuple[float, float] = (2000.0, 1000.0)
-    # GRPO: the same policy, a far smaller lr (Adam moves every weight by ~lr whatever the
-    # advantages, so an SFT-sized lr undoes the warm start), 8 rollouts per image,
-    # GeoScore/5000 as S(d) (telescoping: r_t = S(d_t) - S(d_{t-1})). Measured from the
-    # default SFT (128 held-out images): 24 steps at 1e-4 raised the sampled GeoScore
-    # 1,613 -> 1,751 and lowered the greedy one 2,441 -> 2,327; 12 steps at 5e-5 moved
-    # neither beyond noise. The demo prints whichever happens.
+    # GRPO, stage 1: single-turn. One turn costs ~1/6 of a telescoping step, so it gets ~6x
+    # more updates in the same seconds; kernel reward exp(-d/τ) with τ following the policy's
+    # median error (RLConfig default), lr 8e-5 (docs/rl_vs_sft.md: 2e-5..4e-5 moved less,
+    # 1.6e-4 lost greedy score). 8 images x 8 rollouts per step.
+    rl_single_lr: float = 8e-5
+    # GRPO, stage 2: a few telescoping steps (GeoScore reward per turn, r_t = S(d_t) - S(d_{t-1}))
+    # so the refine turns learn from the policy's own first guesses.
+    rl_lr: float = 4e-5
     rl_batch_size: int = 8
     rl_group_size: int = 8
-    rl_lr: float = 1e-4
-    rl_reward: str = "geoscore"
     max_tokens: int = 16
     # Eval: greedy (what a user of the model sees) AND seeded samples at temperature 1 (the
-    # policy GRPO trains), one per image per seed, metrics averaged over the seeds (one
-    # sample of 100 images is too noisy to compare stages); same held-out images.
+    # policy GRPO trains), one per image per seed, averaged over the seeds; same held-out
+    # images for every stage, so each change is judged by a paired bootstrap over them.
+    eval_style: str = "single"
     eval_sample_seeds: tuple[int, ...] = (5, 6, 7, 8)
-    rl_extra: dict = field(default_factory=dict)  # any other RLConfig key (tests, experiments)
+    # τ study: an early warm start — the SFT run's checkpoint at this step (in the default 300-step
+    # run: 98 % parsed, 2,320 km median; a separate 150-step SFT, annealed, was format-only at
+    # ~6,600 km) where a fixed τ = 25 km gives every rollout ≈ 0 reward — then single-turn
+    # GRPO with τ following the error vs a fixed τ of `tau_fixed_km`, the same steps and seed.
+    tau_format_steps: int = 150
+    tau_fixed_km: float = 25.0
+    rl_extra: dict = field(default_factory=dict)  # any other RLConfig key of the final stage (tests, experiments)
 
 
 def stage_configs(cfg: DemoConfig):
+    """(sft, rl_single, rl) configs; each GRPO stage starts from the one before it."""
     from geospot.train.rl import RLConfig
     from geospot.train.sft import SFTConfig
 
@@ -94,41 +120,70 @@ def stage_configs(cfg: DemoConfig):
         prompt_style=cfg.sft_prompt_style, answer_decimals=cfg.answer_decimals, telescoping_decimals=(0, 1),
         telescoping_noise_km=cfg.telescoping_noise_km,
         batch_size=cfg.sft_batch_size, learning_rate=cfg.sft_lr, lr_schedule="cosine", warmup_steps=5,
-        max_steps=cfg.sft_steps, eval_every=0, eval_at_start=False, save_every=0, log_every=50,
-        log_path=str(out / "sft"), behavior_if_log_dir_exists="delete", seed=cfg.seed,
+        max_steps=cfg.sft_steps, eval_every=0, eval_at_start=False, log_every=50,
+        # the τ study starts from the checkpoint at tau_format_steps: keep it (and every other)
+        save_every=cfg.tau_format_steps if cfg.tau_steps else 0, keep_checkpoints=0,
+        log_path=str(out / "sft"), behavior_if_log_dir_exists="raise", seed=cfg.seed,
     )
-    rl = RLConfig(**{
-        **dict(env_type="telescoping", load_checkpoint_path=str(out / "sft"), data=cfg.data, eval_n=cfg.eval_n,
-               batch_size=cfg.rl_batch_size, group_size=cfg.rl_group_size, max_steps=cfg.rl_steps,
-               learning_rate=cfg.rl_lr, reward=cfg.rl_reward, max_tokens=cfg.max_tokens, eval_every=0,
-               eval_at_start=False, save_every=cfg.rl_steps, log_path=str(out / "rl"),
-               behavior_if_log_dir_exists="delete", seed=cfg.seed),
-        **cfg.rl_extra,
-    })
-    return sft, rl
+    # The engine keys are passed explicitly: a GRPO run's config records None for what it inherited
+    # from the SFT run, so the telescoping stage (started from the single-turn run) would not find them.
+    engine = {k: getattr(sft, k, None) for k in ("model_name", "lora_rank", "train_vision", "max_pixels")}
+    common = {**{k: v for k, v in engine.items() if v is not None}, "data": cfg.data, "eval_n": 0, "batch_size": cfg.rl_batch_size, "group_size": cfg.rl_group_size,
+                  "max_tokens": cfg.max_tokens, "eval_every": 0, "eval_at_start": False, "behavior_if_log_dir_exists": "raise",
+                  "seed": cfg.seed}
+    single = RLConfig(env_type="single", load_checkpoint_path=str(out / "sft"), max_steps=max(cfg.rl_single_steps, 1),
+                      learning_rate=cfg.rl_single_lr, save_every=max(cfg.rl_single_steps, 1), log_images_every=10,
+                      log_path=str(out / "rl-single"), **common)
+    start = str(out / "rl-single") if cfg.rl_single_steps else str(out / "sft")
+    rl = RLConfig(**{**common, "env_type": "telescoping", "load_checkpoint_path": start, "max_steps": cfg.rl_steps,
+                                      "learning_rate": cfg.rl_lr, "save_every": cfg.rl_steps, "log_path": str(out / "rl"),
+                     **cfg.rl_extra})
+    return sft, single, rl
 
 
-def held_out_eval(model: str, cfg: DemoConfig, samples, geocoder) -> dict:
-    """Telescoping eval, identical for every stage so the rows compare: the final turn's
-    answer is scored. Greedy metrics as they are; those of the seeded temperature-1 samples
-    (one per image per seed, averaged over the seeds) as `sampled_<key>`."""
+def tau_configs(cfg: DemoConfig):
+    """(the format-only checkpoint, GRPO with τ following the error, GRPO with fixed τ): same seed, steps, data."""
+    sft, single, _ = stage_configs(cfg)
+    out = Path(cfg.out) / "tau"
+    fmt = str(Path(sft.log_path) / "checkpoints" / str(cfg.tau_format_steps))
+    arm = {"load_checkpoint_path": fmt, "max_steps": cfg.tau_steps, "save_every": cfg.tau_steps, "log_images_every": 0}
+    # follow_error clips τ to [tau_end_km, tau_start_km]: the cap is raised above a format-only
+    # policy's ~7,000 km error, else τ would sit at the 2,000 km cap instead of following it.
+    follow = replace(single, **arm, tau_schedule="follow_error", tau_start_km=10000.0, log_path=str(out / "follow-error"))
+    fixed = replace(single, **arm, tau_schedule="constant", tau_start_km=cfg.tau_fixed_km, log_path=str(out / "fixed"))
+    return fmt, follow, fixed
+
+
+def held_out_eval(model: str, cfg: DemoConfig, samples, styles=None) -> R.StageEval:
+    """Greedy and seeded temperature-1 answers to `cfg.eval_style`, and the greedy telescoping
+    turns, per image (identical for every stage so the rows compare image by image)."""
     import numpy as np
 
     from geospot.engines.types import SampleParams
     from geospot.eval import evaluate
     from geospot.eval.loading import load_model
+    from geospot.geo import haversine_km
+
+    def km(preds, turn=None):
+        g = [(p.latitude, p.longitude) if turn is None else (p.turn_guesses[turn] if turn < len(p.turn_guesses)
+                                                             and p.turn_guesses[turn] else (math.nan, math.nan))
+             for p in preds]
+        lat, lon = np.array([x[0] for x in g], float), np.array([x[1] for x in g], float)
+        true = np.array([[p.true_latitude, p.true_longitude] for p in preds], float)
+        return np.asarray(haversine_km(lat, lon, true[:, 0], true[:, 1]), dtype=float)
 
     engine = load_model(model, seed=cfg.seed).engine
+    run = {"batch_size": 32, "max_tokens": cfg.max_tokens}
     with _run_writer(model) as (writer, step):  # a trained stage records its held-out eval in its run folder
-        greedy = evaluate(engine, samples, prompt_style="telescoping", batch_size=32, max_tokens=cfg.max_tokens,
-                          geocoder=geocoder, writer=writer, step=step).metrics
-    runs = []
-    for seed in cfg.eval_sample_seeds:
-        params = SampleParams(max_tokens=cfg.max_tokens, temperature=1.0, seed=seed)
-        runs.append(evaluate(engine, samples, prompt_style="telescoping", batch_size=32, max_tokens=cfg.max_tokens,
-                             geocoder=None, sampling=(params, 1)).metrics)
-    sampled = {k: float(np.mean([m[k] for m in runs])) for k in runs[0] if isinstance(runs[0][k], (int, float))}
-    return {**greedy, **{f"sampled_{k}": v for k, v in sampled.items()}}
+        greedy = evaluate(engine, samples, prompt_style=cfg.eval_style, **run,
+                          writer=writer, step=step).predictions
+    sampled = [evaluate(engine, samples, prompt_style=cfg.eval_style, **run,
+                        sampling=(SampleParams(max_tokens=cfg.max_tokens, temperature=1.0, seed=s), 1)).predictions
+               for s in cfg.eval_sample_seeds]
+    tele = greedy if cfg.eval_style == "telescoping" else evaluate(engine, samples, prompt_style="telescoping", **run).predictions
+    # every turn gets a column, also when the first answer did not parse and the episode ended there
+    turns = max(len(TELESCOPING_PROMPTS), *(len(p.turn_guesses) for p in tele))
+    return R.StageEval.from_km(km(greedy), [km(p) for p in sampled], [km(tele, t) for t in range(turns)])
 
 
 @contextlib.contextmanager
@@ -148,62 +203,6 @@ def _run_writer(model: str):
         yield writer, model_spec(model).step or 0
     finally:
         writer.close()
-
-
-COLUMNS = [("parsed", "parsed", "{:.0%}"), ("median_km", "median km", "{:,.0f}"), ("geoscore", "GeoScore", "{:,.0f}"),
-           ("acc_200km", "@200km", "{:.0%}"), ("acc_750km", "@750km", "{:.0%}"), ("acc_2500km", "@2500km", "{:.0%}"),
-           ("sampled_geoscore", "sampled GS", "{:,.0f}")]
-
-
-def _cell(m: dict, key: str, fmt: str) -> str:
-    v = m.get(key, math.nan)
-    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else fmt.format(v)
-
-
-def _turns(m: dict, prefix: str = "") -> str:
-    cells = [_cell(m, f"{prefix}turn_{t}_median_km", "{:,.0f}") for t in (1, 2, 3)]
-    return " -> ".join(cells)
-
-
-def table(rows: dict[str, dict], n: int) -> str:
-    head = f"{'stage':<10}" + "".join(f"{title:>11}" for _, title, _ in COLUMNS)
-    lines = [head, "-" * len(head)]
-    for name, m in rows.items():
-        lines.append(f"{name:<10}" + "".join(f"{_cell(m, k, fmt):>11}" for k, _, fmt in COLUMNS))
-    lines += [
-        f"{n} held-out synthetic images; the telescoping final turn is scored; unparsed answers count as misses.",
-        "Columns before `sampled GS`: greedy decoding. sampled GS: mean GeoScore (0-5000) of answers sampled at",
-        "temperature 1 — the policy GRPO trains (one per image per seed, averaged over seeds).",
-        "",
-        "Median km per telescoping turn (coarse -> refine -> final), greedy | sampled:",
-    ]
-    lines += [f"  {name:<10}{_turns(m):>26}  | {_turns(m, 'sampled_')}" for name, m in rows.items()]
-    return "\n".join(lines)
-
-
-def verdict(rows: dict[str, dict]) -> list[str]:
-    """What happened, in words computed from the numbers (never a canned claim)."""
-    u, s, g = rows["untrained"], rows["SFT"], rows["SFT+GRPO"]
-    def km(m):
-        return f"{m['median_km']:,.0f} km" if math.isfinite(m.get("median_km", math.nan)) else "none (most answers unparsed)"
-
-    out = [f"SFT: parsed {u['parsed']:.0%} -> {s['parsed']:.0%}, greedy median {km(u)} -> {km(s)}, "
-           f"GeoScore {u['geoscore']:,.0f} -> {s['geoscore']:,.0f}."]
-    dg, ds = g["geoscore"] - s["geoscore"], g["sampled_geoscore"] - s["sampled_geoscore"]
-    out.append(f"GRPO: greedy GeoScore {s['geoscore']:,.0f} -> {g['geoscore']:,.0f} ({dg:+,.0f}), "
-               f"sampled GeoScore {s['sampled_geoscore']:,.0f} -> {g['sampled_geoscore']:,.0f} ({ds:+,.0f}).")
-    if dg <= 0 and ds > 0:
-        out.append("      GRPO did not improve the greedy answers in this budget; it optimises the sampled policy "
-                   "(rollouts at temperature 1), and that one improved (the `sampled GS` column).")
-    elif dg <= 0:
-        out.append("      GRPO improved neither the greedy nor the sampled answers in this budget.")
-    for name in ("SFT", "SFT+GRPO"):
-        first, final = rows[name].get("turn_1_median_km", math.nan), rows[name].get("turn_3_median_km", math.nan)
-        if math.isfinite(first) and math.isfinite(final):
-            word = ("refines" if final < 0.95 * first else "makes it worse" if final > 1.05 * first
-                    else "changes little (within 5%)")
-            out.append(f"Telescoping after {name}: turn 3 vs turn 1 {word} — greedy median {first:,.0f} -> {final:,.0f} km.")
-    return out
 
 
 @dataclass
@@ -228,83 +227,161 @@ class Clock:
         parts = ", ".join(f"{k} {c:.0f}/{w:.0f}" for k, (c, w) in self.stages.items())
         cpu, wall = self.total()
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
-        return (f"time: CPU {cpu:.0f} s, wall {wall:.0f} s (per stage CPU/wall s: {parts}); "
-                f"{os.cpu_count()} cores, load average {load:.1f} at the end — wall time on a busy machine is longer than on a quiet one.")
+        return (f"time: CPU {cpu:.0f} s, wall {wall:.0f} s (per stage CPU/wall s: {parts}); {os.cpu_count()} cores, "
+                f"load average {load:.1f} at the end — wall time on a busy machine is longer than on a quiet one.")
 
 
-def run(cfg: DemoConfig, log=print) -> dict[str, dict]:
+def run(cfg: DemoConfig, log=print) -> dict:
+    """Train and evaluate every stage; returns the JSON object `--json` prints."""
     from geospot.config import ConfigError
     from geospot.data import load_samples
     from geospot.train import rl as rl_loop
     from geospot.train import sft as sft_loop
-    from geospot.train.sft import geocoder_for
 
-    sft_cfg, rl_cfg = stage_configs(cfg)
-    sft_cfg.validate()
-    rl_cfg.validate()  # both fail here, naming the key, before any model is loaded
+    sft_cfg, single_cfg, rl_cfg = stage_configs(cfg)
+    if cfg.tau_steps and not 0 < cfg.tau_format_steps <= cfg.sft_steps:
+        raise ConfigError(f"tau_format_steps={cfg.tau_format_steps} must be in 1..sft_steps ({cfg.sft_steps}): "
+                          "the τ study starts from that SFT checkpoint; raise --sft-steps")
+    for c in (sft_cfg, single_cfg, rl_cfg, *(tau_configs(cfg)[1:] if cfg.tau_steps else ())):
+        c.validate()  # every stage fails here, naming the key, before any model is loaded
     clock = Clock()
-    rows: dict[str, dict] = {}
     with clock("data"):
         try:
             held_out = load_samples(cfg.data, split="val", n=cfg.eval_n)
-            geocoder = geocoder_for(cfg.data)
         except (ValueError, FileNotFoundError, OSError, KeyError) as e:  # SpecError is a ValueError
             raise ConfigError(f"--data {cfg.data!r}: {e}") from e
 
-    log(f"[1/4] held-out eval of the untrained model ({cfg.model_name}, {len(held_out)} images)")
+    evals: dict[str, R.StageEval] = {}
+    log(f"[1/5] held-out eval of the untrained model ({cfg.model_name}, {len(held_out)} images)")
     with clock("eval"):
-        rows["untrained"] = held_out_eval(cfg.model_name, cfg, held_out, geocoder)
+        evals["untrained"] = held_out_eval(cfg.model_name, cfg, held_out)
 
-    log(f"[2/4] SFT warm-start: {cfg.sft_steps} steps x {cfg.sft_batch_size} images -> {sft_cfg.log_path}")
+    log(f"[2/5] SFT warm-start: {cfg.sft_steps} steps x {cfg.sft_batch_size} images -> {sft_cfg.log_path}")
     with clock("sft"):
         sft_loop.train(sft_cfg, stderr=sys.stderr)  # a progress line every 50 steps (live on a terminal)
     with clock("eval"):
-        rows["SFT"] = held_out_eval(sft_cfg.log_path, cfg, held_out, geocoder)
-    log(f"      SFT {clock.stages['sft'][0]:.0f} CPU s; greedy median {_cell(rows['SFT'], 'median_km', '{:,.0f}')} km")
+        evals["sft"] = held_out_eval(sft_cfg.log_path, cfg, held_out)
 
-    log(f"[3/4] telescoping GRPO: {cfg.rl_steps} steps x {cfg.rl_batch_size} images x {cfg.rl_group_size} rollouts "
+    if cfg.rl_single_steps:
+        log(f"[3/5] single-turn GRPO: {cfg.rl_single_steps} steps x {cfg.rl_batch_size} images x {cfg.rl_group_size} "
+            f"rollouts -> {single_cfg.log_path}")
+        with clock("grpo"):
+            rl_loop.run(single_cfg)
+    log(f"[4/5] telescoping GRPO: {cfg.rl_steps} steps x {cfg.rl_batch_size} images x {cfg.rl_group_size} rollouts "
         f"-> {rl_cfg.log_path}")
     with clock("grpo"):
         rl_loop.run(rl_cfg)
     with clock("eval"):
-        rows["SFT+GRPO"] = held_out_eval(rl_cfg.log_path, cfg, held_out, geocoder)
-    log(f"      GRPO {clock.stages['grpo'][0]:.0f} CPU s")
+        evals["rl"] = held_out_eval(rl_cfg.log_path, cfg, held_out)
 
-    log("[4/4] results\n")
-    log(table(rows, len(held_out)))
+    result = {"stages": {}, "seed": cfg.seed, "eval_n": len(held_out), "eval_style": cfg.eval_style}
+    before = None
+    for name, e in evals.items():
+        result["stages"][name] = R.stage_json(e, evals[before] if before else None, seed=cfg.seed)
+        before = name
+    if cfg.tau_steps:
+        log(f"[+] τ study: from SFT's step-{cfg.tau_format_steps} checkpoint (format only), {cfg.tau_steps} single-turn GRPO "
+            f"steps with τ following the error vs fixed τ = {cfg.tau_fixed_km:g} km")
+        with clock("tau"):
+            result["tau_study"] = tau_study(cfg, held_out)
+
+    log("[5/5] results\n")
+    log(R.table(result["stages"], len(held_out), cfg.eval_style))
     log("")
-    for line in verdict(rows):
+    for line in R.verdict_lines(result["stages"]):
         log(line)
+    log(R.verdict_summary(result["stages"]))
+    if "tau_study" in result:
+        log(tau_line(result["tau_study"]))
     log(clock.summary())
-    rows["_time"] = {"cpu_s": clock.total()[0], "wall_s": clock.total()[1],
-                     **{f"{k}_cpu_s": c for k, (c, _) in clock.stages.items()}}
-    return rows
+    result["time"] = {"cpu_s": clock.total()[0], "wall_s": clock.total()[1],
+                      **{f"{k}_cpu_s": c for k, (c, _) in clock.stages.items()},
+                      "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+    return result
+
+
+def tau_study(cfg: DemoConfig, held_out) -> dict:
+    """Format-only warm start, then the same GRPO steps with two τ: follow the error vs fixed."""
+    from geospot.train import rl as rl_loop
+
+    fmt, follow, fixed = tau_configs(cfg)
+    evals = {"format_only": held_out_eval(fmt, cfg, held_out)}
+    for name, c in (("fixed_tau", fixed), ("follow_error_tau", follow)):
+        rl_loop.run(c)
+        evals[name] = held_out_eval(c.log_path, cfg, held_out)
+    out = {name: R.metrics(e) for name, e in evals.items()}
+    # the verdict: follow_error against fixed τ, paired over the same images
+    out["verdict"] = {k: c.verdict for k, c in R.compare(evals["fixed_tau"], evals["follow_error_tau"], cfg.seed).items()}
+    out["change"] = {k: {"delta": c.delta, "ci95": [c.lo, c.hi]}
+                     for k, c in R.compare(evals["fixed_tau"], evals["follow_error_tau"], cfg.seed).items()}
+    out["steps"] = cfg.tau_steps
+    return out
+
+
+def tau_line(t: dict) -> str:
+    f, a, b = t["format_only"], t["fixed_tau"], t["follow_error_tau"]
+    return (f"τ study ({t['steps']} GRPO steps from a format-only warm start, greedy median km): format-only "
+            f"{R.cell(f['median_km'], '{:,.0f}')}, fixed τ = 25 km {R.cell(a['median_km'], '{:,.0f}')}, τ following the "
+            f"error {R.cell(b['median_km'], '{:,.0f}')} — follow-error vs fixed: {t['verdict']['median_km']} "
+            f"(sampled GeoScore {a['sampled_geoscore']:,.0f} -> {b['sampled_geoscore']:,.0f}: "
+            f"{t['verdict']['sampled_geoscore']}).")
+
+
+def resolve_out(out: str, explicit: bool, fresh: bool) -> Path:
+    """Where this run goes. An earlier run is never deleted unless --fresh says so: the default
+    folder moves on to runs/demo-2, -3, ...; an explicit --out that holds a run is refused."""
+    from geospot.config import ConfigError
+
+    path = Path(out)
+    if not path.exists() or not any(path.iterdir()):
+        return path
+    if fresh:
+        shutil.rmtree(path)
+        return path
+    if explicit:
+        raise ConfigError(f"--out {out} holds an earlier run; pass --fresh to replace it, or name another --out")
+    n = 2
+    while Path(f"{out}-{n}").exists():
+        n += 1
+    return Path(f"{out}-{n}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="geospot demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                    help="quick (~2 min), default (~4 min of CPU: <= 5 min on 2 quiet cores), long (~12 min); "
-                         "SFT/GRPO/eval sizes: " + ", ".join(f"{k} {p.sft_steps}/{p.rl_steps}/{p.eval_n}" for k, p in PRESETS.items()))
+                    help="quick (~2 min), default (<= 5 min on 2 quiet cores), long (more steps + the τ study); "
+                         "SFT/single-GRPO/telescoping-GRPO/eval sizes: "
+                         + ", ".join(f"{k} {p.sft_steps}/{p.rl_single_steps}/{p.rl_steps}/{p.eval_n}" for k, p in PRESETS.items()))
     ap.add_argument("--sft-steps", type=int, help="override the preset's SFT steps")
-    ap.add_argument("--rl-steps", type=int, help="override the preset's GRPO steps")
+    ap.add_argument("--rl-single-steps", type=int, help="override the preset's single-turn GRPO steps (0 = skip)")
+    ap.add_argument("--rl-steps", type=int, help="override the preset's telescoping GRPO steps")
     ap.add_argument("--eval-n", type=int, help="held-out images per eval")
+    ap.add_argument("--tau-study", type=int, nargs="?", const=150, metavar="STEPS",
+                    help="also compare τ following the error with a fixed τ = 25 km from a format-only warm start "
+                         "(STEPS GRPO steps per arm, default 150)")
     ap.add_argument("--data", default=DemoConfig.data, help="data spec (default: %(default)s)")
     ap.add_argument("--model", default=DemoConfig.model_name, help="model (default: %(default)s)")
-    ap.add_argument("--out", default=DemoConfig.out, help="run folder (replaced if it exists; default: %(default)s)")
+    ap.add_argument("--out", help=f"run folder (default: {DemoConfig.out}, or {DemoConfig.out}-2, -3, ... if taken)")
+    ap.add_argument("--fresh", action="store_true", help="replace the --out folder if it holds an earlier run")
     ap.add_argument("--seed", type=int, default=0, help="seed of data order, initialisation and sampling (default: 0)")
+    ap.add_argument("--json", action="store_true", help="print the results as one JSON object on the last line")
     ap.add_argument("--serve", action="store_true", help="serve the dashboard of the run at the end")
     args = ap.parse_args(argv)
 
-    p = PRESETS[args.preset]
-    cfg = replace(
-        DemoConfig(), model_name=args.model, data=args.data, out=args.out, seed=args.seed,
-        sft_steps=args.sft_steps or p.sft_steps, rl_steps=args.rl_steps or p.rl_steps, eval_n=args.eval_n or p.eval_n,
-    )
     from geospot.config import ConfigError
+    from geospot.jsonutil import finite_json
 
+    p = PRESETS[args.preset]
+    pick = lambda v, d: d if v is None else v
     try:
-        run(cfg)
+        out = resolve_out(args.out or DemoConfig.out, explicit=args.out is not None, fresh=args.fresh)
+        cfg = replace(
+            DemoConfig(), model_name=args.model, data=args.data, out=str(out), seed=args.seed,
+            sft_steps=pick(args.sft_steps, p.sft_steps), rl_single_steps=pick(args.rl_single_steps, p.rl_single_steps),
+            rl_steps=pick(args.rl_steps, p.rl_steps), eval_n=pick(args.eval_n, p.eval_n),
+            tau_steps=pick(args.tau_study, p.tau_steps),
+        )
+        result = run(cfg)
     except ConfigError as e:
         print(f"geospot demo: {e}", file=sys.stderr)
         return 2
@@ -314,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return dashboard_main(dash[2:])
     print(f"\nWatch the guesses tighten: {' '.join(dash)}   (then open http://127.0.0.1:8765)")
+    if args.json:
+        print(json.dumps(finite_json(result)))
     return 0
 
 

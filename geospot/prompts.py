@@ -84,3 +84,51 @@ def user_message(image, text: str) -> dict:
 
 def assistant_message(text: str) -> dict:
     return {"role": "assistant", "content": [{"type": "text", "text": text}]}
+
+
+# Reasoning (`reasoning=true`): think, then answer — the format of GLOBE / GRE Suite / Geo-R.
+# The instruction is appended to every coordinate prompt (single and each telescoping turn),
+# so a turn's answer reads `<think>…</think>\nLatitude: …\nLongitude: …`; the parser drops the
+# think block and reads the answer after it. No braces here: telescoping prompts are
+# `.format`ted after the instruction is appended.
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+REASONING_INSTRUCTION = (
+    "First reason briefly about the clues (climate, vegetation, roads, signs, architecture) "
+    f"inside {THINK_OPEN} {THINK_CLOSE}, then give the answer in the format above."
+)
+
+
+def reasoning_prompt(prompt: str) -> str:
+    """A coordinate prompt that asks for a short reasoning before the answer."""
+    return f"{prompt}\n{REASONING_INSTRUCTION}"
+
+
+def format_reasoned_answer(reasoning: str, answer: str) -> str:
+    """`<think>reasoning</think>\\nanswer`: what a reasoning turn writes (and SFT teaches)."""
+    return f"{THINK_OPEN}{reasoning}{THINK_CLOSE}\n{answer}"
+
+
+def templated_rationale(labels: dict | None, lat: float, lon: float) -> str:
+    """A rationale for SFT targets built from the sample's own labels (OSV-5M columns, the
+    synthetic world's names), else its hemisphere. It names places, never numbers: the
+    coordinates are stated once, after the reasoning. On a tiny model any reasoning is
+    nonsense; this teaches the think-then-answer format, not geography."""
+    labels = labels or {}
+    names = [str(labels[k]).strip() for k in ("city", "sub-region", "region", "country") if labels.get(k)]
+    names = [n for i, n in enumerate(names) if n and n not in names[:i]]
+    if names:
+        return f"The scene looks like {', '.join(names)}, so I place it there."
+    ns = "northern" if lat >= 0 else "southern"
+    ew = "east" if lon >= 0 else "west"
+    return f"The light and vegetation suggest the {ns} hemisphere, {ew} of Greenwich."
+
+
+def with_reasoning(messages: list[dict], rationale: str) -> list[dict]:
+    """A coordinate chat turned think-then-answer: every user turn's text asks for reasoning,
+    every assistant turn is `<think>rationale</think>\\n<its answer>` (SFT targets)."""
+    def text_parts(m: dict, edit) -> dict:
+        return {**m, "content": [{**p, "text": edit(p["text"])} if p.get("type") == "text" else p
+                                 for p in m["content"]]}
+
+    return [text_parts(m, reasoning_prompt) if m["role"] == "user"
+            else text_parts(m, lambda a: format_reasoned_answer(rationale, a)) for m in messages]

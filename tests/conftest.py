@@ -11,7 +11,7 @@ import pytest
 @dataclass(frozen=True)
 class ShortDemo:
     cfg: object          # the geospot.demo.DemoConfig it ran with
-    rows: dict           # demo.run's result: stage -> held-out metrics
+    rows: dict           # demo.run's result: {"stages": {stage: held-out metrics + verdict}, ...}
     out: str             # everything it printed
     folder: Path         # its run folder: sft/ and rl/ (what the dashboard shows)
 
@@ -21,12 +21,14 @@ def short_demo(tmp_path_factory) -> ShortDemo:
     """ONE shortened `geospot demo` run (~2 min of CPU) for every test that needs one:
     tests/test_demo.py checks the learning in it, tests/dashboard/test_demo_screenshot.py
     photographs its dashboard. The quick preset, a little smaller: 250 SFT steps (150 left the
-    format at 85 % parsed), 3 GRPO steps of 4 images x 8 rollouts, 48 held-out images."""
+    format at 85 % parsed), 20 single-turn and 3 telescoping GRPO steps of 4 images x 8 rollouts,
+    48 held-out images, 2 sampling seeds."""
     from dataclasses import replace
 
     from geospot import demo
 
-    cfg = replace(demo.DemoConfig(), sft_steps=250, rl_steps=3, rl_batch_size=4, eval_n=48,
+    cfg = replace(demo.DemoConfig(), sft_steps=250, rl_single_steps=20, rl_steps=3, rl_batch_size=4, eval_n=48,
+                  eval_sample_seeds=(5, 6),
                   out=str(tmp_path_factory.mktemp("short_demo") / "demo"))
     lines: list[str] = []
     rows = demo.run(cfg, log=lambda *a: lines.append(" ".join(map(str, a))))

@@ -1,38 +1,105 @@
-"""`geospot demo`, shortened: the learning is visible in its table and its run folder is
-one the dashboard can show. (Full preset timings: the demo prints them; see .status/demo.md.)"""
+"""`geospot demo`: flags, the run folder it picks, its report and verdicts (hand-made numbers),
+and a shortened real run whose learning is visible in its table."""
 
+import json
 import math
 
+import numpy as np
 import pytest
 
 from geospot import demo
+from geospot import demo_report as R
+from geospot.config import ConfigError
+from geospot.eval.verdict import IMPROVED, NO_CHANGE, WORSE
 
 
-def test_presets_and_flags_parse(monkeypatch):
+def test_presets_and_flags_parse(monkeypatch, tmp_path, capsys):
     seen = {}
-    monkeypatch.setattr(demo, "run", lambda cfg, log=print: seen.setdefault("cfg", cfg))
-    assert demo.main(["--preset", "quick", "--rl-steps", "2", "--out", "x"]) == 0
+
+    def fake_run(cfg, log=print):
+        seen["cfg"] = cfg
+        return {"stages": {}, "seed": cfg.seed}
+
+    monkeypatch.setattr(demo, "run", fake_run)
+    out = tmp_path / "x"
+    assert demo.main(["--preset", "quick", "--rl-steps", "2", "--rl-single-steps", "0", "--out", str(out),
+                      "--seed", "3", "--json"]) == 0
     cfg = seen["cfg"]
-    assert (cfg.sft_steps, cfg.rl_steps, cfg.eval_n, cfg.out) == (demo.PRESETS["quick"].sft_steps, 2,
-                                                                 demo.PRESETS["quick"].eval_n, "x")
-    sft, rl = demo.stage_configs(cfg)
-    sft.validate()
-    assert rl.env_type == "telescoping" and rl.load_checkpoint_path == sft.log_path
-    assert sft.telescoping_noise_km == cfg.telescoping_noise_km
+    q = demo.PRESETS["quick"]
+    assert (cfg.sft_steps, cfg.rl_single_steps, cfg.rl_steps, cfg.eval_n, cfg.out, cfg.seed, cfg.tau_steps) == (
+        q.sft_steps, 0, 2, q.eval_n, str(out), 3, 0)
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"stages": {}, "seed": 3}
+    sft, single, rl = demo.stage_configs(cfg)
+    sft.validate(), single.validate(), rl.validate()
+    assert rl.env_type == "telescoping" and rl.load_checkpoint_path == sft.log_path  # no single stage: from SFT
+    cfg = demo.DemoConfig(out=str(out))
+    sft, single, rl = demo.stage_configs(cfg)
+    assert single.env_type == "single" and single.load_checkpoint_path == sft.log_path
+    assert rl.load_checkpoint_path == single.log_path and sft.prompt_style == "both"
+    assert (rl.model_name, rl.lora_rank, rl.train_vision) == (cfg.model_name, 0, True)  # not lost on the way
+    assert sft.behavior_if_log_dir_exists == "raise"  # the demo never deletes a run itself
+    fmt, follow, fixed = demo.tau_configs(replace_tau(cfg))
+    assert (follow.tau_schedule, fixed.tau_schedule, fixed.tau_start_km) == ("follow_error", "constant", 25.0)
+    assert follow.max_steps == fixed.max_steps == 7 and follow.load_checkpoint_path == fmt == f"{out}/sft/checkpoints/150"
 
 
-def test_verdict_says_when_grpo_did_not_help_greedy():
-    base = {"parsed": 1.0, "median_km": 1000.0, "geoscore": 2000.0, "sampled_geoscore": 1000.0,
-            "turn_1_median_km": 1200.0, "turn_3_median_km": 1000.0}
-    rows = {"untrained": {"parsed": 0.0, "median_km": math.inf, "geoscore": 0.0, "sampled_geoscore": 0.0},
-            "SFT": base, "SFT+GRPO": {**base, "geoscore": 1990.0, "sampled_geoscore": 1100.0}}
-    text = "\n".join(demo.verdict(rows))
-    assert "did not improve the greedy" in text and "+100" in text and "-10" in text
-    assert "refines" in text
-    rows["SFT+GRPO"]["geoscore"] = 2100.0
-    assert "did not improve" not in "\n".join(demo.verdict(rows))
-    table = demo.table(rows, 48)
-    assert "untrained" in table and "sampled GS" in table and "1,200 -> - -> 1,000" in table
+def replace_tau(cfg):
+    from dataclasses import replace
+
+    return replace(cfg, tau_steps=7)
+
+
+def test_earlier_runs_are_kept(tmp_path):
+    base = tmp_path / "demo"
+    assert demo.resolve_out(str(base), explicit=False, fresh=False) == base  # nothing there yet
+    (base / "sft").mkdir(parents=True)
+    assert demo.resolve_out(str(base), explicit=False, fresh=False) == tmp_path / "demo-2"
+    (tmp_path / "demo-2").mkdir()
+    assert demo.resolve_out(str(base), explicit=False, fresh=False) == tmp_path / "demo-3"
+    with pytest.raises(ConfigError, match="--fresh"):
+        demo.resolve_out(str(base), explicit=True, fresh=False)
+    assert (base / "sft").exists()  # refused: nothing lost
+    assert demo.resolve_out(str(base), explicit=True, fresh=True) == base and not base.exists()
+
+
+def _stage(d_N, sampled, turns):
+    return R.StageEval.from_km(d_N, sampled, turns)
+
+
+def test_report_verdicts_from_hand_made_stages():
+    n = 64
+    untrained = _stage([math.nan] * n, [[math.nan] * n], [[math.nan] * n] * 3)
+    # SFT: every image 1000 km off; turns 1200 -> 1100 -> 1000 (refines on every image)
+    sft = _stage([1000.0] * n, [[2000.0] * n, [2000.0] * n], [[1200.0] * n, [1100.0] * n, [1000.0] * n])
+    # GRPO: greedy 500 km closer on every image; sampled 300 km closer on half the images, 300 km farther
+    # on the other half: GeoScore +291 / -238 per image, mean +26 against a per-image spread of ~265
+    flip = np.where(np.arange(n) % 2 == 0, 300.0, -300.0)
+    rl = _stage([500.0] * n, [2000.0 - flip, 2000.0 - flip], [[900.0] * n, [700.0] * n, [500.0] * n])
+    stages = {"untrained": R.stage_json(untrained, None), "sft": R.stage_json(sft, untrained),
+              "rl": R.stage_json(rl, sft)}
+    u, s, g = stages["untrained"], stages["sft"], stages["rl"]
+    assert u["parsed"] == 0 and math.isinf(u["median_km"]) and u["geoscore"] == 0 and u["verdict"] == {
+        "turn_median_km": NO_CHANGE}
+    assert s["verdict"]["parsed"] == IMPROVED and s["verdict"]["geoscore"] == IMPROVED
+    assert s["verdict"]["median_km"] == IMPROVED and s["turn_median_km"] == [1200, 1100, 1000]
+    # GeoScore of 1000 km is 5000 exp(-1000/1492.7) = 2559; of 500 km 3576: +1017 on every image
+    assert s["geoscore"] == pytest.approx(2559, abs=1) and g["geoscore"] == pytest.approx(3577, abs=1)
+    assert g["verdict"]["geoscore"] == IMPROVED and g["change"]["geoscore"]["delta"] == pytest.approx(1017, abs=2)
+    assert g["verdict"]["sampled_geoscore"] == NO_CHANGE  # +26 inside a ~+-65 band
+    assert g["verdict"]["acc_750km"] == IMPROVED and g["verdict"]["acc_2500km"] == NO_CHANGE  # 100% both
+    assert g["verdict"]["turn_median_km"] == IMPROVED  # the last turn is closer than the first
+    text = "\n".join(R.verdict_lines(stages))
+    assert "rl vs sft: greedy GeoScore 2,559 -> 3,577 (improved; change 95% CI [+1,018, +1,018])" in text
+    assert "sampled GeoScore" in text and "no change beyond noise" in text
+    assert "telescoping after rl: the last turn is closer than the first (greedy median 900 -> 700 -> 500 km)" in text
+    assert R.verdict_summary(stages) == ("GRPO improved greedy GeoScore beyond noise "
+                                         "(sampled GeoScore: no change beyond noise).")
+    table = R.table(stages, n, "single")
+    assert "untrained" in table and "sampled GS" in table and "1,200 -> 1,100 -> 1,000" in table
+    # a worse final turn is called worse
+    worse = R.stage_json(_stage([1000.0] * n, [[1000.0] * n], [[800.0] * n, [1000.0] * n]), sft)
+    assert worse["verdict"]["turn_median_km"] == WORSE
+    assert json.dumps(__import__("geospot.jsonutil", fromlist=["x"]).finite_json(stages))  # strict JSON
 
 
 @pytest.mark.slow
@@ -40,24 +107,29 @@ def test_short_demo_shows_learning(short_demo):
     """The demo run is tests/conftest.py's `short_demo`, shared with the dashboard screenshot test."""
     from geospot.runs.store import RunReader
 
-    quick, rows, out = short_demo.cfg, short_demo.rows, short_demo.out
+    quick, result, out = short_demo.cfg, short_demo.rows, short_demo.out
     print(out)
-    u, s, g = rows["untrained"], rows["SFT"], rows["SFT+GRPO"]
-
+    stages = result["stages"]
+    u, s, g = stages["untrained"], stages["sft"], stages["rl"]
+    for m in (u, s, g):
+        assert set(R.METRICS) | {"turn_median_km", "verdict"} <= set(m)
+        assert len(m["turn_median_km"]) == 3
     # SFT: the format is learned and the guesses land far closer than the untrained model's
     assert s["parsed"] >= 0.8 and s["parsed"] - u["parsed"] >= 0.5
     untrained_median = u["median_km"] if math.isfinite(u["median_km"]) else 20_000.0
     assert s["median_km"] <= 0.5 * untrained_median and s["median_km"] < 3000
-    assert s["geoscore"] >= u["geoscore"] + 500
-    # GRPO: reported (greedy and sampled), still answering in format
+    assert s["geoscore"] >= u["geoscore"] + 500 and s["verdict"]["geoscore"] == IMPROVED
+    # GRPO: reported (greedy and sampled) with a verdict for each, still answering in format
     assert g["parsed"] >= 0.7 and math.isfinite(g["median_km"]) and math.isfinite(g["sampled_geoscore"])
+    assert all(g["verdict"][k] in (IMPROVED, NO_CHANGE, WORSE) for k in R.METRICS)
     for title in ("parsed", "median km", "GeoScore", "@200km", "@750km", "@2500km", "sampled GS"):
         assert title in out
-    assert "GRPO: greedy GeoScore" in out and "time: CPU" in out
+    assert "rl vs sft: greedy GeoScore" in out and "time: CPU" in out and "GRPO improved" in out
 
     # the run folder the dashboard shows: SFT steps; GRPO steps with per-image rollouts
     sft_store, rl_store = RunReader(short_demo.folder / "sft"), RunReader(short_demo.folder / "rl")
     assert len(sft_store.steps()) == quick.sft_steps
+    assert len(RunReader(short_demo.folder / "rl-single").steps()) == quick.rl_single_steps
     assert len(rl_store.steps()) >= quick.rl_steps
     image_steps = rl_store.image_steps()
     assert image_steps

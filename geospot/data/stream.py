@@ -256,21 +256,41 @@ class SampleStream:
             self._fill()
             if not self._pending:
                 raise StopIteration
-            head = self._pending.popleft()
-            result, fixes = head.result() if isinstance(head, Future) else head
-            self.position += 1
-            for fix in fixes:
-                self.fixed[fix] = self.fixed.get(fix, 0) + 1
-            if isinstance(result, Skip):
-                self._count_skip(result)
-                self._dry[result.reason] = self._dry.get(result.reason, 0) + 1
-                if self.cfg.max_skips_in_a_row and sum(self._dry.values()) >= self.cfg.max_skips_in_a_row:
-                    raise DataError(f"data {self.spec!r}: {sum(self._dry.values())} unusable records in a row "
-                                    f"({_reasons(self._dry)}); fix the data, or raise max_skips_in_a_row "
-                                    "if usable records are that rare")
-                continue
-            self._dry.clear()
-            return result
+            result = self._take_head()
+            if result is not None:
+                return result
+
+    def _take_head(self) -> Sample | None:
+        """Consume the first pending record: its sample, or None for a skip (counted by reason)."""
+        head = self._pending.popleft()
+        result, fixes = head.result() if isinstance(head, Future) else head
+        self.position += 1
+        for fix in fixes:
+            self.fixed[fix] = self.fixed.get(fix, 0) + 1
+        if isinstance(result, Skip):
+            self._count_skip(result)
+            self._dry[result.reason] = self._dry.get(result.reason, 0) + 1
+            if self.cfg.max_skips_in_a_row and sum(self._dry.values()) >= self.cfg.max_skips_in_a_row:
+                raise DataError(f"data {self.spec!r}: {sum(self._dry.values())} unusable records in a row "
+                                f"({_reasons(self._dry)}); fix the data, or raise max_skips_in_a_row "
+                                "if usable records are that rare")
+            return None
+        self._dry.clear()
+        return result
+
+    def has_more(self) -> bool:
+        """Whether another sample will come. Decodes ahead past skipped records (consuming and
+        counting them as `next()` would) to the next sample or the end, so a finite stream's end
+        is known exactly, without taking that sample; a repeating stream always has more."""
+        while True:
+            self._fill()
+            if not self._pending:
+                return False
+            head = self._pending[0]
+            result, _ = head.result() if isinstance(head, Future) else head
+            if not isinstance(result, Skip):
+                return True
+            self._take_head()
 
     @property
     def exhausted(self) -> bool:

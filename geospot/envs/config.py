@@ -20,6 +20,8 @@ from geospot.config import option, require
 from geospot.geo.geohash import MAX_PRECISION
 
 HIER_FIELDS = ("country", "region", "city", "coords")
+# reasoning=true: the coordinate-answering turns (an SFT prompt_style of `both` mixes the two)
+REASONING_STYLES = ("single", "telescoping", "both")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,14 @@ class EnvOptions:
         (0.7, 0.3), "reward=mixed: weights of (distance reward, shared geohash prefix / mixed_precision), "
         "normalised by their sum")
     mixed_precision: int = option(5, "reward=mixed: geohash characters compared")
+    reasoning: bool = option(
+        False, "single / telescoping: each turn reasons inside <think></think> before its coordinates (SFT targets, "
+        "RL and eval prompts); docs/reasoning.md")
+    reasoning_max_tokens: int = option(
+        256, "reasoning=true: sampled tokens per turn, replacing max_tokens / eval_max_tokens (24 = the answer alone; "
+        "256 = ~150 words of reasoning + the answer)")
+    reasoning_penalty: float = option(
+        0.0, "reasoning=true: reward minus this x reasoning tokens, per turn (1e-4: 200 tokens cost 0.02); 0 = off")
 
     def validate_env(self) -> None:
         turns = tuple(self.hier_turns)
@@ -70,6 +80,17 @@ class EnvOptions:
         require(self, len(w) == 2 and all(x >= 0 for x in w) and sum(w) > 0, "mixed_weights",
                 "needs two weights >= 0, not both 0 (distance, geohash)")
         require(self, 1 <= self.mixed_precision <= MAX_PRECISION, "mixed_precision", f"must be in 1..{MAX_PRECISION}")
+        require(self, self.reasoning_max_tokens >= 32, "reasoning_max_tokens",
+                "must be >= 32: the answer alone needs ~20 tokens, the reasoning more")
+        require(self, self.reasoning_penalty >= 0 and math.isfinite(self.reasoning_penalty), "reasoning_penalty",
+                "must be >= 0 (0 = off)")
+        style = getattr(self, "env_type", getattr(self, "prompt_style", "single"))
+        require(self, not self.reasoning or style in REASONING_STYLES, "reasoning",
+                f"works with {' / '.join(REASONING_STYLES)} turns only; set reasoning=false or env_type=single")
+
+    def turn_max_tokens(self, max_tokens: int) -> int:
+        """The token budget per turn: `reasoning_max_tokens` when reasoning, else `max_tokens`."""
+        return int(self.reasoning_max_tokens) if self.reasoning else int(max_tokens)
 
 
 # What a run's config.json holds for its env: what an eval of that run (model=<run>) should reuse.

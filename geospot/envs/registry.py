@@ -22,7 +22,7 @@ from geospot.envs.rewards import GeoScoreReward, KernelReward, MixedReward, Rewa
 from geospot.envs.single_turn import SingleTurnGroupBuilder
 from geospot.envs.telescoping import TelescopingGroupBuilder
 from geospot.envs.types import EnvGroupBuilder, Trajectory
-from geospot.prompts import SINGLE_TURN_PROMPT, TELESCOPING_PROMPTS
+from geospot.prompts import SINGLE_TURN_PROMPT, TELESCOPING_PROMPTS, reasoning_prompt
 
 ENV_TYPES = ("single", "telescoping", "hierarchical", "geohash")
 REWARDS = ("kernel", "geoscore", "mixed")
@@ -73,12 +73,23 @@ def num_turns(env_type: str, cfg) -> int:
             "geohash": lambda: len(_opt(cfg, "geohash_chars"))}[env_type]()
 
 
+def coordinate_prompts(cfg, prompts: Sequence[str]) -> tuple[str, ...]:
+    """The single / telescoping turn prompts, asking for reasoning first when `reasoning` is on."""
+    return tuple(reasoning_prompt(p) for p in prompts) if _opt(cfg, "reasoning") else tuple(prompts)
+
+
+def _reasoning(cfg) -> dict:
+    return {"reasoning": bool(_opt(cfg, "reasoning")), "reasoning_penalty": float(_opt(cfg, "reasoning_penalty"))}
+
+
 _Factory = Callable[..., EnvGroupBuilder]
 _BUILDERS: dict[str, _Factory] = {
     "single": lambda s, r, reward, cfg, geocoder, seed: SingleTurnGroupBuilder(
-        s, r, reward, _opt(cfg, "prompt", SINGLE_TURN_PROMPT), float(_opt(cfg, "format_penalty", -0.1))),
+        s, r, reward, coordinate_prompts(cfg, [_opt(cfg, "prompt", SINGLE_TURN_PROMPT)])[0],
+        float(_opt(cfg, "format_penalty", -0.1)), **_reasoning(cfg)),
     "telescoping": lambda s, r, reward, cfg, geocoder, seed: TelescopingGroupBuilder(
-        s, r, reward, tuple(_opt(cfg, "turn_prompts", TELESCOPING_PROMPTS)), float(_opt(cfg, "format_penalty", -0.1))),
+        s, r, reward, coordinate_prompts(cfg, _opt(cfg, "turn_prompts", TELESCOPING_PROMPTS)),
+        float(_opt(cfg, "format_penalty", -0.1)), **_reasoning(cfg)),
     "hierarchical": lambda s, r, reward, cfg, geocoder, seed: HierarchicalGroupBuilder(
         s, r, reward, hierarchy_spec(cfg), geocoder, seed),
     # the geohash curriculum's reward is its own (shared cells + bonus): `reward` is not used

@@ -11,7 +11,11 @@ penalty: breaking format never keeps the credit of earlier turns.
 
 The next observation is the previous observation + the *sampled tokens* + the new user turn
 (`renderer.continuation`), so a whole episode is ONE token sequence: the datum built from it
-trains every turn at once and nothing is re-tokenised."""
+trains every turn at once and nothing is re-tokenised.
+
+With `reasoning` every turn may think before its answer (the prompts say so); each turn's
+reasoning stays in the sequence the next turn sees (its sampled tokens, verbatim) and pays
+`reasoning_penalty` per reasoning token on its own reward."""
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from typing import Sequence
 from geospot.data.types import Sample
 from geospot.engines.types import ModelInput
 from geospot.envs.rewards import GeoScoreReward, Reward
-from geospot.envs.single_turn import first_observation, grade
+from geospot.envs.single_turn import first_observation, grade, reasoning_step
 from geospot.envs.types import StepResult
 from geospot.prompts import PREVIOUS_GUESS_DECIMALS, TELESCOPING_PROMPTS, format_previous_guess, user_message
 
@@ -40,11 +44,13 @@ def turn_prompt(prompts: Sequence[str], turn: int, prev_guess: tuple[float, floa
 class TelescopingEnv:
     def __init__(self, sample: Sample, renderer, score: Reward = GeoScoreReward(), *,
                  prompts: Sequence[str] = TELESCOPING_PROMPTS, format_penalty: float = -0.1,
-                 initial: ModelInput | None = None) -> None:
+                 initial: ModelInput | None = None, reasoning: bool = False,
+                 reasoning_penalty: float = 0.0) -> None:
         if not prompts:
             raise ValueError("TelescopingEnv needs at least one turn prompt")
         self.sample, self.renderer, self.score = sample, renderer, score
         self.prompts, self.format_penalty = tuple(prompts), format_penalty
+        self.reasoning, self.reasoning_penalty = reasoning, reasoning_penalty
         self.turn = 0
         self.prev_score = 0.0  # S(d_0) = 0
         self._initial = initial  # the group builder renders the image once for all G envs
@@ -70,6 +76,9 @@ class TelescopingEnv:
         reward = s - self.prev_score + (0.0 if parsed else self.format_penalty)
         metrics = {"turn": float(self.turn), "parsed": float(parsed), "distance_km": d, "score": s,
                    "lat": guess[0] if parsed else math.nan, "lon": guess[1] if parsed else math.nan}
+        extra, cost = reasoning_step(self.renderer, action_tokens, parsed, self.reasoning, self.reasoning_penalty)
+        metrics.update(extra)
+        reward += cost
         self.prev_score = s
         self.turn += 1
         self._done = (not parsed) or self.turn >= self.num_turns
@@ -87,8 +96,11 @@ class TelescopingGroupBuilder:
     score: Reward = GeoScoreReward()
     prompts: tuple[str, ...] = TELESCOPING_PROMPTS
     format_penalty: float = -0.1
+    reasoning: bool = False  # the prompts ask to reason first (prompts.reasoning_prompt)
+    reasoning_penalty: float = 0.0
 
     def make_envs(self, group_size: int) -> list[TelescopingEnv]:
         initial = first_observation(self.renderer, self.sample, self.prompts[0])
         return [TelescopingEnv(self.sample, self.renderer, self.score, prompts=self.prompts,
-                               format_penalty=self.format_penalty, initial=initial) for _ in range(group_size)]
+                               format_penalty=self.format_penalty, initial=initial, reasoning=self.reasoning,
+                               reasoning_penalty=self.reasoning_penalty) for _ in range(group_size)]

@@ -49,7 +49,7 @@ class SamplingConfig(EnvOptions):
     samples: int = option(0, "0 = greedy (temperature 0); k > 0 = k samples per image at `temperature`, the medoid guess used")
     temperature: float = option(1.0, "sampling temperature when samples > 0")
     batch_size: int = option(16, "images per engine.sample call")
-    max_tokens: int = option(24, "answer length limit per turn (the answer format needs ~20 tokens; raise it for chatty zero-shot models); a run folder's model defaults to its own")
+    max_tokens: int = option(24, "answer length limit per turn (the answer format needs ~20 tokens; raise it for chatty zero-shot models); a run folder's model defaults to its own; reasoning=true uses reasoning_max_tokens")
     device: str = option("auto", "`auto`, `cpu`, `cuda`, `cuda:1`, …")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = option("auto", "model dtype (`auto`: bf16 on capable GPUs, fp32 on CPU)")
     max_pixels: int | None = option(None, "pixel budget per image (None = the model's; a run folder's: its training images' budget)")
@@ -317,8 +317,9 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
                 bar.update(len(preds))
 
             t0 = time.perf_counter()
-            predict(engine, todo, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens,
-                    sampling=_sampling(cfg.samples, cfg.temperature, cfg.max_tokens), on_batch=finished,
+            budget = cfg.turn_max_tokens(cfg.max_tokens)  # reasoning=true: reasoning_max_tokens
+            predict(engine, todo, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=budget,
+                    sampling=_sampling(cfg.samples, cfg.temperature, budget), on_batch=finished,
                     env_options=cfg, label_geocoder=label_geocoder, turns=turns)
             busy_s += time.perf_counter() - t0
             evaluated += len(todo)
@@ -433,8 +434,9 @@ def predict_main(argv: list[str], engine=None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"geospot predict: {e}", file=sys.stderr)
         return 2
-    preds = predict(engine, samples, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens,
-                    sampling=_sampling(cfg.samples, cfg.temperature, cfg.max_tokens), env_options=cfg,
+    budget = cfg.turn_max_tokens(cfg.max_tokens)  # reasoning=true: reasoning_max_tokens
+    preds = predict(engine, samples, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=budget,
+                    sampling=_sampling(cfg.samples, cfg.temperature, budget), env_options=cfg,
                     label_geocoder=_no_labels, turns=tuple(run_defaults["turn_prompts"]) if run_defaults else None)
     labels = _reverse_geocode_parsed(preds)
     rows = []
@@ -452,6 +454,9 @@ def predict_main(argv: list[str], engine=None) -> int:
             "turns": [None if g is None else list(g) for g in p.turn_guesses],
             "turn_texts": list(p.turn_texts),
             **({"answers": answered_labels(p)} if p.turn_fields else {}),
+            # reasoning=true: raw_text holds the <think> block; its length per turn (first sample)
+            **({"reasoning_tokens": [t[0] for t in p.turn_reasoning[:len(p.turn_guesses)]]}
+               if p.turn_reasoning else {}),
         })
     for r in rows:
         print(json.dumps(finite_json(r)) if "--json" in flags else _predict_line(r, cfg.env_type != "single"))

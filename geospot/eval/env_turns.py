@@ -17,8 +17,9 @@ LABEL_STYLES = ("hierarchical", "geohash")  # the envs whose turns are the env k
 
 
 class _Asked:
-    """The env keys of `options` (None = defaults) with the prompts eval asks with: a run's own
-    prompts (geospot.runs.model_spec) or the defaults, never an RL config's `prompt` by accident."""
+    """The env keys of `options` (None = defaults; `reasoning` too) with the prompts eval asks
+    with: a run's own prompts (geospot.runs.model_spec) or the defaults, never an RL config's
+    `prompt` by accident."""
 
     def __init__(self, options, turns: tuple[str, ...]) -> None:
         self._options, self.prompt, self.turn_prompts = options, turns[0], tuple(turns)
@@ -56,8 +57,10 @@ def num_turns(env_type: str, env_options, turns: tuple[str, ...]) -> int:
 def env_batch(engine, samples: Sequence[Sample], env_type: str, env_options, params: SampleParams, k: int,
               geocoder=None, turns: tuple[str, ...] = ()):
     """(histories[image][sample] = [(text, guess | None) per turn], label_correct[image] = {field: 0/1}
-    of the first sample; {} without label turns). `turns`: the prompt texts of single (1) /
-    telescoping (n). The reward is GeoScore: eval reports distances, not rewards."""
+    of the first sample ({} without label turns), reasoning[image] = the (reasoning tokens, truncated,
+    answer format) of every turn of every sample (() without reasoning=true)). `turns`: the prompt
+    texts of single (1) / telescoping (n), before the env asks to reason first. The reward is
+    GeoScore: eval reports distances, not rewards."""
     from geospot.envs import registry
     from geospot.rl.rollouts import do_group_rollouts
 
@@ -66,11 +69,13 @@ def env_batch(engine, samples: Sequence[Sample], env_type: str, env_options, par
     builders = registry.make_group_builders(env_type, samples, engine.renderer, reward, options,
                                             geocoder=geocoder, seed=0)
     trajectories_BG = do_group_rollouts(engine, builders, k, params)
-    histories, correct = [], []
+    histories, correct, reasoning = [], [], []
     for group in trajectories_BG:
+        reasoning.append(tuple((tr.metrics["reasoning_tokens"], tr.metrics["truncated"], tr.metrics["answer_format"])
+                               for traj in group for tr in traj.transitions if "reasoning_tokens" in tr.metrics))
         histories.append([[(engine.renderer.decode(list(tr.action_tokens)), _guess(tr.metrics)) for tr in t.transitions]
                           for t in group])
         first = group[0].transitions
         correct.append({key[: -len("_correct")]: float(tr.metrics[key]) for tr in first for key in tr.metrics
                         if key.endswith("_correct") and key != "label_correct"})
-    return histories, correct
+    return histories, correct, reasoning

@@ -38,6 +38,7 @@ COLUMNS = (
     "sample_guesses",
     "turn_fields",
     "label_correct",
+    "turn_reasoning",
 )
 LABEL_KEYS = ("country", "region", "city")
 
@@ -78,6 +79,7 @@ def to_row(p: Prediction) -> dict[str, str]:
         "sample_guesses": _guesses_json(p.sample_guesses),
         "turn_fields": json.dumps(list(p.turn_fields)),
         "label_correct": json.dumps(p.label_correct),
+        "turn_reasoning": json.dumps([list(t) for t in p.turn_reasoning]),
     }
 
 
@@ -95,6 +97,7 @@ def from_row(row: dict[str, str]) -> Prediction:
         labels={k: row[k] for k in LABEL_KEYS if row.get(k)},
         turn_fields=tuple(json.loads(row.get("turn_fields") or "[]")),
         label_correct={str(k): float(v) for k, v in json.loads(row.get("label_correct") or "{}").items()},
+        turn_reasoning=tuple(tuple(float(x) for x in t) for t in json.loads(row.get("turn_reasoning") or "[]")),
     )
 
 

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from geospot.envs.config import ENV_KEYS
 from geospot.runs.model_spec import ModelSpec, is_run_path, model_spec
 
-RUN_DEFAULT_KEYS = ("env_type", "max_pixels", "max_tokens")
-ENV_OPTION_KEYS = tuple(k for k in ENV_KEYS if k != "env_type")  # the env's keys beside its type
+RUN_DEFAULT_KEYS = ("env_type", "max_pixels", "max_tokens", "reasoning", "reasoning_max_tokens")
+# the env's keys beside its type and the reasoning keys (those are the ModelSpec's, above)
+ENV_OPTION_KEYS = tuple(k for k in ENV_KEYS if k not in RUN_DEFAULT_KEYS)
 
 
 def _as_field(current, value):
@@ -49,7 +50,7 @@ def env_resume_keys(cfg) -> dict:
 
 def with_run_defaults(cfg, given: set[str] | None = None):
     """(cfg, record): for a training run / checkpoint folder, the keys the user did not give
-    take the run's values (its ModelSpec: prompt style, image budget, answer length), so a
+    take the run's values (its ModelSpec: prompt style, image budget, answer length, reasoning), so a
     model is asked the way it was trained. `record` says which came from the run and which
     the command line overrode (written into the eval's config and summary). `given` None =
     every key that differs from the class default counts as given (a programmatic caller)."""
@@ -60,7 +61,8 @@ def with_run_defaults(cfg, given: set[str] | None = None):
         defaults = type(cfg)()
         given = {k for k in (*RUN_DEFAULT_KEYS, *ENV_OPTION_KEYS)
                  if hasattr(cfg, k) and getattr(cfg, k) != getattr(defaults, k)}
-    run_values = {"max_pixels": spec.image_budget, "max_tokens": spec.max_tokens}
+    run_values = {"max_pixels": spec.image_budget, "max_tokens": spec.max_tokens,
+                  "reasoning": spec.reasoning, "reasoning_max_tokens": spec.reasoning_max_tokens}
     taken = {k: v for k, v in run_values.items() if k not in given}
     overridden = {k: getattr(cfg, k) for k in run_values if k in given and getattr(cfg, k) != run_values[k]}
     cfg, env_record = env_defaults(dataclasses.replace(cfg, **taken), spec, given)

@@ -18,12 +18,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 
 from geospot import prompts as P
 from geospot.data.types import Sample
 from geospot.engines.types import SampleParams
+from geospot.envs.registry import coordinate_prompts
 from geospot.geo import haversine_km
 from geospot.geo.metrics import compute_metrics
 from geospot.runs.writer import ImageRecord, RolloutRecord
@@ -52,6 +54,8 @@ class Prediction:
     # hierarchical eval: what each turn asked ("" = coordinates) and which label answers were right
     turn_fields: tuple[str, ...] = ()
     label_correct: dict[str, float] = field(default_factory=dict)
+    # reasoning=true: (reasoning tokens, truncated, answer format) of every turn of every sample
+    turn_reasoning: tuple[tuple[float, float, float], ...] = ()
 
     @property
     def parsed(self) -> bool:
@@ -114,12 +118,15 @@ def medoid(guesses: Sequence[tuple[float, float] | None]) -> tuple[float, float]
 # come from the env (`turn_prompt`), so eval asks exactly what training asked.
 
 
-def turn_texts_for(prompt_style: str) -> tuple[str, ...]:
+def turn_texts_for(prompt_style: str, reasoning: bool = False) -> tuple[str, ...]:
+    """The prompts training asks (asking to reason first with `reasoning`: envs/registry.py)."""
     if prompt_style == "single":
-        return (P.SINGLE_TURN_PROMPT,)
-    if prompt_style == "telescoping":
-        return P.TELESCOPING_PROMPTS
-    raise ValueError(f"prompt_style={prompt_style!r}: use 'single' or 'telescoping'")
+        turns: tuple[str, ...] = (P.SINGLE_TURN_PROMPT,)
+    elif prompt_style == "telescoping":
+        turns = P.TELESCOPING_PROMPTS
+    else:
+        raise ValueError(f"prompt_style={prompt_style!r}: use 'single' or 'telescoping'")
+    return coordinate_prompts(SimpleNamespace(reasoning=reasoning), turns)
 
 
 def _final_guess(history, num_turns: int) -> tuple[float, float] | None:
@@ -128,7 +135,7 @@ def _final_guess(history, num_turns: int) -> tuple[float, float] | None:
 
 
 def _prediction(sample: Sample, histories, num_turns: int, turn_fields: tuple[str, ...] = (),
-                label_correct: dict[str, float] | None = None) -> Prediction:
+                label_correct: dict[str, float] | None = None, turn_reasoning: tuple = ()) -> Prediction:
     first = histories[0]
     finals = tuple(_final_guess(h, num_turns) for h in histories)
     guess = finals[0] if len(finals) == 1 else medoid(finals)
@@ -145,6 +152,7 @@ def _prediction(sample: Sample, histories, num_turns: int, turn_fields: tuple[st
         labels=dict(sample.labels or {}),
         turn_fields=tuple(turn_fields),
         label_correct=dict(label_correct or {}),
+        turn_reasoning=tuple(turn_reasoning),
     )
 
 
@@ -162,7 +170,18 @@ def metrics_for(predictions: Sequence[Prediction], geocoder=None) -> dict[str, f
     metrics = compute_metrics(pred_lat, pred_lon, true_lat, true_lon, geocoder=geocoder)
     metrics.update(turn_metrics(predictions, true_lat, true_lon))
     metrics.update(label_metrics(predictions))
+    metrics.update(reasoning_eval_metrics(predictions))
     return metrics
+
+
+def reasoning_eval_metrics(predictions: Sequence[Prediction]) -> dict[str, float]:
+    """reasoning=true only: the RL step's `reasoning_tokens` / `truncation_rate` /
+    `answer_format_rate` (rl/metrics.py), over every turn of every sample. {} otherwise."""
+    turns_N3 = np.asarray([t for p in predictions for t in p.turn_reasoning], dtype=float)
+    if not turns_N3.size:
+        return {}
+    tokens, truncated, fmt = turns_N3.mean(axis=0)
+    return {"reasoning_tokens": float(tokens), "truncation_rate": float(truncated), "answer_format_rate": float(fmt)}
 
 
 def label_metrics(predictions: Sequence[Prediction]) -> dict[str, float]:
@@ -216,6 +235,8 @@ def predict(
 
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
+    # single / telescoping: the run's own prompts (turns) or the defaults; the env asks them to
+    # reason first when env_options has reasoning=true (envs/registry.py: coordinate_prompts)
     turns = () if prompt_style in LABEL_STYLES else (turns or turn_texts_for(prompt_style))
     fields = turn_fields(prompt_style, env_options)
     n_turns = num_turns(prompt_style, env_options, turns)
@@ -226,8 +247,10 @@ def predict(
     predictions: list[Prediction] = []
     for start in range(0, len(samples), batch_size):
         batch = samples[start : start + batch_size]
-        histories, correct = env_batch(engine, batch, prompt_style, env_options, params, k, label_geocoder, turns)
-        batch_preds = [_prediction(s, h, n_turns, fields, c) for s, h, c in zip(batch, histories, correct)]
+        histories, correct, reasoned = env_batch(engine, batch, prompt_style, env_options, params, k,
+                                                 label_geocoder, turns)
+        batch_preds = [_prediction(s, h, n_turns, fields, c, r)
+                       for s, h, c, r in zip(batch, histories, correct, reasoned)]
         predictions.extend(batch_preds)
         if on_batch is not None:
             on_batch(batch_preds)

@@ -46,6 +46,18 @@ def rollout_metrics(samples, trajectories_BG: Sequence[Sequence[Trajectory]], nu
     return out
 
 
+def reasoning_metrics(trajectories_BG: Sequence[Sequence[Trajectory]]) -> dict[str, float]:
+    """reasoning=true only (turns carry `reasoning_tokens`; {} otherwise), over every turn played:
+    `reasoning_tokens` (mean per turn), `truncation_rate` (stopped at max_tokens: the budget ran out,
+    usually before the answer), `answer_format_rate` (closed the think block and an answer parsed)."""
+    turns = [tr.metrics for g in trajectories_BG for t in g for tr in t.transitions if "reasoning_tokens" in tr.metrics]
+    if not turns:
+        return {}
+    return {"reasoning_tokens": float(np.mean([m["reasoning_tokens"] for m in turns])),
+            "truncation_rate": float(np.mean([m.get("truncated", 0.0) for m in turns])),
+            "answer_format_rate": float(np.mean([m["answer_format"] for m in turns]))}
+
+
 def _guess(tr) -> tuple[float, float] | None:
     """The turn's coordinates; None if unparsed or a turn that asked no coordinates (a label turn)."""
     return (tr.metrics["lat"], tr.metrics["lon"]) if tr.metrics.get("parsed") and "lat" in tr.metrics else None

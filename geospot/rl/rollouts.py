@@ -48,9 +48,11 @@ def do_group_rollouts(engine, builders: Sequence[EnvGroupBuilder], group_size: i
             env, obs = envs_BG[b][g], obs_BG[b][g]
             stats.sampled_tokens += len(seq.tokens)
             res = env.step(seq.tokens)
+            # `truncated`: the engine stopped the turn at max_tokens (what the env cannot see)
+            metrics = {**res.metrics, "truncated": float(seq.stop_reason == "length")}
             transitions[(b, g)].append(Transition(observation=obs, action_tokens=tuple(seq.tokens),
                                                   action_logprobs=tuple(seq.logprobs), reward=res.reward,
-                                                  metrics=dict(res.metrics)))
+                                                  metrics=metrics))
             if not res.done:
                 obs_BG[b][g] = res.next_observation
                 next_active.append((b, g))

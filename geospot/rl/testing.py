@@ -54,11 +54,15 @@ def text_of(mi: ModelInput) -> str:
 
 
 class ScriptedEngine:
-    """`policy(prompt_text, sample_index) -> answer text`; records every sample call."""
+    """`policy(prompt_text, sample_index) -> answer text`; records every sample call. With
+    `honour_max_tokens`, an answer longer than `params.max_tokens` is cut there with
+    stop_reason "length" (as a real engine does); off by default, so tests can script long answers."""
 
-    def __init__(self, policy: Callable[[str, int], str], logprob: float = -0.5) -> None:
+    def __init__(self, policy: Callable[[str, int], str], logprob: float = -0.5,
+                 honour_max_tokens: bool = False) -> None:
         self.renderer = CharRenderer()
         self.policy, self.logprob = policy, logprob
+        self.honour_max_tokens = honour_max_tokens
         self.calls: list[tuple[int, int]] = []  # (num prompts, num_samples) per call
 
     def sample(
@@ -70,7 +74,10 @@ class ScriptedEngine:
             seqs = []
             for i in range(num_samples):
                 toks = _ids(self.policy(text_of(p), i)) + (EOT,)
-                seqs.append(SampledSequence(tokens=toks, logprobs=(self.logprob,) * len(toks), stop_reason="stop"))
+                stop = "stop"
+                if self.honour_max_tokens and len(toks) > params.max_tokens:
+                    toks, stop = toks[: params.max_tokens], "length"
+                seqs.append(SampledSequence(tokens=toks, logprobs=(self.logprob,) * len(toks), stop_reason=stop))
             out.append(seqs)
         return out
 

@@ -91,10 +91,12 @@ def json_default(x: Any) -> Any:
     return out
 
 
-def write_config(log_dir: str | os.PathLike, kind: str, config: Any) -> dict[str, Any]:
-    """Write `config.json` (the full resolved config) and return the dict written."""
+def write_config(log_dir: str | os.PathLike, kind: str, config: Any,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write `config.json` (the full resolved config, plus `extra` top-level entries such as a
+    resumed run's `resumes`) and return the dict written."""
 
-    record = {"kind": kind, "geospot_version": __version__, "config": _jsonable(config)}
+    record = {"kind": kind, "geospot_version": __version__, "config": _jsonable(config), **(extra or {})}
     tmp = Path(log_dir) / "config.json.tmp"
     tmp.write_text(json.dumps(record, indent=2, default=json_default) + "\n")
     os.replace(tmp, Path(log_dir) / "config.json")

@@ -46,6 +46,8 @@ class ModelSpec:
     run_dir: Path | None = None
     checkpoint: Path | None = None
     step: int | None = None
+    reasoning: bool = False  # trained to think before answering (reasoning=true)
+    reasoning_max_tokens: int = 256  # its token budget per turn when reasoning
     # the run's resolved config (config.json), over its parent run's for keys it lacks: eval /
     # predict / rl read the env keys (envs.config.ENV_KEYS) from it
     config: dict = field(default_factory=dict)
@@ -179,6 +181,8 @@ def model_spec(path: str | Path, _seen: frozenset = frozenset()) -> ModelSpec:
         run_dir=run_dir,
         checkpoint=checkpoint,
         step=None if step is None else int(step),
+        reasoning=bool(cfg.get("reasoning", parent.reasoning if parent else False)),
+        reasoning_max_tokens=int(cfg.get("reasoning_max_tokens") or (parent.reasoning_max_tokens if parent else 256)),
         config={**(parent.config if parent else {}), **{k: v for k, v in cfg.items() if v is not None}},
     )
 

@@ -1,11 +1,16 @@
 """The run lifecycle both loops share, one meaning per knob.
 
     start_run:   run folder (resume / delete / refuse), data, held-out images, geocoder, start
-                 weights and wandb checked BEFORE the model loads (a typo costs seconds, and a
-                 fresh folder is removed again); config.json; seed; the engine; the start weights
+                 weights and wandb checked BEFORE the model loads (a typo costs seconds); a
+                 resume refused when the folder has no checkpoint or its config changed what is
+                 trained (`RESUME_MAY_CHANGE`); config.json; seed; the engine; the start weights
                  (and the KL reference); a resumed run's checkpoint (weights, optimizer, RNG, data
-                 cursor, loop state, seconds spent); the writer.
+                 cursor, loop state, seconds spent); the writer. A fresh run whose start fails
+                 (anything up to here, model not found included) leaves no folder behind.
     due:         the eval / checkpoint cadence: every N steps and at the end; 0 = only at the end.
+    draw:        a step's samples; end_step: the last step is max_steps, the time limit, or the one
+                 that drew a non-repeating stream's last samples (the run then ends as at max_steps:
+                 last eval, checkpoint, `done`, a note).
     save:        a checkpoint with the data cursor and the loop's state.
     finishing:   the run ends `done`, or `failed` if anything escapes; writer and stream closed.
     TimeBudget:  `max_seconds`, counted over training steps only.
@@ -17,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -36,7 +43,7 @@ from geospot.runs.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from geospot.runs.folder import prepare_log_dir, truncate_jsonl, write_config
+from geospot.runs.folder import json_default, prepare_log_dir, read_config, truncate_jsonl, write_config
 from geospot.runs.loggers import open_run_writer
 from geospot.train.common import seed_everything
 
@@ -145,11 +152,13 @@ def initial_weights(path: str | None) -> str | None:
         raise ConfigError(f"load_checkpoint_path={path!r}: {e}") from None
 
 
-def open_inputs(cfg: Any, log_dir: Path) -> tuple[Any, list[Any], Any, str | None]:
-    """(train stream, held-out samples, geocoder, initial weights). On a ConfigError the fresh,
-    still-empty run folder is removed, so a typo leaves nothing behind."""
+def open_inputs(cfg: Any) -> tuple[Any, list[Any], Any, str | None]:
+    """(train stream, held-out samples, geocoder, initial weights), or a ConfigError."""
+    stream, held_out, geocoder = open_data(cfg)
     try:
-        stream, held_out, geocoder = open_data(cfg)
+        if not stream.repeat and not stream.has_more():
+            raise ConfigError(f"data={cfg.data!r} gives no sample to train on (repeat=false and nothing usable in "
+                              "its train split); check it with `geospot data inspect`")
         init_weights = initial_weights(cfg.load_checkpoint_path)
         check_start(getattr(cfg, "engine", None), getattr(cfg, "model_name", None), cfg.load_checkpoint_path)
         if cfg.wandb_project and importlib.util.find_spec("wandb") is None:
@@ -157,11 +166,76 @@ def open_inputs(cfg: Any, log_dir: Path) -> tuple[Any, list[Any], Any, str | Non
                 f"wandb_project={cfg.wandb_project!r} needs the wandb package: `pip install wandb` "
                 "(or leave wandb_project unset)"
             )
-    except ConfigError:
-        if not any(log_dir.iterdir()):
-            log_dir.rmdir()
+    except BaseException:
+        stream.close()
         raise
     return stream, held_out, geocoder, init_weights
+
+
+# ---------------------------------------------------------------------------------------
+# Resuming: a folder with a checkpoint, continued with what it was trained on
+
+# The keys a resumed run may change; every other key is refused (a key added later too, until
+# someone decides it belongs here), because it changes what is trained and the folder would no
+# longer describe one run:
+#   the model and its weights' shape: model_name, engine, lora_rank/alpha/targets, train_vision,
+#     dtype, max_pixels (a checkpoint of one model is not another's start), load_checkpoint_path
+#     (RL reloads its KL reference from it on every start);
+#   the data and the examples built from it: data, prompt_style / env_type, prompts, decimals,
+#     noise, seed (the saved cursor counts records of THAT spec in THAT order);
+#   the optimisation and the reward: learning_rate, lr_schedule, batch_size, grad_accum, Adam,
+#     loss_fn, kl_coef, reward, tau_*, ... (a different update is a different run);
+#   sampler: torch and vLLM sample the same policy, but not the same numbers.
+# To change any of them, start a new run from this one's weights (load_checkpoint_path).
+RESUME_MAY_CHANGE = frozenset({
+    # how long it runs (the lr / tau schedules stretch to the new length from the step reached)
+    "max_steps", "max_seconds",
+    # how it is measured: evals read the weights, they never change them
+    "eval_n", "eval_every", "eval_at_start", "eval_data", "eval_batch_size", "eval_max_tokens", "eval_temperature",
+    # how often it is saved and what is kept
+    "save_every", "keep_checkpoints",
+    # what is logged and where (log_path: the same folder, perhaps spelled another way)
+    "log_every", "log_images_every", "wandb_project", "wandb_name", "log_path", "behavior_if_log_dir_exists",
+    # where and with how much memory the same computation runs
+    "device", "kv_reuse_tokens", "vllm_gpu_memory_utilization", "tinker_base_url",
+})
+
+
+def _as_saved(cfg: Any) -> dict[str, Any]:
+    """The config as config.json holds it (tuples as lists, paths as strings)."""
+    return json.loads(json.dumps(cfg, default=json_default))
+
+
+def check_resume(log_dir: Path, kind: str, cfg: Any) -> dict[str, list[Any]]:
+    """Refuse, with one sentence, a resume that has nothing to resume or that would change what
+    is trained; -> the harmless keys that changed, {key: [saved, new]}. Keys only one side has
+    (a geospot version added or dropped them) are not compared."""
+    key = "behavior_if_log_dir_exists"
+    if latest_checkpoint(log_dir) is None:
+        raise ConfigError(f"log_path={str(log_dir)!r} holds no checkpoint (its start failed or it stopped before its "
+                          f"first save), so there is nothing to resume; pass {key}=delete to start over, or choose "
+                          "another log_path")
+    saved = read_config(log_dir) or {}
+    old, new = saved.get("config", {}), _as_saved(cfg)
+    changed = {k: [old[k], new[k]] for k in sorted(old.keys() & new.keys()) if old[k] != new[k]}
+    if saved.get("kind", kind) != kind:
+        changed = {"kind": [saved["kind"], kind], **changed}
+    refused = {k: v for k, v in changed.items() if k not in RESUME_MAY_CHANGE}
+    if refused:
+        what = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in refused.items())
+        raise ConfigError(f"log_path={str(log_dir)!r} cannot resume with a changed {', '.join(refused)} ({what}): "
+                          "a resumed run trains what it started with; pass the saved value(s), or start a new run "
+                          f"from its weights with load_checkpoint_path={str(log_dir)!r} and another log_path")
+    return changed
+
+
+def write_resumed_config(log_dir: Path, kind: str, cfg: Any, changed: dict[str, list[Any]], step: int) -> None:
+    """config.json holds the config the run continues with, and under `resumes` every resume
+    that changed a key: the step it resumed from and {key: [before, after]}."""
+    history = list((read_config(log_dir) or {}).get("resumes", []))
+    if changed:
+        history.append({"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changed": changed})
+    write_config(log_dir, kind, cfg, extra={"resumes": history} if history else None)
 
 
 def make_writer(log_dir: Path, cfg: Any, start_step: int) -> Any:
@@ -195,20 +269,44 @@ class Run:
     loop_state: dict[str, Any] = field(default_factory=dict)  # what the loop saved with that checkpoint
     checkpoint: Path | None = None  # the checkpoint a resumed run started from (its extra.pt: runs/checkpoint.py)
     own_writer: bool = True
+    stderr: Any = None
+    data_end: int | None = None  # a non-repeating stream's last step: the step that drew its last samples, + 1
+    data_end_noted: bool = False
 
     def steps(self) -> Iterator[int]:
         """The 0-based steps left to run, each timed by the budget until `end_step`; stops at
-        max_steps, or before a step when a time-limited run (e.g. a resumed one) has no time left."""
+        max_steps, or before a step when a time-limited run (e.g. a resumed one) has no time left
+        or the data has ended (a resumed run whose data ran out)."""
         for step in range(self.start_step, self.cfg.max_steps):
-            if self.budget.expired():
+            if self.budget.expired() or self.data_ran_out(step):
                 return
             self.budget.begin_step()
             yield step
 
+    def draw(self, step: int, n: int) -> list[Any]:
+        """Step `step`'s samples: both loops draw through here, in step order, on whichever thread
+        samples (async GRPO draws ahead on its own). A non-repeating stream's end is found as its
+        last samples are drawn (`has_more`), so the step that trains them is the run's last."""
+        samples = self.stream.next_batch(n)
+        if self.data_end is None and not getattr(self.stream, "repeat", True) and not self.stream.has_more():
+            self.data_end = step + 1 if samples else step
+        return samples
+
     def end_step(self, done: int) -> bool:
-        """Stop timing the step; whether it was the last (the time limit ends a run as max_steps does)."""
+        """Stop timing the step; whether it was the last: max_steps, the time limit, or the end of
+        a non-repeating stream all end a run the same way (last eval, checkpoint, `done`)."""
         self.budget.end_step()
-        return done == self.cfg.max_steps or self.budget.expired()
+        return done == self.cfg.max_steps or self.budget.expired() or self.data_ran_out(done)
+
+    def data_ran_out(self, done: int) -> bool:
+        """Whether the data has ended after `done` steps (noted once)."""
+        if self.data_end is None or done < self.data_end:
+            return False
+        if not self.data_end_noted:
+            self.data_end_noted = True
+            print(f"data ran out at step {self.data_end}: {self.cfg.data!r} gave its last sample (repeat=false), so "
+                  "the run ends here; pass repeat=true in the spec to loop over it", file=self.stderr or sys.stderr)
+        return True
 
     def save(self, done: int, loop_state: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
         """checkpoints/<done>/ with the data cursor, the loop's state and the seconds spent (and
@@ -218,7 +316,8 @@ class Run:
             done,
             self.engine,
             data_state=self.stream.state_dict(),
-            loop_state={**loop_state, "train_seconds": self.budget.spent},
+            loop_state={**loop_state, "train_seconds": self.budget.spent,
+                        **({"data_end": self.data_end} if self.data_end is not None else {})},
             extra=extra,
             keep_last=self.cfg.keep_checkpoints or None,
         )
@@ -251,29 +350,47 @@ def start_run(
 ) -> Run:
     """Everything before the first step (see the module docstring). `set_reference`: load the
     start weights even when resuming and freeze them as the KL reference."""
+    stderr = stderr or sys.stderr
     log_dir, resuming = prepare_log_dir(log_path, cfg.behavior_if_log_dir_exists)
-    stream, held_out, geocoder, init_weights = open_inputs(cfg, log_dir)
-    write_config(log_dir, kind, cfg)
-    seed_everything(cfg.seed)
+    changed = check_resume(log_dir, kind, cfg) if resuming else {}
+    stream = own_writer = None
+    try:
+        stream, held_out, geocoder, init_weights = open_inputs(cfg)
+        if not resuming:
+            write_config(log_dir, kind, cfg)
+        seed_everything(cfg.seed)
 
-    engine = engines.make_engine(engine_config)
-    ckpt_dir = latest_checkpoint(log_dir) if resuming else None
-    if init_weights and (ckpt_dir is None or set_reference):
-        engine.load_state(init_weights, with_optimizer=False)
-    if set_reference:
-        engine.set_reference()  # KL to where this run started (the SFT policy), not the untrained base
-    run = Run(cfg, log_dir, stream, held_out, geocoder, engine, writer, TimeBudget(cfg.max_seconds, clock=clock))
-    if ckpt_dir is not None:
-        ckpt = load_checkpoint(ckpt_dir, engine, with_optimizer=True)
-        stream.load_state_dict(ckpt.data_state)
-        run.start_step, run.loop_state, run.checkpoint = ckpt.step, dict(ckpt.loop_state), ckpt_dir
-        run.budget.spent = float(ckpt.loop_state.get("train_seconds", 0.0))
-        print(f"resuming {log_dir} from step {ckpt.step}", file=stderr or sys.stderr)
-    if writer is None:
-        run.writer = make_writer(log_dir, cfg, run.start_step if ckpt_dir is not None else -1)
-    run.own_writer = writer is None
-    run.writer.log_config(kind, to_dict(cfg))
-    return run
+        engine = engines.make_engine(engine_config)
+        ckpt_dir = latest_checkpoint(log_dir) if resuming else None
+        if init_weights and (ckpt_dir is None or set_reference):
+            engine.load_state(init_weights, with_optimizer=False)
+        if set_reference:
+            engine.set_reference()  # KL to where this run started (the SFT policy), not the untrained base
+        budget = TimeBudget(cfg.max_seconds, clock=clock)
+        run = Run(cfg, log_dir, stream, held_out, geocoder, engine, writer, budget, stderr=stderr)
+        if ckpt_dir is not None:
+            ckpt = load_checkpoint(ckpt_dir, engine, with_optimizer=True)
+            stream.load_state_dict(ckpt.data_state)
+            run.start_step, run.loop_state, run.checkpoint = ckpt.step, dict(ckpt.loop_state), ckpt_dir
+            run.budget.spent = float(ckpt.loop_state.get("train_seconds", 0.0))
+            run.data_end = ckpt.loop_state.get("data_end")
+            print(f"resuming {log_dir} from step {ckpt.step}", file=stderr)
+            for k, (a, b) in changed.items():
+                print(f"resuming with {k} changed: {a!r} -> {b!r} (recorded in config.json)", file=stderr)
+            write_resumed_config(log_dir, kind, cfg, changed, ckpt.step)
+        if writer is None:
+            run.writer = own_writer = make_writer(log_dir, cfg, run.start_step if ckpt_dir is not None else -1)
+        run.own_writer = writer is None
+        run.writer.log_config(kind, to_dict(cfg))
+        return run
+    except BaseException:
+        if own_writer is not None:
+            own_writer.close()
+        if stream is not None:
+            stream.close()
+        if not resuming:  # the folder is this start's own (new, or just emptied): a failed start leaves none
+            shutil.rmtree(log_dir, ignore_errors=True)
+        raise
 
 
 @contextlib.contextmanager

@@ -36,7 +36,7 @@ from geospot.prompts import SINGLE_TURN_PROMPT, TELESCOPING_PROMPTS
 from geospot.rl.advantages import CREDITS, compute_advantages
 from geospot.rl.datums import build_datums
 from geospot.rl.kl import apply_kl_penalty
-from geospot.rl.metrics import image_records, rollout_metrics
+from geospot.rl.metrics import image_records, reasoning_metrics, rollout_metrics
 from geospot.rl.pipeline import BatchSource, RolloutPipeline, importance_ratio_metrics, sampler_factory
 from geospot.runs.checkpoint import read_extra, resolve_checkpoint
 from geospot.runs.folder import LogDirBehavior, read_config
@@ -98,7 +98,7 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
     turn_prompts: tuple[str, ...] = option(TELESCOPING_PROMPTS, "telescoping turn prompts (JSON list); later ones get "
                                            "{prev}, the previous guess")
     prompt: str = option(SINGLE_TURN_PROMPT, "single-turn prompt")
-    max_tokens: int = option(24, "max sampled tokens per turn")
+    max_tokens: int = option(24, "max sampled tokens per turn (reasoning=true uses reasoning_max_tokens)")
     temperature: float = option(1.0, "sampling temperature of rollouts")
     # run
     eval_every: int = option(10, RUN_HELP["eval_every"])
@@ -172,10 +172,10 @@ def eval_now(run: Run, done: int, progress: Progress) -> dict[str, float]:
     """The held-out eval (greedy, or one seeded sample per image), logged by `evaluate` itself."""
     cfg = run.cfg
     style = cfg.env_type
-    sampling = None
+    sampling, max_tokens = None, cfg.turn_max_tokens(cfg.max_tokens)
     if cfg.eval_temperature > 0:
-        sampling = (SampleParams(cfg.max_tokens, cfg.eval_temperature, seed=cfg.seed + 17 * done), 1)
-    ev = evaluate(run.engine, run.held_out, prompt_style=style, max_tokens=cfg.max_tokens, geocoder=run.geocoder,
+        sampling = (SampleParams(max_tokens, cfg.eval_temperature, seed=cfg.seed + 17 * done), 1)
+    ev = evaluate(run.engine, run.held_out, prompt_style=style, max_tokens=max_tokens, geocoder=run.geocoder,
                   sampling=sampling, writer=run.writer, step=done, env_options=cfg)
     shown = ("geoscore", "median_km", "acc_200km", "acc_750km")
     progress.note(f"eval step {done}: " + " ".join(f"{k}={ev.metrics[k]:.4g}" for k in shown if k in ev.metrics))
@@ -216,10 +216,10 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
     # step right here, as before; k >= 1 samples the next steps on a thread while this one trains.
     # A batch's tau is the one published with the weights it samples with.
     source = BatchSource(
-        samples=lambda s: run.stream.next_batch(cfg.batch_size),
+        samples=lambda s: run.draw(s, cfg.batch_size),
         builders=lambda samples, ctx: make_group_builders(cfg, samples, engine.renderer, ctx["tau_km"],
                                                           geocoder=train_geocoder, seed=cfg.seed),
-        params=lambda s: SampleParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature,
+        params=lambda s: SampleParams(max_tokens=cfg.turn_max_tokens(cfg.max_tokens), temperature=cfg.temperature,
                                       seed=cfg.seed * 1_000_003 + s * 7919))
     pipeline = RolloutPipeline(source, cfg.group_size, cfg.max_steps_off_policy, end_step=cfg.max_steps)
     new_sampler = sampler_factory(engine, cfg.max_steps_off_policy)
@@ -252,6 +252,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
 
             metrics = rollout_metrics(samples, trajectories_BG, num_turns=num_turns)
             metrics.update(registry.env_metrics(trajectories_BG))  # label accuracy per turn, geohash cells shared
+            metrics.update(reasoning_metrics(trajectories_BG))  # reasoning=true: length, truncation, format
             tau.observe(  # the distances of the groups just trained
                 np.asarray(
                     [t.transitions[-1].metrics.get("distance_km", math.nan) for g in trajectories_BG for t in g],

@@ -79,7 +79,8 @@ class SFTConfig(engine_keys("SFTEngineKeys", inherit=False), EnvOptions):  # hie
     eval_every: int = option(100, RUN_HELP["eval_every"])
     eval_at_start: bool = option(True, RUN_HELP["eval_at_start"])
     eval_batch_size: int = option(16, "prompts per sampling call during eval")
-    eval_max_tokens: int = option(24, "answer token budget per turn during eval")
+    eval_max_tokens: int = option(24, "answer token budget per turn during eval (reasoning=true uses "
+                                  "reasoning_max_tokens)")
     save_every: int = option(100, RUN_HELP["save_every"])
     keep_checkpoints: int = option(2, RUN_HELP["keep_checkpoints"])
     log_path: str | None = option(None, "run folder (config.json, metrics.jsonl, checkpoints/); "
@@ -178,6 +179,15 @@ def example_styles(style: str, n: int, seed: int, step: int) -> list[str]:
 
 
 def build_messages(sample: Any, style: str, cfg: SFTConfig, rng: np.random.Generator | None = None) -> list[dict]:
+    messages = _coordinate_messages(sample, style, cfg, rng)
+    if not cfg.reasoning:
+        return messages
+    # reasoning=true: each turn thinks first; the rationale is templated from the sample's labels
+    # (prompts.templated_rationale): it teaches the format, not geography
+    return prompts.with_reasoning(messages, prompts.templated_rationale(sample.labels, sample.lat, sample.lon))
+
+
+def _coordinate_messages(sample: Any, style: str, cfg: SFTConfig, rng: np.random.Generator | None) -> list[dict]:
     if style in ("hierarchical", "geohash"):
         messages = env_messages(sample, style, cfg, rng)
         if messages is not None:
@@ -254,7 +264,7 @@ def run_eval(run: Run, step: int) -> dict[str, float]:
         run.held_out,
         prompt_style=style,
         batch_size=cfg.eval_batch_size,
-        max_tokens=cfg.eval_max_tokens,
+        max_tokens=cfg.turn_max_tokens(cfg.eval_max_tokens),
         geocoder=run.geocoder,
         writer=run.writer,
         step=step,
@@ -294,7 +304,7 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
         micro = cfg.batch_size // cfg.grad_accum
         for step in run.steps():
             t0 = time.perf_counter()
-            samples = run.stream.next_batch(cfg.batch_size)
+            samples = run.draw(step, cfg.batch_size)
             styles = example_styles(cfg.prompt_style, len(samples), cfg.seed, step)
             datums_D, n_target = normalise_weights(make_datums(engine, samples, styles, cfg, step))
 

@@ -84,3 +84,26 @@ def test_worker_count_does_not_change_the_sequence():
 def test_max_side_applies_to_synthetic_too():
     (s,) = load_samples("synthetic:n=5,size=128", "all", n=1, max_side=64)
     assert s.image.size == (64, 64)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_has_more_knows_a_finite_streams_end_past_trailing_skips(tmp_path, workers):
+    """3 good rows then 2 unusable ones: after the third sample there is no more (the trailing
+    skips are consumed and counted, the cursor is at the end); before it, there is."""
+    import json
+
+    from data_builders import make_samples, write_jsonl
+
+    path = tmp_path / "rows.jsonl"
+    good = make_samples(3)
+    write_jsonl(str(path), good)
+    with open(path, "a") as f:
+        for i in range(2):
+            f.write(json.dumps({"id": f"bad{i}", "image": f"img/{good[0].id}.png", "lat": 91, "lon": 0}) + "\n")
+    spec = f"jsonl:{path},repeat=false,shuffle=false,val_frac=0,test_frac=0"
+    with open_stream(spec, "train", workers=workers) as stream:
+        assert stream.has_more() and stream.position == 0
+        assert len(stream.next_batch(2)) == 2 and stream.has_more()
+        assert len(stream.next_batch(1)) == 1
+        assert not stream.has_more() and stream.position == 5 and stream.skipped == {"coords_out_of_range": 2}
+        assert stream.next_batch(2) == [] and not stream.has_more()

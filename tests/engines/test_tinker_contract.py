@@ -684,3 +684,28 @@ def test_set_reference_scores_with_a_sampler_of_the_starting_weights():
     eng.forward_base([d])
     assert eng._base_sampler is reference
     assert not [c for c in eng.service.created if c[0] == "base sampler"]  # never the adapter-free base
+
+
+def test_rendered_reasoning_same_tokens_both_engines(renderer):
+    """reasoning=true: the think-then-answer SFT example and a reasoning turn's continuation
+    render to the same tokens for the local engine, Tinker and the HF processor, and the
+    template keeps the <think> block verbatim (it is trained on, not stripped)."""
+    from geospot import prompts as P
+
+    img = photo(seed=3)
+    target = P.format_reasoned_answer("The scene looks like Paris, France.", P.format_answer(48.86, 2.35))
+    messages = [P.user_message(img, P.reasoning_prompt(P.SINGLE_TURN_PROMPT)), P.assistant_message(target)]
+    ours, weights_T = renderer.supervised_example(messages)
+    local = renderer.tokens_of(ours).tolist()
+    assert tc.flat_tokens(te.to_tinker_model_input(ours), renderer.image_pad_id) == local
+    assert local == hf_style_ids(renderer, messages, False)
+    td = te.to_tinker_datum(make_datum(ours, weights=weights_T), "cross_entropy")
+    tgt, w = td.loss_fn_inputs["target_tokens"].to_numpy(), td.loss_fn_inputs["weights"].to_numpy()
+    assert renderer.decode(tgt[w > 0].tolist()) == target
+    # a reasoning turn continued: its sampled tokens (think block included) stay verbatim
+    prompt = renderer.generation_prompt(messages[:1])
+    act = renderer.tokenizer(target, add_special_tokens=False)["input_ids"]
+    follow = P.user_message(None, P.reasoning_prompt(P.TELESCOPING_PROMPTS[1]).format(prev="(48.9, 2.4)"))
+    nxt = renderer.continuation(prompt, act, [follow])
+    assert renderer.tokens_of(nxt)[prompt.length : prompt.length + len(act)].tolist() == act
+    assert tc.flat_tokens(te.to_tinker_model_input(nxt), renderer.image_pad_id) == renderer.tokens_of(nxt).tolist()

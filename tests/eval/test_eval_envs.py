@@ -71,10 +71,10 @@ def test_geohash_eval_answers_geohashes():
 
 def test_old_prediction_files_without_the_new_columns_still_read(tmp_path):
     path = tmp_path / "old.csv"
-    old_cols = [c for c in io.COLUMNS if c not in ("turn_fields", "label_correct")]
+    old_cols = [c for c in io.COLUMNS if c not in ("turn_fields", "label_correct", "turn_reasoning")]
     path.write_text(",".join(old_cols) + "\r\n" + "a,1.0,2.0,txt,1.0,2.0,0.0,,,,[],[],[]\r\n")
     (p,) = io.read_predictions(path)
-    assert p.id == "a" and p.turn_fields == () and p.label_correct == {}
+    assert p.id == "a" and p.turn_fields == () and p.label_correct == {} and p.turn_reasoning == ()
 
 
 def test_predict_output_names_each_label_answer():

@@ -143,3 +143,18 @@ def test_model_card_states_base_data_steps_and_evals(tmp_path):
     card = model_card(loaded, spec=spec, kind="merged")
     assert "osv: /data/osv5m (single, greedy)" in card and "library_name: transformers" in card
     assert "full model (LoRA merged into the base)" in card
+
+
+def test_turn_reasoning_round_trips_through_predictions_csv(tmp_path):
+    """reasoning=true: a resumed eval recomputes the reasoning metrics from the file."""
+    from geospot.eval import predictions as pio
+    from geospot.eval.runner import Prediction, reasoning_eval_metrics
+
+    p = Prediction(id="a", latitude=1.0, longitude=2.0, raw_text="<think>x</think>\nLatitude: 1\nLongitude: 2",
+                   turn_reasoning=((9.0, 0.0, 1.0), (40.0, 1.0, 0.0)))
+    pio.append_predictions(tmp_path / "p.csv", [p])
+    (back,) = pio.read_predictions(tmp_path / "p.csv")
+    assert back.turn_reasoning == p.turn_reasoning
+    assert reasoning_eval_metrics([back]) == {"reasoning_tokens": 24.5, "truncation_rate": 0.5,
+                                              "answer_format_rate": 0.5}
+    assert reasoning_eval_metrics([Prediction(id="b", latitude=1.0, longitude=2.0, raw_text="")]) == {}

@@ -1,0 +1,198 @@
+"""Run folders that cannot lie (issue 17 item 4) and finite data that ends a run cleanly, in
+both loops: a failed start leaves no folder; `resume` refuses a folder with no checkpoint and a
+config that changes what is trained, and records harmless changes; a non-repeating stream that
+runs dry ends the run with its last checkpoint, status `done` and a note."""
+
+import io
+import json
+
+import pytest
+
+from geospot import engines
+from geospot.config import ConfigError
+from geospot.runs.checkpoint import latest_checkpoint, list_checkpoints
+from geospot.runs.folder import read_jsonl, write_config
+from geospot.runs.store import RunReader
+from geospot.train.lifecycle import RESUME_MAY_CHANGE, check_resume
+from geospot.train.rl import RLConfig
+from geospot.train.rl import run as rl_run
+from geospot.train.sft import SFTConfig, train
+
+MODEL = dict(model_name="tiny:qwen2_5_vl:tiny", lora_rank=0, device="cpu")
+DATA = "synthetic:n=16,size=28,seed=0"
+# 20 records, none held out: exactly 20 training samples, read once
+FINITE = "synthetic:n=20,size=28,seed=0,repeat=false,val_frac=0,test_frac=0"
+
+
+def sft_cfg(log, **kw):
+    base = dict(**MODEL, data=DATA, eval_n=0, prompt_style="single", batch_size=2, max_steps=2, save_every=0,
+                log_path=str(log), behavior_if_log_dir_exists="resume")
+    return SFTConfig(**{**base, **kw})
+
+
+def rl_cfg(log, **kw):
+    base = dict(**MODEL, data=DATA, eval_n=0, batch_size=2, group_size=2, max_tokens=12, max_steps=2, save_every=0,
+                log_images_every=0, log_path=str(log), behavior_if_log_dir_exists="resume")
+    return RLConfig(**{**base, **kw})
+
+
+# ---------------------------------------------------------------------------------------
+# A failed start leaves nothing
+
+
+def test_model_not_found_leaves_no_folder(tmp_path):
+    log = tmp_path / "run"
+    with pytest.raises(ConfigError, match="model_name"):
+        train(sft_cfg(log, model_name=str(tmp_path / "no-such-model")), stderr=io.StringIO())
+    assert not log.exists()
+
+
+@pytest.mark.parametrize("behavior", ["resume", "delete"])
+def test_failure_after_config_json_leaves_no_folder(tmp_path, monkeypatch, behavior):
+    """The engine fails after config.json is written (a fresh folder, or one `delete` emptied):
+    the folder goes too, so nothing is left for a later `resume` to mistake for a run."""
+    log = tmp_path / "run"
+    if behavior == "delete":
+        log.mkdir()
+        (log / "old.txt").write_text("a previous run")
+
+    def broken(_cfg):
+        assert (log / "config.json").exists()  # the failure is after config.json, as the issue found it
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(engines, "make_engine", broken)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train(sft_cfg(log, behavior_if_log_dir_exists=behavior), stderr=io.StringIO())
+    assert not log.exists()
+
+
+def test_failure_on_resume_keeps_the_run(tmp_path, monkeypatch):
+    log = tmp_path / "run"
+    train(sft_cfg(log), stderr=io.StringIO())
+    monkeypatch.setattr(engines, "make_engine", lambda _cfg: (_ for _ in ()).throw(RuntimeError("no GPU")))
+    with pytest.raises(RuntimeError, match="no GPU"):
+        train(sft_cfg(log, max_steps=3), stderr=io.StringIO())
+    assert latest_checkpoint(log).name == "2"
+
+
+# ---------------------------------------------------------------------------------------
+# resume: only a run with a checkpoint, only with what it was trained on
+
+
+def test_resume_of_a_folder_without_checkpoint_is_refused(tmp_path):
+    """The issue's folder: a failed start's config.json (another model), then `resume`."""
+    log = tmp_path / "run"
+    log.mkdir()
+    write_config(log, "sft", sft_cfg(log, model_name="Qwen/Qwen2.5-VL-3B-Instruct"))
+    with pytest.raises(ConfigError, match=r"holds no checkpoint .* nothing to resume; pass "
+                                          r"behavior_if_log_dir_exists=delete"):
+        train(sft_cfg(log), stderr=io.StringIO())
+    assert json.loads((log / "config.json").read_text())["config"]["model_name"] == "Qwen/Qwen2.5-VL-3B-Instruct"
+    assert sorted(p.name for p in log.iterdir()) == ["config.json"]  # nothing written, nothing trained
+
+
+def test_resume_refuses_a_changed_model_or_data_naming_saved_and_new(tmp_path):
+    log = tmp_path / "run"
+    train(sft_cfg(log), stderr=io.StringIO())
+    before = (log / "config.json").read_text()
+    with pytest.raises(ConfigError) as e:
+        train(sft_cfg(log, model_name="tiny:qwen2_5_vl:small", data="synthetic:n=32,size=28"), stderr=io.StringIO())
+    msg = str(e.value)
+    assert "cannot resume with a changed data, model_name" in msg
+    assert "model_name: saved 'tiny:qwen2_5_vl:tiny', now 'tiny:qwen2_5_vl:small'" in msg
+    assert f"data: saved {DATA!r}, now 'synthetic:n=32,size=28'" in msg
+    assert "load_checkpoint_path=" in msg and "\n" not in msg
+    assert (log / "config.json").read_text() == before
+    assert latest_checkpoint(log).name == "2"
+
+
+@pytest.mark.parametrize("key,value", [("lora_rank", 4), ("prompt_style", "telescoping"), ("learning_rate", 1e-3),
+                                       ("seed", 1), ("engine", "tinker")])
+def test_resume_refuses_each_key_that_changes_training(tmp_path, key, value):
+    log = tmp_path / "run"
+    log.mkdir()
+    (log / "checkpoints" / "2").mkdir(parents=True)  # check_resume needs only a checkpoint folder to exist
+    (log / "checkpoints" / "2" / "state.json").write_text("{}")
+    write_config(log, "sft", sft_cfg(log))
+    with pytest.raises(ConfigError, match=f"changed {key} "):
+        check_resume(log, "sft", sft_cfg(log, **{key: value}))
+    with pytest.raises(ConfigError, match="changed kind "):  # an SFT folder does not go on as RL
+        check_resume(log, "rl", sft_cfg(log))
+    assert key not in RESUME_MAY_CHANGE
+
+
+def test_resume_with_harmless_changes_records_and_prints_them(tmp_path):
+    log = tmp_path / "run"
+    train(sft_cfg(log, max_steps=2, log_every=10), stderr=io.StringIO())
+    err = io.StringIO()
+    result = train(sft_cfg(log, max_steps=3, log_every=5, save_every=1), stderr=err)
+    assert result.steps == 3 and latest_checkpoint(log).name == "3"
+    assert "resuming with max_steps changed: 2 -> 3" in err.getvalue()
+    assert "resuming with log_every changed: 10 -> 5" in err.getvalue()
+    rec = json.loads((log / "config.json").read_text())
+    assert rec["config"]["max_steps"] == 3
+    assert [r["step"] for r in rec["resumes"]] == [2]
+    assert rec["resumes"][0]["changed"] == {"log_every": [10, 5], "max_steps": [2, 3], "save_every": [0, 1]}
+    # resumed again with nothing changed: nothing new recorded
+    train(sft_cfg(log, max_steps=3, log_every=5, save_every=1), stderr=io.StringIO())
+    assert len(json.loads((log / "config.json").read_text())["resumes"]) == 1
+
+
+# ---------------------------------------------------------------------------------------
+# Finite data ends a run: last checkpoint, `done`, a note, no empty step
+
+
+def assert_ended_with_the_data(log, steps, err):
+    assert steps == 10  # 20 samples, 2 a step
+    assert [int(p.name) for p in list_checkpoints(log)][-1] == 10
+    assert RunReader(log).status()["status"] == "done"
+    assert "data ran out at step 10:" in err
+    assert max(r["step"] for r in read_jsonl(log / "metrics.jsonl")) == 10
+
+
+def test_sft_ends_when_non_repeating_data_runs_out(tmp_path):
+    log, err = tmp_path / "sft", io.StringIO()
+    result = train(sft_cfg(log, data=FINITE, max_steps=50, save_every=4, keep_checkpoints=0), stderr=err)
+    assert_ended_with_the_data(log, result.steps, err.getvalue())
+    assert [int(p.name) for p in list_checkpoints(log)] == [4, 8, 10]
+    assert all(r["target_tokens"] > 0 for r in read_jsonl(log / "metrics.jsonl") if "loss" in r)
+    # resumed with more steps: the data is still spent, so no step runs and the run is done again
+    err = io.StringIO()
+    result = train(sft_cfg(log, data=FINITE, max_steps=60, save_every=4, keep_checkpoints=0), stderr=err)
+    assert_ended_with_the_data(log, result.steps, err.getvalue())
+
+
+def test_sft_last_partial_batch_is_the_last_step(tmp_path):
+    log, err = tmp_path / "sft", io.StringIO()
+    result = train(sft_cfg(log, data=FINITE, batch_size=6, max_steps=50), stderr=err)
+    assert result.steps == 4 and latest_checkpoint(log).name == "4"  # 6 + 6 + 6 + 2
+    assert "data ran out at step 4:" in err.getvalue()
+
+
+@pytest.mark.parametrize("off_policy", [0, 1])  # 1: async GRPO draws the next step's samples on its own thread
+def test_rl_ends_when_non_repeating_data_runs_out(tmp_path, capsys, off_policy):
+    log = tmp_path / "rl"
+    result = rl_run(rl_cfg(log, data=FINITE, max_steps=50, save_every=0, max_steps_off_policy=off_policy))
+    assert_ended_with_the_data(log, result.steps, capsys.readouterr().err)
+    assert sorted({r["step"] for r in read_jsonl(log / "metrics.jsonl") if "reward_mean" in r}) == list(range(1, 11))
+
+
+def test_non_repeating_data_with_no_sample_fails_before_the_model_loads(tmp_path, monkeypatch):
+    log = tmp_path / "run"
+    monkeypatch.setattr(engines, "make_engine", lambda _cfg: pytest.fail("the model loaded"))
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"image": f"{i}.jpg", "lat": 91, "lon": 0}) + "\n" for i in range(3)))
+    with pytest.raises(ConfigError, match="gives no sample to train on"):
+        train(sft_cfg(log, data=f"jsonl:{rows},repeat=false,val_frac=0,test_frac=0"), stderr=io.StringIO())
+    assert not log.exists()
+
+
+def test_rl_async_resumed_run_trains_the_rest_of_the_data_then_ends(tmp_path, capsys):
+    """Stopped at step 9 of 10 steps' data, then resumed with room for more: it trains step 10
+    (the last samples) and ends there, each step logged once."""
+    log = tmp_path / "rl"
+    assert rl_run(rl_cfg(log, data=FINITE, max_steps=9, max_steps_off_policy=1)).steps == 9
+    assert "data ran out" not in capsys.readouterr().err
+    result = rl_run(rl_cfg(log, data=FINITE, max_steps=50, max_steps_off_policy=1))
+    assert_ended_with_the_data(log, result.steps, capsys.readouterr().err)
+    assert [r["step"] for r in read_jsonl(log / "metrics.jsonl") if "reward_mean" in r] == list(range(1, 11))
