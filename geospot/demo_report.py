@@ -140,13 +140,9 @@ def verdict_lines(stages: dict[str, dict]) -> list[str]:
         for k in ("geoscore", "sampled_geoscore", "median_km", "parsed"):
             if k in s["change"]:
                 lo, hi = s["change"][k]["ci95"]
-                band = (
-                    f"; change 95% CI [{lo:+.0%}, {hi:+.0%}]"
-                    if k == "parsed"
-                    else f"; change 95% CI [{lo:+,.0f}, {hi:+,.0f}]"
-                    if math.isfinite(p[k]) and math.isfinite(s[k])
-                    else ""
-                )
+                band = (f"; change 95% CI [{lo:+.0%}, {hi:+.0%}]" if k == "parsed"
+                        else f"; change 95% CI [{lo:+,.0f}, {hi:+,.0f}]" if math.isfinite(p[k]) and math.isfinite(s[k])
+                        else "")
                 parts.append(f"{NAMES[k]} {_fmt(k, p[k])} -> {_fmt(k, s[k])} ({s['verdict'][k]}{band})")
         out.append(f"{name} vs {prev}: " + "; ".join(parts) + ".")
     for name, s in stages.items():
