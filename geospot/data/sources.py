@@ -526,7 +526,14 @@ class SyntheticSource:
         order = np.random.default_rng([seed, epoch, 0x5137]).permutation(self.n) if shuffle else range(self.n)
         for i in order:
             i = int(i)
-            yield Record(f"synthetic-{self.seed}-{i}", self.name, None, None, {}, _SyntheticPayload(world, i, self.size, self.name))
+            yield Record(
+                f"synthetic-{self.seed}-{i}",
+                self.name,
+                None,
+                None,
+                {},
+                _SyntheticPayload(world, i, self.size, self.name),
+            )
 
 
 class _SyntheticPayload:
