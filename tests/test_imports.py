@@ -16,7 +16,7 @@ RANK = {
     "envs": 5,
     "rl": 6,
     "eval": 7,
-    "train": 8, "dashboard": 8,
+    "train": 8, "dashboard": 8, "demo_report": 8,
     "docs": 9, "demo": 9, "cli": 9, "sft": 9, "train_rl": 9,
     "__main__": 10,
 }
