@@ -111,22 +111,45 @@ def main(argv: list[str] | None = None) -> int:
         "per_turn": run_rl(root / "per_turn", sft, args, env_type="telescoping", advantage="per_turn"),
         "trajectory": run_rl(root / "trajectory", sft, args, env_type="telescoping", advantage="trajectory"),
         "tau_geometric": run_rl(root / "tau_geometric", sft, args, env_type="single", tau_schedule="geometric"),
-        "tau_fixed_25km": run_rl(root / "tau_fixed", sft, args, env_type="single", tau_schedule="constant", tau_start_km=25.0),
+        "tau_fixed_25km": run_rl(
+            root / "tau_fixed", sft, args, env_type="single", tau_schedule="constant", tau_start_km=25.0
+        ),
     }
     t_credit, pt, tr = race(runs["per_turn"], runs["trajectory"])
     t_tau, geo, fixed = race(runs["tau_geometric"], runs["tau_fixed_25km"])
-    print(json.dumps({
-        "bench": "credit", "device": "cpu", "model": "tiny:qwen2_5_vl:tiny", "data": args.data,
-        "steps": args.steps, "batch_size": args.batch_size, "group_size": args.group_size, "lr": args.lr,
-        "eval_every": args.eval_every, "eval_n": args.eval_n, "eval_temperature": args.eval_temperature, "sft_steps": None if args.sft else args.sft_steps,
-        "sft_s": round(sft_s, 1),
-        "credit": {"target_geoscore": round(t_credit, 4), "per_turn": pt, "trajectory": tr,
-                   "steps_ratio_per_turn_vs_trajectory": ratio(pt["steps_to_target"], tr["steps_to_target"]),
-                   "train_s_ratio_per_turn_vs_trajectory": ratio(pt["train_s_to_target"], tr["train_s_to_target"])},
-        "tau": {"target_geoscore": round(t_tau, 4), "geometric_2000_to_25km": geo, "fixed_25km": fixed,
-                "steps_ratio_schedule_vs_fixed": ratio(geo["steps_to_target"], fixed["steps_to_target"]),
-                "train_s_ratio_schedule_vs_fixed": ratio(geo["train_s_to_target"], fixed["train_s_to_target"])},
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "credit",
+                "device": "cpu",
+                "model": "tiny:qwen2_5_vl:tiny",
+                "data": args.data,
+                "steps": args.steps,
+                "batch_size": args.batch_size,
+                "group_size": args.group_size,
+                "lr": args.lr,
+                "eval_every": args.eval_every,
+                "eval_n": args.eval_n,
+                "eval_temperature": args.eval_temperature,
+                "sft_steps": None if args.sft else args.sft_steps,
+                "sft_s": round(sft_s, 1),
+                "credit": {
+                    "target_geoscore": round(t_credit, 4),
+                    "per_turn": pt,
+                    "trajectory": tr,
+                    "steps_ratio_per_turn_vs_trajectory": ratio(pt["steps_to_target"], tr["steps_to_target"]),
+                    "train_s_ratio_per_turn_vs_trajectory": ratio(pt["train_s_to_target"], tr["train_s_to_target"]),
+                },
+                "tau": {
+                    "target_geoscore": round(t_tau, 4),
+                    "geometric_2000_to_25km": geo,
+                    "fixed_25km": fixed,
+                    "steps_ratio_schedule_vs_fixed": ratio(geo["steps_to_target"], fixed["steps_to_target"]),
+                    "train_s_ratio_schedule_vs_fixed": ratio(geo["train_s_to_target"], fixed["train_s_to_target"]),
+                },
+            }
+        )
+    )
     return 0
 
 

@@ -107,7 +107,11 @@ def bench(family: str, size: str, repeats: int) -> dict:
         opt.zero_grad(set_to_none=True)
 
     hf_train_s = _best(hf_train, repeats)
-    tele = telescoping(engine, engine.renderer.generation_prompt([prompts.user_message(image, prompts.TELESCOPING_PROMPTS[0])]), repeats)
+    tele = telescoping(
+        engine,
+        engine.renderer.generation_prompt([prompts.user_message(image, prompts.TELESCOPING_PROMPTS[0])]),
+        repeats,
+    )
     n_params = sum(p.numel() for p in engine.model.parameters())
     return {
         "size": size, "params": n_params, "prompt_tokens": prompt.length,
@@ -188,7 +192,9 @@ def telescoping(engine: LocalEngine, prompt, repeats: int, turns: int = 3) -> di
     for name in times:
         result[f"telescoping_3turn_s_{name}"] = round(min(times[name]), 4)
     engine.kv_reuse = True
-    result["telescoping_speedup_kv_reuse"] = round(result["telescoping_3turn_s_off"] / result["telescoping_3turn_s_on"], 3)
+    result["telescoping_speedup_kv_reuse"] = round(
+        result["telescoping_3turn_s_off"] / result["telescoping_3turn_s_on"], 3
+    )
     return result
 
 
@@ -218,11 +224,23 @@ def main() -> None:
         return
     if args.only_telescoping:
         rows = [telescoping_only(args.family, s, args.repeats) for s in args.sizes.split(",")]
-        print(json.dumps({"benchmark": "engine_telescoping", "family": args.family, "samples": G, "max_tokens": MAX_TOKENS,
-                          "image_px": PX, "turns": 3, "peer": "the same engine with kv_reuse off",
-                          "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
-                          "threads": torch.get_num_threads(), "results": rows,
-                          "ratio": rows[-1]["telescoping_speedup_kv_reuse"]}))
+        print(
+            json.dumps(
+                {
+                    "benchmark": "engine_telescoping",
+                    "family": args.family,
+                    "samples": G,
+                    "max_tokens": MAX_TOKENS,
+                    "image_px": PX,
+                    "turns": 3,
+                    "peer": "the same engine with kv_reuse off",
+                    "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
+                    "threads": torch.get_num_threads(),
+                    "results": rows,
+                    "ratio": rows[-1]["telescoping_speedup_kv_reuse"],
+                }
+            )
+        )
         return
     rows = [bench(args.family, s, args.repeats) for s in args.sizes.split(",")]
     print(json.dumps({

@@ -68,8 +68,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
-    from geospot.geo import haversine_km, reverse_geocode
-    from geospot.geo import geocode
+    from geospot.geo import geocode, haversine_km, reverse_geocode
 
     rng = np.random.default_rng(0)
     lat1, lat2 = rng.uniform(-90, 90, (2, args.pairs))
@@ -82,7 +81,9 @@ def main() -> None:
          "pyloop": lambda: python_loop_haversine(*py_args)},
         {"ours": args.pairs, "naive": args.pairs, "pyloop": k}, args.repeats)
     ours, naive, pyloop, hav_wall = rates["ours"], rates["naive"], rates["pyloop"], rates["ours_wall"]
-    max_diff = float(np.max(np.abs(haversine_km(lat1, lon1, lat2, lon2) - naive_numpy_haversine(lat1, lon1, lat2, lon2))))
+    max_diff = float(
+        np.max(np.abs(haversine_km(lat1, lon1, lat2, lon2) - naive_numpy_haversine(lat1, lon1, lat2, lon2)))
+    )
 
     t = time.perf_counter()
     geocode._load()

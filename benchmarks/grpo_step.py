@@ -140,7 +140,7 @@ def _model_parts_s(stats: pstats.Stats, model) -> dict:
         cc, nc, tt, ct, _ = stats.stats.get(key, (0, 0, 0.0, 0.0, None))
         out[f"{name}_s"] = round(ct, 3)
         out[f"{name}_calls"] = nc
-    for key, (cc, nc, tt, ct, _) in stats.stats.items():
+    for key, (_cc, _nc, _tt, ct, _) in stats.stats.items():
         if key[2] == "_engine_run_backward":
             out["backward_s"] = round(out.get("backward_s", 0.0) + ct, 3)
     return out
@@ -233,7 +233,9 @@ def run_ours(model_name: str, B: int, threads: int, out: mp.Queue) -> None:
     adam = AdamParams(learning_rate=LR, beta1=0.9, beta2=0.95)
     prof = cProfile.Profile()
     for step in range(STEPS):
-        builders = [SingleTurnGroupBuilder(s, engine.renderer, KernelReward(TAU_KM)) for s in samples[step * B:(step + 1) * B]]
+        builders = [
+            SingleTurnGroupBuilder(s, engine.renderer, KernelReward(TAU_KM)) for s in samples[step * B : (step + 1) * B]
+        ]
         if step == TIMED:
             engine.tokens = TokenCounter()
             rss_before = _rss_mb()
@@ -315,7 +317,9 @@ def run_trl(model_name: str, B: int, threads: int, out: mp.Queue) -> None:
                              "lat": float(s.lat), "lon": float(s.lon)} for s in samples])
 
     def geo_reward(completions, lat, lon, **_):
-        return [_reward(c[0]["content"] if isinstance(c, list) else c, la, lo) for c, la, lo in zip(completions, lat, lon)]
+        return [
+            _reward(c[0]["content"] if isinstance(c, list) else c, la, lo) for c, la, lo in zip(completions, lat, lon)
+        ]
 
     class StepTimer(TrainerCallback):
         """Wall and CPU seconds of each optimizer step (generation included: GRPOTrainer generates
@@ -361,8 +365,14 @@ def run_trl(model_name: str, B: int, threads: int, out: mp.Queue) -> None:
             dataloader_num_workers=0, seed=0, disable_dropout=True, log_completions=False, disable_tqdm=True,
         )
         trainer = GRPOTrainer(
-            model=lm.model, reward_funcs=geo_reward, args=cfg, train_dataset=ds, processing_class=processor,
-            peft_config=LoraConfig(r=LORA_RANK, lora_alpha=LORA_ALPHA, lora_dropout=0.0, target_modules=targets, bias="none"),
+            model=lm.model,
+            reward_funcs=geo_reward,
+            args=cfg,
+            train_dataset=ds,
+            processing_class=processor,
+            peft_config=LoraConfig(
+                r=LORA_RANK, lora_alpha=LORA_ALPHA, lora_dropout=0.0, target_modules=targets, bias="none"
+            ),
             callbacks=[timer],
         )
         trainer._generate_and_score_completions = with_generation_peak(trainer._generate_and_score_completions)
@@ -416,7 +426,12 @@ def _in_child(fn, *args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=2, help="B: images per step (G=8 rollouts each)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads per side (1: on a shared 2-core box, 2 threads per op thrash)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per side (1: on a shared 2-core box, 2 threads per op thrash)",
+    )
     ap.add_argument("--model", default="tiny:qwen2_5_vl:small")
     ap.add_argument("--skip-trl", action="store_true", help="only our side (for profiling)")
     args = ap.parse_args()
@@ -426,10 +441,20 @@ def main() -> None:
     # minimal tokens for TRL's step, counted as ours counts them (identical prompts and lengths)
     needed = ours["tokens"]["tokens_needed"]
     row = {
-        "benchmark": "grpo_step", "model": args.model, "images": B, "group_size": G, "completion_tokens": MAX_TOKENS,
-        "image_px": PX, "lora_rank": LORA_RANK, "threads": args.threads, "device": "cpu",
+        "benchmark": "grpo_step",
+        "model": args.model,
+        "images": B,
+        "group_size": G,
+        "completion_tokens": MAX_TOKENS,
+        "image_px": PX,
+        "lora_rank": LORA_RANK,
+        "threads": args.threads,
+        "device": "cpu",
         "peer": "trl.GRPOTrainer 1.16 (transformers generate, no vLLM), same model/data/LoRA/lr, same run",
-        "memory": "peak_rss = whole-life peak RSS (ru_maxrss / VmHWM) of a fresh process per side (model load + 3 steps); phase_peak_rss = VmHWM per phase of the timed step (reset via /proc/self/clear_refs; sample = rollouts incl. rewards, train = loss fwd/bwd + optimizer); rss_before_step = VmRSS",
+        "memory": "peak_rss = whole-life peak RSS (ru_maxrss / VmHWM) of a fresh process per side "
+        "(model load + 3 steps); phase_peak_rss = VmHWM per phase of the timed step "
+        "(reset via /proc/self/clear_refs; sample = rollouts incl. rewards, train = loss fwd/bwd + optimizer); "
+        "rss_before_step = VmRSS",
         "ours": {k: v for k, v in ours.items() if k != "tokens"},
         "ours_tokens": {k: ours["tokens"][k] for k in sorted(ours["tokens"]) if k.endswith(("_needed", "_processed"))},
     }

@@ -147,7 +147,9 @@ def run_grpo(args, seed: int, env_type: str, sft_run: Path, log_dir: Path) -> di
     from geospot.config import parse_overrides
     from geospot.train.rl import RLConfig, run
 
-    cfg = parse_overrides(RLConfig, [f"env_type={env_type}", f"batch_size={args.rl_batch_size}", f"seed={seed}", *args.rl])
+    cfg = parse_overrides(
+        RLConfig, [f"env_type={env_type}", f"batch_size={args.rl_batch_size}", f"seed={seed}", *args.rl]
+    )
     cfg = dataclasses.replace(cfg, load_checkpoint_path=str(sft_run), data=args.data, max_steps=HORIZON,
                               max_seconds=args.budget_s, eval_every=0, eval_n=0, save_every=HORIZON, keep_checkpoints=1,
                               log_images_every=0, log_path=str(log_dir), behavior_if_log_dir_exists="delete")
@@ -188,7 +190,9 @@ def score(engine, heldout, geocoder, args, style: str, seed: int) -> dict:
     greedy = evaluate(engine, heldout, prompt_style=style, batch_size=32, max_tokens=args.max_tokens, geocoder=None)
     out["greedy"] = {k: float(greedy.metrics[k]) for k in KEYS}
     params = SampleParams(max_tokens=args.max_tokens, temperature=1.0, seed=10_007 + seed)
-    sampled = evaluate(engine, heldout, prompt_style=style, batch_size=32, max_tokens=args.max_tokens, sampling=(params, args.k))
+    sampled = evaluate(
+        engine, heldout, prompt_style=style, batch_size=32, max_tokens=args.max_tokens, sampling=(params, args.k)
+    )
     nan = (math.nan, math.nan)
     guesses = [(g if g is not None else nan) for p in sampled.predictions for g in p.sample_guesses]
     truth = [(p.true_latitude, p.true_longitude) for p in sampled.predictions for _ in p.sample_guesses]
@@ -306,7 +310,11 @@ def merge(paths: list[str]) -> dict:
             summary[name], runs[name] = ln["summary"][arm], ln["runs"][arm]
             if arm != "sft":
                 runs[name] = {"rl_overrides": ln["rl_overrides"], **runs[name]}
-    out = {k: v for k, v in base.items() if k not in ("summary", "runs", "verdicts", "geoscore_ratio_vs_sft", "tag", "rl_overrides")}
+    out = {
+        k: v
+        for k, v in base.items()
+        if k not in ("summary", "runs", "verdicts", "geoscore_ratio_vs_sft", "tag", "rl_overrides")
+    }
     out.update(tag="merged", merged_from=[ln["tag"] for ln in lines], k={ln["tag"]: ln["k"] for ln in lines},
                total_wall_s=sum(ln["total_wall_s"] for ln in lines), summary=summary, runs=runs)
     return report(out, [*summary], base["seeds"])
@@ -315,27 +323,50 @@ def merge(paths: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget-s", type=float, default=30.0, help="each arm's time budget (its own clock), seconds")
-    p.add_argument("--clock", choices=("cpu", "wall"), default="cpu", help="cpu: process CPU time (fair on a shared machine); wall: wall time")
+    p.add_argument(
+        "--clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="cpu: process CPU time (fair on a shared machine); wall: wall time",
+    )
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
     p.add_argument("--arms", type=lambda s: s.split(","), default=list(ARMS))
     p.add_argument("--styles", type=lambda s: s.split(","), default=list(STYLES), help="eval prompt styles")
-    p.add_argument("--all-styles", action="store_true", help="score GRPO arms in every style (default: the style each trained)")
-    p.add_argument("--data", default="synthetic:n=2000,size=56,seed=0", help="data spec (add ambiguity=0.5 for look-alike twins)")
+    p.add_argument(
+        "--all-styles", action="store_true", help="score GRPO arms in every style (default: the style each trained)"
+    )
+    p.add_argument(
+        "--data", default="synthetic:n=2000,size=56,seed=0", help="data spec (add ambiguity=0.5 for look-alike twins)"
+    )
     p.add_argument("--eval-n", type=int, default=64, help="held-out images")
     p.add_argument("--k", type=int, default=2, help="sampled answers per held-out image")
     p.add_argument("--max-tokens", type=int, default=16, help="answer token budget per turn (eval)")
     p.add_argument("--sft-steps", type=int, default=600, help="warm-start SFT steps (batch 32)")
     p.add_argument("--warm-lr", type=float, default=3e-3, help="warm-start SFT lr (full fine-tuning of a 0.5M model)")
     p.add_argument("--warm-seed", type=int, default=0)
-    p.add_argument("--sft-lr", type=float, default=3e-4, help="the SFT arm's peak lr (3e-4 beat 1e-3 in a probe: greedy GeoScore 1103 vs 900)")
+    p.add_argument(
+        "--sft-lr",
+        type=float,
+        default=3e-4,
+        help="the SFT arm's peak lr (3e-4 beat 1e-3 in a probe: greedy GeoScore 1103 vs 900)",
+    )
     p.add_argument("--sft-schedule", default="cosine", help="the SFT arm's lr decay over its budget")
     p.add_argument("--rl-batch-size", type=int, default=8, help="GRPO images per step (RLConfig's 64 is for GPUs)")
-    p.add_argument("--rl", nargs="*", default=[], help="RLConfig overrides key=value for both GRPO arms (a lever); "
-                   "the bench sets the run keys itself (max_steps, max_seconds, eval_every, save_every, log_path, data)")
+    p.add_argument(
+        "--rl",
+        nargs="*",
+        default=[],
+        help="RLConfig overrides key=value for both GRPO arms (a lever); "
+        "the bench sets the run keys itself (max_steps, max_seconds, eval_every, save_every, log_path, data)",
+    )
     p.add_argument("--tag", default="defaults", help="name of this configuration in the JSON line")
     p.add_argument("--start", default=None, help="use this SFT run folder as the warm start instead of the cached one")
-    p.add_argument("--cache", default=None, help="folder for the cached warm start (default $GEOSPOT_CACHE or ~/.cache/geospot)")
-    p.add_argument("--merge", nargs="+", default=None, help="instead of running: merge these JSON-line files into one report")
+    p.add_argument(
+        "--cache", default=None, help="folder for the cached warm start (default $GEOSPOT_CACHE or ~/.cache/geospot)"
+    )
+    p.add_argument(
+        "--merge", nargs="+", default=None, help="instead of running: merge these JSON-line files into one report"
+    )
     args = p.parse_args(argv)
     if args.merge:
         print(json.dumps(merge(args.merge), default=float))
@@ -389,11 +420,23 @@ def main(argv: list[str] | None = None) -> int:
         summary[arm] = {style: {mode: {k: summarise([per_seed[s][style][mode][k] for s in args.seeds]) for k in KEYS}
                                 for mode in ("greedy", "sampled")} for style in per_seed[args.seeds[0]]}
     line = {
-        "bench": "rl_vs_sft", "tag": args.tag, "device": "cpu", "threads": torch.get_num_threads(), "model": MODEL,
-        "data": args.data, "budget_s": args.budget_s, "clock": args.clock, "seeds": args.seeds, "eval_images": len(heldout),
-        "k": args.k, "warm_start": {"sft_steps": args.sft_steps, "lr": args.warm_lr, "dir": str(sft_run.resolve())},
-        "sft_arm": {"lr": args.sft_lr, "schedule": args.sft_schedule}, "rl_batch_size": args.rl_batch_size,
-        "rl_overrides": args.rl, "summary": summary, "runs": runs,
+        "bench": "rl_vs_sft",
+        "tag": args.tag,
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "model": MODEL,
+        "data": args.data,
+        "budget_s": args.budget_s,
+        "clock": args.clock,
+        "seeds": args.seeds,
+        "eval_images": len(heldout),
+        "k": args.k,
+        "warm_start": {"sft_steps": args.sft_steps, "lr": args.warm_lr, "dir": str(sft_run.resolve())},
+        "sft_arm": {"lr": args.sft_lr, "schedule": args.sft_schedule},
+        "rl_batch_size": args.rl_batch_size,
+        "rl_overrides": args.rl,
+        "summary": summary,
+        "runs": runs,
         "total_wall_s": round(time.perf_counter() - t_all, 1),
     }
     line = report(line, [*summary], args.seeds)

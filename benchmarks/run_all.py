@@ -15,7 +15,7 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = run_one(name, args.timeout)
         print(json.dumps({name: results[name]}), flush=True)
     doc = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "machine": machine(),
         "results": results,
     }

@@ -39,7 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--px", type=int, default=448)
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--gpu-memory", type=float, default=0.35)
-    ap.add_argument("--tol", type=float, default=0.02, help="mean |logprob diff| accepted (bf16 kernels differ by ~1e-3..1e-2; use --dtype float32 for a tight check)")
+    ap.add_argument(
+        "--tol",
+        type=float,
+        default=0.02,
+        help="mean |logprob diff| accepted (bf16 kernels differ by ~1e-3..1e-2; use --dtype float32 for a tight check)",
+    )
     args = ap.parse_args(argv)
     result: dict = {"benchmark": "vllm_check", "model": args.model, "peer": "torch sampler (LocalEngine.sample)"}
     try:
@@ -53,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args) -> dict:
     import numpy as np
     import torch
+    import vllm
 
     from geospot import prompts
     from geospot.data import load_samples
@@ -61,12 +67,18 @@ def run(args) -> dict:
     from geospot.engines.types import AdamParams, SampleParams
     from geospot.engines.vllm_sampler import check_logprobs
 
-    import vllm
-
     out: dict = {"vllm": vllm.__version__, "torch": torch.__version__,
                  "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    cfg = EngineConfig(model_name=args.model, sampler="vllm", device="cuda", dtype=args.dtype, lora_rank=args.lora_rank,
-                       lora_alpha=float(args.lora_rank), max_pixels=args.px * args.px, vllm_gpu_memory_utilization=args.gpu_memory)
+    cfg = EngineConfig(
+        model_name=args.model,
+        sampler="vllm",
+        device="cuda",
+        dtype=args.dtype,
+        lora_rank=args.lora_rank,
+        lora_alpha=float(args.lora_rank),
+        max_pixels=args.px * args.px,
+        vllm_gpu_memory_utilization=args.gpu_memory,
+    )
     t0 = time.perf_counter()
     engine = make_engine(cfg)
     out["startup_s"] = round(time.perf_counter() - t0, 1)
@@ -91,7 +103,9 @@ def run(args) -> dict:
         engine.forward_backward(sft, "cross_entropy")
         engine.optim_step(AdamParams(learning_rate=args.lr))
     after = engine.forward([make_datum(mi.append_tokens(s.tokens)) for mi, s in seqs0])
-    out["trainer_shift"] = float(np.mean([np.abs(a[mi.length - 1:] - b[mi.length - 1:]).mean() for (mi, _), a, b in zip(seqs0, after, before)]))
+    out["trainer_shift"] = float(
+        np.mean([np.abs(a[mi.length - 1 :] - b[mi.length - 1 :]).mean() for (mi, _), a, b in zip(seqs0, after, before)])
+    )
     out["after_steps"] = check_logprobs(engine, prompts_, args.samples, params)
     out["lora_version"] = engine.sampler.version
 

@@ -128,16 +128,34 @@ def stage_configs(cfg: DemoConfig):
     # The engine keys are passed explicitly: a GRPO run's config records None for what it inherited
     # from the SFT run, so the telescoping stage (started from the single-turn run) would not find them.
     engine = {k: getattr(sft, k, None) for k in ("model_name", "lora_rank", "train_vision", "max_pixels")}
-    common = {**{k: v for k, v in engine.items() if v is not None}, "data": cfg.data, "eval_n": 0, "batch_size": cfg.rl_batch_size, "group_size": cfg.rl_group_size,
-                  "max_tokens": cfg.max_tokens, "eval_every": 0, "eval_at_start": False, "behavior_if_log_dir_exists": "raise",
-                  "seed": cfg.seed}
+    common = {
+        **{k: v for k, v in engine.items() if v is not None},
+        "data": cfg.data,
+        "eval_n": 0,
+        "batch_size": cfg.rl_batch_size,
+        "group_size": cfg.rl_group_size,
+        "max_tokens": cfg.max_tokens,
+        "eval_every": 0,
+        "eval_at_start": False,
+        "behavior_if_log_dir_exists": "raise",
+        "seed": cfg.seed,
+    }
     single = RLConfig(env_type="single", load_checkpoint_path=str(out / "sft"), max_steps=max(cfg.rl_single_steps, 1),
                       learning_rate=cfg.rl_single_lr, save_every=max(cfg.rl_single_steps, 1), log_images_every=10,
                       log_path=str(out / "rl-single"), **common)
     start = str(out / "rl-single") if cfg.rl_single_steps else str(out / "sft")
-    rl = RLConfig(**{**common, "env_type": "telescoping", "load_checkpoint_path": start, "max_steps": cfg.rl_steps,
-                                      "learning_rate": cfg.rl_lr, "save_every": cfg.rl_steps, "log_path": str(out / "rl"),
-                     **cfg.rl_extra})
+    rl = RLConfig(
+        **{
+            **common,
+            "env_type": "telescoping",
+            "load_checkpoint_path": start,
+            "max_steps": cfg.rl_steps,
+            "learning_rate": cfg.rl_lr,
+            "save_every": cfg.rl_steps,
+            "log_path": str(out / "rl"),
+            **cfg.rl_extra,
+        }
+    )
     return sft, single, rl
 
 
@@ -149,7 +167,9 @@ def tau_configs(cfg: DemoConfig):
     arm = {"load_checkpoint_path": fmt, "max_steps": cfg.tau_steps, "save_every": cfg.tau_steps, "log_images_every": 0}
     # follow_error clips τ to [tau_end_km, tau_start_km]: the cap is raised above a format-only
     # policy's ~7,000 km error, else τ would sit at the 2,000 km cap instead of following it.
-    follow = replace(single, **arm, tau_schedule="follow_error", tau_start_km=10000.0, log_path=str(out / "follow-error"))
+    follow = replace(
+        single, **arm, tau_schedule="follow_error", tau_start_km=10000.0, log_path=str(out / "follow-error")
+    )
     fixed = replace(single, **arm, tau_schedule="constant", tau_start_km=cfg.tau_fixed_km, log_path=str(out / "fixed"))
     return fmt, follow, fixed
 
@@ -180,7 +200,11 @@ def held_out_eval(model: str, cfg: DemoConfig, samples, styles=None) -> R.StageE
     sampled = [evaluate(engine, samples, prompt_style=cfg.eval_style, **run,
                         sampling=(SampleParams(max_tokens=cfg.max_tokens, temperature=1.0, seed=s), 1)).predictions
                for s in cfg.eval_sample_seeds]
-    tele = greedy if cfg.eval_style == "telescoping" else evaluate(engine, samples, prompt_style="telescoping", **run).predictions
+    tele = (
+        greedy
+        if cfg.eval_style == "telescoping"
+        else evaluate(engine, samples, prompt_style="telescoping", **run).predictions
+    )
     # every turn gets a column, also when the first answer did not parse and the episode ended there
     turns = max(len(TELESCOPING_PROMPTS), *(len(p.turn_guesses) for p in tele))
     return R.StageEval.from_km(km(greedy), [km(p) for p in sampled], [km(tele, t) for t in range(turns)])
@@ -280,8 +304,10 @@ def run(cfg: DemoConfig, log=print) -> dict:
         result["stages"][name] = R.stage_json(e, evals[before] if before else None, seed=cfg.seed)
         before = name
     if cfg.tau_steps:
-        log(f"[+] τ study: from SFT's step-{cfg.tau_format_steps} checkpoint (format only), {cfg.tau_steps} single-turn GRPO "
-            f"steps with τ following the error vs fixed τ = {cfg.tau_fixed_km:g} km")
+        log(
+            f"[+] τ study: from SFT's step-{cfg.tau_format_steps} checkpoint (format only), "
+            f"{cfg.tau_steps} single-turn GRPO steps with τ following the error vs fixed τ = {cfg.tau_fixed_km:g} km"
+        )
         with clock("tau"):
             result["tau_study"] = tau_study(cfg, held_out)
 
@@ -311,7 +337,9 @@ def tau_study(cfg: DemoConfig, held_out) -> dict:
         evals[name] = held_out_eval(c.log_path, cfg, held_out)
     out = {name: R.metrics(e) for name, e in evals.items()}
     # the verdict: follow_error against fixed τ, paired over the same images
-    out["verdict"] = {k: c.verdict for k, c in R.compare(evals["fixed_tau"], evals["follow_error_tau"], cfg.seed).items()}
+    out["verdict"] = {
+        k: c.verdict for k, c in R.compare(evals["fixed_tau"], evals["follow_error_tau"], cfg.seed).items()
+    }
     out["change"] = {k: {"delta": c.delta, "ci95": [c.lo, c.hi]}
                      for k, c in R.compare(evals["fixed_tau"], evals["follow_error_tau"], cfg.seed).items()}
     out["steps"] = cfg.tau_steps
@@ -320,11 +348,13 @@ def tau_study(cfg: DemoConfig, held_out) -> dict:
 
 def tau_line(t: dict) -> str:
     f, a, b = t["format_only"], t["fixed_tau"], t["follow_error_tau"]
-    return (f"τ study ({t['steps']} GRPO steps from a format-only warm start, greedy median km): format-only "
-            f"{R.cell(f['median_km'], '{:,.0f}')}, fixed τ = 25 km {R.cell(a['median_km'], '{:,.0f}')}, τ following the "
-            f"error {R.cell(b['median_km'], '{:,.0f}')} — follow-error vs fixed: {t['verdict']['median_km']} "
-            f"(sampled GeoScore {a['sampled_geoscore']:,.0f} -> {b['sampled_geoscore']:,.0f}: "
-            f"{t['verdict']['sampled_geoscore']}).")
+    return (
+        f"τ study ({t['steps']} GRPO steps from a format-only warm start, greedy median km): format-only "
+        f"{R.cell(f['median_km'], '{:,.0f}')}, fixed τ = 25 km {R.cell(a['median_km'], '{:,.0f}')}, τ following the "
+        f"error {R.cell(b['median_km'], '{:,.0f}')} — follow-error vs fixed: {t['verdict']['median_km']} "
+        f"(sampled GeoScore {a['sampled_geoscore']:,.0f} -> {b['sampled_geoscore']:,.0f}: "
+        f"{t['verdict']['sampled_geoscore']})."
+    )
 
 
 def resolve_out(out: str, explicit: bool, fresh: bool) -> Path:
@@ -348,10 +378,14 @@ def resolve_out(out: str, explicit: bool, fresh: bool) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="geospot demo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                    help="quick (~2 min), default (<= 5 min on 2 quiet cores), long (more steps + the τ study); "
-                         "SFT/single-GRPO/telescoping-GRPO/eval sizes: "
-                         + ", ".join(f"{k} {p.sft_steps}/{p.rl_single_steps}/{p.rl_steps}/{p.eval_n}" for k, p in PRESETS.items()))
+    ap.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="default",
+        help="quick (~2 min), default (<= 5 min on 2 quiet cores), long (more steps + the τ study); "
+        "SFT/single-GRPO/telescoping-GRPO/eval sizes: "
+        + ", ".join(f"{k} {p.sft_steps}/{p.rl_single_steps}/{p.rl_steps}/{p.eval_n}" for k, p in PRESETS.items()),
+    )
     ap.add_argument("--sft-steps", type=int, help="override the preset's SFT steps")
     ap.add_argument("--rl-single-steps", type=int, help="override the preset's single-turn GRPO steps (0 = skip)")
     ap.add_argument("--rl-steps", type=int, help="override the preset's telescoping GRPO steps")

@@ -117,7 +117,9 @@ def table(stages: dict[str, dict], n: int, eval_style: str) -> str:
         "",
         "Median km per telescoping turn (first -> last), greedy:",
     ]
-    lines += [f"  {name:<10}" + " -> ".join(cell(x, "{:,.0f}") for x in m["turn_median_km"]) for name, m in stages.items()]
+    lines += [
+        f"  {name:<10}" + " -> ".join(cell(x, "{:,.0f}") for x in m["turn_median_km"]) for name, m in stages.items()
+    ]
     return "\n".join(lines)
 
 
@@ -138,16 +140,21 @@ def verdict_lines(stages: dict[str, dict]) -> list[str]:
         for k in ("geoscore", "sampled_geoscore", "median_km", "parsed"):
             if k in s["change"]:
                 lo, hi = s["change"][k]["ci95"]
-                band = (f"; change 95% CI [{lo:+.0%}, {hi:+.0%}]" if k == "parsed" else
-                        f"; change 95% CI [{lo:+,.0f}, {hi:+,.0f}]" if math.isfinite(p[k]) and math.isfinite(s[k]) else "")
+                band = (f"; change 95% CI [{lo:+.0%}, {hi:+.0%}]" if k == "parsed"
+                        else f"; change 95% CI [{lo:+,.0f}, {hi:+,.0f}]" if math.isfinite(p[k]) and math.isfinite(s[k])
+                        else "")
                 parts.append(f"{NAMES[k]} {_fmt(k, p[k])} -> {_fmt(k, s[k])} ({s['verdict'][k]}{band})")
         out.append(f"{name} vs {prev}: " + "; ".join(parts) + ".")
     for name, s in stages.items():
         if "turn_median_km" in s["verdict"]:
             t = s["turn_median_km"]
-            word = {IMPROVED: "the last turn is closer than the first", NO_CHANGE: "no change beyond noise from turn to turn",
-                    }.get(s["verdict"]["turn_median_km"], "the last turn is FARTHER than the first")
-            out.append(f"telescoping after {name}: {word} (greedy median {' -> '.join(cell(x, '{:,.0f}') for x in t)} km).")
+            word = {
+                IMPROVED: "the last turn is closer than the first",
+                NO_CHANGE: "no change beyond noise from turn to turn",
+            }.get(s["verdict"]["turn_median_km"], "the last turn is FARTHER than the first")
+            out.append(
+                f"telescoping after {name}: {word} (greedy median {' -> '.join(cell(x, '{:,.0f}') for x in t)} km)."
+            )
     return out
 
 

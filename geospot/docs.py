@@ -49,35 +49,123 @@ def _fmt(v) -> str:
 # rows: (benchmark, what it measures, our value, the peer's value, ratio) as dotted paths
 # into that benchmark's JSON line; None = not shown.
 HEADLINES = [
-    ("geo", "haversine pairs/s, 1 core (peer: textbook numpy)", "haversine_pairs_per_s", "peer_numpy_naive_pairs_per_s", "ratio_vs_numpy_naive"),
-    ("geo", "reverse-geocode points/s (peer: reverse_geocoder.search)", "reverse_geocode_points_per_s", "peer_reverse_geocoder_search_mode1_points_per_s", "ratio_vs_reverse_geocoder_search"),
-    ("data", "decode+resize 512 px images/s from shards, 2 threads (peer: webdataset)", "osv_geospot_2_threads_images_per_s", "osv_peer_images_per_s", "osv_ratio_vs_peer_wall"),
-    ("data", "decode+resize from 1536 px originals, 2 threads (peer: webdataset)", "big1536_geospot_2_threads_images_per_s", "big1536_peer_images_per_s", "big1536_ratio_vs_peer_wall"),
+    (
+        "geo",
+        "haversine pairs/s, 1 core (peer: textbook numpy)",
+        "haversine_pairs_per_s",
+        "peer_numpy_naive_pairs_per_s",
+        "ratio_vs_numpy_naive",
+    ),
+    (
+        "geo",
+        "reverse-geocode points/s (peer: reverse_geocoder.search)",
+        "reverse_geocode_points_per_s",
+        "peer_reverse_geocoder_search_mode1_points_per_s",
+        "ratio_vs_reverse_geocoder_search",
+    ),
+    (
+        "data",
+        "decode+resize 512 px images/s from shards, 2 threads (peer: webdataset)",
+        "osv_geospot_2_threads_images_per_s",
+        "osv_peer_images_per_s",
+        "osv_ratio_vs_peer_wall",
+    ),
+    (
+        "data",
+        "decode+resize from 1536 px originals, 2 threads (peer: webdataset)",
+        "big1536_geospot_2_threads_images_per_s",
+        "big1536_peer_images_per_s",
+        "big1536_ratio_vs_peer_wall",
+    ),
     ("data", "synthetic world images/s at 224 px, 1 core", "synthetic_224_images_per_s_1core", None, None),
     ("eval", "greedy eval images/s (peer: one by one)", "batched_images_per_s", "one_by_one_images_per_s", "ratio"),
-    ("engine", "sample 8x32 tokens, 448 px, small model, s (peer: HF generate)", "results.-1.ours_sample_s", "results.-1.hf_generate_s", "ratio"),
-    ("engine", "one LoRA train step, small model, s (peer: PEFT fwd+bwd)", "results.-1.ours_train_step_s", "results.-1.hf_peft_train_step_s", "train_ratio"),
-    ("engine", "3 telescoping turns x 8 rollouts, small model, s (peer: no KV reuse across turns)", "results.-1.telescoping_3turn_s_on", "results.-1.telescoping_3turn_s_off", "results.-1.telescoping_speedup_kv_reuse"),
-    ("engine", "the same 3 turns: prefill tokens processed (peer: no KV reuse)", "results.-1.telescoping_prefill_processed_on", "results.-1.telescoping_prefill_processed_off", None),
-    ("grpo_step", "GRPO step rollouts/s (peer: TRL GRPOTrainer)", "ours.rollouts_per_s", "trl.rollouts_per_s", "ratio_rollouts_per_s"),
+    (
+        "engine",
+        "sample 8x32 tokens, 448 px, small model, s (peer: HF generate)",
+        "results.-1.ours_sample_s",
+        "results.-1.hf_generate_s",
+        "ratio",
+    ),
+    (
+        "engine",
+        "one LoRA train step, small model, s (peer: PEFT fwd+bwd)",
+        "results.-1.ours_train_step_s",
+        "results.-1.hf_peft_train_step_s",
+        "train_ratio",
+    ),
+    (
+        "engine",
+        "3 telescoping turns x 8 rollouts, small model, s (peer: no KV reuse across turns)",
+        "results.-1.telescoping_3turn_s_on",
+        "results.-1.telescoping_3turn_s_off",
+        "results.-1.telescoping_speedup_kv_reuse",
+    ),
+    (
+        "engine",
+        "the same 3 turns: prefill tokens processed (peer: no KV reuse)",
+        "results.-1.telescoping_prefill_processed_on",
+        "results.-1.telescoping_prefill_processed_off",
+        None,
+    ),
+    (
+        "grpo_step",
+        "GRPO step rollouts/s (peer: TRL GRPOTrainer)",
+        "ours.rollouts_per_s",
+        "trl.rollouts_per_s",
+        "ratio_rollouts_per_s",
+    ),
     ("grpo_step", "token efficiency (needed / processed)", "ours.token_efficiency", "trl.token_efficiency", None),
     ("grpo_step", "peak RSS, MB", "ours.peak_rss_mb", "trl.peak_rss_mb", "ratio_peak_rss"),
-    ("async_rl", "GRPO s/step at Tinker-log latencies, max_steps_off_policy=1 (peer: synchronous)",
-     "timing.k1.wall_per_step_s", "timing.k0.wall_per_step_s", "speedup_k1"),
+    (
+        "async_rl",
+        "GRPO s/step at Tinker-log latencies, max_steps_off_policy=1 (peer: synchronous)",
+        "timing.k1.wall_per_step_s",
+        "timing.k0.wall_per_step_s",
+        "speedup_k1",
+    ),
     # benchmarks/gpu_check.py: a Qwen2.5-VL-3B-shaped model on one GPU ({device} = the card it ran on)
-    ("gpu_check", "{device}: GRPO step 8x8 rollouts/s, 3B shape, bf16 (peer: TRL GRPOTrainer)",
-     "phases.grpo_torch.rollouts_per_s", "phases.trl.rollouts_per_s", "ratio_rollouts_per_s"),
-    ("gpu_check", "{device}: the same with sampler=vllm (peer: TRL + colocated vLLM)",
-     "phases.grpo_vllm.rollouts_per_s", "phases.trl_vllm.rollouts_per_s", "ratio_vllm_rollouts_per_s"),
-    ("gpu_check", "{device}: sampler-vs-trainer logprob gap, mean (ours: torch sampler, peer column: vllm)",
-     "phases.grpo_torch.logprob_gap_mean", "phases.grpo_vllm.logprob_gap_mean", None),
-    ("gpu_check", "{device}: GRPO step peak GiB, training part (peer: TRL's step)",
-     "phases.grpo_torch.train_peak_gb", "phases.trl.step_peak_gb", None),
-    ("gpu_check", "{device}: SFT step s, LoRA r32 (peer column: full fine-tuning)",
-     "phases.sft_lora.step_s", "phases.sft_full.step_s", None),
-    ("gpu_check", "{device}: 3 telescoping turns x 8 rollouts, s (peer: no KV reuse)",
-     "phases.kv_reuse.telescoping_3turn_s_on", "phases.kv_reuse.telescoping_3turn_s_off",
-     "phases.kv_reuse.telescoping_speedup_kv_reuse"),
+    (
+        "gpu_check",
+        "{device}: GRPO step 8x8 rollouts/s, 3B shape, bf16 (peer: TRL GRPOTrainer)",
+        "phases.grpo_torch.rollouts_per_s",
+        "phases.trl.rollouts_per_s",
+        "ratio_rollouts_per_s",
+    ),
+    (
+        "gpu_check",
+        "{device}: the same with sampler=vllm (peer: TRL + colocated vLLM)",
+        "phases.grpo_vllm.rollouts_per_s",
+        "phases.trl_vllm.rollouts_per_s",
+        "ratio_vllm_rollouts_per_s",
+    ),
+    (
+        "gpu_check",
+        "{device}: sampler-vs-trainer logprob gap, mean (ours: torch sampler, peer column: vllm)",
+        "phases.grpo_torch.logprob_gap_mean",
+        "phases.grpo_vllm.logprob_gap_mean",
+        None,
+    ),
+    (
+        "gpu_check",
+        "{device}: GRPO step peak GiB, training part (peer: TRL's step)",
+        "phases.grpo_torch.train_peak_gb",
+        "phases.trl.step_peak_gb",
+        None,
+    ),
+    (
+        "gpu_check",
+        "{device}: SFT step s, LoRA r32 (peer column: full fine-tuning)",
+        "phases.sft_lora.step_s",
+        "phases.sft_full.step_s",
+        None,
+    ),
+    (
+        "gpu_check",
+        "{device}: 3 telescoping turns x 8 rollouts, s (peer: no KV reuse)",
+        "phases.kv_reuse.telescoping_3turn_s_on",
+        "phases.kv_reuse.telescoping_3turn_s_off",
+        "phases.kv_reuse.telescoping_speedup_kv_reuse",
+    ),
     ("gpu_check", "{device}: phases that failed (errors in results.json)", "phases_failed", None, None),
 ]
 
@@ -146,12 +234,10 @@ SECTIONS = {"config": config_reference, "benchmarks": benchmark_table}
 
 def render(text: str) -> str:
     for name, fn in SECTIONS.items():
-        pat = re.compile(
-            rf"(<!-- BEGIN generated:{name} -->\n)(.*?)(<!-- END generated:{name} -->)", re.DOTALL
-        )
+        pat = re.compile(rf"(<!-- BEGIN generated:{name} -->\n)(.*?)(<!-- END generated:{name} -->)", re.DOTALL)
         if not pat.search(text):
             raise SystemExit(f"README.md has no generated:{name} section markers")
-        text = pat.sub(lambda m: m.group(1) + fn() + m.group(3), text)
+        text = pat.sub(lambda m, fn=fn: m.group(1) + fn() + m.group(3), text)
     return text
 
 

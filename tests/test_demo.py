@@ -40,7 +40,9 @@ def test_presets_and_flags_parse(monkeypatch, tmp_path, capsys):
     assert sft.behavior_if_log_dir_exists == "raise"  # the demo never deletes a run itself
     fmt, follow, fixed = demo.tau_configs(replace_tau(cfg))
     assert (follow.tau_schedule, fixed.tau_schedule, fixed.tau_start_km) == ("follow_error", "constant", 25.0)
-    assert follow.max_steps == fixed.max_steps == 7 and follow.load_checkpoint_path == fmt == f"{out}/sft/checkpoints/150"
+    assert (
+        follow.max_steps == fixed.max_steps == 7 and follow.load_checkpoint_path == fmt == f"{out}/sft/checkpoints/150"
+    )
 
 
 def replace_tau(cfg):

@@ -9,9 +9,10 @@ def test_readme_generated_sections_are_current():
 
 
 def test_config_reference_lists_every_key():
+    import dataclasses
+
     from geospot.train.rl import RLConfig
     from geospot.train.sft import SFTConfig
-    import dataclasses
 
     ref = docs.config_reference()
     for cls in (SFTConfig, RLConfig):

@@ -57,6 +57,12 @@ def test_benchmark_plumbing_end_to_end(bench, tmp_path, capsys):
     path.write_text(json.dumps(line) + "\n")
     merged = bench.merge([str(path), str(path)])
     # (this run had --rl overrides, so its GRPO arm is named by its tag)
-    assert set(merged["summary"]) == {"start", "sft", "grpo_single[defaults]", "sft[defaults]", "grpo_single[defaults]#1"}
+    assert set(merged["summary"]) == {
+        "start",
+        "sft",
+        "grpo_single[defaults]",
+        "sft[defaults]",
+        "grpo_single[defaults]#1",
+    }
     same = json.dumps(merged["verdicts"]["grpo_single[defaults]"]) == json.dumps(line["verdicts"]["grpo_single"])
     assert same  # compared as JSON: an untrained toy's median can be NaN

@@ -87,7 +87,9 @@ def pack(args) -> int:
     print(f"wrote {counter['n']} samples in {len(paths)} shard(s) to {args.out}"
           + (f"; skipped {sum(skipped.values())}: {json.dumps(skipped)}" if skipped else ""))
     if paths:
-        print(f"read them back with: geospot data inspect '{args.out}/{args.prefix}-{{000000..{len(paths) - 1:06d}}}.tar'")
+        print(
+            f"read them back with: geospot data inspect '{args.out}/{args.prefix}-{{000000..{len(paths) - 1:06d}}}.tar'"
+        )
     return 0
 
 

@@ -69,8 +69,10 @@ class HubOpener:
         try:
             found = self.fs.find(self.base)
         except Exception as e:  # network, auth, missing repo: say which and how to fix
-            raise SpecError(f"cannot list hf:{self.repo_id} ({type(e).__name__}: {e}); check the name, "
-                            "your token (HF_TOKEN or `hf auth login`) and the network, or use root=<local mirror>") from e
+            raise SpecError(
+                f"cannot list hf:{self.repo_id} ({type(e).__name__}: {e}); check the name, "
+                "your token (HF_TOKEN or `hf auth login`) and the network, or use root=<local mirror>"
+            ) from e
         prefix = self.base + "/"
         return sorted(p[len(prefix):] for p in found if p.startswith(prefix))
 

@@ -10,7 +10,7 @@ import io
 import json
 import os
 import tarfile
-from typing import Iterable
+from collections.abc import Iterable
 
 from geospot.data.types import Sample
 

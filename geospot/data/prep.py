@@ -62,7 +62,12 @@ def _degrees(v: Any) -> float:
 def check_coords(lat: Any, lon: Any) -> tuple[float, float]:
     """WGS84 degrees as floats, or BadSample naming what is wrong. Never guesses a fix:
     a wrong label is worse than a skipped sample."""
-    if lat is None or lon is None or (isinstance(lat, str) and not lat.strip()) or (isinstance(lon, str) and not lon.strip()):
+    if (
+        lat is None
+        or lon is None
+        or (isinstance(lat, str) and not lat.strip())
+        or (isinstance(lon, str) and not lon.strip())
+    ):
         raise BadSample("missing_coords")
     try:
         la, lo = _degrees(lat), _degrees(lon)

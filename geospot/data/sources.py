@@ -3,25 +3,32 @@
 A source yields `Record`s (id, coordinates as found, labels, an image payload that is
 decoded later in a worker thread) and `Skip`s for damage it finds itself (a truncated tar,
 a sample without metadata). The order depends only on (seed, epoch), so a stream can be
-replayed to any position. Files are read through an `Opener` so the hub source can reuse the
+replayed to any position. Files are read through an `Opener` (files.py) so the hub source can reuse the
 WebDataset reader over HTTP and tests can stand a local folder in for the hub."""
 
 from __future__ import annotations
 
 import csv
 import functools
-import glob as globlib
 import json
 import os
-import re
 import tarfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from geospot.data.files import (  # noqa: F401  (expand_braces, unique_files re-exported: callers import them here)
+    FileBytes,
+    LocalOpener,
+    Opener,
+    expand_braces,
+    read_relative,
+    unique_files,
+    walk_files,
+)
 from geospot.data.types import DataError
 
 LABEL_KEYS = ("country", "region", "city", "sub_region", "continent")
@@ -47,128 +54,6 @@ class Source(Protocol):
     name: str
 
     def records(self, epoch: int, seed: int, shuffle: bool) -> Iterator[Record | Skip]: ...
-
-
-# -- files ---------------------------------------------------------------------------------
-
-
-class Opener(Protocol):
-    """Where shard/manifest bytes come from: the local disk, a hub repo, a local mirror."""
-
-    def open(self, path: str) -> BinaryIO: ...
-
-
-class LocalOpener:
-    def glob(self, pattern: str) -> list[str]:
-        out: list[str] = []
-        for p in expand_braces(pattern):
-            if "**" in p:  # glob's own ** follows symlinked folders round a loop: walk once instead
-                out.extend(_glob_walk(p))
-            else:
-                out.extend(globlib.glob(p) if any(c in p for c in "*?[") else ([p] if os.path.exists(p) else []))
-        return unique_files(sorted(out))
-
-    def open(self, path: str) -> BinaryIO:
-        return open(path, "rb")
-
-
-def unique_files(paths: list[str]) -> list[str]:
-    """`paths` without a second name for the same file (a symlink, `a/../a`): order kept."""
-    seen: set[str] = set()
-    out = []
-    for p in paths:
-        real = os.path.realpath(p)
-        if real not in seen:
-            seen.add(real)
-            out.append(p)
-    return out
-
-
-def walk_files(root: str) -> Iterator[str]:
-    """Every file below `root`, following symlinked folders but entering each real folder
-    once: a symlink loop (`a/loop -> ..`) never yields a file twice or runs forever."""
-    seen: set[str] = set()
-    for d, dirs, files in os.walk(root, followlinks=True):
-        real = os.path.realpath(d)
-        if real in seen:
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs.sort()
-        for fn in sorted(files):
-            yield os.path.join(d, fn)
-
-
-def _glob_regex(pattern: str) -> re.Pattern:
-    """A glob with `**` as a regex over '/'-separated paths (`**/` = any folders, even none)."""
-    out, i = "", 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**/", i):
-            out, i = out + "(?:[^/]+/)*", i + 3
-            continue
-        if pattern.startswith("**", i):
-            out, i = out + ".*", i + 2
-            continue
-        if c == "*":
-            out += "[^/]*"
-        elif c == "?":
-            out += "[^/]"
-        elif c == "[" and "]" in pattern[i + 2:]:
-            j = pattern.index("]", i + 2)
-            body = pattern[i + 1:j]
-            out += "[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]"
-            i = j
-        else:
-            out += re.escape(c)
-        i += 1
-    return re.compile(out)
-
-
-def _glob_walk(pattern: str) -> list[str]:
-    head = pattern[: min(pattern.index(c) for c in "*?[" if c in pattern)]
-    root = head if head.endswith("/") else os.path.dirname(head)
-    rx = _glob_regex(pattern)
-    return [p for p in walk_files(root or ".") if rx.fullmatch(p if root else os.path.relpath(p))]
-
-
-
-_RANGE = re.compile(r"\{(-?\d+)\.\.(-?\d+)\}")
-
-
-def expand_braces(pattern: str) -> list[str]:
-    """`a-{000..002}.tar` -> a-000.tar a-001.tar a-002.tar (zero padding kept);
-    `{train,val}/x` -> train/x val/x. Nested/multiple braces expand left to right."""
-    start = pattern.find("{")
-    if start < 0:
-        return [pattern]
-    depth, end = 0, -1
-    for i in range(start, len(pattern)):
-        depth += {"{": 1, "}": -1}.get(pattern[i], 0)
-        if depth == 0:
-            end = i
-            break
-    if end < 0:
-        raise ValueError(f"unbalanced '{{' in {pattern!r}")
-    body, head, tail = pattern[start + 1:end], pattern[:start], pattern[end + 1:]
-    m = _RANGE.fullmatch("{" + body + "}")
-    if m:
-        a, b = m.group(1), m.group(2)
-        width = len(a) if a.lstrip("-").startswith("0") or len(a) == len(b) else 0
-        lo, hi = int(a), int(b)
-        step = 1 if hi >= lo else -1
-        items = [str(k).zfill(width) for k in range(lo, hi + step, step)]
-    else:
-        items, depth, cur = [], 0, ""
-        for ch in body:
-            if ch == "," and depth == 0:
-                items.append(cur)
-                cur = ""
-                continue
-            depth += {"{": 1, "}": -1}.get(ch, 0)
-            cur += ch
-        items.append(cur)
-    return [x for it in items for x in expand_braces(head + it + tail)]
 
 
 def _shard_order(paths: list[str], epoch: int, seed: int, shuffle: bool) -> list[str]:
@@ -323,9 +208,9 @@ class ParquetSource:
                 img = r[img_c]
                 if isinstance(img, dict):
                     rel = img.get("path")
-                    img = img.get("bytes") or (_read_rel(path, rel) if isinstance(rel, str) and rel else None)
+                    img = img.get("bytes") or (read_relative(path, rel) if isinstance(rel, str) and rel else None)
                 elif isinstance(img, str):
-                    img = _read_rel(path, img)
+                    img = read_relative(path, img)
                 if img is not None and not isinstance(img, (bytes, bytearray)):
                     yield Skip("bad_image_field", f"{sid}: the image column holds {type(img).__name__}, "
                                "not bytes or a path", self.name)
@@ -334,15 +219,6 @@ class ParquetSource:
                     yield Skip("missing_image", sid, self.name)
                     continue
                 yield Record(sid, str(r.get("source") or self.name), r.get(lat_c), r.get(lon_c), _labels(r), img)
-
-
-def _read_rel(anchor: str, rel: str) -> bytes | None:
-    p = rel if os.path.isabs(rel) else os.path.join(os.path.dirname(anchor), rel)
-    try:
-        with open(p, "rb") as f:
-            return f.read()
-    except (OSError, ValueError):  # ValueError: a NUL byte in the path
-        return None
 
 
 @dataclass
@@ -411,7 +287,7 @@ class CsvFolderSource:
                     yield Skip("missing_image", f"{path}:{sid}", self.name)
                     continue
                 yield Record(sid, str(row.get("source") or self.name), row.get(lat_c) if lat_c else None,
-                             row.get(lon_c) if lon_c else None, _labels(row), _FileBytes(img_path))
+                             row.get(lon_c) if lon_c else None, _labels(row), FileBytes(img_path))
 
 
 def _sniff(head: str) -> type[csv.Dialect] | str:
@@ -429,19 +305,6 @@ def _sniff(head: str) -> type[csv.Dialect] | str:
 
 def _has_surrogate(text: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in text)
-
-
-class _FileBytes:
-    """A lazy payload: the file is read in the worker thread, not while replaying."""
-
-    __slots__ = ("path",)
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def __call__(self) -> bytes:
-        with open(self.path, "rb") as f:
-            return f.read()
 
 
 @dataclass
@@ -494,7 +357,7 @@ class JsonlSource:
             return
         lat = meta.get(self.lat_key) if self.lat_key else _first(meta, LAT_KEYS)
         lon = meta.get(self.lon_key) if self.lon_key else _first(meta, LON_KEYS)
-        yield Record(sid, str(meta.get("source") or self.name), lat, lon, _labels(meta), _FileBytes(p))
+        yield Record(sid, str(meta.get("source") or self.name), lat, lon, _labels(meta), FileBytes(p))
 
 
 # -- synthetic -----------------------------------------------------------------------------
@@ -526,7 +389,14 @@ class SyntheticSource:
         order = np.random.default_rng([seed, epoch, 0x5137]).permutation(self.n) if shuffle else range(self.n)
         for i in order:
             i = int(i)
-            yield Record(f"synthetic-{self.seed}-{i}", self.name, None, None, {}, _SyntheticPayload(world, i, self.size, self.name))
+            yield Record(
+                f"synthetic-{self.seed}-{i}",
+                self.name,
+                None,
+                None,
+                {},
+                _SyntheticPayload(world, i, self.size, self.name),
+            )
 
 
 class _SyntheticPayload:

@@ -229,12 +229,17 @@ class SyntheticWorld:
         road = np.clip(grey + tint * (1 - pull), 0, 255)
         return _Look(
             road=road.astype(np.float32),
-            marking=np.array([[245, 245, 240], [240, 200, 30], [235, 120, 40], [90, 200, 240]][int(rng.integers(4))], np.float32),
+            marking=np.array(
+                [[245, 245, 240], [240, 200, 30], [235, 120, 40], [90, 200, 240]][int(rng.integers(4))], np.float32
+            ),
             marking_style=int(rng.integers(4)),
             edge_lines=bool(rng.integers(2)),
             sign_shape=int(rng.integers(4)),
             sign_fill=(rng.uniform(0, 255, 3) * (1 - pull) + 128 * pull).astype(np.float32),
-            sign_border=np.array([[200, 20, 20], [20, 20, 20], [250, 250, 250], [20, 60, 200], [240, 190, 0]][int(rng.integers(5))], np.float32),
+            sign_border=np.array(
+                [[200, 20, 20], [20, 20, 20], [250, 250, 250], [20, 60, 200], [240, 190, 0]][int(rng.integers(5))],
+                np.float32,
+            ),
             left_side=bool(rng.integers(2)),
             building=rng.uniform(80, 220, 3).astype(np.float32),
             horizon=float(rng.uniform(0.36, 0.5)),

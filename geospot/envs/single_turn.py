@@ -8,8 +8,8 @@ length and format (envs/reasoning.py) and pays `reasoning_penalty` per reasoning
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from geospot.data.types import Sample
 from geospot.engines.types import ModelInput

@@ -20,8 +20,8 @@ reasoning stays in the sequence the next turn sees (its sampled tokens, verbatim
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from geospot.data.types import Sample
 from geospot.engines.types import ModelInput
@@ -29,6 +29,9 @@ from geospot.envs.rewards import GeoScoreReward, Reward
 from geospot.envs.single_turn import first_observation, grade, reasoning_step
 from geospot.envs.types import StepResult
 from geospot.prompts import PREVIOUS_GUESS_DECIMALS, TELESCOPING_PROMPTS, format_previous_guess, user_message
+
+# The default reward: frozen and stateless, so one shared instance is what a call in the signature made anyway.
+_GEOSCORE = GeoScoreReward()
 
 
 def turn_prompt(prompts: Sequence[str], turn: int, prev_guess: tuple[float, float] | None,
@@ -42,7 +45,7 @@ def turn_prompt(prompts: Sequence[str], turn: int, prev_guess: tuple[float, floa
 
 
 class TelescopingEnv:
-    def __init__(self, sample: Sample, renderer, score: Reward = GeoScoreReward(), *,
+    def __init__(self, sample: Sample, renderer, score: Reward = _GEOSCORE, *,
                  prompts: Sequence[str] = TELESCOPING_PROMPTS, format_penalty: float = -0.1,
                  initial: ModelInput | None = None, reasoning: bool = False,
                  reasoning_penalty: float = 0.0) -> None:

@@ -29,7 +29,7 @@ from geospot.data.spec import SpecError
 from geospot.envs.config import EnvOptions
 from geospot.eval import predictions as io
 from geospot.eval.geocoding import geocoder_for
-from geospot.eval.run_defaults import describe_defaults, given_keys, with_run_defaults
+from geospot.eval.run_defaults import describe_defaults, env_resume_keys, given_keys, with_run_defaults
 from geospot.eval.runner import metrics_for, predict
 from geospot.jsonutil import finite_json
 
@@ -280,7 +280,7 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
     checkpoint = _resolved_checkpoint(cfg.model)
     # what must match for a rerun to resume: the eval settings and the exact weights (a run
     # folder's latest checkpoint moves on while training runs)
-    resume_cfg = {**{k: getattr(cfg, k) for k in RESUME_KEYS}, "checkpoint": checkpoint}
+    resume_cfg = {**{k: getattr(cfg, k) for k in RESUME_KEYS}, **env_resume_keys(cfg), "checkpoint": checkpoint}
     out = eval_folder(cfg, checkpoint, resume_cfg)
     out.mkdir(parents=True, exist_ok=True)
     name = cfg.name or out.resolve().name

@@ -1,20 +1,51 @@
-"""How `geospot eval` / `predict` ask a training run's model: the keys the command line does
-not give take the run's own values (geospot.runs.model_spec), and the output records which
-came from the run and which the command line overrode."""
+"""How `geospot eval` / `predict` (and `geospot rl load_checkpoint_path=<run>`) ask a training
+run's model: the keys the command line does not give take the run's own values
+(geospot.runs.model_spec): its prompt style, image budget, answer length and env keys
+(envs.config.ENV_KEYS: hier_*, geohash_*, mixed_*, teacher_forcing), and the output records
+which came from the run and which the command line overrode."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
 
-from geospot.runs.model_spec import is_run_path, model_spec
+from geospot.envs.config import ENV_KEYS
+from geospot.runs.model_spec import ModelSpec, is_run_path, model_spec
 
 RUN_DEFAULT_KEYS = ("env_type", "max_pixels", "max_tokens", "reasoning", "reasoning_max_tokens")
+# the env's keys beside its type and the reasoning keys (those are the ModelSpec's, above)
+ENV_OPTION_KEYS = tuple(k for k in ENV_KEYS if k not in RUN_DEFAULT_KEYS)
+
+
+def _as_field(current, value):
+    """A config.json value (lists) as the config field's type (tuples)."""
+    return tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value
+
+
+def env_defaults(cfg, spec: ModelSpec, given: set[str]):
+    """(cfg, record) with the env keys (ENV_KEYS) the user did not give taken from the run
+    `spec` describes (its config.json, over its parent run's): what `geospot rl
+    load_checkpoint_path=` and `with_run_defaults` share. env_type is the spec's (an SFT run's style)."""
+    run_values = {"env_type": spec.env_type}
+    run_values.update({k: _as_field(getattr(cfg, k), spec.config[k]) for k in ENV_OPTION_KEYS
+                       if k in spec.config and hasattr(cfg, k)})
+    taken = {k: v for k, v in run_values.items() if k not in given and getattr(cfg, k) != v}
+    overridden = {k: getattr(cfg, k) for k in run_values if k in given and getattr(cfg, k) != run_values[k]}
+    return dataclasses.replace(cfg, **taken), {"from_run": taken, "overridden": overridden}
 
 
 def given_keys(kv: Sequence[str]) -> set[str]:
     """The config keys named on the command line (`max-pixels=` counts as `max_pixels`)."""
     return {a.split("=", 1)[0].strip().lstrip("-").replace("-", "_") for a in kv}
+
+
+def env_resume_keys(cfg) -> dict:
+    """The env keys that change what a hierarchical / geohash eval asks, as JSON reads them back
+    (lists), so an eval folder of other keys is never resumed into; {} for single / telescoping."""
+    if cfg.env_type not in ("hierarchical", "geohash"):
+        return {}
+    return {k: list(v) if isinstance(v, tuple) else v for k in ENV_OPTION_KEYS if not k.startswith("mixed_")
+            for v in [getattr(cfg, k)]}
 
 
 def with_run_defaults(cfg, given: set[str] | None = None):
@@ -28,12 +59,16 @@ def with_run_defaults(cfg, given: set[str] | None = None):
     spec = model_spec(cfg.model)
     if given is None:
         defaults = type(cfg)()
-        given = {k for k in RUN_DEFAULT_KEYS if getattr(cfg, k) != getattr(defaults, k)}
-    run_values = {"env_type": spec.env_type, "max_pixels": spec.image_budget, "max_tokens": spec.max_tokens,
+        given = {k for k in (*RUN_DEFAULT_KEYS, *ENV_OPTION_KEYS)
+                 if hasattr(cfg, k) and getattr(cfg, k) != getattr(defaults, k)}
+    run_values = {"max_pixels": spec.image_budget, "max_tokens": spec.max_tokens,
                   "reasoning": spec.reasoning, "reasoning_max_tokens": spec.reasoning_max_tokens}
     taken = {k: v for k, v in run_values.items() if k not in given}
-    overridden = {k: getattr(cfg, k) for k in RUN_DEFAULT_KEYS if k in given and getattr(cfg, k) != run_values[k]}
-    cfg = dataclasses.replace(cfg, **taken)
+    overridden = {k: getattr(cfg, k) for k in run_values if k in given and getattr(cfg, k) != run_values[k]}
+    cfg, env_record = env_defaults(dataclasses.replace(cfg, **taken), spec, given)
+    # env_type is always recorded (the style the model is asked with); the env keys when they differ
+    taken = {**({} if "env_type" in given else {"env_type": cfg.env_type}), **taken, **env_record["from_run"]}
+    overridden.update(env_record["overridden"])
     style = cfg.env_type
     record = {"from_run": taken, "overridden": overridden, "turn_prompts": list(spec.turns(style)),
               "trained_styles": list(spec.trained_styles)}

@@ -2,7 +2,7 @@
 
 `evaluate(engine, samples)` is what the SFT / RL loops call for their periodic eval and
 what `geospot eval` runs over a whole benchmark. Eval is rollouts without training: each batch
-of images goes through the training envs (single_turn / telescoping) and `do_group_rollouts`,
+of images goes through the training envs (any env_type, eval/env_turns.py) and `do_group_rollouts`,
 greedy with G = 1 or k samples per image, so eval asks exactly what training asks and there is
 one episode implementation. It only speaks the Engine protocol, so a local model, a Tinker
 sampler and the scripted fake engine in the tests all work alike. An answer that does not
@@ -27,12 +27,8 @@ from geospot.data.types import Sample
 from geospot.distributed import Dist
 from geospot.engines.types import SampleParams
 from geospot.envs.registry import coordinate_prompts
-from geospot.envs.rewards import GeoScoreReward
-from geospot.envs.single_turn import SingleTurnGroupBuilder
-from geospot.envs.telescoping import TelescopingGroupBuilder
 from geospot.geo import haversine_km
 from geospot.geo.metrics import compute_metrics
-from geospot.rl.rollouts import do_group_rollouts
 from geospot.runs.writer import ImageRecord, RolloutRecord
 
 NAN = float("nan")
@@ -134,32 +130,6 @@ def turn_texts_for(prompt_style: str, reasoning: bool = False) -> tuple[str, ...
     return coordinate_prompts(SimpleNamespace(reasoning=reasoning), turns)
 
 
-def _rollout_batch(engine, samples: Sequence[Sample], turns: tuple[str, ...], params: SampleParams, k: int,
-                   reasoning: bool = False):
-    """Run a batch through the training envs (rl/rollouts.py: one `engine.sample` call per turn,
-    k samples per image on the first). Returns, per image and per sample, the (text, guess | None)
-    of each turn it played (as in training, an unparseable turn ends that conversation), and per
-    image the (reasoning tokens, truncated, answer format) of every turn (empty without reasoning)."""
-    renderer = engine.renderer
-    reward = GeoScoreReward()  # eval scores the guesses itself; the envs' reward is not used
-    if len(turns) == 1:
-        builders = [SingleTurnGroupBuilder(s, renderer, reward, turns[0], reasoning=reasoning) for s in samples]
-    else:
-        builders = [TelescopingGroupBuilder(s, renderer, reward, turns, reasoning=reasoning) for s in samples]
-    trajectories_BG = do_group_rollouts(engine, builders, k, params)
-
-    def turn_of(tr):
-        m = tr.metrics
-        return renderer.decode(list(tr.action_tokens)), ((m["lat"], m["lon"]) if m["parsed"] else None)
-
-    def reasoning_of(group):
-        return tuple((tr.metrics["reasoning_tokens"], tr.metrics["truncated"], tr.metrics["answer_format"])
-                     for traj in group for tr in traj.transitions if "reasoning_tokens" in tr.metrics)
-
-    histories = [[[turn_of(tr) for tr in traj.transitions] for traj in group] for group in trajectories_BG]
-    return histories, [reasoning_of(group) for group in trajectories_BG]
-
-
 def _final_guess(history, num_turns: int) -> tuple[float, float] | None:
     """The last turn's guess; a conversation that stopped early (unparsed) is a miss."""
     return history[-1][1] if len(history) == num_turns else None
@@ -258,33 +228,29 @@ def predict(
 ) -> list[Prediction]:
     """Predictions for `samples` (order kept), batch by batch; no scoring, so the truth may
     be NaN (`geospot predict`). Progress display is the caller's (via `on_batch`).
-    prompt_style hierarchical / geohash runs the training env (eval/env_turns.py) with the
-    keys of `env_options` (any config with EnvOptions' keys; None = defaults); its true labels
-    are the samples' own, else `label_geocoder`'s of the truth (None = reverse geocoding)."""
-    from geospot.eval.env_turns import ENV_STYLES, env_batch, turn_fields
+    Every prompt_style runs its training env (eval/env_turns.py): single / telescoping ask
+    `turns` (None = the default prompts), hierarchical / geohash take the keys of `env_options`
+    (any config with EnvOptions' keys; None = defaults); hierarchical's true labels are the
+    samples' own, else `label_geocoder`'s of the truth (None = reverse geocoding)."""
+    from geospot.eval.env_turns import LABEL_STYLES, env_batch, num_turns, turn_fields
 
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
-    env_style = prompt_style in ENV_STYLES
-    fields = turn_fields(prompt_style, env_options) if env_style else ()
-    reasoning = bool(getattr(env_options, "reasoning", False))
-    # the run's own prompts (turns) or the defaults, asking to reason first with `reasoning`
-    turns = fields if env_style else (coordinate_prompts(SimpleNamespace(reasoning=reasoning), turns) if turns
-                                      else turn_texts_for(prompt_style, reasoning))
-    if env_style and label_geocoder is None and prompt_style == "hierarchical":
+    # single / telescoping: the run's own prompts (turns) or the defaults; the env asks them to
+    # reason first when env_options has reasoning=true (envs/registry.py: coordinate_prompts)
+    turns = () if prompt_style in LABEL_STYLES else (turns or turn_texts_for(prompt_style))
+    fields = turn_fields(prompt_style, env_options)
+    n_turns = num_turns(prompt_style, env_options, turns)
+    if label_geocoder is None and prompt_style == "hierarchical":
         from geospot.geo import reverse_geocode as label_geocoder
     params, k = resolve_sampling(sampling, max_tokens)
     samples = list(samples)
     predictions: list[Prediction] = []
     for start in range(0, len(samples), batch_size):
         batch = samples[start : start + batch_size]
-        if env_style:
-            histories, correct = env_batch(engine, batch, prompt_style, env_options, params, k, label_geocoder)
-            reasoned = [()] * len(batch)
-        else:
-            histories, reasoned = _rollout_batch(engine, batch, turns, params, k, reasoning)
-            correct = [None] * len(batch)
-        batch_preds = [_prediction(s, h, len(turns), fields, c, r)
+        histories, correct, reasoned = env_batch(engine, batch, prompt_style, env_options, params, k,
+                                                 label_geocoder, turns)
+        batch_preds = [_prediction(s, h, n_turns, fields, c, r)
                        for s, h, c, r in zip(batch, histories, correct, reasoned)]
         predictions.extend(batch_preds)
         if on_batch is not None:

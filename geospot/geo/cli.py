@@ -30,9 +30,13 @@ def _number(path: Path, row: int, column: str, raw: str, limit: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ScoreInputError(f"{path}: row {row}, column {column!r}: {raw!r} is not a number (use decimal degrees)") from None
+        raise ScoreInputError(
+            f"{path}: row {row}, column {column!r}: {raw!r} is not a number (use decimal degrees)"
+        ) from None
     if not (math.isfinite(value) and abs(value) <= limit):
-        raise ScoreInputError(f"{path}: row {row}, column {column!r}: {raw!r} is outside [-{limit:g}, {limit:g}] degrees")
+        raise ScoreInputError(
+            f"{path}: row {row}, column {column!r}: {raw!r} is outside [-{limit:g}, {limit:g}] degrees"
+        )
     return value
 
 
@@ -64,8 +68,10 @@ def read_coordinates(path: Path, *, allow_blank: bool) -> dict[str, tuple[float,
                 continue
             for c in ("latitude", "longitude"):
                 if not raw[c]:
-                    raise ScoreInputError(f"{path}: row {row_no}, column {c!r}: blank value"
-                                          + (" (only a blank latitude marks an unparsed answer)" if allow_blank else ""))
+                    raise ScoreInputError(
+                        f"{path}: row {row_no}, column {c!r}: blank value"
+                        + (" (only a blank latitude marks an unparsed answer)" if allow_blank else "")
+                    )
             out[raw["id"]] = (_number(path, row_no, "latitude", raw["latitude"], 90.0),
                               _number(path, row_no, "longitude", raw["longitude"], 180.0))
     return out
@@ -93,7 +99,9 @@ def score_files(pred_path: Path, truth_path: Path, *, geocoder=reverse_geocode) 
 
 def score_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="geospot score", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pred", required=True, type=Path, help="predictions CSV: id,latitude,longitude (blank latitude = unparsed)")
+    ap.add_argument(
+        "--pred", required=True, type=Path, help="predictions CSV: id,latitude,longitude (blank latitude = unparsed)"
+    )
     ap.add_argument("--truth", required=True, type=Path, help="ground-truth CSV: id,latitude,longitude[,...]")
     ap.add_argument("--json", action="store_true", help="print one JSON object (non-finite values as null)")
     ap.add_argument("--no-labels", action="store_true", help="skip reverse geocoding (country/region/city accuracy)")

@@ -18,7 +18,8 @@ from __future__ import annotations
 import contextlib
 import io
 import threading
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -47,7 +48,9 @@ def _load() -> tuple:
             try:
                 import reverse_geocoder as rg
             except ImportError as e:  # pragma: no cover - it is a core dependency
-                raise ImportError("reverse geocoding needs the `reverse_geocoder` package: pip install reverse_geocoder") from e
+                raise ImportError(
+                    "reverse geocoding needs the `reverse_geocoder` package: pip install reverse_geocoder"
+                ) from e
             with contextlib.redirect_stdout(io.StringIO()):  # "Loading formatted geocoded file..."
                 geocoder = rg.RGeocoder(mode=1, verbose=False)
             _state = (geocoder.tree, [_labels_of(row) for row in geocoder.locations])

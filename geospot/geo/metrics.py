@@ -8,7 +8,7 @@ median is inf once more than half are: honest, and the `parsed` column says why.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -34,7 +34,9 @@ def compute_metrics(pred_lat, pred_lon, true_lat, true_lon, *, geocoder: Geocode
     `geocoder(lats, lons) -> list[GeoLabels]` labels both predictions and truth (the OSV-5M
     way); pass `true_labels` to give the truth's labels instead. `geocoder=None` skips the
     label accuracies (NaN). With n = 0 every rate is NaN."""
-    p_lat, p_lon, t_lat, t_lon = (np.asarray(x, dtype=np.float64).reshape(-1) for x in (pred_lat, pred_lon, true_lat, true_lon))
+    p_lat, p_lon, t_lat, t_lon = (
+        np.asarray(x, dtype=np.float64).reshape(-1) for x in (pred_lat, pred_lon, true_lat, true_lon)
+    )
     n = p_lat.size
     if not (p_lon.size == t_lat.size == t_lon.size == n):
         raise ValueError(f"compute_metrics: lengths differ (pred_lat {n}, pred_lon {p_lon.size}, "

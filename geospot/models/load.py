@@ -46,7 +46,9 @@ def resolve_model_path(name: str, weights: bool = True) -> Path:
         family = parts[1] if len(parts) > 1 and parts[1] else "qwen2_5_vl"
         size = parts[2] if len(parts) > 2 else "tiny"
         if family not in FAMILIES:
-            raise ValueError(f"unknown model family {family!r} in {name!r}; use tiny:<{'|'.join(FAMILIES)}>[:<{'|'.join(SIZES)}>]")
+            raise ValueError(
+                f"unknown model family {family!r} in {name!r}; use tiny:<{'|'.join(FAMILIES)}>[:<{'|'.join(SIZES)}>]"
+            )
         if size not in SIZES:
             raise ValueError(f"unknown tiny size {size!r} in {name!r}; use one of {', '.join(SIZES)}")
         return build_tiny_model(family, size)

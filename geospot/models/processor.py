@@ -30,7 +30,9 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
     """(h, w) divisible by `factor`, pixel count within [min_pixels, max_pixels], aspect kept.
     Identical to transformers' `qwen2_vl.image_processing_qwen2_vl.smart_resize`."""
     if max(height, width) / min(height, width) > 200:
-        raise ValueError(f"image aspect ratio {max(height, width) / min(height, width):.0f} is above 200; crop it first")
+        raise ValueError(
+            f"image aspect ratio {max(height, width) / min(height, width):.0f} is above 200; crop it first"
+        )
     h_bar = round(height / factor) * factor
     w_bar = round(width / factor) * factor
     if h_bar * w_bar > max_pixels:
@@ -127,7 +129,7 @@ class ImageProcessor:
         Path(folder, "preprocessor_config.json").write_text(json.dumps(self.to_hf_dict(), indent=2))
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> "ImageProcessor":
+    def from_pretrained(cls, folder: str | Path) -> ImageProcessor:
         path = Path(folder, "preprocessor_config.json")
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: the model folder has no image processor config")

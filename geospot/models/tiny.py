@@ -59,7 +59,9 @@ VOCAB_SIZE = 512  # BPE target; the model's vocab is the trained tokenizer's len
 # vision: hidden, depth, heads, intermediate
 SIZE_SPECS = {
     "tiny": dict(hidden=64, layers=2, heads=4, kv_heads=2, inter=256, v_hidden=64, v_depth=2, v_heads=2, v_inter=128),
-    "small": dict(hidden=256, layers=8, heads=4, kv_heads=2, inter=1024, v_hidden=256, v_depth=4, v_heads=4, v_inter=1024),
+    "small": dict(
+        hidden=256, layers=8, heads=4, kv_heads=2, inter=1024, v_hidden=256, v_depth=4, v_heads=4, v_inter=1024
+    ),
 }
 SIZES = tuple(SIZE_SPECS)
 
@@ -98,7 +100,10 @@ def train_tokenizer(vocab_size: int = VOCAB_SIZE):
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -197,7 +202,9 @@ def image_processor_for(family: str) -> ImageProcessor:
     if family == "qwen3_vl":  # Qwen3-VL: 16 px patches, mean/std 0.5
         return ImageProcessor(patch_size=16, image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5),
                               min_pixels=32 * 32, max_pixels=1024 * 1024)
-    return ImageProcessor(patch_size=14, image_mean=CLIP_MEAN, image_std=CLIP_STD, min_pixels=28 * 28, max_pixels=1024 * 1024)
+    return ImageProcessor(
+        patch_size=14, image_mean=CLIP_MEAN, image_std=CLIP_STD, min_pixels=28 * 28, max_pixels=1024 * 1024
+    )
 
 
 # -- build ------------------------------------------------------------------------------------
@@ -223,10 +230,14 @@ def _build_into(folder: Path, family: str, size: str, seed: int) -> None:
     tok.save_pretrained(folder)
     image_processor_for(family).save_pretrained(folder)
     n_params = sum(p.numel() for p in model.parameters())
-    (folder / "geospot_tiny.json").write_text(json.dumps({"family": family, "size": size, "seed": seed, "params": n_params}))
+    (folder / "geospot_tiny.json").write_text(
+        json.dumps({"family": family, "size": size, "seed": seed, "params": n_params})
+    )
 
 
-def build_tiny_model(family: str = "qwen2_5_vl", size: str = "tiny", out: str | Path | None = None, seed: int = 0) -> Path:
+def build_tiny_model(
+    family: str = "qwen2_5_vl", size: str = "tiny", out: str | Path | None = None, seed: int = 0
+) -> Path:
     """Build (or reuse from the cache) a random-initialised tiny Qwen-VL model; returns its folder.
 
     With `out`, the model is (re)built there; otherwise it lives in the cache under a hash

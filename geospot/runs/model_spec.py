@@ -15,7 +15,7 @@ Pure: reads files, loads no model. `state.pt` is memory-mapped, only its small e
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ PREPARED_MAX_SIDE = 512  # geospot.data.prep.PrepConfig.max_side: the loops' rea
 @dataclass(frozen=True)
 class ModelSpec:
     """The model a run folder describes. `env_type` is the prompt style to ask it with by
-    default: an RL run's env, an SFT run's style (`both` -> `single`)."""
+    default: an RL run's env, an SFT run's style (`both` / `all` -> `single`)."""
 
     kind: str  # "sft" | "rl" | "" (unknown)
     base_model: str
@@ -48,6 +48,9 @@ class ModelSpec:
     step: int | None = None
     reasoning: bool = False  # trained to think before answering (reasoning=true)
     reasoning_max_tokens: int = 256  # its token budget per turn when reasoning
+    # the run's resolved config (config.json), over its parent run's for keys it lacks: eval /
+    # predict / rl read the env keys (envs.config.ENV_KEYS) from it
+    config: dict = field(default_factory=dict)
 
     @property
     def adapter(self) -> bool:
@@ -133,6 +136,8 @@ def _styles(kind: str, cfg: dict) -> tuple[str, ...]:
     if kind == "rl":
         return (cfg.get("env_type") or "single",)
     style = cfg.get("prompt_style") or "single"
+    if style == "all":
+        return ("single", "telescoping", "hierarchical", "geohash")
     return ("single", "telescoping") if style == "both" else (style,)
 
 
@@ -178,6 +183,7 @@ def model_spec(path: str | Path, _seen: frozenset = frozenset()) -> ModelSpec:
         step=None if step is None else int(step),
         reasoning=bool(cfg.get("reasoning", parent.reasoning if parent else False)),
         reasoning_max_tokens=int(cfg.get("reasoning_max_tokens") or (parent.reasoning_max_tokens if parent else 256)),
+        config={**(parent.config if parent else {}), **{k: v for k, v in cfg.items() if v is not None}},
     )
 
 

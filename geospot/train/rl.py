@@ -33,6 +33,7 @@ from geospot.envs.config import EnvOptions
 from geospot.envs.types import Trajectory
 from geospot.eval import evaluate
 from geospot.eval.geocoding import geocoder_for
+from geospot.eval.run_defaults import describe_defaults, env_defaults, given_keys
 from geospot.geo import make_tau_schedule
 from geospot.prompts import SINGLE_TURN_PROMPT, TELESCOPING_PROMPTS
 from geospot.rl.advantages import CREDITS, compute_advantages
@@ -42,6 +43,7 @@ from geospot.rl.metrics import image_records, reasoning_metrics, rollout_metrics
 from geospot.rl.pipeline import BatchSource, RolloutPipeline, importance_ratio_metrics, sampler_factory
 from geospot.runs.checkpoint import read_extra, resolve_checkpoint
 from geospot.runs.folder import LogDirBehavior, read_config
+from geospot.runs.model_spec import is_run_path, model_spec
 from geospot.train.common import Progress
 from geospot.train.lifecycle import RUN_HELP, Run, RunResult, due, finishing, start_run, validate_run
 
@@ -146,6 +148,19 @@ def inherited_engine_fields(load_checkpoint_path: str | None) -> dict:
         raise ConfigError(f"load_checkpoint_path: {e}") from None
     rec = read_config(ckpt) or read_config(ckpt.parent.parent)  # a checkpoint folder, or its run's
     return {k: v for k, v in (rec or {}).get("config", {}).items() if k in (*ENGINE_KEYS, "data") and v is not None}
+
+
+def env_from_start_run(cfg: RLConfig, given: set[str]) -> RLConfig:
+    """`geospot rl load_checkpoint_path=<run>`: the env keys the command line did not give
+    (env_type, hier_*, geohash_*, mixed_*, teacher_forcing) continue the run's own (an SFT
+    run's prompt style, an RL run's env), said on stderr; config.json records the result."""
+    path = cfg.load_checkpoint_path
+    if not path or "://" in path or not is_run_path(path):
+        return cfg
+    cfg, record = env_defaults(cfg, model_spec(path), given)
+    if record["from_run"] or record["overridden"]:
+        print("load_checkpoint_path: " + describe_defaults(record), file=sys.stderr)
+    return cfg
 
 
 def reward_kind(cfg: RLConfig) -> str:
@@ -339,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         print(help_text(RLConfig, "geospot rl — GRPO for geolocation (single, telescoping, hierarchical, geohash)"))
         return 0
     try:
-        run(parse_overrides(RLConfig, argv))
+        run(env_from_start_run(parse_overrides(RLConfig, argv), given_keys(argv)))
     except ConfigError as e:
         print(f"geospot rl: {e}", file=sys.stderr)
         return 2

@@ -87,7 +87,14 @@ def bomb_png(width: int, height: int) -> bytes:
 
 
 def meta(i, **kw):
-    m = {"lat": 10.0 + i % 50, "lon": 20.0 + i % 50, "city": f"c{i}", "country": "XX", "source": "corpus", "id": f"k{i}"}
+    m = {
+        "lat": 10.0 + i % 50,
+        "lon": 20.0 + i % 50,
+        "city": f"c{i}",
+        "country": "XX",
+        "source": "corpus",
+        "id": f"k{i}",
+    }
     m.update(kw)
     return json.dumps(m).encode()
 

@@ -73,7 +73,9 @@ def jsonl(bad_lines: list, *, good: bool = True, raw: bytes | None = None, name=
             if raw is not None:
                 f.write(raw)
             for line in [*lines, *bad_lines]:
-                f.write(line if isinstance(line, bytes) else (line if isinstance(line, str) else json.dumps(line)).encode())
+                if not isinstance(line, bytes):
+                    line = (line if isinstance(line, str) else json.dumps(line)).encode()
+                f.write(line)
                 f.write(b"\n")
         return os.path.join(d, name)
     return build
@@ -214,7 +216,8 @@ NO_USABLE = "has no usable record"
 
 CASES = [
     # --- JSONL: encodings, JSON types, coordinates ------------------------------------------
-    Case("jsonl invalid UTF-8 byte", jsonl([b'{"id": "b1", "image": "img/b1.png", "lat": 1, "lon": 2, "city": "\xff"}']),
+    Case("jsonl invalid UTF-8 byte",
+         jsonl([b'{"id": "b1", "image": "img/b1.png", "lat": 1, "lon": 2, "city": "\xff"}']),
          ALL, {"bad_encoding": 1}),
     Case('jsonl "image": 123', jsonl([bad(image=123)]), ALL, {"bad_image_field": 1}),
     Case('jsonl "image": ["a.jpg"]', jsonl([bad(image=["img/b1.png"])]), ALL, {"bad_image_field": 1}),
@@ -224,7 +227,8 @@ CASES = [
     Case("jsonl lat/lon booleans", jsonl([bad(lat=True, lon=False)]), ALL, {"bad_coords": 1}),
     Case('jsonl "4_5" underscores', jsonl([bad(lat="4_5", lon="1_0")]), ALL, {"bad_coords": 1}),
     Case('jsonl hex "0x10"', jsonl([bad(lat="0x10")]), ALL, {"bad_coords": 1}),
-    Case('jsonl "inf" / "-Infinity" strings', jsonl([bad(lat="inf"), bad(id="b2", image="img/b2.png", lon="-Infinity")]),
+    Case('jsonl "inf" / "-Infinity" strings',
+         jsonl([bad(lat="inf"), bad(id="b2", image="img/b2.png", lon="-Infinity")]),
          ALL, {"bad_coords": 2}),
     Case("jsonl Infinity / NaN numbers", jsonl(['{"id": "b1", "image": "img/b1.png", "lat": Infinity, "lon": 1}',
                                                '{"id": "b2", "image": "img/b2.png", "lat": NaN, "lon": 1}']),

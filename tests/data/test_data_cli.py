@@ -2,10 +2,10 @@ import json
 import os
 
 import pytest
+from data_builders import EXPECTED_SKIPPED, build_corpus
 
 from geospot.data import load_samples
 from geospot.data.cli import main
-from data_builders import EXPECTED_SKIPPED, build_corpus
 
 OSV = "/work/shared/data/osv5m-samples"
 

@@ -5,13 +5,13 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from data_builders import make_samples, write_parquet
 
 from geospot.data import load_samples
 from geospot.data.hub import DirOpener, build_hub_source, normalize_shard_path
 from geospot.data.pack import write_shards
-from geospot.data.spec import SpecError
 from geospot.data.sources import WebDatasetSource
-from data_builders import make_samples, write_parquet
+from geospot.data.spec import SpecError
 
 
 def _unified_mirror(root):
@@ -37,7 +37,10 @@ def test_normalize_shard_path():
     assert normalize_shard_path("./shards/a.tar", r) == "shards/a.tar"
     assert normalize_shard_path("hf://datasets/sdan/geospot-unified/shards/a.tar", r) == "shards/a.tar"
     assert normalize_shard_path("hf://datasets/sdan/geospot-unified@v2/shards/a.tar", r) == "shards/a.tar"
-    assert normalize_shard_path("https://huggingface.co/datasets/sdan/geospot-unified/resolve/main/s/a.tar", r) == "s/a.tar"
+    assert (
+        normalize_shard_path("https://huggingface.co/datasets/sdan/geospot-unified/resolve/main/s/a.tar", r)
+        == "s/a.tar"
+    )
 
 
 def test_manifest_repo_resolves_and_streams_shards(tmp_path):

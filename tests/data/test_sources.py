@@ -3,11 +3,11 @@ from itertools import islice
 
 import numpy as np
 import pytest
+from data_builders import make_samples, write_csv_folder, write_jsonl, write_parquet
 
 from geospot.data import load_samples, open_stream
 from geospot.data.pack import write_shards
 from geospot.data.sources import expand_braces
-from data_builders import make_samples, write_csv_folder, write_jsonl, write_parquet
 
 OSV = "/work/shared/data/osv5m-samples"
 

@@ -98,10 +98,17 @@ def test_country_is_learnable_from_pixels():
     samples = [w.sample(i, size=56) for i in range(1400)]
     x = torch.tensor(np.stack([np.asarray(s.image) for s in samples]), dtype=torch.float32).permute(0, 3, 1, 2) / 255
     y = torch.tensor([w.country_names.index(s.labels["country"]) for s in samples])
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 5, stride=2), torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 3, stride=2),
-                              torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(512, 8))
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 5, stride=2),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 32, 3, stride=2),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(4),
+        torch.nn.Flatten(),
+        torch.nn.Linear(512, 8),
+    )
     opt = torch.optim.Adam(net.parameters(), 3e-3)
-    for epoch in range(12):
+    for _epoch in range(12):
         for i in range(0, 1200, 64):
             loss = torch.nn.functional.cross_entropy(net(x[i:i + 64]), y[i:i + 64])
             opt.zero_grad()

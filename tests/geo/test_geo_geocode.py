@@ -32,7 +32,9 @@ def test_nearest_in_degree_space_like_osv5m(geocoder):
     got = geocoder(lats, lons)
     for lat, lon, labels in zip(lats, lons, got):
         r = table[int(np.argmin((coords[:, 0] - lat) ** 2 + (coords[:, 1] - lon) ** 2))]
-        assert labels == GeoLabels(r["cc"], f"{r['admin1']}, {r['cc']}", f"{r['name']}, {r['admin2']}, {r['admin1']}, {r['cc']}")
+        assert labels == GeoLabels(
+            r["cc"], f"{r['admin1']}, {r['cc']}", f"{r['name']}, {r['admin2']}, {r['admin1']}, {r['cc']}"
+        )
 
 
 def test_labels_of_shared_samples(geocoder, osv5m_labels):

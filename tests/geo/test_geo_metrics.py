@@ -10,7 +10,10 @@ from geospot.geo import METRIC_KEYS, GeoLabels, compute_metrics, format_metrics_
 
 def fake_geocoder(lats, lons):
     """Country = hemisphere of the latitude, region = 10° band, city = 1° cell: easy to reason about."""
-    return [GeoLabels("N" if la >= 0 else "S", f"{int(la // 10)}", f"{int(la // 1)},{int(lo // 1)}") for la, lo in zip(lats, lons)]
+    return [
+        GeoLabels("N" if la >= 0 else "S", f"{int(la // 10)}", f"{int(la // 1)},{int(lo // 1)}")
+        for la, lo in zip(lats, lons)
+    ]
 
 
 def test_hand_worked():
@@ -24,8 +27,11 @@ def test_hand_worked():
     assert m["n"] == 4 and m["parsed"] == 0.75
     assert m["median_km"] == pytest.approx((0.5 * deg + 10 * deg) / 2)  # middle two of 0, 55.6, 1112, inf
     assert m["mean_km"] == math.inf  # an unparsed answer is an infinite miss
-    assert m["geoscore"] == pytest.approx((5000 + 5000 * math.exp(-0.5 * deg / 1492.7) + 5000 * math.exp(-10 * deg / 1492.7) + 0) / 4)
-    assert (m["acc_1km"], m["acc_25km"], m["acc_200km"], m["acc_750km"], m["acc_2500km"]) == (0.25, 0.25, 0.5, 0.5, 0.75)
+    assert m["geoscore"] == pytest.approx(
+        (5000 + 5000 * math.exp(-0.5 * deg / 1492.7) + 5000 * math.exp(-10 * deg / 1492.7) + 0) / 4
+    )
+    assert (m["acc_1km"], m["acc_25km"], m["acc_200km"],
+            m["acc_750km"], m["acc_2500km"]) == (0.25, 0.25, 0.5, 0.5, 0.75)
     assert m["country_acc"] == 0.75  # unparsed is a miss at every level
     assert m["region_acc"] == 0.75
     assert m["city_acc"] == 0.5  # (0, 0.5) is the same 1° cell as (0, 0); (0, 10) is not

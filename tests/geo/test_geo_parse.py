@@ -3,7 +3,8 @@
 import math
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from geospot.geo import LatLon, parse_coordinates
 from geospot.prompts import format_answer, format_previous_guess
@@ -54,8 +55,10 @@ CASES = [
     ("33°52'S 151°12'E", (-(33 + 52 / 60), 151.2)),  # degrees + minutes
     ("48°51.4'N, 2°21.13'E", (48 + 51.4 / 60, 2 + 21.13 / 60)),  # decimal minutes
     # reasoning and restating
-    ("<think>Maybe Latitude: 10\nLongitude: 10? No, the signs are French.</think>\nLatitude: 48.8566\nLongitude: 2.3522", P),
-    ("Latitude: 10.0\nLongitude: 20.0\nWait, the script is Cyrillic. Latitude: 55.75\nLongitude: 37.62", (55.75, 37.62)),
+    ("<think>Maybe Latitude: 10\nLongitude: 10? No, the signs are French.</think>\n"
+     "Latitude: 48.8566\nLongitude: 2.3522", P),
+    ("Latitude: 10.0\nLongitude: 20.0\nWait, the script is Cyrillic. "
+     "Latitude: 55.75\nLongitude: 37.62", (55.75, 37.62)),
     ("My first guess (10.0, 20.0) was wrong; final answer (55.75, 37.62)", (55.75, 37.62)),
     ("The architecture suggests Paris.\n\nLatitude: 48.8566\nLongitude: 2.3522\n", P),
     ("reasoning...</think>Latitude: 48.8566\nLongitude: 2.3522", P),  # opening tag was in the prompt
@@ -91,7 +94,9 @@ def test_table_is_big_enough():
     assert len(CASES) >= 30
 
 
-@pytest.mark.parametrize("lat,lon", [(48.8566, 2.3522), (-33.8688, 151.2093), (0.0, -0.0), (-90.0, 180.0), (89.999, -179.999)])
+@pytest.mark.parametrize(
+    "lat,lon", [(48.8566, 2.3522), (-33.8688, 151.2093), (0.0, -0.0), (-90.0, 180.0), (89.999, -179.999)]
+)
 @pytest.mark.parametrize("decimals", [0, 1, 2, 4])
 def test_parses_what_format_answer_writes(lat, lon, decimals):
     got = parse_coordinates(format_answer(lat, lon, decimals))
@@ -105,7 +110,10 @@ def test_non_strings_give_none():
     assert parse_coordinates(48.85) is None
 
 
-_ALPHABET = st.sampled_from(list("0123456789.,;:-+ \n°'\"NSEWnsewlatongiud()[]{}<>/=*\u2212\u2032\u2033º") + ["<think>", "</think>", "Latitude:", "Longitude:", "lat=", "lon="])
+_ALPHABET = st.sampled_from(
+    list("0123456789.,;:-+ \n°'\"NSEWnsewlatongiud()[]{}<>/=*\u2212\u2032\u2033º")
+    + ["<think>", "</think>", "Latitude:", "Longitude:", "lat=", "lon="]
+)
 
 
 @settings(max_examples=400, deadline=None)

@@ -1,5 +1,6 @@
 """τ schedules: end points, midpoints, clipping."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -43,7 +44,7 @@ def test_constant_and_factory():
 
 
 def test_schedules_are_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         GeometricTau().start_km = 5.0
 
 

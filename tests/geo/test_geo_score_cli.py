@@ -27,7 +27,9 @@ def write(path, rows):
 
 @pytest.fixture
 def truth(tmp_path):
-    return write(tmp_path / "truth.csv", [["id", "latitude", "longitude", "country"], ["a", "0", "0", "X"], ["b", "0", "0", "X"]])
+    return write(
+        tmp_path / "truth.csv", [["id", "latitude", "longitude", "country"], ["a", "0", "0", "X"], ["b", "0", "0", "X"]]
+    )
 
 
 def test_unparsed_and_table(tmp_path, truth, capsys):
@@ -40,15 +42,21 @@ def test_unparsed_and_table(tmp_path, truth, capsys):
     assert "unparsed answers count as misses" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("rows,needle", [
-    ([["id", "latitude", "longitude"], ["a", "0", "0"]], "missing from"),
-    ([["id", "latitude", "longitude"], ["a", "0", "0"], ["b", "0", "0"], ["c", "0", "0"]], "not in"),
-    ([["id", "lat", "longitude"], ["a", "0", "0"], ["b", "0", "0"]], "row 1 (header): missing column(s) latitude"),
-    ([["id", "latitude", "longitude"], ["a", "0", "0"], ["b", "1", "east"]], "row 3, column 'longitude': 'east' is not a number"),
-    ([["id", "latitude", "longitude"], ["a", "0", "0"], ["b", "91", "0"]], "row 3, column 'latitude'"),
-    ([["id", "latitude", "longitude"], ["a", "0", "0"], ["a", "0", "0"]], "row 3, column 'id': duplicate id"),
-    ([["id", "latitude", "longitude"], ["a", "0", "0"], ["b", "1", ""]], "row 3, column 'longitude': blank"),
-])
+@pytest.mark.parametrize(
+    "rows,needle",
+    [
+        ([["id", "latitude", "longitude"], ["a", "0", "0"]], "missing from"),
+        ([["id", "latitude", "longitude"], ["a", "0", "0"], ["b", "0", "0"], ["c", "0", "0"]], "not in"),
+        ([["id", "lat", "longitude"], ["a", "0", "0"], ["b", "0", "0"]], "row 1 (header): missing column(s) latitude"),
+        (
+            [["id", "latitude", "longitude"], ["a", "0", "0"], ["b", "1", "east"]],
+            "row 3, column 'longitude': 'east' is not a number",
+        ),
+        ([["id", "latitude", "longitude"], ["a", "0", "0"], ["b", "91", "0"]], "row 3, column 'latitude'"),
+        ([["id", "latitude", "longitude"], ["a", "0", "0"], ["a", "0", "0"]], "row 3, column 'id': duplicate id"),
+        ([["id", "latitude", "longitude"], ["a", "0", "0"], ["b", "1", ""]], "row 3, column 'longitude': blank"),
+    ],
+)
 def test_bad_pred_files(tmp_path, truth, capsys, rows, needle):
     pred = write(tmp_path / "pred.csv", rows)
     assert score_main(["--pred", pred, "--truth", truth, "--no-labels"]) == 2

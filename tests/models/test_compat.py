@@ -43,5 +43,5 @@ def test_a_tiny_lora_engine_loads_without_the_peft_warning_or_weight_bars(capfd)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with peft_wrap_quietly():
-            warnings.warn("something else", FutureWarning)
+            warnings.warn("something else", FutureWarning, stacklevel=1)
     assert len(caught) == 1

@@ -3,8 +3,7 @@ import pytest
 
 from geospot.engines.types import ModelInput
 from geospot.envs.types import Trajectory, Transition
-from geospot.rl.advantages import (PerTurnCredit, TrajectoryCredit, center, compute_advantages,
-                                   returns_to_go)
+from geospot.rl.advantages import PerTurnCredit, TrajectoryCredit, center, compute_advantages, returns_to_go
 
 
 def traj(*rewards):

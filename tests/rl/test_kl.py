@@ -26,6 +26,8 @@ def test_kl_penalty_hand_worked():
 
 
 def test_kl_needs_an_adapter_or_forward_base():
-    d = make_datum(ModelInput.from_ints([1, 2, 3]), logprobs=np.array([0, -1.0, -1.0]), advantages=np.array([0, 1.0, 1.0]))
+    d = make_datum(
+        ModelInput.from_ints([1, 2, 3]), logprobs=np.array([0, -1.0, -1.0]), advantages=np.array([0, 1.0, 1.0])
+    )
     with pytest.raises(NotImplementedError, match="kl_coef"):
         apply_kl_penalty(object(), [d], 0.1)

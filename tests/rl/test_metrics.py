@@ -27,7 +27,9 @@ def test_metrics_and_records_of_a_telescoping_group():
         return format_answer([10.0, 5.0, 1.0][turn], 0.0)
 
     eng = ScriptedEngine(policy)
-    traj_BG = do_group_rollouts(eng, [TelescopingGroupBuilder(SAMPLE, eng.renderer, GeoScoreReward())], 2, SampleParams())
+    traj_BG = do_group_rollouts(
+        eng, [TelescopingGroupBuilder(SAMPLE, eng.renderer, GeoScoreReward())], 2, SampleParams()
+    )
     m = rollout_metrics([SAMPLE], traj_BG, num_turns=3)
     d = [haversine_km(x, 0.0, 0.0, 0.0) for x in (10.0, 5.0, 1.0, 20.0)]
     assert m["format_rate"] == 0.5

@@ -30,7 +30,7 @@ def test_telescoping_rollouts_batch_all_groups_per_turn():
     assert eng.calls == [(2, 3), (6, 1), (4, 1)]
     assert [len(t.transitions) for g in traj_BG for t in g] == [3, 3, 2] * 2
     assert stats.turns == 3 and stats.sampled_tokens > 0
-    for b, group in enumerate(traj_BG):
+    for _b, group in enumerate(traj_BG):
         assert abs(group[2].total_reward - (-0.1)) < 1e-12  # format break: return = penalty
         for g, traj in enumerate(group[:2]):
             # each turn repeats lat 10*g -> the score never changes after turn 1

@@ -191,57 +191,8 @@ function moveChartCursor(node, cursorX) {
 }
 
 // ---- the map: equirectangular, SVG user units are degrees (x = lon, y = -lat) --------------
-let WORLD = null;
-async function world() {
-  if (!WORLD) WORLD = await getJSON("/static/world-110m.json");
-  return WORLD;
-}
+// world(), shifts(), greatCircle(), linePaths(), rewardColor(), finalGuess(): geo.js
 
-function ringPath(flat, shift) {
-  let d = "";
-  for (let i = 0; i < flat.length; i += 2) d += (i ? "L" : "M") + (flat[i] + shift).toFixed(1) + " " + (-flat[i + 1]).toFixed(1);
-  return d + "Z";
-}
-
-// Rings and great circles may run past ±180° (drawn continuous); draw them again shifted a turn.
-function shifts(lons) {
-  const out = [0];
-  if (Math.max(...lons) > 180) out.push(-360);
-  if (Math.min(...lons) < -180) out.push(360);
-  return out;
-}
-
-const RAD = Math.PI / 180;
-function greatCircle(lat1, lon1, lat2, lon2, n = 24) {
-  const v = (la, lo) => [Math.cos(la * RAD) * Math.cos(lo * RAD), Math.cos(la * RAD) * Math.sin(lo * RAD), Math.sin(la * RAD)];
-  const a = v(lat1, lon1), b = v(lat2, lon2);
-  const dot = Math.min(1, Math.max(-1, a[0] * b[0] + a[1] * b[1] + a[2] * b[2]));
-  const om = Math.acos(dot);
-  const pts = [];
-  let prevLon = lon1;
-  for (let i = 0; i <= n; i++) {
-    const t = i / n;
-    const [ka, kb] = om < 1e-9 ? [1 - t, t] : [Math.sin((1 - t) * om) / Math.sin(om), Math.sin(t * om) / Math.sin(om)];
-    const p = [ka * a[0] + kb * b[0], ka * a[1] + kb * b[1], ka * a[2] + kb * b[2]];
-    let lon = Math.atan2(p[1], p[0]) / RAD;
-    lon += 360 * Math.round((prevLon - lon) / 360);  // stay continuous
-    prevLon = lon;
-    pts.push([lon, Math.atan2(p[2], Math.hypot(p[0], p[1])) / RAD]);
-  }
-  return pts;
-}
-
-function linePaths(pts, cls, extra) {
-  return shifts(pts.map(p => p[0])).map(s => svg("path", { class: cls, ...extra,
-    d: pts.map((p, i) => (i ? "L" : "M") + (p[0] + s).toFixed(3) + " " + (-p[1]).toFixed(3)).join("") }));
-}
-
-function rewardColor(r, lo, hi) {  // low reward red -> high reward yellow-green
-  const t = hi > lo ? (r - lo) / (hi - lo) : 0.5;
-  return `hsl(${Math.round(t * 110)}, 90%, 55%)`;
-}
-
-const finalGuess = ro => { for (let i = ro.guesses.length - 1; i >= 0; i--) if (ro.guesses[i]) return ro.guesses[i]; return null; };
 
 class WorldMap {
   constructor(onPick) {
@@ -392,13 +343,14 @@ class RunView {
       this.split = ev.target.value; this.index = this.stepList().length - 1; this.showStep(); } },
       splits.map(s => el("option", { value: s, selected: s === this.split }, s))) : null;
     this.strip = el("div", { class: "strip" });
+    this.explainer = new Explainer(this);  // explain.js: the reward kernel, base vs current policy
     this.detail = el("div", { class: "side detail" }, el("p", { class: "muted" }, "Click an image (a green diamond or a photo) to see its rollouts."));
     this.node.replaceChildren(this.head, this.withCharts ? this.chartsNode : "",
       el("div", { class: "mapwrap" },
         el("div", {}, el("div", { class: "maptools" }, this.playBtn, fitBtn, this.slider, this.stepLabel, splitSel),
           this.map.node, el("p", { class: "muted" }, "◆ truth, ● final guesses (colour = reward, red low → green high), lines = great circles. Wheel to zoom, drag to pan, double-click to reset, ⤢ to fit."),
           this.strip),
-        this.detail));
+        this.detail), this.withCharts ? this.explainer.node : "");  // the run page, not compare
     this.drawHead(); this.drawCharts();
   }
   drawHead() {
@@ -431,6 +383,7 @@ class RunView {
     this.map.setImages(images);
     this.drawStrip();
     if (this.picked) this.pick(this.picked, false);
+    this.explain();
     if (this.withCharts) moveChartCursor(this.chartsNode, step);  // the metrics did not change: only the cursor
   }
   drawStrip() {
@@ -446,7 +399,7 @@ class RunView {
   pick(id, redraw = true) {
     this.picked = id;
     const im = (this.images || []).find(i => i.image_id === id);
-    if (redraw) { this.map.select(id); this.drawStrip(); } else this.map.select(im ? id : null);
+    if (redraw) { this.map.select(id); this.drawStrip(); this.explain(); } else this.map.select(im ? id : null);
     if (!im) { this.detail.replaceChildren(el("p", { class: "muted" }, `${id} is not recorded at this step.`)); return; }
     const lab = Object.entries(im.labels || {}).map(([k, v]) => `${k}: ${v}`).join(", ");
     this.detail.replaceChildren(
@@ -479,7 +432,7 @@ class RunView {
     es.addEventListener("step", ev => {
       const s = JSON.parse(ev.data), i = this.steps.findIndex(x => x.step === s.step);
       if (i >= 0) this.steps[i] = s; else { this.steps.push(s); this.steps.sort((a, b) => a.step - b.step); }
-      this.drawHead(); this.drawCharts();
+      this.drawHead(); this.drawCharts(); this.explain();
     });
     es.addEventListener("images", ev => {
       const s = JSON.parse(ev.data);
@@ -501,6 +454,7 @@ class RunView {
     }, 5000);
     onLeave(() => clearInterval(poll));
   }
+  explain() { if (this.withCharts) this.explainer.draw().catch(e => this.explainer.node.replaceChildren(el("p", { class: "error" }, String(e)))); }
   showLive() { setLive(this.status === "running" ? "live" : this.status || "not live"); }
 }
 

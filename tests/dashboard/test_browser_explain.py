@@ -1,0 +1,100 @@
+"""The explainers under a run's map, in real headless Chromium: the reward kernel exp(-d/τ) at
+5000 / 750 / 100 / 25 / 1 km around an image's truth for the run's latest logged τ, and the
+base (first held-out eval) vs current (latest) policy's guesses for one image side by side."""
+
+import math
+import os
+import shutil
+from pathlib import Path
+
+import fake_run
+import pytest
+from conftest import Server
+
+from geospot.dashboard.app import create_app
+from geospot.runs.store import RunStore
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+pytest.importorskip("playwright.sync_api", reason="python playwright is not installed")
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")]
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+G, N_IMAGES, STEPS = 4, 3, 10
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def _run(runs, *, evals=(0, 8), tau=True):
+    store = RunStore(runs / "rl")
+    fake_run.fill(store, STEPS, image_every=2, G=G, turns=1, n_images=N_IMAGES)
+    if not tau:  # a run whose reward has no τ: the same steps without tau_km
+        store.log_step(STEPS, {"reward_mean": 0.5})
+    for s in evals:  # held-out evals: guesses tighten around the truth as the policy learns
+        store.log_images(s, fake_run.image_records(s, 20, G=G, turns=1, n_images=N_IMAGES, seed=7), split="eval")
+    store.set_status("finished")
+    store.flush()
+    return store
+
+
+def _page(browser, srv, errors):
+    page = browser.new_page(viewport={"width": 1400, "height": 1300})
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(srv.url + "/#/run/rl")
+    return page
+
+
+def test_kernel_and_base_vs_current_for_the_runs_tau(tmp_path, browser):
+    runs = tmp_path / "runs"
+    _run(runs)
+    tau = fake_run.step_metrics(STEPS - 1, 20)["tau_km"]  # the latest logged τ: 2000 * (1 - 9/20) + 25 = 1125 km
+    assert tau == 1125.0
+    errors = []
+    with Server(create_app(runs, poll_s=0.1)) as srv:
+        page = _page(browser, srv, errors)
+        page.wait_for_selector("#policy-explainer .policy.current")
+        panels = page.locator("#kernel-explainer .kpanel")
+        assert panels.count() == 5
+        assert [panels.nth(i).get_attribute("data-km") for i in range(5)] == ["5000", "750", "100", "25", "1"]
+        for i, d in enumerate((5000, 750, 100, 25, 1)):
+            shown = float(panels.nth(i).locator(".kval").get_attribute("data-value"))
+            assert shown == pytest.approx(math.exp(-d / tau), abs=1e-6)  # 750 km: exp(-2/3) = 0.513
+        assert "τ = 1125 km" in page.locator("#kernel-explainer h3").inner_text()
+        # base = the first eval (step 0), current = the latest (step 8), the same image in both
+        assert page.locator(".policy.base").get_attribute("data-step") == "0"
+        assert page.locator(".policy.current").get_attribute("data-step") == "8"
+        assert page.locator(".policy.base .mguess").count() == G
+        assert page.locator(".policy.current .guesslist li").count() == G
+        # picking another image redraws both explainers for it
+        page.locator(".card").nth(1).click()
+        second = page.locator(".card").nth(1).get_attribute("data-image")
+        page.wait_for_function(f"document.querySelector('#policy-explainer h3').textContent.includes('{second}')")
+        assert second in page.locator("#kernel-explainer h3").inner_text()
+        if os.environ.get("GEOSPOT_SCREENSHOT"):
+            page.locator("#explain").screenshot(path=os.environ["GEOSPOT_SCREENSHOT"])
+    assert errors == []
+
+
+def test_no_tau_and_a_single_eval_say_what_is_missing(tmp_path, browser):
+    runs = tmp_path / "runs"
+    store = RunStore(runs / "rl")
+    store.log_config("sft", {"model": "tiny"})
+    store.log_step(0, {"loss": 1.0})
+    store.log_images(0, fake_run.image_records(0, 20, G=2, turns=1, n_images=2), split="eval")
+    store.set_status("finished")
+    store.flush()
+    errors = []
+    with Server(create_app(runs, poll_s=0.1)) as srv:
+        page = _page(browser, srv, errors)
+        page.wait_for_selector("#policy-explainer")
+        assert "logs no τ" in page.locator("#kernel-explainer").inner_text()
+        assert page.locator("#kernel-explainer .kpanel").count() == 0
+        assert "Needs two held-out evals" in page.locator("#policy-explainer").inner_text()
+    assert errors == []

@@ -1,0 +1,88 @@
+"""A run folder passed as the model (eval / predict) or as RL's load_checkpoint_path lends its
+env keys (envs.config.ENV_KEYS) to every key the command line does not give; hand-made
+run folders, no model loads."""
+
+import json
+
+from geospot.config import parse_overrides
+from geospot.eval.cli import EvalConfig, PredictConfig
+from geospot.eval.run_defaults import describe_defaults, env_resume_keys, given_keys, with_run_defaults
+from geospot.train.rl import RLConfig, env_from_start_run
+
+
+def _run(path, kind, config, step=5):
+    (path / "checkpoints" / str(step) / "engine").mkdir(parents=True)
+    (path / "checkpoints" / str(step) / "state.json").write_text(json.dumps({"step": step, "engine_path": "engine"}))
+    (path / "config.json").write_text(json.dumps({"kind": kind, "config": config}))
+    return path
+
+
+def _hier_rl(tmp_path):
+    sft = _run(tmp_path / "sft", "sft", {"model_name": "tiny:qwen2_5_vl:tiny", "prompt_style": "all",
+                                          "data": "synthetic:n=10,size=56", "geohash_chars": [2, 4, 6]})
+    return _run(tmp_path / "rl", "rl", {"env_type": "hierarchical", "load_checkpoint_path": str(sft),
+                                         "hier_turns": ["country", "region", "coords"], "hier_weights": [0.2, 0.3, 0.5],
+                                         "teacher_forcing": 1.0, "max_tokens": 24})
+
+
+def _eval(kv):
+    cfg = parse_overrides(EvalConfig, kv)
+    return with_run_defaults(cfg, given_keys(kv))
+
+
+def test_eval_of_a_hierarchical_run_asks_its_turns_and_weights(tmp_path):
+    rl = _hier_rl(tmp_path)
+    cfg, record = _eval([f"model={rl}", "data=synthetic:n=4"])
+    assert cfg.env_type == "hierarchical"
+    assert cfg.hier_turns == ("country", "region", "coords") and cfg.hier_weights == (0.2, 0.3, 0.5)
+    assert cfg.teacher_forcing == 1.0
+    assert record["from_run"]["hier_turns"] == ("country", "region", "coords")
+    assert record["from_run"]["env_type"] == "hierarchical" and record["overridden"] == {}
+    assert "geohash_chars" not in record["from_run"]  # the run's value is the default: nothing to say
+
+
+def test_a_key_on_the_command_line_wins_and_is_recorded_as_overridden(tmp_path):
+    rl = _hier_rl(tmp_path)
+    cfg, record = _eval([f"model={rl}", "data=synthetic:n=4", "teacher_forcing=0", "env_type=single"])
+    assert (cfg.env_type, cfg.teacher_forcing) == ("single", 0.0)
+    assert cfg.hier_weights == (0.2, 0.3, 0.5)  # not given: still the run's
+    assert record["overridden"] == {"env_type": "single", "teacher_forcing": 0.0}
+    assert "env_type" not in record["from_run"] and "teacher_forcing" not in record["from_run"]
+    assert "overridden on the command line: env_type=single, teacher_forcing=0.0" in describe_defaults(record)
+
+
+def test_predict_takes_the_same_keys(tmp_path):
+    rl = _hier_rl(tmp_path)
+    kv = [f"model={rl / 'checkpoints' / '5'}"]
+    cfg, _ = with_run_defaults(parse_overrides(PredictConfig, kv), given_keys(kv))
+    assert cfg.env_type == "hierarchical" and cfg.hier_turns == ("country", "region", "coords")
+
+
+def test_an_sft_run_of_all_styles_is_asked_single(tmp_path):
+    sft = _run(tmp_path / "sft", "sft", {"prompt_style": "all", "hier_weights": [0.1, 0.2, 0.3, 0.4]})
+    cfg, record = _eval([f"model={sft}", "data=synthetic:n=4"])
+    assert cfg.env_type == "single" and cfg.hier_weights == (0.1, 0.2, 0.3, 0.4)
+    assert record["trained_styles"] == ["single", "telescoping", "hierarchical", "geohash"]
+
+
+def test_rl_from_a_run_continues_its_env_unless_told(tmp_path):
+    rl = _hier_rl(tmp_path)
+    argv = [f"load_checkpoint_path={rl}", "hier_partial_credit=0.25"]
+    cfg = env_from_start_run(parse_overrides(RLConfig, argv), given_keys(argv))
+    assert cfg.env_type == "hierarchical" and cfg.hier_turns == ("country", "region", "coords")
+    assert (cfg.teacher_forcing, cfg.hier_partial_credit) == (1.0, 0.25)
+    argv = [f"load_checkpoint_path={rl}", "env_type=geohash"]
+    cfg = env_from_start_run(parse_overrides(RLConfig, argv), given_keys(argv))
+    assert cfg.env_type == "geohash" and cfg.teacher_forcing == 1.0
+    plain = RLConfig(load_checkpoint_path="tinker://somewhere")
+    assert env_from_start_run(plain, set()) is plain  # not a local run: nothing to read
+
+
+def test_a_label_env_eval_resumes_only_into_an_eval_of_the_same_keys(tmp_path):
+    assert env_resume_keys(EvalConfig(env_type="single", hier_weights=(1.0, 0, 0, 0))) == {}
+    hier = env_resume_keys(EvalConfig(env_type="hierarchical", teacher_forcing=1.0))
+    assert hier["hier_turns"] == ["country", "region", "city", "coords"] and hier["teacher_forcing"] == 1.0
+    assert json.loads(json.dumps(hier)) == hier  # equal to itself read back from config.json
+    assert "mixed_weights" not in hier  # eval scores distances: the mixed reward changes nothing it asks
+    other = env_resume_keys(EvalConfig(env_type="hierarchical", teacher_forcing=0.0))
+    assert other != hier
