@@ -12,7 +12,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "sft": ("geospot.train.sft", "main", "supervised warm-start (key=value config; --help lists keys)"),
     "rl": ("geospot.train.rl", "main", "GRPO, single-turn or telescoping (key=value config)"),
     "eval": ("geospot.eval.cli", "eval_main", "evaluate a model on a data spec; --compare runs"),
-    "predict": ("geospot.eval.cli", "predict_main", "predict coordinates for images"),
+    "predict": ("geospot.eval.predict_cli", "predict_main", "predict coordinates for images"),
     "export": ("geospot.eval.export", "export_main", "export a checkpoint as a PEFT adapter or merged HF model"),
     "score": ("geospot.geo.cli", "score_main", "score a predictions CSV against a truth CSV"),
     "data": ("geospot.data.cli", "main", "inspect or pack a data spec"),

@@ -9,8 +9,8 @@ Natural Earth's 1:110m Admin 0 country boundaries. Natural Earth is public domai
     python -m geospot.dashboard._build_map /tmp/package/countries-110m.json
 
 Output: {"source": ..., "countries": [{"name": str, "rings": [[lon, lat, lon, lat, ...], ...]}]}
-(longitudes may run past ±180 where a ring crosses the antimeridian) with coordinates rounded to 0.1° (finer than a 110m outline is anyway) — flat arrays keep
-the file small and the browser code trivial.
+(longitudes may run past ±180 where a ring crosses the antimeridian) with coordinates rounded to 0.1°
+(finer than a 110m outline is anyway) — flat arrays keep the file small and the browser code trivial.
 """
 
 from __future__ import annotations

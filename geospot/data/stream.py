@@ -165,12 +165,14 @@ class SampleStream:
                     break
                 counts[result.reason] = counts.get(result.reason, 0) + 1
                 if limit is not None and sum(counts.values()) >= limit:
-                    raise DataError(f"data part {part.text!r}: its first {limit} records in split {self.split!r} are all "
-                                    f"unusable ({_reasons(counts)}); fix the data or the spec's lat=/lon=/id=/image= "
+                    raise DataError(f"data part {part.text!r}: its first {limit} records in split {self.split!r} "
+                                    f"are all unusable ({_reasons(counts)}); fix the data or the spec's "
+                                    f"lat=/lon=/id=/image= "
                                     f"options (see `geospot data inspect '{part.text}'`)")
             else:
                 raise DataError(f"data part {part.text!r} has no usable record in split {self.split!r} "
-                                f"({sum(counts.values())} read: {_reasons(counts)}); fix the data or the spec's lat=/lon=/id=/image= "
+                                f"({sum(counts.values())} read: {_reasons(counts)}); fix the data or the spec's "
+                                f"lat=/lon=/id=/image= "
                                 f"options, or raise val_frac/test_frac for a tiny split "
                                 f"(see `geospot data inspect '{part.text}'`)")
 
@@ -187,7 +189,8 @@ class SampleStream:
                 if self.split != "all" and split_of(item.id, self.cfg.val_frac, self.cfg.test_frac) != self.split:
                     continue
                 if track:
-                    key = int.from_bytes(hashlib.blake2b(item.id.encode(errors="replace"), digest_size=8).digest(), "big")
+                    digest = hashlib.blake2b(item.id.encode(errors="replace"), digest_size=8).digest()
+                    key = int.from_bytes(digest, "big")
                     coords = _coords_key(item.lat, item.lon)
                     first = seen.get(key)
                     if first is not None:

@@ -19,7 +19,8 @@ def _find_summaries(run_dir: Path | None, eval_dir: str | None) -> list[dict]:
         p = Path(eval_dir)
         cands.append(p if p.is_file() else p / SUMMARY)
     elif run_dir is not None:
-        cands += [run_dir / SUMMARY, *sorted(run_dir.glob(f"eval*/{SUMMARY}")), *sorted(run_dir.glob(f"eval/*/{SUMMARY}"))]
+        cands += [run_dir / SUMMARY, *sorted(run_dir.glob(f"eval*/{SUMMARY}")),
+                  *sorted(run_dir.glob(f"eval/*/{SUMMARY}"))]
     out = []
     for c in cands:
         try:
@@ -43,7 +44,8 @@ def _training_evals(run_dir: Path | None, step: int | None) -> dict[str, dict]:
     picked = [evals[0]] + ([evals[-1]] if len(evals) > 1 else [])
     nan = float("nan")
     return {
-        f"training eval, step {r.get('step')}": {k[5:]: (nan if v is None else v) for k, v in r.items() if k.startswith("eval/")}
+        f"training eval, step {r.get('step')}": {k[5:]: (nan if v is None else v)
+                                                  for k, v in r.items() if k.startswith("eval/")}
         for r in picked
     }
 

@@ -1,9 +1,9 @@
-"""`geospot eval | predict | export`: what people run after training.
+"""`geospot eval`: what people run after training (predict: predict_cli.py; export: export.py).
 
-    geospot eval model=<model> data=<spec> [n=...] [env_type=single|telescoping|hierarchical|geohash] [greedy|samples=k]
-                 [out=<run dir>] [--json]
+    geospot eval model=<model> data=<spec> [n=...] [env_type=single|telescoping|hierarchical|geohash]
+                 [greedy|samples=k] [out=<run dir>] [--json]
     geospot eval --compare runA runB ...
-    geospot predict model=<model> IMAGES...|DIR [--json] [--map out.html]
+    geospot predict model=<model> IMAGES...|DIR [--json] [--map out.html]   (geospot/eval/predict_cli.py)
     geospot export ...   (geospot/eval/export.py)
 
 `model` is anything geospot.eval.loading understands: hub id, local folder, tiny:..., a
@@ -14,114 +14,42 @@ summary.json (the metrics; what --compare reads)."""
 from __future__ import annotations
 
 import json
-import math
 import re
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from itertools import islice
 from pathlib import Path
-from typing import Literal
 
-from geospot.config import ConfigError, help_text, option, parse_overrides
+from geospot.config import ConfigError, help_text, parse_overrides
 from geospot.data.spec import SpecError
-from geospot.envs.config import EnvOptions
 from geospot.eval import predictions as io
+from geospot.eval.cli_config import (
+    EvalConfig,
+    PredictConfig,
+    SamplingConfig,
+    engine_overrides,
+    sampling_for,
+    split_args,
+)
 from geospot.eval.geocoding import geocoder_for
+from geospot.eval.predict_cli import _predict_line, answered_labels, predict_main
 from geospot.eval.run_defaults import describe_defaults, env_resume_keys, given_keys, with_run_defaults
 from geospot.eval.runner import metrics_for, predict
 from geospot.jsonutil import finite_json
 
-# ---------------------------------------------------------------------------------------
-# configs
-
-
-@dataclass(frozen=True)
-class SamplingConfig(EnvOptions):
-    """What `geospot eval` and `geospot predict` share: the model, how to ask it, where it
-    runs. Both subclass it, so a setting is declared and validated once. The hierarchical /
-    geohash env keys come from EnvOptions (envs/config.py), as in `geospot rl`."""
-
-    model: str = option("", "hub id, local HF folder, `tiny:<family>[:<size>]`, a training run or checkpoint folder, or tinker://…")
-    base_model: str | None = option(None, "for model=tinker://… only: the hub id that checkpoint was trained from")
-    env_type: Literal["single", "telescoping", "hierarchical", "geohash"] = option("single", "`single`: one question; `telescoping`: 3 turns, the last scored (predict prints every turn's guess); `hierarchical`: label turns then coordinates (label accuracy per turn); `geohash`: the geohash curriculum; a run folder's model defaults to the style it trained last")
-    samples: int = option(0, "0 = greedy (temperature 0); k > 0 = k samples per image at `temperature`, the medoid guess used")
-    temperature: float = option(1.0, "sampling temperature when samples > 0")
-    batch_size: int = option(16, "images per engine.sample call")
-    max_tokens: int = option(24, "answer length limit per turn (the answer format needs ~20 tokens; raise it for chatty zero-shot models); a run folder's model defaults to its own; reasoning=true uses reasoning_max_tokens")
-    device: str = option("auto", "`auto`, `cpu`, `cuda`, `cuda:1`, …")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option("auto", "model dtype (`auto`: bf16 on capable GPUs, fp32 on CPU)")
-    max_pixels: int | None = option(None, "pixel budget per image (None = the model's; a run folder's: its training images' budget)")
-    seed: int = option(0, "sampling seed")
-
-    def validate(self) -> None:
-        self.validate_env()
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size={self.batch_size} must be >= 1")
-        if self.samples < 0:
-            raise ConfigError(f"samples={self.samples} must be >= 0 (0 = greedy)")
-        if self.max_tokens < 1:
-            raise ConfigError(f"max_tokens={self.max_tokens} must be >= 1")
-
-
-@dataclass(frozen=True)
-class EvalConfig(SamplingConfig):
-    data: str = option("", "data spec: a folder (images + CSV: OSV-5M, IM2GPS3K, YFCC4K layouts), `synthetic:…`, `hf:…`, …")
-    split: Literal["auto", "train", "val", "test", "all"] = option("auto", "which ids of the data (hash split): `auto` = `test` for synthetic specs, `all` for anything else (benchmark folders are test sets)")
-    n: int | None = option(None, "evaluate only the first n samples (None = all)")
-    out: str | None = option(None, "run folder (default: runs/eval/<model>-<data>); rerunning into it resumes")
-    name: str | None = option(None, "row name in tables (default: the run folder's name)")
-    geocoder: Literal["auto", "reverse", "none"] = option("auto", "country/region/city accuracy: `auto` (the synthetic world's own, else offline reverse geocoding), `reverse`, `none`")
-
-
-@dataclass(frozen=True)
-class PredictConfig(SamplingConfig):
-    """`geospot predict` needs nothing beyond the shared settings."""
-
-
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+# the configs and predict live in cli_config.py / predict_cli.py; re-exported so callers of
+# `geospot.eval.cli` (and the tests) keep finding every name there
+__all__ = ["EvalConfig", "PredictConfig", "SamplingConfig", "eval_main", "predict_main", "run_eval",
+           "answered_labels", "_predict_line"]
 
 
 # ---------------------------------------------------------------------------------------
 # small helpers
 
 
-def _split_args(argv: Sequence[str], flags: set[str], valued_flags: set[str] = frozenset()):
-    """(key=value list, set flags, {flag: value}, positional list)."""
-    kv, seen, values, pos = [], set(), {}, []
-    it = iter(argv)
-    for a in it:
-        if a in flags:
-            seen.add(a)
-        elif a in valued_flags:
-            try:
-                values[a] = next(it)
-            except StopIteration:
-                raise ConfigError(f"{a} needs a value (e.g. {a} out.html)") from None
-        elif a.startswith("--") and "=" in a and a.split("=", 1)[0] in valued_flags:
-            k, v = a.split("=", 1)
-            values[k] = v
-        elif "=" in a and not a.startswith("/") and re.match(r"^-*[A-Za-z_][\w-]*=", a):
-            kv.append(a)
-        else:
-            pos.append(a)
-    return kv, seen, values, pos
-
-
-def _sampling(samples: int, temperature: float, max_tokens: int):
-    from geospot.engines.types import SampleParams
-
-    return None if samples == 0 else (SampleParams(max_tokens=max_tokens, temperature=temperature), samples)
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip("/")).strip("_")[:60] or "run"
-
-
-def _engine_overrides(cfg) -> dict:
-    return {"base_model": cfg.base_model, "device": cfg.device, "dtype": cfg.dtype, "max_pixels": cfg.max_pixels,
-            "seed": cfg.seed}
 
 
 def resolve_split(split: str, data_spec: str) -> str:
@@ -161,7 +89,7 @@ def eval_main(argv: list[str]) -> int:
     if any(a in ("-h", "--help", "help") for a in argv):
         print(EVAL_HELP + "\n" + help_text(EvalConfig))
         return 0
-    kv, flags, _, pos = _split_args(argv, {"--json", "--compare", "greedy", "--greedy"})
+    kv, flags, _, pos = split_args(argv, {"--json", "--compare", "greedy", "--greedy"})
     as_json = "--json" in flags
     try:
         if "--compare" in flags:
@@ -177,7 +105,8 @@ def eval_main(argv: list[str]) -> int:
         if ("greedy" in flags or "--greedy" in flags) and cfg.samples:
             raise ConfigError("pass either greedy or samples=k, not both")
         if not cfg.model or not cfg.data:
-            raise ConfigError("model= and data= are required, e.g. `geospot eval model=tiny:qwen2_5_vl:small data=synthetic:n=64`")
+            raise ConfigError("model= and data= are required, e.g. "
+                              "`geospot eval model=tiny:qwen2_5_vl:small data=synthetic:n=64`")
         summary = run_eval(cfg, given=given)
     except (ConfigError, SpecError, FileNotFoundError) as e:
         print(f"geospot eval: {e}", file=sys.stderr)
@@ -308,7 +237,7 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
             if engine is None:
                 from geospot.eval.loading import load_model
 
-                engine = load_model(cfg.model, **_engine_overrides(cfg)).engine
+                engine = load_model(cfg.model, **engine_overrides(cfg)).engine
                 if done:
                     print(f"resuming: {len(done)} images already in {pred_path}", file=sys.stderr)
 
@@ -319,7 +248,7 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
             t0 = time.perf_counter()
             budget = cfg.turn_max_tokens(cfg.max_tokens)  # reasoning=true: reasoning_max_tokens
             predict(engine, todo, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=budget,
-                    sampling=_sampling(cfg.samples, cfg.temperature, budget), on_batch=finished,
+                    sampling=sampling_for(cfg.samples, cfg.temperature, budget), on_batch=finished,
                     env_options=cfg, label_geocoder=label_geocoder, turns=turns)
             busy_s += time.perf_counter() - t0
             evaluated += len(todo)
@@ -357,153 +286,3 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
     io.write_summary(out, summary)
     return summary
 
-
-# ---------------------------------------------------------------------------------------
-# geospot predict
-
-PREDICT_HELP = """usage: geospot predict model=<model> IMAGE... | DIR [key=value ...] [--json] [--map out.html]
-
-One line per image: latitude, longitude, country/region/city and the raw answer
-(telescoping: each turn's guess). --map writes a self-contained offline HTML map.
-"""
-
-
-def image_paths(args: Sequence[str]) -> list[Path]:
-    paths: list[Path] = []
-    for a in args:
-        p = Path(a)
-        if p.is_dir():
-            paths += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTS and q.is_file())
-        elif p.is_file():
-            paths.append(p)
-        else:
-            raise FileNotFoundError(f"{a}: no such image or folder")
-    if not paths:
-        raise ConfigError(f"no images found in {', '.join(args)} (looked for {', '.join(sorted(IMAGE_EXTS))})")
-    return paths
-
-
-def load_images(paths: Sequence[Path]):
-    """Samples with unknown truth (NaN); unreadable files are skipped and reported."""
-    from PIL import Image, UnidentifiedImageError
-
-    from geospot.data.types import Sample
-
-    samples, skipped = [], []
-    for p in paths:
-        try:
-            with Image.open(p) as im:
-                img = im.convert("RGB")
-        except (UnidentifiedImageError, OSError) as e:
-            skipped.append(f"{p} ({type(e).__name__})")
-            continue
-        samples.append(Sample(id=str(p), image=img, lat=math.nan, lon=math.nan, source="predict"))
-    return samples, skipped
-
-
-def _place(label) -> str:
-    if label is None:
-        return ""
-    return "/".join(x for x in (label.country, label.region, label.city) if x)
-
-
-def predict_main(argv: list[str], engine=None) -> int:
-    argv = list(argv)
-    if any(a in ("-h", "--help", "help") for a in argv):
-        print(PREDICT_HELP + "\n" + help_text(PredictConfig))
-        return 0
-    try:
-        kv, flags, values, pos = _split_args(argv, {"--json", "greedy"}, {"--map"})
-        cfg = parse_overrides(PredictConfig, kv)
-        cfg, run_defaults = with_run_defaults(cfg, given_keys(kv))
-        if run_defaults:
-            print(describe_defaults(run_defaults), file=sys.stderr)
-        if not pos:
-            raise ConfigError("give images or a folder, e.g. `geospot predict model=... photos/`")
-        if not cfg.model and engine is None:
-            raise ConfigError("model= is required (a hub id, local folder, tiny:..., run/checkpoint folder or tinker://...)")
-        samples, skipped = load_images(image_paths(pos))
-        for s in skipped:
-            print(f"skipped unreadable image: {s}", file=sys.stderr)
-        if not samples:
-            raise ConfigError("none of the images could be read")
-        if engine is None:
-            from geospot.eval.loading import load_model
-
-            engine = load_model(cfg.model, **_engine_overrides(cfg)).engine
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"geospot predict: {e}", file=sys.stderr)
-        return 2
-    budget = cfg.turn_max_tokens(cfg.max_tokens)  # reasoning=true: reasoning_max_tokens
-    preds = predict(engine, samples, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=budget,
-                    sampling=_sampling(cfg.samples, cfg.temperature, budget), env_options=cfg,
-                    label_geocoder=_no_labels, turns=tuple(run_defaults["turn_prompts"]) if run_defaults else None)
-    labels = _reverse_geocode_parsed(preds)
-    rows = []
-    for p, lab in zip(preds, labels):
-        place = _place(lab)
-        rows.append({
-            "name": p.id,
-            "latitude": p.latitude,
-            "longitude": p.longitude,
-            "country": lab.country if lab else None,
-            "region": lab.region if lab else None,
-            "city": lab.city if lab else None,
-            "place": place,
-            "raw_text": p.raw_text,
-            "turns": [None if g is None else list(g) for g in p.turn_guesses],
-            "turn_texts": list(p.turn_texts),
-            **({"answers": answered_labels(p)} if p.turn_fields else {}),
-            # reasoning=true: raw_text holds the <think> block; its length per turn (first sample)
-            **({"reasoning_tokens": [t[0] for t in p.turn_reasoning[:len(p.turn_guesses)]]}
-               if p.turn_reasoning else {}),
-        })
-    for r in rows:
-        print(json.dumps(finite_json(r)) if "--json" in flags else _predict_line(r, cfg.env_type != "single"))
-    if "--map" in values:
-        from geospot.eval.htmlmap import render_map
-
-        Path(values["--map"]).write_text(render_map(rows), encoding="utf-8")
-        print(f"map: {values['--map']}", file=sys.stderr)
-    return 0
-
-
-def _no_labels(lats, lons):
-    """predict has no truth: nothing to label, and no geocoder load for it."""
-    from geospot.geo import UNKNOWN
-
-    return [UNKNOWN for _ in lats]
-
-
-def answered_labels(p) -> dict[str, str | None]:
-    """The label each label turn of a hierarchical prediction named, e.g. {"country": "France"}."""
-    from geospot.geo.parse_labels import parse_label
-
-    return {f: parse_label(t, f) for f, t in zip(p.turn_fields, p.turn_texts) if f}
-
-
-def _reverse_geocode_parsed(preds):
-    from geospot.geo.geocode import reverse_geocode
-
-    idx = [i for i, p in enumerate(preds) if p.parsed]
-    out = [None] * len(preds)
-    if idx:
-        labs = reverse_geocode([preds[i].latitude for i in idx], [preds[i].longitude for i in idx])
-        for i, lab in zip(idx, labs):
-            out[i] = lab
-    return out
-
-
-def _predict_line(r: dict, telescoping: bool) -> str:
-    one_line = lambda s: s.replace("\n", " | ")
-    if math.isnan(r["latitude"]):
-        coords = "unparsed"
-    else:
-        coords = f"{r['latitude']:.4f}, {r['longitude']:.4f}"
-    line = f"{r['name']}\t{coords}\t{r['place'] or '-'}\t{one_line(r['raw_text'])!r}"
-    if r.get("answers"):
-        line += "\tanswers: " + ", ".join(f"{k}={v or '?'}" for k, v in r["answers"].items())
-    if telescoping:
-        turns = " -> ".join("?" if g is None else f"({g[0]:.2f}, {g[1]:.2f})" for g in r["turns"])
-        line += f"\tturns: {turns}"
-    return line

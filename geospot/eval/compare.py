@@ -25,7 +25,8 @@ def best_per_column(rows: dict[str, dict], columns: Sequence[str] = COLUMNS) -> 
     for col in columns:
         if col in UNRANKED:
             continue
-        vals = {name: float(m[col]) for name, m in rows.items() if col in m and m[col] is not None and not math.isnan(float(m[col]))}
+        vals = {name: float(m[col]) for name, m in rows.items()
+                if col in m and m[col] is not None and not math.isnan(float(m[col]))}
         if len(vals) < 2 or len(set(vals.values())) == 1:  # no contest: nothing to mark
             continue
         target = min(vals.values()) if col in LOWER_IS_BETTER else max(vals.values())

@@ -28,8 +28,10 @@ from geospot.config import ConfigError, help_text, option, parse_overrides
 class ExportConfig:
     checkpoint: str = option("", "a training run folder (its latest checkpoint) or a checkpoints/<step> folder")
     out: str = option("", "output folder")
-    merged: bool = option(False, "LoRA runs: false = a PEFT adapter (+ base model id); true = LoRA merged into a full HF model. Full fine-tuning runs always export full weights")
-    eval: str | None = option(None, "an eval run folder whose summary.json goes into the model card (default: the run's eval/ folders, else its training evals)")
+    merged: bool = option(False, "LoRA runs: false = a PEFT adapter (+ base model id); true = LoRA merged into a "
+                                 "full HF model. Full fine-tuning runs always export full weights")
+    eval: str | None = option(None, "an eval run folder whose summary.json goes into the model card (default: the "
+                                    "run's eval/ folders, else its training evals)")
 
 
 EXPORT_HELP = """usage: geospot export checkpoint=<run or checkpoint dir> out=DIR [merged=true]

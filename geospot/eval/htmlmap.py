@@ -75,7 +75,8 @@ def render_map(rows: Sequence[dict], title: str = "geospot predictions", world_f
         )
         for i, r in enumerate(rows)
     )
-    outline_note = "Country outlines: Natural Earth (public domain)." if paths else "Plain lat/lon grid (country outlines not installed)."
+    outline_note = ("Country outlines: Natural Earth (public domain)." if paths
+                    else "Plain lat/lon grid (country outlines not installed).")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>

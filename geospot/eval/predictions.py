@@ -164,7 +164,8 @@ def write_truth_csv(path: str | os.PathLike, predictions: Sequence[Prediction]) 
         w = csv.writer(f)
         w.writerow(["id", "latitude", "longitude", *LABEL_KEYS])
         for p in predictions:
-            w.writerow([p.id, _num(p.true_latitude), _num(p.true_longitude), *(p.labels.get(k, "") for k in LABEL_KEYS)])
+            w.writerow([p.id, _num(p.true_latitude), _num(p.true_longitude),
+                        *(p.labels.get(k, "") for k in LABEL_KEYS)])
 
 
 def write_summary(run_dir: str | os.PathLike, summary: dict) -> Path:

@@ -64,7 +64,8 @@ def paired_bootstrap(before_N, after_N, stat: Callable = np.mean, *, higher_is_b
     cannot take them."""
     b_N, a_N = np.asarray(before_N, dtype=float), np.asarray(after_N, dtype=float)
     if b_N.shape != a_N.shape or b_N.ndim != 1 or len(b_N) < 2:
-        raise ValueError(f"paired_bootstrap needs two 1-D arrays of the same length >= 2, got {b_N.shape} and {a_N.shape}")
+        raise ValueError(f"paired_bootstrap needs two 1-D arrays of the same length >= 2, "
+                         f"got {b_N.shape} and {a_N.shape}")
     idx_BN = np.random.default_rng(seed).integers(0, len(b_N), size=(n_boot, len(b_N)))
     diff_B = stat(a_N[idx_BN], axis=-1) - stat(b_N[idx_BN], axis=-1)
     tail = 100 * (1 - level) / 2

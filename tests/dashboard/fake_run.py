@@ -40,7 +40,7 @@ def image_records(step: int, total: int, *, G: int = 8, turns: int = 3, n_images
     records = []
     for k, (name, lat, lon) in enumerate(PLACES[:n_images]):
         rollouts = []
-        for g in range(G):
+        for _g in range(G):
             guesses, dists = [], []
             for t in range(turns):
                 s = spread / (t + 1)

@@ -5,10 +5,10 @@ import re
 import sqlite3
 from pathlib import Path
 
+import fake_run
 import pytest
 from starlette.testclient import TestClient
 
-import fake_run
 from geospot.dashboard import cli
 from geospot.dashboard.app import STATIC, create_app
 from geospot.runs.store import RunStore

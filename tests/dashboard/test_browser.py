@@ -5,10 +5,10 @@ import shutil
 import time
 from pathlib import Path
 
-import pytest
-
 import fake_run
+import pytest
 from conftest import Server
+
 from geospot.dashboard.app import create_app
 from geospot.runs.store import RunStore
 
@@ -64,7 +64,8 @@ def test_live_map_in_chromium(tmp_path, browser):
         # the slider changes the guesses shown (early steps: far-flung guesses)
         def guess_positions():
             guesses = page.locator("circle.guess")
-            return [(guesses.nth(i).get_attribute("cx"), guesses.nth(i).get_attribute("cy")) for i in range(guesses.count())]
+            return [(guesses.nth(i).get_attribute("cx"), guesses.nth(i).get_attribute("cy"))
+                    for i in range(guesses.count())]
 
         late = guess_positions()
         page.locator("#step-slider").fill("0")

@@ -26,7 +26,8 @@ def test_slider_and_zoom_update_in_place(tmp_path, browser):  # noqa: F811
         page.goto(srv.url + "/#/run/r")
         page.wait_for_selector("circle.guess")
         expect(page.locator("#step-label")).to_have_attribute("data-step", "6")
-        cursors = lambda: page.eval_on_selector_all(".charts .chart line.cursor", "ls => ls.map(l => +l.getAttribute('x1'))")
+        cursors = lambda: page.eval_on_selector_all(".charts .chart line.cursor",
+                                                    "ls => ls.map(l => +l.getAttribute('x1'))")
         late = cursors()
         assert late and len(late) == page.locator(".charts .chart svg").count()  # one cursor per drawn chart
         page.evaluate("document.querySelectorAll('.charts .chart').forEach(c => c.marked = true)")
@@ -39,7 +40,8 @@ def test_slider_and_zoom_update_in_place(tmp_path, browser):  # noqa: F811
         assert page.evaluate("[...document.querySelectorAll('.charts .chart')].every(c => c.marked)")  # not rebuilt
 
         # zoom: same elements, same centres, radii scaled with the view width
-        page.evaluate("document.querySelectorAll('svg.map .data circle, svg.map rect.truth').forEach(n => n.marked = true)")
+        page.evaluate("document.querySelectorAll('svg.map .data circle, svg.map rect.truth')"
+                      ".forEach(n => n.marked = true)")
         r0 = float(page.locator("circle.guess").first.get_attribute("r"))
         cx0 = page.locator("circle.guess").first.get_attribute("cx")
         box = page.locator("svg.map").first.bounding_box()
@@ -50,7 +52,8 @@ def test_slider_and_zoom_update_in_place(tmp_path, browser):  # noqa: F811
         assert w == pytest.approx(288)
         assert float(page.locator("circle.guess").first.get_attribute("r")) == pytest.approx(r0 * w / 360, rel=1e-6)
         assert page.locator("circle.guess").first.get_attribute("cx") == cx0
-        assert page.evaluate("[...document.querySelectorAll('svg.map .data circle, svg.map rect.truth')].every(n => n.marked)")
+        assert page.evaluate("[...document.querySelectorAll('svg.map .data circle, svg.map rect.truth')]"
+                             ".every(n => n.marked)")
         size = float(page.locator("rect.truth").first.get_attribute("width"))
         assert size == pytest.approx(5.2 * w / 360, rel=1e-6)
         assert not errors

@@ -13,7 +13,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import Server
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
@@ -33,7 +32,8 @@ def demo_runs(request) -> Path:
     given = os.environ.get("GEOSPOT_DEMO_RUN")
     if given:
         runs = Path(given)
-        assert (runs / "rl" / "store.sqlite").is_file(), f"GEOSPOT_DEMO_RUN={given}: no rl/store.sqlite (run `geospot demo --out {given}`)"
+        assert (runs / "rl" / "store.sqlite").is_file(), \
+            f"GEOSPOT_DEMO_RUN={given}: no rl/store.sqlite (run `geospot demo --out {given}`)"
         return runs
     return request.getfixturevalue("short_demo").folder  # only now: a given folder runs no demo
 

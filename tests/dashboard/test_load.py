@@ -8,12 +8,12 @@ import os
 import threading
 import time
 
+import fake_run
 import httpx
 import psutil
 import pytest
-
-import fake_run
 from conftest import Server
+
 from geospot.dashboard.app import create_app
 from geospot.runs.store import RunReader, RunStore
 
@@ -79,7 +79,8 @@ def test_fifty_sse_clients_while_writing(tmp_path):
         async def main() -> None:
             limits = httpx.Limits(max_connections=CLIENTS + 5)
             async with httpx.AsyncClient(timeout=httpx.Timeout(SECONDS + 60), limits=limits) as http:
-                await asyncio.gather(*(client(http, f"{srv.url}/api/events", since, out, errors) for _ in range(CLIENTS)))
+                await asyncio.gather(*(client(http, f"{srv.url}/api/events", since, out, errors)
+                                       for _ in range(CLIENTS)))
 
         asyncio.run(main())
         writer.join()
@@ -95,5 +96,6 @@ def test_fifty_sse_clients_while_writing(tmp_path):
     for steps in out.values():
         assert steps == written  # all of them, in order, none twice
     growth_mb = (rss["end"] - rss["early"]) / 2**20
-    print(json.dumps({"clients": CLIENTS, "seconds": SECONDS, "steps": len(written), "rss_growth_mb": round(growth_mb, 1)}))
+    print(json.dumps({"clients": CLIENTS, "seconds": SECONDS, "steps": len(written),
+                      "rss_growth_mb": round(growth_mb, 1)}))
     assert growth_mb < 64

@@ -5,10 +5,10 @@ import json
 import socket
 import threading
 
-import httpx
-
 import fake_run
+import httpx
 from conftest import Server
+
 from geospot.dashboard.app import create_app
 from geospot.runs.store import RunStore
 

@@ -3,7 +3,7 @@ script, counting every call. It implements the parts of the Engine protocol eval
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from PIL import Image
 
@@ -73,7 +73,8 @@ class ScriptedEngine:
                 toks = tuple(ord(ch) for ch in answer)
                 stop = not self.truncate or len(toks) < params.max_tokens
                 toks = toks if stop else toks[: params.max_tokens]
-                group.append(SampledSequence(toks + ((EOT,) if stop else ()), (0.0,) * (len(toks) + stop), "stop" if stop else "length"))
+                group.append(SampledSequence(toks + ((EOT,) if stop else ()), (0.0,) * (len(toks) + stop),
+                                             "stop" if stop else "length"))
             out.append(group)
         return out
 

@@ -17,5 +17,6 @@ def test_the_demo_runs_compare_and_carry_their_held_out_evals(short_demo, capsys
     assert rows[sft_row]["geoscore"] == short_demo.rows["stages"]["sft"]["geoscore"]  # the demo's own greedy row
     for run, stage in ((sft, "sft"), (rl, "rl")):
         summary = RunReader(run).summary()
-        assert summary["status"] == "done" and summary["heldout"]["geoscore"] == short_demo.rows["stages"][stage]["geoscore"]
+        assert (summary["status"] == "done"
+                and summary["heldout"]["geoscore"] == short_demo.rows["stages"][stage]["geoscore"])
         assert any(s["split"] == "eval" for s in RunReader(run).image_steps())

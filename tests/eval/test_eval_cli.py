@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from eval_fakes import ScriptedEngine
+
 from geospot.config import ConfigError
 from geospot.eval import cli
 from geospot.eval import predictions as io
@@ -91,10 +91,10 @@ def test_eval_main_prints_table_and_json(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # default run folders land under ./runs
     monkeypatch.setattr(loading, "load_model", lambda model, **kw: LoadedModel(ScriptedEngine(by_pixels), model, model))
     out = str(tmp_path / "a")
-    assert cli.eval_main([f"model=x", f"data={OSV}", f"out={out}", "greedy", "geocoder=none", "n=3"]) == 0
+    assert cli.eval_main(["model=x", f"data={OSV}", f"out={out}", "greedy", "geocoder=none", "n=3"]) == 0
     text = capsys.readouterr().out
     assert "median km" in text and "predictions:" in text
-    assert cli.eval_main([f"model=x", f"data={OSV}", f"out={tmp_path / 'b'}", "--json", "geocoder=none",
+    assert cli.eval_main(["model=x", f"data={OSV}", f"out={tmp_path / 'b'}", "--json", "geocoder=none",
                           "env_type=telescoping"]) == 0
     js = json.loads(capsys.readouterr().out)
     assert js["metrics"]["n"] == 8 and js["env_type"] == "telescoping" and js["metrics"]["country_acc"] is None
@@ -120,7 +120,8 @@ def test_predict_prints_one_line_per_image_and_a_map(tmp_path, capsys):
     assert [Path(l.split("\t")[0]).name for l in lines] == names
     html = page.read_text()
     assert html.count("<tr>") == 13 and "<script" not in html
-    rc = cli.predict_main(["model=fake", str(OSV / "unlabeled"), "--json", "env_type=telescoping"], engine=ScriptedEngine(by_pixels))
+    rc = cli.predict_main(["model=fake", str(OSV / "unlabeled"), "--json", "env_type=telescoping"],
+                          engine=ScriptedEngine(by_pixels))
     rows = [json.loads(l) for l in capsys.readouterr().out.strip().splitlines()]
     assert len(rows) == 12 and all(len(r["turns"]) in (1, 3) for r in rows)
     parsed = [r for r in rows if r["latitude"] is not None]

@@ -119,8 +119,10 @@ def test_model_card_states_base_data_steps_and_evals(tmp_path):
              {"step": 10, "eval/n": 4, "eval/median_km": 120.5, "eval/acc_25km": 0.5},
              {"step": 20, "eval/n": 4, "eval/median_km": 99.0, "eval/acc_25km": 0.75}]
     (run / "metrics.jsonl").write_text("\n".join(_json.dumps(x) for x in lines) + "\n")
-    loaded = LoadedModel(engine=None, model=str(run), base_model="Qwen/Qwen2.5-VL-3B-Instruct", checkpoint=run / "checkpoints" / "10",
-                         run_dir=run, step=10, run_config={"kind": "rl", "config": {"data": "synthetic:n=99", "env_type": "telescoping", "lora_rank": 32}})
+    loaded = LoadedModel(engine=None, model=str(run), base_model="Qwen/Qwen2.5-VL-3B-Instruct",
+                         checkpoint=run / "checkpoints" / "10", run_dir=run, step=10,
+                         run_config={"kind": "rl", "config": {"data": "synthetic:n=99", "env_type": "telescoping",
+                                                              "lora_rank": 32}})
     from geospot.prompts import SINGLE_TURN_PROMPT, TELESCOPING_PROMPTS
     from geospot.runs.model_spec import ModelSpec
 
@@ -139,7 +141,8 @@ def test_model_card_states_base_data_steps_and_evals(tmp_path):
     assert "| 120.5 " in card and "50.0%*" in card  # best acc@25km marked
     # an eval run's summary shows too, in its own table
     (run / "eval" / "osv").mkdir(parents=True)
-    io.write_summary(run / "eval" / "osv", {"name": "osv", "data": "/data/osv5m", "metrics": {"n": 8, "median_km": 7.0}})
+    io.write_summary(run / "eval" / "osv",
+                     {"name": "osv", "data": "/data/osv5m", "metrics": {"n": 8, "median_km": 7.0}})
     card = model_card(loaded, spec=spec, kind="merged")
     assert "osv: /data/osv5m (single, greedy)" in card and "library_name: transformers" in card
     assert "full model (LoRA merged into the base)" in card

@@ -2,8 +2,8 @@ import math
 
 import numpy as np
 import pytest
-
 from eval_fakes import ScriptedEngine, exact, make_samples
+
 from geospot.engines.types import SampleParams
 from geospot.eval import evaluate, medoid, resolve_sampling
 from geospot.runs.writer import ListWriter

@@ -52,7 +52,8 @@ def _image():
 
 @pytest.mark.skipif(not OSV.exists(), reason="needs the shared OSV-5M samples")
 def test_predict_unlabeled_prints_12_lines(capsys):
-    assert cli.predict_main([f"model={MODEL}", str(OSV / "unlabeled"), "max_tokens=8", f"max_pixels={224 * 224}", "device=cpu"]) == 0
+    assert cli.predict_main([f"model={MODEL}", str(OSV / "unlabeled"), "max_tokens=8", f"max_pixels={224 * 224}",
+                             "device=cpu"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 12
     assert all(len(l.split("\t")) == 4 for l in lines)
@@ -124,7 +125,8 @@ def test_export_reloads_in_plain_transformers_with_identical_outputs(trained_run
         model = PeftModel.from_pretrained(base, out)
     model.eval()
     prompt = engine.renderer.generation_prompt([user_message(_image(), SINGLE_TURN_PROMPT)])
-    full = prompt.append_tokens(engine.renderer.tokenizer.encode("Latitude: 12.34\nLongitude: 56.78", add_special_tokens=False))
+    full = prompt.append_tokens(
+        engine.renderer.tokenizer.encode("Latitude: 12.34\nLongitude: 56.78", add_special_tokens=False))
     plain = _plain_logits(model, engine.renderer, engine.image_processor, full)
     # the checkpoint's own log-probs of the same sequence
     lp_engine = engine.forward([make_datum(full, weights=np.ones(full.length, np.float32))])[0]
@@ -163,8 +165,9 @@ def test_telescoping_on_the_real_renderer_and_engine():
             toks = tuple(engine.renderer.tokenizer.encode("Latitude: 10.0\nLongitude: 20.0", add_special_tokens=False))
             toks += (engine.renderer.end_of_turn_id,)
             return [[SampledSequence(toks, (0.0,) * len(toks), "stop")] * k for _ in prompts]
-        return [[SampledSequence((*engine.renderer.tokenizer.encode("Latitude: 11.5\nLongitude: 21.25", add_special_tokens=False),
-                                  engine.renderer.end_of_turn_id), (0.0,) * 20, "stop")] for _ in real_sample(prompts, k, params)]
+        answer = engine.renderer.tokenizer.encode("Latitude: 11.5\nLongitude: 21.25", add_special_tokens=False)
+        return [[SampledSequence((*answer, engine.renderer.end_of_turn_id), (0.0,) * 20, "stop")]
+                for _ in real_sample(prompts, k, params)]
 
     engine.sample = sample
     samples = [cached_world().sample(i) for i in range(3)]

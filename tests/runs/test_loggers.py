@@ -23,7 +23,8 @@ def test_console_every_n_steps():
     w = ConsoleWriter(every=2, stream=out)
     for i in range(4):
         w.log_step(i, {"reward": 0.123456, "median_km": 812.0})
-    assert out.getvalue().splitlines() == ["step 0 | reward 0.1235 | median_km 812", "step 2 | reward 0.1235 | median_km 812"]
+    assert out.getvalue().splitlines() == ["step 0 | reward 0.1235 | median_km 812",
+                                           "step 2 | reward 0.1235 | median_km 812"]
 
 
 class Broken:

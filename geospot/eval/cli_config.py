@@ -1,0 +1,106 @@
+"""What `geospot eval` and `geospot predict` parse: their frozen configs (SamplingConfig holds
+the shared settings, declared and validated once) and the argv splitting both commands use."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from geospot.config import ConfigError, option
+from geospot.envs.config import EnvOptions
+
+
+@dataclass(frozen=True)
+class SamplingConfig(EnvOptions):
+    """What `geospot eval` and `geospot predict` share: the model, how to ask it, where it
+    runs. Both subclass it, so a setting is declared and validated once. The hierarchical /
+    geohash env keys come from EnvOptions (envs/config.py), as in `geospot rl`."""
+
+    model: str = option("", "hub id, local HF folder, `tiny:<family>[:<size>]`, a training run or checkpoint folder, "
+                            "or tinker://…")
+    base_model: str | None = option(None, "for model=tinker://… only: the hub id that checkpoint was trained from")
+    env_type: Literal["single", "telescoping", "hierarchical", "geohash"] = option(
+        "single",
+        "`single`: one question; `telescoping`: 3 turns, the last scored (predict prints every turn's guess); "
+        "`hierarchical`: label turns then coordinates (label accuracy per turn); `geohash`: the geohash curriculum; "
+        "a run folder's model defaults to the style it trained last")
+    samples: int = option(0, "0 = greedy (temperature 0); k > 0 = k samples per image at `temperature`, "
+                             "the medoid guess used")
+    temperature: float = option(1.0, "sampling temperature when samples > 0")
+    batch_size: int = option(16, "images per engine.sample call")
+    max_tokens: int = option(24, "answer length limit per turn (the answer format needs ~20 tokens; raise it for "
+                                 "chatty zero-shot models); a run folder's model defaults to its own; reasoning=true "
+                                 "uses reasoning_max_tokens")
+    device: str = option("auto", "`auto`, `cpu`, `cuda`, `cuda:1`, …")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
+        "auto", "model dtype (`auto`: bf16 on capable GPUs, fp32 on CPU)")
+    max_pixels: int | None = option(None, "pixel budget per image (None = the model's; a run folder's: its "
+                                          "training images' budget)")
+    seed: int = option(0, "sampling seed")
+
+    def validate(self) -> None:
+        self.validate_env()
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size={self.batch_size} must be >= 1")
+        if self.samples < 0:
+            raise ConfigError(f"samples={self.samples} must be >= 0 (0 = greedy)")
+        if self.max_tokens < 1:
+            raise ConfigError(f"max_tokens={self.max_tokens} must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvalConfig(SamplingConfig):
+    data: str = option("", "data spec: a folder (images + CSV: OSV-5M, IM2GPS3K, YFCC4K layouts), `synthetic:…`, "
+                           "`hf:…`, …")
+    split: Literal["auto", "train", "val", "test", "all"] = option(
+        "auto", "which ids of the data (hash split): `auto` = `test` for synthetic specs, `all` for anything else "
+                "(benchmark folders are test sets)")
+    n: int | None = option(None, "evaluate only the first n samples (None = all)")
+    out: str | None = option(None, "run folder (default: runs/eval/<model>-<data>); rerunning into it resumes")
+    name: str | None = option(None, "row name in tables (default: the run folder's name)")
+    geocoder: Literal["auto", "reverse", "none"] = option(
+        "auto", "country/region/city accuracy: `auto` (the synthetic world's own, else offline reverse geocoding), "
+                "`reverse`, `none`")
+
+
+@dataclass(frozen=True)
+class PredictConfig(SamplingConfig):
+    """`geospot predict` needs nothing beyond the shared settings."""
+
+
+
+def split_args(argv: Sequence[str], flags: set[str], valued_flags: set[str] = frozenset()):
+    """(key=value list, set flags, {flag: value}, positional list)."""
+    kv, seen, values, pos = [], set(), {}, []
+    it = iter(argv)
+    for a in it:
+        if a in flags:
+            seen.add(a)
+        elif a in valued_flags:
+            try:
+                values[a] = next(it)
+            except StopIteration:
+                raise ConfigError(f"{a} needs a value (e.g. {a} out.html)") from None
+        elif a.startswith("--") and "=" in a and a.split("=", 1)[0] in valued_flags:
+            k, v = a.split("=", 1)
+            values[k] = v
+        elif "=" in a and not a.startswith("/") and re.match(r"^-*[A-Za-z_][\w-]*=", a):
+            kv.append(a)
+        else:
+            pos.append(a)
+    return kv, seen, values, pos
+
+
+def sampling_for(samples: int, temperature: float, max_tokens: int):
+    from geospot.engines.types import SampleParams
+
+    return None if samples == 0 else (SampleParams(max_tokens=max_tokens, temperature=temperature), samples)
+
+
+
+def engine_overrides(cfg) -> dict:
+    return {"base_model": cfg.base_model, "device": cfg.device, "dtype": cfg.dtype, "max_pixels": cfg.max_pixels,
+            "seed": cfg.seed}
+

@@ -1,0 +1,165 @@
+"""`geospot predict model=<model> IMAGES...|DIR [--json] [--map out.html]`: coordinates and a
+place name for photos with no known truth, one line (or JSON object) per image."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from geospot.config import ConfigError, help_text, parse_overrides
+from geospot.eval.cli_config import PredictConfig, engine_overrides, sampling_for, split_args
+from geospot.eval.run_defaults import describe_defaults, given_keys, with_run_defaults
+from geospot.eval.runner import predict
+from geospot.jsonutil import finite_json
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+PREDICT_HELP = """usage: geospot predict model=<model> IMAGE... | DIR [key=value ...] [--json] [--map out.html]
+
+One line per image: latitude, longitude, country/region/city and the raw answer
+(telescoping: each turn's guess). --map writes a self-contained offline HTML map.
+"""
+
+
+def image_paths(args: Sequence[str]) -> list[Path]:
+    paths: list[Path] = []
+    for a in args:
+        p = Path(a)
+        if p.is_dir():
+            paths += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTS and q.is_file())
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise FileNotFoundError(f"{a}: no such image or folder")
+    if not paths:
+        raise ConfigError(f"no images found in {', '.join(args)} (looked for {', '.join(sorted(IMAGE_EXTS))})")
+    return paths
+
+
+def load_images(paths: Sequence[Path]):
+    """Samples with unknown truth (NaN); unreadable files are skipped and reported."""
+    from PIL import Image, UnidentifiedImageError
+
+    from geospot.data.types import Sample
+
+    samples, skipped = [], []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                img = im.convert("RGB")
+        except (UnidentifiedImageError, OSError) as e:
+            skipped.append(f"{p} ({type(e).__name__})")
+            continue
+        samples.append(Sample(id=str(p), image=img, lat=math.nan, lon=math.nan, source="predict"))
+    return samples, skipped
+
+
+def _place(label) -> str:
+    if label is None:
+        return ""
+    return "/".join(x for x in (label.country, label.region, label.city) if x)
+
+
+def predict_main(argv: list[str], engine=None) -> int:
+    argv = list(argv)
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(PREDICT_HELP + "\n" + help_text(PredictConfig))
+        return 0
+    try:
+        kv, flags, values, pos = split_args(argv, {"--json", "greedy"}, {"--map"})
+        cfg = parse_overrides(PredictConfig, kv)
+        cfg, run_defaults = with_run_defaults(cfg, given_keys(kv))
+        if run_defaults:
+            print(describe_defaults(run_defaults), file=sys.stderr)
+        if not pos:
+            raise ConfigError("give images or a folder, e.g. `geospot predict model=... photos/`")
+        if not cfg.model and engine is None:
+            raise ConfigError("model= is required (a hub id, local folder, tiny:..., run/checkpoint folder or tinker://...)")
+        samples, skipped = load_images(image_paths(pos))
+        for s in skipped:
+            print(f"skipped unreadable image: {s}", file=sys.stderr)
+        if not samples:
+            raise ConfigError("none of the images could be read")
+        if engine is None:
+            from geospot.eval.loading import load_model
+
+            engine = load_model(cfg.model, **engine_overrides(cfg)).engine
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"geospot predict: {e}", file=sys.stderr)
+        return 2
+    budget = cfg.turn_max_tokens(cfg.max_tokens)  # reasoning=true: reasoning_max_tokens
+    preds = predict(engine, samples, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=budget,
+                    sampling=sampling_for(cfg.samples, cfg.temperature, budget), env_options=cfg,
+                    label_geocoder=_no_labels, turns=tuple(run_defaults["turn_prompts"]) if run_defaults else None)
+    labels = _reverse_geocode_parsed(preds)
+    rows = []
+    for p, lab in zip(preds, labels):
+        place = _place(lab)
+        rows.append({
+            "name": p.id,
+            "latitude": p.latitude,
+            "longitude": p.longitude,
+            "country": lab.country if lab else None,
+            "region": lab.region if lab else None,
+            "city": lab.city if lab else None,
+            "place": place,
+            "raw_text": p.raw_text,
+            "turns": [None if g is None else list(g) for g in p.turn_guesses],
+            "turn_texts": list(p.turn_texts),
+            **({"answers": answered_labels(p)} if p.turn_fields else {}),
+            # reasoning=true: raw_text holds the <think> block; its length per turn (first sample)
+            **({"reasoning_tokens": [t[0] for t in p.turn_reasoning[:len(p.turn_guesses)]]}
+               if p.turn_reasoning else {}),
+        })
+    for r in rows:
+        print(json.dumps(finite_json(r)) if "--json" in flags else _predict_line(r, cfg.env_type != "single"))
+    if "--map" in values:
+        from geospot.eval.htmlmap import render_map
+
+        Path(values["--map"]).write_text(render_map(rows), encoding="utf-8")
+        print(f"map: {values['--map']}", file=sys.stderr)
+    return 0
+
+
+def _no_labels(lats, lons):
+    """predict has no truth: nothing to label, and no geocoder load for it."""
+    from geospot.geo import UNKNOWN
+
+    return [UNKNOWN for _ in lats]
+
+
+def answered_labels(p) -> dict[str, str | None]:
+    """The label each label turn of a hierarchical prediction named, e.g. {"country": "France"}."""
+    from geospot.geo.parse_labels import parse_label
+
+    return {f: parse_label(t, f) for f, t in zip(p.turn_fields, p.turn_texts) if f}
+
+
+def _reverse_geocode_parsed(preds):
+    from geospot.geo.geocode import reverse_geocode
+
+    idx = [i for i, p in enumerate(preds) if p.parsed]
+    out = [None] * len(preds)
+    if idx:
+        labs = reverse_geocode([preds[i].latitude for i in idx], [preds[i].longitude for i in idx])
+        for i, lab in zip(idx, labs):
+            out[i] = lab
+    return out
+
+
+def _predict_line(r: dict, telescoping: bool) -> str:
+    one_line = lambda s: s.replace("\n", " | ")
+    if math.isnan(r["latitude"]):
+        coords = "unparsed"
+    else:
+        coords = f"{r['latitude']:.4f}, {r['longitude']:.4f}"
+    line = f"{r['name']}\t{coords}\t{r['place'] or '-'}\t{one_line(r['raw_text'])!r}"
+    if r.get("answers"):
+        line += "\tanswers: " + ", ".join(f"{k}={v or '?'}" for k, v in r["answers"].items())
+    if telescoping:
+        turns = " -> ".join("?" if g is None else f"({g[0]:.2f}, {g[1]:.2f})" for g in r["turns"])
+        line += f"\tturns: {turns}"
+    return line
