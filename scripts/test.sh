@@ -11,4 +11,7 @@ fi
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" TOKENIZERS_PARALLELISM=false
+# The house style is checked with the tests: ruff's configuration is in pyproject.toml.
+echo "[test] ruff check (pyproject.toml's [tool.ruff])"
+ruff check -q geospot tests benchmarks scripts
 exec python -m pytest -q "$@"
