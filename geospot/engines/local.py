@@ -25,12 +25,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from geospot import distributed
 from geospot.engines.config import EngineConfig
 from geospot.engines.inputs import mrope_positions
 from geospot.engines.local_model import LocalModel, TokenCounter, _lora_targets
 from geospot.engines.local_sampler import LocalSampler
 from geospot.engines.local_state import LocalState
 from geospot.engines.local_trainer import LocalTrainer
+from geospot.engines.parallel import make_sync
 from geospot.engines.snapshot import SnapshotSampler, locked
 from geospot.engines.types import AdamParams, Datum, ForwardBackwardResult, ModelInput, SampledSequence, SampleParams
 from geospot.models.load import LoadedModel
@@ -44,6 +46,8 @@ class LocalEngine(LocalModel):
         self.sampler = LocalSampler(self)
         self.trainer = LocalTrainer(self)
         self.state = LocalState(self, self.trainer)
+        # under torchrun: DDP (LoRA) or FSDP2 (full fine-tuning) reduces the ranks' gradients (parallel.py)
+        self.trainer.sync = make_sync(self, distributed.current())
 
     @property
     def optimizer(self) -> torch.optim.AdamW | None:

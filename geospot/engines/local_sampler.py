@@ -74,7 +74,7 @@ class LocalSampler:
         self.core = core
         self.lean: LeanDecode | None = None  # built at the first sample(): after the model is set up
 
-    def _pick(self, logits: torch.Tensor, params: SampleParams, gen: torch.Generator) -> torch.Tensor:
+    def _pick(self, logits: torch.Tensor, params: SampleParams, gen: torch.Generator | list) -> torch.Tensor:
         # placeholder tokens are never valid output: fed back as text they would be taken for
         # image slots (the reported logprobs stay the model's own, temperature-1 ones)
         logits = logits.index_fill(-1, self.core.banned_ids, float("-inf"))
@@ -86,7 +86,10 @@ class LocalSampler:
             keep = sorted_p.cumsum(-1) - sorted_p < params.top_p  # always keeps the top token
             sorted_p = sorted_p * keep
             probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
-        return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+        if isinstance(gen, torch.Generator):
+            return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+        # one generator per row (params.seeds): each row draws from its own prompt's stream only
+        return torch.cat([torch.multinomial(probs[k], 1, generator=g) for k, g in enumerate(gen)])
 
     def snapshot(self) -> SnapshotSampler:
         """A sampler on the weights as they are now (async GRPO): a copy of the trainable tensors
@@ -111,6 +114,12 @@ class LocalSampler:
         core.sample_calls += 1
         gen = torch.Generator(device=core.device).manual_seed(int(seed))
         B, G = len(prompts), num_samples
+        row_gens = None
+        if params.seeds is not None:  # a prompt's G rows draw, in order, from that prompt's generator
+            if len(params.seeds) != B:
+                raise ValueError(f"SampleParams.seeds has {len(params.seeds)} seeds for {B} prompts")
+            per_prompt = [torch.Generator(device=core.device).manual_seed(int(s)) for s in params.seeds]
+            row_gens = [per_prompt[r // G] for r in range(B * G)]
 
         reuse = core.kv_reuse and core.kv_store.max_tokens > 0
         if reuse:
@@ -145,7 +154,7 @@ class LocalSampler:
         tails: list = [None] * N  # per sequence, the KV of its fed sampled tokens (kept for reuse)
         for t in range(params.max_tokens):
             logp = torch.log_softmax(logits, dim=-1)  # temperature 1: what the trainer computes
-            tok = self._pick(logits, params, gen)
+            tok = self._pick(logits, params, gen if row_gens is None else [row_gens[r] for r in rows])
             lp = logp.gather(-1, tok[:, None]).squeeze(-1)
             tok_l, lp_l = tok.tolist(), lp.tolist()
             keep = []

@@ -42,16 +42,22 @@ class LocalState:
     def __init__(self, core: LocalModel, trainer: LocalTrainer):
         self.core, self.trainer = core, trainer
 
-    def save_state(self, path: str) -> str:
-        """Trainable weights + optimizer + step + RNG, written to a temp folder then renamed."""
-        core, optimizer = self.core, self.trainer.optimizer
+    def save_state(self, path: str | None) -> str:
+        """Trainable weights + optimizer + step + RNG, written to a temp folder then renamed.
+        Under torchrun every rank calls it (FSDP2 gathers the shards: a collective); rank 0 passes
+        the path and writes, the others pass None and write nothing."""
+        core = self.core
+        sync = self.trainer.sync
+        weights, optim_state = (sync.full_state() if sync is not None else self._local_state())
+        if path is None:
+            return ""
         final = Path(path)
         tmp = _temp_beside(final)
         tmp.mkdir()
-        save_file({n: p.detach().cpu().contiguous() for n, p in core.trainable}, str(tmp / "trainable.safetensors"))
+        save_file(weights, str(tmp / "trainable.safetensors"))
         torch.save(
             {
-                "optimizer": optimizer.state_dict() if optimizer is not None else None,
+                "optimizer": optim_state,
                 "step": core.step,
                 "sample_calls": core.sample_calls,
                 "torch_rng": torch.get_rng_state(),
@@ -63,31 +69,45 @@ class LocalState:
         _atomic_replace(tmp, final)
         return str(final)
 
+    def _new_optimizer(self) -> torch.optim.AdamW:
+        return self.trainer.new_optimizer(AdamParams(learning_rate=0.0))
+
+    def _local_state(self) -> tuple[dict[str, torch.Tensor], dict | None]:
+        optimizer = self.trainer.optimizer
+        weights = {n: p.detach().cpu().contiguous() for n, p in self.core.trainable}
+        return weights, optimizer.state_dict() if optimizer is not None else None
+
     def load_state(self, path: str, with_optimizer: bool = True) -> None:
         core = self.core
         folder = Path(path)
         if not (folder / "trainable.safetensors").exists():
             raise FileNotFoundError(f"{folder} is not a geospot engine state (no trainable.safetensors)")
         weights = load_file(str(folder / "trainable.safetensors"))
+        sync = self.trainer.sync
         names = {n for n, _ in core.trainable}
         if set(weights) != names:
             missing, extra = sorted(names - set(weights))[:3], sorted(set(weights) - names)[:3]
             raise ValueError(f"state {folder} does not match this engine's trainable parameters "
                              f"(missing {missing}, unexpected {extra}); same model and lora_rank?")
-        with torch.no_grad():
-            for n, p in core.trainable:
-                p.copy_(weights[n].to(p.device, p.dtype))
-        core.kv_store.clear()  # KV computed by the old weights is stale
         state = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
+        optim_state = state["optimizer"] if with_optimizer else None
+        self.trainer.optimizer = None
+        if sync is not None and sync.kind == "fsdp":  # each rank keeps its shards (parallel.py)
+            self.trainer.optimizer = sync.load_full_state(weights, optim_state, self._new_optimizer)
+            optim_state = None
+        else:
+            with torch.no_grad():
+                for n, p in core.trainable:
+                    p.copy_(weights[n].to(p.device, p.dtype))
+        core.kv_store.clear()  # KV computed by the old weights is stale
         core.step = int(state["step"])
         core.sample_calls = int(state["sample_calls"])
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        self.trainer.optimizer = None
-        if with_optimizer and state["optimizer"] is not None:
-            self.trainer.optimizer = self.trainer.new_optimizer(AdamParams(learning_rate=0.0))
-            self.trainer.optimizer.load_state_dict(state["optimizer"])
+        if optim_state is not None:
+            self.trainer.optimizer = self._new_optimizer()
+            self.trainer.optimizer.load_state_dict(optim_state)
         for p in core._params():
             p.grad = None
 

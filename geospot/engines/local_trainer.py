@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from torch.distributed.tensor import DTensor
 from transformers import AutoModelForImageTextToText
 
 from geospot.engines.local_model import LocalModel
@@ -45,6 +46,7 @@ class LocalTrainer:
         self.optimizer: torch.optim.AdamW | None = None
         self._reference: dict[str, torch.Tensor] | None = None  # LoRA: the adapter set_reference froze
         self._base_model: torch.nn.Module | None = None  # full fine-tuning: the KL reference model
+        self.sync = None  # under torchrun: reduces the ranks' gradients at optim_step (parallel.py)
 
     # -- scoring ----------------------------------------------------------------------------------
 
@@ -204,15 +206,21 @@ class LocalTrainer:
         for g in self.optimizer.param_groups:  # schedules live in the loop: hyperparameters per call
             g.update(lr=adam.learning_rate, betas=(adam.beta1, adam.beta2), eps=adam.eps,
                      weight_decay=adam.weight_decay)
+        if self.sync is not None:  # every rank, once per step, whether or not it had datums
+            self.sync.sync()
         params = [p for p in core._params() if p.grad is not None]
         max_norm = adam.grad_clip_norm if adam.grad_clip_norm is not None else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.zeros(())
+        # FSDP2's gradients are shards (DTensor): the norm is whole only once gathered
+        grad_norm = float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             raise FloatingPointError(f"gradient norm is {grad_norm} at step {core.step}; "
                                      "lower the learning rate or check the datums")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.sync is not None:  # FSDP2: gather the updated shards into whole parameters again
+            self.sync.after_step()
         core.kv_store.clear()  # KV computed by the old weights is stale
         core.step += 1
         return {"grad_norm": grad_norm, "learning_rate": adam.learning_rate, "step": float(core.step)}

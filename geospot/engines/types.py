@@ -133,6 +133,9 @@ class SampleParams:
     top_p: float = 1.0
     stop: tuple[str | int, ...] = ()  # empty = the renderer's end-of-turn token
     seed: int | None = None
+    # one seed per prompt (local engine): a prompt's samples then depend on its own seed only, not on
+    # the other prompts of the call, so data-parallel RL draws a GRPO group alike on any rank
+    seeds: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import numpy as np
 
 from geospot import prompts as P
 from geospot.data.types import Sample
+from geospot.distributed import Dist
 from geospot.engines.types import SampleParams
 from geospot.envs.registry import coordinate_prompts
 from geospot.geo import haversine_km
@@ -270,6 +271,7 @@ def evaluate(
     step: int = 0,
     on_batch: Callable[[list[Prediction]], None] | None = None,
     env_options=None,
+    dist: Dist | None = None,
 ) -> EvalResult:
     """Evaluate `engine` on `samples` (a list; order kept).
 
@@ -284,10 +286,16 @@ def evaluate(
         its samples) and `log_step(step, {"eval/<metric>": ...})`.
     on_batch: called with each batch's predictions as soon as they exist (the CLI appends
         them to predictions.csv, which is what makes `geospot eval` resumable).
+    dist: under torchrun, each rank predicts its share of `samples` and every rank gets all the
+        predictions (in order); pass a NullWriter on all but rank 0.
     """
     samples = list(samples)
-    predictions = predict(engine, samples, prompt_style=prompt_style, batch_size=batch_size, max_tokens=max_tokens,
-                          sampling=sampling, on_batch=on_batch, env_options=env_options, label_geocoder=geocoder)
+    mine = dist.share(len(samples)) if dist is not None else range(len(samples))
+    predictions = predict(engine, [samples[i] for i in mine], prompt_style=prompt_style, batch_size=batch_size,
+                          max_tokens=max_tokens, sampling=sampling, on_batch=on_batch, env_options=env_options,
+                          label_geocoder=geocoder)
+    if dist is not None and dist.active:
+        predictions = [p for part in dist.gather(predictions) for p in part]
     metrics = metrics_for(predictions, geocoder) if predictions else {"n": 0}
     if writer is not None:
         writer.log_images(step, [_image_record(s, p) for s, p in zip(samples, predictions)], split="eval")

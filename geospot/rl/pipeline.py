@@ -70,11 +70,13 @@ class Batch:
     context: dict  # what the builders were made under (e.g. tau_km)
     stats: RolloutStats = field(default_factory=RolloutStats)
     resampled: int = 0  # stale groups dropped and sampled again (counted at next_batch)
+    groups: Sequence[int] | None = None  # each group's index in `samples` (torchrun: this rank's share); None = all
 
     def state(self) -> dict:
         """Everything but the builders (they hold the renderer): what a checkpoint stores."""
         return {"step": self.step, "samples": self.samples, "trajectories_BG": self.trajectories_BG,
-                "versions_B": self.versions_B, "context": self.context, "stats": self.stats}
+                "versions_B": self.versions_B, "context": self.context, "stats": self.stats,
+                "groups": None if self.groups is None else list(self.groups)}
 
 
 def sampler_factory(engine, max_steps_off_policy: int) -> Callable[[], Sampler]:
@@ -91,12 +93,17 @@ def sampler_factory(engine, max_steps_off_policy: int) -> Callable[[], Sampler]:
 
 class RolloutPipeline:
     def __init__(self, source: BatchSource, group_size: int, max_steps_off_policy: int, end_step: int | None = None,
-                 rollout: Callable = do_group_rollouts, wait_timeout_s: float = 3600.0) -> None:
-        """`end_step`: the thread draws no step at or past it (the run's max_steps)."""
+                 rollout: Callable = do_group_rollouts, wait_timeout_s: float = 3600.0,
+                 share: Callable[[int], Sequence[int]] = range, seed_groups: bool = False) -> None:
+        """`end_step`: the thread draws no step at or past it (the run's max_steps). `share(n)`: which
+        of a step's n images this process plays (torchrun: the rank's share; else all).
+        `seed_groups`: each group samples from its own seed, by its index in the step (rollouts.py:
+        group_ids), so the rollouts do not depend on which process plays it."""
         if max_steps_off_policy < 0:
             raise ValueError(f"max_steps_off_policy={max_steps_off_policy} must be >= 0 (0 = synchronous)")
         self.source, self.group_size, self.k = source, group_size, max_steps_off_policy
-        self.end_step, self.rollout, self.wait_timeout_s = end_step, rollout, wait_timeout_s
+        self.end_step, self.rollout, self.wait_timeout_s, self.share = end_step, rollout, wait_timeout_s, share
+        self.seed_groups = seed_groups
         self._cond = threading.Condition()
         self._published: dict[int, tuple[Sampler, dict]] = {}  # version -> its sampler and context
         self._first = self._latest = 0  # the run's first version, the newest published
@@ -189,10 +196,12 @@ class RolloutPipeline:
 
     def _produce(self, step: int, version: int, sampler: Sampler, context: dict) -> Batch:
         samples = self.source.samples(step)
-        builders = self.source.builders(samples, context)
+        groups = list(self.share(len(samples)))
+        builders = self.source.builders([samples[i] for i in groups], context)
         stats = RolloutStats()
-        trajectories_BG = self.rollout(sampler, builders, self.group_size, self.source.params(step), stats)
-        return Batch(step, samples, trajectories_BG, [version] * len(samples), context, stats)
+        trajectories_BG = self.rollout(sampler, builders, self.group_size, self.source.params(step), stats,
+                                       group_ids=groups if self.seed_groups else None)
+        return Batch(step, samples, trajectories_BG, [version] * len(groups), context, stats, groups=groups)
 
     def _version_for(self, step: int) -> int:
         return max(step - self.k, self._first)
@@ -249,8 +258,10 @@ class RolloutPipeline:
         stale = [b for b, v in enumerate(batch.versions_B) if step - v > self.k]
         if not stale:
             return batch
-        builders = self.source.builders([batch.samples[b] for b in stale], batch.context)
-        fresh = self.rollout(sampler, builders, self.group_size, self.source.params(step), batch.stats)
+        groups = batch.groups if batch.groups is not None else range(len(batch.samples))
+        builders = self.source.builders([batch.samples[groups[b]] for b in stale], batch.context)
+        fresh = self.rollout(sampler, builders, self.group_size, self.source.params(step), batch.stats,
+                             group_ids=[groups[b] for b in stale] if self.seed_groups else None)
         trajectories_BG, versions_B = list(batch.trajectories_BG), list(batch.versions_B)
         for b, trajs in zip(stale, fresh):
             trajectories_BG[b], versions_B[b] = trajs, version

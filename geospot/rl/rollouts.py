@@ -12,6 +12,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from geospot.engines.types import SampleParams
 from geospot.envs.types import EnvGroupBuilder, Trajectory, Transition
 
@@ -23,9 +25,20 @@ class RolloutStats:
     turns: int = 0
 
 
+def stream_seed(*keys: int) -> int:
+    """A sampling seed that is a pure function of `keys` (e.g. run seed, turn, group, rollout)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, np.uint64)[0])
+
+
 def do_group_rollouts(engine, builders: Sequence[EnvGroupBuilder], group_size: int,
-                      params: SampleParams, stats: RolloutStats | None = None) -> list[list[Trajectory]]:
-    """Returns trajectories_BG: for each builder (image), its G trajectories."""
+                      params: SampleParams, stats: RolloutStats | None = None,
+                      group_ids: Sequence[int] | None = None) -> list[list[Trajectory]]:
+    """Returns trajectories_BG: for each builder (image), its G trajectories.
+
+    `group_ids` (with a `params.seed`): each group's global index in the step. Every prompt then
+    samples from its own seed — (seed, turn, group) on the first turn, (seed, turn, group,
+    rollout) after — so a group draws the same tokens whichever rank, and whichever other
+    groups, it is sampled with (data-parallel RL: 2 ranks reproduce 1 process's rollouts)."""
     stats = stats if stats is not None else RolloutStats()
     envs_BG = [b.make_envs(group_size) for b in builders]
     B, G = len(envs_BG), group_size
@@ -38,6 +51,9 @@ def do_group_rollouts(engine, builders: Sequence[EnvGroupBuilder], group_size: i
     while active:
         first = turn == 0
         turn_params = replace(params, seed=None if params.seed is None else params.seed + 1000 * turn)
+        if group_ids is not None and params.seed is not None:
+            keys = [(group_ids[b],) for b in range(B)] if first else [(group_ids[b], g) for b, g in active]
+            turn_params = replace(turn_params, seeds=tuple(stream_seed(params.seed, turn, *k) for k in keys))
         t0 = time.perf_counter()
         seqs = engine.sample(prompts, G if first else 1, turn_params)
         stats.sample_s += time.perf_counter() - t0

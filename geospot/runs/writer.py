@@ -66,3 +66,22 @@ class ListWriter:
 
     def close(self) -> None:
         pass
+
+
+class NullWriter:
+    """Writes nothing: the ranks other than 0 of a torchrun job (rank 0 owns the run folder)."""
+
+    def log_config(self, kind: str, config: dict[str, Any]) -> None:
+        pass
+
+    def log_step(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def log_images(self, step: int, records: list[ImageRecord], split: str = "train") -> None:
+        pass
+
+    def set_status(self, status: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

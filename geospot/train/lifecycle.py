@@ -21,8 +21,10 @@ The keys every loop has mean the same in both (`RUN_HELP`) and are checked by on
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
+import os
 import shutil
 import sys
 import time
@@ -32,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from geospot import data as gdata
-from geospot import engines
+from geospot import distributed, engines
 from geospot.config import ConfigError, require, to_dict
+from geospot.distributed import Dist
 from geospot.engines.start_checks import check_start
 from geospot.eval.geocoding import geocoder_for
 from geospot.runs.checkpoint import (
@@ -45,6 +48,7 @@ from geospot.runs.checkpoint import (
 )
 from geospot.runs.folder import json_default, prepare_log_dir, read_config, truncate_jsonl, write_config
 from geospot.runs.loggers import open_run_writer
+from geospot.runs.writer import NullWriter
 from geospot.train.common import seed_everything
 
 # One meaning per knob, shared by SFTConfig and RLConfig (their defaults may differ).
@@ -272,6 +276,7 @@ class Run:
     stderr: Any = None
     data_end: int | None = None  # a non-repeating stream's last step: the step that drew its last samples, + 1
     data_end_noted: bool = False
+    dist: Dist = field(default_factory=Dist)  # this process's place in a torchrun job (one process: rank 0 of 1)
 
     def steps(self) -> Iterator[int]:
         """The 0-based steps left to run, each timed by the budget until `end_step`; stops at
@@ -310,17 +315,25 @@ class Run:
 
     def save(self, done: int, loop_state: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
         """checkpoints/<done>/ with the data cursor, the loop's state and the seconds spent (and
-        `extra`: objects JSON cannot hold, e.g. async GRPO's batches sampled ahead)."""
-        return save_checkpoint(
-            self.log_dir,
-            done,
-            self.engine,
-            data_state=self.stream.state_dict(),
-            loop_state={**loop_state, "train_seconds": self.budget.spent,
-                        **({"data_end": self.data_end} if self.data_end is not None else {})},
-            extra=extra,
-            keep_last=self.cfg.keep_checkpoints or None,
-        )
+        `extra`: objects JSON cannot hold, e.g. async GRPO's batches sampled ahead). Under torchrun
+        rank 0 writes it (every rank holds the same cursor and, after the step, the same weights);
+        the others take part in gathering sharded weights (FSDP2) and write nothing."""
+        path = Path(self.log_dir) / "checkpoints" / str(done)
+        if self.dist.is_main:
+            path = save_checkpoint(
+                self.log_dir,
+                done,
+                self.engine,
+                data_state=self.stream.state_dict(),
+                loop_state={**loop_state, "train_seconds": self.budget.spent,
+                            **({"data_end": self.data_end} if self.data_end is not None else {})},
+                extra=extra,
+                keep_last=self.cfg.keep_checkpoints or None,
+            )
+        else:
+            self.engine.save_state(None)
+        self.dist.barrier()  # no rank runs ahead of a checkpoint a resume would start from
+        return path
 
 
 @dataclass
@@ -349,14 +362,19 @@ def start_run(
     stderr: Any = None,
 ) -> Run:
     """Everything before the first step (see the module docstring). `set_reference`: load the
-    start weights even when resuming and freeze them as the KL reference."""
-    stderr = stderr or sys.stderr
-    log_dir, resuming = prepare_log_dir(log_path, cfg.behavior_if_log_dir_exists)
-    changed = check_resume(log_dir, kind, cfg) if resuming else {}
+    start weights even when resuming and freeze them as the KL reference. Under torchrun every
+    rank runs this; rank 0 alone prepares and writes the run folder and tells the others what
+    it found (geospot/distributed.py, docs/distributed.md)."""
+    if distributed.under_torchrun():  # refused before joining the process group
+        require_torchrun_ok(engine_config, set_reference)
+    d = distributed.init(engine_config.device)
+    engine_config = dataclasses.replace(engine_config, device=distributed.rank_device(engine_config.device, d))
+    stderr = (stderr or sys.stderr) if d.is_main else open(os.devnull, "w")  # noqa: SIM115
+    log_dir, resuming, changed = _prepare_folder(d, log_path, kind, cfg)
     stream = own_writer = None
     try:
         stream, held_out, geocoder, init_weights = open_inputs(cfg)
-        if not resuming:
+        if not resuming and d.is_main:
             write_config(log_dir, kind, cfg)
         seed_everything(cfg.seed)
 
@@ -367,7 +385,7 @@ def start_run(
         if set_reference:
             engine.set_reference()  # KL to where this run started (the SFT policy), not the untrained base
         budget = TimeBudget(cfg.max_seconds, clock=clock)
-        run = Run(cfg, log_dir, stream, held_out, geocoder, engine, writer, budget, stderr=stderr)
+        run = Run(cfg, log_dir, stream, held_out, geocoder, engine, writer, budget, stderr=stderr, dist=d)
         if ckpt_dir is not None:
             ckpt = load_checkpoint(ckpt_dir, engine, with_optimizer=True)
             stream.load_state_dict(ckpt.data_state)
@@ -377,10 +395,13 @@ def start_run(
             print(f"resuming {log_dir} from step {ckpt.step}", file=stderr)
             for k, (a, b) in changed.items():
                 print(f"resuming with {k} changed: {a!r} -> {b!r} (recorded in config.json)", file=stderr)
-            write_resumed_config(log_dir, kind, cfg, changed, ckpt.step)
-        if writer is None:
+            if d.is_main:
+                write_resumed_config(log_dir, kind, cfg, changed, ckpt.step)
+        if not d.is_main:
+            run.writer = NullWriter()
+        elif writer is None:
             run.writer = own_writer = make_writer(log_dir, cfg, run.start_step if ckpt_dir is not None else -1)
-        run.own_writer = writer is None
+        run.own_writer = writer is None or not d.is_main
         run.writer.log_config(kind, to_dict(cfg))
         return run
     except BaseException:
@@ -388,9 +409,35 @@ def start_run(
             own_writer.close()
         if stream is not None:
             stream.close()
-        if not resuming:  # the folder is this start's own (new, or just emptied): a failed start leaves none
-            shutil.rmtree(log_dir, ignore_errors=True)
+        if not resuming and d.is_main:  # the folder is this start's own (new, or just emptied): a failed start
+            shutil.rmtree(log_dir, ignore_errors=True)  # leaves none
         raise
+
+
+def require_torchrun_ok(engine_config: Any, set_reference: bool = False) -> None:
+    """What a torchrun job cannot run, in one sentence each."""
+    if engine_config.engine != "local":
+        raise ConfigError(f"engine={engine_config.engine} does not run under torchrun: Tinker is already the remote "
+                          "cluster, so start the run as one process (python -m geospot ...)")
+    if set_reference and engine_config.lora_rank == 0:
+        raise ConfigError("kl_coef > 0 with full fine-tuning (lora_rank=0) does not run under torchrun yet: the KL "
+                          "reference would be a copy of the FSDP2-sharded model; use LoRA, kl_coef=0 or one process")
+
+
+def _prepare_folder(d: Dist, log_path: str, kind: str, cfg: Any) -> tuple[Path, bool, dict]:
+    """(run folder, resuming, the harmless keys a resume changed). Rank 0 decides (it may ask on
+    a terminal, or refuse) and the other ranks follow, with the same error if it refused."""
+    found: tuple | str = ""
+    if d.is_main:
+        try:
+            log_dir, resuming = prepare_log_dir(log_path, cfg.behavior_if_log_dir_exists)
+            found = (str(log_dir), resuming, check_resume(log_dir, kind, cfg) if resuming else {})
+        except ConfigError as e:
+            found = str(e)
+    found = d.broadcast(found)
+    if isinstance(found, str):
+        raise ConfigError(found)
+    return Path(found[0]), found[1], found[2]
 
 
 @contextlib.contextmanager

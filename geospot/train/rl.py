@@ -23,11 +23,14 @@ from typing import Literal
 
 import numpy as np
 
+from geospot import distributed
 from geospot.config import ConfigError, help_text, option, parse_overrides, require
+from geospot.distributed import Dist
 from geospot.engines.config import ENGINE_KEYS, engine_keys
 from geospot.engines.types import AdamParams, SampleParams
 from geospot.envs import registry
 from geospot.envs.config import EnvOptions
+from geospot.envs.types import Trajectory
 from geospot.eval import evaluate
 from geospot.eval.geocoding import geocoder_for
 from geospot.eval.run_defaults import describe_defaults, env_defaults, given_keys
@@ -128,6 +131,8 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
         require(self, self.eval_temperature >= 0, "eval_temperature", "must be >= 0")
         require(self, self.log_images_every >= 0, "log_images_every", "must be >= 0")
         require(self, self.max_steps_off_policy >= 0, "max_steps_off_policy", "must be >= 0 (0 = synchronous)")
+        require(self, not (distributed.under_torchrun() and self.max_steps_off_policy > 0), "max_steps_off_policy",
+                "must be 0 under torchrun (async GRPO runs in one process)")
         self.validate_env()
         self.engine_config({}).validate()
 
@@ -176,10 +181,41 @@ def eval_now(run: Run, done: int, progress: Progress) -> dict[str, float]:
     if cfg.eval_temperature > 0:
         sampling = (SampleParams(max_tokens, cfg.eval_temperature, seed=cfg.seed + 17 * done), 1)
     ev = evaluate(run.engine, run.held_out, prompt_style=style, max_tokens=max_tokens, geocoder=run.geocoder,
-                  sampling=sampling, writer=run.writer, step=done, env_options=cfg)
+                  sampling=sampling, writer=run.writer, step=done, env_options=cfg, dist=run.dist)
     shown = ("geoscore", "median_km", "acc_200km", "acc_750km")
     progress.note(f"eval step {done}: " + " ".join(f"{k}={ev.metrics[k]:.4g}" for k in shown if k in ev.metrics))
     return {f"eval/{k}": v for k, v in ev.metrics.items()}
+
+
+def train_on(engine, d: Dist, datums_D, loss_fn: str, adam: AdamParams, loss_config):
+    """One optimizer step on the datums of every rank -> (its metrics, this rank's training logprobs);
+    (None, []) when no rank had a datum (no step). One process: the engine's train_step (Tinker
+    submits both calls before waiting). Under torchrun every rank steps, a rank without datums
+    too: the engine reduces the ranks' gradients at optim_step (engines/parallel.py)."""
+    if not d.active:
+        if not datums_D:
+            return None, []
+        result = engine.train_step(datums_D, loss_fn, adam, loss_config)
+        return result.metrics, result.logprobs
+    if not d.sum({"n": len(datums_D)})["n"]:
+        return None, []
+    sums, logprobs = {"loss:sum": 0.0, "tokens": 0.0, "datums": 0.0}, []
+    if datums_D:
+        result = engine.forward_backward(datums_D, loss_fn, loss_config)
+        sums.update(result.metrics)
+        logprobs = result.logprobs
+    return {**d.sum(sums), **engine.optim_step(adam)}, logprobs
+
+
+def everyones(d: Dist, trajectories_BG, versions_B):
+    """Every rank's trajectories (and their weights versions) in global group order; the
+    observations are dropped on the way (metrics and records read the actions and env metrics)."""
+    if not d.active:
+        return trajectories_BG, versions_B
+    light = [[Trajectory(tuple(dataclasses.replace(tr, observation=None) for tr in t.transitions)) for t in group]
+             for group in trajectories_BG]
+    parts = d.gather((light, list(versions_B)))
+    return [g for p in parts for g in p[0]], [v for p in parts for v in p[1]]
 
 
 def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
@@ -191,7 +227,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
         cfg = dataclasses.replace(cfg, data=inherited.get("data", DEFAULT_DATA))
     run = start_run(cfg, "rl", cfg.log_path, cfg.engine_config(inherited), writer=writer,
                     set_reference=cfg.kl_coef > 0, clock=clock)
-    engine, writer, budget = run.engine, run.writer, run.budget
+    engine, writer, budget, d = run.engine, run.writer, run.budget, run.dist
     # the tau schedule's history (follow_error: the recent errors) lives in its state and the checkpoint
     tau = make_tau_schedule(cfg.tau_schedule, cfg.tau_start_km, cfg.tau_end_km, cfg.max_steps,
                             **({"window": cfg.tau_window} if cfg.tau_schedule == "follow_error" else {}))
@@ -207,21 +243,25 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
     num_turns = registry.num_turns(cfg.env_type, cfg)
     # labels for hierarchical samples that carry none (the synthetic world's, else reverse geocoding)
     train_geocoder = geocoder_for(cfg.data) if cfg.env_type == "hierarchical" else None
-    progress = Progress(cfg.max_steps, start_step=run.start_step)
+    progress = Progress(cfg.max_steps, start_step=run.start_step, stream=run.stderr)
     writer.set_status("running")
     metrics: dict = {}
     steps = run.start_step
 
     # Rollouts come from the pipeline (geospot/rl/pipeline.py): max_steps_off_policy=0 samples each
     # step right here, as before; k >= 1 samples the next steps on a thread while this one trains.
-    # A batch's tau is the one published with the weights it samples with.
+    # A batch's tau is the one published with the weights it samples with. Under torchrun every rank
+    # reads the same global batch and plays its share of the groups (a group never spans ranks:
+    # advantages are group-local). A torchrun job samples each group from its own seed (group_ids), so
+    # where it is played does not change its rollouts; a plain run keeps one generator per call.
     source = BatchSource(
         samples=lambda s: run.draw(s, cfg.batch_size),
         builders=lambda samples, ctx: make_group_builders(cfg, samples, engine.renderer, ctx["tau_km"],
                                                           geocoder=train_geocoder, seed=cfg.seed),
         params=lambda s: SampleParams(max_tokens=cfg.turn_max_tokens(cfg.max_tokens), temperature=cfg.temperature,
                                       seed=cfg.seed * 1_000_003 + s * 7919))
-    pipeline = RolloutPipeline(source, cfg.group_size, cfg.max_steps_off_policy, end_step=cfg.max_steps)
+    pipeline = RolloutPipeline(source, cfg.group_size, cfg.max_steps_off_policy, end_step=cfg.max_steps,
+                               share=d.share, seed_groups=distributed.launched_by_torchrun())
     new_sampler = sampler_factory(engine, cfg.max_steps_off_policy)
 
     def tau_context(s: int) -> dict:
@@ -238,18 +278,24 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
         for step in run.steps():
             t_step = time.perf_counter()
             batch, async_metrics = pipeline.next_batch(step)
-            samples, trajectories_BG, stats = batch.samples, batch.trajectories_BG, batch.stats
+            samples, stats = batch.samples, batch.stats  # the global batch; this rank's groups:
+            my_trajectories = batch.trajectories_BG
             tau_km = batch.context["tau_km"]
 
-            adv = compute_advantages(trajectories_BG, credit, cfg.scale_by_std)
-            datums_D = build_datums(trajectories_BG, adv)  # each datum carries its group
+            adv = compute_advantages(my_trajectories, credit, cfg.scale_by_std)
+            datums_D = build_datums(my_trajectories, adv)  # each datum carries its group
             t_train = time.perf_counter()
-            if cfg.kl_coef > 0 and datums_D:
-                datums_D, kl = apply_kl_penalty(engine, datums_D, cfg.kl_coef)
-            if datums_D:  # no datums = every group constant: nothing to learn this step
-                result = engine.train_step(datums_D, cfg.loss_fn, adam, loss_config)
+            if cfg.kl_coef > 0:
+                datums_D, kl = apply_kl_penalty(engine, datums_D, cfg.kl_coef) if datums_D else (datums_D, 0.0)
+                kl_sums = d.sum({"kl": kl * len(datums_D), "n": len(datums_D)})
+                kl = kl_sums["kl"] / max(kl_sums["n"], 1)
+            # no datums on any rank = every group constant: nothing to learn this step
+            trained, train_logprobs = train_on(engine, d, datums_D, cfg.loss_fn, adam, loss_config)
             train_s = time.perf_counter() - t_train
 
+            # the metrics, the tau schedule and the records see every rank's rollouts
+            trajectories_BG, versions_B = everyones(d, my_trajectories, batch.versions_B)
+            counts = d.sum({"dropped": adv.dropped, "datums": len(datums_D), "sampled": stats.sampled_tokens})
             metrics = rollout_metrics(samples, trajectories_BG, num_turns=num_turns)
             metrics.update(registry.env_metrics(trajectories_BG))  # label accuracy per turn, geohash cells shared
             metrics.update(reasoning_metrics(trajectories_BG))  # reasoning=true: length, truncation, format
@@ -263,27 +309,28 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
                 metrics["tau_km"] = tau_km
             metrics.update(
                 {
-                    "dropped_groups": float(adv.dropped),
-                    "datums": float(len(datums_D)),
-                    "sampled_tokens": float(stats.sampled_tokens),
-                    "tokens_per_s": stats.sampled_tokens / max(stats.sample_s, 1e-9),
+                    "dropped_groups": counts["dropped"],
+                    "datums": counts["datums"],
+                    "sampled_tokens": counts["sampled"],
+                    "tokens_per_s": counts["sampled"] / max(d.max(stats.sample_s), 1e-9),
                     "time_sample_s": stats.sample_s,
                     "time_train_s": train_s,
                     "time_step_s": time.perf_counter() - t_step,
                     "lr": cfg.learning_rate,
                 }
             )
-            if cfg.kl_coef > 0 and datums_D:
+            if cfg.kl_coef > 0 and counts["datums"]:
                 metrics["kl"] = kl
-            if datums_D:
-                metrics.update({f"train/{k}": float(v) for k, v in result.metrics.items()})
-                metrics.update(importance_ratio_metrics(datums_D, result.logprobs, cfg.ppo_clip))
+            if trained is not None:
+                metrics.update({f"train/{k}": float(v) for k, v in trained.items()})
+                if not d.active:  # (rank 0's own datums only would misreport them under torchrun)
+                    metrics.update(importance_ratio_metrics(datums_D, train_logprobs, cfg.ppo_clip))
             if cfg.max_steps_off_policy > 0:
                 metrics.update(async_metrics)
             done = step + 1  # logged as SFT does: the number of optimizer steps done
             writer.log_step(done, metrics)
-            if cfg.log_images_every and step % cfg.log_images_every == 0:
-                records = image_records(samples, trajectories_BG, engine.renderer, batch.versions_B)
+            if d.is_main and cfg.log_images_every and step % cfg.log_images_every == 0:
+                records = image_records(samples, trajectories_BG, engine.renderer, versions_B)
                 writer.log_images(done, records, split="train")
             shown = ("reward_mean", "median_km", "tau_km", "format_rate", "dropped_groups", "tokens_per_s")
             progress.update(step, {k: metrics[k] for k in shown if k in metrics})
@@ -311,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"geospot rl: {e}", file=sys.stderr)
         return 2
+    finally:
+        distributed.shutdown()
     return 0
 
 

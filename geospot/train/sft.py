@@ -8,6 +8,7 @@ The file reads top to bottom: config -> building examples -> the loop -> main.""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from geospot import prompts
+from geospot import distributed, prompts
 from geospot.config import ConfigError, help_text, option, parse_overrides, require
 from geospot.engines.config import engine_keys
 from geospot.engines.datums import make_datum
@@ -30,7 +31,16 @@ from geospot.geo import format_metrics_table
 from geospot.geo.perturb import perturb
 from geospot.runs.folder import LogDirBehavior
 from geospot.train.common import Progress
-from geospot.train.lifecycle import RUN_HELP, Run, RunResult, due, finishing, start_run, validate_run
+from geospot.train.lifecycle import (
+    RUN_HELP,
+    Run,
+    RunResult,
+    due,
+    finishing,
+    require_torchrun_ok,
+    start_run,
+    validate_run,
+)
 from geospot.train.lr import SCHEDULES, Schedule, learning_rate
 
 # ---------------------------------------------------------------------------------------
@@ -219,7 +229,7 @@ def env_messages(sample: Any, style: str, cfg: SFTConfig, rng: np.random.Generat
     return geohash_messages(sample, geohash_spec(cfg), shown)
 
 
-def normalise_weights(datums_D: Sequence[Datum]) -> tuple[list[Datum], int]:
+def normalise_weights(datums_D: Sequence[Datum], n_tokens: int | None = None) -> tuple[list[Datum], int]:
     """Scale every datum's weights by 1 / (target tokens in the whole batch).
 
     The engines sum the loss over tokens and datums (Tinker's convention). Summed, the
@@ -227,8 +237,10 @@ def normalise_weights(datums_D: Sequence[Datum]) -> tuple[list[Datum], int]:
     on batch_size and on the answers' lengths. Dividing by the batch's token count makes
     the sum a per-token mean: the learning rate means the same at any batch size and with
     grad_accum (all micro-batches share one denominator, so their gradients add up to the
-    full batch's mean)."""
-    n_tokens = int(sum(float(np.sum(d.loss_fn_inputs["weights"])) for d in datums_D))
+    full batch's mean). Under torchrun each rank holds a share of the batch and passes the
+    whole batch's count as `n_tokens` (summed over the ranks), so the ranks' sums add up to it."""
+    if n_tokens is None:
+        n_tokens = target_tokens(datums_D)
     scale = 1.0 / max(n_tokens, 1)
     out = [
         Datum(
@@ -239,11 +251,19 @@ def normalise_weights(datums_D: Sequence[Datum]) -> tuple[list[Datum], int]:
     return out, n_tokens
 
 
+def target_tokens(datums_D: Sequence[Datum]) -> int:
+    return int(sum(float(np.sum(d.loss_fn_inputs["weights"])) for d in datums_D))
+
+
 def make_datums(
-    engine: Any, samples: Sequence[Any], styles: Sequence[str], cfg: SFTConfig, step: int = 0
+    engine: Any, samples: Sequence[Any], styles: Sequence[str], cfg: SFTConfig, step: int = 0,
+    indices: Sequence[int] | None = None,
 ) -> list[Datum]:
+    """`indices`: the samples' positions in the step's global batch (a rank's share), which seed
+    each example's noise; default 0..n-1."""
     datums = []
-    for i, (sample, style) in enumerate(zip(samples, styles)):
+    indices = range(len(samples)) if indices is None else indices
+    for i, sample, style in zip(indices, samples, styles):
         messages = build_messages(sample, style, cfg, example_rng(cfg.seed, step, i))
         full, weights_T = engine.renderer.supervised_example(messages)
         datums.append(make_datum(full, weights=weights_T))
@@ -269,6 +289,7 @@ def run_eval(run: Run, step: int) -> dict[str, float]:
         writer=run.writer,
         step=step,
         env_options=cfg,
+        dist=run.dist,
     )
     return dict(result.metrics)
 
@@ -283,10 +304,15 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
     stderr = stderr if stderr is not None else sys.stderr
     # Everything that can fail fast fails before the (slow) model load; then the model and the
     # state of an interrupted run (weights, optimizer, cursor, RNG): train/lifecycle.py.
-    run = start_run(cfg, "sft", cfg.log_path or default_log_path(cfg), cfg.engine_config(), clock=clock, stderr=stderr)
-    engine, writer, budget = run.engine, run.writer, run.budget
+    # Under torchrun (docs/distributed.md) every rank runs this loop on its share of each batch.
+    log_path = cfg.log_path or default_log_path(cfg)
+    if distributed.under_torchrun() and cfg.log_path is None:  # one folder for all ranks: rank 0's clock names it
+        require_torchrun_ok(cfg.engine_config())
+        log_path = distributed.init(cfg.device).broadcast(log_path)
+    run = start_run(cfg, "sft", log_path, cfg.engine_config(), clock=clock, stderr=stderr)
+    engine, writer, budget, d = run.engine, run.writer, run.budget, run.dist
     eval_history = {int(k): v for k, v in run.loop_state.get("eval_history", {}).items()}
-    progress = Progress(cfg.max_steps, run.start_step, stream=stderr, every=cfg.log_every)
+    progress = Progress(cfg.max_steps, run.start_step, stream=run.stderr, every=cfg.log_every)
 
     def evaluate_now(step: int) -> None:
         if not run.held_out:
@@ -301,19 +327,25 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
             evaluate_now(0)
             progress.restart()  # the ETA counts training steps, not the baseline eval
 
-        micro = cfg.batch_size // cfg.grad_accum
         for step in run.steps():
             t0 = time.perf_counter()
+            # Every rank reads the same global batch (one cursor) and trains on its share of it, so
+            # N ranks see exactly the images one process sees; the styles and noise are drawn by
+            # global position, the loss is normalised by the global target-token count.
             samples = run.draw(step, cfg.batch_size)
             styles = example_styles(cfg.prompt_style, len(samples), cfg.seed, step)
-            datums_D, n_target = normalise_weights(make_datums(engine, samples, styles, cfg, step))
+            mine = d.share(len(samples))
+            datums_D = make_datums(engine, [samples[i] for i in mine], [styles[i] for i in mine], cfg, step, mine)
+            n_target = int(d.sum({"t": target_tokens(datums_D)})["t"])
+            datums_D, _ = normalise_weights(datums_D, n_target)
 
             # Loss reported = mean NLL per target token (the weights already hold 1/n_target).
             loss = 0.0
-            for i in range(0, len(datums_D), micro):
+            micro = -(-len(datums_D) // cfg.grad_accum)  # this rank's share in grad_accum micro-batches
+            for i in range(0, len(datums_D), max(micro, 1)):
                 chunk = datums_D[i : i + micro]
                 out = engine.forward_backward(chunk, "cross_entropy")
-                loss -= sum(float(np.dot(lp_T, d.loss_fn_inputs["weights"])) for lp_T, d in zip(out.logprobs, chunk))
+                loss -= sum(float(np.dot(lp_T, x.loss_fn_inputs["weights"])) for lp_T, x in zip(out.logprobs, chunk))
             lr = learning_rate(
                 budget.schedule_step(step, cfg.max_steps),
                 cfg.max_steps,
@@ -327,7 +359,8 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
             )
 
             seconds = time.perf_counter() - t0
-            n_tokens = sum(d.model_input.length for d in datums_D)
+            totals = d.sum({"loss": loss, "tokens": sum(x.model_input.length for x in datums_D)})
+            loss, n_tokens = totals["loss"], totals["tokens"]
             done = step + 1
             metrics = {
                 "loss": loss,
@@ -366,7 +399,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"geospot sft: {e}", file=sys.stderr)
         return 2
-    print(f"done: {result.steps} steps, run folder {result.log_dir}", file=sys.stderr)
+    finally:
+        distributed.shutdown()
+    if not distributed.under_torchrun() or int(os.environ.get("RANK", "0")) == 0:
+        print(f"done: {result.steps} steps, run folder {result.log_dir}", file=sys.stderr)
     return 0
 
 

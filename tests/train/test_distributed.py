@@ -1,0 +1,123 @@
+"""Data parallelism under torchrun (2 gloo processes on CPU) ends where one process ends: same
+seed, same global batch, same weights (fp32, max abs diff <= 1e-5). Kept to 2 short steps each:
+the CPU is shared."""
+
+import io
+import subprocess
+
+import pytest
+from dist_helpers import ROOT, kill_job_inside_step, run_both, torchrun, weight_diff
+from resume_helpers import assert_same_final_tensors, subprocess_env
+
+from geospot.distributed import Dist
+from geospot.runs.folder import read_jsonl
+
+TOL = 1e-5
+TINY = "tiny:qwen2_5_vl:tiny"
+DATA = "synthetic:n=64,size=56,seed=0"
+
+
+def test_shares_are_contiguous_blocks_in_rank_order():
+    # 5 items over 2 ranks: [0, 1] and [2, 3, 4]; 1 item over 2 ranks: rank 0 gets none
+    assert [list(Dist(r, 2).share(5)) for r in range(2)] == [[0, 1], [2, 3, 4]]
+    assert [list(Dist(r, 2).share(1)) for r in range(2)] == [[], [0]]
+    assert [list(Dist(r, 3).share(7)) for r in range(3)] == [[0, 1], [2, 3], [4, 5, 6]]
+    assert list(Dist().share(4)) == [0, 1, 2, 3]
+
+
+def test_one_process_collectives_return_their_input():
+    d = Dist()
+    assert not d.active and d.is_main
+    assert d.sum({"a": 1.5, "b": 2}) == {"a": 1.5, "b": 2}
+    assert d.gather("x") == ["x"] and d.broadcast(7) == 7 and d.max(3.0) == 3.0
+
+
+def _losses(folder):
+    return [(r["step"], r["loss"]) for r in read_jsonl(folder / "metrics.jsonl") if "loss" in r]
+
+
+@pytest.mark.parametrize("lora_rank", [4, 0], ids=["lora-ddp", "full-fsdp2"])
+def test_sft_two_processes_equal_one(tmp_path, lora_rank):
+    # 3 images over 2 ranks (1 + 2), grad_accum=3: one backward pass on rank 0, two on rank 1
+    # (vs 3 for one process), and one gradient reduction per step
+    args = [f"model_name={TINY}", f"data={DATA}", "max_steps=2", "batch_size=3", "grad_accum=3", "eval_n=0",
+            f"lora_rank={lora_rank}", "learning_rate=1e-3", "seed=1", "prompt_style=both"]
+    one, two = run_both("geospot.sft", args, tmp_path)
+    diff, size = weight_diff(one, two)
+    assert diff <= TOL, f"2 processes differ from 1 by {diff}"
+    if lora_rank:
+        assert size > 1e-3  # the weights moved (LoRA B starts at 0): equality is not of untouched weights
+    la, lb = _losses(one), _losses(two)  # rank 0 alone wrote the metrics: each step once
+    assert [s for s, _ in lb] == [1, 2] and all(abs(x - y) < 1e-4 for (_, x), (_, y) in zip(la, lb))
+    assert not list(two.glob("**/*rank*"))
+
+
+@pytest.fixture(scope="module")
+def warm_model(tmp_path_factory):
+    """A tiny model SFT-trained (full fine-tuning, as tests/train/test_rl_run.py's warm start) and
+    exported as a model folder: its sampled answers parse often enough that GRPO groups have
+    reward spread, so the RL steps below really train (a LoRA adapter goes on top)."""
+    from geospot.engines.config import EngineConfig
+    from geospot.engines.local import LocalEngine
+    from geospot.runs.checkpoint import read_checkpoint, resolve_checkpoint
+    from geospot.train.sft import SFTConfig, train
+
+    log = tmp_path_factory.mktemp("sft") / "run"
+    train(SFTConfig(model_name=TINY, lora_rank=0, data="synthetic:n=256,size=56,seed=0", eval_n=0,
+                    prompt_style="both", answer_decimals=1, batch_size=16, learning_rate=5e-3, lr_schedule="cosine",
+                    warmup_steps=3, max_steps=40, save_every=0, log_path=str(log), behavior_if_log_dir_exists="raise"),
+          stderr=io.StringIO())
+    engine = LocalEngine(EngineConfig(model_name=TINY, lora_rank=0, device="cpu"))
+    engine.load_state(read_checkpoint(resolve_checkpoint(log)).engine_path, with_optimizer=False)
+    return engine.export(str(log.parent / "model"))
+
+
+@pytest.mark.parametrize("env_type", ["single", "telescoping"])
+def test_rl_two_processes_equal_one(warm_model, tmp_path, env_type):
+    # 3 groups over 2 ranks (1 + 2): a rank may have no datums at a step (its groups constant)
+    args = [f"model_name={warm_model}", f"data={DATA}", "max_steps=3", "batch_size=3", "group_size=4", "eval_n=0",
+            "lora_rank=4", "learning_rate=1e-3", "seed=1", "max_tokens=20", f"env_type={env_type}", "reward=kernel",
+            "tau_schedule=follow_error", "tau_window=2", "tau_start_km=10000"]
+    # the reference is torchrun with ONE process: a torchrun job draws each group from its own seed
+    # (any world size); a plain `python -m` run keeps its one generator per sampling call
+    one, two = run_both("geospot.train_rl", args, tmp_path, one_under_torchrun=True)
+    rows_one = [r for r in read_jsonl(one / "metrics.jsonl") if "reward_mean" in r]
+    rows_two = [r for r in read_jsonl(two / "metrics.jsonl") if "reward_mean" in r]
+    assert sum(r["datums"] for r in rows_one) > 0, "no step trained: the test would compare untouched weights"
+    # the same rollouts (each group samples from its own seed) and the same tau (all ranks' distances)
+    for key in ("reward_mean", "format_rate", "tau_km", "datums", "sampled_tokens"):
+        assert [r.get(key) for r in rows_one] == pytest.approx([r.get(key) for r in rows_two], abs=1e-6), key
+    diff, _ = weight_diff(one, two)
+    assert diff <= TOL, f"2 processes differ from 1 by {diff}"
+
+
+def test_two_process_job_killed_mid_step_resumes_exactly(tmp_path):
+    """FSDP2 full fine-tuning (the sharded optimizer is the harder state to restore): a 2-process
+    job SIGKILLed inside step 4 and resumed under torchrun ends with the weights and optimizer
+    of an uninterrupted 2-process job."""
+    args = [f"model_name={TINY}", f"data={DATA}", "max_steps=5", "save_every=2", "keep_checkpoints=0",
+            "batch_size=6", "grad_accum=2", "lora_rank=0", "learning_rate=1e-3", "lr_schedule=cosine", "eval_n=0",
+            "seed=3"]
+    full = subprocess.Popen(torchrun("geospot.sft", [*args, f"log_path={tmp_path / 'full'}"]), cwd=ROOT,
+                            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, text=True)
+    log = tmp_path / "killed"
+    killed_at = kill_job_inside_step(torchrun("geospot.sft", [*args, f"log_path={log}"]), log, after_step=3)
+    assert killed_at and max(killed_at) < 5, killed_at
+    out = full.communicate(timeout=400)[0]
+    assert full.returncode == 0, out[-3000:]
+    resumed = subprocess.run(torchrun("geospot.sft", [*args, f"log_path={log}", "behavior_if_log_dir_exists=resume"]),
+                             cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=400,
+                             stdin=subprocess.DEVNULL)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"from step {max(killed_at)}" in resumed.stderr
+    assert_same_final_tensors(tmp_path / "full", log, 5)
+    assert _losses(tmp_path / "full") == _losses(log)  # rank 0 wrote each step once
+
+
+def test_tinker_refuses_torchrun_before_joining_a_process_group(monkeypatch, tmp_path, capsys):
+    from geospot.train import sft
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; no process group is ever joined
+    assert sft.main(["engine=tinker", f"model_name={TINY}", f"log_path={tmp_path / 'run'}", "data=synthetic:n=8"]) == 2
+    assert "engine=tinker does not run under torchrun" in capsys.readouterr().err
