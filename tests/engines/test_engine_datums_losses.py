@@ -58,7 +58,9 @@ def test_ppo_clipping_hand():
     # configurable thresholds: clip to 1.5
     expected2 = -(1.5 - math.e - 0.5 + 2.0)
     assert losses.ppo(lp, q, A, 0.5, 1.5).item() == pytest.approx(expected2, rel=1e-6)
-    assert losses.compute_loss("ppo", lp, {"logprobs": q, "advantages": A}, {"clip_high_threshold": 1.5, "clip_low_threshold": 0.5}).item() == pytest.approx(expected2, rel=1e-6)
+    assert losses.compute_loss(
+        "ppo", lp, {"logprobs": q, "advantages": A}, {"clip_high_threshold": 1.5, "clip_low_threshold": 0.5}
+    ).item() == pytest.approx(expected2, rel=1e-6)
 
 
 def test_ppo_gradient_zero_when_clipped():

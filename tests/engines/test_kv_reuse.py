@@ -5,14 +5,13 @@ tolerance) while prefilling fewer tokens; any weight change must empty the store
 import numpy as np
 import pytest
 import torch
+from engine_helpers import random_image, tiny_engine
 
 from geospot import prompts
 from geospot.engines.datums import make_datum
 from geospot.engines.kv_store import KVStore, common_prefix_len, concat_segments, left_padded, match_key, take_segments
 from geospot.engines.types import AdamParams, ImageChunk, ModelInput, SampleParams, TextChunk
 from geospot.models.tiny import FAMILIES
-
-from engine_helpers import random_image, tiny_engine
 
 FAMILY = pytest.mark.parametrize("family", FAMILIES)
 TOL = 1e-4

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from engine_helpers import random_image, tiny_engine
 
 from geospot import prompts
 from geospot.engines import make_engine
@@ -11,8 +12,6 @@ from geospot.engines.datums import make_datum
 from geospot.engines.inputs import mrope_positions
 from geospot.engines.types import AdamParams, ModelInput, SampleParams
 from geospot.models.tiny import FAMILIES
-
-from engine_helpers import random_image, tiny_engine
 
 FAMILY = pytest.mark.parametrize("family", FAMILIES)
 
@@ -25,7 +24,10 @@ def _prompt(engine, seed=0, size=(112, 112), text=prompts.SINGLE_TURN_PROMPT):
 
 
 def _answer_datum(engine, seed=0, lat=12.5, lon=-45.25):
-    msgs = [prompts.user_message(_image(seed), prompts.SINGLE_TURN_PROMPT), prompts.assistant_message(prompts.format_answer(lat, lon))]
+    msgs = [
+        prompts.user_message(_image(seed), prompts.SINGLE_TURN_PROMPT),
+        prompts.assistant_message(prompts.format_answer(lat, lon)),
+    ]
     full, w = engine.renderer.supervised_example(msgs)
     return make_datum(full, weights=w)
 
@@ -63,7 +65,11 @@ def test_sampler_logprobs_equal_trainer_logprobs(family):
     p1 = _prompt(e, 1, (168, 112), "Where?")
     out = e.sample([p0, p1], 3, SampleParams(max_tokens=6, seed=3))
     assert [len(g) for g in out] == [3, 3]
-    p2 = r.continuation(p0, out[0][0].tokens, [prompts.user_message(_image(2), prompts.TELESCOPING_PROMPTS[1].format(prev="(1.0, 2.0)"))])
+    p2 = r.continuation(
+        p0,
+        out[0][0].tokens,
+        [prompts.user_message(_image(2), prompts.TELESCOPING_PROMPTS[1].format(prev="(1.0, 2.0)"))],
+    )
     out2 = e.sample([p2], 2, SampleParams(max_tokens=6, seed=4))
     datums, expected = [], []
     for prompt, group in [(p0, out[0]), (p1, out[1]), (p2, out2[0])]:
@@ -73,11 +79,11 @@ def test_sampler_logprobs_equal_trainer_logprobs(family):
             expected.append(np.asarray(s.logprobs))
     got = e.forward(datums)
     for lp, exp in zip(got, expected):
-        np.testing.assert_allclose(lp[-len(exp):], exp, atol=1e-4)
+        np.testing.assert_allclose(lp[-len(exp) :], exp, atol=1e-4)
     # a training forward agrees too
     fb = e.forward_backward(datums, "importance_sampling")
     for lp, exp in zip(fb.logprobs, expected):
-        np.testing.assert_allclose(lp[-len(exp):], exp, atol=1e-4)
+        np.testing.assert_allclose(lp[-len(exp) :], exp, atol=1e-4)
 
 
 def test_sampling_is_seeded_and_stops():
@@ -106,10 +112,10 @@ def test_importance_sampling_zero_advantage_zero_grad_and_positive_raises_logpro
     e.forward_backward([zero], "importance_sampling")
     grads = [q.grad for _, q in e.trainable]
     assert all(g is None or torch.count_nonzero(g) == 0 for g in grads)
-    before = e.forward([zero])[0][-len(s.tokens):].sum()
+    before = e.forward([zero])[0][-len(s.tokens) :].sum()
     pos = _seq_datum(p, s.tokens, s.logprobs, 1.0)
     e.train_step([pos], "importance_sampling", AdamParams(learning_rate=1e-2))
-    after = e.forward([zero])[0][-len(s.tokens):].sum()
+    after = e.forward([zero])[0][-len(s.tokens) :].sum()
     assert after > before
 
 
@@ -191,7 +197,9 @@ def test_export_reloads_in_plain_transformers_with_identical_logits(family, tmp_
         got = merged(**batch.model_kwargs()).logits
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
     # the exported folder is a model name our engine loads too (tokenizer + processor inside)
-    again = make_engine(EngineConfig(model_name=merged_dir, lora_rank=0, device="cpu", dtype="float32", max_pixels=112 * 112))
+    again = make_engine(
+        EngineConfig(model_name=merged_dir, lora_rank=0, device="cpu", dtype="float32", max_pixels=112 * 112)
+    )
     np.testing.assert_allclose(again.forward([d])[0], e.forward([d])[0], atol=1e-4)
     adapter = e.export(str(tmp_path / "adapter"), merged=False)
     base = AutoModelForImageTextToText.from_pretrained(e.folder)
@@ -246,7 +254,9 @@ def test_shared_prefix_training_equals_naive(family, turns):
             tokens = list(s.tokens)
             lps = list(s.logprobs)
             if turns == 2:  # a telescoping episode: turn 2 appended to the sampled turn 1
-                prompt = r.continuation(p, s.tokens, [prompts.user_message(None, prompts.TELESCOPING_PROMPTS[1].format(prev="(1.0, 2.0)"))])
+                prompt = r.continuation(
+                    p, s.tokens, [prompts.user_message(None, prompts.TELESCOPING_PROMPTS[1].format(prev="(1.0, 2.0)"))]
+                )
                 s2 = e.sample([prompt], 1, SampleParams(max_tokens=4, seed=10 + j))[0][0]
                 tokens, lps = list(s2.tokens), list(s2.logprobs)
             groups.append(_seq_datum(prompt, tokens, lps, float(j) - 1.0))
@@ -292,7 +302,7 @@ def test_rows_finishing_at_different_steps_keep_exact_logprobs(family):
             datums.append(_seq_datum(prompt, s.tokens, s.logprobs, 1.0))
             expected.append(np.asarray(s.logprobs))
     for lp, exp in zip(e.forward(datums), expected):
-        np.testing.assert_allclose(lp[-len(exp):], exp, atol=1e-4)
+        np.testing.assert_allclose(lp[-len(exp) :], exp, atol=1e-4)
 
 
 @pytest.mark.parametrize("rank", [4, 0])
@@ -351,4 +361,4 @@ def test_later_turn_sampling_shares_the_group_prefix(family):
             expected.append(np.asarray(s.logprobs))
     e.shared_prefix = False  # score the naive way
     for lp, exp in zip(e.forward(datums), expected):
-        np.testing.assert_allclose(lp[-len(exp):], exp, atol=1e-4)
+        np.testing.assert_allclose(lp[-len(exp) :], exp, atol=1e-4)

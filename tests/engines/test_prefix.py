@@ -7,18 +7,23 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from engine_helpers import random_image, tiny_engine
 
 from geospot import prompts
 from geospot.engines.datums import make_datum
 from geospot.engines.inputs import mrope_positions
 from geospot.engines.local_model import TokenCounter
 from geospot.engines.losses import importance_sampling
-from geospot.engines.prefix import (block_mask, common_prefix, group_datums, minimal_tokens, shared_prefix_forward,
-                                    supports_packing)
+from geospot.engines.prefix import (
+    block_mask,
+    common_prefix,
+    group_datums,
+    minimal_tokens,
+    shared_prefix_forward,
+    supports_packing,
+)
 from geospot.engines.types import ModelInput, SampleParams
 from geospot.models.tiny import FAMILIES
-
-from engine_helpers import random_image, tiny_engine
 
 FAMILY = pytest.mark.parametrize("family", FAMILIES)
 
@@ -45,8 +50,11 @@ def _naive_logprobs(e, d) -> torch.Tensor:
     """One datum alone: batch of one, no padding, no mask — the reference."""
     mi = d.model_input
     pos, _ = mrope_positions(mi, e.spatial_merge)
-    kw = dict(input_ids=torch.from_numpy(e.renderer.tokens_of(mi))[None], position_ids=torch.from_numpy(pos)[:, None],
-              use_cache=False)
+    kw = dict(
+        input_ids=torch.from_numpy(e.renderer.tokens_of(mi))[None],
+        position_ids=torch.from_numpy(pos)[:, None],
+        use_cache=False,
+    )
     if mi.images():
         pv, grid = e.image_processor([c.image for c in mi.images()])
         kw.update(pixel_values=pv, image_grid_thw=grid)
@@ -71,8 +79,9 @@ def _grads(e, datums, logprobs_fn):
 
 def _assert_equal(e, datums, counter=None):
     naive_lp, naive_g = _grads(e, datums, lambda ds: [_naive_logprobs(e, d) for d in ds])
-    packed = lambda ds: shared_prefix_forward(e.model, ds, renderer=e.renderer, spatial_merge=e.spatial_merge,
-                                              pad_id=e.pad_id, counter=counter)
+    packed = lambda ds: shared_prefix_forward(
+        e.model, ds, renderer=e.renderer, spatial_merge=e.spatial_merge, pad_id=e.pad_id, counter=counter
+    )
     shared_lp, shared_g = _grads(e, datums, packed)
     for a, b in zip(naive_lp, shared_lp):
         assert a.shape == b.shape
@@ -121,8 +130,11 @@ def test_multi_turn_telescoping_datums_equal_naive(family):
     for k in range(3):
         mi = p
         for turn in (1, 2):
-            mi = r.continuation(mi, rng.integers(20, 400, 4 + k).tolist(),
-                                [prompts.user_message(None, prompts.TELESCOPING_PROMPTS[turn].format(prev=f"({k}.0, {turn}.0)"))])
+            mi = r.continuation(
+                mi,
+                rng.integers(20, 400, 4 + k).tolist(),
+                [prompts.user_message(None, prompts.TELESCOPING_PROMPTS[turn].format(prev=f"({k}.0, {turn}.0)"))],
+            )
         datums.append(_rl_datum(mi, rng.integers(20, 400, 5).tolist(), k))
     (g,) = group_datums(datums)
     assert p.length <= g.prefix_len < datums[0].model_input.length
@@ -206,7 +218,7 @@ def test_shared_prefix_sampling_equals_naive_rescoring(family):
         for s in group:
             d = _rl_datum(prompt, s.tokens, 0)
             with torch.no_grad():
-                lp = _naive_logprobs(e, d)[prompt.length - 1:].numpy()
+                lp = _naive_logprobs(e, d)[prompt.length - 1 :].numpy()
             assert np.abs(lp - np.asarray(s.logprobs)).max() < 1e-4
 
 
@@ -222,8 +234,14 @@ def test_image_feature_cache_encodes_each_image_once_and_changes_nothing(family)
     p0, p1 = _prompt(e, 0), _prompt(e, 1, text="Where?")  # same size, different pixels: keys must differ
     out = e.sample([p0, p1], 2, SampleParams(max_tokens=4, seed=1))
     nxt = [prompts.user_message(None, "again")]
-    datums = [_rl_datum(r.continuation(p, s.tokens, nxt), [30, 40], k) for k, (p, g) in enumerate([(p0, out[0]), (p1, out[1])]) for s in g]
-    packed = lambda ds: shared_prefix_forward(e.model, ds, renderer=e.renderer, spatial_merge=e.spatial_merge, pad_id=e.pad_id)
+    datums = [
+        _rl_datum(r.continuation(p, s.tokens, nxt), [30, 40], k)
+        for k, (p, g) in enumerate([(p0, out[0]), (p1, out[1])])
+        for s in g
+    ]
+    packed = lambda ds: shared_prefix_forward(
+        e.model, ds, renderer=e.renderer, spatial_merge=e.spatial_merge, pad_id=e.pad_id
+    )
     cache = install_image_feature_cache(e.model)
     assert install_image_feature_cache(e.model) is cache  # idempotent (the engine may have installed it)
     cache.enabled = False
@@ -262,6 +280,8 @@ def test_packing_refuses_attention_without_4d_masks():
     try:
         assert not supports_packing(e.model)
         with pytest.raises(ValueError, match="4-D mask"):
-            shared_prefix_forward(e.model, [_rl_datum(_prompt(e), [30, 40], 0)], renderer=e.renderer, spatial_merge=e.spatial_merge)
+            shared_prefix_forward(
+                e.model, [_rl_datum(_prompt(e), [30, 40], 0)], renderer=e.renderer, spatial_merge=e.spatial_merge
+            )
     finally:
         text._attn_implementation = saved

@@ -45,7 +45,11 @@ def test_image_expands_to_expected_tokens(renderer):
     vocab = renderer.tokenizer.get_vocab()
     assert mi.chunks[0].tokens[-1] == vocab["<|vision_start|>"] and mi.chunks[2].tokens[0] == vocab["<|vision_end|>"]
     # the template with N pad tokens (what the HF processor feeds the model) equals ours
-    text = renderer.tokenizer.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompts.SINGLE_TURN_PROMPT}]}], tokenize=False, add_generation_prompt=True)
+    text = renderer.tokenizer.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompts.SINGLE_TURN_PROMPT}]}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
     text = text.replace("<|image_pad|>", "<|image_pad|>" * im.expected_tokens)
     assert list(renderer.tokens_of(mi)) == renderer.tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -53,7 +57,9 @@ def test_image_expands_to_expected_tokens(renderer):
 def test_supervised_weights_cover_assistant_and_end_of_turn(renderer):
     img = Image.new("RGB", (112, 112))
     answer = prompts.format_answer(48.8566, 2.3522)
-    mi, w = renderer.supervised_example([prompts.user_message(img, prompts.SINGLE_TURN_PROMPT), prompts.assistant_message(answer)])
+    mi, w = renderer.supervised_example(
+        [prompts.user_message(img, prompts.SINGLE_TURN_PROMPT), prompts.assistant_message(answer)]
+    )
     toks = renderer.tokens_of(mi)
     trained = toks[w > 0]
     assert trained[-1] == renderer.end_of_turn_id

@@ -103,7 +103,10 @@ def test_flat_tokens_equal_local_engine_sequence():
     img = image_chunk()
     prompt = user_turn([5, 6], img)
     local = np.concatenate(
-        [np.array(c.tokens) if isinstance(c, TextChunk) else np.full(c.expected_tokens, IMAGE_PAD) for c in prompt.chunks]
+        [
+            np.array(c.tokens) if isinstance(c, TextChunk) else np.full(c.expected_tokens, IMAGE_PAD)
+            for c in prompt.chunks
+        ]
     )
     assert tc.flat_tokens(te.to_tinker_model_input(prompt), IMAGE_PAD) == local.tolist()
     assert len(local) == prompt.length
@@ -208,7 +211,9 @@ def test_telescoping_rl_datum(loss_fn):
         assert np.all(adv[s : s + len(a)] == np.float32(A))
     assert np.count_nonzero(adv) == sum(len(a) for a in acts)
     assert np.count_nonzero(lp) == sum(len(a) for a in acts)
-    config = te.loss_fn_config(loss_fn, {"clip_low_threshold": 0.8, "clip_high_threshold": 1.2} if loss_fn == "ppo" else None)
+    config = te.loss_fn_config(
+        loss_fn, {"clip_low_threshold": 0.8, "clip_high_threshold": 1.2} if loss_fn == "ppo" else None
+    )
     msg = to_proto([td], loss_fn, config)
     assert msg.loss_fn == loss_fn
     if loss_fn == "ppo":
@@ -220,7 +225,10 @@ def test_datum_missing_input_or_nan_is_a_clear_error():
     d = make_datum(full, weights=np.ones(4, np.float32))
     with pytest.raises(ValueError, match=r"needs loss_fn_inputs\[.logprobs.\]"):
         te.to_tinker_datum(d, "importance_sampling")
-    bad = Datum(d.model_input, {"target_tokens": d.loss_fn_inputs["target_tokens"], "weights": np.array([1, np.nan, 1], np.float32)})
+    bad = Datum(
+        d.model_input,
+        {"target_tokens": d.loss_fn_inputs["target_tokens"], "weights": np.array([1, np.nan, 1], np.float32)},
+    )
     with pytest.raises(ValueError, match="NaN"):
         te.to_tinker_datum(bad, "cross_entropy")
     with pytest.raises(ConfigError, match="loss_fn"):
@@ -234,7 +242,14 @@ def test_loss_config_and_adam_mapping():
         te.loss_fn_config("ppo", {"clip_eps": 0.2})
     a = te.to_tinker_adam(AdamParams(learning_rate=3e-4, weight_decay=0.01))
     assert isinstance(a, tinker.AdamParams)
-    assert (a.learning_rate, a.beta1, a.beta2, a.eps, a.weight_decay, a.grad_clip_norm) == (3e-4, 0.9, 0.95, 1e-8, 0.01, 0.0)
+    assert (a.learning_rate, a.beta1, a.beta2, a.eps, a.weight_decay, a.grad_clip_norm) == (
+        3e-4,
+        0.9,
+        0.95,
+        1e-8,
+        0.01,
+        0.0,
+    )
     assert te.to_tinker_adam(AdamParams(1e-4, grad_clip_norm=1.0)).grad_clip_norm == 1.0
 
 
@@ -250,7 +265,9 @@ def test_sampling_params_and_sequences():
     with pytest.raises(ConfigError, match="mixes"):
         te.to_tinker_sampling_params(SampleParams(stop=("x", 5)), [IM_END])
 
-    seq = tinker.SampledSequence(stop_reason="stop", sequence_id="s0", _tokens_list=[30, 31, IM_END], _logprobs_list=[-0.1, -0.2, -0.3])
+    seq = tinker.SampledSequence(
+        stop_reason="stop", sequence_id="s0", _tokens_list=[30, 31, IM_END], _logprobs_list=[-0.1, -0.2, -0.3]
+    )
     ours = te.from_tinker_sequence(seq)
     assert ours.tokens == (30, 31, IM_END) and ours.logprobs == (-0.1, -0.2, -0.3) and ours.stop_reason == "stop"
     cut = tinker.SampledSequence(stop_reason="length", sequence_id="s1", _tokens_list=[30], _logprobs_list=[-0.1])
@@ -295,7 +312,9 @@ class FakeRest:
 
 def fb_output(datums):
     outs = [{"logprobs": tinker.TensorData.from_numpy(np.full(d.model_input.length, -0.5, np.float32))} for d in datums]
-    return tinker.ForwardBackwardOutput(loss_fn_output_type="ArrayRecord", loss_fn_outputs=outs, metrics={"loss:sum": 1.5})
+    return tinker.ForwardBackwardOutput(
+        loss_fn_output_type="ArrayRecord", loss_fn_outputs=outs, metrics={"loss:sum": 1.5}
+    )
 
 
 class FakeTraining:
@@ -334,7 +353,9 @@ class FakeSampler:
     def sample(self, prompt, num_samples, sampling_params):
         self.log.append(f"submit:sample:{prompt.length}")
         seqs = [
-            tinker.SampledSequence(stop_reason="stop", sequence_id=f"s{i}", _tokens_list=[30 + i, IM_END], _logprobs_list=[-0.1, -0.2])
+            tinker.SampledSequence(
+                stop_reason="stop", sequence_id=f"s{i}", _tokens_list=[30 + i, IM_END], _logprobs_list=[-0.1, -0.2]
+            )
             for i in range(num_samples)
         ]
         return Future(tinker.types.SampleResponse(sequences=seqs), log=self.log, name="sample")
@@ -380,7 +401,9 @@ def engine(caps=None, rest_error=None, env=KEY, model=SERVED_VL, service=None, *
         cfg,
         renderer=FakeRenderer(),
         service_client=service or FakeService(),
-        rest_client_factory=lambda: FakeRest(caps if caps is not None else capabilities(SERVED_VL, "Qwen/Qwen3-8B"), rest_error),
+        rest_client_factory=lambda: FakeRest(
+            caps if caps is not None else capabilities(SERVED_VL, "Qwen/Qwen3-8B"), rest_error
+        ),
         env=env,
         **kw,
     )
@@ -438,13 +461,24 @@ def test_service_that_hangs_times_out():
 
     cfg = EngineConfig(model_name=SERVED_VL, engine="tinker")
     with pytest.raises(te.GeospotTinkerError, match="cannot reach the Tinker service"):
-        te.TinkerEngine(cfg, renderer=FakeRenderer(), service_client=FakeService(), rest_client_factory=Hanging, env=KEY, connect_timeout_s=0.2)
+        te.TinkerEngine(
+            cfg,
+            renderer=FakeRenderer(),
+            service_client=FakeService(),
+            rest_client_factory=Hanging,
+            env=KEY,
+            connect_timeout_s=0.2,
+        )
 
 
 def test_model_must_be_served_vision_model():
-    with pytest.raises(ConfigError, match="is not a vision model on Tinker; vision models it serves: Qwen/Qwen3-VL-30B"):
+    with pytest.raises(
+        ConfigError, match="is not a vision model on Tinker; vision models it serves: Qwen/Qwen3-VL-30B"
+    ):
         engine(model="Qwen/Qwen3-8B")
-    with pytest.raises(ConfigError, match=r"is not served on Tinker; vision models it serves: Qwen/Qwen3-VL-30B-A3B-Instruct"):
+    with pytest.raises(
+        ConfigError, match=r"is not served on Tinker; vision models it serves: Qwen/Qwen3-VL-30B-A3B-Instruct"
+    ):
         engine(model="Qwen/Qwen2.5-VL-3B-Instruct")
     with pytest.raises(ConfigError, match="LoRA adapters only"):
         te.TinkerEngine(EngineConfig(model_name=SERVED_VL, engine="tinker", lora_rank=0), env=KEY)
@@ -461,7 +495,12 @@ def test_train_step_submits_both_before_waiting():
     d = make_datum(full, weights=np.array([0, 0, 1, 1, 1], np.float32))
     res = eng.train_step([d, d], "cross_entropy", AdamParams(learning_rate=2e-4))
     log = eng.service.log
-    assert log == ["submit:forward_backward:cross_entropy", "submit:optim_step:0.0002", "wait:forward_backward", "wait:optim_step"]
+    assert log == [
+        "submit:forward_backward:cross_entropy",
+        "submit:optim_step:0.0002",
+        "wait:forward_backward",
+        "wait:optim_step",
+    ]
     assert len(res.logprobs) == 2 and res.logprobs[0].shape == (4,)
     assert res.metrics["loss"] == 1.5 and res.metrics["optim/grad_norm"] == pytest.approx(0.3)
     assert eng.steps == 1
@@ -476,7 +515,9 @@ def test_sampler_refreshed_after_each_optimizer_step():
     assert log == ["refresh_sampler", "submit:sample:3", "submit:sample:4", "wait:sample", "wait:sample"]
     eng.sample([prompt], 1, SampleParams())
     assert log.count("refresh_sampler") == 1  # no step since: same weights, same sampler
-    d = make_datum(ModelInput.from_ints([1, 2, 3]), logprobs=np.zeros(3, np.float32), advantages=np.array([0, 1, 1], np.float32))
+    d = make_datum(
+        ModelInput.from_ints([1, 2, 3]), logprobs=np.zeros(3, np.float32), advantages=np.array([0, 1, 1], np.float32)
+    )
     eng.forward_backward([d], "importance_sampling")
     eng.optim_step(AdamParams(1e-4))
     eng.sample([prompt], 1, SampleParams())
@@ -557,7 +598,10 @@ def hf_style_ids(renderer, messages, add_generation_prompt):
     from geospot.engines.rendering import IMAGE_PAD
 
     text = renderer.tokenizer.apply_chat_template(
-        [{**m, "content": [({"type": "image"} if p.get("type") == "image" else p) for p in m["content"]]} for m in messages],
+        [
+            {**m, "content": [({"type": "image"} if p.get("type") == "image" else p) for p in m["content"]]}
+            for m in messages
+        ],
         tokenize=False,
         add_generation_prompt=add_generation_prompt,
     )
@@ -566,7 +610,10 @@ def hf_style_ids(renderer, messages, add_generation_prompt):
     assert len(pieces) == len(images) + 1
     out = pieces[0]
     for img, rest in zip(images, pieces[1:]):
-        out += IMAGE_PAD * renderer.image_processor.num_tokens(renderer.image_processor.resize(img, renderer.max_pixels)) + rest
+        out += (
+            IMAGE_PAD * renderer.image_processor.num_tokens(renderer.image_processor.resize(img, renderer.max_pixels))
+            + rest
+        )
     return renderer.tokenizer(out, add_special_tokens=False)["input_ids"]
 
 
@@ -601,7 +648,9 @@ def test_rendered_single_turn_same_tokens_both_engines(renderer):
     assert tgt[w > 0].tolist()[-1] == renderer.end_of_turn_id and int(w.sum()) >= len(answer)
 
     prompt = renderer.generation_prompt(messages[:1])
-    assert tc.flat_tokens(te.to_tinker_model_input(prompt), renderer.image_pad_id) == hf_style_ids(renderer, messages[:1], True)
+    assert tc.flat_tokens(te.to_tinker_model_input(prompt), renderer.image_pad_id) == hf_style_ids(
+        renderer, messages[:1], True
+    )
 
 
 def test_rendered_telescoping_trajectory(renderer):
@@ -655,7 +704,9 @@ def test_local_engine_and_tinker_engine_render_the_same_sequence():
     messages = [user_message(photo(9), TELESCOPING_PROMPTS[0])]
     a = local.renderer.generation_prompt(messages)
     b = remote_renderer.generation_prompt(messages)
-    assert local.renderer.tokens_of(a).tolist() == tc.flat_tokens(te.to_tinker_model_input(b), remote_renderer.image_pad_id)
+    assert local.renderer.tokens_of(a).tolist() == tc.flat_tokens(
+        te.to_tinker_model_input(b), remote_renderer.image_pad_id
+    )
     assert [c.grid_thw for c in a.images()] == [c.grid_thw for c in b.images()]
 
 

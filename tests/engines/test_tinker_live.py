@@ -65,7 +65,9 @@ def telescoping_rl_step(engine, group_size: int = 4) -> dict:
     builder = TelescopingGroupBuilder(sample, engine.renderer)
     from geospot.rl.rollouts import do_group_rollouts
 
-    trajectories_BG = do_group_rollouts(engine, [builder], group_size, SampleParams(max_tokens=24, temperature=1.0, seed=0))
+    trajectories_BG = do_group_rollouts(
+        engine, [builder], group_size, SampleParams(max_tokens=24, temperature=1.0, seed=0)
+    )
     (group,) = trajectories_BG
     assert len(group) == group_size
     for traj in group:
@@ -82,7 +84,11 @@ def telescoping_rl_step(engine, group_size: int = 4) -> dict:
     gaps = [np.abs(lp[m] - d.loss_fn_inputs["logprobs"][m]).mean() for lp, d, m in zip(before, datums, sampled_T)]
     res = engine.train_step(datums, "importance_sampling", AdamParams(learning_rate=1e-5))
     assert len(res.logprobs) == len(datums)
-    return {"turns": [len(t.transitions) for t in group], "datums": len(datums), "sampler_trainer_gap": float(np.mean(gaps))}
+    return {
+        "turns": [len(t.transitions) for t in group],
+        "datums": len(datums),
+        "sampler_trainer_gap": float(np.mean(gaps)),
+    }
 
 
 @pytest.fixture(scope="module")

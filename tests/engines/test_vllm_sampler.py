@@ -23,7 +23,7 @@ from geospot.config import ConfigError, parse_overrides
 from geospot.engines import make_engine
 from geospot.engines.config import EngineConfig, vllm_sampler_problems
 from geospot.engines.rendering import Renderer
-from geospot.engines.types import AdamParams, ImageChunk, ModelInput, SampleParams, SampledSequence, TextChunk
+from geospot.engines.types import AdamParams, ImageChunk, ModelInput, SampledSequence, SampleParams, TextChunk
 from geospot.engines.vllm_sampler import (
     BAN_BIAS,
     VLLMSampler,
@@ -54,8 +54,9 @@ _ENGINES: dict = {}
 def _local(family):
     """One tiny fp32 CPU LocalEngine per family (the renderer is all most tests need)."""
     if family not in _ENGINES:
-        _ENGINES[family] = make_engine(EngineConfig(model_name=f"tiny:{family}", lora_rank=4, max_pixels=112 * 112,
-                                                    device="cpu", dtype="float32"))
+        _ENGINES[family] = make_engine(
+            EngineConfig(model_name=f"tiny:{family}", lora_rank=4, max_pixels=112 * 112, device="cpu", dtype="float32")
+        )
     return _ENGINES[family]
 
 
@@ -98,14 +99,20 @@ def test_vllm_prompt_is_the_template_tokenisation_with_one_pad_per_image(family)
     msgs = [prompts.user_message(_image(0, (112, 84)), prompts.SINGLE_TURN_PROMPT)]
     mi = r.generation_prompt(msgs)
     p = vllm_prompt(mi, r.image_pad_id)
-    text = r.tokenizer.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompts.SINGLE_TURN_PROMPT}]}],
-                                           tokenize=False, add_generation_prompt=True)
+    text = r.tokenizer.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompts.SINGLE_TURN_PROMPT}]}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
     assert text.count("<|image_pad|>") == 1
     assert p["prompt_token_ids"] == r.tokenizer(text, add_special_tokens=False)["input_ids"]
     assert p["prompt_token_ids"].count(r.image_pad_id) == 1
     assert isinstance(p["multi_modal_data"]["image"], Image.Image)
     assert p["multi_modal_data"]["image"].size == mi.images()[0].image.size  # the resized image, not the original
-    assert vllm_expand(p["prompt_token_ids"], _images_of(p), r.image_pad_id, merge, r.image_processor) == r.tokens_of(mi).tolist()
+    assert (
+        vllm_expand(p["prompt_token_ids"], _images_of(p), r.image_pad_id, merge, r.image_processor)
+        == r.tokens_of(mi).tolist()
+    )
     assert expanded_prompt_ids(mi, r.image_pad_id) == r.tokens_of(mi).tolist()
 
     # a later turn with a second image: two pads, two images, in order
@@ -114,7 +121,9 @@ def test_vllm_prompt_is_the_template_tokenisation_with_one_pad_per_image(family)
     assert p2["prompt_token_ids"].count(r.image_pad_id) == 2
     imgs = _images_of(p2)
     assert [im.size for im in imgs] == [c.image.size for c in mi2.images()] and imgs[0].size != imgs[1].size
-    assert vllm_expand(p2["prompt_token_ids"], imgs, r.image_pad_id, merge, r.image_processor) == r.tokens_of(mi2).tolist()
+    assert (
+        vllm_expand(p2["prompt_token_ids"], imgs, r.image_pad_id, merge, r.image_processor) == r.tokens_of(mi2).tolist()
+    )
     # the trap this avoids: handing vLLM the expanded ids would grow each image by N-1 pads
     wrong = vllm_expand(r.tokens_of(mi).tolist(), _images_of(p), r.image_pad_id, merge, r.image_processor)
     assert len(wrong) == mi.length + mi.images()[0].length - 1
@@ -135,18 +144,27 @@ def test_vllm_prompt_hand_worked_and_rejects_pad_in_text():
 
 def test_sampling_kwargs_mapping():
     vocab = {"<|im_end|>": 5, "<|endoftext|>": 6, "a": 7}
-    kw = sampling_kwargs(SampleParams(max_tokens=24, temperature=0.7, top_p=0.9, seed=3), 8,
-                         default_stop_ids=(5, 6), vocab=vocab, banned_ids=(11, 12))
+    kw = sampling_kwargs(
+        SampleParams(max_tokens=24, temperature=0.7, top_p=0.9, seed=3),
+        8,
+        default_stop_ids=(5, 6),
+        vocab=vocab,
+        banned_ids=(11, 12),
+    )
     assert kw["n"] == 8 and kw["max_tokens"] == 24 and kw["seed"] == 3
     assert kw["temperature"] == 0.7 and kw["top_p"] == 0.9 and kw["top_k"] == 0 and kw["repetition_penalty"] == 1.0
     assert kw["stop_token_ids"] == [5, 6] and kw["stop"] is None and kw["ignore_eos"] is True
     assert kw["logprobs"] == 0 and kw["detokenize"] is False
     assert kw["logit_bias"] == {11: BAN_BIAS, 12: BAN_BIAS}
     # explicit stops replace the default: one-token strings and ints become ids, other strings stay strings
-    kw = sampling_kwargs(SampleParams(stop=("<|im_end|>", "\n\n", 42), temperature=0.0), 1, default_stop_ids=(5, 6), vocab=vocab)
+    kw = sampling_kwargs(
+        SampleParams(stop=("<|im_end|>", "\n\n", 42), temperature=0.0), 1, default_stop_ids=(5, 6), vocab=vocab
+    )
     assert kw["stop_token_ids"] == [5, 42] and kw["stop"] == ["\n\n"] and kw["detokenize"] is True
     assert kw["temperature"] == 0.0 and kw["seed"] is None and kw["logit_bias"] is None
-    assert sampling_kwargs(SampleParams(temperature=0.0), 8, default_stop_ids=(5,), vocab=vocab)["n"] == 1  # vLLM: greedy needs n=1
+    assert (
+        sampling_kwargs(SampleParams(temperature=0.0), 8, default_stop_ids=(5,), vocab=vocab)["n"] == 1
+    )  # vLLM: greedy needs n=1
     assert sampling_kwargs(SampleParams(temperature=-1.0), 1, default_stop_ids=(5,), vocab=vocab)["temperature"] == 0.0
     with pytest.raises(ValueError, match="num_samples"):
         sampling_kwargs(SampleParams(), 0, default_stop_ids=(5,), vocab=vocab)
@@ -172,7 +190,9 @@ def test_kwargs_are_accepted_by_real_vllm():
     from vllm.engine.arg_utils import EngineArgs
     from vllm.lora.request import LoRARequest
 
-    sp = SamplingParams(**sampling_kwargs(SampleParams(stop=("\n",)), 4, default_stop_ids=(5,), vocab={}, banned_ids=(9,)))
+    sp = SamplingParams(
+        **sampling_kwargs(SampleParams(stop=("\n",)), 4, default_stop_ids=(5,), vocab={}, banned_ids=(9,))
+    )
     assert sp.n == 4 and sp.logprobs == 0
     fields = set(inspect.signature(EngineArgs).parameters)
     assert set(llm_kwargs("m", lora_rank=8)) <= fields
@@ -188,16 +208,27 @@ def _lp(x, rank=1):
 
 def _completion(index, token_ids, logprobs, finish_reason):
     """vllm.outputs.CompletionOutput's fields."""
-    return SimpleNamespace(index=index, text="", token_ids=list(token_ids), cumulative_logprob=float(sum(logprobs)),
-                           logprobs=[{t: _lp(lp), 99: _lp(-9.0, 2)} for t, lp in zip(token_ids, logprobs)],
-                           finish_reason=finish_reason, stop_reason=None)
+    return SimpleNamespace(
+        index=index,
+        text="",
+        token_ids=list(token_ids),
+        cumulative_logprob=float(sum(logprobs)),
+        logprobs=[{t: _lp(lp), 99: _lp(-9.0, 2)} for t, lp in zip(token_ids, logprobs)],
+        finish_reason=finish_reason,
+        stop_reason=None,
+    )
 
 
 def test_sampled_sequences_from_vllm_shaped_output():
-    out = SimpleNamespace(request_id="0", prompt_token_ids=[1, 2], outputs=[
-        _completion(1, [7, 8], [-0.5, -1.5], "length"),
-        _completion(0, [4, 5], [-0.25, -0.125], "stop"),
-    ], finished=True)
+    out = SimpleNamespace(
+        request_id="0",
+        prompt_token_ids=[1, 2],
+        outputs=[
+            _completion(1, [7, 8], [-0.5, -1.5], "length"),
+            _completion(0, [4, 5], [-0.25, -0.125], "stop"),
+        ],
+        finished=True,
+    )
     seqs = sampled_sequences(out)
     assert seqs == [SampledSequence((4, 5), (-0.25, -0.125), "stop"), SampledSequence((7, 8), (-0.5, -1.5), "length")]
     bad = SimpleNamespace(outputs=[_completion(0, [4], [-0.1], "abort")])
@@ -206,7 +237,9 @@ def test_sampled_sequences_from_vllm_shaped_output():
     nolp = SimpleNamespace(outputs=[SimpleNamespace(index=0, token_ids=[4], logprobs=None, finish_reason="stop")])
     with pytest.raises(ValueError, match="logprobs=0"):
         sampled_sequences(nolp)
-    missing = SimpleNamespace(outputs=[SimpleNamespace(index=0, token_ids=[4], logprobs=[{5: _lp(-1.0)}], finish_reason="stop")])
+    missing = SimpleNamespace(
+        outputs=[SimpleNamespace(index=0, token_ids=[4], logprobs=[{5: _lp(-1.0)}], finish_reason="stop")]
+    )
     with pytest.raises(ValueError, match="sampled token 4"):
         sampled_sequences(missing)
 
@@ -229,7 +262,9 @@ class FakeLLM:
         outs = []
         for i, p in enumerate(prompts):
             comps = [_completion(j, t, lp, f) for j, (t, lp, f) in enumerate(self.sample_fn(p, kw["n"], kw))]
-            outs.append(SimpleNamespace(request_id=str(i), prompt_token_ids=self.expand(p), outputs=comps, finished=True))
+            outs.append(
+                SimpleNamespace(request_id=str(i), prompt_token_ids=self.expand(p), outputs=comps, finished=True)
+            )
         return outs
 
 
@@ -242,8 +277,16 @@ def _fake_lora_request(**kw):
 
 
 def _sampler(llm, root, image_pad_id=9, **kw):
-    return VLLMSampler(llm, image_pad_id=image_pad_id, default_stop_ids=(5,), vocab={}, adapter_root=root,
-                       sampling_params=_fake_sampling_params, lora_request=_fake_lora_request, **kw)
+    return VLLMSampler(
+        llm,
+        image_pad_id=image_pad_id,
+        default_stop_ids=(5,),
+        vocab={},
+        adapter_root=root,
+        sampling_params=_fake_sampling_params,
+        lora_request=_fake_lora_request,
+        **kw,
+    )
 
 
 def test_sampler_versions_adapters_and_prunes(tmp_path):
@@ -294,7 +337,10 @@ def _lora_b_norm(folder) -> float:
 
 
 def _sft_datum(e):
-    msgs = [prompts.user_message(_image(0), prompts.SINGLE_TURN_PROMPT), prompts.assistant_message(prompts.format_answer(12.5, -45.25))]
+    msgs = [
+        prompts.user_message(_image(0), prompts.SINGLE_TURN_PROMPT),
+        prompts.assistant_message(prompts.format_answer(12.5, -45.25)),
+    ]
     full, w = e.renderer.supervised_example(msgs)
     from geospot.engines.datums import make_datum
 
@@ -302,9 +348,13 @@ def _sft_datum(e):
 
 
 def test_engine_syncs_the_real_adapter_after_each_weight_change(tmp_path):
-    inner = make_engine(EngineConfig(model_name="tiny:qwen2_5_vl", lora_rank=4, max_pixels=112 * 112, device="cpu", dtype="float32"))
+    inner = make_engine(
+        EngineConfig(model_name="tiny:qwen2_5_vl", lora_rank=4, max_pixels=112 * 112, device="cpu", dtype="float32")
+    )
     llm = FakeLLM()
-    eng = VLLMSamplingEngine(inner, _sampler(llm, tmp_path / "lora", image_pad_id=inner.renderer.image_pad_id, keep_versions=10))
+    eng = VLLMSamplingEngine(
+        inner, _sampler(llm, tmp_path / "lora", image_pad_id=inner.renderer.image_pad_id, keep_versions=10)
+    )
     assert eng.renderer is inner.renderer and eng.step == 0  # delegated
     p = eng.renderer.generation_prompt([prompts.user_message(_image(0), prompts.SINGLE_TURN_PROMPT)])
 
@@ -362,8 +412,13 @@ def _emulated_vllm(inner, temperature_logprobs=False):
         return ModelInput(tuple(chunks))
 
     def sample_fn(p, n, kw):
-        params = SampleParams(max_tokens=kw["max_tokens"], temperature=kw["temperature"], top_p=kw["top_p"],
-                              stop=tuple(kw["stop_token_ids"]), seed=kw["seed"])
+        params = SampleParams(
+            max_tokens=kw["max_tokens"],
+            temperature=kw["temperature"],
+            top_p=kw["top_p"],
+            stop=tuple(kw["stop_token_ids"]),
+            seed=kw["seed"],
+        )
         seqs = inner.sample([to_model_input(p)], n, params)[0]
         out = []
         for s in seqs:
@@ -372,7 +427,7 @@ def _emulated_vllm(inner, temperature_logprobs=False):
                 full = to_model_input(p).append_tokens(s.tokens)
                 from geospot.engines.datums import make_datum
 
-                lp_T = inner.forward([make_datum(full)])[0][-len(s.tokens):]
+                lp_T = inner.forward([make_datum(full)])[0][-len(s.tokens) :]
                 lps = [float(x) / kw["temperature"] for x in lp_T]  # a deliberate, visible distortion
             out.append((list(s.tokens), lps, s.stop_reason))
         return out
@@ -386,19 +441,37 @@ def _emulated_vllm(inner, temperature_logprobs=False):
 @FAMILY
 def test_check_logprobs_on_emulated_vllm(family, tmp_path):
     inner = _local(family)
-    prompts_ = [inner.renderer.generation_prompt([prompts.user_message(_image(s), prompts.SINGLE_TURN_PROMPT)]) for s in (0, 1)]
-    eng = VLLMSamplingEngine(inner, VLLMSampler(_emulated_vllm(inner), image_pad_id=inner.renderer.image_pad_id,
-                                                default_stop_ids=inner.renderer.stop_token_ids, vocab=inner.tokenizer.get_vocab(),
-                                                adapter_root=tmp_path, sampling_params=_fake_sampling_params,
-                                                lora_request=_fake_lora_request))
+    prompts_ = [
+        inner.renderer.generation_prompt([prompts.user_message(_image(s), prompts.SINGLE_TURN_PROMPT)]) for s in (0, 1)
+    ]
+    eng = VLLMSamplingEngine(
+        inner,
+        VLLMSampler(
+            _emulated_vllm(inner),
+            image_pad_id=inner.renderer.image_pad_id,
+            default_stop_ids=inner.renderer.stop_token_ids,
+            vocab=inner.tokenizer.get_vocab(),
+            adapter_root=tmp_path,
+            sampling_params=_fake_sampling_params,
+            lora_request=_fake_lora_request,
+        ),
+    )
     res = check_logprobs(eng, prompts_, num_samples=3, params=SampleParams(max_tokens=6, temperature=1.0, seed=0))
     assert res["prompts_match"] is True and res["sequences"] == 6 and res["tokens"] > 6
     assert res["max_abs_diff"] < 1e-4
 
-    wrong = VLLMSamplingEngine(inner, VLLMSampler(_emulated_vllm(inner, temperature_logprobs=True), image_pad_id=inner.renderer.image_pad_id,
-                                                  default_stop_ids=inner.renderer.stop_token_ids, vocab=inner.tokenizer.get_vocab(),
-                                                  adapter_root=tmp_path / "w", sampling_params=_fake_sampling_params,
-                                                  lora_request=_fake_lora_request))
+    wrong = VLLMSamplingEngine(
+        inner,
+        VLLMSampler(
+            _emulated_vllm(inner, temperature_logprobs=True),
+            image_pad_id=inner.renderer.image_pad_id,
+            default_stop_ids=inner.renderer.stop_token_ids,
+            vocab=inner.tokenizer.get_vocab(),
+            adapter_root=tmp_path / "w",
+            sampling_params=_fake_sampling_params,
+            lora_request=_fake_lora_request,
+        ),
+    )
     res = check_logprobs(wrong, prompts_, num_samples=2, params=SampleParams(max_tokens=6, temperature=0.5, seed=0))
     assert res["max_abs_diff"] > 0.1
 
@@ -414,11 +487,31 @@ def test_sampler_config_problems_name_the_fix():
     p = vllm_sampler_problems(EngineConfig(sampler="vllm", device="cpu"), cuda_available=True, vllm_installed=True)
     assert len(p) == 1 and "CUDA" in p[0]
     assert "CUDA" in vllm_sampler_problems(ok, cuda_available=False, vllm_installed=True)[0]
-    assert "engine=local" in vllm_sampler_problems(EngineConfig(sampler="vllm", engine="tinker"), cuda_available=True, vllm_installed=True)[0]
-    assert "lora_rank" in vllm_sampler_problems(EngineConfig(sampler="vllm", lora_rank=0), cuda_available=True, vllm_installed=True)[0]
-    assert "train_vision" in vllm_sampler_problems(EngineConfig(sampler="vllm", train_vision=True), cuda_available=True, vllm_installed=True)[0]
-    assert "(0, 1)" in vllm_sampler_problems(EngineConfig(sampler="vllm", vllm_gpu_memory_utilization=1.5), cuda_available=True, vllm_installed=True)[0]
-    assert vllm_sampler_problems(EngineConfig(), cuda_available=False, vllm_installed=False)  # the rule itself ignores `sampler`
+    assert (
+        "engine=local"
+        in vllm_sampler_problems(
+            EngineConfig(sampler="vllm", engine="tinker"), cuda_available=True, vllm_installed=True
+        )[0]
+    )
+    assert (
+        "lora_rank"
+        in vllm_sampler_problems(EngineConfig(sampler="vllm", lora_rank=0), cuda_available=True, vllm_installed=True)[0]
+    )
+    assert (
+        "train_vision"
+        in vllm_sampler_problems(
+            EngineConfig(sampler="vllm", train_vision=True), cuda_available=True, vllm_installed=True
+        )[0]
+    )
+    assert (
+        "(0, 1)"
+        in vllm_sampler_problems(
+            EngineConfig(sampler="vllm", vllm_gpu_memory_utilization=1.5), cuda_available=True, vllm_installed=True
+        )[0]
+    )
+    assert vllm_sampler_problems(
+        EngineConfig(), cuda_available=False, vllm_installed=False
+    )  # the rule itself ignores `sampler`
     EngineConfig(sampler="torch", device="cpu").validate()  # the default never needs a GPU
 
 

@@ -14,7 +14,9 @@ from geospot.runs.folder import read_jsonl
 
 
 def subprocess_env() -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    env = dict(
+        os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false"
+    )
     env.pop("WANDB_PROJECT", None)
     return env
 
@@ -22,8 +24,9 @@ def subprocess_env() -> dict:
 def kill_inside_step(cmd: list[str], log: Path, cwd: Path, after_step: int = 3) -> list[int]:
     """Start `cmd`, SIGKILL it once `after_step` is logged (the loop is then inside the next
     step, with a step of work in no checkpoint); -> the checkpoint steps it left."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if any(r.get("step") == after_step for r in read_jsonl(log / "metrics.jsonl")):

@@ -92,4 +92,9 @@ def test_jsonl_writer_truncates_on_resume(tmp_path):
     w = JsonlWriter(tmp_path)
     w.log_step(3, {"loss": 9.0})
     w.close()
-    assert [(r["step"], r["loss"]) for r in read_jsonl(tmp_path / "metrics.jsonl")] == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 9.0)]
+    assert [(r["step"], r["loss"]) for r in read_jsonl(tmp_path / "metrics.jsonl")] == [
+        (0, 0.0),
+        (1, 1.0),
+        (2, 2.0),
+        (3, 9.0),
+    ]

@@ -16,15 +16,18 @@ def test_help_documents_every_key(capsys):
         assert f.metadata.get("help"), f"{f.name} has no help"
 
 
-@pytest.mark.parametrize("argv,key", [
-    (["group_size=1"], "group_size"),
-    (["learning_rate=0"], "learning_rate"),
-    (["env_type=multi"], "env_type"),
-    (["advantage=per_token"], "advantage"),
-    (["turn_prompts=[\"a\",\"no placeholder\"]"], "turn_prompts"),
-    (["lora_rank=-1"], "lora_rank"),
-    (["batchsize=4"], "batch_size"),
-])
+@pytest.mark.parametrize(
+    "argv,key",
+    [
+        (["group_size=1"], "group_size"),
+        (["learning_rate=0"], "learning_rate"),
+        (["env_type=multi"], "env_type"),
+        (["advantage=per_token"], "advantage"),
+        (['turn_prompts=["a","no placeholder"]'], "turn_prompts"),
+        (["lora_rank=-1"], "lora_rank"),
+        (["batchsize=4"], "batch_size"),
+    ],
+)
 def test_bad_config_fails_with_the_key_named(argv, key, capsys):
     assert main(argv) == 2
     assert key in capsys.readouterr().err
@@ -37,14 +40,26 @@ def test_existing_run_folder_refused_before_model_load(tmp_path, capsys):
 
 
 def test_seed_keys_parse_and_engine_fields_inherit(tmp_path):
-    cfg = parse_overrides(RLConfig, ["env_type=telescoping", "load_checkpoint_path=tinker://run/x", "advantage=trajectory",
-                                     "tau_schedule=follow_error", "loss_fn=ppo", "batch_size=4", "group_size=4"])
+    cfg = parse_overrides(
+        RLConfig,
+        [
+            "env_type=telescoping",
+            "load_checkpoint_path=tinker://run/x",
+            "advantage=trajectory",
+            "tau_schedule=follow_error",
+            "loss_fn=ppo",
+            "batch_size=4",
+            "group_size=4",
+        ],
+    )
     assert cfg.env_type == "telescoping" and cfg.advantage == "trajectory"
     # an SFT run folder's config.json supplies the model when the RL config leaves it unset
     ck = tmp_path / "sft" / "checkpoints" / "3"
     ck.mkdir(parents=True)
     (ck / "state.json").write_text('{"step": 3, "engine_path": "engine"}')
-    (tmp_path / "sft" / "config.json").write_text('{"kind": "sft", "config": {"model_name": "tiny:qwen2_5_vl:tiny", "lora_rank": 8, "data": "x"}}')
+    (tmp_path / "sft" / "config.json").write_text(
+        '{"kind": "sft", "config": {"model_name": "tiny:qwen2_5_vl:tiny", "lora_rank": 8, "data": "x"}}'
+    )
     inh = inherited_engine_fields(str(tmp_path / "sft"))
     # ... and its data spec: RL continues on what the warm start learned unless data= is given
     assert inh == {"model_name": "tiny:qwen2_5_vl:tiny", "lora_rank": 8, "data": "x"}
@@ -56,7 +71,9 @@ def test_seed_keys_parse_and_engine_fields_inherit(tmp_path):
 
 
 def test_seed_entry_point_help():
-    out = subprocess.run([sys.executable, "-m", "geospot.train_rl", "--help"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "geospot.train_rl", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0 and "load_checkpoint_path" in out.stdout
 
 

@@ -34,10 +34,25 @@ def sft_run(tmp_path_factory):
 
     log = tmp_path_factory.mktemp("sft") / "run"
     t0 = time.time()
-    train(SFTConfig(model_name="tiny:qwen2_5_vl:tiny", lora_rank=0, data=DATA, eval_n=0, prompt_style="both",
-                    answer_decimals=1, batch_size=32, learning_rate=2e-3, lr_schedule="cosine", warmup_steps=5,
-                    max_steps=SFT_STEPS, save_every=0, log_path=str(log), behavior_if_log_dir_exists="raise"),
-          stderr=io.StringIO())
+    train(
+        SFTConfig(
+            model_name="tiny:qwen2_5_vl:tiny",
+            lora_rank=0,
+            data=DATA,
+            eval_n=0,
+            prompt_style="both",
+            answer_decimals=1,
+            batch_size=32,
+            learning_rate=2e-3,
+            lr_schedule="cosine",
+            warmup_steps=5,
+            max_steps=SFT_STEPS,
+            save_every=0,
+            log_path=str(log),
+            behavior_if_log_dir_exists="raise",
+        ),
+        stderr=io.StringIO(),
+    )
     print(f"\nSFT warm start: {SFT_STEPS} steps, {time.time() - t0:.0f} s")
     return log
 
@@ -49,11 +64,27 @@ def sft_tele_run(tmp_path_factory):
 
     log = tmp_path_factory.mktemp("sft_tele") / "run"
     t0 = time.time()
-    train(SFTConfig(model_name="tiny:qwen2_5_vl:tiny", lora_rank=0, train_vision=True, data=TELE_DATA, eval_n=0,
-                    prompt_style="telescoping",
-                    answer_decimals=1, telescoping_noise_km=TELE_NOISE_KM, batch_size=16, learning_rate=3e-3,
-                    lr_schedule="cosine", warmup_steps=5, max_steps=TELE_SFT_STEPS, save_every=0, log_path=str(log),
-                    behavior_if_log_dir_exists="raise"), stderr=io.StringIO())
+    train(
+        SFTConfig(
+            model_name="tiny:qwen2_5_vl:tiny",
+            lora_rank=0,
+            train_vision=True,
+            data=TELE_DATA,
+            eval_n=0,
+            prompt_style="telescoping",
+            answer_decimals=1,
+            telescoping_noise_km=TELE_NOISE_KM,
+            batch_size=16,
+            learning_rate=3e-3,
+            lr_schedule="cosine",
+            warmup_steps=5,
+            max_steps=TELE_SFT_STEPS,
+            save_every=0,
+            log_path=str(log),
+            behavior_if_log_dir_exists="raise",
+        ),
+        stderr=io.StringIO(),
+    )
     print(f"\ntelescoping SFT warm start: {TELE_SFT_STEPS} steps, {time.time() - t0:.0f} s")
     return log
 
@@ -69,7 +100,9 @@ def load_engine(run_dir, train_vision=False):
     from geospot.engines import EngineConfig, make_engine
     from geospot.runs.checkpoint import read_checkpoint, resolve_checkpoint
 
-    engine = make_engine(EngineConfig(model_name="tiny:qwen2_5_vl:tiny", lora_rank=0, device="cpu", train_vision=train_vision))
+    engine = make_engine(
+        EngineConfig(model_name="tiny:qwen2_5_vl:tiny", lora_rank=0, device="cpu", train_vision=train_vision)
+    )
     engine.load_state(read_checkpoint(resolve_checkpoint(run_dir)).engine_path, with_optimizer=False)
     return engine
 
@@ -80,16 +113,28 @@ def scores(run_dir, samples, style="single"):
 
     engine = load_engine(run_dir)
     greedy = evaluate(engine, samples, prompt_style=style, max_tokens=24).metrics
-    sampled = evaluate(engine, samples, prompt_style=style, max_tokens=24,
-                       sampling=(SampleParams(max_tokens=24, temperature=1.0, seed=5), 1)).metrics
+    sampled = evaluate(
+        engine,
+        samples,
+        prompt_style=style,
+        max_tokens=24,
+        sampling=(SampleParams(max_tokens=24, temperature=1.0, seed=5), 1),
+    ).metrics
     return greedy, sampled
 
 
 def rl(tmp_path, sft_run, **kw):
     from geospot.train.rl import RLConfig, run
 
-    cfg = RLConfig(load_checkpoint_path=str(sft_run), eval_every=0, log_images_every=0, max_tokens=24,
-                   log_path=str(tmp_path / "rl"), behavior_if_log_dir_exists="raise", **{"data": DATA, **kw})
+    cfg = RLConfig(
+        load_checkpoint_path=str(sft_run),
+        eval_every=0,
+        log_images_every=0,
+        max_tokens=24,
+        log_path=str(tmp_path / "rl"),
+        behavior_if_log_dir_exists="raise",
+        **{"data": DATA, **kw},
+    )
     t0 = time.time()
     run(cfg)
     return tmp_path / "rl", time.time() - t0
@@ -98,12 +143,22 @@ def rl(tmp_path, sft_run, **kw):
 @pytest.mark.slow
 def test_single_turn_grpo_raises_heldout_geoscore(tmp_path, sft_run, heldout):
     g0, s0 = scores(sft_run, heldout)
-    out, seconds = rl(tmp_path, sft_run, env_type="single", reward="geoscore", batch_size=8, group_size=8,
-                      max_steps=20, learning_rate=2e-4)
+    out, seconds = rl(
+        tmp_path,
+        sft_run,
+        env_type="single",
+        reward="geoscore",
+        batch_size=8,
+        group_size=8,
+        max_steps=20,
+        learning_rate=2e-4,
+    )
     g1, s1 = scores(out, heldout)
-    print(f"\nsingle-turn GRPO ({seconds:.0f} s, {len(heldout)} held-out): sampled geoscore {s0['geoscore']:.1f} -> "
-          f"{s1['geoscore']:.1f} (parsed {s0['parsed']:.2f} -> {s1['parsed']:.2f}); "
-          f"greedy geoscore {g0['geoscore']:.1f} -> {g1['geoscore']:.1f}")
+    print(
+        f"\nsingle-turn GRPO ({seconds:.0f} s, {len(heldout)} held-out): sampled geoscore {s0['geoscore']:.1f} -> "
+        f"{s1['geoscore']:.1f} (parsed {s0['parsed']:.2f} -> {s1['parsed']:.2f}); "
+        f"greedy geoscore {g0['geoscore']:.1f} -> {g1['geoscore']:.1f}"
+    )
     assert s1["geoscore"] >= 1.25 * s0["geoscore"] and s1["geoscore"] - s0["geoscore"] >= 40.0
 
 
@@ -116,21 +171,36 @@ def test_telescoping_final_turn_beats_first_turn_on_heldout(tmp_path, sft_tele_r
     heldout = load_samples(TELE_DATA, split="val", n=160)
 
     def turn_medians(run_dir):
-        preds = evaluate(load_engine(run_dir, train_vision=True), heldout, prompt_style="telescoping",
-                         max_tokens=24).predictions
+        preds = evaluate(
+            load_engine(run_dir, train_vision=True), heldout, prompt_style="telescoping", max_tokens=24
+        ).predictions
 
         def median(t):
-            d = [haversine_km(p.turn_guesses[t][0], p.turn_guesses[t][1], p.true_latitude, p.true_longitude)
-                 if len(p.turn_guesses) > t and p.turn_guesses[t] is not None else math.inf for p in preds]
+            d = [
+                haversine_km(p.turn_guesses[t][0], p.turn_guesses[t][1], p.true_latitude, p.true_longitude)
+                if len(p.turn_guesses) > t and p.turn_guesses[t] is not None
+                else math.inf
+                for p in preds
+            ]
             return float(np.median(d))
 
         return [median(t) for t in range(3)]
 
     before = turn_medians(sft_tele_run)
-    out, seconds = rl(tmp_path, sft_tele_run, env_type="telescoping", batch_size=8, group_size=8, max_steps=10,
-                      learning_rate=2e-5, data=TELE_DATA)
+    out, seconds = rl(
+        tmp_path,
+        sft_tele_run,
+        env_type="telescoping",
+        batch_size=8,
+        group_size=8,
+        max_steps=10,
+        learning_rate=2e-5,
+        data=TELE_DATA,
+    )
     after = turn_medians(out)
-    print(f"\nheld-out median km per turn (coarse, refine, final): SFT {[round(x) for x in before]}; "
-          f"after telescoping GRPO ({seconds:.0f} s) {[round(x) for x in after]}")
+    print(
+        f"\nheld-out median km per turn (coarse, refine, final): SFT {[round(x) for x in before]}; "
+        f"after telescoping GRPO ({seconds:.0f} s) {[round(x) for x in after]}"
+    )
     first, final = after[0], after[2]
     assert math.isfinite(final) and final < first

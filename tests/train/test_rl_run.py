@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from resume_helpers import assert_same_final_tensors, kill_inside_step
+from resume_helpers import subprocess_env as _env
 
 from geospot.runs.checkpoint import latest_checkpoint
 from geospot.runs.folder import read_config, read_jsonl
-
-from resume_helpers import assert_same_final_tensors, kill_inside_step, subprocess_env as _env
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = "synthetic:n=256,size=56,seed=0"
@@ -28,10 +28,25 @@ def sft_run(tmp_path_factory):
     from geospot.train.sft import SFTConfig, train
 
     log = tmp_path_factory.mktemp("sft") / "run"
-    train(SFTConfig(model_name="tiny:qwen2_5_vl:tiny", lora_rank=0, data=DATA, eval_n=0, prompt_style="both",
-                    answer_decimals=1, batch_size=16, learning_rate=5e-3, lr_schedule="cosine", warmup_steps=3,
-                    max_steps=40, save_every=0, log_path=str(log), behavior_if_log_dir_exists="raise"),
-          stderr=io.StringIO())
+    train(
+        SFTConfig(
+            model_name="tiny:qwen2_5_vl:tiny",
+            lora_rank=0,
+            data=DATA,
+            eval_n=0,
+            prompt_style="both",
+            answer_decimals=1,
+            batch_size=16,
+            learning_rate=5e-3,
+            lr_schedule="cosine",
+            warmup_steps=3,
+            max_steps=40,
+            save_every=0,
+            log_path=str(log),
+            behavior_if_log_dir_exists="raise",
+        ),
+        stderr=io.StringIO(),
+    )
     return log
 
 
@@ -39,19 +54,47 @@ def test_seed_command_telescoping_from_sft_checkpoint(sft_run, tmp_path):
     log = tmp_path / "rl"
     proc = subprocess.run(
         # no data=: RL continues on the SFT run's data (checked below in config.json)
-        _rl("env_type=telescoping", f"load_checkpoint_path={sft_run}", f"log_path={log}",
-            "max_steps=2", "batch_size=2", "group_size=2", "eval_n=2", "eval_every=2", "max_tokens=20"),
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        _rl(
+            "env_type=telescoping",
+            f"load_checkpoint_path={sft_run}",
+            f"log_path={log}",
+            "max_steps=2",
+            "batch_size=2",
+            "group_size=2",
+            "eval_n=2",
+            "eval_every=2",
+            "max_tokens=20",
+        ),
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     cfg = read_config(log)
     assert cfg["kind"] == "rl" and cfg["config"]["env_type"] == "telescoping"
     assert cfg["config"]["data"] == DATA
     rows = [r for r in read_jsonl(log / "metrics.jsonl") if "reward_mean" in r]
     assert [r["step"] for r in rows] == [1, 2]
-    for key in ("reward_mean", "median_km", "acc_25km", "acc_200km", "acc_750km", "format_rate",
-                "dropped_groups", "turn1_median_km", "tokens_per_s", "time_sample_s", "time_train_s"):
+    for key in (
+        "reward_mean",
+        "median_km",
+        "acc_25km",
+        "acc_200km",
+        "acc_750km",
+        "format_rate",
+        "dropped_groups",
+        "turn1_median_km",
+        "tokens_per_s",
+        "time_sample_s",
+        "time_train_s",
+    ):
         assert key in rows[0], key
-    assert "tau_km" not in rows[0], "telescoping's default reward is the GeoScore: tau plays no part, so it is not logged"
+    assert "tau_km" not in rows[0], (
+        "telescoping's default reward is the GeoScore: tau plays no part, so it is not logged"
+    )
     assert any("eval/geoscore" in r for r in read_jsonl(log / "metrics.jsonl"))
     assert latest_checkpoint(log).name == "2"
     # the dashboard's store got every image's rollouts
@@ -66,18 +109,48 @@ def test_kl_reference_is_the_sft_policy_not_the_base(sft_run, tmp_path):
     against the untrained base model it would be nats per token."""
     from geospot.train.rl import RLConfig, run
 
-    cfg = RLConfig(model_name="tiny:qwen2_5_vl:tiny", load_checkpoint_path=str(sft_run), data=DATA, kl_coef=0.1,
-                   max_steps=1, batch_size=2, group_size=2, eval_n=0, max_tokens=20, log_path=str(tmp_path / "rl"))
+    cfg = RLConfig(
+        model_name="tiny:qwen2_5_vl:tiny",
+        load_checkpoint_path=str(sft_run),
+        data=DATA,
+        kl_coef=0.1,
+        max_steps=1,
+        batch_size=2,
+        group_size=2,
+        eval_n=0,
+        max_tokens=20,
+        log_path=str(tmp_path / "rl"),
+    )
     metrics = run(cfg).metrics
     assert abs(metrics["kl"]) < 1e-3, metrics["kl"]
 
 
 def test_sigkill_then_resume_matches_uninterrupted_run(sft_run, tmp_path):
-    common = [f"load_checkpoint_path={sft_run}", f"data={DATA}", "env_type=telescoping", "max_steps=6", "save_every=2",
-              "batch_size=4", "group_size=4", "learning_rate=1e-4", "eval_every=0", "max_tokens=20",
-              "reward=kernel", "tau_schedule=follow_error", "tau_start_km=10000", "seed=3"]
-    full = subprocess.run(_rl(*common, f"log_path={tmp_path / 'full'}"), cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    common = [
+        f"load_checkpoint_path={sft_run}",
+        f"data={DATA}",
+        "env_type=telescoping",
+        "max_steps=6",
+        "save_every=2",
+        "batch_size=4",
+        "group_size=4",
+        "learning_rate=1e-4",
+        "eval_every=0",
+        "max_tokens=20",
+        "reward=kernel",
+        "tau_schedule=follow_error",
+        "tau_start_km=10000",
+        "seed=3",
+    ]
+    full = subprocess.run(
+        _rl(*common, f"log_path={tmp_path / 'full'}"),
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     assert full.returncode == 0, full.stderr[-3000:]
 
     # Kill mid-step: once step 3 is logged (checkpoint 2 exists), the loop is inside step 4.
@@ -85,13 +158,24 @@ def test_sigkill_then_resume_matches_uninterrupted_run(sft_run, tmp_path):
     killed_at = kill_inside_step(_rl(*common, f"log_path={log}"), log, ROOT)
     assert killed_at and max(killed_at) < 6, killed_at
 
-    resumed = subprocess.run(_rl(*common, f"log_path={log}", "behavior_if_log_dir_exists=resume"), cwd=ROOT,
-                             env=_env(), capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    resumed = subprocess.run(
+        _rl(*common, f"log_path={log}", "behavior_if_log_dir_exists=resume"),
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     assert_same_final_tensors(tmp_path / "full", log, 6)
     # metrics read like one run: steps 1..6 once each, same rewards and taus
-    ra = [(r["step"], r["reward_mean"], r["tau_km"]) for r in read_jsonl(tmp_path / "full" / "metrics.jsonl") if "reward_mean" in r]
+    ra = [
+        (r["step"], r["reward_mean"], r["tau_km"])
+        for r in read_jsonl(tmp_path / "full" / "metrics.jsonl")
+        if "reward_mean" in r
+    ]
     trained = [r["datums"] for r in read_jsonl(tmp_path / "full" / "metrics.jsonl") if "datums" in r]
     assert sum(trained) > 0, "no step had a group with reward spread: the test would not test training"
     rb = [(r["step"], r["reward_mean"], r["tau_km"]) for r in read_jsonl(log / "metrics.jsonl") if "reward_mean" in r]

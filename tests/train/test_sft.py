@@ -141,11 +141,16 @@ def test_telescoping_example_shows_a_noisy_previous_guess_and_trains_the_truth()
     for i in range(64):
         msgs = build_messages(s, "telescoping", cfg, example_rng(0, 5, i))
         assert [_text(m) for m in msgs[1::2]] == [
-            "Latitude: 49\nLongitude: 2", "Latitude: 48.9\nLongitude: 2.4", "Latitude: 48.86\nLongitude: 2.35"]
+            "Latitude: 49\nLongitude: 2",
+            "Latitude: 48.9\nLongitude: 2.4",
+            "Latitude: 48.86\nLongitude: 2.35",
+        ]
         shown = [tuple(map(float, re.search(r"\(([-0-9.]+), ([-0-9.]+)\)", _text(m)).groups())) for m in msgs[2::2]]
         far.append([float(haversine_km(g[0], g[1], s.lat, s.lon)) for g in shown])
         # pure function of (seed, step, index): the same draw again gives the same text
-        assert [_text(m) for m in build_messages(s, "telescoping", cfg, example_rng(0, 5, i))] == [_text(m) for m in msgs]
+        assert [_text(m) for m in build_messages(s, "telescoping", cfg, example_rng(0, 5, i))] == [
+            _text(m) for m in msgs
+        ]
     far = np.array(far)
     assert np.median(far[:, 0]) > 1000 and 100 < np.median(far[:, 1]) < 600  # refine sees a worse guess than final
     assert (far > 1).all()  # never the truth itself
@@ -170,12 +175,20 @@ def test_example_styles_are_a_function_of_seed_and_step():
 
 def test_normalise_weights_makes_a_per_token_mean():
     # two datums with 2 and 3 target tokens (one image/prompt position at weight 0)
-    d1 = Datum(ModelInput.from_ints([1, 2, 3]), {"target_tokens": np.array([2, 3, 4]), "weights": np.array([0, 1, 1], np.float32)})
-    d2 = Datum(ModelInput.from_ints([1, 2, 3, 4]), {"target_tokens": np.array([2, 3, 4, 5]), "weights": np.array([0, 1, 1, 1], np.float32)})
+    d1 = Datum(
+        ModelInput.from_ints([1, 2, 3]),
+        {"target_tokens": np.array([2, 3, 4]), "weights": np.array([0, 1, 1], np.float32)},
+    )
+    d2 = Datum(
+        ModelInput.from_ints([1, 2, 3, 4]),
+        {"target_tokens": np.array([2, 3, 4, 5]), "weights": np.array([0, 1, 1, 1], np.float32)},
+    )
     out, n = normalise_weights([d1, d2])
     assert n == 5
     np.testing.assert_allclose(out[0].loss_fn_inputs["weights"], [0, 0.2, 0.2])
     np.testing.assert_allclose(out[1].loss_fn_inputs["weights"], [0, 0.2, 0.2, 0.2])
     # summed NLL with these weights = mean NLL per target token: logprobs all -2 -> loss 2
-    loss = -sum(float(np.dot(np.full(len(d.loss_fn_inputs["weights"]), -2.0), d.loss_fn_inputs["weights"])) for d in out)
+    loss = -sum(
+        float(np.dot(np.full(len(d.loss_fn_inputs["weights"]), -2.0), d.loss_fn_inputs["weights"])) for d in out
+    )
     assert loss == pytest.approx(2.0)

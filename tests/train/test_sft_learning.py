@@ -53,10 +53,15 @@ def test_sft_learns_coordinates_from_images(tmp_path):
     result = train(cfg, stderr=io.StringIO())
     seconds, cpu = time.time() - t0, time.process_time() - cpu0
     before, after = result.eval_history[0], result.eval_history[cfg.max_steps]
-    blind = best_blind_median_km(load_samples(DATA, split="val", n=cfg.eval_n), load_samples(DATA, split="train", n=512))
-    print(f"\nSFT learning: held-out median {before['median_km']:.0f} -> {after['median_km']:.0f} km "
-          f"(best image-blind {blind:.0f} km), parsed {before['parsed']:.0%} -> {after['parsed']:.0%}, "
-          f"acc@2500km {after['acc_2500km']:.0%}, country {after['country_acc']:.0%}; {seconds:.0f} s wall, {cpu:.0f} s CPU")
+    blind = best_blind_median_km(
+        load_samples(DATA, split="val", n=cfg.eval_n), load_samples(DATA, split="train", n=512)
+    )
+    print(
+        f"\nSFT learning: held-out median {before['median_km']:.0f} -> {after['median_km']:.0f} km "
+        f"(best image-blind {blind:.0f} km), parsed {before['parsed']:.0%} -> {after['parsed']:.0%}, "
+        f"acc@2500km {after['acc_2500km']:.0%}, country {after['country_acc']:.0%}; "
+        f"{seconds:.0f} s wall, {cpu:.0f} s CPU"
+    )
     assert after["parsed"] >= 0.95
     assert after["median_km"] <= 0.5 * before["median_km"]
     assert after["median_km"] <= 0.5 * blind

@@ -6,11 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from resume_helpers import assert_same_final_tensors, kill_inside_step
+from resume_helpers import subprocess_env as _env
 
 from geospot.runs.checkpoint import latest_checkpoint
 from geospot.runs.folder import read_config, read_jsonl
-
-from resume_helpers import assert_same_final_tensors, kill_inside_step, subprocess_env as _env
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = "synthetic:n=256,size=56,seed=0"

@@ -7,13 +7,12 @@ import io
 import itertools
 
 import pytest
+from resume_helpers import saved_tensors
 
 from geospot.config import ConfigError
 from geospot.runs.checkpoint import latest_checkpoint, read_checkpoint
 from geospot.runs.folder import read_jsonl
 from geospot.train.lifecycle import TimeBudget
-
-from resume_helpers import saved_tensors
 
 DATA = "synthetic:n=64,size=28,seed=0"
 MODEL = dict(model_name="tiny:qwen2_5_vl:tiny", lora_rank=0, device="cpu")
@@ -26,12 +25,13 @@ def fake_clock():
 
 def test_time_budget_hand_worked():
     b = TimeBudget(0.0, clock=fake_clock())
-    b.begin_step(); b.end_step()
+    b.begin_step()
+    b.end_step()
     assert b.spent == 1.0 and not b.expired() and b.schedule_step(7, 100) == 7  # no limit: the step itself
     b = TimeBudget(60.0, spent=30.0)
     assert not b.expired()
-    assert b.schedule_step(10, 100) == 50   # half the time spent: half-way through the schedule
-    assert b.schedule_step(70, 100) == 70   # steps further along than time: the step
+    assert b.schedule_step(10, 100) == 50  # half the time spent: half-way through the schedule
+    assert b.schedule_step(70, 100) == 70  # steps further along than time: the step
     b.spent = 60.0
     assert b.expired() and b.schedule_step(10, 100) == 99  # never past the last step
 
@@ -39,9 +39,21 @@ def test_time_budget_hand_worked():
 def rl_config(log, **kw):
     from geospot.train.rl import RLConfig
 
-    base = dict(**MODEL, data=DATA, batch_size=2, group_size=2, max_tokens=12, eval_every=0, save_every=1000,
-                log_images_every=0, tau_schedule="linear", tau_start_km=2000.0, tau_end_km=25.0,
-                log_path=str(log), behavior_if_log_dir_exists="resume")
+    base = dict(
+        **MODEL,
+        data=DATA,
+        batch_size=2,
+        group_size=2,
+        max_tokens=12,
+        eval_every=0,
+        save_every=1000,
+        log_images_every=0,
+        tau_schedule="linear",
+        tau_start_km=2000.0,
+        tau_end_km=25.0,
+        log_path=str(log),
+        behavior_if_log_dir_exists="resume",
+    )
     return RLConfig(**{**base, **kw})
 
 
@@ -78,8 +90,18 @@ def test_rl_time_limit_stops_checkpoints_and_resumes(tmp_path, capsys):
 def sft_config(log, **kw):
     from geospot.train.sft import SFTConfig
 
-    base = dict(**MODEL, data=DATA, eval_n=0, prompt_style="single", batch_size=2, learning_rate=1e-3,
-                lr_schedule="linear", save_every=0, log_path=str(log), behavior_if_log_dir_exists="resume")
+    base = dict(
+        **MODEL,
+        data=DATA,
+        eval_n=0,
+        prompt_style="single",
+        batch_size=2,
+        learning_rate=1e-3,
+        lr_schedule="linear",
+        save_every=0,
+        log_path=str(log),
+        behavior_if_log_dir_exists="resume",
+    )
     return SFTConfig(**{**base, **kw})
 
 
@@ -98,11 +120,15 @@ def test_sft_time_limit_and_load_checkpoint_path(tmp_path):
 
     # a fresh run from those weights (fresh optimizer, step 0): at lr ~0 its weights stay the checkpoint's
     def weights(run):  # the model's tensors, not the optimizer's or the RNG's
-        return {k: v for k, v in saved_tensors(latest_checkpoint(run)).items() if "optimizer" not in k and "rng" not in k}
+        return {
+            k: v for k, v in saved_tensors(latest_checkpoint(run)).items() if "optimizer" not in k and "rng" not in k
+        }
 
     start = weights(log)
     cont = tmp_path / "cont"
-    result = train(sft_config(cont, max_steps=1, learning_rate=1e-12, load_checkpoint_path=str(log)), stderr=io.StringIO())
+    result = train(
+        sft_config(cont, max_steps=1, learning_rate=1e-12, load_checkpoint_path=str(log)), stderr=io.StringIO()
+    )
     after = weights(cont)
     assert result.steps == 1 and start and after.keys() == start.keys()
     assert all((after[k].double() - start[k].double()).abs().max() < 1e-6 for k in start)
@@ -112,5 +138,8 @@ def test_sft_time_limit_and_load_checkpoint_path(tmp_path):
     assert any((weights(plain)[k].double() - start[k].double()).abs().max() > 1e-4 for k in start)
 
     with pytest.raises(ConfigError, match="load_checkpoint_path"):
-        train(sft_config(tmp_path / "typo", max_steps=1, load_checkpoint_path=str(tmp_path / "nope")), stderr=io.StringIO())
+        train(
+            sft_config(tmp_path / "typo", max_steps=1, load_checkpoint_path=str(tmp_path / "nope")),
+            stderr=io.StringIO(),
+        )
     assert not (tmp_path / "typo").exists()  # a typo leaves no empty run folder behind
