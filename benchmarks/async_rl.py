@@ -106,7 +106,7 @@ def timing_arm(k: int, steps: int, split: float, scale: float, tmp: Path) -> dic
     """The real loop on a LatencyEngine; per-step wall from the metrics' timestamps."""
     from geospot import engines
     from geospot.rl.testing import VersionedScriptedEngine
-    from geospot.train.common import read_jsonl
+    from geospot.runs.folder import read_jsonl
     from geospot.train.rl import RLConfig, run
 
     sample_s, train_s = latencies(steps, split, scale)
@@ -158,7 +158,7 @@ def quality_arm(k: int, sft: Path, steps: int, seed: int, eval_n: int, tmp: Path
     t0 = time.perf_counter()
     with contextlib.redirect_stderr(io.StringIO()):
         m = run(cfg).metrics
-    from geospot.train.common import read_jsonl
+    from geospot.runs.folder import read_jsonl
 
     rows = read_jsonl(tmp / f"q-k{k}-s{seed}" / "metrics.jsonl")
     start = next(r["eval/geoscore"] for r in rows if r.get("step") == 0 and "eval/geoscore" in r)

@@ -45,7 +45,7 @@ def make_sft(out: Path, steps: int, data: str, seed: int) -> Path:
 
 def run_rl(out: Path, sft: Path, args, **overrides) -> dict:
     """Train one configuration; returns its eval curve and cumulative training time."""
-    from geospot.train.common import read_jsonl
+    from geospot.runs.folder import read_jsonl
     from geospot.train.rl import RLConfig, run
 
     cfg = RLConfig(load_checkpoint_path=str(sft), data=args.data, eval_n=args.eval_n, eval_every=args.eval_every,

@@ -58,7 +58,7 @@ LABEL_KEYS = ("label_country_acc", "label_region_acc", "label_city_acc")
 
 
 def warm_start(args) -> Path:
-    from geospot.train.checkpoint import latest_checkpoint
+    from geospot.runs.checkpoint import latest_checkpoint
     from geospot.train.sft import SFTConfig, train
 
     recipe = {"model_name": MODEL, "lora_rank": 0, "device": "cpu", "data": args.data, "eval_n": 0,

@@ -83,7 +83,7 @@ def cache_dir(args) -> Path:
 
 
 def warm_start(args) -> Path:
-    from geospot.train.checkpoint import latest_checkpoint
+    from geospot.runs.checkpoint import latest_checkpoint
     from geospot.train.sft import train
 
     cfg = warm_start_config(args)
@@ -100,7 +100,7 @@ def warm_start(args) -> Path:
 def load_engine(sft_run: Path, seed: int, with_optimizer: bool = False):
     from geospot.engines import make_engine
     from geospot.engines.config import EngineConfig
-    from geospot.train.checkpoint import read_checkpoint, resolve_checkpoint
+    from geospot.runs.checkpoint import read_checkpoint, resolve_checkpoint
 
     engine = make_engine(EngineConfig(model_name=MODEL, lora_rank=0, device="cpu", seed=seed))
     engine.load_state(read_checkpoint(resolve_checkpoint(sft_run)).engine_path, with_optimizer=with_optimizer)
@@ -119,8 +119,8 @@ HORIZON = 10**6  # max_steps of an arm: never reached, the clock stops it
 
 def arm_result(log_dir: Path, step_seconds_key: str) -> dict:
     """steps, the budget clock spent (from the final checkpoint) and the wall seconds of the steps."""
-    from geospot.train.checkpoint import latest_checkpoint, read_checkpoint
-    from geospot.train.common import read_jsonl
+    from geospot.runs.checkpoint import latest_checkpoint, read_checkpoint
+    from geospot.runs.folder import read_jsonl
 
     rows = [r for r in read_jsonl(log_dir / "metrics.jsonl") if step_seconds_key in r]
     spent = read_checkpoint(latest_checkpoint(log_dir)).loop_state["train_seconds"]

@@ -11,8 +11,6 @@ from typing import TextIO
 import numpy as np
 import torch
 
-from geospot.runs.folder import read_jsonl  # noqa: F401  (benchmarks/ imports it from here)
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)

@@ -26,7 +26,6 @@ from geospot.engines.types import AdamParams, Datum
 from geospot.envs.config import EnvOptions
 from geospot.envs.telescoping import turn_prompt
 from geospot.eval import evaluate
-from geospot.eval.geocoding import geocoder_for  # noqa: F401  (demo.py imports it from here)
 from geospot.geo import format_metrics_table
 from geospot.geo.perturb import perturb
 from geospot.runs.folder import LogDirBehavior

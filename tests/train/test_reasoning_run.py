@@ -10,7 +10,7 @@ import math
 import pytest
 
 from geospot.eval import cli
-from geospot.train.common import read_jsonl
+from geospot.runs.folder import read_jsonl
 from geospot.train.rl import RLConfig, run
 from geospot.train.sft import SFTConfig, train
 

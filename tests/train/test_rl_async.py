@@ -7,8 +7,8 @@ import shutil
 from resume_helpers import assert_same_final_tensors
 from test_rl_run import DATA, sft_run  # noqa: F401  (the module's SFT warm start, a fixture)
 
+from geospot.runs.folder import read_jsonl
 from geospot.runs.store import RunReader
-from geospot.train.common import read_jsonl
 from geospot.train.rl import RLConfig, run
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from geospot.config import ConfigError, parse_overrides
-from geospot.train.common import read_jsonl
+from geospot.runs.folder import read_jsonl
 from geospot.train.rl import RLConfig, run
 
 DATA = "synthetic:n=256,size=56,seed=0"
