@@ -156,9 +156,10 @@ def stage_configs(cfg: DemoConfig):
     }
     single = RLConfig(env_type="single", load_checkpoint_path=str(out / "sft"), max_steps=max(cfg.rl_single_steps, 1),
                       learning_rate=cfg.rl_single_lr, save_every=max(cfg.rl_single_steps, 1), log_images_every=10,
-                      mix_env_type=cfg.rl_mix_env, mix_share=cfg.rl_mix_share, log_path=str(out / "rl-single"),
-                      **common)
-    start = str(out / "rl-single") if cfg.rl_single_steps else str(out / "sft")
+                      mix_env_type=cfg.rl_mix_env, mix_share=cfg.rl_mix_share,
+                      # the last GRPO stage writes `rl`: the folder `geospot predict model=runs/demo/rl` names
+                      log_path=str(out / ("rl-single" if cfg.rl_steps else "rl")), **common)
+    start = single.log_path if cfg.rl_single_steps else str(out / "sft")
     rl = RLConfig(
         **{
             **common,
@@ -305,7 +306,6 @@ def run(cfg: DemoConfig, log=print) -> dict:
     with clock("eval"):
         evals["sft"] = held_out_eval(sft_cfg.log_path, cfg, held_out)
 
-    last = None  # the folder of the last GRPO stage: what the `rl` row scores
     if cfg.rl_single_steps:
         mix = (f", {single_cfg.mix_share:.0%} of the images as {single_cfg.mix_env_type} groups"
                if single_cfg.mix_env_type else "")
@@ -313,15 +313,13 @@ def run(cfg: DemoConfig, log=print) -> dict:
             f"single-turn{mix} -> {single_cfg.log_path}")
         with clock("grpo"):
             rl_loop.run(single_cfg)
-        last = single_cfg.log_path
     if cfg.rl_steps:
         log(f"[4/5] telescoping GRPO: {cfg.rl_steps} steps x {cfg.rl_batch_size} images x {cfg.rl_group_size} "
             f"rollouts -> {rl_cfg.log_path}")
         with clock("grpo"):
             rl_loop.run(rl_cfg)
-        last = rl_cfg.log_path
-    with clock("eval"):
-        evals["rl"] = held_out_eval(last, cfg, held_out)
+    with clock("eval"):  # the last GRPO stage's folder, `rl` (stage_configs)
+        evals["rl"] = held_out_eval(str(Path(cfg.out) / "rl"), cfg, held_out)
 
     result = {"stages": {}, "seed": cfg.seed, "eval_n": len(held_out), "eval_style": cfg.eval_style}
     before = None
