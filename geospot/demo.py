@@ -56,13 +56,14 @@ class Preset:
 # 450-step SFT, 400 GRPO steps moved greedy by +3 / -41). No telescoping-only stage: the
 # telescoping groups inside the mixed stage made the final turn closer than the first (seed 0:
 # 1,796 -> 1,316 -> 1,450 km) where 24 or 72 telescoping-only steps after single-turn GRPO did not
-# (1,465 -> 1,408 -> 1,735), at a third of their cost per telescoping group. 256 held-out images:
-# the greedy band (paired bootstrap, 95 %) is about ±155 GeoScore there vs ±160-200 on 128.
+# (1,465 -> 1,408 -> 1,735), at a third of their cost per telescoping group. 202 held-out images,
+# all of the world's val split (5 % of its 4,000 ids, by hash): the greedy band (paired bootstrap,
+# 95 %) is about ±155 GeoScore there vs ±160-200 on 128.
 # `quick` is the test's size; `long` adds the τ study and more steps.
 PRESETS = {
     "quick": Preset(sft_steps=200, rl_single_steps=60, rl_steps=4, eval_n=48),
-    "default": Preset(sft_steps=300, rl_single_steps=300, rl_steps=0, eval_n=256),
-    "long": Preset(sft_steps=600, rl_single_steps=600, rl_steps=0, eval_n=384, tau_steps=150),
+    "default": Preset(sft_steps=300, rl_single_steps=300, rl_steps=0, eval_n=202),
+    "long": Preset(sft_steps=600, rl_single_steps=600, rl_steps=0, eval_n=202, tau_steps=150),
 }
 
 
@@ -110,7 +111,7 @@ class DemoConfig:
     # Eval: greedy (what a user of the model sees) AND seeded samples at temperature 1 (the
     # policy GRPO trains), one per image per seed, averaged over the seeds; same held-out
     # images for every stage, so each change is judged by a paired bootstrap over them. Two
-    # sampling seeds over 256 images cost what four did over 128; the sampled change (+500)
+    # sampling seeds over 202 images cost less than four did over 128; the sampled change (+500)
     # is far outside its band either way, the greedy one needs the extra images.
     eval_style: str = "single"
     eval_sample_seeds: tuple[int, ...] = (5, 6)
