@@ -56,7 +56,7 @@ class Preset:
 # 450-step SFT, 400 GRPO steps moved greedy by +3 / -41). No telescoping-only stage: the
 # telescoping groups inside the mixed stage made the final turn closer than the first (seed 0:
 # 1,796 -> 1,316 -> 1,450 km) where 24 or 72 telescoping-only steps after single-turn GRPO did not
-# (1,465 -> 1,408 -> 1,735), at a third of their cost per telescoping group. 202 held-out images,
+# (1,465 -> 1,408 -> 1,735) for about the same CPU per telescoping group. 202 held-out images,
 # all of the world's val split (5 % of its 4,000 ids, by hash): the greedy band (paired bootstrap,
 # 95 %) is about ±155 GeoScore there vs ±160-200 on 128.
 # `quick` is the test's size; `long` adds the τ study and more steps.

@@ -58,7 +58,7 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
         "single", "`single`: one answer per image; `telescoping`: coarse -> refine -> final turns, each answering "
         "coordinates; `hierarchical`: country -> region -> city -> coordinates; `geohash`: 2/4/6-character curriculum")
     mix_env_type: str | None = option(
-        None, "another env played by a share (mix_share) of each batch's images, one LoRA for both, each env with "
+        None, "another env played by a share (mix_share) of each batch's images, one policy for both, each env with "
         "its own reward: e.g. telescoping inside single-turn GRPO, so the refine turns keep learning")
     mix_share: float = option(0.25, "share of each batch's images that play mix_env_type (when it is set)")
     load_checkpoint_path: str | None = option(None, RUN_HELP["load_checkpoint_path"])
