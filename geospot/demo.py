@@ -50,13 +50,13 @@ class Preset:
     tau_steps: int = 0  # > 0: also run the τ study with this many GRPO steps per arm
 
 
-# `default` fits the 5-minute budget on 2 quiet cores (CPU s per stage in docs/rl_vs_sft.md; one
-# torch thread, so CPU s = wall s of a quiet core): SFT ~80, mixed GRPO ~150, evals ~35. SFT stops
-# at 300 steps, while its map is still ~1,300-1,600 km off, so GRPO has room (from a converged
-# 450-step SFT, 400 GRPO steps moved greedy by +3 / -41). No telescoping-only stage: the
-# telescoping groups inside the mixed stage made the final turn closer than the first (seed 0:
-# 1,796 -> 1,316 -> 1,450 km) where 24 or 72 telescoping-only steps after single-turn GRPO did not
-# (1,465 -> 1,408 -> 1,735) for about the same CPU per telescoping group. 202 held-out images,
+# `default` fits the 5-minute budget on 2 quiet cores: 239-242 CPU s measured (SFT ~77, mixed
+# GRPO ~143, evals ~21; one torch thread, so CPU s = wall s of a quiet core). SFT stops at 300
+# steps, while its map is still ~1,300-1,600 km off, so GRPO has room (from a converged 450-step
+# SFT, 400 GRPO steps moved greedy by +3 / -41). No telescoping-only stage: with telescoping groups
+# inside the GRPO stage the final turn ended closer than the first on 1 of 3 seeds, within noise on
+# 1, farther on 1; with 24 (or 72) telescoping-only steps after single-turn GRPO it was never
+# closer (farther on 2 of 3), for about the same CPU per telescoping group. 202 held-out images,
 # all of the world's val split (5 % of its 4,000 ids, by hash): the greedy band (paired bootstrap,
 # 95 %) is about ±155 GeoScore there vs ±160-200 on 128.
 # `quick` is the test's size; `long` adds the τ study and more steps.
@@ -100,7 +100,7 @@ class DemoConfig:
     # only if it lands closer). Why: SFT's refine turns copy the previous guess digit by digit and
     # drop or repeat digits ("68.60" -> "6.6": cheap for the token loss, thousands of km for the
     # distance), and single-turn GRPO alone made the final turn worse still (5,227 km after 450
-    # steps); with the mix the final turn lands closer than the first (see PRESETS).
+    # steps). A larger share costs more CPU (0.25 already doubles a step's: ~0.5 vs 0.25 s).
     rl_mix_env: str | None = "telescoping"
     rl_mix_share: float = 0.25
     # GRPO, stage 2 (rl_steps > 0 only): telescoping-only steps after the mixed stage.
