@@ -36,6 +36,8 @@ class SamplingConfig(EnvOptions):
         "auto", "model dtype (`auto`: bf16 on capable GPUs, fp32 on CPU)")
     max_pixels: int | None = option(None, "pixel budget per image (None = the model's; a run folder's: its "
                                           "training images' budget)")
+    square: bool = option(False, "centre-crop each image to a square (a run folder's model: true when it trained on "
+                                 "square images only, e.g. synthetic ones)")
     seed: int = option(0, "sampling seed")
 
     def validate(self) -> None:
