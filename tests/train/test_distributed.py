@@ -2,13 +2,13 @@
 seed, same global batch, same weights (fp32, max abs diff <= 1e-5). Kept to 2 short steps each:
 the CPU is shared."""
 
-import io
 import subprocess
 
 import pytest
 import torch
 from dist_helpers import ROOT, kill_job_inside_step, run_both, torchrun, weight_diff
 from resume_helpers import assert_same_final_tensors, saved_tensors, subprocess_env
+from warm_start import warm_start
 
 from geospot.distributed import Dist
 from geospot.runs.checkpoint import latest_checkpoint
@@ -76,13 +76,8 @@ def warm_model(tmp_path_factory):
     from geospot.engines.config import EngineConfig
     from geospot.engines.local import LocalEngine
     from geospot.runs.checkpoint import read_checkpoint, resolve_checkpoint
-    from geospot.train.sft import SFTConfig, train
 
-    log = tmp_path_factory.mktemp("sft") / "run"
-    train(SFTConfig(model_name=TINY, lora_rank=0, data="synthetic:n=256,size=56,seed=0", eval_n=0,
-                    prompt_style="both", answer_decimals=1, batch_size=16, learning_rate=5e-3, lr_schedule="cosine",
-                    warmup_steps=3, max_steps=40, save_every=0, log_path=str(log), behavior_if_log_dir_exists="raise"),
-          stderr=io.StringIO())
+    log = warm_start(tmp_path_factory.mktemp("sft") / "run", "synthetic:n=256,size=56,seed=0", max_steps=40)
     engine = LocalEngine(EngineConfig(model_name=TINY, lora_rank=0, device="cpu"))
     engine.load_state(read_checkpoint(resolve_checkpoint(log)).engine_path, with_optimizer=False)
     return engine.export(str(log.parent / "model"))
