@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from geospot.engines.local_model import LocalModel
 from geospot.engines.local_trainer import LocalTrainer
-from geospot.engines.master_weights import MasterWeights
+from geospot.engines.master_weights import LOW_PRECISION, MasterWeights
 from geospot.engines.types import AdamParams
 
 
@@ -98,11 +98,12 @@ class LocalState:
             self.trainer.optimizer = sync.load_full_state(weights, optim_state, self._new_optimizer)
             optim_state = None
         else:
-            weights = {n: weights[n].to(p.device) for n, p in core.trainable}
             with torch.no_grad():
                 for n, p in core.trainable:
-                    p.copy_(weights[n])  # rounded to the model's dtype
-            self.trainer.master = MasterWeights(core.trainable, weights)  # the saved fp32 values
+                    p.copy_(weights[n].to(p.device))  # rounded to the model's dtype
+            # the optimizer's fp32 copies of bf16 weights start from the saved fp32 values
+            self.trainer.master = MasterWeights(core.trainable, {n: weights[n].to(p.device) for n, p in core.trainable
+                                                                 if p.dtype in LOW_PRECISION})
         core.kv_store.clear()  # KV computed by the old weights is stale
         core.step = int(state["step"])
         core.sample_calls = int(state["sample_calls"])

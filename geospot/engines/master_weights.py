@@ -27,8 +27,9 @@ LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 class MasterWeights:
     """The parameters the optimizer steps: fp32 copies of the low-precision trainable ones, the
-    fp32 ones themselves. `values` (name -> tensor, same placement as the parameter) seeds the
-    copies, e.g. a checkpoint's fp32 weights; by default they are the parameters' own values."""
+    fp32 ones themselves. `values` (name -> tensor on the parameter's device, for each
+    low-precision parameter) seeds the copies, e.g. a checkpoint's fp32 weights, and is taken
+    over without a copy where it is fp32 already; by default the parameters' own values."""
 
     def __init__(self, trainable: Sequence[tuple[str, torch.nn.Parameter]],
                  values: dict[str, torch.Tensor] | None = None):
@@ -38,7 +39,7 @@ class MasterWeights:
         for n, p in trainable:
             if p.dtype in LOW_PRECISION:
                 v = values[n] if values is not None else p
-                self.params.append(torch.nn.Parameter(v.detach().to(torch.float32, copy=True)))
+                self.params.append(torch.nn.Parameter(v.detach().to(torch.float32, copy=values is None)))
             else:
                 self.params.append(p)
 

@@ -29,7 +29,7 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from geospot.distributed import Dist
-from geospot.engines.master_weights import MasterWeights
+from geospot.engines.master_weights import LOW_PRECISION, MasterWeights
 from geospot.engines.types import ModelInput, TextChunk
 
 
@@ -130,12 +130,15 @@ class FSDPSync:
     def load_full_state(self, weights: dict, optim_state: dict | None, new_optimizer) -> None:
         """The inverse of full_state: each rank keeps its shards of the whole tensors (the model's
         in its dtype, the optimizer's fp32 master copies and Adam's moments at fp32)."""
-        shards = {n: distribute_tensor(weights[n], p.device_mesh, p.placements) for n, p in self.core.trainable}
+        masters = {}  # the saved (fp32) shards of bf16 parameters: their optimizer's copies
         with torch.no_grad():
             for n, p in self.core.trainable:
-                p.copy_(shards[n])
+                shard = distribute_tensor(weights[n], p.device_mesh, p.placements)
+                p.copy_(shard)
+                if p.dtype in LOW_PRECISION:
+                    masters[n] = shard
         self.refresh()
-        self.core.trainer.master = MasterWeights(self.core.trainable, shards)
+        self.core.trainer.master = MasterWeights(self.core.trainable, masters)
         if optim_state is None:
             return None
         params = self.core.trainer.master.params
