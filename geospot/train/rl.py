@@ -55,8 +55,8 @@ DEFAULT_DATA = "hf:sdan/geospot-unified"
 @dataclass(frozen=True)
 class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*/geohash_*/mixed_*: envs/config.py
     env_type: Literal["single", "telescoping", "hierarchical", "geohash"] = option(
-        "single", "`single`: one answer per image; `telescoping`: coarse -> refine -> final turns, each answering "
-        "coordinates; `hierarchical`: country -> region -> city -> coordinates; `geohash`: 2/4/6-character curriculum")
+        "single", "`single` (one answer), `telescoping` (coarse -> refine -> final coordinates), `hierarchical` "
+        "(country -> region -> city -> coordinates) or `geohash` (2/4/6-character turns)")
     mix_env_type: str | None = option(
         None, "another env played by a share (mix_share) of each batch's images, one policy for both, each env with "
         "its own reward: e.g. telescoping inside single-turn GRPO, so the refine turns keep learning")
