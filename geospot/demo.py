@@ -101,8 +101,12 @@ class DemoConfig:
     # drop or repeat digits ("68.60" -> "6.6": cheap for the token loss, thousands of km for the
     # distance), and single-turn GRPO alone made the final turn worse still (5,227 km after 450
     # steps). A larger share costs more CPU (0.25 already doubles a step's: ~0.5 vs 0.25 s).
-    rl_mix_env: str | None = "telescoping"
-    rl_mix_share: float = 0.25
+    # Written as a telescoping run with single-turn groups mixed in (3/4 of the images): the same
+    # batches, and the run folder says "telescoping", so `geospot predict model=runs/demo/rl` asks
+    # with the telescoping turns, as it did when the last stage was telescoping-only.
+    rl_env: str = "telescoping"
+    rl_mix_env: str | None = "single"
+    rl_mix_share: float = 0.75
     # GRPO, stage 2 (rl_steps > 0 only): telescoping-only steps after the mixed stage.
     rl_lr: float = 4e-5
     rl_batch_size: int = 8
@@ -155,7 +159,7 @@ def stage_configs(cfg: DemoConfig):
         "behavior_if_log_dir_exists": "raise",
         "seed": cfg.seed,
     }
-    single = RLConfig(env_type="single", load_checkpoint_path=str(out / "sft"), max_steps=max(cfg.rl_single_steps, 1),
+    single = RLConfig(env_type=cfg.rl_env, load_checkpoint_path=str(out / "sft"), max_steps=max(cfg.rl_single_steps, 1),
                       learning_rate=cfg.rl_single_lr, save_every=max(cfg.rl_single_steps, 1), log_images_every=10,
                       mix_env_type=cfg.rl_mix_env, mix_share=cfg.rl_mix_share,
                       # the last GRPO stage writes `rl`: the folder `geospot predict model=runs/demo/rl` names
@@ -183,7 +187,7 @@ def tau_configs(cfg: DemoConfig):
     fmt = str(Path(sft.log_path) / "checkpoints" / str(cfg.tau_format_steps))
     # single-turn only (no telescoping mix): the study is about τ, which the telescoping GeoScore reward does not use
     arm = {"load_checkpoint_path": fmt, "max_steps": cfg.tau_steps, "save_every": cfg.tau_steps, "log_images_every": 0,
-           "mix_env_type": None}
+           "env_type": "single", "mix_env_type": None}
     # follow_error clips τ to [tau_end_km, tau_start_km]: the cap is raised above a format-only
     # policy's ~7,000 km error, else τ would sit at the 2,000 km cap instead of following it.
     follow = replace(
@@ -308,10 +312,10 @@ def run(cfg: DemoConfig, log=print) -> dict:
         evals["sft"] = held_out_eval(sft_cfg.log_path, cfg, held_out)
 
     if cfg.rl_single_steps:
-        mix = (f", {single_cfg.mix_share:.0%} of the images as {single_cfg.mix_env_type} groups"
+        mix = (f" with {single_cfg.mix_share:.0%} of the images as {single_cfg.mix_env_type} groups"
                if single_cfg.mix_env_type else "")
         log(f"[3/5] GRPO: {cfg.rl_single_steps} steps x {cfg.rl_batch_size} images x {cfg.rl_group_size} rollouts, "
-            f"single-turn{mix} -> {single_cfg.log_path}")
+            f"{single_cfg.env_type}{mix} -> {single_cfg.log_path}")
         with clock("grpo"):
             rl_loop.run(single_cfg)
     if cfg.rl_steps:

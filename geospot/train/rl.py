@@ -251,9 +251,10 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
         loss_config = {"clip_low_threshold": 1 - cfg.ppo_clip, "clip_high_threshold": 1 + cfg.ppo_clip}
     adam = AdamParams(cfg.learning_rate, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps,
                       grad_clip_norm=cfg.grad_clip_norm)
-    num_turns = max(registry.num_turns(env, cfg) for env in (cfg.env_type, cfg.mix_env_type) if env)
+    played_envs = tuple(env for env in (cfg.env_type, cfg.mix_env_type) if env)
+    num_turns = max(registry.num_turns(env, cfg) for env in played_envs)
     # labels for hierarchical samples that carry none (the synthetic world's, else reverse geocoding)
-    train_geocoder = geocoder_for(cfg.data) if "hierarchical" in (cfg.env_type, cfg.mix_env_type) else None
+    train_geocoder = geocoder_for(cfg.data) if "hierarchical" in played_envs else None
     progress = Progress(cfg.max_steps, start_step=run.start_step, stream=run.stderr)
     writer.set_status("running")
     metrics: dict = {}
@@ -316,7 +317,8 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
                     dtype=float,
                 )
             )
-            if registry.uses_tau(reward_kind(cfg)):  # tau means nothing to the GeoScore reward: don't chart it
+            # tau means nothing to the GeoScore reward: charted only when an env's reward uses it
+            if any(registry.uses_tau(registry.reward_name(env, cfg.reward)) for env in played_envs):
                 metrics["tau_km"] = tau_km
             metrics.update(
                 {
