@@ -91,6 +91,39 @@ def test_rl_two_processes_equal_one(warm_model, tmp_path, env_type):
     assert diff <= TOL, f"2 processes differ from 1 by {diff}"
 
 
+def test_rl_full_ft_fsdp2_resharded_two_processes_equal_one(warm_model, tmp_path):
+    """Full fine-tuning with FSDP2 resharding: every forward gathers its layers from both ranks, so
+    the ranks must run the same number of forwards although rank 0 has 1 group and rank 1 has 2,
+    and their rollouts stop at different lengths (the lockstep fillers); weights equal 1 process."""
+    args = [f"model_name={warm_model}", f"data={DATA}", "max_steps=3", "batch_size=3", "group_size=4", "eval_n=0",
+            "lora_rank=0", "fsdp_reshard=on", "learning_rate=1e-4", "seed=1", "max_tokens=20", "env_type=single",
+            "reward=kernel", "tau_schedule=follow_error", "tau_window=2", "tau_start_km=10000"]
+    one, two = run_both("geospot.train_rl", args, tmp_path, one_under_torchrun=True)
+    rows_one = [r for r in read_jsonl(one / "metrics.jsonl") if "reward_mean" in r]
+    rows_two = [r for r in read_jsonl(two / "metrics.jsonl") if "reward_mean" in r]
+    assert sum(r["datums"] for r in rows_one) > 0, "no step trained: the test would compare untouched weights"
+    # rollouts stopped early (uneven lengths): 3 groups x 4 rollouts x 20 tokens is the most
+    assert all(r["sampled_tokens"] < 3 * 4 * 20 for r in rows_two), [r["sampled_tokens"] for r in rows_two]
+    for key in ("reward_mean", "datums", "sampled_tokens"):
+        assert [r.get(key) for r in rows_one] == pytest.approx([r.get(key) for r in rows_two], abs=1e-6), key
+    diff, size = weight_diff(one, two)
+    assert diff <= TOL, f"2 processes differ from 1 by {diff}"
+
+
+def test_reshard_choice_says_why():
+    from geospot.engines.parallel import reshard_choice
+
+    gb = 10**9
+    assert reshard_choice("on", 1, 1, None) == (True, "fsdp_reshard=on")
+    assert reshard_choice("off", 100 * gb, 100 * gb, 80 * gb)[0] is False
+    assert reshard_choice("auto", 100 * gb, 100 * gb, None) == (False, "fsdp_reshard=auto: off on CPU (no GPU memory "
+                                                                        "to save)")
+    # 7B full fine-tuning, bf16: 16.6 GB weights + 15.2 GB grads = 31.8 GB; half of an 80 GB card is 40
+    assert reshard_choice("auto", int(16.6 * gb), int(15.2 * gb), 80 * gb)[0] is False
+    on, why = reshard_choice("auto", int(16.6 * gb), int(15.2 * gb), 40 * gb)  # over 20 GB
+    assert on and "31.8 GB" in why and "40 GB" in why
+
+
 def test_two_process_job_killed_mid_step_resumes_exactly(tmp_path):
     """FSDP2 full fine-tuning (the sharded optimizer is the harder state to restore): a 2-process
     job SIGKILLed inside step 4 and resumed under torchrun ends with the weights and optimizer
