@@ -29,6 +29,7 @@ from geospot.eval import evaluate
 from geospot.geo import format_metrics_table
 from geospot.geo.perturb import perturb
 from geospot.runs.folder import LogDirBehavior
+from geospot.train import rank_death
 from geospot.train.common import Progress
 from geospot.train.lifecycle import (
     RUN_HELP,
@@ -401,6 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"geospot sft: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        rank_death.handle(e)  # under torchrun, a dead rank: rank 0's one sentence, no traceback
+        raise
     finally:
         distributed.shutdown()
     if not distributed.under_torchrun() or int(os.environ.get("RANK", "0")) == 0:

@@ -3,10 +3,14 @@ seed, same global batch, same weights (fp32, max abs diff <= 1e-5). Kept to 2 sh
 the CPU is shared."""
 
 import io
+import os
+import signal
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
-from dist_helpers import ROOT, kill_job_inside_step, run_both, torchrun, weight_diff
+from dist_helpers import ROOT, descendants, kill_job_inside_step, run_both, torchrun, weight_diff
 from resume_helpers import assert_same_final_tensors, subprocess_env
 
 from geospot.distributed import Dist
@@ -146,6 +150,42 @@ def test_two_process_job_killed_mid_step_resumes_exactly(tmp_path):
     assert f"from step {max(killed_at)}" in resumed.stderr
     assert_same_final_tensors(tmp_path / "full", log, 5)
     assert _losses(tmp_path / "full") == _losses(log)  # rank 0 wrote each step once
+
+
+def test_a_rank_that_dies_ends_the_job_with_one_sentence_from_rank_0(tmp_path):
+    """rank 1 SIGKILLed after step 3 (checkpoints every 2 steps): rank 0 says which rank died, the
+    last checkpoint and the command that resumes, in one line, and no gloo error reaches the output."""
+    log = tmp_path / "run"
+    args = [f"model_name={TINY}", f"data={DATA}", "max_steps=40", "save_every=2", "batch_size=4", "lora_rank=4",
+            "eval_n=0", f"log_path={log}"]
+    proc = subprocess.Popen(torchrun("geospot.sft", args), cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(r.get("step") == 3 for r in read_jsonl(log / "metrics.jsonl")):
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        time.sleep(0.02)
+    rank1 = [pid for pid in descendants(proc.pid)
+             if b"RANK=1" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")]
+    assert len(rank1) == 1
+    os.kill(rank1[0], signal.SIGKILL)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode != 0
+    last = max(int(c.name) for c in (log / "checkpoints").iterdir() if c.name.isdigit())
+    assert last >= 2
+    said = [line for line in out.splitlines() if line.startswith("geospot: ")]
+    assert said == [f"geospot: rank 1 died, so the job stopped; the last checkpoint is step {last} in {log}; resume "
+                    f"with: torchrun --nproc_per_node=2 -m geospot.sft {' '.join(args)} "
+                    "behavior_if_log_dir_exists=resume"], out[-3000:]
+    assert "Connection closed" not in out and "gloo" not in out.lower(), out[-3000:]
+
+
+def test_resume_command_names_the_launch_and_the_keys():
+    from geospot.train.rank_death import resume_command
+
+    env = {"WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "8"}
+    cmd = resume_command(["rl", "log_path=runs/a b", "behavior_if_log_dir_exists=raise"], "geospot", env)
+    assert cmd == ("torchrun --nproc_per_node=8 --nnodes=2 --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT -m geospot rl "
+                   "'log_path=runs/a b' behavior_if_log_dir_exists=resume")
 
 
 def test_tinker_refuses_torchrun_before_joining_a_process_group(monkeypatch, tmp_path, capsys):
