@@ -40,12 +40,13 @@ def _losses(folder):
     return [(r["step"], r["loss"]) for r in read_jsonl(folder / "metrics.jsonl") if "loss" in r]
 
 
-@pytest.mark.parametrize("lora_rank", [4, 0], ids=["lora-ddp", "full-fsdp2"])
-def test_sft_two_processes_equal_one(tmp_path, lora_rank):
+@pytest.mark.parametrize("lora_rank,reshard", [(4, "off"), (0, "off"), (0, "on")],
+                         ids=["lora-ddp", "full-fsdp2", "full-fsdp2-resharded"])
+def test_sft_two_processes_equal_one(tmp_path, lora_rank, reshard):
     # 3 images over 2 ranks (1 + 2), grad_accum=3: one backward pass on rank 0, two on rank 1
     # (vs 3 for one process), and one gradient reduction per step
     args = [f"model_name={TINY}", f"data={DATA}", "max_steps=2", "batch_size=3", "grad_accum=3", "eval_n=0",
-            f"lora_rank={lora_rank}", "learning_rate=1e-3", "seed=1", "prompt_style=both"]
+            f"lora_rank={lora_rank}", "learning_rate=1e-3", "seed=1", "prompt_style=both", f"fsdp_reshard={reshard}"]
     one, two = run_both("geospot.sft", args, tmp_path)
     diff, size = weight_diff(one, two)
     assert diff <= TOL, f"2 processes differ from 1 by {diff}"
@@ -99,13 +100,19 @@ def test_rl_full_ft_fsdp2_resharded_two_processes_equal_one(warm_model, tmp_path
     """Full fine-tuning with FSDP2 resharding: every forward gathers its layers from both ranks, so
     the ranks must run the same number of forwards although rank 0 has 1 group and rank 1 has 2,
     and their rollouts stop at different lengths (the lockstep fillers); weights equal 1 process."""
-    args = [f"model_name={warm_model}", f"data={DATA}", "max_steps=3", "batch_size=3", "group_size=4", "eval_n=0",
+    args = [f"model_name={warm_model}", f"data={DATA}", "max_steps=3", "batch_size=3", "group_size=4",
             "lora_rank=0", "fsdp_reshard=on", "learning_rate=1e-4", "seed=1", "max_tokens=20", "env_type=single",
-            "reward=kernel", "tau_schedule=follow_error", "tau_window=2", "tau_start_km=10000"]
+            "reward=kernel", "tau_schedule=follow_error", "tau_window=2", "tau_start_km=10000",
+            # a held-out eval of 3 images: shares of 1 and 2, padded to equal sample calls
+            "eval_n=3", "eval_data=synthetic:n=256,size=56,seed=0", "eval_every=3", "eval_at_start=false"]
     one, two = run_both("geospot.train_rl", args, tmp_path, one_under_torchrun=True)
     rows_one = [r for r in read_jsonl(one / "metrics.jsonl") if "reward_mean" in r]
     rows_two = [r for r in read_jsonl(two / "metrics.jsonl") if "reward_mean" in r]
     assert sum(r["datums"] for r in rows_one) > 0, "no step trained: the test would compare untouched weights"
+    evals = [[{k: v for k, v in r.items() if k.startswith("eval/") and v is not None}
+              for r in read_jsonl(f / "metrics.jsonl") if "eval/n" in r] for f in (one, two)]
+    assert len(evals[0]) == 1 and evals[0][0]["eval/n"] == evals[1][0]["eval/n"] == 3
+    assert evals[0][0] == pytest.approx(evals[1][0], rel=1e-6)
     # rollouts stopped early (uneven lengths): 3 groups x 4 rollouts x 20 tokens is the most
     assert all(r["sampled_tokens"] < 3 * 4 * 20 for r in rows_two), [r["sampled_tokens"] for r in rows_two]
     for key in ("reward_mean", "datums", "sampled_tokens"):
