@@ -19,6 +19,7 @@ import shlex
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 import torch.distributed as dist
@@ -26,7 +27,8 @@ import torch.distributed as dist
 from geospot.distributed import Dist
 from geospot.runs.checkpoint import latest_checkpoint
 
-_WATCH: dict = {}  # rank, peers [(host, pid)], log_dir
+_WATCH: dict = {}  # rank, peers [(host, pid)], log_dir, reported
+GRACE_S = 5.0  # how long a rank that saw a collective fail waits for torchrun's SIGTERM
 
 
 def watch(d: Dist, log_dir: str | os.PathLike) -> None:
@@ -82,10 +84,15 @@ def _main_module() -> str:
 
 
 def _report_and_exit(code: int, signalled: bool = False) -> None:
-    if _WATCH.get("rank") == 0:
+    if _WATCH.get("rank") == 0 and not _WATCH.get("reported"):
         command = resume_command(sys.argv[1:], _main_module(), dict(os.environ))
         text = message(dead_ranks(), _WATCH.get("log_dir", ""), command, signalled)
         print(f"geospot: {text}", file=sys.stderr, flush=True)
+    _WATCH["reported"] = True
+    if not signalled:
+        # give torchrun a moment to see the dead rank and stop us (SIGTERM, handled here): its summary
+        # then names that rank as the failure, not this process's exit
+        time.sleep(GRACE_S)
     os._exit(code)  # no teardown: the process group is broken, and a destroy could wait on the dead rank
 
 

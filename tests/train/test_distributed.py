@@ -77,11 +77,12 @@ def warm_model(tmp_path_factory):
     return engine.export(str(log.parent / "model"))
 
 
-@pytest.mark.parametrize("env_type", ["single", "telescoping"])
-def test_rl_two_processes_equal_one(warm_model, tmp_path, env_type):
+# the warm model seldom formats a telescoping answer at temperature 1: a seed whose groups differ
+@pytest.mark.parametrize("env_type,seed", [("single", 1), ("telescoping", 5)])
+def test_rl_two_processes_equal_one(warm_model, tmp_path, env_type, seed):
     # 3 groups over 2 ranks (1 + 2): a rank may have no datums at a step (its groups constant)
     args = [f"model_name={warm_model}", f"data={DATA}", "max_steps=3", "batch_size=3", "group_size=4", "eval_n=0",
-            "lora_rank=4", "learning_rate=1e-3", "seed=1", "max_tokens=20", f"env_type={env_type}", "reward=kernel",
+            "lora_rank=4", "learning_rate=1e-3", f"seed={seed}", "max_tokens=20", f"env_type={env_type}", "reward=kernel",
             "tau_schedule=follow_error", "tau_window=2", "tau_start_km=10000"]
     # the reference is torchrun with ONE process: a torchrun job draws each group from its own seed
     # (any world size); a plain `python -m` run keeps its one generator per sampling call
