@@ -7,8 +7,8 @@
   group-centred advantages, importance-sampling forward/backward, AdamW step.
 - Throughput ratio = 1-process step seconds / 2-process step seconds (the slower rank's).
 - `sync_share`: the share of the 2-process step spent in the gradient reduction
-  (engines/parallel.py's `sync`: one one-token forward/backward + DDP's bucketed all-reduce;
-  an upper bound on the all-reduce's own share).
+  (engines/parallel.py's `sync`: DDP's bucketed all-reduce, triggered by a backward that touches
+  every LoRA parameter; waits for the slower rank included).
 - `cpu_ratio`: the same ratio in CPU seconds (1-process step / busiest rank's step): what the
   ratio would be with a free core per process; steadier when other processes share the cores
   (the wall ratio then measures them too). `load_before_after`: the 1-minute load around each side.
@@ -102,7 +102,7 @@ def worker(model: str, images: int, steps: int, out: str, kinds: str = "sft,grpo
     sampler.sample = ph.wrap("decode", sampler.sample)  # what sample() spends outside prefill
     trainer.forward_backward = ph.wrap("forward_backward", trainer.forward_backward)
     trainer.optim_step = ph.wrap("optim", trainer.optim_step)
-    if trainer.sync is not None:  # the gradient reduction (one-token pass + all-reduce, waits included)
+    if trainer.sync is not None:  # the gradient reduction (touch + all-reduce, waits included)
         trainer.sync.sync = ph.wrap("sync", trainer.sync.sync)
     cfg = SFTConfig(model_name=model, data="synthetic:n=8", prompt_style="single")
     adam = AdamParams(learning_rate=1e-4, beta1=0.9, beta2=0.95)

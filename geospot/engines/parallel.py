@@ -4,14 +4,15 @@ The engines' loss is a SUM over datums (Tinker's convention; SFT puts 1/global-t
 in the weights), so the global gradient is the SUM of the ranks' gradients, and after it every
 rank takes the same optimizer step. PyTorch reduces them, not us:
 
-- LoRA (`DDPSync`): DistributedDataParallel over the model, with a comm hook that sums instead
-  of averaging. Every forward_backward of a step runs locally (DDP is not in the way: a
-  backward whose forward did not go through DDP only accumulates, as under `no_sync`), however
-  many micro-batches, packed groups or calls a rank has — ranks of a step rarely have the same.
-  `sync()` at the optimizer step then runs ONE forward/backward of a one-token, zero-loss input
-  through the DDP module: its backward adds exact zeros and DDP all-reduces every accumulated
-  gradient, bucketed. Each rank does exactly one collective round per step, so a rank with no
-  datums (RL: all its groups constant) cannot hang the others.
+- LoRA (`DDPSync`): DistributedDataParallel over the model's parameters, with a comm hook that
+  sums instead of averaging. Every forward_backward of a step runs locally (DDP is not in the
+  way: a backward whose forward did not go through DDP only accumulates, as under `no_sync`),
+  however many micro-batches, packed groups or calls a rank has — ranks of a step rarely have
+  the same. `sync()` at the optimizer step then runs DDP's forward once on `_Touch`, the model
+  with a forward that only touches every trainable parameter (0 x their sum, no model pass): its
+  backward adds exact zeros and DDP all-reduces every accumulated gradient, bucketed. Each rank
+  does exactly one collective round per step, so a rank with no datums (RL: all its groups
+  constant) cannot hang the others.
 - Full fine-tuning (`FSDPSync`): FSDP2 (`fully_shard` per decoder layer and the root) with
   sum reduction, in one of two modes (`fsdp_reshard`, `reshard_choice`):
   * whole (off): parameters are gathered once per step (`unshard`) and kept whole through
@@ -46,6 +47,21 @@ def _sum_hook(_state, bucket):  # no annotations: DDP checks them, and this file
     return fut.then(lambda f: f.value()[0])
 
 
+class _Touch(torch.nn.Module):
+    """DDP's module for LoRA: the model (so DDP holds and reduces its trainable parameters) with a
+    forward that touches each of them and nothing else: 0 x the sum of their sums. Its backward
+    adds an exact zero to every accumulated gradient, which is all DDP needs to reduce them; no
+    token goes through the model (a one-token pass cost ~3 % of a tiny model's step on CPU)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def forward(self) -> torch.Tensor:
+        return torch.stack([p.sum() for p in self.trainable]).sum() * 0.0
+
+
 class DDPSync:
     """LoRA: DDP over the trainable parameters (the frozen base is replicated, never reduced)."""
 
@@ -55,12 +71,11 @@ class DDPSync:
         self.core, self.d = core, d
         device_ids = [core.device.index] if core.device.type == "cuda" else None
         # DDP broadcasts rank 0's parameters here: every rank starts from the same weights.
-        self.ddp = DistributedDataParallel(core.model, device_ids=device_ids, broadcast_buffers=False,
-                                           find_unused_parameters=core.cfg.train_vision)  # text-only sync pass
+        self.ddp = DistributedDataParallel(_Touch(core.model), device_ids=device_ids, broadcast_buffers=False)
         self.ddp.register_comm_hook(None, _sum_hook)
 
     def sync(self) -> None:
-        _zero_loss_pass(self.core, self.ddp)
+        self.ddp().backward()  # every trainable parameter touched: DDP all-reduces every bucket
 
     def after_step(self) -> None:
         pass
