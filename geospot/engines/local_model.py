@@ -120,6 +120,9 @@ class LocalModel:
         self.lean_lora = lean_lora.install(self.model) > 0
         self.reserve_kv = True
         self.lean_decode = True  # decode steps straight through the layers (decode_step.py)
+        # FSDP2 resharding under torchrun: each forward is a collective, so sample / forward /
+        # forward_backward run in lockstep across the ranks (engines/parallel.py); None otherwise
+        self.lockstep = None
         self.trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.step = 0
         self.sample_calls = 0

@@ -69,12 +69,26 @@ def merge_prefills(parts: list[tuple[list[int], Prefill]]) -> Prefill:
                    torch.cat([p.next_positions for p in prefills])[order])
 
 
+def pick_by_uniform(probs_NV: torch.Tensor, u_N: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF sampling, all rows at once: row k takes the first token whose cumulative
+    probability exceeds u_N[k] x its total (u in [0, 1)). A zero-probability token is never taken
+    (its cumulative sum equals its predecessor's); float64 sums keep a 150k vocabulary exact enough."""
+    cdf = probs_NV.double().cumsum(-1)
+    x = u_N.to(cdf.dtype) * cdf[:, -1]
+    tok = torch.searchsorted(cdf, x[:, None], right=True).squeeze(-1)
+    V = probs_NV.shape[-1]
+    # x rounding up to the total would step past the end: take the last token with probability instead
+    last = V - 1 - (probs_NV > 0).flip(-1).to(torch.int8).argmax(-1)
+    return torch.where(tok >= V, last, tok)
+
+
 class LocalSampler:
     def __init__(self, core: LocalModel):
         self.core = core
         self.lean: LeanDecode | None = None  # built at the first sample(): after the model is set up
 
-    def _pick(self, logits: torch.Tensor, params: SampleParams, gen: torch.Generator | list) -> torch.Tensor:
+    def _pick(self, logits: torch.Tensor, params: SampleParams, gen: torch.Generator | torch.Tensor) -> torch.Tensor:
+        """One token per row. `gen`: the call's generator, or (params.seeds) each row's own uniform draw [n]."""
         # placeholder tokens are never valid output: fed back as text they would be taken for
         # image slots (the reported logprobs stay the model's own, temperature-1 ones)
         logits = logits.index_fill(-1, self.core.banned_ids, float("-inf"))
@@ -88,8 +102,7 @@ class LocalSampler:
             probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
         if isinstance(gen, torch.Generator):
             return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
-        # one generator per row (params.seeds): each row draws from its own prompt's stream only
-        return torch.cat([torch.multinomial(probs[k], 1, generator=g) for k, g in enumerate(gen)])
+        return pick_by_uniform(probs, gen)
 
     def snapshot(self) -> SnapshotSampler:
         """A sampler on the weights as they are now (async GRPO): a copy of the trainable tensors
@@ -114,12 +127,15 @@ class LocalSampler:
         core.sample_calls += 1
         gen = torch.Generator(device=core.device).manual_seed(int(seed))
         B, G = len(prompts), num_samples
-        row_gens = None
-        if params.seeds is not None:  # a prompt's G rows draw, in order, from that prompt's generator
+        uniforms = None
+        if params.seeds is not None:
+            # each prompt's G x max_tokens uniforms drawn up front from its own generator: row r's draw at
+            # step t depends on its prompt's seed alone (not on the batch it shares), and a decode step
+            # makes no per-row generator call (one vectorised inverse-CDF pick, pick_by_uniform)
             if len(params.seeds) != B:
                 raise ValueError(f"SampleParams.seeds has {len(params.seeds)} seeds for {B} prompts")
-            per_prompt = [torch.Generator(device=core.device).manual_seed(int(s)) for s in params.seeds]
-            row_gens = [per_prompt[r // G] for r in range(B * G)]
+            uniforms = torch.cat([torch.rand(G, params.max_tokens, generator=torch.Generator().manual_seed(int(s)),
+                                             dtype=torch.float64) for s in params.seeds]).to(core.device)
 
         reuse = core.kv_reuse and core.kv_store.max_tokens > 0
         if reuse:
@@ -151,10 +167,11 @@ class LocalSampler:
         logprobs: list[list[float]] = [[] for _ in range(N)]
         reason = ["length"] * N
         rows = list(range(N))  # which sequence each live batch row is; finished rows are dropped
+        rows_t = torch.arange(N, device=core.device)  # the same, as a tensor (indexes the uniforms)
         tails: list = [None] * N  # per sequence, the KV of its fed sampled tokens (kept for reuse)
         for t in range(params.max_tokens):
             logp = torch.log_softmax(logits, dim=-1)  # temperature 1: what the trainer computes
-            tok = self._pick(logits, params, gen if row_gens is None else [row_gens[r] for r in rows])
+            tok = self._pick(logits, params, gen if uniforms is None else uniforms[rows_t, t])
             lp = logp.gather(-1, tok[:, None]).squeeze(-1)
             tok_l, lp_l = tok.tolist(), lp.tolist()
             keep = []
@@ -179,6 +196,7 @@ class LocalSampler:
                 cache.batch_select_indices(idx)
                 attn_all, next_pos, tok = attn_all[idx], next_pos[idx], tok[idx]
                 rows = [rows[k] for k in keep]
+                rows_t = rows_t[idx]
             n = len(rows)
             attn = attn_all[:, : W + t + 1]
             if lean:  # straight through the layers (decode_step.py)
