@@ -5,10 +5,12 @@ over active adapters, looks each one's modules up in ModuleDicts, casts dtypes a
 submodules (base, dropout, A, B). With one plain adapter (no dropout, no DoRA or other variant)
 all of that computes `base(x) + B(A(x)) * scaling`; a decode step runs 7 of these per layer for a
 single token, so the bookkeeping costs more than the rank-8 matmuls. `install` gives each such
-layer an instance `forward` that does exactly those operations, in the same order (bit-identical
-results; under a bf16 base with fp32 adapters, PEFT's casts), and hands anything else — adapters
-disabled (`disable_adapter()`), merged, another adapter active, extra arguments — to PEFT's own
-forward.
+layer an instance `forward` computing `addmm(base(x), A(x) * scaling, B^T)`: the scale on the
+rank-r middle and the add inside the matmul, so neither forward nor backward touches a
+[tokens, out] temporary (training's largest elementwise work). Same function, summed in another
+order: fp32 tolerance against PEFT (tests). Under a bf16 base with fp32 adapters it does PEFT's
+own operations and casts (bit-identical). Anything else — adapters disabled (`disable_adapter()`),
+merged, another adapter active, extra arguments — goes to PEFT's own forward.
 """
 
 from __future__ import annotations
@@ -25,11 +27,15 @@ def _lean_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     if (args or kwargs or self._disable_adapters or self.merged_adapters or (active != name and active != [name])
             or not getattr(self, "cast_input_dtype_enabled", True)):
         return type(self).forward(self, x, *args, **kwargs)
-    result = F.linear(x, base.weight, base.bias)
     if x.dtype != A.weight.dtype:  # PEFT keeps adapters in fp32 under a bf16 base: its casts, in its order
+        result = F.linear(x, base.weight, base.bias)
         lora = F.linear(F.linear(x.to(A.weight.dtype), A.weight), B.weight) * self.scaling[name]
         return (result + lora).to(result.dtype)
-    return result + F.linear(F.linear(x, A.weight), B.weight) * self.scaling[name]
+    # base + (x A^T s) B^T in one addmm: the scale goes on the rank-r middle, not on the
+    # [tokens, out] product, and the add is the matmul's own (no [tokens, out] temporaries)
+    x2 = x.reshape(-1, x.shape[-1])
+    out = torch.addmm(F.linear(x2, base.weight, base.bias), F.linear(x2, A.weight) * self.scaling[name], B.weight.t())
+    return out.view(*x.shape[:-1], out.shape[-1])
 
 
 def _eligible(module: torch.nn.Module) -> str | None:

@@ -1,4 +1,5 @@
-"""lean_lora.py: the lean LoRA forward is PEFT's, bit for bit, and steps aside when it must."""
+"""lean_lora.py: the lean LoRA forward is PEFT's (fp32 tolerance; bit for bit under a bf16 base), and steps
+aside when it must."""
 
 from __future__ import annotations
 
@@ -34,9 +35,11 @@ def test_lean_forward_equals_peft_in_values_and_gradients():
     layer.forward, saved = peft, layer.forward
     ref = run()
     layer.forward = saved
-    assert torch.equal(lean[0], ref[0])
+    # the same function summed in another order (scale on the rank-r middle, add inside addmm)
+    assert torch.allclose(lean[0], ref[0], rtol=1e-5, atol=1e-5)
     for a, b in zip(lean[1], ref[1]):
-        assert torch.equal(a, b)
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-4)
+    assert not torch.equal(lean[0], layer.base_layer(x).detach())  # the adapter contributes
 
 
 def test_disabled_adapter_and_uninstall_go_through_peft():
