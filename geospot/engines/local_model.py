@@ -121,6 +121,7 @@ class LocalModel:
         self.patch_linear = patch_linear.install(self.model)  # the patch Conv3d as the matmul it is
         self.reserve_kv = True
         self.lean_decode = True  # decode steps straight through the layers (decode_step.py)
+        self.shared_prefix_decode = True  # decode reads each prompt's KV once for its G samples (prefix_decode.py)
         self.trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.step = 0
         self.sample_calls = 0
