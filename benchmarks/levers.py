@@ -17,6 +17,8 @@ Levers (switches on the engine, each tested equal to its off state in tests/engi
   SDPA under a dense block mask;
 - shared_prefix_decode: decode reads each prompt's KV once for its G samples (prefix_decode.py) vs
   attending a cache repeated G times (reserve_kv's);
+- shared_lora_input: q/k/v and gate/up take their LoRA middles from one matmul (lean_lora.py's
+  SharedInput) vs one each;
 - patch_linear: the vision tower's patch embedding as a matmul (patch_linear.py) vs the Conv3d,
   timed on the vision tower alone (sampling hits the image feature cache).
 
@@ -55,6 +57,8 @@ def _switch(engine: LocalEngine, lever: str, on: bool) -> None:
         lean_lora.install(engine.model) if on else lean_lora.uninstall(engine.model)
     elif lever == "shared_prefix_decode":
         engine.shared_prefix_decode = on
+    elif lever == "shared_lora_input":
+        lean_lora.share_inputs(engine.model, on)
     elif lever == "patch_linear":
         patch_linear.install(engine.model) if on else patch_linear.uninstall(engine.model)
     elif lever == "packed_attention":
@@ -137,10 +141,11 @@ def main() -> None:
         "lean_decode": {"phase": "sample", **ab(engine, ["lean_decode"], sample, args.repeats,
                                                 fixed={"shared_prefix_decode": False})},
         "lean_lora": {"phase": "sample+train", **ab(engine, ["lean_lora"], step, args.repeats)},
+        "shared_lora_input": {"phase": "sample+train", **ab(engine, ["shared_lora_input"], step, args.repeats)},
         "packed_attention": {"phase": "train", **ab(engine, ["packed_attention"], train, args.repeats)},
         "all": {"phase": "sample+train",
-                **ab(engine, ["reserve_kv", "lean_decode", "lean_lora", "packed_attention", "shared_prefix_decode"],
-                     step, args.repeats)},
+                **ab(engine, ["reserve_kv", "lean_decode", "lean_lora", "packed_attention", "shared_prefix_decode",
+                             "shared_lora_input", "patch_linear"], step, args.repeats)},
     }
     print(json.dumps({"benchmark": "levers", "model": args.model, "images": B, "group_size": G,
                       "completion_tokens": MAX_TOKENS, "threads": torch.get_num_threads(), "repeats": args.repeats,
