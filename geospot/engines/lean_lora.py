@@ -34,7 +34,7 @@ def _lean_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     # base + (x A^T s) B^T in one addmm: the scale goes on the rank-r middle, not on the
     # [tokens, out] product, and the add is the matmul's own (no [tokens, out] temporaries)
     x2 = x.reshape(-1, x.shape[-1])
-    shared = self.__dict__.get("_geospot_shared")
+    shared = self.__dict__.get("_geospot_shared") if x2.shape[0] >= SHARE_MIN_ROWS else None
     mid = shared.middle(self, x, x2) if shared is not None else F.linear(x2, A.weight) * self.scaling[name]
     out = torch.addmm(F.linear(x2, base.weight, base.bias), mid, B.weight.t())
     return out.view(*x.shape[:-1], out.shape[-1])
@@ -72,6 +72,9 @@ class SharedInput:
 
 
 SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))  # each group reads one input
+# below this many tokens (a decode step's rows) the sharing's bookkeeping costs more than the two
+# matmuls it saves (benchmarks/levers.py: decode 11 % slower shared, training 3 % faster)
+SHARE_MIN_ROWS = 64
 
 
 def _eligible(module: torch.nn.Module) -> str | None:

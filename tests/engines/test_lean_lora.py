@@ -74,13 +74,13 @@ def test_bf16_base_with_fp32_adapter_casts_like_peft():
     assert got.dtype == ref.dtype == torch.bfloat16 and torch.equal(got, ref)
 
 
-def test_siblings_share_one_middle_matmul_with_the_same_values_and_gradients():
+def test_siblings_share_one_middle_matmul_with_the_same_values_and_gradients(monkeypatch):
     """q/k/v and gate/up take their rank-r middles from one matmul (SharedInput): the layer's
     output and every adapter gradient equal each linear computing its own."""
     e = tiny_engine("qwen2_5_vl")
     layer0 = e.model.get_base_model().model.language_model.layers[0]
     attn, mlp = layer0.self_attn, layer0.mlp
-    shared = [m for m in (attn.q_proj, attn.k_proj, attn.v_proj, mlp.gate_proj, mlp.up_proj)]
+    shared = [attn.q_proj, attn.k_proj, attn.v_proj, mlp.gate_proj, mlp.up_proj]
     assert all("_geospot_shared" in m.__dict__ for m in shared)
     assert attn.q_proj._geospot_shared is attn.v_proj._geospot_shared is not mlp.up_proj._geospot_shared
     torch.manual_seed(0)
@@ -89,7 +89,7 @@ def test_siblings_share_one_middle_matmul_with_the_same_values_and_gradients():
             m.lora_B["default"].weight.normal_()
         mlp.up_proj.scaling["default"] = 0.5  # unequal scales: a per-column scale vector
         mlp.gate_proj._geospot_shared.__init__(mlp.gate_proj._geospot_shared.members)
-    x = torch.randn(2, 5, attn.q_proj.in_features, requires_grad=True)
+    x = torch.randn(2, lean_lora.SHARE_MIN_ROWS // 2 + 1, attn.q_proj.in_features, requires_grad=True)
     params = [p for m in shared for p in (m.lora_A["default"].weight, m.lora_B["default"].weight)]
 
     def run():
@@ -101,7 +101,11 @@ def test_siblings_share_one_middle_matmul_with_the_same_values_and_gradients():
             p.grad = None
         return out
 
+    calls = []
+    middle = lean_lora.SharedInput.middle
+    monkeypatch.setattr(lean_lora.SharedInput, "middle", lambda self, *a: calls.append(1) or middle(self, *a))
     fused = run()
+    assert len(calls) == 5  # every sibling took its middle from the shared matmul
     assert attn.q_proj._geospot_shared._mid is None  # nothing held once every sibling took its part
     saved = {m: m.__dict__.pop("_geospot_shared") for m in shared}
     alone = run()
@@ -109,5 +113,5 @@ def test_siblings_share_one_middle_matmul_with_the_same_values_and_gradients():
         m._geospot_shared = s
     for a, b in zip(fused[0], alone[0]):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
-    for a, b in zip(fused[1], alone[1]):
-        assert torch.allclose(a, b, rtol=1e-5, atol=1e-4)
+    for a, b in zip(fused[1], alone[1]):  # fp32 rounding relative to the gradient's scale (up to 1e5 here)
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6 * float(b.abs().max()))
