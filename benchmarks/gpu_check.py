@@ -152,6 +152,10 @@ def phase_build(plan: Plan) -> dict:
     return build_model(plan.shape, plan.device, plan.dtype)
 
 
+def _moved_share(named, before) -> float:
+    return sum(int((p.detach() != b).sum()) for (_, p), b in zip(named, before)) / sum(b.numel() for b in before)
+
+
 def _sft(plan: Plan, lora_rank: int, lr: float) -> dict:
     import torch
 
@@ -169,19 +173,22 @@ def _sft(plan: Plan, lora_rank: int, lr: float) -> dict:
     n_targets = sum(float(w.sum()) for _, w in examples)  # as SFT: the mean over the batch's answer tokens
     datums = [make_datum(full, weights=w / n_targets) for full, w in examples]
     adam = AdamParams(learning_rate=lr)
-    watched = engine.trainable[:3] + engine.trainable[-3:]
     warm = engine.train_step(datums, "cross_entropy", adam)  # warm-up: kernels, allocator, optimizer state
-    before = [p.detach().clone() for _, p in watched]
+    # the optimizer's weights (fp32 master copies of bf16 ones) and the model's, first and last 3
+    optimized, model = (lst[:3] + lst[-3:] for lst in (engine.trainer.master_values(), engine.trainable))
+    before = [p.detach().clone() for _, p in optimized]
+    before_model = [p.detach().clone() for _, p in model]
     _reset_peak(plan)
     t1 = time.perf_counter()
     res = engine.train_step(datums, "cross_entropy", adam)
     _sync(plan)
     step_s = time.perf_counter() - t1
-    changed = max(float((p.detach() - b).abs().max()) for (_, p), b in zip(watched, before))
-    # bf16 weights without an fp32 master copy lose updates below their rounding step (lr 1e-5 on
-    # |w| ~ 0.02): the share of watched elements that moved says how much of the step survived
-    moved = sum(int((p.detach() != b).sum()) for (_, p), b in zip(watched, before))
-    moved_share = moved / sum(b.numel() for b in before)
+    changed = max(float((p.detach() - b).abs().max()) for (_, p), b in zip(optimized, before))
+    # the share of watched elements the step moved: in the optimizer's weights it says how much of
+    # the step was kept (fp32 masters: ~1); in bf16 model weights a step of lr 1e-5 on |w| ~ 0.02 is
+    # below the rounding step, so they move once the masters' changes add up (docs/gpu.md)
+    moved_share = _moved_share(optimized, before)
+    model_moved_share = _moved_share(model, before_model)
     n_trainable = sum(p.numel() for _, p in engine.trainable)
     tokens = sum(d.model_input.length for d in datums)
     loss0, loss1 = warm.metrics["loss:sum"], res.metrics["loss:sum"]
@@ -189,7 +196,8 @@ def _sft(plan: Plan, lora_rank: int, lr: float) -> dict:
             "tokens_per_s": round(tokens / step_s, 1), "trainable_params": n_trainable,
             "dtype": str(engine.dtype).removeprefix("torch."), "loss_warmup_step": round(loss0, 4),
             "loss_timed_step": round(loss1, 4), "max_param_change": changed,
-            "moved_share": round(moved_share, 4), "step_peak_gb": _peak_gb(plan),
+            "moved_share": round(moved_share, 4), "model_moved_share": round(model_moved_share, 4),
+            "master_copies": engine.trainer.master.copied, "step_peak_gb": _peak_gb(plan),
             "ok": bool(changed > 0 and torch.isfinite(torch.tensor([loss0, loss1])).all()), **_memory(plan)}
 
 

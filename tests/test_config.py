@@ -47,3 +47,22 @@ def test_help_lists_every_key_with_default_and_meaning():
     for key, meaning in [("lr=0.001", "learning rate"), ("steps=10", "number of steps"), ("mode=a", "a choice")]:
         assert key in text and meaning in text
     assert markdown_table(Demo).count("\n") == 2 + 7 - 1
+
+
+def test_every_config_key_has_a_help_of_at_most_200_characters():
+    """The house rule: a help string says what the key does; measurements belong in docs/."""
+    import dataclasses
+    import importlib
+    import pkgutil
+
+    import geospot
+
+    long = []
+    for m in pkgutil.walk_packages(geospot.__path__, "geospot."):
+        if m.name.endswith("__main__"):
+            continue
+        for obj in vars(importlib.import_module(m.name)).values():
+            if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == m.name:
+                long += [f"{obj.__name__}.{f.name} ({len(f.metadata['help'])})" for f in dataclasses.fields(obj)
+                         if len(f.metadata.get("help", "")) > 200]
+    assert not long, long

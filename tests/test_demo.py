@@ -3,6 +3,7 @@ and a shortened real run whose learning is visible in its table."""
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +140,26 @@ def test_short_demo_shows_learning(short_demo):
     assert len(images) == quick.rl_batch_size
     assert all(len(im["rollouts"]) == quick.rl_group_size and im["has_thumb"] for im in images)
     assert all(len(r["guesses"]) >= 1 for im in images for r in im["rollouts"])
+
+
+OSV = Path("/work/shared/data/osv5m-samples")
+
+
+@pytest.mark.skipif(not OSV.exists(), reason="needs the shared OSV-5M samples")
+def test_the_demos_final_run_predicts_every_real_photo(short_demo, capsys):
+    """`geospot predict model=<the demo's final run>` with no other key: the telescoping turns it
+    trained last, asked about real 16:9 / 4:3 photos as centre-cropped squares (it only ever saw
+    112 px squares). Uncropped, its coarse turn often ends after the latitude."""
+    from geospot.eval.predict_cli import predict_main
+
+    def parsed(*keys):
+        assert predict_main([f"model={short_demo.folder / 'rl'}", str(OSV / "images"), str(OSV / "unlabeled"),
+                             *keys, "--json"]) == 0
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert len(rows) == 20 and all(len(r["turns"]) in (1, 3) for r in rows)
+        return sum(r["latitude"] is not None for r in rows)
+
+    uncropped = parsed("square=false")
+    cropped = parsed()
+    print(f"parsed real photos: {cropped}/20 as square crops, {uncropped}/20 uncropped")
+    assert cropped >= 19 and cropped >= uncropped

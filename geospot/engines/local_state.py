@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from geospot.engines.local_model import LocalModel
 from geospot.engines.local_trainer import LocalTrainer
+from geospot.engines.master_weights import LOW_PRECISION, MasterWeights
 from geospot.engines.types import AdamParams
 
 
@@ -43,7 +44,8 @@ class LocalState:
         self.core, self.trainer = core, trainer
 
     def save_state(self, path: str | None) -> str:
-        """Trainable weights + optimizer + step + RNG, written to a temp folder then renamed.
+        """Trainable weights + optimizer + step + RNG, written to a temp folder then renamed. The
+        weights are the optimizer's: fp32 where a bf16 model has fp32 master copies, so resume is exact.
         Under torchrun every rank calls it (FSDP2 gathers the shards: a collective); rank 0 passes
         the path and writes, the others pass None and write nothing."""
         core = self.core
@@ -74,7 +76,7 @@ class LocalState:
 
     def _local_state(self) -> tuple[dict[str, torch.Tensor], dict | None]:
         optimizer = self.trainer.optimizer
-        weights = {n: p.detach().cpu().contiguous() for n, p in self.core.trainable}
+        weights = {n: p.detach().cpu().contiguous() for n, p in self.trainer.master_values()}
         return weights, optimizer.state_dict() if optimizer is not None else None
 
     def load_state(self, path: str, with_optimizer: bool = True) -> None:
@@ -98,7 +100,10 @@ class LocalState:
         else:
             with torch.no_grad():
                 for n, p in core.trainable:
-                    p.copy_(weights[n].to(p.device, p.dtype))
+                    p.copy_(weights[n].to(p.device))  # rounded to the model's dtype
+            # the optimizer's fp32 copies of bf16 weights start from the saved fp32 values
+            self.trainer.master = MasterWeights(core.trainable, {n: weights[n].to(p.device) for n, p in core.trainable
+                                                                 if p.dtype in LOW_PRECISION})
         core.kv_store.clear()  # KV computed by the old weights is stale
         core.step = int(state["step"])
         core.sample_calls = int(state["sample_calls"])

@@ -22,6 +22,7 @@ from transformers import AutoModelForImageTextToText
 
 from geospot.engines.local_model import LocalModel
 from geospot.engines.losses import compute_loss
+from geospot.engines.master_weights import MasterWeights
 from geospot.engines.prefix import (
     DEFAULT_MICROBATCH_TOKENS,
     PackedGroup,
@@ -44,6 +45,8 @@ class LocalTrainer:
     def __init__(self, core: LocalModel):
         self.core = core
         self.optimizer: torch.optim.AdamW | None = None
+        # what the optimizer steps: fp32 copies of bf16/fp16 trainable weights (master_weights.py)
+        self.master: MasterWeights | None = None
         self._reference: dict[str, torch.Tensor] | None = None  # LoRA: the adapter set_reference froze
         self._base_model: torch.nn.Module | None = None  # full fine-tuning: the KL reference model
         self.sync = None  # under torchrun: reduces the ranks' gradients at optim_step (parallel.py)
@@ -195,8 +198,20 @@ class LocalTrainer:
         metrics = {"loss:sum": total, "tokens": float(n_tokens), "datums": float(len(datums))}
         return ForwardBackwardResult(logprobs=all_lp, metrics=metrics)
 
+    def masters(self) -> MasterWeights:
+        """The optimizer's parameters, made from the model's weights on first use; load_state
+        sets them from a checkpoint's fp32 values."""
+        if self.master is None:
+            self.master = MasterWeights(self.core.trainable)
+        return self.master
+
+    def master_values(self) -> list[tuple[str, torch.Tensor]]:
+        """(name, value) of every trainable weight at the optimizer's precision (what a checkpoint
+        keeps): the fp32 copies once they exist, else the model's weights (equal to them)."""
+        return self.master.named() if self.master is not None else list(self.core.trainable)
+
     def new_optimizer(self, adam: AdamParams) -> torch.optim.AdamW:
-        return torch.optim.AdamW(self.core._params(), lr=adam.learning_rate, betas=(adam.beta1, adam.beta2),
+        return torch.optim.AdamW(self.masters().params, lr=adam.learning_rate, betas=(adam.beta1, adam.beta2),
                                  eps=adam.eps, weight_decay=adam.weight_decay, foreach=False)
 
     def optim_step(self, adam: AdamParams) -> dict[str, float]:
@@ -208,7 +223,9 @@ class LocalTrainer:
                      weight_decay=adam.weight_decay)
         if self.sync is not None:  # every rank, once per step, whether or not it had datums
             self.sync.sync()
-        params = [p for p in core._params() if p.grad is not None]
+        master = self.masters()
+        master.take_grads()  # clipping and the step run in fp32 on the copies
+        params = [p for p in master.params if p.grad is not None]
         max_norm = adam.grad_clip_norm if adam.grad_clip_norm is not None else math.inf
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.zeros(())
         # FSDP2's gradients are shards (DTensor): the norm is whole only once gathered
@@ -219,6 +236,7 @@ class LocalTrainer:
                                      "lower the learning rate or check the datums")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        master.write_back()  # the fp32 result, rounded once into the model's weights
         if self.sync is not None:  # FSDP2: gather the updated shards into whole parameters again
             self.sync.after_step()
         core.kv_store.clear()  # KV computed by the old weights is stale

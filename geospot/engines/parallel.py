@@ -29,6 +29,7 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from geospot.distributed import Dist
+from geospot.engines.master_weights import LOW_PRECISION, MasterWeights
 from geospot.engines.types import ModelInput, TextChunk
 
 
@@ -117,7 +118,7 @@ class FSDPSync:
     def full_state(self):
         """(weights, optimizer state) gathered whole, keyed as one process keys them (a collective:
         every rank calls it), so a checkpoint is the same files whatever the world size."""
-        weights = {n: p.full_tensor().cpu().contiguous() for n, p in self.core.trainable}
+        weights = {n: p.full_tensor().cpu().contiguous() for n, p in self.core.trainer.master_values()}
         optimizer = self.core.trainer.optimizer
         if optimizer is None:
             return weights, None
@@ -127,22 +128,28 @@ class FSDPSync:
         return weights, state
 
     def load_full_state(self, weights: dict, optim_state: dict | None, new_optimizer) -> None:
-        """The inverse of full_state: each rank keeps its shards of the whole tensors."""
-        params = [p for _, p in self.core.trainable]
+        """The inverse of full_state: each rank keeps its shards of the whole tensors (the model's
+        in its dtype, the optimizer's fp32 master copies and Adam's moments at fp32)."""
+        masters = {}  # the saved (fp32) shards of bf16 parameters: their optimizer's copies
         with torch.no_grad():
             for n, p in self.core.trainable:
-                p.copy_(distribute_tensor(weights[n].to(p.dtype), p.device_mesh, p.placements))
+                shard = distribute_tensor(weights[n], p.device_mesh, p.placements)
+                p.copy_(shard)
+                if p.dtype in LOW_PRECISION:
+                    masters[n] = shard
         self.refresh()
-        if optim_state is not None:
-            state = dict(optim_state)
-            state["state"] = {int(i): {k: distribute_tensor(v.to(params[int(i)].dtype), params[int(i)].device_mesh,
-                                                            params[int(i)].placements)
-                                       if torch.is_tensor(v) and v.dim() > 0 else v for k, v in st.items()}
-                              for i, st in optim_state["state"].items()}
-            optimizer = new_optimizer()
-            optimizer.load_state_dict(state)
-            return optimizer
-        return None
+        self.core.trainer.master = MasterWeights(self.core.trainable, masters)
+        if optim_state is None:
+            return None
+        params = self.core.trainer.master.params
+        state = dict(optim_state)
+        state["state"] = {int(i): {k: distribute_tensor(v.to(params[int(i)].dtype), params[int(i)].device_mesh,
+                                                        params[int(i)].placements)
+                                   if torch.is_tensor(v) and v.dim() > 0 else v for k, v in st.items()}
+                          for i, st in optim_state["state"].items()}
+        optimizer = new_optimizer()
+        optimizer.load_state_dict(state)
+        return optimizer
 
 
 def make_sync(core, d: Dist):

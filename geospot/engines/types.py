@@ -161,6 +161,15 @@ class ForwardBackwardResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+class Sampler(Protocol):
+    """What samples with one weights version: an engine (its live weights) or what its
+    `snapshot_sampler()` returns."""
+
+    def sample(
+        self, prompts: Sequence[ModelInput], num_samples: int, params: SampleParams
+    ) -> list[list[SampledSequence]]: ...
+
+
 class Engine(Protocol):
     """What a training loop needs from a model. Sync on purpose: the local engine is
     sync, and the Tinker engine hides its futures (it submits forward_backward and
@@ -199,4 +208,9 @@ class Engine(Protocol):
 
     def token_stats(self) -> dict:
         """Tokens the computations needed vs processed, by kind ({} where the engine cannot count)."""
+        ...
+
+    def snapshot_sampler(self, keep: int = 1) -> Sampler:
+        """A sampler on the weights as they are now, while training moves on (async GRPO). `keep`:
+        how many versions may be sampled from at once (engines that store versions keep that many)."""
         ...

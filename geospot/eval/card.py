@@ -81,7 +81,7 @@ def _load_lines(kind: str, folder: str, base_ref: str) -> list[str]:
 def usage_code(kind: str, folder: str, base_ref: str, spec, photo: str) -> list[str]:
     """The card's code block: load the export with plain transformers (+ PEFT for an adapter)
     and ask it the way it was trained (its prompts, its turns, its image budget, which the
-    folder's preprocessor_config.json carries). No torchvision needed: the image processor is
+    folder's preprocessor_config.json carries, and its image shape). No torchvision needed: the image processor is
     the PIL one and the image tokens are expanded by hand, as AutoProcessor would."""
     turns = list(spec.turns())
     return [
@@ -98,6 +98,9 @@ def usage_code(kind: str, folder: str, base_ref: str, spec, photo: str) -> list[
         f"prev_decimals = {list(PREVIOUS_GUESS_DECIMALS)!r}",
         "",
         f"image = Image.open({photo!r}).convert('RGB')",
+        *(["(w, h), s = image.size, min(image.size)  # trained on square images: ask with the centre square",
+           "image = image.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))"]
+          if spec.square else []),
         "pixels = images(images=[image], return_tensors='pt')",
         "n_image_tokens = int(pixels['image_grid_thw'].prod()) // images.merge_size ** 2",
         "messages, guess = [], None",
@@ -155,6 +158,7 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
         f"| prompt style | {spec.env_type} ({len(spec.turns())} turn{'s' if len(spec.turns()) > 1 else ''}) |",
         f"| answer decimals | {spec.answer_decimals} |",
         f"| image budget | max_pixels={spec.image_budget}{side} |",
+        *(["| image shape | square (photos are asked as their centre square) |"] if spec.square else []),
         f"| max tokens per answer | {spec.max_tokens} |",
         f"| checkpoint | `{loaded.checkpoint}` |",
         "",

@@ -81,7 +81,8 @@ command to resume an interrupted eval), then <out>/summary.json, and prints the 
 """
 
 # keys that must match for a rerun into the same folder to count as a resume
-RESUME_KEYS = ("model", "data", "split", "n", "env_type", "samples", "temperature", "max_tokens", "max_pixels")
+RESUME_KEYS = ("model", "data", "split", "n", "env_type", "samples", "temperature", "max_tokens", "max_pixels",
+               "square")
 
 
 def eval_main(argv: list[str]) -> int:
@@ -228,7 +229,9 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
     # hierarchical: the true labels of samples without their own (None = reverse geocoding)
     label_geocoder = geocoder_for(cfg.data, cfg.geocoder) if cfg.env_type == "hierarchical" else None
     # Stream the data in chunks instead of loading it: only a chunk of images is in memory.
-    with open_stream(cfg.data, split, repeat=False, shuffle=False) as stream:
+    # square=true (a run trained on square images only): the stream centre-crops, as training's did
+    with open_stream(cfg.data, split, repeat=False, shuffle=False, force={"square": True} if cfg.square else None
+                     ) as stream:
         for chunk in _chunks(islice(stream, cfg.n), cfg.batch_size * 4):
             order += [str(x.id) for x in chunk]
             todo = [x for x in chunk if str(x.id) not in done_ids]

@@ -23,21 +23,21 @@ class SamplingConfig(EnvOptions):
     base_model: str | None = option(None, "for model=tinker://… only: the hub id that checkpoint was trained from")
     env_type: Literal["single", "telescoping", "hierarchical", "geohash"] = option(
         "single",
-        "`single`: one question; `telescoping`: 3 turns, the last scored (predict prints every turn's guess); "
-        "`hierarchical`: label turns then coordinates (label accuracy per turn); `geohash`: the geohash curriculum; "
-        "a run folder's model defaults to the style it trained last")
+        "`single` (one question), `telescoping` (3 turns, the last scored), `hierarchical` (label turns, then "
+        "coordinates) or `geohash`; a run folder's model: the style it trained last")
     samples: int = option(0, "0 = greedy (temperature 0); k > 0 = k samples per image at `temperature`, "
                              "the medoid guess used")
     temperature: float = option(1.0, "sampling temperature when samples > 0")
     batch_size: int = option(16, "images per engine.sample call")
-    max_tokens: int = option(24, "answer length limit per turn (the answer format needs ~20 tokens; raise it for "
-                                 "chatty zero-shot models); a run folder's model defaults to its own; reasoning=true "
-                                 "uses reasoning_max_tokens")
+    max_tokens: int = option(24, "answer length limit per turn (a run folder's model: its own; reasoning=true uses "
+                                 "reasoning_max_tokens)")
     device: str = option("auto", "`auto`, `cpu`, `cuda`, `cuda:1`, …")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
         "auto", "model dtype (`auto`: bf16 on capable GPUs, fp32 on CPU)")
     max_pixels: int | None = option(None, "pixel budget per image (None = the model's; a run folder's: its "
                                           "training images' budget)")
+    square: bool = option(False, "centre-crop each image to a square (a run folder's model: true when it trained on "
+                                 "square images only, e.g. synthetic ones)")
     seed: int = option(0, "sampling seed")
 
     def validate(self) -> None:

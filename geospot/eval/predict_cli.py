@@ -39,19 +39,20 @@ def image_paths(args: Sequence[str]) -> list[Path]:
     return paths
 
 
-def load_images(paths: Sequence[Path]):
-    """Samples with unknown truth (NaN); unreadable files are skipped and reported."""
-    from PIL import Image, UnidentifiedImageError
-
+def load_images(paths: Sequence[Path], square: bool = False):
+    """Samples with unknown truth (NaN), prepared as the data stream prepares training images
+    (upright by EXIF, RGB; centre-cropped to a square when `square`), at full size (the engine's
+    renderer fits them to its pixel budget); unreadable files are skipped and reported."""
+    from geospot.data.prep import BadSample, PrepConfig, prepare_image
     from geospot.data.types import Sample
 
+    prep = PrepConfig(max_side=0, square=square)
     samples, skipped = [], []
     for p in paths:
         try:
-            with Image.open(p) as im:
-                img = im.convert("RGB")
-        except (UnidentifiedImageError, OSError) as e:
-            skipped.append(f"{p} ({type(e).__name__})")
+            img = prepare_image(p.read_bytes(), prep)
+        except (BadSample, OSError) as e:
+            skipped.append(f"{p} ({e.reason if isinstance(e, BadSample) else type(e).__name__})")
             continue
         samples.append(Sample(id=str(p), image=img, lat=math.nan, lon=math.nan, source="predict"))
     return samples, skipped
@@ -78,7 +79,7 @@ def predict_main(argv: list[str], engine=None) -> int:
             raise ConfigError("give images or a folder, e.g. `geospot predict model=... photos/`")
         if not cfg.model and engine is None:
             raise ConfigError("model= is required (a hub id, local folder, tiny:..., run/checkpoint folder or tinker://...)")
-        samples, skipped = load_images(image_paths(pos))
+        samples, skipped = load_images(image_paths(pos), square=cfg.square)
         for s in skipped:
             print(f"skipped unreadable image: {s}", file=sys.stderr)
         if not samples:

@@ -1,6 +1,6 @@
 """How `geospot eval` / `predict` (and `geospot rl load_checkpoint_path=<run>`) ask a training
 run's model: the keys the command line does not give take the run's own values
-(geospot.runs.model_spec): its prompt style, image budget, answer length and env keys
+(geospot.runs.model_spec): its prompt style, image budget and shape, answer length and env keys
 (envs.config.ENV_KEYS: hier_*, geohash_*, mixed_*, teacher_forcing), and the output records
 which came from the run and which the command line overrode."""
 
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from geospot.envs.config import ENV_KEYS
 from geospot.runs.model_spec import ModelSpec, is_run_path, model_spec
 
-RUN_DEFAULT_KEYS = ("env_type", "max_pixels", "max_tokens", "reasoning", "reasoning_max_tokens")
+RUN_DEFAULT_KEYS = ("env_type", "max_pixels", "max_tokens", "reasoning", "reasoning_max_tokens", "square")
 # the env's keys beside its type and the reasoning keys (those are the ModelSpec's, above)
 ENV_OPTION_KEYS = tuple(k for k in ENV_KEYS if k not in RUN_DEFAULT_KEYS)
 
@@ -62,7 +62,8 @@ def with_run_defaults(cfg, given: set[str] | None = None):
         given = {k for k in (*RUN_DEFAULT_KEYS, *ENV_OPTION_KEYS)
                  if hasattr(cfg, k) and getattr(cfg, k) != getattr(defaults, k)}
     run_values = {"max_pixels": spec.image_budget, "max_tokens": spec.max_tokens,
-                  "reasoning": spec.reasoning, "reasoning_max_tokens": spec.reasoning_max_tokens}
+                  "reasoning": spec.reasoning, "reasoning_max_tokens": spec.reasoning_max_tokens,
+                  "square": spec.square}
     taken = {k: v for k, v in run_values.items() if k not in given}
     overridden = {k: getattr(cfg, k) for k in run_values if k in given and getattr(cfg, k) != run_values[k]}
     cfg, env_record = env_defaults(dataclasses.replace(cfg, **taken), spec, given)

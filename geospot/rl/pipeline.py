@@ -36,19 +36,11 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, Self
+from typing import Any, Self
 
-from geospot.engines.types import ModelInput, SampledSequence, SampleParams
+from geospot.engines.types import Engine, SampleParams, Sampler
 from geospot.envs.types import EnvGroupBuilder, Trajectory
 from geospot.rl.rollouts import RolloutStats, do_group_rollouts
-
-
-class Sampler(Protocol):
-    """What a weights version samples with: an engine, or its snapshot_sampler()."""
-
-    def sample(
-        self, prompts: Sequence[ModelInput], num_samples: int, params: SampleParams
-    ) -> list[list[SampledSequence]]: ...
 
 
 @dataclass(frozen=True)
@@ -79,16 +71,12 @@ class Batch:
                 "groups": None if self.groups is None else list(self.groups)}
 
 
-def sampler_factory(engine, max_steps_off_policy: int) -> Callable[[], Sampler]:
-    """k = 0 samples with the engine itself (its live weights); k >= 1 needs a sampler that keeps
+def sampler_factory(engine: Engine, max_steps_off_policy: int) -> Callable[[], Sampler]:
+    """k = 0 samples with the engine itself (its live weights); k >= 1 with a sampler that keeps
     the weights of the moment it was made while the trainer moves on (engine.snapshot_sampler)."""
     if max_steps_off_policy == 0:
         return lambda: engine
-    snap = getattr(engine, "snapshot_sampler", None)
-    if snap is None:
-        raise ValueError(f"max_steps_off_policy={max_steps_off_policy} needs an engine with snapshot_sampler(); "
-                         f"{type(engine).__name__} has none: use max_steps_off_policy=0")
-    return lambda: snap(keep=max_steps_off_policy + 1)
+    return lambda: engine.snapshot_sampler(keep=max_steps_off_policy + 1)
 
 
 class RolloutPipeline:

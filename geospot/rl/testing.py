@@ -81,6 +81,10 @@ class ScriptedEngine:
             out.append(seqs)
         return out
 
+    def snapshot_sampler(self, keep: int = 1) -> ScriptedEngine:
+        """Its policy has no weights that training moves: the engine itself is every version."""
+        return self
+
 
 class VersionedScriptedEngine(ScriptedEngine):
     """A scripted engine whose weights have a version (train_step adds one) and that can pin a

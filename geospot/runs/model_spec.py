@@ -7,14 +7,17 @@ trained, read from the folder alone (config.json, the checkpoint's engine state)
 
 Why it matters: a model trained on 112 px images and the telescoping prompts answers nothing
 parseable when asked with the single-turn prompt about a 448 px photo (256 image tokens it never
-saw). An RL run records only what it changed; what it inherited (answer decimals, image budget)
-is read from the run its `load_checkpoint_path` names, so a chain sft -> rl -> rl resolves.
+saw); one trained on square images only stops after the latitude on a quarter of real 16:9
+photos in its coarse telescoping turn, and parses them all as centre-cropped squares. An RL run
+records only what it changed; what it inherited (answer decimals, image budget) is read from the
+run its `load_checkpoint_path` names, so a chain sft -> rl -> rl resolves.
 
 Pure: reads files, loads no model. `state.pt` is memory-mapped, only its small engine config read."""
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,7 @@ class ModelSpec:
     step: int | None = None
     reasoning: bool = False  # trained to think before answering (reasoning=true)
     reasoning_max_tokens: int = 256  # its token budget per turn when reasoning
+    square: bool = False  # trained on square images only (synthetic, or square=true): ask it with square crops
     # the run's resolved config (config.json), over its parent run's for keys it lacks: eval /
     # predict / rl read the env keys (envs.config.ENV_KEYS) from it
     config: dict = field(default_factory=dict)
@@ -109,27 +113,45 @@ def engine_state_config(checkpoint: Path | None) -> dict:
     return dict(saved.get("engine_config") or {})
 
 
-def data_image_side(spec: str | None) -> int | None:
-    """The longest side of the images a data spec yields to the training loops: a synthetic
-    world's `size`, else what preparation resizes real photos to; None if unknown. Only the
-    `synthetic:…size=N` option matters, so this reads the spec's parts (`;`-separated, an
-    optional `@weight`) itself: runs/ sits below data/ and must not import its grammar."""
-    if not spec or not spec.strip():
-        return None
-    sides = []
-    for part in (p.strip() for p in spec.split(";")):
+def _spec_options(spec: str | None) -> list[tuple[str, dict[str, str]]]:
+    """(kind, options) per part of a data spec (`;`-separated, an optional `@weight`): a
+    synthetic part's options follow its colon, any other's its first comma. runs/ sits below
+    data/ and must not import its grammar; the few options read here need none of its quoting."""
+    parts = []
+    for part in (p.strip() for p in (spec or "").split(";")):
         if not part:
             continue
-        kind, _, options = part.partition(":")
-        if kind.strip() != "synthetic":
+        part = re.sub(r"@\s*[0-9.eE+-]+$", "", part)  # the weight
+        kind, _, rest = part.partition(":")
+        options = rest if kind.strip() == "synthetic" else part.partition(",")[2]
+        opts = dict(o.split("=", 1) for o in options.split(",") if "=" in o)
+        parts.append((kind.strip(), {k.strip(): v.strip() for k, v in opts.items()}))
+    return parts
+
+
+def data_image_side(spec: str | None) -> int | None:
+    """The longest side of the images a data spec yields to the training loops: a synthetic
+    world's `size`, else what preparation resizes real photos to; None if unknown."""
+    sides = []
+    for kind, opts in _spec_options(spec):
+        if kind != "synthetic":
             sides.append(PREPARED_MAX_SIDE)
             continue
-        opts = dict(o.split("=", 1) for o in options.rsplit("@", 1)[0].split(",") if "=" in o)
         try:
             sides.append(int(opts.get("size", SYNTHETIC_SIZE)))
         except ValueError:
             return None
     return max(sides) if sides else None
+
+
+def data_square(spec: str | None) -> bool:
+    """Whether every image a data spec yields to the training loops is square: synthetic worlds
+    paint size x size, and the stream option `square=true` (any part's: it applies to the whole
+    stream) centre-crops real photos."""
+    parts = _spec_options(spec)
+    if any(opts.get("square", "").lower() in ("true", "1", "yes") for _, opts in parts):
+        return True
+    return bool(parts) and all(kind == "synthetic" for kind, _ in parts)
 
 
 def _styles(kind: str, cfg: dict) -> tuple[str, ...]:
@@ -176,6 +198,7 @@ def model_spec(path: str | Path, _seen: frozenset = frozenset()) -> ModelSpec:
         answer_decimals=int(cfg.get("answer_decimals", parent.answer_decimals if parent else 2)),
         max_pixels=int(get("max_pixels", parent.max_pixels if parent else 448 * 448)),
         image_side=data_image_side(data),
+        square=data_square(data),
         max_tokens=int(max_tokens),
         data=data,
         run_dir=run_dir,

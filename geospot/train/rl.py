@@ -55,8 +55,8 @@ DEFAULT_DATA = "hf:sdan/geospot-unified"
 @dataclass(frozen=True)
 class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*/geohash_*/mixed_*: envs/config.py
     env_type: Literal["single", "telescoping", "hierarchical", "geohash"] = option(
-        "single", "`single`: one answer per image; `telescoping`: coarse -> refine -> final turns, each answering "
-        "coordinates; `hierarchical`: country -> region -> city -> coordinates; `geohash`: 2/4/6-character curriculum")
+        "single", "`single` (one answer), `telescoping` (coarse -> refine -> final coordinates), `hierarchical` "
+        "(country -> region -> city -> coordinates) or `geohash` (2/4/6-character turns)")
     load_checkpoint_path: str | None = option(None, RUN_HELP["load_checkpoint_path"])
     # data
     data: str | None = option(None, "training data spec (geospot.data.open_stream), e.g. hf:osv5m/osv5m or "

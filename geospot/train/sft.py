@@ -60,8 +60,8 @@ class SFTConfig(engine_keys("SFTEngineKeys", inherit=False), EnvOptions):  # hie
     eval_n: int = option(200, RUN_HELP["eval_n"])
     # the examples
     prompt_style: Literal["single", "telescoping", "both", "hierarchical", "geohash", "all"] = option(
-        "both", "`single`: one answer per image; `telescoping`: coarse -> refine -> final turns; `both`: each image "
-        "draws one (serves both RL envs); `hierarchical` / `geohash`: those envs' turns; `all`: one of the four")
+        "both", "`single` (one answer), `telescoping` (coarse -> refine -> final), `both` (each image draws one of "
+        "those two), `hierarchical` or `geohash` (those envs' turns), `all` (one of the four)")
     answer_decimals: int = option(2, "decimals of the target coordinates (single-turn and the final telescoping turn)")
     telescoping_decimals: tuple[int, ...] = option((0, 1), "decimals of the targets of the telescoping turns before "
                                                    "the final one (coarse, refine)")

@@ -47,6 +47,24 @@ def test_predict_json_writes_null_for_an_unparsed_answer(tmp_path, capsys):
     assert '"latitude": null' in out and "NaN" not in out
 
 
+def test_predict_prepares_photos_as_the_stream_does_and_crops_squares_when_asked(tmp_path):
+    from geospot.eval.predict_cli import load_images
+
+    wide = tmp_path / "wide.jpg"
+    Image.new("RGB", (90, 50), (10, 20, 30)).save(wide)
+    turned = tmp_path / "turned.jpg"  # stored 40x60, EXIF: rotate 90 degrees to view
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (40, 60), (200, 0, 0)).save(turned, exif=exif)
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    paths = [wide, turned, tmp_path / "broken.jpg"]
+    samples, skipped = load_images(paths)
+    assert [s.image.size for s in samples] == [(90, 50), (60, 40)]  # upright, full size
+    assert len(skipped) == 1 and "broken.jpg" in skipped[0]
+    samples, _ = load_images(paths, square=True)
+    assert [s.image.size for s in samples] == [(50, 50), (40, 40)]  # the centre square
+
+
 def test_finite_json_maps_non_finite_numbers_to_null():
     x = {"a": math.nan, 1: [math.inf, 2.5, (-math.inf, "s")], "n": torch.tensor(3.0)}
     assert finite_json(x) == {"a": None, "1": [None, 2.5, [None, "s"]], "n": 3.0}

@@ -66,7 +66,7 @@ def test_export_says_what_it_wrote(exported):
     assert json.loads((out / "preprocessor_config.json").read_text())["max_pixels"] == 112 * 112
     # the card names how it was trained and says what to do without torchvision
     for text in ("| prompt style | telescoping (3 turns) |", "| answer decimals | 1 |", "max_pixels=12544",
-                 "112 px", "torchvision", "## Evaluation"):
+                 "112 px", "torchvision", "## Evaluation", "| image shape | square", "image.crop("):
         assert text in card, text
 
 

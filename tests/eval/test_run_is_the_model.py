@@ -76,6 +76,23 @@ def test_predict_with_no_other_key_parses_real_photos(model_dir, capsys):
     assert "from the run: env_type=telescoping, max_pixels=12544" in out.err
 
 
+def _parsed_real_photos(model, capsys, *keys) -> tuple[int, list[dict]]:
+    assert cli.predict_main([f"model={model}", str(OSV / "images"), str(OSV / "unlabeled"), *keys, "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 20
+    return sum(r["latitude"] is not None for r in rows), rows
+
+
+def test_a_run_trained_on_squares_is_asked_with_square_crops_of_every_real_photo(rl_run, capsys):
+    # trained on 112 px synthetic squares only: real photos (16:9, 4:3) are asked as centre crops,
+    # as a `square=true` stream prepares them; asked uncropped, the coarse turn of a model this
+    # small often ends after the latitude (the demo's final run: 15/20 -> 20/20)
+    parsed, rows = _parsed_real_photos(rl_run, capsys)
+    print("square crops", parsed, "uncropped", _parsed_real_photos(rl_run, capsys, "square=false")[0])
+    assert parsed == 20, [r["turn_texts"] for r in rows if r["latitude"] is None]
+    assert all(len(r["turns"]) == 3 for r in rows)
+
+
 def test_eval_with_no_other_key_parses_and_records_where_settings_came_from(model_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # a plain model folder would eval into ./runs/eval
     assert cli.eval_main([f"model={model_dir}", f"data={OSV}", "--json"]) == 0
@@ -83,7 +100,7 @@ def test_eval_with_no_other_key_parses_and_records_where_settings_came_from(mode
     assert summary["metrics"]["n"] == 8 and summary["metrics"]["parsed"] >= 0.9
     assert summary["env_type"] == "telescoping"
     assert summary["run_defaults"]["from_run"] == {"env_type": "telescoping", "max_pixels": 12544, "max_tokens": 16,
-                                                    "reasoning": False, "reasoning_max_tokens": 256}
+                                                    "reasoning": False, "reasoning_max_tokens": 256, "square": True}
 
 
 def test_a_key_overrides_is_recorded_and_never_overwrites_another_eval(sft_run, capsys):

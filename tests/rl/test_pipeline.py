@@ -189,11 +189,14 @@ def test_a_failing_sampler_reaches_the_loop_instead_of_hanging_it():
     assert isinstance(e.value.__cause__, OSError)
 
 
-def test_off_policy_needs_an_engine_that_can_pin_its_weights():
-    with pytest.raises(ValueError, match="max_steps_off_policy=1 needs an engine with snapshot_sampler"):
-        sampler_factory(ScriptedEngine(lambda p, i: ""), 1)
-    eng = ScriptedEngine(lambda p, i: "")
+def test_off_policy_samples_with_snapshots_that_keep_their_version():
+    eng = VersionedScriptedEngine(answer_version)
     assert sampler_factory(eng, 0)() is eng  # k = 0 samples with the live engine, as before
+    pinned = sampler_factory(eng, 1)()
+    eng.train_step([], "importance_sampling", None)  # the live weights move on to version 1
+    pinned.sample([], 1, None)
+    eng.sample([], 1, None)
+    assert eng.events == [("train", 0), ("sample", 0), ("sample", 1)]
     with pytest.raises(ValueError, match="must be >= 0"):
         RolloutPipeline(source(), G, -1)
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from geospot.runs.model_spec import data_image_side, model_spec
+from geospot.runs.model_spec import data_image_side, data_square, model_spec
 
 
 def _run(path, kind, config, step=5):
@@ -55,3 +55,11 @@ def test_image_side_of_mixed_and_weighted_specs():
     assert data_image_side("synthetic:n=10,size=64@2;synthetic:size=96") == 96
     assert data_image_side("synthetic:n=10,size=64;/data/osv5m@1") == 512
     assert data_image_side("synthetic:size=abc") is None
+
+
+def test_square_images_of_data_specs():
+    assert data_square("synthetic:n=10,size=64@2;synthetic:size=96")  # synthetic worlds paint squares
+    assert not data_square("synthetic:n=10;/data/osv5m@1")  # real photos keep their shape...
+    assert data_square("synthetic:n=10;/data/osv5m,square=true@1")  # ...unless the stream crops (whole stream)
+    assert data_square("hf:osv5m/osv5m,square=1") and not data_square("hf:osv5m/osv5m,square=false")
+    assert not data_square(None) and not data_square("")

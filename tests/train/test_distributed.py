@@ -2,14 +2,16 @@
 seed, same global batch, same weights (fp32, max abs diff <= 1e-5). Kept to 2 short steps each:
 the CPU is shared."""
 
-import io
 import subprocess
 
 import pytest
+import torch
 from dist_helpers import ROOT, kill_job_inside_step, run_both, torchrun, weight_diff
-from resume_helpers import assert_same_final_tensors, subprocess_env
+from resume_helpers import assert_same_final_tensors, saved_tensors, subprocess_env
+from warm_start import warm_start
 
 from geospot.distributed import Dist
+from geospot.runs.checkpoint import latest_checkpoint
 from geospot.runs.folder import read_jsonl
 
 TOL = 1e-5
@@ -52,6 +54,20 @@ def test_sft_two_processes_equal_one(tmp_path, lora_rank):
     assert not list(two.glob("**/*rank*"))
 
 
+def test_bf16_full_fine_tuning_keeps_fp32_master_shards_and_saves_them(tmp_path):
+    # FSDP2 over a bf16 model: each rank's optimizer steps fp32 copies of its shards, and the
+    # checkpoint gathers them whole in fp32 (resume is exact); the one-process run does the same
+    args = [f"model_name={TINY}", f"data={DATA}", "max_steps=2", "batch_size=2", "eval_n=0", "lora_rank=0",
+            "dtype=bfloat16", "learning_rate=1e-5", "seed=1", "prompt_style=single"]
+    one, two = run_both("geospot.sft", args, tmp_path)
+    for run in (one, two):
+        saved = {k: v for k, v in saved_tensors(latest_checkpoint(run) / "engine").items()
+                 if k.startswith("trainable")}
+        assert saved and all(v.dtype == torch.float32 for v in saved.values())
+    diff, _ = weight_diff(one, two)
+    assert diff <= 2e-5, f"2 processes differ from 1 by {diff} (2 steps of lr 1e-5)"
+
+
 @pytest.fixture(scope="module")
 def warm_model(tmp_path_factory):
     """A tiny model SFT-trained (full fine-tuning, as tests/train/test_rl_run.py's warm start) and
@@ -60,13 +76,8 @@ def warm_model(tmp_path_factory):
     from geospot.engines.config import EngineConfig
     from geospot.engines.local import LocalEngine
     from geospot.runs.checkpoint import read_checkpoint, resolve_checkpoint
-    from geospot.train.sft import SFTConfig, train
 
-    log = tmp_path_factory.mktemp("sft") / "run"
-    train(SFTConfig(model_name=TINY, lora_rank=0, data="synthetic:n=256,size=56,seed=0", eval_n=0,
-                    prompt_style="both", answer_decimals=1, batch_size=16, learning_rate=5e-3, lr_schedule="cosine",
-                    warmup_steps=3, max_steps=40, save_every=0, log_path=str(log), behavior_if_log_dir_exists="raise"),
-          stderr=io.StringIO())
+    log = warm_start(tmp_path_factory.mktemp("sft") / "run", "synthetic:n=256,size=56,seed=0", max_steps=40)
     engine = LocalEngine(EngineConfig(model_name=TINY, lora_rank=0, device="cpu"))
     engine.load_state(read_checkpoint(resolve_checkpoint(log)).engine_path, with_optimizer=False)
     return engine.export(str(log.parent / "model"))
@@ -92,12 +103,12 @@ def test_rl_two_processes_equal_one(warm_model, tmp_path, env_type):
 
 
 def test_two_process_job_killed_mid_step_resumes_exactly(tmp_path):
-    """FSDP2 full fine-tuning (the sharded optimizer is the harder state to restore): a 2-process
-    job SIGKILLed inside step 4 and resumed under torchrun ends with the weights and optimizer
-    of an uninterrupted 2-process job."""
+    """FSDP2 full fine-tuning in bf16 (the sharded optimizer and its fp32 master shards are the
+    hardest state to restore): a 2-process job SIGKILLed inside step 4 and resumed under torchrun
+    ends with the weights, master weights and optimizer of an uninterrupted 2-process job."""
     args = [f"model_name={TINY}", f"data={DATA}", "max_steps=5", "save_every=2", "keep_checkpoints=0",
-            "batch_size=6", "grad_accum=2", "lora_rank=0", "learning_rate=1e-3", "lr_schedule=cosine", "eval_n=0",
-            "seed=3"]
+            "batch_size=6", "grad_accum=2", "lora_rank=0", "dtype=bfloat16", "learning_rate=1e-3",
+            "lr_schedule=cosine", "eval_n=0", "seed=3"]
     full = subprocess.Popen(torchrun("geospot.sft", [*args, f"log_path={tmp_path / 'full'}"]), cwd=ROOT,
                             env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, text=True)

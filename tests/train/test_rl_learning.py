@@ -12,12 +12,12 @@ What a short CPU run does NOT show (measured while writing these tests, 94 held-
 the greedy GeoScore of this tiny model drops after GRPO (344 -> 260) while the sampled one
 rises (39 -> 165); see benchmarks/credit.py and issue 12."""
 
-import io
 import math
 import time
 
 import numpy as np
 import pytest
+from warm_start import warm_start
 
 DATA = "synthetic:n=2000,size=56,seed=0,regions=4,difficulty=0.1"
 SFT_STEPS = 120
@@ -30,29 +30,9 @@ TELE_NOISE_KM = (2000.0, 1000.0)
 
 @pytest.fixture(scope="module")
 def sft_run(tmp_path_factory):
-    from geospot.train.sft import SFTConfig, train
-
-    log = tmp_path_factory.mktemp("sft") / "run"
     t0 = time.time()
-    train(
-        SFTConfig(
-            model_name="tiny:qwen2_5_vl:tiny",
-            lora_rank=0,
-            data=DATA,
-            eval_n=0,
-            prompt_style="both",
-            answer_decimals=1,
-            batch_size=32,
-            learning_rate=2e-3,
-            lr_schedule="cosine",
-            warmup_steps=5,
-            max_steps=SFT_STEPS,
-            save_every=0,
-            log_path=str(log),
-            behavior_if_log_dir_exists="raise",
-        ),
-        stderr=io.StringIO(),
-    )
+    log = warm_start(tmp_path_factory.mktemp("sft") / "run", DATA, SFT_STEPS, batch_size=32, learning_rate=2e-3,
+                     warmup_steps=5)
     print(f"\nSFT warm start: {SFT_STEPS} steps, {time.time() - t0:.0f} s")
     return log
 
@@ -60,31 +40,10 @@ def sft_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sft_tele_run(tmp_path_factory):
     """Telescoping-only warm start (every example trains all three turns)."""
-    from geospot.train.sft import SFTConfig, train
-
-    log = tmp_path_factory.mktemp("sft_tele") / "run"
     t0 = time.time()
-    train(
-        SFTConfig(
-            model_name="tiny:qwen2_5_vl:tiny",
-            lora_rank=0,
-            train_vision=True,
-            data=TELE_DATA,
-            eval_n=0,
-            prompt_style="telescoping",
-            answer_decimals=1,
-            telescoping_noise_km=TELE_NOISE_KM,
-            batch_size=16,
-            learning_rate=3e-3,
-            lr_schedule="cosine",
-            warmup_steps=5,
-            max_steps=TELE_SFT_STEPS,
-            save_every=0,
-            log_path=str(log),
-            behavior_if_log_dir_exists="raise",
-        ),
-        stderr=io.StringIO(),
-    )
+    log = warm_start(tmp_path_factory.mktemp("sft_tele") / "run", TELE_DATA, TELE_SFT_STEPS, train_vision=True,
+                     prompt_style="telescoping", telescoping_noise_km=TELE_NOISE_KM, learning_rate=3e-3,
+                     warmup_steps=5)
     print(f"\ntelescoping SFT warm start: {TELE_SFT_STEPS} steps, {time.time() - t0:.0f} s")
     return log
 

@@ -1,7 +1,6 @@
 """GRPO end to end on a tiny offline model: the seed's command from an SFT checkpoint, and
 SIGKILL + resume ending with the same weights as an uninterrupted run."""
 
-import io
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +8,7 @@ from pathlib import Path
 import pytest
 from resume_helpers import assert_same_final_tensors, kill_inside_step
 from resume_helpers import subprocess_env as _env
+from warm_start import warm_start
 
 from geospot.runs.checkpoint import latest_checkpoint
 from geospot.runs.folder import read_config, read_jsonl
@@ -21,58 +21,25 @@ def _rl(*args):
     return [sys.executable, "-m", "geospot.train_rl", *map(str, args)]
 
 
+def _run_rl(*args) -> subprocess.CompletedProcess:
+    """`python -m geospot.train_rl ARGS` to the end; fails the test with its stderr if it failed."""
+    proc = subprocess.run(_rl(*args), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 @pytest.fixture(scope="module")
 def sft_run(tmp_path_factory):
-    """A short SFT run (full fine-tuning): sampled answers parse often enough that GRPO
-    groups have reward spread, so the RL steps below really train."""
-    from geospot.train.sft import SFTConfig, train
-
-    log = tmp_path_factory.mktemp("sft") / "run"
-    train(
-        SFTConfig(
-            model_name="tiny:qwen2_5_vl:tiny",
-            lora_rank=0,
-            data=DATA,
-            eval_n=0,
-            prompt_style="both",
-            answer_decimals=1,
-            batch_size=16,
-            learning_rate=5e-3,
-            lr_schedule="cosine",
-            warmup_steps=3,
-            max_steps=40,
-            save_every=0,
-            log_path=str(log),
-            behavior_if_log_dir_exists="raise",
-        ),
-        stderr=io.StringIO(),
-    )
-    return log
+    """A short SFT run (full fine-tuning) the RL runs below start from (warm_start.py)."""
+    return warm_start(tmp_path_factory.mktemp("sft") / "run", DATA, max_steps=40)
 
 
 def test_seed_command_telescoping_from_sft_checkpoint(sft_run, tmp_path):
     log = tmp_path / "rl"
-    proc = subprocess.run(
-        # no data=: RL continues on the SFT run's data (checked below in config.json)
-        _rl(
-            "env_type=telescoping",
-            f"load_checkpoint_path={sft_run}",
-            f"log_path={log}",
-            "max_steps=2",
-            "batch_size=2",
-            "group_size=2",
-            "eval_n=2",
-            "eval_every=2",
-            "max_tokens=20",
-        ),
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # no data=: RL continues on the SFT run's data (checked below in config.json)
+    _run_rl("env_type=telescoping", f"load_checkpoint_path={sft_run}", f"log_path={log}", "max_steps=2", "batch_size=2",
+            "group_size=2", "eval_n=2", "eval_every=2", "max_tokens=20")
     cfg = read_config(log)
     assert cfg["kind"] == "rl" and cfg["config"]["env_type"] == "telescoping"
     assert cfg["config"]["data"] == DATA
@@ -142,32 +109,14 @@ def test_sigkill_then_resume_matches_uninterrupted_run(sft_run, tmp_path):
         "tau_start_km=10000",
         "seed=3",
     ]
-    full = subprocess.run(
-        _rl(*common, f"log_path={tmp_path / 'full'}"),
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
-    assert full.returncode == 0, full.stderr[-3000:]
+    _run_rl(*common, f"log_path={tmp_path / 'full'}")
 
     # Kill mid-step: once step 3 is logged (checkpoint 2 exists), the loop is inside step 4.
     log = tmp_path / "killed"
     killed_at = kill_inside_step(_rl(*common, f"log_path={log}"), log, ROOT)
     assert killed_at and max(killed_at) < 6, killed_at
 
-    resumed = subprocess.run(
-        _rl(*common, f"log_path={log}", "behavior_if_log_dir_exists=resume"),
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _run_rl(*common, f"log_path={log}", "behavior_if_log_dir_exists=resume")
 
     assert_same_final_tensors(tmp_path / "full", log, 6)
     # metrics read like one run: steps 1..6 once each, same rewards and taus

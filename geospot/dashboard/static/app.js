@@ -99,7 +99,10 @@ const GROUPS = [
   { title: "median distance (km, log)", re: /median_km/i, not: /turn/i, log: true },
   { title: "accuracy @25 / 200 / 750 km", re: /acc_(25|200|750)km/i },
   { title: "τ (km)", re: /(^|[\/_])tau(_km)?$/i },
-  { title: "format rate", re: /format|parse/i },
+  { title: "format rate", re: /format|parse/i, not: /answer_format/i },
+  // reasoning=true runs only (the RL steps and held-out evals log these; other runs have none)
+  { title: "reasoning tokens per turn", re: /(^|[\/_])reasoning_tokens$/i },
+  { title: "reasoning: truncated / answer-format rate", re: /(^|[\/_])(truncation_rate|answer_format_rate)$/i },
   { title: "per-turn distance (km, log)", re: /turn_?\d.*km|km.*turn_?\d/i, log: true },
   { title: "label accuracy (hierarchical turns)", re: /label_[a-z]+_acc$/i },
   { title: "geohash characters shared per turn", re: /geohash_shared$/i },
@@ -120,8 +123,10 @@ function lineChart(title, series, { log = false, cursorX = null } = {}) {
   if (!all.length) { box.appendChild(el("p", { class: "muted" }, "no data")); return box; }
   let [x0, x1] = [Math.min(...all.map(p => p[0])), Math.max(...all.map(p => p[0]))];
   let [y0, y1] = [Math.min(...all.map(p => fy(p[1]))), Math.max(...all.map(p => fy(p[1])))];
-  if (x1 === x0) x1 = x0 + 1;
-  if (y1 === y0) { y0 -= 0.5; y1 += 0.5; }
+  // One step (a single eval): the point sits mid-axis between whole steps, not on the left edge.
+  if (x1 === x0) { x1 = x0 + 1; if (x0 >= 1) x0 -= 1; }
+  // One value: a band of ±10 % around it (±0.5 on a log axis, ±1 around 0), so the ticks differ.
+  if (y1 === y0) { const pad = log ? 0.5 : Math.abs(y0) * 0.1 || 1; y0 -= pad; y1 += pad; }
   const sx = x => L + (x - x0) / (x1 - x0) * (W - L - R);
   const sy = y => T + (1 - (fy(y) - y0) / (y1 - y0)) * (H - T - B);
   const tickY = v => log ? fmt(10 ** v) : fmt(v);
@@ -144,8 +149,16 @@ function lineChart(title, series, { log = false, cursorX = null } = {}) {
   for (const s of series) {
     const pts = s.pts.filter(p => p[1] !== null && Number.isFinite(p[1]));
     if (!pts.length) continue;
+    const xy = pts.map(p => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`);
     g.appendChild(svg("polyline", { fill: "none", stroke: s.color, "stroke-width": 1.6, "stroke-dasharray": s.dash,
-      "vector-effect": "non-scaling-stroke", points: pts.map(p => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ") }));
+      "vector-effect": "non-scaling-stroke", points: xy.join(" ") }));
+    // A lone point draws no line: a dot (a zero-length line with round caps stays round when the
+    // chart stretches) and its value.
+    if (pts.length === 1) {
+      g.appendChild(svg("polyline", { class: "dot", fill: "none", stroke: s.color, "stroke-width": 7, "stroke-linecap": "round",
+        "vector-effect": "non-scaling-stroke", points: `${xy[0]} ${xy[0]}` }));
+      g.appendChild(svg("text", { class: "tick value", x: sx(pts[0][0]) + 6, y: sy(pts[0][1]) - 5 }, fmt(pts[0][1])));
+    }
   }
   box.appendChild(g);
   box.appendChild(el("div", { class: "legend" }, series.map(s => el("span", {}, el("i", { class: "sw", "data-c": s.color }), s.label))));
