@@ -23,6 +23,7 @@ from geospot.engines.inputs import head, images_end_before, same_images
 from geospot.engines.kv_cache import reserve
 from geospot.engines.kv_store import common_prefix_len, concat_segments, left_padded, match_key, take_segments
 from geospot.engines.local_model import LocalModel
+from geospot.engines.prefix_decode import SharedPrefixKV
 from geospot.engines.snapshot import SnapshotSampler
 from geospot.engines.stops import resolve_stops
 from geospot.engines.types import ModelInput, SampledSequence, SampleParams
@@ -144,9 +145,21 @@ class LocalSampler:
             pre = reusing.prefill
         else:
             pre = self.prefill(prompts)
-        # the G samples of a prompt share its prefix: repeat the cache instead of recomputing it, into
-        # buffers with room for every token to come (kv_cache.py: no per-step growth by copying)
-        if core.reserve_kv:
+        if self.lean is None:
+            self.lean = LeanDecode(core.model)
+        lean = core.lean_decode and self.lean.supported
+        shared = None
+        # the G samples of a prompt share its prefix: either the decode reads the prompt's KV once for
+        # all of them and each row caches only its own tokens (prefix_decode.py), or the cache is
+        # repeated G times; either way into buffers with room for every token to come (kv_cache.py:
+        # no per-step growth by copying)
+        if lean and core.shared_prefix_decode and self.lean.shares_prefix:
+            shared = SharedPrefixKV([(lay.keys, lay.values) for lay in pre.cache.layers],
+                                    None if bool(pre.attention.all()) else pre.attention.bool(), G)
+            empty = [(lay.keys[:, :, :0], lay.values[:, :, :0]) for lay in pre.cache.layers]
+            cache = reserve(DynamicCache(ddp_cache_data=empty), extra=params.max_tokens, repeats=G)
+            slots_N = torch.arange(B * G, device=core.device)
+        elif core.reserve_kv:
             cache = reserve(pre.cache, extra=params.max_tokens, repeats=G)
         else:  # DynamicCache: grows by concatenation
             cache = pre.cache
@@ -158,9 +171,6 @@ class LocalSampler:
         attn_all = torch.nn.functional.pad(pre.attention, (0, params.max_tokens), value=1).repeat_interleave(G, 0)
         next_pos = pre.next_positions.repeat_interleave(G)
         padded = not bool(pre.attention.all())  # once: the columns decode adds are never padding
-        if self.lean is None:
-            self.lean = LeanDecode(core.model)
-        lean = core.lean_decode and self.lean.supported
 
         N = B * G
         tokens: list[list[int]] = [[] for _ in range(N)]
@@ -195,12 +205,15 @@ class LocalSampler:
                 idx = torch.tensor(keep, device=core.device)
                 cache.batch_select_indices(idx)
                 attn_all, next_pos, tok = attn_all[idx], next_pos[idx], tok[idx]
+                if shared is not None:
+                    slots_N = slots_N[idx]
+                    shared.keep(slots_N)
                 rows = [rows[k] for k in keep]
                 rows_t = rows_t[idx]
             n = len(rows)
             attn = attn_all[:, : W + t + 1]
             if lean:  # straight through the layers (decode_step.py)
-                logits = self.lean(tok, attn if padded else None, next_pos + t, cache)
+                logits = self.lean(tok, attn if padded else None, next_pos + t, cache, shared)
                 continue
             pos = (next_pos + t).view(1, n, 1).expand(3, n, 1)
             out = core.model(input_ids=tok[:, None], attention_mask=attn, position_ids=pos, **{CACHE_ARG: cache},
