@@ -14,7 +14,13 @@ Levers (switches on the engine, each tested equal to its off state in tests/engi
 - lean_decode: decode steps straight through the layers (decode_step.py) vs the model's forward;
 - lean_lora: the lean LoRA forward (lean_lora.py) vs PEFT's;
 - packed_attention: packed training rows attend only the needed blocks (packed_attention.py) vs
-  SDPA under a dense block mask.
+  SDPA under a dense block mask;
+- shared_prefix_decode: decode reads each prompt's KV once for its G samples (prefix_decode.py) vs
+  attending a cache repeated G times (reserve_kv's);
+- shared_lora_input: q/k/v and gate/up take their LoRA middles from one matmul (lean_lora.py's
+  SharedInput) vs one each;
+- patch_linear: the vision tower's patch embedding as a matmul (patch_linear.py) vs the Conv3d,
+  timed on the vision tower alone (sampling hits the image feature cache).
 
 Prints ONE JSON line. Usage: python benchmarks/levers.py [--repeats 3]
 """
@@ -33,7 +39,7 @@ import torch
 
 from geospot import prompts
 from geospot.data import load_samples
-from geospot.engines import lean_lora, packed_attention
+from geospot.engines import lean_lora, packed_attention, patch_linear
 from geospot.engines.config import EngineConfig
 from geospot.engines.datums import make_datum
 from geospot.engines.local import LocalEngine
@@ -49,6 +55,12 @@ def _switch(engine: LocalEngine, lever: str, on: bool) -> None:
         engine.lean_decode = on
     elif lever == "lean_lora":
         lean_lora.install(engine.model) if on else lean_lora.uninstall(engine.model)
+    elif lever == "shared_prefix_decode":
+        engine.shared_prefix_decode = on
+    elif lever == "shared_lora_input":
+        lean_lora.share_inputs(engine.model, on)
+    elif lever == "patch_linear":
+        patch_linear.install(engine.model) if on else patch_linear.uninstall(engine.model)
     elif lever == "packed_attention":
         text = engine.model.get_base_model().config.get_text_config()
         text._attn_implementation = packed_attention.NAME if on else "sdpa"
@@ -62,8 +74,11 @@ def _timed(fn) -> tuple[float, float]:
     return time.perf_counter() - w, time.process_time() - c
 
 
-def ab(engine: LocalEngine, levers: list[str], fn, repeats: int) -> dict:
-    """Min (wall, CPU) seconds of fn with `levers` off and on, alternating."""
+def ab(engine: LocalEngine, levers: list[str], fn, repeats: int, fixed: dict | None = None) -> dict:
+    """Min (wall, CPU) seconds of fn with `levers` off and on, alternating (`fixed`: other levers
+    held at these settings meanwhile, then back on)."""
+    for lever, on in (fixed or {}).items():
+        _switch(engine, lever, on)
     best = {False: [np.inf, np.inf], True: [np.inf, np.inf]}
     for _ in range(repeats):
         for on in (False, True):
@@ -71,7 +86,7 @@ def ab(engine: LocalEngine, levers: list[str], fn, repeats: int) -> dict:
                 _switch(engine, lever, on)
             w, c = _timed(fn)
             best[on] = [min(best[on][0], w), min(best[on][1], c)]
-    for lever in levers:
+    for lever in [*levers, *(fixed or {})]:
         _switch(engine, lever, True)
     return {"off_s": round(best[False][0], 4), "on_s": round(best[True][0], 4),
             "off_cpu_s": round(best[False][1], 4), "on_cpu_s": round(best[True][1], 4),
@@ -109,14 +124,28 @@ def main() -> None:
         sample()
         train()
 
+    visual = engine.model.get_base_model().model.visual
+    pixels, grid = engine.renderer.image_processor([s.image for s in samples])
+
+    @torch.no_grad()
+    def vision():
+        visual(pixels, grid_thw=grid)
+
     train()  # warm-up
     res = {
-        "reserve_kv": {"phase": "sample", **ab(engine, ["reserve_kv"], sample, args.repeats)},
-        "lean_decode": {"phase": "sample", **ab(engine, ["lean_decode"], sample, args.repeats)},
+        "shared_prefix_decode": {"phase": "sample", **ab(engine, ["shared_prefix_decode"], sample, args.repeats)},
+        "patch_linear": {"phase": "vision", **ab(engine, ["patch_linear"], vision, args.repeats)},
+        # these two act on the repeated cache: measured with the shared-prefix decode off
+        "reserve_kv": {"phase": "sample", **ab(engine, ["reserve_kv"], sample, args.repeats,
+                                               fixed={"shared_prefix_decode": False})},
+        "lean_decode": {"phase": "sample", **ab(engine, ["lean_decode"], sample, args.repeats,
+                                                fixed={"shared_prefix_decode": False})},
         "lean_lora": {"phase": "sample+train", **ab(engine, ["lean_lora"], step, args.repeats)},
+        "shared_lora_input": {"phase": "sample+train", **ab(engine, ["shared_lora_input"], step, args.repeats)},
         "packed_attention": {"phase": "train", **ab(engine, ["packed_attention"], train, args.repeats)},
         "all": {"phase": "sample+train",
-                **ab(engine, ["reserve_kv", "lean_decode", "lean_lora", "packed_attention"], step, args.repeats)},
+                **ab(engine, ["reserve_kv", "lean_decode", "lean_lora", "packed_attention", "shared_prefix_decode",
+                             "shared_lora_input", "patch_linear"], step, args.repeats)},
     }
     print(json.dumps({"benchmark": "levers", "model": args.model, "images": B, "group_size": G,
                       "completion_tokens": MAX_TOKENS, "threads": torch.get_num_threads(), "repeats": args.repeats,

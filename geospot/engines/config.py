@@ -34,6 +34,10 @@ class EngineConfig:
     sampler: Literal["torch", "vllm"] = option("torch", "who samples for engine=local: `torch` (the engine itself) "
                                                         "or `vllm` (vLLM on the same GPU, LoRA synced each step; "
                                                         "needs CUDA; docs/vllm.md)")
+    fsdp_reshard: Literal["auto", "on", "off"] = option("auto", "full FT under torchrun (FSDP2): `on` shards weights "
+                                                                "at rest, gathered per layer per forward (bases over "
+                                                                "one GPU); `off` keeps them whole; `auto` picks, "
+                                                                "says why")
     vllm_gpu_memory_utilization: float = option(0.35, "sampler=vllm: share of GPU memory vLLM may take (weights + "
                                                       "KV cache); the trainer needs the rest")
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from geospot.engines import packed_attention
+from geospot.engines.prefix_decode import SharedPrefixKV
 from geospot.models.compat import CACHE_ARG
 
 
@@ -30,19 +31,29 @@ class LeanDecode:
         layer_types = getattr(text, "layer_types", None) or ["full_attention"]
         self.supported = (getattr(text, "_attn_implementation", None) in ("sdpa", packed_attention.NAME)
                           and all(t == "full_attention" for t in layer_types))
+        self.text = text
+
+    @property
+    def shares_prefix(self) -> bool:
+        """Whether the prompts' KV may sit apart from the rows' tails (prefix_decode.py): the
+        attention packed_attention.py registers dispatches it."""
+        return self.supported and getattr(self.text, "_attn_implementation", None) == packed_attention.NAME
 
     def __call__(self, tokens_N: torch.Tensor, attention_NW: torch.Tensor | None, positions_N: torch.Tensor,
-                 cache) -> torch.Tensor:
+                 cache, shared_prefix: SharedPrefixKV | None = None) -> torch.Tensor:
         """Logits [N, V] (fp32) of one fed token per row at `positions_N`; `attention_NW` the 0/1
-        mask over the cache plus this token (None: no padding anywhere)."""
+        mask over the cache plus this token (None: no padding anywhere). With `shared_prefix`
+        (prefix_decode.py) `cache` holds only the rows' fed tokens, the prompts' KV is read from
+        `shared_prefix` once per prompt; `attention_NW` is then unused (the prefix carries its mask)."""
         n = tokens_N.shape[0]
         h = self.lm.embed_tokens(tokens_N[:, None])
         pos = positions_N.view(1, n, 1).expand(3, n, 1)
         rotary = self.lm.rotary_emb(h, pos)
-        mask = None if attention_NW is None else attention_NW.bool()[:, None, None, :]
+        mask = None if attention_NW is None or shared_prefix is not None else attention_NW.bool()[:, None, None, :]
+        extra = {} if shared_prefix is None else {"shared_prefix": shared_prefix}
         for layer in self.lm.layers:
             h = layer(h, attention_mask=mask, position_embeddings=rotary, position_ids=None, use_cache=True,
-                      **{CACHE_ARG: cache})
+                      **{CACHE_ARG: cache}, **extra)
             if isinstance(h, tuple):  # older layers return (hidden, ...)
                 h = h[0]
         return self.head(self.lm.norm(h)[:, -1]).float()

@@ -5,10 +5,12 @@ over active adapters, looks each one's modules up in ModuleDicts, casts dtypes a
 submodules (base, dropout, A, B). With one plain adapter (no dropout, no DoRA or other variant)
 all of that computes `base(x) + B(A(x)) * scaling`; a decode step runs 7 of these per layer for a
 single token, so the bookkeeping costs more than the rank-8 matmuls. `install` gives each such
-layer an instance `forward` that does exactly those operations, in the same order (bit-identical
-results; under a bf16 base with fp32 adapters, PEFT's casts), and hands anything else — adapters
-disabled (`disable_adapter()`), merged, another adapter active, extra arguments — to PEFT's own
-forward.
+layer an instance `forward` computing `addmm(base(x), A(x) * scaling, B^T)`: the scale on the
+rank-r middle and the add inside the matmul, so neither forward nor backward touches a
+[tokens, out] temporary (training's largest elementwise work). Same function, summed in another
+order: fp32 tolerance against PEFT (tests). Under a bf16 base with fp32 adapters it does PEFT's
+own operations and casts (bit-identical). Anything else — adapters disabled (`disable_adapter()`),
+merged, another adapter active, extra arguments — goes to PEFT's own forward.
 """
 
 from __future__ import annotations
@@ -25,11 +27,54 @@ def _lean_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     if (args or kwargs or self._disable_adapters or self.merged_adapters or (active != name and active != [name])
             or not getattr(self, "cast_input_dtype_enabled", True)):
         return type(self).forward(self, x, *args, **kwargs)
-    result = F.linear(x, base.weight, base.bias)
     if x.dtype != A.weight.dtype:  # PEFT keeps adapters in fp32 under a bf16 base: its casts, in its order
+        result = F.linear(x, base.weight, base.bias)
         lora = F.linear(F.linear(x.to(A.weight.dtype), A.weight), B.weight) * self.scaling[name]
         return (result + lora).to(result.dtype)
-    return result + F.linear(F.linear(x, A.weight), B.weight) * self.scaling[name]
+    # base + (x A^T s) B^T in one addmm: the scale goes on the rank-r middle, not on the
+    # [tokens, out] product, and the add is the matmul's own (no [tokens, out] temporaries)
+    x2 = x.reshape(-1, x.shape[-1])
+    shared = self.__dict__.get("_geospot_shared") if x2.shape[0] >= SHARE_MIN_ROWS else None
+    mid = shared.middle(self, x, x2) if shared is not None else F.linear(x2, A.weight) * self.scaling[name]
+    out = torch.addmm(F.linear(x2, base.weight, base.bias), mid, B.weight.t())
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
+class SharedInput:
+    """Sibling LoRA linears that read the same input (q/k/v; gate/up): the first one called with
+    an input computes every sibling's scaled rank-r middle in one matmul against their stacked
+    A matrices; each takes its columns. Fewer, wider matmuls forward and backward (one input
+    gradient of rank 3r instead of three of rank r, summed). Kept until every sibling has taken
+    its part, recomputed whenever the input object, grad mode or an A matrix changes."""
+
+    def __init__(self, members: list[torch.nn.Module]):
+        self.members = members
+        self.index = {id(m): i for i, m in enumerate(members)}
+        ranks = [m._geospot_lean[2].weight.shape[0] for m in members]
+        ends = [sum(ranks[: i + 1]) for i in range(len(ranks))]
+        self.cols = [slice(e - r, e) for e, r in zip(ends, ranks)]
+        scales = [float(m.scaling[m._geospot_lean[0]]) for m in members]
+        self.scale = scales[0] if len(set(scales)) == 1 else torch.tensor(
+            [s for s, r in zip(scales, ranks) for _ in range(r)])
+        self._key, self._mid, self._left = None, None, 0
+
+    def middle(self, module: torch.nn.Module, x: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        As = [m._geospot_lean[2].weight for m in self.members]
+        key = (x, torch.is_grad_enabled(), tuple(a._version for a in As))
+        if self._key is None or self._key[0] is not x or self._key[1:] != key[1:]:
+            scale = self.scale if isinstance(self.scale, float) else self.scale.to(x2.device, x2.dtype)
+            self._mid, self._key, self._left = F.linear(x2, torch.cat(As)) * scale, key, len(self.members)
+        mid = self._mid[:, self.cols[self.index[id(module)]]]
+        self._left -= 1
+        if self._left <= 0:  # every sibling has its part: hold no activations past the layer
+            self._key = self._mid = None
+        return mid
+
+
+SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))  # each group reads one input
+# below this many tokens (a decode step's rows) the sharing's bookkeeping costs more than the two
+# matmuls it saves (benchmarks/levers.py: decode 11 % slower shared, training 3 % faster)
+SHARE_MIN_ROWS = 64
 
 
 def _eligible(module: torch.nn.Module) -> str | None:
@@ -56,7 +101,24 @@ def install(model: torch.nn.Module) -> int:
         module._geospot_lean = (name, module.base_layer, module.lora_A[name], module.lora_B[name])
         module.forward = types.MethodType(_lean_forward, module)
         n += 1
+    share_inputs(model)
     return n
+
+
+def share_inputs(model: torch.nn.Module, on: bool = True) -> None:
+    """Give (on) or take from (off) the lean LoRA linears that read one input their SharedInput."""
+    for module in model.modules():
+        module.__dict__.pop("_geospot_shared", None)
+    if not on:
+        return
+    for parent in model.modules():
+        for names in SIBLINGS:
+            members = [getattr(parent, nm, None) for nm in names]
+            if all(m is not None and "_geospot_lean" in m.__dict__ for m in members) and len(
+                    {(m.in_features, m._geospot_lean[2].weight.dtype) for m in members}) == 1:
+                shared = SharedInput(members)
+                for m in members:
+                    m._geospot_shared = shared
 
 
 def uninstall(model: torch.nn.Module) -> None:
@@ -65,3 +127,4 @@ def uninstall(model: torch.nn.Module) -> None:
         if "_geospot_lean" in module.__dict__:
             del module.forward
             del module._geospot_lean
+            module.__dict__.pop("_geospot_shared", None)

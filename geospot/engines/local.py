@@ -32,7 +32,7 @@ from geospot.engines.local_model import LocalModel, TokenCounter, _lora_targets
 from geospot.engines.local_sampler import LocalSampler
 from geospot.engines.local_state import LocalState
 from geospot.engines.local_trainer import LocalTrainer
-from geospot.engines.parallel import make_sync
+from geospot.engines.parallel import collective, make_sync
 from geospot.engines.snapshot import SnapshotSampler, locked
 from geospot.engines.types import AdamParams, Datum, ForwardBackwardResult, ModelInput, SampledSequence, SampleParams
 from geospot.models.load import LoadedModel
@@ -56,11 +56,13 @@ class LocalEngine(LocalModel):
     @locked
     def sample(self, prompts: Sequence[ModelInput], num_samples: int = 1,
                params: SampleParams = SampleParams()) -> list[list[SampledSequence]]:
-        return self.sampler.sample(prompts, num_samples, params)
+        with collective(self, grad=False):  # FSDP2 resharding: every rank runs as many forwards
+            return self.sampler.sample(prompts, num_samples, params)
 
     @locked
     def forward(self, datums: Sequence[Datum]) -> list[np.ndarray]:
-        return self.trainer.forward(datums)
+        with collective(self, grad=False):
+            return self.trainer.forward(datums)
 
     @locked
     def set_reference(self) -> None:
@@ -73,7 +75,8 @@ class LocalEngine(LocalModel):
     @locked
     def forward_backward(self, datums: Sequence[Datum], loss_fn: str,
                          loss_config: dict | None = None) -> ForwardBackwardResult:
-        return self.trainer.forward_backward(datums, loss_fn, loss_config)
+        with collective(self, grad=True):
+            return self.trainer.forward_backward(datums, loss_fn, loss_config)
 
     @locked
     def optim_step(self, adam: AdamParams) -> dict[str, float]:

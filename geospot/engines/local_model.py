@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from geospot.engines import lean_lora, packed_attention
+from geospot.engines import lean_lora, packed_attention, patch_linear
 from geospot.engines.config import EngineConfig
 from geospot.engines.inputs import image_starts, mrope_positions
 from geospot.engines.kv_store import KVStore
@@ -118,8 +118,13 @@ class LocalModel:
         # (benchmarks/levers.py).
         self.packed_attention = packed_attention.install(self.model)
         self.lean_lora = lean_lora.install(self.model) > 0
+        self.patch_linear = patch_linear.install(self.model)  # the patch Conv3d as the matmul it is
         self.reserve_kv = True
         self.lean_decode = True  # decode steps straight through the layers (decode_step.py)
+        # FSDP2 resharding under torchrun: each forward is a collective, so sample / forward /
+        # forward_backward run in lockstep across the ranks (engines/parallel.py); None otherwise
+        self.lockstep = None
+        self.shared_prefix_decode = True  # decode reads each prompt's KV once for its G samples (prefix_decode.py)
         self.trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.step = 0
         self.sample_calls = 0

@@ -23,6 +23,7 @@ from geospot.engines.inputs import head, images_end_before, same_images
 from geospot.engines.kv_cache import reserve
 from geospot.engines.kv_store import common_prefix_len, concat_segments, left_padded, match_key, take_segments
 from geospot.engines.local_model import LocalModel
+from geospot.engines.prefix_decode import SharedPrefixKV
 from geospot.engines.snapshot import SnapshotSampler
 from geospot.engines.stops import resolve_stops
 from geospot.engines.types import ModelInput, SampledSequence, SampleParams
@@ -69,12 +70,26 @@ def merge_prefills(parts: list[tuple[list[int], Prefill]]) -> Prefill:
                    torch.cat([p.next_positions for p in prefills])[order])
 
 
+def pick_by_uniform(probs_NV: torch.Tensor, u_N: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF sampling, all rows at once: row k takes the first token whose cumulative
+    probability exceeds u_N[k] x its total (u in [0, 1)). A zero-probability token is never taken
+    (its cumulative sum equals its predecessor's); float64 sums keep a 150k vocabulary exact enough."""
+    cdf = probs_NV.double().cumsum(-1)
+    x = u_N.to(cdf.dtype) * cdf[:, -1]
+    tok = torch.searchsorted(cdf, x[:, None], right=True).squeeze(-1)
+    V = probs_NV.shape[-1]
+    # x rounding up to the total would step past the end: take the last token with probability instead
+    last = V - 1 - (probs_NV > 0).flip(-1).to(torch.int8).argmax(-1)
+    return torch.where(tok >= V, last, tok)
+
+
 class LocalSampler:
     def __init__(self, core: LocalModel):
         self.core = core
         self.lean: LeanDecode | None = None  # built at the first sample(): after the model is set up
 
-    def _pick(self, logits: torch.Tensor, params: SampleParams, gen: torch.Generator | list) -> torch.Tensor:
+    def _pick(self, logits: torch.Tensor, params: SampleParams, gen: torch.Generator | torch.Tensor) -> torch.Tensor:
+        """One token per row. `gen`: the call's generator, or (params.seeds) each row's own uniform draw [n]."""
         # placeholder tokens are never valid output: fed back as text they would be taken for
         # image slots (the reported logprobs stay the model's own, temperature-1 ones)
         logits = logits.index_fill(-1, self.core.banned_ids, float("-inf"))
@@ -88,8 +103,7 @@ class LocalSampler:
             probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
         if isinstance(gen, torch.Generator):
             return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
-        # one generator per row (params.seeds): each row draws from its own prompt's stream only
-        return torch.cat([torch.multinomial(probs[k], 1, generator=g) for k, g in enumerate(gen)])
+        return pick_by_uniform(probs, gen)
 
     def snapshot(self) -> SnapshotSampler:
         """A sampler on the weights as they are now (async GRPO): a copy of the trainable tensors
@@ -114,12 +128,15 @@ class LocalSampler:
         core.sample_calls += 1
         gen = torch.Generator(device=core.device).manual_seed(int(seed))
         B, G = len(prompts), num_samples
-        row_gens = None
-        if params.seeds is not None:  # a prompt's G rows draw, in order, from that prompt's generator
+        uniforms = None
+        if params.seeds is not None:
+            # each prompt's G x max_tokens uniforms drawn up front from its own generator: row r's draw at
+            # step t depends on its prompt's seed alone (not on the batch it shares), and a decode step
+            # makes no per-row generator call (one vectorised inverse-CDF pick, pick_by_uniform)
             if len(params.seeds) != B:
                 raise ValueError(f"SampleParams.seeds has {len(params.seeds)} seeds for {B} prompts")
-            per_prompt = [torch.Generator(device=core.device).manual_seed(int(s)) for s in params.seeds]
-            row_gens = [per_prompt[r // G] for r in range(B * G)]
+            uniforms = torch.cat([torch.rand(G, params.max_tokens, generator=torch.Generator().manual_seed(int(s)),
+                                             dtype=torch.float64) for s in params.seeds]).to(core.device)
 
         reuse = core.kv_reuse and core.kv_store.max_tokens > 0
         if reuse:
@@ -128,9 +145,21 @@ class LocalSampler:
             pre = reusing.prefill
         else:
             pre = self.prefill(prompts)
-        # the G samples of a prompt share its prefix: repeat the cache instead of recomputing it, into
-        # buffers with room for every token to come (kv_cache.py: no per-step growth by copying)
-        if core.reserve_kv:
+        if self.lean is None:
+            self.lean = LeanDecode(core.model)
+        lean = core.lean_decode and self.lean.supported
+        shared = None
+        # the G samples of a prompt share its prefix: either the decode reads the prompt's KV once for
+        # all of them and each row caches only its own tokens (prefix_decode.py), or the cache is
+        # repeated G times; either way into buffers with room for every token to come (kv_cache.py:
+        # no per-step growth by copying)
+        if lean and core.shared_prefix_decode and self.lean.shares_prefix:
+            shared = SharedPrefixKV([(lay.keys, lay.values) for lay in pre.cache.layers],
+                                    None if bool(pre.attention.all()) else pre.attention.bool(), G)
+            empty = [(lay.keys[:, :, :0], lay.values[:, :, :0]) for lay in pre.cache.layers]
+            cache = reserve(DynamicCache(ddp_cache_data=empty), extra=params.max_tokens, repeats=G)
+            slots_N = torch.arange(B * G, device=core.device)
+        elif core.reserve_kv:
             cache = reserve(pre.cache, extra=params.max_tokens, repeats=G)
         else:  # DynamicCache: grows by concatenation
             cache = pre.cache
@@ -142,19 +171,17 @@ class LocalSampler:
         attn_all = torch.nn.functional.pad(pre.attention, (0, params.max_tokens), value=1).repeat_interleave(G, 0)
         next_pos = pre.next_positions.repeat_interleave(G)
         padded = not bool(pre.attention.all())  # once: the columns decode adds are never padding
-        if self.lean is None:
-            self.lean = LeanDecode(core.model)
-        lean = core.lean_decode and self.lean.supported
 
         N = B * G
         tokens: list[list[int]] = [[] for _ in range(N)]
         logprobs: list[list[float]] = [[] for _ in range(N)]
         reason = ["length"] * N
         rows = list(range(N))  # which sequence each live batch row is; finished rows are dropped
+        rows_t = torch.arange(N, device=core.device)  # the same, as a tensor (indexes the uniforms)
         tails: list = [None] * N  # per sequence, the KV of its fed sampled tokens (kept for reuse)
         for t in range(params.max_tokens):
             logp = torch.log_softmax(logits, dim=-1)  # temperature 1: what the trainer computes
-            tok = self._pick(logits, params, gen if row_gens is None else [row_gens[r] for r in rows])
+            tok = self._pick(logits, params, gen if uniforms is None else uniforms[rows_t, t])
             lp = logp.gather(-1, tok[:, None]).squeeze(-1)
             tok_l, lp_l = tok.tolist(), lp.tolist()
             keep = []
@@ -178,11 +205,15 @@ class LocalSampler:
                 idx = torch.tensor(keep, device=core.device)
                 cache.batch_select_indices(idx)
                 attn_all, next_pos, tok = attn_all[idx], next_pos[idx], tok[idx]
+                if shared is not None:
+                    slots_N = slots_N[idx]
+                    shared.keep(slots_N)
                 rows = [rows[k] for k in keep]
+                rows_t = rows_t[idx]
             n = len(rows)
             attn = attn_all[:, : W + t + 1]
             if lean:  # straight through the layers (decode_step.py)
-                logits = self.lean(tok, attn if padded else None, next_pos + t, cache)
+                logits = self.lean(tok, attn if padded else None, next_pos + t, cache, shared)
                 continue
             pos = (next_pos + t).view(1, n, 1).expand(3, n, 1)
             out = core.model(input_ids=tok[:, None], attention_mask=attn, position_ids=pos, **{CACHE_ARG: cache},

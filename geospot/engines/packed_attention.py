@@ -31,6 +31,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
+from geospot.engines.prefix_decode import SharedPrefixKV, shared_prefix_attention
+
 NAME = "geospot_packed"
 
 
@@ -78,9 +80,13 @@ def _row_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: Ro
 
 def packed_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                              attention_mask: torch.Tensor | None, scaling: float | None = None,
-                             packed_layout: Sequence[RowLayout] | None = None, **kwargs):
+                             packed_layout: Sequence[RowLayout] | None = None,
+                             shared_prefix: SharedPrefixKV | None = None, **kwargs):
     """transformers' attention signature: query [R, H, L, d], key/value [R, Hkv, L, d] ->
-    ([R, L, H, d], None). Plain SDPA when no `packed_layout` is given."""
+    ([R, L, H, d], None). Plain SDPA when no `packed_layout` is given; a decode step whose
+    prompts' KV sits apart from its rows' tails (`shared_prefix`) goes to prefix_decode.py."""
+    if shared_prefix is not None:
+        return shared_prefix_attention(module, query, key, value, shared_prefix, scaling), None
     if packed_layout is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
     rows = [_row_attention(query[r], key[r], value[r], layout, scaling) for r, layout in enumerate(packed_layout)]

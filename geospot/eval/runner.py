@@ -290,10 +290,15 @@ def evaluate(
         predictions (in order); pass a NullWriter on all but rank 0.
     """
     samples = list(samples)
-    mine = dist.share(len(samples)) if dist is not None else range(len(samples))
+    mine = list(dist.share(len(samples)) if dist is not None else range(len(samples)))
+    n_mine = len(mine)
+    if dist is not None and getattr(engine, "lockstep", None) is not None and samples:
+        # FSDP2 resharding: each sample call is a collective; equal shares make the same calls on every
+        # rank (the shortest shares repeat a sample, whose predictions are dropped)
+        mine += [mine[-1] if mine else 0] * (int(dist.max(n_mine)) - n_mine)
     predictions = predict(engine, [samples[i] for i in mine], prompt_style=prompt_style, batch_size=batch_size,
                           max_tokens=max_tokens, sampling=sampling, on_batch=on_batch, env_options=env_options,
-                          label_geocoder=geocoder)
+                          label_geocoder=geocoder)[:n_mine]
     if dist is not None and dist.active:
         predictions = [p for part in dist.gather(predictions) for p in part]
     metrics = metrics_for(predictions, geocoder) if predictions else {"n": 0}

@@ -48,7 +48,14 @@ def do_group_rollouts(engine, builders: Sequence[EnvGroupBuilder], group_size: i
     active = [(b, g) for b in range(B) for g in range(G)]
     prompts = [obs_BG[b][0] for b in range(B)]
     turn = 0
-    while active:
+    # FSDP2 resharding (engines/parallel.py): each sample call is a collective, so every rank takes
+    # a turn while any rank has rollouts left (a rank with none samples nothing, keeping company)
+    lock = getattr(engine, "lockstep", None)
+
+    def more_turns() -> bool:
+        return bool(active) if lock is None else lock.d.max(float(bool(active))) > 0
+
+    while more_turns():
         first = turn == 0
         turn_params = replace(params, seed=None if params.seed is None else params.seed + 1000 * turn)
         if group_ids is not None and params.seed is not None:

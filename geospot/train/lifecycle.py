@@ -49,6 +49,7 @@ from geospot.runs.checkpoint import (
 from geospot.runs.folder import json_default, prepare_log_dir, read_config, truncate_jsonl, write_config
 from geospot.runs.loggers import open_run_writer
 from geospot.runs.writer import NullWriter
+from geospot.train import rank_death
 from geospot.train.common import seed_everything
 
 # One meaning per knob, shared by SFTConfig and RLConfig (their defaults may differ).
@@ -371,6 +372,7 @@ def start_run(
     engine_config = dataclasses.replace(engine_config, device=distributed.rank_device(engine_config.device, d))
     stderr = (stderr or sys.stderr) if d.is_main else open(os.devnull, "w")  # noqa: SIM115
     log_dir, resuming, changed = _prepare_folder(d, log_path, kind, cfg)
+    rank_death.watch(d, log_dir)  # a rank that dies: one sentence from rank 0 (train/rank_death.py)
     stream = own_writer = None
     try:
         stream, held_out, geocoder, init_weights = open_inputs(cfg)

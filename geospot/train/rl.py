@@ -44,6 +44,7 @@ from geospot.rl.pipeline import BatchSource, RolloutPipeline, importance_ratio_m
 from geospot.runs.checkpoint import read_extra, resolve_checkpoint
 from geospot.runs.folder import LogDirBehavior, read_config
 from geospot.runs.model_spec import is_run_path, model_spec
+from geospot.train import rank_death
 from geospot.train.common import Progress
 from geospot.train.lifecycle import RUN_HELP, Run, RunResult, due, finishing, start_run, validate_run
 
@@ -211,7 +212,7 @@ def train_on(engine, d: Dist, datums_D, loss_fn: str, adam: AdamParams, loss_con
     if not d.sum({"n": len(datums_D)})["n"]:
         return None, []
     sums, logprobs = {"loss:sum": 0.0, "tokens": 0.0, "datums": 0.0}, []
-    if datums_D:
+    if datums_D or getattr(engine, "lockstep", None) is not None:  # FSDP2 resharding: a collective call
         result = engine.forward_backward(datums_D, loss_fn, loss_config)
         sums.update(result.metrics)
         logprobs = result.logprobs
@@ -371,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"geospot rl: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        rank_death.handle(e)  # under torchrun, a dead rank: rank 0's one sentence, no traceback
+        raise
     finally:
         distributed.shutdown()
     return 0

@@ -29,6 +29,7 @@ from geospot.eval import evaluate
 from geospot.geo import format_metrics_table
 from geospot.geo.perturb import perturb
 from geospot.runs.folder import LogDirBehavior
+from geospot.train import rank_death
 from geospot.train.common import Progress
 from geospot.train.lifecycle import (
     RUN_HELP,
@@ -340,8 +341,11 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
 
             # Loss reported = mean NLL per target token (the weights already hold 1/n_target).
             loss = 0.0
-            micro = -(-len(datums_D) // cfg.grad_accum)  # this rank's share in grad_accum micro-batches
-            for i in range(0, len(datums_D), max(micro, 1)):
+            micro = max(-(-len(datums_D) // cfg.grad_accum), 1)  # this rank's share in grad_accum micro-batches
+            starts = list(range(0, len(datums_D), micro))
+            if getattr(engine, "lockstep", None) is not None:  # FSDP2 resharding: as many calls on every rank
+                starts += [len(datums_D)] * (int(d.max(len(starts))) - len(starts))  # (empty ones)
+            for i in starts:
                 chunk = datums_D[i : i + micro]
                 out = engine.forward_backward(chunk, "cross_entropy")
                 loss -= sum(float(np.dot(lp_T, x.loss_fn_inputs["weights"])) for lp_T, x in zip(out.logprobs, chunk))
@@ -398,6 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"geospot sft: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        rank_death.handle(e)  # under torchrun, a dead rank: rank 0's one sentence, no traceback
+        raise
     finally:
         distributed.shutdown()
     if not distributed.under_torchrun() or int(os.environ.get("RANK", "0")) == 0:

@@ -47,6 +47,7 @@ def test_sampling_with_and_without_the_reserved_cache_agrees():
     from tests.engines.engine_helpers import random_image, tiny_engine
 
     e = tiny_engine("qwen2_5_vl")
+    e.shared_prefix_decode = False  # the repeated cache is what reserve_kv acts on (prefix_decode.py has its own)
     p = e.renderer.generation_prompt([prompts.user_message(random_image(0, (112, 112)), prompts.SINGLE_TURN_PROMPT)])
     params = SampleParams(max_tokens=6, seed=3)
     out = {}

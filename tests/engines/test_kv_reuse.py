@@ -146,6 +146,19 @@ def test_telescoping_turns_reuse_the_cache_and_sample_the_same(family, turns):
 
 
 @FAMILY
+def test_telescoping_with_reuse_samples_the_same_with_the_shared_prefix_decode_off(family):
+    """prefix_decode.py on the prefills KV reuse assembles (stored rows left-padded, suffixes on
+    top): the same turns as attending the repeated cache."""
+    e = _engine(family)
+    e.shared_prefix_decode = False
+    off = _telescope(e, reuse=True, turns=3)[0]
+    e.shared_prefix_decode = True
+    on = _telescope(e, reuse=True, turns=3)[0]
+    assert e.sampler.lean.shares_prefix
+    _assert_same(off, on)
+
+
+@FAMILY
 def test_mixed_batch_some_prompts_extend_stored_sequences(family):
     """Turn-2 prompts that extend stored sequences, a fresh prompt, and a continuation with a new
     photo in its turn, in one batch: the same as reuse OFF."""

@@ -206,7 +206,9 @@ def test_export_reloads_in_plain_transformers_with_identical_logits(family, tmp_
     peft_model = PeftModel.from_pretrained(base, adapter)
     with torch.no_grad():
         got2 = peft_model(**batch.model_kwargs()).logits
-    torch.testing.assert_close(got2, ref, atol=0, rtol=0)
+    # fp32 rounding only: the engine's LoRA (addmm, lean_lora.py) and patch embedding (a matmul,
+    # patch_linear.py) sum the same products as PEFT's and the Conv3d in another order
+    torch.testing.assert_close(got2, ref, atol=1e-5, rtol=1e-5)
     # save_state -> fresh engine -> load_state: identical logits
     s = e.save_state(str(tmp_path / "state"))
     f = _engine(family, seed=5)

@@ -28,6 +28,7 @@ VALUES = {
     "tinker_base_url": ("http://localhost:1", "http://localhost:1"),
     "sampler": ("vllm", "vllm"),
     "vllm_gpu_memory_utilization": ("0.5", 0.5),
+    "fsdp_reshard": ("on", "on"),
 }
 KEYS = [f.name for f in dataclasses.fields(EngineConfig)]
 

@@ -1,0 +1,111 @@
+"""A rank that dies ends a torchrun job with one sentence from rank 0: which rank, the last
+checkpoint, and the exact command that resumes the job.
+
+When a rank dies (killed, out of memory, a crash), the others learn it one of two ways: a
+collective fails (gloo / NCCL: the peer's connection closed), or torchrun, which saw the dead
+process, sends them SIGTERM. Either way rank 0 says what happened and exits at once (no
+traceback: the collectives would only fail again); the other ranks exit silently. The run
+folder's checkpoints are written whole or not at all (runs/checkpoint.py), so the command
+printed continues from the last one.
+
+`watch(d, log_dir)` (every rank, once the run folder is known) records each rank's host and
+process id, so rank 0 can tell which of its machine's ranks is gone; `handle(exc)` is the
+loops' `main()`s' last word on an exception."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import torch.distributed as dist
+
+from geospot.distributed import Dist
+from geospot.runs.checkpoint import latest_checkpoint
+
+_WATCH: dict = {}  # rank, peers [(host, pid)], log_dir, reported
+GRACE_S = 5.0  # how long a rank that saw a collective fail waits for torchrun's SIGTERM
+
+
+def watch(d: Dist, log_dir: str | os.PathLike) -> None:
+    """Record every rank's (host, pid) and the run folder (a collective: every rank calls it);
+    rank 0 answers torchrun's SIGTERM with the message."""
+    if not d.active:
+        return
+    _WATCH.update(rank=d.rank, peers=d.gather((socket.gethostname(), os.getpid())), log_dir=str(log_dir))
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _alive(pid: int) -> bool:
+    """False for a process that is gone or a zombie (dead, not yet reaped by torchrun)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def dead_ranks() -> list[int]:
+    """The ranks on this machine whose process is gone (other machines' cannot be seen from here)."""
+    host = socket.gethostname()
+    return [r for r, (h, pid) in enumerate(_WATCH.get("peers", [])) if h == host and r != _WATCH.get("rank")
+            and not _alive(pid)]
+
+
+def resume_command(argv: list[str], module: str, env: dict) -> str:
+    """The torchrun command that continues this job: the same module and keys, resuming."""
+    local, world = int(env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE", "1"))), int(env.get("WORLD_SIZE", "1"))
+    launch = f"torchrun --nproc_per_node={local}"
+    if world > local:
+        launch += f" --nnodes={world // local} --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT"
+    keys = [a for a in argv if not a.startswith("behavior_if_log_dir_exists=")]
+    return " ".join([launch, "-m", module, *map(shlex.quote, keys), "behavior_if_log_dir_exists=resume"])
+
+
+def message(dead: list[int], log_dir: str, command: str, signalled: bool = False) -> str:
+    if dead:
+        what = f"{'rank' if len(dead) == 1 else 'ranks'} {', '.join(map(str, dead))} died, so the job stopped"
+    elif signalled:
+        what = "torchrun stopped the job (a rank on another machine died, or the job was interrupted)"
+    else:
+        what = "another rank died, so the job stopped"
+    ckpt = latest_checkpoint(log_dir) if log_dir else None
+    last = f"the last checkpoint is step {ckpt.name}" if ckpt else "no checkpoint was saved yet (it restarts at step 0)"
+    return f"{what}; {last} in {log_dir}; resume with: {command}"
+
+
+def _main_module() -> str:
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = spec.name if spec is not None else "geospot"
+    return name.removesuffix(".__main__")
+
+
+def _report_and_exit(code: int, signalled: bool = False) -> None:
+    if _WATCH.get("rank") == 0 and not _WATCH.get("reported"):
+        command = resume_command(sys.argv[1:], _main_module(), dict(os.environ))
+        text = message(dead_ranks(), _WATCH.get("log_dir", ""), command, signalled)
+        print(f"geospot: {text}", file=sys.stderr, flush=True)
+    _WATCH["reported"] = True
+    if not signalled:
+        # give torchrun a moment to see the dead rank and stop us (SIGTERM, handled here): its summary
+        # then names that rank as the failure, not this process's exit
+        time.sleep(GRACE_S)
+    os._exit(code)  # no teardown: the process group is broken, and a destroy could wait on the dead rank
+
+
+def _on_sigterm(_signum, _frame) -> None:
+    _report_and_exit(143, signalled=True)
+
+
+def handle(exc: BaseException) -> None:
+    """Under torchrun, an exception from a broken collective or with a dead peer ends this process
+    with the message (rank 0) or silently (the others); anything else returns (the caller raises)."""
+    if not _WATCH:
+        return
+    broken = isinstance(exc, getattr(dist, "DistBackendError", ())) or any(
+        s in str(exc) for s in ("Connection closed by peer", "Connection reset by peer", "NCCL", "gloo"))
+    if broken or dead_ranks():
+        _report_and_exit(1)
