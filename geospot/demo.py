@@ -50,8 +50,8 @@ class Preset:
     tau_steps: int = 0  # > 0: also run the τ study with this many GRPO steps per arm
 
 
-# `default` fits the 5-minute budget on 2 quiet cores: 253-260 CPU s measured (SFT ~70, mixed
-# GRPO ~167, evals ~20; one torch thread, so CPU s = wall s of a quiet core). SFT stops at 300
+# `default` fits the 5-minute budget on 2 quiet cores: 225 CPU s and 3 min 47 s wall measured at
+# load ~1 (SFT 60, mixed GRPO 146, evals 19; 253-260 CPU s at load 4-5; one torch thread). SFT stops at 300
 # steps, while its map is still ~1,300-1,600 km off, so GRPO has room (from a converged 450-step
 # SFT, 400 GRPO steps moved greedy by +3 / -41). No telescoping-only stage: with telescoping groups
 # inside the GRPO stage the final turn ended closer than the first on 1 of 3 seeds, within noise on
