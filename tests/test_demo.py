@@ -3,6 +3,7 @@ and a shortened real run whose learning is visible in its table."""
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,11 @@ def test_presets_and_flags_parse(monkeypatch, tmp_path, capsys):
     assert rl.env_type == "telescoping" and rl.load_checkpoint_path == sft.log_path  # no single stage: from SFT
     cfg = demo.DemoConfig(out=str(out))
     sft, single, rl = demo.stage_configs(cfg)
-    assert single.env_type == "single" and single.load_checkpoint_path == sft.log_path
+    assert single.env_type == "telescoping" and single.load_checkpoint_path == sft.log_path
     assert rl.load_checkpoint_path == single.log_path and sft.prompt_style == "both"
+    # the default: one GRPO stage, a quarter of each batch telescoping, written to `rl` (what README's commands name)
+    assert (single.mix_env_type, single.mix_share, single.log_path, cfg.rl_steps) == ("single", 0.75, f"{out}/rl", 0)
+    assert demo.stage_configs(replace(cfg, rl_steps=3))[1].log_path == f"{out}/rl-single"
     assert (rl.model_name, rl.lora_rank, rl.train_vision) == (cfg.model_name, 0, True)  # not lost on the way
     assert sft.behavior_if_log_dir_exists == "raise"  # the demo never deletes a run itself
     fmt, follow, fixed = demo.tau_configs(replace_tau(cfg))
@@ -46,9 +50,13 @@ def test_presets_and_flags_parse(monkeypatch, tmp_path, capsys):
     )
 
 
-def replace_tau(cfg):
-    from dataclasses import replace
+def test_no_grpo_stage_is_refused_before_any_model_loads(tmp_path):
+    with pytest.raises(ConfigError, match="rl_single_steps and rl_steps are both 0"):
+        demo.run(replace(demo.DemoConfig(out=str(tmp_path / "d")), rl_single_steps=0, rl_steps=0))
+    assert not (tmp_path / "d").exists()
 
+
+def replace_tau(cfg):
     return replace(cfg, tau_steps=7)
 
 

@@ -58,6 +58,10 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
     env_type: Literal["single", "telescoping", "hierarchical", "geohash"] = option(
         "single", "`single` (one answer), `telescoping` (coarse -> refine -> final coordinates), `hierarchical` "
         "(country -> region -> city -> coordinates) or `geohash` (2/4/6-character turns)")
+    mix_env_type: str | None = option(
+        None, "another env played by a share (mix_share) of each batch's images, one policy for both, each env with "
+        "its own reward: e.g. telescoping inside single-turn GRPO, so the refine turns keep learning")
+    mix_share: float = option(0.25, "share of each batch's images that play mix_env_type (when it is set)")
     load_checkpoint_path: str | None = option(None, RUN_HELP["load_checkpoint_path"])
     # data
     data: str | None = option(None, "training data spec (geospot.data.open_stream), e.g. hf:osv5m/osv5m or "
@@ -121,6 +125,9 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
     def validate(self) -> None:
         validate_run(self)
         require(self, self.group_size >= 2, "group_size", "must be >= 2: GRPO centres rewards within the group")
+        require(self, self.mix_env_type in (None, *registry.ENV_TYPES) and self.mix_env_type != self.env_type,
+                "mix_env_type", f"must be None or one of {', '.join(registry.ENV_TYPES)} other than env_type")
+        require(self, 0 < self.mix_share < 1, "mix_share", "must be in (0, 1): the share of images that mix")
         require(self, self.tau_start_km > 0 and self.tau_end_km > 0, "tau_start_km/tau_end_km", "must be > 0 km")
         require(self, self.tau_window >= 1, "tau_window", "must be >= 1")
         require(self, self.format_penalty <= 0, "format_penalty", "should be <= 0 (a penalty)")
@@ -169,9 +176,13 @@ def reward_kind(cfg: RLConfig) -> str:
 
 
 def make_group_builders(cfg: RLConfig, samples, renderer, tau_km: float, *, geocoder=None, seed: int = 0):
-    """The env registry (envs/registry.py) maps env_type and reward to builders and rewards."""
-    reward = registry.make_reward(reward_kind(cfg), tau_km, cfg)
-    return registry.make_group_builders(cfg.env_type, samples, renderer, reward, cfg, geocoder=geocoder, seed=seed)
+    """The env registry (envs/registry.py) maps env_type and reward to builders and rewards; with
+    mix_env_type, a share of the images play that env, with its own reward (auto: per env)."""
+    builders = []
+    for env, part in registry.split_batch(samples, cfg.env_type, cfg.mix_env_type, cfg.mix_share):
+        reward = registry.make_reward(registry.reward_name(env, cfg.reward), tau_km, cfg)
+        builders += registry.make_group_builders(env, part, renderer, reward, cfg, geocoder=geocoder, seed=seed)
+    return builders
 
 
 def eval_now(run: Run, done: int, progress: Progress) -> dict[str, float]:
@@ -241,9 +252,10 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
         loss_config = {"clip_low_threshold": 1 - cfg.ppo_clip, "clip_high_threshold": 1 + cfg.ppo_clip}
     adam = AdamParams(cfg.learning_rate, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps,
                       grad_clip_norm=cfg.grad_clip_norm)
-    num_turns = registry.num_turns(cfg.env_type, cfg)
+    played_envs = tuple(env for env in (cfg.env_type, cfg.mix_env_type) if env)
+    num_turns = max(registry.num_turns(env, cfg) for env in played_envs)
     # labels for hierarchical samples that carry none (the synthetic world's, else reverse geocoding)
-    train_geocoder = geocoder_for(cfg.data) if cfg.env_type == "hierarchical" else None
+    train_geocoder = geocoder_for(cfg.data) if "hierarchical" in played_envs else None
     progress = Progress(cfg.max_steps, start_step=run.start_step, stream=run.stderr)
     writer.set_status("running")
     metrics: dict = {}
@@ -306,7 +318,8 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
                     dtype=float,
                 )
             )
-            if registry.uses_tau(reward_kind(cfg)):  # tau means nothing to the GeoScore reward: don't chart it
+            # tau means nothing to the GeoScore reward: charted only when an env's reward uses it
+            if any(registry.uses_tau(registry.reward_name(env, cfg.reward)) for env in played_envs):
                 metrics["tau_km"] = tau_km
             metrics.update(
                 {

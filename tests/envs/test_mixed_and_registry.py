@@ -8,7 +8,7 @@ from geospot.engines.types import SampleParams
 from geospot.envs.config import EnvOptions
 from geospot.envs.geohash import GeohashGroupBuilder
 from geospot.envs.hierarchical import HierarchicalGroupBuilder
-from geospot.envs.registry import env_metrics, make_group_builders, make_reward, num_turns, reward_name
+from geospot.envs.registry import env_metrics, make_group_builders, make_reward, num_turns, reward_name, split_batch
 from geospot.envs.rewards import GeoScoreReward, KernelReward, MixedReward
 from geospot.envs.single_turn import SingleTurnEnv
 from geospot.envs.telescoping import TelescopingEnv
@@ -111,3 +111,13 @@ def test_rollouts_and_label_accuracy_metrics():
     m = env_metrics(traj_BG)
     assert m == {"label_city_acc": 1.0, "label_country_acc": 0.5, "label_region_acc": 0.0, "teacher_forced": 0.0}
     assert env_metrics([[t] for t in traj_BG[0]]) == m  # the same over B groups of one
+
+
+def test_split_batch_gives_the_first_share_of_images_to_the_mixed_env():
+    imgs = list("abcdefgh")
+    assert split_batch(imgs, "single") == [("single", imgs)]
+    assert split_batch(imgs, "single", "telescoping", 0.25) == [("telescoping", ["a", "b"]), ("single", list("cdefgh"))]
+    # round(0.3 * 8) = 2; a share that rounds to no image leaves one part; order is the batch's
+    assert [len(p) for _, p in split_batch(imgs, "single", "telescoping", 0.3)] == [2, 6]
+    assert split_batch(imgs, "single", "telescoping", 0.05) == [("single", imgs)]
+    assert split_batch(imgs[:1], "single", "telescoping", 0.9) == [("telescoping", ["a"])]

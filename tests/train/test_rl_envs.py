@@ -7,8 +7,13 @@ import math
 import pytest
 
 from geospot.config import ConfigError, parse_overrides
+from geospot.data.types import Sample
+from geospot.envs.rewards import GeoScoreReward, KernelReward
+from geospot.envs.single_turn import SingleTurnGroupBuilder
+from geospot.envs.telescoping import TelescopingGroupBuilder
+from geospot.rl.testing import CharRenderer
 from geospot.runs.folder import read_jsonl
-from geospot.train.rl import RLConfig, run
+from geospot.train.rl import RLConfig, make_group_builders, run
 
 DATA = "synthetic:n=256,size=56,seed=0"
 COMMON = {"model_name": "tiny:qwen2_5_vl:tiny", "data": DATA, "batch_size": 2, "group_size": 2, "max_steps": 1,
@@ -28,6 +33,27 @@ def test_new_envs_and_the_mixed_reward_run(tmp_path, env_type, reward, want):
     for key in want:
         assert key in logged, key
     assert math.isfinite(metrics["reward_mean"])
+
+
+def test_a_mixed_batch_plays_both_envs_each_with_its_reward(tmp_path):
+    """mix_env_type=telescoping inside single-turn GRPO: half the images play 3 turns (per-turn
+    metrics appear), the other half one turn with the τ-kernel (tau_km is charted)."""
+    log = tmp_path / "mix"
+    cfg = RLConfig(**{**COMMON, "batch_size": 4, "max_steps": 2, "eval_n": 0}, env_type="single",
+                   mix_env_type="telescoping", mix_share=0.5, log_path=str(log))
+    run(cfg)
+    rows = [r for r in read_jsonl(log / "metrics.jsonl") if "reward_mean" in r]
+    assert len(rows) == 2 and all("tau_km" in r and "turn1_median_km" in r for r in rows)
+    # which images play which env, with which reward (no model: the builders only)
+    samples = [Sample(id=str(i), image=None, lat=0.0, lon=float(i)) for i in range(4)]
+    builders = make_group_builders(cfg, samples, CharRenderer(), 321.0)
+    assert [type(b) for b in builders] == [TelescopingGroupBuilder] * 2 + [SingleTurnGroupBuilder] * 2
+    assert [b.sample.id for b in builders] == ["0", "1", "2", "3"]
+    assert isinstance(builders[0].score, GeoScoreReward) and builders[2].reward == KernelReward(321.0)
+    with pytest.raises(ConfigError, match="mix_env_type"):
+        parse_overrides(RLConfig, ["env_type=single", "mix_env_type=single"])
+    with pytest.raises(ConfigError, match="mix_share"):
+        parse_overrides(RLConfig, ["mix_env_type=telescoping", "mix_share=1"])
 
 
 def test_env_keys_are_validated_before_any_model_loads():
