@@ -19,6 +19,7 @@ import shlex
 import signal
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +37,7 @@ def watch(d: Dist, log_dir: str | os.PathLike) -> None:
     rank 0 answers torchrun's SIGTERM with the message."""
     if not d.active:
         return
+    _stopped_marker(os.getpid()).unlink(missing_ok=True)  # an earlier process's with this pid is not ours
     _WATCH.update(rank=d.rank, peers=d.gather((socket.gethostname(), os.getpid())), log_dir=str(log_dir))
     signal.signal(signal.SIGTERM, _on_sigterm)
 
@@ -48,11 +50,28 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def dead_ranks() -> list[int]:
-    """The ranks on this machine whose process is gone (other machines' cannot be seen from here)."""
+def _stopped_marker(pid: int) -> Path:
+    """The file a rank leaves when torchrun's SIGTERM stops it: it did not die, it was stopped."""
+    return Path(tempfile.gettempdir()) / f"geospot-sigterm-{socket.gethostname()}-{pid}"
+
+
+def _peers_here() -> list[tuple[int, int]]:
+    """(rank, pid) of the other ranks on this machine (other machines' cannot be seen from here)."""
     host = socket.gethostname()
-    return [r for r, (h, pid) in enumerate(_WATCH.get("peers", [])) if h == host and r != _WATCH.get("rank")
-            and not _alive(pid)]
+    return [(r, pid) for r, (h, pid) in enumerate(_WATCH.get("peers", [])) if h == host and r != _WATCH.get("rank")]
+
+
+def stopped_ranks() -> list[int]:
+    """The ranks on this machine that torchrun's SIGTERM stopped (the job was interrupted, or
+    torchrun is stopping every rank because one died)."""
+    return [r for r, pid in _peers_here() if _stopped_marker(pid).exists()]
+
+
+def dead_ranks() -> list[int]:
+    """The ranks on this machine whose process is gone without being stopped by torchrun: a
+    rank that a SIGTERM stopped first (Ctrl-C, `timeout`, a scheduler) is not called dead."""
+    stopped = set(stopped_ranks())
+    return [r for r, pid in _peers_here() if r not in stopped and not _alive(pid)]
 
 
 def resume_command(argv: list[str], module: str, env: dict) -> str:
@@ -86,8 +105,16 @@ def _main_module() -> str:
 def _report_and_exit(code: int, signalled: bool = False) -> None:
     if _WATCH.get("rank") == 0 and not _WATCH.get("reported"):
         command = resume_command(sys.argv[1:], _main_module(), dict(os.environ))
-        text = message(dead_ranks(), _WATCH.get("log_dir", ""), command, signalled)
+        dead, stopped = dead_ranks(), stopped_ranks()
+        text = message(dead, _WATCH.get("log_dir", ""), command, signalled or bool(stopped))
         print(f"geospot: {text}", file=sys.stderr, flush=True)
+        for _, pid in _peers_here():  # the markers have been read
+            _stopped_marker(pid).unlink(missing_ok=True)
+    elif signalled:  # tell rank 0 this rank was stopped, not killed (dead_ranks)
+        try:
+            _stopped_marker(os.getpid()).touch()
+        except OSError:
+            pass
     _WATCH["reported"] = True
     if not signalled:
         # give torchrun a moment to see the dead rank and stop us (SIGTERM, handled here): its summary

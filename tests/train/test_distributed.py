@@ -198,6 +198,25 @@ def test_a_rank_that_dies_ends_the_job_with_one_sentence_from_rank_0(tmp_path):
     assert "Connection closed" not in out and "gloo" not in out.lower(), out[-3000:]
 
 
+def test_an_interrupted_job_is_not_reported_as_a_dead_rank(tmp_path):
+    """Ctrl-C / `timeout` / a scheduler stop torchrun, which SIGTERMs every rank: rank 1 may be gone
+    before rank 0 looks, but it was stopped, not killed, and rank 0 says so (one line, no rank named)."""
+    log = tmp_path / "run"
+    args = [f"model_name={TINY}", f"data={DATA}", "max_steps=400", "save_every=2", "batch_size=4", "lora_rank=4",
+            "eval_n=0", f"log_path={log}"]
+    proc = subprocess.Popen(torchrun("geospot.sft", args), cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(r.get("step") == 3 for r in read_jsonl(log / "metrics.jsonl")):
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGTERM)  # what `timeout` does to torchrun
+    out = proc.communicate(timeout=120)[0]
+    said = [line for line in out.splitlines() if line.startswith("geospot: ")]
+    assert len(said) == 1 and said[0].startswith("geospot: torchrun stopped the job"), out[-3000:]
+    assert "resume with: torchrun --nproc_per_node=2" in said[0]
+
+
 def test_resume_command_names_the_launch_and_the_keys():
     from geospot.train.rank_death import resume_command
 
