@@ -18,3 +18,15 @@ def tiny_engine(family, **kw):
 def random_image(seed=0, size=(112, 112)):
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def sample_with_switch(e, switch: str, prompts, num_samples: int, params) -> dict:
+    """The same sampling with the engine's `switch` (a lever such as reserve_kv) on and off:
+    {True: groups, False: groups}, the KV store emptied before each so neither reuses the other."""
+    out = {}
+    for on in (True, False):
+        setattr(e, switch, on)
+        e.kv_store.clear()
+        out[on] = e.sample(prompts, num_samples, params)
+    setattr(e, switch, True)
+    return out

@@ -44,18 +44,13 @@ def test_reserved_layer_crop_and_reset():
 def test_sampling_with_and_without_the_reserved_cache_agrees():
     from geospot import prompts
     from geospot.engines.types import SampleParams
-    from tests.engines.engine_helpers import random_image, tiny_engine
+    from tests.engines.engine_helpers import random_image, sample_with_switch, tiny_engine
 
     e = tiny_engine("qwen2_5_vl")
     e.shared_prefix_decode = False  # the repeated cache is what reserve_kv acts on (prefix_decode.py has its own)
     p = e.renderer.generation_prompt([prompts.user_message(random_image(0, (112, 112)), prompts.SINGLE_TURN_PROMPT)])
     params = SampleParams(max_tokens=6, seed=3)
-    out = {}
-    for on in (True, False):
-        e.reserve_kv = on
-        e.kv_store.clear()
-        out[on] = e.sample([p, p], 3, params)
-    e.reserve_kv = True
+    out = sample_with_switch(e, "reserve_kv", [p, p], 3, params)
     for ga, gb in zip(out[True], out[False]):
         for a, b in zip(ga, gb):
             assert a.tokens == b.tokens
@@ -68,18 +63,14 @@ def test_lean_decode_equals_the_model_forward(family):
     padded prompts (two different images -> different lengths) and rows finishing early."""
     from geospot import prompts
     from geospot.engines.types import SampleParams
-    from tests.engines.engine_helpers import random_image, tiny_engine
+    from tests.engines.engine_helpers import random_image, sample_with_switch, tiny_engine
 
     e = tiny_engine(family)
     ps = [e.renderer.generation_prompt([prompts.user_message(random_image(i, size), prompts.SINGLE_TURN_PROMPT)])
           for i, size in enumerate(((112, 112), (168, 112)))]
     assert ps[0].length != ps[1].length
     params = SampleParams(max_tokens=7, seed=5)
-    out = {}
-    for on in (True, False):
-        e.lean_decode = on
-        e.kv_store.clear()
-        out[on] = e.sample(ps, 3, params)
+    out = sample_with_switch(e, "lean_decode", ps, 3, params)
     assert e.sampler.lean.supported
     for ga, gb in zip(out[True], out[False]):
         for a, b in zip(ga, gb):

@@ -43,7 +43,7 @@ def test_sampling_with_the_shared_prefix_decode_equals_the_repeated_cache(family
     """Padded prompts (two image sizes), rows stopping at different steps."""
     from geospot import prompts
     from geospot.engines.types import SampleParams
-    from tests.engines.engine_helpers import random_image, tiny_engine
+    from tests.engines.engine_helpers import random_image, sample_with_switch, tiny_engine
 
     e = tiny_engine(family)
     ps = [e.renderer.generation_prompt([prompts.user_message(random_image(i, size), prompts.SINGLE_TURN_PROMPT)])
@@ -51,11 +51,7 @@ def test_sampling_with_the_shared_prefix_decode_equals_the_repeated_cache(family
     # stop tokens picked from a first run so that rows finish at different steps (dropped mid-decode)
     first = e.sample(ps, 4, SampleParams(max_tokens=9, seed=2))
     params = SampleParams(max_tokens=9, seed=2, stop=(first[0][0].tokens[2], first[1][2].tokens[5]))
-    out = {}
-    for on in (True, False):
-        e.shared_prefix_decode = on
-        e.kv_store.clear()
-        out[on] = e.sample(ps, 4, params)
+    out = sample_with_switch(e, "shared_prefix_decode", ps, 4, params)
     assert e.sampler.lean.shares_prefix
     lengths = [len(s.tokens) for g in out[True] for s in g]
     assert min(lengths) < 9 and len(set(lengths)) > 1  # rows did finish early, at different steps

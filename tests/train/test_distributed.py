@@ -171,18 +171,24 @@ def test_two_process_job_killed_mid_step_resumes_exactly(tmp_path):
     assert _losses(tmp_path / "full") == _losses(log)  # rank 0 wrote each step once
 
 
+def sft_job_past_step(args: list[str], log: Path, step: int) -> subprocess.Popen:
+    """A 2-process torchrun SFT job, returned once its metrics show `step` (output piped)."""
+    proc = subprocess.Popen(torchrun("geospot.sft", args), cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(r.get("step") == step for r in read_jsonl(log / "metrics.jsonl")):
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        time.sleep(0.02)
+    return proc
+
+
 def test_a_rank_that_dies_ends_the_job_with_one_sentence_from_rank_0(tmp_path):
     """rank 1 SIGKILLed after step 3 (checkpoints every 2 steps): rank 0 says which rank died, the
     last checkpoint and the command that resumes, in one line, and no gloo error reaches the output."""
     log = tmp_path / "run"
     args = [f"model_name={TINY}", f"data={DATA}", "max_steps=40", "save_every=2", "batch_size=4", "lora_rank=4",
             "eval_n=0", f"log_path={log}"]
-    proc = subprocess.Popen(torchrun("geospot.sft", args), cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not any(r.get("step") == 3 for r in read_jsonl(log / "metrics.jsonl")):
-        assert proc.poll() is None, proc.stdout.read()[-3000:]
-        time.sleep(0.02)
+    proc = sft_job_past_step(args, log, 3)
     rank1 = [pid for pid in descendants(proc.pid)
              if b"RANK=1" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")]
     assert len(rank1) == 1
@@ -204,12 +210,7 @@ def test_an_interrupted_job_is_not_reported_as_a_dead_rank(tmp_path):
     log = tmp_path / "run"
     args = [f"model_name={TINY}", f"data={DATA}", "max_steps=400", "save_every=2", "batch_size=4", "lora_rank=4",
             "eval_n=0", f"log_path={log}"]
-    proc = subprocess.Popen(torchrun("geospot.sft", args), cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not any(r.get("step") == 3 for r in read_jsonl(log / "metrics.jsonl")):
-        assert proc.poll() is None, proc.stdout.read()[-3000:]
-        time.sleep(0.02)
+    proc = sft_job_past_step(args, log, 3)
     os.kill(proc.pid, signal.SIGTERM)  # what `timeout` does to torchrun
     out = proc.communicate(timeout=120)[0]
     said = [line for line in out.splitlines() if line.startswith("geospot: ")]
