@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 import socket
 import sys
 import threading
@@ -9,6 +10,22 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # fake_run
+
+# the browser tests' Chromium (Debian's; scripts/test.sh installs it) and how they launch it
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium per test module (playwright drives it)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
 
 
 def free_port() -> int:

@@ -7,33 +7,20 @@ from pathlib import Path
 
 import fake_run
 import pytest
-from conftest import Server
+from conftest import CHROMIUM, Server
 
 from geospot.dashboard.app import create_app
 from geospot.runs.store import RunStore
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 expect = pytest.importorskip("playwright.sync_api", reason="python playwright is not installed").expect
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/test.sh installs it: "
                                                 "apt-get install chromium)"),
 ]
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 REPO = Path(__file__).resolve().parents[2]
 G, TURNS, N_IMAGES = 8, 3, 6
 EVIL = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def test_live_map_in_chromium(tmp_path, browser):

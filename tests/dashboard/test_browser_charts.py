@@ -2,8 +2,8 @@
 with one point (a run's single held-out eval) shows a dot mid-axis with its value."""
 
 import pytest
-from conftest import Server
-from test_browser import CHROMIUM, browser, expect  # noqa: F401  (browser: the module-scoped Chromium fixture)
+from conftest import CHROMIUM, Server
+from test_browser import expect
 
 from geospot.dashboard.app import create_app
 from geospot.runs.store import RunStore
@@ -33,7 +33,7 @@ def _legend(page, title):
     return page.locator(f".chart[data-title='{title}'] .legend span").all_inner_texts()
 
 
-def test_reasoning_metrics_are_charted_and_a_single_eval_is_a_dot(tmp_path, browser):  # noqa: F811
+def test_reasoning_metrics_are_charted_and_a_single_eval_is_a_dot(tmp_path, browser):
     runs = tmp_path / "runs"
     _run(runs, reasoning=True)
     _run(runs, reasoning=False)

@@ -4,32 +4,16 @@ base (first held-out eval) vs current (latest) policy's guesses for one image si
 
 import math
 import os
-import shutil
-from pathlib import Path
 
 import fake_run
 import pytest
-from conftest import Server
+from conftest import CHROMIUM, Server
 
 from geospot.dashboard.app import create_app
 from geospot.runs.store import RunStore
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-pytest.importorskip("playwright.sync_api", reason="python playwright is not installed")
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")]
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 G, N_IMAGES, STEPS = 4, 3, 10
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def _run(runs, *, evals=(0, 8), tau=True):

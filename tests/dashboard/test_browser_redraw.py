@@ -3,8 +3,8 @@ not rebuilt), and zooming the map resizes its markers in place (nothing is redra
 
 import fake_run
 import pytest
-from conftest import Server
-from test_browser import CHROMIUM, browser, expect  # noqa: F401  (browser: the module-scoped Chromium fixture)
+from conftest import CHROMIUM, Server
+from test_browser import expect
 
 from geospot.dashboard.app import create_app
 from geospot.runs.store import RunStore
@@ -15,7 +15,7 @@ pytestmark = [
 ]
 
 
-def test_slider_and_zoom_update_in_place(tmp_path, browser):  # noqa: F811
+def test_slider_and_zoom_update_in_place(tmp_path, browser):
     runs = tmp_path / "runs"
     with RunStore(runs / "r") as store:
         fake_run.fill(store, 8, image_every=2, G=4, turns=3, n_images=3)  # image steps 0, 2, 4, 6

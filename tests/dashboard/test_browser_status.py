@@ -5,34 +5,20 @@ of its periodic evals on the map, and the run list's held-out columns."""
 import io
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import Server
+from conftest import CHROMIUM, Server
+from test_browser import expect
 
 from geospot.dashboard.app import create_app
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-expect = pytest.importorskip("playwright.sync_api", reason="python playwright is not installed").expect
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")]
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 REPO = Path(__file__).resolve().parents[2]
 LOAD_DEADLINE_S = 120  # a wait that is not the promise under test: generous for a loaded 2-core machine
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
