@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import hashlib
 import io
 import json
 import math
@@ -44,7 +43,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark's helpers
 
-from rl_vs_sft import CLOCKS, HORIZON, MODEL, arm_result, load_engine, summarise
+from rl_vs_sft import CLOCKS, HORIZON, MODEL, arm_result, cache_root, cached_sft, held_out, load_engine, summarise
 
 ARMS: dict[str, tuple[str, ...]] = {
     "single": ("env_type=single",),
@@ -58,22 +57,12 @@ LABEL_KEYS = ("label_country_acc", "label_region_acc", "label_city_acc")
 
 
 def warm_start(args) -> Path:
-    from geospot.runs.checkpoint import latest_checkpoint
-    from geospot.train.sft import SFTConfig, train
-
+    """SFT on every prompt style (`all`: the four envs' formats), cached like rl_vs_sft's."""
     recipe = {"model_name": MODEL, "lora_rank": 0, "device": "cpu", "data": args.data, "eval_n": 0,
               "prompt_style": "all", "answer_decimals": 1, "batch_size": 32, "learning_rate": args.warm_lr,
               "lr_schedule": "cosine", "warmup_steps": min(5, args.sft_steps), "max_steps": args.sft_steps,
               "save_every": 0, "eval_at_start": False, "seed": 0}
-    key = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
-    cache = Path(args.cache or os.environ.get("GEOSPOT_CACHE", Path.home() / ".cache" / "geospot"))
-    run = cache / "bench-envs" / f"sft-{key}"
-    if latest_checkpoint(run) is not None and (run / "DONE").exists():
-        return run
-    t0 = time.perf_counter()
-    train(SFTConfig(**recipe, log_path=str(run), behavior_if_log_dir_exists="delete"), stderr=io.StringIO())
-    (run / "DONE").write_text(f"{time.perf_counter() - t0:.1f} s\n")
-    return run
+    return cached_sft(recipe, cache_root(args) / "bench-envs")
 
 
 def run_arm(args, arm: str, seed: int, start: Path, log_dir: Path) -> dict:
@@ -201,15 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from geospot.data import load_samples, world_from_spec
-
     t_all = time.perf_counter()
     start = Path(args.start) if args.start else warm_start(args)
-    heldout = load_samples(args.data, split="val", n=args.eval_n)
-    if not heldout:
-        p.error(f"--data {args.data!r} has no held-out images; raise its n=")
-    world = world_from_spec(args.data)
-    geocoder = world.geocoder if world is not None else None
+    heldout, geocoder = held_out(p, args)
 
     results, runs = {}, {}
     engine = load_engine(start, 0)

@@ -73,28 +73,47 @@ def warm_start_recipe(args) -> dict:
 
 
 def warm_start_config(args):
+    """The warm start's SFTConfig (the equal-time SFT arm continues it with its own keys)."""
     from geospot.train.sft import SFTConfig
 
     return SFTConfig(**warm_start_recipe(args), log_path="", behavior_if_log_dir_exists="delete")
 
 
-def cache_dir(args) -> Path:
-    return Path(args.cache or os.environ.get("GEOSPOT_CACHE", Path.home() / ".cache" / "geospot")) / "bench-rl-vs-sft"
+def cache_root(args) -> Path:
+    """Where the benchmarks cache their warm starts: --cache, else $GEOSPOT_CACHE, else ~/.cache/geospot."""
+    return Path(args.cache or os.environ.get("GEOSPOT_CACHE", Path.home() / ".cache" / "geospot"))
 
 
-def warm_start(args) -> Path:
+def cached_sft(recipe: dict, folder: Path) -> Path:
+    """The SFT run of `recipe` (SFTConfig keys) under `folder`, trained once: the folder name hashes
+    the recipe, and a run counts only once it finished (DONE), so a killed one is trained again."""
     from geospot.runs.checkpoint import latest_checkpoint
-    from geospot.train.sft import train
+    from geospot.train.sft import SFTConfig, train
 
-    cfg = warm_start_config(args)
-    key = hashlib.sha1(json.dumps(warm_start_recipe(args), sort_keys=True, default=str).encode()).hexdigest()[:10]
-    run = cache_dir(args) / f"sft-{key}"
+    key = hashlib.sha1(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    run = folder / f"sft-{key}"
     if latest_checkpoint(run) is not None and (run / "DONE").exists():
         return run
     t0 = time.perf_counter()
-    train(dataclasses.replace(cfg, log_path=str(run)), stderr=io.StringIO())
+    train(SFTConfig(**recipe, log_path=str(run), behavior_if_log_dir_exists="delete"), stderr=io.StringIO())
     (run / "DONE").write_text(f"{time.perf_counter() - t0:.1f} s\n")
     return run
+
+
+def warm_start(args) -> Path:
+    return cached_sft(warm_start_recipe(args), cache_root(args) / "bench-rl-vs-sft")
+
+
+def held_out(p: argparse.ArgumentParser, args):
+    """The held-out images of --data and the world's geocoder (None for real data); a data spec
+    with no val images is refused in one sentence."""
+    from geospot.data import load_samples, world_from_spec
+
+    heldout = load_samples(args.data, split="val", n=args.eval_n)
+    if not heldout:
+        p.error(f"--data {args.data!r} has no held-out (val) images; raise its n= (val is ~5% of n)")
+    world = world_from_spec(args.data)
+    return heldout, (world.geocoder if world is not None else None)
 
 
 def load_engine(sft_run: Path, seed: int, with_optimizer: bool = False):
@@ -378,15 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from geospot.data import load_samples, world_from_spec
-
     t_all = time.perf_counter()
     sft_run = Path(args.start) if args.start else warm_start(args)
-    heldout = load_samples(args.data, split="val", n=args.eval_n)
-    if not heldout:
-        p.error(f"--data {args.data!r} has no held-out (val) images; raise its n= (val is ~5% of n)")
-    world = world_from_spec(args.data)
-    geocoder = world.geocoder if world is not None else None
+    heldout, geocoder = held_out(p, args)
 
     results = {"start": {}}
     start_engine = load_engine(sft_run, args.warm_seed)
