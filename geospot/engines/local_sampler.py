@@ -148,6 +148,7 @@ class LocalSampler:
         if self.lean is None:
             self.lean = LeanDecode(core.model)
         lean = core.lean_decode and self.lean.supported
+        self.lean.prepare(functional=lean and core.functional_decode)
         shared = None
         # the G samples of a prompt share its prefix: either the decode reads the prompt's KV once for
         # all of them and each row caches only its own tokens (prefix_decode.py), or the cache is
