@@ -158,20 +158,26 @@ def _middle(x: torch.Tensor, g: Group) -> torch.Tensor | None:
 
 
 def _linear(x: torch.Tensor, L: Lin, mid: torch.Tensor | None, acc: torch.Tensor | None = None) -> torch.Tensor:
-    """x W^T + b + (mid s) B^T (+ acc). Same dtypes: the scale and both adds inside the matmuls
-    (addmm), lean_lora.py's sum in another order (fp32 tolerance). Adapters in another dtype than
-    x (PEFT's fp32 adapters under a bf16 base): PEFT's order and casts, then acc added."""
-    mixed = L.Bt is not None and L.Bt.dtype != x.dtype
-    if acc is None or mixed:
+    """(acc +) x W^T + b + (mid s) B^T. In fp32 the adds and the scale go inside the matmuls
+    (addmm: lean_lora.py's sum in another order, fp32 tolerance); other dtypes take `_linear_low`."""
+    if x.dtype != torch.float32:
+        return _linear_low(x, L, mid, acc)
+    if acc is None:
         y = torch.mm(x, L.Wt) if L.b is None else torch.addmm(L.b, x, L.Wt)
     else:
         y = torch.addmm(acc if L.b is None else acc + L.b, x, L.Wt)
-    if L.Bt is None:
-        return y
-    if mixed:
+    return y if L.Bt is None else torch.addmm(y, mid[:, L.cols], L.Bt, alpha=L.s)
+
+
+def _linear_low(x: torch.Tensor, L: Lin, mid: torch.Tensor | None, acc: torch.Tensor | None) -> torch.Tensor:
+    """bf16/fp16: the modules' roundings (each product rounded before the residual is added), so
+    the sampler's logprobs stay the trainer's."""
+    y = torch.mm(x, L.Wt) if L.b is None else torch.addmm(L.b, x, L.Wt)
+    if L.Bt is not None and L.Bt.dtype == x.dtype:  # lean_lora.py's form
+        y = torch.addmm(y, mid[:, L.cols] * L.s, L.Bt)
+    elif L.Bt is not None:  # PEFT's fp32 adapters under a bf16 base: its order and casts
         y = (y + torch.mm(mid[:, L.cols], L.Bt) * L.s).to(x.dtype)
-        return y if acc is None else acc + y
-    return torch.addmm(y, mid[:, L.cols], L.Bt, alpha=L.s)
+    return y if acc is None else acc + y
 
 
 def run(plans: list[LayerPlan], h_ND: torch.Tensor, cos_N1d: torch.Tensor, sin_N1d: torch.Tensor, cache,
