@@ -1,21 +1,23 @@
 """A decode step's decoder layers as plain tensor operations on the modules' weights (issue 24).
 
 A decode step computes little (one token per row) and calls much: through the layer modules each
-layer makes ~13 module calls (every one through nn.Module's hook machinery), transformers'
-keyword decorators, an attention-interface lookup, and the rotary embedding as 6 ops per tensor
-for q and k apart — some 150 dispatched ops per layer, most of a step's time at 16 rows (docs/speed.md,
-Round 3). Here one function runs every layer with ~50: fused RMSNorm, the rotary embedding once
-for q and k together (roll against a sign-folded sine: bit-identical to rotate_half), residual
-adds inside the output matmuls (addmm), and LoRA as PEFT computes it (base + (x A^T s) B^T, as
-lean_lora.py does). Same function as the modules (fp32 tolerance; tests compare sampling with
-the model's forward for the three families, with LoRA).
+layer makes ~13 module calls (each through nn.Module's hook machinery), transformers' keyword
+decorators, an attention-interface lookup, `F.linear` -> `matmul` -> `t` per linear, and the
+rotary embedding as 6 ops for q and 6 for k. Here one function runs every layer with a third of
+the dispatched ops: fused RMSNorm; `mm`/`addmm` against transposed views of the weights; the LoRA
+A's of linears that read one input (q/k/v, gate/up) stacked so their rank-r middles come from one
+matmul; in fp32 the LoRA scale as addmm's alpha and the residual add inside the output matmuls;
+the rotary embedding once for q and k together (roll against a sign-folded sine: bit-identical
+to rotate_half). Same function as the modules (fp32 tolerance; in bf16/fp16 the modules' own
+roundings and PEFT's casts for fp32 adapters are kept). Tests compare sampling with the module
+path for the three families, LoRA and full fine-tuning, fp32 and bf16. docs/speed.md, Round 3.
 
-`plan` reads the weights into a list of tuples once per sample() call (the weights cannot change
-during one; an optimizer step between calls updates the same tensors in place, and a new plan is
-read anyway). It returns None — the caller keeps the module path — for anything it does not
-know: another layer class, a hook on a module, a LoRA layer that is disabled, merged, has
-dropout or a variant, or adapters in another dtype than the base (PEFT's casts under a bf16
-base: lean_lora.py keeps them).
+`plan` reads the weights once per sample() call into tuples of views (no copies but the stacked
+A's, r x in each; the weights cannot change during a call, and an optimizer step between calls
+is read by the next plan). It returns None — the caller keeps the module path — for anything it
+does not reproduce: another layer class or activation, a hook on a module, a LoRA layer that is
+disabled, merged, another adapter active, or run by PEFT's own forward (lean_lora.py off or not
+eligible: dropout, variants).
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ class LeanDecode:
 
     def prepare(self, functional: bool) -> None:
         """Before a sample() call's decode: read the layers' weights for the functional path
-        (decode_layers.py; None when it is off or does not know a layer: the modules run)."""
+        (decode_layers.py; None when it is off or does not know a layer: the modules run).
+        prepare(False) after it: the plan's views must not keep swapped-out weights alive."""
         self.plans = decode_layers.plan(self.lm) if functional and self.supported else None
 
     @property
@@ -60,12 +61,11 @@ class LeanDecode:
         pos = positions_N.view(1, n, 1).expand(3, n, 1)
         rotary = self.lm.rotary_emb(h, pos)
         mask = None if attention_NW is None or shared_prefix is not None else attention_NW.bool()[:, None, None, :]
+        extra = {} if shared_prefix is None else {"shared_prefix": shared_prefix}
         if self.plans is not None:
             cos, sin = rotary
-            h = decode_layers.run(self.plans, h[:, 0], cos, sin, cache, self.text._attn_implementation, mask,
-                                  **({} if shared_prefix is None else {"shared_prefix": shared_prefix}))
+            h = decode_layers.run(self.plans, h[:, 0], cos, sin, cache, self.text._attn_implementation, mask, **extra)
             return self.head(self.lm.norm(h)).float()
-        extra = {} if shared_prefix is None else {"shared_prefix": shared_prefix}
         for layer in self.lm.layers:
             h = layer(h, attention_mask=mask, position_embeddings=rotary, position_ids=None, use_cache=True,
                       **{CACHE_ARG: cache}, **extra)

@@ -221,6 +221,7 @@ class LocalSampler:
                              use_cache=True)
             cache = output_cache(out)
             logits = out.logits[:, -1].float()
+        self.lean.prepare(functional=False)  # a snapshot's swapped-in weights must not outlive the call
         if reuse:  # prompt + all sampled tokens but the last (never fed): what the cache now holds
             for r in range(N):
                 b = r // G

@@ -40,14 +40,20 @@ def _assert_same(out, tol):
             assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) <= tol
 
 
-def _ran_functional(e, ps) -> bool:
-    e.sample(ps[:1], 1, SampleParams(max_tokens=2, seed=0))
-    return e.sampler.lean.plans is not None
+def _ran_functional(e, ps, monkeypatch) -> bool:
+    """Whether sampling (with the switch on) went through decode_layers.run."""
+    calls = []
+    run = decode_layers.run
+    monkeypatch.setattr(decode_layers, "run", lambda *a, **k: calls.append(1) or run(*a, **k))
+    e.sample(ps[:1], 1, SampleParams(max_tokens=3, seed=0))
+    monkeypatch.setattr(decode_layers, "run", run)
+    assert e.sampler.lean.plans is None  # released after the call
+    return len(calls) > 0
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
 @pytest.mark.parametrize("shared_prefix_decode", [True, False])
-def test_functional_decode_equals_the_layer_modules(family, shared_prefix_decode):
+def test_functional_decode_equals_the_layer_modules(family, shared_prefix_decode, monkeypatch):
     """LoRA, padded prompts, rows stopping at different steps (dropped from the batch)."""
     e = _engine(family)
     e.shared_prefix_decode = shared_prefix_decode
@@ -57,18 +63,18 @@ def test_functional_decode_equals_the_layer_modules(family, shared_prefix_decode
     out = sample_with_switch(e, "functional_decode", ps, 3, params)
     assert len({len(s.tokens) for g in out[True] for s in g}) > 1  # rows did finish at different steps
     _assert_same(out, 1e-5)
-    assert _ran_functional(e, ps)
+    assert _ran_functional(e, ps, monkeypatch)
 
 
 @pytest.mark.parametrize("kw, tol", [(dict(lora_rank=0), 1e-5),  # full fine-tuning: plain linears
                                      # PEFT's fp32 adapters under a bf16 base, as on a GPU: its casts
                                      (dict(dtype="bfloat16"), 1e-6),
                                      (dict(dtype="bfloat16", lora_rank=0), 1e-6)])
-def test_functional_decode_equals_the_layer_modules_full_ft_and_bf16(kw, tol):
+def test_functional_decode_equals_the_layer_modules_full_ft_and_bf16(kw, tol, monkeypatch):
     e = _engine("qwen2_5_vl", **kw)
     ps = _prompts(e)
     _assert_same(sample_with_switch(e, "functional_decode", ps, 3, SampleParams(max_tokens=6, seed=1)), tol)
-    assert _ran_functional(e, ps)
+    assert _ran_functional(e, ps, monkeypatch)
 
 
 def test_plan_steps_aside_for_what_it_does_not_reproduce():
