@@ -54,7 +54,7 @@ class LatencyEngine:
 
     def __init__(self, inner, sample_s, train_s) -> None:
         self.inner, self.sample_s, self.train_s = inner, list(sample_s), list(train_s)  # per step
-        self.renderer = inner.renderer
+        self.renderer, self.lockstep = inner.renderer, inner.lockstep
 
     def _sleep_sample(self, params) -> None:
         step = (params.seed or 0) // 7919 % len(self.sample_s)  # the loop seeds step s's rollouts with s * 7919

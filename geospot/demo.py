@@ -37,8 +37,14 @@ from geospot import demo_report as R
 from geospot.prompts import TELESCOPING_PROMPTS
 
 # The world of the demo: 8 countries (4 regions each) on 6 continents, cues kept clear
-# (difficulty 0.1) so a 0.5 M-parameter model can learn a real map of it in minutes.
-DEMO_DATA = "synthetic:n=4000,size=112,seed=0,regions=8,difficulty=0.1"
+# (difficulty 0.1) so a 0.5 M-parameter model can learn a real map of it in minutes, and two pairs
+# of look-alike countries >= 5,000 km apart (ambiguity 0.5: half the images could be either twin).
+# Why the look-alikes: there the token loss and the distance disagree. SFT learns the digits of both
+# twins and greedy decoding strings digits of each together into an answer in neither country (on
+# the look-alike images 36-61 of 93 of SFT's greedy answers); a distance reward pays for one
+# coherent place. That is where RL earns its place for a reason a user can see — and, measured, the
+# only world tried where GRPO improved greedy beyond noise on every seed (docs/rl_vs_sft.md).
+DEMO_DATA = "synthetic:n=4000,size=112,seed=0,regions=8,difficulty=0.1,ambiguity=0.5"
 
 
 @dataclass(frozen=True)
@@ -50,13 +56,12 @@ class Preset:
     tau_steps: int = 0  # > 0: also run the τ study with this many GRPO steps per arm
 
 
-# `default` fits the 5-minute budget on 2 quiet cores: 225 CPU s and 3 min 47 s wall measured at
-# load ~1 (SFT 60, mixed GRPO 146, evals 19; 253-260 CPU s at load 4-5; one torch thread). SFT stops at 300
-# steps, while its map is still ~1,300-1,600 km off, so GRPO has room (from a converged 450-step
-# SFT, 400 GRPO steps moved greedy by +3 / -41). No telescoping-only stage: with telescoping groups
-# inside the GRPO stage the final turn ended closer than the first on 1 of 3 seeds, within noise on
-# 1, farther on 1; with 24 (or 72) telescoping-only steps after single-turn GRPO it was never
-# closer (farther on 2 of 3), for about the same CPU per telescoping group. 202 held-out images,
+# `default` fits the 5-minute budget on 2 quiet cores: 224-232 CPU s (SFT 63-65, mixed GRPO 143-151,
+# evals 16-18; one torch thread), ~3 min 45 s wall at load ~1. SFT stops at 300 steps, while its map
+# is still rough, so GRPO has room (from a converged 450-step SFT, 400 GRPO steps moved greedy by
+# +3 / -41 in the world without look-alikes). No telescoping-only stage: with 24 (or 72)
+# telescoping-only steps after single-turn GRPO the final turn was never closer than the first,
+# for about the same CPU per telescoping group as the mixed groups. 202 held-out images,
 # all of the world's val split (5 % of its 4,000 ids, by hash): the greedy band (paired bootstrap,
 # 95 %) is about ±155 GeoScore there vs ±160-200 on 128.
 # `quick` is the test's size; `long` adds the τ study and more steps.
@@ -301,6 +306,9 @@ def run(cfg: DemoConfig, log=print) -> dict:
             raise ConfigError(f"--data {cfg.data!r}: {e}") from e
 
     evals: dict[str, R.StageEval] = {}
+    log(f"data: {cfg.data}" + (" (8 countries; two pairs look alike, >= 5,000 km apart: on those images a model can "
+                               "only tell 'one of the two', and an answer between them is in neither)"
+                               if cfg.data == DEMO_DATA else ""))
     log(f"[1/5] held-out eval of the untrained model ({cfg.model_name}, {len(held_out)} images)")
     with clock("eval"):
         evals["untrained"] = held_out_eval(cfg.model_name, cfg, held_out)

@@ -125,10 +125,13 @@ def test_short_demo_shows_learning(short_demo):
     for m in (u, s, g):
         assert set(R.METRICS) | {"turn_median_km", "verdict"} <= set(m)
         assert len(m["turn_median_km"]) == 3
-    # SFT: the format is learned and the guesses land far closer than the untrained model's
+    # SFT: the format is learned and the guesses land far closer than the untrained model's. No
+    # absolute km bound: in the demo's world half the images show a look-alike country, where
+    # SFT's greedy answers fall between the twins (4,795 km median measured at 250 steps, 2,368-7,336
+    # at the default 300), so the score's margin and its verdict carry the claim.
     assert s["parsed"] >= 0.8 and s["parsed"] - u["parsed"] >= 0.5
     untrained_median = u["median_km"] if math.isfinite(u["median_km"]) else 20_000.0
-    assert s["median_km"] <= 0.5 * untrained_median and s["median_km"] < 3000
+    assert s["median_km"] <= 0.5 * untrained_median
     assert s["geoscore"] >= u["geoscore"] + 500 and s["verdict"]["geoscore"] == IMPROVED
     # GRPO: reported (greedy and sampled) with a verdict for each, still answering in format
     assert g["parsed"] >= 0.7 and math.isfinite(g["median_km"]) and math.isfinite(g["sampled_geoscore"])
@@ -136,6 +139,7 @@ def test_short_demo_shows_learning(short_demo):
     for title in ("parsed", "median km", "GeoScore", "@200km", "@750km", "@2500km", "sampled GS"):
         assert title in out
     assert "rl vs sft: greedy GeoScore" in out and "time: CPU" in out and "GRPO improved" in out
+    assert out.startswith(f"data: {demo.DEMO_DATA} (8 countries; two pairs look alike")  # the world is said first
 
     # the run folder the dashboard shows: SFT steps; GRPO steps with per-image rollouts
     sft_store, rl_store = RunReader(short_demo.folder / "sft"), RunReader(short_demo.folder / "rl")

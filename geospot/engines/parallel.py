@@ -118,6 +118,10 @@ class Lockstep:
         if self.inside:
             self.d.max(1.0)
 
+    def any_rank(self, flag: bool) -> bool:
+        """Whether `flag` holds on any rank (a collective: every rank asks, e.g. rollouts' "turns left?")."""
+        return self.d.max(float(flag)) > 0
+
     @contextmanager
     def region(self, grad: bool):
         if self.inside:  # nested: the outer region pads
@@ -135,8 +139,7 @@ class Lockstep:
 
 def collective(core, grad: bool):
     """The engine's model calls as one lockstep region under FSDP2 resharding, else nothing."""
-    lock = getattr(core, "lockstep", None)
-    return lock.region(grad) if lock is not None else nullcontext()
+    return core.lockstep.region(grad) if core.lockstep is not None else nullcontext()
 
 
 def reshard_choice(key: str, weights_bytes: int, grads_bytes: int, gpu_bytes: int | None) -> tuple[bool, str]:

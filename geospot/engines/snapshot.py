@@ -39,6 +39,10 @@ class SnapshotSampler:
     def renderer(self):
         return self.engine.renderer
 
+    @property
+    def lockstep(self):
+        return self.engine.lockstep  # it samples through the engine's own calls
+
     def sample(self, prompts: Sequence[ModelInput], num_samples: int = 1,
                params: SampleParams | None = None) -> list[list[SampledSequence]]:
         eng, params = self.engine, params or SampleParams()
@@ -64,6 +68,8 @@ def _swap(params, tensors: dict) -> None:
 class PinnedSampler:
     """Samples through `sample_fn(prompts, num_samples, params)` bound to one weights version
     (a Tinker sampling client, a vLLM LoRA request)."""
+
+    lockstep = None  # neither samples through collectives
 
     def __init__(self, sample_fn, renderer) -> None:
         self._sample, self.renderer = sample_fn, renderer

@@ -205,6 +205,8 @@ def _checkpoint_name(path: str) -> str:
 class TinkerEngine:
     """Engine protocol over a Tinker LoRA training client. See the module docstring."""
 
+    lockstep = None  # never in lockstep: Tinker refuses torchrun (it is the remote cluster already)
+
     def __init__(
         self,
         cfg: EngineConfig,

@@ -165,6 +165,10 @@ class Sampler(Protocol):
     """What samples with one weights version: an engine (its live weights) or what its
     `snapshot_sampler()` returns."""
 
+    # FSDP2 resharding under torchrun: each model call is a collective, so every rank makes as many
+    # (geospot.engines.parallel.Lockstep); None for everything else (every sampler and engine says so)
+    lockstep: Lockstep | None  # noqa: F821
+
     def sample(
         self, prompts: Sequence[ModelInput], num_samples: int, params: SampleParams
     ) -> list[list[SampledSequence]]: ...
@@ -176,6 +180,7 @@ class Engine(Protocol):
     optim_step before waiting in `train_step`)."""
 
     renderer: Renderer  # noqa: F821  (geospot.engines.rendering.Renderer)
+    lockstep: Lockstep | None  # noqa: F821  (as Sampler's: not None only under FSDP2 resharding)
 
     def sample(
         self, prompts: Sequence[ModelInput], num_samples: int, params: SampleParams

@@ -330,7 +330,7 @@ class VLLMSamplingEngine:
         )
         return cls(inner, sampler)
 
-    def __getattr__(self, name):  # renderer, forward, forward_backward, token_stats, step, cfg ...
+    def __getattr__(self, name):  # renderer, lockstep, forward, forward_backward, token_stats, step, cfg ...
         if name in ("inner", "sampler"):
             raise AttributeError(name)
         return getattr(self.inner, name)

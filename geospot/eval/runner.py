@@ -292,7 +292,7 @@ def evaluate(
     samples = list(samples)
     mine = list(dist.share(len(samples)) if dist is not None else range(len(samples)))
     n_mine = len(mine)
-    if dist is not None and getattr(engine, "lockstep", None) is not None and samples:
+    if dist is not None and engine.lockstep is not None and samples:
         # FSDP2 resharding: each sample call is a collective; equal shares make the same calls on every
         # rank (the shortest shares repeat a sample, whose predictions are dropped)
         mine += [mine[-1] if mine else 0] * (int(dist.max(n_mine)) - n_mine)

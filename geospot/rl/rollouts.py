@@ -50,10 +50,10 @@ def do_group_rollouts(engine, builders: Sequence[EnvGroupBuilder], group_size: i
     turn = 0
     # FSDP2 resharding (engines/parallel.py): each sample call is a collective, so every rank takes
     # a turn while any rank has rollouts left (a rank with none samples nothing, keeping company)
-    lock = getattr(engine, "lockstep", None)
+    lock = engine.lockstep
 
     def more_turns() -> bool:
-        return bool(active) if lock is None else lock.d.max(float(bool(active))) > 0
+        return bool(active) if lock is None else lock.any_rank(bool(active))
 
     while more_turns():
         first = turn == 0

@@ -58,6 +58,8 @@ class ScriptedEngine:
     `honour_max_tokens`, an answer longer than `params.max_tokens` is cut there with
     stop_reason "length" (as a real engine does); off by default, so tests can script long answers."""
 
+    lockstep = None  # one process
+
     def __init__(self, policy: Callable[[str, int], str], logprob: float = -0.5,
                  honour_max_tokens: bool = False) -> None:
         self.renderer = CharRenderer()

@@ -212,7 +212,7 @@ def train_on(engine, d: Dist, datums_D, loss_fn: str, adam: AdamParams, loss_con
     if not d.sum({"n": len(datums_D)})["n"]:
         return None, []
     sums, logprobs = {"loss:sum": 0.0, "tokens": 0.0, "datums": 0.0}, []
-    if datums_D or getattr(engine, "lockstep", None) is not None:  # FSDP2 resharding: a collective call
+    if datums_D or engine.lockstep is not None:  # FSDP2 resharding: a collective call
         result = engine.forward_backward(datums_D, loss_fn, loss_config)
         sums.update(result.metrics)
         logprobs = result.logprobs

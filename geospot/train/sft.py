@@ -343,7 +343,7 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
             loss = 0.0
             micro = max(-(-len(datums_D) // cfg.grad_accum), 1)  # this rank's share in grad_accum micro-batches
             starts = list(range(0, len(datums_D), micro))
-            if getattr(engine, "lockstep", None) is not None:  # FSDP2 resharding: as many calls on every rank
+            if engine.lockstep is not None:  # FSDP2 resharding: as many calls on every rank
                 starts += [len(datums_D)] * (int(d.max(len(starts))) - len(starts))  # (empty ones)
             for i in starts:
                 chunk = datums_D[i : i + micro]

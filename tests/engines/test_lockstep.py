@@ -36,3 +36,23 @@ def test_a_rank_with_fewer_forwards_runs_fillers_until_the_peer_is_done(monkeypa
     assert peer.calls == max(mine, theirs) + 1
     model(torch.zeros(1, 2))  # outside a region a forward announces nothing
     assert peer.calls == max(mine, theirs) + 1
+
+
+def test_any_rank_is_true_while_either_rank_says_so():
+    peer = ScriptedPeer(theirs=1)  # the peer says yes once, then no
+    lock = parallel.Lockstep(SimpleNamespace(model=torch.nn.Linear(2, 2)), peer)
+    assert [lock.any_rank(False), lock.any_rank(False), lock.any_rank(True)] == [True, False, True]
+
+
+def test_every_engine_and_sampler_says_whether_it_is_in_lockstep():
+    """The Engine / Sampler protocols' `lockstep` (callers read it, never probe for it): None off
+    FSDP2 resharding; a snapshot of a local engine samples through the engine, so it is the engine's."""
+    from geospot.engines.snapshot import PinnedSampler, SnapshotSampler
+    from geospot.engines.tinker_engine import TinkerEngine
+    from geospot.rl.testing import ScriptedEngine, VersionedScriptedEngine
+
+    assert TinkerEngine.lockstep is None and PinnedSampler(lambda *a: [], None).lockstep is None
+    assert ScriptedEngine(lambda text, i: "").lockstep is None
+    assert VersionedScriptedEngine(lambda text, i, v: "").snapshot_sampler().lockstep is None
+    lock = object()
+    assert SnapshotSampler(SimpleNamespace(lockstep=lock), {}, ()).lockstep is lock

@@ -48,6 +48,8 @@ class ScriptedEngine:
     """`script(sample_image, prompt_text, turn, j) -> answer text`; turn = how many
     assistant turns the prompt already holds. Counts calls and prompts."""
 
+    lockstep = None  # one process
+
     def __init__(self, script: Callable[[Image.Image, str, int, int], str], truncate: bool = False) -> None:
         self.renderer = CharRenderer()
         self.truncate = truncate  # char tokens: real answers are ~3x shorter in real tokens

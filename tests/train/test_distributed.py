@@ -147,13 +147,17 @@ def test_reshard_choice_says_why():
     assert on and "31.8 GB" in why and "40 GB" in why
 
 
-def test_two_process_job_killed_mid_step_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("reshard", ["off", "on"], ids=["whole", "resharded"])
+def test_two_process_job_killed_mid_step_resumes_exactly(tmp_path, reshard):
     """FSDP2 full fine-tuning in bf16 (the sharded optimizer and its fp32 master shards are the
     hardest state to restore): a 2-process job SIGKILLed inside step 4 and resumed under torchrun
-    ends with the weights, master weights and optimizer of an uninterrupted 2-process job."""
-    args = [f"model_name={TINY}", f"data={DATA}", "max_steps=5", "save_every=2", "keep_checkpoints=0",
-            "batch_size=6", "grad_accum=2", "lora_rank=0", "dtype=bfloat16", "learning_rate=1e-3",
-            "lr_schedule=cosine", "eval_n=0", "seed=3"]
+    ends with the weights, master weights and optimizer of an uninterrupted 2-process job. Resharded:
+    the weights rest as shards (gathered per layer per forward) when they are saved and loaded, and
+    5 images in 5 micro-batches over 2 ranks give rank 0 one call less (an empty one in lockstep)."""
+    batch = ["batch_size=6", "grad_accum=2"] if reshard == "off" else ["batch_size=5", "grad_accum=5"]
+    args = [f"model_name={TINY}", f"data={DATA}", "max_steps=5", "save_every=2", "keep_checkpoints=0", *batch,
+            "lora_rank=0", "dtype=bfloat16", "learning_rate=1e-3", "lr_schedule=cosine", "eval_n=0", "seed=3",
+            f"fsdp_reshard={reshard}"]
     full = subprocess.Popen(torchrun("geospot.sft", [*args, f"log_path={tmp_path / 'full'}"]), cwd=ROOT,
                             env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, text=True)
@@ -166,9 +170,38 @@ def test_two_process_job_killed_mid_step_resumes_exactly(tmp_path):
                              cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=400,
                              stdin=subprocess.DEVNULL)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"from step {max(killed_at)}" in resumed.stderr
+    assert f"from step {max(killed_at)}" in resumed.stderr and f"FSDP2: fsdp_reshard={reshard}" in resumed.stderr
     assert_same_final_tensors(tmp_path / "full", log, 5)
     assert _losses(tmp_path / "full") == _losses(log)  # rank 0 wrote each step once
+
+
+def test_rl_resharded_job_killed_mid_step_resumes_exactly(warm_model, tmp_path):
+    """GRPO, full fine-tuning with FSDP2 resharding (weights sharded at rest, every model call in
+    lockstep; 3 groups over 2 ranks: 1 + 2): a 2-process job SIGKILLed inside step 4 and resumed
+    under torchrun ends with an uninterrupted job's weights and optimizer, the same rollouts and tau."""
+    args = [f"model_name={warm_model}", f"data={DATA}", "max_steps=5", "save_every=2", "keep_checkpoints=0",
+            "batch_size=3", "group_size=4", "lora_rank=0", "fsdp_reshard=on", "learning_rate=1e-4", "seed=1",
+            "max_tokens=20", "env_type=single", "reward=kernel", "tau_schedule=follow_error", "tau_window=2",
+            "tau_start_km=10000", "eval_n=0"]
+    full = subprocess.Popen(torchrun("geospot.train_rl", [*args, f"log_path={tmp_path / 'full'}"]), cwd=ROOT,
+                            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, text=True)
+    log = tmp_path / "killed"
+    killed_at = kill_job_inside_step(torchrun("geospot.train_rl", [*args, f"log_path={log}"]), log, after_step=3)
+    assert killed_at and max(killed_at) < 5, killed_at
+    out = full.communicate(timeout=400)[0]
+    assert full.returncode == 0, out[-3000:]
+    resumed = subprocess.run(torchrun("geospot.train_rl", [*args, f"log_path={log}",
+                                                           "behavior_if_log_dir_exists=resume"]),
+                             cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=400,
+                             stdin=subprocess.DEVNULL)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"from step {max(killed_at)}" in resumed.stderr and "FSDP2: fsdp_reshard=on" in resumed.stderr
+    rows = [[(r["step"], r["reward_mean"], r["tau_km"], r["datums"]) for r in read_jsonl(f / "metrics.jsonl")
+             if "reward_mean" in r] for f in (tmp_path / "full", log)]
+    assert sum(r[3] for r in rows[0]) > 0, "no step trained: the test would compare untouched weights"
+    assert rows[0] == rows[1] and [r[0] for r in rows[1]] == [1, 2, 3, 4, 5]  # rank 0 wrote each step once
+    assert_same_final_tensors(tmp_path / "full", log, 5)
 
 
 def sft_job_past_step(args: list[str], log: Path, step: int) -> subprocess.Popen:
