@@ -12,6 +12,8 @@ Levers (switches on the engine, each tested equal to its off state in tests/engi
 - reserve_kv: decode into a KV cache with its room reserved (kv_cache.py) vs DynamicCache's
   per-step concatenation;
 - lean_decode: decode steps straight through the layers (decode_step.py) vs the model's forward;
+- functional_decode: the decode step's layers as tensor operations on their weights
+  (decode_layers.py) vs the layer modules (both under lean_decode);
 - lean_lora: the lean LoRA forward (lean_lora.py) vs PEFT's;
 - packed_attention: packed training rows attend only the needed blocks (packed_attention.py) vs
   SDPA under a dense block mask;
@@ -22,7 +24,8 @@ Levers (switches on the engine, each tested equal to its off state in tests/engi
 - patch_linear: the vision tower's patch embedding as a matmul (patch_linear.py) vs the Conv3d,
   timed on the vision tower alone (sampling hits the image feature cache).
 
-Prints ONE JSON line. Usage: python benchmarks/levers.py [--repeats 3]
+Prints ONE JSON line (`ratio`: the last lever measured, by default all together). Usage:
+python benchmarks/levers.py [--repeats 3] [--only functional_decode,lean_decode]
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ def _switch(engine: LocalEngine, lever: str, on: bool) -> None:
         engine.reserve_kv = on
     elif lever == "lean_decode":
         engine.lean_decode = on
+    elif lever == "functional_decode":
+        engine.functional_decode = on
     elif lever == "lean_lora":
         lean_lora.install(engine.model) if on else lean_lora.uninstall(engine.model)
     elif lever == "shared_prefix_decode":
@@ -97,6 +102,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--model", default="tiny:qwen2_5_vl:small")
+    ap.add_argument("--only", default="", help="comma-separated levers to measure (default: all, then all together)")
     args = ap.parse_args()
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     engine = LocalEngine(EngineConfig(model_name=args.model, lora_rank=8, lora_alpha=32.0, max_pixels=PX * PX, seed=0))
@@ -132,25 +138,35 @@ def main() -> None:
         visual(pixels, grid_thw=grid)
 
     train()  # warm-up
-    res = {
-        "shared_prefix_decode": {"phase": "sample", **ab(engine, ["shared_prefix_decode"], sample, args.repeats)},
-        "patch_linear": {"phase": "vision", **ab(engine, ["patch_linear"], vision, args.repeats)},
+    # each lever's measurement, run only if asked for (--only): a full run takes minutes
+    runs = {
+        "shared_prefix_decode": lambda: {"phase": "sample",
+                                         **ab(engine, ["shared_prefix_decode"], sample, args.repeats)},
+        "patch_linear": lambda: {"phase": "vision", **ab(engine, ["patch_linear"], vision, args.repeats)},
         # these two act on the repeated cache: measured with the shared-prefix decode off
-        "reserve_kv": {"phase": "sample", **ab(engine, ["reserve_kv"], sample, args.repeats,
-                                               fixed={"shared_prefix_decode": False})},
-        "lean_decode": {"phase": "sample", **ab(engine, ["lean_decode"], sample, args.repeats,
-                                                fixed={"shared_prefix_decode": False})},
-        "lean_lora": {"phase": "sample+train", **ab(engine, ["lean_lora"], step, args.repeats)},
-        "shared_lora_input": {"phase": "sample+train", **ab(engine, ["shared_lora_input"], step, args.repeats)},
-        "packed_attention": {"phase": "train", **ab(engine, ["packed_attention"], train, args.repeats)},
-        "all": {"phase": "sample+train",
-                **ab(engine, ["reserve_kv", "lean_decode", "lean_lora", "packed_attention", "shared_prefix_decode",
-                             "shared_lora_input", "patch_linear"], step, args.repeats)},
+        "reserve_kv": lambda: {"phase": "sample", **ab(engine, ["reserve_kv"], sample, args.repeats,
+                                                       fixed={"shared_prefix_decode": False})},
+        "lean_decode": lambda: {"phase": "sample", **ab(engine, ["lean_decode"], sample, args.repeats,
+                                                        fixed={"shared_prefix_decode": False})},
+        "functional_decode": lambda: {"phase": "sample", **ab(engine, ["functional_decode"], sample, args.repeats)},
+        "lean_lora": lambda: {"phase": "sample+train", **ab(engine, ["lean_lora"], step, args.repeats)},
+        "shared_lora_input": lambda: {"phase": "sample+train", **ab(engine, ["shared_lora_input"], step, args.repeats)},
+        "packed_attention": lambda: {"phase": "train", **ab(engine, ["packed_attention"], train, args.repeats)},
+        "all": lambda: {"phase": "sample+train",
+                        **ab(engine, ["reserve_kv", "lean_decode", "functional_decode", "lean_lora", "packed_attention",
+                                      "shared_prefix_decode", "shared_lora_input", "patch_linear"], step,
+                             args.repeats)},
     }
+    only = args.only.split(",") if args.only else list(runs)
+    unknown = [n for n in only if n not in runs]
+    if unknown:
+        raise SystemExit(f"--only {','.join(unknown)}: unknown lever; choose from {','.join(runs)}")
+    res = {name: runs[name]() for name in only}
     print(json.dumps({"benchmark": "levers", "model": args.model, "images": B, "group_size": G,
                       "completion_tokens": MAX_TOKENS, "threads": torch.get_num_threads(), "repeats": args.repeats,
                       "peer": "the same engine with the lever off, alternating in one process",
-                      "prompt_tokens": prompts_B[0].length, "levers": res, "ratio": res["all"]["gain_cpu"]}))
+                      "prompt_tokens": prompts_B[0].length, "levers": res,
+                      "ratio": res[only[-1]]["gain_cpu"]}))
 
 
 if __name__ == "__main__":
