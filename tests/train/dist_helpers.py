@@ -50,6 +50,15 @@ def weight_diff(a: Path, b: Path, prefix: str = "trainable") -> tuple[float, flo
             max(float(ta[k].float().abs().max()) for k in ta))
 
 
+def failure_text(output: str, tail: int = 2500) -> str:
+    """A failed job's output for an assertion message: the lines that say why a rank stopped
+    (a C++ abort's "terminate called ...", a Python error), which torchrun's summary pushes far
+    from the end, then the end itself."""
+    why = [line for line in output.splitlines()
+           if any(s in line for s in ("terminate called", "what():", "Error", "Traceback", "geospot: "))]
+    return "\n".join(why[:20]) + "\n...\n" + output[-tail:]
+
+
 def kill_job_inside_step(cmd: list[str], log: Path, after_step: int) -> list[int]:
     """Start a torchrun job, SIGKILL the launcher and every rank at once (a lost machine) once
     `after_step` is logged, i.e. inside the next step; -> the checkpoint steps it left."""

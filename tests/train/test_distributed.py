@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from dist_helpers import ROOT, descendants, kill_job_inside_step, run_both, torchrun, weight_diff
+from dist_helpers import ROOT, descendants, failure_text, kill_job_inside_step, run_both, torchrun, weight_diff
 from resume_helpers import assert_same_final_tensors, saved_tensors, subprocess_env
 from warm_start import warm_start
 
@@ -147,6 +147,26 @@ def test_reshard_choice_says_why():
     assert on and "31.8 GB" in why and "40 GB" in why
 
 
+def killed_and_resumed(module: str, args: list[str], tmp_path: Path) -> tuple[Path, str]:
+    """Two 2-process torchrun jobs of `module` side by side: one uninterrupted into tmp_path/full, one
+    SIGKILLed inside step 4 into tmp_path/killed and then resumed there. Returns (the killed run's
+    folder, the resumed job's stderr) once both have finished and the resume said where it started."""
+    full = subprocess.Popen(torchrun(module, [*args, f"log_path={tmp_path / 'full'}"]), cwd=ROOT,
+                            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, text=True)
+    log = tmp_path / "killed"
+    killed_at = kill_job_inside_step(torchrun(module, [*args, f"log_path={log}"]), log, after_step=3)
+    assert killed_at and max(killed_at) < 5, killed_at
+    out = full.communicate(timeout=400)[0]
+    assert full.returncode == 0, failure_text(out)
+    resumed = subprocess.run(torchrun(module, [*args, f"log_path={log}", "behavior_if_log_dir_exists=resume"]),
+                             cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=400,
+                             stdin=subprocess.DEVNULL)
+    assert resumed.returncode == 0, failure_text(resumed.stderr)
+    assert f"from step {max(killed_at)}" in resumed.stderr
+    return log, resumed.stderr
+
+
 @pytest.mark.parametrize("reshard", ["off", "on"], ids=["whole", "resharded"])
 def test_two_process_job_killed_mid_step_resumes_exactly(tmp_path, reshard):
     """FSDP2 full fine-tuning in bf16 (the sharded optimizer and its fp32 master shards are the
@@ -158,19 +178,8 @@ def test_two_process_job_killed_mid_step_resumes_exactly(tmp_path, reshard):
     args = [f"model_name={TINY}", f"data={DATA}", "max_steps=5", "save_every=2", "keep_checkpoints=0", *batch,
             "lora_rank=0", "dtype=bfloat16", "learning_rate=1e-3", "lr_schedule=cosine", "eval_n=0", "seed=3",
             f"fsdp_reshard={reshard}"]
-    full = subprocess.Popen(torchrun("geospot.sft", [*args, f"log_path={tmp_path / 'full'}"]), cwd=ROOT,
-                            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, text=True)
-    log = tmp_path / "killed"
-    killed_at = kill_job_inside_step(torchrun("geospot.sft", [*args, f"log_path={log}"]), log, after_step=3)
-    assert killed_at and max(killed_at) < 5, killed_at
-    out = full.communicate(timeout=400)[0]
-    assert full.returncode == 0, out[-3000:]
-    resumed = subprocess.run(torchrun("geospot.sft", [*args, f"log_path={log}", "behavior_if_log_dir_exists=resume"]),
-                             cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=400,
-                             stdin=subprocess.DEVNULL)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"from step {max(killed_at)}" in resumed.stderr and f"FSDP2: fsdp_reshard={reshard}" in resumed.stderr
+    log, stderr = killed_and_resumed("geospot.sft", args, tmp_path)
+    assert f"FSDP2: fsdp_reshard={reshard}" in stderr
     assert_same_final_tensors(tmp_path / "full", log, 5)
     assert _losses(tmp_path / "full") == _losses(log)  # rank 0 wrote each step once
 
@@ -183,20 +192,8 @@ def test_rl_resharded_job_killed_mid_step_resumes_exactly(warm_model, tmp_path):
             "batch_size=3", "group_size=4", "lora_rank=0", "fsdp_reshard=on", "learning_rate=1e-4", "seed=1",
             "max_tokens=20", "env_type=single", "reward=kernel", "tau_schedule=follow_error", "tau_window=2",
             "tau_start_km=10000", "eval_n=0"]
-    full = subprocess.Popen(torchrun("geospot.train_rl", [*args, f"log_path={tmp_path / 'full'}"]), cwd=ROOT,
-                            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, text=True)
-    log = tmp_path / "killed"
-    killed_at = kill_job_inside_step(torchrun("geospot.train_rl", [*args, f"log_path={log}"]), log, after_step=3)
-    assert killed_at and max(killed_at) < 5, killed_at
-    out = full.communicate(timeout=400)[0]
-    assert full.returncode == 0, out[-3000:]
-    resumed = subprocess.run(torchrun("geospot.train_rl", [*args, f"log_path={log}",
-                                                           "behavior_if_log_dir_exists=resume"]),
-                             cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=400,
-                             stdin=subprocess.DEVNULL)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"from step {max(killed_at)}" in resumed.stderr and "FSDP2: fsdp_reshard=on" in resumed.stderr
+    log, stderr = killed_and_resumed("geospot.train_rl", args, tmp_path)
+    assert "FSDP2: fsdp_reshard=on" in stderr
     rows = [[(r["step"], r["reward_mean"], r["tau_km"], r["datums"]) for r in read_jsonl(f / "metrics.jsonl")
              if "reward_mean" in r] for f in (tmp_path / "full", log)]
     assert sum(r[3] for r in rows[0]) > 0, "no step trained: the test would compare untouched weights"
