@@ -20,9 +20,11 @@ Levers (switches on the engine, each tested equal to its off state in tests/engi
 - shared_lora_input: q/k/v and gate/up take their LoRA middles from one matmul (lean_lora.py's
   SharedInput) vs one each;
 - patch_linear: the vision tower's patch embedding as a matmul (patch_linear.py) vs the Conv3d,
-  timed on the vision tower alone (sampling hits the image feature cache).
+  timed on the vision tower alone (sampling hits the image feature cache);
+- head_at_trained_positions: training runs the vocabulary-wide head with gradient only where the
+  loss has one (target_head.py) vs at every target position.
 
-Prints ONE JSON line. Usage: python benchmarks/levers.py [--repeats 3]
+Prints ONE JSON line. Usage: python benchmarks/levers.py [--repeats 3] [--only LEVER]
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ def _switch(engine: LocalEngine, lever: str, on: bool) -> None:
         lean_lora.share_inputs(engine.model, on)
     elif lever == "patch_linear":
         patch_linear.install(engine.model) if on else patch_linear.uninstall(engine.model)
+    elif lever == "head_at_trained_positions":
+        engine.head_at_trained_positions = on
     elif lever == "packed_attention":
         text = engine.model.get_base_model().config.get_text_config()
         text._attn_implementation = packed_attention.NAME if on else "sdpa"
@@ -97,6 +101,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--model", default="tiny:qwen2_5_vl:small")
+    ap.add_argument("--only", default=None, help="time only this lever (its phase), not the others nor all")
     args = ap.parse_args()
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     engine = LocalEngine(EngineConfig(model_name=args.model, lora_rank=8, lora_alpha=32.0, max_pixels=PX * PX, seed=0))
@@ -132,25 +137,31 @@ def main() -> None:
         visual(pixels, grid_thw=grid)
 
     train()  # warm-up
-    res = {
-        "shared_prefix_decode": {"phase": "sample", **ab(engine, ["shared_prefix_decode"], sample, args.repeats)},
-        "patch_linear": {"phase": "vision", **ab(engine, ["patch_linear"], vision, args.repeats)},
+    def lever(phase, names, fn, fixed=None):
+        return lambda: {"phase": phase, **ab(engine, names, fn, args.repeats, fixed)}
+
+    levers = {
+        "shared_prefix_decode": lever("sample", ["shared_prefix_decode"], sample),
+        "patch_linear": lever("vision", ["patch_linear"], vision),
         # these two act on the repeated cache: measured with the shared-prefix decode off
-        "reserve_kv": {"phase": "sample", **ab(engine, ["reserve_kv"], sample, args.repeats,
-                                               fixed={"shared_prefix_decode": False})},
-        "lean_decode": {"phase": "sample", **ab(engine, ["lean_decode"], sample, args.repeats,
-                                                fixed={"shared_prefix_decode": False})},
-        "lean_lora": {"phase": "sample+train", **ab(engine, ["lean_lora"], step, args.repeats)},
-        "shared_lora_input": {"phase": "sample+train", **ab(engine, ["shared_lora_input"], step, args.repeats)},
-        "packed_attention": {"phase": "train", **ab(engine, ["packed_attention"], train, args.repeats)},
-        "all": {"phase": "sample+train",
-                **ab(engine, ["reserve_kv", "lean_decode", "lean_lora", "packed_attention", "shared_prefix_decode",
-                             "shared_lora_input", "patch_linear"], step, args.repeats)},
+        "reserve_kv": lever("sample", ["reserve_kv"], sample, {"shared_prefix_decode": False}),
+        "lean_decode": lever("sample", ["lean_decode"], sample, {"shared_prefix_decode": False}),
+        "lean_lora": lever("sample+train", ["lean_lora"], step),
+        "shared_lora_input": lever("sample+train", ["shared_lora_input"], step),
+        "packed_attention": lever("train", ["packed_attention"], train),
+        "head_at_trained_positions": lever("train", ["head_at_trained_positions"], train),
+        "all": lever("sample+train", ["reserve_kv", "lean_decode", "lean_lora", "packed_attention",
+                                      "shared_prefix_decode", "shared_lora_input", "patch_linear",
+                                      "head_at_trained_positions"], step),
     }
+    if args.only is not None and args.only not in levers:
+        raise SystemExit(f"--only {args.only!r} is not a lever; use one of {', '.join(levers)}")
+    res = {name: run() for name, run in levers.items() if args.only in (None, name)}
     print(json.dumps({"benchmark": "levers", "model": args.model, "images": B, "group_size": G,
                       "completion_tokens": MAX_TOKENS, "threads": torch.get_num_threads(), "repeats": args.repeats,
                       "peer": "the same engine with the lever off, alternating in one process",
-                      "prompt_tokens": prompts_B[0].length, "levers": res, "ratio": res["all"]["gain_cpu"]}))
+                      "prompt_tokens": prompts_B[0].length, "levers": res,
+                      "ratio": res[args.only or "all"]["gain_cpu"]}))
 
 
 if __name__ == "__main__":
