@@ -15,7 +15,7 @@ that does not scale with rows) and the cost per row (ms). CPU time, not wall: on
 processes' slices would swamp a few milliseconds.
 
 Prints ONE JSON line. Usage: python benchmarks/engine.py [--family qwen2_5_vl] [--sizes tiny,small] [--repeats 3]
-[--only-telescoping]
+[--only-telescoping] [--only-decode-sweep [--lever functional_decode]]
 """
 
 from __future__ import annotations
@@ -138,26 +138,43 @@ def _best_cpu(fn, repeats: int) -> float:
 
 
 def decode_sweep(engine: LocalEngine, prompt, repeats: int, rows=(1, 2, 4, 8, 16), short: int = 8,
-                 long: int = 40) -> dict:
-    """Per-step decode CPU time for each row count, and the line through them: fixed ms + ms per row."""
-    step_ms = {}
+                 long: int = 40, lever: str | None = None) -> dict:
+    """Per-step decode CPU time for each row count, and the line through them: fixed ms + ms per row.
+    With `lever` (an engine switch, e.g. functional_decode): the sweep with it off and on, the two
+    alternating inside each repeat (a shared CPU's load drifts), keys suffixed _off / _on."""
+    settings = (None,) if lever is None else (False, True)
+    step_ms: dict = {on: {} for on in settings}
     for r in rows:
-        t = {n: _best_cpu(lambda n=n, r=r: engine.sample([prompt], r, SampleParams(max_tokens=n, seed=0, stop=(-1,))),
-                          repeats) for n in (short, long)}
-        step_ms[r] = (t[long] - t[short]) / (long - short) * 1e3
-    x, y = np.array(list(step_ms), float), np.array(list(step_ms.values()))
-    per_row, fixed = np.polyfit(x, y, 1)
-    return {"decode_step_cpu_ms_by_rows": {str(r): round(v, 3) for r, v in step_ms.items()},
-            "decode_fixed_ms_per_step": round(float(fixed), 3), "decode_ms_per_row": round(float(per_row), 3)}
+        best = {(on, n): np.inf for on in settings for n in (short, long)}
+        for _ in range(repeats):
+            for on in settings:
+                if lever is not None:
+                    setattr(engine, lever, on)
+                for n in (short, long):
+                    best[on, n] = min(best[on, n], _best_cpu(
+                        lambda n=n, r=r: engine.sample([prompt], r, SampleParams(max_tokens=n, seed=0, stop=(-1,))), 1))
+        for on in settings:
+            step_ms[on][r] = (best[on, long] - best[on, short]) / (long - short) * 1e3
+    if lever is not None:
+        setattr(engine, lever, True)
+    out = {}
+    for on in settings:
+        x, y = np.array(list(step_ms[on]), float), np.array(list(step_ms[on].values()))
+        per_row, fixed = np.polyfit(x, y, 1)
+        sfx = "" if on is None else ("_on" if on else "_off")
+        out.update({f"decode_step_cpu_ms_by_rows{sfx}": {str(r): round(v, 3) for r, v in step_ms[on].items()},
+                    f"decode_fixed_ms_per_step{sfx}": round(float(fixed), 3),
+                    f"decode_ms_per_row{sfx}": round(float(per_row), 3)})
+    return out
 
 
-def decode_sweep_only(family: str, size: str, repeats: int) -> dict:
+def decode_sweep_only(family: str, size: str, repeats: int, lever: str | None = None) -> dict:
     engine = LocalEngine(EngineConfig(model_name=f"tiny:{family}:{size}", lora_rank=8, max_pixels=PX * PX))
     engine.kv_reuse = False
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 255, (PX, PX, 3), dtype=np.uint8))
     prompt = engine.renderer.generation_prompt([prompts.user_message(image, prompts.SINGLE_TURN_PROMPT)])
-    return {"size": size, "prompt_tokens": prompt.length, **decode_sweep(engine, prompt, repeats)}
+    return {"size": size, "prompt_tokens": prompt.length, **decode_sweep(engine, prompt, repeats, lever=lever)}
 
 
 def telescoping(engine: LocalEngine, prompt, repeats: int, turns: int = 3) -> dict:
@@ -213,14 +230,18 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only-telescoping", action="store_true", help="just the 3-turn KV-reuse measurement")
     ap.add_argument("--only-decode-sweep", action="store_true", help="just the decode fixed cost (rows sweep)")
+    ap.add_argument("--lever", default=None, help="with --only-decode-sweep: an engine switch (e.g. functional_decode) "
+                                                  "swept off and on, alternating")
     args = ap.parse_args()
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     if args.only_decode_sweep:
-        rows = [decode_sweep_only(args.family, s, args.repeats) for s in args.sizes.split(",")]
+        rows = [decode_sweep_only(args.family, s, args.repeats, args.lever) for s in args.sizes.split(",")]
+        sfx = "" if args.lever is None else "_on"
         print(json.dumps({"benchmark": "engine_decode_sweep", "family": args.family, "image_px": PX,
+                          "lever": args.lever,
                           "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
                           "threads": torch.get_num_threads(), "results": rows,
-                          "decode_fixed_ms_per_step": rows[-1]["decode_fixed_ms_per_step"]}))
+                          "decode_fixed_ms_per_step": rows[-1][f"decode_fixed_ms_per_step{sfx}"]}))
         return
     if args.only_telescoping:
         rows = [telescoping_only(args.family, s, args.repeats) for s in args.sizes.split(",")]

@@ -12,6 +12,8 @@ Levers (switches on the engine, each tested equal to its off state in tests/engi
 - reserve_kv: decode into a KV cache with its room reserved (kv_cache.py) vs DynamicCache's
   per-step concatenation;
 - lean_decode: decode steps straight through the layers (decode_step.py) vs the model's forward;
+- functional_decode: the decode step's layers as tensor operations on their weights
+  (decode_layers.py) vs the layer modules (both under lean_decode);
 - lean_lora: the lean LoRA forward (lean_lora.py) vs PEFT's;
 - packed_attention: packed training rows attend only the needed blocks (packed_attention.py) vs
   SDPA under a dense block mask;
@@ -24,7 +26,8 @@ Levers (switches on the engine, each tested equal to its off state in tests/engi
 - head_at_trained_positions: training runs the vocabulary-wide head with gradient only where the
   loss has one (target_head.py) vs at every target position.
 
-Prints ONE JSON line. Usage: python benchmarks/levers.py [--repeats 3] [--only LEVER]
+Prints ONE JSON line (`ratio`: the last lever measured, by default all together). Usage:
+python benchmarks/levers.py [--repeats 3] [--only functional_decode,lean_decode]
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ def _switch(engine: LocalEngine, lever: str, on: bool) -> None:
         engine.reserve_kv = on
     elif lever == "lean_decode":
         engine.lean_decode = on
+    elif lever == "functional_decode":
+        engine.functional_decode = on
     elif lever == "lean_lora":
         lean_lora.install(engine.model) if on else lean_lora.uninstall(engine.model)
     elif lever == "shared_prefix_decode":
@@ -101,7 +106,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--model", default="tiny:qwen2_5_vl:small")
-    ap.add_argument("--only", default=None, help="time only this lever (its phase), not the others nor all")
+    ap.add_argument("--only", default="", help="comma-separated levers to measure (default: all, then all together)")
     args = ap.parse_args()
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     engine = LocalEngine(EngineConfig(model_name=args.model, lora_rank=8, lora_alpha=32.0, max_pixels=PX * PX, seed=0))
@@ -137,31 +142,37 @@ def main() -> None:
         visual(pixels, grid_thw=grid)
 
     train()  # warm-up
-    def lever(phase, names, fn, fixed=None):
-        return lambda: {"phase": phase, **ab(engine, names, fn, args.repeats, fixed)}
-
-    levers = {
-        "shared_prefix_decode": lever("sample", ["shared_prefix_decode"], sample),
-        "patch_linear": lever("vision", ["patch_linear"], vision),
+    # each lever's measurement, run only if asked for (--only): a full run takes minutes
+    runs = {
+        "shared_prefix_decode": lambda: {"phase": "sample",
+                                         **ab(engine, ["shared_prefix_decode"], sample, args.repeats)},
+        "patch_linear": lambda: {"phase": "vision", **ab(engine, ["patch_linear"], vision, args.repeats)},
         # these two act on the repeated cache: measured with the shared-prefix decode off
-        "reserve_kv": lever("sample", ["reserve_kv"], sample, {"shared_prefix_decode": False}),
-        "lean_decode": lever("sample", ["lean_decode"], sample, {"shared_prefix_decode": False}),
-        "lean_lora": lever("sample+train", ["lean_lora"], step),
-        "shared_lora_input": lever("sample+train", ["shared_lora_input"], step),
-        "packed_attention": lever("train", ["packed_attention"], train),
-        "head_at_trained_positions": lever("train", ["head_at_trained_positions"], train),
-        "all": lever("sample+train", ["reserve_kv", "lean_decode", "lean_lora", "packed_attention",
-                                      "shared_prefix_decode", "shared_lora_input", "patch_linear",
-                                      "head_at_trained_positions"], step),
+        "reserve_kv": lambda: {"phase": "sample", **ab(engine, ["reserve_kv"], sample, args.repeats,
+                                                       fixed={"shared_prefix_decode": False})},
+        "lean_decode": lambda: {"phase": "sample", **ab(engine, ["lean_decode"], sample, args.repeats,
+                                                        fixed={"shared_prefix_decode": False})},
+        "functional_decode": lambda: {"phase": "sample", **ab(engine, ["functional_decode"], sample, args.repeats)},
+        "lean_lora": lambda: {"phase": "sample+train", **ab(engine, ["lean_lora"], step, args.repeats)},
+        "shared_lora_input": lambda: {"phase": "sample+train", **ab(engine, ["shared_lora_input"], step, args.repeats)},
+        "packed_attention": lambda: {"phase": "train", **ab(engine, ["packed_attention"], train, args.repeats)},
+        "head_at_trained_positions": lambda: {"phase": "train",
+                                              **ab(engine, ["head_at_trained_positions"], train, args.repeats)},
+        "all": lambda: {"phase": "sample+train",
+                        **ab(engine, ["reserve_kv", "lean_decode", "functional_decode", "lean_lora", "packed_attention",
+                                      "shared_prefix_decode", "shared_lora_input", "patch_linear"], step,
+                             args.repeats)},
     }
-    if args.only is not None and args.only not in levers:
-        raise SystemExit(f"--only {args.only!r} is not a lever; use one of {', '.join(levers)}")
-    res = {name: run() for name, run in levers.items() if args.only in (None, name)}
+    only = args.only.split(",") if args.only else list(runs)
+    unknown = [n for n in only if n not in runs]
+    if unknown:
+        raise SystemExit(f"--only {','.join(unknown)}: unknown lever; choose from {','.join(runs)}")
+    res = {name: runs[name]() for name in only}
     print(json.dumps({"benchmark": "levers", "model": args.model, "images": B, "group_size": G,
                       "completion_tokens": MAX_TOKENS, "threads": torch.get_num_threads(), "repeats": args.repeats,
                       "peer": "the same engine with the lever off, alternating in one process",
                       "prompt_tokens": prompts_B[0].length, "levers": res,
-                      "ratio": res[args.only or "all"]["gain_cpu"]}))
+                      "ratio": res[only[-1]]["gain_cpu"]}))
 
 
 if __name__ == "__main__":

@@ -387,9 +387,10 @@ def tau_line(t: dict) -> str:
     return (
         f"τ study ({t['steps']} GRPO steps from a format-only warm start, greedy median km): format-only "
         f"{R.cell(f['median_km'], '{:,.0f}')}, fixed τ = 25 km {R.cell(a['median_km'], '{:,.0f}')}, τ following the "
-        f"error {R.cell(b['median_km'], '{:,.0f}')} — follow-error vs fixed: {t['verdict']['median_km']} "
-        f"(sampled GeoScore {a['sampled_geoscore']:,.0f} -> {b['sampled_geoscore']:,.0f}: "
-        f"{t['verdict']['sampled_geoscore']})."
+        f"error {R.cell(b['median_km'], '{:,.0f}')} — follow-error vs fixed: median {t['verdict']['median_km']}; "
+        f"greedy GeoScore {a['geoscore']:,.0f} -> {b['geoscore']:,.0f}: {t['verdict']['geoscore']}; "
+        f"sampled GeoScore {a['sampled_geoscore']:,.0f} -> {b['sampled_geoscore']:,.0f}: "
+        f"{t['verdict']['sampled_geoscore']}."
     )
 
 

@@ -175,3 +175,18 @@ def test_the_demos_final_run_predicts_every_real_photo(short_demo, capsys):
     cropped = parsed()
     print(f"parsed real photos: {cropped}/20 as square crops, {uncropped}/20 uncropped")
     assert cropped >= 19 and cropped >= uncropped
+
+
+def _stage(km: float, gs: float, sgs: float) -> dict:
+    return {"median_km": km, "geoscore": gs, "sampled_geoscore": sgs}
+
+
+def test_tau_line_names_each_verdict():
+    stage = _stage
+    t = {"steps": 150, "format_only": stage(10574.0, 560.0, 342.0), "fixed_tau": stage(7388.0, 396.0, 417.0),
+         "follow_error_tau": stage(6005.0, 818.0, 731.0),
+         "verdict": {"median_km": NO_CHANGE, "geoscore": IMPROVED, "sampled_geoscore": IMPROVED}}
+    assert demo.tau_line(t) == (
+        "τ study (150 GRPO steps from a format-only warm start, greedy median km): format-only 10,574, fixed τ = 25 km "
+        "7,388, τ following the error 6,005 — follow-error vs fixed: median no change beyond noise; greedy GeoScore "
+        "396 -> 818: improved; sampled GeoScore 417 -> 731: improved.")

@@ -11,13 +11,17 @@ boolean one SDPA would be given (None when no row has padding).
 Used for SDPA-family attention with full-attention layers only (Qwen2-VL, Qwen2.5-VL, Qwen3-VL
 text models); anything else — eager attention, sliding windows — takes the model's forward
 (`LeanDecode.supported`).
+
+With `functional` (the engine's `functional_decode` switch) the layers run as plain tensor
+operations on their weights (decode_layers.py) whenever `decode_layers.plan` knows them: the
+same arithmetic with a third of the dispatched operations.
 """
 
 from __future__ import annotations
 
 import torch
 
-from geospot.engines import packed_attention
+from geospot.engines import decode_layers, packed_attention
 from geospot.engines.prefix_decode import SharedPrefixKV
 from geospot.models.compat import CACHE_ARG
 
@@ -32,6 +36,13 @@ class LeanDecode:
         self.supported = (getattr(text, "_attn_implementation", None) in ("sdpa", packed_attention.NAME)
                           and all(t == "full_attention" for t in layer_types))
         self.text = text
+        self.plans: list[decode_layers.LayerPlan] | None = None
+
+    def prepare(self, functional: bool) -> None:
+        """Before a sample() call's decode: read the layers' weights for the functional path
+        (decode_layers.py; None when it is off or does not know a layer: the modules run).
+        prepare(False) after it: the plan's views must not keep swapped-out weights alive."""
+        self.plans = decode_layers.plan(self.lm) if functional and self.supported else None
 
     @property
     def shares_prefix(self) -> bool:
@@ -51,6 +62,10 @@ class LeanDecode:
         rotary = self.lm.rotary_emb(h, pos)
         mask = None if attention_NW is None or shared_prefix is not None else attention_NW.bool()[:, None, None, :]
         extra = {} if shared_prefix is None else {"shared_prefix": shared_prefix}
+        if self.plans is not None:
+            cos, sin = rotary
+            h = decode_layers.run(self.plans, h[:, 0], cos, sin, cache, self.text._attn_implementation, mask, **extra)
+            return self.head(self.lm.norm(h)).float()
         for layer in self.lm.layers:
             h = layer(h, attention_mask=mask, position_embeddings=rotary, position_ids=None, use_cache=True,
                       **{CACHE_ARG: cache}, **extra)

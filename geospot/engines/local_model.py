@@ -121,6 +121,7 @@ class LocalModel:
         self.patch_linear = patch_linear.install(self.model)  # the patch Conv3d as the matmul it is
         self.reserve_kv = True
         self.lean_decode = True  # decode steps straight through the layers (decode_step.py)
+        self.functional_decode = True  # ... as plain tensor operations on their weights (decode_layers.py)
         # FSDP2 resharding under torchrun: each forward is a collective, so sample / forward /
         # forward_backward run in lockstep across the ranks (engines/parallel.py); None otherwise
         self.lockstep = None

@@ -148,6 +148,7 @@ class LocalSampler:
         if self.lean is None:
             self.lean = LeanDecode(core.model)
         lean = core.lean_decode and self.lean.supported
+        self.lean.prepare(functional=lean and core.functional_decode)
         shared = None
         # the G samples of a prompt share its prefix: either the decode reads the prompt's KV once for
         # all of them and each row caches only its own tokens (prefix_decode.py), or the cache is
@@ -220,6 +221,7 @@ class LocalSampler:
                              use_cache=True)
             cache = output_cache(out)
             logits = out.logits[:, -1].float()
+        self.lean.prepare(functional=False)  # a snapshot's swapped-in weights must not outlive the call
         if reuse:  # prompt + all sampled tokens but the last (never fed): what the cache now holds
             for r in range(N):
                 b = r // G

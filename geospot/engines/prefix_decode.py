@@ -72,11 +72,13 @@ def shared_prefix_attention(module: torch.nn.Module, query: torch.Tensor, key: t
         raise ValueError(f"shared-prefix decode attention takes one token per row, got {q_len}")
     scale = scaling if scaling is not None else d**-0.5
     q = query.reshape(N, Hkv, rep, d) * scale  # head h reads KV head h // rep (grouped-query order)
+    # scores and weights stay in the prompts' layout [B, Hkv, G*rep, W + t]: only the small tail
+    # parts (t columns) change layout, never the W-wide prefix parts
     s_pre = torch.matmul(_by_prompt(q, B, G, slots), pk.transpose(-1, -2))  # [B, Hkv, G*rep, W]
     if prefix.mask_BW is not None:
         s_pre = s_pre.masked_fill(~prefix.mask_BW[:, None, None, :], float("-inf"))
-    s_tail = torch.matmul(q, key.transpose(-1, -2))  # [N, Hkv, rep, t]
-    p = torch.cat([_by_row(s_pre, G, slots), s_tail], dim=-1).softmax(dim=-1, dtype=torch.float32).to(value.dtype)
-    out = _by_row(torch.matmul(_by_prompt(p[..., :W], B, G, slots), pv), G, slots)
-    out = out + torch.matmul(p[..., W:], value)  # [N, Hkv, rep, d]
+    s_tail = _by_prompt(torch.matmul(q, key.transpose(-1, -2)), B, G, slots)  # [B, Hkv, G*rep, t]
+    p = torch.cat([s_pre, s_tail], dim=-1).softmax(dim=-1, dtype=torch.float32).to(value.dtype)
+    out = torch.matmul(_by_row(p[..., W:], G, slots), value)  # [N, Hkv, rep, d]
+    out = out + _by_row(torch.matmul(p[..., :W], pv), G, slots)
     return out.reshape(N, 1, H, d)
