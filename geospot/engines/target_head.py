@@ -115,6 +115,11 @@ def _planned_forward(self, hidden: torch.Tensor) -> torch.Tensor:
             logits = project(self, flat.index_select(0, piece.rows)).float()
             lp = logits[piece.local, piece.targets] - torch.logsumexp(logits, dim=-1)[piece.local]
         lp_E = lp_E.index_copy(0, piece.entries, lp)  # out of place: autograd reaches the grad piece
+    if grad_on and not any(p.grad for p in plan.pieces):
+        # no entry needs a gradient (a microbatch of zero-advantage datums), yet a forward under grad
+        # must still have a backward through the model: under FSDP2 resharding every backward is a
+        # collective the other ranks make (parallel.py's Lockstep). Exact zeros, as before the lever
+        lp_E = lp_E + project(self, flat[:1]).float().sum() * 0.0
     return lp_E  # the call's "logits": the entries' logprobs, out through the model's own output
 
 

@@ -236,3 +236,17 @@ def test_planned_head_values_equal_the_full_head_and_leave_the_module_as_it_was(
     lp.sum().backward()
     g_full = torch.autograd.grad(full[[0, 1, 3]].sum(), h)[0]
     torch.testing.assert_close(h.grad, g_full)
+
+
+def test_a_batch_without_gradient_positions_still_runs_a_backward_of_zeros():
+    """Every forward under grad keeps its backward (FSDP2 resharding counts them across ranks):
+    zero advantages everywhere give every trainable parameter a gradient of exact zeros."""
+    e = _engine("qwen2_5_vl", "full")
+    datums = _datums(e, "importance_sampling")
+    for d in datums:
+        d.loss_fn_inputs["advantages"][:] = 0.0
+    e.model.zero_grad(set_to_none=True)
+    out = e.forward_backward(datums, "importance_sampling")
+    assert all(len(lp) == d.model_input.length for lp, d in zip(out.logprobs, datums))
+    grads = [p.grad for _, p in e.trainable]
+    assert all(g is not None for g in grads) and not any(torch.count_nonzero(g) for g in grads)
