@@ -22,7 +22,9 @@ Levers (switches on the engine, each tested equal to its off state in tests/engi
 - shared_lora_input: q/k/v and gate/up take their LoRA middles from one matmul (lean_lora.py's
   SharedInput) vs one each;
 - patch_linear: the vision tower's patch embedding as a matmul (patch_linear.py) vs the Conv3d,
-  timed on the vision tower alone (sampling hits the image feature cache).
+  timed on the vision tower alone (sampling hits the image feature cache);
+- head_at_trained_positions: training runs the vocabulary-wide head with gradient only where the
+  loss has one (target_head.py) vs at every target position.
 
 Prints ONE JSON line (`ratio`: the last lever measured, by default all together). Usage:
 python benchmarks/levers.py [--repeats 3] [--only functional_decode,lean_decode]
@@ -66,6 +68,8 @@ def _switch(engine: LocalEngine, lever: str, on: bool) -> None:
         lean_lora.share_inputs(engine.model, on)
     elif lever == "patch_linear":
         patch_linear.install(engine.model) if on else patch_linear.uninstall(engine.model)
+    elif lever == "head_at_trained_positions":
+        engine.head_at_trained_positions = on
     elif lever == "packed_attention":
         text = engine.model.get_base_model().config.get_text_config()
         text._attn_implementation = packed_attention.NAME if on else "sdpa"
@@ -152,6 +156,8 @@ def main() -> None:
         "lean_lora": lambda: {"phase": "sample+train", **ab(engine, ["lean_lora"], step, args.repeats)},
         "shared_lora_input": lambda: {"phase": "sample+train", **ab(engine, ["shared_lora_input"], step, args.repeats)},
         "packed_attention": lambda: {"phase": "train", **ab(engine, ["packed_attention"], train, args.repeats)},
+        "head_at_trained_positions": lambda: {"phase": "train",
+                                              **ab(engine, ["head_at_trained_positions"], train, args.repeats)},
         "all": lambda: {"phase": "sample+train",
                         **ab(engine, ["reserve_kv", "lean_decode", "functional_decode", "lean_lora", "packed_attention",
                                       "shared_prefix_decode", "shared_lora_input", "patch_linear"], step,

@@ -131,6 +131,9 @@ class LocalModel:
         self.sample_calls = 0
         self.tokens = TokenCounter()
         self.shared_prefix = True  # compute a group's common prefix once in forward/forward_backward
+        # forward_backward runs the vocabulary-wide head with gradient only where the loss can have one
+        # (target_head.py); off: at every target position (a switch for tests and A/B timings)
+        self.head_at_trained_positions = True
         # finished sequences' KV kept across sample() calls: a later telescoping turn prefills only
         # what its prompt adds (kv_store.py); emptied whenever the weights change
         self.kv_store = KVStore(cfg.kv_reuse_tokens)  # the budget's arithmetic: EngineConfig.kv_reuse_tokens

@@ -7,6 +7,9 @@ a naive batch runs the vision tower and the prefix G times. Instead each group i
 once and gradients flow back into it from every completion; a frozen vision tower encodes each
 image once for all of it (vision_cache.py). The logprobs and gradients equal the naive
 computation's (tests check it, fp32 tolerance).
+
+The vocabulary-wide head runs only at target positions, and with gradient only where the loss can
+have one (an RL datum's image + prompt positions have advantage 0): target_head.py, losses.GRAD_INPUT.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from torch.distributed.tensor import DTensor
 from transformers import AutoModelForImageTextToText
 
 from geospot.engines.local_model import LocalModel
-from geospot.engines.losses import compute_loss
+from geospot.engines.losses import compute_loss, grad_positions
 from geospot.engines.master_weights import MasterWeights
 from geospot.engines.prefix import (
     DEFAULT_MICROBATCH_TOKENS,
@@ -30,6 +33,7 @@ from geospot.engines.prefix import (
     iter_shared_prefix_logprobs,
     supports_packing,
 )
+from geospot.engines.target_head import make_plan, target_logprobs
 from geospot.engines.types import REQUIRED_INPUTS, AdamParams, Datum, ForwardBackwardResult
 
 MAX_TOKENS_PER_MICROBATCH = DEFAULT_MICROBATCH_TOKENS  # training/scoring batches are split to bound activation memory
@@ -66,22 +70,25 @@ class LocalTrainer:
             groups.append(cur)
         return groups
 
-    def _target_logprobs(self, datums: Sequence[Datum]) -> list[torch.Tensor]:
-        """Per datum, log p(target_tokens[i] | input[:i+1]) at temperature 1, float32 [T]."""
+    def _target_logprobs(self, datums: Sequence[Datum], needs_grad=None) -> list[torch.Tensor]:
+        """Per datum, log p(target_tokens[i] | input[:i+1]) at temperature 1, float32 [T]: the head
+        at its target positions only, with gradient where `needs_grad(datum)` (bool [T]; None = all)
+        says so (target_head.py)."""
         core = self.core
         for i, d in enumerate(datums):
             core._check_input(i, d.model_input)
         batch = core._batch([d.model_input for d in datums], left_pad=False)
-        out = core.model(**batch.model_kwargs(), use_cache=False)
         B, T = batch.input_ids.shape
         core.tokens.add("train", needed=sum(batch.lengths), processed=B * T)
-        result = []
-        for b, d in enumerate(datums):
-            # one row at a time in fp32: a 150k-token vocabulary makes [B, T, V] fp32 copies costly
-            logits = out.logits[b, : batch.lengths[b]].float()
-            targets = torch.as_tensor(d.loss_fn_inputs["target_tokens"], dtype=torch.long, device=core.device)
-            result.append(logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1))
-        return result
+        where, targets, grads = [], [], []
+        for b, (d, n) in enumerate(zip(datums, batch.lengths)):
+            where.append(b * T + np.arange(n))
+            targets.append(np.asarray(d.loss_fn_inputs["target_tokens"], dtype=np.int64))
+            g = needs_grad(d) if needs_grad is not None else None
+            grads.append(np.ones(n, bool) if g is None else g)
+        plan = make_plan(np.concatenate(where), np.concatenate(targets), np.concatenate(grads), core.device)
+        lp = target_logprobs(core.model, dict(batch.model_kwargs(), use_cache=False), plan)
+        return list(torch.split(lp, batch.lengths))
 
     def groups(self, datums: Sequence[Datum]) -> list[PackedGroup] | None:
         """prefix.py's packed groups of these datums, or None when packing is off or unsupported."""
@@ -97,11 +104,12 @@ class LocalTrainer:
             return [(list(range(len(datums))), 0)]
         return [(g.members, g.prefix_len if len(g.members) > 1 else 0) for g in groups]
 
-    def _logprob_batches(self, datums: Sequence[Datum]):
+    def _logprob_batches(self, datums: Sequence[Datum], needs_grad=None):
         """Yields (datum indices, target logprobs) per microbatch. Datums sharing an image-bearing
         prefix (a GRPO group; a telescoping group's first turn) are packed one row per group,
         [prefix | completion_1 .. completion_G] with a block mask, so the prefix runs once and
-        gradients equal the per-sequence ones (prefix.py); otherwise plain padded batches."""
+        gradients equal the per-sequence ones (prefix.py); otherwise plain padded batches.
+        `needs_grad(datum)`: bool [T], the positions whose logprob needs a gradient (None: all)."""
         core = self.core
         groups = self.groups(datums)  # grouping compares prefixes and pixels: done once, handed on
         if groups is not None and any(len(g.members) > 1 and g.prefix_len for g in groups):
@@ -110,10 +118,10 @@ class LocalTrainer:
             yield from iter_shared_prefix_logprobs(core.model, datums, renderer=core.renderer,
                                                    spatial_merge=core.spatial_merge, pad_id=core.pad_id,
                                                    microbatch_tokens=MAX_TOKENS_PER_MICROBATCH,
-                                                   counter=core.tokens, groups=groups)
+                                                   counter=core.tokens, groups=groups, needs_grad=needs_grad)
             return
         for mb in self._microbatches(datums):
-            yield mb, self._target_logprobs([datums[i] for i in mb])
+            yield mb, self._target_logprobs([datums[i] for i in mb], needs_grad)
 
     @torch.no_grad()
     def forward(self, datums: Sequence[Datum]) -> list[np.ndarray]:
@@ -176,7 +184,10 @@ class LocalTrainer:
                                  f"(has {sorted(d.loss_fn_inputs)})")
         all_lp: list[np.ndarray] = [None] * len(datums)  # type: ignore[list-item]
         total, n_tokens = 0.0, 0
-        for mb, lps in self._logprob_batches(datums):
+        # the head runs with gradient only where the loss can have one (losses.GRAD_INPUT); every
+        # target logprob is still returned (target_head.py). Off: gradient at every target position
+        needs_grad = (lambda d: grad_positions(loss_fn, d.loss_fn_inputs)) if core.head_at_trained_positions else None
+        for mb, lps in self._logprob_batches(datums, needs_grad):
             losses = []
             for i, lp in zip(mb, lps):
                 inputs = {k: torch.as_tensor(np.asarray(v), device=core.device, dtype=torch.float32)

@@ -16,7 +16,7 @@ come from the shared prefix logits, gathered with each datum's own targets.
 
 Datums that share no image-bearing prefix stay rows of their own (a group of one), so any batch
 goes through this path. Rows of similar length form a microbatch and are padded to its longest;
-pad positions attend only to themselves and their logits are discarded.
+pad positions attend only to themselves and the head never runs there (target_head.py).
 
 Token accounting: a group *needs* prefix + sum(suffixes) tokens (the prefix once per group +
 G x completion); a microbatch *processes* rows x longest row. `counter.add("train", needed,
@@ -25,7 +25,7 @@ processed)` is called per microbatch with a TokenCounter-like object when one is
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +33,7 @@ import torch
 
 from geospot.engines import packed_attention
 from geospot.engines.inputs import image_starts, mrope_positions, same_image
+from geospot.engines.target_head import make_plan, target_logprobs
 from geospot.engines.types import Datum, ImageChunk, ModelInput
 
 MIN_SHARED_TEXT_TOKENS = 64  # text-only datums are grouped only when they share this much
@@ -262,11 +263,14 @@ def iter_shared_prefix_logprobs(
     microbatch_tokens: int = DEFAULT_MICROBATCH_TOKENS,
     counter=None,
     groups: Sequence[PackedGroup] | None = None,
+    needs_grad: Callable[[Datum], np.ndarray | None] | None = None,
 ) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
     """Yields (datum indices, target logprobs float32 [T] per datum) one microbatch at a time, so
     a caller can take the loss and call backward before the next microbatch (bounded memory).
-    Differentiable when grad is enabled. `groups`: `group_datums(datums_D, microbatch_tokens)`
-    when the caller already has it (grouping compares prefixes token by token and pixels)."""
+    Differentiable when grad is enabled: at every target position, or where `needs_grad(datum)`
+    (bool [T], None = all) says so — elsewhere the logprob is computed without gradient
+    (target_head.py). `groups`: `group_datums(datums_D, microbatch_tokens)` when the caller already
+    has it (grouping compares prefixes token by token and pixels)."""
     dtype, device = _model_dtype_device(model)
     if not supports_packing(model):
         raise ValueError("shared-prefix packing needs attention that takes a 4-D mask "
@@ -300,37 +304,36 @@ def iter_shared_prefix_logprobs(
         if images:
             pixel_values, grid = renderer.image_processor(images)
             kw.update(pixel_values=pixel_values.to(device, dtype), image_grid_thw=grid.to(device))
-        logits = model(**kw).logits
         if counter is not None:
             counter.add("train", needed=sum(len(r.tokens) for r in mb), processed=R * L)
-        indices, logprobs = [], []
+        # every member's (position, target) pairs: the prefix positions once per member (each with its
+        # own targets and loss inputs), then its suffix; the head runs once per position (target_head.py)
+        where, targets, grads, sizes, indices = [], [], [], [], []
         for b, r in enumerate(mb):
-            row_logits = logits[b, : len(r.tokens)].float()
-            lse = torch.logsumexp(row_logits, dim=-1)
-            # every member's (position, target) pairs in ONE gather: its backward fills one
-            # [L, V] buffer, not one per member (V is 150k for real Qwen models)
-            P, where, targets, sizes = r.group.prefix_len, [], [], []
+            P = r.group.prefix_len
             for m, idx in enumerate(r.group.members):
                 S = r.group.lengths[m] - P
-                where.append(np.concatenate([np.arange(P), np.arange(r.offsets[m], r.offsets[m] + S)]))
+                where.append(b * L + np.concatenate([np.arange(P), np.arange(r.offsets[m], r.offsets[m] + S)]))
                 targets.append(np.asarray(datums_D[idx].loss_fn_inputs["target_tokens"], dtype=np.int64))
+                g = needs_grad(datums_D[idx]) if needs_grad is not None else None
+                grads.append(np.ones(P + S, bool) if g is None else g)
                 sizes.append(P + S)
-            where_t = torch.from_numpy(np.concatenate(where)).to(device)
-            lp = row_logits[where_t, torch.from_numpy(np.concatenate(targets)).to(device)] - lse[where_t]
-            logprobs.extend(torch.split(lp, sizes))
-            indices.extend(r.group.members)
-        yield indices, logprobs
+                indices.append(idx)
+        plan = make_plan(np.concatenate(where), np.concatenate(targets), np.concatenate(grads), device)
+        yield indices, list(torch.split(target_logprobs(model, kw, plan), sizes))
 
 
 def shared_prefix_forward(model: torch.nn.Module, datums_D: Sequence[Datum], *, renderer, spatial_merge: int,
                           pad_id: int = 0, microbatch_tokens: int = DEFAULT_MICROBATCH_TOKENS,
-                          counter=None) -> list[torch.Tensor]:
-    """Target logprobs float32 [T] per datum, in input order (differentiable when grad is on).
+                          counter=None, needs_grad=None) -> list[torch.Tensor]:
+    """Target logprobs float32 [T] per datum, in input order (differentiable when grad is on;
+    `needs_grad` as for `iter_shared_prefix_logprobs`).
     Keeps every microbatch's graph alive; a training loop wanting bounded memory uses
     `iter_shared_prefix_logprobs` and calls backward per microbatch."""
     out: list[torch.Tensor | None] = [None] * len(datums_D)
     batches = iter_shared_prefix_logprobs(model, datums_D, renderer=renderer, spatial_merge=spatial_merge,
-                                          pad_id=pad_id, microbatch_tokens=microbatch_tokens, counter=counter)
+                                          pad_id=pad_id, microbatch_tokens=microbatch_tokens, counter=counter,
+                                          needs_grad=needs_grad)
     for indices, lps in batches:
         for i, lp in zip(indices, lps):
             out[i] = lp

@@ -72,3 +72,25 @@ def test_ppo_gradient_zero_when_clipped():
 def test_unknown_loss():
     with pytest.raises(ValueError, match="unknown loss_fn"):
         losses.compute_loss("dpo", torch.zeros(1), {})
+
+
+def test_every_loss_declares_where_it_has_a_gradient():
+    assert losses.GRAD_INPUT.keys() == losses.REQUIRED_INPUTS.keys()
+    for loss_fn, key in losses.GRAD_INPUT.items():
+        assert key is losses.ALL_POSITIONS or key in losses.REQUIRED_INPUTS[loss_fn]
+
+
+@pytest.mark.parametrize("loss_fn", ["cross_entropy", "importance_sampling", "ppo"])
+def test_gradient_is_exactly_zero_where_the_declared_input_is_zero(loss_fn):
+    """What the trainer relies on to run the head without gradient there (target_head.py)."""
+    rng = np.random.default_rng(0)
+    gate = np.array([0.0, 1.3, 0.0, -0.7, 2.0, 0.0], np.float32)
+    lp = torch.tensor(rng.normal(-2, 1, 6), dtype=torch.float32, requires_grad=True)
+    # sampler logprobs near lp: ratios inside ppo's clip range, where its gradient is -r A (non-zero)
+    q = (lp.detach().numpy() + rng.uniform(-0.1, 0.1, 6)).astype(np.float32)
+    inputs = {"weights": gate, "advantages": gate, "logprobs": q}
+    losses.compute_loss(loss_fn, lp, {k: torch.as_tensor(v) for k, v in inputs.items()}).backward()
+    need = losses.grad_positions(loss_fn, inputs)
+    assert need.tolist() == [False, True, False, True, True, False]
+    assert torch.all(lp.grad[~torch.from_numpy(need)] == 0)
+    assert torch.all(lp.grad[torch.from_numpy(need)] != 0)
