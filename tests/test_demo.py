@@ -177,12 +177,12 @@ def test_the_demos_final_run_predicts_every_real_photo(short_demo, capsys):
     assert cropped >= 19 and cropped >= uncropped
 
 
-def _stage(km: float, gs: float, sgs: float) -> dict:
+def _tau_arm(km: float, gs: float, sgs: float) -> dict:
     return {"median_km": km, "geoscore": gs, "sampled_geoscore": sgs}
 
 
 def test_tau_line_names_each_verdict():
-    stage = _stage
+    stage = _tau_arm
     t = {"steps": 150, "format_only": stage(10574.0, 560.0, 342.0), "fixed_tau": stage(7388.0, 396.0, 417.0),
          "follow_error_tau": stage(6005.0, 818.0, 731.0),
          "verdict": {"median_km": NO_CHANGE, "geoscore": IMPROVED, "sampled_geoscore": IMPROVED}}

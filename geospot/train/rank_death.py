@@ -69,9 +69,12 @@ def stopped_ranks() -> list[int]:
 
 def dead_ranks() -> list[int]:
     """The ranks on this machine whose process is gone without being stopped by torchrun: a
-    rank that a SIGTERM stopped first (Ctrl-C, `timeout`, a scheduler) is not called dead."""
-    stopped = set(stopped_ranks())
-    return [r for r, pid in _peers_here() if r not in stopped and not _alive(pid)]
+    rank that a SIGTERM stopped first (Ctrl-C, `timeout`, a scheduler) is not called dead.
+    Which are gone is read first, their markers after: a stopped rank writes its marker before it
+    exits, so one seen gone has its marker by then (read the other way round, a rank that wrote
+    it and exited between the two reads was called dead)."""
+    gone = [(r, pid) for r, pid in _peers_here() if not _alive(pid)]
+    return [r for r, pid in gone if not _stopped_marker(pid).exists()]
 
 
 def resume_command(argv: list[str], module: str, env: dict) -> str:
