@@ -56,8 +56,8 @@ class Preset:
     tau_steps: int = 0  # > 0: also run the τ study with this many GRPO steps per arm
 
 
-# `default` fits the 5-minute budget on 2 quiet cores: 224-232 CPU s (SFT 63-65, mixed GRPO 143-151,
-# evals 16-18; one torch thread), ~3 min 45 s wall at load ~1. SFT stops at 300 steps, while its map
+# `default` fits the 5-minute budget on 2 quiet cores: 201-241 CPU s (SFT 54-76, mixed GRPO 129-151,
+# evals 16-18; one torch thread), 3 min 53 s wall at load 1.0. SFT stops at 300 steps, while its map
 # is still rough, so GRPO has room (from a converged 450-step SFT, 400 GRPO steps moved greedy by
 # +3 / -41 in the world without look-alikes). No telescoping-only stage: with 24 (or 72)
 # telescoping-only steps after single-turn GRPO the final turn was never closer than the first,
