@@ -7,11 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from engine_helpers import random_image, tiny_engine
+from engine_helpers import naive_logprobs, random_image, tiny_engine
 
 from geospot import prompts
 from geospot.engines.datums import make_datum
-from geospot.engines.inputs import mrope_positions
 from geospot.engines.local_model import TokenCounter
 from geospot.engines.losses import importance_sampling
 from geospot.engines.prefix import (
@@ -46,23 +45,6 @@ def _rl_datum(prompt: ModelInput, tokens, seed: int):
     return make_datum(full, logprobs=q, advantages=a)
 
 
-def _naive_logprobs(e, d) -> torch.Tensor:
-    """One datum alone: batch of one, no padding, no mask — the reference."""
-    mi = d.model_input
-    pos, _ = mrope_positions(mi, e.spatial_merge)
-    kw = dict(
-        input_ids=torch.from_numpy(e.renderer.tokens_of(mi))[None],
-        position_ids=torch.from_numpy(pos)[:, None],
-        use_cache=False,
-    )
-    if mi.images():
-        pv, grid = e.image_processor([c.image for c in mi.images()])
-        kw.update(pixel_values=pv, image_grid_thw=grid)
-    logits = e.model(**kw).logits[0].float()
-    t = torch.as_tensor(d.loss_fn_inputs["target_tokens"], dtype=torch.long)
-    return logits.gather(-1, t[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
-
-
 def _loss(lp, d):
     f = lambda k: torch.as_tensor(d.loss_fn_inputs[k])
     return importance_sampling(lp, f("logprobs"), f("advantages"))
@@ -78,7 +60,7 @@ def _grads(e, datums, logprobs_fn):
 
 
 def _assert_equal(e, datums, counter=None):
-    naive_lp, naive_g = _grads(e, datums, lambda ds: [_naive_logprobs(e, d) for d in ds])
+    naive_lp, naive_g = _grads(e, datums, lambda ds: [naive_logprobs(e, d) for d in ds])
     packed = lambda ds: shared_prefix_forward(
         e.model, ds, renderer=e.renderer, spatial_merge=e.spatial_merge, pad_id=e.pad_id, counter=counter
     )
@@ -218,7 +200,7 @@ def test_shared_prefix_sampling_equals_naive_rescoring(family):
         for s in group:
             d = _rl_datum(prompt, s.tokens, 0)
             with torch.no_grad():
-                lp = _naive_logprobs(e, d)[prompt.length - 1 :].numpy()
+                lp = naive_logprobs(e, d)[prompt.length - 1 :].numpy()
             assert np.abs(lp - np.asarray(s.logprobs)).max() < 1e-4
 
 

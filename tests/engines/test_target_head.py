@@ -6,12 +6,11 @@ families, LoRA and full fine-tuning, packed and plain paths."""
 import numpy as np
 import pytest
 import torch
-from engine_helpers import random_image, tiny_engine
+from engine_helpers import naive_logprobs, random_image, tiny_engine
 
 from geospot import prompts
 from geospot.engines import target_head
 from geospot.engines.datums import make_datum
-from geospot.engines.inputs import mrope_positions
 from geospot.engines.losses import compute_loss
 from geospot.engines.prefix import group_datums
 from geospot.models.tiny import FAMILIES
@@ -50,20 +49,6 @@ def _datums(e, loss_fn: str, seed=0):
     return out
 
 
-def _full_head_logprobs(e, d) -> torch.Tensor:
-    """The computation before the lever: one datum alone, the model's head at every position."""
-    mi = d.model_input
-    pos, _ = mrope_positions(mi, e.spatial_merge)
-    kw = dict(input_ids=torch.from_numpy(e.renderer.tokens_of(mi))[None], position_ids=torch.from_numpy(pos)[:, None],
-              use_cache=False)
-    if mi.images():
-        pv, grid = e.image_processor([c.image for c in mi.images()])
-        kw.update(pixel_values=pv, image_grid_thw=grid)
-    logits = e.model(**kw).logits[0].float()
-    t = torch.as_tensor(d.loss_fn_inputs["target_tokens"], dtype=torch.long)
-    return logits.gather(-1, t[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
-
-
 def _inputs(d):
     return {k: torch.as_tensor(np.asarray(v), dtype=torch.float32) for k, v in d.loss_fn_inputs.items()
             if k != "target_tokens"}
@@ -73,7 +58,7 @@ def _reference(e, datums, loss_fn):
     e.model.zero_grad(set_to_none=True)
     lps = []
     for d in datums:
-        lp = _full_head_logprobs(e, d)
+        lp = naive_logprobs(e, d)
         compute_loss(loss_fn, lp, _inputs(d)).backward()
         lps.append(lp.detach().numpy())
     grads = {n: p.grad.clone() for n, p in e.trainable if p.grad is not None}
