@@ -53,6 +53,9 @@ def test_a_run_killed_with_sigkill_stops_reading_running(tmp_path, browser):
         assert _first_line(proc, LOAD_DEADLINE_S) == "ok"
         with Server(create_app(runs, poll_s=0.1)) as srv:
             page = browser.new_page()
+            page.goto(srv.url + "/#/", timeout=LOAD_DEADLINE_S * 1000)  # the list redraws itself: live too
+            expect(page.locator("tr[data-run='victim'] .badge")).to_have_text("running", timeout=LOAD_DEADLINE_S * 1000)
+            expect(page.locator("#live")).to_have_text("live", timeout=5_000)
             page.goto(srv.url + "/#/run/victim", timeout=LOAD_DEADLINE_S * 1000)
             expect(page.locator("#run-status")).to_have_class("badge running", timeout=LOAD_DEADLINE_S * 1000)
             # `live` once the event stream opened (it may open after the header is drawn)
@@ -65,6 +68,7 @@ def test_a_run_killed_with_sigkill_stops_reading_running(tmp_path, browser):
             page.goto(srv.url + "/#/", timeout=LOAD_DEADLINE_S * 1000)
             expect(page.locator("tr[data-run='victim'] .badge")).to_have_text("stopped",
                                                                                timeout=LOAD_DEADLINE_S * 1000)
+            expect(page.locator("#live")).to_have_text("not live", timeout=5_000)  # nothing trains any more
             page.close()
     finally:
         proc.kill()

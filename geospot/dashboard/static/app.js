@@ -77,6 +77,8 @@ async function renderList() {
       el("td", { class: "num", "data-key": "heldout-step" }, (r.heldout || {}).step ?? "–"),
       ...LIST_KEYS.map(([, re]) => el("td", { class: "num" }, fmt(bestOf(r.best, re))))));
     cmp.disabled = picked.size !== 2;
+    // The list redraws every 5 s, so while any run trains it is as live as a run's own page.
+    setLive(data.runs.some(r => r.status === "running") ? "live" : "not live");
     $main.replaceChildren(
       el("h2", {}, "Runs"), el("p", { class: "muted" }, `in ${data.runs_dir}`),
       data.runs.length ? el("table", { id: "runs" },
