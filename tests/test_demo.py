@@ -182,9 +182,8 @@ def _tau_arm(km: float, gs: float, sgs: float) -> dict:
 
 
 def test_tau_line_names_each_verdict():
-    stage = _tau_arm
-    t = {"steps": 150, "format_only": stage(10574.0, 560.0, 342.0), "fixed_tau": stage(7388.0, 396.0, 417.0),
-         "follow_error_tau": stage(6005.0, 818.0, 731.0),
+    t = {"steps": 150, "format_only": _tau_arm(10574.0, 560.0, 342.0), "fixed_tau": _tau_arm(7388.0, 396.0, 417.0),
+         "follow_error_tau": _tau_arm(6005.0, 818.0, 731.0),
          "verdict": {"median_km": NO_CHANGE, "geoscore": IMPROVED, "sampled_geoscore": IMPROVED}}
     assert demo.tau_line(t) == (
         "τ study (150 GRPO steps from a format-only warm start, greedy median km): format-only 10,574, fixed τ = 25 km "

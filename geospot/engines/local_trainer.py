@@ -33,7 +33,7 @@ from geospot.engines.prefix import (
     iter_shared_prefix_logprobs,
     supports_packing,
 )
-from geospot.engines.target_head import make_plan, target_logprobs
+from geospot.engines.target_head import grad_mask, make_plan, target_logprobs
 from geospot.engines.types import REQUIRED_INPUTS, AdamParams, Datum, ForwardBackwardResult
 
 MAX_TOKENS_PER_MICROBATCH = DEFAULT_MICROBATCH_TOKENS  # training/scoring batches are split to bound activation memory
@@ -84,8 +84,7 @@ class LocalTrainer:
         for b, (d, n) in enumerate(zip(datums, batch.lengths)):
             where.append(b * T + np.arange(n))
             targets.append(np.asarray(d.loss_fn_inputs["target_tokens"], dtype=np.int64))
-            g = needs_grad(d) if needs_grad is not None else None
-            grads.append(np.ones(n, bool) if g is None else g)
+            grads.append(grad_mask(needs_grad, d, n))
         plan = make_plan(np.concatenate(where), np.concatenate(targets), np.concatenate(grads), core.device)
         lp = target_logprobs(core.model, dict(batch.model_kwargs(), use_cache=False), plan)
         return list(torch.split(lp, batch.lengths))

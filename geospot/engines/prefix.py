@@ -33,7 +33,7 @@ import torch
 
 from geospot.engines import packed_attention
 from geospot.engines.inputs import image_starts, mrope_positions, same_image
-from geospot.engines.target_head import make_plan, target_logprobs
+from geospot.engines.target_head import grad_mask, make_plan, target_logprobs
 from geospot.engines.types import Datum, ImageChunk, ModelInput
 
 MIN_SHARED_TEXT_TOKENS = 64  # text-only datums are grouped only when they share this much
@@ -315,8 +315,7 @@ def iter_shared_prefix_logprobs(
                 S = r.group.lengths[m] - P
                 where.append(b * L + np.concatenate([np.arange(P), np.arange(r.offsets[m], r.offsets[m] + S)]))
                 targets.append(np.asarray(datums_D[idx].loss_fn_inputs["target_tokens"], dtype=np.int64))
-                g = needs_grad(datums_D[idx]) if needs_grad is not None else None
-                grads.append(np.ones(P + S, bool) if g is None else g)
+                grads.append(grad_mask(needs_grad, datums_D[idx], P + S))
                 sizes.append(P + S)
                 indices.append(idx)
         plan = make_plan(np.concatenate(where), np.concatenate(targets), np.concatenate(grads), device)

@@ -76,6 +76,13 @@ class HeadPlan:
         return sum(len(p.rows) for p in self.pieces)
 
 
+def grad_mask(needs_grad, datum, n: int) -> np.ndarray:
+    """bool [n]: the target positions of `datum` whose logprob needs a gradient — what
+    `needs_grad(datum)` says, or all of them (needs_grad None, or it answers None)."""
+    g = needs_grad(datum) if needs_grad is not None else None
+    return np.ones(n, bool) if g is None else np.asarray(g, bool)
+
+
 def make_plan(pos_E: np.ndarray, target_E: np.ndarray, grad_E: np.ndarray | None, device,
               chunk_rows: int = NO_GRAD_CHUNK_ROWS) -> HeadPlan:
     """The head calls for these entries: one with gradient at every position some entry needs it
@@ -151,5 +158,5 @@ def target_logprobs(model: torch.nn.Module, model_kwargs: dict, plan: HeadPlan) 
     return lp_E
 
 
-__all__ = ["HeadPlan", "NO_GRAD_CHUNK_ROWS", "make_plan", "output_head", "planned_head", "project",
+__all__ = ["HeadPlan", "NO_GRAD_CHUNK_ROWS", "grad_mask", "make_plan", "output_head", "planned_head", "project",
            "target_logprobs"]
