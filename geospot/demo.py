@@ -4,7 +4,8 @@
       -> held-out eval of the untrained model
       -> SFT warm-start (answer format + a first map of the world)
       -> GRPO from the SFT checkpoint: single-turn groups, with a quarter of each batch played as
-         telescoping groups (one policy, both envs) so the refine turns learn too
+         telescoping groups (one policy, both envs) so the refine turns learn too; each turn is
+         credited with its own reward (the coarse turn its distance, a refine turn its gain)
       -> the same held-out eval after each stage, one table, and a verdict per metric
          that is "improved" only beyond the noise band (paired bootstrap over the images)
       -> with --tau-study (or --preset long): from a format-only warm start, GRPO with τ
@@ -112,6 +113,15 @@ class DemoConfig:
     rl_env: str = "telescoping"
     rl_mix_env: str | None = "single"
     rl_mix_share: float = 0.75
+    # Credit of the telescoping turns: each turn its own reward, centred across the group (`own_turn`):
+    # the coarse turn is paid for its own distance, a refine turn for how much closer it lands than
+    # the turn before. With the return-to-go (`per_turn`, RLConfig's default) the coarse turn's
+    # credit is the final score alone, and GRPO turned it into a stub — an integer with a digit left
+    # off — that the later turns complete: "final closer than first" then held only because the first
+    # turn was broken, and on 2 of 3 fresh seeds not even that. With own_turn, seeds 0-3: the first
+    # turn is a real guess; the final turn is closer on 3 and within noise on 1 (seed 0, where the first
+    # turn is already as good as the single-turn answer), never farther (docs/rl_vs_sft.md, fourth pass).
+    rl_credit: str = "own_turn"
     # GRPO, stage 2 (rl_steps > 0 only): telescoping-only steps after the mixed stage.
     rl_lr: float = 4e-5
     rl_batch_size: int = 8
@@ -163,6 +173,7 @@ def stage_configs(cfg: DemoConfig):
         "eval_at_start": False,
         "behavior_if_log_dir_exists": "raise",
         "seed": cfg.seed,
+        "advantage": cfg.rl_credit,
     }
     single = RLConfig(env_type=cfg.rl_env, load_checkpoint_path=str(out / "sft"), max_steps=max(cfg.rl_single_steps, 1),
                       learning_rate=cfg.rl_single_lr, save_every=max(cfg.rl_single_steps, 1), log_images_every=10,

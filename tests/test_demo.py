@@ -40,6 +40,7 @@ def test_presets_and_flags_parse(monkeypatch, tmp_path, capsys):
     assert rl.load_checkpoint_path == single.log_path and sft.prompt_style == "both"
     # the default: one GRPO stage, a quarter of each batch telescoping, written to `rl` (what README's commands name)
     assert (single.mix_env_type, single.mix_share, single.log_path, cfg.rl_steps) == ("single", 0.75, f"{out}/rl", 0)
+    assert single.advantage == rl.advantage == "own_turn"  # each telescoping turn paid for its own distance / gain
     assert demo.stage_configs(replace(cfg, rl_steps=3))[1].log_path == f"{out}/rl-single"
     assert (rl.model_name, rl.lora_rank, rl.train_vision) == (cfg.model_name, 0, True)  # not lost on the way
     assert sft.behavior_if_log_dir_exists == "raise"  # the demo never deletes a run itself
@@ -160,8 +161,9 @@ OSV = Path("/work/shared/data/osv5m-samples")
 @pytest.mark.skipif(not OSV.exists(), reason="needs the shared OSV-5M samples")
 def test_the_demos_final_run_predicts_every_real_photo(short_demo, capsys):
     """`geospot predict model=<the demo's final run>` with no other key: the telescoping turns it
-    trained last, asked about real 16:9 / 4:3 photos as centre-cropped squares (it only ever saw
-    112 px squares). Uncropped, its coarse turn often ends after the latitude."""
+    trained last, asked about real 16:9 / 4:3 photos, as centre-cropped squares (the default: it only
+    ever saw 112 px squares) and uncropped. (With the return-to-go credit the coarse turn was a stub
+    that on uncropped photos often ended after the latitude; paid for its own distance, it answers.)"""
     from geospot.eval.predict_cli import predict_main
 
     def parsed(*keys):
@@ -174,7 +176,7 @@ def test_the_demos_final_run_predicts_every_real_photo(short_demo, capsys):
     uncropped = parsed("square=false")
     cropped = parsed()
     print(f"parsed real photos: {cropped}/20 as square crops, {uncropped}/20 uncropped")
-    assert cropped >= 19 and cropped >= uncropped
+    assert cropped >= 19 and uncropped >= 19
 
 
 def _tau_arm(km: float, gs: float, sgs: float) -> dict:

@@ -3,7 +3,7 @@ import pytest
 
 from geospot.engines.types import ModelInput
 from geospot.envs.types import Trajectory, Transition
-from geospot.rl.advantages import PerTurnCredit, TrajectoryCredit, center, compute_advantages, returns_to_go
+from geospot.rl.advantages import CREDITS, PerTurnCredit, TrajectoryCredit, center, compute_advantages, returns_to_go
 
 
 def traj(*rewards):
@@ -13,6 +13,9 @@ def traj(*rewards):
 def test_returns_to_go_hand_worked():
     np.testing.assert_allclose(returns_to_go([0.2, 0.3, 0.1]), [0.6, 0.4, 0.1])
     np.testing.assert_allclose(returns_to_go([0.5]), [0.5])
+    # gamma 0.5: G_3 = 0.1, G_2 = 0.3 + 0.05 = 0.35, G_1 = 0.2 + 0.175 = 0.375
+    np.testing.assert_allclose(returns_to_go([0.2, 0.3, 0.1], gamma=0.5), [0.375, 0.35, 0.1])
+    np.testing.assert_allclose(returns_to_go([0.2, 0.3, 0.1], gamma=0.0), [0.2, 0.3, 0.1])
 
 
 def test_center_with_and_without_std():
@@ -34,6 +37,18 @@ def test_per_turn_return_to_go_centred_at_each_turn():
     np.testing.assert_allclose(adv[0], [0.1, 0.4 - 0.8 / 3, 0.0], atol=1e-12)
     np.testing.assert_allclose(adv[1], [0.1, 0.2 - 0.8 / 3, 0.1], atol=1e-12)
     np.testing.assert_allclose(adv[2], [-0.2, 0.2 - 0.8 / 3, -0.1], atol=1e-12)
+
+
+def test_own_turn_credit_pays_each_turn_its_own_reward_centred_at_that_turn():
+    # gamma 0: turn t gets r_t. Turn means (0.2+0.4+0.1)/3 = 0.7/3, 0.5/3, 0.1.
+    adv = compute_advantages([GROUP], CREDITS["own_turn"]).advantages[0]
+    np.testing.assert_allclose(adv[0], [0.2 - 0.7 / 3, 0.3 - 0.5 / 3, 0.0], atol=1e-12)
+    np.testing.assert_allclose(adv[1], [0.4 - 0.7 / 3, 0.0 - 0.5 / 3, 0.1], atol=1e-12)
+    np.testing.assert_allclose(adv[2], [0.1 - 0.7 / 3, 0.2 - 0.5 / 3, -0.1], atol=1e-12)
+    # one turn: every credit is the centred reward
+    one = [traj(0.2), traj(0.6)]
+    for credit in CREDITS.values():
+        np.testing.assert_allclose(np.concatenate(compute_advantages([one], credit).advantages[0]), [-0.2, 0.2])
 
 
 def test_trajectory_credit_is_one_centred_total_for_all_turns():
