@@ -73,14 +73,16 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
 
     out = Path(args.out)
-    previous = json.loads(out.read_text())["results"] if out.exists() else {}
-    results = dict(previous)
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    # each result keeps the date it was measured on, so a partial run (--only) does not relabel the rest
+    results = {k: {"date": previous.get("date"), **v} for k, v in previous.get("results", {}).items()}
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
     for name in names:
         print(f"[run_all] {name} ...", file=sys.stderr, flush=True)
-        results[name] = run_one(name, args.timeout)
+        results[name] = {"date": today, **run_one(name, args.timeout)}
         print(json.dumps({name: results[name]}), flush=True)
     doc = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "date": today,
         "machine": machine(),
         "results": results,
     }

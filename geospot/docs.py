@@ -208,11 +208,13 @@ def benchmark_table(results_path: Path = RESULTS) -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     results = doc.get("results", {})
-    for name, what, ours, peer, ratio in HEADLINES:
-        r = results.get(name)
+    for bench, what, ours, peer, ratio in HEADLINES:
+        name, r = bench, results.get(bench)
         if r is None:
             continue
         what = what.format(device=str(r.get("device", "?")) + (" (DRY RUN, tiny shape)" if r.get("dry_run") else ""))
+        if r.get("date") not in (None, doc.get("date")):  # kept from an earlier run_all (--only ran the others)
+            name = f"{name} ({r['date']})"
         if "error" in r:
             lines.append(f"| {name} | {what} | error: {str(r['error'])[:80]} | | |")
             continue

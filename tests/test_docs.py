@@ -18,3 +18,25 @@ def test_config_reference_lists_every_key():
     for cls in (SFTConfig, RLConfig):
         for f in dataclasses.fields(cls):
             assert f"`{f.name}`" in ref
+
+
+def test_a_partial_benchmark_run_keeps_each_results_date(tmp_path, monkeypatch):
+    """run_all --only geo re-measures geo; data keeps the date it was measured on, and the README
+    table says so on its row instead of labelling it with the new run's date."""
+    import importlib
+    import json
+    import sys
+
+    monkeypatch.syspath_prepend(str(docs.ROOT / "benchmarks"))
+    run_all = importlib.import_module("run_all")
+    monkeypatch.setattr(run_all, "run_one", lambda name, timeout: {"pairs_per_s": 3.0, "peer_pairs_per_s": 1.0})
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"date": "2026-11-26", "machine": {}, "results": {
+        "geo": {"pairs_per_s": 1.0}, "data": {"images_per_s": 7.0}}}))
+    assert run_all.main(["--out", str(path), "--only", "geo"]) == 0
+    doc = json.loads(path.read_text())
+    assert doc["results"]["data"]["date"] == "2026-11-26"
+    assert doc["results"]["geo"]["date"] == doc["date"] != "2026-11-26"
+    table = docs.benchmark_table(path)
+    assert "| data (2026-11-26) |" in table and "| geo |" in table and "| geo (" not in table
+    sys.modules.pop("run_all", None)
