@@ -135,8 +135,12 @@ def test_run_list_and_compare(tmp_path, browser):
         page.goto(srv.url + "/")
         page.wait_for_selector("#runs tr[data-run='b']")
         assert page.locator("#runs tr[data-run]").count() == 2
+        assert page.locator("#compare-btn").inner_text() == "pick 2 runs to compare (0 picked)"
         page.locator("tr[data-run='a'] input").check()
+        assert page.locator("#compare-btn").inner_text() == "pick 2 runs to compare (1 picked)"
+        assert page.locator("#compare-btn").is_disabled()
         page.locator("tr[data-run='b'] input").check()
+        assert page.locator("#compare-btn").inner_text() == "compare the 2 picked runs"
         page.locator("#compare-btn").click()
         page.wait_for_selector("section.run[data-run='b'] circle.guess")
         assert page.locator("section.run").count() == 2

@@ -64,11 +64,16 @@ async function renderList() {
     let data;
     try { data = await getJSON("/api/runs"); } catch (e) { $main.replaceChildren(el("p", { class: "error" }, String(e))); return; }
     const cmp = el("button", { id: "compare-btn", disabled: true, onclick: () => {
-      const [a, b] = [...picked]; location.hash = `#/compare/${enc(a)}/${enc(b)}`; } }, "compare selected (2)");
+      const [a, b] = [...picked]; location.hash = `#/compare/${enc(a)}/${enc(b)}`; } });
+    // the button says what it needs: two picked runs (it read "compare selected (2)" with none picked)
+    const ready = () => {
+      cmp.disabled = picked.size !== 2;
+      cmp.textContent = picked.size === 2 ? "compare the 2 picked runs" : `pick 2 runs to compare (${picked.size} picked)`;
+    };
     const rows = data.runs.map(r => el("tr", { "data-run": r.name },
       el("td", {}, el("input", { type: "checkbox", checked: picked.has(r.name), onchange: ev => {
         ev.target.checked ? picked.add(r.name) : picked.delete(r.name);
-        cmp.disabled = picked.size !== 2; } })),
+        ready(); } })),
       el("td", {}, el("a", { href: `#/run/${enc(r.name)}` }, r.name)),
       el("td", {}, r.kind || "–"),
       el("td", {}, el("span", { class: "badge " + r.status }, r.status)),
@@ -76,7 +81,7 @@ async function renderList() {
       ...HELDOUT_KEYS.map(([, k]) => el("td", { class: "num heldout", "data-key": k }, fmt((r.heldout || {})[k]))),
       el("td", { class: "num", "data-key": "heldout-step" }, (r.heldout || {}).step ?? "–"),
       ...LIST_KEYS.map(([, re]) => el("td", { class: "num" }, fmt(bestOf(r.best, re))))));
-    cmp.disabled = picked.size !== 2;
+    ready();
     // The list redraws every 5 s, so while any run trains it is as live as a run's own page.
     setLive(data.runs.some(r => r.status === "running") ? "live" : "not live");
     $main.replaceChildren(
