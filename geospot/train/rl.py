@@ -88,9 +88,8 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
     kl_coef: float = option(0.0, "KL penalty to the starting policy (load_checkpoint_path's weights, else the base "
                             "model), subtracted from advantages per token; 0 = off")
     advantage: Literal["per_turn", "own_turn", "trajectory"] = option(
-        "per_turn", "telescoping credit: per_turn = each turn's return-to-go centred across the group; own_turn = "
-        "each turn's own reward, centred (the coarse turn is paid for its distance, a refine turn for its gain); "
-        "trajectory = one centred total for all turns (tinker-cookbook)")
+        "per_turn", "telescoping credit, centred in the group: per_turn = each turn's return-to-go; own_turn = each "
+        "turn's own reward (its distance, or its gain on the turn before); trajectory = one total for all turns")
     scale_by_std: bool = option(False, "divide centred rewards by the group std (off: Dr. GRPO, Liu et al. 2025: std "
                                 "scaling up-weights too-easy and too-hard groups)")
     # reward
