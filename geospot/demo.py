@@ -120,7 +120,7 @@ class DemoConfig:
     # off — that the later turns complete: "final closer than first" then held only because the first
     # turn was broken, and on 2 of 3 fresh seeds not even that. With own_turn, seeds 0-3: the first
     # turn is a real guess; the final turn is closer on 3 and within noise on 1 (seed 0, where the first
-    # turn is already as good as the single-turn answer), never farther (docs/rl_vs_sft.md, fourth pass).
+    # turn is already as good as the single-turn answer), never farther beyond noise (docs/rl_vs_sft.md, 4th pass).
     rl_credit: str = "own_turn"
     # GRPO, stage 2 (rl_steps > 0 only): telescoping-only steps after the mixed stage.
     rl_lr: float = 4e-5
