@@ -208,18 +208,18 @@ def benchmark_table(results_path: Path = RESULTS) -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     results = doc.get("results", {})
-    for bench, what, ours, peer, ratio in HEADLINES:
-        name, r = bench, results.get(bench)
+    for name, what, ours, peer, ratio in HEADLINES:
+        r = results.get(name)
         if r is None:
             continue
         what = what.format(device=str(r.get("device", "?")) + (" (DRY RUN, tiny shape)" if r.get("dry_run") else ""))
-        if r.get("date") not in (None, doc.get("date")):  # kept from an earlier run_all (--only ran the others)
-            name = f"{name} ({r['date']})"
+        # a row kept from an earlier run_all (--only ran the others) names its own date
+        label = name if r.get("date") in (None, doc.get("date")) else f"{name} ({r['date']})"
         if "error" in r:
-            lines.append(f"| {name} | {what} | error: {str(r['error'])[:80]} | | |")
+            lines.append(f"| {label} | {what} | error: {str(r['error'])[:80]} | | |")
             continue
         cells = [_get(r, p) if _get(r, p) is not None else _status(r, p) for p in (ours, peer, ratio)]
-        lines.append(f"| {name} | {what} | " + " | ".join("" if c is None else _fmt(c) for c in cells) + " |")
+        lines.append(f"| {label} | {what} | " + " | ".join("" if c is None else _fmt(c) for c in cells) + " |")
     gpu = results.get("gpu_check")
     if gpu and "error" not in gpu:
         what = ("a DRY RUN: the tiny shape on CPU, not a GPU measurement" if gpu.get("dry_run")
