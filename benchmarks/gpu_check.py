@@ -58,7 +58,8 @@ HERE = Path(__file__).resolve().parent
 for _path in (HERE.parent, HERE):  # this checkout's geospot, and grpo_step, engine, _trl_processor by name
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
-from _shaped_model import build_model  # noqa: E402  (found through the line above)
+from _device_memory import is_cuda, memory, peak_gb, reset_peak, sync  # noqa: E402  (found through the line above)
+from _shaped_model import build_model  # noqa: E402
 
 PHASES = ("build", "sft_lora", "sft_full", "grpo_torch", "kv_reuse", "trl", "grpo_vllm", "trl_vllm")
 SFT_LR, FULL_LR = 2e-4, 1e-5
@@ -79,56 +80,6 @@ class Plan:
 
 
 DRY = dict(shape="tiny", device="cpu", dtype="float32", images=2, group=4, tokens=24, px=448, budget_s=240.0)
-
-
-# -- measuring -----------------------------------------------------------------------------------
-
-
-def _cuda(plan: Plan) -> bool:
-    return plan.device.startswith("cuda")
-
-
-def _sync(plan: Plan) -> None:
-    if _cuda(plan):
-        import torch
-
-        torch.cuda.synchronize()
-
-
-_PHASE_PEAK = 0  # bytes: the phase's peak across the per-part resets below
-
-
-def _reset_peak(plan: Plan) -> None:
-    global _PHASE_PEAK
-    if _cuda(plan):
-        import torch
-
-        torch.cuda.synchronize()
-        _PHASE_PEAK = max(_PHASE_PEAK, torch.cuda.max_memory_allocated())
-        torch.cuda.reset_peak_memory_stats()
-
-
-def _peak_gb(plan: Plan) -> float | None:
-    """Peak torch allocation since the last reset, GiB (None on CPU: peak RSS is per phase process)."""
-    if not _cuda(plan):
-        return None
-    import torch
-
-    return round(torch.cuda.max_memory_allocated() / 2**30, 2)
-
-
-def _memory(plan: Plan) -> dict:
-    from grpo_step import _maxrss_mb
-
-    out = {"peak_rss_mb": round(_maxrss_mb(), 1)}
-    if _cuda(plan):
-        import torch
-
-        free, total = torch.cuda.mem_get_info()
-        peak = max(_PHASE_PEAK, torch.cuda.max_memory_allocated())
-        out.update(phase_peak_gb=round(peak / 2**30, 2), device_used_gb=round((total - free) / 2**30, 2),
-                   device_total_gb=round(total / 2**30, 2))
-    return out
 
 
 def _samples(plan: Plan, n: int):
@@ -178,10 +129,10 @@ def _sft(plan: Plan, lora_rank: int, lr: float) -> dict:
     optimized, model = (lst[:3] + lst[-3:] for lst in (engine.trainer.master_values(), engine.trainable))
     before = [p.detach().clone() for _, p in optimized]
     before_model = [p.detach().clone() for _, p in model]
-    _reset_peak(plan)
+    reset_peak(plan)
     t1 = time.perf_counter()
     res = engine.train_step(datums, "cross_entropy", adam)
-    _sync(plan)
+    sync(plan)
     step_s = time.perf_counter() - t1
     changed = max(float((p.detach() - b).abs().max()) for (_, p), b in zip(optimized, before))
     # the share of watched elements the step moved: in the optimizer's weights it says how much of
@@ -197,8 +148,8 @@ def _sft(plan: Plan, lora_rank: int, lr: float) -> dict:
             "dtype": str(engine.dtype).removeprefix("torch."), "loss_warmup_step": round(loss0, 4),
             "loss_timed_step": round(loss1, 4), "max_param_change": changed,
             "moved_share": round(moved_share, 4), "model_moved_share": round(model_moved_share, 4),
-            "master_copies": engine.trainer.master.copied, "step_peak_gb": _peak_gb(plan),
-            "ok": bool(changed > 0 and torch.isfinite(torch.tensor([loss0, loss1])).all()), **_memory(plan)}
+            "master_copies": engine.trainer.master.copied, "step_peak_gb": peak_gb(plan),
+            "ok": bool(changed > 0 and torch.isfinite(torch.tensor([loss0, loss1])).all()), **memory(plan)}
 
 
 def phase_sft_lora(plan: Plan) -> dict:
@@ -231,24 +182,24 @@ def _grpo(plan: Plan, sampler: str) -> dict:
         builders = [SingleTurnGroupBuilder(s, engine.renderer, KernelReward(TAU_KM))
                     for s in samples[step * plan.images:(step + 1) * plan.images]]
         params = SampleParams(max_tokens=plan.tokens, stop=(-1,), seed=step)  # exactly `tokens` each, like TRL
-        _reset_peak(plan)
+        reset_peak(plan)
         t0 = time.perf_counter()
         trajectories_BG = do_group_rollouts(engine, builders, plan.group, params)
-        _sync(plan)
+        sync(plan)
         t1 = time.perf_counter()
-        sample_peak = _peak_gb(plan)
+        sample_peak = peak_gb(plan)
         datums, trajs = [], []
         for group in trajectories_BG:
             adv_G = center([sum(tr.reward for tr in traj.transitions) for traj in group])
             datums += [trajectory_to_datum(traj, [float(a)]) for traj, a in zip(group, adv_G)]
             trajs += group
-        _reset_peak(plan)
+        reset_peak(plan)
         t2 = time.perf_counter()
         fb = engine.forward_backward(datums, "importance_sampling")
-        _sync(plan)
+        sync(plan)
         t3 = time.perf_counter()
         engine.optim_step(adam)
-        _sync(plan)
+        sync(plan)
         t4 = time.perf_counter()
     gaps = []  # sampler's logprob of each sampled token vs the trainer's, same weights
     for traj, lp in zip(trajs, fb.logprobs):
@@ -262,7 +213,7 @@ def _grpo(plan: Plan, sampler: str) -> dict:
            "sample_rollouts_per_s": round(rollouts / (t1 - t0), 3),
            "logprob_gap_mean": float(gap.mean()), "logprob_gap_max": float(gap.max()), "gap_tokens": int(gap.size),
            "prompt_tokens": datums[0].model_input.length - plan.tokens + 1,
-           "sample_peak_gb": sample_peak, "train_peak_gb": _peak_gb(plan), **_memory(plan)}
+           "sample_peak_gb": sample_peak, "train_peak_gb": peak_gb(plan), **memory(plan)}
     if hasattr(engine, "close"):
         engine.close()
     return out
@@ -290,11 +241,11 @@ def phase_kv_reuse(plan: Plan) -> dict:
     engine = _engine(plan, lora_rank=LORA_RANK)
     image = _samples(plan, 1)[0].image.resize((plan.px, plan.px), Image.BILINEAR)
     prompt = engine.renderer.generation_prompt([prompts.user_message(image, prompts.TELESCOPING_PROMPTS[0])])
-    _reset_peak(plan)
+    reset_peak(plan)
     r = telescoping(engine, prompt, repeats=1)
     on, off = r["telescoping_prefill_processed_on"], r["telescoping_prefill_processed_off"]
     return {"rollouts": G, "max_tokens": MAX_TOKENS, "turns": 3, **r, "prefill_ratio_off_over_on": round(off / on, 3),
-            "ok": bool(on < off), "peak_gb": _peak_gb(plan), **_memory(plan)}
+            "ok": bool(on < off), "peak_gb": peak_gb(plan), **memory(plan)}
 
 
 def _trl(plan: Plan, use_vllm: bool) -> dict:
@@ -326,13 +277,13 @@ def _trl(plan: Plan, use_vllm: bool) -> dict:
             self.wall, self.peak = [], []
 
         def on_step_begin(self, args, state, control, **kw):
-            _reset_peak(plan)
+            reset_peak(plan)
             self.t0 = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
-            _sync(plan)
+            sync(plan)
             self.wall.append(time.perf_counter() - self.t0)
-            self.peak.append(_peak_gb(plan))
+            self.peak.append(peak_gb(plan))
 
     timer = StepTimer()
     # 64 rollouts in one training forward would hold ~65 GB of activations at 3B size: like a TRL
@@ -349,7 +300,7 @@ def _trl(plan: Plan, use_vllm: bool) -> dict:
             temperature=1.0, top_p=1.0, top_k=0, learning_rate=LR, adam_beta1=0.9, adam_beta2=0.95,
             weight_decay=0.0, lr_scheduler_type="constant", max_grad_norm=0.0, loss_type="dr_grpo", beta=0.0,
             scale_rewards="none", gradient_checkpointing=False, bf16=plan.dtype == "bfloat16", fp16=False,
-            use_cpu=not _cuda(plan), max_steps=2, report_to="none", save_strategy="no", logging_steps=1,
+            use_cpu=not is_cuda(plan), max_steps=2, report_to="none", save_strategy="no", logging_steps=1,
             shuffle_dataset=False, remove_unused_columns=False, dataloader_num_workers=0, seed=0,
             disable_dropout=True, log_completions=False, disable_tqdm=True, **vllm_args)
         trainer = GRPOTrainer(
@@ -363,7 +314,7 @@ def _trl(plan: Plan, use_vllm: bool) -> dict:
     return {"vllm": use_vllm, "load_s": round(load_s, 1), "step_s": round(step_s, 3), "rollouts": B * G,
             "micro_batch": micro, "grad_accum": B * G // micro,
             "rollouts_per_s": round(B * G / step_s, 3), "warmup_step_s": round(timer.wall[0], 3),
-            "step_peak_gb": timer.peak[-1], **_memory(plan)}
+            "step_peak_gb": timer.peak[-1], **memory(plan)}
 
 
 def phase_trl(plan: Plan) -> dict:
@@ -390,7 +341,7 @@ def _child(name: str, plan_d: dict, result_path: str) -> None:
     t0 = time.perf_counter()
     try:
         out = globals()[f"phase_{name}"](plan)
-        if _cuda(plan):
+        if is_cuda(plan):
             import torch
 
             out.setdefault("device", torch.cuda.get_device_name(0))
@@ -492,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--budget-s={plan.budget_s} must be > 0")
     import torch  # children fork from a fork server started clean, so probing CUDA here is harmless
 
-    if _cuda(plan) and not torch.cuda.is_available():
+    if is_cuda(plan) and not torch.cuda.is_available():
         ap.error("no CUDA GPU here: run it on a GPU machine, or with --dry-run to check the script on this CPU")
     t_start = time.perf_counter()
     deadline = t_start + plan.budget_s

@@ -120,3 +120,16 @@ def test_the_graph_sees_lazy_imports():
     """A check that can fail: an import inside a function is an edge too."""
     graph = import_graph()
     assert "geospot.engines.vllm_sampler" in graph["geospot.engines"]  # imported inside make_engine
+
+
+MAX_FILE_LINES = 500  # docs/design.md's house rule: a file longer than this holds more than one job
+
+
+def test_no_python_file_over_500_lines():
+    """The package, its tests, benchmarks and scripts: a file that grows past the limit is split
+    by job (as benchmarks/_device_memory.py came out of gpu_check.py)."""
+    top = ROOT.parent
+    long = {str(p.relative_to(top)): n for d in ("geospot", "tests", "benchmarks", "scripts")
+            for p in sorted((top / d).rglob("*.py"))
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_FILE_LINES}
+    assert not long, f"files over {MAX_FILE_LINES} lines (split each by job): {long}"

@@ -1,6 +1,6 @@
 """The vLLM sampler path, every piece that needs no GPU: prompt conversion (all three Qwen-VL
 families), SamplingParams mapping, output conversion, adapter versioning on a real tiny
-LocalEngine, config validation, and `check_logprobs` against a CPU emulation of vLLM.
+LocalEngine, and `check_logprobs` against a CPU emulation of vLLM.
 
 vLLM itself is never imported here unless installed (those tests skip otherwise). The fakes
 use the attribute names of vLLM 0.33's RequestOutput / CompletionOutput / Logprob
@@ -15,13 +15,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from geospot import prompts
-from geospot.config import ConfigError, parse_overrides
 from geospot.engines import make_engine
-from geospot.engines.config import EngineConfig, vllm_sampler_problems
+from geospot.engines.config import EngineConfig
 from geospot.engines.rendering import Renderer
 from geospot.engines.types import AdamParams, ImageChunk, ModelInput, SampledSequence, SampleParams, TextChunk
 from geospot.engines.vllm_sampler import (
@@ -474,57 +472,3 @@ def test_check_logprobs_on_emulated_vllm(family, tmp_path):
     )
     res = check_logprobs(wrong, prompts_, num_samples=2, params=SampleParams(max_tokens=6, temperature=0.5, seed=0))
     assert res["max_abs_diff"] > 0.1
-
-
-# -- config --------------------------------------------------------------------------------------------------
-
-
-def test_sampler_config_problems_name_the_fix():
-    ok = EngineConfig(sampler="vllm", lora_rank=32, device="cuda")
-    assert vllm_sampler_problems(ok, cuda_available=True, vllm_installed=True) == []
-    p = vllm_sampler_problems(ok, cuda_available=True, vllm_installed=False)
-    assert len(p) == 1 and "pip install 'geospot[vllm]'" in p[0]
-    p = vllm_sampler_problems(EngineConfig(sampler="vllm", device="cpu"), cuda_available=True, vllm_installed=True)
-    assert len(p) == 1 and "CUDA" in p[0]
-    assert "CUDA" in vllm_sampler_problems(ok, cuda_available=False, vllm_installed=True)[0]
-    assert (
-        "engine=local"
-        in vllm_sampler_problems(
-            EngineConfig(sampler="vllm", engine="tinker"), cuda_available=True, vllm_installed=True
-        )[0]
-    )
-    assert (
-        "lora_rank"
-        in vllm_sampler_problems(EngineConfig(sampler="vllm", lora_rank=0), cuda_available=True, vllm_installed=True)[0]
-    )
-    assert (
-        "train_vision"
-        in vllm_sampler_problems(
-            EngineConfig(sampler="vllm", train_vision=True), cuda_available=True, vllm_installed=True
-        )[0]
-    )
-    assert (
-        "(0, 1)"
-        in vllm_sampler_problems(
-            EngineConfig(sampler="vllm", vllm_gpu_memory_utilization=1.5), cuda_available=True, vllm_installed=True
-        )[0]
-    )
-    assert vllm_sampler_problems(
-        EngineConfig(), cuda_available=False, vllm_installed=False
-    )  # the rule itself ignores `sampler`
-    EngineConfig(sampler="torch", device="cpu").validate()  # the default never needs a GPU
-
-
-@pytest.mark.skipif(torch.cuda.is_available() and vllm_installed(), reason="this machine can run sampler=vllm")
-def test_make_engine_refuses_vllm_here_before_loading():
-    with pytest.raises(ConfigError, match="sampler=vllm: .*CUDA"):  # the CLI path validates at parse time
-        parse_overrides(EngineConfig, ["sampler=vllm", "device=cpu"])
-    cfg = EngineConfig(sampler="vllm", model_name="tiny:no_such_family", device="cpu")
-    with pytest.raises(ConfigError, match="sampler=vllm: .*CUDA"):
-        make_engine(cfg)  # a model load would raise ValueError for the unknown family: validation came first
-    if not vllm_installed():
-        with pytest.raises(ConfigError, match=r"geospot\[vllm\]"):
-            cfg.validate()
-    with pytest.raises(ConfigError):
-        parse_overrides(EngineConfig, ["sampler=tensorrt"])
-    assert parse_overrides(EngineConfig, ["sampler=torch"]).sampler == "torch"
