@@ -19,7 +19,8 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 PREDICT_HELP = """usage: geospot predict model=<model> IMAGE... | DIR [key=value ...] [--json] [--map out.html]
 
-One line per image: latitude, longitude, country/region/city and the raw answer
+One line per image: latitude, longitude, country/region/city (the nearest GeoNames place; when
+none is within 100 km, it says so and names the nearest with its distance) and the raw answer
 (telescoping: each turn's guess). --map writes a self-contained offline HTML map.
 """
 
@@ -58,10 +59,21 @@ def load_images(paths: Sequence[Path], square: bool = False):
     return samples, skipped
 
 
-def _place(label) -> str:
+# A guess farther than this from every GeoNames place (> 1000 inhabitants) is in open sea, ice
+# or wilderness: the nearest place is then named as such, with its distance, not as the answer's
+# place (on inhabited land the nearest such place is rarely more than a few tens of km away).
+PLACE_WITHIN_KM = 100.0
+
+
+def _place(label, km: float = 0.0) -> str:
+    """The place, most specific first: the city label already holds its admin areas and country
+    (GeoNames' empty parts left out), e.g. "Steinshamn, Sandoy, More og Romsdal, NO"."""
     if label is None:
         return ""
-    return "/".join(x for x in (label.country, label.region, label.city) if x)
+    name = ", ".join(x for x in (label.city or label.region or label.country).split(", ") if x)
+    if km > PLACE_WITHIN_KM:
+        return f"no place within {PLACE_WITHIN_KM:.0f} km (nearest: {name}; {km:,.0f} km away)"
+    return name
 
 
 def predict_main(argv: list[str], engine=None) -> int:
@@ -95,10 +107,9 @@ def predict_main(argv: list[str], engine=None) -> int:
     preds = predict(engine, samples, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=budget,
                     sampling=sampling_for(cfg.samples, cfg.temperature, budget), env_options=cfg,
                     label_geocoder=_no_labels, turns=tuple(run_defaults["turn_prompts"]) if run_defaults else None)
-    labels = _reverse_geocode_parsed(preds)
+    labels, place_km = _reverse_geocode_parsed(preds)
     rows = []
-    for p, lab in zip(preds, labels):
-        place = _place(lab)
+    for p, lab, km in zip(preds, labels, place_km):
         rows.append({
             "name": p.id,
             "latitude": p.latitude,
@@ -106,7 +117,8 @@ def predict_main(argv: list[str], engine=None) -> int:
             "country": lab.country if lab else None,
             "region": lab.region if lab else None,
             "city": lab.city if lab else None,
-            "place": place,
+            "place": _place(lab, km),
+            "place_km": km,  # to the place country/region/city name: the nearest, however far
             "raw_text": p.raw_text,
             "turns": [None if g is None else list(g) for g in p.turn_guesses],
             "turn_texts": list(p.turn_texts),
@@ -140,15 +152,16 @@ def answered_labels(p) -> dict[str, str | None]:
 
 
 def _reverse_geocode_parsed(preds):
-    from geospot.geo.geocode import reverse_geocode
+    """(labels, km to the labelled place) per prediction; (None, NaN) where nothing parsed."""
+    from geospot.geo.geocode import reverse_geocode_km
 
     idx = [i for i, p in enumerate(preds) if p.parsed]
-    out = [None] * len(preds)
+    out, km = [None] * len(preds), [math.nan] * len(preds)
     if idx:
-        labs = reverse_geocode([preds[i].latitude for i in idx], [preds[i].longitude for i in idx])
-        for i, lab in zip(idx, labs):
-            out[i] = lab
-    return out
+        labs, dist = reverse_geocode_km([preds[i].latitude for i in idx], [preds[i].longitude for i in idx])
+        for i, lab, d in zip(idx, labs, dist.tolist()):
+            out[i], km[i] = lab, d
+    return out, km
 
 
 def _predict_line(r: dict, telescoping: bool) -> str:

@@ -23,6 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from geospot.geo.distance import haversine_km
+
 
 class GeoLabels(NamedTuple):
     country: str  # ISO-2 code, e.g. "FR"
@@ -33,7 +35,7 @@ class GeoLabels(NamedTuple):
 UNKNOWN = GeoLabels("", "", "")  # for non-finite coordinates (no guess): matches no real place
 
 _lock = threading.Lock()
-_state: tuple | None = None  # (tree, labels list)
+_state: tuple | None = None  # (tree, labels list, float64 [N, 2] place coordinates)
 
 
 def _labels_of(row: dict) -> GeoLabels:
@@ -53,27 +55,39 @@ def _load() -> tuple:
                 ) from e
             with contextlib.redirect_stdout(io.StringIO()):  # "Loading formatted geocoded file..."
                 geocoder = rg.RGeocoder(mode=1, verbose=False)
-            _state = (geocoder.tree, [_labels_of(row) for row in geocoder.locations])
+            coords = np.array([(float(r["lat"]), float(r["lon"])) for r in geocoder.locations], dtype=np.float64)
+            _state = (geocoder.tree, [_labels_of(row) for row in geocoder.locations], coords)
     return _state
 
 
 def reverse_geocode(lats: Sequence[float] | np.ndarray, lons: Sequence[float] | np.ndarray) -> list[GeoLabels]:
     """GeoLabels of the nearest GeoNames place for each (lat, lon) in degrees.
     Non-finite coordinates (unparsed guesses) get UNKNOWN."""
+    return reverse_geocode_km(lats, lons)[0]
+
+
+def reverse_geocode_km(lats: Sequence[float] | np.ndarray,
+                       lons: Sequence[float] | np.ndarray) -> tuple[list[GeoLabels], np.ndarray]:
+    """reverse_geocode's labels, and the great-circle km from each point to the place they name
+    (NaN for non-finite points). The nearest place is the label whatever its distance — a guess
+    in the Southern Ocean is labelled with a coastal town thousands of km away, which is OSV-5M's
+    definition for the metrics; the distance is what tells a reader that no place is near."""
     lat = np.asarray(lats, dtype=np.float64).reshape(-1)
     lon = np.asarray(lons, dtype=np.float64).reshape(-1)
     if lat.shape != lon.shape:
         raise ValueError(f"reverse_geocode: {lat.size} latitudes but {lon.size} longitudes")
+    km = np.full(lat.size, np.nan)
     if lat.size == 0:
-        return []
-    tree, labels = _load()
+        return [], km
+    tree, labels, coords = _load()
     ok = np.isfinite(lat) & np.isfinite(lon)
-    if ok.all():
-        return [labels[i] for i in _nearest(tree, lat, lon).tolist()]
     out = [UNKNOWN] * lat.size
-    for pos, i in zip(np.flatnonzero(ok).tolist(), _nearest(tree, lat[ok], lon[ok]).tolist()):
-        out[pos] = labels[i]
-    return out
+    if ok.any():
+        idx = _nearest(tree, lat[ok], lon[ok])
+        km[ok] = haversine_km(lat[ok], lon[ok], coords[idx, 0], coords[idx, 1])
+        for pos, i in zip(np.flatnonzero(ok).tolist(), idx.tolist()):
+            out[pos] = labels[i]
+    return out, km
 
 
 def _nearest(tree, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:

@@ -126,3 +126,24 @@ def test_predict_prints_one_line_per_image_and_a_map(tmp_path, capsys):
     assert len(rows) == 12 and all(len(r["turns"]) in (1, 3) for r in rows)
     parsed = [r for r in rows if r["latitude"] is not None]
     assert parsed and all(r["country"] for r in parsed)
+
+
+def test_predict_names_a_place_only_when_one_is_near(capsys):
+    """A guess on land is named by its place; one on the Antarctic ice or the open sea says no
+    place is within 100 km and names the nearest with its distance, never as the answer's place."""
+    def paris_or_ice(image, text, turn, j):
+        bright = np.asarray(image.convert("L")).mean() > 110
+        return "Latitude: 48.8566\nLongitude: 2.3522" if bright else "Latitude: -75.0\nLongitude: 10.8"
+
+    assert cli.predict_main(["model=fake", str(OSV / "unlabeled")], engine=ScriptedEngine(paris_or_ice)) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    near = [l for l in lines if "48.8566" in l]
+    far = [l for l in lines if "-75.0000" in l]
+    assert near and far and len(near) + len(far) == 12
+    assert all(l.split("\t")[2] == "Paris, Paris, Ile-de-France, FR" for l in near)
+    assert all(l.split("\t")[2].startswith("no place within 100 km (nearest: ") and " km away)" in l for l in far)
+    assert all(", ," not in l.split("\t")[2] for l in lines)  # GeoNames' empty admin parts left out
+    assert cli.predict_main(["model=fake", str(OSV / "unlabeled"), "--json"], engine=ScriptedEngine(paris_or_ice)) == 0
+    rows = [json.loads(l) for l in capsys.readouterr().out.strip().splitlines()]
+    assert all((r["place_km"] < 5) == (r["latitude"] > 0) for r in rows)
+    assert all(r["country"] for r in rows)  # the nearest place's labels stay, as the metrics define them

@@ -9,6 +9,7 @@ from contextlib import redirect_stdout
 import numpy as np
 
 from geospot.geo import UNKNOWN, GeoLabels, reverse_geocode
+from geospot.geo.geocode import reverse_geocode_km
 
 
 def test_known_places(geocoder):
@@ -35,6 +36,18 @@ def test_nearest_in_degree_space_like_osv5m(geocoder):
         assert labels == GeoLabels(
             r["cc"], f"{r['admin1']}, {r['cc']}", f"{r['name']}, {r['admin2']}, {r['admin1']}, {r['cc']}"
         )
+
+
+def test_distance_to_the_labelled_place(geocoder):
+    """The km to the place the label names: Paris's centre is ~0 km from GeoNames' Paris; a
+    point on the Antarctic ice gets a label (the nearest in degree space) thousands of km away."""
+    (paris, ice, nan), km = reverse_geocode_km([48.8566, -75.0, np.nan], [2.3522, 10.8, 0.0])
+    assert paris.city.startswith("Paris") and km[0] < 5
+    assert ice != UNKNOWN and km[1] > 1000
+    assert nan == UNKNOWN and np.isnan(km[2])
+    assert [paris, ice, nan] == geocoder([48.8566, -75.0, np.nan], [2.3522, 10.8, 0.0])
+    labels, km = reverse_geocode_km([], [])
+    assert labels == [] and km.shape == (0,)
 
 
 def test_labels_of_shared_samples(geocoder, osv5m_labels):
