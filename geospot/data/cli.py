@@ -86,10 +86,11 @@ def pack(args) -> int:
         skipped = dict(stream.skipped)
     print(f"wrote {counter['n']} samples in {len(paths)} shard(s) to {args.out}"
           + (f"; skipped {sum(skipped.values())}: {json.dumps(skipped)}" if skipped else ""))
-    if paths:
-        print(
-            f"read them back with: geospot data inspect '{args.out}/{args.prefix}-{{000000..{len(paths) - 1:06d}}}.tar'"
-        )
+    if not paths:  # nothing written is a failure a script must see, not a quiet success
+        print(f"geospot data: {args.spec!r} gave no usable sample to pack; see `geospot data inspect "
+              f"'{args.spec}'`", file=sys.stderr)
+        return 2
+    print(f"read them back with: geospot data inspect '{args.out}/{args.prefix}-{{000000..{len(paths) - 1:06d}}}.tar'")
     return 0
 
 

@@ -31,6 +31,11 @@ class StreamConfig(PrepConfig):
             raise ConfigError("val_frac/test_frac: need 0 <= val_frac, test_frac and val_frac + test_frac < 1")
         if self.workers < 0 or self.prefetch < 1 or self.shuffle_buffer < 0 or self.max_skips_in_a_row < 0:
             raise ConfigError("workers >= 0, prefetch >= 1, shuffle_buffer >= 0, max_skips_in_a_row >= 0")
+        if self.min_side < 1 or self.max_pixels < 1:
+            raise ConfigError(f"min_side={self.min_side}, max_pixels={self.max_pixels}: both must be at least 1")
+        if self.max_side != 0 and self.max_side < self.min_side:  # else every image shrinks below the minimum
+            raise ConfigError(f"max_side={self.max_side}: use 0 (keep the size) or a side of at least "
+                              f"min_side={self.min_side} px, e.g. 512")
 
 
 STREAM_KEYS = frozenset(f.name for f in dataclasses.fields(StreamConfig))

@@ -14,10 +14,12 @@ also names the reason a sample is skipped."""
 
 from __future__ import annotations
 
+import decimal
 import functools
 import io
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,8 +51,9 @@ _DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII
 def _degrees(v: Any) -> float:
     """A JSON number or a string in plain decimal/scientific notation as a float. Booleans
     (True is 1.0 to Python), underscores ("4_5" is 45.0 to float()), hex, "inf"/"nan" words,
-    lists and objects are not coordinates: ValueError."""
-    if isinstance(v, bool) or not isinstance(v, (int, float, str, np.integer, np.floating)):
+    lists and objects are not coordinates: ValueError. A Decimal (parquet's decimal128 columns)
+    is a number."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, str, np.integer, np.floating, decimal.Decimal)):
         raise TypeError(type(v).__name__)
     if isinstance(v, str):
         v = v.strip()
@@ -76,8 +79,37 @@ def check_coords(lat: Any, lon: Any) -> tuple[float, float]:
     if math.isnan(la) or math.isnan(lo) or math.isinf(la) or math.isinf(lo):
         raise BadSample("nan_coords")
     if not (-90.0 <= la <= 90.0 and -180.0 <= lo <= 180.0):
-        raise BadSample("coords_out_of_range", f"{la}, {lo}")
+        swapped = abs(la) <= 180.0 and abs(lo) <= 90.0  # would be a valid (lon, lat)
+        hint = " (latitude and longitude swapped?)" if swapped else ""
+        raise BadSample("coords_out_of_range", f"{la}, {lo}{hint}")
     return la, lo
+
+
+def looks_swapped(pairs: Iterable[tuple[Any, Any]], min_share: float = 0.1,
+                  min_rows: int = 2) -> tuple[int, int] | None:
+    """Whether a table's latitude and longitude columns look swapped, from its (lat, lon) values
+    as found: (latitudes beyond ±90°, rows with both numbers) when at least `min_rows` and
+    `min_share` of those rows have a latitude beyond ±90°, and no longitude is beyond ±90°
+    (a real longitude column covering the world has ~half its values there); else None.
+
+    A typo (latitude 123.4 among 1,000 rows, or one such row in any table) stays a counted
+    `coords_out_of_range` skip, whose detail asks whether the columns are swapped; a swapped
+    world-wide table, where about half the "latitudes" exceed 90, is caught before it trains
+    the other half on mirrored places. A swapped table whose every longitude lies within ±90°
+    cannot be told from a true one by range."""
+    beyond = n = 0
+    for lat, lon in pairs:
+        try:
+            la, lo = _degrees(lat), _degrees(lon)
+        except (TypeError, ValueError, OverflowError):
+            continue
+        if not (math.isfinite(la) and math.isfinite(lo)):
+            continue
+        n += 1
+        if abs(lo) > 90:
+            return None
+        beyond += abs(la) > 90
+    return (beyond, n) if beyond >= max(min_rows, min_share * n) else None
 
 
 def _open(data: bytes | Image.Image, cfg: PrepConfig, header: Image.Image | None = None) -> Image.Image:

@@ -12,6 +12,7 @@ import csv
 import functools
 import json
 import os
+import re
 import tarfile
 import zlib
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ from geospot.data.files import (  # noqa: F401  (expand_braces, unique_files re-
 from geospot.data.types import DataError
 
 LABEL_KEYS = ("country", "region", "city", "sub_region", "continent")
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")  # what PIL decodes without a plugin
 
 
 class Record(NamedTuple):
@@ -64,7 +65,17 @@ def _shard_order(paths: list[str], epoch: int, seed: int, shuffle: bool) -> list
 
 
 def _labels(meta: dict) -> dict:
-    return {k: str(meta[k]) for k in LABEL_KEYS if meta.get(k) not in (None, "")}
+    """The place labels a record carries; a missing one (None, "", a NaN from pandas or JSON) is
+    left out, so hierarchical training geocodes it instead of learning the country "nan"."""
+    return {k: str(v) for k in LABEL_KEYS if (v := meta.get(k)) not in (None, "") and not _is_nan(v)}
+
+
+def _is_nan(v: Any) -> bool:
+    return isinstance(v, float) and v != v
+
+
+def _first_key(meta: dict, keys: tuple[str, ...]) -> str | None:
+    return next((k for k in keys if k in meta), None)
 
 
 def _first(meta: dict, keys: tuple[str, ...]) -> Any:
@@ -74,6 +85,7 @@ def _first(meta: dict, keys: tuple[str, ...]) -> Any:
     return None
 
 
+JSONL_IMAGE_KEYS = ("image", "file_name", "image_path", "path")  # geospot's, then HF imagefolder's metadata.jsonl
 LAT_KEYS = ("lat", "latitude")
 LON_KEYS = ("lon", "lng", "longitude")
 ID_KEYS = ("id", "img_id", "image_id")
@@ -234,20 +246,34 @@ class CsvFolderSource:
     id_col: str | None = None  # None: `id`, else IMG_ID (IM2GPS3K / YFCC4K), any case
 
     @functools.cached_property
-    def _index(self) -> dict[str, str]:
+    def _index(self) -> dict[str, str | tuple[str, ...]]:
         """Image files by stem AND by full file name: OSV-5M ids are stems, IM2GPS3K and
         YFCC4K ids are file names with the extension. Walked once per source, not per epoch:
-        an OSV-5M-sized folder is millions of entries."""
-        found: dict[str, str] = {}
+        an OSV-5M-sized folder is millions of entries. A name that two files share (e.g.
+        2023/001.jpg and 2024/001.jpg) maps to all of them: its rows are skipped as ambiguous,
+        never given one of the photos at random."""
+        found: dict[str, str | tuple[str, ...]] = {}
         base = os.path.join(self.root, "images")
         base = base if os.path.isdir(base) else self.root
         for path in walk_files(base):
             fn = os.path.basename(path)
             stem, _, ext = fn.rpartition(".")
             if ext.lower() in IMAGE_EXTS:
-                found.setdefault(stem, path)
-                found.setdefault(fn, path)
+                for name in {stem, fn}:
+                    have = found.get(name)
+                    found[name] = path if have is None else (*((have,) if isinstance(have, str) else have), path)
         return found
+
+    def _image_of(self, csv_path: str, sid: str) -> str | tuple[str, ...] | None:
+        """The image a row's id names: a file name or stem anywhere below images/ (or the
+        root), else a path as written, relative to the CSV's folder (or absolute)."""
+        hit = self._index.get(sid)
+        if hit is None and sid.endswith(".0") and sid[:-2].isdigit():
+            hit = self._index.get(sid[:-2])  # a numeric id that pandas wrote as a float: 123 -> "123.0"
+        if hit is None and (os.sep in sid or "/" in sid or "." in sid):
+            p = sid if os.path.isabs(sid) else os.path.join(os.path.dirname(csv_path), sid)
+            hit = p if os.path.isfile(p) else None
+        return hit
 
     def records(self, epoch: int, seed: int, shuffle: bool) -> Iterator[Record | Skip]:
         for path in _shard_order(self.csv_paths, epoch, seed, shuffle):
@@ -257,7 +283,6 @@ class CsvFolderSource:
                 yield Skip("bad_csv", f"{path}: {e}", self.name)
 
     def _file(self, path: str) -> Iterator[Record | Skip]:
-        index = self._index
         # utf-8-sig drops a byte-order mark (else the first column is '\ufeffid'); bytes that are
         # not UTF-8 become surrogates, and a row holding any is skipped by name, not misread.
         with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
@@ -268,7 +293,10 @@ class CsvFolderSource:
             f.seek(0)
             if head.startswith("\ufeff"):
                 f.read(1)
-            reader = csv.DictReader(f, dialect=_sniff(head))
+            dialect = _sniff(head)
+            reader = csv.DictReader(f, dialect=dialect)
+            # ';'-separated CSVs come from spreadsheets in locales that write 48,85 for 48.85
+            coord = _decimal_comma if dialect.delimiter == ";" else (lambda v: v)
             names = [n.strip() for n in reader.fieldnames or []]
             reader.fieldnames = names
             id_c = _find_col(names, self.id_col, ID_KEYS, "id", path)
@@ -277,17 +305,30 @@ class CsvFolderSource:
                                 "set id=<column> in the spec")
             lat_c = _find_col(names, self.lat_col, LAT_KEYS, "latitude", path)
             lon_c = _find_col(names, self.lon_col, LON_KEYS, "longitude", path)
+            if lat_c is None or lon_c is None:
+                raise DataError(f"{path}: no {'latitude' if lat_c is None else 'longitude'} column (looked for "
+                                f"{', '.join(LAT_KEYS if lat_c is None else LON_KEYS)}; columns: {names}); "
+                                "name the columns with lat=<column>,lon=<column> in the spec")
             for line, row in enumerate(reader, start=2):
+                if None in row or None in row.values():  # more or fewer fields than the header names
+                    n = len(row) - (None in row) + len(row.get(None) or ()) - sum(v is None for v in row.values())
+                    yield Skip("malformed_row", f"{path}:{line}: {n} fields where the header has {len(names)} "
+                               "(an unquoted comma in a value? quote it)", self.name)
+                    continue
                 if any(_has_surrogate(v) for v in row.values() if isinstance(v, str)):
                     yield Skip("bad_encoding", f"{path}:{line}: not UTF-8 (re-save the CSV as UTF-8)", self.name)
                     continue
                 sid = (row.get(id_c) or "").strip()
-                img_path = index.get(sid)
-                if not sid or img_path is None:
-                    yield Skip("missing_image", f"{path}:{sid}", self.name)
+                img_path = self._image_of(path, sid) if sid else None
+                if img_path is None:
+                    yield Skip("missing_image", f"{path}:{line}: no image named {sid!r} below {self.root}", self.name)
                     continue
-                yield Record(sid, str(row.get("source") or self.name), row.get(lat_c) if lat_c else None,
-                             row.get(lon_c) if lon_c else None, _labels(row), FileBytes(img_path))
+                if isinstance(img_path, tuple):
+                    yield Skip("ambiguous_image", f"{path}:{line}: {sid!r} names {len(img_path)} files "
+                               f"({', '.join(img_path[:3])}); give each a unique name or use paths as ids", self.name)
+                    continue
+                yield Record(sid, str(row.get("source") or self.name), coord(row.get(lat_c)),
+                             coord(row.get(lon_c)), _labels(row), FileBytes(img_path))
 
 
 def _sniff(head: str) -> type[csv.Dialect] | str:
@@ -301,6 +342,15 @@ def _sniff(head: str) -> type[csv.Dialect] | str:
         delimiter = delim
 
     return Sniffed
+
+
+_COMMA_DECIMAL = re.compile(r"\s*[+-]?\d+,\d+\s*")
+
+
+def _decimal_comma(v: str | None) -> str | None:
+    """'48,85' -> '48.85' (one comma between digits: a decimal comma, never a thousands
+    separator, since no coordinate reaches 1,000); anything else unchanged, for check_coords."""
+    return v.replace(",", ".") if v is not None and _COMMA_DECIMAL.fullmatch(v) else v
 
 
 def _has_surrogate(text: str) -> bool:
@@ -321,6 +371,10 @@ class JsonlSource:
     def records(self, epoch: int, seed: int, shuffle: bool) -> Iterator[Record | Skip]:
         for path in _shard_order(self.paths, epoch, seed, shuffle):
             with open(path, "rb") as f:  # bytes: one line that is not UTF-8 costs that line only
+                if f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"[":
+                    raise DataError(f"{path}: holds a JSON array, not JSON Lines (one object per line); convert "
+                                    f"it, e.g. jq -c '.[]' {os.path.basename(path)} > data.jsonl")
+                f.seek(0)
                 for i, raw in enumerate(f):
                     yield from self._line(path, i + 1, raw)
 
@@ -343,20 +397,28 @@ class JsonlSource:
         sid = meta.get("id")
         sid = str(sid) if isinstance(sid, (str, int)) and not isinstance(sid, bool) and sid != "" else \
             f"{os.path.basename(path)}:{lineno}"
-        rel = meta.get(self.image_key)
+        key = self.image_key if self.image_key != "image" else _first_key(meta, JSONL_IMAGE_KEYS) or "image"
+        rel = meta.get(key)
         if rel is None or rel == "":
-            yield Skip("missing_image", sid, self.name)
+            yield Skip("missing_image", f"{sid}: no {' / '.join(JSONL_IMAGE_KEYS) if key == 'image' else key!r} key "
+                       f"(keys: {sorted(meta)[:8]}); name it with image=<key>", self.name)
             return
         if not isinstance(rel, str) or "\0" in rel:
-            yield Skip("bad_image_field", f"{sid}: {self.image_key!r} must be a path string, got "
+            yield Skip("bad_image_field", f"{sid}: {key!r} must be a path string, got "
                        f"{type(rel).__name__}", self.name)
             return
         p = rel if os.path.isabs(rel) else os.path.join(os.path.dirname(path), rel)
         if not os.path.isfile(p):
-            yield Skip("missing_image", sid, self.name)
+            yield Skip("missing_image", f"{sid}: no file {p} (paths are relative to the JSONL file's folder)",
+                       self.name)
             return
         lat = meta.get(self.lat_key) if self.lat_key else _first(meta, LAT_KEYS)
         lon = meta.get(self.lon_key) if self.lon_key else _first(meta, LON_KEYS)
+        if lat is None and lon is None and not (self.lat_key or self.lon_key) and not any(
+                k in meta for k in LAT_KEYS + LON_KEYS):
+            yield Skip("missing_coords", f"{sid}: no {' / '.join(LAT_KEYS)} key (keys: {sorted(meta)[:8]}); name "
+                       "them with lat=<key>,lon=<key>", self.name)
+            return
         yield Record(sid, str(meta.get("source") or self.name), lat, lon, _labels(meta), FileBytes(p))
 
 

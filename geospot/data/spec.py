@@ -63,7 +63,14 @@ Coordinates are JSON numbers or strings in plain decimal/scientific notation (bo
 "4_5", hex, "inf", lists and objects are bad_coords). An id seen twice in one source is
 skipped as duplicate_id, or duplicate_id_conflict when its coordinates differ. CSVs may carry
 a byte-order mark, use , ; or tab (read off the header line) and CRLF; a row that is not UTF-8
-is skipped as bad_encoding. Folders are walked once per real folder (symlink loops are safe).
+is skipped as bad_encoding, one with more or fewer fields than the header (an unquoted comma)
+as malformed_row; in a ;-separated CSV `48,85` is a decimal comma. A CSV id is an image's file
+name or stem anywhere below images/, or a path relative to the CSV (pandas' `123.0` is 123); a
+name two files share is skipped as ambiguous_image. A table without latitude/longitude columns,
+or whose columns look swapped (of its first 1000 rows, at least 2 and 10 % with a latitude beyond
+±90° while no longitude is beyond ±90°), and a .json holding a JSON array fail at once in one
+sentence. JSONL images are `image`, or HF imagefolder's `file_name`, relative to the file's folder.
+Folders are walked once per real folder (symlink loops are safe).
 WebDataset members group by key, which ends at the FIRST dot of the file name
 (`a.v2.jpg` is key `a`, extension `v2.jpg`): such members are skipped as dotted_member_name.
 
@@ -265,6 +272,12 @@ def infer_kind(target: str) -> str:
                          (".jsonl", "jsonl"), (".json", "jsonl"), (".csv", "csv")):
         if low.endswith(suffix) or (suffix in low and "{" in low):
             return kind
+    if os.path.isfile(target):
+        if low.endswith((".xlsx", ".xls", ".ods", ".numbers")):
+            raise SpecError(f"{target!r}: spreadsheets are not read; save it as CSV (UTF-8) next to images/ "
+                            "and give that folder or file")
+        raise SpecError(f"{target!r}: cannot tell what kind of data this file is (geospot reads .csv, .jsonl, "
+                        f".parquet and .tar shards); prefix it with one of {', '.join(KINDS)}:")
     raise SpecError(f"{target!r}: no such file or folder, and the kind cannot be inferred; "
                     f"prefix it with one of {', '.join(KINDS)}:")
 

@@ -21,14 +21,16 @@ import numpy as np
 
 from geospot.config import ConfigError, _coerce, field_types
 from geospot.data.options import STREAM_KEYS, StreamConfig
-from geospot.data.prep import BadSample, PrepConfig, check_coords, one_torch_thread, prepare_image
-from geospot.data.sources import Record, Skip, Source, SyntheticSource
+from geospot.data.prep import BadSample, PrepConfig, check_coords, looks_swapped, one_torch_thread, prepare_image
+from geospot.data.sources import CsvFolderSource, JsonlSource, ParquetSource, Record, Skip, Source, SyntheticSource
 from geospot.data.spec import SpecError, SpecPart, build_source, parse_spec
 from geospot.data.types import DataError, Sample
 
 log = logging.getLogger("geospot.data")
 SPLITS = ("train", "val", "test", "all")
 MAX_TRACKED_IDS = 1_000_000  # ids per source and epoch checked for duplicates (~120 MB at most, freed each epoch)
+SWAP_CHECK_ROWS = 1000  # rows of each local table read for the swapped-columns check (no image is decoded)
+TABLES = (CsvFolderSource, JsonlSource, ParquetSource)  # a user's own tables; hub shards are curated
 
 
 def spec_stream_options(parts: list[SpecPart]) -> tuple[list[SpecPart], dict[str, Any]]:
@@ -147,9 +149,29 @@ class SampleStream:
         self.fixed: dict[str, int] = {}
         self._logged: set[str] = set()
         self._dry: dict[str, int] = {}  # skips since the last sample, by reason
+        self.check_columns()
         if self.repeat:  # a repeating stream with nothing usable would search for ever: find out now
             self.probe()
         self._restart(0)
+
+    def check_columns(self) -> None:
+        """A DataError when a local table's latitude and longitude columns look swapped (prep.
+        looks_swapped): otherwise every row with a longitude within ±90° would be kept with its
+        coordinates mirrored, a wrong label for each, and only the others skipped."""
+        for part, src in zip(self.parts, self.sources):
+            if not isinstance(src, TABLES):
+                continue
+            records = src.records(0, self.seed, shuffle=False)
+            try:
+                rows = (r for r in records if isinstance(r, Record))
+                found = looks_swapped([(r.lat, r.lon) for r in islice(rows, SWAP_CHECK_ROWS)])
+            finally:
+                records.close()  # its file is closed now, not when the generator is collected
+            if found:
+                beyond, n = found
+                raise DataError(f"data part {part.text!r}: {beyond} of the first {n} rows have a latitude beyond "
+                                "±90° and no longitude is beyond ±90°, so the latitude and longitude columns look "
+                                "swapped; swap them in the file, or name them with lat=<column>,lon=<column>")
 
     def probe(self) -> None:
         """Each part must give at least one usable sample in this split, else a DataError
@@ -170,10 +192,11 @@ class SampleStream:
                                     f"lat=/lon=/id=/image= "
                                     f"options (see `geospot data inspect '{part.text}'`)")
             else:
+                tiny = (f", or raise {self.split}_frac for a tiny split" if self.split in ("val", "test") and
+                        not counts else "")
                 raise DataError(f"data part {part.text!r} has no usable record in split {self.split!r} "
                                 f"({sum(counts.values())} read: {_reasons(counts)}); fix the data or the spec's "
-                                f"lat=/lon=/id=/image= "
-                                f"options, or raise val_frac/test_frac for a tiny split "
+                                f"lat=/lon=/id=/image= options{tiny} "
                                 f"(see `geospot data inspect '{part.text}'`)")
 
     # -- the deterministic part (no decoding) ---------------------------------------------

@@ -116,6 +116,9 @@ def eval_main(argv: list[str]) -> int:
         print(json.dumps(finite_json(summary)))
     else:
         print(_fmt_metrics(summary["name"], summary["metrics"]))
+        if summary["skipped_samples"]:
+            print("not evaluated (skipped records, by reason): "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(summary["skipped_samples"].items())))
         print(f"predictions: {summary['predictions']}\nsummary:     {summary['summary']}")
     return 0
 
@@ -258,7 +261,9 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
         skipped = dict(stream.skipped)
     bar.close()
     if not order:
-        raise ConfigError(f"data={cfg.data} split={split} holds no samples")
+        why = f" ({', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))})" if skipped else ""
+        raise ConfigError(f"data={cfg.data} split={split} holds no usable samples{why}; "
+                          f"see `geospot data inspect '{cfg.data}'`")
 
     # The metrics come from the file, in data order, so a resumed run and a fresh one agree
     # and `geospot score predictions.csv` reproduces them.

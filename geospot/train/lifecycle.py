@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
+import itertools
 import json
 import os
 import shutil
@@ -57,6 +58,7 @@ RUN_HELP = {
     "load_checkpoint_path": "start from these weights with a fresh optimizer at step 0: an SFT run folder, its "
                             "checkpoints/<step> folder, or a tinker:// path (a resumed run loads its own checkpoint)",
     "eval_n": "held-out images per eval (0 = no eval)",
+    "eval_data": "held-out data spec, all of it used (None = the `val` split of `data`)",
     "eval_every": "held-out eval every N steps and at the end (0 = only at the end; eval_n=0 = never)",
     "eval_at_start": "also evaluate the starting model first (the baseline row)",
     "save_every": "checkpoint every N steps and at the end (0 = only at the end)",
@@ -138,12 +140,34 @@ def open_data(cfg: Any) -> tuple[Any, list[Any], Any]:
             raise ConfigError(f"{key}={spec!r}: {e}") from e
 
     stream = wrap("data", cfg.data, lambda: gdata.open_stream(cfg.data, split="train", seed=cfg.seed, repeat=True))
-    eval_spec = cfg.eval_data or cfg.data
-    eval_key = "eval_data" if cfg.eval_data else "data"
-    held_out = []
+    # A separate eval set is held out whole: its own 5 % val split would leave a small labelled
+    # folder with nothing to evaluate. The train data's held-out images are its val split.
+    separate = bool(cfg.eval_data) and cfg.eval_data != cfg.data
+    eval_spec, eval_key = (cfg.eval_data, "eval_data") if separate else (cfg.data, "data")
+    held_out: list[Any] = []
     if cfg.eval_n:
-        held_out = wrap(eval_key, eval_spec, lambda: gdata.load_samples(eval_spec, split="val", n=cfg.eval_n))
-    return stream, list(held_out), geocoder_for(eval_spec)
+        try:
+            held_out, skipped = wrap(eval_key, eval_spec, lambda: _held_out(eval_spec, "all" if separate else "val",
+                                                                             cfg.eval_n))
+        except BaseException:
+            stream.close()
+            raise
+        why = f" ({', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))})" if skipped else ""
+        if not held_out and separate:
+            stream.close()
+            raise ConfigError(f"eval_data={eval_spec!r} gives no usable sample{why}; fix it (see `geospot data "
+                              f"inspect '{eval_spec}'`) or set eval_n=0 for no held-out eval")
+        if not held_out:
+            print(f"no held-out eval: data={eval_spec!r} has no usable sample in its val split (val_frac of its "
+                  f"ids by hash, 5 % by default{why}); give eval_data=<labelled data>, raise val_frac in the data "
+                  "spec, or set eval_n=0", file=sys.stderr)
+    return stream, held_out, geocoder_for(eval_spec)
+
+
+def _held_out(spec: str, split: str, n: int) -> tuple[list[Any], dict[str, int]]:
+    """The first n usable samples of `split` in source order, and what was skipped on the way."""
+    with gdata.open_stream(spec, split, force={"repeat": False}, shuffle=False) as s:
+        return list(itertools.islice(s, n)), dict(s.skipped)
 
 
 def initial_weights(path: str | None) -> str | None:
@@ -345,10 +369,19 @@ class RunResult:
     steps: int  # optimizer steps done
     metrics: dict[str, float]  # the last step's (RL: with the last eval's under `eval/`)
     eval_history: dict[int, dict[str, float]] = field(default_factory=dict)  # step -> held-out metrics
+    skipped: dict[str, int] = field(default_factory=dict)  # training records skipped, by reason (this rank's)
 
     @property
     def final_loss(self) -> float:
         return float(self.metrics.get("loss", float("nan")))
+
+    def done_line(self) -> str:
+        """The last line a training command prints: what it did, where, and what it skipped."""
+        line = f"done: {self.steps} steps, run folder {self.log_dir}"
+        if self.skipped:
+            line += ("; data records skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items()))
+                     + " (the first of each reason is named above)")
+        return line
 
 
 def start_run(

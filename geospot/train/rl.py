@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -66,7 +67,7 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
     # data
     data: str | None = option(None, "training data spec (geospot.data.open_stream), e.g. hf:osv5m/osv5m or "
                               "synthetic:n=2000 (None = the SFT run's data, else hf:sdan/geospot-unified)")
-    eval_data: str | None = option(None, "held-out data spec (None = the `val` split of `data`)")
+    eval_data: str | None = option(None, RUN_HELP["eval_data"])
     eval_n: int = option(64, RUN_HELP["eval_n"])
     # algorithm
     batch_size: int = option(64, "images per step (B); CPU tests use fewer")
@@ -359,7 +360,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
                 run.save(done, {"tau": tau.state_dict()}, extra={"inflight": inflight} if inflight else None)
             if last:
                 break
-    return RunResult(run.log_dir, steps, metrics)
+    return RunResult(run.log_dir, steps, metrics, skipped=dict(run.stream.skipped))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -368,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         print(help_text(RLConfig, "geospot rl — GRPO for geolocation (single, telescoping, hierarchical, geohash)"))
         return 0
     try:
-        run(env_from_start_run(parse_overrides(RLConfig, argv), given_keys(argv)))
+        result = run(env_from_start_run(parse_overrides(RLConfig, argv), given_keys(argv)))
     except ConfigError as e:
         print(f"geospot rl: {e}", file=sys.stderr)
         return 2
@@ -377,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         distributed.shutdown()
+    if not distributed.under_torchrun() or int(os.environ.get("RANK", "0")) == 0:
+        print(result.done_line(), file=sys.stderr)
     return 0
 
 

@@ -57,7 +57,7 @@ class SFTConfig(engine_keys("SFTEngineKeys", inherit=False), EnvOptions):  # hie
     # data
     data: str = option("hf:sdan/geospot-unified", "training data spec: a path, `hf:<owner/name>`, `synthetic:n=2000`, "
                        "...; mix parts with `;` weighted `@w`; grammar in geospot/data/spec.py")
-    eval_data: str | None = option(None, "held-out data spec; None = the `val` split of `data`")
+    eval_data: str | None = option(None, RUN_HELP["eval_data"])
     eval_n: int = option(200, RUN_HELP["eval_n"])
     # the examples
     prompt_style: Literal["single", "telescoping", "both", "hierarchical", "geohash", "all"] = option(
@@ -383,7 +383,7 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
                 run.save(done, {"eval_history": eval_history})
             if last:
                 break
-    return RunResult(run.log_dir, steps, metrics, eval_history)
+    return RunResult(run.log_dir, steps, metrics, eval_history, skipped=dict(run.stream.skipped))
 
 
 # ---------------------------------------------------------------------------------------
@@ -408,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         distributed.shutdown()
     if not distributed.under_torchrun() or int(os.environ.get("RANK", "0")) == 0:
-        print(f"done: {result.steps} steps, run folder {result.log_dir}", file=sys.stderr)
+        print(result.done_line(), file=sys.stderr)
     return 0
 
 

@@ -206,6 +206,15 @@ def _real_labels() -> dict[str, tuple[float, float]]:
         return {r["id"]: (float(r["latitude"]), float(r["longitude"])) for r in csv.DictReader(f)}
 
 
+def csv_two_files(d: str) -> str:
+    """g1 is both images/2023/g1.jpg and images/2024/g1.jpg: which photo the row labels cannot be told."""
+    root = csv_folder(csv_rows())(d)
+    os.makedirs(os.path.join(root, "images", "2024"), exist_ok=True)
+    os.replace(os.path.join(root, "images", "g1.jpg"), os.path.join(root, "images", "2024", "g1.jpg"))
+    _images(os.path.join(root, "images"), ["g1"], sub="2023", ext="jpg")
+    return root
+
+
 def only(*ids) -> dict:
     return {i: GOOD[i] for i in ids}
 
@@ -238,8 +247,19 @@ CASES = [
     Case("jsonl full-width digits", jsonl([bad(lat="\uff14\uff18", lon="2")]), ALL, {"bad_coords": 1}),
     Case('jsonl "48,85" decimal comma', jsonl([bad(lat="48,85", lon="2,35")]), ALL, {"bad_coords": 1}),
     Case("jsonl numeric strings with spaces", jsonl([bad(lat=" 10.5 ", lon="2e1")]), {**ALL, "b1": (10.5, 20.0)}, {}),
-    Case("jsonl lat=91 in every row", jsonl([bad(id=f"r{i}", lat=91) for i in range(20)], good=False),
+    Case("jsonl lat=91 in every row", jsonl([bad(id=f"r{i}", lat=91, lon=120) for i in range(20)], good=False),
          {}, {"coords_out_of_range": 20}),
+    Case("jsonl latitude and longitude swapped", jsonl([], raw="\n".join(
+        json.dumps({"id": i, "image": f"img/{i}.png", "lat": lo, "lon": la}) for i, (la, lo) in GOOD.items()).encode(),
+        good=False), error="look swapped"),
+    Case("jsonl one latitude typo among good rows", jsonl([bad(lat=123.4)]), ALL, {"coords_out_of_range": 1}),
+    Case("jsonl HF imagefolder metadata (file_name)", jsonl([], raw="\n".join(
+        json.dumps({"file_name": f"img/{i}.png", "latitude": la, "longitude": lo}) for i, (la, lo) in GOOD.items()
+    ).encode(), good=False), {f"data.jsonl:{k}": v for k, v in enumerate(GOOD.values(), start=1)}),
+    Case("jsonl coordinates nested in an object",
+         jsonl([{"id": "b1", "image": "img/b1.png", "location": {"lat": 1, "lon": 2}}]), ALL, {"missing_coords": 1}),
+    Case("jsonl file holding a JSON array", jsonl([], raw=("[\n" + ",\n".join(_good_lines()) + "\n]\n").encode(),
+                                                  good=False), error="a JSON array, not JSON Lines"),
     Case("jsonl rows that are not objects", jsonl(["[1, 2]", '"text"', "3"]), ALL, {"bad_metadata": 3}),
     Case("jsonl line cut short", jsonl(['{"id": "b1", "image": "img/b1.png", "lat"']), ALL, {"bad_metadata": 1}),
     Case("jsonl 100k nested brackets", jsonl(["[" * 100_000]), ALL, {"bad_metadata": 1}),
@@ -264,9 +284,21 @@ CASES = [
     Case("csv without an id column", csv_folder("name,latitude,longitude\ng1,1,2\n"), error="no id column"),
     Case("csv all images missing", csv_folder(csv_rows(), ids=("x1", "x2")), {}, {"missing_image": 3}),
     Case("csv ; with decimal commas", csv_folder(CSV_HEAD.replace(",", ";") + "\ng1;48,85;2,35;Paris\n"
-                                                 "g2;-33.87;151.21;Sydney\n"), only("g2"), {"bad_coords": 1}),
+                                                 "g2;-33.87;151.21;Sydney\n"), only("g1", "g2")),
+    Case("csv , with a decimal comma", csv_folder(CSV_HEAD + '\ng1,"48,85",2.35,Paris\n' + "g2,-33.87,151.21,S\n"),
+         only("g2"), {"bad_coords": 1}),
     Case("csv ragged rows", csv_folder(CSV_HEAD + "\ng1,48.85\ng2,-33.87,151.21,Sydney\n"), only("g2"),
-         {"missing_coords": 1}),
+         {"malformed_row": 1}),
+    Case("csv unquoted comma shifts a row", csv_folder(CSV_HEAD + "\ng1,1,050,2.35,Paris\n"
+                                                       "g2,-33.87,151.21,Sydney\n"), only("g2"), {"malformed_row": 1}),
+    Case("csv latitude and longitude swapped", csv_folder("id,longitude,latitude,city\n" + "".join(
+        f"{i},{la},{lo},c\n" for i, (la, lo) in GOOD.items())), error="look swapped"),
+    Case("csv without latitude columns", csv_folder("id,y,x\ng1,48.85,2.35\n"), error="no latitude column"),
+    Case("csv id naming two files", csv_two_files, only("g2", "g3"), {"ambiguous_image": 1}),
+    Case("csv ids that are paths", csv_folder(CSV_HEAD + "\nimages/g1.jpg,48.85,2.35,P\n./images/g2.jpg,-33.87,151.21,S"
+                                             "\n"), {"images/g1.jpg": GOOD["g1"], "./images/g2.jpg": GOOD["g2"]}),
+    Case("csv ids written by pandas as floats", csv_folder(CSV_HEAD + "\n1.0,48.85,2.35,P\n", ids=("1",)),
+         {"1.0": GOOD["g1"]}),
     Case("csv quoted fields with , and newlines", csv_folder(CSV_HEAD + '\ng1,48.85,2.35,"Paris, FR"\n'
                                                              'g2,-33.87,151.21,"Syd\nney"\n'), only("g1", "g2")),
     Case("csv NUL byte in a row", csv_folder(csv_rows() + "g9\x00,1,2,x\n"), ALL, {"missing_image": 1}),

@@ -45,3 +45,11 @@ def test_pack_then_read_back(tmp_path, capsys):
 def test_bad_spec_exits_2(capsys):
     assert main(["inspect", "/no/such/folder"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_pack_with_nothing_usable_exits_2(tmp_path, capsys):
+    (tmp_path / "d" / "images").mkdir(parents=True)
+    (tmp_path / "d" / "labels.csv").write_text("id,latitude,longitude\nnope,1,2\n")
+    assert main(["pack", str(tmp_path / "d"), "--out", str(tmp_path / "out")]) == 2
+    out, err = capsys.readouterr()
+    assert "wrote 0 samples" in out and "skipped 1" in out and "gave no usable sample to pack" in err

@@ -79,3 +79,62 @@ def test_prepare_caps_side_and_crops():
     assert out.size == (512, 256)
     assert prepare_image(im, PrepConfig(max_side=512, square=True)).size == (512, 512)
     assert prepare_image(im, PrepConfig(max_side=0)).size == (1200, 600)
+
+
+def test_looks_swapped_hand_worked():
+    from geospot.data.prep import looks_swapped
+
+    # a swapped world table: the "latitudes" are longitudes, 2 of 3 beyond ±90, no "longitude" beyond
+    assert looks_swapped([(2.35, 48.85), (151.21, -33.87), (139.69, 35.68)]) == (2, 3)
+    # one typo in any table is a skip, not a swapped table (min_rows=2)
+    assert looks_swapped([(1.5, 2.5), (95, 2.5)]) is None
+    # 2 typos among 30 rows: 6.7 % < 10 %
+    assert looks_swapped([(95, 2.5), (96, 2.5)] + [(10.0, 20.0)] * 28) is None
+    assert looks_swapped([(95, 2.5), (96, 2.5)] + [(10.0, 20.0)] * 18) == (2, 20)
+    # a longitude beyond ±90 anywhere: the columns are right, whatever the latitudes
+    assert looks_swapped([(95, 2.5), (96, 2.5), (10.0, 120.0)]) is None
+    # values that are not numbers are left to check_coords
+    assert looks_swapped([("x", 1), (None, 2), (float("nan"), 3)]) is None
+    with pytest.raises(BadSample, match=r"swapped\?"):
+        check_coords(108.94, 11.58)
+
+
+def test_decimal_coordinates_and_missing_labels():
+    from decimal import Decimal
+
+    from geospot.data.sources import _labels
+
+    assert check_coords(Decimal("23.274160"), Decimal("-79.986495")) == (23.27416, -79.986495)
+    assert _labels({"country": float("nan"), "region": None, "city": "", "continent": "EU"}) == {"continent": "EU"}
+
+
+def test_max_side_below_min_side_is_refused():
+    from geospot.config import ConfigError
+    from geospot.data.options import StreamConfig
+
+    with pytest.raises(ConfigError, match="max_side=3: use 0"):
+        StreamConfig(max_side=3).validate()
+    with pytest.raises(ConfigError, match="max_side=-1"):
+        StreamConfig(max_side=-1).validate()
+    StreamConfig(max_side=0).validate()
+
+
+def test_csv_folder_reads_every_image_format_pil_decodes(tmp_path):
+    root = tmp_path / "osv"
+    (root / "images").mkdir(parents=True)
+    for i, fmt in enumerate(("GIF", "BMP", "TIFF")):
+        make_image(i).save(root / "images" / f"{i}.{fmt.lower()}", format=fmt)
+    (root / "labels.csv").write_text("id,latitude,longitude\n0,1,2\n1,3,4\n2,5,6\n")
+    s = open_stream(str(root), "all", repeat=False)
+    assert sorted(x.id for x in s) == ["0", "1", "2"] and s.skipped == {}
+
+
+def test_a_spreadsheet_gets_one_sentence(tmp_path):
+    from geospot.data.spec import SpecError, infer_kind
+
+    (tmp_path / "labels.xlsx").write_bytes(b"PK\x03\x04")
+    with pytest.raises(SpecError, match="spreadsheets are not read; save it as CSV"):
+        infer_kind(str(tmp_path / "labels.xlsx"))
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(SpecError, match="cannot tell what kind of data this file is"):
+        infer_kind(str(tmp_path / "notes.txt"))

@@ -147,3 +147,21 @@ def test_predict_names_a_place_only_when_one_is_near(capsys):
     rows = [json.loads(l) for l in capsys.readouterr().out.strip().splitlines()]
     assert all((r["place_km"] < 5) == (r["latitude"] > 0) for r in rows)
     assert all(r["country"] for r in rows)  # the nearest place's labels stay, as the metrics define them
+
+
+def test_eval_says_what_it_skipped_and_why_nothing_was_left(tmp_path, capsys, monkeypatch):
+    """A labelled folder with a row whose image is missing: the table, then the skips by reason;
+    a folder where every row is unusable: one sentence naming the reasons, exit 2."""
+    import shutil
+
+    real = cli.run_eval
+    monkeypatch.setattr(cli, "run_eval", lambda c, given=None: real(c, engine=ScriptedEngine(by_pixels), given=given))
+    data = tmp_path / "labelled"
+    shutil.copytree(OSV / "images", data / "images")
+    (data / "labels.csv").write_text((OSV / "labels.csv").read_text() + "nope,1,2,x,y,z\n")
+    assert cli.eval_main(["model=fake", f"data={data}", f"out={tmp_path / 'e'}", "geocoder=none"]) == 0
+    out = capsys.readouterr().out
+    assert "not evaluated (skipped records, by reason): missing_image 1" in out
+    (data / "labels.csv").write_text("id,latitude,longitude\nnope,1,2\nnada,3,4\n")
+    assert cli.eval_main(["model=fake", f"data={data}", f"out={tmp_path / 'f'}", "geocoder=none"]) == 2
+    assert "holds no usable samples (missing_image 2)" in capsys.readouterr().err

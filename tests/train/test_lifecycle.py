@@ -23,3 +23,38 @@ def test_shared_knobs_mean_the_same_in_both_loops(cls):
     for bad in (["save_every=-1"], ["keep_checkpoints=-2"], ["max_seconds=-1"], ["eval_n=-1"]):
         with pytest.raises(ConfigError, match=bad[0].split("=")[0] + "="):
             parse_overrides(cls, bad)
+
+
+OSV = "/work/shared/data/osv5m-samples"
+
+
+def _data(cfg):
+    from geospot.train.lifecycle import open_data
+
+    stream, held_out, _ = open_data(cfg)
+    stream.close()
+    return held_out
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir(OSV), reason="needs the shared OSV-5M samples")
+def test_a_separate_eval_set_is_held_out_whole(capsys, tmp_path):
+    """8 labelled photos as eval_data: all 8 are evaluated (their 5 % val split holds none); the
+    train data's own val split when eval_data is the data; one sentence when nothing is usable."""
+    synth = "synthetic:n=200,size=56,seed=0"
+    assert len(_data(SFTConfig(data=synth, eval_data=OSV, eval_n=20))) == 8
+    assert len(_data(SFTConfig(data=synth, eval_data=synth, eval_n=200))) < 200  # the val split only
+    assert _data(SFTConfig(data=OSV, eval_n=4)) == []  # 8 ids: an empty val split, said on stderr
+    assert "no held-out eval: data=" in capsys.readouterr().err
+    (tmp_path / "labels.csv").write_text("id,latitude,longitude\nnope,1,2\n")
+    with pytest.raises(ConfigError, match=r"eval_data=.* gives no usable sample \(missing_image 1\)"):
+        _data(SFTConfig(data=synth, eval_data=str(tmp_path), eval_n=4))
+
+
+def test_done_line_names_the_skips_by_reason():
+    from pathlib import Path
+
+    from geospot.train.lifecycle import RunResult
+
+    assert RunResult(Path("runs/a"), 3, {}).done_line() == "done: 3 steps, run folder runs/a"
+    line = RunResult(Path("runs/a"), 3, {}, skipped={"missing_image": 2, "bad_coords": 1}).done_line()
+    assert line.startswith("done: 3 steps, run folder runs/a; data records skipped: bad_coords 1, missing_image 2")
