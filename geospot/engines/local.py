@@ -101,6 +101,11 @@ class LocalEngine(LocalModel):
     def export(self, path: str, merged: bool = False) -> str:
         return self.state.export(path, merged)
 
+    @locked
+    def load_adapter(self, path: str) -> None:
+        """The LoRA weights of a PEFT adapter folder that `export` wrote (this engine's lora shape)."""
+        self.state.load_adapter(path)
+
     def snapshot_sampler(self, keep: int = 1) -> SnapshotSampler:
         """A sampler on the weights as they are now, while training moves on (async GRPO)."""
         return self.sampler.snapshot()

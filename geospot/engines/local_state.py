@@ -116,6 +116,23 @@ class LocalState:
         for p in core._params():
             p.grad = None
 
+    def load_adapter(self, path: str) -> None:
+        """Set the LoRA weights from a PEFT adapter folder (adapter_model.safetensors, as `export`
+        writes it); every LoRA weight of this engine must be in it and nothing else."""
+        from peft import set_peft_model_state_dict  # delayed: peft's import costs a second
+
+        core = self.core
+        file = Path(path) / "adapter_model.safetensors"
+        if core.cfg.lora_rank <= 0 or not file.exists():
+            raise FileNotFoundError(f"{path}: no LoRA adapter to load (adapter_model.safetensors) into this "
+                                    f"lora_rank={core.cfg.lora_rank} engine")
+        result = set_peft_model_state_dict(core.model, load_file(str(file)))
+        missing = [k for k in result.missing_keys if "lora_" in k]
+        if missing or result.unexpected_keys:
+            raise ValueError(f"adapter {path} does not fit this engine (missing {missing[:3]}, unexpected "
+                             f"{list(result.unexpected_keys)[:3]}); same base model, lora_rank and lora_targets?")
+        core.kv_store.clear()  # KV computed by the old weights is stale
+
     def export(self, path: str, merged: bool = False) -> str:
         """A PEFT adapter folder (LoRA, merged=False) or a full HF model folder that plain
         transformers loads (merged LoRA or full fine-tuning); tokenizer and processor included."""

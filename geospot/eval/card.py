@@ -178,8 +178,8 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
         "installed (as on any GPU machine), `AutoProcessor.from_pretrained(folder)` builds the same inputs "
         "in one call; without it, AutoProcessor cannot build the Qwen-VL processor: use the code above."),
         "",
-        ("Or with geospot, which asks the model exactly as it was trained: "
-        f"`geospot predict model={loaded.run_dir or '<training run folder>'} photo.jpg`."),
+        ("Or with geospot, which asks the model exactly as it was trained (this folder's geospot.json records "
+        f"how): `geospot predict model={folder} photo.jpg`, or `geospot eval model={folder} data=<labelled photos>`."),
         "",
     ]
     rows = {}

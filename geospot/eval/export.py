@@ -10,8 +10,11 @@ What it writes depends on what the run trained, and it says which:
   full fine-tuning    -> `full`: the full weights (there is no adapter to write)
 
 Every folder also carries the tokenizer, chat template and an image-processor config whose
-pixel budget is the one the model was trained with, and a model card (README.md, eval/card.py)
-whose code block runs as written."""
+pixel budget is the one the model was trained with, a model card (README.md, eval/card.py)
+whose code block runs as written, and geospot.json: the run's ModelSpec (prompt style, image
+budget and shape, answer length; an adapter's LoRA shape), so `geospot predict model=DIR` and
+`geospot eval model=DIR` ask the export exactly as `model=<run>` would. An export replaces its
+folder whole, so `out` must be new, empty or an earlier export."""
 
 from __future__ import annotations
 
@@ -118,16 +121,34 @@ def write_example_image(folder: Path, data: str | None) -> str | None:
     return str(out.resolve())
 
 
+def check_out_folder(out: str) -> None:
+    """An export replaces its folder whole: refuse one that holds anything but an earlier export
+    (a run folder, a home directory), before the model loads."""
+    from geospot.runs.model_spec import EXPORT_RECORD, is_export_path
+
+    folder = Path(out).expanduser()
+    if not folder.exists() or is_export_path(folder):
+        return
+    if not folder.is_dir():
+        raise ConfigError(f"out={out} is a file; give a folder for the export")
+    entries = sorted(p.name for p in folder.iterdir())
+    if entries:
+        raise ConfigError(f"out={out} holds {len(entries)} entries that are not an earlier geospot export (no "
+                          f"{EXPORT_RECORD}; e.g. {entries[0]!r}) and an export replaces its folder whole; give a "
+                          "new or empty folder")
+
+
 def export_run(cfg: ExportConfig) -> tuple[Path, str, Path]:
     """(folder, kind, card path); kind is `adapter`, `merged` or `full`."""
     from geospot.eval.card import write_model_card
     from geospot.eval.loading import load_model
-    from geospot.runs.model_spec import is_run_path, model_spec
+    from geospot.runs.model_spec import EXPORT_RECORD, engine_state_config, export_record, is_run_path, model_spec
 
     if not cfg.checkpoint or not cfg.out:
         raise ConfigError("checkpoint= and out= are required, e.g. `geospot export checkpoint=runs/sft out=export/`")
     if not is_run_path(cfg.checkpoint):
         raise ConfigError(f"checkpoint={cfg.checkpoint} is not a training run or checkpoint folder")
+    check_out_folder(cfg.out)
     spec = model_spec(cfg.checkpoint)
     kind = ("merged" if cfg.merged else "adapter") if spec.adapter else "full"
     if spec.engine == "tinker" and kind != "adapter":
@@ -139,6 +160,9 @@ def export_run(cfg: ExportConfig) -> tuple[Path, str, Path]:
     with no_progress_bars(quiet=spec.base_model.startswith("tiny:")):  # a tiny model writes in ms: no bar
         path = Path(loaded.engine.export(cfg.out, merged=cfg.merged))
     complete_folder(path, spec.base_model, kind, spec.image_budget)
+    # what predict / eval read to ask the export as its run was trained (and to rebuild an adapter)
+    record = export_record(spec, kind, base_reference(spec.base_model), engine_state_config(spec.checkpoint))
+    (path / EXPORT_RECORD).write_text(json.dumps(record, indent=1) + "\n")
     photo = write_example_image(path, spec.data)
     card = write_model_card(path, loaded, spec=spec, kind=kind, eval_dir=cfg.eval,
                             base_ref=base_reference(spec.base_model), photo=photo)

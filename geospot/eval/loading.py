@@ -23,6 +23,7 @@ from geospot.engines import make_engine
 from geospot.engines.config import EngineConfig
 from geospot.runs.checkpoint import read_checkpoint, resolve_checkpoint
 from geospot.runs.folder import read_config
+from geospot.runs.model_spec import export_spec, is_export_path
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,22 @@ def engine_config_for(model: str, base_model: str | None = None, **overrides: An
                               "trained from)")
         overrides.pop("device", None), overrides.pop("dtype", None)
         return EngineConfig(model_name=base_model, engine="tinker", **overrides), {"engine_path": model}
+    if is_export_path(model):
+        # a geospot export: an adapter is its base model + the LoRA shape its record keeps, then its
+        # weights (LocalEngine.load_adapter); full or merged weights are a transformers folder as is
+        spec, record = export_spec(model)
+        if record.get("export_kind") == "adapter":
+            if record.get("engine", "local") != "local":
+                raise ConfigError(f"model={model}: a Tinker adapter export; use it from the run folder "
+                                  "(model=<run>) or through Tinker")
+            lora = {k: record[k] for k in ("lora_alpha", "lora_targets", "train_vision") if k in record}
+            cfg = EngineConfig(model_name=spec.base_model, engine="local",
+                               **{"lora_rank": spec.lora_rank, **lora, **overrides})
+            return cfg, {"adapter_path": model}
+        return EngineConfig(model_name=model, engine="local", **{"lora_rank": 0, **overrides}), {}
+    if (Path(model) / "adapter_config.json").is_file() and not (Path(model) / "config.json").is_file():
+        raise ConfigError(f"model={model}: a PEFT adapter without geospot's record ({model}/geospot.json); pass the "
+                          "run folder it was trained in, or a merged export (geospot export ... merged=true)")
     if is_checkpoint_path(model):
         ckpt = resolve_checkpoint(model)
         run_dir = ckpt.parent.parent
@@ -131,6 +148,8 @@ def load_model(model: str, base_model: str | None = None, **overrides: Any) -> L
     engine = make_engine(cfg)
     if "engine_path" in meta:
         engine.load_state(meta["engine_path"], with_optimizer=False)
+    if "adapter_path" in meta:
+        engine.load_adapter(meta["adapter_path"])
     return LoadedModel(
         engine=engine,
         model=model,

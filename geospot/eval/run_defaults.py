@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from geospot.envs.config import ENV_KEYS
-from geospot.runs.model_spec import ModelSpec, is_run_path, model_spec
+from geospot.runs.model_spec import ModelSpec, is_export_path, is_run_path, model_spec
 
 RUN_DEFAULT_KEYS = ("env_type", "max_pixels", "max_tokens", "reasoning", "reasoning_max_tokens", "square")
 # the env's keys beside its type and the reasoning keys (those are the ModelSpec's, above)
@@ -49,12 +49,12 @@ def env_resume_keys(cfg) -> dict:
 
 
 def with_run_defaults(cfg, given: set[str] | None = None):
-    """(cfg, record): for a training run / checkpoint folder, the keys the user did not give
+    """(cfg, record): for a training run / checkpoint folder or an export of one, the keys the user did not give
     take the run's values (its ModelSpec: prompt style, image budget, answer length, reasoning), so a
     model is asked the way it was trained. `record` says which came from the run and which
     the command line overrode (written into the eval's config and summary). `given` None =
     every key that differs from the class default counts as given (a programmatic caller)."""
-    if not cfg.model or not is_run_path(cfg.model):
+    if not cfg.model or not (is_run_path(cfg.model) or is_export_path(cfg.model)):
         return cfg, {}
     spec = model_spec(cfg.model)
     if given is None:
@@ -72,7 +72,7 @@ def with_run_defaults(cfg, given: set[str] | None = None):
     overridden.update(env_record["overridden"])
     style = cfg.env_type
     record = {"from_run": taken, "overridden": overridden, "turn_prompts": list(spec.turns(style)),
-              "trained_styles": list(spec.trained_styles)}
+              "trained_styles": list(spec.trained_styles), "source": "export" if is_export_path(cfg.model) else "run"}
     return cfg, record
 
 
@@ -81,7 +81,7 @@ def describe_defaults(record: dict) -> str:
     if not record:
         return ""
     took = ", ".join(f"{k}={v}" for k, v in record["from_run"].items()) or "nothing"
-    line = f"from the run: {took}"
+    line = f"from the {'export (its run, as recorded)' if record.get('source') == 'export' else 'run'}: {took}"
     if record["overridden"]:
         line += "; overridden on the command line: " + ", ".join(f"{k}={v}" for k, v in record["overridden"].items())
     return line

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,40 @@ class ModelSpec:
 def is_run_path(path: str | Path) -> bool:
     p = Path(path)
     return p.is_dir() and ((p / "state.json").exists() or (p / "checkpoints").is_dir())
+
+
+# An export folder's record of the model it holds (geospot export writes it): the run's spec
+# without paths into the run, so the export is asked as it was trained, on any machine.
+EXPORT_RECORD = "geospot.json"
+_PATH_FIELDS = ("run_dir", "checkpoint")
+
+
+def is_export_path(path: str | Path) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / EXPORT_RECORD).is_file()
+
+
+def export_record(spec: ModelSpec, export_kind: str, base_model: str, engine: dict) -> dict:
+    """The JSON an export keeps: the spec's fields (base_model as a reader finds it), what the
+    folder holds (`adapter`, `merged`, `full`) and, for an adapter, the LoRA shape to rebuild."""
+    record = {f.name: getattr(spec, f.name) for f in fields(ModelSpec) if f.name not in _PATH_FIELDS}
+    record.update(base_model=base_model, export_kind=export_kind, source_run=str(spec.run_dir or ""),
+                  **{k: engine[k] for k in ("lora_alpha", "lora_targets", "train_vision") if k in engine})
+    return json.loads(json.dumps(record, default=str))
+
+
+def export_spec(path: str | Path) -> tuple[ModelSpec, dict]:
+    """(ModelSpec, the whole record) of an export folder; a full or merged export's base model is
+    the folder itself (it holds every weight)."""
+    record = _read_json(Path(path) / EXPORT_RECORD)
+    known = {f.name for f in fields(ModelSpec)} - set(_PATH_FIELDS)
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k in known}
+    if record.get("export_kind") != "adapter":
+        values.update(base_model=str(Path(path).resolve()), lora_rank=0)
+    try:
+        return ModelSpec(**values), record
+    except TypeError as e:
+        raise FileNotFoundError(f"{path}/{EXPORT_RECORD} is not a geospot export record ({e})") from None
 
 
 def _read_json(path: Path) -> dict:
@@ -167,6 +201,8 @@ def model_spec(path: str | Path, _seen: frozenset = frozenset()) -> ModelSpec:
     """The ModelSpec of a training run folder or checkpoints/<step> folder (FileNotFoundError
     when it is neither)."""
     path = Path(path)
+    if is_export_path(path):
+        return export_spec(path)[0]
     if not is_run_path(path):
         raise FileNotFoundError(f"{path} is not a training run or checkpoint folder (no checkpoints/ or state.json)")
     checkpoint, run_dir = _checkpoint_of(path)

@@ -116,3 +116,46 @@ def test_an_adapter_names_its_base_by_hub_id_when_it_came_from_the_hub(tmp_path)
     assert base_reference("Qwen/Qwen2.5-VL-3B-Instruct") == "Qwen/Qwen2.5-VL-3B-Instruct"
     (tmp_path / "mymodel").mkdir()
     assert base_reference(str(tmp_path / "mymodel")) == str((tmp_path / "mymodel").resolve())
+
+
+def test_the_export_is_asked_as_its_run_was(run, exported, capsys):
+    """`predict model=<export>` loads an adapter export (base + LoRA) or full weights, takes the
+    run's prompt style, image budget and shape from the export's geospot.json, and answers exactly
+    what `predict model=<run>` answers; the answers on the same photo are the same, turn by turn."""
+    from geospot.eval.predict_cli import predict_main
+
+    out, _, rank = exported
+    record = json.loads((out / "geospot.json").read_text())
+    assert record["export_kind"] == ("adapter" if rank else "full") and record["square"] is True
+    photos = "/work/shared/data/osv5m-samples/unlabeled"
+    if not Path(photos).is_dir():
+        pytest.skip("needs the shared OSV-5M samples")
+    answers = []
+    for model in (run[0], out):
+        assert predict_main([f"model={model}", photos, "--json"]) == 0
+        captured = capsys.readouterr()
+        answers.append([(r["name"], r["turns"]) for r in map(json.loads, captured.out.splitlines())])
+        assert "env_type=telescoping" in captured.err and "square=True" in captured.err
+    assert answers[0] == answers[1] and len(answers[0]) == 12
+
+
+def test_export_refuses_a_folder_that_is_not_an_earlier_export(run, exported, tmp_path, capsys):
+    """An export replaces its folder whole: a folder holding other files (here a copy of the run
+    itself) is refused before the model loads, and nothing in it is touched; an earlier export
+    is replaced."""
+    import shutil
+
+    log, _ = run
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    assert export_main([f"checkpoint={log}", f"out={mine}"]) == 2
+    assert "holds 1 entries that are not an earlier geospot export" in capsys.readouterr().err
+    assert (mine / "notes.txt").read_text() == "precious"
+    copy = tmp_path / "runcopy"
+    shutil.copytree(log, copy)
+    assert export_main([f"checkpoint={log}", f"out={copy}"]) == 2
+    assert (copy / "checkpoints").is_dir() and (copy / "config.json").exists()
+    again = tmp_path / "again"
+    shutil.copytree(exported[0], again)
+    assert export_main([f"checkpoint={log}", f"out={again}"]) == 0  # an earlier export: replaced
