@@ -32,8 +32,14 @@ def check_start(engine: str | None, model_name: str | None, load_checkpoint_path
 
 def model_problem(name: str, env: dict[str, str] | os._Environ) -> None:
     """ConfigError unless `name` is tiny:…, a local folder, or a hub repo we can get."""
-    if name.startswith("tiny:"):
-        return  # its family and size are checked when it is built (seconds, offline)
+    if name.startswith("tiny:"):  # built offline in seconds: only its family and size can be wrong
+        from geospot.models.tiny import FAMILIES, SIZES
+
+        family, _, size = name[len("tiny:"):].partition(":")
+        if family not in FAMILIES or (size and size not in SIZES):
+            raise ConfigError(f"model_name={name!r}: the tiny offline models are tiny:<{'|'.join(FAMILIES)}>"
+                              f"[:<{'|'.join(SIZES)}>], e.g. tiny:qwen2_5_vl")
+        return
     path = os.path.expanduser(name)
     if os.path.isdir(path):
         return

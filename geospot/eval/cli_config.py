@@ -64,6 +64,11 @@ class EvalConfig(SamplingConfig):
         "auto", "country/region/city accuracy: `auto` (the synthetic world's own, else offline reverse geocoding), "
                 "`reverse`, `none`")
 
+    def validate(self) -> None:
+        super().validate()
+        if self.n is not None and self.n < 1:
+            raise ConfigError(f"n={self.n} must be >= 1 (or left unset: every sample)")
+
 
 @dataclass(frozen=True)
 class PredictConfig(SamplingConfig):

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from geospot.eval.runner import NAN, Prediction
+from geospot.runs.folder import read_jsonl
 
 PREDICTIONS = "predictions.csv"
 SUMMARY = "summary.json"
@@ -187,15 +188,8 @@ def read_summary(run_dir: str | os.PathLike) -> dict:
 def training_evals(run_dir: str | os.PathLike) -> list[dict]:
     """The held-out evals a training run logged (`eval/<metric>` lines of its metrics.jsonl),
     oldest first, as {"step": k, "metrics": {...}}; a torn last line is skipped."""
-    path = Path(run_dir) / "metrics.jsonl"
     out: list[dict] = []
-    if not path.exists():
-        return out
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for row in read_jsonl(Path(run_dir) / "metrics.jsonl"):  # torn or damaged lines skipped
         metrics = {k[5:]: (math.nan if v is None else v) for k, v in row.items() if k.startswith("eval/")}
         if metrics:
             out.append({"step": row.get("step"), "metrics": metrics})

@@ -113,12 +113,13 @@ def read_config(log_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Lines of a JSONL file; a torn last line (SIGKILL mid-write) is skipped."""
+    """Lines of a JSONL file; a torn last line (SIGKILL mid-write) or a line of damaged bytes is
+    skipped, never an error: a run folder stays readable whatever happened to one line."""
     out = []
     p = Path(path)
     if not p.exists():
         return out
-    for line in p.read_text().splitlines():
+    for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             out.append(json.loads(line))
         except json.JSONDecodeError:

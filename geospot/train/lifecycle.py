@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
-import itertools
 import json
 import os
 import shutil
@@ -34,17 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geospot import data as gdata
 from geospot import distributed, engines
 from geospot.config import ConfigError, require, to_dict
 from geospot.distributed import Dist
-from geospot.engines.start_checks import check_start
-from geospot.eval.geocoding import geocoder_for
 from geospot.runs.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
-    read_checkpoint,
-    resolve_checkpoint,
     save_checkpoint,
 )
 from geospot.runs.folder import json_default, prepare_log_dir, read_config, truncate_jsonl, write_config
@@ -52,6 +45,7 @@ from geospot.runs.loggers import open_run_writer
 from geospot.runs.writer import NullWriter
 from geospot.train import rank_death
 from geospot.train.common import seed_everything
+from geospot.train.inputs import check_start_weights, open_inputs
 
 # One meaning per knob, shared by SFTConfig and RLConfig (their defaults may differ).
 RUN_HELP = {
@@ -122,83 +116,6 @@ class TimeBudget:
         if self.max_seconds <= 0:
             return step
         return max(step, min(total_steps - 1, int(total_steps * self.spent / self.max_seconds)))
-
-
-# ---------------------------------------------------------------------------------------
-# Inputs: everything a run can get wrong in its config, checked before the model loads
-
-
-def open_data(cfg: Any) -> tuple[Any, list[Any], Any]:
-    """(train stream, held-out samples, geocoder) — or a ConfigError naming `data` / `eval_data`."""
-
-    def wrap(key: str, spec: str, fn):
-        try:
-            return fn()
-        except ConfigError:
-            raise
-        except (FileNotFoundError, ValueError, KeyError, OSError, ImportError) as e:
-            raise ConfigError(f"{key}={spec!r}: {e}") from e
-
-    stream = wrap("data", cfg.data, lambda: gdata.open_stream(cfg.data, split="train", seed=cfg.seed, repeat=True))
-    # A separate eval set is held out whole: its own 5 % val split would leave a small labelled
-    # folder with nothing to evaluate. The train data's held-out images are its val split.
-    separate = bool(cfg.eval_data) and cfg.eval_data != cfg.data
-    eval_spec, eval_key = (cfg.eval_data, "eval_data") if separate else (cfg.data, "data")
-    held_out: list[Any] = []
-    if cfg.eval_n:
-        try:
-            held_out, skipped = wrap(eval_key, eval_spec, lambda: _held_out(eval_spec, "all" if separate else "val",
-                                                                             cfg.eval_n))
-        except BaseException:
-            stream.close()
-            raise
-        why = f" ({', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))})" if skipped else ""
-        if not held_out and separate:
-            stream.close()
-            raise ConfigError(f"eval_data={eval_spec!r} gives no usable sample{why}; fix it (see `geospot data "
-                              f"inspect '{eval_spec}'`) or set eval_n=0 for no held-out eval")
-        if not held_out:
-            print(f"no held-out eval: data={eval_spec!r} has no usable sample in its val split (val_frac of its "
-                  f"ids by hash, 5 % by default{why}); give eval_data=<labelled data>, raise val_frac in the data "
-                  "spec, or set eval_n=0", file=sys.stderr)
-    return stream, held_out, geocoder_for(eval_spec)
-
-
-def _held_out(spec: str, split: str, n: int) -> tuple[list[Any], dict[str, int]]:
-    """The first n usable samples of `split` in source order, and what was skipped on the way."""
-    with gdata.open_stream(spec, split, force={"repeat": False}, shuffle=False) as s:
-        return list(itertools.islice(s, n)), dict(s.skipped)
-
-
-def initial_weights(path: str | None) -> str | None:
-    """The engine state a fresh run starts from (`load_checkpoint_path`), found before the
-    model loads so a typo costs seconds."""
-    if not path or "://" in path:
-        return path
-    try:
-        return read_checkpoint(resolve_checkpoint(path)).engine_path
-    except FileNotFoundError as e:
-        raise ConfigError(f"load_checkpoint_path={path!r}: {e}") from None
-
-
-def open_inputs(cfg: Any) -> tuple[Any, list[Any], Any, str | None]:
-    """(train stream, held-out samples, geocoder, initial weights), or a ConfigError."""
-    stream, held_out, geocoder = open_data(cfg)
-    try:
-        if not stream.repeat and not stream.has_more():
-            raise ConfigError(f"data={cfg.data!r} gives no sample to train on (repeat=false and nothing usable in "
-                              "its train split); check it with `geospot data inspect`")
-        init_weights = initial_weights(cfg.load_checkpoint_path)
-        check_start(getattr(cfg, "engine", None), getattr(cfg, "model_name", None), cfg.load_checkpoint_path)
-        if cfg.wandb_project and importlib.util.find_spec("wandb") is None:
-            raise ConfigError(
-                f"wandb_project={cfg.wandb_project!r} needs the wandb package: `pip install wandb` "
-                "(or leave wandb_project unset)"
-            )
-    except BaseException:
-        stream.close()
-        raise
-    return stream, held_out, geocoder, init_weights
 
 
 # ---------------------------------------------------------------------------------------
@@ -409,6 +326,7 @@ def start_run(
     stream = own_writer = None
     try:
         stream, held_out, geocoder, init_weights = open_inputs(cfg)
+        check_start_weights(engine_config, init_weights, cfg.load_checkpoint_path)
         if not resuming and d.is_main:
             write_config(log_dir, kind, cfg)
         seed_everything(cfg.seed)

@@ -29,7 +29,7 @@ OSV = "/work/shared/data/osv5m-samples"
 
 
 def _data(cfg):
-    from geospot.train.lifecycle import open_data
+    from geospot.train.inputs import open_data
 
     stream, held_out, _ = open_data(cfg)
     stream.close()
@@ -58,3 +58,24 @@ def test_done_line_names_the_skips_by_reason():
     assert RunResult(Path("runs/a"), 3, {}).done_line() == "done: 3 steps, run folder runs/a"
     line = RunResult(Path("runs/a"), 3, {}, skipped={"missing_image": 2, "bad_coords": 1}).done_line()
     assert line.startswith("done: 3 steps, run folder runs/a; data records skipped: bad_coords 1, missing_image 2")
+
+
+def test_start_weights_of_another_shape_are_refused_before_the_model_loads(tmp_path):
+    """A LoRA run's weights fit only a LoRA engine of its rank: lora_rank=0 (or another rank) is
+    one sentence naming the key and the saved value."""
+    import torch
+
+    from geospot.engines.config import EngineConfig
+    from geospot.train.inputs import check_start_weights
+
+    (tmp_path / "engine").mkdir()
+    torch.save({"engine_config": {"lora_rank": 4, "lora_targets": "all-linear", "train_vision": False}},
+               tmp_path / "engine" / "state.pt")
+    engine = str(tmp_path / "engine")
+    check_start_weights(EngineConfig(lora_rank=4, lora_targets="all-linear"), engine, "runs/k3")
+    with pytest.raises(ConfigError, match=r"lora_rank=0, but load_checkpoint_path='runs/k3' was trained with "
+                                          r"lora_rank=4"):
+        check_start_weights(EngineConfig(lora_rank=0), engine, "runs/k3")
+    with pytest.raises(ConfigError, match="train_vision=True"):
+        check_start_weights(EngineConfig(lora_rank=4, lora_targets="all-linear", train_vision=True), engine, "r")
+    check_start_weights(EngineConfig(lora_rank=0), None, None)  # no start weights: nothing to check

@@ -196,3 +196,9 @@ def test_rl_async_resumed_run_trains_the_rest_of_the_data_then_ends(tmp_path, ca
     result = rl_run(rl_cfg(log, data=FINITE, max_steps=50, max_steps_off_policy=1))
     assert_ended_with_the_data(log, result.steps, capsys.readouterr().err)
     assert [r["step"] for r in read_jsonl(log / "metrics.jsonl") if "reward_mean" in r] == list(range(1, 11))
+
+
+def test_metrics_with_damaged_bytes_or_a_torn_line_stay_readable(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"step": 1, "loss": 2.0}\ngarbage\xff\xfe\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    assert read_jsonl(path) == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
