@@ -4,6 +4,7 @@ this file only dispatches (lazily, so `geospot --help` is instant)."""
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # command -> (module, function, one-line help)
@@ -50,10 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     module, func, _ = COMMANDS[name]
     fn = getattr(importlib.import_module(module), func)
     try:
-        return int(fn(rest) or 0)
+        code = int(fn(rest) or 0)
     except BrokenPipeError:  # `geospot rl --help | head`: the reader left, nothing is wrong
         sys.stderr.close()
         return 0
+    if code == 130:  # stopped by Ctrl-C, its message printed: leave now. A Ctrl-C inside transformers' model
+        sys.stdout.flush()  # load left its loader thread pool waiting, and the interpreter's exit then waited
+        sys.stderr.flush()  # on that pool for ever (seen once in a walk); the run's files are closed already
+        os._exit(130)
+    return code
 
 
 if __name__ == "__main__":

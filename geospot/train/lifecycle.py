@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -391,6 +392,27 @@ def _prepare_folder(d: Dist, log_path: str, kind: str, cfg: Any) -> tuple[Path, 
     if isinstance(found, str):
         raise ConfigError(found)
     return Path(found[0]), found[1], found[2]
+
+
+STOPPED = 130  # the exit code of a run stopped by Ctrl-C (128 + SIGINT), as a shell reports it
+
+
+def stopped_line(command: str, argv: list[str], log_path: str) -> str:
+    """What `geospot sft|rl` says when Ctrl-C stops it in one process (under torchrun, rank_death
+    speaks): where its last checkpoint is and the command that resumes it, instead of a traceback."""
+    head = f"geospot {command}: stopped (Ctrl-C)"
+    folder = Path(log_path) if log_path else None
+    ckpt = latest_checkpoint(folder) if folder is not None and folder.is_dir() else None
+    if ckpt is not None:
+        keys = [shlex.quote(a) for a in argv if not a.startswith("behavior_if_log_dir_exists=")]
+        if not any(a.startswith("log_path=") for a in argv):  # a default (timestamped) folder: name it
+            keys.append(shlex.quote(f"log_path={log_path}"))
+        return (f"{head}; the last checkpoint is step {ckpt.name} in {log_path}; resume with: "
+                f"geospot {command} {' '.join(keys)} behavior_if_log_dir_exists=resume")
+    if folder is not None and folder.is_dir():
+        return f"{head} before its first checkpoint; {log_path} holds no weights: start again with " \
+               "behavior_if_log_dir_exists=delete"
+    return f"{head} before training began; nothing was kept"
 
 
 @contextlib.contextmanager

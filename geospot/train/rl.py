@@ -47,7 +47,17 @@ from geospot.runs.folder import LogDirBehavior, read_config
 from geospot.runs.model_spec import is_run_path, model_spec
 from geospot.train import rank_death
 from geospot.train.common import Progress
-from geospot.train.lifecycle import RUN_HELP, Run, RunResult, due, finishing, start_run, validate_run
+from geospot.train.lifecycle import (
+    RUN_HELP,
+    STOPPED,
+    Run,
+    RunResult,
+    due,
+    finishing,
+    start_run,
+    stopped_line,
+    validate_run,
+)
 
 DEFAULT_DATA = "hf:sdan/geospot-unified"
 
@@ -368,11 +378,19 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help", "help") for a in argv):
         print(help_text(RLConfig, "geospot rl — GRPO for geolocation (single, telescoping, hierarchical, geohash)"))
         return 0
+    log_path = ""  # known once the keys are parsed: where a Ctrl-C's message looks for checkpoints
     try:
-        result = run(env_from_start_run(parse_overrides(RLConfig, argv), given_keys(argv)))
+        cfg = parse_overrides(RLConfig, argv)
+        log_path = cfg.log_path
+        result = run(env_from_start_run(cfg, given_keys(argv)))
     except ConfigError as e:
         print(f"geospot rl: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if distributed.under_torchrun():
+            raise  # rank_death's SIGTERM handler speaks for the job
+        print(stopped_line("rl", argv, log_path), file=sys.stderr)
+        return STOPPED
     except Exception as e:
         rank_death.handle(e)  # under torchrun, a dead rank: rank 0's one sentence, no traceback
         raise

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,12 +33,14 @@ from geospot.train import rank_death
 from geospot.train.common import Progress
 from geospot.train.lifecycle import (
     RUN_HELP,
+    STOPPED,
     Run,
     RunResult,
     due,
     finishing,
     require_torchrun_ok,
     start_run,
+    stopped_line,
     validate_run,
 )
 from geospot.train.lr import SCHEDULES, Schedule, learning_rate
@@ -396,12 +398,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         title = "geospot sft — supervised warm-start (image + prompt -> `Latitude: ..\\nLongitude: ..`)"
         print(help_text(SFTConfig, title))
         return 0
+    log_path = ""  # known once the keys are parsed: where a Ctrl-C's message looks for checkpoints
     try:
         cfg = parse_overrides(SFTConfig, argv)
+        if not cfg.log_path and not distributed.under_torchrun():  # (under torchrun rank 0's clock names it)
+            cfg = replace(cfg, log_path=default_log_path(cfg))  # named now, so a Ctrl-C can point at it
+        log_path = cfg.log_path
         result = train(cfg)
     except ConfigError as e:
         print(f"geospot sft: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if distributed.under_torchrun():
+            raise  # rank_death's SIGTERM handler speaks for the job
+        print(stopped_line("sft", argv, log_path), file=sys.stderr)
+        return STOPPED
     except Exception as e:
         rank_death.handle(e)  # under torchrun, a dead rank: rank 0's one sentence, no traceback
         raise
