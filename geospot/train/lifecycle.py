@@ -153,6 +153,29 @@ def _as_saved(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(cfg, default=json_default))
 
 
+def resume_config(cfg: Any, given: set[str], kind: str) -> Any:
+    """behavior_if_log_dir_exists=resume: every key the command line does not give takes the run's
+    saved value (its config.json), so `geospot sft log_path=runs/x behavior_if_log_dir_exists=resume`
+    continues the run as it was started; a key typed is a change, which check_resume then allows
+    or refuses. Anything else (no such run of this kind yet) is returned as it is."""
+    if cfg.behavior_if_log_dir_exists != "resume" or not cfg.log_path:
+        return cfg
+    try:
+        record = read_config(cfg.log_path) or {}
+    except (ValueError, OSError):
+        return cfg  # an unreadable config.json: check_resume's own sentence says so
+    saved = record.get("config") if record.get("kind") == kind else None
+    if not isinstance(saved, dict):
+        return cfg
+    values = {}
+    for f in dataclasses.fields(cfg):
+        if f.name in given or f.name not in saved:
+            continue
+        value, current = saved[f.name], getattr(cfg, f.name)
+        values[f.name] = tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value
+    return dataclasses.replace(cfg, **values)
+
+
 def check_resume(log_dir: Path, kind: str, cfg: Any) -> dict[str, list[Any]]:
     """Refuse, with one sentence, a resume that has nothing to resume or that would change what
     is trained; -> the harmless keys that changed, {key: [saved, new]}. Keys only one side has

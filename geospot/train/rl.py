@@ -54,6 +54,7 @@ from geospot.train.lifecycle import (
     RunResult,
     due,
     finishing,
+    resume_config,
     start_run,
     stopped_line,
     validate_run,
@@ -380,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     log_path = ""  # known once the keys are parsed: where a Ctrl-C's message looks for checkpoints
     try:
-        cfg = parse_overrides(RLConfig, argv)
+        cfg = resume_config(parse_overrides(RLConfig, argv), given_keys(argv), "rl")
         log_path = cfg.log_path
         result = run(env_from_start_run(cfg, given_keys(argv)))
     except ConfigError as e:

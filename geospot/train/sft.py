@@ -26,6 +26,7 @@ from geospot.engines.types import AdamParams, Datum
 from geospot.envs.config import EnvOptions
 from geospot.envs.telescoping import turn_prompt
 from geospot.eval import evaluate
+from geospot.eval.run_defaults import given_keys
 from geospot.geo import format_metrics_table
 from geospot.geo.perturb import perturb
 from geospot.runs.folder import LogDirBehavior
@@ -39,6 +40,7 @@ from geospot.train.lifecycle import (
     due,
     finishing,
     require_torchrun_ok,
+    resume_config,
     start_run,
     stopped_line,
     validate_run,
@@ -400,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     log_path = ""  # known once the keys are parsed: where a Ctrl-C's message looks for checkpoints
     try:
-        cfg = parse_overrides(SFTConfig, argv)
+        cfg = resume_config(parse_overrides(SFTConfig, argv), given_keys(argv), "sft")
         if not cfg.log_path and not distributed.under_torchrun():  # (under torchrun rank 0's clock names it)
             cfg = replace(cfg, log_path=default_log_path(cfg))  # named now, so a Ctrl-C can point at it
         log_path = cfg.log_path

@@ -202,3 +202,21 @@ def test_metrics_with_damaged_bytes_or_a_torn_line_stay_readable(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_bytes(b'{"step": 1, "loss": 2.0}\ngarbage\xff\xfe\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
     assert read_jsonl(path) == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
+
+
+def test_resume_takes_the_saved_keys_the_command_line_leaves_out(tmp_path):
+    """`geospot sft log_path=runs/x behavior_if_log_dir_exists=resume max_steps=9`: every key not
+    typed is the run's own (model, data, lr, eval cadence), a typed one is a change."""
+    from geospot.train.lifecycle import resume_config
+
+    started = SFTConfig(model_name="tiny:qwen2_5_vl", data="synthetic:n=64,size=56", learning_rate=1e-2, eval_every=2,
+                        prompt_style="both", log_path=str(tmp_path))
+    write_config(tmp_path, "sft", started)
+    typed = SFTConfig(log_path=str(tmp_path), behavior_if_log_dir_exists="resume", max_steps=9)
+    cfg = resume_config(typed, {"log_path", "behavior_if_log_dir_exists", "max_steps"}, "sft")
+    assert (cfg.model_name, cfg.data, cfg.learning_rate, cfg.eval_every, cfg.prompt_style) == (
+        "tiny:qwen2_5_vl", "synthetic:n=64,size=56", 1e-2, 2, "both")
+    assert cfg.max_steps == 9 and cfg.behavior_if_log_dir_exists == "resume"
+    assert resume_config(typed, set(), "rl") == typed  # not an rl run: nothing taken
+    fresh = SFTConfig(log_path=str(tmp_path), behavior_if_log_dir_exists="delete")
+    assert resume_config(fresh, set(), "sft") == fresh
