@@ -320,6 +320,12 @@ def build_source(part: SpecPart) -> Source:
                           "ambiguity": float, "subregions": int, "cities": int, "name": str})
         if part.target:
             raise SpecError(f"{part.text!r}: synthetic takes only key=value options, e.g. synthetic:n=2000,size=112")
+        for key, ok, need in (("n", lambda v: v >= 1, ">= 1"), ("size", lambda v: v >= 8, ">= 8 (px)"),
+                              ("regions", lambda v: v >= 1, ">= 1"), ("subregions", lambda v: v >= 1, ">= 1"),
+                              ("cities", lambda v: v >= 1, ">= 1"), ("difficulty", lambda v: 0 <= v <= 1, "in [0, 1]"),
+                              ("ambiguity", lambda v: 0 <= v <= 1, "in [0, 1]")):
+            if key in kw and not ok(kw[key]):
+                raise SpecError(f"{part.text!r}: {key}={kw[key]} must be {need}")
         return SyntheticSource(**kw)
     if part.kind == "wds":
         kw = _opts(part, {"lat": str, "lon": str, "name": str})

@@ -145,7 +145,8 @@ def engine_config_for(model: str, base_model: str | None = None, **overrides: An
         return cfg, {"checkpoint": ckpt, "run_dir": run_dir, "step": meta.step, "engine_path": meta.engine_path,
                      "run_config": run_cfg}
     p = Path(model)
-    if (model.startswith((".", "/", "~")) or p.exists()) and not p.is_dir():
+    # a path that is not there (a hub id is owner/name: a name with more slashes is a path too)
+    if (model.startswith((".", "/", "~")) or p.exists() or model.count("/") > 1) and not p.is_dir():
         raise ConfigError(f"model={model}: no such model folder (expected a HF model folder, a run/checkpoint folder, "
                           "a hub id, `tiny:<family>` or tinker://...)")
     # a base model is only sampled: no LoRA wrapper (rank 0 adds nothing until a train step)

@@ -178,6 +178,9 @@ def env_from_start_run(cfg: RLConfig, given: set[str]) -> RLConfig:
     if not path or "://" in path or not is_run_path(path):
         return cfg
     cfg, record = env_defaults(cfg, model_spec(path), given)
+    # the engine keys and data left unset are the start run's too (inherited_engine_fields): say so
+    engine = {k: v for k, v in inherited_engine_fields(path).items() if getattr(cfg, k, None) is None}
+    record["from_run"] = {**engine, **record["from_run"]}
     if record["from_run"] or record["overridden"]:
         print("load_checkpoint_path: " + describe_defaults(record), file=sys.stderr)
     return cfg

@@ -141,3 +141,11 @@ def test_folder_walk_visits_each_file_once(tmp_path):
     os.symlink(root, root / "sub")
     assert [s.id for s in load_samples(str(root), "all")] == ["s0000", "s0001", "s0002"]
     assert len(load_samples(f"jsonl:{root}/**/*.jsonl", "all")) == 3
+
+
+@pytest.mark.parametrize("spec,match", [("synthetic:n=-5", "n=-5 must be >= 1"), ("synthetic:n=0", "n=0 must be >= 1"),
+                                        ("synthetic:size=4", r"size=4 must be >= 8 \(px\)"),
+                                        ("synthetic:difficulty=1.5", r"difficulty=1.5 must be in \[0, 1\]")])
+def test_a_synthetic_world_out_of_range_is_one_sentence(spec, match):
+    with pytest.raises(SpecError, match=match):
+        open_stream(spec, "all", repeat=False)

@@ -86,3 +86,26 @@ def test_a_label_env_eval_resumes_only_into_an_eval_of_the_same_keys(tmp_path):
     assert "mixed_weights" not in hier  # eval scores distances: the mixed reward changes nothing it asks
     other = env_resume_keys(EvalConfig(env_type="hierarchical", teacher_forcing=0.0))
     assert other != hier
+
+
+def test_rl_from_an_sft_run_names_what_it_inherits(tmp_path, capsys):
+    """`rl load_checkpoint_path=<sft run> env_type=telescoping`: the model and data come from the run
+    and the line says so (it read 'from the run: nothing')."""
+    sft = _run(tmp_path / "sft", "sft", {"model_name": "tiny:qwen2_5_vl:tiny", "lora_rank": 4,
+                                          "data": "synthetic:n=10,size=56", "prompt_style": "single"})
+    argv = [f"load_checkpoint_path={sft}", "env_type=telescoping"]
+    env_from_start_run(parse_overrides(RLConfig, argv), given_keys(argv))
+    err = capsys.readouterr().err
+    assert "from the run: model_name=tiny:qwen2_5_vl:tiny, lora_rank=4, data=synthetic:n=10,size=56" in err
+    assert "overridden on the command line: env_type=telescoping" in err
+
+
+def test_a_model_path_that_is_not_there_is_named_as_a_path():
+    """runs/demo/rll (a typo) is a path, not a hub id (owner/name): no hub error text."""
+    import pytest
+
+    from geospot.config import ConfigError
+    from geospot.eval.loading import engine_config_for
+
+    with pytest.raises(ConfigError, match="model=runs/demo/rll: no such model folder"):
+        engine_config_for("runs/demo/rll")
