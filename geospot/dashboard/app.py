@@ -363,6 +363,11 @@ async def _stream(watcher: RunWatcher, cursor: int, keepalive_s: float) -> Async
         while True:
             changed = watcher.changed  # take the event before reading, so no wake-up is missed
             events = await watcher.events_after(cursor)
+            if any(e["type"] == "status" for e in events):
+                # a stored status is what the writer last said; a run killed without a word still says
+                # `running`: each status event carries the status judged now (liveness), as /api/status does
+                now = (await asyncio.to_thread(watcher.reader.status))["status"]
+                events = [{**e, "data": {**e["data"], "status": now}} if e["type"] == "status" else e for e in events]
             for e in events:
                 cursor = e["seq"]
                 yield f"id: {e['seq']}\nevent: {e['type']}\ndata: {json.dumps(e['data'])}\n\n"

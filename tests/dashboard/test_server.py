@@ -73,3 +73,22 @@ def test_sse_streams_new_steps_and_resumes(tmp_path):
         read_events(f"{srv.url}/api/events?run=live", 2, again, headers={"Last-Event-ID": str(got[1]["id"])})
         assert [e["id"] for e in again] == [got[2]["id"], got[3]["id"]]
     store.close()
+
+
+def test_sse_gives_a_killed_runs_status_as_judged_now(tmp_path):
+    """A run whose writer died without a word stored `running` last; the event stream (opened from
+    the start, as the run page does) says `stopped`, as /api/status does, not `running`."""
+    import subprocess
+    import sys
+
+    runs = tmp_path / "runs"
+    code = ("import sys; from geospot.runs.store import RunStore; s = RunStore(sys.argv[1]); "
+            "s.log_config('sft', {}); s.set_status('running'); s.log_step(1, {'loss': 1.0}); s.flush(); "
+            "import os; os._exit(0)")  # gone without closing: the store still says running
+    subprocess.run([sys.executable, "-c", code, str(runs / "gone")], check=True, timeout=60)
+    with Server(create_app(runs, poll_s=0.05)) as srv:
+        assert httpx.get(f"{srv.url}/api/status?run=gone").json()["status"] == "stopped"
+        got: list = []
+        read_events(f"{srv.url}/api/events?run=gone&since=0", 2, got, timeout=20)  # status, step
+        statuses = [e["data"]["status"] for e in got if e.get("type") == "status"]
+        assert statuses and set(statuses) == {"stopped"}, got
