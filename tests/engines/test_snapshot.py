@@ -37,7 +37,7 @@ def test_local_snapshot_samples_the_weights_of_its_moment_and_leaves_training_al
 
 
 def test_tinker_snapshot_keeps_the_sampling_client_of_its_version():
-    from test_tinker_contract import engine
+    from test_tinker_engine import engine
 
     eng = engine()
     prompt = ModelInput.from_ints([1, 2, 3])

@@ -72,7 +72,8 @@ def test_bad_config_fails_before_any_model_load(tmp_path, monkeypatch, capsys):
     assert "learning_rate" in capsys.readouterr().err
     # a data path that does not exist: named, before the model
     missing = tmp_path / "no-such-data"
-    rc = sft.main([f"data={missing}", f"log_path={tmp_path / 'r2'}", "behavior_if_log_dir_exists=raise"])
+    rc = sft.main([f"data={missing}", "model_name=tiny:qwen2_5_vl", f"log_path={tmp_path / 'r2'}",
+                   "behavior_if_log_dir_exists=raise"])
     assert rc == 2
     err = capsys.readouterr().err
     assert "data=" in err and str(missing) in err
