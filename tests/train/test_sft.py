@@ -193,3 +193,17 @@ def test_normalise_weights_makes_a_per_token_mean():
         float(np.dot(np.full(len(d.loss_fn_inputs["weights"]), -2.0), d.loss_fn_inputs["weights"])) for d in out
     )
     assert loss == pytest.approx(2.0)
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
+    """A KeyboardInterrupt inside training: the stopped line (where the run stands), no traceback."""
+    def interrupted(cfg, **_):
+        (tmp_path / "r" / "checkpoints" / "4").mkdir(parents=True)
+        (tmp_path / "r" / "checkpoints" / "4" / "state.json").write_text('{"step": 4}')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sft, "train", interrupted)
+    assert sft.main(["model_name=tiny:qwen2_5_vl", f"log_path={tmp_path / 'r'}"]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("geospot sft: stopped (Ctrl-C); the last checkpoint is step 4") and "Traceback" not in err
+    assert err.rstrip().endswith("behavior_if_log_dir_exists=resume")
