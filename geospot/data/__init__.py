@@ -7,9 +7,9 @@
 The spec grammar is documented in geospot/data/spec.py."""
 
 from geospot.data.spec import SpecError, parse_spec, world_from_spec
-from geospot.data.stream import SampleStream, StreamConfig, load_samples, open_stream, split_of
+from geospot.data.stream import SampleStream, StreamConfig, load_samples, open_stream, skip_reasons, split_of
 from geospot.data.synthetic import GeoLabels, SyntheticWorld, cached_world
 from geospot.data.types import Sample
 
-__all__ = ["Sample", "SampleStream", "StreamConfig", "open_stream", "load_samples", "split_of",
+__all__ = ["Sample", "SampleStream", "StreamConfig", "open_stream", "load_samples", "split_of", "skip_reasons",
            "SyntheticWorld", "cached_world", "GeoLabels", "world_from_spec", "parse_spec", "SpecError"]

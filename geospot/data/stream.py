@@ -54,7 +54,8 @@ def spec_stream_options(parts: list[SpecPart]) -> tuple[list[SpecPart], dict[str
     return clean, found
 
 
-def _reasons(counts: dict[str, int]) -> str:
+def skip_reasons(counts: dict[str, int]) -> str:
+    """Skip counts as one phrase, the most frequent reason first: "missing_image 3, bad_coords 1"."""
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])) or "nothing read"
 
 
@@ -188,14 +189,14 @@ class SampleStream:
                 counts[result.reason] = counts.get(result.reason, 0) + 1
                 if limit is not None and sum(counts.values()) >= limit:
                     raise DataError(f"data part {part.text!r}: its first {limit} records in split {self.split!r} "
-                                    f"are all unusable ({_reasons(counts)}); fix the data or the spec's "
+                                    f"are all unusable ({skip_reasons(counts)}); fix the data or the spec's "
                                     f"lat=/lon=/id=/image= "
                                     f"options (see `geospot data inspect '{part.text}'`)")
             else:
                 tiny = (f", or raise {self.split}_frac for a tiny split" if self.split in ("val", "test") and
                         not counts else "")
                 raise DataError(f"data part {part.text!r} has no usable record in split {self.split!r} "
-                                f"({sum(counts.values())} read: {_reasons(counts)}); fix the data or the spec's "
+                                f"({sum(counts.values())} read: {skip_reasons(counts)}); fix the data or the spec's "
                                 f"lat=/lon=/id=/image= options{tiny} "
                                 f"(see `geospot data inspect '{part.text}'`)")
 
@@ -298,7 +299,7 @@ class SampleStream:
             self._dry[result.reason] = self._dry.get(result.reason, 0) + 1
             if self.cfg.max_skips_in_a_row and sum(self._dry.values()) >= self.cfg.max_skips_in_a_row:
                 raise DataError(f"data {self.spec!r}: {sum(self._dry.values())} unusable records in a row "
-                                f"({_reasons(self._dry)}); fix the data, or raise max_skips_in_a_row "
+                                f"({skip_reasons(self._dry)}); fix the data, or raise max_skips_in_a_row "
                                 "if usable records are that rare")
             return None
         self._dry.clear()

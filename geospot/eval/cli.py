@@ -22,6 +22,7 @@ from itertools import islice
 from pathlib import Path
 
 from geospot.config import ConfigError, help_text, parse_overrides
+from geospot.data import skip_reasons
 from geospot.data.spec import SpecError
 from geospot.eval import predictions as io
 from geospot.eval.cli_config import (
@@ -118,7 +119,7 @@ def eval_main(argv: list[str]) -> int:
         print(_fmt_metrics(summary["name"], summary["metrics"]))
         if summary["skipped_samples"]:
             print("not evaluated (skipped records, by reason): "
-                  + ", ".join(f"{k} {v}" for k, v in sorted(summary["skipped_samples"].items())))
+                  + skip_reasons(summary["skipped_samples"]))
         print(f"predictions: {summary['predictions']}\nsummary:     {summary['summary']}")
     return 0
 
@@ -261,7 +262,7 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
         skipped = dict(stream.skipped)
     bar.close()
     if not order:
-        why = f" ({', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))})" if skipped else ""
+        why = f" ({skip_reasons(skipped)})" if skipped else ""
         raise ConfigError(f"data={cfg.data} split={split} holds no usable samples{why}; "
                           f"see `geospot data inspect '{cfg.data}'`")
 

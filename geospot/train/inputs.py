@@ -43,7 +43,7 @@ def open_data(cfg: Any) -> tuple[Any, list[Any], Any]:
         except BaseException:
             stream.close()
             raise
-        why = f" ({', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))})" if skipped else ""
+        why = f" ({gdata.skip_reasons(skipped)})" if skipped else ""
         if not held_out and separate:
             stream.close()
             raise ConfigError(f"eval_data={eval_spec!r} gives no usable sample{why}; fix it (see `geospot data "

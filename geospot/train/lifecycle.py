@@ -35,6 +35,7 @@ from typing import Any
 
 from geospot import distributed, engines
 from geospot.config import ConfigError, require, to_dict
+from geospot.data import skip_reasons
 from geospot.distributed import Dist
 from geospot.runs.checkpoint import (
     latest_checkpoint,
@@ -320,7 +321,7 @@ class RunResult:
         """The last line a training command prints: what it did, where, and what it skipped."""
         line = f"done: {self.steps} steps, run folder {self.log_dir}"
         if self.skipped:
-            line += ("; data records skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items()))
+            line += ("; data records skipped: " + skip_reasons(self.skipped)
                      + " (the first of each reason is named above)")
         return line
 

@@ -57,7 +57,7 @@ def test_done_line_names_the_skips_by_reason():
 
     assert RunResult(Path("runs/a"), 3, {}).done_line() == "done: 3 steps, run folder runs/a"
     line = RunResult(Path("runs/a"), 3, {}, skipped={"missing_image": 2, "bad_coords": 1}).done_line()
-    assert line.startswith("done: 3 steps, run folder runs/a; data records skipped: bad_coords 1, missing_image 2")
+    assert line.startswith("done: 3 steps, run folder runs/a; data records skipped: missing_image 2, bad_coords 1")
 
 
 def test_start_weights_of_another_shape_are_refused_before_the_model_loads(tmp_path):
