@@ -111,7 +111,9 @@ def load_model(name: str, dtype: str = "auto", device: str = "auto") -> LoadedMo
     log.info("loading %s (%s) on %s as %s (%s)", name, family, dev, torch_dtype, reason)
     from geospot.models.compat import no_progress_bars
 
-    with no_progress_bars(quiet=name.startswith("tiny:")):  # a tiny model loads in ms: no bar
+    # a tiny model (or an export of one) loads in milliseconds: no bar
+    small = name.startswith("tiny:") or sum(p.stat().st_size for p in Path(folder).glob("*.safetensors")) < 64 << 20
+    with no_progress_bars(quiet=small):
         model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch_dtype).to(dev)
     model.eval()
     return LoadedModel(
