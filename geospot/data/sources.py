@@ -89,6 +89,8 @@ JSONL_IMAGE_KEYS = ("image", "file_name", "image_path", "path")  # geospot's, th
 LAT_KEYS = ("lat", "latitude")
 LON_KEYS = ("lon", "lng", "longitude")
 ID_KEYS = ("id", "img_id", "image_id")
+# a CSV's row names its image by id (a file name or stem below images/) or by path: the usual columns
+CSV_ID_KEYS = (*ID_KEYS, "image", "image_path", "file_name", "filename", "path")
 IMAGE_COLS = ("image", "jpg", "img", "image_bytes")  # parquet columns that hold the image
 
 
@@ -299,9 +301,9 @@ class CsvFolderSource:
             coord = _decimal_comma if dialect.delimiter == ";" else (lambda v: v)
             names = [n.strip() for n in reader.fieldnames or []]
             reader.fieldnames = names
-            id_c = _find_col(names, self.id_col, ID_KEYS, "id", path)
+            id_c = _find_col(names, self.id_col, CSV_ID_KEYS, "id", path)
             if id_c is None:
-                raise DataError(f"{path}: no id column (looked for {', '.join(ID_KEYS)}; columns: {names}); "
+                raise DataError(f"{path}: no id column (looked for {', '.join(CSV_ID_KEYS)}; columns: {names}); "
                                 "set id=<column> in the spec")
             lat_c = _find_col(names, self.lat_col, LAT_KEYS, "latitude", path)
             lon_c = _find_col(names, self.lon_col, LON_KEYS, "longitude", path)

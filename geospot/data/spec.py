@@ -65,11 +65,13 @@ skipped as duplicate_id, or duplicate_id_conflict when its coordinates differ. C
 a byte-order mark, use , ; or tab (read off the header line) and CRLF; a row that is not UTF-8
 is skipped as bad_encoding, one with more or fewer fields than the header (an unquoted comma)
 as malformed_row; in a ;-separated CSV `48,85` is a decimal comma. A CSV id is an image's file
-name or stem anywhere below images/, or a path relative to the CSV (pandas' `123.0` is 123); a
+name or stem anywhere below images/, or a path relative to the CSV (pandas' `123.0` is 123; an
+`image_path`, `image`, `file_name`, `filename` or `path` column serves when there is no id); a
 name two files share is skipped as ambiguous_image. A table without latitude/longitude columns,
-or whose columns look swapped (of its first 1000 rows, at least 2 and 10 % with a latitude beyond
-±90° while no longitude is beyond ±90°), and a .json holding a JSON array fail at once in one
-sentence. JSONL images are `image`, or HF imagefolder's `file_name`, relative to the file's folder.
+or whose columns look swapped (of its first 1000 rows, at least 10 % with a latitude beyond ±90°
+while no longitude is beyond ±90°: in a small table one typo reads the same, and the sentence says
+so), and a .json holding a JSON array fail at once in one sentence. JSONL images are `image`, or
+HF imagefolder's `file_name`, relative to the file's folder.
 Folders are walked once per real folder (symlink loops are safe).
 WebDataset members group by key, which ends at the FIRST dot of the file name
 (`a.v2.jpg` is key `a`, extension `v2.jpg`): such members are skipped as dotted_member_name.
@@ -263,6 +265,10 @@ def infer_kind(target: str) -> str:
             exts.add("tar")
         if "csv" in exts:
             return "csv"
+        sheets = sorted(n for n in names if n.lower().endswith((".xlsx", ".xls", ".ods", ".numbers")))
+        if sheets and not exts & {"tar", "parquet", "jsonl"}:
+            raise SpecError(f"{target}: holds a spreadsheet ({sheets[0]}), which is not read; save it as CSV (UTF-8) "
+                            "in the same folder")
         for ext, kind in (("tar", "wds"), ("parquet", "parquet"), ("jsonl", "jsonl")):
             if ext in exts:
                 return kind

@@ -172,7 +172,8 @@ class SampleStream:
                 beyond, n = found
                 raise DataError(f"data part {part.text!r}: {beyond} of the first {n} rows have a latitude beyond "
                                 "±90° and no longitude is beyond ±90°, so the latitude and longitude columns look "
-                                "swapped; swap them in the file, or name them with lat=<column>,lon=<column>")
+                                "swapped (every row's place mirrored); swap them in the file or name them with "
+                                "lat=<column>,lon=<column>, or, if those rows are typos, fix or delete them")
 
     def probe(self) -> None:
         """Each part must give at least one usable sample in this split, else a DataError

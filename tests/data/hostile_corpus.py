@@ -297,6 +297,8 @@ CASES = [
     Case("csv id naming two files", csv_two_files, only("g2", "g3"), {"ambiguous_image": 1}),
     Case("csv ids that are paths", csv_folder(CSV_HEAD + "\nimages/g1.jpg,48.85,2.35,P\n./images/g2.jpg,-33.87,151.21,S"
                                              "\n"), {"images/g1.jpg": GOOD["g1"], "./images/g2.jpg": GOOD["g2"]}),
+    Case("csv image_path column instead of id", csv_folder("image_path,lat,lng\nimages/g1.jpg,48.85,2.35\n"),
+         {"images/g1.jpg": GOOD["g1"]}),
     Case("csv ids written by pandas as floats", csv_folder(CSV_HEAD + "\n1.0,48.85,2.35,P\n", ids=("1",)),
          {"1.0": GOOD["g1"]}),
     Case("csv quoted fields with , and newlines", csv_folder(CSV_HEAD + '\ng1,48.85,2.35,"Paris, FR"\n'

@@ -49,7 +49,7 @@ def test_csv_and_jsonl_damage(tmp_path):
     for i in range(3):
         make_image(i).save(root / "images" / f"{i}.jpg")
     (root / "labels.csv").write_text(
-        "id,latitude,longitude,country\n0,1.5,2.5,AA\n1,,2.5,AA\n2,95,2.5,AA\n3,1,1,AA\n")
+        "id,latitude,longitude,country\n0,1.5,2.5,AA\n1,,2.5,AA\n2,95,120.5,AA\n3,1,1,AA\n")
     s = open_stream(str(root), "all", repeat=False)
     assert [x.id for x in s] == ["0"]
     assert s.skipped == {"missing_coords": 1, "coords_out_of_range": 1, "missing_image": 1}
@@ -86,9 +86,9 @@ def test_looks_swapped_hand_worked():
 
     # a swapped world table: the "latitudes" are longitudes, 2 of 3 beyond ±90, no "longitude" beyond
     assert looks_swapped([(2.35, 48.85), (151.21, -33.87), (139.69, 35.68)]) == (2, 3)
-    # one typo in any table is a skip, not a swapped table (min_rows=2)
-    assert looks_swapped([(1.5, 2.5), (95, 2.5)]) is None
-    # 2 typos among 30 rows: 6.7 % < 10 %
+    # 8 OSV-5M photos swapped: one "latitude" beyond 90 (a typo in 8 rows reads the same)
+    assert looks_swapped([(79.99, 23.27), (108.94, 11.58)] + [(10.0, 20.0)] * 6) == (1, 8)
+    # a typo among many rows is a skip: 2 among 30 rows is 6.7 % < 10 %
     assert looks_swapped([(95, 2.5), (96, 2.5)] + [(10.0, 20.0)] * 28) is None
     assert looks_swapped([(95, 2.5), (96, 2.5)] + [(10.0, 20.0)] * 18) == (2, 20)
     # a longitude beyond ±90 anywhere: the columns are right, whatever the latitudes
@@ -135,6 +135,10 @@ def test_a_spreadsheet_gets_one_sentence(tmp_path):
     (tmp_path / "labels.xlsx").write_bytes(b"PK\x03\x04")
     with pytest.raises(SpecError, match="spreadsheets are not read; save it as CSV"):
         infer_kind(str(tmp_path / "labels.xlsx"))
+    (tmp_path / "sheet").mkdir()
+    (tmp_path / "sheet" / "labels.xlsx").write_bytes(b"PK\x03\x04")
+    with pytest.raises(SpecError, match=r"holds a spreadsheet \(labels.xlsx\), which is not read"):
+        infer_kind(str(tmp_path / "sheet"))
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(SpecError, match="cannot tell what kind of data this file is"):
         infer_kind(str(tmp_path / "notes.txt"))
