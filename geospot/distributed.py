@@ -99,6 +99,13 @@ def under_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def speaks() -> bool:
+    """Whether this process prints a job's messages: a plain process, or rank 0 of a torchrun job
+    (read from the environment, so it holds before the process group exists: a config error is
+    then said once, not once per rank)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def launched_by_torchrun() -> bool:
     """Started by torchrun, any world size (1 included): such a job samples each GRPO group from its
     own seed, so its rollouts do not depend on the world size; a plain `python -m` run keeps one

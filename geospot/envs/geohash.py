@@ -73,7 +73,9 @@ class GeohashEnv:
     def __init__(self, sample: Sample, renderer, spec: GeohashSpec = DEFAULT_GEOHASH, *,
                  rng: random.Random | None = None, initial: ModelInput | None = None) -> None:
         self.sample, self.renderer, self.spec = sample, renderer, spec
-        self.truth_hash = encode(sample.lat, sample.lon, max(spec.chars))
+        # a photo without a known place (predict) has no truth cell: every turn shares 0 characters
+        known = math.isfinite(sample.lat) and math.isfinite(sample.lon)
+        self.truth_hash = encode(sample.lat, sample.lon, max(spec.chars)) if known else ""
         self.rng = rng if rng is not None else random.Random(0)
         self.turn = 0
         self.prev_km: float | None = None

@@ -458,8 +458,10 @@ class RunReader:
         best: dict[str, float] = {}
         last: dict[str, Any] = {}
         heldout: dict[str, Any] = {}  # the latest held-out eval (`eval/` metrics), not a training batch's
+        trained = 0  # rows of a training step: the eval before training (step 0) holds only `eval/` keys
         for step, m in rows:
             last = json.loads(m)
+            trained += any(not k.startswith("eval/") for k in last)
             if any(k.startswith("eval/") for k in last):
                 heldout = {"step": step, **{k[5:]: v for k, v in last.items() if k.startswith("eval/")}}
             for k, v in last.items():
@@ -471,5 +473,5 @@ class RunReader:
         return {"kind": config[0][0] if config else "",
                 "status": effective_status(status[0][0], meta) if status else "unknown",
                 "stored_status": status[0][0] if status else "unknown",
-                "steps": len(rows), "last_step": rows[-1][0] if rows else None, "last": last, "best": best,
+                "steps": trained, "last_step": rows[-1][0] if rows else None, "last": last, "best": best,
                 "heldout": heldout}

@@ -154,27 +154,28 @@ def _as_saved(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(cfg, default=json_default))
 
 
-def resume_config(cfg: Any, given: set[str], kind: str) -> Any:
+def resume_config(cfg: Any, given: set[str], kind: str) -> tuple[Any, set[str]]:
     """behavior_if_log_dir_exists=resume: every key the command line does not give takes the run's
     saved value (its config.json), so `geospot sft log_path=runs/x behavior_if_log_dir_exists=resume`
     continues the run as it was started; a key typed is a change, which check_resume then allows
-    or refuses. Anything else (no such run of this kind yet) is returned as it is."""
+    or refuses. -> (cfg, the keys taken from the run: they count as given from here on, e.g. for
+    RL's inheritance from its start run). Anything else (no such run of this kind yet): (cfg, set())."""
     if cfg.behavior_if_log_dir_exists != "resume" or not cfg.log_path:
-        return cfg
+        return cfg, set()
     try:
         record = read_config(cfg.log_path) or {}
     except (ValueError, OSError):
-        return cfg  # an unreadable config.json: check_resume's own sentence says so
+        return cfg, set()  # an unreadable config.json: check_resume's own sentence says so
     saved = record.get("config") if record.get("kind") == kind else None
     if not isinstance(saved, dict):
-        return cfg
+        return cfg, set()
     values = {}
     for f in dataclasses.fields(cfg):
         if f.name in given or f.name not in saved:
             continue
         value, current = saved[f.name], getattr(cfg, f.name)
         values[f.name] = tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value
-    return dataclasses.replace(cfg, **values)
+    return dataclasses.replace(cfg, **values), set(values)
 
 
 def check_resume(log_dir: Path, kind: str, cfg: Any) -> dict[str, list[Any]]:
@@ -188,7 +189,9 @@ def check_resume(log_dir: Path, kind: str, cfg: Any) -> dict[str, list[Any]]:
                           "another log_path")
     saved = read_config(log_dir) or {}
     old, new = saved.get("config", {}), _as_saved(cfg)
-    changed = {k: [old[k], new[k]] for k in sorted(old.keys() & new.keys()) if old[k] != new[k]}
+    # (behavior_if_log_dir_exists is how this start treats the folder, not what is trained)
+    changed = {k: [old[k], new[k]] for k in sorted(old.keys() & new.keys())
+               if old[k] != new[k] and k != "behavior_if_log_dir_exists"}
     if saved.get("kind", kind) != kind:
         changed = {"kind": [saved["kind"], kind], **changed}
     refused = {k: v for k, v in changed.items() if k not in RESUME_MAY_CHANGE}

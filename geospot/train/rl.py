@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import numpy as np
 from geospot import distributed
 from geospot.config import ConfigError, help_text, option, parse_overrides, require
 from geospot.distributed import Dist
-from geospot.engines.config import ENGINE_KEYS, engine_keys
+from geospot.engines.config import ENGINE_KEYS, EngineConfig, engine_keys
 from geospot.engines.types import AdamParams, SampleParams
 from geospot.envs import registry
 from geospot.envs.config import EnvOptions
@@ -140,6 +139,13 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
         require(self, self.mix_env_type in (None, *registry.ENV_TYPES) and self.mix_env_type != self.env_type,
                 "mix_env_type", f"must be None or one of {', '.join(registry.ENV_TYPES)} other than env_type")
         require(self, 0 < self.mix_share < 1, "mix_share", "must be in (0, 1): the share of images that mix")
+        mixed = round(self.mix_share * self.batch_size)  # registry.split_batch's count
+        require(self, self.mix_env_type is None or 0 < mixed < self.batch_size, "mix_share",
+                f"of batch_size={self.batch_size} is {mixed} image(s), so "
+                f"{'no image' if mixed == 0 else 'every image'} would play "
+                f"{'mix_env_type' if mixed == 0 else 'it'}; raise batch_size or change mix_share")
+        require(self, self.temperature > 0, "temperature", "must be > 0: at 0 every rollout of a group is the same "
+                "answer, so GRPO has nothing to compare")
         require(self, self.tau_start_km > 0 and self.tau_end_km > 0, "tau_start_km/tau_end_km", "must be > 0 km")
         require(self, self.tau_window >= 1, "tau_window", "must be >= 1")
         require(self, self.format_penalty <= 0, "format_penalty", "should be <= 0 (a penalty)")
@@ -157,9 +163,11 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
         self.engine_config({}).validate()
 
 
-def inherited_engine_fields(load_checkpoint_path: str | None) -> dict:
-    """The engine fields (and the data spec) of the SFT run a local checkpoint came from
-    (its config.json): RL continues on what the warm start was trained on unless told."""
+def inherited_engine_fields(load_checkpoint_path: str | None, _seen: frozenset = frozenset()) -> dict:
+    """The engine fields (and the data spec) of the run a local checkpoint came from (its
+    config.json): RL continues on what the warm start was trained on unless told. An RL run
+    records only what it set, so what it inherited is read from its own start run, and so on
+    down the chain (sft -> rl -> rl)."""
     if not load_checkpoint_path or "://" in load_checkpoint_path:
         return {}
     try:
@@ -167,7 +175,12 @@ def inherited_engine_fields(load_checkpoint_path: str | None) -> dict:
     except FileNotFoundError as e:
         raise ConfigError(f"load_checkpoint_path: {e}") from None
     rec = read_config(ckpt) or read_config(ckpt.parent.parent)  # a checkpoint folder, or its run's
-    return {k: v for k, v in (rec or {}).get("config", {}).items() if k in (*ENGINE_KEYS, "data") and v is not None}
+    saved = (rec or {}).get("config", {})
+    own = {k: v for k, v in saved.items() if k in (*ENGINE_KEYS, "data") and v is not None}
+    parent, here = saved.get("load_checkpoint_path"), ckpt.parent.parent.resolve()
+    if isinstance(parent, str) and "://" not in parent and here not in _seen and is_run_path(parent):
+        own = {**inherited_engine_fields(parent, _seen | {here}), **own}
+    return own
 
 
 def env_from_start_run(cfg: RLConfig, given: set[str]) -> RLConfig:
@@ -178,10 +191,13 @@ def env_from_start_run(cfg: RLConfig, given: set[str]) -> RLConfig:
     if not path or "://" in path or not is_run_path(path):
         return cfg
     cfg, record = env_defaults(cfg, model_spec(path), given)
-    # the engine keys and data left unset are the start run's too (inherited_engine_fields): say so
-    engine = {k: v for k, v in inherited_engine_fields(path).items() if getattr(cfg, k, None) is None}
+    # the engine keys and data left unset are the start run's too (inherited_engine_fields): say so,
+    # naming the model, its LoRA rank and data always, any other key where it is not the default
+    defaults = EngineConfig()
+    engine = {k: v for k, v in inherited_engine_fields(path).items() if getattr(cfg, k, None) is None
+              and (k in ("model_name", "lora_rank", "data") or v != getattr(defaults, k, None))}
     record["from_run"] = {**engine, **record["from_run"]}
-    if record["from_run"] or record["overridden"]:
+    if (record["from_run"] or record["overridden"]) and distributed.speaks():
         print("load_checkpoint_path: " + describe_defaults(record), file=sys.stderr)
     return cfg
 
@@ -275,6 +291,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
     writer.set_status("running")
     metrics: dict = {}
     steps = run.start_step
+    steps_trained = 0  # steps where some group's rewards differed: the others update nothing
 
     # Rollouts come from the pipeline (geospot/rl/pipeline.py): max_steps_off_policy=0 samples each
     # step right here, as before; k >= 1 samples the next steps on a thread while this one trains.
@@ -364,6 +381,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
             shown = ("reward_mean", "median_km", "tau_km", "format_rate", "dropped_groups", "tokens_per_s")
             progress.update(step, {k: metrics[k] for k in shown if k in metrics})
 
+            steps_trained += counts["datums"] > 0
             steps, last = done, run.end_step(done)
             pipeline.publish(done, new_sampler(), tau_context(done))  # the next batches sample these weights
             if run.held_out and due(cfg.eval_every, done, last):
@@ -374,6 +392,10 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
                 run.save(done, {"tau": tau.state_dict()}, extra={"inflight": inflight} if inflight else None)
             if last:
                 break
+    if steps > run.start_step and not steps_trained:
+        progress.note(f"no step trained: on every step every group's rewards were equal (format_rate "
+                      f"{metrics.get('format_rate', 0):.2f}), so GRPO had nothing to compare; a start model that "
+                      "never answers in the format needs an SFT warm start (load_checkpoint_path=<sft run>)")
     return RunResult(run.log_dir, steps, metrics, skipped=dict(run.stream.skipped))
 
 
@@ -384,11 +406,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     log_path = ""  # known once the keys are parsed: where a Ctrl-C's message looks for checkpoints
     try:
-        cfg = resume_config(parse_overrides(RLConfig, argv), given_keys(argv), "rl")
+        cfg, from_resumed = resume_config(parse_overrides(RLConfig, argv), given_keys(argv), "rl")
         log_path = cfg.log_path
-        result = run(env_from_start_run(cfg, given_keys(argv)))
+        # a resumed run's env keys are its own (taken above), not its start run's again
+        result = run(env_from_start_run(cfg, given_keys(argv) | from_resumed))
     except ConfigError as e:
-        print(f"geospot rl: {e}", file=sys.stderr)
+        if distributed.speaks():  # under torchrun every rank found it: rank 0 says it
+            print(f"geospot rl: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if distributed.under_torchrun():
@@ -400,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         distributed.shutdown()
-    if not distributed.under_torchrun() or int(os.environ.get("RANK", "0")) == 0:
+    if distributed.speaks():
         print(result.done_line(), file=sys.stderr)
     return 0
 

@@ -8,7 +8,6 @@ The file reads top to bottom: config -> building examples -> the loop -> main.""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -402,13 +401,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     log_path = ""  # known once the keys are parsed: where a Ctrl-C's message looks for checkpoints
     try:
-        cfg = resume_config(parse_overrides(SFTConfig, argv), given_keys(argv), "sft")
+        cfg, _ = resume_config(parse_overrides(SFTConfig, argv), given_keys(argv), "sft")
         if not cfg.log_path and not distributed.under_torchrun():  # (under torchrun rank 0's clock names it)
             cfg = replace(cfg, log_path=default_log_path(cfg))  # named now, so a Ctrl-C can point at it
         log_path = cfg.log_path
         result = train(cfg)
     except ConfigError as e:
-        print(f"geospot sft: {e}", file=sys.stderr)
+        if distributed.speaks():  # under torchrun every rank found it: rank 0 says it
+            print(f"geospot sft: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if distributed.under_torchrun():
@@ -420,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     finally:
         distributed.shutdown()
-    if not distributed.under_torchrun() or int(os.environ.get("RANK", "0")) == 0:
+    if distributed.speaks():
         print(result.done_line(), file=sys.stderr)
     return 0
 

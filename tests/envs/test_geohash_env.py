@@ -90,3 +90,14 @@ def test_unparseable_turn_ends_with_the_penalty():
 def test_spec_validation():
     with pytest.raises(ValueError, match="one weight each"):
         GeohashSpec(chars=(2, 4), weights=(1.0,))
+
+
+def test_a_photo_without_a_known_place_plays_all_turns():
+    """predict asks a geohash run about photos with no truth (NaN): the turns run and parse; the
+    reward has nothing to share (0 characters), never an error."""
+    photo = Sample(id="photo", image=Image.new("RGB", (8, 8)), lat=float("nan"), lon=float("nan"))
+    env = GeohashGroupBuilder(photo, R, GeohashSpec()).make_envs(1)[0]
+    env.initial_observation()
+    res = [env.step(toks(format_answer(*g, 6))) for g in (G1, G2, G3)]
+    assert [r.done for r in res] == [False, False, True]
+    assert [r.metrics["geohash_shared"] for r in res] == [0, 0, 0]

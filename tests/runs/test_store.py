@@ -221,3 +221,15 @@ def test_weights_version_round_trips_and_an_older_store_gains_the_column(tmp_pat
     with RunStore(old) as store:  # appending (a resumed run) adds the column
         store.log_images(2, [rec])
     assert [r["weights_version"] for r in RunReader(old).images(2)[0]["rollouts"]] == [3, None]
+
+
+def test_summary_counts_training_steps_not_the_eval_before_training(tmp_path):
+    """sft/rl log the held-out eval before training as step 0 (eval/ keys only): a 2-step run
+    with it is 2 steps, not 3."""
+    with RunStore(tmp_path) as store:
+        store.log_config("sft", {})
+        store.log_step(0, {"eval/geoscore": 0.0})
+        store.log_step(1, {"loss": 2.0})
+        store.log_step(2, {"loss": 1.5, "eval/geoscore": 10.0})
+    s = RunReader(tmp_path).summary()
+    assert (s["steps"], s["last_step"]) == (2, 2)

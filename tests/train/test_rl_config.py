@@ -81,3 +81,23 @@ def test_missing_sft_checkpoint_is_a_config_error(tmp_path, capsys):
     assert main([f"log_path={tmp_path / 'run'}", f"load_checkpoint_path={tmp_path / 'nope'}"]) == 2
     assert "load_checkpoint_path" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_engine_fields_follow_the_chain_sft_rl_rl(tmp_path):
+    """An RL run records only what it set (model_name null): RL from it reads the model, rank and
+    data from its start run, and a key the RL run set wins over its start run's."""
+    def run(name, config):
+        ck = tmp_path / name / "checkpoints" / "2"
+        ck.mkdir(parents=True)
+        (ck / "state.json").write_text('{"step": 2, "engine_path": "engine"}')
+        import json
+
+        (tmp_path / name / "config.json").write_text(json.dumps({"kind": "rl" if name != "sft" else "sft",
+                                                                  "config": config}))
+        return str(tmp_path / name)
+
+    sft = run("sft", {"model_name": "tiny:qwen2_5_vl:tiny", "lora_rank": 0, "data": "synthetic:n=8"})
+    rl1 = run("rl1", {"model_name": None, "lora_rank": None, "load_checkpoint_path": sft, "max_pixels": 3136})
+    rl2 = run("rl2", {"model_name": None, "load_checkpoint_path": rl1})
+    assert inherited_engine_fields(rl2) == {"model_name": "tiny:qwen2_5_vl:tiny", "lora_rank": 0,
+                                            "data": "synthetic:n=8", "max_pixels": 3136}

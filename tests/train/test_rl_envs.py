@@ -54,6 +54,11 @@ def test_a_mixed_batch_plays_both_envs_each_with_its_reward(tmp_path):
         parse_overrides(RLConfig, ["env_type=single", "mix_env_type=single"])
     with pytest.raises(ConfigError, match="mix_share"):
         parse_overrides(RLConfig, ["mix_env_type=telescoping", "mix_share=1"])
+    # a share that rounds to no image (or every image) of the batch would mix nothing
+    with pytest.raises(ConfigError, match=r"mix_share=0.25 of batch_size=2 is 0 image\(s\), so no image"):
+        parse_overrides(RLConfig, ["mix_env_type=telescoping", "batch_size=2"])
+    with pytest.raises(ConfigError, match="temperature=0.0 must be > 0"):
+        parse_overrides(RLConfig, ["temperature=0"])
 
 
 def test_env_keys_are_validated_before_any_model_loads():
@@ -63,3 +68,13 @@ def test_env_keys_are_validated_before_any_model_loads():
                                      "hier_weights=0.2,0.3,0.5", "teacher_forcing=1", "hier_partial_credit=0.25"])
     assert cfg.hier_weights == (0.2, 0.3, 0.5) and cfg.teacher_forcing == 1.0
     assert parse_overrides(RLConfig, ["reward=mixed", "mixed_weights=0.5,0.5"]).mixed_weights == (0.5, 0.5)
+
+
+def test_a_run_that_trained_no_step_says_so(tmp_path, capsys):
+    """The untrained tiny model never answers in the format: every group's rewards are the format
+    penalty, so no step updates anything, and the run ends saying so and why (it said `done`)."""
+    cfg = RLConfig(**{**COMMON, "eval_n": 0, "max_steps": 2}, env_type="single", log_path=str(tmp_path / "u"))
+    run(cfg)
+    rows = [r for r in read_jsonl(tmp_path / "u" / "metrics.jsonl") if "datums" in r]
+    assert rows and all(r["datums"] == 0 for r in rows)
+    assert "no step trained: on every step every group's rewards were equal" in capsys.readouterr().err

@@ -213,10 +213,11 @@ def test_resume_takes_the_saved_keys_the_command_line_leaves_out(tmp_path):
                         prompt_style="both", log_path=str(tmp_path))
     write_config(tmp_path, "sft", started)
     typed = SFTConfig(log_path=str(tmp_path), behavior_if_log_dir_exists="resume", max_steps=9)
-    cfg = resume_config(typed, {"log_path", "behavior_if_log_dir_exists", "max_steps"}, "sft")
+    cfg, taken = resume_config(typed, {"log_path", "behavior_if_log_dir_exists", "max_steps"}, "sft")
+    assert {"model_name", "data", "learning_rate"} <= taken and "max_steps" not in taken
     assert (cfg.model_name, cfg.data, cfg.learning_rate, cfg.eval_every, cfg.prompt_style) == (
         "tiny:qwen2_5_vl", "synthetic:n=64,size=56", 1e-2, 2, "both")
     assert cfg.max_steps == 9 and cfg.behavior_if_log_dir_exists == "resume"
-    assert resume_config(typed, set(), "rl") == typed  # not an rl run: nothing taken
+    assert resume_config(typed, set(), "rl") == (typed, set())  # not an rl run: nothing taken
     fresh = SFTConfig(log_path=str(tmp_path), behavior_if_log_dir_exists="delete")
-    assert resume_config(fresh, set(), "sft") == fresh
+    assert resume_config(fresh, set(), "sft") == (fresh, set())

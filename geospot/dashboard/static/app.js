@@ -376,7 +376,8 @@ class RunView {
   drawHead() {
     this.head.replaceChildren(el("h2", {}, this.name), el("span", { class: "muted" }, this.kind || ""),
       el("span", { class: "badge " + this.status, id: "run-status" }, this.status),
-      el("span", { class: "muted", id: "steps-count" }, `${this.steps.length} steps`),
+      // training steps: the eval before training (step 0) logs only eval/ metrics
+      el("span", { class: "muted", id: "steps-count" }, `${this.steps.filter(s => Object.keys(s.metrics).some(k => !k.startsWith("eval/"))).length} steps`),
       el("span", { class: "muted" }, `${this.imageSteps.length} image steps`));
   }
   currentStep() { const l = this.stepList(); return l.length ? l[Math.max(0, Math.min(this.index, l.length - 1))] : null; }
