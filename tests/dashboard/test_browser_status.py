@@ -113,3 +113,26 @@ def test_the_run_list_shows_latest_held_out_numbers(sft_run, browser):
         assert shown != "" and shown == page.evaluate(f"fmt({heldout['geoscore']!r})")
         assert row.locator(".badge").inner_text() == "done"
         page.close()
+
+
+def test_a_run_page_opened_before_its_run_exists_waits_for_it(tmp_path, browser):
+    """Open `#/run/live2` before the run has written anything: the page says it is waiting, then
+    shows the run once its store appears (it stayed on a 404 for good), with its 1 training step."""
+    import fake_run
+
+    from geospot.runs.store import RunStore
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    with Server(create_app(runs, poll_s=0.1)) as srv:
+        page = browser.new_page()
+        page.goto(srv.url + "/#/run/live2", timeout=LOAD_DEADLINE_S * 1000)
+        expect(page.locator("#route-error")).to_contain_text("no run named live2 in this runs folder yet",
+                                                             timeout=LOAD_DEADLINE_S * 1000)
+        with RunStore(runs / "live2") as store:
+            store.log_config("sft", {})
+            store.log_step(0, {"eval/geoscore": 0.0})  # the eval before training: not a step
+            fake_run.fill(store, 1, start=1, n_images=1)
+        expect(page.locator("#run-status")).to_be_visible(timeout=LOAD_DEADLINE_S * 1000)
+        expect(page.locator("#steps-count")).to_have_text("1 steps", timeout=LOAD_DEADLINE_S * 1000)
+        page.close()

@@ -509,7 +509,11 @@ async function route() {
     else if (parts[0] === "compare" && parts.length >= 3) await renderCompare(parts[1], parts[2]);
     else await renderList();
   } catch (e) {
-    $main.replaceChildren(el("p", { class: "error" }, String(e)));
+    // a run page opened before its run has written anything: say so and look again until it has
+    const waiting = parts[0] === "run" && /HTTP 404/.test(String(e));
+    $main.replaceChildren(el("p", { class: "error", id: "route-error" }, waiting
+      ? `no run named ${parts.slice(1).join("/")} in this runs folder yet: looking again every 2 s` : String(e)));
+    if (waiting) { const t = setTimeout(route, 2000); onLeave(() => clearTimeout(t)); }
   }
 }
 window.addEventListener("hashchange", route);
