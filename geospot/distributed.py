@@ -14,6 +14,7 @@ that inside the engine (engines/parallel.py). What is sharded where: docs/distri
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +105,19 @@ def speaks() -> bool:
     (read from the environment, so it holds before the process group exists: a config error is
     then said once, not once per rank)."""
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def finish(code: int) -> int:
+    """A training command's exit: under torchrun, leave at once after the process group is gone
+    (os._exit, streams flushed) instead of through interpreter teardown, where gloo's worker threads
+    can still hold work whose destruction aborts the process (`terminate called without an active
+    exception`, SIGABRT: seen once after a clean `done`, which torchrun then reported as a failure).
+    The run's files are closed by then. A plain process returns `code`."""
+    if launched_by_torchrun():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def launched_by_torchrun() -> bool:

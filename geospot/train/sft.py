@@ -422,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         distributed.shutdown()
     if distributed.speaks():
         print(result.done_line(), file=sys.stderr)
-    return 0
+    return distributed.finish(0)
 
 
 if __name__ == "__main__":
