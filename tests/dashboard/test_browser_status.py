@@ -134,5 +134,5 @@ def test_a_run_page_opened_before_its_run_exists_waits_for_it(tmp_path, browser)
             store.log_step(0, {"eval/geoscore": 0.0})  # the eval before training: not a step
             fake_run.fill(store, 1, start=1, n_images=1)
         expect(page.locator("#run-status")).to_be_visible(timeout=LOAD_DEADLINE_S * 1000)
-        expect(page.locator("#steps-count")).to_have_text("1 steps", timeout=LOAD_DEADLINE_S * 1000)
+        expect(page.locator("#steps-count")).to_have_text("1 step", timeout=LOAD_DEADLINE_S * 1000)
         page.close()

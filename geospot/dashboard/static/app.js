@@ -30,6 +30,7 @@ async function getJSON(url) {
   return r.json();
 }
 
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 const fmt = (v, d = 3) => (v === null || v === undefined || Number.isNaN(v)) ? "–"
   : typeof v !== "number" ? String(v)
   : Math.abs(v) >= 1000 ? v.toFixed(0) : Number(v.toPrecision(d)).toString();
@@ -377,8 +378,8 @@ class RunView {
     this.head.replaceChildren(el("h2", {}, this.name), el("span", { class: "muted" }, this.kind || ""),
       el("span", { class: "badge " + this.status, id: "run-status" }, this.status),
       // training steps: the eval before training (step 0) logs only eval/ metrics
-      el("span", { class: "muted", id: "steps-count" }, `${this.steps.filter(s => Object.keys(s.metrics).some(k => !k.startsWith("eval/"))).length} steps`),
-      el("span", { class: "muted" }, `${this.imageSteps.length} image steps`));
+      el("span", { class: "muted", id: "steps-count" }, plural(this.steps.filter(s => Object.keys(s.metrics).some(k => !k.startsWith("eval/"))).length, "step")),
+      el("span", { class: "muted" }, plural(this.imageSteps.length, "image step")));
   }
   currentStep() { const l = this.stepList(); return l.length ? l[Math.max(0, Math.min(this.index, l.length - 1))] : null; }
   drawCharts() {
