@@ -22,7 +22,16 @@ import numpy as np
 from geospot.config import ConfigError, _coerce, field_types
 from geospot.data.options import STREAM_KEYS, StreamConfig
 from geospot.data.prep import BadSample, PrepConfig, check_coords, looks_swapped, one_torch_thread, prepare_image
-from geospot.data.sources import CsvFolderSource, JsonlSource, ParquetSource, Record, Skip, Source, SyntheticSource
+from geospot.data.sources import (
+    CsvFolderSource,
+    JsonlSource,
+    LocalOpener,
+    ParquetSource,
+    Record,
+    Skip,
+    Source,
+    SyntheticSource,
+)
 from geospot.data.spec import SpecError, SpecPart, build_source, parse_spec
 from geospot.data.types import DataError, Sample
 
@@ -160,7 +169,9 @@ class SampleStream:
         looks_swapped): otherwise every row with a longitude within ±90° would be kept with its
         coordinates mirrored, a wrong label for each, and only the others skipped."""
         for part, src in zip(self.parts, self.sources):
-            if not isinstance(src, TABLES):
+            # a user's local tables only: hub parquet (osv5m/osv5m) is curated, and reading its first row
+            # group here would download images at every stream's start
+            if not isinstance(src, TABLES) or not isinstance(getattr(src, "opener", LocalOpener()), LocalOpener):
                 continue
             records = src.records(0, self.seed, shuffle=False)
             try:
