@@ -59,7 +59,7 @@ def _find_engine_fields(cfg: Any) -> dict:
     return {}
 
 
-def _engine_state_config(engine_path: str) -> dict:
+def engine_state_fields(engine_path: str) -> dict:
     state = Path(engine_path) / "state.pt"
     if "://" in engine_path or not state.exists():
         return {}
@@ -134,7 +134,7 @@ def engine_config_for(model: str, base_model: str | None = None, **overrides: An
         run_cfg = read_config(run_dir) or {}
         # The engine state records the engine that wrote it (the local engine's state.pt,
         # the Tinker engine's tinker.json); else the run's config.json names the model.
-        fields = (_engine_state_config(meta.engine_path) or _tinker_state_config(ckpt / "engine")
+        fields = (engine_state_fields(meta.engine_path) or _tinker_state_config(ckpt / "engine")
                   or _find_engine_fields(run_cfg.get("config", run_cfg)))
         if "model_name" not in fields:
             raise ConfigError(

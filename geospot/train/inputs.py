@@ -9,13 +9,13 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import sys
-from pathlib import Path
 from typing import Any
 
 from geospot import data as gdata
 from geospot.config import ConfigError
 from geospot.engines.start_checks import check_start
 from geospot.eval.geocoding import geocoder_for
+from geospot.eval.loading import engine_state_fields
 from geospot.runs.checkpoint import read_checkpoint, resolve_checkpoint
 
 
@@ -78,12 +78,9 @@ SHAPE_KEYS = ("lora_rank", "lora_targets", "train_vision")  # which weights are 
 def check_start_weights(engine_config: Any, init_weights: str | None, load_path: str | None) -> None:
     """The start weights (a local engine state) fit only an engine of the shape that saved them:
     a ConfigError naming the key, before the model loads, instead of a mismatch after it."""
-    state = Path(init_weights) / "state.pt" if init_weights and "://" not in init_weights else None
-    if state is None or not state.exists():
+    if not init_weights:
         return
-    import torch  # the state's small engine config only: mmap leaves the weights on disk
-
-    saved = torch.load(state, map_location="cpu", weights_only=False, mmap=True).get("engine_config") or {}
+    saved = engine_state_fields(init_weights)  # {} for tinker:// or a folder without a local engine state
     for key in SHAPE_KEYS:
         if key == "lora_targets" and not (saved.get("lora_rank") and engine_config.lora_rank):
             continue  # no adapter on one side: lora_rank already differs or the targets mean nothing

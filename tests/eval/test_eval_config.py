@@ -10,7 +10,7 @@ from eval_fakes import ScriptedEngine
 from PIL import Image
 
 from geospot.eval import cli
-from geospot.eval.loading import _engine_state_config
+from geospot.eval.loading import engine_state_fields
 from geospot.jsonutil import finite_json
 
 
@@ -76,5 +76,5 @@ def test_engine_state_config_reads_only_the_engine_config(tmp_path):
     torch.save({"optimizer": {"state": {0: {"exp_avg": torch.randn(64, 64)}}}, "step": 3,
                 "engine_config": {"model_name": "tiny:qwen2_5_vl", "lora_rank": 4, "not_a_field": 1}},
                tmp_path / "state.pt")
-    assert _engine_state_config(str(tmp_path)) == {"model_name": "tiny:qwen2_5_vl", "lora_rank": 4}
-    assert _engine_state_config(str(tmp_path / "missing")) == {}
+    assert engine_state_fields(str(tmp_path)) == {"model_name": "tiny:qwen2_5_vl", "lora_rank": 4}
+    assert engine_state_fields(str(tmp_path / "missing")) == {}
