@@ -96,6 +96,10 @@ class DemoConfig:
     sft_prompt_style: str = "both"
     answer_decimals: int = 1
     telescoping_noise_km: tuple[float, float] = (2000.0, 1000.0)
+    # `zoom` (envs/telescoping.py): 1 = every turn sees the same photo. zoom=2 (a half-size first
+    # look, the full photo on turn 2) was tried, seeds 0-1: turn 2 beat turn 1 on both, but the final
+    # turn scattered digits and GRPO's turns ended "no change" / "farther" (docs/rl_vs_sft.md, 5th pass).
+    zoom: int = 1
     # GRPO, stage 1: single-turn groups. One turn costs ~1/6 of a telescoping step, so it gets ~6x
     # more updates in the same seconds; kernel reward exp(-d/τ) with τ following the policy's
     # median error (RLConfig default), lr 8e-5 (docs/rl_vs_sft.md: 2e-5..4e-5 moved less,
@@ -152,7 +156,7 @@ def stage_configs(cfg: DemoConfig):
     sft = SFTConfig(
         model_name=cfg.model_name, lora_rank=0, train_vision=True, data=cfg.data, eval_n=0,
         prompt_style=cfg.sft_prompt_style, answer_decimals=cfg.answer_decimals, telescoping_decimals=(0, 1),
-        telescoping_noise_km=cfg.telescoping_noise_km,
+        telescoping_noise_km=cfg.telescoping_noise_km, zoom=cfg.zoom,
         batch_size=cfg.sft_batch_size, learning_rate=cfg.sft_lr, lr_schedule="cosine", warmup_steps=5,
         max_steps=cfg.sft_steps, eval_every=0, eval_at_start=False, log_every=50,
         # the τ study starts from the checkpoint at tau_format_steps: keep it (and every other)
@@ -174,6 +178,7 @@ def stage_configs(cfg: DemoConfig):
         "behavior_if_log_dir_exists": "raise",
         "seed": cfg.seed,
         "advantage": cfg.rl_credit,
+        "zoom": cfg.zoom,
     }
     single = RLConfig(env_type=cfg.rl_env, load_checkpoint_path=str(out / "sft"), max_steps=max(cfg.rl_single_steps, 1),
                       learning_rate=cfg.rl_single_lr, save_every=max(cfg.rl_single_steps, 1), log_images_every=10,
@@ -219,6 +224,7 @@ def held_out_eval(model: str, cfg: DemoConfig, samples, styles=None) -> R.StageE
     import numpy as np
 
     from geospot.engines.types import SampleParams
+    from geospot.envs.config import EnvOptions
     from geospot.eval import evaluate
     from geospot.eval.loading import load_model
     from geospot.geo import haversine_km
@@ -232,7 +238,7 @@ def held_out_eval(model: str, cfg: DemoConfig, samples, styles=None) -> R.StageE
         return np.asarray(haversine_km(lat, lon, true[:, 0], true[:, 1]), dtype=float)
 
     engine = load_model(model, seed=cfg.seed).engine
-    run = {"batch_size": 32, "max_tokens": cfg.max_tokens}
+    run = {"batch_size": 32, "max_tokens": cfg.max_tokens, "env_options": EnvOptions(zoom=cfg.zoom)}
     with _run_writer(model) as (writer, step):  # a trained stage records its held-out eval in its run folder
         greedy = evaluate(engine, samples, prompt_style=cfg.eval_style, **run,
                           writer=writer, step=step).predictions
@@ -447,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=DemoConfig.model_name, help="model (default: %(default)s)")
     ap.add_argument("--out", help=f"run folder (default: {DemoConfig.out}, or {DemoConfig.out}-2, -3, ... if taken)")
     ap.add_argument("--fresh", action="store_true", help="replace the --out folder if it holds an earlier run")
+    ap.add_argument("--zoom", type=int, default=DemoConfig.zoom,
+                    help="telescoping: the first turn sees the photo this many times smaller per side (1 = off)")
     ap.add_argument("--seed", type=int, default=0, help="seed of data order, initialisation and sampling (default: 0)")
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object on the last line")
     ap.add_argument("--serve", action="store_true", help="serve the dashboard of the run at the end")
@@ -463,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             DemoConfig(), model_name=args.model, data=args.data, out=str(out), seed=args.seed,
             sft_steps=pick(args.sft_steps, p.sft_steps), rl_single_steps=pick(args.rl_single_steps, p.rl_single_steps),
             rl_steps=pick(args.rl_steps, p.rl_steps), eval_n=pick(args.eval_n, p.eval_n),
-            tau_steps=pick(args.tau_study, p.tau_steps),
+            tau_steps=pick(args.tau_study, p.tau_steps), zoom=args.zoom,
         )
         result = run(cfg)
     except ConfigError as e:

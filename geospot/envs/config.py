@@ -49,6 +49,9 @@ class EnvOptions:
         (0.7, 0.3), "reward=mixed: weights of (distance reward, shared geohash prefix / mixed_precision), "
         "normalised by their sum")
     mixed_precision: int = option(5, "reward=mixed: geohash characters compared")
+    zoom: int = option(
+        1, "telescoping: the first turn sees the photo shrunk zoom x per side, the second turn the full photo (a "
+        "closer look; docs/envs.md); 1 = one photo for every turn, as the original")
     reasoning: bool = option(
         False, "single / telescoping: each turn reasons inside <think></think> before its coordinates (SFT targets, "
         "RL and eval prompts); docs/reasoning.md")
@@ -80,6 +83,8 @@ class EnvOptions:
         require(self, len(w) == 2 and all(x >= 0 for x in w) and sum(w) > 0, "mixed_weights",
                 "needs two weights >= 0, not both 0 (distance, geohash)")
         require(self, 1 <= self.mixed_precision <= MAX_PRECISION, "mixed_precision", f"must be in 1..{MAX_PRECISION}")
+        require(self, 1 <= self.zoom <= 8, "zoom",
+                "must be in 1..8 (1 = off; 2: the first turn sees a half-size photo)")
         require(self, self.reasoning_max_tokens >= 32, "reasoning_max_tokens",
                 "must be >= 32: the answer alone needs ~20 tokens, the reasoning more")
         require(self, self.reasoning_penalty >= 0 and math.isfinite(self.reasoning_penalty), "reasoning_penalty",

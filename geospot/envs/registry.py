@@ -89,7 +89,7 @@ _BUILDERS: dict[str, _Factory] = {
         float(_opt(cfg, "format_penalty", -0.1)), **_reasoning(cfg)),
     "telescoping": lambda s, r, reward, cfg, geocoder, seed: TelescopingGroupBuilder(
         s, r, reward, coordinate_prompts(cfg, _opt(cfg, "turn_prompts", TELESCOPING_PROMPTS)),
-        float(_opt(cfg, "format_penalty", -0.1)), **_reasoning(cfg)),
+        float(_opt(cfg, "format_penalty", -0.1)), **_reasoning(cfg), zoom=int(_opt(cfg, "zoom"))),
     "hierarchical": lambda s, r, reward, cfg, geocoder, seed: HierarchicalGroupBuilder(
         s, r, reward, hierarchy_spec(cfg), geocoder, seed),
     # the geohash curriculum's reward is its own (shared cells + bonus): `reward` is not used

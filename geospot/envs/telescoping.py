@@ -13,6 +13,12 @@ The next observation is the previous observation + the *sampled tokens* + the ne
 (`renderer.continuation`), so a whole episode is ONE token sequence: the datum built from it
 trains every turn at once and nothing is re-tokenised.
 
+With `zoom` > 1 the turns look closer as they go, as a telescope does: the first turn sees the
+photo shrunk `zoom`x per side (1/zoom^2 of its vision tokens), the second turn's message brings
+the full photo, and the third refines with both in view. The refine turns then have something
+to refine with — detail the first look could not resolve (a sign's pattern, a marking) — and
+not only the first answer again. zoom = 1 (the default) is the original: one photo, text turns.
+
 With `reasoning` every turn may think before its answer (the prompts say so); each turn's
 reasoning stays in the sequence the next turn sees (its sampled tokens, verbatim) and pays
 `reasoning_penalty` per reasoning token on its own reward."""
@@ -23,10 +29,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from PIL import Image
+
 from geospot.data.types import Sample
 from geospot.engines.types import ModelInput
 from geospot.envs.rewards import GeoScoreReward, Reward
-from geospot.envs.single_turn import first_observation, grade, reasoning_step
+from geospot.envs.single_turn import grade, reasoning_step
 from geospot.envs.types import StepResult
 from geospot.prompts import PREVIOUS_GUESS_DECIMALS, TELESCOPING_PROMPTS, format_previous_guess, user_message
 
@@ -44,14 +52,39 @@ def turn_prompt(prompts: Sequence[str], turn: int, prev_guess: tuple[float, floa
     return prompts[turn].format(prev=format_previous_guess(prev_guess[0], prev_guess[1], places))
 
 
+def coarse_view(image: Image.Image, zoom: int, max_pixels: int | None = None) -> Image.Image:
+    """The photo the first turn sees: `zoom`x smaller per side than the model would see it (the
+    photo, or the photo fitted into `max_pixels`, the renderer's budget: a 4000 px photo shrunk
+    2x would still be cut to the budget), each pixel the mean of a block (a thumbnail, not a
+    crop: the whole scene, less detail). zoom 1: the photo itself."""
+    if zoom <= 1:
+        return image
+    w, h = image.size
+    area = min(w * h, max_pixels) if max_pixels else w * h
+    scale = math.sqrt(area / (w * h)) / zoom
+    return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BOX)
+
+
+def turn_images(image: Image.Image, zoom: int, num_turns: int, max_pixels: int | None = None
+                ) -> list[Image.Image | None]:
+    """The photo each turn's user message carries (None = text only): the photo on the first
+    turn; with zoom > 1 a thumbnail first and the full photo on the second turn."""
+    views: list[Image.Image | None] = [None] * num_turns
+    views[0] = coarse_view(image, zoom, max_pixels)
+    if zoom > 1 and num_turns > 1:
+        views[1] = image
+    return views
+
+
 class TelescopingEnv:
     def __init__(self, sample: Sample, renderer, score: Reward = _GEOSCORE, *,
                  prompts: Sequence[str] = TELESCOPING_PROMPTS, format_penalty: float = -0.1,
                  initial: ModelInput | None = None, reasoning: bool = False,
-                 reasoning_penalty: float = 0.0) -> None:
+                 reasoning_penalty: float = 0.0, zoom: int = 1) -> None:
         if not prompts:
             raise ValueError("TelescopingEnv needs at least one turn prompt")
         self.sample, self.renderer, self.score = sample, renderer, score
+        self.views = turn_images(sample.image, zoom, len(prompts), getattr(renderer, "max_pixels", None))
         self.prompts, self.format_penalty = tuple(prompts), format_penalty
         self.reasoning, self.reasoning_penalty = reasoning, reasoning_penalty
         self.turn = 0
@@ -66,7 +99,7 @@ class TelescopingEnv:
 
     def initial_observation(self) -> ModelInput:
         if self._initial is None:
-            self._initial = first_observation(self.renderer, self.sample, self.prompts[0])
+            self._initial = self.renderer.generation_prompt([user_message(self.views[0], self.prompts[0])])
         self._obs = self._initial
         return self._obs
 
@@ -87,7 +120,7 @@ class TelescopingEnv:
         self._done = (not parsed) or self.turn >= self.num_turns
         if self._done:
             return StepResult(reward=reward, done=True, next_observation=None, metrics=metrics)
-        follow = user_message(None, turn_prompt(self.prompts, self.turn, guess))
+        follow = user_message(self.views[self.turn], turn_prompt(self.prompts, self.turn, guess))
         self._obs = self.renderer.continuation(self._obs, list(action_tokens), [follow])
         return StepResult(reward=reward, done=False, next_observation=self._obs, metrics=metrics)
 
@@ -101,9 +134,12 @@ class TelescopingGroupBuilder:
     format_penalty: float = -0.1
     reasoning: bool = False  # the prompts ask to reason first (prompts.reasoning_prompt)
     reasoning_penalty: float = 0.0
+    zoom: int = 1  # > 1: the first turn sees a thumbnail, the second the full photo
 
     def make_envs(self, group_size: int) -> list[TelescopingEnv]:
-        initial = first_observation(self.renderer, self.sample, self.prompts[0])
+        budget = getattr(self.renderer, "max_pixels", None)
+        view = turn_images(self.sample.image, self.zoom, len(self.prompts), budget)[0]
+        initial = self.renderer.generation_prompt([user_message(view, self.prompts[0])])
         return [TelescopingEnv(self.sample, self.renderer, self.score, prompts=self.prompts,
                                format_penalty=self.format_penalty, initial=initial, reasoning=self.reasoning,
-                               reasoning_penalty=self.reasoning_penalty) for _ in range(group_size)]
+                               reasoning_penalty=self.reasoning_penalty, zoom=self.zoom) for _ in range(group_size)]

@@ -23,7 +23,7 @@ from geospot.engines.config import engine_keys
 from geospot.engines.datums import make_datum
 from geospot.engines.types import AdamParams, Datum
 from geospot.envs.config import EnvOptions
-from geospot.envs.telescoping import turn_prompt
+from geospot.envs.telescoping import turn_images, turn_prompt
 from geospot.eval import evaluate
 from geospot.eval.run_defaults import given_keys
 from geospot.geo import format_metrics_table
@@ -145,7 +145,8 @@ def single_turn_messages(sample: Any, decimals: int) -> list[dict]:
 
 
 def telescoping_messages(sample: Any, turn_decimals: Sequence[int], noise_km: Sequence[float] = (),
-                         rng: np.random.Generator | None = None) -> list[dict]:
+                         rng: np.random.Generator | None = None, zoom: int = 1,
+                         max_pixels: int | None = None) -> list[dict]:
     """Coarse -> refine -> final: every turn's target is the truth at its turn's precision,
     and every turn after the first sees a previous guess exactly as the telescoping env
     shows it (its own `turn_prompt`). One sequence, so every turn's answer is trained given
@@ -159,12 +160,15 @@ def telescoping_messages(sample: Any, turn_decimals: Sequence[int], noise_km: Se
     to combine the image with the guess. Measured on the tiny CPU model (demo world, 160
     held-out images, greedy): the copy is gone and the final turn lands 1-7 % closer than
     the first (the gain shrinks as the first turn gets better); sampled turns do not improve.
-    noise 0 (or no rng) shows the truth, the old behaviour."""
+    noise 0 (or no rng) shows the truth, the old behaviour. `zoom`: the photos each turn sees, as
+    the env shows them (envs/telescoping.py: a thumbnail first, the full photo on turn 2), the
+    thumbnail relative to the engine's `max_pixels` as the env's renderer has it."""
     messages: list[dict] = []
     prev: tuple[float, float] | None = None
+    views = turn_images(sample.image, zoom, len(turn_decimals), max_pixels)
     for t, dec in enumerate(turn_decimals):
         text = turn_prompt(prompts.TELESCOPING_PROMPTS, t, prev)
-        messages.append(prompts.user_message(sample.image if t == 0 else None, text))
+        messages.append(prompts.user_message(views[t], text))
         messages.append(prompts.assistant_message(prompts.format_answer(sample.lat, sample.lon, dec)))
         scale = float(noise_km[t]) if t < len(noise_km) else 0.0
         lat, lon = sample.lat, sample.lon
@@ -208,7 +212,8 @@ def _coordinate_messages(sample: Any, style: str, cfg: SFTConfig, rng: np.random
         style = "single"  # a sample with an unknown label: no hierarchical target
     if style == "single":
         return single_turn_messages(sample, cfg.answer_decimals)
-    return telescoping_messages(sample, (*cfg.telescoping_decimals, cfg.answer_decimals), cfg.telescoping_noise_km, rng)
+    return telescoping_messages(sample, (*cfg.telescoping_decimals, cfg.answer_decimals), cfg.telescoping_noise_km, rng,
+                                cfg.zoom, cfg.max_pixels)
 
 
 def env_messages(sample: Any, style: str, cfg: SFTConfig, rng: np.random.Generator | None) -> list[dict] | None:

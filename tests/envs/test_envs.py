@@ -5,9 +5,10 @@ import pytest
 from PIL import Image
 
 from geospot.data.types import Sample
+from geospot.engines.types import ImageChunk
 from geospot.envs.rewards import GeoScoreReward, KernelReward
 from geospot.envs.single_turn import SingleTurnEnv, SingleTurnGroupBuilder
-from geospot.envs.telescoping import TelescopingEnv, TelescopingGroupBuilder, turn_prompt
+from geospot.envs.telescoping import TelescopingEnv, TelescopingGroupBuilder, coarse_view, turn_images, turn_prompt
 from geospot.geo import haversine_km
 from geospot.prompts import TELESCOPING_PROMPTS, format_answer
 from geospot.rl.testing import EOT, CharRenderer, text_of
@@ -98,3 +99,40 @@ def test_group_builders_render_the_image_once():
         envs = builder.make_envs(8)
         obs = [e.initial_observation() for e in envs]
         assert Counting.calls == 1 and all(o is obs[0] for o in obs)
+
+
+def test_coarse_view_is_a_box_thumbnail_hand_worked():
+    # a 4x2 image whose 2x2 blocks average to 10 and 30 (red channel)
+    img = Image.fromarray(np.array([[[0] * 3, [20] * 3, [20] * 3, [40] * 3],
+                                    [[20] * 3, [0] * 3, [40] * 3, [20] * 3]], dtype=np.uint8))
+    thumb = coarse_view(img, 2)
+    assert thumb.size == (2, 1)
+    assert np.asarray(thumb)[0, :, 0].tolist() == [10, 30]
+    assert coarse_view(img, 1) is img
+    # relative to what the model sees: a 1000x500 photo under a 20,000-pixel budget is seen at
+    # 200x100, so its half-size thumbnail is 100x50 (not 500x250, which the budget would cut back)
+    assert coarse_view(Image.new("RGB", (1000, 500)), 2, max_pixels=20_000).size == (100, 50)
+    assert coarse_view(Image.new("RGB", (100, 50)), 2, max_pixels=20_000).size == (50, 25)
+    assert turn_images(img, 1, 3) == [img, None, None]
+    views = turn_images(img, 2, 3)
+    assert views[0].size == (2, 1) and views[1] is img and views[2] is None
+
+
+def _images(mi):
+    return [c.image for c in mi.chunks if isinstance(c, ImageChunk)]
+
+
+def test_zoom_shows_a_thumbnail_first_and_the_full_photo_on_turn_two():
+    photo = Image.new("RGB", (8, 6))
+    sample = Sample(id="z", image=photo, lat=10.0, lon=20.0)
+    envs = TelescopingGroupBuilder(sample, R, zoom=2).make_envs(2)
+    obs = envs[0].initial_observation()
+    assert [im.size for im in _images(obs)] == [(4, 3)]  # the first look: half size
+    obs = envs[0].step(toks(format_answer(11.0, 21.0))).next_observation
+    assert [im.size for im in _images(obs)] == [(4, 3), (8, 6)]  # turn 2 brings the full photo
+    obs = envs[0].step(toks(format_answer(10.5, 20.5))).next_observation
+    assert [im.size for im in _images(obs)] == [(4, 3), (8, 6)]  # turn 3 refines with both in view
+    plain = TelescopingEnv(sample, R)  # zoom 1: the original, one photo and text turns
+    obs = plain.initial_observation()
+    assert _images(obs) == [photo]
+    assert _images(plain.step(toks(format_answer(11.0, 21.0))).next_observation) == [photo]

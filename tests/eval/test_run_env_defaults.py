@@ -109,3 +109,17 @@ def test_a_model_path_that_is_not_there_is_named_as_a_path():
 
     with pytest.raises(ConfigError, match="model=runs/demo/rll: no such model folder"):
         engine_config_for("runs/demo/rll")
+
+
+def test_a_zoomed_telescoping_run_is_asked_with_its_zoom(tmp_path):
+    """zoom changes what each turn sees: eval and predict of the run must show the same photos."""
+    sft = _run(tmp_path / "sft", "sft", {"model_name": "tiny:qwen2_5_vl:tiny", "prompt_style": "both", "zoom": 2,
+                                          "data": "synthetic:n=10,size=56"})
+    rl = _run(tmp_path / "rl", "rl", {"env_type": "telescoping", "load_checkpoint_path": str(sft), "zoom": 2})
+    for run in (sft, rl):
+        cfg, record = _eval([f"model={run}", "data=synthetic:n=4"])
+        assert cfg.zoom == 2 and record["from_run"]["zoom"] == 2
+    kv = [f"model={rl}"]
+    assert with_run_defaults(parse_overrides(PredictConfig, kv), given_keys(kv))[0].zoom == 2
+    cfg, record = _eval([f"model={rl}", "data=synthetic:n=4", "zoom=1"])
+    assert cfg.zoom == 1 and record["overridden"] == {"zoom": 1}

@@ -104,6 +104,15 @@ def test_telescoping_example_shows_previous_answers():
     assert "(48.90, 2.40)" in _text(msgs[4])
 
 
+def test_zoomed_telescoping_example_sees_a_thumbnail_then_the_photo():
+    """zoom=2: the photos each turn sees are the env's (envs/telescoping.turn_images)."""
+    msgs = build_messages(_sample(), "telescoping", SFTConfig(zoom=2))
+    images = [[c["image"].size for c in m["content"] if c["type"] == "image"] for m in msgs[::2]]
+    assert images == [[(4, 4)], [(8, 8)], []]
+    with pytest.raises(ConfigError, match="zoom"):
+        SFTConfig(zoom=0).validate()
+
+
 def test_perturb_moves_the_point_by_the_drawn_distance():
     from geospot.geo import haversine_km
     from geospot.geo.perturb import perturb
