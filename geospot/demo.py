@@ -175,6 +175,7 @@ def stage_configs(cfg: DemoConfig):
         "max_tokens": cfg.max_tokens,
         "eval_every": 0,
         "eval_at_start": False,
+        "log_every": 50,  # as SFT: a progress line every 50 steps, not 300 lines per stage
         "behavior_if_log_dir_exists": "raise",
         "seed": cfg.seed,
         "advantage": cfg.rl_credit,

@@ -89,9 +89,12 @@ class EnvOptions:
                 "must be >= 32: the answer alone needs ~20 tokens, the reasoning more")
         require(self, self.reasoning_penalty >= 0 and math.isfinite(self.reasoning_penalty), "reasoning_penalty",
                 "must be >= 0 (0 = off)")
-        style = getattr(self, "env_type", getattr(self, "prompt_style", "single"))
-        require(self, not self.reasoning or style in REASONING_STYLES, "reasoning",
-                f"works with {' / '.join(REASONING_STYLES)} turns only; set reasoning=false or env_type=single")
+        # RL and eval name an env_type, SFT a prompt_style (`both` is one of SFT's styles, not an env)
+        key = "env_type" if hasattr(self, "env_type") else "prompt_style"
+        style = getattr(self, key, "single")
+        allowed = REASONING_STYLES if key == "prompt_style" else REASONING_STYLES[:2]
+        require(self, not self.reasoning or style in allowed, "reasoning",
+                f"works with {key}={' / '.join(allowed)} only; set reasoning=false or {key}=single")
 
     def turn_max_tokens(self, max_tokens: int) -> int:
         """The token budget per turn: `reasoning_max_tokens` when reasoning, else `max_tokens`."""

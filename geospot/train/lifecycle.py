@@ -65,6 +65,8 @@ RUN_HELP = {
     "behavior_if_log_dir_exists": "when log_path holds a run: `resume` from its last checkpoint, `delete` it, "
                                   "`raise`, or `ask` (a prompt on a terminal; `raise` otherwise)",
     "seed": "seed of data order, sampling and initialisation",
+    "log_every": "print the progress line every N steps when stderr is not a terminal (a terminal's line is "
+                 "rewritten in place)",
     "wandb_project": "also log to this Weights & Biases project (needs `pip install wandb`)",
     "wandb_name": "W&B run name (default: the run folder's name)",
 }
@@ -77,6 +79,7 @@ def validate_run(cfg: Any) -> None:
     for key in ("eval_n", "eval_every", "save_every", "keep_checkpoints"):
         require(cfg, getattr(cfg, key) >= 0, key, "must be >= 0")
     require(cfg, cfg.batch_size >= 1, "batch_size", "must be >= 1")
+    require(cfg, cfg.log_every >= 1, "log_every", "must be >= 1 (1 = every step)")
     require(cfg, cfg.learning_rate > 0 and cfg.learning_rate < float("inf"), "learning_rate",
             "must be a positive number, e.g. learning_rate=2e-4")
 

@@ -126,6 +126,7 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
                                      "(the policy GRPO trains samples at 1.0)")
     save_every: int = option(10, RUN_HELP["save_every"])
     keep_checkpoints: int = option(0, RUN_HELP["keep_checkpoints"])
+    log_every: int = option(1, RUN_HELP["log_every"])
     log_images_every: int = option(1, "rollout records for the dashboard every N steps; 0 = never")
     log_path: str = option("runs/rl", "run folder (config.json, metrics.jsonl, store.sqlite, checkpoints/)")
     behavior_if_log_dir_exists: LogDirBehavior = option("ask", RUN_HELP["behavior_if_log_dir_exists"])
@@ -287,7 +288,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
     num_turns = max(registry.num_turns(env, cfg) for env in played_envs)
     # labels for hierarchical samples that carry none (the synthetic world's, else reverse geocoding)
     train_geocoder = geocoder_for(cfg.data) if "hierarchical" in played_envs else None
-    progress = Progress(cfg.max_steps, start_step=run.start_step, stream=run.stderr)
+    progress = Progress(cfg.max_steps, start_step=run.start_step, stream=run.stderr, every=cfg.log_every)
     writer.set_status("running")
     metrics: dict = {}
     steps = run.start_step

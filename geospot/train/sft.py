@@ -99,7 +99,7 @@ class SFTConfig(engine_keys("SFTEngineKeys", inherit=False), EnvOptions):  # hie
     log_path: str | None = option(None, "run folder (config.json, metrics.jsonl, checkpoints/); "
                                   "None = runs/sft-<model>-<time>")
     behavior_if_log_dir_exists: LogDirBehavior = option("ask", RUN_HELP["behavior_if_log_dir_exists"])
-    log_every: int = option(10, "print the progress line every N steps when stderr is not a terminal")
+    log_every: int = option(10, RUN_HELP["log_every"])
     wandb_project: str | None = option(None, RUN_HELP["wandb_project"])
     wandb_name: str | None = option(None, RUN_HELP["wandb_name"])
 
@@ -124,7 +124,6 @@ class SFTConfig(engine_keys("SFTEngineKeys", inherit=False), EnvOptions):  # hie
         require(self, self.weight_decay >= 0, "weight_decay", "must be >= 0")
         require(self, self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
         require(self, self.eval_max_tokens >= 1, "eval_max_tokens", "must be >= 1")
-        require(self, self.log_every >= 1, "log_every", "must be >= 1")
         require(self, 0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1, "adam_beta1",
                 "and adam_beta2 must be in [0, 1)")
         require(self, self.grad_clip_norm is None or self.grad_clip_norm > 0, "grad_clip_norm", "must be > 0 or None")

@@ -156,6 +156,12 @@ def test_token_budget_and_validation():
         EnvOptions(reasoning=True, reasoning_max_tokens=8).validate_env()
     from geospot.train.rl import RLConfig
 
-    with pytest.raises(ConfigError, match="reasoning"):
+    with pytest.raises(ConfigError, match="reasoning") as err:
         RLConfig(env_type="hierarchical", reasoning=True).validate()
+    # each config names its own key and values: `both` is an SFT prompt style, not an RL env
+    assert "env_type=single / telescoping only" in str(err.value) and "both" not in str(err.value)
+    from geospot.train.sft import SFTConfig
+
+    with pytest.raises(ConfigError, match="prompt_style=single / telescoping / both only"):
+        SFTConfig(prompt_style="hierarchical", reasoning=True).validate()
     assert math.isfinite(RLConfig(env_type="telescoping", reasoning=True).turn_max_tokens(24))

@@ -26,6 +26,8 @@ def test_help_documents_every_key(capsys):
         (['turn_prompts=["a","no placeholder"]'], "turn_prompts"),
         (["lora_rank=-1"], "lora_rank"),
         (["batchsize=4"], "batch_size"),
+        (["log_every=0"], "log_every"),
+        (["env_type=telescoping", "zoom=0"], "zoom"),
     ],
 )
 def test_bad_config_fails_with_the_key_named(argv, key, capsys):
