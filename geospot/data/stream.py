@@ -159,6 +159,7 @@ class SampleStream:
         self.fixed: dict[str, int] = {}
         self._logged: set[str] = set()
         self._dry: dict[str, int] = {}  # skips since the last sample, by reason
+        self._epoch_records: dict[int, int] = {}  # records of this split in a source's first full pass
         self.check_columns()
         if self.repeat:  # a repeating stream with nothing usable would search for ever: find out now
             self.probe()
@@ -246,6 +247,7 @@ class SampleStream:
             for item in self._filtered(k, src, epoch, self.shuffle):
                 n += isinstance(item, Record)
                 yield item
+            self._epoch_records.setdefault(k, n)
             if not self.repeat:
                 return
             if n == 0:  # only skips (the probe catches this first; a source can change under us)
@@ -343,6 +345,14 @@ class SampleStream:
         if s.reason not in self._logged:  # once per reason; the counts say how many
             self._logged.add(s.reason)
             log.warning("data: skipping %s (%s) from %s; further ones are only counted", s.reason, s.detail, s.source)
+
+    @property
+    def records_per_pass(self) -> int | None:
+        """Records of this split in one pass over all parts (before decoding: an image that fails
+        to decode still counts), once every part has been read to its end — a small dataset is,
+        by the first batch, through the shuffle buffer's look-ahead; None until then."""
+        done = len(self._epoch_records) == len(self.sources)
+        return sum(self._epoch_records.values()) if done else None
 
     def next_batch(self, n: int) -> list[Sample]:
         """Up to n samples (fewer only when a finite stream ends)."""

@@ -249,6 +249,7 @@ class Run:
     stderr: Any = None
     data_end: int | None = None  # a non-repeating stream's last step: the step that drew its last samples, + 1
     data_end_noted: bool = False
+    small_data_noted: bool = False
     dist: Dist = field(default_factory=Dist)  # this process's place in a torchrun job (one process: rank 0 of 1)
 
     def steps(self) -> Iterator[int]:
@@ -268,7 +269,19 @@ class Run:
         samples = self.stream.next_batch(n)
         if self.data_end is None and not getattr(self.stream, "repeat", True) and not self.stream.has_more():
             self.data_end = step + 1 if samples else step
+        self.note_small_data(n)
         return samples
+
+    def note_small_data(self, n: int) -> None:
+        """Once: a batch larger than the whole (repeating) data holds some images twice or more."""
+        size = getattr(self.stream, "records_per_pass", None)
+        if self.small_data_noted or size is None or size >= n or not getattr(self.stream, "repeat", False):
+            return
+        self.small_data_noted = True
+        if distributed.speaks():
+            print(f"batch_size={n} is more than the {size} images of data={self.cfg.data!r} (its train split), so "
+                  f"every batch repeats images; lower batch_size to {size} or less, or bring more data",
+                  file=self.stderr or sys.stderr)
 
     def end_step(self, done: int) -> bool:
         """Stop timing the step; whether it was the last: max_steps, the time limit, or the end of

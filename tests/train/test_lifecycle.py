@@ -20,7 +20,7 @@ def test_shared_knobs_mean_the_same_in_both_loops(cls):
         assert fields[key].metadata["help"] == help_, key
     cfg = parse_overrides(cls, ["save_every=0", "eval_every=0", "keep_checkpoints=0"])  # 0 = only at the end / all
     assert (cfg.save_every, cfg.eval_every, cfg.keep_checkpoints) == (0, 0, 0)
-    for bad in (["save_every=-1"], ["keep_checkpoints=-2"], ["max_seconds=-1"], ["eval_n=-1"]):
+    for bad in (["save_every=-1"], ["keep_checkpoints=-2"], ["max_seconds=-1"], ["eval_n=-1"], ["log_every=0"]):
         with pytest.raises(ConfigError, match=bad[0].split("=")[0] + "="):
             parse_overrides(cls, bad)
 
@@ -93,3 +93,28 @@ def test_a_stopped_run_says_where_it_stands(tmp_path):
     line = stopped_line("rl", ["max_steps=9", "behavior_if_log_dir_exists=delete"], str(run))
     assert line == (f"geospot rl: stopped (Ctrl-C); the last checkpoint is step 6 in {run}; resume with: "
                     f"geospot rl max_steps=9 log_path={run} behavior_if_log_dir_exists=resume")
+
+
+def test_a_batch_larger_than_the_data_is_said_once():
+    """39 training images (synthetic n=40 less its val split) and batches of 64: every batch repeats
+    images, said once before training goes on; batches of 32 fit and say nothing."""
+    import io
+    from types import SimpleNamespace
+
+    from geospot.data import open_stream
+    from geospot.train.lifecycle import Run
+
+    def draws(batch_size):
+        spec = "synthetic:n=40,size=28,seed=0"
+        err = io.StringIO()
+        with open_stream(spec, split="train", seed=0, repeat=True) as stream:
+            run = Run(SimpleNamespace(data=spec), None, stream, [], None, None, None, None, stderr=err)
+            sizes = [len(run.draw(step, batch_size)) for step in range(3)]
+        return sizes, err.getvalue()
+
+    sizes, said = draws(64)
+    assert sizes == [64, 64, 64]  # the run goes on
+    assert said.count("\n") == 1
+    assert "batch_size=64 is more than the 39 images of data='synthetic:n=40,size=28,seed=0'" in said
+    assert "lower batch_size to 39 or less" in said
+    assert draws(32)[1] == ""
