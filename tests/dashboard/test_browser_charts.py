@@ -20,7 +20,7 @@ def _run(runs, reasoning: bool) -> None:
     with RunStore(runs / ("reasoning" if reasoning else "plain")) as store:
         store.log_config("rl", {"model": "tiny:qwen2_5_vl:tiny", "reasoning": reasoning})
         for s in range(1, 7):
-            m = {"reward_mean": 0.1 * s, "format_rate": 0.5 + 0.05 * s}
+            m = {"reward_mean": 0.1 * s, "format_rate": 0.5 + 0.05 * s, "acc_25km": 0.0}
             if reasoning:
                 m.update(reasoning_tokens=40.0 + 10 * s, truncation_rate=0.5 - 0.05 * s,
                          answer_format_rate=0.4 + 0.1 * s)
@@ -59,6 +59,9 @@ def test_reasoning_metrics_are_charted_and_a_single_eval_is_a_dot(tmp_path, brow
         ticks = held.locator("text.tick:not(.value)").all_text_contents()
         assert ticks[0] != ticks[1] and ticks[2:] == ["5", "7"], ticks  # y: 1951 / 1597; x: steps 5 .. 7
         assert page.locator(".chart[data-title='reward'] polyline.dot").count() == 0  # lines keep no dots
+        # an accuracy that stayed at 0: its axis runs 0 .. 1, not -1 .. 1
+        acc = page.locator(".chart[data-title='accuracy @25 / 200 / 750 km'] text.tick:not(.value)").all_text_contents()
+        assert acc[:2] == ["1", "0"], acc
 
         page.goto(srv.url + "/#/run/plain")  # no reasoning metrics: no reasoning charts
         expect(page.locator(".chart[data-title='reward']")).to_have_count(1, timeout=60_000)

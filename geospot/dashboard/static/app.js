@@ -133,8 +133,12 @@ function lineChart(title, series, { log = false, cursorX = null } = {}) {
   let [y0, y1] = [Math.min(...all.map(p => fy(p[1]))), Math.max(...all.map(p => fy(p[1])))];
   // One step (a single eval): the point sits mid-axis between whole steps, not on the left edge.
   if (x1 === x0) { x1 = x0 + 1; if (x0 >= 1) x0 -= 1; }
-  // One value: a band of ±10 % around it (±0.5 on a log axis, ±1 around 0), so the ticks differ.
-  if (y1 === y0) { const pad = log ? 0.5 : Math.abs(y0) * 0.1 || 1; y0 -= pad; y1 += pad; }
+  // One value: a band of ±10 % around it (±0.5 on a log axis, ±1 around 0), so the ticks differ;
+  // never below 0 for values that are not (an accuracy that stayed at 0 reads 0 .. 1, not -1 .. 1).
+  if (y1 === y0) {
+    const pad = log ? 0.5 : Math.abs(y0) * 0.1 || 1, floor = !log && y0 >= 0 ? 0 : -Infinity;
+    y0 = Math.max(y0 - pad, floor); y1 += pad;
+  }
   const sx = x => L + (x - x0) / (x1 - x0) * (W - L - R);
   const sy = y => T + (1 - (fy(y) - y0) / (y1 - y0)) * (H - T - B);
   const tickY = v => log ? fmt(10 ** v) : fmt(v);
