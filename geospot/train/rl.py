@@ -147,6 +147,9 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
                 f"{'mix_env_type' if mixed == 0 else 'it'}; raise batch_size or change mix_share")
         require(self, self.temperature > 0, "temperature", "must be > 0: at 0 every rollout of a group is the same "
                 "answer, so GRPO has nothing to compare")
+        require(self, self.reward == "auto" or {self.env_type, self.mix_env_type} - {None} != {"geohash"}, "reward",
+                "has no effect: env_type=geohash grades with its own reward (shared geohash cells + bonus: the "
+                "geohash_* keys); drop reward=")
         require(self, self.tau_start_km > 0 and self.tau_end_km > 0, "tau_start_km/tau_end_km", "must be > 0 km")
         require(self, self.tau_window >= 1, "tau_window", "must be >= 1")
         require(self, self.format_penalty <= 0, "format_penalty", "should be <= 0 (a penalty)")
