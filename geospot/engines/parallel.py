@@ -28,6 +28,7 @@ The one-token pass costs one tiny forward/backward per step (no image). docs/dis
 
 from __future__ import annotations
 
+import inspect
 import sys
 from contextlib import contextmanager, nullcontext
 
@@ -72,7 +73,11 @@ class DDPSync:
         self.core, self.d = core, d
         device_ids = [core.device.index] if core.device.type == "cuda" else None
         # DDP broadcasts rank 0's parameters here: every rank starts from the same weights.
-        self.ddp = DistributedDataParallel(_Touch(core.model), device_ids=device_ids, broadcast_buffers=False)
+        # No buffer sync in forward (the buffers are the rotary tables, equal on every rank). Newer torch
+        # renamed the key (`broadcast_buffers` warns once per rank); the new one also syncs at init.
+        keys = inspect.signature(DistributedDataParallel).parameters
+        no_sync = "forward_sync_buffers" if "forward_sync_buffers" in keys else "broadcast_buffers"
+        self.ddp = DistributedDataParallel(_Touch(core.model), device_ids=device_ids, **{no_sync: False})
         self.ddp.register_comm_hook(None, _sum_hook)
 
     def sync(self) -> None:

@@ -35,9 +35,10 @@ def run_both(module: str, args: list[str], tmp: Path, timeout: int = 400, one_un
     procs = [subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               stdin=subprocess.DEVNULL, text=True)
              for cmd in (first, torchrun(module, [*args, f"log_path={two}"]))]
-    for p in procs:
+    for p, name in zip(procs, ("one", "two")):
         out = p.communicate(timeout=timeout)[0]
         assert p.returncode == 0, out[-4000:]
+        (tmp / f"{name}.log").write_text(out)  # what the job printed, for tests that read it
     return one, two
 
 

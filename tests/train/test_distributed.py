@@ -54,6 +54,7 @@ def test_sft_two_processes_equal_one(tmp_path, lora_rank, reshard):
     assert diff <= TOL, f"2 processes differ from 1 by {diff}"
     if lora_rank:
         assert size > 1e-3  # the weights moved (LoRA B starts at 0): equality is not of untouched weights
+        assert "broadcast_buffers" not in (tmp_path / "two.log").read_text()  # no deprecation warning per rank
     la, lb = _losses(one), _losses(two)  # rank 0 alone wrote the metrics: each step once
     assert [s for s, _ in lb] == [1, 2] and all(abs(x - y) < 1e-4 for (_, x), (_, y) in zip(la, lb))
     assert not list(two.glob("**/*rank*"))
