@@ -209,7 +209,7 @@ def tau_configs(cfg: DemoConfig):
     fmt = str(Path(sft.log_path) / "checkpoints" / str(cfg.tau_format_steps))
     # single-turn only (no telescoping mix): the study is about τ, which the telescoping GeoScore reward does not use
     arm = {"load_checkpoint_path": fmt, "max_steps": cfg.tau_steps, "save_every": cfg.tau_steps, "log_images_every": 0,
-           "env_type": "single", "mix_env_type": None}
+           "env_type": "single", "mix_env_type": None, "zoom": 1}
     # follow_error clips τ to [tau_end_km, tau_start_km]: the cap is raised above a format-only
     # policy's ~7,000 km error, else τ would sit at the 2,000 km cap instead of following it.
     follow = replace(
@@ -327,6 +327,9 @@ def run(cfg: DemoConfig, log=print) -> dict:
     log(f"data: {cfg.data}" + (" (8 countries; two pairs look alike, >= 5,000 km apart: on those images a model can "
                                "only tell 'one of the two', and an answer between them is in neither)"
                                if cfg.data == DEMO_DATA else ""))
+    if cfg.zoom > 1:
+        log(f"zoom {cfg.zoom}: the first telescoping turn sees the photo {cfg.zoom}x smaller per side, the second "
+            "brings the full photo (the single-turn prompt always sees the full photo)")
     log(f"[1/5] held-out eval of the untrained model ({cfg.model_name}, {len(held_out)} images)")
     with clock("eval"):
         evals["untrained"] = held_out_eval(cfg.model_name, cfg, held_out)

@@ -44,6 +44,13 @@ def test_presets_and_flags_parse(monkeypatch, tmp_path, capsys):
     assert demo.stage_configs(replace(cfg, rl_steps=3))[1].log_path == f"{out}/rl-single"
     assert (rl.model_name, rl.lora_rank, rl.train_vision) == (cfg.model_name, 0, True)  # not lost on the way
     assert sft.behavior_if_log_dir_exists == "raise"  # the demo never deletes a run itself
+    # --zoom reaches every telescoping stage; the τ study's single-turn arms ask no telescoping turn
+    assert demo.main(["--preset", "quick", "--zoom", "2", "--tau-study", "7", "--out", str(tmp_path / "z")]) == 0
+    zoomed = seen["cfg"]
+    assert zoomed.zoom == 2 and all(c.zoom == 2 for c in demo.stage_configs(zoomed))
+    for c in (*demo.stage_configs(zoomed), *demo.tau_configs(zoomed)[1:]):
+        c.validate()
+    assert {c.zoom for c in demo.tau_configs(zoomed)[1:]} == {1}
     fmt, follow, fixed = demo.tau_configs(replace_tau(cfg))
     assert (follow.tau_schedule, fixed.tau_schedule, fixed.tau_start_km) == ("follow_error", "constant", 25.0)
     assert (

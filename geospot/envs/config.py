@@ -92,6 +92,9 @@ class EnvOptions:
         # RL and eval name an env_type, SFT a prompt_style (`both` is one of SFT's styles, not an env)
         key = "env_type" if hasattr(self, "env_type") else "prompt_style"
         style = getattr(self, key, "single")
+        styles = {style, getattr(self, "mix_env_type", None)}  # RL may mix a second env in
+        require(self, self.zoom == 1 or bool(styles & {"telescoping", "both", "all"}), "zoom",
+                f"changes the telescoping turns only, and {key}={style} has none; set zoom=1 or {key}=telescoping")
         allowed = REASONING_STYLES if key == "prompt_style" else REASONING_STYLES[:2]
         require(self, not self.reasoning or style in allowed, "reasoning",
                 f"works with {key}={' / '.join(allowed)} only; set reasoning=false or {key}=single")

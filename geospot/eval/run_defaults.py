@@ -29,6 +29,10 @@ def env_defaults(cfg, spec: ModelSpec, given: set[str]):
     run_values = {"env_type": spec.env_type}
     run_values.update({k: _as_field(getattr(cfg, k), spec.config[k]) for k in ENV_OPTION_KEYS
                        if k in spec.config and hasattr(cfg, k)})
+    # zoom changes telescoping turns only: asked any other way, the run's zoom is neither taken nor said
+    env_type = cfg.env_type if "env_type" in given else spec.env_type
+    if "telescoping" not in (env_type, getattr(cfg, "mix_env_type", None)):
+        run_values.pop("zoom", None)
     taken = {k: v for k, v in run_values.items() if k not in given and getattr(cfg, k) != v}
     overridden = {k: getattr(cfg, k) for k in run_values if k in given and getattr(cfg, k) != run_values[k]}
     return dataclasses.replace(cfg, **taken), {"from_run": taken, "overridden": overridden}

@@ -397,9 +397,11 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
             if last:
                 break
     if steps > run.start_step and not steps_trained:
+        fix = ("train that SFT run longer, or raise group_size or temperature so rollouts differ"
+               if cfg.load_checkpoint_path else "a start model that never answers in the format needs an SFT warm "
+               "start (load_checkpoint_path=<sft run>)")
         progress.note(f"no step trained: on every step every group's rewards were equal (format_rate "
-                      f"{metrics.get('format_rate', 0):.2f}), so GRPO had nothing to compare; a start model that "
-                      "never answers in the format needs an SFT warm start (load_checkpoint_path=<sft run>)")
+                      f"{metrics.get('format_rate', 0):.2f}), so GRPO had nothing to compare; {fix}")
     return RunResult(run.log_dir, steps, metrics, skipped=dict(run.stream.skipped))
 
 

@@ -116,9 +116,12 @@ def test_a_zoomed_telescoping_run_is_asked_with_its_zoom(tmp_path):
     sft = _run(tmp_path / "sft", "sft", {"model_name": "tiny:qwen2_5_vl:tiny", "prompt_style": "both", "zoom": 2,
                                           "data": "synthetic:n=10,size=56"})
     rl = _run(tmp_path / "rl", "rl", {"env_type": "telescoping", "load_checkpoint_path": str(sft), "zoom": 2})
-    for run in (sft, rl):
-        cfg, record = _eval([f"model={run}", "data=synthetic:n=4"])
+    for run, kv in ((rl, []), (sft, ["env_type=telescoping"])):
+        cfg, record = _eval([f"model={run}", "data=synthetic:n=4", *kv])
         assert cfg.zoom == 2 and record["from_run"]["zoom"] == 2
+    # the SFT run (prompt_style=both) is asked single-turn by default: zoom is neither taken nor said
+    cfg, record = _eval([f"model={sft}", "data=synthetic:n=4"])
+    assert cfg.env_type == "single" and cfg.zoom == 1 and "zoom" not in record["from_run"]
     kv = [f"model={rl}"]
     assert with_run_defaults(parse_overrides(PredictConfig, kv), given_keys(kv))[0].zoom == 2
     cfg, record = _eval([f"model={rl}", "data=synthetic:n=4", "zoom=1"])

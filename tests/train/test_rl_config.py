@@ -28,6 +28,7 @@ def test_help_documents_every_key(capsys):
         (["batchsize=4"], "batch_size"),
         (["log_every=0"], "log_every"),
         (["env_type=telescoping", "zoom=0"], "zoom"),
+        (["env_type=single", "zoom=2"], "zoom=2 changes the telescoping turns only"),
         (["env_type=geohash", "reward=mixed"], "reward='mixed' has no effect"),
     ],
 )
