@@ -318,13 +318,13 @@ def _image_record(sample: Sample, pred: Prediction):
             text="\n---\n".join(pred.turn_texts),
             guesses=pred.turn_guesses,
             distance_km=dist(pred.turn_guesses[-1]) if pred.turn_guesses else None,
-            reward=0.0,
+            reward=NAN,  # eval scores distances and pays no reward: stored null, the page shows none
             turn_distances_km=turn_d,
         )
     ]
     # extra samples (k > 1): their final guesses only
     rollouts += [
-        RolloutRecord(text="", guesses=(g,), distance_km=dist(g), reward=0.0) for g in pred.sample_guesses[1:]
+        RolloutRecord(text="", guesses=(g,), distance_km=dist(g), reward=NAN) for g in pred.sample_guesses[1:]
     ]
     return ImageRecord(
         image_id=pred.id,

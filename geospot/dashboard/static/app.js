@@ -248,7 +248,7 @@ class WorldMap {
   select(id) { this.selected = id; this.draw(); }
   draw() {
     const u = this.unit, layer = [];
-    const rewards = this.images.flatMap(im => im.rollouts.map(r => r.reward));
+    const rewards = this.images.flatMap(im => im.rollouts.map(r => r.reward)).filter(r => r !== null);
     const [lo, hi] = [Math.min(...rewards), Math.max(...rewards)];
     const lines = [], guesses = [], truths = [], turns = [];
     for (const im of this.images) {
@@ -261,7 +261,8 @@ class WorldMap {
         const c = svg("circle", { class: "guess" + (dim ? " dim" : ""), cx: g[1], cy: -g[0], r: 2.2 * u,
           fill: rewardColor(ro.reward, lo, hi), "data-image": im.image_id, onclick: pick });
         c.size = 2.2;
-        c.appendChild(svg("title", {}, `guess ${ro.idx}: reward ${fmt(ro.reward)}, ${fmt(ro.distance_km)} km`));
+        c.appendChild(svg("title", {}, `guess ${ro.idx}: ${ro.reward === null ? "" : `reward ${fmt(ro.reward)}, `}`
+          + `${fmt(ro.distance_km)} km`));
         guesses.push(c);
         if (sel && ro.guesses.length > 1) {  // telescoping: coarse -> refine -> final
           const path = ro.guesses.filter(Boolean);
@@ -433,7 +434,8 @@ class RunView {
       im.has_thumb ? el("img", { src: `/api/thumb?run=${enc(this.name)}&id=${enc(im.image_id)}`, alt: im.image_id }) : "",
       el("p", {}, `truth ${fmt(im.lat, 5)}, ${fmt(im.lon, 5)}`, lab ? el("br") : "", lab),
       ...im.rollouts.map(ro => el("div", { class: "rollout" },
-        el("div", {}, el("b", {}, `#${ro.idx}`), `  reward ${fmt(ro.reward)} · ${fmt(ro.distance_km)} km`),
+        el("div", {}, el("b", {}, `#${ro.idx}`),  // held-out evals pay no reward: distance only
+          `  ${ro.reward === null ? "" : `reward ${fmt(ro.reward)} · `}${fmt(ro.distance_km)} km`),
         ro.guesses.length > 1 ? el("div", { class: "turns" }, ro.guesses.map((g, t) =>
           `${["coarse", "refine", "final"][t] || "turn " + (t + 1)} ${g ? `(${fmt(g[0], 4)}, ${fmt(g[1], 4)})` : "unparsed"}`
           + (ro.turn_distances_km[t] !== undefined ? ` ${fmt(ro.turn_distances_km[t])} km` : "")
