@@ -1,6 +1,6 @@
 """The vLLM sampler on a GPU: logprobs vs the trainer, LoRA sync, and speed vs our torch sampler.
 
-Run by hand on a machine with a CUDA GPU and `pip install 'geospot[vllm]'` (never in tests):
+Run by hand on a machine with a CUDA GPU and `pip install -e '.[vllm]'` (never in tests):
 
     python benchmarks/vllm_check.py [--model tiny:qwen2_5_vl:small] [--images 4] [--samples 8]
                                     [--max-tokens 24] [--lora-rank 32] [--lr 1e-3] [--steps 2]

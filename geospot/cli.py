@@ -9,12 +9,13 @@ import sys
 
 # command -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "demo": ("geospot.demo", "main", "tiny model + synthetic world: SFT, then telescoping GRPO, before/after table"),
+    "demo": ("geospot.demo", "main",
+             "tiny model + synthetic world: SFT, then GRPO (single-turn, a quarter of each batch telescoping)"),
     "sft": ("geospot.train.sft", "main", "supervised warm-start (key=value config; --help lists keys)"),
-    "rl": ("geospot.train.rl", "main", "GRPO, single-turn or telescoping (key=value config)"),
+    "rl": ("geospot.train.rl", "main", "GRPO: env_type=single / telescoping / hierarchical / geohash (key=value)"),
     "eval": ("geospot.eval.cli", "eval_main", "evaluate a model on a data spec; --compare runs"),
     "predict": ("geospot.eval.predict_cli", "predict_main", "predict coordinates for images"),
-    "export": ("geospot.eval.export", "export_main", "export a checkpoint as a PEFT adapter or merged HF model"),
+    "export": ("geospot.eval.export", "export_main", "export a checkpoint: LoRA adapter, merged or full weights"),
     "score": ("geospot.geo.cli", "score_main", "score a predictions CSV against a truth CSV"),
     "data": ("geospot.data.cli", "main", "inspect or pack a data spec"),
     "model": ("geospot.models.cli", "main", "build tiny offline Qwen-VL models"),

@@ -131,7 +131,10 @@ def markdown_table(cls: type) -> str:
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else "(required)"
         h = f.metadata.get("help", "").replace("|", "\\|").replace("\n", " ")
-        rows.append(f"| `{f.name}` | `{default!s}` | {h} |")
+        # a default holding newlines (a prompt) is shown with \n, as the other prompts are: a real
+        # newline would end the table row
+        shown = str(default).replace("\n", "\\n").replace("|", "\\|")
+        rows.append(f"| `{f.name}` | `{shown}` | {h} |")
     return "\n".join(rows)
 
 

@@ -12,7 +12,7 @@
          that follows the error vs a fixed τ = 25 km, the same steps
       -> the dashboard command for the run (or `--serve` to open it)
 
-Why the *tiny* model (0.5 M parameters) and not the small one: on 2 CPU cores steps
+Why the *tiny* model (0.43 M parameters) and not the small one: on 2 CPU cores steps
 beat size — in the same minutes the tiny model takes ~4x more optimizer steps and ends
 far closer (an earlier measurement: 341-583 km vs 1,532 km held-out median).
 
@@ -38,7 +38,7 @@ from geospot import demo_report as R
 from geospot.prompts import TELESCOPING_PROMPTS
 
 # The world of the demo: 8 countries (4 regions each) on 6 continents, cues kept clear
-# (difficulty 0.1) so a 0.5 M-parameter model can learn a real map of it in minutes, and two pairs
+# (difficulty 0.1) so a 0.43 M-parameter model can learn a real map of it in minutes, and two pairs
 # of look-alike countries >= 5,000 km apart (ambiguity 0.5: half the images could be either twin).
 # Why the look-alikes: there the token loss and the distance disagree. SFT learns the digits of both
 # twins and greedy decoding strings digits of each together into an answer in neither country (on

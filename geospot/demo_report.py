@@ -152,9 +152,11 @@ def verdict_lines(stages: dict[str, dict]) -> list[str]:
                 IMPROVED: "the last turn is closer than the first",
                 NO_CHANGE: "no change beyond noise from turn to turn",
             }.get(s["verdict"]["turn_median_km"], "the last turn is FARTHER than the first")
-            out.append(
-                f"telescoping after {name}: {word} (greedy median {' -> '.join(cell(x, '{:,.0f}') for x in t)} km)."
-            )
+            # an unparsed answer is an infinite distance: a turn most answers of which did not parse has no median
+            why = "; - = most of that turn's answers did not parse" if any(
+                x is None or not math.isfinite(x) for x in t) else ""
+            km = " -> ".join(cell(x, "{:,.0f}") for x in t)
+            out.append(f"telescoping after {name}: {word} (greedy median {km} km{why}).")
     return out
 
 

@@ -244,6 +244,12 @@ def render(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args:
+        print("usage: python -m geospot.docs   (rewrites README.md's generated sections: the configuration "
+              "reference and the benchmark table; no options)", file=sys.stderr if args[0] not in ("-h", "--help")
+              else sys.stdout)
+        return 0 if args[0] in ("-h", "--help") else 2
     old = README.read_text()
     new = render(old)
     if new != old:

@@ -49,6 +49,15 @@ def test_help_lists_every_key_with_default_and_meaning():
     assert markdown_table(Demo).count("\n") == 2 + 7 - 1
 
 
+def test_a_default_with_newlines_stays_in_its_table_row():
+    """RLConfig's `prompt` holds newlines: a raw one would end the README table's row."""
+    from geospot.train.rl import RLConfig
+
+    rows = markdown_table(RLConfig).split("\n")
+    assert all(r.startswith("| ") and r.endswith(" |") for r in rows)
+    assert any(r.startswith("| `prompt` |") and "\\nLatitude: <degrees>\\nLongitude" in r for r in rows)
+
+
 def test_every_config_key_has_a_help_of_at_most_200_characters():
     """The house rule: a help string says what the key does; measurements belong in docs/."""
     import dataclasses

@@ -111,6 +111,9 @@ def test_report_verdicts_from_hand_made_stages():
     assert "rl vs sft: greedy GeoScore 2,559 -> 3,577 (improved; change 95% CI [+1,018, +1,018])" in text
     assert "sampled GeoScore" in text and "no change beyond noise" in text
     assert "telescoping after rl: the last turn is closer than the first (greedy median 900 -> 700 -> 500 km)" in text
+    # the untrained model parses nothing: its turns have no median, and the line says what '-' means
+    assert ("telescoping after untrained: no change beyond noise from turn to turn (greedy median - -> - -> - km; "
+            "- = most of that turn's answers did not parse)") in text
     assert R.verdict_summary(stages) == ("GRPO improved greedy GeoScore beyond noise "
                                          "(sampled GeoScore: no change beyond noise).")
     table = R.table(stages, n, "single")

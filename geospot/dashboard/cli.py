@@ -54,7 +54,8 @@ def main(argv: list[str]) -> int:
     try:
         import uvicorn
     except ImportError:
-        print("geospot dashboard needs uvicorn and starlette: pip install 'geospot[dashboard]'", file=sys.stderr)
+        print("geospot dashboard needs uvicorn and starlette: pip install -e '.[dashboard]' in the geospot clone",
+              file=sys.stderr)
         return 2
     from geospot.dashboard.app import create_app
 

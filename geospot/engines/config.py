@@ -103,7 +103,7 @@ def vllm_sampler_problems(cfg: EngineConfig, *, cuda_available: bool, vllm_insta
         out.append(f"needs a CUDA GPU (device={cfg.device}, cuda available: {cuda_available}); use sampler=torch "
                    "without one")
     if not vllm_installed:
-        out.append("the vllm package is not installed: pip install 'geospot[vllm]'")
+        out.append("the vllm package is not installed: pip install -e '.[vllm]' in the geospot clone")
     return out
 
 

@@ -54,7 +54,8 @@ def _tinker():
         import tinker  # delayed: an optional SDK, needed only for engine=tinker
     except ImportError as e:  # pragma: no cover - the SDK is installed in the dev venv
         raise GeospotTinkerError(
-            "engine=tinker needs the `tinker` SDK: pip install 'geospot[tinker]' (or pip install 'tinker>=0.38,<0.40')"
+            "engine=tinker needs the `tinker` SDK: pip install -e '.[tinker]' in the geospot clone "
+            "(or pip install 'tinker>=0.38,<0.40')"
         ) from e
     return tinker
 

@@ -46,7 +46,7 @@ from geospot.engines.types import ImageChunk, ModelInput, SampledSequence, Sampl
 # vllm/config/lora.py MaxLoRARanks: the only values `max_lora_rank` accepts
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 BAN_BIAS = -100.0  # SamplingParams clamps logit_bias to [-100, 100]; raw logprobs are unaffected
-INSTALL_HINT = "pip install 'geospot[vllm]'"
+INSTALL_HINT = "pip install -e '.[vllm]' in the geospot clone"
 
 
 def vllm_installed() -> bool:

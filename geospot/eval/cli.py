@@ -50,7 +50,14 @@ __all__ = ["EvalConfig", "PredictConfig", "SamplingConfig", "eval_main", "predic
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip("/")).strip("_")[:60] or "run"
+    """A folder-name form of a model or data spec; a local path is named by its last folder or
+    file (`../shared/data/osv5m-samples/` -> `osv5m-samples`, not a hidden `.._shared_…`)."""
+    def short(part: str) -> str:
+        names = [n for n in part.strip().split("/") if n not in ("", ".", "..")]
+        local = "/" in part and ":" not in part.split("/")[0]  # hf:…, synthetic:…, s3://… keep their text
+        return names[-1] if local and names else part
+    text = "+".join(short(p) for p in text.split(";"))
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip("/")).strip("_.")[:60] or "run"
 
 
 def resolve_split(split: str, data_spec: str) -> str:

@@ -58,7 +58,8 @@ class EvalConfig(SamplingConfig):
         "auto", "which ids of the data (hash split): `auto` = `test` for synthetic specs, `all` for anything else "
                 "(benchmark folders are test sets)")
     n: int | None = option(None, "evaluate only the first n samples (None = all)")
-    out: str | None = option(None, "run folder (default: runs/eval/<model>-<data>); rerunning into it resumes")
+    out: str | None = option(None, "eval folder (default: <run>/eval/<data>-<env>-step<k> for a training run, else "
+                             "runs/eval/<model>-<data>-<env>); rerunning into it resumes")
     name: str | None = option(None, "row name in tables (default: the run folder's name)")
     geocoder: Literal["auto", "reverse", "none"] = option(
         "auto", "country/region/city accuracy: `auto` (the synthetic world's own, else offline reverse geocoding), "

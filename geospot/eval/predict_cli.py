@@ -30,13 +30,17 @@ def image_paths(args: Sequence[str]) -> list[Path]:
     for a in args:
         p = Path(a)
         if p.is_dir():
-            paths += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTS and q.is_file())
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTS and q.is_file())
+            # a data folder keeps its photos in a subfolder (labels.csv + images/): look there when the
+            # top level holds none
+            paths += found or sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTS and q.is_file())
         elif p.is_file():
             paths.append(p)
         else:
             raise FileNotFoundError(f"{a}: no such image or folder")
     if not paths:
-        raise ConfigError(f"no images found in {', '.join(args)} (looked for {', '.join(sorted(IMAGE_EXTS))})")
+        raise ConfigError(f"no images found in {', '.join(args)} or its subfolders (looked for "
+                          f"{', '.join(sorted(IMAGE_EXTS))})")
     return paths
 
 

@@ -5,7 +5,7 @@ with transformers' own Qwen-VL classes (so every code path — vision tower, mro
 cache, PEFT — is the real one), train a byte-level BPE tokenizer offline on the prompt
 texts and coordinate answers, and save everything in HF layout.
 
-Digits are one token each: an earlier experiment found a 0.6M-param random Qwen2.5-VL
+Digits are one token each: an earlier experiment found a ~0.5M-param random Qwen2.5-VL
 with digit-per-token BPE learned coordinates by SFT on CPU, while multi-digit merges make
 the numbers much harder to learn.
 

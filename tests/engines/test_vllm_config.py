@@ -16,7 +16,7 @@ def test_sampler_config_problems_name_the_fix():
     ok = EngineConfig(sampler="vllm", lora_rank=32, device="cuda")
     assert vllm_sampler_problems(ok, cuda_available=True, vllm_installed=True) == []
     p = vllm_sampler_problems(ok, cuda_available=True, vllm_installed=False)
-    assert len(p) == 1 and "pip install 'geospot[vllm]'" in p[0]
+    assert len(p) == 1 and "pip install -e '.[vllm]' in the geospot clone" in p[0]
     p = vllm_sampler_problems(EngineConfig(sampler="vllm", device="cpu"), cuda_available=True, vllm_installed=True)
     assert len(p) == 1 and "CUDA" in p[0]
     assert "CUDA" in vllm_sampler_problems(ok, cuda_available=False, vllm_installed=True)[0]
@@ -56,7 +56,7 @@ def test_make_engine_refuses_vllm_here_before_loading():
     with pytest.raises(ConfigError, match="sampler=vllm: .*CUDA"):
         make_engine(cfg)  # a model load would raise ValueError for the unknown family: validation came first
     if not vllm_installed():
-        with pytest.raises(ConfigError, match=r"geospot\[vllm\]"):
+        with pytest.raises(ConfigError, match=r"pip install -e .\.\[vllm\]. in the geospot clone"):
             cfg.validate()
     with pytest.raises(ConfigError):
         parse_overrides(EngineConfig, ["sampler=tensorrt"])

@@ -78,3 +78,36 @@ def test_engine_state_config_reads_only_the_engine_config(tmp_path):
                tmp_path / "state.pt")
     assert engine_state_fields(str(tmp_path)) == {"model_name": "tiny:qwen2_5_vl", "lora_rank": 4}
     assert engine_state_fields(str(tmp_path / "missing")) == {}
+
+
+def test_eval_folders_are_named_by_the_data_folder_not_its_path(tmp_path):
+    """`data=../shared/…/osv5m-samples/` used to name a hidden `.._shared_…` folder."""
+    run = tmp_path / "runs" / "demo" / "rl"
+    ck = run / "checkpoints" / "300"
+    cfg = cli.EvalConfig(model=str(run), data="../shared/data/osv5m-samples/", env_type="telescoping")
+    assert cli.default_out(cfg, str(ck)) == run / "eval" / "osv5m-samples-telescoping-step300"
+    for data, name in (("/abs/path/labelled", "labelled"), ("labelled/", "labelled"),
+                       ("synthetic:n=40,size=56", "synthetic_n_40_size_56"), ("hf:osv5m/osv5m", "hf_osv5m_osv5m"),
+                       ("a/photos.csv;../b/more", "photos.csv_more")):
+        out = cli.default_out(dataclasses.replace(cfg, data=data, env_type="single"), str(ck))
+        assert out.name == f"{name}-single-step300", data
+    assert cli.default_out(dataclasses.replace(cfg, model="export/demo-rl"), None) == (
+        cli.Path("runs") / "eval" / "demo-rl-osv5m-samples-telescoping")
+
+
+def test_predict_finds_the_photos_of_a_data_folder_in_its_subfolder(tmp_path):
+    """labels.csv + images/: `geospot predict model=… <that folder>` used to find no image."""
+    from geospot.config import ConfigError
+    from geospot.eval.predict_cli import image_paths
+
+    data = tmp_path / "labelled"
+    (data / "images").mkdir(parents=True)
+    (data / "labels.csv").write_text("id,latitude,longitude\na,1,2\n")
+    for name in ("b.jpg", "a.png"):
+        Image.new("RGB", (8, 8)).save(data / "images" / name)
+    assert [p.name for p in image_paths([str(data)])] == ["a.png", "b.jpg"]
+    Image.new("RGB", (8, 8)).save(data / "top.jpg")  # photos at the top: those, as before
+    assert [p.name for p in image_paths([str(data)])] == ["top.jpg"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no images found in .*empty or its subfolders"):
+        image_paths([str(tmp_path / "empty")])

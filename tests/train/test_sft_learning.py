@@ -1,4 +1,4 @@
-"""SFT learns on CPU: a tiny random Qwen2.5-VL (~0.6M params) on the synthetic world goes
+"""SFT learns on CPU: a tiny random Qwen2.5-VL (0.43M params) on the synthetic world goes
 from random text to parseable coordinates that use the image.
 
 The untrained model parses nothing (median distance = inf), so "halves the untrained
