@@ -64,7 +64,13 @@ def compare_table(rows: dict[str, dict], columns: Sequence[str] = COLUMNS) -> st
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
     out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(r) for r in body]
-    return "\n".join(out) + "\n(* = best in column; km lower is better, the rest higher)"
+    out.append("(* = best in column; km lower is better, the rest higher)")
+    counts = sorted({int(m["n"]) for m in rows.values() if isinstance(m.get("n"), (int, float)) and
+                     math.isfinite(m["n"])})
+    if len(counts) > 1:  # a best mark across different image sets says little
+        out.append(f"(the rows are evals of different numbers of images, n = {', '.join(map(str, counts))}: "
+                   "compare evals of the same data)")
+    return "\n".join(out)
 
 
 def load_runs(run_dirs: Sequence[str]) -> dict[str, dict]:

@@ -87,6 +87,10 @@ def test_compare_marks_best_per_column(tmp_path):
     assert row_b[cols.index("median_km")] == "50.0*" and row_a[cols.index("median_km")] == "100.0"
     assert row_a[cols.index("parsed")] == "100.0%*"
     assert row_a[cols.index("acc_25km")] == "20.0%" and row_b[cols.index("acc_25km")] == "20.0%"
+    assert "different numbers of images" not in table  # both n = 10
+    mixed = compare_table({"a": a, "b": {**b, "n": 48}})
+    assert mixed.splitlines()[-1] == ("(the rows are evals of different numbers of images, n = 10, 48: "
+                                      "compare evals of the same data)")
     with pytest.raises(FileNotFoundError, match="summary.json"):
         load_runs([str(tmp_path)])
 
