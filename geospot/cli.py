@@ -56,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `geospot rl --help | head`: the reader left, nothing is wrong
         sys.stderr.close()
         return 0
-    if code == 130:  # stopped by Ctrl-C, its message printed: leave now. A Ctrl-C inside transformers' model
-        sys.stdout.flush()  # load left its loader thread pool waiting, and the interpreter's exit then waited
-        sys.stderr.flush()  # on that pool for ever (seen once in a walk); the run's files are closed already
-        os._exit(130)
+    if code in (130, 143):  # stopped by Ctrl-C / SIGTERM, its message printed: leave now. A Ctrl-C inside
+        sys.stdout.flush()  # transformers' model load left its loader thread pool waiting, and the interpreter's
+        sys.stderr.flush()  # exit then waited on it for ever (seen once in a walk); the run's files are closed
+        os._exit(code)
     return code
 
 

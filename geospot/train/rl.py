@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -49,12 +50,15 @@ from geospot.train.common import Progress
 from geospot.train.lifecycle import (
     RUN_HELP,
     STOPPED,
+    TERMINATED,
     Run,
     RunResult,
+    Terminated,
     due,
     finishing,
     resume_config,
     start_run,
+    stop_on_sigterm,
     stopped_line,
     validate_run,
 )
@@ -411,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         print(help_text(RLConfig, "geospot rl — GRPO for geolocation (single, telescoping, hierarchical, geohash)"))
         return 0
     log_path = ""  # known once the keys are parsed: where a Ctrl-C's message looks for checkpoints
+    replaced = stop_on_sigterm()  # `timeout` / a scheduler's SIGTERM stops the run as Ctrl-C does
     try:
         cfg, from_resumed = resume_config(parse_overrides(RLConfig, argv), given_keys(argv), "rl")
         log_path = cfg.log_path
@@ -420,15 +425,18 @@ def main(argv: list[str] | None = None) -> int:
         if distributed.speaks():  # under torchrun every rank found it: rank 0 says it
             print(f"geospot rl: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if distributed.under_torchrun():
             raise  # rank_death's SIGTERM handler speaks for the job
-        print(stopped_line("rl", argv, log_path), file=sys.stderr)
-        return STOPPED
+        sigterm = isinstance(e, Terminated)
+        print(stopped_line("rl", argv, log_path, "SIGTERM" if sigterm else "Ctrl-C"), file=sys.stderr)
+        return TERMINATED if sigterm else STOPPED
     except Exception as e:
         rank_death.handle(e)  # under torchrun, a dead rank: rank 0's one sentence, no traceback
         raise
     finally:
+        if replaced is not None:
+            signal.signal(signal.SIGTERM, replaced)
         distributed.shutdown()
     if distributed.speaks():
         print(result.done_line(), file=sys.stderr)

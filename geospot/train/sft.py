@@ -8,6 +8,7 @@ The file reads top to bottom: config -> building examples -> the loop -> main.""
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -34,13 +35,16 @@ from geospot.train.common import Progress
 from geospot.train.lifecycle import (
     RUN_HELP,
     STOPPED,
+    TERMINATED,
     Run,
     RunResult,
+    Terminated,
     due,
     finishing,
     require_torchrun_ok,
     resume_config,
     start_run,
+    stop_on_sigterm,
     stopped_line,
     validate_run,
 )
@@ -404,6 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(help_text(SFTConfig, title))
         return 0
     log_path = ""  # known once the keys are parsed: where a Ctrl-C's message looks for checkpoints
+    replaced = stop_on_sigterm()  # `timeout` / a scheduler's SIGTERM stops the run as Ctrl-C does
     try:
         cfg, _ = resume_config(parse_overrides(SFTConfig, argv), given_keys(argv), "sft")
         if not cfg.log_path and not distributed.under_torchrun():  # (under torchrun rank 0's clock names it)
@@ -414,15 +419,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if distributed.speaks():  # under torchrun every rank found it: rank 0 says it
             print(f"geospot sft: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if distributed.under_torchrun():
             raise  # rank_death's SIGTERM handler speaks for the job
-        print(stopped_line("sft", argv, log_path), file=sys.stderr)
-        return STOPPED
+        sigterm = isinstance(e, Terminated)
+        print(stopped_line("sft", argv, log_path, "SIGTERM" if sigterm else "Ctrl-C"), file=sys.stderr)
+        return TERMINATED if sigterm else STOPPED
     except Exception as e:
         rank_death.handle(e)  # under torchrun, a dead rank: rank 0's one sentence, no traceback
         raise
     finally:
+        if replaced is not None:
+            signal.signal(signal.SIGTERM, replaced)
         distributed.shutdown()
     if distributed.speaks():
         print(result.done_line(), file=sys.stderr)

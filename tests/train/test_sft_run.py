@@ -94,3 +94,27 @@ def test_grad_accum_gives_the_same_loss_as_one_batch(tiny_folder, tmp_path):
     assert losses[1][0] == pytest.approx(losses[4][0], rel=1e-6)
     assert losses[1][1] == pytest.approx(losses[4][1], rel=1e-3)
     assert losses[1][1] < losses[1][0]
+
+
+def test_sigterm_stops_the_run_as_ctrl_c_does(tiny_folder, tmp_path):
+    """`timeout`, `kill` or a job scheduler's stop (SIGTERM) used to end a run silently: now the run
+    is marked stopped and says where it stands and how to resume (exit 143 = 128 + SIGTERM)."""
+    import signal
+    import time
+
+    from geospot.runs.store import RunReader
+
+    log = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "geospot", "sft", f"model_name={tiny_folder}", "data=synthetic:n=64,size=28,seed=0",
+         "max_steps=100000", "save_every=2", "eval_n=0", "batch_size=2", f"log_path={log}"],
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 240
+    while latest_checkpoint(log) is None and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    assert "geospot sft: stopped (SIGTERM); the last checkpoint is step" in err and "Traceback" not in err
+    assert err.rstrip().endswith("behavior_if_log_dir_exists=resume")
+    assert RunReader(log).status()["stored"] == "stopped"  # as on Ctrl-C, not "running" or "failed"
