@@ -142,6 +142,7 @@ def test_writer_and_on_batch_callbacks():
     (step, split, records), = w.images
     assert step == 7 and split == "eval" and [r.image_id for r in records] == [p.id for p in res.predictions]
     assert records[0].rollouts[0].distance_km == pytest.approx(0.0, abs=1e-6)
+    assert math.isnan(records[0].rollouts[0].reward)  # eval pays no reward: the store keeps null, the page none
     (step, metrics), = w.steps
     assert step == 7 and metrics["eval/n"] == 5.0 and metrics["eval/median_km"] == pytest.approx(0.0, abs=1e-6)
 

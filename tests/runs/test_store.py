@@ -233,3 +233,15 @@ def test_summary_counts_training_steps_not_the_eval_before_training(tmp_path):
         store.log_step(2, {"loss": 1.5, "eval/geoscore": 10.0})
     s = RunReader(tmp_path).summary()
     assert (s["steps"], s["last_step"]) == (2, 2)
+
+
+def test_a_rollout_without_a_reward_reads_back_as_null(tmp_path):
+    """Held-out eval records carry no reward (NaN): stored null, so the dashboard shows their distance only."""
+    r = record("e", G=1)
+    ro = r.rollouts[0]
+    unpaid = RolloutRecord(text=ro.text, guesses=ro.guesses, distance_km=ro.distance_km, reward=math.nan,
+                           turn_distances_km=ro.turn_distances_km)
+    with RunStore(tmp_path / "run") as store:
+        store.log_images(3, [ImageRecord(r.image_id, r.lat, r.lon, (unpaid,), None, {})], split="eval")
+    (img,) = RunReader(tmp_path / "run").images(3, "eval")
+    assert img["rollouts"][0]["reward"] is None and img["rollouts"][0]["distance_km"] == 0.0
