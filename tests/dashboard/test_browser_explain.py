@@ -82,3 +82,29 @@ def test_no_tau_and_a_single_eval_say_what_is_missing(tmp_path, browser):
         assert page.locator("#kernel-explainer .kpanel").count() == 0
         assert "Needs two held-out evals" in page.locator("#policy-explainer").inner_text()
     assert errors == []
+
+
+def test_an_eval_guess_shows_its_distance_and_no_reward(tmp_path, browser):
+    """Held-out evals pay no reward (stored null): the picked image's guesses say their distance only."""
+    import dataclasses
+
+    runs = tmp_path / "runs"
+    store = RunStore(runs / "rl")
+    store.log_config("sft", {"model": "tiny"})
+    store.log_step(0, {"loss": 1.0})
+    records = fake_run.image_records(0, 20, G=1, turns=1, n_images=2)
+    unpaid = [dataclasses.replace(r, rollouts=tuple(dataclasses.replace(ro, reward=math.nan, turn_rewards=())
+                                                    for ro in r.rollouts)) for r in records]
+    store.log_images(0, unpaid, split="eval")
+    store.set_status("finished")
+    store.flush()
+    errors = []
+    with Server(create_app(runs, poll_s=0.1)) as srv:
+        page = _page(browser, srv, errors)
+        page.wait_for_selector(".card")
+        page.locator(".card").first.click()
+        line = page.locator(".rollout div").first
+        line.wait_for()
+        text = line.inner_text()
+        assert "km" in text and "reward" not in text, text
+    assert errors == []
