@@ -28,6 +28,16 @@ def _run(runs, *, evals=(0, 8), tau=True):
     return store
 
 
+def _sft_with_one_eval(runs, records):
+    """An SFT run (no τ) whose only image records are one held-out eval's."""
+    store = RunStore(runs / "rl")
+    store.log_config("sft", {"model": "tiny"})
+    store.log_step(0, {"loss": 1.0})
+    store.log_images(0, records, split="eval")
+    store.set_status("finished")
+    store.flush()
+
+
 def _page(browser, srv, errors):
     page = browser.new_page(viewport={"width": 1400, "height": 1300})
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -68,12 +78,7 @@ def test_kernel_and_base_vs_current_for_the_runs_tau(tmp_path, browser):
 
 def test_no_tau_and_a_single_eval_say_what_is_missing(tmp_path, browser):
     runs = tmp_path / "runs"
-    store = RunStore(runs / "rl")
-    store.log_config("sft", {"model": "tiny"})
-    store.log_step(0, {"loss": 1.0})
-    store.log_images(0, fake_run.image_records(0, 20, G=2, turns=1, n_images=2), split="eval")
-    store.set_status("finished")
-    store.flush()
+    _sft_with_one_eval(runs, fake_run.image_records(0, 20, G=2, turns=1, n_images=2))
     errors = []
     with Server(create_app(runs, poll_s=0.1)) as srv:
         page = _page(browser, srv, errors)
@@ -89,15 +94,9 @@ def test_an_eval_guess_shows_its_distance_and_no_reward(tmp_path, browser):
     import dataclasses
 
     runs = tmp_path / "runs"
-    store = RunStore(runs / "rl")
-    store.log_config("sft", {"model": "tiny"})
-    store.log_step(0, {"loss": 1.0})
     records = fake_run.image_records(0, 20, G=1, turns=1, n_images=2)
-    unpaid = [dataclasses.replace(r, rollouts=tuple(dataclasses.replace(ro, reward=math.nan, turn_rewards=())
-                                                    for ro in r.rollouts)) for r in records]
-    store.log_images(0, unpaid, split="eval")
-    store.set_status("finished")
-    store.flush()
+    _sft_with_one_eval(runs, [dataclasses.replace(r, rollouts=tuple(
+        dataclasses.replace(ro, reward=math.nan, turn_rewards=()) for ro in r.rollouts)) for r in records])
     errors = []
     with Server(create_app(runs, poll_s=0.1)) as srv:
         page = _page(browser, srv, errors)
