@@ -34,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
         if name == "inspect":
             q.add_argument("--json", action="store_true", help="print one JSON object")
         else:
-            q.add_argument("--out", required=True, help="output folder")
+            q.add_argument("out_folder", nargs="?", metavar="OUT", help="output folder (or --out OUT)")
+            q.add_argument("--out", help="output folder")
             q.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
             q.add_argument("--prefix", default="shard", help="shard file name prefix")
     return p
@@ -95,7 +96,14 @@ def pack(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    parser = _parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.cmd == "pack":
+        if args.out and args.out_folder and args.out != args.out_folder:
+            parser.error(f"two output folders given ({args.out_folder} and --out {args.out}): give one")
+        args.out = args.out or args.out_folder
+        if not args.out:
+            parser.error("pack needs an output folder: geospot data pack SPEC OUT")
     try:
         return inspect(args) if args.cmd == "inspect" else pack(args)
     except (SpecError, ConfigError) as e:

@@ -42,6 +42,18 @@ def test_pack_then_read_back(tmp_path, capsys):
     assert got[0].lat == pytest.approx(want[0].lat)
 
 
+def test_pack_takes_its_output_folder_as_a_second_argument(tmp_path, capsys):
+    """`geospot data pack SPEC OUT`, as a user first types it (--out still works; two folders are refused)."""
+    assert main(["pack", "synthetic:n=5,size=16", str(tmp_path / "a")]) == 0
+    assert sorted(os.listdir(tmp_path / "a")) == ["shard-000000.tar"]
+    for argv, word in ((["pack", "synthetic:n=5,size=16"], "needs an output folder"),
+                       (["pack", "synthetic:n=5,size=16", str(tmp_path / "b"), "--out", str(tmp_path / "c")],
+                        "two output folders")):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2 and word in capsys.readouterr().err
+
+
 def test_bad_spec_exits_2(capsys):
     assert main(["inspect", "/no/such/folder"]) == 2
     assert "no such file" in capsys.readouterr().err
