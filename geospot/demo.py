@@ -330,26 +330,30 @@ def run(cfg: DemoConfig, log=print) -> dict:
     if cfg.zoom > 1:
         log(f"zoom {cfg.zoom}: the first telescoping turn sees the photo {cfg.zoom}x smaller per side, the second "
             "brings the full photo (the single-turn prompt always sees the full photo)")
-    log(f"[1/5] held-out eval of the untrained model ({cfg.model_name}, {len(held_out)} images)")
+    n_stages = 3 + bool(cfg.rl_single_steps) + bool(cfg.rl_steps)  # numbered as they run (rl_steps=0: no 4th)
+    stage = iter(range(1, n_stages + 1))
+    log(f"[{next(stage)}/{n_stages}] held-out eval of the untrained model ({cfg.model_name}, {len(held_out)} images)")
     with clock("eval"):
         evals["untrained"] = held_out_eval(cfg.model_name, cfg, held_out)
 
-    log(f"[2/5] SFT warm-start: {cfg.sft_steps} steps x {cfg.sft_batch_size} images -> {sft_cfg.log_path}")
+    log(f"[{next(stage)}/{n_stages}] SFT warm-start: {cfg.sft_steps} steps x {cfg.sft_batch_size} images -> "
+        f"{sft_cfg.log_path}")
     with clock("sft"):
         sft_loop.train(sft_cfg, stderr=sys.stderr)  # a progress line every 50 steps (live on a terminal)
     with clock("eval"):
         evals["sft"] = held_out_eval(sft_cfg.log_path, cfg, held_out)
 
     if cfg.rl_single_steps:
-        mix = (f" with {single_cfg.mix_share:.0%} of the images as {single_cfg.mix_env_type} groups"
-               if single_cfg.mix_env_type else "")
-        log(f"[3/5] GRPO: {cfg.rl_single_steps} steps x {cfg.rl_batch_size} images x {cfg.rl_group_size} rollouts, "
-            f"{single_cfg.env_type}{mix} -> {single_cfg.log_path}")
+        mixed = round(single_cfg.mix_share * cfg.rl_batch_size) if single_cfg.mix_env_type else 0  # split_batch's count
+        plays = (f"{mixed} of {cfg.rl_batch_size} images {single_cfg.mix_env_type}, "
+                 f"{cfg.rl_batch_size - mixed} {single_cfg.env_type}" if mixed else single_cfg.env_type)
+        log(f"[{next(stage)}/{n_stages}] GRPO: {cfg.rl_single_steps} steps x {cfg.rl_batch_size} images x "
+            f"{cfg.rl_group_size} rollouts ({plays}) -> {single_cfg.log_path}")
         with clock("grpo"):
             rl_loop.run(single_cfg)
     if cfg.rl_steps:
-        log(f"[4/5] telescoping GRPO: {cfg.rl_steps} steps x {cfg.rl_batch_size} images x {cfg.rl_group_size} "
-            f"rollouts -> {rl_cfg.log_path}")
+        log(f"[{next(stage)}/{n_stages}] telescoping GRPO: {cfg.rl_steps} steps x {cfg.rl_batch_size} images x "
+            f"{cfg.rl_group_size} rollouts -> {rl_cfg.log_path}")
         with clock("grpo"):
             rl_loop.run(rl_cfg)
     with clock("eval"):  # the last GRPO stage's folder, `rl` (stage_configs)
@@ -368,7 +372,7 @@ def run(cfg: DemoConfig, log=print) -> dict:
         with clock("tau"):
             result["tau_study"] = tau_study(cfg, held_out)
 
-    log("[5/5] results\n")
+    log(f"[{next(stage)}/{n_stages}] results\n")
     log(R.table(result["stages"], len(held_out), cfg.eval_style))
     log("")
     for line in R.verdict_lines(result["stages"]):

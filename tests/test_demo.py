@@ -151,6 +151,11 @@ def test_short_demo_shows_learning(short_demo):
         assert title in out
     assert "rl vs sft: greedy GeoScore" in out and "time: CPU" in out and "GRPO improved" in out
     assert out.startswith(f"data: {demo.DEMO_DATA} (8 countries; two pairs look alike")  # the world is said first
+    # every stage that runs is numbered in turn (here all five: the short demo has a telescoping-only stage);
+    # a batch's envs are said in images (3 of 4 single-turn with rl_batch_size=4 and mix_share=0.75)
+    assert [line.split("]")[0] + "]" for line in out.splitlines() if line.startswith("[")] == [
+        "[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"]
+    assert "rollouts (3 of 4 images single, 1 telescoping)" in out
 
     # the run folder the dashboard shows: SFT steps; GRPO steps with per-image rollouts
     sft_store, rl_store = RunReader(short_demo.folder / "sft"), RunReader(short_demo.folder / "rl")
