@@ -80,11 +80,14 @@ class TelescopingEnv:
     def __init__(self, sample: Sample, renderer, score: Reward = _GEOSCORE, *,
                  prompts: Sequence[str] = TELESCOPING_PROMPTS, format_penalty: float = -0.1,
                  initial: ModelInput | None = None, reasoning: bool = False,
-                 reasoning_penalty: float = 0.0, zoom: int = 1) -> None:
+                 reasoning_penalty: float = 0.0, zoom: int = 1,
+                 views: Sequence[Image.Image | None] | None = None) -> None:
         if not prompts:
             raise ValueError("TelescopingEnv needs at least one turn prompt")
         self.sample, self.renderer, self.score = sample, renderer, score
-        self.views = turn_images(sample.image, zoom, len(prompts), getattr(renderer, "max_pixels", None))
+        # the photo each turn sees (`turn_images`); the group builder makes them once for all G envs
+        self.views = list(views) if views is not None else turn_images(
+            sample.image, zoom, len(prompts), getattr(renderer, "max_pixels", None))
         self.prompts, self.format_penalty = tuple(prompts), format_penalty
         self.reasoning, self.reasoning_penalty = reasoning, reasoning_penalty
         self.turn = 0
@@ -137,9 +140,8 @@ class TelescopingGroupBuilder:
     zoom: int = 1  # > 1: the first turn sees a thumbnail, the second the full photo
 
     def make_envs(self, group_size: int) -> list[TelescopingEnv]:
-        budget = getattr(self.renderer, "max_pixels", None)
-        view = turn_images(self.sample.image, self.zoom, len(self.prompts), budget)[0]
-        initial = self.renderer.generation_prompt([user_message(view, self.prompts[0])])
+        views = turn_images(self.sample.image, self.zoom, len(self.prompts), getattr(self.renderer, "max_pixels", None))
+        initial = self.renderer.generation_prompt([user_message(views[0], self.prompts[0])])
         return [TelescopingEnv(self.sample, self.renderer, self.score, prompts=self.prompts,
                                format_penalty=self.format_penalty, initial=initial, reasoning=self.reasoning,
-                               reasoning_penalty=self.reasoning_penalty, zoom=self.zoom) for _ in range(group_size)]
+                               reasoning_penalty=self.reasoning_penalty, views=views) for _ in range(group_size)]

@@ -126,6 +126,7 @@ def test_zoom_shows_a_thumbnail_first_and_the_full_photo_on_turn_two():
     photo = Image.new("RGB", (8, 6))
     sample = Sample(id="z", image=photo, lat=10.0, lon=20.0)
     envs = TelescopingGroupBuilder(sample, R, zoom=2).make_envs(2)
+    assert envs[0].views[0] is envs[1].views[0]  # the thumbnail is made once per group, not per rollout
     obs = envs[0].initial_observation()
     assert [im.size for im in _images(obs)] == [(4, 3)]  # the first look: half size
     obs = envs[0].step(toks(format_answer(11.0, 21.0))).next_observation
