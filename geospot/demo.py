@@ -16,10 +16,9 @@ Why the *tiny* model (0.43 M parameters) and not the small one: on 2 CPU cores s
 beat size — in the same minutes the tiny model takes ~4x more optimizer steps and ends
 far closer (an earlier measurement: 341-583 km vs 1,532 km held-out median).
 
-Every stage is a fixed number of steps (never a time limit), so a run's numbers do not depend
-on how busy the machine is; the summary prints CPU and wall seconds and the load average, so a
-slow run on a busy machine is told apart from a slow demo. The recipe's measurements are in
-docs/rl_vs_sft.md ("The demo's recipe")."""
+Every stage is a fixed number of steps (never a time limit), so a run's numbers do not depend on how
+busy the machine is; the summary prints CPU and wall seconds and the load average, so a slow run on a
+busy machine is told apart from a slow demo. The recipe's measurements: docs/rl_vs_sft.md ("The demo's recipe")."""
 
 from __future__ import annotations
 
@@ -305,6 +304,7 @@ def run(cfg: DemoConfig, log=print) -> dict:
     """Train and evaluate every stage; returns the JSON object `--json` prints."""
     from geospot.config import ConfigError
     from geospot.data import load_samples
+    from geospot.envs.registry import mixed_count
     from geospot.train import rl as rl_loop
     from geospot.train import sft as sft_loop
 
@@ -344,7 +344,7 @@ def run(cfg: DemoConfig, log=print) -> dict:
         evals["sft"] = held_out_eval(sft_cfg.log_path, cfg, held_out)
 
     if cfg.rl_single_steps:
-        mixed = round(single_cfg.mix_share * cfg.rl_batch_size) if single_cfg.mix_env_type else 0  # split_batch's count
+        mixed = mixed_count(cfg.rl_batch_size, single_cfg.mix_env_type, single_cfg.mix_share)
         plays = (f"{mixed} of {cfg.rl_batch_size} images {single_cfg.mix_env_type}, "
                  f"{cfg.rl_batch_size - mixed} {single_cfg.env_type}" if mixed else single_cfg.env_type)
         log(f"[{next(stage)}/{n_stages}] GRPO: {cfg.rl_single_steps} steps x {cfg.rl_batch_size} images x "

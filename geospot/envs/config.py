@@ -22,6 +22,8 @@ from geospot.geo.geohash import MAX_PRECISION
 HIER_FIELDS = ("country", "region", "city", "coords")
 # reasoning=true: the coordinate-answering turns (an SFT prompt_style of `both` mixes the two)
 REASONING_STYLES = ("single", "telescoping", "both")
+# the styles that ask telescoping turns (SFT's `both` / `all` include them): where `zoom` means something
+TELESCOPING_STYLES = frozenset({"telescoping", "both", "all"})
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class EnvOptions:
         key = "env_type" if hasattr(self, "env_type") else "prompt_style"
         style = getattr(self, key, "single")
         styles = {style, getattr(self, "mix_env_type", None)}  # RL may mix a second env in
-        require(self, self.zoom == 1 or bool(styles & {"telescoping", "both", "all"}), "zoom",
+        require(self, self.zoom == 1 or bool(styles & TELESCOPING_STYLES), "zoom",
                 f"changes the telescoping turns only, and {key}={style} has none; set zoom=1 or {key}=telescoping")
         allowed = REASONING_STYLES if key == "prompt_style" else REASONING_STYLES[:2]
         require(self, not self.reasoning or style in allowed, "reasoning",

@@ -108,12 +108,17 @@ def make_group_builders(env_type: str, samples: Sequence, renderer, reward: Rewa
     return [make(s, renderer, reward, cfg, geocoder, seed) for s in samples]
 
 
+def mixed_count(batch_size: int, mix_env_type: str | None, mix_share: float) -> int:
+    """How many of a batch's images play `mix_env_type` (0 without one)."""
+    return round(mix_share * batch_size) if mix_env_type else 0
+
+
 def split_batch(samples: Sequence, env_type: str, mix_env_type: str | None = None,
                 mix_share: float = 0.0) -> list[tuple[str, Sequence]]:
     """[(env_type, its images)] in batch order: the first round(mix_share * B) images play
     `mix_env_type`, the rest `env_type` (the batch order is already random, so which images
     play which env is too; no draw to checkpoint). No mix: one part, the whole batch."""
-    n = round(mix_share * len(samples)) if mix_env_type else 0
+    n = mixed_count(len(samples), mix_env_type, mix_share)
     return [(env, part) for env, part in ((mix_env_type, samples[:n]), (env_type, samples[n:])) if len(part)]
 
 

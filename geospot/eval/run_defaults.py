@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from geospot.envs.config import ENV_KEYS
+from geospot.envs.config import ENV_KEYS, TELESCOPING_STYLES
 from geospot.runs.model_spec import ModelSpec, is_export_path, is_run_path, model_spec
 
 RUN_DEFAULT_KEYS = ("env_type", "max_pixels", "max_tokens", "reasoning", "reasoning_max_tokens", "square")
@@ -31,7 +31,7 @@ def env_defaults(cfg, spec: ModelSpec, given: set[str]):
                        if k in spec.config and hasattr(cfg, k)})
     # zoom changes telescoping turns only: asked any other way, the run's zoom is neither taken nor said
     env_type = cfg.env_type if "env_type" in given else spec.env_type
-    if "telescoping" not in (env_type, getattr(cfg, "mix_env_type", None)):
+    if not {env_type, getattr(cfg, "mix_env_type", None)} & TELESCOPING_STYLES:
         run_values.pop("zoom", None)
     taken = {k: v for k, v in run_values.items() if k not in given and getattr(cfg, k) != v}
     overridden = {k: getattr(cfg, k) for k in run_values if k in given and getattr(cfg, k) != run_values[k]}

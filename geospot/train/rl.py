@@ -144,7 +144,7 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
         require(self, self.mix_env_type in (None, *registry.ENV_TYPES) and self.mix_env_type != self.env_type,
                 "mix_env_type", f"must be None or one of {', '.join(registry.ENV_TYPES)} other than env_type")
         require(self, 0 < self.mix_share < 1, "mix_share", "must be in (0, 1): the share of images that mix")
-        mixed = round(self.mix_share * self.batch_size)  # registry.split_batch's count
+        mixed = registry.mixed_count(self.batch_size, self.mix_env_type, self.mix_share)
         require(self, self.mix_env_type is None or 0 < mixed < self.batch_size, "mix_share",
                 f"of batch_size={self.batch_size} is {mixed} image(s), so "
                 f"{'no image' if mixed == 0 else 'every image'} would play "
