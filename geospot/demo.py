@@ -95,9 +95,9 @@ class DemoConfig:
     sft_prompt_style: str = "both"
     answer_decimals: int = 1
     telescoping_noise_km: tuple[float, float] = (2000.0, 1000.0)
-    # `zoom` (envs/telescoping.py): 1 = every turn sees the same photo. zoom=2 (a half-size first
-    # look, the full photo on turn 2) was tried, seeds 0-1: turn 2 beat turn 1 on both, but the final
-    # turn scattered digits and GRPO's turns ended "no change" / "farther" (docs/rl_vs_sft.md, 5th pass).
+    # `zoom` (envs/telescoping.py): 1 = every turn sees the same photo. zoom 2, 4, 8 (a thumbnail, then
+    # the full photo) were tried: the final turn still scatters digits; zoom 4's beat its first turn on
+    # seeds 0-3, within noise on seed 0, for 30-50 s more CPU (docs/rl_vs_sft.md, 5th-6th passes).
     zoom: int = 1
     # GRPO, stage 1: single-turn groups. One turn costs ~1/6 of a telescoping step, so it gets ~6x
     # more updates in the same seconds; kernel reward exp(-d/τ) with τ following the policy's
