@@ -13,7 +13,7 @@ import pytest
 
 @dataclass(frozen=True)
 class ShortDemo:
-    cfg: object          # the geospot.demo.DemoConfig it ran with
+    cfg: object          # the geospot.demo_recipe.DemoConfig it ran with
     rows: dict           # demo.run's result: {"stages": {stage: held-out metrics + verdict}, ...}
     out: str             # everything it printed
     folder: Path         # its run folder: sft/ and rl/ (what the dashboard shows)

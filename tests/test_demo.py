@@ -31,41 +31,14 @@ def test_presets_and_flags_parse(monkeypatch, tmp_path, capsys):
     assert (cfg.sft_steps, cfg.rl_single_steps, cfg.rl_steps, cfg.eval_n, cfg.out, cfg.seed, cfg.tau_steps) == (
         q.sft_steps, 0, 2, q.eval_n, str(out), 3, 0)
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"stages": {}, "seed": 3}
-    sft, single, rl = demo.stage_configs(cfg)
-    sft.validate(), single.validate(), rl.validate()
-    assert rl.env_type == "telescoping" and rl.load_checkpoint_path == sft.log_path  # no single stage: from SFT
-    cfg = demo.DemoConfig(out=str(out))
-    sft, single, rl = demo.stage_configs(cfg)
-    assert single.env_type == "telescoping" and single.load_checkpoint_path == sft.log_path
-    assert rl.load_checkpoint_path == single.log_path and sft.prompt_style == "both"
-    # the default: one GRPO stage, a quarter of each batch telescoping, written to `rl` (what README's commands name)
-    assert (single.mix_env_type, single.mix_share, single.log_path, cfg.rl_steps) == ("single", 0.75, f"{out}/rl", 0)
-    assert single.advantage == rl.advantage == "own_turn"  # each telescoping turn paid for its own distance / gain
-    assert demo.stage_configs(replace(cfg, rl_steps=3))[1].log_path == f"{out}/rl-single"
-    assert (rl.model_name, rl.lora_rank, rl.train_vision) == (cfg.model_name, 0, True)  # not lost on the way
-    assert sft.behavior_if_log_dir_exists == "raise"  # the demo never deletes a run itself
-    # --zoom reaches every telescoping stage; the τ study's single-turn arms ask no telescoping turn
     assert demo.main(["--preset", "quick", "--zoom", "2", "--tau-study", "7", "--out", str(tmp_path / "z")]) == 0
-    zoomed = seen["cfg"]
-    assert zoomed.zoom == 2 and all(c.zoom == 2 for c in demo.stage_configs(zoomed))
-    for c in (*demo.stage_configs(zoomed), *demo.tau_configs(zoomed)[1:]):
-        c.validate()
-    assert {c.zoom for c in demo.tau_configs(zoomed)[1:]} == {1}
-    fmt, follow, fixed = demo.tau_configs(replace_tau(cfg))
-    assert (follow.tau_schedule, fixed.tau_schedule, fixed.tau_start_km) == ("follow_error", "constant", 25.0)
-    assert (
-        follow.max_steps == fixed.max_steps == 7 and follow.load_checkpoint_path == fmt == f"{out}/sft/checkpoints/150"
-    )
+    assert (seen["cfg"].zoom, seen["cfg"].tau_steps) == (2, 7)
 
 
 def test_no_grpo_stage_is_refused_before_any_model_loads(tmp_path):
     with pytest.raises(ConfigError, match="rl_single_steps and rl_steps are both 0"):
         demo.run(replace(demo.DemoConfig(out=str(tmp_path / "d")), rl_single_steps=0, rl_steps=0))
     assert not (tmp_path / "d").exists()
-
-
-def replace_tau(cfg):
-    return replace(cfg, tau_steps=7)
 
 
 def test_earlier_runs_are_kept(tmp_path):

@@ -17,8 +17,9 @@ RANK = {
     "rl": 6,
     "eval": 7,
     "train": 8, "dashboard": 8, "demo_report": 8,
-    "docs": 9, "demo": 9, "cli": 9, "sft": 9, "train_rl": 9,
-    "__main__": 10,
+    "demo_recipe": 9,
+    "docs": 10, "demo": 10, "cli": 10, "sft": 10, "train_rl": 10,
+    "__main__": 11,
 }
 KNOWN_CYCLES: list[set[str]] = []  # none: keep it that way
 

@@ -56,12 +56,12 @@ from geospot.train.lifecycle import (
     Terminated,
     due,
     finishing,
-    resume_config,
     start_run,
     stop_on_sigterm,
     stopped_line,
     validate_run,
 )
+from geospot.train.resume import resume_config
 
 DEFAULT_DATA = "hf:sdan/geospot-unified"
 

@@ -42,13 +42,13 @@ from geospot.train.lifecycle import (
     due,
     finishing,
     require_torchrun_ok,
-    resume_config,
     start_run,
     stop_on_sigterm,
     stopped_line,
     validate_run,
 )
 from geospot.train.lr import SCHEDULES, Schedule, learning_rate
+from geospot.train.resume import resume_config
 
 # ---------------------------------------------------------------------------------------
 # Config. Every engine key is taken as in the seed (`model_name=...`), with EngineConfig's

@@ -13,7 +13,7 @@ from geospot.config import ConfigError
 from geospot.runs.checkpoint import latest_checkpoint, list_checkpoints
 from geospot.runs.folder import read_jsonl, write_config
 from geospot.runs.store import RunReader
-from geospot.train.lifecycle import RESUME_MAY_CHANGE, check_resume
+from geospot.train.resume import RESUME_MAY_CHANGE, check_resume
 from geospot.train.rl import RLConfig
 from geospot.train.rl import run as rl_run
 from geospot.train.sft import SFTConfig, train
@@ -207,7 +207,7 @@ def test_metrics_with_damaged_bytes_or_a_torn_line_stay_readable(tmp_path):
 def test_resume_takes_the_saved_keys_the_command_line_leaves_out(tmp_path):
     """`geospot sft log_path=runs/x behavior_if_log_dir_exists=resume max_steps=9`: every key not
     typed is the run's own (model, data, lr, eval cadence), a typed one is a change."""
-    from geospot.train.lifecycle import resume_config
+    from geospot.train.resume import resume_config
 
     started = SFTConfig(model_name="tiny:qwen2_5_vl", data="synthetic:n=64,size=56", learning_rate=1e-2, eval_every=2,
                         prompt_style="both", log_path=str(tmp_path))

@@ -1,0 +1,109 @@
+"""Resuming a run: a folder with a checkpoint, continued with what it was trained on.
+
+    resume_config:        behavior_if_log_dir_exists=resume takes every key the command line does not
+                          give from the run's config.json;
+    check_resume:         refuses, in one sentence, a folder with no checkpoint or a change of what is
+                          trained (any key outside `RESUME_MAY_CHANGE`);
+    write_resumed_config: config.json keeps the config the run continues with and each resume's changes.
+
+train/lifecycle.py's start_run calls them; both loops share them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from geospot.config import ConfigError
+from geospot.runs.checkpoint import latest_checkpoint
+from geospot.runs.folder import json_default, read_config, write_config
+
+# The keys a resumed run may change; every other key is refused (a key added later too, until
+# someone decides it belongs here), because it changes what is trained and the folder would no
+# longer describe one run:
+#   the model and its weights' shape: model_name, engine, lora_rank/alpha/targets, train_vision,
+#     dtype, max_pixels (a checkpoint of one model is not another's start), load_checkpoint_path
+#     (RL reloads its KL reference from it on every start);
+#   the data and the examples built from it: data, prompt_style / env_type, prompts, decimals,
+#     noise, seed (the saved cursor counts records of THAT spec in THAT order);
+#   the optimisation and the reward: learning_rate, lr_schedule, batch_size, grad_accum, Adam,
+#     loss_fn, kl_coef, reward, tau_*, ... (a different update is a different run);
+#   sampler: torch and vLLM sample the same policy, but not the same numbers.
+# To change any of them, start a new run from this one's weights (load_checkpoint_path).
+RESUME_MAY_CHANGE = frozenset({
+    # how long it runs (the lr / tau schedules stretch to the new length from the step reached)
+    "max_steps", "max_seconds",
+    # how it is measured: evals read the weights, they never change them
+    "eval_n", "eval_every", "eval_at_start", "eval_data", "eval_batch_size", "eval_max_tokens", "eval_temperature",
+    # how often it is saved and what is kept
+    "save_every", "keep_checkpoints",
+    # what is logged and where (log_path: the same folder, perhaps spelled another way)
+    "log_every", "log_images_every", "wandb_project", "wandb_name", "log_path", "behavior_if_log_dir_exists",
+    # where and with how much memory the same computation runs
+    "device", "kv_reuse_tokens", "vllm_gpu_memory_utilization", "tinker_base_url",
+})
+
+
+def _as_saved(cfg: Any) -> dict[str, Any]:
+    """The config as config.json holds it (tuples as lists, paths as strings)."""
+    return json.loads(json.dumps(cfg, default=json_default))
+
+
+def resume_config(cfg: Any, given: set[str], kind: str) -> tuple[Any, set[str]]:
+    """behavior_if_log_dir_exists=resume: every key the command line does not give takes the run's
+    saved value (its config.json), so `geospot sft log_path=runs/x behavior_if_log_dir_exists=resume`
+    continues the run as it was started; a key typed is a change, which check_resume then allows
+    or refuses. -> (cfg, the keys taken from the run: they count as given from here on, e.g. for
+    RL's inheritance from its start run). Anything else (no such run of this kind yet): (cfg, set())."""
+    if cfg.behavior_if_log_dir_exists != "resume" or not cfg.log_path:
+        return cfg, set()
+    try:
+        record = read_config(cfg.log_path) or {}
+    except (ValueError, OSError):
+        return cfg, set()  # an unreadable config.json: check_resume's own sentence says so
+    saved = record.get("config") if record.get("kind") == kind else None
+    if not isinstance(saved, dict):
+        return cfg, set()
+    values = {}
+    for f in dataclasses.fields(cfg):
+        if f.name in given or f.name not in saved:
+            continue
+        value, current = saved[f.name], getattr(cfg, f.name)
+        values[f.name] = tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value
+    return dataclasses.replace(cfg, **values), set(values)
+
+
+def check_resume(log_dir: Path, kind: str, cfg: Any) -> dict[str, list[Any]]:
+    """Refuse, with one sentence, a resume that has nothing to resume or that would change what
+    is trained; -> the harmless keys that changed, {key: [saved, new]}. Keys only one side has
+    (a geospot version added or dropped them) are not compared."""
+    key = "behavior_if_log_dir_exists"
+    if latest_checkpoint(log_dir) is None:
+        raise ConfigError(f"log_path={str(log_dir)!r} holds no checkpoint (its start failed or it stopped before its "
+                          f"first save), so there is nothing to resume; pass {key}=delete to start over, or choose "
+                          "another log_path")
+    saved = read_config(log_dir) or {}
+    old, new = saved.get("config", {}), _as_saved(cfg)
+    # (behavior_if_log_dir_exists is how this start treats the folder, not what is trained)
+    changed = {k: [old[k], new[k]] for k in sorted(old.keys() & new.keys())
+               if old[k] != new[k] and k != "behavior_if_log_dir_exists"}
+    if saved.get("kind", kind) != kind:
+        changed = {"kind": [saved["kind"], kind], **changed}
+    refused = {k: v for k, v in changed.items() if k not in RESUME_MAY_CHANGE}
+    if refused:
+        what = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in refused.items())
+        raise ConfigError(f"log_path={str(log_dir)!r} cannot resume with a changed {', '.join(refused)} ({what}): "
+                          "a resumed run trains what it started with; pass the saved value(s), or start a new run "
+                          f"from its weights with load_checkpoint_path={str(log_dir)!r} and another log_path")
+    return changed
+
+
+def write_resumed_config(log_dir: Path, kind: str, cfg: Any, changed: dict[str, list[Any]], step: int) -> None:
+    """config.json holds the config the run continues with, and under `resumes` every resume
+    that changed a key: the step it resumed from and {key: [before, after]}."""
+    history = list((read_config(log_dir) or {}).get("resumes", []))
+    if changed:
+        history.append({"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changed": changed})
+    write_config(log_dir, kind, cfg, extra={"resumes": history} if history else None)
