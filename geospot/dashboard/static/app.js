@@ -349,6 +349,9 @@ class RunView {
     const splits = [...new Set(this.imageSteps.map(s => s.split))];
     if (splits.length && !splits.includes(this.split)) this.split = splits[0];
     this.build(splits);
+    // a run that has ended says so at once (its stream's first status event may come later);
+    // a running one says "live" only once its stream is open (es.onopen)
+    if (this.status !== "running") this.showLive();
     await this.map.drawBase();
     this.index = this.stepList().length - 1;
     await this.showStep();
