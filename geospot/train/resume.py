@@ -80,10 +80,16 @@ def check_resume(log_dir: Path, kind: str, cfg: Any) -> dict[str, list[Any]]:
     is trained; -> the harmless keys that changed, {key: [saved, new]}. Keys only one side has
     (a geospot version added or dropped them) are not compared."""
     key = "behavior_if_log_dir_exists"
-    if latest_checkpoint(log_dir) is None:
+    latest = latest_checkpoint(log_dir)
+    if latest is None:
         raise ConfigError(f"log_path={str(log_dir)!r} holds no checkpoint (its start failed or it stopped before its "
                           f"first save), so there is nothing to resume; pass {key}=delete to start over, or choose "
                           "another log_path")
+    reached = int(latest.name)
+    if cfg.max_steps < reached:  # (== is a finished run resumed as it was: it says `done` and trains nothing)
+        raise ConfigError(f"log_path={str(log_dir)!r} is at step {reached} already, past max_steps={cfg.max_steps}: "
+                          f"a resumed run goes on from its step, so it would train nothing; pass max_steps above "
+                          f"{reached} to train further")
     saved = read_config(log_dir) or {}
     old, new = saved.get("config", {}), _as_saved(cfg)
     # (behavior_if_log_dir_exists is how this start treats the folder, not what is trained)

@@ -121,6 +121,16 @@ def test_resume_refuses_each_key_that_changes_training(tmp_path, key, value):
     assert key not in RESUME_MAY_CHANGE
 
 
+def test_resume_below_the_step_reached_is_refused(tmp_path):
+    log = tmp_path / "run"
+    (log / "checkpoints" / "100").mkdir(parents=True)
+    (log / "checkpoints" / "100" / "state.json").write_text("{}")
+    write_config(log, "sft", sft_cfg(log, max_steps=400))
+    with pytest.raises(ConfigError, match=r"at step 100 already, past max_steps=45: .* pass max_steps above 100"):
+        check_resume(log, "sft", sft_cfg(log, max_steps=45))
+    assert check_resume(log, "sft", sft_cfg(log, max_steps=100)) == {"max_steps": [400, 100]}  # ends `done` there
+
+
 def test_resume_with_harmless_changes_records_and_prints_them(tmp_path):
     log = tmp_path / "run"
     train(sft_cfg(log, max_steps=2, log_every=10), stderr=io.StringIO())
