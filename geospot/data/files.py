@@ -44,8 +44,9 @@ def unique_files(paths: list[str]) -> list[str]:
 
 
 def walk_files(root: str) -> Iterator[str]:
-    """Every file below `root`, following symlinked folders but entering each real folder
-    once: a symlink loop (`a/loop -> ..`) never yields a file twice or runs forever."""
+    """Every regular file below `root`, following symlinked folders but entering each real folder
+    once: a symlink loop (`a/loop -> ..`) never yields a file twice or runs forever. A named pipe,
+    socket or device is not yielded: opening a pipe with no writer would wait for ever."""
     seen: set[str] = set()
     for d, dirs, files in os.walk(root, followlinks=True):
         real = os.path.realpath(d)
@@ -55,7 +56,9 @@ def walk_files(root: str) -> Iterator[str]:
         seen.add(real)
         dirs.sort()
         for fn in sorted(files):
-            yield os.path.join(d, fn)
+            path = os.path.join(d, fn)
+            if os.path.isfile(path):
+                yield path
 
 
 def _glob_regex(pattern: str) -> re.Pattern:

@@ -19,6 +19,7 @@ import functools
 import io
 import math
 import re
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,14 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from geospot.config import option
+
+# Our `max_pixels` check on the header is the decompression-bomb guard; Pillow's own warning at half
+# its limit (89 MP: a 108 MP phone photo) would only repeat it, once per image.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+# Qwen-VL's image processors refuse a side more than 200x the other (smart_resize): such an image
+# (a 16000x60 strip) is skipped here, counted, instead of failing the step that draws it.
+MAX_ASPECT = 200
 
 
 class BadSample(Exception):
@@ -41,7 +50,8 @@ class BadSample(Exception):
 class PrepConfig:
     max_side: int = option(512, "longest image side after preparation (px); 0 keeps the size")
     square: bool = option(False, "centre-crop every image to a square")
-    max_pixels: int = option(40_000_000, "images declaring more pixels are skipped as decompression bombs")
+    max_pixels: int = option(150_000_000, "images declaring more pixels are skipped as decompression bombs "
+                             "(a 108 MP phone photo passes)")
     min_side: int = option(8, "images with a side shorter than this (px) are skipped")
 
 
@@ -283,6 +293,13 @@ def _header(data: bytes) -> Image.Image | None:
         return None
 
 
+def _check_aspect(w: int, h: int, cfg: PrepConfig) -> None:
+    """A side more than MAX_ASPECT times the other is skipped (no model takes it), unless the square
+    crop will cut it away."""
+    if not cfg.square and min(w, h) > 0 and max(w, h) > MAX_ASPECT * min(w, h):
+        raise BadSample("extreme_aspect", f"{w}x{h}, sides more than {MAX_ASPECT}:1; crop it")
+
+
 def prepare_image(data: bytes | Image.Image, cfg: PrepConfig, fixes: list[str] | None = None) -> Image.Image:
     """Decode (with the bomb check), apply EXIF orientation, make RGB, cap the longest side,
     optionally centre-crop to a square."""
@@ -290,6 +307,8 @@ def prepare_image(data: bytes | Image.Image, cfg: PrepConfig, fixes: list[str] |
     header = None
     if isinstance(data, (bytes, bytearray)) and data:
         header = _header(data)
+        if header is not None:
+            _check_aspect(*header.size, cfg)
         if header is not None and header.size[0] * header.size[1] <= cfg.max_pixels:
             fast = _fast_jpeg(bytes(data), header, cfg, fixes)
             if fast is not None:
@@ -305,6 +324,7 @@ def prepare_image(data: bytes | Image.Image, cfg: PrepConfig, fixes: list[str] |
     w, h = im.size
     if min(w, h) < cfg.min_side:
         raise BadSample("too_small", f"{w}x{h}")
+    _check_aspect(w, h, cfg)
     if cfg.square and w != h:
         s = min(w, h)
         left, top = (w - s) // 2, (h - s) // 2

@@ -283,9 +283,10 @@ def infer_kind(target: str) -> str:
             raise SpecError(f"{target!r}: spreadsheets are not read; save it as CSV (UTF-8) next to images/ "
                             "and give that folder or file")
         raise SpecError(f"{target!r}: cannot tell what kind of data this file is (geospot reads .csv, .jsonl, "
-                        f".parquet and .tar shards); prefix it with one of {', '.join(KINDS)}:")
-    raise SpecError(f"{target!r}: no such file or folder, and the kind cannot be inferred; "
-                    f"prefix it with one of {', '.join(KINDS)}:")
+                        f".parquet and .tar shards); prefix it with its kind, e.g. csv:{target} (kinds: "
+                        f"{', '.join(KINDS)})")
+    raise SpecError(f"{target!r}: no such file or folder (a relative path is read from the current folder, "
+                    f"{os.getcwd()}); a Hugging Face dataset is written hf:{target}")
 
 
 def _opts(part: SpecPart, allowed: dict) -> dict:
@@ -304,6 +305,14 @@ def _opts(part: SpecPart, allowed: dict) -> dict:
     return out
 
 
+def _globbed(part: SpecPart, target: str) -> list[str]:
+    """The regular files a pattern names. A named pipe, socket or device is refused when named and
+    passed over when matched: opening a pipe with no writer would wait for ever."""
+    if os.path.exists(target) and not os.path.isdir(target) and not os.path.isfile(target):
+        raise SpecError(f"{part.text!r}: {target} is not a regular file or a folder; give the data's file or folder")
+    return [p for p in LocalOpener().glob(target) if os.path.isfile(p)]
+
+
 def _files(part: SpecPart, exts: tuple[str, ...]) -> list[str]:
     target = os.path.expanduser(part.target)
     if os.path.isdir(target):  # each real file once, however many symlinks lead to it
@@ -311,7 +320,7 @@ def _files(part: SpecPart, exts: tuple[str, ...]) -> list[str]:
     elif os.path.isfile(target):  # a literal name, even one holding glob characters
         found = [target]
     else:
-        found = LocalOpener().glob(target)
+        found = _globbed(part, target)
     if not found:
         raise SpecError(f"{part.text!r}: no files match {part.target!r}" + (
             f" (expanded to {len(expand_braces(target))} names)" if "{" in target else ""))
@@ -347,7 +356,7 @@ def build_source(part: SpecPart) -> Source:
         root = target if os.path.isdir(target) else os.path.dirname(target)
         csvs = (sorted(os.path.join(target, n) for n in os.listdir(target) if n.lower().endswith(".csv")
                        and os.path.isfile(os.path.join(target, n))) if os.path.isdir(target)
-                else [target] if os.path.isfile(target) else LocalOpener().glob(target))
+                else [target] if os.path.isfile(target) else _globbed(part, target))
         if not csvs:
             raise SpecError(f"{part.text!r}: no CSV file found")
         return CsvFolderSource(csvs, root, name=name or os.path.basename(os.path.normpath(root)) or "csv",

@@ -17,6 +17,7 @@ from geospot.engines.local_model import LocalModel
 from geospot.engines.local_trainer import LocalTrainer
 from geospot.engines.master_weights import LOW_PRECISION, MasterWeights
 from geospot.engines.types import AdamParams
+from geospot.runs.folder import weights_mode_from_umask
 
 
 def _atomic_replace(tmp: Path, final: Path) -> None:
@@ -57,6 +58,7 @@ class LocalState:
         tmp = _temp_beside(final)
         tmp.mkdir()
         save_file(weights, str(tmp / "trainable.safetensors"))
+        weights_mode_from_umask(tmp)
         torch.save(
             {
                 "optimizer": optim_state,
@@ -147,5 +149,6 @@ class LocalState:
             model.save_pretrained(tmp)
         core.tokenizer.save_pretrained(tmp)
         core.image_processor.save_pretrained(tmp)
+        weights_mode_from_umask(tmp)
         _atomic_replace(tmp, final)
         return str(final)

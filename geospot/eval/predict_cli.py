@@ -57,7 +57,7 @@ def load_images(paths: Sequence[Path], square: bool = False):
         try:
             img = prepare_image(p.read_bytes(), prep)
         except (BadSample, OSError) as e:
-            skipped.append(f"{p} ({e.reason if isinstance(e, BadSample) else type(e).__name__})")
+            skipped.append(f"{p} ({e if isinstance(e, BadSample) else type(e).__name__})")
             continue
         samples.append(Sample(id=str(p), image=img, lat=math.nan, lon=math.nan, source="predict"))
     return samples, skipped
@@ -69,12 +69,18 @@ def load_images(paths: Sequence[Path], square: bool = False):
 PLACE_WITHIN_KM = 100.0
 
 
+def _shown(label: str) -> str:
+    """A GeoNames label as a reader wants it: the empty parts the exact-match labels keep left out
+    ("Georgetown, , Ascension, SH" -> "Georgetown, Ascension, SH")."""
+    return ", ".join(x for x in label.split(", ") if x)
+
+
 def _place(label, km: float = 0.0) -> str:
-    """The place, most specific first: the city label already holds its admin areas and country
-    (GeoNames' empty parts left out), e.g. "Steinshamn, Sandoy, More og Romsdal, NO"."""
+    """The place, most specific first: the city label already holds its admin areas and country,
+    e.g. "Steinshamn, Sandoy, More og Romsdal, NO"."""
     if label is None:
         return ""
-    name = ", ".join(x for x in (label.city or label.region or label.country).split(", ") if x)
+    name = _shown(label.city or label.region or label.country)
     if km > PLACE_WITHIN_KM:
         return f"no place within {PLACE_WITHIN_KM:.0f} km (nearest: {name}; {km:,.0f} km away)"
     return name
@@ -97,7 +103,7 @@ def predict_main(argv: list[str], engine=None) -> int:
             raise ConfigError("model= is required (a hub id, local folder, tiny:..., run/checkpoint folder or tinker://...)")
         samples, skipped = load_images(image_paths(pos), square=cfg.square)
         for s in skipped:
-            print(f"skipped unreadable image: {s}", file=sys.stderr)
+            print(f"skipped image: {s}", file=sys.stderr)
         if not samples:
             raise ConfigError("none of the images could be read")
         if engine is None:
@@ -119,8 +125,8 @@ def predict_main(argv: list[str], engine=None) -> int:
             "latitude": p.latitude,
             "longitude": p.longitude,
             "country": lab.country if lab else None,
-            "region": lab.region if lab else None,
-            "city": lab.city if lab else None,
+            "region": _shown(lab.region) if lab else None,
+            "city": _shown(lab.city) if lab else None,
             "place": _place(lab, km),
             "place_km": km,  # to the place country/region/city name: the nearest, however far
             "raw_text": p.raw_text,

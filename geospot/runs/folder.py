@@ -112,6 +112,23 @@ def read_config(log_dir: str | os.PathLike) -> dict[str, Any] | None:
 # metrics.jsonl (written by geospot.runs.loggers.JsonlWriter): reading it, and trimming it on resume
 
 
+def weights_mode_from_umask(folder: str | os.PathLike) -> None:
+    """Give the weights files in `folder` the mode any new file gets under the umask (usually
+    -rw-r--r--). safetensors writes its files owner-only (0600), so an export or checkpoint shared
+    with a colleague or a group was readable except for its weights. The mode is read from a file
+    created here, not from os.umask (setting the umask to read it is not thread-safe)."""
+    folder = Path(folder)
+    probe = folder / f".mode-probe-{os.getpid()}"
+    probe.touch()
+    try:
+        mode = probe.stat().st_mode & 0o777
+    finally:
+        probe.unlink()
+    for f in folder.glob("*.safetensors"):
+        if f.stat().st_mode & 0o777 != mode:
+            f.chmod(mode)
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Lines of a JSONL file; a torn last line (SIGKILL mid-write) or a line of damaged bytes is
     skipped, never an error: a run folder stays readable whatever happened to one line."""

@@ -301,7 +301,9 @@ def start_run(
             run.data_end = ckpt.loop_state.get("data_end")
             print(f"resuming {log_dir} from step {ckpt.step}", file=stderr)
             for k, (a, b) in changed.items():
-                print(f"resuming with {k} changed: {a!r} -> {b!r} (recorded in config.json)", file=stderr)
+                # a schedule over the run's length (lr, τ) is read at the new length from here on
+                then = "; the lr and τ schedules now end there" if k in ("max_steps", "max_seconds") else ""
+                print(f"resuming with {k} changed: {a!r} -> {b!r} (recorded in config.json{then})", file=stderr)
             if d.is_main:
                 write_resumed_config(log_dir, kind, cfg, changed, ckpt.step)
         if not d.is_main:

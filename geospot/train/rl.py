@@ -191,14 +191,17 @@ def inherited_engine_fields(load_checkpoint_path: str | None, _seen: frozenset =
     return own
 
 
-def env_from_start_run(cfg: RLConfig, given: set[str]) -> RLConfig:
+def env_from_start_run(cfg: RLConfig, given: set[str], resumed: set[str] = frozenset()) -> RLConfig:
     """`geospot rl load_checkpoint_path=<run>`: the env keys the command line did not give
     (env_type, hier_*, geohash_*, mixed_*, teacher_forcing) continue the run's own (an SFT
-    run's prompt style, an RL run's env), said on stderr; config.json records the result."""
+    run's prompt style, an RL run's env), said on stderr; config.json records the result.
+    `resumed`: keys a resumed run took from its own config.json — given, but not typed, so never
+    said to be "overridden on the command line"."""
     path = cfg.load_checkpoint_path
     if not path or "://" in path or not is_run_path(path):
         return cfg
-    cfg, record = env_defaults(cfg, model_spec(path), given)
+    cfg, record = env_defaults(cfg, model_spec(path), given | resumed)
+    record["overridden"] = {k: v for k, v in record["overridden"].items() if k not in resumed}
     # the engine keys and data left unset are the start run's too (inherited_engine_fields): say so,
     # naming the model, its LoRA rank and data always, any other key where it is not the default
     defaults = EngineConfig()
@@ -420,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg, from_resumed = resume_config(parse_overrides(RLConfig, argv), given_keys(argv), "rl")
         log_path = cfg.log_path
         # a resumed run's env keys are its own (taken above), not its start run's again
-        result = run(env_from_start_run(cfg, given_keys(argv) | from_resumed))
+        result = run(env_from_start_run(cfg, given_keys(argv), from_resumed))
     except ConfigError as e:
         if distributed.speaks():  # under torchrun every rank found it: rank 0 says it
             print(f"geospot rl: {e}", file=sys.stderr)

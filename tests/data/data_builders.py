@@ -131,7 +131,7 @@ def build_corpus(d):
         ("106", good, meta(106, lon=float("inf"))),                      # nan_coords (inf)
         ("107", good, meta(107, lat="north-ish")),                       # bad_coords
         ("108", bomb_png(20000, 20000), meta(108)),                      # decompression_bomb (PIL's limit)
-        ("109", bomb_png(8000, 8000), meta(109)),                        # decompression_bomb (our max_pixels)
+        ("109", bomb_png(12500, 12500), meta(109)),                      # decompression_bomb (our max_pixels)
         ("110", good, None),                                             # missing_metadata
         ("111", None, meta(111)),                                        # missing_image
         ("112", good, b"{not json"),                                     # bad_metadata

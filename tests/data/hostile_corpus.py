@@ -330,6 +330,8 @@ CASES = [
     Case("image cut in half", jsonl([bad()], files={"img/b1.png": jpg(7)[:300]}), ALL, {"truncated_image": 1}),
     Case("image of zero bytes", jsonl([bad()], files={"img/b1.png": b""}), ALL, {"empty_image": 1}),
     Case("image 2x2 pixels", jsonl([bad()], files={"img/b1.png": png(1, (2, 2))}), ALL, {"too_small": 1}),
+    Case("image 16000x60 (no model takes 256:1)", jsonl([bad()], files={"img/b1.png": png(1, (16000, 60))}), ALL,
+         {"extreme_aspect": 1}),
     Case("image header claiming 30000x30000", jsonl([bad()], files={"img/b1.png": bomb(30000, 30000)}), ALL,
          {"decompression_bomb": 1}),
     # --- parquet ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from data_builders import jpeg_bytes
+from data_builders import jpeg_bytes, png_bytes
 from PIL import Image
 
 from geospot.data import prep
@@ -133,3 +133,29 @@ def test_bomb_check_comes_before_the_fast_path(fast_calls):
     with pytest.raises(BadSample) as e:
         prepare_image(jpeg_bytes(photo(1200, 800)), PrepConfig(max_side=512, max_pixels=500_000))
     assert e.value.reason == "decompression_bomb" and not fast_calls
+
+
+@pytest.mark.parametrize("size, square, kept", [
+    ((16000, 60), False, False),  # a strip no Qwen-VL processor takes (256:1)
+    ((4020, 20), False, False),   # 201:1
+    ((4000, 20), False, True),    # 200:1: the processors' own limit, still taken
+    ((16000, 60), True, True),    # the square crop cuts it to 60 x 60
+])
+def test_a_side_over_200_times_the_other_is_skipped_by_name(size, square, kept, fast_calls):
+    for data in (jpeg_bytes(photo(*size)), png_bytes(photo(*size))):  # fast path and PIL path
+        cfg = PrepConfig(max_side=512, square=square)
+        if kept:
+            assert min(prepare_image(data, cfg).size) >= 1
+            continue
+        with pytest.raises(BadSample) as e:
+            prepare_image(data, cfg)
+        assert e.value.reason == "extreme_aspect" and f"{size[0]}x{size[1]}" in e.value.detail
+        assert not fast_calls
+
+
+def test_a_48_megapixel_phone_photo_is_read():
+    # 8064 x 6048, what a 48 MP phone camera writes (a 1-bit PNG: small to build, the same header check)
+    buf = io.BytesIO()
+    Image.new("1", (8064, 6048), 1).save(buf, format="PNG")
+    out = prepare_image(buf.getvalue(), PrepConfig(max_side=512))
+    assert out.size == (512, 384) and out.mode == "RGB"

@@ -143,6 +143,32 @@ def test_folder_walk_visits_each_file_once(tmp_path):
     assert len(load_samples(f"jsonl:{root}/**/*.jsonl", "all")) == 3
 
 
+def test_a_named_pipe_is_refused_or_passed_over_never_waited_on(tmp_path):
+    """Opening a pipe with no writer waits for ever: named as the data it is refused in one sentence,
+    and inside a folder it is not read."""
+    pipe = tmp_path / "fifo" / "labels.csv"
+    pipe.parent.mkdir()
+    os.mkfifo(pipe)
+    for spec in (str(pipe), f"csv:{pipe}"):
+        with pytest.raises(SpecError, match="is not a regular file or a folder"):
+            load_samples(spec, "all")
+    root = tmp_path / "j"
+    write_jsonl(str(root / "m.jsonl"), make_samples(3))
+    os.mkfifo(root / "more.jsonl")
+    assert len(load_samples(str(root), "all")) == 3
+    assert len(load_samples(f"jsonl:{root}/*.jsonl", "all")) == 3
+
+
+def test_a_path_that_is_not_there_names_the_folder_it_was_read_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SpecError, match=re.escape(f"no such file or folder (a relative path is read from the "
+                                                  f"current folder, {tmp_path})")):
+        load_samples("csv1", "all")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(SpecError, match=r"prefix it with its kind, e.g. csv:notes.txt \(kinds: synthetic,"):
+        load_samples("notes.txt", "all")
+
+
 @pytest.mark.parametrize("spec,match", [("synthetic:n=-5", "n=-5 must be >= 1"), ("synthetic:n=0", "n=0 must be >= 1"),
                                         ("synthetic:size=4", r"size=4 must be >= 8 \(px\)"),
                                         ("synthetic:difficulty=1.5", r"difficulty=1.5 must be in \[0, 1\]")])

@@ -149,6 +149,18 @@ def test_predict_names_a_place_only_when_one_is_near(capsys):
     assert all(r["country"] for r in rows)  # the nearest place's labels stay, as the metrics define them
 
 
+def test_predict_json_labels_read_as_the_line_does(capsys):
+    """GeoNames' exact-match labels keep empty admin parts ("Georgetown, , Ascension, SH"); the
+    JSON a user reads drops them, as the text line does."""
+    def georgetown(image, text, turn, j):
+        return "Latitude: -7.93\nLongitude: -14.42"
+
+    assert cli.predict_main(["model=fake", str(OSV / "unlabeled"), "--json"], engine=ScriptedEngine(georgetown)) == 0
+    rows = [json.loads(l) for l in capsys.readouterr().out.strip().splitlines()]
+    assert {(r["country"], r["region"], r["city"], r["place"]) for r in rows} == {
+        ("SH", "Ascension, SH", "Georgetown, Ascension, SH", "Georgetown, Ascension, SH")}
+
+
 def test_eval_says_what_it_skipped_and_why_nothing_was_left(tmp_path, capsys, monkeypatch):
     """A labelled folder with a row whose image is missing: the table, then the skips by reason;
     a folder where every row is unusable: one sentence naming the reasons, exit 2."""

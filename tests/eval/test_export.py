@@ -63,6 +63,8 @@ def test_export_says_what_it_wrote(exported):
         assert "library_name: transformers" in card and "PEFT" not in card.split("## Use")[0]
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "preprocessor_config.json"):
         assert (out / name).exists(), name
+    # the weights are as readable as every other file (safetensors writes them owner-only)
+    assert {f.stat().st_mode & 0o777 for f in out.iterdir()} == {(out / "README.md").stat().st_mode & 0o777}
     assert json.loads((out / "preprocessor_config.json").read_text())["max_pixels"] == 112 * 112
     # the card names how it was trained and says what to do without torchvision
     for text in ("| prompt style | telescoping (3 turns) |", "| answer decimals | 1 |", "max_pixels=12544",

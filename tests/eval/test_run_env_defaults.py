@@ -3,6 +3,7 @@ env keys (envs.config.ENV_KEYS) to every key the command line does not give; han
 run folders, no model loads."""
 
 import json
+from dataclasses import replace
 
 from geospot.config import parse_overrides
 from geospot.eval.cli import EvalConfig, PredictConfig
@@ -98,6 +99,18 @@ def test_rl_from_an_sft_run_names_what_it_inherits(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "from the run: model_name=tiny:qwen2_5_vl:tiny, lora_rank=4, data=synthetic:n=10,size=56" in err
     assert "overridden on the command line: env_type=telescoping" in err
+
+
+def test_a_resumed_runs_own_keys_are_not_said_to_be_typed(tmp_path, capsys):
+    """`rl log_path=<rl run> behavior_if_log_dir_exists=resume`: env_type=telescoping came from the
+    run's own config.json, not the command line; it said "overridden on the command line"."""
+    sft = _run(tmp_path / "sft", "sft", {"model_name": "tiny:qwen2_5_vl:tiny", "lora_rank": 4,
+                                          "data": "synthetic:n=10,size=56", "prompt_style": "single"})
+    cfg = replace(parse_overrides(RLConfig, [f"load_checkpoint_path={sft}"]), env_type="telescoping")
+    cfg = env_from_start_run(cfg, {"max_steps"}, resumed={"env_type", "load_checkpoint_path"})
+    err = capsys.readouterr().err
+    assert cfg.env_type == "telescoping" and "overridden" not in err
+    assert "from the run: model_name=tiny:qwen2_5_vl:tiny" in err
 
 
 def test_a_model_path_that_is_not_there_is_named_as_a_path():

@@ -137,8 +137,9 @@ def test_resume_with_harmless_changes_records_and_prints_them(tmp_path):
     err = io.StringIO()
     result = train(sft_cfg(log, max_steps=3, log_every=5, save_every=1), stderr=err)
     assert result.steps == 3 and latest_checkpoint(log).name == "3"
-    assert "resuming with max_steps changed: 2 -> 3" in err.getvalue()
-    assert "resuming with log_every changed: 10 -> 5" in err.getvalue()
+    assert "resuming with max_steps changed: 2 -> 3 (recorded in config.json; the lr and τ schedules now end there)" \
+        in err.getvalue()
+    assert "resuming with log_every changed: 10 -> 5 (recorded in config.json)" in err.getvalue()
     rec = json.loads((log / "config.json").read_text())
     assert rec["config"]["max_steps"] == 3
     assert [r["step"] for r in rec["resumes"]] == [2]
