@@ -40,6 +40,9 @@ def watch(d: Dist, log_dir: str | os.PathLike) -> None:
     _stopped_marker(os.getpid()).unlink(missing_ok=True)  # an earlier process's with this pid is not ours
     _WATCH.update(rank=d.rank, peers=d.gather((socket.gethostname(), os.getpid())), log_dir=str(log_dir))
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # Ctrl-C reaches every rank as SIGINT (the terminal's process group, and torchrun forwards it):
+    # as a KeyboardInterrupt each rank printed its traceback and none the resume command
+    signal.signal(signal.SIGINT, _on_sigint)
 
 
 def _alive(pid: int) -> bool:
@@ -87,9 +90,11 @@ def resume_command(argv: list[str], module: str, env: dict) -> str:
     return " ".join([launch, "-m", module, *map(shlex.quote, keys), "behavior_if_log_dir_exists=resume"])
 
 
-def message(dead: list[int], log_dir: str, command: str, signalled: bool = False) -> str:
+def message(dead: list[int], log_dir: str, command: str, signalled: bool = False, interrupted: bool = False) -> str:
     if dead:
         what = f"{'rank' if len(dead) == 1 else 'ranks'} {', '.join(map(str, dead))} died, so the job stopped"
+    elif interrupted:
+        what = "the job was interrupted (Ctrl-C)"
     elif signalled:
         what = "torchrun stopped the job (a rank on another machine died, or the job was interrupted)"
     else:
@@ -105,11 +110,11 @@ def _main_module() -> str:
     return name.removesuffix(".__main__")
 
 
-def _report_and_exit(code: int, signalled: bool = False) -> None:
+def _report_and_exit(code: int, signalled: bool = False, interrupted: bool = False) -> None:
     if _WATCH.get("rank") == 0 and not _WATCH.get("reported"):
         command = resume_command(sys.argv[1:], _main_module(), dict(os.environ))
         dead, stopped = dead_ranks(), stopped_ranks()
-        text = message(dead, _WATCH.get("log_dir", ""), command, signalled or bool(stopped))
+        text = message(dead, _WATCH.get("log_dir", ""), command, signalled or bool(stopped), interrupted)
         print(f"geospot: {text}", file=sys.stderr, flush=True)
         for _, pid in _peers_here():  # the markers have been read
             _stopped_marker(pid).unlink(missing_ok=True)
@@ -128,6 +133,10 @@ def _report_and_exit(code: int, signalled: bool = False) -> None:
 
 def _on_sigterm(_signum, _frame) -> None:
     _report_and_exit(143, signalled=True)
+
+
+def _on_sigint(_signum, _frame) -> None:
+    _report_and_exit(130, signalled=True, interrupted=True)
 
 
 def handle(exc: BaseException) -> None:
