@@ -394,6 +394,10 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
 
             steps_trained += counts["datums"] > 0
             steps, last = done, run.end_step(done)
+            if not steps_trained and done - run.start_step == UNTRAINED_WARN_STEPS and not last:
+                # said early, not only at the end: on a GPU every such step is paid for and learns nothing
+                progress.note(untrained_note(cfg, metrics, f"in its first {UNTRAINED_WARN_STEPS} steps") +
+                              "; the run goes on (Ctrl-C stops it and says how to resume)")
             pipeline.publish(done, new_sampler(), tau_context(done))  # the next batches sample these weights
             if run.held_out and due(cfg.eval_every, done, last):
                 with pipeline.paused():  # the sampling thread stays off the engine while it evaluates
@@ -404,12 +408,19 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
             if last:
                 break
     if steps > run.start_step and not steps_trained:
-        fix = ("train that SFT run longer, or raise group_size or temperature so rollouts differ"
-               if cfg.load_checkpoint_path else "a start model that never answers in the format needs an SFT warm "
-               "start (load_checkpoint_path=<sft run>)")
-        progress.note(f"no step trained: on every step every group's rewards were equal (format_rate "
-                      f"{metrics.get('format_rate', 0):.2f}), so GRPO had nothing to compare; {fix}")
+        progress.note(untrained_note(cfg, metrics, "on every step"))
     return RunResult(run.log_dir, steps, metrics, skipped=dict(run.stream.skipped))
+
+
+UNTRAINED_WARN_STEPS = 10  # a run none of whose first steps trained says so then, not only at its end
+
+
+def untrained_note(cfg: RLConfig, metrics: dict, when: str) -> str:
+    fix = ("train that SFT run longer, or raise group_size or temperature so rollouts differ"
+           if cfg.load_checkpoint_path else "a start model that never answers in the format needs an SFT warm "
+           "start (load_checkpoint_path=<sft run>)")
+    return (f"no step trained: {when} every group's rewards were equal (format_rate "
+            f"{metrics.get('format_rate', 0):.2f}), so GRPO had nothing to compare; {fix}")
 
 
 def main(argv: list[str] | None = None) -> int:

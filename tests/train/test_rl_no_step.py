@@ -1,5 +1,5 @@
 """GRPO that never trains (every group's rewards equal: the model never answers in the format)
-says so at the end, with the fix that fits where it started."""
+says so (after its first steps and at the end), with the fix that fits where it started."""
 
 import io
 
@@ -23,3 +23,19 @@ def test_no_step_trained_names_the_fix_for_where_it_started(tmp_path, capsys):
     said = capsys.readouterr().err
     assert "no step trained" in said and "train that SFT run longer" in said
     assert "needs an SFT warm start" not in said
+
+
+def test_a_run_that_trains_nothing_says_so_early_too(tmp_path, capsys, monkeypatch):
+    """Not only at the end: after UNTRAINED_WARN_STEPS steps with nothing trained it says so once,
+    and that the run goes on (on a GPU each such step is paid for)."""
+    import geospot.train.rl as rl
+
+    monkeypatch.setattr(rl, "UNTRAINED_WARN_STEPS", 2)
+    run(rl_config(tmp_path / "base", max_steps=4))
+    said = capsys.readouterr().err
+    assert said.count("no step trained: in its first 2 steps every group's rewards were equal") == 1
+    assert "the run goes on (Ctrl-C stops it and says how to resume)" in said
+    assert said.count("no step trained: on every step") == 1  # and the end's note, as before
+    run(rl_config(tmp_path / "short", max_steps=2))  # a run that ends at the warning's step: the end's note only
+    said = capsys.readouterr().err
+    assert "in its first" not in said and "no step trained: on every step" in said
