@@ -99,6 +99,7 @@ from dataclasses import dataclass
 
 from geospot.data.options import STREAM_KEYS
 from geospot.data.sources import (
+    IMAGE_EXTS,
     CsvFolderSource,
     JsonlSource,
     LocalOpener,
@@ -272,6 +273,10 @@ def infer_kind(target: str) -> str:
         for ext, kind in (("tar", "wds"), ("parquet", "parquet"), ("jsonl", "jsonl")):
             if ext in exts:
                 return kind
+        if exts & set(IMAGE_EXTS):  # photos with no labels: what `predict` takes, not training or eval
+            raise SpecError(f"{target}: holds images but no labels (a CSV of id, latitude, longitude beside them, or "
+                            f"a .jsonl); to train or evaluate, add one; to see where a model places them: geospot "
+                            f"predict model=<model> {target}")
         raise SpecError(f"{target}: cannot tell the layout (expected a CSV + images/, *.tar, *.parquet or *.jsonl)")
     low = target.lower()
     for suffix, kind in ((".tar", "wds"), (".tar.gz", "wds"), (".tgz", "wds"), (".parquet", "parquet"),

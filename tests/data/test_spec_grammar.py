@@ -159,6 +159,12 @@ def test_a_named_pipe_is_refused_or_passed_over_never_waited_on(tmp_path):
     assert len(load_samples(f"jsonl:{root}/*.jsonl", "all")) == 3
 
 
+def test_a_folder_of_photos_without_labels_points_to_predict():
+    unlabeled = Path(__file__).resolve().parents[3] / "shared" / "data" / "osv5m-samples" / "unlabeled"
+    with pytest.raises(SpecError, match=r"holds images but no labels .* geospot predict model=<model> "):
+        load_samples(str(unlabeled), "all")
+
+
 def test_a_path_that_is_not_there_names_the_folder_it_was_read_from(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SpecError, match=re.escape(f"no such file or folder (a relative path is read from the "
