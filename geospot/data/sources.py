@@ -286,8 +286,13 @@ class CsvFolderSource:
 
     def _file(self, path: str) -> Iterator[Record | Skip]:
         # utf-8-sig drops a byte-order mark (else the first column is '\ufeffid'); bytes that are
-        # not UTF-8 become surrogates, and a row holding any is skipped by name, not misread.
-        with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+        # not UTF-8 become surrogates, and a row holding any is skipped by name, not misread. A UTF-16
+        # byte-order mark (Excel's "Unicode text" export) is read as UTF-16: a character it cannot
+        # decode becomes U+FFFD, which no coordinate parses, so that row is skipped, never misread.
+        with open(path, "rb") as raw:
+            utf16 = raw.read(2) in (b"\xff\xfe", b"\xfe\xff")
+        encoding, errors = ("utf-16", "replace") if utf16 else ("utf-8-sig", "surrogateescape")
+        with open(path, newline="", encoding=encoding, errors=errors) as f:
             head = f.read(65536)
             if not head.strip():
                 yield Skip("empty_file", path, self.name)

@@ -279,6 +279,8 @@ CASES = [
     Case("csv with CRLF", csv_folder(csv_rows(",", "\r\n")), ALL),
     Case("csv BOM + ; + CRLF", csv_folder("\ufeff" + csv_rows(";", "\r\n")), ALL),
     Case("csv in Latin-1", csv_folder(LATIN1), only("g1", "g3"), {"bad_encoding": 1}),
+    # Excel's "Unicode text": UTF-16 with a byte-order mark, tab-separated
+    Case("csv in UTF-16 (Excel's Unicode text)", csv_folder(csv_rows("\t", "\r\n").encode("utf-16")), ALL),
     Case("csv empty file", csv_folder(""), {}, {"empty_file": 1}),
     Case("csv header only", csv_folder(CSV_HEAD + "\n"), {}, {}),
     Case("csv without an id column", csv_folder("name,latitude,longitude\ng1,1,2\n"), error="no id column"),
