@@ -264,7 +264,7 @@ def infer_kind(target: str) -> str:
         exts = {n.rsplit(".", 1)[-1].lower() for n in names if "." in n}
         if any(n.lower().endswith((".tar.gz", ".tgz")) for n in names):
             exts.add("tar")
-        if "csv" in exts:
+        if exts & {"csv", "tsv"}:  # a .tsv is a CSV with tabs (the sniffer finds the separator)
             return "csv"
         sheets = sorted(n for n in names if n.lower().endswith((".xlsx", ".xls", ".ods", ".numbers")))
         if sheets and not exts & {"tar", "parquet", "jsonl"}:
@@ -280,7 +280,7 @@ def infer_kind(target: str) -> str:
         raise SpecError(f"{target}: cannot tell the layout (expected a CSV + images/, *.tar, *.parquet or *.jsonl)")
     low = target.lower()
     for suffix, kind in ((".tar", "wds"), (".tar.gz", "wds"), (".tgz", "wds"), (".parquet", "parquet"),
-                         (".jsonl", "jsonl"), (".json", "jsonl"), (".csv", "csv")):
+                         (".jsonl", "jsonl"), (".json", "jsonl"), (".csv", "csv"), (".tsv", "csv")):
         if low.endswith(suffix) or (suffix in low and "{" in low):
             return kind
     if os.path.isfile(target):
@@ -359,7 +359,7 @@ def build_source(part: SpecPart) -> Source:
         kw = _opts(part, {"lat": str, "lon": str, "id": str, "name": str})
         target = os.path.expanduser(part.target)
         root = target if os.path.isdir(target) else os.path.dirname(target)
-        csvs = (sorted(os.path.join(target, n) for n in os.listdir(target) if n.lower().endswith(".csv")
+        csvs = (sorted(os.path.join(target, n) for n in os.listdir(target) if n.lower().endswith((".csv", ".tsv"))
                        and os.path.isfile(os.path.join(target, n))) if os.path.isdir(target)
                 else [target] if os.path.isfile(target) else _globbed(part, target))
         if not csvs:

@@ -88,12 +88,12 @@ def bad(**kw) -> dict:
 CSV_HEAD = "id,latitude,longitude,city"
 
 
-def csv_folder(text: str | bytes, *, ids=tuple(GOOD), images="images"):
+def csv_folder(text: str | bytes, *, ids=tuple(GOOD), images="images", name="labels.csv"):
     def build(d: str) -> str:
         root = os.path.join(d, "osv")
         _images(root, ids, sub=images, ext="jpg")
         data = text.encode() if isinstance(text, str) else text
-        with open(os.path.join(root, "labels.csv"), "wb") as f:
+        with open(os.path.join(root, name), "wb") as f:
             f.write(data)
         return root
     return build
@@ -276,6 +276,7 @@ CASES = [
     Case("csv with UTF-8 BOM", csv_folder("\ufeff" + csv_rows()), ALL),
     Case("csv separated by ;", csv_folder(csv_rows(";")), ALL),
     Case("csv separated by tabs", csv_folder(csv_rows("\t")), ALL),
+    Case("labels.tsv (tabs, the .tsv name)", csv_folder(csv_rows("\t"), name="labels.tsv"), ALL),
     Case("csv with CRLF", csv_folder(csv_rows(",", "\r\n")), ALL),
     Case("csv BOM + ; + CRLF", csv_folder("\ufeff" + csv_rows(";", "\r\n")), ALL),
     Case("csv in Latin-1", csv_folder(LATIN1), only("g1", "g3"), {"bad_encoding": 1}),
