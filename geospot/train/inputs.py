@@ -48,10 +48,16 @@ def open_data(cfg: Any) -> tuple[Any, list[Any], Any]:
             stream.close()
             raise ConfigError(f"eval_data={eval_spec!r} gives no usable sample{why}; fix it (see `geospot data "
                               f"inspect '{eval_spec}'`) or set eval_n=0 for no held-out eval")
+        # eval_data equal to data is data's val split: a training image is never evaluated
+        same = " (eval_data is the same as data, so it is data's val split)" if cfg.eval_data and not separate else ""
         if not held_out:
             print(f"no held-out eval: data={eval_spec!r} has no usable sample in its val split (val_frac of its "
-                  f"ids by hash, 5 % by default{why}); give eval_data=<labelled data>, raise val_frac in the data "
-                  "spec, or set eval_n=0", file=sys.stderr)
+                  f"ids by hash, 5 % by default{why}){same}; give eval_data=<other labelled data>, raise val_frac in "
+                  "the data spec, or set eval_n=0", file=sys.stderr)
+        elif len(held_out) < cfg.eval_n:
+            where = f"eval_data={eval_spec!r}" if separate else f"the val split of data={eval_spec!r}"
+            print(f"held-out eval: {len(held_out)} images, not eval_n={cfg.eval_n}: {where} has no more usable "
+                  f"sample{why}{same}", file=sys.stderr)
     return stream, held_out, geocoder_for(eval_spec)
 
 

@@ -42,9 +42,18 @@ def test_a_separate_eval_set_is_held_out_whole(capsys, tmp_path):
     train data's own val split when eval_data is the data; one sentence when nothing is usable."""
     synth = "synthetic:n=200,size=56,seed=0"
     assert len(_data(SFTConfig(data=synth, eval_data=OSV, eval_n=20))) == 8
-    assert len(_data(SFTConfig(data=synth, eval_data=synth, eval_n=200))) < 200  # the val split only
+    # fewer than eval_n: said, with where they came from
+    assert f"held-out eval: 8 images, not eval_n=20: eval_data={OSV!r} has no more usable sample" in \
+        capsys.readouterr().err
+    n = len(_data(SFTConfig(data=synth, eval_data=synth, eval_n=200)))
+    assert n < 200  # the val split only
+    assert (f"held-out eval: {n} images, not eval_n=200: the val split of data={synth!r} has no more usable sample "
+            "(eval_data is the same as data, so it is data's val split)") in capsys.readouterr().err
     assert _data(SFTConfig(data=OSV, eval_n=4)) == []  # 8 ids: an empty val split, said on stderr
     assert "no held-out eval: data=" in capsys.readouterr().err
+    assert _data(SFTConfig(data=OSV, eval_data=OSV, eval_n=4)) == []  # eval_data given, the same: it says so
+    assert "(eval_data is the same as data, so it is data's val split); give eval_data=<other labelled data>" in \
+        capsys.readouterr().err
     (tmp_path / "labels.csv").write_text("id,latitude,longitude\nnope,1,2\n")
     with pytest.raises(ConfigError, match=r"eval_data=.* gives no usable sample \(missing_image 1\)"):
         _data(SFTConfig(data=synth, eval_data=str(tmp_path), eval_n=4))
