@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from geospot.config import ConfigError, help_text, parse_overrides
+from geospot.data.sources import IMAGE_EXTS as DATA_IMAGE_EXTS
 from geospot.eval.cli_config import PredictConfig, engine_overrides, sampling_for, split_args
 from geospot.eval.run_defaults import describe_defaults, given_keys, with_run_defaults
 from geospot.eval.runner import predict
 from geospot.jsonutil import finite_json
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+IMAGE_EXTS = {f".{e}" for e in DATA_IMAGE_EXTS}  # the suffixes the data sources read as images
 
 PREDICT_HELP = """usage: geospot predict model=<model> IMAGE... | DIR [key=value ...] [--json] [--map out.html]
 

@@ -272,6 +272,17 @@ def everyones(d: Dist, trajectories_BG, versions_B):
     return [g for p in parts for g in p[0]], [v for p in parts for v in p[1]]
 
 
+UNTRAINED_WARN_STEPS = 10  # a run none of whose first steps trained says so then, not only at its end
+
+
+def untrained_note(cfg: RLConfig, metrics: dict, when: str) -> str:
+    fix = ("train that SFT run longer, or raise group_size or temperature so rollouts differ"
+           if cfg.load_checkpoint_path else "a start model that never answers in the format needs an SFT warm "
+           "start (load_checkpoint_path=<sft run>)")
+    return (f"no step trained: {when} every group's rewards were equal (format_rate "
+            f"{metrics.get('format_rate', 0):.2f}), so GRPO had nothing to compare; {fix}")
+
+
 def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
     """Train; the result's metrics are the last step's (with the last eval's under `eval/`).
     `clock` measures `max_seconds` (a benchmark on a shared machine passes time.process_time)."""
@@ -410,17 +421,6 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
     if steps > run.start_step and not steps_trained:
         progress.note(untrained_note(cfg, metrics, "on every step"))
     return RunResult(run.log_dir, steps, metrics, skipped=dict(run.stream.skipped))
-
-
-UNTRAINED_WARN_STEPS = 10  # a run none of whose first steps trained says so then, not only at its end
-
-
-def untrained_note(cfg: RLConfig, metrics: dict, when: str) -> str:
-    fix = ("train that SFT run longer, or raise group_size or temperature so rollouts differ"
-           if cfg.load_checkpoint_path else "a start model that never answers in the format needs an SFT warm "
-           "start (load_checkpoint_path=<sft run>)")
-    return (f"no step trained: {when} every group's rewards were equal (format_rate "
-            f"{metrics.get('format_rate', 0):.2f}), so GRPO had nothing to compare; {fix}")
 
 
 def main(argv: list[str] | None = None) -> int:
