@@ -201,7 +201,9 @@ def _find(chars: Chars, sep: str) -> int:
     return next((i for i, (ch, literal) in enumerate(chars) if ch == sep and not literal), -1)
 
 
-def parse_spec(spec: str) -> list[SpecPart]:
+def parse_spec(spec: str, infer: bool = True) -> list[SpecPart]:
+    """The spec's parts; infer=False leaves a local part's kind "" when the spec does not name it
+    (what the path holds is not read: the path may not exist here)."""
     if not isinstance(spec, str) or not spec.strip():
         raise SpecError("empty data spec; try 'synthetic:n=2000' or a folder path")
     parts = []
@@ -241,7 +243,7 @@ def parse_spec(spec: str) -> list[SpecPart]:
                 raise SpecError(f"{text!r}: option {_text(field_chars)!r} is not key=value (a path holding ',' goes "
                                 "in quotes or as \\,, see the grammar)")
             options[_text(field_chars[:eq]).strip()] = _text(field_chars[eq + 1:]).strip()
-        if kind == "":
+        if kind == "" and infer:
             kind = infer_kind(target)
         parts.append(SpecPart(kind, target, options, weight, text))
     if not parts:

@@ -64,6 +64,26 @@ def load_images(paths: Sequence[Path], square: bool = False):
     return samples, skipped
 
 
+def probe_images(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
+    """The paths whose header reads as an image (PIL reads the header only: ~0.1 ms a file), and
+    the others as "path (why)" -- so a folder of non-images is refused before the model loads.
+    A file whose header reads but whose body does not is skipped later, by load_images."""
+    from PIL import Image, UnidentifiedImageError
+
+    readable, skipped = [], []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                im.size  # noqa: B018  (the header is parsed here)
+        except Image.DecompressionBombError:
+            pass  # a header that reads: load_images applies the data stream's pixel limit and says why
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            skipped.append(f"{p} ({'not an image' if isinstance(e, UnidentifiedImageError) else type(e).__name__})")
+            continue
+        readable.append(p)
+    return readable, skipped
+
+
 # A guess farther than this from every GeoNames place (> 1000 inhabitants) is in open sea, ice
 # or wilderness: the nearest place is then named as such, with its distance, not as the answer's
 # place (on inhabited land the nearest such place is rarely more than a few tens of km away).
@@ -102,10 +122,10 @@ def predict_main(argv: list[str], engine=None) -> int:
             raise ConfigError("give images or a folder, e.g. `geospot predict model=... photos/`")
         if not cfg.model and engine is None:
             raise ConfigError("model= is required (a hub id, local folder, tiny:..., run/checkpoint folder or tinker://...)")
-        samples, skipped = load_images(image_paths(pos), square=cfg.square)
+        paths, skipped = probe_images(image_paths(pos))
         for s in skipped:
             print(f"skipped image: {s}", file=sys.stderr)
-        if not samples:
+        if not paths:
             raise ConfigError("none of the images could be read")
         if engine is None:
             from geospot.eval.loading import load_model
@@ -115,9 +135,36 @@ def predict_main(argv: list[str], engine=None) -> int:
         print(f"geospot predict: {e}", file=sys.stderr)
         return 2
     budget = cfg.turn_max_tokens(cfg.max_tokens)  # reasoning=true: reasoning_max_tokens
-    preds = predict(engine, samples, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=budget,
-                    sampling=sampling_for(cfg.samples, cfg.temperature, budget), env_options=cfg,
-                    label_geocoder=_no_labels, turns=tuple(run_defaults["turn_prompts"]) if run_defaults else None)
+    # A batch of photos at a time, each batch's lines printed as it is answered: a folder of
+    # thousands of full-size photos never sits in memory at once, and the user sees answers
+    # from the first batch on.
+    rows = []
+    for start in range(0, len(paths), cfg.batch_size):
+        samples, skipped = load_images(paths[start:start + cfg.batch_size], square=cfg.square)
+        for s in skipped:
+            print(f"skipped image: {s}", file=sys.stderr)
+        if not samples:
+            continue
+        preds = predict(engine, samples, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=budget,
+                        sampling=sampling_for(cfg.samples, cfg.temperature, budget), env_options=cfg,
+                        label_geocoder=_no_labels, turns=tuple(run_defaults["turn_prompts"]) if run_defaults else None)
+        for r in _rows(preds):
+            print(json.dumps(finite_json(r)) if "--json" in flags else _predict_line(r, cfg.env_type != "single"),
+                  flush=True)
+            rows.append(r)
+    if not rows:
+        print("geospot predict: none of the images could be read", file=sys.stderr)
+        return 2
+    if "--map" in values:
+        from geospot.eval.htmlmap import render_map
+
+        Path(values["--map"]).write_text(render_map(rows), encoding="utf-8")
+        print(f"map: {values['--map']}", file=sys.stderr)
+    return 0
+
+
+def _rows(preds) -> list[dict]:
+    """One output row per prediction: the answer, its nearest place, and each turn's guess."""
     labels, place_km = _reverse_geocode_parsed(preds)
     rows = []
     for p, lab, km in zip(preds, labels, place_km):
@@ -138,14 +185,7 @@ def predict_main(argv: list[str], engine=None) -> int:
             **({"reasoning_tokens": [t[0] for t in p.turn_reasoning[:len(p.turn_guesses)]]}
                if p.turn_reasoning else {}),
         })
-    for r in rows:
-        print(json.dumps(finite_json(r)) if "--json" in flags else _predict_line(r, cfg.env_type != "single"))
-    if "--map" in values:
-        from geospot.eval.htmlmap import render_map
-
-        Path(values["--map"]).write_text(render_map(rows), encoding="utf-8")
-        print(f"map: {values['--map']}", file=sys.stderr)
-    return 0
+    return rows
 
 
 def _no_labels(lats, lons):

@@ -208,7 +208,7 @@ def model_spec(path: str | Path, _seen: frozenset = frozenset()) -> ModelSpec:
     checkpoint, run_dir = _checkpoint_of(path)
     record = _read_json(run_dir / "config.json")
     kind, cfg = record.get("kind", ""), record.get("config", {}) or {}
-    parent = _parent_spec(cfg.get("load_checkpoint_path"), _seen | {run_dir.resolve()})
+    parent = _parent_spec(cfg.get("load_checkpoint_path"), _seen | {run_dir.resolve()}, record.get("started_in"))
     engine = engine_state_config(checkpoint)
 
     def get(key: str, default: Any) -> Any:  # the engine state's value, else the config's, else the default
@@ -246,9 +246,15 @@ def model_spec(path: str | Path, _seen: frozenset = frozenset()) -> ModelSpec:
     )
 
 
-def _parent_spec(load_path: Any, seen: frozenset) -> ModelSpec | None:
-    """The spec of the run a run started from (its load_checkpoint_path), when local."""
-    if not isinstance(load_path, str) or "://" in load_path or not is_run_path(load_path):
+def _parent_spec(load_path: Any, seen: frozenset, started_in: Any = None) -> ModelSpec | None:
+    """The spec of the run a run started from (its load_checkpoint_path), when local. A relative
+    load_checkpoint_path is read from the folder the run was started in (config.json's
+    `started_in`), so the run reads the same from any folder."""
+    if not isinstance(load_path, str) or "://" in load_path:
+        return None
+    if isinstance(started_in, str) and not Path(load_path).expanduser().is_absolute():
+        load_path = str(Path(started_in) / load_path)
+    if not is_run_path(load_path):
         return None
     _, parent_run = _checkpoint_of(Path(load_path))
     if parent_run.resolve() in seen:  # a run cannot start from itself; stop a cycle

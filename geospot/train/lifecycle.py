@@ -282,7 +282,9 @@ def start_run(
         stream, held_out, geocoder, init_weights = open_inputs(cfg)
         check_start_weights(engine_config, init_weights, cfg.load_checkpoint_path)
         if not resuming and d.is_main:
-            write_config(log_dir, kind, cfg)
+            # started_in: the folder the config's relative paths (data, weights) are read from;
+            # a resume from elsewhere is refused by it (train/resume.py)
+            write_config(log_dir, kind, cfg, extra={"started_in": os.getcwd()})
         seed_everything(cfg.seed)
 
         engine = engines.make_engine(engine_config)

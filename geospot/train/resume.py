@@ -5,18 +5,23 @@
     check_resume:         refuses, in one sentence, a folder with no checkpoint or a change of what is
                           trained (any key outside `RESUME_MAY_CHANGE`);
     write_resumed_config: config.json keeps the config the run continues with and each resume's changes.
+A resume from another folder than the run's start (config.json's `started_in`) is refused when
+the run's saved paths are relative to that folder.
 
 train/lifecycle.py's start_run calls them; both loops share them."""
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from geospot.config import ConfigError
+from geospot.data.spec import SpecError, parse_spec
 from geospot.runs.checkpoint import latest_checkpoint
 from geospot.runs.folder import json_default, read_config, write_config
 
@@ -72,7 +77,43 @@ def resume_config(cfg: Any, given: set[str], kind: str) -> tuple[Any, set[str]]:
             continue
         value, current = saved[f.name], getattr(cfg, f.name)
         values[f.name] = tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value
+    _refuse_moved_paths(cfg.log_path, record.get("started_in"), values)
     return dataclasses.replace(cfg, **values), set(values)
+
+
+# The keys whose saved value may be a path relative to the folder the run was started in.
+PATH_KEYS = ("data", "eval_data", "load_checkpoint_path", "model_name")
+
+
+def _relative_targets(key: str, value: Any) -> list[str]:
+    """The relative local paths a saved `key` names ("photos" in data="photos,max_side=224");
+    a data spec's synthetic: and hf: parts, absolute paths and hub ids name none."""
+    if not isinstance(value, str) or not value or "://" in value or value.startswith("tiny:"):
+        return []
+    if key in ("data", "eval_data"):
+        try:
+            targets = [p.target for p in parse_spec(value, infer=False) if p.kind not in ("synthetic", "hf")]
+        except SpecError:
+            return []
+    else:
+        targets = [value]
+    return [t for t in targets if t and not os.path.isabs(os.path.expanduser(t))]
+
+
+def _refuse_moved_paths(log_path: str, started_in: Any, taken: dict[str, Any]) -> None:
+    """A resume from another folder than the run's start would read a saved relative path (its
+    data, its start weights) from the wrong folder: not found, or worse, another folder of the
+    same name. Refuse it in one sentence that says where to resume from. A hub id ("owner/name")
+    counts only when the start folder holds a path of that name (the start read that, not the hub)."""
+    if not isinstance(started_in, str) or os.path.realpath(started_in) == os.path.realpath(os.getcwd()):
+        return
+    for key in PATH_KEYS:
+        for target in _relative_targets(key, taken.get(key)):
+            head = os.path.join(started_in, target.split("/")[0])
+            if os.path.exists(head) or glob.glob(head):
+                raise ConfigError(f"log_path={log_path!r} was started in {started_in}, and its {key}={taken[key]!r} "
+                                  f"is a path relative to that folder; resume from there (cd {started_in}), so the "
+                                  "run reads what it was started on")
 
 
 def check_resume(log_dir: Path, kind: str, cfg: Any) -> dict[str, list[Any]]:
@@ -109,7 +150,9 @@ def check_resume(log_dir: Path, kind: str, cfg: Any) -> dict[str, list[Any]]:
 def write_resumed_config(log_dir: Path, kind: str, cfg: Any, changed: dict[str, list[Any]], step: int) -> None:
     """config.json holds the config the run continues with, and under `resumes` every resume
     that changed a key: the step it resumed from and {key: [before, after]}."""
-    history = list((read_config(log_dir) or {}).get("resumes", []))
+    record = read_config(log_dir) or {}
+    history = list(record.get("resumes", []))
     if changed:
         history.append({"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changed": changed})
-    write_config(log_dir, kind, cfg, extra={"resumes": history} if history else None)
+    extra = {k: v for k, v in (("started_in", record.get("started_in")), ("resumes", history)) if v}
+    write_config(log_dir, kind, cfg, extra=extra or None)

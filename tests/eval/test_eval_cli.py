@@ -10,7 +10,7 @@ import pytest
 from eval_fakes import ScriptedEngine
 
 from geospot.config import ConfigError
-from geospot.eval import cli
+from geospot.eval import cli, predict_cli
 from geospot.eval import predictions as io
 from geospot.eval.loading import LoadedModel
 
@@ -177,3 +177,35 @@ def test_eval_says_what_it_skipped_and_why_nothing_was_left(tmp_path, capsys, mo
     (data / "labels.csv").write_text("id,latitude,longitude\nnope,1,2\nnada,3,4\n")
     assert cli.eval_main(["model=fake", f"data={data}", f"out={tmp_path / 'f'}", "geocoder=none"]) == 2
     assert "holds no usable samples (missing_image 2)" in capsys.readouterr().err
+
+
+def test_predict_streams_a_batch_at_a_time(tmp_path, capsys, monkeypatch):
+    """A folder of photos is read a batch at a time and each batch's lines are printed before the
+    next batch is read (thousands of full-size photos never sit in memory at once); a file that is
+    no image is named before the model is asked anything, and the rest are still answered."""
+    import shutil
+
+    photos = tmp_path / "photos"
+    shutil.copytree(OSV / "unlabeled", photos)
+    (photos / "notes.jpg").write_text("not a photo")
+    loads, printed = [], []  # per load: its size, and the lines printed since the load before it
+
+    def load(paths, square=False):
+        seen = capsys.readouterr()
+        loads.append(len(paths))
+        printed.append((len(seen.out.splitlines()), seen.err))
+        return real_load(paths, square)
+
+    real_load = predict_cli.load_images
+    monkeypatch.setattr(predict_cli, "load_images", load)
+    assert cli.predict_main(["model=fake", str(photos), "batch_size=5"], engine=ScriptedEngine(by_pixels)) == 0
+    assert loads == [5, 5, 2]  # 12 photos in batches of 5; notes.jpg never loaded
+    assert [n for n, _ in printed] == [0, 5, 5]  # each batch's 5 lines were out before the next load
+    assert f"skipped image: {photos / 'notes.jpg'} (not an image)" in printed[0][1]  # named before any answer
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    (photos / "a.jpg").write_text("nor this")
+    for q in photos.iterdir():
+        if q.name not in ("notes.jpg", "a.jpg"):
+            q.unlink()
+    assert cli.predict_main(["model=fake", str(photos)], engine=None) == 2  # refused before any model loads
+    assert "none of the images could be read" in capsys.readouterr().err

@@ -31,6 +31,21 @@ def test_sft_both_asks_single_and_an_rl_run_on_top_asks_its_env(tmp_path):
     assert spec.data == "synthetic:n=100,size=56" and spec.max_tokens == 24 and spec.step == 3
 
 
+def test_a_relative_start_run_is_read_from_the_folder_the_run_was_started_in(tmp_path, monkeypatch):
+    """rl load_checkpoint_path=runs/sft, started in proj/: the RL run asked from any folder still
+    knows what its start run trained (the base model, the rank, the prompts it saw)."""
+    proj = tmp_path / "proj"
+    _run(proj / "runs" / "sft", "sft", {"model_name": "tiny:qwen2_5_vl:tiny", "lora_rank": 8, "prompt_style": "both"})
+    rl = _run(proj / "runs" / "rl", "rl", {"env_type": "telescoping", "load_checkpoint_path": "runs/sft",
+                                            "model_name": None}, step=3)
+    record = json.loads((rl / "config.json").read_text())
+    (rl / "config.json").write_text(json.dumps({**record, "started_in": str(proj)}))
+    monkeypatch.chdir(tmp_path)  # not proj: "runs/sft" is no folder from here
+    spec = model_spec(rl)
+    assert (spec.base_model, spec.lora_rank, spec.trained_styles) == ("tiny:qwen2_5_vl:tiny", 8,
+                                                                      ("single", "telescoping"))
+
+
 def test_a_run_that_starts_from_itself_does_not_loop(tmp_path):
     run = _run(tmp_path / "rl", "rl", {"env_type": "single", "model_name": "m"})
     cfg = json.loads((run / "config.json").read_text())

@@ -232,3 +232,43 @@ def test_resume_takes_the_saved_keys_the_command_line_leaves_out(tmp_path):
     assert resume_config(typed, set(), "rl") == (typed, set())  # not an rl run: nothing taken
     fresh = SFTConfig(log_path=str(tmp_path), behavior_if_log_dir_exists="delete")
     assert resume_config(fresh, set(), "sft") == (fresh, set())
+
+
+def test_resume_from_another_folder_than_the_start_is_refused_when_its_paths_are_relative(tmp_path, monkeypatch):
+    """A run started in proj/ with data=photos: resumed from proj/ it goes on; from elsewhere the
+    saved `photos` would be another folder (here: one that exists, so nothing else would notice),
+    and the resume is refused in one sentence that says where to resume from."""
+    from geospot.train.resume import resume_config
+
+    proj, elsewhere = tmp_path / "proj", tmp_path / "elsewhere"
+    for d in (proj / "photos", elsewhere / "photos", proj / "runs" / "a"):
+        d.mkdir(parents=True)
+    log = proj / "runs" / "a"
+    write_config(log, "sft", SFTConfig(data="photos,max_side=224", model_name="tiny:qwen2_5_vl"),
+                 extra={"started_in": str(proj)})
+    typed = SFTConfig(log_path=str(log), behavior_if_log_dir_exists="resume")
+    given = {"log_path", "behavior_if_log_dir_exists"}
+    monkeypatch.chdir(proj)
+    assert resume_config(typed, given, "sft")[0].data == "photos,max_side=224"
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(ConfigError) as e:
+        resume_config(typed, given, "sft")
+    assert str(e.value) == (f"log_path={str(log)!r} was started in {proj}, and its data='photos,max_side=224' is a "
+                            f"path relative to that folder; resume from there (cd {proj}), so the run reads what it "
+                            "was started on")
+    # absolute paths, synthetic and hub data, and a hub id that is no folder of the start's: nothing to refuse
+    for data, model in [(str(proj / "photos"), "tiny:qwen2_5_vl"), ("synthetic:n=8;hf:a/b", "Qwen/Qwen2-VL-2B")]:
+        write_config(log, "sft", SFTConfig(data=data, model_name=model), extra={"started_in": str(proj)})
+        assert resume_config(typed, given, "sft")[0].data == data
+    write_config(log, "sft", SFTConfig(data="photos"))  # a run from before started_in was recorded
+    assert resume_config(typed, given, "sft")[0].data == "photos"
+
+
+def test_a_run_records_the_folder_it_was_started_in_and_keeps_it_on_resume(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    log = tmp_path / "run"
+    train(sft_cfg(log), stderr=io.StringIO())
+    assert json.loads((log / "config.json").read_text())["started_in"] == str(tmp_path)
+    train(sft_cfg(log, max_steps=3), stderr=io.StringIO())
+    record = json.loads((log / "config.json").read_text())
+    assert record["started_in"] == str(tmp_path) and record["resumes"][0]["changed"] == {"max_steps": [2, 3]}
