@@ -29,6 +29,22 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from geospot.config import option
 
+
+@functools.cache
+def register_image_formats() -> bool:
+    """Teach PIL to open HEIC/HEIF, the format iPhones save photos in (pillow-heif, a dependency);
+    -> whether it could. Called on import here and by whoever opens an image file without prep
+    (exif.py's GPS reader, predict's probe). Without it such a photo is a decode_error."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+register_image_formats()
+
 # Our `max_pixels` check on the header is the decompression-bomb guard; Pillow's own warning at half
 # its limit (89 MP: a 108 MP phone photo) would only repeat it, once per image.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)

@@ -33,7 +33,8 @@ from geospot.data.files import (  # noqa: F401  (expand_braces, unique_files re-
 from geospot.data.types import DataError
 
 LABEL_KEYS = ("country", "region", "city", "sub_region", "continent")
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")  # what PIL decodes without a plugin
+# what PIL decodes, and HEIC/HEIF (a phone's photos) through pillow-heif (data/prep.py registers it)
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "heic", "heif")
 
 
 class Record(NamedTuple):

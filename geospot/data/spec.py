@@ -7,7 +7,7 @@ Grammar
     SOURCE  := "synthetic:" [ OPTS ]
              | "hf:" REPO [ "," OPTS ]        a Hugging Face dataset repo, streamed
              | [ KIND ":" ] PATH [ "," OPTS ]  local data; KIND is inferred when omitted
-    KIND    := "wds" | "parquet" | "csv" | "jsonl"
+    KIND    := "wds" | "parquet" | "csv" | "jsonl" | "exif"
     OPTS    := KEY "=" VALUE ( "," KEY "=" VALUE )*    KEY: the kind's option or a stream option
     PATH    := a file, a folder, a glob (* ? [..] **) and/or brace expansions:
                ranges {000..009} (zero padding kept) and lists {train,val};
@@ -37,6 +37,10 @@ Kinds and their options
                 keyed by id with latitude/longitude (+ city, region, country), or the
                 CSV file itself: lat= lon= id=
     jsonl       one object per line {image: relative path, lat, lon, ...}: lat= lon= image=
+    exif        geotagged photos: a folder (any depth), files or a glob of images whose EXIF
+                GPS tags give latitude/longitude (a phone's or a GPS camera's pictures); the
+                id is the path below the folder. A photo without usable GPS is skipped as
+                no_gps, gps_void (status V, or 0,0: no fix) or bad_gps (see data/exif.py).
     hf          REPO is owner/name. Either a manifest repo whose `text` column lists tar
                 shard paths inside the same repo (sdan/geospot-unified), streamed as wds,
                 or parquet data files with image + latitude/longitude columns
@@ -49,7 +53,8 @@ Kinds and their options
                 field keep it: the unified shards count per original dataset)
 
 Folders are inferred: a folder holding a CSV and an images/ folder (or images) is csv;
-one holding *.tar shards is wds; *.parquet is parquet; *.jsonl is jsonl.
+one holding *.tar shards is wds; *.parquet is parquet; *.jsonl is jsonl; one holding only
+images, some of them with EXIF GPS tags, is exif (as is an image file or a glob of them).
 
 Splits: every source is split into train/val/test by a hash of the sample id
 (`split_of`; fractions are the stream options val_frac/test_frac, default 5% each), so
@@ -113,7 +118,8 @@ from geospot.data.sources import (
 )
 from geospot.data.types import SpecError  # noqa: F401  (re-exported: callers import it from here)
 
-KINDS = ("synthetic", "hf", "wds", "parquet", "csv", "jsonl")
+KINDS = ("synthetic", "hf", "wds", "parquet", "csv", "jsonl", "exif")
+GPS_PEEK = 50  # photos of a labels-less folder looked at for EXIF GPS before it is called unlabeled
 
 
 @dataclass(frozen=True)
@@ -275,14 +281,19 @@ def infer_kind(target: str) -> str:
         for ext, kind in (("tar", "wds"), ("parquet", "parquet"), ("jsonl", "jsonl")):
             if ext in exts:
                 return kind
-        if exts & set(IMAGE_EXTS):  # photos with no labels: what `predict` takes, not training or eval
-            raise SpecError(f"{target}: holds images but no labels (a CSV of id, latitude, longitude beside them, or "
-                            f"a .jsonl); to train or evaluate, add one; to see where a model places them: geospot "
-                            f"predict model=<model> {target}")
+        if exts & set(IMAGE_EXTS) or _image_subfolder(target):
+            if _geotagged(target):  # a phone's photos: their EXIF GPS is the label
+                return "exif"
+            # photos with no labels: what `predict` takes, not training or eval
+            raise SpecError(f"{target}: holds images but no labels (a CSV of id, latitude, longitude beside them, a "
+                            f".jsonl, or GPS tags in the photos' EXIF: none of the first {GPS_PEEK} has them); to "
+                            f"train or evaluate, add one; to see where a model places them: geospot predict "
+                            f"model=<model> {target}")
         raise SpecError(f"{target}: cannot tell the layout (expected a CSV + images/, *.tar, *.parquet or *.jsonl)")
     low = target.lower()
     for suffix, kind in ((".tar", "wds"), (".tar.gz", "wds"), (".tgz", "wds"), (".parquet", "parquet"),
-                         (".jsonl", "jsonl"), (".json", "jsonl"), (".csv", "csv"), (".tsv", "csv")):
+                         (".jsonl", "jsonl"), (".json", "jsonl"), (".csv", "csv"), (".tsv", "csv"),
+                         *((f".{e}", "exif") for e in IMAGE_EXTS)):
         if low.endswith(suffix) or (suffix in low and "{" in low):
             return kind
     if os.path.isfile(target):
@@ -294,6 +305,23 @@ def infer_kind(target: str) -> str:
                         f"{', '.join(KINDS)})")
     raise SpecError(f"{target!r}: no such file or folder (a relative path is read from the current folder, "
                     f"{os.getcwd()}); a Hugging Face dataset is written hf:{target}")
+
+
+def _image_subfolder(target: str) -> bool:
+    """A folder whose images sit one level down (photos/2024-trip/*.jpg) and that holds nothing else."""
+    subs = [os.path.join(target, n) for n in os.listdir(target) if os.path.isdir(os.path.join(target, n))]
+    try:
+        return any(n.rpartition(".")[2].lower() in IMAGE_EXTS for d in subs[:20] for n in os.listdir(d))
+    except OSError:  # a subfolder that cannot be listed: not this layout
+        return False
+
+
+def _geotagged(target: str) -> bool:
+    """Whether any of the first GPS_PEEK images below `target` carries usable EXIF GPS."""
+    from geospot.data.exif import has_gps
+
+    images = (p for p in walk_files(target) if p.rpartition(".")[2].lower() in IMAGE_EXTS)
+    return any(has_gps(p) for _, p in zip(range(GPS_PEEK), images))
 
 
 def _opts(part: SpecPart, allowed: dict) -> dict:
@@ -372,6 +400,16 @@ def build_source(part: SpecPart) -> Source:
         kw = _opts(part, {"lat": str, "lon": str, "image": str, "name": str})
         return JsonlSource(_files(part, ("jsonl",)), name=name or "jsonl", lat_key=kw.get("lat"),
                            lon_key=kw.get("lon"), image_key=kw.get("image", "image"))
+    if part.kind == "exif":
+        from geospot.data.exif import ExifGpsSource
+
+        _opts(part, {"name": str})  # (refuses an unknown option)
+        target = os.path.expanduser(part.target)
+        if os.path.isdir(target):
+            return ExifGpsSource(target, name=name or os.path.basename(os.path.normpath(target)) or "exif")
+        files = _files(part, IMAGE_EXTS)
+        return ExifGpsSource(os.path.commonpath([os.path.dirname(f) for f in files]) if files else "", files,
+                             name=name or "exif")
     if part.kind == "hf":
         from geospot.data.hub import build_hub_source
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +23,8 @@ PREDICT_HELP = """usage: geospot predict model=<model> IMAGE... | DIR [key=value
 
 One line per image: latitude, longitude, country/region/city (the nearest GeoNames place; when
 none is within 100 km, it says so and names the nearest with its distance) and the raw answer
-(telescoping: each turn's guess). --map writes a self-contained offline HTML map.
+(telescoping: each turn's guess); for a photo with GPS in its EXIF (a phone's), how far the answer
+landed from it. --map writes a self-contained offline HTML map.
 """
 
 
@@ -70,6 +72,9 @@ def probe_images(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
     A file whose header reads but whose body does not is skipped later, by load_images."""
     from PIL import Image, UnidentifiedImageError
 
+    from geospot.data.prep import register_image_formats
+
+    register_image_formats()  # HEIC photos (iPhones) too
     readable, skipped = [], []
     for p in paths:
         try:
@@ -140,7 +145,8 @@ def predict_main(argv: list[str], engine=None) -> int:
     # from the first batch on.
     rows = []
     for start in range(0, len(paths), cfg.batch_size):
-        samples, skipped = load_images(paths[start:start + cfg.batch_size], square=cfg.square)
+        chunk = paths[start:start + cfg.batch_size]
+        samples, skipped = load_images(chunk, square=cfg.square)
         for s in skipped:
             print(f"skipped image: {s}", file=sys.stderr)
         if not samples:
@@ -148,13 +154,19 @@ def predict_main(argv: list[str], engine=None) -> int:
         preds = predict(engine, samples, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=budget,
                         sampling=sampling_for(cfg.samples, cfg.temperature, budget), env_options=cfg,
                         label_geocoder=_no_labels, turns=tuple(run_defaults["turn_prompts"]) if run_defaults else None)
-        for r in _rows(preds):
+        for r in _rows(preds, {str(p): photo_gps(p) for p in chunk}):
             print(json.dumps(finite_json(r)) if "--json" in flags else _predict_line(r, cfg.env_type != "single"),
                   flush=True)
             rows.append(r)
     if not rows:
         print("geospot predict: none of the images could be read", file=sys.stderr)
         return 2
+    km = [r["km_from_gps"] for r in rows if r["photo_gps"] is not None]
+    if km:  # geotagged photos: how far the answers were, and where the full table comes from
+        scored = [k for k in km if k is not None]
+        median = f"median {statistics.median(scored):,.0f} km from it" if scored else "no answer parsed"
+        print(f"{len(km)} of {len(rows)} photos carry GPS in their EXIF: {median} (`geospot eval model=... "
+              "data=<the folder>` scores them in full)", file=sys.stderr)
     if "--map" in values:
         from geospot.eval.htmlmap import render_map
 
@@ -163,11 +175,26 @@ def predict_main(argv: list[str], engine=None) -> int:
     return 0
 
 
-def _rows(preds) -> list[dict]:
-    """One output row per prediction: the answer, its nearest place, and each turn's guess."""
+def photo_gps(path: Path) -> tuple[float, float] | None:
+    """Where the photo was taken, when its EXIF GPS says so (a phone's photos): predict then says
+    how far each answer landed from it."""
+    from geospot.data.exif import BadGps, gps_coords, read_gps
+
+    try:
+        return gps_coords(read_gps(str(path)))
+    except (BadGps, OSError, ValueError, SyntaxError):
+        return None
+
+
+def _rows(preds, gps: dict[str, tuple[float, float] | None]) -> list[dict]:
+    """One output row per prediction: the answer, its nearest place, each turn's guess, and where
+    the photo's EXIF GPS puts it ({name: (lat, lon) or None})."""
+    from geospot.geo.distance import haversine_scalar_km
+
     labels, place_km = _reverse_geocode_parsed(preds)
     rows = []
     for p, lab, km in zip(preds, labels, place_km):
+        truth = gps.get(p.id)
         rows.append({
             "name": p.id,
             "latitude": p.latitude,
@@ -184,6 +211,8 @@ def _rows(preds) -> list[dict]:
             # reasoning=true: raw_text holds the <think> block; its length per turn (first sample)
             **({"reasoning_tokens": [t[0] for t in p.turn_reasoning[:len(p.turn_guesses)]]}
                if p.turn_reasoning else {}),
+            "photo_gps": list(truth) if truth else None,
+            "km_from_gps": haversine_scalar_km(p.latitude, p.longitude, *truth) if truth and p.parsed else None,
         })
     return rows
 
@@ -224,6 +253,10 @@ def _predict_line(r: dict, telescoping: bool) -> str:
     line = f"{r['name']}\t{coords}\t{r['place'] or '-'}\t{one_line(r['raw_text'])!r}"
     if r.get("answers"):
         line += "\tanswers: " + ", ".join(f"{k}={v or '?'}" for k, v in r["answers"].items())
+    if r.get("photo_gps") is not None:
+        gps = r["photo_gps"]
+        line += (f"\tphoto's GPS: {gps[0]:.4f}, {gps[1]:.4f}" if r["km_from_gps"] is None
+                 else f"\t{r['km_from_gps']:,.0f} km from the photo's GPS")
     if telescoping:
         turns = " -> ".join("?" if g is None else f"({g[0]:.2f}, {g[1]:.2f})" for g in r["turns"])
         line += f"\tturns: {turns}"

@@ -209,3 +209,31 @@ def test_predict_streams_a_batch_at_a_time(tmp_path, capsys, monkeypatch):
             q.unlink()
     assert cli.predict_main(["model=fake", str(photos)], engine=None) == 2  # refused before any model loads
     assert "none of the images could be read" in capsys.readouterr().err
+
+
+def test_predict_says_how_far_each_answer_is_from_the_photos_gps(tmp_path, capsys):
+    """A phone's photos carry where they were taken: predict gives the distance from it per photo
+    (the JSON's km_from_gps, by hand: Paris to Sydney's 33°52'04"S 151°12'36"E is 16,960 km) and a
+    median over them; a photo without GPS gets neither."""
+    from PIL import Image
+
+    from geospot.data.exif import GPS_IFD
+
+    photos = tmp_path / "trip"
+    photos.mkdir()
+    for i, src in enumerate(sorted((OSV / "unlabeled").iterdir())[:3]):
+        im = Image.open(src)
+        exif = im.getexif()
+        if i < 2:
+            exif.get_ifd(GPS_IFD).update({1: "S", 2: (33.0, 52.0, 4.0), 3: "E", 4: (151.0, 12.0, 36.0)})
+        im.save(photos / f"{i}.jpg", exif=exif.tobytes())
+    paris = lambda image, text, turn, j: "Latitude: 48.8566\nLongitude: 2.3522"  # noqa: E731
+    assert cli.predict_main(["model=fake", str(photos), "--json"], engine=ScriptedEngine(paris)) == 0
+    out, err = capsys.readouterr()
+    rows = [json.loads(l) for l in out.strip().splitlines()]
+    assert [r["photo_gps"] is not None for r in rows] == [True, True, False]
+    assert rows[0]["km_from_gps"] == pytest.approx(16960, abs=5) and rows[2]["km_from_gps"] is None
+    assert "2 of 3 photos carry GPS in their EXIF: median 16,960 km from it" in err
+    assert cli.predict_main(["model=fake", str(photos)], engine=ScriptedEngine(paris)) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [l.endswith("16,960 km from the photo's GPS") for l in lines] == [True, True, False]
