@@ -31,6 +31,7 @@ from geospot.data.files import (  # noqa: F401  (expand_braces, unique_files re-
     walk_files,
 )
 from geospot.data.types import DataError
+from geospot.geo.columns import ID_KEYS, LAT_KEYS, LON_KEYS, find_column
 
 LABEL_KEYS = ("country", "region", "city", "sub_region", "continent")
 # what PIL decodes, and HEIC/HEIF (a phone's photos) through pillow-heif (data/prep.py registers it)
@@ -68,7 +69,7 @@ def _shard_order(paths: list[str], epoch: int, seed: int, shuffle: bool) -> list
 def _labels(meta: dict) -> dict:
     """The place labels a record carries; a missing one (None, "", a NaN from pandas or JSON) is
     left out, so hierarchical training geocodes it instead of learning the country "nan"."""
-    return {k: str(v) for k in LABEL_KEYS if (v := meta.get(k)) not in (None, "") and not _is_nan(v)}
+    return {k: str(v) for k in LABEL_KEYS if (v := _first(meta, (k,))) not in (None, "") and not _is_nan(v)}
 
 
 def _is_nan(v: Any) -> bool:
@@ -76,20 +77,21 @@ def _is_nan(v: Any) -> bool:
 
 
 def _first_key(meta: dict, keys: tuple[str, ...]) -> str | None:
-    return next((k for k in keys if k in meta), None)
+    """The first of `keys` that `meta` holds; else the first it holds in another case ("Latitude",
+    "LAT"), as a CSV's columns are matched: the key as written wins when both are there."""
+    exact = next((k for k in keys if k in meta), None)
+    if exact is not None:
+        return exact
+    lower = {k.lower(): k for k in meta if isinstance(k, str)}
+    return next((lower[k] for k in keys if k in lower), None)
 
 
 def _first(meta: dict, keys: tuple[str, ...]) -> Any:
-    for k in keys:
-        if k in meta:
-            return meta[k]
-    return None
+    k = _first_key(meta, keys)
+    return None if k is None else meta[k]
 
 
 JSONL_IMAGE_KEYS = ("image", "file_name", "image_path", "path")  # geospot's, then HF imagefolder's metadata.jsonl
-LAT_KEYS = ("lat", "latitude")
-LON_KEYS = ("lon", "lng", "longitude")
-ID_KEYS = ("id", "img_id", "image_id")
 # a CSV's row names its image by id (a file name or stem below images/) or by path: the usual columns
 CSV_ID_KEYS = (*ID_KEYS, "image", "image_path", "file_name", "filename", "path")
 IMAGE_COLS = ("image", "jpg", "img", "image_bytes")  # parquet columns that hold the image
@@ -173,9 +175,7 @@ def _find_col(names: list[str], want: str | None, candidates: tuple[str, ...], w
         if want not in names:
             raise DataError(f"{where}: no column {want!r} for {what}; columns are {names}")
         return want
-    # Case-insensitive: IM2GPS3K / YFCC4K ship LAT, LON, IMG_ID as distributed.
-    lower = {n.lower(): n for n in names}
-    return next((lower[c] for c in candidates if c in lower), None)
+    return find_column(names, candidates)  # any case: IM2GPS3K / YFCC4K ship LAT, LON, IMG_ID
 
 
 @dataclass
@@ -422,8 +422,8 @@ class JsonlSource:
             return
         lat = meta.get(self.lat_key) if self.lat_key else _first(meta, LAT_KEYS)
         lon = meta.get(self.lon_key) if self.lon_key else _first(meta, LON_KEYS)
-        if lat is None and lon is None and not (self.lat_key or self.lon_key) and not any(
-                k in meta for k in LAT_KEYS + LON_KEYS):
+        if lat is None and lon is None and not (self.lat_key or self.lon_key) and _first_key(
+                meta, LAT_KEYS + LON_KEYS) is None:
             yield Skip("missing_coords", f"{sid}: no {' / '.join(LAT_KEYS)} key (keys: {sorted(meta)[:8]}); name "
                        "them with lat=<key>,lon=<key>", self.name)
             return

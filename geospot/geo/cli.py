@@ -1,6 +1,8 @@
 """`geospot score --pred PRED.csv --truth TRUTH.csv [--json]`: the metrics table for a
-predictions file. Both CSVs have `id,latitude,longitude` (extra columns are ignored); a blank
-predicted latitude means the answer was not parsed (a miss). Rows are matched by id.
+predictions file. Both CSVs have an id, a latitude and a longitude column (named as the data
+readers name them, in any case: id/img_id, latitude/lat, longitude/lon/lng/long; extra columns
+are ignored), separated by , ; or tab; a blank predicted latitude means the answer was not parsed
+(a miss). Rows are matched by id.
 Bad input (missing column, unknown or duplicate id, non-number) -> one line naming file, row
 and column, exit code 2."""
 
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geospot.geo.columns import ID_KEYS, LAT_KEYS, LON_KEYS, find_column
 from geospot.geo.geocode import reverse_geocode
 from geospot.geo.metrics import METRIC_KEYS, compute_metrics, format_metrics_table
 from geospot.jsonutil import finite_json
@@ -49,16 +52,23 @@ def read_coordinates(path: Path, *, allow_blank: bool) -> dict[str, tuple[float,
     except OSError as e:
         raise ScoreInputError(f"{path}: cannot open ({e.strerror})") from None
     with f:
-        reader = csv.DictReader(f)
+        header = f.readline()
+        f.seek(0)
+        # the separator the header uses: a spreadsheet in a comma-decimal locale writes ';', a TSV tabs
+        sep = max(",;\t", key=header.count) if header.strip() else ","
+        reader = csv.DictReader(f, delimiter=sep)
         columns = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in REQUIRED if c not in columns]
+        found = dict(zip(REQUIRED, (find_column(columns, keys) for keys in (ID_KEYS, LAT_KEYS, LON_KEYS))))
+        missing = [c for c in REQUIRED if found[c] is None]
         if missing:
             raise ScoreInputError(f"{path}: row 1 (header): missing column(s) {', '.join(missing)}; "
                                   f"expected {','.join(REQUIRED)}, found {','.join(columns) or 'nothing'}")
         reader.fieldnames = columns
         out: dict[str, tuple[float, float]] = {}
         for row_no, row in enumerate(reader, start=2):
-            raw = {c: (row.get(c) or "").strip() for c in REQUIRED}
+            raw = {c: (row.get(found[c]) or "").strip() for c in REQUIRED}
+            if sep == ";":  # a ';' file's numbers may use the decimal comma: 48,85 is 48.85
+                raw.update({c: raw[c].replace(",", ".", 1) for c in REQUIRED[1:] if "." not in raw[c]})
             if not raw["id"]:
                 raise ScoreInputError(f"{path}: row {row_no}, column 'id': empty id")
             if raw["id"] in out:

@@ -1,3 +1,4 @@
+import json
 import os
 from itertools import islice
 
@@ -63,6 +64,22 @@ def test_jsonl_roundtrip(tmp_path):
     samples = make_samples(7)
     write_jsonl(str(tmp_path / "m.jsonl"), samples)
     _same(load_samples(str(tmp_path / "m.jsonl"), "all"), samples)
+
+
+def test_jsonl_keys_match_in_any_case_as_csv_columns_do(tmp_path):
+    """{"Image", "Latitude", "LONG", "Country"}: read as image / lat / lon / country (a CSV's
+    columns were already matched in any case); a key written as the reader names it wins."""
+    samples = make_samples(4)
+    write_jsonl(str(tmp_path / "m.jsonl"), samples)
+    rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    with open(tmp_path / "m.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps({"id": r["id"], "Image": r["image"], "Latitude": r["lat"], "LONG": r["lon"],
+                                "Country": r["country"], **({"lat": 0.5} if r["id"] == "s0003" else {})}) + "\n")
+    got = {s.id: s for s in load_samples(str(tmp_path / "m.jsonl"), "all")}
+    assert [(got[w.id].lat, got[w.id].lon) for w in samples[:3]] == [(w.lat, w.lon) for w in samples[:3]]
+    assert got["s0003"].lat == 0.5  # `lat` as written, over `Latitude`
+    assert [got[w.id].labels["country"] for w in samples] == [w.labels["country"] for w in samples]
 
 
 def test_osv5m_samples_folder():
