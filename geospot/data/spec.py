@@ -257,6 +257,26 @@ def parse_spec(spec: str, infer: bool = True) -> list[SpecPart]:
     return parts
 
 
+def same_data(a: str, a_dir: str, b: str, options: bool = True) -> bool:
+    """Whether spec `a`, its relative paths read from the folder `a_dir`, names the same data as
+    spec `b` read from here: the same parts, options and weights, each local path the same file or
+    folder however it is spelled (`photos` in a_dir and `/home/u/proj/photos/` are one folder).
+    options=False: the same sources, whatever their options (val_frac, max_side, ...) and weights."""
+    def key(spec: str, base: str) -> list:
+        out = []
+        for p in parse_spec(spec, infer=False):
+            local = p.kind not in ("synthetic", "hf")
+            target = os.path.realpath(os.path.join(base, os.path.expanduser(p.target))) if local else p.target
+            out.append(("local" if local else p.kind, target, *((sorted(p.options.items()), p.weight) if options
+                                                                else ())))
+        return sorted(out)
+
+    try:
+        return key(a, a_dir) == key(b, os.getcwd())
+    except SpecError:
+        return False
+
+
 def _is_path(text: str) -> bool:
     """An existing file or folder whose name merely looks like `...@2` is a path, not a weight."""
     k, colon, rest = text.partition(":")

@@ -36,7 +36,7 @@ from geospot.data.spec import SpecError, SpecPart, build_source, parse_spec
 from geospot.data.types import DataError, Sample
 
 log = logging.getLogger("geospot.data")
-SPLITS = ("train", "val", "test", "all")
+SPLITS = ("train", "val", "test", "heldout", "all")  # heldout: val + test, every id training never reads
 MAX_TRACKED_IDS = 1_000_000  # ids per source and epoch checked for duplicates (~120 MB at most, freed each epoch)
 SWAP_CHECK_ROWS = 1000  # rows of each local table read for the swapped-columns check (no image is decoded)
 TABLES = (CsvFolderSource, JsonlSource, ParquetSource)  # a user's own tables; hub shards are curated
@@ -206,8 +206,9 @@ class SampleStream:
                                     f"lat=/lon=/id=/image= "
                                     f"options (see `geospot data inspect '{part.text}'`)")
             else:
-                tiny = (f", or raise {self.split}_frac for a tiny split" if self.split in ("val", "test") and
-                        not counts else "")
+                frac = "val_frac" if self.split == "heldout" else f"{self.split}_frac"
+                tiny = (f", or raise {frac} for a tiny split"
+                        if self.split in ("val", "test", "heldout") and not counts else "")
                 raise DataError(f"data part {part.text!r} has no usable record in split {self.split!r} "
                                 f"({sum(counts.values())} read: {skip_reasons(counts)}); fix the data or the spec's "
                                 f"lat=/lon=/id=/image= options{tiny} "
@@ -223,8 +224,10 @@ class SampleStream:
         track = not isinstance(src, SyntheticSource)  # synthetic ids are unique by construction
         for item in src.records(epoch, self.seed * 1_000_003 + k, shuffle):
             if isinstance(item, Record):
-                if self.split != "all" and split_of(item.id, self.cfg.val_frac, self.cfg.test_frac) != self.split:
-                    continue
+                if self.split != "all":
+                    found = split_of(item.id, self.cfg.val_frac, self.cfg.test_frac)
+                    if found != self.split and not (self.split == "heldout" and found != "train"):
+                        continue
                 if track:
                     digest = hashlib.blake2b(item.id.encode(errors="replace"), digest_size=8).digest()
                     key = int.from_bytes(digest, "big")

@@ -71,6 +71,35 @@ def resolve_split(split: str, data_spec: str) -> str:
     return "test" if parts and all(p.kind == "synthetic" for p in parts) else "all"
 
 
+def held_out_split(cfg, split: str) -> str:
+    """A run evaluated on the data it trained on: with split=auto, the ids it never trained on
+    (`heldout`: val + test), said in one line; with a split that holds training images, a note
+    that the numbers are not held-out ones. Any other model or data: `split` as it is."""
+    from geospot.data.spec import same_data
+    from geospot.runs.folder import read_config
+    from geospot.runs.model_spec import is_run_path, model_spec
+
+    if split not in ("all", "train") or not cfg.model or not is_run_path(cfg.model):
+        return split
+    spec = model_spec(cfg.model)
+    started_in = (read_config(spec.run_dir) or {}).get("started_in") or "."
+    if not spec.data or not same_data(spec.data, started_in, cfg.data, options=False):
+        return split
+    if not same_data(spec.data, started_in, cfg.data):  # the split fractions may differ: held-out ids unknown
+        print(f"note: data={cfg.data} reads the data {spec.run_dir} trained on, with other options than its "
+              f"data={spec.data}, so which images it held out is not known here and these numbers may include "
+              f"trained ones; give the run's data= to score only the held-out images", file=sys.stderr)
+        return split
+    if cfg.split == "auto":
+        print(f"data={cfg.data} is what {spec.run_dir} trained on (its train split): evaluating the images it held "
+              "out (split=heldout: val + test); split=all evaluates every image, the trained ones included",
+              file=sys.stderr)
+        return "heldout"
+    print(f"note: data={cfg.data} is what {spec.run_dir} trained on, and split={split} holds the images it trained "
+          "on: these numbers are not held-out ones (split=heldout evaluates only the others)", file=sys.stderr)
+    return split
+
+
 def _fmt_metrics(name: str, metrics: dict) -> str:
     from geospot.geo.metrics import format_metrics_table
 
@@ -232,7 +261,7 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
                                        "run_defaults": run_defaults}, indent=1) + "\n")
     turns = tuple(run_defaults["turn_prompts"]) if run_defaults else None
 
-    split = resolve_split(cfg.split, cfg.data)
+    split = held_out_split(cfg, resolve_split(cfg.split, cfg.data))
     done_ids = {p.id for p in done}
     order: list[str] = []  # every id of the data, in data order (ids only: a benchmark can be 200k images)
     evaluated, busy_s = 0, 0.0  # busy_s: time inside the model (not loading it, not reading data)
@@ -270,6 +299,10 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
     bar.close()
     if not order:
         why = f" ({skip_reasons(skipped)})" if skipped else ""
+        if split == "heldout":  # the run's own data, too small to have held any image out
+            raise ConfigError(f"data={cfg.data}: the run trained on it and held none of its images out (val_frac "
+                              "and test_frac of its ids, 5 % each by default); evaluate other data, or pass "
+                              "split=all to score the images it trained on")
         raise ConfigError(f"data={cfg.data} split={split} holds no usable samples{why}; "
                           f"see `geospot data inspect '{cfg.data}'`")
 

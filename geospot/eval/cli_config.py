@@ -54,9 +54,10 @@ class SamplingConfig(EnvOptions):
 class EvalConfig(SamplingConfig):
     data: str = option("", "data spec: a folder (images + CSV: OSV-5M, IM2GPS3K, YFCC4K layouts), `synthetic:…`, "
                            "`hf:…`, …")
-    split: Literal["auto", "train", "val", "test", "all"] = option(
-        "auto", "which ids of the data (hash split): `auto` = `test` for synthetic specs, `all` for anything else "
-                "(benchmark folders are test sets)")
+    split: Literal["auto", "train", "val", "test", "heldout", "all"] = option(
+        "auto", "which ids of the data (hash split): `auto` = `test` for synthetic specs, `heldout` (val + test) "
+                "when the model is a run trained on this data, `all` for anything else (benchmark folders are test "
+                "sets)")
     n: int | None = option(None, "evaluate only the first n samples (None = all)")
     out: str | None = option(None, "eval folder (default: <run>/eval/<data>-<env>-step<k> for a training run, else "
                              "runs/eval/<model>-<data>-<env>); rerunning into it resumes")

@@ -237,3 +237,52 @@ def test_predict_says_how_far_each_answer_is_from_the_photos_gps(tmp_path, capsy
     assert cli.predict_main(["model=fake", str(photos)], engine=ScriptedEngine(paris)) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [l.endswith("16,960 km from the photo's GPS") for l in lines] == [True, True, False]
+
+
+def test_a_run_evaluated_on_its_own_training_data_is_scored_on_the_images_it_held_out(tmp_path, capsys, monkeypatch):
+    """`geospot eval model=runs/a data=photos` where runs/a trained on photos: split=auto scores only
+    the ids training never read (val + test), however the folder is spelled, and says so; split=all
+    scores them all, with a note that the numbers are not held-out; other data is scored whole."""
+    import shutil
+
+    from geospot.data import split_of
+    from geospot.data.sources import CsvFolderSource
+
+    proj = tmp_path / "proj"
+    shutil.copytree(OSV / "images", proj / "photos" / "images")
+    shutil.copy(OSV / "labels.csv", proj / "photos" / "labels.csv")
+    run = proj / "runs" / "a"
+    (run / "checkpoints" / "2").mkdir(parents=True)
+    (run / "checkpoints" / "2" / "state.json").write_text(json.dumps({"step": 2}))
+    opts = ",val_frac=0.3,test_frac=0.3"
+    (run / "config.json").write_text(json.dumps({"kind": "sft", "started_in": str(proj), "config": {
+        "model_name": "tiny:qwen2_5_vl:tiny", "data": "photos" + opts, "prompt_style": "single"}}))
+    source = CsvFolderSource([str(proj / "photos" / "labels.csv")], str(proj / "photos"))
+    ids = [r.id for r in source.records(0, 0, False)]
+    held = [i for i in ids if split_of(i, 0.3, 0.3) != "train"]
+    assert 0 < len(held) < len(ids) == 8
+    real = cli.run_eval
+    monkeypatch.setattr(cli, "run_eval", lambda c, given=None: real(c, engine=ScriptedEngine(by_pixels), given=given))
+    monkeypatch.chdir(tmp_path)  # the run's data spelled from another folder is the same folder
+
+    def evaluate(data, *extra):
+        assert cli.eval_main([f"model={run}", f"data={data}", f"out={tmp_path / 'e'}", "geocoder=none", "--json",
+                              *extra]) == 0
+        out, err = capsys.readouterr()
+        shutil.rmtree(tmp_path / "e")
+        return json.loads(out.strip().splitlines()[-1]), err
+
+    summary, err = evaluate(f"{proj}/photos/" + opts)
+    assert summary["split"] == "heldout" and summary["metrics"]["n"] == len(held)
+    assert f"is what {run} trained on (its train split): evaluating the images it held out" in err
+    summary, err = evaluate(f"{proj}/photos" + opts, "split=all")
+    assert summary["metrics"]["n"] == 8 and "these numbers are not held-out ones" in err
+    summary, err = evaluate(f"{proj}/photos")  # other split fractions: which ids were held out is unknown
+    assert summary["split"] == "all" and summary["metrics"]["n"] == 8
+    assert f"with other options than its data=photos{opts}" in err and "may include trained ones" in err
+    (run / "config.json").write_text(json.dumps({"kind": "sft", "started_in": str(proj), "config": {
+        "model_name": "tiny:qwen2_5_vl:tiny", "data": "photos,val_frac=0,test_frac=0"}}))
+    assert cli.eval_main([f"model={run}", f"data={proj}/photos,val_frac=0,test_frac=0", "geocoder=none"]) == 2
+    assert "the run trained on it and held none of its images out" in capsys.readouterr().err
+    summary, err = evaluate(str(OSV))  # other data: scored whole, without a word
+    assert summary["split"] == "all" and summary["metrics"]["n"] == 8 and "trained" not in err
