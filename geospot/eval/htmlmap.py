@@ -46,7 +46,8 @@ def _grid() -> str:
 
 def render_map(rows: Sequence[dict], title: str = "geospot predictions", world_file: Path = WORLD_FILE) -> str:
     """`rows`: dicts with name, latitude, longitude (NaN = unparsed), place, raw_text and
-    optionally turns: [(lat, lon) | None, ...]."""
+    optionally turns: [(lat, lon) | None, ...], and photo_gps: (lat, lon) | None with km_from_gps
+    (a geotagged photo: its true place is drawn, joined to the guess)."""
     paths = country_paths(world_file)
     land = (
         '<g class="land">' + "".join(f'<path d="{d}"/>' for d in paths) + "</g>" if paths else ""
@@ -58,23 +59,45 @@ def render_map(rows: Sequence[dict], title: str = "geospot predictions", world_f
         if len(turns) > 1:
             pts = " ".join("{:.2f},{:.2f}".format(*_xy(a, b)) for a, b in turns)
             trails.append(f'<polyline class="trail" points="{pts}"/>')
+        truth = r.get("photo_gps")
+        if truth is not None:
+            tx, ty = _xy(*truth)
+            tip = html.escape(f"{r['name']}: the photo's GPS {truth[0]:.4f}, {truth[1]:.4f}")
+            dots.append(f'<rect class="truth" x="{tx - 1.2:.2f}" y="{ty - 1.2:.2f}" width="2.4" height="2.4">'
+                        f'<title>{tip}</title></rect>')
+            # the joining line is straight on this flat map: drawn only where it does not cross the
+            # antimeridian (there it would run the wrong way round the world)
+            if not (math.isnan(lat) or math.isnan(lon)) and abs(lon - truth[1]) <= 180:
+                trails.append('<line class="miss" x1="{:.2f}" y1="{:.2f}" x2="{:.2f}" y2="{:.2f}"/>'.format(
+                    *_xy(lat, lon), tx, ty))
         if math.isnan(lat) or math.isnan(lon):
             continue
         x, y = _xy(lat, lon)
         tip = html.escape(f"{r['name']}: {lat:.4f}, {lon:.4f} {r.get('place', '')}")
         dots.append(f'<circle cx="{x:.2f}" cy="{y:.2f}" r="1.6"><title>{tip}</title></circle>'
                     f'<text x="{x + 2.2:.2f}" y="{y + 1:.2f}">{i + 1}</text>')
+    geotagged = any(r.get("photo_gps") is not None for r in rows)
+
+    def km(r: dict) -> str:
+        return "" if not geotagged else "<td>{}</td>".format(
+            "-" if r.get("km_from_gps") is None else f"{r['km_from_gps']:,.0f}")
+
     table = "".join(
-        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><pre>{}</pre></td></tr>".format(
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}<td><pre>{}</pre></td></tr>".format(
             i + 1,
             html.escape(str(r["name"])),
             "-" if math.isnan(float(r["latitude"])) else f"{float(r['latitude']):.4f}",
             "-" if math.isnan(float(r["longitude"])) else f"{float(r['longitude']):.4f}",
             html.escape(r.get("place", "")),
+            km(r),
             html.escape(r.get("raw_text", "")),
         )
         for i, r in enumerate(rows)
     )
+    located = sum(not math.isnan(float(r["latitude"])) for r in rows)
+    km_head = "<th>km from the photo's GPS</th>" if geotagged else ""
+    legend = (" Red dots: the answers; green squares: where the photos' GPS says they were taken, joined to "
+              "the answer." if geotagged else "")
     outline_note = ("Country outlines: Natural Earth (public domain)." if paths
                     else "Plain lat/lon grid (country outlines not installed).")
     return f"""<!doctype html>
@@ -87,6 +110,8 @@ svg{{width:100%;max-width:1100px;background:#dbe9f4;border:1px solid #9ab}}
 circle{{fill:#d62728;stroke:#fff;stroke-width:.4}}
 text{{font-size:3px;fill:#222}}
 .trail{{fill:none;stroke:#555;stroke-width:.3;stroke-dasharray:1 .6}}
+.truth{{fill:#2ca02c;stroke:#fff;stroke-width:.3}}
+.miss{{stroke:#2ca02c;stroke-width:.3}}
 table{{border-collapse:collapse;margin-top:1em}}td,th{{border:1px solid #ccc;padding:3px 8px;vertical-align:top}}
 pre{{margin:0;font-size:12px;white-space:pre-wrap}}
 </style></head><body>
@@ -94,7 +119,7 @@ pre{{margin:0;font-size:12px;white-space:pre-wrap}}
 <svg viewBox="0 0 360 180" preserveAspectRatio="xMidYMid meet" overflow="hidden" xmlns="http://www.w3.org/2000/svg">
 <rect width="360" height="180" fill="#dbe9f4"/>{land}{_grid()}{''.join(trails)}{''.join(dots)}
 </svg>
-<p>{len(dots)} of {len(rows)} images located. {outline_note}</p>
-<table><tr><th>#</th><th>image</th><th>latitude</th><th>longitude</th><th>place</th><th>answer</th></tr>{table}</table>
+<p>{located} of {len(rows)} images located.{legend} {outline_note}</p>
+<table><tr><th>#</th><th>image</th><th>latitude</th><th>longitude</th><th>place</th>{km_head}<th>answer</th></tr>{table}</table>
 </body></html>
 """

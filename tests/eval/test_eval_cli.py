@@ -234,9 +234,14 @@ def test_predict_says_how_far_each_answer_is_from_the_photos_gps(tmp_path, capsy
     assert [r["photo_gps"] is not None for r in rows] == [True, True, False]
     assert rows[0]["km_from_gps"] == pytest.approx(16960, abs=5) and rows[2]["km_from_gps"] is None
     assert "2 of 3 photos carry GPS in their EXIF: median 16,960 km from it" in err
-    assert cli.predict_main(["model=fake", str(photos)], engine=ScriptedEngine(paris)) == 0
+    page = tmp_path / "map.html"
+    assert cli.predict_main(["model=fake", str(photos), "--map", str(page)], engine=ScriptedEngine(paris)) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [l.endswith("16,960 km from the photo's GPS") for l in lines] == [True, True, False]
+    html = page.read_text()  # the true places drawn and joined to the answers; the distance in the table
+    assert html.count('<rect class="truth"') == 2 and html.count('<line class="miss"') == 2
+    assert "<th>km from the photo's GPS</th>" in html and html.count("<td>16,960</td>") == 2
+    assert "3 of 3 images located" in html
 
 
 def test_a_run_evaluated_on_its_own_training_data_is_scored_on_the_images_it_held_out(tmp_path, capsys, monkeypatch):
