@@ -220,10 +220,11 @@ class ParquetSource:
             for r in batch.to_pylist():
                 sid = str(r[id_c]) if id_c and r.get(id_c) is not None else f"{os.path.basename(path)}:{row}"
                 row += 1
-                img = r[img_c]
+                img = named = r[img_c]
                 if isinstance(img, dict):
-                    rel = img.get("path")
-                    img = img.get("bytes") or (read_relative(path, rel) if isinstance(rel, str) and rel else None)
+                    named = img.get("path")
+                    img = img.get("bytes") or (read_relative(path, named) if isinstance(named, str) and named
+                                               else None)
                 elif isinstance(img, str):
                     img = read_relative(path, img)
                 if img is not None and not isinstance(img, (bytes, bytearray)):
@@ -231,7 +232,10 @@ class ParquetSource:
                                "not bytes or a path", self.name)
                     continue
                 if img is None:
-                    yield Skip("missing_image", sid, self.name)
+                    where = (f"no file {os.path.join(os.path.dirname(path), named)} (paths are relative to the "
+                             "parquet file's folder)" if isinstance(named, str) and named else
+                             f"{path}: the {img_c!r} column is empty")
+                    yield Skip("missing_image", f"{sid}: {where}", self.name)
                     continue
                 yield Record(sid, str(r.get("source") or self.name), r.get(lat_c), r.get(lon_c), _labels(r), img)
 

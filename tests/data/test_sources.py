@@ -137,3 +137,20 @@ def test_cursor_restore_on_mixed_local_shards(tmp_path):
     b = open_stream(spec, "all", seed=3, repeat=True, shuffle=True, shuffle_buffer=10)
     b.load_state_dict(state)
     assert [s.id for s in b.next_batch(60)] == want
+
+
+def test_a_parquet_rows_missing_image_is_named_with_its_path(tmp_path):
+    """A row whose relative image path names no file: skipped as missing_image, the detail giving
+    the path looked for; an empty image cell names the column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from geospot.data.spec import build_source, parse_spec
+
+    pq.write_table(pa.table({"id": ["a", "b"], "image": [{"bytes": None, "path": "img/a.png"}, None],
+                             "lat": [1.0, 2.0], "lon": [3.0, 4.0]}), tmp_path / "d.parquet")
+    (part,) = parse_spec(str(tmp_path / "d.parquet"))
+    skips = [r for r in build_source(part).records(0, 0, False)]
+    assert [(s.reason, s.detail) for s in skips] == [
+        ("missing_image", f"a: no file {tmp_path / 'img' / 'a.png'} (paths are relative to the parquet file's folder)"),
+        ("missing_image", f"b: {tmp_path / 'd.parquet'}: the 'image' column is empty")]
