@@ -84,8 +84,10 @@ def pack(args) -> int:
                 yield s
 
         paths = write_shards(counted(), args.out, shard_size=args.shard_size, prefix=args.prefix)
-        skipped = dict(stream.skipped)
-    print(f"wrote {counter['n']} samples in {len(paths)} shard(s) to {args.out}"
+        skipped, side = dict(stream.skipped), stream.cfg.max_side
+    # what the shards hold is not the originals: say so, and how to keep more
+    size = (f"longest side at most {side} px (--max-side 0 keeps full size)" if side else "at full size")
+    print(f"wrote {counter['n']} samples in {len(paths)} shard(s) to {args.out}, as JPEG (quality 90), {size}"
           + (f"; skipped {sum(skipped.values())}: {json.dumps(skipped)}" if skipped else ""))
     if not paths:  # nothing written is a failure a script must see, not a quiet success
         print(f"geospot data: {args.spec!r} gave no usable sample to pack; see `geospot data inspect "

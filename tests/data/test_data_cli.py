@@ -40,6 +40,10 @@ def test_pack_then_read_back(tmp_path, capsys):
     assert [s.id for s in got] == [s.id for s in want]
     assert [s.labels["country"] for s in got] == [s.labels["country"] for s in want]
     assert got[0].lat == pytest.approx(want[0].lat)
+    assert main(["pack", spec, "--out", str(tmp_path / "b"), "--max-side", "0"]) == 0
+    assert f"to {tmp_path / 'b'}, as JPEG (quality 90), at full size" in capsys.readouterr().out
+    assert main(["pack", str(OSV), "--out", str(tmp_path / "c")]) == 0  # real photos: said to be shrunk
+    assert "as JPEG (quality 90), longest side at most 512 px (--max-side 0 keeps full size)" in capsys.readouterr().out
 
 
 def test_pack_takes_its_output_folder_as_a_second_argument(tmp_path, capsys):
