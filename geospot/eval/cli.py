@@ -305,6 +305,9 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
                               "split=all to score the images it trained on")
         raise ConfigError(f"data={cfg.data} split={split} holds no usable samples{why}; "
                           f"see `geospot data inspect '{cfg.data}'`")
+    if cfg.n is not None and len(order) < cfg.n:  # asked for more than there is: say what the table is of
+        print(f"n={cfg.n}, but data={cfg.data} split={split} holds {len(order)} usable images: all of them are "
+              "evaluated", file=sys.stderr)
 
     # The metrics come from the file, in data order, so a resumed run and a fresh one agree
     # and `geospot score predictions.csv` reproduces them.

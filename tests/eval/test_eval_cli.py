@@ -280,8 +280,9 @@ def test_a_run_evaluated_on_its_own_training_data_is_scored_on_the_images_it_hel
     summary, err = evaluate(f"{proj}/photos/" + opts)
     assert summary["split"] == "heldout" and summary["metrics"]["n"] == len(held)
     assert f"is what {run} trained on (its train split): evaluating the images it held out" in err
-    summary, err = evaluate(f"{proj}/photos" + opts, "split=all")
+    summary, err = evaluate(f"{proj}/photos" + opts, "split=all", "n=50")
     assert summary["metrics"]["n"] == 8 and "these numbers are not held-out ones" in err
+    assert f"n=50, but data={proj}/photos{opts} split=all holds 8 usable images: all of them are evaluated" in err
     summary, err = evaluate(f"{proj}/photos")  # other split fractions: which ids were held out is unknown
     assert summary["split"] == "all" and summary["metrics"]["n"] == 8
     assert f"with other options than its data=photos{opts}" in err and "may include trained ones" in err
