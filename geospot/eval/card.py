@@ -90,7 +90,7 @@ def usage_code(kind: str, folder: str, base_ref: str, spec, photo: str) -> list[
         "from PIL import Image",
         "from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer",
         "",
-        f"folder = {folder!r}",
+        f"folder = {folder!r}  # this folder; once uploaded to the Hub, its repo id (\"owner/name\")",
         *_load_lines(kind, folder, base_ref),
         "tokenizer = AutoTokenizer.from_pretrained(folder)",
         "images = AutoImageProcessor.from_pretrained(folder, backend='pil')  # the trained pixel budget",
