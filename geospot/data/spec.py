@@ -58,7 +58,8 @@ images, some of them with EXIF GPS tags, is exif (as is an image file or a glob 
 
 Splits: every source is split into train/val/test by a hash of the sample id
 (`split_of`; fractions are the stream options val_frac/test_frac, default 5% each), so
-"synthetic:n=2000" has ~100 val samples. split="all" disables the split.
+"synthetic:n=2000" has ~100 val samples. split="heldout" is val + test (every id training never
+reads); split="all" disables the split.
 
 Bad records are skipped and counted by reason (`geospot data inspect` lists them). A stream
 that repeats (training) first checks that every part gives at least one usable sample in
