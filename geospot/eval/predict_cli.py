@@ -29,22 +29,24 @@ landed from it. --map writes a self-contained offline HTML map.
 
 
 def image_paths(args: Sequence[str]) -> list[Path]:
-    paths: list[Path] = []
+    """The image files the arguments name: files as given, folders walked to any depth (a camera
+    roll keeps its photos in year / trip subfolders; a data folder in images/), in sorted order; a
+    file named twice (a folder and a glob of it, or a symlink) is answered once."""
+    from geospot.data.files import unique_files, walk_files
+
+    paths: list[str] = []
     for a in args:
-        p = Path(a)
+        p = Path(a).expanduser()
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTS and q.is_file())
-            # a data folder keeps its photos in a subfolder (labels.csv + images/): look there when the
-            # top level holds none
-            paths += found or sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTS and q.is_file())
+            paths += [f for f in walk_files(str(p)) if Path(f).suffix.lower() in IMAGE_EXTS]
         elif p.is_file():
-            paths.append(p)
+            paths.append(str(p))
         else:
             raise FileNotFoundError(f"{a}: no such image or folder")
     if not paths:
         raise ConfigError(f"no images found in {', '.join(args)} or its subfolders (looked for "
                           f"{', '.join(sorted(IMAGE_EXTS))})")
-    return paths
+    return [Path(f) for f in unique_files(paths)]
 
 
 def load_images(paths: Sequence[Path], square: bool = False):

@@ -292,3 +292,20 @@ def test_a_run_evaluated_on_its_own_training_data_is_scored_on_the_images_it_hel
     assert "the run trained on it and held none of its images out" in capsys.readouterr().err
     summary, err = evaluate(str(OSV))  # other data: scored whole, without a word
     assert summary["split"] == "all" and summary["metrics"]["n"] == 8 and "trained" not in err
+
+
+def test_predict_reads_every_subfolder_and_each_photo_once(tmp_path, capsys):
+    """A camera roll: a photo at the top and the rest in year / trip subfolders. All are answered,
+    once each, however the arguments name them (the folder, a subfolder again, a file again)."""
+    import shutil
+
+    roll = tmp_path / "roll"
+    photos = sorted((OSV / "unlabeled").iterdir())
+    (roll / "2024" / "Paris trip").mkdir(parents=True)
+    shutil.copy(photos[0], roll / "top.jpg")
+    for i, src in enumerate(photos[1:4]):
+        shutil.copy(src, roll / "2024" / "Paris trip" / f"{i}.JPG")
+    args = [str(roll), str(roll / "2024"), str(roll / "top.jpg")]
+    assert cli.predict_main(["model=fake", *args], engine=ScriptedEngine(by_pixels)) == 0
+    names = [Path(l.split("\t")[0]) for l in capsys.readouterr().out.strip().splitlines()]
+    assert names == [roll / "top.jpg", *(roll / "2024" / "Paris trip" / f"{i}.JPG" for i in range(3))]
