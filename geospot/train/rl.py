@@ -27,7 +27,7 @@ import numpy as np
 from geospot import distributed
 from geospot.config import ConfigError, help_text, option, parse_overrides, require
 from geospot.distributed import Dist
-from geospot.engines.config import ENGINE_KEYS, EngineConfig, engine_keys
+from geospot.engines.config import EngineConfig, engine_keys
 from geospot.engines.types import AdamParams, SampleParams
 from geospot.envs import registry
 from geospot.envs.config import EnvOptions
@@ -42,11 +42,12 @@ from geospot.rl.datums import build_datums
 from geospot.rl.kl import apply_kl_penalty
 from geospot.rl.metrics import image_records, reasoning_metrics, rollout_metrics
 from geospot.rl.pipeline import BatchSource, RolloutPipeline, importance_ratio_metrics, sampler_factory
-from geospot.runs.checkpoint import read_extra, resolve_checkpoint
-from geospot.runs.folder import LogDirBehavior, read_config
+from geospot.runs.checkpoint import read_extra
+from geospot.runs.folder import LogDirBehavior
 from geospot.runs.model_spec import is_run_path, model_spec
 from geospot.train import rank_death
 from geospot.train.common import Progress
+from geospot.train.inherit import images_from_start_run, inherited_engine_fields
 from geospot.train.lifecycle import (
     RUN_HELP,
     STOPPED,
@@ -171,26 +172,6 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
         self.engine_config({}).validate()
 
 
-def inherited_engine_fields(load_checkpoint_path: str | None, _seen: frozenset = frozenset()) -> dict:
-    """The engine fields (and the data spec) of the run a local checkpoint came from (its
-    config.json): RL continues on what the warm start was trained on unless told. An RL run
-    records only what it set, so what it inherited is read from its own start run, and so on
-    down the chain (sft -> rl -> rl)."""
-    if not load_checkpoint_path or "://" in load_checkpoint_path:
-        return {}
-    try:
-        ckpt = resolve_checkpoint(load_checkpoint_path)
-    except FileNotFoundError as e:
-        raise ConfigError(f"load_checkpoint_path: {e}") from None
-    rec = read_config(ckpt) or read_config(ckpt.parent.parent)  # a checkpoint folder, or its run's
-    saved = (rec or {}).get("config", {})
-    own = {k: v for k, v in saved.items() if k in (*ENGINE_KEYS, "data") and v is not None}
-    parent, here = saved.get("load_checkpoint_path"), ckpt.parent.parent.resolve()
-    if isinstance(parent, str) and "://" not in parent and here not in _seen and is_run_path(parent):
-        own = {**inherited_engine_fields(parent, _seen | {here}), **own}
-    return own
-
-
 def env_from_start_run(cfg: RLConfig, given: set[str], resumed: set[str] = frozenset()) -> RLConfig:
     """`geospot rl load_checkpoint_path=<run>`: the env keys the command line did not give
     (env_type, hier_*, geohash_*, mixed_*, teacher_forcing) continue the run's own (an SFT
@@ -205,9 +186,16 @@ def env_from_start_run(cfg: RLConfig, given: set[str], resumed: set[str] = froze
     # the engine keys and data left unset are the start run's too (inherited_engine_fields): say so,
     # naming the model, its LoRA rank and data always, any other key where it is not the default
     defaults = EngineConfig()
-    engine = {k: v for k, v in inherited_engine_fields(path).items() if getattr(cfg, k, None) is None
+    inherited = inherited_engine_fields(path)
+    engine = {k: v for k, v in inherited.items() if getattr(cfg, k, None) is None
               and (k in ("model_name", "lora_rank", "data") or v != getattr(defaults, k, None))}
     record["from_run"] = {**engine, **record["from_run"]}
+    # new data: shown as the start run saw its images (a resumed run's keys are its own, as it started)
+    if cfg.data is not None and "data" in given and "data" not in resumed:
+        shown = images_from_start_run(path, cfg.data, given | resumed)
+        shown = {k: v for k, v in shown.items() if getattr(cfg, k) != v}
+        cfg = dataclasses.replace(cfg, **shown)
+        record["from_run"].update(shown)
     if (record["from_run"] or record["overridden"]) and distributed.speaks():
         print("load_checkpoint_path: " + describe_defaults(record), file=sys.stderr)
     return cfg

@@ -32,6 +32,7 @@ from geospot.geo.perturb import perturb
 from geospot.runs.folder import LogDirBehavior
 from geospot.train import rank_death
 from geospot.train.common import Progress
+from geospot.train.inherit import sft_from_start_run
 from geospot.train.lifecycle import (
     RUN_HELP,
     STOPPED,
@@ -410,7 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_path = ""  # known once the keys are parsed: where a Ctrl-C's message looks for checkpoints
     replaced = stop_on_sigterm()  # `timeout` / a scheduler's SIGTERM stops the run as Ctrl-C does
     try:
-        cfg, _ = resume_config(parse_overrides(SFTConfig, argv), given_keys(argv), "sft")
+        cfg, resumed = resume_config(parse_overrides(SFTConfig, argv), given_keys(argv), "sft")
+        cfg = sft_from_start_run(cfg, given_keys(argv), resumed)  # a fine-tune continues its start run's model
         if not cfg.log_path and not distributed.under_torchrun():  # (under torchrun rank 0's clock names it)
             cfg = replace(cfg, log_path=default_log_path(cfg))  # named now, so a Ctrl-C can point at it
         log_path = cfg.log_path

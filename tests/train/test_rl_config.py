@@ -5,7 +5,8 @@ import sys
 import pytest
 
 from geospot.config import parse_overrides
-from geospot.train.rl import RLConfig, inherited_engine_fields, main
+from geospot.train.inherit import inherited_engine_fields
+from geospot.train.rl import RLConfig, main
 
 
 def test_help_documents_every_key(capsys):
