@@ -166,7 +166,20 @@ def export_run(cfg: ExportConfig) -> tuple[Path, str, Path]:
     photo = write_example_image(path, spec.data)
     card = write_model_card(path, loaded, spec=spec, kind=kind, eval_dir=cfg.eval,
                             base_ref=base_reference(spec.base_model), photo=photo)
+    if photo and not data_is_synthetic(spec.data):  # a user's own photo, in a folder made to be published
+        print(f"example.jpg is one held-out photo of data={spec.data} (for the model card's code to run as "
+              "written), and the card names that data spec; delete or replace them before publishing the folder "
+              "if they are private", file=sys.stderr)
     return path, kind, card
+
+
+def data_is_synthetic(data: str | None) -> bool:
+    from geospot.data.spec import SpecError, parse_spec
+
+    try:
+        return bool(data) and all(p.kind == "synthetic" for p in parse_spec(data, infer=False))
+    except SpecError:
+        return False
 
 
 def export_main(argv: list[str]) -> int:

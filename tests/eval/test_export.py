@@ -161,3 +161,21 @@ def test_export_refuses_a_folder_that_is_not_an_earlier_export(run, exported, tm
     again = tmp_path / "again"
     shutil.copytree(exported[0], again)
     assert export_main([f"checkpoint={log}", f"out={again}"]) == 0  # an earlier export: replaced
+
+
+def test_an_export_of_a_run_on_the_users_photos_says_it_holds_one(run, tmp_path, capsys):
+    """example.jpg of a run trained on local photos is one of them, in a folder made to be
+    published: the export says so (a synthetic world's image goes without a word, above)."""
+    import shutil
+
+    log, rank = run
+    if not rank:
+        pytest.skip("one export shows it")
+    mine = tmp_path / "run"
+    shutil.copytree(log, mine)
+    record = json.loads((mine / "config.json").read_text())
+    record["config"]["data"] = str(ROOT.parent / "shared" / "data" / "osv5m-samples")
+    (mine / "config.json").write_text(json.dumps(record))
+    assert export_main([f"checkpoint={mine}", f"out={tmp_path / 'export'}"]) == 0
+    assert (tmp_path / "export" / "example.jpg").exists()
+    assert "example.jpg is one held-out photo of data=" in capsys.readouterr().err
