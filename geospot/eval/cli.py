@@ -262,7 +262,10 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
     turns = tuple(run_defaults["turn_prompts"]) if run_defaults else None
 
     split = held_out_split(cfg, resolve_split(cfg.split, cfg.data))
-    done_ids = {p.id for p in done}
+    # a resumed eval reuses an answer only while its image's truth is the one it was scored against
+    # (a label fixed in the data since: evaluated again, and the newer row wins in predictions.csv)
+    done_truth = {p.id: (p.true_latitude, p.true_longitude) for p in done}
+    relabelled = 0
     order: list[str] = []  # every id of the data, in data order (ids only: a benchmark can be 200k images)
     evaluated, busy_s = 0, 0.0  # busy_s: time inside the model (not loading it, not reading data)
     bar = _bar(cfg.n, len(done))
@@ -274,7 +277,8 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
                      ) as stream:
         for chunk in _chunks(islice(stream, cfg.n), cfg.batch_size * 4):
             order += [str(x.id) for x in chunk]
-            todo = [x for x in chunk if str(x.id) not in done_ids]
+            todo = [x for x in chunk if done_truth.get(str(x.id)) != (x.lat, x.lon)]
+            relabelled += sum(str(x.id) in done_truth for x in todo)
             if not todo:
                 continue
             if engine is None:
@@ -305,6 +309,11 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
                               "split=all to score the images it trained on")
         raise ConfigError(f"data={cfg.data} split={split} holds no usable samples{why}; "
                           f"see `geospot data inspect '{cfg.data}'`")
+    reused = sum(i in done_truth for i in order) - relabelled
+    if reused:  # say where the numbers come from: a rerun of the same command resumes the same folder
+        again = f"; {relabelled} whose label changed since were evaluated again" if relabelled else ""
+        print(f"{reused} of {len(order)} images' answers were reused from {pred_path} (the same eval, resumed{again}); "
+              "out=<another folder> evaluates anew", file=sys.stderr)
     if cfg.n is not None and len(order) < cfg.n:  # asked for more than there is: say what the table is of
         print(f"n={cfg.n}, but data={cfg.data} split={split} holds {len(order)} usable images: all of them are "
               "evaluated", file=sys.stderr)

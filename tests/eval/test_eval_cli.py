@@ -309,3 +309,37 @@ def test_predict_reads_every_subfolder_and_each_photo_once(tmp_path, capsys):
     assert cli.predict_main(["model=fake", *args], engine=ScriptedEngine(by_pixels)) == 0
     names = [Path(l.split("\t")[0]) for l in capsys.readouterr().out.strip().splitlines()]
     assert names == [roll / "top.jpg", *(roll / "2024" / "Paris trip" / f"{i}.JPG" for i in range(3))]
+
+
+def test_a_rerun_eval_reuses_answers_only_while_their_labels_stand(tmp_path, capsys, monkeypatch):
+    """The same command again resumes its folder and says so; a label fixed in the data since
+    is evaluated again against the new truth (the table and truth.csv use it), the rest reused."""
+    import csv
+    import shutil
+
+    from geospot.eval.runner import predict
+
+    real, calls = cli.run_eval, []  # calls: images sent to the model, per run
+    monkeypatch.setattr(cli, "run_eval", lambda c, given=None: real(c, engine=ScriptedEngine(by_pixels), given=given))
+    monkeypatch.setattr(cli, "predict", lambda engine, todo, **kw: calls.append(len(todo)) or predict(engine, todo,
+                                                                                                      **kw))
+
+    data = tmp_path / "labelled"
+    shutil.copytree(OSV / "images", data / "images")
+    shutil.copy(OSV / "labels.csv", data / "labels.csv")
+    argv = ["model=fake", f"data={data}", f"out={tmp_path / 'e'}", "geocoder=none", "--json"]
+    assert cli.eval_main(argv) == 0 and calls == [8]
+    capsys.readouterr()
+    assert cli.eval_main(argv) == 0 and calls == [8]  # nothing evaluated again
+    assert "8 of 8 images' answers were reused from" in capsys.readouterr().err
+    rows = list(csv.DictReader(open(data / "labels.csv")))
+    rows[0]["latitude"] = "12.5"
+    with open(data / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    assert cli.eval_main(argv) == 0 and calls == [8, 1]
+    out, err = capsys.readouterr()
+    assert "7 of 8 images' answers were reused from" in err and "1 whose label changed since" in err
+    truth = {r["id"]: r["latitude"] for r in csv.DictReader(open(tmp_path / "e" / "truth.csv"))}
+    assert truth[rows[0]["id"]] == "12.5" and json.loads(out.strip().splitlines()[-1])["metrics"]["n"] == 8

@@ -106,8 +106,8 @@ def test_predict_finds_the_photos_of_a_data_folder_in_its_subfolder(tmp_path):
     for name in ("b.jpg", "a.png"):
         Image.new("RGB", (8, 8)).save(data / "images" / name)
     assert [p.name for p in image_paths([str(data)])] == ["a.png", "b.jpg"]
-    Image.new("RGB", (8, 8)).save(data / "top.jpg")  # photos at the top: those, as before
-    assert [p.name for p in image_paths([str(data)])] == ["top.jpg"]
+    Image.new("RGB", (8, 8)).save(data / "top.jpg")  # photos at the top too: every photo, the top's first
+    assert [p.name for p in image_paths([str(data)])] == ["top.jpg", "a.png", "b.jpg"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no images found in .*empty or its subfolders"):
         image_paths([str(tmp_path / "empty")])
