@@ -250,8 +250,12 @@ def parse_spec(spec: str, infer: bool = True) -> list[SpecPart]:
                 raise SpecError(f"{text!r}: option {_text(field_chars)!r} is not key=value (a path holding ',' goes "
                                 "in quotes or as \\,, see the grammar)")
             options[_text(field_chars[:eq]).strip()] = _text(field_chars[eq + 1:]).strip()
+        if kind not in ("synthetic", "hf") and target.startswith("~"):
+            target = os.path.expanduser(target)  # `data=~/photos` quoted, or in a shell that leaves it (zsh)
         if kind == "" and infer:
             kind = infer_kind(target)
+            if kind == "exif" and options.keys() & {"lat", "lon", "id"}:  # columns named: the folder's CSV is meant
+                kind = "csv"
         parts.append(SpecPart(kind, target, options, weight, text))
     if not parts:
         raise SpecError(f"data spec {spec!r} has no parts")
@@ -294,6 +298,10 @@ def infer_kind(target: str) -> str:
         if any(n.lower().endswith((".tar.gz", ".tgz")) for n in names):
             exts.add("tar")
         if exts & {"csv", "tsv"}:  # a .tsv is a CSV with tabs (the sniffer finds the separator)
+            # a camera roll with a stray spreadsheet in it (expenses.csv) is still a camera roll
+            if (not _csv_with_coordinates(target, names) and (exts & set(IMAGE_EXTS) or _image_subfolder(target))
+                    and _geotagged(target)):
+                return "exif"
             return "csv"
         sheets = sorted(n for n in names if n.lower().endswith((".xlsx", ".xls", ".ods", ".numbers")))
         if sheets and not exts & {"tar", "parquet", "jsonl"}:
@@ -326,6 +334,26 @@ def infer_kind(target: str) -> str:
                         f"{', '.join(KINDS)})")
     raise SpecError(f"{target!r}: no such file or folder (a relative path is read from the current folder, "
                     f"{os.getcwd()}); a Hugging Face dataset is written hf:{target}")
+
+
+def _csv_with_coordinates(target: str, names: list[str]) -> bool:
+    """Whether any CSV / TSV in the folder has a latitude column in its header line."""
+    from geospot.geo.columns import LAT_KEYS
+
+    for n in names:
+        if n.lower().endswith((".csv", ".tsv")):
+            path = os.path.join(target, n)
+            try:
+                with open(path, "rb") as raw:
+                    utf16 = raw.read(2) in (b"\xff\xfe", b"\xfe\xff")  # Excel's "Unicode text"
+                with open(path, encoding="utf-16" if utf16 else "utf-8-sig", errors="replace") as f:
+                    header = f.readline().lower()
+            except OSError:
+                continue
+            cells = {c.strip().strip('"').strip() for c in header.replace(";", ",").replace("\t", ",").split(",")}
+            if cells & set(LAT_KEYS):
+                return True
+    return False
 
 
 def _image_subfolder(target: str) -> bool:

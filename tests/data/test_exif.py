@@ -12,7 +12,7 @@ from PIL.TiffImagePlugin import IFDRational
 
 from geospot.data import load_samples, open_stream
 from geospot.data.exif import GPS_IFD, BadGps, gps_coords, read_gps
-from geospot.data.spec import SpecError, infer_kind
+from geospot.data.spec import SpecError, infer_kind, parse_spec
 
 OSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "osv5m-samples"
 SYDNEY = {1: "S", 2: (33.0, 52.0, 4.0), 3: "E", 4: (151.0, 12.0, 36.0)}  # 33°52'04"S 151°12'36"E
@@ -99,3 +99,19 @@ def test_a_folder_of_geotagged_photos_is_labelled_data(tmp_path):
     with pytest.raises(SpecError, match=r"holds images but no labels .* GPS tags in the photos' EXIF: none of the "
                                         r"first 50 has them.* geospot predict model=<model> "):
         load_samples(str(plain), "all")
+
+
+def test_a_stray_spreadsheet_does_not_hide_a_camera_roll(tmp_path, monkeypatch):
+    """expenses.csv among geotagged photos: the folder is still read by their GPS; a labels CSV
+    (a latitude column) or a spec naming columns still makes it a CSV folder; `~` is the home."""
+    src = sorted((OSV / "unlabeled").iterdir())
+    roll = tmp_path / "roll"
+    geotag(src[0], roll / "a.jpg", SYDNEY)
+    (roll / "expenses.csv").write_text("date,amount\n2024-01-02,12.50\n")
+    assert infer_kind(str(roll)) == "exif"
+    assert [s.id for s in load_samples(str(roll), "all")] == ["a.jpg"]
+    assert parse_spec(f"{roll},lat=amount,lon=amount,id=date")[0].kind == "csv"
+    (roll / "labels.csv").write_text("id,Latitude,Longitude\na,1,2\n")
+    assert infer_kind(str(roll)) == "csv"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert parse_spec("~/roll/a.jpg")[0].target == str(roll / "a.jpg")
