@@ -282,6 +282,29 @@ def same_data(a: str, a_dir: str, b: str, options: bool = True) -> bool:
         return False
 
 
+def rebase_spec(spec: str, base: str) -> str | None:
+    """`spec` with each relative local path made absolute under the folder `base` (a run's saved
+    data, read from another folder than the one it was started in); the spec itself when it has
+    none. None when that cannot be written safely: the spec quotes or escapes, or `base` holds a
+    character the grammar reads as syntax."""
+    parts = parse_spec(spec, infer=False)
+    relative = [p for p in parts if p.kind not in ("synthetic", "hf") and p.target and not os.path.isabs(p.target)]
+    if not relative:
+        return spec
+    if any(c in spec for c in "\"'\\") or any(c in base for c in _ESCAPABLE | {"*", "?", "["}):
+        return None
+    out = []
+    for raw in spec.split(";"):
+        head, colon, rest = raw.strip().partition(":")
+        kind_prefix = colon and head in KINDS
+        body = rest if kind_prefix else raw.strip()
+        target = next((p.target for p in relative if body.startswith(p.target)), None)
+        if target is not None:
+            body = os.path.join(base, target) + body[len(target):]
+        out.append(f"{head}:{body}" if kind_prefix else body)
+    return ";".join(out)
+
+
 def _is_path(text: str) -> bool:
     """An existing file or folder whose name merely looks like `...@2` is a path, not a weight."""
     k, colon, rest = text.partition(":")

@@ -5,8 +5,8 @@
     check_resume:         refuses, in one sentence, a folder with no checkpoint or a change of what is
                           trained (any key outside `RESUME_MAY_CHANGE`);
     write_resumed_config: config.json keeps the config the run continues with and each resume's changes.
-A resume from another folder than the run's start (config.json's `started_in`) is refused when
-the run's saved paths are relative to that folder.
+A resume from another folder than the run's start (config.json's `started_in`) reads the run's
+saved relative paths from that folder, and a path spelled another way names the same data.
 
 train/lifecycle.py's start_run calls them; both loops share them."""
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from geospot.config import ConfigError
-from geospot.data.spec import SpecError, parse_spec
+from geospot.data.spec import SpecError, parse_spec, rebase_spec, same_data
 from geospot.runs.checkpoint import latest_checkpoint
 from geospot.runs.folder import json_default, read_config, write_config
 
@@ -77,7 +77,7 @@ def resume_config(cfg: Any, given: set[str], kind: str) -> tuple[Any, set[str]]:
             continue
         value, current = saved[f.name], getattr(cfg, f.name)
         values[f.name] = tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value
-    _refuse_moved_paths(cfg.log_path, record.get("started_in"), values)
+    _rebase_moved_paths(cfg.log_path, record.get("started_in"), values)
     return dataclasses.replace(cfg, **values), set(values)
 
 
@@ -100,20 +100,46 @@ def _relative_targets(key: str, value: Any) -> list[str]:
     return [t for t in targets if t and not os.path.isabs(os.path.expanduser(t))]
 
 
-def _refuse_moved_paths(log_path: str, started_in: Any, taken: dict[str, Any]) -> None:
-    """A resume from another folder than the run's start would read a saved relative path (its
-    data, its start weights) from the wrong folder: not found, or worse, another folder of the
-    same name. Refuse it in one sentence that says where to resume from. A hub id ("owner/name")
-    counts only when the start folder holds a path of that name (the start read that, not the hub)."""
+def _rebase_moved_paths(log_path: str, started_in: Any, taken: dict[str, Any]) -> None:
+    """A resume from another folder than the run's start reads its saved relative paths (its data,
+    its start weights) from the folder it was started in: `taken` is rewritten with them made
+    absolute, so the run reads what it was started on, not another folder of the same name (or
+    none). A data spec that cannot be rewritten (quotes, escapes) is refused in one sentence that
+    says where to resume from. A hub id ("owner/name") counts only when the start folder holds a
+    path of that name (the start read that, not the hub)."""
     if not isinstance(started_in, str) or os.path.realpath(started_in) == os.path.realpath(os.getcwd()):
         return
     for key in PATH_KEYS:
-        for target in _relative_targets(key, taken.get(key)):
-            head = os.path.join(started_in, target.split("/")[0])
-            if os.path.exists(head) or glob.glob(head):
-                raise ConfigError(f"log_path={log_path!r} was started in {started_in}, and its {key}={taken[key]!r} "
-                                  f"is a path relative to that folder; resume from there (cd {started_in}), so the "
-                                  "run reads what it was started on")
+        value = taken.get(key)
+        moved = [t for t in _relative_targets(key, value) if _exists_in(started_in, t)]
+        if not moved:
+            continue
+        rebased = rebase_spec(value, started_in) if key in ("data", "eval_data") else os.path.join(started_in, value)
+        if rebased is None:
+            raise ConfigError(f"log_path={log_path!r} was started in {started_in}, and its {key}={value!r} "
+                              f"is a path relative to that folder; resume from there (cd {started_in}), so the "
+                              "run reads what it was started on")
+        taken[key] = rebased
+
+
+def _exists_in(folder: str, target: str) -> bool:
+    head = os.path.join(folder, target.split("/")[0])
+    return os.path.exists(head) or bool(glob.glob(head))
+
+
+def same_value(key: str, saved: Any, new: Any, started_in: Any) -> bool:
+    """Whether a saved config value and a new one say the same: equal, or for a path key the same
+    file or folder, the saved value's relative paths read from where the run was started (the same
+    text read from another folder may name another folder; a hub id or tiny: name is text)."""
+    if key not in PATH_KEYS or not isinstance(saved, str) or not isinstance(new, str) or not isinstance(
+            started_in, str):
+        return saved == new
+    if key in ("data", "eval_data"):
+        return same_data(saved, started_in, new)
+    if not any(_exists_in(started_in, t) for t in _relative_targets(key, saved)):
+        return saved == new or os.path.realpath(os.path.expanduser(saved)) == os.path.realpath(
+            os.path.expanduser(new))
+    return os.path.realpath(os.path.join(started_in, saved)) == os.path.realpath(os.path.expanduser(new))
 
 
 def check_resume(log_dir: Path, kind: str, cfg: Any) -> dict[str, list[Any]]:
@@ -135,7 +161,7 @@ def check_resume(log_dir: Path, kind: str, cfg: Any) -> dict[str, list[Any]]:
     old, new = saved.get("config", {}), _as_saved(cfg)
     # (behavior_if_log_dir_exists is how this start treats the folder, not what is trained)
     changed = {k: [old[k], new[k]] for k in sorted(old.keys() & new.keys())
-               if old[k] != new[k] and k != "behavior_if_log_dir_exists"}
+               if not same_value(k, old[k], new[k], saved.get("started_in")) and k != "behavior_if_log_dir_exists"}
     if saved.get("kind", kind) != kind:
         changed = {"kind": [saved["kind"], kind], **changed}
     refused = {k: v for k, v in changed.items() if k not in RESUME_MAY_CHANGE}

@@ -181,3 +181,16 @@ def test_a_path_that_is_not_there_names_the_folder_it_was_read_from(tmp_path, mo
 def test_a_synthetic_world_out_of_range_is_one_sentence(spec, match):
     with pytest.raises(SpecError, match=match):
         open_stream(spec, "all", repeat=False)
+
+
+def test_rebase_spec_makes_relative_local_paths_absolute_under_a_folder():
+    from geospot.data.spec import rebase_spec
+
+    assert rebase_spec("photos", "/p") == "/p/photos"
+    mix = "photos,max_side=224@2;synthetic:n=8;hf:a/b"
+    assert rebase_spec(mix, "/p") == "/p/" + mix
+    assert rebase_spec("csv:data/labels.csv,lat=y;/abs/x", "/p") == "csv:/p/data/labels.csv,lat=y;/abs/x"
+    assert rebase_spec("shards/{000..003}.tar", "/p") == "/p/shards/{000..003}.tar"
+    assert rebase_spec("synthetic:n=8", "/p") == "synthetic:n=8"  # nothing relative: as it is
+    assert rebase_spec("'my photos',max_side=224", "/p") is None  # quoted: not rewritten
+    assert rebase_spec("photos", "/a;b") is None  # a folder whose name the grammar would read as syntax

@@ -234,32 +234,45 @@ def test_resume_takes_the_saved_keys_the_command_line_leaves_out(tmp_path):
     assert resume_config(fresh, set(), "sft") == (fresh, set())
 
 
-def test_resume_from_another_folder_than_the_start_is_refused_when_its_paths_are_relative(tmp_path, monkeypatch):
-    """A run started in proj/ with data=photos: resumed from proj/ it goes on; from elsewhere the
-    saved `photos` would be another folder (here: one that exists, so nothing else would notice),
-    and the resume is refused in one sentence that says where to resume from."""
-    from geospot.train.resume import resume_config
+def test_resume_from_another_folder_reads_the_runs_relative_paths_from_where_it_started(tmp_path, monkeypatch):
+    """A run started in proj/ with data=photos: resumed from elsewhere, `photos` is proj/photos, not
+    the other folder's `photos` (which exists here, so nothing else would notice); typed from here
+    the same folder is the same data, not a change; a spec that cannot be rewritten (quoted) is
+    refused in one sentence that says where to resume from."""
+    from geospot.train.resume import check_resume, resume_config
 
     proj, elsewhere = tmp_path / "proj", tmp_path / "elsewhere"
-    for d in (proj / "photos", elsewhere / "photos", proj / "runs" / "a"):
+    for d in (proj / "photos", elsewhere / "photos", proj / "runs" / "a" / "checkpoints" / "2", proj / "sft"):
         d.mkdir(parents=True)
     log = proj / "runs" / "a"
-    write_config(log, "sft", SFTConfig(data="photos,max_side=224", model_name="tiny:qwen2_5_vl"),
-                 extra={"started_in": str(proj)})
+    (log / "checkpoints" / "2" / "state.json").write_text("{}")
+    started = SFTConfig(data="photos,max_side=224", model_name="tiny:qwen2_5_vl", load_checkpoint_path="sft",
+                        log_path=str(log), behavior_if_log_dir_exists="resume")
+    write_config(log, "sft", started, extra={"started_in": str(proj)})
     typed = SFTConfig(log_path=str(log), behavior_if_log_dir_exists="resume")
     given = {"log_path", "behavior_if_log_dir_exists"}
     monkeypatch.chdir(proj)
     assert resume_config(typed, given, "sft")[0].data == "photos,max_side=224"
     monkeypatch.chdir(elsewhere)
+    cfg, _ = resume_config(typed, given, "sft")
+    assert (cfg.data, cfg.load_checkpoint_path) == (f"{proj / 'photos'},max_side=224", str(proj / "sft"))
+    assert check_resume(log, "sft", cfg) == {}  # the same data and start weights, spelled from here
+    respelled = SFTConfig(**{**cfg.__dict__, "data": "../proj/photos/,max_side=224"})
+    assert check_resume(log, "sft", respelled) == {}
+    other = SFTConfig(**{**cfg.__dict__, "data": "photos,max_side=224"})  # elsewhere/photos: other data
+    with pytest.raises(ConfigError, match="cannot resume with a changed data"):
+        check_resume(log, "sft", other)
+    write_config(log, "sft", SFTConfig(data="'photos',max_side=224"), extra={"started_in": str(proj)})
     with pytest.raises(ConfigError) as e:
         resume_config(typed, given, "sft")
-    assert str(e.value) == (f"log_path={str(log)!r} was started in {proj}, and its data='photos,max_side=224' is a "
-                            f"path relative to that folder; resume from there (cd {proj}), so the run reads what it "
-                            "was started on")
-    # absolute paths, synthetic and hub data, and a hub id that is no folder of the start's: nothing to refuse
+    assert str(e.value) == (f"log_path={str(log)!r} was started in {proj}, and its data=\"'photos',max_side=224\" "
+                            f"is a path relative to that folder; resume from there (cd {proj}), so the run reads "
+                            "what it was started on")
+    # absolute paths, synthetic and hub data, and a hub id that is no folder of the start's: as saved
     for data, model in [(str(proj / "photos"), "tiny:qwen2_5_vl"), ("synthetic:n=8;hf:a/b", "Qwen/Qwen2-VL-2B")]:
         write_config(log, "sft", SFTConfig(data=data, model_name=model), extra={"started_in": str(proj)})
-        assert resume_config(typed, given, "sft")[0].data == data
+        assert (resume_config(typed, given, "sft")[0].data, resume_config(typed, given, "sft")[0].model_name) == (
+            data, model)
     write_config(log, "sft", SFTConfig(data="photos"))  # a run from before started_in was recorded
     assert resume_config(typed, given, "sft")[0].data == "photos"
 
