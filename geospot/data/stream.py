@@ -160,6 +160,7 @@ class SampleStream:
         self._logged: set[str] = set()
         self._dry: dict[str, int] = {}  # skips since the last sample, by reason
         self._epoch_records: dict[int, int] = {}  # records of this split in a source's first full pass
+        self._passes: dict[int, int] = {}  # passes begun over each source (skips are counted on every one)
         self.check_columns()
         if self.repeat:  # a repeating stream with nothing usable would search for ever: find out now
             self.probe()
@@ -247,6 +248,7 @@ class SampleStream:
         epoch = 0
         while True:
             n = 0
+            self._passes[k] = epoch + 1
             for item in self._filtered(k, src, epoch, self.shuffle):
                 n += isinstance(item, Record)
                 yield item
@@ -356,6 +358,12 @@ class SampleStream:
         by the first batch, through the shuffle buffer's look-ahead; None until then."""
         done = len(self._epoch_records) == len(self.sources)
         return sum(self._epoch_records.values()) if done else None
+
+    @property
+    def passes(self) -> int:
+        """How many passes over the data have begun (the most over any part): a record skipped on
+        each pass is counted on each, so skip counts grow with it."""
+        return max(self._passes.values(), default=0)
 
     def next_batch(self, n: int) -> list[Sample]:
         """Up to n samples (fewer only when a finite stream ends)."""

@@ -243,6 +243,7 @@ class RunResult:
     metrics: dict[str, float]  # the last step's (RL: with the last eval's under `eval/`)
     eval_history: dict[int, dict[str, float]] = field(default_factory=dict)  # step -> held-out metrics
     skipped: dict[str, int] = field(default_factory=dict)  # training records skipped, by reason (this rank's)
+    passes: int = 1  # passes over the training data begun (each counts its skips again)
 
     @property
     def final_loss(self) -> float:
@@ -252,8 +253,9 @@ class RunResult:
         """The last line a training command prints: what it did, where, and what it skipped."""
         line = f"done: {self.steps} steps, run folder {self.log_dir}"
         if self.skipped:
+            again = f"; summed over {self.passes} passes over the data" if self.passes > 1 else ""
             line += ("; data records skipped: " + skip_reasons(self.skipped)
-                     + " (the first of each reason is named above)")
+                     + f" (the first of each reason is named above{again})")
         return line
 
 

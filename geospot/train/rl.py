@@ -408,7 +408,8 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
                 break
     if steps > run.start_step and not steps_trained:
         progress.note(untrained_note(cfg, metrics, "on every step"))
-    return RunResult(run.log_dir, steps, metrics, skipped=dict(run.stream.skipped))
+    return RunResult(run.log_dir, steps, metrics, skipped=dict(run.stream.skipped),
+                     passes=run.stream.passes)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -395,7 +395,8 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
                 run.save(done, {"eval_history": eval_history})
             if last:
                 break
-    return RunResult(run.log_dir, steps, metrics, eval_history, skipped=dict(run.stream.skipped))
+    return RunResult(run.log_dir, steps, metrics, eval_history, skipped=dict(run.stream.skipped),
+                     passes=run.stream.passes)
 
 
 # ---------------------------------------------------------------------------------------

@@ -67,6 +67,19 @@ def test_done_line_names_the_skips_by_reason():
     assert RunResult(Path("runs/a"), 3, {}).done_line() == "done: 3 steps, run folder runs/a"
     line = RunResult(Path("runs/a"), 3, {}, skipped={"missing_image": 2, "bad_coords": 1}).done_line()
     assert line.startswith("done: 3 steps, run folder runs/a; data records skipped: missing_image 2, bad_coords 1")
+    assert "passes" not in line
+    line = RunResult(Path("runs/a"), 3, {}, skipped={"no_gps": 26}, passes=13).done_line()
+    assert line.endswith("no_gps 26 (the first of each reason is named above; summed over 13 passes over the data)")
+
+
+def test_a_stream_counts_the_passes_it_began_over_its_data():
+    from geospot.data import open_stream
+
+    with open_stream("synthetic:n=40,size=8,val_frac=0,test_frac=0", "train", 0, shuffle=False) as stream:
+        assert stream.passes == 0
+        for _ in range(100):  # 40 records per pass: the third pass has begun
+            next(stream)
+        assert stream.passes >= 3
 
 
 def test_start_weights_of_another_shape_are_refused_before_the_model_loads(tmp_path):
