@@ -58,7 +58,10 @@ def inspect(args) -> int:
             lon_lo, lon_hi = min(lon_lo, s.lon), max(lon_hi, s.lon)
         skipped, fixed = dict(sorted(stream.skipped.items())), dict(sorted(stream.fixed.items()))
     if args.json:
-        print(json.dumps({"samples": n, "skipped": skipped, "sources": dict(sorted(sources.items()))}))
+        bounds = {"latitude": [lat_lo, lat_hi], "longitude": [lon_lo, lon_hi]} if n else {
+            "latitude": None, "longitude": None}  # the text's lines, as [min, max]
+        print(json.dumps({"samples": n, "skipped": skipped, "fixed": fixed, "sources": dict(sorted(sources.items())),
+                          **bounds}))
         return 0
     print(f"spec: {args.spec} (split {args.split})")
     print(f"samples: {n}")

@@ -118,6 +118,8 @@ class ExifGpsSource:
         out = []
         for path in files:
             try:
+                if os.path.getsize(path) == 0:  # (a camera roll's interrupted copy)
+                    raise BadGps("empty_image", "an empty file")
                 out.append((path, gps_coords(read_gps(path))))
             except BadGps as e:
                 out.append((path, e))

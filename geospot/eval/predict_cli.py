@@ -80,6 +80,9 @@ def probe_images(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
     readable, skipped = [], []
     for p in paths:
         try:
+            if p.stat().st_size == 0:
+                skipped.append(f"{p} (an empty file)")
+                continue
             with Image.open(p) as im:
                 im.size  # noqa: B018  (the header is parsed here)
         except Image.DecompressionBombError:

@@ -18,7 +18,9 @@ def _json(capsys, argv):
 def test_inspect_osv5m_samples(capsys):
     if not os.path.isdir(OSV):
         pytest.skip("shared OSV-5M samples not present")
-    assert _json(capsys, ["inspect", OSV, "--json"]) == {"samples": 8, "skipped": {}, "sources": {"osv5m-samples": 8}}
+    assert _json(capsys, ["inspect", OSV, "--json"]) == {  # the text's numbers, bounds included
+        "samples": 8, "skipped": {}, "fixed": {}, "sources": {"osv5m-samples": 8},
+        "latitude": [-19.123342, 43.261569], "longitude": [-88.163811, 108.942887]}
     assert main(["inspect", OSV]) == 0
     out = capsys.readouterr().out
     assert "samples: 8" in out and "skipped: 0" in out and "latitude: -19.1233 .. 43.2616" in out
@@ -27,7 +29,9 @@ def test_inspect_osv5m_samples(capsys):
 def test_inspect_counts_skips_and_limit(tmp_path, capsys):
     build_corpus(str(tmp_path))
     got = _json(capsys, ["inspect", f"{tmp_path}/a-{{000..001}}.tar", "--json"])
-    assert got == {"samples": 11, "skipped": EXPECTED_SKIPPED, "sources": {"corpus": 11}}
+    lat, lon = got.pop("latitude"), got.pop("longitude")
+    assert got == {"samples": 11, "skipped": EXPECTED_SKIPPED, "fixed": got["fixed"], "sources": {"corpus": 11}}
+    assert -90 <= lat[0] <= lat[1] <= 90 and -180 <= lon[0] <= lon[1] <= 180
     assert _json(capsys, ["inspect", "synthetic:n=30,size=16", "--json", "--limit", "7"])["samples"] == 7
 
 

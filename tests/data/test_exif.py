@@ -83,6 +83,7 @@ def test_a_folder_of_geotagged_photos_is_labelled_data(tmp_path):
     names = ["a.jpg", "day2/b.jpg", "day2/c.JPG", "d.jpg", "e.jpg"]
     for src, name, gps in zip(photos, names, tags):
         geotag(src, trip / name, gps)
+    (trip / "copying.jpg").write_bytes(b"")  # an interrupted copy
     assert infer_kind(str(trip)) == "exif"
     got = {s.id: (s.lat, s.lon) for s in load_samples(str(trip), "all")}
     want = {"a.jpg": (-33.867778, 151.21), "day2/b.jpg": (48.856667, 2.352), "day2/c.JPG": (40.712778, -74.006)}
@@ -90,7 +91,7 @@ def test_a_folder_of_geotagged_photos_is_labelled_data(tmp_path):
     assert all(got[k] == pytest.approx(want[k], abs=1e-5) for k in want)
     with open_stream(str(trip), "all", 0, force={"repeat": False}, shuffle=False) as stream:
         assert len(list(stream)) == 3
-        assert stream.skipped == {"no_gps": 1, "gps_void": 1}
+        assert stream.skipped == {"no_gps": 1, "gps_void": 1, "empty_image": 1}
     assert {s.id for s in load_samples(f"exif:{trip}/day2/*.jpg", "all")} == {"b.jpg"}  # (c.JPG: globs see case)
     with open_stream(str(trip), "train", 0) as stream:  # a training stream repeats: it never runs dry
         assert all(not math.isnan(next(stream).lat) for _ in range(7))

@@ -188,6 +188,7 @@ def test_predict_streams_a_batch_at_a_time(tmp_path, capsys, monkeypatch):
     photos = tmp_path / "photos"
     shutil.copytree(OSV / "unlabeled", photos)
     (photos / "notes.jpg").write_text("not a photo")
+    (photos / "zero.jpg").write_bytes(b"")
     loads, printed = [], []  # per load: its size, and the lines printed since the load before it
 
     def load(paths, square=False):
@@ -202,6 +203,7 @@ def test_predict_streams_a_batch_at_a_time(tmp_path, capsys, monkeypatch):
     assert loads == [5, 5, 2]  # 12 photos in batches of 5; notes.jpg never loaded
     assert [n for n, _ in printed] == [0, 5, 5]  # each batch's 5 lines were out before the next load
     assert f"skipped image: {photos / 'notes.jpg'} (not an image)" in printed[0][1]  # named before any answer
+    assert f"skipped image: {photos / 'zero.jpg'} (an empty file)" in printed[0][1]
     assert len(capsys.readouterr().out.splitlines()) == 2
     (photos / "a.jpg").write_text("nor this")
     for q in photos.iterdir():
