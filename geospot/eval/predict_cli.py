@@ -1,5 +1,5 @@
-"""`geospot predict model=<model> IMAGES...|DIR [--json] [--map out.html]`: coordinates and a
-place name for photos with no known truth, one line (or JSON object) per image."""
+"""`geospot predict model=<model> IMAGES...|DIR [--json] [--csv out.csv] [--map out.html]`:
+coordinates and a place name for photos with no known truth, one line (or JSON object) per image."""
 
 from __future__ import annotations
 
@@ -19,13 +19,19 @@ from geospot.jsonutil import finite_json
 
 IMAGE_EXTS = {f".{e}" for e in DATA_IMAGE_EXTS}  # the suffixes the data sources read as images
 
-PREDICT_HELP = """usage: geospot predict model=<model> IMAGE... | DIR [key=value ...] [--json] [--map out.html]
+PREDICT_HELP = """usage: geospot predict model=<model> IMAGE... | DIR [key=value ...] [--json] [--csv out.csv]
+                       [--map out.html]
 
 One line per image: latitude, longitude, country/region/city (the nearest GeoNames place; when
 none is within 100 km, it says so and names the nearest with its distance) and the raw answer
 (telescoping: each turn's guess); for a photo with GPS in its EXIF (a phone's), how far the answer
-landed from it. --map writes a self-contained offline HTML map.
+landed from it. --json prints one JSON object per line instead (JSON Lines). --csv writes
+id,latitude,longitude,place,photo_latitude,photo_longitude,km_from_gps rows as they come (a blank
+latitude: no answer parsed), which `geospot score --pred out.csv --truth <id,latitude,longitude>`
+scores. --map writes a self-contained offline HTML map.
 """
+
+CSV_COLUMNS = ("id", "latitude", "longitude", "place", "photo_latitude", "photo_longitude", "km_from_gps")
 
 
 def image_paths(args: Sequence[str]) -> list[Path]:
@@ -123,7 +129,7 @@ def predict_main(argv: list[str], engine=None) -> int:
         print(PREDICT_HELP + "\n" + help_text(PredictConfig))
         return 0
     try:
-        kv, flags, values, pos = split_args(argv, {"--json", "greedy"}, {"--map"})
+        kv, flags, values, pos = split_args(argv, {"--json", "greedy"}, {"--map", "--csv"})
         cfg = parse_overrides(PredictConfig, kv)
         cfg, run_defaults = with_run_defaults(cfg, given_keys(kv))
         if run_defaults:
@@ -149,6 +155,7 @@ def predict_main(argv: list[str], engine=None) -> int:
     # thousands of full-size photos never sits in memory at once, and the user sees answers
     # from the first batch on.
     rows = []
+    table = _CsvRows(values.get("--csv"))
     for start in range(0, len(paths), cfg.batch_size):
         chunk = paths[start:start + cfg.batch_size]
         samples, skipped = load_images(chunk, square=cfg.square)
@@ -163,6 +170,8 @@ def predict_main(argv: list[str], engine=None) -> int:
             print(json.dumps(finite_json(r)) if "--json" in flags else _predict_line(r, cfg.env_type != "single"),
                   flush=True)
             rows.append(r)
+        table.write(rows[-len(preds):])
+    table.close()
     if not rows:
         print("geospot predict: none of the images could be read", file=sys.stderr)
         return 2
@@ -178,6 +187,34 @@ def predict_main(argv: list[str], engine=None) -> int:
         Path(values["--map"]).write_text(render_map(rows), encoding="utf-8")
         print(f"map: {values['--map']}", file=sys.stderr)
     return 0
+
+
+class _CsvRows:
+    """--csv FILE: the rows as they are answered, flushed per batch (an interrupted predict keeps
+    what it answered); nothing without a file."""
+
+    def __init__(self, path: str | None):
+        import csv
+
+        self.file = open(path, "w", newline="", encoding="utf-8") if path else None  # noqa: SIM115
+        self.writer = csv.writer(self.file) if self.file else None
+        if self.writer:
+            self.writer.writerow(CSV_COLUMNS)
+
+    def write(self, rows: list[dict]) -> None:
+        if not self.writer:
+            return
+        for r in rows:
+            gps, km = r["photo_gps"] or ("", ""), r["km_from_gps"]
+            parsed = not math.isnan(r["latitude"])
+            self.writer.writerow([r["name"], r["latitude"] if parsed else "", r["longitude"] if parsed else "",
+                                  r["place"], *gps, "" if km is None else round(km, 3)])
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+            print(f"csv: {self.file.name}", file=sys.stderr)
 
 
 def photo_gps(path: Path) -> tuple[float, float] | None:

@@ -244,6 +244,21 @@ def test_predict_says_how_far_each_answer_is_from_the_photos_gps(tmp_path, capsy
     assert html.count('<rect class="truth"') == 2 and html.count('<line class="miss"') == 2
     assert "<th>km from the photo's GPS</th>" in html and html.count("<td>16,960</td>") == 2
     assert "3 of 3 images located" in html
+    # --csv: the rows as a table `geospot score` takes (a truth keyed by the same ids)
+    import csv
+
+    from geospot.geo.cli import score_main
+
+    table = tmp_path / "pred.csv"
+    assert cli.predict_main(["model=fake", str(photos), "--csv", str(table)], engine=ScriptedEngine(paris)) == 0
+    capsys.readouterr()
+    rows = list(csv.DictReader(open(table)))
+    assert [r["km_from_gps"] for r in rows] == ["16960.492", "16960.492", ""]
+    assert rows[0]["photo_latitude"].startswith("-33.8677") and rows[2]["photo_latitude"] == ""
+    truth = tmp_path / "truth.csv"
+    truth.write_text("id,latitude,longitude\n" + "".join(f"{r['id']},48.8566,2.3522\n" for r in rows))
+    assert score_main(["--pred", str(table), "--truth", str(truth), "--json", "--no-labels"]) == 0
+    assert json.loads(capsys.readouterr().out)["median_km"] == 0.0
 
 
 def test_a_run_evaluated_on_its_own_training_data_is_scored_on_the_images_it_held_out(tmp_path, capsys, monkeypatch):
