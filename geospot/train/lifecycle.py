@@ -53,10 +53,9 @@ from geospot.train.resume import check_resume, write_resumed_config
 
 # One meaning per knob, shared by SFTConfig and RLConfig (their defaults may differ).
 RUN_HELP = {
-    "load_checkpoint_path": "start from these weights with a fresh optimizer at step 0: a run folder, its "
-                            "checkpoints/<step> folder, or a tinker:// path; a local run's model, adapter, image "
-                            "budget and shape, answer format and data are kept where not given (a resumed run loads "
-                            "its own checkpoint)",
+    "load_checkpoint_path": "start from these weights (fresh optimizer, step 0): a run folder, its "
+                            "checkpoints/<step> or tinker://…; a local run's model, adapter, image size and answer "
+                            "format carry over unless given",
     "eval_n": "held-out images per eval (0 = no eval)",
     "eval_data": "held-out data spec, all of it used (None = the `val` split of `data`)",
     "eval_every": "held-out eval every N steps and at the end (0 = only at the end; eval_n=0 = never)",
