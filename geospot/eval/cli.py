@@ -72,32 +72,46 @@ def resolve_split(split: str, data_spec: str) -> str:
 
 
 def held_out_split(cfg, split: str) -> str:
-    """A run evaluated on the data it trained on: with split=auto, the ids it never trained on
-    (`heldout`: val + test), said in one line; with a split that holds training images, a note
-    that the numbers are not held-out ones. Any other model or data: `split` as it is."""
+    """A run (or its export) evaluated on the data it trained on: with split=auto, the ids it never
+    trained on (`heldout`: val + test), said in one line; with a split that holds training images,
+    a note that the numbers are not held-out ones. The same data is the same files with the same
+    split fractions, whatever else the spec says (a fine-tune adds `square=true` to new photos).
+    Any other model or data: `split` as it is."""
     from geospot.data.spec import same_data
     from geospot.runs.folder import read_config
-    from geospot.runs.model_spec import is_run_path, model_spec
+    from geospot.runs.model_spec import is_export_path, is_run_path, model_spec
 
-    if split not in ("all", "train") or not cfg.model or not is_run_path(cfg.model):
+    if split not in ("all", "train") or not cfg.model or not (is_run_path(cfg.model) or is_export_path(cfg.model)):
         return split
     spec = model_spec(cfg.model)
-    started_in = (read_config(spec.run_dir) or {}).get("started_in") or "."
+    run = spec.run_dir or cfg.model
+    record = read_config(spec.run_dir) if spec.run_dir else None
+    started_in = (record or {}).get("started_in") or "."
     if not spec.data or not same_data(spec.data, started_in, cfg.data, options=False):
         return split
-    if not same_data(spec.data, started_in, cfg.data):  # the split fractions may differ: held-out ids unknown
-        print(f"note: data={cfg.data} reads the data {spec.run_dir} trained on, with other options than its "
+    if split_fractions(spec.data) != split_fractions(cfg.data):  # another split of the ids: held-out ones unknown
+        print(f"note: data={cfg.data} reads the data {run} trained on with other val_frac / test_frac than its "
               f"data={spec.data}, so which images it held out is not known here and these numbers may include "
-              f"trained ones; give the run's data= to score only the held-out images", file=sys.stderr)
+              "trained ones; give the run's fractions to score only the held-out images", file=sys.stderr)
         return split
     if cfg.split == "auto":
-        print(f"data={cfg.data} is what {spec.run_dir} trained on (its train split): evaluating the images it held "
+        print(f"data={cfg.data} is what {run} trained on (its train split): evaluating the images it held "
               "out (split=heldout: val + test); split=all evaluates every image, the trained ones included",
               file=sys.stderr)
         return "heldout"
-    print(f"note: data={cfg.data} is what {spec.run_dir} trained on, and split={split} holds the images it trained "
+    print(f"note: data={cfg.data} is what {run} trained on, and split={split} holds the images it trained "
           "on: these numbers are not held-out ones (split=heldout evaluates only the others)", file=sys.stderr)
     return split
+
+
+def split_fractions(spec: str) -> tuple[float, float]:
+    """(val_frac, test_frac) a data spec splits its ids by (a stream option in any part, else the default)."""
+    from geospot.data.options import StreamConfig
+    from geospot.data.spec import parse_spec
+
+    opts = {k: v for p in parse_spec(spec, infer=False) for k, v in p.options.items()}
+    default = StreamConfig()
+    return float(opts.get("val_frac", default.val_frac)), float(opts.get("test_frac", default.test_frac))
 
 
 def _fmt_metrics(name: str, metrics: dict) -> str:

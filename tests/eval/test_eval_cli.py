@@ -302,7 +302,9 @@ def test_a_run_evaluated_on_its_own_training_data_is_scored_on_the_images_it_hel
     assert f"n=50, but data={proj}/photos{opts} split=all holds 8 usable images: all of them are evaluated" in err
     summary, err = evaluate(f"{proj}/photos")  # other split fractions: which ids were held out is unknown
     assert summary["split"] == "all" and summary["metrics"]["n"] == 8
-    assert f"with other options than its data=photos{opts}" in err and "may include trained ones" in err
+    assert f"with other val_frac / test_frac than its data=photos{opts}" in err and "may include trained ones" in err
+    summary, err = evaluate(f"{proj}/photos{opts},square=true,max_side=256")  # other looks, the same split
+    assert summary["split"] == "heldout" and summary["metrics"]["n"] == len(held)
     (run / "config.json").write_text(json.dumps({"kind": "sft", "started_in": str(proj), "config": {
         "model_name": "tiny:qwen2_5_vl:tiny", "data": "photos,val_frac=0,test_frac=0"}}))
     assert cli.eval_main([f"model={run}", f"data={proj}/photos,val_frac=0,test_frac=0", "geocoder=none"]) == 2
