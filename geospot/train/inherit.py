@@ -73,10 +73,14 @@ def images_from_start_run(path: str, data: str, given: set[str]) -> dict[str, An
 def sft_from_start_run(cfg: Any, given: set[str], resumed: set[str] = frozenset()) -> Any:
     """The SFT config continuing a local start run: every engine key, answer-decimals key and the
     image shape the command line did not give are the run's; said on stderr, recorded in config.json.
-    A resumed run (`resumed`: the keys it took from its own config.json) is already what it was."""
+    A resumed run (`resumed`: the keys it took from its own config.json) is already what it was; its
+    data typed again (the command its Ctrl-C printed) gets the same image shape as at its start."""
     path = cfg.load_checkpoint_path
-    if not path or "://" in path or not is_run_path(path) or resumed:
+    if not path or "://" in path or not is_run_path(path):
         return cfg
+    if resumed:  # its own keys stand; new data typed again is shown as it was when the run started
+        typed = images_from_start_run(path, cfg.data, given | resumed) if "data" in given else {}
+        return dataclasses.replace(cfg, **{k: v for k, v in typed.items() if k == "data"})
     inherited = inherited_engine_fields(path)
     spec = model_spec(path)
     defaults = EngineConfig()

@@ -252,7 +252,8 @@ class RunResult:
         """The last line a training command prints: what it did, where, and what it skipped."""
         line = f"done: {self.steps} steps, run folder {self.log_dir}"
         if self.skipped:
-            again = f"; summed over {self.passes} passes over the data" if self.passes > 1 else ""
+            # (passes begun, read ahead by the shuffle buffer, outrun the ones consumed: no count is given)
+            again = "; counted again on each pass over the data" if self.passes > 1 else ""
             line += ("; data records skipped: " + skip_reasons(self.skipped)
                      + f" (the first of each reason is named above{again})")
         return line
@@ -383,11 +384,11 @@ def stopped_line(command: str, argv: list[str], log_path: str, how: str = "Ctrl-
     folder = Path(log_path) if log_path else None
     ckpt = latest_checkpoint(folder) if folder is not None and folder.is_dir() else None
     if ckpt is not None:
-        keys = [shlex.quote(a) for a in argv if not a.startswith("behavior_if_log_dir_exists=")]
-        if not any(a.startswith("log_path=") for a in argv):  # a default (timestamped) folder: name it
-            keys.append(shlex.quote(f"log_path={log_path}"))
+        # every key not typed is the run's own (train/resume.py), and the folder is named absolute:
+        # the line works as printed, from any folder
         return (f"{head}; the last checkpoint is step {ckpt.name} in {log_path}; resume with: "
-                f"geospot {command} {' '.join(keys)} behavior_if_log_dir_exists=resume")
+                f"geospot {command} {shlex.quote('log_path=' + str(folder.resolve()))} "
+                "behavior_if_log_dir_exists=resume")
     if folder is not None and folder.is_dir():
         return f"{head} before its first checkpoint; {log_path} holds no weights: start again with " \
                "behavior_if_log_dir_exists=delete"

@@ -131,9 +131,11 @@ def same_value(key: str, saved: Any, new: Any, started_in: Any) -> bool:
     """Whether a saved config value and a new one say the same: equal, or for a path key the same
     file or folder, the saved value's relative paths read from where the run was started (the same
     text read from another folder may name another folder; a hub id or tiny: name is text)."""
-    if key not in PATH_KEYS or not isinstance(saved, str) or not isinstance(new, str) or not isinstance(
+    if key not in (*PATH_KEYS, "log_path") or not isinstance(saved, str) or not isinstance(new, str) or not isinstance(
             started_in, str):
         return saved == new
+    if key == "log_path":  # the same folder, spelled from here (the resume command names it absolute)
+        return os.path.realpath(os.path.join(started_in, saved)) == os.path.realpath(new)
     if key in ("data", "eval_data"):
         return same_data(saved, started_in, new)
     if not any(_exists_in(started_in, t) for t in _relative_targets(key, saved)):

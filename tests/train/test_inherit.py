@@ -43,9 +43,14 @@ def test_a_fine_tune_on_new_photos_continues_the_start_runs_model(tmp_path, caps
     assert (cfg.lora_rank, cfg.answer_decimals, cfg.data) == (4, 3, "synthetic:n=100,size=112")
     assert sft([f"load_checkpoint_path={run}", "data=/photos", "max_pixels=50176"]).max_pixels == 50176
     assert sft([f"load_checkpoint_path={run}", "data=/photos,square=false"]).data == "/photos,square=false"
-    # a resumed run is what it was; no start run, or a remote one: nothing to read
-    resumed = sft([f"load_checkpoint_path={run}", "data=/photos"], resumed={"data", "model_name"})
-    assert (resumed.data, resumed.model_name) == ("/photos", SFTConfig().model_name)
+    # a resumed run is what it was (its keys taken from its config.json); the command its Ctrl-C used to
+    # print typed the data again: shaped as at its start, so it is the data the run saved
+    resumed = sft([f"load_checkpoint_path={run}", "data=/photos"], resumed={"model_name", "max_pixels"})
+    assert (resumed.data, resumed.model_name, resumed.max_pixels) == (
+        "/photos,square=true", SFTConfig().model_name, SFTConfig().max_pixels)
+    resumed = sft([f"load_checkpoint_path={run}"], resumed={"data", "model_name"})
+    assert (resumed.data, resumed.model_name) == (SFTConfig().data, SFTConfig().model_name)
+    # no start run, or a remote one: nothing to read
     assert sft(["data=/photos"]) == parse_overrides(SFTConfig, ["data=/photos"])
     assert sft(["load_checkpoint_path=tinker://x", "data=/photos"]).model_name == SFTConfig().model_name
 

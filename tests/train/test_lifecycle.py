@@ -67,9 +67,10 @@ def test_done_line_names_the_skips_by_reason():
     assert RunResult(Path("runs/a"), 3, {}).done_line() == "done: 3 steps, run folder runs/a"
     line = RunResult(Path("runs/a"), 3, {}, skipped={"missing_image": 2, "bad_coords": 1}).done_line()
     assert line.startswith("done: 3 steps, run folder runs/a; data records skipped: missing_image 2, bad_coords 1")
-    assert "passes" not in line
+    assert "pass" not in line
     line = RunResult(Path("runs/a"), 3, {}, skipped={"no_gps": 26}, passes=13).done_line()
-    assert line.endswith("no_gps 26 (the first of each reason is named above; summed over 13 passes over the data)")
+    assert line.endswith("no_gps 26 (the first of each reason is named above; counted again on each pass over "
+                         "the data)")
 
 
 def test_a_stream_counts_the_passes_it_began_over_its_data():
@@ -114,7 +115,7 @@ def test_a_stopped_run_says_where_it_stands(tmp_path):
     (run / "checkpoints" / "6" / "state.json").write_text('{"step": 6}')
     line = stopped_line("rl", ["max_steps=9", "behavior_if_log_dir_exists=delete"], str(run))
     assert line == (f"geospot rl: stopped (Ctrl-C); the last checkpoint is step 6 in {run}; resume with: "
-                    f"geospot rl max_steps=9 log_path={run} behavior_if_log_dir_exists=resume")
+                    f"geospot rl log_path={run.resolve()} behavior_if_log_dir_exists=resume")
 
 
 def test_a_batch_larger_than_the_data_is_said_once():

@@ -268,6 +268,10 @@ def test_resume_from_another_folder_reads_the_runs_relative_paths_from_where_it_
     assert str(e.value) == (f"log_path={str(log)!r} was started in {proj}, and its data=\"'photos',max_side=224\" "
                             f"is a path relative to that folder; resume from there (cd {proj}), so the run reads "
                             "what it was started on")
+    from geospot.train.resume import same_value  # the folder itself, named relative at its start, absolute now
+
+    assert same_value("log_path", "runs/a", str(log), str(proj)) and not same_value("log_path", "runs/b", str(log),
+                                                                                      str(proj))
     # absolute paths, synthetic and hub data, and a hub id that is no folder of the start's: as saved
     for data, model in [(str(proj / "photos"), "tiny:qwen2_5_vl"), ("synthetic:n=8;hf:a/b", "Qwen/Qwen2-VL-2B")]:
         write_config(log, "sft", SFTConfig(data=data, model_name=model), extra={"started_in": str(proj)})
