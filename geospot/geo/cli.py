@@ -2,7 +2,9 @@
 predictions file. Both CSVs have an id, a latitude and a longitude column (named as the data
 readers name them, in any case: id/img_id, latitude/lat, longitude/lon/lng/long; extra columns
 are ignored), separated by , ; or tab; a blank predicted latitude means the answer was not parsed
-(a miss). Rows are matched by id.
+(a miss). Rows are matched by id, or a predicted path's file name or stem (`geospot predict
+--csv` names photos by path, OSV-5M's truth by stem); a prediction without a truth row is left
+out and said, a truth row without a prediction refused.
 Bad input (missing column, unknown or duplicate id, non-number) -> one line naming file, row
 and column, exit code 2."""
 
@@ -87,20 +89,48 @@ def read_coordinates(path: Path, *, allow_blank: bool) -> dict[str, tuple[float,
     return out
 
 
+def _names(i: str) -> list[str]:
+    """An id, then its file name, then its stem: a predictions file names photos by path
+    (`geospot predict photos/` writes photos/2024/IMG_1.jpg), a truth file by name or stem."""
+    name = i.replace("\\", "/").rsplit("/", 1)[-1]
+    return list(dict.fromkeys([i, name, name.rsplit(".", 1)[0] if "." in name else name]))
+
+
+def match_ids(pred: dict[str, tuple], truth: dict[str, tuple]) -> tuple[dict[str, tuple], list[str]]:
+    """`pred` keyed by truth ids -- each prediction's id as it is, else its file name, else its stem,
+    when exactly one truth id reads so -- and the prediction ids that match none. Two predictions
+    for one truth id are refused."""
+    index: dict[str, str | None] = {}
+    for t in truth:
+        for k in _names(t):
+            index[k] = t if index.get(k, t) == t else None  # a name two truth ids share matches neither
+    out: dict[str, tuple] = {}
+    unmatched, by = [], {}
+    for i, v in pred.items():
+        t = i if i in truth else next((index[k] for k in _names(i)[1:] if index.get(k)), None)
+        if t is None:
+            unmatched.append(i)
+        elif t in out:
+            raise ScoreInputError(f"predictions {by[t]!r} and {i!r} both name the truth id {t!r}; keep one")
+        else:
+            out[t], by[t] = v, i
+    return out, unmatched
+
+
 def score_files(pred_path: Path, truth_path: Path, *, geocoder=reverse_geocode) -> dict:
-    """The metrics dict for a predictions CSV against a truth CSV (rows matched by id)."""
-    pred = read_coordinates(pred_path, allow_blank=True)
-    truth = read_coordinates(truth_path, allow_blank=False)
-    extra = [i for i in pred if i not in truth]
+    """The metrics dict for a predictions CSV against a truth CSV, rows matched by id (or by a
+    predicted path's file name or stem). Predictions with no truth (a camera roll's photos without
+    GPS) are left out and said; a truth id without a prediction is refused (every one counts)."""
+    pred, extra = match_ids(read_coordinates(pred_path, allow_blank=True),
+                            truth := read_coordinates(truth_path, allow_blank=False))
     absent = [i for i in truth if i not in pred]
-    if extra or absent:
-        parts = []
-        if extra:
-            parts.append(f"{len(extra)} id(s) in {pred_path} not in {truth_path} (first: {extra[0]!r})")
-        if absent:
-            parts.append(f"{len(absent)} id(s) in {truth_path} missing from {pred_path} (first: {absent[0]!r})")
-        raise ScoreInputError("ids do not match: " + "; ".join(parts) + ". Predict every truth id exactly once "
-                              "(leave latitude blank for an unparsed answer).")
+    if absent:
+        raise ScoreInputError(f"ids do not match: {len(absent)} id(s) in {truth_path} missing from {pred_path} "
+                              f"(first: {absent[0]!r}). Predict every truth id exactly once (leave latitude blank "
+                              "for an unparsed answer).")
+    if extra:
+        print(f"geospot score: {len(extra)} prediction(s) in {pred_path} have no row in {truth_path} and are not "
+              f"scored (first: {extra[0]!r})", file=sys.stderr)
     ids = list(truth)
     p = np.array([pred[i] for i in ids], dtype=np.float64).reshape(-1, 2)
     t = np.array([truth[i] for i in ids], dtype=np.float64).reshape(-1, 2)

@@ -46,7 +46,8 @@ def test_unparsed_and_table(tmp_path, truth, capsys):
     "rows,needle",
     [
         ([["id", "latitude", "longitude"], ["a", "0", "0"]], "missing from"),
-        ([["id", "latitude", "longitude"], ["a", "0", "0"], ["b", "0", "0"], ["c", "0", "0"]], "not in"),
+        ([["id", "latitude", "longitude"], ["photos/a.jpg", "0", "0"], ["a", "0", "0"], ["b", "0", "0"]],
+         "predictions 'photos/a.jpg' and 'a' both name the truth id 'a'"),
         ([["id", "y", "longitude"], ["a", "0", "0"], ["b", "0", "0"]], "row 1 (header): missing column(s) latitude"),
         (
             [["id", "latitude", "longitude"], ["a", "0", "0"], ["b", "1", "east"]],
@@ -87,3 +88,19 @@ def test_columns_are_named_as_the_data_readers_name_them_and_any_separator_reads
         (tmp_path / name).write_text(text)
         assert score_main(["--pred", str(tmp_path / name), "--truth", truth, "--json", "--no-labels"]) == 0, name
         assert json.loads(capsys.readouterr().out) == want, name
+
+
+def test_predicted_paths_match_truth_ids_by_file_name_or_stem_and_extras_are_said(tmp_path, truth, capsys):
+    """`geospot predict photos/ --csv` names photos by path; a truth file by name or stem (OSV-5M's
+    ids). They match; a prediction with no truth row (a photo without GPS) is left out and said."""
+    pred = write(tmp_path / "pred.csv", [["id", "latitude", "longitude"], ["roll/2024/a.jpg", "0", "0.5"],
+                                          ["roll/b.JPG", "0", "0"], ["roll/no-gps.jpg", "5", "5"]])
+    stems = write(tmp_path / "t.csv", [["id", "latitude", "longitude"], ["a", "0", "0"], ["b.JPG", "0", "0"]])
+    assert score_main(["--pred", pred, "--truth", stems, "--json", "--no-labels"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["n"] == 2 and json.loads(out)["mean_km"] == pytest.approx(55.6 / 2, abs=0.1)
+    assert "1 prediction(s) in" in err and "are not scored (first: 'roll/no-gps.jpg')" in err
+    twice = write(tmp_path / "t2.csv", [["id", "latitude", "longitude"], ["x/a", "0", "0"], ["y/a", "0", "0"],
+                                         ["b", "0", "0"]])
+    assert score_main(["--pred", pred, "--truth", twice, "--no-labels"]) == 2  # `a` names two truth rows: neither
+    assert "2 id(s) in" in capsys.readouterr().err
