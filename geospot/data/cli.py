@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from itertools import islice
 
@@ -103,6 +104,8 @@ def pack(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.spec.startswith("data=") and not os.path.exists(args.spec):  # the training commands' key, typed here
+        args.spec = args.spec[len("data="):]
     if args.cmd == "pack":
         if args.out and args.out_folder and args.out != args.out_folder:
             parser.error(f"two output folders given ({args.out_folder} and --out {args.out}): give one")

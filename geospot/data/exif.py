@@ -73,7 +73,8 @@ def gps_coords(gps: Mapping[int, Any]) -> tuple[float, float]:
         raise BadGps("bad_gps", f"({lat:.4f}, {lon:.4f}) is off the globe")
     if lat == 0 and lon == 0:
         raise BadGps("gps_void", "GPS (0, 0): what a device writes with no fix")
-    return lat, lon
+    # 7 decimals (~1 cm): the seconds' fractions leave float noise (48.85666666666667) in every table
+    return round(lat, 7), round(lon, 7)
 
 
 def read_gps(path: str) -> dict[int, Any]:

@@ -107,7 +107,9 @@ class LocalState:
             self.trainer.master = MasterWeights(core.trainable, {n: weights[n].to(p.device) for n, p in core.trainable
                                                                  if p.dtype in LOW_PRECISION})
         core.kv_store.clear()  # KV computed by the old weights is stale
-        core.step = int(state["step"])
+        # a resume continues the optimizer's step count; start weights begin a new run at step 0 (the
+        # sampling stream and RNG continue: they only offset randomness, and runs stay reproducible)
+        core.step = int(state["step"]) if with_optimizer else 0
         core.sample_calls = int(state["sample_calls"])
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():

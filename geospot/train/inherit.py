@@ -96,6 +96,8 @@ def sft_from_start_run(cfg: Any, given: set[str], resumed: set[str] = frozenset(
         # the model and anything that differs from the defaults are named
         shown = {k: v for k, v in values.items() if k in ("model_name", "lora_rank", "data")
                  or v != getattr(defaults, k, None)}
+        if "data" in given and "data" in shown:  # the data is the user's: what the run adds is its square crop
+            shown = {("square" if k == "data" else k): (True if k == "data" else v) for k, v in shown.items()}
         print("load_checkpoint_path: from the run: " + ", ".join(f"{k}={v}" for k, v in shown.items())
               + " (a key on the command line overrides)", file=sys.stderr)
     return dataclasses.replace(cfg, **values)

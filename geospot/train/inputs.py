@@ -52,7 +52,7 @@ def open_data(cfg: Any) -> tuple[Any, list[Any], Any]:
         same = " (eval_data is the same as data, so it is data's val split)" if cfg.eval_data and not separate else ""
         if not held_out:
             print(f"no held-out eval: data={eval_spec!r} has no usable sample in its val split (val_frac of its "
-                  f"ids by hash, 5 % by default{why}){same}; give eval_data=<other labelled data>, raise val_frac in "
+                  f"ids by hash, 5 % by default){why}{same}; give eval_data=<other labelled data>, raise val_frac in "
                   "the data spec, or set eval_n=0", file=sys.stderr)
         elif len(held_out) < cfg.eval_n:
             where = f"eval_data={eval_spec!r}" if separate else f"the val split of data={eval_spec!r}"

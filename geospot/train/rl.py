@@ -195,7 +195,9 @@ def env_from_start_run(cfg: RLConfig, given: set[str], resumed: set[str] = froze
         shown = images_from_start_run(path, cfg.data, given | resumed)
         shown = {k: v for k, v in shown.items() if getattr(cfg, k) != v}
         cfg = dataclasses.replace(cfg, **shown)
-        record["from_run"].update(shown)
+        # the data is the user's: what the run adds to it is its square crop
+        record["from_run"].update({"square": True} if "data" in shown else {}, **{k: v for k, v in shown.items()
+                                                                                 if k != "data"})
     if (record["from_run"] or record["overridden"]) and distributed.speaks():
         print("load_checkpoint_path: " + describe_defaults(record), file=sys.stderr)
     return cfg

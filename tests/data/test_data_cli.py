@@ -21,6 +21,7 @@ def test_inspect_osv5m_samples(capsys):
     assert _json(capsys, ["inspect", OSV, "--json"]) == {  # the text's numbers, bounds included
         "samples": 8, "skipped": {}, "fixed": {}, "sources": {"osv5m-samples": 8},
         "latitude": [-19.123342, 43.261569], "longitude": [-88.163811, 108.942887]}
+    assert _json(capsys, ["inspect", f"data={OSV}", "--json"])["samples"] == 8  # the training commands' spelling
     assert main(["inspect", OSV]) == 0
     out = capsys.readouterr().out
     assert "samples: 8" in out and "skipped: 0" in out and "latitude: -19.1233 .. 43.2616" in out

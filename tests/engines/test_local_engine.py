@@ -173,6 +173,7 @@ def test_save_load_resumes_bit_identically(family, tmp_path):
     # without the optimizer state the next step differs (Adam moments restart)
     c = _engine(family)
     c.load_state(path, with_optimizer=False)
+    assert c.step == 0  # start weights: a new run, counted from step 0 (a resume above: step 1)
     c.train_step(data[2:], "cross_entropy", adam)
     assert any(not torch.equal(p, q) for (_, p), (_, q) in zip(a.trainable, c.trainable))
     assert not list(tmp_path.glob(".ckpt.tmp*"))

@@ -37,7 +37,8 @@ def test_a_fine_tune_on_new_photos_continues_the_start_runs_model(tmp_path, caps
     assert cfg.data == "/photos,square=true"
     err = capsys.readouterr().err
     assert err.startswith("load_checkpoint_path: from the run: model_name=tiny:qwen2_5_vl:tiny, lora_rank=8, ")
-    assert "max_pixels=12544" in err and "data=/photos,square=true" in err and "answer_decimals=1" in err
+    assert "max_pixels=12544" in err and "square=True" in err and "answer_decimals=1" in err
+    assert "data=" not in err  # the data was typed: the run added only its square crop
     # a key typed wins; no data typed: the start run's, at its own budget; a shape the data names is kept
     cfg = sft([f"load_checkpoint_path={run}", "lora_rank=4", "answer_decimals=3"])
     assert (cfg.lora_rank, cfg.answer_decimals, cfg.data) == (4, 3, "synthetic:n=100,size=112")
@@ -60,7 +61,8 @@ def test_rl_on_new_photos_crops_them_as_its_start_run_trained(tmp_path, capsys):
     argv = [f"load_checkpoint_path={run}", "data=/photos"]
     cfg = env_from_start_run(parse_overrides(RLConfig, argv), given_keys(argv))
     assert (cfg.data, cfg.max_pixels) == ("/photos,square=true", 112 * 112)
-    assert "max_pixels=12544" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "max_pixels=12544" in err and "square=True" in err and "data=/photos" not in err
     assert env_from_start_run(parse_overrides(RLConfig, argv), given_keys(argv), {"data"}).data == "/photos"
 
 
