@@ -48,8 +48,13 @@ def _fmt(col: str, v) -> str:
     return f"{100 * v:.1f}%"  # accuracies
 
 
-def compare_table(rows: dict[str, dict], columns: Sequence[str] = COLUMNS) -> str:
-    """A markdown table: `rows` maps a run name to its metrics dict."""
+ASKED = ("data", "split", "env_type", "sampling")  # what an eval's summary says it scored, and how
+
+
+def compare_table(rows: dict[str, dict], columns: Sequence[str] = COLUMNS,
+                  asked: dict[str, dict] | None = None) -> str:
+    """A markdown table: `rows` maps a run name to its metrics dict; `asked` (optional) to what
+    its eval scored and how (ASKED keys), so rows of unlike evals are said to be unlike."""
     columns = [c for c in columns if any(c in m for m in rows.values())]
     best = best_per_column(rows, columns)
     header = ["run", *columns]
@@ -70,12 +75,17 @@ def compare_table(rows: dict[str, dict], columns: Sequence[str] = COLUMNS) -> st
     if len(counts) > 1:  # a best mark across different image sets says little
         out.append(f"(the rows are evals of different numbers of images, n = {', '.join(map(str, counts))}: "
                    "compare evals of the same data)")
+    differ = {k: sorted({str(a[k]) for a in (asked or {}).values() if a.get(k) is not None}) for k in ASKED}
+    differ = {k: v for k, v in differ.items() if len(v) > 1}
+    if differ:  # a best mark across other data, or other ways of asking, says little
+        out.append("(the rows differ in " + "; ".join(f"{k}: {', '.join(v)}" for k, v in differ.items())
+                   + ": compare evals of the same data asked the same way)")
     return "\n".join(out)
 
 
-def load_runs(run_dirs: Sequence[str]) -> dict[str, dict]:
+def load_runs(run_dirs: Sequence[str], asked: dict[str, dict] | None = None) -> dict[str, dict]:
     """run name (folder name, made unique) -> metrics, from each eval folder's summary.json or
-    each training run's last held-out eval."""
+    each training run's last held-out eval; `asked`, when given, is filled with each row's ASKED keys."""
     rows: dict[str, dict] = {}
     for d in run_dirs:
         summary = read_summary_or_training_eval(d)
@@ -84,6 +94,8 @@ def load_runs(run_dirs: Sequence[str]) -> dict[str, dict]:
         while name in rows:
             name, i = f"{base}#{i}", i + 1
         rows[name] = summary["metrics"]
+        if asked is not None:
+            asked[name] = {k: summary.get(k) for k in ASKED}
     return rows
 
 
@@ -93,10 +105,11 @@ def compare_main(run_dirs: Sequence[str], as_json: bool) -> int:
 
     from geospot.jsonutil import finite_json
 
-    rows = load_runs(run_dirs)
+    asked: dict[str, dict] = {}
+    rows = load_runs(run_dirs, asked)
     if as_json:
         best = {k: sorted(v) for k, v in best_per_column(rows).items()}
         print(json.dumps(finite_json({"runs": rows, "best": best})))
     else:
-        print(compare_table(rows))
+        print(compare_table(rows, asked=asked))
     return 0

@@ -91,6 +91,13 @@ def test_compare_marks_best_per_column(tmp_path):
     mixed = compare_table({"a": a, "b": {**b, "n": 48}})
     assert mixed.splitlines()[-1] == ("(the rows are evals of different numbers of images, n = 10, 48: "
                                       "compare evals of the same data)")
+    # evals of other data, or asked another way: the best marks are said to say little
+    io.write_summary(tmp_path / "b", {"metrics": b, "data": "roll", "split": "heldout", "env_type": "single"})
+    io.write_summary(tmp_path / "a", {"metrics": a, "data": "synthetic:n=8", "split": "test", "env_type": "single"})
+    asked: dict = {}
+    table = compare_table(load_runs([str(tmp_path / "a"), str(tmp_path / "b")], asked), asked=asked)
+    assert table.splitlines()[-1] == ("(the rows differ in data: roll, synthetic:n=8; split: heldout, test: compare "
+                                      "evals of the same data asked the same way)")
     with pytest.raises(FileNotFoundError, match="summary.json"):
         load_runs([str(tmp_path)])
 
