@@ -136,9 +136,12 @@ def same_value(key: str, saved: Any, new: Any, started_in: Any) -> bool:
         return saved == new
     if key == "log_path":  # the same folder, spelled from here (the resume command names it absolute)
         return os.path.realpath(os.path.join(started_in, saved)) == os.path.realpath(new)
+    moved = any(_exists_in(started_in, t) for t in _relative_targets(key, saved))
+    if saved == new and not moved:  # nothing there to compare (gone since): the data's own error names it
+        return True
     if key in ("data", "eval_data"):
         return same_data(saved, started_in, new)
-    if not any(_exists_in(started_in, t) for t in _relative_targets(key, saved)):
+    if not moved:
         return saved == new or os.path.realpath(os.path.expanduser(saved)) == os.path.realpath(
             os.path.expanduser(new))
     return os.path.realpath(os.path.join(started_in, saved)) == os.path.realpath(os.path.expanduser(new))

@@ -289,3 +289,20 @@ def test_a_run_records_the_folder_it_was_started_in_and_keeps_it_on_resume(tmp_p
     train(sft_cfg(log, max_steps=3), stderr=io.StringIO())
     record = json.loads((log / "config.json").read_text())
     assert record["started_in"] == str(tmp_path) and record["resumes"][0]["changed"] == {"max_steps": [2, 3]}
+
+
+def test_same_value_compares_what_path_keys_name(tmp_path, monkeypatch):
+    """By hand: a run started in proj/ (holding photos/ and sft/), resumed from elsewhere/."""
+    from geospot.train.resume import same_value
+
+    proj, elsewhere = tmp_path / "proj", tmp_path / "elsewhere"
+    for d in (proj / "photos", proj / "sft", elsewhere / "photos"):
+        d.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    start = str(proj)
+    assert same_value("data", "photos", str(proj / "photos"), start)  # the same folder, named from here
+    assert not same_value("data", "photos", "photos", start)  # the same text here names elsewhere/photos
+    assert same_value("data", "gone", "gone", start)  # nothing there to compare: the data's own error speaks
+    assert same_value("load_checkpoint_path", "sft", str(proj / "sft"), start)
+    assert same_value("model_name", "Qwen/Qwen2-VL-2B", "Qwen/Qwen2-VL-2B", start)  # a hub id is text
+    assert not same_value("learning_rate", 1e-4, 2e-4, start) and same_value("learning_rate", 1e-4, 1e-4, start)
