@@ -137,9 +137,11 @@ def _final_guess(history, num_turns: int) -> tuple[float, float] | None:
 
 def _prediction(sample: Sample, histories, num_turns: int, turn_fields: tuple[str, ...] = (),
                 label_correct: dict[str, float] | None = None, turn_reasoning: tuple = ()) -> Prediction:
-    first = histories[0]
     finals = tuple(_final_guess(h, num_turns) for h in histories)
     guess = finals[0] if len(finals) == 1 else medoid(finals)
+    # the answer's text and turns are the chosen sample's own (the medoid's), so a row's raw_text,
+    # its turn guesses and its coordinates tell one story, and the last turn's metrics are the headline's
+    first = histories[finals.index(guess)] if guess is not None else histories[0]
     return Prediction(
         id=str(sample.id),
         latitude=NAN if guess is None else guess[0],

@@ -111,7 +111,8 @@ def test_k_samples_score_the_medoid():
     p = res.predictions[0]
     assert len(p.sample_guesses) == 5
     assert (p.latitude, p.longitude) == (48.86, 2.35)
-    assert p.raw_text.startswith("Latitude: -48.86")  # raw_text/turns are the first sample's
+    # raw_text and turns are the chosen sample's (sample 1, the medoid), not sample 0's far-off one
+    assert p.raw_text == "Latitude: 48.86\nLongitude: 2.35" and p.turn_guesses == ((48.86, 2.35),)
     assert res.metrics["acc_1km"] == 1.0
 
 
