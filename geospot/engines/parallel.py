@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import warnings
 from contextlib import contextmanager, nullcontext
 
 import torch
@@ -41,6 +42,12 @@ from torch.nn.parallel import DistributedDataParallel
 from geospot.distributed import Dist
 from geospot.engines.master_weights import LOW_PRECISION, MasterWeights
 from geospot.engines.types import ModelInput, TextChunk
+
+# FSDP2 warns, once per rank, that the wrapped model "returned a view tensor" an in-place op could
+# corrupt. transformers' model output holds views of the logits; nothing here writes into them in
+# place (the losses read them out of place), and the two-process full fine-tuning tests train to
+# the same weights as one process (tests/train/test_distributed.py). The warning would only alarm.
+warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor", category=UserWarning)
 
 
 def _sum_hook(_state, bucket):  # no annotations: DDP checks them, and this file's are strings

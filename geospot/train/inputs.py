@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from geospot import data as gdata
+from geospot import distributed
 from geospot.config import ConfigError
 from geospot.engines.start_checks import check_start
 from geospot.eval.geocoding import geocoder_for
@@ -50,11 +51,11 @@ def open_data(cfg: Any) -> tuple[Any, list[Any], Any]:
                               f"inspect '{eval_spec}'`) or set eval_n=0 for no held-out eval")
         # eval_data equal to data is data's val split: a training image is never evaluated
         same = " (eval_data is the same as data, so it is data's val split)" if cfg.eval_data and not separate else ""
-        if not held_out:
+        if not held_out and distributed.speaks():  # (under torchrun every rank finds it; rank 0 says it)
             print(f"no held-out eval: data={eval_spec!r} has no usable sample in its val split (val_frac of its "
                   f"ids by hash, 5 % by default){why}{same}; give eval_data=<other labelled data>, raise val_frac in "
                   "the data spec, or set eval_n=0", file=sys.stderr)
-        elif len(held_out) < cfg.eval_n:
+        elif len(held_out) < cfg.eval_n and distributed.speaks():
             where = f"eval_data={eval_spec!r}" if separate else f"the val split of data={eval_spec!r}"
             print(f"held-out eval: {len(held_out)} images, not eval_n={cfg.eval_n}: {where} has no more usable "
                   f"sample{why}{same}", file=sys.stderr)
