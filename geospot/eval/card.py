@@ -182,17 +182,18 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
         f"how): `geospot predict model={folder} photo.jpg`, or `geospot eval model={folder} data=<labelled photos>`."),
         "",
     ]
-    rows = {}
+    from geospot.eval.compare import ASKED, compare_table
+
+    rows, asked = {}, {}
     for s in _find_summaries(loaded.run_dir, eval_dir):
         how = f"{s.get('env_type', 'single')}, {s.get('sampling', 'greedy')}"
         label = f"{s.get('name', '?')}: {s.get('data', '?')} ({how})"
-        rows[label] = s["metrics"]
+        rows[label], asked[label] = s["metrics"], {k: s.get(k) for k in ASKED}
     training = _training_evals(loaded.run_dir, loaded.step) if eval_dir is None else {}
-    from geospot.eval.compare import compare_table
 
     lines += ["## Evaluation", ""]
-    if rows:
-        lines += ["`geospot eval` runs of this model:", "", compare_table(rows), ""]
+    if rows:  # evals of other data or images: the table says its best marks say little
+        lines += ["`geospot eval` runs of this model:", "", compare_table(rows, asked=asked), ""]
     if training:
         lines += ["The training run's held-out evals (greedy):", "", compare_table(training), ""]
     if not rows and not training:

@@ -157,6 +157,12 @@ def test_model_card_states_base_data_steps_and_evals(tmp_path):
     card = model_card(loaded, spec=spec, kind="merged")
     assert "osv: /data/osv5m (single, greedy)" in card and "library_name: transformers" in card
     assert "full model (LoRA merged into the base)" in card
+    # evals of other data in one table: its best marks are said to say little (the card is published)
+    (run / "eval" / "im2gps").mkdir(parents=True)
+    io.write_summary(run / "eval" / "im2gps",
+                     {"name": "im2gps", "data": "/data/im2gps3k", "metrics": {"n": 8, "median_km": 9.0}})
+    card = model_card(loaded, spec=spec, kind="merged")
+    assert "(the rows differ in data: /data/im2gps3k, /data/osv5m: compare evals of the same data" in card
 
 
 def test_turn_reasoning_round_trips_through_predictions_csv(tmp_path):
