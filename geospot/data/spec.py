@@ -355,8 +355,11 @@ def infer_kind(target: str) -> str:
         raise SpecError(f"{target!r}: cannot tell what kind of data this file is (geospot reads .csv, .jsonl, "
                         f".parquet and .tar shards); prefix it with its kind, e.g. csv:{target} (kinds: "
                         f"{', '.join(KINDS)})")
-    raise SpecError(f"{target!r}: no such file or folder (a relative path is read from the current folder, "
-                    f"{os.getcwd()}); a Hugging Face dataset is written hf:{target}")
+    where = "" if os.path.isabs(target) else f" (a relative path is read from the current folder, {os.getcwd()})"
+    # owner/name could be a hub dataset; a path with more parts, or absolute, could not
+    hub = f"; a Hugging Face dataset is written hf:{target}" if target.count("/") == 1 and not os.path.isabs(
+        target) else ""
+    raise SpecError(f"{target!r}: no such file or folder{where}{hub}")
 
 
 def _csv_with_coordinates(target: str, names: list[str]) -> bool:

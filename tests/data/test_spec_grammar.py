@@ -170,6 +170,11 @@ def test_a_path_that_is_not_there_names_the_folder_it_was_read_from(tmp_path, mo
     with pytest.raises(SpecError, match=re.escape(f"no such file or folder (a relative path is read from the "
                                                   f"current folder, {tmp_path})")):
         load_samples("csv1", "all")
+    with pytest.raises(SpecError, match=r"\); a Hugging Face dataset is written hf:osv5m/osv5m$"):
+        load_samples("osv5m/osv5m", "all")  # owner/name: perhaps the hub
+    with pytest.raises(SpecError) as e:  # absolute, or deeper: no hub id, no cwd
+        load_samples(str(tmp_path / "bench" / "yfcc"), "all")
+    assert str(e.value).endswith("no such file or folder") and "hf:" not in str(e.value)
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(SpecError, match=r"prefix it with its kind, e.g. csv:notes.txt \(kinds: synthetic,"):
         load_samples("notes.txt", "all")
