@@ -90,11 +90,14 @@ def resume_command(argv: list[str], module: str, env: dict) -> str:
     return " ".join([launch, "-m", module, *map(shlex.quote, keys), "behavior_if_log_dir_exists=resume"])
 
 
-def message(dead: list[int], log_dir: str, command: str, signalled: bool = False, interrupted: bool = False) -> str:
+def message(dead: list[int], log_dir: str, command: str, signalled: bool = False, interrupted: bool = False,
+            one_machine: bool = False) -> str:
     if dead:
         what = f"{'rank' if len(dead) == 1 else 'ranks'} {', '.join(map(str, dead))} died, so the job stopped"
     elif interrupted:
         what = "the job was interrupted (Ctrl-C)"
+    elif signalled and one_machine:  # every rank is here and none died: the job was stopped (timeout, a scheduler)
+        what = "torchrun stopped the job (it was interrupted: `timeout`, a scheduler or kill)"
     elif signalled:
         what = "torchrun stopped the job (a rank on another machine died, or the job was interrupted)"
     else:
@@ -114,7 +117,9 @@ def _report_and_exit(code: int, signalled: bool = False, interrupted: bool = Fal
     if _WATCH.get("rank") == 0 and not _WATCH.get("reported"):
         command = resume_command(sys.argv[1:], _main_module(), dict(os.environ))
         dead, stopped = dead_ranks(), stopped_ranks()
-        text = message(dead, _WATCH.get("log_dir", ""), command, signalled or bool(stopped), interrupted)
+        env = os.environ
+        one_machine = env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE")) == env.get("WORLD_SIZE")
+        text = message(dead, _WATCH.get("log_dir", ""), command, signalled or bool(stopped), interrupted, one_machine)
         print(f"geospot: {text}", file=sys.stderr, flush=True)
         for _, pid in _peers_here():  # the markers have been read
             _stopped_marker(pid).unlink(missing_ok=True)

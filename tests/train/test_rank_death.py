@@ -20,3 +20,14 @@ def test_a_rank_stopped_between_the_two_reads_is_not_called_dead(monkeypatch, tm
     monkeypatch.setattr(rank_death, "_alive", alive)
     assert rank_death.dead_ranks() == [2]
     assert rank_death.stopped_ranks() == [1]
+
+
+def test_a_stopped_job_on_one_machine_is_not_blamed_on_another():
+    """`timeout torchrun …` on one machine: every rank is there and none died; on several machines
+    a rank elsewhere may have died, and the sentence says either."""
+    one = rank_death.message([], "", "CMD", signalled=True, one_machine=True)
+    assert one.startswith("torchrun stopped the job (it was interrupted: `timeout`, a scheduler or kill)")
+    assert "another machine" not in one
+    many = rank_death.message([], "", "CMD", signalled=True)
+    assert "a rank on another machine died, or the job was interrupted" in many
+    assert rank_death.message([1], "", "CMD", signalled=True, one_machine=True).startswith("rank 1 died")
