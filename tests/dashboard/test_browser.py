@@ -184,3 +184,21 @@ def test_real_tiny_model_rl_run_in_chromium(tmp_path, browser):
         assert shown == [ro["text"] for ro in images[0]["rollouts"]]
         assert not errors, errors
         page.close()
+
+
+def test_float_noise_of_one_value_draws_a_flat_line(tmp_path, browser):
+    """τ logged 2000, 1999.9999999999998, 2000 (follow_error clipped at its start): the chart is
+    the band 1800 .. 2200 around one value, not a jump across its full height."""
+    runs = tmp_path / "runs"
+    with RunStore(runs / "flat") as store:
+        store.log_config("rl", {})
+        for step, tau in enumerate((2000.0, 1999.9999999999998, 2000.0)):
+            store.log_step(step, {"tau_km": tau, "reward_mean": 0.1 * step})
+    with Server(create_app(runs)) as srv:
+        page = browser.new_page()
+        page.goto(srv.url + "/#/run/flat")
+        chart = page.locator('.chart[data-title="τ (km)"]')
+        chart.wait_for()
+        ticks = chart.locator("text.tick")
+        assert [ticks.nth(i).text_content() for i in range(2)] == ["2200", "1800"]
+        page.close()

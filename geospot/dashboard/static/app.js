@@ -135,9 +135,11 @@ function lineChart(title, series, { log = false, cursorX = null } = {}) {
   if (x1 === x0) { x1 = x0 + 1; if (x0 >= 1) x0 -= 1; }
   // One value: a band of ±10 % around it (±0.5 on a log axis, ±1 around 0), so the ticks differ;
   // never below 0 for values that are not (an accuracy that stayed at 0 reads 0 .. 1, not -1 .. 1).
-  if (y1 === y0) {
-    const pad = log ? 0.5 : Math.abs(y0) * 0.1 || 1, floor = !log && y0 >= 0 ? 0 : -Infinity;
-    y0 = Math.max(y0 - pad, floor); y1 += pad;
+  // Float noise of one value (τ 2000 and 1999.9999999999998) is one value, not a jump across the chart.
+  if (y1 - y0 <= 1e-9 * Math.max(1, Math.abs(y0), Math.abs(y1))) {
+    const mid = (y0 + y1) / 2;
+    const pad = log ? 0.5 : Math.abs(mid) * 0.1 || 1, floor = !log && mid >= 0 ? 0 : -Infinity;
+    y0 = Math.max(mid - pad, floor); y1 = mid + pad;
   }
   const sx = x => L + (x - x0) / (x1 - x0) * (W - L - R);
   const sy = y => T + (1 - (fy(y) - y0) / (y1 - y0)) * (H - T - B);
