@@ -102,11 +102,21 @@ def parse_overrides(cls: type[T], argv: Sequence[str], base: T | None = None) ->
     return cfg
 
 
+def _help_order(cls: type) -> list:
+    """The fields a class declares first, then each base's in method order: `geospot eval --help`
+    opens with model / data / n, not with the env options every command inherits."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    order: list[str] = []
+    for klass in cls.__mro__:
+        order += [n for n in klass.__dict__.get("__annotations__", {}) if n in fields and n not in order]
+    return [fields[n] for n in order] + [f for n, f in fields.items() if n not in order]
+
+
 def help_text(cls: type, title: str = "") -> str:
     lines = [title] if title else []
     lines.append("Keys (key=value):")
     tps = field_types(cls)
-    for f in dataclasses.fields(cls):
+    for f in _help_order(cls):
         tp = tps[f.name]
         base, _ = _base_type(tp)
         if typing.get_origin(base) is typing.Literal:
