@@ -130,7 +130,7 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
     eval_temperature: float = option(0.0, "0 = greedy eval; > 0 = one seeded sample per image at this temperature "
                                      "(the policy GRPO trains samples at 1.0)")
     save_every: int = option(10, RUN_HELP["save_every"])
-    keep_checkpoints: int = option(0, RUN_HELP["keep_checkpoints"])
+    keep_checkpoints: int = option(2, RUN_HELP["keep_checkpoints"])  # as SFT: a full fine-tune's are GBs each
     log_every: int = option(1, RUN_HELP["log_every"])
     log_images_every: int = option(1, "rollout records for the dashboard every N steps; 0 = never")
     log_path: str = option("runs/rl", "run folder (config.json, metrics.jsonl, store.sqlite, checkpoints/)")
