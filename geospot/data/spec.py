@@ -134,7 +134,7 @@ class SpecPart:
 
 # A spec is scanned into characters that are either syntax or literal: quoted text ("..." or
 # '...') and backslash-escaped characters are literal, so a path may hold ; , @ = and quotes.
-_ESCAPABLE = set(";,@=\"'\\{}:")
+ESCAPABLE = set(";,@=\"'\\{}:")
 Chars = list[tuple[str, bool]]  # (character, literal)
 
 
@@ -143,7 +143,7 @@ def _scan(spec: str) -> Chars:
     quote, i = "", 0
     while i < len(spec):
         ch = spec[i]
-        if ch == "\\" and i + 1 < len(spec) and spec[i + 1] in _ESCAPABLE:
+        if ch == "\\" and i + 1 < len(spec) and spec[i + 1] in ESCAPABLE:
             out.append((spec[i + 1], True))
             i += 2
             continue
@@ -260,49 +260,6 @@ def parse_spec(spec: str, infer: bool = True) -> list[SpecPart]:
     if not parts:
         raise SpecError(f"data spec {spec!r} has no parts")
     return parts
-
-
-def same_data(a: str, a_dir: str, b: str, options: bool = True) -> bool:
-    """Whether spec `a`, its relative paths read from the folder `a_dir`, names the same data as
-    spec `b` read from here: the same parts, options and weights, each local path the same file or
-    folder however it is spelled (`photos` in a_dir and `/home/u/proj/photos/` are one folder).
-    options=False: the same sources, whatever their options (val_frac, max_side, ...) and weights."""
-    def key(spec: str, base: str) -> list:
-        out = []
-        for p in parse_spec(spec, infer=False):
-            local = p.kind not in ("synthetic", "hf")
-            target = os.path.realpath(os.path.join(base, os.path.expanduser(p.target))) if local else p.target
-            out.append(("local" if local else p.kind, target, *((sorted(p.options.items()), p.weight) if options
-                                                                else ())))
-        return sorted(out)
-
-    try:
-        return key(a, a_dir) == key(b, os.getcwd())
-    except SpecError:
-        return False
-
-
-def rebase_spec(spec: str, base: str) -> str | None:
-    """`spec` with each relative local path made absolute under the folder `base` (a run's saved
-    data, read from another folder than the one it was started in); the spec itself when it has
-    none. None when that cannot be written safely: the spec quotes or escapes, or `base` holds a
-    character the grammar reads as syntax."""
-    parts = parse_spec(spec, infer=False)
-    relative = [p for p in parts if p.kind not in ("synthetic", "hf") and p.target and not os.path.isabs(p.target)]
-    if not relative:
-        return spec
-    if any(c in spec for c in "\"'\\") or any(c in base for c in _ESCAPABLE | {"*", "?", "["}):
-        return None
-    out = []
-    for raw in spec.split(";"):
-        head, colon, rest = raw.strip().partition(":")
-        kind_prefix = colon and head in KINDS
-        body = rest if kind_prefix else raw.strip()
-        target = next((p.target for p in relative if body.startswith(p.target)), None)
-        if target is not None:
-            body = os.path.join(base, target) + body[len(target):]
-        out.append(f"{head}:{body}" if kind_prefix else body)
-    return ";".join(out)
 
 
 def _is_path(text: str) -> bool:

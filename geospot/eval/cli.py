@@ -77,7 +77,7 @@ def held_out_split(cfg, split: str) -> str:
     a note that the numbers are not held-out ones. The same data is the same files with the same
     split fractions, whatever else the spec says (a fine-tune adds `square=true` to new photos).
     Any other model or data: `split` as it is."""
-    from geospot.data.spec import same_data
+    from geospot.data.spec_paths import same_data
     from geospot.runs.folder import read_config
     from geospot.runs.model_spec import is_export_path, is_run_path, model_spec
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from geospot.config import ConfigError
-from geospot.data.spec import SpecError, parse_spec, rebase_spec, same_data
+from geospot.data.spec import SpecError, parse_spec
+from geospot.data.spec_paths import rebase_spec, same_data
 from geospot.runs.checkpoint import latest_checkpoint
 from geospot.runs.folder import json_default, read_config, write_config
 

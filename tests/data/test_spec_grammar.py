@@ -189,7 +189,7 @@ def test_a_synthetic_world_out_of_range_is_one_sentence(spec, match):
 
 
 def test_rebase_spec_makes_relative_local_paths_absolute_under_a_folder():
-    from geospot.data.spec import rebase_spec
+    from geospot.data.spec_paths import rebase_spec
 
     assert rebase_spec("photos", "/p") == "/p/photos"
     mix = "photos,max_side=224@2;synthetic:n=8;hf:a/b"
