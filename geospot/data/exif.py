@@ -7,7 +7,8 @@ like any CSV folder: each photo is a record, its id the path below the folder.
 
     gps_coords:    the GPS tags -> (lat, lon) in signed degrees, or BadGps(reason) -- a photo
                    whose tags are missing, void or malformed is skipped by reason, never guessed;
-    read_gps:      those tags from an image file's header (the pixels are not decoded);
+    read_gps:      those tags from an image file's header (the pixels are not decoded); gps_of:
+                   a photo's (lat, lon) or None;
     ExifGpsSource: the source (data/spec.py builds it for `exif:` and infers it for a folder of
                    photos with no labels file when one of them carries GPS tags)."""
 
@@ -94,12 +95,12 @@ def read_gps(path: str) -> dict[int, Any]:
     return gps
 
 
-def has_gps(path: str) -> bool:
+def gps_of(path: str) -> tuple[float, float] | None:
+    """Where the photo at `path` was taken, by its EXIF GPS; None when it does not say (usably)."""
     try:
-        gps_coords(read_gps(path))
+        return gps_coords(read_gps(path))
     except (BadGps, OSError, ValueError, SyntaxError):
-        return False
-    return True
+        return None
 
 
 @dataclass

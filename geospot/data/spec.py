@@ -350,10 +350,10 @@ def _image_subfolder(target: str) -> bool:
 
 def _geotagged(target: str) -> bool:
     """Whether any of the first GPS_PEEK images below `target` carries usable EXIF GPS."""
-    from geospot.data.exif import has_gps
+    from geospot.data.exif import gps_of
 
     images = (p for p in walk_files(target) if p.rpartition(".")[2].lower() in IMAGE_EXTS)
-    return any(has_gps(p) for _, p in zip(range(GPS_PEEK), images))
+    return any(gps_of(p) is not None for _, p in zip(range(GPS_PEEK), images))
 
 
 def _opts(part: SpecPart, allowed: dict) -> dict:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from geospot.config import ConfigError, help_text, parse_overrides
+from geospot.data.exif import gps_of
 from geospot.data.sources import IMAGE_EXTS as DATA_IMAGE_EXTS
 from geospot.eval.cli_config import PredictConfig, engine_overrides, sampling_for, split_args
 from geospot.eval.run_defaults import describe_defaults, given_keys, with_run_defaults
@@ -166,7 +167,8 @@ def predict_main(argv: list[str], engine=None) -> int:
         preds = predict(engine, samples, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=budget,
                         sampling=sampling_for(cfg.samples, cfg.temperature, budget), env_options=cfg,
                         label_geocoder=_no_labels, turns=tuple(run_defaults["turn_prompts"]) if run_defaults else None)
-        for r in _rows(preds, {str(p): photo_gps(p) for p in chunk}):
+        # a phone's photos say where they were taken (EXIF GPS): each answer's distance from it
+        for r in _rows(preds, {str(p): gps_of(str(p)) for p in chunk}):
             print(json.dumps(finite_json(r)) if "--json" in flags else _predict_line(r, cfg.env_type != "single"),
                   flush=True)
             rows.append(r)
@@ -215,17 +217,6 @@ class _CsvRows:
         if self.file:
             self.file.close()
             print(f"csv: {self.file.name}", file=sys.stderr)
-
-
-def photo_gps(path: Path) -> tuple[float, float] | None:
-    """Where the photo was taken, when its EXIF GPS says so (a phone's photos): predict then says
-    how far each answer landed from it."""
-    from geospot.data.exif import BadGps, gps_coords, read_gps
-
-    try:
-        return gps_coords(read_gps(str(path)))
-    except (BadGps, OSError, ValueError, SyntaxError):
-        return None
 
 
 def _rows(preds, gps: dict[str, tuple[float, float] | None]) -> list[dict]:
