@@ -340,7 +340,7 @@ def _csv_with_coordinates(target: str, names: list[str]) -> bool:
 
 
 def _image_subfolder(target: str) -> bool:
-    """A folder whose images sit one level down (photos/2024-trip/*.jpg) and that holds nothing else."""
+    """Whether images sit one level down (photos/2024-trip/*.jpg; the first 20 subfolders looked at)."""
     subs = [os.path.join(target, n) for n in os.listdir(target) if os.path.isdir(os.path.join(target, n))]
     try:
         return any(n.rpartition(".")[2].lower() in IMAGE_EXTS for d in subs[:20] for n in os.listdir(d))
