@@ -290,13 +290,8 @@ class CsvFolderSource:
                 yield Skip("bad_csv", f"{path}: {e}", self.name)
 
     def _file(self, path: str) -> Iterator[Record | Skip]:
-        # utf-8-sig drops a byte-order mark (else the first column is '\ufeffid'); bytes that are
-        # not UTF-8 become surrogates, and a row holding any is skipped by name, not misread. A UTF-16
-        # byte-order mark (Excel's "Unicode text" export) is read as UTF-16: a character it cannot
-        # decode becomes U+FFFD, which no coordinate parses, so that row is skipped, never misread.
-        with open(path, "rb") as raw:
-            utf16 = raw.read(2) in (b"\xff\xfe", b"\xfe\xff")
-        encoding, errors = ("utf-16", "replace") if utf16 else ("utf-8-sig", "surrogateescape")
+        # (csv_encoding: a row that does not decode is skipped, never misread)
+        encoding, errors = csv_encoding(path)
         with open(path, newline="", encoding=encoding, errors=errors) as f:
             head = f.read(65536)
             if not head.strip():
@@ -341,6 +336,16 @@ class CsvFolderSource:
                     continue
                 yield Record(sid, str(row.get("source") or self.name), coord(row.get(lat_c)),
                              coord(row.get(lon_c)), _labels(row), FileBytes(img_path))
+
+
+def csv_encoding(path: str) -> tuple[str, str]:
+    """(encoding, errors) a CSV's text is read with. A UTF-16 byte-order mark (Excel's "Unicode
+    text"): UTF-16, a character it cannot decode becoming U+FFFD, which no coordinate parses. Else
+    UTF-8, its optional BOM dropped (else the first column is '\ufeffid'), bytes that are not UTF-8
+    kept as surrogates, so a row holding any is skipped by name."""
+    with open(path, "rb") as raw:
+        utf16 = raw.read(2) in (b"\xff\xfe", b"\xfe\xff")
+    return ("utf-16", "replace") if utf16 else ("utf-8-sig", "surrogateescape")
 
 
 def _sniff(head: str) -> type[csv.Dialect] | str:

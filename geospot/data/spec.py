@@ -113,6 +113,7 @@ from geospot.data.sources import (
     Source,
     SyntheticSource,
     WebDatasetSource,
+    csv_encoding,
     expand_braces,
     unique_files,
     walk_files,
@@ -327,9 +328,7 @@ def _csv_with_coordinates(target: str, names: list[str]) -> bool:
         if n.lower().endswith((".csv", ".tsv")):
             path = os.path.join(target, n)
             try:
-                with open(path, "rb") as raw:
-                    utf16 = raw.read(2) in (b"\xff\xfe", b"\xfe\xff")  # Excel's "Unicode text"
-                with open(path, encoding="utf-16" if utf16 else "utf-8-sig", errors="replace") as f:
+                with open(path, encoding=csv_encoding(path)[0], errors="replace") as f:
                     header = f.readline().lower()
             except OSError:
                 continue

@@ -168,11 +168,12 @@ def predict_main(argv: list[str], engine=None) -> int:
                         sampling=sampling_for(cfg.samples, cfg.temperature, budget), env_options=cfg,
                         label_geocoder=_no_labels, turns=tuple(run_defaults["turn_prompts"]) if run_defaults else None)
         # a phone's photos say where they were taken (EXIF GPS): each answer's distance from it
-        for r in _rows(preds, {str(p): gps_of(str(p)) for p in chunk}):
+        batch = _rows(preds, {str(p): gps_of(str(p)) for p in chunk})
+        for r in batch:
             print(json.dumps(finite_json(r)) if "--json" in flags else _predict_line(r, cfg.env_type != "single"),
                   flush=True)
-            rows.append(r)
-        table.write(rows[-len(preds):])
+        table.write(batch)
+        rows += batch
     table.close()
     if not rows:
         print("geospot predict: none of the images could be read", file=sys.stderr)
