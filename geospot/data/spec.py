@@ -280,7 +280,7 @@ def infer_kind(target: str) -> str:
             exts.add("tar")
         if exts & {"csv", "tsv"}:  # a .tsv is a CSV with tabs (the sniffer finds the separator)
             # a camera roll with a stray spreadsheet in it (expenses.csv) is still a camera roll
-            if (not _csv_with_coordinates(target, names) and (exts & set(IMAGE_EXTS) or _image_subfolder(target))
+            if (labelled_csv(target, names) is None and (exts & set(IMAGE_EXTS) or _image_subfolder(target))
                     and _geotagged(target)):
                 return "exif"
             return "csv"
@@ -320,8 +320,9 @@ def infer_kind(target: str) -> str:
     raise SpecError(f"{target!r}: no such file or folder{where}{hub}")
 
 
-def _csv_with_coordinates(target: str, names: list[str]) -> bool:
-    """Whether any CSV / TSV in the folder has a latitude column in its header line."""
+def labelled_csv(target: str, names: list[str]) -> str | None:
+    """The first of `names` (files in the folder `target`) that is a CSV / TSV with a latitude
+    column in its header line, or None."""
     from geospot.geo.columns import LAT_KEYS
 
     for n in names:
@@ -334,8 +335,8 @@ def _csv_with_coordinates(target: str, names: list[str]) -> bool:
                 continue
             cells = {c.strip().strip('"').strip() for c in header.replace(";", ",").replace("\t", ",").split(",")}
             if cells & set(LAT_KEYS):
-                return True
-    return False
+                return n
+    return None
 
 
 def _image_subfolder(target: str) -> bool:

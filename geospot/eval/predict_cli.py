@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import sys
 from collections.abc import Sequence
@@ -54,6 +55,28 @@ def image_paths(args: Sequence[str]) -> list[Path]:
         raise ConfigError(f"no images found in {', '.join(args)} or its subfolders (looked for "
                           f"{', '.join(sorted(IMAGE_EXTS))})")
     return [Path(f) for f in unique_files(paths)]
+
+
+def labelled_folders(args: Sequence[str]) -> list[tuple[str, str]]:
+    """(folder, its labels file) for each folder argument that is labelled data: a CSV with a
+    latitude column, or a .jsonl, in it -- or in the folder above, for the images/ of an OSV-5M
+    layout. predict answers without truth; eval scores against it; the user is told which is which."""
+    from geospot.data.spec import labelled_csv
+
+    found = []
+    for a in args:
+        p = Path(a).expanduser()
+        for folder in ((p, p.parent) if p.name == "images" else (p,)) if p.is_dir() else ():
+            names = sorted(os.listdir(folder))
+            labels = labelled_csv(str(folder), names)
+            if labels:
+                found.append((str(folder), labels))
+                break
+            jsonl = [n for n in names if n.lower().endswith(".jsonl")]
+            if jsonl:
+                found.append((str(folder), jsonl[0]))
+                break
+    return found
 
 
 def load_images(paths: Sequence[Path], square: bool = False):
@@ -140,6 +163,10 @@ def predict_main(argv: list[str], engine=None) -> int:
         if not cfg.model and engine is None:
             raise ConfigError("model= is required (a hub id, local folder, tiny:..., run/checkpoint folder or tinker://...)")
         paths, skipped = probe_images(image_paths(pos))
+        for folder, labels in labelled_folders(pos):
+            model = cfg.model or "<model>"
+            print(f"note: {folder} holds labels ({labels}); `geospot eval model={model} data={folder}` scores "
+                  "the model against them", file=sys.stderr)
         for s in skipped:
             print(f"skipped image: {s}", file=sys.stderr)
         if not paths:

@@ -330,6 +330,25 @@ def test_predict_reads_every_subfolder_and_each_photo_once(tmp_path, capsys):
     assert names == [roll / "top.jpg", *(roll / "2024" / "Paris trip" / f"{i}.JPG" for i in range(3))]
 
 
+def test_predict_on_labelled_data_says_that_eval_scores_it(tmp_path, capsys):
+    """The OSV-5M samples hold labels.csv: predict still answers without truth, and says which
+    command scores against the labels, whether given the folder or its images/; a photo folder
+    without labels (or with a CSV of something else) gets no such note."""
+    assert cli.predict_main(["model=fake", str(OSV)], engine=ScriptedEngine(by_pixels)) == 0
+    err = capsys.readouterr().err
+    assert f"note: {OSV} holds labels (labels.csv); `geospot eval model=fake data={OSV}`" in err
+    assert cli.predict_main(["model=fake", str(OSV / "images")], engine=ScriptedEngine(by_pixels)) == 0
+    assert f"`geospot eval model=fake data={OSV}`" in capsys.readouterr().err
+    import shutil
+
+    roll = tmp_path / "roll"
+    roll.mkdir()
+    shutil.copy(sorted((OSV / "unlabeled").iterdir())[0], roll / "a.jpg")
+    (roll / "expenses.csv").write_text("date,amount\n2024-01-02,3.5\n")
+    assert cli.predict_main(["model=fake", str(roll)], engine=ScriptedEngine(by_pixels)) == 0
+    assert "holds labels" not in capsys.readouterr().err
+
+
 def test_a_rerun_eval_reuses_answers_only_while_their_labels_stand(tmp_path, capsys, monkeypatch):
     """The same command again resumes its folder and says so; a label fixed in the data since
     is evaluated again against the new truth (the table and truth.csv use it), the rest reused."""
