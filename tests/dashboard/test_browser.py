@@ -202,3 +202,35 @@ def test_float_noise_of_one_value_draws_a_flat_line(tmp_path, browser):
         ticks = chart.locator("text.tick")
         assert [ticks.nth(i).text_content() for i in range(2)] == ["2200", "1800"]
         page.close()
+
+
+def test_compare_names_only_what_each_run_logged_and_both_statuses(tmp_path, browser):
+    """Run a has held-out evals and τ, run b (stopped) neither: the legends list b only where it
+    has points, the page's badge gives both statuses, and a lone eval dot's value at the top of
+    its chart is drawn below the dot, inside the chart."""
+    from test_browser_charts import _legend
+
+    runs = tmp_path / "runs"
+    with RunStore(runs / "a") as store:
+        fake_run.fill(store, 4, n_images=2)
+        store.log_step(3, {"eval/geoscore": 900.0, "eval/parsed": 1.0})
+        store.set_status("done")
+    with RunStore(runs / "b") as store:
+        store.log_config("rl", {"model": "tiny", "env_type": "telescoping"})
+        for s in range(4):
+            store.log_step(s, {"reward_mean": 0.1 * s, "format_rate": 0.5})
+        store.log_images(0, fake_run.image_records(0, 20, n_images=2))
+        store.set_status("stopped")
+    with Server(create_app(runs)) as srv:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(srv.url + "/#/compare/a/b")
+        page.wait_for_selector("section.run[data-run='b'] circle.guess")
+        expect(page.locator("#live")).to_have_text("done / stopped", timeout=30_000)
+        assert _legend(page, "held-out GeoScore") == ["a: eval/geoscore"]
+        assert _legend(page, "τ (km)") == ["a: tau_km"]
+        assert _legend(page, "reward") == ["a: reward_mean", "b: reward_mean"]
+        fmt = page.locator(".chart[data-title='format rate']")
+        dot_y = float(fmt.locator("polyline.dot").get_attribute("points").split(",")[1].split()[0])
+        value_y = float(fmt.locator("text.value").get_attribute("y"))
+        assert value_y > dot_y, (dot_y, value_y)  # the 1.0 sits at the top: its label goes under it
+        page.close()

@@ -83,7 +83,7 @@ def test_no_tau_and_a_single_eval_say_what_is_missing(tmp_path, browser):
     with Server(create_app(runs, poll_s=0.1)) as srv:
         page = _page(browser, srv, errors)
         page.wait_for_selector("#policy-explainer")
-        assert "logs no τ" in page.locator("#kernel-explainer").inner_text()
+        assert "An SFT run has no reward" in page.locator("#kernel-explainer").inner_text()
         assert page.locator("#kernel-explainer .kpanel").count() == 0
         assert "Needs two held-out evals" in page.locator("#policy-explainer").inner_text()
     assert errors == []
@@ -106,4 +106,31 @@ def test_an_eval_guess_shows_its_distance_and_no_reward(tmp_path, browser):
         line.wait_for()
         text = line.inner_text()
         assert "km" in text and "reward" not in text, text
+    assert errors == []
+
+
+@pytest.mark.parametrize("env_type", ["telescoping", "hierarchical"])
+def test_a_run_without_tau_shows_the_reward_it_has(tmp_path, browser, env_type):
+    """Telescoping's default reward is the GeoScore / 5000 = exp(-d/1492.7 km), a kernel with a
+    fixed τ: drawn, with what a turn earns. A hierarchical run's reward grades labels: said so."""
+    runs = tmp_path / "runs"
+    store = RunStore(runs / "rl")
+    store.log_config("rl", {"model": "tiny", "env_type": env_type, "reward": "auto"})
+    store.log_step(1, {"reward_mean": 0.5})
+    store.log_images(1, fake_run.image_records(1, 20, G=2, turns=3, n_images=2))
+    store.set_status("done")
+    store.flush()
+    errors = []
+    with Server(create_app(runs, poll_s=0.1)) as srv:
+        page = _page(browser, srv, errors)
+        page.wait_for_selector("#kernel-explainer h3")
+        text = page.locator("#kernel-explainer").inner_text()
+        panels = page.locator("#kernel-explainer .kpanel")
+        if env_type == "telescoping":
+            assert "GeoScore / 5000 = exp(−d/1492.7 km)" in text and "S(d_t) − S(d_{t−1})" in text
+            assert panels.count() == 5
+            shown = float(panels.nth(1).locator(".kval").get_attribute("data-value"))
+            assert shown == pytest.approx(math.exp(-750 / 1492.7), abs=1e-6)  # 0.605
+        else:
+            assert "grades each right label" in text and panels.count() == 0
     assert errors == []

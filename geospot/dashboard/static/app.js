@@ -171,11 +171,15 @@ function lineChart(title, series, { log = false, cursorX = null } = {}) {
     if (pts.length === 1) {
       g.appendChild(svg("polyline", { class: "dot", fill: "none", stroke: s.color, "stroke-width": 7, "stroke-linecap": "round",
         "vector-effect": "non-scaling-stroke", points: `${xy[0]} ${xy[0]}` }));
-      g.appendChild(svg("text", { class: "tick value", x: sx(pts[0][0]) + 6, y: sy(pts[0][1]) - 5 }, fmt(pts[0][1])));
+      // above the dot, or below it when the dot is at the top (a value above the chart is cut off)
+      const py = sy(pts[0][1]);
+      g.appendChild(svg("text", { class: "tick value", x: sx(pts[0][0]) + 6, y: py - 5 < T + 8 ? py + 12 : py - 5 }, fmt(pts[0][1])));
     }
   }
   box.appendChild(g);
-  box.appendChild(el("div", { class: "legend" }, series.map(s => el("span", {}, el("i", { class: "sw", "data-c": s.color }), s.label))));
+  // The legend names what is drawn: a run that never logged a key (no held-out eval, no τ) adds no entry.
+  const drawn = series.filter(s => s.pts.some(p => p[1] !== null && Number.isFinite(p[1])));
+  box.appendChild(el("div", { class: "legend" }, drawn.map(s => el("span", {}, el("i", { class: "sw", "data-c": s.color }), s.label))));
   box.querySelectorAll("i.sw").forEach(i => { i.style.background = i.getAttribute("data-c"); });
   return box;
 }
@@ -340,8 +344,9 @@ class WorldMap {
 
 // ---- one run: charts + map + slider + images + detail, live through SSE -------------------
 class RunView {
-  constructor(name, { charts = true, onChange = null } = {}) {
-    this.name = name; this.withCharts = charts; this.onChange = onChange;
+  // onLive: who sets the page's live badge (the compare page: one badge for both runs)
+  constructor(name, { charts = true, onChange = null, onLive = null } = {}) {
+    this.name = name; this.withCharts = charts; this.onChange = onChange; this.onLive = onLive;
     this.cache = new Map(); this.index = -1; this.split = "train"; this.picked = null;
     this.node = el("section", { class: "run", "data-run": name });
   }
@@ -389,7 +394,8 @@ class RunView {
       el("span", { class: "badge " + this.status, id: "run-status" }, this.status),
       // training steps: the eval before training (step 0) logs only eval/ metrics
       el("span", { class: "muted", id: "steps-count" }, plural(this.steps.filter(s => Object.keys(s.metrics).some(k => !k.startsWith("eval/"))).length, "step")),
-      el("span", { class: "muted" }, plural(this.imageSteps.length, "image step")));
+      el("span", { class: "muted", id: "image-steps", title: "steps whose rollouts were kept for the map (the slider's steps): "
+        + "training steps (train) and held-out evals (eval)" }, plural(this.imageSteps.length, "image step")));
   }
   currentStep() { const l = this.stepList(); return l.length ? l[Math.max(0, Math.min(this.index, l.length - 1))] : null; }
   drawCharts() {
@@ -488,7 +494,10 @@ class RunView {
     onLeave(() => clearInterval(poll));
   }
   explain() { if (this.withCharts) this.explainer.draw().catch(e => this.explainer.node.replaceChildren(el("p", { class: "error" }, String(e)))); }
-  showLive() { setLive(this.status === "running" ? "live" : this.status || "not live"); }
+  showLive() {
+    if (this.onLive) this.onLive();
+    else setLive(this.status === "running" ? "live" : this.status || "not live");
+  }
 }
 
 async function renderRun(name) {
@@ -503,7 +512,13 @@ async function renderCompare(a, b) {
   const charts = el("div", { class: "charts", id: "compare-charts" });
   let views = [];
   const redraw = () => { if (views.length === 2 && views.every(v => v.steps)) drawCharts(charts, views, null); };
-  views = [a, b].map(n => new RunView(n, { charts: false, onChange: redraw }));
+  // One badge for two runs: "live" while either trains (its stream open), else both statuses
+  // ("done", or "done / stopped"), never only the one that loaded last.
+  const live = () => {
+    const st = views.map(v => v.status);
+    setLive(st.includes("running") ? "live" : st.every(x => x === st[0]) ? st[0] || "not live" : st.join(" / "));
+  };
+  views = [a, b].map(n => new RunView(n, { charts: false, onChange: redraw, onLive: live }));
   $main.replaceChildren(el("h2", {}, "Compare"), charts, el("div", { class: "compare" }, views.map(v => v.node)));
   await Promise.all(views.map(v => v.load()));
   redraw();

@@ -62,17 +62,37 @@ async function kernelPanel(lat, lon, d, tau) {
       v >= 0.001 ? v.toFixed(3) : v.toExponential(1))));
 }
 
-async function kernelExplainer(im, tauInfo) {
+// The GeoGuessr score / 5000 is itself exp(−d/1492.7 km): a fixed τ (envs/rewards.py GeoScoreReward).
+const GEOSCORE_TAU_KM = 1492.7;
+const LABEL_REWARDS = {
+  hierarchical: "each right label (country → region → city) and the final coordinates' GeoScore",
+  geohash: "the geohash characters each turn shares with the truth's",
+};
+
+async function kernelExplainer(im, tauInfo, config = {}, kind = null) {
   const box = el("div", { class: "explainer", id: "kernel-explainer" });
-  if (!tauInfo) {
+  if (kind === "sft") {
     box.append(el("h3", {}, "reward kernel"), el("p", { class: "muted" },
-      "This run logs no τ (tau_km): its reward is not the distance kernel exp(−d/τ)."));
+      "An SFT run has no reward: it learns the answer's tokens (cross-entropy). GRPO runs show their reward here."));
     return box;
   }
-  const { tau, step } = tauInfo;
-  box.append(el("h3", {}, `reward kernel exp(−d/τ) around image ${im.image_id}'s truth, τ = ${fmt(tau, 4)} km (step ${step})`),
-    el("p", { class: "muted" }, "A guess d km from the truth earns exp(−d/τ): the colour of its band (red 0 → green 1). "
-      + "A small τ pays only near-exact guesses; a large τ still separates guesses thousands of km off."));
+  const env = config.env_type || "single";
+  // reward=auto: the kernel for single-turn, the GeoScore for the rest (envs/registry.py reward_name)
+  const reward = !config.reward || config.reward === "auto" ? (env === "single" ? "kernel" : "geoscore") : config.reward;
+  if (!tauInfo && (LABEL_REWARDS[env] || reward !== "geoscore")) {
+    box.append(el("h3", {}, "reward kernel"), el("p", { class: "muted" }, LABEL_REWARDS[env]
+      ? `This run's reward (env_type=${env}) grades ${LABEL_REWARDS[env]}: not a distance kernel, so there is none to draw.`
+      : "This run logs no τ (tau_km): its reward is not the distance kernel exp(−d/τ)."));
+    return box;
+  }
+  const { tau, step } = tauInfo || { tau: GEOSCORE_TAU_KM, step: null };
+  const turns = env === "telescoping" ? " A telescoping turn earns S(d_t) − S(d_{t−1}): how much closer it lands than the turn before." : "";
+  box.append(tauInfo
+    ? el("h3", {}, `reward kernel exp(−d/τ) around image ${im.image_id}'s truth, τ = ${fmt(tau, 4)} km (step ${step})`)
+    : el("h3", {}, `reward S(d) = GeoScore / 5000 = exp(−d/${tau} km) around image ${im.image_id}'s truth (fixed)`),
+  el("p", { class: "muted" }, (tauInfo ? "A guess d km from the truth earns exp(−d/τ): " : "A guess d km from the truth scores S(d): ")
+      + "the colour of its band (red 0 → green 1). "
+      + "A small τ pays only near-exact guesses; a large τ still separates guesses thousands of km off." + turns));
   const panels = await Promise.all(KERNEL_KM.map(d => kernelPanel(im.lat, im.lon, d, tau)));
   box.append(el("div", { class: "kpanels" }, panels), kernelCurve(tau));
   return box;
@@ -150,7 +170,7 @@ class Explainer {
     const im = inBoth || shown;
     if (key !== this.key) return;  // a newer draw started meanwhile
     if (!im) { this.node.replaceChildren(); return; }
-    const parts = [await kernelExplainer(im, tauInfo)];
+    const parts = [await kernelExplainer(im, tauInfo, v.config || {}, v.kind)];
     const box = el("div", { class: "explainer", id: "policy-explainer" });
     if (inBoth && base !== cur) {
       const tau = tauInfo && tauInfo.tau, b = baseIms.find(i => i.image_id === inBoth.image_id);
