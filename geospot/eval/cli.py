@@ -205,18 +205,27 @@ def _chunks(it, size: int):
 
 
 class _bar:
-    """tqdm on stderr (total unknown unless n= is given), started at the images already done."""
+    """tqdm on stderr (total unknown unless n= is given), started at the images already done;
+    drawn from `show()` on (when the first images arrive: data that fails to open prints its
+    error alone, not under an empty bar)."""
 
     def __init__(self, total: int | None, done: int) -> None:
+        self._args, self._t = (total, done), None
+
+    def show(self) -> None:
         from tqdm import tqdm
 
-        self._t = tqdm(total=total, initial=done, unit="img", desc="eval", dynamic_ncols=True, file=sys.stderr)
+        if self._t is None:
+            total, done = self._args
+            self._t = tqdm(total=total, initial=done, unit="img", desc="eval", dynamic_ncols=True, file=sys.stderr)
 
     def update(self, k: int) -> None:
+        self.show()
         self._t.update(k)
 
     def close(self) -> None:
-        self._t.close()
+        if self._t is not None:
+            self._t.close()
 
 
 def _differs(out: Path, resume_cfg: dict) -> list[str]:
@@ -266,13 +275,9 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
     # folder's latest checkpoint moves on while training runs)
     resume_cfg = {**{k: getattr(cfg, k) for k in RESUME_KEYS}, **env_resume_keys(cfg), "checkpoint": checkpoint}
     out = eval_folder(cfg, checkpoint, resume_cfg)
-    out.mkdir(parents=True, exist_ok=True)
     name = cfg.name or out.resolve().name
     pred_path = out / io.PREDICTIONS
-    config_path = out / "config.json"
     done: list = io.repair_predictions(pred_path) if pred_path.exists() else []
-    config_path.write_text(json.dumps({"kind": "eval", "config": asdict(cfg), "resume": resume_cfg,
-                                       "run_defaults": run_defaults}, indent=1) + "\n")
     turns = tuple(run_defaults["turn_prompts"]) if run_defaults else None
 
     split = held_out_split(cfg, resolve_split(cfg.split, cfg.data))
@@ -290,6 +295,7 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
     with open_stream(cfg.data, split, repeat=False, shuffle=False, force={"square": True} if cfg.square else None
                      ) as stream:
         for chunk in _chunks(islice(stream, cfg.n), cfg.batch_size * 4):
+            bar.show()
             order += [str(x.id) for x in chunk]
             todo = [x for x in chunk if done_truth.get(str(x.id)) != (x.lat, x.lon)]
             relabelled += sum(str(x.id) in done_truth for x in todo)
@@ -303,6 +309,11 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
                     print(f"resuming: {len(done)} images already in {pred_path}", file=sys.stderr)
 
             def finished(preds):
+                if not pred_path.exists():  # the folder is made with its first answers: a failed start leaves none
+                    out.mkdir(parents=True, exist_ok=True)
+                    (out / "config.json").write_text(json.dumps({"kind": "eval", "config": asdict(cfg), "resume":
+                                                                 resume_cfg, "run_defaults": run_defaults}, indent=1)
+                                                     + "\n")
                 io.append_predictions(pred_path, preds)
                 bar.update(len(preds))
 

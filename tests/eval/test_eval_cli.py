@@ -176,7 +176,9 @@ def test_eval_says_what_it_skipped_and_why_nothing_was_left(tmp_path, capsys, mo
     assert "not evaluated (skipped records, by reason): missing_image 1" in out
     (data / "labels.csv").write_text("id,latitude,longitude\nnope,1,2\nnada,3,4\n")
     assert cli.eval_main(["model=fake", f"data={data}", f"out={tmp_path / 'f'}", "geocoder=none"]) == 2
-    assert "holds no usable samples (missing_image 2)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds no usable samples (missing_image 2)" in err
+    assert not (tmp_path / "f").exists() and "img/s" not in err  # no empty eval folder, no empty progress bar
 
 
 def test_predict_streams_a_batch_at_a_time(tmp_path, capsys, monkeypatch):
