@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import NamedTuple
 
 from geospot.eval.predictions import SUMMARY, read_summary
 from geospot.prompts import PREVIOUS_GUESS_DECIMALS
@@ -78,12 +80,116 @@ def _load_lines(kind: str, folder: str, base_ref: str) -> list[str]:
     return ["model = AutoModelForImageTextToText.from_pretrained(folder).eval()"]
 
 
+class CardTurns(NamedTuple):
+    """How the card's code asks the model, as its env does (envs/registry.py): `protocol` is
+    coordinates (single / telescoping / geohash answered with coordinates: each turn's guess shown
+    to the next in `{prev}`), labels (hierarchical: country -> ... -> coordinates, each answer told
+    to the next turn) or cells (geohash answered with geohash cells)."""
+
+    protocol: str
+    prompts: tuple[str, ...]  # the user text per turn; `{prev}` = the previous answer (coordinates / cells)
+    fields: tuple[str, ...] = ()  # labels: the field each turn asks
+    chars: tuple[int, ...] = ()  # cells: the geohash length each turn answers
+    max_tokens: int = 24
+
+
+def card_turns(spec) -> CardTurns:
+    """The turns an export of `spec` is asked with, from the run's env and its keys."""
+    from geospot.envs.registry import coordinate_prompts, geohash_spec
+    from geospot.prompts import FIRST_LABEL_LEAD, LABEL_QUESTIONS
+
+    cfg = {**(spec.config or {}), "reasoning": spec.reasoning}
+    keys = SimpleNamespace(**cfg)  # the registry reads a config's keys as attributes
+    budget = spec.reasoning_max_tokens if spec.reasoning else spec.max_tokens
+    if spec.env_type == "hierarchical":
+        fields = tuple(cfg.get("hier_turns") or ("country", "region", "city", "coords"))
+        prompts = tuple(f"{FIRST_LABEL_LEAD if i == 0 else 'This photo was taken in {known}.'}\n{LABEL_QUESTIONS[f]}"
+                        for i, f in enumerate(fields))
+        return CardTurns("labels", prompts, fields=fields, max_tokens=budget)
+    if spec.env_type == "geohash":
+        gh = geohash_spec(keys)
+        prompts = tuple(gh.prompt(t, "{prev}") for t in range(len(gh.chars)))
+        return CardTurns("cells" if gh.answer == "geohash" else "coordinates", prompts, chars=gh.chars,
+                         max_tokens=budget)
+    return CardTurns("coordinates", coordinate_prompts(keys, spec.turns()), max_tokens=budget)
+
+
+_ASK = [
+    "def ask(messages):",
+    "    chat = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)",
+    "    chat = chat.replace('<|image_pad|>', '<|image_pad|>' * n_image_tokens)  # as AutoProcessor expands it",
+    "    ids = tokenizer(chat, return_tensors='pt').input_ids",
+    "    mm = (ids == tokenizer.convert_tokens_to_ids('<|image_pad|>')).int()",
+    "    with torch.no_grad():",
+    "        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),",
+    "                             pixel_values=pixels['pixel_values'], image_grid_thw=pixels['image_grid_thw'],",
+    "                             mm_token_type_ids=mm, max_new_tokens=max_new_tokens, do_sample=False)",
+    "    answer = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)",
+    "    messages.append({'role': 'assistant', 'content': [{'type': 'text', 'text': answer}]})",
+    "    return answer.split('</think>')[-1]  # reasoning=true: the answer follows the reasoning",
+    "",
+    "",
+    "def user(t, text):  # the photo comes with the first question",
+    "    image = [{'type': 'image'}] if t == 0 else []",
+    "    return {'role': 'user', 'content': image + [{'type': 'text', 'text': text}]}",
+    "",
+]
+
+# The per-protocol loop: each turn's question, the model's answer, what the next turn is told.
+_LOOPS = {
+    "coordinates": [
+        "messages, guess = [], None",
+        "for t, prompt in enumerate(turns):",
+        "    d = prev_decimals[min(t - 1, len(prev_decimals) - 1)]  # the previous guess, rounded as in training",
+        "    text = prompt if t == 0 else prompt.format(prev=f'({guess[0]:.{d}f}, {guess[1]:.{d}f})')",
+        "    messages.append(user(t, text))",
+        "    answer = ask(messages)",
+        "    print(f'turn {t + 1}: {answer!r}')",
+        "    numbers = [float(x) for x in re.findall(r'-?\\d+(?:\\.\\d+)?', answer)[:2]]",
+        "    guess = tuple(numbers) if len(numbers) == 2 else None",
+        "    if guess is None:",
+        "        break",
+    ],
+    "labels": [
+        "messages, known = [], []  # known: the labels answered so far, coarse first",
+        "for t, (field, prompt) in enumerate(zip(fields, turns)):",
+        "    messages.append(user(t, prompt.format(known=', '.join(reversed(known)))))",
+        "    answer = ask(messages)",
+        "    print(f'turn {t + 1} ({field}): {answer!r}')",
+        "    if field != 'coords':",
+        "        keyed = re.findall(rf'^\\W*{field}\\W*[:=]\\s*(.+)$', answer, re.IGNORECASE | re.MULTILINE)",
+        "        lines = keyed[-1:] or [x for x in answer.splitlines() if x.strip(STRIP)][:1]",
+        "        if not lines:",
+        "            break",
+        "        known.append(lines[0].strip().strip(STRIP).strip())",
+    ],
+    "cells": [
+        "messages, cell = [], None",
+        "for t, prompt in enumerate(turns):",
+        "    # the next turn is told the answered cell at the previous turn's length",
+        "    messages.append(user(t, prompt if t == 0 else prompt.format(prev=cell[:chars[t - 1]])))",
+        "    answer = ask(messages)",
+        "    print(f'turn {t + 1}: {answer!r}')",
+        "    found = re.findall(r'geohash\\W*[:=]?\\s*([0-9a-z]+)', answer, re.IGNORECASE) or answer.split()[:1]",
+        "    cell = found[-1].lower() if found else None",
+        "    if not cell:",
+        "        break",
+    ],
+}
+
+
 def usage_code(kind: str, folder: str, base_ref: str, spec, photo: str) -> list[str]:
     """The card's code block: load the export with plain transformers (+ PEFT for an adapter)
-    and ask it the way it was trained (its prompts, its turns, its image budget, which the
-    folder's preprocessor_config.json carries, and its image shape). No torchvision needed: the image processor is
-    the PIL one and the image tokens are expanded by hand, as AutoProcessor would."""
-    turns = list(spec.turns())
+    and ask it the way it was trained (its env's prompts and turns, its token budget, its image
+    budget, which the folder's preprocessor_config.json carries, and its image shape). No
+    torchvision needed: the image processor is the PIL one and the image tokens are expanded by
+    hand, as AutoProcessor would."""
+    from geospot.geo.parse_labels import _STRIP
+
+    how = card_turns(spec)
+    setup = {"coordinates": [f"prev_decimals = {list(PREVIOUS_GUESS_DECIMALS)!r}"],
+             "labels": [f"fields = {list(how.fields)!r}", f"STRIP = {_STRIP!r}  # around a label answer"],
+             "cells": [f"chars = {list(how.chars)!r}"]}[how.protocol]
     return [
         "import re",
         "import torch",
@@ -94,8 +200,9 @@ def usage_code(kind: str, folder: str, base_ref: str, spec, photo: str) -> list[
         *_load_lines(kind, folder, base_ref),
         "tokenizer = AutoTokenizer.from_pretrained(folder)",
         "images = AutoImageProcessor.from_pretrained(folder, backend='pil')  # the trained pixel budget",
-        f"turns = {turns!r}",
-        f"prev_decimals = {list(PREVIOUS_GUESS_DECIMALS)!r}",
+        f"turns = {list(how.prompts)!r}",
+        *setup,
+        f"max_new_tokens = {how.max_tokens}",
         "",
         f"image = Image.open({photo!r}).convert('RGB')",
         *(["(w, h), s = image.size, min(image.size)  # trained on square images: ask with the centre square",
@@ -103,28 +210,19 @@ def usage_code(kind: str, folder: str, base_ref: str, spec, photo: str) -> list[
           if spec.square else []),
         "pixels = images(images=[image], return_tensors='pt')",
         "n_image_tokens = int(pixels['image_grid_thw'].prod()) // images.merge_size ** 2",
-        "messages, guess = [], None",
-        "for t, prompt in enumerate(turns):",
-        "    d = prev_decimals[min(t - 1, len(prev_decimals) - 1)]  # the previous guess, rounded as in training",
-        "    text = prompt if t == 0 else prompt.format(prev=f'({guess[0]:.{d}f}, {guess[1]:.{d}f})')",
-        "    content = ([{'type': 'image'}] if t == 0 else []) + [{'type': 'text', 'text': text}]",
-        "    messages.append({'role': 'user', 'content': content})",
-        "    chat = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)",
-        "    chat = chat.replace('<|image_pad|>', '<|image_pad|>' * n_image_tokens)  # as AutoProcessor expands it",
-        "    ids = tokenizer(chat, return_tensors='pt').input_ids",
-        "    mm = (ids == tokenizer.convert_tokens_to_ids('<|image_pad|>')).int()",
-        "    with torch.no_grad():",
-        "        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),",
-        "                             pixel_values=pixels['pixel_values'], image_grid_thw=pixels['image_grid_thw'],",
-        f"                             mm_token_type_ids=mm, max_new_tokens={spec.max_tokens}, do_sample=False)",
-        "    answer = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)",
-        "    messages.append({'role': 'assistant', 'content': [{'type': 'text', 'text': answer}]})",
-        "    numbers = [float(x) for x in re.findall(r'-?\\d+(?:\\.\\d+)?', answer)[:2]]",
-        "    guess = tuple(numbers) if len(numbers) == 2 else None",
-        "    print(f'turn {t + 1}: {answer!r}')",
-        "    if guess is None:",
-        "        break",
+        "",
+        "",
+        *_ASK,
+        "",
+        *_LOOPS[how.protocol],
     ]
+
+
+_TOLD = {
+    "coordinates": "Later turns show the previous guess in `{prev}`, rounded to the turn's decimals.",
+    "labels": "Later turns are told the labels answered so far in `{known}`, finest first (\"Paris, France\").",
+    "cells": "Later turns show the previous answer's geohash, cut to the previous turn's length, in `{prev}`.",
+}
 
 
 def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: str | Path = ".",
@@ -136,6 +234,9 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
     rank = f" (rank {spec.lora_rank})" if spec.lora_rank else ""
     side = f", training images {spec.image_side} px on the long side" if spec.image_side else ""
     folder = str(Path(folder).resolve())
+    how = card_turns(spec)
+    reasoning = ", reasoning first (<think>)" if spec.reasoning and how.protocol == "coordinates" else ""
+    zoom = int((spec.config or {}).get("zoom") or 1) if spec.env_type == "telescoping" else 1
     lines = [
         "---",
         f"base_model: {spec.base_model}",
@@ -155,18 +256,21 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
         f"| data | `{data}` |" if data else "| data | (not recorded) |",
         f"| steps | {loaded.step} |",
         f"| weights | {_WEIGHTS[kind].format(rank=rank)} |",
-        f"| prompt style | {spec.env_type} ({len(spec.turns())} turn{'s' if len(spec.turns()) > 1 else ''}) |",
+        f"| prompt style | {spec.env_type}{reasoning} ({len(how.prompts)} turn{'s' if len(how.prompts) > 1 else ''}) |",
         f"| answer decimals | {spec.answer_decimals} |",
         f"| image budget | max_pixels={spec.image_budget}{side} |",
         *(["| image shape | square (photos are asked as their centre square) |"] if spec.square else []),
-        f"| max tokens per answer | {spec.max_tokens} |",
+        f"| max tokens per answer | {how.max_tokens} |",
         f"| checkpoint | `{loaded.checkpoint}` |",
         "",
         "## Prompts",
         "",
-        *[f"{i + 1}. `{t!r}`" for i, t in enumerate(spec.turns())],
+        *[f"{i + 1}. `{t!r}`" for i, t in enumerate(how.prompts)],
         "",
-        "Later turns show the previous guess in `{prev}`, rounded to the turn's decimals.",
+        _TOLD[how.protocol],
+        *([f"This run asks with zoom={zoom}: its first turn sees the photo shrunk {zoom}x per side and the second "
+           "the full photo; the code below shows every turn the full photo (`geospot predict` asks as trained)."]
+          if zoom > 1 else []),
         "",
         "## Use",
         "",

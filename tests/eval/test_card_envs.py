@@ -1,0 +1,75 @@
+"""An export's card asks the model as its env did: a hierarchical run's card asks for the labels
+and tells each turn the answers so far, a geohash run's card uses the geohash prompts (with
+coordinates or with cells), a reasoning run's card asks for the reasoning and gives it its token
+budget. Each card's code is executed, as written, in a fresh interpreter."""
+
+import io
+import os
+import subprocess
+import sys
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from geospot.envs.geohash import GeohashSpec  # noqa: E402
+from geospot.eval.card import card_code, card_turns  # noqa: E402
+from geospot.eval.export import export_main  # noqa: E402
+from geospot.prompts import REASONING_INSTRUCTION, SINGLE_TURN_PROMPT, hierarchical_prompt  # noqa: E402
+from geospot.runs.model_spec import model_spec  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+STYLES = {
+    "hierarchical": {"prompt_style": "hierarchical"},
+    "geohash": {"prompt_style": "geohash"},
+    "geohash-cells": {"prompt_style": "geohash", "geohash_answer": "geohash"},
+    "reasoning": {"prompt_style": "single", "reasoning": True, "reasoning_max_tokens": 40},
+}
+
+
+@pytest.fixture(scope="module", params=list(STYLES))
+def exported(request, tmp_path_factory):
+    from geospot.train.sft import SFTConfig, train
+
+    root = tmp_path_factory.mktemp(request.param)
+    train(SFTConfig(model_name="tiny:qwen2_5_vl:tiny", lora_rank=4, data="synthetic:n=32,size=56,seed=0", eval_n=2,
+                    batch_size=2, learning_rate=1e-3, max_steps=1, eval_every=0, eval_at_start=False, save_every=0,
+                    eval_max_tokens=8, log_path=str(root / "run"), behavior_if_log_dir_exists="raise",
+                    **STYLES[request.param]), stderr=io.StringIO())
+    with redirect_stdout(io.StringIO()):
+        assert export_main([f"checkpoint={root / 'run'}", f"out={root / 'export'}"]) == 0
+    return request.param, root
+
+
+def test_the_card_asks_as_the_env_does(exported):
+    style, root = exported
+    how = card_turns(model_spec(root / "run"))
+    card = (root / "export" / "README.md").read_text()
+    if style == "hierarchical":
+        assert how.protocol == "labels" and how.fields == ("country", "region", "city", "coords")
+        assert how.prompts[0] == hierarchical_prompt("country")
+        assert how.prompts[2].format(known="Ile-de-France, France") == hierarchical_prompt(
+            "city", ("France", "Ile-de-France"))  # told coarse first, shown finest first
+        assert "| prompt style | hierarchical (4 turns) |" in card
+    elif style.startswith("geohash"):
+        spec = GeohashSpec(answer="geohash" if style == "geohash-cells" else "coordinates")
+        assert how.protocol == ("cells" if style == "geohash-cells" else "coordinates")
+        assert [p.format(prev="X") for p in how.prompts] == [spec.prompt(t, "X") for t in range(3)]
+        assert "| prompt style | geohash (3 turns) |" in card
+    else:
+        assert how.prompts == (f"{SINGLE_TURN_PROMPT}\n{REASONING_INSTRUCTION}",) and how.max_tokens == 40
+        assert "| max tokens per answer | 40 |" in card and "max_new_tokens = 40" in card
+    assert f"turns = {list(how.prompts)!r}" in card  # the code asks with what the table shows
+
+
+def test_the_cards_code_runs_as_written(exported):
+    style, root = exported
+    code = card_code((root / "export" / "README.md").read_text())
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300,
+                          env=env, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = "turn 1 (country): " if style == "hierarchical" else "turn 1: "
+    assert proc.stdout.startswith(first), proc.stdout
