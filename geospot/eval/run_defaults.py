@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from geospot.envs.config import ENV_KEYS, TELESCOPING_STYLES
+from geospot.config import ConfigError
+from geospot.envs.config import ENV_KEYS, REASONING_STYLES, TELESCOPING_STYLES
 from geospot.runs.model_spec import ModelSpec, is_export_path, is_run_path, model_spec
 
 RUN_DEFAULT_KEYS = ("env_type", "max_pixels", "max_tokens", "reasoning", "reasoning_max_tokens", "square")
@@ -29,13 +30,23 @@ def env_defaults(cfg, spec: ModelSpec, given: set[str]):
     run_values = {"env_type": spec.env_type}
     run_values.update({k: _as_field(getattr(cfg, k), spec.config[k]) for k in ENV_OPTION_KEYS
                        if k in spec.config and hasattr(cfg, k)})
-    # zoom changes telescoping turns only: asked any other way, the run's zoom is neither taken nor said
+    # zoom changes telescoping turns only, reasoning single / telescoping ones: asked any other way,
+    # the run's value is neither taken nor said (an SFT run that reasoned, continued as hierarchical)
     env_type = cfg.env_type if "env_type" in given else spec.env_type
     if not {env_type, getattr(cfg, "mix_env_type", None)} & TELESCOPING_STYLES:
         run_values.pop("zoom", None)
+    if env_type in REASONING_STYLES[:2] and hasattr(cfg, "reasoning"):
+        run_values.update(reasoning=spec.reasoning, reasoning_max_tokens=spec.reasoning_max_tokens)
     taken = {k: v for k, v in run_values.items() if k not in given and getattr(cfg, k) != v}
     overridden = {k: getattr(cfg, k) for k in run_values if k in given and getattr(cfg, k) != run_values[k]}
-    return dataclasses.replace(cfg, **taken), {"from_run": taken, "overridden": overridden}
+    out = dataclasses.replace(cfg, **taken)
+    if taken and hasattr(out, "validate_env"):  # a key typed that the run's values do not go with
+        try:
+            out.validate_env()
+        except ConfigError as e:
+            took = ", ".join(f"{k}={v}" for k, v in taken.items())
+            raise ConfigError(f"{e} ({took} from the run {spec.run_dir or ''})".replace(" )", ")")) from None
+    return out, {"from_run": taken, "overridden": overridden}
 
 
 def given_keys(kv: Sequence[str]) -> set[str]:
@@ -65,9 +76,8 @@ def with_run_defaults(cfg, given: set[str] | None = None):
         defaults = type(cfg)()
         given = {k for k in (*RUN_DEFAULT_KEYS, *ENV_OPTION_KEYS)
                  if hasattr(cfg, k) and getattr(cfg, k) != getattr(defaults, k)}
-    run_values = {"max_pixels": spec.image_budget, "max_tokens": spec.max_tokens,
-                  "reasoning": spec.reasoning, "reasoning_max_tokens": spec.reasoning_max_tokens,
-                  "square": spec.square}
+    # (reasoning and its budget come with the env keys: env_defaults)
+    run_values = {"max_pixels": spec.image_budget, "max_tokens": spec.max_tokens, "square": spec.square}
     taken = {k: v for k, v in run_values.items() if k not in given}
     overridden = {k: getattr(cfg, k) for k in run_values if k in given and getattr(cfg, k) != run_values[k]}
     cfg, env_record = env_defaults(dataclasses.replace(cfg, **taken), spec, given)

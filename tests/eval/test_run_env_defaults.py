@@ -139,3 +139,38 @@ def test_a_zoomed_telescoping_run_is_asked_with_its_zoom(tmp_path):
     assert with_run_defaults(parse_overrides(PredictConfig, kv), given_keys(kv))[0].zoom == 2
     cfg, record = _eval([f"model={rl}", "data=synthetic:n=4", "zoom=1"])
     assert cfg.zoom == 1 and record["overridden"] == {"zoom": 1}
+
+
+def test_reasoning_goes_with_the_run_where_its_env_can_reason(tmp_path, capsys):
+    """A run that reasoned: GRPO from it reasons too (it had dropped the key), eval / predict ask
+    it so; asked as hierarchical it is asked without (that env has no reasoning turns). A typed
+    reasoning=true against a run's hierarchical env is refused in one sentence naming both."""
+    import pytest
+
+    from geospot.config import ConfigError
+
+    sft = _run(tmp_path / "sft", "sft", {"model_name": "tiny:qwen2_5_vl:tiny", "prompt_style": "single",
+                                          "data": "synthetic:n=10,size=56", "reasoning": True,
+                                          "reasoning_max_tokens": 64})
+    argv = [f"load_checkpoint_path={sft}"]
+    cfg = env_from_start_run(parse_overrides(RLConfig, argv), given_keys(argv))
+    assert (cfg.env_type, cfg.reasoning, cfg.reasoning_max_tokens) == ("single", True, 64)
+    assert "reasoning=True, reasoning_max_tokens=64" in capsys.readouterr().err
+    argv = [f"load_checkpoint_path={sft}", "env_type=hierarchical"]
+    cfg = env_from_start_run(parse_overrides(RLConfig, argv), given_keys(argv))
+    assert cfg.env_type == "hierarchical" and not cfg.reasoning
+    cfg, record = _eval([f"model={sft}", "data=synthetic:n=4"])
+    assert cfg.reasoning and record["from_run"]["reasoning"] is True
+    cfg, record = _eval([f"model={sft}", "data=synthetic:n=4", "env_type=hierarchical"])
+    assert not cfg.reasoning and "reasoning" not in record["from_run"]
+
+    (tmp_path / "h").mkdir()
+    hier = _hier_rl(tmp_path / "h")
+    for kv in ([f"model={hier}", "reasoning=true"], [f"model={hier}", "data=synthetic:n=4", "reasoning=true"]):
+        config = PredictConfig if len(kv) == 2 else EvalConfig
+        with pytest.raises(ConfigError, match=r"^reasoning=True works with env_type=single / telescoping only; set "
+                           r"reasoning=false or env_type=single \(env_type=hierarchical, .* from the run .*rl\)$"):
+            with_run_defaults(parse_overrides(config, kv), given_keys(kv))
+    argv = [f"load_checkpoint_path={hier}", "reasoning=true"]
+    with pytest.raises(ConfigError, match="reasoning=True works with env_type=single / telescoping only"):
+        env_from_start_run(parse_overrides(RLConfig, argv), given_keys(argv))
