@@ -342,6 +342,137 @@ class WorldMap {
   }
 }
 
+// ---- what each turn of a rollout asked -----------------------------------------------------
+// A rollout's turns are named by the env that played them, read from the run's config:
+// telescoping asks coarse → refine → final coordinates; geohash asks coordinates graded at a
+// cell size per turn (geohash_chars); hierarchical asks one place label per turn (hier_turns:
+// country → region → city) and then the coordinates. A label turn has no coordinates (its
+// guess is null): its answer is the label in its text, and its reward says whether it was right.
+// A layout the page does not know is named turn 1, turn 2, ...
+const TELESCOPING_NAMES = ["coarse", "refine", "final"];
+const GEOHASH_KM = { 1: "5000 km", 2: "1250 km", 3: "156 km", 4: "40 km", 5: "5 km", 6: "1.2 km", 7: "150 m", 8: "38 m" };
+const HIER_NAMES = { coords: "coordinates" };
+const turnsOf = n => Array.from({ length: n }, (_, i) => ({ name: `turn ${i + 1}` }));
+
+// config -> [{name, field?, weight?}] for one env type (null: the config does not say)
+function envTurns(env, config) {
+  const list = v => Array.isArray(v) && v.length ? v : null;
+  if (env === "single") return [{ name: "answer" }];
+  if (env === "telescoping") {
+    const n = (list(config.turn_prompts) || TELESCOPING_NAMES).length;
+    return n === 3 ? TELESCOPING_NAMES.map(name => ({ name }))
+      : turnsOf(n).map((t, i) => ({ name: i === 0 ? "coarse" : i === n - 1 ? "final" : `refine ${i}` }));
+  }
+  if (env === "geohash") {
+    const chars = list(config.geohash_chars) || [2, 4, 6];
+    return chars.map(c => ({ name: `${c}-char cell`, title: `graded on the first ${c} geohash characters (cells of ~${GEOHASH_KM[c] || "?"})` }));
+  }
+  if (env === "hierarchical") {
+    const turns = list(config.hier_turns) || ["country", "region", "city", "coords"];
+    const weights = list(config.hier_weights) || [];
+    return turns.map((t, i) => t === "coords" ? { name: HIER_NAMES.coords }
+      : { name: String(t), field: String(t), weight: weights[i], partial: config.hier_partial_credit || 0 });
+  }
+  return null;
+}
+
+// The layouts a run's rollouts can have: RL names env_type (and a mix_env_type playing part of
+// each batch); SFT a prompt_style, whose held-out eval asks single for both / all.
+function runLayouts(config) {
+  config = config || {};
+  const envs = config.env_type ? [config.env_type, config.mix_env_type]
+    : config.prompt_style ? [["both", "all"].includes(config.prompt_style) ? "single" : config.prompt_style] : [];
+  return envs.filter(Boolean).map(e => envTurns(e, config)).filter(Boolean);
+}
+
+// The layout of one rollout. Of two envs (a mixed run), a rollout longer than one of them is the
+// other's; a hierarchical rollout's first answer is a label ("Country: ...") where the other
+// env's is coordinates, so a first turn without coordinates whose text names its field is one.
+function rolloutLayout(layouts, ro, texts) {
+  const n = ro.guesses.length, fits = layouts.filter(l => n <= l.length);
+  if (fits.length > 1) {
+    const hier = fits.find(l => l[0].field);
+    if (hier) {
+      const labelled = !ro.guesses[0] && new RegExp(`^\\W*${hier[0].field}\\W*[:=]`, "im").test(texts[0] || "");
+      return labelled ? hier : fits.find(l => !l[0].field);
+    }
+  }
+  const layout = fits.find(l => l.length === n) || fits[0];
+  return layout || turnsOf(n);
+}
+
+// The label a label turn's text names, as geo/parse_labels.py reads it: the last "<field>: value"
+// line, else the first non-empty line, after any <think> block; null when there is none.
+const LABEL_STRIP = " \t*_`\"'.:;-#>";
+function stripLabel(s) {
+  let a = 0, b = s.length;
+  while (a < b && LABEL_STRIP.includes(s[a])) a++;
+  while (b > a && LABEL_STRIP.includes(s[b - 1])) b--;
+  return s.slice(a, b).trim();
+}
+function parseLabel(text, field) {
+  let body = String(text || "").replace(/<think>[\s\S]*?<\/think>/gi, " ");
+  const close = body.toLowerCase().lastIndexOf("</think>");
+  if (close >= 0) body = body.slice(close + 8);
+  const open = body.search(/<think>/i);
+  if (open >= 0) body = body.slice(0, open);
+  const keyed = [...body.matchAll(new RegExp(`^\\W*${field}\\W*[:=]\\s*(.+)$`, "gim"))].map(m => m[1]);
+  const line = keyed.length ? keyed[keyed.length - 1] : body.split("\n").find(l => stripLabel(l));
+  const label = line === undefined ? "" : stripLabel(line);
+  return label && label.length <= 80 ? label : null;
+}
+
+// Was a label turn right? Its reward says so (hierarchical.py): the turn's weight if right, weight x
+// hier_partial_credit for a wrong one after a wrong one, 0 if wrong, the format penalty (< 0) if it
+// gave no label. Eval records keep no turn rewards: there only an answer equal to the stored truth
+// label is known right (the env also accepts ISO codes and aliases, which the page cannot check).
+function labelVerdict(turn, reward, answer, truth) {
+  const near = (a, b) => Math.abs(a - b) <= 1e-6 * Math.max(1, Math.abs(b));
+  if (typeof reward === "number") {
+    if (reward < 0) return "unparsed";
+    if (typeof turn.weight === "number" && turn.weight > 0) {
+      if (near(reward, turn.weight)) return "right";
+      if (turn.partial > 0 && near(reward, turn.weight * turn.partial)) return "partial";
+      return "wrong";
+    }
+    if (turn.weight === undefined) return reward > 0 ? "right" : "wrong";
+    return null;  // a weight of 0 pays the same either way
+  }
+  if (answer && truth && answer.trim().toLowerCase() === String(truth).trim().toLowerCase()) return "right";
+  return null;
+}
+const VERDICT = { right: ["✓", "right"], wrong: ["✗", "wrong"], partial: ["✗", "wrong (partial credit: the label before was wrong too)"] };
+
+// One rollout's turns, as spans joined by arrows.
+function turnSpans(layouts, ro, labels) {
+  const texts = String(ro.text || "").split("\n---\n");
+  // texts align with turns unless a turn's own text held the separator
+  const aligned = texts.length === ro.guesses.length;
+  const layout = rolloutLayout(layouts, ro, texts);
+  const spans = ro.guesses.map((g, t) => {
+    const turn = layout[t] || { name: `turn ${t + 1}` };
+    const r = ro.turn_rewards[t], d = ro.turn_distances_km[t];
+    const rew = typeof r === "number" ? ` r=${fmt(r)}` : "";
+    if (turn.field) {
+      const answer = aligned ? parseLabel(texts[t], turn.field) : null;
+      const truth = (labels || {})[turn.field];
+      const verdict = labelVerdict(turn, r, answer, truth);
+      if (verdict === "unparsed" || (verdict === null && !answer && aligned)) {
+        return el("span", { class: "turn unparsed", "data-field": turn.field, title: "no label in this turn's answer: the episode ended here" },
+          `${turn.name} unparsed${rew}`);
+      }
+      const [mark, word] = VERDICT[verdict] || ["", ""];
+      const title = (verdict ? `${word}` : "not graded in this record") + (truth ? `; the truth is ${truth}` : "");
+      return el("span", { class: "turn label" + (verdict ? " " + verdict : ""), "data-field": turn.field, title },
+        `${turn.name}: ${answer ?? "(see the text)"}` + (mark ? ` ${mark}` : "")
+        + (verdict && verdict !== "right" && truth ? ` (${truth})` : "") + rew);
+    }
+    return el("span", { class: "turn" + (g ? "" : " unparsed"), title: turn.title },
+      `${turn.name} ${g ? `(${fmt(g[0], 4)}, ${fmt(g[1], 4)})` : "unparsed"}` + (g && d !== null && d !== undefined ? ` ${fmt(d)} km` : "") + rew);
+  });
+  return spans.flatMap((s, i) => i ? [" → ", s] : [s]);
+}
+
 // ---- one run: charts + map + slider + images + detail, live through SSE -------------------
 class RunView {
   // onLive: who sets the page's live badge (the compare page: one badge for both runs)
@@ -440,6 +571,7 @@ class RunView {
     if (redraw) { this.map.select(id); this.drawStrip(); this.explain(); } else this.map.select(im ? id : null);
     if (!im) { this.detail.replaceChildren(el("p", { class: "muted" }, `${id} is not recorded at this step.`)); return; }
     const lab = Object.entries(im.labels || {}).map(([k, v]) => `${k}: ${v}`).join(", ");
+    const layouts = runLayouts(this.config);
     this.detail.replaceChildren(
       el("h3", {}, `image ${im.image_id}`),
       im.has_thumb ? el("img", { src: `/api/thumb?run=${enc(this.name)}&id=${enc(im.image_id)}`, alt: im.image_id }) : "",
@@ -447,10 +579,7 @@ class RunView {
       ...im.rollouts.map(ro => el("div", { class: "rollout" },
         el("div", {}, el("b", {}, `#${ro.idx}`),  // held-out evals pay no reward: distance only
           `  ${ro.reward === null ? "" : `reward ${fmt(ro.reward)} · `}${fmt(ro.distance_km)} km`),
-        ro.guesses.length > 1 ? el("div", { class: "turns" }, ro.guesses.map((g, t) =>
-          `${["coarse", "refine", "final"][t] || "turn " + (t + 1)} ${g ? `(${fmt(g[0], 4)}, ${fmt(g[1], 4)})` : "unparsed"}`
-          + (ro.turn_distances_km[t] !== undefined ? ` ${fmt(ro.turn_distances_km[t])} km` : "")
-          + (ro.turn_rewards[t] !== undefined ? ` r=${fmt(ro.turn_rewards[t])}` : "")).join(" → ")) : "",
+        ro.guesses.length > 1 ? el("div", { class: "turns" }, turnSpans(layouts, ro, im.labels)) : "",
         el("pre", { class: "text" }, ro.text))));
   }
   togglePlay() {
