@@ -1,6 +1,7 @@
 """An image's rollouts in real headless Chromium: each turn named by what its env asked (the
 run's config says which env), a hierarchical label turn showing the label it answered and
-whether it was right."""
+whether it was right, and the image tiles' median counting unparsed answers as the eval
+metrics do (a miss at infinite distance)."""
 
 import math
 
@@ -79,11 +80,17 @@ def page(tmp_path, browser):
             _rollout(["Latitude: 40\nLongitude: 0", "Latitude: 48\nLongitude: 2"], [(40.0, 0.0), (48.0, 2.0)]),
             _rollout(["Country: France", ""], [None, None], [0.2, -0.1]),
         ])])
+    # the tiles: distances 2029 km, 6940 km and two unparsed (the user's case), and 100 / 200 / 300 km + one
+    tiles = [("half-unparsed", [(66.0, 10.0), (-10.0, 50.0), None, None]),
+             ("one-unparsed", [(49.76, 2.35), (50.66, 2.35), (51.56, 2.35), None])]
+    with RunStore(runs / "tiles") as store:
+        store.log_config("rl", {"env_type": "single"})
+        store.log_images(0, [_image(name, [_rollout(["x"], [g]) for g in gs]) for name, gs in tiles])
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     with Server(create_app(runs)) as srv:
-        page.srv = srv.url
+        page.srv, page.tiles = srv.url, tiles
         yield page
     assert not errors, errors
     page.close()
@@ -113,3 +120,23 @@ def test_other_envs_keep_their_names(page):
     tele2, hier2 = _turns(page, "mixed")
     assert [t.split(" (")[0] for t in tele2.split(" → ")] == ["coarse", "refine"]
     assert hier2 == "country: France ✓ r=0.2 → region unparsed r=-0.1"
+
+
+def test_tile_median_counts_unparsed_as_the_metrics_do(page):
+    from geospot.geo.metrics import compute_metrics
+
+    page.goto(page.srv + "/#/run/tiles")
+    page.wait_for_selector(".card")
+    for name, guesses in page.tiles:
+        lat = [math.nan if g is None else g[0] for g in guesses]
+        lon = [math.nan if g is None else g[1] for g in guesses]
+        want = compute_metrics(lat, lon, [PARIS[0]] * 4, [PARIS[1]] * 4, geocoder=None)["median_km"]
+        card = page.locator(f".card[data-image='{name}']")
+        shown = card.locator(".median").inner_text()
+        if math.isinf(want):
+            assert shown == "median ∞ km"
+            assert card.locator(".unparsed").inner_text() == "2 of 4 unparsed"
+        else:
+            assert shown == f"median {want:.0f} km", (shown, want)
+            assert card.locator(".unparsed").inner_text() == "1 of 4 unparsed"
+        assert "unparsed answer counts as a miss at infinite distance" in card.locator(".median").get_attribute("title")

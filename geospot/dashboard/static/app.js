@@ -473,6 +473,14 @@ function turnSpans(layouts, ro, labels) {
   return spans.flatMap((s, i) => i ? [" → ", s] : [s]);
 }
 
+// The median distance of an image's rollouts as the eval metrics compute it (geo/metrics.py): an
+// unparsed answer (no distance) is a miss at infinite distance, and an even count takes the mean
+// of the two middle values, so the median is Infinity once half or more are unparsed.
+function medianKm(rollouts) {
+  const ds = rollouts.map(r => r.distance_km ?? Infinity).sort((a, b) => a - b), m = ds.length >> 1;
+  return !ds.length ? null : ds.length % 2 ? ds[m] : (ds[m - 1] + ds[m]) / 2;
+}
+
 // ---- one run: charts + map + slider + images + detail, live through SSE -------------------
 class RunView {
   // onLive: who sets the page's live badge (the compare page: one badge for both runs)
@@ -557,12 +565,17 @@ class RunView {
   }
   drawStrip() {
     this.strip.replaceChildren(...this.images.map(im => {
-      const ds = im.rollouts.map(r => r.distance_km).filter(d => d !== null).sort((a, b) => a - b);
-      const med = ds.length ? ds[Math.floor(ds.length / 2)] : null;
+      const n = im.rollouts.length, missed = im.rollouts.filter(r => r.distance_km === null).length;
+      const med = medianKm(im.rollouts);
+      const title = `median distance of the ${plural(n, "rollout")}' final answers. As in the eval metrics, an unparsed `
+        + "answer counts as a miss at infinite distance (and an even count takes the mean of the two middle "
+        + "distances), so the median is ∞ once half or more are unparsed";
       return el("div", { class: "card" + (im.image_id === this.picked ? " sel" : ""), "data-image": im.image_id, onclick: () => this.pick(im.image_id) },
         im.has_thumb ? el("img", { src: `/api/thumb?run=${enc(this.name)}&id=${enc(im.image_id)}`, alt: im.image_id, loading: "lazy" })
           : el("div", { class: "noimg" }),
-        el("div", {}, im.image_id), el("div", { class: "muted" }, `median ${fmt(med)} km`));
+        el("div", {}, im.image_id),
+        el("div", { class: "muted median", title }, med === Infinity ? "median ∞ km" : `median ${fmt(med)} km`),
+        missed ? el("div", { class: "muted unparsed", title }, `${missed} of ${n} unparsed`) : "");
     }));
   }
   pick(id, redraw = true) {
@@ -578,7 +591,7 @@ class RunView {
       el("p", {}, `truth ${fmt(im.lat, 5)}, ${fmt(im.lon, 5)}`, lab ? el("br") : "", lab),
       ...im.rollouts.map(ro => el("div", { class: "rollout" },
         el("div", {}, el("b", {}, `#${ro.idx}`),  // held-out evals pay no reward: distance only
-          `  ${ro.reward === null ? "" : `reward ${fmt(ro.reward)} · `}${fmt(ro.distance_km)} km`),
+          `  ${ro.reward === null ? "" : `reward ${fmt(ro.reward)} · `}${ro.distance_km === null ? "final answer unparsed" : `${fmt(ro.distance_km)} km`}`),
         ro.guesses.length > 1 ? el("div", { class: "turns" }, turnSpans(layouts, ro, im.labels)) : "",
         el("pre", { class: "text" }, ro.text))));
   }
