@@ -131,7 +131,7 @@ class Dashboard:
         if hit is not None and hit[0] == version:
             summary = hit[1]
         else:
-            summary = reader.summary()
+            summary = {**reader.summary(), "setup": run_setup(reader.config()[1])}
             self._summaries[name] = (version, summary)
         # a killed run writes nothing, so liveness is judged afresh on every call, not cached
         return {**summary, "status": effective_status(summary.get("stored_status", summary["status"]), meta)}
@@ -147,6 +147,49 @@ class Dashboard:
         if w is None:
             w = self._watchers[name] = RunWatcher(reader, self.poll_s, self.ring_size)
         return w
+
+
+def run_setup(config: dict[str, Any]) -> dict[str, Any]:
+    """What a run is, for the run list (a hierarchical, a geohash and a single-turn run's held-out
+    GeoScore are different numbers): its env (RL's env_type and the mix_env_type playing part of
+    each batch; SFT's prompt_style), reasoning, its model_name and the run it started from."""
+    def text(key: str) -> str | None:
+        value = config.get(key)
+        return str(value) if isinstance(value, (str, int, float)) and str(value) else None
+
+    share = config.get("mix_share")
+    return {"env_type": text("env_type"), "mix_env_type": text("mix_env_type"),
+            "mix_share": share if isinstance(share, (int, float)) and not isinstance(share, bool) else None,
+            "prompt_style": text("prompt_style"), "reasoning": config.get("reasoning") is True,
+            "model": text("model_name"), "start": text("load_checkpoint_path"), "start_run": None}
+
+
+def inherit_models(rows: list[dict[str, Any]]) -> None:
+    """A run started from another run's weights (load_checkpoint_path=<run>) records no model_name:
+    it continues its start run's model (train/inherit.py). Where that start run is one of the listed
+    runs (its path ends with the run's name, a `checkpoints/<step>` folder of it counts), name it
+    (`start_run`) and take its model, down a chain (sft -> rl -> rl). Only names already listed are
+    looked up: no path from a config is ever opened."""
+    by_name = {r["name"]: r for r in rows if r.get("setup")}
+
+    def listed(path: str) -> str | None:
+        parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+        if "checkpoints" in parts:
+            parts = parts[:len(parts) - 1 - parts[::-1].index("checkpoints")]
+        for k in range(min(len(parts), MAX_DEPTH + 1), 0, -1):  # the longest name first
+            if "/".join(parts[-k:]) in by_name:
+                return "/".join(parts[-k:])
+        return None
+
+    for row in by_name.values():
+        setup = row["setup"] = dict(row["setup"])  # the cached summary stays as the store says
+        setup["start_run"] = listed(setup["start"]) if setup["start"] and "://" not in setup["start"] else None
+        seen, start = {row["name"]}, setup["start_run"]
+        while setup["model"] is None and start is not None and start not in seen:
+            seen.add(start)
+            parent = by_name[start]["setup"]
+            setup["model"] = parent["model"]
+            start = listed(parent["start"]) if parent["start"] and "://" not in parent["start"] else None
 
 
 def _json(data: Any, status: int = 200) -> JSONResponse:
@@ -192,7 +235,8 @@ def create_app(runs_dir: str | Path, *, allowed_hosts: tuple[str, ...] | None = 
                 rows.append({"name": name, **await asyncio.to_thread(dash.summary, name, run)})
             except Exception as e:  # a store being created or corrupt: list it, flagged
                 rows.append({"name": name, "kind": "", "status": f"unreadable: {type(e).__name__}", "steps": 0,
-                             "last_step": None, "last": {}, "best": {}})
+                             "last_step": None, "last": {}, "best": {}, "setup": {}})
+        inherit_models(rows)
         return _json({"runs_dir": str(dash.runs_dir), "runs": rows})
 
     async def api_run(request: Request) -> Response:

@@ -169,3 +169,34 @@ def test_cli_warns_when_not_on_loopback(runs, monkeypatch, capsys):
     assert cli.main(["--runs", str(runs / "missing")]) == 2
     assert "pass --runs DIR" in capsys.readouterr().err
     assert cli.is_loopback("::1") and cli.is_loopback("localhost") and not cli.is_loopback("192.168.1.2")
+
+
+def test_run_list_says_what_each_run_is(tmp_path):
+    """Each row of /api/runs carries its env and model (`setup`); an RL run started from a listed
+    run's weights (no model_name of its own) names that run and its model, down a chain."""
+    root = tmp_path / "runs"
+    configs = {
+        "sft": ("sft", {"model_name": "tiny:qwen2_vl", "prompt_style": "all", "reasoning": False}),
+        "hier": ("rl", {"model_name": None, "env_type": "hierarchical", "load_checkpoint_path": "runs/sft"}),
+        "g/geo": ("rl", {"env_type": "geohash", "load_checkpoint_path": str(root / "hier" / "checkpoints" / "000010")}),
+        "reason": ("rl", {"model_name": "tiny:qwen3_vl", "env_type": "single", "reasoning": True,
+                          "mix_env_type": "telescoping", "mix_share": 0.25}),
+        "away": ("rl", {"env_type": "single", "load_checkpoint_path": "tinker://abc/weights"}),
+    }
+    for name, (kind, config) in configs.items():
+        with RunStore(root / name) as s:
+            s.log_config(kind, config)
+            s.log_step(0, {"eval/geoscore": 100.0})
+    client = TestClient(create_app(root), base_url="http://localhost")
+    setup = {r["name"]: r["setup"] for r in client.get("/api/runs").json()["runs"]}
+    pick = ("env_type", "mix_env_type", "prompt_style", "reasoning", "model", "start_run")
+    assert {n: tuple(s[k] for k in pick) for n, s in setup.items()} == {
+        "away": ("single", None, None, False, None, None),
+        "g/geo": ("geohash", None, None, False, "tiny:qwen2_vl", "hier"),
+        "hier": ("hierarchical", None, None, False, "tiny:qwen2_vl", "sft"),
+        "reason": ("single", "telescoping", None, True, "tiny:qwen3_vl", None),
+        "sft": (None, None, "all", False, "tiny:qwen2_vl", None),
+    }
+    assert setup["reason"]["mix_share"] == 0.25 and setup["away"]["start"] == "tinker://abc/weights"
+    # the cached summary keeps what the store says: a second poll answers the same
+    assert {r["name"]: r["setup"] for r in client.get("/api/runs").json()["runs"]} == setup

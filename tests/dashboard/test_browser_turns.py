@@ -140,3 +140,34 @@ def test_tile_median_counts_unparsed_as_the_metrics_do(page):
             assert shown == f"median {want:.0f} km", (shown, want)
             assert card.locator(".unparsed").inner_text() == "1 of 4 unparsed"
         assert "unparsed answer counts as a miss at infinite distance" in card.locator(".median").get_attribute("title")
+
+
+def test_run_list_names_each_runs_env_and_model(tmp_path, browser):
+    runs = tmp_path / "runs"
+    configs = {"sft": ("sft", {"model_name": "tiny:qwen2_vl", "prompt_style": "all"}),
+               "hier": ("rl", {"env_type": "hierarchical", "load_checkpoint_path": "runs/sft"}),
+               "geo": ("rl", {"env_type": "geohash", "model_name": "tiny:qwen3_vl"}),
+               "reason": ("rl", {"env_type": "single", "reasoning": True, "load_checkpoint_path": "elsewhere/sft9"}),
+               "mixed": ("rl", {"env_type": "telescoping", "mix_env_type": "single", "mix_share": 0.75})}
+    for name, (kind, config) in configs.items():
+        with RunStore(runs / name) as store:
+            store.log_config(kind, config)
+            store.log_step(0, {"eval/geoscore": 100.0})
+    with Server(create_app(runs)) as srv:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(srv.url + "/")
+        page.wait_for_selector("#runs tr[data-run='sft']")
+        headers = page.locator("#runs th").all_inner_texts()
+        assert headers.index("env") < headers.index("held-out GeoScore") and "model" in headers
+
+        def cell(run, key):
+            return page.locator(f"tr[data-run='{run}'] td[data-key='{key}']").inner_text()
+
+        assert [cell(r, "env") for r in configs] == [
+            "single (SFT on all)", "hierarchical", "geohash", "single + reasoning", "telescoping 25% + single 75%"]
+        assert [cell(r, "model") for r in configs] == [
+            "tiny:qwen2_vl", "tiny:qwen2_vl ← sft", "tiny:qwen3_vl", "from sft9", "–"]
+        # the run page's head says the env too
+        page.goto(srv.url + "/#/run/hier")
+        assert page.locator("#run-env").inner_text() == "hierarchical"
+        page.close()

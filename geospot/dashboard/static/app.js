@@ -53,6 +53,35 @@ const LIST_KEYS = [["reward", /(^|[\/_])reward(_mean)?$/i, "max"]];
 const HELDOUT_KEYS = [["held-out GeoScore", "geoscore", 0], ["held-out median km", "median_km", 1],
   ["held-out acc@750", "acc_750km", 3]];
 
+// What a run's episodes and held-out evals ask (`setup` of /api/runs, or a run's config: the same
+// keys): RL's env_type (+ the mix_env_type playing a share of each batch), SFT's prompt_style, whose
+// held-out eval asks single-turn for both / all. Held-out numbers of different envs differ in kind.
+function envLabel(s) {
+  s = s || {};
+  const reasoning = s.reasoning ? " + reasoning" : "";
+  if (s.env_type) {
+    // a mixed run: mix_share of each batch's images play mix_env_type, the rest env_type
+    const pct = typeof s.mix_share === "number" ? x => ` ${Math.round(x * 100)}%` : () => "";
+    const env = s.mix_env_type ? `${s.env_type}${pct(1 - s.mix_share)} + ${s.mix_env_type}${pct(s.mix_share)}` : s.env_type;
+    return { text: env + reasoning, title: `RL env_type=${s.env_type}` + (s.mix_env_type ? `, mix_env_type=${s.mix_env_type} (the share of each batch's images that play it: mix_share=${s.mix_share})` : "") };
+  }
+  if (s.prompt_style) {
+    const asks = ["both", "all"].includes(s.prompt_style) ? "single" : s.prompt_style;
+    return { text: asks + reasoning + (asks === s.prompt_style ? "" : ` (SFT on ${s.prompt_style})`),
+      title: `SFT prompt_style=${s.prompt_style}; its held-out eval asks ${asks}` };
+  }
+  return { text: "–", title: "the run's config names no env_type or prompt_style" };
+}
+
+// The model: model_name, or the start run's (an RL run from an SFT run's weights names none itself).
+function modelCell(s) {
+  s = s || {};
+  const from = s.start_run || (s.start ? s.start.split("/").filter(Boolean).pop() : null);
+  const title = s.start ? `started from ${s.start}` + (s.start_run && s.model ? `: the model of run ${s.start_run}` : "") : null;
+  return el("td", { "data-key": "model", title }, s.model || (from ? "" : "–"),
+    from ? el("span", { class: "muted" }, s.model ? ` ← ${from}` : `from ${from}`) : "");
+}
+
 function bestOf(best, re) {
   const k = Object.keys(best).find(k => re.test(k));
   return k === undefined ? null : best[k];
@@ -77,6 +106,8 @@ async function renderList() {
         ready(); } })),
       el("td", {}, el("a", { href: `#/run/${enc(r.name)}` }, r.name)),
       el("td", {}, r.kind || "–"),
+      el("td", { "data-key": "env", title: envLabel(r.setup).title }, envLabel(r.setup).text),
+      modelCell(r.setup),
       el("td", {}, el("span", { class: "badge " + r.status }, r.status)),
       el("td", { class: "num" }, r.steps),
       ...HELDOUT_KEYS.map(([, k]) => el("td", { class: "num heldout", "data-key": k }, fmt((r.heldout || {})[k]))),
@@ -88,7 +119,9 @@ async function renderList() {
     $main.replaceChildren(
       el("h2", {}, "Runs"), el("p", { class: "muted" }, `in ${data.runs_dir}`),
       data.runs.length ? el("table", { id: "runs" },
-        el("tr", {}, el("th"), el("th", {}, "name"), el("th", {}, "kind"), el("th", {}, "status"),
+        el("tr", {}, el("th"), el("th", {}, "name"), el("th", {}, "kind"),
+          el("th", { title: "what the run's episodes and held-out evals ask: held-out numbers of different envs are not comparable" }, "env"),
+          el("th", {}, "model"), el("th", {}, "status"),
           el("th", {}, "steps"), ...HELDOUT_KEYS.map(([t]) => el("th", { title: "latest eval on held-out images" }, t)),
           el("th", {}, "held-out at step"), ...LIST_KEYS.map(([t]) => el("th", {}, "best training " + t))), rows)
         : el("p", { class: "muted" }, "No runs yet: train with a run folder under this directory."),
@@ -529,7 +562,9 @@ class RunView {
     this.drawHead(); this.drawCharts();
   }
   drawHead() {
+    const env = envLabel(this.config);
     this.head.replaceChildren(el("h2", {}, this.name), el("span", { class: "muted" }, this.kind || ""),
+      el("span", { class: "muted", id: "run-env", title: env.title }, env.text),
       el("span", { class: "badge " + this.status, id: "run-status" }, this.status),
       // training steps: the eval before training (step 0) logs only eval/ metrics
       el("span", { class: "muted", id: "steps-count" }, plural(this.steps.filter(s => Object.keys(s.metrics).some(k => !k.startsWith("eval/"))).length, "step")),
