@@ -133,7 +133,8 @@ def check_out_folder(out: str) -> None:
         raise ConfigError(f"out={out} is a file; give a folder for the export")
     entries = sorted(p.name for p in folder.iterdir())
     if entries:
-        raise ConfigError(f"out={out} holds {len(entries)} entries that are not an earlier geospot export (no "
+        held = "1 entry that is" if len(entries) == 1 else f"{len(entries)} entries that are"
+        raise ConfigError(f"out={out} holds {held} not an earlier geospot export (no "
                           f"{EXPORT_RECORD}; e.g. {entries[0]!r}) and an export replaces its folder whole; give a "
                           "new or empty folder")
 

@@ -152,7 +152,7 @@ def test_export_refuses_a_folder_that_is_not_an_earlier_export(run, exported, tm
     mine.mkdir()
     (mine / "notes.txt").write_text("precious")
     assert export_main([f"checkpoint={log}", f"out={mine}"]) == 2
-    assert "holds 1 entries that are not an earlier geospot export" in capsys.readouterr().err
+    assert "holds 1 entry that is not an earlier geospot export" in capsys.readouterr().err
     assert (mine / "notes.txt").read_text() == "precious"
     copy = tmp_path / "runcopy"
     shutil.copytree(log, copy)
