@@ -33,6 +33,7 @@ from geospot.eval.cli_config import (
     sampling_for,
     split_args,
 )
+from geospot.eval.compare import default_name, extra_lines
 from geospot.eval.geocoding import geocoder_for
 from geospot.eval.predict_cli import _predict_line, answered_labels, predict_main
 from geospot.eval.run_defaults import describe_defaults, env_resume_keys, given_keys, with_run_defaults
@@ -167,6 +168,8 @@ def eval_main(argv: list[str]) -> int:
         print(json.dumps(finite_json(summary)))
     else:
         print(_fmt_metrics(summary["name"], summary["metrics"]))
+        for line in extra_lines(summary["metrics"]):  # an env's own numbers: label answers, turns, reasoning
+            print(line)
         if summary["skipped_samples"]:
             print("not evaluated (skipped records, by reason): "
                   + skip_reasons(summary["skipped_samples"]))
@@ -275,7 +278,7 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
     # folder's latest checkpoint moves on while training runs)
     resume_cfg = {**{k: getattr(cfg, k) for k in RESUME_KEYS}, **env_resume_keys(cfg), "checkpoint": checkpoint}
     out = eval_folder(cfg, checkpoint, resume_cfg)
-    name = cfg.name or out.resolve().name
+    name = cfg.name or default_name(out)  # what --compare calls it too
     pred_path = out / io.PREDICTIONS
     done: list = io.repair_predictions(pred_path) if pred_path.exists() else []
     turns = tuple(run_defaults["turn_prompts"]) if run_defaults else None
