@@ -115,6 +115,10 @@ def split_fractions(spec: str) -> tuple[float, float]:
     return float(opts.get("val_frac", default.val_frac)), float(opts.get("test_frac", default.test_frac))
 
 
+def _count(k: int, noun: str) -> str:
+    return f"{k} {noun}" if k == 1 else f"{k} {noun}s"
+
+
 def _fmt_metrics(name: str, metrics: dict) -> str:
     from geospot.geo.metrics import format_metrics_table
 
@@ -309,7 +313,7 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
 
                 engine = load_model(cfg.model, **engine_overrides(cfg)).engine
                 if done:
-                    print(f"resuming: {len(done)} images already in {pred_path}", file=sys.stderr)
+                    print(f"resuming: {_count(len(done), 'image')} already in {pred_path}", file=sys.stderr)
 
             def finished(preds):
                 if not pred_path.exists():  # the folder is made with its first answers: a failed start leaves none
@@ -339,12 +343,14 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
                           f"see `geospot data inspect '{cfg.data}'`")
     reused = sum(i in done_truth for i in order) - relabelled
     if reused:  # say where the numbers come from: a rerun of the same command resumes the same folder
-        again = f"; {relabelled} whose label changed since were evaluated again" if relabelled else ""
-        print(f"{reused} of {len(order)} images' answers were reused from {pred_path} (the same eval, resumed{again}); "
+        again = (f"; {relabelled} whose label changed since {'was' if relabelled == 1 else 'were'} evaluated again"
+                 if relabelled else "")
+        whose = "images' answers were" if reused > 1 else "images had its answer"
+        print(f"{reused} of {len(order)} {whose} reused from {pred_path} (the same eval, resumed{again}); "
               "out=<another folder> evaluates anew", file=sys.stderr)
     if cfg.n is not None and len(order) < cfg.n:  # asked for more than there is: say what the table is of
-        print(f"n={cfg.n}, but data={cfg.data} split={split} holds {len(order)} usable images: all of them are "
-              "evaluated", file=sys.stderr)
+        print(f"n={cfg.n}, but data={cfg.data} split={split} holds {_count(len(order), 'usable image')}: "
+              f"{'all of them are' if len(order) > 1 else 'it is'} evaluated", file=sys.stderr)
 
     # The metrics come from the file, in data order, so a resumed run and a fresh one agree
     # and `geospot score predictions.csv` reproduces them.
