@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import sys
 import time
 from dataclasses import asdict
@@ -162,8 +163,7 @@ def eval_main(argv: list[str]) -> int:
         if ("greedy" in flags or "--greedy" in flags) and cfg.samples:
             raise ConfigError("pass either greedy or samples=k, not both")
         if not cfg.model or not cfg.data:
-            raise ConfigError("model= and data= are required, e.g. "
-                              "`geospot eval model=tiny:qwen2_5_vl:small data=synthetic:n=64`")
+            raise ConfigError(_missing_keys(cfg))
         summary = run_eval(cfg, given=given)
     except (ConfigError, SpecError, FileNotFoundError) as e:
         print(f"geospot eval: {e}", file=sys.stderr)
@@ -179,6 +179,28 @@ def eval_main(argv: list[str]) -> int:
                   + skip_reasons(summary["skipped_samples"]))
         print(f"predictions: {summary['predictions']}\nsummary:     {summary['summary']}")
     return 0
+
+
+def _missing_keys(cfg: EvalConfig) -> str:
+    """The sentence for an eval without model= or data=: a training run's own data where model= is one
+    (held_out_split then scores the images it held out), else a generic example."""
+    from geospot.data.spec_paths import rebase_spec
+    from geospot.runs.folder import read_config
+    from geospot.runs.model_spec import is_run_path, model_spec
+
+    if cfg.model and not cfg.data and is_run_path(cfg.model):
+        try:
+            spec = model_spec(cfg.model)
+            started_in = Path((read_config(spec.run_dir) or {}).get("started_in") or ".")
+            data = spec.data
+            if data and started_in.resolve() != Path.cwd().resolve():  # its relative paths, from here
+                data = rebase_spec(data, str(started_in)) or data
+        except Exception:  # an unreadable run: the generic example
+            data = None
+        if data:
+            return (f"data= is required, e.g. the data {cfg.model} trained on: `geospot eval model={cfg.model} "
+                    f"data={shlex.quote(data)}` (its held-out images: the ids it never trained on)")
+    return "model= and data= are required, e.g. `geospot eval model=tiny:qwen2_5_vl:small data=synthetic:n=64`"
 
 
 def _resolved_checkpoint(model: str) -> str | None:

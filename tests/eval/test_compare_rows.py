@@ -123,3 +123,16 @@ def test_eval_prints_the_envs_own_numbers_under_its_table(tmp_path, monkeypatch,
     summary["metrics"] = dict(BASE)  # a single-turn eval: nothing more
     assert cli.eval_main(["model=x", "data=synthetic:n=4"]) == 0
     assert "label answers" not in capsys.readouterr().out
+
+
+def test_eval_of_a_run_without_data_suggests_the_runs_own(tmp_path, monkeypatch, capsys):
+    run = training_run(tmp_path, "q3-hierarchical", BASE, env_type="hierarchical", data="photos,val_frac=0.2")
+    monkeypatch.chdir(tmp_path)
+    assert cli.eval_main(["model=q3-hierarchical"]) == 2
+    err = capsys.readouterr().err
+    assert "`geospot eval model=q3-hierarchical data=photos,val_frac=0.2` (its held-out images" in err
+    monkeypatch.chdir(run)  # from elsewhere, its relative data as seen from here
+    assert cli.eval_main([f"model={run}"]) == 2
+    assert f"data={tmp_path}/photos,val_frac=0.2`" in capsys.readouterr().err
+    assert cli.eval_main(["model=tiny:qwen2_5_vl:tiny"]) == 2  # not a run: the generic example
+    assert "model= and data= are required, e.g." in capsys.readouterr().err
