@@ -61,7 +61,8 @@ class EvalConfig(SamplingConfig):
     n: int | None = option(None, "evaluate only the first n samples (None = all)")
     out: str | None = option(None, "eval folder (default: <run>/eval/<data>-<env>-step<k> for a training run, else "
                              "runs/eval/<model>-<data>-<env>); rerunning into it resumes")
-    name: str | None = option(None, "row name in tables (default: the run folder's name)")
+    name: str | None = option(None, "row name in tables and --compare (default: the eval folder's name, "
+                              "<run>/<folder> for one in a training run's eval/)")
     geocoder: Literal["auto", "reverse", "none"] = option(
         "auto", "country/region/city accuracy: `auto` (the synthetic world's own, else offline reverse geocoding), "
                 "`reverse`, `none`")
