@@ -80,7 +80,9 @@ ASKED = ("data", "split", "env_type", "sampling")  # what an eval's summary says
 def compare_table(rows: dict[str, dict], columns: Sequence[str] | None = None,
                   asked: dict[str, dict] | None = None) -> str:
     """A markdown table: `rows` maps a run name to its metrics dict; `asked` (optional) to what
-    its eval scored and how (ASKED keys), so rows of unlike evals are said to be unlike."""
+    its eval scored and how (ASKED keys), so rows of unlike evals are said to be unlike. A null
+    distance (a training log's inf) is shown and ranked as inf."""
+    rows = {name: _infinite_km(m) for name, m in rows.items()}
     columns = [c for c in (columns_of(rows) if columns is None else columns) if any(c in m for m in rows.values())]
     best = best_per_column(rows, columns)
     header = ["run", *columns]

@@ -73,6 +73,15 @@ def test_training_run_rows_say_how_their_evals_differ_and_show_inf(tmp_path, cap
     assert all(r["mean_km"] is None for r in js["runs"].values())
 
 
+def test_a_logged_null_distance_is_shown_and_ranked_as_inf():
+    """What the model card's table of a run's held-out evals (metrics.jsonl, nulls) shows too."""
+    logged = {**BASE, "mean_km": None, "median_km": None}
+    table = compare_table({"log": logged, "eval": {**BASE, "mean_km": 8000.0}})
+    assert cells(table, "log")["mean_km"] == "inf" and cells(table, "log")["median_km"] == "inf"
+    assert cells(table, "eval")["mean_km"] == "8,000.0*" and cells(table, "eval")["median_km"] == "9,453.6*"
+    assert cells(compare_table({"none": {**logged, "n": 0}}), "none")["mean_km"] == "-"  # no images: not computed
+
+
 def test_a_training_runs_eval_is_read_from_its_config(tmp_path):
     from geospot.eval.compare import training_asked
 

@@ -149,7 +149,7 @@ def test_model_card_states_base_data_steps_and_evals(tmp_path):
     assert "from_pretrained('Qwen/Qwen2.5-VL-3B-Instruct')" in card  # the hub id, not a cache path
     # the loop's own evals, the first and the last up to the exported step
     assert "training eval, step 0" in card and "training eval, step 10" in card and "step 20" not in card
-    assert "| 120.5 " in card and "50.0%*" in card  # best acc@25km marked
+    assert "| 120.5* " in card and "50.0%*" in card  # best median (step 0 logged inf as null) and acc@25km marked
     # an eval run's summary shows too, in its own table
     (run / "eval" / "osv").mkdir(parents=True)
     io.write_summary(run / "eval" / "osv",
