@@ -33,6 +33,9 @@ latitude: no answer parsed), which `geospot score --pred out.csv --truth <id,lat
 scores. --map writes a self-contained offline HTML map.
 """
 
+# the envs whose every turn is a guess of coordinates: the line shows them first -> last (a
+# hierarchical answer's label turns are its `answers:`, its coordinates the line's own)
+TURN_GUESSES = ("telescoping", "geohash")
 CSV_COLUMNS = ("id", "latitude", "longitude", "place", "photo_latitude", "photo_longitude", "km_from_gps")
 
 
@@ -197,7 +200,7 @@ def predict_main(argv: list[str], engine=None) -> int:
         # a phone's photos say where they were taken (EXIF GPS): each answer's distance from it
         batch = _rows(preds, {str(p): gps_of(str(p)) for p in chunk})
         for r in batch:
-            print(json.dumps(finite_json(r)) if "--json" in flags else _predict_line(r, cfg.env_type != "single"),
+            print(json.dumps(finite_json(r)) if "--json" in flags else _predict_line(r, cfg.env_type in TURN_GUESSES),
                   flush=True)
         table.write(batch)
         rows += batch

@@ -20,9 +20,13 @@ def _final(traj: Trajectory, key: str) -> float:
     return float(traj.transitions[-1].metrics.get(key, math.nan))
 
 
-def rollout_metrics(samples, trajectories_BG: Sequence[Sequence[Trajectory]], num_turns: int = 1) -> dict[str, float]:
-    """Mean reward, format rate, final-answer distance metrics, and (num_turns > 1) the median
-    distance per turn over the rollouts that reached it (NaN if none did)."""
+def rollout_metrics(samples, trajectories_BG: Sequence[Sequence[Trajectory]],
+                    turns_B: Sequence[int] | None = None) -> dict[str, float]:
+    """Mean reward, format rate, final-answer distance metrics, and the median distance per
+    coordinate turn (`turn<k>_median_km`, when any group's env has several turns; `turns_B`: the
+    turns of each group's env, so a mixed batch's single-turn groups stay out of turn 2 on). As
+    eval counts them, a rollout that broke format at or before turn k is a miss at infinite
+    distance there, and a turn that asks labels (hierarchical), not coordinates, has no median."""
     trajs = [t for g in trajectories_BG for t in g]
     true_lat = np.array([s.lat for s, g in zip(samples, trajectories_BG) for _ in g], dtype=float)
     true_lon = np.array([s.lon for s, g in zip(samples, trajectories_BG) for _ in g], dtype=float)
@@ -35,14 +39,15 @@ def rollout_metrics(samples, trajectories_BG: Sequence[Sequence[Trajectory]], nu
         "median_km": float(m["median_km"]), "mean_km": float(m["mean_km"]), "geoscore": float(m["geoscore"]),
         "acc_25km": float(m["acc_25km"]), "acc_200km": float(m["acc_200km"]), "acc_750km": float(m["acc_750km"]),
     }
-    if num_turns > 1:
-        for k in range(num_turns):
-            d = [
-                t.transitions[k].metrics.get("distance_km", math.nan) if len(t.transitions) > k else math.nan
-                for t in trajs
-            ]
-            d = np.asarray(d, dtype=float)
-            out[f"turn{k + 1}_median_km"] = float(np.median(d[np.isfinite(d)])) if np.isfinite(d).any() else math.nan
+    turns_B = list(turns_B) if turns_B is not None else [1] * len(trajectories_BG)
+    if max(turns_B, default=1) > 1:
+        for k in range(max(turns_B)):
+            played = [t for g, n in zip(trajectories_BG, turns_B) if n > k for t in g]  # envs with a turn k
+            if not any("distance_km" in t.transitions[k].metrics for t in played if len(t.transitions) > k):
+                continue  # a label turn (or one no rollout reached: no coordinates to measure)
+            d = np.asarray([t.transitions[k].metrics.get("distance_km", math.nan) if len(t.transitions) > k
+                            else math.nan for t in played], dtype=float)
+            out[f"turn{k + 1}_median_km"] = float(np.median(np.where(np.isfinite(d), d, np.inf)))
     return out
 
 

@@ -296,7 +296,6 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
     adam = AdamParams(cfg.learning_rate, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps,
                       grad_clip_norm=cfg.grad_clip_norm)
     played_envs = tuple(env for env in (cfg.env_type, cfg.mix_env_type) if env)
-    num_turns = max(registry.num_turns(env, cfg) for env in played_envs)
     # labels for hierarchical samples that carry none (the synthetic world's, else reverse geocoding)
     train_geocoder = geocoder_for(cfg.data) if "hierarchical" in played_envs else None
     progress = Progress(cfg.max_steps, start_step=run.start_step, stream=run.stderr, every=cfg.log_every)
@@ -353,7 +352,9 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
             # the metrics, the tau schedule and the records see every rank's rollouts
             trajectories_BG, versions_B = everyones(d, my_trajectories, batch.versions_B)
             counts = d.sum({"dropped": adv.dropped, "datums": len(datums_D), "sampled": stats.sampled_tokens})
-            metrics = rollout_metrics(samples, trajectories_BG, num_turns=num_turns)
+            turns_B = [registry.num_turns(env, cfg) for env, part in
+                       registry.split_batch(samples, cfg.env_type, cfg.mix_env_type, cfg.mix_share) for _ in part]
+            metrics = rollout_metrics(samples, trajectories_BG, turns_B)
             metrics.update(registry.env_metrics(trajectories_BG))  # label accuracy per turn, geohash cells shared
             metrics.update(reasoning_metrics(trajectories_BG))  # reasoning=true: length, truncation, format
             tau.observe(  # the distances of the groups just trained

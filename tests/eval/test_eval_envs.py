@@ -87,5 +87,8 @@ def test_predict_output_names_each_label_answer():
     assert answers == {"country": "France", "region": "Île-de-France", "city": "Lyon"}
     row = {"name": p.id, "latitude": p.latitude, "longitude": p.longitude, "place": None, "raw_text": p.raw_text,
            "turns": [None if g is None else list(g) for g in p.turn_guesses], "answers": answers}
-    line = _predict_line(row, telescoping=True)
-    assert "answers: country=France, region=Île-de-France, city=Lyon" in line and "-> (48.86, 2.35)" in line
+    from geospot.eval.predict_cli import TURN_GUESSES
+
+    line = _predict_line(row, telescoping="hierarchical" in TURN_GUESSES)
+    assert "answers: country=France, region=Île-de-France, city=Lyon" in line and "48.8600, 2.3500" in line
+    assert "turns:" not in line  # the label turns are the answers, not "? -> ? -> ?" before the coordinates

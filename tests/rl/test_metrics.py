@@ -30,11 +30,13 @@ def test_metrics_and_records_of_a_telescoping_group():
     traj_BG = do_group_rollouts(
         eng, [TelescopingGroupBuilder(SAMPLE, eng.renderer, GeoScoreReward())], 2, SampleParams()
     )
-    m = rollout_metrics([SAMPLE], traj_BG, num_turns=3)
+    m = rollout_metrics([SAMPLE], traj_BG, turns_B=[3])
     d = [haversine_km(x, 0.0, 0.0, 0.0) for x in (10.0, 5.0, 1.0, 20.0)]
     assert m["format_rate"] == 0.5
     assert math.isclose(m["turn1_median_km"], np.median([d[0], d[3]]))
-    assert math.isclose(m["turn3_median_km"], d[2])  # only rollout 0 reached turn 3
+    # rollout 1 broke format on turn 2: a miss there and on turn 3, as eval counts it (the median of
+    # d and inf is inf), so the last turn's median is the final answers' median_km
+    assert m["turn2_median_km"] == m["turn3_median_km"] == m["median_km"] == math.inf
     assert math.isclose(m["reward_mean"], (GeoScoreReward()(d[2]) - 0.1) / 2)
     assert m["acc_200km"] == 0.5  # 111 km hit; the broken rollout is a miss
     (rec,) = image_records([SAMPLE], traj_BG, eng.renderer)
@@ -44,3 +46,24 @@ def test_metrics_and_records_of_a_telescoping_group():
     assert r0.text.split("\n---\n")[2] == format_answer(1.0, 0.0)
     assert math.isclose(sum(r0.turn_rewards), r0.reward)
     assert r1.guesses == ((20.0, 0.0), None) and r1.distance_km is None and r1.turn_distances_km[1] is None
+
+
+def test_turn_medians_leave_out_single_turn_groups_and_label_turns():
+    """A mixed batch: a single-turn group (one of its rollouts unparsed) does not enter turn 2's
+    median; a hierarchical group's label turns have no median, its coordinates turn does."""
+    from geospot.envs.types import Trajectory, Transition
+
+    def traj(*turns):  # each turn: a distance, None = unparsed, "label" = a label turn
+        return Trajectory(tuple(Transition(None, (), (), 0.0, {"parsed": 1.0} if t == "label" else
+                                           {"parsed": float(t is not None), "distance_km": math.nan if t is None else t,
+                                            "lat": 0.0, "lon": 0.0}) for t in turns))
+
+    single = [traj(100.0), traj(None)]
+    tele = [traj(300.0, 200.0), traj(500.0, 400.0), traj(None)]
+    m = rollout_metrics([SAMPLE, SAMPLE], [single, tele], turns_B=[1, 2])
+    assert m["turn1_median_km"] == 500.0  # 100, 300, 500, inf, inf: every group plays turn 1
+    assert m["turn2_median_km"] == 400.0  # 200, 400, inf: the single-turn group stays out
+    hier = [traj("label", 50.0), traj("label", 70.0), traj("label", None)]
+    m = rollout_metrics([SAMPLE], [hier], turns_B=[2])
+    assert "turn1_median_km" not in m and m["turn2_median_km"] == 70.0
+    assert "turn1_median_km" not in rollout_metrics([SAMPLE], [single], turns_B=[1])  # single-turn: none
