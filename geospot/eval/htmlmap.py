@@ -119,7 +119,7 @@ pre{{margin:0;font-size:12px;white-space:pre-wrap}}
 <svg viewBox="0 0 360 180" preserveAspectRatio="xMidYMid meet" overflow="hidden" xmlns="http://www.w3.org/2000/svg">
 <rect width="360" height="180" fill="#dbe9f4"/>{land}{_grid()}{''.join(trails)}{''.join(dots)}
 </svg>
-<p>{located} of {len(rows)} images located.{legend} {outline_note}</p>
+<p>{located} of {len(rows)} image{'' if len(rows) == 1 else 's'} located.{legend} {outline_note}</p>
 <table><tr><th>#</th><th>image</th><th>latitude</th><th>longitude</th><th>place</th>{km_head}<th>answer</th></tr>{table}</table>
 </body></html>
 """

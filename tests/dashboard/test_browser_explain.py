@@ -66,6 +66,10 @@ def test_kernel_and_base_vs_current_for_the_runs_tau(tmp_path, browser):
         assert page.locator(".policy.current").get_attribute("data-step") == "8"
         assert page.locator(".policy.base .mguess").count() == G
         assert page.locator(".policy.current .guesslist li").count() == G
+        # its median is the tiles' (unparsed answers count as misses), over every answer
+        shown = page.locator(".policy.current").get_attribute("data-step")
+        caption = page.locator(".policy.current figcaption").inner_text()
+        assert caption.startswith("median ") and f"km over {G} answers" in caption and shown == "8", caption
         # picking another image redraws both explainers for it
         page.locator(".card").nth(1).click()
         second = page.locator(".card").nth(1).get_attribute("data-image")

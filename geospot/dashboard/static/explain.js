@@ -133,13 +133,15 @@ async function policyPanel(title, step, im, tau, cls) {
     layers.push(c);
   }
   const map = await zoomMap(im.lat, im.lon, far, layers, cls);
-  const ds = guesses.map(x => x.d).sort((a, b) => a - b);
-  const med = ds.length ? ds[Math.floor(ds.length / 2)] : null;
+  // the median as the tiles and the eval metrics count it: an unparsed answer is a miss at ∞ (app.js medianKm)
+  const med = medianKm(im.rollouts);
   const missed = im.rollouts.length - guesses.length;
+  const n = im.rollouts.length;
   return el("figure", { class: "policy " + cls, "data-step": step },
     el("h4", {}, `${title} · step ${step}`), map,
-    el("figcaption", {}, `median ${fmt(med)} km over ${guesses.length} guess${guesses.length === 1 ? "" : "es"}`
-      + (missed ? ` (${missed} unparsed)` : "") + (tau && med !== null ? ` · exp(−d/τ) ${fmt(score(med))}` : "")),
+    el("figcaption", { class: "median" }, `median ${med === Infinity ? "∞" : fmt(med)} km over ${n} answer${n === 1 ? "" : "s"}`
+      + (missed ? ` (${missed} unparsed: misses at ∞)` : "")
+      + (tau && med !== null && med !== Infinity ? ` · exp(−d/τ) ${fmt(score(med))}` : "")),
     el("ol", { class: "guesslist" }, guesses.map(x => el("li", {},
       `(${fmt(x.g[0], 3)}, ${fmt(x.g[1], 3)}) ${fmt(x.d)} km` + (tau ? ` · r ${fmt(score(x.d))}` : "")))));
 }
