@@ -73,6 +73,14 @@ def num_turns(env_type: str, cfg) -> int:
             "geohash": lambda: len(_opt(cfg, "geohash_chars"))}[env_type]()
 
 
+def coordinate_turns(env_type: str, cfg) -> tuple[bool, ...]:
+    """Per turn of `env_type`, whether it answers coordinates (a hierarchical label turn does not;
+    a geohash cell is read as its centre): the turns a per-turn distance means something for."""
+    if env_type == "hierarchical":
+        return tuple(field == "coords" for field in _opt(cfg, "hier_turns"))
+    return (True,) * num_turns(env_type, cfg)
+
+
 def coordinate_prompts(cfg, prompts: Sequence[str]) -> tuple[str, ...]:
     """The single / telescoping turn prompts, asking for reasoning first when `reasoning` is on."""
     return tuple(reasoning_prompt(p) for p in prompts) if _opt(cfg, "reasoning") else tuple(prompts)

@@ -21,12 +21,13 @@ def _final(traj: Trajectory, key: str) -> float:
 
 
 def rollout_metrics(samples, trajectories_BG: Sequence[Sequence[Trajectory]],
-                    turns_B: Sequence[int] | None = None) -> dict[str, float]:
+                    coords_B: Sequence[Sequence[bool]] | None = None) -> dict[str, float]:
     """Mean reward, format rate, final-answer distance metrics, and the median distance per
-    coordinate turn (`turn<k>_median_km`, when any group's env has several turns; `turns_B`: the
-    turns of each group's env, so a mixed batch's single-turn groups stay out of turn 2 on). As
-    eval counts them, a rollout that broke format at or before turn k is a miss at infinite
-    distance there, and a turn that asks labels (hierarchical), not coordinates, has no median."""
+    coordinate turn (`turn<k>_median_km`, when any group's env has several turns). `coords_B`:
+    per group, whether each turn of its env answers coordinates (registry.coordinate_turns), so a
+    mixed batch's single-turn groups stay out of turn 2 on and a hierarchical label turn gets no
+    median. As eval counts them, a rollout that broke format at or before turn k is a miss at
+    infinite distance there."""
     trajs = [t for g in trajectories_BG for t in g]
     true_lat = np.array([s.lat for s, g in zip(samples, trajectories_BG) for _ in g], dtype=float)
     true_lon = np.array([s.lon for s, g in zip(samples, trajectories_BG) for _ in g], dtype=float)
@@ -39,12 +40,12 @@ def rollout_metrics(samples, trajectories_BG: Sequence[Sequence[Trajectory]],
         "median_km": float(m["median_km"]), "mean_km": float(m["mean_km"]), "geoscore": float(m["geoscore"]),
         "acc_25km": float(m["acc_25km"]), "acc_200km": float(m["acc_200km"]), "acc_750km": float(m["acc_750km"]),
     }
-    turns_B = list(turns_B) if turns_B is not None else [1] * len(trajectories_BG)
-    if max(turns_B, default=1) > 1:
-        for k in range(max(turns_B)):
-            played = [t for g, n in zip(trajectories_BG, turns_B) if n > k for t in g]  # envs with a turn k
-            if not any("distance_km" in t.transitions[k].metrics for t in played if len(t.transitions) > k):
-                continue  # a label turn (or one no rollout reached: no coordinates to measure)
+    coords_B = [tuple(c) for c in coords_B] if coords_B is not None else [(True,)] * len(trajectories_BG)
+    if max(map(len, coords_B), default=1) > 1:
+        for k in range(max(map(len, coords_B))):
+            played = [t for g, c in zip(trajectories_BG, coords_B) if len(c) > k and c[k] for t in g]
+            if not played:
+                continue  # a label turn in every group that has one
             d = np.asarray([t.transitions[k].metrics.get("distance_km", math.nan) if len(t.transitions) > k
                             else math.nan for t in played], dtype=float)
             out[f"turn{k + 1}_median_km"] = float(np.median(np.where(np.isfinite(d), d, np.inf)))

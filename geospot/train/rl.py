@@ -352,9 +352,9 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
             # the metrics, the tau schedule and the records see every rank's rollouts
             trajectories_BG, versions_B = everyones(d, my_trajectories, batch.versions_B)
             counts = d.sum({"dropped": adv.dropped, "datums": len(datums_D), "sampled": stats.sampled_tokens})
-            turns_B = [registry.num_turns(env, cfg) for env, part in
-                       registry.split_batch(samples, cfg.env_type, cfg.mix_env_type, cfg.mix_share) for _ in part]
-            metrics = rollout_metrics(samples, trajectories_BG, turns_B)
+            coords_B = [registry.coordinate_turns(env, cfg) for env, part in
+                        registry.split_batch(samples, cfg.env_type, cfg.mix_env_type, cfg.mix_share) for _ in part]
+            metrics = rollout_metrics(samples, trajectories_BG, coords_B)
             metrics.update(registry.env_metrics(trajectories_BG))  # label accuracy per turn, geohash cells shared
             metrics.update(reasoning_metrics(trajectories_BG))  # reasoning=true: length, truncation, format
             tau.observe(  # the distances of the groups just trained

@@ -212,7 +212,7 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(sft, "train", interrupted)
-    assert sft.main(["model_name=tiny:qwen2_5_vl", f"log_path={tmp_path / 'r'}"]) == 130
+    assert sft.main(["model_name=tiny:qwen2_5_vl", "lora_rank=0", f"log_path={tmp_path / 'r'}"]) == 130
     err = capsys.readouterr().err
     assert err.startswith("geospot sft: stopped (Ctrl-C); the last checkpoint is step 4") and "Traceback" not in err
     assert err.rstrip().endswith("behavior_if_log_dir_exists=resume")
