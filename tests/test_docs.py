@@ -40,3 +40,37 @@ def test_a_partial_benchmark_run_keeps_each_results_date(tmp_path, monkeypatch):
     table = docs.benchmark_table(path)
     assert "| data (2026-11-26) |" in table and "| geo |" in table and "| geo (" not in table
     sys.modules.pop("run_all", None)
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a markdown heading: lower case, punctuation dropped, spaces -> '-'."""
+    import re
+
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_relative_link_in_the_docs_resolves():
+    """README.md and docs/*.md: a link to a file names one that exists, and a #fragment names a
+    heading of that file (a renamed heading broke README's link into docs/rl_vs_sft.md)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    anchors = {}
+    for page in pages:
+        text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.DOTALL)
+        anchors[page.resolve()] = {_anchor(h) for h in re.findall(r"^#+ (.+)$", text, re.MULTILINE)}
+    broken = []
+    for page in pages:
+        text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.DOTALL)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # http(s), mailto: not checked offline
+            path, _, frag = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page.resolve()
+            if not dest.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif frag and dest.suffix == ".md" and frag not in anchors.get(dest, set()):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert not broken, broken

@@ -33,6 +33,19 @@ def exposure_warning(host: str, port: int) -> str:
             f"!! 127.0.0.1 and use an SSH tunnel (ssh -L {port}:127.0.0.1:{port} host) instead.\n{bar}")
 
 
+def listen_port(host: str, port: int) -> int:
+    """The port the dashboard will listen on: `port`, or for 0 a free one the system picks. The
+    address is bound once here so a port already taken is said in one sentence before uvicorn
+    starts, and the URL printed is the one that answers (uvicorn binds it again right after)."""
+    import socket
+
+    bare = host.strip("[]")
+    with socket.socket(socket.AF_INET6 if ":" in bare else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((bare, port))
+        return s.getsockname()[1]
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="geospot dashboard", description=__doc__)
     p.add_argument("--runs", default="runs", help="folder holding run folders (each with store.sqlite)")
@@ -66,10 +79,17 @@ def main(argv: list[str]) -> int:
                   f"auto (or --token T, or set {TOKEN_ENV}), or bind to 127.0.0.1 and use an SSH tunnel",
                   file=sys.stderr)
             return 2
-        print(exposure_warning(args.host, args.port), file=sys.stderr, flush=True)
-    url = f"http://{args.host}:{args.port}/" + (f"?token={token}" if token else "")
+    try:
+        port = listen_port(args.host, args.port)
+    except OSError as e:
+        print(f"geospot dashboard: cannot listen on {args.host}:{args.port} ({e.strerror or e}): another dashboard "
+              "or program may have it; pass --port N (0 picks a free one)", file=sys.stderr)
+        return 2
+    if not is_loopback(args.host):
+        print(exposure_warning(args.host, port), file=sys.stderr, flush=True)
+    url = f"http://{args.host}:{port}/" + (f"?token={token}" if token else "")
     print(f"geospot dashboard: serving {runs.resolve()} at\n    {url}", flush=True)
     app = create_app(runs, poll_s=args.poll, allowed_hosts=tuple(args.allowed_host), bound_host=args.host,
                      token=token)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=2)
+    uvicorn.run(app, host=args.host, port=port, log_level="warning", timeout_graceful_shutdown=2)
     return 0

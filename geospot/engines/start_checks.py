@@ -15,17 +15,20 @@ def check_start(engine: str | None, model_name: str | None, load_checkpoint_path
     first, each as one ConfigError sentence naming the key and the fix: a Tinker key for
     engine=tinker, a tinker:// start with engine=local, a local model that is neither a folder
     nor obtainable from the hub (or its cache when HF_HUB_OFFLINE is set). None = inherited
-    (RL from its SFT run): not checked here."""
+    (RL from its SFT run): only the tinker:// start is checked then (no run to inherit from)."""
     env = os.environ if env is None else env
     if engine == "tinker":
         try:
             check_api_key(env)
         except GeospotTinkerError as e:
             raise ConfigError(str(e)) from None
-    if engine == "local" and load_checkpoint_path and load_checkpoint_path.startswith("tinker://"):
+    # engine None: nothing given, and a tinker:// path is no run folder to inherit one from (the local
+    # engine would take it and fail on it after the model loads)
+    if engine in ("local", None) and load_checkpoint_path and load_checkpoint_path.startswith("tinker://"):
+        which = "engine=local" if engine == "local" else "the local engine (the default)"
         raise ConfigError(f"load_checkpoint_path={load_checkpoint_path!r} is weights saved on the Tinker service, "
-                          "which engine=local cannot load; add engine=tinker, or download them with `geospot export` "
-                          "and pass the folder")
+                          f"which {which} cannot load; add engine=tinker (and model_name=<its base model>), or "
+                          "download them with `geospot export` and pass the folder")
     if engine == "local" and model_name:
         model_problem(model_name, env)
 

@@ -137,10 +137,22 @@ def extra_lines(metrics: dict) -> list[str]:
     return out
 
 
-def training_asked(run_dir: str | Path) -> dict:
+def _asked_env(metrics: dict, run_env: str | None) -> str | None:
+    """The env a logged eval asked, from what it logged: label accuracies are a hierarchical
+    eval's, per-turn medians a telescoping or geohash one's (the run's, if it is one of those), and
+    neither a single-turn one's (the demo logs its single-prompt eval into a telescoping run)."""
+    if any(k.startswith("label_") and k.endswith("_acc") for k in metrics):
+        return "hierarchical"
+    if any(_TURN_KM.fullmatch(k) for k in metrics):
+        return run_env if run_env in ("telescoping", "geohash") else "telescoping"
+    return "single" if metrics else run_env
+
+
+def training_asked(run_dir: str | Path, metrics: dict | None = None) -> dict:
     """What a training run's loop eval scored and how (ASKED keys), from its config.json: its
-    eval_data whole, else its data's val split; its env (an SFT run's style); greedy unless
-    eval_temperature > 0 (one seeded sample per image). {} for a folder without a run's config."""
+    eval_data whole, else its data's val split; greedy unless eval_temperature > 0 (one seeded
+    sample per image); its env as the eval's own metrics show it (`metrics`, its logged eval),
+    else the run's (an SFT run's style). {} for a folder without a run's config."""
     try:
         record = json.loads((Path(run_dir) / "config.json").read_text())
     except (OSError, ValueError):
@@ -155,6 +167,7 @@ def training_asked(run_dir: str | Path) -> dict:
     except Exception:  # an unreadable run: its config's own words
         style = cfg.get("env_type") or cfg.get("prompt_style")
         env_type = "single" if style in ("both", "all") else style
+    env_type = _asked_env(metrics, env_type) if metrics is not None else env_type
     separate = bool(cfg.get("eval_data")) and cfg["eval_data"] != cfg["data"]
     temperature = cfg.get("eval_temperature") or 0
     return {"data": cfg["eval_data"] if separate else cfg["data"], "split": "all" if separate else "val",
@@ -223,7 +236,7 @@ def load_runs(run_dirs: Sequence[str], asked: dict[str, dict] | None = None) -> 
             summary.setdefault("name", Path(d).resolve().name)
             found.append((summary, None, 0))
         if not is_eval_folder and not any(summary.get(k) for k in ASKED):
-            summary.update(training_asked(d))
+            summary.update(training_asked(d, summary.get("metrics")))
     _unique_suffixes(found)
     rows: dict[str, dict] = {}
     for summary, parts, k in found:

@@ -164,7 +164,7 @@ def test_cli_warns_when_not_on_loopback(runs, monkeypatch, capsys):
     assert "--token" in capsys.readouterr().err and not served
     assert cli.main(["--runs", str(runs), "--host", "0.0.0.0", "--port", "9999", "--token", "t"]) == 0
     assert "WARNING" in capsys.readouterr().err and served["host"] == "0.0.0.0"
-    assert cli.main(["--runs", str(runs)]) == 0
+    assert cli.main(["--runs", str(runs), "--port", "0"]) == 0
     assert "WARNING" not in capsys.readouterr().err and served["host"] == "127.0.0.1"
     assert cli.main(["--runs", str(runs / "missing")]) == 2
     assert "pass --runs DIR" in capsys.readouterr().err
@@ -200,3 +200,25 @@ def test_run_list_says_what_each_run_is(tmp_path):
     assert setup["reason"]["mix_share"] == 0.25 and setup["away"]["start"] == "tinker://abc/weights"
     # the cached summary keeps what the store says: a second poll answers the same
     assert {r["name"]: r["setup"] for r in client.get("/api/runs").json()["runs"]} == setup
+
+
+def test_cli_prints_the_port_it_listens_on_and_refuses_a_taken_one(runs, monkeypatch, capsys):
+    """--port 0 printed http://127.0.0.1:0/ (help: "0 picks a free one"); a port in use printed the
+    URL, then uvicorn's error. Now: the picked port in the URL; a taken one in one sentence, exit 2."""
+    import socket
+
+    import uvicorn
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(kw))
+    assert cli.main(["--runs", str(runs), "--port", "0"]) == 0
+    out = capsys.readouterr().out
+    assert served["port"] > 0 and f"http://127.0.0.1:{served['port']}/" in out
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        served.clear()
+        assert cli.main(["--runs", str(runs), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "pass --port N" in err and not served

@@ -110,7 +110,7 @@ def test_binding_beyond_loopback_needs_a_token(runs, capsys, monkeypatch):
     assert client.get("/api/runs", params={"token": token}).status_code == 200
     # the environment variable works as --token does
     monkeypatch.setenv(cli.TOKEN_ENV, "from-env")
-    assert cli.main(["--runs", str(runs), "--host", "0.0.0.0"]) == 0
+    assert cli.main(["--runs", str(runs), "--host", "0.0.0.0", "--port", "0"]) == 0
     assert "?token=from-env" in capsys.readouterr().out
 
 

@@ -20,7 +20,11 @@ def test_tinker_without_a_key(monkeypatch):
 def test_tinker_checkpoint_with_the_local_engine():
     with pytest.raises(ConfigError, match="engine=tinker"):
         check_start("local", "tiny:qwen2_5_vl", "tinker://run/weights/step-000001", env={})
-    check_start(None, None, "tinker://run/weights/step-000001", env={})  # RL: the engine is inherited
+    # RL with no engine given: a tinker:// path is no run folder to inherit engine=tinker from, so the
+    # local default would take it and fail after loading the model (it did, with a traceback)
+    with pytest.raises(ConfigError, match="the local engine \\(the default\\) cannot load; add engine=tinker"):
+        check_start(None, None, "tinker://run/weights/step-000001", env={})
+    check_start("tinker", None, "tinker://run/weights/step-000001", env={"TINKER_API_KEY": "tml-abc"})
 
 
 @pytest.mark.parametrize(("name", "match"), [

@@ -86,7 +86,7 @@ def test_a_training_runs_eval_is_read_from_its_config(tmp_path):
     from geospot.eval.compare import training_asked
 
     sft = training_run(tmp_path, "sft", BASE, kind="sft", prompt_style="both", eval_data="/data/im2gps3k")
-    rl = training_run(tmp_path, "rl", BASE, env_type="telescoping", eval_temperature=0.7)
+    rl = training_run(tmp_path, "rl", {**BASE, **TURNS}, env_type="telescoping", eval_temperature=0.7)
     assert training_asked(sft) == {"data": "/data/im2gps3k", "split": "all", "env_type": "single",
                                    "sampling": "greedy"}
     assert training_asked(rl) == {"data": "synthetic:n=2000,size=112", "split": "val", "env_type": "telescoping",
@@ -145,3 +145,15 @@ def test_eval_of_a_run_without_data_suggests_the_runs_own(tmp_path, monkeypatch,
     assert f"data={tmp_path}/photos,val_frac=0.2`" in capsys.readouterr().err
     assert cli.eval_main(["model=tiny:qwen2_5_vl:tiny"]) == 2  # not a run: the generic example
     assert "model= and data= are required, e.g." in capsys.readouterr().err
+
+
+def test_a_runs_row_is_asked_as_its_logged_eval_was(tmp_path, capsys):
+    """The demo logs its single-prompt held-out eval into the telescoping RL run: compared with the
+    SFT run's single-prompt eval the rows are alike (it said they differ in env_type)."""
+    sft = training_run(tmp_path, "sft", BASE, kind="sft", prompt_style="both")
+    rl = training_run(tmp_path, "rl", BASE, env_type="telescoping", mix_env_type="single")
+    tele = training_run(tmp_path, "tele", {**BASE, **TURNS}, env_type="telescoping")
+    assert cli.eval_main(["--compare", str(sft), str(rl)]) == 0
+    assert "differ" not in capsys.readouterr().out
+    assert cli.eval_main(["--compare", str(sft), str(tele)]) == 0  # its eval asked the three turns
+    assert "(the rows differ in env_type: single, telescoping" in capsys.readouterr().out
