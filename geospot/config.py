@@ -138,7 +138,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def markdown_table(cls: type) -> str:
     """The configuration reference rendered for the README (a test checks it is current)."""
     rows = ["| key | default | meaning |", "| --- | --- | --- |"]
-    for f in dataclasses.fields(cls):
+    for f in _help_order(cls):  # in --help's order: the command's own keys first
         default = f.default if f.default is not dataclasses.MISSING else "(required)"
         h = f.metadata.get("help", "").replace("|", "\\|").replace("\n", " ")
         # a default holding newlines (a prompt) is shown with \n, as the other prompts are: a real

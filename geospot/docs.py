@@ -22,6 +22,7 @@ RESULTS = ROOT / "benchmarks" / "results.json"
 def config_reference() -> str:
     from geospot.data.stream import StreamConfig
     from geospot.engines.config import EngineConfig
+    from geospot.eval.cli_config import EvalConfig, PredictConfig
     from geospot.train.rl import RLConfig
     from geospot.train.sft import SFTConfig
 
@@ -29,6 +30,8 @@ def config_reference() -> str:
     for title, cls in [
         ("`geospot sft` / `python -m geospot.sft` (SFTConfig)", SFTConfig),
         ("`geospot rl` / `python -m geospot.train_rl` (RLConfig)", RLConfig),
+        ("`geospot eval` (EvalConfig)", EvalConfig),
+        ("`geospot predict` (PredictConfig)", PredictConfig),
         ("Engine (EngineConfig; its keys are accepted by sft and rl)", EngineConfig),
         ("Data stream options (StreamConfig; `key=value` inside a data spec's options)", StreamConfig),
     ]:

@@ -11,11 +11,12 @@ def test_readme_generated_sections_are_current():
 def test_config_reference_lists_every_key():
     import dataclasses
 
+    from geospot.eval.cli_config import EvalConfig, PredictConfig
     from geospot.train.rl import RLConfig
     from geospot.train.sft import SFTConfig
 
     ref = docs.config_reference()
-    for cls in (SFTConfig, RLConfig):
+    for cls in (SFTConfig, RLConfig, EvalConfig, PredictConfig):
         for f in dataclasses.fields(cls):
             assert f"`{f.name}`" in ref
 
