@@ -124,7 +124,8 @@ def help_text(cls: type, title: str = "") -> str:
         else:
             tname = getattr(base, "__name__", str(base).replace("typing.", ""))
         default = f.default if f.default is not dataclasses.MISSING else "(required)"
-        lines.append(f"  {f.name}={default!s}  [{tname}]")
+        # a default holding newlines (a prompt) on one line, as the markdown table shows it
+        lines.append(f"  {f.name}={str(default).replace(chr(10), chr(92) + 'n')}  [{tname}]")
         h = f.metadata.get("help", "")
         if h:
             lines.append(f"      {h}")

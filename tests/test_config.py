@@ -56,6 +56,9 @@ def test_a_default_with_newlines_stays_in_its_table_row():
     rows = markdown_table(RLConfig).split("\n")
     assert all(r.startswith("| ") and r.endswith(" |") for r in rows)
     assert any(r.startswith("| `prompt` |") and "\\nLatitude: <degrees>\\nLongitude" in r for r in rows)
+    # and in --help, on the key's own line (its type came two lines further down)
+    line = next(x for x in help_text(RLConfig).split("\n") if x.startswith("  prompt="))
+    assert line.endswith("\\nLongitude: <degrees>  [str]"), line
 
 
 def test_every_config_key_has_a_help_of_at_most_200_characters():
