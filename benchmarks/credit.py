@@ -33,6 +33,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+from geospot.jsonutil import finite_json  # noqa: E402
+
+
 def make_sft(out: Path, steps: int, data: str, seed: int) -> Path:
     from geospot.train.sft import SFTConfig, train
 
@@ -63,8 +66,24 @@ def run_rl(out: Path, sft: Path, args, **overrides) -> dict:
             train_s += r["time_step_s"]
             cum[r["step"]] = train_s
     curve = {r["step"]: r["eval/geoscore"] for r in rows if r.get("eval/geoscore") is not None}
+    # null in metrics.jsonl = inf: at least half the held-out answers did not parse
     median = {r["step"]: r["eval/median_km"] for r in rows if r.get("eval/median_km") is not None}
-    return {"curve": curve, "median_km": median, "cum_train_s": cum, "wall_s": wall}
+    parsed = {r["step"]: r["eval/parsed"] for r in rows if r.get("eval/parsed") is not None}
+    return {"curve": curve, "median_km": median, "parsed": parsed, "cum_train_s": cum, "wall_s": wall}
+
+
+def final_median(r: dict) -> dict:
+    """The median km at the run's last eval, or null and why: eval counts an unparsed answer as
+    infinitely far, so the median is inf (null in JSON) once half the held-out answers do not parse."""
+    last = max(r["curve"])
+    km, parsed = r["median_km"].get(last), r.get("parsed", {}).get(last)
+    out = {"final_median_km": None if km is None else round(km, 1),
+           "final_parsed": None if parsed is None else round(parsed, 4)}
+    if km is None:
+        never = not r["median_km"]
+        out["final_median_note"] = ("never finite: at no eval did half the held-out answers parse" if never else
+                                    "not finite at the last eval: under half the held-out answers parsed")
+    return out
 
 
 def race(a: dict, b: dict) -> tuple[float, dict, dict]:
@@ -75,8 +94,8 @@ def race(a: dict, b: dict) -> tuple[float, dict, dict]:
         step = min(s for s, v in r["curve"].items() if v >= target - 1e-12)
         return {"steps_to_target": step, "train_s_to_target": round(r["cum_train_s"].get(step, math.nan), 2),
                 "start_geoscore": round(r["curve"][0], 4), "best_geoscore": round(max(r["curve"].values()), 4),
-                "final_geoscore": round(r["curve"][max(r["curve"])], 4),
-                "final_median_km": round(r["median_km"][max(r["median_km"])], 1), "wall_s": round(r["wall_s"], 1)}
+                "final_geoscore": round(r["curve"][max(r["curve"])], 4), **final_median(r),
+                "wall_s": round(r["wall_s"], 1)}
 
     return target, reach(a), reach(b)
 
@@ -119,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     t_tau, geo, fixed = race(runs["tau_geometric"], runs["tau_fixed_25km"])
     print(
         json.dumps(
-            {
+            finite_json({
                 "bench": "credit",
                 "device": "cpu",
                 "model": "tiny:qwen2_5_vl:tiny",
@@ -147,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                     "steps_ratio_schedule_vs_fixed": ratio(geo["steps_to_target"], fixed["steps_to_target"]),
                     "train_s_ratio_schedule_vs_fixed": ratio(geo["train_s_to_target"], fixed["train_s_to_target"]),
                 },
-            }
+            })
         )
     )
     return 0
