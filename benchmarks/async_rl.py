@@ -43,6 +43,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from geospot.jsonutil import finite_json  # noqa: E402
+
 TINKER_STEP_S = (379.0, 541.0)  # the original project's Tinker step times (64 images x 16 rollouts)
 MODEL = "tiny:qwen2_5_vl:tiny"
 DATA = "synthetic:n=2000,size=56,seed=0"
@@ -166,16 +168,37 @@ def quality_arm(k: int, sft: Path, steps: int, seed: int, eval_n: int, tmp: Path
     train_rows = [r for r in rows if "reward_mean" in r]
     stamps = [r["time"] for r in train_rows]
     # the local engine on one device (CPU here): the steps' wall time, evals excluded, fill-up skipped
-    per_step = statistics.mean([b - a for a, b in itertools.pairwise(stamps)][1:])
+    gaps = [b - a for a, b in itertools.pairwise(stamps)][1:]
     quarter = max(1, len(train_rows) // 4)
     clipped = [r["async/ratio_share_clipped"] for r in rows if "async/ratio_share_clipped" in r]
     return {"k": k, "seed": seed, "geoscore_start": start, "geoscore": m["eval/geoscore"],
-            "median_km": m["eval/median_km"], "local_wall_per_step_s": per_step,
+            "median_km": m["eval/median_km"], "local_wall_per_step_s": statistics.mean(gaps) if gaps else None,
             # the sampled policy's own training reward, first and last quarter of the steps
             "train_reward_first_q": statistics.mean(r["reward_mean"] for r in train_rows[:quarter]),
             "train_reward_last_q": statistics.mean(r["reward_mean"] for r in train_rows[-quarter:]),
             "ratio_mean": statistics.mean(ratios) if ratios else None,
-            "ratio_share_clipped": statistics.mean(clipped) if ratios else None, "wall_s": time.perf_counter() - t0}
+            "ratio_share_clipped": statistics.mean(clipped) if clipped else None, "wall_s": time.perf_counter() - t0}
+
+
+NO_LOCAL_WALL = ("not measured: a step's wall time is the gap between two logged steps after the first "
+                 "(the fill-up), so it needs --quality-steps >= 3")
+
+
+def warm_problem(warm: str) -> str | None:
+    """Why `--warm` cannot be the GRPO start (None when it can): it must hold a checkpoint of MODEL."""
+    from geospot.runs.checkpoint import resolve_checkpoint
+    from geospot.runs.folder import read_config
+
+    try:
+        ckpt = resolve_checkpoint(warm)
+    except (OSError, ValueError) as e:
+        return str(e) if Path(warm).is_dir() else "no such folder"
+    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
+    try:
+        model = ((read_config(run) or {}).get("config") or {}).get("model_name")
+    except (OSError, ValueError):
+        model = None
+    return f"its model is {model}, not {MODEL}" if model and model != MODEL else None
 
 
 def main() -> None:
@@ -188,12 +211,21 @@ def main() -> None:
                    help="benchmark seconds per Tinker second (0.002: 0.76-1.08 s steps)")
     p.add_argument("--sweep", action="store_true", help="also time k=0 and k=1 at sample shares 0.3, 0.5, 0.7")
     p.add_argument("--skip-quality", action="store_true", help="timing only")
-    p.add_argument("--warm", default=None, help="an SFT run folder to start GRPO from (default: train one here)")
+    p.add_argument("--warm", default=None, help=f"an SFT run folder of {MODEL} on {DATA} (one with a checkpoint) "
+                                                "to start GRPO from (default: train one here, in a temp folder)")
     p.add_argument("--sft-steps", type=int, default=400, help="warm start SFT steps (batch 32), when no --warm")
     p.add_argument("--quality-steps", type=int, default=16, help="GRPO steps per arm (batch 8 x group 8)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="GRPO seeds per arm")
     p.add_argument("--eval-n", type=int, default=64, help="held-out images")
     args = p.parse_args()
+    if args.steps < 3:
+        p.error(f"--steps {args.steps}: at least 3 (the first two are the fill-up, not averaged)")
+    why = None if args.skip_quality or args.warm is None else warm_problem(args.warm)
+    if why:
+        print(f"async_rl.py: --warm {args.warm}: {why}; --warm must be an SFT run folder (or one of its "
+              f"checkpoints) of {MODEL}, e.g. one made with warm_start()'s recipe, or leave --warm out and this "
+              f"script trains one here first ({args.sft_steps} SFT steps, --sft-steps)", file=sys.stderr)
+        sys.exit(2)
 
     import torch
 
@@ -231,12 +263,17 @@ def main() -> None:
                 print(f"quality k={r['k']} seed={r['seed']}: GeoScore {r['geoscore_start']:.0f} -> {r['geoscore']:.0f} "
                       f"(median {r['median_km']:.0f} km), ratio mean {r['ratio_mean']}", file=sys.stderr)
             mean = lambda k: statistics.mean(r["geoscore"] for r in q if r["k"] == k)
-            local = lambda k: statistics.mean(r["local_wall_per_step_s"] for r in q if r["k"] == k)
-            out["local_engine_one_device"] = {"wall_per_step_k0_s": round(local(0), 3),
-                                              "wall_per_step_k1_s": round(local(1), 3),
-                                              "speedup_k1": round(local(0) / local(1), 3)}
-            print(f"local engine, one device: k=0 {local(0):.2f} s/step, k=1 {local(1):.2f} s/step "
-                  f"({local(0) / local(1):.2f}x)", file=sys.stderr)
+            if all(r["local_wall_per_step_s"] is not None for r in q):
+                local = lambda k: statistics.mean(r["local_wall_per_step_s"] for r in q if r["k"] == k)
+                out["local_engine_one_device"] = {"wall_per_step_k0_s": round(local(0), 3),
+                                                  "wall_per_step_k1_s": round(local(1), 3),
+                                                  "speedup_k1": round(local(0) / local(1), 3)}
+                print(f"local engine, one device: k=0 {local(0):.2f} s/step, k=1 {local(1):.2f} s/step "
+                      f"({local(0) / local(1):.2f}x)", file=sys.stderr)
+            else:
+                out["local_engine_one_device"] = {"wall_per_step_k0_s": None, "wall_per_step_k1_s": None,
+                                                  "speedup_k1": None, "note": NO_LOCAL_WALL}
+                print(f"local engine, one device: {NO_LOCAL_WALL}", file=sys.stderr)
             out["quality"] = {"model": MODEL, "data": DATA,
                               "warm": "given" if args.warm else f"{args.sft_steps} SFT steps",
                               "grpo_steps": args.quality_steps,
@@ -245,7 +282,7 @@ def main() -> None:
                               "geoscore_k0": round(mean(0), 1), "geoscore_k1": round(mean(1), 1),
                               "k1_over_k0": round(mean(1) / mean(0), 4) if mean(0) else None}
     out["total_wall_s"] = round(time.perf_counter() - t0, 1)
-    print(json.dumps(out))
+    print(json.dumps(finite_json(out)))
 
 
 if __name__ == "__main__":
