@@ -28,6 +28,7 @@ from PIL import Image  # noqa: E402
 from geospot.data import open_stream  # noqa: E402
 from geospot.data.pack import add_member  # noqa: E402
 from geospot.data.synthetic import SyntheticWorld  # noqa: E402
+from geospot.jsonutil import finite_json  # noqa: E402
 
 OSV = "/work/shared/data/osv5m-samples"
 MAX_SIDE = 512
@@ -152,7 +153,7 @@ def main() -> None:
     measure(args.n, 1536, "big1536", result)
     result["synthetic_224_images_per_s_1core"] = round(synthetic(224), 1)
     result["synthetic_112_images_per_s_1core"] = round(synthetic(112), 1)
-    print(json.dumps(result))
+    print(json.dumps(finite_json(result)))
 
 
 if __name__ == "__main__":

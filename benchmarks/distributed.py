@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from geospot.jsonutil import finite_json
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # this checkout's geospot
 
@@ -216,7 +218,7 @@ def main() -> None:
                 r[f"{k}_{m}"] for r in rounds)
     res["peak_mb_per_rank_2proc"] = two["peak_mb_per_rank"]
     res["peak_mb_1proc"] = one["peak_mb_per_rank"][0]
-    print(json.dumps(res))
+    print(json.dumps(finite_json(res)))
 
 
 if __name__ == "__main__":

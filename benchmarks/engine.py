@@ -36,6 +36,7 @@ from geospot.engines.config import EngineConfig
 from geospot.engines.datums import make_datum
 from geospot.engines.local import LocalEngine
 from geospot.engines.types import AdamParams, SampleParams
+from geospot.jsonutil import finite_json
 
 G, MAX_TOKENS, PX = 8, 32, 448
 
@@ -237,17 +238,17 @@ def main() -> None:
     if args.only_decode_sweep:
         rows = [decode_sweep_only(args.family, s, args.repeats, args.lever) for s in args.sizes.split(",")]
         sfx = "" if args.lever is None else "_on"
-        print(json.dumps({"benchmark": "engine_decode_sweep", "family": args.family, "image_px": PX,
+        print(json.dumps(finite_json({"benchmark": "engine_decode_sweep", "family": args.family, "image_px": PX,
                           "lever": args.lever,
                           "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
                           "threads": torch.get_num_threads(), "results": rows,
-                          "decode_fixed_ms_per_step": rows[-1][f"decode_fixed_ms_per_step{sfx}"]}))
+                          "decode_fixed_ms_per_step": rows[-1][f"decode_fixed_ms_per_step{sfx}"]})))
         return
     if args.only_telescoping:
         rows = [telescoping_only(args.family, s, args.repeats) for s in args.sizes.split(",")]
         print(
             json.dumps(
-                {
+                finite_json({
                     "benchmark": "engine_telescoping",
                     "family": args.family,
                     "samples": G,
@@ -259,12 +260,12 @@ def main() -> None:
                     "threads": torch.get_num_threads(),
                     "results": rows,
                     "ratio": rows[-1]["telescoping_speedup_kv_reuse"],
-                }
+                })
             )
         )
         return
     rows = [bench(args.family, s, args.repeats) for s in args.sizes.split(",")]
-    print(json.dumps({
+    print(json.dumps(finite_json({
         "benchmark": "engine", "family": args.family, "samples": G, "max_tokens": MAX_TOKENS, "image_px": PX,
         "peer": "transformers generate / PEFT forward+backward on the same model",
         "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
@@ -272,7 +273,7 @@ def main() -> None:
         "ratio": rows[-1]["sample_speedup_vs_hf_generate"],  # sampling, largest size; training ratio in results
         "train_ratio": rows[-1]["train_speedup_vs_hf_peft"],
         "decode_fixed_ms_per_step": rows[-1]["decode_fixed_ms_per_step"],
-    }))
+    })))
 
 
 if __name__ == "__main__":

@@ -38,12 +38,25 @@ import tempfile
 import time
 from pathlib import Path
 
+from geospot.jsonutil import finite_json
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark's helpers
 
-from rl_vs_sft import CLOCKS, HORIZON, MODEL, arm_result, cache_root, cached_sft, held_out, load_engine, summarise
+from rl_vs_sft import (
+    CLOCKS,
+    HORIZON,
+    MODEL,
+    arm_result,
+    cache_root,
+    cached_sft,
+    held_out,
+    load_engine,
+    restore_summary,
+    summarise,
+)
 
 ARMS: dict[str, tuple[str, ...]] = {
     "single": ("env_type=single",),
@@ -151,6 +164,8 @@ def merge(paths: list[str]) -> dict:
     """One report from runs of this benchmark made as parallel processes (disjoint arms, the
     same warm start, data, seeds and budget)."""
     lines = [json.loads(Path(q).read_text().strip().splitlines()[-1]) for q in paths]
+    for ln in lines:
+        ln["summary"] = restore_summary(ln["summary"])
     out = dict(lines[0])
     for other in lines[1:]:
         for key in ("data", "seeds", "eval_images", "budget_s", "clock", "warm_start"):
@@ -181,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--merge", nargs="+", default=None, help="instead of running: merge these JSON-line files")
     args = p.parse_args(argv)
     if args.merge:
-        print(json.dumps(merge(args.merge), default=float))
+        print(json.dumps(finite_json(merge(args.merge)), default=float))
         return 0
     unknown = set(args.arms) - set(ARMS)
     if unknown:
@@ -221,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             "k": args.k, "warm_start": {"sft_steps": args.sft_steps, "lr": args.warm_lr, "prompt_style": "all"},
             "rl_batch_size": args.rl_batch_size, "summary": summary, "runs": runs,
             "total_wall_s": round(time.perf_counter() - t_all, 1)}
-    print(json.dumps(finish(line, args.arms), default=float))
+    print(json.dumps(finite_json(finish(line, args.arms)), default=float))  # strict JSON: a NaN / inf is null
     return 0
 
 

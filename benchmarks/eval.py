@@ -17,6 +17,8 @@ import os
 import sys
 import time
 
+from geospot.jsonutil import finite_json
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": round(t_one / t_batch, 3),
         "identical_answers": f"{same}/{args.n}",
     }
-    print(json.dumps(out))
+    print(json.dumps(finite_json(out)))
     return 0
 
 

@@ -26,6 +26,8 @@ import time
 
 import numpy as np
 
+from geospot.jsonutil import finite_json
+
 
 def best_rates(fns: dict, n: dict, repeats: int) -> dict:
     """Items per CPU-second of the fastest of `repeats` runs of each function.
@@ -105,7 +107,7 @@ def main() -> None:
     agree = float(np.mean([o.country == s[0] and o.region == f"{s[1]}, {s[0]}" and o.city.startswith(s[2] + ", ")
                            for o, s in zip(ours_labels, same)]))
 
-    print(json.dumps({
+    print(json.dumps(finite_json({
         "bench": "geo",
         "threads": os.environ.get("OMP_NUM_THREADS"),
         "haversine_pairs": args.pairs,
@@ -126,7 +128,7 @@ def main() -> None:
         "ratio_vs_reverse_geocoder_search": round(rg_ours / rg_plain, 2),
         "geocode_label_agreement_with_peer": agree,
         "geocode_target_50k_met": rg_ours >= 50e3,
-    }))
+    })))
 
 
 if __name__ == "__main__":

@@ -61,6 +61,8 @@ for _path in (HERE.parent, HERE):  # this checkout's geospot, and grpo_step, eng
 from _device_memory import is_cuda, memory, peak_gb, reset_peak, sync  # noqa: E402  (found through the line above)
 from _shaped_model import build_model  # noqa: E402
 
+from geospot.jsonutil import finite_json  # noqa: E402
+
 PHASES = ("build", "sft_lora", "sft_full", "grpo_torch", "kv_reuse", "trl", "grpo_vllm", "trl_vllm")
 SFT_LR, FULL_LR = 2e-4, 1e-5
 TRL_MICRO_BATCH = 16  # rollouts per TRL training forward (see _trl)
@@ -393,7 +395,7 @@ def summarise(doc: dict) -> dict:
 def write_results(doc: dict, results: Path) -> None:
     data = json.loads(results.read_text()) if results.exists() else {"results": {}}
     data.setdefault("results", {})["gpu_check"] = doc
-    results.write_text(json.dumps(data, indent=1) + "\n")
+    results.write_text(json.dumps(finite_json(data), indent=1) + "\n")
 
 
 def _versions() -> dict:
@@ -475,8 +477,8 @@ def main(argv: list[str] | None = None) -> int:
         doc["wall_s"] = round(time.perf_counter() - t_start, 1)
         summarise(doc)
         for path in filter(None, (results, args.json_out and Path(args.json_out))):
-            (write_results(doc, path) if path == results else path.write_text(json.dumps(doc) + "\n"))
-    print(json.dumps(doc))
+            (write_results(doc, path) if path == results else path.write_text(json.dumps(finite_json(doc)) + "\n"))
+    print(json.dumps(finite_json(doc)))
     return 0 if not doc["phases_failed"] else 1
 
 

@@ -61,6 +61,8 @@ import time
 
 import flops  # benchmarks/flops.py (this folder is on sys.path: the script's own, in the children too)
 
+from geospot.jsonutil import finite_json
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -470,7 +472,7 @@ def main() -> None:
     row["fraction_of_peak"] = ours["fraction_of_peak"]
     row["fraction_of_peak_cpu"] = ours["fraction_of_peak_cpu"]
     row["phases"] = ours["phases"]
-    print(json.dumps(row))
+    print(json.dumps(finite_json(row)))
 
 
 if __name__ == "__main__":

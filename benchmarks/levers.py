@@ -49,6 +49,7 @@ from geospot.engines.config import EngineConfig
 from geospot.engines.datums import make_datum
 from geospot.engines.local import LocalEngine
 from geospot.engines.types import SampleParams
+from geospot.jsonutil import finite_json
 
 B, G, MAX_TOKENS, PX = 2, 8, 24, 448
 
@@ -168,11 +169,11 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--only {','.join(unknown)}: unknown lever; choose from {','.join(runs)}")
     res = {name: runs[name]() for name in only}
-    print(json.dumps({"benchmark": "levers", "model": args.model, "images": B, "group_size": G,
+    print(json.dumps(finite_json({"benchmark": "levers", "model": args.model, "images": B, "group_size": G,
                       "completion_tokens": MAX_TOKENS, "threads": torch.get_num_threads(), "repeats": args.repeats,
                       "peer": "the same engine with the lever off, alternating in one process",
                       "prompt_tokens": prompts_B[0].length, "levers": res,
-                      "ratio": res[only[-1]]["gain_cpu"]}))
+                      "ratio": res[only[-1]]["gain_cpu"]})))
 
 
 if __name__ == "__main__":

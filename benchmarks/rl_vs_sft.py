@@ -47,6 +47,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from geospot.jsonutil import finite_json
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -248,6 +250,20 @@ def summarise(values: list[float]) -> dict:
             "min": round(float(v.min()), 4), "max": round(float(v.max()), 4), "seeds": [round(float(x), 4) for x in v]}
 
 
+def restore_summary(node, key: str = ""):
+    """A summary read back from a JSON line, where null stands for a number that was not finite:
+    a distance's (`*_km`) mean / min / max / seed value was inf (nothing parsed, as eval reports
+    it), anything else (a std over an inf) NaN. Older lines that wrote NaN / Infinity read as they are."""
+    if not isinstance(node, dict):
+        return node
+    if "mean" in node and "seeds" in node:
+        def back(v, stat):
+            return (math.inf if key.endswith("_km") and stat != "std" else math.nan) if v is None else v
+
+        return {s: [back(v, s) for v in x] if s == "seeds" else back(x, s) for s, x in node.items()}
+    return {k: restore_summary(v, k) for k, v in node.items()}
+
+
 def higher_is_better(key: str) -> bool:
     return key != "median_km"
 
@@ -310,6 +326,7 @@ def merge(paths: list[str]) -> dict:
     against the first file's `sft` arm."""
     lines = [json.loads(Path(p).read_text().strip().splitlines()[-1]) for p in paths]
     for ln in lines:  # the same warm start, whichever path (or cache symlink) named it
+        ln["summary"] = restore_summary(ln["summary"])
         ln["warm_start"] = {**ln["warm_start"], "dir": str(Path(ln["warm_start"]["dir"]).resolve())}
     base = lines[0]
     for other in lines[1:]:
@@ -388,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     if args.merge:
-        print(json.dumps(merge(args.merge), default=float))
+        print(json.dumps(finite_json(merge(args.merge)), default=float))
         return 0
     unknown = set(args.arms) - set(ARMS)
     if unknown:
@@ -453,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         "total_wall_s": round(time.perf_counter() - t_all, 1),
     }
     line = report(line, [*summary], args.seeds)
-    print(json.dumps(line, default=float))
+    print(json.dumps(finite_json(line), default=float))  # strict JSON: a NaN / inf is null
     return 0
 
 

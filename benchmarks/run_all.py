@@ -18,6 +18,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from geospot.jsonutil import finite_json
+
 HERE = Path(__file__).resolve().parent
 # Order: cheap first, so a time-out late in the list loses the least.
 BENCHMARKS = ("geo", "data", "eval", "engine", "grpo_step", "credit", "rl_vs_sft", "async_rl")
@@ -80,13 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         print(f"[run_all] {name} ...", file=sys.stderr, flush=True)
         results[name] = {"date": today, **run_one(name, args.timeout)}
-        print(json.dumps({name: results[name]}), flush=True)
+        print(json.dumps(finite_json({name: results[name]})), flush=True)
     doc = {
         "date": today,
         "machine": machine(),
         "results": results,
     }
-    out.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+    out.write_text(json.dumps(finite_json(doc), indent=1, sort_keys=False) + "\n")  # strict JSON: NaN -> null
     print(f"[run_all] wrote {out}", file=sys.stderr)
     return 0 if all("error" not in results[n] for n in names) else 1
 

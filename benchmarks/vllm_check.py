@@ -26,6 +26,8 @@ import json
 import sys
 import time
 
+from geospot.jsonutil import finite_json
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         result.update(run(args))
     except Exception as e:  # one JSON line whatever happens: the person running it pastes it back
         result.update(ok=False, error=f"{type(e).__name__}: {e}")
-    print(json.dumps(result))
+    print(json.dumps(finite_json(result)))
     return 0 if result.get("ok") else 1
 
 
