@@ -45,7 +45,8 @@ def env_defaults(cfg, spec: ModelSpec, given: set[str]):
             out.validate_env()
         except ConfigError as e:
             took = ", ".join(f"{k}={v}" for k, v in taken.items())
-            raise ConfigError(f"{e} ({took} from the run {spec.run_dir or ''})".replace(" )", ")")) from None
+            where = f" {spec.run_dir}" if spec.run_dir else ""
+            raise ConfigError(f"{e} ({took} from the run{where})") from None
     return out, {"from_run": taken, "overridden": overridden}
 
 

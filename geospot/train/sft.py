@@ -415,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg, resumed = resume_config(parse_overrides(SFTConfig, argv), given_keys(argv), "sft")
         cfg = sft_from_start_run(cfg, given_keys(argv), resumed)  # a fine-tune continues its start run's model
         if (str(cfg.model_name or "").startswith("tiny:") and cfg.lora_rank > 0 and not cfg.load_checkpoint_path
-                and "lora_rank" not in given_keys(argv) and distributed.speaks()):
+                and "lora_rank" not in given_keys(argv) and not resumed and distributed.speaks()):
             print(f"note: {cfg.model_name} has random weights, and a LoRA adapter on random weights learns little "
                   "(the answer format may never parse); lora_rank=0 trains every weight, as the demo does",
                   file=sys.stderr)
