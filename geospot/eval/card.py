@@ -96,15 +96,16 @@ class CardTurns(NamedTuple):
 def card_turns(spec) -> CardTurns:
     """The turns an export of `spec` is asked with, from the run's env and its keys."""
     from geospot.envs.registry import coordinate_prompts, geohash_spec
-    from geospot.prompts import FIRST_LABEL_LEAD, LABEL_QUESTIONS
+    from geospot.prompts import hierarchical_prompt
 
-    cfg = {**(spec.config or {}), "reasoning": spec.reasoning}
+    reasoning = spec.reasoning and spec.env_type in ("single", "telescoping")  # the envs that reason
+    cfg = {**(spec.config or {}), "reasoning": reasoning}
     keys = SimpleNamespace(**cfg)  # the registry reads a config's keys as attributes
-    budget = spec.reasoning_max_tokens if spec.reasoning else spec.max_tokens
+    budget = spec.reasoning_max_tokens if reasoning else spec.max_tokens
     if spec.env_type == "hierarchical":
         fields = tuple(cfg.get("hier_turns") or ("country", "region", "city", "coords"))
-        prompts = tuple(f"{FIRST_LABEL_LEAD if i == 0 else 'This photo was taken in {known}.'}\n{LABEL_QUESTIONS[f]}"
-                        for i, f in enumerate(fields))
+        # `{known}`: the labels answered so far, finest first, as the env tells them
+        prompts = tuple(hierarchical_prompt(f, ("{known}",) if i else ()) for i, f in enumerate(fields))
         return CardTurns("labels", prompts, fields=fields, max_tokens=budget)
     if spec.env_type == "geohash":
         gh = geohash_spec(keys)
