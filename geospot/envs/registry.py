@@ -1,5 +1,6 @@
 """env_type -> EnvGroupBuilder and reward name -> Reward: the few lines the RL loop, SFT and
-eval call, so a new env is one entry here rather than a branch in each loop.
+eval call, so no loop branches on the env (the other places an env's name appears: docs/envs.md,
+"Adding an env").
 
 `cfg` is any config with the keys of `EnvOptions` (envs/config.py) plus `prompt`,
 `turn_prompts` and `format_penalty` (RLConfig has them all; missing ones take the env's

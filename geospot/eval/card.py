@@ -112,6 +112,9 @@ def card_turns(spec) -> CardTurns:
         prompts = tuple(gh.prompt(t, "{prev}") for t in range(len(gh.chars)))
         return CardTurns("cells" if gh.answer == "geohash" else "coordinates", prompts, chars=gh.chars,
                          max_tokens=budget)
+    if spec.env_type not in ("single", "telescoping"):  # a card must not ask another env's prompts
+        raise ValueError(f"the model card does not know how env_type={spec.env_type!r} asks (eval/card.py "
+                         "card_turns: docs/envs.md, Adding an env)")
     return CardTurns("coordinates", coordinate_prompts(keys, spec.turns()), max_tokens=budget)
 
 

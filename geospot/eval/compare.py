@@ -141,8 +141,8 @@ def _asked_env(metrics: dict, run_env: str | None) -> str | None:
     """The env a logged eval asked, from what it logged: label accuracies are a hierarchical
     eval's, per-turn medians a telescoping or geohash one's (the run's, if it is one of those), and
     neither a single-turn one's (the demo logs its single-prompt eval into a telescoping run)."""
-    if any(k.startswith("label_") and k.endswith("_acc") for k in metrics):
-        return "hierarchical"
+    if any(k.startswith("label_") and k.endswith("_acc") for k in metrics):  # the run's own env, if it asks labels
+        return run_env if run_env not in (None, "single", "telescoping", "geohash") else "hierarchical"
     if any(_TURN_KM.fullmatch(k) for k in metrics):
         return run_env if run_env in ("telescoping", "geohash") else "telescoping"
     return "single" if metrics else run_env

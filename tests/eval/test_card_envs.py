@@ -73,3 +73,17 @@ def test_the_cards_code_runs_as_written(exported):
     assert proc.returncode == 0, proc.stderr[-3000:]
     first = "turn 1 (country): " if style == "hierarchical" else "turn 1: "
     assert proc.stdout.startswith(first), proc.stdout
+
+
+def test_an_env_the_card_does_not_know_is_refused_not_asked_as_telescoping():
+    """A new env missing from card_turns wrote a card whose code asked the telescoping prompts."""
+    import dataclasses
+
+    from geospot.runs.model_spec import ModelSpec
+
+    spec = ModelSpec(kind="rl", base_model="tiny", engine="local", lora_rank=0, trained_styles=("continent",),
+                     env_type="continent", prompt="p", turn_prompts=("a", "b {prev}"), answer_decimals=1,
+                     max_pixels=3136, image_side=None, max_tokens=24, data=None)
+    with pytest.raises(ValueError, match="env_type='continent'"):
+        card_turns(spec)
+    assert card_turns(dataclasses.replace(spec, env_type="telescoping")).prompts == ("a", "b {prev}")
