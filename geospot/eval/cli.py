@@ -370,6 +370,9 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
         whose = "images' answers were" if reused > 1 else "images had its answer"
         print(f"{reused} of {len(order)} {whose} reused from {pred_path} (the same eval, resumed{again}); "
               "out=<another folder> evaluates anew", file=sys.stderr)
+    if cfg.split == "auto" and split == "test":  # synthetic data: a table of 2 images when n=64 was asked
+        print(f"split=auto: synthetic data is scored on its test split (the ids training holds out, 5 % by default): "
+              f"{_count(len(order), 'image')} here; split=all scores every image", file=sys.stderr)
     if cfg.n is not None and len(order) < cfg.n:  # asked for more than there is: say what the table is of
         print(f"n={cfg.n}, but data={cfg.data} split={split} holds {_count(len(order), 'usable image')}: "
               f"{'all of them are' if len(order) > 1 else 'it is'} evaluated", file=sys.stderr)

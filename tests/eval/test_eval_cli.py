@@ -383,3 +383,13 @@ def test_a_rerun_eval_reuses_answers_only_while_their_labels_stand(tmp_path, cap
     assert "7 of 8 images' answers were reused from" in err and "1 whose label changed since" in err
     truth = {r["id"]: r["latitude"] for r in csv.DictReader(open(tmp_path / "e" / "truth.csv"))}
     assert truth[rows[0]["id"]] == "12.5" and json.loads(out.strip().splitlines()[-1])["metrics"]["n"] == 8
+
+
+def test_synthetic_data_says_its_test_split_is_what_is_scored(tmp_path, capsys):
+    """data=synthetic:n=64 scored 2 images (its test split) without a word; a user asked for 64."""
+    cli.run_eval(cfg(tmp_path, data="synthetic:n=64,size=56,seed=0", geocoder="none"), engine=ScriptedEngine(by_pixels))
+    err = capsys.readouterr().err
+    assert "split=auto: synthetic data is scored on its test split" in err and "split=all scores every image" in err
+    cli.run_eval(cfg(tmp_path, data="synthetic:n=64,size=56,seed=0", geocoder="none", split="all",
+                     out=str(tmp_path / "all")), engine=ScriptedEngine(by_pixels))
+    assert "split=auto" not in capsys.readouterr().err  # asked for by name: nothing to explain
