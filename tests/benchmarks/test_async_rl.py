@@ -4,24 +4,15 @@ why, in a strict JSON line (the loop and the timing arms replaced by hand-made m
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from bench_scripts import load, strict_loads
 
-_spec = importlib.util.spec_from_file_location("async_rl", Path(__file__).parents[2] / "benchmarks" / "async_rl.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
-
-
-def strict_loads(s: str):
-    def reject(c):
-        raise ValueError(f"not strict JSON: {c}")
-
-    return json.loads(s, parse_constant=reject)
+bench = load("async_rl")
 
 
 def fake_run(folder: Path, model: str = bench.MODEL) -> Path:

@@ -3,20 +3,9 @@ finite is reported (null and why), not a crash, and the JSON line is strict JSON
 
 from __future__ import annotations
 
-import importlib.util
-import json
-from pathlib import Path
+from bench_scripts import load, strict_loads
 
-_spec = importlib.util.spec_from_file_location("credit", Path(__file__).parents[2] / "benchmarks" / "credit.py")
-credit = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(credit)
-
-
-def strict_loads(s: str):
-    def reject(c):
-        raise ValueError(f"not strict JSON: {c}")
-
-    return json.loads(s, parse_constant=reject)
+credit = load("credit")
 
 
 def arm(curve, median, parsed=None):

@@ -7,23 +7,17 @@ compares the count with the formula."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from bench_scripts import load
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from geospot.engines.config import EngineConfig
 from geospot.engines.local import LocalEngine
 
-_spec = importlib.util.spec_from_file_location("flops", Path(__file__).parents[2] / "benchmarks" / "flops.py")
-flops = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("flops", flops)  # dataclasses look their module up by name
-_spec.loader.exec_module(flops)
+flops = load("flops")
 
 LINEAR_OPS = {"aten.mm", "aten.addmm", "aten.convolution"}
 ATTENTION_OPS = {"aten.bmm"}  # eager attention's QK^T and AV

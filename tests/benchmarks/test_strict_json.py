@@ -4,32 +4,13 @@ works on the nulls. Hand-made results; nothing is trained."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
-import sys
-from pathlib import Path
+
+from bench_scripts import BENCH, load, strict_loads
 
 from geospot.jsonutil import finite_json
-
-BENCH = Path(__file__).parents[2] / "benchmarks"
-
-
-def load(name: str):
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))  # envs.py imports rl_vs_sft by name, as when run as a script
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def strict_loads(s: str):
-    def reject(c):
-        raise ValueError(f"not strict JSON: {c}")
-
-    return json.loads(s, parse_constant=reject)
 
 
 def test_every_benchmark_prints_its_json_line_through_finite_json():
