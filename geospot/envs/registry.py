@@ -25,7 +25,6 @@ from geospot.envs.telescoping import TelescopingGroupBuilder
 from geospot.envs.types import EnvGroupBuilder, Trajectory
 from geospot.prompts import SINGLE_TURN_PROMPT, TELESCOPING_PROMPTS, reasoning_prompt
 
-ENV_TYPES = ("single", "telescoping", "hierarchical", "geohash")
 REWARDS = ("kernel", "geoscore", "mixed")
 _DEFAULTS = EnvOptions()
 
@@ -104,6 +103,8 @@ _BUILDERS: dict[str, _Factory] = {
     # the geohash curriculum's reward is its own (shared cells + bonus): `reward` is not used
     "geohash": lambda s, r, reward, cfg, geocoder, seed: GeohashGroupBuilder(s, r, geohash_spec(cfg), seed),
 }
+# the env_type values every config accepts (RLConfig's and EvalConfig's Literal), in this order
+ENV_TYPES: tuple[str, ...] = tuple(_BUILDERS)
 
 
 def make_group_builders(env_type: str, samples: Sequence, renderer, reward: Reward, cfg=None, *,

@@ -71,7 +71,7 @@ DEFAULT_DATA = "hf:sdan/geospot-unified"
 # (engines/config.py: engine_keys, the same way SFTConfig takes them).
 @dataclass(frozen=True)
 class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*/geohash_*/mixed_*: envs/config.py
-    env_type: Literal["single", "telescoping", "hierarchical", "geohash"] = option(
+    env_type: Literal[registry.ENV_TYPES] = option(  # one list of envs: the registry's
         "single", "`single` (one answer), `telescoping` (coarse -> refine -> final coordinates), `hierarchical` "
         "(country -> region -> city -> coordinates) or `geohash` (2/4/6-character turns)")
     mix_env_type: str | None = option(
