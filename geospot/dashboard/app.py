@@ -181,15 +181,16 @@ def inherit_models(rows: list[dict[str, Any]]) -> None:
                 return "/".join(parts[-k:])
         return None
 
-    for row in by_name.values():
+    for row in by_name.values():  # every row's start run first: the chains below walk them
         setup = row["setup"] = dict(row["setup"])  # the cached summary stays as the store says
         setup["start_run"] = listed(setup["start"]) if setup["start"] and "://" not in setup["start"] else None
+    for row in by_name.values():
+        setup = row["setup"]
         seen, start = {row["name"]}, setup["start_run"]
         while setup["model"] is None and start is not None and start not in seen:
             seen.add(start)
             parent = by_name[start]["setup"]
-            setup["model"] = parent["model"]
-            start = listed(parent["start"]) if parent["start"] and "://" not in parent["start"] else None
+            setup["model"], start = parent["model"], parent["start_run"]
 
 
 def _json(data: Any, status: int = 200) -> JSONResponse:

@@ -80,15 +80,13 @@ def held_out_split(cfg, split: str) -> str:
     split fractions, whatever else the spec says (a fine-tune adds `square=true` to new photos).
     Any other model or data: `split` as it is."""
     from geospot.data.spec_paths import same_data
-    from geospot.runs.folder import read_config
     from geospot.runs.model_spec import is_export_path, is_run_path, model_spec
 
     if split not in ("all", "train") or not cfg.model or not (is_run_path(cfg.model) or is_export_path(cfg.model)):
         return split
     spec = model_spec(cfg.model)
     run = spec.run_dir or cfg.model
-    record = read_config(spec.run_dir) if spec.run_dir else None
-    started_in = (record or {}).get("started_in") or "."
+    started_in = spec.started_in or "."
     if not spec.data or not same_data(spec.data, started_in, cfg.data, options=False):
         return split
     if split_fractions(spec.data) != split_fractions(cfg.data):  # another split of the ids: held-out ones unknown
@@ -185,13 +183,12 @@ def _missing_keys(cfg: EvalConfig) -> str:
     """The sentence for an eval without model= or data=: a training run's own data where model= is one
     (held_out_split then scores the images it held out), else a generic example."""
     from geospot.data.spec_paths import rebase_spec
-    from geospot.runs.folder import read_config
     from geospot.runs.model_spec import is_run_path, model_spec
 
     if cfg.model and not cfg.data and is_run_path(cfg.model):
         try:
             spec = model_spec(cfg.model)
-            started_in = Path((read_config(spec.run_dir) or {}).get("started_in") or ".")
+            started_in = Path(spec.started_in or ".")
             data = spec.data
             if data and started_in.resolve() != Path.cwd().resolve():  # its relative paths, from here
                 data = rebase_spec(data, str(started_in)) or data

@@ -52,6 +52,7 @@ class ModelSpec:
     reasoning: bool = False  # trained to think before answering (reasoning=true)
     reasoning_max_tokens: int = 256  # its token budget per turn when reasoning
     square: bool = False  # trained on square images only (synthetic, or square=true): ask it with square crops
+    started_in: str | None = None  # the folder its config's relative paths (data, start run) are read from
     # the run's resolved config (config.json), over its parent run's for keys it lacks: eval /
     # predict / rl read the env keys (envs.config.ENV_KEYS) from it
     config: dict = field(default_factory=dict)
@@ -81,7 +82,7 @@ def is_run_path(path: str | Path) -> bool:
 # An export folder's record of the model it holds (geospot export writes it): the run's spec
 # without paths into the run, so the export is asked as it was trained, on any machine.
 EXPORT_RECORD = "geospot.json"
-_PATH_FIELDS = ("run_dir", "checkpoint")
+_PATH_FIELDS = ("run_dir", "checkpoint", "started_in")  # where the run lives on this machine: not exported
 
 
 def is_export_path(path: str | Path) -> bool:
@@ -243,6 +244,7 @@ def model_spec(path: str | Path, _seen: frozenset = frozenset()) -> ModelSpec:
         reasoning=bool(cfg.get("reasoning", parent.reasoning if parent else False)),
         reasoning_max_tokens=int(cfg.get("reasoning_max_tokens") or (parent.reasoning_max_tokens if parent else 256)),
         config={**(parent.config if parent else {}), **{k: v for k, v in cfg.items() if v is not None}},
+        started_in=record.get("started_in") if isinstance(record.get("started_in"), str) else None,
     )
 
 
