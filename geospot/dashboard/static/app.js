@@ -100,19 +100,20 @@ async function renderList() {
       cmp.disabled = picked.size !== 2;
       cmp.textContent = picked.size === 2 ? "compare the 2 picked runs" : `pick 2 runs to compare (${picked.size} picked)`;
     };
-    const rows = data.runs.map(r => el("tr", { "data-run": r.name },
+    const rows = data.runs.map(r => { const env = envLabel(r.setup); return el("tr", { "data-run": r.name },
       el("td", {}, el("input", { type: "checkbox", checked: picked.has(r.name), onchange: ev => {
         ev.target.checked ? picked.add(r.name) : picked.delete(r.name);
         ready(); } })),
       el("td", {}, el("a", { href: `#/run/${enc(r.name)}` }, r.name)),
       el("td", {}, r.kind || "–"),
-      el("td", { "data-key": "env", title: envLabel(r.setup).title }, envLabel(r.setup).text),
+      el("td", { "data-key": "env", title: env.title }, env.text),
       modelCell(r.setup),
       el("td", {}, el("span", { class: "badge " + r.status }, r.status)),
       el("td", { class: "num" }, r.steps),
       ...HELDOUT_KEYS.map(([, k]) => el("td", { class: "num heldout", "data-key": k }, fmt((r.heldout || {})[k]))),
       el("td", { class: "num", "data-key": "heldout-step" }, (r.heldout || {}).step ?? "–"),
-      ...LIST_KEYS.map(([, re]) => el("td", { class: "num" }, fmt(bestOf(r.best, re))))));
+      ...LIST_KEYS.map(([, re]) => el("td", { class: "num" }, fmt(bestOf(r.best, re)))));
+    });
     ready();
     // The list redraws every 5 s, so while any run trains it is as live as a run's own page.
     setLive(data.runs.some(r => r.status === "running") ? "live" : "not live");
@@ -159,7 +160,8 @@ function groupKeys(keys) {
 function lineChart(title, series, { log = false, cursorX = null } = {}) {
   const W = 320, H = 150, L = 42, R = 6, T = 6, B = 18;
   const fy = v => log ? Math.log10(Math.max(v, 1e-3)) : v;
-  const all = series.flatMap(s => s.pts).filter(p => p[1] !== null && Number.isFinite(p[1]));
+  const finite = p => Number.isFinite(p[1]);  // a logged null (an infinite distance) or NaN is not drawn
+  const all = series.flatMap(s => s.pts).filter(finite);
   const box = el("div", { class: "chart", "data-title": title }, el("h3", {}, title));
   if (!all.length) { box.appendChild(el("p", { class: "muted" }, "no data")); return box; }
   let [x0, x1] = [Math.min(...all.map(p => p[0])), Math.max(...all.map(p => p[0]))];
@@ -194,7 +196,7 @@ function lineChart(title, series, { log = false, cursorX = null } = {}) {
   };
   box.moveCursor(cursorX);
   for (const s of series) {
-    const pts = s.pts.filter(p => p[1] !== null && Number.isFinite(p[1]));
+    const pts = s.pts.filter(finite);
     if (!pts.length) continue;
     const xy = pts.map(p => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`);
     g.appendChild(svg("polyline", { fill: "none", stroke: s.color, "stroke-width": 1.6, "stroke-dasharray": s.dash,
@@ -211,7 +213,7 @@ function lineChart(title, series, { log = false, cursorX = null } = {}) {
   }
   box.appendChild(g);
   // The legend names what is drawn: a run that never logged a key (no held-out eval, no τ) adds no entry.
-  const drawn = series.filter(s => s.pts.some(p => p[1] !== null && Number.isFinite(p[1])));
+  const drawn = series.filter(s => s.pts.some(finite));
   box.appendChild(el("div", { class: "legend" }, drawn.map(s => el("span", {}, el("i", { class: "sw", "data-c": s.color }), s.label))));
   box.querySelectorAll("i.sw").forEach(i => { i.style.background = i.getAttribute("data-c"); });
   return box;
