@@ -60,7 +60,7 @@ class DemoConfig:
     # SFT must have seen the prompt it is judged on, else GRPO's gain is partly learning a new
     # prompt (measured: SFT on telescoping only scores 1,082 greedy on the single prompt).
     # Earlier turns' guesses are shown with realistic noise so the later turns learn to refine
-    # rather than copy (geospot.train.sft.telescoping_messages).
+    # rather than copy (geospot.envs.examples.telescoping_messages).
     sft_batch_size: int = 16
     sft_lr: float = 3e-3
     sft_prompt_style: str = "both"

@@ -43,6 +43,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from geospot.dashboard.env_view import env_view, played_envs
 from geospot.runs.liveness import effective_status
 from geospot.runs.store import STORE_FILE, RunReader
 
@@ -152,7 +153,8 @@ class Dashboard:
 def run_setup(config: dict[str, Any]) -> dict[str, Any]:
     """What a run is, for the run list (a hierarchical, a geohash and a single-turn run's held-out
     GeoScore are different numbers): its env (RL's env_type and the mix_env_type playing part of
-    each batch; SFT's prompt_style), reasoning, its model_name and the run it started from."""
+    each batch; SFT's prompt_style and `asks`, the env its held-out eval asks), reasoning, its model_name and
+    the run it started from."""
     def text(key: str) -> str | None:
         value = config.get(key)
         return str(value) if isinstance(value, (str, int, float)) and str(value) else None
@@ -160,7 +162,8 @@ def run_setup(config: dict[str, Any]) -> dict[str, Any]:
     share = config.get("mix_share")
     return {"env_type": text("env_type"), "mix_env_type": text("mix_env_type"),
             "mix_share": share if isinstance(share, (int, float)) and not isinstance(share, bool) else None,
-            "prompt_style": text("prompt_style"), "reasoning": config.get("reasoning") is True,
+            "prompt_style": text("prompt_style"), "asks": (played_envs(config) or [None])[0],
+            "reasoning": config.get("reasoning") is True,
             "model": text("model_name"), "start": text("load_checkpoint_path"), "start_run": None}
 
 
@@ -248,7 +251,9 @@ def create_app(runs_dir: str | Path, *, allowed_hosts: tuple[str, ...] | None = 
         def load() -> dict[str, Any]:
             seq = reader.seq()  # read first: events after it are streamed, none missed
             kind, config = reader.config()
-            return {"name": request.query_params["run"], "kind": kind, "config": config, "seq": seq,
+            return {"name": request.query_params["run"], "kind": kind, "config": config, "setup": run_setup(config),
+                    "env": env_view(config),
+                    "seq": seq,
                     "status": reader.status()["status"], "steps": reader.steps(),
                     "image_steps": reader.image_steps()}
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from types import SimpleNamespace
-from typing import NamedTuple
 
+from geospot.envs.kinds import CardTurns, env_kind
 from geospot.eval.predictions import SUMMARY, read_summary
 from geospot.prompts import PREVIOUS_GUESS_DECIMALS
 
@@ -80,42 +80,15 @@ def _load_lines(kind: str, folder: str, base_ref: str) -> list[str]:
     return ["model = AutoModelForImageTextToText.from_pretrained(folder).eval()"]
 
 
-class CardTurns(NamedTuple):
-    """How the card's code asks the model, as its env does (envs/registry.py): `protocol` is
-    coordinates (single / telescoping / geohash answered with coordinates: each turn's guess shown
-    to the next in `{prev}`), labels (hierarchical: country -> ... -> coordinates, each answer told
-    to the next turn) or cells (geohash answered with geohash cells)."""
-
-    protocol: str
-    prompts: tuple[str, ...]  # the user text per turn; `{prev}` = the previous answer (coordinates / cells)
-    fields: tuple[str, ...] = ()  # labels: the field each turn asks
-    chars: tuple[int, ...] = ()  # cells: the geohash length each turn answers
-    max_tokens: int = 24
-
-
 def card_turns(spec) -> CardTurns:
-    """The turns an export of `spec` is asked with, from the run's env and its keys."""
-    from geospot.envs.registry import coordinate_prompts, geohash_spec
-    from geospot.prompts import hierarchical_prompt
-
-    reasoning = spec.reasoning and spec.env_type in ("single", "telescoping")  # the envs that reason
-    cfg = {**(spec.config or {}), "reasoning": reasoning}
-    keys = SimpleNamespace(**cfg)  # the registry reads a config's keys as attributes
+    """The turns an export of `spec` is asked with: its env's (envs/kinds.py: `card`), with the
+    run's own prompts and keys, and its answer budget (an env the kinds do not know: ValueError)."""
+    kind = env_kind(spec.env_type)
+    reasoning = spec.reasoning and kind.prompt_key is not None  # the envs that ask prompt texts reason
+    keys = SimpleNamespace(**{**(spec.config or {}), "prompt": spec.prompt, "turn_prompts": spec.turn_prompts,
+                              "reasoning": reasoning})
     budget = spec.reasoning_max_tokens if reasoning else spec.max_tokens
-    if spec.env_type == "hierarchical":
-        fields = tuple(cfg.get("hier_turns") or ("country", "region", "city", "coords"))
-        # `{known}`: the labels answered so far, finest first, as the env tells them
-        prompts = tuple(hierarchical_prompt(f, ("{known}",) if i else ()) for i, f in enumerate(fields))
-        return CardTurns("labels", prompts, fields=fields, max_tokens=budget)
-    if spec.env_type == "geohash":
-        gh = geohash_spec(keys)
-        prompts = tuple(gh.prompt(t, "{prev}") for t in range(len(gh.chars)))
-        return CardTurns("cells" if gh.answer == "geohash" else "coordinates", prompts, chars=gh.chars,
-                         max_tokens=budget)
-    if spec.env_type not in ("single", "telescoping"):  # a card must not ask another env's prompts
-        raise ValueError(f"the model card does not know how env_type={spec.env_type!r} asks (eval/card.py "
-                         "card_turns: docs/envs.md, Adding an env)")
-    return CardTurns("coordinates", coordinate_prompts(keys, spec.turns()), max_tokens=budget)
+    return kind.card(keys)._replace(max_tokens=budget)
 
 
 _ASK = [

@@ -25,6 +25,7 @@ from pathlib import Path
 from geospot.config import ConfigError, help_text, parse_overrides
 from geospot.data import skip_reasons
 from geospot.data.spec import SpecError
+from geospot.envs.kinds import env_kind
 from geospot.eval import predictions as io
 from geospot.eval.cli_config import (
     EvalConfig,
@@ -314,8 +315,8 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
     order: list[str] = []  # every id of the data, in data order (ids only: a benchmark can be 200k images)
     evaluated, busy_s = 0, 0.0  # busy_s: time inside the model (not loading it, not reading data)
     bar = _bar(cfg.n, len(done))
-    # hierarchical: the true labels of samples without their own (None = reverse geocoding)
-    label_geocoder = geocoder_for(cfg.data, cfg.geocoder) if cfg.env_type == "hierarchical" else None
+    # an env that asks labels (hierarchical): the true labels of samples without their own (None = reverse geocoding)
+    label_geocoder = geocoder_for(cfg.data, cfg.geocoder) if env_kind(cfg.env_type).needs_labels(cfg) else None
     # Stream the data in chunks instead of loading it: only a chunk of images is in memory.
     # square=true (a run trained on square images only): the stream centre-crops, as training's did
     with open_stream(cfg.data, split, repeat=False, shuffle=False, force={"square": True} if cfg.square else None

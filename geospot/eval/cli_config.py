@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from geospot.config import ConfigError, option
-from geospot.envs import registry
 from geospot.envs.config import EnvOptions
+from geospot.envs.kinds import ENV_TYPES
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class SamplingConfig(EnvOptions):
     model: str = option("", "hub id, local HF folder, `tiny:<family>[:<size>]`, a training run or checkpoint folder, "
                             "or tinker://…")
     base_model: str | None = option(None, "for model=tinker://… only: the hub id that checkpoint was trained from")
-    env_type: Literal[registry.ENV_TYPES] = option(  # one list of envs: the registry's
+    env_type: Literal[ENV_TYPES] = option(  # one list of envs: envs/kinds.py's
         "single",
         "`single` (one question), `telescoping` (3 turns, the last scored), `hierarchical` (label turns, then "
         "coordinates) or `geohash`; a run folder's model: the style it trained last")

@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from geospot.envs.kinds import KINDS
 from geospot.eval.predictions import SUMMARY, read_summary_or_training_eval
 from geospot.geo.metrics import METRIC_KEYS
 
@@ -138,14 +139,20 @@ def extra_lines(metrics: dict) -> list[str]:
 
 
 def _asked_env(metrics: dict, run_env: str | None) -> str | None:
-    """The env a logged eval asked, from what it logged: label accuracies are a hierarchical
-    eval's, per-turn medians a telescoping or geohash one's (the run's, if it is one of those), and
-    neither a single-turn one's (the demo logs its single-prompt eval into a telescoping run)."""
-    if any(k.startswith("label_") and k.endswith("_acc") for k in metrics):  # the run's own env, if it asks labels
-        return run_env if run_env not in (None, "single", "telescoping", "geohash") else "hierarchical"
-    if any(_TURN_KM.fullmatch(k) for k in metrics):
-        return run_env if run_env in ("telescoping", "geohash") else "telescoping"
-    return "single" if metrics else run_env
+    """The env a logged eval asked, from what it logged: label accuracies are an eval of an env that
+    asks labels (hierarchical), per-turn medians one of several coordinate turns (telescoping,
+    geohash), neither a single-turn one's (the demo logs its single-prompt eval into a telescoping
+    run). The run's env when it has that shape, else the first env that does (envs/kinds.py)."""
+    if not metrics:
+        return run_env
+    labels = any(k.startswith("label_") and k.endswith("_acc") for k in metrics)
+    turns = any(_TURN_KM.fullmatch(k) for k in metrics)
+
+    def fits(env: str) -> bool:
+        kind = KINDS[env]
+        return kind.needs_labels(None) == labels and (labels or (kind.num_turns(None) > 1) == turns)
+
+    return run_env if run_env in KINDS and fits(run_env) else next((e for e in KINDS if fits(e)), run_env)
 
 
 def training_asked(run_dir: str | Path, metrics: dict | None = None) -> dict:
@@ -166,7 +173,7 @@ def training_asked(run_dir: str | Path, metrics: dict | None = None) -> dict:
         env_type = model_spec(run_dir).env_type
     except Exception:  # an unreadable run: its config's own words
         style = cfg.get("env_type") or cfg.get("prompt_style")
-        env_type = "single" if style in ("both", "all") else style
+        env_type = style if style in KINDS or style is None else "single"  # a mix of envs (both, all) asks single
     env_type = _asked_env(metrics, env_type) if metrics is not None else env_type
     separate = bool(cfg.get("eval_data")) and cfg["eval_data"] != cfg["data"]
     temperature = cfg.get("eval_temperature") or 0

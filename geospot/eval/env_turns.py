@@ -1,5 +1,5 @@
 """Eval's one episode path, for every env type (single, telescoping, hierarchical, geohash):
-the training env itself (envs/registry.py), stepped by the RL rollout loop with the eval's
+the training env itself (envs/kinds.py), stepped by the RL rollout loop with the eval's
 sampling parameters, so eval asks and grades exactly what training did. What comes back is,
 per image and per sample, the (text, guess | None) of each turn it played (as in training, an
 unparseable turn ends that conversation), plus what each turn asked (a label field, or "" for
@@ -12,8 +12,7 @@ from collections.abc import Sequence
 
 from geospot.data.types import Sample
 from geospot.engines.types import SampleParams
-
-LABEL_STYLES = ("hierarchical", "geohash")  # the envs whose turns are the env keys' (not prompt texts)
+from geospot.envs.kinds import KINDS, env_kind
 
 
 class _Asked:
@@ -37,21 +36,21 @@ def _guess(metrics: dict) -> tuple[float, float] | None:
     return (float(lat), float(lon)) if math.isfinite(lat) and math.isfinite(lon) else None
 
 
-def turn_fields(env_type: str, env_options) -> tuple[str, ...]:
-    """What each turn asks: a label field, or "" for coordinates; () for single / telescoping
-    (their turns are prompt texts: see `num_turns`)."""
-    from geospot.envs.registry import hierarchy_spec, num_turns
+def asks_prompt_texts(env_type: str) -> bool:
+    """Whether the env asks prompt texts (single / telescoping: the run's own, passed as `turns`)
+    rather than building its prompts from its keys (hierarchical / geohash)."""
+    return env_kind(env_type, "prompt_style").prompt_key is not None
 
-    if env_type == "hierarchical":
-        return tuple("" if t == "coords" else t for t in hierarchy_spec(env_options).turns)
-    return ("",) * num_turns(env_type, env_options) if env_type in LABEL_STYLES else ()
+
+def turn_fields(env_type: str, env_options) -> tuple[str, ...]:
+    """What each turn asks: a label field, or "" for coordinates; () for an env that asks prompt
+    texts (their turns are those texts: see `num_turns`)."""
+    return () if asks_prompt_texts(env_type) else tuple(t.field for t in KINDS[env_type].turns(env_options))
 
 
 def num_turns(env_type: str, env_options, turns: tuple[str, ...]) -> int:
     """Turns a full episode plays (a shorter one stopped on an unparseable answer)."""
-    from geospot.envs import registry
-
-    return len(turns) if env_type not in LABEL_STYLES else registry.num_turns(env_type, env_options)
+    return len(turns) if asks_prompt_texts(env_type) else KINDS[env_type].num_turns(env_options)
 
 
 def env_batch(engine, samples: Sequence[Sample], env_type: str, env_options, params: SampleParams, k: int,

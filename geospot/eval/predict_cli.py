@@ -14,6 +14,7 @@ from pathlib import Path
 from geospot.config import ConfigError, help_text, parse_overrides
 from geospot.data.exif import gps_of
 from geospot.data.sources import IMAGE_EXTS as DATA_IMAGE_EXTS
+from geospot.envs.kinds import env_kind
 from geospot.eval.cli_config import PredictConfig, engine_overrides, sampling_for, split_args
 from geospot.eval.run_defaults import describe_defaults, given_keys, with_run_defaults
 from geospot.eval.runner import predict
@@ -35,7 +36,6 @@ scores. --map writes a self-contained offline HTML map.
 
 # the envs whose every turn is a guess of coordinates: the line shows them first -> last (a
 # hierarchical answer's label turns are its `answers:`, its coordinates the line's own)
-TURN_GUESSES = ("telescoping", "geohash")
 CSV_COLUMNS = ("id", "latitude", "longitude", "place", "photo_latitude", "photo_longitude", "km_from_gps")
 
 
@@ -199,9 +199,9 @@ def predict_main(argv: list[str], engine=None) -> int:
                         label_geocoder=_no_labels, turns=tuple(run_defaults["turn_prompts"]) if run_defaults else None)
         # a phone's photos say where they were taken (EXIF GPS): each answer's distance from it
         batch = _rows(preds, {str(p): gps_of(str(p)) for p in chunk})
+        shows_turns = turn_guesses(cfg.env_type, cfg)
         for r in batch:
-            print(json.dumps(finite_json(r)) if "--json" in flags else _predict_line(r, cfg.env_type in TURN_GUESSES),
-                  flush=True)
+            print(json.dumps(finite_json(r)) if "--json" in flags else _predict_line(r, shows_turns), flush=True)
         table.write(batch)
         rows += batch
     table.close()
@@ -306,6 +306,13 @@ def _reverse_geocode_parsed(preds):
         for i, lab, d in zip(idx, labs, dist.tolist()):
             out[i], km[i] = lab, d
     return out, km
+
+
+def turn_guesses(env_type: str, options) -> bool:
+    """Whether every turn of the env answers coordinates, over more than one turn (telescoping,
+    geohash): a line then shows each turn's guess."""
+    coords = env_kind(env_type).coordinate_turns(options)
+    return len(coords) > 1 and all(coords)
 
 
 def _predict_line(r: dict, telescoping: bool) -> str:

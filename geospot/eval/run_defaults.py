@@ -10,7 +10,8 @@ import dataclasses
 from collections.abc import Sequence
 
 from geospot.config import ConfigError
-from geospot.envs.config import ENV_KEYS, REASONING_STYLES, TELESCOPING_STYLES
+from geospot.envs.config import ENV_KEYS, TELESCOPING_STYLES
+from geospot.envs.kinds import KINDS
 from geospot.runs.model_spec import ModelSpec, is_export_path, is_run_path, model_spec
 
 RUN_DEFAULT_KEYS = ("env_type", "max_pixels", "max_tokens", "reasoning", "reasoning_max_tokens", "square")
@@ -35,7 +36,7 @@ def env_defaults(cfg, spec: ModelSpec, given: set[str]):
     env_type = cfg.env_type if "env_type" in given else spec.env_type
     if not {env_type, getattr(cfg, "mix_env_type", None)} & TELESCOPING_STYLES:
         run_values.pop("zoom", None)
-    if env_type in REASONING_STYLES[:2] and hasattr(cfg, "reasoning"):
+    if env_type in KINDS and KINDS[env_type].prompt_key is not None and hasattr(cfg, "reasoning"):
         run_values.update(reasoning=spec.reasoning, reasoning_max_tokens=spec.reasoning_max_tokens)
     taken = {k: v for k, v in run_values.items() if k not in given and getattr(cfg, k) != v}
     overridden = {k: getattr(cfg, k) for k in run_values if k in given and getattr(cfg, k) != run_values[k]}
@@ -56,9 +57,10 @@ def given_keys(kv: Sequence[str]) -> set[str]:
 
 
 def env_resume_keys(cfg) -> dict:
-    """The env keys that change what a hierarchical / geohash eval asks, as JSON reads them back
-    (lists), so an eval folder of other keys is never resumed into; {} for single / telescoping."""
-    if cfg.env_type not in ("hierarchical", "geohash"):
+    """The env keys that change what an eval of an env that builds its prompts from its keys asks
+    (hierarchical, geohash), as JSON reads them back (lists), so an eval folder of other keys is
+    never resumed into; {} for an env that asks prompt texts (single / telescoping)."""
+    if KINDS[cfg.env_type].prompt_key is not None:
         return {}
     return {k: list(v) if isinstance(v, tuple) else v for k in ENV_OPTION_KEYS if not k.startswith("mixed_")
             for v in [getattr(cfg, k)]}

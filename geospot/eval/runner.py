@@ -22,11 +22,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from geospot import prompts as P
 from geospot.data.types import Sample
 from geospot.distributed import Dist
 from geospot.engines.types import SampleParams
-from geospot.envs.registry import coordinate_prompts
+from geospot.envs.kinds import coordinate_prompts, env_kind
 from geospot.geo import haversine_km
 from geospot.geo.metrics import compute_metrics
 from geospot.runs.writer import ImageRecord, RolloutRecord
@@ -120,14 +119,13 @@ def medoid(guesses: Sequence[tuple[float, float] | None]) -> tuple[float, float]
 
 
 def turn_texts_for(prompt_style: str, reasoning: bool = False) -> tuple[str, ...]:
-    """The prompts training asks (asking to reason first with `reasoning`: envs/registry.py)."""
-    if prompt_style == "single":
-        turns: tuple[str, ...] = (P.SINGLE_TURN_PROMPT,)
-    elif prompt_style == "telescoping":
-        turns = P.TELESCOPING_PROMPTS
-    else:
-        raise ValueError(f"prompt_style={prompt_style!r}: use 'single' or 'telescoping'")
-    return coordinate_prompts(SimpleNamespace(reasoning=reasoning), turns)
+    """The default prompts an env that asks prompt texts asks (asking to reason first with
+    `reasoning`: envs/kinds.py)."""
+    options = SimpleNamespace(reasoning=reasoning)
+    texts = env_kind(prompt_style, "prompt_style").prompt_texts(options)
+    if not texts:
+        raise ValueError(f"prompt_style={prompt_style!r} builds its prompts from its keys: it has no prompt texts")
+    return coordinate_prompts(options, texts)
 
 
 def _final_guess(history, num_turns: int) -> tuple[float, float] | None:
@@ -234,16 +232,16 @@ def predict(
     `turns` (None = the default prompts), hierarchical / geohash take the keys of `env_options`
     (any config with EnvOptions' keys; None = defaults); hierarchical's true labels are the
     samples' own, else `label_geocoder`'s of the truth (None = reverse geocoding)."""
-    from geospot.eval.env_turns import LABEL_STYLES, env_batch, num_turns, turn_fields
+    from geospot.eval.env_turns import asks_prompt_texts, env_batch, num_turns, turn_fields
 
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     # single / telescoping: the run's own prompts (turns) or the defaults; the env asks them to
-    # reason first when env_options has reasoning=true (envs/registry.py: coordinate_prompts)
-    turns = () if prompt_style in LABEL_STYLES else (turns or turn_texts_for(prompt_style))
+    # reason first when env_options has reasoning=true (envs/kinds.py: coordinate_prompts)
+    turns = (turns or turn_texts_for(prompt_style)) if asks_prompt_texts(prompt_style) else ()
     fields = turn_fields(prompt_style, env_options)
     n_turns = num_turns(prompt_style, env_options, turns)
-    if label_geocoder is None and prompt_style == "hierarchical":
+    if label_geocoder is None and env_kind(prompt_style, "prompt_style").needs_labels(env_options):
         from geospot.geo import reverse_geocode as label_geocoder
     params, k = resolve_sampling(sampling, max_tokens)
     samples = list(samples)

@@ -17,6 +17,9 @@ from typing import NamedTuple
 ALPHABET = "0123456789bcdefghjkmnpqrstuvwxyz"
 _INDEX = {c: i for i, c in enumerate(ALPHABET)}
 MAX_PRECISION = 12  # 60 bits: sub-centimetre; more would outrun a float's mantissa
+# the width of a cell per precision at the equator (odd lengths are square, even ones half as tall)
+CELL_SIZE = {1: "5000 km", 2: "1250 km", 3: "156 km", 4: "40 km", 5: "5 km", 6: "1.2 km", 7: "150 m", 8: "38 m",
+             9: "5 m", 10: "1.2 m", 11: "15 cm", 12: "4 cm"}
 
 
 class Cell(NamedTuple):

@@ -24,7 +24,7 @@ def rollout_metrics(samples, trajectories_BG: Sequence[Sequence[Trajectory]],
                     coords_B: Sequence[Sequence[bool]] | None = None) -> dict[str, float]:
     """Mean reward, format rate, final-answer distance metrics, and the median distance per
     coordinate turn (`turn<k>_median_km`, when any group's env has several turns). `coords_B`:
-    per group, whether each turn of its env answers coordinates (registry.coordinate_turns), so a
+    per group, whether each turn of its env answers coordinates (envs/kinds.py: coordinate_turns), so a
     mixed batch's single-turn groups stay out of turn 2 on and a hierarchical label turn gets no
     median. As eval counts them, a rollout that broke format at or before turn k is a miss at
     infinite distance there."""

@@ -1,4 +1,4 @@
-"""GRPO for geolocation: single-turn, telescoping, hierarchical or geohash (envs/registry.py).
+"""GRPO for geolocation: single-turn, telescoping, hierarchical or geohash (envs/kinds.py).
 Reads top to bottom:
 
   config -> run folder -> engine (+ SFT weights or resume) -> for each step:
@@ -31,6 +31,7 @@ from geospot.engines.config import EngineConfig, engine_keys
 from geospot.engines.types import AdamParams, SampleParams
 from geospot.envs import registry
 from geospot.envs.config import EnvOptions
+from geospot.envs.kinds import ENV_TYPES, KINDS
 from geospot.envs.types import Trajectory
 from geospot.eval import evaluate
 from geospot.eval.geocoding import geocoder_for
@@ -71,7 +72,7 @@ DEFAULT_DATA = "hf:sdan/geospot-unified"
 # (engines/config.py: engine_keys, the same way SFTConfig takes them).
 @dataclass(frozen=True)
 class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*/geohash_*/mixed_*: envs/config.py
-    env_type: Literal[registry.ENV_TYPES] = option(  # one list of envs: the registry's
+    env_type: Literal[ENV_TYPES] = option(  # one list of envs: envs/kinds.py's
         "single", "`single` (one answer), `telescoping` (coarse -> refine -> final coordinates), `hierarchical` "
         "(country -> region -> city -> coordinates) or `geohash` (2/4/6-character turns)")
     mix_env_type: str | None = option(
@@ -142,8 +143,8 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
     def validate(self) -> None:
         validate_run(self)
         require(self, self.group_size >= 2, "group_size", "must be >= 2: GRPO centres rewards within the group")
-        require(self, self.mix_env_type in (None, *registry.ENV_TYPES) and self.mix_env_type != self.env_type,
-                "mix_env_type", f"must be None or one of {', '.join(registry.ENV_TYPES)} other than env_type")
+        require(self, self.mix_env_type in (None, *ENV_TYPES) and self.mix_env_type != self.env_type,
+                "mix_env_type", f"must be None or one of {', '.join(ENV_TYPES)} other than env_type")
         require(self, 0 < self.mix_share < 1, "mix_share", "must be in (0, 1): the share of images that mix")
         mixed = registry.mixed_count(self.batch_size, self.mix_env_type, self.mix_share)
         require(self, self.mix_env_type is None or 0 < mixed < self.batch_size, "mix_share",
@@ -152,9 +153,10 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
                 f"{'mix_env_type' if mixed == 0 else 'it'}; raise batch_size or change mix_share")
         require(self, self.temperature > 0, "temperature", "must be > 0: at 0 every rollout of a group is the same "
                 "answer, so GRPO has nothing to compare")
-        require(self, self.reward == "auto" or {self.env_type, self.mix_env_type} - {None} != {"geohash"}, "reward",
-                "has no effect: env_type=geohash grades with its own reward (shared geohash cells + bonus: the "
-                "geohash_* keys); drop reward=")
+        own = [KINDS[e].own_reward for e in (self.env_type, self.mix_env_type) if e in KINDS]
+        require(self, self.reward == "auto" or not all(own), "reward",
+                f"has no effect: env_type={self.env_type} grades with its own reward, which its own keys set; "
+                "drop reward=")
         require(self, self.tau_start_km > 0 and self.tau_end_km > 0, "tau_start_km/tau_end_km", "must be > 0 km")
         require(self, self.tau_window >= 1, "tau_window", "must be >= 1")
         require(self, self.format_penalty <= 0, "format_penalty", "should be <= 0 (a penalty)")
@@ -296,8 +298,8 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
     adam = AdamParams(cfg.learning_rate, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps,
                       grad_clip_norm=cfg.grad_clip_norm)
     played_envs = tuple(env for env in (cfg.env_type, cfg.mix_env_type) if env)
-    # labels for hierarchical samples that carry none (the synthetic world's, else reverse geocoding)
-    train_geocoder = geocoder_for(cfg.data) if "hierarchical" in played_envs else None
+    # labels for samples that carry none, where an env asks them (the synthetic world's, else reverse geocoding)
+    train_geocoder = geocoder_for(cfg.data) if any(KINDS[e].needs_labels(cfg) for e in played_envs) else None
     progress = Progress(cfg.max_steps, start_step=run.start_step, stream=run.stderr, every=cfg.log_every)
     writer.set_status("running")
     metrics: dict = {}
@@ -352,7 +354,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
             # the metrics, the tau schedule and the records see every rank's rollouts
             trajectories_BG, versions_B = everyones(d, my_trajectories, batch.versions_B)
             counts = d.sum({"dropped": adv.dropped, "datums": len(datums_D), "sampled": stats.sampled_tokens})
-            coords_B = [registry.coordinate_turns(env, cfg) for env, part in
+            coords_B = [KINDS[env].coordinate_turns(cfg) for env, part in
                         registry.split_batch(samples, cfg.env_type, cfg.mix_env_type, cfg.mix_share) for _ in part]
             metrics = rollout_metrics(samples, trajectories_BG, coords_B)
             metrics.update(registry.env_metrics(trajectories_BG))  # label accuracy per turn, geohash cells shared

@@ -24,11 +24,10 @@ from geospot.engines.config import engine_keys
 from geospot.engines.datums import make_datum
 from geospot.engines.types import AdamParams, Datum
 from geospot.envs.config import EnvOptions
-from geospot.envs.telescoping import turn_images, turn_prompt
+from geospot.envs.kinds import ENV_TYPES, KINDS
 from geospot.eval import evaluate
 from geospot.eval.run_defaults import given_keys
 from geospot.geo import format_metrics_table
-from geospot.geo.perturb import perturb
 from geospot.runs.folder import LogDirBehavior
 from geospot.train import rank_death
 from geospot.train.common import Progress
@@ -56,6 +55,9 @@ from geospot.train.resume import resume_config
 # defaults and help (engines/config.py: engine_keys, the same way RLConfig takes them).
 
 SFTResult = RunResult  # the name callers know
+# the prompt styles that mix envs, each image drawing one: `both` the two coordinate envs, `all` every env
+MIXES: dict[str, tuple[str, ...]] = {"both": ("single", "telescoping"), "all": ENV_TYPES}
+PROMPT_STYLES: tuple[str, ...] = (*ENV_TYPES, *MIXES)
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ class SFTConfig(engine_keys("SFTEngineKeys", inherit=False), EnvOptions):  # hie
     eval_data: str | None = option(None, RUN_HELP["eval_data"])
     eval_n: int = option(200, RUN_HELP["eval_n"])
     # the examples
-    prompt_style: Literal["single", "telescoping", "both", "hierarchical", "geohash", "all"] = option(
+    prompt_style: Literal[PROMPT_STYLES] = option(
         "both", "`single` (one answer), `telescoping` (coarse -> refine -> final), `both` (each image draws one of "
         "those two), `hierarchical` or `geohash` (those envs' turns), `all` (one of the four)")
     answer_decimals: int = option(2, "decimals of the target coordinates (single-turn and the final telescoping turn)")
@@ -141,47 +143,6 @@ class SFTConfig(engine_keys("SFTEngineKeys", inherit=False), EnvOptions):  # hie
 # Examples: one image -> chat messages whose assistant turns are the targets.
 
 
-def single_turn_messages(sample: Any, decimals: int) -> list[dict]:
-    return [
-        prompts.user_message(sample.image, prompts.SINGLE_TURN_PROMPT),
-        prompts.assistant_message(prompts.format_answer(sample.lat, sample.lon, decimals)),
-    ]
-
-
-def telescoping_messages(sample: Any, turn_decimals: Sequence[int], noise_km: Sequence[float] = (),
-                         rng: np.random.Generator | None = None, zoom: int = 1,
-                         max_pixels: int | None = None) -> list[dict]:
-    """Coarse -> refine -> final: every turn's target is the truth at its turn's precision,
-    and every turn after the first sees a previous guess exactly as the telescoping env
-    shows it (its own `turn_prompt`). One sequence, so every turn's answer is trained given
-    the turns before it — what the telescoping env samples.
-
-    The shown previous guess is NOT the previous target: it is the truth moved
-    `noise_km[t-1]` (typical distance, a Rayleigh draw in a random direction) away. Shown
-    the (rounded) truth, a model learns that the answer is "copy the previous guess" and at
-    inference repeats its first turn forever; shown a guess that is off by about as much
-    as a real earlier turn (large for the coarse guess, smaller for the refine one), it has
-    to combine the image with the guess. Measured on the tiny CPU model (demo world, 160
-    held-out images, greedy): the copy is gone and the final turn lands 1-7 % closer than
-    the first (the gain shrinks as the first turn gets better); sampled turns do not improve.
-    noise 0 (or no rng) shows the truth, the old behaviour. `zoom`: the photos each turn sees, as
-    the env shows them (envs/telescoping.py: a thumbnail first, the full photo on turn 2), the
-    thumbnail relative to the engine's `max_pixels` as the env's renderer has it."""
-    messages: list[dict] = []
-    prev: tuple[float, float] | None = None
-    views = turn_images(sample.image, zoom, len(turn_decimals), max_pixels)
-    for t, dec in enumerate(turn_decimals):
-        text = turn_prompt(prompts.TELESCOPING_PROMPTS, t, prev)
-        messages.append(prompts.user_message(views[t], text))
-        messages.append(prompts.assistant_message(prompts.format_answer(sample.lat, sample.lon, dec)))
-        scale = float(noise_km[t]) if t < len(noise_km) else 0.0
-        lat, lon = sample.lat, sample.lon
-        if scale > 0 and rng is not None:
-            lat, lon = perturb(sample.lat, sample.lon, scale, rng)
-        prev = (round(lat, dec), round(lon, dec))
-    return messages
-
-
 def example_rng(seed: int, step: int, index: int) -> np.random.Generator:
     """The noise of one example: a pure function of (seed, step, position in the batch), so
     a resumed run draws the same previous guesses without any state to checkpoint."""
@@ -194,13 +155,12 @@ def example_styles(style: str, n: int, seed: int, step: int) -> list[str]:
     if style not in ("both", "all"):
         return [style] * n
     coin = np.random.default_rng([seed, step, 7919]).random(n)
-    if style == "all":
-        return [("single", "telescoping", "hierarchical", "geohash")[int(c * 4)] for c in coin]
-    return ["single" if c < 0.5 else "telescoping" for c in coin]
+    styles = MIXES[style]
+    return [styles[int(c * len(styles))] for c in coin]
 
 
 def build_messages(sample: Any, style: str, cfg: SFTConfig, rng: np.random.Generator | None = None) -> list[dict]:
-    messages = _coordinate_messages(sample, style, cfg, rng)
+    messages = _env_messages(sample, style, cfg, rng)
     if not cfg.reasoning:
         return messages
     # reasoning=true: each turn thinks first; the rationale is templated from the sample's labels
@@ -208,37 +168,11 @@ def build_messages(sample: Any, style: str, cfg: SFTConfig, rng: np.random.Gener
     return prompts.with_reasoning(messages, prompts.templated_rationale(sample.labels, sample.lat, sample.lon))
 
 
-def _coordinate_messages(sample: Any, style: str, cfg: SFTConfig, rng: np.random.Generator | None) -> list[dict]:
-    if style in ("hierarchical", "geohash"):
-        messages = env_messages(sample, style, cfg, rng)
-        if messages is not None:
-            return messages
-        style = "single"  # a sample with an unknown label: no hierarchical target
-    if style == "single":
-        return single_turn_messages(sample, cfg.answer_decimals)
-    return telescoping_messages(sample, (*cfg.telescoping_decimals, cfg.answer_decimals), cfg.telescoping_noise_km, rng,
-                                cfg.zoom, cfg.max_pixels)
-
-
-def env_messages(sample: Any, style: str, cfg: SFTConfig, rng: np.random.Generator | None) -> list[dict] | None:
-    """The hierarchical / geohash examples (envs/examples.py). Labels the data lacks come from
-    reverse geocoding; geohash turns after the first are shown the truth moved by
-    telescoping_noise_km, as telescoping's are."""
-    from geospot.envs.examples import geohash_messages, hierarchical_messages
-    from geospot.envs.registry import geohash_spec, hierarchy_spec
-    from geospot.geo import reverse_geocode
-
-    if style == "hierarchical":
-        return hierarchical_messages(sample, hierarchy_spec(cfg), reverse_geocode, cfg.answer_decimals)
-    noise = cfg.telescoping_noise_km
-
-    def shown(turn: int) -> tuple[float, float]:
-        scale = float(noise[min(turn - 1, len(noise) - 1)]) if noise else 0.0
-        if scale > 0 and rng is not None:
-            return perturb(sample.lat, sample.lon, scale, rng)
-        return sample.lat, sample.lon
-
-    return geohash_messages(sample, geohash_spec(cfg), shown)
+def _env_messages(sample: Any, style: str, cfg: SFTConfig, rng: np.random.Generator | None) -> list[dict]:
+    """The example of the env `style` names (envs/kinds.py: its `examples`); a sample without a
+    target for it (a hierarchical label unknown to the data and the geocoder) gets single's."""
+    messages = KINDS[style].examples(sample, cfg, rng)
+    return messages if messages is not None else KINDS["single"].examples(sample, cfg, rng)
 
 
 def normalise_weights(datums_D: Sequence[Datum], n_tokens: int | None = None) -> tuple[list[Datum], int]:
@@ -290,7 +224,7 @@ def run_eval(run: Run, step: int) -> dict[str, float]:
     """Greedy held-out eval; `evaluate` logs `eval/<metric>` and the per-image guesses
     (the dashboard's eval map) through the writer itself."""
     cfg = run.cfg
-    style = "single" if cfg.prompt_style in ("both", "all") else cfg.prompt_style
+    style = "single" if cfg.prompt_style in MIXES else cfg.prompt_style  # a mix's eval asks single-turn
     result = evaluate(
         run.engine,
         run.held_out,

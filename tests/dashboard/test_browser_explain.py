@@ -136,5 +136,5 @@ def test_a_run_without_tau_shows_the_reward_it_has(tmp_path, browser, env_type):
             shown = float(panels.nth(1).locator(".kval").get_attribute("data-value"))
             assert shown == pytest.approx(math.exp(-750 / 1492.7), abs=1e-6)  # 0.605
         else:
-            assert "grades each right label" in text and panels.count() == 0
+            assert "not a kernel of the distance" in text and "A right label (country" in text and panels.count() == 0
     assert errors == []

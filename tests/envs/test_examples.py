@@ -84,3 +84,23 @@ def test_prompt_style_all_draws_every_style():
     assert styles == example_styles("all", 400, seed=0, step=3)  # a function of (seed, step): resume-exact
     counts = {s: styles.count(s) for s in ("single", "telescoping", "hierarchical", "geohash")}
     assert sum(counts.values()) == 400 and all(60 < c < 140 for c in counts.values()), counts
+
+
+@pytest.mark.parametrize("name", ["single", "telescoping", "hierarchical", "geohash"])
+def test_every_env_kinds_example_is_asked_by_its_env(name):
+    """The contract each env kind keeps (envs/kinds.py): its SFT example, replayed through the env it
+    builds, is asked that env's own prompts turn by turn, and its turns, its card and its example
+    agree on how many turns there are. A new kind whose parts disagree fails here."""
+    from types import SimpleNamespace
+
+    from geospot.envs.kinds import ENV_TYPES, KINDS
+
+    assert name in ENV_TYPES
+    kind = KINDS[name]
+    # the truth shown to later turns (no noise, teacher forcing): what a perfect policy would be shown
+    cfg = SimpleNamespace(answer_decimals=2, telescoping_noise_km=(0.0, 0.0), teacher_forcing=1.0)
+    messages = kind.examples(PARIS, cfg, None)
+    env = kind.build(PARIS, R, GeoScoreReward(), cfg, None, 0).make_envs(1)[0]
+    results = replay(env, messages)
+    assert len(results) == kind.num_turns(cfg) == len(kind.card(cfg).prompts) == len(texts(messages, "user"))
+    assert results[-1].done and all(r.metrics.get("parsed", 1.0) == 1.0 for r in results)

@@ -8,7 +8,8 @@ from geospot.engines.types import SampleParams
 from geospot.envs.config import EnvOptions
 from geospot.envs.geohash import GeohashGroupBuilder
 from geospot.envs.hierarchical import HierarchicalGroupBuilder
-from geospot.envs.registry import env_metrics, make_group_builders, make_reward, num_turns, reward_name, split_batch
+from geospot.envs.kinds import KINDS
+from geospot.envs.registry import env_metrics, make_group_builders, make_reward, reward_name, split_batch
 from geospot.envs.rewards import GeoScoreReward, KernelReward, MixedReward
 from geospot.envs.single_turn import SingleTurnEnv
 from geospot.envs.telescoping import TelescopingEnv
@@ -72,7 +73,8 @@ def test_registry_names():
     assert h.spec.teacher_forcing == 1.0
     (g,) = make_group_builders("geohash", [SAMPLE], R, GeoScoreReward(), opts)
     assert isinstance(g, GeohashGroupBuilder) and g.spec.chars == (3, 5)
-    assert num_turns("hierarchical", opts) == 2 and num_turns("geohash", None) == 3 and num_turns("single", None) == 1
+    turns = [KINDS[e].num_turns(c) for e, c in (("hierarchical", opts), ("geohash", None), ("single", None))]
+    assert turns == [2, 3, 1]
     with pytest.raises(ValueError, match="env_type='maze'"):
         make_group_builders("maze", [SAMPLE], R, GeoScoreReward())
 

@@ -87,8 +87,8 @@ def test_predict_output_names_each_label_answer():
     assert answers == {"country": "France", "region": "Île-de-France", "city": "Lyon"}
     row = {"name": p.id, "latitude": p.latitude, "longitude": p.longitude, "place": None, "raw_text": p.raw_text,
            "turns": [None if g is None else list(g) for g in p.turn_guesses], "answers": answers}
-    from geospot.eval.predict_cli import TURN_GUESSES
+    from geospot.eval.predict_cli import turn_guesses
 
-    line = _predict_line(row, telescoping="hierarchical" in TURN_GUESSES)
+    line = _predict_line(row, telescoping=turn_guesses("hierarchical", None))
     assert "answers: country=France, region=Île-de-France, city=Lyon" in line and "48.8600, 2.3500" in line
     assert "turns:" not in line  # the label turns are the answers, not "? -> ? -> ?" before the coordinates

@@ -53,9 +53,9 @@ const LIST_KEYS = [["reward", /(^|[\/_])reward(_mean)?$/i, "max"]];
 const HELDOUT_KEYS = [["held-out GeoScore", "geoscore", 0], ["held-out median km", "median_km", 1],
   ["held-out acc@750", "acc_750km", 3]];
 
-// What a run's episodes and held-out evals ask (`setup` of /api/runs, or a run's config: the same
-// keys): RL's env_type (+ the mix_env_type playing a share of each batch), SFT's prompt_style, whose
-// held-out eval asks single-turn for both / all. Held-out numbers of different envs differ in kind.
+// What a run's episodes and held-out evals ask (`setup` of /api/runs and /api/run, app.py run_setup): RL's env_type (+ the mix_env_type playing a share of each batch), SFT's prompt_style, whose
+// held-out eval asks `asks` (the server's: single-turn for a mix of envs). Held-out numbers of
+// different envs differ in kind.
 function envLabel(s) {
   s = s || {};
   const reasoning = s.reasoning ? " + reasoning" : "";
@@ -66,7 +66,7 @@ function envLabel(s) {
     return { text: env + reasoning, title: `RL env_type=${s.env_type}` + (s.mix_env_type ? `, mix_env_type=${s.mix_env_type} (the share of each batch's images that play it: mix_share=${s.mix_share})` : "") };
   }
   if (s.prompt_style) {
-    const asks = ["both", "all"].includes(s.prompt_style) ? "single" : s.prompt_style;
+    const asks = s.asks || s.prompt_style;
     return { text: asks + reasoning + (asks === s.prompt_style ? "" : ` (SFT on ${s.prompt_style})`),
       title: `SFT prompt_style=${s.prompt_style}; its held-out eval asks ${asks}` };
   }
@@ -378,47 +378,12 @@ class WorldMap {
 }
 
 // ---- what each turn of a rollout asked -----------------------------------------------------
-// A rollout's turns are named by the env that played them, read from the run's config:
-// telescoping asks coarse → refine → final coordinates; geohash asks coordinates graded at a
-// cell size per turn (geohash_chars); hierarchical asks one place label per turn (hier_turns:
-// country → region → city) and then the coordinates. A label turn has no coordinates (its
-// guess is null): its answer is the label in its text, and its reward says whether it was right.
-// A layout the page does not know is named turn 1, turn 2, ...
-const TELESCOPING_NAMES = ["coarse", "refine", "final"];
-const GEOHASH_KM = { 1: "5000 km", 2: "1250 km", 3: "156 km", 4: "40 km", 5: "5 km", 6: "1.2 km", 7: "150 m", 8: "38 m" };
-const HIER_NAMES = { coords: "coordinates" };
+// A rollout's turns are named by the env that played them: the server works the layouts out from
+// the run's config (/api/run's env.layouts, geospot/dashboard/env_view.py: the env kinds' own
+// turns): per env, [{field, name, title, weight, partial}], field "" for a coordinate turn. A label
+// turn has no coordinates (its guess is null): its answer is the label in its text, and its reward
+// says whether it was right. A layout the server does not give is named turn 1, turn 2, ...
 const turnsOf = n => Array.from({ length: n }, (_, i) => ({ name: `turn ${i + 1}` }));
-
-// config -> [{name, field?, weight?}] for one env type (null: the config does not say)
-function envTurns(env, config) {
-  const list = v => Array.isArray(v) && v.length ? v : null;
-  if (env === "single") return [{ name: "answer" }];
-  if (env === "telescoping") {
-    const n = (list(config.turn_prompts) || TELESCOPING_NAMES).length;
-    return n === 3 ? TELESCOPING_NAMES.map(name => ({ name }))
-      : turnsOf(n).map((t, i) => ({ name: i === 0 ? "coarse" : i === n - 1 ? "final" : `refine ${i}` }));
-  }
-  if (env === "geohash") {
-    const chars = list(config.geohash_chars) || [2, 4, 6];
-    return chars.map(c => ({ name: `${c}-char cell`, title: `graded on the first ${c} geohash characters (cells of ~${GEOHASH_KM[c] || "?"})` }));
-  }
-  if (env === "hierarchical") {
-    const turns = list(config.hier_turns) || ["country", "region", "city", "coords"];
-    const weights = list(config.hier_weights) || [];
-    return turns.map((t, i) => t === "coords" ? { name: HIER_NAMES.coords }
-      : { name: String(t), field: String(t), weight: weights[i], partial: config.hier_partial_credit || 0 });
-  }
-  return null;
-}
-
-// The layouts a run's rollouts can have: RL names env_type (and a mix_env_type playing part of
-// each batch); SFT a prompt_style, whose held-out eval asks single for both / all.
-function runLayouts(config) {
-  config = config || {};
-  const envs = config.env_type ? [config.env_type, config.mix_env_type]
-    : config.prompt_style ? [["both", "all"].includes(config.prompt_style) ? "single" : config.prompt_style] : [];
-  return envs.filter(Boolean).map(e => envTurns(e, config)).filter(Boolean);
-}
 
 // The layout of one rollout. Of two envs (a mixed run), a rollout longer than one of them is the
 // other's; a hierarchical rollout's first answer is a label ("Country: ...") where the other
@@ -526,7 +491,7 @@ class RunView {
   }
   async load() {
     const d = await getJSON(`/api/run?run=${enc(this.name)}`);
-    Object.assign(this, { kind: d.kind, config: d.config, status: d.status, steps: d.steps, imageSteps: d.image_steps, seq: d.seq });
+    Object.assign(this, { kind: d.kind, config: d.config, setup: d.setup || {}, env: d.env || { layouts: [], reward: null }, status: d.status, steps: d.steps, imageSteps: d.image_steps, seq: d.seq });
     const splits = [...new Set(this.imageSteps.map(s => s.split))];
     if (splits.length && !splits.includes(this.split)) this.split = splits[0];
     this.build(splits);
@@ -564,7 +529,7 @@ class RunView {
     this.drawHead(); this.drawCharts();
   }
   drawHead() {
-    const env = envLabel(this.config);
+    const env = envLabel(this.setup);
     this.head.replaceChildren(el("h2", {}, this.name), el("span", { class: "muted" }, this.kind || ""),
       el("span", { class: "muted", id: "run-env", title: env.title }, env.text),
       el("span", { class: "badge " + this.status, id: "run-status" }, this.status),
@@ -621,7 +586,7 @@ class RunView {
     if (redraw) { this.map.select(id); this.drawStrip(); this.explain(); } else this.map.select(im ? id : null);
     if (!im) { this.detail.replaceChildren(el("p", { class: "muted" }, `${id} is not recorded at this step.`)); return; }
     const lab = Object.entries(im.labels || {}).map(([k, v]) => `${k}: ${v}`).join(", ");
-    const layouts = runLayouts(this.config);
+    const layouts = this.env.layouts;
     this.detail.replaceChildren(
       el("h3", {}, `image ${im.image_id}`),
       im.has_thumb ? el("img", { src: `/api/thumb?run=${enc(this.name)}&id=${enc(im.image_id)}`, alt: im.image_id }) : "",

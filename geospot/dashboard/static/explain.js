@@ -64,29 +64,26 @@ async function kernelPanel(lat, lon, d, tau) {
 
 // The GeoGuessr score / 5000 is itself exp(−d/1492.7 km): a fixed τ (envs/rewards.py GeoScoreReward).
 const GEOSCORE_TAU_KM = 1492.7;
-const LABEL_REWARDS = {
-  hierarchical: "each right label (country → region → city) and the final coordinates' GeoScore",
-  geohash: "the geohash characters each turn shares with the truth's",
-};
 
-async function kernelExplainer(im, tauInfo, config = {}, kind = null) {
+// reward: what the server says of the run's reward (/api/run's env.reward, dashboard/env_view.py):
+// {name: reward=auto resolved, kernel: whether it is a kernel of the distance, text: a sentence on
+// what a turn earns}; null for a run whose env the server does not know (drawn as single-turn's).
+async function kernelExplainer(im, tauInfo, reward, kind = null, env = "") {
   const box = el("div", { class: "explainer", id: "kernel-explainer" });
   if (kind === "sft") {
     box.append(el("h3", {}, "reward kernel"), el("p", { class: "muted" },
       "An SFT run has no reward: it learns the answer's tokens (cross-entropy). GRPO runs show their reward here."));
     return box;
   }
-  const env = config.env_type || "single";
-  // reward=auto: the kernel for single-turn, the GeoScore for the rest (envs/registry.py reward_name)
-  const reward = !config.reward || config.reward === "auto" ? (env === "single" ? "kernel" : "geoscore") : config.reward;
-  if (!tauInfo && (LABEL_REWARDS[env] || reward !== "geoscore")) {
-    box.append(el("h3", {}, "reward kernel"), el("p", { class: "muted" }, LABEL_REWARDS[env]
-      ? `This run's reward (env_type=${env}) grades ${LABEL_REWARDS[env]}: not a distance kernel, so there is none to draw.`
+  reward = reward || { name: "kernel", kernel: true, text: "" };
+  if (!tauInfo && (!reward.kernel || reward.name !== "geoscore")) {
+    box.append(el("h3", {}, "reward kernel"), el("p", { class: "muted" }, !reward.kernel
+      ? `This run's reward (env_type=${env}) is not a kernel of the distance, so there is none to draw. ${reward.text}`
       : "This run logs no τ (tau_km): its reward is not the distance kernel exp(−d/τ)."));
     return box;
   }
   const { tau, step } = tauInfo || { tau: GEOSCORE_TAU_KM, step: null };
-  const turns = env === "telescoping" ? " A telescoping turn earns S(d_t) − S(d_{t−1}): how much closer it lands than the turn before." : "";
+  const turns = reward.text ? ` ${reward.text}` : "";
   box.append(tauInfo
     ? el("h3", {}, `reward kernel exp(−d/τ) around image ${im.image_id}'s truth, τ = ${fmt(tau, 4)} km (step ${step})`)
     : el("h3", {}, `reward S(d) = GeoScore / 5000 = exp(−d/${tau} km) around image ${im.image_id}'s truth (fixed)`),
@@ -172,7 +169,7 @@ class Explainer {
     const im = inBoth || shown;
     if (key !== this.key) return;  // a newer draw started meanwhile
     if (!im) { this.node.replaceChildren(); return; }
-    const parts = [await kernelExplainer(im, tauInfo, v.config || {}, v.kind)];
+    const parts = [await kernelExplainer(im, tauInfo, v.env && v.env.reward, v.kind, (v.config || {}).env_type)];
     const box = el("div", { class: "explainer", id: "policy-explainer" });
     if (inBoth && base !== cur) {
       const tau = tauInfo && tauInfo.tau, b = baseIms.find(i => i.image_id === inBoth.image_id);

@@ -1,0 +1,39 @@
+"""What the page is told about a run's env (dashboard/env_view.py): the turn layouts and the reward,
+from the env kinds, so the page's JavaScript names no env; a config it cannot read leaves them out."""
+
+from geospot.dashboard.env_view import env_view, played_envs
+
+
+def names(view):
+    return [[t["name"] for t in layout] for layout in view["layouts"]]
+
+
+def test_an_rl_runs_envs_and_reward():
+    view = env_view({"env_type": "telescoping", "mix_env_type": "single", "reward": "auto"})
+    assert names(view) == [["coarse", "refine", "final"], ["answer"]]
+    assert view["reward"]["name"] == "geoscore" and view["reward"]["kernel"]
+    assert "S(d_t) − S(d_{t−1})" in view["reward"]["text"]
+    single = env_view({"env_type": "single", "reward": "mixed"})["reward"]
+    assert single == {"name": "mixed", "kernel": True, "text": ""}
+
+
+def test_label_turns_carry_their_field_and_pay():
+    view = env_view({"env_type": "hierarchical", "hier_turns": ["country", "coords"], "hier_weights": [0.3, 0.7],
+                     "hier_partial_credit": 0.25})
+    (layout,) = view["layouts"]
+    assert layout[0] == {"field": "country", "name": "country", "title": "", "weight": 0.3, "partial": 0.25}
+    assert layout[1]["field"] == "" and layout[1]["name"] == "coordinates"
+    assert view["reward"]["kernel"] is False and "A right label" in view["reward"]["text"]
+
+
+def test_an_sft_run_asks_its_style_and_a_mix_asks_single():
+    assert played_envs({"prompt_style": "all"}) == ["single"]
+    assert played_envs({"prompt_style": "geohash"}) == ["geohash"]
+    assert names(env_view({"prompt_style": "geohash", "geohash_chars": [2, 4]})) == [["2-char cell", "4-char cell"]]
+    assert env_view({"prompt_style": "both"})["reward"] is None  # SFT: no reward
+
+
+def test_a_config_it_cannot_read_leaves_the_layout_out():
+    assert env_view({"env_type": "maze"}) == {"layouts": [], "reward": None}
+    assert env_view({"env_type": "hierarchical", "hier_turns": 7})["layouts"] == []
+    assert env_view({}) == {"layouts": [], "reward": None}
