@@ -87,8 +87,9 @@ def with_run_defaults(cfg, given: set[str] | None = None):
     # env_type is always recorded (the style the model is asked with); the env keys when they differ
     taken = {**({} if "env_type" in given else {"env_type": cfg.env_type}), **taken, **env_record["from_run"]}
     overridden.update(env_record["overridden"])
-    style = cfg.env_type
-    record = {"from_run": taken, "overridden": overridden, "turn_prompts": list(spec.turns(style)),
+    # the run's own prompt texts of the env asked (a ModelSpec has the prompt keys a kind reads); none for an env
+    # that builds its prompts from its keys
+    record = {"from_run": taken, "overridden": overridden, "turn_prompts": list(KINDS[cfg.env_type].prompt_texts(spec)),
               "trained_styles": list(spec.trained_styles), "source": "export" if is_export_path(cfg.model) else "run"}
     return cfg, record
 

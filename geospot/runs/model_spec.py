@@ -69,10 +69,6 @@ class ModelSpec:
             return max(28 * 28, min(self.max_pixels, self.image_side * self.image_side))
         return self.max_pixels
 
-    def turns(self, env_type: str | None = None) -> tuple[str, ...]:
-        style = env_type or self.env_type
-        return (self.prompt,) if style == "single" else tuple(self.turn_prompts)
-
 
 def is_run_path(path: str | Path) -> bool:
     p = Path(path)
