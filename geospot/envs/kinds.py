@@ -79,7 +79,9 @@ class CardTurns(NamedTuple):
     prompts: tuple[str, ...]  # the user text per turn
     fields: tuple[str, ...] = ()  # labels: the field each turn asks
     chars: tuple[int, ...] = ()  # cells: the geohash length each turn answers
+    zoom: int = 1  # > 1: the first turn sees the photo shrunk zoom x per side (telescoping's `zoom`)
     max_tokens: int = 24  # sampled tokens per answer (the card fills in the run's)
+    reasoning: bool = False  # the prompts ask to reason first (the card fills in the run's)
 
 
 class EnvKind:
@@ -160,6 +162,9 @@ class Telescoping(EnvKind):
         return TelescopingGroupBuilder(sample, renderer, reward, coordinate_prompts(cfg, self.prompt_texts(cfg)),
                                        float(opt(cfg, "format_penalty", -0.1)), **_reasoning(cfg),
                                        zoom=int(opt(cfg, "zoom")))
+
+    def card(self, cfg) -> CardTurns:
+        return super().card(cfg)._replace(zoom=int(opt(cfg, "zoom")))
 
     def examples(self, sample, cfg, rng):
         decimals = (*opt(cfg, "telescoping_decimals", (0, 1)), int(opt(cfg, "answer_decimals", 2)))

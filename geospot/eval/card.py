@@ -88,7 +88,7 @@ def card_turns(spec) -> CardTurns:
     keys = SimpleNamespace(**{**(spec.config or {}), "prompt": spec.prompt, "turn_prompts": spec.turn_prompts,
                               "reasoning": reasoning})
     budget = spec.reasoning_max_tokens if reasoning else spec.max_tokens
-    return kind.card(keys)._replace(max_tokens=budget)
+    return kind.card(keys)._replace(max_tokens=budget, reasoning=reasoning)
 
 
 _ASK = [
@@ -212,8 +212,8 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
     side = f", training images {spec.image_side} px on the long side" if spec.image_side else ""
     folder = str(Path(folder).resolve())
     how = card_turns(spec)
-    reasoning = ", reasoning first (<think>)" if spec.reasoning and how.protocol == "coordinates" else ""
-    zoom = int((spec.config or {}).get("zoom") or 1) if spec.env_type == "telescoping" else 1
+    reasoning = ", reasoning first (<think>)" if how.reasoning else ""
+    zoom = how.zoom
     lines = [
         "---",
         f"base_model: {spec.base_model}",

@@ -87,3 +87,6 @@ def test_an_env_the_card_does_not_know_is_refused_not_asked_as_telescoping():
     with pytest.raises(ValueError, match="env_type='continent'"):
         card_turns(spec)
     assert card_turns(dataclasses.replace(spec, env_type="telescoping")).prompts == ("a", "b {prev}")
+    zoomed = card_turns(dataclasses.replace(spec, env_type="telescoping", config={"zoom": 2}, reasoning=True))
+    assert zoomed.zoom == 2 and zoomed.reasoning and zoomed.max_tokens == spec.reasoning_max_tokens
+    assert card_turns(dataclasses.replace(spec, env_type="single", config={"zoom": 2})).zoom == 1  # telescoping's key
