@@ -1,4 +1,4 @@
-"""`geospot dashboard [--runs DIR] [--host 127.0.0.1] [--port N] [--token T] [--allowed-host NAME]`
+"""`geospot dashboard [DIR | --runs DIR] [--host 127.0.0.1] [--port N] [--token T] [--allowed-host NAME]`
 — serve the live dashboard. Binding beyond loopback needs a token (--token, or the
 GEOSPOT_DASHBOARD_TOKEN environment variable; `--token auto` makes one) and prints the URL
 that carries it, as Jupyter does."""
@@ -48,7 +48,8 @@ def listen_port(host: str, port: int) -> int:
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="geospot dashboard", description=__doc__)
-    p.add_argument("--runs", default="runs", help="folder holding run folders (each with store.sqlite)")
+    p.add_argument("folder", nargs="?", default=None, help="the runs folder, as --runs says (`geospot dashboard runs`)")
+    p.add_argument("--runs", default=None, help="folder holding run folders (each with store.sqlite); default runs")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback only)")
     p.add_argument("--port", type=int, default=8765, help="port (0 picks a free one)")
     p.add_argument("--poll", type=float, default=0.25, help="seconds between store polls for live updates")
@@ -58,8 +59,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="a host name the page may be served under besides localhost and IP addresses (repeatable)")
     args = p.parse_args(argv)
+    if args.folder and args.runs and Path(args.folder) != Path(args.runs):
+        print(f"geospot dashboard: two runs folders given ({args.folder} and --runs {args.runs}); pass one",
+              file=sys.stderr)
+        return 2
 
-    runs = Path(args.runs)
+    runs = Path(args.folder or args.runs or "runs")
     if not runs.is_dir():
         print(f"geospot dashboard: runs folder {runs} does not exist; pass --runs DIR "
               "(the folder your training writes run folders into)", file=sys.stderr)

@@ -88,6 +88,7 @@ class EnvKind:
     """One env type. The defaults are a single coordinate-answering turn's."""
 
     name: ClassVar[str]
+    summary: ClassVar[str]  # its turns in a few words, for `--help` (env_type's help lists every kind's)
     # the config key of the prompt texts it asks (`prompt`, `turn_prompts`); None: the env builds its
     # prompts from its own keys (then `reasoning` does not apply, and those keys decide what eval asks)
     prompt_key: ClassVar[str | None] = None
@@ -127,6 +128,7 @@ class EnvKind:
 
 class Single(EnvKind):
     name = "single"
+    summary = "one answer"
     prompt_key = "prompt"
     default_reward = "kernel"
 
@@ -146,6 +148,7 @@ class Single(EnvKind):
 
 class Telescoping(EnvKind):
     name = "telescoping"
+    summary = "coarse -> refine -> final coordinates"
     prompt_key = "turn_prompts"
     reward_text = "A telescoping turn earns S(d_t) − S(d_{t−1}): how much closer it lands than the turn before."
 
@@ -175,6 +178,7 @@ class Telescoping(EnvKind):
 
 class Hierarchical(EnvKind):
     name = "hierarchical"
+    summary = "country -> region -> city -> coordinates"
     reward_text = ("A right label (country → region → city) earns its weight (hier_weights), the final coordinates "
                    "their weight × GeoScore / 5000.")
     distance_reward = False
@@ -204,6 +208,7 @@ class Hierarchical(EnvKind):
 
 class Geohash(EnvKind):
     name = "geohash"
+    summary = "2/4/6-character turns"
     own_reward = True  # shared cells + bonus: the geohash_* keys
     reward_text = ("A turn earns its weight (geohash_weights) × the share of its geohash characters that match the "
                    "truth's, plus geohash_bonus when it lands closer than the turn before.")
@@ -230,6 +235,7 @@ class Geohash(EnvKind):
 KINDS: dict[str, EnvKind] = {k.name: k for k in (Single(), Telescoping(), Hierarchical(), Geohash())}
 # the env_type values every config accepts (RLConfig's and EvalConfig's Literal), in this order
 ENV_TYPES: tuple[str, ...] = tuple(KINDS)
+ENV_HELP = ", ".join(f"`{k.name}` ({k.summary})" for k in KINDS.values())  # what each env_type asks, for --help
 
 
 def env_kind(env_type: str, key: str = "env_type") -> EnvKind:

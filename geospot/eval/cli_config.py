@@ -24,8 +24,8 @@ class SamplingConfig(EnvOptions):
     base_model: str | None = option(None, "for model=tinker://… only: the hub id that checkpoint was trained from")
     env_type: Literal[ENV_TYPES] = option(  # one list of envs: envs/kinds.py's
         "single",
-        "`single` (one question), `telescoping` (3 turns, the last scored), `hierarchical` (label turns, then "
-        "coordinates) or `geohash`; a run folder's model: the style it trained last")
+        f"the env that asks: {', '.join(f'`{e}`' for e in ENV_TYPES)} (`geospot rl --help`: env_type); the last "
+        "turn's coordinates are scored; a run folder's model: the env it trained last")
     samples: int = option(0, "0 = greedy (temperature 0); k > 0 = k samples per image at `temperature`, "
                              "the medoid guess used")
     temperature: float = option(1.0, "sampling temperature when samples > 0")

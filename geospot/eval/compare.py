@@ -26,7 +26,7 @@ REASONING_KEYS = ("reasoning_tokens", "truncation_rate", "answer_format_rate")
 LOWER_IS_BETTER = {"median_km", "mean_km", "truncation_rate"}  # and every other `*_km` column
 UNRANKED = {"n", "reasoning_tokens"}
 _TURN_KM = re.compile(r"turn_(\d+)_median_km")
-LABELS_NOTE = ("label_<level>_acc: the model's own country / region / city answers (its hierarchical turns); "
+LABELS_NOTE = ("label_<level>_acc: the model's own label answers (its label turns: country / region / city); "
                "country_acc / region_acc / city_acc: its coordinates reverse-geocoded")
 TURNS_NOTE = "turn_<k>_median_km: median km of the k-th coordinate answer (geohash / telescoping turns)"
 INF_NOTE = ("inf km: unparsed answers count as infinitely far, so mean_km is inf once any is (see parsed) "
@@ -124,7 +124,7 @@ def extra_lines(metrics: dict) -> list[str]:
     out = []
     labels = [c for c in columns_of({"": metrics}) if c.startswith("label_")]
     if labels:
-        out.append("the model's own label answers (hierarchical turns; the country / region / city columns above "
+        out.append("the model's own label answers (its label turns; the country / region / city columns above "
                    "reverse-geocode its coordinates): "
                    + ", ".join(f"{c[6:-4]} {_fmt(c, metrics[c])}" for c in labels))
     turns = [c for c in columns_of({"": metrics}) if _TURN_KM.fullmatch(c)]

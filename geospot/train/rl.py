@@ -31,7 +31,7 @@ from geospot.engines.config import EngineConfig, engine_keys
 from geospot.engines.types import AdamParams, SampleParams
 from geospot.envs import registry
 from geospot.envs.config import EnvOptions
-from geospot.envs.kinds import ENV_TYPES, KINDS
+from geospot.envs.kinds import ENV_HELP, ENV_TYPES, KINDS
 from geospot.envs.types import Trajectory
 from geospot.eval import evaluate
 from geospot.eval.geocoding import geocoder_for
@@ -73,8 +73,7 @@ DEFAULT_DATA = "hf:sdan/geospot-unified"
 @dataclass(frozen=True)
 class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*/geohash_*/mixed_*: envs/config.py
     env_type: Literal[ENV_TYPES] = option(  # one list of envs: envs/kinds.py's
-        "single", "`single` (one answer), `telescoping` (coarse -> refine -> final coordinates), `hierarchical` "
-        "(country -> region -> city -> coordinates) or `geohash` (2/4/6-character turns)")
+        "single", f"the env each episode plays: {ENV_HELP}")
     mix_env_type: str | None = option(
         None, "another env played by a share (mix_share) of each batch's images, one policy for both, each env with "
         "its own reward: e.g. telescoping inside single-turn GRPO, so the refine turns keep learning")

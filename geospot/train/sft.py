@@ -71,8 +71,8 @@ class SFTConfig(engine_keys("SFTEngineKeys", inherit=False), EnvOptions):  # hie
     eval_n: int = option(200, RUN_HELP["eval_n"])
     # the examples
     prompt_style: Literal[PROMPT_STYLES] = option(
-        "both", "`single` (one answer), `telescoping` (coarse -> refine -> final), `both` (each image draws one of "
-        "those two), `hierarchical` or `geohash` (those envs' turns), `all` (one of the four)")
+        "both", f"{', '.join(f'`{e}`' for e in ENV_TYPES)}: that env's turns (`geospot rl --help`: env_type); `both`: "
+        "each image draws single or telescoping; `all`: each image draws any env")
     answer_decimals: int = option(2, "decimals of the target coordinates (single-turn and the final telescoping turn)")
     telescoping_decimals: tuple[int, ...] = option((0, 1), "decimals of the targets of the telescoping turns before "
                                                    "the final one (coarse, refine)")

@@ -168,6 +168,10 @@ def test_cli_warns_when_not_on_loopback(runs, monkeypatch, capsys):
     assert "WARNING" not in capsys.readouterr().err and served["host"] == "127.0.0.1"
     assert cli.main(["--runs", str(runs / "missing")]) == 2
     assert "pass --runs DIR" in capsys.readouterr().err
+    # the folder as a plain argument, as a user types it (`geospot dashboard runs`)
+    assert cli.main([str(runs), "--port", "0"]) == 0 and str(runs.resolve()) in capsys.readouterr().out
+    assert cli.main([str(runs), "--runs", str(runs / "other")]) == 2
+    assert "two runs folders given" in capsys.readouterr().err
     assert cli.is_loopback("::1") and cli.is_loopback("localhost") and not cli.is_loopback("192.168.1.2")
 
 

@@ -1,6 +1,8 @@
 """SFT examples for the new envs: the env's own prompts with the true answers, so a warm start
 learns the format the env grades (checked by replaying the targets through the env)."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -9,6 +11,7 @@ from geospot.data.types import Sample
 from geospot.envs.examples import geohash_messages, hierarchical_messages
 from geospot.envs.geohash import GeohashGroupBuilder, GeohashSpec
 from geospot.envs.hierarchical import HierarchicalGroupBuilder, HierarchySpec
+from geospot.envs.kinds import ENV_TYPES, KINDS
 from geospot.envs.rewards import GeoScoreReward
 from geospot.geo.geohash import encode
 from geospot.rl.testing import EOT, CharRenderer, text_of
@@ -82,20 +85,16 @@ def test_prompt_style_all_draws_every_style():
 
     styles = example_styles("all", 400, seed=0, step=3)
     assert styles == example_styles("all", 400, seed=0, step=3)  # a function of (seed, step): resume-exact
-    counts = {s: styles.count(s) for s in ("single", "telescoping", "hierarchical", "geohash")}
-    assert sum(counts.values()) == 400 and all(60 < c < 140 for c in counts.values()), counts
+    counts = {s: styles.count(s) for s in ENV_TYPES}
+    expected = 400 / len(ENV_TYPES)  # each env equally likely
+    assert sum(counts.values()) == 400 and all(0.6 * expected < c < 1.4 * expected for c in counts.values()), counts
 
 
-@pytest.mark.parametrize("name", ["single", "telescoping", "hierarchical", "geohash"])
+@pytest.mark.parametrize("name", ENV_TYPES)
 def test_every_env_kinds_example_is_asked_by_its_env(name):
     """The contract each env kind keeps (envs/kinds.py): its SFT example, replayed through the env it
     builds, is asked that env's own prompts turn by turn, and its turns, its card and its example
     agree on how many turns there are. A new kind whose parts disagree fails here."""
-    from types import SimpleNamespace
-
-    from geospot.envs.kinds import ENV_TYPES, KINDS
-
-    assert name in ENV_TYPES
     kind = KINDS[name]
     # the truth shown to later turns (no noise, teacher forcing): what a perfect policy would be shown
     cfg = SimpleNamespace(answer_decimals=2, telescoping_noise_km=(0.0, 0.0), teacher_forcing=1.0)

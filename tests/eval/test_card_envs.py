@@ -81,10 +81,10 @@ def test_an_env_the_card_does_not_know_is_refused_not_asked_as_telescoping():
 
     from geospot.runs.model_spec import ModelSpec
 
-    spec = ModelSpec(kind="rl", base_model="tiny", engine="local", lora_rank=0, trained_styles=("continent",),
-                     env_type="continent", prompt="p", turn_prompts=("a", "b {prev}"), answer_decimals=1,
+    spec = ModelSpec(kind="rl", base_model="tiny", engine="local", lora_rank=0, trained_styles=("maze",),
+                     env_type="maze", prompt="p", turn_prompts=("a", "b {prev}"), answer_decimals=1,
                      max_pixels=3136, image_side=None, max_tokens=24, data=None)
-    with pytest.raises(ValueError, match="env_type='continent'"):
+    with pytest.raises(ValueError, match="env_type='maze'"):
         card_turns(spec)
     assert card_turns(dataclasses.replace(spec, env_type="telescoping")).prompts == ("a", "b {prev}")
     zoomed = card_turns(dataclasses.replace(spec, env_type="telescoping", config={"zoom": 2}, reasoning=True))

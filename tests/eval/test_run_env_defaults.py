@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 
 from geospot.config import parse_overrides
+from geospot.envs.kinds import ENV_TYPES
 from geospot.eval.cli import EvalConfig, PredictConfig
 from geospot.eval.run_defaults import describe_defaults, env_resume_keys, given_keys, with_run_defaults
 from geospot.train.rl import RLConfig, env_from_start_run
@@ -63,7 +64,7 @@ def test_an_sft_run_of_all_styles_is_asked_single(tmp_path):
     sft = _run(tmp_path / "sft", "sft", {"prompt_style": "all", "hier_weights": [0.1, 0.2, 0.3, 0.4]})
     cfg, record = _eval([f"model={sft}", "data=synthetic:n=4"])
     assert cfg.env_type == "single" and cfg.hier_weights == (0.1, 0.2, 0.3, 0.4)
-    assert record["trained_styles"] == ["single", "telescoping", "hierarchical", "geohash"]
+    assert record["trained_styles"] == list(ENV_TYPES)  # every env, in the kinds' order
 
 
 def test_rl_from_a_run_continues_its_env_unless_told(tmp_path):

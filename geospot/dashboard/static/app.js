@@ -146,7 +146,7 @@ const GROUPS = [
   { title: "reasoning tokens per turn", re: /(^|[\/_])reasoning_tokens$/i },
   { title: "reasoning: truncated / answer-format rate", re: /(^|[\/_])(truncation_rate|answer_format_rate)$/i },
   { title: "per-turn distance (km, log)", re: /turn_?\d.*km|km.*turn_?\d/i, log: true },
-  { title: "label accuracy (hierarchical turns)", re: /label_[a-z]+_acc$/i },
+  { title: "label accuracy (label turns)", re: /label_[a-z]+_acc$/i },
   { title: "geohash characters shared per turn", re: /geohash_shared$/i },
 ];
 const COLORS = ["#4fb3ff", "#ffb347", "#3ddc84", "#ff6b5a", "#c58cff", "#ffe066"];
