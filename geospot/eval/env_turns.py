@@ -42,15 +42,12 @@ def asks_prompt_texts(env_type: str) -> bool:
     return env_kind(env_type, "prompt_style").prompt_key is not None
 
 
-def turn_fields(env_type: str, env_options) -> tuple[str, ...]:
-    """What each turn asks: a label field, or "" for coordinates; () for an env that asks prompt
-    texts (their turns are those texts: see `num_turns`)."""
-    return () if asks_prompt_texts(env_type) else tuple(t.field for t in KINDS[env_type].turns(env_options))
-
-
-def num_turns(env_type: str, env_options, turns: tuple[str, ...]) -> int:
-    """Turns a full episode plays (a shorter one stopped on an unparseable answer)."""
-    return len(turns) if asks_prompt_texts(env_type) else KINDS[env_type].num_turns(env_options)
+def turn_fields(env_type: str, env_options, turns: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """What each turn of a full episode asks: a label field, or "" for coordinates. An env that asks
+    prompt texts plays one coordinate turn per text of `turns`; the others, their kind's turns."""
+    if asks_prompt_texts(env_type):
+        return ("",) * len(turns)
+    return tuple(t.field for t in KINDS[env_type].turns(env_options))
 
 
 def env_batch(engine, samples: Sequence[Sample], env_type: str, env_options, params: SampleParams, k: int,

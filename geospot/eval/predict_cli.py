@@ -271,7 +271,7 @@ def _rows(preds, gps: dict[str, tuple[float, float] | None]) -> list[dict]:
             "raw_text": p.raw_text,
             "turns": [None if g is None else list(g) for g in p.turn_guesses],
             "turn_texts": list(p.turn_texts),
-            **({"answers": answered_labels(p)} if p.turn_fields else {}),
+            **({"answers": answered_labels(p)} if any(p.turn_fields) else {}),
             # reasoning=true: raw_text holds the <think> block; its length per turn (first sample)
             **({"reasoning_tokens": [t[0] for t in p.turn_reasoning[:len(p.turn_guesses)]]}
                if p.turn_reasoning else {}),

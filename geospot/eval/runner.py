@@ -193,9 +193,12 @@ def label_metrics(predictions: Sequence[Prediction]) -> dict[str, float]:
 
 
 def turn_metrics(predictions: Sequence[Prediction], true_lat, true_lon) -> dict[str, float]:
-    """Telescoping only: `turn_<k>_median_km` of each turn's guess (first sample; a turn
-    never reached or unparsed = inf), to see whether refining helps. {} for single-turn."""
-    turns = max((len(p.turn_guesses) for p in predictions), default=0)
+    """Envs of several coordinate turns (telescoping, geohash): `turn_<k>_median_km` of each
+    coordinate turn's guess (first sample; a turn never reached or unparsed = inf), to see whether
+    refining helps; the env's turns (`turn_fields`) count even when no episode reached them. {} for
+    one coordinate turn."""
+    # (an eval folder written before turn_fields named coordinate turns has only the turns reached)
+    turns = max((max(len(p.turn_fields), len(p.turn_guesses)) for p in predictions), default=0)
     label_turns = {t for p in predictions for t, f in enumerate(p.turn_fields) if f}  # no coordinates asked
     if turns - len(label_turns) < 2:
         return {}
@@ -232,15 +235,15 @@ def predict(
     `turns` (None = the default prompts), hierarchical / geohash take the keys of `env_options`
     (any config with EnvOptions' keys; None = defaults); hierarchical's true labels are the
     samples' own, else `label_geocoder`'s of the truth (None = reverse geocoding)."""
-    from geospot.eval.env_turns import asks_prompt_texts, env_batch, num_turns, turn_fields
+    from geospot.eval.env_turns import asks_prompt_texts, env_batch, turn_fields
 
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     # single / telescoping: the run's own prompts (turns) or the defaults; the env asks them to
     # reason first when env_options has reasoning=true (envs/kinds.py: coordinate_prompts)
     turns = (turns or turn_texts_for(prompt_style)) if asks_prompt_texts(prompt_style) else ()
-    fields = turn_fields(prompt_style, env_options)
-    n_turns = num_turns(prompt_style, env_options, turns)
+    fields = turn_fields(prompt_style, env_options, turns)  # one per turn of a full episode
+    n_turns = len(fields)
     if label_geocoder is None and env_kind(prompt_style, "prompt_style").needs_labels(env_options):
         from geospot.geo import reverse_geocode as label_geocoder
     params, k = resolve_sampling(sampling, max_tokens)

@@ -92,3 +92,19 @@ def test_predict_output_names_each_label_answer():
     line = _predict_line(row, telescoping=turn_guesses("hierarchical", None))
     assert "answers: country=France, region=Île-de-France, city=Lyon" in line and "48.8600, 2.3500" in line
     assert "turns:" not in line  # the label turns are the answers, not "? -> ? -> ?" before the coordinates
+
+
+@pytest.mark.parametrize("env", ["telescoping", "geohash"])
+def test_turns_no_episode_reached_are_reported_as_misses(tmp_path, env):
+    """A model whose first answers never parse still gets a column per coordinate turn of its env,
+    each inf, as the docstring of turn_metrics says (the columns were those of the turns reached, so
+    an eval of a 3-turn env looked single-turn to `eval --compare`); a resumed eval reads the same."""
+    res = evaluate(ScriptedEngine(lambda image, text, turn, j: "somewhere warm"), make_samples(POINTS),
+                   prompt_style=env, batch_size=2)
+    turns = {k: v for k, v in res.metrics.items() if k.startswith("turn_")}
+    assert turns == {"turn_1_median_km": float("inf"), "turn_2_median_km": float("inf"),
+                     "turn_3_median_km": float("inf")}
+    assert res.predictions[0].turn_fields == ("", "", "") and len(res.predictions[0].turn_guesses) == 1
+    io.append_predictions(tmp_path / "p.csv", res.predictions)
+    assert {k: v for k, v in metrics_for(io.read_predictions(tmp_path / "p.csv")).items() if k.startswith("turn_")} \
+        == turns
