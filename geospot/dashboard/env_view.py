@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from geospot.envs.kinds import KINDS, as_options
-from geospot.envs.registry import reward_name
+from geospot.envs.registry import reward_name, uses_tau
 
 # SFT's prompt styles that mix envs (train/sft.py MIXES): their held-out eval asks single-turn
 _SFT_EVAL_ENV = "single"
@@ -28,10 +28,27 @@ def played_envs(config: dict[str, Any]) -> list[str]:
     return [style if style in KINDS else _SFT_EVAL_ENV]
 
 
+def _reward(env: Any, config: dict[str, Any], options: Any) -> dict[str, Any] | None:
+    """How `env` pays a turn: {"env", "name" (reward=auto resolved; "own" where the env grades itself),
+    "tau" (the distance reward is exp(-d/τ) at the run's logged τ), "kernel" (the reward is a kernel of
+    the distance, one can draw it), "text" (what a turn earns beyond that, in words)}; None for an
+    env this version does not know."""
+    if not isinstance(env, str) or env not in KINDS:
+        return None
+    kind = KINDS[env]
+    given = config.get("reward")
+    try:
+        name = "own" if kind.own_reward else reward_name(env, given if isinstance(given, str) and given else "auto")
+        text = kind.reward_text(options, name)
+    except (TypeError, ValueError):  # keys this version cannot read
+        return None
+    return {"env": env, "name": name, "tau": uses_tau(name), "kernel": kind.distance_reward, "text": text}
+
+
 def env_view(config: dict[str, Any]) -> dict[str, Any]:
     """{"layouts": per played env, its turns [{field, name, title, weight, partial}] (field "" =
-    coordinates); "reward": env_type's {"name" (reward=auto resolved), "kernel" (a kernel of the
-    distance, one can draw it), "text" (what it pays, in words)} or None for SFT / an unknown env}."""
+    coordinates); "reward": env_type's reward (`_reward`), None for SFT / an unknown env; "mix": the
+    reward of the mix_env_type playing a share of each batch, with that share ("share"), or None}."""
     options = as_options(config)
     layouts = []
     for env in played_envs(config):
@@ -39,11 +56,8 @@ def env_view(config: dict[str, Any]) -> dict[str, Any]:
             layouts.append([t._asdict() for t in KINDS[env].turns(options)])
         except (KeyError, TypeError, ValueError):  # an env or keys this version cannot read
             continue
-    env = config.get("env_type")
-    reward = None
-    if isinstance(env, str) and env in KINDS:
-        kind = KINDS[env]
-        given = config.get("reward")
-        name = reward_name(env, given if isinstance(given, str) and given else "auto")
-        reward = {"name": name, "kernel": kind.distance_reward, "text": kind.reward_text}
-    return {"layouts": layouts, "reward": reward}
+    mix = _reward(config.get("mix_env_type"), config, options) if config.get("env_type") else None
+    share = config.get("mix_share")
+    if mix is not None:
+        mix["share"] = share if isinstance(share, (int, float)) and not isinstance(share, bool) else None
+    return {"layouts": layouts, "reward": _reward(config.get("env_type"), config, options), "mix": mix}

@@ -94,12 +94,16 @@ class EnvKind:
     prompt_key: ClassVar[str | None] = None
     default_reward: ClassVar[str] = "geoscore"  # what reward=auto picks
     own_reward: ClassVar[bool] = False  # it grades with its own reward: `reward=` has no effect
-    reward_text: ClassVar[str] = ""  # a sentence on what a turn earns beyond `reward=`'s kernel, for people
     distance_reward: ClassVar[bool] = True  # its reward is a kernel of the distance (one can draw it)
 
     def prompt_texts(self, cfg) -> tuple[str, ...]:
         """The prompt texts it asks, before `reasoning` rewrites them; () for an env without `prompt_key`."""
         return ()
+
+    def reward_text(self, cfg, reward: str) -> str:
+        """A sentence on what a turn earns beyond the distance reward `reward` itself, for people (the
+        dashboard's reward panel); "" when the distance reward is all."""
+        return ""
 
     def turns(self, cfg) -> tuple[Turn, ...]:
         raise NotImplementedError
@@ -150,10 +154,12 @@ class Telescoping(EnvKind):
     name = "telescoping"
     summary = "coarse -> refine -> final coordinates"
     prompt_key = "turn_prompts"
-    reward_text = "A telescoping turn earns S(d_t) − S(d_{t−1}): how much closer it lands than the turn before."
 
     def prompt_texts(self, cfg) -> tuple[str, ...]:
         return tuple(opt(cfg, "turn_prompts", P.TELESCOPING_PROMPTS))
+
+    def reward_text(self, cfg, reward: str) -> str:
+        return "A telescoping turn earns S(d_t) − S(d_{t−1}): how much closer it lands than the turn before."
 
     def turns(self, cfg) -> tuple[Turn, ...]:
         n = len(self.prompt_texts(cfg))
@@ -179,9 +185,14 @@ class Telescoping(EnvKind):
 class Hierarchical(EnvKind):
     name = "hierarchical"
     summary = "country -> region -> city -> coordinates"
-    reward_text = ("A right label (country → region → city) earns its weight (hier_weights), the final coordinates "
-                   "their weight × GeoScore / 5000.")
     distance_reward = False
+
+    def reward_text(self, cfg, reward: str) -> str:
+        spec = hierarchy_spec(cfg)
+        paid = "GeoScore / 5000" if reward == "geoscore" else f"the {reward} reward of their distance"
+        partial = (f" (a wrong one after a wrong one {spec.partial_credit:g} of it)" if spec.partial_credit else "")
+        return (f"A right label ({' → '.join(spec.label_fields)}) earns its weight (hier_weights){partial}, the "
+                f"final coordinates their weight × {paid}.")
 
     def turns(self, cfg) -> tuple[Turn, ...]:
         spec = hierarchy_spec(cfg)
@@ -210,9 +221,11 @@ class Geohash(EnvKind):
     name = "geohash"
     summary = "2/4/6-character turns"
     own_reward = True  # shared cells + bonus: the geohash_* keys
-    reward_text = ("A turn earns its weight (geohash_weights) × the share of its geohash characters that match the "
-                   "truth's, plus geohash_bonus when it lands closer than the turn before.")
     distance_reward = False
+
+    def reward_text(self, cfg, reward: str) -> str:
+        return ("A turn earns its weight (geohash_weights) × the share of its geohash characters that match the "
+                "truth's, plus geohash_bonus when it lands closer than the turn before.")
 
     def turns(self, cfg) -> tuple[Turn, ...]:
         return tuple(Turn("", f"{c}-char cell", f"graded on the first {c} geohash characters (cells of "

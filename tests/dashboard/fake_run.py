@@ -69,7 +69,9 @@ def step_metrics(step: int, total: int) -> dict[str, float]:
 def fill(writer, steps: int = 10, *, image_every: int = 2, start: int = 0, **kw) -> None:
     """Write `steps` steps (metrics each step, images every `image_every`) through any RunWriter."""
     if start == 0:
-        writer.log_config("rl", {"model_name": "tiny:qwen2_5_vl:tiny", "group_size": 8, "env_type": "telescoping"})
+        # reward=kernel: it logs tau_km (telescoping's reward=auto would be the GeoScore, no τ)
+        writer.log_config("rl", {"model_name": "tiny:qwen2_5_vl:tiny", "group_size": 8, "env_type": "telescoping",
+                                 "reward": "kernel"})
         writer.set_status("running")
     for s in range(start, start + steps):
         writer.log_step(s, step_metrics(s, 20))

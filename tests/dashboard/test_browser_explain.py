@@ -113,14 +113,18 @@ def test_an_eval_guess_shows_its_distance_and_no_reward(tmp_path, browser):
     assert errors == []
 
 
-@pytest.mark.parametrize("env_type", ["telescoping", "hierarchical"])
+@pytest.mark.parametrize("env_type", ["telescoping", "hierarchical", "telescoping+single"])
 def test_a_run_without_tau_shows_the_reward_it_has(tmp_path, browser, env_type):
     """Telescoping's default reward is the GeoScore / 5000 = exp(-d/1492.7 km), a kernel with a
-    fixed τ: drawn, with what a turn earns. A hierarchical run's reward grades labels: said so."""
+    fixed τ: drawn, with what a turn earns. A hierarchical run's reward grades labels: said so. A
+    telescoping run with a single-turn share logs that share's τ: the GeoScore is still what is
+    drawn (it was drawn as a τ-kernel), and the share's τ-kernel is said."""
     runs = tmp_path / "runs"
     store = RunStore(runs / "rl")
-    store.log_config("rl", {"model": "tiny", "env_type": env_type, "reward": "auto"})
-    store.log_step(1, {"reward_mean": 0.5})
+    env, _, mix = env_type.partition("+")
+    store.log_config("rl", {"model": "tiny", "env_type": env, "reward": "auto", "mix_env_type": mix or None,
+                            "mix_share": 0.25})
+    store.log_step(1, {"reward_mean": 0.5, **({"tau_km": 750.0} if mix else {})})
     store.log_images(1, fake_run.image_records(1, 20, G=2, turns=3, n_images=2))
     store.set_status("done")
     store.flush()
@@ -130,8 +134,10 @@ def test_a_run_without_tau_shows_the_reward_it_has(tmp_path, browser, env_type):
         page.wait_for_selector("#kernel-explainer h3")
         text = page.locator("#kernel-explainer").inner_text()
         panels = page.locator("#kernel-explainer .kpanel")
-        if env_type == "telescoping":
+        if env_type.startswith("telescoping"):
             assert "GeoScore / 5000 = exp(−d/1492.7 km)" in text and "S(d_t) − S(d_{t−1})" in text
+            said = "25% of each batch's images play single instead, paid exp(−d/τ) (τ = 750 km now)"
+            assert (said in text) == bool(mix)
             assert panels.count() == 5
             shown = float(panels.nth(1).locator(".kval").get_attribute("data-value"))
             assert shown == pytest.approx(math.exp(-750 / 1492.7), abs=1e-6)  # 0.605

@@ -8,13 +8,20 @@ def names(view):
     return [[t["name"] for t in layout] for layout in view["layouts"]]
 
 
-def test_an_rl_runs_envs_and_reward():
-    view = env_view({"env_type": "telescoping", "mix_env_type": "single", "reward": "auto"})
+def test_an_rl_runs_envs_and_rewards():
+    """A mixed run's two envs are paid differently: telescoping the fixed GeoScore (reward=auto), the
+    single-turn share the τ-kernel whose τ the run logs; the page must not draw one as the other."""
+    view = env_view({"env_type": "telescoping", "mix_env_type": "single", "mix_share": 0.25, "reward": "auto"})
     assert names(view) == [["coarse", "refine", "final"], ["answer"]]
-    assert view["reward"]["name"] == "geoscore" and view["reward"]["kernel"]
-    assert "S(d_t) − S(d_{t−1})" in view["reward"]["text"]
-    single = env_view({"env_type": "single", "reward": "mixed"})["reward"]
-    assert single == {"name": "mixed", "kernel": True, "text": ""}
+    reward, mix = view["reward"], view["mix"]
+    assert (reward["env"], reward["name"], reward["tau"], reward["kernel"]) == ("telescoping", "geoscore", False, True)
+    assert "S(d_t) − S(d_{t−1})" in reward["text"]
+    assert mix == {"env": "single", "name": "kernel", "tau": True, "kernel": True, "text": "", "share": 0.25}
+    single = env_view({"env_type": "single", "reward": "mixed"})
+    assert single["reward"] == {"env": "single", "name": "mixed", "tau": True, "kernel": True, "text": ""}
+    assert single["mix"] is None
+    own = env_view({"env_type": "geohash", "reward": "auto"})["reward"]
+    assert (own["name"], own["tau"], own["kernel"]) == ("own", False, False)
 
 
 def test_label_turns_carry_their_field_and_pay():
@@ -23,7 +30,12 @@ def test_label_turns_carry_their_field_and_pay():
     (layout,) = view["layouts"]
     assert layout[0] == {"field": "country", "name": "country", "title": "", "weight": 0.3, "partial": 0.25}
     assert layout[1]["field"] == "" and layout[1]["name"] == "coordinates"
-    assert view["reward"]["kernel"] is False and "A right label" in view["reward"]["text"]
+    assert view["reward"]["kernel"] is False
+    assert view["reward"]["text"] == ("A right label (country) earns its weight (hier_weights) (a wrong one after a "
+                                      "wrong one 0.25 of it), the final coordinates their weight × GeoScore / 5000.")
+    tau = env_view({"env_type": "hierarchical", "reward": "kernel"})["reward"]
+    assert tau["tau"] and tau["text"].startswith("A right label (country → region → city) earns its weight")
+    assert tau["text"].endswith("their weight × the kernel reward of their distance.")
 
 
 def test_an_sft_run_asks_its_style_and_a_mix_asks_single():
@@ -34,6 +46,6 @@ def test_an_sft_run_asks_its_style_and_a_mix_asks_single():
 
 
 def test_a_config_it_cannot_read_leaves_the_layout_out():
-    assert env_view({"env_type": "maze"}) == {"layouts": [], "reward": None}
+    assert env_view({"env_type": "maze"}) == {"layouts": [], "reward": None, "mix": None}
     assert env_view({"env_type": "hierarchical", "hier_turns": 7})["layouts"] == []
-    assert env_view({}) == {"layouts": [], "reward": None}
+    assert env_view({}) == {"layouts": [], "reward": None, "mix": None}

@@ -65,31 +65,45 @@ async function kernelPanel(lat, lon, d, tau) {
 // The GeoGuessr score / 5000 is itself exp(−d/1492.7 km): a fixed τ (envs/rewards.py GeoScoreReward).
 const GEOSCORE_TAU_KM = 1492.7;
 
-// reward: what the server says of the run's reward (/api/run's env.reward, dashboard/env_view.py):
-// {name: reward=auto resolved, kernel: whether it is a kernel of the distance, text: a sentence on
-// what a turn earns}; null for a run whose env the server does not know (drawn as single-turn's).
-async function kernelExplainer(im, tauInfo, reward, kind = null, env = "") {
+// envView: what the server says of the run's rewards (/api/run's env, dashboard/env_view.py):
+// reward = env_type's {env, name (reward=auto resolved), tau (exp(−d/τ) at the logged τ), kernel (a
+// kernel of the distance: one can draw it), text (what a turn earns beyond that)}; mix = the same for
+// the mix_env_type playing a share of each batch, or null. A run whose env the server does not know
+// is drawn as single-turn's τ-kernel.
+const UNKNOWN_REWARD = { env: "?", name: "kernel", tau: true, kernel: true, text: "" };
+
+// the mixed-in env's reward, in a sentence ("" without one)
+function mixSentence(mix, tauInfo) {
+  if (!mix) return "";
+  const share = typeof mix.share === "number" ? `${Math.round(mix.share * 100)}% of` : "a share of";
+  const paid = !mix.kernel ? "its own reward" : mix.tau
+    ? `exp(−d/τ)${tauInfo ? ` (τ = ${fmt(tauInfo.tau, 4)} km now)` : ""}` : "GeoScore / 5000";
+  return ` ${share} each batch's images play ${mix.env} instead, paid ${paid}.${mix.text ? ` ${mix.text}` : ""}`;
+}
+
+async function kernelExplainer(im, tauInfo, envView, kind = null) {
   const box = el("div", { class: "explainer", id: "kernel-explainer" });
   if (kind === "sft") {
     box.append(el("h3", {}, "reward kernel"), el("p", { class: "muted" },
       "An SFT run has no reward: it learns the answer's tokens (cross-entropy). GRPO runs show their reward here."));
     return box;
   }
-  reward = reward || { name: "kernel", kernel: true, text: "" };
-  if (!tauInfo && (!reward.kernel || reward.name !== "geoscore")) {
-    box.append(el("h3", {}, "reward kernel"), el("p", { class: "muted" }, !reward.kernel
-      ? `This run's reward (env_type=${env}) is not a kernel of the distance, so there is none to draw. ${reward.text}`
-      : "This run logs no τ (tau_km): its reward is not the distance kernel exp(−d/τ)."));
+  const reward = (envView && envView.reward) || UNKNOWN_REWARD, mix = mixSentence(envView && envView.mix, tauInfo);
+  // the τ to draw: the run's logged τ for a τ-kernel, GeoScore's fixed one, none for a reward of another kind
+  const tau = !reward.kernel ? null : reward.tau ? (tauInfo ? tauInfo.tau : null) : reward.name === "geoscore" ? GEOSCORE_TAU_KM : null;
+  if (tau === null) {
+    box.append(el("h3", {}, "reward kernel"), el("p", { class: "muted" }, (!reward.kernel
+      ? `This run's reward (env_type=${reward.env}) is not a kernel of the distance, so there is none to draw. ${reward.text}`
+      : "This run logs no τ (tau_km) yet: its reward is the distance kernel exp(−d/τ), drawn once it does.") + mix));
     return box;
   }
-  const { tau, step } = tauInfo || { tau: GEOSCORE_TAU_KM, step: null };
   const turns = reward.text ? ` ${reward.text}` : "";
-  box.append(tauInfo
-    ? el("h3", {}, `reward kernel exp(−d/τ) around image ${im.image_id}'s truth, τ = ${fmt(tau, 4)} km (step ${step})`)
+  box.append(reward.tau
+    ? el("h3", {}, `reward kernel exp(−d/τ) around image ${im.image_id}'s truth, τ = ${fmt(tau, 4)} km (step ${tauInfo.step})`)
     : el("h3", {}, `reward S(d) = GeoScore / 5000 = exp(−d/${tau} km) around image ${im.image_id}'s truth (fixed)`),
-  el("p", { class: "muted" }, (tauInfo ? "A guess d km from the truth earns exp(−d/τ): " : "A guess d km from the truth scores S(d): ")
+  el("p", { class: "muted" }, (reward.tau ? "A guess d km from the truth earns exp(−d/τ): " : "A guess d km from the truth scores S(d): ")
       + "the colour of its band (red 0 → green 1). "
-      + "A small τ pays only near-exact guesses; a large τ still separates guesses thousands of km off." + turns));
+      + "A small τ pays only near-exact guesses; a large τ still separates guesses thousands of km off." + turns + mix));
   const panels = await Promise.all(KERNEL_KM.map(d => kernelPanel(im.lat, im.lon, d, tau)));
   box.append(el("div", { class: "kpanels" }, panels), kernelCurve(tau));
   return box;
@@ -169,7 +183,7 @@ class Explainer {
     const im = inBoth || shown;
     if (key !== this.key) return;  // a newer draw started meanwhile
     if (!im) { this.node.replaceChildren(); return; }
-    const parts = [await kernelExplainer(im, tauInfo, v.env && v.env.reward, v.kind, (v.config || {}).env_type)];
+    const parts = [await kernelExplainer(im, tauInfo, v.env, v.kind)];
     const box = el("div", { class: "explainer", id: "policy-explainer" });
     if (inBoth && base !== cur) {
       const tau = tauInfo && tauInfo.tau, b = baseIms.find(i => i.image_id === inBoth.image_id);
