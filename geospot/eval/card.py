@@ -112,6 +112,33 @@ _ASK = [
     "",
 ]
 
+# How the card reads an answer, per protocol: a plain-Python copy of geospot's own reading
+# (geo/parse.py, geo/parse_labels.py) on the shapes a trained model writes, so the card plays the
+# turns predict plays (tests/eval/test_card_envs.py compares them on such answers).
+_READERS = {
+    "coordinates": [
+        "def read_coordinates(answer):  # labelled: both labels' numbers; else the first two; in range",
+        "    lat, lon = (re.findall(rf'\\b{k}\\w*\\W*?(-?\\d+(?:\\.\\d+)?)', answer, re.I) for k in ('lat', 'lon'))",
+        "    labelled = re.search(r'\\b(lat|lon)', answer, re.I)",
+        "    numbers = [float(lat[-1]), float(lon[-1])] if lat and lon else [] if labelled else [",
+        "        float(x) for x in re.findall(r'-?\\d+(?:\\.\\d+)?', answer)[:2]]",
+        "    ok = len(numbers) == 2 and abs(numbers[0]) <= 90 and abs(numbers[1]) <= 180",
+        "    return tuple(numbers) if ok else None",
+    ],
+    "labels": [
+        "def read_label(answer, field):  # the last '<field>: value' line, else the first non-empty line",
+        "    keyed = re.findall(rf'^\\W*{field}\\W*[:=]\\s*(.+)$', answer, re.IGNORECASE | re.MULTILINE)",
+        "    lines = keyed[-1:] or [x for x in answer.splitlines() if x.strip(STRIP)][:1]",
+        "    return lines[0].strip().strip(STRIP).strip() if lines else None",
+    ],
+    "cells": [
+        "def read_cell(answer):  # the keyed cell (Geohash: ...), else the whole answer as one word",
+        "    found = re.findall(r'geohash\\W*[:=]?\\s*([0-9a-z]+)', answer, re.IGNORECASE)[-1:] or answer.split()",
+        "    cell = found[0].strip(STRIP).lower() if len(found) == 1 else None",
+        "    return cell if cell and re.fullmatch('[0-9b-hjkmnp-z]+', cell) else None",
+    ],
+}
+
 # The per-protocol loop: each turn's question, the model's answer, what the next turn is told.
 _LOOPS = {
     "coordinates": [
@@ -122,8 +149,7 @@ _LOOPS = {
         "    messages.append(user(t, text))",
         "    answer = ask(messages)",
         "    print(f'turn {t + 1}: {answer!r}')",
-        "    numbers = [float(x) for x in re.findall(r'-?\\d+(?:\\.\\d+)?', answer)[:2]]",
-        "    guess = tuple(numbers) if len(numbers) == 2 else None",
+        "    guess = read_coordinates(answer)",
         "    if guess is None:",
         "        break",
     ],
@@ -134,11 +160,10 @@ _LOOPS = {
         "    answer = ask(messages)",
         "    print(f'turn {t + 1} ({field}): {answer!r}')",
         "    if field != 'coords':",
-        "        keyed = re.findall(rf'^\\W*{field}\\W*[:=]\\s*(.+)$', answer, re.IGNORECASE | re.MULTILINE)",
-        "        lines = keyed[-1:] or [x for x in answer.splitlines() if x.strip(STRIP)][:1]",
-        "        if not lines:",
+        "        label = read_label(answer, field)",
+        "        if not label:",
         "            break",
-        "        known.append(lines[0].strip().strip(STRIP).strip())",
+        "        known.append(label)",
     ],
     "cells": [
         "messages, cell = [], None",
@@ -147,8 +172,7 @@ _LOOPS = {
         "    messages.append(user(t, prompt if t == 0 else prompt.format(prev=cell[:chars[t - 1]])))",
         "    answer = ask(messages)",
         "    print(f'turn {t + 1}: {answer!r}')",
-        "    found = re.findall(r'geohash\\W*[:=]?\\s*([0-9a-z]+)', answer, re.IGNORECASE) or answer.split()[:1]",
-        "    cell = found[-1].lower() if found else None",
+        "    cell = read_cell(answer)",
         "    if not cell:",
         "        break",
     ],
@@ -166,7 +190,7 @@ def usage_code(kind: str, folder: str, base_ref: str, spec, photo: str) -> list[
     how = card_turns(spec)
     setup = {"coordinates": [f"prev_decimals = {list(PREVIOUS_GUESS_DECIMALS)!r}"],
              "labels": [f"fields = {list(how.fields)!r}", f"STRIP = {_STRIP!r}  # around a label answer"],
-             "cells": [f"chars = {list(how.chars)!r}"]}[how.protocol]
+             "cells": [f"chars = {list(how.chars)!r}", f"STRIP = {_STRIP!r}  # around a cell answer"]}[how.protocol]
     return [
         "import re",
         "import torch",
@@ -191,9 +215,19 @@ def usage_code(kind: str, folder: str, base_ref: str, spec, photo: str) -> list[
         "",
         *_ASK,
         "",
+        *_READERS[how.protocol],
+        "",
+        "",
         *_LOOPS[how.protocol],
     ]
 
+
+# what the model answers, per protocol (the card's first sentence)
+_ANSWERS = {
+    "coordinates": "as `Latitude: <deg>\\nLongitude: <deg>`",
+    "labels": "one place label per turn (`Country: <name>`, ...), then `Latitude: <deg>\\nLongitude: <deg>`",
+    "cells": "as a geohash cell per turn (`Geohash: <cell>`), each finer than the last",
+}
 
 _TOLD = {
     "coordinates": "Later turns show the previous guess in `{prev}`, rounded to the turn's decimals.",
@@ -223,8 +257,8 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
         "",
         f"# geospot {train_kind} model",
         "",
-        (f"Fine-tuned from `{spec.base_model}` with geospot to answer where a "
-        "street-view photo was taken, as `Latitude: <deg>\\nLongitude: <deg>`."),
+        f"Fine-tuned from `{spec.base_model}` with geospot to answer where a street-view photo was taken, "
+        + _ANSWERS[how.protocol] + ".",
         "",
         "| | |",
         "| --- | --- |",
@@ -244,7 +278,7 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
         "",
         *[f"{i + 1}. `{t!r}`" for i, t in enumerate(how.prompts)],
         "",
-        _TOLD[how.protocol],
+        *([_TOLD[how.protocol]] if len(how.prompts) > 1 else []),
         *([f"This run asks with zoom={zoom}: its first turn sees the photo shrunk {zoom}x per side and the second "
            "the full photo; the code below shows every turn the full photo (`geospot predict` asks as trained)."]
           if zoom > 1 else []),

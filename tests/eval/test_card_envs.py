@@ -52,15 +52,17 @@ def test_the_card_asks_as_the_env_does(exported):
         assert how.prompts[0] == hierarchical_prompt("country")
         assert how.prompts[2].format(known="Ile-de-France, France") == hierarchical_prompt(
             "city", ("France", "Ile-de-France"))  # told coarse first, shown finest first
-        assert "| prompt style | hierarchical (4 turns) |" in card
+        assert "| prompt style | hierarchical (4 turns) |" in card and "one place label per turn (`Country:" in card
     elif style.startswith("geohash"):
         spec = GeohashSpec(answer="geohash" if style == "geohash-cells" else "coordinates")
         assert how.protocol == ("cells" if style == "geohash-cells" else "coordinates")
         assert [p.format(prev="X") for p in how.prompts] == [spec.prompt(t, "X") for t in range(3)]
         assert "| prompt style | geohash (3 turns) |" in card
+        assert ("as a geohash cell per turn" in card) == (style == "geohash-cells")
     else:
         assert how.prompts == (f"{SINGLE_TURN_PROMPT}\n{REASONING_INSTRUCTION}",) and how.max_tokens == 40
         assert "| max tokens per answer | 40 |" in card and "max_new_tokens = 40" in card
+        assert "Later turns" not in card  # one turn: nothing is shown to a later one
     assert f"turns = {list(how.prompts)!r}" in card  # the code asks with what the table shows
 
 
@@ -90,3 +92,28 @@ def test_an_env_the_card_does_not_know_is_refused_not_asked_as_telescoping():
     zoomed = card_turns(dataclasses.replace(spec, env_type="telescoping", config={"zoom": 2}, reasoning=True))
     assert zoomed.zoom == 2 and zoomed.reasoning and zoomed.max_tokens == spec.reasoning_max_tokens
     assert card_turns(dataclasses.replace(spec, env_type="single", config={"zoom": 2})).zoom == 1  # telescoping's key
+
+
+def test_the_card_reads_answers_as_geospot_does():
+    """The card's readers (plain Python in its code) take what geospot's parsers take on the answers a
+    model writes, garbage included: the card read 'Longitude: 4.\\nLongitude: 4.' as (4, 4) and any
+    first word as a geohash cell, and played turns predict does not."""
+    import re
+
+    from geospot.eval.card import _READERS
+    from geospot.geo import parse_coordinates
+    from geospot.geo.parse_labels import _STRIP, parse_geohash, parse_label
+
+    ns = {"re": re, "STRIP": _STRIP}
+    for lines in _READERS.values():
+        exec("\n".join(lines), ns)
+    for answer in ["Latitude: 48.85\nLongitude: 2.35", "Latitude: -33.9\nLongitude: -151.2", "48.85, 2.35",
+                   "I think 48.8 and 2.3", "Longitude: 4.\nLongitude: 4.", "Latitude: 4", "Latitude: 10 Longitude: 200",
+                   "lat 95 lon 2", "somewhere warm", ""]:
+        ours = parse_coordinates(answer)
+        assert ns["read_coordinates"](answer) == (None if ours is None else (ours.lat, ours.lon)), answer
+    for answer in ["Geohash: u09t", "u09tv", "geohash = U09T", "Latitude: 48.8", "la", "u09t and more", ""]:
+        assert ns["read_cell"](answer) == parse_geohash(answer), answer
+    for answer in ["Country: France", "France", "Region: Île-de-France\n", "**City:** Lyon", ""]:
+        field = "city" if "City" in answer else "region" if "Region" in answer else "country"
+        assert ns["read_label"](answer, field) == (parse_label(answer, field) or None), answer
