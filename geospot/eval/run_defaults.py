@@ -87,6 +87,9 @@ def with_run_defaults(cfg, given: set[str] | None = None):
     # env_type is always recorded (the style the model is asked with); the env keys when they differ
     taken = {**({} if "env_type" in given else {"env_type": cfg.env_type}), **taken, **env_record["from_run"]}
     overridden.update(env_record["overridden"])
+    if getattr(cfg, "reasoning", False) and "reasoning_max_tokens" not in given:
+        # the budget a reasoning turn has, said even where it is the default (max_tokens is the answer's alone)
+        taken.setdefault("reasoning_max_tokens", cfg.reasoning_max_tokens)
     # the run's own prompt texts of the env asked (a ModelSpec has the prompt keys a kind reads); none for an env
     # that builds its prompts from its keys
     record = {"from_run": taken, "overridden": overridden, "turn_prompts": list(KINDS[cfg.env_type].prompt_texts(spec)),

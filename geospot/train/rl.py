@@ -34,6 +34,7 @@ from geospot.envs.config import EnvOptions
 from geospot.envs.kinds import ENV_HELP, ENV_TYPES, KINDS
 from geospot.envs.types import Trajectory
 from geospot.eval import evaluate
+from geospot.eval.compare import extra_lines
 from geospot.eval.geocoding import geocoder_for
 from geospot.eval.run_defaults import describe_defaults, env_defaults, given_keys
 from geospot.geo import make_tau_schedule
@@ -229,6 +230,8 @@ def eval_now(run: Run, done: int, progress: Progress) -> dict[str, float]:
                   sampling=sampling, writer=run.writer, step=done, env_options=cfg, dist=run.dist)
     shown = ("geoscore", "median_km", "acc_200km", "acc_750km")
     progress.note(f"eval step {done}: " + " ".join(f"{k}={ev.metrics[k]:.4g}" for k in shown if k in ev.metrics))
+    for line in extra_lines(ev.metrics):  # its env's own numbers: label answers, turns, reasoning
+        progress.note(line)
     return {f"eval/{k}": v for k, v in ev.metrics.items()}
 
 

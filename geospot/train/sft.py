@@ -26,6 +26,7 @@ from geospot.engines.types import AdamParams, Datum
 from geospot.envs.config import EnvOptions
 from geospot.envs.kinds import ENV_TYPES, KINDS
 from geospot.eval import evaluate
+from geospot.eval.compare import extra_lines
 from geospot.eval.run_defaults import given_keys
 from geospot.geo import format_metrics_table
 from geospot.runs.folder import LogDirBehavior
@@ -265,6 +266,8 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
             return
         eval_history[step] = run_eval(run, step)
         progress.note(format_metrics_table({f"step {s}": m for s, m in sorted(eval_history.items())}))
+        for line in extra_lines(eval_history[step]):  # its env's own numbers: label answers, turns, reasoning
+            progress.note(line)
 
     metrics: dict[str, float] = {}
     steps = run.start_step

@@ -162,6 +162,10 @@ def test_reasoning_goes_with_the_run_where_its_env_can_reason(tmp_path, capsys):
     assert cfg.env_type == "hierarchical" and not cfg.reasoning
     cfg, record = _eval([f"model={sft}", "data=synthetic:n=4"])
     assert cfg.reasoning and record["from_run"]["reasoning"] is True
+    default_budget = _run(tmp_path / "sft256", "sft", {"model_name": "tiny:qwen2_5_vl:tiny", "prompt_style": "single",
+                                                       "data": "synthetic:n=10,size=56", "reasoning": True})
+    # the budget a reasoning answer has is said, where it is the default too (max_tokens=24 alone misled)
+    assert _eval([f"model={default_budget}", "data=synthetic:n=4"])[1]["from_run"]["reasoning_max_tokens"] == 256
     cfg, record = _eval([f"model={sft}", "data=synthetic:n=4", "env_type=hierarchical"])
     assert not cfg.reasoning and "reasoning" not in record["from_run"]
 

@@ -20,14 +20,19 @@ COMMON = {"model_name": "tiny:qwen2_5_vl:tiny", "data": DATA, "batch_size": 2, "
           "eval_n": 2, "eval_every": 1, "eval_at_start": False, "max_tokens": 12, "behavior_if_log_dir_exists": "raise"}
 
 
-@pytest.mark.parametrize("env_type, reward, want", [
-    ("hierarchical", "auto", ("label_country_acc", "label_region_acc", "label_city_acc", "eval/label_country_acc")),
-    ("geohash", "auto", ("turn3_median_km", "eval/geoscore")),  # one per geohash turn
-    ("single", "mixed", ("tau_km",)),
+@pytest.mark.parametrize("env_type, reward, want, said", [
+    ("hierarchical", "auto", ("label_country_acc", "label_region_acc", "label_city_acc", "eval/label_country_acc"),
+     "the model's own label answers"),
+    ("geohash", "auto", ("turn3_median_km", "eval/geoscore"),  # one per geohash turn
+     "median km of each coordinate answer"),
+    ("single", "mixed", ("tau_km",), None),
 ])
-def test_new_envs_and_the_mixed_reward_run(tmp_path, env_type, reward, want):
+def test_new_envs_and_the_mixed_reward_run(tmp_path, capsys, env_type, reward, want, said):
     log = tmp_path / env_type
     metrics = run(RLConfig(**COMMON, env_type=env_type, reward=reward, log_path=str(log))).metrics
+    if said:  # the held-out eval's own numbers of the env are printed too, not only in metrics.jsonl
+        err = capsys.readouterr().err
+        assert said in err, err
     rows = read_jsonl(log / "metrics.jsonl")
     logged = {k for r in rows for k in r}
     for key in want:
