@@ -252,9 +252,7 @@ def create_app(runs_dir: str | Path, *, allowed_hosts: tuple[str, ...] | None = 
             seq = reader.seq()  # read first: events after it are streamed, none missed
             kind, config = reader.config()
             return {"name": request.query_params["run"], "kind": kind, "config": config, "setup": run_setup(config),
-                    "env": env_view(config),
-                    "seq": seq,
-                    "status": reader.status()["status"], "steps": reader.steps(),
+                    "env": env_view(config), "seq": seq, "status": reader.status()["status"], "steps": reader.steps(),
                     "image_steps": reader.image_steps()}
 
         return _json(await asyncio.to_thread(load))

@@ -94,7 +94,6 @@ def noisy_truth(sample, noise_km: Sequence[float], rng: np.random.Generator | No
     return shown
 
 
-
 def hierarchical_messages(sample, spec: HierarchySpec = DEFAULT_HIERARCHY, geocoder: Callable | None = None,
                           answer_decimals: int = 2) -> list[dict] | None:
     truth = truth_labels(sample.labels or {}, sample.lat, sample.lon, geocoder, spec.label_fields)

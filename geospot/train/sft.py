@@ -153,7 +153,7 @@ def example_rng(seed: int, step: int, index: int) -> np.random.Generator:
 def example_styles(style: str, n: int, seed: int, step: int) -> list[str]:
     """Which prompt each of the step's n images gets. A pure function of (seed, step) so
     a resumed run draws the same styles without any state to checkpoint."""
-    if style not in ("both", "all"):
+    if style not in MIXES:
         return [style] * n
     coin = np.random.default_rng([seed, step, 7919]).random(n)
     styles = MIXES[style]

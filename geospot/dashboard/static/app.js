@@ -53,8 +53,9 @@ const LIST_KEYS = [["reward", /(^|[\/_])reward(_mean)?$/i, "max"]];
 const HELDOUT_KEYS = [["held-out GeoScore", "geoscore", 0], ["held-out median km", "median_km", 1],
   ["held-out acc@750", "acc_750km", 3]];
 
-// What a run's episodes and held-out evals ask (`setup` of /api/runs and /api/run, app.py run_setup: the
-// same env keys; only the list fills in the model of a run started from another's weights): RL's env_type (+ the mix_env_type playing a share of each batch), SFT's prompt_style, whose
+// What a run's episodes and held-out evals ask (`setup` of /api/runs and /api/run, app.py run_setup:
+// the same env keys; only the list fills in the model of a run started from another's weights):
+// RL's env_type (+ the mix_env_type playing a share of each batch), SFT's prompt_style, whose
 // held-out eval asks `asks` (the server's: single-turn for a mix of envs). Held-out numbers of
 // different envs differ in kind.
 function envLabel(s) {
