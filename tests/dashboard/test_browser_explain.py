@@ -117,8 +117,8 @@ def test_an_eval_guess_shows_its_distance_and_no_reward(tmp_path, browser):
 def test_a_run_without_tau_shows_the_reward_it_has(tmp_path, browser, env_type):
     """Telescoping's default reward is the GeoScore / 5000 = exp(-d/1492.7 km), a kernel with a
     fixed τ: drawn, with what a turn earns. A hierarchical run's reward grades labels: said so. A
-    telescoping run with a single-turn share logs that share's τ: the GeoScore is still what is
-    drawn (it was drawn as a τ-kernel), and the share's τ-kernel is said."""
+    telescoping run with a single-turn share logs that share's τ: its τ-kernel is drawn, said to be
+    the share's, and telescoping's GeoScore said in words (both used to be drawn as one reward)."""
     runs = tmp_path / "runs"
     store = RunStore(runs / "rl")
     env, _, mix = env_type.partition("+")
@@ -134,13 +134,17 @@ def test_a_run_without_tau_shows_the_reward_it_has(tmp_path, browser, env_type):
         page.wait_for_selector("#kernel-explainer h3")
         text = page.locator("#kernel-explainer").inner_text()
         panels = page.locator("#kernel-explainer .kpanel")
-        if env_type.startswith("telescoping"):
+        if env_type == "telescoping":
             assert "GeoScore / 5000 = exp(−d/1492.7 km)" in text and "S(d_t) − S(d_{t−1})" in text
-            said = "25% of each batch's images play single instead, paid exp(−d/τ) (τ = 750 km now)"
-            assert (said in text) == bool(mix)
-            assert panels.count() == 5
+            assert panels.count() == 5 and "% of each batch" not in text
             shown = float(panels.nth(1).locator(".kval").get_attribute("data-value"))
             assert shown == pytest.approx(math.exp(-750 / 1492.7), abs=1e-6)  # 0.605
+        elif env_type == "telescoping+single":
+            assert "reward kernel exp(−d/τ)" in text and "τ = 750 km (step 1)" in text
+            assert "25% of each batch's images play single, paid this." in text
+            assert "75% of each batch's images play telescoping, paid GeoScore / 5000. A telescoping turn earns" in text
+            shown = float(panels.nth(1).locator(".kval").get_attribute("data-value"))
+            assert panels.count() == 5 and shown == pytest.approx(math.exp(-1), abs=1e-6)  # 750 km at τ = 750 km
         else:
             assert "not a kernel of the distance" in text and "A right label (country" in text and panels.count() == 0
     assert errors == []

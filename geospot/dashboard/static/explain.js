@@ -68,17 +68,17 @@ const GEOSCORE_TAU_KM = 1492.7;
 // envView: what the server says of the run's rewards (/api/run's env, dashboard/env_view.py):
 // reward = env_type's {env, name (reward=auto resolved), tau (exp(−d/τ) at the logged τ), kernel (a
 // kernel of the distance: one can draw it), text (what a turn earns beyond that)}; mix = the same for
-// the mix_env_type playing a share of each batch, or null. A run whose env the server does not know
-// is drawn as single-turn's τ-kernel.
+// the mix_env_type playing a share of each batch (its `share`), or null. A mixed run's τ-kernel is
+// drawn where it logs τ (the curriculum is the picture to see), the other env's reward said in words.
+// A run whose env the server does not know is drawn as single-turn's τ-kernel.
 const UNKNOWN_REWARD = { env: "?", name: "kernel", tau: true, kernel: true, text: "" };
 
-// the mixed-in env's reward, in a sentence ("" without one)
-function mixSentence(mix, tauInfo) {
-  if (!mix) return "";
-  const share = typeof mix.share === "number" ? `${Math.round(mix.share * 100)}% of` : "a share of";
-  const paid = !mix.kernel ? "its own reward" : mix.tau
+// one env's reward in a sentence, for the share of each batch's images that play it
+function paidSentence(r, share, tauInfo) {
+  const who = typeof share === "number" ? `${Math.round(share * 100)}% of each batch's images` : "A share of each batch's images";
+  const paid = !r.kernel ? "its own reward" : r.tau
     ? `exp(−d/τ)${tauInfo ? ` (τ = ${fmt(tauInfo.tau, 4)} km now)` : ""}` : "GeoScore / 5000";
-  return ` ${share} each batch's images play ${mix.env} instead, paid ${paid}.${mix.text ? ` ${mix.text}` : ""}`;
+  return ` ${who} play ${r.env}, paid ${paid}.${r.text ? ` ${r.text}` : ""}`;
 }
 
 async function kernelExplainer(im, tauInfo, envView, kind = null) {
@@ -88,22 +88,28 @@ async function kernelExplainer(im, tauInfo, envView, kind = null) {
       "An SFT run has no reward: it learns the answer's tokens (cross-entropy). GRPO runs show their reward here."));
     return box;
   }
-  const reward = (envView && envView.reward) || UNKNOWN_REWARD, mix = mixSentence(envView && envView.mix, tauInfo);
-  // the τ to draw: the run's logged τ for a τ-kernel, GeoScore's fixed one, none for a reward of another kind
-  const tau = !reward.kernel ? null : reward.tau ? (tauInfo ? tauInfo.tau : null) : reward.name === "geoscore" ? GEOSCORE_TAU_KM : null;
-  if (tau === null) {
-    box.append(el("h3", {}, "reward kernel"), el("p", { class: "muted" }, (!reward.kernel
-      ? `This run's reward (env_type=${reward.env}) is not a kernel of the distance, so there is none to draw. ${reward.text}`
-      : "This run logs no τ (tau_km) yet: its reward is the distance kernel exp(−d/τ), drawn once it does.") + mix));
+  // the run's envs, each with the share of each batch's images it plays (a mixed run has two)
+  const main = (envView && envView.reward) || UNKNOWN_REWARD, mix = envView && envView.mix;
+  const played = mix ? [{ ...main, share: typeof mix.share === "number" ? 1 - mix.share : null }, mix] : [main];
+  // the one drawn: a τ-kernel at the logged τ (the curriculum's picture), else GeoScore's fixed kernel
+  const drawn = (tauInfo && played.find(r => r.kernel && r.tau)) || played.find(r => r.kernel && !r.tau && r.name === "geoscore");
+  const others = played.filter(r => r !== drawn).map(r => mix ? paidSentence(r, r.share, tauInfo) : "").join("");
+  if (!drawn) {
+    box.append(el("h3", {}, "reward kernel"), el("p", { class: "muted" }, (!main.kernel
+      ? `This run's reward (env_type=${main.env}) is not a kernel of the distance, so there is none to draw. ${main.text}`
+      : "This run logs no τ (tau_km) yet: its reward is the distance kernel exp(−d/τ), drawn once it does.")
+      + (mix ? others : "")));
     return box;
   }
-  const turns = reward.text ? ` ${reward.text}` : "";
-  box.append(reward.tau
+  const tau = drawn.tau ? tauInfo.tau : GEOSCORE_TAU_KM;
+  const who = mix ? ` ${Math.round((drawn.share || 0) * 100)}% of each batch's images play ${drawn.env}, paid this.` : "";
+  box.append(drawn.tau
     ? el("h3", {}, `reward kernel exp(−d/τ) around image ${im.image_id}'s truth, τ = ${fmt(tau, 4)} km (step ${tauInfo.step})`)
     : el("h3", {}, `reward S(d) = GeoScore / 5000 = exp(−d/${tau} km) around image ${im.image_id}'s truth (fixed)`),
-  el("p", { class: "muted" }, (reward.tau ? "A guess d km from the truth earns exp(−d/τ): " : "A guess d km from the truth scores S(d): ")
+  el("p", { class: "muted" }, (drawn.tau ? "A guess d km from the truth earns exp(−d/τ): " : "A guess d km from the truth scores S(d): ")
       + "the colour of its band (red 0 → green 1). "
-      + "A small τ pays only near-exact guesses; a large τ still separates guesses thousands of km off." + turns + mix));
+      + "A small τ pays only near-exact guesses; a large τ still separates guesses thousands of km off."
+      + who + (drawn.text ? ` ${drawn.text}` : "") + others));
   const panels = await Promise.all(KERNEL_KM.map(d => kernelPanel(im.lat, im.lon, d, tau)));
   box.append(el("div", { class: "kpanels" }, panels), kernelCurve(tau));
   return box;
