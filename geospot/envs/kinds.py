@@ -229,7 +229,7 @@ class Geohash(EnvKind):
 
     def turns(self, cfg) -> tuple[Turn, ...]:
         return tuple(Turn("", f"{c}-char cell", f"graded on the first {c} geohash characters (cells of "
-                          f"~{CELL_SIZE.get(c, '?')})") for c in (int(c) for c in opt(cfg, "geohash_chars")))
+                          f"~{CELL_SIZE.get(c, '?')})") for c in map(int, opt(cfg, "geohash_chars")))
 
     def build(self, sample, renderer, reward, cfg, geocoder, seed):
         return GeohashGroupBuilder(sample, renderer, geohash_spec(cfg), seed)
