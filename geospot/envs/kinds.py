@@ -189,10 +189,12 @@ class Hierarchical(EnvKind):
 
     def reward_text(self, cfg, reward: str) -> str:
         spec = hierarchy_spec(cfg)
-        paid = "GeoScore / 5000" if reward == "geoscore" else f"the {reward} reward of their distance"
+        paid = {"geoscore": "GeoScore / 5000", "kernel": "exp(−d/τ)"}.get(reward, f"the {reward} reward of d")
+        coords = f"the final coordinates earn their weight × {paid}"
+        if not spec.label_fields:  # hier_turns=coords: no label turn
+            return f"One turn: {coords} (hier_weights)."
         partial = (f" (a wrong one after a wrong one {spec.partial_credit:g} of it)" if spec.partial_credit else "")
-        return (f"A right label ({' → '.join(spec.label_fields)}) earns its weight (hier_weights){partial}, the "
-                f"final coordinates their weight × {paid}.")
+        return f"A right label ({' → '.join(spec.label_fields)}) earns its weight (hier_weights){partial}; {coords}."
 
     def turns(self, cfg) -> tuple[Turn, ...]:
         spec = hierarchy_spec(cfg)

@@ -222,12 +222,21 @@ def usage_code(kind: str, folder: str, base_ref: str, spec, photo: str) -> list[
     ]
 
 
-# what the model answers, per protocol (the card's first sentence)
-_ANSWERS = {
-    "coordinates": "as `Latitude: <deg>\\nLongitude: <deg>`",
-    "labels": "one place label per turn (`Country: <name>`, ...), then `Latitude: <deg>\\nLongitude: <deg>`",
-    "cells": "as a geohash cell per turn (`Geohash: <cell>`), each finer than the last",
-}
+_COORDS = "`Latitude: <deg>\\nLongitude: <deg>`"
+
+
+def _answers(how: CardTurns) -> str:
+    """What the model answers, in the card's first sentence: its protocol's answers, turn by turn."""
+    labels = [f for f in how.fields if f != "coords"]
+    if how.protocol == "cells":
+        text = "as a geohash cell per turn (`Geohash: <cell>`), each finer than the last"
+    elif labels:
+        asked = ", ".join(f"`{f.capitalize()}: <name>`" for f in labels)
+        text = f"with its place labels turn by turn ({asked}), then {_COORDS}"
+    else:
+        text = f"as {_COORDS}" + (f", refined over {len(how.prompts)} turns" if len(how.prompts) > 1 else "")
+    return text + (", each after reasoning inside `<think></think>`" if how.reasoning else "")
+
 
 _TOLD = {
     "coordinates": "Later turns show the previous guess in `{prev}`, rounded to the turn's decimals.",
@@ -258,7 +267,7 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
         f"# geospot {train_kind} model",
         "",
         f"Fine-tuned from `{spec.base_model}` with geospot to answer where a street-view photo was taken, "
-        + _ANSWERS[how.protocol] + ".",
+        + _answers(how) + ".",
         "",
         "| | |",
         "| --- | --- |",

@@ -124,8 +124,8 @@ def extra_lines(metrics: dict) -> list[str]:
     out = []
     labels = [c for c in columns_of({"": metrics}) if c.startswith("label_")]
     if labels:
-        out.append("the model's own label answers (its label turns; the country / region / city columns above "
-                   "reverse-geocode its coordinates): "
+        out.append("the model's own label answers (its label turns; country_acc / region_acc / city_acc are its "
+                   "coordinates reverse-geocoded): "
                    + ", ".join(f"{c[6:-4]} {_fmt(c, metrics[c])}" for c in labels))
     turns = [c for c in columns_of({"": metrics}) if _TURN_KM.fullmatch(c)]
     if turns:

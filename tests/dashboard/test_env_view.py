@@ -32,10 +32,13 @@ def test_label_turns_carry_their_field_and_pay():
     assert layout[1]["field"] == "" and layout[1]["name"] == "coordinates"
     assert view["reward"]["kernel"] is False
     assert view["reward"]["text"] == ("A right label (country) earns its weight (hier_weights) (a wrong one after a "
-                                      "wrong one 0.25 of it), the final coordinates their weight × GeoScore / 5000.")
+                                      "wrong one 0.25 of it); the final coordinates earn their weight × GeoScore / "
+                                      "5000.")
     tau = env_view({"env_type": "hierarchical", "reward": "kernel"})["reward"]
     assert tau["tau"] and tau["text"].startswith("A right label (country → region → city) earns its weight")
-    assert tau["text"].endswith("their weight × the kernel reward of their distance.")
+    assert tau["text"].endswith("their weight × exp(−d/τ).")
+    coords = env_view({"env_type": "hierarchical", "hier_turns": ["coords"], "hier_weights": [1.0]})["reward"]
+    assert coords["text"] == "One turn: the final coordinates earn their weight × GeoScore / 5000 (hier_weights)."
 
 
 def test_an_sft_run_asks_its_style_and_a_mix_asks_single():

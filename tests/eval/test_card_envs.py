@@ -52,17 +52,20 @@ def test_the_card_asks_as_the_env_does(exported):
         assert how.prompts[0] == hierarchical_prompt("country")
         assert how.prompts[2].format(known="Ile-de-France, France") == hierarchical_prompt(
             "city", ("France", "Ile-de-France"))  # told coarse first, shown finest first
-        assert "| prompt style | hierarchical (4 turns) |" in card and "one place label per turn (`Country:" in card
+        assert "| prompt style | hierarchical (4 turns) |" in card
+        assert "with its place labels turn by turn (`Country: <name>`, `Region: <name>`, `City: <name>`)" in card
     elif style.startswith("geohash"):
         spec = GeohashSpec(answer="geohash" if style == "geohash-cells" else "coordinates")
         assert how.protocol == ("cells" if style == "geohash-cells" else "coordinates")
         assert [p.format(prev="X") for p in how.prompts] == [spec.prompt(t, "X") for t in range(3)]
         assert "| prompt style | geohash (3 turns) |" in card
         assert ("as a geohash cell per turn" in card) == (style == "geohash-cells")
+        assert ("refined over 3 turns" in card) == (style == "geohash")
     else:
         assert how.prompts == (f"{SINGLE_TURN_PROMPT}\n{REASONING_INSTRUCTION}",) and how.max_tokens == 40
         assert "| max tokens per answer | 40 |" in card and "max_new_tokens = 40" in card
         assert "Later turns" not in card  # one turn: nothing is shown to a later one
+        assert "each after reasoning inside `<think></think>`" in card
     assert f"turns = {list(how.prompts)!r}" in card  # the code asks with what the table shows
 
 

@@ -166,6 +166,11 @@ def test_reasoning_goes_with_the_run_where_its_env_can_reason(tmp_path, capsys):
                                                        "data": "synthetic:n=10,size=56", "reasoning": True})
     # the budget a reasoning answer has is said, where it is the default too (max_tokens=24 alone misled)
     assert _eval([f"model={default_budget}", "data=synthetic:n=4"])[1]["from_run"]["reasoning_max_tokens"] == 256
+    # max_tokens typed for a reasoning run changes nothing: said, not silently recorded as an override
+    from geospot.eval.run_defaults import describe_defaults
+
+    line = describe_defaults(_eval([f"model={default_budget}", "data=synthetic:n=4", "max_tokens=8"])[1])
+    assert line.endswith("; max_tokens is not used with reasoning=true: reasoning_max_tokens=256 is each turn's budget")
     cfg, record = _eval([f"model={sft}", "data=synthetic:n=4", "env_type=hierarchical"])
     assert not cfg.reasoning and "reasoning" not in record["from_run"]
 

@@ -76,7 +76,7 @@ const UNKNOWN_REWARD = { env: "?", name: "kernel", tau: true, kernel: true, text
 // one env's reward in a sentence, for the share of each batch's images that play it
 function paidSentence(r, share, tauInfo) {
   const who = typeof share === "number" ? `${Math.round(share * 100)}% of each batch's images` : "A share of each batch's images";
-  const paid = !r.kernel ? "its own reward" : r.tau
+  const paid = r.name === "own" ? "its own reward" : !r.kernel ? "per turn" : r.tau
     ? `exp(−d/τ)${tauInfo ? ` (τ = ${fmt(tauInfo.tau, 4)} km now)` : ""}` : "GeoScore / 5000";
   return ` ${who} play ${r.env}, paid ${paid}.${r.text ? ` ${r.text}` : ""}`;
 }
