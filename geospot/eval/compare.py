@@ -129,7 +129,8 @@ def extra_lines(metrics: dict) -> list[str]:
                    + ", ".join(f"{c[6:-4]} {_fmt(c, metrics[c])}" for c in labels))
     turns = [c for c in columns_of({"": metrics}) if _TURN_KM.fullmatch(c)]
     if turns:
-        out.append("median km of each coordinate answer (geohash / telescoping turns; the last is median km): "
+        out.append("median km of each turn's answer (telescoping / geohash turns, a geohash cell read as its centre; "
+                   "the last is median km): "
                    + ", ".join(f"turn {_TURN_KM.fullmatch(c)[1]} {_fmt(c, metrics[c])}" for c in turns))
     if "reasoning_tokens" in metrics:
         out.append(f"reasoning: {_fmt('reasoning_tokens', metrics['reasoning_tokens'])} tokens per turn, "

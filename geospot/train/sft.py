@@ -267,7 +267,7 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
         eval_history[step] = run_eval(run, step)
         progress.note(format_metrics_table({f"step {s}": m for s, m in sorted(eval_history.items())}))
         for line in extra_lines(eval_history[step]):  # its env's own numbers: label answers, turns, reasoning
-            progress.note(line)
+            progress.note(f"step {step}: {line}")
 
     metrics: dict[str, float] = {}
     steps = run.start_step

@@ -126,7 +126,8 @@ def test_eval_prints_the_envs_own_numbers_under_its_table(tmp_path, monkeypatch,
     out = capsys.readouterr().out
     assert ("the model's own label answers (its label turns; country_acc / region_acc / city_acc are its "
             "coordinates reverse-geocoded): country 12.5%, region 6.2%, city 6.2%") in out
-    assert ("median km of each coordinate answer (geohash / telescoping turns; the last is median km): "
+    assert ("median km of each turn's answer (telescoping / geohash turns, a geohash cell read as its centre; "
+            "the last is median km): "
             "turn 1 7,688.4, turn 2 7,854.0, turn 3 9,453.6") in out
     assert "reasoning: 42 tokens per turn, 25.0% of turns cut off, 75.0% answered in the format" in out
     summary["metrics"] = dict(BASE)  # a single-turn eval: nothing more

@@ -24,7 +24,7 @@ COMMON = {"model_name": "tiny:qwen2_5_vl:tiny", "data": DATA, "batch_size": 2, "
     ("hierarchical", "auto", ("label_country_acc", "label_region_acc", "label_city_acc", "eval/label_country_acc"),
      "the model's own label answers"),
     ("geohash", "auto", ("turn3_median_km", "eval/geoscore"),  # one per geohash turn
-     "median km of each coordinate answer"),
+     "median km of each turn's answer"),
     ("single", "mixed", ("tau_km",), None),
 ])
 def test_new_envs_and_the_mixed_reward_run(tmp_path, capsys, env_type, reward, want, said):

@@ -96,6 +96,20 @@ def test_grad_accum_gives_the_same_loss_as_one_batch(tiny_folder, tmp_path):
     assert losses[1][1] < losses[1][0]
 
 
+def test_an_env_runs_held_out_numbers_are_printed_with_their_step(tiny_folder, tmp_path):
+    """A hierarchical SFT run's label accuracy was only in metrics.jsonl: it is printed under the
+    eval table, naming the step it belongs to."""
+    import io
+
+    from geospot.train.sft import SFTConfig, train
+
+    err = io.StringIO()
+    train(SFTConfig(model_name=str(tiny_folder), data=DATA, max_steps=1, batch_size=2, lora_rank=0, eval_n=2,
+                    eval_every=1, eval_at_start=False, save_every=0, prompt_style="hierarchical",
+                    log_path=str(tmp_path / "h"), behavior_if_log_dir_exists="raise"), stderr=err)
+    assert "step 1: the model's own label answers (its label turns;" in err.getvalue(), err.getvalue()
+
+
 def test_sigterm_stops_the_run_as_ctrl_c_does(tiny_folder, tmp_path):
     """`timeout`, `kill` or a job scheduler's stop (SIGTERM) used to end a run silently: now the run
     is marked stopped and says where it stands and how to resume (exit 143 = 128 + SIGTERM)."""
