@@ -302,6 +302,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
     played_envs = tuple(env for env in (cfg.env_type, cfg.mix_env_type) if env)
     # labels for samples that carry none, where an env asks them (the synthetic world's, else reverse geocoding)
     train_geocoder = geocoder_for(cfg.data) if any(KINDS[e].needs_labels(cfg) for e in played_envs) else None
+    coordinate_turns = {env: KINDS[env].coordinate_turns(cfg) for env in played_envs}  # per env, fixed by its keys
     progress = Progress(cfg.max_steps, start_step=run.start_step, stream=run.stderr, every=cfg.log_every)
     writer.set_status("running")
     metrics: dict = {}
@@ -356,7 +357,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
             # the metrics, the tau schedule and the records see every rank's rollouts
             trajectories_BG, versions_B = everyones(d, my_trajectories, batch.versions_B)
             counts = d.sum({"dropped": adv.dropped, "datums": len(datums_D), "sampled": stats.sampled_tokens})
-            coords_B = [KINDS[env].coordinate_turns(cfg) for env, part in
+            coords_B = [coordinate_turns[env] for env, part in
                         registry.split_batch(samples, cfg.env_type, cfg.mix_env_type, cfg.mix_share) for _ in part]
             metrics = rollout_metrics(samples, trajectories_BG, coords_B)
             metrics.update(registry.env_metrics(trajectories_BG))  # label accuracy per turn, geohash cells shared
