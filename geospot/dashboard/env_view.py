@@ -10,22 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from geospot.envs.kinds import KINDS, as_options
+from geospot.envs.kinds import KINDS, as_options, eval_env
 from geospot.envs.registry import reward_name, uses_tau
-
-# SFT's prompt styles that mix envs (train/sft.py MIXES): their held-out eval asks single-turn
-_SFT_EVAL_ENV = "single"
 
 
 def played_envs(config: dict[str, Any]) -> list[str]:
     """The envs a run's rollouts play: RL's env_type and the mix_env_type playing part of each
-    batch; an SFT run's prompt_style, a mix of envs (both, all) asking single-turn in its eval."""
+    batch; for an SFT run, the env its held-out eval asks (envs/kinds.py eval_env)."""
     if config.get("env_type"):
         return [e for e in (config.get("env_type"), config.get("mix_env_type")) if isinstance(e, str) and e]
     style = config.get("prompt_style")
     if not isinstance(style, str) or not style:
         return []
-    return [style if style in KINDS else _SFT_EVAL_ENV]
+    return [eval_env(style)]
 
 
 def _reward(env: Any, config: dict[str, Any], options: Any) -> dict[str, Any] | None:

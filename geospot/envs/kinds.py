@@ -251,6 +251,15 @@ KINDS: dict[str, EnvKind] = {k.name: k for k in (Single(), Telescoping(), Hierar
 # the env_type values every config accepts (RLConfig's and EvalConfig's Literal), in this order
 ENV_TYPES: tuple[str, ...] = tuple(KINDS)
 ENV_HELP = ", ".join(f"`{k.name}` ({k.summary})" for k in KINDS.values())  # what each env_type asks, for --help
+# SFT's prompt styles that mix envs, each image drawing one: `both` the two coordinate envs, `all` every env
+MIXES: dict[str, tuple[str, ...]] = {"both": ("single", "telescoping"), "all": ENV_TYPES}
+PROMPT_STYLES: tuple[str, ...] = (*ENV_TYPES, *MIXES)
+
+
+def eval_env(style: str) -> str:
+    """The env a run trained on prompt style `style` is evaluated with: its own, and for a mix of envs
+    the single-turn question (every mix holds it; one number per run, comparable across runs)."""
+    return "single" if style in MIXES else style
 
 
 def env_kind(env_type: str, key: str = "env_type") -> EnvKind:

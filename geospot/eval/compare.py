@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from geospot.envs.kinds import KINDS
+from geospot.envs.kinds import KINDS, as_options, eval_env
 from geospot.eval.predictions import SUMMARY, read_summary_or_training_eval
 from geospot.geo.metrics import METRIC_KEYS
 
@@ -139,21 +139,26 @@ def extra_lines(metrics: dict) -> list[str]:
     return out
 
 
-def _asked_env(metrics: dict, run_env: str | None) -> str | None:
+def _asked_env(metrics: dict, run_env: str | None, run_keys: dict | None = None) -> str | None:
     """The env a logged eval asked, from what it logged: label accuracies are an eval of an env that
     asks labels (hierarchical), per-turn medians one of several coordinate turns (telescoping,
     geohash), neither a single-turn one's (the demo logs its single-prompt eval into a telescoping
-    run). The run's env when it has that shape, else the first env that does (envs/kinds.py)."""
+    run). The run's env, read with the run's own keys (`run_keys`: hier_turns=coords asks no label),
+    when it has that shape, else the first env that does with its defaults (envs/kinds.py)."""
     if not metrics:
         return run_env
     labels = any(k.startswith("label_") and k.endswith("_acc") for k in metrics)
     turns = any(_TURN_KM.fullmatch(k) for k in metrics)
 
-    def fits(env: str) -> bool:
-        kind = KINDS[env]
-        return kind.needs_labels(None) == labels and (labels or (kind.num_turns(None) > 1) == turns)
+    def fits(env: str, keys: dict | None = None) -> bool:
+        kind, options = KINDS[env], as_options(keys)
+        # eval/runner.py logs per-turn medians where two or more turns answer coordinates
+        several = sum(kind.coordinate_turns(options)) > 1
+        return kind.needs_labels(options) == labels and (labels or several == turns)
 
-    return run_env if run_env in KINDS and fits(run_env) else next((e for e in KINDS if fits(e)), run_env)
+    if run_env in KINDS and fits(run_env, run_keys):
+        return run_env
+    return next((e for e in KINDS if fits(e)), run_env)
 
 
 def training_asked(run_dir: str | Path, metrics: dict | None = None) -> dict:
@@ -174,8 +179,8 @@ def training_asked(run_dir: str | Path, metrics: dict | None = None) -> dict:
         env_type = model_spec(run_dir).env_type
     except Exception:  # an unreadable run: its config's own words
         style = cfg.get("env_type") or cfg.get("prompt_style")
-        env_type = style if style in KINDS or style is None else "single"  # a mix of envs (both, all) asks single
-    env_type = _asked_env(metrics, env_type) if metrics is not None else env_type
+        env_type = eval_env(style) if isinstance(style, str) else None
+    env_type = _asked_env(metrics, env_type, cfg) if metrics is not None else env_type
     separate = bool(cfg.get("eval_data")) and cfg["eval_data"] != cfg["data"]
     temperature = cfg.get("eval_temperature") or 0
     return {"data": cfg["eval_data"] if separate else cfg["data"], "split": "all" if separate else "val",

@@ -23,11 +23,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shlex
 import shutil
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -353,46 +350,6 @@ def _prepare_folder(d: Dist, log_path: str, kind: str, cfg: Any) -> tuple[Path, 
     if isinstance(found, str):
         raise ConfigError(found)
     return Path(found[0]), found[1], found[2]
-
-
-STOPPED = 130  # the exit code of a run stopped by Ctrl-C (128 + SIGINT), as a shell reports it
-TERMINATED = 143  # ... and by SIGTERM (128 + 15): `timeout`, `kill`, a job scheduler's stop
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM in one process: the run stops as on Ctrl-C (status `stopped`, the resume line)."""
-
-
-def stop_on_sigterm():
-    """In one process, SIGTERM raises `Terminated` in the loop (it used to end the run silently, with
-    no word on how to resume); returns the handler it replaced, for `signal.signal` to put back.
-    Under torchrun, rank_death answers SIGTERM for the job; off the main thread nothing changes."""
-    if distributed.under_torchrun() or threading.current_thread() is not threading.main_thread():
-        return None
-
-    def stop(_signum, _frame):
-        raise Terminated()
-
-    return signal.signal(signal.SIGTERM, stop)
-
-
-def stopped_line(command: str, argv: list[str], log_path: str, how: str = "Ctrl-C") -> str:
-    """What `geospot sft|rl` says when Ctrl-C or SIGTERM (`how`) stops it in one process (under
-    torchrun, rank_death speaks): where its last checkpoint is and the command that resumes it,
-    instead of a traceback."""
-    head = f"geospot {command}: stopped ({how})"
-    folder = Path(log_path) if log_path else None
-    ckpt = latest_checkpoint(folder) if folder is not None and folder.is_dir() else None
-    if ckpt is not None:
-        # every key not typed is the run's own (train/resume.py), and the folder is named absolute:
-        # the line works as printed, from any folder
-        return (f"{head}; the last checkpoint is step {ckpt.name} in {log_path}; resume with: "
-                f"geospot {command} {shlex.quote('log_path=' + str(folder.resolve()))} "
-                "behavior_if_log_dir_exists=resume")
-    if folder is not None and folder.is_dir():
-        return f"{head} before its first checkpoint; {log_path} holds no weights: start again with " \
-               "behavior_if_log_dir_exists=delete"
-    return f"{head} before training began; nothing was kept"
 
 
 @contextlib.contextmanager

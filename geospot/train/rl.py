@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from typing import Literal
 import numpy as np
 
 from geospot import distributed
-from geospot.config import ConfigError, help_text, option, parse_overrides, require
+from geospot.config import option, require
 from geospot.distributed import Dist
 from geospot.engines.config import EngineConfig, engine_keys
 from geospot.engines.types import AdamParams, SampleParams
@@ -36,7 +35,7 @@ from geospot.envs.types import Trajectory
 from geospot.eval import evaluate
 from geospot.eval.compare import extra_lines
 from geospot.eval.geocoding import geocoder_for
-from geospot.eval.run_defaults import describe_defaults, env_defaults, given_keys
+from geospot.eval.run_defaults import describe_defaults, env_defaults
 from geospot.geo import make_tau_schedule
 from geospot.prompts import SINGLE_TURN_PROMPT, TELESCOPING_PROMPTS
 from geospot.rl.advantages import CREDITS, compute_advantages
@@ -47,24 +46,18 @@ from geospot.rl.pipeline import BatchSource, RolloutPipeline, importance_ratio_m
 from geospot.runs.checkpoint import read_extra
 from geospot.runs.folder import LogDirBehavior
 from geospot.runs.model_spec import is_run_path, model_spec
-from geospot.train import rank_death
+from geospot.train.command import run_command
 from geospot.train.common import Progress
 from geospot.train.inherit import images_from_start_run, inherited_engine_fields
 from geospot.train.lifecycle import (
     RUN_HELP,
-    STOPPED,
-    TERMINATED,
     Run,
     RunResult,
-    Terminated,
     due,
     finishing,
     start_run,
-    stop_on_sigterm,
-    stopped_line,
     validate_run,
 )
-from geospot.train.resume import resume_config
 
 DEFAULT_DATA = "hf:sdan/geospot-unified"
 
@@ -421,38 +414,10 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help", "help") for a in argv):
-        print(help_text(RLConfig, "geospot rl — GRPO for geolocation (single, telescoping, hierarchical, geohash)"))
-        return 0
-    log_path = ""  # known once the keys are parsed: where a Ctrl-C's message looks for checkpoints
-    replaced = stop_on_sigterm()  # `timeout` / a scheduler's SIGTERM stops the run as Ctrl-C does
-    try:
-        cfg, from_resumed = resume_config(parse_overrides(RLConfig, argv), given_keys(argv), "rl")
-        log_path = cfg.log_path
-        # a resumed run's env keys are its own (taken above), not its start run's again
-        result = run(env_from_start_run(cfg, given_keys(argv), from_resumed))
-    except ConfigError as e:
-        if distributed.speaks():  # under torchrun every rank found it: rank 0 says it
-            print(f"geospot rl: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as e:
-        if distributed.under_torchrun():
-            raise  # rank_death's SIGTERM handler speaks for the job
-        sigterm = isinstance(e, Terminated)
-        print(stopped_line("rl", argv, log_path, "SIGTERM" if sigterm else "Ctrl-C"), file=sys.stderr)
-        return TERMINATED if sigterm else STOPPED
-    except Exception as e:
-        rank_death.handle(e)  # under torchrun, a dead rank: rank 0's one sentence, no traceback
-        raise
-    finally:
-        if replaced is not None:
-            signal.signal(signal.SIGTERM, replaced)
-        distributed.shutdown()
-    if distributed.speaks():
-        print(result.done_line(), file=sys.stderr)
-    return distributed.finish(0)
-
+    title = "geospot rl — GRPO for geolocation (single, telescoping, hierarchical, geohash)"
+    # a resumed run's env keys are its own (taken by run_command), not its start run's again
+    return run_command("rl", RLConfig, title, argv,
+                       lambda cfg, given, resumed: env_from_start_run(cfg, given, resumed), run)
 
 if __name__ == "__main__":
     sys.exit(main())

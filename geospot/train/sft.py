@@ -8,7 +8,6 @@ The file reads top to bottom: config -> building examples -> the loop -> main.""
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -19,46 +18,36 @@ from typing import Any, Literal
 import numpy as np
 
 from geospot import distributed, prompts
-from geospot.config import ConfigError, help_text, option, parse_overrides, require
+from geospot.config import option, require
 from geospot.engines.config import engine_keys
 from geospot.engines.datums import make_datum
 from geospot.engines.types import AdamParams, Datum
 from geospot.envs.config import EnvOptions
-from geospot.envs.kinds import ENV_TYPES, KINDS
+from geospot.envs.kinds import ENV_TYPES, KINDS, MIXES, PROMPT_STYLES, eval_env
 from geospot.eval import evaluate
 from geospot.eval.compare import extra_lines
-from geospot.eval.run_defaults import given_keys
 from geospot.geo import format_metrics_table
 from geospot.runs.folder import LogDirBehavior
-from geospot.train import rank_death
+from geospot.train.command import run_command
 from geospot.train.common import Progress
 from geospot.train.inherit import sft_from_start_run
 from geospot.train.lifecycle import (
     RUN_HELP,
-    STOPPED,
-    TERMINATED,
     Run,
     RunResult,
-    Terminated,
     due,
     finishing,
     require_torchrun_ok,
     start_run,
-    stop_on_sigterm,
-    stopped_line,
     validate_run,
 )
 from geospot.train.lr import SCHEDULES, Schedule, learning_rate
-from geospot.train.resume import resume_config
 
 # ---------------------------------------------------------------------------------------
 # Config. Every engine key is taken as in the seed (`model_name=...`), with EngineConfig's
 # defaults and help (engines/config.py: engine_keys, the same way RLConfig takes them).
 
 SFTResult = RunResult  # the name callers know
-# the prompt styles that mix envs, each image drawing one: `both` the two coordinate envs, `all` every env
-MIXES: dict[str, tuple[str, ...]] = {"both": ("single", "telescoping"), "all": ENV_TYPES}
-PROMPT_STYLES: tuple[str, ...] = (*ENV_TYPES, *MIXES)
 
 
 @dataclass(frozen=True)
@@ -225,11 +214,10 @@ def run_eval(run: Run, step: int) -> dict[str, float]:
     """Greedy held-out eval; `evaluate` logs `eval/<metric>` and the per-image guesses
     (the dashboard's eval map) through the writer itself."""
     cfg = run.cfg
-    style = "single" if cfg.prompt_style in MIXES else cfg.prompt_style  # a mix's eval asks single-turn
     result = evaluate(
         run.engine,
         run.held_out,
-        prompt_style=style,
+        prompt_style=eval_env(cfg.prompt_style),
         batch_size=cfg.eval_batch_size,
         max_tokens=cfg.turn_max_tokens(cfg.eval_max_tokens),
         geocoder=run.geocoder,
@@ -341,46 +329,20 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help", "help") for a in argv):
-        title = "geospot sft — supervised warm-start (image + prompt -> `Latitude: ..\\nLongitude: ..`)"
-        print(help_text(SFTConfig, title))
-        return 0
-    log_path = ""  # known once the keys are parsed: where a Ctrl-C's message looks for checkpoints
-    replaced = stop_on_sigterm()  # `timeout` / a scheduler's SIGTERM stops the run as Ctrl-C does
-    try:
-        cfg, resumed = resume_config(parse_overrides(SFTConfig, argv), given_keys(argv), "sft")
-        cfg = sft_from_start_run(cfg, given_keys(argv), resumed)  # a fine-tune continues its start run's model
-        if (str(cfg.model_name or "").startswith("tiny:") and cfg.lora_rank > 0 and not cfg.load_checkpoint_path
-                and "lora_rank" not in given_keys(argv) and not resumed and distributed.speaks()):
-            print(f"note: {cfg.model_name} has random weights, and a LoRA adapter on random weights learns little "
-                  "(the answer format may never parse); lora_rank=0 trains every weight, as the demo does",
-                  file=sys.stderr)
-        if not cfg.log_path and not distributed.under_torchrun():  # (under torchrun rank 0's clock names it)
-            cfg = replace(cfg, log_path=default_log_path(cfg))  # named now, so a Ctrl-C can point at it
-        log_path = cfg.log_path
-        result = train(cfg)
-    except ConfigError as e:
-        if distributed.speaks():  # under torchrun every rank found it: rank 0 says it
-            print(f"geospot sft: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as e:
-        if distributed.under_torchrun():
-            raise  # rank_death's SIGTERM handler speaks for the job
-        sigterm = isinstance(e, Terminated)
-        print(stopped_line("sft", argv, log_path, "SIGTERM" if sigterm else "Ctrl-C"), file=sys.stderr)
-        return TERMINATED if sigterm else STOPPED
-    except Exception as e:
-        rank_death.handle(e)  # under torchrun, a dead rank: rank 0's one sentence, no traceback
-        raise
-    finally:
-        if replaced is not None:
-            signal.signal(signal.SIGTERM, replaced)
-        distributed.shutdown()
-    if distributed.speaks():
-        print(result.done_line(), file=sys.stderr)
-    return distributed.finish(0)
+    title = "geospot sft — supervised warm-start (image + prompt -> `Latitude: ..\\nLongitude: ..`)"
+    return run_command("sft", SFTConfig, title, argv, _prepare, train)
 
+
+def _prepare(cfg: SFTConfig, given: set[str], resumed: set[str]) -> SFTConfig:
+    cfg = sft_from_start_run(cfg, given, resumed)  # a fine-tune continues its start run's model
+    if (str(cfg.model_name or "").startswith("tiny:") and cfg.lora_rank > 0 and not cfg.load_checkpoint_path
+            and "lora_rank" not in given and not resumed and distributed.speaks()):
+        print(f"note: {cfg.model_name} has random weights, and a LoRA adapter on random weights learns little "
+              "(the answer format may never parse); lora_rank=0 trains every weight, as the demo does",
+              file=sys.stderr)
+    if not cfg.log_path and not distributed.under_torchrun():  # (under torchrun rank 0's clock names it)
+        cfg = replace(cfg, log_path=default_log_path(cfg))  # named now, so a Ctrl-C can point at it
+    return cfg
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from geospot.envs.kinds import ENV_TYPES, KINDS, Turn, env_kind
+from geospot.envs.kinds import ENV_TYPES, KINDS, MIXES, PROMPT_STYLES, Turn, env_kind, eval_env
 
 
 def test_the_env_types_in_their_order():
@@ -53,7 +53,6 @@ def test_prompt_texts_and_reasoning():
 def test_the_lists_that_cannot_import_the_kinds_agree_with_them():
     from geospot.envs.config import REASONING_STYLES, TELESCOPING_STYLES
     from geospot.runs.model_spec import _styles
-    from geospot.train.sft import MIXES, PROMPT_STYLES
 
     # runs/ sits below envs/: an SFT run of prompt_style=all trained every env, in the kinds' order
     assert _styles("sft", {"prompt_style": "all"}) == ENV_TYPES == MIXES["all"]
@@ -62,3 +61,11 @@ def test_the_lists_that_cannot_import_the_kinds_agree_with_them():
     # zoom with telescoping's turns
     assert REASONING_STYLES[:2] == tuple(n for n, k in KINDS.items() if k.prompt_key) == MIXES["both"]
     assert {e for e in ENV_TYPES if e in TELESCOPING_STYLES} == {"telescoping"}
+
+
+def test_the_prompt_styles_and_the_env_each_is_evaluated_with():
+    assert PROMPT_STYLES == ("single", "telescoping", "hierarchical", "geohash", "both", "all")
+    assert MIXES == {"both": ("single", "telescoping"), "all": ENV_TYPES}
+    # a run of one env is asked as it trained; a mix of envs, the single-turn question every mix holds
+    assert [eval_env(s) for s in PROMPT_STYLES] == ["single", "telescoping", "hierarchical", "geohash",
+                                                   "single", "single"]

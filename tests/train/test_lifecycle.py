@@ -104,20 +104,6 @@ def test_start_weights_of_another_shape_are_refused_before_the_model_loads(tmp_p
     check_start_weights(EngineConfig(lora_rank=0), None, None)  # no start weights: nothing to check
 
 
-def test_a_stopped_run_says_where_it_stands(tmp_path):
-    from geospot.train.lifecycle import stopped_line
-
-    assert stopped_line("sft", [], "") == "geospot sft: stopped (Ctrl-C) before training began; nothing was kept"
-    run = tmp_path / "run"
-    run.mkdir()
-    assert "before its first checkpoint" in stopped_line("rl", ["max_steps=9"], str(run))
-    (run / "checkpoints" / "6").mkdir(parents=True)
-    (run / "checkpoints" / "6" / "state.json").write_text('{"step": 6}')
-    line = stopped_line("rl", ["max_steps=9", "behavior_if_log_dir_exists=delete"], str(run))
-    assert line == (f"geospot rl: stopped (Ctrl-C); the last checkpoint is step 6 in {run}; resume with: "
-                    f"geospot rl log_path={run.resolve()} behavior_if_log_dir_exists=resume")
-
-
 def test_a_batch_larger_than_the_data_is_said_once():
     """39 training images (synthetic n=40 less its val split) and batches of 64: every batch repeats
     images, said once before training goes on; batches of 32 fit and say nothing."""

@@ -1,0 +1,99 @@
+"""A training command's life outside its loop, the same for `geospot sft` and `geospot rl`: its help,
+a wrong key answered in one sentence (exit 2), Ctrl-C and SIGTERM answered with where the last
+checkpoint is and the line that resumes it (exit 130 / 143), a dead rank under torchrun answered
+once for the job, and the done line."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from geospot import distributed
+from geospot.config import ConfigError, help_text, parse_overrides
+from geospot.eval.run_defaults import given_keys
+from geospot.runs.checkpoint import latest_checkpoint
+from geospot.train import rank_death
+from geospot.train.resume import resume_config
+
+STOPPED = 130  # the exit code of a run stopped by Ctrl-C (128 + SIGINT), as a shell reports it
+TERMINATED = 143  # ... and by SIGTERM (128 + 15): `timeout`, `kill`, a job scheduler's stop
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM in one process: the run stops as on Ctrl-C (status `stopped`, the resume line)."""
+
+
+def stop_on_sigterm():
+    """In one process, SIGTERM raises `Terminated` in the loop (it used to end the run silently, with
+    no word on how to resume); returns the handler it replaced, for `signal.signal` to put back.
+    Under torchrun, rank_death answers SIGTERM for the job; off the main thread nothing changes."""
+    if distributed.under_torchrun() or threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(_signum, _frame):
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, stop)
+
+
+def stopped_line(command: str, log_path: str, how: str = "Ctrl-C") -> str:
+    """What `geospot sft|rl` says when Ctrl-C or SIGTERM (`how`) stops it in one process (under
+    torchrun, rank_death speaks): where its last checkpoint is and the command that resumes it,
+    instead of a traceback."""
+    head = f"geospot {command}: stopped ({how})"
+    folder = Path(log_path) if log_path else None
+    ckpt = latest_checkpoint(folder) if folder is not None and folder.is_dir() else None
+    if ckpt is not None:
+        # every key not typed is the run's own (train/resume.py), and the folder is named absolute:
+        # the line works as printed, from any folder
+        return (f"{head}; the last checkpoint is step {ckpt.name} in {log_path}; resume with: "
+                f"geospot {command} {shlex.quote('log_path=' + str(folder.resolve()))} "
+                "behavior_if_log_dir_exists=resume")
+    if folder is not None and folder.is_dir():
+        return f"{head} before its first checkpoint; {log_path} holds no weights: start again with " \
+               "behavior_if_log_dir_exists=delete"
+    return f"{head} before training began; nothing was kept"
+
+
+def run_command(command: str, config_cls: type, title: str, argv: Sequence[str] | None,
+                prepare: Callable[[Any, set[str], set[str]], Any], train: Callable[[Any], Any]) -> int:
+    """`geospot <command> key=value ...`: parse the keys into `config_cls`, take a resumed run's own
+    keys (train/resume.py), let `prepare(cfg, typed keys, keys taken from the resumed run)` settle the
+    rest (a start run's model, the run folder's name), then `train(cfg)`, whose result says the done line."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(help_text(config_cls, title))
+        return 0
+    log_path = ""  # known once the keys are parsed: where a Ctrl-C's message looks for checkpoints
+    replaced = stop_on_sigterm()  # `timeout` / a scheduler's SIGTERM stops the run as Ctrl-C does
+    try:
+        given = given_keys(argv)
+        cfg, resumed = resume_config(parse_overrides(config_cls, argv), given, command)
+        cfg = prepare(cfg, given, resumed)
+        log_path = cfg.log_path or ""
+        result = train(cfg)
+    except ConfigError as e:
+        if distributed.speaks():  # under torchrun every rank found it: rank 0 says it
+            print(f"geospot {command}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        if distributed.under_torchrun():
+            raise  # rank_death's SIGTERM handler speaks for the job
+        sigterm = isinstance(e, Terminated)
+        print(stopped_line(command, log_path, "SIGTERM" if sigterm else "Ctrl-C"), file=sys.stderr)
+        return TERMINATED if sigterm else STOPPED
+    except Exception as e:
+        rank_death.handle(e)  # under torchrun, a dead rank: rank 0's one sentence, no traceback
+        raise
+    finally:
+        if replaced is not None:
+            signal.signal(signal.SIGTERM, replaced)
+        distributed.shutdown()
+    if distributed.speaks():
+        print(result.done_line(), file=sys.stderr)
+    return distributed.finish(0)

@@ -1,0 +1,65 @@
+"""train/command.py: what a training command says when it is stopped."""
+
+from dataclasses import dataclass, replace
+
+import pytest
+
+from geospot.config import option
+from geospot.train.command import STOPPED, TERMINATED, Terminated, run_command, stopped_line
+
+
+def test_a_stopped_run_says_where_it_stands(tmp_path):
+    assert stopped_line("sft", "") == "geospot sft: stopped (Ctrl-C) before training began; nothing was kept"
+    run = tmp_path / "run"
+    run.mkdir()
+    assert "before its first checkpoint" in stopped_line("rl", str(run))
+    (run / "checkpoints" / "6").mkdir(parents=True)
+    (run / "checkpoints" / "6" / "state.json").write_text('{"step": 6}')
+    line = stopped_line("rl", str(run))
+    assert line == (f"geospot rl: stopped (Ctrl-C); the last checkpoint is step 6 in {run}; resume with: "
+                    f"geospot rl log_path={run.resolve()} behavior_if_log_dir_exists=resume")
+    assert stopped_line("sft", "", "SIGTERM").startswith("geospot sft: stopped (SIGTERM) before training began")
+
+
+@dataclass(frozen=True)
+class _Keys:
+    log_path: str = option("", "run folder")
+    behavior_if_log_dir_exists: str = option("delete", "resume / delete / raise")
+    steps: int = option(1, "steps")
+
+
+class _Done:
+    def done_line(self) -> str:
+        return "geospot toy: done"
+
+
+def _command(raise_in_train: BaseException | None, argv: list[str], seen: list) -> int:
+    def prepare(cfg, given, resumed):
+        seen.append((cfg.steps, sorted(given), sorted(resumed)))
+        return replace(cfg, log_path=cfg.log_path or "named-by-prepare")
+
+    def train(cfg):
+        if raise_in_train is not None:
+            raise raise_in_train
+        return _Done()
+
+    return run_command("toy", _Keys, "geospot toy — a test", argv, prepare, train)
+
+
+def test_a_command_answers_help_bad_keys_a_stop_and_done(capsys):
+    """Exit codes as a shell reads them: 0 done (the done line said), 2 a wrong key (one sentence,
+    no traceback), 130 Ctrl-C, 143 SIGTERM (each with the stopped line naming the folder prepare chose)."""
+    seen: list = []
+    assert _command(None, ["--help"], seen) == 0 and "geospot toy — a test" in capsys.readouterr().out
+    assert seen == []  # help parses nothing
+    assert _command(None, ["steps=3"], seen) == 0
+    assert seen == [(3, ["steps"], [])] and "geospot toy: done" in capsys.readouterr().err
+    assert _command(None, ["stepz=3"], seen) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("geospot toy: ") and "stepz" in err and "Traceback" not in err
+    assert _command(KeyboardInterrupt(), [], seen) == STOPPED
+    assert capsys.readouterr().err.strip() == "geospot toy: stopped (Ctrl-C) before training began; nothing was kept"
+    assert _command(Terminated(), ["log_path=elsewhere"], seen) == TERMINATED
+    assert "geospot toy: stopped (SIGTERM)" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="boom"):  # anything else is the caller's traceback
+        _command(ValueError("boom"), [], seen)
