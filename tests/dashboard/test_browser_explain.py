@@ -73,10 +73,32 @@ def test_kernel_and_base_vs_current_for_the_runs_tau(tmp_path, browser):
         # picking another image redraws both explainers for it
         page.locator(".card").nth(1).click()
         second = page.locator(".card").nth(1).get_attribute("data-image")
-        page.wait_for_function(f"document.querySelector('#policy-explainer h3').textContent.includes('{second}')")
+        page.locator("#policy-explainer h3", has_text=second).wait_for(timeout=10_000)  # (no eval under the CSP)
         assert second in page.locator("#kernel-explainer h3").inner_text()
         if os.environ.get("GEOSPOT_SCREENSHOT"):
             page.locator("#explain").screenshot(path=os.environ["GEOSPOT_SCREENSHOT"])
+    assert errors == []
+
+
+def test_the_kernel_is_drawn_around_the_picked_image_held_out_or_not(tmp_path, browser):
+    """Training images beyond the held-out ones: the kernel is drawn around the picked image's truth;
+    the base-vs-current panel, which needs held-out evals, names the held-out image it shows."""
+    runs = tmp_path / "runs"
+    store = RunStore(runs / "rl")
+    fake_run.fill(store, STEPS, image_every=2, G=G, turns=1, n_images=3)
+    for s in (0, 8):  # the held-out evals hold only the first two images
+        store.log_images(s, fake_run.image_records(s, 20, G=G, turns=1, n_images=2, seed=7), split="eval")
+    store.flush()
+    errors = []
+    with Server(create_app(runs, poll_s=0.1)) as srv:
+        page = _page(browser, srv, errors)
+        page.wait_for_selector("#policy-explainer .policy.current")
+        held_out = page.locator(".card").nth(0).get_attribute("data-image")
+        page.locator(".card").nth(2).click()
+        third = page.locator(".card").nth(2).get_attribute("data-image")
+        page.locator("#kernel-explainer h3", has_text=third).wait_for(timeout=10_000)  # (no eval under the CSP)
+        assert third not in page.locator("#policy-explainer h3").inner_text()
+        assert held_out in page.locator("#policy-explainer h3").inner_text()
     assert errors == []
 
 

@@ -189,7 +189,8 @@ class Explainer {
     const im = inBoth || shown;
     if (key !== this.key) return;  // a newer draw started meanwhile
     if (!im) { this.node.replaceChildren(); return; }
-    const parts = [await kernelExplainer(im, tauInfo, v.env, v.kind)];
+    // the kernel around the picked image's truth (a training image too); the policies need a held-out one
+    const parts = [await kernelExplainer(shown || im, tauInfo, v.env, v.kind)];
     const box = el("div", { class: "explainer", id: "policy-explainer" });
     if (inBoth && base !== cur) {
       const tau = tauInfo && tauInfo.tau, b = baseIms.find(i => i.image_id === inBoth.image_id);
