@@ -306,7 +306,7 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
         f"how): `geospot predict model={folder} photo.jpg`, or `geospot eval model={folder} data=<labelled photos>`."),
         "",
     ]
-    from geospot.eval.compare import ASKED, compare_table
+    from geospot.eval.compare import ASKED, compare_table, training_asked
 
     rows, asked = {}, {}
     for s in _find_summaries(loaded.run_dir, eval_dir):
@@ -319,10 +319,23 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
     if rows:  # evals of other data or images: the table says its best marks say little
         lines += ["`geospot eval` runs of this model:", "", compare_table(rows, asked=asked), ""]
     if training:
-        lines += ["The training run's held-out evals (greedy):", "", compare_table(training), ""]
+        how_asked = training_asked(loaded.run_dir, list(training.values())[-1])
+        lines += [f"The training run's held-out evals ({_asked_words(how_asked, spec.env_type)}):", "",
+                  compare_table(training), ""]
     if not rows and not training:
         lines += ["No eval found for this run; run `geospot eval model=<run> data=<spec>`.", ""]
     return "\n".join(lines)
+
+
+def _asked_words(how: dict, card_env: str) -> str:
+    """How a training run's loop eval asked (compare.training_asked), said under the card's question:
+    the demo's RL run evaluates the single-turn prompt though the card asks its telescoping turns."""
+    if not how:
+        return "greedy"
+    where = f"the val split of `{how['data']}`" if how["split"] == "val" else f"`{how['data']}`"
+    env = how["env_type"]
+    asked = f"env_type={env}" + (f", not the {card_env} turns this card asks with" if env != card_env else "")
+    return f"{how['sampling']}, {asked}, on {where}"
 
 
 def card_code(card_text: str) -> str:

@@ -150,6 +150,13 @@ def test_model_card_states_base_data_steps_and_evals(tmp_path):
     # the loop's own evals, the first and the last up to the exported step
     assert "training eval, step 0" in card and "training eval, step 10" in card and "step 20" not in card
     assert "| 120.5* " in card and "50.0%*" in card  # best median (step 0 logged inf as null) and acc@25km marked
+    assert "The training run's held-out evals (greedy):" in card  # a folder without config.json: what is known
+    # with the run's config.json: what its loop eval asked, from what it logged (no per-turn medians:
+    # the single-turn prompt, as the demo logs into its telescoping run), not the card's turns
+    (run / "config.json").write_text(_json.dumps({"kind": "rl", "config": {"data": "synthetic:n=99",
+                                                                           "env_type": "telescoping"}}))
+    assert ("The training run's held-out evals (greedy, env_type=single, not the telescoping turns this card asks "
+            "with, on the val split of `synthetic:n=99`):") in model_card(loaded, spec=spec, kind="adapter")
     # an eval run's summary shows too, in its own table
     (run / "eval" / "osv").mkdir(parents=True)
     io.write_summary(run / "eval" / "osv",
