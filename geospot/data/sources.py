@@ -8,11 +8,9 @@ WebDataset reader over HTTP and tests can stand a local folder in for the hub.""
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import os
-import re
 import tarfile
 import zlib
 from collections.abc import Iterator
@@ -31,7 +29,7 @@ from geospot.data.files import (  # noqa: F401  (expand_braces, unique_files re-
     walk_files,
 )
 from geospot.data.types import DataError
-from geospot.geo.columns import ID_KEYS, LAT_KEYS, LON_KEYS, find_column
+from geospot.geo.columns import ID_KEYS, LAT_KEYS, LON_KEYS, find_column, matching_columns
 
 LABEL_KEYS = ("country", "region", "city", "sub_region", "continent")
 # what PIL decodes, and HEIC/HEIF (a phone's photos) through pillow-heif (data/prep.py registers it)
@@ -51,6 +49,7 @@ class Skip(NamedTuple):
     reason: str
     detail: str
     source: str
+    id: str | None = None  # the record's id where it is known: the skip then counts in that id's split only
 
 
 class Source(Protocol):
@@ -64,6 +63,20 @@ def _shard_order(paths: list[str], epoch: int, seed: int, shuffle: bool) -> list
         return list(paths)
     rng = np.random.default_rng([seed, epoch, 0x5A4D])
     return [paths[i] for i in rng.permutation(len(paths))]
+
+
+def file_names(paths: list[str]) -> dict[str, str]:
+    """What names each file in the ids of its records that carry none: the file's name, or where two
+    files share one (a hub layout's train/0000.parquet and test/0000.parquet), its path below the
+    folder they share, so the two files' rows never read as duplicates of each other."""
+    names = {p: p.replace("\\", "/").rsplit("/", 1)[-1] for p in paths}
+    if len(set(names.values())) == len(names):
+        return names
+    parts = [p.replace("\\", "/").split("/") for p in paths]
+    shared = 0
+    while all(len(x) > shared + 1 and x[shared] == parts[0][shared] for x in parts):
+        shared += 1
+    return {p: "/".join(x[shared:]) for p, x in zip(paths, parts)}
 
 
 def _labels(meta: dict) -> dict:
@@ -91,6 +104,30 @@ def _first(meta: dict, keys: tuple[str, ...]) -> Any:
     return None if k is None else meta[k]
 
 
+def _clash(meta: dict, keys: tuple[str, ...]) -> str | None:
+    """Where a record holds two of `keys` (lat and latitude) with different values: which is meant
+    cannot be told, so the record is skipped, never read from the first one found."""
+    found = [(k, v) for k, v in meta.items() if isinstance(k, str) and k.lower() in keys and v not in (None, "")]
+
+    def number(v: Any) -> Any:
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return repr(v)
+
+    if len({number(v) for _, v in found}) < 2:
+        return None
+    return " and ".join(f"{k!r} ({str(v)[:20]})" for k, v in found[:2]) + " disagree"
+
+
+def _coords_clash(meta: dict, lat_key: str | None, lon_key: str | None) -> str | None:
+    for given, keys, name in ((lat_key, LAT_KEYS, "lat"), (lon_key, LON_KEYS, "lon")):
+        clash = None if given else _clash(meta, keys)
+        if clash:
+            return f"{clash}; name the key with {name}=<key> in the spec"
+    return None
+
+
 JSONL_IMAGE_KEYS = ("image", "file_name", "image_path", "path")  # geospot's, then HF imagefolder's metadata.jsonl
 # a CSV's row names its image by id (a file name or stem below images/) or by path: the usual columns
 CSV_ID_KEYS = (*ID_KEYS, "image", "image_path", "file_name", "filename", "path")
@@ -107,6 +144,10 @@ class WebDatasetSource:
     opener: Opener = field(default_factory=LocalOpener)
     lat_key: str | None = None
     lon_key: str | None = None
+
+    @functools.cached_property
+    def _names(self) -> dict[str, str]:
+        return file_names(self.urls)
 
     def records(self, epoch: int, seed: int, shuffle: bool) -> Iterator[Record | Skip]:
         for url in _shard_order(self.urls, epoch, seed, shuffle):
@@ -132,7 +173,9 @@ class WebDatasetSource:
             return Skip("bad_metadata", f"{url}:{key}", self.name)
         lat = meta.get(self.lat_key) if self.lat_key else _first(meta, LAT_KEYS)
         lon = meta.get(self.lon_key) if self.lon_key else _first(meta, LON_KEYS)
-        sid = str(meta.get("id") or f"{os.path.basename(url)}/{key}")
+        sid = str(meta.get("id") or f"{self._names[url]}/{key}")
+        if clash := _coords_clash(meta, self.lat_key, self.lon_key):
+            return Skip("ambiguous_coords", f"{sid}: {clash}", self.name, sid)
         return Record(sid, str(meta.get("source") or self.name), lat, lon, _labels(meta), parts[img_ext])
 
     def _shard(self, url: str) -> Iterator[Record | Skip]:
@@ -175,6 +218,10 @@ def _find_col(names: list[str], want: str | None, candidates: tuple[str, ...], w
         if want not in names:
             raise DataError(f"{where}: no column {want!r} for {what}; columns are {names}")
         return want
+    if candidates in (LAT_KEYS, LON_KEYS) and len(found := matching_columns(names, candidates)) > 1:
+        key = "lat" if candidates == LAT_KEYS else "lon"
+        raise DataError(f"{where}: {len(found)} {what} columns ({', '.join(map(repr, found))}), and which one is "
+                        f"meant cannot be told; name it with {key}=<column> in the spec")
     return find_column(names, candidates)  # any case: IM2GPS3K / YFCC4K ship LAT, LON, IMG_ID
 
 
@@ -190,6 +237,10 @@ class ParquetSource:
     image_col: str | None = None
     id_col: str | None = None
     opener: Opener = field(default_factory=LocalOpener)
+
+    @functools.cached_property
+    def _names(self) -> dict[str, str]:
+        return file_names(self.paths)
 
     def records(self, epoch: int, seed: int, shuffle: bool) -> Iterator[Record | Skip]:
         import pyarrow.parquet as pq
@@ -218,7 +269,7 @@ class ParquetSource:
         row = 0
         for batch in pf.iter_batches(batch_size=256):
             for r in batch.to_pylist():
-                sid = str(r[id_c]) if id_c and r.get(id_c) is not None else f"{os.path.basename(path)}:{row}"
+                sid = str(r[id_c]) if id_c and r.get(id_c) is not None else f"{self._names[path]}:{row}"
                 row += 1
                 img = named = r[img_c]
                 if isinstance(img, dict):
@@ -229,149 +280,15 @@ class ParquetSource:
                     img = read_relative(path, img)
                 if img is not None and not isinstance(img, (bytes, bytearray)):
                     yield Skip("bad_image_field", f"{sid}: the image column holds {type(img).__name__}, "
-                               "not bytes or a path", self.name)
+                               "not bytes or a path", self.name, sid)
                     continue
                 if img is None:
                     where = (f"no file {os.path.join(os.path.dirname(path), named)} (paths are relative to the "
                              "parquet file's folder)" if isinstance(named, str) and named else
                              f"{path}: the {img_c!r} column is empty")
-                    yield Skip("missing_image", f"{sid}: {where}", self.name)
+                    yield Skip("missing_image", f"{sid}: {where}", self.name, sid)
                     continue
                 yield Record(sid, str(r.get("source") or self.name), r.get(lat_c), r.get(lon_c), _labels(r), img)
-
-
-@dataclass
-class CsvFolderSource:
-    """The OSV-5M layout: a CSV keyed by `id` with latitude/longitude (+ city, region,
-    country) and the images at images/<id>.jpg (any depth below images/)."""
-
-    csv_paths: list[str]
-    root: str
-    name: str = "csv"
-    lat_col: str | None = None
-    lon_col: str | None = None
-    id_col: str | None = None  # None: `id`, else IMG_ID (IM2GPS3K / YFCC4K), any case
-
-    @functools.cached_property
-    def _index(self) -> dict[str, str | tuple[str, ...]]:
-        """Image files by stem AND by full file name: OSV-5M ids are stems, IM2GPS3K and
-        YFCC4K ids are file names with the extension. Walked once per source, not per epoch:
-        an OSV-5M-sized folder is millions of entries. A name that two files share (e.g.
-        2023/001.jpg and 2024/001.jpg) maps to all of them: its rows are skipped as ambiguous,
-        never given one of the photos at random."""
-        found: dict[str, str | tuple[str, ...]] = {}
-        base = os.path.join(self.root, "images")
-        base = base if os.path.isdir(base) else self.root
-        for path in walk_files(base):
-            fn = os.path.basename(path)
-            stem, _, ext = fn.rpartition(".")
-            if ext.lower() in IMAGE_EXTS:
-                for name in {stem, fn}:
-                    have = found.get(name)
-                    found[name] = path if have is None else (*((have,) if isinstance(have, str) else have), path)
-        return found
-
-    def _image_of(self, csv_path: str, sid: str) -> str | tuple[str, ...] | None:
-        """The image a row's id names: a file name or stem anywhere below images/ (or the
-        root), else a path as written, relative to the CSV's folder (or absolute)."""
-        hit = self._index.get(sid)
-        if hit is None and sid.endswith(".0") and sid[:-2].isdigit():
-            hit = self._index.get(sid[:-2])  # a numeric id that pandas wrote as a float: 123 -> "123.0"
-        if hit is None and (os.sep in sid or "/" in sid or "." in sid):
-            p = sid if os.path.isabs(sid) else os.path.join(os.path.dirname(csv_path), sid)
-            hit = p if os.path.isfile(p) else None
-        return hit
-
-    def records(self, epoch: int, seed: int, shuffle: bool) -> Iterator[Record | Skip]:
-        for path in _shard_order(self.csv_paths, epoch, seed, shuffle):
-            try:
-                yield from self._file(path)
-            except csv.Error as e:  # e.g. a NUL byte or a field past csv's size limit: the rest is lost
-                yield Skip("bad_csv", f"{path}: {e}", self.name)
-
-    def _file(self, path: str) -> Iterator[Record | Skip]:
-        # (csv_encoding: a row that does not decode is skipped, never misread)
-        encoding, errors = csv_encoding(path)
-        with open(path, newline="", encoding=encoding, errors=errors) as f:
-            head = f.read(65536)
-            if not head.strip():
-                yield Skip("empty_file", path, self.name)
-                return
-            f.seek(0)
-            if head.startswith("\ufeff"):
-                f.read(1)
-            dialect = _sniff(head)
-            reader = csv.DictReader(f, dialect=dialect)
-            # ';'-separated CSVs come from spreadsheets in locales that write 48,85 for 48.85
-            coord = _decimal_comma if dialect.delimiter == ";" else (lambda v: v)
-            names = [n.strip() for n in reader.fieldnames or []]
-            reader.fieldnames = names
-            id_c = _find_col(names, self.id_col, CSV_ID_KEYS, "id", path)
-            if id_c is None:
-                raise DataError(f"{path}: no id column (looked for {', '.join(CSV_ID_KEYS)}; columns: {names}); "
-                                "set id=<column> in the spec")
-            lat_c = _find_col(names, self.lat_col, LAT_KEYS, "latitude", path)
-            lon_c = _find_col(names, self.lon_col, LON_KEYS, "longitude", path)
-            if lat_c is None or lon_c is None:
-                raise DataError(f"{path}: no {'latitude' if lat_c is None else 'longitude'} column (looked for "
-                                f"{', '.join(LAT_KEYS if lat_c is None else LON_KEYS)}; columns: {names}); "
-                                "name the columns with lat=<column>,lon=<column> in the spec")
-            for line, row in enumerate(reader, start=2):
-                if None in row or None in row.values():  # more or fewer fields than the header names
-                    n = len(row) - (None in row) + len(row.get(None) or ()) - sum(v is None for v in row.values())
-                    yield Skip("malformed_row", f"{path}:{line}: {n} fields where the header has {len(names)} "
-                               "(an unquoted comma in a value? quote it)", self.name)
-                    continue
-                if any(_has_surrogate(v) for v in row.values() if isinstance(v, str)):
-                    yield Skip("bad_encoding", f"{path}:{line}: not UTF-8 (re-save the CSV as UTF-8)", self.name)
-                    continue
-                sid = (row.get(id_c) or "").strip()
-                img_path = self._image_of(path, sid) if sid else None
-                if img_path is None:
-                    yield Skip("missing_image", f"{path}:{line}: no image named {sid!r} below {self.root}", self.name)
-                    continue
-                if isinstance(img_path, tuple):
-                    yield Skip("ambiguous_image", f"{path}:{line}: {sid!r} names {len(img_path)} files "
-                               f"({', '.join(img_path[:3])}); give each a unique name or use paths as ids", self.name)
-                    continue
-                yield Record(sid, str(row.get("source") or self.name), coord(row.get(lat_c)),
-                             coord(row.get(lon_c)), _labels(row), FileBytes(img_path))
-
-
-def csv_encoding(path: str) -> tuple[str, str]:
-    """(encoding, errors) a CSV's text is read with. A UTF-16 byte-order mark (Excel's "Unicode
-    text"): UTF-16, a character it cannot decode becoming U+FFFD, which no coordinate parses. Else
-    UTF-8, its optional BOM dropped (else the first column is '\ufeffid'), bytes that are not UTF-8
-    kept as surrogates, so a row holding any is skipped by name."""
-    with open(path, "rb") as raw:
-        utf16 = raw.read(2) in (b"\xff\xfe", b"\xfe\xff")
-    return ("utf-16", "replace") if utf16 else ("utf-8-sig", "surrogateescape")
-
-
-def _sniff(head: str) -> type[csv.Dialect] | str:
-    """The delimiter of a CSV from its first line: `,`, `;` or a tab (Excel in many locales
-    writes `;`); quoting is csv's default."""
-    first = head.splitlines()[0] if head else ""
-    counts = {d: first.count(d) for d in (",", ";", "\t")}
-    delim = max(counts, key=lambda d: counts[d]) if max(counts.values()) else ","
-
-    class Sniffed(csv.excel):
-        delimiter = delim
-
-    return Sniffed
-
-
-_COMMA_DECIMAL = re.compile(r"\s*[+-]?\d+,\d+\s*")
-
-
-def _decimal_comma(v: str | None) -> str | None:
-    """'48,85' -> '48.85' (one comma between digits: a decimal comma, never a thousands
-    separator, since no coordinate reaches 1,000); anything else unchanged, for check_coords."""
-    return v.replace(",", ".") if v is not None and _COMMA_DECIMAL.fullmatch(v) else v
-
-
-def _has_surrogate(text: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
 @dataclass
@@ -384,6 +301,10 @@ class JsonlSource:
     lat_key: str | None = None
     lon_key: str | None = None
     image_key: str = "image"
+
+    @functools.cached_property
+    def _names(self) -> dict[str, str]:
+        return file_names(self.paths)
 
     def records(self, epoch: int, seed: int, shuffle: bool) -> Iterator[Record | Skip]:
         for path in _shard_order(self.paths, epoch, seed, shuffle):
@@ -413,28 +334,37 @@ class JsonlSource:
             return
         sid = meta.get("id")
         sid = str(sid) if isinstance(sid, (str, int)) and not isinstance(sid, bool) and sid != "" else \
-            f"{os.path.basename(path)}:{lineno}"
+            f"{self._names[path]}:{lineno}"
         key = self.image_key if self.image_key != "image" else _first_key(meta, JSONL_IMAGE_KEYS) or "image"
         rel = meta.get(key)
         if rel is None or rel == "":
             yield Skip("missing_image", f"{sid}: no {' / '.join(JSONL_IMAGE_KEYS) if key == 'image' else key!r} key "
-                       f"(keys: {sorted(meta)[:8]}); name it with image=<key>", self.name)
+                       f"(keys: {sorted(meta)[:8]}); name it with image=<key>", self.name, sid)
             return
         if not isinstance(rel, str) or "\0" in rel:
             yield Skip("bad_image_field", f"{sid}: {key!r} must be a path string, got "
-                       f"{type(rel).__name__}", self.name)
+                       f"{type(rel).__name__}", self.name, sid)
+            return
+        if rel.startswith("data:") or (len(rel) > 256 and not os.path.isfile(rel)):
+            # an image's bytes written as text (base64 or a data: URI): one short sentence, not 68 KB of it
+            yield Skip("bad_image_field", f"{sid}: {key!r} holds {len(rel):,} characters ({rel[:16]}…), an image "
+                       "written as text (base64?), not a path; save the images as files and give their paths",
+                       self.name, sid)
             return
         p = rel if os.path.isabs(rel) else os.path.join(os.path.dirname(path), rel)
         if not os.path.isfile(p):
             yield Skip("missing_image", f"{sid}: no file {p} (paths are relative to the JSONL file's folder)",
-                       self.name)
+                       self.name, sid)
+            return
+        if clash := _coords_clash(meta, self.lat_key, self.lon_key):
+            yield Skip("ambiguous_coords", f"{sid}: {clash}", self.name, sid)
             return
         lat = meta.get(self.lat_key) if self.lat_key else _first(meta, LAT_KEYS)
         lon = meta.get(self.lon_key) if self.lon_key else _first(meta, LON_KEYS)
         if lat is None and lon is None and not (self.lat_key or self.lon_key) and _first_key(
                 meta, LAT_KEYS + LON_KEYS) is None:
             yield Skip("missing_coords", f"{sid}: no {' / '.join(LAT_KEYS)} key (keys: {sorted(meta)[:8]}); name "
-                       "them with lat=<key>,lon=<key>", self.name)
+                       "them with lat=<key>,lon=<key>", self.name, sid)
             return
         yield Record(sid, str(meta.get("source") or self.name), lat, lon, _labels(meta), FileBytes(p))
 

@@ -67,11 +67,18 @@ its split, so a source with none fails at once, naming the part and its skip rea
 max_skips_in_a_row unusable records in a row stop any stream with the same kind of message.
 Coordinates are JSON numbers or strings in plain decimal/scientific notation (booleans,
 "4_5", hex, "inf", lists and objects are bad_coords). An id seen twice in one source is
-skipped as duplicate_id, or duplicate_id_conflict when its coordinates differ. CSVs may carry
+skipped as duplicate_id, or duplicate_id_conflict when its coordinates differ; an image file an
+earlier row named by another id (`123`, `123.jpg`, `images/123.jpg`), in every split, as
+duplicate_image (duplicate_image_conflict). A table with two latitude or longitude columns (lat
+and latitude) fails in one sentence (name one: lat=); a record whose two such keys disagree is
+skipped as ambiguous_coords. A row without an id is named by its file (the file's path below the
+folder the files share, where two share a name: train/0000.parquet, test/0000.parquet) and its
+row or line. A folder whose shards sit one folder down (train/, data/) is read. CSVs may carry
 a byte-order mark, use , ; or tab (read off the header line) and CRLF; a row that is not UTF-8
 is skipped as bad_encoding, one with more or fewer fields than the header (an unquoted comma)
 as malformed_row; in a ;-separated CSV `48,85` is a decimal comma. A CSV id is an image's file
-name or stem anywhere below images/, or a path relative to the CSV (pandas' `123.0` is 123; an
+name or stem anywhere below images/ (in any case), or a path relative to the CSV or to images/
+(pandas' `123.0` is 123; an
 `image_path`, `image`, `file_name`, `filename` or `path` column serves when there is no id); a
 name two files share is skipped as ambiguous_image. A table without latitude/longitude columns,
 or whose columns look swapped (of its first 1000 rows, at least 10 % with a latitude beyond ±90°
@@ -103,17 +110,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from geospot.data.csv_source import CsvFolderSource, csv_encoding
 from geospot.data.options import STREAM_KEYS
 from geospot.data.sources import (
     IMAGE_EXTS,
-    CsvFolderSource,
     JsonlSource,
     LocalOpener,
     ParquetSource,
     Source,
     SyntheticSource,
     WebDatasetSource,
-    csv_encoding,
     expand_braces,
     unique_files,
     walk_files,
@@ -288,8 +294,10 @@ def infer_kind(target: str) -> str:
         if sheets and not exts & {"tar", "parquet", "jsonl"}:
             raise SpecError(f"{target}: holds a spreadsheet ({sheets[0]}), which is not read; save it as CSV (UTF-8) "
                             "in the same folder")
+        # shards one folder down too: a hub dataset's layout (data/train-0000.parquet, train/0000.parquet)
+        below = exts if exts & {"tar", "parquet", "jsonl"} else _exts_below(target, names)
         for ext, kind in (("tar", "wds"), ("parquet", "parquet"), ("jsonl", "jsonl")):
-            if ext in exts:
+            if ext in below:
                 return kind
         if exts & set(IMAGE_EXTS) or _image_subfolder(target):
             if _geotagged(target):  # a phone's photos: their EXIF GPS is the label
@@ -318,6 +326,19 @@ def infer_kind(target: str) -> str:
     hub = f"; a Hugging Face dataset is written hf:{target}" if target.count("/") == 1 and not os.path.isabs(
         target) else ""
     raise SpecError(f"{target!r}: no such file or folder{where}{hub}")
+
+
+def _exts_below(target: str, names: list[str]) -> set[str]:
+    """The file extensions one folder below `target` (its subfolders' files; no deeper)."""
+    out: set[str] = set()
+    for n in names:
+        sub = os.path.join(target, n)
+        if os.path.isdir(sub):
+            try:
+                out |= {m.rsplit(".", 1)[-1].lower() for m in os.listdir(sub) if "." in m}
+            except OSError:
+                continue
+    return out
 
 
 def labelled_csv(target: str, names: list[str]) -> str | None:

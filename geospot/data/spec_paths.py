@@ -15,8 +15,9 @@ from geospot.data.spec import ESCAPABLE, KINDS, SpecError, parse_spec
 
 def same_data(a: str, a_dir: str, b: str, options: bool = True) -> bool:
     """Whether spec `a`, its relative paths read from the folder `a_dir`, names the same data as
-    spec `b` read from here: the same parts, options and weights, each local path the same file or
-    folder however it is spelled (`photos` in a_dir and `/home/u/proj/photos/` are one folder).
+    spec `b` read from here: the same parts, options and weights, each local part reading the same
+    files however it is spelled (`photos` in a_dir and `/home/u/proj/photos/` are one folder, and so
+    are a folder and the one CSV or JSONL it holds, named as a file).
     options=False: the same sources, whatever their options (val_frac, max_side, ...) and weights."""
     def key(spec: str, base: str) -> list:
         out = []
@@ -28,9 +29,37 @@ def same_data(a: str, a_dir: str, b: str, options: bool = True) -> bool:
         return sorted(out)
 
     try:
-        return key(a, a_dir) == key(b, os.getcwd())
+        if key(a, a_dir) == key(b, os.getcwd()):
+            return True
     except SpecError:
         return False
+    read_a, read_b = _files_read(a, a_dir, options), _files_read(b, os.getcwd(), options)
+    return read_a is not None and read_a == read_b
+
+
+def _files_read(spec: str, base: str, options: bool) -> list | None:
+    """Each part of `spec` (relative paths read from `base`) as what it reads: a local part's files
+    (and a CSV's image folder), resolved; None when that cannot be told here (a path that is gone,
+    a spec that cannot be rebased)."""
+    from geospot.data.spec import build_source
+    from geospot.data.types import DataError
+
+    rebased = rebase_spec(spec, base)
+    if rebased is None:
+        return None
+    out = []
+    try:
+        for p in parse_spec(rebased):
+            src = build_source(p) if p.kind not in ("synthetic", "hf") else None
+            files = getattr(src, "csv_paths", None) or getattr(src, "paths", None) or getattr(src, "urls", None)
+            root = [getattr(src, "root", None) or ""] if src is not None else []
+            what = ("files", tuple(sorted(os.path.realpath(f) for f in [*(files or ()), *root] if f))) \
+                if src is not None else (p.kind, p.target)
+            out.append((*what, *((sorted((k, v) for k, v in p.options.items() if k != "name"), p.weight)
+                                 if options else ())))
+    except (SpecError, DataError, OSError):
+        return None
+    return sorted(out)
 
 
 def rebase_spec(spec: str, base: str) -> str | None:

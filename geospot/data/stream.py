@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,10 +21,11 @@ from typing import Any
 import numpy as np
 
 from geospot.config import ConfigError, _coerce, field_types
+from geospot.data.csv_source import CsvFolderSource
+from geospot.data.files import FileBytes
 from geospot.data.options import STREAM_KEYS, StreamConfig
 from geospot.data.prep import BadSample, PrepConfig, check_coords, looks_swapped, one_torch_thread, prepare_image
 from geospot.data.sources import (
-    CsvFolderSource,
     JsonlSource,
     LocalOpener,
     ParquetSource,
@@ -220,15 +222,23 @@ class SampleStream:
     def _filtered(self, k: int, src: Source, epoch: int, shuffle: bool) -> Iterator[Record | Skip]:
         """One epoch of a source: this split's records (by id hash), the source's own skips,
         and repeated ids turned into skips (`duplicate_id`; `duplicate_id_conflict` when the
-        coordinates differ: which one is right cannot be told)."""
+        coordinates differ: which one is right cannot be told). A file that an earlier row named
+        by another id (`123`, `123.jpg`, `images/123.jpg`) is skipped in every split, whichever
+        split its id would put it in (`duplicate_image`, or `duplicate_image_conflict`): one photo
+        is one sample, never in training and held out at once."""
         seen: dict[int, int] = {}  # id hash -> coordinates hash
+        files: dict[int, tuple[int, int]] = {}  # a local image file -> (the id that named it first, its coordinates)
         track = not isinstance(src, SyntheticSource)  # synthetic ids are unique by construction
         for item in src.records(epoch, self.seed * 1_000_003 + k, shuffle):
+            if isinstance(item, Skip) and item.id is not None and not self._in_split(item.id):
+                continue  # a row of another split: counted there, not in every split
             if isinstance(item, Record):
-                if self.split != "all":
-                    found = split_of(item.id, self.cfg.val_frac, self.cfg.test_frac)
-                    if found != self.split and not (self.split == "heldout" and found != "train"):
-                        continue
+                again = self._named_before(item, files) if track else None
+                if not self._in_split(item.id):
+                    continue
+                if again is not None:
+                    yield again
+                    continue
                 if track:
                     digest = hashlib.blake2b(item.id.encode(errors="replace"), digest_size=8).digest()
                     key = int.from_bytes(digest, "big")
@@ -243,6 +253,33 @@ class SampleStream:
                     if len(seen) < MAX_TRACKED_IDS:
                         seen[key] = hash(coords)
             yield item
+
+    def _in_split(self, sample_id: str) -> bool:
+        if self.split == "all":
+            return True
+        found = split_of(sample_id, self.cfg.val_frac, self.cfg.test_frac)
+        return found == self.split or (self.split == "heldout" and found != "train")
+
+    @staticmethod
+    def _named_before(item: Record, files: dict[int, tuple[int, int]]) -> Skip | None:
+        """A Skip when `item`'s image file was named by an earlier record of another id; else None
+        (and the file is remembered, by hashes: a path's, the id's and the coordinates')."""
+        path = item.payload.path if isinstance(item.payload, FileBytes) else None
+        if path is None:
+            return None
+        path = os.path.normpath(os.path.abspath(path))
+        coords = hash(_coords_key(item.lat, item.lon))
+        first = files.get(hash(path))
+        if first is None:
+            if len(files) < MAX_TRACKED_IDS:
+                files[hash(path)] = (hash(item.id), coords)
+            return None
+        if first[0] == hash(item.id):
+            return None  # the same id again: duplicate_id's to say
+        same = first[1] == coords
+        return Skip("duplicate_image" if same else "duplicate_image_conflict",
+                    f"{item.id} names {path}, which another id named before"
+                    f"{' with the same' if same else ', with other'} coordinates", item.source)
 
     def _source_iter(self, k: int, src: Source) -> Iterator[Record | Skip]:
         epoch = 0

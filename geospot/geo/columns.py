@@ -13,3 +13,9 @@ def find_column(names: list[str], candidates: tuple[str, ...]) -> str | None:
     """The first of `candidates` that `names` holds, in any case, as `names` spells it."""
     lower = {n.lower(): n for n in names}
     return next((lower[c] for c in candidates if c in lower), None)
+
+
+def matching_columns(names: list[str], candidates: tuple[str, ...]) -> list[str]:
+    """Every one of `candidates` that `names` holds, in any case, as `names` spells them: a table with
+    two (lat and latitude) cannot say which one is meant."""
+    return [n for n in names if n.lower() in candidates]

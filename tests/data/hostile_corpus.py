@@ -215,6 +215,21 @@ def csv_two_files(d: str) -> str:
     return root
 
 
+def parquet_split_folders(d: str) -> str:
+    """A hub dataset's layout: train/0000.parquet and test/0000.parquet, no id column (ids are made
+    from the file and row, so the two files' rows must not read as duplicates of each other)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = os.path.join(d, "hub")
+    for k, (split, ids) in enumerate((("train", ["g1", "g2"]), ("test", ["g3"]))):
+        os.makedirs(os.path.join(root, split))
+        pq.write_table(pa.table({"image": [png(i + 2 * k) for i in range(len(ids))],
+                                 "lat": [GOOD[i][0] for i in ids], "lon": [GOOD[i][1] for i in ids]}),
+                       os.path.join(root, split, "0000.parquet"))
+    return root
+
+
 def only(*ids) -> dict:
     return {i: GOOD[i] for i in ids}
 
@@ -247,7 +262,9 @@ CASES = [
     Case("jsonl full-width digits", jsonl([bad(lat="\uff14\uff18", lon="2")]), ALL, {"bad_coords": 1}),
     Case('jsonl "48,85" decimal comma', jsonl([bad(lat="48,85", lon="2,35")]), ALL, {"bad_coords": 1}),
     Case("jsonl numeric strings with spaces", jsonl([bad(lat=" 10.5 ", lon="2e1")]), {**ALL, "b1": (10.5, 20.0)}, {}),
-    Case("jsonl lat=91 in every row", jsonl([bad(id=f"r{i}", lat=91, lon=120) for i in range(20)], good=False),
+    Case("jsonl lat=91 in every row", jsonl([bad(id=f"r{i}", image=f"img/r{i}.png", lat=91, lon=120)
+                                             for i in range(20)],
+                                            good=False, files={f"img/r{i}.png": png(i) for i in range(20)}),
          {}, {"coords_out_of_range": 20}),
     Case("jsonl latitude and longitude swapped", jsonl([], raw="\n".join(
         json.dumps({"id": i, "image": f"img/{i}.png", "lat": lo, "lon": la}) for i, (la, lo) in GOOD.items()).encode(),
@@ -260,6 +277,9 @@ CASES = [
          jsonl([{"id": "b1", "image": "img/b1.png", "location": {"lat": 1, "lon": 2}}]), ALL, {"missing_coords": 1}),
     Case("jsonl file holding a JSON array", jsonl([], raw=("[\n" + ",\n".join(_good_lines()) + "\n]\n").encode(),
                                                   good=False), error="a JSON array, not JSON Lines"),
+    Case("jsonl lat and latitude that disagree", jsonl([bad(latitude=33.0)]), ALL, {"ambiguous_coords": 1}),
+    Case("jsonl lat and latitude that agree", jsonl([bad(latitude="10.0")]), {**ALL, "b1": (10.0, 20.0)}),
+    Case("jsonl image as base64 text", jsonl([bad(image="/9j/" + "A" * 5000)]), ALL, {"bad_image_field": 1}),
     Case("jsonl rows that are not objects", jsonl(["[1, 2]", '"text"', "3"]), ALL, {"bad_metadata": 3}),
     Case("jsonl line cut short", jsonl(['{"id": "b1", "image": "img/b1.png", "lat"']), ALL, {"bad_metadata": 1}),
     Case("jsonl 100k nested brackets", jsonl(["[" * 100_000]), ALL, {"bad_metadata": 1}),
@@ -307,6 +327,15 @@ CASES = [
     Case("csv quoted fields with , and newlines", csv_folder(CSV_HEAD + '\ng1,48.85,2.35,"Paris, FR"\n'
                                                              'g2,-33.87,151.21,"Syd\nney"\n'), only("g1", "g2")),
     Case("csv NUL byte in a row", csv_folder(csv_rows() + "g9\x00,1,2,x\n"), ALL, {"missing_image": 1}),
+    Case("csv with lat/lon and latitude/longitude columns",
+         csv_folder("id,lat,lon,latitude,longitude\n" + "".join(f"{i},0,0,{a},{o}\n" for i, (a, o) in GOOD.items())),
+         error="2 latitude columns"),
+    Case("csv naming one image three ways", csv_folder(csv_rows() + "g1.jpg,48.85,2.35,P\nimages/g1.jpg,1,1,P\n"),
+         ALL, {"duplicate_image": 1, "duplicate_image_conflict": 1}),
+    Case("csv ids in another case than the files", csv_folder(CSV_HEAD + "\nG1.JPG,48.85,2.35,P\n"),
+         {"G1.JPG": GOOD["g1"]}),
+    Case("csv paths relative to images/", csv_folder(CSV_HEAD + "\ntrip/g1.jpg,48.85,2.35,P\n", images="images/trip"),
+         {"trip/g1.jpg": GOOD["g1"]}),
     Case("csv symlink loop in images/", symlink_loop, ALL),
     Case("jsonl folder with a symlink loop", jsonl_loop, ALL),
     # --- paths with spec syntax in them -------------------------------------------------------
@@ -346,6 +375,8 @@ CASES = [
          {"bad_parquet": 1}),
     Case("parquet without coordinate columns", parquet({"image": [png(1)], "x": [1.0]}),
          error="need image and latitude/longitude columns"),
+    Case("parquet of one name in two folders (hub layout)", parquet_split_folders,
+         {"train/0000.parquet:0": GOOD["g1"], "train/0000.parquet:1": GOOD["g2"], "test/0000.parquet:0": GOOD["g3"]}),
     # --- the real photos ----------------------------------------------------------------------
     Case("real OSV-5M photos (control)", real_photos, _real_labels()),
 ]

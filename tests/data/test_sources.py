@@ -68,7 +68,8 @@ def test_jsonl_roundtrip(tmp_path):
 
 def test_jsonl_keys_match_in_any_case_as_csv_columns_do(tmp_path):
     """{"Image", "Latitude", "LONG", "Country"}: read as image / lat / lon / country (a CSV's
-    columns were already matched in any case); a key written as the reader names it wins."""
+    columns were already matched in any case); a record holding `lat` too, with another value,
+    cannot say which is meant: skipped as ambiguous_coords, never read from either."""
     samples = make_samples(4)
     write_jsonl(str(tmp_path / "m.jsonl"), samples)
     rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
@@ -76,10 +77,12 @@ def test_jsonl_keys_match_in_any_case_as_csv_columns_do(tmp_path):
         for r in rows:
             f.write(json.dumps({"id": r["id"], "Image": r["image"], "Latitude": r["lat"], "LONG": r["lon"],
                                 "Country": r["country"], **({"lat": 0.5} if r["id"] == "s0003" else {})}) + "\n")
-    got = {s.id: s for s in load_samples(str(tmp_path / "m.jsonl"), "all")}
+    with open_stream(str(tmp_path / "m.jsonl"), "all", repeat=False, workers=0) as stream:
+        got = {s.id: s for s in stream}
+        skipped = dict(stream.skipped)
     assert [(got[w.id].lat, got[w.id].lon) for w in samples[:3]] == [(w.lat, w.lon) for w in samples[:3]]
-    assert got["s0003"].lat == 0.5  # `lat` as written, over `Latitude`
-    assert [got[w.id].labels["country"] for w in samples] == [w.labels["country"] for w in samples]
+    assert "s0003" not in got and skipped == {"ambiguous_coords": 1}
+    assert [got[w.id].labels["country"] for w in samples[:3]] == [w.labels["country"] for w in samples[:3]]
 
 
 def test_osv5m_samples_folder():

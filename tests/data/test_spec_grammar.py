@@ -199,3 +199,26 @@ def test_rebase_spec_makes_relative_local_paths_absolute_under_a_folder():
     assert rebase_spec("synthetic:n=8", "/p") == "synthetic:n=8"  # nothing relative: as it is
     assert rebase_spec("'my photos',max_side=224", "/p") is None  # quoted: not rewritten
     assert rebase_spec("photos", "/a;b") is None  # a folder whose name the grammar would read as syntax
+
+
+def test_same_data_is_the_same_files_however_the_spec_names_them(tmp_path, monkeypatch):
+    """A folder and the one table it holds, named as a file, are one data; another table beside it is
+    not; a relative spec saved in one folder and typed absolute in another reads the same files."""
+    from data_builders import write_csv_folder
+
+    from geospot.data.spec_paths import same_data
+
+    write_csv_folder(str(tmp_path / "big"), make_samples(3))
+    csv = next(p.name for p in (tmp_path / "big").iterdir() if p.suffix == ".csv")
+    write_jsonl(str(tmp_path / "j" / "data.jsonl"), make_samples(2))
+    monkeypatch.chdir(tmp_path)
+    here = str(tmp_path)
+    assert same_data("big", here, f"big/{csv}", options=False)
+    assert same_data(f"big/{csv}", here, "big", options=False)
+    assert same_data("j", "/", str(tmp_path / "j" / "data.jsonl"), options=False) is False  # j read from /
+    assert same_data("j", here, "j/data.jsonl", options=False)
+    assert not same_data("big", here, "j", options=False)
+    assert same_data("big,val_frac=0.1", here, f"big/{csv}", options=False)
+    assert not same_data("big,val_frac=0.1", here, f"big/{csv}")  # options count unless options=False
+    (tmp_path / "big" / "more.csv").write_text("id,lat,lon\n")
+    assert not same_data("big", here, f"big/{csv}", options=False)  # the folder now reads two tables

@@ -98,8 +98,9 @@ def test_has_more_knows_a_finite_streams_end_past_trailing_skips(tmp_path, worke
     good = make_samples(3)
     write_jsonl(str(path), good)
     with open(path, "a") as f:
-        for i in range(2):
-            f.write(json.dumps({"id": f"bad{i}", "image": f"img/{good[0].id}.png", "lat": 91, "lon": 0}) + "\n")
+        for i in range(2):  # each its own file (rows naming one photo are duplicates, another skip)
+            (tmp_path / "img" / f"bad{i}.png").write_bytes((tmp_path / "img" / f"{good[0].id}.png").read_bytes())
+            f.write(json.dumps({"id": f"bad{i}", "image": f"img/bad{i}.png", "lat": 91, "lon": 0}) + "\n")
     spec = f"jsonl:{path},repeat=false,shuffle=false,val_frac=0,test_frac=0"
     with open_stream(spec, "train", workers=workers) as stream:
         assert stream.has_more() and stream.position == 0

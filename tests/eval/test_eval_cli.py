@@ -270,7 +270,7 @@ def test_a_run_evaluated_on_its_own_training_data_is_scored_on_the_images_it_hel
     import shutil
 
     from geospot.data import split_of
-    from geospot.data.sources import CsvFolderSource
+    from geospot.data.csv_source import CsvFolderSource
 
     proj = tmp_path / "proj"
     shutil.copytree(OSV / "images", proj / "photos" / "images")
