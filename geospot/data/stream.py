@@ -262,23 +262,30 @@ class SampleStream:
 
     @staticmethod
     def _named_before(item: Record, files: dict[int, tuple[int, int]]) -> Skip | None:
-        """A Skip when `item`'s image file was named by an earlier record of another id; else None
-        (and the file is remembered, by hashes: a path's, the id's and the coordinates')."""
-        path = item.payload.path if isinstance(item.payload, FileBytes) else None
-        if path is None:
+        """A Skip when `item`'s image (a local file, or the same bytes in a table or shard) came
+        with an earlier record of another id; else None (and it is remembered, by hashes)."""
+        payload = item.payload
+        if isinstance(payload, FileBytes):
+            what = os.path.normpath(os.path.abspath(payload.path))
+            key = hash(what)
+        elif isinstance(payload, (bytes, bytearray)):  # a parquet cell, a tar member: the bytes are the photo
+            # its length and first 4 KB (a photo's headers and first scan lines): a few microseconds
+            # a record, where hashing whole photos would slow a hub stream
+            what = "the same image bytes"
+            key = hash((len(payload), hashlib.blake2b(bytes(payload[:4096]), digest_size=8).digest()))
+        else:
             return None
-        path = os.path.normpath(os.path.abspath(path))
         coords = hash(_coords_key(item.lat, item.lon))
-        first = files.get(hash(path))
+        first = files.get(key)
         if first is None:
             if len(files) < MAX_TRACKED_IDS:
-                files[hash(path)] = (hash(item.id), coords)
+                files[key] = (hash(item.id), coords)
             return None
         if first[0] == hash(item.id):
             return None  # the same id again: duplicate_id's to say
         same = first[1] == coords
         return Skip("duplicate_image" if same else "duplicate_image_conflict",
-                    f"{item.id} names {path}, which another id named before"
+                    f"{item.id} names {what}, which another id named before"
                     f"{' with the same' if same else ', with other'} coordinates", item.source)
 
     def _source_iter(self, k: int, src: Source) -> Iterator[Record | Skip]:

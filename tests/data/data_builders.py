@@ -110,10 +110,14 @@ PNG_MAGIC = b"\x89PNG"
 
 def build_corpus(d):
     good = jpeg_bytes(make_image(0))
+
+    def photo(k: int) -> bytes:  # a photo of its own per member: one photo under two ids is a duplicate_image
+        return jpeg_bytes(make_image(k))
+
     arr16 = (np.arange(40 * 30, dtype=np.uint16).reshape(30, 40) * 50)
     members = [
         # kept as they are
-        ("000", good, meta(0)), ("001", good, meta(1)), ("002", good, meta(2)),
+        ("000", photo(0), meta(0)), ("001", photo(1), meta(1)), ("002", photo(2), meta(2)),
         # kept, fixed
         ("003", jpeg_bytes(Image.new("CMYK", (40, 30), (0, 255, 0, 0))), meta(3)),
         ("004", png_bytes(Image.fromarray(arr16)), meta(4)),
@@ -125,18 +129,18 @@ def build_corpus(d):
         ("100", os.urandom(500), meta(100)),                             # decode_error
         ("101", good[: len(good) // 2], meta(101)),                      # truncated_image
         ("102", b"", meta(102)),                                         # empty_image
-        ("103", good, json.dumps({"city": "nowhere"}).encode()),         # missing_coords
-        ("104", good, meta(104, lat=float("nan"))),                      # nan_coords
-        ("105", good, meta(105, lat=123.0)),                             # coords_out_of_range
-        ("106", good, meta(106, lon=float("inf"))),                      # nan_coords (inf)
-        ("107", good, meta(107, lat="north-ish")),                       # bad_coords
+        ("103", photo(103), json.dumps({"city": "nowhere"}).encode()),   # missing_coords
+        ("104", photo(104), meta(104, lat=float("nan"))),                # nan_coords
+        ("105", photo(105), meta(105, lat=123.0)),                       # coords_out_of_range
+        ("106", photo(106), meta(106, lon=float("inf"))),                # nan_coords (inf)
+        ("107", photo(107), meta(107, lat="north-ish")),                 # bad_coords
         ("108", bomb_png(20000, 20000), meta(108)),                      # decompression_bomb (PIL's limit)
         ("109", bomb_png(12500, 12500), meta(109)),                      # decompression_bomb (our max_pixels)
-        ("110", good, None),                                             # missing_metadata
+        ("110", photo(110), None),                                       # missing_metadata
         ("111", None, meta(111)),                                        # missing_image
-        ("112", good, b"{not json"),                                     # bad_metadata
+        ("112", photo(112), b"{not json"),                               # bad_metadata
         ("113", png_bytes(Image.new("RGB", (3, 3))), meta(113)),         # too_small
-        ("114", good, meta(114, lat=None)),                              # missing_coords
+        ("114", photo(114), meta(114, lat=None)),                        # missing_coords
     ]
     with tarfile.open(os.path.join(d, "a-000.tar"), "w") as tar:
         for key, img, js in members:

@@ -375,6 +375,9 @@ CASES = [
          {"bad_parquet": 1}),
     Case("parquet without coordinate columns", parquet({"image": [png(1)], "x": [1.0]}),
          error="need image and latitude/longitude columns"),
+    Case("parquet rows repeated, no id column", parquet({"image": [png(1), png(2), png(1)], "lat": [1.0, 2.0, 1.0],
+                                                         "lon": [1.0, 2.0, 1.0]}),
+         {"data.parquet:0": (1.0, 1.0), "data.parquet:1": (2.0, 2.0)}, {"duplicate_image": 1}),
     Case("parquet of one name in two folders (hub layout)", parquet_split_folders,
          {"train/0000.parquet:0": GOOD["g1"], "train/0000.parquet:1": GOOD["g2"], "test/0000.parquet:0": GOOD["g3"]}),
     # --- the real photos ----------------------------------------------------------------------
