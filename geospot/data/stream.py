@@ -80,6 +80,13 @@ def split_of(sample_id: str, val_frac: float = 0.05, test_frac: float = 0.05) ->
     return "train"
 
 
+def _latitude_beyond_90(lat: Any) -> bool:
+    try:
+        return abs(float(lat)) > 90
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
 def _coords_key(lat: Any, lon: Any) -> tuple:
     """What a duplicate id is compared on: the coordinates as read ("48.850" and 48.85 agree)."""
     try:
@@ -179,16 +186,19 @@ class SampleStream:
                 continue
             records = src.records(0, self.seed, shuffle=False)
             try:
-                rows = (r for r in records if isinstance(r, Record))
-                found = looks_swapped([(r.lat, r.lon) for r in islice(rows, SWAP_CHECK_ROWS)])
+                rows = list(islice((r for r in records if isinstance(r, Record)), SWAP_CHECK_ROWS))
+                found = looks_swapped([(r.lat, r.lon) for r in rows])
             finally:
                 records.close()  # its file is closed now, not when the generator is collected
             if found:
                 beyond, n = found
-                raise DataError(f"data part {part.text!r}: {beyond} of the first {n} rows have a latitude beyond "
-                                "±90° and no longitude is beyond ±90°, so the latitude and longitude columns look "
-                                "swapped (every row's place mirrored); swap them in the file or name them with "
-                                "lat=<column>,lon=<column>, or, if those rows are typos, fix or delete them")
+                first = next((r for r in rows if _latitude_beyond_90(r.lat)), None)
+                example = f" (the first: {first.id!r}, latitude {first.lat})" if first is not None else ""
+                raise DataError(f"data part {part.text!r}: {beyond} of the {n} rows with coordinates read first have "
+                                f"a latitude beyond ±90°{example} and no longitude is beyond ±90°, so the latitude and "
+                                "longitude columns look swapped (every row's place mirrored); swap them in the file or "
+                                "name them with lat=<column>,lon=<column>, or, if those rows are typos, fix or delete "
+                                "them")
 
     def probe(self) -> None:
         """Each part must give at least one usable sample in this split, else a DataError

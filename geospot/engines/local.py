@@ -106,8 +106,11 @@ class LocalEngine(LocalModel):
         """The LoRA weights of a PEFT adapter folder that `export` wrote (this engine's lora shape)."""
         self.state.load_adapter(path)
 
+    @locked
     def snapshot_sampler(self, keep: int = 1) -> SnapshotSampler:
-        """A sampler on the weights as they are now, while training moves on (async GRPO)."""
+        """A sampler on the weights as they are now, while training moves on (async GRPO). Under the
+        lock: a snapshot sampler mid-call has its own (older) tensors swapped into the model, and a
+        copy taken then was of those, not of the trained ones."""
         return self.sampler.snapshot()
 
     def token_stats(self) -> dict:

@@ -132,8 +132,8 @@ class RolloutPipeline:
         t0 = time.perf_counter()
         version = self._latest
         sampler, context = self._published[version]
-        if self.k == 0:
-            batch = self._produce(step, version, sampler, context)
+        if self.k == 0:  # a checkpoint's in-flight batch (a run resumed with k = 0) is trained, or resampled
+            batch = self._ready.pop(step) if step in self._ready else self._produce(step, version, sampler, context)
         else:
             batch = self._take(step)
         wait_s = time.perf_counter() - t0

@@ -336,12 +336,35 @@ def require_torchrun_ok(engine_config: Any, set_reference: bool = False) -> None
                           "reference would be a copy of the FSDP2-sharded model; use LoRA, kl_coef=0 or one process")
 
 
+def refuse_a_live_run(log_path: str) -> None:
+    """A ConfigError when a process is training in `log_path` now (its store says `running` and its
+    writer lives: runs/liveness.py): a second one resuming there would train the same steps beside
+    it, and `delete` would pull the folder from under it. A run killed without a word is not live."""
+    from geospot.runs.store import STORE_FILE, RunReader
+
+    if not (Path(log_path) / STORE_FILE).is_file():
+        return
+    try:
+        reader = RunReader(log_path)
+        status, meta = reader.status(), reader.meta()
+    except Exception:  # noqa: BLE001 -- an unreadable store says nothing about a live writer
+        return
+    import socket
+
+    ours = meta.get("pid") == str(os.getpid()) and meta.get("host") == socket.gethostname()  # a run this process left
+    if status.get("status") == "running" and not ours:
+        who = f"pid {meta['pid']} on {meta.get('host', 'this machine')}" if "pid" in meta else "another process"
+        raise ConfigError(f"log_path={log_path!r} is being trained right now ({who}); wait for it to end or stop it "
+                          "(Ctrl-C), or choose another log_path")
+
+
 def _prepare_folder(d: Dist, log_path: str, kind: str, cfg: Any) -> tuple[Path, bool, dict]:
     """(run folder, resuming, the harmless keys a resume changed). Rank 0 decides (it may ask on
     a terminal, or refuse) and the other ranks follow, with the same error if it refused."""
     found: tuple | str = ""
     if d.is_main:
         try:
+            refuse_a_live_run(log_path)
             log_dir, resuming = prepare_log_dir(log_path, cfg.behavior_if_log_dir_exists)
             found = (str(log_dir), resuming, check_resume(log_dir, kind, cfg) if resuming else {})
         except ConfigError as e:

@@ -49,6 +49,9 @@ RESUME_MAY_CHANGE = frozenset({
     "log_every", "log_images_every", "wandb_project", "wandb_name", "log_path", "behavior_if_log_dir_exists",
     # where and with how much memory the same computation runs
     "device", "kv_reuse_tokens", "vllm_gpu_memory_utilization", "tinker_base_url",
+    # how far sampling runs ahead of training: in-flight groups too old for a smaller k are sampled
+    # again with the checkpoint's weights and counted (async/stale_dropped; docs/async.md)
+    "max_steps_off_policy",
 })
 
 
@@ -158,18 +161,21 @@ def check_resume(log_dir: Path, kind: str, cfg: Any) -> dict[str, list[Any]]:
         raise ConfigError(f"log_path={str(log_dir)!r} holds no checkpoint (its start failed or it stopped before its "
                           f"first save), so there is nothing to resume; pass {key}=delete to start over, or choose "
                           "another log_path")
+    saved = read_config(log_dir) or {}
+    if saved.get("kind", kind) != kind:  # the other loop's run: said first, in one sentence, not as key changes
+        other = saved["kind"]
+        raise ConfigError(f"log_path={str(log_dir)!r} is an {other.upper()} run, not an {kind.upper()} one: resume "
+                          f"it with `geospot {other} log_path={log_dir} {key}=resume`, or start {kind.upper()} from "
+                          f"its weights with load_checkpoint_path={log_dir} and another log_path")
     reached = int(latest.name)
     if cfg.max_steps < reached:  # (== is a finished run resumed as it was: it says `done` and trains nothing)
         raise ConfigError(f"log_path={str(log_dir)!r} is at step {reached} already, past max_steps={cfg.max_steps}: "
                           f"a resumed run goes on from its step, so it would train nothing; pass max_steps above "
                           f"{reached} to train further")
-    saved = read_config(log_dir) or {}
     old, new = saved.get("config", {}), _as_saved(cfg)
     # (behavior_if_log_dir_exists is how this start treats the folder, not what is trained)
     changed = {k: [old[k], new[k]] for k in sorted(old.keys() & new.keys())
                if not same_value(k, old[k], new[k], saved.get("started_in")) and k != "behavior_if_log_dir_exists"}
-    if saved.get("kind", kind) != kind:
-        changed = {"kind": [saved["kind"], kind], **changed}
     refused = {k: v for k, v in changed.items() if k not in RESUME_MAY_CHANGE}
     if refused:
         what = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in refused.items())

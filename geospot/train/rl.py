@@ -297,6 +297,10 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
     train_geocoder = geocoder_for(cfg.data) if any(KINDS[e].needs_labels(cfg) for e in played_envs) else None
     coordinate_turns = {env: KINDS[env].coordinate_turns(cfg) for env in played_envs}  # per env, fixed by its keys
     progress = Progress(cfg.max_steps, start_step=run.start_step, stream=run.stderr, every=cfg.log_every)
+    if cfg.max_steps_off_policy and d.is_main:  # said once: the progress line does not show it
+        progress.note(f"async GRPO: a thread samples each step with the weights of {cfg.max_steps_off_policy} "
+                      "step(s) before while this one trains; staleness, importance ratios and waits are logged as "
+                      "async/* (metrics.jsonl, dashboard)")
     writer.set_status("running")
     metrics: dict = {}
     steps = run.start_step
@@ -382,7 +386,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
                 metrics.update({f"train/{k}": float(v) for k, v in trained.items()})
                 if not d.active:  # (rank 0's own datums only would misreport them under torchrun)
                     metrics.update(importance_ratio_metrics(datums_D, train_logprobs, cfg.ppo_clip))
-            if cfg.max_steps_off_policy > 0:
+            if cfg.max_steps_off_policy > 0 or async_metrics["async/stale_dropped"]:  # (k = 0: a resume's stale groups)
                 metrics.update(async_metrics)
             done = step + 1  # logged as SFT does: the number of optimizer steps done
             writer.log_step(done, metrics)

@@ -315,7 +315,8 @@ CASES = [
     Case("csv unquoted comma shifts a row", csv_folder(CSV_HEAD + "\ng1,1,050,2.35,Paris\n"
                                                        "g2,-33.87,151.21,Sydney\n"), only("g2"), {"malformed_row": 1}),
     Case("csv latitude and longitude swapped", csv_folder("id,longitude,latitude,city\n" + "".join(
-        f"{i},{la},{lo},c\n" for i, (la, lo) in GOOD.items())), error="look swapped"),
+        f"{i},{la},{lo},c\n" for i, (la, lo) in GOOD.items())),
+         error="have a latitude beyond ±90° (the first: 'g2', latitude 151.21) and no longitude"),
     Case("csv without latitude columns", csv_folder("id,y,x\ng1,48.85,2.35\n"), error="no latitude column"),
     Case("csv id naming two files", csv_two_files, only("g2", "g3"), {"ambiguous_image": 1}),
     Case("csv ids that are paths", csv_folder(CSV_HEAD + "\nimages/g1.jpg,48.85,2.35,P\n./images/g2.jpg,-33.87,151.21,S"

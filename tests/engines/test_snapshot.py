@@ -76,3 +76,39 @@ def test_vllm_snapshot_samples_its_adapter_version_and_keeps_it_on_disk(tmp_path
         snap.sample([p], 2, SampleParams(max_tokens=4))
         assert llm.calls[-1].lora.lora_int_id == want
     assert len(list((tmp_path / "lora").iterdir())) == 3  # none of them pruned while still in use
+
+
+def test_a_snapshot_taken_while_another_samples_copies_the_trained_weights(monkeypatch):
+    """Async GRPO: the loop takes the next snapshot while the sampling thread may be inside an older
+    snapshot's call, with that snapshot's tensors swapped into the model. The copy must be of the
+    trained weights, not of those: before the engine's lock covered it, a snapshot could copy the
+    swapped-in old weights (and the next steps sampled a policy k steps older than promised, which
+    one depending on thread timing: seeded async runs did not repeat)."""
+    import threading
+
+    e = tiny_engine("qwen2_5_vl", lora_rank=0)
+    p = e.renderer.generation_prompt([prompts.user_message(random_image(1), prompts.SINGLE_TURN_PROMPT)])
+    old = e.snapshot_sampler()
+    e.train_step([_answer_datum(e)], "cross_entropy", AdamParams(learning_rate=5e-2))
+    trained = {n: q.detach().clone() for n, q in e.trainable}
+    inside, release, sample = threading.Event(), threading.Event(), e.sampler.sample
+
+    def held(*a, **k):  # the old snapshot's weights are swapped in while this runs
+        inside.set()
+        release.wait(10)
+        return sample(*a, **k)
+
+    monkeypatch.setattr(e.sampler, "sample", held)
+    sampling = threading.Thread(target=old.sample, args=([p], 1, SampleParams(max_tokens=2, seed=1)))
+    sampling.start()
+    assert inside.wait(10)
+    taken: dict = {}
+    snapshotting = threading.Thread(target=lambda: taken.setdefault("snap", e.snapshot_sampler()))
+    snapshotting.start()
+    snapshotting.join(0.3)  # it waits for the sampling call (with the lock), or copies now (without)
+    release.set()
+    sampling.join(10)
+    snapshotting.join(10)
+    assert all(torch.equal(taken["snap"].tensors[n], trained[n]) for n in trained)
+    assert all(torch.equal(q, trained[n]) for n, q in e.trainable)  # the live weights are the trained ones
+

@@ -127,3 +127,29 @@ def test_a_batch_larger_than_the_data_is_said_once():
     assert "batch_size=64 is more than the 39 images of data='synthetic:n=40,size=28,seed=0'" in said
     assert "lower batch_size to 39 or less" in said
     assert draws(32)[1] == ""
+
+
+def test_a_run_folder_being_trained_is_refused_to_a_second_process(tmp_path):
+    """Another process writing `running` into the folder: resume / delete are refused with who it is;
+    once that process is gone (killed without a word) the folder is free again."""
+    import subprocess
+    import sys
+    import time
+
+    from geospot.config import ConfigError
+    from geospot.train.lifecycle import refuse_a_live_run
+
+    run = tmp_path / "run"
+    code = ("import sys, time; from geospot.runs.store import RunStore; s = RunStore(sys.argv[1]); "
+            "s.set_status('running'); s.flush(); print('up', flush=True); time.sleep(60)")
+    writer = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "up"
+        with pytest.raises(ConfigError, match=rf"is being trained right now \(pid {writer.pid} on "):
+            refuse_a_live_run(str(run))
+    finally:
+        writer.kill()
+        writer.wait()
+    time.sleep(0.1)
+    refuse_a_live_run(str(run))  # its writer is gone: the folder may be resumed or deleted
+    refuse_a_live_run(str(tmp_path / "nothing-here"))

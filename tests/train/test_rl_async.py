@@ -13,9 +13,10 @@ from geospot.train.rl import RLConfig, run
 
 
 def _cfg(sft, log, **kw):
+    kw = {"max_steps_off_policy": 1, **kw}
     return RLConfig(load_checkpoint_path=str(sft), data=DATA, env_type="single", max_steps=4, save_every=2,
                     batch_size=4, group_size=4, learning_rate=1e-4, eval_every=0, max_tokens=20, reward="kernel",
-                    tau_start_km=10000, seed=3, max_steps_off_policy=1, log_path=str(log), **kw)
+                    tau_start_km=10000, seed=3, log_path=str(log), **kw)
 
 
 def test_async_run_metrics_records_and_resume_from_in_flight_batch(sft_run, tmp_path):  # noqa: F811
@@ -43,3 +44,16 @@ def test_async_run_metrics_records_and_resume_from_in_flight_batch(sft_run, tmp_
     key = lambda path: [(r["step"], r["reward_mean"], r["async/staleness_max"])
                         for r in read_jsonl(path / "metrics.jsonl") if "reward_mean" in r]
     assert key(resumed) == key(full)
+
+    # Resumed with k = 0 instead: the checkpoint's in-flight batches (logged steps 3 and 4, sampled
+    # with versions 1 and 2) are each a step older than the weights that train them, so their groups
+    # are sampled again with those weights, and counted
+    sync = tmp_path / "sync"
+    shutil.copytree(full, sync)
+    shutil.rmtree(sync / "checkpoints" / "4")
+    shutil.rmtree(sync / "checkpoints" / "3", ignore_errors=True)
+    run(_cfg(sft_run, sync, behavior_if_log_dir_exists="resume", max_steps_off_policy=0))
+    rows = {r["step"]: r for r in read_jsonl(sync / "metrics.jsonl") if "reward_mean" in r}
+    assert [rows[s]["async/stale_dropped"] for s in (3, 4)] == [4.0, 4.0]
+    assert [rows[s]["async/staleness_max"] for s in (3, 4)] == [0.0, 0.0]
+

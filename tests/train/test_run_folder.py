@@ -116,8 +116,10 @@ def test_resume_refuses_each_key_that_changes_training(tmp_path, key, value):
     write_config(log, "sft", sft_cfg(log))
     with pytest.raises(ConfigError, match=f"changed {key} "):
         check_resume(log, "sft", sft_cfg(log, **{key: value}))
-    with pytest.raises(ConfigError, match="changed kind "):  # an SFT folder does not go on as RL
-        check_resume(log, "rl", sft_cfg(log))
+    # an SFT folder does not go on as RL: one sentence naming both ways on, whatever else differs
+    with pytest.raises(ConfigError, match=r"is an SFT run, not an RL one: resume it with `geospot sft log_path=.*"
+                                          r"`, or start RL from its weights with load_checkpoint_path="):
+        check_resume(log, "rl", sft_cfg(log, max_steps=1))
     assert key not in RESUME_MAY_CHANGE
 
 
