@@ -1,5 +1,6 @@
-"""A rank that dies ends a torchrun job with one sentence from rank 0: which rank, the last
-checkpoint, and the exact command that resumes the job.
+"""A rank that dies ends a torchrun job with one sentence from rank 0 (from the lowest live rank
+when rank 0 is the one that died): which rank, the last checkpoint, and the exact command that
+resumes the job.
 
 When a rank dies (killed, out of memory, a crash), the others learn it one of two ways: a
 collective fails (gloo / NCCL: the peer's connection closed), or torchrun, which saw the dead
@@ -113,8 +114,17 @@ def _main_module() -> str:
     return name.removesuffix(".__main__")
 
 
+def speaker(rank: int, dead: list[int], here: list[int]) -> bool:
+    """Whether `rank` says the job's sentence: rank 0, or, where rank 0 is one of this machine's dead
+    ranks, the lowest rank of this machine still alive (`here`: this machine's other ranks)."""
+    if rank == 0:
+        return True
+    return 0 in dead and rank == min([rank, *(r for r in here if r not in dead)])
+
+
 def _report_and_exit(code: int, signalled: bool = False, interrupted: bool = False) -> None:
-    if _WATCH.get("rank") == 0 and not _WATCH.get("reported"):
+    rank = _WATCH.get("rank", -1)
+    if not _WATCH.get("reported") and speaker(rank, dead_ranks() if rank else [], [r for r, _ in _peers_here()]):
         command = resume_command(sys.argv[1:], _main_module(), dict(os.environ))
         dead, stopped = dead_ranks(), stopped_ranks()
         env = os.environ

@@ -213,24 +213,26 @@ def sft_job_past_step(args: list[str], log: Path, step: int) -> subprocess.Popen
     return proc
 
 
-def test_a_rank_that_dies_ends_the_job_with_one_sentence_from_rank_0(tmp_path):
-    """rank 1 SIGKILLed after step 3 (checkpoints every 2 steps): rank 0 says which rank died, the
-    last checkpoint and the command that resumes, in one line, and no gloo error reaches the output."""
+@pytest.mark.parametrize("killed", [1, 0])
+def test_a_rank_that_dies_ends_the_job_with_one_sentence(tmp_path, killed):
+    """A rank SIGKILLed after step 3 (checkpoints every 2 steps): one line says which rank died, the
+    last checkpoint and the command that resumes, and no gloo error reaches the output. Rank 0 says
+    it; when rank 0 is the one killed, rank 1 does (torchrun's own summary was all there was)."""
     log = tmp_path / "run"
     args = [f"model_name={TINY}", f"data={DATA}", "max_steps=40", "save_every=2", "batch_size=4", "lora_rank=4",
             "eval_n=0", f"log_path={log}"]
     proc = sft_job_past_step(args, log, 3)
-    rank1 = [pid for pid in descendants(proc.pid)
-             if b"RANK=1" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")]
-    assert len(rank1) == 1
-    os.kill(rank1[0], signal.SIGKILL)
+    rank = [pid for pid in descendants(proc.pid)
+            if f"RANK={killed}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")]
+    assert len(rank) == 1
+    os.kill(rank[0], signal.SIGKILL)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode != 0
     last = max(int(c.name) for c in (log / "checkpoints").iterdir() if c.name.isdigit())
     assert last >= 2
     said = [line for line in out.splitlines() if line.startswith("geospot: ")]
-    assert said == [f"geospot: rank 1 died, so the job stopped; the last checkpoint is step {last} in {log}; resume "
-                    f"with: torchrun --nproc_per_node=2 -m geospot.sft {' '.join(args)} "
+    assert said == [f"geospot: rank {killed} died, so the job stopped; the last checkpoint is step {last} in {log}; "
+                    f"resume with: torchrun --nproc_per_node=2 -m geospot.sft {' '.join(args)} "
                     "behavior_if_log_dir_exists=resume"], out[-3000:]
     assert "Connection closed" not in out and "gloo" not in out.lower(), out[-3000:]
 

@@ -31,3 +31,14 @@ def test_a_stopped_job_on_one_machine_is_not_blamed_on_another():
     many = rank_death.message([], "", "CMD", signalled=True)
     assert "a rank on another machine died, or the job was interrupted" in many
     assert rank_death.message([1], "", "CMD", signalled=True, one_machine=True).startswith("rank 1 died")
+
+
+def test_the_lowest_live_rank_speaks_when_rank_0_died():
+    """rank 0 always speaks while it lives; killed, its sentence comes from this machine's lowest
+    live rank, and from no other."""
+    assert rank_death.speaker(0, [], [1, 2, 3])
+    assert not rank_death.speaker(1, [], [0, 2, 3]) and not rank_death.speaker(1, [2], [0, 2, 3])
+    assert rank_death.speaker(1, [0], [0, 2, 3]) and not rank_death.speaker(2, [0], [0, 1, 3])
+    assert rank_death.speaker(2, [0, 1], [0, 1, 3])  # 0 and 1 gone: 2 is the lowest alive
+    assert rank_death.speaker(5, [0], [0, 4, 6]) is False and rank_death.speaker(4, [0], [0, 5, 6])
+
