@@ -294,6 +294,10 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
     from geospot.data.spec import parse_spec
 
     parse_spec(cfg.data)  # a bad spec fails here, before any folder is made
+    if engine is None:  # and a model folder that holds no model, before the progress bar and the data
+        from geospot.eval.loading import engine_config_for
+
+        engine_config_for(cfg.model, **engine_overrides(cfg))
     cfg, run_defaults = with_run_defaults(cfg, given)
     if run_defaults:
         print(describe_defaults(run_defaults), file=sys.stderr)

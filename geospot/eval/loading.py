@@ -145,10 +145,18 @@ def engine_config_for(model: str, base_model: str | None = None, **overrides: An
         return cfg, {"checkpoint": ckpt, "run_dir": run_dir, "step": meta.step, "engine_path": meta.engine_path,
                      "run_config": run_cfg}
     p = Path(model)
-    # a path that is not there (a hub id is owner/name: a name with more slashes is a path too)
-    if (model.startswith((".", "/", "~")) or p.exists() or model.count("/") > 1) and not p.is_dir():
+    # a path that is not there (a hub id is owner/name: a name with more slashes is a path too, and so is
+    # one whose first part is a folder here, as runs/<typo>)
+    local = model.startswith((".", "/", "~")) or p.exists() or model.count("/") > 1 or (
+        "/" in model and Path(model.split("/")[0]).is_dir())
+    if local and not p.is_dir():
         raise ConfigError(f"model={model}: no such model folder (expected a HF model folder, a run/checkpoint folder, "
                           "a hub id, `tiny:<family>` or tinker://...)")
+    if p.is_dir() and not (p / "config.json").is_file():
+        held = sorted(x.name for x in p.iterdir())[:6]
+        raise ConfigError(f"model={model}: this folder holds no model ({'it is empty' if not held else 'it holds '}"
+                          f"{', '.join(held)}: no config.json, no run's checkpoints/, no export's geospot.json); "
+                          "give a run folder, one of its checkpoints/<step>, an export or a HF model folder")
     # a base model is only sampled: no LoRA wrapper (rank 0 adds nothing until a train step)
     return EngineConfig(model_name=model, engine="local", **{"lora_rank": 0, **overrides}), {}
 

@@ -61,7 +61,8 @@ def resolve_model_path(name: str, weights: bool = True) -> Path:
         return Path(snapshot_download(name, allow_patterns=MODEL_FILES + (WEIGHT_FILES if weights else [])))
     except Exception as e:  # offline, no such repo, no network
         raise FileNotFoundError(
-            f"model {name!r} is neither a local folder nor reachable on the hub ({type(e).__name__}: {e}); "
+            f"model {name!r} is neither a local folder nor reachable on the hub ({type(e).__name__}: "
+            f"{str(e).split('. ')[0][:160]}); "
             "pass a local folder or `tiny:qwen2_5_vl` for an offline model"
         ) from None
 

@@ -125,6 +125,26 @@ def test_a_model_path_that_is_not_there_is_named_as_a_path():
         engine_config_for("runs/demo/rll")
 
 
+def test_a_folder_without_a_model_and_a_typo_below_a_local_folder_are_one_sentence(tmp_path, monkeypatch):
+    """An empty folder (or one of other files) is no model: said, not `[Errno 2] …/config.json`
+    after the model would load; runs/<typo> with a runs/ folder here is a path, not a hub id."""
+    import pytest
+
+    from geospot.config import ConfigError
+    from geospot.eval.loading import engine_config_for
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "empty").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"model=runs/empty: this folder holds no model \(it is empty: no config"):
+        engine_config_for("runs/empty")
+    (tmp_path / "runs" / "empty" / "notes.txt").write_text("x")
+    with pytest.raises(ConfigError, match=r"holds no model \(it holds notes.txt: no config.json"):
+        engine_config_for("runs/empty")
+    with pytest.raises(ConfigError, match="model=runs/nosuch: no such model folder"):
+        engine_config_for("runs/nosuch")
+    assert engine_config_for("Qwen/Qwen2.5-VL-3B-Instruct")[0].model_name == "Qwen/Qwen2.5-VL-3B-Instruct"
+
+
 def test_a_zoomed_telescoping_run_is_asked_with_its_zoom(tmp_path):
     """zoom changes what each turn sees: eval and predict of the run must show the same photos."""
     sft = _run(tmp_path / "sft", "sft", {"model_name": "tiny:qwen2_5_vl:tiny", "prompt_style": "both", "zoom": 2,
