@@ -109,8 +109,10 @@ class CosineTau(_Annealed):
 @dataclass(frozen=True)
 class FollowErrorTau:
     """τ follows the policy's own error: the median distance over the last `window` observed
-    batches, clipped to [end_km, start_km] of the `base` schedule. Before any observation it
-    returns `base.tau(step)`.
+    batches, clipped to [end_km, start_km] of the `base` schedule. Before any parsed answer the
+    error is as far as it knows infinite, so τ sits at its ceiling (the larger of the two): it did
+    follow the base schedule's annealing there, so a run whose first answers never parsed logged τ
+    falling to tens of km while the median error was inf.
 
     Why (issue 12): exp(-d/τ) gives the most signal when τ is near the current median error;
     a fixed annealing curve can run ahead of the policy (every reward ~0) or lag behind it
@@ -144,10 +146,10 @@ class FollowErrorTau:
             self.observe(d)
 
     def tau(self, step: int) -> float:
-        if not self._recent:
-            return self.base.tau(step)
         lo = min(self.base.start_km, self.base.end_km)
         hi = max(self.base.start_km, self.base.end_km)
+        if not self._recent:
+            return float(hi)
         median = float(np.median(np.concatenate(list(self._recent))))
         return float(min(max(median, lo), hi))
 

@@ -34,7 +34,7 @@ from geospot.runs.folder import json_default, read_config, write_config
 #     (RL reloads its KL reference from it on every start);
 #   the data and the examples built from it: data, prompt_style / env_type, prompts, decimals,
 #     noise, seed (the saved cursor counts records of THAT spec in THAT order);
-#   the optimisation and the reward: learning_rate, lr_schedule, batch_size, grad_accum, Adam,
+#   the optimisation and the reward: learning_rate, lr_schedule, batch_size, Adam,
 #     loss_fn, kl_coef, reward, tau_*, ... (a different update is a different run);
 #   sampler: torch and vLLM sample the same policy, but not the same numbers.
 # To change any of them, start a new run from this one's weights (load_checkpoint_path).
@@ -47,8 +47,8 @@ RESUME_MAY_CHANGE = frozenset({
     "save_every", "keep_checkpoints",
     # what is logged and where (log_path: the same folder, perhaps spelled another way)
     "log_every", "log_images_every", "wandb_project", "wandb_name", "log_path", "behavior_if_log_dir_exists",
-    # where and with how much memory the same computation runs
-    "device", "kv_reuse_tokens", "vllm_gpu_memory_utilization", "tinker_base_url",
+    # where and with how much memory the same computation runs (grad_accum: the same step in micro-batches)
+    "device", "kv_reuse_tokens", "vllm_gpu_memory_utilization", "tinker_base_url", "grad_accum",
     # how far sampling runs ahead of training: in-flight groups too old for a smaller k are sampled
     # again with the checkpoint's weights and counted (async/stale_dropped; docs/async.md)
     "max_steps_off_policy",

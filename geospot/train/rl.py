@@ -108,7 +108,8 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
         "geohash prefix/5 (mixed_* keys); auto = kernel for single, geoscore for the multi-turn envs")
     tau_schedule: Literal["geometric", "linear", "cosine", "constant", "follow_error"] = option(
         "follow_error", "tau over the run (kernel reward); follow_error = median error of the last tau_window "
-                        "batches clipped to [tau_end_km, tau_start_km]; why and measurements: docs/rl_vs_sft.md")
+                        "batches clipped to [tau_end_km, tau_start_km] (tau_start_km until an answer parses); "
+                        "docs/rl_vs_sft.md")
     tau_start_km: float = option(2000.0, "tau at step 0 (constant: the tau)")
     tau_end_km: float = option(25.0, "tau at the last step")
     tau_window: int = option(8, "follow_error: batches in the running median")

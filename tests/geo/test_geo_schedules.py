@@ -50,7 +50,9 @@ def test_schedules_are_frozen():
 
 def test_follow_error():
     s = FollowErrorTau(GeometricTau(2000.0, 25.0, 100), window=2)
-    assert s.tau(50) == pytest.approx(math.sqrt(2000 * 25))  # no data yet: the base schedule
+    assert s.tau(50) == pytest.approx(2000.0)  # nothing parsed yet: an infinite error, clipped to the ceiling
+    s.observe([np.inf, np.nan])
+    assert s.tau(99) == pytest.approx(2000.0)
     s.observe([100.0, 300.0, np.nan, np.inf])  # unparsed answers are ignored
     assert s.tau(0) == pytest.approx(200.0)  # median of 100, 300
     s.observe([5000.0, 6000.0, 7000.0])

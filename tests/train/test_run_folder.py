@@ -137,7 +137,7 @@ def test_resume_with_harmless_changes_records_and_prints_them(tmp_path):
     log = tmp_path / "run"
     train(sft_cfg(log, max_steps=2, log_every=10), stderr=io.StringIO())
     err = io.StringIO()
-    result = train(sft_cfg(log, max_steps=3, log_every=5, save_every=1), stderr=err)
+    result = train(sft_cfg(log, max_steps=3, log_every=5, save_every=1, grad_accum=2), stderr=err)
     assert result.steps == 3 and latest_checkpoint(log).name == "3"
     assert "resuming with max_steps changed: 2 -> 3 (recorded in config.json; the lr and τ schedules now end there)" \
         in err.getvalue()
@@ -145,9 +145,11 @@ def test_resume_with_harmless_changes_records_and_prints_them(tmp_path):
     rec = json.loads((log / "config.json").read_text())
     assert rec["config"]["max_steps"] == 3
     assert [r["step"] for r in rec["resumes"]] == [2]
-    assert rec["resumes"][0]["changed"] == {"log_every": [10, 5], "max_steps": [2, 3], "save_every": [0, 1]}
+    # grad_accum: the same step in micro-batches (another machine's memory), so a resume may change it
+    assert rec["resumes"][0]["changed"] == {"grad_accum": [1, 2], "log_every": [10, 5], "max_steps": [2, 3],
+                                            "save_every": [0, 1]}
     # resumed again with nothing changed: nothing new recorded
-    train(sft_cfg(log, max_steps=3, log_every=5, save_every=1), stderr=io.StringIO())
+    train(sft_cfg(log, max_steps=3, log_every=5, save_every=1, grad_accum=2), stderr=io.StringIO())
     assert len(json.loads((log / "config.json").read_text())["resumes"]) == 1
 
 
