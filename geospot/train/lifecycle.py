@@ -336,6 +336,22 @@ def require_torchrun_ok(engine_config: Any, set_reference: bool = False) -> None
                           "reference would be a copy of the FSDP2-sharded model; use LoRA, kl_coef=0 or one process")
 
 
+def default_log_path(kind: str, model_name: str | None) -> str:
+    """runs/<kind>-<model>-<time>: a run given no log_path never lands in an earlier run's folder."""
+    name = str(model_name or "model").rstrip("/").replace(":", "-").split("/")[-1]
+    return str(Path("runs") / f"{kind}-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def run_folder_name(cfg: Any, kind: str, model_name: str | None, engine_config: Any) -> str:
+    """The run folder: log_path, else default_log_path, named once for all ranks under torchrun
+    (rank 0's clock names it)."""
+    log_path = cfg.log_path or default_log_path(kind, model_name)
+    if distributed.under_torchrun() and not cfg.log_path:
+        require_torchrun_ok(engine_config)
+        log_path = distributed.init(cfg.device).broadcast(log_path)
+    return log_path
+
+
 def refuse_a_live_run(log_path: str) -> None:
     """A ConfigError when a process is training in `log_path` now (its store says `running` and its
     writer lives: runs/liveness.py): a second one resuming there would train the same steps beside

@@ -53,8 +53,10 @@ from geospot.train.lifecycle import (
     RUN_HELP,
     Run,
     RunResult,
+    default_log_path,
     due,
     finishing,
+    run_folder_name,
     start_run,
     validate_run,
 )
@@ -128,7 +130,8 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
     keep_checkpoints: int = option(2, RUN_HELP["keep_checkpoints"])  # as SFT: a full fine-tune's are GBs each
     log_every: int = option(1, RUN_HELP["log_every"])
     log_images_every: int = option(1, "rollout records for the dashboard every N steps; 0 = never")
-    log_path: str = option("runs/rl", "run folder (config.json, metrics.jsonl, store.sqlite, checkpoints/)")
+    log_path: str | None = option(None, "run folder (config.json, metrics.jsonl, store.sqlite, checkpoints/); "
+                                  "None = runs/rl-<model>-<time>")
     behavior_if_log_dir_exists: LogDirBehavior = option("ask", RUN_HELP["behavior_if_log_dir_exists"])
     seed: int = option(0, RUN_HELP["seed"])
     wandb_project: str | None = option(None, RUN_HELP["wandb_project"])
@@ -278,8 +281,9 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
     inherited = inherited_engine_fields(cfg.load_checkpoint_path)
     if cfg.data is None:
         cfg = dataclasses.replace(cfg, data=inherited.get("data", DEFAULT_DATA))
-    run = start_run(cfg, "rl", cfg.log_path, cfg.engine_config(inherited), writer=writer,
-                    set_reference=cfg.kl_coef > 0, clock=clock)
+    engine_config = cfg.engine_config(inherited)
+    log_path = run_folder_name(cfg, "rl", engine_config.model_name, engine_config)
+    run = start_run(cfg, "rl", log_path, engine_config, writer=writer, set_reference=cfg.kl_coef > 0, clock=clock)
     engine, writer, budget, d = run.engine, run.writer, run.budget, run.dist
     # the tau schedule's history (follow_error: the recent errors) lives in its state and the checkpoint
     tau = make_tau_schedule(cfg.tau_schedule, cfg.tau_start_km, cfg.tau_end_km, cfg.max_steps,
@@ -420,9 +424,15 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
 
 def main(argv: list[str] | None = None) -> int:
     title = "geospot rl — GRPO for geolocation (single, telescoping, hierarchical, geohash)"
-    # a resumed run's env keys are its own (taken by run_command), not its start run's again
-    return run_command("rl", RLConfig, title, argv,
-                       lambda cfg, given, resumed: env_from_start_run(cfg, given, resumed), run)
+    return run_command("rl", RLConfig, title, argv, _prepare, run)
+
+
+def _prepare(cfg: RLConfig, given: set[str], resumed: set[str]) -> RLConfig:
+    cfg = env_from_start_run(cfg, given, resumed)  # a resumed run's env keys are its own, not its start run's again
+    if not cfg.log_path and not distributed.under_torchrun():  # (under torchrun rank 0's clock names it)
+        model = cfg.engine_config(inherited_engine_fields(cfg.load_checkpoint_path)).model_name
+        cfg = dataclasses.replace(cfg, log_path=default_log_path("rl", model))  # named now: a Ctrl-C points at it
+    return cfg
 
 if __name__ == "__main__":
     sys.exit(main())

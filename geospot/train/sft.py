@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -35,9 +34,10 @@ from geospot.train.lifecycle import (
     RUN_HELP,
     Run,
     RunResult,
+    default_log_path,
     due,
     finishing,
-    require_torchrun_ok,
+    run_folder_name,
     start_run,
     validate_run,
 )
@@ -229,21 +229,13 @@ def run_eval(run: Run, step: int) -> dict[str, float]:
     return dict(result.metrics)
 
 
-def default_log_path(cfg: SFTConfig) -> str:
-    name = cfg.model_name.rstrip("/").replace(":", "-").split("/")[-1]
-    return str(Path("runs") / f"sft-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-
-
 def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter) -> RunResult:
     """`clock` measures `max_seconds` (a benchmark on a shared machine passes time.process_time)."""
     stderr = stderr if stderr is not None else sys.stderr
     # Everything that can fail fast fails before the (slow) model load; then the model and the
     # state of an interrupted run (weights, optimizer, cursor, RNG): train/lifecycle.py.
     # Under torchrun (docs/distributed.md) every rank runs this loop on its share of each batch.
-    log_path = cfg.log_path or default_log_path(cfg)
-    if distributed.under_torchrun() and cfg.log_path is None:  # one folder for all ranks: rank 0's clock names it
-        require_torchrun_ok(cfg.engine_config())
-        log_path = distributed.init(cfg.device).broadcast(log_path)
+    log_path = run_folder_name(cfg, "sft", cfg.model_name, cfg.engine_config())
     run = start_run(cfg, "sft", log_path, cfg.engine_config(), clock=clock, stderr=stderr)
     engine, writer, budget, d = run.engine, run.writer, run.budget, run.dist
     eval_history = {int(k): v for k, v in run.loop_state.get("eval_history", {}).items()}
@@ -341,7 +333,7 @@ def _prepare(cfg: SFTConfig, given: set[str], resumed: set[str]) -> SFTConfig:
               "(the answer format may never parse); lora_rank=0 trains every weight, as the demo does",
               file=sys.stderr)
     if not cfg.log_path and not distributed.under_torchrun():  # (under torchrun rank 0's clock names it)
-        cfg = replace(cfg, log_path=default_log_path(cfg))  # named now, so a Ctrl-C can point at it
+        cfg = replace(cfg, log_path=default_log_path("sft", cfg.model_name))  # named now: a Ctrl-C points at it
     return cfg
 
 if __name__ == "__main__":
