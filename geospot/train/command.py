@@ -1,15 +1,16 @@
 """A training command's life outside its loop, the same for `geospot sft` and `geospot rl`: its help,
-a wrong key answered in one sentence (exit 2), Ctrl-C and SIGTERM answered with where the last
-checkpoint is and the line that resumes it (exit 130 / 143), a dead rank under torchrun answered
+a wrong key answered in one sentence (exit 2), Ctrl-C and SIGTERM answered by saving the step being
+trained and saying the line that resumes it (exit 130 / 143), a dead rank under torchrun answered
 once for the job, and the done line."""
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +29,54 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM in one process: the run stops as on Ctrl-C (status `stopped`, the resume line)."""
 
 
-def stop_on_sigterm():
-    """In one process, SIGTERM raises `Terminated` in the loop (it used to end the run silently, with
-    no word on how to resume); returns the handler it replaced, for `signal.signal` to put back.
-    Under torchrun, rank_death answers SIGTERM for the job; off the main thread nothing changes."""
+class _Stop:
+    """A stop asked for while the loop runs: the exception to raise once the step is saved."""
+
+    stepping = False  # inside stop_between_steps(): a first signal waits for the step's end
+    asked: BaseException | None = None
+
+
+_STOP = _Stop()
+
+
+def stop_signals(command: str) -> Callable[[], None]:
+    """In one process (main thread), Ctrl-C and SIGTERM (`timeout`, `kill`, a scheduler) while the loop
+    runs finish the step, save it as a checkpoint and stop (the steps since the last `save_every` were
+    lost); before the loop, or asked twice, they stop at once. Returns what puts the old handlers back.
+    Under torchrun, rank_death answers both for the job (its ranks would have to agree on a step)."""
     if distributed.under_torchrun() or threading.current_thread() is not threading.main_thread():
-        return None
+        return lambda: None
 
-    def stop(_signum, _frame):
-        raise Terminated()
+    def stop(signum, _frame):
+        exc, how = (Terminated(), "SIGTERM") if signum == signal.SIGTERM else (KeyboardInterrupt(), "Ctrl-C")
+        if not _STOP.stepping or _STOP.asked is not None:
+            raise exc
+        _STOP.asked = exc
+        print(f"geospot {command}: {how}: stopping once this step is trained and saved ({how} again stops at "
+              "once, losing it)", file=sys.stderr, flush=True)
 
-    return signal.signal(signal.SIGTERM, stop)
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+    return restore
+
+
+@contextlib.contextmanager
+def stop_between_steps() -> Iterator[None]:
+    """Around a loop's steps: a first Ctrl-C / SIGTERM is kept for the step's end (stop_asked)."""
+    _STOP.stepping, _STOP.asked = True, None
+    try:
+        yield
+    finally:
+        _STOP.stepping, _STOP.asked = False, None
+
+
+def stop_asked() -> BaseException | None:
+    """The stop a signal asked for during this step (raise it once the step is saved), or None."""
+    return _STOP.asked
 
 
 def stopped_line(command: str, log_path: str, how: str = "Ctrl-C") -> str:
@@ -70,7 +108,7 @@ def run_command(command: str, config_cls: type, title: str, argv: Sequence[str] 
         print(help_text(config_cls, title))
         return 0
     log_path = ""  # known once the keys are parsed: where a Ctrl-C's message looks for checkpoints
-    replaced = stop_on_sigterm()  # `timeout` / a scheduler's SIGTERM stops the run as Ctrl-C does
+    restore = stop_signals(command)  # Ctrl-C / SIGTERM: the step is finished and saved, then the run stops
     try:
         given = given_keys(argv)
         cfg, resumed = resume_config(parse_overrides(config_cls, argv), given, command)
@@ -91,8 +129,7 @@ def run_command(command: str, config_cls: type, title: str, argv: Sequence[str] 
         rank_death.handle(e)  # under torchrun, a dead rank: rank 0's one sentence, no traceback
         raise
     finally:
-        if replaced is not None:
-            signal.signal(signal.SIGTERM, replaced)
+        restore()
         distributed.shutdown()
     if distributed.speaks():
         print(result.done_line(), file=sys.stderr)

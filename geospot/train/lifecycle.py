@@ -44,6 +44,7 @@ from geospot.runs.folder import prepare_log_dir, truncate_jsonl, write_config
 from geospot.runs.loggers import open_run_writer
 from geospot.runs.writer import NullWriter
 from geospot.train import rank_death
+from geospot.train.command import stop_between_steps
 from geospot.train.common import seed_everything
 from geospot.train.inputs import check_start_weights, open_inputs
 from geospot.train.resume import check_resume, write_resumed_config
@@ -164,11 +165,12 @@ class Run:
         """The 0-based steps left to run, each timed by the budget until `end_step`; stops at
         max_steps, or before a step when a time-limited run (e.g. a resumed one) has no time left
         or the data has ended (a resumed run whose data ran out)."""
-        for step in range(self.start_step, self.cfg.max_steps):
-            if self.budget.expired() or self.data_ran_out(step):
-                return
-            self.budget.begin_step()
-            yield step
+        with stop_between_steps():  # a first Ctrl-C / SIGTERM in here waits for the step's end (train/command.py)
+            for step in range(self.start_step, self.cfg.max_steps):
+                if self.budget.expired() or self.data_ran_out(step):
+                    return
+                self.budget.begin_step()
+                yield step
 
     def draw(self, step: int, n: int) -> list[Any]:
         """Step `step`'s samples: both loops draw through here, in step order, on whichever thread

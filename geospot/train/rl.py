@@ -46,7 +46,7 @@ from geospot.rl.pipeline import BatchSource, RolloutPipeline, importance_ratio_m
 from geospot.runs.checkpoint import read_extra
 from geospot.runs.folder import LogDirBehavior
 from geospot.runs.model_spec import is_run_path, model_spec
-from geospot.train.command import run_command
+from geospot.train.command import run_command, stop_asked
 from geospot.train.common import Progress
 from geospot.train.inherit import images_from_start_run, inherited_engine_fields
 from geospot.train.lifecycle import (
@@ -411,9 +411,12 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
             if run.held_out and due(cfg.eval_every, done, last):
                 with pipeline.paused():  # the sampling thread stays off the engine while it evaluates
                     metrics.update(eval_now(run, done, progress))
-            if due(cfg.save_every, done, last):
+            stop = stop_asked()  # Ctrl-C / SIGTERM during the step: it is saved, then the run stops
+            if due(cfg.save_every, done, last) or stop:
                 inflight = pipeline.inflight()  # every step sampled ahead; the stream rests until the next publish
                 run.save(done, {"tau": tau.state_dict()}, extra={"inflight": inflight} if inflight else None)
+            if stop:
+                raise stop
             if last:
                 break
     if steps > run.start_step and not steps_trained:

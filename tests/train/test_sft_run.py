@@ -110,25 +110,32 @@ def test_an_env_runs_held_out_numbers_are_printed_with_their_step(tiny_folder, t
     assert "step 1: the model's own label answers (its label turns;" in err.getvalue(), err.getvalue()
 
 
-def test_sigterm_stops_the_run_as_ctrl_c_does(tiny_folder, tmp_path):
-    """`timeout`, `kill` or a job scheduler's stop (SIGTERM) used to end a run silently: now the run
-    is marked stopped and says where it stands and how to resume (exit 143 = 128 + SIGTERM)."""
+@pytest.mark.parametrize("sig, how, code", [("SIGTERM", "SIGTERM", 143), ("SIGINT", "Ctrl-C", 130)])
+def test_a_stop_saves_the_step_it_interrupts(tiny_folder, tmp_path, sig, how, code):
+    """`timeout`, `kill`, a scheduler's stop (SIGTERM) or Ctrl-C in one process: the step being trained
+    is finished and saved, so nothing trained is lost (save_every here would never have saved), the
+    run is marked stopped and says how to resume (exit 128 + the signal)."""
     import signal
     import time
 
+    from geospot.runs.folder import read_jsonl
     from geospot.runs.store import RunReader
 
     log = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "geospot", "sft", f"model_name={tiny_folder}", "data=synthetic:n=64,size=28,seed=0",
-         "max_steps=100000", "save_every=2", "eval_n=0", "batch_size=2", f"log_path={log}"],
+         "max_steps=100000", "save_every=100000", "eval_n=0", "batch_size=2", f"log_path={log}"],
         cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     deadline = time.time() + 240
-    while latest_checkpoint(log) is None and proc.poll() is None and time.time() < deadline:
+    while (not any(r.get("step", 0) >= 3 for r in read_jsonl(log / "metrics.jsonl")) and proc.poll() is None
+           and time.time() < deadline):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err[-2000:]
-    assert "geospot sft: stopped (SIGTERM); the last checkpoint is step" in err and "Traceback" not in err
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err[-2000:]
+    last = max(r["step"] for r in read_jsonl(log / "metrics.jsonl"))
+    assert last >= 3 and latest_checkpoint(log).name == str(last)  # the step it was in, saved
+    assert f"geospot sft: {how}: stopping once this step is trained and saved" in err
+    assert f"geospot sft: stopped ({how}); the last checkpoint is step {last}" in err and "Traceback" not in err
     assert err.rstrip().endswith("behavior_if_log_dir_exists=resume")
-    assert RunReader(log).status()["stored"] == "stopped"  # as on Ctrl-C, not "running" or "failed"
+    assert RunReader(log).status()["stored"] == "stopped"  # not "running" or "failed"
