@@ -97,7 +97,7 @@ def check_coords(lat: Any, lon: Any) -> tuple[float, float]:
         or (isinstance(lat, str) and not lat.strip())
         or (isinstance(lon, str) and not lon.strip())
     ):
-        raise BadSample("missing_coords")
+        raise BadSample("missing_coords", f"latitude {lat!r:.20}, longitude {lon!r:.20}")
     try:
         la, lo = _degrees(lat), _degrees(lon)
     except (TypeError, ValueError, OverflowError):
@@ -149,8 +149,9 @@ def _open(data: bytes | Image.Image, cfg: PrepConfig, header: Image.Image | None
         im = header if header is not None else Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
         raise BadSample("decompression_bomb", str(e)) from None
-    except UnidentifiedImageError as e:
-        raise BadSample("decode_error", str(e)) from None
+    except UnidentifiedImageError:  # (PIL's text names an io.BytesIO object: say what the bytes are instead)
+        raise BadSample("decode_error", f"{len(data):,} bytes that are not an image PIL can read (they begin "
+                        f"{bytes(data[:8])!r})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:  # a header cut short reads as truncated
         raise BadSample("truncated_image" if "truncat" in str(e).lower() else "decode_error", str(e)) from None
     w, h = im.size

@@ -326,11 +326,12 @@ class JsonlSource:
         if not line.strip():
             return
         try:
-            meta = json.loads(line)
-        except (ValueError, RecursionError):
-            meta = None
+            meta, why = json.loads(line), ""
+        except (ValueError, RecursionError) as e:
+            meta, why = None, f"not JSON ({str(e)[:80]})"
         if not isinstance(meta, dict):
-            yield Skip("bad_metadata", where, self.name)
+            why = why or f"a JSON {type(meta).__name__}, not an object"
+            yield Skip("bad_metadata", f"{where}: {why}", self.name)
             return
         sid = meta.get("id")
         sid = str(sid) if isinstance(sid, (str, int)) and not isinstance(sid, bool) and sid != "" else \
