@@ -40,7 +40,7 @@ from geospot.runs.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from geospot.runs.folder import prepare_log_dir, truncate_jsonl, write_config
+from geospot.runs.folder import prepare_log_dir, read_config, truncate_jsonl, write_config
 from geospot.runs.loggers import open_run_writer
 from geospot.runs.writer import NullWriter
 from geospot.train import rank_death
@@ -287,7 +287,12 @@ def start_run(
         if not resuming and d.is_main:
             # started_in: the folder the config's relative paths (data, weights) are read from;
             # a resume from elsewhere is refused by it (train/resume.py)
-            write_config(log_dir, kind, cfg, extra={"started_in": os.getcwd()})
+            write_config(log_dir, kind, cfg, extra={"started_in": os.getcwd(), "processes": d.world})
+        if d.active and d.is_main:  # said once: which share each process trains
+            idle = f"; batch_size={cfg.batch_size} leaves {d.world - cfg.batch_size} of them without an image each " \
+                   f"step: raise it to {d.world} or more" if cfg.batch_size < d.world else ""
+            print(f"torchrun: {d.world} processes, each with its share of every batch of {cfg.batch_size} "
+                  f"images{idle}", file=stderr)
         seed_everything(cfg.seed)
 
         engine = engines.make_engine(engine_config)
@@ -305,12 +310,15 @@ def start_run(
             run.budget.spent = float(ckpt.loop_state.get("train_seconds", 0.0))
             run.data_end = ckpt.loop_state.get("data_end")
             print(f"resuming {log_dir} from step {ckpt.step}", file=stderr)
+            before = (read_config(log_dir) or {}).get("processes", 1)
+            if before != d.world:  # the same steps, equal to rounding (docs/distributed.md)
+                changed = {**changed, "processes": [before, d.world]}
             for k, (a, b) in changed.items():
                 # a schedule over the run's length (lr, τ) is read at the new length from here on
                 then = "; the lr and τ schedules now end there" if k in ("max_steps", "max_seconds") else ""
                 print(f"resuming with {k} changed: {a!r} -> {b!r} (recorded in config.json{then})", file=stderr)
             if d.is_main:
-                write_resumed_config(log_dir, kind, cfg, changed, ckpt.step)
+                write_resumed_config(log_dir, kind, cfg, changed, ckpt.step, processes=d.world)
         if not d.is_main:
             run.writer = NullWriter()
         elif writer is None:

@@ -39,11 +39,26 @@ def watch(d: Dist, log_dir: str | os.PathLike) -> None:
     if not d.active:
         return
     _stopped_marker(os.getpid()).unlink(missing_ok=True)  # an earlier process's with this pid is not ours
+    _clear_old_markers()
     _WATCH.update(rank=d.rank, peers=d.gather((socket.gethostname(), os.getpid())), log_dir=str(log_dir))
     signal.signal(signal.SIGTERM, _on_sigterm)
     # Ctrl-C reaches every rank as SIGINT (the terminal's process group, and torchrun forwards it):
     # as a KeyboardInterrupt each rank printed its traceback and none the resume command
     signal.signal(signal.SIGINT, _on_sigint)
+
+
+MARKER_MAX_AGE_S = 3600.0  # a marker is read within seconds of its job's end; older ones are left-overs
+
+
+def _clear_old_markers() -> None:
+    """Markers of jobs that ended long ago on this machine (the last rank to end leaves its own)."""
+    now = time.time()
+    for old in Path(tempfile.gettempdir()).glob(f"geospot-sigterm-{socket.gethostname()}-*"):
+        try:
+            if now - old.stat().st_mtime > MARKER_MAX_AGE_S:
+                old.unlink()
+        except OSError:
+            continue
 
 
 def _alive(pid: int) -> bool:
@@ -108,6 +123,13 @@ def message(dead: list[int], log_dir: str, command: str, signalled: bool = False
     return f"{what}; {last} in {log_dir}; resume with: {command}"
 
 
+def _touch_marker() -> None:
+    try:
+        _stopped_marker(os.getpid()).touch()
+    except OSError:
+        pass
+
+
 def _main_module() -> str:
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     name = spec.name if spec is not None else "geospot"
@@ -124,6 +146,8 @@ def speaker(rank: int, dead: list[int], here: list[int]) -> bool:
 
 def _report_and_exit(code: int, signalled: bool = False, interrupted: bool = False) -> None:
     rank = _WATCH.get("rank", -1)
+    if rank == 0:  # rank 0 ends on purpose: its peers must not take it for dead and speak for it
+        _touch_marker()
     if not _WATCH.get("reported") and speaker(rank, dead_ranks() if rank else [], [r for r, _ in _peers_here()]):
         command = resume_command(sys.argv[1:], _main_module(), dict(os.environ))
         dead, stopped = dead_ranks(), stopped_ranks()
@@ -134,10 +158,7 @@ def _report_and_exit(code: int, signalled: bool = False, interrupted: bool = Fal
         for _, pid in _peers_here():  # the markers have been read
             _stopped_marker(pid).unlink(missing_ok=True)
     elif signalled:  # tell rank 0 this rank was stopped, not killed (dead_ranks)
-        try:
-            _stopped_marker(os.getpid()).touch()
-        except OSError:
-            pass
+        _touch_marker()
     _WATCH["reported"] = True
     if not signalled:
         # give torchrun a moment to see the dead rank and stop us (SIGTERM, handled here): its summary

@@ -185,12 +185,15 @@ def check_resume(log_dir: Path, kind: str, cfg: Any) -> dict[str, list[Any]]:
     return changed
 
 
-def write_resumed_config(log_dir: Path, kind: str, cfg: Any, changed: dict[str, list[Any]], step: int) -> None:
-    """config.json holds the config the run continues with, and under `resumes` every resume
-    that changed a key: the step it resumed from and {key: [before, after]}."""
+def write_resumed_config(log_dir: Path, kind: str, cfg: Any, changed: dict[str, list[Any]], step: int,
+                         processes: int = 1) -> None:
+    """config.json holds the config the run continues with, the processes it runs in now, and under
+    `resumes` every resume that changed a key (`processes` too): the step it resumed from and
+    {key: [before, after]}."""
     record = read_config(log_dir) or {}
     history = list(record.get("resumes", []))
     if changed:
         history.append({"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changed": changed})
-    extra = {k: v for k, v in (("started_in", record.get("started_in")), ("resumes", history)) if v}
+    extra = {k: v for k, v in (("started_in", record.get("started_in")), ("processes", processes),
+                                ("resumes", history)) if v}
     write_config(log_dir, kind, cfg, extra=extra or None)

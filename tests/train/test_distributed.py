@@ -2,6 +2,7 @@
 seed, same global batch, same weights (fp32, max abs diff <= 1e-5). Kept to 2 short steps each:
 the CPU is shared."""
 
+import json
 import os
 import signal
 import subprocess
@@ -58,6 +59,9 @@ def test_sft_two_processes_equal_one(tmp_path, lora_rank, reshard):
     la, lb = _losses(one), _losses(two)  # rank 0 alone wrote the metrics: each step once
     assert [s for s, _ in lb] == [1, 2] and all(abs(x - y) < 1e-4 for (_, x), (_, y) in zip(la, lb))
     assert not list(two.glob("**/*rank*"))
+    said = (tmp_path / "two.log").read_text()
+    assert "torchrun: 2 processes, each with its share of every batch of 3 images\n" in said
+    assert [json.loads((f / "config.json").read_text())["processes"] for f in (one, two)] == [1, 2]
 
 
 def test_bf16_full_fine_tuning_keeps_fp32_master_shards_and_saves_them(tmp_path):
