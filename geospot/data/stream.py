@@ -39,7 +39,8 @@ from geospot.data.types import DataError, Sample
 
 log = logging.getLogger("geospot.data")
 SPLITS = ("train", "val", "test", "heldout", "all")  # heldout: val + test, every id training never reads
-MAX_TRACKED_IDS = 1_000_000  # ids per source and epoch checked for duplicates (~120 MB at most, freed each epoch)
+# ids, and as many images, per source and epoch checked for duplicates (~250 MB at most, freed each epoch)
+MAX_TRACKED_IDS = 1_000_000
 SWAP_CHECK_ROWS = 1000  # rows of each local table read for the swapped-columns check (no image is decoded)
 TABLES = (CsvFolderSource, JsonlSource, ParquetSource)  # a user's own tables; hub shards are curated
 
