@@ -110,11 +110,14 @@ class CsvFolderSource:
             names = [n.strip() for n in reader.fieldnames or []]
             reader.fieldnames = names
             id_c = _find_col(names, self.id_col, CSV_ID_KEYS, "id", path)
+            lat_c = _find_col(names, self.lat_col, LAT_KEYS, "latitude", path)
+            lon_c = _find_col(names, self.lon_col, LON_KEYS, "longitude", path)
+            if None in (id_c, lat_c, lon_c) and _looks_like_a_row(names):  # "set id=<column>" would be no help
+                raise DataError(f"{path}: its first line looks like a row, not a header ({', '.join(names[:3])}, …); "
+                                "add a header line naming the columns, e.g. id,latitude,longitude")
             if id_c is None:
                 raise DataError(f"{path}: no id column (looked for {', '.join(CSV_ID_KEYS)}; columns: {names}); "
                                 "set id=<column> in the spec")
-            lat_c = _find_col(names, self.lat_col, LAT_KEYS, "latitude", path)
-            lon_c = _find_col(names, self.lon_col, LON_KEYS, "longitude", path)
             if lat_c is None or lon_c is None:
                 raise DataError(f"{path}: no {'latitude' if lat_c is None else 'longitude'} column (looked for "
                                 f"{', '.join(LAT_KEYS if lat_c is None else LON_KEYS)}; columns: {names}); "
@@ -141,6 +144,18 @@ class CsvFolderSource:
                     continue
                 yield Record(sid, str(row.get("source") or self.name), coord(row.get(lat_c)),
                              coord(row.get(lon_c)), _labels(row), FileBytes(img_path))
+
+
+def _looks_like_a_row(names: list[str]) -> bool:
+    """A header of numbers or image file names is a data row read as the header."""
+    def number(v: str) -> bool:
+        try:
+            float(v.replace(",", "."))
+            return True
+        except ValueError:
+            return False
+
+    return any(number(n) or n.lower().endswith(tuple(f".{e}" for e in IMAGE_EXTS)) for n in names if n)
 
 
 def csv_encoding(path: str) -> tuple[str, str]:

@@ -120,6 +120,17 @@ def _clash(meta: dict, keys: tuple[str, ...]) -> str | None:
     return " and ".join(f"{k!r} ({str(v)[:20]})" for k, v in found[:2]) + " disagree"
 
 
+def _at(meta: dict, key: str) -> Any:
+    """meta[key], or a nested value by a dotted path (`lat=location.lat` for {"location": {"lat": ..}})
+    where the record has no key of that name."""
+    if key in meta or "." not in key:
+        return meta.get(key)
+    value: Any = meta
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def _coords_clash(meta: dict, lat_key: str | None, lon_key: str | None) -> str | None:
     for given, keys, name in ((lat_key, LAT_KEYS, "lat"), (lon_key, LON_KEYS, "lon")):
         clash = None if given else _clash(meta, keys)
@@ -171,8 +182,8 @@ class WebDatasetSource:
             meta = None
         if not isinstance(meta, dict):
             return Skip("bad_metadata", f"{url}:{key}", self.name)
-        lat = meta.get(self.lat_key) if self.lat_key else _first(meta, LAT_KEYS)
-        lon = meta.get(self.lon_key) if self.lon_key else _first(meta, LON_KEYS)
+        lat = _at(meta, self.lat_key) if self.lat_key else _first(meta, LAT_KEYS)
+        lon = _at(meta, self.lon_key) if self.lon_key else _first(meta, LON_KEYS)
         sid = str(meta.get("id") or f"{self._names[url]}/{key}")
         if clash := _coords_clash(meta, self.lat_key, self.lon_key):
             return Skip("ambiguous_coords", f"{sid}: {clash}", self.name, sid)
@@ -360,12 +371,15 @@ class JsonlSource:
         if clash := _coords_clash(meta, self.lat_key, self.lon_key):
             yield Skip("ambiguous_coords", f"{sid}: {clash}", self.name, sid)
             return
-        lat = meta.get(self.lat_key) if self.lat_key else _first(meta, LAT_KEYS)
-        lon = meta.get(self.lon_key) if self.lon_key else _first(meta, LON_KEYS)
+        lat = _at(meta, self.lat_key) if self.lat_key else _first(meta, LAT_KEYS)
+        lon = _at(meta, self.lon_key) if self.lon_key else _first(meta, LON_KEYS)
         if lat is None and lon is None and not (self.lat_key or self.lon_key) and _first_key(
                 meta, LAT_KEYS + LON_KEYS) is None:
+            nested = next((f"{k}.{n}" for k, v in meta.items() if isinstance(v, dict) for n in v
+                           if isinstance(n, str) and n.lower() in LAT_KEYS), None)
+            how = f"lat={nested},lon={nested.rsplit('.', 1)[0]}.<key>" if nested else "lat=<key>,lon=<key>"
             yield Skip("missing_coords", f"{sid}: no {' / '.join(LAT_KEYS)} key (keys: {sorted(meta)[:8]}); name "
-                       "them with lat=<key>,lon=<key>", self.name, sid)
+                       f"them with {how}", self.name, sid)
             return
         yield Record(sid, str(meta.get("source") or self.name), lat, lon, _labels(meta), FileBytes(p))
 

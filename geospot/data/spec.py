@@ -281,6 +281,9 @@ def infer_kind(target: str) -> str:
         raise SpecError("a spec part without a kind needs a path")
     if os.path.isdir(target):
         names = os.listdir(target)
+        if not names:
+            raise SpecError(f"{target}: an empty folder; put the images there with a CSV of id, latitude, longitude "
+                            "(or give the folder that holds them)")
         exts = {n.rsplit(".", 1)[-1].lower() for n in names if "." in n}
         if any(n.lower().endswith((".tar.gz", ".tgz")) for n in names):
             exts.add("tar")
@@ -303,9 +306,12 @@ def infer_kind(target: str) -> str:
             if _geotagged(target):  # a phone's photos: their EXIF GPS is the label
                 return "exif"
             # photos with no labels: what `predict` takes, not training or eval
+            json_files = sorted(n for n in names if n.lower().endswith(".json"))
+            named = (f" ({json_files[0]} is read as JSON Lines when named itself: data="
+                     f"{os.path.join(target, json_files[0])})") if json_files else ""
             raise SpecError(f"{target}: holds images but no labels (a CSV of id, latitude, longitude beside them, a "
-                            f".jsonl, or GPS tags in the photos' EXIF: none of the first {GPS_PEEK} has them); to "
-                            f"train or evaluate, add one; to see where a model places them: geospot predict "
+                            f".jsonl, or GPS tags in the photos' EXIF: none of the first {GPS_PEEK} has them){named}; "
+                            f"to train or evaluate, add one; to see where a model places them: geospot predict "
                             f"model=<model> {target}")
         raise SpecError(f"{target}: cannot tell the layout (expected a CSV + images/, *.tar, *.parquet or *.jsonl)")
     low = target.lower()

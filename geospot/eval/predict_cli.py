@@ -55,8 +55,12 @@ def image_paths(args: Sequence[str]) -> list[Path]:
         else:
             raise FileNotFoundError(f"{a}: no such image or folder")
     if not paths:
+        shards = [a for a in args if Path(a).is_dir() and any(
+            f.lower().endswith((".tar", ".tar.gz", ".tgz", ".parquet")) for f in walk_files(str(Path(a).expanduser())))]
+        hint = (f"; {shards[0]} holds tar or parquet shards, which predict does not open: score them with geospot "
+                f"eval model=<model> data={shards[0]}") if shards else ""
         raise ConfigError(f"no images found in {', '.join(args)} or its subfolders (looked for "
-                          f"{', '.join(sorted(IMAGE_EXTS))})")
+                          f"{', '.join(sorted(IMAGE_EXTS))}){hint}")
     return [Path(f) for f in unique_files(paths)]
 
 

@@ -318,6 +318,8 @@ CASES = [
         f"{i},{la},{lo},c\n" for i, (la, lo) in GOOD.items())),
          error="have a latitude beyond ±90° (the first: 'g2', latitude 151.21) and no longitude"),
     Case("csv without latitude columns", csv_folder("id,y,x\ng1,48.85,2.35\n"), error="no latitude column"),
+    Case("csv without a header line", csv_folder("g1,48.85,2.35\ng2,-33.87,151.21\n"),
+         error="its first line looks like a row, not a header"),
     Case("csv id naming two files", csv_two_files, only("g2", "g3"), {"ambiguous_image": 1}),
     Case("csv ids that are paths", csv_folder(CSV_HEAD + "\nimages/g1.jpg,48.85,2.35,P\n./images/g2.jpg,-33.87,151.21,S"
                                              "\n"), {"images/g1.jpg": GOOD["g1"], "./images/g2.jpg": GOOD["g2"]}),

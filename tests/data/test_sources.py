@@ -157,3 +157,19 @@ def test_a_parquet_rows_missing_image_is_named_with_its_path(tmp_path):
     assert [(s.reason, s.detail) for s in skips] == [
         ("missing_image", f"a: no file {tmp_path / 'img' / 'a.png'} (paths are relative to the parquet file's folder)"),
         ("missing_image", f"b: {tmp_path / 'd.parquet'}: the 'image' column is empty")]
+
+
+def test_nested_coordinates_are_read_by_a_dotted_key(tmp_path):
+    """{"location": {"lat": .., "lon": ..}}: `lat=location.lat,lon=location.lon` reads them; without the
+    keys each record is skipped with the dotted keys to give."""
+    samples = make_samples(3)
+    write_jsonl(str(tmp_path / "m.jsonl"), samples)
+    rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    with open(tmp_path / "m.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps({"id": r["id"], "image": r["image"], "location": {"lat": r["lat"], "lon": r["lon"]}})
+                    + "\n")
+    got = load_samples(f"{tmp_path / 'm.jsonl'},lat=location.lat,lon=location.lon", "all")
+    assert [(s.id, s.lat, s.lon) for s in got] == [(s.id, s.lat, s.lon) for s in samples]
+    with open_stream(str(tmp_path / "m.jsonl"), "all", repeat=False, workers=0) as stream:
+        assert list(stream) == [] and stream.skipped == {"missing_coords": 3}

@@ -165,6 +165,21 @@ def test_a_folder_of_photos_without_labels_points_to_predict():
         load_samples(str(unlabeled), "all")
 
 
+def test_an_empty_folder_and_a_json_beside_photos_are_said(tmp_path):
+    from data_builders import make_image
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SpecError, match="empty: an empty folder; put the images there"):
+        load_samples(str(tmp_path / "empty"), "all")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    make_image(0).save(photos / "a.png")
+    (photos / "data.json").write_text('{"image": "a.png", "lat": 1, "lon": 2}\n')
+    with pytest.raises(SpecError, match=r"\(data.json is read as JSON Lines when named itself: data=.*data.json\)"):
+        load_samples(str(photos), "all")
+    assert len(load_samples(str(photos / "data.json"), "all")) == 1
+
+
 def test_a_path_that_is_not_there_names_the_folder_it_was_read_from(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SpecError, match=re.escape(f"no such file or folder (a relative path is read from the "

@@ -111,3 +111,8 @@ def test_predict_finds_the_photos_of_a_data_folder_in_its_subfolder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no images found in .*empty or its subfolders"):
         image_paths([str(tmp_path / "empty")])
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "shard-000.tar").write_bytes(b"")  # what `eval` reads, not predict
+    with pytest.raises(ConfigError, match=r"shards holds tar or parquet shards, which predict does not open: score "
+                                          r"them with geospot eval model=<model> data=.*shards$"):
+        image_paths([str(tmp_path / "shards")])
