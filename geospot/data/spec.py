@@ -37,6 +37,7 @@ Kinds and their options
                 keyed by id with latitude/longitude (+ city, region, country), or the
                 CSV file itself: lat= lon= id=
     jsonl       one object per line {image: relative path, lat, lon, ...}: lat= lon= image=
+                (a nested key with dots: lat=location.lat)
     exif        geotagged photos: a folder (any depth), files or a glob of images whose EXIF
                 GPS tags give latitude/longitude (a phone's or a GPS camera's pictures); the
                 id is the path below the folder. A photo without usable GPS is skipped as
