@@ -102,7 +102,9 @@ def resume_command(argv: list[str], module: str, env: dict) -> str:
     launch = f"torchrun --nproc_per_node={local}"
     if world > local:
         launch += f" --nnodes={world // local} --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT"
-    keys = [a for a in argv if not a.startswith("behavior_if_log_dir_exists=")]
+    # the folder absolute, as one process's stopped line writes it: the command works from any folder
+    keys = [f"log_path={os.path.abspath(a[len('log_path='):])}" if a.startswith("log_path=") else a
+            for a in argv if not a.startswith("behavior_if_log_dir_exists=")]
     return " ".join([launch, "-m", module, *map(shlex.quote, keys), "behavior_if_log_dir_exists=resume"])
 
 

@@ -266,7 +266,7 @@ def test_resume_command_names_the_launch_and_the_keys():
     env = {"WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "8"}
     cmd = resume_command(["rl", "log_path=runs/a b", "behavior_if_log_dir_exists=raise"], "geospot", env)
     assert cmd == ("torchrun --nproc_per_node=8 --nnodes=2 --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT -m geospot rl "
-                   "'log_path=runs/a b' behavior_if_log_dir_exists=resume")
+                   f"'log_path={os.getcwd()}/runs/a b' behavior_if_log_dir_exists=resume")  # the folder absolute
 
 
 def test_tinker_refuses_torchrun_before_joining_a_process_group(monkeypatch, tmp_path, capsys):
