@@ -150,23 +150,36 @@ def _report_and_exit(code: int, signalled: bool = False, interrupted: bool = Fal
     rank = _WATCH.get("rank", -1)
     if rank == 0:  # rank 0 ends on purpose: its peers must not take it for dead and speak for it
         _touch_marker()
-    if not _WATCH.get("reported") and speaker(rank, dead_ranks() if rank else [], [r for r, _ in _peers_here()]):
-        command = resume_command(sys.argv[1:], _main_module(), dict(os.environ))
-        dead, stopped = dead_ranks(), stopped_ranks()
-        env = os.environ
-        one_machine = env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE")) == env.get("WORLD_SIZE")
-        text = message(dead, _WATCH.get("log_dir", ""), command, signalled or bool(stopped), interrupted, one_machine)
-        print(f"geospot: {text}", file=sys.stderr, flush=True)
-        for _, pid in _peers_here():  # the markers have been read
-            _stopped_marker(pid).unlink(missing_ok=True)
-    elif signalled:  # tell rank 0 this rank was stopped, not killed (dead_ranks)
-        _touch_marker()
-    _WATCH["reported"] = True
+    if not _speak_if_mine(signalled, interrupted) and signalled:
+        _touch_marker()  # tell rank 0 this rank was stopped, not killed (dead_ranks)
     if not signalled:
         # give torchrun a moment to see the dead rank and stop us (SIGTERM, handled here): its summary
-        # then names that rank as the failure, not this process's exit
-        time.sleep(GRACE_S)
+        # then names that rank as the failure, not this process's exit. Meanwhile a rank other than 0
+        # looks again: a rank 0 killed inside a collective closes its sockets before the kernel shows
+        # it gone, so the first look can find it still there
+        deadline = time.time() + GRACE_S
+        while time.time() < deadline:
+            time.sleep(0.05)
+            if rank:
+                _speak_if_mine(signalled, interrupted)
     os._exit(code)  # no teardown: the process group is broken, and a destroy could wait on the dead rank
+
+
+def _speak_if_mine(signalled: bool, interrupted: bool) -> bool:
+    """Say the job's one line if this rank is the speaker (speaker()) and has not said it yet."""
+    rank = _WATCH.get("rank", -1)
+    if _WATCH.get("reported") or not speaker(rank, dead_ranks() if rank else [], [r for r, _ in _peers_here()]):
+        return False
+    command = resume_command(sys.argv[1:], _main_module(), dict(os.environ))
+    dead, stopped = dead_ranks(), stopped_ranks()
+    env = os.environ
+    one_machine = env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE")) == env.get("WORLD_SIZE")
+    text = message(dead, _WATCH.get("log_dir", ""), command, signalled or bool(stopped), interrupted, one_machine)
+    print(f"geospot: {text}", file=sys.stderr, flush=True)
+    for _, pid in _peers_here():  # the markers have been read
+        _stopped_marker(pid).unlink(missing_ok=True)
+    _WATCH["reported"] = True
+    return True
 
 
 def _on_sigterm(_signum, _frame) -> None:
