@@ -305,7 +305,9 @@ def start_run(
         run = Run(cfg, log_dir, stream, held_out, geocoder, engine, writer, budget, stderr=stderr, dist=d)
         if ckpt_dir is not None:
             ckpt = load_checkpoint(ckpt_dir, engine, with_optimizer=True)
-            stream.load_state_dict(ckpt.data_state)
+            # the cursor names the data as the run spelled it where it started; resumed from another folder
+            # the spec reads the same files spelled absolute (check_resume refused any other data)
+            stream.load_state_dict({**ckpt.data_state, "spec": stream.spec})
             run.start_step, run.loop_state, run.checkpoint = ckpt.step, dict(ckpt.loop_state), ckpt_dir
             run.budget.spent = float(ckpt.loop_state.get("train_seconds", 0.0))
             run.data_end = ckpt.loop_state.get("data_end")

@@ -310,3 +310,27 @@ def test_same_value_compares_what_path_keys_name(tmp_path, monkeypatch):
     assert same_value("load_checkpoint_path", "sft", str(proj / "sft"), start)
     assert same_value("model_name", "Qwen/Qwen2-VL-2B", "Qwen/Qwen2-VL-2B", start)  # a hub id is text
     assert not same_value("learning_rate", 1e-4, 2e-4, start) and same_value("learning_rate", 1e-4, 1e-4, start)
+
+
+def test_a_run_with_relative_data_trains_on_when_resumed_from_another_folder(tmp_path, monkeypatch):
+    """Started in proj/ on data=photos, resumed from elsewhere: it reads proj/photos and its data
+    cursor takes the spec spelled from here (the cursor compared the raw strings: a traceback)."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "data"))
+    from data_builders import make_samples, write_jsonl
+
+    from geospot.train.command import run_command
+    from geospot.train.sft import _prepare
+
+    proj, elsewhere = tmp_path / "proj", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    write_jsonl(str(proj / "photos" / "data.jsonl"), make_samples(8))
+    monkeypatch.chdir(proj)
+    keys = ["model_name=tiny:qwen2_5_vl:tiny", "lora_rank=0", "data=photos", "batch_size=2", "eval_n=0",
+            "prompt_style=single", "save_every=2", "max_steps=2", "log_path=runs/rel"]
+    assert run_command("sft", SFTConfig, "t", keys, _prepare, train) == 0
+    monkeypatch.chdir(elsewhere)
+    resume = [f"log_path={proj / 'runs' / 'rel'}", "behavior_if_log_dir_exists=resume", "max_steps=4"]
+    assert run_command("sft", SFTConfig, "t", resume, _prepare, train) == 0
+    assert latest_checkpoint(proj / "runs" / "rel").name == "4"
