@@ -108,3 +108,12 @@ class EnvOptions:
 
 # What a run's config.json holds for its env: what an eval of that run (model=<run>) should reuse.
 ENV_KEYS: tuple[str, ...] = ("env_type", *(f.name for f in dataclasses.fields(EnvOptions)))
+
+
+def blind(options):
+    """The env keys a held-out eval asks with: teacher_forcing off, so no later turn is told the truth
+    (it is a training aid; an eval scores the model's own answers, turn after turn)."""
+    if not getattr(options, "teacher_forcing", 0):
+        return options
+    return dataclasses.replace(options, teacher_forcing=0.0)
+

@@ -17,6 +17,8 @@ from geospot.runs.model_spec import ModelSpec, is_export_path, is_run_path, mode
 RUN_DEFAULT_KEYS = ("env_type", "max_pixels", "max_tokens", "reasoning", "reasoning_max_tokens", "square")
 # the env's keys beside its type and the reasoning keys (those are the ModelSpec's, above)
 ENV_OPTION_KEYS = tuple(k for k in ENV_KEYS if k not in RUN_DEFAULT_KEYS)
+# what a run trained with and an eval of it does not take: a turn told the truth is no held-out answer
+TRAINING_ONLY_KEYS = ("teacher_forcing",)
 
 
 def _as_field(current, value):
@@ -24,13 +26,14 @@ def _as_field(current, value):
     return tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value
 
 
-def env_defaults(cfg, spec: ModelSpec, given: set[str]):
+def env_defaults(cfg, spec: ModelSpec, given: set[str], skip: tuple[str, ...] = ()):
     """(cfg, record) with the env keys (ENV_KEYS) the user did not give taken from the run
     `spec` describes (its config.json, over its parent run's): what `geospot rl
-    load_checkpoint_path=` and `with_run_defaults` share. env_type is the spec's (an SFT run's style)."""
+    load_checkpoint_path=` and `with_run_defaults` share (an eval `skip`s TRAINING_ONLY_KEYS).
+    env_type is the spec's (an SFT run's style)."""
     run_values = {"env_type": spec.env_type}
     run_values.update({k: _as_field(getattr(cfg, k), spec.config[k]) for k in ENV_OPTION_KEYS
-                       if k in spec.config and hasattr(cfg, k)})
+                       if k in spec.config and hasattr(cfg, k) and k not in skip})
     # zoom changes telescoping turns only, reasoning single / telescoping ones: asked any other way,
     # the run's value is neither taken nor said (an SFT run that reasoned, continued as hierarchical)
     env_type = cfg.env_type if "env_type" in given else spec.env_type
@@ -83,7 +86,7 @@ def with_run_defaults(cfg, given: set[str] | None = None):
     run_values = {"max_pixels": spec.image_budget, "max_tokens": spec.max_tokens, "square": spec.square}
     taken = {k: v for k, v in run_values.items() if k not in given}
     overridden = {k: getattr(cfg, k) for k in run_values if k in given and getattr(cfg, k) != run_values[k]}
-    cfg, env_record = env_defaults(dataclasses.replace(cfg, **taken), spec, given)
+    cfg, env_record = env_defaults(dataclasses.replace(cfg, **taken), spec, given, skip=TRAINING_ONLY_KEYS)
     # env_type is always recorded (the style the model is asked with); the env keys when they differ
     taken = {**({} if "env_type" in given else {"env_type": cfg.env_type}), **taken, **env_record["from_run"]}
     overridden.update(env_record["overridden"])

@@ -29,7 +29,7 @@ from geospot.distributed import Dist
 from geospot.engines.config import EngineConfig, engine_keys
 from geospot.engines.types import AdamParams, SampleParams
 from geospot.envs import registry
-from geospot.envs.config import EnvOptions
+from geospot.envs.config import EnvOptions, blind
 from geospot.envs.kinds import ENV_HELP, ENV_TYPES, KINDS
 from geospot.envs.types import Trajectory
 from geospot.eval import evaluate
@@ -224,7 +224,7 @@ def eval_now(run: Run, done: int, progress: Progress) -> dict[str, float]:
     if cfg.eval_temperature > 0:
         sampling = (SampleParams(max_tokens, cfg.eval_temperature, seed=cfg.seed + 17 * done), 1)
     ev = evaluate(run.engine, run.held_out, prompt_style=style, max_tokens=max_tokens, geocoder=run.geocoder,
-                  sampling=sampling, writer=run.writer, step=done, env_options=cfg, dist=run.dist)
+                  sampling=sampling, writer=run.writer, step=done, env_options=blind(cfg), dist=run.dist)
     shown = ("geoscore", "median_km", "acc_200km", "acc_750km")
     progress.note(f"eval step {done}: " + " ".join(f"{k}={ev.metrics[k]:.4g}" for k in shown if k in ev.metrics))
     for line in extra_lines(ev.metrics):  # its env's own numbers: label answers, turns, reasoning

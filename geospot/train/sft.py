@@ -21,7 +21,7 @@ from geospot.config import option, require
 from geospot.engines.config import engine_keys
 from geospot.engines.datums import make_datum
 from geospot.engines.types import AdamParams, Datum
-from geospot.envs.config import EnvOptions
+from geospot.envs.config import EnvOptions, blind
 from geospot.envs.kinds import ENV_TYPES, KINDS, MIXES, PROMPT_STYLES, eval_env
 from geospot.eval import evaluate
 from geospot.eval.compare import extra_lines
@@ -223,7 +223,7 @@ def run_eval(run: Run, step: int) -> dict[str, float]:
         geocoder=run.geocoder,
         writer=run.writer,
         step=step,
-        env_options=cfg,
+        env_options=blind(cfg),  # an SFT run's hierarchical examples may tell later turns the truth; its eval is blind
         dist=run.dist,
     )
     return dict(result.metrics)

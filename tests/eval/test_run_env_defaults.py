@@ -37,7 +37,8 @@ def test_eval_of_a_hierarchical_run_asks_its_turns_and_weights(tmp_path):
     cfg, record = _eval([f"model={rl}", "data=synthetic:n=4"])
     assert cfg.env_type == "hierarchical"
     assert cfg.hier_turns == ("country", "region", "coords") and cfg.hier_weights == (0.2, 0.3, 0.5)
-    assert cfg.teacher_forcing == 1.0
+    # the run trained with teacher_forcing=1 (later turns told the truth): an eval of it is blind
+    assert cfg.teacher_forcing == 0.0 and "teacher_forcing" not in record["from_run"]
     assert record["from_run"]["hier_turns"] == ("country", "region", "coords")
     assert record["from_run"]["env_type"] == "hierarchical" and record["overridden"] == {}
     assert "geohash_chars" not in record["from_run"]  # the run's value is the default: nothing to say
@@ -45,12 +46,24 @@ def test_eval_of_a_hierarchical_run_asks_its_turns_and_weights(tmp_path):
 
 def test_a_key_on_the_command_line_wins_and_is_recorded_as_overridden(tmp_path):
     rl = _hier_rl(tmp_path)
-    cfg, record = _eval([f"model={rl}", "data=synthetic:n=4", "teacher_forcing=0", "env_type=single"])
-    assert (cfg.env_type, cfg.teacher_forcing) == ("single", 0.0)
+    cfg, record = _eval([f"model={rl}", "data=synthetic:n=4", "hier_partial_credit=0.5", "env_type=single"])
+    assert (cfg.env_type, cfg.hier_partial_credit) == ("single", 0.5)
     assert cfg.hier_weights == (0.2, 0.3, 0.5)  # not given: still the run's
-    assert record["overridden"] == {"env_type": "single", "teacher_forcing": 0.0}
-    assert "env_type" not in record["from_run"] and "teacher_forcing" not in record["from_run"]
-    assert "overridden on the command line: env_type=single, teacher_forcing=0.0" in describe_defaults(record)
+    assert record["overridden"] == {"env_type": "single"}
+    assert "env_type" not in record["from_run"] and "hier_partial_credit" not in record["from_run"]
+    assert "overridden on the command line: env_type=single" in describe_defaults(record)
+    # teacher_forcing typed for an eval is taken as typed (an oracle study), never from the run
+    assert _eval([f"model={rl}", "data=synthetic:n=4", "teacher_forcing=0.5"])[0].teacher_forcing == 0.5
+
+
+def test_a_training_eval_is_blind():
+    from geospot.envs.config import blind
+    from geospot.train.rl import RLConfig
+
+    cfg = RLConfig(env_type="hierarchical", teacher_forcing=1.0, hier_partial_credit=0.25)
+    assert (blind(cfg).teacher_forcing, blind(cfg).hier_partial_credit) == (0.0, 0.25)
+    plain = RLConfig(env_type="hierarchical")
+    assert blind(plain) is plain
 
 
 def test_predict_takes_the_same_keys(tmp_path):
