@@ -93,7 +93,7 @@ class SFTConfig(engine_keys("SFTEngineKeys", inherit=False), EnvOptions):  # hie
                                   "reasoning_max_tokens)")
     save_every: int = option(100, RUN_HELP["save_every"])
     keep_checkpoints: int = option(2, RUN_HELP["keep_checkpoints"])
-    log_path: str | None = option(None, "run folder (config.json, metrics.jsonl, checkpoints/); "
+    log_path: str | None = option(None, "run folder (config.json, metrics.jsonl, store.sqlite, checkpoints/); "
                                   "None = runs/sft-<model>-<time>")
     behavior_if_log_dir_exists: LogDirBehavior = option("ask", RUN_HELP["behavior_if_log_dir_exists"])
     log_every: int = option(10, RUN_HELP["log_every"])
@@ -328,9 +328,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command("sft", SFTConfig, title, argv, _prepare, train)
 
 
+def _valid_tiny(name: str | None) -> bool:
+    """A tiny:<family>[:<size>] name that builds (a wrong one gets its own sentence first, no note before it)."""
+    from geospot.models.tiny import FAMILIES, SIZES
+
+    parts = str(name or "").split(":")
+    return (parts[0] == "tiny" and (len(parts) < 2 or parts[1] in FAMILIES or not parts[1])
+            and (len(parts) < 3 or parts[2] in SIZES))
+
+
 def _prepare(cfg: SFTConfig, given: set[str], resumed: set[str]) -> SFTConfig:
     cfg = sft_from_start_run(cfg, given, resumed)  # a fine-tune continues its start run's model
-    if (str(cfg.model_name or "").startswith("tiny:") and cfg.lora_rank > 0 and not cfg.load_checkpoint_path
+    if (_valid_tiny(cfg.model_name) and cfg.lora_rank > 0 and not cfg.load_checkpoint_path
             and "lora_rank" not in given and not resumed and distributed.speaks()):
         print(f"note: {cfg.model_name} has random weights, and a LoRA adapter on random weights learns little "
               "(the answer format may never parse); lora_rank=0 trains every weight, as the demo does",
