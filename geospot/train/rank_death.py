@@ -96,8 +96,9 @@ def dead_ranks() -> list[int]:
     return [r for r, pid in gone if not _stopped_marker(pid).exists()]
 
 
-def resume_command(argv: list[str], module: str, env: dict) -> str:
-    """The torchrun command that continues this job: the same module and keys, resuming."""
+def resume_command(argv: list[str], module: str, env: dict, log_dir: str = "") -> str:
+    """The torchrun command that continues this job: the same module and keys, resuming (`log_dir`:
+    the run folder, named when the keys did not name it: a job given no log_path made its own)."""
     local, world = int(env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE", "1"))), int(env.get("WORLD_SIZE", "1"))
     launch = f"torchrun --nproc_per_node={local}"
     if world > local:
@@ -105,6 +106,8 @@ def resume_command(argv: list[str], module: str, env: dict) -> str:
     # the folder absolute, as one process's stopped line writes it: the command works from any folder
     keys = [f"log_path={os.path.abspath(a[len('log_path='):])}" if a.startswith("log_path=") else a
             for a in argv if not a.startswith("behavior_if_log_dir_exists=")]
+    if log_dir and not any(a.startswith("log_path=") for a in argv):
+        keys.append(f"log_path={os.path.abspath(log_dir)}")
     return " ".join([launch, "-m", module, *map(shlex.quote, keys), "behavior_if_log_dir_exists=resume"])
 
 
@@ -170,7 +173,7 @@ def _speak_if_mine(signalled: bool, interrupted: bool) -> bool:
     rank = _WATCH.get("rank", -1)
     if _WATCH.get("reported") or not speaker(rank, dead_ranks() if rank else [], [r for r, _ in _peers_here()]):
         return False
-    command = resume_command(sys.argv[1:], _main_module(), dict(os.environ))
+    command = resume_command(sys.argv[1:], _main_module(), dict(os.environ), _WATCH.get("log_dir", ""))
     dead, stopped = dead_ranks(), stopped_ranks()
     env = os.environ
     one_machine = env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE")) == env.get("WORLD_SIZE")

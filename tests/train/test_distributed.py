@@ -267,6 +267,10 @@ def test_resume_command_names_the_launch_and_the_keys():
     cmd = resume_command(["rl", "log_path=runs/a b", "behavior_if_log_dir_exists=raise"], "geospot", env)
     assert cmd == ("torchrun --nproc_per_node=8 --nnodes=2 --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT -m geospot rl "
                    f"'log_path={os.getcwd()}/runs/a b' behavior_if_log_dir_exists=resume")  # the folder absolute
+    # a job given no log_path named its own folder: the command names it
+    cmd = resume_command(["sft", "max_steps=9"], "geospot", {"WORLD_SIZE": "2"}, "runs/sft-tiny-20261207-101010")
+    assert cmd == ("torchrun --nproc_per_node=2 -m geospot sft max_steps=9 "
+                   f"log_path={os.getcwd()}/runs/sft-tiny-20261207-101010 behavior_if_log_dir_exists=resume")
 
 
 def test_tinker_refuses_torchrun_before_joining_a_process_group(monkeypatch, tmp_path, capsys):
