@@ -184,7 +184,7 @@ class WebDatasetSource:
             return Skip("bad_metadata", f"{url}:{key}", self.name)
         lat = _at(meta, self.lat_key) if self.lat_key else _first(meta, LAT_KEYS)
         lon = _at(meta, self.lon_key) if self.lon_key else _first(meta, LON_KEYS)
-        sid = str(meta.get("id") or f"{self._names[url]}/{key}")
+        sid = str(meta.get("id") or f"{self._names.get(url) or os.path.basename(url)}/{key}")
         if clash := _coords_clash(meta, self.lat_key, self.lon_key):
             return Skip("ambiguous_coords", f"{sid}: {clash}", self.name, sid)
         return Record(sid, str(meta.get("source") or self.name), lat, lon, _labels(meta), parts[img_ext])
@@ -277,10 +277,10 @@ class ParquetSource:
         if img_c is None or lat_c is None or lon_c is None:
             raise DataError(f"{path}: need image and latitude/longitude columns (found {names}); "
                             "name them with image=, lat=, lon= in the spec")
-        row = 0
+        row, named_as = 0, self._names.get(path) or os.path.basename(path)
         for batch in pf.iter_batches(batch_size=256):
             for r in batch.to_pylist():
-                sid = str(r[id_c]) if id_c and r.get(id_c) is not None else f"{self._names[path]}:{row}"
+                sid = str(r[id_c]) if id_c and r.get(id_c) is not None else f"{named_as}:{row}"
                 row += 1
                 img = named = r[img_c]
                 if isinstance(img, dict):
@@ -346,7 +346,7 @@ class JsonlSource:
             return
         sid = meta.get("id")
         sid = str(sid) if isinstance(sid, (str, int)) and not isinstance(sid, bool) and sid != "" else \
-            f"{self._names[path]}:{lineno}"
+            f"{self._names.get(path) or os.path.basename(path)}:{lineno}"
         key = self.image_key if self.image_key != "image" else _first_key(meta, JSONL_IMAGE_KEYS) or "image"
         rel = meta.get(key)
         if rel is None or rel == "":
