@@ -111,6 +111,15 @@ def check_coords(lat: Any, lon: Any) -> tuple[float, float]:
     return la, lo
 
 
+def latitude_beyond_90(lat: Any) -> bool:
+    """Whether `lat` reads as a coordinate (_degrees) beyond ±90°: a row looks_swapped counts."""
+    try:
+        la = _degrees(lat)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return math.isfinite(la) and abs(la) > 90
+
+
 def looks_swapped(pairs: Iterable[tuple[Any, Any]], min_share: float = 0.1,
                   min_rows: int = 1) -> tuple[int, int] | None:
     """Whether a table's latitude and longitude columns look swapped, from its (lat, lon) values

@@ -24,7 +24,15 @@ from geospot.config import ConfigError, _coerce, field_types
 from geospot.data.csv_source import CsvFolderSource
 from geospot.data.files import FileBytes
 from geospot.data.options import STREAM_KEYS, StreamConfig
-from geospot.data.prep import BadSample, PrepConfig, check_coords, looks_swapped, one_torch_thread, prepare_image
+from geospot.data.prep import (
+    BadSample,
+    PrepConfig,
+    check_coords,
+    latitude_beyond_90,
+    looks_swapped,
+    one_torch_thread,
+    prepare_image,
+)
 from geospot.data.sources import (
     JsonlSource,
     LocalOpener,
@@ -79,13 +87,6 @@ def split_of(sample_id: str, val_frac: float = 0.05, test_frac: float = 0.05) ->
     if h < val_frac + test_frac:
         return "test"
     return "train"
-
-
-def _latitude_beyond_90(lat: Any) -> bool:
-    try:
-        return abs(float(lat)) > 90
-    except (TypeError, ValueError, OverflowError):
-        return False
 
 
 def _coords_key(lat: Any, lon: Any) -> tuple:
@@ -193,7 +194,7 @@ class SampleStream:
                 records.close()  # its file is closed now, not when the generator is collected
             if found:
                 beyond, n = found
-                first = next((r for r in rows if _latitude_beyond_90(r.lat)), None)
+                first = next((r for r in rows if latitude_beyond_90(r.lat)), None)
                 example = f" (the first: {first.id!r}, latitude {first.lat})" if first is not None else ""
                 raise DataError(f"data part {part.text!r}: {beyond} of the {n} rows with coordinates read first have "
                                 f"a latitude beyond ±90°{example} and no longitude is beyond ±90°, so the latitude and "
@@ -244,7 +245,8 @@ class SampleStream:
             if isinstance(item, Skip) and item.id is not None and not self._in_split(item.id):
                 continue  # a row of another split: counted there, not in every split
             if isinstance(item, Record):
-                again = self._named_before(item, files) if track else None
+                coords = _coords_key(item.lat, item.lon) if track else None  # both checks compare them
+                again = self._named_before(item, hash(coords), files) if track else None
                 if not self._in_split(item.id):
                     continue
                 if again is not None:
@@ -253,7 +255,6 @@ class SampleStream:
                 if track:
                     digest = hashlib.blake2b(item.id.encode(errors="replace"), digest_size=8).digest()
                     key = int.from_bytes(digest, "big")
-                    coords = _coords_key(item.lat, item.lon)
                     first = seen.get(key)
                     if first is not None:
                         same = first == hash(coords)
@@ -272,9 +273,10 @@ class SampleStream:
         return found == self.split or (self.split == "heldout" and found != "train")
 
     @staticmethod
-    def _named_before(item: Record, files: dict[int, tuple[int, int]]) -> Skip | None:
+    def _named_before(item: Record, coords: int, files: dict[int, tuple[int, int]]) -> Skip | None:
         """A Skip when `item`'s image (a local file, or the same bytes in a table or shard) came
-        with an earlier record of another id; else None (and it is remembered, by hashes)."""
+        with an earlier record of another id; else None (and it is remembered, by hashes; `coords`:
+        the hash of its coordinates as read)."""
         payload = item.payload
         if isinstance(payload, FileBytes):
             what = os.path.normpath(os.path.abspath(payload.path))
@@ -286,7 +288,6 @@ class SampleStream:
             key = hash((len(payload), hashlib.blake2b(bytes(payload[:4096]), digest_size=8).digest()))
         else:
             return None
-        coords = hash(_coords_key(item.lat, item.lon))
         first = files.get(key)
         if first is None:
             if len(files) < MAX_TRACKED_IDS:

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ from geospot.runs.checkpoint import (
 )
 from geospot.runs.folder import prepare_log_dir, read_config, truncate_jsonl, write_config
 from geospot.runs.loggers import open_run_writer
+from geospot.runs.store import STORE_FILE, RunReader
 from geospot.runs.writer import NullWriter
 from geospot.train import rank_death
 from geospot.train.command import stop_between_steps
@@ -368,8 +370,6 @@ def refuse_a_live_run(log_path: str) -> None:
     """A ConfigError when a process is training in `log_path` now (its store says `running` and its
     writer lives: runs/liveness.py): a second one resuming there would train the same steps beside
     it, and `delete` would pull the folder from under it. A run killed without a word is not live."""
-    from geospot.runs.store import STORE_FILE, RunReader
-
     if not (Path(log_path) / STORE_FILE).is_file():
         return
     try:
@@ -377,8 +377,6 @@ def refuse_a_live_run(log_path: str) -> None:
         status, meta = reader.status(), reader.meta()
     except Exception:  # noqa: BLE001 -- an unreadable store says nothing about a live writer
         return
-    import socket
-
     ours = meta.get("pid") == str(os.getpid()) and meta.get("host") == socket.gethostname()  # a run this process left
     if status.get("status") == "running" and not ours:
         who = f"pid {meta['pid']} on {meta.get('host', 'this machine')}" if "pid" in meta else "another process"

@@ -170,11 +170,13 @@ def _report_and_exit(code: int, signalled: bool = False, interrupted: bool = Fal
 
 def _speak_if_mine(signalled: bool, interrupted: bool) -> bool:
     """Say the job's one line if this rank is the speaker (speaker()) and has not said it yet."""
-    rank = _WATCH.get("rank", -1)
-    if _WATCH.get("reported") or not speaker(rank, dead_ranks() if rank else [], [r for r, _ in _peers_here()]):
+    if _WATCH.get("reported"):
+        return False
+    rank, dead = _WATCH.get("rank", -1), dead_ranks()
+    if not speaker(rank, dead, [r for r, _ in _peers_here()]):
         return False
     command = resume_command(sys.argv[1:], _main_module(), dict(os.environ), _WATCH.get("log_dir", ""))
-    dead, stopped = dead_ranks(), stopped_ranks()
+    stopped = stopped_ranks()
     env = os.environ
     one_machine = env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE")) == env.get("WORLD_SIZE")
     text = message(dead, _WATCH.get("log_dir", ""), command, signalled or bool(stopped), interrupted, one_machine)

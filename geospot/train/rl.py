@@ -437,5 +437,6 @@ def _prepare(cfg: RLConfig, given: set[str], resumed: set[str]) -> RLConfig:
         cfg = dataclasses.replace(cfg, log_path=default_log_path("rl", model))  # named now: a Ctrl-C points at it
     return cfg
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from geospot import distributed, prompts
-from geospot.config import option, require
+from geospot.config import ConfigError, option, require
 from geospot.engines.config import engine_keys
 from geospot.engines.datums import make_datum
 from geospot.engines.types import AdamParams, Datum
@@ -328,18 +328,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command("sft", SFTConfig, title, argv, _prepare, train)
 
 
-def _valid_tiny(name: str | None) -> bool:
-    """A tiny:<family>[:<size>] name that builds (a wrong one gets its own sentence first, no note before it)."""
-    from geospot.models.tiny import FAMILIES, SIZES
+def _random_tiny(name: str | None) -> bool:
+    """A tiny:<family>[:<size>] model that builds: random weights (a wrong name is its own sentence,
+    engines/start_checks.py's, with no note before it)."""
+    from geospot.engines.start_checks import model_problem
 
-    parts = str(name or "").split(":")
-    return (parts[0] == "tiny" and (len(parts) < 2 or parts[1] in FAMILIES or not parts[1])
-            and (len(parts) < 3 or parts[2] in SIZES))
+    if not str(name or "").startswith("tiny:"):
+        return False
+    try:
+        model_problem(name, {})
+    except ConfigError:
+        return False
+    return True
 
 
 def _prepare(cfg: SFTConfig, given: set[str], resumed: set[str]) -> SFTConfig:
     cfg = sft_from_start_run(cfg, given, resumed)  # a fine-tune continues its start run's model
-    if (_valid_tiny(cfg.model_name) and cfg.lora_rank > 0 and not cfg.load_checkpoint_path
+    if (_random_tiny(cfg.model_name) and cfg.lora_rank > 0 and not cfg.load_checkpoint_path
             and "lora_rank" not in given and not resumed and distributed.speaks()):
         print(f"note: {cfg.model_name} has random weights, and a LoRA adapter on random weights learns little "
               "(the answer format may never parse); lora_rank=0 trains every weight, as the demo does",
@@ -347,6 +352,7 @@ def _prepare(cfg: SFTConfig, given: set[str], resumed: set[str]) -> SFTConfig:
     if not cfg.log_path and not distributed.under_torchrun():  # (under torchrun rank 0's clock names it)
         cfg = replace(cfg, log_path=default_log_path("sft", cfg.model_name))  # named now: a Ctrl-C points at it
     return cfg
+
 
 if __name__ == "__main__":
     sys.exit(main())
