@@ -146,6 +146,31 @@ class CsvFolderSource:
                              coord(row.get(lon_c)), _labels(row), FileBytes(img_path))
 
 
+# File names that say which split a table is (OSV-5M ships train.csv and test.csv side by side).
+_SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                "dev": "val", "test": "test", "testing": "test"}
+
+
+def mixed_splits(folder: str, paths: list[str]) -> str | None:
+    """The sentence refusing a folder whose CSVs' names say different splits (train.csv beside
+    test.csv), naming the file to give for what; None when they do not. Read as one table, the
+    held-out rows would be trained on. A name that says two splits (train_test.csv) says none."""
+    first: dict[str, str] = {}
+    for path in sorted(paths, reverse=True):  # the first file of each split in name order wins
+        stem = os.path.basename(path).rpartition(".")[0].lower()
+        said = {_SPLIT_WORDS[w] for w in re.split(r"[^a-z]+", stem) if w in _SPLIT_WORDS}
+        if len(said) == 1:
+            first[said.pop()] = path
+    if len(first) < 2:
+        return None
+    names = ", ".join(sorted(os.path.basename(p) for p in first.values()))
+    held = first.get("val", first.get("test"))
+    use = (f"data={first['train']} eval_data={held} to train, data={first.get('test', held)} to evaluate"
+           if "train" in first else " or ".join(f"data={p}" for p in sorted(first.values())))
+    return (f"{folder}: holds the tables of different splits ({names}); read as one, the held-out rows would be "
+            f"trained on. Name the file: {use}")
+
+
 def _looks_like_a_row(names: list[str]) -> bool:
     """A header of numbers or image file names is a data row read as the header."""
     def number(v: str) -> bool:

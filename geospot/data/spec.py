@@ -60,7 +60,9 @@ images, some of them with EXIF GPS tags, is exif (as is an image file or a glob 
 Splits: every source is split into train/val/test by a hash of the sample id
 (`split_of`; fractions are the stream options val_frac/test_frac, default 5% each), so
 "synthetic:n=2000" has ~100 val samples. split="heldout" is val + test (every id training never
-reads); split="all" disables the split.
+reads); split="all" disables the split. A CSV folder whose tables are named for splits (train.csv
+beside test.csv, as OSV-5M ships them) is refused, naming the file to give: read as one, the
+held-out rows would be trained on.
 
 Bad records are skipped and counted by reason (`geospot data inspect` lists them). A stream
 that repeats (training) first checks that every part gives at least one usable sample in
@@ -111,7 +113,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from geospot.data.csv_source import CsvFolderSource, csv_encoding
+from geospot.data.csv_source import CsvFolderSource, csv_encoding, mixed_splits
 from geospot.data.options import STREAM_KEYS
 from geospot.data.sources import (
     IMAGE_EXTS,
@@ -454,6 +456,9 @@ def build_source(part: SpecPart) -> Source:
                 else [target] if os.path.isfile(target) else _globbed(part, target))
         if not csvs:
             raise SpecError(f"{part.text!r}: no CSV file found")
+        mixed = mixed_splits(target, csvs) if os.path.isdir(target) else None
+        if mixed:
+            raise SpecError(mixed)
         return CsvFolderSource(csvs, root, name=name or os.path.basename(os.path.normpath(root)) or "csv",
                                lat_col=kw.get("lat"), lon_col=kw.get("lon"), id_col=kw.get("id"))
     if part.kind == "jsonl":
