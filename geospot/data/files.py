@@ -94,6 +94,25 @@ def _glob_walk(pattern: str) -> list[str]:
     return [p for p in walk_files(root or ".") if rx.fullmatch(p if root else os.path.relpath(p))]
 
 
+def other_case_hint(pattern: str) -> str:
+    """For a pattern (or path) that matched nothing: what matches it in another case, as a clause
+    ("; 12 files match it in another case, e.g. a/IMG_1.JPG: patterns are case-sensitive here"), or ''.
+    A phone writes IMG_0001.JPG; `*.jpg` finds none of them on Linux."""
+    folder, name = os.path.split(os.path.expanduser(pattern))
+    if not name or "**" in pattern or "{" in pattern or not os.path.isdir(folder or "."):
+        return ""
+    rx = _glob_regex(name.lower())
+    try:
+        hits = sorted(n for n in os.listdir(folder or ".") if rx.fullmatch(n.lower()))
+    except OSError:
+        return ""
+    if not hits:
+        return ""
+    which = (os.path.join(folder, hits[0]) if len(hits) == 1
+             else f"{len(hits)} files, e.g. {os.path.join(folder, hits[0])},")
+    return f"; {which} match{'es' * (len(hits) == 1)} it in another case: names are case-sensitive here"
+
+
 _RANGE = re.compile(r"\{(-?\d+)\.\.(-?\d+)\}")
 
 

@@ -114,6 +114,7 @@ import os
 from dataclasses import dataclass
 
 from geospot.data.csv_source import CsvFolderSource, csv_encoding, mixed_splits
+from geospot.data.files import other_case_hint
 from geospot.data.options import STREAM_KEYS
 from geospot.data.sources import (
     IMAGE_EXTS,
@@ -420,7 +421,7 @@ def _files(part: SpecPart, exts: tuple[str, ...]) -> list[str]:
         found = _globbed(part, target)
     if not found:
         raise SpecError(f"{part.text!r}: no files match {part.target!r}" + (
-            f" (expanded to {len(expand_braces(target))} names)" if "{" in target else ""))
+            f" (expanded to {len(expand_braces(target))} names)" if "{" in target else other_case_hint(target)))
     return found
 
 
@@ -455,7 +456,7 @@ def build_source(part: SpecPart) -> Source:
                        and os.path.isfile(os.path.join(target, n))) if os.path.isdir(target)
                 else [target] if os.path.isfile(target) else _globbed(part, target))
         if not csvs:
-            raise SpecError(f"{part.text!r}: no CSV file found")
+            raise SpecError(f"{part.text!r}: no CSV file found{other_case_hint(target)}")
         mixed = mixed_splits(target, csvs) if os.path.isdir(target) else None
         if mixed:
             raise SpecError(mixed)

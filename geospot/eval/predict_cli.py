@@ -43,7 +43,7 @@ def image_paths(args: Sequence[str]) -> list[Path]:
     """The image files the arguments name: files as given, folders walked to any depth (a camera
     roll keeps its photos in year / trip subfolders; a data folder in images/), in sorted order; a
     file named twice (a folder and a glob of it, or a symlink) is answered once."""
-    from geospot.data.files import unique_files, walk_files
+    from geospot.data.files import LocalOpener, other_case_hint, unique_files, walk_files
 
     paths: list[str] = []
     for a in args:
@@ -52,8 +52,10 @@ def image_paths(args: Sequence[str]) -> list[Path]:
             paths += [f for f in walk_files(str(p)) if Path(f).suffix.lower() in IMAGE_EXTS]
         elif p.is_file():
             paths.append(str(p))
+        elif any(c in a for c in "*?[") and LocalOpener().glob(str(p)):  # a pattern the shell did not expand (quoted)
+            paths += [f for f in LocalOpener().glob(str(p)) if Path(f).suffix.lower() in IMAGE_EXTS]
         else:
-            raise FileNotFoundError(f"{a}: no such image or folder")
+            raise FileNotFoundError(f"{a}: no such image or folder{other_case_hint(str(p))}")
     if not paths:
         shards = [a for a in args if Path(a).is_dir() and any(
             f.lower().endswith((".tar", ".tar.gz", ".tgz", ".parquet")) for f in walk_files(str(Path(a).expanduser())))]

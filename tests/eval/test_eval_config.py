@@ -116,3 +116,26 @@ def test_predict_finds_the_photos_of_a_data_folder_in_its_subfolder(tmp_path):
     with pytest.raises(ConfigError, match=r"shards holds tar or parquet shards, which predict does not open: score "
                                           r"them with geospot eval model=<model> data=.*shards$"):
         image_paths([str(tmp_path / "shards")])
+
+
+def test_a_phones_upper_case_names_are_pointed_at_when_a_pattern_or_name_misses(tmp_path):
+    """IMG_0001.JPG from a phone: `*.jpg` (quoted, so the shell left it) and img_0001.jpg find nothing
+    on Linux; the sentence names the file that matches in another case. A quoted pattern that does
+    match is read as the shell would have expanded it."""
+    from geospot.data import load_samples
+    from geospot.data.spec import SpecError
+    from geospot.eval.predict_cli import image_paths
+
+    for name in ("IMG_0001.JPG", "IMG_0002.JPG"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    with pytest.raises(FileNotFoundError, match=r"\*\.jpg: no such image or folder; 2 files, e\.g\. .*IMG_0001\.JPG, "
+                                                r"match it in another case: names are case-sensitive here$"):
+        image_paths([str(tmp_path / "*.jpg")])
+    with pytest.raises(FileNotFoundError, match=r"img_0002\.jpg: no such image or folder; .*IMG_0002\.JPG matches it"):
+        image_paths([str(tmp_path / "img_0002.jpg")])
+    assert [p.name for p in image_paths([str(tmp_path / "*.JPG")])] == ["IMG_0001.JPG", "IMG_0002.JPG"]
+    with pytest.raises(SpecError, match=r"no files match .*; 2 files, e\.g\. .*IMG_0001\.JPG, match it in another"):
+        load_samples(str(tmp_path / "*.jpg"), split="all")
+    (tmp_path / "labels.csv").write_text("id,latitude,longitude\nIMG_0001,1,2\n")
+    with pytest.raises(SpecError, match=r"no CSV file found; .*labels\.csv matches it in another case"):
+        load_samples(f"csv:{tmp_path / 'Labels.csv'}", split="all")
