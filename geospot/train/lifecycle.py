@@ -280,6 +280,7 @@ def start_run(
     d = distributed.init(engine_config.device)
     engine_config = dataclasses.replace(engine_config, device=distributed.rank_device(engine_config.device, d))
     stderr = (stderr or sys.stderr) if d.is_main else open(os.devnull, "w")  # noqa: SIM115
+    made = _outermost_missing(Path(log_path))  # what a failed start removes: runs/ too, if this start made it
     log_dir, resuming, changed = _prepare_folder(d, log_path, kind, cfg)
     rank_death.watch(d, log_dir)  # a rank that dies: one sentence from rank 0 (train/rank_death.py)
     stream = own_writer = None
@@ -336,8 +337,18 @@ def start_run(
         if stream is not None:
             stream.close()
         if not resuming and d.is_main:  # the folder is this start's own (new, or just emptied): a failed start
-            shutil.rmtree(log_dir, ignore_errors=True)  # leaves none
+            shutil.rmtree(made, ignore_errors=True)  # leaves none (made: the folder, or the new one it is in)
         raise
+
+
+def _outermost_missing(path: Path) -> Path:
+    """The outermost folder of `path` that does not exist yet (`path` itself when its parent does)."""
+    missing = path
+    for parent in path.parents:
+        if parent.exists():
+            break
+        missing = parent
+    return missing
 
 
 def require_torchrun_ok(engine_config: Any, set_reference: bool = False) -> None:

@@ -45,6 +45,13 @@ def test_model_not_found_leaves_no_folder(tmp_path):
     with pytest.raises(ConfigError, match="model_name"):
         train(sft_cfg(log, model_name=str(tmp_path / "no-such-model")), stderr=io.StringIO())
     assert not log.exists()
+    # nor the folders the start made to hold it (runs/ of a first run in an empty folder); a folder
+    # that was there before stays
+    (tmp_path / "kept").mkdir()
+    for log in (tmp_path / "runs" / "sft-x", tmp_path / "kept" / "a" / "b"):
+        with pytest.raises(ConfigError, match="model_name"):
+            train(sft_cfg(log, model_name=str(tmp_path / "no-such-model")), stderr=io.StringIO())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"] and not any((tmp_path / "kept").iterdir())
 
 
 @pytest.mark.parametrize("behavior", ["resume", "delete"])
