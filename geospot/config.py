@@ -81,8 +81,11 @@ def field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def parse_overrides(cls: type[T], argv: Sequence[str], base: T | None = None) -> T:
-    """Build `cls` from `key=value` strings. Unknown keys and bad values raise ConfigError."""
+def parse_overrides(cls: type[T], argv: Sequence[str], base: T | None = None, validate: bool = True) -> T:
+    """Build `cls` from `key=value` strings. Unknown keys and bad values raise ConfigError; so does
+    the config's own `validate`, unless `validate=False` (a command that first fills the keys not
+    typed from a run folder checks them together after that: a typed zoom=2 goes with the run's
+    telescoping env, not with the default single one)."""
     tps = field_types(cls)
     values: dict[str, Any] = {}
     for arg in argv:
@@ -96,9 +99,9 @@ def parse_overrides(cls: type[T], argv: Sequence[str], base: T | None = None) ->
             raise ConfigError(f"unknown config key {key!r} for {cls.__name__}{hint}")
         values[key] = _coerce(key, raw, tps[key])
     cfg = dataclasses.replace(base, **values) if base is not None else cls(**values)
-    validate = getattr(cfg, "validate", None)
-    if callable(validate):
-        validate()
+    check = getattr(cfg, "validate", None)
+    if validate and callable(check):
+        check()
     return cfg
 
 

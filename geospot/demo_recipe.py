@@ -68,7 +68,8 @@ class DemoConfig:
     telescoping_noise_km: tuple[float, float] = (2000.0, 1000.0)
     # `zoom` (envs/telescoping.py): 1 = every turn sees the same photo. zoom 2, 4, 8 (a thumbnail, then
     # the full photo) were tried: the final turn still scatters digits; zoom 4's beat its first turn on
-    # seeds 0-3, within noise on seed 0, for 30-50 s more CPU (docs/rl_vs_sft.md, 5th-6th passes).
+    # seeds 0-3, but mostly because the thumbnail turn guesses poorly, and GRPO's greedy gain fell within
+    # noise on one seed of four, for ~30 s more CPU (docs/rl_vs_sft.md, 5th-7th passes).
     zoom: int = 1
     # GRPO, stage 1: single-turn groups. One turn costs ~1/6 of a telescoping step, so it gets ~6x
     # more updates in the same seconds; kernel reward exp(-d/τ) with τ following the policy's
@@ -174,12 +175,14 @@ def stage_configs(cfg: DemoConfig):
 
 def tau_configs(cfg: DemoConfig):
     """(the format-only checkpoint, GRPO with τ following the error, GRPO with fixed τ): same seed, steps, data."""
+    from geospot.train.rl import RLConfig
+
     sft, single, _ = stage_configs(cfg)
     out = Path(cfg.out) / "tau"
     fmt = str(Path(sft.log_path) / "checkpoints" / str(cfg.tau_format_steps))
     # single-turn only (no telescoping mix): the study is about τ, which the telescoping GeoScore reward does not use
     arm = {"load_checkpoint_path": fmt, "max_steps": cfg.tau_steps, "save_every": cfg.tau_steps, "log_images_every": 0,
-           "env_type": "single", "mix_env_type": None, "zoom": 1}
+           "env_type": "single", "mix_env_type": None, "mix_share": RLConfig().mix_share, "zoom": 1}
     # follow_error clips τ to [tau_end_km, tau_start_km]: the cap is raised above a format-only
     # policy's ~7,000 km error, else τ would sit at the 2,000 km cap instead of following it.
     follow = replace(

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from geospot.config import option, require
+from geospot.config import ConfigError, option, require
 from geospot.geo.geohash import MAX_PRECISION
 
 HIER_FIELDS = ("country", "region", "city", "coords")
@@ -24,6 +24,31 @@ HIER_FIELDS = ("country", "region", "city", "coords")
 REASONING_STYLES = ("single", "telescoping", "both")
 # the styles that ask telescoping turns (SFT's `both` / `all` include them): where `zoom` means something
 TELESCOPING_STYLES = frozenset({"telescoping", "both", "all"})
+# Which styles (env types, and SFT's mixes) read each env key: a key set where no style in play reads
+# it is refused (validate_env), and a run's value of it is not taken by a command asking otherwise
+# (eval/run_defaults.py). The mixed_* keys are read by reward=mixed, not by an env.
+_HIER, _GEOHASH = frozenset({"hierarchical", "all"}), frozenset({"geohash", "all"})
+KEY_READERS: dict[str, frozenset[str]] = {
+    **dict.fromkeys(("hier_turns", "hier_weights", "hier_partial_credit"), _HIER),
+    **dict.fromkeys(("geohash_chars", "geohash_weights", "geohash_bonus", "geohash_answer"), _GEOHASH),
+    "teacher_forcing": _HIER | _GEOHASH,
+    "zoom": TELESCOPING_STYLES,
+}
+MIXED_REWARD_KEYS = ("mixed_weights", "mixed_precision")
+
+
+def styles_in_play(cfg) -> set[str]:
+    """The styles a config asks with: RL's env_type and mix_env_type, eval's env_type, SFT's prompt_style."""
+    if hasattr(cfg, "env_type"):
+        return {cfg.env_type, getattr(cfg, "mix_env_type", None)} - {None}
+    return {getattr(cfg, "prompt_style", "single")}
+
+
+def reads(cfg, key: str) -> bool:
+    """Whether `cfg`'s styles (or its reward) read env key `key`."""
+    if key in MIXED_REWARD_KEYS:
+        return getattr(cfg, "reward", None) == "mixed"
+    return key not in KEY_READERS or bool(styles_in_play(cfg) & KEY_READERS[key])
 
 
 @dataclass(frozen=True)
@@ -64,6 +89,21 @@ class EnvOptions:
         0.0, "reasoning=true: reward minus this x reasoning tokens, per turn (1e-4: 200 tokens cost 0.02); 0 = off")
 
     def validate_env(self) -> None:
+        # RL and eval name an env_type, SFT a prompt_style (`both` is one of SFT's styles, not an env)
+        key = "env_type" if hasattr(self, "env_type") else "prompt_style"
+        style, mix = getattr(self, key, "single"), getattr(self, "mix_env_type", None)
+        asked = f"{key}={style}" + (f" (mix_env_type={mix})" if mix else "")
+        for name in (*KEY_READERS, *MIXED_REWARD_KEYS):  # set (not the default), and nothing in play reads it:
+            # said first, before whatever else is wrong with a key that would be ignored
+            value = getattr(self, name)
+            if value == _DEFAULTS[name] or reads(self, name):
+                continue
+            if name in MIXED_REWARD_KEYS:
+                fix = "set reward=mixed" if hasattr(self, "reward") else "it is an RL key"
+                raise ConfigError(f"{name}={value} is read by reward=mixed only; leave it out or {fix}")
+            readers = sorted(KEY_READERS[name] & {"telescoping", "hierarchical", "geohash"})
+            raise ConfigError(f"{name}={value} is read by the {' / '.join(readers)} turns only, and {asked} has "
+                              f"none; leave it out or set {key}={readers[0]}")
         turns = tuple(self.hier_turns)
         require(self, len(turns) >= 1 and turns[-1] == "coords" and all(t in HIER_FIELDS for t in turns)
                 and list(turns) == sorted(set(turns), key=HIER_FIELDS.index), "hier_turns",
@@ -91,20 +131,17 @@ class EnvOptions:
                 "must be >= 32: the answer alone needs ~20 tokens, the reasoning more")
         require(self, self.reasoning_penalty >= 0 and math.isfinite(self.reasoning_penalty), "reasoning_penalty",
                 "must be >= 0 (0 = off)")
-        # RL and eval name an env_type, SFT a prompt_style (`both` is one of SFT's styles, not an env)
-        key = "env_type" if hasattr(self, "env_type") else "prompt_style"
-        style = getattr(self, key, "single")
-        styles = {style, getattr(self, "mix_env_type", None)}  # RL may mix a second env in
-        require(self, self.zoom == 1 or bool(styles & TELESCOPING_STYLES), "zoom",
-                f"changes the telescoping turns only, and {key}={style} has none; set zoom=1 or {key}=telescoping")
         allowed = REASONING_STYLES if key == "prompt_style" else REASONING_STYLES[:2]
-        require(self, not self.reasoning or style in allowed, "reasoning",
-                f"works with {key}={' / '.join(allowed)} only; set reasoning=false or {key}=single")
+        require(self, not self.reasoning or {style, mix} - {None} <= set(allowed), "reasoning",
+                f"works with {key}={' / '.join(allowed)} only{f' (mix_env_type={mix} is not)' if mix else ''}; "
+                f"set reasoning=false or {key}=single")
 
     def turn_max_tokens(self, max_tokens: int) -> int:
         """The token budget per turn: `reasoning_max_tokens` when reasoning, else `max_tokens`."""
         return int(self.reasoning_max_tokens) if self.reasoning else int(max_tokens)
 
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(EnvOptions)}
 
 # What a run's config.json holds for its env: what an eval of that run (model=<run>) should reuse.
 ENV_KEYS: tuple[str, ...] = ("env_type", *(f.name for f in dataclasses.fields(EnvOptions)))

@@ -157,7 +157,7 @@ def eval_main(argv: list[str]) -> int:
             return compare_main(pos, as_json)
         if pos:
             raise ConfigError(f"unexpected argument {pos[0]!r}: eval takes key=value pairs (try --help)")
-        cfg = parse_overrides(EvalConfig, kv)
+        cfg = parse_overrides(EvalConfig, kv, validate=False)  # checked in run_eval, with a run's keys
         given = given_keys(kv)
         if ("greedy" in flags or "--greedy" in flags) and cfg.samples:
             raise ConfigError("pass either greedy or samples=k, not both")
@@ -299,6 +299,7 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
 
         engine_config_for(cfg.model, **engine_overrides(cfg))
     cfg, run_defaults = with_run_defaults(cfg, given)
+    cfg.validate()  # the keys typed with the run's values of the rest
     if run_defaults:
         print(describe_defaults(run_defaults), file=sys.stderr)
     checkpoint = _resolved_checkpoint(cfg.model)

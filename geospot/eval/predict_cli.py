@@ -163,8 +163,8 @@ def predict_main(argv: list[str], engine=None) -> int:
         return 0
     try:
         kv, flags, values, pos = split_args(argv, {"--json", "greedy"}, {"--map", "--csv"})
-        cfg = parse_overrides(PredictConfig, kv)
-        cfg, run_defaults = with_run_defaults(cfg, given_keys(kv))
+        cfg, run_defaults = with_run_defaults(parse_overrides(PredictConfig, kv, validate=False), given_keys(kv))
+        cfg.validate()  # the keys typed with a run's values of the rest
         if run_defaults:
             print(describe_defaults(run_defaults), file=sys.stderr)
         if not pos:

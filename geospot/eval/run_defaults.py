@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from geospot.config import ConfigError
-from geospot.envs.config import ENV_KEYS, TELESCOPING_STYLES
+from geospot.envs.config import ENV_KEYS, reads
 from geospot.envs.kinds import KINDS
 from geospot.runs.model_spec import ModelSpec, is_export_path, is_run_path, model_spec
 
@@ -34,24 +34,35 @@ def env_defaults(cfg, spec: ModelSpec, given: set[str], skip: tuple[str, ...] = 
     run_values = {"env_type": spec.env_type}
     run_values.update({k: _as_field(getattr(cfg, k), spec.config[k]) for k in ENV_OPTION_KEYS
                        if k in spec.config and hasattr(cfg, k) and k not in skip})
-    # zoom changes telescoping turns only, reasoning single / telescoping ones: asked any other way,
-    # the run's value is neither taken nor said (an SFT run that reasoned, continued as hierarchical)
+    # a key is taken only where the env asked reads it (zoom: telescoping turns; hier_*: hierarchical ones;
+    # mixed_*: reward=mixed), reasoning only by single / telescoping: asked another way, the run's value
+    # is neither taken nor said (an SFT run that reasoned, continued as hierarchical)
     env_type = cfg.env_type if "env_type" in given else spec.env_type
-    if not {env_type, getattr(cfg, "mix_env_type", None)} & TELESCOPING_STYLES:
-        run_values.pop("zoom", None)
+    asked = dataclasses.replace(cfg, env_type=env_type)
+    run_values = {k: v for k, v in run_values.items() if k == "env_type" or reads(asked, k)}
     if env_type in KINDS and KINDS[env_type].prompt_key is not None and hasattr(cfg, "reasoning"):
         run_values.update(reasoning=spec.reasoning, reasoning_max_tokens=spec.reasoning_max_tokens)
     taken = {k: v for k, v in run_values.items() if k not in given and getattr(cfg, k) != v}
     overridden = {k: getattr(cfg, k) for k in run_values if k in given and getattr(cfg, k) != run_values[k]}
     out = dataclasses.replace(cfg, **taken)
-    if taken and hasattr(out, "validate_env"):  # a key typed that the run's values do not go with
-        try:
-            out.validate_env()
-        except ConfigError as e:
-            took = ", ".join(f"{k}={v}" for k, v in taken.items())
-            where = f" {spec.run_dir}" if spec.run_dir else ""
-            raise ConfigError(f"{e} ({took} from the run{where})") from None
+    try:  # the keys typed, now with the run's values of the rest (a command line is checked only here)
+        out.validate_env()
+    except ConfigError as e:
+        # said with what came from the run when the typed keys over the defaults alone say otherwise
+        took = ", ".join(f"{k}={v}" for k, v in taken.items())
+        where = f" {spec.run_dir}" if spec.run_dir else ""
+        own = not taken or _problem(cfg) == str(e)  # the typed keys alone say the same: theirs, not the run's
+        raise ConfigError(str(e) if own else f"{e} ({took} from the run{where})") from None
     return out, {"from_run": taken, "overridden": overridden}
+
+
+def _problem(cfg) -> str:
+    """validate_env's sentence for `cfg`, '' when it has none."""
+    try:
+        cfg.validate_env()
+    except ConfigError as e:
+        return str(e)
+    return ""
 
 
 def given_keys(kv: Sequence[str]) -> set[str]:

@@ -111,8 +111,10 @@ def run_command(command: str, config_cls: type, title: str, argv: Sequence[str] 
     restore = stop_signals(command)  # Ctrl-C / SIGTERM: the step is finished and saved, then the run stops
     try:
         given = given_keys(argv)
-        cfg, resumed = resume_config(parse_overrides(config_cls, argv), given, command)
+        # checked once the keys not typed are filled in: a resumed run's own, then a start run's (prepare)
+        cfg, resumed = resume_config(parse_overrides(config_cls, argv, validate=False), given, command)
         cfg = prepare(cfg, given, resumed)
+        getattr(cfg, "validate", lambda: None)()
         log_path = cfg.log_path or ""
         result = train(cfg)
     except ConfigError as e:

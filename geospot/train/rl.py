@@ -62,6 +62,7 @@ from geospot.train.lifecycle import (
 )
 
 DEFAULT_DATA = "hf:sdan/geospot-unified"
+_MIX_SHARE = 0.25  # (mix_share's default: a share typed without mix_env_type is refused)
 
 
 # Every engine key, None = the SFT run's (load_checkpoint_path) value, else EngineConfig's default
@@ -73,7 +74,7 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
     mix_env_type: str | None = option(
         None, "another env played by a share (mix_share) of each batch's images, one policy for both, each env with "
         "its own reward: e.g. telescoping inside single-turn GRPO, so the refine turns keep learning")
-    mix_share: float = option(0.25, "share of each batch's images that play mix_env_type (when it is set)")
+    mix_share: float = option(_MIX_SHARE, "share of each batch's images that play mix_env_type (when it is set)")
     load_checkpoint_path: str | None = option(None, RUN_HELP["load_checkpoint_path"])
     # data
     data: str | None = option(None, "training data spec (geospot.data.open_stream), e.g. hf:osv5m/osv5m or "
@@ -143,6 +144,8 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
         require(self, self.mix_env_type in (None, *ENV_TYPES) and self.mix_env_type != self.env_type,
                 "mix_env_type", f"must be None or one of {', '.join(ENV_TYPES)} other than env_type")
         require(self, 0 < self.mix_share < 1, "mix_share", "must be in (0, 1): the share of images that mix")
+        require(self, self.mix_env_type is not None or self.mix_share == _MIX_SHARE, "mix_share",
+                "is the share of images that play mix_env_type, which is not set; leave it out or set mix_env_type")
         mixed = registry.mixed_count(self.batch_size, self.mix_env_type, self.mix_share)
         require(self, self.mix_env_type is None or 0 < mixed < self.batch_size, "mix_share",
                 f"of batch_size={self.batch_size} is {mixed} image(s), so "
@@ -173,14 +176,20 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
 
 def env_from_start_run(cfg: RLConfig, given: set[str], resumed: set[str] = frozenset()) -> RLConfig:
     """`geospot rl load_checkpoint_path=<run>`: the env keys the command line did not give
-    (env_type, hier_*, geohash_*, mixed_*, teacher_forcing) continue the run's own (an SFT
-    run's prompt style, an RL run's env), said on stderr; config.json records the result.
+    (env_type, hier_*, geohash_*, mixed_*, teacher_forcing; an RL run's mix_env_type and mix_share
+    where env_type is not typed) continue the run's own (an SFT run's prompt style, an RL run's
+    env), said on stderr; config.json records the result.
     `resumed`: keys a resumed run took from its own config.json — given, but not typed, so never
     said to be "overridden on the command line"."""
     path = cfg.load_checkpoint_path
     if not path or "://" in path or not is_run_path(path):
         return cfg
-    cfg, record = env_defaults(cfg, model_spec(path), given | resumed)
+    spec, typed = model_spec(path), given | resumed
+    # an RL run's mix goes on with its env: continued as it was (env_type not typed), the same share plays it
+    mix = {k: spec.config[k] for k in ("mix_env_type", "mix_share") if k in spec.config and k not in typed}
+    mix = mix if mix.get("mix_env_type") and not {"env_type", "mix_env_type"} & typed else {}
+    cfg, record = env_defaults(dataclasses.replace(cfg, **mix), spec, typed | set(mix))
+    record["from_run"].update(mix)
     record["overridden"] = {k: v for k, v in record["overridden"].items() if k not in resumed}
     # the engine keys and data left unset are the start run's too (inherited_engine_fields): say so,
     # naming the model, its LoRA rank and data always, any other key where it is not the default

@@ -5,7 +5,9 @@ run folders, no model loads."""
 import json
 from dataclasses import replace
 
-from geospot.config import parse_overrides
+import pytest
+
+from geospot.config import ConfigError, parse_overrides
 from geospot.envs.kinds import ENV_TYPES
 from geospot.eval.cli import EvalConfig, PredictConfig
 from geospot.eval.run_defaults import describe_defaults, env_resume_keys, given_keys, with_run_defaults
@@ -28,8 +30,10 @@ def _hier_rl(tmp_path):
 
 
 def _eval(kv):
-    cfg = parse_overrides(EvalConfig, kv)
-    return with_run_defaults(cfg, given_keys(kv))
+    """As `geospot eval` reads its keys: checked once the run's values fill the keys not typed."""
+    cfg, record = with_run_defaults(parse_overrides(EvalConfig, kv, validate=False), given_keys(kv))
+    cfg.validate()
+    return cfg, record
 
 
 def test_eval_of_a_hierarchical_run_asks_its_turns_and_weights(tmp_path):
@@ -46,12 +50,18 @@ def test_eval_of_a_hierarchical_run_asks_its_turns_and_weights(tmp_path):
 
 def test_a_key_on_the_command_line_wins_and_is_recorded_as_overridden(tmp_path):
     rl = _hier_rl(tmp_path)
-    cfg, record = _eval([f"model={rl}", "data=synthetic:n=4", "hier_partial_credit=0.5", "env_type=single"])
-    assert (cfg.env_type, cfg.hier_partial_credit) == ("single", 0.5)
-    assert cfg.hier_weights == (0.2, 0.3, 0.5)  # not given: still the run's
-    assert record["overridden"] == {"env_type": "single"}
-    assert "env_type" not in record["from_run"] and "hier_partial_credit" not in record["from_run"]
-    assert "overridden on the command line: env_type=single" in describe_defaults(record)
+    cfg, record = _eval([f"model={rl}", "data=synthetic:n=4", "hier_partial_credit=0.5", "hier_weights=0.1,0.1,0.8"])
+    assert (cfg.env_type, cfg.hier_partial_credit, cfg.hier_weights) == ("hierarchical", 0.5, (0.1, 0.1, 0.8))
+    assert cfg.hier_turns == ("country", "region", "coords")  # not given: still the run's (3 turns, 3 weights)
+    assert record["overridden"] == {"hier_weights": (0.1, 0.1, 0.8)}  # hier_partial_credit: the run had none
+    assert "overridden on the command line: hier_weights=(0.1, 0.1, 0.8)" in describe_defaults(record)
+    # asked another way, the run's hierarchical keys are not taken, and typing one is a mistake said as such
+    cfg, record = _eval([f"model={rl}", "data=synthetic:n=4", "env_type=single"])
+    assert (cfg.env_type, cfg.hier_weights) == ("single", EvalConfig().hier_weights)
+    assert record["overridden"] == {"env_type": "single"} and "hier_turns" not in record["from_run"]
+    with pytest.raises(ConfigError, match=r"^hier_partial_credit=0.5 is read by the hierarchical turns only, and "
+                                          r"env_type=single has none; leave it out or set env_type=hierarchical$"):
+        _eval([f"model={rl}", "data=synthetic:n=4", "hier_partial_credit=0.5", "env_type=single"])
     # teacher_forcing typed for an eval is taken as typed (an oracle study), never from the run
     assert _eval([f"model={rl}", "data=synthetic:n=4", "teacher_forcing=0.5"])[0].teacher_forcing == 0.5
 
@@ -76,14 +86,17 @@ def test_predict_takes_the_same_keys(tmp_path):
 def test_an_sft_run_of_all_styles_is_asked_single(tmp_path):
     sft = _run(tmp_path / "sft", "sft", {"prompt_style": "all", "hier_weights": [0.1, 0.2, 0.3, 0.4]})
     cfg, record = _eval([f"model={sft}", "data=synthetic:n=4"])
-    assert cfg.env_type == "single" and cfg.hier_weights == (0.1, 0.2, 0.3, 0.4)
-    assert record["trained_styles"] == list(ENV_TYPES)  # every env, in the kinds' order
+    assert cfg.env_type == "single" and record["trained_styles"] == list(ENV_TYPES)  # every env, in the kinds' order
+    assert cfg.hier_weights == EvalConfig().hier_weights and "hier_weights" not in record["from_run"]  # unread
+    cfg, record = _eval([f"model={sft}", "data=synthetic:n=4", "env_type=hierarchical"])
+    assert cfg.hier_weights == (0.1, 0.2, 0.3, 0.4) == record["from_run"]["hier_weights"]  # asked its way: the run's
 
 
 def test_rl_from_a_run_continues_its_env_unless_told(tmp_path):
     rl = _hier_rl(tmp_path)
-    argv = [f"load_checkpoint_path={rl}", "hier_partial_credit=0.25"]
-    cfg = env_from_start_run(parse_overrides(RLConfig, argv), given_keys(argv))
+    argv = [f"load_checkpoint_path={rl}", "hier_partial_credit=0.25"]  # a hierarchical key: the run's env reads it
+    cfg = env_from_start_run(parse_overrides(RLConfig, argv, validate=False), given_keys(argv))
+    cfg.validate()
     assert cfg.env_type == "hierarchical" and cfg.hier_turns == ("country", "region", "coords")
     assert (cfg.teacher_forcing, cfg.hier_partial_credit) == (1.0, 0.25)
     argv = [f"load_checkpoint_path={rl}", "env_type=geohash"]
@@ -217,3 +230,50 @@ def test_reasoning_goes_with_the_run_where_its_env_can_reason(tmp_path, capsys):
     argv = [f"load_checkpoint_path={hier}", "reasoning=true"]
     with pytest.raises(ConfigError, match="reasoning=True works with env_type=single / telescoping only"):
         env_from_start_run(parse_overrides(RLConfig, argv), given_keys(argv))
+
+
+def _rl_argv(argv):
+    """As `geospot rl` reads its keys: checked once the start run's values fill the keys not typed."""
+    cfg = env_from_start_run(parse_overrides(RLConfig, argv, validate=False), given_keys(argv))
+    cfg.validate()
+    return cfg
+
+
+def test_a_typed_key_goes_with_the_runs_env_not_the_default_one(tmp_path):
+    """zoom=2 beside a telescoping run, hier_weights for a 3-turn hierarchical run, a mix of single-turn
+    groups into a telescoping run: each was refused against the defaults (env_type=single, 4 turns)."""
+    sft = _run(tmp_path / "sft", "sft", {"model_name": "tiny:qwen2_5_vl:tiny", "prompt_style": "both",
+                                          "data": "synthetic:n=10,size=56"})
+    tele = _run(tmp_path / "tele", "rl", {"env_type": "telescoping", "load_checkpoint_path": str(sft)})
+    cfg, record = _eval([f"model={tele}", "data=synthetic:n=4", "zoom=2"])
+    assert (cfg.env_type, cfg.zoom, record["from_run"]["env_type"]) == ("telescoping", 2, "telescoping")
+    kv = [f"model={tele}", "zoom=2"]
+    cfg, _ = with_run_defaults(parse_overrides(PredictConfig, kv, validate=False), given_keys(kv))
+    cfg.validate()
+    assert (cfg.env_type, cfg.zoom) == ("telescoping", 2)
+    cfg = _rl_argv([f"load_checkpoint_path={tele}", "zoom=2", "mix_env_type=single", "mix_share=0.5"])
+    assert (cfg.env_type, cfg.zoom, cfg.mix_env_type, cfg.mix_share) == ("telescoping", 2, "single", 0.5)
+
+    hier = _hier_rl(tmp_path / "h")  # hier_turns=country,region,coords
+    assert _eval([f"model={hier}", "data=synthetic:n=4", "hier_weights=0.5,0.5,0"])[0].hier_weights == (0.5, 0.5, 0)
+    assert _rl_argv([f"load_checkpoint_path={hier}", "hier_weights=0.1,0.2,0.7"]).hier_weights == (0.1, 0.2, 0.7)
+    # two turns typed against the run's three weights: the weights named are the run's, and said to be
+    with pytest.raises(ConfigError, match=r"^hier_weights=\(0.2, 0.3, 0.5\) needs one weight per turn \(2\) \(.*"
+                                          r"hier_weights=\(0.2, 0.3, 0.5\) from the run .*rl\)$"):
+        _eval([f"model={hier}", "data=synthetic:n=4", "hier_turns=country,coords"])
+    # a typed key that is wrong whatever the run: said without the run's keys
+    with pytest.raises(ConfigError, match=r"^zoom=0 must be in 1..8"):
+        _eval([f"model={tele}", "data=synthetic:n=4", "zoom=0"])
+
+
+def test_rl_from_a_mixed_run_keeps_its_mix_unless_the_env_is_typed(tmp_path):
+    sft = _run(tmp_path / "sft", "sft", {"model_name": "tiny:qwen2_5_vl:tiny", "prompt_style": "both",
+                                          "data": "synthetic:n=10,size=56"})
+    mix = _run(tmp_path / "mix", "rl", {"env_type": "single", "load_checkpoint_path": str(sft),
+                                         "mix_env_type": "telescoping", "mix_share": 0.25})
+    cfg = _rl_argv([f"load_checkpoint_path={mix}", "mix_share=0.75"])
+    assert (cfg.env_type, cfg.mix_env_type, cfg.mix_share) == ("single", "telescoping", 0.75)
+    cfg = _rl_argv([f"load_checkpoint_path={mix}"])
+    assert (cfg.mix_env_type, cfg.mix_share) == ("telescoping", 0.25)
+    cfg = _rl_argv([f"load_checkpoint_path={mix}", "env_type=telescoping"])  # another env: the mix was the run's
+    assert (cfg.env_type, cfg.mix_env_type) == ("telescoping", None)

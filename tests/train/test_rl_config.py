@@ -29,8 +29,23 @@ def test_help_documents_every_key(capsys):
         (["batchsize=4"], "batch_size"),
         (["log_every=0"], "log_every"),
         (["env_type=telescoping", "zoom=0"], "zoom"),
-        (["env_type=single", "zoom=2"], "zoom=2 changes the telescoping turns only"),
+        (["env_type=single", "zoom=2"], "zoom=2 is read by the telescoping turns only"),
         (["env_type=geohash", "reward=mixed"], "reward='mixed' has no effect"),
+        # a key no env in play reads: refused, as zoom on single is (it used to train, silently unused)
+        (["env_type=single", "teacher_forcing=0.5"], "teacher_forcing=0.5 is read by the geohash / hierarchical "
+                                                     "turns only, and env_type=single has none"),
+        (["env_type=telescoping", "geohash_chars=3,5,7"], "geohash_chars=(3, 5, 7) is read by the geohash turns only"),
+        (["env_type=hierarchical", "geohash_answer=geohash"], "geohash_answer=geohash is read by the geohash turns"),
+        (["env_type=geohash", "hier_partial_credit=0.25"], "and env_type=geohash has none; leave it out or set "
+                                                           "env_type=hierarchical"),
+        (["env_type=single", "hier_turns=country,coords"], "hier_turns=('country', 'coords') is read by the "
+                                                           "hierarchical turns only"),
+        (["env_type=single", "mixed_weights=0.5,0.5"], "mixed_weights=(0.5, 0.5) is read by reward=mixed only; "
+                                                       "leave it out or set reward=mixed"),
+        (["env_type=single", "mix_share=0.5"], "mix_share=0.5 is the share of images that play mix_env_type, which "
+                                               "is not set"),
+        (["env_type=single", "mix_env_type=hierarchical", "reasoning=true"],
+         "reasoning=True works with env_type=single / telescoping only (mix_env_type=hierarchical is not)"),
     ],
 )
 def test_bad_config_fails_with_the_key_named(argv, key, capsys):
