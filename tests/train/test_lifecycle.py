@@ -124,7 +124,7 @@ def test_a_batch_larger_than_the_data_is_said_once():
     sizes, said = draws(64)
     assert sizes == [64, 64, 64]  # the run goes on
     assert said.count("\n") == 1
-    assert "batch_size=64 is more than the 39 images of data='synthetic:n=40,size=28,seed=0'" in said
+    assert "batch_size=64 is more than the at most 39 images of data='synthetic:n=40,size=28,seed=0'" in said
     assert "lower batch_size to 39 or less" in said
     assert draws(32)[1] == ""
 
