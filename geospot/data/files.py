@@ -96,7 +96,7 @@ def _glob_walk(pattern: str) -> list[str]:
 
 def other_case_hint(pattern: str) -> str:
     """For a pattern (or path) that matched nothing: what matches it in another case, as a clause
-    ("; 12 files match it in another case, e.g. a/IMG_1.JPG: patterns are case-sensitive here"), or ''.
+    ("; 12 files, e.g. a/IMG_1.JPG, match it in another case: names are case-sensitive here"), or ''.
     A phone writes IMG_0001.JPG; `*.jpg` finds none of them on Linux."""
     folder, name = os.path.split(os.path.expanduser(pattern))
     if not name or "**" in pattern or "{" in pattern or not os.path.isdir(folder or "."):
