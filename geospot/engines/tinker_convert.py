@@ -45,8 +45,9 @@ INPUT_DTYPES = {"target_tokens": np.int64, "weights": np.float32, "logprobs": np
 # ratio, 0.8 / 1.2 by default on Tinker).
 
 
-class GeospotTinkerError(RuntimeError):
-    """The Tinker service (or the way we reach it) is not usable; the message says why and what to do."""
+class GeospotTinkerError(ConfigError, RuntimeError):
+    """The Tinker service (or the way we reach it) is not usable; the message says why and what to do.
+    A ConfigError too: every command says it in one sentence (exit 2), as a wrong key, not a traceback."""
 
 
 def _tinker():

@@ -193,6 +193,25 @@ def test_network_down_with_the_real_sdk_client(monkeypatch):
         te.fetch_capabilities(cfg, timeout_s=2)
 
 
+def test_an_unreachable_service_is_one_sentence_from_the_command(monkeypatch, capsys, tmp_path):
+    """`geospot sft engine=tinker …` with the service down printed a 42-line traceback (exit 1); it is a
+    sentence, exit 2, and the run folder it had made is gone."""
+    from geospot.train.sft import main
+
+    def down(cfg, **_kw):
+        raise te.GeospotTinkerError("get_server_capabilities: cannot reach the Tinker service at x (TimeoutError): "
+                                    "check the network connection")
+
+    monkeypatch.setattr(te, "fetch_capabilities", down)
+    monkeypatch.setenv("TINKER_API_KEY", "tml-not-a-real-key")
+    run = tmp_path / "run"
+    assert main(["engine=tinker", f"model_name={SERVED_VL}", "data=synthetic:n=20,size=56", "max_steps=1",
+                 f"log_path={run}"]) == 2
+    err = capsys.readouterr().err
+    assert "geospot sft: get_server_capabilities: cannot reach the Tinker service" in err and "Traceback" not in err
+    assert not run.exists()
+
+
 def test_service_that_hangs_times_out():
     class Hanging:
         def get_server_capabilities(self):
