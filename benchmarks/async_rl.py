@@ -202,7 +202,7 @@ def warm_problem(warm: str) -> str | None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=12,
                    help="timed steps per arm (the first two are the fill-up, not averaged)")
     p.add_argument("--split", type=float, default=0.55,

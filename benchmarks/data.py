@@ -150,7 +150,7 @@ def measure(n: int, long_side: int | None, tag: str, result: dict) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=300, help="images in the shards")
     args = ap.parse_args()
     result = {"bench": "data", "images": args.n, "max_side": MAX_SIDE, "cores": os.cpu_count(),

@@ -197,6 +197,8 @@ def main() -> None:
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if not args.kinds or set(args.kinds.split(",")) - {"sft", "grpo"}:
+        ap.error(f"--kinds {args.kinds}: name sft, grpo or both (sft,grpo)")
     if args.worker:
         worker(args.model, args.images, args.steps, args.out, args.kinds)
         return

@@ -225,7 +225,7 @@ def telescoping_only(family: str, size: str, repeats: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--family", default="qwen2_5_vl")
     ap.add_argument("--sizes", default="tiny,small")
     ap.add_argument("--repeats", type=int, default=3)

@@ -40,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     from geospot.eval import evaluate
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    engine = make_engine(EngineConfig(model_name=args.model, lora_rank=0, device=args.device))
+    try:
+        engine = make_engine(EngineConfig(model_name=args.model, lora_rank=0, device=args.device))
+    except (ValueError, OSError) as e:  # a model name that does not build: its sentence, not a traceback
+        ap.error(f"--model {args.model}: {e}")
     world = cached_world()
     samples = [world.sample(i) for i in range(args.n)]
     greedy_full = SampleParams(max_tokens=args.max_tokens, temperature=0.0, stop=(-1,))

@@ -63,7 +63,7 @@ def python_loop_haversine(lat1, lon1, lat2, lon2):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pairs", type=int, default=2_000_000)
     ap.add_argument("--python-pairs", type=int, default=100_000)
     ap.add_argument("--points", type=int, default=200_000)

@@ -430,7 +430,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     results = Path(args.results) if args.results else (None if args.dry_run else HERE / "results.json")
     if args.merge:
-        write_results(json.loads(Path(args.merge).read_text()), results or HERE / "results.json")
+        try:
+            doc = json.loads(Path(args.merge).read_text())
+        except (OSError, ValueError) as e:
+            ap.error(f"--merge {args.merge}: cannot read it as a gpu_check run's JSON ({e})")
+        if not isinstance(doc, dict) or doc.get("benchmark") != "gpu_check":
+            ap.error(f"--merge {args.merge}: not a gpu_check run's JSON (its --json-out file)")
+        if doc.get("dry_run") and not args.results:  # a CPU rehearsal is not the GPU's record
+            ap.error(f"--merge {args.merge}: a --dry-run's JSON; give --results to put it anywhere")
+        write_results(doc, results or HERE / "results.json")
         return 0
     plan = Plan(**DRY) if args.dry_run else Plan()
     if args.budget_s is not None:

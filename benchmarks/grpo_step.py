@@ -426,7 +426,7 @@ def _in_child(fn, *args) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=2, help="B: images per step (G=8 rollouts each)")
     ap.add_argument(
         "--threads",

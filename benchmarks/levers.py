@@ -104,7 +104,7 @@ def ab(engine: LocalEngine, levers: list[str], fn, repeats: int, fixed: dict | N
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--model", default="tiny:qwen2_5_vl:small")
     ap.add_argument("--only", default="", help="comma-separated levers to measure (default: all, then all together)")

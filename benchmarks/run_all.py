@@ -1,4 +1,4 @@
-"""Run every benchmark and collect their JSON lines into one file.
+"""Run the benchmarks README's table shows and collect their JSON lines into one file.
 
     python benchmarks/run_all.py [--out benchmarks/results.json] [--only geo,data] [--timeout 1800]
 
@@ -21,7 +21,10 @@ from pathlib import Path
 from geospot.jsonutil import finite_json
 
 HERE = Path(__file__).resolve().parent
-# Order: cheap first, so a time-out late in the list loses the least.
+# Order: cheap first, so a time-out late in the list loses the least. Not here, each run on its own:
+# envs.py (a warm start plus arms x seeds, run in parallel parts and --merge'd: docs/envs.md),
+# distributed.py (2 processes, wants a quiet machine), levers.py (a profiling aid, no peer),
+# gpu_check.py and vllm_check.py (a GPU; gpu_check --merge puts a run's JSON in).
 BENCHMARKS = ("geo", "data", "eval", "engine", "grpo_step", "credit", "rl_vs_sft", "async_rl")
 
 

@@ -124,3 +124,17 @@ def test_merge_puts_a_saved_run_into_results_json(gc, tmp_path):
     saved = json.loads(results.read_text())
     assert saved["machine"] == {"cpus": 2} and saved["results"]["geo"] == {"a": 1}
     assert saved["results"]["gpu_check"]["device"] == "NVIDIA H200"
+
+
+def test_merge_refuses_a_missing_file_another_json_and_a_dry_run_in_one_sentence(gc, tmp_path, capsys):
+    results = tmp_path / "results.json"
+    other, dry = tmp_path / "other.json", tmp_path / "dry.json"
+    other.write_text(json.dumps({"bench": "geo"}))
+    dry.write_text(json.dumps({"benchmark": "gpu_check", "dry_run": True, "phases": {}}))
+    for path, said in ((tmp_path / "nope.json", "cannot read it as a gpu_check run's JSON"),
+                       (other, "not a gpu_check run's JSON"), (dry, "a --dry-run's JSON; give --results")):
+        with pytest.raises(SystemExit) as e:
+            gc.main(["--merge", str(path)])
+        assert e.value.code == 2 and said in capsys.readouterr().err
+    assert not results.exists()
+    assert gc.main(["--merge", str(dry), "--results", str(results)]) == 0  # asked for by name: written

@@ -147,7 +147,7 @@ def renderer_folder(model_name: str) -> Path:
         raise GeospotTinkerError(
             f"cannot get the tokenizer / image processor of {model_name!r} from the Hugging Face hub "
             f"({type(cause).__name__}); the Tinker engine renders prompts locally with them, so check the network "
-            "or download them once (huggingface-cli download MODEL --include '*.json' '*.txt' '*.jinja')"
+            "or download them once (hf download MODEL --include '*.json' --include '*.txt' --include '*.jinja')"
         ) from cause
 
 

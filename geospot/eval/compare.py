@@ -124,8 +124,10 @@ def extra_lines(metrics: dict) -> list[str]:
     out = []
     labels = [c for c in columns_of({"": metrics}) if c.startswith("label_")]
     if labels:
-        out.append("the model's own label answers (its label turns; country_acc / region_acc / city_acc are its "
-                   "coordinates reverse-geocoded): "
+        geocoded = [f"{lv}_acc" for lv in LABEL_LEVELS if f"{lv}_acc" in metrics]  # said only where the table has them
+        said = f"; {' / '.join(geocoded)} {'are' if len(geocoded) > 1 else 'is'} its coordinates reverse-geocoded" \
+            if geocoded else ""
+        out.append(f"the model's own label answers (its label turns{said}): "
                    + ", ".join(f"{c[6:-4]} {_fmt(c, metrics[c])}" for c in labels))
     turns = [c for c in columns_of({"": metrics}) if _TURN_KM.fullmatch(c)]
     if turns:

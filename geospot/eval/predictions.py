@@ -201,6 +201,8 @@ def read_summary_or_training_eval(run_dir: str | os.PathLike) -> dict:
     (name `<run> (held-out, step k)`; a run whose loop never evaluated: its newest `geospot eval`
     folder), for `geospot eval --compare`."""
     path = Path(run_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir}: no such file or folder")
     if path.is_file() or (path / SUMMARY).exists():
         return read_summary(path)
     evals = training_evals(path)

@@ -178,6 +178,9 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if (p / "state.json").exists():
         return p
     latest = latest_checkpoint(p)
+    if latest is None and not p.exists():
+        where = "" if p.is_absolute() else f" (a relative path is read from the current folder, {os.getcwd()})"
+        raise FileNotFoundError(f"{p}: no such folder{where}")
     if latest is None:
         raise FileNotFoundError(f"{p} holds no checkpoint (expected {p}/checkpoints/<step>/state.json)")
     return latest

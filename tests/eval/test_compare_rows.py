@@ -134,6 +134,11 @@ def test_eval_prints_the_envs_own_numbers_under_its_table(tmp_path, monkeypatch,
             "the last is median km): "
             "turn 1 7,688.4, turn 2 7,854.0, turn 3 9,453.6") in out
     assert "reasoning: 42 tokens per turn, 25.0% of turns cut off, 75.0% answered in the format" in out
+    # no geocoder (an RL run's held-out eval): the columns it would name are not in the table, nor in the line
+    geocoded = ("country_acc", "region_acc", "city_acc")
+    summary["metrics"] = {**{k: v for k, v in BASE.items() if k not in geocoded}, **LABELS}
+    assert cli.eval_main(["model=x", "data=synthetic:n=4"]) == 0
+    assert "the model's own label answers (its label turns): country 12.5%" in capsys.readouterr().out
     summary["metrics"] = dict(BASE)  # a single-turn eval: nothing more
     assert cli.eval_main(["model=x", "data=synthetic:n=4"]) == 0
     assert "label answers" not in capsys.readouterr().out

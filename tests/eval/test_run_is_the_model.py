@@ -127,3 +127,5 @@ def test_compare_takes_training_runs_and_eval_folders(sft_run, rl_run, capsys):
     assert all(0 <= r["parsed"] <= 1 and r["n"] in (8, 16) for r in rows.values())
     assert cli.eval_main(["--compare", str(sft_run / "checkpoints")]) == 2  # neither: one clear sentence
     assert "neither an eval folder" in capsys.readouterr().err
+    assert cli.eval_main(["--compare", str(sft_run), str(sft_run.parent / "nope")]) == 2  # a typo: said as such
+    assert capsys.readouterr().err.strip().endswith("nope: no such file or folder")

@@ -87,5 +87,7 @@ def test_remote_engine_path_kept_verbatim(tmp_path):
 def test_missing_checkpoint_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         resolve_checkpoint(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"nope: no such folder$"):  # a typo'd run: not "holds no checkpoint"
+        resolve_checkpoint(tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match="state.json"):
         read_checkpoint(tmp_path)

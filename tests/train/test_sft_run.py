@@ -107,7 +107,7 @@ def test_an_env_runs_held_out_numbers_are_printed_with_their_step(tiny_folder, t
     train(SFTConfig(model_name=str(tiny_folder), data=DATA, max_steps=1, batch_size=2, lora_rank=0, eval_n=2,
                     eval_every=1, eval_at_start=False, save_every=0, prompt_style="hierarchical",
                     log_path=str(tmp_path / "h"), behavior_if_log_dir_exists="raise"), stderr=err)
-    assert "step 1: the model's own label answers (its label turns;" in err.getvalue(), err.getvalue()
+    assert "step 1: the model's own label answers (its label turns" in err.getvalue(), err.getvalue()
 
 
 @pytest.mark.parametrize("sig, how, code", [("SIGTERM", "SIGTERM", 143), ("SIGINT", "Ctrl-C", 130)])
