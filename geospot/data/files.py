@@ -99,11 +99,11 @@ def other_case_hint(pattern: str) -> str:
     ("; 12 files, e.g. a/IMG_1.JPG, match it in another case: names are case-sensitive here"), or ''.
     A phone writes IMG_0001.JPG; `*.jpg` finds none of them on Linux."""
     folder, name = os.path.split(os.path.expanduser(pattern))
-    if not name or "**" in pattern or "{" in pattern or not os.path.isdir(folder or "."):
-        return ""
-    rx = _glob_regex(name.lower())
+    if not name or "**" in pattern or "{" in pattern or os.path.exists(pattern) or not os.path.isdir(folder or "."):
+        return ""  # (a folder that is there but holds nothing of the kind asked for is its own message)
+    rx, exact = _glob_regex(name.lower()), _glob_regex(name)
     try:
-        hits = sorted(n for n in os.listdir(folder or ".") if rx.fullmatch(n.lower()))
+        hits = sorted(n for n in os.listdir(folder or ".") if rx.fullmatch(n.lower()) and not exact.fullmatch(n))
     except OSError:
         return ""
     if not hits:

@@ -45,10 +45,19 @@ def styles_in_play(cfg) -> set[str]:
 
 
 def reads(cfg, key: str) -> bool:
-    """Whether `cfg`'s styles (or its reward) read env key `key`."""
+    """Whether `cfg`'s styles (or its reward, or its mix) read env key `key`."""
     if key in MIXED_REWARD_KEYS:
         return getattr(cfg, "reward", None) == "mixed"
+    if key == "mix_share":
+        return getattr(cfg, "mix_env_type", None) is not None
     return key not in KEY_READERS or bool(styles_in_play(cfg) & KEY_READERS[key])
+
+
+def unread_keys(cfg) -> set[str]:
+    """The keys of `cfg` that nothing it asks reads, whatever their values: a resume neither takes
+    them from the run's config.json nor compares them (a run saved by an older geospot may hold one,
+    inherited from its start run) — they change nothing that is trained."""
+    return {k for k in (*KEY_READERS, *MIXED_REWARD_KEYS, "mix_share") if hasattr(cfg, k) and not reads(cfg, k)}
 
 
 @dataclass(frozen=True)

@@ -48,13 +48,15 @@ def image_paths(args: Sequence[str]) -> list[Path]:
     paths: list[str] = []
     for a in args:
         p = Path(a).expanduser()
-        if p.is_dir():
-            paths += [f for f in walk_files(str(p)) if Path(f).suffix.lower() in IMAGE_EXTS]
-        elif p.is_file():
-            paths.append(str(p))
-        elif any(c in a for c in "*?[") and LocalOpener().glob(str(p)):  # a pattern the shell did not expand (quoted)
-            paths += [f for f in LocalOpener().glob(str(p)) if Path(f).suffix.lower() in IMAGE_EXTS]
-        else:
+        # a pattern the shell did not expand (quoted, or matching nothing): expanded here, as the shell would
+        pattern = any(c in a for c in "*?[") and not p.exists()
+        matched = [Path(m) for m in LocalOpener().glob(str(p))] if pattern else [p]
+        for m in matched:
+            if m.is_dir():
+                paths += [f for f in walk_files(str(m)) if Path(f).suffix.lower() in IMAGE_EXTS]
+            elif m.is_file():
+                paths.append(str(m))
+        if not any(m.exists() for m in matched):
             raise FileNotFoundError(f"{a}: no such image or folder{other_case_hint(str(p))}")
     if not paths:
         shards = [a for a in args if Path(a).is_dir() and any(

@@ -7,6 +7,7 @@ which came from the run and which the command line overrode."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 
 from geospot.config import ConfigError
@@ -48,21 +49,12 @@ def env_defaults(cfg, spec: ModelSpec, given: set[str], skip: tuple[str, ...] = 
     try:  # the keys typed, now with the run's values of the rest (a command line is checked only here)
         out.validate_env()
     except ConfigError as e:
-        # said with what came from the run when the typed keys over the defaults alone say otherwise
         took = ", ".join(f"{k}={v}" for k, v in taken.items())
         where = f" {spec.run_dir}" if spec.run_dir else ""
-        own = not taken or _problem(cfg) == str(e)  # the typed keys alone say the same: theirs, not the run's
+        # said with the run's values only when the sentence names a key that came from the run
+        own = not any(re.search(rf"\b{k}\b", str(e)) for k in taken)
         raise ConfigError(str(e) if own else f"{e} ({took} from the run{where})") from None
     return out, {"from_run": taken, "overridden": overridden}
-
-
-def _problem(cfg) -> str:
-    """validate_env's sentence for `cfg`, '' when it has none."""
-    try:
-        cfg.validate_env()
-    except ConfigError as e:
-        return str(e)
-    return ""
 
 
 def given_keys(kv: Sequence[str]) -> set[str]:

@@ -338,7 +338,11 @@ def start_run(
         if stream is not None:
             stream.close()
         if not resuming and d.is_main:  # the folder is this start's own (new, or just emptied): a failed start
-            shutil.rmtree(made, ignore_errors=True)  # leaves none (made: the folder, or the new one it is in)
+            shutil.rmtree(log_dir, ignore_errors=True)  # leaves none, nor the folders made to hold it, if empty:
+            for parent in log_dir.parents:  # (another start may have made its own run in runs/ meanwhile)
+                if made not in (parent, *parent.parents) or not parent.is_dir() or any(parent.iterdir()):
+                    break
+                parent.rmdir()
         raise
 
 

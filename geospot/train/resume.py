@@ -23,6 +23,7 @@ from typing import Any
 from geospot.config import ConfigError
 from geospot.data.spec import SpecError, parse_spec
 from geospot.data.spec_paths import rebase_spec, same_data
+from geospot.envs.config import unread_keys
 from geospot.runs.checkpoint import latest_checkpoint
 from geospot.runs.folder import json_default, read_config, write_config
 
@@ -82,6 +83,8 @@ def resume_config(cfg: Any, given: set[str], kind: str) -> tuple[Any, set[str]]:
         value, current = saved[f.name], getattr(cfg, f.name)
         values[f.name] = tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value
     _rebase_moved_paths(cfg.log_path, record.get("started_in"), values)
+    unread = unread_keys(dataclasses.replace(cfg, **values))  # (an older run's inherited hier_*, say)
+    values = {k: v for k, v in values.items() if k not in unread}
     return dataclasses.replace(cfg, **values), set(values)
 
 
@@ -174,7 +177,8 @@ def check_resume(log_dir: Path, kind: str, cfg: Any) -> dict[str, list[Any]]:
                           f"{reached} to train further")
     old, new = saved.get("config", {}), _as_saved(cfg)
     # (behavior_if_log_dir_exists is how this start treats the folder, not what is trained)
-    changed = {k: [old[k], new[k]] for k in sorted(old.keys() & new.keys())
+    # (nor a key nothing asked reads: envs.config.unread_keys)
+    changed = {k: [old[k], new[k]] for k in sorted(old.keys() & new.keys() - unread_keys(cfg))
                if not same_value(k, old[k], new[k], saved.get("started_in")) and k != "behavior_if_log_dir_exists"}
     refused = {k: v for k, v in changed.items() if k not in RESUME_MAY_CHANGE}
     if refused:

@@ -344,7 +344,7 @@ def _random_tiny(name: str | None) -> bool:
 
 def _prepare(cfg: SFTConfig, given: set[str], resumed: set[str]) -> SFTConfig:
     cfg = sft_from_start_run(cfg, given, resumed)  # a fine-tune continues its start run's model
-    cfg.validate()  # a wrong key is said alone, before the note below
+    cfg.validate()  # here too, not only run_command's after this: a wrong key is said alone, before the note
     if (_random_tiny(cfg.model_name) and cfg.lora_rank > 0 and not cfg.load_checkpoint_path
             and "lora_rank" not in given and not resumed and distributed.speaks()):
         print(f"note: {cfg.model_name} has random weights, and a LoRA adapter on random weights learns little "

@@ -136,6 +136,12 @@ def test_a_phones_upper_case_names_are_pointed_at_when_a_pattern_or_name_misses(
     assert [p.name for p in image_paths([str(tmp_path / "*.JPG")])] == ["IMG_0001.JPG", "IMG_0002.JPG"]
     with pytest.raises(SpecError, match=r"no files match .*; 2 files, e\.g\. .*IMG_0001\.JPG, match it in another"):
         load_samples(str(tmp_path / "*.jpg"), split="all")
+    (tmp_path / "2023").mkdir()  # a quoted pattern naming folders walks them, as the shell's expansion would
+    Image.new("RGB", (8, 8)).save(tmp_path / "2023" / "a.jpg")
+    assert [p.name for p in image_paths([str(tmp_path / "20*")])] == ["a.jpg"]
+    with pytest.raises(SpecError) as e:  # a folder that is there, with no shards: no "another case" for itself
+        load_samples(f"wds:{tmp_path / '2023'}", split="all")
+    assert "another case" not in str(e.value)
     (tmp_path / "labels.csv").write_text("id,latitude,longitude\nIMG_0001,1,2\n")
     with pytest.raises(SpecError, match=r"no CSV file found; .*labels\.csv matches it in another case"):
         load_samples(f"csv:{tmp_path / 'Labels.csv'}", split="all")

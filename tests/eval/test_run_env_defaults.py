@@ -262,7 +262,8 @@ def test_a_typed_key_goes_with_the_runs_env_not_the_default_one(tmp_path):
                                           r"hier_weights=\(0.2, 0.3, 0.5\) from the run .*rl\)$"):
         _eval([f"model={hier}", "data=synthetic:n=4", "hier_turns=country,coords"])
     # a typed key that is wrong whatever the run: said without the run's keys
-    with pytest.raises(ConfigError, match=r"^zoom=0 must be in 1..8"):
+    with pytest.raises(ConfigError, match=r"^zoom=0 must be in 1..8 \(1 = off; 2: the first turn sees a half-size "
+                                          r"photo\)$"):
         _eval([f"model={tele}", "data=synthetic:n=4", "zoom=0"])
 
 

@@ -226,6 +226,39 @@ def test_metrics_with_damaged_bytes_or_a_torn_line_stay_readable(tmp_path):
     assert read_jsonl(path) == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
 
 
+def test_a_failed_start_leaves_a_run_started_beside_it_meanwhile(tmp_path, monkeypatch):
+    """Two first runs in an empty folder: the one that fails removes its own folder and runs/ only if
+    runs/ is empty by then, never the other's live run."""
+    def broken(_cfg):
+        (tmp_path / "runs" / "other").mkdir()
+        (tmp_path / "runs" / "other" / "config.json").write_text("{}")
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(engines, "make_engine", broken)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train(sft_cfg(tmp_path / "runs" / "mine", behavior_if_log_dir_exists="raise"), stderr=io.StringIO())
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["other"]
+
+
+def test_an_older_runs_unread_keys_neither_block_nor_change_its_resume(tmp_path):
+    """An older geospot saved keys nothing in its run read: the demo's τ arms kept mix_share=0.75 with no
+    mix env, and `rl load_checkpoint_path=<hierarchical run> env_type=single` inherited hier_*. They are
+    refused when typed now, so taken from config.json they would make the run impossible to resume."""
+    from geospot.train.resume import resume_config
+
+    (tmp_path / "checkpoints" / "3").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "3" / "state.json").write_text("{}")
+    started = {**rl_cfg(tmp_path).__dict__, "mix_share": 0.75, "hier_turns": ["country", "coords"],
+               "hier_weights": [0.5, 0.5], "teacher_forcing": 1.0}
+    (tmp_path / "config.json").write_text(json.dumps({"kind": "rl", "config": started}))
+    typed = RLConfig(log_path=str(tmp_path), behavior_if_log_dir_exists="resume", max_steps=5)
+    cfg, taken = resume_config(typed, {"log_path", "behavior_if_log_dir_exists", "max_steps"}, "rl")
+    assert {"mix_share", "hier_turns", "hier_weights", "teacher_forcing"}.isdisjoint(taken)
+    assert (cfg.mix_share, cfg.hier_turns, cfg.teacher_forcing) == (0.25, RLConfig().hier_turns, 0.0)
+    cfg.validate()
+    assert check_resume(tmp_path, "rl", cfg) == {"max_steps": [2, 5]}  # the one change typed; none refused
+
+
 def test_resume_takes_the_saved_keys_the_command_line_leaves_out(tmp_path):
     """`geospot sft log_path=runs/x behavior_if_log_dir_exists=resume max_steps=9`: every key not
     typed is the run's own (model, data, lr, eval cadence), a typed one is a change."""
