@@ -2,7 +2,7 @@
 
 inspect: reads the spec once (no repeat, no shuffle) and reports the sample count, skips by
 reason, samples per source and the coordinate bounds; `--json` prints one object
-{"samples": int, "skipped": {reason: int}, "sources": {name: int}}.
+{"samples": int, "skipped": {reason: int}, "sources": {name: int}}. No usable sample: exit 2.
 pack: writes any spec as WebDataset shards in the sdan/geospot-unified member layout
 (`<key>.jpg` + `<key>.json` {lat, lon, city, country, source, id}), e.g. to build a local mirror."""
 
@@ -58,12 +58,15 @@ def inspect(args) -> int:
             lat_lo, lat_hi = min(lat_lo, s.lat), max(lat_hi, s.lat)
             lon_lo, lon_hi = min(lon_lo, s.lon), max(lon_hi, s.lon)
         skipped, fixed = dict(sorted(stream.skipped.items())), dict(sorted(stream.fixed.items()))
+    if not n and args.limit != 0:  # a script must see it, as pack's "no usable sample" (exit 2); the skips say why
+        print(f"geospot data: {args.spec!r} gave no usable sample (split {args.split}); its skips by reason say why",
+              file=sys.stderr)
     if args.json:
         bounds = {"latitude": [lat_lo, lat_hi], "longitude": [lon_lo, lon_hi]} if n else {
             "latitude": None, "longitude": None}  # the text's lines, as [min, max]
         print(json.dumps({"samples": n, "skipped": skipped, "fixed": fixed, "sources": dict(sorted(sources.items())),
                           **bounds}))
-        return 0
+        return 0 if n or args.limit == 0 else 2
     print(f"spec: {args.spec} (split {args.split})")
     print(f"samples: {n}")
     print(f"skipped: {sum(skipped.values())}" + "".join(f"\n  {k}: {v}" for k, v in skipped.items()))
@@ -73,7 +76,7 @@ def inspect(args) -> int:
     if n:
         print(f"latitude: {lat_lo:.4f} .. {lat_hi:.4f}")
         print(f"longitude: {lon_lo:.4f} .. {lon_hi:.4f}")
-    return 0
+    return 0 if n or args.limit == 0 else 2
 
 
 def pack(args) -> int:
@@ -101,17 +104,39 @@ def pack(args) -> int:
     return 0
 
 
+def _pack_problem(args) -> str | None:
+    """What is wrong with pack's output options, as argparse's error text; None when nothing."""
+    if args.shard_size < 1:
+        return f"--shard-size {args.shard_size}: give the samples per shard, >= 1"
+    if not args.prefix or "/" in args.prefix or os.sep in args.prefix:
+        return f"--prefix {args.prefix!r}: give a file name start without '/', e.g. --prefix shard"
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        return f"{args.out} is a file: give a folder to write the shards into"
+    # shards of an earlier pack would be read with the new ones, a sample of each twice or stale ones
+    old = sorted(n for n in os.listdir(args.out) if n.endswith((".tar", ".tar.gz", ".tgz"))) \
+        if os.path.isdir(args.out) else []
+    if old:
+        return (f"{args.out} already holds shards ({', '.join(old[:2])}{', …' if len(old) > 2 else ''}), which a "
+                "reader of the folder would read with the new ones: give an empty folder, or delete them first")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.spec.startswith("data=") and not os.path.exists(args.spec):  # the training commands' key, typed here
         args.spec = args.spec[len("data="):]
+    if args.limit is not None and args.limit < 0:
+        parser.error(f"--limit {args.limit}: give a number of samples >= 0 (or leave it out: all of them)")
     if args.cmd == "pack":
         if args.out and args.out_folder and args.out != args.out_folder:
             parser.error(f"two output folders given ({args.out_folder} and --out {args.out}): give one")
         args.out = args.out or args.out_folder
         if not args.out:
             parser.error("pack needs an output folder: geospot data pack SPEC OUT")
+        problem = _pack_problem(args)
+        if problem:
+            parser.error(problem)
     try:
         return inspect(args) if args.cmd == "inspect" else pack(args)
     except (SpecError, ConfigError) as e:

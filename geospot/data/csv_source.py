@@ -122,7 +122,10 @@ class CsvFolderSource:
                 raise DataError(f"{path}: no {'latitude' if lat_c is None else 'longitude'} column (looked for "
                                 f"{', '.join(LAT_KEYS if lat_c is None else LON_KEYS)}; columns: {names}); "
                                 "name the columns with lat=<column>,lon=<column> in the spec")
-            for line, row in enumerate(reader, start=2):
+            for row in reader:
+                line = reader.line_num  # the file's line: blank lines, which the reader passes over, count
+                if row.get(None) == [""] and None not in row.values():  # a separator ending each row, as some
+                    del row[None]  # spreadsheets export: an empty field past the header's, not a shifted value
                 if None in row or None in row.values():  # more or fewer fields than the header names
                     n = len(row) - (None in row) + len(row.get(None) or ()) - sum(v is None for v in row.values())
                     yield Skip("malformed_row", f"{path}:{line}: {n} fields where the header has {len(names)} "

@@ -34,6 +34,8 @@ class ScoreInputError(ValueError):
 def _number(path: Path, row: int, column: str, raw: str, limit: float) -> float:
     try:
         value = float(raw)
+        if math.isnan(value):  # "nan" parses, and is no more a number here than "N/A"
+            raise ValueError
     except ValueError:
         raise ScoreInputError(
             f"{path}: row {row}, column {column!r}: {raw!r} is not a number (use decimal degrees)"
@@ -47,7 +49,7 @@ def _number(path: Path, row: int, column: str, raw: str, limit: float) -> float:
 
 def read_coordinates(path: Path, *, allow_blank: bool) -> dict[str, tuple[float, float]]:
     """id -> (lat, lon); with `allow_blank`, a blank latitude gives (NaN, NaN) (unparsed).
-    Row numbers in errors count the header as row 1, like a spreadsheet."""
+    Row numbers in errors are the file's lines, the header row 1, like a spreadsheet's."""
     path = Path(path)
     try:
         f = open(path, newline="", encoding="utf-8-sig")
@@ -67,7 +69,8 @@ def read_coordinates(path: Path, *, allow_blank: bool) -> dict[str, tuple[float,
                                   f"expected {','.join(REQUIRED)}, found {','.join(columns) or 'nothing'}")
         reader.fieldnames = columns
         out: dict[str, tuple[float, float]] = {}
-        for row_no, row in enumerate(reader, start=2):
+        for row in reader:
+            row_no = reader.line_num  # the file's line (a blank line is a spreadsheet row too), not the record's
             raw = {c: (row.get(found[c]) or "").strip() for c in REQUIRED}
             if sep == ";":  # a ';' file's numbers may use the decimal comma: 48,85 is 48.85
                 raw.update({c: raw[c].replace(",", ".", 1) for c in REQUIRED[1:] if "." not in raw[c]})
@@ -107,7 +110,8 @@ def match_ids(pred: dict[str, tuple], truth: dict[str, tuple]) -> tuple[dict[str
     out: dict[str, tuple] = {}
     unmatched, by = [], {}
     for i, v in pred.items():
-        t = i if i in truth else next((index[k] for k in _names(i)[1:] if index.get(k)), None)
+        # (its own id too: a stem predicted for a truth id written with its extension, 123 for 123.jpg)
+        t = i if i in truth else next((index[k] for k in _names(i) if index.get(k)), None)
         if t is None:
             unmatched.append(i)
         elif t in out:

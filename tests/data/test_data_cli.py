@@ -74,3 +74,33 @@ def test_pack_with_nothing_usable_exits_2(tmp_path, capsys):
     assert main(["pack", str(tmp_path / "d"), "--out", str(tmp_path / "out")]) == 2
     out, err = capsys.readouterr()
     assert "wrote 0 samples" in out and "skipped 1" in out and "gave no usable sample to pack" in err
+
+
+def test_option_mistakes_are_one_sentence_and_a_reused_folder_is_refused(tmp_path, capsys):
+    """--limit -1, --shard-size 0, a '/' in --prefix, a file as OUT: tracebacks before; a folder holding
+    an earlier pack's shards was written into, and a reader of it then read the old shards too."""
+    spec = "synthetic:n=6,size=16,seed=1"
+    (tmp_path / "labels.csv").write_text("id,latitude,longitude\n")
+    cases = [(["inspect", spec, "--limit", "-1"], "--limit -1: give a number of samples >= 0"),
+             (["pack", spec, str(tmp_path / "p"), "--shard-size", "0"], "--shard-size 0: give the samples per shard"),
+             (["pack", spec, str(tmp_path / "p"), "--prefix", "a/b"], "--prefix 'a/b': give a file name start"),
+             (["pack", spec, str(tmp_path / "labels.csv")], "labels.csv is a file: give a folder")]
+    for argv, said in cases:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2 and said in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()  # refused before anything is written
+    assert main(["pack", spec, str(tmp_path / "p"), "--shard-size", "2"]) == 0
+    with pytest.raises(SystemExit):
+        main(["pack", spec, str(tmp_path / "p"), "--prefix", "other"])
+    assert "already holds shards (shard-000000.tar, shard-000001.tar, …)" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path / "p")) == [f"shard-00000{i}.tar" for i in range(3)]
+
+
+def test_inspect_of_nothing_usable_exits_2_with_its_report(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels.csv").write_text("id,latitude,longitude\n")  # a header and no row
+    assert main(["inspect", str(tmp_path), "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out)["samples"] == 0 and "gave no usable sample" in err
+    assert main(["inspect", "synthetic:n=6,size=16", "--limit", "0"]) == 0  # asked for none: none is no failure

@@ -173,3 +173,16 @@ def test_nested_coordinates_are_read_by_a_dotted_key(tmp_path):
     assert [(s.id, s.lat, s.lon) for s in got] == [(s.id, s.lat, s.lon) for s in samples]
     with open_stream(str(tmp_path / "m.jsonl"), "all", repeat=False, workers=0) as stream:
         assert list(stream) == [] and stream.skipped == {"missing_coords": 3}
+
+
+def test_a_skipped_rows_detail_names_the_files_line_past_blank_lines(tmp_path, caplog):
+    from PIL import Image
+
+    from geospot.data import open_stream
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "a.jpg")
+    (tmp_path / "labels.csv").write_text("id,latitude,longitude\n\na,1,2\n\n\nb,1\n")  # the ragged row: line 6
+    with open_stream(str(tmp_path), "all", repeat=False, workers=0) as stream:
+        assert len(stream.next_batch(10)) == 1 and stream.skipped == {"malformed_row": 1}
+    assert f"{tmp_path / 'labels.csv'}:6: 2 fields where the header has 3" in caplog.text

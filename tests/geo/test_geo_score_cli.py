@@ -104,3 +104,15 @@ def test_predicted_paths_match_truth_ids_by_file_name_or_stem_and_extras_are_sai
                                          ["b", "0", "0"]])
     assert score_main(["--pred", pred, "--truth", twice, "--no-labels"]) == 2  # `a` names two truth rows: neither
     assert "2 id(s) in" in capsys.readouterr().err
+
+
+def test_a_stem_predicted_for_a_truth_id_with_its_extension_matches_and_rows_are_the_files_lines(tmp_path, capsys):
+    """IM2GPS-style truth ids carry the extension (123.jpg), `predict --csv` of renamed photos may not: they
+    matched one way only. A blank line above a bad value moved the row named off the file's own line."""
+    truth = write(tmp_path / "t.csv", [["id", "latitude", "longitude"], ["a.jpg", "0", "0"], ["b.JPG", "0", "0"]])
+    stems = write(tmp_path / "p.csv", [["id", "latitude", "longitude"], ["a", "0", "0.5"], ["b", "0", "0"]])
+    assert score_main(["--pred", stems, "--truth", truth, "--json", "--no-labels"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 2
+    (tmp_path / "gaps.csv").write_text("id,latitude,longitude\n\na,0,0\n\n\nb,nan,0\n")
+    assert score_main(["--pred", str(tmp_path / "gaps.csv"), "--truth", truth, "--no-labels"]) == 2
+    assert "gaps.csv: row 6, column 'latitude': 'nan' is not a number" in capsys.readouterr().err
