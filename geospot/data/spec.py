@@ -303,6 +303,10 @@ def infer_kind(target: str) -> str:
                             "in the same folder")
         # shards one folder down too: a hub dataset's layout (data/train-0000.parquet, train/0000.parquet)
         below = exts if exts & {"tar", "parquet", "jsonl"} else _exts_below(target, names)
+        kinds = sorted(below & {"tar", "parquet", "jsonl", "csv"}) if below is not exts else []
+        if len(kinds) > 1:  # a folder of datasets, not one: reading one kind would drop the others unsaid
+            raise SpecError(f"{target}: its subfolders hold data of several kinds ({', '.join(kinds)}); give the "
+                            "folder of one dataset, or name each (a;b mixes them)")
         for ext, kind in (("tar", "wds"), ("parquet", "parquet"), ("jsonl", "jsonl")):
             if ext in below:
                 return kind

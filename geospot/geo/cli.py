@@ -27,6 +27,11 @@ from geospot.jsonutil import finite_json
 REQUIRED = ("id", "latitude", "longitude")
 
 
+# what a predictions file writes for an answer that did not parse: a blank latitude (geospot's own), and the
+# spellings of "no answer" spreadsheets and pandas write; scored as misses, like a blank
+NO_ANSWER = frozenset({"", "n/a", "na", "nan", "none", "null", "-"})
+
+
 class ScoreInputError(ValueError):
     """A problem in an input CSV; the message names the file, row and column."""
 
@@ -48,7 +53,7 @@ def _number(path: Path, row: int, column: str, raw: str, limit: float) -> float:
 
 
 def read_coordinates(path: Path, *, allow_blank: bool) -> dict[str, tuple[float, float]]:
-    """id -> (lat, lon); with `allow_blank`, a blank latitude gives (NaN, NaN) (unparsed).
+    """id -> (lat, lon); with `allow_blank`, a blank latitude (or N/A: NO_ANSWER) gives (NaN, NaN) (unparsed).
     Row numbers in errors are the file's lines, the header row 1, like a spreadsheet's."""
     path = Path(path)
     try:
@@ -78,7 +83,7 @@ def read_coordinates(path: Path, *, allow_blank: bool) -> dict[str, tuple[float,
                 raise ScoreInputError(f"{path}: row {row_no}, column 'id': empty id")
             if raw["id"] in out:
                 raise ScoreInputError(f"{path}: row {row_no}, column 'id': duplicate id {raw['id']!r}")
-            if allow_blank and not raw["latitude"]:
+            if allow_blank and raw["latitude"].lower() in NO_ANSWER:  # a blank, or how people write "none"
                 out[raw["id"]] = (math.nan, math.nan)
                 continue
             for c in ("latitude", "longitude"):
@@ -144,7 +149,8 @@ def score_files(pred_path: Path, truth_path: Path, *, geocoder=reverse_geocode) 
 def score_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="geospot score", description=__doc__.split("\n\n")[0])
     ap.add_argument(
-        "--pred", required=True, type=Path, help="predictions CSV: id,latitude,longitude (blank latitude = unparsed)"
+        "--pred", required=True, type=Path,
+        help="predictions CSV: id,latitude,longitude (a blank or N/A latitude = unparsed)"
     )
     ap.add_argument("--truth", required=True, type=Path, help="ground-truth CSV: id,latitude,longitude[,...]")
     ap.add_argument("--json", action="store_true", help="print one JSON object (non-finite values as null)")

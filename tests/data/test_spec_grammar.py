@@ -237,3 +237,15 @@ def test_same_data_is_the_same_files_however_the_spec_names_them(tmp_path, monke
     assert not same_data("big,val_frac=0.1", here, f"big/{csv}")  # options count unless options=False
     (tmp_path / "big" / "more.csv").write_text("id,lat,lon\n")
     assert not same_data("big", here, f"big/{csv}", options=False)  # the folder now reads two tables
+
+
+def test_a_folder_of_datasets_of_several_kinds_is_refused_not_read_as_one_of_them(tmp_path):
+    """Subfolders holding a CSV dataset and a JSONL one: the folder was read as JSON Lines and the CSV
+    datasets dropped without a word."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "labels.csv").write_text("id,latitude,longitude\nx,1,2\n")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "data.jsonl").write_text('{"image": "x.jpg", "lat": 1, "lon": 2}\n')
+    with pytest.raises(SpecError, match=r"its subfolders hold data of several kinds \(csv, jsonl\); give the folder "
+                                        r"of one dataset"):
+        spec_mod.build_source(parse_spec(str(tmp_path))[0])

@@ -113,6 +113,10 @@ def test_a_stem_predicted_for_a_truth_id_with_its_extension_matches_and_rows_are
     stems = write(tmp_path / "p.csv", [["id", "latitude", "longitude"], ["a", "0", "0.5"], ["b", "0", "0"]])
     assert score_main(["--pred", stems, "--truth", truth, "--json", "--no-labels"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 2
-    (tmp_path / "gaps.csv").write_text("id,latitude,longitude\n\na,0,0\n\n\nb,nan,0\n")
-    assert score_main(["--pred", str(tmp_path / "gaps.csv"), "--truth", truth, "--no-labels"]) == 2
+    (tmp_path / "gaps.csv").write_text("id,latitude,longitude\n\na.jpg,0,0\n\n\nb.JPG,nan,0\n")
+    assert score_main(["--pred", stems, "--truth", str(tmp_path / "gaps.csv"), "--no-labels"]) == 2
     assert "gaps.csv: row 6, column 'latitude': 'nan' is not a number" in capsys.readouterr().err
+    # in predictions, N/A (or nan, none, -) is how people write "no answer": a miss, as a blank latitude is
+    na = write(tmp_path / "na.csv", [["id", "latitude", "longitude"], ["a", "N/A", "N/A"], ["b", "0", "0"]])
+    assert score_main(["--pred", na, "--truth", truth, "--json", "--no-labels"]) == 0
+    assert json.loads(capsys.readouterr().out)["parsed"] == 0.5
