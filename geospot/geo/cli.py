@@ -56,6 +56,9 @@ def read_coordinates(path: Path, *, allow_blank: bool) -> dict[str, tuple[float,
     """id -> (lat, lon); with `allow_blank`, a blank latitude (or N/A: NO_ANSWER) gives (NaN, NaN) (unparsed).
     Row numbers in errors are the file's lines, the header row 1, like a spreadsheet's."""
     path = Path(path)
+    if path.is_dir():  # a data folder given for its table
+        csvs = sorted(p.name for p in path.glob("*.csv"))
+        raise ScoreInputError(f"{path}: a folder; give its CSV file" + (f", e.g. {path / csvs[0]}" if csvs else ""))
     try:
         f = open(path, newline="", encoding="utf-8-sig")
     except OSError as e:
@@ -92,8 +95,14 @@ def read_coordinates(path: Path, *, allow_blank: bool) -> dict[str, tuple[float,
                         f"{path}: row {row_no}, column {c!r}: blank value"
                         + (" (only a blank latitude marks an unparsed answer)" if allow_blank else "")
                     )
-            out[raw["id"]] = (_number(path, row_no, "latitude", raw["latitude"], 90.0),
-                              _number(path, row_no, "longitude", raw["longitude"], 180.0))
+            try:
+                lat = _number(path, row_no, "latitude", raw["latitude"], 90.0)
+            except ScoreInputError as e:  # 108.9 where a latitude belongs, and a longitude column of -19.1
+                other = raw["longitude"].replace(".", "", 1).lstrip("-")
+                swapped = other.isdigit() and abs(float(raw["longitude"])) <= 90
+                raise ScoreInputError(f"{e}" + (" (latitude and longitude swapped? the longitude column holds "
+                                                f"{raw['longitude']})" if swapped else "")) from None
+            out[raw["id"]] = (lat, _number(path, row_no, "longitude", raw["longitude"], 180.0))
     return out
 
 

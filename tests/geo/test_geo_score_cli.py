@@ -120,3 +120,14 @@ def test_a_stem_predicted_for_a_truth_id_with_its_extension_matches_and_rows_are
     na = write(tmp_path / "na.csv", [["id", "latitude", "longitude"], ["a", "N/A", "N/A"], ["b", "0", "0"]])
     assert score_main(["--pred", na, "--truth", truth, "--json", "--no-labels"]) == 0
     assert json.loads(capsys.readouterr().out)["parsed"] == 0.5
+
+
+def test_swapped_columns_and_a_folder_as_truth_are_said_with_the_fix(tmp_path, truth, capsys):
+    swapped = write(tmp_path / "s.csv", [["id", "latitude", "longitude"], ["a", "108.9", "-19.1"], ["b", "0", "0"]])
+    assert score_main(["--pred", swapped, "--truth", truth, "--no-labels"]) == 2
+    assert ("row 2, column 'latitude': '108.9' is outside [-90, 90] degrees (latitude and longitude swapped? the "
+            "longitude column holds -19.1)") in capsys.readouterr().err
+    (tmp_path / "osv").mkdir()
+    (tmp_path / "osv" / "labels.csv").write_text("id,latitude,longitude\na,0,0\n")
+    assert score_main(["--pred", truth, "--truth", str(tmp_path / "osv"), "--no-labels"]) == 2
+    assert f"osv: a folder; give its CSV file, e.g. {tmp_path / 'osv' / 'labels.csv'}" in capsys.readouterr().err
