@@ -52,6 +52,15 @@ def _number(path: Path, row: int, column: str, raw: str, limit: float) -> float:
     return value
 
 
+def _float(raw: str) -> float | None:
+    """`raw` as a finite number, else None."""
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def read_coordinates(path: Path, *, allow_blank: bool) -> dict[str, tuple[float, float]]:
     """id -> (lat, lon); with `allow_blank`, a blank latitude (or N/A: NO_ANSWER) gives (NaN, NaN) (unparsed).
     Row numbers in errors are the file's lines, the header row 1, like a spreadsheet's."""
@@ -93,13 +102,13 @@ def read_coordinates(path: Path, *, allow_blank: bool) -> dict[str, tuple[float,
                 if not raw[c]:
                     raise ScoreInputError(
                         f"{path}: row {row_no}, column {c!r}: blank value"
-                        + (" (only a blank latitude marks an unparsed answer)" if allow_blank else "")
+                        + (" (only a blank or N/A latitude marks an unparsed answer)" if allow_blank else "")
                     )
             try:
                 lat = _number(path, row_no, "latitude", raw["latitude"], 90.0)
             except ScoreInputError as e:  # 108.9 where a latitude belongs, and a longitude column of -19.1
-                other = raw["longitude"].replace(".", "", 1).lstrip("-")
-                swapped = other.isdigit() and abs(float(raw["longitude"])) <= 90
+                la, lo = _float(raw["latitude"]), _float(raw["longitude"])
+                swapped = la is not None and lo is not None and abs(la) > 90 and abs(lo) <= 90
                 raise ScoreInputError(f"{e}" + (" (latitude and longitude swapped? the longitude column holds "
                                                 f"{raw['longitude']})" if swapped else "")) from None
             out[raw["id"]] = (lat, _number(path, row_no, "longitude", raw["longitude"], 180.0))
