@@ -58,9 +58,10 @@ def inspect(args) -> int:
             lat_lo, lat_hi = min(lat_lo, s.lat), max(lat_hi, s.lat)
             lon_lo, lon_hi = min(lon_lo, s.lon), max(lon_hi, s.lon)
         skipped, fixed = dict(sorted(stream.skipped.items())), dict(sorted(stream.fixed.items()))
-    if not n and args.limit != 0:  # a script must see it, as pack's "no usable sample" (exit 2); the skips say why
-        print(f"geospot data: {args.spec!r} gave no usable sample (split {args.split}); its skips by reason say why",
-              file=sys.stderr)
+    if not n and args.limit != 0:  # a script must see it, as pack's "no usable sample" (exit 2)
+        why = ("its skips by reason say why" if skipped else "no record of it is in that split: try --split all"
+               if args.split != "all" else "it holds no record")
+        print(f"geospot data: {args.spec!r} gave no usable sample (split {args.split}); {why}", file=sys.stderr)
     if args.json:
         bounds = {"latitude": [lat_lo, lat_hi], "longitude": [lon_lo, lon_hi]} if n else {
             "latitude": None, "longitude": None}  # the text's lines, as [min, max]
@@ -106,6 +107,8 @@ def pack(args) -> int:
 
 def _pack_problem(args) -> str | None:
     """What is wrong with pack's output options, as argparse's error text; None when nothing."""
+    if args.limit == 0:
+        return "--limit 0 packs nothing: give a number of samples >= 1, or leave it out (all of them)"
     if args.shard_size < 1:
         return f"--shard-size {args.shard_size}: give the samples per shard, >= 1"
     if not args.prefix or "/" in args.prefix or os.sep in args.prefix:
@@ -116,8 +119,8 @@ def _pack_problem(args) -> str | None:
     old = sorted(n for n in os.listdir(args.out) if n.endswith((".tar", ".tar.gz", ".tgz"))) \
         if os.path.isdir(args.out) else []
     if old:
-        return (f"{args.out} already holds shards ({', '.join(old[:2])}{', …' if len(old) > 2 else ''}), which a "
-                "reader of the folder would read with the new ones: give an empty folder, or delete them first")
+        return (f"{args.out} already holds .tar files ({', '.join(old[:2])}{', …' if len(old) > 2 else ''}), which a "
+                "reader of the folder would read as shards with the new ones: give an empty folder, or move them")
     return None
 
 

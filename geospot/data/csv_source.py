@@ -109,6 +109,7 @@ class CsvFolderSource:
             coord = _decimal_comma if dialect.delimiter == ";" else (lambda v: v)
             names = [n.strip() for n in reader.fieldnames or []]
             reader.fieldnames = names
+            trailing = _ends_each_row(head, dialect, len(names))
             id_c = _find_col(names, self.id_col, CSV_ID_KEYS, "id", path)
             lat_c = _find_col(names, self.lat_col, LAT_KEYS, "latitude", path)
             lon_c = _find_col(names, self.lon_col, LON_KEYS, "longitude", path)
@@ -124,8 +125,8 @@ class CsvFolderSource:
                                 "name the columns with lat=<column>,lon=<column> in the spec")
             for row in reader:
                 line = reader.line_num  # the file's line: blank lines, which the reader passes over, count
-                if row.get(None) == [""] and None not in row.values():  # a separator ending each row, as some
-                    del row[None]  # spreadsheets export: an empty field past the header's, not a shifted value
+                if trailing and row.get(None) == [""] and None not in row.values():  # a separator ending each
+                    del row[None]  # row, as some spreadsheets export: an empty field past the header's, no value
                 if None in row or None in row.values():  # more or fewer fields than the header names
                     n = len(row) - (None in row) + len(row.get(None) or ()) - sum(v is None for v in row.values())
                     yield Skip("malformed_row", f"{path}:{line}: {n} fields where the header has {len(names)} "
@@ -172,6 +173,15 @@ def mixed_splits(folder: str, paths: list[str]) -> str | None:
            if "train" in first else " or ".join(f"data={p}" for p in sorted(first.values())))
     return (f"{folder}: holds the tables of different splits ({names}); read as one, the held-out rows would be "
             f"trained on. Name the file: {use}")
+
+
+def _ends_each_row(head: str, dialect, width: int) -> bool:
+    """Whether every data row of the file's first 64 KB has one empty field past the header's `width`
+    (a spreadsheet that ends each row, not the header, with the separator). Decided for the file, not
+    per row: one row with an unquoted comma and an empty last value would look the same (48,85 -> 48, 85)."""
+    lines = head.lstrip("\ufeff").splitlines()[1:]
+    rows = [r for r in csv.reader(lines[:-1] if not head.endswith(("\n", "\r")) else lines, dialect) if r]
+    return bool(rows) and all(len(r) == width + 1 and not r[-1].strip() for r in rows)
 
 
 def _looks_like_a_row(names: list[str]) -> bool:

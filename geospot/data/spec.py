@@ -113,8 +113,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from geospot.data.csv_source import CsvFolderSource, csv_encoding, mixed_splits
+from geospot.data.csv_source import CsvFolderSource, mixed_splits
 from geospot.data.files import other_case_hint
+from geospot.data.layout import GPS_PEEK, KINDS, infer_kind, labelled_csv  # noqa: F401  (callers import them here)
 from geospot.data.options import STREAM_KEYS
 from geospot.data.sources import (
     IMAGE_EXTS,
@@ -129,9 +130,6 @@ from geospot.data.sources import (
     walk_files,
 )
 from geospot.data.types import SpecError  # noqa: F401  (re-exported: callers import it from here)
-
-KINDS = ("synthetic", "hf", "wds", "parquet", "csv", "jsonl", "exif")
-GPS_PEEK = 50  # photos of a labels-less folder looked at for EXIF GPS before it is called unlabeled
 
 
 @dataclass(frozen=True)
@@ -278,117 +276,6 @@ def _is_path(text: str) -> bool:
     k, colon, rest = text.partition(":")
     return os.path.exists(os.path.expanduser(text)) or (bool(colon) and k in KINDS and
                                                         os.path.exists(os.path.expanduser(rest)))
-
-
-def infer_kind(target: str) -> str:
-    if not target:
-        raise SpecError("a spec part without a kind needs a path")
-    if os.path.isdir(target):
-        names = os.listdir(target)
-        if not names:
-            raise SpecError(f"{target}: an empty folder; put the images there with a CSV of id, latitude, longitude "
-                            "(or give the folder that holds them)")
-        exts = {n.rsplit(".", 1)[-1].lower() for n in names if "." in n}
-        if any(n.lower().endswith((".tar.gz", ".tgz")) for n in names):
-            exts.add("tar")
-        if exts & {"csv", "tsv"}:  # a .tsv is a CSV with tabs (the sniffer finds the separator)
-            # a camera roll with a stray spreadsheet in it (expenses.csv) is still a camera roll
-            if (labelled_csv(target, names) is None and (exts & set(IMAGE_EXTS) or _image_subfolder(target))
-                    and _geotagged(target)):
-                return "exif"
-            return "csv"
-        sheets = sorted(n for n in names if n.lower().endswith((".xlsx", ".xls", ".ods", ".numbers")))
-        if sheets and not exts & {"tar", "parquet", "jsonl"}:
-            raise SpecError(f"{target}: holds a spreadsheet ({sheets[0]}), which is not read; save it as CSV (UTF-8) "
-                            "in the same folder")
-        # shards one folder down too: a hub dataset's layout (data/train-0000.parquet, train/0000.parquet)
-        below = exts if exts & {"tar", "parquet", "jsonl"} else _exts_below(target, names)
-        kinds = sorted(below & {"tar", "parquet", "jsonl", "csv"}) if below is not exts else []
-        if len(kinds) > 1:  # a folder of datasets, not one: reading one kind would drop the others unsaid
-            raise SpecError(f"{target}: its subfolders hold data of several kinds ({', '.join(kinds)}); give the "
-                            "folder of one dataset, or name each (a;b mixes them)")
-        for ext, kind in (("tar", "wds"), ("parquet", "parquet"), ("jsonl", "jsonl")):
-            if ext in below:
-                return kind
-        if exts & set(IMAGE_EXTS) or _image_subfolder(target):
-            if _geotagged(target):  # a phone's photos: their EXIF GPS is the label
-                return "exif"
-            # photos with no labels: what `predict` takes, not training or eval
-            json_files = sorted(n for n in names if n.lower().endswith(".json"))
-            named = (f" ({json_files[0]} is read as JSON Lines when named itself: data="
-                     f"{os.path.join(target, json_files[0])})") if json_files else ""
-            raise SpecError(f"{target}: holds images but no labels (a CSV of id, latitude, longitude beside them, a "
-                            f".jsonl, or GPS tags in the photos' EXIF: none of the first {GPS_PEEK} has them){named}; "
-                            f"to train or evaluate, add one; to see where a model places them: geospot predict "
-                            f"model=<model> {target}")
-        raise SpecError(f"{target}: cannot tell the layout (expected a CSV + images/, *.tar, *.parquet or *.jsonl)")
-    low = target.lower()
-    for suffix, kind in ((".tar", "wds"), (".tar.gz", "wds"), (".tgz", "wds"), (".parquet", "parquet"),
-                         (".jsonl", "jsonl"), (".json", "jsonl"), (".csv", "csv"), (".tsv", "csv"),
-                         *((f".{e}", "exif") for e in IMAGE_EXTS)):
-        if low.endswith(suffix) or (suffix in low and "{" in low):
-            return kind
-    if os.path.isfile(target):
-        if low.endswith((".xlsx", ".xls", ".ods", ".numbers")):
-            raise SpecError(f"{target!r}: spreadsheets are not read; save it as CSV (UTF-8) next to images/ "
-                            "and give that folder or file")
-        raise SpecError(f"{target!r}: cannot tell what kind of data this file is (geospot reads .csv, .jsonl, "
-                        f".parquet and .tar shards); prefix it with its kind, e.g. csv:{target} (kinds: "
-                        f"{', '.join(KINDS)})")
-    where = "" if os.path.isabs(target) else f" (a relative path is read from the current folder, {os.getcwd()})"
-    # owner/name could be a hub dataset; a path with more parts, or absolute, could not
-    hub = f"; a Hugging Face dataset is written hf:{target}" if target.count("/") == 1 and not os.path.isabs(
-        target) else ""
-    raise SpecError(f"{target!r}: no such file or folder{where}{hub}")
-
-
-def _exts_below(target: str, names: list[str]) -> set[str]:
-    """The file extensions one folder below `target` (its subfolders' files; no deeper)."""
-    out: set[str] = set()
-    for n in names:
-        sub = os.path.join(target, n)
-        if os.path.isdir(sub):
-            try:
-                out |= {m.rsplit(".", 1)[-1].lower() for m in os.listdir(sub) if "." in m}
-            except OSError:
-                continue
-    return out
-
-
-def labelled_csv(target: str, names: list[str]) -> str | None:
-    """The first of `names` (files in the folder `target`) that is a CSV / TSV with a latitude
-    column in its header line, or None."""
-    from geospot.geo.columns import LAT_KEYS
-
-    for n in names:
-        if n.lower().endswith((".csv", ".tsv")):
-            path = os.path.join(target, n)
-            try:
-                with open(path, encoding=csv_encoding(path)[0], errors="replace") as f:
-                    header = f.readline().lower()
-            except OSError:
-                continue
-            cells = {c.strip().strip('"').strip() for c in header.replace(";", ",").replace("\t", ",").split(",")}
-            if cells & set(LAT_KEYS):
-                return n
-    return None
-
-
-def _image_subfolder(target: str) -> bool:
-    """Whether images sit one level down (photos/2024-trip/*.jpg; the first 20 subfolders looked at)."""
-    subs = [os.path.join(target, n) for n in os.listdir(target) if os.path.isdir(os.path.join(target, n))]
-    try:
-        return any(n.rpartition(".")[2].lower() in IMAGE_EXTS for d in subs[:20] for n in os.listdir(d))
-    except OSError:  # a subfolder that cannot be listed: not this layout
-        return False
-
-
-def _geotagged(target: str) -> bool:
-    """Whether any of the first GPS_PEEK images below `target` carries usable EXIF GPS."""
-    from geospot.data.exif import gps_of
-
-    images = (p for p in walk_files(target) if p.rpartition(".")[2].lower() in IMAGE_EXTS)
-    return any(gps_of(p) is not None for _, p in zip(range(GPS_PEEK), images))
 
 
 def _opts(part: SpecPart, allowed: dict) -> dict:

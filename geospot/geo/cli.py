@@ -36,16 +36,12 @@ class ScoreInputError(ValueError):
     """A problem in an input CSV; the message names the file, row and column."""
 
 
-def _number(path: Path, row: int, column: str, raw: str, limit: float) -> float:
-    try:
-        value = float(raw)
-        if math.isnan(value):  # "nan" parses, and is no more a number here than "N/A"
-            raise ValueError
-    except ValueError:
-        raise ScoreInputError(
-            f"{path}: row {row}, column {column!r}: {raw!r} is not a number (use decimal degrees)"
-        ) from None
-    if not (math.isfinite(value) and abs(value) <= limit):
+def _number(path: Path, row: int, column: str, raw: str, limit: float, hint: str = "") -> float:
+    value = _float(raw)  # ("nan" and "inf" parse, and are no more degrees than "N/A")
+    if value is None:
+        raise ScoreInputError(f"{path}: row {row}, column {column!r}: {raw!r} is not a number (use decimal degrees)"
+                              + hint)
+    if abs(value) > limit:
         raise ScoreInputError(
             f"{path}: row {row}, column {column!r}: {raw!r} is outside [-{limit:g}, {limit:g}] degrees"
         )
@@ -63,10 +59,11 @@ def _float(raw: str) -> float | None:
 
 def read_coordinates(path: Path, *, allow_blank: bool) -> dict[str, tuple[float, float]]:
     """id -> (lat, lon); with `allow_blank`, a blank latitude (or N/A: NO_ANSWER) gives (NaN, NaN) (unparsed).
-    Row numbers in errors are the file's lines, the header row 1, like a spreadsheet's."""
+    Row numbers in errors are the file's lines (a record's last, for a quoted value over several lines), the
+    header row 1, like a spreadsheet's."""
     path = Path(path)
     if path.is_dir():  # a data folder given for its table
-        csvs = sorted(p.name for p in path.glob("*.csv"))
+        csvs = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".csv", ".tsv"))
         raise ScoreInputError(f"{path}: a folder; give its CSV file" + (f", e.g. {path / csvs[0]}" if csvs else ""))
     try:
         f = open(path, newline="", encoding="utf-8-sig")
@@ -111,7 +108,9 @@ def read_coordinates(path: Path, *, allow_blank: bool) -> dict[str, tuple[float,
                 swapped = la is not None and lo is not None and abs(la) > 90 and abs(lo) <= 90
                 raise ScoreInputError(f"{e}" + (" (latitude and longitude swapped? the longitude column holds "
                                                 f"{raw['longitude']})" if swapped else "")) from None
-            out[raw["id"]] = (lat, _number(path, row_no, "longitude", raw["longitude"], 180.0))
+            unparsed = " (only a blank or N/A latitude marks an unparsed answer)" if allow_blank and raw[
+                "longitude"].lower() in NO_ANSWER else ""
+            out[raw["id"]] = (lat, _number(path, row_no, "longitude", raw["longitude"], 180.0, unparsed))
     return out
 
 

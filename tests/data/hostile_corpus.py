@@ -315,6 +315,9 @@ CASES = [
     # a spreadsheet export that ends every row (not the header) with the separator: an empty field past the header's
     Case("csv a trailing comma on every row",
          csv_folder(CSV_HEAD + "\ng1,48.85,2.35,Paris,\ng2,-33.87,151.21,Sydney,\n"), only("g1", "g2")),
+    # ... decided for the file: one row with an unquoted comma and an empty last value is no trailing comma
+    Case("csv one row shifted, its last value empty", csv_folder(CSV_HEAD + "\ng1,48,85,2.35,\ng2,-33.87,151.21,\n"),
+         only("g2"), {"malformed_row": 1}),
     Case("csv unquoted comma shifts a row", csv_folder(CSV_HEAD + "\ng1,1,050,2.35,Paris\n"
                                                        "g2,-33.87,151.21,Sydney\n"), only("g2"), {"malformed_row": 1}),
     Case("csv latitude and longitude swapped", csv_folder("id,longitude,latitude,city\n" + "".join(

@@ -84,7 +84,8 @@ def test_option_mistakes_are_one_sentence_and_a_reused_folder_is_refused(tmp_pat
     cases = [(["inspect", spec, "--limit", "-1"], "--limit -1: give a number of samples >= 0"),
              (["pack", spec, str(tmp_path / "p"), "--shard-size", "0"], "--shard-size 0: give the samples per shard"),
              (["pack", spec, str(tmp_path / "p"), "--prefix", "a/b"], "--prefix 'a/b': give a file name start"),
-             (["pack", spec, str(tmp_path / "labels.csv")], "labels.csv is a file: give a folder")]
+             (["pack", spec, str(tmp_path / "labels.csv")], "labels.csv is a file: give a folder"),
+             (["pack", spec, str(tmp_path / "p"), "--limit", "0"], "--limit 0 packs nothing")]
     for argv, said in cases:
         with pytest.raises(SystemExit) as e:
             main(argv)
@@ -93,7 +94,7 @@ def test_option_mistakes_are_one_sentence_and_a_reused_folder_is_refused(tmp_pat
     assert main(["pack", spec, str(tmp_path / "p"), "--shard-size", "2"]) == 0
     with pytest.raises(SystemExit):
         main(["pack", spec, str(tmp_path / "p"), "--prefix", "other"])
-    assert "already holds shards (shard-000000.tar, shard-000001.tar, …)" in capsys.readouterr().err
+    assert "already holds .tar files (shard-000000.tar, shard-000001.tar, …)" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path / "p")) == [f"shard-00000{i}.tar" for i in range(3)]
 
 
@@ -104,3 +105,6 @@ def test_inspect_of_nothing_usable_exits_2_with_its_report(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert json.loads(out)["samples"] == 0 and "gave no usable sample" in err
     assert main(["inspect", "synthetic:n=6,size=16", "--limit", "0"]) == 0  # asked for none: none is no failure
+    capsys.readouterr()
+    assert main(["inspect", "synthetic:n=3,size=16", "--split", "val"]) == 2  # no id hashed into val: said so
+    assert "no record of it is in that split: try --split all" in capsys.readouterr().err

@@ -240,12 +240,19 @@ def test_same_data_is_the_same_files_however_the_spec_names_them(tmp_path, monke
 
 
 def test_a_folder_of_datasets_of_several_kinds_is_refused_not_read_as_one_of_them(tmp_path):
-    """Subfolders holding a CSV dataset and a JSONL one: the folder was read as JSON Lines and the CSV
-    datasets dropped without a word."""
-    (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "labels.csv").write_text("id,latitude,longitude\nx,1,2\n")
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "data.jsonl").write_text('{"image": "x.jpg", "lat": 1, "lon": 2}\n')
-    with pytest.raises(SpecError, match=r"its subfolders hold data of several kinds \(csv, jsonl\); give the folder "
-                                        r"of one dataset"):
-        spec_mod.build_source(parse_spec(str(tmp_path))[0])
+    """Subfolders holding CSV datasets and shards: the folder was read as the shards and the CSV datasets
+    dropped without a word."""
+    from PIL import Image
+
+    hub = tmp_path / "hub"  # a hub dataset's shards with a metadata table beside them: still one dataset
+    (hub / "data").mkdir(parents=True)
+    (hub / "data" / "train-0000.parquet").write_bytes(b"")
+    (hub / "meta").mkdir()
+    (hub / "meta" / "countries.csv").write_text("country,latitude,longitude\nFR,46,2\n")
+    assert spec_mod.infer_kind(str(hub)) == "parquet"
+    (hub / "osv").mkdir()  # ... and a CSV dataset (its table beside its images) in another subfolder: several
+    (hub / "osv" / "labels.csv").write_text("id,latitude,longitude\nx,1,2\n")
+    Image.new("RGB", (8, 8)).save(hub / "osv" / "x.jpg")
+    with pytest.raises(SpecError, match=r"its subfolders hold datasets of several kinds \(parquet shards, and a CSV "
+                                        r"beside its images\); give the folder of one dataset"):
+        spec_mod.infer_kind(str(hub))

@@ -120,6 +120,10 @@ def test_a_stem_predicted_for_a_truth_id_with_its_extension_matches_and_rows_are
     na = write(tmp_path / "na.csv", [["id", "latitude", "longitude"], ["a", "N/A", "N/A"], ["b", "0", "0"]])
     assert score_main(["--pred", na, "--truth", truth, "--json", "--no-labels"]) == 0
     assert json.loads(capsys.readouterr().out)["parsed"] == 0.5
+    lon_na = write(tmp_path / "ln.csv", [["id", "latitude", "longitude"], ["a", "2", "N/A"], ["b", "0", "0"]])
+    assert score_main(["--pred", lon_na, "--truth", truth, "--no-labels"]) == 2
+    assert "'N/A' is not a number (use decimal degrees) (only a blank or N/A latitude marks an unparsed answer)" \
+        in capsys.readouterr().err
 
 
 def test_swapped_columns_and_a_folder_as_truth_are_said_with_the_fix(tmp_path, truth, capsys):
