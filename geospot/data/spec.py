@@ -20,7 +20,7 @@ glob characters and braces in a quoted path still expand. A part naming an exist
 folder is read as that path even when it ends in @<number>.
 
 Stream options: any stream option (max_side, square, max_pixels, min_side, repeat, shuffle,
-shuffle_buffer, workers, prefetch, val_frac, test_frac, max_skips_in_a_row; see the README's
+shuffle_buffer, workers, prefetch, val_frac, test_frac, max_skips_in_a_row; README.md's table
 "Data stream options") may be written among a part's options. It applies to the whole stream
 and overrides the command's own value; two parts may not set one differently.
 

@@ -44,7 +44,7 @@ from geospot.rl.kl import apply_kl_penalty
 from geospot.rl.metrics import image_records, reasoning_metrics, rollout_metrics
 from geospot.rl.pipeline import BatchSource, RolloutPipeline, importance_ratio_metrics, sampler_factory
 from geospot.runs.checkpoint import read_extra
-from geospot.runs.folder import LogDirBehavior
+from geospot.runs.folder import LogDirBehavior, read_config
 from geospot.runs.model_spec import is_run_path, model_spec
 from geospot.train.command import run_command, stop_asked
 from geospot.train.common import Progress
@@ -185,8 +185,10 @@ def env_from_start_run(cfg: RLConfig, given: set[str], resumed: set[str] = froze
     if not path or "://" in path or not is_run_path(path):
         return cfg
     spec, typed = model_spec(path), given | resumed
-    # an RL run's mix goes on with its env: continued as it was (env_type not typed), the same share plays it
-    mix = {k: spec.config[k] for k in ("mix_env_type", "mix_share") if k in spec.config and k not in typed}
+    # an RL run's mix goes on with its env: continued as it was (env_type not typed), the same share plays it.
+    # The run's own config.json, not spec.config: that one fills a None (no mix) from the run it started from
+    own = ((read_config(spec.run_dir) or {}).get("config") or {}) if spec.run_dir else {}
+    mix = {k: own[k] for k in ("mix_env_type", "mix_share") if k in own and k not in typed}
     mix = mix if mix.get("mix_env_type") and not {"env_type", "mix_env_type"} & typed else {}
     cfg, record = env_defaults(dataclasses.replace(cfg, **mix), spec, typed | set(mix))
     record["from_run"].update(mix)

@@ -278,3 +278,9 @@ def test_rl_from_a_mixed_run_keeps_its_mix_unless_the_env_is_typed(tmp_path):
     assert (cfg.mix_env_type, cfg.mix_share) == ("telescoping", 0.25)
     cfg = _rl_argv([f"load_checkpoint_path={mix}", "env_type=telescoping"])  # another env: the mix was the run's
     assert (cfg.env_type, cfg.mix_env_type) == ("telescoping", None)
+    # a telescoping-only stage after the mixed one (the quick demo's) recorded no mix: none is continued, though
+    # the run it started from had one
+    tele = _run(tmp_path / "tele", "rl", {"env_type": "telescoping", "load_checkpoint_path": str(mix),
+                                           "mix_env_type": None, "mix_share": 0.25})
+    cfg = _rl_argv([f"load_checkpoint_path={tele}"])
+    assert (cfg.env_type, cfg.mix_env_type) == ("telescoping", None)
