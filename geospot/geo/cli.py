@@ -126,14 +126,22 @@ def match_ids(pred: dict[str, tuple], truth: dict[str, tuple]) -> tuple[dict[str
     when exactly one truth id reads so -- and the prediction ids that match none. Two predictions
     for one truth id are refused."""
     index: dict[str, str | None] = {}
+    sharing: dict[str, dict[str, None]] = {}  # name -> the truth ids it reads as (ordered, once each)
     for t in truth:
         for k in _names(t):
             index[k] = t if index.get(k, t) == t else None  # a name two truth ids share matches neither
+            sharing.setdefault(k, {})[t] = None
     out: dict[str, tuple] = {}
     unmatched, by = [], {}
     for i, v in pred.items():
         # (its own id too: a stem predicted for a truth id written with its extension, 123 for 123.jpg)
         t = i if i in truth else next((index[k] for k in _names(i) if index.get(k)), None)
+        shared = next((k for k in _names(i) if k in index and index[k] is None), None) if t is None else None
+        if shared is not None and not all(x in pred for x in sharing[shared]):  # said as such, not as a truth id
+            # "missing" from the predictions (where each of those truth ids has its own row, this one is an extra)
+            ids = list(sharing[shared])
+            raise ScoreInputError(f"prediction {i!r} reads as {len(ids)} truth ids by its name {shared!r} ("
+                                  f"{', '.join(map(repr, ids[:3]))}); write its id as the truth file does")
         if t is None:
             unmatched.append(i)
         elif t in out:

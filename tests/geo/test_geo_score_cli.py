@@ -103,7 +103,12 @@ def test_predicted_paths_match_truth_ids_by_file_name_or_stem_and_extras_are_sai
     twice = write(tmp_path / "t2.csv", [["id", "latitude", "longitude"], ["x/a", "0", "0"], ["y/a", "0", "0"],
                                          ["b", "0", "0"]])
     assert score_main(["--pred", pred, "--truth", twice, "--no-labels"]) == 2  # `a` names two truth rows: neither
-    assert "2 id(s) in" in capsys.readouterr().err
+    assert ("prediction 'roll/2024/a.jpg' reads as 2 truth ids by its name 'a' ('x/a', 'y/a'); write its id as the "
+            "truth file does") in capsys.readouterr().err
+    exact = write(tmp_path / "p2.csv", [["id", "latitude", "longitude"], ["x/a", "0", "0"], ["y/a", "0", "0"],
+                                         ["b", "0", "0"], ["roll/a.jpg", "1", "1"]])
+    assert score_main(["--pred", exact, "--truth", twice, "--no-labels"]) == 0  # each has its own row: an extra
+    assert "are not scored (first: 'roll/a.jpg')" in capsys.readouterr().err
 
 
 def test_a_stem_predicted_for_a_truth_id_with_its_extension_matches_and_rows_are_the_files_lines(tmp_path, capsys):
