@@ -79,6 +79,12 @@ def file_names(paths: list[str]) -> dict[str, str]:
     return {p: "/".join(x[shared:]) for p, x in zip(paths, parts)}
 
 
+def _named_in_ids(names: dict[str, str], path: str) -> str:
+    """How a record's made-up id names its file: file_names' name, or the file's own name for a path
+    the source was not built with (a caller reading another shard)."""
+    return names.get(path) or os.path.basename(path)
+
+
 def _labels(meta: dict) -> dict:
     """The place labels a record carries; a missing one (None, "", a NaN from pandas or JSON) is
     left out, so hierarchical training geocodes it instead of learning the country "nan"."""
@@ -184,7 +190,7 @@ class WebDatasetSource:
             return Skip("bad_metadata", f"{url}:{key}", self.name)
         lat = _at(meta, self.lat_key) if self.lat_key else _first(meta, LAT_KEYS)
         lon = _at(meta, self.lon_key) if self.lon_key else _first(meta, LON_KEYS)
-        sid = str(meta.get("id") or f"{self._names.get(url) or os.path.basename(url)}/{key}")
+        sid = str(meta.get("id") or f"{_named_in_ids(self._names, url)}/{key}")
         if clash := _coords_clash(meta, self.lat_key, self.lon_key):
             return Skip("ambiguous_coords", f"{sid}: {clash}", self.name, sid)
         return Record(sid, str(meta.get("source") or self.name), lat, lon, _labels(meta), parts[img_ext])
@@ -277,7 +283,7 @@ class ParquetSource:
         if img_c is None or lat_c is None or lon_c is None:
             raise DataError(f"{path}: need image and latitude/longitude columns (found {names}); "
                             "name them with image=, lat=, lon= in the spec")
-        row, named_as = 0, self._names.get(path) or os.path.basename(path)
+        row, named_as = 0, _named_in_ids(self._names, path)
         for batch in pf.iter_batches(batch_size=256):
             for r in batch.to_pylist():
                 sid = str(r[id_c]) if id_c and r.get(id_c) is not None else f"{named_as}:{row}"
@@ -346,7 +352,7 @@ class JsonlSource:
             return
         sid = meta.get("id")
         sid = str(sid) if isinstance(sid, (str, int)) and not isinstance(sid, bool) and sid != "" else \
-            f"{self._names.get(path) or os.path.basename(path)}:{lineno}"
+            f"{_named_in_ids(self._names, path)}:{lineno}"
         key = self.image_key if self.image_key != "image" else _first_key(meta, JSONL_IMAGE_KEYS) or "image"
         rel = meta.get(key)
         if rel is None or rel == "":

@@ -102,11 +102,16 @@ class EnvOptions:
         key = "env_type" if hasattr(self, "env_type") else "prompt_style"
         style, mix = getattr(self, key, "single"), getattr(self, "mix_env_type", None)
         asked = f"{key}={style}" + (f" (mix_env_type={mix})" if mix else "")
-        for name in (*KEY_READERS, *MIXED_REWARD_KEYS):  # set (not the default), and nothing in play reads it:
-            # said first, before whatever else is wrong with a key that would be ignored
-            value = getattr(self, name)
-            if value == _DEFAULTS[name] or reads(self, name):
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        unread = unread_keys(self)
+        for name in (*KEY_READERS, *MIXED_REWARD_KEYS, "mix_share"):  # set (not the default), and nothing in play
+            # reads it: said first, before whatever else is wrong with a key that would be ignored
+            if name not in unread or getattr(self, name) == defaults[name]:
                 continue
+            value = getattr(self, name)
+            if name == "mix_share":
+                raise ConfigError(f"mix_share={value!r} is the share of images that play mix_env_type, which is not "
+                                  "set; leave it out or set mix_env_type")
             if name in MIXED_REWARD_KEYS:
                 fix = "set reward=mixed" if hasattr(self, "reward") else "it is an RL key"
                 raise ConfigError(f"{name}={value} is read by reward=mixed only; leave it out or {fix}")
@@ -149,8 +154,6 @@ class EnvOptions:
         """The token budget per turn: `reasoning_max_tokens` when reasoning, else `max_tokens`."""
         return int(self.reasoning_max_tokens) if self.reasoning else int(max_tokens)
 
-
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(EnvOptions)}
 
 # What a run's config.json holds for its env: what an eval of that run (model=<run>) should reuse.
 ENV_KEYS: tuple[str, ...] = ("env_type", *(f.name for f in dataclasses.fields(EnvOptions)))

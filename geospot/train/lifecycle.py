@@ -41,7 +41,7 @@ from geospot.runs.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from geospot.runs.folder import prepare_log_dir, read_config, truncate_jsonl, write_config
+from geospot.runs.folder import prepare_log_dir, truncate_jsonl, write_config
 from geospot.runs.loggers import open_run_writer
 from geospot.runs.store import STORE_FILE, RunReader
 from geospot.runs.writer import NullWriter
@@ -281,7 +281,7 @@ def start_run(
     d = distributed.init(engine_config.device)
     engine_config = dataclasses.replace(engine_config, device=distributed.rank_device(engine_config.device, d))
     stderr = (stderr or sys.stderr) if d.is_main else open(os.devnull, "w")  # noqa: SIM115
-    made = _outermost_missing(Path(log_path))  # what a failed start removes: runs/ too, if this start made it
+    made = [p for p in Path(log_path).parents if not p.exists()]  # the folders this start makes to hold the run
     log_dir, resuming, changed = _prepare_folder(d, log_path, kind, cfg)
     rank_death.watch(d, log_dir)  # a rank that dies: one sentence from rank 0 (train/rank_death.py)
     stream = own_writer = None
@@ -316,9 +316,6 @@ def start_run(
             run.budget.spent = float(ckpt.loop_state.get("train_seconds", 0.0))
             run.data_end = ckpt.loop_state.get("data_end")
             print(f"resuming {log_dir} from step {ckpt.step}", file=stderr)
-            before = (read_config(log_dir) or {}).get("processes", 1)
-            if before != d.world:  # the same steps, equal to rounding (docs/distributed.md)
-                changed = {**changed, "processes": [before, d.world]}
             for k, (a, b) in changed.items():
                 # a schedule over the run's length (lr, τ) is read at the new length from here on
                 then = "; the lr and τ schedules now end there" if k in ("max_steps", "max_seconds") else ""
@@ -338,22 +335,12 @@ def start_run(
         if stream is not None:
             stream.close()
         if not resuming and d.is_main:  # the folder is this start's own (new, or just emptied): a failed start
-            shutil.rmtree(log_dir, ignore_errors=True)  # leaves none, nor the folders made to hold it, if empty:
-            for parent in log_dir.parents:  # (another start may have made its own run in runs/ meanwhile)
-                if made not in (parent, *parent.parents) or not parent.is_dir() or any(parent.iterdir()):
+            shutil.rmtree(log_dir, ignore_errors=True)  # leaves none, nor the folders made to hold it, if empty
+            for parent in made:  # (innermost first; another start may have made its own run in runs/ meanwhile)
+                if not parent.is_dir() or any(parent.iterdir()):
                     break
                 parent.rmdir()
         raise
-
-
-def _outermost_missing(path: Path) -> Path:
-    """The outermost folder of `path` that does not exist yet (`path` itself when its parent does)."""
-    missing = path
-    for parent in path.parents:
-        if parent.exists():
-            break
-        missing = parent
-    return missing
 
 
 def require_torchrun_ok(engine_config: Any, set_reference: bool = False) -> None:
@@ -408,7 +395,7 @@ def _prepare_folder(d: Dist, log_path: str, kind: str, cfg: Any) -> tuple[Path, 
         try:
             refuse_a_live_run(log_path)
             log_dir, resuming = prepare_log_dir(log_path, cfg.behavior_if_log_dir_exists)
-            found = (str(log_dir), resuming, check_resume(log_dir, kind, cfg) if resuming else {})
+            found = (str(log_dir), resuming, check_resume(log_dir, kind, cfg, d.world) if resuming else {})
         except ConfigError as e:
             found = str(e)
     found = d.broadcast(found)

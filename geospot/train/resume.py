@@ -154,10 +154,11 @@ def same_value(key: str, saved: Any, new: Any, started_in: Any) -> bool:
     return os.path.realpath(os.path.join(started_in, saved)) == os.path.realpath(os.path.expanduser(new))
 
 
-def check_resume(log_dir: Path, kind: str, cfg: Any) -> dict[str, list[Any]]:
+def check_resume(log_dir: Path, kind: str, cfg: Any, processes: int = 1) -> dict[str, list[Any]]:
     """Refuse, with one sentence, a resume that has nothing to resume or that would change what
-    is trained; -> the harmless keys that changed, {key: [saved, new]}. Keys only one side has
-    (a geospot version added or dropped them) are not compared."""
+    is trained; -> the harmless keys that changed, {key: [saved, new]}, `processes` among them when
+    the run now runs in another number (the same steps, equal to rounding: docs/distributed.md).
+    Keys only one side has (a geospot version added or dropped them) are not compared."""
     key = "behavior_if_log_dir_exists"
     latest = latest_checkpoint(log_dir)
     if latest is None:
@@ -186,7 +187,8 @@ def check_resume(log_dir: Path, kind: str, cfg: Any) -> dict[str, list[Any]]:
         raise ConfigError(f"log_path={str(log_dir)!r} cannot resume with a changed {', '.join(refused)} ({what}): "
                           "a resumed run trains what it started with; pass the saved value(s), or start a new run "
                           f"from its weights with load_checkpoint_path={str(log_dir)!r} and another log_path")
-    return changed
+    before = saved.get("processes", 1)
+    return changed if before == processes else {**changed, "processes": [before, processes]}
 
 
 def write_resumed_config(log_dir: Path, kind: str, cfg: Any, changed: dict[str, list[Any]], step: int,

@@ -62,7 +62,6 @@ from geospot.train.lifecycle import (
 )
 
 DEFAULT_DATA = "hf:sdan/geospot-unified"
-_MIX_SHARE = 0.25  # (mix_share's default: a share typed without mix_env_type is refused)
 
 
 # Every engine key, None = the SFT run's (load_checkpoint_path) value, else EngineConfig's default
@@ -74,7 +73,7 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
     mix_env_type: str | None = option(
         None, "another env played by a share (mix_share) of each batch's images, one policy for both, each env with "
         "its own reward: e.g. telescoping inside single-turn GRPO, so the refine turns keep learning")
-    mix_share: float = option(_MIX_SHARE, "share of each batch's images that play mix_env_type (when it is set)")
+    mix_share: float = option(0.25, "share of each batch's images that play mix_env_type (when it is set)")
     load_checkpoint_path: str | None = option(None, RUN_HELP["load_checkpoint_path"])
     # data
     data: str | None = option(None, "training data spec (geospot.data.open_stream), e.g. hf:osv5m/osv5m or "
@@ -144,8 +143,6 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
         require(self, self.mix_env_type in (None, *ENV_TYPES) and self.mix_env_type != self.env_type,
                 "mix_env_type", f"must be None or one of {', '.join(ENV_TYPES)} other than env_type")
         require(self, 0 < self.mix_share < 1, "mix_share", "must be in (0, 1): the share of images that mix")
-        require(self, self.mix_env_type is not None or self.mix_share == _MIX_SHARE, "mix_share",
-                "is the share of images that play mix_env_type, which is not set; leave it out or set mix_env_type")
         mixed = registry.mixed_count(self.batch_size, self.mix_env_type, self.mix_share)
         require(self, self.mix_env_type is None or 0 < mixed < self.batch_size, "mix_share",
                 f"of batch_size={self.batch_size} is {mixed} image(s), so "
