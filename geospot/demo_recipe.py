@@ -27,14 +27,14 @@ class Preset:
     tau_steps: int = 0  # > 0: also run the τ study with this many GRPO steps per arm
 
 
-# `default` fits the 5-minute budget on 2 quiet cores: 201-241 CPU s (SFT 54-76, mixed GRPO 129-151,
-# evals 16-18; one torch thread), 3 min 53 s wall at load 1.0. SFT stops at 300 steps, while its map
+# `default` fits the 5-minute budget on 2 quiet cores: 213-216 CPU s (SFT 47-50, mixed GRPO 138-144,
+# evals 23-24; one torch thread), 3 min 28 s wall at load 1.1. SFT stops at 300 steps, while its map
 # is still rough, so GRPO has room (from a converged 450-step SFT, 400 GRPO steps moved greedy by
 # +3 / -41 in the world without look-alikes). No telescoping-only stage: with 24 (or 72)
 # telescoping-only steps after single-turn GRPO the final turn was never closer than the first,
 # for about the same CPU per telescoping group as the mixed groups. 431 held-out images: all of the
 # world's val and test ids (5 % + 5 % of its 4,000, by hash; training reads neither). The greedy band
-# (paired bootstrap, 95 %) is about ±85-125 GeoScore there, against ±120-170 on the 202 val images
+# (paired bootstrap, 95 %) is about ±80-130 GeoScore there, against ±120-190 on the 202 val images
 # alone, where a +94 gain could not be told from noise (docs/rl_vs_sft.md, 8th pass).
 # `quick` is the test's size; `long` adds the τ study and more steps.
 PRESETS = {
@@ -74,7 +74,7 @@ class DemoConfig:
     # already as good as the model gets on seed 0, so the final turn ended farther beyond noise
     # (+465 km on this machine); with zoom 4 the coarse look is a glance, and the turn with the full
     # photo is where the refinement comes from: final closer than first beyond noise on seeds 0-3,
-    # GRPO's greedy gain beyond noise on all four (on 431 images). Measured cost: ~10 CPU s per demo.
+    # GRPO's greedy gain beyond noise on all four (on 431 images); 213-216 CPU s per demo against 171-223.
     # The final turn is still farther than the second on 2 seeds of 4 (docs/rl_vs_sft.md, 5th-8th passes).
     zoom: int = 4
     # GRPO, stage 1: single-turn groups. One turn costs ~1/6 of a telescoping step, so it gets ~6x
@@ -111,8 +111,8 @@ class DemoConfig:
     # Eval: greedy (what a user of the model sees) AND seeded samples at temperature 1 (the
     # policy GRPO trains), one per image per seed, averaged over the seeds; same held-out
     # images for every stage, so each change is judged by a paired bootstrap over them. Two
-    # sampling seeds over 202 images cost less than four did over 128; the sampled change (+500)
-    # is far outside its band either way, the greedy one needs the extra images.
+    # sampling seeds: the sampled change (+400-500) is far outside its band; the greedy one
+    # (+127-456) needs the images (eval_n).
     eval_style: str = "single"
     eval_split: str = "heldout"  # val + test: ids no training stage reads (data/stream.py SPLITS)
     eval_sample_seeds: tuple[int, ...] = (5, 6)

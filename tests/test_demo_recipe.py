@@ -43,3 +43,13 @@ def test_tau_arms_differ_only_in_tau(tmp_path):
     assert follow.max_steps == fixed.max_steps == 7
     assert follow.load_checkpoint_path == fmt == f"{out}/sft/checkpoints/150"
     assert fixed.load_checkpoint_path == fmt and (follow.seed, follow.data) == (fixed.seed, fixed.data)
+
+
+def test_the_demo_is_judged_on_every_id_no_stage_trains_on():
+    from geospot.data.stream import load_samples, split_of
+
+    cfg, default = DemoConfig(), PRESETS["default"]
+    held = load_samples(cfg.data, split=cfg.eval_split, n=default.eval_n + 50)
+    # the default preset takes all of them: a narrower noise band than the val split alone gives
+    assert len(held) == default.eval_n
+    assert {split_of(s.id) for s in held} == {"val", "test"}  # neither is read by SFT or GRPO (split="train")
