@@ -283,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help=f"run folder (default: {DemoConfig.out}, or {DemoConfig.out}-2, -3, ... if taken)")
     ap.add_argument("--fresh", action="store_true", help="replace the --out folder if it holds an earlier run")
     ap.add_argument("--zoom", type=int, default=DemoConfig.zoom,
-                    help="telescoping: the first turn sees the photo this many times smaller per side, the second the full "
-                         "photo (1 = one photo for every turn; default: %(default)s)")
+                    help="telescoping: the first turn sees the photo this many times smaller per side, the second "
+                         "the full photo (1 = one photo for every turn; default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="seed of data order, initialisation and sampling (default: 0)")
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object on the last line")
     ap.add_argument("--serve", action="store_true", help="serve the dashboard of the run at the end")
