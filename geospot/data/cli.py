@@ -4,7 +4,8 @@ inspect: reads the spec once (no repeat, no shuffle) and reports the sample coun
 reason, samples per source and the coordinate bounds; `--json` prints one object
 {"samples": int, "skipped": {reason: int}, "sources": {name: int}}. No usable sample: exit 2.
 pack: writes any spec as WebDataset shards in the sdan/geospot-unified member layout
-(`<key>.jpg` + `<key>.json` {lat, lon, city, country, source, id}), e.g. to build a local mirror."""
+(`<key>.jpg` + `<key>.json` {lat, lon, city, country, source, id}), e.g. to build a local mirror,
+and beside them PACK_RECORD, what they were packed from."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from itertools import islice
 
 from geospot.config import ConfigError
 from geospot.data.spec import SpecError
+from geospot.data.spec_paths import PACK_RECORD, rebase_spec
 from geospot.data.stream import SPLITS, open_stream
 
 
@@ -101,6 +103,10 @@ def pack(args) -> int:
         print(f"geospot data: {args.spec!r} gave no usable sample to pack; see `geospot data inspect "
               f"'{args.spec}'`", file=sys.stderr)
         return 2
+    source = rebase_spec(args.spec, os.getcwd())
+    if source is not None:  # eval of a run trained on these shards knows its held-out images of the original
+        with open(os.path.join(args.out, PACK_RECORD), "w", encoding="utf-8") as f:
+            json.dump({"from": source, "split": args.split, "samples": counter["n"]}, f)
     print(f"read them back with: geospot data inspect '{args.out}/{args.prefix}-{{000000..{len(paths) - 1:06d}}}.tar'")
     return 0
 

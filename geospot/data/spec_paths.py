@@ -2,15 +2,22 @@
 its relative paths meant from the folder it was started in (config.json's `started_in`).
 
     same_data:   whether two specs name the same data, each read from its own folder;
-    rebase_spec: a spec with its relative local paths made absolute under a folder.
+    rebase_spec: a spec with its relative local paths made absolute under a folder;
+    packed_from: the data a `geospot data pack` folder was packed from (its PACK_RECORD).
 
 train/resume.py resumes a run from anywhere with them; eval/cli.py knows a run's training data."""
 
 from __future__ import annotations
 
+import json
 import os
 
 from geospot.data.spec import ESCAPABLE, KINDS, SpecError, parse_spec
+
+# written by `geospot data pack` beside its shards: the spec they were packed from (absolute paths).
+# Pack keeps each sample's id, and a split is a hash of the id, so a run trained on the shards held
+# out the same images of the original as of the shards.
+PACK_RECORD = "geospot-pack.json"
 
 
 def same_data(a: str, a_dir: str, b: str, options: bool = True) -> bool:
@@ -83,3 +90,22 @@ def rebase_spec(spec: str, base: str) -> str | None:
             body = os.path.join(base, target) + body[len(target):]
         out.append(f"{head}:{body}" if kind_prefix else body)
     return ";".join(out)
+
+
+def packed_from(spec: str, base: str) -> str | None:
+    """The spec `geospot data pack` read to write `spec` (one folder of its shards, or shard files in
+    it; relative paths read from `base`), from the folder's PACK_RECORD; None for anything else."""
+    try:
+        parts = parse_spec(spec, infer=False)
+    except SpecError:
+        return None
+    if len(parts) != 1 or parts[0].kind in ("synthetic", "hf") or not parts[0].target:
+        return None
+    target = os.path.join(base, os.path.expanduser(parts[0].target))
+    folder = target if os.path.isdir(target) else os.path.dirname(target)
+    try:
+        with open(os.path.join(folder, PACK_RECORD), encoding="utf-8") as f:
+            source = json.load(f).get("from")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return source if isinstance(source, str) and source else None

@@ -14,6 +14,7 @@ summary.json (the metrics; what --compare reads)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import sys
@@ -80,7 +81,6 @@ def held_out_split(cfg, split: str) -> str:
     a note that the numbers are not held-out ones. The same data is the same files with the same
     split fractions, whatever else the spec says (a fine-tune adds `square=true` to new photos).
     Any other model or data: `split` as it is."""
-    from geospot.data.spec_paths import same_data
     from geospot.runs.model_spec import is_export_path, is_run_path, model_spec
 
     if split not in ("all", "train") or not cfg.model or not (is_run_path(cfg.model) or is_export_path(cfg.model)):
@@ -88,21 +88,39 @@ def held_out_split(cfg, split: str) -> str:
     spec = model_spec(cfg.model)
     run = spec.run_dir or cfg.model
     started_in = spec.started_in or "."
-    if not spec.data or not same_data(spec.data, started_in, cfg.data, options=False):
+    via = trained_on(spec.data, started_in, cfg.data) if spec.data else None
+    if via is None:
         return split
     if split_fractions(spec.data) != split_fractions(cfg.data):  # another split of the ids: held-out ones unknown
-        print(f"note: data={cfg.data} reads the data {run} trained on with other val_frac / test_frac than its "
+        print(f"note: data={cfg.data} reads the data {run} trained on{via} with other val_frac / test_frac than its "
               f"data={spec.data}, so which images it held out is not known here and these numbers may include "
               "trained ones; give the run's fractions to score only the held-out images", file=sys.stderr)
         return split
     if cfg.split == "auto":
-        print(f"data={cfg.data} is what {run} trained on (its train split): evaluating the images it held "
+        print(f"data={cfg.data} is what {run} trained on{via} (its train split): evaluating the images it held "
               "out (split=heldout: val + test); split=all evaluates every image, the trained ones included",
               file=sys.stderr)
         return "heldout"
-    print(f"note: data={cfg.data} is what {run} trained on, and split={split} holds the images it trained "
+    print(f"note: data={cfg.data} is what {run} trained on{via}, and split={split} holds the images it trained "
           "on: these numbers are not held-out ones (split=heldout evaluates only the others)", file=sys.stderr)
     return split
+
+
+def trained_on(run_data: str, started_in: str, data: str) -> str | None:
+    """Whether `data` (read from here) holds the images a run trained on `run_data` (read from
+    `started_in`) did, as the words to say how: "" for the same data, a phrase when one was packed
+    from the other (pack keeps each id, and a split is a hash of the id); None when not."""
+    from geospot.data.spec_paths import packed_from, same_data
+
+    if same_data(run_data, started_in, data, options=False):
+        return ""
+    source = packed_from(run_data, started_in)
+    if source is not None and same_data(source, "/", data, options=False):
+        return f" (as the shards packed from it, {run_data})"
+    source = packed_from(data, os.getcwd())
+    if source is not None and same_data(run_data, started_in, source, options=False):
+        return " (these shards were packed from it)"
+    return None
 
 
 def split_fractions(spec: str) -> tuple[float, float]:

@@ -6,6 +6,7 @@ from data_builders import EXPECTED_SKIPPED, build_corpus
 
 from geospot.data import load_samples
 from geospot.data.cli import main
+from geospot.data.spec_paths import PACK_RECORD, packed_from
 
 OSV = "/work/shared/data/osv5m-samples"
 
@@ -40,7 +41,10 @@ def test_pack_then_read_back(tmp_path, capsys):
     spec = "synthetic:n=25,size=32,seed=4"
     assert main(["pack", spec, "--out", str(tmp_path), "--shard-size", "10"]) == 0
     assert "wrote 25 samples in 3 shard(s)" in capsys.readouterr().out
-    assert sorted(os.listdir(tmp_path)) == ["shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]
+    assert sorted(os.listdir(tmp_path)) == [PACK_RECORD, "shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]
+    # what they were packed from (paths absolute), read by eval to know a run's held-out images of it
+    assert json.loads((tmp_path / PACK_RECORD).read_text()) == {"from": spec, "split": "all", "samples": 25}
+    assert packed_from(str(tmp_path), "/elsewhere") == spec and packed_from(spec, str(tmp_path)) is None
     want, got = load_samples(spec, "all"), load_samples(str(tmp_path), "all")
     assert [s.id for s in got] == [s.id for s in want]
     assert [s.labels["country"] for s in got] == [s.labels["country"] for s in want]
@@ -54,7 +58,7 @@ def test_pack_then_read_back(tmp_path, capsys):
 def test_pack_takes_its_output_folder_as_a_second_argument(tmp_path, capsys):
     """`geospot data pack SPEC OUT`, as a user first types it (--out still works; two folders are refused)."""
     assert main(["pack", "synthetic:n=5,size=16", str(tmp_path / "a")]) == 0
-    assert sorted(os.listdir(tmp_path / "a")) == ["shard-000000.tar"]
+    assert sorted(os.listdir(tmp_path / "a")) == [PACK_RECORD, "shard-000000.tar"]
     for argv, word in ((["pack", "synthetic:n=5,size=16"], "needs an output folder"),
                        (["pack", "synthetic:n=5,size=16", str(tmp_path / "b"), "--out", str(tmp_path / "c")],
                         "two output folders")):
@@ -95,7 +99,7 @@ def test_option_mistakes_are_one_sentence_and_a_reused_folder_is_refused(tmp_pat
     with pytest.raises(SystemExit):
         main(["pack", spec, str(tmp_path / "p"), "--prefix", "other"])
     assert "already holds .tar files (shard-000000.tar, shard-000001.tar, …)" in capsys.readouterr().err
-    assert sorted(os.listdir(tmp_path / "p")) == [f"shard-00000{i}.tar" for i in range(3)]
+    assert sorted(os.listdir(tmp_path / "p")) == [PACK_RECORD, *(f"shard-00000{i}.tar" for i in range(3))]
 
 
 def test_inspect_of_nothing_usable_exits_2_with_its_report(tmp_path, capsys):

@@ -315,6 +315,51 @@ def test_a_run_evaluated_on_its_own_training_data_is_scored_on_the_images_it_hel
     assert summary["split"] == "all" and summary["metrics"]["n"] == 8 and "trained" not in err
 
 
+
+def test_a_run_trained_on_a_pack_of_the_data_is_scored_on_the_images_it_held_out(tmp_path, capsys, monkeypatch):
+    """`geospot data pack photos packs`, a run trained on packs, then eval on photos (or the other
+    way round): pack keeps each id and the split is a hash of the id, so split=auto scores only the
+    ids training never read, and says how it knows. Without the pack's record, photos are other data."""
+    import shutil
+
+    from geospot.data import split_of
+    from geospot.data.cli import main as data_main
+
+    proj = tmp_path / "proj"
+    shutil.copytree(OSV / "images", proj / "photos" / "images")
+    shutil.copy(OSV / "labels.csv", proj / "photos" / "labels.csv")
+    monkeypatch.chdir(proj)
+    assert data_main(["pack", "photos", "packs"]) == 0
+    opts = ",val_frac=0.3,test_frac=0.3"
+    run = proj / "runs" / "a"
+    (run / "checkpoints" / "2").mkdir(parents=True)
+    (run / "checkpoints" / "2" / "state.json").write_text(json.dumps({"step": 2}))
+    real = cli.run_eval
+    monkeypatch.setattr(cli, "run_eval", lambda c, given=None: real(c, engine=ScriptedEngine(by_pixels), given=given))
+    monkeypatch.chdir(tmp_path)
+
+    def evaluate(trained_on, data):
+        (run / "config.json").write_text(json.dumps({"kind": "sft", "started_in": str(proj), "config": {
+            "model_name": "tiny:qwen2_5_vl:tiny", "data": trained_on + opts, "prompt_style": "single"}}))
+        capsys.readouterr()
+        assert cli.eval_main([f"model={run}", f"data={data}{opts}", f"out={tmp_path / 'e'}", "geocoder=none",
+                              "--json"]) == 0
+        out, err = capsys.readouterr()
+        shutil.rmtree(tmp_path / "e")
+        return json.loads(out.strip().splitlines()[-1]), err
+
+    held = sum(split_of(p.stem, 0.3, 0.3) != "train" for p in (OSV / "images").glob("*.jpg"))
+    assert 0 < held < 8
+    summary, err = evaluate("packs", f"{proj}/photos")
+    assert summary["split"] == "heldout" and summary["metrics"]["n"] == held
+    assert f"trained on (as the shards packed from it, packs{opts}) (its train split)" in err
+    summary, err = evaluate("photos", f"{proj}/packs")
+    assert summary["split"] == "heldout" and summary["metrics"]["n"] == held
+    assert "trained on (these shards were packed from it) (its train split)" in err
+    (proj / "packs" / "geospot-pack.json").unlink()  # no record: which images the shards hold is not known here
+    summary, err = evaluate("packs", f"{proj}/photos")
+    assert summary["split"] == "all" and summary["metrics"]["n"] == 8 and "trained" not in err
+
 def test_predict_reads_every_subfolder_and_each_photo_once(tmp_path, capsys):
     """A camera roll: a photo at the top and the rest in year / trip subfolders. All are answered,
     once each, however the arguments name them (the folder, a subfolder again, a file again)."""
