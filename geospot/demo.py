@@ -274,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="override the preset's GRPO steps (single-turn + telescoping mix; 0 = skip)")
     ap.add_argument("--rl-steps", type=int,
                     help="override the preset's telescoping-only GRPO steps after the mixed stage (0 = none)")
-    ap.add_argument("--eval-n", type=int, help="held-out images per eval")
+    ap.add_argument("--eval-n", type=int, help="held-out images per eval (of the data's val + test ids: the demo's "
+                    "world has 431)")
     ap.add_argument("--tau-study", type=int, nargs="?", const=150, metavar="STEPS",
                     help="also compare τ following the error with a fixed τ = 25 km from a format-only warm start "
                          "(STEPS GRPO steps per arm, default 150)")

@@ -12,9 +12,10 @@ from pathlib import Path
 # of look-alike countries >= 5,000 km apart (ambiguity 0.5: half the images could be either twin).
 # Why the look-alikes: there the token loss and the distance disagree. SFT learns the digits of both
 # twins and greedy decoding strings digits of each together into an answer in neither country (on
-# the look-alike images 36-61 of 93 of SFT's greedy answers); a distance reward pays for one
-# coherent place. That is where RL earns its place for a reason a user can see — and, measured, the
-# only world tried where GRPO improved greedy beyond noise on every seed (docs/rl_vs_sft.md).
+# the look-alike images 36-61 of 93 of SFT's greedy answers: the 4th pass's runs, 202 val images); a
+# distance reward pays for one coherent place. That is where RL earns its place for a reason a user
+# can see — and, measured, the only world tried where GRPO improved greedy beyond noise on every seed
+# (docs/rl_vs_sft.md).
 DEMO_DATA = "synthetic:n=4000,size=112,seed=0,regions=8,difficulty=0.1,ambiguity=0.5"
 
 
@@ -27,7 +28,7 @@ class Preset:
     tau_steps: int = 0  # > 0: also run the τ study with this many GRPO steps per arm
 
 
-# `default` fits the 5-minute budget on 2 quiet cores: 213-216 CPU s (SFT 47-50, mixed GRPO 138-144,
+# `default` fits the 5-minute budget on 2 quiet cores: 213-216 CPU s (SFT 46-50, mixed GRPO 138-145,
 # evals 23-24; one torch thread), 3 min 28 s wall at load 1.1. SFT stops at 300 steps, while its map
 # is still rough, so GRPO has room (from a converged 450-step SFT, 400 GRPO steps moved greedy by
 # +3 / -41 in the world without look-alikes). No telescoping-only stage: with 24 (or 72)
@@ -72,10 +73,11 @@ class DemoConfig:
     # photo. Why: a refine turn that sees nothing new can repair a weak first guess but not see
     # sharper, and this model's third turn copies digits unreliably. With zoom 1 the first turn is
     # already as good as the model gets on seed 0, so the final turn ended farther beyond noise
-    # (+465 km on this machine); with zoom 4 the coarse look is a glance, and the turn with the full
-    # photo is where the refinement comes from: final closer than first beyond noise on seeds 0-3,
-    # GRPO's greedy gain beyond noise on all four (on 431 images); 213-216 CPU s per demo against 171-223.
-    # The final turn is still farther than the second on 2 seeds of 4 (docs/rl_vs_sft.md, 5th-8th passes).
+    # (+465 km on 202 images, +719 on 431, on this machine); with zoom 4 the coarse look is a glance,
+    # and the turn with the full photo is where the refinement comes from: final closer than first
+    # beyond noise on seeds 0-3, GRPO's greedy gain beyond noise on all four (on 431 images);
+    # 213-216 CPU s per demo against 171-223. The final turn is still farther than the second on 2
+    # seeds of 4 (docs/rl_vs_sft.md, 5th-8th passes).
     zoom: int = 4
     # GRPO, stage 1: single-turn groups. One turn costs ~1/6 of a telescoping step, so it gets ~6x
     # more updates in the same seconds; kernel reward exp(-d/τ) with τ following the policy's
@@ -101,7 +103,8 @@ class DemoConfig:
     # off — that the later turns complete: "final closer than first" then held only because the first
     # turn was broken, and on 2 of 3 fresh seeds not even that. With own_turn, seeds 0-3: the first
     # turn is a real guess; the final turn is closer on 3 and within noise on 1 (seed 0, where the first
-    # turn is already as good as the single-turn answer), never farther beyond noise (docs/rl_vs_sft.md, 4th pass).
+    # turn is already as good as the single-turn answer), never farther beyond noise (docs/rl_vs_sft.md, 4th pass;
+    # zoom 1, 202 images). At zoom 4 on 431 images: closer beyond noise on seeds 0-3 (8th pass).
     rl_credit: str = "own_turn"
     # GRPO, stage 2 (rl_steps > 0 only): telescoping-only steps after the mixed stage.
     rl_lr: float = 4e-5
@@ -117,8 +120,8 @@ class DemoConfig:
     eval_split: str = "heldout"  # val + test: ids no training stage reads (data/stream.py SPLITS)
     eval_sample_seeds: tuple[int, ...] = (5, 6)
     # τ study: an early warm start — the SFT run's checkpoint at this step (in the default 300-step
-    # run: 98 % parsed, 2,320 km median; a separate 150-step SFT, annealed, was format-only at
-    # ~6,600 km) where a fixed τ = 25 km gives every rollout ≈ 0 reward — then single-turn
+    # run, seed 0: 100 % parsed, 7,058 km greedy median on the 431 held-out ids: format, no map yet)
+    # where a fixed τ = 25 km gives every rollout ≈ 0 reward — then single-turn
     # GRPO with τ following the error vs a fixed τ of `tau_fixed_km`, the same steps and seed.
     tau_format_steps: int = 150
     tau_fixed_km: float = 25.0
@@ -136,6 +139,7 @@ def stage_configs(cfg: DemoConfig):
         prompt_style=cfg.sft_prompt_style, answer_decimals=cfg.answer_decimals, telescoping_decimals=(0, 1),
         telescoping_noise_km=cfg.telescoping_noise_km, zoom=cfg.zoom,
         batch_size=cfg.sft_batch_size, learning_rate=cfg.sft_lr, lr_schedule="cosine", warmup_steps=5,
+        eval_split=cfg.eval_split,  # the demo's own eval is written into the run as its loop's would be
         max_steps=cfg.sft_steps, eval_every=0, eval_at_start=False, log_every=50,
         # the τ study starts from the checkpoint at tau_format_steps: keep it (and every other)
         save_every=cfg.tau_format_steps if cfg.tau_steps else 0, keep_checkpoints=0,
@@ -148,6 +152,7 @@ def stage_configs(cfg: DemoConfig):
         **{k: v for k, v in engine.items() if v is not None},
         "data": cfg.data,
         "eval_n": 0,
+        "eval_split": cfg.eval_split,
         "batch_size": cfg.rl_batch_size,
         "group_size": cfg.rl_group_size,
         "max_tokens": cfg.max_tokens,

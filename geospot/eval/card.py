@@ -332,7 +332,8 @@ def _asked_words(how: dict, card_env: str) -> str:
     the demo's RL run evaluates the single-turn prompt though the card asks its telescoping turns."""
     if not how:
         return "greedy"
-    where = f"the val split of `{how['data']}`" if how["split"] == "val" else f"`{how['data']}`"
+    split = {"val": "the val split", "test": "the test split", "heldout": "the held-out ids (val + test)"}
+    where = f"{split[how['split']]} of `{how['data']}`" if how["split"] in split else f"`{how['data']}`"
     env = how["env_type"]
     asked = f"env_type={env}" + (f", not the {card_env} turns this card asks with" if env != card_env else "")
     return f"{how['sampling']}, {asked}, on {where}"

@@ -165,7 +165,7 @@ def _asked_env(metrics: dict, run_env: str | None, run_keys: dict | None = None)
 
 def training_asked(run_dir: str | Path, metrics: dict | None = None) -> dict:
     """What a training run's loop eval scored and how (ASKED keys), from its config.json: its
-    eval_data whole, else its data's val split; greedy unless eval_temperature > 0 (one seeded
+    eval_data whole, else its data's eval_split ids (val unless said); greedy unless eval_temperature > 0 (one seeded
     sample per image); its env as the eval's own metrics show it (`metrics`, its logged eval),
     else the run's (an SFT run's style). {} for a folder without a run's config."""
     try:
@@ -185,7 +185,8 @@ def training_asked(run_dir: str | Path, metrics: dict | None = None) -> dict:
     env_type = _asked_env(metrics, env_type, cfg) if metrics is not None else env_type
     separate = bool(cfg.get("eval_data")) and cfg["eval_data"] != cfg["data"]
     temperature = cfg.get("eval_temperature") or 0
-    return {"data": cfg["eval_data"] if separate else cfg["data"], "split": "all" if separate else "val",
+    return {"data": cfg["eval_data"] if separate else cfg["data"],
+            "split": "all" if separate else cfg.get("eval_split") or "val",
             "env_type": env_type, "sampling": f"samples=1,temperature={temperature}" if temperature > 0 else "greedy"}
 
 

@@ -33,14 +33,14 @@ def open_data(cfg: Any) -> tuple[Any, list[Any], Any]:
 
     stream = wrap("data", cfg.data, lambda: gdata.open_stream(cfg.data, split="train", seed=cfg.seed, repeat=True))
     # A separate eval set is held out whole: its own 5 % val split would leave a small labelled
-    # folder with nothing to evaluate. The train data's held-out images are its val split.
+    # folder with nothing to evaluate. The train data's held-out images are its eval_split ids.
     separate = bool(cfg.eval_data) and cfg.eval_data != cfg.data
     eval_spec, eval_key = (cfg.eval_data, "eval_data") if separate else (cfg.data, "data")
     held_out: list[Any] = []
     if cfg.eval_n:
         try:
-            held_out, skipped = wrap(eval_key, eval_spec, lambda: _held_out(eval_spec, "all" if separate else "val",
-                                                                             cfg.eval_n))
+            split = "all" if separate else cfg.eval_split
+            held_out, skipped = wrap(eval_key, eval_spec, lambda: _held_out(eval_spec, split, cfg.eval_n))
         except BaseException:
             stream.close()
             raise
@@ -49,14 +49,16 @@ def open_data(cfg: Any) -> tuple[Any, list[Any], Any]:
             stream.close()
             raise ConfigError(f"eval_data={eval_spec!r} gives no usable sample{why}; fix it (see `geospot data "
                               f"inspect '{eval_spec}'`) or set eval_n=0 for no held-out eval")
-        # eval_data equal to data is data's val split: a training image is never evaluated
-        same = " (eval_data is the same as data, so it is data's val split)" if cfg.eval_data and not separate else ""
+        # eval_data equal to data is data's eval_split: a training image is never evaluated
+        ids = {"val": ("val split", "val_frac", "5 %"), "test": ("test split", "test_frac", "5 %")}.get(
+            cfg.eval_split, ("held-out ids (val + test)", "val_frac + test_frac", "5 % each"))
+        same = f" (eval_data is the same as data, so it is data's {ids[0]})" if cfg.eval_data and not separate else ""
         if not held_out and distributed.speaks():  # (under torchrun every rank finds it; rank 0 says it)
-            print(f"no held-out eval: data={eval_spec!r} has no usable sample in its val split (val_frac of its "
-                  f"ids by hash, 5 % by default){why}{same}; give eval_data=<other labelled data>, raise val_frac in "
-                  "the data spec, or set eval_n=0", file=sys.stderr)
+            print(f"no held-out eval: data={eval_spec!r} has no usable sample in its {ids[0]} ({ids[1]} of its "
+                  f"ids by hash, {ids[2]} by default){why}{same}; give eval_data=<other labelled data>, raise "
+                  f"{ids[1].split(' ')[0]} in the data spec, or set eval_n=0", file=sys.stderr)
         elif len(held_out) < cfg.eval_n and distributed.speaks():
-            where = f"eval_data={eval_spec!r}" if separate else f"the val split of data={eval_spec!r}"
+            where = f"eval_data={eval_spec!r}" if separate else f"the {ids[0]} of data={eval_spec!r}"
             print(f"held-out eval: {len(held_out)} images, not eval_n={cfg.eval_n}: {where} has no more usable "
                   f"sample{why}{same}", file=sys.stderr)
     return stream, held_out, geocoder_for(eval_spec)

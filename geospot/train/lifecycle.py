@@ -51,13 +51,17 @@ from geospot.train.common import seed_everything
 from geospot.train.inputs import check_start_weights, open_inputs
 from geospot.train.resume import check_resume, write_resumed_config
 
+EVAL_SPLITS = ("val", "test", "heldout")  # data/stream.py's SPLITS that hold no training id
+
 # One meaning per knob, shared by SFTConfig and RLConfig (their defaults may differ).
 RUN_HELP = {
     "load_checkpoint_path": "start from these weights (fresh optimizer, step 0): a run folder, its "
                             "checkpoints/<step> or tinker://…; a local run's model, adapter, image size and answer "
                             "format carry over unless given",
     "eval_n": "held-out images per eval (0 = no eval)",
-    "eval_data": "held-out data spec, all of it used (None = the `val` split of `data`)",
+    "eval_data": "held-out data spec, all of it used (None = the `eval_split` ids of `data`)",
+    "eval_split": "the ids of `data` the held-out eval reads when eval_data is not given: `val`, `test` or "
+                  "`heldout` (both); training reads none of them",
     "eval_every": "held-out eval every N steps and at the end (0 = only at the end; eval_n=0 = never)",
     "eval_at_start": "also evaluate the starting model first (the baseline row)",
     "save_every": "checkpoint every N steps and at the end (0 = only at the end)",
@@ -81,6 +85,8 @@ def validate_run(cfg: Any) -> None:
     require(cfg, 0 <= cfg.max_seconds < float("inf"), "max_seconds", "must be >= 0 (0 = no time limit)")
     for key in ("eval_n", "eval_every", "save_every", "keep_checkpoints"):
         require(cfg, getattr(cfg, key) >= 0, key, "must be >= 0")
+    require(cfg, cfg.eval_split in EVAL_SPLITS, "eval_split",
+            f"must be one of {', '.join(EVAL_SPLITS)}: the ids training never reads")
     require(cfg, cfg.batch_size >= 1, "batch_size", "must be >= 1")
     require(cfg, cfg.log_every >= 1, "log_every", "must be >= 1 (1 = every step)")
     require(cfg, cfg.learning_rate > 0 and cfg.learning_rate < float("inf"), "learning_rate",

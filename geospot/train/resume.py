@@ -43,7 +43,8 @@ RESUME_MAY_CHANGE = frozenset({
     # how long it runs (the lr / tau schedules stretch to the new length from the step reached)
     "max_steps", "max_seconds",
     # how it is measured: evals read the weights, they never change them
-    "eval_n", "eval_every", "eval_at_start", "eval_data", "eval_batch_size", "eval_max_tokens", "eval_temperature",
+    "eval_n", "eval_every", "eval_at_start", "eval_data", "eval_split", "eval_batch_size", "eval_max_tokens",
+    "eval_temperature",
     # how often it is saved and what is kept
     "save_every", "keep_checkpoints",
     # what is logged and where (log_path: the same folder, perhaps spelled another way)

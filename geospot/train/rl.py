@@ -79,6 +79,7 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
     data: str | None = option(None, "training data spec (geospot.data.open_stream), e.g. hf:osv5m/osv5m or "
                               "synthetic:n=2000 (None = the SFT run's data, else hf:sdan/geospot-unified)")
     eval_data: str | None = option(None, RUN_HELP["eval_data"])
+    eval_split: str = option("val", RUN_HELP["eval_split"])
     eval_n: int = option(64, RUN_HELP["eval_n"])
     # algorithm
     batch_size: int = option(64, "images per step (B); CPU tests use fewer")

@@ -58,6 +58,7 @@ class SFTConfig(engine_keys("SFTEngineKeys", inherit=False), EnvOptions):  # hie
     data: str = option("hf:sdan/geospot-unified", "training data spec: a path, `hf:<owner/name>`, `synthetic:n=2000`, "
                        "...; mix parts with `;` weighted `@w`; grammar in geospot/data/spec.py")
     eval_data: str | None = option(None, RUN_HELP["eval_data"])
+    eval_split: str = option("val", RUN_HELP["eval_split"])
     eval_n: int = option(200, RUN_HELP["eval_n"])
     # the examples
     prompt_style: Literal[PROMPT_STYLES] = option(

@@ -92,6 +92,8 @@ def test_a_training_runs_eval_is_read_from_its_config(tmp_path):
     assert training_asked(rl) == {"data": "synthetic:n=2000,size=112", "split": "val", "env_type": "telescoping",
                                   "sampling": "samples=1,temperature=0.7"}
     assert training_asked(tmp_path) == {}  # not a run: nothing claimed
+    # eval_split=heldout (the demo's): its eval read the val and test ids, and says so
+    assert training_asked(training_run(tmp_path, "hv", BASE, eval_split="heldout"))["split"] == "heldout"
     # a hierarchical run asking coordinates only logs no label accuracy: still its own env, read with its keys
     coords = training_run(tmp_path, "hc", BASE, env_type="hierarchical", hier_turns=["coords"], hier_weights=[1.0])
     assert training_asked(coords, BASE)["env_type"] == "hierarchical"

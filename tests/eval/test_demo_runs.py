@@ -10,10 +10,13 @@ from geospot.runs.store import RunReader
 def test_the_demo_runs_compare_and_carry_their_held_out_evals(short_demo, capsys):
     sft, rl = short_demo.folder / "sft", short_demo.folder / "rl"
     assert cli.eval_main(["--compare", str(sft), str(rl), "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)["runs"]
+    compared = json.loads(capsys.readouterr().out)
+    rows = compared["runs"]
     sft_row = f"sft (held-out, step {short_demo.cfg.sft_steps})"
     rl_row = f"rl (held-out, step {short_demo.cfg.rl_steps})"
     assert set(rows) == {sft_row, rl_row}
+    # the demo scores its own eval on the val and test ids, and each run records it (not "the val split")
+    assert {compared["asked"][r]["split"] for r in rows} == {short_demo.cfg.eval_split} == {"heldout"}
     assert rows[sft_row]["geoscore"] == short_demo.rows["stages"]["sft"]["geoscore"]  # the demo's own greedy row
     for run, stage in ((sft, "sft"), (rl, "rl")):
         summary = RunReader(run).summary()

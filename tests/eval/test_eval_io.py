@@ -157,6 +157,9 @@ def test_model_card_states_base_data_steps_and_evals(tmp_path):
                                                                            "env_type": "telescoping"}}))
     assert ("The training run's held-out evals (greedy, env_type=single, not the telescoping turns this card asks "
             "with, on the val split of `synthetic:n=99`):") in model_card(loaded, spec=spec, kind="adapter")
+    (run / "config.json").write_text(_json.dumps({"kind": "rl", "config": {
+        "data": "synthetic:n=99", "env_type": "telescoping", "eval_split": "heldout"}}))
+    assert "on the held-out ids (val + test) of `synthetic:n=99`):" in model_card(loaded, spec=spec, kind="adapter")
     # an eval run's summary shows too, in its own table
     (run / "eval" / "osv").mkdir(parents=True)
     io.write_summary(run / "eval" / "osv",

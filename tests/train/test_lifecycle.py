@@ -49,6 +49,14 @@ def test_a_separate_eval_set_is_held_out_whole(capsys, tmp_path):
     assert n < 200  # the val split only
     assert (f"held-out eval: {n} images, not eval_n=200: the val split of data={synth!r} has no more usable sample "
             "(eval_data is the same as data, so it is data's val split)") in capsys.readouterr().err
+    # eval_split=heldout: the val and the test ids, none of which training reads
+    from geospot.data import split_of
+
+    both = _data(SFTConfig(data=synth, eval_split="heldout", eval_n=200))
+    assert len(both) > n and {split_of(s.id) for s in both} == {"val", "test"}
+    assert f"not eval_n=200: the held-out ids (val + test) of data={synth!r}" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="eval_split=.train. must be one of val, test, heldout: the ids training"):
+        SFTConfig(data=synth, eval_split="train").validate()
     assert _data(SFTConfig(data=OSV, eval_n=4)) == []  # 8 ids: an empty val split, said on stderr
     assert "no held-out eval: data=" in capsys.readouterr().err
     assert _data(SFTConfig(data=OSV, eval_data=OSV, eval_n=4)) == []  # eval_data given, the same: it says so
