@@ -2,6 +2,7 @@
 a PEFT adapter that plain PEFT loads (log-probs equal to the engine's), a full fine-tuning run
 exports full weights; both cards' code blocks are executed in a fresh interpreter."""
 
+import ast
 import io
 import json
 import os
@@ -13,6 +14,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+
+from contextlib import redirect_stdout  # noqa: E402
 
 from geospot.eval.card import card_code  # noqa: E402
 from geospot.eval.export import export_main  # noqa: E402
@@ -80,7 +83,52 @@ def test_the_cards_code_runs_as_written(exported):
                           env=env, cwd=out.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("turn 1: "), proc.stdout
+    # ... and answers what `geospot predict` answers, turn by turn (greedy, the same placeholders banned)
+    from geospot.eval import cli
 
+    card_turns = [ast.literal_eval(line.split(": ", 1)[1]) for line in proc.stdout.splitlines()
+                  if line.startswith("turn ")]
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert cli.predict_main([f"model={out}", str(out / "example.jpg"), "--json"]) == 0
+    asked = json.loads(buf.getvalue().strip().splitlines()[-1])["turn_texts"]
+    assert card_turns == asked[:len(card_turns)] and card_turns
+
+
+
+def test_the_cards_code_never_answers_a_placeholder(exported, tmp_path):
+    """A head doctored to favour <|image_pad|> or <|video_pad|> at every step (rows of +-1000 x a
+    token's row: one of the two has the largest logit wherever that token's logit is not 0).
+    geospot's sampler bans both; the card's code must too, or its answer is (invisible) placeholders."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer
+
+    out, _, rank = exported
+    if rank:
+        pytest.skip("an adapter's head is its base model's, not in the export")
+    folder = tmp_path / "doctored"
+    shutil.copytree(out, folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    weights = load_file(folder / "model.safetensors")
+    head = weights["lm_head.weight"]
+    row = head[tok("Latitude").input_ids[0]].clone()
+    for sign, name in ((1000.0, "<|image_pad|>"), (-1000.0, "<|video_pad|>")):
+        head[tok.convert_tokens_to_ids(name)] = sign * row
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    code = card_code((folder / "README.md").read_text()).replace(str(out), str(folder))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300,
+                          env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    card_turn_1 = ast.literal_eval(proc.stdout.splitlines()[0].split(": ", 1)[1])
+    from geospot.eval import cli
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert cli.predict_main([f"model={folder}", str(folder / "example.jpg"), "--json"]) == 0
+    assert card_turn_1 == json.loads(buf.getvalue().strip().splitlines()[-1])["turn_texts"][0] != ""
 
 def test_plain_peft_loads_the_adapter_with_the_engines_logprobs(run, exported):
     out, _, rank = exported
