@@ -74,3 +74,15 @@ def model_problem(name: str, env: dict[str, str] | os._Environ) -> None:
     except Exception as e:  # noqa: BLE001 -- any network failure: say so in one sentence
         raise ConfigError(f"model_name={name!r} is not a local folder and the Hugging Face hub could not be "
                           f"reached ({type(e).__name__}); check the network, or pass a local folder") from None
+
+
+def random_tiny(name: str | None) -> bool:
+    """A tiny:<family>[:<size>] model that builds: random weights (a wrong name is its own sentence,
+    model_problem's, with no note before it)."""
+    if not str(name or "").startswith("tiny:"):
+        return False
+    try:
+        model_problem(str(name), {})
+    except ConfigError:
+        return False
+    return True

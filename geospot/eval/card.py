@@ -311,8 +311,12 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
     ]
     from geospot.eval.compare import ASKED, compare_table, training_asked
 
-    rows, asked = {}, {}
+    rows, asked, others = {}, {}, 0
     for s in _find_summaries(loaded.run_dir, eval_dir):
+        checkpoint = s.get("checkpoint")
+        if eval_dir is None and loaded.step is not None and checkpoint and Path(checkpoint).name != str(loaded.step):
+            others += 1  # an eval of another checkpoint of the run says nothing of these weights
+            continue
         how = f"{s.get('env_type', 'single')}, {s.get('sampling', 'greedy')}"
         label = f"{s.get('name', '?')}: {s.get('data', '?')} ({how})"
         rows[label], asked[label] = s["metrics"], {k: s.get(k) for k in ASKED}
@@ -321,6 +325,9 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
     lines += ["## Evaluation", ""]
     if rows:  # evals of other data or images: the table says its best marks say little
         lines += ["`geospot eval` runs of this model:", "", compare_table(rows, asked=asked), ""]
+    if others:
+        lines += [f"({others} `geospot eval` run{'s' if others > 1 else ''} of other checkpoints of the training run "
+                  f"{'are' if others > 1 else 'is'} not shown: they are not these weights.)", ""]
     if training:
         how_asked = training_asked(loaded.run_dir, list(training.values())[-1])
         lines += [f"The training run's held-out evals ({_asked_words(how_asked, spec.env_type)}):", "",

@@ -34,7 +34,7 @@ class ExportConfig:
     merged: bool = option(False, "LoRA runs: false = a PEFT adapter (+ base model id); true = LoRA merged into a "
                                  "full HF model. Full fine-tuning runs always export full weights")
     eval: str | None = option(None, "an eval run folder whose summary.json goes into the model card (default: the "
-                                    "run's eval/ folders, else its training evals)")
+                                    "run's eval/ folders of the exported checkpoint, and its training evals)")
 
 
 EXPORT_HELP = """usage: geospot export checkpoint=<run or checkpoint dir> out=DIR [merged=true]

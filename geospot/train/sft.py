@@ -17,9 +17,10 @@ from typing import Any, Literal
 import numpy as np
 
 from geospot import distributed, prompts
-from geospot.config import ConfigError, option, require
+from geospot.config import option, require
 from geospot.engines.config import engine_keys
 from geospot.engines.datums import make_datum
+from geospot.engines.start_checks import random_tiny
 from geospot.engines.types import AdamParams, Datum
 from geospot.envs.config import EnvOptions, blind
 from geospot.envs.kinds import ENV_TYPES, KINDS, MIXES, PROMPT_STYLES, eval_env
@@ -329,25 +330,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command("sft", SFTConfig, title, argv, _prepare, train)
 
 
-def _random_tiny(name: str | None) -> bool:
-    """A tiny:<family>[:<size>] model that builds: random weights (a wrong name is its own sentence,
-    engines/start_checks.py's, with no note before it)."""
-    from geospot.engines.start_checks import model_problem
-
-    if not str(name or "").startswith("tiny:"):
-        return False
-    try:
-        model_problem(name, {})
-    except ConfigError:
-        return False
-    return True
-
-
 def _prepare(cfg: SFTConfig, given: set[str], resumed: set[str]) -> SFTConfig:
     cfg = sft_from_start_run(cfg, given, resumed)  # a fine-tune continues its start run's model
     cfg.validate()  # here too, not only run_command's after this: a wrong key is said alone, before the note
-    if (_random_tiny(cfg.model_name) and cfg.lora_rank > 0 and not cfg.load_checkpoint_path
-            and "lora_rank" not in given and not resumed and distributed.speaks()):
+    # said also when lora_rank is typed: a LoRA user on a tiny model gets a model that never parses
+    if (random_tiny(cfg.model_name) and cfg.lora_rank > 0 and not cfg.load_checkpoint_path
+            and not resumed and distributed.speaks()):
         print(f"note: {cfg.model_name} has random weights, and a LoRA adapter on random weights learns little "
               "(the answer format may never parse); lora_rank=0 trains every weight, as the demo does",
               file=sys.stderr)

@@ -173,6 +173,14 @@ def test_model_card_states_base_data_steps_and_evals(tmp_path):
                      {"name": "im2gps", "data": "/data/im2gps3k", "metrics": {"n": 8, "median_km": 9.0}})
     card = model_card(loaded, spec=spec, kind="merged")
     assert "(the rows differ in data: /data/im2gps3k, /data/osv5m: compare evals of the same data" in card
+    # an eval of the run's step-20 checkpoint is not an eval of the step-10 weights exported here
+    for name, step in (("late", 20), ("this", 10)):
+        (run / "eval" / name).mkdir(parents=True)
+        io.write_summary(run / "eval" / name, {"name": name, "data": "/data/osv5m", "metrics": {"n": 8},
+                                               "checkpoint": str(run / "checkpoints" / str(step))})
+    card = model_card(loaded, spec=spec, kind="merged")
+    assert "this: /data/osv5m" in card and "late: /data/osv5m" not in card
+    assert "(1 `geospot eval` run of other checkpoints of the training run is not shown" in card
 
 
 def test_turn_reasoning_round_trips_through_predictions_csv(tmp_path):

@@ -24,6 +24,25 @@ def test_no_step_trained_names_the_fix_for_where_it_started(tmp_path, capsys):
     assert "no step trained" in said and "train that SFT run longer" in said
     assert "needs an SFT warm start" not in said
 
+    # a LoRA warm start on the random tiny model: longer SFT would not help, full fine-tuning does
+    lora = tmp_path / "lora"
+    train(sft_config(lora, max_steps=1, learning_rate=1e-12, lora_rank=4), stderr=io.StringIO())
+    run(rl_config(tmp_path / "rl-lora", max_steps=1, load_checkpoint_path=str(lora), model_name=None, lora_rank=None))
+    said = capsys.readouterr().err
+    assert ("tiny:qwen2_5_vl:tiny has random weights, and a LoRA adapter (lora_rank=4) on them learns little: warm "
+            "start from an SFT run with lora_rank=0") in said and "train that SFT run longer" not in said
+
+
+def test_sft_says_a_lora_adapter_on_a_random_tiny_model_learns_little(tmp_path, capsys):
+    """Also when lora_rank is typed: that is what a LoRA user does, and the format may never parse."""
+    from geospot.train.sft import SFTConfig, _prepare
+
+    for given in (set(), {"lora_rank"}):
+        _prepare(SFTConfig(model_name="tiny:qwen2_5_vl:tiny", lora_rank=8, log_path=str(tmp_path / "x")), given, set())
+        assert "a LoRA adapter on random weights learns little" in capsys.readouterr().err
+    _prepare(SFTConfig(model_name="tiny:qwen2_5_vl:tiny", lora_rank=0, log_path=str(tmp_path / "x")), set(), set())
+    assert "learns little" not in capsys.readouterr().err
+
 
 def test_a_run_that_trains_nothing_says_so_early_too(tmp_path, capsys, monkeypatch):
     """Not only at the end: after UNTRAINED_WARN_STEPS steps with nothing trained it says so once,
