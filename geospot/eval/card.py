@@ -94,12 +94,15 @@ def card_turns(spec) -> CardTurns:
 _ASK = [
     "def ask(messages):",
     "    chat = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)",
-    "    chat = chat.replace('<|image_pad|>', '<|image_pad|>' * n_image_tokens)  # as AutoProcessor expands it",
+    "    parts = chat.split('<|image_pad|>')  # one per photo shown so far: expanded as AutoProcessor does",
+    "    shown = pixels[:len(parts) - 1]",
+    "    chat = parts[0] + ''.join('<|image_pad|>' * n + rest for n, rest in zip(n_image_tokens, parts[1:]))",
     "    ids = tokenizer(chat, return_tensors='pt').input_ids",
     "    mm = (ids == tokenizer.convert_tokens_to_ids('<|image_pad|>')).int()",
     "    with torch.no_grad():",
     "        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),",
-    "                             pixel_values=pixels['pixel_values'], image_grid_thw=pixels['image_grid_thw'],",
+    "                             pixel_values=torch.cat([p['pixel_values'] for p in shown]),",
+    "                             image_grid_thw=torch.cat([p['image_grid_thw'] for p in shown]),",
     "                             mm_token_type_ids=mm, max_new_tokens=max_new_tokens, do_sample=False,",
     "                             suppress_tokens=placeholders)",
     "    answer = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)",
@@ -107,8 +110,8 @@ _ASK = [
     "    return answer.split('</think>')[-1]  # reasoning=true: the answer follows the reasoning",
     "",
     "",
-    "def user(t, text):  # the photo comes with the first question",
-    "    image = [{'type': 'image'}] if t == 0 else []",
+    "def user(t, text):  # a turn's question, with the photo it brings (views[t]; later turns: none)",
+    "    image = [{'type': 'image'}] if t < len(views) else []",
     "    return {'role': 'user', 'content': image + [{'type': 'text', 'text': text}]}",
     "",
 ]
@@ -210,8 +213,9 @@ def usage_code(kind: str, folder: str, base_ref: str, spec, photo: str) -> list[
         *(["(w, h), s = image.size, min(image.size)  # trained on square images: ask with the centre square",
            "image = image.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))"]
           if spec.square else []),
-        "pixels = images(images=[image], return_tensors='pt')",
-        "n_image_tokens = int(pixels['image_grid_thw'].prod()) // images.merge_size ** 2",
+        *_views(how.zoom, spec.image_budget),
+        "pixels = [images(images=[v], return_tensors='pt') for v in views]",
+        "n_image_tokens = [int(p['image_grid_thw'].prod()) // images.merge_size ** 2 for p in pixels]",
         "# an answer is text: never the image or video placeholder (geospot's sampler bans them too)",
         "placeholders = [tokenizer.convert_tokens_to_ids(t) for t in ('<|image_pad|>', '<|video_pad|>')]",
         "",
@@ -222,6 +226,22 @@ def usage_code(kind: str, folder: str, base_ref: str, spec, photo: str) -> list[
         "",
         "",
         *_LOOPS[how.protocol],
+    ]
+
+
+def _views(zoom: int, budget: int) -> list[str]:
+    """The card's `views`: the photo each turn brings. zoom > 1: envs/telescoping.py's turn_images
+    (a thumbnail zoom x smaller per side than the photo within the pixel budget, each pixel a block's
+    mean; then the photo on the second turn); else the photo on the first turn only."""
+    if zoom <= 1:
+        return ["views = [image]  # the photo comes with the first question"]
+    return [
+        f"# the first turn sees a thumbnail, {zoom}x smaller per side than the photo within the pixel budget;",
+        "# the second turn brings the photo itself (a closer look); later turns bring none",
+        f"scale = (min(image.width * image.height, {budget}) / (image.width * image.height)) ** 0.5 / {zoom}",
+        "thumbnail = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),",
+        "                         Image.Resampling.BOX)",
+        "views = [thumbnail, image]",
     ]
 
 
@@ -292,8 +312,7 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
         "",
         *([_TOLD[how.protocol]] if len(how.prompts) > 1 else []),
         *([f"This run asks with zoom={zoom}: its first turn sees the photo shrunk {zoom}x per side and the second "
-           "the full photo; the code below shows every turn the full photo (`geospot predict` asks as trained)."]
-          if zoom > 1 else []),
+           "the full photo, as the code below does."] if zoom > 1 else []),
         "",
         "## Use",
         "",

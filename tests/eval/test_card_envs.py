@@ -3,7 +3,9 @@ and tells each turn the answers so far, a geohash run's card uses the geohash pr
 coordinates or with cells), a reasoning run's card asks for the reasoning and gives it its token
 budget. Each card's code is executed, as written, in a fresh interpreter."""
 
+import ast
 import io
+import json
 import os
 import subprocess
 import sys
@@ -26,6 +28,7 @@ STYLES = {
     "geohash": {"prompt_style": "geohash"},
     "geohash-cells": {"prompt_style": "geohash", "geohash_answer": "geohash"},
     "reasoning": {"prompt_style": "single", "reasoning": True, "reasoning_max_tokens": 40},
+    "zoom": {"prompt_style": "telescoping", "zoom": 2},  # a 28 px thumbnail first, then the 56 px photo
 }
 
 
@@ -61,6 +64,8 @@ def test_the_card_asks_as_the_env_does(exported):
         assert "| prompt style | geohash (3 turns) |" in card
         assert ("as a geohash cell per turn" in card) == (style == "geohash-cells")
         assert ("refined over 3 turns" in card) == (style == "geohash")
+    elif style == "zoom":
+        assert how.zoom == 2 and "This run asks with zoom=2" in card and "views = [thumbnail, image]" in card
     else:
         assert how.prompts == (f"{SINGLE_TURN_PROMPT}\n{REASONING_INSTRUCTION}",) and how.max_tokens == 40
         assert "| max tokens per answer | 40 |" in card and "max_new_tokens = 40" in card
@@ -78,6 +83,21 @@ def test_the_cards_code_runs_as_written(exported):
     assert proc.returncode == 0, proc.stderr[-3000:]
     first = "turn 1 (country): " if style == "hierarchical" else "turn 1: "
     assert proc.stdout.startswith(first), proc.stdout
+    if style == "reasoning":  # its answers are the text after </think>, predict's the whole text
+        return
+    # the card's answers are `geospot predict`'s, turn by turn (the same photos, prompts and tokens)
+    from geospot.eval import cli
+
+    card_turns = [ast.literal_eval(line.split(": ", 1)[1]) for line in proc.stdout.splitlines()
+                  if line.startswith("turn ")]
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert cli.predict_main([f"model={root / 'export'}", str(root / "export" / "example.jpg"), "--json"]) == 0
+    asked = json.loads(buf.getvalue().strip().splitlines()[-1])["turn_texts"]
+    # up to the first answer holding an invalid byte (U+FFFD): the card's chat is text, so it reads that
+    # answer back lossily into the next turn's context, where geospot keeps the sampled tokens
+    k = next((i + 1 for i, t in enumerate(card_turns) if "\ufffd" in t), len(card_turns))
+    assert card_turns and card_turns[:k] == asked[:k]
 
 
 def test_an_env_the_card_does_not_know_is_refused_not_asked_as_telescoping():
