@@ -79,8 +79,9 @@ def held_out_split(cfg, split: str) -> str:
     """A run (or its export) evaluated on the data it trained on: with split=auto, the ids it never
     trained on (`heldout`: val + test), said in one line; with a split that holds training images,
     a note that the numbers are not held-out ones. The same data is the same files with the same
-    split fractions, whatever else the spec says (a fine-tune adds `square=true` to new photos).
-    Any other model or data: `split` as it is."""
+    split fractions, whatever else the spec says (a fine-tune adds `square=true` to new photos), or
+    the shards `geospot data pack` made of them, or the other way round (`trained_on`). Any other
+    model or data: `split` as it is."""
     from geospot.runs.model_spec import is_export_path, is_run_path, model_spec
 
     if split not in ("all", "train") or not cfg.model or not (is_run_path(cfg.model) or is_export_path(cfg.model)):

@@ -50,15 +50,15 @@ def open_data(cfg: Any) -> tuple[Any, list[Any], Any]:
             raise ConfigError(f"eval_data={eval_spec!r} gives no usable sample{why}; fix it (see `geospot data "
                               f"inspect '{eval_spec}'`) or set eval_n=0 for no held-out eval")
         # eval_data equal to data is data's eval_split: a training image is never evaluated
-        ids = {"val": ("val split", "val_frac", "5 %"), "test": ("test split", "test_frac", "5 %")}.get(
+        what, frac, share = {"val": ("val split", "val_frac", "5 %"), "test": ("test split", "test_frac", "5 %")}.get(
             cfg.eval_split, ("held-out ids (val + test)", "val_frac + test_frac", "5 % each"))
-        same = f" (eval_data is the same as data, so it is data's {ids[0]})" if cfg.eval_data and not separate else ""
+        same = f" (eval_data is the same as data, so it is data's {what})" if cfg.eval_data and not separate else ""
         if not held_out and distributed.speaks():  # (under torchrun every rank finds it; rank 0 says it)
-            print(f"no held-out eval: data={eval_spec!r} has no usable sample in its {ids[0]} ({ids[1]} of its "
-                  f"ids by hash, {ids[2]} by default){why}{same}; give eval_data=<other labelled data>, raise "
-                  f"{ids[1].split(' ')[0]} in the data spec, or set eval_n=0", file=sys.stderr)
+            print(f"no held-out eval: data={eval_spec!r} has no usable sample in its {what} ({frac} of its ids by "
+                  f"hash, {share} by default){why}{same}; give eval_data=<other labelled data>, raise "
+                  f"{frac.replace(' + ', ' or ')} in the data spec, or set eval_n=0", file=sys.stderr)
         elif len(held_out) < cfg.eval_n and distributed.speaks():
-            where = f"eval_data={eval_spec!r}" if separate else f"the {ids[0]} of data={eval_spec!r}"
+            where = f"eval_data={eval_spec!r}" if separate else f"the {what} of data={eval_spec!r}"
             print(f"held-out eval: {len(held_out)} images, not eval_n={cfg.eval_n}: {where} has no more usable "
                   f"sample{why}{same}", file=sys.stderr)
     return stream, held_out, geocoder_for(eval_spec)
