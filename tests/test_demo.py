@@ -29,6 +29,7 @@ def test_the_held_out_images_are_the_eval_split_before_any_model_loads(monkeypat
         demo.run(demo.DemoConfig(out=str(tmp_path / "d")))
     assert seen == {"split": "heldout", "n": 431} and not (tmp_path / "d").exists()
 
+
 def test_presets_and_flags_parse(monkeypatch, tmp_path, capsys):
     seen = {}
 

@@ -103,10 +103,12 @@ def pack(args) -> int:
         print(f"geospot data: {args.spec!r} gave no usable sample to pack; see `geospot data inspect "
               f"'{args.spec}'`", file=sys.stderr)
         return 2
-    source = rebase_spec(args.spec, os.getcwd())
+    source, record = rebase_spec(args.spec, os.getcwd()), os.path.join(args.out, PACK_RECORD)
     if source is not None:  # eval of a run trained on these shards knows its held-out images of the original
-        with open(os.path.join(args.out, PACK_RECORD), "w", encoding="utf-8") as f:
+        with open(record, "w", encoding="utf-8") as f:
             json.dump({"from": source, "split": args.split, "samples": counter["n"]}, f)
+    elif os.path.exists(record):  # an earlier pack's record would name another source for these shards
+        os.remove(record)
     print(f"read them back with: geospot data inspect '{args.out}/{args.prefix}-{{000000..{len(paths) - 1:06d}}}.tar'")
     return 0
 

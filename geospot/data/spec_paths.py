@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 
+from geospot.data.options import STREAM_KEYS
 from geospot.data.spec import ESCAPABLE, KINDS, SpecError, parse_spec
 
 # written by `geospot data pack` beside its shards: the spec they were packed from (absolute paths).
@@ -25,14 +26,15 @@ def same_data(a: str, a_dir: str, b: str, options: bool = True) -> bool:
     spec `b` read from here: the same parts, options and weights, each local part reading the same
     files however it is spelled (`photos` in a_dir and `/home/u/proj/photos/` are one folder, and so
     are a folder and the one CSV or JSONL it holds, named as a file).
-    options=False: the same sources, whatever their options (val_frac, max_side, ...) and weights."""
+    options=False: the same sources, whatever their stream options (val_frac, max_side, square, ...)
+    and weights; a source's own options (a synthetic world's n and seed, a hub dataset's split) count."""
     def key(spec: str, base: str) -> list:
         out = []
         for p in parse_spec(spec, infer=False):
             local = p.kind not in ("synthetic", "hf")
             target = os.path.realpath(os.path.join(base, os.path.expanduser(p.target))) if local else p.target
             out.append(("local" if local else p.kind, target, *((sorted(p.options.items()), p.weight) if options
-                                                                else ())))
+                                                                else (_own(p.options),))))
         return sorted(out)
 
     try:
@@ -63,10 +65,15 @@ def _files_read(spec: str, base: str, options: bool) -> list | None:
             what = ("files", tuple(sorted(os.path.realpath(f) for f in [*(files or ()), *root] if f))) \
                 if src is not None else (p.kind, p.target)
             out.append((*what, *((sorted((k, v) for k, v in p.options.items() if k != "name"), p.weight)
-                                 if options else ())))
+                                 if options else (_own(p.options),))))
     except (SpecError, DataError, OSError):
         return None
     return sorted(out)
+
+
+def _own(options: dict) -> list:
+    """A part's options that say which data it is (not how it is streamed, nor its `name`)."""
+    return sorted((k, v) for k, v in options.items() if k not in STREAM_KEYS and k != "name")
 
 
 def rebase_spec(spec: str, base: str) -> str | None:
@@ -92,9 +99,10 @@ def rebase_spec(spec: str, base: str) -> str | None:
     return ";".join(out)
 
 
-def packed_from(spec: str, base: str) -> str | None:
-    """The spec `geospot data pack` read to write `spec` (one folder of its shards, or shard files in
-    it; relative paths read from `base`), from the folder's PACK_RECORD; None for anything else."""
+def packed_from(spec: str, base: str) -> tuple[str, str] | None:
+    """(the spec `geospot data pack` read to write `spec`, the split it packed), for one folder of its
+    shards or shard files in it (relative paths read from `base`), from the folder's PACK_RECORD;
+    None for anything else."""
     try:
         parts = parse_spec(spec, infer=False)
     except SpecError:
@@ -105,7 +113,8 @@ def packed_from(spec: str, base: str) -> str | None:
     folder = target if os.path.isdir(target) else os.path.dirname(target)
     try:
         with open(os.path.join(folder, PACK_RECORD), encoding="utf-8") as f:
-            source = json.load(f).get("from")
+            record = json.load(f)
+        source, split = record.get("from"), record.get("split", "all")
     except (OSError, ValueError, AttributeError):
         return None
-    return source if isinstance(source, str) and source else None
+    return (source, str(split)) if isinstance(source, str) and source else None

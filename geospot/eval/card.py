@@ -196,6 +196,7 @@ def usage_code(kind: str, folder: str, base_ref: str, spec, photo: str) -> list[
              "labels": [f"fields = {list(how.fields)!r}", f"STRIP = {_STRIP!r}  # around a label answer"],
              "cells": [f"chars = {list(how.chars)!r}", f"STRIP = {_STRIP!r}  # around a cell answer"]}[how.protocol]
     return [
+        "import math",
         "import re",
         "import torch",
         "from PIL import Image",
@@ -238,7 +239,7 @@ def _views(zoom: int, budget: int) -> list[str]:
     return [
         f"# the first turn sees a thumbnail, {zoom}x smaller per side than the photo within the pixel budget;",
         "# the second turn brings the photo itself (a closer look); later turns bring none",
-        f"scale = (min(image.width * image.height, {budget}) / (image.width * image.height)) ** 0.5 / {zoom}",
+        f"scale = math.sqrt(min(image.width * image.height, {budget}) / (image.width * image.height)) / {zoom}",
         "thumbnail = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),",
         "                         Image.Resampling.BOX)",
         "views = [thumbnail, image]",
@@ -312,7 +313,7 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
         "",
         *([_TOLD[how.protocol]] if len(how.prompts) > 1 else []),
         *([f"This run asks with zoom={zoom}: its first turn sees the photo shrunk {zoom}x per side and the second "
-           "the full photo, as the code below does."] if zoom > 1 else []),
+           "the full photo, as the code below does."] if zoom > 1 and len(how.prompts) > 1 else []),
         "",
         "## Use",
         "",

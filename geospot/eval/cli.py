@@ -115,11 +115,13 @@ def trained_on(run_data: str, started_in: str, data: str) -> str | None:
 
     if same_data(run_data, started_in, data, options=False):
         return ""
-    source = packed_from(run_data, started_in)
-    if source is not None and same_data(source, "/", data, options=False):
+    packed = packed_from(run_data, started_in)
+    if packed is not None and same_data(packed[0], "/", data, options=False):
         return f" (as the shards packed from it, {run_data})"
-    source = packed_from(data, os.getcwd())
-    if source is not None and same_data(run_data, started_in, source, options=False):
+    packed = packed_from(data, os.getcwd())
+    # shards of its val / test ids only hold no image it trained on: other data, scored whole
+    if packed is not None and packed[1] in ("all", "train") and same_data(run_data, started_in, packed[0],
+                                                                             options=False):
         return " (these shards were packed from it)"
     return None
 

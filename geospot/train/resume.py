@@ -42,9 +42,9 @@ from geospot.runs.folder import json_default, read_config, write_config
 RESUME_MAY_CHANGE = frozenset({
     # how long it runs (the lr / tau schedules stretch to the new length from the step reached)
     "max_steps", "max_seconds",
-    # how it is measured: evals read the weights, they never change them
-    "eval_n", "eval_every", "eval_at_start", "eval_data", "eval_split", "eval_batch_size", "eval_max_tokens",
-    "eval_temperature",
+    # how it is measured: evals read the weights, they never change them (not eval_split: compare and the
+    # model card say every eval of a run was read from its one eval_split)
+    "eval_n", "eval_every", "eval_at_start", "eval_data", "eval_batch_size", "eval_max_tokens", "eval_temperature",
     # how often it is saved and what is kept
     "save_every", "keep_checkpoints",
     # what is logged and where (log_path: the same folder, perhaps spelled another way)

@@ -276,10 +276,10 @@ def everyones(d: Dist, trajectories_BG, versions_B):
 UNTRAINED_WARN_STEPS = 10  # a run none of whose first steps trained says so then, not only at its end
 
 
-def untrained_note(cfg: RLConfig, metrics: dict, when: str) -> str:
-    start = inherited_engine_fields(cfg.load_checkpoint_path)
-    model = cfg.model_name or start.get("model_name")
-    rank = cfg.lora_rank if cfg.lora_rank is not None else start.get("lora_rank")
+def untrained_note(cfg: RLConfig, metrics: dict, when: str, engine: EngineConfig) -> str:
+    """The sentence for a run none of whose steps trained, with the fix that fits its start;
+    `engine` is the model it trains (its start run's model and LoRA rank where not given)."""
+    model, rank = engine.model_name, engine.lora_rank
     if rank and random_tiny(model) and metrics.get("format_rate", 0) < 0.5:
         # longer SFT does not fix it: an adapter on random weights never learned the format (measured:
         # 0 % parsed after 30 steps at lr 1e-2; full fine-tuning parses 94-100 % by 160 steps)
@@ -424,7 +424,8 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
             steps, last = done, run.end_step(done)
             if not steps_trained and done - run.start_step == UNTRAINED_WARN_STEPS and not last:
                 # said early, not only at the end: on a GPU every such step is paid for and learns nothing
-                progress.note(untrained_note(cfg, metrics, f"in its first {UNTRAINED_WARN_STEPS} steps") +
+                early = f"in its first {UNTRAINED_WARN_STEPS} steps"
+                progress.note(untrained_note(cfg, metrics, early, engine_config) +
                               "; the run goes on (Ctrl-C stops it and says how to resume)")
             pipeline.publish(done, new_sampler(), tau_context(done))  # the next batches sample these weights
             if run.held_out and due(cfg.eval_every, done, last):
@@ -439,7 +440,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
             if last:
                 break
     if steps > run.start_step and not steps_trained:
-        progress.note(untrained_note(cfg, metrics, "on every step"))
+        progress.note(untrained_note(cfg, metrics, "on every step", engine_config))
     return RunResult(run.log_dir, steps, metrics, skipped=dict(run.stream.skipped),
                      passes=run.stream.passes)
 

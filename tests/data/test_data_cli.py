@@ -44,7 +44,7 @@ def test_pack_then_read_back(tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == [PACK_RECORD, "shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]
     # what they were packed from (paths absolute), read by eval to know a run's held-out images of it
     assert json.loads((tmp_path / PACK_RECORD).read_text()) == {"from": spec, "split": "all", "samples": 25}
-    assert packed_from(str(tmp_path), "/elsewhere") == spec and packed_from(spec, str(tmp_path)) is None
+    assert packed_from(str(tmp_path), "/elsewhere") == (spec, "all") and packed_from(spec, str(tmp_path)) is None
     want, got = load_samples(spec, "all"), load_samples(str(tmp_path), "all")
     assert [s.id for s in got] == [s.id for s in want]
     assert [s.labels["country"] for s in got] == [s.labels["country"] for s in want]

@@ -235,6 +235,10 @@ def test_same_data_is_the_same_files_however_the_spec_names_them(tmp_path, monke
     assert not same_data("big", here, "j", options=False)
     assert same_data("big,val_frac=0.1", here, f"big/{csv}", options=False)
     assert not same_data("big,val_frac=0.1", here, f"big/{csv}")  # options count unless options=False
+    # ... stream options, that is: a synthetic world's or a hub dataset's own options name other data
+    assert same_data("synthetic:n=25,seed=4,max_side=64,square=true", "/", "synthetic:n=25,seed=4", options=False)
+    assert not same_data("synthetic:n=4000,seed=0", "/", "synthetic:n=25,seed=4", options=False)
+    assert not same_data("hf:a/b,split=test", "/", "hf:a/b,split=train", options=False)
     (tmp_path / "big" / "more.csv").write_text("id,lat,lon\n")
     assert not same_data("big", here, f"big/{csv}", options=False)  # the folder now reads two tables
 

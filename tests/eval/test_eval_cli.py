@@ -315,7 +315,6 @@ def test_a_run_evaluated_on_its_own_training_data_is_scored_on_the_images_it_hel
     assert summary["split"] == "all" and summary["metrics"]["n"] == 8 and "trained" not in err
 
 
-
 def test_a_run_trained_on_a_pack_of_the_data_is_scored_on_the_images_it_held_out(tmp_path, capsys, monkeypatch):
     """`geospot data pack photos packs`, a run trained on packs, then eval on photos (or the other
     way round): pack keeps each id and the split is a hash of the id, so split=auto scores only the
@@ -359,6 +358,11 @@ def test_a_run_trained_on_a_pack_of_the_data_is_scored_on_the_images_it_held_out
     (proj / "packs" / "geospot-pack.json").unlink()  # no record: which images the shards hold is not known here
     summary, err = evaluate("packs", f"{proj}/photos")
     assert summary["split"] == "all" and summary["metrics"]["n"] == 8 and "trained" not in err
+    # shards of the held-out ids only hold no trained image: other data, scored whole, without a word
+    assert data_main(["pack", f"{proj}/photos{opts}", str(proj / "held"), "--split", "heldout"]) == 0
+    summary, err = evaluate("photos", f"{proj}/held")
+    assert summary["split"] == "all" and summary["metrics"]["n"] == held and "trained" not in err
+
 
 def test_predict_reads_every_subfolder_and_each_photo_once(tmp_path, capsys):
     """A camera roll: a photo at the top and the rest in year / trip subfolders. All are answered,

@@ -95,7 +95,6 @@ def test_the_cards_code_runs_as_written(exported):
     assert card_turns == asked[:len(card_turns)] and card_turns
 
 
-
 def test_the_cards_code_never_answers_a_placeholder(exported, tmp_path):
     """A head doctored to favour <|image_pad|> or <|video_pad|> at every step (rows of +-1000 x a
     token's row: one of the two has the largest logit wherever that token's logit is not 0).
@@ -129,6 +128,7 @@ def test_the_cards_code_never_answers_a_placeholder(exported, tmp_path):
     with redirect_stdout(buf):
         assert cli.predict_main([f"model={folder}", str(folder / "example.jpg"), "--json"]) == 0
     assert card_turn_1 == json.loads(buf.getvalue().strip().splitlines()[-1])["turn_texts"][0] != ""
+
 
 def test_plain_peft_loads_the_adapter_with_the_engines_logprobs(run, exported):
     out, _, rank = exported

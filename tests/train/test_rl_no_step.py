@@ -15,6 +15,8 @@ def test_no_step_trained_names_the_fix_for_where_it_started(tmp_path, capsys):
     said = capsys.readouterr().err
     assert result.steps == 1 and "no step trained" in said
     assert "needs an SFT warm start (load_checkpoint_path=<sft run>)" in said
+    run(rl_config(tmp_path / "base-lora", max_steps=1, lora_rank=8))  # the engine's LoRA on random weights
+    assert "a LoRA adapter (lora_rank=8) on them learns little" in capsys.readouterr().err
 
     # a "warm start" that learned nothing (1 step at lr 1e-12): it has one, it is too weak
     sft = tmp_path / "sft"
