@@ -3,18 +3,14 @@ and tells each turn the answers so far, a geohash run's card uses the geohash pr
 coordinates or with cells), a reasoning run's card asks for the reasoning and gives it its token
 budget. Each card's code is executed, as written, in a fresh interpreter."""
 
-import ast
 import io
-import json
-import os
-import subprocess
-import sys
 from contextlib import redirect_stdout
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("torch")
+
+from card_runs import card_answers, predicted_answers, run_card  # noqa: E402
 
 from geospot.envs.geohash import GeohashSpec  # noqa: E402
 from geospot.eval.card import card_code, card_turns  # noqa: E402
@@ -22,7 +18,6 @@ from geospot.eval.export import export_main  # noqa: E402
 from geospot.prompts import REASONING_INSTRUCTION, SINGLE_TURN_PROMPT, hierarchical_prompt  # noqa: E402
 from geospot.runs.model_spec import model_spec  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 STYLES = {
     "hierarchical": {"prompt_style": "hierarchical"},
     "geohash": {"prompt_style": "geohash"},
@@ -76,24 +71,14 @@ def test_the_card_asks_as_the_env_does(exported):
 
 def test_the_cards_code_runs_as_written(exported):
     style, root = exported
-    code = card_code((root / "export" / "README.md").read_text())
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300,
-                          env=env, cwd=root)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    stdout = run_card(card_code((root / "export" / "README.md").read_text()), root)
     first = "turn 1 (country): " if style == "hierarchical" else "turn 1: "
-    assert proc.stdout.startswith(first), proc.stdout
+    assert stdout.startswith(first), stdout
     if style == "reasoning":  # its answers are the text after </think>, predict's the whole text
         return
     # the card's answers are `geospot predict`'s, turn by turn (the same photos, prompts and tokens)
-    from geospot.eval import cli
-
-    card_turns = [ast.literal_eval(line.split(": ", 1)[1]) for line in proc.stdout.splitlines()
-                  if line.startswith("turn ")]
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        assert cli.predict_main([f"model={root / 'export'}", str(root / "export" / "example.jpg"), "--json"]) == 0
-    asked = json.loads(buf.getvalue().strip().splitlines()[-1])["turn_texts"]
+    card_turns = card_answers(stdout)
+    asked = predicted_answers(root / "export", root / "export" / "example.jpg")
     # up to the first answer holding an invalid byte (U+FFFD): the card's chat is text, so it reads that
     # answer back lossily into the next turn's context, where geospot keeps the sampled tokens
     k = next((i + 1 for i, t in enumerate(card_turns) if "\ufffd" in t), len(card_turns))

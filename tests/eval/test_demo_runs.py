@@ -28,13 +28,10 @@ def test_the_demo_runs_compare_and_carry_their_held_out_evals(short_demo, capsys
 def test_the_demo_exports_card_code_answers_as_predict_on_every_turn(short_demo, tmp_path):
     """The demo's run asks zoomed telescoping turns (a thumbnail, then the photo on turn 2): its
     export's card code, run as written, gives `geospot predict`'s answer on each turn."""
-    import ast
     import io
-    import os
-    import subprocess
-    import sys
     from contextlib import redirect_stdout
-    from pathlib import Path
+
+    from card_runs import card_answers, predicted_answers, run_card
 
     from geospot.eval.card import card_code
     from geospot.eval.export import export_main
@@ -43,14 +40,6 @@ def test_the_demo_exports_card_code_answers_as_predict_on_every_turn(short_demo,
     out = tmp_path / "export"
     with redirect_stdout(io.StringIO()):
         assert export_main([f"checkpoint={short_demo.folder / 'rl'}", f"out={out}"]) == 0
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-c", card_code((out / "README.md").read_text())], check=False,
-                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    card = [ast.literal_eval(line.split(": ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("turn ")]
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        assert cli.predict_main([f"model={out}", str(out / "example.jpg"), "--json"]) == 0
-    asked = json.loads(buf.getvalue().strip().splitlines()[-1])["turn_texts"]
+    card = card_answers(run_card(card_code((out / "README.md").read_text()), tmp_path))
+    asked = predicted_answers(out, out / "example.jpg")
     assert len(card) == 3 and card == asked  # turn 2 saw the photo, turn 1 the thumbnail, in both

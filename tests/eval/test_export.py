@@ -2,12 +2,8 @@
 a PEFT adapter that plain PEFT loads (log-probs equal to the engine's), a full fine-tuning run
 exports full weights; both cards' code blocks are executed in a fresh interpreter."""
 
-import ast
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from contextlib import redirect_stdout  # noqa: E402
+from card_runs import card_answers, predicted_answers, run_card  # noqa: E402
 
 from geospot.eval.card import card_code  # noqa: E402
 from geospot.eval.export import export_main  # noqa: E402
@@ -77,21 +73,10 @@ def test_export_says_what_it_wrote(exported):
 
 def test_the_cards_code_runs_as_written(exported):
     out, _, _ = exported
-    code = card_code((out / "README.md").read_text())
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300,
-                          env=env, cwd=out.parent)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.startswith("turn 1: "), proc.stdout
+    stdout = run_card(card_code((out / "README.md").read_text()), out.parent)
+    assert stdout.startswith("turn 1: "), stdout
     # ... and answers what `geospot predict` answers, turn by turn (greedy, the same placeholders banned)
-    from geospot.eval import cli
-
-    card_turns = [ast.literal_eval(line.split(": ", 1)[1]) for line in proc.stdout.splitlines()
-                  if line.startswith("turn ")]
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        assert cli.predict_main([f"model={out}", str(out / "example.jpg"), "--json"]) == 0
-    asked = json.loads(buf.getvalue().strip().splitlines()[-1])["turn_texts"]
+    card_turns, asked = card_answers(stdout), predicted_answers(out, out / "example.jpg")
     assert card_turns == asked[:len(card_turns)] and card_turns
 
 
@@ -117,17 +102,8 @@ def test_the_cards_code_never_answers_a_placeholder(exported, tmp_path):
         head[tok.convert_tokens_to_ids(name)] = sign * row
     save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
     code = card_code((folder / "README.md").read_text()).replace(str(out), str(folder))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300,
-                          env=env, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    card_turn_1 = ast.literal_eval(proc.stdout.splitlines()[0].split(": ", 1)[1])
-    from geospot.eval import cli
-
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        assert cli.predict_main([f"model={folder}", str(folder / "example.jpg"), "--json"]) == 0
-    assert card_turn_1 == json.loads(buf.getvalue().strip().splitlines()[-1])["turn_texts"][0] != ""
+    card_turn_1 = card_answers(run_card(code, tmp_path))[0]
+    assert card_turn_1 == predicted_answers(folder, folder / "example.jpg")[0] != ""
 
 
 def test_plain_peft_loads_the_adapter_with_the_engines_logprobs(run, exported):
