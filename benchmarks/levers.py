@@ -19,6 +19,9 @@ Levers (switches on the engine, each tested equal to its off state in tests/engi
   SDPA under a dense block mask;
 - shared_prefix_decode: decode reads each prompt's KV once for its G samples (prefix_decode.py) vs
   attending a cache repeated G times (reserve_kv's);
+- lora_backward: the lean LoRA linears' backward written out (lean_lora.py's LoraSum and LoraLinear:
+  the rank-r matmuls in the orientation MKL runs fast, the middle's input gradient added in place)
+  vs autograd's backward of the same forward;
 - shared_lora_input: q/k/v and gate/up take their LoRA middles from one matmul (lean_lora.py's
   SharedInput) vs one each;
 - patch_linear: the vision tower's patch embedding as a matmul (patch_linear.py) vs the Conv3d,
@@ -65,6 +68,8 @@ def _switch(engine: LocalEngine, lever: str, on: bool) -> None:
         lean_lora.install(engine.model) if on else lean_lora.uninstall(engine.model)
     elif lever == "shared_prefix_decode":
         engine.shared_prefix_decode = on
+    elif lever == "lora_backward":
+        lean_lora.hand_backward(engine.model, on)
     elif lever == "shared_lora_input":
         lean_lora.share_inputs(engine.model, on)
     elif lever == "patch_linear":
@@ -157,10 +162,12 @@ def main() -> None:
         "lean_lora": lambda: {"phase": "sample+train", **ab(engine, ["lean_lora"], step, args.repeats)},
         "shared_lora_input": lambda: {"phase": "sample+train", **ab(engine, ["shared_lora_input"], step, args.repeats)},
         "packed_attention": lambda: {"phase": "train", **ab(engine, ["packed_attention"], train, args.repeats)},
+        "lora_backward": lambda: {"phase": "train", **ab(engine, ["lora_backward"], train, args.repeats)},
         "head_at_trained_positions": lambda: {"phase": "train",
                                               **ab(engine, ["head_at_trained_positions"], train, args.repeats)},
         "all": lambda: {"phase": "sample+train",
-                        **ab(engine, ["reserve_kv", "lean_decode", "functional_decode", "lean_lora", "packed_attention",
+                        **ab(engine, ["reserve_kv", "lean_decode", "functional_decode", "lean_lora", "lora_backward",
+                                      "packed_attention",
                                       "shared_prefix_decode", "shared_lora_input", "patch_linear"], step,
                              args.repeats)},
     }

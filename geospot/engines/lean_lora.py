@@ -31,13 +31,48 @@ def _lean_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         result = F.linear(x, base.weight, base.bias)
         lora = F.linear(F.linear(x.to(A.weight.dtype), A.weight), B.weight) * self.scaling[name]
         return (result + lora).to(result.dtype)
-    # base + (x A^T s) B^T in one addmm: the scale goes on the rank-r middle, not on the
-    # [tokens, out] product, and the add is the matmul's own (no [tokens, out] temporaries)
+    # base + (x A^T s) B^T with the add inside the matmul: the scale goes on the rank-r middle,
+    # not on the [tokens, out] product, and there are no [tokens, out] temporaries
     x2 = x.reshape(-1, x.shape[-1])
     shared = self.__dict__.get("_geospot_shared") if x2.shape[0] >= SHARE_MIN_ROWS else None
-    mid = shared.middle(self, x, x2) if shared is not None else F.linear(x2, A.weight) * self.scaling[name]
-    out = torch.addmm(F.linear(x2, base.weight, base.bias), mid, B.weight.t())
+    scale, grad = self.scaling[name], torch.is_grad_enabled()
+    if not self.__dict__.get("_geospot_hand", True):  # autograd's backward (levers.py: lora_backward off)
+        mid = shared.middle(self, x, x2) if shared is not None else F.linear(x2, A.weight) * scale
+        out = torch.addmm(F.linear(x2, base.weight, base.bias), mid, B.weight.t())
+    elif shared is not None:
+        mid = shared.middle(self, x, x2)
+        out = (LoraSum.apply(x2, base.weight, base.bias, mid, B.weight) if grad
+               else F.linear(x2, base.weight, base.bias).addmm_(mid, B.weight.t()))
+    elif grad:
+        out = LoraLinear.apply(x2, base.weight, base.bias, A.weight, B.weight, float(scale))
+    else:
+        out = F.linear(x2, base.weight, base.bias).addmm_((A.weight @ x2.t()).mul_(scale).t(), B.weight.t())
     return out.view(*x.shape[:-1], out.shape[-1])
+
+
+class LoraSum(torch.autograd.Function):
+    """`x W^T + b + mid B^T`, the rank-r product added in place, with a backward whose rank-r
+    matmuls run in the orientation BLAS is fast at. Autograd's own addmm backward lays the
+    adapter's gradients out like the weight views it was given, which makes them `[out, N] @ [N, r]`
+    and `[N, out] @ [out, r]`: products with a tiny inner or outer side that MKL ran 3-10x slower
+    (benchmarks/levers.py, `lora_backward`). Here they are `[r, N] @ [N, out]` and
+    `[r, out] @ [out, N]`, returned as transposed views: the same numbers summed in the same order
+    per element, no copies."""
+
+    @staticmethod
+    def forward(ctx, x2, W, b, mid, Bw):
+        ctx.save_for_backward(x2, W, mid, Bw)
+        return F.linear(x2, W, b).addmm_(mid, Bw.t())
+
+    @staticmethod
+    def backward(ctx, g):
+        x2, W, mid, Bw = ctx.saved_tensors
+        need_x, need_W, need_b, need_mid, need_B = ctx.needs_input_grad
+        return (g @ W if need_x else None,
+                (x2.t() @ g).t() if need_W else None,
+                g.sum(0) if need_b else None,
+                (Bw.t() @ g.t()).t() if need_mid else None,
+                (mid.t() @ g).t() if need_B else None)
 
 
 class SharedInput:
@@ -121,6 +156,14 @@ def share_inputs(model: torch.nn.Module, on: bool = True) -> None:
                     m._geospot_shared = shared
 
 
+def hand_backward(model: torch.nn.Module, on: bool = True) -> None:
+    """The lean LoRA linears' backward by LoraSum / LoraLinear (on, the default) or by autograd's
+    own matmuls (off: the A/B of benchmarks/levers.py and the tests)."""
+    for module in model.modules():
+        if "_geospot_lean" in module.__dict__:
+            module._geospot_hand = on
+
+
 def uninstall(model: torch.nn.Module) -> None:
     """Back to PEFT's forward everywhere (A/B timings, tests)."""
     for module in model.modules():
@@ -128,3 +171,31 @@ def uninstall(model: torch.nn.Module) -> None:
             del module.forward
             del module._geospot_lean
             module.__dict__.pop("_geospot_shared", None)
+            module.__dict__.pop("_geospot_hand", None)
+
+
+class LoraLinear(torch.autograd.Function):
+    """`x W^T + b + s (x A^T) B^T` for a LoRA linear with its own input (no sibling shares it):
+    LoraSum with the middle computed inside, as `[r, N]` (`A @ x^T`, the orientation MKL runs
+    fast), and the middle's input gradient added into the base's in place (one addmm_ instead of
+    a `[N, in]` product and a sum)."""
+
+    @staticmethod
+    def forward(ctx, x2, W, b, A, Bw, scale):
+        mid_t = (A @ x2.t()).mul_(scale)  # [r, N]
+        ctx.save_for_backward(x2, W, A, Bw, mid_t)
+        ctx.scale = scale
+        return F.linear(x2, W, b).addmm_(mid_t.t(), Bw.t())
+
+    @staticmethod
+    def backward(ctx, g):
+        x2, W, A, Bw, mid_t = ctx.saved_tensors
+        need_x, need_W, need_b, need_A, need_B = ctx.needs_input_grad[:5]
+        gmid_t = Bw.t() @ g.t() if (need_x or need_A) else None  # d/d(middle), [r, N]
+        gx = (g @ W).addmm_(gmid_t.t(), A, alpha=ctx.scale) if need_x else None
+        return (gx,
+                (x2.t() @ g).t() if need_W else None,
+                g.sum(0) if need_b else None,
+                (gmid_t @ x2).mul_(ctx.scale) if need_A else None,
+                (mid_t @ g).t() if need_B else None,
+                None)
