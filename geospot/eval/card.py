@@ -52,6 +52,24 @@ def _training_evals(run_dir: Path | None, step: int | None) -> dict[str, dict]:
     }
 
 
+def _steps(run_dir: Path | None, step: int | None) -> str:
+    """The card's steps cell: the exported step, and how many of the steps before it trained
+    nothing (RL steps whose groups all had equal rewards: the weights never moved on them)."""
+    if run_dir is None or step is None:
+        return f"{step}"
+    from geospot.runs.folder import read_jsonl
+    from geospot.runs.store import idle_step
+
+    by_step = {r.get("step"): r for r in read_jsonl(run_dir / "metrics.jsonl")}  # a resume rewrites its steps
+    training = [r for s, r in by_step.items() if s is not None and s <= step and any(
+        not k.startswith("eval/") and k not in ("step", "time") for k in r)]
+    idle = sum(map(idle_step, training))
+    why = "every group's rewards were equal, so GRPO had nothing to compare"
+    if idle and idle == len(training):
+        return f"{step} (none of them trained: {why})"
+    return f"{step} ({idle} of them trained nothing: {why})" if idle else f"{step}"
+
+
 def _pick(cfg: dict, *keys: str):
     """The first of `keys` found anywhere in the (nested) run config."""
     if not isinstance(cfg, dict):
@@ -298,7 +316,7 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
         f"| base model | `{spec.base_model}` |",
         f"| training | {train_kind}, prompt styles trained: {', '.join(spec.trained_styles)} |",
         f"| data | `{data}` |" if data else "| data | (not recorded) |",
-        f"| steps | {loaded.step} |",
+        f"| steps | {_steps(loaded.run_dir, loaded.step)} |",
         f"| weights | {_WEIGHTS[kind].format(rank=rank)} |",
         f"| prompt style | {spec.env_type}{reasoning} ({len(how.prompts)} turn{'s' if len(how.prompts) > 1 else ''}) |",
         f"| answer decimals | {spec.answer_decimals} |",

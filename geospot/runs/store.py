@@ -334,6 +334,12 @@ class RunStore:
 
 
 # ---- reading ---------------------------------------------------------------------------
+def idle_step(metrics: dict[str, Any]) -> bool:
+    """An RL step that trained nothing: no datum left once equal-reward groups were dropped
+    (`datums` 0), so no gradient reached the weights."""
+    return metrics.get("datums") == 0
+
+
 class RunReader:
     """Read-only view of one run's store (a `mode=ro` connection per call, so it is safe
     from any thread and never holds the file open between requests)."""
@@ -459,9 +465,11 @@ class RunReader:
         last: dict[str, Any] = {}
         heldout: dict[str, Any] = {}  # the latest held-out eval (`eval/` metrics), not a training batch's
         trained = 0  # rows of a training step: the eval before training (step 0) holds only `eval/` keys
+        idle = 0  # RL steps that trained nothing (idle_step)
         for step, m in rows:
             last = json.loads(m)
             trained += any(not k.startswith("eval/") for k in last)
+            idle += idle_step(last)
             if any(k.startswith("eval/") for k in last):
                 heldout = {"step": step, **{k[5:]: v for k, v in last.items() if k.startswith("eval/")}}
             for k, v in last.items():
@@ -473,5 +481,11 @@ class RunReader:
         return {"kind": config[0][0] if config else "",
                 "status": effective_status(status[0][0], meta) if status else "unknown",
                 "stored_status": status[0][0] if status else "unknown",
-                "steps": trained, "last_step": rows[-1][0] if rows else None, "last": last, "best": best,
-                "heldout": heldout}
+                "steps": trained, "idle_steps": idle, "last_step": rows[-1][0] if rows else None, "last": last,
+                "best": best, "heldout": heldout}
+
+    def step_counts(self, through: int | None = None) -> tuple[int, int]:
+        """(training steps, of them idle) logged up to step `through` (all when None)."""
+        rows = self._query("SELECT metrics FROM steps WHERE step <= ?", (through if through is not None else 2**62,))
+        metrics = [json.loads(m) for (m,) in rows]
+        return (sum(any(not k.startswith("eval/") for k in m) for m in metrics), sum(map(idle_step, metrics)))

@@ -136,3 +136,27 @@ def test_a_run_page_opened_before_its_run_exists_waits_for_it(tmp_path, browser)
         expect(page.locator("#run-status")).to_be_visible(timeout=LOAD_DEADLINE_S * 1000)
         expect(page.locator("#steps-count")).to_have_text("1 step", timeout=LOAD_DEADLINE_S * 1000)
         page.close()
+
+
+def test_rl_steps_that_trained_nothing_are_said_in_the_list_and_on_the_run_page(tmp_path, browser):
+    """An RL step whose groups all had equal rewards logs datums 0: its weights did not move, and the
+    step count says so (it read "steps | 3" for a run that never trained)."""
+    from geospot.runs.store import RunStore
+
+    runs = tmp_path / "runs"
+    for name, datums in (("idle", (0, 0, 0)), ("some", (0, 16, 0)), ("all", (8, 16, 8))):
+        with RunStore(runs / name) as store:
+            store.log_config("rl", {})
+            store.set_status("done")
+            for step, n in enumerate(datums, start=1):
+                store.log_step(step, {"reward_mean": 0.1, "datums": n})
+    with Server(create_app(runs, poll_s=0.1)) as srv:
+        page = browser.new_page()
+        page.goto(srv.url + "/#/", timeout=LOAD_DEADLINE_S * 1000)
+        for name, text in (("idle", "3 (none trained)"), ("some", "3 (2 trained nothing)"), ("all", "3")):
+            expect(page.locator(f"tr[data-run='{name}'] td[data-key='steps']")).to_have_text(
+                text, timeout=LOAD_DEADLINE_S * 1000)
+        page.goto(srv.url + "/#/run/some", timeout=LOAD_DEADLINE_S * 1000)
+        expect(page.locator("#steps-count")).to_have_text("3 steps (2 trained nothing)", timeout=LOAD_DEADLINE_S * 1000)
+        assert "GRPO had nothing to compare" in page.locator("#steps-count").get_attribute("title")
+        page.close()

@@ -245,3 +245,20 @@ def test_a_rollout_without_a_reward_reads_back_as_null(tmp_path):
         store.log_images(3, [ImageRecord(r.image_id, r.lat, r.lon, (unpaid,), None, {})], split="eval")
     (img,) = RunReader(tmp_path / "run").images(3, "eval")
     assert img["rollouts"][0]["reward"] is None and img["rollouts"][0]["distance_km"] == 0.0
+
+
+def test_summary_and_step_counts_name_the_rl_steps_that_trained_nothing(tmp_path):
+    """An RL step whose groups all had equal rewards logs datums 0: the weights did not move."""
+    with RunStore(tmp_path) as store:
+        store.log_config("rl", {})
+        store.log_step(0, {"eval/geoscore": 0.0})
+        for step, datums in ((1, 0), (2, 16), (3, 0), (4, 8)):
+            store.log_step(step, {"reward_mean": 0.1, "datums": datums})
+    reader = RunReader(tmp_path)
+    s = reader.summary()
+    assert (s["steps"], s["idle_steps"]) == (4, 2)
+    assert reader.step_counts(3) == (3, 2) and reader.step_counts(1) == (1, 1) and reader.step_counts() == (4, 2)
+    with RunStore(tmp_path / "sft") as store:  # SFT logs no datums: never idle
+        store.log_config("sft", {})
+        store.log_step(1, {"loss": 1.0})
+    assert RunReader(tmp_path / "sft").summary()["idle_steps"] == 0

@@ -14,6 +14,13 @@ def test_no_step_trained_names_the_fix_for_where_it_started(tmp_path, capsys):
     result = run(rl_config(tmp_path / "base", max_steps=1))
     said = capsys.readouterr().err
     assert result.steps == 1 and "no step trained" in said
+    # the run's records say it too: the dashboard's steps cell and the model card's
+    from geospot.eval.card import _steps
+    from geospot.runs.store import RunReader
+
+    summary = RunReader(tmp_path / "base").summary()
+    assert (summary["steps"], summary["idle_steps"]) == (1, 1)
+    assert _steps(tmp_path / "base", 1).startswith("1 (none of them trained: every group's rewards were equal")
     assert "needs an SFT warm start (load_checkpoint_path=<sft run>)" in said
     run(rl_config(tmp_path / "base-lora", max_steps=1, lora_rank=8))  # the engine's LoRA on random weights
     assert "a LoRA adapter (lora_rank=8) on them learns little" in capsys.readouterr().err

@@ -31,6 +31,11 @@ async function getJSON(url) {
 }
 
 const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+// RL steps that trained nothing (every group's rewards equal: no datum, the weights did not move)
+const IDLE_TITLE = "steps on which every group's rewards were equal, so GRPO had nothing to compare and the weights did not change";
+const idleText = (steps, idle) => !idle ? "" : idle === steps ? " (none trained)" : ` (${idle} trained nothing)`;
+const stepsCell = (steps, idle) => el("td", { class: "num", "data-key": "steps", title: idle ? IDLE_TITLE : "" },
+  `${steps}${idleText(steps, idle)}`);
 const fmt = (v, d = 3) => (v === null || v === undefined || Number.isNaN(v)) ? "–"
   : typeof v !== "number" ? String(v)
   : Math.abs(v) >= 1000 ? v.toFixed(0) : Number(v.toPrecision(d)).toString();
@@ -111,7 +116,7 @@ async function renderList() {
       el("td", { "data-key": "env", title: env.title }, env.text),
       modelCell(r.setup),
       el("td", {}, el("span", { class: "badge " + r.status }, r.status)),
-      el("td", { class: "num" }, r.steps),
+      stepsCell(r.steps, r.idle_steps),
       ...HELDOUT_KEYS.map(([, k]) => el("td", { class: "num heldout", "data-key": k }, fmt((r.heldout || {})[k]))),
       el("td", { class: "num", "data-key": "heldout-step" }, (r.heldout || {}).step ?? "–"),
       ...LIST_KEYS.map(([, re]) => el("td", { class: "num" }, fmt(bestOf(r.best, re)))));
@@ -536,9 +541,15 @@ class RunView {
       el("span", { class: "muted", id: "run-env", title: env.title }, env.text),
       el("span", { class: "badge " + this.status, id: "run-status" }, this.status),
       // training steps: the eval before training (step 0) logs only eval/ metrics
-      el("span", { class: "muted", id: "steps-count" }, plural(this.steps.filter(s => Object.keys(s.metrics).some(k => !k.startsWith("eval/"))).length, "step")),
+      this.stepsCount(),
       el("span", { class: "muted", id: "image-steps", title: "steps whose rollouts were kept for the map (the slider's steps): "
         + "training steps (train) and held-out evals (eval)" }, plural(this.imageSteps.length, "image step")));
+  }
+  stepsCount() {
+    const trained = this.steps.filter(s => Object.keys(s.metrics).some(k => !k.startsWith("eval/")));
+    const idle = trained.filter(s => s.metrics.datums === 0).length;
+    return el("span", { class: "muted", id: "steps-count", title: idle ? IDLE_TITLE : "" },
+      plural(trained.length, "step") + idleText(trained.length, idle));
   }
   currentStep() { const l = this.stepList(); return l.length ? l[Math.max(0, Math.min(this.index, l.length - 1))] : null; }
   drawCharts() {

@@ -1,0 +1,32 @@
+"""The model card's steps cell says how many of the exported run's steps trained nothing (RL
+steps whose groups all had equal rewards), read from the run folder's metrics.jsonl."""
+
+import json
+
+from geospot.eval.card import _steps
+
+
+def _metrics(run_dir, rows):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"time": 0.0, **r}) + "\n" for r in rows))
+
+
+def test_steps_cell_counts_idle_steps_up_to_the_exported_step(tmp_path):
+    _metrics(tmp_path / "rl", [{"step": 0, "eval/geoscore": 10.0}, {"step": 1, "datums": 0},
+                               {"step": 2, "datums": 16}, {"step": 3, "datums": 0}, {"step": 4, "datums": 0}])
+    assert _steps(tmp_path / "rl", 2) == ("2 (1 of them trained nothing: every group's rewards were equal, so GRPO "
+                                          "had nothing to compare)")
+    assert _steps(tmp_path / "rl", 4).startswith("4 (3 of them trained nothing")
+    _metrics(tmp_path / "idle", [{"step": 0, "eval/geoscore": 10.0}, {"step": 1, "datums": 0},
+                                 {"step": 2, "datums": 0}])
+    assert _steps(tmp_path / "idle", 2).startswith("2 (none of them trained: every group's rewards were equal")
+
+
+def test_steps_cell_is_the_step_alone_when_every_step_trained_or_nothing_is_recorded(tmp_path):
+    _metrics(tmp_path / "sft", [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}])
+    assert _steps(tmp_path / "sft", 2) == "2"
+    assert _steps(tmp_path / "nothing", 5) == "5"  # no metrics.jsonl
+    assert _steps(None, 5) == "5"
+    # a resume rewrote step 2 (it trained this time): the last line of a step counts
+    _metrics(tmp_path / "resumed", [{"step": 1, "datums": 8}, {"step": 2, "datums": 0}, {"step": 2, "datums": 8}])
+    assert _steps(tmp_path / "resumed", 2) == "2"
