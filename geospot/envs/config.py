@@ -66,8 +66,9 @@ class EnvOptions:
         HIER_FIELDS, "hierarchical: the turns, coarse -> fine: country,region,city,coords or a subset in that order, "
         "ending with coords")
     hier_weights: tuple[float, ...] = option(
-        (0.2, 0.2, 0.2, 0.4), "hierarchical: weight per turn; a right label earns its weight, coords weight x S(d) "
-        "(0.2,0.3,0.5 over country,region,coords = the original HierarchicalGeoEnv)")
+        (), "hierarchical: weight per turn; a right label earns its weight, coords weight x S(d) (0.2,0.3,0.5 over "
+        "country,region,coords = the original HierarchicalGeoEnv); empty = each turn's default (labels 0.2, coords "
+        "0.4) scaled to sum 1 over hier_turns")
     hier_partial_credit: float = option(
         0.0, "hierarchical: a wrong label after a wrong label still earns this fraction of its weight (the original "
         "HierarchicalGeoEnv: 0.25)")
@@ -76,7 +77,8 @@ class EnvOptions:
         "instead of the policy's own earlier answer")
     geohash_chars: tuple[int, ...] = option((2, 4, 6), "geohash: characters graded per turn (~1250 / 40 / 1 km cells)")
     geohash_weights: tuple[float, ...] = option(
-        (0.2, 0.3, 0.5), "geohash: weight per turn, times (shared prefix / chars + bonus)")
+        (), "geohash: weight per turn, times (shared prefix / chars + bonus); empty = 0.2,0.3,0.5 for three turns "
+        "(the original), for fewer the finest turns' weights scaled to sum 1")
     geohash_bonus: float = option(
         0.1, "geohash: added to a turn's score when its guess is closer than the previous turn's")
     geohash_answer: Literal["coordinates", "geohash"] = option(
@@ -122,7 +124,9 @@ class EnvOptions:
         require(self, len(turns) >= 1 and turns[-1] == "coords" and all(t in HIER_FIELDS for t in turns)
                 and list(turns) == sorted(set(turns), key=HIER_FIELDS.index), "hier_turns",
                 f"must be distinct fields of {','.join(HIER_FIELDS)} in that order, ending with coords")
-        require(self, len(self.hier_weights) == len(turns), "hier_weights", f"needs one weight per turn ({len(turns)})")
+        require(self, len(self.hier_weights) in (0, len(turns)), "hier_weights",
+                f"needs one weight per turn of hier_turns ({len(turns)}); give {len(turns)}, or leave hier_weights out "
+                "(each turn's default weight)")
         require(self, all(w >= 0 and math.isfinite(w) for w in self.hier_weights), "hier_weights", "must be >= 0")
         require(self, 0 <= self.hier_partial_credit <= 1, "hier_partial_credit", "must be in [0, 1]")
         require(self, 0 <= self.teacher_forcing <= 1, "teacher_forcing", "is a probability: use 0..1")
@@ -130,8 +134,9 @@ class EnvOptions:
         require(self, len(chars) >= 1 and all(1 <= c <= MAX_PRECISION for c in chars), "geohash_chars",
                 f"values must be in 1..{MAX_PRECISION}")
         require(self, len(chars) <= 3, "geohash_chars", "at most 3 turns (one prompt each in geospot.prompts)")
-        require(self, len(self.geohash_weights) == len(chars), "geohash_weights",
-                f"needs one weight per turn ({len(chars)})")
+        require(self, len(self.geohash_weights) in (0, len(chars)), "geohash_weights",
+                f"needs one weight per turn of geohash_chars ({len(chars)}); give {len(chars)}, or leave "
+                "geohash_weights out (each turn's default weight)")
         require(self, all(w >= 0 and math.isfinite(w) for w in self.geohash_weights), "geohash_weights",
                 "must be >= 0")
         require(self, self.geohash_bonus >= 0, "geohash_bonus", "must be >= 0")
@@ -153,6 +158,28 @@ class EnvOptions:
     def turn_max_tokens(self, max_tokens: int) -> int:
         """The token budget per turn: `reasoning_max_tokens` when reasoning, else `max_tokens`."""
         return int(self.reasoning_max_tokens) if self.reasoning else int(max_tokens)
+
+
+# Each turn's weight when hier_weights / geohash_weights are left empty: the default turns' sum to 1
+HIER_FIELD_WEIGHTS = {"country": 0.2, "region": 0.2, "city": 0.2, "coords": 0.4}
+GEOHASH_TURN_WEIGHTS = (0.2, 0.3, 0.5)  # coarse -> fine, the original GeohashEnv's
+
+
+def _scaled(weights: tuple[float, ...]) -> tuple[float, ...]:
+    total = sum(weights)
+    return weights if math.isclose(total, 1.0) else tuple(w / total for w in weights)
+
+
+def hier_turn_weights(turns: tuple[str, ...], weights: tuple[float, ...]) -> tuple[float, ...]:
+    """The hierarchical env's weight per turn: `weights` as given, or (empty) each turn's default
+    scaled to sum 1 (country,coords -> 1/3, 2/3; the four default turns -> 0.2, 0.2, 0.2, 0.4)."""
+    return tuple(weights) or _scaled(tuple(HIER_FIELD_WEIGHTS[t] for t in turns))
+
+
+def geohash_turn_weights(chars: tuple[int, ...], weights: tuple[float, ...]) -> tuple[float, ...]:
+    """The geohash env's weight per turn: `weights` as given, or (empty) the original's for the
+    finest len(chars) turns scaled to sum 1 (three turns: 0.2, 0.3, 0.5; two: 0.375, 0.625)."""
+    return tuple(weights) or _scaled(GEOHASH_TURN_WEIGHTS[len(GEOHASH_TURN_WEIGHTS) - len(chars):])
 
 
 # What a run's config.json holds for its env: what an eval of that run (model=<run>) should reuse.

@@ -21,7 +21,7 @@ import numpy as np
 
 from geospot import prompts as P
 from geospot.envs import examples
-from geospot.envs.config import EnvOptions
+from geospot.envs.config import EnvOptions, geohash_turn_weights, hier_turn_weights
 from geospot.envs.geohash import GeohashGroupBuilder, GeohashSpec
 from geospot.envs.hierarchical import COORDS, HierarchicalGroupBuilder, HierarchySpec
 from geospot.envs.rewards import Reward
@@ -39,14 +39,16 @@ def opt(cfg, key: str, default=None):
 
 
 def hierarchy_spec(cfg) -> HierarchySpec:
-    return HierarchySpec(tuple(opt(cfg, "hier_turns")), tuple(float(w) for w in opt(cfg, "hier_weights")),
+    turns = tuple(opt(cfg, "hier_turns"))
+    return HierarchySpec(turns, tuple(float(w) for w in hier_turn_weights(turns, opt(cfg, "hier_weights"))),
                          float(opt(cfg, "teacher_forcing")), float(opt(cfg, "hier_partial_credit")),
                          float(opt(cfg, "format_penalty", -0.1)))
 
 
 def geohash_spec(cfg) -> GeohashSpec:
-    return GeohashSpec(tuple(int(c) for c in opt(cfg, "geohash_chars")),
-                       tuple(float(w) for w in opt(cfg, "geohash_weights")), float(opt(cfg, "geohash_bonus")),
+    chars = tuple(int(c) for c in opt(cfg, "geohash_chars"))
+    return GeohashSpec(chars, tuple(float(w) for w in geohash_turn_weights(chars, opt(cfg, "geohash_weights"))),
+                       float(opt(cfg, "geohash_bonus")),
                        float(opt(cfg, "teacher_forcing")), opt(cfg, "geohash_answer"),
                        float(opt(cfg, "format_penalty", -0.1)))
 

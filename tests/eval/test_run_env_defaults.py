@@ -258,8 +258,9 @@ def test_a_typed_key_goes_with_the_runs_env_not_the_default_one(tmp_path):
     assert _eval([f"model={hier}", "data=synthetic:n=4", "hier_weights=0.5,0.5,0"])[0].hier_weights == (0.5, 0.5, 0)
     assert _rl_argv([f"load_checkpoint_path={hier}", "hier_weights=0.1,0.2,0.7"]).hier_weights == (0.1, 0.2, 0.7)
     # two turns typed against the run's three weights: the weights named are the run's, and said to be
-    with pytest.raises(ConfigError, match=r"^hier_weights=\(0.2, 0.3, 0.5\) needs one weight per turn \(2\) \(.*"
-                                          r"hier_weights=\(0.2, 0.3, 0.5\) from the run .*rl\)$"):
+    with pytest.raises(ConfigError, match=r"^hier_weights=\(0.2, 0.3, 0.5\) needs one weight per turn of hier_turns "
+                                          r"\(2\); give 2, or leave hier_weights out \(each turn's default weight\) "
+                                          r"\(.*hier_weights=\(0.2, 0.3, 0.5\) from the run .*rl\)$"):
         _eval([f"model={hier}", "data=synthetic:n=4", "hier_turns=country,coords"])
     # a typed key that is wrong whatever the run: said without the run's keys
     with pytest.raises(ConfigError, match=r"^zoom=0 must be in 1..8 \(1 = off; 2: the first turn sees a half-size "

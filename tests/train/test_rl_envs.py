@@ -67,12 +67,33 @@ def test_a_mixed_batch_plays_both_envs_each_with_its_reward(tmp_path):
 
 
 def test_env_keys_are_validated_before_any_model_loads():
-    with pytest.raises(ConfigError, match="hier_weights"):
-        parse_overrides(RLConfig, ["env_type=hierarchical", "hier_turns=country,region,coords"])
+    with pytest.raises(ConfigError, match=r"hier_weights=\(0.5, 0.5\) needs one weight per turn of hier_turns \(3\); "
+                                          r"give 3, or leave hier_weights out"):
+        parse_overrides(RLConfig, ["env_type=hierarchical", "hier_turns=country,region,coords", "hier_weights=0.5,0.5"])
+    with pytest.raises(ConfigError, match=r"geohash_weights=\(1.0,\) needs one weight per turn of geohash_chars \(2\)"):
+        parse_overrides(RLConfig, ["env_type=geohash", "geohash_chars=2,4", "geohash_weights=1"])
     cfg = parse_overrides(RLConfig, ["env_type=hierarchical", "hier_turns=country,region,coords",
                                      "hier_weights=0.2,0.3,0.5", "teacher_forcing=1", "hier_partial_credit=0.25"])
     assert cfg.hier_weights == (0.2, 0.3, 0.5) and cfg.teacher_forcing == 1.0
     assert parse_overrides(RLConfig, ["reward=mixed", "mixed_weights=0.5,0.5"]).mixed_weights == (0.5, 0.5)
+
+
+def test_turns_without_weights_take_each_turns_default_weight_scaled_to_sum_1():
+    """hier_turns / geohash_chars typed alone: the env weighs each turn by its default (they were refused
+    against the four / three default weights, in predict and SFT too, which pay no reward)."""
+    from geospot.envs.kinds import geohash_spec, hierarchy_spec
+
+    assert hierarchy_spec(RLConfig()).weights == (0.2, 0.2, 0.2, 0.4)  # the default turns: as before
+    cfg = parse_overrides(RLConfig, ["env_type=hierarchical", "hier_turns=country,region,coords"])
+    assert cfg.hier_weights == () and hierarchy_spec(cfg).weights == pytest.approx((0.25, 0.25, 0.5))
+    cfg = parse_overrides(RLConfig, ["env_type=hierarchical", "hier_turns=country,coords"])
+    assert hierarchy_spec(cfg).weights == pytest.approx((1 / 3, 2 / 3))
+    assert geohash_spec(RLConfig()).weights == (0.2, 0.3, 0.5)
+    cfg = parse_overrides(RLConfig, ["env_type=geohash", "geohash_chars=2,4"])
+    assert geohash_spec(cfg).weights == pytest.approx((0.375, 0.625))  # the finest two of 0.2/0.3/0.5, scaled
+    assert geohash_spec(parse_overrides(RLConfig, ["env_type=geohash", "geohash_chars=6"])).weights == (1.0,)
+    typed = parse_overrides(RLConfig, ["env_type=hierarchical", "hier_turns=country,coords", "hier_weights=0.1,0.9"])
+    assert hierarchy_spec(typed).weights == (0.1, 0.9)  # given weights are used as given
 
 
 def test_a_run_that_trained_no_step_says_so(tmp_path, capsys):
