@@ -34,6 +34,7 @@ from geospot.eval.cli_config import (
     SamplingConfig,
     engine_overrides,
     sampling_for,
+    sampling_words,
     split_args,
 )
 from geospot.eval.compare import default_name, extra_lines
@@ -414,7 +415,7 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
         "data": cfg.data,
         "split": split,
         "env_type": cfg.env_type,
-        "sampling": "greedy" if cfg.samples == 0 else f"samples={cfg.samples},temperature={cfg.temperature}",
+        "sampling": sampling_words(cfg),
         "metrics": metrics,
         "evaluated_now": evaluated,
         "skipped_samples": skipped,

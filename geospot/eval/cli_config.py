@@ -76,8 +76,22 @@ class EvalConfig(SamplingConfig):
 
 @dataclass(frozen=True)
 class PredictConfig(SamplingConfig):
-    """`geospot predict` needs nothing beyond the shared settings."""
+    """`geospot predict`: the shared settings, asked blind."""
 
+    def validate(self) -> None:
+        if self.teacher_forcing:  # an eval may (an oracle study, marked as such); a prediction is the model's own
+            raise ConfigError(f"teacher_forcing={self.teacher_forcing} tells a later turn the true answer, which a "
+                              "prediction does not have; leave it out (geospot eval takes it for an oracle study)")
+        super().validate()
+
+
+
+def sampling_words(cfg: SamplingConfig) -> str:
+    """How an eval asked, as its summary and `--compare` say it: greedy or k samples, and a
+    teacher-forced eval (an oracle study: later turns told the truth) named as one."""
+    words = "greedy" if cfg.samples == 0 else f"samples={cfg.samples},temperature={cfg.temperature}"
+    return words + (f" with teacher_forcing={cfg.teacher_forcing} (later turns told the truth)" if cfg.teacher_forcing
+                    else "")
 
 
 def split_args(argv: Sequence[str], flags: set[str], valued_flags: set[str] = frozenset()):

@@ -100,6 +100,9 @@ def with_run_defaults(cfg, given: set[str] | None = None):
     # that builds its prompts from its keys
     record = {"from_run": taken, "overridden": overridden, "turn_prompts": list(KINDS[cfg.env_type].prompt_texts(spec)),
               "trained_styles": list(spec.trained_styles), "source": "export" if is_export_path(cfg.model) else "run"}
+    if getattr(cfg, "teacher_forcing", 0):  # typed (never taken from the run): said, an eval is otherwise blind
+        record["oracle"] = (f"teacher_forcing={cfg.teacher_forcing}: later turns are told the truth (an oracle study, "
+                            "not a blind eval)")
     if getattr(cfg, "reasoning", False) and "max_tokens" in given:  # typed, and not what a reasoning turn uses
         record["unused"] = (f"max_tokens is not used with reasoning=true: reasoning_max_tokens="
                             f"{cfg.reasoning_max_tokens} is each turn's budget")
@@ -114,8 +117,9 @@ def describe_defaults(record: dict) -> str:
     line = f"from the {'export (its run, as recorded)' if record.get('source') == 'export' else 'run'}: {took}"
     if record["overridden"]:
         line += "; overridden on the command line: " + ", ".join(f"{k}={v}" for k, v in record["overridden"].items())
-    if record.get("unused"):
-        line += f"; {record['unused']}"
+    for note in ("unused", "oracle"):
+        if record.get(note):
+            line += f"; {record[note]}"
     return line
 
 

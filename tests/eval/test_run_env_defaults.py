@@ -62,8 +62,25 @@ def test_a_key_on_the_command_line_wins_and_is_recorded_as_overridden(tmp_path):
     with pytest.raises(ConfigError, match=r"^hier_partial_credit=0.5 is read by the hierarchical turns only, and "
                                           r"env_type=single has none; leave it out or set env_type=hierarchical$"):
         _eval([f"model={rl}", "data=synthetic:n=4", "hier_partial_credit=0.5", "env_type=single"])
-    # teacher_forcing typed for an eval is taken as typed (an oracle study), never from the run
-    assert _eval([f"model={rl}", "data=synthetic:n=4", "teacher_forcing=0.5"])[0].teacher_forcing == 0.5
+    # teacher_forcing typed for an eval is taken as typed (an oracle study), never from the run, and said so:
+    # on stderr, and in the summary's `sampling`, which --compare sets beside a blind eval's
+    from geospot.eval.cli_config import sampling_words
+
+    cfg, record = _eval([f"model={rl}", "data=synthetic:n=4", "teacher_forcing=0.5"])
+    assert cfg.teacher_forcing == 0.5
+    assert "teacher_forcing=0.5: later turns are told the truth (an oracle study" in describe_defaults(record)
+    assert sampling_words(cfg) == "greedy with teacher_forcing=0.5 (later turns told the truth)"
+    assert sampling_words(_eval([f"model={rl}", "data=synthetic:n=4"])[0]) == "greedy"
+    from geospot.eval.compare import compare_table
+
+    table = compare_table({"blind": {"median_km": 900.0}, "forced": {"median_km": 300.0}},
+                          asked={"blind": {"sampling": "greedy"}, "forced": {"sampling": sampling_words(cfg)}})
+    assert "the rows differ in sampling: greedy, greedy with teacher_forcing=0.5 (later turns told the truth)" in table
+    # a prediction has no truth to tell: refused, before any model loads
+    kv = [f"model={rl}", "teacher_forcing=0.5"]
+    with pytest.raises(ConfigError, match=r"^teacher_forcing=0.5 tells a later turn the true answer, which a "
+                                          r"prediction does not have; leave it out"):
+        with_run_defaults(parse_overrides(PredictConfig, kv, validate=False), given_keys(kv))[0].validate()
 
 
 def test_a_training_eval_is_blind():
