@@ -276,6 +276,11 @@ def everyones(d: Dist, trajectories_BG, versions_B):
 UNTRAINED_WARN_STEPS = 10  # a run none of whose first steps trained says so then, not only at its end
 
 
+def since_resume(start_step: int) -> str:
+    """Which steps a resumed run's note speaks of: those before the resume may have trained."""
+    return f" since the resume at step {start_step}" if start_step else ""
+
+
 def untrained_note(cfg: RLConfig, metrics: dict, when: str, engine: EngineConfig) -> str:
     """The sentence for a run none of whose steps trained, with the fix that fits its start;
     `engine` is the model it trains (its start run's model and LoRA rank where not given)."""
@@ -424,7 +429,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
             steps, last = done, run.end_step(done)
             if not steps_trained and done - run.start_step == UNTRAINED_WARN_STEPS and not last:
                 # said early, not only at the end: on a GPU every such step is paid for and learns nothing
-                early = f"in its first {UNTRAINED_WARN_STEPS} steps"
+                early = f"in its first {UNTRAINED_WARN_STEPS} steps{since_resume(run.start_step)}"
                 progress.note(untrained_note(cfg, metrics, early, engine_config) +
                               "; the run goes on (Ctrl-C stops it and says how to resume)")
             pipeline.publish(done, new_sampler(), tau_context(done))  # the next batches sample these weights
@@ -440,7 +445,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
             if last:
                 break
     if steps > run.start_step and not steps_trained:
-        progress.note(untrained_note(cfg, metrics, "on every step", engine_config))
+        progress.note(untrained_note(cfg, metrics, f"on every step{since_resume(run.start_step)}", engine_config))
     return RunResult(run.log_dir, steps, metrics, skipped=dict(run.stream.skipped),
                      passes=run.stream.passes)
 

@@ -67,3 +67,12 @@ def test_a_run_that_trains_nothing_says_so_early_too(tmp_path, capsys, monkeypat
     run(rl_config(tmp_path / "short", max_steps=2))  # a run that ends at the warning's step: the end's note only
     said = capsys.readouterr().err
     assert "in its first" not in said and "no step trained: on every step" in said
+
+
+def test_a_resumed_run_speaks_of_the_steps_since_the_resume(tmp_path, capsys):
+    """The steps before a resume may have trained: the note names the ones it saw (it said "on every step")."""
+    run(rl_config(tmp_path / "base", max_steps=1))  # saved at its last step
+    capsys.readouterr()
+    run(rl_config(tmp_path / "base", max_steps=2))  # behavior_if_log_dir_exists=resume
+    said = capsys.readouterr().err
+    assert "no step trained: on every step since the resume at step 1 every group's rewards were equal" in said
