@@ -21,7 +21,8 @@ Levers (switches on the engine, each tested equal to its off state in tests/engi
   attending a cache repeated G times (reserve_kv's);
 - lora_backward: the lean LoRA linears' backward written out (lean_lora.py's LoraSum and LoraLinear:
   the rank-r matmuls in the orientation MKL runs fast, the middle's input gradient added in place)
-  vs autograd's backward of the same forward;
+  vs autograd's backward of the same forward (adapters in the base's dtype; a bf16 base with fp32
+  adapters takes PEFT's casts and autograd either way);
 - shared_lora_input: q/k/v and gate/up take their LoRA middles from one matmul (lean_lora.py's
   SharedInput) vs one each;
 - patch_linear: the vision tower's patch embedding as a matmul (patch_linear.py) vs the Conv3d,

@@ -65,6 +65,7 @@ class LoraSum(torch.autograd.Function):
         return F.linear(x2, W, b).addmm_(mid, Bw.t())
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # a second derivative through it raises, never goes wrong
     def backward(ctx, g):
         x2, W, mid, Bw = ctx.saved_tensors
         need_x, need_W, need_b, need_mid, need_B = ctx.needs_input_grad
@@ -188,6 +189,7 @@ class LoraLinear(torch.autograd.Function):
         return F.linear(x2, W, b).addmm_(mid_t.t(), Bw.t())
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # a second derivative through it raises, never goes wrong
     def backward(ctx, g):
         x2, W, A, Bw, mid_t = ctx.saved_tensors
         need_x, need_W, need_b, need_A, need_B = ctx.needs_input_grad[:5]

@@ -125,8 +125,8 @@ class EnvOptions:
                 and list(turns) == sorted(set(turns), key=HIER_FIELDS.index), "hier_turns",
                 f"must be distinct fields of {','.join(HIER_FIELDS)} in that order, ending with coords")
         require(self, len(self.hier_weights) in (0, len(turns)), "hier_weights",
-                f"needs one weight per turn of hier_turns ({len(turns)}); give {len(turns)}, or leave hier_weights out "
-                "(each turn's default weight)")
+                f"needs one weight per turn of hier_turns ({len(turns)}); give {len(turns)}, or hier_weights= "
+                "(empty: each turn's default weight)")
         require(self, all(w >= 0 and math.isfinite(w) for w in self.hier_weights), "hier_weights", "must be >= 0")
         require(self, 0 <= self.hier_partial_credit <= 1, "hier_partial_credit", "must be in [0, 1]")
         require(self, 0 <= self.teacher_forcing <= 1, "teacher_forcing", "is a probability: use 0..1")
@@ -135,8 +135,8 @@ class EnvOptions:
                 f"values must be in 1..{MAX_PRECISION}")
         require(self, len(chars) <= 3, "geohash_chars", "at most 3 turns (one prompt each in geospot.prompts)")
         require(self, len(self.geohash_weights) in (0, len(chars)), "geohash_weights",
-                f"needs one weight per turn of geohash_chars ({len(chars)}); give {len(chars)}, or leave "
-                "geohash_weights out (each turn's default weight)")
+                f"needs one weight per turn of geohash_chars ({len(chars)}); give {len(chars)}, or "
+                "geohash_weights= (empty: each turn's default weight)")
         require(self, all(w >= 0 and math.isfinite(w) for w in self.geohash_weights), "geohash_weights",
                 "must be >= 0")
         require(self, self.geohash_bonus >= 0, "geohash_bonus", "must be >= 0")
@@ -180,6 +180,22 @@ def geohash_turn_weights(chars: tuple[int, ...], weights: tuple[float, ...]) -> 
     """The geohash env's weight per turn: `weights` as given, or (empty) the original's for the
     finest len(chars) turns scaled to sum 1 (three turns: 0.2, 0.3, 0.5; two: 0.375, 0.625)."""
     return tuple(weights) or _scaled(GEOHASH_TURN_WEIGHTS[len(GEOHASH_TURN_WEIGHTS) - len(chars):])
+
+
+def weights_left_out(values: dict) -> dict:
+    """A run's recorded env keys with weights equal to each turn's default for its own turns read
+    as left out (()): runs recorded before the weights defaulted to empty hold them written out, and
+    a command asking other turns of such a run weighs those by their defaults, not the run's list."""
+    out = dict(values)
+    turns = tuple(values.get("hier_turns") or HIER_FIELDS)
+    if out.get("hier_weights") and set(turns) <= set(HIER_FIELD_WEIGHTS) and tuple(
+            out["hier_weights"]) == hier_turn_weights(turns, ()):
+        out["hier_weights"] = ()
+    chars = tuple(values.get("geohash_chars") or EnvOptions().geohash_chars)
+    if out.get("geohash_weights") and 1 <= len(chars) <= len(GEOHASH_TURN_WEIGHTS) and tuple(
+            out["geohash_weights"]) == geohash_turn_weights(chars, ()):
+        out["geohash_weights"] = ()
+    return out
 
 
 # What a run's config.json holds for its env: what an eval of that run (model=<run>) should reuse.

@@ -78,12 +78,14 @@ class EvalConfig(SamplingConfig):
 class PredictConfig(SamplingConfig):
     """`geospot predict`: the shared settings, asked blind."""
 
+    teacher_forcing: float = option(0.0, "refused: a prediction has no truth to tell a later turn (geospot eval "
+                                         "takes it, as an oracle study)")
+
     def validate(self) -> None:
         if self.teacher_forcing:  # an eval may (an oracle study, marked as such); a prediction is the model's own
             raise ConfigError(f"teacher_forcing={self.teacher_forcing} tells a later turn the true answer, which a "
                               "prediction does not have; leave it out (geospot eval takes it for an oracle study)")
         super().validate()
-
 
 
 def sampling_words(cfg: SamplingConfig) -> str:
@@ -92,6 +94,12 @@ def sampling_words(cfg: SamplingConfig) -> str:
     words = "greedy" if cfg.samples == 0 else f"samples={cfg.samples},temperature={cfg.temperature}"
     return words + (f" with teacher_forcing={cfg.teacher_forcing} (later turns told the truth)" if cfg.teacher_forcing
                     else "")
+
+
+def oracle_note(cfg: SamplingConfig) -> str:
+    """The line an eval with a typed teacher_forcing says first ('' for a blind one, as evals are)."""
+    return (f"teacher_forcing={cfg.teacher_forcing}: later turns are told the truth, so this is an oracle study, not "
+            "a blind eval" if cfg.teacher_forcing else "")
 
 
 def split_args(argv: Sequence[str], flags: set[str], valued_flags: set[str] = frozenset()):

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 
 from geospot.config import ConfigError
-from geospot.envs.config import ENV_KEYS, reads
+from geospot.envs.config import ENV_KEYS, geohash_turn_weights, hier_turn_weights, reads, weights_left_out
 from geospot.envs.kinds import KINDS
 from geospot.runs.model_spec import ModelSpec, is_export_path, is_run_path, model_spec
 
@@ -35,6 +35,7 @@ def env_defaults(cfg, spec: ModelSpec, given: set[str], skip: tuple[str, ...] = 
     run_values = {"env_type": spec.env_type}
     run_values.update({k: _as_field(getattr(cfg, k), spec.config[k]) for k in ENV_OPTION_KEYS
                        if k in spec.config and hasattr(cfg, k) and k not in skip})
+    run_values = weights_left_out(run_values)  # a run recorded with the default weights written out
     # a key is taken only where the env asked reads it (zoom: telescoping turns; hier_*: hierarchical ones;
     # mixed_*: reward=mixed), reasoning only by single / telescoping: asked another way, the run's value
     # is neither taken nor said (an SFT run that reasoned, continued as hierarchical)
@@ -68,8 +69,12 @@ def env_resume_keys(cfg) -> dict:
     never resumed into; {} for an env that asks prompt texts (single / telescoping)."""
     if KINDS[cfg.env_type].prompt_key is not None:
         return {}
-    return {k: list(v) if isinstance(v, tuple) else v for k in ENV_OPTION_KEYS if not k.startswith("mixed_")
+    keys = {k: list(v) if isinstance(v, tuple) else v for k in ENV_OPTION_KEYS if not k.startswith("mixed_")
             for v in [getattr(cfg, k)]}
+    # the weights the env uses (empty = each turn's default): an eval recorded with them written out is the same
+    keys["hier_weights"] = list(hier_turn_weights(tuple(cfg.hier_turns), tuple(cfg.hier_weights)))
+    keys["geohash_weights"] = list(geohash_turn_weights(tuple(cfg.geohash_chars), tuple(cfg.geohash_weights)))
+    return keys
 
 
 def with_run_defaults(cfg, given: set[str] | None = None):
@@ -100,9 +105,6 @@ def with_run_defaults(cfg, given: set[str] | None = None):
     # that builds its prompts from its keys
     record = {"from_run": taken, "overridden": overridden, "turn_prompts": list(KINDS[cfg.env_type].prompt_texts(spec)),
               "trained_styles": list(spec.trained_styles), "source": "export" if is_export_path(cfg.model) else "run"}
-    if getattr(cfg, "teacher_forcing", 0):  # typed (never taken from the run): said, an eval is otherwise blind
-        record["oracle"] = (f"teacher_forcing={cfg.teacher_forcing}: later turns are told the truth (an oracle study, "
-                            "not a blind eval)")
     if getattr(cfg, "reasoning", False) and "max_tokens" in given:  # typed, and not what a reasoning turn uses
         record["unused"] = (f"max_tokens is not used with reasoning=true: reasoning_max_tokens="
                             f"{cfg.reasoning_max_tokens} is each turn's budget")
@@ -117,9 +119,8 @@ def describe_defaults(record: dict) -> str:
     line = f"from the {'export (its run, as recorded)' if record.get('source') == 'export' else 'run'}: {took}"
     if record["overridden"]:
         line += "; overridden on the command line: " + ", ".join(f"{k}={v}" for k, v in record["overridden"].items())
-    for note in ("unused", "oracle"):
-        if record.get(note):
-            line += f"; {record[note]}"
+    if record.get("unused"):
+        line += f"; {record['unused']}"
     return line
 
 

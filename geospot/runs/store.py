@@ -484,8 +484,3 @@ class RunReader:
                 "steps": trained, "idle_steps": idle, "last_step": rows[-1][0] if rows else None, "last": last,
                 "best": best, "heldout": heldout}
 
-    def step_counts(self, through: int | None = None) -> tuple[int, int]:
-        """(training steps, of them idle) logged up to step `through` (all when None)."""
-        rows = self._query("SELECT metrics FROM steps WHERE step <= ?", (through if through is not None else 2**62,))
-        metrics = [json.loads(m) for (m,) in rows]
-        return (sum(any(not k.startswith("eval/") for k in m) for m in metrics), sum(map(idle_step, metrics)))

@@ -36,7 +36,7 @@ def test_lean_forward_equals_peft_in_values_and_gradients():
     ref = run()
     layer.forward = saved
     # the same function summed in another order (scale on the rank-r middle, add inside addmm,
-    # LoraSum's backward matmuls transposed): fp32 rounding relative to each gradient's scale
+    # LoraLinear's backward matmuls transposed): fp32 rounding relative to each gradient's scale
     assert torch.allclose(lean[0], ref[0], rtol=1e-5, atol=1e-5)
     for a, b in zip(lean[1], ref[1]):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6 * float(b.abs().max()))
@@ -159,7 +159,7 @@ def test_lora_linear_backward_is_the_derivative_in_every_argument():
         assert a.shape == c.shape and torch.allclose(a, c, rtol=1e-5, atol=1e-5)
 
 
-def test_hand_backward_off_is_autograd_and_on_gives_the_same_step():
+def test_hand_backward_off_is_autograd_and_on_gives_the_same_step(monkeypatch):
     """levers.py's switch: the whole language model's adapter gradients with the hand-written
     backward equal autograd's. In float64: some of a random model's gradients are sums that
     cancel to 1e-8, where fp32 rounding is the whole difference."""
@@ -176,9 +176,16 @@ def test_hand_backward_off_is_autograd_and_on_gives_the_same_step():
         out = lm(inputs_embeds=x).last_hidden_state
         return torch.autograd.grad(out.square().mean(), params)
 
+    ran = []  # which backward each side runs: the comparison is of two different computations
+    for fn in (lean_lora.LoraSum, lean_lora.LoraLinear):
+        monkeypatch.setattr(fn, "backward", staticmethod(
+            lambda ctx, g, _b=fn.backward, _n=fn.__name__: ran.append(_n) or _b(ctx, g)))
     hand = grads()
+    assert {"LoraSum", "LoraLinear"} <= set(ran)  # shared (q/k/v, gate/up) and sole (o, down) linears
+    ran.clear()
     lean_lora.hand_backward(e.model, False)
     auto = grads()
+    assert not ran
     lean_lora.hand_backward(e.model, True)
     assert any(float(g.abs().max()) > 0 for g in hand)
     for a, c in zip(hand, auto):

@@ -27,6 +27,14 @@ def test_steps_cell_is_the_step_alone_when_every_step_trained_or_nothing_is_reco
     assert _steps(tmp_path / "sft", 2) == "2"
     assert _steps(tmp_path / "nothing", 5) == "5"  # no metrics.jsonl
     assert _steps(None, 5) == "5"
-    # a resume rewrote step 2 (it trained this time): the last line of a step counts
-    _metrics(tmp_path / "resumed", [{"step": 1, "datums": 8}, {"step": 2, "datums": 0}, {"step": 2, "datums": 8}])
-    assert _steps(tmp_path / "resumed", 2) == "2"
+
+
+
+def test_a_held_out_eval_line_at_a_step_does_not_hide_that_steps_training_line(tmp_path):
+    """RL logs a step's training line, then its held-out eval's own line at the same step (always at
+    the last, usually the exported one): a step's lines are one record."""
+    _metrics(tmp_path / "rl", [{"step": 1, "datums": 0}, {"step": 2, "datums": 0}, {"step": 3, "datums": 16},
+                               {"step": 3, "eval/geoscore": 5.0}])
+    assert _steps(tmp_path / "rl", 3).startswith("3 (2 of them trained nothing")
+    _metrics(tmp_path / "idle", [{"step": 1, "datums": 16}, {"step": 2, "datums": 0}, {"step": 2, "eval/n": 4}])
+    assert _steps(tmp_path / "idle", 2).startswith("2 (1 of them trained nothing")

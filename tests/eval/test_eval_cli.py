@@ -102,6 +102,12 @@ def test_eval_main_prints_table_and_json(tmp_path, capsys, monkeypatch):
     assert cli.eval_main(["--compare", out, str(tmp_path / "b")]) == 0
     table = capsys.readouterr().out
     assert "| a " in table and "| b " in table and "*" in table
+    # a typed teacher_forcing (an oracle study) is said on stderr for any model, and in the summary
+    assert cli.eval_main(["model=x", f"data={OSV}", f"out={tmp_path / 'c'}", "--json", "geocoder=none", "n=2",
+                          "env_type=hierarchical", "teacher_forcing=0.5"]) == 0
+    said = capsys.readouterr()
+    assert "teacher_forcing=0.5: later turns are told the truth, so this is an oracle study" in said.err
+    assert json.loads(said.out)["sampling"] == "greedy with teacher_forcing=0.5 (later turns told the truth)"
     # errors are one line and exit 2
     assert cli.eval_main(["model=x"]) == 2
     assert "data=" in capsys.readouterr().err

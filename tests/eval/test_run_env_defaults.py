@@ -64,11 +64,13 @@ def test_a_key_on_the_command_line_wins_and_is_recorded_as_overridden(tmp_path):
         _eval([f"model={rl}", "data=synthetic:n=4", "hier_partial_credit=0.5", "env_type=single"])
     # teacher_forcing typed for an eval is taken as typed (an oracle study), never from the run, and said so:
     # on stderr, and in the summary's `sampling`, which --compare sets beside a blind eval's
-    from geospot.eval.cli_config import sampling_words
+    from geospot.eval.cli_config import oracle_note, sampling_words
 
     cfg, record = _eval([f"model={rl}", "data=synthetic:n=4", "teacher_forcing=0.5"])
     assert cfg.teacher_forcing == 0.5
-    assert "teacher_forcing=0.5: later turns are told the truth (an oracle study" in describe_defaults(record)
+    assert oracle_note(cfg) == ("teacher_forcing=0.5: later turns are told the truth, so this is an oracle study, "
+                                "not a blind eval")
+    assert oracle_note(EvalConfig(model="tiny:qwen2_5_vl:tiny", env_type="hierarchical")) == ""
     assert sampling_words(cfg) == "greedy with teacher_forcing=0.5 (later turns told the truth)"
     assert sampling_words(_eval([f"model={rl}", "data=synthetic:n=4"])[0]) == "greedy"
     from geospot.eval.compare import compare_table
@@ -131,6 +133,25 @@ def test_a_label_env_eval_resumes_only_into_an_eval_of_the_same_keys(tmp_path):
     assert "mixed_weights" not in hier  # eval scores distances: the mixed reward changes nothing it asks
     other = env_resume_keys(EvalConfig(env_type="hierarchical", teacher_forcing=0.0))
     assert other != hier
+    # the weights the env uses, so an eval recorded before they defaulted to empty (written out) is the same one
+    assert hier["hier_weights"] == [0.2, 0.2, 0.2, 0.4] and hier["geohash_weights"] == [0.2, 0.3, 0.5]
+    assert env_resume_keys(EvalConfig(env_type="hierarchical", hier_turns=("country", "coords")))["hier_weights"] == [
+        pytest.approx(1 / 3), pytest.approx(2 / 3)]
+
+
+def test_a_run_recorded_with_the_default_weights_written_out_takes_other_turns_default_weights(tmp_path):
+    """Runs recorded before hier_weights / geohash_weights defaulted to empty hold (0.2, 0.2, 0.2, 0.4) and
+    (0.2, 0.3, 0.5): read as left out, so other turns typed weigh by their defaults, and nothing is said
+    to come from the run. A run's own other weights are still its own."""
+    turns = ["country", "region", "city", "coords"]
+    old = _run(tmp_path / "old", "rl", {"env_type": "hierarchical", "hier_turns": turns,
+                                        "hier_weights": [0.2, 0.2, 0.2, 0.4], "geohash_weights": [0.2, 0.3, 0.5]})
+    cfg, record = _eval([f"model={old}", "data=synthetic:n=4", "hier_turns=country,coords"])
+    assert cfg.hier_weights == () and "hier_weights" not in record["from_run"]
+    cfg, record = _eval([f"model={old}", "data=synthetic:n=4"])
+    assert cfg.hier_weights == () and "hier_weights" not in record["from_run"]
+    own = _run(tmp_path / "own", "rl", {"env_type": "hierarchical", "hier_weights": [0.1, 0.1, 0.1, 0.7]})
+    assert _eval([f"model={own}", "data=synthetic:n=4"])[0].hier_weights == (0.1, 0.1, 0.1, 0.7)
 
 
 def test_rl_from_an_sft_run_names_what_it_inherits(tmp_path, capsys):
@@ -276,7 +297,7 @@ def test_a_typed_key_goes_with_the_runs_env_not_the_default_one(tmp_path):
     assert _rl_argv([f"load_checkpoint_path={hier}", "hier_weights=0.1,0.2,0.7"]).hier_weights == (0.1, 0.2, 0.7)
     # two turns typed against the run's three weights: the weights named are the run's, and said to be
     with pytest.raises(ConfigError, match=r"^hier_weights=\(0.2, 0.3, 0.5\) needs one weight per turn of hier_turns "
-                                          r"\(2\); give 2, or leave hier_weights out \(each turn's default weight\) "
+                                          r"\(2\); give 2, or hier_weights= \(empty: each turn's default weight\) "
                                           r"\(.*hier_weights=\(0.2, 0.3, 0.5\) from the run .*rl\)$"):
         _eval([f"model={hier}", "data=synthetic:n=4", "hier_turns=country,coords"])
     # a typed key that is wrong whatever the run: said without the run's keys

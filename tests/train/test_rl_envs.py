@@ -68,7 +68,7 @@ def test_a_mixed_batch_plays_both_envs_each_with_its_reward(tmp_path):
 
 def test_env_keys_are_validated_before_any_model_loads():
     with pytest.raises(ConfigError, match=r"hier_weights=\(0.5, 0.5\) needs one weight per turn of hier_turns \(3\); "
-                                          r"give 3, or leave hier_weights out"):
+                                          r"give 3, or hier_weights= \(empty: each turn's default weight\)"):
         parse_overrides(RLConfig, ["env_type=hierarchical", "hier_turns=country,region,coords", "hier_weights=0.5,0.5"])
     with pytest.raises(ConfigError, match=r"geohash_weights=\(1.0,\) needs one weight per turn of geohash_chars \(2\)"):
         parse_overrides(RLConfig, ["env_type=geohash", "geohash_chars=2,4", "geohash_weights=1"])
