@@ -1,5 +1,6 @@
 """The dashboard's ASGI app: a JSON API over the run stores of one runs folder, a live
-Server-Sent-Events stream per run, and the static page (static/index.html + app.js).
+Server-Sent-Events stream per run, and the static page (static/index.html and its scripts: app.js,
+with charts.js, worldmap.js, explain.js and geo.js before it).
 
 Safety by construction:
 - read-only: every store is opened through `RunReader` (SQLite `mode=ro`, query_only);

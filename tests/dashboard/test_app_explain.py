@@ -21,7 +21,8 @@ def test_explainer_scripts_and_inputs(tmp_path):
     client = TestClient(create_app(runs), base_url="http://localhost")
     page = client.get("/").text
     scripts = re.findall(r'<script src="([^"]+)"', page)
-    assert scripts == ["/static/geo.js", "/static/explain.js", "/static/app.js"]  # helpers before the app
+    assert scripts == ["/static/geo.js", "/static/explain.js", "/static/charts.js", "/static/worldmap.js",
+                       "/static/app.js"]  # helpers before the app
     for src in scripts:
         r = client.get(src)
         assert r.status_code == 200 and "javascript" in r.headers["content-type"]

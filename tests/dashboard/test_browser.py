@@ -118,9 +118,9 @@ def test_model_text_cannot_inject_html(tmp_path, browser):
         assert page.locator("img[src='x']").count() == 0
         time.sleep(0.3)
         # (page.evaluate is itself blocked by the page's CSP — no eval — so check the DOM instead)
-        scripts = page.locator("script")  # only ours (geo.js, explain.js, app.js), none injected
+        scripts = page.locator("script")  # only ours (geo, explain, charts, worldmap, app), none injected
         assert [scripts.nth(i).get_attribute("src") for i in range(scripts.count())] == [
-            "/static/geo.js", "/static/explain.js", "/static/app.js"]
+            "/static/geo.js", "/static/explain.js", "/static/charts.js", "/static/worldmap.js", "/static/app.js"]
         assert not dialogs
         page.close()
 
