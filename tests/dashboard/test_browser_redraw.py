@@ -60,3 +60,63 @@ def test_slider_and_zoom_update_in_place(tmp_path, browser):
         size = float(page.locator("rect.truth").first.get_attribute("width"))
         assert size == pytest.approx(5.2 * w / 360, rel=1e-6)
         assert not errors
+
+
+def test_a_fast_live_run_shows_its_thumbnails(tmp_path, browser):
+    """A tiny model logs images several times a second: redrawn on every event, the strip's
+    thumbnails were replaced before they loaded (empty tiles while it trained). Live redraws are
+    spaced (LIVE_REDRAW_MS), so the latest step's thumbnails load while the run goes on."""
+    import threading
+    import time
+    from dataclasses import replace
+
+    runs = tmp_path / "runs"
+    store = RunStore(runs / "fast")
+    store.log_config("rl", {})
+    store.set_status("running")
+    fake_run.fill(store, 2, image_every=1, G=2, turns=1, n_images=4)
+    store.flush()
+    stop = threading.Event()
+
+    def train():  # 10 image steps a second, each with new images (fresh ids), until told to stop
+        step = 2
+        while not stop.is_set():
+            recs = fake_run.image_records(step, 1000, G=2, turns=1, n_images=4, seed=step)
+            store.log_images(step, [replace(r, image_id=f"{r.image_id}-s{step}") for r in recs])
+            store.log_step(step, {"reward_mean": 0.5})
+            store.flush()
+            step += 1
+            time.sleep(0.1)
+
+    writer = threading.Thread(target=train, daemon=True)
+    try:
+        with Server(create_app(runs, poll_s=0.05)) as srv:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(srv.url + "/#/run/fast")
+            page.wait_for_selector(".strip img")
+            step_shown = lambda: int(page.locator("#step-label").get_attribute("data-step"))
+            writer.start()
+            for _ in range(100):  # the first live redraw comes at once
+                if step_shown() > 1:
+                    break
+                page.wait_for_timeout(50)
+            first = step_shown()
+            page.wait_for_selector(f".strip .card[data-image$='-s{first}']")  # its strip drawn (after its fetch)
+            page.evaluate("document.querySelectorAll('.strip .card').forEach(c => c.marked = true)")
+            page.wait_for_timeout(600)  # ~6 image steps arrive meanwhile, well inside LIVE_REDRAW_MS
+            assert writer.is_alive()
+            kept = page.evaluate("[...document.querySelectorAll('.strip .card')].every(c => c.marked)")
+            loaded = page.eval_on_selector_all(".strip img", "ims => ims.filter(i => i.complete && i.naturalWidth)"
+                                                             ".length")
+            assert kept and loaded == 4  # not rebuilt under its thumbnails, which loaded
+            for _ in range(100):  # and the latest step follows within LIVE_REDRAW_MS
+                if step_shown() >= first + 6:
+                    break
+                page.wait_for_timeout(50)
+            assert step_shown() >= first + 6
+            page.close()
+    finally:
+        stop.set()
+        if writer.is_alive():
+            writer.join(timeout=10)
+        store.close()

@@ -30,6 +30,7 @@ async function getJSON(url) {
   return r.json();
 }
 
+const LIVE_REDRAW_MS = 2000;  // a live run's map and strip are redrawn at most this often (RunView.liveShow)
 const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 // RL steps that trained nothing (every group's rewards equal: no datum, the weights did not move)
 const IDLE_TITLE = "steps on which every group's rewards were equal, so GRPO had nothing to compare and the weights did not change";
@@ -375,9 +376,18 @@ class RunView {
     }, 700);
     onLeave(() => clearInterval(this.timer));
   }
+  // A fast run (a tiny model: several steps a second) logs images faster than a page can show them:
+  // redrawn on every event, the strip's thumbnails were replaced before they loaded. Live events
+  // redraw at most once per LIVE_REDRAW_MS, the last one always.
+  liveShow() {
+    const wait = (this.lastLiveShow || 0) + LIVE_REDRAW_MS - Date.now();
+    if (wait <= 0) { this.lastLiveShow = Date.now(); this.showStep(); return; }
+    if (this.liveTimer) return;
+    this.liveTimer = setTimeout(() => { this.liveTimer = null; this.lastLiveShow = Date.now(); this.showStep(); }, wait);
+  }
   subscribe() {
     const es = new EventSource(`/api/events?run=${enc(this.name)}&since=${this.seq}`);
-    onLeave(() => es.close());
+    onLeave(() => { es.close(); clearTimeout(this.liveTimer); });
     es.onopen = () => this.showLive();
     es.onerror = () => setLive("reconnecting…");
     es.addEventListener("step", ev => {
@@ -393,7 +403,7 @@ class RunView {
         this.imageSteps.push(s); this.imageSteps.sort((a, b) => a.step - b.step);
       }
       if (following) this.index = this.stepList().length - 1;
-      this.drawHead(); this.showStep();
+      this.drawHead(); this.liveShow();
     });
     es.addEventListener("status", ev => { this.status = JSON.parse(ev.data).status; this.drawHead(); this.showLive(); });
     // A killed run writes nothing: ask the server (which checks the writer's pid / heartbeat)
