@@ -138,8 +138,10 @@ class CsvFolderSource:
                 sid = (row.get(id_c) or "").strip()
                 img_path = self._image_of(path, sid) if sid else None
                 if img_path is None:
-                    yield Skip("missing_image", f"{path}:{line}: no image named {sid!r} below {self.root}", self.name,
-                               sid or None)
+                    why = (f"{sid!r} is a URL, and images are not downloaded: fetch them into the folder and name "
+                           "them by file" if re.match(r"(?i)^(https?|ftp)://", sid) else
+                           f"no image named {sid!r} below {self.root}")
+                    yield Skip("missing_image", f"{path}:{line}: {why}", self.name, sid or None)
                     continue
                 if isinstance(img_path, tuple):
                     yield Skip("ambiguous_image", f"{path}:{line}: {sid!r} names {len(img_path)} files "

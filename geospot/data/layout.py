@@ -55,6 +55,9 @@ def infer_kind(target: str) -> str:
             json_files = sorted(n for n in names if n.lower().endswith(".json"))
             named = (f" ({json_files[0]} is read as JSON Lines when named itself: data="
                      f"{os.path.join(target, json_files[0])})") if json_files else ""
+            parent = os.path.dirname(os.path.abspath(target))
+            if labels := _labels_above(parent, names):  # the images/ folder of a dataset whose CSV sits one level up
+                named += f" (its parent's {labels} labels them: give data={parent})"
             raise SpecError(f"{target}: holds images but no labels (a CSV of id, latitude, longitude beside them, a "
                             f".jsonl, or GPS tags in the photos' EXIF: none of the first {GPS_PEEK} has them){named}; "
                             f"to train or evaluate, add one; to see where a model places them: geospot predict "
@@ -78,6 +81,21 @@ def infer_kind(target: str) -> str:
     hub = f"; a Hugging Face dataset is written hf:{target}" if target.count("/") == 1 and not os.path.isabs(
         target) else ""
     raise SpecError(f"{target!r}: no such file or folder{where}{hub}")
+
+
+def _labels_above(parent: str, names: list[str]) -> str | None:
+    """The labelled CSV in `parent` that names any of the images `names` (looked for in its first
+    64 KB), or None: a user who gave a dataset's images/ folder, whose labels sit beside it."""
+    try:
+        csv_name = labelled_csv(parent, sorted(os.listdir(parent)))
+        if csv_name is None:
+            return None
+        with open(os.path.join(parent, csv_name), encoding="utf-8", errors="replace") as f:
+            text = f.read(1 << 16)
+    except OSError:
+        return None
+    stems = [n.rpartition(".")[0] for n in names if n.rpartition(".")[2].lower() in IMAGE_EXTS][:200]
+    return csv_name if any(s and s in text for s in stems) else None
 
 
 def _csv_dataset(folder: str) -> bool:

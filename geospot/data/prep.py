@@ -153,7 +153,7 @@ def _open(data: bytes | Image.Image, cfg: PrepConfig, header: Image.Image | None
     if isinstance(data, Image.Image):
         return data
     if not data:
-        raise BadSample("empty_image")
+        raise BadSample("empty_image", "an empty file")
     try:
         im = header if header is not None else Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:

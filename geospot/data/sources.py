@@ -196,10 +196,11 @@ class WebDatasetSource:
         return Record(sid, str(meta.get("source") or self.name), lat, lon, _labels(meta), parts[img_ext])
 
     def _shard(self, url: str) -> Iterator[Record | Skip]:
-        key, parts = None, {}
+        key, parts, members = None, {}, 0
         try:
             with self.opener.open(url) as f, tarfile.open(fileobj=f, mode="r|*") as tar:
                 for m in tar:
+                    members += 1
                     if not m.isfile():
                         continue
                     base = m.name.rsplit("/", 1)[-1]
@@ -224,7 +225,8 @@ class WebDatasetSource:
             # (metadata and an image read in full), else it is lost with the rest of the shard.
             if key is not None and "json" in parts and any(x in parts for x in IMAGE_EXTS):
                 yield self._group(url, key, parts)
-            yield Skip("truncated_tar", f"{url}: {e}", self.name)
+            what = f"{e}" if members else f"not a readable tar archive ({e})"  # nothing in it was ever read
+            yield Skip("truncated_tar", f"{url}: {what}", self.name)
             return
         if key is not None:
             yield self._group(url, key, parts)

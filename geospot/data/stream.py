@@ -74,6 +74,9 @@ def spec_stream_options(parts: list[SpecPart]) -> tuple[list[SpecPart], dict[str
     return clean, found
 
 
+NAMED_EVERY_TIME = frozenset({"truncated_tar"})  # skip reasons that lose a whole file of samples
+
+
 def skip_reasons(counts: dict[str, int]) -> str:
     """Skip counts as one phrase, the most frequent reason first: "missing_image 3, bad_coords 1"."""
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])) or "nothing read"
@@ -403,9 +406,11 @@ class SampleStream:
 
     def _count_skip(self, s: Skip) -> None:
         self.skipped[s.reason] = self.skipped.get(s.reason, 0) + 1
-        if s.reason not in self._logged:  # once per reason; the counts say how many
+        # once per reason, the counts say how many; a whole file lost (a shard) is named every time
+        if s.reason not in self._logged or s.reason in NAMED_EVERY_TIME:
             self._logged.add(s.reason)
-            log.warning("data: skipping %s (%s) from %s; further ones are only counted", s.reason, s.detail, s.source)
+            later = "" if s.reason in NAMED_EVERY_TIME else "; further ones are only counted"
+            log.warning("data: skipping %s (%s) from %s%s", s.reason, s.detail, s.source, later)
 
     @property
     def records_per_pass(self) -> int | None:

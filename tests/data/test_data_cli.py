@@ -112,3 +112,34 @@ def test_inspect_of_nothing_usable_exits_2_with_its_report(tmp_path, capsys):
     capsys.readouterr()
     assert main(["inspect", "synthetic:n=3,size=16", "--split", "val"]) == 2  # no id hashed into val: said so
     assert "no record of it is in that split: try --split all" in capsys.readouterr().err
+
+
+def test_a_datasets_images_folder_points_at_the_labels_above_it(tmp_path, capsys):
+    """Given the images/ folder of a labelled dataset, the refusal names the CSV one level up and the
+    folder to give; a folder of other images beside it (unlabeled/) gets no such hint."""
+    import shutil
+
+    if not os.path.isdir(OSV):
+        pytest.skip("shared OSV-5M samples not present")
+    root = tmp_path / "set"
+    shutil.copytree(OSV, root)
+    assert main(["inspect", str(root / "images")]) == 2
+    said = capsys.readouterr().err
+    assert f"its parent's labels.csv labels them: give data={root}" in said
+    (root / "unlabeled").mkdir(exist_ok=True)
+    shutil.copy(next((root / "images").glob("*.jpg")), root / "unlabeled" / "other_photo.jpg")
+    assert main(["inspect", str(root / "unlabeled")]) == 2
+    assert "labels them" not in capsys.readouterr().err
+
+
+def test_a_url_where_a_file_is_named_says_images_are_not_downloaded(tmp_path, caplog):
+    import logging
+
+    (tmp_path / "urls").mkdir()
+    (tmp_path / "urls" / "labels.csv").write_text("image_path,latitude,longitude\n"
+                                                  "https://example.com/a.jpg,48.8,2.3\nb.jpg,1.0,2.0\n")
+    (tmp_path / "urls" / "x.jpg").write_bytes(b"")  # a folder with an image, so it is read as a CSV dataset
+    caplog.set_level(logging.WARNING, logger="geospot.data")
+    assert load_samples(str(tmp_path / "urls"), split="all", n=5) == []
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "'https://example.com/a.jpg' is a URL, and images are not downloaded: fetch them into the folder" in said

@@ -159,3 +159,10 @@ def test_a_48_megapixel_phone_photo_is_read():
     Image.new("1", (8064, 6048), 1).save(buf, format="PNG")
     out = prepare_image(buf.getvalue(), PrepConfig(max_side=512))
     assert out.size == (512, 384) and out.mode == "RGB"
+
+
+def test_an_empty_file_says_so():
+    """Its skip line read `empty_image (x.jpg: )`: the reason with nothing after the name."""
+    with pytest.raises(BadSample) as e:
+        prepare_image(b"", PrepConfig())
+    assert (e.value.reason, e.value.detail) == ("empty_image", "an empty file")

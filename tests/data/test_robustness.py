@@ -31,6 +31,20 @@ def test_corrupt_corpus_exact_counts(tmp_path, caplog):
     assert len(logged) == len(EXPECTED_SKIPPED)
 
 
+def test_each_lost_shard_is_named_and_a_file_that_is_no_tar_is_said_to_be_none(tmp_path, caplog):
+    """A shard lost is a whole file of samples: each is named (other reasons once each), and a
+    file no tar reader can open says so (it read like a shard cut short)."""
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "a.tar").write_bytes(b"garbage not a tar" * 10)
+    (tmp_path / "x" / "b.tar").write_bytes(b"")
+    caplog.set_level(logging.WARNING, logger="geospot.data")
+    stream = open_stream(str(tmp_path / "x"), "all", repeat=False)
+    assert list(stream) == [] and stream.skipped == {"truncated_tar": 2}
+    logged = sorted(r.getMessage() for r in caplog.records if "skipping" in r.getMessage())
+    assert len(logged) == 2 and all("not a readable tar archive" in m for m in logged)
+    assert "a.tar" in logged[0] and "b.tar" in logged[1] and "only counted" not in logged[0]
+
+
 def test_corpus_counts_survive_a_cursor_restore(tmp_path):
     build_corpus(str(tmp_path))
     spec = f"{tmp_path}/a-{{000..001}}.tar"
