@@ -47,6 +47,17 @@ def walk_files(root: str) -> Iterator[str]:
     """Every regular file below `root`, following symlinked folders but entering each real folder
     once: a symlink loop (`a/loop -> ..`) never yields a file twice or runs forever. A named pipe,
     socket or device is not yielded: opening a pipe with no writer would wait for ever."""
+    return (p for p in _entries(root) if os.path.isfile(p))
+
+
+def broken_links(root: str) -> Iterator[str]:
+    """Every symlink below `root` whose target is gone (walk_files passes over them: a user who
+    named such a photo hears of it from whoever reads the folder)."""
+    return (p for p in _entries(root) if os.path.islink(p) and not os.path.exists(p))
+
+
+def _entries(root: str) -> Iterator[str]:
+    """Every non-folder entry below `root`, each real folder entered once (symlinked ones followed)."""
     seen: set[str] = set()
     for d, dirs, files in os.walk(root, followlinks=True):
         real = os.path.realpath(d)
@@ -56,9 +67,7 @@ def walk_files(root: str) -> Iterator[str]:
         seen.add(real)
         dirs.sort()
         for fn in sorted(files):
-            path = os.path.join(d, fn)
-            if os.path.isfile(path):
-                yield path
+            yield os.path.join(d, fn)
 
 
 def _glob_regex(pattern: str) -> re.Pattern:

@@ -68,6 +68,15 @@ def image_paths(args: Sequence[str]) -> list[Path]:
     return [Path(f) for f in unique_files(paths)]
 
 
+def broken_image_links(args: Sequence[str]) -> list[str]:
+    """A skip line for each image-named symlink in the folders given whose target is gone (a folder
+    walk passes over it, so it would go unanswered without a word)."""
+    from geospot.data.files import broken_links
+
+    return [f"{p} (a broken link: {os.readlink(p)} does not exist)" for a in args if Path(a).expanduser().is_dir()
+            for p in broken_links(str(Path(a).expanduser())) if Path(p).suffix.lower() in IMAGE_EXTS]
+
+
 def labelled_folders(args: Sequence[str]) -> list[tuple[str, str]]:
     """(folder, its labels file) for each folder argument that is labelled data: a CSV with a
     latitude column, or a .jsonl, in it -- or in the folder above, for the images/ of an OSV-5M
@@ -174,6 +183,7 @@ def predict_main(argv: list[str], engine=None) -> int:
         if not cfg.model and engine is None:
             raise ConfigError("model= is required (a hub id, local folder, tiny:..., run/checkpoint folder or tinker://...)")
         paths, skipped = probe_images(image_paths(pos))
+        skipped = broken_image_links(pos) + skipped
         for folder, labels in labelled_folders(pos):
             model = cfg.model or "<model>"
             print(f"note: {folder} holds labels ({labels}); `geospot eval model={model} data={folder}` scores "

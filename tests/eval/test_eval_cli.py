@@ -197,6 +197,7 @@ def test_predict_streams_a_batch_at_a_time(tmp_path, capsys, monkeypatch):
     shutil.copytree(OSV / "unlabeled", photos)
     (photos / "notes.jpg").write_text("not a photo")
     (photos / "zero.jpg").write_bytes(b"")
+    (photos / "gone.jpg").symlink_to(tmp_path / "moved-away.jpg")  # a link whose photo was moved
     loads, printed = [], []  # per load: its size, and the lines printed since the load before it
 
     def load(paths, square=False):
@@ -212,6 +213,8 @@ def test_predict_streams_a_batch_at_a_time(tmp_path, capsys, monkeypatch):
     assert [n for n, _ in printed] == [0, 5, 5]  # each batch's 5 lines were out before the next load
     assert f"skipped image: {photos / 'notes.jpg'} (not an image)" in printed[0][1]  # named before any answer
     assert f"skipped image: {photos / 'zero.jpg'} (an empty file)" in printed[0][1]
+    assert (f"skipped image: {photos / 'gone.jpg'} (a broken link: {tmp_path / 'moved-away.jpg'} does not exist)"
+            in printed[0][1])  # a folder walk passes over it: it was answered by nothing, without a word
     assert len(capsys.readouterr().out.splitlines()) == 2
     (photos / "a.jpg").write_text("nor this")
     for q in photos.iterdir():
