@@ -139,7 +139,7 @@ class CsvFolderSource:
                 img_path = self._image_of(path, sid) if sid else None
                 if img_path is None:
                     why = (f"{sid!r} is a URL, and images are not downloaded: fetch them into the folder and name "
-                           "them by file" if re.match(r"(?i)^(https?|ftp)://", sid) else
+                           "them by file" if re.match(r"(?i)[a-z][a-z0-9+.-]*://", sid) else
                            f"no image named {sid!r} below {self.root}")
                     yield Skip("missing_image", f"{path}:{line}: {why}", self.name, sid or None)
                     continue

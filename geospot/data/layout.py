@@ -84,18 +84,27 @@ def infer_kind(target: str) -> str:
 
 
 def _labels_above(parent: str, names: list[str]) -> str | None:
-    """The labelled CSV in `parent` that names any of the images `names` (looked for in its first
-    64 KB), or None: a user who gave a dataset's images/ folder, whose labels sit beside it."""
+    """The labelled CSV in `parent` one of whose cells (in its first 64 KB) names one of the images
+    `names` (its file name, or its stem as an id), or None: a user who gave a dataset's images/
+    folder, whose labels sit beside it."""
+    import csv
+
     try:
         csv_name = labelled_csv(parent, sorted(os.listdir(parent)))
         if csv_name is None:
             return None
-        with open(os.path.join(parent, csv_name), encoding="utf-8", errors="replace") as f:
+        path = os.path.join(parent, csv_name)
+        encoding, errors = csv_encoding(path)
+        with open(path, encoding=encoding, errors=errors, newline="") as f:
             text = f.read(1 << 16)
+        head = (text.splitlines()[:-1] if len(text) == 1 << 16 else text.splitlines()) or [""]  # whole lines
     except OSError:
         return None
-    stems = [n.rpartition(".")[0] for n in names if n.rpartition(".")[2].lower() in IMAGE_EXTS][:200]
-    return csv_name if any(s and s in text for s in stems) else None
+    delimiter = max(",;\t", key=head[0].count)
+    cells = {os.path.basename(c.strip()) for row in csv.reader(head, delimiter=delimiter) for c in row}
+    cells |= {c.rpartition(".")[0] for c in cells if "." in c}
+    images = [n for n in names if n.rpartition(".")[2].lower() in IMAGE_EXTS]
+    return csv_name if any(n in cells or n.rpartition(".")[0] in cells for n in images) else None
 
 
 def _csv_dataset(folder: str) -> bool:

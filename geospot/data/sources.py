@@ -198,7 +198,12 @@ class WebDatasetSource:
     def _shard(self, url: str) -> Iterator[Record | Skip]:
         key, parts, members = None, {}, 0
         try:
-            with self.opener.open(url) as f, tarfile.open(fileobj=f, mode="r|*") as tar:
+            f = self.opener.open(url)
+        except OSError as e:  # the file itself (a permission, a vanished file, a failed download)
+            yield Skip("truncated_tar", f"{url}: cannot be opened ({e})", self.name)
+            return
+        try:
+            with f, tarfile.open(fileobj=f, mode="r|*") as tar:
                 for m in tar:
                     members += 1
                     if not m.isfile():

@@ -171,7 +171,7 @@ class SampleStream:
                                         initializer=one_torch_thread) if self.cfg.workers else None
         self.skipped: dict[str, int] = {}
         self.fixed: dict[str, int] = {}
-        self._logged: set[str] = set()
+        self._logged: set = set()  # skip reasons said (a lost file's: reason and detail)
         self._dry: dict[str, int] = {}  # skips since the last sample, by reason
         self._epoch_records: dict[int, int] = {}  # records of this split in a source's first full pass
         self._passes: dict[int, int] = {}  # passes begun over each source (skips are counted on every one)
@@ -407,8 +407,10 @@ class SampleStream:
     def _count_skip(self, s: Skip) -> None:
         self.skipped[s.reason] = self.skipped.get(s.reason, 0) + 1
         # once per reason, the counts say how many; a whole file lost (a shard) is named every time
-        if s.reason not in self._logged or s.reason in NAMED_EVERY_TIME:
-            self._logged.add(s.reason)
+        # (a lost file once, though a repeating stream reopens it each pass)
+        key = (s.reason, s.detail) if s.reason in NAMED_EVERY_TIME else s.reason
+        if key not in self._logged:
+            self._logged.add(key)
             later = "" if s.reason in NAMED_EVERY_TIME else "; further ones are only counted"
             log.warning("data: skipping %s (%s) from %s%s", s.reason, s.detail, s.source, later)
 

@@ -63,6 +63,8 @@ def image_paths(args: Sequence[str]) -> list[Path]:
             f.lower().endswith((".tar", ".tar.gz", ".tgz", ".parquet")) for f in walk_files(str(Path(a).expanduser())))]
         hint = (f"; {shards[0]} holds tar or parquet shards, which predict does not open: score them with geospot "
                 f"eval model=<model> data={shards[0]}") if shards else ""
+        if broken := broken_image_links(args):  # links into a drive that is not mounted, say
+            hint += f"; {len(broken)} {'is a broken link' if len(broken) == 1 else 'are broken links'}: {broken[0]}"
         raise ConfigError(f"no images found in {', '.join(args)} or its subfolders (looked for "
                           f"{', '.join(sorted(IMAGE_EXTS))}){hint}")
     return [Path(f) for f in unique_files(paths)]
@@ -73,8 +75,16 @@ def broken_image_links(args: Sequence[str]) -> list[str]:
     walk passes over it, so it would go unanswered without a word)."""
     from geospot.data.files import broken_links
 
-    return [f"{p} (a broken link: {os.readlink(p)} does not exist)" for a in args if Path(a).expanduser().is_dir()
-            for p in broken_links(str(Path(a).expanduser())) if Path(p).suffix.lower() in IMAGE_EXTS]
+    out = []
+    for p in (p for a in args if Path(a).expanduser().is_dir() for p in broken_links(str(Path(a).expanduser()))):
+        if Path(p).suffix.lower() not in IMAGE_EXTS:
+            continue
+        try:  # the target as a path from here, not from the link's folder
+            target = os.path.normpath(os.path.join(os.path.dirname(p), os.readlink(p)))
+        except OSError:  # no longer a link (it changed since the walk): nothing to say of it
+            continue
+        out.append(f"{p} (a broken link: {target} does not exist)")
+    return out
 
 
 def labelled_folders(args: Sequence[str]) -> list[tuple[str, str]]:

@@ -114,6 +114,16 @@ def test_a_fast_live_run_shows_its_thumbnails(tmp_path, browser):
                     break
                 page.wait_for_timeout(50)
             assert step_shown() >= first + 6
+            # a reader who went back to an earlier step keeps it while the run goes on: only the slider grows
+            page.locator("#step-slider").fill("0")
+            expect(page.locator("#step-label")).to_have_attribute("data-step", "0")
+            page.wait_for_selector(".strip .card[data-image='paris-0']")  # step 0's own images
+            page.evaluate("document.querySelectorAll('.strip .card').forEach(c => c.marked = true)")
+            length = int(page.locator("#step-slider").get_attribute("max"))
+            page.wait_for_timeout(2500)  # past LIVE_REDRAW_MS, ~25 image steps later
+            assert writer.is_alive() and step_shown() == 0
+            assert page.evaluate("[...document.querySelectorAll('.strip .card')].every(c => c.marked)")
+            assert int(page.locator("#step-slider").get_attribute("max")) > length
             page.close()
     finally:
         stop.set()

@@ -143,3 +143,18 @@ def test_a_url_where_a_file_is_named_says_images_are_not_downloaded(tmp_path, ca
     assert load_samples(str(tmp_path / "urls"), split="all", n=5) == []
     said = " ".join(r.getMessage() for r in caplog.records)
     assert "'https://example.com/a.jpg' is a URL, and images are not downloaded: fetch them into the folder" in said
+
+
+def test_the_labels_hint_matches_whole_names_and_reads_a_utf16_csv(tmp_path):
+    """A short photo name ('1.jpg') is no hint that a CSV whose coordinates hold a 1 labels it; a
+    UTF-16 CSV (Excel's 'Unicode text') that does name the photo gives the hint."""
+    from geospot.data.layout import _labels_above
+
+    (tmp_path / "fp" / "other").mkdir(parents=True)
+    (tmp_path / "fp" / "labels.csv").write_text("image,latitude,longitude\nparis.jpg,48.81,2.35\n")
+    assert _labels_above(str(tmp_path / "fp"), ["1.jpg", "IMG_001.jpg"]) is None
+    assert _labels_above(str(tmp_path / "fp"), ["paris.jpg"]) == "labels.csv"
+    (tmp_path / "u16").mkdir()
+    (tmp_path / "u16" / "labels.csv").write_text("id\tlatitude\tlongitude\r\nphoto_7\t1.5\t2.5\r\n", encoding="utf-16")
+    assert _labels_above(str(tmp_path / "u16"), ["photo_7.jpg"]) == "labels.csv"
+    assert _labels_above(str(tmp_path / "u16"), ["photo_70.jpg"]) is None

@@ -4,10 +4,11 @@ read with exact counts by reason."""
 import logging
 
 import pytest
-from data_builders import EXPECTED_FIXED, EXPECTED_SKIPPED, build_corpus, jpeg_bytes, make_image
+from data_builders import EXPECTED_FIXED, EXPECTED_SKIPPED, build_corpus, jpeg_bytes, make_image, make_samples
 from PIL import Image
 
 from geospot.data import open_stream
+from geospot.data.pack import write_shards
 from geospot.data.prep import BadSample, PrepConfig, check_coords, prepare_image
 
 
@@ -43,6 +44,13 @@ def test_each_lost_shard_is_named_and_a_file_that_is_no_tar_is_said_to_be_none(t
     logged = sorted(r.getMessage() for r in caplog.records if "skipping" in r.getMessage())
     assert len(logged) == 2 and all("not a readable tar archive" in m for m in logged)
     assert "a.tar" in logged[0] and "b.tar" in logged[1] and "only counted" not in logged[0]
+    # a repeating stream reopens every shard each pass: a lost one is still named once
+    write_shards(make_samples(3), str(tmp_path / "rep"), shard_size=10)
+    (tmp_path / "rep" / "bad.tar").write_bytes(b"garbage not a tar" * 10)
+    caplog.clear()
+    stream = open_stream(str(tmp_path / "rep"), "all", repeat=True)
+    assert len(stream.next_batch(30)) == 30 and stream.skipped["truncated_tar"] >= 5
+    assert sum("bad.tar" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_corpus_counts_survive_a_cursor_restore(tmp_path):

@@ -222,6 +222,13 @@ def test_predict_streams_a_batch_at_a_time(tmp_path, capsys, monkeypatch):
             q.unlink()
     assert cli.predict_main(["model=fake", str(photos)], engine=None) == 2  # refused before any model loads
     assert "none of the images could be read" in capsys.readouterr().err
+    links = tmp_path / "links"  # every photo a link into a drive that is not mounted: said why nothing is found
+    links.mkdir()
+    (links / "a.jpg").symlink_to("../unmounted/a.jpg")
+    capsys.readouterr()
+    assert cli.predict_main(["model=fake", str(links)], engine=None) == 2
+    assert (f"1 is a broken link: {links / 'a.jpg'} (a broken link: {tmp_path / 'unmounted' / 'a.jpg'} does not "
+            "exist)") in capsys.readouterr().err
 
 
 def test_predict_says_how_far_each_answer_is_from_the_photos_gps(tmp_path, capsys):

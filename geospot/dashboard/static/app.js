@@ -141,6 +141,7 @@ async function renderList() {
   onLeave(() => clearInterval(timer));
 }
 
+// ---- what each turn of a rollout asked -----------------------------------------------------
 // A rollout's turns are named by the env that played them: the server works the layouts out from
 // the run's config (/api/run's env.layouts, geospot/dashboard/env_view.py: the env kinds' own
 // turns): per env, [{field, name, title, weight, partial}], field "" for a coordinate turn. A label
@@ -317,16 +318,25 @@ class RunView {
     if (!this.cache.has(key)) this.cache.set(key, getJSON(`/api/images?run=${enc(this.name)}&step=${step}&split=${enc(this.split)}`));
     return (await this.cache.get(key)).images;
   }
-  async showStep() {
+  // The slider and its label at the current index (no fetch, no redraw); the step shown, or null.
+  drawPosition() {
     const list = this.stepList();
     this.slider.max = Math.max(0, list.length - 1);
     this.slider.value = Math.max(0, this.index);
     const step = this.currentStep();
-    if (step === null) { this.stepLabel.textContent = "no images recorded yet"; this.map.setImages([]); return; }
+    if (step === null) { this.stepLabel.textContent = "no images recorded yet"; return null; }
     this.stepLabel.textContent = `step ${step} (${this.index + 1}/${list.length})`;
     this.stepLabel.setAttribute("data-step", step);
+    return step;
+  }
+  async showStep() {
+    const step = this.drawPosition();
+    if (step === null) { this.map.setImages([]); return; }
+    const token = this.showToken = (this.showToken || 0) + 1;
     const images = await this.fetchStep(step);
-    if (step !== this.currentStep()) return;  // the slider moved on meanwhile
+    // only a later showStep (slider, play, a live redraw) supersedes this one: dropping it whenever
+    // live events moved the index left a fast run's map behind its label
+    if (token !== this.showToken) return;
     this.images = images;
     this.map.setImages(images);
     this.drawStrip();
@@ -383,7 +393,11 @@ class RunView {
     const wait = (this.lastLiveShow || 0) + LIVE_REDRAW_MS - Date.now();
     if (wait <= 0) { this.lastLiveShow = Date.now(); this.showStep(); return; }
     if (this.liveTimer) return;
-    this.liveTimer = setTimeout(() => { this.liveTimer = null; this.lastLiveShow = Date.now(); this.showStep(); }, wait);
+    this.liveTimer = setTimeout(() => {
+      this.liveTimer = null;
+      if (this.index < this.stepList().length - 1) return;  // the reader left the live end meanwhile
+      this.lastLiveShow = Date.now(); this.showStep();
+    }, wait);
   }
   subscribe() {
     const es = new EventSource(`/api/events?run=${enc(this.name)}&since=${this.seq}`);
@@ -402,8 +416,12 @@ class RunView {
       if (!this.imageSteps.some(x => x.step === s.step && x.split === s.split)) {
         this.imageSteps.push(s); this.imageSteps.sort((a, b) => a.step - b.step);
       }
-      if (following) this.index = this.stepList().length - 1;
-      this.drawHead(); this.liveShow();
+      this.drawHead();
+      // following the live end: the newest step, redrawn at most every LIVE_REDRAW_MS; a reader on an
+      // earlier step (or playing) keeps it, only the slider's length grows
+      if (following) { this.index = this.stepList().length - 1; this.liveShow(); }
+      else if (s.step === this.currentStep() && s.split === this.split) this.showStep();  // more of what is shown
+      else this.drawPosition();
     });
     es.addEventListener("status", ev => { this.status = JSON.parse(ev.data).status; this.drawHead(); this.showLive(); });
     // A killed run writes nothing: ask the server (which checks the writer's pid / heartbeat)

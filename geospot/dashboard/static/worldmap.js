@@ -122,5 +122,3 @@ class WorldMap {
     this.node.addEventListener("dblclick", () => this._setView({ x: -180, y: -90, w: 360 }));
   }
 }
-
-// ---- what each turn of a rollout asked -----------------------------------------------------
