@@ -66,9 +66,8 @@ class EnvOptions:
         HIER_FIELDS, "hierarchical: the turns, coarse -> fine: country,region,city,coords or a subset in that order, "
         "ending with coords")
     hier_weights: tuple[float, ...] = option(
-        (), "hierarchical: weight per turn; a right label earns its weight, coords weight x S(d) (0.2,0.3,0.5 over "
-        "country,region,coords = the original HierarchicalGeoEnv); empty = each turn's default (labels 0.2, coords "
-        "0.4) scaled to sum 1 over hier_turns")
+        (), "hierarchical: weight per turn (a right label earns it, coords weight x S(d)); empty = labels 0.2, coords "
+        "0.4, scaled to sum 1; the original HierarchicalGeoEnv: 0.2,0.3,0.5 over country,region,coords")
     hier_partial_credit: float = option(
         0.0, "hierarchical: a wrong label after a wrong label still earns this fraction of its weight (the original "
         "HierarchicalGeoEnv: 0.25)")
