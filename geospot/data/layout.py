@@ -5,6 +5,7 @@ exif; anything else is one sentence saying what was expected."""
 
 from __future__ import annotations
 
+import csv
 import os
 
 from geospot.data.csv_source import csv_encoding
@@ -87,8 +88,6 @@ def _labels_above(parent: str, names: list[str]) -> str | None:
     """The labelled CSV in `parent` one of whose cells (in its first 64 KB) names one of the images
     `names` (its file name, or its stem as an id), or None: a user who gave a dataset's images/
     folder, whose labels sit beside it."""
-    import csv
-
     try:
         csv_name = labelled_csv(parent, sorted(os.listdir(parent)))
         if csv_name is None:

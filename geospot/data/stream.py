@@ -406,8 +406,8 @@ class SampleStream:
 
     def _count_skip(self, s: Skip) -> None:
         self.skipped[s.reason] = self.skipped.get(s.reason, 0) + 1
-        # once per reason, the counts say how many; a whole file lost (a shard) is named every time
-        # (a lost file once, though a repeating stream reopens it each pass)
+        # once per reason, the counts say how many; a whole file lost (a shard) is named, each file
+        # once (a repeating stream reopens it every pass)
         key = (s.reason, s.detail) if s.reason in NAMED_EVERY_TIME else s.reason
         if key not in self._logged:
             self._logged.add(key)

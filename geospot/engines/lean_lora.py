@@ -56,8 +56,8 @@ class LoraSum(torch.autograd.Function):
     adapter's gradients out like the weight views it was given, which makes them `[out, N] @ [N, r]`
     and `[N, out] @ [out, r]`: products with a tiny inner or outer side that MKL ran 3-10x slower
     (benchmarks/levers.py, `lora_backward`). Here they are `[r, N] @ [N, out]` and
-    `[r, out] @ [out, N]`, returned as transposed views: the same numbers summed in the same order
-    per element, no copies."""
+    `[r, out] @ [out, N]`, returned as transposed views: the same products (their fp32 rounding may
+    differ in the last bits), no copies."""
 
     @staticmethod
     def forward(ctx, x2, W, b, mid, Bw):

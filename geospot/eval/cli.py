@@ -325,8 +325,8 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
     cfg.validate()  # the keys typed with the run's values of the rest
     if run_defaults:
         print(describe_defaults(run_defaults), file=sys.stderr)
-    if oracle_note(cfg):  # whatever the model: a run's, an export's or a hub id
-        print(oracle_note(cfg), file=sys.stderr)
+    if note := oracle_note(cfg):  # whatever the model: a run's, an export's or a hub id
+        print(note, file=sys.stderr)
     checkpoint = _resolved_checkpoint(cfg.model)
     # what must match for a rerun to resume: the eval settings and the exact weights (a run
     # folder's latest checkpoint moves on while training runs)

@@ -483,4 +483,3 @@ class RunReader:
                 "stored_status": status[0][0] if status else "unknown",
                 "steps": trained, "idle_steps": idle, "last_step": rows[-1][0] if rows else None, "last": last,
                 "best": best, "heldout": heldout}
-
