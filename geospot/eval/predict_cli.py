@@ -70,6 +70,18 @@ def image_paths(args: Sequence[str]) -> list[Path]:
     return [Path(f) for f in unique_files(paths)]
 
 
+def _ready_to_write(flag: str, path: str) -> None:
+    """`path`'s folder made (as an eval's out= is), or one sentence naming the flag and why not."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        name = "map.html" if flag == "--map" else "predictions.csv"
+        raise ConfigError(f"{flag} {path} is a folder; give a file name, e.g. {flag} {p / name}")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: its folder cannot be made ({e.strerror or e})") from None
+
+
 def broken_image_links(args: Sequence[str]) -> list[str]:
     """A skip line for each image-named symlink in the folders given whose target is gone (a folder
     walk passes over it, so it would go unanswered without a word)."""
@@ -192,6 +204,9 @@ def predict_main(argv: list[str], engine=None) -> int:
             raise ConfigError("give images or a folder, e.g. `geospot predict model=... photos/`")
         if not cfg.model and engine is None:
             raise ConfigError("model= is required (a hub id, local folder, tiny:..., run/checkpoint folder or tinker://...)")
+        for flag in ("--map", "--csv"):  # writable before any photo is answered: a map comes after all of them
+            if flag in values:
+                _ready_to_write(flag, values[flag])
         paths, skipped = probe_images(image_paths(pos))
         skipped = broken_image_links(pos) + skipped
         for folder, labels in labelled_folders(pos):

@@ -132,6 +132,15 @@ def test_predict_prints_one_line_per_image_and_a_map(tmp_path, capsys):
     assert len(rows) == 12 and all(len(r["turns"]) in (1, 3) for r in rows)
     parsed = [r for r in rows if r["latitude"] is not None]
     assert parsed and all(r["country"] for r in parsed)
+    # --map / --csv into folders not made yet: made, as an eval's out= is (the map came after every answer,
+    # then a traceback threw them away)
+    page, table = tmp_path / "new" / "maps" / "m.html", tmp_path / "other" / "p.csv"
+    assert cli.predict_main(["model=fake", str(OSV / "unlabeled"), "--map", str(page), "--csv", str(table)],
+                            engine=ScriptedEngine(by_pixels)) == 0
+    assert page.read_text().count("<tr>") == 13 and len(table.read_text().splitlines()) == 13
+    capsys.readouterr()
+    assert cli.predict_main(["model=fake", str(OSV / "unlabeled"), "--map", str(tmp_path)], engine=None) == 2
+    assert f"--map {tmp_path} is a folder; give a file name" in capsys.readouterr().err
 
 
 def test_predict_names_a_place_only_when_one_is_near(capsys):
