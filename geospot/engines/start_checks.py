@@ -77,8 +77,11 @@ def model_problem(name: str, env: dict[str, str] | os._Environ) -> None:
 
 
 def random_tiny(name: str | None) -> bool:
-    """A tiny:<family>[:<size>] model that builds: random weights (a wrong name is its own sentence,
-    model_problem's, with no note before it)."""
+    """A tiny:<family>[:<size>] model that builds, or a folder `geospot model tiny --out` wrote (its
+    geospot_tiny.json): random weights (a wrong name is its own sentence, model_problem's, with no
+    note before it)."""
+    if os.path.isfile(os.path.join(os.path.expanduser(str(name or "")), "geospot_tiny.json")):
+        return True
     if not str(name or "").startswith("tiny:"):
         return False
     try:

@@ -57,3 +57,13 @@ def test_sft_fails_before_the_model_and_leaves_no_folder(tmp_path, monkeypatch, 
     err = capsys.readouterr().err
     assert rc == 2 and "model_name='nobody/no-such-model-xyz'" in err and "Traceback" not in err
     assert not log.exists()
+
+
+def test_a_folder_geospot_model_tiny_wrote_is_a_random_tiny_model(tmp_path):
+    """`geospot model tiny --out DIR` then model_name=DIR: the same random weights as tiny:…, so the
+    same notes (a LoRA adapter on them learns little); they were said only for the tiny: name."""
+    from geospot.engines.start_checks import random_tiny
+    from geospot.models.tiny import build_tiny_model
+
+    assert random_tiny(str(build_tiny_model())) and random_tiny("tiny:qwen2_5_vl")
+    assert not random_tiny(str(tmp_path)) and not random_tiny(None) and not random_tiny("Qwen/Qwen2.5-VL-3B")
