@@ -38,7 +38,7 @@ from geospot.eval.cli_config import (
     sampling_words,
     split_args,
 )
-from geospot.eval.compare import default_name, extra_lines
+from geospot.eval.compare import default_name, distinct_data, extra_lines
 from geospot.eval.geocoding import geocoder_for
 from geospot.eval.predict_cli import _predict_line, answered_labels, predict_main
 from geospot.eval.run_defaults import describe_defaults, env_resume_keys, given_keys, with_run_defaults
@@ -287,7 +287,12 @@ def _differs(out: Path, resume_cfg: dict) -> list[str]:
     if not config_path.exists():
         return ["config.json (not a geospot eval folder)"]
     old = json.loads(config_path.read_text()).get("resume", {})
-    return [f"{k} ({old.get(k)!r} there)" for k in resume_cfg if old.get(k) != resume_cfg[k]]
+
+    def same(k: str) -> bool:  # `labelled`, `labelled/` and `./labelled` are one folder
+        return old.get(k) == resume_cfg[k] or (
+            k == "data" and isinstance(old.get(k), str) and len(distinct_data([old[k], resume_cfg[k]])) == 1)
+
+    return [f"{k} ({old.get(k)!r} there)" for k in resume_cfg if not same(k)]
 
 
 def eval_folder(cfg: EvalConfig, checkpoint: str | None, resume_cfg: dict) -> Path:

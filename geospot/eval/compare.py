@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,6 +79,18 @@ def _fmt(col: str, v) -> str:
 ASKED = ("data", "split", "env_type", "sampling")  # what an eval's summary says it scored, and how
 
 
+def distinct_data(specs: Sequence[str]) -> list[str]:
+    """`specs` with those naming data an earlier one names dropped (`labelled`, `labelled/` and
+    `./labelled` are one folder; data/spec_paths.same_data, read from here)."""
+    from geospot.data.spec_paths import same_data
+
+    out: list[str] = []
+    for s in specs:
+        if not any(s == t or same_data(t, os.getcwd(), s) for t in out):
+            out.append(s)
+    return out
+
+
 def compare_table(rows: dict[str, dict], columns: Sequence[str] | None = None,
                   asked: dict[str, dict] | None = None) -> str:
     """A markdown table: `rows` maps a run name to its metrics dict; `asked` (optional) to what
@@ -112,6 +125,7 @@ def compare_table(rows: dict[str, dict], columns: Sequence[str] | None = None,
         out.append(f"(the rows are evals of different numbers of images, n = {', '.join(map(str, counts))}: "
                    "compare evals of the same data)")
     differ = {k: sorted({str(a[k]) for a in (asked or {}).values() if a.get(k) is not None}) for k in ASKED}
+    differ["data"] = distinct_data(differ["data"])
     differ = {k: v for k, v in differ.items() if len(v) > 1}
     if differ:  # a best mark across other data, or other ways of asking, says little
         out.append("(the rows differ in " + "; ".join(f"{k}: {', '.join(v)}" for k, v in differ.items())

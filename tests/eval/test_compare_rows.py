@@ -169,3 +169,15 @@ def test_a_runs_row_is_asked_as_its_logged_eval_was(tmp_path, capsys):
     assert "differ" not in capsys.readouterr().out
     assert cli.eval_main(["--compare", str(sft), str(tele)]) == 0  # its eval asked the three turns
     assert "(the rows differ in env_type: single, telescoping" in capsys.readouterr().out
+
+
+def test_one_folder_spelled_two_ways_is_not_said_to_be_other_data(tmp_path, monkeypatch):
+    from geospot.eval.compare import compare_table, distinct_data
+
+    (tmp_path / "labelled").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert distinct_data(["labelled", "labelled/", "./labelled", str(tmp_path / "labelled")]) == ["labelled"]
+    assert distinct_data(["labelled", "synthetic:n=8"]) == ["labelled", "synthetic:n=8"]
+    table = compare_table({"a": {"median_km": 9.0}, "b": {"median_km": 8.0}},
+                          asked={"a": {"data": "labelled"}, "b": {"data": "labelled/"}})
+    assert "differ in" not in table

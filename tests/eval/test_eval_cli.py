@@ -83,6 +83,10 @@ def test_interrupted_eval_resumes_without_recomputing(tmp_path):
     # a different config into the same folder is refused, naming the key
     with pytest.raises(ConfigError, match="env_type"):
         cli.run_eval(cfg(tmp_path, env_type="telescoping"), engine=idle)
+    # the same folder spelled otherwise (a trailing /, ./) is the same data: resumed, not refused
+    cli.run_eval(cfg(tmp_path, data=str(OSV) + "/"), engine=idle)
+    cli.run_eval(cfg(tmp_path, data=str(OSV / "." / "images" / "..")), engine=idle)
+    assert idle.calls == 0
 
 
 def test_eval_main_prints_table_and_json(tmp_path, capsys, monkeypatch):
