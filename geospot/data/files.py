@@ -50,10 +50,17 @@ def walk_files(root: str) -> Iterator[str]:
     return (p for p in _entries(root) if os.path.isfile(p))
 
 
-def broken_links(root: str) -> Iterator[str]:
-    """Every symlink below `root` whose target is gone (walk_files passes over them: a user who
-    named such a photo hears of it from whoever reads the folder)."""
-    return (p for p in _entries(root) if os.path.islink(p) and not os.path.exists(p))
+def files_and_broken_links(root: str) -> tuple[list[str], list[str]]:
+    """walk_files(root) and, from the same walk, every symlink below `root` whose target is gone
+    (walk_files passes over them: a user who named such a photo hears of it from whoever reads the
+    folder)."""
+    files, broken = [], []
+    for p in _entries(root):
+        if os.path.isfile(p):
+            files.append(p)
+        elif os.path.islink(p) and not os.path.exists(p):
+            broken.append(p)
+    return files, broken
 
 
 def _entries(root: str) -> Iterator[str]:

@@ -58,13 +58,12 @@ def _steps(run_dir: Path | None, step: int | None) -> str:
     if run_dir is None or step is None:
         return f"{step}"
     from geospot.runs.folder import read_jsonl
-    from geospot.runs.store import idle_step
+    from geospot.runs.store import idle_step, training_step
 
     by_step: dict = {}  # a step's lines merged, as the store does: a held-out eval logs its own line at its step
     for r in read_jsonl(run_dir / "metrics.jsonl"):
         by_step.setdefault(r.get("step"), {}).update(r)
-    training = [r for s, r in by_step.items() if s is not None and s <= step and any(
-        not k.startswith("eval/") and k not in ("step", "time") for k in r)]
+    training = [r for s, r in by_step.items() if s is not None and s <= step and training_step(r)]
     idle = sum(map(idle_step, training))
     why = "every group's rewards were equal, so GRPO had nothing to compare"
     if idle and idle == len(training):

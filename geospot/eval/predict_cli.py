@@ -40,12 +40,20 @@ CSV_COLUMNS = ("id", "latitude", "longitude", "place", "photo_latitude", "photo_
 
 
 def image_paths(args: Sequence[str]) -> list[Path]:
+    """The image files the arguments name (photos_and_broken_links without the links)."""
+    return photos_and_broken_links(args)[0]
+
+
+def photos_and_broken_links(args: Sequence[str]) -> tuple[list[Path], list[str]]:
     """The image files the arguments name: files as given, folders walked to any depth (a camera
     roll keeps its photos in year / trip subfolders; a data folder in images/), in sorted order; a
-    file named twice (a folder and a glob of it, or a symlink) is answered once."""
-    from geospot.data.files import LocalOpener, other_case_hint, unique_files, walk_files
+    file named twice (a folder and a glob of it, or a symlink) is answered once. With them, a skip
+    line for each image-named symlink in those folders whose photo is gone (the same walk finds
+    both: a file walk passes over such a link, which would go unanswered without a word)."""
+    from geospot.data.files import LocalOpener, files_and_broken_links, other_case_hint, unique_files, walk_files
 
     paths: list[str] = []
+    broken: list[str] = []
     for a in args:
         p = Path(a).expanduser()
         # a pattern the shell did not expand (quoted, or matching nothing): expanded here, as the shell would
@@ -53,7 +61,9 @@ def image_paths(args: Sequence[str]) -> list[Path]:
         matched = [Path(m) for m in LocalOpener().glob(str(p))] if pattern else [p]
         for m in matched:
             if m.is_dir():
-                paths += [f for f in walk_files(str(m)) if Path(f).suffix.lower() in IMAGE_EXTS]
+                files, links = files_and_broken_links(str(m))
+                paths += [f for f in files if Path(f).suffix.lower() in IMAGE_EXTS]
+                broken += [line for q in links if Path(q).suffix.lower() in IMAGE_EXTS if (line := _broken_line(q))]
             elif m.is_file():
                 paths.append(str(m))
         if not any(m.exists() for m in matched):
@@ -63,11 +73,21 @@ def image_paths(args: Sequence[str]) -> list[Path]:
             f.lower().endswith((".tar", ".tar.gz", ".tgz", ".parquet")) for f in walk_files(str(Path(a).expanduser())))]
         hint = (f"; {shards[0]} holds tar or parquet shards, which predict does not open: score them with geospot "
                 f"eval model=<model> data={shards[0]}") if shards else ""
-        if broken := broken_image_links(args):  # links into a drive that is not mounted, say
+        if broken:  # links into a drive that is not mounted, say
             hint += f"; {len(broken)} {'is a broken link' if len(broken) == 1 else 'are broken links'}: {broken[0]}"
         raise ConfigError(f"no images found in {', '.join(args)} or its subfolders (looked for "
                           f"{', '.join(sorted(IMAGE_EXTS))}){hint}")
-    return [Path(f) for f in unique_files(paths)]
+    return [Path(f) for f in unique_files(paths)], broken
+
+
+def _broken_line(link: str) -> str:
+    """The skip line of a symlink whose photo is gone, its target as a path from here ('' when it
+    stopped being a link since the walk: nothing to say of it)."""
+    try:
+        target = os.path.normpath(os.path.join(os.path.dirname(link), os.readlink(link)))
+    except OSError:
+        return ""
+    return f"{link} (a broken link: {target} does not exist)"
 
 
 def _ready_to_write(flag: str, path: str) -> None:
@@ -80,23 +100,6 @@ def _ready_to_write(flag: str, path: str) -> None:
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"{flag} {path}: its folder cannot be made ({e.strerror or e})") from None
-
-
-def broken_image_links(args: Sequence[str]) -> list[str]:
-    """A skip line for each image-named symlink in the folders given whose target is gone (a folder
-    walk passes over it, so it would go unanswered without a word)."""
-    from geospot.data.files import broken_links
-
-    out = []
-    for p in (p for a in args if Path(a).expanduser().is_dir() for p in broken_links(str(Path(a).expanduser()))):
-        if Path(p).suffix.lower() not in IMAGE_EXTS:
-            continue
-        try:  # the target as a path from here, not from the link's folder
-            target = os.path.normpath(os.path.join(os.path.dirname(p), os.readlink(p)))
-        except OSError:  # no longer a link (it changed since the walk): nothing to say of it
-            continue
-        out.append(f"{p} (a broken link: {target} does not exist)")
-    return out
 
 
 def labelled_folders(args: Sequence[str]) -> list[tuple[str, str]]:
@@ -207,8 +210,9 @@ def predict_main(argv: list[str], engine=None) -> int:
         for flag in ("--map", "--csv"):  # writable before any photo is answered: a map comes after all of them
             if flag in values:
                 _ready_to_write(flag, values[flag])
-        paths, skipped = probe_images(image_paths(pos))
-        skipped = broken_image_links(pos) + skipped
+        paths, broken = photos_and_broken_links(pos)
+        paths, skipped = probe_images(paths)
+        skipped = broken + skipped
         for folder, labels in labelled_folders(pos):
             model = cfg.model or "<model>"
             print(f"note: {folder} holds labels ({labels}); `geospot eval model={model} data={folder}` scores "

@@ -334,6 +334,12 @@ class RunStore:
 
 
 # ---- reading ---------------------------------------------------------------------------
+def training_step(metrics: dict[str, Any]) -> bool:
+    """A logged step that trained (the eval before training, step 0, logs only `eval/` keys; a
+    metrics.jsonl line also holds its step and time)."""
+    return any(not k.startswith("eval/") and k not in ("step", "time") for k in metrics)
+
+
 def idle_step(metrics: dict[str, Any]) -> bool:
     """An RL step that trained nothing: no datum left once equal-reward groups were dropped
     (`datums` 0), so no gradient reached the weights."""
@@ -468,7 +474,7 @@ class RunReader:
         idle = 0  # RL steps that trained nothing (idle_step)
         for step, m in rows:
             last = json.loads(m)
-            trained += any(not k.startswith("eval/") for k in last)
+            trained += training_step(last)
             idle += idle_step(last)
             if any(k.startswith("eval/") for k in last):
                 heldout = {"step": step, **{k[5:]: v for k, v in last.items() if k.startswith("eval/")}}
