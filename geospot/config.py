@@ -93,8 +93,10 @@ def parse_overrides(cls: type[T], argv: Sequence[str], base: T | None = None, va
             raise ConfigError(f"argument {arg!r} is not key=value (try --help for the keys)")
         key, raw = arg.split("=", 1)
         key = key.strip().lstrip("-").replace("-", "_")
+        if key in getattr(cls, "NOT_READ", {}):  # inherited, never read by this command (and not in its --help)
+            raise ConfigError(f"{key}={raw} is {cls.NOT_READ[key]}; leave it out")
         if key not in tps:
-            close = difflib.get_close_matches(key, list(tps), n=1)
+            close = difflib.get_close_matches(key, [k for k in tps if k not in getattr(cls, "NOT_READ", {})], n=1)
             hint = f"; did you mean {close[0]!r}?" if close else "; run with --help for the keys"
             raise ConfigError(f"unknown config key {key!r} for {cls.__name__}{hint}")
         values[key] = _coerce(key, raw, tps[key])
@@ -107,8 +109,10 @@ def parse_overrides(cls: type[T], argv: Sequence[str], base: T | None = None, va
 
 def _help_order(cls: type) -> list:
     """The fields a class declares first, then each base's in method order: `geospot eval --help`
-    opens with model / data / n, not with the env options every command inherits."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    opens with model / data / n, not with the env options every command inherits. Fields the class
+    never reads (its NOT_READ: RL's reward keys in eval, say) are left out."""
+    not_read = getattr(cls, "NOT_READ", {})
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in not_read}
     order: list[str] = []
     for klass in cls.__mro__:
         order += [n for n in klass.__dict__.get("__annotations__", {}) if n in fields and n not in order]

@@ -49,6 +49,29 @@ def test_help_lists_every_key_with_default_and_meaning():
     assert markdown_table(Demo).count("\n") == 2 + 7 - 1
 
 
+@pytest.mark.parametrize("command", ["sft", "eval", "predict"])
+def test_rl_reward_keys_are_neither_listed_nor_taken_where_nothing_reads_them(command):
+    """sft, eval and predict inherit the env keys, GRPO's reward keys among them: those are left out
+    of their --help and README table, and one typed is refused saying who reads it."""
+    from geospot.eval.cli_config import EvalConfig, PredictConfig
+    from geospot.train.rl import RLConfig
+    from geospot.train.sft import SFTConfig
+
+    cls = {"sft": SFTConfig, "eval": EvalConfig, "predict": PredictConfig}[command]
+    for key in ("mixed_weights", "mixed_precision", "reasoning_penalty"):
+        assert f"  {key}=" not in help_text(cls) and f"| `{key}` |" not in markdown_table(cls)
+        assert f"  {key}=" in help_text(RLConfig) and f"| `{key}` |" in markdown_table(RLConfig)
+    with pytest.raises(ConfigError, match=r"^mixed_precision=3 is read by geospot rl reward=mixed only \(a reward's "
+                                          r"geohash precision\); leave it out$"):
+        parse_overrides(cls, ["mixed_precision=3"])
+    with pytest.raises(ConfigError, match=r"^reasoning_penalty=0.1 is read by geospot rl only"):
+        parse_overrides(cls, ["reasoning_penalty=0.1", "reasoning=true"])
+    with pytest.raises(ConfigError, match="unknown config key 'mixed_weight'") as err:
+        parse_overrides(cls, ["mixed_weight=1,1"])
+    assert "mixed_weights" not in str(err.value)  # a near miss is never pointed at a key the command hides
+    assert ("  teacher_forcing=" in help_text(cls)) == (command != "predict")  # a prediction has no truth to tell
+
+
 def test_a_default_with_newlines_stays_in_its_table_row():
     """RLConfig's `prompt` holds newlines: a raw one would end the README table's row."""
     from geospot.train.rl import RLConfig

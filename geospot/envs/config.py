@@ -35,6 +35,15 @@ KEY_READERS: dict[str, frozenset[str]] = {
     "zoom": TELESCOPING_STYLES,
 }
 MIXED_REWARD_KEYS = ("mixed_weights", "mixed_precision")
+# read by a reasoning turn only (reasoning=true): its token budget and its cost per token
+REASONING_KEYS = ("reasoning_max_tokens", "reasoning_penalty")
+# what only GRPO's reward reads: SFT, eval and predict declare them (they inherit EnvOptions) but neither
+# show nor take them (their NOT_READ; config.parse_overrides refuses one typed, saying why)
+REWARD_ONLY = {
+    "mixed_weights": "read by geospot rl reward=mixed only (a reward's weights)",
+    "mixed_precision": "read by geospot rl reward=mixed only (a reward's geohash precision)",
+    "reasoning_penalty": "read by geospot rl only (the reward's cost per reasoning token)",
+}
 
 
 def styles_in_play(cfg) -> set[str]:
@@ -50,14 +59,19 @@ def reads(cfg, key: str) -> bool:
         return getattr(cfg, "reward", None) == "mixed"
     if key == "mix_share":
         return getattr(cfg, "mix_env_type", None) is not None
+    if key in REASONING_KEYS:
+        return bool(getattr(cfg, "reasoning", False)) and key not in getattr(cfg, "NOT_READ", ())
     return key not in KEY_READERS or bool(styles_in_play(cfg) & KEY_READERS[key])
+
+
+_OPTIONAL_KEYS = (*KEY_READERS, *MIXED_REWARD_KEYS, "mix_share", *REASONING_KEYS)  # read only where something asks
 
 
 def unread_keys(cfg) -> set[str]:
     """The keys of `cfg` that nothing it asks reads, whatever their values: a resume neither takes
     them from the run's config.json nor compares them (a run saved by an older geospot may hold one,
     inherited from its start run) — they change nothing that is trained."""
-    return {k for k in (*KEY_READERS, *MIXED_REWARD_KEYS, "mix_share") if hasattr(cfg, k) and not reads(cfg, k)}
+    return {k for k in _OPTIONAL_KEYS if hasattr(cfg, k) and not reads(cfg, k)}
 
 
 @dataclass(frozen=True)
@@ -105,7 +119,7 @@ class EnvOptions:
         asked = f"{key}={style}" + (f" (mix_env_type={mix})" if mix else "")
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         unread = unread_keys(self)
-        for name in (*KEY_READERS, *MIXED_REWARD_KEYS, "mix_share"):  # set (not the default), and nothing in play
+        for name in _OPTIONAL_KEYS:  # set (not the default), and nothing in play
             # reads it: said first, before whatever else is wrong with a key that would be ignored
             if name not in unread or getattr(self, name) == defaults[name]:
                 continue
@@ -113,9 +127,13 @@ class EnvOptions:
             if name == "mix_share":
                 raise ConfigError(f"mix_share={value!r} is the share of images that play mix_env_type, which is not "
                                   "set; leave it out or set mix_env_type")
+            if name in getattr(self, "NOT_READ", ()):
+                raise ConfigError(f"{name}={value} is {self.NOT_READ[name]}; leave it out")
             if name in MIXED_REWARD_KEYS:
-                fix = "set reward=mixed" if hasattr(self, "reward") else "it is an RL key"
-                raise ConfigError(f"{name}={value} is read by reward=mixed only; leave it out or {fix}")
+                raise ConfigError(f"{name}={value} is read by reward=mixed only; leave it out or set reward=mixed")
+            if name in REASONING_KEYS:
+                raise ConfigError(f"{name}={value} is read by reasoning turns only (reasoning=true); leave it out or "
+                                  "set reasoning=true")
             readers = sorted(KEY_READERS[name] & {"telescoping", "hierarchical", "geohash"})
             raise ConfigError(f"{name}={value} is read by the {' / '.join(readers)} turns only, and {asked} has "
                               f"none; leave it out or set {key}={readers[0]}")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from geospot.config import ConfigError, option
-from geospot.envs.config import EnvOptions
+from geospot.envs.config import REWARD_ONLY, EnvOptions
 from geospot.envs.kinds import ENV_TYPES
 
 
@@ -21,6 +21,7 @@ class SamplingConfig(EnvOptions):
 
     model: str = option("", "hub id, local HF folder, `tiny:<family>[:<size>]`, a training run or checkpoint folder, "
                             "or tinker://…")
+    NOT_READ: ClassVar[dict[str, str]] = REWARD_ONLY  # an eval scores distances: no reward key is read
     base_model: str | None = option(None, "for model=tinker://… only: the hub id that checkpoint was trained from")
     env_type: Literal[ENV_TYPES] = option(  # one list of envs: envs/kinds.py's
         "single",
@@ -78,13 +79,14 @@ class EvalConfig(SamplingConfig):
 class PredictConfig(SamplingConfig):
     """`geospot predict`: the shared settings, asked blind."""
 
-    teacher_forcing: float = option(0.0, "refused: a prediction has no truth to tell a later turn (geospot eval "
-                                         "takes it, as an oracle study)")
+    NOT_READ: ClassVar[dict[str, str]] = {
+        **REWARD_ONLY, "teacher_forcing": "a training aid that tells a later turn the true answer, which a prediction "
+                                          "does not have (geospot eval takes it, as an oracle study)"}
 
     def validate(self) -> None:
         if self.teacher_forcing:  # an eval may (an oracle study, marked as such); a prediction is the model's own
-            raise ConfigError(f"teacher_forcing={self.teacher_forcing} tells a later turn the true answer, which a "
-                              "prediction does not have; leave it out (geospot eval takes it for an oracle study)")
+            why = self.NOT_READ["teacher_forcing"]
+            raise ConfigError(f"teacher_forcing={self.teacher_forcing} is {why}; leave it out")
         super().validate()
 
 

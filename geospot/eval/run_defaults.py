@@ -43,7 +43,9 @@ def env_defaults(cfg, spec: ModelSpec, given: set[str], skip: tuple[str, ...] = 
     asked = dataclasses.replace(cfg, env_type=env_type)
     run_values = {k: v for k, v in run_values.items() if k == "env_type" or reads(asked, k)}
     if env_type in KINDS and KINDS[env_type].prompt_key is not None and hasattr(cfg, "reasoning"):
-        run_values.update(reasoning=spec.reasoning, reasoning_max_tokens=spec.reasoning_max_tokens)
+        run_values["reasoning"] = spec.reasoning
+        if (cfg.reasoning if "reasoning" in given else spec.reasoning):  # its budget, where a turn reasons
+            run_values["reasoning_max_tokens"] = spec.reasoning_max_tokens
     taken = {k: v for k, v in run_values.items() if k not in given and getattr(cfg, k) != v}
     overridden = {k: getattr(cfg, k) for k in run_values if k in given and getattr(cfg, k) != run_values[k]}
     out = dataclasses.replace(cfg, **taken)

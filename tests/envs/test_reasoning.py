@@ -165,3 +165,20 @@ def test_token_budget_and_validation():
     with pytest.raises(ConfigError, match="prompt_style=single / telescoping / both only"):
         SFTConfig(prompt_style="hierarchical", reasoning=True).validate()
     assert math.isfinite(RLConfig(env_type="telescoping", reasoning=True).turn_max_tokens(24))
+
+
+def test_a_reasoning_key_without_reasoning_is_refused_naming_the_fix():
+    """reasoning_max_tokens / reasoning_penalty change nothing unless a turn reasons: typed without
+    reasoning=true they would be ignored, so they are refused in one sentence instead."""
+    from geospot.config import parse_overrides
+    from geospot.eval.cli_config import EvalConfig
+    from geospot.train.rl import RLConfig
+    from geospot.train.sft import SFTConfig
+
+    for cls, kv in [(RLConfig, "reasoning_penalty=0.001"), (RLConfig, "reasoning_max_tokens=64"),
+                    (SFTConfig, "reasoning_max_tokens=64"), (EvalConfig, "reasoning_max_tokens=64")]:
+        with pytest.raises(ConfigError, match=rf"^{kv} is read by reasoning turns only \(reasoning=true\); leave it "
+                                              r"out or set reasoning=true$"):
+            parse_overrides(cls, [kv])
+        if "penalty" not in kv or cls is RLConfig:  # with reasoning=true each is read (the penalty by RL only)
+            assert parse_overrides(cls, [kv, "reasoning=true"]).reasoning
