@@ -371,7 +371,7 @@ def run_folder_name(cfg: Any, kind: str, model_name: str | None, engine_config: 
     log_path = cfg.log_path or default_log_path(kind, model_name)
     if distributed.under_torchrun() and not cfg.log_path:
         require_torchrun_ok(engine_config)
-        log_path = distributed.init(cfg.device).broadcast(log_path)
+        log_path = distributed.init(engine_config.device).broadcast(log_path)
     return log_path
 
 

@@ -1,5 +1,7 @@
 """The run lifecycle both loops share: one meaning per knob, one validator."""
 
+import dataclasses
+
 import pytest
 
 from geospot.config import ConfigError, parse_overrides
@@ -161,3 +163,30 @@ def test_a_run_folder_being_trained_is_refused_to_a_second_process(tmp_path):
     time.sleep(0.1)
     refuse_a_live_run(str(run))  # its writer is gone: the folder may be resumed or deleted
     refuse_a_live_run(str(tmp_path / "nothing-here"))
+
+
+@pytest.mark.parametrize("cls", [SFTConfig, RLConfig])
+def test_under_torchrun_the_run_folder_is_named_with_the_engines_resolved_device(cls, monkeypatch):
+    """RL's engine keys default to None (= the start run's): the process group is joined with the
+    engine's resolved device, never RLConfig.device (None.startswith crashed on a GPU machine)."""
+    from geospot import distributed
+    from geospot.train import lifecycle
+
+    seen = []
+
+    class Group:
+        def broadcast(self, value):
+            return value
+
+    def init(device="auto"):
+        seen.append(device)
+        device.startswith("cpu")  # what distributed.init asks of it on a GPU machine
+        return Group()
+
+    monkeypatch.setattr(distributed, "under_torchrun", lambda: True)
+    monkeypatch.setattr(distributed, "init", init)
+    cfg = parse_overrides(cls, ["model_name=tiny:qwen2_5_vl"])
+    # (RL resolves its engine keys from the start run; any resolved EngineConfig stands in for that here)
+    engine_config = dataclasses.replace(SFTConfig().engine_config(), device="cpu")
+    name = lifecycle.run_folder_name(cfg, "rl", "tiny:qwen2_5_vl", engine_config)
+    assert name.startswith("runs/rl-tiny-qwen2_5_vl-") and seen == ["cpu"]
