@@ -244,14 +244,21 @@ def model_spec(path: str | Path, _seen: frozenset = frozenset()) -> ModelSpec:
     )
 
 
+def start_run_path(load_path: str, started_in: Any) -> str:
+    """A run's load_checkpoint_path as a path from here: a relative one is read from the folder the
+    run was started in (config.json's `started_in`), so a chain of runs reads the same from any folder."""
+    if isinstance(started_in, str) and not Path(load_path).expanduser().is_absolute():
+        return str(Path(started_in) / load_path)
+    return load_path
+
+
 def _parent_spec(load_path: Any, seen: frozenset, started_in: Any = None) -> ModelSpec | None:
     """The spec of the run a run started from (its load_checkpoint_path), when local. A relative
     load_checkpoint_path is read from the folder the run was started in (config.json's
     `started_in`), so the run reads the same from any folder."""
     if not isinstance(load_path, str) or "://" in load_path:
         return None
-    if isinstance(started_in, str) and not Path(load_path).expanduser().is_absolute():
-        load_path = str(Path(started_in) / load_path)
+    load_path = start_run_path(load_path, started_in)
     if not is_run_path(load_path):
         return None
     _, parent_run = _checkpoint_of(Path(load_path))

@@ -121,3 +121,30 @@ def test_engine_fields_follow_the_chain_sft_rl_rl(tmp_path):
     rl2 = run("rl2", {"model_name": None, "load_checkpoint_path": rl1})
     assert inherited_engine_fields(rl2) == {"model_name": "tiny:qwen2_5_vl:tiny", "lora_rank": 0,
                                             "data": "synthetic:n=8", "max_pixels": 3136}
+
+
+def test_a_chain_of_relative_start_runs_reads_the_same_from_another_folder(tmp_path, monkeypatch):
+    """rl1 was started in project/ from load_checkpoint_path=runs/sft, which trained on data=photos/: RL
+    from rl1 in another folder still finds the model (it fell back to the default 3B hub model) and
+    reads the start run's photos from project/, as the runs' started_in says."""
+    import json
+
+    project = tmp_path / "project"
+    (project / "photos").mkdir(parents=True)
+
+    def run(name, config):
+        ck = project / "runs" / name / "checkpoints" / "2"
+        ck.mkdir(parents=True)
+        (ck / "state.json").write_text('{"step": 2, "engine_path": "engine"}')
+        (project / "runs" / name / "config.json").write_text(json.dumps({
+            "kind": "rl" if name != "sft" else "sft", "config": config, "started_in": str(project)}))
+
+    run("sft", {"model_name": "tiny:qwen2_5_vl:tiny", "lora_rank": 0, "data": "photos/"})
+    run("rl1", {"model_name": None, "lora_rank": None, "load_checkpoint_path": "runs/sft"})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert inherited_engine_fields(str(project / "runs" / "rl1")) == {
+        "model_name": "tiny:qwen2_5_vl:tiny", "lora_rank": 0, "data": str(project / "photos") + "/"}
+    monkeypatch.chdir(project)  # where they began: the paths as written
+    assert inherited_engine_fields("runs/rl1")["data"] == "photos/"
