@@ -18,6 +18,10 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+# the words a bool key reads as true / false (`square=on` is true in a data spec as on a command line)
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 class ConfigError(ValueError):
     """A bad configuration value; the message names the key and the fix."""
 
@@ -45,9 +49,9 @@ def _coerce(key: str, raw: str, tp: Any) -> Any:
     try:
         if base is bool:
             low = raw.lower()
-            if low in ("1", "true", "yes", "on"):
+            if low in TRUE_WORDS:
                 return True
-            if low in ("0", "false", "no", "off"):
+            if low in FALSE_WORDS:
                 return False
             raise ValueError
         if base is int:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from geospot import prompts as P
+from geospot.config import TRUE_WORDS
 
 SYNTHETIC_SIZE = 112  # geospot.data.synthetic's default image side
 PREPARED_MAX_SIDE = 512  # geospot.data.prep.PrepConfig.max_side: the loops' real images
@@ -162,16 +163,19 @@ def _spec_options(spec: str | None) -> list[tuple[str, dict[str, str]]]:
 
 def data_image_side(spec: str | None) -> int | None:
     """The longest side of the images a data spec yields to the training loops: a synthetic
-    world's `size`, else what preparation resizes real photos to; None if unknown."""
-    sides = []
-    for kind, opts in _spec_options(spec):
-        if kind != "synthetic":
-            sides.append(PREPARED_MAX_SIDE)
-            continue
+    world's `size`, else what preparation resizes real photos to (the spec's `max_side`, else
+    prep's default); None if unknown or kept at any size (max_side=0)."""
+    parts, sides = _spec_options(spec), []
+    # a stream option (any part's applies to the whole stream): photos prepared to max_side, 0 = kept as they are
+    prepared = next((opts["max_side"] for _, opts in parts if "max_side" in opts), str(PREPARED_MAX_SIDE))
+    for kind, opts in parts:
         try:
-            sides.append(int(opts.get("size", SYNTHETIC_SIZE)))
+            side = int(opts.get("size", SYNTHETIC_SIZE)) if kind == "synthetic" else int(prepared)
         except ValueError:
             return None
+        if side <= 0:  # photos of any size: the budget is max_pixels
+            return None
+        sides.append(side)
     return max(sides) if sides else None
 
 
@@ -180,7 +184,7 @@ def data_square(spec: str | None) -> bool:
     paint size x size, and the stream option `square=true` (any part's: it applies to the whole
     stream) centre-crops real photos."""
     parts = _spec_options(spec)
-    if any(opts.get("square", "").lower() in ("true", "1", "yes") for _, opts in parts):
+    if any(opts.get("square", "").lower() in TRUE_WORDS for _, opts in parts):
         return True
     return bool(parts) and all(kind == "synthetic" for kind, _ in parts)
 

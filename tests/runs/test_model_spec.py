@@ -70,6 +70,10 @@ def test_image_side_of_mixed_and_weighted_specs():
     assert data_image_side("synthetic:n=10,size=64@2;synthetic:size=96") == 96
     assert data_image_side("synthetic:n=10,size=64;/data/osv5m@1") == 512
     assert data_image_side("synthetic:size=abc") is None
+    # photos prepared to another side (a stream option: any part's applies to the whole stream), or kept as they are
+    assert data_image_side("/data/photos,max_side=256") == 256
+    assert data_image_side("synthetic:n=10,size=64;/data/osv5m,max_side=320@1") == 320
+    assert data_image_side("/data/photos,max_side=0") is None
 
 
 def test_square_images_of_data_specs():
@@ -78,3 +82,6 @@ def test_square_images_of_data_specs():
     assert data_square("synthetic:n=10;/data/osv5m,square=true@1")  # ...unless the stream crops (whole stream)
     assert data_square("hf:osv5m/osv5m,square=1") and not data_square("hf:osv5m/osv5m,square=false")
     assert not data_square(None) and not data_square("")
+    # the words a bool key reads on a command line read the same in a spec
+    assert data_square("/data/osv5m,square=on") and data_square("/data/osv5m,square=yes")
+    assert not data_square("/data/osv5m,square=off")
