@@ -88,7 +88,7 @@ def _run_writer(model: str):
         return
     from geospot.runs.loggers import open_run_writer
 
-    writer = open_run_writer(model, console=False)
+    writer = open_run_writer(model)
     try:
         yield writer, model_spec(model).step or 0
     finally:

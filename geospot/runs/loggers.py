@@ -1,7 +1,7 @@
-"""The other RunWriters: console, JSONL, wandb, and `MultiWriter` to fan one call out to all.
+"""The other RunWriters: JSONL, wandb, and `MultiWriter` to fan one call out to all.
 
 Training loops hold one RunWriter; `open_run_writer(run_dir)` builds the usual set
-(store + metrics.jsonl + console [+ wandb]). Like the store, none of these may crash
+(store + metrics.jsonl [+ wandb]). Like the store, none of these may crash
 training: `MultiWriter` catches, logs and counts a failing writer's exception."""
 
 from __future__ import annotations
@@ -9,50 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from geospot.runs.writer import ImageRecord, RunWriter
 
 log = logging.getLogger(__name__)
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return str(v)
-        return f"{v:.4g}"
-    return str(v)
-
-
-class ConsoleWriter:
-    """One line per step (every `every` steps): `step 12 | reward 0.41 | median_km 830 ...`."""
-
-    def __init__(self, every: int = 1, stream: TextIO | None = None, keys: tuple[str, ...] | None = None) -> None:
-        self.every, self.stream, self.keys = max(1, every), stream, keys
-
-    def _print(self, line: str) -> None:
-        print(line, file=self.stream or sys.stdout, flush=True)
-
-    def log_config(self, kind: str, config: dict[str, Any]) -> None:
-        self._print(f"[{kind}] " + " ".join(f"{k}={_fmt(v)}" for k, v in config.items()))
-
-    def log_step(self, step: int, metrics: dict[str, float]) -> None:
-        if step % self.every:
-            return
-        items = [(k, metrics[k]) for k in self.keys if k in metrics] if self.keys else list(metrics.items())
-        self._print(f"step {step} | " + " | ".join(f"{k} {_fmt(v)}" for k, v in items))
-
-    def log_images(self, step: int, records: list[ImageRecord], split: str = "train") -> None:
-        pass  # images belong in the store / dashboard, not the terminal
-
-    def set_status(self, status: str) -> None:
-        self._print(f"status: {status}")
-
-    def close(self) -> None:
-        pass
 
 
 class JsonlWriter:
@@ -150,16 +113,15 @@ class MultiWriter:
         self._each("close")
 
 
-def open_run_writer(run_dir: str | Path, *, console_every: int = 1, console: bool = True, jsonl: bool = True,
-                    wandb_project: str | None = None, wandb_name: str | None = None) -> MultiWriter:
-    """The usual writer set for a run folder: RunStore (+ metrics.jsonl, console, wandb)."""
+def open_run_writer(run_dir: str | Path, *, jsonl: bool = True, wandb_project: str | None = None,
+                    wandb_name: str | None = None) -> MultiWriter:
+    """The usual writer set for a run folder: RunStore (+ metrics.jsonl, wandb). The terminal gets
+    each loop's own progress line (train/common.py), not a writer's."""
     from geospot.runs.store import RunStore
 
     writers: list[RunWriter] = [RunStore(run_dir)]
     if jsonl:
         writers.append(JsonlWriter(run_dir))
-    if console:
-        writers.append(ConsoleWriter(every=console_every))
     if wandb_project:
         writers.append(WandbWriter(wandb_project, name=wandb_name or Path(run_dir).name))
     return MultiWriter(*writers)

@@ -140,7 +140,7 @@ def make_writer(log_dir: Path, cfg: Any, start_step: int) -> Any:
 
     truncate_jsonl(log_dir / "metrics.jsonl", start_step)
     truncate_store(log_dir, start_step)
-    return open_run_writer(log_dir, console=False, wandb_project=cfg.wandb_project, wandb_name=cfg.wandb_name)
+    return open_run_writer(log_dir, wandb_project=cfg.wandb_project, wandb_name=cfg.wandb_name)
 
 
 # ---------------------------------------------------------------------------------------

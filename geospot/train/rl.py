@@ -212,10 +212,6 @@ def env_from_start_run(cfg: RLConfig, given: set[str], resumed: set[str] = froze
     return cfg
 
 
-def reward_kind(cfg: RLConfig) -> str:
-    return registry.reward_name(cfg.env_type, cfg.reward)
-
-
 def make_group_builders(cfg: RLConfig, samples, renderer, tau_km: float, *, geocoder=None, seed: int = 0):
     """The env registry (envs/registry.py) maps env_type and reward to builders and rewards; with
     mix_env_type, a share of the images play that env, with its own reward (auto: per env)."""
@@ -227,7 +223,7 @@ def make_group_builders(cfg: RLConfig, samples, renderer, tau_km: float, *, geoc
 
 
 def eval_now(run: Run, done: int, progress: Progress) -> dict[str, float]:
-    """The held-out eval (greedy, or one seeded sample per image), logged by `evaluate` itself."""
+    """The held-out eval's metrics (greedy, or one seeded sample per image), logged by `evaluate` itself."""
     cfg = run.cfg
     style = cfg.env_type
     sampling, max_tokens = None, cfg.turn_max_tokens(cfg.max_tokens)
@@ -239,7 +235,7 @@ def eval_now(run: Run, done: int, progress: Progress) -> dict[str, float]:
     progress.note(f"eval step {done}: " + " ".join(f"{k}={ev.metrics[k]:.4g}" for k in shown if k in ev.metrics))
     for line in extra_lines(ev.metrics):  # its env's own numbers: label answers, turns, reasoning
         progress.note(line)
-    return {f"eval/{k}": v for k, v in ev.metrics.items()}
+    return dict(ev.metrics)
 
 
 def train_on(engine, d: Dist, datums_D, loss_fn: str, adam: AdamParams, loss_config):
@@ -314,6 +310,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
                             **({"window": cfg.tau_window} if cfg.tau_schedule == "follow_error" else {}))
     # (checkpoints written before the schedule kept its own state hold the errors as `recent_km`)
     tau.load_state_dict(run.loop_state.get("tau") or {"recent_km": run.loop_state.get("recent_km", [])})
+    eval_history = {int(k): v for k, v in run.loop_state.get("eval_history", {}).items()}  # step -> held-out metrics
 
     credit = CREDITS[cfg.advantage]
     loss_config = None
@@ -359,7 +356,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
 
     with finishing(writer, run.stream, close_writer=run.own_writer), pipeline:
         if run.held_out and cfg.eval_at_start and run.start_step == 0:
-            eval_now(run, 0, progress)
+            eval_history[0] = eval_now(run, 0, progress)
             progress.restart()  # the ETA counts training steps, not the baseline eval
         pipeline.start(run.start_step, new_sampler(), tau_context(run.start_step), sampled_ahead)
         for step in run.steps():
@@ -435,18 +432,20 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
             pipeline.publish(done, new_sampler(), tau_context(done))  # the next batches sample these weights
             if run.held_out and due(cfg.eval_every, done, last):
                 with pipeline.paused():  # the sampling thread stays off the engine while it evaluates
-                    metrics.update(eval_now(run, done, progress))
+                    eval_history[done] = eval_now(run, done, progress)
+                metrics.update({f"eval/{k}": v for k, v in eval_history[done].items()})
             stop = stop_asked()  # Ctrl-C / SIGTERM during the step: it is saved, then the run stops
             if due(cfg.save_every, done, last) or stop:
                 inflight = pipeline.inflight()  # every step sampled ahead; the stream rests until the next publish
-                run.save(done, {"tau": tau.state_dict()}, extra={"inflight": inflight} if inflight else None)
+                run.save(done, {"tau": tau.state_dict(), "eval_history": eval_history},
+                         extra={"inflight": inflight} if inflight else None)
             if stop:
                 raise stop
             if last:
                 break
     if steps > run.start_step and not steps_trained:
         progress.note(untrained_note(cfg, metrics, f"on every step{since_resume(run.start_step)}", engine_config))
-    return RunResult(run.log_dir, steps, metrics, skipped=dict(run.stream.skipped),
+    return RunResult(run.log_dir, steps, metrics, eval_history, skipped=dict(run.stream.skipped),
                      passes=run.stream.passes)
 
 

@@ -1,9 +1,8 @@
-import io
 import json
 import sys
 import types
 
-from geospot.runs.loggers import ConsoleWriter, JsonlWriter, MultiWriter, WandbWriter, open_run_writer
+from geospot.runs.loggers import JsonlWriter, MultiWriter, WandbWriter, open_run_writer
 from geospot.runs.store import RunReader
 from geospot.runs.writer import ImageRecord, ListWriter, RolloutRecord
 
@@ -16,15 +15,6 @@ def test_jsonl_one_line_per_step(tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [(x["step"], x["reward"]) for x in lines] == [(0, 0.5), (1, None)]
     assert all("time" in x for x in lines)
-
-
-def test_console_every_n_steps():
-    out = io.StringIO()
-    w = ConsoleWriter(every=2, stream=out)
-    for i in range(4):
-        w.log_step(i, {"reward": 0.123456, "median_km": 812.0})
-    assert out.getvalue().splitlines() == ["step 0 | reward 0.1235 | median_km 812",
-                                           "step 2 | reward 0.1235 | median_km 812"]
 
 
 class Broken:
@@ -75,7 +65,7 @@ def test_wandb_writer_with_a_stand_in_module(monkeypatch):
 
 
 def test_open_run_writer_writes_store_and_jsonl(tmp_path):
-    w = open_run_writer(tmp_path, console=False)
+    w = open_run_writer(tmp_path)
     w.log_config("rl", {"a": 1})
     w.log_step(0, {"reward": 0.1})
     w.close()

@@ -374,3 +374,16 @@ def test_a_run_with_relative_data_trains_on_when_resumed_from_another_folder(tmp
     resume = [f"log_path={proj / 'runs' / 'rel'}", "behavior_if_log_dir_exists=resume", "max_steps=4"]
     assert run_command("sft", SFTConfig, "t", resume, _prepare, train) == 0
     assert latest_checkpoint(proj / "runs" / "rel").name == "4"
+
+
+def test_both_loops_return_their_held_out_evals_by_step_across_a_resume(tmp_path):
+    """RunResult.eval_history means the same in SFT and RL: step -> held-out metrics, the evals of
+    the run's earlier part (before a resume) included, as its checkpoint keeps them."""
+    for kind, cfg, run in [("sft", sft_cfg, train), ("rl", rl_cfg, rl_run)]:
+        log = tmp_path / kind
+        kw = dict(data="synthetic:n=32,size=28,seed=0,val_frac=0.25", eval_n=2, eval_every=1, save_every=1)
+        first = run(cfg(log, max_steps=1, **kw))
+        assert sorted(first.eval_history) == [0, 1], kind
+        again = run(cfg(log, max_steps=2, **kw))
+        assert sorted(again.eval_history) == [0, 1, 2], kind
+        assert again.eval_history[1] == first.eval_history[1] and "median_km" in again.eval_history[2], kind
