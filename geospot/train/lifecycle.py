@@ -76,6 +76,10 @@ RUN_HELP = {
                  "rewritten in place)",
     "wandb_project": "also log to this Weights & Biases project (needs `pip install wandb`)",
     "wandb_name": "W&B run name (default: the run folder's name)",
+    "adam_beta1": "Adam beta1 (first-moment decay)",
+    "adam_beta2": "Adam beta2 (second-moment decay)",
+    "adam_eps": "Adam epsilon",
+    "grad_clip_norm": "clip the global gradient norm to this before each step (None = no clipping)",
 }
 
 
@@ -91,6 +95,10 @@ def validate_run(cfg: Any) -> None:
     require(cfg, cfg.log_every >= 1, "log_every", "must be >= 1 (1 = every step)")
     require(cfg, cfg.learning_rate > 0 and cfg.learning_rate < float("inf"), "learning_rate",
             "must be a positive number, e.g. learning_rate=2e-4")
+    for key in ("adam_beta1", "adam_beta2"):
+        require(cfg, 0 <= getattr(cfg, key) < 1, key, "must be in [0, 1)")
+    require(cfg, cfg.adam_eps > 0, "adam_eps", "must be > 0")
+    require(cfg, cfg.grad_clip_norm is None or cfg.grad_clip_norm > 0, "grad_clip_norm", "must be > 0 or None")
 
 
 def due(every: int, done: int, last: bool) -> bool:

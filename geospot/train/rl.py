@@ -89,10 +89,10 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
     max_seconds: float = option(0.0, RUN_HELP["max_seconds"])
     learning_rate: float = option(4e-5, "Adam lr (4e-5: Tinker's LoRA default; what worked on the tiny model: "
                                   "docs/rl_vs_sft.md)")
-    adam_beta1: float = option(0.9, "Adam beta1")
-    adam_beta2: float = option(0.95, "Adam beta2")
-    adam_eps: float = option(1e-8, "Adam epsilon")
-    grad_clip_norm: float | None = option(None, "clip the gradient norm (None = off)")
+    adam_beta1: float = option(0.9, RUN_HELP["adam_beta1"])
+    adam_beta2: float = option(0.95, RUN_HELP["adam_beta2"])
+    adam_eps: float = option(1e-8, RUN_HELP["adam_eps"])
+    grad_clip_norm: float | None = option(None, RUN_HELP["grad_clip_norm"])
     loss_fn: Literal["importance_sampling", "ppo"] = option("importance_sampling", "policy-gradient loss: Tinker's "
                                                             "importance_sampling (ratio to the sampler's logprobs), "
                                                             "or ppo (clipped ratio)")
