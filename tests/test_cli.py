@@ -19,3 +19,25 @@ def test_unknown_command_suggests(capsys):
 def test_console_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "geospot", "--help"], capture_output=True, text=True, check=True)
     assert "usage: geospot" in out.stdout
+
+
+def test_every_option_of_the_argparse_commands_says_what_it_does(monkeypatch):
+    """`geospot model tiny --help`, `data inspect --help`, … : no option listed bare (--seed, --size
+    and --workers once were)."""
+    import argparse
+
+    import pytest
+
+    bare, add = [], argparse._ActionsContainer.add_argument
+
+    def recording(self, *args, **kwargs):
+        action = add(self, *args, **kwargs)
+        if not action.help and not isinstance(action, argparse._SubParsersAction):
+            bare.append((getattr(self, "prog", "?"), action.dest))
+        return action
+
+    monkeypatch.setattr(argparse._ActionsContainer, "add_argument", recording)
+    for argv in (["model", "tiny"], ["data", "inspect"], ["data", "pack"], ["score"], ["dashboard"], ["demo"]):
+        with pytest.raises(SystemExit):
+            main([*argv, "--help"])
+    assert bare == []

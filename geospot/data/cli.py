@@ -28,12 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     for name, helptext in (("inspect", "count samples, skips by reason, sources, coordinate bounds"),
                            ("pack", "write the samples as geospot-unified WebDataset shards")):
         q = sub.add_parser(name, help=helptext)
-        q.add_argument("spec")
+        q.add_argument("spec", help="a data spec: a folder, a file, hf:<owner/name>, synthetic:n=…; parts joined by ;")
         q.add_argument("--split", default="all", choices=SPLITS, help="split by id hash (default: all)")
         q.add_argument("--limit", type=int, default=None, help="stop after N samples")
-        q.add_argument("--seed", type=int, default=0)
         q.add_argument("--max-side", type=int, default=512, help="longest image side (px), 0 keeps it")
-        q.add_argument("--workers", type=int, default=2)
+        q.add_argument("--workers", type=int, default=2, help="processes decoding and resizing images (default: 2)")
         if name == "inspect":
             q.add_argument("--json", action="store_true", help="print one JSON object")
         else:
@@ -45,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _stream(args):
-    return open_stream(args.spec, args.split, args.seed, repeat=False, shuffle=False,
+    # in order, read once: the seed (a training run's shuffle) plays no part
+    return open_stream(args.spec, args.split, 0, repeat=False, shuffle=False,
                        max_side=args.max_side, workers=args.workers)
 
 
