@@ -142,8 +142,11 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
     def validate(self) -> None:
         validate_run(self)
         require(self, self.group_size >= 2, "group_size", "must be >= 2: GRPO centres rewards within the group")
-        require(self, self.mix_env_type in (None, *ENV_TYPES) and self.mix_env_type != self.env_type,
-                "mix_env_type", f"must be None or one of {', '.join(ENV_TYPES)} other than env_type")
+        require(self, self.mix_env_type in (None, *ENV_TYPES), "mix_env_type",
+                f"is not an env: use one of {', '.join(ENV_TYPES)} (or leave it out: one env)")
+        require(self, self.mix_env_type != self.env_type, "mix_env_type",
+                f"is env_type={self.env_type} already: mix in another env ("
+                f"{', '.join(e for e in ENV_TYPES if e != self.env_type)}) or leave it out")
         require(self, 0 < self.mix_share < 1, "mix_share", "must be in (0, 1): the share of images that mix")
         mixed = registry.mixed_count(self.batch_size, self.mix_env_type, self.mix_share)
         require(self, self.mix_env_type is None or 0 < mixed < self.batch_size, "mix_share",

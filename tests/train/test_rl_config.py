@@ -46,6 +46,11 @@ def test_help_documents_every_key(capsys):
                                                "is not set"),
         (["env_type=single", "mix_env_type=hierarchical", "reasoning=true"],
          "reasoning=True works with env_type=single / telescoping only (mix_env_type=hierarchical is not)"),
+        (["env_type=single", "mix_env_type=single"],
+         "mix_env_type='single' is env_type=single already: mix in another env (telescoping, hierarchical, geohash) "
+         "or leave it out"),
+        (["mix_env_type=telescope"], "mix_env_type='telescope' is not an env: use one of single, telescoping, "
+                                     "hierarchical, geohash (or leave it out: one env)"),
     ],
 )
 def test_bad_config_fails_with_the_key_named(argv, key, capsys):
