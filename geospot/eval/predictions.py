@@ -191,6 +191,8 @@ def training_evals(run_dir: str | os.PathLike) -> list[dict]:
     out: list[dict] = []
     for row in read_jsonl(Path(run_dir) / "metrics.jsonl"):  # torn or damaged lines skipped
         metrics = {k[5:]: (math.nan if v is None else v) for k, v in row.items() if k.startswith("eval/")}
+        if isinstance(metrics.get("n"), float) and metrics["n"].is_integer():
+            metrics["n"] = int(metrics["n"])  # a count (a step's metrics are logged as floats), as summary.json has it
         if metrics:
             out.append({"step": row.get("step"), "metrics": metrics})
     return out

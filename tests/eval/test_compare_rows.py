@@ -50,7 +50,8 @@ def cells(table: str, row: str) -> dict[str, str]:
 
 
 def test_training_run_rows_say_how_their_evals_differ_and_show_inf(tmp_path, capsys):
-    hier = training_run(tmp_path, "q3-hierarchical", {**BASE, **LABELS}, env_type="hierarchical")
+    # (n logged as a float, as a step's metrics may be)
+    hier = training_run(tmp_path, "q3-hierarchical", {**BASE, **LABELS, "n": 16.0}, env_type="hierarchical")
     geo = training_run(tmp_path, "q3-geohash", {**BASE, **TURNS}, env_type="geohash")
     assert cli.eval_main(["--compare", str(hier), str(geo)]) == 0
     table = capsys.readouterr().out.strip()
@@ -71,6 +72,8 @@ def test_training_run_rows_say_how_their_evals_differ_and_show_inf(tmp_path, cap
         "data": "synthetic:n=2000,size=112", "split": "val", "env_type": "hierarchical", "sampling": "greedy"}
     assert js["asked"]["q3-hierarchical/osv"]["data"] == "/data/osv5m"
     assert all(r["mean_km"] is None for r in js["runs"].values())
+    # the images counted are a count in both rows (the training log holds a step's metrics as floats)
+    assert [type(r["n"]) for r in js["runs"].values()] == [int, int]
 
 
 def test_a_logged_null_distance_is_shown_and_ranked_as_inf():
