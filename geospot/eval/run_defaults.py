@@ -42,7 +42,10 @@ def env_defaults(cfg, spec: ModelSpec, given: set[str], skip: tuple[str, ...] = 
     env_type = cfg.env_type if "env_type" in given else spec.env_type
     asked = dataclasses.replace(cfg, env_type=env_type)
     run_values = {k: v for k, v in run_values.items() if k == "env_type" or reads(asked, k)}
-    if env_type in KINDS and KINDS[env_type].prompt_key is not None and hasattr(cfg, "reasoning"):
+    reasons = env_type in KINDS and KINDS[env_type].prompt_key is not None
+    dropped = {} if reasons or not spec.reasoning or not hasattr(cfg, "reasoning") else {
+        "dropped": f"the run's reasoning=true is not taken: {env_type} turns answer without reasoning"}
+    if reasons and hasattr(cfg, "reasoning"):
         run_values["reasoning"] = spec.reasoning
         if (cfg.reasoning if "reasoning" in given else spec.reasoning):  # its budget, where a turn reasons
             run_values["reasoning_max_tokens"] = spec.reasoning_max_tokens
@@ -57,7 +60,7 @@ def env_defaults(cfg, spec: ModelSpec, given: set[str], skip: tuple[str, ...] = 
         # said with the run's values only when the sentence names a key that came from the run
         own = not any(re.search(rf"\b{k}\b", str(e)) for k in taken)
         raise ConfigError(str(e) if own else f"{e} ({took} from the run{where})") from None
-    return out, {"from_run": taken, "overridden": overridden}
+    return out, {"from_run": taken, "overridden": overridden, **dropped}
 
 
 def given_keys(kv: Sequence[str]) -> set[str]:
@@ -107,6 +110,8 @@ def with_run_defaults(cfg, given: set[str] | None = None):
     # that builds its prompts from its keys
     record = {"from_run": taken, "overridden": overridden, "turn_prompts": list(KINDS[cfg.env_type].prompt_texts(spec)),
               "trained_styles": list(spec.trained_styles), "source": "export" if is_export_path(cfg.model) else "run"}
+    if "dropped" in env_record:  # the run reasoned, and the env asked does not
+        record["dropped"] = env_record["dropped"]
     if getattr(cfg, "reasoning", False) and "max_tokens" in given:  # typed, and not what a reasoning turn uses
         record["unused"] = (f"max_tokens is not used with reasoning=true: reasoning_max_tokens="
                             f"{cfg.reasoning_max_tokens} is each turn's budget")
@@ -121,8 +126,9 @@ def describe_defaults(record: dict) -> str:
     line = f"from the {'export (its run, as recorded)' if record.get('source') == 'export' else 'run'}: {took}"
     if record["overridden"]:
         line += "; overridden on the command line: " + ", ".join(f"{k}={v}" for k, v in record["overridden"].items())
-    if record.get("unused"):
-        line += f"; {record['unused']}"
+    for note in ("unused", "dropped"):
+        if record.get(note):
+            line += f"; {record[note]}"
     return line
 
 

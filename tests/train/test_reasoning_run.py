@@ -79,3 +79,7 @@ def test_predict_with_reasoning_shows_the_reasoning(sft_run, tmp_path, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert len(rows) == 2
     assert all(len(r["reasoning_tokens"]) == 1 and 0 <= r["reasoning_tokens"][0] <= 40 for r in rows)
+    # asked as another env, one that does not reason: the run's reasoning is not taken, and that is said
+    assert cli.predict_main([f"model={sft_run}", str(tmp_path), "env_type=geohash", "--json", "device=cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "the run's reasoning=true is not taken: geohash turns answer without reasoning" in err, err
