@@ -8,6 +8,7 @@ existing run costs seconds, not a model load."""
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
@@ -25,6 +26,43 @@ LogDirBehavior = Literal["ask", "resume", "delete", "raise"]
 
 # ---------------------------------------------------------------------------------------
 # Run folder
+
+
+# A run folder's claim: the process that starts or resumes a run holds an exclusive lock on the folder
+# (flock on the directory itself: nothing is written into it) from before it decides resume / delete
+# until the run ends, so a second process started seconds later is refused at once. Before, both
+# resumed -- or one deleted the folder under the other -- because a run says `running` only once its
+# model has loaded. `delete` empties the folder rather than replacing it, so the lock holds through it.
+_CLAIMS: dict[str, int] = {}  # resolved folder -> the lock's file descriptor, this process's
+
+
+def claim_run_folder(log_path: str | os.PathLike) -> Path:
+    """Make `log_path` (if missing) and lock it for this process, or a ConfigError saying another
+    process holds it. Re-entrant: a process claims a folder once (a resume in the same process,
+    the demo's stages)."""
+    path = Path(log_path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"log_path={str(path)!r} is a file, not a folder; pick another log_path")
+    path.mkdir(parents=True, exist_ok=True)
+    key = str(path.resolve())
+    if key in _CLAIMS:
+        return path
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held by another process, now
+        os.close(fd)
+        raise ConfigError(f"log_path={str(path)!r} is being started or trained right now by another process; wait "
+                          "for it to end or stop it (Ctrl-C), or choose another log_path") from None
+    _CLAIMS[key] = fd
+    return path
+
+
+def release_run_folder(log_path: str | os.PathLike) -> None:
+    """Let another process start or resume the run in `log_path` (the run ended here)."""
+    fd = _CLAIMS.pop(str(Path(log_path).resolve()), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor drops its lock
 
 
 def prepare_log_dir(
@@ -55,9 +93,12 @@ def prepare_log_dir(
             behavior = "raise"
     if behavior == "resume":
         return path, True
-    if behavior == "delete":
-        shutil.rmtree(path)
-        path.mkdir(parents=True)
+    if behavior == "delete":  # emptied, not replaced: the claim this process holds is on the folder itself
+        for p in path.iterdir():
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
         return path, False
     if behavior == "raise":
         raise ConfigError(

@@ -41,7 +41,13 @@ from geospot.runs.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from geospot.runs.folder import prepare_log_dir, truncate_jsonl, write_config
+from geospot.runs.folder import (
+    claim_run_folder,
+    prepare_log_dir,
+    release_run_folder,
+    truncate_jsonl,
+    write_config,
+)
 from geospot.runs.loggers import open_run_writer
 from geospot.runs.store import STORE_FILE, RunReader
 from geospot.runs.writer import NullWriter
@@ -350,6 +356,7 @@ def start_run(
             stream.close()
         if not resuming and d.is_main:  # the folder is this start's own (new, or just emptied): a failed start
             shutil.rmtree(log_dir, ignore_errors=True)  # leaves none, nor the folders made to hold it, if empty
+            release_run_folder(log_dir)
             for parent in made:  # (innermost first; another start may have made its own run in runs/ meanwhile)
                 if not parent.is_dir() or any(parent.iterdir()):
                     break
@@ -407,9 +414,14 @@ def _prepare_folder(d: Dist, log_path: str, kind: str, cfg: Any) -> tuple[Path, 
     found: tuple | str = ""
     if d.is_main:
         try:
-            refuse_a_live_run(log_path)
-            log_dir, resuming = prepare_log_dir(log_path, cfg.behavior_if_log_dir_exists)
-            found = (str(log_dir), resuming, check_resume(log_dir, kind, cfg, d.world) if resuming else {})
+            claim_run_folder(log_path)  # held until the run ends (finishing), so a second process is refused now
+            try:
+                refuse_a_live_run(log_path)  # (a writer on another host: its heartbeat)
+                log_dir, resuming = prepare_log_dir(log_path, cfg.behavior_if_log_dir_exists)
+                found = (str(log_dir), resuming, check_resume(log_dir, kind, cfg, d.world) if resuming else {})
+            except ConfigError:
+                release_run_folder(log_path)
+                raise
         except ConfigError as e:
             found = str(e)
     found = d.broadcast(found)
@@ -419,10 +431,11 @@ def _prepare_folder(d: Dist, log_path: str, kind: str, cfg: Any) -> tuple[Path, 
 
 
 @contextlib.contextmanager
-def finishing(writer: Any, stream: Any, close_writer: bool = True):
+def finishing(writer: Any, stream: Any, close_writer: bool = True, folder: Path | None = None):
     """The loop runs inside, `running` meanwhile: the run ends `done`, `stopped` on Ctrl-C,
     or `failed` if anything else escapes (the dashboard shows a crashed run as failed, not as
-    running); the writer and the data stream's worker threads are closed either way."""
+    running); the writer and the data stream's worker threads are closed either way, and the
+    run `folder`'s claim let go (another process may resume it from here on)."""
     writer.set_status("running")
     try:
         yield
@@ -437,3 +450,5 @@ def finishing(writer: Any, stream: Any, close_writer: bool = True):
         if close_writer:
             writer.close()
         stream.close()
+        if folder is not None:
+            release_run_folder(folder)

@@ -357,7 +357,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
     # the batches a resumed run's checkpoint holds sampled ahead of training (async only)
     sampled_ahead = pipeline.restore(read_extra(run.checkpoint, "inflight") or []) if run.checkpoint else []
 
-    with finishing(writer, run.stream, close_writer=run.own_writer), pipeline:
+    with finishing(writer, run.stream, close_writer=run.own_writer, folder=run.log_dir), pipeline:
         if run.held_out and cfg.eval_at_start and run.start_step == 0:
             eval_history[0] = eval_now(run, 0, progress)
             progress.restart()  # the ETA counts training steps, not the baseline eval

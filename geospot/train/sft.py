@@ -251,7 +251,7 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
 
     metrics: dict[str, float] = {}
     steps = run.start_step
-    with finishing(writer, run.stream):
+    with finishing(writer, run.stream, folder=run.log_dir):
         if run.start_step == 0 and cfg.eval_at_start:
             evaluate_now(0)
             progress.restart()  # the ETA counts training steps, not the baseline eval

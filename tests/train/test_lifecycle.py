@@ -166,6 +166,55 @@ def test_a_run_folder_being_trained_is_refused_to_a_second_process(tmp_path):
     refuse_a_live_run(str(tmp_path / "nothing-here"))
 
 
+def test_a_second_process_is_refused_while_the_first_is_still_starting(tmp_path):
+    """The window before a run writes `running` (its model loading: seconds here, minutes for a 3B
+    model): a second start in that folder, resume or delete, is refused at once and touches nothing;
+    the first run's folder claim ends with it."""
+    import subprocess
+    import sys
+
+    from geospot.train.sft import train
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}")  # an earlier run's folder, being resumed by the first process
+    code = ("import sys, time; from geospot.runs.folder import claim_run_folder; claim_run_folder(sys.argv[1]); "
+            "print('up', flush=True); time.sleep(60)")
+    first = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "up"
+        for behavior in ("resume", "delete"):
+            cfg = parse_overrides(SFTConfig, ["model_name=tiny:qwen2_5_vl", "data=synthetic:n=16,size=28",
+                                              f"log_path={run}", f"behavior_if_log_dir_exists={behavior}"])
+            with pytest.raises(ConfigError, match=r"is being started or trained right now by another process; wait "
+                                                  r"for it to end or stop it \(Ctrl-C\), or choose another log_path"):
+                train(cfg)
+            assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json"]  # nothing deleted
+    finally:
+        first.kill()
+        first.wait()
+    # its claim went with it: this process may start over there (and its own second start is no other process)
+    cfg = parse_overrides(SFTConfig, ["model_name=tiny:qwen2_5_vl:tiny", "data=synthetic:n=16,size=28", "lora_rank=0",
+                                      "max_steps=1", "eval_n=0", f"log_path={run}",
+                                      "behavior_if_log_dir_exists=delete"])
+    assert train(cfg).steps == 1
+    assert train(dataclasses.replace(cfg, max_steps=2, behavior_if_log_dir_exists="resume")).steps == 2
+
+
+def test_delete_empties_the_run_folder_and_keeps_its_claim(tmp_path):
+    from geospot.runs.folder import claim_run_folder, prepare_log_dir, release_run_folder
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "3").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    inode = claim_run_folder(run).stat().st_ino
+    try:
+        assert prepare_log_dir(run, "delete") == (run, False)
+        assert list(run.iterdir()) == [] and run.stat().st_ino == inode  # the locked folder itself, emptied
+    finally:
+        release_run_folder(run)
+
+
 @pytest.mark.parametrize("cls", [SFTConfig, RLConfig])
 def test_under_torchrun_the_run_folder_is_named_with_the_engines_resolved_device(cls, monkeypatch):
     """RL's engine keys default to None (= the start run's): the process group is joined with the
