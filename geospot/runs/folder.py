@@ -50,8 +50,10 @@ def claim_run_folder(log_path: str | os.PathLike) -> Path:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # held by another process, now
+    except OSError as e:
         os.close(fd)
+        if not isinstance(e, BlockingIOError):  # a file system without locks: the store's live-writer check remains
+            return path
         raise ConfigError(f"log_path={str(path)!r} is being started or trained right now by another process; wait "
                           "for it to end or stop it (Ctrl-C), or choose another log_path") from None
     _CLAIMS[key] = fd
