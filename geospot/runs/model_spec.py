@@ -9,8 +9,8 @@ Why it matters: a model trained on 112 px images and the telescoping prompts ans
 parseable when asked with the single-turn prompt about a 448 px photo (256 image tokens it never
 saw); one trained on square images only stops after the latitude on a quarter of real 16:9
 photos in its coarse telescoping turn, and parses them all as centre-cropped squares. An RL run
-records only what it changed; what it inherited (answer decimals, image budget) is read from the
-run its `load_checkpoint_path` names, so a chain sft -> rl -> rl resolves.
+records its engine keys resolved (older ones left them null); what it inherited (answer decimals,
+image budget) is read from the run its `load_checkpoint_path` names, so a chain sft -> rl -> rl resolves.
 
 Pure: reads files, loads no model. `state.pt` is memory-mapped, only its small engine config read."""
 

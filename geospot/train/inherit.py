@@ -34,7 +34,7 @@ SFT_ANSWER_KEYS = ("answer_decimals", "telescoping_decimals")
 def inherited_engine_fields(load_checkpoint_path: str | None, _seen: frozenset = frozenset()) -> dict:
     """The engine fields (and the data spec) of the run a local checkpoint came from (its
     config.json): a run continues on what its start was trained on unless told. An RL run
-    records only what it set, so what it inherited is read from its own start run, and so on
+    of an older geospot recorded only what it set, so what it inherited is read from its own start run, and so on
     down the chain (sft -> rl -> rl)."""
     if not load_checkpoint_path or "://" in load_checkpoint_path:
         return {}

@@ -99,10 +99,11 @@ def check_start_weights(engine_config: Any, init_weights: str | None, load_path:
                               f"{key}={saved[key]!r} (or leave it out where the run is inherited)")
 
 
-def open_inputs(cfg: Any) -> tuple[Any, list[Any], Any, str | None]:
-    """(train stream, held-out samples, geocoder, initial weights), or a ConfigError."""
+def open_inputs(cfg: Any, start_weights: bool = True) -> tuple[Any, list[Any], Any, str | None]:
+    """(train stream, held-out samples, geocoder, initial weights), or a ConfigError. `start_weights`
+    False (a resume: its own checkpoint holds the weights) neither needs nor looks for the start run's."""
     # the checks that read no data first: a mistyped model costs no data scan
-    init_weights = initial_weights(cfg.load_checkpoint_path)
+    init_weights = initial_weights(cfg.load_checkpoint_path) if start_weights else None
     check_start(getattr(cfg, "engine", None), getattr(cfg, "model_name", None), cfg.load_checkpoint_path)
     if cfg.wandb_project and importlib.util.find_spec("wandb") is None:
         raise ConfigError(

@@ -306,7 +306,8 @@ def start_run(
     rank_death.watch(d, log_dir)  # a rank that dies: one sentence from rank 0 (train/rank_death.py)
     stream = own_writer = None
     try:
-        stream, held_out, geocoder, init_weights = open_inputs(cfg)
+        # a resume's weights are its checkpoint's: the start run's are read only as the KL reference
+        stream, held_out, geocoder, init_weights = open_inputs(cfg, start_weights=not resuming or set_reference)
         check_start_weights(engine_config, init_weights, cfg.load_checkpoint_path)
         if not resuming and d.is_main:
             # started_in: the folder the config's relative paths (data, weights) are read from;

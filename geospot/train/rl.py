@@ -24,9 +24,9 @@ from typing import Literal
 import numpy as np
 
 from geospot import distributed
-from geospot.config import option, require
+from geospot.config import ConfigError, option, require
 from geospot.distributed import Dist
-from geospot.engines.config import EngineConfig, engine_keys
+from geospot.engines.config import ENGINE_KEYS, EngineConfig, engine_keys
 from geospot.engines.start_checks import random_tiny
 from geospot.engines.types import AdamParams, SampleParams
 from geospot.envs import registry
@@ -301,10 +301,18 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
     """Train; the result's metrics are the last step's (with the last eval's under `eval/`).
     `clock` measures `max_seconds` (a benchmark on a shared machine passes time.process_time)."""
     # Everything that can fail cheaply fails before the model loads (train/lifecycle.py).
-    inherited = inherited_engine_fields(cfg.load_checkpoint_path)
+    # the keys left unset are the start run's
+    unset = [k for k in ENGINE_KEYS if getattr(cfg, k) is None]
+    try:
+        inherited = inherited_engine_fields(cfg.load_checkpoint_path)
+    except ConfigError:  # the start run is gone (pruned, deleted): fine for a resume, whose config.json holds
+        if cfg.model_name is None or cfg.data is None:  # the keys resolved and its checkpoint the weights
+            raise  # (a fresh run is refused by its missing start weights before the model loads)
+        inherited = {}
     if cfg.data is None:
         cfg = dataclasses.replace(cfg, data=inherited.get("data", DEFAULT_DATA))
     engine_config = cfg.engine_config(inherited)
+    cfg = dataclasses.replace(cfg, **{k: getattr(engine_config, k) for k in unset})  # config.json: what it trains
     log_path = run_folder_name(cfg, "rl", engine_config.model_name, engine_config)
     run = start_run(cfg, "rl", log_path, engine_config, writer=writer, set_reference=cfg.kl_coef > 0, clock=clock)
     engine, writer, budget, d = run.engine, run.writer, run.budget, run.dist

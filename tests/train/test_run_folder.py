@@ -387,3 +387,30 @@ def test_both_loops_return_their_held_out_evals_by_step_across_a_resume(tmp_path
         again = run(cfg(log, max_steps=2, **kw))
         assert sorted(again.eval_history) == [0, 1, 2], kind
         assert again.eval_history[1] == first.eval_history[1] and "median_km" in again.eval_history[2], kind
+
+
+def test_an_rl_run_resumes_after_its_start_run_is_gone(tmp_path, capsys):
+    """RL from an SFT checkpoint that is later pruned (the SFT run went on) or deleted: the RL run's
+    own checkpoint holds its weights and its config.json its resolved engine keys, so it resumes."""
+    import shutil
+
+    from geospot.train.rl import main as rl_main
+
+    sft = tmp_path / "sft"
+    train(sft_cfg(sft, max_steps=2, save_every=1))
+    rl = tmp_path / "rl"
+    argv = [f"load_checkpoint_path={sft / 'checkpoints' / '1'}", f"log_path={rl}", "eval_n=0", "batch_size=2",
+            "group_size=2", "max_tokens=12", "log_images_every=0", "behavior_if_log_dir_exists=resume"]
+    assert rl_main([*argv, "max_steps=1"]) == 0
+    saved = json.loads((rl / "config.json").read_text())["config"]
+    assert (saved["model_name"], saved["lora_rank"], saved["data"]) == (MODEL["model_name"], 0, DATA)
+    shutil.rmtree(sft)
+    capsys.readouterr()
+    assert rl_main([*argv, "max_steps=2"]) == 0, capsys.readouterr().err
+    assert latest_checkpoint(rl).name == "2"
+    # an SFT run continuing another's weights, the same
+    first, second = tmp_path / "sft-a", tmp_path / "sft-b"
+    train(sft_cfg(first, max_steps=1))
+    train(sft_cfg(second, max_steps=1, load_checkpoint_path=str(first)))
+    shutil.rmtree(first)
+    assert train(sft_cfg(second, max_steps=2, load_checkpoint_path=str(first))).steps == 2
