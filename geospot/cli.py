@@ -50,12 +50,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"geospot: unknown command {name!r}.{hint} Run `geospot --help` for the list.", file=sys.stderr)
         return 2
     module, func, _ = COMMANDS[name]
-    fn = getattr(importlib.import_module(module), func)
     try:
-        code = int(fn(rest) or 0)
+        code = int(getattr(importlib.import_module(module), func)(rest) or 0)
     except BrokenPipeError:  # `geospot rl --help | head`: the reader left, nothing is wrong
         sys.stderr.close()
         return 0
+    except KeyboardInterrupt as e:  # a command that says nothing of its own (sft / rl / eval / predict do)
+        print(str(e) or f"geospot {name}: stopped (Ctrl-C)", file=sys.stderr)
+        code = 130
     if code in (130, 143):  # stopped by Ctrl-C / SIGTERM, its message printed: leave now. A Ctrl-C inside
         sys.stdout.flush()  # transformers' model load left its loader thread pool waiting, and the interpreter's
         sys.stderr.flush()  # exit then waited on it for ever (seen once in a walk); the run's files are closed

@@ -354,43 +354,50 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
     label_geocoder = geocoder_for(cfg.data, cfg.geocoder) if env_kind(cfg.env_type).needs_labels(cfg) else None
     # Stream the data in chunks instead of loading it: only a chunk of images is in memory.
     # square=true (a run trained on square images only): the stream centre-crops, as training's did
-    with open_stream(cfg.data, split, repeat=False, shuffle=False, force={"square": True} if cfg.square else None
-                     ) as stream:
-        for chunk in _chunks(islice(stream, cfg.n), cfg.batch_size * 4):
-            bar.show()
-            order += [str(x.id) for x in chunk]
-            todo = [x for x in chunk if done_truth.get(str(x.id)) != (x.lat, x.lon)]
-            relabelled += sum(str(x.id) in done_truth for x in todo)
-            if not todo:
-                continue
-            if engine is None:
-                from geospot.eval.loading import load_model
+    try:  # a Ctrl-C keeps what was answered (predictions.csv, flushed per batch): said, not a traceback
+        with open_stream(cfg.data, split, repeat=False, shuffle=False, force={"square": True} if cfg.square else None
+                         ) as stream:
+            for chunk in _chunks(islice(stream, cfg.n), cfg.batch_size * 4):
+                bar.show()
+                order += [str(x.id) for x in chunk]
+                todo = [x for x in chunk if done_truth.get(str(x.id)) != (x.lat, x.lon)]
+                relabelled += sum(str(x.id) in done_truth for x in todo)
+                if not todo:
+                    continue
+                if engine is None:
+                    from geospot.eval.loading import load_model
 
-                engine = load_model(cfg.model, **engine_overrides(cfg)).engine
-                if done:
-                    print(f"resuming: {_count(len(done), 'image')} already in {pred_path}", file=sys.stderr)
+                    engine = load_model(cfg.model, **engine_overrides(cfg)).engine
+                    if done:
+                        print(f"resuming: {_count(len(done), 'image')} already in {pred_path}", file=sys.stderr)
 
-            def finished(preds):
-                if not pred_path.exists():  # the folder is made with its first answers: a failed start leaves none
-                    out.mkdir(parents=True, exist_ok=True)
-                    (out / "config.json").write_text(json.dumps({"kind": "eval", "config": asdict(cfg), "resume":
-                                                                 resume_cfg, "run_defaults": run_defaults}, indent=1)
-                                                     + "\n")
-                io.append_predictions(pred_path, preds)
-                bar.update(len(preds))
+                def finished(preds):
+                    if not pred_path.exists():  # the folder is made with its first answers: a failed start leaves none
+                        out.mkdir(parents=True, exist_ok=True)
+                        record = {"kind": "eval", "config": asdict(cfg), "resume": resume_cfg,
+                                  "run_defaults": run_defaults}
+                        (out / "config.json").write_text(json.dumps(record, indent=1) + "\n")
+                    io.append_predictions(pred_path, preds)
+                    bar.update(len(preds))
 
-            t0 = time.perf_counter()
-            budget = cfg.turn_max_tokens(cfg.max_tokens)  # reasoning=true: reasoning_max_tokens
-            predict(engine, todo, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=budget,
-                    sampling=sampling_for(cfg.samples, cfg.temperature, budget), on_batch=finished,
-                    env_options=cfg, label_geocoder=label_geocoder, turns=turns)
-            busy_s += time.perf_counter() - t0
-            evaluated += len(todo)
-        skipped = dict(stream.skipped)
+                t0 = time.perf_counter()
+                budget = cfg.turn_max_tokens(cfg.max_tokens)  # reasoning=true: reasoning_max_tokens
+                predict(engine, todo, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=budget,
+                        sampling=sampling_for(cfg.samples, cfg.temperature, budget), on_batch=finished,
+                        env_options=cfg, label_geocoder=label_geocoder, turns=turns)
+                busy_s += time.perf_counter() - t0
+                evaluated += len(todo)
+            skipped = dict(stream.skipped)
+    except KeyboardInterrupt:
+        bar.close()
+        kept = len(io.read_predictions(pred_path)) if pred_path.exists() else 0
+        where = (f"the answers for {_count(kept, 'image')} are kept in {pred_path}: the same command goes on from "
+                 "there" if kept else "no answer was kept")
+        raise KeyboardInterrupt(f"geospot eval: stopped (Ctrl-C); {where}") from None
     bar.close()
     if not order:
         why = f" ({skip_reasons(skipped)})" if skipped else ""
-        if split == "heldout":  # the run's own data, too small to have held any image out
+        if split == "heldout" and cfg.split == "auto":  # the run's own data, too small to have held any image out
             raise ConfigError(f"data={cfg.data}: the run trained on it and held none of its images out (val_frac "
                               "and test_frac of its ids, 5 % each by default); evaluate other data, or pass "
                               "split=all to score the images it trained on")

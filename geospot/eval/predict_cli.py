@@ -234,23 +234,30 @@ def predict_main(argv: list[str], engine=None) -> int:
     # from the first batch on.
     rows = []
     table = _CsvRows(values.get("--csv"))
-    for start in range(0, len(paths), cfg.batch_size):
-        chunk = paths[start:start + cfg.batch_size]
-        samples, skipped = load_images(chunk, square=cfg.square)
-        for s in skipped:
-            print(f"skipped image: {s}", file=sys.stderr)
-        if not samples:
-            continue
-        preds = predict(engine, samples, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=budget,
-                        sampling=sampling_for(cfg.samples, cfg.temperature, budget), env_options=cfg,
-                        label_geocoder=_no_labels, turns=tuple(run_defaults["turn_prompts"]) if run_defaults else None)
-        # a phone's photos say where they were taken (EXIF GPS): each answer's distance from it
-        batch = _rows(preds, {str(p): gps_of(str(p)) for p in chunk})
-        shows_turns = turn_guesses(cfg.env_type, cfg)
-        for r in batch:
-            print(json.dumps(finite_json(r)) if "--json" in flags else _predict_line(r, shows_turns), flush=True)
-        table.write(batch)
-        rows += batch
+    turns = tuple(run_defaults["turn_prompts"]) if run_defaults else None  # a run's own prompts
+    try:  # a Ctrl-C keeps the rows answered (printed, and in --csv): said, not a traceback
+        for start in range(0, len(paths), cfg.batch_size):
+            chunk = paths[start:start + cfg.batch_size]
+            samples, skipped = load_images(chunk, square=cfg.square)
+            for s in skipped:
+                print(f"skipped image: {s}", file=sys.stderr)
+            if not samples:
+                continue
+            preds = predict(engine, samples, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=budget,
+                            sampling=sampling_for(cfg.samples, cfg.temperature, budget), env_options=cfg,
+                            label_geocoder=_no_labels, turns=turns)
+            # a phone's photos say where they were taken (EXIF GPS): each answer's distance from it
+            batch = _rows(preds, {str(p): gps_of(str(p)) for p in chunk})
+            shows_turns = turn_guesses(cfg.env_type, cfg)
+            for r in batch:
+                print(json.dumps(finite_json(r)) if "--json" in flags else _predict_line(r, shows_turns), flush=True)
+            table.write(batch)
+            rows += batch
+    except KeyboardInterrupt:
+        table.close()
+        print(f"geospot predict: stopped (Ctrl-C) after {len(rows)} of {len(paths)} photos"
+              + (f"; their rows are in {values['--csv']}" if "--csv" in values and rows else ""), file=sys.stderr)
+        return 130
     table.close()
     if not rows:
         print("geospot predict: none of the images could be read", file=sys.stderr)

@@ -64,6 +64,12 @@ def stop_signals(command: str) -> Callable[[], None]:
     return restore
 
 
+def _ignore_stops() -> None:
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def stop_between_steps() -> Iterator[None]:
     """Around a loop's steps: a first Ctrl-C / SIGTERM is kept for the step's end (stop_asked)."""
@@ -124,6 +130,7 @@ def run_command(command: str, config_cls: type, title: str, argv: Sequence[str] 
     except KeyboardInterrupt as e:
         if distributed.under_torchrun():
             raise  # rank_death's SIGTERM handler speaks for the job
+        _ignore_stops()  # a second Ctrl-C landing while it says so and restores the handlers: no traceback
         sigterm = isinstance(e, Terminated)
         print(stopped_line(command, log_path, "SIGTERM" if sigterm else "Ctrl-C"), file=sys.stderr)
         return TERMINATED if sigterm else STOPPED

@@ -89,6 +89,31 @@ def test_interrupted_eval_resumes_without_recomputing(tmp_path):
     assert idle.calls == 0
 
 
+class CtrlC(ScriptedEngine):
+    """Ctrl-C while the third batch is answered."""
+
+    def sample(self, prompts, k, params):
+        if self.calls == 2:
+            raise KeyboardInterrupt
+        return super().sample(prompts, k, params)
+
+
+def test_a_ctrl_c_in_eval_or_predict_says_what_was_kept(tmp_path, capsys):
+    """The answers so far are kept (eval: predictions.csv, resumed by the same command; predict: the
+    lines printed and --csv): said in one line, not a traceback."""
+    pred = tmp_path / "run" / "predictions.csv"
+    with pytest.raises(KeyboardInterrupt, match=rf"^geospot eval: stopped \(Ctrl-C\); the answers for 4 images are "
+                                                rf"kept in {pred}: the same command goes on from there$"):
+        cli.run_eval(cfg(tmp_path), engine=CtrlC(by_pixels))
+    assert len(io.read_predictions(pred)) == 4
+    out = tmp_path / "rows.csv"
+    assert cli.predict_main(["model=fake", str(OSV / "unlabeled"), "batch_size=5", "--csv", str(out)],
+                            engine=CtrlC(by_pixels)) == 130
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 10 and len(out.read_text().splitlines()) == 1 + 10
+    assert captured.err.endswith(f"geospot predict: stopped (Ctrl-C) after 10 of 12 photos; their rows are in {out}\n")
+
+
 def test_eval_main_prints_table_and_json(tmp_path, capsys, monkeypatch):
     import geospot.eval.loading as loading
 
@@ -340,6 +365,11 @@ def test_a_run_evaluated_on_its_own_training_data_is_scored_on_the_images_it_hel
         "model_name": "tiny:qwen2_5_vl:tiny", "data": "photos,val_frac=0,test_frac=0"}}))
     assert cli.eval_main([f"model={run}", f"data={proj}/photos,val_frac=0,test_frac=0", "geocoder=none"]) == 2
     assert "the run trained on it and held none of its images out" in capsys.readouterr().err
+    # split=heldout typed for data the run never saw: no word of having trained on it
+    assert cli.eval_main([f"model={run}", f"data={OSV},val_frac=0,test_frac=0", "split=heldout",
+                          "geocoder=none"]) == 2
+    err = capsys.readouterr().err
+    assert "trained on it" not in err and "split=heldout holds no usable samples" in err, err
     summary, err = evaluate(str(OSV))  # other data: scored whole, without a word
     assert summary["split"] == "all" and summary["metrics"]["n"] == 8 and "trained" not in err
 
