@@ -33,21 +33,22 @@ def check_start(engine: str | None, model_name: str | None, load_checkpoint_path
         model_problem(model_name, env)
 
 
-def model_problem(name: str, env: dict[str, str] | os._Environ) -> None:
-    """ConfigError unless `name` is tiny:…, a local folder, or a hub repo we can get."""
+def model_problem(name: str, env: dict[str, str] | os._Environ, key: str = "model_name") -> None:
+    """ConfigError unless `name` is tiny:…, a local folder, or a hub repo we can get; the sentence
+    names it as `key` (eval / predict call it model=)."""
     if name.startswith("tiny:"):  # built offline in seconds: only its family and size can be wrong
         from geospot.models.tiny import FAMILIES, SIZES
 
         family, _, size = name[len("tiny:"):].partition(":")
         if family not in FAMILIES or (size and size not in SIZES):
-            raise ConfigError(f"model_name={name!r}: the tiny offline models are tiny:<{'|'.join(FAMILIES)}>"
+            raise ConfigError(f"{key}={name!r}: the tiny offline models are tiny:<{'|'.join(FAMILIES)}>"
                               f"[:<{'|'.join(SIZES)}>], e.g. tiny:qwen2_5_vl")
         return
     path = os.path.expanduser(name)
     if os.path.isdir(path):
         return
     if os.path.exists(path) or name.startswith(("/", "./", "../", "~")) or name.count("/") != 1:
-        raise ConfigError(f"model_name={name!r} is not a model folder (no such folder) nor a hub id like "
+        raise ConfigError(f"{key}={name!r} is not a model folder (no such folder) nor a hub id like "
                           "owner/name; pass a folder holding config.json, a hub id, or tiny:qwen2_5_vl offline")
     # lazy: huggingface_hub is only needed for hub models
     from huggingface_hub import try_to_load_from_cache
@@ -56,23 +57,23 @@ def model_problem(name: str, env: dict[str, str] | os._Environ) -> None:
     try:
         cached = try_to_load_from_cache(name, "config.json")
     except HFValidationError:
-        raise ConfigError(f"model_name={name!r} is not a valid hub id (owner/name) nor a local folder") from None
+        raise ConfigError(f"{key}={name!r} is not a valid hub id (owner/name) nor a local folder") from None
     if isinstance(cached, str):
         return
     if env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        raise ConfigError(f"model_name={name!r} is neither a local folder nor in the Hugging Face cache, and "
+        raise ConfigError(f"{key}={name!r} is neither a local folder nor in the Hugging Face cache, and "
                           "HF_HUB_OFFLINE is set; unset it to download the model, pass a local folder, or use "
-                          "model_name=tiny:qwen2_5_vl offline")
+                          f"{key}=tiny:qwen2_5_vl offline")
     from huggingface_hub import HfApi
 
     try:
         HfApi().model_info(name, timeout=30)
     except (RepositoryNotFoundError, GatedRepoError) as e:
-        raise ConfigError(f"model_name={name!r} is neither a local folder nor a model on the hub you can read "
+        raise ConfigError(f"{key}={name!r} is neither a local folder nor a model on the hub you can read "
                           f"({type(e).__name__}); check the spelling, or set HF_TOKEN for a private or gated "
                           "model") from None
     except Exception as e:  # noqa: BLE001 -- any network failure: say so in one sentence
-        raise ConfigError(f"model_name={name!r} is not a local folder and the Hugging Face hub could not be "
+        raise ConfigError(f"{key}={name!r} is not a local folder and the Hugging Face hub could not be "
                           f"reached ({type(e).__name__}); check the network, or pass a local folder") from None
 
 

@@ -322,12 +322,12 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
     from geospot.data.spec import parse_spec
 
     parse_spec(cfg.data)  # a bad spec fails here, before any folder is made
-    if engine is None:  # and a model folder that holds no model, before the progress bar and the data
-        from geospot.eval.loading import engine_config_for
-
-        engine_config_for(cfg.model, **engine_overrides(cfg))
     cfg, run_defaults = with_run_defaults(cfg, given)
     cfg.validate()  # the keys typed with the run's values of the rest
+    if engine is None:  # and a model that cannot be served, before the progress bar and the data
+        from geospot.eval.loading import check_model
+
+        check_model(cfg.model, **engine_overrides(cfg))
     if run_defaults:
         print(describe_defaults(run_defaults), file=sys.stderr)
     if note := oracle_note(cfg):  # whatever the model: a run's, an export's or a hub id

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import torch
 from geospot.config import ConfigError
 from geospot.engines import make_engine
 from geospot.engines.config import EngineConfig
+from geospot.engines.start_checks import model_problem
 from geospot.runs.checkpoint import read_checkpoint, resolve_checkpoint
 from geospot.runs.folder import read_config
 from geospot.runs.model_spec import export_spec, is_export_path
@@ -159,6 +161,15 @@ def engine_config_for(model: str, base_model: str | None = None, **overrides: An
                           "give a run folder, one of its checkpoints/<step>, an export or a HF model folder")
     # a base model is only sampled: no LoRA wrapper (rank 0 adds nothing until a train step)
     return EngineConfig(model_name=model, engine="local", **{"lora_rank": 0, **overrides}), {}
+
+
+def check_model(model: str, base_model: str | None = None, **overrides: Any) -> None:
+    """A ConfigError, before any data is read or model loaded, for a model that cannot be served: what
+    engine_config_for refuses (a folder without a model, a run without a checkpoint) and, for a name
+    (a hub id, tiny:…), what training's start check says (a tiny typo, a hub id offline)."""
+    cfg, meta = engine_config_for(model, base_model, **overrides)
+    if cfg.engine == "local" and not meta and cfg.model_name == model:
+        model_problem(model, os.environ, key="model")
 
 
 def load_model(model: str, base_model: str | None = None, **overrides: Any) -> LoadedModel:

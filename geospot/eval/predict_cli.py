@@ -222,8 +222,9 @@ def predict_main(argv: list[str], engine=None) -> int:
         if not paths:
             raise ConfigError("none of the images could be read")
         if engine is None:
-            from geospot.eval.loading import load_model
+            from geospot.eval.loading import check_model, load_model
 
+            check_model(cfg.model, **engine_overrides(cfg))  # a tiny typo, a hub id offline: one sentence
             engine = load_model(cfg.model, **engine_overrides(cfg)).engine
     except (ConfigError, FileNotFoundError) as e:
         print(f"geospot predict: {e}", file=sys.stderr)

@@ -119,6 +119,7 @@ def test_eval_main_prints_table_and_json(tmp_path, capsys, monkeypatch):
 
     monkeypatch.chdir(tmp_path)  # default run folders land under ./runs
     monkeypatch.setattr(loading, "load_model", lambda model, **kw: LoadedModel(ScriptedEngine(by_pixels), model, model))
+    monkeypatch.setattr(loading, "check_model", lambda model, **kw: None)  # "x" stands for a model that loads
     out = str(tmp_path / "a")
     assert cli.eval_main(["model=x", f"data={OSV}", f"out={out}", "greedy", "geocoder=none", "n=3"]) == 0
     text = capsys.readouterr().out
@@ -501,3 +502,18 @@ def test_synthetic_data_says_its_test_split_is_what_is_scored(tmp_path, capsys):
     cli.run_eval(cfg(tmp_path, data="synthetic:n=64,size=56,seed=0", geocoder="none", split="all",
                      out=str(tmp_path / "all")), engine=ScriptedEngine(by_pixels))
     assert "split=auto" not in capsys.readouterr().err  # asked for by name: nothing to explain
+
+
+@pytest.mark.parametrize("model, said", [
+    ("tiny:qwen2_5_vll", "model='tiny:qwen2_5_vll': the tiny offline models are tiny:<qwen2_vl|qwen2_5_vl|qwen3_vl>"),
+    ("Qwen/Not-In-The-Cache", "model='Qwen/Not-In-The-Cache' is neither a local folder nor in the Hugging Face "
+                              "cache, and HF_HUB_OFFLINE is set"),
+])
+def test_a_model_that_cannot_load_is_one_sentence_before_the_data(model, said, tmp_path, capsys, monkeypatch):
+    """eval and predict name a mistyped tiny model or a hub id offline as sft does, before any data is
+    read (they printed a traceback, or the hub library's own words cut off mid-word)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert cli.eval_main([f"model={model}", f"data={OSV}", f"out={tmp_path / 'e'}"]) == 2
+    assert cli.predict_main([f"model={model}", str(OSV / "unlabeled")]) == 2
+    err = capsys.readouterr().err
+    assert err.count(said) == 2 and "Traceback" not in err and not (tmp_path / "e").exists()
