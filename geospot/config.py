@@ -99,6 +99,9 @@ def parse_overrides(cls: type[T], argv: Sequence[str], base: T | None = None, va
         key = key.strip().lstrip("-").replace("-", "_")
         if key in getattr(cls, "NOT_READ", {}):  # inherited, never read by this command (and not in its --help)
             raise ConfigError(f"{key}={raw} is {cls.NOT_READ[key]}; leave it out")
+        if key not in tps and key in getattr(cls, "KEY_ALIASES", {}):  # another command's name for a key here
+            raise ConfigError(f"unknown config key {key!r} for {cls.__name__}: here it is {cls.KEY_ALIASES[key]} "
+                              f"({cls.KEY_ALIASES[key]}={raw})")
         if key not in tps:
             close = difflib.get_close_matches(key, [k for k in tps if k not in getattr(cls, "NOT_READ", {})], n=1)
             hint = f"; did you mean {close[0]!r}?" if close else "; run with --help for the keys"

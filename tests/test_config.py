@@ -101,3 +101,18 @@ def test_every_config_key_has_a_help_of_at_most_200_characters():
                 long += [f"{obj.__name__}.{f.name} ({len(f.metadata['help'])})" for f in dataclasses.fields(obj)
                          if len(f.metadata.get("help", "")) > 200]
     assert not long, long
+
+
+def test_another_commands_name_for_a_key_is_pointed_at_this_ones():
+    """sft says prompt_style where rl / eval / predict say env_type: a close-match guess sent
+    `geospot rl prompt_style=single` to `prompt` (the prompt's text, which then trained on 'single')."""
+    from geospot.eval.cli_config import EvalConfig, PredictConfig
+    from geospot.train.rl import RLConfig
+    from geospot.train.sft import SFTConfig
+
+    for cls in (RLConfig, EvalConfig, PredictConfig):
+        with pytest.raises(ConfigError, match=rf"^unknown config key 'prompt_style' for {cls.__name__}: here it is "
+                                              r"env_type \(env_type=single\)$"):
+            parse_overrides(cls, ["prompt_style=single"])
+    with pytest.raises(ConfigError, match=r"here it is prompt_style \(prompt_style=telescoping\)$"):
+        parse_overrides(SFTConfig, ["env_type=telescoping"])

@@ -27,8 +27,8 @@ def check_start(engine: str | None, model_name: str | None, load_checkpoint_path
     if engine in ("local", None) and load_checkpoint_path and load_checkpoint_path.startswith("tinker://"):
         which = "engine=local" if engine == "local" else "the local engine (the default)"
         raise ConfigError(f"load_checkpoint_path={load_checkpoint_path!r} is weights saved on the Tinker service, "
-                          f"which {which} cannot load; add engine=tinker (and model_name=<its base model>), or "
-                          "download them with `geospot export` and pass the folder")
+                          f"which {which} cannot load; add engine=tinker (and model_name=<its base model>) to train on "
+                          "the service from them")
     if engine == "local" and model_name:
         model_problem(model_name, env)
 

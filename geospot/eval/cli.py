@@ -169,9 +169,9 @@ def eval_main(argv: list[str]) -> int:
     if any(a in ("-h", "--help", "help") for a in argv):
         print(EVAL_HELP + "\n" + help_text(EvalConfig))
         return 0
-    kv, flags, _, pos = split_args(argv, {"--json", "--compare", "greedy", "--greedy"})
-    as_json = "--json" in flags
+    as_json = "--json" in argv
     try:
+        kv, flags, _, pos = split_args(argv, {"--json", "--compare", "greedy", "--greedy"})
         if "--compare" in flags:
             if kv or len(pos) < 1:
                 raise ConfigError("usage: geospot eval --compare RUN_DIR [RUN_DIR ...] [--json]")

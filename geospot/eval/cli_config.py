@@ -3,6 +3,7 @@ the shared settings, declared and validated once) and the argv splitting both co
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ class SamplingConfig(EnvOptions):
     model: str = option("", "hub id, local HF folder, `tiny:<family>[:<size>]`, a training run or checkpoint folder, "
                             "or tinker://…")
     NOT_READ: ClassVar[dict[str, str]] = REWARD_ONLY  # an eval scores distances: no reward key is read
+    KEY_ALIASES: ClassVar[dict[str, str]] = {"prompt_style": "env_type"}  # (sft calls it prompt_style)
     base_model: str | None = option(None, "for model=tinker://… only: the hub id that checkpoint was trained from")
     env_type: Literal[ENV_TYPES] = option(  # one list of envs: envs/kinds.py's
         "single",
@@ -115,12 +117,16 @@ def split_args(argv: Sequence[str], flags: set[str], valued_flags: set[str] = fr
             try:
                 values[a] = next(it)
             except StopIteration:
-                raise ConfigError(f"{a} needs a value (e.g. {a} out.html)") from None
+                example = {"--map": "map.html", "--csv": "predictions.csv"}.get(a, "out")
+                raise ConfigError(f"{a} needs a value (e.g. {a} {example})") from None
         elif a.startswith("--") and "=" in a and a.split("=", 1)[0] in valued_flags:
             k, v = a.split("=", 1)
             values[k] = v
         elif "=" in a and not a.startswith("/") and re.match(r"^-*[A-Za-z_][\w-]*=", a):
             kv.append(a)
+        elif a.startswith("--") and not os.path.exists(a):  # a mistyped option, not a photo named --x
+            known = ", ".join(sorted(f for f in (*flags, *valued_flags) if f.startswith("--")))
+            raise ConfigError(f"unknown option {a} (the options: {known}; --help lists the keys)")
         else:
             pos.append(a)
     return kv, seen, values, pos

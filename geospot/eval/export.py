@@ -146,7 +146,7 @@ def export_run(cfg: ExportConfig) -> tuple[Path, str, Path]:
     from geospot.runs.model_spec import EXPORT_RECORD, engine_state_config, export_record, is_run_path, model_spec
 
     if not cfg.checkpoint or not cfg.out:
-        raise ConfigError("checkpoint= and out= are required, e.g. `geospot export checkpoint=runs/sft out=export/`")
+        raise ConfigError("checkpoint= and out= are required, e.g. `geospot export checkpoint=runs/sft out=export/sft`")
     if not is_run_path(cfg.checkpoint):
         raise ConfigError(f"checkpoint={cfg.checkpoint} is not a training run or checkpoint folder")
     check_out_folder(cfg.out)

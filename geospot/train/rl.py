@@ -19,7 +19,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -69,6 +69,7 @@ DEFAULT_DATA = "hf:sdan/geospot-unified"
 # (engines/config.py: engine_keys, the same way SFTConfig takes them).
 @dataclass(frozen=True)
 class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*/geohash_*/mixed_*: envs/config.py
+    KEY_ALIASES: ClassVar[dict[str, str]] = {"prompt_style": "env_type"}  # (sft calls it prompt_style)
     env_type: Literal[ENV_TYPES] = option(  # one list of envs: envs/kinds.py's
         "single", f"the env each episode plays: {ENV_HELP}")
     mix_env_type: str | None = option(

@@ -40,6 +40,17 @@ def test_predict_bad_value_is_a_clean_error_like_eval(tmp_path, capsys, bad, wor
     assert err.startswith("geospot eval:") and word in err
 
 
+def test_a_mistyped_option_or_one_without_its_value_is_said_with_the_options(tmp_path, capsys):
+    """`--jsn` was taken for a photo ("no such image or folder"); `--csv` at the end suggested out.html."""
+    assert cli.predict_main(["model=x", str(tmp_path), "--jsn"]) == 2
+    assert capsys.readouterr().err == ("geospot predict: unknown option --jsn (the options: --csv, --json, --map; "
+                                       "--help lists the keys)\n")
+    assert cli.eval_main(["--compare", str(tmp_path), "--jsn"]) == 2
+    assert "unknown option --jsn (the options: --compare, --greedy, --json;" in capsys.readouterr().err
+    assert cli.predict_main(["model=x", str(tmp_path), "--csv"]) == 2
+    assert "--csv needs a value (e.g. --csv predictions.csv)" in capsys.readouterr().err
+
+
 def test_predict_json_writes_null_for_an_unparsed_answer(tmp_path, capsys):
     engine = ScriptedEngine(lambda image, text, turn, j: "no idea")
     assert cli.predict_main(["model=fake", str(_image(tmp_path)), "--json"], engine=engine) == 0
