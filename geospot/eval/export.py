@@ -148,7 +148,10 @@ def export_run(cfg: ExportConfig) -> tuple[Path, str, Path]:
     if not cfg.checkpoint or not cfg.out:
         raise ConfigError("checkpoint= and out= are required, e.g. `geospot export checkpoint=runs/sft out=export/sft`")
     if not is_run_path(cfg.checkpoint):
-        raise ConfigError(f"checkpoint={cfg.checkpoint} is not a training run or checkpoint folder")
+        from geospot.eval.loading import run_without_weights
+
+        raise ConfigError(run_without_weights(cfg.checkpoint, key="checkpoint")
+                          or f"checkpoint={cfg.checkpoint} is not a training run or checkpoint folder")
     check_out_folder(cfg.out)
     spec = model_spec(cfg.checkpoint)
     kind = ("merged" if cfg.merged else "adapter") if spec.adapter else "full"

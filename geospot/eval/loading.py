@@ -92,6 +92,14 @@ def _is_run_without_checkpoint(folder: Path) -> bool:
     return isinstance(record, dict) and record.get("kind") in ("sft", "rl") and "config" in record
 
 
+def run_without_weights(path: str, key: str = "model") -> str | None:
+    """The sentence for a training run folder stopped before its first checkpoint; None for anything else."""
+    if is_checkpoint_path(path) or not _is_run_without_checkpoint(Path(path)):
+        return None
+    return (f"{key}={path}: this training run stopped before its first checkpoint, so it holds no weights; train it "
+            "again (behavior_if_log_dir_exists=delete), with a smaller save_every if it was stopped early")
+
+
 def is_checkpoint_path(model: str) -> bool:
     p = Path(model)
     return p.is_dir() and ((p / "state.json").exists() or (p / "checkpoints").is_dir())
@@ -125,10 +133,8 @@ def engine_config_for(model: str, base_model: str | None = None, **overrides: An
     if (Path(model) / "adapter_config.json").is_file() and not (Path(model) / "config.json").is_file():
         raise ConfigError(f"model={model}: a PEFT adapter without geospot's record ({model}/geospot.json); pass the "
                           "run folder it was trained in, or a merged export (geospot export ... merged=true)")
-    if not is_checkpoint_path(model) and _is_run_without_checkpoint(Path(model)):
-        raise ConfigError(f"model={model}: this training run stopped before its first checkpoint, so it holds no "
-                          "weights; train it again (behavior_if_log_dir_exists=delete), with a smaller save_every "
-                          "if it was stopped early")
+    if why := run_without_weights(model):
+        raise ConfigError(why)
     if is_checkpoint_path(model):
         ckpt = resolve_checkpoint(model)
         run_dir = ckpt.parent.parent

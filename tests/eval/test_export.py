@@ -201,3 +201,14 @@ def test_an_export_of_a_run_on_the_users_photos_says_it_holds_one(run, tmp_path,
     assert export_main([f"checkpoint={mine}", f"out={tmp_path / 'export'}"]) == 0
     assert (tmp_path / "export" / "example.jpg").exists()
     assert "example.jpg is one held-out photo of data=" in capsys.readouterr().err
+
+
+def test_export_of_a_run_stopped_before_its_first_checkpoint_says_so(tmp_path, capsys):
+    """As predict and eval say it (export said only 'not a training run or checkpoint folder')."""
+    log = tmp_path / "knock"
+    log.mkdir()
+    (log / "config.json").write_text(json.dumps({"kind": "sft", "config": {"model_name": "tiny:qwen2_5_vl"}}))
+    assert export_main([f"checkpoint={log}", f"out={tmp_path / 'out'}"]) == 2
+    assert (f"checkpoint={log}: this training run stopped before its first checkpoint, so it holds no weights; "
+            "train it again") in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
