@@ -37,19 +37,11 @@ def _training_evals(run_dir: Path | None, step: int | None) -> dict[str, dict]:
     first (the base model) and the last one up to the exported step."""
     if run_dir is None:
         return {}
-    from geospot.runs.folder import read_jsonl
+    from geospot.eval.predictions import training_evals
 
-    evals = [r for r in read_jsonl(run_dir / "metrics.jsonl") if any(k.startswith("eval/") for k in r)]
-    evals = [r for r in evals if step is None or r.get("step", 0) <= step]
-    if not evals:
-        return {}
-    picked = [evals[0]] + ([evals[-1]] if len(evals) > 1 else [])
-    nan = float("nan")
-    return {
-        f"training eval, step {r.get('step')}": {k[5:]: (nan if v is None else v)
-                                                  for k, v in r.items() if k.startswith("eval/")}
-        for r in picked
-    }
+    evals = training_evals(run_dir, step)
+    picked = evals[:1] + evals[1:][-1:]
+    return {f"training eval, step {r['step']}": r["metrics"] for r in picked}
 
 
 def _steps(run_dir: Path | None, step: int | None) -> str:

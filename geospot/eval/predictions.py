@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from geospot.eval.runner import NAN, Prediction
-from geospot.runs.folder import read_jsonl
+from geospot.runs.folder import latest_checkpoint, read_jsonl
 
 PREDICTIONS = "predictions.csv"
 SUMMARY = "summary.json"
@@ -185,11 +185,14 @@ def read_summary(run_dir: str | os.PathLike) -> dict:
     return json.loads(path.read_text())
 
 
-def training_evals(run_dir: str | os.PathLike) -> list[dict]:
+def training_evals(run_dir: str | os.PathLike, up_to_step: int | None = None) -> list[dict]:
     """The held-out evals a training run logged (`eval/<metric>` lines of its metrics.jsonl),
-    oldest first, as {"step": k, "metrics": {...}}; a torn last line is skipped."""
+    oldest first, as {"step": k, "metrics": {...}}, those after `up_to_step` left out; a torn
+    last line is skipped."""
     out: list[dict] = []
     for row in read_jsonl(Path(run_dir) / "metrics.jsonl"):  # torn or damaged lines skipped
+        if up_to_step is not None and (row.get("step") or 0) > up_to_step:
+            continue
         metrics = {k[5:]: (math.nan if v is None else v) for k, v in row.items() if k.startswith("eval/")}
         if isinstance(metrics.get("n"), float) and metrics["n"].is_integer():
             metrics["n"] = int(metrics["n"])  # a count (a step's metrics are logged as floats), as summary.json has it
@@ -207,7 +210,10 @@ def read_summary_or_training_eval(run_dir: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"{run_dir}: no such file or folder")
     if path.is_file() or (path / SUMMARY).exists():
         return read_summary(path)
-    evals = training_evals(path)
+    # the evals of weights the run holds: a run killed after its last checkpoint lost the steps since
+    # (predict / eval / export read that checkpoint), and a resume trains them again
+    ckpt = latest_checkpoint(path)
+    evals = training_evals(path, int(ckpt.name) if ckpt is not None else None)
     if not evals:  # no loop eval: the run's newest `geospot eval`
         found = sorted(path.glob(f"eval/*/{SUMMARY}"), key=lambda p: p.stat().st_mtime)
         if found:

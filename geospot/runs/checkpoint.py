@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from geospot.runs.folder import json_default
+from geospot.runs.folder import CHECKPOINTS, json_default, latest_checkpoint, list_checkpoints  # noqa: F401
 
-CHECKPOINTS = "checkpoints"
+# (the listing needs no torch: runs/folder.py, which compare and the run-is-the-model reader use too)
 
 
 def rng_state() -> dict[str, Any]:
@@ -119,20 +119,6 @@ def save_checkpoint(
     if keep_last:
         prune_checkpoints(log_dir, keep_last)
     return final
-
-
-def list_checkpoints(log_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints, oldest first (temporary and torn folders are skipped)."""
-    root = Path(log_dir) / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.isdigit() and (p / "state.json").exists()]
-    return sorted(found, key=lambda p: int(p.name))
-
-
-def latest_checkpoint(log_dir: str | os.PathLike) -> Path | None:
-    ckpts = list_checkpoints(log_dir)
-    return ckpts[-1] if ckpts else None
 
 
 def prune_checkpoints(log_dir: str | os.PathLike, keep_last: int) -> None:

@@ -67,6 +67,24 @@ def release_run_folder(log_path: str | os.PathLike) -> None:
         os.close(fd)  # closing the descriptor drops its lock
 
 
+CHECKPOINTS = "checkpoints"
+
+
+def list_checkpoints(log_dir: str | os.PathLike) -> list[Path]:
+    """A run's complete checkpoints (checkpoints/<step> with its state.json), oldest first
+    (temporary and torn folders are skipped)."""
+    root = Path(log_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.isdigit() and (p / "state.json").exists()]
+    return sorted(found, key=lambda p: int(p.name))
+
+
+def latest_checkpoint(log_dir: str | os.PathLike) -> Path | None:
+    ckpts = list_checkpoints(log_dir)
+    return ckpts[-1] if ckpts else None
+
+
 def prepare_log_dir(
     log_path: str | os.PathLike,
     behavior: LogDirBehavior = "ask",

@@ -24,6 +24,7 @@ from typing import Any
 
 from geospot import prompts as P
 from geospot.config import TRUE_WORDS
+from geospot.runs.folder import latest_checkpoint
 
 SYNTHETIC_SIZE = 112  # geospot.data.synthetic's default image side
 PREPARED_MAX_SIDE = 512  # geospot.data.prep.PrepConfig.max_side: the loops' real images
@@ -121,9 +122,7 @@ def _checkpoint_of(path: Path) -> tuple[Path | None, Path]:
     """(checkpoint folder or None, run folder) for a run or checkpoint folder."""
     if (path / "state.json").exists():
         return path, path.parent.parent
-    ckpts = sorted((p for p in (path / "checkpoints").glob("*") if p.name.isdigit() and (p / "state.json").exists()),
-                   key=lambda p: int(p.name)) if (path / "checkpoints").is_dir() else []
-    return (ckpts[-1] if ckpts else None), path
+    return latest_checkpoint(path), path
 
 
 def engine_state_config(checkpoint: Path | None) -> dict:

@@ -184,3 +184,15 @@ def test_one_folder_spelled_two_ways_is_not_said_to_be_other_data(tmp_path, monk
     table = compare_table({"a": {"median_km": 9.0}, "b": {"median_km": 8.0}},
                           asked={"a": {"data": "labelled"}, "b": {"data": "labelled/"}})
     assert "differ in" not in table
+
+
+def test_a_killed_runs_row_is_the_eval_of_the_weights_it_holds(tmp_path, capsys):
+    """A run killed at step 22 with checkpoints/10: predict / eval / export read step 10's weights,
+    so --compare shows the eval of step 5 (at or before 10), not step 20's, whose weights were lost."""
+    run = training_run(tmp_path, "killed", BASE)
+    lines = [{"step": 5, **{f"eval/{k}": v for k, v in {**BASE, "median_km": 5000.0}.items() if k != "mean_km"}},
+             {"step": 20, **{f"eval/{k}": v for k, v in {**BASE, "median_km": 100.0}.items() if k != "mean_km"}}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert cli.eval_main(["--compare", str(run), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["runs"]
+    assert list(rows) == ["killed (held-out, step 5)"] and rows["killed (held-out, step 5)"]["median_km"] == 5000.0
