@@ -182,6 +182,7 @@ class Run:
     data_end_noted: bool = False
     small_data_noted: bool = False
     dist: Dist = field(default_factory=Dist)  # this process's place in a torchrun job (one process: rank 0 of 1)
+    changed: dict[str, tuple] = field(default_factory=dict)  # a resume's changed keys: (saved, now)
 
     def steps(self) -> Iterator[int]:
         """The 0-based steps left to run, each timed by the budget until `end_step`; stops at
@@ -334,6 +335,7 @@ def start_run(
             # the spec reads the same files spelled absolute (check_resume refused any other data)
             stream.load_state_dict({**ckpt.data_state, "spec": stream.spec})
             run.start_step, run.loop_state, run.checkpoint = ckpt.step, dict(ckpt.loop_state), ckpt_dir
+            run.changed = dict(changed)
             run.budget.spent = float(ckpt.loop_state.get("train_seconds", 0.0))
             run.data_end = ckpt.loop_state.get("data_end")
             print(f"resuming {log_dir} from step {ckpt.step}", file=stderr)

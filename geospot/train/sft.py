@@ -166,6 +166,18 @@ def _env_messages(sample: Any, style: str, cfg: SFTConfig, rng: np.random.Genera
     return messages if messages is not None else KINDS["single"].examples(sample, cfg, rng)
 
 
+def note_lr_rise(cfg: SFTConfig, step: int, old_total: int, stderr) -> None:
+    """A resume with more max_steps stretches the lr schedule: where it had decayed, the next step's
+    lr is higher than the last one's. Said with both numbers and the way to go on low instead."""
+    args = (cfg.learning_rate, cfg.lr_schedule, cfg.warmup_steps, cfg.min_lr_ratio)
+    before, after = learning_rate(step - 1, old_total, *args), learning_rate(step, cfg.max_steps, *args)
+    if step and after > before * 1.01:
+        print(f"lr: step {step} trained at {before:.3g}; step {step + 1} trains at {after:.3g}, as lr_schedule="
+              f"{cfg.lr_schedule} runs to max_steps={cfg.max_steps} now. To go on at a low lr instead, start a new run "
+              f"from this one's weights (load_checkpoint_path=<this run>, learning_rate=<the lr you want>)",
+              file=stderr)
+
+
 def normalise_weights(datums_D: Sequence[Datum], n_tokens: int | None = None) -> tuple[list[Datum], int]:
     """Scale every datum's weights by 1 / (target tokens in the whole batch).
 
@@ -241,6 +253,8 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
     engine, writer, budget, d = run.engine, run.writer, run.budget, run.dist
     eval_history = {int(k): v for k, v in run.loop_state.get("eval_history", {}).items()}
     progress = Progress(cfg.max_steps, run.start_step, stream=run.stderr, every=cfg.log_every)
+    if "max_steps" in run.changed:  # a finished run extended: a decayed lr rises again, said in numbers
+        note_lr_rise(cfg, run.start_step, int(run.changed["max_steps"][0]), run.stderr)
 
     def evaluate_now(step: int) -> None:
         if not run.held_out:

@@ -414,3 +414,17 @@ def test_an_rl_run_resumes_after_its_start_run_is_gone(tmp_path, capsys):
     train(sft_cfg(second, max_steps=1, load_checkpoint_path=str(first)))
     shutil.rmtree(first)
     assert train(sft_cfg(second, max_steps=2, load_checkpoint_path=str(first))).steps == 2
+
+
+def test_extending_a_finished_run_says_the_lr_rises_again(tmp_path):
+    """linear lr 1e-3 over 4 steps: step 4 trained at 1e-3 x (1 - 3/4); extended to 8 steps, step 5
+    trains at 1e-3 x (1 - 4/8), twice that. Said in numbers, with the way to go on low instead."""
+    log = tmp_path / "sft"
+    train(sft_cfg(log, max_steps=4, learning_rate=1e-3), stderr=io.StringIO())
+    err = io.StringIO()
+    train(sft_cfg(log, max_steps=8, learning_rate=1e-3), stderr=err)
+    assert ("lr: step 4 trained at 0.00025; step 5 trains at 0.0005, as lr_schedule=linear runs to max_steps=8 now. "
+            "To go on at a low lr instead, start a new run") in err.getvalue()
+    err = io.StringIO()
+    train(sft_cfg(log, max_steps=9, learning_rate=1e-3, lr_schedule="linear"), stderr=err)  # still decaying: no word
+    assert "lr: step" not in err.getvalue()
