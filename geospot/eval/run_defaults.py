@@ -109,7 +109,8 @@ def with_run_defaults(cfg, given: set[str] | None = None):
     # the run's own prompt texts of the env asked (a ModelSpec has the prompt keys a kind reads); none for an env
     # that builds its prompts from its keys
     record = {"from_run": taken, "overridden": overridden, "turn_prompts": list(KINDS[cfg.env_type].prompt_texts(spec)),
-              "trained_styles": list(spec.trained_styles), "source": "export" if is_export_path(cfg.model) else "run"}
+              "trained_styles": list(spec.trained_styles), "source": "export" if is_export_path(cfg.model) else "run",
+              "step": spec.step}
     if "dropped" in env_record:  # the run reasoned, and the env asked does not
         record["dropped"] = env_record["dropped"]
     if getattr(cfg, "reasoning", False) and "max_tokens" in given:  # typed, and not what a reasoning turn uses
@@ -126,6 +127,8 @@ def describe_defaults(record: dict) -> str:
     line = f"from the {'export (its run, as recorded)' if record.get('source') == 'export' else 'run'}: {took}"
     if record["overridden"]:
         line += "; overridden on the command line: " + ", ".join(f"{k}={v}" for k, v in record["overridden"].items())
+    if record.get("step") is not None and record.get("source") == "run":  # which weights: a run goes on, or stopped
+        line += f"; weights: its checkpoint of step {record['step']}"
     for note in ("unused", "dropped"):
         if record.get(note):
             line += f"; {record[note]}"

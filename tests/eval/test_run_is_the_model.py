@@ -74,6 +74,7 @@ def test_predict_with_no_other_key_parses_real_photos(model_dir, capsys):
     assert len(rows) == 12 and parsed / len(rows) >= 0.9, [r["raw_text"] for r in rows]
     assert all(len(r["turns"]) == 3 for r in rows)  # asked with the telescoping turns it trained on
     assert "from the run: env_type=telescoping, max_pixels=12544" in out.err
+    assert "; weights: its checkpoint of step " in out.err  # which of the run's weights answered
 
 
 def _parsed_real_photos(model, capsys, *keys) -> tuple[int, list[dict]]:
