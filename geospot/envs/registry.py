@@ -75,7 +75,7 @@ def _mean(values: list[float]) -> float:
 def env_metrics(trajectories_BG: Sequence[Sequence[Trajectory]]) -> dict[str, float]:
     """Step metrics from the envs' per-turn metrics (empty for single / telescoping):
     `label_<field>_acc` = share of rollouts that answered <field> right (a rollout that ended before
-    the turn counts as wrong), `turn<k>_geohash_shared` = mean shared prefix at turn k among
+    the turn counts as wrong), `turn_<k>_geohash_shared` = mean shared prefix at turn k among
     rollouts that reached it, `teacher_forced` = share of hints that were the truth."""
     trajs = [t for g in trajectories_BG for t in g]
     out: dict[str, float] = {}
@@ -89,7 +89,7 @@ def env_metrics(trajectories_BG: Sequence[Sequence[Trajectory]]) -> dict[str, fl
     for k in range(turns):
         shared = [t.transitions[k].metrics.get("geohash_shared", math.nan) for t in trajs if len(t.transitions) > k]
         if any(math.isfinite(x) for x in shared):
-            out[f"turn{k + 1}_geohash_shared"] = _mean(shared)
+            out[f"turn_{k + 1}_geohash_shared"] = _mean(shared)
     forced = [tr.metrics.get("next_teacher_forced", math.nan) for t in trajs for tr in t.transitions]
     if any(math.isfinite(x) for x in forced):
         out["teacher_forced"] = _mean(forced)

@@ -23,7 +23,7 @@ def _final(traj: Trajectory, key: str) -> float:
 def rollout_metrics(samples, trajectories_BG: Sequence[Sequence[Trajectory]],
                     coords_B: Sequence[Sequence[bool]] | None = None) -> dict[str, float]:
     """Mean reward, format rate, final-answer distance metrics, and the median distance per
-    coordinate turn (`turn<k>_median_km`, when any group's env has several turns). `coords_B`:
+    coordinate turn (`turn_<k>_median_km`, as eval names it, when any group's env has several turns). `coords_B`:
     per group, whether each turn of its env answers coordinates (envs/kinds.py: coordinate_turns), so a
     mixed batch's single-turn groups stay out of turn 2 on and a hierarchical label turn gets no
     median. As eval counts them, a rollout that broke format at or before turn k is a miss at
@@ -48,7 +48,7 @@ def rollout_metrics(samples, trajectories_BG: Sequence[Sequence[Trajectory]],
                 continue  # a label turn in every group that has one
             d = np.asarray([t.transitions[k].metrics.get("distance_km", math.nan) if len(t.transitions) > k
                             else math.nan for t in played], dtype=float)
-            out[f"turn{k + 1}_median_km"] = float(np.median(np.where(np.isfinite(d), d, np.inf)))
+            out[f"turn_{k + 1}_median_km"] = float(np.median(np.where(np.isfinite(d), d, np.inf)))
     return out
 
 

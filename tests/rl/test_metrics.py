@@ -33,10 +33,10 @@ def test_metrics_and_records_of_a_telescoping_group():
     m = rollout_metrics([SAMPLE], traj_BG, coords_B=[(True,) * 3])
     d = [haversine_km(x, 0.0, 0.0, 0.0) for x in (10.0, 5.0, 1.0, 20.0)]
     assert m["format_rate"] == 0.5
-    assert math.isclose(m["turn1_median_km"], np.median([d[0], d[3]]))
+    assert math.isclose(m["turn_1_median_km"], np.median([d[0], d[3]]))
     # rollout 1 broke format on turn 2: a miss there and on turn 3, as eval counts it (the median of
     # d and inf is inf), so the last turn's median is the final answers' median_km
-    assert m["turn2_median_km"] == m["turn3_median_km"] == m["median_km"] == math.inf
+    assert m["turn_2_median_km"] == m["turn_3_median_km"] == m["median_km"] == math.inf
     assert math.isclose(m["reward_mean"], (GeoScoreReward()(d[2]) - 0.1) / 2)
     assert m["acc_200km"] == 0.5  # 111 km hit; the broken rollout is a miss
     (rec,) = image_records([SAMPLE], traj_BG, eng.renderer)
@@ -61,11 +61,11 @@ def test_turn_medians_leave_out_single_turn_groups_and_label_turns():
     single = [traj(100.0), traj(None)]
     tele = [traj(300.0, 200.0), traj(500.0, 400.0), traj(None)]
     m = rollout_metrics([SAMPLE, SAMPLE], [single, tele], coords_B=[(True,), (True, True)])
-    assert m["turn1_median_km"] == 500.0  # 100, 300, 500, inf, inf: every group plays turn 1
-    assert m["turn2_median_km"] == 400.0  # 200, 400, inf: the single-turn group stays out
+    assert m["turn_1_median_km"] == 500.0  # 100, 300, 500, inf, inf: every group plays turn 1
+    assert m["turn_2_median_km"] == 400.0  # 200, 400, inf: the single-turn group stays out
     hier = [traj("label", 50.0), traj("label", 70.0), traj("label", None)]
     m = rollout_metrics([SAMPLE], [hier], coords_B=[(False, True)])
-    assert "turn1_median_km" not in m and m["turn2_median_km"] == 70.0
-    assert "turn1_median_km" not in rollout_metrics([SAMPLE], [single], coords_B=[(True,)])  # single-turn: none
+    assert "turn_1_median_km" not in m and m["turn_2_median_km"] == 70.0
+    assert "turn_1_median_km" not in rollout_metrics([SAMPLE], [single], coords_B=[(True,)])  # single-turn: none
     # a coordinate turn no rollout reached (every one broke before it): all misses, as eval says
-    assert rollout_metrics([SAMPLE], [[traj(None), traj(None)]], coords_B=[(True,) * 3])["turn3_median_km"] == math.inf
+    assert rollout_metrics([SAMPLE], [[traj(None), traj(None)]], coords_B=[(True,) * 3])["turn_3_median_km"] == math.inf

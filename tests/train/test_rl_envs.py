@@ -48,7 +48,7 @@ def test_a_mixed_batch_plays_both_envs_each_with_its_reward(tmp_path):
                    mix_env_type="telescoping", mix_share=0.5, log_path=str(log))
     run(cfg)
     rows = [r for r in read_jsonl(log / "metrics.jsonl") if "reward_mean" in r]
-    assert len(rows) == 2 and all("tau_km" in r and "turn1_median_km" in r for r in rows)
+    assert len(rows) == 2 and all("tau_km" in r and "turn_1_median_km" in r for r in rows)
     # which images play which env, with which reward (no model: the builders only)
     samples = [Sample(id=str(i), image=None, lat=0.0, lon=float(i)) for i in range(4)]
     builders = make_group_builders(cfg, samples, CharRenderer(), 321.0)

@@ -53,7 +53,7 @@ def test_seed_command_telescoping_from_sft_checkpoint(sft_run, tmp_path):
         "acc_750km",
         "format_rate",
         "dropped_groups",
-        "turn1_median_km",
+        "turn_1_median_km",
         "tokens_per_s",
         "time_sample_s",
         "time_train_s",
