@@ -18,7 +18,8 @@ RANK = {
     "eval": 7,
     "train": 8, "dashboard": 8, "demo_report": 8,
     "demo_recipe": 9,
-    "docs": 10, "demo": 10, "cli": 10, "sft": 10, "train_rl": 10,
+    "docs": 10, "demo": 10, "cli": 10,
+    "sft": 11, "train_rl": 11,  # the seed's entry points, through cli's dispatcher
     "__main__": 11,
 }
 KNOWN_CYCLES: list[set[str]] = []  # none: keep it that way

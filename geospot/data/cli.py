@@ -32,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--split", default="all", choices=SPLITS, help="split by id hash (default: all)")
         q.add_argument("--limit", type=int, default=None, help="stop after N samples")
         q.add_argument("--max-side", type=int, default=512, help="longest image side (px), 0 keeps it")
-        q.add_argument("--workers", type=int, default=2, help="processes decoding and resizing images (default: 2)")
+        q.add_argument("--workers", type=int, default=2,
+                       help="image preparation threads (0 = in the calling thread; default: 2)")
         if name == "inspect":
             q.add_argument("--json", action="store_true", help="print one JSON object")
         else:

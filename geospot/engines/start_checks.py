@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from geospot.config import ConfigError
+from geospot.config import TRUE_WORDS, ConfigError
 from geospot.engines.tinker_engine import GeospotTinkerError, check_api_key
 
 
@@ -60,7 +60,7 @@ def model_problem(name: str, env: dict[str, str] | os._Environ, key: str = "mode
         raise ConfigError(f"{key}={name!r} is not a valid hub id (owner/name) nor a local folder") from None
     if isinstance(cached, str):
         return
-    if env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+    if env.get("HF_HUB_OFFLINE", "").lower() in TRUE_WORDS:
         raise ConfigError(f"{key}={name!r} is neither a local folder nor in the Hugging Face cache, and "
                           "HF_HUB_OFFLINE is set; unset it to download the model, pass a local folder, or use "
                           f"{key}=tiny:qwen2_5_vl offline")

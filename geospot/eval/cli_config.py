@@ -111,6 +111,9 @@ def split_args(argv: Sequence[str], flags: set[str], valued_flags: set[str] = fr
     kv, seen, values, pos = [], set(), {}, []
     it = iter(argv)
     for a in it:
+        if a == "--":  # the end of options: what follows is photos / folders, whatever their names
+            pos += list(it)
+            break
         if a in flags:
             seen.add(a)
         elif a in valued_flags:

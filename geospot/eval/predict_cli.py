@@ -198,7 +198,7 @@ def predict_main(argv: list[str], engine=None) -> int:
         print(PREDICT_HELP + "\n" + help_text(PredictConfig))
         return 0
     try:
-        kv, flags, values, pos = split_args(argv, {"--json", "greedy"}, {"--map", "--csv"})
+        kv, flags, values, pos = split_args(argv, {"--json", "greedy", "--greedy"}, {"--map", "--csv"})
         cfg, run_defaults = with_run_defaults(parse_overrides(PredictConfig, kv, validate=False), given_keys(kv))
         cfg.validate()  # the keys typed with a run's values of the rest
         if run_defaults:

@@ -213,7 +213,7 @@ def read_summary_or_training_eval(run_dir: str | os.PathLike) -> dict:
     # the evals of weights the run holds: a run killed after its last checkpoint lost the steps since
     # (predict / eval / export read that checkpoint), and a resume trains them again
     ckpt = latest_checkpoint(path)
-    evals = training_evals(path, int(ckpt.name) if ckpt is not None else None)
+    evals = training_evals(path, int(ckpt.name) if ckpt is not None else 0)  # none saved: the start's eval alone
     if not evals:  # no loop eval: the run's newest `geospot eval`
         found = sorted(path.glob(f"eval/*/{SUMMARY}"), key=lambda p: p.stat().st_mtime)
         if found:

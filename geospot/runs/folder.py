@@ -64,7 +64,8 @@ def release_run_folder(log_path: str | os.PathLike) -> None:
     """Let another process start or resume the run in `log_path` (the run ended here)."""
     fd = _CLAIMS.pop(str(Path(log_path).resolve()), None)
     if fd is not None:
-        os.close(fd)  # closing the descriptor drops its lock
+        fcntl.flock(fd, fcntl.LOCK_UN)  # (a child forked meanwhile holds a copy of the descriptor)
+        os.close(fd)
 
 
 CHECKPOINTS = "checkpoints"

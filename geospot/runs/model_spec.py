@@ -170,6 +170,7 @@ def data_image_side(spec: str | None) -> int | None:
     for kind, opts in parts:
         try:
             side = int(opts.get("size", SYNTHETIC_SIZE)) if kind == "synthetic" else int(prepared)
+            side = min(side, int(prepared)) if int(prepared) > 0 else side  # a world painted larger, prepared down
         except ValueError:
             return None
         if side <= 0:  # photos of any size: the budget is max_pixels

@@ -341,7 +341,8 @@ def start_run(
             print(f"resuming {log_dir} from step {ckpt.step}", file=stderr)
             for k, (a, b) in changed.items():
                 # a schedule over the run's length (lr, τ) is read at the new length from here on
-                then = "; the lr and τ schedules now end there" if k in ("max_steps", "max_seconds") else ""
+                what = "the lr schedule now ends" if kind == "sft" else "the τ schedule now ends"
+                then = f"; {what} there" if k in ("max_steps", "max_seconds") else ""
                 print(f"resuming with {k} changed: {a!r} -> {b!r} (recorded in config.json{then})", file=stderr)
             if d.is_main:
                 write_resumed_config(log_dir, kind, cfg, changed, ckpt.step, processes=d.world)
@@ -359,11 +360,11 @@ def start_run(
             stream.close()
         if not resuming and d.is_main:  # the folder is this start's own (new, or just emptied): a failed start
             shutil.rmtree(log_dir, ignore_errors=True)  # leaves none, nor the folders made to hold it, if empty
-            release_run_folder(log_dir)
             for parent in made:  # (innermost first; another start may have made its own run in runs/ meanwhile)
                 if not parent.is_dir() or any(parent.iterdir()):
                     break
                 parent.rmdir()
+        release_run_folder(log_dir)  # a failed start or resume: another process may try it now
         raise
 
 
@@ -422,7 +423,7 @@ def _prepare_folder(d: Dist, log_path: str, kind: str, cfg: Any) -> tuple[Path, 
                 refuse_a_live_run(log_path)  # (a writer on another host: its heartbeat)
                 log_dir, resuming = prepare_log_dir(log_path, cfg.behavior_if_log_dir_exists)
                 found = (str(log_dir), resuming, check_resume(log_dir, kind, cfg, d.world) if resuming else {})
-            except ConfigError:
+            except BaseException:  # refused, or anything else (a Ctrl-C at the prompt): the folder is free again
                 release_run_folder(log_path)
                 raise
         except ConfigError as e:

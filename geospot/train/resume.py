@@ -23,9 +23,12 @@ from typing import Any
 from geospot.config import ConfigError
 from geospot.data.spec import SpecError, parse_spec
 from geospot.data.spec_paths import rebase_spec, same_data
+from geospot.engines.config import ENGINE_KEYS, EngineConfig
 from geospot.envs.config import unread_keys
 from geospot.runs.checkpoint import latest_checkpoint
 from geospot.runs.folder import json_default, read_config, write_config
+from geospot.runs.model_spec import start_run_path
+from geospot.train.inherit import inherited_engine_fields
 
 # The keys a resumed run may change; every other key is refused (a key added later too, until
 # someone decides it belongs here), because it changes what is trained and the folder would no
@@ -180,6 +183,8 @@ def check_resume(log_dir: Path, kind: str, cfg: Any, processes: int = 1) -> dict
     old, new = saved.get("config", {}), _as_saved(cfg)
     # (behavior_if_log_dir_exists is how this start treats the folder, not what is trained)
     # (nor a key nothing asked reads: envs.config.unread_keys)
+    if kind == "rl":  # an RL run of an older geospot saved its inherited engine keys as null: their values
+        old = _inherited_resolved(old, new, saved.get("started_in"))  # then were its start run's, as now
     changed = {k: [old[k], new[k]] for k in sorted(old.keys() & new.keys() - unread_keys(cfg))
                if not same_value(k, old[k], new[k], saved.get("started_in")) and k != "behavior_if_log_dir_exists"}
     refused = {k: v for k, v in changed.items() if k not in RESUME_MAY_CHANGE}
@@ -190,6 +195,22 @@ def check_resume(log_dir: Path, kind: str, cfg: Any, processes: int = 1) -> dict
                           f"from its weights with load_checkpoint_path={str(log_dir)!r} and another log_path")
     before = saved.get("processes", 1)
     return changed if before == processes else {**changed, "processes": [before, processes]}
+
+
+def _inherited_resolved(old: dict, new: dict, started_in: Any) -> dict:
+    """`old` with each engine key saved as null (inherited) as its start run resolves it (the
+    engine's default where the start run names none); where the start run is gone, as `new` has it
+    (nothing left to compare with: its checkpoint holds the weights)."""
+    nulls = [k for k in ENGINE_KEYS if k in old and old[k] is None and new.get(k) is not None]  # (null both: same)
+    if not nulls:
+        return old
+    start = old.get("load_checkpoint_path")
+    try:
+        fields = inherited_engine_fields(start_run_path(start, started_in) if isinstance(start, str) else None)
+    except ConfigError:
+        return {**old, **{k: new.get(k) for k in nulls}}
+    defaults = _as_saved(EngineConfig())
+    return {**old, **{k: fields.get(k, defaults.get(k)) for k in nulls}}
 
 
 def write_resumed_config(log_dir: Path, kind: str, cfg: Any, changed: dict[str, list[Any]], step: int,

@@ -307,8 +307,8 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
     try:
         inherited = inherited_engine_fields(cfg.load_checkpoint_path)
     except ConfigError:  # the start run is gone (pruned, deleted): fine for a resume, whose config.json holds
-        if cfg.model_name is None or cfg.data is None:  # the keys resolved and its checkpoint the weights
-            raise  # (a fresh run is refused by its missing start weights before the model loads)
+        if cfg.model_name is None or cfg.data is None or cfg.behavior_if_log_dir_exists != "resume":
+            raise  # (the keys resolved and its checkpoint the weights: a resume's alone)
         inherited = {}
     if cfg.data is None:
         cfg = dataclasses.replace(cfg, data=inherited.get("data", DEFAULT_DATA))

@@ -253,7 +253,7 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
     engine, writer, budget, d = run.engine, run.writer, run.budget, run.dist
     eval_history = {int(k): v for k, v in run.loop_state.get("eval_history", {}).items()}
     progress = Progress(cfg.max_steps, run.start_step, stream=run.stderr, every=cfg.log_every)
-    if "max_steps" in run.changed:  # a finished run extended: a decayed lr rises again, said in numbers
+    if "max_steps" in run.changed and not cfg.max_seconds:  # extended: a decayed lr rises again, said in numbers
         note_lr_rise(cfg, run.start_step, int(run.changed["max_steps"][0]), run.stderr)
 
     def evaluate_now(step: int) -> None:

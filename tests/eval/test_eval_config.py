@@ -43,8 +43,8 @@ def test_predict_bad_value_is_a_clean_error_like_eval(tmp_path, capsys, bad, wor
 def test_a_mistyped_option_or_one_without_its_value_is_said_with_the_options(tmp_path, capsys):
     """`--jsn` was taken for a photo ("no such image or folder"); `--csv` at the end suggested out.html."""
     assert cli.predict_main(["model=x", str(tmp_path), "--jsn"]) == 2
-    assert capsys.readouterr().err == ("geospot predict: unknown option --jsn (the options: --csv, --json, --map; "
-                                       "--help lists the keys)\n")
+    assert capsys.readouterr().err == ("geospot predict: unknown option --jsn (the options: --csv, --greedy, --json, "
+                                       "--map; --help lists the keys)\n")
     assert cli.eval_main(["--compare", str(tmp_path), "--jsn"]) == 2
     assert "unknown option --jsn (the options: --compare, --greedy, --json;" in capsys.readouterr().err
     assert cli.predict_main(["model=x", str(tmp_path), "--csv"]) == 2
@@ -156,3 +156,13 @@ def test_a_phones_upper_case_names_are_pointed_at_when_a_pattern_or_name_misses(
     (tmp_path / "labels.csv").write_text("id,latitude,longitude\nIMG_0001,1,2\n")
     with pytest.raises(SpecError, match=r"no CSV file found; .*labels\.csv matches it in another case"):
         load_samples(f"csv:{tmp_path / 'Labels.csv'}", split="all")
+
+
+def test_a_double_dash_ends_the_options(tmp_path, capsys, monkeypatch):
+    """`geospot predict model=… -- --odd-name.jpg`: after `--`, a name is a photo, whatever it looks like."""
+    photo = tmp_path / "--odd-name.png"
+    Image.new("RGB", (16, 16), (200, 120, 40)).save(photo)
+    engine = ScriptedEngine(lambda image, text, turn, j: "Latitude: 1\nLongitude: 2")
+    monkeypatch.chdir(tmp_path)
+    assert cli.predict_main(["model=fake", "--greedy", "--", "--odd-name.png"], engine=engine) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1

@@ -23,7 +23,7 @@ COMMON = {"model_name": "tiny:qwen2_5_vl:tiny", "data": DATA, "batch_size": 2, "
 @pytest.mark.parametrize("env_type, reward, want, said", [
     ("hierarchical", "auto", ("label_country_acc", "label_region_acc", "label_city_acc", "eval/label_country_acc"),
      "the model's own label answers"),
-    ("geohash", "auto", ("turn3_median_km", "eval/geoscore"),  # one per geohash turn
+    ("geohash", "auto", ("turn_3_median_km", "eval/geoscore"),  # one per geohash turn
      "median km of each turn's answer"),
     ("single", "mixed", ("tau_km",), None),
 ])

@@ -146,7 +146,8 @@ def test_resume_with_harmless_changes_records_and_prints_them(tmp_path):
     err = io.StringIO()
     result = train(sft_cfg(log, max_steps=3, log_every=5, save_every=1, grad_accum=2), stderr=err)
     assert result.steps == 3 and latest_checkpoint(log).name == "3"
-    assert "resuming with max_steps changed: 2 -> 3 (recorded in config.json; the lr and τ schedules now end there)" \
+    # (SFT has an lr schedule and no τ: its resume names the one it has)
+    assert "resuming with max_steps changed: 2 -> 3 (recorded in config.json; the lr schedule now ends there)" \
         in err.getvalue()
     assert "resuming with log_every changed: 10 -> 5 (recorded in config.json)" in err.getvalue()
     rec = json.loads((log / "config.json").read_text())
@@ -428,3 +429,25 @@ def test_extending_a_finished_run_says_the_lr_rises_again(tmp_path):
     err = io.StringIO()
     train(sft_cfg(log, max_steps=9, learning_rate=1e-3, lr_schedule="linear"), stderr=err)  # still decaying: no word
     assert "lr: step" not in err.getvalue()
+
+
+def test_an_rl_run_of_an_older_geospot_with_null_engine_keys_resumes(tmp_path, capsys):
+    """RL config.json used to hold its inherited engine keys as null: such a run resumes (its keys are
+    its start run's, as they were), and a key typed otherwise than that is still refused."""
+    from geospot.engines.config import ENGINE_KEYS
+    from geospot.train.rl import main as rl_main
+
+    sft = tmp_path / "sft"
+    train(sft_cfg(sft, max_steps=1))
+    rl = tmp_path / "rl"
+    argv = [f"load_checkpoint_path={sft}", f"log_path={rl}", "eval_n=0", "batch_size=2", "group_size=2",
+            "max_tokens=12", "log_images_every=0", "behavior_if_log_dir_exists=resume"]
+    assert rl_main([*argv, "max_steps=1"]) == 0
+    record = json.loads((rl / "config.json").read_text())
+    record["config"].update({k: None for k in ENGINE_KEYS})  # as an older geospot wrote it
+    (rl / "config.json").write_text(json.dumps(record))
+    capsys.readouterr()
+    assert rl_main([*argv, "max_steps=2", "lora_rank=4"]) == 2
+    assert "cannot resume with a changed lora_rank (lora_rank: saved 0, now 4)" in capsys.readouterr().err
+    assert rl_main([*argv, "max_steps=2"]) == 0, capsys.readouterr().err
+    assert latest_checkpoint(rl).name == "2"
