@@ -23,12 +23,12 @@ import torch
 
 from geospot.engines import decode_layers, packed_attention
 from geospot.engines.prefix_decode import SharedPrefixKV
-from geospot.models.compat import CACHE_ARG
+from geospot.models.compat import CACHE_ARG, peft_base
 
 
 class LeanDecode:
     def __init__(self, model: torch.nn.Module):
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base = peft_base(model)
         self.lm = base.model.language_model
         self.head = base.lm_head
         text = self.lm.config

@@ -32,6 +32,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 from geospot.engines.prefix_decode import SharedPrefixKV, shared_prefix_attention
+from geospot.models.compat import peft_base
 
 NAME = "geospot_packed"
 
@@ -96,7 +97,7 @@ def packed_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
 def install(model: torch.nn.Module) -> bool:
     """Switch the language model of a Qwen-VL model from SDPA to `geospot_packed` (same results
     without a layout). Other implementations (eager, flash attention) are left alone: False."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = peft_base(model)
     text = base.config.get_text_config()
     if getattr(text, "_attn_implementation", None) not in ("sdpa", NAME):
         return False

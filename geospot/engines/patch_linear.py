@@ -17,6 +17,8 @@ import types
 import torch
 import torch.nn.functional as F
 
+from geospot.models.compat import peft_base
+
 
 def _linear_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
     w = self.proj.weight
@@ -34,7 +36,7 @@ def _eligible(module: torch.nn.Module) -> bool:
 def install(model: torch.nn.Module) -> bool:
     """Switch the vision tower's patch embedding of a Qwen-VL model to the matmul; False when the
     model has none of the expected shape (left alone)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = peft_base(model)
     patch = getattr(getattr(getattr(base, "model", None), "visual", None), "patch_embed", None)
     if patch is None or not _eligible(patch):
         return False
@@ -44,7 +46,7 @@ def install(model: torch.nn.Module) -> bool:
 
 def uninstall(model: torch.nn.Module) -> None:
     """Back to the Conv3d (A/B timings, tests)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = peft_base(model)
     patch = base.model.visual.patch_embed
     if "forward" in patch.__dict__:
         del patch.forward

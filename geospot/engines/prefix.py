@@ -35,6 +35,7 @@ from geospot.engines import packed_attention
 from geospot.engines.inputs import image_starts, mrope_positions, same_image
 from geospot.engines.target_head import grad_mask, make_plan, target_logprobs
 from geospot.engines.types import Datum, ImageChunk, ModelInput
+from geospot.models.compat import peft_base
 
 MIN_SHARED_TEXT_TOKENS = 64  # text-only datums are grouped only when they share this much
 DEFAULT_MICROBATCH_TOKENS = 8192  # rows x longest row per forward pass: bounds activations
@@ -233,7 +234,7 @@ PACKABLE_ATTENTION = ("sdpa", "eager", packed_attention.NAME)
 
 
 def _attn_implementation(model: torch.nn.Module) -> str | None:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = peft_base(model)
     text = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
     return getattr(text, "_attn_implementation", None)
 

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from geospot.models.compat import peft_base
+
 # positions per no-grad head call: bounds the scoring-only logits (152k vocab: 156 MB fp32 + 78 MB bf16 at 256)
 NO_GRAD_CHUNK_ROWS = 256
 
@@ -131,7 +133,7 @@ def _planned_forward(self, hidden: torch.Tensor) -> torch.Tensor:
 
 
 def output_head(model: torch.nn.Module) -> torch.nn.Module:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = peft_base(model)
     return base.get_output_embeddings()
 
 

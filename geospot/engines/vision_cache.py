@@ -23,6 +23,8 @@ from collections import OrderedDict
 
 import torch
 
+from geospot.models.compat import peft_base
+
 
 class ImageFeatureCache:
     def __init__(self, inner: torch.nn.Module, max_images: int = 128):
@@ -80,7 +82,7 @@ class ImageFeatureCache:
 
 
 def _inner_model(model: torch.nn.Module) -> torch.nn.Module:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = peft_base(model)
     inner = getattr(base, "model", base)
     if not (hasattr(inner, "get_image_features") and hasattr(inner, "visual")):
         raise TypeError(f"{type(base).__name__} has no .model.get_image_features/.visual: not a Qwen-VL model")

@@ -33,6 +33,12 @@ def peft_wrap_quietly():
         yield
 
 
+def peft_base(model: Any) -> Any:
+    """The transformers model under PEFT's wrapper (a LoRA engine's), or `model` itself (full fine-tuning,
+    a plain model): what the engine's own passes walk to find the layers, the vision tower and the head."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 @contextlib.contextmanager
 def no_progress_bars(quiet: bool = True):
     """transformers' weight-loading bars, off while `quiet` (a tiny test model loads in
