@@ -317,144 +317,148 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
     log_path = run_folder_name(cfg, "rl", engine_config.model_name, engine_config)
     run = start_run(cfg, "rl", log_path, engine_config, writer=writer, set_reference=cfg.kl_coef > 0, clock=clock)
     engine, writer, budget, d = run.engine, run.writer, run.budget, run.dist
-    # the tau schedule's history (follow_error: the recent errors) lives in its state and the checkpoint
-    tau = make_tau_schedule(cfg.tau_schedule, cfg.tau_start_km, cfg.tau_end_km, cfg.max_steps,
-                            **({"window": cfg.tau_window} if cfg.tau_schedule == "follow_error" else {}))
-    # (checkpoints written before the schedule kept its own state hold the errors as `recent_km`)
-    tau.load_state_dict(run.loop_state.get("tau") or {"recent_km": run.loop_state.get("recent_km", [])})
-    eval_history = {int(k): v for k, v in run.loop_state.get("eval_history", {}).items()}  # step -> held-out metrics
+    # everything from here on runs inside `finishing`: a failure while setting up still closes the writer,
+    # marks the run failed and lets its folder claim go
+    with finishing(writer, run.stream, close_writer=run.own_writer, folder=run.log_dir):
+        # the tau schedule's history (follow_error: the recent errors) lives in its state and the checkpoint
+        tau = make_tau_schedule(cfg.tau_schedule, cfg.tau_start_km, cfg.tau_end_km, cfg.max_steps,
+                                **({"window": cfg.tau_window} if cfg.tau_schedule == "follow_error" else {}))
+        # (checkpoints written before the schedule kept its own state hold the errors as `recent_km`)
+        tau.load_state_dict(run.loop_state.get("tau") or {"recent_km": run.loop_state.get("recent_km", [])})
+        # step -> held-out metrics, the evals before a resume included
+        eval_history = {int(k): v for k, v in run.loop_state.get("eval_history", {}).items()}
 
-    credit = CREDITS[cfg.advantage]
-    loss_config = None
-    if cfg.loss_fn == "ppo":
-        loss_config = {"clip_low_threshold": 1 - cfg.ppo_clip, "clip_high_threshold": 1 + cfg.ppo_clip}
-    adam = AdamParams(cfg.learning_rate, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps,
-                      grad_clip_norm=cfg.grad_clip_norm)
-    played_envs = tuple(env for env in (cfg.env_type, cfg.mix_env_type) if env)
-    # labels for samples that carry none, where an env asks them (the synthetic world's, else reverse geocoding)
-    train_geocoder = geocoder_for(cfg.data) if any(KINDS[e].needs_labels(cfg) for e in played_envs) else None
-    coordinate_turns = {env: KINDS[env].coordinate_turns(cfg) for env in played_envs}  # per env, fixed by its keys
-    progress = Progress(cfg.max_steps, start_step=run.start_step, stream=run.stderr, every=cfg.log_every)
-    if cfg.max_steps_off_policy and d.is_main:  # said once: the progress line does not show it
-        progress.note(f"async GRPO: a thread samples each step with the weights of {cfg.max_steps_off_policy} "
-                      "step(s) before while this one trains; staleness, importance ratios and waits are logged as "
-                      "async/* (metrics.jsonl, dashboard)")
-    writer.set_status("running")
-    metrics: dict = {}
-    steps = run.start_step
-    steps_trained = 0  # steps where some group's rewards differed: the others update nothing
+        credit = CREDITS[cfg.advantage]
+        loss_config = None
+        if cfg.loss_fn == "ppo":
+            loss_config = {"clip_low_threshold": 1 - cfg.ppo_clip, "clip_high_threshold": 1 + cfg.ppo_clip}
+        adam = AdamParams(cfg.learning_rate, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps,
+                          grad_clip_norm=cfg.grad_clip_norm)
+        played_envs = tuple(env for env in (cfg.env_type, cfg.mix_env_type) if env)
+        # labels for samples that carry none, where an env asks them (the synthetic world's, else reverse geocoding)
+        train_geocoder = geocoder_for(cfg.data) if any(KINDS[e].needs_labels(cfg) for e in played_envs) else None
+        coordinate_turns = {env: KINDS[env].coordinate_turns(cfg) for env in played_envs}  # per env, fixed by its keys
+        progress = Progress(cfg.max_steps, start_step=run.start_step, stream=run.stderr, every=cfg.log_every)
+        if cfg.max_steps_off_policy and d.is_main:  # said once: the progress line does not show it
+            progress.note(f"async GRPO: a thread samples each step with the weights of {cfg.max_steps_off_policy} "
+                          "step(s) before while this one trains; staleness, importance ratios and waits are logged as "
+                          "async/* (metrics.jsonl, dashboard)")
+        metrics: dict = {}
+        steps = run.start_step
+        steps_trained = 0  # steps where some group's rewards differed: the others update nothing
 
-    # Rollouts come from the pipeline (geospot/rl/pipeline.py): max_steps_off_policy=0 samples each
-    # step right here, as before; k >= 1 samples the next steps on a thread while this one trains.
-    # A batch's tau is the one published with the weights it samples with. Under torchrun every rank
-    # reads the same global batch and plays its share of the groups (a group never spans ranks:
-    # advantages are group-local). A torchrun job samples each group from its own seed (group_ids), so
-    # where it is played does not change its rollouts; a plain run keeps one generator per call.
-    source = BatchSource(
-        samples=lambda s: run.draw(s, cfg.batch_size),
-        builders=lambda samples, ctx: make_group_builders(cfg, samples, engine.renderer, ctx["tau_km"],
-                                                          geocoder=train_geocoder, seed=cfg.seed),
-        params=lambda s: SampleParams(max_tokens=cfg.turn_max_tokens(cfg.max_tokens), temperature=cfg.temperature,
-                                      seed=cfg.seed * 1_000_003 + s * 7919))
-    pipeline = RolloutPipeline(source, cfg.group_size, cfg.max_steps_off_policy, end_step=cfg.max_steps,
-                               share=d.share, seed_groups=distributed.launched_by_torchrun())
-    new_sampler = sampler_factory(engine, cfg.max_steps_off_policy)
+        # Rollouts come from the pipeline (geospot/rl/pipeline.py): max_steps_off_policy=0 samples each
+        # step right here, as before; k >= 1 samples the next steps on a thread while this one trains.
+        # A batch's tau is the one published with the weights it samples with. Under torchrun every rank
+        # reads the same global batch and plays its share of the groups (a group never spans ranks:
+        # advantages are group-local). A torchrun job samples each group from its own seed (group_ids), so
+        # where it is played does not change its rollouts; a plain run keeps one generator per call.
+        source = BatchSource(
+            samples=lambda s: run.draw(s, cfg.batch_size),
+            builders=lambda samples, ctx: make_group_builders(cfg, samples, engine.renderer, ctx["tau_km"],
+                                                              geocoder=train_geocoder, seed=cfg.seed),
+            params=lambda s: SampleParams(max_tokens=cfg.turn_max_tokens(cfg.max_tokens), temperature=cfg.temperature,
+                                          seed=cfg.seed * 1_000_003 + s * 7919))
+        pipeline = RolloutPipeline(source, cfg.group_size, cfg.max_steps_off_policy, end_step=cfg.max_steps,
+                                   share=d.share, seed_groups=distributed.launched_by_torchrun())
+        new_sampler = sampler_factory(engine, cfg.max_steps_off_policy)
 
-    def tau_context(s: int) -> dict:
-        return {"tau_km": float(tau.tau(budget.schedule_step(s, cfg.max_steps)))}
+        def tau_context(s: int) -> dict:
+            return {"tau_km": float(tau.tau(budget.schedule_step(s, cfg.max_steps)))}
 
-    # the batches a resumed run's checkpoint holds sampled ahead of training (async only)
-    sampled_ahead = pipeline.restore(read_extra(run.checkpoint, "inflight") or []) if run.checkpoint else []
+        # the batches a resumed run's checkpoint holds sampled ahead of training (async only)
+        sampled_ahead = pipeline.restore(read_extra(run.checkpoint, "inflight") or []) if run.checkpoint else []
 
-    with finishing(writer, run.stream, close_writer=run.own_writer, folder=run.log_dir), pipeline:
-        if run.held_out and cfg.eval_at_start and run.start_step == 0:
-            eval_history[0] = eval_now(run, 0, progress)
-            progress.restart()  # the ETA counts training steps, not the baseline eval
-        pipeline.start(run.start_step, new_sampler(), tau_context(run.start_step), sampled_ahead)
-        for step in run.steps():
-            t_step = time.perf_counter()
-            batch, async_metrics = pipeline.next_batch(step)
-            samples, stats = batch.samples, batch.stats  # the global batch; this rank's groups:
-            my_trajectories = batch.trajectories_BG
-            tau_km = batch.context["tau_km"]
+        with pipeline:
+            if run.held_out and cfg.eval_at_start and run.start_step == 0:
+                eval_history[0] = eval_now(run, 0, progress)
+                progress.restart()  # the ETA counts training steps, not the baseline eval
+            pipeline.start(run.start_step, new_sampler(), tau_context(run.start_step), sampled_ahead)
+            for step in run.steps():
+                t_step = time.perf_counter()
+                batch, async_metrics = pipeline.next_batch(step)
+                samples, stats = batch.samples, batch.stats  # the global batch; this rank's groups:
+                my_trajectories = batch.trajectories_BG
+                tau_km = batch.context["tau_km"]
 
-            adv = compute_advantages(my_trajectories, credit, cfg.scale_by_std)
-            datums_D = build_datums(my_trajectories, adv)  # each datum carries its group
-            t_train = time.perf_counter()
-            if cfg.kl_coef > 0:
-                datums_D, kl = apply_kl_penalty(engine, datums_D, cfg.kl_coef) if datums_D else (datums_D, 0.0)
-                kl_sums = d.sum({"kl": kl * len(datums_D), "n": len(datums_D)})
-                kl = kl_sums["kl"] / max(kl_sums["n"], 1)
-            # no datums on any rank = every group constant: nothing to learn this step
-            trained, train_logprobs = train_on(engine, d, datums_D, cfg.loss_fn, adam, loss_config)
-            train_s = time.perf_counter() - t_train
+                adv = compute_advantages(my_trajectories, credit, cfg.scale_by_std)
+                datums_D = build_datums(my_trajectories, adv)  # each datum carries its group
+                t_train = time.perf_counter()
+                if cfg.kl_coef > 0:
+                    datums_D, kl = apply_kl_penalty(engine, datums_D, cfg.kl_coef) if datums_D else (datums_D, 0.0)
+                    kl_sums = d.sum({"kl": kl * len(datums_D), "n": len(datums_D)})
+                    kl = kl_sums["kl"] / max(kl_sums["n"], 1)
+                # no datums on any rank = every group constant: nothing to learn this step
+                trained, train_logprobs = train_on(engine, d, datums_D, cfg.loss_fn, adam, loss_config)
+                train_s = time.perf_counter() - t_train
 
-            # the metrics, the tau schedule and the records see every rank's rollouts
-            trajectories_BG, versions_B = everyones(d, my_trajectories, batch.versions_B)
-            counts = d.sum({"dropped": adv.dropped, "datums": len(datums_D), "sampled": stats.sampled_tokens})
-            coords_B = [coordinate_turns[env] for env, part in
-                        registry.split_batch(samples, cfg.env_type, cfg.mix_env_type, cfg.mix_share) for _ in part]
-            metrics = rollout_metrics(samples, trajectories_BG, coords_B)
-            metrics.update(registry.env_metrics(trajectories_BG))  # label accuracy per turn, geohash cells shared
-            metrics.update(reasoning_metrics(trajectories_BG))  # reasoning=true: length, truncation, format
-            tau.observe(  # the distances of the groups just trained
-                np.asarray(
-                    [t.transitions[-1].metrics.get("distance_km", math.nan) for g in trajectories_BG for t in g],
-                    dtype=float,
+                # the metrics, the tau schedule and the records see every rank's rollouts
+                trajectories_BG, versions_B = everyones(d, my_trajectories, batch.versions_B)
+                counts = d.sum({"dropped": adv.dropped, "datums": len(datums_D), "sampled": stats.sampled_tokens})
+                coords_B = [coordinate_turns[env] for env, part in
+                            registry.split_batch(samples, cfg.env_type, cfg.mix_env_type, cfg.mix_share) for _ in part]
+                metrics = rollout_metrics(samples, trajectories_BG, coords_B)
+                metrics.update(registry.env_metrics(trajectories_BG))  # label accuracy per turn, geohash cells shared
+                metrics.update(reasoning_metrics(trajectories_BG))  # reasoning=true: length, truncation, format
+                tau.observe(  # the distances of the groups just trained
+                    np.asarray(
+                        [t.transitions[-1].metrics.get("distance_km", math.nan) for g in trajectories_BG for t in g],
+                        dtype=float,
+                    )
                 )
-            )
-            # tau means nothing to the GeoScore reward: charted only when an env's reward uses it
-            if any(registry.uses_tau(registry.reward_name(env, cfg.reward)) for env in played_envs):
-                metrics["tau_km"] = tau_km
-            metrics.update(
-                {
-                    "dropped_groups": counts["dropped"],
-                    "datums": counts["datums"],
-                    "sampled_tokens": counts["sampled"],
-                    "tokens_per_s": counts["sampled"] / max(d.max(stats.sample_s), 1e-9),
-                    "time_sample_s": stats.sample_s,
-                    "time_train_s": train_s,
-                    "time_step_s": time.perf_counter() - t_step,
-                    "lr": cfg.learning_rate,
-                }
-            )
-            if cfg.kl_coef > 0 and counts["datums"]:
-                metrics["kl"] = kl
-            if trained is not None:
-                metrics.update({f"train/{k}": float(v) for k, v in trained.items()})
-                if not d.active:  # (rank 0's own datums only would misreport them under torchrun)
-                    metrics.update(importance_ratio_metrics(datums_D, train_logprobs, cfg.ppo_clip))
-            if cfg.max_steps_off_policy > 0 or async_metrics["async/stale_dropped"]:  # (k = 0: a resume's stale groups)
-                metrics.update(async_metrics)
-            done = step + 1  # logged as SFT does: the number of optimizer steps done
-            writer.log_step(done, metrics)
-            if d.is_main and cfg.log_images_every and step % cfg.log_images_every == 0:
-                records = image_records(samples, trajectories_BG, engine.renderer, versions_B)
-                writer.log_images(done, records, split="train")
-            shown = ("reward_mean", "median_km", "tau_km", "format_rate", "dropped_groups", "tokens_per_s")
-            progress.update(step, {k: metrics[k] for k in shown if k in metrics})
+                # tau means nothing to the GeoScore reward: charted only when an env's reward uses it
+                if any(registry.uses_tau(registry.reward_name(env, cfg.reward)) for env in played_envs):
+                    metrics["tau_km"] = tau_km
+                metrics.update(
+                    {
+                        "dropped_groups": counts["dropped"],
+                        "datums": counts["datums"],
+                        "sampled_tokens": counts["sampled"],
+                        "tokens_per_s": counts["sampled"] / max(d.max(stats.sample_s), 1e-9),
+                        "time_sample_s": stats.sample_s,
+                        "time_train_s": train_s,
+                        "time_step_s": time.perf_counter() - t_step,
+                        "lr": cfg.learning_rate,
+                    }
+                )
+                if cfg.kl_coef > 0 and counts["datums"]:
+                    metrics["kl"] = kl
+                if trained is not None:
+                    metrics.update({f"train/{k}": float(v) for k, v in trained.items()})
+                    if not d.active:  # (rank 0's own datums only would misreport them under torchrun)
+                        metrics.update(importance_ratio_metrics(datums_D, train_logprobs, cfg.ppo_clip))
+                # (k = 0: a resume's stale groups)
+                if cfg.max_steps_off_policy > 0 or async_metrics["async/stale_dropped"]:
+                    metrics.update(async_metrics)
+                done = step + 1  # logged as SFT does: the number of optimizer steps done
+                writer.log_step(done, metrics)
+                if d.is_main and cfg.log_images_every and step % cfg.log_images_every == 0:
+                    records = image_records(samples, trajectories_BG, engine.renderer, versions_B)
+                    writer.log_images(done, records, split="train")
+                shown = ("reward_mean", "median_km", "tau_km", "format_rate", "dropped_groups", "tokens_per_s")
+                progress.update(step, {k: metrics[k] for k in shown if k in metrics})
 
-            steps_trained += counts["datums"] > 0
-            steps, last = done, run.end_step(done)
-            if not steps_trained and done - run.start_step == UNTRAINED_WARN_STEPS and not last:
-                # said early, not only at the end: on a GPU every such step is paid for and learns nothing
-                early = f"in its first {UNTRAINED_WARN_STEPS} steps{since_resume(run.start_step)}"
-                progress.note(untrained_note(cfg, metrics, early, engine_config) +
-                              "; the run goes on (Ctrl-C stops it and says how to resume)")
-            pipeline.publish(done, new_sampler(), tau_context(done))  # the next batches sample these weights
-            if run.held_out and due(cfg.eval_every, done, last):
-                with pipeline.paused():  # the sampling thread stays off the engine while it evaluates
-                    eval_history[done] = eval_now(run, done, progress)
-                metrics.update({f"eval/{k}": v for k, v in eval_history[done].items()})
-            stop = stop_asked()  # Ctrl-C / SIGTERM during the step: it is saved, then the run stops
-            if due(cfg.save_every, done, last) or stop:
-                inflight = pipeline.inflight()  # every step sampled ahead; the stream rests until the next publish
-                run.save(done, {"tau": tau.state_dict(), "eval_history": eval_history},
-                         extra={"inflight": inflight} if inflight else None)
-            if stop:
-                raise stop
-            if last:
-                break
+                steps_trained += counts["datums"] > 0
+                steps, last = done, run.end_step(done)
+                if not steps_trained and done - run.start_step == UNTRAINED_WARN_STEPS and not last:
+                    # said early, not only at the end: on a GPU every such step is paid for and learns nothing
+                    early = f"in its first {UNTRAINED_WARN_STEPS} steps{since_resume(run.start_step)}"
+                    progress.note(untrained_note(cfg, metrics, early, engine_config) +
+                                  "; the run goes on (Ctrl-C stops it and says how to resume)")
+                pipeline.publish(done, new_sampler(), tau_context(done))  # the next batches sample these weights
+                if run.held_out and due(cfg.eval_every, done, last):
+                    with pipeline.paused():  # the sampling thread stays off the engine while it evaluates
+                        eval_history[done] = eval_now(run, done, progress)
+                    metrics.update({f"eval/{k}": v for k, v in eval_history[done].items()})
+                stop = stop_asked()  # Ctrl-C / SIGTERM during the step: it is saved, then the run stops
+                if due(cfg.save_every, done, last) or stop:
+                    inflight = pipeline.inflight()  # every step sampled ahead; the stream rests until the next publish
+                    run.save(done, {"tau": tau.state_dict(), "eval_history": eval_history},
+                             extra={"inflight": inflight} if inflight else None)
+                if stop:
+                    raise stop
+                if last:
+                    break
     if steps > run.start_step and not steps_trained:
         progress.note(untrained_note(cfg, metrics, f"on every step{since_resume(run.start_step)}", engine_config))
     return RunResult(run.log_dir, steps, metrics, eval_history, skipped=dict(run.stream.skipped),

@@ -451,3 +451,25 @@ def test_an_rl_run_of_an_older_geospot_with_null_engine_keys_resumes(tmp_path, c
     assert "cannot resume with a changed lora_rank (lora_rank: saved 0, now 4)" in capsys.readouterr().err
     assert rl_main([*argv, "max_steps=2"]) == 0, capsys.readouterr().err
     assert latest_checkpoint(rl).name == "2"
+
+
+def test_an_rl_run_failing_while_it_sets_up_is_marked_failed_and_lets_its_folder_go(tmp_path, monkeypatch):
+    """A failure after the model loaded but before the first step (here the τ schedule; in life a corrupt
+    checkpoint extra, a geocoder file) ends the run `failed`, its writer closed, and its folder free for
+    another process (it stayed claimed for the rest of the process)."""
+    import subprocess
+    import sys
+
+    from geospot.train import rl
+
+    def broken(*a, **k):
+        raise RuntimeError("no schedule")
+
+    monkeypatch.setattr(rl, "make_tau_schedule", broken)
+    log = tmp_path / "rl"
+    with pytest.raises(RuntimeError, match="no schedule"):
+        rl_run(rl_cfg(log, save_every=1))
+    assert RunReader(log).status()["status"] == "failed"
+    code = "import sys; from geospot.runs.folder import claim_run_folder; claim_run_folder(sys.argv[1]); print('ok')"
+    out = subprocess.run([sys.executable, "-c", code, str(log)], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr
