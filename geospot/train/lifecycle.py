@@ -55,6 +55,7 @@ from geospot.train import rank_death
 from geospot.train.command import stop_between_steps
 from geospot.train.common import seed_everything
 from geospot.train.inputs import check_start_weights, open_inputs
+from geospot.train.lr import SCHEDULES
 from geospot.train.resume import check_resume, write_resumed_config
 
 EVAL_SPLITS = ("val", "test", "heldout")  # data/stream.py's SPLITS that hold no training id
@@ -86,6 +87,10 @@ RUN_HELP = {
     "adam_beta2": "Adam beta2 (second-moment decay)",
     "adam_eps": "Adam epsilon",
     "grad_clip_norm": "clip the global gradient norm to this before each step (None = no clipping)",
+    "lr_schedule": "decay after warmup: `linear` (to 0), `cosine` (to 0) or `constant`",
+    "warmup_steps": "linear warmup steps before the decay",
+    "min_lr_ratio": "floor of the decay as a fraction of learning_rate",
+    "weight_decay": "decoupled weight decay",
 }
 
 
@@ -105,6 +110,10 @@ def validate_run(cfg: Any) -> None:
         require(cfg, 0 <= getattr(cfg, key) < 1, key, "must be in [0, 1)")
     require(cfg, cfg.adam_eps > 0, "adam_eps", "must be > 0")
     require(cfg, cfg.grad_clip_norm is None or cfg.grad_clip_norm > 0, "grad_clip_norm", "must be > 0 or None")
+    require(cfg, cfg.lr_schedule in SCHEDULES, "lr_schedule", f"must be one of {', '.join(SCHEDULES)}")
+    require(cfg, 0 <= cfg.warmup_steps <= cfg.max_steps, "warmup_steps", f"must be in [0, max_steps={cfg.max_steps}]")
+    require(cfg, 0.0 <= cfg.min_lr_ratio <= 1.0, "min_lr_ratio", "must be in [0, 1]")
+    require(cfg, cfg.weight_decay >= 0, "weight_decay", "must be >= 0")
 
 
 def due(every: int, done: int, last: bool) -> bool:
@@ -341,7 +350,7 @@ def start_run(
             print(f"resuming {log_dir} from step {ckpt.step}", file=stderr)
             for k, (a, b) in changed.items():
                 # a schedule over the run's length (lr, τ) is read at the new length from here on
-                what = "the lr schedule now ends" if kind == "sft" else "the τ schedule now ends"
+                what = "the lr schedule now ends" if kind == "sft" else "the lr and τ schedules now end"
                 then = f"; {what} there" if k in ("max_steps", "max_seconds") else ""
                 print(f"resuming with {k} changed: {a!r} -> {b!r} (recorded in config.json{then})", file=stderr)
             if d.is_main:

@@ -61,6 +61,7 @@ from geospot.train.lifecycle import (
     start_run,
     validate_run,
 )
+from geospot.train.lr import Schedule, learning_rate
 
 DEFAULT_DATA = "hf:sdan/geospot-unified"
 
@@ -90,6 +91,10 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
     max_seconds: float = option(0.0, RUN_HELP["max_seconds"])
     learning_rate: float = option(4e-5, "Adam lr (4e-5: Tinker's LoRA default; what worked on the tiny model: "
                                   "docs/rl_vs_sft.md)")
+    lr_schedule: Schedule = option("constant", RUN_HELP["lr_schedule"])
+    warmup_steps: int = option(0, RUN_HELP["warmup_steps"])
+    min_lr_ratio: float = option(0.0, RUN_HELP["min_lr_ratio"])
+    weight_decay: float = option(0.0, RUN_HELP["weight_decay"])
     adam_beta1: float = option(0.9, RUN_HELP["adam_beta1"])
     adam_beta2: float = option(0.95, RUN_HELP["adam_beta2"])
     adam_eps: float = option(1e-8, RUN_HELP["adam_eps"])
@@ -332,8 +337,9 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
         loss_config = None
         if cfg.loss_fn == "ppo":
             loss_config = {"clip_low_threshold": 1 - cfg.ppo_clip, "clip_high_threshold": 1 + cfg.ppo_clip}
-        adam = AdamParams(cfg.learning_rate, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps,
-                          grad_clip_norm=cfg.grad_clip_norm)
+        # the lr of each step is the schedule's (constant by default), read as SFT reads it
+        adam = AdamParams(cfg.learning_rate, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, cfg.weight_decay,
+                          cfg.grad_clip_norm)
         played_envs = tuple(env for env in (cfg.env_type, cfg.mix_env_type) if env)
         # labels for samples that carry none, where an env asks them (the synthetic world's, else reverse geocoding)
         train_geocoder = geocoder_for(cfg.data) if any(KINDS[e].needs_labels(cfg) for e in played_envs) else None
@@ -389,7 +395,10 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
                     kl_sums = d.sum({"kl": kl * len(datums_D), "n": len(datums_D)})
                     kl = kl_sums["kl"] / max(kl_sums["n"], 1)
                 # no datums on any rank = every group constant: nothing to learn this step
-                trained, train_logprobs = train_on(engine, d, datums_D, cfg.loss_fn, adam, loss_config)
+                lr = learning_rate(budget.schedule_step(step, cfg.max_steps), cfg.max_steps, cfg.learning_rate,
+                                   cfg.lr_schedule, cfg.warmup_steps, cfg.min_lr_ratio)
+                trained, train_logprobs = train_on(engine, d, datums_D, cfg.loss_fn,
+                                                   dataclasses.replace(adam, learning_rate=lr), loss_config)
                 train_s = time.perf_counter() - t_train
 
                 # the metrics, the tau schedule and the records see every rank's rollouts
@@ -418,7 +427,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
                         "time_sample_s": stats.sample_s,
                         "time_train_s": train_s,
                         "time_step_s": time.perf_counter() - t_step,
-                        "lr": cfg.learning_rate,
+                        "lr": lr,
                     }
                 )
                 if cfg.kl_coef > 0 and counts["datums"]:

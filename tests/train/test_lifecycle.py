@@ -23,7 +23,8 @@ def test_shared_knobs_mean_the_same_in_both_loops(cls):
     cfg = parse_overrides(cls, ["save_every=0", "eval_every=0", "keep_checkpoints=0"])  # 0 = only at the end / all
     assert (cfg.save_every, cfg.eval_every, cfg.keep_checkpoints) == (0, 0, 0)
     for bad in (["save_every=-1"], ["keep_checkpoints=-2"], ["max_seconds=-1"], ["eval_n=-1"], ["log_every=0"],
-                ["adam_beta2=1"], ["adam_eps=0"], ["grad_clip_norm=-1"]):
+                ["adam_beta2=1"], ["adam_eps=0"], ["grad_clip_norm=-1"], ["warmup_steps=-1"], ["min_lr_ratio=2"],
+                ["weight_decay=-1"], ["lr_schedule=step"]):
         with pytest.raises(ConfigError, match=bad[0].split("=")[0] + "="):
             parse_overrides(cls, bad)
 

@@ -473,3 +473,14 @@ def test_an_rl_run_failing_while_it_sets_up_is_marked_failed_and_lets_its_folder
     code = "import sys; from geospot.runs.folder import claim_run_folder; claim_run_folder(sys.argv[1]); print('ok')"
     out = subprocess.run([sys.executable, "-c", code, str(log)], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_rl_reads_the_lr_schedule_as_sft_does(tmp_path):
+    """One dialect: lr_schedule / warmup_steps / min_lr_ratio / weight_decay mean in RL what they mean
+    in SFT (RL had none; its lr was constant). Linear over 4 steps from 1e-3: 1e-3, 7.5e-4, 5e-4, 2.5e-4;
+    RL's default stays constant."""
+    log = tmp_path / "rl"
+    rl_run(rl_cfg(log, max_steps=4, learning_rate=1e-3, lr_schedule="linear", weight_decay=0.01))
+    lrs = [r["lr"] for r in read_jsonl(log / "metrics.jsonl") if "reward_mean" in r]
+    assert lrs == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4], rel=1e-9)
+    assert RLConfig().lr_schedule == "constant" and SFTConfig().lr_schedule == "linear"
