@@ -91,19 +91,20 @@ def parse_overrides(cls: type[T], argv: Sequence[str], base: T | None = None, va
     typed from a run folder checks them together after that: a typed zoom=2 goes with the run's
     telescoping env, not with the default single one)."""
     tps = field_types(cls)
+    not_read, aliases = getattr(cls, "NOT_READ", {}), getattr(cls, "KEY_ALIASES", {})
     values: dict[str, Any] = {}
     for arg in argv:
         if "=" not in arg:
             raise ConfigError(f"argument {arg!r} is not key=value (try --help for the keys)")
         key, raw = arg.split("=", 1)
         key = key.strip().lstrip("-").replace("-", "_")
-        if key in getattr(cls, "NOT_READ", {}):  # inherited, never read by this command (and not in its --help)
-            raise ConfigError(f"{key}={raw} is {cls.NOT_READ[key]}; leave it out")
-        if key not in tps and key in getattr(cls, "KEY_ALIASES", {}):  # another command's name for a key here
-            raise ConfigError(f"unknown config key {key!r} for {cls.__name__}: here it is {cls.KEY_ALIASES[key]} "
-                              f"({cls.KEY_ALIASES[key]}={raw})")
+        if key in not_read:  # inherited, never read by this command (and not in its --help)
+            raise ConfigError(f"{key}={raw} is {not_read[key]}; leave it out")
+        if key not in tps and key in aliases:  # another command's name for a key here
+            raise ConfigError(f"unknown config key {key!r} for {cls.__name__}: here it is {aliases[key]} "
+                              f"({aliases[key]}={raw})")
         if key not in tps:
-            close = difflib.get_close_matches(key, [k for k in tps if k not in getattr(cls, "NOT_READ", {})], n=1)
+            close = difflib.get_close_matches(key, [k for k in tps if k not in not_read], n=1)
             hint = f"; did you mean {close[0]!r}?" if close else "; run with --help for the keys"
             raise ConfigError(f"unknown config key {key!r} for {cls.__name__}{hint}")
         values[key] = _coerce(key, raw, tps[key])

@@ -3,6 +3,7 @@ its relative paths meant from the folder it was started in (config.json's `start
 
     same_data:   whether two specs name the same data, each read from its own folder;
     rebase_spec: a spec with its relative local paths made absolute under a folder;
+    read_here:   a run's saved spec as this folder reads it (rebased when the run began elsewhere);
     packed_from: the data a `geospot data pack` folder was packed from (its PACK_RECORD).
 
 train/resume.py resumes a run from anywhere with them; eval/cli.py knows a run's training data."""
@@ -97,6 +98,15 @@ def rebase_spec(spec: str, base: str) -> str | None:
             body = os.path.join(base, target) + body[len(target):]
         out.append(f"{head}:{body}" if kind_prefix else body)
     return ";".join(out)
+
+
+def read_here(spec: str, started_in: str | None) -> str:
+    """A run's saved `spec` as read from the current folder: rebased under `started_in` (the folder the
+    run began in) when that is another one; as it is where it began, where nothing is known of it, or
+    where it cannot be rewritten safely (rebase_spec's None)."""
+    if not started_in or os.path.realpath(started_in) == os.path.realpath(os.getcwd()):
+        return spec
+    return rebase_spec(spec, started_in) or spec
 
 
 def packed_from(spec: str, base: str) -> tuple[str, str] | None:

@@ -118,6 +118,9 @@ class EnvOptions:
         style, mix = getattr(self, key, "single"), getattr(self, "mix_env_type", None)
         asked = f"{key}={style}" + (f" (mix_env_type={mix})" if mix else "")
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name, why in getattr(self, "NOT_READ", {}).items():  # a key this command never reads (predict's
+            if getattr(self, name) != defaults[name]:  # teacher_forcing, sft's reward keys), whatever else is asked
+                raise ConfigError(f"{name}={getattr(self, name)} is {why}; leave it out")
         unread = unread_keys(self)
         for name in _OPTIONAL_KEYS:  # set (not the default), and nothing in play
             # reads it: said first, before whatever else is wrong with a key that would be ignored
@@ -127,8 +130,6 @@ class EnvOptions:
             if name == "mix_share":
                 raise ConfigError(f"mix_share={value!r} is the share of images that play mix_env_type, which is not "
                                   "set; leave it out or set mix_env_type")
-            if name in getattr(self, "NOT_READ", ()):
-                raise ConfigError(f"{name}={value} is {self.NOT_READ[name]}; leave it out")
             if name in MIXED_REWARD_KEYS:
                 raise ConfigError(f"{name}={value} is read by reward=mixed only; leave it out or set reward=mixed")
             if name in REASONING_KEYS:

@@ -206,16 +206,13 @@ def eval_main(argv: list[str]) -> int:
 def _missing_keys(cfg: EvalConfig) -> str:
     """The sentence for an eval without model= or data=: a training run's own data where model= is one
     (held_out_split then scores the images it held out), else a generic example."""
-    from geospot.data.spec_paths import rebase_spec
+    from geospot.data.spec_paths import read_here
     from geospot.runs.model_spec import is_run_path, model_spec
 
     if cfg.model and not cfg.data and is_run_path(cfg.model):
         try:
             spec = model_spec(cfg.model)
-            started_in = Path(spec.started_in or ".")
-            data = spec.data
-            if data and started_in.resolve() != Path.cwd().resolve():  # its relative paths, from here
-                data = rebase_spec(data, str(started_in)) or data
+            data = read_here(spec.data, spec.started_in) if spec.data else None  # its relative paths, from here
         except Exception:  # an unreadable run: the generic example
             data = None
         if data:

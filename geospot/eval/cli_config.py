@@ -85,12 +85,6 @@ class PredictConfig(SamplingConfig):
         **REWARD_ONLY, "teacher_forcing": "a training aid that tells a later turn the true answer, which a prediction "
                                           "does not have (geospot eval takes it, as an oracle study)"}
 
-    def validate(self) -> None:
-        if self.teacher_forcing:  # an eval may (an oracle study, marked as such); a prediction is the model's own
-            why = self.NOT_READ["teacher_forcing"]
-            raise ConfigError(f"teacher_forcing={self.teacher_forcing} is {why}; leave it out")
-        super().validate()
-
 
 def sampling_words(cfg: SamplingConfig) -> str:
     """How an eval asked, as its summary and `--compare` say it: greedy or k samples, and a

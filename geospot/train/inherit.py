@@ -15,13 +15,12 @@ Without them a fine-tune of the demo's run on a user's photos silently showed th
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from typing import Any
 
 from geospot import distributed
 from geospot.config import ConfigError
-from geospot.data.spec_paths import rebase_spec
+from geospot.data.spec_paths import read_here
 from geospot.engines.config import ENGINE_KEYS, EngineConfig
 from geospot.runs.checkpoint import resolve_checkpoint
 from geospot.runs.folder import read_config
@@ -45,18 +44,14 @@ def inherited_engine_fields(load_checkpoint_path: str | None, _seen: frozenset =
     rec = read_config(ckpt) or read_config(ckpt.parent.parent)  # a checkpoint folder, or its run's
     saved, started_in = (rec or {}).get("config", {}), (rec or {}).get("started_in")
     own = {k: v for k, v in saved.items() if k in (*ENGINE_KEYS, "data") and v is not None}
-    if isinstance(own.get("data"), str) and isinstance(started_in, str) and not _same_dir(started_in, os.getcwd()):
-        own["data"] = rebase_spec(own["data"], started_in) or own["data"]  # its folders, read from here
+    if isinstance(own.get("data"), str) and isinstance(started_in, str):
+        own["data"] = read_here(own["data"], started_in)  # its folders, read from here
     parent, here = saved.get("load_checkpoint_path"), ckpt.parent.parent.resolve()
     if isinstance(parent, str) and "://" not in parent and here not in _seen:
         parent = start_run_path(parent, started_in)  # a relative start run is read from where this one began
         if is_run_path(parent):
             own = {**inherited_engine_fields(parent, _seen | {here}), **own}
     return own
-
-
-def _same_dir(a: str, b: str) -> bool:
-    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def square_from_start_run(data: str | None, start_data: str | None) -> str | None:

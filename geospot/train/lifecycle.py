@@ -55,7 +55,7 @@ from geospot.train import rank_death
 from geospot.train.command import stop_between_steps
 from geospot.train.common import seed_everything
 from geospot.train.inputs import check_start_weights, open_inputs
-from geospot.train.lr import SCHEDULES
+from geospot.train.lr import SCHEDULES, learning_rate
 from geospot.train.resume import check_resume, write_resumed_config
 
 EVAL_SPLITS = ("val", "test", "heldout")  # data/stream.py's SPLITS that hold no training id
@@ -203,6 +203,13 @@ class Run:
                     return
                 self.budget.begin_step()
                 yield step
+
+    def lr(self, step: int) -> float:
+        """The learning rate of 0-based `step`: the run's schedule (lr_schedule, warmup, floor) read at
+        the step, or the time (max_seconds), whichever is further along -- the same in both loops."""
+        cfg = self.cfg
+        return learning_rate(self.budget.schedule_step(step, cfg.max_steps), cfg.max_steps, cfg.learning_rate,
+                             cfg.lr_schedule, cfg.warmup_steps, cfg.min_lr_ratio)
 
     def draw(self, step: int, n: int) -> list[Any]:
         """Step `step`'s samples: both loops draw through here, in step order, on whichever thread

@@ -61,7 +61,7 @@ from geospot.train.lifecycle import (
     start_run,
     validate_run,
 )
-from geospot.train.lr import Schedule, learning_rate
+from geospot.train.lr import Schedule
 
 DEFAULT_DATA = "hf:sdan/geospot-unified"
 
@@ -395,8 +395,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
                     kl_sums = d.sum({"kl": kl * len(datums_D), "n": len(datums_D)})
                     kl = kl_sums["kl"] / max(kl_sums["n"], 1)
                 # no datums on any rank = every group constant: nothing to learn this step
-                lr = learning_rate(budget.schedule_step(step, cfg.max_steps), cfg.max_steps, cfg.learning_rate,
-                                   cfg.lr_schedule, cfg.warmup_steps, cfg.min_lr_ratio)
+                lr = run.lr(step)
                 trained, train_logprobs = train_on(engine, d, datums_D, cfg.loss_fn,
                                                    dataclasses.replace(adam, learning_rate=lr), loss_config)
                 train_s = time.perf_counter() - t_train

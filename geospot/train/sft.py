@@ -245,7 +245,7 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
     # Under torchrun (docs/distributed.md) every rank runs this loop on its share of each batch.
     log_path = run_folder_name(cfg, "sft", cfg.model_name, cfg.engine_config())
     run = start_run(cfg, "sft", log_path, cfg.engine_config(), clock=clock, stderr=stderr)
-    engine, writer, budget, d = run.engine, run.writer, run.budget, run.dist
+    engine, writer, d = run.engine, run.writer, run.dist
     eval_history = {int(k): v for k, v in run.loop_state.get("eval_history", {}).items()}
     progress = Progress(cfg.max_steps, run.start_step, stream=run.stderr, every=cfg.log_every)
     if "max_steps" in run.changed and not cfg.max_seconds:  # extended: a decayed lr rises again, said in numbers
@@ -288,14 +288,7 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
                 chunk = datums_D[i : i + micro]
                 out = engine.forward_backward(chunk, "cross_entropy")
                 loss -= sum(float(np.dot(lp_T, x.loss_fn_inputs["weights"])) for lp_T, x in zip(out.logprobs, chunk))
-            lr = learning_rate(
-                budget.schedule_step(step, cfg.max_steps),
-                cfg.max_steps,
-                cfg.learning_rate,
-                cfg.lr_schedule,
-                cfg.warmup_steps,
-                cfg.min_lr_ratio,
-            )
+            lr = run.lr(step)
             optim_metrics = engine.optim_step(
                 AdamParams(lr, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, cfg.weight_decay, cfg.grad_clip_norm)
             )
