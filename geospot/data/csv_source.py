@@ -75,22 +75,31 @@ class CsvFolderSource:
         hit = self._index.get(sid)
         if hit is None and sid.endswith(".0") and sid[:-2].isdigit():
             hit = self._index.get(sid[:-2])  # a numeric id that pandas wrote as a float: 123 -> "123.0"
-        if hit is None and (os.sep in sid or "/" in sid or "." in sid):
+        if hit is None and (os.sep in sid or "/" in sid or "\\" in sid or "." in sid):
             images = os.path.join(self.root, "images")
-            for p in ([sid] if os.path.isabs(sid) else [os.path.join(os.path.dirname(csv_path), sid),
-                                                          os.path.join(images, sid)]):
-                if os.path.isfile(p):
-                    return p
+            for rel in dict.fromkeys([sid, sid.replace("\\", "/")]):  # a path written on Windows: images\\x.jpg
+                for p in ([rel] if os.path.isabs(rel) else [os.path.join(os.path.dirname(csv_path), rel),
+                                                            os.path.join(images, rel)]):
+                    if os.path.isfile(p):
+                        return p
         if hit is None and sid:
             hit = self._index_any_case.get(sid.lower())
         return hit
 
+    @property
+    def tables(self) -> list[str]:
+        return self.csv_paths
+
     def records(self, epoch: int, seed: int, shuffle: bool) -> Iterator[Record | Skip]:
         for path in _shard_order(self.csv_paths, epoch, seed, shuffle):
-            try:
-                yield from self._file(path)
-            except csv.Error as e:  # e.g. a NUL byte or a field past csv's size limit: the rest is lost
-                yield Skip("bad_csv", f"{path}: {e}", self.name)
+            yield from self.table_records(path)
+
+    def table_records(self, path: str) -> Iterator[Record | Skip]:
+        """One CSV's rows, in its order."""
+        try:
+            yield from self._file(path)
+        except csv.Error as e:  # e.g. a NUL byte or a field past csv's size limit: the rest is lost
+            yield Skip("bad_csv", f"{path}: {e}", self.name)
 
     def _file(self, path: str) -> Iterator[Record | Skip]:
         # (csv_encoding: a row that does not decode is skipped, never misread)
@@ -106,7 +115,8 @@ class CsvFolderSource:
             dialect = _sniff(head)
             reader = csv.DictReader(f, dialect=dialect)
             # ';'-separated CSVs come from spreadsheets in locales that write 48,85 for 48.85
-            coord = _decimal_comma if dialect.delimiter == ";" else (lambda v: v)
+            # ('\t' too: Excel's "Unicode text" export, where no comma can be a separator)
+            coord = _decimal_comma if dialect.delimiter in ";\t" else (lambda v: v)
             names = [n.strip() for n in reader.fieldnames or []]
             reader.fieldnames = names
             trailing = _ends_each_row(head, dialect, len(names))
@@ -116,15 +126,23 @@ class CsvFolderSource:
             if None in (id_c, lat_c, lon_c) and _looks_like_a_row(names):  # "set id=<column>" would be no help
                 raise DataError(f"{path}: its first line looks like a row, not a header ({', '.join(names[:3])}, …); "
                                 "add a header line naming the columns, e.g. id,latitude,longitude")
-            if id_c is None:
+            if None in (id_c, lat_c, lon_c) and names and names[0].startswith("#"):
+                raise DataError(f"{path}: its first line is a comment ({names[0][:40]}), not the header; delete it, "
+                                "so that the line naming the columns comes first")
+            others = [p for p in self.csv_paths if p != path]
+            if id_c is None:  # (another table of the folder may be the one meant)
+                also = f", or give the table of your photos: data={others[0]}" if len(others) == 1 else (
+                    ", or give the table of your photos (data=<folder>/<file>.csv)" if others else "")
                 raise DataError(f"{path}: no id column (looked for {', '.join(CSV_ID_KEYS)}; columns: {names}); "
-                                "set id=<column> in the spec")
+                                f"set id=<column> in the spec{also}")
             if lat_c is None or lon_c is None:
                 raise DataError(f"{path}: no {'latitude' if lat_c is None else 'longitude'} column (looked for "
                                 f"{', '.join(LAT_KEYS if lat_c is None else LON_KEYS)}; columns: {names}); "
                                 "name the columns with lat=<column>,lon=<column> in the spec")
             for row in reader:
                 line = reader.line_num  # the file's line: blank lines, which the reader passes over, count
+                if not any((v or "").strip() for v in row.values() if isinstance(v, str)) and not row.get(None):
+                    continue  # a spreadsheet's empty row (;;;): a blank line
                 if trailing and row.get(None) == [""] and None not in row.values():  # a separator ending each
                     del row[None]  # row, as some spreadsheets export: an empty field past the header's, no value
                 if None in row or None in row.values():  # more or fewer fields than the header names

@@ -198,9 +198,10 @@ def to_rgb(im: Image.Image, fixes: list[str]) -> Image.Image:
         fixes.append("cmyk")
         return im.convert("RGB")
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        fixes.append("16bit")
+        fixes.append("float" if mode == "F" else "16bit")
         a = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") or a.max() > 255 else 255.0
+        # a float image's brightness is 0..1 (else it is read as integer levels)
+        top = 1.0 if mode == "F" and a.max() <= 1.0 else 65535.0 if mode.startswith("I;16") or a.max() > 255 else 255.0
         a8 = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(a8, "L").convert("RGB")
     if mode == "P":

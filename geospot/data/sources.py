@@ -330,15 +330,23 @@ class JsonlSource:
     def _names(self) -> dict[str, str]:
         return file_names(self.paths)
 
+    @property
+    def tables(self) -> list[str]:
+        return self.paths
+
     def records(self, epoch: int, seed: int, shuffle: bool) -> Iterator[Record | Skip]:
         for path in _shard_order(self.paths, epoch, seed, shuffle):
-            with open(path, "rb") as f:  # bytes: one line that is not UTF-8 costs that line only
-                if f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"[":
-                    raise DataError(f"{path}: holds a JSON array, not JSON Lines (one object per line); convert "
-                                    f"it, e.g. jq -c '.[]' {os.path.basename(path)} > data.jsonl")
-                f.seek(0)
-                for i, raw in enumerate(f):
-                    yield from self._line(path, i + 1, raw)
+            yield from self.table_records(path)
+
+    def table_records(self, path: str) -> Iterator[Record | Skip]:
+        """One JSONL file's lines, in its order."""
+        with open(path, "rb") as f:  # bytes: one line that is not UTF-8 costs that line only
+            if f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"[":
+                raise DataError(f"{path}: holds a JSON array, not JSON Lines (one object per line); convert "
+                                f"it, e.g. jq -c '.[]' {os.path.basename(path)} > data.jsonl")
+            f.seek(0)
+            for i, raw in enumerate(f):
+                yield from self._line(path, i + 1, raw)
 
     def _line(self, path: str, lineno: int, raw: bytes) -> Iterator[Record | Skip]:
         where = f"{path}:{lineno}"
@@ -377,6 +385,8 @@ class JsonlSource:
                        self.name, sid)
             return
         p = rel if os.path.isabs(rel) else os.path.join(os.path.dirname(path), rel)
+        if not os.path.isfile(p) and "\\" in rel:  # a path written on Windows: pics\\x.jpg
+            p = os.path.join(os.path.dirname(path), rel.replace("\\", "/"))
         if not os.path.isfile(p):
             yield Skip("missing_image", f"{sid}: no file {p} (paths are relative to the JSONL file's folder)",
                        self.name, sid)

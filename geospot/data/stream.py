@@ -22,6 +22,7 @@ import numpy as np
 
 from geospot.config import ConfigError, _coerce, field_types
 from geospot.data.csv_source import CsvFolderSource
+from geospot.data.dedup import coords_key, resolve_parts
 from geospot.data.files import FileBytes
 from geospot.data.options import STREAM_KEYS, StreamConfig
 from geospot.data.prep import (
@@ -92,14 +93,6 @@ def split_of(sample_id: str, val_frac: float = 0.05, test_frac: float = 0.05) ->
     return "train"
 
 
-def _coords_key(lat: Any, lon: Any) -> tuple:
-    """What a duplicate id is compared on: the coordinates as read ("48.850" and 48.85 agree)."""
-    try:
-        return check_coords(lat, lon)
-    except BadSample:
-        return (repr(lat)[:40], repr(lon)[:40])
-
-
 def _mix(iters: list[Iterator], weights: list[float]) -> Iterator:
     """Smooth weighted round robin: shares match the weights over every window."""
     active = list(range(len(iters)))
@@ -128,6 +121,14 @@ def _shuffle(it: Iterator, size: int, rng: np.random.Generator) -> Iterator:
         buf[j] = item
     for j in rng.permutation(len(buf)):
         yield buf[int(j)]
+
+
+def _bad_coords(item: Record) -> Skip:
+    try:
+        check_coords(item.lat, item.lon)
+    except BadSample as e:
+        return Skip(e.reason, f"{item.id}: {e.detail}", item.source)
+    raise ValueError(f"{item.id}: its coordinates read")
 
 
 def _prepare(item: Record | Skip, cfg: PrepConfig) -> tuple[Sample | Skip, list[str]]:
@@ -176,6 +177,7 @@ class SampleStream:
         self._epoch_records: dict[int, int] = {}  # records of this split in a source's first full pass
         self._passes: dict[int, int] = {}  # passes begun over each source (skips are counted on every one)
         self.check_columns()
+        self._resolved = resolve_parts([p.text for p in self.parts], self.sources, MAX_TRACKED_IDS)
         if self.repeat:  # a repeating stream with nothing usable would search for ever: find out now
             self.probe()
         self._restart(0)
@@ -213,47 +215,53 @@ class SampleStream:
         limit = self.cfg.max_skips_in_a_row or None
         for k, (part, src) in enumerate(zip(self.parts, self.sources)):
             counts: dict[str, int] = {}
+            example = ""  # the first skip's own words: often the fix itself (name the key with image=<key>)
             for item in self._filtered(k, src, 0, shuffle=False):
                 result, _ = _prepare(item, self.prep)
                 if not isinstance(result, Skip):
                     break
                 counts[result.reason] = counts.get(result.reason, 0) + 1
+                example = example or f"; the first: {result.detail[:300]}"
                 if limit is not None and sum(counts.values()) >= limit:
                     raise DataError(f"data part {part.text!r}: its first {limit} records in split {self.split!r} "
-                                    f"are all unusable ({skip_reasons(counts)}); fix the data or the spec's "
-                                    f"lat=/lon=/id=/image= "
-                                    f"options (see `geospot data inspect '{part.text}'`)")
+                                    f"are all unusable ({skip_reasons(counts)}{example}); fix the data or the spec's "
+                                    f"lat=/lon=/id=/image= options (see `geospot data inspect '{part.text}'`)")
             else:
                 frac = "val_frac" if self.split == "heldout" else f"{self.split}_frac"
                 tiny = (f", or raise {frac} for a tiny split"
                         if self.split in ("val", "test", "heldout") and not counts else "")
                 raise DataError(f"data part {part.text!r} has no usable record in split {self.split!r} "
-                                f"({sum(counts.values())} read: {skip_reasons(counts)}); fix the data or the spec's "
-                                f"lat=/lon=/id=/image= options{tiny} "
-                                f"(see `geospot data inspect '{part.text}'`)")
+                                f"({sum(counts.values())} read: {skip_reasons(counts)}{example}); fix the data or the "
+                                f"spec's lat=/lon=/id=/image= options{tiny} (see `geospot data inspect '{part.text}'`)")
 
     # -- the deterministic part (no decoding) ---------------------------------------------
 
     def _filtered(self, k: int, src: Source, epoch: int, shuffle: bool) -> Iterator[Record | Skip]:
-        """One epoch of a source: this split's records (by id hash), the source's own skips,
-        and repeated ids turned into skips (`duplicate_id`; `duplicate_id_conflict` when the
-        coordinates differ: which one is right cannot be told). A file that an earlier row named
-        by another id (`123`, `123.jpg`, `images/123.jpg`) is skipped in every split, whichever
-        split its id would put it in (`duplicate_image`, or `duplicate_image_conflict`): one photo
-        is one sample, never in training and held out at once."""
+        """One epoch of a source: this split's records (by id hash), the source's own skips, and
+        what the data says twice as skips. A local CSV / JSONL part's is decided once for every pass
+        and split (dedup.py); elsewhere the record read first wins: a repeated id is `duplicate_id`
+        (`_conflict` when its coordinates differ), a file or bytes an earlier id named are
+        `duplicate_image` (`_conflict`) in every split. One photo is never trained and held out."""
         seen: dict[int, int] = {}  # id hash -> coordinates hash
         files: dict[int, tuple[int, int]] = {}  # a local image file -> (the id that named it first, its coordinates)
         track = not isinstance(src, SyntheticSource)  # synthetic ids are unique by construction
+        resolved = self._resolved.get(k)  # a local table's duplicates, decided whatever the order (dedup.py)
         for item in src.records(epoch, self.seed * 1_000_003 + k, shuffle):
             if isinstance(item, Skip) and item.id is not None and not self._in_split(item.id):
                 continue  # a row of another split: counted there, not in every split
             if isinstance(item, Record):
-                coords = _coords_key(item.lat, item.lon) if track else None  # both checks compare them
-                again = self._named_before(item, hash(coords), files) if track else None
+                coords = coords_key(item.lat, item.lon) if track else None  # both checks compare them
+                if resolved is not None:
+                    again = resolved.skip(item)
+                else:
+                    again = self._named_before(item, hash(coords), files) if track else None
                 if not self._in_split(item.id):
                     continue
                 if again is not None:
                     yield again
+                    continue
+                if track and not isinstance(coords[0], float):  # skipped for them before its image is read,
+                    yield _bad_coords(item)  # so a pass counts labelled records only (records_per_pass)
                     continue
                 if track:
                     digest = hashlib.blake2b(item.id.encode(errors="replace"), digest_size=8).digest()
@@ -416,9 +424,9 @@ class SampleStream:
 
     @property
     def records_per_pass(self) -> int | None:
-        """Records of this split in one pass over all parts (before decoding: an image that fails
-        to decode still counts), once every part has been read to its end — a small dataset is,
-        by the first batch, through the shuffle buffer's look-ahead; None until then."""
+        """Labelled records of this split in one pass (an image that fails to decode still counts),
+        once every part has been read to its end — a small dataset is, by the first batch, through
+        the shuffle buffer's look-ahead; None until then."""
         done = len(self._epoch_records) == len(self.sources)
         return sum(self._epoch_records.values()) if done else None
 

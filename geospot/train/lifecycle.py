@@ -229,8 +229,9 @@ class Run:
         self.small_data_noted = True
         if distributed.speaks():
             # (records read, not images decoded: a record whose image fails to decode counts, so "at most")
-            print(f"batch_size={n} is more than the at most {size} images of data={self.cfg.data!r} (its train "
-                  f"split), so every batch repeats images; lower batch_size to {size} or less, or bring more data",
+            print(f"batch_size={n} is more than the at most {size} image{'s' * (size != 1)} of data={self.cfg.data!r} "
+                  f"(its train split), so every batch repeats images; lower batch_size to {size} or less, or bring "
+                  "more data",
                   file=self.stderr or sys.stderr)
 
     def end_step(self, done: int) -> bool:

@@ -215,6 +215,13 @@ def csv_two_files(d: str) -> str:
     return root
 
 
+def csv_with_notes(d: str) -> str:
+    root = csv_folder(csv_rows())(d)
+    with open(os.path.join(root, "notes.csv"), "w") as f:
+        f.write("note,author\nre-shoot g2,me\n")
+    return root
+
+
 def parquet_split_folders(d: str) -> str:
     """A hub dataset's layout: train/0000.parquet and test/0000.parquet, no id column (ids are made
     from the file and row, so the two files' rows must not read as duplicates of each other)."""
@@ -287,8 +294,10 @@ CASES = [
          {**ALL, "data.jsonl:4": (10.0, 20.0), "data.jsonl:5": (11.0, 20.0)}, {}),
     Case("jsonl with BOM and CRLF", jsonl([], raw="\ufeff".encode() + b"\r\n".join(x.encode() for x in _good_lines())
                                        + b"\r\n", good=False), ALL, {}),
-    Case("jsonl duplicate id, other coordinates", jsonl([bad(id="g1", lat=1.0, lon=1.0)]), ALL,
-         {"duplicate_id_conflict": 1}),
+    # which row is right cannot be told: neither is used, whatever order a pass reads them in
+    Case("jsonl image paths written on Windows", jsonl([bad(image="img\\b1.png")]), {**ALL, "b1": (10.0, 20.0)}),
+    Case("jsonl duplicate id, other coordinates", jsonl([bad(id="g1", lat=1.0, lon=1.0)]), only("g2", "g3"),
+         {"duplicate_id_conflict": 2}),
     Case("jsonl duplicate id, same coordinates", jsonl([{"id": "g2", "image": "img/g2.png", "lat": "-33.870",
                                                          "lon": 151.21}]), ALL, {"duplicate_id": 1}),
     Case("jsonl empty file", jsonl([], good=False), {}, {}),
@@ -339,8 +348,19 @@ CASES = [
     Case("csv with lat/lon and latitude/longitude columns",
          csv_folder("id,lat,lon,latitude,longitude\n" + "".join(f"{i},0,0,{a},{o}\n" for i, (a, o) in GOOD.items())),
          error="2 latitude columns"),
+    # one photo, three ids, two labels: which is right cannot be told, so no row of it is used
     Case("csv naming one image three ways", csv_folder(csv_rows() + "g1.jpg,48.85,2.35,P\nimages/g1.jpg,1,1,P\n"),
-         ALL, {"duplicate_image": 1, "duplicate_image_conflict": 1}),
+         only("g2", "g3"), {"duplicate_image_conflict": 3}),
+    Case("csv naming one image two ways, one label", csv_folder(csv_rows() + "images/g1.jpg,48.85,2.35,P\n"),
+         ALL, {"duplicate_image": 1}),
+    Case("csv ids as Windows paths", csv_folder(CSV_HEAD + "\nimages\\g1.jpg,48.85,2.35,P\n"),
+         {"images\\g1.jpg": GOOD["g1"]}),
+    Case("csv a spreadsheet's empty row (;;;)", csv_folder(csv_rows(";") + ";;;\n"), ALL, {}),
+    Case("csv tabs with decimal commas (UTF-16)", csv_folder("id\tlatitude\tlongitude\r\ng1\t48,85\t2,35\r\n"
+                                                             .encode("utf-16")), only("g1")),
+    Case("csv whose first line is a comment", csv_folder("# exported 2024\n" + csv_rows()),
+         error="its first line is a comment (# exported 2024), not the header; delete it"),
+    Case("csv beside a table that is not of photos", csv_with_notes, error="or give the table of your photos: data="),
     Case("csv ids in another case than the files", csv_folder(CSV_HEAD + "\nG1.JPG,48.85,2.35,P\n"),
          {"G1.JPG": GOOD["g1"]}),
     Case("csv paths relative to images/", csv_folder(CSV_HEAD + "\ntrip/g1.jpg,48.85,2.35,P\n", images="images/trip"),

@@ -12,8 +12,8 @@ def test_im2gps3k_layout_loads_without_conversion(tmp_path):
     root = tmp_path / "im2gps3k"
     (root / "images").mkdir(parents=True)
     rows = [("1000_123@N00_456.jpg", 48.85, 2.35), ("2000_789@N01_012.jpg", -33.87, 151.21)]
-    for name, _, _ in rows:
-        Image.new("RGB", (64, 48), (120, 80, 40)).save(root / "images" / name)
+    for k, (name, _, _) in enumerate(rows):  # two photos: their bytes differ (the same bytes are one photo)
+        Image.new("RGB", (64, 48), (120, 80, 40 + k)).save(root / "images" / name)
     with open(root / "im2gps3k_places365.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["IMG_ID", "author", "LAT", "LON", "S3_Label"])
@@ -33,7 +33,7 @@ def _osv5m_like(root, splits):
             w = csv.writer(f)
             w.writerow(["id", "latitude", "longitude"])
             for i in ids:
-                Image.new("RGB", (32, 32), (i, 80, 40)).save(root / "images" / split / f"{i}.jpg")
+                Image.new("RGB", (32, 32), (i * 30 % 256, 80, 40)).save(root / "images" / split / f"{i}.jpg")
                 w.writerow([i, 10.0 + i, 20.0])
 
 

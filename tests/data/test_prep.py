@@ -166,3 +166,11 @@ def test_an_empty_file_says_so():
     with pytest.raises(BadSample) as e:
         prepare_image(b"", PrepConfig())
     assert (e.value.reason, e.value.detail) == ("empty_image", "an empty file")
+
+
+def test_a_float_image_keeps_its_brightness():
+    fixes = []
+    grey = prep.to_rgb(Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32), "F"), fixes)  # brightness 0..1
+    assert fixes == ["float"] and np.asarray(grey).mean() == 128  # it was read as levels 0..255: black
+    levels = prep.to_rgb(Image.fromarray(np.full((4, 4), 200.0, dtype=np.float32), "F"), [])
+    assert np.asarray(levels).mean() == 200

@@ -4,6 +4,7 @@ import pytest
 from geospot.config import ConfigError
 from geospot.data import load_samples, open_stream, split_of
 from geospot.data.spec import SpecError
+from geospot.data.types import DataError
 
 SYN = "synthetic:n=300,size=32,seed=0,regions=6"
 
@@ -108,3 +109,28 @@ def test_has_more_knows_a_finite_streams_end_past_trailing_skips(tmp_path, worke
         assert len(stream.next_batch(1)) == 1
         assert not stream.has_more() and stream.position == 5 and stream.skipped == {"coords_out_of_range": 2}
         assert stream.next_batch(2) == [] and not stream.has_more()
+
+
+def test_no_usable_record_says_the_first_skip_in_its_own_words(tmp_path):
+    (tmp_path / "data.jsonl").write_text('{"file": "a.png", "gps": {"lat": 1, "lon": 2}}\n' * 3)
+    with pytest.raises(DataError) as e:
+        open_stream(str(tmp_path / "data.jsonl"), split="train")
+    said = str(e.value)
+    assert "(3 read: missing_image 3; the first: " in said  # the count alone left the fix to `data inspect`
+    assert "name it with image=<key>" in said
+    assert "keys: ['file', 'gps']" in said
+
+
+def test_a_pass_counts_labelled_records_only(tmp_path):
+    """1 usable row and 7 with empty coordinates: batch_size's note said "at most 8 images"."""
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    rows = []
+    for i in range(8):
+        Image.new("RGB", (40, 30), (i * 30, 9, 9)).save(tmp_path / "images" / f"p{i}.png")
+        rows.append(f"p{i},{'10,20' if i == 0 else ','}\n")
+    (tmp_path / "labels.csv").write_text("id,latitude,longitude\n" + "".join(rows))
+    with open_stream(str(tmp_path) + ",val_frac=0,test_frac=0", split="train") as stream:
+        assert {next(stream).id for _ in range(5)} == {"p0"}
+        assert stream.records_per_pass == 1 and stream.skipped["missing_coords"] >= 7

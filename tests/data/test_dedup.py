@@ -1,0 +1,89 @@
+"""What a user's tables say twice is decided per row, the same in every pass and split (data/dedup.py)."""
+
+import json
+import os
+
+import pytest
+from PIL import Image
+
+from geospot.data import load_samples, open_stream, split_of
+from geospot.data.dedup import resolve
+from geospot.data.files import FileBytes
+from geospot.data.sources import Record
+from geospot.data.types import DataError
+
+
+def _photos(folder, n):
+    os.makedirs(folder / "images", exist_ok=True)
+    for i in range(n):  # photos of their own: the same bytes would be one photo
+        Image.new("RGB", (48, 40), (i * 37 % 256, 90, 200 - i)).save(folder / "images" / f"p{i}.png")
+
+
+def _csv(path, rows):
+    path.write_text("id,latitude,longitude\n" + "".join(f"{i},{a},{o}\n" for i, a, o in rows))
+
+
+def test_a_conflicting_id_in_one_table_is_never_used_in_any_pass(tmp_path):
+    _photos(tmp_path, 4)
+    _csv(tmp_path / "labels.csv", [("p0", 10, 20), ("p1", 11, 21), ("p2", 12, 22), ("p3", 13, 23), ("p0", 50, 60)])
+    with open_stream(str(tmp_path) + ",val_frac=0,test_frac=0", split="train", seed=3) as stream:
+        seen = [(s.id, s.lat) for s in (next(stream) for _ in range(30))]
+        skipped = dict(stream.skipped)
+    assert {i for i, _ in seen} == {"p1", "p2", "p3"}  # before: p0 came with 10 in one pass and 50 in another
+    assert skipped["duplicate_id_conflict"] >= 2 * 10  # both rows of it, every pass
+
+
+def test_two_tables_that_disagree_are_refused_naming_each(tmp_path):
+    _photos(tmp_path, 3)
+    rows = [(f"p{i}", 10 + i, 20) for i in range(3)]
+    _csv(tmp_path / "labels.csv", rows)
+    _csv(tmp_path / "labels_old.csv", [(i, a + 5, o) for i, a, o in rows])  # an older copy of the labels
+    with pytest.raises(DataError) as e:
+        load_samples(str(tmp_path), split="all")
+    said = str(e.value)
+    assert "its tables give 3 ids or photos other coordinates" in said
+    assert "(e.g. 'p0': (10.0, 20.0) in labels.csv, (15.0, 20.0) in labels_old.csv)" in said
+    assert f"data={tmp_path / 'labels.csv'} or data={tmp_path / 'labels_old.csv'}" in said
+    assert len(load_samples(str(tmp_path / "labels.csv"), split="all")) == 3  # the table it names reads
+
+
+def test_two_jsonl_files_without_ids_that_disagree_on_a_photo_are_refused(tmp_path):
+    _photos(tmp_path, 2)
+    for name, dlat in (("data.jsonl", 0), ("data_old.jsonl", 5)):
+        (tmp_path / name).write_text("".join(json.dumps({"image": f"images/p{i}.png", "lat": 10 + i + dlat,
+                                                         "lon": 20}) + "\n" for i in range(2)))
+    with pytest.raises(DataError, match=r"its tables give 2 ids or photos other coordinates \(e.g. p0.png"):
+        load_samples(str(tmp_path), split="all")
+
+
+def test_a_copy_and_a_symlink_of_a_photo_are_one_photo_on_one_side_of_the_split(tmp_path):
+    _photos(tmp_path, 1)
+    img = tmp_path / "images"
+    (img / "p0 (3).png").write_bytes((img / "p0.png").read_bytes())  # a byte-identical copy
+    os.symlink(img / "p0.png", img / "p0-link.png")
+    ids = ["p0", "p0 (3)", "p0-link"]
+    _csv(tmp_path / "labels.csv", [(i, 10, 20) for i in ids])
+    spec = str(tmp_path) + ",val_frac=0.5,test_frac=0"
+    sides = {i: split_of(i, 0.5, 0.0) for i in ids}
+    assert len(set(sides.values())) == 2, sides  # the names fall on both sides: only the photo can keep them apart
+    train = [s.id for s in load_samples(spec, split="train")]
+    held = [s.id for s in load_samples(spec, split="val")]
+    assert train + held == ["p0"]  # the smallest id keeps it, on its own side only
+    assert (train if sides["p0"] == "train" else held) == ["p0"]
+
+
+def _rec(i, lat, lon, path):
+    return Record(i, "t", lat, lon, {}, FileBytes(str(path)))
+
+
+def test_resolve_by_hand(tmp_path):
+    for name, color in (("a.png", 1), ("b.png", 2), ("c.png", 1)):  # c holds a's bytes
+        Image.new("RGB", (8, 8), (color, 0, 0)).save(tmp_path / name)
+    a, b, c = (tmp_path / n for n in ("a.png", "b.png", "c.png"))
+    rows = [_rec("x", 1, 2, a), _rec("y", "1.0", 2, c), _rec("z", 3, 4, b), _rec("z", 3, 5, b), _rec("w", "?", 0, b)]
+    res = resolve("part", [("t.csv", rows)], limit=100)
+    assert res.conflicting_ids == {"z": "(3.0, 4.0) and (3.0, 5.0)"}  # "w" has no coordinates: no part in it
+    assert res.skip(rows[0]) is None  # x < y keeps a's (and c's) bytes: the same coordinates
+    assert res.skip(rows[1]).reason == "duplicate_image" and "used once, as 'x'" in res.skip(rows[1]).detail
+    assert res.skip(rows[2]).reason == res.skip(rows[3]).reason == "duplicate_id_conflict"
+    assert resolve("part", [("t.csv", rows)], limit=4) is None  # past the limit: the stream's own checks
