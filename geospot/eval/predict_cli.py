@@ -22,21 +22,23 @@ from geospot.jsonutil import finite_json
 
 IMAGE_EXTS = {f".{e}" for e in DATA_IMAGE_EXTS}  # the suffixes the data sources read as images
 
-PREDICT_HELP = """usage: geospot predict model=<model> IMAGE... | DIR [key=value ...] [--json] [--csv out.csv]
-                       [--map out.html]
+PREDICT_HELP = """usage: geospot predict model=<model> IMAGE... | DIR [key=value ...] [greedy|samples=k] [--json]
+                       [--csv out.csv] [--map out.html]
 
 One line per image: latitude, longitude, country/region/city (the nearest GeoNames place; when
 none is within 100 km, it says so and names the nearest with its distance) and the raw answer
 (telescoping: each turn's guess); for a photo with GPS in its EXIF (a phone's), how far the answer
 landed from it. --json prints one JSON object per line instead (JSON Lines). --csv writes
-id,latitude,longitude,place,photo_latitude,photo_longitude,km_from_gps rows as they come (a blank
-latitude: no answer parsed), which `geospot score --pred out.csv --truth <id,latitude,longitude>`
-scores. --map writes a self-contained offline HTML map.
+id,latitude,longitude,place,photo_latitude,photo_longitude,km_from_gps,answer,skipped rows as they
+come (a blank latitude: no answer parsed, the raw answer beside it; a file that is no image: a row
+saying why), which `geospot score --pred out.csv --truth <id,latitude,longitude>` scores. --map
+writes a self-contained offline HTML map.
 """
 
 # the envs whose every turn is a guess of coordinates: the line shows them first -> last (a
 # hierarchical answer's label turns are its `answers:`, its coordinates the line's own)
-CSV_COLUMNS = ("id", "latitude", "longitude", "place", "photo_latitude", "photo_longitude", "km_from_gps")
+CSV_COLUMNS = ("id", "latitude", "longitude", "place", "photo_latitude", "photo_longitude", "km_from_gps", "answer",
+               "skipped")
 
 
 def image_paths(args: Sequence[str]) -> list[Path]:
@@ -44,16 +46,16 @@ def image_paths(args: Sequence[str]) -> list[Path]:
     return photos_and_broken_links(args)[0]
 
 
-def photos_and_broken_links(args: Sequence[str]) -> tuple[list[Path], list[str]]:
+def photos_and_broken_links(args: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:
     """The image files the arguments name: files as given, folders walked to any depth (a camera
     roll keeps its photos in year / trip subfolders; a data folder in images/), in sorted order; a
     file named twice (a folder and a glob of it, or a symlink) is answered once. With them, a skip
     line for each image-named symlink in those folders whose photo is gone (the same walk finds
-    both: a file walk passes over such a link, which would go unanswered without a word)."""
+    both: a file walk passes over such a link, which would go unanswered without a word): (path, why)."""
     from geospot.data.files import LocalOpener, files_and_broken_links, other_case_hint, unique_files, walk_files
 
     paths: list[str] = []
-    broken: list[str] = []
+    broken: list[tuple[str, str]] = []
     for a in args:
         p = Path(a).expanduser()
         # a pattern the shell did not expand (quoted, or matching nothing): expanded here, as the shell would
@@ -74,20 +76,21 @@ def photos_and_broken_links(args: Sequence[str]) -> tuple[list[Path], list[str]]
         hint = (f"; {shards[0]} holds tar or parquet shards, which predict does not open: score them with geospot "
                 f"eval model=<model> data={shards[0]}") if shards else ""
         if broken:  # links into a drive that is not mounted, say
-            hint += f"; {len(broken)} {'is a broken link' if len(broken) == 1 else 'are broken links'}: {broken[0]}"
+            hint += (f"; {len(broken)} {'is a broken link' if len(broken) == 1 else 'are broken links'}: "
+                     f"{broken[0][0]} ({broken[0][1]})")
         raise ConfigError(f"no images found in {', '.join(args)} or its subfolders (looked for "
                           f"{', '.join(sorted(IMAGE_EXTS))}){hint}")
     return [Path(f) for f in unique_files(paths)], broken
 
 
-def _broken_line(link: str) -> str:
-    """The skip line of a symlink whose photo is gone, its target as a path from here ('' when it
+def _broken_line(link: str) -> tuple[str, str] | None:
+    """(link, why) of a symlink whose photo is gone, its target as a path from here (None when it
     stopped being a link since the walk: nothing to say of it)."""
     try:
         target = os.path.normpath(os.path.join(os.path.dirname(link), os.readlink(link)))
     except OSError:
-        return ""
-    return f"{link} (a broken link: {target} does not exist)"
+        return None
+    return link, f"a broken link: {target} does not exist"
 
 
 def _ready_to_write(flag: str, path: str) -> None:
@@ -137,15 +140,15 @@ def load_images(paths: Sequence[Path], square: bool = False):
         try:
             img = prepare_image(p.read_bytes(), prep)
         except (BadSample, OSError) as e:
-            skipped.append(f"{p} ({e if isinstance(e, BadSample) else type(e).__name__})")
+            skipped.append((str(p), str(e) if isinstance(e, BadSample) else type(e).__name__))
             continue
         samples.append(Sample(id=str(p), image=img, lat=math.nan, lon=math.nan, source="predict"))
     return samples, skipped
 
 
-def probe_images(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
+def probe_images(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
     """The paths whose header reads as an image (PIL reads the header only: ~0.1 ms a file), and
-    the others as "path (why)" -- so a folder of non-images is refused before the model loads.
+    the others as (path, why) -- so a folder of non-images is refused before the model loads.
     A file whose header reads but whose body does not is skipped later, by load_images."""
     from PIL import Image, UnidentifiedImageError
 
@@ -156,14 +159,14 @@ def probe_images(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
     for p in paths:
         try:
             if p.stat().st_size == 0:
-                skipped.append(f"{p} (an empty file)")
+                skipped.append((str(p), "an empty file"))
                 continue
             with Image.open(p) as im:
                 im.size  # noqa: B018  (the header is parsed here)
         except Image.DecompressionBombError:
             pass  # a header that reads: load_images applies the data stream's pixel limit and says why
         except (UnidentifiedImageError, OSError, ValueError) as e:
-            skipped.append(f"{p} ({'not an image' if isinstance(e, UnidentifiedImageError) else type(e).__name__})")
+            skipped.append((str(p), "not an image" if isinstance(e, UnidentifiedImageError) else type(e).__name__))
             continue
         readable.append(p)
     return readable, skipped
@@ -201,6 +204,8 @@ def predict_main(argv: list[str], engine=None) -> int:
         kv, flags, values, pos = split_args(argv, {"--json", "greedy", "--greedy"}, {"--map", "--csv"})
         cfg, run_defaults = with_run_defaults(parse_overrides(PredictConfig, kv, validate=False), given_keys(kv))
         cfg.validate()  # the keys typed with a run's values of the rest
+        if ("greedy" in flags or "--greedy" in flags) and cfg.samples:  # (greedy is samples=0, the default)
+            raise ConfigError("pass either greedy or samples=k, not both")
         if run_defaults:
             print(describe_defaults(run_defaults), file=sys.stderr)
         if not pos:
@@ -217,8 +222,8 @@ def predict_main(argv: list[str], engine=None) -> int:
             model = cfg.model or "<model>"
             print(f"note: {folder} holds labels ({labels}); `geospot eval model={model} data={folder}` scores "
                   "the model against them", file=sys.stderr)
-        for s in skipped:
-            print(f"skipped image: {s}", file=sys.stderr)
+        for p, why in skipped:
+            print(f"skipped image: {p} ({why})", file=sys.stderr)
         if not paths:
             raise ConfigError("none of the images could be read")
         if engine is None:
@@ -235,13 +240,15 @@ def predict_main(argv: list[str], engine=None) -> int:
     # from the first batch on.
     rows = []
     table = _CsvRows(values.get("--csv"))
+    table.skipped(skipped)
     turns = tuple(run_defaults["turn_prompts"]) if run_defaults else None  # a run's own prompts
     try:  # a Ctrl-C keeps the rows answered (printed, and in --csv): said, not a traceback
         for start in range(0, len(paths), cfg.batch_size):
             chunk = paths[start:start + cfg.batch_size]
             samples, skipped = load_images(chunk, square=cfg.square)
-            for s in skipped:
-                print(f"skipped image: {s}", file=sys.stderr)
+            for p, why in skipped:
+                print(f"skipped image: {p} ({why})", file=sys.stderr)
+            table.skipped(skipped)
             if not samples:
                 continue
             preds = predict(engine, samples, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=budget,
@@ -296,8 +303,14 @@ class _CsvRows:
             gps, km = r["photo_gps"] or ("", ""), r["km_from_gps"]
             parsed = not math.isnan(r["latitude"])
             self.writer.writerow([r["name"], r["latitude"] if parsed else "", r["longitude"] if parsed else "",
-                                  r["place"], *gps, "" if km is None else round(km, 3)])
+                                  r["place"], *gps, "" if km is None else round(km, 3), _one_line(r["raw_text"]), ""])
         self.file.flush()
+
+    def skipped(self, files: list[tuple[str, str]]) -> None:
+        """A row for each file that no answer was asked for, saying why: one row per input."""
+        if self.writer:
+            self.writer.writerows([path, *[""] * (len(CSV_COLUMNS) - 2), why] for path, why in files)
+            self.file.flush()
 
     def close(self) -> None:
         if self.file:
@@ -370,13 +383,19 @@ def turn_guesses(env_type: str, options) -> bool:
     return len(coords) > 1 and all(coords)
 
 
+def _one_line(text: str) -> str:
+    """An answer on one line ("Latitude: 1 | Longitude: 2"), its control characters shown as escapes: a
+    terminal or a line-based tool reads it as text."""
+    text = text.replace("\r\n", "\n").replace("\n", " | ")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _predict_line(r: dict, telescoping: bool) -> str:
-    one_line = lambda s: s.replace("\n", " | ")
     if math.isnan(r["latitude"]):
         coords = "unparsed"
     else:
         coords = f"{r['latitude']:.4f}, {r['longitude']:.4f}"
-    line = f"{r['name']}\t{coords}\t{r['place'] or '-'}\t{one_line(r['raw_text'])!r}"
+    line = f"{r['name']}\t{coords}\t{r['place'] or '-'}\t{_one_line(r['raw_text'])!r}"
     if r.get("answers"):
         line += "\tanswers: " + ", ".join(f"{k}={v or '?'}" for k, v in r["answers"].items())
     if r.get("photo_gps") is not None:

@@ -293,6 +293,23 @@ def test_predict_says_how_far_each_answer_is_from_the_photos_gps(tmp_path, capsy
     assert json.loads(capsys.readouterr().out)["median_km"] == 0.0
 
 
+def test_predict_csv_has_a_row_per_input_with_the_raw_answer_and_why_a_file_was_skipped(tmp_path, capsys):
+    import csv
+    import shutil
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(sorted((OSV / "unlabeled").iterdir())[0], photos / "a.jpg")
+    (photos / "notes.jpg").write_text("not a photo")
+    table = tmp_path / "pred.csv"
+    shrug = lambda image, text, turn, j: "somewhere warm"  # noqa: E731
+    assert cli.predict_main(["model=fake", str(photos), "--csv", str(table)], engine=ScriptedEngine(shrug)) == 0
+    capsys.readouterr()
+    rows = {Path(r["id"]).name: r for r in csv.DictReader(open(table))}
+    assert rows["a.jpg"]["latitude"] == "" and rows["a.jpg"]["answer"] == "somewhere warm"  # kept, not blanks only
+    assert rows["notes.jpg"]["skipped"] == "not an image" and rows["notes.jpg"]["latitude"] == ""
+
+
 def test_a_run_evaluated_on_its_own_training_data_is_scored_on_the_images_it_held_out(tmp_path, capsys, monkeypatch):
     """`geospot eval model=runs/a data=photos` where runs/a trained on photos: split=auto scores only
     the ids training never read (val + test), however the folder is spelled, and says so; split=all

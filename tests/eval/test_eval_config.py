@@ -71,7 +71,7 @@ def test_predict_prepares_photos_as_the_stream_does_and_crops_squares_when_asked
     paths = [wide, turned, tmp_path / "broken.jpg"]
     samples, skipped = load_images(paths)
     assert [s.image.size for s in samples] == [(90, 50), (60, 40)]  # upright, full size
-    assert len(skipped) == 1 and "broken.jpg" in skipped[0]
+    assert len(skipped) == 1 and skipped[0][0].endswith("broken.jpg") and skipped[0][1].startswith("decode_error")
     samples, _ = load_images(paths, square=True)
     assert [s.image.size for s in samples] == [(50, 50), (40, 40)]  # the centre square
 
@@ -166,3 +166,9 @@ def test_a_double_dash_ends_the_options(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert cli.predict_main(["model=fake", "--greedy", "--", "--odd-name.png"], engine=engine) == 0
     assert len(capsys.readouterr().out.splitlines()) == 1
+
+
+def test_predict_refuses_greedy_with_samples_as_eval_does(tmp_path, capsys):
+    """`--greedy samples=3` sampled anyway, without a word."""
+    assert cli.predict_main(["model=x", str(tmp_path), "samples=3", "--greedy"]) == 2
+    assert capsys.readouterr().err == "geospot predict: pass either greedy or samples=k, not both\n"
