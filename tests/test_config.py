@@ -69,7 +69,24 @@ def test_rl_reward_keys_are_neither_listed_nor_taken_where_nothing_reads_them(co
     with pytest.raises(ConfigError, match="unknown config key 'mixed_weight'") as err:
         parse_overrides(cls, ["mixed_weight=1,1"])
     assert "mixed_weights" not in str(err.value)  # a near miss is never pointed at a key the command hides
-    assert ("  teacher_forcing=" in help_text(cls)) == (command != "predict")  # a prediction has no truth to tell
+    # a prediction has no truth to tell; SFT's examples tell every turn the truth already: eval's oracle study only
+    assert ("  teacher_forcing=" in help_text(cls)) == (command == "eval")
+
+
+def test_sft_refuses_what_only_rollouts_read_and_a_run_that_saved_one_resumes():
+    """sft took teacher_forcing / hier_weights without a word, and RL from that run inherited them."""
+    import dataclasses
+
+    from geospot.envs.config import unread_keys
+    from geospot.train.sft import SFTConfig
+
+    for typed in ("teacher_forcing=0.5", "hier_weights=0.1,0.1,0.1,0.7", "hier_partial_credit=0.25",
+                  "geohash_bonus=0.2"):
+        with pytest.raises(ConfigError, match=rf"^{typed} is read by geospot rl"):
+            parse_overrides(SFTConfig, ["prompt_style=all", typed])
+    # an SFT run saved by an older geospot holds teacher_forcing=0.5: a resume neither takes nor compares it
+    saved = dataclasses.replace(SFTConfig(prompt_style="hierarchical"), teacher_forcing=0.5)
+    assert {"teacher_forcing", "hier_weights"} <= unread_keys(saved) and "hier_turns" not in unread_keys(saved)
 
 
 def test_a_default_with_newlines_stays_in_its_table_row():

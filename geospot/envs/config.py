@@ -44,6 +44,14 @@ REWARD_ONLY = {
     "mixed_precision": "read by geospot rl reward=mixed only (a reward's geohash precision)",
     "reasoning_penalty": "read by geospot rl only (the reward's cost per reasoning token)",
 }
+# ... and what SFT's examples never read: they show every turn its true answer, and their loss is a likelihood
+SFT_UNREAD = {
+    **REWARD_ONLY,
+    **dict.fromkeys(("hier_weights", "hier_partial_credit", "geohash_weights", "geohash_bonus"),
+                    "read by geospot rl only (what a turn's answer earns)"),
+    "teacher_forcing": "read by geospot rl and eval only (rollouts' later turns told the truth): SFT's examples "
+                       "show every turn its true answer already",
+}
 
 
 def styles_in_play(cfg) -> set[str]:
@@ -55,12 +63,14 @@ def styles_in_play(cfg) -> set[str]:
 
 def reads(cfg, key: str) -> bool:
     """Whether `cfg`'s styles (or its reward, or its mix) read env key `key`."""
+    if key in getattr(cfg, "NOT_READ", ()):  # what its command never reads, whatever the style
+        return False
     if key in MIXED_REWARD_KEYS:
         return getattr(cfg, "reward", None) == "mixed"
     if key == "mix_share":
         return getattr(cfg, "mix_env_type", None) is not None
     if key in REASONING_KEYS:
-        return bool(getattr(cfg, "reasoning", False)) and key not in getattr(cfg, "NOT_READ", ())
+        return bool(getattr(cfg, "reasoning", False))
     return key not in KEY_READERS or bool(styles_in_play(cfg) & KEY_READERS[key])
 
 

@@ -58,6 +58,9 @@ RESUME_MAY_CHANGE = frozenset({
     # again with the checkpoint's weights and counted (async/stale_dropped; docs/async.md)
     "max_steps_off_policy",
 })
+# ... and per kind: what that loop reads for its evals only (SFT trains on the truth's answers; its
+# reasoning_max_tokens is the held-out eval's budget, as eval_max_tokens is)
+RESUME_MAY_CHANGE_IN = {"sft": frozenset({"reasoning_max_tokens"}), "rl": frozenset()}
 
 
 def _as_saved(cfg: Any) -> dict[str, Any]:
@@ -187,7 +190,7 @@ def check_resume(log_dir: Path, kind: str, cfg: Any, processes: int = 1) -> dict
         old = _inherited_resolved(old, new, saved.get("started_in"))  # then were its start run's, as now
     changed = {k: [old[k], new[k]] for k in sorted(old.keys() & new.keys() - unread_keys(cfg))
                if not same_value(k, old[k], new[k], saved.get("started_in")) and k != "behavior_if_log_dir_exists"}
-    refused = {k: v for k, v in changed.items() if k not in RESUME_MAY_CHANGE}
+    refused = {k: v for k, v in changed.items() if k not in RESUME_MAY_CHANGE | RESUME_MAY_CHANGE_IN[kind]}
     if refused:
         what = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in refused.items())
         raise ConfigError(f"log_path={str(log_dir)!r} cannot resume with a changed {', '.join(refused)} ({what}): "

@@ -216,7 +216,8 @@ def env_from_start_run(cfg: RLConfig, given: set[str], resumed: set[str] = froze
         # the data is the user's: what the run adds to it is its square crop
         record["from_run"].update({"square": True} if "data" in shown else {}, **{k: v for k, v in shown.items()
                                                                                  if k != "data"})
-    if (record["from_run"] or record["overridden"]) and distributed.speaks():
+    # (a resume says what it changes itself, and refuses what it cannot: the start run's line would mislead)
+    if (record["from_run"] or record["overridden"]) and not resumed and distributed.speaks():
         print("load_checkpoint_path: " + describe_defaults(record), file=sys.stderr)
     return cfg
 
@@ -480,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _prepare(cfg: RLConfig, given: set[str], resumed: set[str]) -> RLConfig:
     cfg = env_from_start_run(cfg, given, resumed)  # a resumed run's env keys are its own, not its start run's again
+    if cfg.reasoning and "max_tokens" in given and distributed.speaks():  # (reasoning may be the start run's)
+        print(f"note: max_tokens is not used with reasoning=true: reasoning_max_tokens={cfg.reasoning_max_tokens} is "
+              "each turn's budget", file=sys.stderr)
     if not cfg.log_path and not distributed.under_torchrun():  # (under torchrun rank 0's clock names it)
         model = cfg.engine_config(inherited_engine_fields(cfg.load_checkpoint_path)).model_name
         cfg = dataclasses.replace(cfg, log_path=default_log_path("rl", model))  # named now: a Ctrl-C points at it

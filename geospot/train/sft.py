@@ -22,7 +22,7 @@ from geospot.engines.config import engine_keys
 from geospot.engines.datums import make_datum
 from geospot.engines.start_checks import random_tiny
 from geospot.engines.types import AdamParams, Datum
-from geospot.envs.config import REWARD_ONLY, EnvOptions, blind
+from geospot.envs.config import SFT_UNREAD, EnvOptions, blind
 from geospot.envs.kinds import ENV_TYPES, KINDS, MIXES, PROMPT_STYLES, eval_env
 from geospot.eval import evaluate
 from geospot.eval.compare import extra_lines
@@ -53,7 +53,7 @@ SFTResult = RunResult  # the name callers know
 
 @dataclass(frozen=True)
 class SFTConfig(engine_keys("SFTEngineKeys", inherit=False), EnvOptions):  # hier_*/geohash_*: the new envs' examples
-    NOT_READ: ClassVar[dict[str, str]] = REWARD_ONLY  # SFT's loss is the answer's likelihood: no reward key
+    NOT_READ: ClassVar[dict[str, str]] = SFT_UNREAD  # SFT's loss is the answer's likelihood: no reward key
     KEY_ALIASES: ClassVar[dict[str, str]] = {"env_type": "prompt_style"}  # (rl / eval / predict call it env_type)
     load_checkpoint_path: str | None = option(None, RUN_HELP["load_checkpoint_path"])
     seed: int = option(0, RUN_HELP["seed"])

@@ -125,6 +125,24 @@ def test_rl_from_a_run_continues_its_env_unless_told(tmp_path):
     assert env_from_start_run(plain, set()) is plain  # not a local run: nothing to read
 
 
+def test_a_resume_does_not_say_its_start_runs_line_and_a_typed_max_tokens_under_reasoning_is_noted(tmp_path,
+                                                                                                   capsys):
+    """A resume printed "load_checkpoint_path: from the run: nothing; overridden on the command line:
+    env_type=geohash" before refusing the change; rl took max_tokens under reasoning=true without a word."""
+    from geospot.train.rl import _prepare
+
+    rl = _hier_rl(tmp_path)
+    argv = [f"load_checkpoint_path={rl}", "env_type=geohash"]
+    env_from_start_run(parse_overrides(RLConfig, argv), given_keys(argv), resumed={"log_path", "seed"})
+    assert capsys.readouterr().err == ""
+    env_from_start_run(parse_overrides(RLConfig, argv), given_keys(argv))  # a new run from it: said
+    assert "load_checkpoint_path: from the run: " in capsys.readouterr().err
+    argv = ["reasoning=true", "max_tokens=8", f"log_path={tmp_path / 'new'}"]
+    _prepare(parse_overrides(RLConfig, argv), given_keys(argv), set())
+    assert ("note: max_tokens is not used with reasoning=true: reasoning_max_tokens=256 is each turn's budget"
+            in capsys.readouterr().err)
+
+
 def test_a_label_env_eval_resumes_only_into_an_eval_of_the_same_keys(tmp_path):
     assert env_resume_keys(EvalConfig(env_type="single", hier_weights=(1.0, 0, 0, 0))) == {}
     hier = env_resume_keys(EvalConfig(env_type="hierarchical", teacher_forcing=1.0))

@@ -130,6 +130,18 @@ def test_resume_refuses_each_key_that_changes_training(tmp_path, key, value):
     assert key not in RESUME_MAY_CHANGE
 
 
+def test_an_sft_resume_may_change_its_eval_only_reasoning_budget(tmp_path):
+    """SFT reads reasoning_max_tokens for its held-out eval only (it trains on the truth's answers):
+    a resume that raises it, after evals cut off every answer, was refused as a change to training."""
+    log = tmp_path / "run"
+    (log / "checkpoints" / "2").mkdir(parents=True)
+    (log / "checkpoints" / "2" / "state.json").write_text("{}")
+    write_config(log, "sft", sft_cfg(log, reasoning=True, reasoning_max_tokens=64))
+    assert check_resume(log, "sft", sft_cfg(log, reasoning=True, reasoning_max_tokens=100)) == {
+        "reasoning_max_tokens": [64, 100]}
+    assert "reasoning_max_tokens" not in RESUME_MAY_CHANGE  # RL samples its rollouts with it: refused there
+
+
 def test_resume_below_the_step_reached_is_refused(tmp_path):
     log = tmp_path / "run"
     (log / "checkpoints" / "100").mkdir(parents=True)
