@@ -62,6 +62,7 @@ class RunWatcher:
     def __init__(self, reader: RunReader, poll_s: float, ring_size: int) -> None:
         self.reader, self.poll_s = reader, poll_s
         self.ring: collections.deque[dict[str, Any]] = collections.deque(maxlen=ring_size)
+        self.generation = reader.generation()
         self.last_seq = reader.seq()
         self.ring_floor = self.last_seq  # the ring holds every event with seq > ring_floor
         self.changed = asyncio.Event()
@@ -75,6 +76,13 @@ class RunWatcher:
     async def _poll(self) -> None:
         while self.clients > 0:
             try:
+                generation = await asyncio.to_thread(self.reader.generation)
+                if generation != self.generation:  # started afresh, or rewound by a resume: clients start again
+                    self.ring.clear()
+                    self.generation, self.last_seq = generation, await asyncio.to_thread(self.reader.seq)
+                    self.ring_floor = self.last_seq
+                    old, self.changed = self.changed, asyncio.Event()
+                    old.set()
                 events = await asyncio.to_thread(self.reader.events_since, self.last_seq)
             except Exception:  # store busy or mid-creation: try again next tick
                 log.debug("poll of %s failed", self.reader.path, exc_info=True)
@@ -209,6 +217,15 @@ def _run_or_404(dash: Dashboard, request: Request) -> RunReader | JSONResponse:
     return reader
 
 
+def _int64(text: str) -> int | None:
+    """An integer the store can compare with (SQLite's are 64-bit), or None."""
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if -2**63 <= value < 2**63 else None
+
+
 def _unreadable(handler: Any) -> Any:
     """A per-run endpoint whose store is corrupt (or not a store) answers 503 with one line
     logged, instead of a 500 and a traceback."""
@@ -250,11 +267,11 @@ def create_app(runs_dir: str | Path, *, allowed_hosts: tuple[str, ...] | None = 
             return reader
 
         def load() -> dict[str, Any]:
-            seq = reader.seq()  # read first: events after it are streamed, none missed
+            generation, seq = reader.generation(), reader.seq()  # read first: events after it are streamed
             kind, config = reader.config()
             return {"name": request.query_params["run"], "kind": kind, "config": config, "setup": run_setup(config),
-                    "env": env_view(config), "seq": seq, "status": reader.status()["status"], "steps": reader.steps(),
-                    "image_steps": reader.image_steps()}
+                    "env": env_view(config), "seq": seq, "generation": generation,
+                    "status": reader.status()["status"], "steps": reader.steps(), "image_steps": reader.image_steps()}
 
         return _json(await asyncio.to_thread(load))
 
@@ -269,9 +286,8 @@ def create_app(runs_dir: str | Path, *, allowed_hosts: tuple[str, ...] | None = 
         reader = _run_or_404(dash, request)
         if isinstance(reader, Response):
             return reader
-        try:
-            step = int(request.query_params.get("step", ""))
-        except ValueError:
+        step = _int64(request.query_params.get("step", ""))
+        if step is None:
             return _json({"error": "step must be an integer"}, 400)
         split = request.query_params.get("split", "train")
         return _json({"step": step, "split": split, "images": await asyncio.to_thread(reader.images, step, split)})
@@ -292,12 +308,13 @@ def create_app(runs_dir: str | Path, *, allowed_hosts: tuple[str, ...] | None = 
         reader = _run_or_404(dash, request)
         if isinstance(reader, Response):
             return reader
-        try:  # EventSource resends the last id it saw on reconnect: resume exactly there
-            cursor = int(request.headers.get("last-event-id") or request.query_params.get("since", "0"))
-        except ValueError:
+        # EventSource resends the last id it saw on reconnect: resume exactly there
+        cursor = _int64(request.headers.get("last-event-id") or request.query_params.get("since", "0"))
+        if cursor is None:
             return _json({"error": "since must be an integer"}, 400)
         watcher = dash.watcher(name, reader)
-        return StreamingResponse(_stream(watcher, cursor, dash.keepalive_s), media_type="text/event-stream",
+        seen = request.query_params.get("generation")  # the history the page holds (its /api/run's)
+        return StreamingResponse(_stream(watcher, cursor, dash.keepalive_s, seen), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     routes = [
@@ -404,13 +421,16 @@ async def _plain(send: Any, status: int, text: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def _stream(watcher: RunWatcher, cursor: int, keepalive_s: float) -> AsyncIterator[str]:
+async def _stream(watcher: RunWatcher, cursor: int, keepalive_s: float, seen: str | None) -> AsyncIterator[str]:
     watcher.clients += 1
     watcher.start()
     try:
         yield "retry: 1000\n\n"
         while True:
             changed = watcher.changed  # take the event before reading, so no wake-up is missed
+            if seen is not None and seen != watcher.generation:  # the page holds another history: it reloads
+                yield "event: reset\ndata: {}\n\n"
+                return
             events = await watcher.events_after(cursor)
             if any(e["type"] == "status" for e in events):
                 # a stored status is what the writer last said; a run killed without a word still says

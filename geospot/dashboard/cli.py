@@ -64,10 +64,16 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
 
+    if not args.poll > 0:  # 0 polls each store as fast as it can, a core per page left open
+        print(f"geospot dashboard: --poll {args.poll}: give the seconds between polls, above 0 (default 0.25)",
+              file=sys.stderr)
+        return 2
     runs = Path(args.folder or args.runs or "runs")
     if not runs.is_dir():
-        print(f"geospot dashboard: runs folder {runs} does not exist; pass --runs DIR "
-              "(the folder your training writes run folders into)", file=sys.stderr)
+        what = (f"{runs} is a file, not a folder: pass the folder holding the run folders, e.g. {runs.parent.parent}"
+                if runs.is_file() else f"runs folder {runs} does not exist; pass --runs DIR "
+                "(the folder your training writes run folders into)")
+        print(f"geospot dashboard: {what}", file=sys.stderr)
         return 2
     try:
         import uvicorn

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from geospot.envs.kinds import KINDS, as_options, eval_env
+from geospot.envs.kinds import KINDS, as_options, eval_env, opt
 from geospot.envs.registry import reward_name, uses_tau
 
 
@@ -37,6 +37,11 @@ def _reward(env: Any, config: dict[str, Any], options: Any) -> dict[str, Any] | 
     try:
         name = "own" if kind.own_reward else reward_name(env, given if isinstance(given, str) and given else "auto")
         text = kind.reward_text(options, name)
+        if name == "mixed":  # the page draws its τ-kernel, which is only a share of what a turn earns
+            (w_d, w_g), chars = opt(options, "mixed_weights"), int(opt(options, "mixed_precision"))
+            text = (f"With reward=mixed that kernel is {w_d:g} of what a turn earns; the other {w_g:g} is the share of "
+                    f"its first {chars} geohash characters that match the truth's (mixed_weights, mixed_precision). "
+                    + text).strip()
     except (TypeError, ValueError):  # keys this version cannot read
         return None
     return {"env": env, "name": name, "tau": uses_tau(name), "kernel": kind.distance_reward, "text": text}

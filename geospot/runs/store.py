@@ -112,9 +112,12 @@ def truncate_store(run_dir: str | Path, after_step: int) -> None:
     try:
         con.execute("BEGIN IMMEDIATE")
         seq = int(con.execute("SELECT value FROM meta WHERE key='seq'").fetchone()[0]) + 1
+        before = con.total_changes
         for table in ("steps", "shown", "rollouts"):
             con.execute(f"DELETE FROM {table} WHERE step > ?", (int(after_step),))
         con.execute("UPDATE meta SET value=? WHERE key='seq'", (str(seq),))
+        if con.total_changes - before > 1:  # rows dropped: a page showing them starts again (RunReader.generation)
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('rewound', ?)", (str(seq),))
         con.execute("COMMIT")
     finally:
         con.close()
@@ -358,6 +361,8 @@ class RunReader:
         self._uri = "file:" + urllib.request.pathname2url(str(self.path.resolve())) + "?mode=ro"
 
     def connect(self) -> sqlite3.Connection:
+        if not self.path.is_file():  # deleted: connecting would make its -wal / -shm again in a folder being removed
+            raise FileNotFoundError(self.path)
         con = sqlite3.connect(self._uri, uri=True, timeout=5.0, check_same_thread=False)
         con.execute("PRAGMA busy_timeout = 5000")
         con.execute("PRAGMA query_only = ON")
@@ -372,6 +377,11 @@ class RunReader:
 
     def meta(self) -> dict[str, str]:
         return dict(self._query("SELECT key, value FROM meta"))
+
+    def generation(self) -> str:
+        """Which history it holds: another once its folder is started afresh or a resume drops steps."""
+        meta = self.meta()
+        return f"{meta.get('created', '')}/{meta.get('rewound', '0')}"
 
     def seq(self) -> int:
         return int(self._query("SELECT value FROM meta WHERE key='seq'")[0][0])

@@ -226,3 +226,13 @@ def test_cli_prints_the_port_it_listens_on_and_refuses_a_taken_one(runs, monkeyp
         assert cli.main(["--runs", str(runs), "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port}" in err and "pass --port N" in err and not served
+
+
+def test_cli_refuses_a_poll_of_zero_and_a_store_file_for_a_folder(runs, capsys):
+    """--poll 0 made each open page poll its store flat out (~45 % of a core); a store file given as
+    the folder was said not to exist."""
+    assert cli.main(["--runs", str(runs), "--poll", "0"]) == 2
+    assert "--poll 0.0: give the seconds between polls, above 0" in capsys.readouterr().err
+    store = next(runs.rglob("store.sqlite"))
+    assert cli.main([str(store)]) == 2
+    assert f"{store} is a file, not a folder: pass the folder holding the run folders" in capsys.readouterr().err

@@ -18,7 +18,10 @@ def test_an_rl_runs_envs_and_rewards():
     assert "S(d_t) − S(d_{t−1})" in reward["text"]
     assert mix == {"env": "single", "name": "kernel", "tau": True, "kernel": True, "text": "", "share": 0.25}
     single = env_view({"env_type": "single", "reward": "mixed"})
-    assert single["reward"] == {"env": "single", "name": "mixed", "tau": True, "kernel": True, "text": ""}
+    # the kernel the page draws is 0.7 of what a turn earns: the text says what the rest is (it said nothing)
+    assert single["reward"] == {"env": "single", "name": "mixed", "tau": True, "kernel": True, "text": (
+        "With reward=mixed that kernel is 0.7 of what a turn earns; the other 0.3 is the share of its first 5 "
+        "geohash characters that match the truth's (mixed_weights, mixed_precision).")}
     assert single["mix"] is None
     own = env_view({"env_type": "geohash", "reward": "auto"})["reward"]
     assert (own["name"], own["tau"], own["kernel"]) == ("own", False, False)

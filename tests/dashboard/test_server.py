@@ -92,3 +92,37 @@ def test_sse_gives_a_killed_runs_status_as_judged_now(tmp_path):
         read_events(f"{srv.url}/api/events?run=gone&since=0", 2, got, timeout=20)  # status, step
         statuses = [e["data"]["status"] for e in got if e.get("type") == "status"]
         assert statuses and set(statuses) == {"stopped"}, got
+
+
+def test_a_page_holding_another_history_of_its_run_is_told_to_load_it_again(tmp_path):
+    """A run started afresh in its folder (`delete`) restarts seq from 0, and a resume drops the steps
+    past its checkpoint: an open page kept the old run's steps, and its stream skipped the new ones."""
+    import shutil
+
+    from geospot.runs.store import truncate_store
+
+    runs = tmp_path / "runs"
+    with RunStore(runs / "r") as store:
+        fake_run.fill(store, 6, n_images=1)
+    with Server(create_app(runs, poll_s=0.05)) as srv:
+        first = httpx.get(f"{srv.url}/api/run?run=r").json()
+        url = f"{srv.url}/api/events?run=r&since={first['seq']}&generation={first['generation']}"
+        truncate_store(runs / "r", after_step=3)  # a resume from the checkpoint of step 3
+        got: list = []
+        read_events(url, 1, got, timeout=20)
+        assert got == [{"type": "reset", "data": {}}]
+        rewound = httpx.get(f"{srv.url}/api/run?run=r").json()
+        assert rewound["generation"] != first["generation"] and [s["step"] for s in rewound["steps"]] == [0, 1, 2, 3]
+        shutil.rmtree(runs / "r")  # started afresh: seq begins again below the page's
+        with RunStore(runs / "r") as store:
+            fake_run.fill(store, 2, n_images=1)
+        again: list = []
+        read_events(f"{srv.url}/api/events?run=r&since={rewound['seq']}&generation={rewound['generation']}", 1, again)
+        assert again == [{"type": "reset", "data": {}}]
+        fresh = httpx.get(f"{srv.url}/api/run?run=r").json()
+        follow: list = []  # the page loaded again follows the new run
+        read_events(f"{srv.url}/api/events?run=r&since=0&generation={fresh['generation']}", 1, follow)
+        assert follow[0]["type"] in ("step", "status", "images")
+        # a step the store cannot hold is a 400, not a traceback
+        assert httpx.get(f"{srv.url}/api/images?run=r&step={10**30}").status_code == 400
+        assert httpx.get(f"{srv.url}/api/events?run=r", headers={"Last-Event-ID": str(-10**30)}).status_code == 400

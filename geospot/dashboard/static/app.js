@@ -255,7 +255,7 @@ class RunView {
   }
   async load() {
     const d = await getJSON(`/api/run?run=${enc(this.name)}`);
-    Object.assign(this, { kind: d.kind, config: d.config, setup: d.setup || {}, env: d.env || { layouts: [], reward: null }, status: d.status, steps: d.steps, imageSteps: d.image_steps, seq: d.seq });
+    Object.assign(this, { kind: d.kind, config: d.config, setup: d.setup || {}, env: d.env || { layouts: [], reward: null }, status: d.status, steps: d.steps, imageSteps: d.image_steps, seq: d.seq, generation: d.generation });
     const splits = [...new Set(this.imageSteps.map(s => s.split))];
     if (splits.length && !splits.includes(this.split)) this.split = splits[0];
     this.build(splits);
@@ -315,7 +315,11 @@ class RunView {
   }
   async fetchStep(step) {
     const key = `${this.split}:${step}`;
-    if (!this.cache.has(key)) this.cache.set(key, getJSON(`/api/images?run=${enc(this.name)}&step=${step}&split=${enc(this.split)}`));
+    if (!this.cache.has(key)) {
+      const asked = getJSON(`/api/images?run=${enc(this.name)}&step=${step}&split=${enc(this.split)}`);
+      this.cache.set(key, asked);
+      asked.catch(() => this.cache.delete(key));  // a failed fetch (server restarting) is asked again, not kept
+    }
     return (await this.cache.get(key)).images;
   }
   // The slider and its label at the current index (no fetch, no redraw); the step shown, or null.
@@ -333,7 +337,11 @@ class RunView {
     const step = this.drawPosition();
     if (step === null) { this.map.setImages([]); return; }
     const token = this.showToken = (this.showToken || 0) + 1;
-    const images = await this.fetchStep(step);
+    let images;
+    try { images = await this.fetchStep(step); } catch (e) {  // the server away a moment: the next move asks again
+      if (token === this.showToken) setLive(`step ${step} could not be loaded (${e.message || e})`);
+      return;
+    }
     // only a later showStep (slider, play, a live redraw) supersedes this one: dropping it whenever
     // live events moved the index left a fast run's map behind its label
     if (token !== this.showToken) return;
@@ -400,8 +408,10 @@ class RunView {
     }, wait);
   }
   subscribe() {
-    const es = new EventSource(`/api/events?run=${enc(this.name)}&since=${this.seq}`);
+    const es = new EventSource(`/api/events?run=${enc(this.name)}&since=${this.seq}&generation=${enc(this.generation)}`);
     onLeave(() => { es.close(); clearTimeout(this.liveTimer); });
+    // the run was started afresh in its folder, or a resume dropped steps past its checkpoint: load it again
+    es.addEventListener("reset", () => { es.close(); route(); });
     es.onopen = () => this.showLive();
     es.onerror = () => setLive("reconnecting…");
     es.addEventListener("step", ev => {
@@ -412,7 +422,8 @@ class RunView {
     es.addEventListener("images", ev => {
       const s = JSON.parse(ev.data);
       this.cache.delete(`${s.split}:${s.step}`);
-      const following = this.index >= this.stepList().length - 1 && !this.timer;  // at the end: follow live
+      // at the end: follow live, unless an image is picked (the newest step holds other images)
+      const following = this.index >= this.stepList().length - 1 && !this.timer && !this.picked;
       if (!this.imageSteps.some(x => x.step === s.step && x.split === s.split)) {
         this.imageSteps.push(s); this.imageSteps.sort((a, b) => a.step - b.step);
       }
