@@ -1,8 +1,10 @@
 """One photo, one label, in every pass and in every split.
 
-A user's local tables (CSV, JSONL: their images are files, so nothing is decoded or read here but
-the tables) are read through once before the stream starts, and whatever they say twice is decided
-per row, the same whatever order a shuffled pass reads them in (stream.py asks `Resolution.skip`):
+A user's local tables (CSV, JSONL up to MAX_TABLE_BYTES: their images are files, so nothing is read
+here but the tables and, for files of one size, their bytes) are read through once before the stream
+starts, and whatever they say twice is decided per row, the same whatever order a shuffled pass reads
+them in (stream.py asks `Resolution.skip`): about two passes over the records, ~2 s per 100,000
+rows on a core.
 
 - an id given other coordinates by another row: which is right cannot be told, so no row of it is
   used (`duplicate_id_conflict`). Rows that disagree across two tables of one folder (a labels.csv
@@ -78,11 +80,24 @@ class Resolution:
                     f"coordinates; it is used once, as {self.keeper[photo]!r}", record.source, record.id)
 
 
+# Tables past this size (~1M rows of id,latitude,longitude; OSV-5M's own train.csv is ~1 GB) keep the
+# stream's first-seen checks: reading them through would cost every stream's start seconds to minutes
+MAX_TABLE_BYTES = 48 << 20
+
+
+def _size(paths: list[str]) -> int:
+    try:
+        return sum(os.path.getsize(p) for p in paths)
+    except OSError:
+        return 0  # read (and said) by the stream
+
+
 def resolve_parts(parts: list[str], sources: list, limit: int) -> dict[int, Resolution]:
-    """The Resolution of each part that is a user's local table (a source with `tables`), by part index."""
+    """The Resolution of each part that is a user's local table (a source with `tables`) of at most
+    MAX_TABLE_BYTES, by part index."""
     out = {}
     for k, (part, src) in enumerate(zip(parts, sources)):
-        if hasattr(src, "table_records"):
+        if hasattr(src, "table_records") and _size(src.tables) <= MAX_TABLE_BYTES:
             found = resolve(part, ((p, src.table_records(p)) for p in src.tables), limit)
             if found is not None:
                 out[k] = found
@@ -148,22 +163,27 @@ def resolve(part: str, tables: Iterable[tuple[str, Iterable[Record | Skip]]], li
 
 
 def _same_bytes(paths: dict[Photo, set[str]], size: dict[Photo, int]) -> list[list[Photo]]:
-    """Groups of distinct files holding the same bytes: only files of one size are read and hashed."""
+    """Groups of distinct files holding the same bytes: of the files of one size, those whose first
+    4 KB agree are read whole (photos of one size are common; of one size and one start, copies)."""
+    def digest(photo: Photo, n: int = -1) -> bytes | None:
+        try:
+            with open(min(paths[photo]), "rb") as f:
+                return hashlib.blake2b(f.read(n), digest_size=16).digest()
+        except OSError:
+            return None
+
+    def split(group: list[Photo], n: int) -> list[list[Photo]]:
+        by: dict[bytes, list[Photo]] = {}
+        for photo in group:
+            if (d := digest(photo, n)) is not None:
+                by.setdefault(d, []).append(photo)
+        return [g for g in by.values() if len(g) > 1]
+
     by_size: dict[int, list[Photo]] = {}
     for photo, s in size.items():
         by_size.setdefault(s, []).append(photo)
-    groups = []
-    for same in (v for v in by_size.values() if len(v) > 1):
-        by_hash: dict[bytes, list[Photo]] = {}
-        for photo in same:
-            try:
-                with open(min(paths[photo]), "rb") as f:
-                    digest = hashlib.file_digest(f, "blake2b").digest()
-            except OSError:
-                continue
-            by_hash.setdefault(digest, []).append(photo)
-        groups += [g for g in by_hash.values() if len(g) > 1]
-    return groups
+    return [same for group in by_size.values() if len(group) > 1
+            for head in split(group, 4096) for same in split(head, -1)]
 
 
 def _refuse(part: str, names: list[str], across: list[tuple]) -> None:

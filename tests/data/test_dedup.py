@@ -87,3 +87,13 @@ def test_resolve_by_hand(tmp_path):
     assert res.skip(rows[1]).reason == "duplicate_image" and "used once, as 'x'" in res.skip(rows[1]).detail
     assert res.skip(rows[2]).reason == res.skip(rows[3]).reason == "duplicate_id_conflict"
     assert resolve("part", [("t.csv", rows)], limit=4) is None  # past the limit: the stream's own checks
+
+
+def test_a_table_past_the_size_bound_keeps_the_streams_own_checks(tmp_path, monkeypatch):
+    from geospot.data import dedup
+
+    _photos(tmp_path, 2)
+    _csv(tmp_path / "labels.csv", [("p0", 10, 20), ("p1", 11, 21)])
+    _csv(tmp_path / "labels_old.csv", [("p0", 15, 20), ("p1", 16, 21)])
+    monkeypatch.setattr(dedup, "MAX_TABLE_BYTES", 10)  # (OSV-5M's train.csv: reading it through would take minutes)
+    assert len(load_samples(str(tmp_path), split="all")) == 2  # first seen wins, as before: not refused
