@@ -233,11 +233,13 @@ def _resolved_checkpoint(model: str) -> str | None:
 
 def default_out(cfg: EvalConfig, checkpoint: str | None) -> Path:
     """A checkpoint's evals live in its training run (`<run>/eval/<data>-<env>-step<k>`, where
-    `geospot export` finds them for the model card); anything else under runs/eval/."""
+    `geospot export` finds them for the model card); anything else under runs/eval/. A teacher-forced
+    eval (an oracle study) says so in its name, which --compare shows as the row's."""
+    env = cfg.env_type + (f"-teacher_forcing{cfg.teacher_forcing:g}" if cfg.teacher_forcing else "")
     if checkpoint is not None:
         ck = Path(checkpoint)
-        return ck.parent.parent / "eval" / f"{_slug(cfg.data)}-{cfg.env_type}-step{ck.name}"
-    return Path("runs") / "eval" / f"{_slug(cfg.model)}-{_slug(cfg.data)}-{cfg.env_type}"
+        return ck.parent.parent / "eval" / f"{_slug(cfg.data)}-{env}-step{ck.name}"
+    return Path("runs") / "eval" / f"{_slug(cfg.model)}-{_slug(cfg.data)}-{env}"
 
 
 def _chunks(it, size: int):

@@ -104,6 +104,9 @@ def test_eval_folders_are_named_by_the_data_folder_not_its_path(tmp_path):
         assert out.name == f"{name}-single-step300", data
     assert cli.default_out(dataclasses.replace(cfg, model="export/demo-rl"), None) == (
         cli.Path("runs") / "eval" / "demo-rl-osv5m-samples-telescoping")
+    # an oracle study says so in its name (--compare shows it as the row's): it took a best mark unnamed
+    oracle = dataclasses.replace(cfg, env_type="hierarchical", teacher_forcing=1.0)
+    assert cli.default_out(oracle, str(ck)).name == "osv5m-samples-hierarchical-teacher_forcing1-step300"
 
 
 def test_predict_finds_the_photos_of_a_data_folder_in_its_subfolder(tmp_path):
