@@ -61,6 +61,8 @@ def inspect(args) -> int:
             lat_lo, lat_hi = min(lat_lo, s.lat), max(lat_hi, s.lat)
             lon_lo, lon_hi = min(lon_lo, s.lon), max(lon_hi, s.lon)
         skipped, fixed = dict(sorted(stream.skipped.items())), dict(sorted(stream.fixed.items()))
+        # photos in a labelled folder that no row names are not read at all: not a skip, so said apart
+        unnamed = [p for src in stream.sources if hasattr(src, "unnamed_images") for p in src.unnamed_images()]
     if not n and args.limit != 0:  # a script must see it, as pack's "no usable sample" (exit 2)
         why = ("its skips by reason say why" if skipped else "no record of it is in that split: try --split all"
                if args.split != "all" else "it holds no record")
@@ -69,13 +71,15 @@ def inspect(args) -> int:
         bounds = {"latitude": [lat_lo, lat_hi], "longitude": [lon_lo, lon_hi]} if n else {
             "latitude": None, "longitude": None}  # the text's lines, as [min, max]
         print(json.dumps({"samples": n, "skipped": skipped, "fixed": fixed, "sources": dict(sorted(sources.items())),
-                          **bounds}))
+                          **bounds, "images_without_a_row": len(unnamed)}))
         return 0 if n or args.limit == 0 else 2
     print(f"spec: {args.spec} (split {args.split})")
     print(f"samples: {n}")
     print(f"skipped: {sum(skipped.values())}" + "".join(f"\n  {k}: {v}" for k, v in skipped.items()))
     if fixed:
         print("fixed (kept):" + "".join(f"\n  {k}: {v}" for k, v in fixed.items()))
+    if unnamed:
+        print(f"images no row names (not read): {len(unnamed)}, e.g. {unnamed[0]}; give each a row to use it")
     print("sources:" + "".join(f"\n  {k}: {v} ({v / max(n, 1):.1%})" for k, v in sorted(sources.items())))
     if n:
         print(f"latitude: {lat_lo:.4f} .. {lat_hi:.4f}")

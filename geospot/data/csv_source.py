@@ -68,6 +68,13 @@ class CsvFolderSource:
             found[name.lower()] = merged[0] if len(merged) == 1 else merged
         return found
 
+    def unnamed_images(self) -> list[str]:
+        """The image files below the folder that no row names (never read: `geospot data inspect` says so)."""
+        named = {os.path.normpath(r.payload.path) for p in self.csv_paths for r in self.table_records(p)
+                 if isinstance(r, Record)}
+        every = {os.path.normpath(p) for hit in self._index.values() for p in ((hit,) if isinstance(hit, str) else hit)}
+        return sorted(every - named)
+
     def _image_of(self, csv_path: str, sid: str) -> str | tuple[str, ...] | None:
         """The image a row's id names: a file name or stem anywhere below images/ (or the root),
         the same in another case, else a path as written, relative to the CSV's folder or to

@@ -21,7 +21,7 @@ def test_inspect_osv5m_samples(capsys):
         pytest.skip("shared OSV-5M samples not present")
     assert _json(capsys, ["inspect", OSV, "--json"]) == {  # the text's numbers, bounds included
         "samples": 8, "skipped": {}, "fixed": {}, "sources": {"osv5m-samples": 8},
-        "latitude": [-19.123342, 43.261569], "longitude": [-88.163811, 108.942887]}
+        "latitude": [-19.123342, 43.261569], "longitude": [-88.163811, 108.942887], "images_without_a_row": 0}
     assert _json(capsys, ["inspect", f"data={OSV}", "--json"])["samples"] == 8  # the training commands' spelling
     assert main(["inspect", OSV]) == 0
     out = capsys.readouterr().out
@@ -32,7 +32,8 @@ def test_inspect_counts_skips_and_limit(tmp_path, capsys):
     build_corpus(str(tmp_path))
     got = _json(capsys, ["inspect", f"{tmp_path}/a-{{000..001}}.tar", "--json"])
     lat, lon = got.pop("latitude"), got.pop("longitude")
-    assert got == {"samples": 11, "skipped": EXPECTED_SKIPPED, "fixed": got["fixed"], "sources": {"corpus": 11}}
+    assert got == {"samples": 11, "skipped": EXPECTED_SKIPPED, "fixed": got["fixed"], "sources": {"corpus": 11},
+                   "images_without_a_row": 0}  # (tar shards: every member is a record)
     assert -90 <= lat[0] <= lat[1] <= 90 and -180 <= lon[0] <= lon[1] <= 180
     assert _json(capsys, ["inspect", "synthetic:n=30,size=16", "--json", "--limit", "7"])["samples"] == 7
 
@@ -158,3 +159,18 @@ def test_the_labels_hint_matches_whole_names_and_reads_a_utf16_csv(tmp_path):
     (tmp_path / "u16" / "labels.csv").write_text("id\tlatitude\tlongitude\r\nphoto_7\t1.5\t2.5\r\n", encoding="utf-16")
     assert _labels_above(str(tmp_path / "u16"), ["photo_7.jpg"]) == "labels.csv"
     assert _labels_above(str(tmp_path / "u16"), ["photo_70.jpg"]) is None
+
+
+def test_inspect_says_how_many_photos_no_row_names(tmp_path, capsys):
+    """3 photos without a row were passed over without a word (not read: no skip counts them)."""
+    from PIL import Image
+
+    from geospot.data.cli import main
+
+    (tmp_path / "images").mkdir()
+    for i in range(4):
+        Image.new("RGB", (40, 30), (i * 50, 0, 0)).save(tmp_path / "images" / f"p{i}.png")
+    (tmp_path / "labels.csv").write_text("id,latitude,longitude\n./images/p0.png,1,2\n")
+    assert main(["inspect", str(tmp_path), "--split", "all"]) == 0
+    out = capsys.readouterr().out
+    assert f"images no row names (not read): 3, e.g. {tmp_path / 'images' / 'p1.png'}; give each a row" in out
