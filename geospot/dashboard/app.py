@@ -153,8 +153,10 @@ class Dashboard:
                 self._summaries.pop(name, None)
 
     def watcher(self, name: str, reader: RunReader) -> RunWatcher:
+        """The run's watcher; made afresh when no page follows the old one (its poll has stopped, so
+        what it holds may be another history of the run by now)."""
         w = self._watchers.get(name)
-        if w is None:
+        if w is None or w.clients == 0:
             w = self._watchers[name] = RunWatcher(reader, self.poll_s, self.ring_size)
         return w
 
@@ -428,9 +430,12 @@ async def _stream(watcher: RunWatcher, cursor: int, keepalive_s: float, seen: st
         yield "retry: 1000\n\n"
         while True:
             changed = watcher.changed  # take the event before reading, so no wake-up is missed
-            if seen is not None and seen != watcher.generation:  # the page holds another history: it reloads
-                yield "event: reset\ndata: {}\n\n"
-                return
+            if seen is not None and seen != watcher.generation:  # the page holds another history: it reloads,
+                if seen != await asyncio.to_thread(watcher.reader.generation):  # unless the watcher is the one behind
+                    yield "event: reset\ndata: {}\n\n"
+                    return
+                await asyncio.sleep(watcher.poll_s)  # (its poll catches up within a tick)
+                continue
             events = await watcher.events_after(cursor)
             if any(e["type"] == "status" for e in events):
                 # a stored status is what the writer last said; a run killed without a word still says

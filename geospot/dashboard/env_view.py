@@ -39,8 +39,10 @@ def _reward(env: Any, config: dict[str, Any], options: Any) -> dict[str, Any] | 
         text = kind.reward_text(options, name)
         if name == "mixed":  # the page draws its τ-kernel, which is only a share of what a turn earns
             (w_d, w_g), chars = opt(options, "mixed_weights"), int(opt(options, "mixed_precision"))
-            text = (f"With reward=mixed that kernel is {w_d:g} of what a turn earns; the other {w_g:g} is the share of "
-                    f"its first {chars} geohash characters that match the truth's (mixed_weights, mixed_precision). "
+            w_d, w_g = w_d / (w_d + w_g), w_g / (w_d + w_g)  # MixedReward's weighted mean
+            text = (f"With reward=mixed that kernel is {w_d:.2g} of what a turn earns; the other {w_g:.2g} is the "
+                    f"share of its first {chars} geohash characters that match the truth's (mixed_weights, "
+                    "mixed_precision). "
                     + text).strip()
     except (TypeError, ValueError):  # keys this version cannot read
         return None

@@ -148,10 +148,10 @@ class CsvFolderSource:
                                 "name the columns with lat=<column>,lon=<column> in the spec")
             for row in reader:
                 line = reader.line_num  # the file's line: blank lines, which the reader passes over, count
-                if not any((v or "").strip() for v in row.values() if isinstance(v, str)) and not row.get(None):
-                    continue  # a spreadsheet's empty row (;;;): a blank line
                 if trailing and row.get(None) == [""] and None not in row.values():  # a separator ending each
                     del row[None]  # row, as some spreadsheets export: an empty field past the header's, no value
+                if not any((v or "").strip() for v in row.values() if isinstance(v, str)) and not row.get(None):
+                    continue  # a spreadsheet's empty row (;;;): a blank line
                 if None in row or None in row.values():  # more or fewer fields than the header names
                     n = len(row) - (None in row) + len(row.get(None) or ()) - sum(v is None for v in row.values())
                     yield Skip("malformed_row", f"{path}:{line}: {n} fields where the header has {len(names)} "

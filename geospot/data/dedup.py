@@ -1,23 +1,26 @@
 """One photo, one label, in every pass and in every split.
 
 A user's local tables (CSV, JSONL up to MAX_TABLE_BYTES: their images are files, so nothing is read
-here but the tables and, for files of one size, their bytes) are read through once before the stream
-starts, and whatever they say twice is decided per row, the same whatever order a shuffled pass reads
-them in (stream.py asks `Resolution.skip`): about two passes over the records, ~2 s per 100,000
-rows on a core.
+here but the tables and, for files of one size and one start, their bytes) are read through once
+before the stream starts, and whatever they say twice is decided per row, the same whatever order a
+shuffled pass reads them in (stream.py asks `Resolution.skip`): about two passes over the records,
+~2 s per 100,000 rows on a core. A photo is a file whatever names it (a symlink, another spelling of
+its path) or a byte-identical copy of it (`123 (1).jpg`).
 
-- an id given other coordinates by another row: which is right cannot be told, so no row of it is
-  used (`duplicate_id_conflict`). Rows that disagree across two tables of one folder (a labels.csv
-  beside an older copy of it) refuse the stream instead, naming the table to give;
-- one photo named by several ids (`123` and `images/123.jpg`, a symlink, a byte-identical copy
-  `123 (1).jpg`): the smallest id keeps it, so the training and the held-out streams agree on which
-  side it is (`duplicate_image` for the others); ids that give it other coordinates lose it all
-  (`duplicate_image_conflict`).
+- rows that give one photo other coordinates (one id twice, or several ids): which is right cannot
+  be told, so none is used (`duplicate_id_conflict` / `duplicate_image_conflict`). Rows in two
+  tables of one folder that disagree so (a labels.csv beside an older copy of it) refuse the stream
+  instead, naming the table to give;
+- one photo named by several ids: the first row in the tables' order keeps it, so the training and
+  the held-out streams agree on which side of the split it is (`duplicate_image` for the others);
+- one id naming several photos (JSONL files that each number their rows 0, 1, ...): the first row's
+  photo keeps the id (`duplicate_id`, or `duplicate_id_conflict` where the label differs, for the
+  others): an id is one sample downstream (its split, its row in predictions.csv).
 
-A row whose coordinates do not read takes no part (it is skipped for them). The same id with the
-same coordinates is left to the stream's per-pass check (`duplicate_id`): whichever row is read
-first, the label is the same. Hub shards and parquet (whose image bytes would have to be read
-here) keep the stream's first-seen checks."""
+A row whose coordinates do not read takes no part (the stream skips it for them). The same id naming
+the same photo with the same coordinates is left to the stream's per-pass check (`duplicate_id`):
+whichever row is read first, the sample is the same. Parquet and hub shards (whose image bytes would
+have to be read here) and larger tables keep the stream's first-seen checks."""
 
 from __future__ import annotations
 
@@ -32,57 +35,50 @@ from geospot.data.prep import BadSample, check_coords
 from geospot.data.sources import Record, Skip
 from geospot.data.types import DataError
 
-Photo = tuple[int, int]  # (device, inode): a file whatever the path or symlink naming it
+Photo = tuple[int, int] | str  # (device, inode), or the real path where the file system has no inodes
+# Tables past this size (~1M rows of id,latitude,longitude; OSV-5M's own train.csv is ~1 GB) keep the
+# stream's first-seen checks: reading them through would cost every stream's start seconds to minutes
+MAX_TABLE_BYTES = 48 << 20
 
 
-def coords_key(lat: Any, lon: Any) -> tuple:
-    """What a duplicate id is compared on: the coordinates as read ("48.850" and 48.85 agree)."""
+def read_coords(lat: Any, lon: Any) -> tuple[tuple[float, float] | None, BadSample | None]:
+    """(the coordinates as degrees, None) or (None, why they do not read)."""
     try:
-        return check_coords(lat, lon)
-    except BadSample:
-        return (repr(lat)[:40], repr(lon)[:40])
-
-
-def _valid(lat: Any, lon: Any) -> tuple[float, float] | None:
-    try:
-        return check_coords(lat, lon)
-    except BadSample:
-        return None
+        return check_coords(lat, lon), None
+    except BadSample as e:
+        return None, e
 
 
 @dataclass
 class Resolution:
-    """What a part's tables say twice: the ids whose rows disagree, and the photos named by more
-    than one id (each path naming one -> its photo; each photo -> the id that keeps it, None when
-    its ids disagree)."""
+    """What a part's tables say twice, by the paths its rows name: the photos whose rows disagree
+    (-> the skip's reason and words), the id that keeps a photo several ids name, and the photo that
+    keeps an id naming several."""
 
-    conflicting_ids: dict[str, str] = field(default_factory=dict)  # id -> the coordinates its rows give
-    photo_of: dict[str, Photo] = field(default_factory=dict)
-    keeper: dict[Photo, str | None] = field(default_factory=dict)
-    named: dict[Photo, list[str]] = field(default_factory=dict)  # the ids naming it, sorted
+    photo_of: dict[str, Photo] = field(default_factory=dict)  # each path a decision below is about
+    conflict: dict[Photo, tuple[str, str]] = field(default_factory=dict)
+    keeper: dict[Photo, tuple[str, tuple]] = field(default_factory=dict)  # -> (id, its coordinates)
+    kept_photo: dict[str, tuple[Photo, tuple]] = field(default_factory=dict)  # id -> (photo, coordinates)
 
-    def skip(self, record: Record) -> Skip | None:
-        """The Skip this row gets whatever the order it is read in, or None (it goes on)."""
-        if (said := self.conflicting_ids.get(record.id)) is not None:
-            return Skip("duplicate_id_conflict", f"{record.id}: its rows give other coordinates ({said}); which is "
-                        "right cannot be told, so none is used: fix or delete the wrong row", record.source,
-                        record.id)
+    def skip(self, record: Record, coords: tuple) -> Skip | None:
+        """The Skip this row (its coordinates read) gets whatever the order it is read in, or None."""
         path = record.payload.path if isinstance(record.payload, FileBytes) else None
         photo = self.photo_of.get(path) if path is not None else None
-        if photo is None or self.keeper[photo] == record.id:
+        if photo is None:
             return None
-        ids = self.named[photo]
-        others = ", ".join(repr(i) for i in ids[:4] if i != record.id) + (", …" if len(ids) > 4 else "")
-        if self.keeper[photo] is None:
-            return Skip("duplicate_image_conflict", f"{record.id}: its photo {path} is also named by {others} with "
-                        "other coordinates; which is right cannot be told, so none is used", record.source, record.id)
-        return Skip("duplicate_image", f"{record.id}: its photo {path} is also named by {others}, with the same "
-                    f"coordinates; it is used once, as {self.keeper[photo]!r}", record.source, record.id)
-
-
-# Tables past this size (~1M rows of id,latitude,longitude; OSV-5M's own train.csv is ~1 GB) keep the
-# stream's first-seen checks: reading them through would cost every stream's start seconds to minutes
-MAX_TABLE_BYTES = 48 << 20
+        if photo in self.conflict:
+            reason, words = self.conflict[photo]
+            return Skip(reason, f"{record.id}: {words}", record.source, record.id)
+        kept = self.kept_photo.get(record.id)
+        if kept is not None and kept[0] != photo:
+            return Skip("duplicate_id" if kept[1] == coords else "duplicate_id_conflict",
+                        f"{record.id} names {path} and, in an earlier row, another photo; an id is one photo: "
+                        "give each its own id", record.source, record.id)
+        keep = self.keeper.get(photo)
+        if keep is None or keep[0] == record.id:
+            return None
+        return Skip("duplicate_image", f"{record.id}: its photo {path} is named before by {keep[0]!r}, with the "
+                    f"same coordinates; it is used once, as {keep[0]!r}", record.source, record.id)
 
 
 def _size(paths: list[str]) -> int:
@@ -104,15 +100,21 @@ def resolve_parts(parts: list[str], sources: list, limit: int) -> dict[int, Reso
     return out
 
 
+@dataclass
+class _Photo:
+    """What the rows naming one photo say: id -> coordinates -> the tables saying so."""
+
+    paths: set[str] = field(default_factory=set)
+    said: dict[str, dict[tuple, set[int]]] = field(default_factory=dict)
+    first: int = 0  # the order of the first row naming it
+    size: int = 0
+
+
 def resolve(part: str, tables: Iterable[tuple[str, Iterable[Record | Skip]]], limit: int) -> Resolution | None:
     """Read a part's tables (path, its records) through once. None past `limit` records (the
-    stream's first-seen checks then stand alone); a DataError when two tables give ids other
-    coordinates."""
-    first: dict[str, tuple[tuple, int]] = {}  # id -> (its coordinates, the table) of its first valid row
-    clash: dict[str, tuple[tuple, int]] = {}  # id -> another row's
-    photos: dict[Photo, dict[str, set]] = {}  # photo -> id -> the coordinates its rows give it
-    paths: dict[Photo, set[str]] = {}
-    size: dict[Photo, int] = {}
+    stream's first-seen checks then stand alone); a DataError when two tables disagree on a photo."""
+    photos: dict[Photo, _Photo] = {}
+    ids: dict[str, list[tuple[int, Photo]]] = {}  # id -> (order, photo) of each of its rows
     names: list[str] = []
     n = 0
     for t, (path, records) in enumerate(tables):
@@ -123,65 +125,82 @@ def resolve(part: str, tables: Iterable[tuple[str, Iterable[Record | Skip]]], li
             n += 1
             if n > limit:
                 return None
-            coords = _valid(r.lat, r.lon)
-            if coords is None:
+            coords, _ = read_coords(r.lat, r.lon)
+            if coords is None or not isinstance(r.payload, FileBytes):
                 continue
-            have = first.setdefault(r.id, (coords, t))
-            if have[0] != coords and r.id not in clash:
-                clash[r.id] = (coords, t)
-            if isinstance(r.payload, FileBytes):
-                try:
-                    st = os.stat(r.payload.path)
-                except OSError:
-                    continue  # read (and skipped) later, by its reason
-                photo = (st.st_dev, st.st_ino)
-                photos.setdefault(photo, {}).setdefault(r.id, set()).add(coords)
-                paths.setdefault(photo, set()).add(r.payload.path)
-                size[photo] = st.st_size
-    # (what, coordinates, table, other coordinates, other table) of each disagreement between two tables
-    across = [(repr(i), first[i][0], first[i][1], *c) for i, c in clash.items() if c[1] != first[i][1]]
-    res = Resolution(conflicting_ids={i: f"{first[i][0]} and {c[0]}" for i, c in clash.items()})
-    for group in _same_bytes(paths, size):  # byte-identical copies: one photo
-        keep = group[0]
-        for other in group[1:]:
-            for i, cs in photos.pop(other).items():
-                photos[keep].setdefault(i, set()).update(cs)
-            paths[keep] |= paths.pop(other)
-    for photo, by_id in photos.items():
-        if len(by_id) < 2:
+            try:
+                st = os.stat(r.payload.path)
+            except OSError:
+                continue  # read (and skipped) later, by its reason
+            key = (st.st_dev, st.st_ino) if st.st_ino else os.path.realpath(r.payload.path)
+            p = photos.setdefault(key, _Photo(first=n, size=st.st_size))
+            p.paths.add(r.payload.path)
+            p.said.setdefault(r.id, {}).setdefault(coords, set()).add(t)
+            ids.setdefault(r.id, []).append((n, key))
+    for group in _same_bytes(photos):  # byte-identical copies: one photo, the first named
+        keep, *rest = sorted(group, key=lambda k: photos[k].first)
+        for other in rest:
+            gone = photos.pop(other)
+            photos[keep].paths |= gone.paths
+            for i, by in gone.said.items():
+                for c, ts in by.items():
+                    photos[keep].said.setdefault(i, {}).setdefault(c, set()).update(ts)
+            ids = {i: [(o, keep if k == other else k) for o, k in rows] for i, rows in ids.items()}
+    res, across = Resolution(), []
+    for key, p in photos.items():
+        by_coords: dict[tuple, set[int]] = {}
+        for by in p.said.values():
+            for c, ts in by.items():
+                by_coords.setdefault(c, set()).update(ts)
+        if len(by_coords) > 1:
+            (c1, t1), (c2, t2) = sorted(by_coords.items(), key=lambda x: min(x[1]))[:2]
+            if len(t1 | t2) > 1:  # two tables disagree on it: refused, naming them
+                across.append((os.path.basename(min(p.paths)), c1, min(t1), c2, min(t2 - t1 or t2)))
+            one = len(p.said) == 1
+            res.conflict[key] = ("duplicate_id_conflict" if one else "duplicate_image_conflict",
+                                 f"its photo {min(p.paths)} is given other coordinates ({c1} and {c2}) by "
+                                 f"{'another row' if one else 'another id'}; which is right cannot be told, so none "
+                                 "is used: fix or delete the wrong row")
+            res.photo_of.update(dict.fromkeys(p.paths, key))
+    for i, rows in ids.items():  # an id naming several photos keeps its first (that is not in conflict)
+        named = [k for _, k in sorted(rows) if k not in res.conflict]
+        if len(set(named)) > 1:
+            res.kept_photo[i] = (named[0], next(iter(photos[named[0]].said[i])))
+            for k in set(named):
+                res.photo_of.update(dict.fromkeys(photos[k].paths, k))
+    for key, p in photos.items():  # a photo several ids name: the first row's id that keeps this photo
+        if key in res.conflict or len(p.said) < 2:
             continue
-        agree = len(set().union(*by_id.values())) == 1
-        res.named[photo] = sorted(by_id)
-        res.keeper[photo] = min(by_id) if agree else None
-        res.photo_of.update(dict.fromkeys(paths[photo], photo))
-        a, b = min(by_id), next((i for i in sorted(by_id) if first[i][1] != first[min(by_id)][1]), None)
-        if not agree and b is not None and first[a][0] != first[b][0]:
-            across.append((os.path.basename(min(paths[photo])), first[a][0], first[a][1], first[b][0], first[b][1]))
+        order = {i: min(o for o, k in ids[i] if k == key) for i in p.said}
+        eligible = [i for i in sorted(order, key=order.get) if res.kept_photo.get(i, (key,))[0] == key]
+        if eligible:
+            res.keeper[key] = (eligible[0], next(iter(p.said[eligible[0]])))
+            res.photo_of.update(dict.fromkeys(p.paths, key))
     if across:
         _refuse(part, names, across)
     return res
 
 
-def _same_bytes(paths: dict[Photo, set[str]], size: dict[Photo, int]) -> list[list[Photo]]:
+def _same_bytes(photos: dict[Photo, _Photo]) -> list[list[Photo]]:
     """Groups of distinct files holding the same bytes: of the files of one size, those whose first
     4 KB agree are read whole (photos of one size are common; of one size and one start, copies)."""
-    def digest(photo: Photo, n: int = -1) -> bytes | None:
+    def digest(key: Photo, n: int = -1) -> bytes | None:
         try:
-            with open(min(paths[photo]), "rb") as f:
+            with open(min(photos[key].paths), "rb") as f:
                 return hashlib.blake2b(f.read(n), digest_size=16).digest()
         except OSError:
             return None
 
     def split(group: list[Photo], n: int) -> list[list[Photo]]:
         by: dict[bytes, list[Photo]] = {}
-        for photo in group:
-            if (d := digest(photo, n)) is not None:
-                by.setdefault(d, []).append(photo)
+        for key in group:
+            if (d := digest(key, n)) is not None:
+                by.setdefault(d, []).append(key)
         return [g for g in by.values() if len(g) > 1]
 
     by_size: dict[int, list[Photo]] = {}
-    for photo, s in size.items():
-        by_size.setdefault(s, []).append(photo)
+    for key, p in photos.items():
+        by_size.setdefault(p.size, []).append(key)
     return [same for group in by_size.values() if len(group) > 1
             for head in split(group, 4096) for same in split(head, -1)]
 
@@ -189,7 +208,7 @@ def _same_bytes(paths: dict[Photo, set[str]], size: dict[Photo, int]) -> list[li
 def _refuse(part: str, names: list[str], across: list[tuple]) -> None:
     what, ca, ta, cb, tb = across[0]
     tables = sorted({names[x[2]] for x in across} | {names[x[4]] for x in across})
-    raise DataError(f"data part {part!r}: its tables give {len(across)} ids or photos other coordinates (e.g. {what}: "
+    raise DataError(f"data part {part!r}: its tables give {len(across)} photos other coordinates (e.g. {what}: "
                     f"{ca} in {os.path.basename(names[ta])}, {cb} in {os.path.basename(names[tb])}); read as one, "
                     "which label is right cannot be told. Give the table to use: "
                     f"{' or '.join(f'data={p}' for p in tables)}")

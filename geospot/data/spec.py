@@ -69,10 +69,15 @@ that repeats (training) first checks that every part gives at least one usable s
 its split, so a source with none fails at once, naming the part and its skip reasons; and
 max_skips_in_a_row unusable records in a row stop any stream with the same kind of message.
 Coordinates are JSON numbers or strings in plain decimal/scientific notation (booleans,
-"4_5", hex, "inf", lists and objects are bad_coords). An id seen twice in one source is
-skipped as duplicate_id, or duplicate_id_conflict when its coordinates differ; an image file an
-earlier row named by another id (`123`, `123.jpg`, `images/123.jpg`), in every split, as
-duplicate_image (duplicate_image_conflict). A table with two latitude or longitude columns (lat
+"4_5", hex, "inf", lists and objects are bad_coords). What a source says twice is skipped, never
+guessed: in a local CSV / JSONL part (up to 48 MB of tables) decided once for every pass and split
+(data/dedup.py) -- rows giving one photo (a file, a symlink to it, a byte-identical copy) other
+coordinates are none used (duplicate_id_conflict / duplicate_image_conflict; across two tables of
+one folder: refused, naming each); a photo several ids name is the first row's (duplicate_image);
+an id naming several photos keeps the first (duplicate_id). Elsewhere the record read first wins:
+an id seen again is duplicate_id (duplicate_id_conflict when its coordinates differ), a file or
+image bytes an earlier id named are duplicate_image (duplicate_image_conflict), in every split.
+A table with two latitude or longitude columns (lat
 and latitude) fails in one sentence (name one: lat=); a record whose two such keys disagree is
 skipped as ambiguous_coords. A row without an id is named by its file (the file's path below the
 folder the files share, where two share a name: train/0000.parquet, test/0000.parquet) and its

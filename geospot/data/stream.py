@@ -22,7 +22,7 @@ import numpy as np
 
 from geospot.config import ConfigError, _coerce, field_types
 from geospot.data.csv_source import CsvFolderSource
-from geospot.data.dedup import coords_key, resolve_parts
+from geospot.data.dedup import read_coords, resolve_parts
 from geospot.data.files import FileBytes
 from geospot.data.options import STREAM_KEYS, StreamConfig
 from geospot.data.prep import (
@@ -121,14 +121,6 @@ def _shuffle(it: Iterator, size: int, rng: np.random.Generator) -> Iterator:
         buf[j] = item
     for j in rng.permutation(len(buf)):
         yield buf[int(j)]
-
-
-def _bad_coords(item: Record) -> Skip:
-    try:
-        check_coords(item.lat, item.lon)
-    except BadSample as e:
-        return Skip(e.reason, f"{item.id}: {e.detail}", item.source)
-    raise ValueError(f"{item.id}: its coordinates read")
 
 
 def _prepare(item: Record | Skip, cfg: PrepConfig) -> tuple[Sample | Skip, list[str]]:
@@ -250,18 +242,19 @@ class SampleStream:
             if isinstance(item, Skip) and item.id is not None and not self._in_split(item.id):
                 continue  # a row of another split: counted there, not in every split
             if isinstance(item, Record):
-                coords = coords_key(item.lat, item.lon) if track else None  # both checks compare them
-                if resolved is not None:
-                    again = resolved.skip(item)
-                else:
+                coords, bad = read_coords(item.lat, item.lon) if track else (None, None)  # both checks compare them
+                if bad is not None:  # skipped for them before its image is read (a pass counts labelled records)
+                    if self._in_split(item.id):
+                        yield Skip(bad.reason, f"{item.id}: {bad.detail}", item.source)
+                    continue
+                if resolved is None:  # (a file is claimed in every split, whichever its id is in)
                     again = self._named_before(item, hash(coords), files) if track else None
                 if not self._in_split(item.id):
                     continue
+                if resolved is not None:
+                    again = resolved.skip(item, coords)
                 if again is not None:
                     yield again
-                    continue
-                if track and not isinstance(coords[0], float):  # skipped for them before its image is read,
-                    yield _bad_coords(item)  # so a pass counts labelled records only (records_per_pass)
                     continue
                 if track:
                     digest = hashlib.blake2b(item.id.encode(errors="replace"), digest_size=8).digest()

@@ -8,6 +8,7 @@ import math
 import os
 import statistics
 import sys
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -383,11 +384,12 @@ def turn_guesses(env_type: str, options) -> bool:
     return len(coords) > 1 and all(coords)
 
 
-def _one_line(text: str) -> str:
-    """An answer on one line ("Latitude: 1 | Longitude: 2"), its control characters shown as escapes: a
-    terminal or a line-based tool reads it as text."""
+def _one_line(text: str, escape: bool = True) -> str:
+    """An answer on one line ("Latitude: 1 | Longitude: 2"), its other control characters shown as
+    escapes (`escape`; the printed line's repr escapes them itself): a terminal or a line-based tool
+    reads it as text."""
     text = text.replace("\r\n", "\n").replace("\n", " | ")
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return "".join(repr(c)[1:-1] if escape and unicodedata.category(c) == "Cc" else c for c in text)
 
 
 def _predict_line(r: dict, telescoping: bool) -> str:
@@ -395,7 +397,7 @@ def _predict_line(r: dict, telescoping: bool) -> str:
         coords = "unparsed"
     else:
         coords = f"{r['latitude']:.4f}, {r['longitude']:.4f}"
-    line = f"{r['name']}\t{coords}\t{r['place'] or '-'}\t{_one_line(r['raw_text'])!r}"
+    line = f"{r['name']}\t{coords}\t{r['place'] or '-'}\t{_one_line(r['raw_text'], escape=False)!r}"
     if r.get("answers"):
         line += "\tanswers: " + ", ".join(f"{k}={v or '?'}" for k, v in r["answers"].items())
     if r.get("photo_gps") is not None:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 
 from geospot.config import ConfigError
-from geospot.envs.config import ENV_KEYS, geohash_turn_weights, hier_turn_weights, reads, weights_left_out
+from geospot.envs.config import ENV_KEYS, SFT_UNREAD, geohash_turn_weights, hier_turn_weights, reads, weights_left_out
 from geospot.envs.kinds import KINDS
 from geospot.runs.model_spec import ModelSpec, is_export_path, is_run_path, model_spec
 
@@ -33,8 +33,9 @@ def env_defaults(cfg, spec: ModelSpec, given: set[str], skip: tuple[str, ...] = 
     load_checkpoint_path=` and `with_run_defaults` share (an eval `skip`s TRAINING_ONLY_KEYS).
     env_type is the spec's (an SFT run's style)."""
     run_values = {"env_type": spec.env_type}
+    unread = SFT_UNREAD if spec.kind == "sft" else {}  # what an SFT run never read (an older one saved it)
     run_values.update({k: _as_field(getattr(cfg, k), spec.config[k]) for k in ENV_OPTION_KEYS
-                       if k in spec.config and hasattr(cfg, k) and k not in skip})
+                       if k in spec.config and hasattr(cfg, k) and k not in skip and k not in unread})
     run_values = weights_left_out(run_values)  # a run recorded with the default weights written out
     # a key is taken only where the env asked reads it (zoom: telescoping turns; hier_*: hierarchical ones;
     # mixed_*: reward=mixed), reasoning only by single / telescoping: asked another way, the run's value

@@ -18,8 +18,8 @@ start time, so a reused pid does not count), one elsewhere the heartbeat's age. 
 without a word (SIGKILL, power loss) then reads `stopped` within STALE_S.
 
 Layout (schema version 1):
-    meta(key, value)                       schema_version, created, seq, write counters,
-                                           pid, pid_start, host, heartbeat
+    meta(key, value)                       schema_version, created, seq, write counters, pid, pid_start,
+                                           host, heartbeat, rewound (a resume's truncate dropped rows)
     config(id=1, kind, json)
     status(id=1, status, updated, seq)
     steps(step, time, metrics json, seq)   log_step for the same step merges metrics
@@ -116,7 +116,7 @@ def truncate_store(run_dir: str | Path, after_step: int) -> None:
         for table in ("steps", "shown", "rollouts"):
             con.execute(f"DELETE FROM {table} WHERE step > ?", (int(after_step),))
         con.execute("UPDATE meta SET value=? WHERE key='seq'", (str(seq),))
-        if con.total_changes - before > 1:  # rows dropped: a page showing them starts again (RunReader.generation)
+        if con.total_changes - before > 1:  # rows dropped: a page showing them loads again (RunReader.generation)
             con.execute("INSERT OR REPLACE INTO meta VALUES ('rewound', ?)", (str(seq),))
         con.execute("COMMIT")
     finally:
@@ -378,10 +378,8 @@ class RunReader:
     def meta(self) -> dict[str, str]:
         return dict(self._query("SELECT key, value FROM meta"))
 
-    def generation(self) -> str:
-        """Which history it holds: another once its folder is started afresh or a resume drops steps."""
-        meta = self.meta()
-        return f"{meta.get('created', '')}/{meta.get('rewound', '0')}"
+    def generation(self) -> str:  # which history it holds: another once started afresh or rewound by a resume
+        return "{}/{}".format(*(self.meta().get(k, "") for k in ("created", "rewound")))
 
     def seq(self) -> int:
         return int(self._query("SELECT value FROM meta WHERE key='seq'")[0][0])

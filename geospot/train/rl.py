@@ -216,8 +216,9 @@ def env_from_start_run(cfg: RLConfig, given: set[str], resumed: set[str] = froze
         # the data is the user's: what the run adds to it is its square crop
         record["from_run"].update({"square": True} if "data" in shown else {}, **{k: v for k, v in shown.items()
                                                                                  if k != "data"})
-    # (a resume says what it changes itself, and refuses what it cannot: the start run's line would mislead)
-    if (record["from_run"] or record["overridden"]) and not resumed and distributed.speaks():
+    if resumed:  # a resume says what it changes itself, or refuses it: "overridden" here would mislead
+        record["overridden"] = {}
+    if (record["from_run"] or record["overridden"]) and distributed.speaks():
         print("load_checkpoint_path: " + describe_defaults(record), file=sys.stderr)
     return cfg
 

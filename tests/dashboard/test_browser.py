@@ -234,3 +234,29 @@ def test_compare_names_only_what_each_run_logged_and_both_statuses(tmp_path, bro
         value_y = float(fmt.locator("text.value").get_attribute("y"))
         assert value_y > dot_y, (dot_y, value_y)  # the 1.0 sits at the top: its label goes under it
         page.close()
+
+
+def test_a_picked_image_holds_its_step_until_let_go(tmp_path, browser):
+    """Clicking an image while the run trained lost it within seconds (the map followed the newest
+    step, which holds other images), and once picked the page never followed live again."""
+    runs = tmp_path / "runs"
+    store = RunStore(runs / "r")
+    fake_run.fill(store, 4, image_every=1, G=G, turns=TURNS, n_images=N_IMAGES)
+    store.flush()
+    with Server(create_app(runs, poll_s=0.1)) as srv:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(srv.url + "/#/run/r")
+        page.wait_for_selector(".card")
+        page.locator(".card").first.click()
+        page.wait_for_selector(".detail .rollout")
+        fake_run.fill(store, 2, start=4, image_every=1, G=G, turns=TURNS, n_images=N_IMAGES)
+        store.flush()
+        expect(page.locator("#steps-count")).to_have_text("6 steps", timeout=15000)
+        page.wait_for_timeout(1500)  # (past a live redraw)
+        assert page.locator("#step-label").get_attribute("data-step") == "3"  # held where the image was picked
+        assert page.locator(".detail .rollout").count() == G
+        page.locator(".detail button.unpick").click()
+        expect(page.locator("#step-label")).to_have_attribute("data-step", "5", timeout=15000)  # live again
+        assert "Click an image" in page.locator(".detail").text_content()
+        page.close()
+    store.close()

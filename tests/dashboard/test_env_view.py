@@ -22,6 +22,8 @@ def test_an_rl_runs_envs_and_rewards():
     assert single["reward"] == {"env": "single", "name": "mixed", "tau": True, "kernel": True, "text": (
         "With reward=mixed that kernel is 0.7 of what a turn earns; the other 0.3 is the share of its first 5 "
         "geohash characters that match the truth's (mixed_weights, mixed_precision).")}
+    even = env_view({"env_type": "single", "reward": "mixed", "mixed_weights": [1, 1]})["reward"]["text"]
+    assert even.startswith("With reward=mixed that kernel is 0.5 of what a turn earns; the other 0.5")  # a mean
     assert single["mix"] is None
     own = env_view({"env_type": "geohash", "reward": "auto"})["reward"]
     assert (own["name"], own["tau"], own["kernel"]) == ("own", False, False)

@@ -126,3 +126,31 @@ def test_a_page_holding_another_history_of_its_run_is_told_to_load_it_again(tmp_
         # a step the store cannot hold is a 400, not a traceback
         assert httpx.get(f"{srv.url}/api/images?run=r&step={10**30}").status_code == 400
         assert httpx.get(f"{srv.url}/api/events?run=r", headers={"Last-Event-ID": str(-10**30)}).status_code == 400
+
+
+def test_a_page_opened_after_a_rewind_follows_the_run_not_a_reset_loop(tmp_path):
+    """The watcher of a run outlives its pages: one left from before a resume's rewind held the old
+    history, so every page loaded after it got `reset` at once and loaded again, for ever."""
+    from geospot.runs.store import truncate_store
+
+    runs = tmp_path / "runs"
+    store = RunStore(runs / "r")
+    fake_run.fill(store, 6, n_images=1)
+    store.flush()
+    with Server(create_app(runs, poll_s=0.05)) as srv:
+        first = httpx.get(f"{srv.url}/api/run?run=r").json()
+        got: list = []
+        read_events(f"{srv.url}/api/events?run=r&since=0&generation={first['generation']}", 1, got)  # a page, closed
+        store.close()
+        truncate_store(runs / "r", after_step=3)
+        now = httpx.get(f"{srv.url}/api/run?run=r").json()
+        assert now["generation"] != first["generation"]
+        store = RunStore(runs / "r")  # the resumed run writes on
+        t = threading.Thread(target=read_events, args=(
+            f"{srv.url}/api/events?run=r&since={now['seq']}&generation={now['generation']}", 1, got := []))
+        t.start()
+        fake_run.fill(store, 1, start=4, n_images=1)
+        store.flush()
+        t.join(30)
+        assert got and got[0]["type"] == "step" and got[0]["data"]["step"] == 4
+    store.close()

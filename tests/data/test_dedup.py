@@ -41,8 +41,8 @@ def test_two_tables_that_disagree_are_refused_naming_each(tmp_path):
     with pytest.raises(DataError) as e:
         load_samples(str(tmp_path), split="all")
     said = str(e.value)
-    assert "its tables give 3 ids or photos other coordinates" in said
-    assert "(e.g. 'p0': (10.0, 20.0) in labels.csv, (15.0, 20.0) in labels_old.csv)" in said
+    assert "its tables give 3 photos other coordinates" in said
+    assert "(e.g. p0.png: (10.0, 20.0) in labels.csv, (15.0, 20.0) in labels_old.csv)" in said
     assert f"data={tmp_path / 'labels.csv'} or data={tmp_path / 'labels_old.csv'}" in said
     assert len(load_samples(str(tmp_path / "labels.csv"), split="all")) == 3  # the table it names reads
 
@@ -52,7 +52,7 @@ def test_two_jsonl_files_without_ids_that_disagree_on_a_photo_are_refused(tmp_pa
     for name, dlat in (("data.jsonl", 0), ("data_old.jsonl", 5)):
         (tmp_path / name).write_text("".join(json.dumps({"image": f"images/p{i}.png", "lat": 10 + i + dlat,
                                                          "lon": 20}) + "\n" for i in range(2)))
-    with pytest.raises(DataError, match=r"its tables give 2 ids or photos other coordinates \(e.g. p0.png"):
+    with pytest.raises(DataError, match=r"its tables give 2 photos other coordinates \(e.g. p0.png"):
         load_samples(str(tmp_path), split="all")
 
 
@@ -77,16 +77,30 @@ def _rec(i, lat, lon, path):
 
 
 def test_resolve_by_hand(tmp_path):
-    for name, color in (("a.png", 1), ("b.png", 2), ("c.png", 1)):  # c holds a's bytes
+    for name, color in (("a.png", 1), ("b.png", 2), ("c.png", 1), ("x.png", 3), ("y.png", 4)):  # c: a's bytes
         Image.new("RGB", (8, 8), (color, 0, 0)).save(tmp_path / name)
-    a, b, c = (tmp_path / n for n in ("a.png", "b.png", "c.png"))
-    rows = [_rec("x", 1, 2, a), _rec("y", "1.0", 2, c), _rec("z", 3, 4, b), _rec("z", 3, 5, b), _rec("w", "?", 0, b)]
+    a, b, c, x, y = (tmp_path / n for n in ("a.png", "b.png", "c.png", "x.png", "y.png"))
+    rows = [_rec("k", 1, 2, a), _rec("j", "1.0", 2, c),  # one photo, two ids, one label: the first row's id keeps it
+            _rec("z", 3, 4, b), _rec("z", 3, 5, b), _rec("w", "?", 0, b),  # one photo, two labels: none used
+            _rec("m", 1, 1, x), _rec("m", 2, 2, y), _rec("n", 2, 2, y)]  # m keeps x; y stays n's (not m's, lost)
     res = resolve("part", [("t.csv", rows)], limit=100)
-    assert res.conflicting_ids == {"z": "(3.0, 4.0) and (3.0, 5.0)"}  # "w" has no coordinates: no part in it
-    assert res.skip(rows[0]) is None  # x < y keeps a's (and c's) bytes: the same coordinates
-    assert res.skip(rows[1]).reason == "duplicate_image" and "used once, as 'x'" in res.skip(rows[1]).detail
-    assert res.skip(rows[2]).reason == res.skip(rows[3]).reason == "duplicate_id_conflict"
+    said = [res.skip(r, (float(r.lat), float(r.lon))) if r.lat != "?" else None for r in rows]
+    assert said[0] is None and said[1].reason == "duplicate_image" and "used once, as 'k'" in said[1].detail
+    assert said[2].reason == said[3].reason == "duplicate_id_conflict"  # "w" has no coordinates: no part in it
+    assert "((3.0, 4.0) and (3.0, 5.0))" in said[2].detail
+    assert said[5] is None and said[6].reason == "duplicate_id_conflict" and said[7] is None
     assert resolve("part", [("t.csv", rows)], limit=4) is None  # past the limit: the stream's own checks
+
+
+def test_jsonl_files_that_each_number_their_rows_are_read_not_refused(tmp_path):
+    """part-0.jsonl and part-1.jsonl each with ids 0, 1, 2 naming other photos: not two tables that
+    disagree (no photo is given two labels); each id keeps its first photo, in every pass."""
+    _photos(tmp_path, 6)
+    for f in range(2):
+        (tmp_path / f"part-{f}.jsonl").write_text("".join(json.dumps(
+            {"id": i, "image": f"images/p{3 * f + i}.png", "lat": 10 * f + i, "lon": 20}) + "\n" for i in range(3)))
+    got = {s.id: (s.lat, s.lon) for s in load_samples(str(tmp_path), split="all")}
+    assert got == {"0": (0.0, 20.0), "1": (1.0, 20.0), "2": (2.0, 20.0)}
 
 
 def test_a_table_past_the_size_bound_keeps_the_streams_own_checks(tmp_path, monkeypatch):

@@ -175,3 +175,11 @@ def test_predict_refuses_greedy_with_samples_as_eval_does(tmp_path, capsys):
     """`--greedy samples=3` sampled anyway, without a word."""
     assert cli.predict_main(["model=x", str(tmp_path), "samples=3", "--greedy"]) == 2
     assert capsys.readouterr().err == "geospot predict: pass either greedy or samples=k, not both\n"
+
+
+def test_an_answer_on_one_line_escapes_control_characters_once():
+    from geospot.eval.predict_cli import _one_line
+
+    raw = "Lat:\t1\r\nLon: 2\x1b[31m\xa0"  # a tab, CRLF, a terminal escape, a no-break space (text, kept)
+    assert _one_line(raw) == "Lat:\\t1 | Lon: 2\\x1b[31m\xa0"  # the CSV's answer column
+    assert repr(_one_line(raw, escape=False)) == repr("Lat:\t1 | Lon: 2\x1b[31m\xa0")  # the printed line's repr

@@ -108,7 +108,19 @@ def test_an_sft_run_of_all_styles_is_asked_single(tmp_path):
     assert cfg.env_type == "single" and record["trained_styles"] == list(ENV_TYPES)  # every env, in the kinds' order
     assert cfg.hier_weights == EvalConfig().hier_weights and "hier_weights" not in record["from_run"]  # unread
     cfg, record = _eval([f"model={sft}", "data=synthetic:n=4", "env_type=hierarchical"])
-    assert cfg.hier_weights == (0.1, 0.2, 0.3, 0.4) == record["from_run"]["hier_weights"]  # asked its way: the run's
+    # asked its way: still not the run's (an SFT run never read hier_weights; an older one saved them)
+    assert cfg.hier_weights == EvalConfig().hier_weights and "hier_weights" not in record["from_run"]
+
+
+def test_rl_from_an_older_sft_run_takes_none_of_what_it_saved_unread(tmp_path):
+    """An SFT run saved teacher_forcing=0.5 and hier_weights (sft took them without a word then):
+    `rl load_checkpoint_path=<it>` trained with them, said as "from the run"."""
+    sft = _run(tmp_path / "sft", "sft", {"model_name": "tiny:qwen2_5_vl:tiny", "prompt_style": "hierarchical",
+                                          "teacher_forcing": 0.5, "hier_weights": [0.1, 0.1, 0.1, 0.7],
+                                          "hier_turns": ["country", "region", "city", "coords"]})
+    argv = [f"load_checkpoint_path={sft}"]
+    cfg = env_from_start_run(parse_overrides(RLConfig, argv), given_keys(argv))
+    assert cfg.env_type == "hierarchical" and (cfg.teacher_forcing, cfg.hier_weights) == (0.0, ())
 
 
 def test_rl_from_a_run_continues_its_env_unless_told(tmp_path):
@@ -134,9 +146,9 @@ def test_a_resume_does_not_say_its_start_runs_line_and_a_typed_max_tokens_under_
     rl = _hier_rl(tmp_path)
     argv = [f"load_checkpoint_path={rl}", "env_type=geohash"]
     env_from_start_run(parse_overrides(RLConfig, argv), given_keys(argv), resumed={"log_path", "seed"})
-    assert capsys.readouterr().err == ""
+    assert "overridden" not in capsys.readouterr().err  # the resume's own check refuses the change, in its words
     env_from_start_run(parse_overrides(RLConfig, argv), given_keys(argv))  # a new run from it: said
-    assert "load_checkpoint_path: from the run: " in capsys.readouterr().err
+    assert "overridden on the command line: env_type=geohash" in capsys.readouterr().err
     argv = ["reasoning=true", "max_tokens=8", f"log_path={tmp_path / 'new'}"]
     _prepare(parse_overrides(RLConfig, argv), given_keys(argv), set())
     assert ("note: max_tokens is not used with reasoning=true: reasoning_max_tokens=256 is each turn's budget"

@@ -44,6 +44,7 @@ const fmt = (v, d = 3) => (v === null || v === undefined || Number.isNaN(v)) ? "
 // Page-level resources (timers, event streams) are closed when the route changes.
 let cleanups = [];
 function onLeave(fn) { cleanups.push(fn); }
+const PICK_HINT = () => el("p", { class: "muted" }, "Click an image (a green diamond or a photo) to see its rollouts.");
 function leave() { cleanups.forEach(fn => { try { fn(); } catch (e) { /* ignore */ } }); cleanups = []; }
 
 function setLive(state) {
@@ -283,7 +284,7 @@ class RunView {
       splits.map(s => el("option", { value: s, selected: s === this.split }, s))) : null;
     this.strip = el("div", { class: "strip" });
     this.explainer = new Explainer(this);  // explain.js: the reward kernel, base vs current policy
-    this.detail = el("div", { class: "side detail" }, el("p", { class: "muted" }, "Click an image (a green diamond or a photo) to see its rollouts."));
+    this.detail = el("div", { class: "side detail" }, PICK_HINT());
     this.node.replaceChildren(this.head, this.withCharts ? this.chartsNode : "",
       el("div", { class: "mapwrap" },
         el("div", {}, el("div", { class: "maptools" }, this.playBtn, fitBtn, this.slider, this.stepLabel, splitSel),
@@ -368,14 +369,17 @@ class RunView {
     }));
   }
   pick(id, redraw = true) {
+    if (redraw && !this.picked) this.heldLive = this.index >= this.stepList().length - 1 && !this.timer;
     this.picked = id;
     const im = (this.images || []).find(i => i.image_id === id);
     if (redraw) { this.map.select(id); this.drawStrip(); this.explain(); } else this.map.select(im ? id : null);
-    if (!im) { this.detail.replaceChildren(el("p", { class: "muted" }, `${id} is not recorded at this step.`)); return; }
+    // a picked image holds the map on its step while the run trains on (live following pauses): ✕ lets go
+    const unpick = el("button", { class: "unpick", title: "let go of this image: follow the run live again", onclick: () => this.unpick() }, "✕");
+    if (!im) { this.detail.replaceChildren(el("p", { class: "muted" }, `${id} is not recorded at this step. `, unpick)); return; }
     const lab = Object.entries(im.labels || {}).map(([k, v]) => `${k}: ${v}`).join(", ");
     const layouts = this.env.layouts;
     this.detail.replaceChildren(
-      el("h3", {}, `image ${im.image_id}`),
+      el("h3", {}, `image ${im.image_id} `, unpick),
       im.has_thumb ? el("img", { src: `/api/thumb?run=${enc(this.name)}&id=${enc(im.image_id)}`, alt: im.image_id }) : "",
       el("p", {}, `truth ${fmt(im.lat, 5)}, ${fmt(im.lon, 5)}`, lab ? el("br") : "", lab),
       ...im.rollouts.map(ro => el("div", { class: "rollout" },
@@ -383,6 +387,12 @@ class RunView {
           `  ${ro.reward === null ? "" : `reward ${fmt(ro.reward)} · `}${ro.distance_km === null ? "final answer unparsed" : `${fmt(ro.distance_km)} km`}`),
         ro.guesses.length > 1 ? el("div", { class: "turns" }, turnSpans(layouts, ro, im.labels)) : "",
         el("pre", { class: "text" }, ro.text))));
+  }
+  unpick() {
+    this.picked = null;
+    this.map.select(null); this.drawStrip(); this.explain();
+    this.detail.replaceChildren(PICK_HINT());
+    if (this.heldLive && !this.timer) { this.index = this.stepList().length - 1; this.liveShow(); }  // live again
   }
   togglePlay() {
     if (this.timer) { clearInterval(this.timer); this.timer = null; this.playBtn.textContent = "▶ play"; return; }
