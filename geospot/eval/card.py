@@ -7,6 +7,7 @@ one (an eval folder's summary.json: `eval=` or the run folder's own / `eval/` ch
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,6 +31,40 @@ def _find_summaries(run_dir: Path | None, eval_dir: str | None) -> list[dict]:
         except (FileNotFoundError, json.JSONDecodeError):
             continue  # no eval there yet, or a half-written summary: the card goes without it
     return out
+
+
+def evaluated_weights(summary: dict) -> tuple[str, str] | None:
+    """(run folder, step) of the weights an eval scored where its summary says: a run's checkpoint,
+    or an export of one (its geospot.json); None for a hub model or an older eval."""
+    from geospot.runs.model_spec import export_spec, is_export_path
+
+    if summary.get("checkpoint"):
+        ck = Path(summary["checkpoint"])
+        return str(ck.parent.parent.resolve()), ck.name
+    model = summary.get("model")
+    if isinstance(model, str) and is_export_path(model):
+        spec, record = export_spec(model)
+        return (str(Path(record["source_run"]).resolve()), str(spec.step)) if record.get("source_run") else None
+    return None
+
+
+def check_eval_dir(eval_dir: str, spec) -> None:
+    """export's eval=: a folder (or summary.json) that a `geospot eval` of the exported weights wrote,
+    else one sentence saying what it is instead (before the model loads)."""
+    from geospot.config import ConfigError
+
+    p = Path(eval_dir).expanduser()
+    path = p if p.is_file() else p / SUMMARY
+    if not path.is_file():
+        raise ConfigError(f"eval={eval_dir}: no {SUMMARY} there; give a folder that `geospot eval` of these weights "
+                          "wrote (its out=, by default <run>/eval/<data>-<env_type>-step<k>), or leave eval= out")
+    ours = (str(Path(spec.run_dir).resolve()), str(spec.step)) if spec.run_dir else None
+    theirs = evaluated_weights(read_summary(path))
+    if theirs != ours:
+        what = f"step {theirs[1]} of {theirs[0]}" if theirs else f"model={read_summary(path).get('model')}"
+        raise ConfigError(f"eval={eval_dir} scored {what}, not the weights exported (step {spec.step} of "
+                          f"{spec.run_dir}): a model card shows evals of its own weights; evaluate them with "
+                          f"`geospot eval model={spec.checkpoint} data=<labelled photos>`")
 
 
 def _training_evals(run_dir: Path | None, step: int | None) -> dict[str, dict]:
@@ -310,6 +345,8 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
         f"| training | {train_kind}, prompt styles trained: {', '.join(spec.trained_styles)} |",
         f"| data | `{data}` |" if data else "| data | (not recorded) |",
         f"| steps | {_steps(loaded.run_dir, loaded.step)} |",
+        *([f"| started from | `{run_cfg['load_checkpoint_path']}` (its weights; its own card tells its training) |"]
+          if isinstance(run_cfg.get("load_checkpoint_path"), str) else []),
         f"| weights | {_WEIGHTS[kind].format(rank=rank)} |",
         f"| prompt style | {spec.env_type}{reasoning} ({len(how.prompts)} turn{'s' if len(how.prompts) > 1 else ''}) |",
         f"| answer decimals | {spec.answer_decimals} |",
@@ -337,7 +374,8 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
         "in one call; without it, AutoProcessor cannot build the Qwen-VL processor: use the code above."),
         "",
         ("Or with geospot, which asks the model exactly as it was trained (this folder's geospot.json records "
-        f"how): `geospot predict model={folder} photo.jpg`, or `geospot eval model={folder} data=<labelled photos>`."),
+        f"how): `geospot predict model={shlex.quote(folder)} photo.jpg`, or `geospot eval "
+        f"model={shlex.quote(folder)} data=<labelled photos>`."),
         "",
     ]
     from geospot.eval.compare import ASKED, compare_table, training_asked
@@ -351,7 +389,7 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
         how = f"{s.get('env_type', 'single')}, {s.get('sampling', 'greedy')}"
         label = f"{s.get('name', '?')}: {s.get('data', '?')} ({how})"
         rows[label], asked[label] = s["metrics"], {k: s.get(k) for k in ASKED}
-    training = _training_evals(loaded.run_dir, loaded.step) if eval_dir is None else {}
+    training = _training_evals(loaded.run_dir, loaded.step)
 
     lines += ["## Evaluation", ""]
     if rows:  # evals of other data or images: the table says its best marks say little

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,9 +96,10 @@ def complete_folder(folder: Path, base_model: str, kind: str, max_pixels: int) -
         cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
-def write_example_image(folder: Path, data: str | None) -> str | None:
-    """example.jpg: one held-out image of the run's data, so the card's code runs as written
-    (only for synthetic or local data: an export never waits on the network)."""
+def write_example_image(folder: Path, data: str | None) -> tuple[str, bool] | None:
+    """example.jpg: one held-out image of the run's data (a training one where none is held out), so
+    the card's code runs as written (only for synthetic or local data: an export never waits on the
+    network). -> (its path, whether it is held out)."""
     from geospot.data.spec import SpecError, parse_spec
 
     try:
@@ -108,17 +110,17 @@ def write_example_image(folder: Path, data: str | None) -> str | None:
         return None
     from geospot.data import load_samples
 
-    samples: list = []
+    samples, held = [], True
     for split in ("val", "test", "train"):  # a small world may have no val image
         try:
-            samples = samples or load_samples(data, split=split, n=1)
+            samples, held = (samples, held) if samples else (load_samples(data, split=split, n=1), split != "train")
         except (FileNotFoundError, ValueError, OSError):
             return None
     if not samples:
         return None
     out = folder / "example.jpg"
     samples[0].image.convert("RGB").save(out, quality=92)
-    return str(out.resolve())
+    return str(out.resolve()), held
 
 
 def check_out_folder(out: str) -> None:
@@ -141,7 +143,7 @@ def check_out_folder(out: str) -> None:
 
 def export_run(cfg: ExportConfig) -> tuple[Path, str, Path]:
     """(folder, kind, card path); kind is `adapter`, `merged` or `full`."""
-    from geospot.eval.card import write_model_card
+    from geospot.eval.card import check_eval_dir, write_model_card
     from geospot.eval.loading import load_model
     from geospot.runs.model_spec import EXPORT_RECORD, engine_state_config, export_record, is_run_path, model_spec
 
@@ -152,29 +154,52 @@ def export_run(cfg: ExportConfig) -> tuple[Path, str, Path]:
 
         raise ConfigError(run_without_weights(cfg.checkpoint, key="checkpoint")
                           or f"checkpoint={cfg.checkpoint} is not a training run or checkpoint folder")
-    check_out_folder(cfg.out)
-    spec = model_spec(cfg.checkpoint)
-    kind = ("merged" if cfg.merged else "adapter") if spec.adapter else "full"
-    if spec.engine == "tinker" and kind != "adapter":
-        raise ConfigError("engine=tinker runs export the LoRA adapter only; drop merged=true")
-    # the engine's image processor is saved with the budget the model was trained with
-    loaded = load_model(cfg.checkpoint, device="cpu", max_pixels=spec.image_budget)
+    out = str(Path(cfg.out).expanduser())  # (a quoted ~, or a shell that does not expand it in key=value)
+    check_out_folder(out)
+    for attempt in (1, 2):  # a run still training may prune the checkpoint read: then its newest, once
+        spec = model_spec(cfg.checkpoint)
+        if cfg.eval:
+            check_eval_dir(cfg.eval, spec)
+        kind = ("merged" if cfg.merged else "adapter") if spec.adapter else "full"
+        if spec.engine == "tinker" and kind != "adapter":
+            raise ConfigError("engine=tinker runs export the LoRA adapter only; drop merged=true")
+        try:  # the engine's image processor is saved with the budget the model was trained with
+            loaded = load_model(cfg.checkpoint, device="cpu", max_pixels=spec.image_budget)
+            break
+        except (ConfigError, FileNotFoundError):
+            if attempt == 2 or spec.checkpoint is None or Path(spec.checkpoint).exists():
+                raise
+    note_still_training(spec)
     from geospot.models.compat import no_progress_bars
 
     with no_progress_bars(quiet=spec.base_model.startswith("tiny:")):  # a tiny model writes in ms: no bar
-        path = Path(loaded.engine.export(cfg.out, merged=cfg.merged))
+        path = Path(loaded.engine.export(out, merged=cfg.merged))
     complete_folder(path, spec.base_model, kind, spec.image_budget)
     # what predict / eval read to ask the export as its run was trained (and to rebuild an adapter)
     record = export_record(spec, kind, base_reference(spec.base_model), engine_state_config(spec.checkpoint))
     (path / EXPORT_RECORD).write_text(json.dumps(record, indent=1) + "\n")
-    photo = write_example_image(path, spec.data)
+    photo, held = write_example_image(path, spec.data) or (None, False)
     card = write_model_card(path, loaded, spec=spec, kind=kind, eval_dir=cfg.eval,
                             base_ref=base_reference(spec.base_model), photo=photo)
     if photo and not data_is_synthetic(spec.data):  # a user's own photo, in a folder made to be published
-        print(f"example.jpg is one held-out photo of data={spec.data} (for the model card's code to run as "
+        which = "one held-out photo" if held else "one training photo (the run held none out)"
+        print(f"example.jpg is {which} of data={spec.data} (for the model card's code to run as "
               "written), and the card names that data spec; delete or replace them before publishing the folder "
               "if they are private", file=sys.stderr)
     return path, kind, card
+
+
+def note_still_training(spec) -> None:
+    """One line when the run exported is training right now: the export holds one checkpoint of it."""
+    from geospot.runs.store import RunReader
+
+    try:
+        running = spec.run_dir is not None and RunReader(spec.run_dir).status()["status"] == "running"
+    except (OSError, ValueError, KeyError, sqlite3.Error):
+        return
+    if running:
+        print(f"note: {spec.run_dir} is training right now; this export holds its checkpoint of step {spec.step}",
+              file=sys.stderr)
 
 
 def data_is_synthetic(data: str | None) -> bool:

@@ -200,7 +200,8 @@ def test_an_export_of_a_run_on_the_users_photos_says_it_holds_one(run, tmp_path,
     (mine / "config.json").write_text(json.dumps(record))
     assert export_main([f"checkpoint={mine}", f"out={tmp_path / 'export'}"]) == 0
     assert (tmp_path / "export" / "example.jpg").exists()
-    assert "example.jpg is one held-out photo of data=" in capsys.readouterr().err
+    # (the 8 labelled photos all hash into the train split: it said "one held-out photo" of a training one)
+    assert "example.jpg is one training photo (the run held none out) of data=" in capsys.readouterr().err
 
 
 def test_export_of_a_run_stopped_before_its_first_checkpoint_says_so(tmp_path, capsys):
@@ -212,3 +213,45 @@ def test_export_of_a_run_stopped_before_its_first_checkpoint_says_so(tmp_path, c
     assert (f"checkpoint={log}: this training run stopped before its first checkpoint, so it holds no weights; "
             "train it again") in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_eval_must_be_an_eval_of_the_weights_exported(run, tmp_path, capsys, monkeypatch):
+    """`eval=` put another model's eval in the card as this model's, and a mistyped one was ignored
+    without a word; `out=~/x` (quoted, or from a shell that leaves it) wrote a folder named `~`."""
+    log, _ = run
+
+    def summary(folder, step):
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text(json.dumps({
+            "name": folder.name, "data": "synthetic:n=4", "model": str(log), "env_type": "telescoping",
+            "checkpoint": str((log / "checkpoints" / str(step)).resolve()),
+            "metrics": {"n": 4, "median_km": 1234.5, "geoscore": 321.0}}))
+        return folder
+
+    assert export_main([f"checkpoint={log}", f"out={tmp_path / 'a'}", f"eval={tmp_path / 'nope'}"]) == 2
+    assert f"eval={tmp_path / 'nope'}: no summary.json there" in capsys.readouterr().err
+    other = summary(tmp_path / "other", 2)
+    assert export_main([f"checkpoint={log}", f"out={tmp_path / 'a'}", f"eval={other}"]) == 2
+    assert f"eval={other} scored step 2 of {log.resolve()}, not the weights exported (step 3 of" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "a").exists()  # refused before the model loaded
+    ours = summary(tmp_path / "ours", 3)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert export_main([f"checkpoint={log}", "out=~/exported", f"eval={ours}"]) == 0
+    card = (tmp_path / "home" / "exported" / "README.md").read_text()
+    assert "ours: synthetic:n=4" in card and not (Path.cwd() / "~").exists()
+
+
+def test_the_card_names_the_run_its_weights_started_from(run, tmp_path):
+    """An RL run's card said only "Fine-tuned from <base>", hiding the SFT warm start under its steps."""
+    import shutil
+
+    log, _ = run
+    mine = tmp_path / "rl"
+    shutil.copytree(log, mine)
+    record = json.loads((mine / "config.json").read_text())
+    record["config"]["load_checkpoint_path"] = "runs/sft-warm"
+    (mine / "config.json").write_text(json.dumps(record))
+    assert export_main([f"checkpoint={mine}", f"out={tmp_path / 'export'}"]) == 0
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "| started from | `runs/sft-warm` (its weights; its own card tells its training) |" in card
