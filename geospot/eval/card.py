@@ -76,7 +76,10 @@ def _training_evals(run_dir: Path | None, step: int | None) -> dict[str, dict]:
 
     evals = training_evals(run_dir, step)
     picked = evals[:1] + evals[1:][-1:]
-    return {f"training eval, step {r['step']}": r["metrics"] for r in picked}
+    # the last one up to the step may be of earlier weights (evals every k steps, checkpoints every m): said
+    return {f"training eval, step {r['step']}" + (f" (earlier weights than these, step {step})"
+                                                   if step is not None and r is picked[-1] and r["step"] != step
+                                                   and len(picked) > 1 else ""): r["metrics"] for r in picked}
 
 
 def _steps(run_dir: Path | None, step: int | None) -> str:

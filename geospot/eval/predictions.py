@@ -19,6 +19,7 @@ from pathlib import Path
 
 from geospot.eval.runner import NAN, Prediction
 from geospot.runs.folder import latest_checkpoint, read_jsonl
+from geospot.runs.model_spec import EXPORT_RECORD
 
 PREDICTIONS = "predictions.csv"
 SUMMARY = "summary.json"
@@ -219,6 +220,9 @@ def read_summary_or_training_eval(run_dir: str | os.PathLike) -> dict:
         if found:
             summary = read_summary(found[-1])
             return {**summary, "name": f"{path.resolve().name} ({summary.get('name', found[-1].parent.name)})"}
+        if (path / EXPORT_RECORD).exists():  # an export holds weights, not evals
+            raise FileNotFoundError(f"{run_dir} is an export (weights, no eval); evaluate it with `geospot eval "
+                                    f"model={run_dir} data=<spec>` and compare the folder that writes")
         raise FileNotFoundError(f"{run_dir}: neither an eval folder (no {SUMMARY}) nor a training run with a held-out "
                                 "eval in metrics.jsonl; run `geospot eval model=<run> data=<spec>` first")
     last = evals[-1]

@@ -38,3 +38,15 @@ def test_a_held_out_eval_line_at_a_step_does_not_hide_that_steps_training_line(t
     assert _steps(tmp_path / "rl", 3).startswith("3 (2 of them trained nothing")
     _metrics(tmp_path / "idle", [{"step": 1, "datums": 16}, {"step": 2, "datums": 0}, {"step": 2, "eval/n": 4}])
     assert _steps(tmp_path / "idle", 2).startswith("2 (1 of them trained nothing")
+
+
+def test_a_training_eval_of_earlier_weights_says_so(tmp_path):
+    """A checkpoint of step 200 with held-out evals every 125 steps: the card's row read "training
+    eval, step 125" beside evals of other checkpoints hidden as "not these weights"."""
+    from geospot.eval.card import _training_evals
+
+    _metrics(tmp_path / "run", [{"step": 0, "eval/geoscore": 1.0}, {"step": 125, "eval/geoscore": 2.0},
+                                {"step": 250, "eval/geoscore": 3.0}])
+    assert list(_training_evals(tmp_path / "run", 200)) == [
+        "training eval, step 0", "training eval, step 125 (earlier weights than these, step 200)"]
+    assert list(_training_evals(tmp_path / "run", 250)) == ["training eval, step 0", "training eval, step 250"]

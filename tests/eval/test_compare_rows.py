@@ -196,3 +196,15 @@ def test_a_killed_runs_row_is_the_eval_of_the_weights_it_holds(tmp_path, capsys)
     assert cli.eval_main(["--compare", str(run), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["runs"]
     assert list(rows) == ["killed (held-out, step 5)"] and rows["killed (held-out, step 5)"]["median_km"] == 5000.0
+
+
+def test_an_export_given_to_compare_is_named_as_one(tmp_path):
+    import pytest
+
+    from geospot.eval.predictions import read_summary_or_training_eval
+
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "geospot.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"exp is an export \(weights, no eval\); evaluate it with "
+                                                r"`geospot eval model=.*exp data=<spec>`"):
+        read_summary_or_training_eval(tmp_path / "exp")
