@@ -164,8 +164,26 @@ class RolloutPipeline:
             return [self._ready[s].state() for s in sorted(self._ready)]
 
     def restore(self, states: Sequence[dict]) -> list[Batch]:
-        """Batches back from inflight() states (their builders are rebuilt when a group is resampled)."""
-        return [Batch(**s) for s in states]
+        """Batches back from inflight() states (their builders are rebuilt when a group is resampled),
+        each cut to this rank's share of its groups: a batch a 1-process async run sampled ahead,
+        resumed under torchrun (max_steps_off_policy=0), was trained whole on every rank."""
+        out = []
+        for batch in (Batch(**s) for s in states):
+            saved = list(range(len(batch.samples))) if batch.groups is None else list(batch.groups)
+            mine = list(self.share(len(batch.samples)))
+            if mine != saved:
+                at = {g: i for i, g in enumerate(saved)}
+                if any(g not in at for g in mine):
+                    raise ValueError(f"the batch of step {batch.step} sampled ahead holds groups {saved}, not this "
+                                     f"process's {mine}")
+                keep, frac = [at[g] for g in mine], len(mine) / max(len(saved), 1)
+                stats = replace(batch.stats, sample_s=batch.stats.sample_s * frac,  # (its share of the work)
+                                sampled_tokens=round(batch.stats.sampled_tokens * frac),
+                                turns=round(batch.stats.turns * frac))
+                batch = replace(batch, trajectories_BG=[batch.trajectories_BG[i] for i in keep],
+                                versions_B=[batch.versions_B[i] for i in keep], groups=mine, stats=stats)
+            out.append(batch)
+        return out
 
     def __enter__(self) -> Self:
         return self

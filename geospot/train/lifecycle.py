@@ -44,6 +44,7 @@ from geospot.runs.checkpoint import (
 from geospot.runs.folder import (
     claim_run_folder,
     prepare_log_dir,
+    read_config,
     release_run_folder,
     truncate_jsonl,
     write_config,
@@ -192,6 +193,9 @@ class Run:
     small_data_noted: bool = False
     dist: Dist = field(default_factory=Dist)  # this process's place in a torchrun job (one process: rank 0 of 1)
     changed: dict[str, tuple] = field(default_factory=dict)  # a resume's changed keys: (saved, now)
+    # GRPO: each group samples from its own seed (a torchrun job's scheme: its rollouts do not depend on
+    # the world size), else one generator per sampling call (a plain run's); kept by a resume (config.json)
+    group_seeds: bool = False
 
     def steps(self) -> Iterator[int]:
         """The 0-based steps left to run, each timed by the budget until `end_step`; stops at
@@ -330,7 +334,8 @@ def start_run(
         if not resuming and d.is_main:
             # started_in: the folder the config's relative paths (data, weights) are read from;
             # a resume from elsewhere is refused by it (train/resume.py)
-            write_config(log_dir, kind, cfg, extra={"started_in": os.getcwd(), "processes": d.world})
+            write_config(log_dir, kind, cfg, extra={"started_in": os.getcwd(), "processes": d.world,
+                                                    "group_seeds": distributed.launched_by_torchrun()})
         if d.active and d.is_main:  # said once: which share each process trains
             idle = f"; batch_size={cfg.batch_size} leaves {d.world - cfg.batch_size} of them without an image each " \
                    f"step: raise it to {d.world} or more" if cfg.batch_size < d.world else ""
@@ -345,7 +350,8 @@ def start_run(
         if set_reference:
             engine.set_reference()  # KL to where this run started (the SFT policy), not the untrained base
         budget = TimeBudget(cfg.max_seconds, clock=clock)
-        run = Run(cfg, log_dir, stream, held_out, geocoder, engine, writer, budget, stderr=stderr, dist=d)
+        run = Run(cfg, log_dir, stream, held_out, geocoder, engine, writer, budget, stderr=stderr, dist=d,
+                  group_seeds=distributed.launched_by_torchrun())
         if ckpt_dir is not None:
             ckpt = load_checkpoint(ckpt_dir, engine, with_optimizer=True)
             # the cursor names the data as the run spelled it where it started; resumed from another folder
@@ -356,6 +362,13 @@ def start_run(
             run.budget.spent = float(ckpt.loop_state.get("train_seconds", 0.0))
             run.data_end = ckpt.loop_state.get("data_end")
             print(f"resuming {log_dir} from step {ckpt.step}", file=stderr)
+            saved = (read_config(log_dir) or {}).get("group_seeds")  # (an older run: none recorded)
+            if saved is not None:  # its own scheme, so the rollouts go on as they would have; several
+                run.group_seeds = bool(saved) or d.world > 1  # processes need per-group seeds whatever it was
+                if kind == "rl" and not saved and d.world > 1:
+                    print("note: this run sampled as one process (one generator per call); under torchrun each "
+                          "group samples from its own seed, so its rollouts from here are not the ones an "
+                          "uninterrupted run would have drawn", file=stderr)
             for k, (a, b) in changed.items():
                 # a schedule over the run's length (lr, τ) is read at the new length from here on
                 what = "the lr schedule now ends" if kind == "sft" else "the lr and τ schedules now end"

@@ -227,4 +227,6 @@ def write_resumed_config(log_dir: Path, kind: str, cfg: Any, changed: dict[str, 
         history.append({"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changed": changed})
     extra = {k: v for k, v in (("started_in", record.get("started_in")), ("processes", processes),
                                 ("resumes", history)) if v}
+    if record.get("group_seeds") is not None:  # the run's GRPO sampling scheme, kept (lifecycle.Run.group_seeds)
+        extra["group_seeds"] = record["group_seeds"]
     write_config(log_dir, kind, cfg, extra=extra or None)

@@ -368,7 +368,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
             params=lambda s: SampleParams(max_tokens=cfg.turn_max_tokens(cfg.max_tokens), temperature=cfg.temperature,
                                           seed=cfg.seed * 1_000_003 + s * 7919))
         pipeline = RolloutPipeline(source, cfg.group_size, cfg.max_steps_off_policy, end_step=cfg.max_steps,
-                                   share=d.share, seed_groups=distributed.launched_by_torchrun())
+                                   share=d.share, seed_groups=run.group_seeds)
         new_sampler = sampler_factory(engine, cfg.max_steps_off_policy)
 
         def tau_context(s: int) -> dict:

@@ -176,6 +176,21 @@ def test_in_flight_batches_must_continue_the_start_step():
         pipe.start(3, None, {}, pipe.restore([batch]))
 
 
+def test_a_batch_sampled_ahead_by_one_process_is_cut_to_each_ranks_share_on_restore():
+    """A 1-process async checkpoint resumed under torchrun (k = 0): every rank trained the whole saved
+    batch (each group counted once per rank; the metrics then failed on mismatched lengths)."""
+    from geospot.rl.rollouts import RolloutStats
+
+    saved = {"step": 3, "samples": ["a", "b", "c", "d"], "trajectories_BG": [["ta"], ["tb"], ["tc"], ["td"]],
+             "versions_B": [1, 2, 2, 3], "context": {}, "stats": RolloutStats(4.0, 400, 8), "groups": None}
+    rank1 = RolloutPipeline(source(), G, 0, share=lambda n: range(1, n, 2))  # rank 1 of 2
+    (batch,) = rank1.restore([saved])
+    assert (batch.trajectories_BG, batch.versions_B, list(batch.groups)) == ([["tb"], ["td"]], [2, 3], [1, 3])
+    assert (batch.stats.sample_s, batch.stats.sampled_tokens, batch.stats.turns) == (2.0, 200, 4)
+    (whole,) = RolloutPipeline(source(), G, 0).restore([saved])  # one process: the batch as saved
+    assert whole.trajectories_BG == saved["trajectories_BG"] and whole.groups is None
+
+
 def test_a_failing_sampler_reaches_the_loop_instead_of_hanging_it():
     class Broken(VersionedScriptedEngine):
         def _sample_at(self, version, prompts, n):
