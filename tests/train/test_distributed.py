@@ -279,3 +279,18 @@ def test_tinker_refuses_torchrun_before_joining_a_process_group(monkeypatch, tmp
     monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; no process group is ever joined
     assert sft.main(["engine=tinker", f"model_name={TINY}", f"log_path={tmp_path / 'run'}", "data=synthetic:n=8"]) == 2
     assert "engine=tinker does not run under torchrun" in capsys.readouterr().err
+
+
+def test_rank_and_world_size_left_in_the_environment_are_one_sentence_not_a_traceback(monkeypatch):
+    """`RANK=0 WORLD_SIZE=2 python -m geospot sft ...` (no torchrun) ended in torch's traceback about
+    MASTER_ADDR; with MASTER_ADDR/PORT too it waited 30 minutes without a word."""
+    from geospot import distributed
+    from geospot.config import ConfigError
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    with pytest.raises(ConfigError, match=r"^RANK and WORLD_SIZE are set but MASTER_ADDR and MASTER_PORT not, so this "
+                                          r"is no torchrun job: start one with `torchrun"):
+        distributed.init("cpu")
