@@ -46,8 +46,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _stream(args):
     # in order, read once: the seed (a training run's shuffle) plays no part
+    # (finite, so no limit on unusable records in a row: inspect counts them all, whatever their run)
     return open_stream(args.spec, args.split, 0, repeat=False, shuffle=False,
-                       max_side=args.max_side, workers=args.workers)
+                       max_side=args.max_side, workers=args.workers, max_skips_in_a_row=0)
 
 
 def inspect(args) -> int:

@@ -1,16 +1,17 @@
 """One photo, one label, in every pass and in every split.
 
-A user's local tables (CSV, JSONL up to MAX_TABLE_BYTES: their images are files, so nothing is read
-here but the tables and, for files of one size and one start, their bytes) are read through once
-before the stream starts, and whatever they say twice is decided per row, the same whatever order a
-shuffled pass reads them in (stream.py asks `Resolution.skip`): about two passes over the records,
-~2 s per 100,000 rows on a core. A photo is a file whatever names it (a symlink, another spelling of
-its path) or a byte-identical copy of it (`123 (1).jpg`).
+A user's local tables (CSV, JSONL: every such part of a spec together, up to MAX_TABLE_ROWS rows; their
+images are files, so nothing is read here but the tables and, for files of one size and one start,
+their bytes) are read through once before the stream starts, and whatever they say twice is decided
+per row, the same whatever order a shuffled pass reads them in (stream.py asks `Resolution.skip`):
+about two passes over the records, ~2 s per 100,000 rows on a core. A photo is a file whatever names
+it (a symlink, another spelling of its path) or a byte-identical copy of it (`123 (1).jpg`).
 
-- rows that give one photo other coordinates (one id twice, or several ids): which is right cannot
-  be told, so none is used (`duplicate_id_conflict` / `duplicate_image_conflict`). Rows in two
-  tables of one folder that disagree so (a labels.csv beside an older copy of it) refuse the stream
-  instead, naming the table to give;
+- rows that give one photo other coordinates (one id twice, or several ids: a placeholder image
+  named at many places is one): which is right cannot be told, so none is used
+  (`duplicate_id_conflict` / `duplicate_image_conflict`). Two tables that each name a photo once
+  and disagree on it (a labels.csv beside an older copy of it) refuse the stream instead, naming
+  the table to give;
 - one photo named by several ids: the first row in the tables' order keeps it, so the training and
   the held-out streams agree on which side of the split it is (`duplicate_image` for the others);
 - one id naming several photos (JSONL files that each number their rows 0, 1, ...): the first row's
@@ -25,6 +26,7 @@ have to be read here) and larger tables keep the stream's first-seen checks."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,10 +37,11 @@ from geospot.data.prep import BadSample, check_coords
 from geospot.data.sources import Record, Skip
 from geospot.data.types import DataError
 
+log = logging.getLogger("geospot.data")
 Photo = tuple[int, int] | str  # (device, inode), or the real path where the file system has no inodes
-# Tables past this size (~1M rows of id,latitude,longitude; OSV-5M's own train.csv is ~1 GB) keep the
+# Tables of more rows than this (estimated from their first MB; OSV-5M's own train.csv holds 5M) keep the
 # stream's first-seen checks: reading them through would cost every stream's start seconds to minutes
-MAX_TABLE_BYTES = 48 << 20
+MAX_TABLE_ROWS = 1_000_000
 
 
 def read_coords(lat: Any, lon: Any) -> tuple[tuple[float, float] | None, BadSample | None]:
@@ -81,23 +84,34 @@ class Resolution:
                     f"same coordinates; it is used once, as {keep[0]!r}", record.source, record.id)
 
 
-def _size(paths: list[str]) -> int:
-    try:
-        return sum(os.path.getsize(p) for p in paths)
-    except OSError:
-        return 0  # read (and said) by the stream
+def _rows(paths: list[str]) -> int:
+    """The tables' rows, estimated from the lines of each one's first MB (a table of wide rows is few rows)."""
+    total = 0
+    for p in paths:
+        try:
+            with open(p, "rb") as f:
+                head = f.read(1 << 20)
+            total += round(os.path.getsize(p) * max(head.count(b"\n"), 1) / max(len(head), 1))
+        except OSError:
+            continue  # read (and said) by the stream
+    return total
 
 
-def resolve_parts(parts: list[str], sources: list, limit: int) -> dict[int, Resolution]:
-    """The Resolution of each part that is a user's local table (a source with `tables`) of at most
-    MAX_TABLE_BYTES, by part index."""
-    out = {}
-    for k, (part, src) in enumerate(zip(parts, sources)):
-        if hasattr(src, "table_records") and _size(src.tables) <= MAX_TABLE_BYTES:
-            found = resolve(part, ((p, src.table_records(p)) for p in src.tables), limit)
-            if found is not None:
-                out[k] = found
-    return out
+def resolve_parts(parts: list[str], sources: list, limit: int | None = None) -> dict[int, Resolution]:
+    """One Resolution over every part that is a user's local table (a source with `tables`; `limit`
+    rows in all, MAX_TABLE_ROWS by default), shared by those parts' indexes: a photo is one sample
+    whatever part names it."""
+    limit = MAX_TABLE_ROWS if limit is None else limit
+    local = [(k, part, src) for k, (part, src) in enumerate(zip(parts, sources)) if hasattr(src, "table_records")]
+    if not local:
+        return {}
+    if _rows([p for _, _, src in local for p in src.tables]) > limit:
+        log.warning("data: %s holds more than %s rows: what it says twice is checked as each pass reads it (the "
+                    "first row seen wins), not decided once", "; ".join(part for _, part, _ in local), f"{limit:,}")
+        return {}
+    found = resolve("; ".join(part for _, part, _ in local),
+                    ((p, src.table_records(p)) for _, _, src in local for p in src.tables), limit)
+    return {} if found is None else {k: found for k, _, _ in local}
 
 
 @dataclass
@@ -154,13 +168,16 @@ def resolve(part: str, tables: Iterable[tuple[str, Iterable[Record | Skip]]], li
                 by_coords.setdefault(c, set()).update(ts)
         if len(by_coords) > 1:
             (c1, t1), (c2, t2) = sorted(by_coords.items(), key=lambda x: min(x[1]))[:2]
-            if len(t1 | t2) > 1:  # two tables disagree on it: refused, naming them
+            rows = [t for by in p.said.values() for ts in by.values() for t in ts]
+            one, many = len(p.said) == 1, len(by_coords) > 2 or any(rows.count(t) > 1 for t in set(rows))
+            if len(set(rows)) > 1 and not many:  # one row in each of two tables, two labels: versions of one table
                 across.append((os.path.basename(min(p.paths)), c1, min(t1), c2, min(t2 - t1 or t2)))
-            one = len(p.said) == 1
-            res.conflict[key] = ("duplicate_id_conflict" if one else "duplicate_image_conflict",
-                                 f"its photo {min(p.paths)} is given other coordinates ({c1} and {c2}) by "
-                                 f"{'another row' if one else 'another id'}; which is right cannot be told, so none "
-                                 "is used: fix or delete the wrong row")
+            words = (f"its photo {min(p.paths)} is named by {len(p.said)} ids at {len(by_coords)} places: a "
+                     "placeholder image (\"photo unavailable\")? None of them is used" if many and not one else
+                     f"its photo {min(p.paths)} is given other coordinates ({c1} and {c2}) by "
+                     f"{'another row' if one else 'another id'}; which is right cannot be told, so none is used: fix "
+                     "or delete the wrong row")
+            res.conflict[key] = ("duplicate_id_conflict" if one else "duplicate_image_conflict", words)
             res.photo_of.update(dict.fromkeys(p.paths, key))
     for i, rows in ids.items():  # an id naming several photos keeps its first (that is not in conflict)
         named = [k for _, k in sorted(rows) if k not in res.conflict]
@@ -200,7 +217,8 @@ def _same_bytes(photos: dict[Photo, _Photo]) -> list[list[Photo]]:
 
     by_size: dict[int, list[Photo]] = {}
     for key, p in photos.items():
-        by_size.setdefault(p.size, []).append(key)
+        if p.size:  # an empty file is no photo (skipped as empty_image), not a copy of every other empty one
+            by_size.setdefault(p.size, []).append(key)
     return [same for group in by_size.values() if len(group) > 1
             for head in split(group, 4096) for same in split(head, -1)]
 

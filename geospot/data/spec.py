@@ -70,7 +70,7 @@ its split, so a source with none fails at once, naming the part and its skip rea
 max_skips_in_a_row unusable records in a row stop any stream with the same kind of message.
 Coordinates are JSON numbers or strings in plain decimal/scientific notation (booleans,
 "4_5", hex, "inf", lists and objects are bad_coords). What a source says twice is skipped, never
-guessed: in a local CSV / JSONL part (up to 48 MB of tables) decided once for every pass and split
+guessed: in local CSV / JSONL parts (up to 1M rows in all) decided once for every pass and split
 (data/dedup.py) -- rows giving one photo (a file, a symlink to it, a byte-identical copy) other
 coordinates are none used (duplicate_id_conflict / duplicate_image_conflict; across two tables of
 one folder: refused, naming each); a photo several ids name is the first row's (duplicate_image);

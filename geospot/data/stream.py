@@ -169,7 +169,7 @@ class SampleStream:
         self._epoch_records: dict[int, int] = {}  # records of this split in a source's first full pass
         self._passes: dict[int, int] = {}  # passes begun over each source (skips are counted on every one)
         self.check_columns()
-        self._resolved = resolve_parts([p.text for p in self.parts], self.sources, MAX_TRACKED_IDS)
+        self._resolved = resolve_parts([p.text for p in self.parts], self.sources)
         if self.repeat:  # a repeating stream with nothing usable would search for ever: find out now
             self.probe()
         self._restart(0)
@@ -247,12 +247,13 @@ class SampleStream:
                     if self._in_split(item.id):
                         yield Skip(bad.reason, f"{item.id}: {bad.detail}", item.source)
                     continue
-                if resolved is None:  # (a file is claimed in every split, whichever its id is in)
-                    again = self._named_before(item, hash(coords), files) if track else None
+                # decided once for a local table's rows (dedup.py); the per-pass claim catches the rest (a row
+                # appended since the stream opened): a file is claimed in every split, whichever its id is in
+                again = resolved.skip(item, coords) if resolved is not None else None
+                if again is None and track:
+                    again = self._named_before(item, hash(coords), files)
                 if not self._in_split(item.id):
                     continue
-                if resolved is not None:
-                    again = resolved.skip(item, coords)
                 if again is not None:
                     yield again
                     continue

@@ -109,5 +109,52 @@ def test_a_table_past_the_size_bound_keeps_the_streams_own_checks(tmp_path, monk
     _photos(tmp_path, 2)
     _csv(tmp_path / "labels.csv", [("p0", 10, 20), ("p1", 11, 21)])
     _csv(tmp_path / "labels_old.csv", [("p0", 15, 20), ("p1", 16, 21)])
-    monkeypatch.setattr(dedup, "MAX_TABLE_BYTES", 10)  # (OSV-5M's train.csv: reading it through would take minutes)
+    monkeypatch.setattr(dedup, "MAX_TABLE_ROWS", 3)  # (OSV-5M's train.csv: reading it through would take minutes)
     assert len(load_samples(str(tmp_path), split="all")) == 2  # first seen wins, as before: not refused
+
+
+def test_the_parts_of_a_spec_are_one_set_of_photos(tmp_path):
+    """`photos;more.jsonl` naming the same files under other ids put a photo in training and held out,
+    and two parts giving them other labels were read as 16 samples of 8 photos."""
+    _photos(tmp_path, 4)
+    _csv(tmp_path / "labels.csv", [(f"p{i}", 10 + i, 20) for i in range(4)])
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "b.jsonl").write_text("".join(json.dumps(
+        {"image": str(tmp_path / "images" / f"p{i}.png"), "lat": 10 + i, "lon": 20}) + "\n" for i in range(4)))
+    spec = f"{tmp_path / 'labels.csv'};{tmp_path / 'more' / 'b.jsonl'}"
+    both = load_samples(spec + ",val_frac=0.5,test_frac=0", split="all")
+    assert sorted(s.id for s in both) == ["p0", "p1", "p2", "p3"]  # the first part's names keep the photos
+    (tmp_path / "more" / "b.jsonl").write_text("".join(json.dumps(
+        {"image": str(tmp_path / "images" / f"p{i}.png"), "lat": 15 + i, "lon": 20}) + "\n" for i in range(4)))
+    with pytest.raises(DataError, match="its tables give 4 photos other coordinates"):
+        load_samples(spec, split="all")
+
+
+def test_a_placeholder_named_at_many_places_is_skipped_not_refused_and_empty_files_are_no_copies(tmp_path):
+    """A "photo unavailable" image under 6 ids at 6 places, split over two tables, refused the whole
+    folder as two tables that disagree; 0-byte files were one photo."""
+    _photos(tmp_path, 2)
+    gone = Image.new("RGB", (48, 40), (128, 128, 128))
+    for i in range(6):
+        gone.save(tmp_path / "images" / f"gone{i}.png")
+    for i in range(3):
+        (tmp_path / "images" / f"empty{i}.png").write_bytes(b"")
+    _csv(tmp_path / "batch1.csv", [("p0", 1, 1), *[(f"gone{i}", i, i) for i in range(3)], ("empty0", 5, 5),
+                                   ("empty1", 5, 5)])
+    _csv(tmp_path / "batch2.csv", [("p1", 2, 2), *[(f"gone{i}", i, i) for i in range(3, 6)], ("empty2", 5, 5)])
+    with open_stream(str(tmp_path), split="all", repeat=False) as stream:
+        got = sorted(s.id for s in stream)
+        skipped = dict(stream.skipped)
+    assert got == ["p0", "p1"]
+    assert skipped == {"duplicate_image_conflict": 6, "empty_image": 3}
+
+
+def test_a_row_appended_while_training_is_still_checked(tmp_path):
+    """Rows the table did not hold when the stream opened passed every duplicate check."""
+    _photos(tmp_path, 2)
+    _csv(tmp_path / "labels.csv", [("p0", 10, 20), ("p1", 11, 21)])
+    with open_stream(str(tmp_path) + ",val_frac=0,test_frac=0", split="train", shuffle=False) as stream:
+        with open(tmp_path / "labels.csv", "a") as f:
+            f.write("images/p0.png,50,60\n")  # the same photo, another id and label
+        ids = [next(stream).id for _ in range(6)]
+    assert "images/p0.png" not in ids and stream.skipped.get("duplicate_image_conflict", 0) >= 1
