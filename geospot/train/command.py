@@ -25,8 +25,7 @@ STOPPED = 130  # the exit code of a run stopped by Ctrl-C (128 + SIGINT), as a s
 TERMINATED = 143  # ... and by SIGTERM (128 + 15): `timeout`, `kill`, a job scheduler's stop
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM in one process: the run stops as on Ctrl-C (status `stopped`, the resume line)."""
+Terminated = rank_death.Terminated  # SIGTERM: the run stops as on Ctrl-C (status `stopped`, the resume line)
 
 
 class _Stop:
@@ -85,6 +84,15 @@ def stop_asked() -> BaseException | None:
     return _STOP.asked
 
 
+def defer_stop(exc: BaseException) -> bool:
+    """Under torchrun (rank_death's handlers): keep a first stop for the step's end, as one process does;
+    False outside the loop's steps or when one is kept already (the job then stops at once)."""
+    if not _STOP.stepping or _STOP.asked is not None:
+        return False
+    _STOP.asked = exc
+    return True
+
+
 def stopped_line(command: str, log_path: str, how: str = "Ctrl-C") -> str:
     """What `geospot sft|rl` says when Ctrl-C or SIGTERM (`how`) stops it in one process (under
     torchrun, rank_death speaks): where its last checkpoint is and the command that resumes it,
@@ -114,6 +122,7 @@ def run_command(command: str, config_cls: type, title: str, argv: Sequence[str] 
         print(help_text(config_cls, title))
         return 0
     log_path = ""  # known once the keys are parsed: where a Ctrl-C's message looks for checkpoints
+    stopped = None  # a torchrun job's exit code once every rank saved the step a stop came in
     restore = stop_signals(command)  # Ctrl-C / SIGTERM: the step is finished and saved, then the run stops
     try:
         given = given_keys(argv)
@@ -128,18 +137,22 @@ def run_command(command: str, config_cls: type, title: str, argv: Sequence[str] 
             print(f"geospot {command}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        if distributed.under_torchrun():
-            raise  # rank_death's SIGTERM handler speaks for the job
         _ignore_stops()  # a second Ctrl-C landing while it says so and restores the handlers: no traceback
         sigterm = isinstance(e, Terminated)
-        print(stopped_line(command, log_path, "SIGTERM" if sigterm else "Ctrl-C"), file=sys.stderr)
-        return TERMINATED if sigterm else STOPPED
+        if distributed.under_torchrun():  # every rank saved the step (lifecycle.Run.stop_asked): rank 0 says so
+            rank_death.say_stopped(interrupted=not sigterm)
+            stopped = TERMINATED if sigterm else STOPPED
+        else:
+            print(stopped_line(command, log_path, "SIGTERM" if sigterm else "Ctrl-C"), file=sys.stderr)
+            return TERMINATED if sigterm else STOPPED
     except Exception as e:
         rank_death.handle(e)  # under torchrun, a dead rank: rank 0's one sentence, no traceback
         raise
     finally:
         restore()
         distributed.shutdown()
+    if stopped is not None:
+        return distributed.finish(stopped)
     if distributed.speaks():
         print(result.done_line(), file=sys.stderr)
     return distributed.finish(0)

@@ -53,7 +53,7 @@ from geospot.runs.loggers import open_run_writer
 from geospot.runs.store import STORE_FILE, RunReader
 from geospot.runs.writer import NullWriter
 from geospot.train import rank_death
-from geospot.train.command import stop_between_steps
+from geospot.train.command import defer_stop, stop_asked, stop_between_steps
 from geospot.train.common import seed_everything
 from geospot.train.inputs import check_start_weights, open_inputs
 from geospot.train.lr import SCHEDULES, learning_rate
@@ -197,6 +197,14 @@ class Run:
     # the world size), else one generator per sampling call (a plain run's); kept by a resume (config.json)
     group_seeds: bool = False
 
+    def stop_asked(self) -> BaseException | None:
+        """The stop a Ctrl-C / SIGTERM asked for during this step (raise it once the step is saved), agreed
+        by every rank of a torchrun job (one collective a step): one asked, all save and stop."""
+        asked = stop_asked()
+        if not self.dist.active:
+            return asked
+        return (asked or KeyboardInterrupt()) if self.dist.max(float(asked is not None)) > 0 else None
+
     def steps(self) -> Iterator[int]:
         """The 0-based steps left to run, each timed by the budget until `end_step`; stops at
         max_steps, or before a step when a time-limited run (e.g. a resumed one) has no time left
@@ -325,7 +333,8 @@ def start_run(
     stderr = (stderr or sys.stderr) if d.is_main else open(os.devnull, "w")  # noqa: SIM115
     made = [p for p in Path(log_path).parents if not p.exists()]  # the folders this start makes to hold the run
     log_dir, resuming, changed = _prepare_folder(d, log_path, kind, cfg)
-    rank_death.watch(d, log_dir)  # a rank that dies: one sentence from rank 0 (train/rank_death.py)
+    # a rank that dies: one sentence from rank 0; a Ctrl-C / SIGTERM: the step is saved first (train/rank_death.py)
+    rank_death.watch(d, log_dir, defer=defer_stop, pending=lambda: stop_asked() is not None)
     stream = own_writer = None
     try:
         # a resume's weights are its checkpoint's: the start run's are read only as the KL reference

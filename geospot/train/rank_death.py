@@ -29,15 +29,23 @@ import torch.distributed as dist
 from geospot.distributed import Dist
 from geospot.runs.checkpoint import latest_checkpoint
 
-_WATCH: dict = {}  # rank, peers [(host, pid)], log_dir, reported
+_WATCH: dict = {}  # rank, peers [(host, pid)], log_dir, reported, defer, pending
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: the run stops as on Ctrl-C (status `stopped`, the resume line)."""
+
 GRACE_S = 5.0  # how long a rank that saw a collective fail waits for torchrun's SIGTERM
 
 
-def watch(d: Dist, log_dir: str | os.PathLike) -> None:
+def watch(d: Dist, log_dir: str | os.PathLike, defer=None, pending=None) -> None:
     """Record every rank's (host, pid) and the run folder (a collective: every rank calls it);
-    rank 0 answers torchrun's SIGTERM with the message."""
+    rank 0 answers torchrun's SIGTERM with the message. `defer(exc)` keeps a first Ctrl-C / SIGTERM
+    for the end of the step being trained (False outside the loop: the job stops at once), and
+    `pending()` says whether one is kept (train/command.py's stop_between_steps)."""
     if not d.active:
         return
+    _WATCH.update(defer=defer, pending=pending)
     _stopped_marker(os.getpid()).unlink(missing_ok=True)  # an earlier process's with this pid is not ours
     _clear_old_markers()
     _WATCH.update(rank=d.rank, peers=d.gather((socket.gethostname(), os.getpid())), log_dir=str(log_dir))
@@ -188,11 +196,26 @@ def _speak_if_mine(signalled: bool, interrupted: bool) -> bool:
 
 
 def _on_sigterm(_signum, _frame) -> None:
+    # a stop kept for the step's end: torchrun's own SIGTERM that follows a Ctrl-C waits for the save too
+    if _WATCH.get("pending") and (_WATCH["pending"]() or _WATCH["defer"](Terminated())):
+        return
     _report_and_exit(143, signalled=True)
 
 
 def _on_sigint(_signum, _frame) -> None:
+    if _WATCH.get("defer") and _WATCH["defer"](KeyboardInterrupt()):
+        if _WATCH.get("rank") == 0:
+            print("geospot job: Ctrl-C: every rank stops once this step is trained and saved (Ctrl-C again stops "
+                  "at once, losing it)", file=sys.stderr, flush=True)
+        return
     _report_and_exit(130, signalled=True, interrupted=True)
+
+
+def say_stopped(interrupted: bool) -> None:
+    """Every rank saved the step a Ctrl-C / SIGTERM came in (lifecycle.Run.stop_asked) and ends: each
+    leaves its marker (stopped, not killed, for rank 0's look), rank 0 says the job's one line."""
+    _touch_marker()
+    _speak_if_mine(True, interrupted)
 
 
 def handle(exc: BaseException) -> None:

@@ -47,7 +47,7 @@ from geospot.rl.pipeline import BatchSource, RolloutPipeline, importance_ratio_m
 from geospot.runs.checkpoint import read_extra
 from geospot.runs.folder import LogDirBehavior, read_config
 from geospot.runs.model_spec import is_run_path, model_spec
-from geospot.train.command import run_command, stop_asked
+from geospot.train.command import run_command
 from geospot.train.common import Progress
 from geospot.train.inherit import images_from_start_run, inherited_engine_fields
 from geospot.train.lifecycle import (
@@ -460,7 +460,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
                     with pipeline.paused():  # the sampling thread stays off the engine while it evaluates
                         eval_history[done] = eval_now(run, done, progress)
                     metrics.update({f"eval/{k}": v for k, v in eval_history[done].items()})
-                stop = stop_asked()  # Ctrl-C / SIGTERM during the step: it is saved, then the run stops
+                stop = run.stop_asked()  # Ctrl-C / SIGTERM during the step: it is saved, then the run stops
                 if due(cfg.save_every, done, last) or stop:
                     inflight = pipeline.inflight()  # every step sampled ahead; the stream rests until the next publish
                     run.save(done, {"tau": tau.state_dict(), "eval_history": eval_history},

@@ -28,7 +28,7 @@ from geospot.eval import evaluate
 from geospot.eval.compare import extra_lines
 from geospot.geo import format_metrics_table
 from geospot.runs.folder import LogDirBehavior
-from geospot.train.command import run_command, stop_asked
+from geospot.train.command import run_command
 from geospot.train.common import Progress
 from geospot.train.inherit import sft_from_start_run
 from geospot.train.lifecycle import (
@@ -311,7 +311,7 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
             steps, last = done, run.end_step(done)
             if due(cfg.eval_every, done, last):
                 evaluate_now(done)
-            stop = stop_asked()  # Ctrl-C / SIGTERM during the step: it is saved, then the run stops
+            stop = run.stop_asked()  # Ctrl-C / SIGTERM during the step: it is saved, then the run stops
             if due(cfg.save_every, done, last) or stop:
                 run.save(done, {"eval_history": eval_history})
             if stop:

@@ -248,7 +248,7 @@ def test_an_interrupted_job_is_not_reported_as_a_dead_rank(tmp_path, sig, first)
     rank: rank 1 may be gone before rank 0 looks, but it was stopped, not killed, and rank 0 says so
     (one line, no rank named, no rank's traceback: Ctrl-C used to print each rank's)."""
     log = tmp_path / "run"
-    args = [f"model_name={TINY}", f"data={DATA}", "max_steps=400", "save_every=2", "batch_size=4", "lora_rank=4",
+    args = [f"model_name={TINY}", f"data={DATA}", "max_steps=400", "save_every=50", "batch_size=4", "lora_rank=4",
             "eval_n=0", f"log_path={log}"]
     proc = sft_job_past_step(args, log, 3)
     os.kill(proc.pid, sig)
@@ -256,6 +256,10 @@ def test_an_interrupted_job_is_not_reported_as_a_dead_rank(tmp_path, sig, first)
     said = [line for line in out.splitlines() if line.startswith("geospot: ")]
     assert len(said) == 1 and said[0].startswith(first), out[-3000:]
     assert "resume with: torchrun --nproc_per_node=2" in said[0]
+    # every rank finished the step it was training and saved it, as one process does (it stopped at once,
+    # and the steps since the last save_every checkpoint were lost)
+    trained = max(r["step"] for r in read_jsonl(log / "metrics.jsonl") if "loss" in r)
+    assert f"the last checkpoint is step {trained} in" in said[0], out[-3000:]
     # (torchrun's own SignalException traceback follows either signal; no rank's reaches the output)
     assert "KeyboardInterrupt" not in out and "[rank" not in out, out[-3000:]
 
