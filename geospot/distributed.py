@@ -127,6 +127,10 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+class JoinError(ValueError):
+    """This process cannot join the torchrun job its environment names (said as one sentence, as a config error)."""
+
+
 def init(device: str = "auto") -> Dist:
     """Join torchrun's process group once (idempotent); single-process without torchrun.
     `device`: the engine's device key; CPU (or no GPU) runs gloo, else NCCL on cuda:LOCAL_RANK."""
@@ -140,17 +144,13 @@ def init(device: str = "auto") -> Dist:
             torch.cuda.set_device(local_rank)
         missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
         if missing:  # RANK / WORLD_SIZE left in the environment, say, by another job: not a torchrun start
-            from geospot.config import ConfigError
-
-            raise ConfigError(f"RANK and WORLD_SIZE are set but {' and '.join(missing)} not, so this is no torchrun "
+            raise JoinError(f"RANK and WORLD_SIZE are set but {' and '.join(missing)} not, so this is no torchrun "
                               "job: start one with `torchrun --nproc_per_node=N -m geospot ...`, or unset RANK and "
                               "WORLD_SIZE to run as one process")
         try:  # (torch's own wait for the other processes: 30 minutes, then a timeout error)
             dist.init_process_group("nccl" if use_cuda else "gloo")
         except (RuntimeError, ValueError) as e:
-            from geospot.config import ConfigError
-
-            raise ConfigError(f"could not join the torchrun job of {os.environ.get('WORLD_SIZE')} processes at "
+            raise JoinError(f"could not join the torchrun job of {os.environ.get('WORLD_SIZE')} processes at "
                               f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} ({str(e)[:160]}); start every "
                               "process of it with torchrun, or unset RANK and WORLD_SIZE to run as one") from None
     _CURRENT = Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))

@@ -168,12 +168,15 @@ def resolve(part: str, tables: Iterable[tuple[str, Iterable[Record | Skip]]], li
                 by_coords.setdefault(c, set()).update(ts)
         if len(by_coords) > 1:
             (c1, t1), (c2, t2) = sorted(by_coords.items(), key=lambda x: min(x[1]))[:2]
-            rows = [t for by in p.said.values() for ts in by.values() for t in ts]
-            one, many = len(p.said) == 1, len(by_coords) > 2 or any(rows.count(t) > 1 for t in set(rows))
-            if len(set(rows)) > 1 and not many:  # one row in each of two tables, two labels: versions of one table
+            per_table: dict[int, set] = {}  # table -> the coordinates it gives the photo
+            for c, ts in by_coords.items():
+                for t in ts:
+                    per_table.setdefault(t, set()).add(c)
+            one, many = len(p.said) == 1, any(len(cs) > 1 for cs in per_table.values())
+            if not many:  # each table gives it one label, and they differ: versions of one table
                 across.append((os.path.basename(min(p.paths)), c1, min(t1), c2, min(t2 - t1 or t2)))
             words = (f"its photo {min(p.paths)} is named by {len(p.said)} ids at {len(by_coords)} places: a "
-                     "placeholder image (\"photo unavailable\")? None of them is used" if many and not one else
+                     "placeholder image (\"photo unavailable\")? None of them is used" if len(by_coords) > 2 else
                      f"its photo {min(p.paths)} is given other coordinates ({c1} and {c2}) by "
                      f"{'another row' if one else 'another id'}; which is right cannot be told, so none is used: fix "
                      "or delete the wrong row")

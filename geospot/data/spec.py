@@ -72,8 +72,8 @@ Coordinates are JSON numbers or strings in plain decimal/scientific notation (bo
 "4_5", hex, "inf", lists and objects are bad_coords). What a source says twice is skipped, never
 guessed: in local CSV / JSONL parts (up to 1M rows in all) decided once for every pass and split
 (data/dedup.py) -- rows giving one photo (a file, a symlink to it, a byte-identical copy) other
-coordinates are none used (duplicate_id_conflict / duplicate_image_conflict; across two tables of
-one folder: refused, naming each); a photo several ids name is the first row's (duplicate_image);
+coordinates are none used (duplicate_id_conflict / duplicate_image_conflict; tables that each give
+it one other label: refused, naming each); a photo several ids name is the first row's (duplicate_image);
 an id naming several photos keeps the first (duplicate_id). Elsewhere the record read first wins:
 an id seen again is duplicate_id (duplicate_id_conflict when its coordinates differ), a file or
 image bytes an earlier id named are duplicate_image (duplicate_image_conflict), in every split.

@@ -60,7 +60,9 @@ def check_eval_dir(eval_dir: str, spec) -> None:
                           "wrote (its out=, by default <run>/eval/<data>-<env_type>-step<k>), or leave eval= out")
     ours = (str(Path(spec.run_dir).resolve()), str(spec.step)) if spec.run_dir else None
     theirs = evaluated_weights(read_summary(path))
-    if theirs != ours:
+    moved = (ours and theirs and theirs[1] == ours[1] and not Path(theirs[0]).exists()  # a run copied from elsewhere:
+             and path.resolve().is_relative_to(ours[0]))  # its own eval folder, of the same step
+    if theirs != ours and not moved:
         what = f"step {theirs[1]} of {theirs[0]}" if theirs else f"model={read_summary(path).get('model')}"
         raise ConfigError(f"eval={eval_dir} scored {what}, not the weights exported (step {spec.step} of "
                           f"{spec.run_dir}): a model card shows evals of its own weights; evaluate them with "
@@ -78,8 +80,8 @@ def _training_evals(run_dir: Path | None, step: int | None) -> dict[str, dict]:
     picked = evals[:1] + evals[1:][-1:]
     # the last one up to the step may be of earlier weights (evals every k steps, checkpoints every m): said
     return {f"training eval, step {r['step']}" + (f" (earlier weights than these, step {step})"
-                                                   if step is not None and r is picked[-1] and r["step"] != step
-                                                   and len(picked) > 1 else ""): r["metrics"] for r in picked}
+                                                   if step is not None and r["step"] not in (0, step) else ""):
+            r["metrics"] for r in picked}
 
 
 def _steps(run_dir: Path | None, step: int | None) -> str:

@@ -154,17 +154,19 @@ def export_run(cfg: ExportConfig) -> tuple[Path, str, Path]:
 
         raise ConfigError(run_without_weights(cfg.checkpoint, key="checkpoint")
                           or f"checkpoint={cfg.checkpoint} is not a training run or checkpoint folder")
-    out = str(Path(cfg.out).expanduser())  # (a quoted ~, or a shell that does not expand it in key=value)
+    # (a quoted ~, or a shell that does not expand it in key=value): expanded once, for every use
+    out, eval_dir = str(Path(cfg.out).expanduser()), cfg.eval and str(Path(cfg.eval).expanduser())
     check_out_folder(out)
     for attempt in (1, 2):  # a run still training may prune the checkpoint read: then its newest, once
         spec = model_spec(cfg.checkpoint)
-        if cfg.eval:
-            check_eval_dir(cfg.eval, spec)
+        if eval_dir:
+            check_eval_dir(eval_dir, spec)
         kind = ("merged" if cfg.merged else "adapter") if spec.adapter else "full"
         if spec.engine == "tinker" and kind != "adapter":
             raise ConfigError("engine=tinker runs export the LoRA adapter only; drop merged=true")
         try:  # the engine's image processor is saved with the budget the model was trained with
-            loaded = load_model(cfg.checkpoint, device="cpu", max_pixels=spec.image_budget)
+            # the checkpoint the spec read, not the run's newest again (it may have saved one since)
+            loaded = load_model(str(spec.checkpoint or cfg.checkpoint), device="cpu", max_pixels=spec.image_budget)
             break
         except (ConfigError, FileNotFoundError):
             if attempt == 2 or spec.checkpoint is None or Path(spec.checkpoint).exists():
@@ -179,7 +181,7 @@ def export_run(cfg: ExportConfig) -> tuple[Path, str, Path]:
     record = export_record(spec, kind, base_reference(spec.base_model), engine_state_config(spec.checkpoint))
     (path / EXPORT_RECORD).write_text(json.dumps(record, indent=1) + "\n")
     photo, held = write_example_image(path, spec.data) or (None, False)
-    card = write_model_card(path, loaded, spec=spec, kind=kind, eval_dir=cfg.eval,
+    card = write_model_card(path, loaded, spec=spec, kind=kind, eval_dir=eval_dir,
                             base_ref=base_reference(spec.base_model), photo=photo)
     if photo and not data_is_synthetic(spec.data):  # a user's own photo, in a folder made to be published
         which = "one held-out photo" if held else "one training photo (the run held none out)"

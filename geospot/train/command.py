@@ -42,7 +42,8 @@ def stop_signals(command: str) -> Callable[[], None]:
     """In one process (main thread), Ctrl-C and SIGTERM (`timeout`, `kill`, a scheduler) while the loop
     runs finish the step, save it as a checkpoint and stop (the steps since the last `save_every` were
     lost); before the loop, or asked twice, they stop at once. Returns what puts the old handlers back.
-    Under torchrun, rank_death answers both for the job (its ranks would have to agree on a step)."""
+    Under torchrun, rank_death's handlers keep the stop here the same way (defer_stop), and the ranks
+    agree on the step (lifecycle.Run.stop_asked)."""
     if distributed.under_torchrun() or threading.current_thread() is not threading.main_thread():
         return lambda: None
 
@@ -132,7 +133,7 @@ def run_command(command: str, config_cls: type, title: str, argv: Sequence[str] 
         getattr(cfg, "validate", lambda: None)()
         log_path = cfg.log_path or ""
         result = train(cfg)
-    except ConfigError as e:
+    except (ConfigError, distributed.JoinError) as e:
         if distributed.speaks():  # under torchrun every rank found it: rank 0 says it
             print(f"geospot {command}: {e}", file=sys.stderr)
         return 2

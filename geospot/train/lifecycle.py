@@ -203,7 +203,11 @@ class Run:
         asked = stop_asked()
         if not self.dist.active:
             return asked
-        return (asked or KeyboardInterrupt()) if self.dist.max(float(asked is not None)) > 0 else None
+        # 0 none, 1 Ctrl-C, 2 SIGTERM: every rank raises the same one (its exit code, and rank 0's words)
+        agreed = self.dist.max(0.0 if asked is None else 2.0 if isinstance(asked, rank_death.Terminated) else 1.0)
+        if agreed:
+            rank_death.stopping()
+        return None if not agreed else rank_death.Terminated() if agreed == 2 else KeyboardInterrupt()
 
     def steps(self) -> Iterator[int]:
         """The 0-based steps left to run, each timed by the budget until `end_step`; stops at
@@ -334,7 +338,7 @@ def start_run(
     made = [p for p in Path(log_path).parents if not p.exists()]  # the folders this start makes to hold the run
     log_dir, resuming, changed = _prepare_folder(d, log_path, kind, cfg)
     # a rank that dies: one sentence from rank 0; a Ctrl-C / SIGTERM: the step is saved first (train/rank_death.py)
-    rank_death.watch(d, log_dir, defer=defer_stop, pending=lambda: stop_asked() is not None)
+    rank_death.watch(d, log_dir, defer=defer_stop, pending=stop_asked)
     stream = own_writer = None
     try:
         # a resume's weights are its checkpoint's: the start run's are read only as the KL reference

@@ -50,8 +50,8 @@ def watch(d: Dist, log_dir: str | os.PathLike, defer=None, pending=None) -> None
     _clear_old_markers()
     _WATCH.update(rank=d.rank, peers=d.gather((socket.gethostname(), os.getpid())), log_dir=str(log_dir))
     signal.signal(signal.SIGTERM, _on_sigterm)
-    # Ctrl-C reaches every rank as SIGINT (the terminal's process group, and torchrun forwards it):
-    # as a KeyboardInterrupt each rank printed its traceback and none the resume command
+    # Ctrl-C reaches every rank as SIGINT (torchrun passes it on; a second Ctrl-C as SIGTERM): as a
+    # KeyboardInterrupt each rank printed its traceback and none the resume command
     signal.signal(signal.SIGINT, _on_sigint)
 
 
@@ -196,13 +196,24 @@ def _speak_if_mine(signalled: bool, interrupted: bool) -> bool:
 
 
 def _on_sigterm(_signum, _frame) -> None:
-    # a stop kept for the step's end: torchrun's own SIGTERM that follows a Ctrl-C waits for the save too
-    if _WATCH.get("pending") and (_WATCH["pending"]() or _WATCH["defer"](Terminated())):
+    if _WATCH.get("stopping"):  # every rank agreed to stop and is closing its run: let it finish
         return
-    _report_and_exit(143, signalled=True)
+    kept = _WATCH["pending"]() if _WATCH.get("pending") else None
+    if isinstance(kept, Terminated) or (kept is None and _WATCH.get("defer") and _WATCH["defer"](Terminated())):
+        return  # kept for the step's end (a scheduler may signal the ranks and torchrun both)
+    # after a kept Ctrl-C, torchrun's SIGTERM is a second Ctrl-C's (torchrun passes the first on as SIGINT)
+    _report_and_exit(130 if kept is not None else 143, signalled=True, interrupted=kept is not None)
+
+
+def stopping() -> None:
+    """Every rank agreed to stop after this step (lifecycle.Run.stop_asked): a signal now lets the
+    run close its writer and folder."""
+    _WATCH["stopping"] = True
 
 
 def _on_sigint(_signum, _frame) -> None:
+    if _WATCH.get("stopping"):
+        return
     if _WATCH.get("defer") and _WATCH["defer"](KeyboardInterrupt()):
         if _WATCH.get("rank") == 0:
             print("geospot job: Ctrl-C: every rank stops once this step is trained and saved (Ctrl-C again stops "

@@ -47,6 +47,14 @@ def test_two_tables_that_disagree_are_refused_naming_each(tmp_path):
     assert len(load_samples(str(tmp_path / "labels.csv"), split="all")) == 3  # the table it names reads
 
 
+def test_three_versions_of_a_table_are_refused_not_taken_for_a_placeholder(tmp_path):
+    _photos(tmp_path, 3)
+    for k, name in enumerate(("labels.csv", "labels_old.csv", "labels_older.csv")):
+        _csv(tmp_path / name, [(f"p{i}", 10 + i + 5 * k, 20) for i in range(3)])
+    with pytest.raises(DataError, match="its tables give 3 photos other coordinates"):
+        load_samples(str(tmp_path), split="all")
+
+
 def test_two_jsonl_files_without_ids_that_disagree_on_a_photo_are_refused(tmp_path):
     _photos(tmp_path, 2)
     for name, dlat in (("data.jsonl", 0), ("data_old.jsonl", 5)):

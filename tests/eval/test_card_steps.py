@@ -50,3 +50,6 @@ def test_a_training_eval_of_earlier_weights_says_so(tmp_path):
     assert list(_training_evals(tmp_path / "run", 200)) == [
         "training eval, step 0", "training eval, step 125 (earlier weights than these, step 200)"]
     assert list(_training_evals(tmp_path / "run", 250)) == ["training eval, step 0", "training eval, step 250"]
+    _metrics(tmp_path / "lone", [{"step": 125, "eval/geoscore": 2.0}])  # no eval of the base model
+    assert list(_training_evals(tmp_path / "lone", 200)) == [
+        "training eval, step 125 (earlier weights than these, step 200)"]

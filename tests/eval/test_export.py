@@ -235,11 +235,11 @@ def test_eval_must_be_an_eval_of_the_weights_exported(run, tmp_path, capsys, mon
     assert f"eval={other} scored step 2 of {log.resolve()}, not the weights exported (step 3 of" in \
         capsys.readouterr().err
     assert not (tmp_path / "a").exists()  # refused before the model loaded
-    ours = summary(tmp_path / "ours", 3)
+    summary(tmp_path / "home" / "ours", 3)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert export_main([f"checkpoint={log}", "out=~/exported", f"eval={ours}"]) == 0
+    assert export_main([f"checkpoint={log}", "out=~/exported", "eval=~/ours"]) == 0
     card = (tmp_path / "home" / "exported" / "README.md").read_text()
-    assert "ours: synthetic:n=4" in card and not (Path.cwd() / "~").exists()
+    assert "ours: synthetic:n=4" in card and not (Path.cwd() / "~").exists()  # (eval=~/ours: checked and shown)
 
 
 def test_the_card_names_the_run_its_weights_started_from(run, tmp_path):
