@@ -193,21 +193,20 @@ class Run:
     small_data_noted: bool = False
     dist: Dist = field(default_factory=Dist)  # this process's place in a torchrun job (one process: rank 0 of 1)
     changed: dict[str, tuple] = field(default_factory=dict)  # a resume's changed keys: (saved, now)
-    # GRPO: each group samples from its own seed (a torchrun job's scheme: its rollouts do not depend on
-    # the world size), else one generator per sampling call (a plain run's); kept by a resume (config.json)
-    group_seeds: bool = False
+    # GRPO: each group samples from its own seed (torchrun's scheme: rollouts whatever the world size), else
+    group_seeds: bool = False  # one generator per sampling call (a plain run's); kept by a resume (config.json)
 
     def stop_asked(self) -> BaseException | None:
-        """The stop a Ctrl-C / SIGTERM asked for during this step (raise it once the step is saved), agreed
-        by every rank of a torchrun job (one collective a step): one asked, all save and stop."""
+        """A Ctrl-C / SIGTERM's stop (raise it once the step is saved), agreed by every rank: one asked, all stop."""
         asked = stop_asked()
         if not self.dist.active:
             return asked
         # 0 none, 1 Ctrl-C, 2 SIGTERM: every rank raises the same one (its exit code, and rank 0's words)
         agreed = self.dist.max(0.0 if asked is None else 2.0 if isinstance(asked, rank_death.Terminated) else 1.0)
         if agreed:
-            rank_death.stopping()
-        return None if not agreed else rank_death.Terminated() if agreed == 2 else KeyboardInterrupt()
+            rank_death.stopping()  # (a signal now lets the run close undisturbed)
+            return rank_death.Terminated() if agreed == 2 else KeyboardInterrupt()
+        return None
 
     def steps(self) -> Iterator[int]:
         """The 0-based steps left to run, each timed by the budget until `end_step`; stops at
@@ -247,8 +246,7 @@ class Run:
             # (records read, not images decoded: a record whose image fails to decode counts, so "at most")
             print(f"batch_size={n} is more than the at most {size} image{'s' * (size != 1)} of data={self.cfg.data!r} "
                   f"(its train split), so every batch repeats images; lower batch_size to {size} or less, or bring "
-                  "more data",
-                  file=self.stderr or sys.stderr)
+                  "more data", file=self.stderr or sys.stderr)
 
     def end_step(self, done: int) -> bool:
         """Stop timing the step; whether it was the last: max_steps, the time limit, or the end of
@@ -376,8 +374,8 @@ def start_run(
             run.data_end = ckpt.loop_state.get("data_end")
             print(f"resuming {log_dir} from step {ckpt.step}", file=stderr)
             saved = (read_config(log_dir) or {}).get("group_seeds")  # (an older run: none recorded)
-            if saved is not None:  # its own scheme, so the rollouts go on as they would have; several
-                run.group_seeds = bool(saved) or d.world > 1  # processes need per-group seeds whatever it was
+            if saved is not None:  # its own scheme (several processes need per-group seeds whatever it was)
+                run.group_seeds = bool(saved) or d.world > 1
                 if kind == "rl" and not saved and d.world > 1:
                     print("note: this run sampled as one process (one generator per call); under torchrun each "
                           "group samples from its own seed, so its rollouts from here are not the ones an "
