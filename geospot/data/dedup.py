@@ -151,15 +151,17 @@ def resolve(part: str, tables: Iterable[tuple[str, Iterable[Record | Skip]]], li
             p.paths.add(r.payload.path)
             p.said.setdefault(r.id, {}).setdefault(coords, set()).add(t)
             ids.setdefault(r.id, []).append((n, key))
+    merged: dict[Photo, Photo] = {}  # a byte-identical copy -> the photo it is
     for group in _same_bytes(photos):  # byte-identical copies: one photo, the first named
         keep, *rest = sorted(group, key=lambda k: photos[k].first)
         for other in rest:
-            gone = photos.pop(other)
+            gone, merged[other] = photos.pop(other), keep
             photos[keep].paths |= gone.paths
             for i, by in gone.said.items():
                 for c, ts in by.items():
                     photos[keep].said.setdefault(i, {}).setdefault(c, set()).update(ts)
-            ids = {i: [(o, keep if k == other else k) for o, k in rows] for i, rows in ids.items()}
+    if merged:
+        ids = {i: [(o, merged.get(k, k)) for o, k in rows] for i, rows in ids.items()}
     res, across = Resolution(), []
     for key, p in photos.items():
         by_coords: dict[tuple, set[int]] = {}
