@@ -145,10 +145,21 @@ def export_run(cfg: ExportConfig) -> tuple[Path, str, Path]:
     """(folder, kind, card path); kind is `adapter`, `merged` or `full`."""
     from geospot.eval.card import check_eval_dir, write_model_card
     from geospot.eval.loading import load_model
-    from geospot.runs.model_spec import EXPORT_RECORD, engine_state_config, export_record, is_run_path, model_spec
+    from geospot.runs.model_spec import (
+        EXPORT_RECORD,
+        engine_state_config,
+        export_record,
+        is_export_path,
+        is_run_path,
+        model_spec,
+    )
 
     if not cfg.checkpoint or not cfg.out:
         raise ConfigError("checkpoint= and out= are required, e.g. `geospot export checkpoint=runs/sft out=export/sft`")
+    if is_export_path(cfg.checkpoint):  # (an adapter export made merged, say: from the run it came from)
+        source = json.loads((Path(cfg.checkpoint) / EXPORT_RECORD).read_text()).get("source_run") or "<its run>"
+        raise ConfigError(f"checkpoint={cfg.checkpoint} is an export already; export its run again for another "
+                          f"kind: checkpoint={source}")
     if not is_run_path(cfg.checkpoint):
         from geospot.eval.loading import run_without_weights
 

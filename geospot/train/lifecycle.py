@@ -386,7 +386,8 @@ def start_run(
                 then = f"; {what} there" if k in ("max_steps", "max_seconds") else ""
                 print(f"resuming with {k} changed: {a!r} -> {b!r} (recorded in config.json{then})", file=stderr)
             if d.is_main:
-                write_resumed_config(log_dir, kind, cfg, changed, ckpt.step, processes=d.world)
+                write_resumed_config(log_dir, kind, cfg, changed, ckpt.step, processes=d.world,
+                                     group_seeds=run.group_seeds)
         if not d.is_main:
             run.writer = NullWriter()
         elif writer is None:

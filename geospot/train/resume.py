@@ -217,7 +217,7 @@ def _inherited_resolved(old: dict, new: dict, started_in: Any) -> dict:
 
 
 def write_resumed_config(log_dir: Path, kind: str, cfg: Any, changed: dict[str, list[Any]], step: int,
-                         processes: int = 1) -> None:
+                         processes: int = 1, group_seeds: bool | None = None) -> None:
     """config.json holds the config the run continues with, the processes it runs in now, and under
     `resumes` every resume that changed a key (`processes` too): the step it resumed from and
     {key: [before, after]}."""
@@ -227,6 +227,6 @@ def write_resumed_config(log_dir: Path, kind: str, cfg: Any, changed: dict[str, 
         history.append({"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changed": changed})
     extra = {k: v for k, v in (("started_in", record.get("started_in")), ("processes", processes),
                                 ("resumes", history)) if v}
-    if record.get("group_seeds") is not None:  # the run's GRPO sampling scheme, kept (lifecycle.Run.group_seeds)
-        extra["group_seeds"] = record["group_seeds"]
+    if record.get("group_seeds") is not None:  # the run's GRPO sampling scheme (lifecycle.Run.group_seeds): kept,
+        extra["group_seeds"] = record["group_seeds"] or bool(group_seeds)  # or per-group from a resume that took it
     write_config(log_dir, kind, cfg, extra=extra or None)

@@ -255,3 +255,11 @@ def test_the_card_names_the_run_its_weights_started_from(run, tmp_path):
     assert export_main([f"checkpoint={mine}", f"out={tmp_path / 'export'}"]) == 0
     card = (tmp_path / "export" / "README.md").read_text()
     assert "| started from | `runs/sft-warm` (its weights; its own card tells its training) |" in card
+
+
+def test_an_export_given_to_export_is_named_as_one(exported, tmp_path, capsys):
+    """It said only "is not a training run or checkpoint folder", with no way to a merged export."""
+    folder, _, _ = exported
+    assert export_main([f"checkpoint={folder}", f"out={tmp_path / 'again'}", "merged=true"]) == 2
+    assert f"checkpoint={folder} is an export already; export its run again for another kind: checkpoint=" in \
+        capsys.readouterr().err

@@ -35,3 +35,17 @@ def test_a_resume_keeps_the_runs_grpo_sampling_scheme(tmp_path, monkeypatch):
     rl.run(cfg(log, max_steps=2))
     assert schemes == [False, True]  # resumed in a plain process: the run's own scheme
     assert json.loads((log / "config.json").read_text())["group_seeds"] is True  # kept by the resume's record
+
+
+def test_a_resume_that_had_to_take_per_group_seeds_records_them(tmp_path):
+    """A plain run resumed under several processes samples from per-group seeds from there: config.json
+    kept `false`, so a later plain resume switched schemes again."""
+    from geospot.runs.folder import write_config
+    from geospot.train.resume import write_resumed_config
+
+    c = cfg(tmp_path)
+    write_config(tmp_path, "rl", c, extra={"group_seeds": False})
+    write_resumed_config(tmp_path, "rl", c, {}, 3, processes=2, group_seeds=True)
+    assert json.loads((tmp_path / "config.json").read_text())["group_seeds"] is True
+    write_resumed_config(tmp_path, "rl", c, {}, 4, processes=1, group_seeds=False)  # kept from here on
+    assert json.loads((tmp_path / "config.json").read_text())["group_seeds"] is True
