@@ -136,8 +136,8 @@ class CsvFolderSource:
             if None in (id_c, lat_c, lon_c) and names and names[0].startswith("#"):
                 raise DataError(f"{path}: its first line is a comment ({names[0][:40]}), not the header; delete it, "
                                 "so that the line naming the columns comes first")
-            others = [p for p in self.csv_paths if p != path]
             if id_c is None:  # (another table of the folder may be the one meant)
+                others = [p for p in self.csv_paths if p != path]
                 also = f", or give the table of your photos: data={others[0]}" if len(others) == 1 else (
                     ", or give the table of your photos (data=<folder>/<file>.csv)" if others else "")
                 raise DataError(f"{path}: no id column (looked for {', '.join(CSV_ID_KEYS)}; columns: {names}); "

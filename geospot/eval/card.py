@@ -59,11 +59,12 @@ def check_eval_dir(eval_dir: str, spec) -> None:
         raise ConfigError(f"eval={eval_dir}: no {SUMMARY} there; give a folder that `geospot eval` of these weights "
                           "wrote (its out=, by default <run>/eval/<data>-<env_type>-step<k>), or leave eval= out")
     ours = (str(Path(spec.run_dir).resolve()), str(spec.step)) if spec.run_dir else None
-    theirs = evaluated_weights(read_summary(path))
+    summary = read_summary(path)
+    theirs = evaluated_weights(summary)
     moved = (ours and theirs and theirs[1] == ours[1] and not Path(theirs[0]).exists()  # a run copied from elsewhere:
              and path.resolve().is_relative_to(ours[0]))  # its own eval folder, of the same step
     if theirs != ours and not moved:
-        what = f"step {theirs[1]} of {theirs[0]}" if theirs else f"model={read_summary(path).get('model')}"
+        what = f"step {theirs[1]} of {theirs[0]}" if theirs else f"model={summary.get('model')}"
         raise ConfigError(f"eval={eval_dir} scored {what}, not the weights exported (step {spec.step} of "
                           f"{spec.run_dir}): a model card shows evals of its own weights; evaluate them with "
                           f"`geospot eval model={spec.checkpoint} data=<labelled photos>`")

@@ -149,6 +149,7 @@ def export_run(cfg: ExportConfig) -> tuple[Path, str, Path]:
         EXPORT_RECORD,
         engine_state_config,
         export_record,
+        export_spec,
         is_export_path,
         is_run_path,
         model_spec,
@@ -157,7 +158,7 @@ def export_run(cfg: ExportConfig) -> tuple[Path, str, Path]:
     if not cfg.checkpoint or not cfg.out:
         raise ConfigError("checkpoint= and out= are required, e.g. `geospot export checkpoint=runs/sft out=export/sft`")
     if is_export_path(cfg.checkpoint):  # (an adapter export made merged, say: from the run it came from)
-        source = json.loads((Path(cfg.checkpoint) / EXPORT_RECORD).read_text()).get("source_run") or "<its run>"
+        source = export_spec(cfg.checkpoint)[1].get("source_run") or "<its run>"
         raise ConfigError(f"checkpoint={cfg.checkpoint} is an export already; export its run again for another "
                           f"kind: checkpoint={source}")
     if not is_run_path(cfg.checkpoint):
