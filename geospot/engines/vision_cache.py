@@ -10,7 +10,8 @@ so logprobs and gradients are unchanged (tests check it).
 It wraps the model's `get_image_features` (the one call every Qwen-VL forward makes for images),
 splits a request into its images, encodes only the unseen ones (one call per image, so features
 never depend on batch composition) and keys each by its patches' bytes (content, not object
-identity: a re-rendered image still hits). Whenever a vision parameter requires grad
+identity: a re-rendered image still hits; xxh3-128, ~70x faster than blake2b on a 448 px image's
+4.8 MB of patches: 0.07 ms against 5 ms, ~1.4 % of a benchmark step). Whenever a vision parameter requires grad
 (train_vision=True, full fine-tuning of the tower) it steps aside and the tower runs as usual.
 Bounded LRU: `max_images` entries.
 """
@@ -18,10 +19,10 @@ Bounded LRU: `max_images` entries.
 from __future__ import annotations
 
 import copy
-import hashlib
 from collections import OrderedDict
 
 import torch
+import xxhash
 
 from geospot.models.compat import peft_base
 
@@ -48,7 +49,7 @@ class ImageFeatureCache:
     @staticmethod
     def _key(patches: torch.Tensor, grid: list[int]) -> tuple:
         raw = patches.detach().contiguous().view(torch.uint8).cpu().numpy()
-        return (tuple(grid), str(patches.dtype), hashlib.blake2b(memoryview(raw).cast("B"), digest_size=16).digest())
+        return (tuple(grid), str(patches.dtype), xxhash.xxh3_128_digest(memoryview(raw).cast("B")))
 
     def __call__(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor | None = None, **kwargs):
         if not self.enabled or image_grid_thw is None or self.tower_trains():
