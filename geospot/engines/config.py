@@ -49,6 +49,8 @@ class EngineConfig:
                               "calls)")
         if self.max_pixels < 28 * 28:
             raise ConfigError(f"max_pixels={self.max_pixels} is below one 28x28 patch; use e.g. max_pixels={448*448}")
+        if problem := device_problem(self.device):
+            raise ConfigError(problem)
         if self.sampler == "vllm":
             problems = vllm_sampler_problems(self, cuda_available=_cuda_available(), vllm_installed=_vllm_installed())
             if problems:
@@ -84,6 +86,36 @@ def engine_keys(name: str, inherit: bool) -> type:
 
     return dataclasses.make_dataclass(name, fields, frozen=True,
                                       namespace={"engine_config": engine_config, "__module__": __name__})
+
+
+def device_problem(device: str, probe: typing.Callable[[], tuple[int, bool]] | None = None) -> str | None:
+    """Why `device` cannot run on this machine, in one sentence with the fix (None = it can), said
+    before any model loads (torch itself says it mid-load, as a traceback). `probe` -> (CUDA GPUs,
+    MPS available): this machine's, unless a test passes its own."""
+    kind, _, index = device.partition(":")
+    if device == "auto" or (kind == "cpu" and index in ("", "0")):
+        return None
+    if kind not in ("cuda", "mps", "cpu") or (index and not index.isdigit()):
+        return f"device={device} is not a device; use auto, cpu, cuda or cuda:<index> (mps on Apple silicon)"
+    if kind == "cpu":
+        return f"device={device}: there is one CPU device; use device=cpu"
+    cuda_count, mps = (probe or _accelerators)()
+    if kind == "mps":
+        return None if mps else f"device={device}: this machine has no Apple GPU (MPS); use device=auto or device=cpu"
+    if cuda_count == 0:
+        return (f"device={device}: this machine has no CUDA GPU (or this torch is a CPU build); use device=auto or "
+                "device=cpu")
+    if index and int(index) >= cuda_count:
+        return (f"device={device}: this machine has {cuda_count} CUDA GPU{'s' if cuda_count > 1 else ''} "
+                f"(cuda:0{f' to cuda:{cuda_count - 1}' if cuda_count > 1 else ''}); pick one of them or device=auto")
+    return None
+
+
+def _accelerators() -> tuple[int, bool]:
+    import torch  # delayed: importing the config must stay cheap (CLIs parse it before any model)
+
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.device_count(), bool(mps is not None and mps.is_available())
 
 
 def vllm_sampler_problems(cfg: EngineConfig, *, cuda_available: bool, vllm_installed: bool) -> list[str]:

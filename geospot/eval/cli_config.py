@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from geospot.config import ConfigError, option
+from geospot.engines.config import device_problem
 from geospot.envs.config import REWARD_ONLY, EnvOptions
 from geospot.envs.kinds import ENV_TYPES
 
@@ -52,6 +53,8 @@ class SamplingConfig(EnvOptions):
             raise ConfigError(f"samples={self.samples} must be >= 0 (0 = greedy)")
         if self.max_tokens < 1:
             raise ConfigError(f"max_tokens={self.max_tokens} must be >= 1")
+        if problem := device_problem(self.device):
+            raise ConfigError(problem)
 
 
 @dataclass(frozen=True)
