@@ -87,8 +87,10 @@ CHECKPOINT_FILE = "tinker.json"
 # Start-up checks
 
 
-def check_api_key(env: dict[str, str] | None = None, stored_key: Callable[[], str | None] | None = None) -> str:
-    """Which credential will be used; raises with one sentence when there is none or it is malformed."""
+def check_api_key(env: dict[str, str] | None = None, stored_key: Callable[[], str | None] | None = None,
+                  instead: str = "use engine=local") -> str:
+    """Which credential will be used; raises with one sentence when there is none or it is malformed
+    (`instead`: the way round Tinker in the caller's words)."""
     env = os.environ if env is None else env
     key = env.get("TINKER_API_KEY", "").strip()
     if not key:
@@ -98,7 +100,7 @@ def check_api_key(env: dict[str, str] | None = None, stored_key: Callable[[], st
             return "stored credentials"
         raise GeospotTinkerError(
             "engine=tinker needs a Tinker API key: set TINKER_API_KEY=tml-... (create one in the Tinker "
-            "console) or run `tinker auth login`, or use engine=local"
+            f"console) or run `tinker auth login`, or {instead}"
         )
     if not (key.startswith("tml-") or key.startswith("eyJ")):
         raise GeospotTinkerError(

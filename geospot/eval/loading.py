@@ -23,6 +23,7 @@ from geospot.config import ConfigError
 from geospot.engines import make_engine
 from geospot.engines.config import EngineConfig
 from geospot.engines.start_checks import model_problem
+from geospot.engines.tinker_engine import GeospotTinkerError, check_api_key
 from geospot.runs.checkpoint import read_checkpoint, resolve_checkpoint
 from geospot.runs.folder import read_config
 from geospot.runs.model_spec import export_spec, is_export_path
@@ -115,6 +116,10 @@ def engine_config_for(model: str, base_model: str | None = None, **overrides: An
         if not base_model:
             raise ConfigError(f"model={model}: also pass base_model=<hub id> (the model this Tinker checkpoint was "
                               "trained from)")
+        try:  # said here, before the eval starts (the engine would say it with engine=local, no key of eval's)
+            check_api_key(instead="give model= a local model, run folder or export")
+        except GeospotTinkerError as e:
+            raise ConfigError(str(e)) from None
         overrides.pop("device", None), overrides.pop("dtype", None)
         return EngineConfig(model_name=base_model, engine="tinker", **overrides), {"engine_path": model}
     if is_export_path(model):

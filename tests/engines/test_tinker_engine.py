@@ -362,3 +362,19 @@ def test_set_reference_scores_with_a_sampler_of_the_starting_weights():
     eng.forward_base([d])
     assert eng._base_sampler is reference
     assert not [c for c in eng.service.created if c[0] == "base sampler"]  # never the adapter-free base
+
+
+def test_no_key_for_a_tinker_path_in_eval_names_evals_way_round(monkeypatch):
+    # eval / predict have no engine= key: the sentence points at model= (it said "use engine=local")
+    from geospot.config import ConfigError
+    from geospot.eval.loading import engine_config_for
+
+    monkeypatch.setattr(te, "_stored_key", lambda: None)
+    monkeypatch.delenv("TINKER_API_KEY", raising=False)
+    monkeypatch.delenv("TINKER_CREDENTIAL_CMD", raising=False)
+    with pytest.raises(ConfigError, match=r"or give model= a local model, run folder or export$") as e:
+        engine_config_for("tinker://abc/weights/step-001000", base_model="Qwen/Qwen2.5-VL-3B-Instruct")
+    assert "engine=local" not in str(e.value)
+    monkeypatch.setenv("TINKER_API_KEY", "tml-abc")
+    cfg, meta = engine_config_for("tinker://abc/weights/step-001000", base_model="Qwen/Qwen2.5-VL-3B-Instruct")
+    assert cfg.engine == "tinker" and meta == {"engine_path": "tinker://abc/weights/step-001000"}
