@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 from geospot.envs.kinds import CardTurns, env_kind
 from geospot.eval.predictions import SUMMARY, read_summary
+from geospot.models.load import image_budget
 from geospot.prompts import PREVIOUS_GUESS_DECIMALS
 
 
@@ -266,7 +267,7 @@ def usage_code(kind: str, folder: str, base_ref: str, spec, photo: str) -> list[
         *(["(w, h), s = image.size, min(image.size)  # trained on square images: ask with the centre square",
            "image = image.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))"]
           if spec.square else []),
-        *_views(how.zoom, spec.image_budget),
+        *_views(how.zoom, image_budget(spec)),
         "pixels = [images(images=[v], return_tensors='pt') for v in views]",
         "n_image_tokens = [int(p['image_grid_thw'].prod()) // images.merge_size ** 2 for p in pixels]",
         "# an answer is text: never the image or video placeholder (geospot's sampler bans them too)",
@@ -356,7 +357,7 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
         f"| weights | {_WEIGHTS[kind].format(rank=rank)} |",
         f"| prompt style | {spec.env_type}{reasoning} ({len(how.prompts)} turn{'s' if len(how.prompts) > 1 else ''}) |",
         f"| answer decimals | {spec.answer_decimals} |",
-        f"| image budget | max_pixels={spec.image_budget}{side} |",
+        f"| image budget | max_pixels={image_budget(spec)}{side} |",
         *(["| image shape | square (photos are asked as their centre square) |"] if spec.square else []),
         f"| max tokens per answer | {how.max_tokens} |",
         f"| checkpoint | `{loaded.checkpoint}` |",

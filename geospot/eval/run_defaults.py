@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from geospot.config import ConfigError
 from geospot.envs.config import ENV_KEYS, SFT_UNREAD, geohash_turn_weights, hier_turn_weights, reads, weights_left_out
 from geospot.envs.kinds import KINDS
+from geospot.models.load import image_budget
 from geospot.runs.model_spec import ModelSpec, is_export_path, is_run_path, model_spec
 
 RUN_DEFAULT_KEYS = ("env_type", "max_pixels", "max_tokens", "reasoning", "reasoning_max_tokens", "square")
@@ -97,7 +98,7 @@ def with_run_defaults(cfg, given: set[str] | None = None):
         given = {k for k in (*RUN_DEFAULT_KEYS, *ENV_OPTION_KEYS)
                  if hasattr(cfg, k) and getattr(cfg, k) != getattr(defaults, k)}
     # (reasoning and its budget come with the env keys: env_defaults)
-    run_values = {"max_pixels": spec.image_budget, "max_tokens": spec.max_tokens, "square": spec.square}
+    run_values = {"max_pixels": image_budget(spec), "max_tokens": spec.max_tokens, "square": spec.square}
     taken = {k: v for k, v in run_values.items() if k not in given}
     overridden = {k: getattr(cfg, k) for k in run_values if k in given and getattr(cfg, k) != run_values[k]}
     cfg, env_record = env_defaults(dataclasses.replace(cfg, **taken), spec, given, skip=TRAINING_ONLY_KEYS)

@@ -16,6 +16,7 @@ import torch
 
 from geospot.models.processor import ImageProcessor
 from geospot.models.tiny import FAMILIES, SIZES, build_tiny_model
+from geospot.runs.model_spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,21 @@ def resolve_model_path(name: str, weights: bool = True) -> Path:
             f"{str(e).split('. ')[0][:160]}); "
             "pass a local folder or `tiny:qwen2_5_vl` for an offline model"
         ) from None
+
+
+def image_budget(spec: ModelSpec) -> int:
+    """Pixels per image to ask a trained model with: its engine budget, capped at the area its own
+    processor made of the training images (an image_side square). Its steps decide that area: a
+    112 px image became 112 x 112 for Qwen2/2.5-VL (28 px steps) but 128 x 128 for Qwen3-VL (32 px),
+    so a photo is asked at the size training showed, not at fewer or more image tokens."""
+    if not spec.image_side:
+        return spec.max_pixels
+    try:
+        processor = ImageProcessor.from_pretrained(resolve_model_path(spec.base_model, weights=False))
+    except (OSError, ValueError):  # its processor out of reach here (a hub id offline): the square's own area
+        return max(28 * 28, min(spec.max_pixels, spec.image_side**2))
+    w, h = processor.target_size(spec.image_side, spec.image_side, spec.max_pixels)
+    return w * h
 
 
 def model_family(folder: Path) -> str:

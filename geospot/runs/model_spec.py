@@ -63,14 +63,6 @@ class ModelSpec:
     def adapter(self) -> bool:
         return self.lora_rank > 0
 
-    @property
-    def image_budget(self) -> int:
-        """Pixels per image to ask with: the engine budget, capped at the training images' area
-        (a 112 px-trained model saw 16 image tokens, so a photo must not bring 256)."""
-        if self.image_side:
-            return max(28 * 28, min(self.max_pixels, self.image_side * self.image_side))
-        return self.max_pixels
-
 
 def is_run_path(path: str | Path) -> bool:
     p = Path(path)

@@ -22,6 +22,7 @@ from geospot import distributed
 from geospot.config import ConfigError
 from geospot.data.spec_paths import read_here
 from geospot.engines.config import ENGINE_KEYS, EngineConfig
+from geospot.models.load import image_budget
 from geospot.runs.checkpoint import resolve_checkpoint
 from geospot.runs.folder import read_config
 from geospot.runs.model_spec import data_square, is_run_path, model_spec, start_run_path
@@ -68,7 +69,7 @@ def images_from_start_run(path: str, data: str, given: set[str]) -> dict[str, An
     on 112 px images saw 16 image tokens, not a 512 px photo's 256), and its square crop -- each
     unless typed. {} when nothing changes."""
     spec = model_spec(path)
-    out: dict[str, Any] = {} if "max_pixels" in given else {"max_pixels": spec.image_budget}
+    out: dict[str, Any] = {} if "max_pixels" in given else {"max_pixels": image_budget(spec)}
     square = square_from_start_run(data, spec.data)
     if square != data:
         out["data"] = square

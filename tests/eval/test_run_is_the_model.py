@@ -53,17 +53,18 @@ def model_dir(request, sft_run):
 
 
 def test_the_spec_of_a_run(sft_run, rl_run):
+    from geospot.models.load import image_budget
     from geospot.prompts import TELESCOPING_PROMPTS
     from geospot.runs.model_spec import model_spec
 
     sft, rl, ck = model_spec(sft_run), model_spec(rl_run), model_spec(sft_run / "checkpoints" / "60")
     assert (sft.kind, sft.env_type, sft.lora_rank, sft.adapter) == ("sft", "telescoping", 0, False)
-    assert sft.image_side == 112 and sft.image_budget == 112 * 112 and sft.max_pixels == 448 * 448
+    assert sft.image_side == 112 and image_budget(sft) == 112 * 112 and sft.max_pixels == 448 * 448
     assert sft.answer_decimals == 1 and sft.max_tokens == 16 and sft.turn_prompts == TELESCOPING_PROMPTS
     assert ck.step == 60 and sft.step == 120
     # RL records only what it changed: decimals, data and image budget come from its SFT run
     assert (rl.kind, rl.env_type, rl.base_model, rl.answer_decimals, rl.data) == ("rl", "telescoping", MODEL, 1, DATA)
-    assert rl.image_budget == 112 * 112 and rl.trained_styles == ("telescoping",)
+    assert image_budget(rl) == 112 * 112 and rl.trained_styles == ("telescoping",)
 
 
 def test_predict_with_no_other_key_parses_real_photos(model_dir, capsys):

@@ -21,7 +21,7 @@ def test_sft_both_asks_single_and_an_rl_run_on_top_asks_its_env(tmp_path):
     spec = model_spec(sft)
     assert spec.trained_styles == ("single", "telescoping") and spec.env_type == "single"
     assert (spec.adapter, spec.answer_decimals, spec.max_tokens, spec.step) == (True, 3, 20, 5)
-    assert spec.image_side == 56 and spec.image_budget == 56 * 56
+    assert spec.image_side == 56  # (the budget it is asked with: tests/models/test_image_budget.py)
     rl = _run(tmp_path / "rl", "rl", {"env_type": "telescoping", "load_checkpoint_path": str(sft), "max_pixels": None,
                                        "max_tokens": 24, "model_name": None, "data": None}, step=3)
     spec = model_spec(rl / "checkpoints" / "3")
