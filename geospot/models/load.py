@@ -45,7 +45,7 @@ def resolve_model_path(name: str, weights: bool = True) -> Path:
     if name.startswith("tiny:"):
         parts = name.split(":")
         family = parts[1] if len(parts) > 1 and parts[1] else "qwen2_5_vl"
-        size = parts[2] if len(parts) > 2 else "tiny"
+        size = parts[2] if len(parts) > 2 and parts[2] else "tiny"
         if family not in FAMILIES:
             raise ValueError(
                 f"unknown model family {family!r} in {name!r}; use tiny:<{'|'.join(FAMILIES)}>[:<{'|'.join(SIZES)}>]"
@@ -66,6 +66,29 @@ def resolve_model_path(name: str, weights: bool = True) -> Path:
             f"{str(e).split('. ')[0][:160]}); "
             "pass a local folder or `tiny:qwen2_5_vl` for an offline model"
         ) from None
+
+
+def model_identity(name: str) -> tuple | None:
+    """What a model's weights fit, from its config.json, read without loading or downloading weights:
+    (model type, text hidden size and layers, vocabulary, vision width and depth). A tiny name reads
+    its cached build, a hub id only the hub cache; None when that is not at hand here."""
+    path = Path(name).expanduser()
+    try:
+        if name.startswith("tiny:") or path.is_dir():
+            config = resolve_model_path(name, weights=False) / "config.json"
+        else:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(name, "config.json")
+            if not isinstance(cached, str):
+                return None
+            config = Path(cached)
+        cfg = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return None
+    text, vision = cfg.get("text_config") or cfg, cfg.get("vision_config") or {}
+    return (cfg.get("model_type"), text.get("hidden_size"), text.get("num_hidden_layers"), text.get("vocab_size"),
+            vision.get("hidden_size") or vision.get("embed_dim"), vision.get("depth"))
 
 
 def image_budget(spec: ModelSpec) -> int:

@@ -17,6 +17,7 @@ from geospot.config import ConfigError
 from geospot.engines.start_checks import check_start
 from geospot.eval.geocoding import geocoder_for
 from geospot.eval.loading import engine_state_fields
+from geospot.models.load import model_identity
 from geospot.runs.checkpoint import read_checkpoint, resolve_checkpoint
 
 
@@ -90,6 +91,12 @@ def check_start_weights(engine_config: Any, init_weights: str | None, load_path:
     if not init_weights:
         return
     saved = engine_state_fields(init_weights)  # {} for tinker:// or a folder without a local engine state
+    was, now = saved.get("model_name"), engine_config.model_name
+    if was and now and was != now and None not in (a := model_identity(was), b := model_identity(now)) and a != b:
+        other = f"a {a[0]} model, not {b[0]}" if a[0] != b[0] else "a model of another size"
+        raise ConfigError(f"model_name={now!r}, but load_checkpoint_path={load_path!r} was trained on {was!r} "
+                          f"({other}) and its weights fit only that; leave model_name out where the run is "
+                          f"inherited, or set model_name={was!r}")
     for key in SHAPE_KEYS:
         if key == "lora_targets" and not (saved.get("lora_rank") and engine_config.lora_rank):
             continue  # no adapter on one side: lora_rank already differs or the targets mean nothing

@@ -116,6 +116,27 @@ def test_start_weights_of_another_shape_are_refused_before_the_model_loads(tmp_p
     check_start_weights(EngineConfig(lora_rank=0), None, None)  # no start weights: nothing to check
 
 
+def test_start_weights_of_another_model_are_refused_before_the_model_loads(tmp_path):
+    """Another family (or size) has other weights: one sentence naming both models; another spelling
+    of the same model (tiny:qwen3_vl:tiny, its folder) is accepted, and a model not at hand is not judged."""
+    import torch
+
+    from geospot.engines.config import EngineConfig
+    from geospot.models.load import resolve_model_path
+    from geospot.train.inputs import check_start_weights
+
+    (tmp_path / "engine").mkdir()
+    torch.save({"engine_config": {"model_name": "tiny:qwen3_vl", "lora_rank": 0}}, tmp_path / "engine" / "state.pt")
+    engine = str(tmp_path / "engine")
+    for same in ("tiny:qwen3_vl", "tiny:qwen3_vl:tiny", str(resolve_model_path("tiny:qwen3_vl")), "owner/not-here"):
+        check_start_weights(EngineConfig(model_name=same, lora_rank=0), engine, "runs/q3")
+    with pytest.raises(ConfigError, match=r"^model_name='tiny:qwen2_vl', but load_checkpoint_path='runs/q3' was "
+                                          r"trained on 'tiny:qwen3_vl' \(a qwen3_vl model, not qwen2_vl\)"):
+        check_start_weights(EngineConfig(model_name="tiny:qwen2_vl", lora_rank=0), engine, "runs/q3")
+    with pytest.raises(ConfigError, match=r"\(a model of another size\).*set model_name='tiny:qwen3_vl'$"):
+        check_start_weights(EngineConfig(model_name="tiny:qwen3_vl:small", lora_rank=0), engine, "runs/q3")
+
+
 def test_a_batch_larger_than_the_data_is_said_once():
     """39 training images (synthetic n=40 less its val split) and batches of 64: every batch repeats
     images, said once before training goes on; batches of 32 fit and say nothing."""
