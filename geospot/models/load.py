@@ -38,14 +38,19 @@ MODEL_FILES = ["*.json", "*.txt", "*.jinja", "*.model", "*.tiktoken"]
 WEIGHT_FILES = ["*.safetensors"]
 
 
+def tiny_name(name: str) -> tuple[str, str]:
+    """(family, size) of `tiny:<family>[:<size>]`, the defaults filled in (tiny:qwen3_vl = tiny:qwen3_vl:tiny)."""
+    parts = name.split(":")
+    return (parts[1] if len(parts) > 1 and parts[1] else "qwen2_5_vl"), (parts[2] if len(parts) > 2 and parts[2]
+                                                                         else "tiny")
+
+
 def resolve_model_path(name: str, weights: bool = True) -> Path:
     """`tiny:<family>[:<size>]` -> cached build; a local folder -> itself; else a hub id -> its
     snapshot folder (downloaded unless HF_HUB_OFFLINE is set; without the weights when
     `weights=False`)."""
     if name.startswith("tiny:"):
-        parts = name.split(":")
-        family = parts[1] if len(parts) > 1 and parts[1] else "qwen2_5_vl"
-        size = parts[2] if len(parts) > 2 and parts[2] else "tiny"
+        family, size = tiny_name(name)
         if family not in FAMILIES:
             raise ValueError(
                 f"unknown model family {family!r} in {name!r}; use tiny:<{'|'.join(FAMILIES)}>[:<{'|'.join(SIZES)}>]"

@@ -25,6 +25,7 @@ from geospot.data.spec import SpecError, parse_spec
 from geospot.data.spec_paths import rebase_spec, same_data
 from geospot.engines.config import ENGINE_KEYS, EngineConfig
 from geospot.envs.config import unread_keys
+from geospot.models.load import tiny_name
 from geospot.runs.checkpoint import latest_checkpoint
 from geospot.runs.folder import json_default, read_config, write_config
 from geospot.runs.model_spec import start_run_path
@@ -144,7 +145,9 @@ def _exists_in(folder: str, target: str) -> bool:
 def same_value(key: str, saved: Any, new: Any, started_in: Any) -> bool:
     """Whether a saved config value and a new one say the same: equal, or for a path key the same
     file or folder, the saved value's relative paths read from where the run was started (the same
-    text read from another folder may name another folder; a hub id or tiny: name is text)."""
+    text read from another folder may name another folder; a hub id is text, a tiny: name its family and size)."""
+    if key == "model_name" and all(isinstance(v, str) and v.startswith("tiny:") for v in (saved, new)):
+        return tiny_name(saved) == tiny_name(new)
     if key not in (*PATH_KEYS, "log_path") or not isinstance(saved, str) or not isinstance(new, str) or not isinstance(
             started_in, str):
         return saved == new

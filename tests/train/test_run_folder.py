@@ -362,6 +362,8 @@ def test_same_value_compares_what_path_keys_name(tmp_path, monkeypatch):
     assert same_value("data", "gone", "gone", start)  # nothing there to compare: the data's own error speaks
     assert same_value("load_checkpoint_path", "sft", str(proj / "sft"), start)
     assert same_value("model_name", "Qwen/Qwen2-VL-2B", "Qwen/Qwen2-VL-2B", start)  # a hub id is text
+    assert same_value("model_name", "tiny:qwen3_vl", "tiny:qwen3_vl:tiny", start)  # a tiny name: family and size
+    assert not same_value("model_name", "tiny:qwen3_vl", "tiny:qwen3_vl:small", start)
     assert not same_value("learning_rate", 1e-4, 2e-4, start) and same_value("learning_rate", 1e-4, 1e-4, start)
 
 
