@@ -55,6 +55,10 @@ class SamplingConfig(EnvOptions):
             raise ConfigError(f"max_tokens={self.max_tokens} must be >= 1")
         if problem := device_problem(self.device):
             raise ConfigError(problem)
+        if self.base_model and self.model and not self.model.startswith("tinker://"):
+            raise ConfigError(f"base_model={self.base_model!r} is read only with model=tinker://… (the model a "
+                              f"Tinker checkpoint was trained from); model={self.model!r} names its own: drop "
+                              "base_model")
 
 
 @dataclass(frozen=True)

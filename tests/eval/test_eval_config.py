@@ -28,7 +28,8 @@ def test_predict_and_eval_share_their_common_keys():
 
 
 @pytest.mark.parametrize("bad, word", [("batch_size=0", "batch_size"), ("samples=-1", "samples"),
-                                       ("max_tokens=0", "max_tokens")])
+                                       ("max_tokens=0", "max_tokens"), ("device=tpu", "device=tpu is not a device"),
+                                       ("base_model=tiny:qwen3_vl", "read only with model=tinker://")])
 def test_predict_bad_value_is_a_clean_error_like_eval(tmp_path, capsys, bad, word):
     engine = ScriptedEngine(lambda image, text, turn, j: "Latitude: 1\nLongitude: 2")
     assert cli.predict_main(["model=fake", str(_image(tmp_path)), bad], engine=engine) == 2
