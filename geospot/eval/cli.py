@@ -256,25 +256,46 @@ def _chunks(it, size: int):
 class _bar:
     """tqdm on stderr (total unknown unless n= is given), started at the images already done;
     drawn from `show()` on (when the first images arrive: data that fails to open prints its
-    error alone, not under an empty bar)."""
+    error alone, not under an empty bar). Not on a terminal (a log file, a pipe): a plain line
+    every `every` seconds and at the end, as training writes, not tqdm's carriage-return frames."""
 
-    def __init__(self, total: int | None, done: int) -> None:
-        self._args, self._t = (total, done), None
+    def __init__(self, total: int | None, done: int, every: float = 30.0) -> None:
+        self.total, self.done, self.every = total, done, every
+        self._t = None  # the tqdm bar, on a terminal
+        self._start = self._last = None  # the lines' clock, elsewhere
 
     def show(self) -> None:
-        from tqdm import tqdm
+        if self._t is not None or self._start is not None:
+            return
+        if sys.stderr.isatty():
+            from tqdm import tqdm
 
-        if self._t is None:
-            total, done = self._args
-            self._t = tqdm(total=total, initial=done, unit="img", desc="eval", dynamic_ncols=True, file=sys.stderr)
+            self._t = tqdm(total=self.total, initial=self.done, unit="img", desc="eval", dynamic_ncols=True,
+                           file=sys.stderr)
+        else:
+            self._start = self._last = time.perf_counter()
+            self._first = self.done
 
     def update(self, k: int) -> None:
         self.show()
-        self._t.update(k)
+        if self._t is not None:
+            self._t.update(k)
+            return
+        self.done += k
+        if time.perf_counter() - self._last >= self.every:
+            self._line()
+
+    def _line(self) -> None:
+        self._last = time.perf_counter()
+        new, seconds = self.done - self._first, self._last - self._start
+        rate = f", {new / seconds:.1f} img/s" if new and seconds > 0 else ""
+        print(f"eval: {self.done}{f'/{self.total}' if self.total else ''} images{rate}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self._t is not None:
             self._t.close()
+        elif self._start is not None:
+            self._line()
 
 
 def _differs(out: Path, resume_cfg: dict) -> list[str]:

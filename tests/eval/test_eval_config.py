@@ -184,3 +184,23 @@ def test_an_answer_on_one_line_escapes_control_characters_once():
     raw = "Lat:\t1\r\nLon: 2\x1b[31m\xa0"  # a tab, CRLF, a terminal escape, a no-break space (text, kept)
     assert _one_line(raw) == "Lat:\\t1 | Lon: 2\\x1b[31m\xa0"  # the CSV's answer column
     assert repr(_one_line(raw, escape=False)) == repr("Lat:\t1 | Lon: 2\x1b[31m\xa0")  # the printed line's repr
+
+
+def test_progress_off_a_terminal_is_plain_lines_not_carriage_return_frames(monkeypatch):
+    import io
+
+    err = io.StringIO()  # a log file: not a terminal
+    monkeypatch.setattr("sys.stderr", err)
+    bar = cli._bar(total=10, done=2, every=0.0)  # resumed with 2 done; a line per update here
+    bar.update(3)
+    bar.update(5)
+    bar.close()
+    lines = err.getvalue().splitlines()
+    assert "\r" not in err.getvalue() and len(lines) == 3
+    assert lines[0].startswith("eval: 5/10 images, ") and lines[-1].startswith("eval: 10/10 images, ")
+    assert lines[0].endswith(" img/s")
+    err.truncate(0), err.seek(0)
+    done_before = cli._bar(total=4, done=4)  # nothing left to do: no rate to give
+    done_before.show()
+    done_before.close()
+    assert err.getvalue() == "eval: 4/4 images\n"
