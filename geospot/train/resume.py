@@ -81,6 +81,11 @@ def resume_config(cfg: Any, given: set[str], kind: str) -> tuple[Any, set[str]]:
         record = read_config(cfg.log_path) or {}
     except (ValueError, OSError):
         return cfg, set()  # an unreadable config.json: check_resume's own sentence says so
+    if not record and not given - {"log_path", "behavior_if_log_dir_exists"}:  # nothing typed but the folder:
+        # a new run of every default (the hub's 3B model, say) is not what was asked
+        what = "is no folder" if not os.path.exists(cfg.log_path) else "holds no config.json"
+        raise ConfigError(f"log_path={cfg.log_path!r} {what}, so there is no run to resume; check the path (a run "
+                          "stopped before its first step kept nothing), or give the keys of a new run")
     saved = record.get("config") if record.get("kind") == kind else None
     if not isinstance(saved, dict):
         return cfg, set()

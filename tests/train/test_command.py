@@ -63,3 +63,22 @@ def test_a_command_answers_help_bad_keys_a_stop_and_done(capsys):
     assert "geospot toy: stopped (SIGTERM)" in capsys.readouterr().err
     with pytest.raises(ValueError, match="boom"):  # anything else is the caller's traceback
         _command(ValueError("boom"), [], seen)
+
+
+def test_resuming_a_folder_that_holds_no_run_says_so(tmp_path):
+    """Only the folder typed, and no run there (a mistyped path, or one stopped before its first
+    step): one sentence, not a new run of every default (its hub model unreachable here)."""
+    from geospot.config import ConfigError
+    from geospot.train.resume import resume_config
+    from geospot.train.sft import SFTConfig
+
+    only_folder = {"log_path", "behavior_if_log_dir_exists"}
+    gone = SFTConfig(log_path=str(tmp_path / "runs" / "int3"), behavior_if_log_dir_exists="resume")
+    with pytest.raises(ConfigError, match=r"int3' is no folder, so there is no run to resume; check the path"):
+        resume_config(gone, only_folder, "sft")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"empty' holds no config.json, so there is no run to resume"):
+        resume_config(replace(gone, log_path=str(tmp_path / "empty")), only_folder, "sft")
+    # the keys of a new run typed too: resume-or-start, a new run here
+    typed = replace(gone, model_name="tiny:qwen2_5_vl")
+    assert resume_config(typed, only_folder | {"model_name"}, "sft") == (typed, set())
