@@ -7,6 +7,7 @@ import os
 
 from geospot.config import TRUE_WORDS, ConfigError
 from geospot.engines.tinker_engine import GeospotTinkerError, check_api_key
+from geospot.runs.model_spec import export_spec, is_export_path
 
 
 def check_start(engine: str | None, model_name: str | None, load_checkpoint_path: str | None,
@@ -29,8 +30,31 @@ def check_start(engine: str | None, model_name: str | None, load_checkpoint_path
         raise ConfigError(f"load_checkpoint_path={load_checkpoint_path!r} is weights saved on the Tinker service, "
                           f"which {which} cannot load; add engine=tinker (and model_name=<its base model>) to train on "
                           "the service from them")
+    if model_name and (problem := export_problem("model_name", model_name)):
+        raise ConfigError(problem)
     if engine == "local" and model_name:
         model_problem(model_name, env)
+
+
+def export_problem(key: str, path: str) -> str | None:
+    """Why an export folder cannot start training as `key` (None = it can, or it is no export): an
+    adapter export is no whole model and no engine state, and a full or merged one is a model, not
+    a checkpoint. Each sentence names the key that takes it."""
+    if not is_export_path(path):
+        return None
+    try:
+        record = export_spec(path)[1]
+    except FileNotFoundError:  # not a geospot export record after all: what reads it next says so
+        return None
+    run = record.get("source_run") or "<its run>"
+    if record.get("export_kind") == "adapter":
+        return (f"{key}={path!r} is a LoRA adapter export, not a whole model; to train on from its weights give its "
+                f"run: load_checkpoint_path={run} (or export that run with merged=true and pass "
+                "model_name=<that folder>)")
+    if key == "load_checkpoint_path":
+        return (f"load_checkpoint_path={path!r} is an export ({record.get('export_kind')} weights: a whole model), "
+                f"not a checkpoint; pass model_name={path} to train on from it, or load_checkpoint_path={run}")
+    return None
 
 
 def model_problem(name: str, env: dict[str, str] | os._Environ, key: str = "model_name") -> None:

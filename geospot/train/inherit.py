@@ -22,6 +22,7 @@ from geospot import distributed
 from geospot.config import ConfigError
 from geospot.data.spec_paths import read_here
 from geospot.engines.config import ENGINE_KEYS, EngineConfig
+from geospot.engines.start_checks import export_problem
 from geospot.models.load import image_budget
 from geospot.runs.checkpoint import resolve_checkpoint
 from geospot.runs.folder import read_config
@@ -38,6 +39,8 @@ def inherited_engine_fields(load_checkpoint_path: str | None, _seen: frozenset =
     down the chain (sft -> rl -> rl)."""
     if not load_checkpoint_path or "://" in load_checkpoint_path:
         return {}
+    if problem := export_problem("load_checkpoint_path", load_checkpoint_path):
+        raise ConfigError(problem)
     try:
         ckpt = resolve_checkpoint(load_checkpoint_path)
     except FileNotFoundError as e:

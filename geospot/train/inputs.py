@@ -14,7 +14,7 @@ from typing import Any
 from geospot import data as gdata
 from geospot import distributed
 from geospot.config import ConfigError
-from geospot.engines.start_checks import check_start
+from geospot.engines.start_checks import check_start, export_problem
 from geospot.eval.geocoding import geocoder_for
 from geospot.eval.loading import engine_state_fields
 from geospot.models.load import model_identity
@@ -76,6 +76,8 @@ def initial_weights(path: str | None) -> str | None:
     model loads so a typo costs seconds."""
     if not path or "://" in path:
         return path
+    if problem := export_problem("load_checkpoint_path", path):
+        raise ConfigError(problem)
     try:
         return read_checkpoint(resolve_checkpoint(path)).engine_path
     except FileNotFoundError as e:

@@ -67,3 +67,33 @@ def test_a_folder_geospot_model_tiny_wrote_is_a_random_tiny_model(tmp_path):
 
     assert random_tiny(str(build_tiny_model())) and random_tiny("tiny:qwen2_5_vl")
     assert not random_tiny(str(tmp_path)) and not random_tiny(None) and not random_tiny("Qwen/Qwen2.5-VL-3B")
+
+
+def test_an_export_names_the_key_that_takes_it(tmp_path):
+    """An adapter export is no whole model and no checkpoint: its run is named; a full export is a
+    model (model_name), not a checkpoint. Hand-made export records, no model loads."""
+    import json
+
+    from geospot.engines.start_checks import export_problem
+    from geospot.runs.model_spec import ModelSpec, export_record
+
+    spec = ModelSpec(kind="sft", base_model="tiny:qwen2_5_vl", engine="local", lora_rank=4, trained_styles=("single",),
+                     env_type="single", prompt="", turn_prompts=(), answer_decimals=2, max_pixels=448 * 448,
+                     image_side=None, max_tokens=24, data=None, run_dir=tmp_path / "runs" / "sft")
+    for kind in ("adapter", "full"):
+        (tmp_path / kind).mkdir()
+        (tmp_path / kind / "geospot.json").write_text(json.dumps(export_record(spec, kind, "tiny:qwen2_5_vl", {})))
+    run = tmp_path / "runs" / "sft"
+    for key in ("model_name", "load_checkpoint_path"):
+        assert export_problem(key, str(tmp_path / "adapter")) == (
+            f"{key}={str(tmp_path / 'adapter')!r} is a LoRA adapter export, not a whole model; to train on from its "
+            f"weights give its run: load_checkpoint_path={run} (or export that run with merged=true and pass "
+            "model_name=<that folder>)")
+    full = str(tmp_path / "full")
+    assert export_problem("model_name", full) is None  # a whole model: it trains on from it
+    assert export_problem("load_checkpoint_path", full).startswith(
+        f"load_checkpoint_path={full!r} is an export (full weights: a whole model), not a checkpoint; pass "
+        f"model_name={full}")
+    with pytest.raises(ConfigError, match="is a LoRA adapter export"):  # said with the other start checks
+        check_start("local", str(tmp_path / "adapter"), None)
+    assert export_problem("model_name", str(tmp_path)) is None  # no export
