@@ -60,7 +60,6 @@ def main(argv: list[str] | None = None) -> int:
 def run(args) -> dict:
     import numpy as np
     import torch
-    import vllm
 
     from geospot import prompts
     from geospot.data import load_samples
@@ -69,8 +68,6 @@ def run(args) -> dict:
     from geospot.engines.types import AdamParams, SampleParams
     from geospot.engines.vllm_sampler import check_logprobs
 
-    out: dict = {"vllm": vllm.__version__, "torch": torch.__version__,
-                 "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     cfg = EngineConfig(
         model_name=args.model,
         sampler="vllm",
@@ -81,6 +78,11 @@ def run(args) -> dict:
         max_pixels=args.px * args.px,
         vllm_gpu_memory_utilization=args.gpu_memory,
     )
+    cfg.validate()  # what this machine lacks for vLLM (a CUDA GPU, the package), each with its fix
+    import vllm
+
+    out: dict = {"vllm": vllm.__version__, "torch": torch.__version__,
+                 "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     t0 = time.perf_counter()
     engine = make_engine(cfg)
     out["startup_s"] = round(time.perf_counter() - t0, 1)

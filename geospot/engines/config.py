@@ -49,12 +49,12 @@ class EngineConfig:
                               "calls)")
         if self.max_pixels < 28 * 28:
             raise ConfigError(f"max_pixels={self.max_pixels} is below one 28x28 patch; use e.g. max_pixels={448*448}")
-        if problem := device_problem(self.device):
-            raise ConfigError(problem)
-        if self.sampler == "vllm":
+        if self.sampler == "vllm":  # (first: its sentence names what vLLM needs, the GPU among them)
             problems = vllm_sampler_problems(self, cuda_available=_cuda_available(), vllm_installed=_vllm_installed())
             if problems:
                 raise ConfigError("sampler=vllm: " + "; ".join(problems))
+        if problem := device_problem(self.device):
+            raise ConfigError(problem)
 
 
 ENGINE_KEYS = tuple(f.name for f in dataclasses.fields(EngineConfig) if f.name != "seed")  # the loop's seed drives it
