@@ -7,7 +7,7 @@ import os
 
 from geospot.config import TRUE_WORDS, ConfigError
 from geospot.engines.tinker_engine import GeospotTinkerError, check_api_key
-from geospot.runs.model_spec import export_spec, is_export_path
+from geospot.runs.model_spec import export_spec, is_export_path, is_run_path
 
 
 def check_start(engine: str | None, model_name: str | None, load_checkpoint_path: str | None,
@@ -32,7 +32,7 @@ def check_start(engine: str | None, model_name: str | None, load_checkpoint_path
                           "the service from them")
     if model_name and (problem := export_problem("model_name", model_name)):
         raise ConfigError(problem)
-    if engine == "local" and model_name:
+    if engine == "local" and model_name is not None:
         model_problem(model_name, env)
 
 
@@ -69,7 +69,17 @@ def model_problem(name: str, env: dict[str, str] | os._Environ, key: str = "mode
                               f"[:<{'|'.join(SIZES)}>], e.g. tiny:qwen2_5_vl")
         return
     path = os.path.expanduser(name)
+    if not name.strip():
+        raise ConfigError(f"{key}= is empty; give a hub id (owner/name), a model folder, or tiny:qwen2_5_vl offline")
     if os.path.isdir(path):
+        if is_run_path(path):  # a run's weights are not a model folder: they start a run
+            raise ConfigError(f"{key}={name!r} is a training run, not a model folder; to train on from its weights "
+                              f"pass load_checkpoint_path={name} (its model comes with it)")
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            held = sorted(os.listdir(path))[:6]
+            raise ConfigError(f"{key}={name!r} holds no model ({'it is empty' if not held else 'it holds '}"
+                              f"{', '.join(held)}: no config.json); give a HF model folder, a hub id or "
+                              "tiny:qwen2_5_vl")
         return
     if os.path.exists(path) or name.startswith(("/", "./", "../", "~")) or name.count("/") != 1:
         raise ConfigError(f"{key}={name!r} is not a model folder (no such folder) nor a hub id like "

@@ -42,7 +42,25 @@ def test_a_model_that_cannot_be_had_offline(name, match):
 
 def test_models_that_are_fine(tmp_path):
     check_start("local", "tiny:qwen2_5_vl:small", None, env={"HF_HUB_OFFLINE": "1"})
-    check_start("local", str(tmp_path), None, env={"HF_HUB_OFFLINE": "1"})  # a local folder
+    (tmp_path / "config.json").write_text("{}")
+    check_start("local", str(tmp_path), None, env={"HF_HUB_OFFLINE": "1"})  # a local model folder
+
+
+def test_a_folder_that_holds_no_model_and_an_empty_name(tmp_path):
+    """model_name= a run folder (load_checkpoint_path's), a folder without config.json, or nothing:
+    one sentence before the data opens (they were tracebacks from the model load)."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"is a training run, not a model folder; to train on from its weights pass "
+                                          rf"load_checkpoint_path={run} "):
+        check_start("local", str(run), None, env={})
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("x")
+    with pytest.raises(ConfigError, match=r"holds no model \(it holds a.txt: no config.json\)"):
+        check_start("local", str(tmp_path / "notes"), None, env={})
+    with pytest.raises(ConfigError, match=r"^model_name= is empty; give a hub id"):
+        check_start("local", "", None, env={})
+    check_start("local", None, None, env={})  # None: inherited from a start run, nothing typed
 
 
 def test_sft_fails_before_the_model_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
