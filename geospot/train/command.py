@@ -6,6 +6,7 @@ once for the job, and the done line."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import signal
 import sys
@@ -26,6 +27,8 @@ TERMINATED = 143  # ... and by SIGTERM (128 + 15): `timeout`, `kill`, a job sche
 
 
 Terminated = rank_death.Terminated  # SIGTERM: the run stops as on Ctrl-C (status `stopped`, the resume line)
+# what stops a run once its step is saved: Ctrl-C, SIGTERM, and SIGHUP (the terminal closed), where the OS has it
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 
 class _Stop:
@@ -48,14 +51,20 @@ def stop_signals(command: str) -> Callable[[], None]:
         return lambda: None
 
     def stop(signum, _frame):
-        exc, how = (Terminated(), "SIGTERM") if signum == signal.SIGTERM else (KeyboardInterrupt(), "Ctrl-C")
+        if signum == getattr(signal, "SIGHUP", None):
+            _terminal_gone()
+        how = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}.get(signum, "SIGHUP")
+        exc = KeyboardInterrupt() if signum == signal.SIGINT else Terminated(how)
         if not _STOP.stepping or _STOP.asked is not None:
             raise exc
         _STOP.asked = exc
-        print(f"geospot {command}: {how}: stopping once this step is trained and saved ({how} again stops at "
-              "once, losing it)", file=sys.stderr, flush=True)
+        try:
+            print(f"geospot {command}: {how}: stopping once this step is trained and saved ({how} again stops at "
+                  "once, losing it)", file=sys.stderr, flush=True)
+        except OSError:
+            pass
 
-    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
 
     def restore() -> None:
         for s, handler in old.items():
@@ -64,9 +73,19 @@ def stop_signals(command: str) -> Callable[[], None]:
     return restore
 
 
+def _terminal_gone() -> None:
+    """SIGHUP: the terminal closed (an ssh drop). Its stdout / stderr would fail every write from now
+    on (EIO), so they go to /dev/null: the step is saved as on SIGTERM, not lost to a failed print."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        if os.isatty(fd):
+            os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def _ignore_stops() -> None:
     if threading.current_thread() is threading.main_thread():
-        for s in (signal.SIGINT, signal.SIGTERM):
+        for s in STOP_SIGNALS:
             signal.signal(s, signal.SIG_IGN)
 
 
@@ -144,7 +163,8 @@ def run_command(command: str, config_cls: type, title: str, argv: Sequence[str] 
             rank_death.say_stopped(interrupted=not sigterm)
             stopped = TERMINATED if sigterm else STOPPED
         else:
-            print(stopped_line(command, log_path, "SIGTERM" if sigterm else "Ctrl-C"), file=sys.stderr)
+            how = (e.args[0] if e.args else "SIGTERM") if sigterm else "Ctrl-C"
+            print(stopped_line(command, log_path, how), file=sys.stderr)
             return TERMINATED if sigterm else STOPPED
     except Exception as e:
         rank_death.handle(e)  # under torchrun, a dead rank: rank 0's one sentence, no traceback

@@ -110,7 +110,8 @@ def test_an_env_runs_held_out_numbers_are_printed_with_their_step(tiny_folder, t
     assert "step 1: the model's own label answers (its label turns" in err.getvalue(), err.getvalue()
 
 
-@pytest.mark.parametrize("sig, how, code", [("SIGTERM", "SIGTERM", 143), ("SIGINT", "Ctrl-C", 130)])
+@pytest.mark.parametrize("sig, how, code", [("SIGTERM", "SIGTERM", 143), ("SIGINT", "Ctrl-C", 130),
+                                           ("SIGHUP", "SIGHUP", 143)])  # SIGHUP: the terminal closed
 def test_a_stop_saves_the_step_it_interrupts(tiny_folder, tmp_path, sig, how, code):
     """`timeout`, `kill`, a scheduler's stop (SIGTERM) or Ctrl-C in one process: the step being trained
     is finished and saved, so nothing trained is lost (save_every here would never have saved), the
