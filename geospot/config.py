@@ -107,7 +107,10 @@ def parse_overrides(cls: type[T], argv: Sequence[str], base: T | None = None, va
             close = difflib.get_close_matches(key, [k for k in tps if k not in not_read], n=1)
             hint = f"; did you mean {close[0]!r}?" if close else "; run with --help for the keys"
             raise ConfigError(f"unknown config key {key!r} for {cls.__name__}{hint}")
-        values[key] = _coerce(key, raw, tps[key])
+        value = _coerce(key, raw, tps[key])
+        if key in values and values[key] != value:  # a second value would win silently
+            raise ConfigError(f"{key} is given twice ({values[key]!r}, then {value!r}); keep the one you mean")
+        values[key] = value
     cfg = dataclasses.replace(base, **values) if base is not None else cls(**values)
     check = getattr(cfg, "validate", None)
     if validate and callable(check):

@@ -31,6 +31,12 @@ def test_unknown_key_names_key_and_suggests():
         parse_overrides(Demo, ["step=3"])
 
 
+def test_a_key_given_twice_with_two_values_is_refused():
+    with pytest.raises(ConfigError, match=r"^steps is given twice \(1, then 2\); keep the one you mean$"):
+        parse_overrides(Demo, ["steps=1", "lr=1e-3", "--steps=2"])  # (the last won silently)
+    assert parse_overrides(Demo, ["lr=0.5", "lr=5e-1"]).lr == 0.5  # the same value twice says nothing new
+
+
 def test_bad_values_name_the_key():
     with pytest.raises(ConfigError, match=r"steps='three' is not a valid int"):
         parse_overrides(Demo, ["steps=three"])
