@@ -320,7 +320,7 @@ def eval_folder(cfg: EvalConfig, checkpoint: str | None, resume_cfg: dict) -> Pa
     folder moves on to `<name>-2`, `-3`, ... so an earlier eval of a different config is never
     overwritten."""
     if cfg.out:
-        out = Path(cfg.out)
+        out = Path(cfg.out).expanduser()
         differs = _differs(out, resume_cfg)
         if differs:
             raise ConfigError(f"out={out} holds an eval with different {', '.join(differs)}; "

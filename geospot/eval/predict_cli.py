@@ -203,6 +203,7 @@ def predict_main(argv: list[str], engine=None) -> int:
         return 0
     try:
         kv, flags, values, pos = split_args(argv, {"--json", "greedy", "--greedy"}, {"--map", "--csv"})
+        values = {k: os.path.expanduser(v) for k, v in values.items()}  # ~/out.csv quoted: not a folder named ~
         cfg, run_defaults = with_run_defaults(parse_overrides(PredictConfig, kv, validate=False), given_keys(kv))
         cfg.validate()  # the keys typed with a run's values of the rest
         if ("greedy" in flags or "--greedy" in flags) and cfg.samples:  # (greedy is samples=0, the default)

@@ -6,6 +6,7 @@ once for the job, and the done line."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shlex
 import signal
@@ -147,7 +148,10 @@ def run_command(command: str, config_cls: type, title: str, argv: Sequence[str] 
     try:
         given = given_keys(argv)
         # checked once the keys not typed are filled in: a resumed run's own, then a start run's (prepare)
-        cfg, resumed = resume_config(parse_overrides(config_cls, argv, validate=False), given, command)
+        cfg = parse_overrides(config_cls, argv, validate=False)
+        if (cfg.log_path or "").startswith("~"):  # quoted, the shell left it: the home folder, not a folder named ~
+            cfg = dataclasses.replace(cfg, log_path=os.path.expanduser(cfg.log_path))
+        cfg, resumed = resume_config(cfg, given, command)
         cfg = prepare(cfg, given, resumed)
         getattr(cfg, "validate", lambda: None)()
         log_path = cfg.log_path or ""

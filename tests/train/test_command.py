@@ -65,6 +65,18 @@ def test_a_command_answers_help_bad_keys_a_stop_and_done(capsys):
         _command(ValueError("boom"), [], seen)
 
 
+def test_a_quoted_home_folder_is_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    seen: list = []
+
+    def prepare(cfg, given, resumed):
+        seen.append(cfg.log_path)
+        return cfg
+
+    run_command("toy", _Keys, "toy", ["log_path=~/runs/x"], prepare, lambda cfg: _Done())
+    assert seen == [str(tmp_path / "runs" / "x")]  # not a folder named ~ under the current one
+
+
 def test_resuming_a_folder_that_holds_no_run_says_so(tmp_path):
     """Only the folder typed, and no run there (a mistyped path, or one stopped before its first
     step): one sentence, not a new run of every default (its hub model unreachable here)."""
