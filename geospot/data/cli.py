@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "pack":
         if args.out and args.out_folder and args.out != args.out_folder:
             parser.error(f"two output folders given ({args.out_folder} and --out {args.out}): give one")
+        if args.out_folder and args.out_folder.startswith("out=") and not os.path.exists(args.out_folder):
+            args.out_folder = args.out_folder[len("out="):]  # the export command's key, typed here
         args.out = args.out or args.out_folder
         if not args.out:
             parser.error("pack needs an output folder: geospot data pack SPEC OUT")

@@ -56,10 +56,13 @@ def test_pack_then_read_back(tmp_path, capsys):
     assert "as JPEG (quality 90), longest side at most 512 px (--max-side 0 keeps full size)" in capsys.readouterr().out
 
 
-def test_pack_takes_its_output_folder_as_a_second_argument(tmp_path, capsys):
+def test_pack_takes_its_output_folder_as_a_second_argument(tmp_path, capsys, monkeypatch):
     """`geospot data pack SPEC OUT`, as a user first types it (--out still works; two folders are refused)."""
     assert main(["pack", "synthetic:n=5,size=16", str(tmp_path / "a")]) == 0
     assert sorted(os.listdir(tmp_path / "a")) == [PACK_RECORD, "shard-000000.tar"]
+    monkeypatch.chdir(tmp_path)  # out=…, export's spelling: the folder after it, not one named "out=…"
+    assert main(["pack", "data=synthetic:n=5,size=16", f"out={tmp_path / 'd'}"]) == 0
+    assert sorted(os.listdir(tmp_path / "d")) == [PACK_RECORD, "shard-000000.tar"] and not (tmp_path / "out=").exists()
     for argv, word in ((["pack", "synthetic:n=5,size=16"], "needs an output folder"),
                        (["pack", "synthetic:n=5,size=16", str(tmp_path / "b"), "--out", str(tmp_path / "c")],
                         "two output folders")):
