@@ -9,6 +9,7 @@ import argparse
 import ipaddress
 import os
 import secrets
+import socket
 import sys
 from pathlib import Path
 
@@ -37,8 +38,6 @@ def listen_port(host: str, port: int) -> int:
     """The port the dashboard will listen on: `port`, or for 0 a free one the system picks. The
     address is bound once here so a port already taken is said in one sentence before uvicorn
     starts, and the URL printed is the one that answers (uvicorn binds it again right after)."""
-    import socket
-
     bare = host.strip("[]")
     with socket.socket(socket.AF_INET6 if ":" in bare else socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -64,6 +63,9 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
 
+    if not 0 <= args.port <= 65535:
+        print(f"geospot dashboard: --port {args.port}: a port is 0-65535 (0 picks a free one)", file=sys.stderr)
+        return 2
     if not args.poll > 0:  # 0 polls each store as fast as it can, a core per page left open
         print(f"geospot dashboard: --poll {args.poll}: give the seconds between polls, above 0 (default 0.25)",
               file=sys.stderr)
@@ -92,6 +94,10 @@ def main(argv: list[str]) -> int:
             return 2
     try:
         port = listen_port(args.host, args.port)
+    except socket.gaierror as e:  # (an OSError too) the host, not the port
+        print(f"geospot dashboard: --host {args.host}: no such address here ({e.strerror or e}); pass an address "
+              "of this machine, e.g. 127.0.0.1 or 0.0.0.0", file=sys.stderr)
+        return 2
     except OSError as e:
         print(f"geospot dashboard: cannot listen on {args.host}:{args.port} ({e.strerror or e}): another dashboard "
               "or program may have it; pass --port N (0 picks a free one)", file=sys.stderr)

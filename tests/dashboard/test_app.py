@@ -226,6 +226,11 @@ def test_cli_prints_the_port_it_listens_on_and_refuses_a_taken_one(runs, monkeyp
         assert cli.main(["--runs", str(runs), "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port}" in err and "pass --port N" in err and not served
+    assert cli.main(["--runs", str(runs), "--port", "99999"]) == 2  # (bind's OverflowError: a traceback)
+    assert "--port 99999: a port is 0-65535" in capsys.readouterr().err
+    assert cli.main(["--runs", str(runs), "--host", "nosuchhost.invalid", "--token", "auto"]) == 2
+    err = capsys.readouterr().err
+    assert "--host nosuchhost.invalid: no such address here" in err and "port" not in err and not served
 
 
 def test_cli_refuses_a_poll_of_zero_and_a_store_file_for_a_folder(runs, capsys):
