@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from geospot.config import ConfigError
 from geospot.engines import lean_lora, packed_attention, patch_linear
 from geospot.engines.config import EngineConfig
 from geospot.engines.inputs import image_starts, mrope_positions
@@ -172,8 +173,8 @@ class LocalModel:
         return tuple(p._version for _, p in self.trainable)
 
     def _check_input(self, i: int, mi: ModelInput, extra: int = 0) -> None:
-        if mi.length + extra > self.max_context:
-            raise ValueError(
+        if mi.length + extra > self.max_context:  # (a ConfigError: the command says it in one sentence)
+            raise ConfigError(
                 f"prompt {i} is {mi.length} tokens (+{extra} to generate) but the context is {self.max_context}; "
                 "shorten the conversation, lower max_tokens, or lower max_pixels"
             )

@@ -263,6 +263,10 @@ def predict_main(argv: list[str], engine=None) -> int:
                 print(json.dumps(finite_json(r)) if "--json" in flags else _predict_line(r, shows_turns), flush=True)
             table.write(batch)
             rows += batch
+    except ConfigError as e:  # what only the loaded model can tell (a prompt past its context)
+        table.close()
+        print(f"geospot predict: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         table.close()
         print(f"geospot predict: stopped (Ctrl-C) after {len(rows)} of {len(paths)} photos"

@@ -6,6 +6,7 @@ import torch
 from engine_helpers import random_image, tiny_engine
 
 from geospot import prompts
+from geospot.config import ConfigError
 from geospot.engines import make_engine
 from geospot.engines.config import EngineConfig
 from geospot.engines.datums import make_datum
@@ -226,7 +227,7 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="pixel budget"):
         e.sample([mi], 1, SampleParams(max_tokens=2))
     long = ModelInput.from_ints([5] * (e.max_context + 1))
-    with pytest.raises(ValueError, match="context"):
+    with pytest.raises(ConfigError, match="context"):  # the commands say a ConfigError in one sentence
         e.sample([long], 1, SampleParams(max_tokens=2))
     p = _prompt(e)
     good = _seq_datum(p, [5, 6], [-1.0, -1.0], 1.0)
