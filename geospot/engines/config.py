@@ -44,6 +44,9 @@ class EngineConfig:
     def validate(self) -> None:
         if self.lora_rank < 0:
             raise ConfigError(f"lora_rank={self.lora_rank} must be >= 0 (0 = full fine-tuning)")
+        if self.lora_rank > 0 and not 0 < self.lora_alpha < float("inf"):
+            raise ConfigError(f"lora_alpha={self.lora_alpha} must be > 0 (the adapter's scale is alpha / rank; e.g. "
+                              f"lora_alpha={self.lora_rank})")
         if self.kv_reuse_tokens < 0:
             raise ConfigError(f"kv_reuse_tokens={self.kv_reuse_tokens} must be >= 0 (0 = no KV reuse across sample "
                               "calls)")

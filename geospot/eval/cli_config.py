@@ -53,6 +53,9 @@ class SamplingConfig(EnvOptions):
             raise ConfigError(f"samples={self.samples} must be >= 0 (0 = greedy)")
         if self.max_tokens < 1:
             raise ConfigError(f"max_tokens={self.max_tokens} must be >= 1")
+        if self.samples and not 0 < self.temperature < float("inf"):
+            raise ConfigError(f"temperature={self.temperature} must be > 0 with samples={self.samples} (greedy is "
+                              "samples=0)")
         if problem := device_problem(self.device):
             raise ConfigError(problem)
         if self.base_model and self.model and not self.model.startswith("tinker://"):

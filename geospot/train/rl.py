@@ -171,8 +171,9 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
         require(self, len(self.turn_prompts) >= 1, "turn_prompts", "needs at least one prompt")
         require(self, all("{prev}" in p for p in self.turn_prompts[1:]), "turn_prompts",
                 "every prompt after the first must contain {prev}")
-        require(self, self.max_tokens >= 8, "max_tokens", "cannot hold an answer; use >= 16")
+        require(self, self.max_tokens >= 8, "max_tokens", "cannot hold an answer; use >= 8 (16 or more)")
         require(self, self.kl_coef >= 0, "kl_coef", "must be >= 0")
+        require(self, 0 < self.ppo_clip < 1, "ppo_clip", "must be in (0, 1): the ratio is clipped to [1-c, 1+c]")
         require(self, self.eval_temperature >= 0, "eval_temperature", "must be >= 0")
         require(self, self.log_images_every >= 0, "log_images_every", "must be >= 0")
         require(self, self.max_steps_off_policy >= 0, "max_steps_off_policy", "must be >= 0 (0 = synchronous)")

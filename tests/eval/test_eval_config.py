@@ -29,14 +29,16 @@ def test_predict_and_eval_share_their_common_keys():
 
 @pytest.mark.parametrize("bad, word", [("batch_size=0", "batch_size"), ("samples=-1", "samples"),
                                        ("max_tokens=0", "max_tokens"), ("device=tpu", "device=tpu is not a device"),
-                                       ("base_model=tiny:qwen3_vl", "read only with model=tinker://")])
+                                       ("base_model=tiny:qwen3_vl", "read only with model=tinker://"),
+                                       ("samples=2 temperature=-1", "temperature=-1.0 must be > 0 with samples=2"),
+                                       ("samples=2 temperature=nan", "temperature=nan must be > 0")])
 def test_predict_bad_value_is_a_clean_error_like_eval(tmp_path, capsys, bad, word):
     engine = ScriptedEngine(lambda image, text, turn, j: "Latitude: 1\nLongitude: 2")
-    assert cli.predict_main(["model=fake", str(_image(tmp_path)), bad], engine=engine) == 2
+    assert cli.predict_main(["model=fake", str(_image(tmp_path)), *bad.split()], engine=engine) == 2
     err = capsys.readouterr().err
     assert err.startswith("geospot predict:") and word in err and "Traceback" not in err
     assert engine.calls == 0  # rejected before any sampling
-    assert cli.eval_main(["model=fake", "data=synthetic:n=4", bad]) == 2
+    assert cli.eval_main(["model=fake", "data=synthetic:n=4", *bad.split()]) == 2
     err = capsys.readouterr().err
     assert err.startswith("geospot eval:") and word in err
 

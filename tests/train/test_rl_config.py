@@ -51,6 +51,10 @@ def test_help_documents_every_key(capsys):
          "or leave it out"),
         (["mix_env_type=telescope"], "mix_env_type='telescope' is not an env: use one of single, telescoping, "
                                      "hierarchical, geohash (or leave it out: one env)"),
+        (["loss_fn=ppo", "ppo_clip=nan"], "ppo_clip=nan must be in (0, 1)"),  # (they trained unclipped, silently)
+        (["ppo_clip=1.5"], "ppo_clip=1.5 must be in (0, 1)"),
+        (["model_name=tiny:qwen2_5_vl", "lora_alpha=nan"], "lora_alpha=nan must be > 0"),  # (a NaN loss, later)
+        (["model_name=tiny:qwen2_5_vl", "lora_alpha=-4"], "lora_alpha=-4.0 must be > 0"),
     ],
 )
 def test_bad_config_fails_with_the_key_named(argv, key, capsys):
