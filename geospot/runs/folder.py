@@ -112,6 +112,12 @@ def prepare_log_dir(
             behavior = {"r": "resume", "d": "delete"}.get(answer[:1], "raise")
         else:
             behavior = "raise"
+    if behavior == "resume" and latest_checkpoint(path) is None and _never_saved_run(path):
+        # a start stopped before its first save (killed, preempted): nothing to resume and nothing to lose, so a
+        # scheduler's `resume` re-run starts it over (the command's keys are its config.json's: train/resume.py)
+        print(f"note: log_path={str(path)!r} holds a start that stopped before its first checkpoint: starting it over",
+              file=sys.stderr)
+        behavior = "delete"
     if behavior == "resume":
         return path, True
     if behavior == "delete":  # emptied, not replaced: the claim this process holds is on the folder itself
@@ -127,6 +133,20 @@ def prepare_log_dir(
             f"{key}=delete to start over, or choose another log_path"
         )
     raise ConfigError(f"{key}={behavior!r} is not one of ask, resume, delete, raise")
+
+
+RUN_FILES = {"config.json", "metrics.jsonl", "store.sqlite", "store.sqlite-shm", "store.sqlite-wal", "thumbs",
+             "checkpoints", "eval"}  # what a run writes into its folder before its first checkpoint
+
+
+def _never_saved_run(path: Path) -> bool:
+    """A geospot run's folder (its config.json names its kind) holding nothing but what a run writes
+    before its first checkpoint: emptying it loses nothing (a folder holding anything else is not touched)."""
+    try:
+        kind = (read_config(path) or {}).get("kind")
+    except ValueError:
+        return False
+    return kind in ("sft", "rl") and {p.name for p in path.iterdir()} <= RUN_FILES
 
 
 def _jsonable(x: Any) -> Any:

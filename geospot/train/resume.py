@@ -81,8 +81,10 @@ def resume_config(cfg: Any, given: set[str], kind: str) -> tuple[Any, set[str]]:
         record = read_config(cfg.log_path) or {}
     except (ValueError, OSError):
         return cfg, set()  # an unreadable config.json: check_resume's own sentence says so
-    if not record and not given - {"log_path", "behavior_if_log_dir_exists"}:  # nothing typed but the folder:
-        # a new run of every default (the hub's 3B model, say) is not what was asked
+    typed_only_the_folder = not given - {"log_path", "behavior_if_log_dir_exists"}
+    if not record and typed_only_the_folder and latest_checkpoint(cfg.log_path) is None:
+        # no run there: a new run of every default (the hub's 3B model, say) is not what was asked
+        # (checkpoints without a config.json: check_resume says so)
         what = "is no folder" if not os.path.exists(cfg.log_path) else "holds no config.json"
         raise ConfigError(f"log_path={cfg.log_path!r} {what}, so there is no run to resume; check the path (a run "
                           "stopped before its first step kept nothing), or give the keys of a new run")
@@ -180,7 +182,15 @@ def check_resume(log_dir: Path, kind: str, cfg: Any, processes: int = 1) -> dict
         raise ConfigError(f"log_path={str(log_dir)!r} holds no checkpoint (its start failed or it stopped before its "
                           f"first save), so there is nothing to resume; pass {key}=delete to start over, or choose "
                           "another log_path")
-    saved = read_config(log_dir) or {}
+    try:
+        saved = read_config(log_dir) or {}
+    except ValueError as e:  # (a hand edit, a disk that filled while it was written)
+        raise ConfigError(f"{log_dir / 'config.json'} is not valid JSON ({e}); restore it (its keys are what the run "
+                          "trains with) to resume") from None
+    if not saved.get("config"):  # its keys unknown: a resume would train with this command's defaults instead
+        raise ConfigError(f"log_path={str(log_dir)!r} has checkpoints but no config.json, so what it trained with is "
+                          f"unknown; restore its config.json to resume, or start a new run from its weights with "
+                          f"load_checkpoint_path={str(log_dir)!r} and another log_path")
     if saved.get("kind", kind) != kind:  # the other loop's run: said first, in one sentence, not as key changes
         other = saved["kind"]
         raise ConfigError(f"log_path={str(log_dir)!r} is an {other.upper()} run, not an {kind.upper()} one: resume "

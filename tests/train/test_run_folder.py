@@ -86,18 +86,6 @@ def test_failure_on_resume_keeps_the_run(tmp_path, monkeypatch):
 # resume: only a run with a checkpoint, only with what it was trained on
 
 
-def test_resume_of_a_folder_without_checkpoint_is_refused(tmp_path):
-    """The issue's folder: a failed start's config.json (another model), then `resume`."""
-    log = tmp_path / "run"
-    log.mkdir()
-    write_config(log, "sft", sft_cfg(log, model_name="Qwen/Qwen2.5-VL-3B-Instruct"))
-    with pytest.raises(ConfigError, match=r"holds no checkpoint .* nothing to resume; pass "
-                                          r"behavior_if_log_dir_exists=delete"):
-        train(sft_cfg(log), stderr=io.StringIO())
-    assert json.loads((log / "config.json").read_text())["config"]["model_name"] == "Qwen/Qwen2.5-VL-3B-Instruct"
-    assert sorted(p.name for p in log.iterdir()) == ["config.json"]  # nothing written, nothing trained
-
-
 def test_resume_refuses_a_changed_model_or_data_naming_saved_and_new(tmp_path):
     log = tmp_path / "run"
     train(sft_cfg(log), stderr=io.StringIO())

@@ -1,0 +1,44 @@
+"""`resume` of a run folder whose start stopped before its first checkpoint (train/resume.py,
+runs/folder.py): nothing there to resume or lose."""
+
+import io
+
+import pytest
+
+from geospot.config import ConfigError
+from geospot.runs.checkpoint import latest_checkpoint
+from geospot.runs.folder import read_config, write_config
+from geospot.train.sft import train
+from tests.train.test_run_folder import MODEL, sft_cfg
+
+
+def test_resume_of_a_start_that_never_saved_starts_it_over(tmp_path, capsys):
+    """A start stopped before its first checkpoint (killed, preempted: a scheduler re-ran `resume` into refusals
+    for ever): nothing to resume or lose, so it starts over; a folder holding anything else is refused, untouched."""
+    log, other = tmp_path / "run", tmp_path / "other"
+    for d in (log, other):
+        d.mkdir()
+        write_config(d, "sft", sft_cfg(d, model_name="Qwen/Qwen2.5-VL-3B-Instruct"))
+    train(sft_cfg(log), stderr=io.StringIO())
+    assert "holds a start that stopped before its first checkpoint: starting it over" in capsys.readouterr().err
+    assert latest_checkpoint(log).name == "2" and read_config(log)["config"]["model_name"] == MODEL["model_name"]
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"holds no checkpoint .* nothing to resume; pass "
+                                          r"behavior_if_log_dir_exists=delete"):
+        train(sft_cfg(other), stderr=io.StringIO())
+    assert sorted(p.name for p in other.iterdir()) == ["config.json", "notes.txt"]  # nothing written or removed
+
+
+def test_resume_without_the_runs_config_is_refused(tmp_path):
+    """Checkpoints but no config.json (or a broken one): the keys it trained with are unknown, and a
+    resume trained on with the command's defaults (lr, batch size) without a word."""
+    log = tmp_path / "run"
+    train(sft_cfg(log), stderr=io.StringIO())
+    saved = (log / "config.json").read_text()
+    (log / "config.json").unlink()
+    with pytest.raises(ConfigError, match=r"has checkpoints but no config.json, so what it trained with is unknown"):
+        train(sft_cfg(log, max_steps=3), stderr=io.StringIO())
+    (log / "config.json").write_text(saved[: len(saved) // 2])  # cut short
+    with pytest.raises(ConfigError, match=r"config.json is not valid JSON \(.*\); restore it"):
+        train(sft_cfg(log, max_steps=3), stderr=io.StringIO())
+    assert latest_checkpoint(log).name == "2"  # nothing trained
