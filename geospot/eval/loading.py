@@ -190,8 +190,16 @@ def load_model(model: str, base_model: str | None = None, **overrides: Any) -> L
                           "checkpoint folder, or tinker://...")
     cfg, meta = engine_config_for(model, base_model, **overrides)
     engine = make_engine(cfg)
-    if "engine_path" in meta:
-        engine.load_state(meta["engine_path"], with_optimizer=False)
+    for attempt in range(3):  # a run still training prunes old checkpoints (keep_checkpoints): then its newest
+        try:
+            if "engine_path" in meta:
+                engine.load_state(meta["engine_path"], with_optimizer=False)
+            break
+        except (FileNotFoundError, ValueError):
+            ckpt = meta.get("checkpoint")
+            if attempt == 2 or ckpt is None or Path(ckpt).exists() or not (Path(model) / "checkpoints").is_dir():
+                raise  # (a checkpoint named itself, or one still there: its own error)
+            meta = engine_config_for(model, base_model, **overrides)[1]
     if "adapter_path" in meta:
         engine.load_adapter(meta["adapter_path"])
     return LoadedModel(

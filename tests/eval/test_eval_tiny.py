@@ -178,3 +178,33 @@ def test_telescoping_on_the_real_renderer_and_engine():
     assert seen[2][0].count("<|im_start|>user") == 3 and seen[2][0].count("<|im_start|>assistant") == 3
     p = res.predictions[0]
     assert p.turn_guesses == ((10.0, 20.0), (11.5, 21.25), (11.5, 21.25)) and (p.latitude, p.longitude) == (11.5, 21.25)
+
+
+def test_a_checkpoint_pruned_while_it_loads_gives_the_runs_newest(trained_run, tmp_path, monkeypatch):
+    """predict / eval of a run still training: keep_checkpoints may delete the checkpoint chosen before
+    its weights are read ("… is not a geospot engine state", every time in a walk); the newest is taken."""
+    import shutil
+
+    from geospot.engines.local import LocalEngine
+    from geospot.eval import loading
+    from geospot.runs.checkpoint import save_checkpoint
+
+    src, engine = trained_run
+    run = tmp_path / "live"
+    shutil.copytree(src, run)
+    save_checkpoint(run, 4, engine)  # the newest when predict looks: pruned under it, 3 is left
+    real, pruned = LocalEngine.load_state, []
+
+    def load_state(self, path, with_optimizer=True):
+        if not pruned:
+            pruned.append(path)
+            shutil.rmtree(run / "checkpoints" / "4")
+        return real(self, path, with_optimizer)
+
+    monkeypatch.setattr(LocalEngine, "load_state", load_state)
+    loaded = loading.load_model(str(run), device="cpu")
+    assert pruned and "checkpoints/4" in str(pruned[0]) and loaded.step == 3
+    with pytest.raises((FileNotFoundError, ValueError)):  # a checkpoint named itself, gone: its own error
+        pruned.clear()
+        save_checkpoint(run, 4, engine)
+        loading.load_model(str(run / "checkpoints" / "4"), device="cpu")
