@@ -36,11 +36,7 @@ from geospot import distributed, engines
 from geospot.config import ConfigError, require, to_dict
 from geospot.data import skip_reasons
 from geospot.distributed import Dist
-from geospot.runs.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-)
+from geospot.runs.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from geospot.runs.folder import (
     claim_run_folder,
     prepare_log_dir,
@@ -60,6 +56,7 @@ from geospot.train.lr import SCHEDULES, learning_rate
 from geospot.train.resume import check_resume, write_resumed_config
 
 EVAL_SPLITS = ("val", "test", "heldout")  # data/stream.py's SPLITS that hold no training id
+MAX_BATCH = 16_384  # images held in memory at once (~1 MB each): batch_size=1e9 grew for ever, unstoppable
 
 # One meaning per knob, shared by SFTConfig and RLConfig (their defaults may differ).
 RUN_HELP = {
@@ -103,10 +100,9 @@ def validate_run(cfg: Any) -> None:
         require(cfg, getattr(cfg, key) >= 0, key, "must be >= 0")
     require(cfg, cfg.eval_split in EVAL_SPLITS, "eval_split",
             f"must be one of {', '.join(EVAL_SPLITS)}: the ids training never reads")
-    require(cfg, cfg.batch_size >= 1, "batch_size", "must be >= 1")
+    require(cfg, 1 <= cfg.batch_size <= MAX_BATCH, "batch_size", f"must be in 1..{MAX_BATCH:,} (held in memory)")
     require(cfg, cfg.log_every >= 1, "log_every", "must be >= 1 (1 = every step)")
-    require(cfg, cfg.learning_rate > 0 and cfg.learning_rate < float("inf"), "learning_rate",
-            "must be a positive number, e.g. learning_rate=2e-4")
+    require(cfg, 0 < cfg.learning_rate < float("inf"), "learning_rate", "must be a positive number, e.g. 2e-4")
     for key in ("adam_beta1", "adam_beta2"):
         require(cfg, 0 <= getattr(cfg, key) < 1, key, "must be in [0, 1)")
     require(cfg, cfg.adam_eps > 0, "adam_eps", "must be > 0")
@@ -118,8 +114,7 @@ def validate_run(cfg: Any) -> None:
 
 
 def due(every: int, done: int, last: bool) -> bool:
-    """Whether an eval / checkpoint is due after `done` steps: every N steps and at the end;
-    0 = only at the end."""
+    """Whether an eval / checkpoint is due after `done` steps: every N and at the end (0: only at the end)."""
     return last or (every > 0 and done % every == 0)
 
 
@@ -227,23 +222,29 @@ class Run:
                              cfg.lr_schedule, cfg.warmup_steps, cfg.min_lr_ratio)
 
     def draw(self, step: int, n: int) -> list[Any]:
-        """Step `step`'s samples: both loops draw through here, in step order, on whichever thread
-        samples (async GRPO draws ahead on its own). A non-repeating stream's end is found as its
-        last samples are drawn (`has_more`), so the step that trains them is the run's last."""
-        samples = self.stream.next_batch(n)
+        """Step `step`'s samples, in step order, on whichever thread samples (async GRPO draws ahead); a non-repeating
+        stream's end is found as its last samples are drawn (`has_more`), so the step training them is the last."""
+        samples: list[Any] = []
+        while len(samples) < n:  # in parts: a batch far past the data is refused once a pass has shown its size
+            samples += (part := self.stream.next_batch(want := min(n - len(samples), 1024)))
+            self.note_small_data(n)
+            if len(part) < want:  # a finite stream's end
+                break
         if self.data_end is None and not getattr(self.stream, "repeat", True) and not self.stream.has_more():
             self.data_end = step + 1 if samples else step
-        self.note_small_data(n)
         return samples
 
     def note_small_data(self, n: int) -> None:
-        """Once: a batch larger than the whole (repeating) data holds some images twice or more."""
+        """Once: a batch larger than the whole (repeating) data holds some images twice or more ("at most": records
+        read, not images decoded, count: one whose image fails to decode too)."""
         size = getattr(self.stream, "records_per_pass", None)
         if self.small_data_noted or size is None or size >= n or not getattr(self.stream, "repeat", False):
             return
+        if n > 64 * size:  # every image dozens of times in each batch, held in memory: no batch meant that
+            raise ConfigError(f"batch_size={n} is {n // size}x the at most {size} images of data={self.cfg.data!r} "
+                              f"(its train split); lower batch_size to {size} or less, or bring more data")
         self.small_data_noted = True
         if distributed.speaks():
-            # (records read, not images decoded: a record whose image fails to decode counts, so "at most")
             print(f"batch_size={n} is more than the at most {size} image{'s' * (size != 1)} of data={self.cfg.data!r} "
                   f"(its train split), so every batch repeats images; lower batch_size to {size} or less, or bring "
                   "more data", file=self.stderr or sys.stderr)
@@ -271,16 +272,10 @@ class Run:
         the others take part in gathering sharded weights (FSDP2) and write nothing."""
         path = Path(self.log_dir) / "checkpoints" / str(done)
         if self.dist.is_main:
-            path = save_checkpoint(
-                self.log_dir,
-                done,
-                self.engine,
-                data_state=self.stream.state_dict(),
-                loop_state={**loop_state, "train_seconds": self.budget.spent,
-                            **({"data_end": self.data_end} if self.data_end is not None else {})},
-                extra=extra,
-                keep_last=self.cfg.keep_checkpoints or None,
-            )
+            path = save_checkpoint(self.log_dir, done, self.engine, data_state=self.stream.state_dict(),
+                                   loop_state={**loop_state, "train_seconds": self.budget.spent,
+                                               **({"data_end": self.data_end} if self.data_end is not None else {})},
+                                   extra=extra, keep_last=self.cfg.keep_checkpoints or None)
         else:
             self.engine.save_state(None)
         self.dist.barrier()  # no rank runs ahead of a checkpoint a resume would start from

@@ -160,6 +160,13 @@ def test_a_batch_larger_than_the_data_is_said_once():
     assert "batch_size=64 is more than the at most 39 images of data='synthetic:n=40,size=28,seed=0'" in said
     assert "lower batch_size to 39 or less" in said
     assert draws(32)[1] == ""
+    # 64x the data and more: refused once a pass has shown its size, before the batch is drawn
+    # (batch_size=1e9 held images until memory ran out, and a SIGTERM waited for the step for ever)
+    from geospot.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^batch_size=2497 is 64x the at most 39 images of data="):
+        draws(64 * 39 + 1)
+    assert draws(64 * 39)[0] == [64 * 39] * 3  # (drawn in parts of 1,024, all of it)
 
 
 def test_a_run_folder_being_trained_is_refused_to_a_second_process(tmp_path):
