@@ -147,7 +147,8 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
 
     def validate(self) -> None:
         validate_run(self)
-        require(self, self.group_size >= 2, "group_size", "must be >= 2: GRPO centres rewards within the group")
+        require(self, 2 <= self.group_size <= 1024, "group_size", "must be in 2..1,024: GRPO centres rewards within "
+                "the group, whose rollouts are held in memory")
         require(self, self.mix_env_type in (None, *ENV_TYPES), "mix_env_type",
                 f"is not an env: use one of {', '.join(ENV_TYPES)} (or leave it out: one env)")
         require(self, self.mix_env_type != self.env_type, "mix_env_type",

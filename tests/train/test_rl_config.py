@@ -54,6 +54,7 @@ def test_help_documents_every_key(capsys):
         (["loss_fn=ppo", "ppo_clip=nan"], "ppo_clip=nan must be in (0, 1)"),  # (they trained unclipped, silently)
         (["ppo_clip=1.5"], "ppo_clip=1.5 must be in (0, 1)"),
         (["batch_size=1e9"], "batch_size=1000000000 must be in 1..16,384 (held in memory)"),
+        (["group_size=1e12"], "group_size=1000000000000 must be in 2..1,024"),
         (["model_name=tiny:qwen2_5_vl", "lora_alpha=nan"], "lora_alpha=nan must be > 0"),  # (a NaN loss, later)
         (["model_name=tiny:qwen2_5_vl", "lora_alpha=-4"], "lora_alpha=-4.0 must be > 0"),
     ],
