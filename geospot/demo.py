@@ -125,10 +125,17 @@ def run(cfg: DemoConfig, log=print) -> dict:
     """Train and evaluate every stage; returns the JSON object `--json` prints."""
     from geospot.config import ConfigError
     from geospot.data import load_samples
+    from geospot.engines.start_checks import model_problem
     from geospot.envs.registry import mixed_count
     from geospot.train import rl as rl_loop
     from geospot.train import sft as sft_loop
 
+    # named as typed, not as a stage's key; the verdict is measured on held-out images after SFT
+    for key, flag, low in (("sft_steps", "--sft-steps", 1), ("rl_single_steps", "--rl-single-steps", 0),
+                           ("rl_steps", "--rl-steps", 0), ("tau_steps", "--tau-study", 0), ("eval_n", "--eval-n", 1)):
+        if getattr(cfg, key) < low:
+            raise ConfigError(f"{flag} {getattr(cfg, key)}: give {low} or more")
+    model_problem(cfg.model_name, os.environ, key="--model")  # a typo said now, not once the data is built
     sft_cfg, single_cfg, rl_cfg = stage_configs(cfg)
     if not (cfg.rl_single_steps or cfg.rl_steps):
         raise ConfigError("rl_single_steps and rl_steps are both 0: give --rl-single-steps or --rl-steps a step count")

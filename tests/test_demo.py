@@ -3,6 +3,7 @@ and a shortened real run whose learning is visible in its table."""
 
 import json
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -53,6 +54,16 @@ def test_presets_and_flags_parse(monkeypatch, tmp_path, capsys):
 def test_no_grpo_stage_is_refused_before_any_model_loads(tmp_path):
     with pytest.raises(ConfigError, match="rl_single_steps and rl_steps are both 0"):
         demo.run(replace(demo.DemoConfig(out=str(tmp_path / "d")), rl_single_steps=0, rl_steps=0))
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("change, said", [(dict(eval_n=0), "--eval-n 0: give 1 or more"),  # (a TypeError)
+                                          (dict(sft_steps=-1), "--sft-steps -1: give 1 or more"),  # (said max_steps)
+                                          (dict(tau_steps=-5), "--tau-study -5: give 0 or more"),
+                                          (dict(model_name="tiny:qwen25_vl"), "--model='tiny:qwen25_vl': the tiny")])
+def test_a_mistyped_flag_is_named_as_typed_before_the_data_is_built(tmp_path, change, said):
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        demo.run(replace(demo.DemoConfig(out=str(tmp_path / "d")), **change))
     assert not (tmp_path / "d").exists()
 
 
