@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from geospot.config import ConfigError
 from geospot.models.tiny import FAMILIES, SIZES, build_tiny_model
 
 
@@ -26,7 +27,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.cmd == "tiny":
-        path = build_tiny_model(args.family, args.size, args.out, args.seed)
+        try:
+            path = build_tiny_model(args.family, args.size, args.out, args.seed)
+        except ConfigError as e:  # (a cache or --out folder it cannot write)
+            print(f"geospot model: {e}", file=sys.stderr)
+            return 2
         info = json.loads((path / "geospot_tiny.json").read_text())
         print(json.dumps({"path": str(path), **info}))
         return 0

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from geospot import prompts
+from geospot.config import ConfigError
 from geospot.models.processor import CLIP_MEAN, CLIP_STD, ImageProcessor
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
@@ -255,8 +256,13 @@ def build_tiny_model(
     target = Path(out) if out is not None else cache_root() / "models" / f"tiny-{family}-{size}-{digest}"
     if out is None and (target / "geospot_tiny.json").exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as e:
+        where = "out" if out is not None else "GEOSPOT_CACHE (default ~/.cache/geospot)"
+        raise ConfigError(f"cannot write the tiny model into {target.parent} ({e.strerror or e}); set {where} to a "
+                          "folder you can write to") from None
     try:
         _build_into(tmp, family, size, seed)
         if target.exists():

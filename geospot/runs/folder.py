@@ -43,7 +43,11 @@ def claim_run_folder(log_path: str | os.PathLike) -> Path:
     path = Path(log_path)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"log_path={str(path)!r} is a file, not a folder; pick another log_path")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # (read-only, no permission, a file where a parent folder should be)
+        raise ConfigError(f"log_path={str(path)!r} cannot be made ({e.strerror or e}); pick a folder you can write "
+                          "to") from None
     key = str(path.resolve())
     if key in _CLAIMS:
         return path

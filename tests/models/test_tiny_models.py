@@ -85,3 +85,19 @@ def test_dtype_auto_cpu_is_fp32():
     assert lm.dtype == torch.float32 and lm.device.type == "cpu"
     lm16 = load_model("tiny:qwen2_5_vl", dtype="bfloat16")
     assert next(lm16.model.parameters()).dtype == torch.bfloat16
+
+
+def test_a_cache_it_cannot_write_is_one_sentence(monkeypatch, tmp_path, capsys):
+    """GEOSPOT_CACHE under a file (or read-only): the fix named, no traceback; a run folder likewise."""
+    from geospot.config import ConfigError
+    from geospot.models import cli
+    from geospot.models.tiny import build_tiny_model
+    from geospot.runs.folder import claim_run_folder
+
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("GEOSPOT_CACHE", str(tmp_path / "file" / "cache"))
+    with pytest.raises(ConfigError, match=r"cannot write the tiny model into .*; set GEOSPOT_CACHE \(default"):
+        build_tiny_model("qwen2_5_vl", "tiny")
+    assert cli.main(["tiny"]) == 2 and "geospot model: cannot write" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"log_path='.*run' cannot be made \(.*\); pick a folder you can write to"):
+        claim_run_folder(tmp_path / "file" / "run")
