@@ -33,6 +33,11 @@ def usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    for stream in (sys.stdout, sys.stderr):  # a terminal that is not UTF-8: an em dash in a help text is no crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    if len(argv) >= 2 and argv[0] == "help":  # `geospot help sft` is `geospot sft --help`
+        argv = [argv[1], "--help"]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
@@ -45,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         import difflib
 
-        close = difflib.get_close_matches(name, list(COMMANDS), n=1)
+        close = [name.lower()] if name.lower() in COMMANDS else difflib.get_close_matches(name, list(COMMANDS), n=1)
         hint = f" Did you mean `geospot {close[0]}`?" if close else ""
         print(f"geospot: unknown command {name!r}.{hint} Run `geospot --help` for the list.", file=sys.stderr)
         return 2

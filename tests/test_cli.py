@@ -16,6 +16,14 @@ def test_unknown_command_suggests(capsys):
     assert "did you mean `geospot score`" in capsys.readouterr().err.lower()
 
 
+def test_help_of_a_command_an_upper_case_one_and_a_terminal_that_is_not_utf8(capsys):
+    assert main(["help", "sft"]) == 0 and "Keys (key=value)" in capsys.readouterr().out  # `geospot help sft`
+    assert main(["SFT"]) == 2 and "did you mean `geospot sft`" in capsys.readouterr().err.lower()
+    env = {**__import__("os").environ, "PYTHONIOENCODING": "latin-1"}  # (an em dash in the help: UnicodeEncodeError)
+    out = subprocess.run([sys.executable, "-m", "geospot", "sft", "--help"], capture_output=True, env=env)
+    assert out.returncode == 0 and b"Traceback" not in out.stderr and b"\\u2014" in out.stdout
+
+
 def test_console_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "geospot", "--help"], capture_output=True, text=True, check=True)
     assert "usage: geospot" in out.stdout
