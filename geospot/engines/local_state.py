@@ -17,6 +17,7 @@ from geospot.engines.local_model import LocalModel
 from geospot.engines.local_trainer import LocalTrainer
 from geospot.engines.master_weights import LOW_PRECISION, MasterWeights
 from geospot.engines.types import AdamParams
+from geospot.runs.checkpoint import UNREADABLE, damaged
 from geospot.runs.folder import weights_mode_from_umask
 
 
@@ -86,14 +87,20 @@ class LocalState:
         folder = Path(path)
         if not (folder / "trainable.safetensors").exists():
             raise FileNotFoundError(f"{folder} is not a geospot engine state (no trainable.safetensors)")
-        weights = load_file(str(folder / "trainable.safetensors"))
+        try:
+            weights = load_file(str(folder / "trainable.safetensors"))
+        except UNREADABLE as e:  # cut short or emptied (a full disk, a power cut): which, and the way on
+            raise damaged(folder.parent, folder / "trainable.safetensors", e) from None
         sync = self.trainer.sync
         names = {n for n, _ in core.trainable}
         if set(weights) != names:
             missing, extra = sorted(names - set(weights))[:3], sorted(set(weights) - names)[:3]
             raise ValueError(f"state {folder} does not match this engine's trainable parameters "
                              f"(missing {missing}, unexpected {extra}); same model and lora_rank?")
-        state = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
+        except UNREADABLE as e:
+            raise damaged(folder.parent, folder / "state.pt", e) from None
         optim_state = state["optimizer"] if with_optimizer else None
         self.trainer.optimizer = None
         if sync is not None and sync.kind == "fsdp":  # each rank keeps its shards (parallel.py)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 from dataclasses import dataclass, field
@@ -24,7 +25,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
+from geospot.config import ConfigError
 from geospot.runs.folder import CHECKPOINTS, json_default, latest_checkpoint, list_checkpoints  # noqa: F401
 
 # (the listing needs no torch: runs/folder.py, which compare and the run-is-the-model reader use too)
@@ -52,6 +55,13 @@ class Checkpoint:
     engine_path: str  # what to pass to engine.load_state
     data_state: dict[str, Any] = field(default_factory=dict)
     loop_state: dict[str, Any] = field(default_factory=dict)
+
+
+def _fsync_files(folder: Path) -> None:
+    for f in folder.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as h:
+                os.fsync(h.fileno())
 
 
 def _fsync_dir(path: Path) -> None:
@@ -102,6 +112,7 @@ def save_checkpoint(
     torch.save(rng_state(), tmp / "rng.pt")
     if extra:
         torch.save(extra, tmp / "extra.pt")
+    _fsync_files(tmp)  # the weights on disk before state.json marks the folder whole (a power cut left them empty)
     with open(tmp / "state.json", "w") as f:  # written last: its presence marks a whole folder
         json.dump(state, f, indent=1, default=json_default)
         f.flush()
@@ -132,8 +143,11 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     state_file = path / "state.json"
     if not state_file.exists():
         raise FileNotFoundError(f"{path} is not a checkpoint folder (no state.json); pass a checkpoints/<step> folder")
-    state = json.loads(state_file.read_text())
-    engine_path = state["engine_path"]
+    try:
+        state = json.loads(state_file.read_text())
+        engine_path = state["engine_path"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise damaged(path, state_file, e) from None
     if "://" not in engine_path and not os.path.isabs(engine_path):
         engine_path = str(path / engine_path)
     return Checkpoint(path, int(state["step"]), engine_path, state.get("data_state", {}), state.get("loop_state", {}))
@@ -148,8 +162,28 @@ def load_checkpoint(
     if engine is not None:
         engine.load_state(ckpt.engine_path, with_optimizer=with_optimizer)
     if restore_rng and (ckpt.path / "rng.pt").exists():
-        set_rng_state(torch.load(ckpt.path / "rng.pt", weights_only=False))
+        try:
+            set_rng_state(torch.load(ckpt.path / "rng.pt", weights_only=False))
+        except UNREADABLE as e:
+            raise damaged(ckpt.path, ckpt.path / "rng.pt", e) from None
     return ckpt
+
+
+# what a file cut short or emptied raises as it is read (safetensors' own error is a plain Exception subclass)
+UNREADABLE = (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError)
+
+
+def damaged(checkpoint: Path, file: Path, error: BaseException) -> ConfigError:
+    """One sentence for a checkpoint whose `file` does not read (cut short, emptied by a full disk or a
+    power cut, edited): which, and the way on (the step before it, where there is one)."""
+    run = checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINTS else None
+    earlier = [p for p in list_checkpoints(run) if int(p.name) < int(checkpoint.name)] if run and \
+        checkpoint.name.isdigit() else []
+    way = (f"delete {checkpoint} and its run goes on from step {earlier[-1].name}" if earlier
+           else "it holds the only copy of these weights")
+    empty = file.is_file() and file.stat().st_size == 0
+    why = "it is empty" if empty else f"{type(error).__name__}: {str(error)[:120]}"
+    return ConfigError(f"{file} is damaged ({why}); {way}")
 
 
 def read_extra(path: str | os.PathLike, key: str) -> Any:

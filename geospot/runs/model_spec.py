@@ -24,6 +24,7 @@ from typing import Any
 
 from geospot import prompts as P
 from geospot.config import TRUE_WORDS
+from geospot.runs.checkpoint import UNREADABLE, damaged
 from geospot.runs.folder import latest_checkpoint
 
 SYNTHETIC_SIZE = 112  # geospot.data.synthetic's default image side
@@ -132,7 +133,10 @@ def engine_state_config(checkpoint: Path | None) -> dict:
         return {}
     import torch  # only here: a spec of a run without a local engine state needs no torch
 
-    saved = torch.load(engine_dir / "state.pt", map_location="cpu", weights_only=False, mmap=True)
+    try:
+        saved = torch.load(engine_dir / "state.pt", map_location="cpu", weights_only=False, mmap=True)
+    except UNREADABLE as e:  # (mmap's own error would blame the file's format)
+        raise damaged(checkpoint, engine_dir / "state.pt", e) from None
     return dict(saved.get("engine_config") or {})
 
 

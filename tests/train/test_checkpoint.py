@@ -91,3 +91,33 @@ def test_missing_checkpoint_errors(tmp_path):
         resolve_checkpoint(tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match="state.json"):
         read_checkpoint(tmp_path)
+
+
+def test_a_damaged_checkpoint_is_one_sentence_naming_the_file_and_the_step_before(tmp_path, monkeypatch):
+    """A file cut short or emptied (a full disk, a power cut): which file, and the step to go on from
+    (tracebacks from safetensors / pickle / mmap before); every file is fsynced before state.json marks
+    the folder whole."""
+    from geospot.config import ConfigError
+    from geospot.engines.config import EngineConfig
+    from geospot.engines.local import LocalEngine
+    from geospot.runs import checkpoint
+
+    synced = []
+    real = checkpoint._fsync_files
+    monkeypatch.setattr(checkpoint, "_fsync_files", lambda folder: synced.append(folder) or real(folder))
+    engine = LocalEngine(EngineConfig(model_name="tiny:qwen2_5_vl", lora_rank=4, device="cpu"))
+    for step in (1, 2):
+        save_checkpoint(tmp_path, step, engine)
+    assert len(synced) == 2
+    (tmp_path / "checkpoints" / "2" / "rng.pt").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"2/rng.pt is damaged \(it is empty\); delete .*checkpoints/2 and its run "
+                                          r"goes on from step 1$"):
+        load_checkpoint(tmp_path / "checkpoints" / "2", engine)
+    weights = tmp_path / "checkpoints" / "1" / "engine" / "trainable.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ConfigError, match=r"trainable.safetensors is damaged \(SafetensorError: .*\); it holds "
+                                          r"the only copy of these weights$"):
+        load_checkpoint(tmp_path / "checkpoints" / "1", engine)
+    (tmp_path / "checkpoints" / "1" / "state.json").write_text("{")
+    with pytest.raises(ConfigError, match=r"1/state.json is damaged \(JSONDecodeError"):
+        read_checkpoint(tmp_path / "checkpoints" / "1")
