@@ -14,6 +14,7 @@ saving leaves a `.tmp-*` folder that `latest_checkpoint` ignores, never a half c
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -98,7 +99,27 @@ def save_checkpoint(
         shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".tmp-{step}-{os.getpid()}"
     tmp.mkdir()
+    try:
+        return _write(root, final, tmp, step, engine, data_state, loop_state, extra, keep_last)
+    except (OSError, RuntimeError, SafetensorError) as e:  # torch says a full disk as "unexpected pos", safetensors
+        shutil.rmtree(tmp, ignore_errors=True)  # as its own error ("os error 28"): no errno on either
+        free = shutil.disk_usage(root).free
+        n = getattr(e, "errno", None) if getattr(e, "errno", None) in NO_ROOM else next(
+            (k for k in NO_ROOM if f"os error {k})" in str(e)), None)
+        if n is None and free >= 2**26:
+            raise
+        last = latest_checkpoint(root.parent)
+        then = f"its last whole checkpoint is step {last.name}" if last else "no checkpoint was saved yet"
+        fix = "raise the file-size limit (ulimit -f)" if n == errno.EFBIG else "free space"
+        raise ConfigError(f"checkpoint {step} could not be written in {root} ({os.strerror(n or errno.ENOSPC)}; "
+                          f"{free // 2**20} MB free there); {fix}, then resume ({then})") from None
 
+
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a full disk, a quota, a file-size limit (ulimit -f)
+
+
+def _write(root: Path, final: Path, tmp: Path, step: int, engine: Any, data_state: dict[str, Any] | None,
+           loop_state: dict[str, Any] | None, extra: dict[str, Any] | None, keep_last: int | None) -> Path:
     returned = str(engine.save_state(str(tmp / "engine")))
     # A local engine returns a path inside tmp/; store it relative so the rename keeps it
     # valid. A remote engine (Tinker) returns its own URI, stored as is.
@@ -128,7 +149,7 @@ def save_checkpoint(
         os.rename(tmp, final)
     _fsync_dir(root)
     if keep_last:
-        prune_checkpoints(log_dir, keep_last)
+        prune_checkpoints(root.parent, keep_last)
     return final
 
 

@@ -121,3 +121,38 @@ def test_a_damaged_checkpoint_is_one_sentence_naming_the_file_and_the_step_befor
     (tmp_path / "checkpoints" / "1" / "state.json").write_text("{")
     with pytest.raises(ConfigError, match=r"1/state.json is damaged \(JSONDecodeError"):
         read_checkpoint(tmp_path / "checkpoints" / "1")
+
+
+def test_a_checkpoint_the_disk_has_no_room_for_is_one_sentence_and_leaves_no_torn_folder(tmp_path, monkeypatch):
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    from geospot.config import ConfigError
+    from geospot.runs import checkpoint
+
+    class Full(FakeEngine):
+        def __init__(self, error):
+            super().__init__(1.0)
+            self.error = error
+
+        def save_state(self, path):
+            os.makedirs(path, exist_ok=True)
+            raise self.error
+
+    save_checkpoint(tmp_path, 1, FakeEngine(1.0))
+    with pytest.raises(ConfigError, match=r"^checkpoint 2 could not be written in .* \(No space left on device; .* "
+                                          r"MB free there\); free space, then resume \(its last whole checkpoint is "
+                                          r"step 1\)$"):
+        save_checkpoint(tmp_path, 2, Full(OSError(errno.ENOSPC, "No space left on device")))
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["1"]  # no .tmp-* left behind
+    with pytest.raises(ConfigError, match=r"\(File too large; .*raise the file-size limit \(ulimit -f\)"):
+        save_checkpoint(tmp_path, 2, Full(RuntimeError("I/O error: File too large (os error 27)")))  # (safetensors)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1, 1, 1 << 20))  # torch's "unexpected pos", 1 MB left
+    with pytest.raises(ConfigError, match=r"could not be written .* 1 MB free there"):
+        save_checkpoint(tmp_path, 2, Full(RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1, 1, 1 << 40))
+    with pytest.raises(RuntimeError, match="something else"):  # any other failure is its own error
+        save_checkpoint(tmp_path, 2, Full(RuntimeError("something else")))
+    assert checkpoint.latest_checkpoint(tmp_path).name == "1"
