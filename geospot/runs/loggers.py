@@ -94,8 +94,9 @@ class MultiWriter:
                 getattr(w, method)(*args, **kwargs)
             except Exception:
                 name = type(w).__name__
-                self.failures[name] = self.failures.get(name, 0) + 1
-                log.warning("%s.%s failed (%d failures)", name, method, self.failures[name], exc_info=True)
+                n = self.failures[name] = self.failures.get(name, 0) + 1
+                if n == 1 or n % 50 == 0:  # (a full disk fails every write: the first with its traceback, then a count)
+                    log.warning("%s.%s failed (%d failures)", name, method, n, exc_info=n == 1)
 
     def log_config(self, kind: str, config: dict[str, Any]) -> None:
         self._each("log_config", kind, config)

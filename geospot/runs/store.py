@@ -294,9 +294,10 @@ class RunStore:
 
     def _count_failure(self, what: str) -> None:
         with self._lock:
-            self.failed_writes += 1
-        log.warning("run store %s: %s failed (%d failed writes so far)", self.path, what, self.failed_writes,
-                    exc_info=True)
+            self.failed_writes = n = self.failed_writes + 1
+        if n == 1 or n % 50 == 0:  # (a full disk fails every write: the first with its traceback, then a count)
+            log.warning("run store %s: %s failed (%d failed writes so far: the dashboard misses those steps)",
+                        self.path, what, n, exc_info=n == 1)
 
     def _heartbeat(self, con: sqlite3.Connection, seq: int) -> None:
         con.execute("INSERT OR REPLACE INTO meta VALUES ('heartbeat', ?)", (str(time.time()),))

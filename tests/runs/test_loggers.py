@@ -71,3 +71,24 @@ def test_open_run_writer_writes_store_and_jsonl(tmp_path):
     w.close()
     assert RunReader(tmp_path).steps()[0]["metrics"] == {"reward": 0.1}
     assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 1
+
+
+def test_a_writer_failing_every_write_says_it_once_with_its_traceback_then_counts(caplog):
+    """A full disk fails every metrics write: one traceback, then a line every 50th (a traceback per write
+    buried the run's own output)."""
+    import errno
+    import logging
+
+    from geospot.runs.loggers import MultiWriter
+
+    class Full:
+        def log_step(self, step, metrics):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    writer = MultiWriter(Full())
+    with caplog.at_level(logging.WARNING, logger="geospot.runs.loggers"):
+        for step in range(100):
+            writer.log_step(step, {"loss": 1.0})
+    said = [r for r in caplog.records if "Full.log_step failed" in r.getMessage()]
+    assert [r.getMessage() for r in said] == [f"Full.log_step failed ({n} failures)" for n in (1, 50, 100)]
+    assert [bool(r.exc_info) for r in said] == [True, False, False] and writer.failures == {"Full": 100}
