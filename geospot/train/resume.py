@@ -96,11 +96,25 @@ def resume_config(cfg: Any, given: set[str], kind: str) -> tuple[Any, set[str]]:
         if f.name in given or f.name not in saved:
             continue
         value, current = saved[f.name], getattr(cfg, f.name)
+        if not _same_kind(value, f.default):  # a hand edit ("four" for a number): said, not a TypeError later
+            kind_of = {"int": "an int", "float": "a number", "str": "a text", "bool": "true / false"}.get(
+                type(f.default).__name__, f"a {type(f.default).__name__}")
+            raise ConfigError(f"{Path(cfg.log_path) / 'config.json'}: {f.name}={value!r} is not {kind_of} (this "
+                              f"key's default is {f.default!r}); fix it or restore it")
         values[f.name] = tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value
     _rebase_moved_paths(cfg.log_path, record.get("started_in"), values)
     unread = unread_keys(dataclasses.replace(cfg, **values))  # (an older run's inherited hier_*, say)
     values = {k: v for k, v in values.items() if k not in unread}
     return dataclasses.replace(cfg, **values), set(values)
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    """Whether a saved value is of the kind its key's default is (None either side: any; an int where a float
+    is; a JSON list where a tuple is)."""
+    if value is None or default in (None, dataclasses.MISSING) or isinstance(value, type(default)):
+        return True
+    return (isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(default, tuple) and isinstance(value, list))
 
 
 # The keys whose saved value may be a path relative to the folder the run was started in.

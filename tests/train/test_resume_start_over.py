@@ -42,3 +42,23 @@ def test_resume_without_the_runs_config_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"config.json is not valid JSON \(.*\); restore it"):
         train(sft_cfg(log, max_steps=3), stderr=io.StringIO())
     assert latest_checkpoint(log).name == "2"  # nothing trained
+
+
+def test_a_hand_edited_value_of_the_wrong_kind_is_named(tmp_path):
+    """config.json edited by hand ("four" for batch_size): the file, the key and its kind, not a TypeError from
+    deep in the loop; an int where a float is, and a list where a tuple is, are what JSON writes."""
+    import json
+
+    from geospot.train.resume import resume_config
+
+    log = tmp_path / "run"
+    train(sft_cfg(log), stderr=io.StringIO())
+    record = json.loads((log / "config.json").read_text())
+    record["config"].update(learning_rate=1, batch_size="four")
+    (log / "config.json").write_text(json.dumps(record))
+    only = {"log_path", "behavior_if_log_dir_exists"}
+    with pytest.raises(ConfigError, match=r"config.json: batch_size='four' is not an int \(this key's default is 32\)"):
+        resume_config(sft_cfg(log), only, "sft")
+    record["config"]["batch_size"] = 2
+    (log / "config.json").write_text(json.dumps(record))
+    assert resume_config(sft_cfg(log), only, "sft")[0].learning_rate == 1
