@@ -357,6 +357,10 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
     # folder's latest checkpoint moves on while training runs)
     resume_cfg = {**{k: getattr(cfg, k) for k in RESUME_KEYS}, **env_resume_keys(cfg), "checkpoint": checkpoint}
     out = eval_folder(cfg, checkpoint, resume_cfg)
+    there = next(p for p in (out, *out.parents) if p.exists())  # where it would be made: said before the model loads
+    if not os.access(there, os.W_OK):
+        raise ConfigError(f"{out} cannot be written ({there} is read-only to you); pass out=<a folder you can write "
+                          "to>")
     name = cfg.name or default_name(out)  # what --compare calls it too
     pred_path = out / io.PREDICTIONS
     done: list = io.repair_predictions(pred_path) if pred_path.exists() else []

@@ -48,6 +48,9 @@ def claim_run_folder(log_path: str | os.PathLike) -> Path:
     except OSError as e:  # (read-only, no permission, a file where a parent folder should be)
         raise ConfigError(f"log_path={str(path)!r} cannot be made ({e.strerror or e}); pick a folder you can write "
                           "to") from None
+    if not os.access(path, os.W_OK):  # said now, not when config.json is written after the model has loaded
+        raise ConfigError(f"log_path={str(path)!r} is read-only to you; make it writable, or start a new run from its "
+                          f"weights with load_checkpoint_path={str(path)!r} and another log_path")
     key = str(path.resolve())
     if key in _CLAIMS:
         return path

@@ -62,3 +62,22 @@ def test_a_hand_edited_value_of_the_wrong_kind_is_named(tmp_path):
     record["config"]["batch_size"] = 2
     (log / "config.json").write_text(json.dumps(record))
     assert resume_config(sft_cfg(log), only, "sft")[0].learning_rate == 1
+
+
+def test_a_read_only_run_folder_is_said_before_the_model_loads(tmp_path, monkeypatch):
+    """A run folder on a read-only mount: resume failed writing config.json after the model had loaded, and
+    eval of it after its progress bar; both now say so first (eval names out=)."""
+    import os
+
+    from geospot.eval import cli
+
+    log = tmp_path / "run"
+    train(sft_cfg(log), stderr=io.StringIO())
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).startswith(str(log)) and mode == os.W_OK
+                        else real(p, mode))
+    with pytest.raises(ConfigError, match=r"log_path='.*run' is read-only to you; make it writable, or start a new "
+                                          r"run from its weights with load_checkpoint_path="):
+        train(sft_cfg(log, max_steps=3), stderr=io.StringIO())
+    with pytest.raises(ConfigError, match=r"run/eval/.* cannot be written \(.*run is read-only to you\); pass out="):
+        cli.run_eval(cli.EvalConfig(model=str(log), data="synthetic:n=16,size=28,seed=0", n=2))
