@@ -95,7 +95,8 @@ def parse_overrides(cls: type[T], argv: Sequence[str], base: T | None = None, va
     values: dict[str, Any] = {}
     for arg in argv:
         if "=" not in arg:
-            raise ConfigError(f"argument {arg!r} is not key=value (try --help for the keys)")
+            spelled = f": write {arg.lstrip('-').replace('-', '_')}=<value>" if arg.startswith("--") else ""
+            raise ConfigError(f"argument {arg!r} is not key=value{spelled} (try --help for the keys)")
         key, raw = arg.split("=", 1)
         key = key.strip().lstrip("-").replace("-", "_")
         if key in not_read:  # inherited, never read by this command (and not in its --help)
@@ -103,6 +104,9 @@ def parse_overrides(cls: type[T], argv: Sequence[str], base: T | None = None, va
         if key not in tps and key in aliases:  # another command's name for a key here
             raise ConfigError(f"unknown config key {key!r} for {cls.__name__}: here it is {aliases[key]} "
                               f"({aliases[key]}={raw})")
+        if key not in tps and key.lower() in tps:
+            raise ConfigError(f"unknown config key {key!r} for {cls.__name__}: keys are lower case "
+                              f"({key.lower()}={raw})")
         if key not in tps:
             close = difflib.get_close_matches(key, [k for k in tps if k not in not_read], n=1)
             hint = f"; did you mean {close[0]!r}?" if close else "; run with --help for the keys"

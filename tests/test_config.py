@@ -29,6 +29,10 @@ def test_parse_types():
 def test_unknown_key_names_key_and_suggests():
     with pytest.raises(ConfigError, match=r"unknown config key 'step'.*did you mean 'steps'"):
         parse_overrides(Demo, ["step=3"])
+    with pytest.raises(ConfigError, match=r"^argument '--steps' is not key=value: write steps=<value> \(try"):
+        parse_overrides(Demo, ["--steps", "3"])  # argparse's spelling, as the other commands take it
+    with pytest.raises(ConfigError, match=r"unknown config key 'STEPS' for Demo: keys are lower case \(steps=3\)"):
+        parse_overrides(Demo, ["STEPS=3"])  # (difflib found nothing: no hint)
 
 
 def test_a_key_given_twice_with_two_values_is_refused():

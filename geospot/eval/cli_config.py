@@ -24,7 +24,8 @@ class SamplingConfig(EnvOptions):
     model: str = option("", "hub id, local HF folder, `tiny:<family>[:<size>]`, a training run or checkpoint folder, "
                             "or tinker://…")
     NOT_READ: ClassVar[dict[str, str]] = REWARD_ONLY  # an eval scores distances: no reward key is read
-    KEY_ALIASES: ClassVar[dict[str, str]] = {"prompt_style": "env_type"}  # (sft calls it prompt_style)
+    KEY_ALIASES: ClassVar[dict[str, str]] = {"prompt_style": "env_type", "checkpoint": "model",  # (sft's and
+                                             "model_name": "model", "load_checkpoint_path": "model"}  # export's names)
     base_model: str | None = option(None, "for model=tinker://… only: the hub id that checkpoint was trained from")
     env_type: Literal[ENV_TYPES] = option(  # one list of envs: envs/kinds.py's
         "single",

@@ -24,6 +24,7 @@ import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from geospot.config import ConfigError, help_text, option, parse_overrides
 from geospot.models.load import image_budget
@@ -31,6 +32,7 @@ from geospot.models.load import image_budget
 
 @dataclass(frozen=True)
 class ExportConfig:
+    KEY_ALIASES: ClassVar[dict[str, str]] = {"model": "checkpoint", "load_checkpoint_path": "checkpoint"}  # (eval's)
     checkpoint: str = option("", "a training run folder (its latest checkpoint) or a checkpoints/<step> folder")
     out: str = option("", "output folder")
     merged: bool = option(False, "LoRA runs: false = a PEFT adapter (+ base model id); true = LoRA merged into a "

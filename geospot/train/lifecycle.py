@@ -58,6 +58,8 @@ from geospot.train.resume import check_resume, write_resumed_config
 EVAL_SPLITS = ("val", "test", "heldout")  # data/stream.py's SPLITS that hold no training id
 MAX_BATCH = 16_384  # images held in memory at once (~1 MB each): batch_size=1e9 grew for ever, unstoppable
 
+# Other tools' names for a training key (said with the key to type): Tinker's / HF's spellings, and eval's model=.
+TRAINING_ALIASES = {"checkpoint": "load_checkpoint_path", "lr": "learning_rate", "model": "model_name"}
 # One meaning per knob, shared by SFTConfig and RLConfig (their defaults may differ).
 RUN_HELP = {
     "load_checkpoint_path": "start from these weights (fresh optimizer, step 0): a run folder, its "

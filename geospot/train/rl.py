@@ -52,6 +52,7 @@ from geospot.train.common import Progress
 from geospot.train.inherit import images_from_start_run, inherited_engine_fields
 from geospot.train.lifecycle import (
     RUN_HELP,
+    TRAINING_ALIASES,
     Run,
     RunResult,
     default_log_path,
@@ -70,7 +71,7 @@ DEFAULT_DATA = "hf:sdan/geospot-unified"
 # (engines/config.py: engine_keys, the same way SFTConfig takes them).
 @dataclass(frozen=True)
 class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*/geohash_*/mixed_*: envs/config.py
-    KEY_ALIASES: ClassVar[dict[str, str]] = {"prompt_style": "env_type"}  # (sft calls it prompt_style)
+    KEY_ALIASES: ClassVar[dict[str, str]] = {"prompt_style": "env_type", **TRAINING_ALIASES}  # (sft: prompt_style)
     env_type: Literal[ENV_TYPES] = option(  # one list of envs: envs/kinds.py's
         "single", f"the env each episode plays: {ENV_HELP}")
     mix_env_type: str | None = option(

@@ -33,6 +33,7 @@ from geospot.train.common import Progress
 from geospot.train.inherit import sft_from_start_run
 from geospot.train.lifecycle import (
     RUN_HELP,
+    TRAINING_ALIASES,
     Run,
     RunResult,
     default_log_path,
@@ -54,7 +55,7 @@ SFTResult = RunResult  # the name callers know
 @dataclass(frozen=True)
 class SFTConfig(engine_keys("SFTEngineKeys", inherit=False), EnvOptions):  # hier_*/geohash_*: the new envs' examples
     NOT_READ: ClassVar[dict[str, str]] = SFT_UNREAD  # SFT's loss is the answer's likelihood: no reward key
-    KEY_ALIASES: ClassVar[dict[str, str]] = {"env_type": "prompt_style"}  # (rl / eval / predict call it env_type)
+    KEY_ALIASES: ClassVar[dict[str, str]] = {"env_type": "prompt_style", **TRAINING_ALIASES}  # (rl: env_type)
     load_checkpoint_path: str | None = option(None, RUN_HELP["load_checkpoint_path"])
     seed: int = option(0, RUN_HELP["seed"])
     # data

@@ -55,6 +55,9 @@ def test_help_documents_every_key(capsys):
         (["ppo_clip=1.5"], "ppo_clip=1.5 must be in (0, 1)"),
         (["batch_size=1e9"], "batch_size=1000000000 must be in 1..16,384 (held in memory)"),
         (["group_size=1e12"], "group_size=1000000000000 must be in 2..1,024"),
+        # other tools' names for a key (difflib offered keep_checkpoints for checkpoint=, nothing for lr=)
+        (["checkpoint=runs/sft"], "here it is load_checkpoint_path (load_checkpoint_path=runs/sft)"),
+        (["lr=1e-4"], "here it is learning_rate (learning_rate=1e-4)"),
         (["model_name=tiny:qwen2_5_vl", "lora_alpha=nan"], "lora_alpha=nan must be > 0"),  # (a NaN loss, later)
         (["model_name=tiny:qwen2_5_vl", "lora_alpha=-4"], "lora_alpha=-4.0 must be > 0"),
     ],
