@@ -76,7 +76,8 @@ def _coerce(key: str, raw: str, tp: Any) -> Any:
         raise
     except (ValueError, json.JSONDecodeError):
         name = getattr(base, "__name__", str(base))
-        raise ConfigError(f"{key}={raw!r} is not a valid {name}") from None
+        words = f" (true: {', '.join(TRUE_WORDS[1:])}; false: {', '.join(FALSE_WORDS[1:])})" if base is bool else ""
+        raise ConfigError(f"{key}={raw!r} is not a valid {name}{words}") from None
     return raw
 
 

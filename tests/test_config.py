@@ -44,6 +44,9 @@ def test_a_key_given_twice_with_two_values_is_refused():
 def test_bad_values_name_the_key():
     with pytest.raises(ConfigError, match=r"steps='three' is not a valid int"):
         parse_overrides(Demo, ["steps=three"])
+    with pytest.raises(ConfigError, match=r"^flag='y' is not a valid bool \(true: true, yes, on; false: false, no, "
+                                          r"off\)$"):
+        parse_overrides(Demo, ["flag=y"])
     with pytest.raises(ConfigError, match=r"mode='c' is not one of a, b"):
         parse_overrides(Demo, ["mode=c"])
     with pytest.raises(ConfigError, match=r"lr=-1.0 must be > 0"):

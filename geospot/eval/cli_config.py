@@ -54,6 +54,9 @@ class SamplingConfig(EnvOptions):
             raise ConfigError(f"samples={self.samples} must be >= 0 (0 = greedy)")
         if self.max_tokens < 1:
             raise ConfigError(f"max_tokens={self.max_tokens} must be >= 1")
+        if not self.samples and self.temperature != 1.0:  # (greedy asked with a temperature: it sampled nothing)
+            raise ConfigError(f"temperature={self.temperature} is read with samples=k > 0 only (greedy, the default, "
+                              "has none); add samples=, or drop temperature")
         if self.samples and not 0 < self.temperature < float("inf"):
             raise ConfigError(f"temperature={self.temperature} must be > 0 with samples={self.samples} (greedy is "
                               "samples=0)")

@@ -301,7 +301,7 @@ class RunResult:
 
     def done_line(self) -> str:
         """The last line a training command prints: what it did, where, and what it skipped."""
-        line = f"done: {self.steps} steps, run folder {self.log_dir}"
+        line = f"done: {self.steps} step{'s' * (self.steps != 1)}, run folder {self.log_dir}"
         if self.skipped:
             # (passes begun, read ahead by the shuffle buffer, outrun the ones consumed: no count is given)
             again = "; counted again on each pass over the data" if self.passes > 1 else ""

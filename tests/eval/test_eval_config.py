@@ -32,7 +32,8 @@ def test_predict_and_eval_share_their_common_keys():
                                        ("base_model=tiny:qwen3_vl", "read only with model=tinker://"),
                                        ("samples=2 temperature=-1", "temperature=-1.0 must be > 0 with samples=2"),
                                        ("samples=2 temperature=nan", "temperature=nan must be > 0"),
-                                       ("checkpoint=runs/x", "here it is model (model=runs/x)")])
+                                       ("checkpoint=runs/x", "here it is model (model=runs/x)"),
+                                       ("temperature=0.7", "temperature=0.7 is read with samples=k > 0 only")])
 def test_predict_bad_value_is_a_clean_error_like_eval(tmp_path, capsys, bad, word):
     engine = ScriptedEngine(lambda image, text, turn, j: "Latitude: 1\nLongitude: 2")
     assert cli.predict_main(["model=fake", str(_image(tmp_path)), *bad.split()], engine=engine) == 2
