@@ -56,7 +56,7 @@ class EngineConfig:
             problems = vllm_sampler_problems(self, cuda_available=_cuda_available(), vllm_installed=_vllm_installed())
             if problems:
                 raise ConfigError("sampler=vllm: " + "; ".join(problems))
-        if problem := device_problem(self.device):
+        if self.engine == "local" and (problem := device_problem(self.device)):  # (Tinker's GPUs are the service's)
             raise ConfigError(problem)
 
 

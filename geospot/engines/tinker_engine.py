@@ -88,9 +88,9 @@ CHECKPOINT_FILE = "tinker.json"
 
 
 def check_api_key(env: dict[str, str] | None = None, stored_key: Callable[[], str | None] | None = None,
-                  instead: str = "use engine=local") -> str:
+                  instead: str = "use engine=local", who: str = "engine=tinker") -> str:
     """Which credential will be used; raises with one sentence when there is none or it is malformed
-    (`instead`: the way round Tinker in the caller's words)."""
+    (`who` needs it and `instead` is the way round Tinker, in the caller's words)."""
     env = os.environ if env is None else env
     key = env.get("TINKER_API_KEY", "").strip()
     if not key:
@@ -99,7 +99,7 @@ def check_api_key(env: dict[str, str] | None = None, stored_key: Callable[[], st
         if (stored_key or _stored_key)():
             return "stored credentials"
         raise GeospotTinkerError(
-            "engine=tinker needs a Tinker API key: set TINKER_API_KEY=tml-... (create one in the Tinker "
+            f"{who} needs a Tinker API key: set TINKER_API_KEY=tml-... (create one in the Tinker "
             f"console) or run `tinker auth login`, or {instead}"
         )
     if not (key.startswith("tml-") or key.startswith("eyJ")):

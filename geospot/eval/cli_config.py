@@ -54,7 +54,7 @@ class SamplingConfig(EnvOptions):
             raise ConfigError(f"samples={self.samples} must be >= 0 (0 = greedy)")
         if self.max_tokens < 1:
             raise ConfigError(f"max_tokens={self.max_tokens} must be >= 1")
-        if not self.samples and self.temperature != 1.0:  # (greedy asked with a temperature: it sampled nothing)
+        if not self.samples and self.temperature not in (0.0, 1.0):  # greedy asked with a temperature: none is read
             raise ConfigError(f"temperature={self.temperature} is read with samples=k > 0 only (greedy, the default, "
                               "has none); add samples=, or drop temperature")
         if self.samples and not 0 < self.temperature < float("inf"):

@@ -120,7 +120,7 @@ def engine_config_for(model: str, base_model: str | None = None, **overrides: An
             raise ConfigError(f"model={model}: also pass base_model=<hub id> (the model this Tinker checkpoint was "
                               "trained from)")
         try:  # said here, before the eval starts (the engine would say it with engine=local, no key of eval's)
-            check_api_key(instead="give model= a local model, run folder or export")
+            check_api_key(instead="give model= a local model, run folder or export", who="model=tinker://…")
         except GeospotTinkerError as e:
             raise ConfigError(str(e)) from None
         overrides.pop("device", None), overrides.pop("dtype", None)

@@ -190,8 +190,9 @@ def load_checkpoint(
     return ckpt
 
 
-# what a file cut short or emptied raises as it is read (safetensors' own error is a plain Exception subclass)
-UNREADABLE = (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError)
+# what a file cut short or emptied raises as it is read (safetensors' own error is a plain Exception subclass);
+# not OSError: a file this user may not read, or a network disk's hiccup, is no damage to delete
+UNREADABLE = (ValueError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError)
 
 
 def damaged(checkpoint: Path, file: Path, error: BaseException) -> ConfigError:

@@ -21,6 +21,7 @@ import numpy as np
 
 from geospot import __version__
 from geospot.config import ConfigError
+from geospot.runs.store import STORE_FILE, RunReader
 
 LogDirBehavior = Literal["ask", "resume", "delete", "raise"]
 
@@ -49,8 +50,9 @@ def claim_run_folder(log_path: str | os.PathLike) -> Path:
         raise ConfigError(f"log_path={str(path)!r} cannot be made ({e.strerror or e}); pick a folder you can write "
                           "to") from None
     if not os.access(path, os.W_OK):  # said now, not when config.json is written after the model has loaded
-        raise ConfigError(f"log_path={str(path)!r} is read-only to you; make it writable, or start a new run from its "
-                          f"weights with load_checkpoint_path={str(path)!r} and another log_path")
+        way = (f"start a new run from its weights with load_checkpoint_path={str(path)!r} and another log_path"
+               if latest_checkpoint(path) else "pick another log_path")
+        raise ConfigError(f"log_path={str(path)!r} is read-only to you; make it writable, or {way}")
     key = str(path.resolve())
     if key in _CLAIMS:
         return path
@@ -100,8 +102,10 @@ def prepare_log_dir(
     key: str = "behavior_if_log_dir_exists",
     ask: Callable[[str], str] | None = None,
     isatty: Callable[[], bool] | None = None,
+    kind: str | None = None,
 ) -> tuple[Path, bool]:
-    """Create or reuse the run folder. Returns (path, resuming).
+    """Create or reuse the run folder. Returns (path, resuming). `kind` (sft / rl): the command's, whose own
+    start killed before its first checkpoint `resume` starts over.
 
     An existing non-empty folder is resumed, deleted or refused as `behavior` says.
     `ask` prompts only when stdin is a terminal: in a job script, a pipe or a test
@@ -119,7 +123,7 @@ def prepare_log_dir(
             behavior = {"r": "resume", "d": "delete"}.get(answer[:1], "raise")
         else:
             behavior = "raise"
-    if behavior == "resume" and latest_checkpoint(path) is None and _never_saved_run(path):
+    if behavior == "resume" and kind and latest_checkpoint(path) is None and _never_saved_run(path, kind):
         # a start stopped before its first save (killed, preempted): nothing to resume and nothing to lose, so a
         # scheduler's `resume` re-run starts it over (the command's keys are its config.json's: train/resume.py)
         print(f"note: log_path={str(path)!r} holds a start that stopped before its first checkpoint: starting it over",
@@ -143,17 +147,20 @@ def prepare_log_dir(
 
 
 RUN_FILES = {"config.json", "metrics.jsonl", "store.sqlite", "store.sqlite-shm", "store.sqlite-wal", "thumbs",
-             "checkpoints", "eval"}  # what a run writes into its folder before its first checkpoint
+             "checkpoints"}  # what a run writes into its folder before its first checkpoint (eval/ comes after one)
 
 
-def _never_saved_run(path: Path) -> bool:
-    """A geospot run's folder (its config.json names its kind) holding nothing but what a run writes
-    before its first checkpoint: emptying it loses nothing (a folder holding anything else is not touched)."""
+def _never_saved_run(path: Path, kind: str) -> bool:
+    """A `kind` run's folder (its config.json says so) holding nothing but what a run writes before its first
+    checkpoint, and not a finished run (its checkpoints deleted since): emptying it loses nothing. Anything
+    else -- other files, another kind of run -- is left for check_resume to refuse."""
     try:
-        kind = (read_config(path) or {}).get("kind")
+        saved = (read_config(path) or {}).get("kind")
     except ValueError:
         return False
-    return kind in ("sft", "rl") and {p.name for p in path.iterdir()} <= RUN_FILES
+    if saved != kind or not {p.name for p in path.iterdir()} <= RUN_FILES:
+        return False
+    return not (path / STORE_FILE).exists() or RunReader(path).status().get("stored") != "done"
 
 
 def _jsonable(x: Any) -> Any:

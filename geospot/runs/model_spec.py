@@ -24,7 +24,6 @@ from typing import Any
 
 from geospot import prompts as P
 from geospot.config import TRUE_WORDS
-from geospot.runs.checkpoint import UNREADABLE, damaged
 from geospot.runs.folder import latest_checkpoint
 
 SYNTHETIC_SIZE = 112  # geospot.data.synthetic's default image side
@@ -132,6 +131,8 @@ def engine_state_config(checkpoint: Path | None) -> dict:
     if not (engine_dir / "state.pt").exists():
         return {}
     import torch  # only here: a spec of a run without a local engine state needs no torch
+
+    from geospot.runs.checkpoint import UNREADABLE, damaged
 
     try:
         saved = torch.load(engine_dir / "state.pt", map_location="cpu", weights_only=False, mmap=True)

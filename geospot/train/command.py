@@ -65,7 +65,8 @@ def stop_signals(command: str) -> Callable[[], None]:
         except OSError:
             pass
 
-    old = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+    # (SIGHUP ignored already -- `nohup geospot …` -- stays ignored: that run is meant to outlive its terminal)
+    old = {s: signal.signal(s, stop) for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
 
     def restore() -> None:
         for s, handler in old.items():

@@ -460,7 +460,7 @@ def _prepare_folder(d: Dist, log_path: str, kind: str, cfg: Any) -> tuple[Path, 
             claim_run_folder(log_path)  # held until the run ends (finishing), so a second process is refused now
             try:
                 refuse_a_live_run(log_path)  # (a writer on another host: its heartbeat)
-                log_dir, resuming = prepare_log_dir(log_path, cfg.behavior_if_log_dir_exists)
+                log_dir, resuming = prepare_log_dir(log_path, cfg.behavior_if_log_dir_exists, kind=kind)
                 found = (str(log_dir), resuming, check_resume(log_dir, kind, cfg, d.world) if resuming else {})
             except BaseException:  # refused, or anything else (a Ctrl-C at the prompt): the folder is free again
                 release_run_folder(log_path)

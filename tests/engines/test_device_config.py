@@ -38,6 +38,10 @@ def test_mps_and_words_that_are_no_device():
     assert device_problem("cpu:1", _machine(0)) == "device=cpu:1: there is one CPU device; use device=cpu"
 
 
+def test_tinker_reads_no_device():
+    EngineConfig(engine="tinker", device="cuda:99").validate()  # its GPUs are the service's (a laptop resumes it)
+
+
 def test_each_command_refuses_it_at_parse_time():
     # this machine's own probe: a CUDA index no machine has
     with pytest.raises(ConfigError, match=r"device=cuda:99: this machine has"):

@@ -372,7 +372,8 @@ def test_no_key_for_a_tinker_path_in_eval_names_evals_way_round(monkeypatch):
     monkeypatch.setattr(te, "_stored_key", lambda: None)
     monkeypatch.delenv("TINKER_API_KEY", raising=False)
     monkeypatch.delenv("TINKER_CREDENTIAL_CMD", raising=False)
-    with pytest.raises(ConfigError, match=r"or give model= a local model, run folder or export$") as e:
+    with pytest.raises(ConfigError, match=r"^model=tinker://… needs a Tinker API key: .*or give model= a local model, "
+                                          r"run folder or export$") as e:
         engine_config_for("tinker://abc/weights/step-001000", base_model="Qwen/Qwen2.5-VL-3B-Instruct")
     assert "engine=local" not in str(e.value)
     monkeypatch.setenv("TINKER_API_KEY", "tml-abc")

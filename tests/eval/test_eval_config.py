@@ -208,3 +208,9 @@ def test_progress_off_a_terminal_is_plain_lines_not_carriage_return_frames(monke
     done_before.show()
     done_before.close()
     assert err.getvalue() == "eval: 4/4 images\n"
+
+
+def test_greedy_may_say_temperature_zero(tmp_path):
+    # the help calls greedy "temperature 0": typing it is no contradiction
+    engine = ScriptedEngine(lambda image, text, turn, j: "Latitude: 1\nLongitude: 2")
+    assert cli.predict_main(["model=fake", str(_image(tmp_path)), "temperature=0"], engine=engine) == 0

@@ -121,6 +121,14 @@ def test_a_damaged_checkpoint_is_one_sentence_naming_the_file_and_the_step_befor
     (tmp_path / "checkpoints" / "1" / "state.json").write_text("{")
     with pytest.raises(ConfigError, match=r"1/state.json is damaged \(JSONDecodeError"):
         read_checkpoint(tmp_path / "checkpoints" / "1")
+    from geospot.engines import local_state
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(local_state, "load_file", denied)  # not readable by this user: no damage to delete
+    with pytest.raises(PermissionError):
+        engine.load_state(str(tmp_path / "checkpoints" / "2" / "engine"))
 
 
 def test_a_checkpoint_the_disk_has_no_room_for_is_one_sentence_and_leaves_no_torn_folder(tmp_path, monkeypatch):

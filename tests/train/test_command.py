@@ -94,3 +94,24 @@ def test_resuming_a_folder_that_holds_no_run_says_so(tmp_path):
     # the keys of a new run typed too: resume-or-start, a new run here
     typed = replace(gone, model_name="tiny:qwen2_5_vl")
     assert resume_config(typed, only_folder | {"model_name"}, "sft") == (typed, set())
+
+
+def test_a_run_started_under_nohup_keeps_ignoring_the_hangup():
+    """`nohup geospot rl …`: SIGHUP is ignored so the run outlives its terminal; the handler that saves and
+    stops on a closed terminal is for runs that did not ask that."""
+    import signal
+
+    from geospot.train.command import stop_signals
+
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        restore = stop_signals("toy")
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN and callable(signal.getsignal(signal.SIGTERM))
+        restore()
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        restore = stop_signals("toy")
+        assert callable(signal.getsignal(signal.SIGHUP))  # a terminal's run: saved and stopped as on SIGTERM
+        restore()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, before)

@@ -2,6 +2,7 @@
 runs/folder.py): nothing there to resume or lose."""
 
 import io
+import shutil
 
 import pytest
 
@@ -22,6 +23,23 @@ def test_resume_of_a_start_that_never_saved_starts_it_over(tmp_path, capsys):
     train(sft_cfg(log), stderr=io.StringIO())
     assert "holds a start that stopped before its first checkpoint: starting it over" in capsys.readouterr().err
     assert latest_checkpoint(log).name == "2" and read_config(log)["config"]["model_name"] == MODEL["model_name"]
+    # never wiped: another kind's start, a finished run whose checkpoints were deleted, a run evaluated since
+    from geospot.runs.folder import prepare_log_dir
+    from geospot.runs.store import RunStore
+
+    write_config(other, "rl", sft_cfg(other))
+    assert prepare_log_dir(other, "resume", kind="sft") == (other, True)  # (check_resume: "is an RL run")
+    write_config(other, "sft", sft_cfg(other))
+    writer = RunStore(other)
+    writer.set_status("done")
+    writer.close()
+    assert prepare_log_dir(other, "resume", kind="sft") == (other, True)
+    for f in other.iterdir():  # the store gone again: an eval folder alone says the run saved once
+        if f.name != "config.json":
+            shutil.rmtree(f) if f.is_dir() else f.unlink()
+    (other / "eval").mkdir()
+    assert prepare_log_dir(other, "resume", kind="sft") == (other, True) and (other / "eval").is_dir()
+    (other / "eval").rmdir()
     (other / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match=r"holds no checkpoint .* nothing to resume; pass "
                                           r"behavior_if_log_dir_exists=delete"):
