@@ -145,7 +145,7 @@ def test_run_list_and_compare(tmp_path, browser):
         page.wait_for_selector("section.run[data-run='b'] circle.guess")
         assert page.locator("section.run").count() == 2
         assert page.locator("#compare-charts .chart").count() >= 4
-        assert page.locator("circle.guess").count() == 2 * 2 * 8
+        expect(page.locator("circle.guess")).to_have_count(2 * 2 * 8)  # (waits: both runs' maps fill in turn)
         page.close()
 
 
