@@ -7,9 +7,12 @@ key and the fix."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import json
+import os
+import sys
 import types
 import typing
 from collections.abc import Sequence
@@ -179,3 +182,23 @@ def require(cfg: Any, ok: bool, key: str, message: str) -> None:
         if hasattr(cfg, key):
             raise ConfigError(f"{key}={getattr(cfg, key)!r} {message}")
         raise ConfigError(f"{key}: {message}")
+
+
+class FlagParser(argparse.ArgumentParser):
+    """argparse for the commands that take --flags (score, data, dashboard, demo, model): a `key=value`
+    typed as the training commands take them is said as the flag to type, not as argparse's "unrecognized
+    arguments" or a required flag missing. `key_values`: keys a command reads itself (data pack's out=)."""
+
+    def __init__(self, *args: Any, key_values: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.key_values = set(key_values)
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        flags = {a.dest: s for a in self._actions for s in a.option_strings if s.startswith("--")
+                 and a.dest not in self.key_values}
+        for arg in args:
+            key, eq, value = arg.partition("=")
+            if eq and not arg.startswith("-") and key.replace("-", "_") in flags and not os.path.exists(arg):
+                self.error(f"{arg}: this command takes {flags[key.replace('-', '_')]} {value or '<value>'}")
+        return super().parse_known_args(args, namespace)

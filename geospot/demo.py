@@ -23,7 +23,6 @@ busy machine is told apart from a slow demo. The recipe's measurements: docs/rl_
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from geospot import demo_report as R
+from geospot.config import FlagParser
 from geospot.demo_recipe import DEMO_DATA, PRESETS, DemoConfig, stage_configs, tau_configs
 from geospot.prompts import TELESCOPING_PROMPTS
 
@@ -267,7 +267,7 @@ def resolve_out(out: str, explicit: bool, fresh: bool) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="geospot demo", description=__doc__.split("\n\n")[0])
+    ap = FlagParser(prog="geospot demo", description=__doc__.split("\n\n")[0])
     ap.add_argument(
         "--preset",
         choices=sorted(PRESETS),

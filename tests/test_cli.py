@@ -49,3 +49,18 @@ def test_every_option_of_the_argparse_commands_says_what_it_does(monkeypatch):
         with pytest.raises(SystemExit):
             main([*argv, "--help"])
     assert bare == []
+
+
+def test_the_flag_commands_answer_a_key_value_with_the_flag_to_type(capsys):
+    """score / dashboard / demo / data / model take --flags; `pred=x.csv`, as the training commands are
+    typed, said argparse's 'required: --pred' or 'unrecognized arguments'."""
+    import pytest
+
+    for argv, said in ((["score", "pred=a.csv", "truth=b.csv"], "pred=a.csv: this command takes --pred a.csv"),
+                       (["dashboard", "runs=DIR"], "runs=DIR: this command takes --runs DIR"),
+                       (["demo", "preset=quick"], "preset=quick: this command takes --preset quick"),
+                       (["data", "inspect", "synthetic:n=3", "split=val"], "split=val: this command takes --split val"),
+                       (["model", "tiny", "family=qwen3_vl"], "family=qwen3_vl: this command takes --family")):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2 and said in capsys.readouterr().err

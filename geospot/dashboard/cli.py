@@ -5,13 +5,14 @@ that carries it, as Jupyter does."""
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import os
 import secrets
 import socket
 import sys
 from pathlib import Path
+
+from geospot.config import FlagParser
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 TOKEN_ENV = "GEOSPOT_DASHBOARD_TOKEN"
@@ -46,7 +47,7 @@ def listen_port(host: str, port: int) -> int:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="geospot dashboard", description=__doc__)
+    p = FlagParser(prog="geospot dashboard", description=__doc__)
     p.add_argument("folder", nargs="?", default=None, help="the runs folder, as --runs says (`geospot dashboard runs`)")
     p.add_argument("--runs", default=None, help="folder holding run folders (each with store.sqlite); default runs")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback only)")

@@ -15,19 +15,19 @@ import os
 import sys
 from itertools import islice
 
-from geospot.config import ConfigError
+from geospot.config import ConfigError, FlagParser
 from geospot.data.spec import SpecError
 from geospot.data.spec_paths import PACK_RECORD, rebase_spec
 from geospot.data.stream import SPLITS, open_stream
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="geospot data", description="Inspect or pack a data spec "
+    p = FlagParser(prog="geospot data", description="Inspect or pack a data spec "
                                 "(grammar: geospot/data/spec.py, e.g. synthetic:n=2000 or a folder).")
     sub = p.add_subparsers(dest="cmd", required=True)
     for name, helptext in (("inspect", "count samples, skips by reason, sources, coordinate bounds"),
                            ("pack", "write the samples as geospot-unified WebDataset shards")):
-        q = sub.add_parser(name, help=helptext)
+        q = sub.add_parser(name, help=helptext, key_values=("out",) if name == "pack" else ())
         q.add_argument("spec", help="a data spec: a folder, a file, hf:<owner/name>, synthetic:n=…; parts joined by ;")
         q.add_argument("--split", default="all", choices=SPLITS, help="split by id hash (default: all)")
         q.add_argument("--limit", type=int, default=None, help="stop after N samples")

@@ -10,7 +10,6 @@ and column, exit code 2."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geospot.config import FlagParser
 from geospot.geo.columns import ID_KEYS, LAT_KEYS, LON_KEYS, find_column
 from geospot.geo.geocode import reverse_geocode
 from geospot.geo.metrics import METRIC_KEYS, compute_metrics, format_metrics_table
@@ -172,7 +172,7 @@ def score_files(pred_path: Path, truth_path: Path, *, geocoder=reverse_geocode) 
 
 
 def score_main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="geospot score", description=__doc__.split("\n\n")[0])
+    ap = FlagParser(prog="geospot score", description=__doc__.split("\n\n")[0])
     ap.add_argument(
         "--pred", required=True, type=Path,
         help="predictions CSV: id,latitude,longitude (a blank or N/A latitude = unparsed)"

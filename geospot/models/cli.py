@@ -6,12 +6,12 @@ import argparse
 import json
 import sys
 
-from geospot.config import ConfigError
+from geospot.config import ConfigError, FlagParser
 from geospot.models.tiny import FAMILIES, SIZES, build_tiny_model
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="geospot model", description="model utilities")
+    parser = FlagParser(prog="geospot model", description="model utilities")
     sub = parser.add_subparsers(dest="cmd", required=True)
     tiny = sub.add_parser("tiny", help="build a random-initialised tiny Qwen-VL model with an offline tokenizer")
     tiny.add_argument("--family", choices=FAMILIES, default="qwen2_5_vl",
