@@ -236,7 +236,7 @@ _LOOPS = {
 }
 
 
-def usage_code(kind: str, folder: str, base_ref: str, spec, photo: str) -> list[str]:
+def usage_code(kind: str, folder: str, base_ref: str, spec, photo: str, budget: int) -> list[str]:
     """The card's code block: load the export with plain transformers (+ PEFT for an adapter)
     and ask it the way it was trained (its env's prompts and turns, its token budget, its image
     budget, which the folder's preprocessor_config.json carries, and its image shape). No
@@ -267,7 +267,7 @@ def usage_code(kind: str, folder: str, base_ref: str, spec, photo: str) -> list[
         *(["(w, h), s = image.size, min(image.size)  # trained on square images: ask with the centre square",
            "image = image.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))"]
           if spec.square else []),
-        *_views(how.zoom, image_budget(spec)),
+        *_views(how.zoom, budget),
         "pixels = [images(images=[v], return_tensors='pt') for v in views]",
         "n_image_tokens = [int(p['image_grid_thw'].prod()) // images.merge_size ** 2 for p in pixels]",
         "# an answer is text: never the image or video placeholder (geospot's sampler bans them too)",
@@ -332,6 +332,7 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
     side = f", training images {spec.image_side} px on the long side" if spec.image_side else ""
     folder = str(Path(folder).resolve())
     how = card_turns(spec)
+    budget = image_budget(spec)  # (reads the model's processor: once)
     reasoning = ", reasoning first (<think>)" if how.reasoning else ""
     zoom = how.zoom
     lines = [
@@ -357,7 +358,7 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
         f"| weights | {_WEIGHTS[kind].format(rank=rank)} |",
         f"| prompt style | {spec.env_type}{reasoning} ({len(how.prompts)} turn{'s' if len(how.prompts) > 1 else ''}) |",
         f"| answer decimals | {spec.answer_decimals} |",
-        f"| image budget | max_pixels={image_budget(spec)}{side} |",
+        f"| image budget | max_pixels={budget}{side} |",
         *(["| image shape | square (photos are asked as their centre square) |"] if spec.square else []),
         f"| max tokens per answer | {how.max_tokens} |",
         f"| checkpoint | `{loaded.checkpoint}` |",
@@ -373,7 +374,7 @@ def model_card(loaded, *, spec, kind: str, eval_dir: str | None = None, folder: 
         "## Use",
         "",
         "```python",
-        *usage_code(kind, folder, base_ref or spec.base_model, spec, photo or "photo.jpg"),
+        *usage_code(kind, folder, base_ref or spec.base_model, spec, photo or "photo.jpg", budget),
         "```",
         "",
         ("The image processor above is transformers' PIL one, so no torchvision is needed. With torchvision "

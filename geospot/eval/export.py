@@ -181,7 +181,8 @@ def export_run(cfg: ExportConfig) -> tuple[Path, str, Path]:
             raise ConfigError("engine=tinker runs export the LoRA adapter only; drop merged=true")
         try:  # the engine's image processor is saved with the budget the model was trained with
             # the checkpoint the spec read, not the run's newest again (it may have saved one since)
-            loaded = load_model(str(spec.checkpoint or cfg.checkpoint), device="cpu", max_pixels=image_budget(spec))
+            budget = image_budget(spec)  # (reads the model's processor: once)
+            loaded = load_model(str(spec.checkpoint or cfg.checkpoint), device="cpu", max_pixels=budget)
             break
         except (ConfigError, FileNotFoundError):
             if attempt == 2 or spec.checkpoint is None or Path(spec.checkpoint).exists():
@@ -191,7 +192,7 @@ def export_run(cfg: ExportConfig) -> tuple[Path, str, Path]:
 
     with no_progress_bars(quiet=spec.base_model.startswith("tiny:")):  # a tiny model writes in ms: no bar
         path = Path(loaded.engine.export(out, merged=cfg.merged))
-    complete_folder(path, spec.base_model, kind, image_budget(spec))
+    complete_folder(path, spec.base_model, kind, budget)
     # what predict / eval read to ask the export as its run was trained (and to rebuild an adapter)
     record = export_record(spec, kind, base_reference(spec.base_model), engine_state_config(spec.checkpoint))
     (path / EXPORT_RECORD).write_text(json.dumps(record, indent=1) + "\n")

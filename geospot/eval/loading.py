@@ -17,16 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from geospot.config import ConfigError
 from geospot.engines import make_engine
 from geospot.engines.config import EngineConfig
 from geospot.engines.start_checks import model_problem
 from geospot.engines.tinker_engine import GeospotTinkerError, check_api_key
-from geospot.runs.checkpoint import UNREADABLE, damaged, read_checkpoint, resolve_checkpoint
+from geospot.runs.checkpoint import read_checkpoint, resolve_checkpoint
 from geospot.runs.folder import read_config
-from geospot.runs.model_spec import export_spec, is_export_path
+from geospot.runs.model_spec import export_spec, is_export_path, saved_engine_config
 
 
 @dataclass(frozen=True)
@@ -63,17 +61,9 @@ def _find_engine_fields(cfg: Any) -> dict:
 
 
 def engine_state_fields(engine_path: str) -> dict:
-    state = Path(engine_path) / "state.pt"
-    if "://" in engine_path or not state.exists():
+    if "://" in engine_path:
         return {}
-    # state.pt also holds the optimizer's moments (twice the trainable weights). torch.save
-    # writes a zip archive, so mmap=True maps the tensors' storage lazily instead of reading
-    # it: only the small engine_config dict is materialised.
-    try:
-        saved = torch.load(state, map_location="cpu", weights_only=False, mmap=True).get("engine_config") or {}
-    except UNREADABLE as e:  # (mmap's own error would blame the file's format)
-        raise damaged(state.parent.parent, state, e) from None
-    return {k: v for k, v in saved.items() if k in _ENGINE_KEYS}
+    return {k: v for k, v in saved_engine_config(Path(engine_path)).items() if k in _ENGINE_KEYS}
 
 
 def _tinker_state_config(folder: Path) -> dict:

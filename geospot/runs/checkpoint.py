@@ -104,8 +104,7 @@ def save_checkpoint(
     except (OSError, RuntimeError, SafetensorError) as e:  # torch says a full disk as "unexpected pos", safetensors
         shutil.rmtree(tmp, ignore_errors=True)  # as its own error ("os error 28"): no errno on either
         free = shutil.disk_usage(root).free
-        n = getattr(e, "errno", None) if getattr(e, "errno", None) in NO_ROOM else next(
-            (k for k in NO_ROOM if f"os error {k})" in str(e)), None)
+        n = next((k for k in NO_ROOM if getattr(e, "errno", None) == k or f"os error {k})" in str(e)), None)
         if n is None and free >= 2**26:
             raise
         last = latest_checkpoint(root.parent)

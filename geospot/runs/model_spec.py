@@ -128,16 +128,24 @@ def engine_state_config(checkpoint: Path | None) -> dict:
     record = _read_json(engine_dir / "tinker.json") or _read_json(checkpoint / "engine" / "tinker.json")
     if record.get("base_model"):
         return {"engine": "tinker", "model_name": record["base_model"], "lora_rank": int(record.get("lora_rank") or 0)}
-    if not (engine_dir / "state.pt").exists():
+    return saved_engine_config(engine_dir)
+
+
+def saved_engine_config(engine_dir: Path) -> dict:
+    """The engine config a local engine state (engine_dir/state.pt) recorded; {} without one. state.pt also
+    holds the optimizer's moments (twice the trainable weights): torch.save writes a zip archive, so
+    mmap=True maps the tensors lazily and only the small engine_config dict is read."""
+    state = engine_dir / "state.pt"
+    if not state.exists():
         return {}
     import torch  # only here: a spec of a run without a local engine state needs no torch
 
     from geospot.runs.checkpoint import UNREADABLE, damaged
 
     try:
-        saved = torch.load(engine_dir / "state.pt", map_location="cpu", weights_only=False, mmap=True)
+        saved = torch.load(state, map_location="cpu", weights_only=False, mmap=True)
     except UNREADABLE as e:  # (mmap's own error would blame the file's format)
-        raise damaged(checkpoint, engine_dir / "state.pt", e) from None
+        raise damaged(engine_dir.parent, state, e) from None
     return dict(saved.get("engine_config") or {})
 
 
