@@ -236,7 +236,7 @@ def test_a_rank_that_dies_ends_the_job_with_one_sentence(tmp_path, killed):
     assert last >= 2
     said = [line for line in out.splitlines() if line.startswith("geospot: ")]
     assert said == [f"geospot: rank {killed} died, so the job stopped; the last checkpoint is step {last} in {log}; "
-                    f"resume with: torchrun --nproc_per_node=2 -m geospot.sft {' '.join(args)} "
+                    f"resume with: torchrun --standalone --nproc_per_node=2 -m geospot.sft {' '.join(args)} "
                     "behavior_if_log_dir_exists=resume"], out[-3000:]
     assert "Connection closed" not in out and "gloo" not in out.lower(), out[-3000:]
 
@@ -255,7 +255,7 @@ def test_an_interrupted_job_is_not_reported_as_a_dead_rank(tmp_path, sig, first)
     out = proc.communicate(timeout=120)[0]
     said = [line for line in out.splitlines() if line.startswith("geospot: ")]
     assert len(said) == 1 and said[0].startswith(first), out[-3000:]
-    assert "resume with: torchrun --nproc_per_node=2" in said[0]
+    assert "resume with: torchrun --standalone --nproc_per_node=2" in said[0]
     # every rank finished the step it was training and saved it, as one process does (it stopped at once,
     # and the steps since the last save_every checkpoint were lost)
     trained = max(r["step"] for r in read_jsonl(log / "metrics.jsonl") if "loss" in r)
@@ -273,7 +273,7 @@ def test_resume_command_names_the_launch_and_the_keys():
                    f"'log_path={os.getcwd()}/runs/a b' behavior_if_log_dir_exists=resume")  # the folder absolute
     # a job given no log_path named its own folder: the command names it
     cmd = resume_command(["sft", "max_steps=9"], "geospot", {"WORLD_SIZE": "2"}, "runs/sft-tiny-20261207-101010")
-    assert cmd == ("torchrun --nproc_per_node=2 -m geospot sft max_steps=9 "
+    assert cmd == ("torchrun --standalone --nproc_per_node=2 -m geospot sft max_steps=9 "
                    f"log_path={os.getcwd()}/runs/sft-tiny-20261207-101010 behavior_if_log_dir_exists=resume")
 
 
