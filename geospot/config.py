@@ -84,6 +84,49 @@ def _coerce(key: str, raw: str, tp: Any) -> Any:
     return raw
 
 
+def _fits(value: Any, tp: Any) -> bool:
+    """Whether `value` is of the field type `tp` (int, float, bool, str, Literal, tuple[...], X | None)."""
+    base, optional = _base_type(tp)
+    if value is None:
+        return optional
+    origin = typing.get_origin(base)
+    if origin is typing.Literal:
+        return value in typing.get_args(base)
+    if origin is tuple:
+        (elt,) = [a for a in typing.get_args(base) if a is not Ellipsis][:1] or [Any]
+        return isinstance(value, tuple) and (elt is Any or all(_fits(v, elt) for v in value))
+    if base is bool:
+        return isinstance(value, bool)
+    if base is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if base is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return not isinstance(base, type) or isinstance(value, base)  # (a union of several types: not checked)
+
+
+def check_types(cfg: Any) -> None:
+    """A config built in Python (no command line coerced its values) whose field holds a value of another
+    type or outside its Literal choices: one sentence naming the key, before anything runs."""
+    for key, tp in field_types(type(cfg)).items():
+        value = getattr(cfg, key)
+        if _fits(value, tp):
+            continue
+        base, _ = _base_type(tp)
+        origin = typing.get_origin(base)
+        if origin is typing.Literal:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(map(str, typing.get_args(base)))}")
+        if origin is tuple and isinstance(value, tuple):
+            elt = typing.get_args(base)[0]
+            bad = next(v for v in value if not _fits(v, elt))
+            raise ConfigError(f"{key}={value!r} holds {bad!r}, {_a(type(bad).__name__)}, not {_a(elt.__name__)}")
+        name = "tuple" if origin is tuple else getattr(base, "__name__", str(base))
+        raise ConfigError(f"{key}={value!r} is {_a(type(value).__name__)}, not {_a(name)}")
+
+
+def _a(name: str) -> str:
+    return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
+
+
 def field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}

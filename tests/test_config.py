@@ -146,3 +146,30 @@ def test_another_commands_name_for_a_key_is_pointed_at_this_ones():
             parse_overrides(cls, ["prompt_style=single"])
     with pytest.raises(ConfigError, match=r"here it is prompt_style \(prompt_style=telescoping\)$"):
         parse_overrides(SFTConfig, ["env_type=telescoping"])
+
+
+def test_a_config_built_in_python_is_checked_against_its_field_types():
+    """No command line coerced its values: a string for a number, a list for a tuple, a word
+    outside a Literal's choices each get one sentence (it was a TypeError deep in the run, or a
+    KeyError after the run folder was made)."""
+    from geospot.config import check_types
+
+    @dataclass(frozen=True)
+    class Cfg:
+        n: int = 1
+        x: float = 0.5
+        on: bool = False
+        kind: Literal["a", "b"] = "a"
+        parts: tuple[str, ...] = ("p",)
+        limit: int | None = None
+
+    check_types(Cfg(n=2, x=3, on=True, kind="b", parts=(), limit=None))  # an int is a float too
+    for kwargs, said in [({"n": "4"}, "n='4' is a str, not an int"), ({"n": 4.0}, "n=4.0 is a float, not an int"),
+                         ({"n": True}, "n=True is a bool, not an int"),
+                         ({"x": "1e-3"}, "x='1e-3' is a str, not a float"),
+                         ({"on": 1}, "on=1 is an int, not a bool"), ({"kind": "c"}, "kind='c' is not one of a, b"),
+                         ({"parts": ["p"]}, r"parts=\['p'\] is a list, not a tuple"),
+                         ({"parts": ("p", 2)}, r"parts=\('p', 2\) holds 2, an int, not a str"),
+                         ({"limit": "none"}, "limit='none' is a str, not an int")]:
+        with pytest.raises(ConfigError, match=said):
+            check_types(Cfg(**kwargs))

@@ -18,7 +18,7 @@ RANK = {
     "eval": 7,
     "train": 8, "dashboard": 8, "demo_report": 8,
     "demo_recipe": 9,
-    "docs": 10, "demo": 10, "cli": 10,
+    "docs": 10, "demo": 10, "cli": 10, "api": 10,
     "sft": 11, "train_rl": 11,  # the seed's entry points, through cli's dispatcher
     "__main__": 11,
 }

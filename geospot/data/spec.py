@@ -225,7 +225,11 @@ def _find(chars: Chars, sep: str) -> int:
 def parse_spec(spec: str, infer: bool = True) -> list[SpecPart]:
     """The spec's parts; infer=False leaves a local part's kind "" when the spec does not name it
     (what the path holds is not read: the path may not exist here)."""
-    if not isinstance(spec, str) or not spec.strip():
+    if not isinstance(spec, str):  # a DataFrame or a list of samples from Python: a spec names where data is
+        raise SpecError(f"data is a spec string (a folder, a file, 'synthetic:n=2000', hf:...), not a "
+                        f"{type(spec).__name__}; write a table to parquet with image (bytes or path), latitude and "
+                        "longitude columns and give its path")
+    if not spec.strip():
         raise SpecError("empty data spec; try 'synthetic:n=2000' or a folder path")
     parts = []
     for raw in _split_top(_scan(spec), ";"):

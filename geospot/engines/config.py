@@ -8,7 +8,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from geospot.config import ConfigError, option
+from geospot.config import ConfigError, check_types, option
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class EngineConfig:
                                                       "KV cache); the trainer needs the rest")
 
     def validate(self) -> None:
+        check_types(self)
         if self.lora_rank < 0:
             raise ConfigError(f"lora_rank={self.lora_rank} must be >= 0 (0 = full fine-tuning)")
         if self.lora_rank > 0 and not 0 < self.lora_alpha < float("inf"):

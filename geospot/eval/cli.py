@@ -40,7 +40,8 @@ from geospot.eval.cli_config import (
 )
 from geospot.eval.compare import default_name, distinct_data, extra_lines
 from geospot.eval.geocoding import geocoder_for
-from geospot.eval.predict_cli import _predict_line, answered_labels, predict_main
+from geospot.eval.predict_cli import _predict_line, predict_main
+from geospot.eval.predictor import answered_labels
 from geospot.eval.run_defaults import describe_defaults, env_resume_keys, given_keys, with_run_defaults
 from geospot.eval.runner import metrics_for, predict
 from geospot.jsonutil import finite_json

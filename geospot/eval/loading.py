@@ -22,9 +22,10 @@ from geospot.engines import make_engine
 from geospot.engines.config import EngineConfig
 from geospot.engines.start_checks import model_problem
 from geospot.engines.tinker_engine import GeospotTinkerError, check_api_key
+from geospot.models.load import image_budget
 from geospot.runs.checkpoint import read_checkpoint, resolve_checkpoint
 from geospot.runs.folder import read_config
-from geospot.runs.model_spec import export_spec, is_export_path, saved_engine_config
+from geospot.runs.model_spec import export_spec, is_export_path, model_spec, saved_engine_config
 
 
 @dataclass(frozen=True)
@@ -177,11 +178,15 @@ def check_model(model: str, base_model: str | None = None, **overrides: Any) -> 
 
 
 def load_model(model: str, base_model: str | None = None, **overrides: Any) -> LoadedModel:
-    """Build the engine for `model` (see the module docstring)."""
+    """Build the engine for `model` (see the module docstring). A run or an export of one is loaded at
+    the image budget it trained at (unless `max_pixels` is given); the prompts and image shape it was
+    trained with are the asker's: eval/predictor.py's Predictor asks a model as `geospot predict` does."""
     if not model:
         raise ConfigError("model= is required: a hub id, a local folder, `tiny:qwen2_5_vl:small`, a run or "
                           "checkpoint folder, or tinker://...")
     cfg, meta = engine_config_for(model, base_model, **overrides)
+    if overrides.get("max_pixels") is None and ("run_dir" in meta or is_export_path(model)):
+        cfg = dataclasses.replace(cfg, max_pixels=image_budget(model_spec(model)))
     engine = make_engine(cfg)
     for attempt in range(3):  # a run still training prunes old checkpoints (keep_checkpoints): then its newest
         try:

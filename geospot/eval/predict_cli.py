@@ -13,12 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from geospot.config import ConfigError, help_text, parse_overrides
-from geospot.data.exif import gps_of
 from geospot.data.sources import IMAGE_EXTS as DATA_IMAGE_EXTS
 from geospot.envs.kinds import env_kind
-from geospot.eval.cli_config import PredictConfig, engine_overrides, sampling_for, split_args
+from geospot.eval.cli_config import PredictConfig, split_args
+from geospot.eval.predictor import Predictor, prepared_samples
 from geospot.eval.run_defaults import describe_defaults, given_keys, with_run_defaults
-from geospot.eval.runner import predict
 from geospot.jsonutil import finite_json
 
 IMAGE_EXTS = {f".{e}" for e in DATA_IMAGE_EXTS}  # the suffixes the data sources read as images
@@ -128,29 +127,10 @@ def labelled_folders(args: Sequence[str]) -> list[tuple[str, str]]:
     return found
 
 
-def load_images(paths: Sequence[Path], square: bool = False):
-    """Samples with unknown truth (NaN), prepared as the data stream prepares training images
-    (upright by EXIF, RGB; centre-cropped to a square when `square`), at full size (the engine's
-    renderer fits them to its pixel budget); unreadable files are skipped and reported."""
-    from geospot.data.prep import BadSample, PrepConfig, prepare_image
-    from geospot.data.types import Sample
-
-    prep = PrepConfig(max_side=0, square=square)
-    samples, skipped = [], []
-    for p in paths:
-        try:
-            img = prepare_image(p.read_bytes(), prep)
-        except (BadSample, OSError) as e:
-            skipped.append((str(p), str(e) if isinstance(e, BadSample) else type(e).__name__))
-            continue
-        samples.append(Sample(id=str(p), image=img, lat=math.nan, lon=math.nan, source="predict"))
-    return samples, skipped
-
-
 def probe_images(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
     """The paths whose header reads as an image (PIL reads the header only: ~0.1 ms a file), and
     the others as (path, why) -- so a folder of non-images is refused before the model loads.
-    A file whose header reads but whose body does not is skipped later, by load_images."""
+    A file whose header reads but whose body does not is skipped later, by prepared_samples."""
     from PIL import Image, UnidentifiedImageError
 
     from geospot.data.prep import register_image_formats
@@ -165,35 +145,12 @@ def probe_images(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[str, str
             with Image.open(p) as im:
                 im.size  # noqa: B018  (the header is parsed here)
         except Image.DecompressionBombError:
-            pass  # a header that reads: load_images applies the data stream's pixel limit and says why
+            pass  # a header that reads: prepared_samples applies the data stream's pixel limit and says why
         except (UnidentifiedImageError, OSError, ValueError) as e:
             skipped.append((str(p), "not an image" if isinstance(e, UnidentifiedImageError) else type(e).__name__))
             continue
         readable.append(p)
     return readable, skipped
-
-
-# A guess farther than this from every GeoNames place (> 1000 inhabitants) is in open sea, ice
-# or wilderness: the nearest place is then named as such, with its distance, not as the answer's
-# place (on inhabited land the nearest such place is rarely more than a few tens of km away).
-PLACE_WITHIN_KM = 100.0
-
-
-def _shown(label: str) -> str:
-    """A GeoNames label as a reader wants it: the empty parts the exact-match labels keep left out
-    ("Georgetown, , Ascension, SH" -> "Georgetown, Ascension, SH")."""
-    return ", ".join(x for x in label.split(", ") if x)
-
-
-def _place(label, km: float = 0.0) -> str:
-    """The place, most specific first: the city label already holds its admin areas and country,
-    e.g. "Steinshamn, Sandoy, More og Romsdal, NO"."""
-    if label is None:
-        return ""
-    name = _shown(label.city or label.region or label.country)
-    if km > PLACE_WITHIN_KM:
-        return f"no place within {PLACE_WITHIN_KM:.0f} km (nearest: {name}; {km:,.0f} km away)"
-    return name
 
 
 def predict_main(argv: list[str], engine=None) -> int:
@@ -228,36 +185,27 @@ def predict_main(argv: list[str], engine=None) -> int:
             print(f"skipped image: {p} ({why})", file=sys.stderr)
         if not paths:
             raise ConfigError("none of the images could be read")
-        if engine is None:
-            from geospot.eval.loading import check_model, load_model
-
-            check_model(cfg.model, **engine_overrides(cfg))  # a tiny typo, a hub id offline: one sentence
-            engine = load_model(cfg.model, **engine_overrides(cfg)).engine
+        predictor = Predictor.from_config(cfg, run_defaults, engine)
     except (ConfigError, FileNotFoundError) as e:
         print(f"geospot predict: {e}", file=sys.stderr)
         return 2
-    budget = cfg.turn_max_tokens(cfg.max_tokens)  # reasoning=true: reasoning_max_tokens
     # A batch of photos at a time, each batch's lines printed as it is answered: a folder of
     # thousands of full-size photos never sits in memory at once, and the user sees answers
     # from the first batch on.
     rows = []
     table = _CsvRows(values.get("--csv"))
     table.skipped(skipped)
-    turns = tuple(run_defaults["turn_prompts"]) if run_defaults else None  # a run's own prompts
     try:  # a Ctrl-C keeps the rows answered (printed, and in --csv): said, not a traceback
         for start in range(0, len(paths), cfg.batch_size):
             chunk = paths[start:start + cfg.batch_size]
-            samples, skipped = load_images(chunk, square=cfg.square)
+            samples, skipped = prepared_samples([(str(p), p) for p in chunk], square=cfg.square)
             for p, why in skipped:
                 print(f"skipped image: {p} ({why})", file=sys.stderr)
             table.skipped(skipped)
             if not samples:
                 continue
-            preds = predict(engine, samples, prompt_style=cfg.env_type, batch_size=cfg.batch_size, max_tokens=budget,
-                            sampling=sampling_for(cfg.samples, cfg.temperature, budget), env_options=cfg,
-                            label_geocoder=_no_labels, turns=turns)
             # a phone's photos say where they were taken (EXIF GPS): each answer's distance from it
-            batch = _rows(preds, {str(p): gps_of(str(p)) for p in chunk})
+            batch = predictor.rows(samples)
             shows_turns = turn_guesses(cfg.env_type, cfg)
             for r in batch:
                 print(json.dumps(finite_json(r)) if "--json" in flags else _predict_line(r, shows_turns), flush=True)
@@ -322,64 +270,6 @@ class _CsvRows:
         if self.file:
             self.file.close()
             print(f"csv: {self.file.name}", file=sys.stderr)
-
-
-def _rows(preds, gps: dict[str, tuple[float, float] | None]) -> list[dict]:
-    """One output row per prediction: the answer, its nearest place, each turn's guess, and where
-    the photo's EXIF GPS puts it ({name: (lat, lon) or None})."""
-    from geospot.geo.distance import haversine_scalar_km
-
-    labels, place_km = _reverse_geocode_parsed(preds)
-    rows = []
-    for p, lab, km in zip(preds, labels, place_km):
-        truth = gps.get(p.id)
-        rows.append({
-            "name": p.id,
-            "latitude": p.latitude,
-            "longitude": p.longitude,
-            "country": lab.country if lab else None,
-            "region": _shown(lab.region) if lab else None,
-            "city": _shown(lab.city) if lab else None,
-            "place": _place(lab, km),
-            "place_km": km,  # to the place country/region/city name: the nearest, however far
-            "raw_text": p.raw_text,
-            "turns": [None if g is None else list(g) for g in p.turn_guesses],
-            "turn_texts": list(p.turn_texts),
-            **({"answers": answered_labels(p)} if any(p.turn_fields) else {}),
-            # reasoning=true: raw_text holds the <think> block; its length per turn (first sample)
-            **({"reasoning_tokens": [t[0] for t in p.turn_reasoning[:len(p.turn_guesses)]]}
-               if p.turn_reasoning else {}),
-            "photo_gps": list(truth) if truth else None,
-            "km_from_gps": haversine_scalar_km(p.latitude, p.longitude, *truth) if truth and p.parsed else None,
-        })
-    return rows
-
-
-def _no_labels(lats, lons):
-    """predict has no truth: nothing to label, and no geocoder load for it."""
-    from geospot.geo import UNKNOWN
-
-    return [UNKNOWN for _ in lats]
-
-
-def answered_labels(p) -> dict[str, str | None]:
-    """The label each label turn of a hierarchical prediction named, e.g. {"country": "France"}."""
-    from geospot.geo.parse_labels import parse_label
-
-    return {f: parse_label(t, f) for f, t in zip(p.turn_fields, p.turn_texts) if f}
-
-
-def _reverse_geocode_parsed(preds):
-    """(labels, km to the labelled place) per prediction; (None, NaN) where nothing parsed."""
-    from geospot.geo.geocode import reverse_geocode_km
-
-    idx = [i for i, p in enumerate(preds) if p.parsed]
-    out, km = [None] * len(preds), [math.nan] * len(preds)
-    if idx:
-        labs, dist = reverse_geocode_km([preds[i].latitude for i in idx], [preds[i].longitude for i in idx])
-        for i, lab, d in zip(idx, labs, dist.tolist()):
-            out[i], km[i] = lab, d
-    return out, km
 
 
 def turn_guesses(env_type: str, options) -> bool:

@@ -97,6 +97,9 @@ def with_run_defaults(cfg, given: set[str] | None = None):
         defaults = type(cfg)()
         given = {k for k in (*RUN_DEFAULT_KEYS, *ENV_OPTION_KEYS)
                  if hasattr(cfg, k) and getattr(cfg, k) != getattr(defaults, k)}
+    if spec.env_type not in KINDS and "env_type" not in given:  # a kind registered by the user's own code
+        raise ConfigError(f"model={cfg.model}: its run was trained with env_type={spec.env_type!r}, which geospot does "
+                          f"not know; ask it as one of {', '.join(KINDS)} (env_type=single: one answer)")
     # (reasoning and its budget come with the env keys: env_defaults)
     run_values = {"max_pixels": image_budget(spec), "max_tokens": spec.max_tokens, "square": spec.square}
     taken = {k: v for k, v in run_values.items() if k not in given}

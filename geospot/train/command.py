@@ -134,11 +134,22 @@ def stopped_line(command: str, log_path: str, how: str = "Ctrl-C") -> str:
     return f"{head} before training began; nothing was kept"
 
 
+def settle(command: str, cfg: Any, given: set[str], prepare: Callable[[Any, set[str], set[str]], Any]) -> Any:
+    """The config a run trains with, checked: the keys not `given` are a resumed run's own
+    (train/resume.py), then `prepare(cfg, given, keys taken from the resumed run)` settles the rest
+    (a start run's model and keys, the run folder's name). The command line and geospot.api share it."""
+    if (cfg.log_path or "").startswith("~"):  # quoted, the shell left it: the home folder, not a folder named ~
+        cfg = dataclasses.replace(cfg, log_path=os.path.expanduser(cfg.log_path))
+    cfg, resumed = resume_config(cfg, given, command)
+    cfg = prepare(cfg, given, resumed)
+    getattr(cfg, "validate", lambda: None)()
+    return cfg
+
+
 def run_command(command: str, config_cls: type, title: str, argv: Sequence[str] | None,
                 prepare: Callable[[Any, set[str], set[str]], Any], train: Callable[[Any], Any]) -> int:
-    """`geospot <command> key=value ...`: parse the keys into `config_cls`, take a resumed run's own
-    keys (train/resume.py), let `prepare(cfg, typed keys, keys taken from the resumed run)` settle the
-    rest (a start run's model, the run folder's name), then `train(cfg)`, whose result says the done line."""
+    """`geospot <command> key=value ...`: parse the keys into `config_cls`, `settle` the ones not typed,
+    then `train(cfg)`, whose result says the done line."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help", "help") for a in argv):
         print(help_text(config_cls, title))
@@ -147,14 +158,7 @@ def run_command(command: str, config_cls: type, title: str, argv: Sequence[str] 
     stopped = None  # a torchrun job's exit code once every rank saved the step a stop came in
     restore = stop_signals(command)  # Ctrl-C / SIGTERM: the step is finished and saved, then the run stops
     try:
-        given = given_keys(argv)
-        # checked once the keys not typed are filled in: a resumed run's own, then a start run's (prepare)
-        cfg = parse_overrides(config_cls, argv, validate=False)
-        if (cfg.log_path or "").startswith("~"):  # quoted, the shell left it: the home folder, not a folder named ~
-            cfg = dataclasses.replace(cfg, log_path=os.path.expanduser(cfg.log_path))
-        cfg, resumed = resume_config(cfg, given, command)
-        cfg = prepare(cfg, given, resumed)
-        getattr(cfg, "validate", lambda: None)()
+        cfg = settle(command, parse_overrides(config_cls, argv, validate=False), given_keys(argv), prepare)
         log_path = cfg.log_path or ""
         result = train(cfg)
     except (ConfigError, distributed.JoinError) as e:

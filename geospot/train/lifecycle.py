@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from geospot import distributed, engines
-from geospot.config import ConfigError, require, to_dict
+from geospot.config import ConfigError, check_types, require, to_dict
 from geospot.data import skip_reasons
 from geospot.distributed import Dist
 from geospot.runs.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -96,6 +96,7 @@ RUN_HELP = {
 
 def validate_run(cfg: Any) -> None:
     """The checks of the keys both loops share; each loop's `validate` calls it first."""
+    check_types(cfg)  # (a config built in Python: no command line coerced its values)
     require(cfg, cfg.max_steps >= 1, "max_steps", "must be >= 1")
     require(cfg, 0 <= cfg.max_seconds < float("inf"), "max_seconds", "must be >= 0 (0 = no time limit)")
     for key in ("eval_n", "eval_every", "save_every", "keep_checkpoints"):

@@ -109,7 +109,8 @@ def resume_command(argv: list[str], module: str, env: dict, log_dir: str = "") -
     the run folder, named when the keys did not name it: a job given no log_path made its own)."""
     local, world = int(env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE", "1"))), int(env.get("WORLD_SIZE", "1"))
     if world > local:
-        launch = f"torchrun --nproc_per_node={local} --nnodes={world // local} --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT"
+        launch = (f"torchrun --nproc_per_node={local} --nnodes={world // local} --rdzv-backend=c10d "
+                  "--rdzv-endpoint=HOST:PORT")
     else:  # one machine: --standalone finds a free port (the default 29500 may be another job's by then)
         launch = f"torchrun --standalone --nproc_per_node={local}"
     # the folder absolute, as one process's stopped line writes it: the command works from any folder

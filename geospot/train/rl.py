@@ -311,6 +311,7 @@ def untrained_note(cfg: RLConfig, metrics: dict, when: str, engine: EngineConfig
 def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
     """Train; the result's metrics are the last step's (with the last eval's under `eval/`).
     `clock` measures `max_seconds` (a benchmark on a shared machine passes time.process_time)."""
+    cfg.validate()  # a config built in Python comes here unchecked (geospot.api checks it as the command line does)
     # Everything that can fail cheaply fails before the model loads (train/lifecycle.py).
     # the keys left unset are the start run's
     unset = [k for k in ENGINE_KEYS if getattr(cfg, k) is None]
@@ -480,10 +481,11 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
 
 def main(argv: list[str] | None = None) -> int:
     title = "geospot rl — GRPO for geolocation (single, telescoping, hierarchical, geohash)"
-    return run_command("rl", RLConfig, title, argv, _prepare, run)
+    return run_command("rl", RLConfig, title, argv, prepare_keys, run)
 
 
-def _prepare(cfg: RLConfig, given: set[str], resumed: set[str]) -> RLConfig:
+def prepare_keys(cfg: RLConfig, given: set[str], resumed: set[str]) -> RLConfig:
+    """The keys not `given`: a start run's env keys, the run folder's name (train/command.settle)."""
     cfg = env_from_start_run(cfg, given, resumed)  # a resumed run's env keys are its own, not its start run's again
     if cfg.reasoning and "max_tokens" in given and distributed.speaks():  # (reasoning may be the start run's)
         print(f"note: max_tokens is not used with reasoning=true: reasoning_max_tokens={cfg.reasoning_max_tokens} is "

@@ -241,6 +241,7 @@ def run_eval(run: Run, step: int) -> dict[str, float]:
 def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter) -> RunResult:
     """`clock` measures `max_seconds` (a benchmark on a shared machine passes time.process_time)."""
     stderr = stderr if stderr is not None else sys.stderr
+    cfg.validate()  # a config built in Python comes here unchecked (geospot.api checks it as the command line does)
     # Everything that can fail fast fails before the (slow) model load; then the model and the
     # state of an interrupted run (weights, optimizer, cursor, RNG): train/lifecycle.py.
     # Under torchrun (docs/distributed.md) every rank runs this loop on its share of each batch.
@@ -329,10 +330,11 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
 
 def main(argv: Sequence[str] | None = None) -> int:
     title = "geospot sft — supervised warm-start (image + prompt -> `Latitude: ..\\nLongitude: ..`)"
-    return run_command("sft", SFTConfig, title, argv, _prepare, train)
+    return run_command("sft", SFTConfig, title, argv, prepare_keys, train)
 
 
-def _prepare(cfg: SFTConfig, given: set[str], resumed: set[str]) -> SFTConfig:
+def prepare_keys(cfg: SFTConfig, given: set[str], resumed: set[str]) -> SFTConfig:
+    """The keys not `given`: a start run's (load_checkpoint_path), the run folder's name (train/command.settle)."""
     cfg = sft_from_start_run(cfg, given, resumed)  # a fine-tune continues its start run's model
     cfg.validate()  # here too, not only run_command's after this: a wrong key is said alone, before the note
     # said also when lora_rank is typed: a LoRA user on a tiny model gets a model that never parses

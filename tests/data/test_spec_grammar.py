@@ -260,3 +260,12 @@ def test_a_folder_of_datasets_of_several_kinds_is_refused_not_read_as_one_of_the
     with pytest.raises(SpecError, match=r"its subfolders hold datasets of several kinds \(parquet shards, and a CSV "
                                         r"beside its images\); give the folder of one dataset"):
         spec_mod.infer_kind(str(hub))
+
+
+def test_a_table_or_a_list_given_as_data_is_said_as_what_it_is():
+    """From Python a DataFrame or a list of samples was 'empty data spec'; it is named, with the way in."""
+    for data, name in [([], "list"), ({"image": []}, "dict"), (3, "int")]:
+        with pytest.raises(SpecError, match=rf"^data is a spec string .*, not a {name}; write a table to parquet"):
+            load_samples(data)
+    with pytest.raises(SpecError, match="^empty data spec"):
+        parse_spec("  ")

@@ -214,14 +214,14 @@ def test_predict_streams_a_batch_at_a_time(tmp_path, capsys, monkeypatch):
     (photos / "gone.jpg").symlink_to(tmp_path / "moved-away.jpg")  # a link whose photo was moved
     loads, printed = [], []  # per load: its size, and the lines printed since the load before it
 
-    def load(paths, square=False):
+    def load(named, square=False):
         seen = capsys.readouterr()
-        loads.append(len(paths))
+        loads.append(len(named))
         printed.append((len(seen.out.splitlines()), seen.err))
-        return real_load(paths, square)
+        return real_load(named, square)
 
-    real_load = predict_cli.load_images
-    monkeypatch.setattr(predict_cli, "load_images", load)
+    real_load = predict_cli.prepared_samples
+    monkeypatch.setattr(predict_cli, "prepared_samples", load)
     assert cli.predict_main(["model=fake", str(photos), "batch_size=5"], engine=ScriptedEngine(by_pixels)) == 0
     assert loads == [5, 5, 2]  # 12 photos in batches of 5; notes.jpg never loaded
     assert [n for n, _ in printed] == [0, 5, 5]  # each batch's 5 lines were out before the next load

@@ -64,7 +64,7 @@ def test_predict_json_writes_null_for_an_unparsed_answer(tmp_path, capsys):
 
 
 def test_predict_prepares_photos_as_the_stream_does_and_crops_squares_when_asked(tmp_path):
-    from geospot.eval.predict_cli import load_images
+    from geospot.eval.predictor import prepared_samples
 
     wide = tmp_path / "wide.jpg"
     Image.new("RGB", (90, 50), (10, 20, 30)).save(wide)
@@ -74,10 +74,10 @@ def test_predict_prepares_photos_as_the_stream_does_and_crops_squares_when_asked
     Image.new("RGB", (40, 60), (200, 0, 0)).save(turned, exif=exif)
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     paths = [wide, turned, tmp_path / "broken.jpg"]
-    samples, skipped = load_images(paths)
+    samples, skipped = prepared_samples([(str(p), p) for p in paths])
     assert [s.image.size for s in samples] == [(90, 50), (60, 40)]  # upright, full size
     assert len(skipped) == 1 and skipped[0][0].endswith("broken.jpg") and skipped[0][1].startswith("decode_error")
-    samples, _ = load_images(paths, square=True)
+    samples, _ = prepared_samples([(str(p), p) for p in paths], square=True)
     assert [s.image.size for s in samples] == [(50, 50), (40, 40)]  # the centre square
 
 

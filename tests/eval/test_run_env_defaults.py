@@ -141,7 +141,7 @@ def test_a_resume_does_not_say_its_start_runs_line_and_a_typed_max_tokens_under_
                                                                                                    capsys):
     """A resume printed "load_checkpoint_path: from the run: nothing; overridden on the command line:
     env_type=geohash" before refusing the change; rl took max_tokens under reasoning=true without a word."""
-    from geospot.train.rl import _prepare
+    from geospot.train.rl import prepare_keys
 
     rl = _hier_rl(tmp_path)
     argv = [f"load_checkpoint_path={rl}", "env_type=geohash"]
@@ -150,7 +150,7 @@ def test_a_resume_does_not_say_its_start_runs_line_and_a_typed_max_tokens_under_
     env_from_start_run(parse_overrides(RLConfig, argv), given_keys(argv))  # a new run from it: said
     assert "overridden on the command line: env_type=geohash" in capsys.readouterr().err
     argv = ["reasoning=true", "max_tokens=8", f"log_path={tmp_path / 'new'}"]
-    _prepare(parse_overrides(RLConfig, argv), given_keys(argv), set())
+    prepare_keys(parse_overrides(RLConfig, argv), given_keys(argv), set())
     assert ("note: max_tokens is not used with reasoning=true: reasoning_max_tokens=256 is each turn's budget"
             in capsys.readouterr().err)
 

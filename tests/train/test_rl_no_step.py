@@ -44,12 +44,13 @@ def test_no_step_trained_names_the_fix_for_where_it_started(tmp_path, capsys):
 
 def test_sft_says_a_lora_adapter_on_a_random_tiny_model_learns_little(tmp_path, capsys):
     """Also when lora_rank is typed: that is what a LoRA user does, and the format may never parse."""
-    from geospot.train.sft import SFTConfig, _prepare
+    from geospot.train.sft import SFTConfig, prepare_keys
 
     for given in (set(), {"lora_rank"}):
-        _prepare(SFTConfig(model_name="tiny:qwen2_5_vl:tiny", lora_rank=8, log_path=str(tmp_path / "x")), given, set())
+        prepare_keys(SFTConfig(model_name="tiny:qwen2_5_vl:tiny", lora_rank=8, log_path=str(tmp_path / "x")), given,
+                     set())
         assert "a LoRA adapter on random weights learns little" in capsys.readouterr().err
-    _prepare(SFTConfig(model_name="tiny:qwen2_5_vl:tiny", lora_rank=0, log_path=str(tmp_path / "x")), set(), set())
+    prepare_keys(SFTConfig(model_name="tiny:qwen2_5_vl:tiny", lora_rank=0, log_path=str(tmp_path / "x")), set(), set())
     assert "learns little" not in capsys.readouterr().err
 
 

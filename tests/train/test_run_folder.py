@@ -364,7 +364,7 @@ def test_a_run_with_relative_data_trains_on_when_resumed_from_another_folder(tmp
     from data_builders import make_samples, write_jsonl
 
     from geospot.train.command import run_command
-    from geospot.train.sft import _prepare
+    from geospot.train.sft import prepare_keys
 
     proj, elsewhere = tmp_path / "proj", tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -372,10 +372,10 @@ def test_a_run_with_relative_data_trains_on_when_resumed_from_another_folder(tmp
     monkeypatch.chdir(proj)
     keys = ["model_name=tiny:qwen2_5_vl:tiny", "lora_rank=0", "data=photos", "batch_size=2", "eval_n=0",
             "prompt_style=single", "save_every=2", "max_steps=2", "log_path=runs/rel"]
-    assert run_command("sft", SFTConfig, "t", keys, _prepare, train) == 0
+    assert run_command("sft", SFTConfig, "t", keys, prepare_keys, train) == 0
     monkeypatch.chdir(elsewhere)
     resume = [f"log_path={proj / 'runs' / 'rel'}", "behavior_if_log_dir_exists=resume", "max_steps=4"]
-    assert run_command("sft", SFTConfig, "t", resume, _prepare, train) == 0
+    assert run_command("sft", SFTConfig, "t", resume, prepare_keys, train) == 0
     assert latest_checkpoint(proj / "runs" / "rel").name == "4"
 
 
