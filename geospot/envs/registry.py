@@ -10,13 +10,16 @@ the teacher-forcing rate."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from geospot.envs.kinds import env_kind, opt
-from geospot.envs.rewards import GeoScoreReward, KernelReward, MixedReward, Reward
+from geospot.envs.rewards import GeoScoreReward, KernelReward, LatLon, MixedReward, Reward
 from geospot.envs.types import EnvGroupBuilder, Trajectory
 
 REWARDS = ("kernel", "geoscore", "mixed")
@@ -29,7 +32,10 @@ def reward_name(env_type: str, reward: str) -> str:
 
 
 def make_reward(name: str, tau_km: float, cfg=None) -> Reward:
-    """The reward object of `name` at this step's τ (τ is unused by geoscore)."""
+    """The reward object of `name` at this step's τ (τ is unused by geoscore; `module:function`:
+    the user's own function, `custom_reward`)."""
+    if ":" in name:
+        return custom_reward(name)
     if name == "kernel":
         return KernelReward(tau_km)
     if name == "geoscore":
@@ -37,11 +43,67 @@ def make_reward(name: str, tau_km: float, cfg=None) -> Reward:
     if name == "mixed":
         w_d, w_g = opt(cfg, "mixed_weights")
         return MixedReward(KernelReward(tau_km), w_d, w_g, int(opt(cfg, "mixed_precision")))
-    raise ValueError(f"reward={name!r}: use one of {', '.join(REWARDS)}")
+    raise ValueError(f"reward={name!r} {reward_problem(name)}")
 
 
 def uses_tau(name: str) -> bool:
     return name in ("kernel", "mixed")
+
+
+@dataclass(frozen=True)
+class CustomReward:
+    """The user's own reward, `reward=module:function`: function(distance_km, guess, truth) -> a
+    number, guess and truth (lat, lon) in degrees (what the envs give every Reward). Named in the
+    error when it returns no finite number: a NaN reward would centre every advantage of its group
+    into NaN."""
+
+    name: str
+    function: Callable[..., float]
+
+    def __call__(self, distance_km: float, guess: LatLon | None = None, truth: LatLon | None = None) -> float:
+        value = self.function(distance_km, guess, truth)
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            out = math.nan
+        if not math.isfinite(out):
+            raise ValueError(f"reward={self.name} returned {value!r} for distance_km={distance_km:.1f}, guess={guess}, "
+                             f"truth={truth}; a reward is a finite number")
+        return out
+
+
+def custom_reward(name: str) -> CustomReward:
+    """`module:function` -> its CustomReward; ValueError in one sentence when it cannot be one."""
+    if problem := reward_problem(name):
+        raise ValueError(f"reward={name!r} {problem}")
+    module, _, attr = name.partition(":")
+    return CustomReward(name, getattr(importlib.import_module(module), attr))
+
+
+def reward_problem(name: str) -> str | None:
+    """Why `name` names no reward (one of REWARDS, `auto`, or an importable `module:function` taking
+    (distance_km, guess, truth)), said after `reward=<name> `; None when it does."""
+    if name in (*REWARDS, "auto"):
+        return None
+    module, colon, attr = name.partition(":")
+    if not colon or not module or not attr:
+        return (f"is none of auto, {', '.join(REWARDS)}, nor your own function as module:function (e.g. "
+                "reward=my_rewards:hemisphere, my_rewards.py on PYTHONPATH)")
+    try:
+        function = getattr(importlib.import_module(module), attr)
+    except ModuleNotFoundError as e:
+        return f"cannot be imported: no module {e.name!r} (is its folder on PYTHONPATH, or the current folder?)"
+    except AttributeError:
+        return f"names nothing: module {module!r} has no {attr!r}"
+    except Exception as e:  # the module's own code failed on import
+        return f"cannot be imported: {module} raised {type(e).__name__}: {e}"
+    try:
+        inspect.signature(function).bind(0.0, (0.0, 0.0), (0.0, 0.0))
+    except TypeError:
+        return "is not a function of (distance_km, guess, truth): geospot calls it with those three"
+    except ValueError:  # (a builtin without a signature: called as it is)
+        pass
+    return None
 
 
 def make_group_builders(env_type: str, samples: Sequence, renderer, reward: Reward, cfg=None, *,

@@ -114,9 +114,9 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
     scale_by_std: bool = option(False, "divide centred rewards by the group std (off: Dr. GRPO, Liu et al. 2025: std "
                                 "scaling up-weights too-easy and too-hard groups)")
     # reward
-    reward: Literal["auto", "kernel", "geoscore", "mixed"] = option(
-        "auto", "S(d): kernel = exp(-d/tau(step)); geoscore = GeoGuessr score/5000; mixed = 0.7 kernel + 0.3 shared "
-        "geohash prefix/5 (mixed_* keys); auto = kernel for single, geoscore for the multi-turn envs")
+    reward: str = option("auto", "S(d): kernel = exp(-d/tau(step)); geoscore = GeoGuessr score/5000; mixed = 0.7 "
+                         "kernel + 0.3 geohash prefix/5; auto = kernel (single) or geoscore (multi-turn); "
+                         "module:function = your own (docs/envs.md)")
     tau_schedule: Literal["geometric", "linear", "cosine", "constant", "follow_error"] = option(
         "follow_error", "tau over the run (kernel reward); follow_error = median error of the last tau_window "
                         "batches clipped to [tau_end_km, tau_start_km] (tau_start_km until an answer parses); "
@@ -163,6 +163,7 @@ class RLConfig(engine_keys("RLEngineKeys", inherit=True), EnvOptions):  # hier_*
                 f"{'mix_env_type' if mixed == 0 else 'it'}; raise batch_size or change mix_share")
         require(self, self.temperature > 0, "temperature", "must be > 0: at 0 every rollout of a group is the same "
                 "answer, so GRPO has nothing to compare")
+        require(self, (problem := registry.reward_problem(self.reward)) is None, "reward", problem)
         own = [KINDS[e].own_reward for e in (self.env_type, self.mix_env_type) if e in KINDS]
         require(self, self.reward == "auto" or not all(own), "reward",
                 f"has no effect: env_type={self.env_type} grades with its own reward, which its own keys set; "
@@ -485,7 +486,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def prepare_keys(cfg: RLConfig, given: set[str], resumed: set[str]) -> RLConfig:
-    """The keys not `given`: a start run's env keys, the run folder's name (train/command.settle)."""
     cfg = env_from_start_run(cfg, given, resumed)  # a resumed run's env keys are its own, not its start run's again
     if cfg.reasoning and "max_tokens" in given and distributed.speaks():  # (reasoning may be the start run's)
         print(f"note: max_tokens is not used with reasoning=true: reasoning_max_tokens={cfg.reasoning_max_tokens} is "

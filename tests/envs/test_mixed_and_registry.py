@@ -123,3 +123,39 @@ def test_split_batch_gives_the_first_share_of_images_to_the_mixed_env():
     assert [len(p) for _, p in split_batch(imgs, "single", "telescoping", 0.3)] == [2, 6]
     assert split_batch(imgs, "single", "telescoping", 0.05) == [("single", imgs)]
     assert split_batch(imgs[:1], "single", "telescoping", 0.9) == [("telescoping", ["a"])]
+
+
+def test_a_reward_of_the_users_own_module(tmp_path, monkeypatch):
+    """reward=module:function: the function graded as given, a non-finite return said with its inputs, and
+    each way of naming no function said before a run starts (reward_problem)."""
+    from geospot.envs.registry import reward_problem
+
+    (tmp_path / "user_rewards.py").write_text(
+        "import math\n"
+        "def north(distance_km, guess, truth):\n"
+        "    return 1.0 if (guess[0] > 0) == (truth[0] > 0) else 0.0\n"
+        "def half(distance_km, guess, truth):\n"
+        "    return 0.5 * math.exp(-distance_km / 100)\n"
+        "def broken(distance_km, guess, truth):\n"
+        "    return float('nan')\n"
+        "def one_arg(distance_km):\n"
+        "    return 1.0\n"
+        "value = 3\n")
+    (tmp_path / "fails_on_import.py").write_text("raise RuntimeError('no GPU here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    north = make_reward("user_rewards:north", 2000.0)
+    assert north(5000.0, (10.0, 0.0), (45.0, 3.0)) == 1.0 and north(10.0, (-1.0, 0.0), (1.0, 0.0)) == 0.0
+    assert make_reward("user_rewards:half", 1.0)(100.0, (0, 0), (0, 0)) == pytest.approx(0.5 / math.e)
+    assert reward_name("single", "user_rewards:north") == "user_rewards:north"
+    with pytest.raises(ValueError, match=r"reward=user_rewards:broken returned nan for distance_km=12.0"):
+        make_reward("user_rewards:broken", 1.0)(12.0, (0, 0), (0, 0))
+    assert reward_problem("kernel") is None and reward_problem("auto") is None
+    for name, said in [("kernal", "is none of auto, kernel, geoscore, mixed, nor your own function"),
+                       ("no_such_module:f", "cannot be imported: no module 'no_such_module'"),
+                       ("user_rewards:missing", "names nothing: module 'user_rewards' has no 'missing'"),
+                       ("user_rewards:one_arg", "is not a function of (distance_km, guess, truth)"),
+                       ("user_rewards:value", "is not a function of (distance_km, guess, truth)"),
+                       ("fails_on_import:f", "cannot be imported: fails_on_import raised RuntimeError: no GPU here")]:
+        assert said in reward_problem(name), name
+        with pytest.raises(ValueError, match=rf"^reward='{name}' "):
+            make_reward(name, 1.0)

@@ -71,6 +71,41 @@ def test_seed_command_telescoping_from_sft_checkpoint(sft_run, tmp_path):
     assert len(shown) == 2 and all(len(im["rollouts"]) == 2 for im in shown)
 
 
+def test_a_reward_of_the_users_own_module_grades_the_rollouts(sft_run, tmp_path):
+    """reward=module:function: geospot calls the user's function with each parsed guess's distance,
+    the guess and the truth; an unparsed answer still pays the format penalty. A constant 0.3 makes
+    the step's reward_mean 0.3 x format_rate - 0.1 x (1 - format_rate) exactly."""
+    import json
+    import os
+
+    from geospot.geo import haversine_km
+
+    (tmp_path / "my_rewards.py").write_text(
+        "import json, os\n"
+        "def constant(distance_km, guess, truth):\n"
+        "    with open(os.environ['CALLS'], 'a') as f:\n"
+        "        f.write(json.dumps([distance_km, guess, truth]) + '\\n')\n"
+        "    return 0.3\n")
+    calls, log = tmp_path / "calls.jsonl", tmp_path / "rl"
+    env = {**_env(), "CALLS": str(calls), "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    proc = subprocess.run(_rl(f"load_checkpoint_path={sft_run}", f"log_path={log}", "max_steps=2", "batch_size=2",
+                              "group_size=4", "eval_n=0", "max_tokens=20", "reward=my_rewards:constant"),
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = [json.loads(line) for line in calls.read_text().splitlines()]
+    rows = [r for r in read_jsonl(log / "metrics.jsonl") if "reward_mean" in r]
+    assert len(seen) == round(sum(r["format_rate"] for r in rows) * 2 * 4) > 0  # one call per parsed rollout
+    for d, guess, truth in seen:
+        assert abs(haversine_km(*guess, *truth) - d) < 1e-6 * max(d, 1.0)
+    for r in rows:
+        assert r["reward_mean"] == pytest.approx(0.3 * r["format_rate"] - 0.1 * (1 - r["format_rate"]), abs=1e-9)
+    assert "tau_km" not in rows[0]  # the function has no tau
+    bad = subprocess.run(_rl(f"load_checkpoint_path={sft_run}", f"log_path={tmp_path / 'no'}",
+                             "reward=my_rewards:gone"), cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120, stdin=subprocess.DEVNULL)
+    assert bad.returncode == 2 and "reward='my_rewards:gone' names nothing" in bad.stderr
+
+
 def test_kl_reference_is_the_sft_policy_not_the_base(sft_run, tmp_path):
     """The sampler IS the starting policy at step 1, so its KL to the reference is ~0; measured
     against the untrained base model it would be nats per token."""
