@@ -32,6 +32,15 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `geospot help | head -1`: the reader left, nothing is wrong
+        # (stdout to /dev/null: Python's own flush at exit would raise the same error again)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     for stream in (sys.stdout, sys.stderr):  # a terminal that is not UTF-8: an em dash in a help text is no crash
         if hasattr(stream, "reconfigure"):
@@ -57,9 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     module, func, _ = COMMANDS[name]
     try:
         code = int(getattr(importlib.import_module(module), func)(rest) or 0)
-    except BrokenPipeError:  # `geospot rl --help | head`: the reader left, nothing is wrong
-        sys.stderr.close()
-        return 0
     except KeyboardInterrupt as e:  # a command that says nothing of its own (sft / rl / eval / predict do)
         print(str(e) or f"geospot {name}: stopped (Ctrl-C)", file=sys.stderr)
         code = 130

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README command 2: set up and run the test suite (offline, CPU).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+unset CDPATH  # (an exported CDPATH sends a relative cd to another checkout)
+cd -P -- "$(dirname -- "$0")/.."
 bash scripts/setup.sh test
 # The dashboard's browser tests drive Debian's Chromium (never a downloaded browser).
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

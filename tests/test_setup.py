@@ -36,3 +36,45 @@ def test_a_torch_already_there_is_kept():
 def test_setup_prints_one_line_per_step():
     text = (ROOT / "scripts" / "setup.sh").read_text()
     assert all(f'step {i} "' in text for i in range(1, 5)) and "scripts/torch_choice.py" in text
+
+
+def _copy_scripts(tmp_path: Path) -> Path:
+    """A checkout's scripts/ and pyproject.toml in tmp_path (setup.sh works in the folder above it)."""
+    import shutil
+
+    shutil.copytree(ROOT / "scripts", tmp_path / "scripts")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    return tmp_path
+
+
+def _setup(folder: Path, **env: str):
+    import os
+    import subprocess
+
+    return subprocess.run(["bash", str(folder / "scripts" / "setup.sh")], capture_output=True, text=True,
+                          timeout=300, cwd="/", env={**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "",
+                                                     "PIP_DISABLE_PIP_VERSION_CHECK": "1", **env})
+
+
+def test_a_python_older_than_311_is_said_before_anything_is_made(tmp_path):
+    """pip said it at step 4, after a multi-GB torch download, and the .venv it left was reused by every
+    later run (a rerun with the right Python failed the same way)."""
+    old = tmp_path / "python3.10"
+    old.write_text('#!/bin/sh\ncase "$1" in -V) echo "Python 3.10.13";; *) exit 1;; esac\n')
+    old.chmod(0o755)
+    folder = _copy_scripts(tmp_path / "clone")
+    proc = _setup(folder, PYTHON=str(old))
+    assert proc.returncode == 1 and not (folder / ".venv").exists()
+    assert f"geospot needs Python 3.11 or newer; {old} is 3.10.13" in proc.stderr
+
+
+def test_a_venv_whose_python_is_gone_is_made_again(tmp_path):
+    """A .venv whose interpreter link dangles (its Python upgraded or removed) failed `python -m venv`
+    on every run; it is made again (here pip has no index, so the run stops at torch, after it)."""
+    folder = _copy_scripts(tmp_path / "clone")
+    (folder / ".venv" / "bin").mkdir(parents=True)
+    (folder / ".venv" / "bin" / "python").symlink_to("/nonexistent/python3")
+    proc = _setup(folder, PYTHON=sys.executable)
+    said = ".venv cannot be used (its Python is missing, older than 3.11, or has no pip): making it again"
+    assert said in proc.stdout
+    assert (folder / ".venv" / "bin" / "python").resolve().exists(), proc.stdout + proc.stderr

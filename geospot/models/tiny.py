@@ -10,7 +10,7 @@ with digit-per-token BPE learned coordinates by SFT on CPU, while multi-digit me
 the numbers much harder to learn.
 
 Built folders are cached by a hash of everything that defines them, under
-$GEOSPOT_CACHE (or ~/.cache/geospot), so a test session builds each model once.
+$GEOSPOT_CACHE (or $XDG_CACHE_HOME/geospot, ~/.cache/geospot), so a test session builds each model once.
 """
 
 from __future__ import annotations
@@ -68,7 +68,9 @@ SIZES = tuple(SIZE_SPECS)
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("GEOSPOT_CACHE") or Path.home() / ".cache" / "geospot")
+    """$GEOSPOT_CACHE, else the XDG cache folder's geospot/ (a read-only home with a writable XDG_CACHE_HOME)."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(os.environ.get("GEOSPOT_CACHE") or (Path(xdg) if xdg else Path.home() / ".cache") / "geospot")
 
 
 # -- tokenizer --------------------------------------------------------------------------------
@@ -260,7 +262,7 @@ def build_tiny_model(
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     except OSError as e:
-        where = "out" if out is not None else "GEOSPOT_CACHE (default ~/.cache/geospot)"
+        where = "out" if out is not None else "GEOSPOT_CACHE (default $XDG_CACHE_HOME/geospot or ~/.cache/geospot)"
         raise ConfigError(f"cannot write the tiny model into {target.parent} ({e.strerror or e}); set {where} to a "
                           "folder you can write to") from None
     try:

@@ -101,3 +101,19 @@ def test_a_cache_it_cannot_write_is_one_sentence(monkeypatch, tmp_path, capsys):
     assert cli.main(["tiny"]) == 2 and "geospot model: cannot write" in capsys.readouterr().err
     with pytest.raises(ConfigError, match=r"log_path='.*run' cannot be made \(.*\); pick a folder you can write to"):
         claim_run_folder(tmp_path / "file" / "run")
+
+
+def test_the_cache_follows_xdg_cache_home_unless_geospot_cache_is_set(monkeypatch, tmp_path):
+    """A read-only home with a writable XDG_CACHE_HOME (the XDG way to move caches) still failed on
+    ~/.cache/geospot; GEOSPOT_CACHE wins over both."""
+    from geospot.models.tiny import cache_root
+
+    monkeypatch.delenv("GEOSPOT_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == tmp_path / "xdg" / "geospot"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_root() == tmp_path / "home" / ".cache" / "geospot"
+    monkeypatch.setenv("GEOSPOT_CACHE", str(tmp_path / "mine"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == tmp_path / "mine"
