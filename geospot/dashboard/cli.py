@@ -81,8 +81,8 @@ def main(argv: list[str]) -> int:
     try:
         import uvicorn
     except ImportError:
-        print("geospot dashboard needs uvicorn and starlette: pip install -e '.[dashboard]' in the geospot clone",
-              file=sys.stderr)
+        print("geospot dashboard needs uvicorn and starlette: pip install -e '.[dashboard]' in the geospot clone "
+              "(installed from a copy of it: pip install uvicorn starlette)", file=sys.stderr)
         return 2
     from geospot.dashboard.app import create_app
 
