@@ -7,6 +7,8 @@ import importlib
 import os
 import sys
 
+from geospot.stops import exit_code, how, sigterm_stops
+
 # command -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("geospot.demo", "main",
@@ -65,10 +67,12 @@ def _main(argv: list[str] | None) -> int:
         return 2
     module, func, _ = COMMANDS[name]
     try:
-        code = int(getattr(importlib.import_module(module), func)(rest) or 0)
+        # SIGTERM stops a command as Ctrl-C does (sft / rl put their own handlers inside: the step is saved)
+        with sigterm_stops():
+            code = int(getattr(importlib.import_module(module), func)(rest) or 0)
     except KeyboardInterrupt as e:  # a command that says nothing of its own (sft / rl / eval / predict do)
-        print(str(e) or f"geospot {name}: stopped (Ctrl-C)", file=sys.stderr)
-        code = 130
+        print(str(e) or f"geospot {name}: stopped ({how(e)})", file=sys.stderr)
+        code = exit_code(e)
     if code in (130, 143):  # stopped by Ctrl-C / SIGTERM, its message printed: leave now. A Ctrl-C inside
         sys.stdout.flush()  # transformers' model load left its loader thread pool waiting, and the interpreter's
         sys.stderr.flush()  # exit then waited on it for ever (seen once in a walk); the run's files are closed

@@ -45,6 +45,7 @@ from geospot.eval.predictor import answered_labels
 from geospot.eval.run_defaults import describe_defaults, env_resume_keys, given_keys, with_run_defaults
 from geospot.eval.runner import metrics_for, predict
 from geospot.jsonutil import finite_json
+from geospot.stops import how
 
 # the configs and predict live in cli_config.py / predict_cli.py; re-exported so callers of
 # `geospot.eval.cli` (and the tests) keep finding every name there
@@ -413,12 +414,12 @@ def run_eval(cfg: EvalConfig, engine=None, given: set[str] | None = None) -> dic
                 busy_s += time.perf_counter() - t0
                 evaluated += len(todo)
             skipped = dict(stream.skipped)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (stops.Terminated)
         bar.close()
         kept = len(io.read_predictions(pred_path)) if pred_path.exists() else 0
         where = (f"the answers for {_count(kept, 'image')} are kept in {pred_path}: the same command goes on from "
                  "there" if kept else "no answer was kept")
-        raise KeyboardInterrupt(f"geospot eval: stopped (Ctrl-C); {where}") from None
+        raise type(e)(f"geospot eval: stopped ({how(e)}); {where}") from None
     bar.close()
     if not order:
         why = f" ({skip_reasons(skipped)})" if skipped else ""

@@ -19,6 +19,7 @@ from geospot.eval.cli_config import PredictConfig, split_args
 from geospot.eval.predictor import Predictor, prepared_samples
 from geospot.eval.run_defaults import describe_defaults, given_keys, with_run_defaults
 from geospot.jsonutil import finite_json
+from geospot.stops import exit_code, how
 
 IMAGE_EXTS = {f".{e}" for e in DATA_IMAGE_EXTS}  # the suffixes the data sources read as images
 
@@ -215,11 +216,11 @@ def predict_main(argv: list[str], engine=None) -> int:
         table.close()
         print(f"geospot predict: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (stops.Terminated)
         table.close()
-        print(f"geospot predict: stopped (Ctrl-C) after {len(rows)} of {len(paths)} photos"
+        print(f"geospot predict: stopped ({how(e)}) after {len(rows)} of {len(paths)} photos"
               + (f"; their rows are in {values['--csv']}" if "--csv" in values and rows else ""), file=sys.stderr)
-        return 130
+        return exit_code(e)
     table.close()
     if not rows:
         print("geospot predict: none of the images could be read", file=sys.stderr)

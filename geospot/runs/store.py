@@ -13,9 +13,9 @@ resumes without losing events (`RunReader.events_since`).
 
 Liveness: a stored `running` is only believed while the writing process lives. `set_status
 ("running")` records the pid, its start time and the host in `meta`, and the writer thread
-stamps `heartbeat` every HEARTBEAT_S seconds; a reader on the same host checks the pid (and its
-start time, so a reused pid does not count), one elsewhere the heartbeat's age. A run killed
-without a word (SIGKILL, power loss) then reads `stopped` within STALE_S.
+stamps `heartbeat` with every write and after HEARTBEAT_S idle; a reader on the same host checks
+the pid (and its start time: a reused pid does not count), one elsewhere the heartbeat's age. A run
+killed without a word (SIGKILL, power loss) then reads `stopped` within STALE_S.
 
 Layout (schema version 1):
     meta(key, value)                       schema_version, created, seq, write counters, pid, pid_start,
@@ -159,10 +159,8 @@ class RunStore:
                 con.execute("ALTER TABLE rollouts ADD COLUMN weights_version INTEGER")  # a store made before async GRPO
             found = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if found is not None and int(found[0]) != SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path} has run-store schema {found[0]}, this geospot writes {SCHEMA_VERSION}; "
-                    "use a fresh run folder (or an older geospot to append to it)"
-                )
+                raise RuntimeError(f"{self.path} has run-store schema {found[0]}, this geospot writes "
+                                   f"{SCHEMA_VERSION}; use a fresh run folder (or an older geospot to append to it)")
             con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             con.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (str(time.time()),))
             con.execute("INSERT OR IGNORE INTO meta VALUES ('seq', '0')")
@@ -321,6 +319,8 @@ class RunStore:
                     seq = int(con.execute("SELECT value FROM meta WHERE key='seq'").fetchone()[0]) + 1
                     con.execute("UPDATE meta SET value=? WHERE key='seq'", (str(seq),))
                     job(con, seq)
+                    if self._running and job is not self._heartbeat:  # (a beat only when idle went stale when busy)
+                        self._heartbeat(con, seq)
                     con.execute("COMMIT")
                 except BaseException:
                     con.execute("ROLLBACK")

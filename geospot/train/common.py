@@ -6,6 +6,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 import numpy as np
@@ -38,8 +39,10 @@ class Progress:
     (logs stay readable). The ETA uses steps run in *this* process only, so a resumed
     run does not count the checkpointed steps as instantaneous."""
 
-    def __init__(self, total_steps: int, start_step: int = 0, stream: TextIO | None = None, every: int = 1) -> None:
+    def __init__(self, total_steps: int, start_step: int = 0, stream: TextIO | None = None, every: int = 1,
+                 seconds_left: Callable[[], float] | None = None) -> None:
         self.total, self.start = total_steps, start_step
+        self.seconds_left = seconds_left  # a time limit (max_seconds): the ETA is the nearer end, its step the last
         self.stream = stream if stream is not None else sys.stderr
         self.every = max(1, every)
         self.t0 = time.perf_counter()
@@ -53,6 +56,8 @@ class Progress:
         done = step + 1 - self.start
         elapsed = time.perf_counter() - self.t0
         eta = elapsed / done * (self.total - step - 1) if done > 0 else float("nan")
+        if self.seconds_left is not None and not eta < (left := self.seconds_left()):  # (NaN: the limit's)
+            eta = left
         parts = [f"step {step + 1}/{self.total}"]
         for k, v in metrics.items():
             if k.endswith("tok_per_s") or k == "tokens_per_s":
@@ -66,7 +71,7 @@ class Progress:
 
     def update(self, step: int, metrics: dict[str, float]) -> str:
         text = self.line(step, metrics)
-        last = step + 1 >= self.total
+        last = step + 1 >= self.total or (self.seconds_left is not None and self.seconds_left() <= 0)
         if self.tty:
             self.stream.write("\r\033[K" + text + ("\n" if last else ""))
         elif (step + 1) % self.every == 0 or last or step == self.start:

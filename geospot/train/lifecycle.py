@@ -122,12 +122,9 @@ def due(every: int, done: int, last: bool) -> bool:
 
 
 class TimeBudget:
-    """Seconds spent in training steps, against `max_seconds` (0 = no limit).
-
-    Only the steps count (between `begin_step` and `end_step`), not the model load, the evals
-    or the checkpoints; a resumed run starts from the seconds its checkpoint holds. `clock`
-    is wall time unless a caller passes another (benchmarks/rl_vs_sft.py: process CPU time,
-    so neighbours on a shared machine are not charged to the run)."""
+    """Seconds spent in training steps (`begin_step` .. `end_step`; not load, evals, checkpoints) against
+    `max_seconds` (0 = no limit); a resumed run starts from its checkpoint's. `clock`: wall time, or
+    another (benchmarks/rl_vs_sft.py: CPU time, so a shared machine's neighbours are not charged)."""
 
     def __init__(self, max_seconds: float, spent: float = 0.0, clock: Callable[[], float] = time.perf_counter) -> None:
         self.max_seconds, self.spent, self.clock = float(max_seconds), float(spent), clock
@@ -143,6 +140,11 @@ class TimeBudget:
 
     def expired(self) -> bool:
         return self.max_seconds > 0 and self.spent >= self.max_seconds
+
+    def seconds_left(self) -> float:
+        """Of max_seconds (inf: no limit), the step being timed counted so far."""
+        now = self.clock() - self._t0 if self._t0 is not None else 0.0
+        return max(0.0, self.max_seconds - self.spent - now) if self.max_seconds > 0 else float("inf")
 
     def schedule_step(self, step: int, total_steps: int) -> int:
         """The step the lr / tau schedules are evaluated at: `step`, or, when the time spent is

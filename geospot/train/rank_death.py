@@ -28,12 +28,11 @@ import torch.distributed as dist
 
 from geospot.distributed import Dist
 from geospot.runs.checkpoint import latest_checkpoint
+from geospot.stops import Terminated
 
 _WATCH: dict = {}  # rank, peers [(host, pid)], log_dir, reported, defer, pending
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM: the run stops as on Ctrl-C (status `stopped`, the resume line)."""
 
 GRACE_S = 5.0  # how long a rank that saw a collective fail waits for torchrun's SIGTERM
 

@@ -351,7 +351,7 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
         # labels for samples that carry none, where an env asks them (the synthetic world's, else reverse geocoding)
         train_geocoder = geocoder_for(cfg.data) if any(KINDS[e].needs_labels(cfg) for e in played_envs) else None
         coordinate_turns = {env: KINDS[env].coordinate_turns(cfg) for env in played_envs}  # per env, fixed by its keys
-        progress = Progress(cfg.max_steps, start_step=run.start_step, stream=run.stderr, every=cfg.log_every)
+        progress = Progress(cfg.max_steps, run.start_step, run.stderr, cfg.log_every, budget.seconds_left)
         if cfg.max_steps_off_policy and d.is_main:  # said once: the progress line does not show it
             progress.note(f"async GRPO: a thread samples each step with the weights of {cfg.max_steps_off_policy} "
                           "step(s) before while this one trains; staleness, importance ratios and waits are logged as "

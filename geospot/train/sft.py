@@ -249,7 +249,7 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
     run = start_run(cfg, "sft", log_path, cfg.engine_config(), clock=clock, stderr=stderr)
     engine, writer, d = run.engine, run.writer, run.dist
     eval_history = {int(k): v for k, v in run.loop_state.get("eval_history", {}).items()}
-    progress = Progress(cfg.max_steps, run.start_step, stream=run.stderr, every=cfg.log_every)
+    progress = Progress(cfg.max_steps, run.start_step, run.stderr, cfg.log_every, run.budget.seconds_left)
     if "max_steps" in run.changed and not cfg.max_seconds:  # extended: a decayed lr rises again, said in numbers
         note_lr_rise(cfg, run.start_step, int(run.changed["max_steps"][0]), run.stderr)
 

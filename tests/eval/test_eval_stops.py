@@ -60,3 +60,26 @@ def test_a_model_that_cannot_load_is_one_sentence_before_the_data(model, said, t
     assert cli.predict_main([f"model={model}", str(OSV / "unlabeled")]) == 2
     err = capsys.readouterr().err
     assert err.count(said) == 2 and "Traceback" not in err and not (tmp_path / "e").exists()
+
+
+class Sigterm(ScriptedEngine):
+    """SIGTERM (`timeout`, a scheduler) while the third batch is answered: geospot's dispatcher raises it
+    as stops.Terminated."""
+
+    def sample(self, prompts, k, params):
+        if self.calls == 2:
+            from geospot.stops import Terminated
+
+            raise Terminated("SIGTERM")
+        return super().sample(prompts, k, params)
+
+
+def test_a_sigterm_in_eval_or_predict_is_said_as_a_ctrl_c_is(tmp_path, capsys):
+    """`timeout 10 geospot eval ...` ended with exit 124 and nothing said (the answers were kept);
+    now the same line as Ctrl-C's, naming SIGTERM, and 143."""
+    from geospot.stops import Terminated
+
+    with pytest.raises(Terminated, match=r"^geospot eval: stopped \(SIGTERM\); the answers for 4 images are kept"):
+        cli.run_eval(cfg(tmp_path), engine=Sigterm(answer))
+    assert cli.predict_main(["model=fake", str(OSV / "unlabeled"), "batch_size=5"], engine=Sigterm(answer)) == 143
+    assert capsys.readouterr().err.endswith("geospot predict: stopped (SIGTERM) after 10 of 12 photos\n")

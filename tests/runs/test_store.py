@@ -260,3 +260,20 @@ def test_summary_and_step_counts_name_the_rl_steps_that_trained_nothing(tmp_path
         store.log_config("sft", {})
         store.log_step(1, {"loss": 1.0})
     assert RunReader(tmp_path / "sft").summary()["idle_steps"] == 0
+
+
+def test_a_run_busy_writing_keeps_its_heartbeat_fresh(tmp_path):
+    """The heartbeat was stamped only after HEARTBEAT_S with nothing to write: a run logging a step
+    every few seconds kept its start time, and from another host read as dead after STALE_S (a second
+    host could then resume or delete its folder). Every write now stamps it."""
+    import time
+
+    with RunStore(tmp_path) as store:
+        store.set_status("running")
+        assert store.flush()
+        started = float(dict(sqlite3.connect(store.path).execute("SELECT key, value FROM meta"))["heartbeat"])
+        time.sleep(0.2)
+        store.log_step(1, {"loss": 1.0})
+        assert store.flush()
+        beat = float(dict(sqlite3.connect(store.path).execute("SELECT key, value FROM meta"))["heartbeat"])
+        assert beat >= started + 0.15

@@ -79,6 +79,27 @@ def test_progress_line_and_eta():
     assert format_duration(3725) == "1:02:05" and format_duration(float("nan")) == "--:--"
 
 
+def test_a_time_limit_is_the_nearer_end_of_the_eta_and_its_step_prints_the_last_line():
+    """max_seconds=12 with max_steps=100000 said `step 200/100000 ... eta 1:33:28` and stopped 0.5 s later
+    without a last line; the ETA is now the nearer of the two ends, and the step the limit ends prints."""
+    from geospot.train.lifecycle import TimeBudget
+
+    now = [0.0]
+    budget = TimeBudget(12.0, spent=10.0, clock=lambda: now[0])
+    out = io.StringIO()
+    prog = Progress(total_steps=100000, stream=out, every=1000, seconds_left=budget.seconds_left)
+    prog.t0 -= 4.0  # 2 steps in 4 s: by steps, (100000 - 2) x 2 s left
+    budget.begin_step()
+    now[0] = 1.5  # this step has run 1.5 s of the 2 left
+    assert prog.update(1, {"loss": 1.0}).endswith("eta 00:00") and out.getvalue() == ""  # (0.5 s)
+    now[0] = 2.0  # the limit is reached inside this step: the run ends after it, and says so
+    assert prog.update(2, {"loss": 1.0}).startswith("step 3/100000") and out.getvalue().startswith("step 3/100000")
+    assert TimeBudget(0.0).seconds_left() == float("inf")
+    unlimited = Progress(10, stream=io.StringIO(), seconds_left=TimeBudget(0.0).seconds_left)  # no limit: by steps
+    unlimited.t0 -= 4.0
+    assert unlimited.line(1, {}).endswith("eta 00:16")
+
+
 def test_jsonl_writer_truncates_on_resume(tmp_path):
     from geospot.runs.loggers import JsonlWriter
 
