@@ -39,6 +39,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -330,8 +331,10 @@ def create_app(runs_dir: str | Path, *, allowed_hosts: tuple[str, ...] | None = 
         Route("/api/events", _unreadable(api_events)),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+    # a long run's /api/run is megabytes of step history: gzip (not the event stream: starlette excludes it)
     middleware = [Middleware(SecurityHeaders),
-                  Middleware(HostAndToken, allowed_hosts=(bound_host, *(allowed_hosts or ())), token=token)]
+                  Middleware(HostAndToken, allowed_hosts=(bound_host, *(allowed_hosts or ())), token=token),
+                  Middleware(GZipMiddleware, minimum_size=1024)]
     app = Starlette(routes=routes, middleware=middleware)
     app.state.dashboard = dash
     return app

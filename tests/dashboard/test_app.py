@@ -241,3 +241,16 @@ def test_cli_refuses_a_poll_of_zero_and_a_store_file_for_a_folder(runs, capsys):
     store = next(runs.rglob("store.sqlite"))
     assert cli.main([str(store)]) == 2
     assert f"{store} is a file, not a folder: pass the folder holding the run folders" in capsys.readouterr().err
+
+
+def test_a_long_runs_history_comes_gzipped_to_a_browser(tmp_path):
+    """/api/run carries every step: 0.9-2 MB uncompressed for a few thousand steps (a walk), sent whole on
+    every page load; a client that accepts gzip gets it compressed, the same JSON."""
+    with RunStore(tmp_path / "runs" / "long") as s:
+        fake_run.fill(s, 300, n_images=1)
+    client = TestClient(create_app(tmp_path / "runs"), base_url="http://localhost")
+    plain = client.get("/api/run", params={"run": "long"}, headers={"Accept-Encoding": "identity"})
+    zipped = client.get("/api/run", params={"run": "long"}, headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in plain.headers and zipped.headers["content-encoding"] == "gzip"
+    assert int(zipped.headers["content-length"]) < int(plain.headers["content-length"]) / 3
+    assert zipped.json() == plain.json()
