@@ -238,6 +238,9 @@ def run_eval(run: Run, step: int) -> dict[str, float]:
     return dict(result.metrics)
 
 
+SHOWN_EVALS = 6  # rows of the held-out table printed after each eval (every eval: metrics.jsonl, the dashboard)
+
+
 def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter) -> RunResult:
     """`clock` measures `max_seconds` (a benchmark on a shared machine passes time.process_time)."""
     stderr = stderr if stderr is not None else sys.stderr
@@ -257,7 +260,10 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
         if not run.held_out:
             return
         eval_history[step] = run_eval(run, step)
-        progress.note(format_metrics_table({f"step {s}": m for s, m in sorted(eval_history.items())}))
+        # the first eval and the latest few: every row each time grew a long run's log with the square of its evals
+        shown = sorted(eval_history.items())
+        shown = shown if len(shown) <= SHOWN_EVALS else [shown[0], *shown[1 - SHOWN_EVALS:]]
+        progress.note(format_metrics_table({f"step {s}": m for s, m in shown}))
         for line in extra_lines(eval_history[step]):  # its env's own numbers: label answers, turns, reasoning
             progress.note(f"step {step}: {line}")
 

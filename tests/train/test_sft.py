@@ -216,3 +216,21 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("geospot sft: stopped (Ctrl-C); the last checkpoint is step 4") and "Traceback" not in err
     assert err.rstrip().endswith("behavior_if_log_dir_exists=resume")
+
+
+def test_the_held_out_table_shows_the_first_eval_and_the_latest_few(tmp_path):
+    """Each eval printed every row so far: a 10k-step run with eval_every=100 wrote ~5,500 table lines.
+    Now the first eval and the latest (SHOWN_EVALS rows); every eval stays in metrics.jsonl."""
+    import io
+
+    from geospot.runs.folder import read_jsonl
+
+    err = io.StringIO()
+    sft.train(SFTConfig(model_name="tiny:qwen2_5_vl:tiny", lora_rank=0, data="synthetic:n=200,size=56,seed=0",
+                        batch_size=2, max_steps=8, eval_every=1, eval_n=2, eval_max_tokens=4, save_every=0,
+                        log_path=str(tmp_path / "run"), behavior_if_log_dir_exists="raise"), stderr=err)
+    last = err.getvalue().rsplit("-----\n", 1)[-1]
+    rows = [line.split()[1] for line in last.splitlines() if line.startswith("step ") and "/" not in line.split()[1]]
+    assert rows == ["0", "4", "5", "6", "7", "8"] and sft.SHOWN_EVALS == 6, (rows, err.getvalue()[-800:])
+    evals = [r["step"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if "eval/geoscore" in r]
+    assert evals == list(range(9))
