@@ -52,7 +52,7 @@ from geospot.train import rank_death
 from geospot.train.command import defer_stop, stop_asked, stop_between_steps
 from geospot.train.common import seed_everything
 from geospot.train.inputs import check_start_weights, open_inputs
-from geospot.train.lr import SCHEDULES, learning_rate
+from geospot.train.lr import SCHEDULES, learning_rate, lr_rise
 from geospot.train.resume import check_resume, write_resumed_config
 
 EVAL_SPLITS = ("val", "test", "heldout")  # data/stream.py's SPLITS that hold no training id
@@ -377,14 +377,14 @@ def start_run(
             if saved is not None:  # its own scheme (several processes need per-group seeds whatever it was)
                 run.group_seeds = bool(saved) or d.world > 1
                 if kind == "rl" and not saved and d.world > 1:
-                    print("note: this run sampled as one process (one generator per call); under torchrun each "
-                          "group samples from its own seed, so its rollouts from here are not the ones an "
-                          "uninterrupted run would have drawn", file=stderr)
-            for k, (a, b) in changed.items():
-                # a schedule over the run's length (lr, τ) is read at the new length from here on
+                    print("note: this run sampled as one process (one generator per call); under torchrun each group "
+                          "samples from its own seed, so its rollouts differ from an uninterrupted run's", file=stderr)
+            for k, (a, b) in changed.items():  # (a schedule over the run's length is read at the new one from here)
                 what = "the lr schedule now ends" if kind == "sft" else "the lr and τ schedules now end"
                 then = f"; {what} there" if k in ("max_steps", "max_seconds") else ""
                 print(f"resuming with {k} changed: {a!r} -> {b!r} (recorded in config.json{then})", file=stderr)
+            if "max_steps" in changed and (rise := lr_rise(cfg, ckpt.step, int(changed["max_steps"][0]))):
+                print(rise, file=stderr)  # (both loops: a decayed lr rises again, said in numbers)
             if d.is_main:
                 write_resumed_config(log_dir, kind, cfg, changed, ckpt.step, processes=d.world,
                                      group_seeds=run.group_seeds)

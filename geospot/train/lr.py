@@ -43,3 +43,16 @@ def learning_rate(
     min_ratio: float = 0.0,
 ) -> float:
     return base_lr * lr_multiplier(step, total_steps, schedule, warmup_steps, min_ratio)
+
+
+def lr_rise(cfg, step: int, old_total: int) -> str | None:
+    """A resume with more max_steps stretches the lr schedule: where it had decayed, the next step's lr is
+    higher than the last one's (a cosine at its floor jumps back up). Said with both numbers and the way to
+    go on low instead; None when it does not rise. `cfg`: either loop's config (the same lr keys)."""
+    args = (cfg.learning_rate, cfg.lr_schedule, cfg.warmup_steps, cfg.min_lr_ratio)
+    before, after = learning_rate(step - 1, old_total, *args), learning_rate(step, cfg.max_steps, *args)
+    if not step or after <= before * 1.01 or cfg.max_seconds:  # (a time limit: the schedule follows the clock)
+        return None
+    return (f"lr: step {step} trained at {before:.3g}; step {step + 1} trains at {after:.3g}, as lr_schedule="
+            f"{cfg.lr_schedule} runs to max_steps={cfg.max_steps} now. To go on at a low lr instead, start a new run "
+            f"from this one's weights (load_checkpoint_path=<this run>, learning_rate=<the lr you want>)")

@@ -43,7 +43,7 @@ from geospot.train.lifecycle import (
     start_run,
     validate_run,
 )
-from geospot.train.lr import Schedule, learning_rate
+from geospot.train.lr import Schedule
 
 # ---------------------------------------------------------------------------------------
 # Config. Every engine key is taken as in the seed (`model_name=...`), with EngineConfig's
@@ -162,18 +162,6 @@ def _env_messages(sample: Any, style: str, cfg: SFTConfig, rng: np.random.Genera
     return messages if messages is not None else KINDS["single"].examples(sample, cfg, rng)
 
 
-def note_lr_rise(cfg: SFTConfig, step: int, old_total: int, stderr) -> None:
-    """A resume with more max_steps stretches the lr schedule: where it had decayed, the next step's
-    lr is higher than the last one's. Said with both numbers and the way to go on low instead."""
-    args = (cfg.learning_rate, cfg.lr_schedule, cfg.warmup_steps, cfg.min_lr_ratio)
-    before, after = learning_rate(step - 1, old_total, *args), learning_rate(step, cfg.max_steps, *args)
-    if step and after > before * 1.01:
-        print(f"lr: step {step} trained at {before:.3g}; step {step + 1} trains at {after:.3g}, as lr_schedule="
-              f"{cfg.lr_schedule} runs to max_steps={cfg.max_steps} now. To go on at a low lr instead, start a new run "
-              f"from this one's weights (load_checkpoint_path=<this run>, learning_rate=<the lr you want>)",
-              file=stderr)
-
-
 def normalise_weights(datums_D: Sequence[Datum], n_tokens: int | None = None) -> tuple[list[Datum], int]:
     """Scale every datum's weights by 1 / (target tokens in the whole batch).
 
@@ -253,8 +241,6 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
     engine, writer, d = run.engine, run.writer, run.dist
     eval_history = {int(k): v for k, v in run.loop_state.get("eval_history", {}).items()}
     progress = Progress(cfg.max_steps, run.start_step, run.stderr, cfg.log_every, run.budget.seconds_left)
-    if "max_steps" in run.changed and not cfg.max_seconds:  # extended: a decayed lr rises again, said in numbers
-        note_lr_rise(cfg, run.start_step, int(run.changed["max_steps"][0]), run.stderr)
 
     def evaluate_now(step: int) -> None:
         if not run.held_out:

@@ -431,6 +431,12 @@ def test_extending_a_finished_run_says_the_lr_rises_again(tmp_path):
     err = io.StringIO()
     train(sft_cfg(log, max_steps=9, learning_rate=1e-3, lr_schedule="linear"), stderr=err)  # still decaying: no word
     assert "lr: step" not in err.getvalue()
+    # said where both loops resume (train/lifecycle.py): an RL run's lr keys read the same
+    from geospot.train.lr import lr_rise
+    from geospot.train.rl import RLConfig
+
+    extended = RLConfig(learning_rate=1e-3, lr_schedule="linear", warmup_steps=0, max_steps=8)
+    assert lr_rise(extended, 4, 4).startswith("lr: step 4 trained at 0.00025; step 5 trains at 0.0005")
 
 
 def test_an_rl_run_of_an_older_geospot_with_null_engine_keys_resumes(tmp_path, capsys):
