@@ -9,19 +9,22 @@ arguments and go the same way (a knob means what it means on the command line):
 
 A key not passed is what the command line leaves it: a start run's (`load_checkpoint_path`), a
 resumed run's (`behavior_if_log_dir_exists="resume"`), else the default. Errors are ConfigError,
-one sentence each, raised before a model loads. (`geospot.train.sft.train(cfg)` and
+one sentence each, raised before a model loads; Ctrl-C saves the step being trained, then raises
+KeyboardInterrupt. (`geospot.train.sft.train(cfg)` and
 `geospot.train.rl.run(cfg)` take a config as it is: no start run's keys are read.)
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from geospot.config import ConfigError, check_types, field_types, parse_overrides
+from geospot.config import ConfigError, config_from
+from geospot.data.spec import SpecError, parse_spec
 from geospot.eval.predictor import Predictor
 from geospot.train import rl as rl_loop
 from geospot.train import sft as sft_loop
-from geospot.train.command import settle
+from geospot.train.command import settle, stop_signals
 from geospot.train.lifecycle import RunResult
 
 __all__ = ["Predictor", "rl", "sft"]
@@ -29,20 +32,38 @@ __all__ = ["Predictor", "rl", "sft"]
 
 def sft(**keys: Any) -> RunResult:
     """`geospot sft key=value ...`: supervised warm-start; `geospot sft --help` lists the keys."""
-    return sft_loop.train(_settled("sft", sft_loop.SFTConfig, sft_loop.prepare_keys, keys))
+    return _train("sft", sft_loop.train, _settled("sft", sft_loop.SFTConfig, sft_loop.prepare_keys, keys))
 
 
 def rl(**keys: Any) -> RunResult:
     """`geospot rl key=value ...`: GRPO; `geospot rl --help` lists the keys."""
-    return rl_loop.run(_settled("rl", rl_loop.RLConfig, rl_loop.prepare_keys, keys))
+    return _train("rl", rl_loop.run, _settled("rl", rl_loop.RLConfig, rl_loop.prepare_keys, keys))
+
+
+def _train(command: str, train: Any, cfg: Any) -> RunResult:
+    """Ctrl-C / SIGTERM as on the command line: the step is trained and saved, then KeyboardInterrupt."""
+    restore = stop_signals(command)
+    try:
+        return train(cfg)
+    finally:
+        restore()
 
 
 def _settled(command: str, cls: type, prepare, keys: dict[str, Any]):
-    fields, not_read = field_types(cls), getattr(cls, "NOT_READ", {})
-    for key, value in keys.items():
-        if key not in fields or key in not_read:  # the command line's sentence for it (a close key, an alias)
-            parse_overrides(cls, [f"{key}={value}"], validate=False)
-            raise ConfigError(f"unknown config key {key!r} for {cls.__name__}")  # (parse_overrides raised already)
-    cfg = cls(**keys)
-    check_types(cfg)  # before settle reads a start or resumed run with them
-    return settle(command, cfg, set(keys), prepare)
+    if callable(keys.get("reward")):
+        keys = {**keys, "reward": _importable_name(keys["reward"])}
+    if keys.get("data") is not None and not isinstance(keys["data"], (str, os.PathLike)):
+        try:  # a DataFrame, a list of samples: the data spec's own sentence, with the way in
+            parse_spec(keys["data"])
+        except SpecError as e:
+            raise ConfigError(str(e)) from None
+    return settle(command, config_from(cls, keys), set(keys), prepare)
+
+
+def _importable_name(function: Any) -> str:
+    """A reward function as the module:function a run records (a resume imports it again)."""
+    module, name = getattr(function, "__module__", None), getattr(function, "__qualname__", "")
+    if not module or module == "__main__" or "<" in name:  # a script's, a notebook's, a lambda: nothing imports it
+        raise ConfigError(f"reward={function!r} is not in a module a resume can import; put it in a file (e.g. "
+                          "my_rewards.py) and pass it from there, or reward='my_rewards:hemisphere'")
+    return f"{module}:{name}"

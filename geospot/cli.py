@@ -3,10 +3,12 @@ this file only dispatches (lazily, so `geospot --help` is instant)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
 
+from geospot import distributed
 from geospot.stops import exit_code, how, sigterm_stops
 
 # command -> (module, function, one-line help)
@@ -67,8 +69,9 @@ def _main(argv: list[str] | None) -> int:
         return 2
     module, func, _ = COMMANDS[name]
     try:
-        # SIGTERM stops a command as Ctrl-C does (sft / rl put their own handlers inside: the step is saved)
-        with sigterm_stops():
+        # SIGTERM stops a command as Ctrl-C does (sft / rl put their own handlers inside: the step is saved;
+        # under torchrun rank_death's handlers own the signals)
+        with contextlib.nullcontext() if distributed.under_torchrun() else sigterm_stops():
             code = int(getattr(importlib.import_module(module), func)(rest) or 0)
     except KeyboardInterrupt as e:  # a command that says nothing of its own (sft / rl / eval / predict do)
         print(str(e) or f"geospot {name}: stopped ({how(e)})", file=sys.stderr)

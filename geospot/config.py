@@ -11,7 +11,9 @@ import argparse
 import dataclasses
 import difflib
 import json
+import numbers
 import os
+import reprlib
 import sys
 import types
 import typing
@@ -97,11 +99,35 @@ def _fits(value: Any, tp: Any) -> bool:
         return isinstance(value, tuple) and (elt is Any or all(_fits(v, elt) for v in value))
     if base is bool:
         return isinstance(value, bool)
-    if base is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+    if base is int:  # (numpy's integers are Integral too)
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if base is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
     return not isinstance(base, type) or isinstance(value, base)  # (a union of several types: not checked)
+
+
+def config_from(cls: type[T], keys: dict[str, Any]) -> T:
+    """`cls(**keys)` from Python with the command line's sentences: an unknown key (a close one, another
+    command's name for it), a value of the wrong type. Python's own spellings of a value are the command
+    line's: a path object its text, a list a tuple, a numpy number a number."""
+    fields, not_read = field_types(cls), getattr(cls, "NOT_READ", {})
+    for key, value in keys.items():
+        if key not in fields or key in not_read:
+            parse_overrides(cls, [f"{key}={value}"], validate=False)  # (raises the command line's sentence)
+            raise ConfigError(f"unknown config key {key!r} for {cls.__name__}")
+    cfg = cls(**{k: _python_value(v) for k, v in keys.items()})
+    check_types(cfg)
+    return cfg
+
+
+def _python_value(value: Any) -> Any:
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, list):
+        return tuple(_python_value(v) for v in value)
+    if isinstance(value, numbers.Number) and hasattr(value, "item"):  # numpy's scalars
+        return value.item()
+    return value
 
 
 def check_types(cfg: Any) -> None:
@@ -111,16 +137,17 @@ def check_types(cfg: Any) -> None:
         value = getattr(cfg, key)
         if _fits(value, tp):
             continue
+        shown = reprlib.repr(value)  # (a DataFrame's repr is pages long)
         base, _ = _base_type(tp)
         origin = typing.get_origin(base)
         if origin is typing.Literal:
-            raise ConfigError(f"{key}={value!r} is not one of {', '.join(map(str, typing.get_args(base)))}")
+            raise ConfigError(f"{key}={shown} is not one of {', '.join(map(str, typing.get_args(base)))}")
         if origin is tuple and isinstance(value, tuple):
             elt = typing.get_args(base)[0]
             bad = next(v for v in value if not _fits(v, elt))
-            raise ConfigError(f"{key}={value!r} holds {bad!r}, {_a(type(bad).__name__)}, not {_a(elt.__name__)}")
+            raise ConfigError(f"{key}={shown} holds {bad!r}, {_a(type(bad).__name__)}, not {_a(elt.__name__)}")
         name = "tuple" if origin is tuple else getattr(base, "__name__", str(base))
-        raise ConfigError(f"{key}={value!r} is {_a(type(value).__name__)}, not {_a(name)}")
+        raise ConfigError(f"{key}={shown} is {_a(type(value).__name__)}, not {_a(name)}")
 
 
 def _a(name: str) -> str:

@@ -15,11 +15,15 @@ supported='import sys; sys.exit(sys.version_info < (3, 11))'
 command -v "$PY" >/dev/null || fail "no $PY here; install Python 3.11 or newer, or name one: PYTHON=/path/to/python3.11 bash $0"
 "$PY" -c "$supported" || fail "geospot needs Python 3.11 or newer; $PY is $("$PY" -V 2>&1 | cut -d' ' -f2): install a newer one, or name it: PYTHON=/path/to/python3.11 bash $0"
 step 1 "virtual environment: .venv"
-# a .venv that cannot serve (its Python gone or upgraded away, an older Python's, no pip) is made again:
-# reused, it failed the same way on every run
-if [ -e .venv ] && ! { .venv/bin/python -c "$supported" && .venv/bin/python -m pip --version; } >/dev/null 2>&1; then
-  echo "[setup 1/4] .venv cannot be used (its Python is missing, older than 3.11, or has no pip): making it again"
+# a .venv that cannot serve (its Python gone or upgraded away, an older Python's) is made again: reused, it
+# failed the same way on every run. One without pip (uv's, --without-pip) keeps what it holds and gets pip.
+if [ -e .venv ] && ! .venv/bin/python -c "$supported" >/dev/null 2>&1; then
+  echo "[setup 1/4] .venv cannot be used (its Python is missing or older than 3.11): making it again"
   rm -rf .venv
+fi
+if [ -e .venv ] && ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+  echo "[setup 1/4] .venv has no pip: adding it (ensurepip)"
+  .venv/bin/python -m ensurepip --upgrade >/dev/null || fail ".venv has no pip and its Python cannot add one (Debian/Ubuntu: apt install python3-venv), then run this again"
 fi
 if [ ! -e .venv ]; then
   "$PY" -m venv .venv || fail "$PY could not make a virtual environment (Debian/Ubuntu: apt install python3-venv), then run this again"
@@ -27,7 +31,7 @@ fi
 . .venv/bin/activate
 # pip's cache in a folder it cannot write (a read-only HOME): a source-only requirement (reverse_geocoder)
 # failed to build its wheel there; without a cache it builds
-cache="${PIP_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pip}"
+cache="${PIP_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}/pip}"
 if ! { mkdir -p "$cache" && [ -w "$cache" ]; } 2>/dev/null; then
   echo "[setup] pip's cache $cache cannot be written: installing without one"
   export PIP_NO_CACHE_DIR=1

@@ -49,9 +49,25 @@ def test_keys_are_checked_as_the_command_line_checks_them_before_any_folder_is_m
     log = tmp_path / "rl"
     with pytest.raises(ConfigError, match=r"env_type='nonsense' is not one of single, telescoping"):
         api.rl(model_name=MODEL, env_type="nonsense", log_path=str(log))
-    with pytest.raises(ConfigError, match=r"hier_turns=\['country'\] is a list, not a tuple"):
-        api.rl(model_name=MODEL, hier_turns=["country"], log_path=str(log))
+    with pytest.raises(ConfigError, match=r"hier_turns=\(5,\) holds 5, an int, not a str"):
+        api.rl(model_name=MODEL, hier_turns=[5], log_path=str(log))  # (a list is a tuple's Python spelling)
+    with pytest.raises(ConfigError, match=r"^data is a spec string .*, not a DataFrame; write a table to parquet"):
+        api.sft(model_name=MODEL, data=type("DataFrame", (), {})(), log_path=str(log))
+    with pytest.raises(ConfigError, match=r"is not in a module a resume can import"):
+        api.rl(model_name=MODEL, reward=lambda d, g, t: 1.0, log_path=str(log))
     assert not log.exists()
+    # Python's own spellings: a Path, a numpy number, a list; a module's function as the reward
+    import numpy as np
+
+    from geospot.config import config_from
+    from geospot.envs.rewards import KernelReward
+    from geospot.train.rl import RLConfig
+
+    cfg = config_from(RLConfig, {"log_path": tmp_path / "x", "max_steps": np.int64(3), "tau_end_km": np.float32(25),
+                                 "hier_turns": ["country", "coords"]})
+    assert (cfg.log_path, cfg.max_steps, cfg.hier_turns) == (str(tmp_path / "x"), 3, ("country", "coords"))
+    assert type(cfg.max_steps) is int and type(cfg.tau_end_km) is float
+    assert api._importable_name(KernelReward) == "geospot.envs.rewards:KernelReward"
 
 
 def test_a_runs_predictor_answers_what_geospot_predict_answers(run):
@@ -72,7 +88,13 @@ def test_a_runs_predictor_answers_what_geospot_predict_answers(run):
     assert [r["raw_text"] for r in api.Predictor(str(run), max_pixels=448 * 448)(photos)] != [
         r["raw_text"] for r in rows[:3]]
     assert rows[3]["name"] == "image-3" and rows[3]["raw_text"] == rows[0]["raw_text"]  # bytes: the same photo
-    assert rows[4]["name"] == "missing.jpg" and math.isnan(rows[4]["latitude"]) and rows[4]["skipped"]
+    assert rows[4]["name"] == "missing.jpg" and math.isnan(rows[4]["latitude"])
+    assert rows[4]["skipped"] == "missing.jpg: no such image or folder"
+    # one path is one image (a string was read letter by letter); a folder is its photos, as predict walks it
+    assert [r["raw_text"] for r in ask(str(photos[0]))] == [rows[0]["raw_text"]]
+    folder = ask([PHOTOS, Path(photos[1])])
+    assert [r["name"] for r in folder] == [*map(str, sorted(PHOTOS.glob("*.jpg"))), str(photos[1])]
+    assert folder[1]["raw_text"] == folder[-1]["raw_text"] == rows[1]["raw_text"]  # (named twice: two rows)
 
 
 def test_a_predictor_says_a_run_of_an_env_geospot_does_not_know_and_takes_one_named(run, tmp_path):

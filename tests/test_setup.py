@@ -75,6 +75,22 @@ def test_a_venv_whose_python_is_gone_is_made_again(tmp_path):
     (folder / ".venv" / "bin").mkdir(parents=True)
     (folder / ".venv" / "bin" / "python").symlink_to("/nonexistent/python3")
     proc = _setup(folder, PYTHON=sys.executable)
-    said = ".venv cannot be used (its Python is missing, older than 3.11, or has no pip): making it again"
+    said = ".venv cannot be used (its Python is missing or older than 3.11): making it again"
     assert said in proc.stdout
     assert (folder / ".venv" / "bin" / "python").resolve().exists(), proc.stdout + proc.stderr
+
+
+def test_a_venv_without_pip_keeps_what_it_holds_and_gets_pip(tmp_path):
+    """uv and `venv --without-pip` make venvs without pip: such a .venv was deleted whole, with every
+    package the user had put in it; now ensurepip adds pip and the rest stays."""
+    import subprocess
+
+    folder = _copy_scripts(tmp_path / "clone")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder / ".venv")], check=True, timeout=120)
+    kept = folder / ".venv" / "kept.txt"
+    kept.write_text("the user's")
+    proc = _setup(folder, PYTHON=sys.executable)
+    assert ".venv has no pip: adding it (ensurepip)" in proc.stdout, proc.stdout + proc.stderr
+    assert kept.exists() and "making it again" not in proc.stdout
+    pip = subprocess.run([str(folder / ".venv" / "bin" / "python"), "-m", "pip", "--version"], timeout=60)
+    assert pip.returncode == 0

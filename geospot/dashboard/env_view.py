@@ -46,6 +46,9 @@ def _reward(env: Any, config: dict[str, Any], options: Any) -> dict[str, Any] | 
                     + text).strip()
     except (TypeError, ValueError):  # keys this version cannot read
         return None
+    if ":" in name:  # reward=module:function, the user's own: no kernel of the distance to draw
+        text = f"Each parsed guess is graded by your function {name}(distance_km, guess, truth). {text}".strip()
+        return {"env": env, "name": name, "tau": False, "kernel": False, "text": text}
     return {"env": env, "name": name, "tau": uses_tau(name), "kernel": kind.distance_reward, "text": text}
 
 

@@ -10,14 +10,19 @@ the teacher-forcing rate."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import math
+import numbers
+import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from geospot.config import ConfigError
 from geospot.envs.kinds import env_kind, opt
 from geospot.envs.rewards import GeoScoreReward, KernelReward, LatLon, MixedReward, Reward
 from geospot.envs.types import EnvGroupBuilder, Trajectory
@@ -61,23 +66,32 @@ class CustomReward:
     function: Callable[..., float]
 
     def __call__(self, distance_km: float, guess: LatLon | None = None, truth: LatLon | None = None) -> float:
-        value = self.function(distance_km, guess, truth)
+        inputs = f"distance_km={distance_km:.1f}, guess={guess}, truth={truth}"
         try:
-            out = float(value)
-        except (TypeError, ValueError):
-            out = math.nan
-        if not math.isfinite(out):
-            raise ValueError(f"reward={self.name} returned {value!r} for distance_km={distance_km:.1f}, guess={guess}, "
-                             f"truth={truth}; a reward is a finite number")
-        return out
+            value = self.function(distance_km, guess, truth)
+        except Exception as e:  # the user's code: said with its inputs (a ConfigError stops the run in one sentence)
+            raise ConfigError(f"reward={self.name} raised {type(e).__name__}: {e} for {inputs}") from e
+        ok = isinstance(value, numbers.Real) and math.isfinite(value)  # (a bool or a numpy float is a number too)
+        if not ok:
+            raise ConfigError(f"reward={self.name} returned {value!r} for {inputs}; a reward is a finite number")
+        return float(value)
 
 
+@functools.cache  # (make_reward asks for it each step: imported and checked once)
 def custom_reward(name: str) -> CustomReward:
     """`module:function` -> its CustomReward; ValueError in one sentence when it cannot be one."""
     if problem := reward_problem(name):
         raise ValueError(f"reward={name!r} {problem}")
     module, _, attr = name.partition(":")
     return CustomReward(name, getattr(importlib.import_module(module), attr))
+
+
+def _import(module: str):
+    """The module, found on sys.path or in the current folder (the `geospot` command's sys.path starts
+    at its own bin/, not where it runs, as `python -m` does)."""
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    return importlib.import_module(module)
 
 
 def reward_problem(name: str) -> str | None:
@@ -90,9 +104,9 @@ def reward_problem(name: str) -> str | None:
         return (f"is none of auto, {', '.join(REWARDS)}, nor your own function as module:function (e.g. "
                 "reward=my_rewards:hemisphere, my_rewards.py on PYTHONPATH)")
     try:
-        function = getattr(importlib.import_module(module), attr)
+        function = getattr(_import(module), attr)
     except ModuleNotFoundError as e:
-        return f"cannot be imported: no module {e.name!r} (is its folder on PYTHONPATH, or the current folder?)"
+        return f"cannot be imported: no module {e.name!r} in the current folder or on PYTHONPATH"
     except AttributeError:
         return f"names nothing: module {module!r} has no {attr!r}"
     except Exception as e:  # the module's own code failed on import

@@ -13,15 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from geospot.config import ConfigError, help_text, parse_overrides
-from geospot.data.sources import IMAGE_EXTS as DATA_IMAGE_EXTS
 from geospot.envs.kinds import env_kind
 from geospot.eval.cli_config import PredictConfig, split_args
-from geospot.eval.predictor import Predictor, prepared_samples
+from geospot.eval.predictor import Predictor, photos_and_broken_links, prepared_samples
 from geospot.eval.run_defaults import describe_defaults, given_keys, with_run_defaults
 from geospot.jsonutil import finite_json
 from geospot.stops import exit_code, how
-
-IMAGE_EXTS = {f".{e}" for e in DATA_IMAGE_EXTS}  # the suffixes the data sources read as images
 
 PREDICT_HELP = """usage: geospot predict model=<model> IMAGE... | DIR [key=value ...] [greedy|samples=k] [--json]
                        [--csv out.csv] [--map out.html]
@@ -40,58 +37,6 @@ writes a self-contained offline HTML map.
 # hierarchical answer's label turns are its `answers:`, its coordinates the line's own)
 CSV_COLUMNS = ("id", "latitude", "longitude", "place", "photo_latitude", "photo_longitude", "km_from_gps", "answer",
                "skipped")
-
-
-def image_paths(args: Sequence[str]) -> list[Path]:
-    """The image files the arguments name (photos_and_broken_links without the links)."""
-    return photos_and_broken_links(args)[0]
-
-
-def photos_and_broken_links(args: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """The image files the arguments name: files as given, folders walked to any depth (a camera
-    roll keeps its photos in year / trip subfolders; a data folder in images/), in sorted order; a
-    file named twice (a folder and a glob of it, or a symlink) is answered once. With them, a skip
-    line for each image-named symlink in those folders whose photo is gone (the same walk finds
-    both: a file walk passes over such a link, which would go unanswered without a word): (path, why)."""
-    from geospot.data.files import LocalOpener, files_and_broken_links, other_case_hint, unique_files, walk_files
-
-    paths: list[str] = []
-    broken: list[tuple[str, str]] = []
-    for a in args:
-        p = Path(a).expanduser()
-        # a pattern the shell did not expand (quoted, or matching nothing): expanded here, as the shell would
-        pattern = any(c in a for c in "*?[") and not p.exists()
-        matched = [Path(m) for m in LocalOpener().glob(str(p))] if pattern else [p]
-        for m in matched:
-            if m.is_dir():
-                files, links = files_and_broken_links(str(m))
-                paths += [f for f in files if Path(f).suffix.lower() in IMAGE_EXTS]
-                broken += [line for q in links if Path(q).suffix.lower() in IMAGE_EXTS if (line := _broken_line(q))]
-            elif m.is_file():
-                paths.append(str(m))
-        if not any(m.exists() for m in matched):
-            raise FileNotFoundError(f"{a}: no such image or folder{other_case_hint(str(p))}")
-    if not paths:
-        shards = [a for a in args if Path(a).is_dir() and any(
-            f.lower().endswith((".tar", ".tar.gz", ".tgz", ".parquet")) for f in walk_files(str(Path(a).expanduser())))]
-        hint = (f"; {shards[0]} holds tar or parquet shards, which predict does not open: score them with geospot "
-                f"eval model=<model> data={shards[0]}") if shards else ""
-        if broken:  # links into a drive that is not mounted, say
-            hint += (f"; {len(broken)} {'is a broken link' if len(broken) == 1 else 'are broken links'}: "
-                     f"{broken[0][0]} ({broken[0][1]})")
-        raise ConfigError(f"no images found in {', '.join(args)} or its subfolders (looked for "
-                          f"{', '.join(sorted(IMAGE_EXTS))}){hint}")
-    return [Path(f) for f in unique_files(paths)], broken
-
-
-def _broken_line(link: str) -> tuple[str, str] | None:
-    """(link, why) of a symlink whose photo is gone, its target as a path from here (None when it
-    stopped being a link since the walk: nothing to say of it)."""
-    try:
-        target = os.path.normpath(os.path.join(os.path.dirname(link), os.readlink(link)))
-    except OSError:
-        return None
-    return link, f"a broken link: {target} does not exist"
 
 
 def _ready_to_write(flag: str, path: str) -> None:

@@ -10,16 +10,20 @@ both build the rows here."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from geospot.config import ConfigError, check_types
+from geospot.config import ConfigError, config_from
+from geospot.data.sources import IMAGE_EXTS as DATA_IMAGE_EXTS
 from geospot.eval.cli_config import PredictConfig, engine_overrides, sampling_for
 from geospot.eval.run_defaults import with_run_defaults
 from geospot.eval.runner import Prediction, predict
 
+IMAGE_EXTS = {f".{e}" for e in DATA_IMAGE_EXTS}  # the suffixes the data sources read as images
 # A guess farther than this from every GeoNames place (> 1000 inhabitants) is in open sea, ice
 # or wilderness: the nearest place is then named as such, with its distance, not as the answer's
 # place (on inhabited land the nearest such place is rarely more than a few tens of km away).
@@ -33,12 +37,7 @@ class Predictor:
     `engine`: an engine already loaded (tests), in place of loading `model`."""
 
     def __init__(self, model: str = "", engine: Any = None, **keys: Any):
-        try:
-            cfg = PredictConfig(model=model, **keys)
-        except TypeError as e:  # a key predict does not have
-            raise ConfigError(f"{e}; predict's keys: geospot predict --help") from None
-        check_types(cfg)
-        cfg, run_defaults = with_run_defaults(cfg, set(keys))
+        cfg, run_defaults = with_run_defaults(config_from(PredictConfig, {"model": model, **keys}), set(keys))
         cfg.validate()
         self._start(cfg, run_defaults, engine)
 
@@ -60,16 +59,41 @@ class Predictor:
             engine = load_model(cfg.model, **engine_overrides(cfg)).engine
         self.engine = engine
 
-    def __call__(self, images: Sequence[Any]) -> list[dict]:
-        """One row per image (a path, the file's bytes or a PIL image; named by its path, else
-        `image-<i>`): its answer, nearest place, each turn's guess. An image that cannot be read
-        gets a row with NaN coordinates and `skipped` saying why."""
-        named = [(str(x) if isinstance(x, (str, Path)) else f"image-{i}", x) for i, x in enumerate(images)]
-        samples, skipped = prepared_samples(named, square=self.cfg.square)
-        rows = {r["name"]: r for r in self.rows(samples)}
-        rows.update({name: {"name": name, "latitude": math.nan, "longitude": math.nan, "skipped": why}
-                     for name, why in skipped})
-        return [rows[name] for name, _ in named]
+    def __call__(self, images: Any) -> list[dict]:
+        """One row per image, as `geospot predict --json` prints it: its answer, nearest place, each turn's
+        guess. `images`: one or a list of paths (a folder: the photos in it, as predict walks it), file
+        bytes or PIL images (named `image-<i>`). An image that cannot be read gets a row with NaN
+        coordinates and `skipped` saying why. Asked `batch_size` images at a time, so a long list of
+        paths is never all in memory at once."""
+        items = [images] if isinstance(images, (str, os.PathLike, bytes)) or hasattr(images, "getpixel") else images
+        named, skipped = [], {}
+        for i, item in enumerate(items):
+            if not isinstance(item, (str, os.PathLike)):
+                named.append((f"image-{i}", item))
+                continue
+            try:  # a folder, a glob: its photos (a broken link among them: skipped, said)
+                photos, broken = photos_and_broken_links([os.fspath(item)])
+            except (FileNotFoundError, ConfigError) as e:
+                named.append((os.fspath(item), None))
+                skipped[len(named) - 1] = str(e)
+                continue
+            named += [(str(p), p) for p in photos]
+            for link, why in broken:
+                named.append((link, None))
+                skipped[len(named) - 1] = why
+        rows: list[dict | None] = [None] * len(named)
+        for start in range(0, len(named), self.cfg.batch_size):
+            # keyed by position (two images of one name are two rows), named in the rows
+            part = [(str(k), x) for k, (_, x) in enumerate(named[start:start + self.cfg.batch_size], start)
+                    if k not in skipped]
+            samples, unread = prepared_samples(part, square=self.cfg.square)
+            skipped.update((int(k), why) for k, why in unread)
+            asked = [dataclasses.replace(s, id=named[int(s.id)][0]) for s in samples]
+            for sample, row in zip(samples, self.rows(asked)):
+                rows[int(sample.id)] = row
+        for k, why in skipped.items():
+            rows[k] = {"name": named[k][0], "latitude": math.nan, "longitude": math.nan, "skipped": why}
+        return rows
 
     def rows(self, samples: list) -> list[dict]:
         """The rows of samples already prepared (prepared_samples), each photo's EXIF GPS beside its answer."""
@@ -83,6 +107,58 @@ class Predictor:
                         label_geocoder=_no_labels, turns=turns)
         gps = {s.id: gps_of(s.id) for s in samples if Path(s.id).is_file()}
         return prediction_rows(preds, gps)
+
+
+def image_paths(args: Sequence[str]) -> list[Path]:
+    """The image files the arguments name (photos_and_broken_links without the links)."""
+    return photos_and_broken_links(args)[0]
+
+
+def photos_and_broken_links(args: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The image files the arguments name: files as given, folders walked to any depth (a camera
+    roll keeps its photos in year / trip subfolders; a data folder in images/), in sorted order; a
+    file named twice (a folder and a glob of it, or a symlink) is answered once. With them, a skip
+    line for each image-named symlink in those folders whose photo is gone (the same walk finds
+    both: a file walk passes over such a link, which would go unanswered without a word): (path, why)."""
+    from geospot.data.files import LocalOpener, files_and_broken_links, other_case_hint, unique_files, walk_files
+
+    paths: list[str] = []
+    broken: list[tuple[str, str]] = []
+    for a in args:
+        p = Path(a).expanduser()
+        # a pattern the shell did not expand (quoted, or matching nothing): expanded here, as the shell would
+        pattern = any(c in a for c in "*?[") and not p.exists()
+        matched = [Path(m) for m in LocalOpener().glob(str(p))] if pattern else [p]
+        for m in matched:
+            if m.is_dir():
+                files, links = files_and_broken_links(str(m))
+                paths += [f for f in files if Path(f).suffix.lower() in IMAGE_EXTS]
+                broken += [line for q in links if Path(q).suffix.lower() in IMAGE_EXTS if (line := _broken_line(q))]
+            elif m.is_file():
+                paths.append(str(m))
+        if not any(m.exists() for m in matched):
+            raise FileNotFoundError(f"{a}: no such image or folder{other_case_hint(str(p))}")
+    if not paths:
+        shards = [a for a in args if Path(a).is_dir() and any(
+            f.lower().endswith((".tar", ".tar.gz", ".tgz", ".parquet")) for f in walk_files(str(Path(a).expanduser())))]
+        hint = (f"; {shards[0]} holds tar or parquet shards, which predict does not open: score them with geospot "
+                f"eval model=<model> data={shards[0]}") if shards else ""
+        if broken:  # links into a drive that is not mounted, say
+            hint += (f"; {len(broken)} {'is a broken link' if len(broken) == 1 else 'are broken links'}: "
+                     f"{broken[0][0]} ({broken[0][1]})")
+        raise ConfigError(f"no images found in {', '.join(args)} or its subfolders (looked for "
+                          f"{', '.join(sorted(IMAGE_EXTS))}){hint}")
+    return [Path(f) for f in unique_files(paths)], broken
+
+
+def _broken_line(link: str) -> tuple[str, str] | None:
+    """(link, why) of a symlink whose photo is gone, its target as a path from here (None when it
+    stopped being a link since the walk: nothing to say of it)."""
+    try:
+        target = os.path.normpath(os.path.join(os.path.dirname(link), os.readlink(link)))
+    except OSError:
+        return None
+    return link, f"a broken link: {target} does not exist"
 
 
 def prepared_samples(named: Sequence[tuple[str, Any]], square: bool = False):

@@ -319,7 +319,7 @@ class RunStore:
                     seq = int(con.execute("SELECT value FROM meta WHERE key='seq'").fetchone()[0]) + 1
                     con.execute("UPDATE meta SET value=? WHERE key='seq'", (str(seq),))
                     job(con, seq)
-                    if self._running and job is not self._heartbeat:  # (a beat only when idle went stale when busy)
+                    if self._running and job != self._heartbeat:  # (a beat only when idle went stale when busy)
                         self._heartbeat(con, seq)
                     con.execute("COMMIT")
                 except BaseException:

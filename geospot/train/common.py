@@ -42,7 +42,7 @@ class Progress:
     def __init__(self, total_steps: int, start_step: int = 0, stream: TextIO | None = None, every: int = 1,
                  seconds_left: Callable[[], float] | None = None) -> None:
         self.total, self.start = total_steps, start_step
-        self.seconds_left = seconds_left  # a time limit (max_seconds): the ETA is the nearer end, its step the last
+        self.seconds_left = seconds_left  # a time limit (max_seconds): the ETA is the nearer end
         self.stream = stream if stream is not None else sys.stderr
         self.every = max(1, every)
         self.t0 = time.perf_counter()
@@ -69,9 +69,10 @@ class Progress:
         parts.append(f"eta {format_duration(eta)}")
         return " | ".join(parts)
 
-    def update(self, step: int, metrics: dict[str, float]) -> str:
+    def update(self, step: int, metrics: dict[str, float], last: bool = False) -> str:
+        """`last`: the loop's word that this step ends the run (a time limit, the data's end), printed then."""
         text = self.line(step, metrics)
-        last = step + 1 >= self.total or (self.seconds_left is not None and self.seconds_left() <= 0)
+        last = last or step + 1 >= self.total
         if self.tty:
             self.stream.write("\r\033[K" + text + ("\n" if last else ""))
         elif (step + 1) % self.every == 0 or last or step == self.start:

@@ -52,7 +52,7 @@ from geospot.train import rank_death
 from geospot.train.command import defer_stop, stop_asked, stop_between_steps
 from geospot.train.common import seed_everything
 from geospot.train.inputs import check_start_weights, open_inputs
-from geospot.train.lr import SCHEDULES, learning_rate, lr_rise
+from geospot.train.lr import SCHEDULES, learning_rate, lr_rise, schedule_step
 from geospot.train.resume import check_resume, write_resumed_config
 
 EVAL_SPLITS = ("val", "test", "heldout")  # data/stream.py's SPLITS that hold no training id
@@ -151,9 +151,7 @@ class TimeBudget:
         further along max_seconds than `step` is along `total_steps`, that fraction of
         `total_steps` — so a run the clock stops still finishes its decay, as a run that
         reaches max_steps does. No limit: exactly `step`."""
-        if self.max_seconds <= 0:
-            return step
-        return max(step, min(total_steps - 1, int(total_steps * self.spent / self.max_seconds)))
+        return schedule_step(step, total_steps, self.spent, self.max_seconds)
 
 
 def make_writer(log_dir: Path, cfg: Any, start_step: int) -> Any:
@@ -383,7 +381,8 @@ def start_run(
                 what = "the lr schedule now ends" if kind == "sft" else "the lr and τ schedules now end"
                 then = f"; {what} there" if k in ("max_steps", "max_seconds") else ""
                 print(f"resuming with {k} changed: {a!r} -> {b!r} (recorded in config.json{then})", file=stderr)
-            if "max_steps" in changed and (rise := lr_rise(cfg, ckpt.step, int(changed["max_steps"][0]))):
+            old = {k: changed.get(k, (getattr(cfg, k),))[0] for k in ("max_steps", "max_seconds")}
+            if set(old) & set(changed) and (rise := lr_rise(cfg, ckpt.step, **old, spent=run.budget.spent)):
                 print(rise, file=stderr)  # (both loops: a decayed lr rises again, said in numbers)
             if d.is_main:
                 write_resumed_config(log_dir, kind, cfg, changed, ckpt.step, processes=d.world,

@@ -45,14 +45,25 @@ def learning_rate(
     return base_lr * lr_multiplier(step, total_steps, schedule, warmup_steps, min_ratio)
 
 
-def lr_rise(cfg, step: int, old_total: int) -> str | None:
-    """A resume with more max_steps stretches the lr schedule: where it had decayed, the next step's lr is
-    higher than the last one's (a cosine at its floor jumps back up). Said with both numbers and the way to
-    go on low instead; None when it does not rise. `cfg`: either loop's config (the same lr keys)."""
+def schedule_step(step: int, total_steps: int, spent: float = 0.0, max_seconds: float = 0.0) -> int:
+    """The step a schedule is read at: `step`, or, with a time limit, the share of `total_steps` the
+    seconds `spent` are of `max_seconds` when that is further (lifecycle.TimeBudget)."""
+    if max_seconds <= 0:
+        return step
+    return max(step, min(total_steps - 1, int(total_steps * spent / max_seconds)))
+
+
+def lr_rise(cfg, step: int, max_steps: int, max_seconds: float, spent: float = 0.0) -> str | None:
+    """A resume with more max_steps or max_seconds stretches the lr schedule: where it had decayed, the next
+    step's lr is higher than the last one's (a cosine at its floor jumps back up). Said with both numbers
+    and the way to go on low instead; None when it does not rise. `cfg`: either loop's config, now;
+    `max_steps`, `max_seconds`: the run's before; `spent`: the seconds its steps took so far."""
     args = (cfg.learning_rate, cfg.lr_schedule, cfg.warmup_steps, cfg.min_lr_ratio)
-    before, after = learning_rate(step - 1, old_total, *args), learning_rate(step, cfg.max_steps, *args)
-    if not step or after <= before * 1.01 or cfg.max_seconds:  # (a time limit: the schedule follows the clock)
+    before = learning_rate(schedule_step(step - 1, max_steps, spent, max_seconds), max_steps, *args)
+    after = learning_rate(schedule_step(step, cfg.max_steps, spent, cfg.max_seconds), cfg.max_steps, *args)
+    if not step or after <= before * 1.01:
         return None
+    until = f"max_seconds={cfg.max_seconds:g}" if cfg.max_seconds else f"max_steps={cfg.max_steps}"
     return (f"lr: step {step} trained at {before:.3g}; step {step + 1} trains at {after:.3g}, as lr_schedule="
-            f"{cfg.lr_schedule} runs to max_steps={cfg.max_steps} now. To go on at a low lr instead, start a new run "
+            f"{cfg.lr_schedule} runs to {until} now. To go on at a low lr instead, start a new run "
             f"from this one's weights (load_checkpoint_path=<this run>, learning_rate=<the lr you want>)")

@@ -451,10 +451,9 @@ def run(cfg: RLConfig, writer=None, *, clock=time.perf_counter) -> RunResult:
                     records = image_records(samples, trajectories_BG, engine.renderer, versions_B)
                     writer.log_images(done, records, split="train")
                 shown = ("reward_mean", "median_km", "tau_km", "format_rate", "dropped_groups", "tokens_per_s")
-                progress.update(step, {k: metrics[k] for k in shown if k in metrics})
-
+                steps, last = done, run.end_step(done)  # (before the line: the step the time limit ends prints it)
+                progress.update(step, {k: metrics[k] for k in shown if k in metrics}, last)
                 steps_trained += counts["datums"] > 0
-                steps, last = done, run.end_step(done)
                 if not steps_trained and done - run.start_step == UNTRAINED_WARN_STEPS and not last:
                     # said early, not only at the end: on a GPU every such step is paid for and learns nothing
                     early = f"in its first {UNTRAINED_WARN_STEPS} steps{since_resume(run.start_step)}"

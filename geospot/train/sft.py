@@ -300,9 +300,8 @@ def train(cfg: SFTConfig, *, stderr: Any = None, clock: Any = time.perf_counter)
             }
             metrics.update({f"optim/{k}": float(v) for k, v in (optim_metrics or {}).items()})
             writer.log_step(done, metrics)
-            progress.update(step, {"loss": loss, "lr": lr, "tok_per_s": metrics["tok_per_s"]})
-
-            steps, last = done, run.end_step(done)
+            steps, last = done, run.end_step(done)  # (before the line: the step the time limit ends prints it)
+            progress.update(step, {"loss": loss, "lr": lr, "tok_per_s": metrics["tok_per_s"]}, last)
             if due(cfg.eval_every, done, last):
                 evaluate_now(done)
             stop = run.stop_asked()  # Ctrl-C / SIGTERM during the step: it is saved, then the run stops

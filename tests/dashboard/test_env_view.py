@@ -27,6 +27,10 @@ def test_an_rl_runs_envs_and_rewards():
     assert single["mix"] is None
     own = env_view({"env_type": "geohash", "reward": "auto"})["reward"]
     assert (own["name"], own["tau"], own["kernel"]) == ("own", False, False)
+    # reward=module:function: the user's function, no τ and no kernel to draw (the page said "distance kernel")
+    mine = env_view({"env_type": "telescoping", "reward": "my_rewards:hemisphere"})["reward"]
+    assert (mine["name"], mine["tau"], mine["kernel"]) == ("my_rewards:hemisphere", False, False)
+    assert mine["text"].startswith("Each parsed guess is graded by your function my_rewards:hemisphere(distance_km")
 
 
 def test_label_turns_carry_their_field_and_pay():

@@ -138,6 +138,10 @@ def test_a_reward_of_the_users_own_module(tmp_path, monkeypatch):
         "    return 0.5 * math.exp(-distance_km / 100)\n"
         "def broken(distance_km, guess, truth):\n"
         "    return float('nan')\n"
+        "def text(distance_km, guess, truth):\n"
+        "    return '1.0'\n"
+        "def raises(distance_km, guess, truth):\n"
+        "    return {}[guess]\n"
         "def one_arg(distance_km):\n"
         "    return 1.0\n"
         "value = 3\n")
@@ -149,6 +153,10 @@ def test_a_reward_of_the_users_own_module(tmp_path, monkeypatch):
     assert reward_name("single", "user_rewards:north") == "user_rewards:north"
     with pytest.raises(ValueError, match=r"reward=user_rewards:broken returned nan for distance_km=12.0"):
         make_reward("user_rewards:broken", 1.0)(12.0, (0, 0), (0, 0))
+    with pytest.raises(ValueError, match=r"reward=user_rewards:text returned '1.0' for .*; a reward is a finite"):
+        make_reward("user_rewards:text", 1.0)(12.0, (0, 0), (0, 0))  # (a string is no number, even one that reads)
+    with pytest.raises(ValueError, match=r"^reward=user_rewards:raises raised KeyError: \(1, 2\) for distance_km=3.0"):
+        make_reward("user_rewards:raises", 1.0)(3.0, (1, 2), (0, 0))
     assert reward_problem("kernel") is None and reward_problem("auto") is None
     for name, said in [("kernal", "is none of auto, kernel, geoscore, mixed, nor your own function"),
                        ("no_such_module:f", "cannot be imported: no module 'no_such_module'"),
@@ -159,3 +167,19 @@ def test_a_reward_of_the_users_own_module(tmp_path, monkeypatch):
         assert said in reward_problem(name), name
         with pytest.raises(ValueError, match=rf"^reward='{name}' "):
             make_reward(name, 1.0)
+
+
+def test_a_reward_module_in_the_current_folder_is_found_by_the_geospot_command(tmp_path):
+    """The installed `geospot` script's sys.path starts at its own bin/ folder, not where it runs (only
+    `python -m` adds that): `reward=my_rewards:f` beside the user was 'cannot be imported'."""
+    import subprocess
+    import sys
+
+    (tmp_path / "here_rewards.py").write_text("def f(distance_km, guess, truth):\n    return 0.5\n")
+    script = tmp_path / "bin" / "tool.py"  # a script elsewhere, as the console script is
+    script.parent.mkdir()
+    script.write_text("from geospot.envs.registry import make_reward, reward_problem\n"
+                      "r = make_reward('here_rewards:f', 1.0)\n"
+                      "print(reward_problem('here_rewards:f'), r(1.0, (0, 0), (0, 0)))\n")
+    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["None", "0.5"], out.stderr[-2000:]

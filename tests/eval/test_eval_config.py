@@ -117,7 +117,7 @@ def test_eval_folders_are_named_by_the_data_folder_not_its_path(tmp_path):
 def test_predict_finds_the_photos_of_a_data_folder_in_its_subfolder(tmp_path):
     """labels.csv + images/: `geospot predict model=… <that folder>` used to find no image."""
     from geospot.config import ConfigError
-    from geospot.eval.predict_cli import image_paths
+    from geospot.eval.predictor import image_paths
 
     data = tmp_path / "labelled"
     (data / "images").mkdir(parents=True)
@@ -143,7 +143,7 @@ def test_a_phones_upper_case_names_are_pointed_at_when_a_pattern_or_name_misses(
     match is read as the shell would have expanded it."""
     from geospot.data import load_samples
     from geospot.data.spec import SpecError
-    from geospot.eval.predict_cli import image_paths
+    from geospot.eval.predictor import image_paths
 
     for name in ("IMG_0001.JPG", "IMG_0002.JPG"):
         Image.new("RGB", (8, 8)).save(tmp_path / name)

@@ -92,8 +92,11 @@ def test_a_time_limit_is_the_nearer_end_of_the_eta_and_its_step_prints_the_last_
     budget.begin_step()
     now[0] = 1.5  # this step has run 1.5 s of the 2 left
     assert prog.update(1, {"loss": 1.0}).endswith("eta 00:00") and out.getvalue() == ""  # (0.5 s)
-    now[0] = 2.0  # the limit is reached inside this step: the run ends after it, and says so
-    assert prog.update(2, {"loss": 1.0}).startswith("step 3/100000") and out.getvalue().startswith("step 3/100000")
+    now[0] = 2.0  # the limit is reached inside this step: the loop says it is the last, and its line prints
+    budget.end_step()
+    assert budget.expired() and out.getvalue() == ""
+    assert prog.update(2, {"loss": 1.0}, last=True).startswith("step 3/100000")
+    assert out.getvalue().startswith("step 3/100000")
     assert TimeBudget(0.0).seconds_left() == float("inf")
     unlimited = Progress(10, stream=io.StringIO(), seconds_left=TimeBudget(0.0).seconds_left)  # no limit: by steps
     unlimited.t0 -= 4.0

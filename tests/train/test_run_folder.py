@@ -436,7 +436,11 @@ def test_extending_a_finished_run_says_the_lr_rises_again(tmp_path):
     from geospot.train.rl import RLConfig
 
     extended = RLConfig(learning_rate=1e-3, lr_schedule="linear", warmup_steps=0, max_steps=8)
-    assert lr_rise(extended, 4, 4).startswith("lr: step 4 trained at 0.00025; step 5 trains at 0.0005")
+    assert lr_rise(extended, 4, 4, 0.0).startswith("lr: step 4 trained at 0.00025; step 5 trains at 0.0005")
+    # a time limit stretched: 3 s of 4 spent read the schedule at step 75 of 100; of 8 s, at step 37
+    timed = RLConfig(learning_rate=1e-3, lr_schedule="linear", warmup_steps=0, max_steps=100, max_seconds=8.0)
+    assert lr_rise(timed, 10, 100, 4.0, spent=3.0).startswith(
+        "lr: step 10 trained at 0.00025; step 11 trains at 0.00063, as lr_schedule=linear runs to max_seconds=8 now")
 
 
 def test_an_rl_run_of_an_older_geospot_with_null_engine_keys_resumes(tmp_path, capsys):

@@ -76,7 +76,8 @@ const UNKNOWN_REWARD = { env: "?", name: "kernel", tau: true, kernel: true, text
 // one env's reward in a sentence, for the share of each batch's images that play it
 function paidSentence(r, share, tauInfo) {
   const who = typeof share === "number" ? `${Math.round(share * 100)}% of each batch's images` : "A share of each batch's images";
-  const paid = r.name === "own" ? "its own reward" : !r.kernel ? "per turn" : r.tau
+  const paid = r.name === "own" ? "its own reward" : r.name.includes(":") ? `by your ${r.name}`
+    : !r.kernel ? "per turn" : r.tau
     ? `exp(−d/τ)${tauInfo ? ` (τ = ${fmt(tauInfo.tau, 4)} km now)` : ""}` : "GeoScore / 5000";
   return ` ${who} play ${r.env}, paid ${paid}.${r.text ? ` ${r.text}` : ""}`;
 }
@@ -96,7 +97,8 @@ async function kernelExplainer(im, tauInfo, envView, kind = null) {
   const others = played.filter(r => r !== drawn).map(r => mix ? paidSentence(r, r.share, tauInfo) : "").join("");
   if (!drawn) {
     box.append(el("h3", {}, "reward kernel"), el("p", { class: "muted" }, (!main.kernel
-      ? `This run's reward (env_type=${main.env}) is not a kernel of the distance, so there is none to draw. ${main.text}`
+      ? `This run's reward (env_type=${main.env}${main.name.includes(":") ? `, reward=${main.name}` : ""}) is not a `
+        + `kernel of the distance, so there is none to draw. ${main.text}`
       : "This run logs no τ (tau_km) yet: its reward is the distance kernel exp(−d/τ), drawn once it does.")
       + (mix ? others : "")));
     return box;
