@@ -3,12 +3,10 @@ this file only dispatches (lazily, so `geospot --help` is instant)."""
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import sys
 
-from geospot import distributed
 from geospot.stops import exit_code, how, sigterm_stops
 
 # command -> (module, function, one-line help)
@@ -69,9 +67,8 @@ def _main(argv: list[str] | None) -> int:
         return 2
     module, func, _ = COMMANDS[name]
     try:
-        # SIGTERM stops a command as Ctrl-C does (sft / rl put their own handlers inside: the step is saved;
-        # under torchrun rank_death's handlers own the signals)
-        with contextlib.nullcontext() if distributed.under_torchrun() else sigterm_stops():
+        # SIGTERM stops a command as Ctrl-C does (sft / rl put their own handlers inside: the step is saved)
+        with sigterm_stops():
             code = int(getattr(importlib.import_module(module), func)(rest) or 0)
     except KeyboardInterrupt as e:  # a command that says nothing of its own (sft / rl / eval / predict do)
         print(str(e) or f"geospot {name}: stopped ({how(e)})", file=sys.stderr)

@@ -10,6 +10,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from geospot import distributed
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM: stop as on Ctrl-C (a training run: status `stopped`, the resume line)."""
@@ -26,8 +28,9 @@ def exit_code(exc: BaseException) -> int:
 
 @contextmanager
 def sigterm_stops() -> Iterator[None]:
-    """SIGTERM raises Terminated inside the block (main thread only: elsewhere signals are not ours)."""
-    if threading.current_thread() is not threading.main_thread():
+    """SIGTERM raises Terminated inside the block (main thread only: elsewhere signals are not ours; under
+    torchrun rank_death's handlers own them)."""
+    if threading.current_thread() is not threading.main_thread() or distributed.under_torchrun():
         yield
         return
 

@@ -8,8 +8,8 @@ ROOT = Path(__file__).resolve().parent.parent / "geospot"
 
 # A package may import from packages of a lower rank only (and from itself). Entry points sit on top.
 RANK = {
-    "geospot": 0, "jsonutil": 0, "config": 0, "prompts": 0, "distributed": 0, "stops": 0,
-    "geo": 1, "runs": 1,
+    "geospot": 0, "jsonutil": 0, "config": 0, "prompts": 0, "distributed": 0,
+    "geo": 1, "runs": 1, "stops": 1,
     "data": 2,
     "models": 3,
     "engines": 4,

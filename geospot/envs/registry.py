@@ -83,7 +83,7 @@ def custom_reward(name: str) -> CustomReward:
     if problem := reward_problem(name):
         raise ValueError(f"reward={name!r} {problem}")
     module, _, attr = name.partition(":")
-    return CustomReward(name, getattr(importlib.import_module(module), attr))
+    return CustomReward(name, getattr(_import(module), attr))
 
 
 def _import(module: str):
